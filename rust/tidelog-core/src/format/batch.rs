@@ -1,0 +1,464 @@
+//! The record batch: the unit of writing, checksumming and recovery.
+//!
+//! Batch header (64 bytes, little-endian), followed by the record entries and blobs of
+//! [`super::record`]:
+//!
+//! | bytes  | type   | field                                                     |
+//! |--------|--------|-----------------------------------------------------------|
+//! | 0..8   | u64    | base offset                                               |
+//! | 8..12  | u32    | length of everything after this field (batch length − 12) |
+//! | 12..16 | u32    | CRC32C (Castagnoli) of bytes 16..end                      |
+//! | 16     | u8     | format version (1)                                        |
+//! | 17     | u8     | attributes (bit 0: transactional, bit 1: control batch)   |
+//! | 18..20 | u16    | reserved, 0                                               |
+//! | 20..24 | u32    | last offset delta                                         |
+//! | 24..28 | u32    | record count                                              |
+//! | 28..36 | i64    | first timestamp, ms since the Unix epoch                  |
+//! | 36..44 | i64    | max timestamp                                             |
+//! | 44..52 | i64    | producer id, −1 for none                                  |
+//! | 52..54 | i16    | producer epoch, −1 for none                               |
+//! | 54..56 | u16    | reserved, 0                                               |
+//! | 56..60 | i32    | base sequence, −1 for none                                |
+//! | 60..64 | u32    | total length of the value blob                            |
+//!
+//! The CRC covers everything a reader interprets except the base offset and length, which
+//! the reader checks against its own expectations (the offset it is looking for, the end of
+//! the file) before trusting the CRC.
+
+use super::record::{Record, RecordEntry, RecordView, RECORD_ENTRY_LEN};
+use super::{read_i32, read_i64, read_u32, read_u64, FORMAT_VERSION};
+
+/// Size of the batch header.
+pub const BATCH_HEADER_LEN: usize = 64;
+/// Bytes before the CRC'd region: base offset, length, CRC.
+const CRC_START: usize = 16;
+/// Producer id stored when a batch has no producer.
+pub const NO_PRODUCER: i64 = -1;
+/// Base sequence stored when a batch has no producer.
+pub const NO_SEQUENCE: i32 = -1;
+
+/// What the writer decides about a batch besides its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchMeta {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Attribute bits.
+    pub attributes: u8,
+    /// Producer id or [`NO_PRODUCER`].
+    pub producer_id: i64,
+    /// Producer epoch or −1.
+    pub producer_epoch: i16,
+    /// Base sequence or [`NO_SEQUENCE`].
+    pub base_sequence: i32,
+}
+
+impl BatchMeta {
+    /// A batch with no producer identity.
+    pub fn plain(base_offset: u64) -> Self {
+        BatchMeta {
+            base_offset,
+            attributes: 0,
+            producer_id: NO_PRODUCER,
+            producer_epoch: -1,
+            base_sequence: NO_SEQUENCE,
+        }
+    }
+}
+
+/// The decoded header of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Total bytes of the batch including the header.
+    pub total_len: usize,
+    /// Stored CRC32C.
+    pub crc: u32,
+    /// Format version.
+    pub version: u8,
+    /// Attribute bits.
+    pub attributes: u8,
+    /// Offset of the last record minus the base offset.
+    pub last_offset_delta: u32,
+    /// Number of records.
+    pub record_count: u32,
+    /// Timestamp of the first record.
+    pub first_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// Producer id or [`NO_PRODUCER`].
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Base sequence or [`NO_SEQUENCE`].
+    pub base_sequence: i32,
+    /// Bytes of the value blob.
+    pub values_len: u32,
+}
+
+impl BatchHeader {
+    /// Decodes a header from the first [`BATCH_HEADER_LEN`] bytes, or `None` if fewer
+    /// bytes are given. Nothing is validated here; see [`BatchView::parse`].
+    pub fn read(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < BATCH_HEADER_LEN {
+            return None;
+        }
+        Some(BatchHeader {
+            base_offset: read_u64(bytes, 0),
+            total_len: read_u32(bytes, 8) as usize + 12,
+            crc: read_u32(bytes, 12),
+            version: bytes[16],
+            attributes: bytes[17],
+            last_offset_delta: read_u32(bytes, 20),
+            record_count: read_u32(bytes, 24),
+            first_timestamp: read_i64(bytes, 28),
+            max_timestamp: read_i64(bytes, 36),
+            producer_id: read_i64(bytes, 44),
+            producer_epoch: i16::from_le_bytes([bytes[52], bytes[53]]),
+            base_sequence: read_i32(bytes, 56),
+            values_len: read_u32(bytes, 60),
+        })
+    }
+
+    /// The offset after this batch's last record.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta) + 1
+    }
+}
+
+/// Bytes needed to encode `records` as one batch.
+pub fn encoded_len(records: &[Record<'_>]) -> usize {
+    BATCH_HEADER_LEN
+        + records
+            .iter()
+            .map(|r| RECORD_ENTRY_LEN + r.key.map_or(0, <[u8]>::len) + r.value.len() + r.headers.len())
+            .sum::<usize>()
+}
+
+/// Encodes `records` as one batch into `out`, which must be exactly
+/// [`encoded_len`]`(records)` bytes long, and returns the header written.
+///
+/// Timestamps are stored as deltas from the first record's; the caller guarantees they
+/// fit in an `i32` (about 24 days), lengths fit in the u32 fields, and `records` is
+/// non-empty.
+///
+/// # Panics
+/// If `out` has the wrong length or `records` is empty: both are caller bugs.
+pub fn encode_batch(out: &mut [u8], meta: BatchMeta, records: &[Record<'_>]) -> BatchHeader {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    assert_eq!(out.len(), encoded_len(records), "output sized by encoded_len");
+    let first_timestamp = records[0].timestamp;
+    let mut max_timestamp = first_timestamp;
+    let entries_end = BATCH_HEADER_LEN + records.len() * RECORD_ENTRY_LEN;
+    let values_len: usize = records.iter().map(|r| r.value.len()).sum();
+    let keys_len: usize = records.iter().map(|r| r.key.map_or(0, <[u8]>::len)).sum();
+    let (mut value_at, mut key_at) = (entries_end, entries_end + values_len);
+    let mut header_at = key_at + keys_len;
+    for (i, r) in records.iter().enumerate() {
+        max_timestamp = max_timestamp.max(r.timestamp);
+        let entry = RecordEntry {
+            offset_delta: i as u32,
+            timestamp_delta: (r.timestamp - first_timestamp) as i32,
+            key_len: r.key.map_or(-1, |k| k.len() as i32),
+            value_len: r.value.len() as u32,
+            headers_len: r.headers.len() as u32,
+        };
+        let at = BATCH_HEADER_LEN + i * RECORD_ENTRY_LEN;
+        entry.write(&mut out[at..at + RECORD_ENTRY_LEN]);
+        out[value_at..value_at + r.value.len()].copy_from_slice(r.value);
+        value_at += r.value.len();
+        if let Some(key) = r.key {
+            out[key_at..key_at + key.len()].copy_from_slice(key);
+            key_at += key.len();
+        }
+        out[header_at..header_at + r.headers.len()].copy_from_slice(r.headers);
+        header_at += r.headers.len();
+    }
+    let header = BatchHeader {
+        base_offset: meta.base_offset,
+        total_len: out.len(),
+        crc: 0,
+        version: FORMAT_VERSION,
+        attributes: meta.attributes,
+        last_offset_delta: (records.len() - 1) as u32,
+        record_count: records.len() as u32,
+        first_timestamp,
+        max_timestamp,
+        producer_id: meta.producer_id,
+        producer_epoch: meta.producer_epoch,
+        base_sequence: meta.base_sequence,
+        values_len: values_len as u32,
+    };
+    write_header(out, &header);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[12..16].copy_from_slice(&crc.to_le_bytes());
+    BatchHeader { crc, ..header }
+}
+
+fn write_header(out: &mut [u8], h: &BatchHeader) {
+    out[0..8].copy_from_slice(&h.base_offset.to_le_bytes());
+    out[8..12].copy_from_slice(&((h.total_len - 12) as u32).to_le_bytes());
+    out[12..16].copy_from_slice(&h.crc.to_le_bytes());
+    out[16] = h.version;
+    out[17] = h.attributes;
+    out[18..20].fill(0);
+    out[20..24].copy_from_slice(&h.last_offset_delta.to_le_bytes());
+    out[24..28].copy_from_slice(&h.record_count.to_le_bytes());
+    out[28..36].copy_from_slice(&h.first_timestamp.to_le_bytes());
+    out[36..44].copy_from_slice(&h.max_timestamp.to_le_bytes());
+    out[44..52].copy_from_slice(&h.producer_id.to_le_bytes());
+    out[52..54].copy_from_slice(&h.producer_epoch.to_le_bytes());
+    out[54..56].fill(0);
+    out[56..60].copy_from_slice(&h.base_sequence.to_le_bytes());
+    out[60..64].copy_from_slice(&h.values_len.to_le_bytes());
+}
+
+/// A batch whose structure has been checked: every record entry lies inside the batch,
+/// so record access cannot go out of bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchView<'a> {
+    /// The decoded header.
+    pub header: BatchHeader,
+    bytes: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// Checks the batch at the start of `bytes` (which may extend past it) and returns a
+    /// view of exactly its bytes. With `verify_crc` the CRC is recomputed; without it only
+    /// the structure is checked (used where the CRC was verified before).
+    ///
+    /// # Errors
+    /// A static description of the first check that failed.
+    pub fn parse(bytes: &'a [u8], verify_crc: bool) -> std::result::Result<Self, &'static str> {
+        let header = BatchHeader::read(bytes).ok_or("truncated batch header")?;
+        if header.total_len < BATCH_HEADER_LEN {
+            return Err("batch length smaller than its header");
+        }
+        if header.total_len > bytes.len() {
+            return Err("batch extends past the end of the data");
+        }
+        let bytes = &bytes[..header.total_len];
+        if verify_crc && crc32c::crc32c(&bytes[CRC_START..]) != header.crc {
+            return Err("CRC32C mismatch");
+        }
+        if header.version != FORMAT_VERSION {
+            return Err("unknown format version");
+        }
+        let count = header.record_count as usize;
+        if count == 0 {
+            return Err("batch with no records");
+        }
+        let entries_end = count
+            .checked_mul(RECORD_ENTRY_LEN)
+            .and_then(|n| n.checked_add(BATCH_HEADER_LEN))
+            .filter(|&end| end <= bytes.len())
+            .ok_or("record entries extend past the batch")?;
+        let entries = &bytes[BATCH_HEADER_LEN..entries_end];
+        let (mut values, mut keys, mut headers) = (0u64, 0u64, 0u64);
+        let mut last_delta = None;
+        for i in 0..count {
+            let e = RecordEntry::read(entries, i);
+            if last_delta.is_some_and(|d| e.offset_delta <= d) {
+                return Err("record offset deltas not increasing");
+            }
+            last_delta = Some(e.offset_delta);
+            if e.key_len < -1 {
+                return Err("negative key length");
+            }
+            values += u64::from(e.value_len);
+            keys += e.key_bytes() as u64;
+            headers += u64::from(e.headers_len);
+        }
+        if last_delta != Some(header.last_offset_delta) {
+            return Err("last offset delta does not match the records");
+        }
+        if values != u64::from(header.values_len) {
+            return Err("value lengths do not add up to the value blob");
+        }
+        if (entries_end as u64) + values + keys + headers != bytes.len() as u64 {
+            return Err("record lengths do not add up to the batch length");
+        }
+        Ok(BatchView { header, bytes })
+    }
+
+    /// The batch's bytes, header included.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Byte range of the value blob within [`Self::bytes`].
+    pub fn values_range(&self) -> std::ops::Range<usize> {
+        let start = self.entries_end();
+        start..start + self.header.values_len as usize
+    }
+
+    fn entries_end(&self) -> usize {
+        BATCH_HEADER_LEN + self.header.record_count as usize * RECORD_ENTRY_LEN
+    }
+
+    /// Iterates the records in offset order.
+    pub fn records(&self) -> RecordIter<'a> {
+        let entries_end = self.entries_end();
+        let keys_at = entries_end + self.header.values_len as usize;
+        let keys_len: usize = (0..self.header.record_count as usize)
+            .map(|i| RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i).key_bytes())
+            .sum();
+        RecordIter {
+            bytes: self.bytes,
+            header: self.header,
+            index: 0,
+            value_at: entries_end,
+            key_at: keys_at,
+            headers_at: keys_at + keys_len,
+        }
+    }
+}
+
+/// Iterator over the records of a [`BatchView`].
+#[derive(Clone, Debug)]
+pub struct RecordIter<'a> {
+    bytes: &'a [u8],
+    header: BatchHeader,
+    index: usize,
+    value_at: usize,
+    key_at: usize,
+    headers_at: usize,
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = RecordView<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RecordView<'a>> {
+        if self.index >= self.header.record_count as usize {
+            return None;
+        }
+        // Bounds were proven by `BatchView::parse`.
+        let e = RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], self.index);
+        self.index += 1;
+        let value = &self.bytes[self.value_at..self.value_at + e.value_len as usize];
+        self.value_at += e.value_len as usize;
+        let key = (e.key_len >= 0).then(|| {
+            let k = &self.bytes[self.key_at..self.key_at + e.key_bytes()];
+            self.key_at += e.key_bytes();
+            k
+        });
+        let headers = &self.bytes[self.headers_at..self.headers_at + e.headers_len as usize];
+        self.headers_at += e.headers_len as usize;
+        Some(RecordView {
+            offset: self.header.base_offset + u64::from(e.offset_delta),
+            timestamp: self.header.first_timestamp + i64::from(e.timestamp_delta),
+            key,
+            value,
+            headers,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.header.record_count as usize - self.index;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for RecordIter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(meta: BatchMeta, records: &[Record<'_>]) -> Vec<u8> {
+        let mut out = vec![0; encoded_len(records)];
+        encode_batch(&mut out, meta, records);
+        out
+    }
+
+    #[test]
+    fn round_trip_with_keys_and_headers() {
+        let hdr = super::super::headers::encode([("h", &b"v"[..])].into_iter()).unwrap();
+        let records = [
+            Record { timestamp: 1000, key: Some(b"k1"), value: b"v1", headers: &hdr },
+            Record { timestamp: 990, key: None, value: b"", headers: &[] },
+            Record { timestamp: 1005, key: Some(b""), value: b"value-3", headers: &[] },
+        ];
+        let meta =
+            BatchMeta { producer_id: 7, producer_epoch: 2, base_sequence: 40, ..BatchMeta::plain(100) };
+        let bytes = encode(meta, &records);
+        let view = BatchView::parse(&bytes, true).unwrap();
+        assert_eq!(view.header.base_offset, 100);
+        assert_eq!(view.header.next_offset(), 103);
+        assert_eq!(view.header.max_timestamp, 1005);
+        assert_eq!(
+            (view.header.producer_id, view.header.producer_epoch, view.header.base_sequence),
+            (7, 2, 40)
+        );
+        let got: Vec<_> = view.records().collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            (got[0].offset, got[0].timestamp, got[0].key, got[0].value),
+            (100, 1000, Some(&b"k1"[..]), &b"v1"[..])
+        );
+        assert_eq!(got[0].headers, &hdr[..]);
+        assert_eq!((got[1].offset, got[1].timestamp, got[1].key, got[1].value), (101, 990, None, &b""[..]));
+        assert_eq!((got[2].key, got[2].value), (Some(&b""[..]), &b"value-3"[..]));
+        assert_eq!(&bytes[view.values_range()], b"v1value-3");
+    }
+
+    #[test]
+    fn crc_detects_every_single_bit_flip_after_the_crc_field() {
+        let records = [Record { timestamp: 5, key: Some(b"key"), value: b"some value", headers: &[] }];
+        let good = encode(BatchMeta::plain(0), &records);
+        for byte in CRC_START..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(BatchView::parse(&bad, true).is_err(), "flip at {byte}:{bit}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_records_round_trip(
+            recs in proptest::collection::vec(
+                (proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+                 proptest::collection::vec(any::<u8>(), 0..200), -1000i64..1000),
+                1..20),
+            base in 0u64..u64::MAX / 2,
+        ) {
+            let records: Vec<Record<'_>> = recs.iter().map(|(k, v, t)| Record {
+                timestamp: 1_700_000_000_000 + t, key: k.as_deref(), value: v, headers: &[],
+            }).collect();
+            let bytes = encode(BatchMeta::plain(base), &records);
+            let view = BatchView::parse(&bytes, true).unwrap();
+            let got: Vec<_> = view.records().collect();
+            prop_assert_eq!(got.len(), records.len());
+            for (i, (g, r)) in got.iter().zip(&records).enumerate() {
+                prop_assert_eq!(g.offset, base + i as u64);
+                prop_assert_eq!(g.key, r.key);
+                prop_assert_eq!(g.value, r.value);
+                prop_assert_eq!(g.timestamp, r.timestamp);
+            }
+        }
+
+        #[test]
+        fn any_corruption_is_an_error_never_a_panic(
+            value in proptest::collection::vec(any::<u8>(), 0..100),
+            at in any::<prop::sample::Index>(),
+            junk in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let records = [Record { timestamp: 1, key: Some(b"k"), value: &value, headers: &[] }];
+            let mut bytes = encode(BatchMeta::plain(3), &records);
+            let i = at.index(bytes.len());
+            let changed = bytes[i] != junk;
+            bytes[i] = junk;
+            let parsed = BatchView::parse(&bytes, true);
+            if changed && i >= CRC_START { prop_assert!(parsed.is_err()); }
+            let truncated = &bytes[..cut.index(bytes.len())];
+            prop_assert!(BatchView::parse(truncated, true).is_err());
+            // Structure checks alone must never panic on garbage either.
+            if let Ok(v) = BatchView::parse(&bytes, false) { let _ = v.records().count(); }
+        }
+    }
+}

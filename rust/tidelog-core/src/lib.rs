@@ -1,0 +1,24 @@
+//! tidelog's storage engine: a memory-mapped, segmented, append-only log of CRC32C-checked
+//! record batches, safe to share between threads and processes.
+//!
+//! Layers, each depending only on the ones before it:
+//! - [`format`]: the bytes of a record batch;
+//! - [`segment`] and [`index`]: one data file and its sparse offset and time indexes;
+//! - [`shm`]: the per-partition control block (cross-process append lock, published head);
+//! - [`log`]: a partition's segments, appends, reads, rolling, retention and recovery;
+//! - [`store`]: a directory of topics, each a set of partition logs.
+
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod format;
+pub mod index;
+pub mod log;
+pub mod partitioner;
+pub mod segment;
+pub mod shm;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use log::{FsyncPolicy, LogConfig, PartitionLog};
+pub use store::{Store, Topic};

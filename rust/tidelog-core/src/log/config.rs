@@ -1,0 +1,97 @@
+//! Settings of a partition log, checked once when a store opens.
+
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// When appended data is forced to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Page cache only: survives a process crash, not a power loss.
+    Never,
+    /// A background thread syncs dirty partitions this often.
+    Interval(Duration),
+    /// Every append returns only after its bytes are on disk.
+    Always,
+}
+
+/// Settings shared by every partition of a store.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Capacity of a segment's data file; a batch that does not fit rolls the segment.
+    pub segment_bytes: usize,
+    /// Roll the active segment once it is this old (and not empty).
+    pub segment_ms: Option<i64>,
+    /// Delete the oldest sealed segments while the partition is larger than this.
+    pub retention_bytes: Option<u64>,
+    /// Delete sealed segments whose newest record is older than this.
+    pub retention_ms: Option<i64>,
+    /// Bytes of batches between two sparse index entries.
+    pub index_interval_bytes: usize,
+    /// Durability of appends.
+    pub fsync: FsyncPolicy,
+    /// Largest value (plus key and headers) one message may carry.
+    pub max_message_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 64 << 20,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            retention_ms: None,
+            index_interval_bytes: 4096,
+            fsync: FsyncPolicy::Never,
+            max_message_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Smallest segment the store accepts; below this a segment would hold almost nothing.
+pub const MIN_SEGMENT_BYTES: usize = 4096;
+/// Largest segment: positions in the indexes are 32-bit.
+pub const MAX_SEGMENT_BYTES: usize = 1 << 31;
+
+impl LogConfig {
+    /// Checks every setting, naming the first bad one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return bad(format!(
+                "segment_bytes must be between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, got {}",
+                self.segment_bytes
+            ));
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > self.segment_bytes / 2 {
+            return bad(format!(
+                "max_message_bytes must be between 1 and segment_bytes / 2 ({}), got {}",
+                self.segment_bytes / 2,
+                self.max_message_bytes
+            ));
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes must be positive".into());
+        }
+        if let Some(ms) = self.segment_ms.filter(|&ms| ms <= 0) {
+            return bad(format!("segment_ms must be positive, got {ms}"));
+        }
+        if let Some(ms) = self.retention_ms.filter(|&ms| ms <= 0) {
+            return bad(format!("retention_ms must be positive, got {ms}"));
+        }
+        if let FsyncPolicy::Interval(d) = self.fsync {
+            if d.is_zero() {
+                return bad("fsync_interval_ms must be positive".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Index entries a segment can need: one at the start and at most one per interval.
+    pub fn index_capacity(&self) -> usize {
+        self.segment_bytes / self.index_interval_bytes + 2
+    }
+}

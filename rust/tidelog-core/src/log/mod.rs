@@ -1,0 +1,479 @@
+//! A partition's log: a directory of segments, the control block that serialises appends
+//! across processes, and this process's view of which segments exist.
+//!
+//! Invariants:
+//! 1. Offsets are dense within the log; segment `k + 1` starts at the offset after the last
+//!    batch of segment `k` (retention only removes whole segments from the front).
+//! 2. Every byte below the published head is a complete, CRC-valid batch; appends write past
+//!    the head and publish after the bytes are in place, so no reader in any process ever
+//!    sees part of a batch.
+//! 3. The set of segment files only changes under the append lock, and every change bumps
+//!    the head's generation, which is how other processes notice they must re-list.
+
+pub mod config;
+mod read;
+mod recovery;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use rustix::fs::{flock, FlockOperation};
+
+pub use self::config::{FsyncPolicy, LogConfig};
+pub use self::read::{ReadChunk, ReadResult};
+use crate::format::{encode_batch, encoded_len, BatchMeta, Record};
+use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
+use crate::segment::{self, Segment};
+use crate::shm::{ControlBlock, Head, Opened, WriteGuard};
+use crate::{Error, Result};
+
+/// Name of the control block file in a partition directory.
+pub const CONTROL_FILE: &str = "control";
+
+/// What an append wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Number of records.
+    pub count: u32,
+}
+
+/// This process's picture of the segments.
+struct View {
+    generation: u64,
+    /// Sealed segments in offset order, then the active one last.
+    segments: Vec<Arc<Segment>>,
+}
+
+impl View {
+    fn active(&self) -> &Arc<Segment> {
+        self.segments.last().expect("a log always has an active segment")
+    }
+}
+
+/// One partition of a topic.
+pub struct PartitionLog {
+    dir: PathBuf,
+    topic: String,
+    partition: u32,
+    config: LogConfig,
+    control: ControlBlock,
+    view: RwLock<View>,
+    /// Set by appends, cleared by [`Self::sync`]: what the interval syncer looks at.
+    dirty: AtomicBool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition log in `dir`. If no other process has it
+    /// open, the tail of the active segment is validated and a torn or damaged tail is
+    /// truncated before anything else can read it.
+    ///
+    /// # Errors
+    /// I/O errors, foreign files in the directory, or corruption in sealed segments'
+    /// structure that makes the log unusable.
+    pub fn open(dir: &Path, topic: &str, partition: u32, config: LogConfig) -> Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        // Opening is serialised per partition so "am I the only process?" and the recovery
+        // that follows cannot interleave with another opener (see shm).
+        let dir_handle = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+        flock(&dir_handle, FlockOperation::LockExclusive).map_err(|e| Error::io("flock", dir, e.into()))?;
+        let (control, hint) = match ControlBlock::open(&dir.join(CONTROL_FILE))? {
+            Opened::Alone(c, hint) => (c, Some(hint)),
+            Opened::Shared(c) => (c, None),
+        };
+        let log = PartitionLog {
+            dir: dir.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            config,
+            control,
+            view: RwLock::new(View { generation: u64::MAX, segments: Vec::new() }),
+            dirty: AtomicBool::new(false),
+        };
+        {
+            let mut guard = log.control.lock()?;
+            match hint {
+                Some(hint) => log.recover(&mut guard, hint)?,
+                None => {
+                    if guard.owner_died() {
+                        log.repair_after_dead_writer(&guard)?;
+                    }
+                    log.refresh(&guard)?;
+                }
+            }
+        }
+        drop(dir_handle);
+        Ok(log)
+    }
+
+    /// The topic this partition belongs to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition number.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// First retained offset.
+    pub fn start_offset(&self) -> u64 {
+        self.control.head().log_start
+    }
+
+    /// The next offset to be written.
+    pub fn end_offset(&self) -> u64 {
+        self.control.head().next_offset
+    }
+
+    /// The published head (for observability).
+    pub fn head(&self) -> Head {
+        self.control.head()
+    }
+
+    /// Total bytes of batches in all segments.
+    pub fn size_bytes(&self) -> Result<u64> {
+        let head = self.control.head();
+        let view = self.current_view(head)?;
+        let sealed: u64 =
+            view.segments.iter().filter(|s| !s.is_active()).map(|s| s.data.readable() as u64).sum();
+        Ok(sealed + head.committed_pos)
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> Result<usize> {
+        Ok(self.current_view(self.control.head())?.segments.len())
+    }
+
+    /// Takes the append lock, waiting for it if `wait`; `None` if it is busy and `!wait`.
+    fn lock(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
+        let guard = if wait { Some(self.control.lock()?) } else { self.control.try_lock()? };
+        if let Some(g) = &guard {
+            if g.owner_died() {
+                self.repair_after_dead_writer(g)?;
+            }
+        }
+        Ok(guard)
+    }
+
+    /// Appends `records` as one atomic batch. With `wait == false` it returns `Ok(None)`
+    /// instead of blocking when another thread or process holds the append lock, so a
+    /// caller holding Python's GIL can retry after releasing it.
+    ///
+    /// The batch is in the page cache when this returns; with [`FsyncPolicy::Always`] it is
+    /// also on disk.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`] for a record over `max_message_bytes` or a batch too large
+    /// for a segment, [`Error::InvalidConfig`] for timestamps too far apart, I/O errors.
+    pub fn append(&self, records: &[Record<'_>], meta: BatchMeta, wait: bool) -> Result<Option<Appended>> {
+        if records.is_empty() {
+            return Err(Error::InvalidConfig("cannot append an empty batch".into()));
+        }
+        let size = self.check_batch(records)?;
+        let Some(mut guard) = self.lock(wait)? else {
+            return Ok(None);
+        };
+        let (appended, synced_range) = self.append_locked(&mut guard, records, meta, size)?;
+        drop(guard);
+        if let Some((segment, start, end)) = synced_range {
+            segment.sync_data(start, end)?;
+        } else {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        Ok(Some(appended))
+    }
+
+    fn check_batch(&self, records: &[Record<'_>]) -> Result<usize> {
+        let limit = self.config.max_message_bytes;
+        let first = records[0].timestamp;
+        for r in records {
+            let size = r.value.len() + r.key.map_or(0, <[u8]>::len) + r.headers.len();
+            if size > limit {
+                return Err(Error::MessageTooLarge {
+                    size: size as u64,
+                    limit: limit as u64,
+                    what: "max_message_bytes",
+                });
+            }
+            if i32::try_from(r.timestamp - first).is_err() {
+                return Err(Error::InvalidConfig(format!(
+                    "timestamps in one batch must lie within ~24 days of the first ({first}), got {}",
+                    r.timestamp
+                )));
+            }
+        }
+        let size = encoded_len(records);
+        let capacity = self.config.segment_bytes;
+        if size > capacity || u32::try_from(size).is_err() {
+            return Err(Error::MessageTooLarge {
+                size: size as u64,
+                limit: capacity as u64,
+                what: "segment_bytes (whole batch)",
+            });
+        }
+        Ok(size)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn append_locked(
+        &self,
+        guard: &mut WriteGuard<'_>,
+        records: &[Record<'_>],
+        meta: BatchMeta,
+        size: usize,
+    ) -> Result<(Appended, Option<(Arc<Segment>, usize, usize)>)> {
+        let mut head = guard.head();
+        self.refresh_if_stale(guard)?;
+        let now = now_ms();
+        let active = self.read_view()?.active().clone();
+        let too_old = self.config.segment_ms.is_some_and(|ms| now - head.segment_created_ms >= ms);
+        let full = head.committed_pos as usize + size > active.data.len();
+        if head.committed_pos > 0 && (full || too_old) {
+            self.roll(guard)?;
+            head = guard.head();
+        }
+        let active = self.read_view()?.active().clone();
+        let pos = head.committed_pos as usize;
+        let region = active.data.write_region(guard, pos, size).ok_or_else(|| {
+            Error::InvalidConfig(format!("batch of {size} bytes does not fit in segment {}", active.base))
+        })?;
+        let header = encode_batch(region, BatchMeta { base_offset: head.next_offset, ..meta }, records);
+        let entries = head.index_entries as usize;
+        if entries == 0 || pos - head.last_index_pos as usize >= self.config.index_interval_bytes {
+            let entry = IndexEntry {
+                relative_offset: (head.next_offset - active.base) as u32,
+                position: pos as u32,
+                max_timestamp_before: head.max_timestamp,
+            };
+            write_index_entry(guard, &active, entries, &entry)?;
+            head.index_entries += 1;
+            head.last_index_pos = pos as u64;
+        }
+        active.data.publish(guard, pos + size);
+        head.committed_pos += size as u64;
+        head.next_offset = header.next_offset();
+        head.max_timestamp = head.max_timestamp.max(header.max_timestamp);
+        guard.publish(head);
+        let appended = Appended { base_offset: header.base_offset, count: header.record_count };
+        let sync = (self.config.fsync == FsyncPolicy::Always).then(|| (active, pos, pos + size));
+        Ok((appended, sync))
+    }
+
+    /// Seals the active segment and starts a new one at the next offset, then applies
+    /// retention. Called with the append lock held.
+    fn roll(&self, guard: &mut WriteGuard<'_>) -> Result<()> {
+        let mut head = guard.head();
+        let active = self.read_view()?.active().clone();
+        let durable = self.config.fsync != FsyncPolicy::Never;
+        // Trim first: a crash after this leaves a valid sealed-looking segment that
+        // recovery simply treats as active again.
+        active.trim(head.committed_pos as usize, head.index_entries as usize, durable)?;
+        Segment::open_active(
+            &self.dir,
+            head.next_offset,
+            self.config.segment_bytes,
+            self.config.index_capacity(),
+            0,
+            0,
+        )?;
+        if durable {
+            segment::sync_dir(&self.dir)?;
+        }
+        head.generation += 1;
+        head.active_base = head.next_offset;
+        head.committed_pos = 0;
+        head.index_entries = 0;
+        head.last_index_pos = 0;
+        head.max_timestamp = i64::MIN;
+        head.segment_created_ms = now_ms();
+        guard.publish(head);
+        self.refresh(guard)?;
+        self.apply_retention(guard)
+    }
+
+    /// Deletes whole sealed segments beyond the retention limits and advances the start
+    /// offset.
+    ///
+    /// # Errors
+    /// I/O errors deleting files.
+    pub fn enforce_retention(&self) -> Result<()> {
+        if self.config.retention_bytes.is_none() && self.config.retention_ms.is_none() {
+            return Ok(());
+        }
+        let mut guard = self.control.lock()?;
+        if guard.owner_died() {
+            self.repair_after_dead_writer(&guard)?;
+        }
+        self.refresh_if_stale(&guard)?;
+        self.apply_retention(&mut guard)
+    }
+
+    fn apply_retention(&self, guard: &mut WriteGuard<'_>) -> Result<()> {
+        let segments = self.read_view()?.segments.clone();
+        let mut head = guard.head();
+        let mut total: u64 =
+            segments[..segments.len() - 1].iter().map(|s| s.data.readable() as u64).sum::<u64>()
+                + head.committed_pos;
+        let cutoff = self.config.retention_ms.map(|ms| now_ms() - ms);
+        let mut removed = 0;
+        for seg in &segments[..segments.len() - 1] {
+            let over_size = self.config.retention_bytes.is_some_and(|limit| total > limit);
+            let too_old = cutoff.is_some_and(|c| seg.max_timestamp() < c);
+            if !(over_size || too_old) {
+                break;
+            }
+            // Data file first: index files without data are ignored and cleaned by recovery.
+            for path in [&seg.paths.data, &seg.paths.index, &seg.paths.time_index] {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("delete", path, e)),
+                }
+            }
+            total -= seg.data.readable() as u64;
+            removed += 1;
+        }
+        if removed > 0 {
+            head.generation += 1;
+            head.log_start = segments[removed].base;
+            guard.publish(head);
+            self.refresh(guard)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything appended so far to disk.
+    ///
+    /// # Errors
+    /// The sync failure.
+    pub fn sync(&self) -> Result<()> {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let head = self.control.head();
+        let view = self.current_view(head)?;
+        let active = view.active();
+        if active.base == head.active_base {
+            active.sync_data(0, head.committed_pos as usize)?;
+        }
+        Ok(())
+    }
+
+    fn read_view(&self) -> Result<RwLockReadGuard<'_, View>> {
+        self.view.read().map_err(|_| Error::Closed)
+    }
+
+    /// This process's view, re-listed first if another process changed the segments.
+    fn current_view(&self, head: Head) -> Result<RwLockReadGuard<'_, View>> {
+        {
+            let view = self.read_view()?;
+            if view.generation == head.generation {
+                view.active().data.observe_published(head.committed_pos as usize);
+                view.active().index.observe_published(head.index_entries as usize * INDEX_ENTRY_BYTES);
+                view.active()
+                    .time_index
+                    .observe_published(head.index_entries as usize * TIME_INDEX_ENTRY_BYTES);
+                return Ok(view);
+            }
+        }
+        let guard = self.lock(true)?.expect("blocking lock");
+        self.refresh_if_stale(&guard)?;
+        drop(guard);
+        self.current_view(self.control.head())
+    }
+
+    fn refresh_if_stale(&self, guard: &WriteGuard<'_>) -> Result<()> {
+        if self.read_view()?.generation != guard.head().generation {
+            self.refresh(guard)?;
+        }
+        Ok(())
+    }
+
+    /// Re-lists the segment files to match the published head. Called with the append
+    /// lock held, so the files cannot change meanwhile.
+    fn refresh(&self, guard: &WriteGuard<'_>) -> Result<()> {
+        let head = guard.head();
+        let bases = recovery::list_segments(&self.dir, false)?;
+        let old = self.read_view()?.segments.clone();
+        let mut segments = Vec::with_capacity(bases.len());
+        for &base in bases.iter().filter(|&&b| b >= head.log_start) {
+            let reuse = old.iter().find(|s| s.base == base && (s.is_active() == (base == head.active_base)));
+            let seg = match reuse {
+                Some(s) => s.clone(),
+                None if base == head.active_base => Arc::new(Segment::open_active(
+                    &self.dir,
+                    base,
+                    self.config.segment_bytes,
+                    self.config.index_capacity(),
+                    head.committed_pos as usize,
+                    head.index_entries as usize,
+                )?),
+                None => Arc::new(Segment::open_sealed(&self.dir, base)?),
+            };
+            segments.push(seg);
+        }
+        if segments.last().is_none_or(|s| s.base != head.active_base) {
+            return Err(Error::Corrupt {
+                path: self.dir.clone(),
+                position: 0,
+                offset: head.active_base,
+                reason: "the active segment's files are missing".into(),
+            });
+        }
+        let active = segments.last().expect("checked");
+        active.data.observe_published(head.committed_pos as usize);
+        active.index.observe_published(head.index_entries as usize * INDEX_ENTRY_BYTES);
+        active.time_index.observe_published(head.index_entries as usize * TIME_INDEX_ENTRY_BYTES);
+        *self.view.write().map_err(|_| Error::Closed)? = View { generation: head.generation, segments };
+        Ok(())
+    }
+
+    /// A writer died holding the lock: whatever it wrote past the head is garbage.
+    fn repair_after_dead_writer(&self, guard: &WriteGuard<'_>) -> Result<()> {
+        self.refresh_if_stale(guard)?;
+        let active = self.read_view()?.active().clone();
+        active.zero_tail(guard.head().committed_pos as usize)
+    }
+}
+
+fn write_index_entry(
+    guard: &WriteGuard<'_>,
+    segment: &Segment,
+    slot: usize,
+    entry: &IndexEntry,
+) -> Result<()> {
+    let too_many = || Error::InvalidConfig(format!("index of segment {} is full", segment.base));
+    let o = segment
+        .index
+        .write_region(guard, slot * INDEX_ENTRY_BYTES, INDEX_ENTRY_BYTES)
+        .ok_or_else(too_many)?;
+    o.copy_from_slice(&entry.offset_bytes());
+    segment.index.publish(guard, (slot + 1) * INDEX_ENTRY_BYTES);
+    let t = segment
+        .time_index
+        .write_region(guard, slot * TIME_INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES)
+        .ok_or_else(too_many)?;
+    t.copy_from_slice(&entry.time_bytes());
+    segment.time_index.publish(guard, (slot + 1) * TIME_INDEX_ENTRY_BYTES);
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Reads: find the segment and batch holding an offset or timestamp, then hand out
+//! references to the mapped batches (zero-copy). A [`ReadChunk`] holds an `Arc` of the
+//! segment's mapping, so its bytes stay valid while referenced, even if retention deletes
+//! the segment's files meanwhile (an unlinked file stays mapped).
+
+use std::sync::Arc;
+
+use super::PartitionLog;
+use crate::format::{BatchView, RecordView};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::segment::{FileMap, Segment};
+use crate::{Error, Result};
+
+/// Some consecutive records of one stored batch.
+#[derive(Clone, Debug)]
+pub struct ReadChunk {
+    /// The mapping holding the batch.
+    pub map: Arc<FileMap>,
+    /// Byte range of the whole batch in the mapping.
+    pub start: usize,
+    /// End of the batch.
+    pub end: usize,
+    /// Records of the batch before the first one wanted.
+    pub skip: usize,
+    /// Records wanted.
+    pub count: usize,
+}
+
+impl ReadChunk {
+    /// The batch, already validated when the chunk was made.
+    pub fn batch(&self) -> BatchView<'_> {
+        let bytes = self.map.read(self.start, self.end).expect("chunk lies in published data");
+        BatchView::parse(bytes, false).expect("chunk was validated when read")
+    }
+
+    /// The wanted records.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = RecordView<'_>> {
+        let mut it = self.batch().records();
+        if self.skip > 0 {
+            it.nth(self.skip - 1);
+        }
+        it.take(self.count)
+    }
+}
+
+/// The result of [`PartitionLog::read`].
+#[derive(Clone, Debug, Default)]
+pub struct ReadResult {
+    /// Chunks in offset order.
+    pub chunks: Vec<ReadChunk>,
+    /// Records in all chunks.
+    pub count: usize,
+    /// The offset to read next.
+    pub next_offset: u64,
+}
+
+impl PartitionLog {
+    fn out_of_range(&self, offset: u64, start: u64, end: u64) -> Error {
+        Error::OffsetOutOfRange { topic: self.topic.clone(), partition: self.partition, offset, start, end }
+    }
+
+    /// Reads up to `max_messages` records (and about `max_bytes` of batches, at least one
+    /// batch) starting at `offset`. Reading at the end offset yields nothing. Every batch
+    /// read has its CRC checked.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] below the start or past the end;
+    /// [`Error::Corrupt`] naming the file and position of a damaged batch.
+    pub fn read(&self, offset: u64, max_messages: usize, max_bytes: usize) -> Result<ReadResult> {
+        let head = self.control.head();
+        if offset < head.log_start || offset > head.next_offset {
+            return Err(self.out_of_range(offset, head.log_start, head.next_offset));
+        }
+        let mut out = ReadResult { chunks: Vec::new(), count: 0, next_offset: offset };
+        if offset == head.next_offset || max_messages == 0 {
+            return Ok(out);
+        }
+        let view = self.current_view(head)?;
+        let first = view.segments.partition_point(|s| s.base <= offset).saturating_sub(1);
+        for seg in &view.segments[first..] {
+            self.read_segment(seg, &mut out, max_messages, max_bytes)?;
+            if out.count > 0 {
+                break;
+            }
+            // Nothing at or after the offset in this segment (a gap left by a crash or an
+            // empty tail): continue in the next one.
+        }
+        Ok(out)
+    }
+
+    fn read_segment(
+        &self,
+        seg: &Arc<Segment>,
+        out: &mut ReadResult,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<()> {
+        let end = seg.data.readable();
+        let wanted = out.next_offset;
+        let mut pos = if wanted > seg.base {
+            OffsetIndex::new(seg.index.published())
+                .lookup((wanted - seg.base).min(u64::from(u32::MAX)) as u32) as usize
+        } else {
+            0
+        };
+        let mut bytes = 0;
+        let mut retried_from_start = false;
+        while pos < end && out.count < max_messages && bytes < max_bytes {
+            let batch = match seg.batch_at(pos, end, true) {
+                Ok(b) => b,
+                // A sealed segment whose trim was lost in a power failure ends in zeros.
+                Err(_)
+                    if !seg.is_active()
+                        && seg.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0)) =>
+                {
+                    break
+                }
+                Err(reason) => return Err(seg.corrupt(pos, wanted, reason)),
+            };
+            let h = batch.header;
+            if h.base_offset > out.next_offset && out.count == 0 && pos > 0 && !retried_from_start {
+                // The index pointed past the offset: it is damaged. Fall back to a scan.
+                retried_from_start = true;
+                pos = 0;
+                continue;
+            }
+            if h.next_offset() > out.next_offset {
+                let skip = batch.records().take_while(|r| r.offset < out.next_offset).count();
+                let count = (h.record_count as usize - skip).min(max_messages - out.count);
+                let last = batch.records().nth(skip + count - 1).map_or(h.next_offset(), |r| r.offset + 1);
+                out.chunks.push(ReadChunk {
+                    map: seg.data.clone(),
+                    start: pos,
+                    end: pos + h.total_len,
+                    skip,
+                    count,
+                });
+                out.count += count;
+                out.next_offset =
+                    if skip + count == h.record_count as usize { h.next_offset() } else { last };
+                bytes += h.total_len;
+            }
+            pos += h.total_len;
+        }
+        Ok(())
+    }
+
+    /// The offset of the first record whose timestamp is `>= timestamp`, or `None` if
+    /// every record is older.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a damaged batch on the way.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        let head = self.control.head();
+        let view = self.current_view(head)?;
+        for seg in &view.segments {
+            let max = if seg.is_active() { head.max_timestamp } else { seg.max_timestamp() };
+            if max < timestamp {
+                continue;
+            }
+            let end = seg.data.readable();
+            let mut pos = TimeIndex::new(seg.time_index.published()).lookup(timestamp) as usize;
+            while pos < end {
+                let batch = seg.batch_at(pos, end, true).map_err(|r| seg.corrupt(pos, seg.base, r))?;
+                if batch.header.max_timestamp >= timestamp {
+                    if let Some(r) = batch.records().find(|r| r.timestamp >= timestamp) {
+                        return Ok(Some(r.offset.max(head.log_start)));
+                    }
+                }
+                pos += batch.header.total_len;
+            }
+        }
+        Ok(None)
+    }
+}

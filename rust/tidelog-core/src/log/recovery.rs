@@ -1,0 +1,128 @@
+//! Recovery: what the first process to open a partition does before anyone reads it.
+//!
+//! Only the active segment can hold a torn tail (sealed segments were trimmed and, with a
+//! durable fsync policy, synced before the next segment was created), so recovery reads
+//! just its tail: it starts at the last index entry that still points at a valid batch and
+//! walks forward, checking CRCs and offset continuity, to the first bad batch. Everything
+//! from there on is zeroed, so the bytes of a torn batch can never be mistaken for data
+//! later. The index entries after the starting point are rewritten from the walk, so a
+//! missing or damaged index of the active segment is rebuilt as a side effect.
+
+use std::path::Path;
+
+use super::{now_ms, write_index_entry, PartitionLog, CONTROL_FILE};
+use crate::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
+use crate::segment::{parse_file_name, FileKind, Segment};
+use crate::shm::{Head, WriteGuard};
+use crate::{Error, Result};
+
+/// Base offsets of the data files in `dir`, sorted. With `clean`, leftovers of interrupted
+/// operations (temp files, index files whose data file is gone) are deleted; any other
+/// file is foreign and refused, so a wrong directory is never "recovered" into garbage.
+pub(super) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        match parse_file_name(&name) {
+            Some((base, FileKind::Data)) => bases.push(base),
+            Some((base, _)) => indexes.push((base, entry.path())),
+            None if name == CONTROL_FILE => {}
+            None if name.ends_with(".tmp") => {
+                if clean {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            None => {
+                return Err(Error::InvalidConfig(format!(
+                    "{} is not a tidelog partition directory: unexpected file {name:?}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    bases.sort_unstable();
+    if clean {
+        for (base, path) in indexes {
+            if bases.binary_search(&base).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    Ok(bases)
+}
+
+impl PartitionLog {
+    /// Rebuilds the head from the files. `hint` is what the control block held (valid after
+    /// a process crash, possibly stale after a power loss); nothing in it is trusted
+    /// without checking it against the data.
+    pub(super) fn recover(&self, guard: &mut WriteGuard<'_>, hint: Option<Head>) -> Result<()> {
+        let mut bases = list_segments(&self.dir, true)?;
+        if bases.is_empty() {
+            bases.push(hint.map_or(0, |h| h.next_offset.max(h.log_start)));
+        }
+        let base = *bases.last().expect("non-empty");
+        let hint = hint.filter(|h| h.active_base == base);
+        let capacity = self.config.segment_bytes;
+        let index_capacity = self.config.index_capacity();
+        // Map everything as readable for the walk; unpublished again below.
+        let active = Segment::open_active(&self.dir, base, capacity, index_capacity, usize::MAX, 0)?;
+        let data_len = active.data.len();
+        let hinted_entries =
+            hint.map_or(0, |h| h.index_entries as usize).min(active.index.len() / INDEX_ENTRY_BYTES);
+        active.index.observe_published(hinted_entries * INDEX_ENTRY_BYTES);
+        active.time_index.observe_published(hinted_entries * TIME_INDEX_ENTRY_BYTES);
+        let index = OffsetIndex::new(active.index.published());
+        let time = TimeIndex::new(active.time_index.published());
+        // The last index entry that still points at the batch it claims.
+        let start = (0..index.len()).rev().find(|&i| {
+            let (rel, pos) = index.get(i);
+            time.get(i).position == pos
+                && active
+                    .batch_at(pos as usize, data_len, true)
+                    .is_ok_and(|b| b.header.base_offset == base + u64::from(rel))
+        });
+        let (kept, pos, max_before, first) = match start {
+            Some(i) => {
+                let e = time.get(i);
+                (i, e.position as usize, e.max_timestamp_before, base + u64::from(e.relative_offset))
+            }
+            None => (0, 0, i64::MIN, base),
+        };
+        let scan = active.scan(pos, data_len, self.config.index_interval_bytes, max_before, first);
+        let torn = active
+            .data
+            .read(scan.end, (scan.end + 64).min(data_len))
+            .is_some_and(|b| b.iter().any(|&x| x != 0));
+        active.data.unpublish_after(guard, scan.end);
+        active.index.unpublish_after(guard, kept * INDEX_ENTRY_BYTES);
+        active.time_index.unpublish_after(guard, kept * TIME_INDEX_ENTRY_BYTES);
+        for (i, entry) in scan.entries.iter().enumerate() {
+            write_index_entry(guard, &active, kept + i, entry)?;
+        }
+        if torn {
+            active.zero_tail(scan.end)?;
+        }
+        let entries = kept + scan.entries.len();
+        let last_index_pos = match entries {
+            0 => 0,
+            n => OffsetIndex::new(active.index.published()).get(n - 1).1 as u64,
+        };
+        let previous = guard.head();
+        guard.publish(Head {
+            generation: previous.generation.wrapping_add(1),
+            active_base: base,
+            committed_pos: scan.end as u64,
+            next_offset: scan.next_offset,
+            log_start: bases[0],
+            index_entries: entries as u64,
+            max_timestamp: scan.max_timestamp,
+            segment_created_ms: hint.map_or_else(now_ms, |h| h.segment_created_ms),
+            last_index_pos,
+        });
+        drop(active);
+        self.refresh(guard)
+    }
+}

@@ -1,0 +1,159 @@
+//! Memory maps of segment data and index files.
+//!
+//! A [`FileMap`] maps a whole file `MAP_SHARED`. Reads and writes go through raw pointers
+//! into the mapping, never through a `&mut` of the whole map, so a writer filling bytes past
+//! the published end never aliases a reader's slice of bytes before it.
+//!
+//! Invariants (cited by the `SAFETY` comments below):
+//! 1. Bytes below `readable` are complete, published data and are never written again by
+//!    tidelog while mapped: writers only write at or past the published end, under the
+//!    partition's append lock, and recovery only truncates past the last valid batch.
+//! 2. The file is at least `len` bytes long for as long as the map lives, except that a
+//!    sealed segment may be trimmed to its published end, which is `>= readable`.
+//! 3. Only the holder of the partition's append lock calls [`FileMap::write_region`], and
+//!    only at or past `readable`.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::shm::WriteGuard;
+
+/// A shared mapping of one file.
+pub struct FileMap {
+    raw: Option<MmapRaw>,
+    len: usize,
+    /// How many leading bytes may be read (invariant 1).
+    readable: AtomicUsize,
+}
+
+impl std::fmt::Debug for FileMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileMap").field("len", &self.len).field("readable", &self.readable()).finish()
+    }
+}
+
+impl FileMap {
+    /// Maps the first `len` bytes of `file` read-write and shared, with `readable` bytes
+    /// already published. A zero `len` makes an empty map (mmap refuses empty mappings).
+    ///
+    /// # Errors
+    /// The `mmap` failure.
+    pub fn map_writable(file: &File, len: usize, readable: usize) -> std::io::Result<Self> {
+        let raw = (len > 0).then(|| MmapOptions::new().len(len).map_raw(file)).transpose()?;
+        Ok(FileMap { raw, len, readable: AtomicUsize::new(readable.min(len)) })
+    }
+
+    /// Maps the first `len` bytes of `file` read-only; all of them are readable.
+    ///
+    /// # Errors
+    /// The `mmap` failure.
+    pub fn map_readonly(file: &File, len: usize) -> std::io::Result<Self> {
+        let raw = (len > 0).then(|| MmapOptions::new().len(len).map_raw_read_only(file)).transpose()?;
+        Ok(FileMap { raw, len, readable: AtomicUsize::new(len) })
+    }
+
+    /// Mapped length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty mapping.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes that may be read.
+    pub fn readable(&self) -> usize {
+        self.readable.load(Ordering::Acquire)
+    }
+
+    /// Records that another process (or an earlier guard) published data up to `end`.
+    /// `end` must come from the partition's published head (`shm::Head`), which writers
+    /// update only after the bytes are in place.
+    pub fn observe_published(&self, end: usize) {
+        self.readable.fetch_max(end.min(self.len), Ordering::AcqRel);
+    }
+
+    /// The published bytes `start..end`, or `None` if any of them is not published yet.
+    #[inline]
+    pub fn read(&self, start: usize, end: usize) -> Option<&[u8]> {
+        if start > end || end > self.readable() {
+            return None;
+        }
+        let raw = self.raw.as_ref()?;
+        // SAFETY: `start..end` lies within the published prefix, which lies within the
+        // mapping and the file (invariants 1, 2) and is never written while mapped, so a
+        // shared slice of it cannot observe a write. The slice borrows `self`, which keeps
+        // the mapping alive.
+        Some(unsafe { std::slice::from_raw_parts(raw.as_ptr().add(start), end - start) })
+    }
+
+    /// All published bytes.
+    pub fn published(&self) -> &[u8] {
+        self.read(0, self.readable()).unwrap_or(&[])
+    }
+
+    /// The unpublished bytes `start..start + len` for the append-lock holder to fill, or
+    /// `None` if they do not fit in the mapping or overlap published data.
+    ///
+    /// The guard is the proof that the caller holds the append lock (invariant 3).
+    #[allow(clippy::mut_from_ref)] // disjoint from every shared slice: see the SAFETY note
+    pub fn write_region(&self, _guard: &WriteGuard<'_>, start: usize, len: usize) -> Option<&mut [u8]> {
+        let end = start.checked_add(len)?;
+        if start < self.readable() || end > self.len {
+            return None;
+        }
+        let raw = self.raw.as_ref()?;
+        // SAFETY: the region lies inside the mapping and at or past the published end, so
+        // no shared slice handed out by `read` overlaps it (invariant 1); the caller holds
+        // the append lock, so no other thread or process writes it concurrently
+        // (invariant 3). The exclusive borrow ends before the caller publishes.
+        Some(unsafe { std::slice::from_raw_parts_mut(raw.as_mut_ptr().add(start), len) })
+    }
+
+    /// Marks bytes up to `end` as published in this process; the caller publishes the same
+    /// end in the control block.
+    pub fn publish(&self, _guard: &WriteGuard<'_>, end: usize) {
+        self.readable.fetch_max(end.min(self.len), Ordering::AcqRel);
+    }
+
+    /// Forgets published bytes past `end`: used only by recovery, under the append lock,
+    /// after it found the batches there damaged.
+    pub fn unpublish_after(&self, _guard: &WriteGuard<'_>, end: usize) {
+        self.readable.fetch_min(end, Ordering::AcqRel);
+    }
+
+    /// Writes dirty pages in `start..end` to disk and waits (`msync(MS_SYNC)`).
+    ///
+    /// # Errors
+    /// The `msync` failure.
+    pub fn sync_range(&self, start: usize, end: usize) -> std::io::Result<()> {
+        match &self.raw {
+            Some(raw) if start < end && end <= self.len => raw.flush_range(start, end - start),
+            _ => Ok(()),
+        }
+    }
+
+    /// Tells the kernel this process no longer needs the pages of `start..end` mapped, so
+    /// a long scan or a long-lived writer does not keep the whole file resident in its RSS.
+    /// The page cache keeps the data; nothing is lost for shared file mappings.
+    pub fn release_pages(&self, start: usize, end: usize) {
+        let page = 4096;
+        let (start, end) = (start.next_multiple_of(page), end / page * page);
+        if let Some(raw) = &self.raw {
+            if start < end && end <= self.len {
+                // SAFETY: MADV_DONTNEED on a shared file mapping only drops this process's
+                // page-table entries for the range; later accesses fault the pages back in
+                // from the page cache with the same contents, so no reference into the range
+                // observes a change.
+                let _ = unsafe {
+                    raw.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! A segment: one data file of record batches plus its offset and time indexes, all named
+//! by the segment's base offset (`{base:020}.log`, `.index`, `.timeindex`).
+//!
+//! The active segment's files are pre-allocated to their full capacity and mapped
+//! read-write; a sealed segment's files are trimmed to their contents and mapped read-only.
+//! A segment owns no notion of "committed": the log passes the published head in.
+
+pub mod mmap;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustix::fs::{fallocate, FallocateFlags};
+
+use crate::format::{BatchView, BATCH_HEADER_LEN};
+use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
+use crate::{Error, Result};
+pub use mmap::FileMap;
+
+/// The kinds of file a segment has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// Record batches.
+    Data,
+    /// Sparse offset index.
+    Index,
+    /// Sparse time index.
+    TimeIndex,
+}
+
+impl FileKind {
+    fn extension(self) -> &'static str {
+        match self {
+            FileKind::Data => "log",
+            FileKind::Index => "index",
+            FileKind::TimeIndex => "timeindex",
+        }
+    }
+}
+
+/// Builds the name of a segment file: the one place names are made.
+pub fn file_name(base: u64, kind: FileKind) -> String {
+    format!("{base:020}.{}", kind.extension())
+}
+
+/// Parses a segment file name made by [`file_name`]; `None` for anything else.
+pub fn parse_file_name(name: &str) -> Option<(u64, FileKind)> {
+    let (stem, ext) = name.split_once('.')?;
+    let kind =
+        [FileKind::Data, FileKind::Index, FileKind::TimeIndex].into_iter().find(|k| k.extension() == ext)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, kind))
+}
+
+/// Where a segment's files live.
+#[derive(Clone, Debug)]
+pub struct SegmentPaths {
+    /// Data file.
+    pub data: PathBuf,
+    /// Offset index.
+    pub index: PathBuf,
+    /// Time index.
+    pub time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    /// The paths of the segment with `base` in `dir`.
+    pub fn new(dir: &Path, base: u64) -> Self {
+        SegmentPaths {
+            data: dir.join(file_name(base, FileKind::Data)),
+            index: dir.join(file_name(base, FileKind::Index)),
+            time_index: dir.join(file_name(base, FileKind::TimeIndex)),
+        }
+    }
+}
+
+/// One segment, mapped.
+pub struct Segment {
+    /// Offset of the first batch.
+    pub base: u64,
+    /// Its files.
+    pub paths: SegmentPaths,
+    /// The batches. Shared so zero-copy reads can outlive the segment's place in the log.
+    pub data: Arc<FileMap>,
+    /// Offset index entries.
+    pub index: FileMap,
+    /// Time index entries.
+    pub time_index: FileMap,
+    /// Open files of the active segment, for syncing and trimming; `None` once sealed.
+    files: Option<ActiveFiles>,
+    max_timestamp: OnceLock<i64>,
+}
+
+/// The outcome of [`Segment::scan`].
+#[derive(Debug)]
+pub struct Scan {
+    /// Index entries for the batches walked.
+    pub entries: Vec<IndexEntry>,
+    /// Position after the last valid batch.
+    pub end: usize,
+    /// Largest timestamp seen (or the `max_before` passed in).
+    pub max_timestamp: i64,
+    /// Offset after the last valid batch.
+    pub next_offset: u64,
+}
+
+/// Index cadence used when rebuilding a sealed segment's index (the writer's cadence is a
+/// store setting; any cadence gives correct lookups).
+const REBUILT_INDEX_INTERVAL: usize = 4096;
+
+struct ActiveFiles {
+    data: File,
+    index: File,
+    time_index: File,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment").field("base", &self.base).field("active", &self.files.is_some()).finish()
+    }
+}
+
+fn open_rw(path: &Path, create: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))
+}
+
+/// Grows `file` to at least `len` bytes, allocating blocks so that writes through the map
+/// cannot hit ENOSPC as a SIGBUS later (falls back to a sparse extension where the file
+/// system cannot allocate).
+fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
+    let current = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    if current >= len {
+        return Ok(());
+    }
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOSPC) => {
+            Err(Error::io("fallocate", path, std::io::Error::from_raw_os_error(libc::ENOSPC)))
+        }
+        Err(_) => file.set_len(len).map_err(|e| Error::io("resize", path, e)),
+    }
+}
+
+fn file_len(file: &File, path: &Path) -> Result<usize> {
+    Ok(file.metadata().map_err(|e| Error::io("stat", path, e))?.len() as usize)
+}
+
+impl Segment {
+    /// Opens (creating if needed) the active segment `base` in `dir`, with files grown to
+    /// the given capacities and `published` bytes of data and `index_entries` entries
+    /// already valid.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn open_active(
+        dir: &Path,
+        base: u64,
+        capacity: usize,
+        index_capacity: usize,
+        published: usize,
+        index_entries: usize,
+    ) -> Result<Self> {
+        let paths = SegmentPaths::new(dir, base);
+        let data = open_rw(&paths.data, true)?;
+        let index = open_rw(&paths.index, true)?;
+        let time_index = open_rw(&paths.time_index, true)?;
+        // A segment that was sealed and then became active again (recovery after a crash
+        // mid-roll) may be larger than the configured capacity: map all of it.
+        let capacity = capacity.max(file_len(&data, &paths.data)?);
+        preallocate(&data, &paths.data, capacity as u64)?;
+        preallocate(&index, &paths.index, (index_capacity * INDEX_ENTRY_BYTES) as u64)?;
+        preallocate(&time_index, &paths.time_index, (index_capacity * TIME_INDEX_ENTRY_BYTES) as u64)?;
+        let map = |f: &File, p: &Path, len: usize, readable: usize| {
+            FileMap::map_writable(f, len, readable).map_err(|e| Error::io("mmap", p, e))
+        };
+        let index_len = file_len(&index, &paths.index)?;
+        let time_len = file_len(&time_index, &paths.time_index)?;
+        Ok(Segment {
+            base,
+            data: Arc::new(map(&data, &paths.data, capacity, published)?),
+            index: map(&index, &paths.index, index_len, index_entries * INDEX_ENTRY_BYTES)?,
+            time_index: map(
+                &time_index,
+                &paths.time_index,
+                time_len,
+                index_entries * TIME_INDEX_ENTRY_BYTES,
+            )?,
+            paths,
+            files: Some(ActiveFiles { data, index, time_index }),
+            max_timestamp: OnceLock::new(),
+        })
+    }
+
+    /// Opens a sealed segment read-only. Its indexes are checked cheaply (size, last
+    /// entry) and rebuilt from the data when missing or damaged.
+    ///
+    /// # Errors
+    /// I/O errors; corruption found while rebuilding an index.
+    pub fn open_sealed(dir: &Path, base: u64) -> Result<Self> {
+        let paths = SegmentPaths::new(dir, base);
+        let data_file = File::open(&paths.data).map_err(|e| Error::io("open", &paths.data, e))?;
+        let data_len = file_len(&data_file, &paths.data)?;
+        let data = Arc::new(
+            FileMap::map_readonly(&data_file, data_len).map_err(|e| Error::io("mmap", &paths.data, e))?,
+        );
+        let mut segment = Segment {
+            base,
+            index: FileMap::map_readonly(&data_file, 0).map_err(|e| Error::io("mmap", &paths.data, e))?,
+            time_index: FileMap::map_readonly(&data_file, 0)
+                .map_err(|e| Error::io("mmap", &paths.data, e))?,
+            data,
+            paths,
+            files: None,
+            max_timestamp: OnceLock::new(),
+        };
+        if !segment.load_sealed_indexes()? {
+            segment.rebuild_sealed_indexes()?;
+        }
+        Ok(segment)
+    }
+
+    /// Maps the sealed index files; false when they are missing or fail the cheap checks.
+    fn load_sealed_indexes(&mut self) -> Result<bool> {
+        let (Ok(index), Ok(time)) = (File::open(&self.paths.index), File::open(&self.paths.time_index))
+        else {
+            return Ok(false);
+        };
+        let (ilen, tlen) = (file_len(&index, &self.paths.index)?, file_len(&time, &self.paths.time_index)?);
+        if ilen % INDEX_ENTRY_BYTES != 0
+            || tlen % TIME_INDEX_ENTRY_BYTES != 0
+            || ilen / INDEX_ENTRY_BYTES != tlen / TIME_INDEX_ENTRY_BYTES
+        {
+            return Ok(false);
+        }
+        self.index =
+            FileMap::map_readonly(&index, ilen).map_err(|e| Error::io("mmap", &self.paths.index, e))?;
+        self.time_index =
+            FileMap::map_readonly(&time, tlen).map_err(|e| Error::io("mmap", &self.paths.time_index, e))?;
+        Ok(self.indexes_look_valid(self.data.readable()))
+    }
+
+    /// Cheap plausibility check of the index against the data: first and last entries
+    /// point at batches with the offsets they claim.
+    pub fn indexes_look_valid(&self, data_end: usize) -> bool {
+        let idx = crate::index::OffsetIndex::new(self.index.published());
+        if idx.is_empty() {
+            return data_end == 0;
+        }
+        [0, idx.len() - 1].into_iter().all(|i| {
+            let (rel, pos) = idx.get(i);
+            self.batch_at(pos as usize, data_end, false)
+                .is_ok_and(|b| b.header.base_offset == self.base + u64::from(rel))
+        })
+    }
+
+    fn rebuild_sealed_indexes(&mut self) -> Result<()> {
+        let entries = self.scan(0, self.data.readable(), REBUILT_INDEX_INTERVAL, i64::MIN, self.base).entries;
+        let (mut o, mut t) = (Vec::new(), Vec::new());
+        for e in &entries {
+            o.extend_from_slice(&e.offset_bytes());
+            t.extend_from_slice(&e.time_bytes());
+        }
+        let write = |path: &Path, bytes: &[u8]| -> Result<File> {
+            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+            std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+            std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+            File::open(path).map_err(|e| Error::io("open", path, e))
+        };
+        let (fi, ft) = (write(&self.paths.index, &o)?, write(&self.paths.time_index, &t)?);
+        self.index =
+            FileMap::map_readonly(&fi, o.len()).map_err(|e| Error::io("mmap", &self.paths.index, e))?;
+        self.time_index =
+            FileMap::map_readonly(&ft, t.len()).map_err(|e| Error::io("mmap", &self.paths.time_index, e))?;
+        Ok(())
+    }
+
+    /// Walks the valid batches in `start..end` (where `start` is 0 or an index entry's
+    /// position and the first batch must have base offset `first_offset`), producing the
+    /// index entries the writer's cadence would have made. Stops at the first batch that is
+    /// damaged or breaks offset continuity: that is where a torn tail begins.
+    pub fn scan(
+        &self,
+        start: usize,
+        end: usize,
+        interval: usize,
+        max_before: i64,
+        first_offset: u64,
+    ) -> Scan {
+        let mut scan =
+            Scan { entries: Vec::new(), end: start, max_timestamp: max_before, next_offset: first_offset };
+        let mut last_entry: Option<usize> = None;
+        while let Ok(batch) = self.batch_at(scan.end, end, true) {
+            let h = batch.header;
+            if h.base_offset != scan.next_offset {
+                break;
+            }
+            if last_entry.is_none_or(|l| scan.end - l >= interval) {
+                scan.entries.push(IndexEntry {
+                    relative_offset: (h.base_offset - self.base) as u32,
+                    position: scan.end as u32,
+                    max_timestamp_before: scan.max_timestamp,
+                });
+                last_entry = Some(scan.end);
+            }
+            scan.max_timestamp = scan.max_timestamp.max(h.max_timestamp);
+            scan.next_offset = h.next_offset();
+            scan.end += h.total_len;
+        }
+        scan
+    }
+
+    /// Largest timestamp in a sealed segment, computed on first use from the last time
+    /// index entry and the batches after it.
+    pub fn max_timestamp(&self) -> i64 {
+        *self.max_timestamp.get_or_init(|| {
+            let time = crate::index::TimeIndex::new(self.time_index.published());
+            let (pos, before, first) = match time.len() {
+                0 => (0, i64::MIN, self.base),
+                n => {
+                    let e = time.get(n - 1);
+                    (e.position as usize, e.max_timestamp_before, self.base + u64::from(e.relative_offset))
+                }
+            };
+            self.scan(pos, self.data.readable(), usize::MAX, before, first).max_timestamp
+        })
+    }
+
+    /// Parses the batch starting at `pos`, not reading past `end`.
+    ///
+    /// # Errors
+    /// What is wrong with the bytes there.
+    pub fn batch_at(
+        &self,
+        pos: usize,
+        end: usize,
+        verify_crc: bool,
+    ) -> std::result::Result<BatchView<'_>, &'static str> {
+        if pos + BATCH_HEADER_LEN > end {
+            return Err("no complete batch header before the end of the data");
+        }
+        let bytes = self.data.read(pos, end).ok_or("position past the published data")?;
+        BatchView::parse(bytes, verify_crc)
+    }
+
+    /// The corruption error for the batch at `pos`.
+    pub fn corrupt(&self, pos: usize, offset: u64, reason: &str) -> Error {
+        Error::Corrupt {
+            path: self.paths.data.clone(),
+            position: pos as u64,
+            offset,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// True while this is the active segment of this process's view.
+    pub fn is_active(&self) -> bool {
+        self.files.is_some()
+    }
+
+    /// Flushes the data bytes `start..end` to disk (`msync(MS_SYNC)`).
+    ///
+    /// # Errors
+    /// The sync failure.
+    pub fn sync_data(&self, start: usize, end: usize) -> Result<()> {
+        self.data.sync_range(start, end).map_err(|e| Error::io("msync", &self.paths.data, e))
+    }
+
+    /// Trims the files to their contents so the segment can be reopened as sealed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn trim(&self, data_end: usize, index_entries: usize, sync: bool) -> Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        let steps: [(&File, &Path, usize); 3] = [
+            (&files.data, &self.paths.data, data_end),
+            (&files.index, &self.paths.index, index_entries * INDEX_ENTRY_BYTES),
+            (&files.time_index, &self.paths.time_index, index_entries * TIME_INDEX_ENTRY_BYTES),
+        ];
+        for (file, path, len) in steps {
+            file.set_len(len as u64).map_err(|e| Error::io("truncate", path, e))?;
+            if sync {
+                file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the data file from `from` to its end (punching a hole where the file system
+    /// allows), so bytes of a torn batch can never be mistaken for data later.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn zero_tail(&self, from: usize) -> Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        let len = file_len(&files.data, &self.paths.data)?;
+        if from >= len {
+            return Ok(());
+        }
+        let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        if fallocate(&files.data, punch, from as u64, (len - from) as u64).is_err() {
+            files.data.set_len(from as u64).map_err(|e| Error::io("truncate", &self.paths.data, e))?;
+            preallocate(&files.data, &self.paths.data, len as u64)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fsyncs a directory so a created, renamed or deleted file name is durable.
+///
+/// # Errors
+/// I/O errors.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(file_name(42, FileKind::Data), "00000000000000000042.log");
+        assert_eq!(parse_file_name("00000000000000000042.timeindex"), Some((42, FileKind::TimeIndex)));
+        assert_eq!(parse_file_name("42.log"), None);
+        assert_eq!(parse_file_name("0000000000000000004x.log"), None);
+        assert_eq!(parse_file_name("00000000000000000042.log.tmp"), None);
+        assert_eq!(parse_file_name("control"), None);
+    }
+}
