@@ -1,1 +1,26 @@
-//! placeholder
+//! `tidelog._core`: the Python bindings of the storage engine. This module only registers
+//! classes and exceptions; each binding lives in its own file.
+
+mod errors;
+mod gil;
+mod message;
+mod store;
+mod topic;
+mod view;
+
+use pyo3::prelude::*;
+
+/// The native core of tidelog.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add_class::<store::PyStore>()?;
+    m.add_class::<topic::PyTopic>()?;
+    m.add_class::<message::Message>()?;
+    m.add_class::<message::RecordBatch>()?;
+    m.add_class::<message::RecordBatchIter>()?;
+    m.add_class::<message::MessageIterator>()?;
+    m.add_class::<view::ValueBuffer>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+# One entry point for set-up, demo, tests and lints. Every target creates the virtualenv and
+# builds the native module first, so each works on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.deps-installed
+
+.PHONY: demo test test-rust test-python lint format build loom bench crash clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['dev']))" > $(VENV)/dev-requirements.txt
+	$(BIN)/pip install --quiet -r $(VENV)/dev-requirements.txt
+	touch $(STAMP)
+
+build: $(STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --quiet
+
+demo: build
+	$(BIN)/python examples/demo.py
+
+test: lint test-rust test-python
+
+test-rust:
+	cargo test --workspace --quiet
+	if [ -f rust/tidelog-core/tests/loom_ring.rs ]; then \
+	  RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --test loom_ring --release --quiet; fi
+
+test-python: build
+	$(BIN)/python -m pytest -q
+
+lint: build
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(BIN)/ruff check python tests benches examples
+	$(BIN)/ruff format --check python tests benches examples
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest tidelog._core
+
+format:
+	cargo fmt --all
+	$(BIN)/ruff format python tests benches examples
+	$(BIN)/ruff check --fix python tests benches examples
+
+loom:
+	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --test loom_ring --release
+
+crash: build
+	$(BIN)/python -m pytest -q -m crash
+
+bench: build
+	$(BIN)/python -m pytest benches -q --benchmark-only --benchmark-json=benches/results/latest.json
+
+clean:
+	rm -rf $(VENV) target

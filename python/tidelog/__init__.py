@@ -1,0 +1,56 @@
+"""tidelog: a Kafka inside your Python process.
+
+A fast, durable, local log that Python applications embed to decouple producers from
+consumers, absorb traffic spikes, and replay history by offset::
+
+    import tidelog
+
+    with tidelog.open("./data") as store:
+        orders = store.create_topic("orders", partitions=3, exist_ok=True)
+        partition, offset = orders.append(b'{"id": 1}', key=b"customer-7")
+        for msg in orders.read(partition, offset):
+            print(msg.offset, msg.value)
+"""
+
+from tidelog._core import Message, RecordBatch, Topic, __version__
+from tidelog.errors import (
+    BackpressureError,
+    CorruptRecordError,
+    InvalidConfigError,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    OutOfOrderSequenceError,
+    PartitionNotFoundError,
+    ProducerFencedError,
+    RebalanceError,
+    StoreClosedError,
+    StoreLockedError,
+    TidelogError,
+    TopicExistsError,
+    TopicNotFoundError,
+)
+from tidelog.store import FsyncPolicy, Store, open
+
+__all__ = [
+    "BackpressureError",
+    "CorruptRecordError",
+    "FsyncPolicy",
+    "InvalidConfigError",
+    "Message",
+    "MessageTooLargeError",
+    "OffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
+    "PartitionNotFoundError",
+    "ProducerFencedError",
+    "RebalanceError",
+    "RecordBatch",
+    "Store",
+    "StoreClosedError",
+    "StoreLockedError",
+    "TidelogError",
+    "Topic",
+    "TopicExistsError",
+    "TopicNotFoundError",
+    "__version__",
+    "open",
+]

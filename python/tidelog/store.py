@@ -1,0 +1,193 @@
+"""Opening a store and managing its topics.
+
+A store is a directory. Each topic is a subdirectory of partition logs; each partition is a
+sequence of memory-mapped segments written by the native core. Several processes may open
+the same store at once: appends to a partition are serialized across processes, and readers
+in any process see new messages without reopening.
+"""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Literal
+
+from tidelog import _core
+from tidelog._core import Topic
+
+__all__ = ["FsyncPolicy", "Store", "open"]
+
+FsyncPolicy = Literal["never", "interval", "always"]
+
+
+class Store:
+    """An open tidelog store. Create it with :func:`tidelog.open`.
+
+    Use it as a context manager, or call :meth:`close` when done; closing twice is harmless.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        segment_bytes: int = 64 << 20,
+        segment_ms: int | None = 7 * 24 * 3600 * 1000,
+        retention_bytes: int | None = None,
+        retention_ms: int | None = None,
+        fsync: FsyncPolicy = "never",
+        fsync_interval_ms: int = 1000,
+        max_message_bytes: int = 1 << 20,
+        index_interval_bytes: int = 4096,
+    ) -> None:
+        """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
+        self._core = _core.Store(
+            path,
+            segment_bytes=segment_bytes,
+            segment_ms=segment_ms,
+            retention_bytes=retention_bytes,
+            retention_ms=retention_ms,
+            fsync=fsync,
+            fsync_interval_ms=fsync_interval_ms,
+            max_message_bytes=max_message_bytes,
+            index_interval_bytes=index_interval_bytes,
+        )
+
+    @property
+    def path(self) -> str:
+        """The store's directory."""
+        return os.fspath(self._core.path)
+
+    @property
+    def fsync(self) -> FsyncPolicy:
+        """The store's fsync policy."""
+        return self._core.fsync  # type: ignore[return-value]
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._core.closed
+
+    def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False) -> Topic:
+        """Creates a topic.
+
+        Args:
+            name: 1-249 characters from ``[A-Za-z0-9._-]``, not starting with a dot.
+            partitions: Number of partitions, fixed for the topic's life.
+            exist_ok: Return the existing topic instead of raising when it exists with the
+                same number of partitions.
+
+        Returns:
+            The new (or existing) topic. Creation is atomic: other processes see the topic
+            complete or not at all.
+
+        Raises:
+            TopicExistsError: The topic exists (and ``exist_ok`` is false, or its partition
+                count differs).
+            InvalidConfigError: A bad name or partition count.
+        """
+        _check_type(name, str, "name")
+        _check_type(partitions, int, "partitions")
+        return self._core.create_topic(name, partitions, exist_ok=exist_ok)
+
+    def topic(self, name: str) -> Topic:
+        """Returns an existing topic.
+
+        Raises:
+            TopicNotFoundError: No topic has this name.
+        """
+        _check_type(name, str, "name")
+        return self._core.topic(name)
+
+    def topics(self) -> list[str]:
+        """Returns the names of all topics, sorted."""
+        return self._core.topics()
+
+    def delete_topic(self, name: str) -> None:
+        """Deletes a topic and all its messages.
+
+        Raises:
+            TopicNotFoundError: No topic has this name.
+        """
+        _check_type(name, str, "name")
+        self._core.delete_topic(name)
+
+    def sync(self) -> None:
+        """Forces every message appended so far to disk (fdatasync)."""
+        self._core.sync()
+
+    def close(self) -> None:
+        """Closes the store: flushes what the fsync policy requires and releases the files.
+
+        Topics obtained from this store raise :class:`StoreClosedError` afterwards.
+        """
+        self._core.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<tidelog.Store {self.path!r} ({state})>"
+
+
+def open(  # noqa: A001 - the public name is fixed by the API
+    path: str | os.PathLike[str],
+    *,
+    segment_bytes: int = 64 << 20,
+    segment_ms: int | None = 7 * 24 * 3600 * 1000,
+    retention_bytes: int | None = None,
+    retention_ms: int | None = None,
+    fsync: FsyncPolicy = "never",
+    fsync_interval_ms: int = 1000,
+    max_message_bytes: int = 1 << 20,
+    index_interval_bytes: int = 4096,
+) -> Store:
+    """Opens the store in ``path``, creating the directory if it is missing.
+
+    Opening always checks the end of each partition's active segment and truncates a torn
+    or damaged tail left by a crash, whatever the previous shutdown was.
+
+    Args:
+        path: The store's directory. It must be empty, missing, or a tidelog store.
+        segment_bytes: Capacity of one segment file.
+        segment_ms: Roll the active segment once it is this old (None: never by age).
+        retention_bytes: Delete the oldest segments of a partition beyond this size.
+        retention_ms: Delete segments whose newest message is older than this.
+        fsync: ``"never"`` (page cache only: survives a process crash, not a power loss),
+            ``"interval"`` (background fsync every ``fsync_interval_ms``) or ``"always"``
+            (every append returns only after fdatasync).
+        fsync_interval_ms: Period of the background fsync for ``fsync="interval"``.
+        max_message_bytes: Largest message (value, key and headers) accepted.
+        index_interval_bytes: Bytes of batches between two sparse index entries.
+
+    Returns:
+        The open store.
+
+    Raises:
+        InvalidConfigError: A bad option, or a directory holding something else.
+        CorruptRecordError: A segment is damaged in a way recovery must not guess about.
+    """
+    return Store(
+        path,
+        segment_bytes=segment_bytes,
+        segment_ms=segment_ms,
+        retention_bytes=retention_bytes,
+        retention_ms=retention_ms,
+        fsync=fsync,
+        fsync_interval_ms=fsync_interval_ms,
+        max_message_bytes=max_message_bytes,
+        index_interval_bytes=index_interval_bytes,
+    )
+
+
+def _check_type(value: object, expected: type, arg: str) -> None:
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise TypeError(f"{arg} must be {expected.__name__}, got {type(value).__name__}")

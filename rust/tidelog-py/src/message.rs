@@ -1,0 +1,344 @@
+//! `Message`, `RecordBatch` and the iterators over them.
+
+use std::sync::Arc;
+
+use numpy::PyArray1;
+use pyo3::exceptions::{PyIndexError, PyStopIteration};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyString};
+use tidelog_core::format::headers;
+use tidelog_core::log::{ReadChunk, ReadResult};
+use tidelog_core::Topic;
+
+use crate::errors::CorruptRecordError;
+use crate::gil::run_detached;
+use crate::view::ValueBuffer;
+
+/// One message read from a topic. Read-only.
+#[pyclass(frozen, module = "tidelog._core", name = "Message")]
+pub struct Message {
+    /// Topic name.
+    #[pyo3(get)]
+    topic: Py<PyString>,
+    /// Partition number.
+    #[pyo3(get)]
+    partition: u32,
+    /// Offset within the partition.
+    #[pyo3(get)]
+    offset: u64,
+    /// Milliseconds since the Unix epoch.
+    #[pyo3(get)]
+    timestamp_ms: i64,
+    /// The key, or None.
+    #[pyo3(get)]
+    key: Option<Py<PyBytes>>,
+    /// The value.
+    #[pyo3(get)]
+    value: Py<PyBytes>,
+    raw_headers: Box<[u8]>,
+}
+
+#[pymethods]
+impl Message {
+    /// Headers as a new `dict[str, bytes]`.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        let decoded = headers::decode(&self.raw_headers).ok_or_else(|| {
+            CorruptRecordError::new_err(format!(
+                "malformed headers at offset {} of partition {}",
+                self.offset, self.partition
+            ))
+        })?;
+        for (name, value) in decoded {
+            dict.set_item(name, PyBytes::new(py, &value))?;
+        }
+        Ok(dict)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Message(topic={:?}, partition={}, offset={}, timestamp_ms={}, key={}, value=<{} bytes>)",
+            self.topic.bind(py).to_string(),
+            self.partition,
+            self.offset,
+            self.timestamp_ms,
+            self.key.as_ref().map_or_else(|| "None".to_owned(), |k| format!("<{} bytes>", k.bind(py).as_bytes().len())),
+            self.value.bind(py).as_bytes().len(),
+        )
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> bool {
+        let Ok(other) = other.cast::<Message>() else { return false };
+        let o = other.get();
+        self.topic.bind(py).to_string() == o.topic.bind(py).to_string()
+            && (self.partition, self.offset, self.timestamp_ms) == (o.partition, o.offset, o.timestamp_ms)
+            && self.value.bind(py).as_bytes() == o.value.bind(py).as_bytes()
+            && self.key.as_ref().map(|k| k.bind(py).as_bytes().to_vec())
+                == o.key.as_ref().map(|k| k.bind(py).as_bytes().to_vec())
+            && self.raw_headers == o.raw_headers
+    }
+
+    fn __hash__(&self) -> u64 {
+        (u64::from(self.partition) << 48) ^ self.offset
+    }
+}
+
+/// Where one record's parts lie in its chunk's mapping.
+#[derive(Clone, Copy)]
+struct Rec {
+    chunk: u32,
+    offset: u64,
+    timestamp: i64,
+    value: (usize, usize),
+    key: Option<(usize, usize)>,
+    headers: (usize, usize),
+}
+
+/// Records located in mapped batches; shared by `RecordBatch` and the read iterator.
+pub struct Records {
+    chunks: Vec<ReadChunk>,
+    recs: Vec<Rec>,
+}
+
+fn span(batch_start: usize, batch: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = batch_start + (part.as_ptr() as usize - batch.as_ptr() as usize);
+    (start, start + part.len())
+}
+
+impl Records {
+    /// Indexes every record of a read result.
+    pub fn new(read: ReadResult) -> Self {
+        let mut recs = Vec::with_capacity(read.count);
+        for (i, chunk) in read.chunks.iter().enumerate() {
+            let bytes = chunk.batch().bytes();
+            for r in chunk.records() {
+                recs.push(Rec {
+                    chunk: i as u32,
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    value: span(chunk.start, bytes, r.value),
+                    key: r.key.map(|k| span(chunk.start, bytes, k)),
+                    headers: span(chunk.start, bytes, r.headers),
+                });
+            }
+        }
+        Records { chunks: read.chunks, recs }
+    }
+
+    fn slice(&self, rec: &Rec, (start, end): (usize, usize)) -> &[u8] {
+        self.chunks[rec.chunk as usize].map.read(start, end).expect("record lies in its validated chunk")
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Builds the `Message` for record `i`.
+    pub fn message(&self, py: Python<'_>, topic: &Py<PyString>, partition: u32, i: usize) -> Message {
+        let rec = &self.recs[i];
+        Message {
+            topic: topic.clone_ref(py),
+            partition,
+            offset: rec.offset,
+            timestamp_ms: rec.timestamp,
+            key: rec.key.map(|k| PyBytes::new(py, self.slice(rec, k)).unbind()),
+            value: PyBytes::new(py, self.slice(rec, rec.value)).unbind(),
+            raw_headers: self.slice(rec, rec.headers).into(),
+        }
+    }
+}
+
+/// A batch of messages read from one partition: indexable, iterable, and viewable as one
+/// buffer of values without copying.
+#[pyclass(frozen, sequence, module = "tidelog._core", name = "RecordBatch")]
+pub struct RecordBatch {
+    topic: Py<PyString>,
+    /// Partition the messages come from.
+    #[pyo3(get)]
+    partition: u32,
+    /// The offset to read next (after the last message of this batch).
+    #[pyo3(get)]
+    next_offset: u64,
+    records: Records,
+}
+
+impl RecordBatch {
+    /// Wraps a read result.
+    pub fn new(topic: Py<PyString>, partition: u32, read: ReadResult) -> Self {
+        let next_offset = read.next_offset;
+        RecordBatch { topic, partition, next_offset, records: Records::new(read) }
+    }
+}
+
+#[pymethods]
+impl RecordBatch {
+    fn __len__(&self) -> usize {
+        self.records.len()
+    }
+
+    fn __getitem__(&self, py: Python<'_>, index: isize) -> PyResult<Message> {
+        let n = self.records.len() as isize;
+        let i = if index < 0 { index + n } else { index };
+        if !(0..n).contains(&i) {
+            return Err(PyIndexError::new_err(format!("RecordBatch index {index} out of range for {n} messages")));
+        }
+        Ok(self.records.message(py, &self.topic, self.partition, i as usize))
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> RecordBatchIter {
+        RecordBatchIter { batch: slf.unbind(), index: 0 }
+    }
+
+    /// Topic name.
+    #[getter]
+    fn topic(&self, py: Python<'_>) -> Py<PyString> {
+        self.topic.clone_ref(py)
+    }
+
+    /// Every value, copied into a list of `bytes`.
+    fn values<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        self.records.recs.iter().map(|r| PyBytes::new(py, self.records.slice(r, r.value))).collect()
+    }
+
+    /// Offsets of the messages, as a numpy int64 array.
+    #[getter]
+    fn offsets<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        PyArray1::from_iter(py, self.records.recs.iter().map(|r| r.offset as i64))
+    }
+
+    /// Timestamps of the messages, as a numpy int64 array.
+    #[getter]
+    fn timestamps<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        PyArray1::from_iter(py, self.records.recs.iter().map(|r| r.timestamp))
+    }
+
+    /// All values as one buffer plus an int64 array of boundaries: value `i` is
+    /// `buf[bounds[i]:bounds[i + 1]]`. When the messages come from one stored batch (the
+    /// usual case when `max_messages` does not exceed the size the producer batched) the
+    /// buffer is a zero-copy view of the mapped segment; otherwise the values are copied
+    /// once into a new buffer.
+    fn value_buffer<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyMemoryView>, Bound<'py, PyArray1<i64>>)> {
+        let recs = &self.records.recs;
+        let mut bounds = Vec::with_capacity(recs.len() + 1);
+        bounds.push(0i64);
+        let mut total = 0i64;
+        for r in recs {
+            total += (r.value.1 - r.value.0) as i64;
+            bounds.push(total);
+        }
+        let bounds = PyArray1::from_vec(py, bounds);
+        let buffer = match (recs.first(), recs.last(), self.records.chunks.len()) {
+            (Some(first), Some(last), 1) => {
+                let chunk = &self.records.chunks[0];
+                let view = ValueBuffer::new(chunk.map.clone(), first.value.0, last.value.1)
+                    .expect("values lie in the validated chunk");
+                PyMemoryView::from(&Bound::new(py, view)?.into_any())?
+            }
+            _ => {
+                let mut joined = Vec::with_capacity(total as usize);
+                for r in recs {
+                    joined.extend_from_slice(self.records.slice(r, r.value));
+                }
+                PyMemoryView::from(&PyBytes::new(py, &joined).into_any())?
+            }
+        };
+        Ok((buffer, bounds))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let first = self.records.recs.first().map_or(self.next_offset, |r| r.offset);
+        format!(
+            "RecordBatch(topic={:?}, partition={}, offsets={}..{}, messages={})",
+            self.topic.bind(py).to_string(),
+            self.partition,
+            first,
+            self.next_offset,
+            self.records.len()
+        )
+    }
+}
+
+/// Iterator over a [`RecordBatch`].
+#[pyclass(module = "tidelog._core", name = "RecordBatchIterator")]
+pub struct RecordBatchIter {
+    batch: Py<RecordBatch>,
+    index: usize,
+}
+
+#[pymethods]
+impl RecordBatchIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> Option<Message> {
+        let batch = self.batch.get();
+        if self.index >= batch.records.len() {
+            return None;
+        }
+        self.index += 1;
+        Some(batch.records.message(py, &batch.topic, batch.partition, self.index - 1))
+    }
+}
+
+/// Iterator over a partition from an offset to the end of the log, reading in chunks.
+#[pyclass(module = "tidelog._core", name = "MessageIterator")]
+pub struct MessageIterator {
+    topic: Arc<Topic>,
+    name: Py<PyString>,
+    partition: u32,
+    next_offset: u64,
+    current: Records,
+    index: usize,
+    done: bool,
+}
+
+/// Messages fetched per refill of a [`MessageIterator`].
+const ITER_CHUNK_MESSAGES: usize = 1024;
+/// Bytes of batches fetched per refill.
+const ITER_CHUNK_BYTES: usize = 1 << 20;
+
+impl MessageIterator {
+    /// Starts at `offset`.
+    pub fn new(topic: Arc<Topic>, name: Py<PyString>, partition: u32, offset: u64) -> Self {
+        MessageIterator {
+            topic,
+            name,
+            partition,
+            next_offset: offset,
+            current: Records::new(ReadResult::default()),
+            index: 0,
+            done: false,
+        }
+    }
+}
+
+#[pymethods]
+impl MessageIterator {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Message> {
+        if self.index >= self.current.len() {
+            if self.done {
+                return Err(PyStopIteration::new_err(()));
+            }
+            let (topic, partition, offset) = (self.topic.clone(), self.partition, self.next_offset);
+            let read = run_detached(py, move || {
+                topic.partition(partition)?.read(offset, ITER_CHUNK_MESSAGES, ITER_CHUNK_BYTES)
+            })?;
+            if read.count == 0 {
+                self.done = true;
+                return Err(PyStopIteration::new_err(()));
+            }
+            self.next_offset = read.next_offset;
+            self.current = Records::new(read);
+            self.index = 0;
+        }
+        self.index += 1;
+        Ok(self.current.message(py, &self.name, self.partition, self.index - 1))
+    }
+}

@@ -1,0 +1,333 @@
+//! `Topic`: appends and reads on a topic's partitions.
+
+use std::sync::Arc;
+
+use numpy::PyReadonlyArray1;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use tidelog_core::format::{headers, BatchMeta, Record};
+use tidelog_core::log::now_ms;
+use tidelog_core::{Error, PartitionLog, Topic};
+
+use crate::errors::{to_py, InvalidConfigError};
+use crate::gil::run_detached;
+use crate::message::{MessageIterator, RecordBatch};
+use crate::view::BorrowedBuffer;
+
+/// A topic of a store: a fixed number of partitions, each an ordered log of messages.
+#[pyclass(frozen, module = "tidelog._core", name = "Topic")]
+pub struct PyTopic {
+    inner: Arc<Topic>,
+    name: Py<PyString>,
+}
+
+impl PyTopic {
+    /// Wraps an engine topic.
+    pub fn new(py: Python<'_>, inner: Arc<Topic>) -> Self {
+        let name = PyString::new(py, inner.name()).unbind();
+        PyTopic { inner, name }
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+fn expect_bytes<'a, 'py>(obj: &'a Bound<'py, PyAny>, arg: &str) -> PyResult<&'a Bound<'py, PyBytes>> {
+    obj.cast::<PyBytes>().map_err(|_| PyTypeError::new_err(format!("{arg} must be bytes, got {}", type_name(obj))))
+}
+
+/// Encodes a `dict[str, bytes]` (or iterable of pairs) of headers.
+fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(Vec::new()) };
+    let pairs: Vec<(String, PyBackedBytes)> = if let Ok(dict) = obj.cast::<PyDict>() {
+        dict.iter().map(|(k, v)| header_pair(&k, &v)).collect::<PyResult<_>>()?
+    } else {
+        obj.try_iter()
+            .map_err(|_| PyTypeError::new_err(format!("headers must be a dict[str, bytes], got {}", type_name(obj))))?
+            .map(|item| {
+                let item = item?;
+                let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+                    PyTypeError::new_err("headers must be a dict[str, bytes] or an iterable of (str, bytes) pairs")
+                })?;
+                header_pair(&pair.get_item(0)?, &pair.get_item(1)?)
+            })
+            .collect::<PyResult<_>>()?
+    };
+    to_py(headers::encode(pairs.iter().map(|(k, v)| (k.as_str(), &v[..]))))
+}
+
+fn header_pair(k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<(String, PyBackedBytes)> {
+    let name: String = k
+        .extract()
+        .map_err(|_| PyTypeError::new_err(format!("header names must be str, got {}", type_name(k))))?;
+    let value = expect_bytes(v, &format!("header {name:?}"))?;
+    Ok((name, PyBackedBytes::from(value.clone())))
+}
+
+fn check_partition(p: Option<i64>) -> PyResult<Option<u32>> {
+    p.map(|p| {
+        u32::try_from(p)
+            .map_err(|_| crate::errors::PartitionNotFoundError::new_err(format!("partition must be >= 0, got {p}")))
+    })
+    .transpose()
+}
+
+fn check_offset(offset: i64, arg: &str) -> PyResult<u64> {
+    u64::try_from(offset).map_err(|_| InvalidConfigError::new_err(format!("{arg} must be >= 0, got {offset}")))
+}
+
+impl PyTopic {
+    fn log(&self, partition: i64) -> PyResult<&PartitionLog> {
+        let p = check_partition(Some(partition))?.expect("some");
+        to_py(self.inner.partition(p))
+    }
+}
+
+#[pymethods]
+impl PyTopic {
+    /// The topic's name.
+    #[getter]
+    fn name(&self, py: Python<'_>) -> Py<PyString> {
+        self.name.clone_ref(py)
+    }
+
+    /// Number of partitions.
+    #[getter]
+    fn partitions(&self) -> u32 {
+        self.inner.partition_count()
+    }
+
+    /// Appends one message and returns `(partition, offset)`.
+    ///
+    /// With `partition=None` the partition is chosen by the hash of `key` (Kafka's
+    /// partitioner, stable across runs), else round-robin. Returns once the message is in
+    /// the page cache; with `fsync="always"` once it is on disk.
+    #[pyo3(signature = (value, *, key=None, headers=None, partition=None, timestamp_ms=None))]
+    fn append(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        partition: Option<i64>,
+        timestamp_ms: Option<i64>,
+    ) -> PyResult<(u32, u64)> {
+        let value = expect_bytes(value, "value")?;
+        let key = key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?;
+        let encoded_headers = encode_headers(headers)?;
+        let log = to_py(self.inner.choose(check_partition(partition)?, key.map(|k| k.as_bytes())))?;
+        let record = Record {
+            timestamp: timestamp_ms.unwrap_or_else(now_ms),
+            key: key.map(|k| k.as_bytes()),
+            value: value.as_bytes(),
+            headers: &encoded_headers,
+        };
+        let meta = BatchMeta::plain(0);
+        // Fast path: a small append into the page cache takes ~100 ns; releasing and
+        // re-taking the GIL would cost as much again. We only let go of the GIL when the
+        // append lock is contended or an fsync is due.
+        let sync = log.config().fsync == tidelog_core::FsyncPolicy::Always;
+        if !sync {
+            if let Some(done) = to_py(log.append(&[record], meta, false))? {
+                return Ok((log.partition(), done.base_offset));
+            }
+        }
+        let (value, key) = (value.as_bytes().to_vec(), key.map(|k| k.as_bytes().to_vec()));
+        let timestamp = record.timestamp;
+        let done = run_detached(py, || {
+            let record = Record { timestamp, key: key.as_deref(), value: &value, headers: &encoded_headers };
+            log.append(&[record], meta, true).map(|d| d.expect("blocking append"))
+        })?;
+        Ok((log.partition(), done.base_offset))
+    }
+
+    /// Appends many values as one atomic, CRC-checked batch and returns
+    /// `(partition, first_offset)`.
+    ///
+    /// `values` is either a list of `bytes`, or one bytes-like buffer cut into values by
+    /// `lengths` (a sequence or numpy array of non-negative integers summing to its size).
+    #[pyo3(signature = (values, *, lengths=None, partition=None, timestamp_ms=None))]
+    fn append_batch(
+        &self,
+        py: Python<'_>,
+        values: &Bound<'_, PyAny>,
+        lengths: Option<&Bound<'_, PyAny>>,
+        partition: Option<i64>,
+        timestamp_ms: Option<i64>,
+    ) -> PyResult<(u32, u64)> {
+        let log = to_py(self.inner.choose(check_partition(partition)?, None))?;
+        let timestamp = timestamp_ms.unwrap_or_else(now_ms);
+        let meta = BatchMeta::plain(0);
+        let append = |parts: &[&[u8]]| -> tidelog_core::Result<u64> {
+            if parts.is_empty() {
+                return Err(Error::InvalidConfig("values must not be empty".into()));
+            }
+            let records: Vec<Record<'_>> =
+                parts.iter().map(|v| Record { timestamp, key: None, value: v, headers: &[] }).collect();
+            Ok(log.append(&records, meta, true)?.expect("blocking append").base_offset)
+        };
+        let offset = match lengths.filter(|l| !l.is_none()) {
+            None => {
+                let list = values.cast::<PyList>().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "values must be a list of bytes (or a buffer with lengths=...), got {}",
+                        type_name(values)
+                    ))
+                })?;
+                let owned: Vec<PyBackedBytes> = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| expect_bytes(&v, &format!("values[{i}]")).map(|b| PyBackedBytes::from(b.clone())))
+                    .collect::<PyResult<_>>()?;
+                run_detached(py, || append(&owned.iter().map(|b| &b[..]).collect::<Vec<_>>()))?
+            }
+            Some(lengths) => {
+                let buffer = BorrowedBuffer::get(values, "values")?;
+                let lengths = extract_lengths(py, lengths)?;
+                let bytes = buffer.as_slice();
+                let total: u64 = lengths.iter().sum();
+                if total != bytes.len() as u64 {
+                    return Err(InvalidConfigError::new_err(format!(
+                        "lengths sum to {total} but the values buffer holds {} bytes",
+                        bytes.len()
+                    )));
+                }
+                let mut parts = Vec::with_capacity(lengths.len());
+                let mut at = 0usize;
+                for &len in &lengths {
+                    parts.push(&bytes[at..at + len as usize]);
+                    at += len as usize;
+                }
+                if buffer.immutable {
+                    run_detached(py, || append(&parts))?
+                } else {
+                    // A mutable exporter (bytearray, writable memoryview) could be changed by
+                    // another Python thread if we let go of the GIL: keep it.
+                    to_py(append(&parts))?
+                }
+            }
+        };
+        Ok((log.partition(), offset))
+    }
+
+    /// Iterates messages of `partition` from `offset` (default: the start offset) or from
+    /// the first message with a timestamp `>= timestamp_ms`, up to the end of the log.
+    #[pyo3(signature = (partition=0, offset=None, *, timestamp_ms=None))]
+    fn read(
+        &self,
+        py: Python<'_>,
+        partition: i64,
+        offset: Option<i64>,
+        timestamp_ms: Option<i64>,
+    ) -> PyResult<MessageIterator> {
+        let log = self.log(partition)?;
+        let start = match (offset, timestamp_ms) {
+            (Some(_), Some(_)) => {
+                return Err(InvalidConfigError::new_err("give either offset or timestamp_ms, not both"))
+            }
+            (Some(o), None) => {
+                let o = check_offset(o, "offset")?;
+                // Validate now so a bad offset fails at the call, not at the first next().
+                to_py(log.read(o, 0, 0))?;
+                o
+            }
+            (None, Some(ts)) => run_detached(py, || log.offset_for_timestamp(ts))?.unwrap_or_else(|| log.end_offset()),
+            (None, None) => log.start_offset(),
+        };
+        Ok(MessageIterator::new(self.inner.clone(), self.name.clone_ref(py), log.partition(), start))
+    }
+
+    /// Reads up to `max_messages` messages of `partition` from `offset` as one
+    /// [`RecordBatch`]. Reading at the end offset returns an empty batch.
+    #[pyo3(signature = (partition=0, offset=None, *, max_messages=10000, max_bytes=16777216))]
+    fn read_batch(
+        &self,
+        py: Python<'_>,
+        partition: i64,
+        offset: Option<i64>,
+        max_messages: i64,
+        max_bytes: i64,
+    ) -> PyResult<RecordBatch> {
+        let log = self.log(partition)?;
+        let offset = match offset {
+            Some(o) => check_offset(o, "offset")?,
+            None => log.start_offset(),
+        };
+        let max_messages = usize::try_from(max_messages)
+            .map_err(|_| InvalidConfigError::new_err(format!("max_messages must be >= 0, got {max_messages}")))?;
+        let max_bytes = usize::try_from(max_bytes)
+            .map_err(|_| InvalidConfigError::new_err(format!("max_bytes must be >= 0, got {max_bytes}")))?;
+        let read = run_detached(py, || log.read(offset, max_messages, max_bytes))?;
+        Ok(RecordBatch::new(self.name.clone_ref(py), log.partition(), read))
+    }
+
+    /// First retained offset of `partition`.
+    fn start_offset(&self, partition: i64) -> PyResult<u64> {
+        Ok(self.log(partition)?.start_offset())
+    }
+
+    /// Next offset to be written to `partition`.
+    fn end_offset(&self, partition: i64) -> PyResult<u64> {
+        Ok(self.log(partition)?.end_offset())
+    }
+
+    /// Offset of the first message of `partition` with timestamp `>= timestamp_ms`, or
+    /// None if every message is older.
+    fn offset_for_timestamp(&self, py: Python<'_>, partition: i64, timestamp_ms: i64) -> PyResult<Option<u64>> {
+        let log = self.log(partition)?;
+        run_detached(py, || log.offset_for_timestamp(timestamp_ms))
+    }
+
+    /// Bytes of stored batches in `partition`.
+    fn size_bytes(&self, py: Python<'_>, partition: i64) -> PyResult<u64> {
+        let log = self.log(partition)?;
+        run_detached(py, || log.size_bytes())
+    }
+
+    /// Number of segments of `partition`.
+    fn segment_count(&self, py: Python<'_>, partition: i64) -> PyResult<usize> {
+        let log = self.log(partition)?;
+        run_detached(py, || log.segment_count())
+    }
+
+    /// Deletes sealed segments of every partition that are past the retention limits.
+    fn enforce_retention(&self, py: Python<'_>) -> PyResult<()> {
+        let topic = self.inner.clone();
+        run_detached(py, move || topic.partitions()?.iter().try_for_each(PartitionLog::enforce_retention))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Topic(name={:?}, partitions={})", self.inner.name(), self.inner.partition_count())
+    }
+}
+
+fn extract_lengths(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    let array: PyReadonlyArray1<'_, i64> = match obj.extract() {
+        Ok(a) => a,
+        Err(_) => {
+            let np = py.import("numpy")?;
+            let converted = np
+                .call_method1("ascontiguousarray", (obj, "int64"))
+                .map_err(|_| PyTypeError::new_err(format!("lengths must be a sequence of ints, got {}", type_name(obj))))?;
+            if converted.getattr("ndim")?.extract::<usize>()? != 1 {
+                return Err(PyTypeError::new_err("lengths must be one-dimensional"));
+            }
+            converted.extract()?
+        }
+    };
+    let slice = match array.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => array.as_array().iter().copied().collect(),
+    };
+    slice
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            u64::try_from(n).map_err(|_| InvalidConfigError::new_err(format!("lengths[{i}] is negative ({n})")))
+        })
+        .collect()
+}
+

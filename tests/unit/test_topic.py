@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tidelog
+
+
+def test_append_and_read_back(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    assert topic.append(b"v0", key=b"k", headers={"h": b"1"}, timestamp_ms=1000) == (0, 0)
+    assert topic.append(b"v1") == (0, 1)
+    first, second = list(topic.read(0))
+    assert (first.topic, first.partition, first.offset, first.timestamp_ms) == ("t", 0, 0, 1000)
+    assert (first.key, first.value, first.headers) == (b"k", b"v0", {"h": b"1"})
+    assert (second.key, second.value, second.headers) == (None, b"v1", {})
+    assert topic.start_offset(0) == 0
+    assert topic.end_offset(0) == 2
+
+
+def test_keyed_partitioning_is_stable(store: tidelog.Store) -> None:
+    topic = store.create_topic("t", partitions=8)
+    chosen = {topic.append(b"x", key=b"customer-42")[0] for _ in range(10)}
+    assert len(chosen) == 1
+    # Kafka's default partitioner: murmur2(key) & 0x7fffffff % 8.
+    assert topic.append(b"x", key=b"foobar")[0] == (-790332482 & 0x7FFFFFFF) % 8
+
+
+def test_round_robin_without_key(store: tidelog.Store) -> None:
+    topic = store.create_topic("t", partitions=3)
+    assert sorted(topic.append(b"x")[0] for _ in range(6)) == [0, 0, 1, 1, 2, 2]
+
+
+def test_append_batch_list_and_buffer(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    assert topic.append_batch([b"a", b"bb", b""], partition=0) == (0, 0)
+    assert topic.append_batch(b"xyyzzz", lengths=np.array([1, 2, 3]), partition=0) == (0, 3)
+    assert topic.append_batch(bytearray(b"pq"), lengths=[1, 1], partition=0) == (0, 6)
+    assert [m.value for m in topic.read(0)] == [b"a", b"bb", b"", b"x", b"yy", b"zzz", b"p", b"q"]
+
+
+def test_append_batch_bad_input(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    with pytest.raises(TypeError, match=r"values\[1\]"):
+        topic.append_batch([b"a", "b"])  # type: ignore[list-item]
+    with pytest.raises(tidelog.InvalidConfigError, match="sum"):
+        topic.append_batch(b"abc", lengths=[1, 1])
+    with pytest.raises(tidelog.InvalidConfigError, match="negative"):
+        topic.append_batch(b"abc", lengths=[4, -1])
+    with pytest.raises(tidelog.InvalidConfigError, match="empty"):
+        topic.append_batch([])
+    with pytest.raises(TypeError, match="values"):
+        topic.append_batch(123, lengths=[1])  # type: ignore[arg-type]
+    assert topic.end_offset(0) == 0
+
+
+def test_bad_values_name_the_argument(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    with pytest.raises(TypeError, match="value must be bytes, got str"):
+        topic.append("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key must be bytes"):
+        topic.append(b"x", key="k")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="header"):
+        topic.append(b"x", headers={"h": "v"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="header names"):
+        topic.append(b"x", headers={1: b"v"})  # type: ignore[dict-item]
+    assert topic.end_offset(0) == 0
+
+
+def test_message_too_large(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path, max_message_bytes=1000) as store:
+        topic = store.create_topic("t")
+        topic.append(b"x" * 1000)
+        with pytest.raises(tidelog.MessageTooLargeError, match="1001"):
+            topic.append(b"x" * 1001)
+        with pytest.raises(tidelog.MessageTooLargeError):
+            topic.append_batch([b"ok", b"x" * 5000])
+        assert topic.end_offset(0) == 1
+
+
+def test_unknown_partition(store: tidelog.Store) -> None:
+    topic = store.create_topic("t", partitions=2)
+    with pytest.raises(tidelog.PartitionNotFoundError, match="2 partitions"):
+        topic.append(b"x", partition=2)
+    with pytest.raises(tidelog.PartitionNotFoundError):
+        topic.read_batch(-1)
+    with pytest.raises(tidelog.PartitionNotFoundError):
+        topic.end_offset(5)
+
+
+def test_offsets_out_of_range(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    topic.append_batch([b"a", b"b"])
+    assert len(topic.read_batch(0, 2)) == 0
+    assert list(topic.read(0, 2)) == []
+    with pytest.raises(tidelog.OffsetOutOfRangeError, match="offset 3"):
+        topic.read_batch(0, 3)
+    with pytest.raises(tidelog.OffsetOutOfRangeError):
+        topic.read(0, 3)
+    with pytest.raises(tidelog.InvalidConfigError, match="offset"):
+        topic.read_batch(0, -1)
+
+
+def test_read_batch_views(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    topic.append_batch([b"a", b"bb", b"ccc", b"dddd"], timestamp_ms=5)
+    batch = topic.read_batch(0, 1, max_messages=2)
+    assert len(batch) == 2
+    assert batch.next_offset == 3
+    assert batch.values() == [b"bb", b"ccc"]
+    assert batch.offsets.tolist() == [1, 2]
+    assert batch.offsets.dtype == np.int64
+    assert batch[-1].value == b"ccc"
+    with pytest.raises(IndexError):
+        batch[2]
+    buf, bounds = batch.value_buffer()
+    assert bounds.tolist() == [0, 2, 5]
+    assert bytes(buf) == b"bbccc"
+    assert buf.readonly
+    assert [m.offset for m in batch] == [1, 2]
+
+
+def test_value_buffer_across_stored_batches(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    topic.append_batch([b"a", b"bb"])
+    topic.append(b"ccc")
+    buf, bounds = topic.read_batch(0).value_buffer()
+    assert bytes(buf) == b"abbccc"
+    assert bounds.tolist() == [0, 1, 3, 6]
+
+
+def test_zero_copy_buffer_outlives_store_and_deletion(tmp_path: Path) -> None:
+    store = tidelog.open(tmp_path)
+    topic = store.create_topic("t")
+    topic.append_batch([b"hello", b"world"])
+    buf, _ = topic.read_batch(0).value_buffer()
+    store.delete_topic("t")
+    store.close()
+    assert bytes(buf) == b"helloworld"
+
+
+def test_read_by_timestamp(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    for ts in [100, 200, 150, 300]:
+        topic.append(str(ts).encode(), timestamp_ms=ts)
+    assert topic.offset_for_timestamp(0, 0) == 0
+    assert topic.offset_for_timestamp(0, 150) == 1
+    assert topic.offset_for_timestamp(0, 201) == 3
+    assert topic.offset_for_timestamp(0, 301) is None
+    assert [m.value for m in topic.read(0, timestamp_ms=160)] == [b"200", b"150", b"300"]
+    assert list(topic.read(0, timestamp_ms=1000)) == []
+    with pytest.raises(tidelog.InvalidConfigError):
+        topic.read(0, 1, timestamp_ms=5)
+
+
+def test_segments_roll_and_reads_cross_them(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path, segment_bytes=8192, max_message_bytes=1024) as store:
+        topic = store.create_topic("t")
+        values = [bytes([i % 251]) * 300 for i in range(200)]
+        for v in values:
+            topic.append(v, timestamp_ms=1_000 + len(v))
+        assert topic.segment_count(0) > 5
+        assert [m.value for m in topic.read(0)] == values
+        assert [m.value for m in topic.read(0, 150)] == values[150:]
+    with tidelog.open(tmp_path, segment_bytes=8192, max_message_bytes=1024) as store:
+        assert [m.value for m in store.topic("t").read(0)] == values
+
+
+def test_retention_by_bytes_advances_start(tmp_path: Path) -> None:
+    opts = {"segment_bytes": 8192, "max_message_bytes": 1024, "retention_bytes": 20_000}
+    with tidelog.open(tmp_path, **opts) as store:  # type: ignore[arg-type]
+        topic = store.create_topic("t")
+        for i in range(300):
+            topic.append(str(i).encode() * 50)
+        start = topic.start_offset(0)
+        assert start > 0
+        assert topic.size_bytes(0) <= 20_000 + 8192
+        assert next(iter(topic.read(0))).offset == start
+        with pytest.raises(tidelog.OffsetOutOfRangeError):
+            topic.read_batch(0, 0)
+        assert topic.end_offset(0) == 300
+
+
+def test_retention_by_age(tmp_path: Path) -> None:
+    opts = {"segment_bytes": 8192, "max_message_bytes": 1024, "retention_ms": 60_000}
+    with tidelog.open(tmp_path, **opts) as store:  # type: ignore[arg-type]
+        topic = store.create_topic("t")
+        for _ in range(100):
+            topic.append(b"o" * 200, timestamp_ms=1_000)  # ancient
+        for _ in range(5):
+            topic.append(b"n" * 200)
+        topic.enforce_retention()
+        assert topic.start_offset(0) > 0
+        assert all(m.value.startswith(b"n") or m.offset >= topic.start_offset(0) for m in topic.read(0))
