@@ -34,7 +34,8 @@ def main(directory: str) -> None:
         for i, event in enumerate(events):
             orders.append(event, key=f"customer-{i % 1000}".encode())
         elapsed = time.perf_counter() - started
-        print(f"appended {ORDERS:,} orders one by one in {elapsed:.2f}s ({ORDERS / elapsed:,.0f} msgs/s)")
+        rate = ORDERS / elapsed
+        print(f"appended {ORDERS:,} orders one by one in {elapsed:.2f}s ({rate:,.0f} msgs/s)")
 
         started = time.perf_counter()
         for p in range(PARTITIONS):

@@ -1,7 +1,7 @@
 """Type stubs for the native core, ``tidelog._core`` (hand-written; checked by stubtest)."""
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import final
 
 import numpy as np

@@ -138,7 +138,7 @@ class Store:
         return f"<tidelog.Store {self.path!r} ({state})>"
 
 
-def open(  # noqa: A001 - the public name is fixed by the API
+def open(
     path: str | os.PathLike[str],
     *,
     segment_bytes: int = 64 << 20,

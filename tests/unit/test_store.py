@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 import tidelog
 
 
@@ -95,7 +94,10 @@ def test_garbage_in_partition_directory_is_refused(tmp_path: Path) -> None:
     with tidelog.open(tmp_path) as store:
         store.create_topic("t")
     (tmp_path / "topics" / "t" / "0" / "junk.bin").write_bytes(b"\x00" * 10)
-    with tidelog.open(tmp_path) as store, pytest.raises(tidelog.InvalidConfigError, match="junk.bin"):
+    with (
+        tidelog.open(tmp_path) as store,
+        pytest.raises(tidelog.InvalidConfigError, match=r"junk\.bin"),
+    ):
         store.topic("t")
 
 
