@@ -15,6 +15,7 @@ pub mod format;
 pub mod index;
 pub mod log;
 pub mod partitioner;
+pub mod ring;
 pub mod segment;
 pub mod shm;
 pub mod store;

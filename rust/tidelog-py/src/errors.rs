@@ -32,14 +32,24 @@ create_exception!(
     TidelogError,
     "A message exceeds max_message_bytes, or a batch does not fit in a segment."
 );
-create_exception!(_core, BackpressureError, TidelogError, "The producer is under pressure and on_full=\"raise\".");
+create_exception!(
+    _core,
+    BackpressureError,
+    TidelogError,
+    "The producer is under pressure and on_full=\"raise\"."
+);
 create_exception!(
     _core,
     OutOfOrderSequenceError,
     TidelogError,
     "An idempotent producer's batch skipped a sequence number."
 );
-create_exception!(_core, ProducerFencedError, TidelogError, "A newer instance of this producer name has opened.");
+create_exception!(
+    _core,
+    ProducerFencedError,
+    TidelogError,
+    "A newer instance of this producer name has opened."
+);
 create_exception!(
     _core,
     RebalanceError,

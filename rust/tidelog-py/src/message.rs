@@ -63,7 +63,9 @@ impl Message {
             self.partition,
             self.offset,
             self.timestamp_ms,
-            self.key.as_ref().map_or_else(|| "None".to_owned(), |k| format!("<{} bytes>", k.bind(py).as_bytes().len())),
+            self.key
+                .as_ref()
+                .map_or_else(|| "None".to_owned(), |k| format!("<{} bytes>", k.bind(py).as_bytes().len())),
             self.value.bind(py).as_bytes().len(),
         )
     }
@@ -182,7 +184,9 @@ impl RecordBatch {
         let n = self.records.len() as isize;
         let i = if index < 0 { index + n } else { index };
         if !(0..n).contains(&i) {
-            return Err(PyIndexError::new_err(format!("RecordBatch index {index} out of range for {n} messages")));
+            return Err(PyIndexError::new_err(format!(
+                "RecordBatch index {index} out of range for {n} messages"
+            )));
         }
         Ok(self.records.message(py, &self.topic, self.partition, i as usize))
     }
@@ -219,7 +223,10 @@ impl RecordBatch {
     /// usual case when `max_messages` does not exceed the size the producer batched) the
     /// buffer is a zero-copy view of the mapped segment; otherwise the values are copied
     /// once into a new buffer.
-    fn value_buffer<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyMemoryView>, Bound<'py, PyArray1<i64>>)> {
+    fn value_buffer<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyMemoryView>, Bound<'py, PyArray1<i64>>)> {
         let recs = &self.records.recs;
         let mut bounds = Vec::with_capacity(recs.len() + 1);
         bounds.push(0i64);

@@ -48,9 +48,10 @@ impl PyStore {
         let fsync = match fsync {
             "never" => FsyncPolicy::Never,
             "always" => FsyncPolicy::Always,
-            "interval" => {
-                FsyncPolicy::Interval(Duration::from_millis(positive("fsync_interval_ms", fsync_interval_ms)? as u64))
-            }
+            "interval" => FsyncPolicy::Interval(Duration::from_millis(positive(
+                "fsync_interval_ms",
+                fsync_interval_ms,
+            )? as u64)),
             other => {
                 return Err(InvalidConfigError::new_err(format!(
                     "fsync must be \"never\", \"interval\" or \"always\", got {other:?}"
@@ -60,7 +61,9 @@ impl PyStore {
         let config = LogConfig {
             segment_bytes: positive("segment_bytes", segment_bytes)?,
             segment_ms,
-            retention_bytes: retention_bytes.map(|b| positive("retention_bytes", b).map(|b| b as u64)).transpose()?,
+            retention_bytes: retention_bytes
+                .map(|b| positive("retention_bytes", b).map(|b| b as u64))
+                .transpose()?,
             retention_ms,
             index_interval_bytes: positive("index_interval_bytes", index_interval_bytes)?,
             fsync,
@@ -107,8 +110,9 @@ impl PyStore {
     /// Creates a topic (see `tidelog.Store.create_topic`).
     #[pyo3(signature = (name, partitions=1, *, exist_ok=false))]
     fn create_topic(&self, py: Python<'_>, name: &str, partitions: i64, exist_ok: bool) -> PyResult<PyTopic> {
-        let partitions = u32::try_from(partitions)
-            .map_err(|_| InvalidConfigError::new_err(format!("partitions must be between 1 and 10000, got {partitions}")))?;
+        let partitions = u32::try_from(partitions).map_err(|_| {
+            InvalidConfigError::new_err(format!("partitions must be between 1 and 10000, got {partitions}"))
+        })?;
         let store = self.inner.clone();
         let name = name.to_owned();
         let topic = run_detached(py, move || store.create_topic(&name, partitions, exist_ok))?;

@@ -36,7 +36,8 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 fn expect_bytes<'a, 'py>(obj: &'a Bound<'py, PyAny>, arg: &str) -> PyResult<&'a Bound<'py, PyBytes>> {
-    obj.cast::<PyBytes>().map_err(|_| PyTypeError::new_err(format!("{arg} must be bytes, got {}", type_name(obj))))
+    obj.cast::<PyBytes>()
+        .map_err(|_| PyTypeError::new_err(format!("{arg} must be bytes, got {}", type_name(obj))))
 }
 
 /// Encodes a `dict[str, bytes]` (or iterable of pairs) of headers.
@@ -46,11 +47,15 @@ fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
         dict.iter().map(|(k, v)| header_pair(&k, &v)).collect::<PyResult<_>>()?
     } else {
         obj.try_iter()
-            .map_err(|_| PyTypeError::new_err(format!("headers must be a dict[str, bytes], got {}", type_name(obj))))?
+            .map_err(|_| {
+                PyTypeError::new_err(format!("headers must be a dict[str, bytes], got {}", type_name(obj)))
+            })?
             .map(|item| {
                 let item = item?;
                 let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-                    PyTypeError::new_err("headers must be a dict[str, bytes] or an iterable of (str, bytes) pairs")
+                    PyTypeError::new_err(
+                        "headers must be a dict[str, bytes] or an iterable of (str, bytes) pairs",
+                    )
                 })?;
                 header_pair(&pair.get_item(0)?, &pair.get_item(1)?)
             })
@@ -69,14 +74,16 @@ fn header_pair(k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<(String, 
 
 fn check_partition(p: Option<i64>) -> PyResult<Option<u32>> {
     p.map(|p| {
-        u32::try_from(p)
-            .map_err(|_| crate::errors::PartitionNotFoundError::new_err(format!("partition must be >= 0, got {p}")))
+        u32::try_from(p).map_err(|_| {
+            crate::errors::PartitionNotFoundError::new_err(format!("partition must be >= 0, got {p}"))
+        })
     })
     .transpose()
 }
 
 fn check_offset(offset: i64, arg: &str) -> PyResult<u64> {
-    u64::try_from(offset).map_err(|_| InvalidConfigError::new_err(format!("{arg} must be >= 0, got {offset}")))
+    u64::try_from(offset)
+        .map_err(|_| InvalidConfigError::new_err(format!("{arg} must be >= 0, got {offset}")))
 }
 
 impl PyTopic {
@@ -180,7 +187,9 @@ impl PyTopic {
                 let owned: Vec<PyBackedBytes> = list
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| expect_bytes(&v, &format!("values[{i}]")).map(|b| PyBackedBytes::from(b.clone())))
+                    .map(|(i, v)| {
+                        expect_bytes(&v, &format!("values[{i}]")).map(|b| PyBackedBytes::from(b.clone()))
+                    })
                     .collect::<PyResult<_>>()?;
                 run_detached(py, || append(&owned.iter().map(|b| &b[..]).collect::<Vec<_>>()))?
             }
@@ -234,7 +243,9 @@ impl PyTopic {
                 to_py(log.read(o, 0, 0))?;
                 o
             }
-            (None, Some(ts)) => run_detached(py, || log.offset_for_timestamp(ts))?.unwrap_or_else(|| log.end_offset()),
+            (None, Some(ts)) => {
+                run_detached(py, || log.offset_for_timestamp(ts))?.unwrap_or_else(|| log.end_offset())
+            }
             (None, None) => log.start_offset(),
         };
         Ok(MessageIterator::new(self.inner.clone(), self.name.clone_ref(py), log.partition(), start))
@@ -256,8 +267,9 @@ impl PyTopic {
             Some(o) => check_offset(o, "offset")?,
             None => log.start_offset(),
         };
-        let max_messages = usize::try_from(max_messages)
-            .map_err(|_| InvalidConfigError::new_err(format!("max_messages must be >= 0, got {max_messages}")))?;
+        let max_messages = usize::try_from(max_messages).map_err(|_| {
+            InvalidConfigError::new_err(format!("max_messages must be >= 0, got {max_messages}"))
+        })?;
         let max_bytes = usize::try_from(max_bytes)
             .map_err(|_| InvalidConfigError::new_err(format!("max_bytes must be >= 0, got {max_bytes}")))?;
         let read = run_detached(py, || log.read(offset, max_messages, max_bytes))?;
@@ -276,7 +288,12 @@ impl PyTopic {
 
     /// Offset of the first message of `partition` with timestamp `>= timestamp_ms`, or
     /// None if every message is older.
-    fn offset_for_timestamp(&self, py: Python<'_>, partition: i64, timestamp_ms: i64) -> PyResult<Option<u64>> {
+    fn offset_for_timestamp(
+        &self,
+        py: Python<'_>,
+        partition: i64,
+        timestamp_ms: i64,
+    ) -> PyResult<Option<u64>> {
         let log = self.log(partition)?;
         run_detached(py, || log.offset_for_timestamp(timestamp_ms))
     }
@@ -309,9 +326,9 @@ fn extract_lengths(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>>
         Ok(a) => a,
         Err(_) => {
             let np = py.import("numpy")?;
-            let converted = np
-                .call_method1("ascontiguousarray", (obj, "int64"))
-                .map_err(|_| PyTypeError::new_err(format!("lengths must be a sequence of ints, got {}", type_name(obj))))?;
+            let converted = np.call_method1("ascontiguousarray", (obj, "int64")).map_err(|_| {
+                PyTypeError::new_err(format!("lengths must be a sequence of ints, got {}", type_name(obj)))
+            })?;
             if converted.getattr("ndim")?.extract::<usize>()? != 1 {
                 return Err(PyTypeError::new_err("lengths must be one-dimensional"));
             }
@@ -326,8 +343,8 @@ fn extract_lengths(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>>
         .into_iter()
         .enumerate()
         .map(|(i, n)| {
-            u64::try_from(n).map_err(|_| InvalidConfigError::new_err(format!("lengths[{i}] is negative ({n})")))
+            u64::try_from(n)
+                .map_err(|_| InvalidConfigError::new_err(format!("lengths[{i}] is negative ({n})")))
         })
         .collect()
 }
-

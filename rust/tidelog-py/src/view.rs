@@ -102,7 +102,9 @@ impl BorrowedBuffer {
             ))
         })?;
         if !buffer.is_c_contiguous() {
-            return Err(pyo3::exceptions::PyTypeError::new_err(format!("{arg} must be a C-contiguous buffer")));
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "{arg} must be a C-contiguous buffer"
+            )));
         }
         let immutable = buffer.readonly() && pyo3::types::PyBytes::is_type_of(obj);
         Ok(BorrowedBuffer { buffer, immutable })

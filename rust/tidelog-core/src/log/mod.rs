@@ -66,6 +66,13 @@ pub struct PartitionLog {
     dirty: AtomicBool,
 }
 
+/// Milliseconds since the Unix epoch, at the kernel tick's resolution (a few ms) but
+/// several times cheaper than [`now_ms`]: good enough for deciding when to roll.
+fn coarse_now_ms() -> i64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    t.tv_sec * 1000 + t.tv_nsec / 1_000_000
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -197,7 +204,7 @@ impl PartitionLog {
         drop(guard);
         if let Some((segment, start, end)) = synced_range {
             segment.sync_data(start, end)?;
-        } else {
+        } else if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
         Ok(Some(appended))
@@ -244,16 +251,19 @@ impl PartitionLog {
     ) -> Result<(Appended, Option<(Arc<Segment>, usize, usize)>)> {
         let mut head = guard.head();
         self.refresh_if_stale(guard)?;
-        let now = now_ms();
-        let active = self.read_view()?.active().clone();
-        let too_old = self.config.segment_ms.is_some_and(|ms| now - head.segment_created_ms >= ms);
-        let full = head.committed_pos as usize + size > active.data.len();
+        let mut view = self.read_view()?;
+        let too_old =
+            self.config.segment_ms.is_some_and(|ms| coarse_now_ms() - head.segment_created_ms >= ms);
+        let full = head.committed_pos as usize + size > view.active().data.len();
         if head.committed_pos > 0 && (full || too_old) {
+            drop(view);
             self.roll(guard)?;
             head = guard.head();
+            view = self.read_view()?;
         }
-        let active = self.read_view()?.active().clone();
+        let active = view.active();
         let pos = head.committed_pos as usize;
+        active.data.prepare_write(guard, pos + size);
         let region = active.data.write_region(guard, pos, size).ok_or_else(|| {
             Error::InvalidConfig(format!("batch of {size} bytes does not fit in segment {}", active.base))
         })?;
@@ -265,7 +275,7 @@ impl PartitionLog {
                 position: pos as u32,
                 max_timestamp_before: head.max_timestamp,
             };
-            write_index_entry(guard, &active, entries, &entry)?;
+            write_index_entry(guard, active, entries, &entry)?;
             head.index_entries += 1;
             head.last_index_pos = pos as u64;
         }
@@ -275,7 +285,7 @@ impl PartitionLog {
         head.max_timestamp = head.max_timestamp.max(header.max_timestamp);
         guard.publish(head);
         let appended = Appended { base_offset: header.base_offset, count: header.record_count };
-        let sync = (self.config.fsync == FsyncPolicy::Always).then(|| (active, pos, pos + size));
+        let sync = (self.config.fsync == FsyncPolicy::Always).then(|| (active.clone(), pos, pos + size));
         Ok((appended, sync))
     }
 

@@ -94,7 +94,10 @@ impl<T> RawRing<T> {
     pub(crate) fn new(capacity: usize) -> Self {
         // Capacity 1 would make "empty for position p + 1" (`seq == p + 1`) and "full with
         // position p" the same state.
-        assert!(capacity >= 2 && capacity.is_power_of_two(), "ring capacity {capacity} is not a power of two >= 2");
+        assert!(
+            capacity >= 2 && capacity.is_power_of_two(),
+            "ring capacity {capacity} is not a power of two >= 2"
+        );
         let slots = (0..capacity)
             .map(|i| Slot { seq: AtomicUsize::new(i), value: UnsafeCell::new(MaybeUninit::uninit()) })
             .collect();

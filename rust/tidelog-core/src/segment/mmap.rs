@@ -17,6 +17,7 @@
 
 use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -28,7 +29,16 @@ pub struct FileMap {
     len: usize,
     /// How many leading bytes may be read (invariant 1).
     readable: AtomicUsize,
+    /// How far this process has pre-faulted the mapping for writing.
+    populated: AtomicUsize,
 }
+
+/// Bytes pre-faulted at a time ahead of the writer. The first write to each page of a shared
+/// file mapping traps into the kernel, which allocates and zeroes a page-cache page (about
+/// 9 µs per page on the dev VM, ~200 ns per 100-byte message). `MADV_POPULATE_WRITE` does
+/// the same work for a whole window in one call, and `prefault` runs it on a background
+/// thread, so the appending thread finds its pages ready.
+const POPULATE_WINDOW: usize = 4 << 20;
 
 impl std::fmt::Debug for FileMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,7 +54,12 @@ impl FileMap {
     /// The `mmap` failure.
     pub fn map_writable(file: &File, len: usize, readable: usize) -> std::io::Result<Self> {
         let raw = (len > 0).then(|| MmapOptions::new().len(len).map_raw(file)).transpose()?;
-        Ok(FileMap { raw, len, readable: AtomicUsize::new(readable.min(len)) })
+        Ok(FileMap {
+            raw,
+            len,
+            readable: AtomicUsize::new(readable.min(len)),
+            populated: AtomicUsize::new(0),
+        })
     }
 
     /// Maps the first `len` bytes of `file` read-only; all of them are readable.
@@ -53,7 +68,7 @@ impl FileMap {
     /// The `mmap` failure.
     pub fn map_readonly(file: &File, len: usize) -> std::io::Result<Self> {
         let raw = (len > 0).then(|| MmapOptions::new().len(len).map_raw_read_only(file)).transpose()?;
-        Ok(FileMap { raw, len, readable: AtomicUsize::new(len) })
+        Ok(FileMap { raw, len, readable: AtomicUsize::new(len), populated: AtomicUsize::new(len) })
     }
 
     /// Mapped length.
@@ -113,6 +128,32 @@ impl FileMap {
         // the append lock, so no other thread or process writes it concurrently
         // (invariant 3). The exclusive borrow ends before the caller publishes.
         Some(unsafe { std::slice::from_raw_parts_mut(raw.as_mut_ptr().add(start), len) })
+    }
+
+    /// Pre-faults the pages the append-lock holder is about to fill up to `end`, a window
+    /// at a time, so appends do not each pay a page fault. Best effort: on kernels without
+    /// `MADV_POPULATE_WRITE` the writes simply fault as usual.
+    pub fn prepare_write(self: &Arc<Self>, _guard: &WriteGuard<'_>, end: usize) {
+        let populated = self.populated.load(Ordering::Relaxed);
+        if end + POPULATE_WINDOW / 2 <= populated || self.raw.is_none() {
+            return;
+        }
+        let from = populated.max(self.readable() / 4096 * 4096);
+        let to = (from.max(end) + POPULATE_WINDOW).min(self.len);
+        self.populated.store(to, Ordering::Relaxed);
+        if from < to {
+            super::prefault::request(self.clone(), from, to);
+        }
+    }
+
+    /// Faults in `from..to` for writing (see [`Self::prepare_write`]). It never changes the
+    /// bytes, so it may run while the writer fills the same pages.
+    pub(crate) fn populate_for_write(&self, from: usize, to: usize) {
+        if let Some(raw) = &self.raw {
+            if from < to && to <= self.len {
+                let _ = raw.advise_range(memmap2::Advice::PopulateWrite, from, to - from);
+            }
+        }
     }
 
     /// Marks bytes up to `end` as published in this process; the caller publishes the same

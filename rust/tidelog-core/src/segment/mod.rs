@@ -6,6 +6,7 @@
 //! A segment owns no notion of "committed": the log passes the published head in.
 
 pub mod mmap;
+mod prefault;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
