@@ -243,10 +243,11 @@ impl PyTopic {
                 to_py(log.read(o, 0, 0))?;
                 o
             }
-            (None, Some(ts)) => {
-                run_detached(py, || log.offset_for_timestamp(ts))?.unwrap_or_else(|| log.end_offset())
-            }
-            (None, None) => log.start_offset(),
+            (None, Some(ts)) => run_detached(py, || match log.offset_for_timestamp(ts)? {
+                Some(o) => Ok(o),
+                None => log.end_offset(),
+            })?,
+            (None, None) => to_py(log.start_offset())?,
         };
         Ok(MessageIterator::new(self.inner.clone(), self.name.clone_ref(py), log.partition(), start))
     }
@@ -265,7 +266,7 @@ impl PyTopic {
         let log = self.log(partition)?;
         let offset = match offset {
             Some(o) => check_offset(o, "offset")?,
-            None => log.start_offset(),
+            None => to_py(log.start_offset())?,
         };
         let max_messages = usize::try_from(max_messages).map_err(|_| {
             InvalidConfigError::new_err(format!("max_messages must be >= 0, got {max_messages}"))
@@ -278,12 +279,12 @@ impl PyTopic {
 
     /// First retained offset of `partition`.
     fn start_offset(&self, partition: i64) -> PyResult<u64> {
-        Ok(self.log(partition)?.start_offset())
+        to_py(self.log(partition)?.start_offset())
     }
 
     /// Next offset to be written to `partition`.
     fn end_offset(&self, partition: i64) -> PyResult<u64> {
-        Ok(self.log(partition)?.end_offset())
+        to_py(self.log(partition)?.end_offset())
     }
 
     /// Offset of the first message of `partition` with timestamp `>= timestamp_ms`, or

@@ -29,6 +29,9 @@ use crate::segment::{self, Segment};
 use crate::shm::{ControlBlock, Head, Opened, WriteGuard};
 use crate::{Error, Result};
 
+/// How long a reader spins on a head being published before suspecting a dead writer.
+const HEAD_SPINS: u32 = 100_000;
+
 /// Name of the control block file in a partition directory.
 pub const CONTROL_FILE: &str = "control";
 
@@ -109,13 +112,12 @@ impl PartitionLog {
         {
             let mut guard = log.control.lock()?;
             match hint {
-                Some(hint) => log.recover(&mut guard, hint)?,
-                None => {
-                    if guard.owner_died() {
-                        log.repair_after_dead_writer(&guard)?;
-                    }
-                    log.refresh(&guard)?;
+                Some(hint) => log.recover(&mut guard, hint, true)?,
+                None if guard.owner_died() => {
+                    let torn = guard.head();
+                    log.recover(&mut guard, Some(torn), false)?;
                 }
+                None => log.refresh(&guard)?,
             }
         }
         drop(dir_handle);
@@ -143,23 +145,36 @@ impl PartitionLog {
     }
 
     /// First retained offset.
-    pub fn start_offset(&self) -> u64 {
-        self.control.head().log_start
+    ///
+    /// # Errors
+    /// Only if repairing a head left torn by a dead writer fails.
+    pub fn start_offset(&self) -> Result<u64> {
+        Ok(self.head()?.log_start)
     }
 
     /// The next offset to be written.
-    pub fn end_offset(&self) -> u64 {
-        self.control.head().next_offset
+    ///
+    /// # Errors
+    /// As [`Self::start_offset`].
+    pub fn end_offset(&self) -> Result<u64> {
+        Ok(self.head()?.next_offset)
     }
 
-    /// The published head (for observability).
-    pub fn head(&self) -> Head {
-        self.control.head()
+    /// The published head. Never call it while holding the append lock.
+    ///
+    /// # Errors
+    /// As [`Self::start_offset`].
+    pub fn head(&self) -> Result<Head> {
+        match self.control.try_head(HEAD_SPINS) {
+            Some(head) => Ok(head),
+            // A writer is stuck mid-publish or died there: the lock waits for it or repairs.
+            None => Ok(self.lock(true)?.expect("blocking lock").head()),
+        }
     }
 
     /// Total bytes of batches in all segments.
     pub fn size_bytes(&self) -> Result<u64> {
-        let head = self.control.head();
+        let head = self.head()?;
         let view = self.current_view(head)?;
         let sealed: u64 =
             view.segments.iter().filter(|s| !s.is_active()).map(|s| s.data.readable() as u64).sum();
@@ -168,18 +183,20 @@ impl PartitionLog {
 
     /// Number of segment files.
     pub fn segment_count(&self) -> Result<usize> {
-        Ok(self.current_view(self.control.head())?.segments.len())
+        Ok(self.current_view(self.head()?)?.segments.len())
     }
 
     /// Takes the append lock, waiting for it if `wait`; `None` if it is busy and `!wait`.
     fn lock(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
         let guard = if wait { Some(self.control.lock()?) } else { self.control.try_lock()? };
-        if let Some(g) = &guard {
-            if g.owner_died() {
-                self.repair_after_dead_writer(g)?;
+        match guard {
+            Some(mut g) if g.owner_died() => {
+                let torn = g.head();
+                self.recover(&mut g, Some(torn), false)?;
+                Ok(Some(g))
             }
+            other => Ok(other),
         }
-        Ok(guard)
     }
 
     /// Appends `records` as one atomic batch. With `wait == false` it returns `Ok(None)`
@@ -330,10 +347,7 @@ impl PartitionLog {
         if self.config.retention_bytes.is_none() && self.config.retention_ms.is_none() {
             return Ok(());
         }
-        let mut guard = self.control.lock()?;
-        if guard.owner_died() {
-            self.repair_after_dead_writer(&guard)?;
-        }
+        let mut guard = self.lock(true)?.expect("blocking lock");
         self.refresh_if_stale(&guard)?;
         self.apply_retention(&mut guard)
     }
@@ -380,7 +394,7 @@ impl PartitionLog {
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
-        let head = self.control.head();
+        let head = self.head()?;
         let view = self.current_view(head)?;
         let active = view.active();
         if active.base == head.active_base {
@@ -409,7 +423,7 @@ impl PartitionLog {
         let guard = self.lock(true)?.expect("blocking lock");
         self.refresh_if_stale(&guard)?;
         drop(guard);
-        self.current_view(self.control.head())
+        self.current_view(self.head()?)
     }
 
     fn refresh_if_stale(&self, guard: &WriteGuard<'_>) -> Result<()> {
@@ -458,11 +472,32 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// A writer died holding the lock: whatever it wrote past the head is garbage.
-    fn repair_after_dead_writer(&self, guard: &WriteGuard<'_>) -> Result<()> {
-        self.refresh_if_stale(guard)?;
-        let active = self.read_view()?.active().clone();
-        active.zero_tail(guard.head().committed_pos as usize)
+    /// Trims the active segment's pre-allocated files to their contents if this is the last
+    /// process with the partition open, so a closed store takes only the space it uses.
+    fn trim_if_last(&self) -> Result<()> {
+        let dir = File::open(&self.dir).map_err(|e| Error::io("open", &self.dir, e))?;
+        // The open lock keeps openers out while we check and trim (see `open`). Never wait
+        // for it: this runs in `drop`, possibly while our own failed `open` still holds it.
+        if flock(&dir, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Ok(());
+        }
+        if !self.control.try_exclusive() {
+            return Ok(());
+        }
+        let Some(head) = self.control.try_head(HEAD_SPINS) else { return Ok(()) };
+        let view = self.read_view()?;
+        let active = view.active();
+        if active.base == head.active_base {
+            active.trim(head.committed_pos as usize, head.index_entries as usize, false)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        // Best effort: a failure leaves pre-allocated zeros, which recovery handles.
+        let _ = self.trim_if_last();
     }
 }
 

@@ -67,7 +67,7 @@ impl PartitionLog {
     /// [`Error::OffsetOutOfRange`] below the start or past the end;
     /// [`Error::Corrupt`] naming the file and position of a damaged batch.
     pub fn read(&self, offset: u64, max_messages: usize, max_bytes: usize) -> Result<ReadResult> {
-        let head = self.control.head();
+        let head = self.head()?;
         if offset < head.log_start || offset > head.next_offset {
             return Err(self.out_of_range(offset, head.log_start, head.next_offset));
         }
@@ -151,7 +151,7 @@ impl PartitionLog {
     /// # Errors
     /// [`Error::Corrupt`] for a damaged batch on the way.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
-        let head = self.control.head();
+        let head = self.head()?;
         let view = self.current_view(head)?;
         for seg in &view.segments {
             let max = if seg.is_active() { head.max_timestamp } else { seg.max_timestamp() };

@@ -58,8 +58,12 @@ impl PartitionLog {
     /// Rebuilds the head from the files. `hint` is what the control block held (valid after
     /// a process crash, possibly stale after a power loss); nothing in it is trusted
     /// without checking it against the data.
-    pub(super) fn recover(&self, guard: &mut WriteGuard<'_>, hint: Option<Head>) -> Result<()> {
-        let mut bases = list_segments(&self.dir, true)?;
+    ///
+    /// Also run, with `alone == false`, by whoever takes the append lock after a writer
+    /// died holding it: the head may then be torn (the writer died mid-publish) and the
+    /// bytes past it may hold a partial batch.
+    pub(super) fn recover(&self, guard: &mut WriteGuard<'_>, hint: Option<Head>, alone: bool) -> Result<()> {
+        let mut bases = list_segments(&self.dir, alone)?;
         if bases.is_empty() {
             bases.push(hint.map_or(0, |h| h.next_offset.max(h.log_start)));
         }

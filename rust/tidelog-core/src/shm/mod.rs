@@ -222,9 +222,11 @@ impl ControlBlock {
         Head::from_words(w)
     }
 
-    /// Reads a consistent snapshot of the head without taking the lock.
-    pub fn head(&self) -> Head {
-        loop {
+    /// Reads a consistent snapshot of the head without taking the lock, or `None` if a
+    /// writer seems stuck in the middle of publishing (it may have died there: the caller
+    /// then takes the lock, which repairs the head).
+    pub fn try_head(&self, max_spins: u32) -> Option<Head> {
+        for _ in 0..max_spins {
             let before = self.word(0).load(Ordering::Acquire);
             if before & 1 == 1 {
                 std::hint::spin_loop();
@@ -236,9 +238,18 @@ impl ControlBlock {
             }
             fence(Ordering::Acquire);
             if self.word(0).load(Ordering::Relaxed) == before {
-                return Head::from_words(w);
+                return Some(Head::from_words(w));
             }
         }
+        None
+    }
+
+    /// Gives up the shared `flock` and tries to take it exclusively: true means no other
+    /// process has the partition open (and none can open it while the caller holds the
+    /// partition's open lock). Only for closing: on failure this handle may hold no
+    /// `flock` at all any more.
+    pub fn try_exclusive(&self) -> bool {
+        flock(&self._file, FlockOperation::NonBlockingLockExclusive).is_ok()
     }
 
     /// Takes the partition's append lock, blocking while another thread or process holds
@@ -283,7 +294,10 @@ impl ControlBlock {
                 )))
             }
         };
-        let head = self.head();
+        // A writer that died between the two halves of `publish` left the sequence odd and
+        // the head possibly torn: take it as it is; the caller repairs it (`owner_died`).
+        let head =
+            if owner_died { self.head_unlocked() } else { self.try_head(u32::MAX).expect("unbounded") };
         Ok(WriteGuard { block: self, head, owner_died })
     }
 }
@@ -319,13 +333,14 @@ impl WriteGuard<'_> {
     /// segment before this call is visible to a reader that sees the new head.
     pub fn publish(&mut self, head: Head) {
         let seq = self.block.word(0);
-        let s = seq.load(Ordering::Relaxed);
-        seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // Odd while writing. `| 1` keeps the parity right when a dead writer left it odd.
+        let writing = seq.load(Ordering::Relaxed) | 1;
+        seq.store(writing, Ordering::Relaxed);
         fence(Ordering::Release);
         for (i, w) in head.to_words().into_iter().enumerate() {
             self.block.word(i + 1).store(w, Ordering::Relaxed);
         }
-        seq.store(s.wrapping_add(2), Ordering::Release);
+        seq.store(writing.wrapping_add(1), Ordering::Release);
         self.head = head;
     }
 }
@@ -365,7 +380,7 @@ mod tests {
         let b = open(&path);
         let head = Head { next_offset: 42, committed_pos: 4096, max_timestamp: -5, ..Head::default() };
         a.lock().unwrap().publish(head);
-        assert_eq!(b.head(), head);
+        assert_eq!(b.try_head(100), Some(head));
         assert!(b.try_lock().unwrap().is_some());
     }
 
@@ -389,6 +404,6 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(block.head().next_offset, 8000);
+        assert_eq!(block.try_head(100).unwrap().next_offset, 8000);
     }
 }
