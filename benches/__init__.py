@@ -1,0 +1,1 @@
+"""tidelog benchmarks (run with ``pytest benches``; see benches/README.md)."""

@@ -1,0 +1,1 @@
+"""Python-level micro-benchmarks of the tidelog storage engine (issue #2)."""

@@ -1,0 +1,257 @@
+"""Read throughput over one partition of ``SCALE.scan_bytes`` (1 GiB at full scale).
+
+The partition is written once per module with ``append_batch`` of 1,000 values of 100 bytes;
+the reference :class:`PyLog` file holds the same messages. Both are in the page cache when
+the scans run (they were just written), so these are warm-cache figures.
+
+* zero-copy scan: ``read_batch(max_messages=1000)`` + ``value_buffer()``, touching only
+  ``len(buf)``; GB/s of value bytes. Reference: ``readinto`` of the whole PyLog file into a
+  reused 100 KB buffer (one copy out of the page cache); GB/s of file bytes.
+* ``Message`` iteration: ``for msg in topic.read(0, 0)``; msgs/s. Reference: iterating
+  ``(offset, value)`` of the PyLog file parsed in 1 MiB chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tidelog
+
+from benches.python.reference import PyLog, read_pylog, readinto_file
+from benches.support import (
+    BATCH_VALUES,
+    GIB,
+    SCALE,
+    VALUE_BYTES,
+    Measured,
+    make_buffer,
+    make_values,
+    ns_per,
+    per_second,
+    record,
+)
+
+SCAN_TARGETS: list[dict[str, Any]] = [
+    {"of": "value", "op": ">=", "value": 3.0, "text": ">= 3 GB/s"}
+]
+ITER_TARGETS: list[dict[str, Any]] = [
+    {"of": "value", "op": ">=", "value": 2_000_000, "text": ">= 2,000,000 msgs/s"}
+]
+
+
+@dataclass
+class ScanData:
+    """The partition and the reference file the read benchmarks scan."""
+
+    topic: tidelog.Topic
+    pylog: Path
+    messages: int
+    value_bytes: int
+    partition_bytes: int
+    pylog_bytes: int
+    segments: int
+
+    def what(self) -> str:
+        return (
+            f"{self.partition_bytes / GIB:.3f} GiB partition, {self.segments} segments, "
+            f"{self.messages:,} msgs of {VALUE_BYTES} B"
+        )
+
+
+@pytest.fixture(scope="module")
+def scan_data(bench_root: Path) -> Iterator[ScanData]:
+    """Writes the partition (and the same messages to a PyLog file) once for the module."""
+    directory = bench_root / "read"
+    directory.mkdir()
+    buffer, lengths = make_buffer()
+    values = make_values()
+    with tidelog.open(directory / "store", fsync="never") as store:
+        topic = store.create_topic("scan", partitions=1)
+        while topic.size_bytes(0) < SCALE.scan_bytes:
+            for _ in range(16):
+                topic.append_batch(buffer, lengths=lengths, partition=0)
+        messages = topic.end_offset(0)
+        with PyLog(directory / "pylog.log") as log:
+            for _ in range(messages // BATCH_VALUES):
+                log.append_batch(values)
+        yield ScanData(
+            topic=topic,
+            pylog=directory / "pylog.log",
+            messages=messages,
+            value_bytes=messages * VALUE_BYTES,
+            partition_bytes=topic.size_bytes(0),
+            pylog_bytes=(directory / "pylog.log").stat().st_size,
+            segments=topic.segment_count(0),
+        )
+
+
+def scan_value_buffers(topic: tidelog.Topic, end: int) -> int:
+    """Zero-copy scan of partition 0; returns the value bytes seen."""
+    read_batch = topic.read_batch
+    offset = total = 0
+    while offset < end:
+        batch = read_batch(0, offset, max_messages=BATCH_VALUES)
+        buf, _bounds = batch.value_buffer()
+        total += len(buf)
+        offset = batch.next_offset
+    return total
+
+
+def scan_batches_only(topic: tidelog.Topic, end: int) -> int:
+    """The same scan without ``value_buffer()``: the cost of ``read_batch`` alone."""
+    read_batch = topic.read_batch
+    offset = total = 0
+    while offset < end:
+        batch = read_batch(0, offset, max_messages=BATCH_VALUES)
+        total += len(batch)
+        offset = batch.next_offset
+    return total
+
+
+def iterate_messages(topic: tidelog.Topic) -> int:
+    """Iterates every message of partition 0 as ``tidelog.Message``; returns the count."""
+    n = 0
+    for _msg in topic.read(partition=0, offset=0):
+        n += 1
+    return n
+
+
+def iterate_batches(topic: tidelog.Topic, end: int) -> int:
+    """Iterates every message via ``read_batch`` + iteration of each ``RecordBatch``."""
+    read_batch = topic.read_batch
+    offset = n = 0
+    while offset < end:
+        batch = read_batch(0, offset, max_messages=BATCH_VALUES)
+        for _msg in batch:
+            n += 1
+        offset = batch.next_offset
+    return n
+
+
+def iterate_pylog(path: Path) -> int:
+    """Iterates every record of the reference log; returns the count."""
+    n = 0
+    for _rec in read_pylog(path):
+        n += 1
+    return n
+
+
+def _run(benchmark: Any, rounds: int, target: Any, *args: Any) -> tuple[Any, dict[str, float]]:
+    measured = Measured(target)
+    result = benchmark.pedantic(measured, args=args, rounds=rounds, warmup_rounds=1)
+    return result, measured.per_call()
+
+
+# --------------------------------------------------------------------------- zero-copy scan
+
+
+@pytest.mark.benchmark(group="read-scan")
+def test_read_batch_scan_tidelog(benchmark: Any, scan_data: ScanData) -> None:
+    total, usage = _run(
+        benchmark, SCALE.scan_rounds, scan_value_buffers, scan_data.topic, scan_data.messages
+    )
+    assert total == scan_data.value_bytes
+    record(
+        benchmark,
+        figure="read-scan",
+        title="read_batch(max_messages=1000) + value_buffer() scan",
+        role="tidelog",
+        unit="GB/s",
+        work=scan_data.value_bytes,
+        what=scan_data.what() + "; GB/s of value bytes",
+        targets=SCAN_TARGETS,
+        extra={"msgs_per_s": per_second(benchmark, scan_data.messages), **usage},
+    )
+
+
+@pytest.mark.benchmark(group="read-scan")
+def test_read_batch_scan_reference(benchmark: Any, scan_data: ScanData) -> None:
+    chunk = BATCH_VALUES * (VALUE_BYTES + 4)
+    total, usage = _run(benchmark, SCALE.scan_rounds, readinto_file, scan_data.pylog, chunk)
+    assert total == scan_data.pylog_bytes
+    record(
+        benchmark,
+        figure="read-scan",
+        title="readinto(104 KB buffer) of the PyLog file",
+        role="reference",
+        unit="GB/s",
+        work=scan_data.pylog_bytes,
+        what=f"{scan_data.pylog_bytes / GIB:.3f} GiB file, page cache; GB/s of file bytes",
+        extra={**usage},
+    )
+
+
+@pytest.mark.benchmark(group="read-scan")
+def test_read_batch_only_variant(benchmark: Any, scan_data: ScanData) -> None:
+    total, usage = _run(
+        benchmark, SCALE.scan_rounds, scan_batches_only, scan_data.topic, scan_data.messages
+    )
+    assert total == scan_data.messages
+    record(
+        benchmark,
+        figure="read-scan-no-buffer",
+        title="read_batch(max_messages=1000) scan without value_buffer()",
+        role="variant",
+        unit="GB/s",
+        work=scan_data.value_bytes,
+        what=scan_data.what(),
+        extra={"ns_per_batch": ns_per(benchmark, scan_data.messages // BATCH_VALUES), **usage},
+    )
+
+
+# --------------------------------------------------------------------------- Message iteration
+
+
+@pytest.mark.benchmark(group="read-iterate")
+def test_read_iterate_tidelog(benchmark: Any, scan_data: ScanData) -> None:
+    n, usage = _run(benchmark, SCALE.iter_rounds, iterate_messages, scan_data.topic)
+    assert n == scan_data.messages
+    record(
+        benchmark,
+        figure="read-iterate",
+        title="for msg in topic.read(0, 0) (Message objects)",
+        role="tidelog",
+        unit="msgs/s",
+        work=scan_data.messages,
+        what=scan_data.what(),
+        targets=ITER_TARGETS,
+        extra={"ns_per_msg": ns_per(benchmark, scan_data.messages), **usage},
+    )
+
+
+@pytest.mark.benchmark(group="read-iterate")
+def test_read_iterate_reference(benchmark: Any, scan_data: ScanData) -> None:
+    n, usage = _run(benchmark, SCALE.iter_rounds, iterate_pylog, scan_data.pylog)
+    assert n == scan_data.messages
+    record(
+        benchmark,
+        figure="read-iterate",
+        title="PyLog: (offset, value) parsed from 1 MiB chunks",
+        role="reference",
+        unit="msgs/s",
+        work=scan_data.messages,
+        what=f"{scan_data.pylog_bytes / GIB:.3f} GiB file, {scan_data.messages:,} records",
+        extra={"ns_per_msg": ns_per(benchmark, scan_data.messages), **usage},
+    )
+
+
+@pytest.mark.benchmark(group="read-iterate")
+def test_read_iterate_batches_variant(benchmark: Any, scan_data: ScanData) -> None:
+    n, usage = _run(
+        benchmark, SCALE.iter_rounds, iterate_batches, scan_data.topic, scan_data.messages
+    )
+    assert n == scan_data.messages
+    record(
+        benchmark,
+        figure="read-iterate-batches",
+        title="for msg in read_batch(max_messages=1000) (Message objects)",
+        role="variant",
+        unit="msgs/s",
+        work=scan_data.messages,
+        what=scan_data.what(),
+        extra={"ns_per_msg": ns_per(benchmark, scan_data.messages), **usage},
+    )

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Prints the Markdown report of a pytest-benchmark JSON file written by ``benches/``.
+
+Usage: ``python benches/report.py RESULTS.json [--output REPORT.md] [--check]``
+
+The first table has one row per figure of issue #2: tidelog's figure (from the median round
+time), its reference's (measured in the same run), their ratio, the target and pass/fail.
+The second lists every benchmark, including the variants that break costs down, with the
+CPU split (user/system) and page faults per round. With ``--check`` the exit status is 1
+when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FIGURES = [
+    "append",
+    "append-batch-list",
+    "append-batch-buffer",
+    "read-scan",
+    "read-iterate",
+    "reopen",
+    "memory",
+]
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
+}
+
+
+def fmt(value: float | None, unit: str) -> str:
+    """A figure with its unit, rounded for reading."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if unit == "msgs/s":
+        return f"{value / 1e6:,.2f} M msgs/s"
+    if unit == "GB/s":
+        return f"{value:,.2f} GB/s"
+    if unit == "ms":
+        return f"{value:,.1f} ms"
+    if unit == "MiB":
+        return f"{value:+,.1f} MiB"
+    if unit == "ns/call":
+        return f"{value:,.0f} ns/call"
+    return f"{value:,.3g} {unit}"
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The JSON document."""
+    with path.open(encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def entries(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Benchmarks that carry a figure, as flat dicts of extra_info plus stats."""
+    out = []
+    for bench in data.get("benchmarks", []):
+        info = dict(bench.get("extra_info", {}))
+        if "figure" not in info:
+            continue
+        info["name"] = bench["name"]
+        info["group"] = bench.get("group")
+        info["stats"] = bench.get("stats", {})
+        out.append(info)
+    return out
+
+
+def check(target: dict[str, Any], value: float | None, ratio: float | None) -> bool | None:
+    """Whether one target is met (None when its input is missing)."""
+    subject = value if target["of"] == "value" else ratio
+    if subject is None or math.isnan(subject):
+        return None
+    return OPS[target["op"]](subject, float(target["value"]))
+
+
+def main_table(items: list[dict[str, Any]]) -> tuple[list[str], bool]:
+    """The figure table, and whether every target was met."""
+    lines = [
+        "| figure | tidelog (median) | reference (median) | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    all_ok = True
+    by_role = {(e["figure"], e["role"]): e for e in items}
+    for figure in FIGURES:
+        tl = by_role.get((figure, "tidelog"))
+        if tl is None:
+            continue
+        ref = by_role.get((figure, "reference"))
+        unit = tl["unit"]
+        value = tl.get("value")
+        ref_value = ref.get("value") if ref else None
+        ratio = value / ref_value if value is not None and ref_value else None
+        results = [check(t, value, ratio) for t in tl.get("targets", [])]
+        ok = all(r is True for r in results)
+        all_ok &= ok
+        verdict = "PASS" if ok else ("FAIL" if any(r is False for r in results) else "n/a")
+        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x"
+        ref_text = f"{fmt(ref_value, unit)} ({ref['title']})" if ref else "n/a"
+        targets = "; ".join(t["text"] for t in tl.get("targets", []))
+        lines.append(
+            f"| {tl['title']} | {fmt(value, unit)} | {ref_text} | {ratio_text} "
+            f"| {targets} | {verdict} |"
+        )
+    return lines, all_ok
+
+
+def detail_table(items: list[dict[str, Any]]) -> list[str]:
+    """Every benchmark with its CPU split and page faults per round."""
+    lines = [
+        "| group | role | benchmark | figure | median round | min round | rounds "
+        "| user / sys CPU per round | minor faults per round |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {f: i for i, f in enumerate(FIGURES)}
+    for e in sorted(items, key=lambda e: (str(e["group"]), order.get(e["figure"], 99))):
+        stats = e["stats"]
+        user = e.get("per_round_cpu_user_s")
+        sys_ = e.get("per_round_cpu_sys_s")
+        faults = e.get("per_round_minor_faults")
+        cpu = "" if user is None or sys_ is None else f"{user * 1e3:,.1f} / {sys_ * 1e3:,.1f} ms"
+        extra = ""
+        if e.get("ns_per_call") is not None and e["unit"] != "ns/call":
+            extra = f" ({e['ns_per_call']:,.0f} ns/call)"
+        if e.get("ns_per_msg") is not None:
+            extra = f" ({e['ns_per_msg']:,.0f} ns/msg)"
+        median = float(stats.get("median", math.nan)) * 1e3
+        fastest = float(stats.get("min", math.nan)) * 1e3
+        figure = fmt(e.get("value"), e["unit"]) + extra
+        lines.append(
+            f"| {e['group']} | {e['role']} | {e['title']} | {figure} | {median:,.2f} ms "
+            f"| {fastest:,.2f} ms | {stats.get('rounds', '')} "
+            f"| {cpu} | {'' if faults is None else f'{faults:,.0f}'} |"
+        )
+    return lines
+
+
+def memory_lines(items: list[dict[str, Any]]) -> list[str]:
+    """The RSS breakdown of the memory benchmarks."""
+    lines = []
+    for e in items:
+        if e["figure"] != "memory":
+            continue
+        parts = ", ".join(
+            f"{k.removeprefix('peak_growth_').removesuffix('_mib')} {v:+,.1f} MiB"
+            for k, v in e.items()
+            if k.startswith("peak_growth_")
+        )
+        lines.append(
+            f"- {e['role']}: peak growth over baseline "
+            f"(VmRSS {e.get('baseline_VmRSS_mib', 0):,.1f} MiB) — {parts}; {e['what']}"
+        )
+    return lines
+
+
+def _load(value: Any) -> str:
+    if not isinstance(value, list | tuple):
+        return "?"
+    return ", ".join(f"{float(v):.2f}" for v in value)
+
+
+def _build(build: dict[str, Any]) -> str:
+    if not build:
+        return "?"
+    text = f"sha256 {str(build.get('module_sha256', '?'))[:12]}, built {build.get('module_built')}"
+    text += f", HEAD {str(build.get('head', '?'))[:12]}"
+    dirty = build.get("rust_uncommitted") or []
+    if dirty:
+        text += f", uncommitted Rust changes in {len(dirty)} files"
+        text += f" (diff sha256 {str(build.get('rust_diff_sha256'))[:12]})"
+    return text
+
+
+def report(data: dict[str, Any]) -> tuple[str, bool]:
+    """The whole Markdown report, and whether every target was met."""
+    items = entries(data)
+    table, ok = main_table(items)
+    machine = data.get("machine_info", {})
+    commit = data.get("commit_info", {})
+    scales = sorted({str(e.get("scale")) for e in items})
+    head = [
+        "## tidelog storage-engine benchmarks",
+        "",
+        f"- scale: {', '.join(scales)}; run {data.get('datetime', '?')}; "
+        f"commit {str(commit.get('id', '?'))[:12]}{' (dirty)' if commit.get('dirty') else ''}",
+        f"- machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
+        f"{machine.get('cpu', {}).get('count', '?')} CPUs, "
+        f"Python {machine.get('python_version', '?')}, {machine.get('system', '')} "
+        f"{machine.get('release', '')}",
+        '- figures use the median round; 100-byte values, fsync="never", page cache warm',
+        f"- load average at start / end: {_load(machine.get('loadavg_at_start'))} / "
+        f"{_load(machine.get('loadavg_at_end'))} (2 cores: above ~1 means other work competed)",
+        f"- native module measured: {_build(machine.get('tidelog_build', {}))}",
+        "",
+    ]
+    body = [*head, *table, "", "### Memory", "", *memory_lines(items), "", "### All benchmarks"]
+    body += ["", *detail_table(items), ""]
+    return "\n".join(body), ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("json", type=Path, help="pytest-benchmark JSON file")
+    parser.add_argument("--output", type=Path, help="also write the Markdown to this file")
+    parser.add_argument("--check", action="store_true", help="exit with 1 if a target is missed")
+    args = parser.parse_args(argv)
+    text, ok = report(load(args.json))
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    return 0 if ok or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
