@@ -1,8 +1,9 @@
 """Type stubs for the native core, ``tidelog._core`` (hand-written; checked by stubtest)."""
 
 import os
+import pathlib
 from collections.abc import Iterable, Mapping
-from typing import final
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,8 @@ __all__ = [
     "TopicNotFoundError",
     "ValueBuffer",
     "__version__",
+    "inspect_segment",
+    "segment_files",
 ]
 
 class TidelogError(Exception): ...
@@ -152,7 +155,7 @@ class Store:
         retention_ms: int | None = None,
         fsync: str = "never",
         fsync_interval_ms: int = 1000,
-        max_message_bytes: int = 1048576,
+        max_message_bytes: int | None = None,
         index_interval_bytes: int = 4096,
     ) -> Store: ...
     @property
@@ -171,3 +174,6 @@ class Store:
     def delete_topic(self, name: str) -> None: ...
     def sync(self) -> None: ...
     def close(self) -> None: ...
+
+def inspect_segment(path: str | os.PathLike[str], *, records: bool = False) -> dict[str, Any]: ...
+def segment_files(partition_dir: str | os.PathLike[str]) -> list[pathlib.Path]: ...

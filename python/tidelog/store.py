@@ -36,7 +36,7 @@ class Store:
         retention_ms: int | None = None,
         fsync: FsyncPolicy = "never",
         fsync_interval_ms: int = 1000,
-        max_message_bytes: int = 1 << 20,
+        max_message_bytes: int | None = None,
         index_interval_bytes: int = 4096,
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
@@ -147,7 +147,7 @@ def open(
     retention_ms: int | None = None,
     fsync: FsyncPolicy = "never",
     fsync_interval_ms: int = 1000,
-    max_message_bytes: int = 1 << 20,
+    max_message_bytes: int | None = None,
     index_interval_bytes: int = 4096,
 ) -> Store:
     """Opens the store in ``path``, creating the directory if it is missing.
@@ -165,7 +165,8 @@ def open(
             ``"interval"`` (background fsync every ``fsync_interval_ms``) or ``"always"``
             (every append returns only after fdatasync).
         fsync_interval_ms: Period of the background fsync for ``fsync="interval"``.
-        max_message_bytes: Largest message (value, key and headers) accepted.
+        max_message_bytes: Largest message (value, key and headers) accepted; by default
+            1 MiB, or half a segment when ``segment_bytes`` is under 2 MiB.
         index_interval_bytes: Bytes of batches between two sparse index entries.
 
     Returns:

@@ -13,6 +13,7 @@
 pub mod error;
 pub mod format;
 pub mod index;
+pub mod inspect;
 pub mod log;
 pub mod partitioner;
 pub mod ring;

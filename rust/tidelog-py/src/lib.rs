@@ -3,6 +3,7 @@
 
 mod errors;
 mod gil;
+mod inspect;
 mod message;
 mod store;
 mod topic;
@@ -21,6 +22,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::RecordBatchIter>()?;
     m.add_class::<message::MessageIterator>()?;
     m.add_class::<view::ValueBuffer>()?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -29,7 +29,7 @@ impl PyStore {
     #[new]
     #[pyo3(signature = (
         path, *, segment_bytes=67108864, segment_ms=Some(604800000), retention_bytes=None,
-        retention_ms=None, fsync="never", fsync_interval_ms=1000, max_message_bytes=1048576,
+        retention_ms=None, fsync="never", fsync_interval_ms=1000, max_message_bytes=None,
         index_interval_bytes=4096,
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of tidelog.open
@@ -42,7 +42,7 @@ impl PyStore {
         retention_ms: Option<i64>,
         fsync: &str,
         fsync_interval_ms: i64,
-        max_message_bytes: i64,
+        max_message_bytes: Option<i64>,
         index_interval_bytes: i64,
     ) -> PyResult<Self> {
         let fsync = match fsync {
@@ -67,7 +67,11 @@ impl PyStore {
             retention_ms,
             index_interval_bytes: positive("index_interval_bytes", index_interval_bytes)?,
             fsync,
-            max_message_bytes: positive("max_message_bytes", max_message_bytes)?,
+            // By default a message may be up to 1 MiB, or half a segment if segments are small.
+            max_message_bytes: match max_message_bytes {
+                Some(n) => positive("max_message_bytes", n)?,
+                None => (1 << 20).min(segment_bytes.max(0) as usize / 2).max(1),
+            },
         };
         let store = run_detached(py, || Store::open(&path, config))?;
         Ok(PyStore { inner: Arc::new(store) })

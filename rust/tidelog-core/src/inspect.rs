@@ -1,0 +1,242 @@
+//! Offline inspection of segment files, for `tidelog dump` and `tidelog verify`: walks
+//! every batch of a segment checking its CRC, structure and offset continuity, and checks
+//! the segment's indexes against the batches. Unlike the log's read path it never stops at
+//! the first problem unless it cannot tell where the next batch starts.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::format::{BatchHeader, BatchView, BATCH_HEADER_LEN};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::segment::{parse_file_name, FileKind, FileMap, SegmentPaths};
+use crate::{Error, Result};
+
+/// One batch as found in a segment file.
+#[derive(Clone, Debug)]
+pub struct BatchInfo {
+    /// Byte position in the data file.
+    pub position: u64,
+    /// The decoded header.
+    pub header: BatchHeader,
+    /// Whether the stored CRC matches the bytes.
+    pub crc_ok: bool,
+}
+
+/// Something wrong in a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file concerned.
+    pub path: PathBuf,
+    /// Byte position in it.
+    pub position: u64,
+    /// The offset involved (the batch's expected or stored base offset).
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The result of [`inspect_segment`].
+#[derive(Clone, Debug)]
+pub struct SegmentReport {
+    /// The data file.
+    pub path: PathBuf,
+    /// Base offset from the file name.
+    pub base_offset: u64,
+    /// Batches in order, including damaged ones whose extent was readable.
+    pub batches: Vec<BatchInfo>,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+    /// End of the last readable batch.
+    pub valid_end: u64,
+    /// Size of the data file.
+    pub file_len: u64,
+    /// Entries in the offset index file (0 if it is missing).
+    pub index_entries: u64,
+}
+
+/// Inspects the segment whose data file is `data_path`.
+///
+/// # Errors
+/// I/O errors opening or mapping the file, or a name that is not a segment data file.
+pub fn inspect_segment(data_path: &Path) -> Result<SegmentReport> {
+    let name = data_path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let Some((base, FileKind::Data)) = parse_file_name(name) else {
+        return Err(Error::InvalidConfig(format!(
+            "{} is not a segment data file (NNN.log)",
+            data_path.display()
+        )));
+    };
+    let map = map_file(data_path)?;
+    let bytes = map.published();
+    let mut report = SegmentReport {
+        path: data_path.to_owned(),
+        base_offset: base,
+        batches: Vec::new(),
+        problems: Vec::new(),
+        valid_end: 0,
+        file_len: bytes.len() as u64,
+        index_entries: 0,
+    };
+    let problem = |report: &mut SegmentReport, position: usize, offset: u64, reason: String| {
+        report.problems.push(Problem {
+            path: data_path.to_owned(),
+            position: position as u64,
+            offset,
+            reason,
+        });
+    };
+    let (mut pos, mut expected) = (0usize, base);
+    while pos + BATCH_HEADER_LEN <= bytes.len() {
+        let header = BatchHeader::read(&bytes[pos..]).expect("length checked");
+        if header.total_len == 12 && header.base_offset == 0 && bytes[pos..].iter().take(64).all(|&b| b == 0)
+        {
+            // The zeroed, pre-allocated tail of an active segment: fine if it stays zero.
+            if let Some(at) = bytes[pos..].iter().position(|&b| b != 0) {
+                problem(
+                    &mut report,
+                    pos + at,
+                    expected,
+                    "non-zero bytes after the last batch (torn tail)".into(),
+                );
+            }
+            return finish(report, data_path, pos);
+        }
+        let structure = BatchView::parse(&bytes[pos..], false);
+        let Ok(view) = structure else {
+            let reason = structure.err().unwrap_or("unreadable");
+            problem(&mut report, pos, expected, format!("unreadable batch: {reason}"));
+            return finish(report, data_path, pos);
+        };
+        let crc_ok = BatchView::parse(&bytes[pos..], true).is_ok();
+        if !crc_ok {
+            problem(&mut report, pos, header.base_offset, "CRC32C mismatch".into());
+        }
+        if header.base_offset != expected {
+            problem(
+                &mut report,
+                pos,
+                header.base_offset,
+                format!("batch starts at offset {} but {expected} was expected", header.base_offset),
+            );
+        }
+        report.batches.push(BatchInfo { position: pos as u64, header: view.header, crc_ok });
+        expected = header.next_offset();
+        pos += header.total_len;
+        report.valid_end = pos as u64;
+    }
+    if pos < bytes.len() && bytes[pos..].iter().any(|&b| b != 0) {
+        problem(&mut report, pos, expected, "truncated batch at the end of the file".into());
+    }
+    finish(report, data_path, pos)
+}
+
+fn map_file(path: &Path) -> Result<FileMap> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len() as usize;
+    FileMap::map_readonly(&file, len).map_err(|e| Error::io("mmap", path, e))
+}
+
+/// Checks the indexes against the batches found.
+fn finish(mut report: SegmentReport, data_path: &Path, _end: usize) -> Result<SegmentReport> {
+    let dir = data_path.parent().unwrap_or(Path::new("."));
+    let paths = SegmentPaths::new(dir, report.base_offset);
+    let (Ok(index_map), Ok(time_map)) = (map_file(&paths.index), map_file(&paths.time_index)) else {
+        report.problems.push(Problem {
+            path: paths.index.clone(),
+            position: 0,
+            offset: report.base_offset,
+            reason: "index files missing (they are rebuilt on open)".into(),
+        });
+        return Ok(report);
+    };
+    let index = OffsetIndex::new(index_map.published());
+    let time = TimeIndex::new(time_map.published());
+    let mut running_max = i64::MIN;
+    let mut b = 0;
+    for i in 0..index.len() {
+        let (rel, pos) = index.get(i);
+        if (rel, pos) == (0, 0) && i > 0 {
+            break; // pre-allocated zero entries of an active segment
+        }
+        report.index_entries += 1;
+        while b < report.batches.len() && report.batches[b].position < u64::from(pos) {
+            running_max = running_max.max(report.batches[b].header.max_timestamp);
+            b += 1;
+        }
+        let batch = report.batches.get(b).filter(|x| x.position == u64::from(pos));
+        let claimed = report.base_offset + u64::from(rel);
+        if batch.is_none_or(|x| x.header.base_offset != claimed) {
+            report.problems.push(Problem {
+                path: paths.index.clone(),
+                position: (i * crate::index::INDEX_ENTRY_BYTES) as u64,
+                offset: claimed,
+                reason: format!(
+                    "index entry {i} points at position {pos}, where no batch with offset {claimed} starts"
+                ),
+            });
+            continue;
+        }
+        let t = (i < time.len()).then(|| time.get(i));
+        if t.is_none_or(|t| t.position != pos || t.max_timestamp_before != running_max) {
+            report.problems.push(Problem {
+                path: paths.time_index.clone(),
+                position: (i * crate::index::TIME_INDEX_ENTRY_BYTES) as u64,
+                offset: claimed,
+                reason: format!("time index entry {i} disagrees with the batches"),
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// The data files of a partition directory, in offset order.
+///
+/// # Errors
+/// I/O errors listing the directory.
+pub fn segment_files(partition_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(partition_dir)
+        .map_err(|e| Error::io("list", partition_dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| match parse_file_name(&e.file_name().to_string_lossy()) {
+            Some((base, FileKind::Data)) => Some((base, e.path())),
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchMeta, Record};
+    use crate::{LogConfig, PartitionLog};
+
+    #[test]
+    fn clean_segment_has_no_problems_and_a_flip_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 1 << 16, max_message_bytes: 1024, ..LogConfig::default() };
+        {
+            let log = PartitionLog::open(dir.path(), "t", 0, config).unwrap();
+            for i in 0..50u64 {
+                let value = i.to_le_bytes().repeat(20);
+                let r = Record { timestamp: 1000 + i as i64, key: None, value: &value, headers: &[] };
+                log.append(&[r], BatchMeta::plain(0), true).unwrap();
+            }
+        }
+        let files = segment_files(dir.path()).unwrap();
+        assert_eq!(files.len(), 1);
+        let report = inspect_segment(&files[0]).unwrap();
+        assert_eq!(report.batches.len(), 50);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert!(report.index_entries >= 1);
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        let at = report.batches[10].position as usize + 100;
+        bytes[at] ^= 0x40;
+        std::fs::write(&files[0], &bytes).unwrap();
+        let report = inspect_segment(&files[0]).unwrap();
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].offset, 10);
+        assert!(report.problems[0].reason.contains("CRC"));
+    }
+}
