@@ -237,11 +237,15 @@ class LogMachine(RuleBasedStateMachine):
         assert base == active.base
         assert [(o, size) for _, o, size in batches] == [(b.base, b.size) for b in active.batches]
         if mode == "garbage-after" or not batches:
-            junk = garbage(min(n % 200 + 1, len(data) - end), seed)
+            # The file may be trimmed to its contents (closing trims it) or pre-allocated;
+            # junk goes right after the valid data either way, within the segment capacity
+            # so the model's roll points stay valid.
+            junk = garbage(min(n % 200 + 1, SEGMENT_BYTES - end), seed)
             with last.open("r+b") as f:
                 f.seek(end)
                 f.write(junk)
-            event("junk written after the valid data")
+            if junk:
+                event("junk written after the valid data")
         else:
             _, _, size = batches[-1]
             n = n % size + 1
