@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
 from tidelog._core import Topic
+
+if TYPE_CHECKING:
+    from tidelog.stats import StoreStats
 
 __all__ = ["FsyncPolicy", "Store", "open"]
 
@@ -110,6 +113,29 @@ class Store:
         """
         _check_type(name, str, "name")
         self._core.delete_topic(name)
+
+    def stats(self) -> StoreStats:
+        """Returns a snapshot of the store for monitoring.
+
+        Returns:
+            A dict with these keys:
+
+            - ``path``: the store's directory.
+            - ``topics``: topic name -> ``{"partitions": {partition: {...}}, "messages",
+              "size_bytes", "segments"}``, where each partition has ``start_offset``,
+              ``end_offset``, ``messages`` (retained: end minus start), ``size_bytes`` and
+              ``segments``; the other three keys are the topic's totals.
+            - ``groups``: consumer group name -> its members, committed offsets and lag per
+              partition. Empty until consumer groups exist.
+            - ``producers``: producer name -> its ``stats()`` (buffered, dropped, ...).
+              Empty until producers exist.
+
+            Values are read one after another without stopping writers, so concurrent
+            appends may make them slightly inconsistent with each other.
+        """
+        from tidelog.stats import store_stats
+
+        return store_stats(self)
 
     def sync(self) -> None:
         """Forces every message appended so far to disk (fdatasync)."""

@@ -1,0 +1,1024 @@
+"""The ``tidelog`` command line (also ``python -m tidelog``).
+
+Every subcommand finds the store the same way: ``--dir DIR`` (given before or after the
+subcommand), else the ``TIDELOG_DIR`` environment variable, else the current directory. Only
+``create`` makes a missing store; the other commands refuse a directory that is not a store
+instead of turning it into one. ``dump`` and ``verify`` read segment files directly, without
+opening the store, so they never run recovery on what they are asked to examine.
+
+Exit status: 0 on success, 1 for an error or (``verify``, ``dump``) a problem found, 2 for a
+usage error, 130 after Ctrl-C and 141 when the reader of stdout went away (``| head``), as
+a Unix tool killed by SIGINT or SIGPIPE would report. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import tidelog
+from tidelog import _core
+from tidelog.errors import OffsetOutOfRangeError, TidelogError
+from tidelog.stats import store_stats, topic_stats
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from tidelog import Message, Topic
+
+__all__ = ["main"]
+
+ENV_DIR = "TIDELOG_DIR"
+STORE_MARKER = "tidelog.store"
+TOPIC_META = "topic.meta"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+FOLLOW_POLL_SECONDS = 0.02
+READ_CHUNK = 1000
+SHOWN_BYTES = 60
+
+
+class CliError(Exception):
+    """A user error: printed as one line, then the command exits with ``status``."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raises the usage error instead of printing the usage and exiting."""
+        raise CliError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
+# --- the store ---------------------------------------------------------------------------
+
+
+def _store_dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir or os.environ.get(ENV_DIR) or ".")
+
+
+def _existing_store_dir(args: argparse.Namespace) -> Path:
+    """The store directory, which must already be a tidelog store."""
+    path = _store_dir(args)
+    if not path.exists():
+        raise CliError(f"store directory {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise CliError(f"{str(path)!r} is not a directory")
+    if not (path / STORE_MARKER).is_file():
+        raise CliError(
+            f"{str(path)!r} is not a tidelog store (no {STORE_MARKER}); pass --dir or set {ENV_DIR}"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _open_store(args: argparse.Namespace, *, create: bool = False) -> Iterator[tidelog.Store]:
+    path = _store_dir(args) if create else _existing_store_dir(args)
+    with tidelog.open(path) as store:
+        yield store
+
+
+def _partition_numbers(topic: Topic, partition: int | None) -> list[int]:
+    if partition is None:
+        return list(range(topic.partitions))
+    if not 0 <= partition < topic.partitions:
+        raise CliError(
+            f"partition {partition} out of range: topic {topic.name!r} has "
+            f"{topic.partitions} partition{'s' if topic.partitions != 1 else ''}"
+        )
+    return [partition]
+
+
+# --- output helpers ----------------------------------------------------------------------
+
+
+def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # A pipe gets a wide, uncoloured table rather than one squeezed into 80 columns.
+    return Console(stderr=stderr, width=None if stream.isatty() else 200)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _show_time(ms: int) -> str:
+    try:
+        when = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+    return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def _show_bytes(data: bytes | None, limit: int = SHOWN_BYTES) -> str:
+    """A short, printable rendering of a key or value for a table."""
+    if data is None:
+        return "-"
+    try:
+        text = data.decode("utf-8")
+        shown = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    except UnicodeDecodeError:
+        shown = "0x" + data.hex()
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _json_bytes(out: dict[str, Any], field: str, data: bytes | None) -> None:
+    """Stores ``data`` as UTF-8 text, or as base64 with ``<field>_base64: true``."""
+    if data is None:
+        out[field] = None
+        return
+    try:
+        out[field] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        out[field] = base64.b64encode(data).decode("ascii")
+        out[f"{field}_base64"] = True
+
+
+def _json_headers(out: dict[str, Any], headers: dict[str, bytes]) -> None:
+    """Header values as UTF-8 text; the names of base64 ones listed in ``headers_base64``."""
+    shown: dict[str, str] = {}
+    encoded: list[str] = []
+    for name, value in headers.items():
+        try:
+            shown[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            shown[name] = base64.b64encode(value).decode("ascii")
+            encoded.append(name)
+    out["headers"] = shown
+    if encoded:
+        out["headers_base64"] = encoded
+
+
+def _message_json(msg: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "topic": msg.topic,
+        "partition": msg.partition,
+        "offset": msg.offset,
+        "timestamp_ms": msg.timestamp_ms,
+    }
+    _json_bytes(out, "key", msg.key)
+    _json_bytes(out, "value", msg.value)
+    _json_headers(out, msg.headers)
+    return out
+
+
+def _json_line(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- topics, create, delete, describe ----------------------------------------------------
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        if not args.long:
+            for name in store.topics():
+                print(name)
+            return 0
+        stats = store_stats(store)
+    from rich.table import Table
+
+    table = Table("topic", "partitions", "messages", "size", "segments", box=None)
+    for col in table.columns[1:]:
+        col.justify = "right"
+    for name, topic in stats["topics"].items():
+        table.add_row(
+            name,
+            str(len(topic["partitions"])),
+            f"{topic['messages']:,}",
+            _human_bytes(topic["size_bytes"]),
+            str(topic["segments"]),
+        )
+    _console().print(table)
+    return 0
+
+
+def _cmd_create(args: argparse.Namespace) -> int:
+    with _open_store(args, create=True) as store:
+        existed = args.exist_ok and args.topic in store.topics()
+        topic = store.create_topic(args.topic, args.partitions, exist_ok=args.exist_ok)
+        verb = "topic exists" if existed else "created topic"
+        print(f"{verb} {topic.name!r} ({topic.partitions} partitions) in {store.path}")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        store.delete_topic(args.topic)
+    print(f"deleted topic {args.topic!r}")
+    return 0
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        topic = store.topic(args.topic)
+        stats = topic_stats(topic)
+    if args.json:
+        print(_json_line({"topic": args.topic, **stats}))
+        return 0
+    from rich.table import Table
+
+    title = (
+        f"{args.topic}: {len(stats['partitions'])} partitions, {stats['messages']:,} messages, "
+        f"{_human_bytes(stats['size_bytes'])} in {stats['segments']} segments"
+    )
+    table = Table(
+        "partition", "start offset", "end offset", "messages", "size", "segments", title=title
+    )
+    for col in table.columns:
+        col.justify = "right"
+    for p, s in stats["partitions"].items():
+        table.add_row(
+            str(p),
+            str(s["start_offset"]),
+            str(s["end_offset"]),
+            f"{s['messages']:,}",
+            _human_bytes(s["size_bytes"]),
+            str(s["segments"]),
+        )
+    _console().print(table)
+    return 0
+
+
+# --- produce -----------------------------------------------------------------------------
+
+
+def _stdin_lines() -> Iterator[bytes]:
+    if sys.stdin.isatty():
+        print("tidelog: one message per line; end with Ctrl-D", file=sys.stderr)
+    for line in sys.stdin.buffer:
+        yield line[:-1] if line.endswith(b"\n") else line
+
+
+def _file_values(paths: list[str]) -> Iterator[bytes]:
+    for path in paths:
+        yield Path(path).read_bytes()
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    headers = dict(args.header) if args.header else None
+    key = args.key.encode() if args.key is not None else None
+    values = _file_values(args.file) if args.file else _stdin_lines()
+    count = 0
+    with _open_store(args) as store:
+        topic = store.topic(args.topic)
+        _partition_numbers(topic, args.partition)
+        for value in values:
+            partition, offset = topic.append(
+                value, key=key, headers=headers, partition=args.partition
+            )
+            count += 1
+            if args.verbose:
+                print(f"partition={partition} offset={offset}", flush=True)
+    print(f"wrote {count} message{'s' if count != 1 else ''} to {args.topic!r}")
+    return 0
+
+
+# --- consume -----------------------------------------------------------------------------
+
+
+def _write_raw(out: Any, msg: Message) -> None:
+    out.write(msg.value)
+    out.write(b"\n")
+
+
+def _write_json(out: Any, msg: Message) -> None:
+    out.write(_json_line(_message_json(msg)).encode() + b"\n")
+
+
+def _write_hex(out: Any, msg: Message) -> None:
+    key = "-" if msg.key is None else msg.key.hex()
+    out.write(f"{msg.partition}\t{msg.offset}\t{key}\t{msg.value.hex()}\n".encode())
+
+
+_WRITERS: dict[str, Callable[[Any, Message], None]] = {
+    "raw": _write_raw,
+    "json": _write_json,
+    "hex": _write_hex,
+}
+
+
+def _start_offset(topic: Topic, partition: int, args: argparse.Namespace) -> int:
+    if args.offset is not None:
+        start, end = topic.start_offset(partition), topic.end_offset(partition)
+        if not start <= args.offset <= end:
+            raise CliError(
+                f"offset {args.offset} out of range for partition {partition}: "
+                f"valid offsets are {start}..{end}"
+            )
+        return int(args.offset)
+    if args.timestamp is not None:
+        found = topic.offset_for_timestamp(partition, args.timestamp)
+        return topic.end_offset(partition) if found is None else found
+    if args.from_end:
+        return topic.end_offset(partition)
+    return topic.start_offset(partition)
+
+
+def _cmd_consume(args: argparse.Namespace) -> int:
+    write = _WRITERS[args.format]
+    out = sys.stdout.buffer
+    remaining: int | None = args.max
+    if remaining == 0:
+        return 0
+    with _open_store(args) as store:
+        topic = store.topic(args.topic)
+        partitions = _partition_numbers(topic, args.partition)
+        if args.offset is not None and args.partition is None and topic.partitions > 1:
+            raise CliError(
+                f"--offset needs --partition: topic {topic.name!r} has "
+                f"{topic.partitions} partitions",
+                EXIT_USAGE,
+            )
+        position = {p: _start_offset(topic, p, args) for p in partitions}
+        # Without --follow, read what exists now: a busy writer cannot keep us going forever.
+        stop = None if args.follow else {p: topic.end_offset(p) for p in partitions}
+        while True:
+            delivered = 0
+            for p in partitions:
+                end = stop[p] if stop is not None else topic.end_offset(p)
+                if position[p] >= end:
+                    continue
+                wanted = min(READ_CHUNK, end - position[p], remaining or READ_CHUNK)
+                try:
+                    batch = topic.read_batch(p, position[p], max_messages=wanted)
+                except OffsetOutOfRangeError:
+                    if position[p] >= topic.start_offset(p):
+                        raise
+                    skipped_to = topic.start_offset(p)
+                    print(
+                        f"tidelog: partition {p}: offsets {position[p]}..{skipped_to - 1} "
+                        "were removed by retention; skipping them",
+                        file=sys.stderr,
+                    )
+                    position[p] = skipped_to
+                    continue
+                next_offset = position[p]
+                for msg in batch:
+                    if msg.offset >= end:
+                        break
+                    write(out, msg)
+                    next_offset = msg.offset + 1
+                    delivered += 1
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining == 0:
+                            out.flush()
+                            return 0
+                else:
+                    next_offset = max(next_offset, batch.next_offset)
+                position[p] = next_offset
+            if delivered == 0:
+                if stop is not None:
+                    break
+                out.flush()
+                time.sleep(FOLLOW_POLL_SECONDS)
+            elif stop is None:
+                out.flush()  # a follower's reader wants each message as it comes
+    out.flush()
+    return 0
+
+
+# --- dump and verify ---------------------------------------------------------------------
+
+
+def _partition_dirs(topic_dir: Path) -> list[Path]:
+    dirs = [d for d in topic_dir.iterdir() if d.is_dir() and d.name.isdigit()]
+    return sorted(dirs, key=lambda d: int(d.name))
+
+
+def _topic_dir(store_dir: Path, name: str) -> Path:
+    topic_dir = store_dir / "topics" / name
+    if name.startswith(".") or not (topic_dir / TOPIC_META).is_file():
+        raise CliError(f"topic {name!r} does not exist in {str(store_dir)!r}")
+    return topic_dir
+
+
+def _dump_segments(args: argparse.Namespace) -> list[Path]:
+    target = args.target
+    path = Path(target)
+    if target.endswith(".log") or os.sep in target or (os.altsep and os.altsep in target):
+        if path.is_file():
+            return [path]
+        if not path.is_dir():
+            raise CliError(f"{target!r} does not exist")
+        dirs = _partition_dirs(path) if (path / TOPIC_META).is_file() else [path]
+    else:
+        dirs = _partition_dirs(_topic_dir(_existing_store_dir(args), target))
+    if args.partition is not None:
+        dirs = [d for d in dirs if d.name == str(args.partition)]
+        if not dirs:
+            raise CliError(f"no partition {args.partition} in {target!r}")
+    return [seg for d in dirs for seg in _core.segment_files(d)]
+
+
+def _problem_line(problem: dict[str, Any]) -> str:
+    return (
+        f"{problem['path']}:{problem['position']}: offset {problem['offset']}: {problem['reason']}"
+    )
+
+
+def _batch_json(batch: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in batch.items() if k != "records"}
+    if "records" in batch:
+        records = []
+        for rec in batch["records"]:
+            shown: dict[str, Any] = {"offset": rec["offset"], "timestamp_ms": rec["timestamp_ms"]}
+            _json_bytes(shown, "key", rec["key"])
+            _json_bytes(shown, "value", rec["value"])
+            _json_headers(shown, rec["headers"])
+            records.append(shown)
+        out["records"] = records
+    return out
+
+
+def _print_segment_tables(console: Console, report: dict[str, Any], records: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    batches = report["batches"]
+    caption = (
+        f"{len(batches)} batches; valid data ends at position {report['valid_end']} of "
+        f"{report['file_len']} bytes; {report['index_entries']} index entries"
+    )
+    table = Table(
+        "position",
+        "offsets",
+        "count",
+        "size",
+        "crc",
+        "ok",
+        "first timestamp",
+        "attrs",
+        "producer id",
+        "epoch",
+        "sequence",
+        title=escape(report["path"]),
+        caption=caption,
+    )
+    for col in table.columns:
+        col.justify = "right"
+    for b in batches:
+        first, last = b["base_offset"], b["last_offset"]
+        attrs = [name for bit, name in ((1, "txn"), (2, "control")) if b["attributes"] & bit]
+        table.add_row(
+            str(b["position"]),
+            str(first) if first == last else f"{first}-{last}",
+            str(b["record_count"]),
+            str(b["size"]),
+            f"{b['crc']:08x}",
+            Text("ok", style="green") if b["crc_ok"] else Text("BAD", style="bold red"),
+            _show_time(b["first_timestamp_ms"]),
+            ",".join(attrs) or "-",
+            "-" if b["producer_id"] < 0 else str(b["producer_id"]),
+            "-" if b["producer_epoch"] < 0 else str(b["producer_epoch"]),
+            "-" if b["base_sequence"] < 0 else str(b["base_sequence"]),
+        )
+    console.print(table)
+    if not records:
+        return
+    recs = Table("batch at", "offset", "timestamp", "key", "value", "headers", title="records")
+    for b in batches:
+        for r in b.get("records", []):
+            headers = ", ".join(f"{n}={_show_bytes(v, 20)}" for n, v in r["headers"].items())
+            recs.add_row(
+                str(b["position"]),
+                str(r["offset"]),
+                _show_time(r["timestamp_ms"]),
+                Text(_show_bytes(r["key"], 24)),
+                Text(_show_bytes(r["value"])),
+                Text(headers or "-"),
+            )
+    console.print(recs)
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    segments = _dump_segments(args)
+    console = None if args.json else _console()
+    problems = 0
+    for seg in segments:
+        report = _core.inspect_segment(seg, records=args.records)
+        problems += len(report["problems"])
+        if console is None:
+            shown = {k: v for k, v in report.items() if k != "batches"}
+            shown["batches"] = [_batch_json(b) for b in report["batches"]]
+            print(_json_line(shown))
+            continue
+        _print_segment_tables(console, report, args.records)
+        for problem in report["problems"]:
+            console.print(_problem_line(problem), style="bold red", markup=False, soft_wrap=True)
+    return EXIT_ERROR if problems else 0
+
+
+def _verify_targets(store_dir: Path, names: list[str]) -> list[tuple[str, Path]]:
+    """(label, partition directory) for each partition of the named (default: all) topics."""
+    if not names:
+        topics_dir = store_dir / "topics"
+        names = sorted(
+            d.name
+            for d in (topics_dir.iterdir() if topics_dir.is_dir() else [])
+            if not d.name.startswith(".") and (d / TOPIC_META).is_file()
+        )
+    return [
+        (f"{name}/{d.name}", d)
+        for name in names
+        for d in _partition_dirs(_topic_dir(store_dir, name))
+    ]
+
+
+def _progress(enabled: bool) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        disable=not enabled,
+        # Lines printed to a terminal stdout go above the bar instead of through it.
+        redirect_stdout=sys.stdout.isatty(),
+        redirect_stderr=False,
+    )
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    store_dir = _existing_store_dir(args)
+    targets = _verify_targets(store_dir, args.topics)
+    work = [(label, seg) for label, d in targets for seg in _core.segment_files(d)]
+    problems = batches = 0
+    with _progress(not args.quiet and sys.stderr.isatty()) as progress:
+        task = progress.add_task("verifying", total=len(work))
+        previous: tuple[str, int] | None = None  # (partition label, next offset it expects)
+        for label, seg in work:
+            progress.update(task, description=f"verifying {label}")
+            found: list[str] = []
+            try:
+                report = _core.inspect_segment(seg)
+            except (TidelogError, OSError) as e:
+                found.append(f"{seg}:0: offset ?: cannot inspect: {e}")
+                report = None
+            if report is not None:
+                found += [_problem_line(p) for p in report["problems"]]
+                batches += len(report["batches"])
+                base = int(report["base_offset"])
+                if previous is not None and previous[0] == label and previous[1] != base:
+                    found.append(
+                        f"{seg}:0: offset {base}: segment starts at offset {base} but the "
+                        f"previous segment ends before offset {previous[1]}"
+                    )
+                last = report["batches"][-1]["last_offset"] + 1 if report["batches"] else base
+                previous = (label, last)
+            for line in found:
+                print(line, flush=True)
+            problems += len(found)
+            progress.advance(task)
+    if not args.quiet:
+        print(
+            f"checked {len(work)} segments ({batches} batches) of {len(targets)} partitions: "
+            f"{problems or 'no'} problem{'s' if problems != 1 else ''}"
+        )
+    return EXIT_ERROR if problems else 0
+
+
+# --- bench -------------------------------------------------------------------------------
+
+
+def _bench_phases(
+    store: tidelog.Store, n: int, size: int, batch_size: int, progress: Progress
+) -> list[tuple[str, float]]:
+    value = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    one = store.create_topic("bench-append", 1)
+    many = store.create_topic("bench-append-batch", 1)
+    timings: list[tuple[str, float]] = []
+
+    def phase(name: str, run: Callable[[Callable[[int], None]], None]) -> None:
+        task = progress.add_task(name, total=n)
+        started = time.perf_counter()
+        run(lambda k: progress.advance(task, k))
+        timings.append((name, time.perf_counter() - started))
+
+    def append(advance: Callable[[int], None]) -> None:
+        for start in range(0, n, batch_size):
+            for _ in range(min(batch_size, n - start)):
+                one.append(value, partition=0)
+            advance(min(batch_size, n - start))
+
+    def append_batch(advance: Callable[[int], None]) -> None:
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            many.append_batch([value] * count, partition=0)
+            advance(count)
+
+    def read_batch(advance: Callable[[int], None]) -> None:
+        offset = 0
+        while offset < n:
+            batch = many.read_batch(0, offset, max_messages=batch_size)
+            offset = batch.next_offset
+            advance(len(batch))
+
+    def iterate(advance: Callable[[int], None]) -> None:
+        seen = 0
+        for msg in many.read(0, 0):
+            msg.value  # noqa: B018 -- materialise the value, as an application would
+            seen += 1
+            if seen % batch_size == 0:
+                advance(batch_size)
+        advance(seen % batch_size)
+
+    phase("append (one by one)", append)
+    phase("append_batch", append_batch)
+    phase("read_batch scan", read_batch)
+    phase("Message iteration", iterate)
+    return timings
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    n, size = args.messages, args.size
+    parent = args.dir  # not $TIDELOG_DIR: a benchmark must not write next to real data
+    if parent is not None and not Path(parent).is_dir():
+        raise CliError(f"directory {parent!r} does not exist")
+    with (
+        tempfile.TemporaryDirectory(prefix="tidelog-bench-", dir=parent) as tmp,
+        tidelog.open(Path(tmp) / "store", fsync=args.fsync) as store,
+        _progress(not args.quiet and sys.stderr.isatty()) as progress,
+    ):
+        timings = _bench_phases(store, n, size, args.batch, progress)
+    rows = [
+        {
+            "phase": name,
+            "messages": n,
+            "seconds": seconds,
+            "messages_per_second": n / seconds if seconds else float("inf"),
+            "mb_per_second": n * size / 1e6 / seconds if seconds else float("inf"),
+        }
+        for name, seconds in timings
+    ]
+    if args.json:
+        print(_json_line({"messages": n, "size": size, "fsync": args.fsync, "results": rows}))
+        return 0
+    from rich.table import Table
+
+    table = Table(
+        "phase",
+        "messages",
+        "seconds",
+        "msgs/s",
+        "MB/s",
+        title=f"tidelog bench: {n:,} messages of {size} bytes, fsync={args.fsync}",
+    )
+    for col in table.columns[1:]:
+        col.justify = "right"
+    for row in rows:
+        table.add_row(
+            row["phase"],
+            f"{n:,}",
+            f"{row['seconds']:.3f}",
+            f"{row['messages_per_second']:,.0f}",
+            f"{row['mb_per_second']:,.1f}",
+        )
+    _console().print(table)
+    return 0
+
+
+# --- argument parsing --------------------------------------------------------------------
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+_non_negative.__name__ = "non-negative integer"  # argparse names the type in its message
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+_positive.__name__ = "positive integer"
+
+
+def _header(text: str) -> tuple[str, bytes]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"header {text!r} is not NAME=VALUE")
+    return name, value.encode()
+
+
+def _timestamp(text: str) -> int:
+    """Milliseconds since the epoch, or an ISO 8601 date/time (UTC unless it says)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"timestamp {text!r} is neither milliseconds since the epoch nor ISO 8601"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+_STORE_HELP = f"the store directory (default: ${ENV_DIR}, else the current directory)"
+
+_DESCRIPTION = f"""\
+Look at and work with a tidelog store from the shell.
+
+The store is --dir DIR (before or after the subcommand), else ${ENV_DIR}, else the
+current directory. Only 'create' makes a new store; other commands refuse a directory that
+is not one. Run 'tidelog COMMAND --help' for each command's options.
+
+exit status: 0 ok, 1 error or problem found, 2 usage error, 130 interrupted (Ctrl-C),
+141 stdout closed by its reader (e.g. '| head')."""
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="tidelog",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tidelog {tidelog.__version__}")
+    parser.add_argument("-d", "--dir", metavar="DIR", default=None, help=_STORE_HELP)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], summary: str, details: str = ""
+    ) -> _Parser:
+        sub: _Parser = commands.add_parser(
+            name,
+            help=summary,
+            description=f"{summary}.\n\n{details}".rstrip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(run=run)
+        if name != "bench":
+            # SUPPRESS: without it the subcommand's default would hide a --dir given before it.
+            sub.add_argument(
+                "-d", "--dir", metavar="DIR", default=argparse.SUPPRESS, help=_STORE_HELP
+            )
+        return sub
+
+    sub = command("topics", _cmd_topics, "List the topics of the store, one per line")
+    sub.add_argument(
+        "-l", "--long", action="store_true", help="a table with partitions, messages and sizes"
+    )
+
+    sub = command(
+        "create",
+        _cmd_create,
+        "Create a topic",
+        "Creates the store too if the directory is missing or empty.",
+    )
+    sub.add_argument("topic", help="topic name: 1-249 characters from [A-Za-z0-9._-]")
+    sub.add_argument(
+        "-p", "--partitions", type=_positive, default=1, metavar="N", help="default: 1"
+    )
+    sub.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="succeed if the topic already exists with N partitions",
+    )
+
+    sub = command("delete", _cmd_delete, "Delete a topic and all its messages")
+    sub.add_argument("topic")
+
+    sub = command(
+        "describe",
+        _cmd_describe,
+        "Show a topic's partitions",
+        "Per partition: the first retained offset, the next offset to be written, the\n"
+        "number of messages, the bytes on disk and the number of segment files.",
+    )
+    sub.add_argument("topic")
+    sub.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+
+    sub = command(
+        "produce",
+        _cmd_produce,
+        "Append messages to a topic",
+        "Each line of stdin becomes one message (without its newline), or with --file each\n"
+        "file becomes one message. Prints the number of messages written; with -v also the\n"
+        "partition and offset of each. Without --partition, messages go by the hash of the\n"
+        "key, else round-robin.",
+    )
+    sub.add_argument("topic")
+    sub.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        metavar="PATH",
+        help="send the contents of PATH as one message (repeatable)",
+    )
+    sub.add_argument("-k", "--key", help="the key of every message (UTF-8)")
+    sub.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        type=_header,
+        metavar="NAME=VALUE",
+        help="a header on every message (repeatable)",
+    )
+    sub.add_argument("-p", "--partition", type=_non_negative, metavar="N")
+    sub.add_argument("-v", "--verbose", action="store_true", help="print each offset written")
+
+    sub = command(
+        "consume",
+        _cmd_consume,
+        "Print the messages of a topic",
+        "Reads every partition (interleaved) unless --partition is given, from the first\n"
+        "retained offset unless told otherwise, and stops at the end of the log unless\n"
+        "--follow is given.\n\n"
+        "formats:\n"
+        "  raw   the value and a newline\n"
+        "  json  one object per line: topic, partition, offset, timestamp_ms, key, value,\n"
+        "        headers; bytes that are not UTF-8 are base64, flagged by key_base64: true,\n"
+        "        value_base64: true, or headers_base64: [names]\n"
+        "  hex   partition, offset, key (- for none) and value in hex, tab-separated",
+    )
+    sub.add_argument("topic")
+    sub.add_argument("-p", "--partition", type=_non_negative, metavar="N")
+    start = sub.add_mutually_exclusive_group()
+    start.add_argument(
+        "-o", "--offset", type=_non_negative, metavar="N", help="start at offset N (one partition)"
+    )
+    start.add_argument(
+        "--from-beginning", action="store_true", help="start at the first retained offset (default)"
+    )
+    start.add_argument("--from-end", action="store_true", help="only messages appended from now on")
+    start.add_argument(
+        "-t",
+        "--timestamp",
+        type=_timestamp,
+        metavar="TIME",
+        help="start at the first message with a timestamp >= TIME "
+        "(ms since the epoch, or ISO 8601, UTC by default)",
+    )
+    sub.add_argument(
+        "-f", "--follow", action="store_true", help="keep waiting for new messages, like tail -f"
+    )
+    sub.add_argument("--format", choices=sorted(_WRITERS), default="raw", help="default: raw")
+    sub.add_argument(
+        "-n", "--max", type=_non_negative, metavar="N", help="stop after N messages in all"
+    )
+
+    sub = command(
+        "dump",
+        _cmd_dump,
+        "Show the batches (and records) of segment files",
+        "TARGET is a segment data file (.../00000000000000000000.log), a partition or topic\n"
+        "directory (any argument containing '/'), or a topic name of the store. Shows each\n"
+        "batch's position, offsets, size, CRC and whether it matches, and producer id,\n"
+        "epoch and sequence. Exits 1 if a segment has a problem.",
+    )
+    sub.add_argument("target", metavar="SEGMENT_OR_TOPIC")
+    sub.add_argument("-p", "--partition", type=_non_negative, metavar="N", help="only partition N")
+    sub.add_argument("-r", "--records", action="store_true", help="also show every record")
+    sub.add_argument(
+        "--json", action="store_true", help="one JSON object per segment instead of tables"
+    )
+
+    sub = command(
+        "verify",
+        _cmd_verify,
+        "Check every batch CRC and index of the store",
+        "Reads the segment files without opening the store, so it can run next to writers\n"
+        "(the tail of an active segment being written may then show up as a problem).\n"
+        "Prints each problem as 'path:position: offset N: reason' and exits 1 if there\n"
+        "is any.",
+    )
+    sub.add_argument("topics", nargs="*", metavar="TOPIC", help="only these topics")
+    sub.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
+    )
+
+    sub = command(
+        "bench",
+        _cmd_bench,
+        "Measure append and read throughput on a temporary store",
+        "Phases: append one message at a time, append_batch, a read_batch scan and\n"
+        "iteration over Message objects. The temporary store is deleted afterwards.",
+    )
+    sub.add_argument(
+        "-d",
+        "--dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="create the temporary store inside DIR (default: the system temp directory; "
+        f"${ENV_DIR} is not used)",
+    )
+    sub.add_argument("-n", "--messages", type=_positive, default=100_000, metavar="N")
+    sub.add_argument("-s", "--size", type=_non_negative, default=100, metavar="BYTES")
+    sub.add_argument("-b", "--batch", type=_positive, default=1000, metavar="N")
+    sub.add_argument("--fsync", choices=["never", "interval", "always"], default="never")
+    sub.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def _error(message: str) -> None:
+    with contextlib.suppress(OSError):
+        print(f"tidelog: error: {message}", file=sys.stderr, flush=True)
+
+
+def _os_error_message(error: OSError) -> str:
+    if error.strerror and error.filename is not None:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null so the interpreter's final flush cannot fail again.
+
+    This is what the Python documentation recommends after a BrokenPipeError; without it
+    Python prints "Exception ignored ... BrokenPipeError" on exit.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``tidelog`` command line.
+
+    Args:
+        argv: The arguments after the program name; ``sys.argv[1:]`` by default.
+
+    Returns:
+        The exit status: 0 success, 1 error or problem found, 2 usage error, 130 interrupted,
+        141 stdout closed by its reader.
+    """
+    try:
+        parser = _build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        status: int = args.run(args)
+        sys.stdout.flush()
+        return status
+    except KeyboardInterrupt:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+        except OSError:
+            pass
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except CliError as e:
+        _error(str(e))
+        return e.status
+    except TidelogError as e:
+        _error(str(e))
+        return EXIT_ERROR
+    except OSError as e:
+        _error(_os_error_message(e))
+        return EXIT_ERROR

@@ -1,0 +1,121 @@
+"""Observability: a snapshot of a store's topics, partitions, groups and producers.
+
+:meth:`tidelog.Store.stats` and the command line (``tidelog describe``, ``tidelog topics -l``)
+use the functions here. A snapshot is plain data (dicts, lists, ints) so it can be printed,
+compared or serialised as JSON with its integer partition keys turned into strings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from tidelog._core import TopicNotFoundError
+
+if TYPE_CHECKING:
+    from tidelog._core import Topic
+    from tidelog.store import Store
+
+__all__ = [
+    "PartitionStats",
+    "StoreStats",
+    "TopicStats",
+    "partition_stats",
+    "store_stats",
+    "topic_stats",
+]
+
+
+class PartitionStats(TypedDict):
+    """Offsets and storage of one partition."""
+
+    start_offset: int
+    """First retained offset."""
+    end_offset: int
+    """Next offset to be written."""
+    messages: int
+    """Retained messages: ``end_offset - start_offset``."""
+    size_bytes: int
+    """Bytes of segment data on disk."""
+    segments: int
+    """Number of segment files."""
+
+
+class TopicStats(TypedDict):
+    """One topic: its partitions and their totals."""
+
+    partitions: dict[int, PartitionStats]
+    messages: int
+    size_bytes: int
+    segments: int
+
+
+class StoreStats(TypedDict):
+    """A snapshot of a whole store; see :meth:`tidelog.Store.stats`."""
+
+    path: str
+    topics: dict[str, TopicStats]
+    groups: dict[str, Any]
+    producers: dict[str, Any]
+
+
+def partition_stats(topic: Topic, partition: int) -> PartitionStats:
+    """Returns the offsets and storage of one partition.
+
+    Args:
+        topic: An open topic.
+        partition: The partition number.
+
+    Returns:
+        The partition's snapshot. The values are read one after another, so a concurrent
+        append may land between them; ``messages`` is never negative.
+
+    Raises:
+        PartitionNotFoundError: No such partition.
+    """
+    start = topic.start_offset(partition)
+    end = topic.end_offset(partition)
+    return {
+        "start_offset": start,
+        "end_offset": end,
+        "messages": max(0, end - start),
+        "size_bytes": topic.size_bytes(partition),
+        "segments": topic.segment_count(partition),
+    }
+
+
+def topic_stats(topic: Topic) -> TopicStats:
+    """Returns the snapshot of every partition of ``topic`` and their totals.
+
+    Args:
+        topic: An open topic.
+
+    Returns:
+        Per-partition statistics keyed by partition number, plus totals.
+    """
+    partitions = {p: partition_stats(topic, p) for p in range(topic.partitions)}
+    return {
+        "partitions": partitions,
+        "messages": sum(s["messages"] for s in partitions.values()),
+        "size_bytes": sum(s["size_bytes"] for s in partitions.values()),
+        "segments": sum(s["segments"] for s in partitions.values()),
+    }
+
+
+def store_stats(store: Store) -> StoreStats:
+    """Returns a snapshot of ``store``; the implementation of :meth:`tidelog.Store.stats`.
+
+    Args:
+        store: An open store.
+
+    Returns:
+        See :meth:`tidelog.Store.stats`. A topic deleted while the snapshot is taken is left
+        out.
+    """
+    topics: dict[str, TopicStats] = {}
+    for name in store.topics():
+        try:
+            topics[name] = topic_stats(store.topic(name))
+        except TopicNotFoundError:
+            continue  # deleted by another process since topics() listed it
+    # Consumer groups and producers do not exist yet; their snapshots go in these keys.
+    return {"path": store.path, "topics": topics, "groups": {}, "producers": {}}
