@@ -12,7 +12,7 @@ consumers, absorb traffic spikes, and replay history by offset::
             print(msg.offset, msg.value)
 """
 
-from tidelog._core import Message, RecordBatch, Topic, __version__
+from tidelog._core import Message, Producer, RecordBatch, Topic, __version__
 from tidelog.errors import (
     BackpressureError,
     CorruptRecordError,
@@ -29,7 +29,7 @@ from tidelog.errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from tidelog.store import FsyncPolicy, Store, open
+from tidelog.store import FsyncPolicy, OnFull, Store, open
 
 __all__ = [
     "BackpressureError",
@@ -39,8 +39,10 @@ __all__ = [
     "Message",
     "MessageTooLargeError",
     "OffsetOutOfRangeError",
+    "OnFull",
     "OutOfOrderSequenceError",
     "PartitionNotFoundError",
+    "Producer",
     "ProducerFencedError",
     "RebalanceError",
     "RecordBatch",

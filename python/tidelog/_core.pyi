@@ -19,6 +19,7 @@ __all__ = [
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "PartitionNotFoundError",
+    "Producer",
     "ProducerFencedError",
     "RebalanceError",
     "RecordBatch",
@@ -142,6 +143,42 @@ class Topic:
     def size_bytes(self, partition: int) -> int: ...
     def segment_count(self, partition: int) -> int: ...
     def enforce_retention(self) -> None: ...
+
+@final
+class Producer:
+    def __new__(
+        cls,
+        store: Store,
+        *,
+        name: str | None = None,
+        idempotent: bool = False,
+        buffer_messages: int = 65536,
+        high_watermark: float = 0.8,
+        low_watermark: float = 0.5,
+        on_full: str = "block",
+        block_timeout: float | None = None,
+        max_batch_messages: int = 4096,
+        linger_ms: float = 1.0,
+    ) -> Producer: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        priority: int = 0,
+    ) -> bool: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Producer: ...
+    def __exit__(self, *_args: object) -> bool: ...
 
 @final
 class Store:

@@ -9,18 +9,20 @@ in any process see new messages without reopening.
 from __future__ import annotations
 
 import os
+import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
-from tidelog._core import Topic
+from tidelog._core import Producer, Topic
 
 if TYPE_CHECKING:
     from tidelog.stats import StoreStats
 
-__all__ = ["FsyncPolicy", "Store", "open"]
+__all__ = ["FsyncPolicy", "OnFull", "Store", "open"]
 
 FsyncPolicy = Literal["never", "interval", "always"]
+OnFull = Literal["block", "raise", "shed"]
 
 
 class Store:
@@ -54,6 +56,8 @@ class Store:
             max_message_bytes=max_message_bytes,
             index_interval_bytes=index_interval_bytes,
         )
+        # Closed with the store; weak so an abandoned producer can still be collected.
+        self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
 
     @property
     def path(self) -> str:
@@ -137,6 +141,62 @@ class Store:
 
         return store_stats(self)
 
+    def producer(
+        self,
+        *,
+        name: str | None = None,
+        idempotent: bool = False,
+        buffer_messages: int = 65_536,
+        high_watermark: float = 0.8,
+        low_watermark: float = 0.5,
+        on_full: OnFull = "block",
+        block_timeout: float | None = None,
+        max_batch_messages: int = 4096,
+        linger_ms: float = 1.0,
+    ) -> Producer:
+        """Creates a buffered producer.
+
+        ``producer.send(topic, value, key=..., headers=..., partition=..., priority=...)``
+        puts the message into a bounded lock-free buffer and returns; a native background
+        thread appends buffered messages in batches (one CRC-checked batch, and with
+        ``fsync="always"`` one fdatasync, per partition per round: group commit).
+        ``flush(timeout)`` waits for everything sent so far. Writer errors are raised by the
+        next ``send`` or ``flush``. Closing (or leaving the ``with`` block) flushes.
+
+        Args:
+            name: Identifies the producer (idempotent producers keep their identity by name).
+            idempotent: Reserved for the idempotent producer (sequence-checked retries).
+            buffer_messages: Capacity of the buffer, in messages.
+            high_watermark: Occupancy fraction at which backpressure starts.
+            low_watermark: Occupancy fraction at which backpressure ends (hysteresis).
+            on_full: Under pressure, ``"block"`` waits until the buffer drains to the low
+                watermark (raising :class:`BackpressureError` after ``block_timeout``
+                seconds if given), ``"raise"`` raises :class:`BackpressureError`, and
+                ``"shed"`` drops the lowest-priority message first (possibly the one being
+                sent, then ``send`` returns False), counting drops in ``stats()``.
+            block_timeout: Longest wait of a blocked ``send``, in seconds (None: no limit).
+            max_batch_messages: Most messages the writer appends as one batch.
+            linger_ms: How long the idle writer waits for more messages before writing
+                (bigger batches, fewer wake-ups); 0 writes every message as soon as possible.
+
+        Returns:
+            The producer, also a context manager.
+        """
+        producer = Producer(
+            self._core,
+            name=name,
+            idempotent=idempotent,
+            buffer_messages=buffer_messages,
+            high_watermark=high_watermark,
+            low_watermark=low_watermark,
+            on_full=on_full,
+            block_timeout=block_timeout,
+            max_batch_messages=max_batch_messages,
+            linger_ms=linger_ms,
+        )
+        self._producers.add(producer)
+        return producer
+
     def sync(self) -> None:
         """Forces every message appended so far to disk (fdatasync)."""
         self._core.sync()
@@ -144,9 +204,18 @@ class Store:
     def close(self) -> None:
         """Closes the store: flushes what the fsync policy requires and releases the files.
 
-        Topics obtained from this store raise :class:`StoreClosedError` afterwards.
+        Producers made from this store are flushed and closed first. Topics obtained from
+        this store raise :class:`StoreClosedError` afterwards.
         """
+        errors: list[BaseException] = []
+        for producer in list(self._producers):
+            try:
+                producer.close()
+            except Exception as exc:  # close every producer before reporting
+                errors.append(exc)
         self._core.close()
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> Store:
         return self

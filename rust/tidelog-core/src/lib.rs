@@ -16,6 +16,7 @@ pub mod index;
 pub mod inspect;
 pub mod log;
 pub mod partitioner;
+pub mod producer;
 pub mod ring;
 pub mod segment;
 pub mod shm;

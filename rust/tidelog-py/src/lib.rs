@@ -5,6 +5,7 @@ mod errors;
 mod gil;
 mod inspect;
 mod message;
+mod producer;
 mod store;
 mod topic;
 mod view;
@@ -18,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyStore>()?;
     m.add_class::<topic::PyTopic>()?;
     m.add_class::<message::Message>()?;
+    m.add_class::<producer::PyProducer>()?;
     m.add_class::<message::RecordBatch>()?;
     m.add_class::<message::RecordBatchIter>()?;
     m.add_class::<message::MessageIterator>()?;

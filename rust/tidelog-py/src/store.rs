@@ -24,6 +24,13 @@ fn positive(name: &str, value: i64) -> PyResult<usize> {
         .ok_or_else(|| InvalidConfigError::new_err(format!("{name} must be a positive integer, got {value}")))
 }
 
+impl PyStore {
+    /// The engine store.
+    pub fn inner(&self) -> &Arc<Store> {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl PyStore {
     #[new]

@@ -35,13 +35,16 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
 }
 
-fn expect_bytes<'a, 'py>(obj: &'a Bound<'py, PyAny>, arg: &str) -> PyResult<&'a Bound<'py, PyBytes>> {
+pub(crate) fn expect_bytes<'a, 'py>(
+    obj: &'a Bound<'py, PyAny>,
+    arg: &str,
+) -> PyResult<&'a Bound<'py, PyBytes>> {
     obj.cast::<PyBytes>()
         .map_err(|_| PyTypeError::new_err(format!("{arg} must be bytes, got {}", type_name(obj))))
 }
 
 /// Encodes a `dict[str, bytes]` (or iterable of pairs) of headers.
-fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
+pub(crate) fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(Vec::new()) };
     let pairs: Vec<(String, PyBackedBytes)> = if let Ok(dict) = obj.cast::<PyDict>() {
         dict.iter().map(|(k, v)| header_pair(&k, &v)).collect::<PyResult<_>>()?

@@ -1,0 +1,461 @@
+//! The buffered producer: `send` puts a message into a bounded lock-free ring buffer (one
+//! per priority level) and returns; a background writer thread drains the buffers in
+//! batches, groups the messages by partition and appends each group as one CRC-checked
+//! batch. With `fsync="always"` each batch is one fdatasync for every message in it (group
+//! commit), which is why many concurrent `send` + `flush` callers get far more commits per
+//! second than one serial writer.
+//!
+//! Pressure is handled on purpose (see [`pressure`]): `block` waits for the writer to drain
+//! the buffer to the low watermark, `raise` refuses the message, `shed` drops the lowest
+//! priority first. Ordering is kept among messages of one priority (and one partition);
+//! the writer drains higher priorities first.
+
+pub mod pressure;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use self::pressure::Pressure;
+use crate::log::now_ms;
+use crate::ring::RingBuffer;
+use crate::store::{Store, Topic};
+use crate::{Error, Result};
+
+/// What `send` does under pressure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for the writer to drain the buffer to the low watermark; with a timeout,
+    /// fail with [`SendError::Backpressure`] when it passes.
+    Block(Option<Duration>),
+    /// Refuse the message with [`SendError::Backpressure`].
+    Raise,
+    /// Drop the lowest-priority message (possibly this one), counting it.
+    Shed,
+}
+
+/// Producer settings.
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// Capacity of the buffer, in messages.
+    pub buffer_messages: usize,
+    /// Occupancy fraction at which pressure starts.
+    pub high_watermark: f64,
+    /// Occupancy fraction at which pressure ends.
+    pub low_watermark: f64,
+    /// Behaviour under pressure.
+    pub on_full: OnFull,
+    /// Most messages the writer appends as one batch.
+    pub max_batch_messages: usize,
+    /// How long an idle writer waits for more messages before writing what it has (like
+    /// Kafka's `linger.ms`): longer waits make bigger batches and fewer wake-ups; zero
+    /// wakes the writer for every message sent while it sleeps.
+    pub linger: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            buffer_messages: 65_536,
+            high_watermark: 0.8,
+            low_watermark: 0.5,
+            on_full: OnFull::Block(None),
+            max_batch_messages: 4096,
+            linger: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Most distinct priorities one producer may use (each gets its own buffer).
+pub const MAX_PRIORITY_LEVELS: usize = 16;
+
+impl ProducerConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the bad setting.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=crate::ring::MAX_CAPACITY / 2).contains(&self.buffer_messages) {
+            return Err(Error::InvalidConfig(format!(
+                "buffer_messages must be between 1 and {}, got {}",
+                crate::ring::MAX_CAPACITY / 2,
+                self.buffer_messages
+            )));
+        }
+        if !(self.high_watermark > 0.0 && self.high_watermark <= 1.0) {
+            return Err(Error::InvalidConfig(format!(
+                "high_watermark must be in (0, 1], got {}",
+                self.high_watermark
+            )));
+        }
+        if !(self.low_watermark >= 0.0 && self.low_watermark < self.high_watermark) {
+            return Err(Error::InvalidConfig(format!(
+                "low_watermark must be in [0, high_watermark), got {}",
+                self.low_watermark
+            )));
+        }
+        if self.max_batch_messages == 0 {
+            return Err(Error::InvalidConfig("max_batch_messages must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Why a `send` did not enqueue the message.
+#[derive(Debug)]
+pub enum SendError {
+    /// Pressure is on and the policy is `raise` (or a `block` timed out).
+    Backpressure(String),
+    /// The producer or its store is closed, the arguments are bad, or the writer failed.
+    Failed(Error),
+}
+
+impl From<Error> for SendError {
+    fn from(e: Error) -> Self {
+        SendError::Failed(e)
+    }
+}
+
+/// A message waiting in the buffer.
+pub(crate) struct Pending {
+    topic: Arc<Topic>,
+    partition: u32,
+    timestamp: i64,
+    key: Option<Box<[u8]>>,
+    value: Box<[u8]>,
+    headers: Box<[u8]>,
+}
+
+/// One priority level's buffer.
+pub(crate) struct Level {
+    priority: i32,
+    ring: RingBuffer<Pending>,
+    dropped: AtomicU64,
+}
+
+/// A snapshot of the producer's counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProducerStats {
+    /// Messages in the buffer now.
+    pub buffered: usize,
+    /// Messages accepted by `send`.
+    pub sent: u64,
+    /// Messages appended to the log.
+    pub written: u64,
+    /// Messages dropped by shedding, per priority.
+    pub dropped: Vec<(i32, u64)>,
+    /// Messages the writer failed to append (their error was reported).
+    pub failed: u64,
+    /// Pressure episodes started.
+    pub high_watermark_hits: u64,
+    /// Seconds senders spent blocked.
+    pub blocked_seconds: f64,
+}
+
+pub(crate) struct Shared {
+    store: Arc<Store>,
+    config: ProducerConfig,
+    levels: RwLock<Vec<Arc<Level>>>,
+    pressure: Pressure,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Messages accepted; messages accounted for (written, failed or evicted).
+    sent: AtomicU64,
+    accounted: AtomicU64,
+    written: AtomicU64,
+    failed: AtomicU64,
+    /// The writer's first unreported failure.
+    error: Mutex<Option<Error>>,
+    closing: AtomicBool,
+    /// The writer sleeps here when the buffers are empty; flushers wait here too.
+    signal: Mutex<()>,
+    work: Condvar,
+    progress: Condvar,
+    writer_idle: AtomicBool,
+    /// Threads in `flush`: the writer only signals progress when someone waits for it.
+    flushers: AtomicUsize,
+}
+
+/// The producer handle.
+pub struct Producer {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Producer {
+    /// Starts a producer writing into `store`.
+    ///
+    /// # Errors
+    /// Bad settings, or the writer thread could not start.
+    pub fn new(store: Arc<Store>, config: ProducerConfig) -> Result<Self> {
+        config.validate()?;
+        let high = ((config.buffer_messages as f64 * config.high_watermark).ceil() as usize).max(1);
+        let low = (config.buffer_messages as f64 * config.low_watermark).floor() as usize;
+        let shared = Arc::new(Shared {
+            store,
+            pressure: Pressure::new(high, low),
+            config,
+            levels: RwLock::new(Vec::new()),
+            topics: RwLock::new(HashMap::new()),
+            sent: AtomicU64::new(0),
+            accounted: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            error: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            signal: Mutex::new(()),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            writer_idle: AtomicBool::new(false),
+            flushers: AtomicUsize::new(0),
+        });
+        let for_writer = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("tidelog-producer".into())
+            .spawn(move || writer::run(&for_writer))
+            .map_err(|e| Error::io("spawn producer writer", shared.store.dir(), e))?;
+        Ok(Producer { shared, writer: Mutex::new(Some(writer)) })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.shared.config
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.shared.topics.read().map_err(|_| Error::Closed)?.get(name) {
+            return Ok(t.clone());
+        }
+        let topic = self.shared.store.topic(name)?;
+        self.shared.topics.write().map_err(|_| Error::Closed)?.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    fn level(&self, priority: i32) -> Result<Arc<Level>> {
+        {
+            let levels = self.shared.levels.read().map_err(|_| Error::Closed)?;
+            if let Some(l) = levels.iter().find(|l| l.priority == priority) {
+                return Ok(l.clone());
+            }
+        }
+        let mut levels = self.shared.levels.write().map_err(|_| Error::Closed)?;
+        if let Some(l) = levels.iter().find(|l| l.priority == priority) {
+            return Ok(l.clone());
+        }
+        if levels.len() >= MAX_PRIORITY_LEVELS {
+            return Err(Error::InvalidConfig(format!(
+                "a producer supports at most {MAX_PRIORITY_LEVELS} distinct priorities"
+            )));
+        }
+        let level = Arc::new(Level {
+            priority,
+            ring: RingBuffer::new(self.shared.config.buffer_messages + 1),
+            dropped: AtomicU64::new(0),
+        });
+        levels.push(level.clone());
+        // Highest priority first: the writer drains in this order, shedding evicts from the end.
+        levels.sort_by(|a, b| b.priority.cmp(&a.priority));
+        Ok(level)
+    }
+
+    /// Reports (once) an error the writer ran into.
+    fn take_error(&self) -> Result<()> {
+        match self.shared.error.lock().map_err(|_| Error::Closed)?.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Enqueues one message. Returns `Ok(false)` when shedding dropped this very message.
+    /// `may_block` is false when the caller cannot wait (it holds a lock it must release
+    /// first); then a `block` policy under pressure returns [`SendError::Backpressure`] with
+    /// the reason "would block", and the caller retries with `may_block`.
+    ///
+    /// # Errors
+    /// See [`SendError`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &self,
+        topic: &str,
+        value: &[u8],
+        key: Option<&[u8]>,
+        headers: &[u8],
+        partition: Option<u32>,
+        priority: i32,
+        may_block: bool,
+    ) -> std::result::Result<bool, SendError> {
+        if self.shared.closing.load(Ordering::Acquire) || self.shared.store.is_closed() {
+            return Err(SendError::Failed(Error::Closed));
+        }
+        self.take_error()?;
+        let limit = self.shared.store.config().max_message_bytes;
+        let size = value.len() + key.map_or(0, <[u8]>::len) + headers.len();
+        if size > limit {
+            return Err(Error::MessageTooLarge {
+                size: size as u64,
+                limit: limit as u64,
+                what: "max_message_bytes",
+            }
+            .into());
+        }
+        let topic = self.topic(topic)?;
+        let partition = topic.choose(partition, key)?.partition();
+        let level = self.level(priority)?;
+        let pressure = &self.shared.pressure;
+        if pressure.is_on() {
+            match self.shared.config.on_full {
+                OnFull::Raise => {
+                    return Err(SendError::Backpressure(format!(
+                        "producer buffer above its high watermark ({} of {} messages buffered)",
+                        pressure.buffered(),
+                        self.shared.config.buffer_messages
+                    )))
+                }
+                OnFull::Block(_) if !may_block => return Err(SendError::Backpressure("would block".into())),
+                OnFull::Block(timeout) => {
+                    let deadline = timeout.map(|t| Instant::now() + t);
+                    let closing = || self.shared.closing.load(Ordering::Acquire);
+                    if !pressure.wait(deadline, closing) {
+                        self.take_error()?;
+                        if closing() {
+                            return Err(SendError::Failed(Error::Closed));
+                        }
+                        return Err(SendError::Backpressure(format!(
+                            "producer buffer stayed above its low watermark for {:.3}s",
+                            timeout.unwrap_or_default().as_secs_f64()
+                        )));
+                    }
+                }
+                OnFull::Shed => {
+                    if !self.evict_below(priority)? {
+                        level.dropped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        let pending = Pending {
+            topic,
+            partition,
+            timestamp: now_ms(),
+            key: key.map(Box::from),
+            value: Box::from(value),
+            headers: Box::from(headers),
+        };
+        pressure.add(1);
+        self.shared.sent.fetch_add(1, Ordering::AcqRel);
+        if level.ring.try_push(pending).is_err() {
+            // Cannot happen: each ring holds the whole buffer. Undo and report.
+            pressure.remove(1);
+            self.shared.sent.fetch_sub(1, Ordering::AcqRel);
+            return Err(SendError::Backpressure("priority buffer full".into()));
+        }
+        // The lingering writer wakes by itself; wake it early only when a batch's worth is
+        // waiting (or when lingering is off).
+        let wake_at =
+            if self.shared.config.linger.is_zero() { 1 } else { self.shared.config.max_batch_messages / 2 };
+        if self.shared.writer_idle.load(Ordering::Acquire) && pressure.buffered() >= wake_at {
+            let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.work.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Drops the oldest buffered message of the lowest priority below `priority`, if any.
+    fn evict_below(&self, priority: i32) -> Result<bool> {
+        let levels = self.shared.levels.read().map_err(|_| Error::Closed)?;
+        for level in levels.iter().rev().take_while(|l| l.priority < priority) {
+            if let Some(evicted) = level.ring.try_pop() {
+                drop(evicted);
+                level.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared.pressure.remove(1);
+                self.shared.accounted.fetch_add(1, Ordering::AcqRel);
+                if self.shared.flushers.load(Ordering::Acquire) > 0 {
+                    let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
+                    self.shared.progress.notify_all();
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Waits until every message sent before this call is written (and, with
+    /// `fsync="always"`, on disk) or dropped. Returns false on timeout.
+    ///
+    /// # Errors
+    /// The writer's failure since the last report.
+    pub fn flush(&self, timeout: Option<Duration>) -> Result<bool> {
+        let target = self.shared.sent.load(Ordering::Acquire);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // SeqCst with the writer's `accounted` update and `flushers` check: one of us sees
+        // the other, so a wake-up is never missed (the timed wait is only a safety net).
+        self.shared.flushers.fetch_add(1, Ordering::SeqCst);
+        let mut signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = true;
+        while self.shared.accounted.load(Ordering::SeqCst) < target {
+            self.shared.work.notify_one();
+            let mut slice = Duration::from_millis(50);
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    done = false;
+                    break;
+                }
+                slice = slice.min(d - now);
+            }
+            signal = self.shared.progress.wait_timeout(signal, slice).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        drop(signal);
+        self.shared.flushers.fetch_sub(1, Ordering::AcqRel);
+        self.take_error()?;
+        Ok(done)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ProducerStats {
+        let s = &self.shared;
+        let levels = s.levels.read().map(|l| l.clone()).unwrap_or_default();
+        ProducerStats {
+            buffered: s.pressure.buffered(),
+            sent: s.sent.load(Ordering::Relaxed),
+            written: s.written.load(Ordering::Relaxed),
+            dropped: levels.iter().map(|l| (l.priority, l.dropped.load(Ordering::Relaxed))).collect(),
+            failed: s.failed.load(Ordering::Relaxed),
+            high_watermark_hits: s.pressure.high_watermark_hits.load(Ordering::Relaxed),
+            blocked_seconds: s.pressure.blocked_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    /// Flushes what was sent, then stops the writer. Closing twice is harmless.
+    ///
+    /// # Errors
+    /// The writer's last failure, if not reported yet.
+    pub fn close(&self) -> Result<()> {
+        let flushed = if self.shared.closing.load(Ordering::Acquire) { Ok(true) } else { self.flush(None) };
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.pressure.wake_all();
+        {
+            let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.work.notify_all();
+        }
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
+        flushed.map(|_| ())
+    }
+
+    /// True once [`Self::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closing.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // Drain what was accepted: a dropped producer must not lose sent messages.
+        let _ = self.close();
+    }
+}

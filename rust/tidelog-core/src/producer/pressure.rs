@@ -1,0 +1,163 @@
+//! Backpressure state: buffer occupancy with high/low watermarks and hysteresis.
+//!
+//! Pressure starts when occupancy reaches the high watermark and ends only when it has
+//! fallen to the low watermark, so a producer hovering around one threshold does not flap
+//! between accepting and refusing. Every start of a pressure episode is counted.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Occupancy tracking and the waiting room for blocked senders.
+#[derive(Debug)]
+pub struct Pressure {
+    /// Messages accepted and not yet taken by the writer (or evicted).
+    buffered: AtomicUsize,
+    high: usize,
+    low: usize,
+    on: AtomicBool,
+    /// Pressure episodes started.
+    pub high_watermark_hits: AtomicU64,
+    /// Nanoseconds senders spent blocked.
+    pub blocked_nanos: AtomicU64,
+    room: Mutex<()>,
+    relieved: Condvar,
+    waiting: AtomicUsize,
+}
+
+impl Pressure {
+    /// Pressure between `low` and `high` buffered messages.
+    pub fn new(high: usize, low: usize) -> Self {
+        Pressure {
+            buffered: AtomicUsize::new(0),
+            high: high.max(1),
+            low: low.min(high.max(1) - 1),
+            on: AtomicBool::new(false),
+            high_watermark_hits: AtomicU64::new(0),
+            blocked_nanos: AtomicU64::new(0),
+            room: Mutex::new(()),
+            relieved: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Messages buffered now.
+    pub fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// Whether pressure is on, updating the hysteresis state from the occupancy.
+    pub fn is_on(&self) -> bool {
+        let buffered = self.buffered();
+        if self.on.load(Ordering::Acquire) {
+            if buffered <= self.low {
+                self.relieve();
+                return false;
+            }
+            true
+        } else if buffered >= self.high {
+            if !self.on.swap(true, Ordering::AcqRel) {
+                self.high_watermark_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    fn relieve(&self) {
+        if self.on.swap(false, Ordering::AcqRel) && self.waiting.load(Ordering::Acquire) > 0 {
+            let _room = self.room.lock().unwrap_or_else(|e| e.into_inner());
+            self.relieved.notify_all();
+        }
+    }
+
+    /// Counts `n` messages into the buffer.
+    pub fn add(&self, n: usize) {
+        self.buffered.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Counts `n` messages out of the buffer, ending pressure at the low watermark.
+    pub fn remove(&self, n: usize) {
+        let now = self.buffered.fetch_sub(n, Ordering::AcqRel) - n;
+        if now <= self.low && self.on.load(Ordering::Acquire) {
+            self.relieve();
+        }
+    }
+
+    /// Wakes every blocked sender (used when the producer closes or fails).
+    pub fn wake_all(&self) {
+        let _room = self.room.lock().unwrap_or_else(|e| e.into_inner());
+        self.relieved.notify_all();
+    }
+
+    /// Waits until pressure is off (or `stop()` says to give up, or `deadline` passes).
+    /// Returns whether pressure ended.
+    pub fn wait(&self, deadline: Option<Instant>, stop: impl Fn() -> bool) -> bool {
+        let started = Instant::now();
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let mut room = self.room.lock().unwrap_or_else(|e| e.into_inner());
+        let relieved = loop {
+            if !self.is_on() {
+                break true;
+            }
+            if stop() {
+                break false;
+            }
+            // Bounded waits: a missed wake-up costs at most this long.
+            let mut slice = Duration::from_millis(50);
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    break false;
+                }
+                slice = slice.min(d - now);
+            }
+            room = self.relieved.wait_timeout(room, slice).unwrap_or_else(|e| e.into_inner()).0;
+        };
+        drop(room);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.blocked_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        relieved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hysteresis_does_not_flap() {
+        let p = Pressure::new(8, 4);
+        p.add(7);
+        assert!(!p.is_on());
+        p.add(1);
+        assert!(p.is_on());
+        p.remove(2); // 6: between the watermarks, still on
+        assert!(p.is_on());
+        p.add(2);
+        p.remove(3); // 5
+        assert!(p.is_on());
+        p.remove(1); // 4: low watermark reached
+        assert!(!p.is_on());
+        p.add(3); // 7: below high, stays off
+        assert!(!p.is_on());
+        assert_eq!(p.high_watermark_hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn waiters_are_released_at_the_low_watermark() {
+        let p = std::sync::Arc::new(Pressure::new(4, 1));
+        p.add(4);
+        assert!(p.is_on());
+        let q = p.clone();
+        let t = std::thread::spawn(move || q.wait(None, || false));
+        std::thread::sleep(Duration::from_millis(20));
+        p.remove(3);
+        assert!(t.join().unwrap());
+        let deadline = Some(Instant::now() + Duration::from_millis(10));
+        p.add(3);
+        assert!(p.is_on());
+        assert!(!p.wait(deadline, || false));
+    }
+}

@@ -1,0 +1,196 @@
+//! `Producer`: buffered, backpressured sends drained by a native writer thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use tidelog_core::producer::{OnFull, Producer, ProducerConfig, SendError};
+
+use crate::errors::{to_py, BackpressureError, CoreError, InvalidConfigError};
+use crate::gil::run_detached;
+use crate::store::PyStore;
+use crate::topic::{encode_headers, expect_bytes};
+
+/// A buffered producer. Create it with `Store.producer(...)`.
+#[pyclass(frozen, weakref, module = "tidelog._core", name = "Producer")]
+pub struct PyProducer {
+    inner: Arc<Producer>,
+    name: Option<String>,
+}
+
+fn send_error(e: SendError) -> PyErr {
+    match e {
+        SendError::Backpressure(msg) => BackpressureError::new_err(msg),
+        SendError::Failed(e) => CoreError(e).into(),
+    }
+}
+
+fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
+    value
+        .map(|s| {
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                InvalidConfigError::new_err(format!(
+                    "{name} must be a non-negative number of seconds, got {s}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+#[pymethods]
+impl PyProducer {
+    #[new]
+    #[pyo3(signature = (
+        store, *, name=None, idempotent=false, buffer_messages=65536, high_watermark=0.8,
+        low_watermark=0.5, on_full="block", block_timeout=None, max_batch_messages=4096, linger_ms=1.0,
+    ))]
+    #[allow(clippy::too_many_arguments)] // mirrors the keyword options of Store.producer
+    fn new(
+        store: &PyStore,
+        name: Option<String>,
+        idempotent: bool,
+        buffer_messages: i64,
+        high_watermark: f64,
+        low_watermark: f64,
+        on_full: &str,
+        block_timeout: Option<f64>,
+        max_batch_messages: i64,
+        linger_ms: f64,
+    ) -> PyResult<Self> {
+        let _ = idempotent; // Sequence checking arrives with the idempotence work (issue 5).
+        let on_full = match on_full {
+            "block" => OnFull::Block(seconds("block_timeout", block_timeout)?),
+            "raise" => OnFull::Raise,
+            "shed" => OnFull::Shed,
+            other => {
+                return Err(InvalidConfigError::new_err(format!(
+                    "on_full must be \"block\", \"raise\" or \"shed\", got {other:?}"
+                )))
+            }
+        };
+        let positive = |what: &str, v: i64| {
+            usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| {
+                InvalidConfigError::new_err(format!("{what} must be a positive integer, got {v}"))
+            })
+        };
+        let config = ProducerConfig {
+            buffer_messages: positive("buffer_messages", buffer_messages)?,
+            high_watermark,
+            low_watermark,
+            on_full,
+            max_batch_messages: positive("max_batch_messages", max_batch_messages)?,
+            linger: seconds("linger_ms", Some(linger_ms / 1000.0))?.unwrap_or_default(),
+        };
+        let inner = to_py(Producer::new(store.inner().clone(), config))?;
+        Ok(PyProducer { inner: Arc::new(inner), name })
+    }
+
+    /// The producer's name, if it has one.
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// True once closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Enqueues a message for `topic`; returns True, or False when `on_full="shed"` dropped
+    /// this very message. The message is written by a background thread: call `flush()` to
+    /// wait for it.
+    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        py: Python<'_>,
+        topic: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        partition: Option<i64>,
+        priority: i32,
+    ) -> PyResult<bool> {
+        let topic =
+            topic.cast::<PyString>().map_err(|_| PyTypeError::new_err("topic must be str"))?.to_str()?;
+        let value = expect_bytes(value, "value")?.as_bytes();
+        let key =
+            key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
+        let headers = encode_headers(headers)?;
+        let partition = partition
+            .map(|p| {
+                u32::try_from(p).map_err(|_| {
+                    crate::errors::PartitionNotFoundError::new_err(format!("partition must be >= 0, got {p}"))
+                })
+            })
+            .transpose()?;
+        match self.inner.send(topic, value, key, &headers, partition, priority, false) {
+            Ok(accepted) => Ok(accepted),
+            Err(SendError::Backpressure(reason)) if reason == "would block" => {
+                // Wait for room without the GIL, so the writer and other threads can run.
+                let (topic, value, key) = (topic.to_owned(), value.to_vec(), key.map(<[u8]>::to_vec));
+                let inner = self.inner.clone();
+                py.detach(move || {
+                    inner.send(&topic, &value, key.as_deref(), &headers, partition, priority, true)
+                })
+                .map_err(send_error)
+            }
+            Err(e) => Err(send_error(e)),
+        }
+    }
+
+    /// Waits until everything sent so far is written (and fsynced if the store's policy
+    /// says so). Returns False if `timeout` seconds passed first.
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = seconds("timeout", timeout)?;
+        let inner = self.inner.clone();
+        run_detached(py, move || inner.flush(timeout))
+    }
+
+    /// Counters: `buffered`, `sent`, `written`, `failed`, `dropped` (priority -> count),
+    /// `high_watermark_hits`, `blocked_seconds`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("buffered", s.buffered)?;
+        d.set_item("sent", s.sent)?;
+        d.set_item("written", s.written)?;
+        d.set_item("failed", s.failed)?;
+        let dropped = PyDict::new(py);
+        for (priority, count) in s.dropped {
+            dropped.set_item(priority, count)?;
+        }
+        d.set_item("dropped", dropped)?;
+        d.set_item("high_watermark_hits", s.high_watermark_hits)?;
+        d.set_item("blocked_seconds", s.blocked_seconds)?;
+        Ok(d)
+    }
+
+    /// Flushes and stops the writer thread. Closing twice is harmless.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = self.inner.clone();
+        run_detached(py, move || inner.close())
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.inner.stats();
+        format!(
+            "Producer(name={:?}, buffered={}, sent={}, written={})",
+            self.name, s.buffered, s.sent, s.written
+        )
+    }
+}
