@@ -256,7 +256,7 @@ impl Producer {
         });
         levels.push(level.clone());
         // Highest priority first: the writer drains in this order, shedding evicts from the end.
-        levels.sort_by(|a, b| b.priority.cmp(&a.priority));
+        levels.sort_by_key(|l| std::cmp::Reverse(l.priority));
         Ok(level)
     }
 
