@@ -12,7 +12,7 @@ consumers, absorb traffic spikes, and replay history by offset::
             print(msg.offset, msg.value)
 """
 
-from tidelog._core import Message, Producer, RecordBatch, Topic, __version__
+from tidelog._core import Message, Producer, RecordBatch, RingBuffer, Topic, __version__
 from tidelog.errors import (
     BackpressureError,
     CorruptRecordError,
@@ -46,6 +46,7 @@ __all__ = [
     "ProducerFencedError",
     "RebalanceError",
     "RecordBatch",
+    "RingBuffer",
     "Store",
     "StoreClosedError",
     "StoreLockedError",

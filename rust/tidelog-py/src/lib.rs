@@ -6,6 +6,7 @@ mod gil;
 mod inspect;
 mod message;
 mod producer;
+mod ring;
 mod store;
 mod topic;
 mod view;
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topic::PyTopic>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<producer::PyProducer>()?;
+    m.add_class::<ring::PyRing>()?;
     m.add_class::<message::RecordBatch>()?;
     m.add_class::<message::RecordBatchIter>()?;
     m.add_class::<message::MessageIterator>()?;

@@ -1,0 +1,99 @@
+//! `RingBuffer`: the engine's lock-free bounded MPMC queue, holding Python objects.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use tidelog_core::ring::RingBuffer;
+
+use crate::errors::{to_py, InvalidConfigError};
+
+/// A bounded, lock-free, multi-producer multi-consumer FIFO queue of Python objects.
+///
+/// Non-blocking calls (`try_push`, `try_pop`, `push_many`, `pop_many`) never wait. Blocking
+/// calls (`push`, `pop`) wait up to `timeout` seconds (None: forever) without holding the
+/// GIL and without spinning a core, then raise `TimeoutError`.
+#[pyclass(frozen, module = "tidelog._core", name = "RingBuffer")]
+pub struct PyRing {
+    ring: RingBuffer<Py<PyAny>>,
+}
+
+fn timeout(value: Option<f64>) -> PyResult<Option<Duration>> {
+    value
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| PyValueError::new_err(format!("timeout must be a non-negative number, got {s}")))
+        })
+        .transpose()
+}
+
+#[pymethods]
+impl PyRing {
+    #[new]
+    fn new(capacity: i64) -> PyResult<Self> {
+        let capacity = usize::try_from(capacity)
+            .map_err(|_| InvalidConfigError::new_err(format!("capacity must be positive, got {capacity}")))?;
+        Ok(PyRing { ring: to_py(RingBuffer::try_new(capacity))? })
+    }
+
+    /// Number of slots (the requested capacity rounded up to a power of two).
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    fn __len__(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Adds `item` if there is room; returns whether it did.
+    fn try_push(&self, item: Py<PyAny>) -> bool {
+        self.ring.try_push(item).is_ok()
+    }
+
+    /// Removes and returns the oldest item, or None if the buffer is empty.
+    fn try_pop(&self) -> Option<Py<PyAny>> {
+        self.ring.try_pop()
+    }
+
+    /// Adds `item`, waiting up to `timeout` seconds for room.
+    #[pyo3(signature = (item, timeout=None))]
+    fn push(&self, py: Python<'_>, item: Py<PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        let wait = self::timeout(timeout)?;
+        let item = match self.ring.try_push(item) {
+            Ok(()) => return Ok(()),
+            Err(item) => item,
+        };
+        py.detach(|| self.ring.push_timeout(item, wait))
+            .map_err(|_| PyTimeoutError::new_err("ring buffer stayed full"))
+    }
+
+    /// Removes and returns the oldest item, waiting up to `timeout` seconds for one.
+    #[pyo3(signature = (timeout=None))]
+    fn pop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let wait = self::timeout(timeout)?;
+        if let Some(item) = self.ring.try_pop() {
+            return Ok(item);
+        }
+        py.detach(|| self.ring.pop_timeout(wait))
+            .ok_or_else(|| PyTimeoutError::new_err("ring buffer stayed empty"))
+    }
+
+    /// Adds items from the list in order while there is room; returns how many it added.
+    fn push_many(&self, items: &Bound<'_, PyList>) -> usize {
+        let mut pending: Vec<Py<PyAny>> = items.iter().map(Bound::unbind).collect();
+        self.ring.try_push_many(&mut pending)
+    }
+
+    /// Removes up to `max` items (oldest first) and returns them as a list.
+    fn pop_many<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let mut out = Vec::with_capacity(max.min(self.ring.capacity()));
+        self.ring.pop_many(&mut out, max);
+        PyList::new(py, out)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("RingBuffer(capacity={}, len={})", self.ring.capacity(), self.ring.len())
+    }
+}
