@@ -112,9 +112,15 @@ def _partition_numbers(topic: Topic, partition: int | None) -> list[int]:
 def _console(*, stderr: bool = False) -> Console:
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit with status 1 here; main() handles it like any other write.
+            self.quiet = True
+            raise BrokenPipeError
+
     stream = sys.stderr if stderr else sys.stdout
     # A pipe gets a wide, uncoloured table rather than one squeezed into 80 columns.
-    return Console(stderr=stderr, width=None if stream.isatty() else 200)
+    return _Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
 def _human_bytes(n: int) -> str:
@@ -414,7 +420,7 @@ def _partition_dirs(topic_dir: Path) -> list[Path]:
 def _topic_dir(store_dir: Path, name: str) -> Path:
     topic_dir = store_dir / "topics" / name
     if name.startswith(".") or not (topic_dir / TOPIC_META).is_file():
-        raise CliError(f"topic {name!r} does not exist in {str(store_dir)!r}")
+        raise CliError(f'topic "{name}" does not exist in {str(store_dir)!r}')
     return topic_dir
 
 
@@ -456,82 +462,114 @@ def _batch_json(batch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _print_segment_tables(console: Console, report: dict[str, Any], records: bool) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
+def _color_enabled() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
+
+def _plain_table(
+    headers: Sequence[str], rows: list[tuple[str, ...]], *, left: int, bad: set[int]
+) -> Iterator[str]:
+    """Lines of an aligned table: the first ``left`` columns left-aligned, rows in ``bad`` red.
+
+    Plain text rather than a rich table: a segment holds up to hundreds of thousands of
+    batches, and rich renders about a millisecond per row.
+    """
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    red = _color_enabled()
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    yield line(headers)
+    for i, row in enumerate(rows):
+        yield f"\x1b[1;31m{line(row)}\x1b[0m" if red and i in bad else line(row)
+
+
+def _print_segment(report: dict[str, Any], records: bool) -> None:
     batches = report["batches"]
-    caption = (
-        f"{len(batches)} batches; valid data ends at position {report['valid_end']} of "
-        f"{report['file_len']} bytes; {report['index_entries']} index entries"
-    )
-    table = Table(
+    print(f"segment {report['path']}")
+    rows: list[tuple[str, ...]] = []
+    bad: set[int] = set()
+    for b in batches:
+        first, last = b["base_offset"], b["last_offset"]
+        attrs = [name for bit, name in ((1, "txn"), (2, "control")) if b["attributes"] & bit]
+        if not b["crc_ok"]:
+            bad.add(len(rows))
+        rows.append(
+            (
+                str(b["position"]),
+                str(first) if first == last else f"{first}-{last}",
+                str(b["record_count"]),
+                str(b["size"]),
+                f"{b['crc']:08x}",
+                "ok" if b["crc_ok"] else "BAD",
+                _show_time(b["first_timestamp_ms"]),
+                ",".join(attrs) or "-",
+                "-" if b["producer_id"] < 0 else str(b["producer_id"]),
+                "-" if b["producer_epoch"] < 0 else str(b["producer_epoch"]),
+                "-" if b["base_sequence"] < 0 else str(b["base_sequence"]),
+            )
+        )
+    headers = (
         "position",
         "offsets",
         "count",
         "size",
         "crc",
-        "ok",
+        "crc ok",
         "first timestamp",
         "attrs",
         "producer id",
         "epoch",
         "sequence",
-        title=escape(report["path"]),
-        caption=caption,
     )
-    for col in table.columns:
-        col.justify = "right"
-    for b in batches:
-        first, last = b["base_offset"], b["last_offset"]
-        attrs = [name for bit, name in ((1, "txn"), (2, "control")) if b["attributes"] & bit]
-        table.add_row(
-            str(b["position"]),
-            str(first) if first == last else f"{first}-{last}",
-            str(b["record_count"]),
-            str(b["size"]),
-            f"{b['crc']:08x}",
-            Text("ok", style="green") if b["crc_ok"] else Text("BAD", style="bold red"),
-            _show_time(b["first_timestamp_ms"]),
-            ",".join(attrs) or "-",
-            "-" if b["producer_id"] < 0 else str(b["producer_id"]),
-            "-" if b["producer_epoch"] < 0 else str(b["producer_epoch"]),
-            "-" if b["base_sequence"] < 0 else str(b["base_sequence"]),
-        )
-    console.print(table)
-    if not records:
-        return
-    recs = Table("batch at", "offset", "timestamp", "key", "value", "headers", title="records")
-    for b in batches:
-        for r in b.get("records", []):
-            headers = ", ".join(f"{n}={_show_bytes(v, 20)}" for n, v in r["headers"].items())
-            recs.add_row(
-                str(b["position"]),
-                str(r["offset"]),
-                _show_time(r["timestamp_ms"]),
-                Text(_show_bytes(r["key"], 24)),
-                Text(_show_bytes(r["value"])),
-                Text(headers or "-"),
-            )
-    console.print(recs)
+    for line in _plain_table(headers, rows, left=0, bad=bad):
+        print(line)
+    print(
+        f"{len(batches)} batches; valid data ends at position {report['valid_end']} of "
+        f"{report['file_len']} bytes; {report['index_entries']} index entries"
+    )
+    if records:
+        rows = []
+        for b in batches:
+            for r in b.get("records", []):
+                headers_shown = ", ".join(
+                    f"{n}={_show_bytes(v, 20)}" for n, v in r["headers"].items()
+                )
+                rows.append(
+                    (
+                        str(b["position"]),
+                        str(r["offset"]),
+                        _show_time(r["timestamp_ms"]),
+                        _show_bytes(r["key"], 24),
+                        _show_bytes(r["value"]),
+                        headers_shown or "-",
+                    )
+                )
+        print()
+        record_headers = ("batch at", "offset", "timestamp", "key", "value", "headers")
+        for line in _plain_table(record_headers, rows, left=6, bad=set()):
+            print(line)
+    print()
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
     segments = _dump_segments(args)
-    console = None if args.json else _console()
     problems = 0
     for seg in segments:
         report = _core.inspect_segment(seg, records=args.records)
         problems += len(report["problems"])
-        if console is None:
+        if args.json:
             shown = {k: v for k, v in report.items() if k != "batches"}
             shown["batches"] = [_batch_json(b) for b in report["batches"]]
             print(_json_line(shown))
             continue
-        _print_segment_tables(console, report, args.records)
+        _print_segment(report, args.records)
         for problem in report["problems"]:
-            console.print(_problem_line(problem), style="bold red", markup=False, soft_wrap=True)
+            print(f"problem: {_problem_line(problem)}")
     return EXIT_ERROR if problems else 0
 
 
