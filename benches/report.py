@@ -87,8 +87,9 @@ def check(target: dict[str, Any], value: float | None, ratio: float | None) -> b
 def main_table(items: list[dict[str, Any]]) -> tuple[list[str], bool]:
     """The figure table, and whether every target was met."""
     lines = [
-        "| figure | tidelog (median) | reference (median) | ratio | target | result |",
-        "|---|---|---|---|---|---|",
+        "| figure | tidelog (median) | reference (median) | ratio | target | result "
+        "| by CPU time: tidelog / reference (ratio) |",
+        "|---|---|---|---|---|---|---|",
     ]
     all_ok = True
     by_role = {(e["figure"], e["role"]): e for e in items}
@@ -108,19 +109,40 @@ def main_table(items: list[dict[str, Any]]) -> tuple[list[str], bool]:
         ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x"
         ref_text = f"{fmt(ref_value, unit)} ({ref['title']})" if ref else "n/a"
         targets = "; ".join(t["text"] for t in tl.get("targets", []))
+        cpu = fmt(tl.get("value_cpu"), unit)
+        if ref and ref.get("value_cpu") and tl.get("value_cpu"):
+            cpu += f" / {fmt(ref['value_cpu'], unit)} ({tl['value_cpu'] / ref['value_cpu']:.2f}x)"
         lines.append(
             f"| {tl['title']} | {fmt(value, unit)} | {ref_text} | {ratio_text} "
-            f"| {targets} | {verdict} |"
+            f"| {targets} | {verdict} | {cpu} |"
         )
     return lines, all_ok
+
+
+def from_time(e: dict[str, Any], seconds: float) -> float | None:
+    """The figure a round of ``seconds`` gives (None for figures not made of time)."""
+    work = float(e.get("work_per_round", math.nan))
+    unit = e["unit"]
+    if not seconds > 0:
+        return None
+    if unit == "msgs/s":
+        return work / seconds
+    if unit == "GB/s":
+        return work / seconds / 1e9
+    if unit == "ms":
+        return seconds * 1e3
+    if unit == "ns/call":
+        return seconds / work * 1e9
+    return None
 
 
 def detail_table(items: list[dict[str, Any]]) -> list[str]:
     """Every benchmark with its CPU split and page faults per round."""
     lines = [
-        "| group | role | benchmark | figure | median round | min round | rounds "
-        "| user / sys CPU per round | minor faults per round |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| group | role | benchmark | figure (median) | figure (fastest round) "
+        "| figure (median CPU time) | median round | rounds | user / sys CPU per round "
+        "| minor faults per round | preempted per round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {f: i for i, f in enumerate(FIGURES)}
     for e in sorted(items, key=lambda e: (str(e["group"]), order.get(e["figure"], 99))):
@@ -135,12 +157,15 @@ def detail_table(items: list[dict[str, Any]]) -> list[str]:
         if e.get("ns_per_msg") is not None:
             extra = f" ({e['ns_per_msg']:,.0f} ns/msg)"
         median = float(stats.get("median", math.nan)) * 1e3
-        fastest = float(stats.get("min", math.nan)) * 1e3
         figure = fmt(e.get("value"), e["unit"]) + extra
+        best = fmt(from_time(e, float(stats.get("min", math.nan))), e["unit"])
+        by_cpu = fmt(e.get("value_cpu"), e["unit"]) if e.get("value_cpu") else ""
+        preempted = e.get("per_round_involuntary_ctx_switches")
         lines.append(
-            f"| {e['group']} | {e['role']} | {e['title']} | {figure} | {median:,.2f} ms "
-            f"| {fastest:,.2f} ms | {stats.get('rounds', '')} "
-            f"| {cpu} | {'' if faults is None else f'{faults:,.0f}'} |"
+            f"| {e['group']} | {e['role']} | {e['title']} | {figure} | {best} | {by_cpu} "
+            f"| {median:,.2f} ms | {stats.get('rounds', '')} "
+            f"| {cpu} | {'' if faults is None else f'{faults:,.0f}'} "
+            f"| {'' if preempted is None else f'{preempted:,.0f}'} |"
         )
     return lines
 

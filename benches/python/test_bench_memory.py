@@ -96,7 +96,7 @@ def _measure(benchmark: Any, fn: Any, path: Path) -> tuple[dict[str, float], int
         holder["tracker"] = tracker
         return int(fn(path, tracker))
 
-    measured = Measured(target)
+    measured = Measured(target, warmup=0)
     messages = benchmark.pedantic(measured, rounds=1, warmup_rounds=0)
     growth: dict[str, float] = holder["tracker"].growth()
     growth["rss_samples"] = holder["tracker"].samples
