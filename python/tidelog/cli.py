@@ -47,6 +47,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 FOLLOW_POLL_SECONDS = 0.02
+EXISTENCE_CHECK_SECONDS = 1.0
 READ_CHUNK = 1000
 SHOWN_BYTES = 60
 
@@ -363,6 +364,7 @@ def _cmd_consume(args: argparse.Namespace) -> int:
         position = {p: _start_offset(topic, p, args) for p in partitions}
         # Without --follow, read what exists now: a busy writer cannot keep us going forever.
         stop = None if args.follow else {p: topic.end_offset(p) for p in partitions}
+        next_existence_check = time.monotonic() + EXISTENCE_CHECK_SECONDS
         while True:
             delivered = 0
             for p in partitions:
@@ -402,6 +404,10 @@ def _cmd_consume(args: argparse.Namespace) -> int:
                 if stop is not None:
                     break
                 out.flush()
+                if time.monotonic() >= next_existence_check:
+                    # A deleted topic stays readable through our mapping: notice it and stop.
+                    store.topic(args.topic)
+                    next_existence_check = time.monotonic() + EXISTENCE_CHECK_SECONDS
                 time.sleep(FOLLOW_POLL_SECONDS)
             elif stop is None:
                 out.flush()  # a follower's reader wants each message as it comes

@@ -542,3 +542,13 @@ def test_message_too_large_is_one_line(store_dir: Path, tmp_path: Path) -> None:
         1,
         "No such file",
     )
+
+
+def test_follow_stops_when_the_topic_is_deleted(store_dir: Path) -> None:
+    with spawn("consume", "empty", "--follow", "-d", store_dir) as proc:
+        time.sleep(0.3)
+        with tidelog.open(store_dir) as store:
+            store.delete_topic("empty")
+        assert proc.wait(timeout=10) == 1
+        assert proc.stderr is not None
+        assert proc.stderr.read() == b'tidelog: error: topic "empty" does not exist\n'
