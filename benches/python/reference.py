@@ -152,3 +152,22 @@ def write_records_inline(file: BinaryIO, value: bytes, count: int) -> None:
     for _ in range(count):
         write(_pack(len(value)) + value)
     file.flush()
+
+
+def mmap_write_file(path: str | os.PathLike[str], buffer: bytes, count: int) -> None:
+    """Copies ``buffer`` ``count`` times into a new file through a shared memory map.
+
+    The file is created and ``posix_fallocate``d to its final size first (as tidelog does
+    for a segment), so this is the floor of any writer that appends through ``mmap``:
+    the kernel must supply each new page (zero-filled) before the copy lands in it.
+    """
+    size = len(buffer) * count
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, size)
+        with mmap.mmap(fd, size) as m:
+            n = len(buffer)
+            for i in range(count):
+                m[i * n : (i + 1) * n] = buffer
+    finally:
+        os.close(fd)

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pytest
 import tidelog
 
-from benches.python.reference import PyLog, os_write_file, write_records_inline
+from benches.python.reference import PyLog, mmap_write_file, os_write_file, write_records_inline
 from benches.support import (
     BATCH_VALUES,
     SCALE,
@@ -411,6 +411,24 @@ def test_append_batch_buffer_reference(benchmark: Any, bench_dir: Path) -> None:
         unit="GB/s",
         work=BATCHES * len(BUFFER),
         what=BUFFER_WHAT + ", open + close included",
+        extra={**usage},
+    )
+
+
+@pytest.mark.benchmark(group="append-batch-buffer")
+def test_append_batch_buffer_mmap_floor(benchmark: Any, bench_dir: Path) -> None:
+    """Pure-Python copy of the same bytes into a fallocated, mapped file: the mmap floor."""
+    files = FreshFiles(bench_dir, "mmap-write")
+    usage = run(benchmark, mmap_write_file, lambda: ((files.path(), BUFFER, BATCHES), {}))
+    files.path()
+    record(
+        benchmark,
+        figure="append-batch-mmap-floor",
+        title="mmap copy of the same buffer into a new fallocated file",
+        role="variant",
+        unit="GB/s",
+        work=BATCHES * len(BUFFER),
+        what=BUFFER_WHAT + ", open + fallocate + mmap + close included",
         extra={**usage},
     )
 
