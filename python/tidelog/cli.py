@@ -228,8 +228,8 @@ def _cmd_create(args: argparse.Namespace) -> int:
     with _open_store(args, create=True) as store:
         existed = args.exist_ok and args.topic in store.topics()
         topic = store.create_topic(args.topic, args.partitions, exist_ok=args.exist_ok)
-        verb = "topic exists" if existed else "created topic"
-        print(f"{verb} {topic.name!r} ({topic.partitions} partitions) in {store.path}")
+        done = "exists" if existed else "created"
+        print(f"topic {topic.name!r} {done} ({topic.partitions} partitions) in {store.path}")
     return 0
 
 
@@ -905,7 +905,9 @@ def _build_parser() -> _Parser:
         metavar="NAME=VALUE",
         help="a header on every message (repeatable)",
     )
-    sub.add_argument("-p", "--partition", type=_non_negative, metavar="N")
+    sub.add_argument(
+        "-p", "--partition", type=_non_negative, metavar="N", help="write to partition N"
+    )
     sub.add_argument("-v", "--verbose", action="store_true", help="print each offset written")
 
     sub = command(
@@ -923,7 +925,7 @@ def _build_parser() -> _Parser:
         "  hex   partition, offset, key (- for none) and value in hex, tab-separated",
     )
     sub.add_argument("topic")
-    sub.add_argument("-p", "--partition", type=_non_negative, metavar="N")
+    sub.add_argument("-p", "--partition", type=_non_negative, metavar="N", help="only partition N")
     start = sub.add_mutually_exclusive_group()
     start.add_argument(
         "-o", "--offset", type=_non_negative, metavar="N", help="start at offset N (one partition)"
@@ -952,10 +954,10 @@ def _build_parser() -> _Parser:
         "dump",
         _cmd_dump,
         "Show the batches (and records) of segment files",
-        "TARGET is a segment data file (.../00000000000000000000.log), a partition or topic\n"
-        "directory (any argument containing '/'), or a topic name of the store. Shows each\n"
-        "batch's position, offsets, size, CRC and whether it matches, and producer id,\n"
-        "epoch and sequence. Exits 1 if a segment has a problem.",
+        "SEGMENT_OR_TOPIC is a segment data file (.../00000000000000000000.log), a\n"
+        "partition or topic directory (any argument containing '/'), or a topic name of\n"
+        "the store. Shows each batch's position, offsets, size, CRC and whether it\n"
+        "matches, and producer id, epoch and sequence. Exits 1 if a segment has a problem.",
     )
     sub.add_argument("target", metavar="SEGMENT_OR_TOPIC")
     sub.add_argument("-p", "--partition", type=_non_negative, metavar="N", help="only partition N")

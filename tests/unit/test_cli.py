@@ -154,8 +154,9 @@ def test_create_describe_delete(tmp_path: Path) -> None:
     store = tmp_path / "new" / "store"
     proc = tidelog_cli("create", "events", "--partitions", "4", "--dir", store)
     assert proc.returncode == 0, proc.stderr
-    assert "created topic 'events' (4 partitions)" in proc.stdout
-    assert tidelog_cli("create", "events", "-p", "4", "--exist-ok", "-d", store).returncode == 0
+    assert proc.stdout == f"topic 'events' created (4 partitions) in {store}\n"
+    proc = tidelog_cli("create", "events", "-p", "4", "--exist-ok", "-d", store)
+    assert proc.stdout == f"topic 'events' exists (4 partitions) in {store}\n"
     assert_one_line_error(tidelog_cli("create", "events", "-d", store), 1, "already exists")
     assert_one_line_error(
         tidelog_cli("create", "events", "-p", "2", "--exist-ok", "-d", store), 1, "events"
