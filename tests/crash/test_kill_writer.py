@@ -105,10 +105,13 @@ def read_acks(path: Path, round_no: int) -> list[Ack]:
     return acks
 
 
-def verify_store(store_dir: Path, acks: list[Ack], round_no: int) -> int:
+def verify_store(
+    store_dir: Path, acks: list[Ack], round_no: int, segment_bytes: int = 65536
+) -> int:
     """Opens the store (which runs recovery) and checks it against every acknowledgement so
-    far. Returns the number of messages stored."""
-    with tidelog.open(store_dir, segment_bytes=65536, max_message_bytes=4096) as store:
+    far: values are "<round>:<seq>:<i>:<n>:...", record ``i`` of the ``n`` of batch ``seq``
+    appended by the writer of round ``round``. Returns the number of messages stored."""
+    with tidelog.open(store_dir, segment_bytes=segment_bytes, max_message_bytes=4096) as store:
         topic = store.topic("t")
         total = 0
         # (round, seq) -> partition and first offset of the batch, as found in the log.
@@ -184,6 +187,84 @@ def test_sigkilled_writer_loses_no_acknowledged_append(tmp_path: Path) -> None:
         assert total >= len(acks)
     assert killed >= rounds - 2
     assert len(acks) > rounds
+
+
+# Appends to partition 0 of a topic with small segments, so it rolls every ~50 messages.
+ROLL_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    import tidelog
+
+    store_dir, ack_path, writer, go = sys.argv[1:5]
+    store = tidelog.open(store_dir, segment_bytes=8192, max_message_bytes=4096)
+    topic = store.topic("t")
+    ack = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    for seq in range(1500):
+        n = 3 if seq % 3 == 2 else 1
+        values = [b"%s:%d:%d:%d:" % (writer.encode(), seq, i, n) + b"x" * 90 for i in range(n)]
+        p, offset = topic.append_batch(values, partition=0)
+        os.write(ack, b"%d %d %d %d\\n" % (p, offset, seq, n))
+    """
+)
+
+
+def strace_works() -> bool:
+    try:
+        done = subprocess.run(
+            ["strace", "-o", "/dev/null", "true"], capture_output=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(not strace_works(), reason="needs strace with ptrace permission")
+@pytest.mark.parametrize(("trim", "others"), [(1, 0), (1, 2), (2, 2), (3, 2), (4, 2)])
+def test_writer_killed_inside_a_segment_roll(tmp_path: Path, trim: int, others: int) -> None:
+    """strace kills the writer as it enters its ``trim``-th ftruncate: a roll trims the
+    sealed segment's data, offset index and time index files in turn (1-3), and 4 is the
+    next roll. Other writers may be appending meanwhile: they take over the lock (its owner
+    died) and must carry on; then recovery runs on the next open."""
+    store_dir = tmp_path / "store"
+    with tidelog.open(store_dir, segment_bytes=8192, max_message_bytes=4096) as store:
+        store.create_topic("t")
+    script = tmp_path / "writer.py"
+    script.write_text(ROLL_WRITER)
+    go = tmp_path / "go"
+
+    def writer(n: int) -> list[str]:
+        return [sys.executable, str(script), str(store_dir), str(tmp_path / f"acks-{n}"), str(n)]
+
+    inject = f"inject=ftruncate:signal=SIGKILL:when={trim}"
+    strace = ["strace", "-f", "-o", "/dev/null", "-e", "trace=ftruncate", "-e", inject]
+    victim = subprocess.Popen([*strace, *writer(0), str(go)], stderr=subprocess.PIPE)
+    survivors = [
+        subprocess.Popen([*writer(n), str(go)], stderr=subprocess.PIPE)
+        for n in range(1, others + 1)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while not all((tmp_path / f"acks-{n}").exists() for n in range(others + 1)):
+            assert time.monotonic() < deadline, "writers did not start"
+            time.sleep(0.005)
+        go.touch()
+        _, stderr = victim.communicate(timeout=60)
+        # strace dies of the signal it injected.
+        assert victim.returncode == -signal.SIGKILL, stderr.decode()
+        for child in survivors:
+            _, stderr = child.communicate(timeout=60)
+            assert child.returncode == 0, stderr.decode()
+    finally:
+        for child in [victim, *survivors]:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    acks = [a for n in range(others + 1) for a in read_acks(tmp_path / f"acks-{n}", n)]
+    assert sum(a.round > 0 for a in acks) == 1500 * others
+    assert sum(a.round == 0 for a in acks) >= 10, "the victim died before its first roll"
+    verify_store(store_dir, acks, others, segment_bytes=8192)
 
 
 # -- damage on disk -----------------------------------------------------------------------
