@@ -196,3 +196,27 @@ def test_retention_by_age(tmp_path: Path) -> None:
         assert topic.start_offset(0) == remaining[0].offset > 50
         assert [m.value[:1] for m in remaining[-5:]] == [b"n"] * 5
         assert topic.segment_count(0) == 1
+
+
+def test_corruption_names_the_damaged_batch_and_keeps_the_good_ones(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path, segment_bytes=8192) as store:
+        topic = store.create_topic("t")
+        for i in range(4):
+            topic.append_batch([b"%d-%d" % (i, j) * 10 for j in range(5)])  # offsets 5i..5i+4
+        for _ in range(60):
+            topic.append(b"f" * 200)  # roll, so the first batches are in a sealed segment
+        assert topic.segment_count(0) > 1
+    segment = tmp_path / "topics" / "t" / "0" / "00000000000000000000.log"
+    data = bytearray(segment.read_bytes())
+    at = data.index(b"2-3" * 10)  # a value inside the third batch (offsets 10..14)
+    data[at] ^= 0x01
+    segment.write_bytes(bytes(data))
+    with tidelog.open(tmp_path, segment_bytes=8192) as store:
+        topic = store.topic("t")
+        good = topic.read_batch(0, 0)
+        assert good.offsets.tolist() == list(range(10))
+        with pytest.raises(
+            tidelog.CorruptRecordError, match=r"00000000000000000000\.log.*offset 10"
+        ):
+            topic.read_batch(0, good.next_offset)
+        assert topic.read_batch(0, 15, max_messages=5).offsets.tolist() == list(range(15, 20))

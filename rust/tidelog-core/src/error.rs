@@ -75,7 +75,7 @@ pub enum Error {
         what: &'static str,
     },
     /// A configuration value or argument that cannot be used.
-    #[error("invalid configuration: {0}")]
+    #[error("{0}")]
     InvalidConfig(String),
     /// The store or the partition was closed.
     #[error("the store is closed")]

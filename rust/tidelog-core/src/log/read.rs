@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::PartitionLog;
-use crate::format::{BatchView, RecordView};
+use crate::format::{BatchHeader, BatchView, RecordView};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::segment::{FileMap, Segment};
 use crate::{Error, Result};
@@ -77,6 +77,10 @@ impl PartitionLog {
         }
         let view = self.current_view(head)?;
         let first = view.segments.partition_point(|s| s.base <= offset).saturating_sub(1);
+        if first > 0 {
+            // A reader moved on from the previous segment: drop its pages from our RSS.
+            view.segments[first - 1].data.release_all();
+        }
         for seg in &view.segments[first..] {
             self.read_segment(seg, &mut out, max_messages, max_bytes)?;
             if out.count > 0 {
@@ -103,9 +107,21 @@ impl PartitionLog {
         } else {
             0
         };
+        seg.data.release_behind(pos);
         let mut bytes = 0;
         let mut retried_from_start = false;
+        let mut skipped: Option<(usize, u64)> = None;
         while pos < end && out.count < max_messages && bytes < max_bytes {
+            // Batches wholly before the wanted offset are skipped by their header alone: a
+            // damaged batch we do not read must not fail the read.
+            if let Some(h) = seg.data.read(pos, end).and_then(BatchHeader::read) {
+                let fits = h.total_len >= crate::format::BATCH_HEADER_LEN && pos + h.total_len <= end;
+                if fits && h.base_offset >= seg.base && h.next_offset() <= out.next_offset {
+                    skipped = Some((pos, h.next_offset()));
+                    pos += h.total_len;
+                    continue;
+                }
+            }
             let batch = match seg.batch_at(pos, end, true) {
                 Ok(b) => b,
                 // A sealed segment whose trim was lost in a power failure ends in zeros.
@@ -115,9 +131,25 @@ impl PartitionLog {
                 {
                     break
                 }
-                Err(reason) => return Err(seg.corrupt(pos, wanted, reason)),
+                // Hand out the good messages before the damage; the next read reports it.
+                Err(_) if out.count > 0 => break,
+                Err(reason) => {
+                    // Name the damaged batch's own offset when its header is plausible.
+                    let offset = BatchHeader::read(&seg.data.published()[pos..])
+                        .map(|h| h.base_offset)
+                        .filter(|&o| o >= seg.base && o <= wanted + (end - pos) as u64)
+                        .unwrap_or(wanted);
+                    return Err(seg.corrupt(pos, offset, reason));
+                }
             };
             let h = batch.header;
+            if let Some((at, claimed)) = skipped.take() {
+                // The unverified header we skipped by must agree with what follows it.
+                if h.base_offset != claimed {
+                    let reason = seg.batch_at(at, end, true).err().unwrap_or("offsets do not continue");
+                    return Err(seg.corrupt(at, wanted, reason));
+                }
+            }
             if h.base_offset > out.next_offset && out.count == 0 && pos > 0 && !retried_from_start {
                 // The index pointed past the offset: it is damaged. Fall back to a scan.
                 retried_from_start = true;

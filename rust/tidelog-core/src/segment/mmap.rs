@@ -31,7 +31,13 @@ pub struct FileMap {
     readable: AtomicUsize,
     /// How far this process has pre-faulted the mapping for writing.
     populated: AtomicUsize,
+    /// Below this position the pages were released by [`FileMap::release_behind`].
+    released_below: AtomicUsize,
 }
+
+/// Granularity of [`FileMap::release_behind`]: pages further than this behind a reader or
+/// writer are unmapped from the process (they stay in the page cache).
+const RELEASE_WINDOW: usize = 4 << 20;
 
 /// Bytes pre-faulted at a time ahead of the writer. The first write to each page of a shared
 /// file mapping traps into the kernel, which allocates and zeroes a page-cache page (about
@@ -59,6 +65,7 @@ impl FileMap {
             len,
             readable: AtomicUsize::new(readable.min(len)),
             populated: AtomicUsize::new(0),
+            released_below: AtomicUsize::new(0),
         })
     }
 
@@ -68,7 +75,13 @@ impl FileMap {
     /// The `mmap` failure.
     pub fn map_readonly(file: &File, len: usize) -> std::io::Result<Self> {
         let raw = (len > 0).then(|| MmapOptions::new().len(len).map_raw_read_only(file)).transpose()?;
-        Ok(FileMap { raw, len, readable: AtomicUsize::new(len), populated: AtomicUsize::new(len) })
+        Ok(FileMap {
+            raw,
+            len,
+            readable: AtomicUsize::new(len),
+            populated: AtomicUsize::new(len),
+            released_below: AtomicUsize::new(0),
+        })
     }
 
     /// Mapped length.
@@ -179,12 +192,39 @@ impl FileMap {
         }
     }
 
+    /// Called with the position a reader starts at or a writer reached: unmaps (from this
+    /// process only) the pages more than a window behind it, so scanning or writing a log
+    /// far larger than memory keeps the process's RSS flat. A read behind the released
+    /// mark (a re-read) lowers the mark so the re-read is released as it advances.
+    pub fn release_behind(&self, pos: usize) {
+        let target = (pos / RELEASE_WINDOW).saturating_sub(1) * RELEASE_WINDOW;
+        let below = self.released_below.load(Ordering::Relaxed);
+        if pos < below {
+            self.released_below.fetch_min(target, Ordering::Relaxed);
+        } else if target >= below + RELEASE_WINDOW
+            && self
+                .released_below
+                .compare_exchange(below, target, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.release_pages(below, target);
+        }
+    }
+
+    /// Unmaps every page of this mapping from the process (see [`Self::release_behind`]).
+    pub fn release_all(&self) {
+        let below = self.released_below.swap(self.len, Ordering::Relaxed);
+        if below < self.len {
+            self.release_pages(below, self.len);
+        }
+    }
+
     /// Tells the kernel this process no longer needs the pages of `start..end` mapped, so
     /// a long scan or a long-lived writer does not keep the whole file resident in its RSS.
     /// The page cache keeps the data; nothing is lost for shared file mappings.
     pub fn release_pages(&self, start: usize, end: usize) {
         let page = 4096;
-        let (start, end) = (start.next_multiple_of(page), end / page * page);
+        let (start, end) = (start.next_multiple_of(page), end.min(self.len) / page * page);
         if let Some(raw) = &self.raw {
             if start < end && end <= self.len {
                 // SAFETY: MADV_DONTNEED on a shared file mapping only drops this process's

@@ -375,6 +375,29 @@ impl Segment {
         self.data.sync_range(start, end).map_err(|e| Error::io("msync", &self.paths.data, e))
     }
 
+    /// Writes `bytes` at `pos` of the active data file with `pwrite`. Like
+    /// [`FileMap::write_region`], only for the append-lock holder and only past the
+    /// published end (the guard is the proof); the bytes reach every mapping of the file
+    /// through the shared page cache.
+    ///
+    /// # Errors
+    /// I/O errors, or a write outside the unpublished part of the segment.
+    pub fn write_at(&self, guard: &crate::shm::WriteGuard<'_>, pos: usize, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let _ = guard;
+        let Some(files) = &self.files else {
+            return Err(Error::InvalidConfig(format!("segment {} is sealed", self.base)));
+        };
+        if pos < self.data.readable() || pos + bytes.len() > self.data.len() {
+            return Err(Error::InvalidConfig(format!(
+                "write of {} bytes at {pos} outside the free part of segment {}",
+                bytes.len(),
+                self.base
+            )));
+        }
+        files.data.write_all_at(bytes, pos as u64).map_err(|e| Error::io("write", &self.paths.data, e))
+    }
+
     /// Trims the files to their contents so the segment can be reopened as sealed.
     ///
     /// # Errors
