@@ -18,6 +18,8 @@ from benches.support import REPO, SCALE, bench_data_root
 
 #: Lines printed in the terminal summary (figures of the benchmarks that ran).
 _SUMMARY: list[str] = []
+#: 1, 5 and 15-minute load averages when the session started.
+_LOADAVG_AT_START: list[float] = []
 
 
 @pytest.fixture(scope="session")
@@ -100,10 +102,15 @@ def _build_info() -> dict[str, Any]:
     return info
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Notes the load average before anything runs."""
+    _LOADAVG_AT_START[:] = os.getloadavg()
+
+
 def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, Any]) -> None:
     """Adds the scale, the load average and the build measured to the JSON's machine_info."""
     machine_info["bench_scale"] = SCALE.name
-    machine_info["loadavg_at_start"] = os.getloadavg()
+    machine_info["loadavg_at_start"] = list(_LOADAVG_AT_START)
     machine_info["tidelog_build"] = _build_info()
 
 
