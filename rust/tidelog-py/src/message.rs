@@ -1,6 +1,6 @@
 //! `Message`, `RecordBatch` and the iterators over them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use numpy::PyArray1;
 use pyo3::exceptions::{PyIndexError, PyStopIteration};
@@ -97,10 +97,13 @@ struct Rec {
     headers: (usize, usize),
 }
 
-/// Records located in mapped batches; shared by `RecordBatch` and the read iterator.
+/// Records located in mapped batches; shared by `RecordBatch` and the read iterator. The
+/// per-record table is built on first use: a zero-copy scan that only asks for
+/// `value_buffer()` never pays for it.
 pub struct Records {
     chunks: Vec<ReadChunk>,
-    recs: Vec<Rec>,
+    count: usize,
+    table: OnceLock<Vec<Rec>>,
 }
 
 fn span(batch_start: usize, batch: &[u8], part: &[u8]) -> (usize, usize) {
@@ -109,23 +112,29 @@ fn span(batch_start: usize, batch: &[u8], part: &[u8]) -> (usize, usize) {
 }
 
 impl Records {
-    /// Indexes every record of a read result.
+    /// Wraps a read result.
     pub fn new(read: ReadResult) -> Self {
-        let mut recs = Vec::with_capacity(read.count);
-        for (i, chunk) in read.chunks.iter().enumerate() {
-            let bytes = chunk.batch().bytes();
-            for r in chunk.records() {
-                recs.push(Rec {
-                    chunk: i as u32,
-                    offset: r.offset,
-                    timestamp: r.timestamp,
-                    value: span(chunk.start, bytes, r.value),
-                    key: r.key.map(|k| span(chunk.start, bytes, k)),
-                    headers: span(chunk.start, bytes, r.headers),
-                });
+        Records { chunks: read.chunks, count: read.count, table: OnceLock::new() }
+    }
+
+    fn recs(&self) -> &[Rec] {
+        self.table.get_or_init(|| {
+            let mut recs = Vec::with_capacity(self.count);
+            for (i, chunk) in self.chunks.iter().enumerate() {
+                let bytes = chunk.batch().bytes();
+                for r in chunk.records() {
+                    recs.push(Rec {
+                        chunk: i as u32,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        value: span(chunk.start, bytes, r.value),
+                        key: r.key.map(|k| span(chunk.start, bytes, k)),
+                        headers: span(chunk.start, bytes, r.headers),
+                    });
+                }
             }
-        }
-        Records { chunks: read.chunks, recs }
+            recs
+        })
     }
 
     fn slice(&self, rec: &Rec, (start, end): (usize, usize)) -> &[u8] {
@@ -134,12 +143,12 @@ impl Records {
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.recs.len()
+        self.count
     }
 
     /// Builds the `Message` for record `i`.
     pub fn message(&self, py: Python<'_>, topic: &Py<PyString>, partition: u32, i: usize) -> Message {
-        let rec = &self.recs[i];
+        let rec = &self.recs()[i];
         Message {
             topic: topic.clone_ref(py),
             partition,
@@ -203,19 +212,19 @@ impl RecordBatch {
 
     /// Every value, copied into a list of `bytes`.
     fn values<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
-        self.records.recs.iter().map(|r| PyBytes::new(py, self.records.slice(r, r.value))).collect()
+        self.records.recs().iter().map(|r| PyBytes::new(py, self.records.slice(r, r.value))).collect()
     }
 
     /// Offsets of the messages, as a numpy int64 array.
     #[getter]
     fn offsets<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        PyArray1::from_iter(py, self.records.recs.iter().map(|r| r.offset as i64))
+        PyArray1::from_iter(py, self.records.recs().iter().map(|r| r.offset as i64))
     }
 
     /// Timestamps of the messages, as a numpy int64 array.
     #[getter]
     fn timestamps<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        PyArray1::from_iter(py, self.records.recs.iter().map(|r| r.timestamp))
+        PyArray1::from_iter(py, self.records.recs().iter().map(|r| r.timestamp))
     }
 
     /// All values as one buffer plus an int64 array of boundaries: value `i` is
@@ -227,35 +236,38 @@ impl RecordBatch {
         &self,
         py: Python<'py>,
     ) -> PyResult<(Bound<'py, PyMemoryView>, Bound<'py, PyArray1<i64>>)> {
-        let recs = &self.records.recs;
-        let mut bounds = Vec::with_capacity(recs.len() + 1);
-        bounds.push(0i64);
-        let mut total = 0i64;
-        for r in recs {
-            total += (r.value.1 - r.value.0) as i64;
-            bounds.push(total);
+        if let [chunk] = self.records.chunks.as_slice() {
+            // One stored batch: its values are contiguous in the mapped segment.
+            let batch = chunk.batch();
+            let mut at = chunk.start + batch.values_range().start;
+            at += (0..chunk.skip).map(|i| batch.value_len(i) as usize).sum::<usize>();
+            let mut bounds = Vec::with_capacity(chunk.count + 1);
+            let mut total = 0usize;
+            bounds.push(0i64);
+            for i in chunk.skip..chunk.skip + chunk.count {
+                total += batch.value_len(i) as usize;
+                bounds.push(total as i64);
+            }
+            let view = ValueBuffer::new(chunk.map.clone(), at, at + total)
+                .expect("values lie in the validated chunk");
+            let buffer = PyMemoryView::from(&Bound::new(py, view)?.into_any())?;
+            return Ok((buffer, PyArray1::from_vec(py, bounds)));
         }
+        let recs = self.records.recs();
+        let mut bounds = Vec::with_capacity(recs.len() + 1);
+        let mut joined = Vec::new();
+        bounds.push(0i64);
+        for r in recs {
+            joined.extend_from_slice(self.records.slice(r, r.value));
+            bounds.push(joined.len() as i64);
+        }
+        let buffer = PyMemoryView::from(&PyBytes::new(py, &joined).into_any())?;
         let bounds = PyArray1::from_vec(py, bounds);
-        let buffer = match (recs.first(), recs.last(), self.records.chunks.len()) {
-            (Some(first), Some(last), 1) => {
-                let chunk = &self.records.chunks[0];
-                let view = ValueBuffer::new(chunk.map.clone(), first.value.0, last.value.1)
-                    .expect("values lie in the validated chunk");
-                PyMemoryView::from(&Bound::new(py, view)?.into_any())?
-            }
-            _ => {
-                let mut joined = Vec::with_capacity(total as usize);
-                for r in recs {
-                    joined.extend_from_slice(self.records.slice(r, r.value));
-                }
-                PyMemoryView::from(&PyBytes::new(py, &joined).into_any())?
-            }
-        };
         Ok((buffer, bounds))
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let first = self.records.recs.first().map_or(self.next_offset, |r| r.offset);
+        let first = self.records.recs().first().map_or(self.next_offset, |r| r.offset);
         format!(
             "RecordBatch(topic={:?}, partition={}, offsets={}..{}, messages={})",
             self.topic.bind(py).to_string(),

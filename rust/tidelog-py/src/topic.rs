@@ -190,8 +190,13 @@ impl PyTopic {
                 let owned: Vec<PyBackedBytes> = list
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| {
-                        expect_bytes(&v, &format!("values[{i}]")).map(|b| PyBackedBytes::from(b.clone()))
+                    .map(|(i, v)| match v.cast::<PyBytes>() {
+                        Ok(b) => Ok(PyBackedBytes::from(b.clone())),
+                        // The argument name is formatted only on the error path.
+                        Err(_) => Err(PyTypeError::new_err(format!(
+                            "values[{i}] must be bytes, got {}",
+                            type_name(&v)
+                        ))),
                     })
                     .collect::<PyResult<_>>()?;
                 run_detached(py, || append(&owned.iter().map(|b| &b[..]).collect::<Vec<_>>()))?

@@ -292,6 +292,11 @@ impl<'a> BatchView<'a> {
         start..start + self.header.values_len as usize
     }
 
+    /// Length of record `i`'s value (`i < record_count`, checked by `parse`).
+    pub fn value_len(&self, i: usize) -> u32 {
+        read_u32(self.bytes, BATCH_HEADER_LEN + i * RECORD_ENTRY_LEN + 12)
+    }
+
     fn entries_end(&self) -> usize {
         BATCH_HEADER_LEN + self.header.record_count as usize * RECORD_ENTRY_LEN
     }

@@ -157,9 +157,18 @@ impl PartitionLog {
                 continue;
             }
             if h.next_offset() > out.next_offset {
-                let skip = batch.records().take_while(|r| r.offset < out.next_offset).count();
+                let dense = h.last_offset_delta as usize + 1 == h.record_count as usize;
+                let skip = if dense {
+                    out.next_offset.saturating_sub(h.base_offset) as usize
+                } else {
+                    batch.records().take_while(|r| r.offset < out.next_offset).count()
+                };
                 let count = (h.record_count as usize - skip).min(max_messages - out.count);
-                let last = batch.records().nth(skip + count - 1).map_or(h.next_offset(), |r| r.offset + 1);
+                let last = if dense {
+                    h.base_offset + (skip + count) as u64
+                } else {
+                    batch.records().nth(skip + count - 1).map_or(h.next_offset(), |r| r.offset + 1)
+                };
                 out.chunks.push(ReadChunk {
                     map: seg.data.clone(),
                     start: pos,
