@@ -18,12 +18,14 @@ use std::thread::JoinHandle;
 
 use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
+use crate::shm::doorbell::Doorbell;
 use crate::{Error, Result};
 
 const MARKER: &str = "tidelog.store";
 const MARKER_TEXT: &str = "tidelog store\nformat 1\n";
 const TOPICS: &str = "topics";
 const TOPIC_META: &str = "topic.meta";
+const DOORBELL: &str = "doorbell";
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
@@ -31,6 +33,7 @@ pub const MAX_PARTITIONS: u32 = 10_000;
 pub struct Topic {
     name: String,
     partitions: Vec<PartitionLog>,
+    doorbell: Arc<Doorbell>,
     next_partition: AtomicU32,
     closed: Arc<AtomicBool>,
     deleted: AtomicBool,
@@ -83,6 +86,17 @@ impl Topic {
             (None, None) => self.next_partition.fetch_add(1, Ordering::Relaxed) % self.partition_count(),
         };
         self.partition(p)
+    }
+
+    /// A ticket for [`Self::wait`]: take it before looking for new messages.
+    pub fn ticket(&self) -> u32 {
+        self.doorbell.ticket()
+    }
+
+    /// Sleeps until any partition of the topic is appended to (by any process) after
+    /// `ticket` was taken, or `timeout` passes. Returns whether something was appended.
+    pub fn wait(&self, ticket: u32, timeout: Option<std::time::Duration>) -> bool {
+        self.doorbell.wait(ticket, timeout)
     }
 
     /// All partitions.
@@ -319,12 +333,17 @@ impl Store {
                 offset: 0,
                 reason: format!("unreadable topic metadata {meta:?}"),
             })?;
+        let doorbell = Arc::new(Doorbell::open(&dir.join(DOORBELL))?);
         let partitions = (0..count)
             .map(|p| PartitionLog::open(&dir.join(p.to_string()), name, p, self.shared.config.clone()))
             .collect::<Result<Vec<_>>>()?;
+        for p in &partitions {
+            p.attach_doorbell(doorbell.clone());
+        }
         let topic = Arc::new(Topic {
             name: name.to_owned(),
             partitions,
+            doorbell,
             next_partition: AtomicU32::new(0),
             closed: self.shared.closed.clone(),
             deleted: AtomicBool::new(false),

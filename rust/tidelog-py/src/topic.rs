@@ -307,6 +307,27 @@ impl PyTopic {
         run_detached(py, || log.offset_for_timestamp(timestamp_ms))
     }
 
+    /// A ticket for `wait()`: take it before looking for new messages.
+    fn ticket(&self) -> u32 {
+        self.inner.ticket()
+    }
+
+    /// Sleeps (without the GIL, without spinning) until any process appends to any
+    /// partition of this topic after `ticket` was taken, or `timeout` seconds pass.
+    /// Returns whether something was appended; may return early, so re-check.
+    #[pyo3(signature = (ticket, timeout=None))]
+    fn wait(&self, py: Python<'_>, ticket: u32, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = timeout
+            .map(|s| {
+                std::time::Duration::try_from_secs_f64(s).map_err(|_| {
+                    InvalidConfigError::new_err(format!("timeout must be >= 0 seconds, got {s}"))
+                })
+            })
+            .transpose()?;
+        let topic = self.inner.clone();
+        Ok(py.detach(move || topic.wait(ticket, timeout)))
+    }
+
     /// Bytes of stored batches in `partition`.
     fn size_bytes(&self, py: Python<'_>, partition: i64) -> PyResult<u64> {
         let log = self.log(partition)?;

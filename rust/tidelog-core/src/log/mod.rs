@@ -75,6 +75,8 @@ pub struct PartitionLog {
     view: RwLock<View>,
     /// Set by appends, cleared by [`Self::sync`]: what the interval syncer looks at.
     dirty: AtomicBool,
+    /// Rung after every append so sleeping consumers (in any process) wake up.
+    doorbell: std::sync::OnceLock<Arc<crate::shm::doorbell::Doorbell>>,
 }
 
 /// Milliseconds since the Unix epoch, at the kernel tick's resolution (a few ms) but
@@ -116,6 +118,7 @@ impl PartitionLog {
             control,
             view: RwLock::new(View { generation: u64::MAX, segments: Vec::new() }),
             dirty: AtomicBool::new(false),
+            doorbell: std::sync::OnceLock::new(),
         };
         {
             let mut guard = log.control.lock()?;
@@ -130,6 +133,11 @@ impl PartitionLog {
         }
         drop(dir_handle);
         Ok(log)
+    }
+
+    /// Rings `doorbell` after every append from now on (the topic's shared doorbell).
+    pub fn attach_doorbell(&self, doorbell: Arc<crate::shm::doorbell::Doorbell>) {
+        let _ = self.doorbell.set(doorbell);
     }
 
     /// The topic this partition belongs to.
@@ -227,6 +235,9 @@ impl PartitionLog {
         };
         let (appended, synced_range) = self.append_locked(&mut guard, records, meta, size)?;
         drop(guard);
+        if let Some(bell) = self.doorbell.get() {
+            bell.ring();
+        }
         if let Some((segment, start, end)) = synced_range {
             segment.sync_data(start, end)?;
         } else if !self.dirty.load(Ordering::Relaxed) {

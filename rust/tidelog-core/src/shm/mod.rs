@@ -23,6 +23,8 @@
 
 #![allow(unsafe_code)]
 
+pub mod doorbell;
+
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
