@@ -434,13 +434,24 @@ def test_bit_flip_in_a_sealed_segment_is_reported_and_contained(tmp_path: Path) 
         assert f"offset {bad.base_offset}" in str(err.value)
         # Iterating over it raises too, after yielding everything before it.
         seen = []
-        with pytest.raises(tidelog.CorruptRecordError):
+        with pytest.raises(tidelog.CorruptRecordError) as err:
             for m in topic.read(0):
                 seen.append(m.value)
-        assert seen[:damaged_seg] == [value_of(i) for i in range(damaged_seg)]
-        # Messages before the damage in the same segment are readable.
-        before = topic.read_batch(0, damaged_seg, max_messages=bad.base_offset - damaged_seg)
+        assert seen == [value_of(i) for i in range(bad.base_offset)]
+        assert f"offset {bad.base_offset}" in str(err.value)
+        # A read from before the damage hands out the good messages first, then names the
+        # damaged batch (not the offset the read started at).
+        before = topic.read_batch(0, damaged_seg)
         assert before.values() == [value_of(i) for i in range(damaged_seg, bad.base_offset)]
+        with pytest.raises(tidelog.CorruptRecordError) as err:
+            topic.read_batch(0, before.next_offset)
+        assert f"offset {bad.base_offset}" in str(err.value)
+        # The intact batches after the damaged one in the same segment stay readable.
+        after = bad.base_offset + bad.count
+        next_seg = bases[2]
+        assert [m.value for m in topic.read(0, after)][: next_seg - after] == [
+            value_of(i) for i in range(after, next_seg)
+        ]
         # Every other segment stays readable, by offset and by time.
         for b in [bases[0], *bases[2:]]:
             batch = topic.read_batch(0, b)
