@@ -13,6 +13,7 @@ consumers, absorb traffic spikes, and replay history by offset::
 """
 
 from tidelog._core import Message, Producer, RecordBatch, RingBuffer, Topic, __version__
+from tidelog.consumer import Consumer
 from tidelog.errors import (
     BackpressureError,
     CorruptRecordError,
@@ -33,6 +34,7 @@ from tidelog.store import FsyncPolicy, OnFull, Store, open
 
 __all__ = [
     "BackpressureError",
+    "Consumer",
     "CorruptRecordError",
     "FsyncPolicy",
     "InvalidConfigError",

@@ -35,6 +35,7 @@ __all__ = [
     "ValueBuffer",
     "__version__",
     "inspect_segment",
+    "partition_for_key",
     "segment_files",
 ]
 
@@ -230,3 +231,4 @@ class Store:
 
 def inspect_segment(path: str | os.PathLike[str], *, records: bool = False) -> dict[str, Any]: ...
 def segment_files(partition_dir: str | os.PathLike[str]) -> list[pathlib.Path]: ...
+def partition_for_key(key: bytes, partitions: int) -> int: ...

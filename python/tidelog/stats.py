@@ -7,18 +7,22 @@ compared or serialised as JSON with its integer partition keys turned into strin
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from tidelog._core import TopicNotFoundError
 
 if TYPE_CHECKING:
     from tidelog._core import Topic
+    from tidelog.offsets import OffsetStore
     from tidelog.store import Store
 
 __all__ = [
+    "GroupInfo",
     "PartitionStats",
     "StoreStats",
     "TopicStats",
+    "group_overview",
     "partition_stats",
     "store_stats",
     "topic_stats",
@@ -119,3 +123,41 @@ def store_stats(store: Store) -> StoreStats:
             continue  # deleted by another process since topics() listed it
     # Consumer groups and producers do not exist yet; their snapshots go in these keys.
     return {"path": store.path, "topics": topics, "groups": {}, "producers": {}}
+
+
+class GroupInfo(TypedDict):
+    """One consumer group on one topic."""
+
+    generation: int
+    members: dict[str, list[int]]
+    committed: dict[int, int]
+    lag: dict[int, int]
+
+
+def group_overview(store: Store, offsets: OffsetStore) -> dict[str, dict[str, GroupInfo]]:
+    """Members, committed offsets and lag of every consumer group of ``store``."""
+    from tidelog.groups import list_groups, read_state
+
+    now_ms = int(time.time() * 1000)
+    found: dict[str, dict[str, GroupInfo]] = {}
+    keys = {(topic, group) for (group, topic) in offsets.groups()}
+    keys.update(list_groups(store.path))
+    for topic_name, group in sorted(keys):
+        try:
+            topic = store.topic(topic_name)
+        except TopicNotFoundError:
+            continue
+        state = read_state(store.path, topic_name, group)
+        live = {m for m, info in state.members.items() if info["expires_ms"] > now_ms}
+        committed = {p: c.offset for p, c in offsets.committed(group, topic_name).items()}
+        lag = {
+            p: topic.end_offset(p) - committed.get(p, topic.start_offset(p))
+            for p in range(topic.partitions)
+        }
+        found.setdefault(group, {})[topic_name] = GroupInfo(
+            generation=state.generation,
+            members={m: ps for m, ps in state.assignment.items() if m in live},
+            committed=committed,
+            lag=lag,
+        )
+    return found

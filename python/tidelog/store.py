@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
 from tidelog._core import Producer, Topic
+from tidelog.consumer import Consumer, Delivery, Start
+from tidelog.offsets import OffsetStore
+from tidelog.stats import GroupInfo, group_overview
 
 if TYPE_CHECKING:
     from tidelog.stats import StoreStats
@@ -58,6 +62,8 @@ class Store:
         )
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
+        self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
+        self._offsets: OffsetStore | None = None
 
     @property
     def path(self) -> str:
@@ -105,9 +111,15 @@ class Store:
         _check_type(name, str, "name")
         return self._core.topic(name)
 
-    def topics(self) -> list[str]:
-        """Returns the names of all topics, sorted."""
-        return self._core.topics()
+    def topics(self, *, internal: bool = False) -> list[str]:
+        """Returns the names of all topics, sorted.
+
+        Args:
+            internal: Also list tidelog's own topics (names starting with ``__``, such as
+                ``__consumer_offsets``).
+        """
+        names = self._core.topics()
+        return names if internal else [n for n in names if not n.startswith("__")]
 
     def delete_topic(self, name: str) -> None:
         """Deletes a topic and all its messages.
@@ -197,6 +209,73 @@ class Store:
         self._producers.add(producer)
         return producer
 
+    def _offset_store(self) -> OffsetStore:
+        if self._offsets is None:
+            self._offsets = OffsetStore(self._core)
+        return self._offsets
+
+    def consumer(
+        self,
+        topic: str,
+        *,
+        group: str,
+        delivery: Delivery = "at-least-once",
+        start: Start = "earliest",
+        max_poll_messages: int = 500,
+        lease_seconds: float = 3.0,
+        on_assign: Callable[[list[int]], None] | None = None,
+        on_revoke: Callable[[list[int]], None] | None = None,
+    ) -> Consumer:
+        """Joins consumer group ``group`` on ``topic`` and returns the member.
+
+        Members of one group, in any threads or processes, split the topic's partitions:
+        each partition is owned by exactly one live member. A member that closes leaves at
+        once; one that stops heartbeating (it dies, or does not poll for ``lease_seconds``)
+        loses its partitions to the others. Committed offsets are durable (an internal log
+        topic) and shared by the whole group.
+
+        Args:
+            topic: The topic to consume.
+            group: The group's name.
+            delivery: ``"at-least-once"`` commits a message's offset once the application
+                moved past it (the next ``poll``, the next iteration, or ``close``), or on
+                ``commit()``; ``"at-most-once"`` commits before handing messages out.
+            start: Where a partition with no committed offset starts: ``"earliest"`` or
+                ``"latest"``.
+            max_poll_messages: Most messages one ``poll`` (or one fetch while iterating)
+                hands out: a slow consumer bounds its in-flight work with it.
+            lease_seconds: How long a silent member keeps its partitions.
+            on_assign: Called with the partitions this member gains.
+            on_revoke: Called with the partitions this member loses.
+
+        Returns:
+            The consumer, also a context manager and an iterator of messages.
+        """
+        _check_type(topic, str, "topic")
+        consumer = Consumer(
+            self,
+            self._offset_store(),
+            topic,
+            group,
+            delivery=delivery,
+            start=start,
+            max_poll_messages=max_poll_messages,
+            lease_seconds=lease_seconds,
+            on_assign=on_assign,
+            on_revoke=on_revoke,
+        )
+        self._consumers.add(consumer)
+        return consumer
+
+    def groups(self) -> dict[str, dict[str, GroupInfo]]:
+        """Every consumer group: per topic, its members, committed offsets and lag.
+
+        Returns:
+            ``{group: {topic: {"generation", "members": {member: [partitions]},
+            "committed": {partition: offset}, "lag": {partition: messages}}}}``.
+        """
+        return group_overview(self, self._offset_store())
+
     def sync(self) -> None:
         """Forces every message appended so far to disk (fdatasync)."""
         self._core.sync()
@@ -208,10 +287,11 @@ class Store:
         this store raise :class:`StoreClosedError` afterwards.
         """
         errors: list[BaseException] = []
-        for producer in list(self._producers):
+        members: list[Consumer | Producer] = [*self._consumers, *self._producers]
+        for member in members:
             try:
-                producer.close()
-            except Exception as exc:  # close every producer before reporting
+                member.close()
+            except Exception as exc:  # close every consumer and producer before reporting
                 errors.append(exc)
         self._core.close()
         if errors:

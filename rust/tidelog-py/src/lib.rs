@@ -13,6 +13,15 @@ mod view;
 
 use pyo3::prelude::*;
 
+/// The partition Kafka's default partitioner (and `Topic.append`) picks for `key`.
+#[pyfunction]
+fn partition_for_key(key: &[u8], partitions: u32) -> PyResult<u32> {
+    if partitions == 0 {
+        return Err(errors::InvalidConfigError::new_err("partitions must be positive"));
+    }
+    Ok(tidelog_core::partitioner::partition_for_key(key, partitions))
+}
+
 /// The native core of tidelog.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -28,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<view::ValueBuffer>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
+    m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

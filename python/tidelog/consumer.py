@@ -1,0 +1,348 @@
+"""Consumers: members of a consumer group that split a topic's partitions and commit offsets.
+
+See :meth:`tidelog.Store.consumer`. A consumer blocks for new messages on the topic's
+doorbell (a futex every append rings, in any process), so waiting costs no CPU and wakes
+within microseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from tidelog import _core
+from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, RebalanceError
+from tidelog.groups import Membership
+from tidelog.offsets import Committed, OffsetStore
+
+if TYPE_CHECKING:
+    from tidelog.store import Store
+
+__all__ = ["Consumer", "Delivery", "Start"]
+
+Delivery = Literal["at-most-once", "at-least-once", "exactly-once"]
+Start = Literal["earliest", "latest"]
+PartitionCallback = Callable[[list[int]], None]
+
+
+class Consumer:
+    """A member of a consumer group on one topic. Create it with :meth:`Store.consumer`.
+
+    Iterate it (``for msg in consumer``) to block for messages, or call :meth:`poll`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        offsets: OffsetStore,
+        topic: str,
+        group: str,
+        *,
+        delivery: Delivery = "at-least-once",
+        start: Start = "earliest",
+        max_poll_messages: int = 500,
+        lease_seconds: float = 3.0,
+        on_assign: PartitionCallback | None = None,
+        on_revoke: PartitionCallback | None = None,
+    ) -> None:
+        """Joins ``group`` on ``topic``; see :meth:`tidelog.Store.consumer`."""
+        if delivery not in ("at-most-once", "at-least-once"):
+            raise InvalidConfigError(
+                f"delivery must be 'at-most-once' or 'at-least-once', got {delivery!r}"
+                + (
+                    " (exactly-once needs transactions, not available yet)"
+                    if delivery == "exactly-once"
+                    else ""
+                )
+            )
+        if start not in ("earliest", "latest"):
+            raise InvalidConfigError(f"start must be 'earliest' or 'latest', got {start!r}")
+        if not isinstance(group, str) or not group:
+            raise TypeError("group must be a non-empty str")
+        if not isinstance(max_poll_messages, int) or max_poll_messages < 1:
+            raise InvalidConfigError(f"max_poll_messages must be >= 1, got {max_poll_messages}")
+        if not lease_seconds > 0:
+            raise InvalidConfigError(f"lease_seconds must be positive, got {lease_seconds}")
+        self._topic = store.topic(topic)
+        self._offsets = offsets
+        self.topic, self.group = topic, group
+        self.delivery: Delivery = delivery
+        self._start: Start = start
+        self.max_poll_messages = max_poll_messages
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._positions: dict[int, int] = {}
+        self._delivered: dict[int, int] = {}
+        self._paused: set[int] = set()
+        self._buffer: deque[Message] = deque()
+        self._next_partition = 0
+        self._closed = False
+        self._membership = Membership(
+            store.path,
+            topic,
+            group,
+            self._topic.partitions,
+            lease_seconds,
+            durable=store.fsync != "never",
+        )
+        self._membership.join()
+        self._adopt([])
+
+    # -- group membership ---------------------------------------------------------------
+
+    def _adopt(self, previous: list[int]) -> None:
+        """Takes the membership's current assignment, initialising new positions."""
+        now = self._membership.assignment
+        revoked = [p for p in previous if p not in now]
+        added = [p for p in now if p not in previous]
+        for p in revoked:
+            self._positions.pop(p, None)
+            self._delivered.pop(p, None)
+            self._paused.discard(p)
+        if revoked:
+            self._buffer = deque(m for m in self._buffer if m.partition not in revoked)
+            if self._on_revoke:
+                self._on_revoke(revoked)
+        committed = self._offsets.committed(self.group, self.topic) if added else {}
+        for p in added:
+            start, end = self._topic.start_offset(p), self._topic.end_offset(p)
+            if p in committed:
+                self._positions[p] = min(max(committed[p].offset, start), end)
+            else:
+                self._positions[p] = start if self._start == "earliest" else end
+        if added and self._on_assign:
+            self._on_assign(added)
+
+    def _sync(self) -> None:
+        previous = list(self._membership.assignment)
+        if self._membership.heartbeat():
+            self._adopt(previous)
+
+    def _owns_current(self, partitions: list[int] | set[int] | dict[int, int]) -> bool:
+        return self._membership.current_generation() == self._membership.generation and all(
+            p in self._positions for p in partitions
+        )
+
+    # -- fetching -------------------------------------------------------------------------
+
+    def _fetch(self, limit: int) -> list[Message]:
+        out: list[Message] = []
+        assigned = [p for p in sorted(self._positions) if p not in self._paused]
+        for i in range(len(assigned)):
+            p = assigned[(self._next_partition + i) % len(assigned)]
+            try:
+                batch = self._topic.read_batch(p, self._positions[p], max_messages=limit - len(out))
+            except OffsetOutOfRangeError:
+                # Retention removed what we were about to read: continue from the start.
+                self._positions[p] = self._topic.start_offset(p)
+                continue
+            if len(batch):
+                out.extend(batch)
+                self._positions[p] = batch.next_offset
+            if len(out) >= limit:
+                break
+        self._next_partition += 1
+        return out
+
+    def poll(self, max_messages: int | None = None, timeout: float = 1.0) -> list[Message]:
+        """Returns up to ``max_messages`` messages from this member's partitions.
+
+        Waits up to ``timeout`` seconds for messages to arrive (from any process), returning
+        ``[]`` if none did. With ``at-least-once`` delivery, calling ``poll`` again commits
+        what the previous call returned; with ``at-most-once`` the offsets are committed
+        before the messages are returned.
+        """
+        self._check_open()
+        if self._buffer:
+            return self._take_buffered(max_messages or self.max_poll_messages)
+        limit = min(max_messages or self.max_poll_messages, self.max_poll_messages)
+        self._commit_delivered()
+        self._sync()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            ticket = self._topic.ticket()
+            messages = self._fetch(limit)
+            if messages:
+                return self._hand_out(messages)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._topic.wait(ticket, min(remaining, self._membership.heartbeat_interval()))
+            self._sync()
+
+    def _take_buffered(self, limit: int) -> list[Message]:
+        out = [self._buffer.popleft() for _ in range(min(limit, len(self._buffer)))]
+        return out
+
+    def _hand_out(self, messages: list[Message]) -> list[Message]:
+        moved = {m.partition: m.offset + 1 for m in messages}
+        if self.delivery == "at-most-once":
+            if not self._owns_current(moved):
+                self._sync()  # a rebalance happened: these may belong to someone else now
+                return []
+            self._commit_now({p: Committed(o) for p, o in moved.items()})
+        else:
+            self._delivered.update(moved)
+        return messages
+
+    def __iter__(self) -> Iterator[Message]:
+        return self
+
+    def __next__(self) -> Message:
+        while not self._buffer:
+            self._check_open()
+            self._buffer.extend(
+                self.poll(self.max_poll_messages, self._membership.heartbeat_interval())
+            )
+        return self._buffer.popleft()
+
+    # -- offsets --------------------------------------------------------------------------
+
+    def _commit_now(self, offsets: dict[int, Committed]) -> None:
+        self._offsets.commit(self.group, self.topic, offsets, self._membership.generation)
+
+    def _commit_delivered(self) -> None:
+        """At-least-once: the application moved past what was delivered; commit it."""
+        if not self._delivered:
+            return
+        owned = {p: o for p, o in self._delivered.items() if p in self._positions}
+        if owned and self._owns_current(owned):
+            self._commit_now({p: Committed(o) for p, o in owned.items()})
+        self._delivered.clear()
+
+    def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
+        """Commits offsets durably (and atomically across partitions).
+
+        Args:
+            offsets: The next offset to read, per partition. By default, everything
+                delivered so far.
+            metadata: Optional text stored with the commit.
+
+        Raises:
+            RebalanceError: The group rebalanced since this member last polled, or a
+                partition is not assigned to it. Nothing is committed.
+        """
+        self._check_open()
+        if offsets is None:
+            offsets = dict(self._delivered)
+        if not self._owns_current(offsets):
+            raise RebalanceError(
+                f"group {self.group!r} rebalanced (generation {self._membership.generation} is "
+                f"stale) or partitions {sorted(set(offsets) - set(self._positions))} are not "
+                "assigned to this member; poll() to get the new assignment"
+            )
+        for p, o in offsets.items():
+            if not isinstance(o, int) or o < 0:
+                raise InvalidConfigError(f"offset for partition {p} must be an int >= 0, got {o!r}")
+        self._commit_now({p: Committed(o, metadata) for p, o in offsets.items()})
+        for p in offsets:
+            self._delivered.pop(p, None)
+
+    def committed(self) -> dict[int, int]:
+        """The group's committed offsets for this topic, per partition."""
+        return {p: c.offset for p, c in self._offsets.committed(self.group, self.topic).items()}
+
+    def lag(self) -> dict[int, int]:
+        """Messages behind the end of each assigned partition.
+
+        Counted from the committed offset, or from the start position when nothing is
+        committed yet.
+        """
+        committed = self.committed()
+        return {
+            p: self._topic.end_offset(p) - committed.get(p, self._initial(p))
+            for p in sorted(self._positions)
+        }
+
+    def _initial(self, p: int) -> int:
+        return self._topic.start_offset(p) if self._start == "earliest" else self._positions[p]
+
+    # -- positions --------------------------------------------------------------------------
+
+    def assignment(self) -> list[int]:
+        """Partitions this member owns."""
+        return sorted(self._positions)
+
+    def position(self, partition: int) -> int:
+        """The next offset ``poll`` will return from ``partition``."""
+        self._require_assigned(partition)
+        return self._positions[partition]
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Makes ``poll`` continue at ``offset`` of ``partition``."""
+        self._require_assigned(partition)
+        start, end = self._topic.start_offset(partition), self._topic.end_offset(partition)
+        if not start <= offset <= end:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} out of range for {self.topic!r} partition {partition}: "
+                f"the log starts at offset {start} and the next offset is {end}"
+            )
+        self._positions[partition] = offset
+        self._buffer = deque(m for m in self._buffer if m.partition != partition)
+
+    def seek_to_timestamp(self, timestamp_ms: int) -> None:
+        """Moves every assigned partition to its first message at or after ``timestamp_ms``."""
+        for p in self.assignment():
+            offset = self._topic.offset_for_timestamp(p, timestamp_ms)
+            self.seek(p, self._topic.end_offset(p) if offset is None else offset)
+
+    def pause(self, partition: int) -> None:
+        """Stops fetching from ``partition`` (it stays assigned) until :meth:`resume`."""
+        self._require_assigned(partition)
+        self._paused.add(partition)
+
+    def resume(self, partition: int) -> None:
+        """Fetches from ``partition`` again."""
+        self._require_assigned(partition)
+        self._paused.discard(partition)
+
+    def paused(self) -> list[int]:
+        """Paused partitions."""
+        return sorted(self._paused)
+
+    def _require_assigned(self, partition: int) -> None:
+        if partition not in self._positions:
+            raise RebalanceError(
+                f"partition {partition} of {self.topic!r} is not assigned to this member "
+                f"(it owns {self.assignment()})"
+            )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _core.StoreClosedError(f"consumer of group {self.group!r} is closed")
+
+    def close(self) -> None:
+        """Commits what was delivered (at-least-once), leaves the group; idempotent."""
+        if self._closed:
+            return
+        try:
+            self._commit_delivered()
+        finally:
+            self._closed = True
+            self._membership.leave()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<tidelog.Consumer topic={self.topic!r} group={self.group!r} "
+            f"assignment={self.assignment()} delivery={self.delivery!r}>"
+        )

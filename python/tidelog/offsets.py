@@ -1,0 +1,119 @@
+"""Durable consumer-group offsets, kept the way Kafka keeps them: in an internal log.
+
+Every commit is ONE record appended to the internal topic ``__consumer_offsets`` (in the
+partition chosen by the group's name), holding all the partitions it commits. A record is
+written atomically by the storage engine, so a commit is never half-applied; with
+``fsync="always"`` it is on disk when ``commit`` returns. The newest record for a
+(group, topic, partition) wins. Readers in any process catch up by reading the records
+appended since they last looked.
+
+Record layout (little-endian): key = ``group NUL topic`` (UTF-8); value = u16 version (1),
+i64 generation, u32 count, then per partition: u32 partition, i64 next offset, u16 metadata
+length, metadata (UTF-8).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+
+from tidelog import _core
+
+__all__ = ["OFFSETS_TOPIC", "Committed", "OffsetStore"]
+
+OFFSETS_TOPIC = "__consumer_offsets"
+_PARTITIONS = 8
+_HEADER = struct.Struct("<HqI")
+_ENTRY = struct.Struct("<IqH")
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A committed position: the next offset to read, and optional metadata."""
+
+    offset: int
+    metadata: str = ""
+
+
+def _encode(generation: int, offsets: dict[int, Committed]) -> bytes:
+    parts = [_HEADER.pack(_VERSION, generation, len(offsets))]
+    for partition, c in sorted(offsets.items()):
+        meta = c.metadata.encode()
+        parts.append(_ENTRY.pack(partition, c.offset, len(meta)))
+        parts.append(meta)
+    return b"".join(parts)
+
+
+def _decode(value: bytes) -> dict[int, Committed]:
+    version, _generation, count = _HEADER.unpack_from(value, 0)
+    if version != _VERSION:
+        raise _core.CorruptRecordError(f"offset commit record of unknown version {version}")
+    at = _HEADER.size
+    out: dict[int, Committed] = {}
+    for _ in range(count):
+        partition, offset, meta_len = _ENTRY.unpack_from(value, at)
+        at += _ENTRY.size
+        out[partition] = Committed(offset, value[at : at + meta_len].decode())
+        at += meta_len
+    return out
+
+
+class OffsetStore:
+    """Commits and looks up group offsets in one store; safe to share between threads."""
+
+    def __init__(self, core: _core.Store) -> None:
+        """Opens (creating if needed) the internal offsets topic of ``core``."""
+        self._topic = core.create_topic(OFFSETS_TOPIC, _PARTITIONS, exist_ok=True)
+        self._lock = threading.Lock()
+        self._read_upto = [self._topic.start_offset(p) for p in range(_PARTITIONS)]
+        self._cache: dict[tuple[str, str], dict[int, Committed]] = {}
+
+    @staticmethod
+    def _key(group: str, topic: str) -> bytes:
+        return f"{group}\0{topic}".encode()
+
+    def _partition(self, group: str) -> int:
+        # The group's commits stay in one partition, in commit order.
+        return _core.partition_for_key(group.encode(), _PARTITIONS)
+
+    def commit(
+        self, group: str, topic: str, offsets: dict[int, Committed], generation: int = -1
+    ) -> None:
+        """Durably records ``offsets`` (partition -> next offset) for ``group`` on ``topic``."""
+        if not offsets:
+            return
+        key = self._key(group, topic)
+        self._topic.append(_encode(generation, offsets), key=key, partition=self._partition(group))
+        with self._lock:
+            self._cache.setdefault((group, topic), {}).update(offsets)
+
+    def committed(self, group: str, topic: str) -> dict[int, Committed]:
+        """Returns the newest commit of every partition of ``topic`` for ``group``."""
+        partition = self._partition(group)
+        with self._lock:
+            self._catch_up(partition)
+            return dict(self._cache.get((group, topic), {}))
+
+    def groups(self) -> dict[tuple[str, str], dict[int, Committed]]:
+        """Every (group, topic) with its committed offsets."""
+        with self._lock:
+            for p in range(_PARTITIONS):
+                self._catch_up(p)
+            return {k: dict(v) for k, v in self._cache.items()}
+
+    def _catch_up(self, partition: int) -> None:
+        end = self._topic.end_offset(partition)
+        at = max(self._read_upto[partition], self._topic.start_offset(partition))
+        while at < end:
+            batch = self._topic.read_batch(partition, at, max_messages=10_000)
+            if len(batch) == 0:
+                break
+            for msg in batch:
+                if msg.key is None:
+                    continue
+                group, _, topic = msg.key.decode().partition("\0")
+                self._cache.setdefault((group, topic), {}).update(_decode(msg.value))
+            at = batch.next_offset
+        self._read_upto[partition] = at

@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import tidelog
+
+
+def fill(topic: tidelog.Topic, n: int) -> None:
+    for i in range(n):
+        topic.append(b"%d" % i, partition=i % topic.partitions)
+
+
+def test_poll_commit_and_resume(store: tidelog.Store) -> None:
+    topic = store.create_topic("t", partitions=3)
+    fill(topic, 30)
+    with store.consumer("t", group="g") as consumer:
+        assert consumer.assignment() == [0, 1, 2]
+        got = consumer.poll(max_messages=100, timeout=1)
+        assert sorted(int(m.value) for m in got) == list(range(30))
+        assert consumer.committed() == {}  # at-least-once: not until we move past them
+        assert consumer.poll(timeout=0) == []
+        assert consumer.committed() == {0: 10, 1: 10, 2: 10}
+        assert consumer.lag() == {0: 0, 1: 0, 2: 0}
+    fill(topic, 3)
+    with store.consumer("t", group="g") as again:
+        assert sorted(m.offset for m in again.poll(timeout=1)) == [10, 10, 10]
+
+
+def test_close_commits_what_was_delivered(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    fill(topic, 5)
+    with store.consumer("t", group="g") as consumer:
+        assert len(consumer.poll(timeout=1)) == 5
+    with store.consumer("t", group="g") as consumer:
+        assert consumer.committed() == {0: 5}
+        assert consumer.poll(timeout=0) == []
+
+
+def test_at_most_once_commits_before_hand_out(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    fill(topic, 4)
+    consumer = store.consumer("t", group="g", delivery="at-most-once")
+    assert len(consumer.poll(max_messages=3, timeout=1)) == 3
+    assert consumer.committed() == {0: 3}
+
+
+def test_explicit_commit_and_metadata(store: tidelog.Store) -> None:
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    with store.consumer("t", group="g") as consumer:
+        consumer.commit({0: 2, 1: 4}, metadata="checkpoint")
+        assert consumer.committed() == {0: 2, 1: 4}
+        with pytest.raises(tidelog.RebalanceError, match="not"):
+            consumer.commit({5: 1})
+        with pytest.raises(tidelog.InvalidConfigError):
+            consumer.commit({0: -1})
+
+
+def test_two_groups_are_independent(store: tidelog.Store) -> None:
+    topic = store.create_topic("orders", partitions=2)
+    fill(topic, 20)
+    with store.consumer("orders", group="billing") as billing:
+        assert len(billing.poll(max_messages=100, timeout=1)) == 20
+        billing.commit()
+    with store.consumer("orders", group="inventory") as inventory:
+        assert len(inventory.poll(max_messages=100, timeout=1)) == 20
+    assert store.groups()["billing"]["orders"]["committed"] == {0: 10, 1: 10}
+
+
+def test_start_latest_and_seek(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    fill(topic, 10)
+    with store.consumer("t", group="late", start="latest") as consumer:
+        assert consumer.poll(timeout=0) == []
+        consumer.seek(0, 7)
+        assert [m.offset for m in consumer.poll(timeout=1)] == [7, 8, 9]
+        with pytest.raises(tidelog.OffsetOutOfRangeError):
+            consumer.seek(0, 11)
+        with pytest.raises(tidelog.RebalanceError):
+            consumer.seek(3, 0)
+
+
+def test_seek_to_timestamp(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    for ts in (100, 200, 300):
+        topic.append(b"%d" % ts, timestamp_ms=ts)
+    with store.consumer("t", group="g") as consumer:
+        consumer.seek_to_timestamp(150)
+        assert [m.value for m in consumer.poll(timeout=1)] == [b"200", b"300"]
+        consumer.seek_to_timestamp(10_000)
+        assert consumer.poll(timeout=0) == []
+
+
+def test_pause_and_resume(store: tidelog.Store) -> None:
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    with store.consumer("t", group="g") as consumer:
+        consumer.pause(0)
+        assert {m.partition for m in consumer.poll(max_messages=100, timeout=1)} == {1}
+        consumer.resume(0)
+        assert {m.partition for m in consumer.poll(max_messages=100, timeout=1)} == {0}
+
+
+def test_max_poll_messages_bounds_in_flight_work(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    fill(topic, 50)
+    with store.consumer("t", group="g", max_poll_messages=7) as consumer:
+        assert len(consumer.poll(max_messages=100, timeout=1)) == 7
+
+
+def test_iteration_blocks_until_another_thread_appends(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    with store.consumer("t", group="g") as consumer:
+        threading.Timer(0.1, lambda: topic.append(b"late")).start()
+        started = time.perf_counter()
+        message = next(iter(consumer))
+        assert message.value == b"late"
+        assert time.perf_counter() - started < 5
+
+
+def test_members_split_partitions_and_rebalance(store: tidelog.Store) -> None:
+    store.create_topic("t", partitions=4)
+    assigned: list[list[int]] = []
+    revoked: list[list[int]] = []
+    first = store.consumer("t", group="g", on_revoke=revoked.append)
+    assert first.assignment() == [0, 1, 2, 3]
+    second = store.consumer("t", group="g", on_assign=assigned.append)
+    first.poll(timeout=0)  # picks up the rebalance
+    assert sorted(first.assignment() + second.assignment()) == [0, 1, 2, 3]
+    assert len(first.assignment()) == len(second.assignment()) == 2
+    assert revoked and assigned
+    # A commit for a partition the member lost is refused and not applied.
+    lost = revoked[0][0]
+    with pytest.raises(tidelog.RebalanceError):
+        first.commit({lost: 1})
+    assert lost not in second.committed()
+    second.close()
+    first.poll(timeout=0)
+    assert first.assignment() == [0, 1, 2, 3]
+    first.close()
+
+
+def test_stale_generation_commit_is_rejected(store: tidelog.Store) -> None:
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 4)
+    first = store.consumer("t", group="g")
+    first.poll(timeout=0)
+    second = store.consumer("t", group="g")  # rebalances: first's generation is stale
+    with pytest.raises(tidelog.RebalanceError, match="stale"):
+        first.commit({0: 1})
+    assert second.committed() == {}
+    first.close()
+    second.close()
+
+
+def test_dead_member_loses_partitions_after_its_lease(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path) as store:
+        store.create_topic("t", partitions=2)
+        survivor = store.consumer("t", group="g", lease_seconds=0.3)
+        doomed = store.consumer("t", group="g", lease_seconds=0.3)
+        survivor.poll(timeout=0)
+        assert len(survivor.assignment()) == 1
+        doomed._membership._gen_map.close()  # "dies": never heartbeats or leaves
+        doomed._closed = True
+        deadline = time.monotonic() + 5
+        while survivor.assignment() != [0, 1] and time.monotonic() < deadline:
+            survivor.poll(timeout=0.1)
+        assert survivor.assignment() == [0, 1]
+
+
+def test_bad_arguments(store: tidelog.Store) -> None:
+    store.create_topic("t")
+    with pytest.raises(tidelog.InvalidConfigError, match="delivery"):
+        store.consumer("t", group="g", delivery="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(tidelog.InvalidConfigError, match="exactly-once"):
+        store.consumer("t", group="g", delivery="exactly-once")
+    with pytest.raises(tidelog.InvalidConfigError, match="start"):
+        store.consumer("t", group="g", start="middle")  # type: ignore[arg-type]
+    with pytest.raises(tidelog.TopicNotFoundError):
+        store.consumer("missing", group="g")
+    with pytest.raises(TypeError):
+        store.consumer("t", group="")
+
+
+def test_store_close_closes_consumers(tmp_path: Path) -> None:
+    store = tidelog.open(tmp_path)
+    store.create_topic("t")
+    consumer = store.consumer("t", group="g")
+    store.close()
+    assert consumer.closed
+    with pytest.raises(tidelog.StoreClosedError):
+        consumer.poll(timeout=0)
+
+
+def test_internal_topics_are_hidden(store: tidelog.Store) -> None:
+    store.create_topic("t")
+    store.consumer("t", group="g").close()
+    assert store.topics() == ["t"]
+    assert "__consumer_offsets" in store.topics(internal=True)
