@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from tidelog import _core
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, RebalanceError
 from tidelog.groups import Membership
-from tidelog.offsets import Committed, OffsetStore
+from tidelog.offsets import OffsetStore
 
 if TYPE_CHECKING:
     from tidelog.store import Store
@@ -79,6 +79,7 @@ class Consumer:
         self._buffer: deque[Message] = deque()
         self._next_partition = 0
         self._closed = False
+        self._fetched: dict[int, int] = {}
         self._membership = Membership(
             store.path,
             topic,
@@ -128,7 +129,12 @@ class Consumer:
     # -- fetching -------------------------------------------------------------------------
 
     def _fetch(self, limit: int) -> list[Message]:
+        """Reads up to ``limit`` messages round-robin over the unpaused partitions.
+
+        ``self._fetched`` receives the new positions of the partitions read.
+        """
         out: list[Message] = []
+        self._fetched = {}
         assigned = [p for p in sorted(self._positions) if p not in self._paused]
         for i in range(len(assigned)):
             p = assigned[(self._next_partition + i) % len(assigned)]
@@ -140,7 +146,7 @@ class Consumer:
                 continue
             if len(batch):
                 out.extend(batch)
-                self._positions[p] = batch.next_offset
+                self._positions[p] = self._fetched[p] = batch.next_offset
             if len(out) >= limit:
                 break
         self._next_partition += 1
@@ -177,12 +183,12 @@ class Consumer:
         return out
 
     def _hand_out(self, messages: list[Message]) -> list[Message]:
-        moved = {m.partition: m.offset + 1 for m in messages}
+        moved = self._fetched
         if self.delivery == "at-most-once":
             if not self._owns_current(moved):
                 self._sync()  # a rebalance happened: these may belong to someone else now
                 return []
-            self._commit_now({p: Committed(o) for p, o in moved.items()})
+            self._commit_now(moved)
         else:
             self._delivered.update(moved)
         return messages
@@ -200,8 +206,8 @@ class Consumer:
 
     # -- offsets --------------------------------------------------------------------------
 
-    def _commit_now(self, offsets: dict[int, Committed]) -> None:
-        self._offsets.commit(self.group, self.topic, offsets, self._membership.generation)
+    def _commit_now(self, offsets: dict[int, int], metadata: str = "") -> None:
+        self._offsets.commit(self.group, self.topic, offsets, metadata, self._membership.generation)
 
     def _commit_delivered(self) -> None:
         """At-least-once: the application moved past what was delivered; commit it."""
@@ -209,7 +215,7 @@ class Consumer:
             return
         owned = {p: o for p, o in self._delivered.items() if p in self._positions}
         if owned and self._owns_current(owned):
-            self._commit_now({p: Committed(o) for p, o in owned.items()})
+            self._commit_now(owned)
         self._delivered.clear()
 
     def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
@@ -236,7 +242,7 @@ class Consumer:
         for p, o in offsets.items():
             if not isinstance(o, int) or o < 0:
                 raise InvalidConfigError(f"offset for partition {p} must be an int >= 0, got {o!r}")
-        self._commit_now({p: Committed(o, metadata) for p, o in offsets.items()})
+        self._commit_now(offsets, metadata)
         for p in offsets:
             self._delivered.pop(p, None)
 

@@ -37,11 +37,11 @@ class Committed:
     metadata: str = ""
 
 
-def _encode(generation: int, offsets: dict[int, Committed]) -> bytes:
+def _encode(generation: int, offsets: dict[int, int], metadata: str) -> bytes:
+    meta = metadata.encode()
     parts = [_HEADER.pack(_VERSION, generation, len(offsets))]
-    for partition, c in sorted(offsets.items()):
-        meta = c.metadata.encode()
-        parts.append(_ENTRY.pack(partition, c.offset, len(meta)))
+    for partition, offset in offsets.items():
+        parts.append(_ENTRY.pack(partition, offset, len(meta)))
         parts.append(meta)
     return b"".join(parts)
 
@@ -79,15 +79,27 @@ class OffsetStore:
         return _core.partition_for_key(group.encode(), _PARTITIONS)
 
     def commit(
-        self, group: str, topic: str, offsets: dict[int, Committed], generation: int = -1
+        self,
+        group: str,
+        topic: str,
+        offsets: dict[int, int],
+        metadata: str = "",
+        generation: int = -1,
     ) -> None:
-        """Durably records ``offsets`` (partition -> next offset) for ``group`` on ``topic``."""
+        """Durably records ``offsets`` (partition -> next offset) for ``group`` on ``topic``.
+
+        All partitions of one call are one record: they are committed together or not at all.
+        """
         if not offsets:
             return
         key = self._key(group, topic)
-        self._topic.append(_encode(generation, offsets), key=key, partition=self._partition(group))
+        self._topic.append(
+            _encode(generation, offsets, metadata), key=key, partition=self._partition(group)
+        )
         with self._lock:
-            self._cache.setdefault((group, topic), {}).update(offsets)
+            cached = self._cache.setdefault((group, topic), {})
+            for p, o in offsets.items():
+                cached[p] = Committed(o, metadata)
 
     def committed(self, group: str, topic: str) -> dict[int, Committed]:
         """Returns the newest commit of every partition of ``topic`` for ``group``."""
