@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import tidelog
 
 pytestmark = pytest.mark.crash
