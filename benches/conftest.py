@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+# numpy's OpenBLAS worker threads spin after use and show up in profiles; the benchmarks do
+# no linear algebra. Must be set before numpy is first imported (writer children inherit it).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import hashlib
 import shutil
 import subprocess
 import tempfile
