@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
 from tidelog._core import Producer, Topic
+from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OffsetStore
 from tidelog.stats import GroupInfo, group_overview
@@ -165,6 +166,7 @@ class Store:
         block_timeout: float | None = None,
         max_batch_messages: int = 4096,
         linger_ms: float = 1.0,
+        max_lag: int | None = None,
     ) -> Producer:
         """Creates a buffered producer.
 
@@ -190,6 +192,9 @@ class Store:
             max_batch_messages: Most messages the writer appends as one batch.
             linger_ms: How long the idle writer waits for more messages before writing
                 (bigger batches, fewer wake-ups); 0 writes every message as soon as possible.
+            max_lag: Also apply pressure (as ``on_full`` says) while the slowest consumer
+                group of a topic this producer writes to is more than ``max_lag`` messages
+                behind, until it is back under ``max_lag * low_watermark``.
 
         Returns:
             The producer, also a context manager.
@@ -206,6 +211,11 @@ class Store:
             max_batch_messages=max_batch_messages,
             linger_ms=linger_ms,
         )
+        if max_lag is not None:
+            if isinstance(max_lag, bool) or not isinstance(max_lag, int) or max_lag < 1:
+                producer.close()
+                raise _core.InvalidConfigError(f"max_lag must be a positive int, got {max_lag!r}")
+            LagMonitor(self, self._offset_store(), producer, max_lag, low_watermark)
         self._producers.add(producer)
         return producer
 

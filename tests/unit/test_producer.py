@@ -185,3 +185,32 @@ def test_bad_arguments(store: tidelog.Store) -> None:
             producer.send("missing", b"x")
         with pytest.raises(tidelog.MessageTooLargeError):
             producer.send("t", b"x" * (2 << 20))
+
+
+def test_max_lag_pressure_follows_the_slowest_group(store: tidelog.Store) -> None:
+    store.create_topic("t")
+    consumer = store.consumer("t", group="slow")
+    with store.producer(max_lag=100, on_full="raise", linger_ms=0) as producer:
+        deadline = time.monotonic() + 10
+        with pytest.raises(tidelog.BackpressureError):
+            while time.monotonic() < deadline:
+                producer.send("t", b"x")
+                time.sleep(0.0005)
+        assert store.groups()["slow"]["t"]["lag"][0] > 100
+        # The consumer catches up and commits: pressure ends below max_lag * low_watermark.
+        while consumer.poll(max_messages=1000, timeout=0):
+            pass
+        consumer.commit()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                producer.send("t", b"y")
+                break
+            except tidelog.BackpressureError:
+                time.sleep(0.01)
+        else:
+            pytest.fail("pressure did not end after the group caught up")
+        assert producer.stats()["high_watermark_hits"] >= 1
+    consumer.close()
+    with pytest.raises(tidelog.InvalidConfigError, match="max_lag"):
+        store.producer(max_lag=0)

@@ -170,6 +170,16 @@ impl PyProducer {
         Ok(d)
     }
 
+    /// Starts or ends backpressure imposed from outside the buffer (used by `max_lag`).
+    fn _set_external_pressure(&self, on: bool) {
+        self.inner.set_external_pressure(on);
+    }
+
+    /// Names of the topics this producer has sent to.
+    fn _topics(&self) -> Vec<String> {
+        self.inner.topics()
+    }
+
     /// Flushes and stops the writer thread. Closing twice is harmless.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let inner = self.inner.clone();

@@ -329,7 +329,17 @@ impl Producer {
                     }
                 }
                 OnFull::Shed => {
-                    if !self.evict_below(priority)? {
+                    let full = pressure.buffered() >= self.shared.config.buffer_messages;
+                    let admitted = if pressure.external() && !full {
+                        // A lagging consumer, not a full buffer: shed the lowest priority in
+                        // use and let the higher ones through.
+                        let lowest =
+                            self.shared.levels.read().map_err(|_| Error::Closed)?.last().map(|l| l.priority);
+                        lowest.is_some_and(|lowest| priority > lowest)
+                    } else {
+                        self.evict_below(priority)?
+                    };
+                    if !admitted {
                         level.dropped.fetch_add(1, Ordering::Relaxed);
                         return Ok(false);
                     }
@@ -445,6 +455,17 @@ impl Producer {
             let _ = handle.join();
         }
         flushed.map(|_| ())
+    }
+
+    /// Starts or ends pressure from outside the buffer: the `max_lag` monitor sets it while
+    /// the slowest consumer group is too far behind. Policies apply as for a full buffer.
+    pub fn set_external_pressure(&self, on: bool) {
+        self.shared.pressure.set_external(on);
+    }
+
+    /// Names of the topics this producer has sent to.
+    pub fn topics(&self) -> Vec<String> {
+        self.shared.topics.read().map(|t| t.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// True once [`Self::close`] ran.

@@ -16,6 +16,9 @@ pub struct Pressure {
     high: usize,
     low: usize,
     on: AtomicBool,
+    /// Pressure imposed from outside the buffer (a consumer group lagging too far behind),
+    /// with its own hysteresis decided by whoever sets it.
+    external: AtomicBool,
     /// Pressure episodes started.
     pub high_watermark_hits: AtomicU64,
     /// Nanoseconds senders spent blocked.
@@ -33,6 +36,7 @@ impl Pressure {
             high: high.max(1),
             low: low.min(high.max(1) - 1),
             on: AtomicBool::new(false),
+            external: AtomicBool::new(false),
             high_watermark_hits: AtomicU64::new(0),
             blocked_nanos: AtomicU64::new(0),
             room: Mutex::new(()),
@@ -48,6 +52,9 @@ impl Pressure {
 
     /// Whether pressure is on, updating the hysteresis state from the occupancy.
     pub fn is_on(&self) -> bool {
+        if self.external.load(Ordering::Acquire) {
+            return true;
+        }
         let buffered = self.buffered();
         if self.on.load(Ordering::Acquire) {
             if buffered <= self.low {
@@ -70,6 +77,23 @@ impl Pressure {
             let _room = self.room.lock().unwrap_or_else(|e| e.into_inner());
             self.relieved.notify_all();
         }
+    }
+
+    /// Starts or ends external pressure (see `max_lag`). Starting counts as a high
+    /// watermark hit; ending wakes blocked senders.
+    pub fn set_external(&self, on: bool) {
+        let was = self.external.swap(on, Ordering::AcqRel);
+        if on && !was {
+            self.high_watermark_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        if !on && was {
+            self.wake_all();
+        }
+    }
+
+    /// Whether external pressure is on.
+    pub fn external(&self) -> bool {
+        self.external.load(Ordering::Acquire)
     }
 
     /// Counts `n` messages into the buffer.
