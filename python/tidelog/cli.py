@@ -28,14 +28,21 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import tidelog
 from tidelog import _core
-from tidelog.errors import OffsetOutOfRangeError, TidelogError
+from tidelog.errors import (
+    OffsetOutOfRangeError,
+    RebalanceError,
+    TidelogError,
+    TopicNotFoundError,
+)
 from tidelog.stats import store_stats, topic_stats
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.progress import Progress
 
     from tidelog import Message, Topic
+    from tidelog.consumer import Consumer
+    from tidelog.stats import GroupInfo
 
 __all__ = ["main"]
 
@@ -346,12 +353,34 @@ def _start_offset(topic: Topic, partition: int, args: argparse.Namespace) -> int
     return topic.start_offset(partition)
 
 
+def _check_group_options(args: argparse.Namespace) -> None:
+    """Rejects options that make no sense with (or without) ``--group``."""
+    if args.group is None:
+        if args.delivery is not None:
+            raise CliError("--delivery needs --group", EXIT_USAGE)
+        return
+    for given, option in (
+        (args.partition is not None, "--partition"),
+        (args.offset is not None, "--offset"),
+        (args.timestamp is not None, "--timestamp"),
+    ):
+        if given:
+            raise CliError(
+                f"{option} is not allowed with --group: the group assigns the partitions "
+                "and resumes from its committed offsets",
+                EXIT_USAGE,
+            )
+
+
 def _cmd_consume(args: argparse.Namespace) -> int:
+    _check_group_options(args)
     write = _WRITERS[args.format]
     out = sys.stdout.buffer
     remaining: int | None = args.max
     if remaining == 0:
         return 0
+    if args.group is not None:
+        return _consume_group(args, write, out)
     with _open_store(args) as store:
         topic = store.topic(args.topic)
         partitions = _partition_numbers(topic, args.partition)
@@ -413,6 +442,230 @@ def _cmd_consume(args: argparse.Namespace) -> int:
                 out.flush()  # a follower's reader wants each message as it comes
     out.flush()
     return 0
+
+
+def _consume_group(
+    args: argparse.Namespace, write: Callable[[Any, Message], None], out: Any
+) -> int:
+    """``consume --group``: prints what this member of the group is given.
+
+    At-least-once: each poll's messages are written and flushed, then committed, so a run
+    that stops (Ctrl-C, a closed pipe, a crash) leaves committed only what reached stdout;
+    the next run of the group starts there. At-most-once: the consumer commits each poll
+    before it is printed.
+    """
+    remaining: int | None = args.max
+    with _open_store(args) as store:
+        consumer = store.consumer(
+            args.topic,
+            group=args.group,
+            delivery="at-most-once" if args.delivery == "at-most-once" else "at-least-once",
+            start="latest" if args.from_end else "earliest",
+        )
+        with consumer:
+            commit_after_print = consumer.delivery == "at-least-once"
+            next_existence_check = time.monotonic() + EXISTENCE_CHECK_SECONDS
+            while remaining is None or remaining > 0:
+                wanted = consumer.max_poll_messages
+                if remaining is not None:
+                    wanted = min(wanted, remaining)
+                # Without --follow, one empty poll means the member's partitions are read.
+                timeout = EXISTENCE_CHECK_SECONDS if args.follow else 0.0
+                messages = consumer.poll(wanted, timeout=timeout)
+                if not messages:
+                    if not args.follow:
+                        break
+                    if time.monotonic() >= next_existence_check:
+                        store.topic(args.topic)  # a deleted topic ends the follow
+                        next_existence_check = time.monotonic() + EXISTENCE_CHECK_SECONDS
+                    continue
+                try:
+                    for msg in messages:
+                        write(out, msg)
+                    out.flush()
+                except BaseException as e:
+                    if commit_after_print:
+                        _settle_unprinted(consumer, messages, out, e)
+                    raise
+                if commit_after_print:
+                    _commit_printed(consumer)
+                if remaining is not None:
+                    remaining -= len(messages)
+    return 0
+
+
+def _commit_printed(consumer: Consumer) -> None:
+    """Commits everything the consumer delivered (it has all been printed)."""
+    # RebalanceError: the group moved on since this poll. Whoever owns the partitions now
+    # reads these messages again (at-least-once); the next poll takes the new assignment.
+    with contextlib.suppress(RebalanceError):
+        consumer.commit()
+
+
+def _settle_unprinted(
+    consumer: Consumer, messages: list[Message], out: Any, error: BaseException
+) -> None:
+    """After a failed write: commits what surely reached stdout and nothing more.
+
+    The consumer would otherwise commit the whole poll when it closes. On Ctrl-C the
+    output may still be flushed; after a write error nothing of this poll counts as
+    printed, so each partition's commit stays at the first message of the poll.
+    """
+    if isinstance(error, KeyboardInterrupt):
+        try:
+            out.flush()
+        except OSError:
+            pass
+        else:
+            _commit_printed(consumer)
+            return
+    first: dict[int, int] = {}
+    for msg in messages:
+        first.setdefault(msg.partition, msg.offset)
+    with contextlib.suppress(TidelogError):
+        consumer.commit(first)
+
+
+# --- groups ------------------------------------------------------------------------------
+
+
+def _group_overview(store: tidelog.Store) -> dict[str, dict[str, GroupInfo]]:
+    """``store.groups()``, without creating the offsets topic in a store that has no groups."""
+    from tidelog.groups import list_groups
+    from tidelog.offsets import OFFSETS_TOPIC
+
+    if OFFSETS_TOPIC not in store.topics(internal=True) and not list_groups(store.path):
+        return {}
+    return store.groups()
+
+
+def _group_rows(
+    store: tidelog.Store, topic_name: str | None, group_name: str | None
+) -> list[dict[str, Any]]:
+    """One plain-data entry per (group, topic): members, and per partition the offsets."""
+    if topic_name is not None:
+        store.topic(topic_name)  # TopicNotFoundError for an unknown topic
+    rows: list[dict[str, Any]] = []
+    for group, topics in sorted(_group_overview(store).items()):
+        if group_name is not None and group != group_name:
+            continue
+        for name, info in sorted(topics.items()):
+            if name.startswith("__") or (topic_name is not None and name != topic_name):
+                continue
+            try:
+                topic = store.topic(name)
+            except TopicNotFoundError:
+                continue  # deleted since the overview was taken
+            owners = {p: m for m, ps in info["members"].items() for p in ps}
+            partitions = [
+                {
+                    "partition": p,
+                    "member": owners.get(p),
+                    "committed": info["committed"].get(p),
+                    "end_offset": topic.end_offset(p),
+                    "lag": info["lag"][p],
+                }
+                for p in range(topic.partitions)
+            ]
+            rows.append(
+                {
+                    "group": group,
+                    "topic": name,
+                    "generation": info["generation"],
+                    "members": {m: sorted(ps) for m, ps in sorted(info["members"].items())},
+                    "partitions": partitions,
+                    "lag": sum(part["lag"] for part in partitions),
+                }
+            )
+    return rows
+
+
+def _missing_group(group: str, topic: str | None) -> CliError:
+    if topic is None:
+        return CliError(f'group "{group}" does not exist')
+    return CliError(f'group "{group}" has no members or committed offsets on topic "{topic}"')
+
+
+def _groups_table(rows: list[dict[str, Any]], caption: str | None = None) -> RenderableType:
+    from rich.table import Table
+    from rich.text import Text
+
+    if not rows:
+        return Text("no consumer groups" + (f"\n{caption}" if caption else ""))
+    table = Table(
+        "group",
+        "topic",
+        "generation",
+        "partition",
+        "member",
+        "committed",
+        "end offset",
+        "lag",
+        caption=caption,
+        box=None,
+    )
+    for i in (2, 3, 5, 6, 7):
+        table.columns[i].justify = "right"
+    for row in rows:
+        head = (row["group"], row["topic"], str(row["generation"]))
+        for part in row["partitions"]:
+            committed = part["committed"]
+            table.add_row(
+                *head,
+                str(part["partition"]),
+                part["member"] or "-",
+                "-" if committed is None else str(committed),
+                str(part["end_offset"]),
+                str(part["lag"]),
+            )
+        # Members beyond the partition count own nothing; show them, as Kafka's tools do.
+        for member, owned in row["members"].items():
+            if not owned:
+                table.add_row(*head, "-", member, "-", "-", "-")
+        table.rows[-1].end_section = True
+    return table
+
+
+def _cmd_groups(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        if args.watch:
+            return _watch_groups(args, store)
+        rows = _group_rows(store, args.topic, args.group)
+    if args.group is not None and not rows:
+        raise _missing_group(args.group, args.topic)
+    if args.json:
+        print(_json_line({"groups": rows}))
+        return 0
+    _console().print(_groups_table(rows))
+    return 0
+
+
+def _watch_groups(args: argparse.Namespace, store: tidelog.Store) -> int:
+    """Shows the groups again every ``args.interval`` seconds until Ctrl-C."""
+    console = _console()
+
+    def caption() -> str:
+        now = datetime.now().astimezone().strftime("%H:%M:%S")
+        return f"updated {now}, every {args.interval:g} s; Ctrl-C to stop"
+
+    if args.json or not sys.stdout.isatty():
+        # Not a terminal: a snapshot per interval, which a reader can take line by line.
+        while True:
+            rows = _group_rows(store, args.topic, args.group)
+            if args.json:
+                print(_json_line({"time_ms": int(time.time() * 1000), "groups": rows}))
+            else:
+                console.print(_groups_table(rows, caption()))
+            sys.stdout.flush()
+            time.sleep(args.interval)
+    from rich.live import Live
+
+    rows = _group_rows(store, args.topic, args.group)
+    with Live(_groups_table(rows, caption()), console=console, auto_refresh=False) as live:
+        while True:
+            time.sleep(args.interval)
+            rows = _group_rows(store, args.topic, args.group)
+            live.update(_groups_table(rows, caption()), refresh=True)
 
 
 # --- dump and verify ---------------------------------------------------------------------
@@ -781,6 +1034,16 @@ def _positive(text: str) -> int:
 _positive.__name__ = "positive integer"
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
+_positive_seconds.__name__ = "positive number of seconds"
+
+
 def _header(text: str) -> tuple[str, bytes]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -948,6 +1211,48 @@ def _build_parser() -> _Parser:
     sub.add_argument("--format", choices=sorted(_WRITERS), default="raw", help="default: raw")
     sub.add_argument(
         "-n", "--max", type=_non_negative, metavar="N", help="stop after N messages in all"
+    )
+    sub.add_argument(
+        "-g",
+        "--group",
+        metavar="GROUP",
+        help="consume as a member of consumer group GROUP: read the partitions the group "
+        "assigns to this member, from the group's committed offsets, and commit what is "
+        "printed; without a commit a partition starts at its beginning (--from-end: its end)",
+    )
+    sub.add_argument(
+        "--delivery",
+        choices=["at-least-once", "at-most-once"],
+        default=None,
+        help="with --group: commit after printing (at-least-once, the default; a message "
+        "may be printed again after a crash) or before (at-most-once; a message may be lost)",
+    )
+
+    sub = command(
+        "groups",
+        _cmd_groups,
+        "Show consumer groups: members, committed offsets and lag",
+        "One row per group, topic and partition: the group's generation (it grows with\n"
+        "every rebalance), the live member that owns the partition (- if none), the\n"
+        "committed offset (the next one the group reads; - if none yet), the partition's\n"
+        "end offset and the lag (messages not yet committed, counted from the start of the\n"
+        "partition when nothing is committed). Internal topics are not shown.\n\n"
+        '--json prints one object: {"groups": [{"group", "topic", "generation",\n'
+        '"members": {member: [partitions]}, "partitions": [{"partition", "member",\n'
+        '"committed", "end_offset", "lag"}], "lag"}]} (null for none); with --watch,\n'
+        'one such line per refresh, with "time_ms".',
+    )
+    sub.add_argument("topic", nargs="?", metavar="TOPIC", help="only groups of this topic")
+    sub.add_argument("-g", "--group", metavar="GROUP", help="only this group")
+    sub.add_argument("--json", action="store_true", help="JSON instead of a table")
+    sub.add_argument("-w", "--watch", action="store_true", help="refresh the view until Ctrl-C")
+    sub.add_argument(
+        "-i",
+        "--interval",
+        type=_positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between refreshes with --watch (default: 2)",
     )
 
     sub = command(
