@@ -33,16 +33,9 @@ pub const MIN_CAPACITY: usize = 2;
 pub const MAX_CAPACITY: usize = 1 << 30;
 
 /// Spin rounds (each twice as long as the last) before a blocked call starts yielding.
-#[cfg(not(loom))]
 const SPIN_ROUNDS: u32 = 6;
 /// Spin rounds plus `yield_now` rounds before a blocked call parks.
-#[cfg(not(loom))]
 const BACKOFF_ROUNDS: u32 = 10;
-// Under loom, spinning only multiplies interleavings: park at once.
-#[cfg(loom)]
-const SPIN_ROUNDS: u32 = 0;
-#[cfg(loom)]
-const BACKOFF_ROUNDS: u32 = 0;
 
 /// A bounded lock-free MPMC FIFO queue of `T`.
 ///
@@ -457,7 +450,8 @@ impl Backoff {
 
     /// Spins or yields once; `false` when the budget is spent and the caller should park.
     fn snooze(&mut self) -> bool {
-        if self.round >= BACKOFF_ROUNDS {
+        // Under loom, spinning only multiplies interleavings: park at once.
+        if cfg!(loom) || self.round >= BACKOFF_ROUNDS {
             return false;
         }
         if self.round < SPIN_ROUNDS {

@@ -51,7 +51,7 @@
 use std::mem::MaybeUninit;
 use std::ptr;
 
-use super::sync::{AtomicUsize, Ordering, UnsafeCell};
+use super::sync::{spin_loop, AtomicUsize, Ordering, UnsafeCell};
 
 /// Pads and aligns a value to 128 bytes (two cache lines: x86 prefetches lines in pairs), so
 /// the producers' counter and the consumers' counter do not bounce the same line.
@@ -127,6 +127,15 @@ impl<T> RawRing<T> {
         seq.wrapping_sub(expected) as isize
     }
 
+    /// Re-reads `counter` after finding that other threads moved it past our position. The
+    /// spin hint is a pause on hardware; under loom it is a yield, without which loom could
+    /// serve the same stale value forever.
+    #[inline]
+    fn reload(&self, counter: &CachePadded<AtomicUsize>) -> usize {
+        spin_loop();
+        counter.0.load(Ordering::Relaxed)
+    }
+
     /// Pushes `item`, or hands it back if the slot at `tail` is not free (the buffer is full,
     /// or the consumer of that slot's previous lap is still reading it out).
     #[inline]
@@ -162,7 +171,7 @@ impl<T> RawRing<T> {
                 // Still holds (or is yielding) the item of position - capacity.
                 d if d < 0 => return Err(item),
                 // Another producer claimed `position` already: catch up.
-                _ => position = self.tail.0.load(Ordering::Relaxed),
+                _ => position = self.reload(&self.tail),
             }
         }
     }
@@ -199,7 +208,7 @@ impl<T> RawRing<T> {
                     }
                 }
                 d if d < 0 => return None,
-                _ => position = self.head.0.load(Ordering::Relaxed),
+                _ => position = self.reload(&self.head),
             }
         }
     }
@@ -231,7 +240,7 @@ impl<T> RawRing<T> {
                 if first_distance < 0 {
                     return 0;
                 }
-                position = self.tail.0.load(Ordering::Relaxed);
+                position = self.reload(&self.tail);
                 continue;
             }
             match self.tail.0.compare_exchange_weak(
@@ -290,7 +299,7 @@ impl<T> RawRing<T> {
                 if first_distance < 0 {
                     return 0;
                 }
-                position = self.head.0.load(Ordering::Relaxed);
+                position = self.reload(&self.head);
                 continue;
             }
             match self.head.0.compare_exchange_weak(
