@@ -121,8 +121,45 @@ def store_stats(store: Store) -> StoreStats:
             topics[name] = topic_stats(store.topic(name))
         except TopicNotFoundError:
             continue  # deleted by another process since topics() listed it
-    # Consumer groups and producers do not exist yet; their snapshots go in these keys.
-    return {"path": store.path, "topics": topics, "groups": {}, "producers": {}}
+    return {
+        "path": store.path,
+        "topics": topics,
+        "groups": _groups(store),
+        "producers": _producers(store),
+    }
+
+
+def _groups(store: Store) -> dict[str, dict[str, GroupInfo]]:
+    """:func:`group_overview`, without creating the offsets topic where no group ever ran."""
+    from tidelog.groups import list_groups
+    from tidelog.offsets import OFFSETS_TOPIC
+
+    if OFFSETS_TOPIC not in store.topics(internal=True) and not list_groups(store.path):
+        return {}
+    return group_overview(store, store._offset_store())
+
+
+def _producers(store: Store) -> dict[str, dict[str, Any]]:
+    """The ``stats()`` of each open producer made from ``store``, by name.
+
+    Unnamed producers are listed as ``<unnamed N>``; a name opened twice (the older one
+    fenced) gets ``#2``, ``#3``... after it.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    unnamed = 0
+    for producer in list(store._producers):
+        if producer.closed:
+            continue
+        name = producer.name
+        if name is None:
+            unnamed += 1
+            name = f"<unnamed {unnamed}>"
+        key, n = name, 1
+        while key in found:
+            n += 1
+            key = f"{name}#{n}"
+        found[key] = dict(producer.stats())
+    return dict(sorted(found.items()))
 
 
 class GroupInfo(TypedDict):
