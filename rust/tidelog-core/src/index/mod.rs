@@ -88,6 +88,26 @@ impl<'a> OffsetIndex<'a> {
         (read_u32(self.bytes, at), read_u32(self.bytes, at + 4))
     }
 
+    /// The last entry whose batch base offset is `<= relative_offset`, as (relative offset,
+    /// position); (0, 0) when there is none.
+    pub fn lookup_entry(&self, relative_offset: u32) -> (u32, u32) {
+        let n = self.len();
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.get(mid).0 <= relative_offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            (0, 0)
+        } else {
+            self.get(lo - 1)
+        }
+    }
+
     /// Position of the last indexed batch whose base offset is `<= relative_offset`, or 0.
     pub fn lookup(&self, relative_offset: u32) -> u32 {
         // Entries are sorted by offset; partition_point finds the first entry past the target.
@@ -140,6 +160,22 @@ impl<'a> TimeIndex<'a> {
             relative_offset: read_u32(self.bytes, at + 8),
             position: read_u32(self.bytes, at + 12),
         }
+    }
+
+    /// The entry from which to scan for the first batch with a timestamp `>= timestamp`:
+    /// the last one all of whose predecessors are older than `timestamp` (None: scan from
+    /// the start).
+    pub fn lookup_entry(&self, timestamp: i64) -> Option<IndexEntry> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.get(mid).max_timestamp_before < timestamp {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1).map(|i| self.get(i))
     }
 
     /// Position from which to scan for the first batch with a timestamp `>= timestamp`:

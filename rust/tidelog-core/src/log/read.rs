@@ -101,23 +101,25 @@ impl PartitionLog {
     ) -> Result<()> {
         let end = seg.data.readable();
         let wanted = out.next_offset;
-        let mut pos = if wanted > seg.base {
-            OffsetIndex::new(seg.index.published())
-                .lookup((wanted - seg.base).min(u64::from(u32::MAX)) as u32) as usize
-        } else {
-            0
+        let (index, _) = seg.lookup_indexes();
+        let (rel, entry_pos) = match wanted.checked_sub(seg.base) {
+            Some(r) if r > 0 => {
+                OffsetIndex::new(index.published()).lookup_entry(r.min(u64::from(u32::MAX)) as u32)
+            }
+            _ => (0, 0),
         };
+        let mut pos = entry_pos as usize;
+        // Offsets continue from batch to batch within a segment; the base offset is outside
+        // the CRC, so continuity is what vouches for it.
+        let mut expected = seg.base + u64::from(rel);
         seg.data.release_behind(pos);
         let mut bytes = 0;
-        let mut retried_from_start = false;
-        let mut skipped: Option<(usize, u64)> = None;
         while pos < end && out.count < max_messages && bytes < max_bytes {
             // Batches wholly before the wanted offset are skipped by their header alone: a
             // damaged batch we do not read must not fail the read.
-            if let Some(h) = seg.data.read(pos, end).and_then(BatchHeader::read) {
-                let fits = h.total_len >= crate::format::BATCH_HEADER_LEN && pos + h.total_len <= end;
-                if fits && h.base_offset >= seg.base && h.next_offset() <= out.next_offset {
-                    skipped = Some((pos, h.next_offset()));
+            if let Some(h) = sane_header(seg, pos, end) {
+                if h.base_offset == expected && h.next_offset() <= out.next_offset {
+                    expected = h.next_offset();
                     pos += h.total_len;
                     continue;
                 }
@@ -125,37 +127,29 @@ impl PartitionLog {
             let batch = match seg.batch_at(pos, end, true) {
                 Ok(b) => b,
                 // A sealed segment whose trim was lost in a power failure ends in zeros.
-                Err(_)
-                    if !seg.is_active()
-                        && seg.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0)) =>
-                {
-                    break
-                }
+                Err(_) if !seg.is_active() && zeros_at(seg, pos, end) => break,
                 // Hand out the good messages before the damage; the next read reports it.
                 Err(_) if out.count > 0 => break,
-                Err(reason) => {
-                    // Name the damaged batch's own offset when its header is plausible.
-                    let offset = BatchHeader::read(&seg.data.published()[pos..])
-                        .map(|h| h.base_offset)
-                        .filter(|&o| o >= seg.base && o <= wanted + (end - pos) as u64)
-                        .unwrap_or(wanted);
-                    return Err(seg.corrupt(pos, offset, reason));
-                }
+                Err(reason) => return Err(seg.corrupt(pos, expected, reason)),
             };
             let h = batch.header;
-            if let Some((at, claimed)) = skipped.take() {
-                // The unverified header we skipped by must agree with what follows it.
-                if h.base_offset != claimed {
-                    let reason = seg.batch_at(at, end, true).err().unwrap_or("offsets do not continue");
-                    return Err(seg.corrupt(at, wanted, reason));
+            if h.base_offset != expected {
+                // Only the (unprotected) base offset is off: a batch we merely pass can still
+                // be passed by its CRC-protected record count; one we would serve cannot.
+                let next = expected + u64::from(h.last_offset_delta) + 1;
+                if next <= out.next_offset {
+                    expected = next;
+                    pos += h.total_len;
+                    continue;
                 }
+                if out.count > 0 {
+                    break;
+                }
+                let reason =
+                    format!("batch claims offset {} where offset {expected} should start", h.base_offset);
+                return Err(seg.corrupt(pos, expected, &reason));
             }
-            if h.base_offset > out.next_offset && out.count == 0 && pos > 0 && !retried_from_start {
-                // The index pointed past the offset: it is damaged. Fall back to a scan.
-                retried_from_start = true;
-                pos = 0;
-                continue;
-            }
+            expected = h.next_offset();
             if h.next_offset() > out.next_offset {
                 let dense = h.last_offset_delta as usize + 1 == h.record_count as usize;
                 let skip = if dense {
@@ -200,17 +194,53 @@ impl PartitionLog {
                 continue;
             }
             let end = seg.data.readable();
-            let mut pos = TimeIndex::new(seg.time_index.published()).lookup(timestamp) as usize;
+            let (_, time_index) = seg.lookup_indexes();
+            let time = TimeIndex::new(time_index.published());
+            let (mut pos, mut expected) = match time.lookup_entry(timestamp) {
+                Some(e) => (e.position as usize, seg.base + u64::from(e.relative_offset)),
+                None => (0, seg.base),
+            };
             while pos < end {
-                let batch = seg.batch_at(pos, end, true).map_err(|r| seg.corrupt(pos, seg.base, r))?;
-                if batch.header.max_timestamp >= timestamp {
-                    if let Some(r) = batch.records().find(|r| r.timestamp >= timestamp) {
-                        return Ok(Some(r.offset.max(head.log_start)));
+                // Older batches are passed by their header alone (see `read_segment`).
+                if let Some(h) = sane_header(seg, pos, end) {
+                    if h.base_offset == expected && h.max_timestamp < timestamp {
+                        expected = h.next_offset();
+                        pos += h.total_len;
+                        continue;
                     }
                 }
+                let batch = match seg.batch_at(pos, end, true) {
+                    Ok(b) => b,
+                    Err(_) if !seg.is_active() && zeros_at(seg, pos, end) => break,
+                    Err(reason) => return Err(seg.corrupt(pos, expected, reason)),
+                };
+                if batch.header.base_offset != expected {
+                    let reason = format!(
+                        "batch claims offset {} where offset {expected} should start",
+                        batch.header.base_offset
+                    );
+                    return Err(seg.corrupt(pos, expected, &reason));
+                }
+                if let Some(r) = batch.records().find(|r| r.timestamp >= timestamp) {
+                    return Ok(Some(r.offset.max(head.log_start)));
+                }
+                expected = batch.header.next_offset();
                 pos += batch.header.total_len;
             }
         }
         Ok(None)
     }
+}
+
+/// The header of the batch at `pos` if its length is plausible (CRC not checked).
+fn sane_header(seg: &Segment, pos: usize, end: usize) -> Option<BatchHeader> {
+    seg.data
+        .read(pos, end)
+        .and_then(BatchHeader::read)
+        .filter(|h| h.total_len >= crate::format::BATCH_HEADER_LEN && pos + h.total_len <= end)
+}
+
+/// True when the bytes at `pos` are the zero padding after the last batch.
+fn zeros_at(seg: &Segment, pos: usize, end: usize) -> bool {
+    seg.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0))
 }

@@ -78,10 +78,13 @@ impl PartitionLog {
             hint.map_or(0, |h| h.index_entries as usize).min(active.index.len() / INDEX_ENTRY_BYTES);
         active.index.observe_published(hinted_entries * INDEX_ENTRY_BYTES);
         active.time_index.observe_published(hinted_entries * TIME_INDEX_ENTRY_BYTES);
+        // Entries are trusted only as a valid chain from the first (each pointing at a batch
+        // header with the offset it claims); the chain's last entry whose whole batch is
+        // intact is where the walk starts.
+        let chain = active.valid_index_prefix(&active.index, &active.time_index, hinted_entries, data_len);
         let index = OffsetIndex::new(active.index.published());
         let time = TimeIndex::new(active.time_index.published());
-        // The last index entry that still points at the batch it claims.
-        let start = (0..index.len()).rev().find(|&i| {
+        let start = (0..chain).rev().find(|&i| {
             let (rel, pos) = index.get(i);
             time.get(i).position == pos
                 && active

@@ -334,10 +334,16 @@ impl<T> RingBuffer<T> {
     #[inline]
     fn after_pop(&self, n: usize) {
         self.not_full.notify(n);
-        if self.low_water.count.load(Ordering::Relaxed) != 0
-            && self.raw.len() <= self.low_water.level.load(Ordering::Relaxed)
-        {
-            self.low_water.notify(usize::MAX);
+        if self.low_water.count.load(Ordering::Relaxed) != 0 {
+            self.notify_low_water();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn notify_low_water(&self) {
+        if self.raw.len() <= self.low_water.level.load(Ordering::Relaxed) {
+            self.low_water.wake(usize::MAX);
         }
     }
 }
@@ -426,9 +432,15 @@ impl Waiters {
     /// and cheap when nobody waits.
     #[inline]
     fn notify(&self, n: usize) {
-        if n == 0 || self.count.load(Ordering::Relaxed) == 0 {
-            return;
+        if n != 0 && self.count.load(Ordering::Relaxed) != 0 {
+            self.wake(n);
         }
+    }
+
+    /// The locked part of [`Waiters::notify`], out of line to keep pushes and pops small.
+    #[cold]
+    #[inline(never)]
+    fn wake(&self, n: usize) {
         let _guard = lock(&self.lock);
         if n == 1 {
             self.cond.notify_one();

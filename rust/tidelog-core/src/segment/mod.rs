@@ -93,6 +93,9 @@ pub struct Segment {
     /// Open files of the active segment, for syncing and trimming; `None` once sealed.
     files: Option<ActiveFiles>,
     max_timestamp: OnceLock<i64>,
+    /// A sealed segment's indexes are checked entry by entry on first use; when they are
+    /// damaged, rebuilt replacements live here.
+    checked_indexes: OnceLock<Option<(FileMap, FileMap)>>,
 }
 
 /// The outcome of [`Segment::scan`].
@@ -198,6 +201,7 @@ impl Segment {
             paths,
             files: Some(ActiveFiles { data, index, time_index }),
             max_timestamp: OnceLock::new(),
+            checked_indexes: OnceLock::new(),
         })
     }
 
@@ -222,6 +226,7 @@ impl Segment {
             paths,
             files: None,
             max_timestamp: OnceLock::new(),
+            checked_indexes: OnceLock::new(),
         };
         if !segment.load_sealed_indexes()? {
             segment.rebuild_sealed_indexes()?;
@@ -264,6 +269,14 @@ impl Segment {
     }
 
     fn rebuild_sealed_indexes(&mut self) -> Result<()> {
+        let (index, time_index) = self.rebuilt_index_maps()?;
+        self.index = index;
+        self.time_index = time_index;
+        Ok(())
+    }
+
+    /// Scans the data and writes fresh index files (atomically replacing the old ones).
+    fn rebuilt_index_maps(&self) -> Result<(FileMap, FileMap)> {
         let entries = self.scan(0, self.data.readable(), REBUILT_INDEX_INTERVAL, i64::MIN, self.base).entries;
         let (mut o, mut t) = (Vec::new(), Vec::new());
         for e in &entries {
@@ -277,11 +290,71 @@ impl Segment {
             File::open(path).map_err(|e| Error::io("open", path, e))
         };
         let (fi, ft) = (write(&self.paths.index, &o)?, write(&self.paths.time_index, &t)?);
-        self.index =
-            FileMap::map_readonly(&fi, o.len()).map_err(|e| Error::io("mmap", &self.paths.index, e))?;
-        self.time_index =
-            FileMap::map_readonly(&ft, t.len()).map_err(|e| Error::io("mmap", &self.paths.time_index, e))?;
-        Ok(())
+        Ok((
+            FileMap::map_readonly(&fi, o.len()).map_err(|e| Error::io("mmap", &self.paths.index, e))?,
+            FileMap::map_readonly(&ft, t.len()).map_err(|e| Error::io("mmap", &self.paths.time_index, e))?,
+        ))
+    }
+
+    /// How many leading index entries form a valid chain: strictly increasing offsets and
+    /// positions, time entries at the same positions with non-decreasing maxima, and each
+    /// position holding a batch header (length plausible) with the offset the entry claims.
+    /// Only headers are read, not whole batches.
+    pub fn valid_index_prefix(
+        &self,
+        index: &FileMap,
+        time_index: &FileMap,
+        entries: usize,
+        data_end: usize,
+    ) -> usize {
+        let offsets = crate::index::OffsetIndex::new(index.published());
+        let times = crate::index::TimeIndex::new(time_index.published());
+        let entries = entries.min(offsets.len()).min(times.len());
+        let mut previous: Option<(u32, u32, i64)> = None;
+        for i in 0..entries {
+            let (rel, pos) = offsets.get(i);
+            let t = times.get(i);
+            let ordered = match previous {
+                None => (rel, pos) == (0, 0),
+                Some((r, p, m)) => rel > r && pos > p && t.max_timestamp_before >= m,
+            };
+            let header = self
+                .data
+                .read(pos as usize, data_end)
+                .and_then(crate::format::BatchHeader::read)
+                .filter(|h| h.total_len >= BATCH_HEADER_LEN && pos as usize + h.total_len <= data_end);
+            if !ordered
+                || t.position != pos
+                || t.relative_offset != rel
+                || header.is_none_or(|h| h.base_offset != self.base + u64::from(rel))
+            {
+                return i;
+            }
+            previous = Some((rel, pos, t.max_timestamp_before));
+        }
+        entries
+    }
+
+    /// The offset and time indexes to look things up in. A sealed segment's are checked
+    /// entry by entry on first use and rebuilt from the data if damaged.
+    pub fn lookup_indexes(&self) -> (&FileMap, &FileMap) {
+        if self.is_active() {
+            return (&self.index, &self.time_index);
+        }
+        let replaced = self.checked_indexes.get_or_init(|| {
+            let entries = self.index.readable() / crate::index::INDEX_ENTRY_BYTES;
+            let end = self.data.readable();
+            if self.valid_index_prefix(&self.index, &self.time_index, entries, end) == entries {
+                None
+            } else {
+                // Damaged: rebuild (a failure leaves the old maps, and reads fall back to scans).
+                self.rebuilt_index_maps().ok()
+            }
+        });
+        match replaced {
+            Some((index, time_index)) => (index, time_index),
+            None => (&self.index, &self.time_index),
+        }
     }
 
     /// Walks the valid batches in `start..end` (where `start` is 0 or an index entry's
@@ -320,18 +393,36 @@ impl Segment {
     }
 
     /// Largest timestamp in a sealed segment, computed on first use from the last time
-    /// index entry and the batches after it.
+    /// index entry and the batch headers after it. If the headers cannot be walked to the
+    /// end (damage), the answer is `i64::MAX`: "unknown", so time lookups still search the
+    /// segment and time-based retention never deletes it early.
     pub fn max_timestamp(&self) -> i64 {
         *self.max_timestamp.get_or_init(|| {
-            let time = crate::index::TimeIndex::new(self.time_index.published());
-            let (pos, before, first) = match time.len() {
-                0 => (0, i64::MIN, self.base),
+            let (_, time_index) = self.lookup_indexes();
+            let time = crate::index::TimeIndex::new(time_index.published());
+            let (mut pos, mut max) = match time.len() {
+                0 => (0, i64::MIN),
                 n => {
                     let e = time.get(n - 1);
-                    (e.position as usize, e.max_timestamp_before, self.base + u64::from(e.relative_offset))
+                    (e.position as usize, e.max_timestamp_before)
                 }
             };
-            self.scan(pos, self.data.readable(), usize::MAX, before, first).max_timestamp
+            let end = self.data.readable();
+            while pos < end {
+                let header = self
+                    .data
+                    .read(pos, end)
+                    .and_then(crate::format::BatchHeader::read)
+                    .filter(|h| h.total_len >= BATCH_HEADER_LEN && pos + h.total_len <= end);
+                let Some(h) = header else {
+                    let zero_tail =
+                        self.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0));
+                    return if zero_tail { max } else { i64::MAX };
+                };
+                max = max.max(h.max_timestamp);
+                pos += h.total_len;
+            }
+            max
         })
     }
 
