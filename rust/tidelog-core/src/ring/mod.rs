@@ -6,7 +6,13 @@
 //!   claims, and the checks that make parking race-free;
 //! - the blocking layer below: waits spin briefly, then park on a `Mutex` + `Condvar` pair
 //!   ([`Waiters`]) and are woken by the opposite operation. When nobody waits, pushes and pops
-//!   take no lock: they read one waiter count (an atomic) and move on.
+//!   take no lock and no fence: a push reads one waiter count, a pop two, and they move on.
+//!
+//! Trade-off: a waiter parks only when nothing is claimed on the other side. While a push (or
+//! pop) is between its claim and its publish — a few instructions, unless that thread is
+//! preempted there — a waiter yields and retries instead (as `crossbeam-channel` does). Parking
+//! through that window too would need a `SeqCst` fence in every push and pop, which cost
+//! 40–55% of the throughput in `benches/rust/ring.rs`.
 //!
 //! All synchronization primitives come from `sync.rs`, so `RUSTFLAGS="--cfg loom"` model-checks
 //! this very code (`tests/loom_ring.rs`).
