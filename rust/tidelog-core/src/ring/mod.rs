@@ -5,7 +5,7 @@
 //! - `slot.rs` (the only `unsafe` here): Vyukov's sequence-numbered slots, single and batch
 //!   claims, and the checks that make parking race-free;
 //! - the blocking layer below: waits spin briefly, then park on a `Mutex` + `Condvar` pair
-//!   ([`Waiters`]) and are woken by the opposite operation. When nobody waits, pushes and pops
+//!   (`Waiters`) and are woken by the opposite operation. When nobody waits, pushes and pops
 //!   take no lock and no fence: a push reads one waiter count, a pop two, and they move on.
 //!
 //! Trade-off: a waiter parks only when nothing is claimed on the other side. While a push (or
