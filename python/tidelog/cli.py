@@ -7,8 +7,10 @@ instead of turning it into one. ``dump`` and ``verify`` read segment files direc
 opening the store, so they never run recovery on what they are asked to examine.
 
 Exit status: 0 on success, 1 for an error or (``verify``, ``dump``) a problem found, 2 for a
-usage error, 130 after Ctrl-C and 141 when the reader of stdout went away (``| head``), as
-a Unix tool killed by SIGINT or SIGPIPE would report. Errors are one line on stderr.
+usage error, 130 after Ctrl-C, 143 after SIGTERM and 141 when the reader of stdout went
+away (``| head``), as a Unix tool killed by SIGINT, SIGTERM or SIGPIPE would report. SIGTERM
+stops a command as cleanly as Ctrl-C does (a group consumer commits what it printed and
+leaves its group at once). Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -53,6 +57,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 FOLLOW_POLL_SECONDS = 0.02
 EXISTENCE_CHECK_SECONDS = 1.0
 READ_CHUNK = 1000
@@ -507,9 +512,9 @@ def _settle_unprinted(
 ) -> None:
     """After a failed write: commits what surely reached stdout and nothing more.
 
-    The consumer would otherwise commit the whole poll when it closes. On Ctrl-C the
-    output may still be flushed; after a write error nothing of this poll counts as
-    printed, so each partition's commit stays at the first message of the poll.
+    The consumer would otherwise commit the whole poll when it closes. On Ctrl-C (or
+    SIGTERM) the output may still be flushed; after a write error nothing of this poll
+    counts as printed, so each partition's commit stays at the first message of the poll.
     """
     if isinstance(error, KeyboardInterrupt):
         try:
@@ -1078,7 +1083,7 @@ current directory. Only 'create' makes a new store; other commands refuse a dire
 is not one. Run 'tidelog COMMAND --help' for each command's options.
 
 exit status: 0 ok, 1 error or problem found, 2 usage error, 130 interrupted (Ctrl-C),
-141 stdout closed by its reader (e.g. '| head')."""
+141 stdout closed by its reader (e.g. '| head'), 143 terminated (SIGTERM)."""
 
 
 def _build_parser() -> _Parser:
@@ -1342,8 +1347,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 success, 1 error or problem found, 2 usage error, 130 interrupted,
-        141 stdout closed by its reader.
+        141 stdout closed by its reader, 143 terminated.
     """
+    with _sigterm_interrupts():
+        return _main(argv)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the command unwinds and closes what it opened."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turns SIGTERM into :class:`_Terminated` while the command runs (main thread only).
+
+    Without it a terminated group consumer would vanish without committing what it printed
+    or leaving its group, which would then wait for its lease to expire.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield  # the embedding program decided what SIGTERM does
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = _build_parser()
         args = parser.parse_args(argv)
@@ -1353,14 +1392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.run(args)
         sys.stdout.flush()
         return status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         try:
             sys.stdout.flush()
         except BrokenPipeError:
             _silence_stdout()
         except OSError:
             pass
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(e, _Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE

@@ -297,6 +297,18 @@ def test_follow_from_end_then_ctrl_c(store_dir: Path) -> None:
     assert committed_of(entry) == {0: None, 1: None, 2: 11}
 
 
+def test_sigterm_commits_and_leaves_the_group_at_once(store_dir: Path) -> None:
+    with spawn("consume", "orders", "-g", "term", "-f", "-d", store_dir) as proc:
+        values = [_read_line(proc) for _ in range(30)]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 143
+        assert proc.stderr is not None and proc.stderr.read() == b""
+    assert sorted(values) == sorted(f"m{i}\n".encode() for i in range(30))
+    (entry,) = groups_json(store_dir)
+    # Gone without waiting for its lease, and everything it printed is committed.
+    assert (entry["members"], entry["lag"]) == ({}, 0)
+
+
 # --- groups --watch ----------------------------------------------------------------------
 
 
