@@ -1185,6 +1185,11 @@ def _build_parser() -> _Parser:
         "Reads every partition (interleaved) unless --partition is given, from the first\n"
         "retained offset unless told otherwise, and stops at the end of the log unless\n"
         "--follow is given.\n\n"
+        "With --group GROUP it reads as one member of a consumer group: the partitions the\n"
+        "group assigns to it (other members, in any process, get the rest), starting at\n"
+        "the group's committed offsets, and it commits what it printed after each batch\n"
+        "reached stdout, so the next run of the group resumes there. Without --follow it\n"
+        "stops once its partitions have nothing more.\n\n"
         "formats:\n"
         "  raw   the value and a newline\n"
         "  json  one object per line: topic, partition, offset, timestamp_ms, key, value,\n"
@@ -1201,7 +1206,12 @@ def _build_parser() -> _Parser:
     start.add_argument(
         "--from-beginning", action="store_true", help="start at the first retained offset (default)"
     )
-    start.add_argument("--from-end", action="store_true", help="only messages appended from now on")
+    start.add_argument(
+        "--from-end",
+        action="store_true",
+        help="only messages appended from now on (with --group: in partitions the group "
+        "has not committed yet; the others resume at their commit)",
+    )
     start.add_argument(
         "-t",
         "--timestamp",
