@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a script: make the `benches` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -397,6 +397,25 @@ def summary_lines(rows: list[Row], levels: Sequence[str]) -> list[str]:
                     + "; ".join(parts)
                     + "."
                 )
+        lat = tide.latency
+        if lat.p50_us is not None and lat.p99_us is not None:
+            parts = []
+            for title, group in (
+                ("best embedded peer", [r for r in at if r.kind == "embedded"]),
+                ("best server", [r for r in at if r.kind == "server"]),
+            ):
+                timed = [r for r in group if r.latency.p50_us is not None]
+                if timed:
+                    best = min(timed, key=lambda r: r.latency.p50_us or math.inf)
+                    assert best.latency.p50_us is not None and best.latency.p99_us is not None
+                    parts.append(
+                        f"the {title}: {best.label}, {fmt_us(best.latency.p50_us)} / "
+                        f"{fmt_us(best.latency.p99_us)}"
+                    )
+            out.append(
+                f"- fsync={level}, latency p50 / p99: tidelog {fmt_us(lat.p50_us)} / "
+                f"{fmt_us(lat.p99_us)}" + ("; " + "; ".join(parts) if parts else "") + "."
+            )
     return out
 
 
@@ -610,15 +629,14 @@ def write_chart(path: Path, rows: list[Row], levels: Sequence[str], meta: dict[s
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="CI smoke run: small sizes, no servers")
     p.add_argument("-n", "--count", type=int, help="messages (default 200000; quick 10000)")
-    p.add_argument("--size", type=int, default=100, help="bytes per message (>= 8)")
-    p.add_argument("--batch", type=int, default=1000, help="messages per batch / commit")
+    p.add_argument("--size", type=int, default=100, help="bytes per message, >= 8 (100)")
+    p.add_argument("--batch", type=int, default=1000, help="messages per batch / commit (1000)")
     p.add_argument("--latency-messages", type=int, help="default 2000; quick 300")
-    p.add_argument("--latency-rate", type=float, default=1000.0, help="messages/s sent")
-    p.add_argument("--poll-us", type=float, default=100.0, help="sleep of polling readers")
+    p.add_argument("--latency-rate", type=float, default=1000.0, help="messages/s sent (1000)")
+    p.add_argument("--poll-us", type=float, default=100.0, help="sleep of polling readers (100)")
     p.add_argument("--budget", type=float, help="max s per workload (15; quick 2)")
     p.add_argument(
         "--rounds",
@@ -629,7 +647,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--fsync",
         choices=("never", "always", "both"),
         default="never",
-        help="durability level(s): page cache, or fsync before acknowledging",
+        help="durability level(s): page cache (never, the default), fsync before ack (always)",
     )
     p.add_argument(
         "--systems",
@@ -654,6 +672,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.size < 8:
         p.error("--size must be at least 8 (the latency timestamp)")
     return args
+
+
+def run_one(
+    cls: type[Adapter],
+    level: Level,
+    workdir: Path,
+    spec: Spec,
+    values: Sequence[bytes],
+    args: argparse.Namespace,
+    levels: Sequence[Level],
+    skipped: list[str],
+) -> Row | None:
+    """Runs every workload of one system at one level; None (and a line) if it is skipped."""
+    if cls.kind == "server" and (args.quick or args.no_servers):
+        if level == levels[0]:
+            why = "--quick" if args.quick else "--no-servers"
+            skipped.append(f"{cls.label}: skipped by {why}.")
+            print(f"skip {cls.label}: {why}")
+        return None
+    if level not in cls.levels:
+        msg = f"{cls.label} at fsync={level}: the library has no such mode."
+        skipped.append(msg)
+        print(f"skip {msg}")
+        return None
+    adapter = cls(level, workdir, spec)
+    try:
+        adapter.check()
+        adapter.start()
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, Skip) else f"failed to start: {short_error(exc)}"
+        if not any(s.startswith(cls.label + ":") for s in skipped):
+            skipped.append(f"{cls.label}: {why}")
+        print(f"skip {cls.label}: {why}", flush=True)
+        return None
+    return run_system(adapter, values, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -717,44 +770,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     skipped: list[str] = []
     try:
-        for level in levels:
-            for cls in classes:
-                if cls.kind == "server" and (args.quick or args.no_servers):
-                    if level == levels[0]:
-                        why = "--quick" if args.quick else "--no-servers"
-                        skipped.append(f"{cls.label}: skipped by {why}.")
-                        print(f"skip {cls.label}: {why}")
-                    continue
-                if level not in cls.levels:
-                    msg = f"{cls.label} at fsync={level}: the library has no such mode."
-                    skipped.append(msg)
-                    print(f"skip {msg}")
-                    continue
-                adapter = cls(level, workdir, spec)
+        # System by system (both levels), so each server runs only while it is measured.
+        for cls in classes:
+            try:
+                for level in levels:
+                    row = run_one(cls, level, workdir, spec, values, args, levels, skipped)
+                    if row is not None:
+                        rows.append(row)
+            finally:
                 try:
-                    adapter.check()
-                    adapter.start()
+                    cls.shutdown()
                 except Exception as exc:
-                    why = (
-                        str(exc)
-                        if isinstance(exc, Skip)
-                        else f"failed to start: {short_error(exc)}"
-                    )
-                    if not any(s.startswith(cls.label + ":") for s in skipped):
-                        skipped.append(f"{cls.label}: {why}")
-                    print(f"skip {cls.label}: {why}", flush=True)
-                    continue
-                rows.append(run_system(adapter, values, args))
+                    print(f"stopping {cls.label}: {short_error(exc)}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted: writing what was measured", file=sys.stderr)
     finally:
-        for cls in classes:
-            try:
-                cls.shutdown()
-            except Exception as exc:
-                print(f"stopping {cls.label}: {short_error(exc)}", file=sys.stderr)
         if not args.keep_data:
             shutil.rmtree(workdir, ignore_errors=True)
+    rows.sort(key=lambda r: levels.index(cast(Level, r.level)))
 
     meta["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     meta["elapsed_s"] = round(time.monotonic() - started, 1)

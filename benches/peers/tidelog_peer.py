@@ -1,9 +1,9 @@
 """tidelog itself, through its public Python API.
 
-Consumer groups and the blocking consumer are not in the API yet. The group workload and
-the latency consumer use ``store.consumer(...)`` (API.md) as soon as ``Store`` has it; until
-then the group workload is ``n/a (not yet implemented)`` and the latency figure comes from
-an interim polling reader (``end_offset`` checked every ``--poll-us``), labelled as such.
+The group workload and the latency consumer use ``store.consumer(...)`` (API.md) when
+``Store`` has it; with a build that does not, the group workload is ``n/a (not yet
+implemented)`` and the latency figure comes from an interim polling reader (``end_offset``
+checked every ``--poll-us``), labelled as such.
 """
 
 from __future__ import annotations
@@ -80,8 +80,15 @@ class TidelogAdapter(Adapter):
                 "consumer of the API, which does not exist yet."
             )
         else:
-            notes.append("consume: `store.consumer(..., delivery='at-least-once')`, poll + commit.")
-            notes.append("latency: `store.consumer(...)` in the other process, `poll(timeout)`.")
+            notes.append(
+                "consume: `store.consumer(topic, group=..., delivery='at-least-once', "
+                "max_poll_messages=batch)`, then `poll(max_messages=batch)` + `commit()` per "
+                "batch (joining the group is not timed)."
+            )
+            notes.append(
+                "latency: `store.consumer(...)` in the other process, blocking in "
+                "`poll(timeout=0.1)` (woken by the append, no polling interval)."
+            )
         return notes
 
     def _open(self, slot: str) -> tuple[Any, Any]:
@@ -144,8 +151,14 @@ class TidelogAdapter(Adapter):
         if not _has_consumer(store):
             store.close()
             raise NotApplicable(NOT_YET)
-        consumer = store.consumer(TOPIC, group=GROUP, delivery="at-least-once", start="earliest")
         batch = self.spec.batch
+        consumer = store.consumer(
+            TOPIC,
+            group=GROUP,
+            delivery="at-least-once",
+            start="earliest",
+            max_poll_messages=batch,  # poll() hands out at most this many (default 500)
+        )
 
         def run() -> int:
             done = 0
