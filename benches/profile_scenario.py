@@ -9,8 +9,9 @@ Usage::
 
 Scenarios: ``append`` (one message per call), ``batch-list``, ``batch-buffer``,
 ``os-write``, ``scan`` (read_batch + value_buffer over a 256 MiB partition), ``iterate``
-(Message objects over the same partition). The data lives in a temporary directory under
-``TIDELOG_BENCH_DIR`` (default ``target/bench-data``), deleted at the end.
+(Message objects over the same partition). Like the benchmark rounds, the write scenarios
+start over in a new topic (or file) every 64 MB. The data lives in a temporary directory
+under ``TIDELOG_BENCH_DIR`` (default ``target/bench-data``), deleted at the end.
 """
 
 from __future__ import annotations
@@ -26,57 +27,99 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads (see conftest.py)
 
 import tidelog
 
-from benches.support import BATCH_VALUES, MIB, bench_data_root, make_buffer, make_values
+from benches.support import (
+    BATCH_VALUES,
+    MIB,
+    VALUE_BYTES,
+    bench_data_root,
+    make_buffer,
+    make_values,
+)
 
 SCAN_BYTES = 256 * MIB
+#: Values written to one topic (or file) before starting over in a new one.
+ROUND_BYTES = 64_000_000
+
+
+class Fresh:
+    """Like the benchmarks' rounds: a new topic (or file) every ``ROUND_BYTES`` of values,
+    the previous one deleted, so dirty page-cache writeback never builds up."""
+
+    def __init__(self, store: tidelog.Store, directory: Path) -> None:
+        self.store = store
+        self.directory = directory
+        self.count = 0
+        self.written = ROUND_BYTES
+        self.topic: tidelog.Topic | None = None
+        self.fd = -1
+
+    def next_topic(self, nbytes: int) -> tidelog.Topic:
+        """The current topic, replaced by a new one when a round's bytes are written."""
+        self.written += nbytes
+        if self.topic is None or self.written > ROUND_BYTES:
+            if self.topic is not None:
+                self.store.delete_topic(f"profile-{self.count - 1}")
+            self.topic = self.store.create_topic(f"profile-{self.count}", partitions=1)
+            self.count += 1
+            self.written = nbytes
+        return self.topic
+
+    def next_fd(self, nbytes: int) -> int:
+        """The current file, replaced by a new one when a round's bytes are written."""
+        self.written += nbytes
+        if self.fd < 0 or self.written > ROUND_BYTES:
+            if self.fd >= 0:
+                os.close(self.fd)
+                os.unlink(self.directory / f"raw-{self.count - 1}")
+            path = self.directory / f"raw-{self.count}"
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.count += 1
+            self.written = nbytes
+        return self.fd
 
 
 def scenario(name: str, store: tidelog.Store, directory: Path) -> Callable[[], int]:
     """Returns a function doing one unit of the scenario and returning messages done."""
-    topic = store.create_topic("profile", partitions=1)
     values = make_values()
     buffer, lengths = make_buffer()
     value = values[0]
+    fresh = Fresh(store, directory)
     if name == "append":
-        append = topic.append
 
-        def run() -> int:
+        def append() -> int:
+            topic_append = fresh.next_topic(10_000 * VALUE_BYTES).append
             for _ in range(10_000):
-                append(value)
+                topic_append(value)
             return 10_000
 
-        return run
+        return append
     if name == "batch-list":
 
         def batch_list() -> int:
-            topic.append_batch(values, partition=0)
+            fresh.next_topic(len(buffer)).append_batch(values, partition=0)
             return BATCH_VALUES
 
         return batch_list
     if name == "batch-buffer":
 
         def batch_buffer() -> int:
-            topic.append_batch(buffer, lengths=lengths, partition=0)
+            fresh.next_topic(len(buffer)).append_batch(buffer, lengths=lengths, partition=0)
             return BATCH_VALUES
 
         return batch_buffer
     if name == "os-write":
-        fd = os.open(directory / "raw", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        written = [0]
 
         def write() -> int:
-            if written[0] >= 1 << 30:  # keep the file (and the disk) bounded
-                os.ftruncate(fd, 0)
-                os.lseek(fd, 0, os.SEEK_SET)
-                written[0] = 0
-            written[0] += os.write(fd, buffer)
+            os.write(fresh.next_fd(len(buffer)), buffer)
             return BATCH_VALUES
 
         return write
     if name in ("scan", "iterate"):
+        topic = store.create_topic("scan", partitions=1)
         while topic.size_bytes(0) < SCAN_BYTES:
             topic.append_batch(buffer, lengths=lengths, partition=0)
         end = topic.end_offset(0)
