@@ -80,6 +80,7 @@ class Consumer:
         self._next_partition = 0
         self._closed = False
         self._fetched: dict[int, int] = {}
+        self._fetched_from: dict[int, int] = {}
         self._membership = Membership(
             store.path,
             topic,
@@ -135,6 +136,7 @@ class Consumer:
         """
         out: list[Message] = []
         self._fetched = {}
+        self._fetched_from = dict(self._positions)
         assigned = [p for p in sorted(self._positions) if p not in self._paused]
         for i in range(len(assigned)):
             p = assigned[(self._next_partition + i) % len(assigned)]
@@ -186,7 +188,12 @@ class Consumer:
         moved = self._fetched
         if self.delivery == "at-most-once":
             if not self._owns_current(moved):
-                self._sync()  # a rebalance happened: these may belong to someone else now
+                # A rebalance landed between fetching and handing out: hand out nothing and
+                # rewind, so the new owner (or we, on the next poll) delivers these.
+                for p in moved:
+                    if p in self._positions:
+                        self._positions[p] = self._fetched_from[p]
+                self._sync()
                 return []
             self._commit_now(moved)
         else:
@@ -286,6 +293,8 @@ class Consumer:
                 f"the log starts at offset {start} and the next offset is {end}"
             )
         self._positions[partition] = offset
+        # What was delivered before the seek must not be committed past the new position.
+        self._delivered.pop(partition, None)
         self._buffer = deque(m for m in self._buffer if m.partition != partition)
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:

@@ -76,7 +76,8 @@ def _now_ms() -> int:
 
 def _paths(store_dir: str, topic: str, group: str) -> tuple[Path, Path, Path]:
     base = Path(store_dir) / "groups" / topic
-    safe = group if _plain(group) else group.encode().hex()
+    # Other names are hex-encoded behind a "~", which no plain name contains.
+    safe = group if _plain(group) else "~" + group.encode().hex()
     return base / f"{safe}.json", base / f"{safe}.lock", base / f"{safe}.gen"
 
 
@@ -98,16 +99,16 @@ def list_groups(store_dir: str) -> list[tuple[str, str]]:
     found = []
     for path in sorted((Path(store_dir) / "groups").glob("*/*.json")):
         stem = path.stem
-        try:
-            group = bytes.fromhex(stem).decode() if not _plain(stem) else stem
-        except ValueError:
-            group = stem
+        group = bytes.fromhex(stem[1:]).decode() if stem.startswith("~") else stem
         found.append((path.parent.name, group))
     return found
 
 
 def _plain(group: str) -> bool:
-    return group.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    """Names made only of [A-Za-z0-9._-] are used as file names as they are."""
+    return all(c.isascii() and (c.isalnum() or c in "._-") for c in group) and not group.startswith(
+        "."
+    )
 
 
 class Membership:

@@ -27,6 +27,9 @@ _PARTITIONS = 8
 _HEADER = struct.Struct("<HqI")
 _ENTRY = struct.Struct("<IqH")
 _VERSION = 1
+# A record with this generation and no partitions forgets the (group, topic)'s commits:
+# written when the topic is deleted, so a topic created again under the name starts clean.
+_RESET = -2
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,11 @@ def _encode(generation: int, offsets: dict[int, int], metadata: str) -> bytes:
     return b"".join(parts)
 
 
-def _decode(value: bytes) -> dict[int, Committed]:
-    version, _generation, count = _HEADER.unpack_from(value, 0)
+def _decode(value: bytes) -> dict[int, Committed] | None:
+    """The commits in a record, or None for a reset record."""
+    version, generation, count = _HEADER.unpack_from(value, 0)
+    if generation == _RESET and count == 0:
+        return None
     if version != _VERSION:
         raise _core.CorruptRecordError(f"offset commit record of unknown version {version}")
     at = _HEADER.size
@@ -101,6 +107,16 @@ class OffsetStore:
             for p, o in offsets.items():
                 cached[p] = Committed(o, metadata)
 
+    def forget_topic(self, topic: str) -> None:
+        """Forgets every group's commits on ``topic`` (it was deleted)."""
+        for group, t in list(self.groups()):
+            if t == topic:
+                key = self._key(group, topic)
+                value = _HEADER.pack(_VERSION, _RESET, 0)
+                self._topic.append(value, key=key, partition=self._partition(group))
+                with self._lock:
+                    self._cache.pop((group, topic), None)
+
     def committed(self, group: str, topic: str) -> dict[int, Committed]:
         """Returns the newest commit of every partition of ``topic`` for ``group``."""
         partition = self._partition(group)
@@ -126,6 +142,10 @@ class OffsetStore:
                 if msg.key is None:
                     continue
                 group, _, topic = msg.key.decode().partition("\0")
-                self._cache.setdefault((group, topic), {}).update(_decode(msg.value))
+                commits = _decode(msg.value)
+                if commits is None:
+                    self._cache.pop((group, topic), None)
+                else:
+                    self._cache.setdefault((group, topic), {}).update(commits)
             at = batch.next_offset
         self._read_upto[partition] = at

@@ -9,6 +9,7 @@ in any process see new messages without reopening.
 from __future__ import annotations
 
 import os
+import shutil
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -18,7 +19,7 @@ from tidelog import _core
 from tidelog._core import Producer, Topic
 from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
-from tidelog.offsets import OffsetStore
+from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
 from tidelog.stats import GroupInfo, group_overview
 
 if TYPE_CHECKING:
@@ -130,6 +131,10 @@ class Store:
         """
         _check_type(name, str, "name")
         self._core.delete_topic(name)
+        # Groups of the deleted topic go with it, commits and membership alike.
+        if OFFSETS_TOPIC in self._core.topics():
+            self._offset_store().forget_topic(name)
+        shutil.rmtree(os.path.join(self.path, "groups", name), ignore_errors=True)
 
     def stats(self) -> StoreStats:
         """Returns a snapshot of the store for monitoring.

@@ -200,3 +200,35 @@ def test_internal_topics_are_hidden(store: tidelog.Store) -> None:
     store.consumer("t", group="g").close()
     assert store.topics() == ["t"]
     assert "__consumer_offsets" in store.topics(internal=True)
+
+
+def test_seek_back_is_not_committed_past(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    fill(topic, 5)
+    with store.consumer("t", group="g") as consumer:
+        assert len(consumer.poll(timeout=1)) == 5
+        consumer.seek(0, 0)
+        assert [m.offset for m in consumer.poll(max_messages=2, timeout=1)] == [0, 1]
+        consumer.poll(timeout=0)  # moves past 0 and 1 only
+        assert consumer.committed() == {0: 2}
+
+
+def test_group_names_needing_escapes_round_trip(store: tidelog.Store) -> None:
+    store.create_topic("t")
+    for name in ["my group", "a/b", "ü", "plain-name_1.x"]:
+        with store.consumer("t", group=name) as consumer:
+            consumer.commit({0: 0})
+    assert sorted(store.groups()) == sorted(["my group", "a/b", "ü", "plain-name_1.x"])
+
+
+def test_deleting_a_topic_forgets_its_groups(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    fill(topic, 5)
+    with store.consumer("t", group="g") as consumer:
+        consumer.poll(timeout=1)
+        consumer.commit()
+    store.delete_topic("t")
+    store.create_topic("t")
+    with store.consumer("t", group="g") as consumer:
+        assert consumer.committed() == {}
+        assert consumer.lag() == {0: 0}

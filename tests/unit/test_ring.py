@@ -90,3 +90,20 @@ def test_threads_count_every_item_exactly_once() -> None:
         for p in range(producers):
             mine = [i for q, i in r if q == p]
             assert mine == sorted(mine)
+
+
+def test_ctrl_c_interrupts_a_blocked_pop() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, threading, tidelog\n"
+        "r = tidelog.RingBuffer(4)\n"
+        "threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "try:\n"
+        "    r.pop()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "interrupted", out.stderr

@@ -1,6 +1,6 @@
 //! `RingBuffer`: the engine's lock-free bounded MPMC queue, holding Python objects.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -17,6 +17,13 @@ use crate::errors::{to_py, InvalidConfigError};
 #[pyclass(frozen, module = "tidelog._core", name = "RingBuffer")]
 pub struct PyRing {
     ring: RingBuffer<Py<PyAny>>,
+}
+
+/// Longest single wait without the GIL before checking for signals (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+fn slice_until(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(SIGNAL_CHECK, |d| d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK))
 }
 
 fn timeout(value: Option<f64>) -> PyResult<Option<Duration>> {
@@ -61,12 +68,23 @@ impl PyRing {
     #[pyo3(signature = (item, timeout=None))]
     fn push(&self, py: Python<'_>, item: Py<PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let wait = self::timeout(timeout)?;
-        let item = match self.ring.try_push(item) {
+        let mut item = match self.ring.try_push(item) {
             Ok(()) => return Ok(()),
             Err(item) => item,
         };
-        py.detach(|| self.ring.push_timeout(item, wait))
-            .map_err(|_| PyTimeoutError::new_err("ring buffer stayed full"))
+        let deadline = wait.map(|w| Instant::now() + w);
+        // Wait in slices, checking for signals in between, so Ctrl-C interrupts a long wait.
+        loop {
+            let slice = slice_until(deadline);
+            item = match py.detach(|| self.ring.push_timeout(item, Some(slice))) {
+                Ok(()) => return Ok(()),
+                Err(item) => item,
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(PyTimeoutError::new_err("ring buffer stayed full"));
+            }
+            py.check_signals()?;
+        }
     }
 
     /// Removes and returns the oldest item, waiting up to `timeout` seconds for one.
@@ -76,8 +94,17 @@ impl PyRing {
         if let Some(item) = self.ring.try_pop() {
             return Ok(item);
         }
-        py.detach(|| self.ring.pop_timeout(wait))
-            .ok_or_else(|| PyTimeoutError::new_err("ring buffer stayed empty"))
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            let slice = slice_until(deadline);
+            if let Some(item) = py.detach(|| self.ring.pop_timeout(Some(slice))) {
+                return Ok(item);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(PyTimeoutError::new_err("ring buffer stayed empty"));
+            }
+            py.check_signals()?;
+        }
     }
 
     /// Adds items from the list in order while there is room; returns how many it added.
