@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: demo test test-rust test-python lint format build loom bench crash clean
+.PHONY: demo test test-rust test-python test-benches lint format build loom bench crash clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ build: $(STAMP)
 demo: build
 	$(BIN)/python examples/demo.py
 
-test: lint test-rust test-python
+test: lint test-rust test-python test-benches
 
 test-rust:
 	cargo test --workspace --quiet
@@ -30,12 +30,17 @@ test-rust:
 test-python: build
 	$(BIN)/python -m pytest -q
 
+# The benchmarks are not a gate: CI runs them once, tiny, to prove they still run.
+test-benches: build
+	TIDELOG_BENCH_SCALE=quick $(BIN)/python -m pytest benches/python -q --benchmark-only -p no:cacheprovider
+
 lint: build
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	$(BIN)/ruff check python tests benches examples
 	$(BIN)/ruff format --check python tests benches examples
 	$(BIN)/mypy
+	$(BIN)/mypy examples
 	$(BIN)/python -m mypy.stubtest tidelog._core
 
 format:
