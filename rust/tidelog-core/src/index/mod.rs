@@ -110,22 +110,7 @@ impl<'a> OffsetIndex<'a> {
 
     /// Position of the last indexed batch whose base offset is `<= relative_offset`, or 0.
     pub fn lookup(&self, relative_offset: u32) -> u32 {
-        // Entries are sorted by offset; partition_point finds the first entry past the target.
-        let n = self.len();
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.get(mid).0 <= relative_offset {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        if lo == 0 {
-            0
-        } else {
-            self.get(lo - 1).1
-        }
+        self.lookup_entry(relative_offset).1
     }
 }
 
@@ -178,23 +163,9 @@ impl<'a> TimeIndex<'a> {
         lo.checked_sub(1).map(|i| self.get(i))
     }
 
-    /// Position from which to scan for the first batch with a timestamp `>= timestamp`:
-    /// the last entry all of whose predecessors are older than `timestamp`.
+    /// Position from which to scan for the first batch with a timestamp `>= timestamp`.
     pub fn lookup(&self, timestamp: i64) -> u32 {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.get(mid).max_timestamp_before < timestamp {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        if lo == 0 {
-            0
-        } else {
-            self.get(lo - 1).position
-        }
+        self.lookup_entry(timestamp).map_or(0, |e| e.position)
     }
 }
 

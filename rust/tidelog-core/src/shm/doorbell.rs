@@ -12,15 +12,15 @@
 
 #![allow(unsafe_code)]
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
 use rustix::thread::futex;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Size of the doorbell file.
 pub const DOORBELL_BYTES: usize = 4096;
@@ -44,18 +44,7 @@ impl Doorbell {
     /// # Errors
     /// I/O errors.
     pub fn open(path: &Path) -> Result<Self> {
-        let io = |op, e| Error::io(op, path, e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io("open", e))?;
-        if file.metadata().map_err(|e| io("stat", e))?.len() != DOORBELL_BYTES as u64 {
-            file.set_len(DOORBELL_BYTES as u64).map_err(|e| io("resize", e))?;
-        }
-        let map = MmapOptions::new().len(DOORBELL_BYTES).map_raw(&file).map_err(|e| io("mmap", e))?;
+        let (file, map) = super::map_shared_file(path, DOORBELL_BYTES)?;
         Ok(Doorbell { map, _file: file })
     }
 

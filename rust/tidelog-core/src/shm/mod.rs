@@ -132,18 +132,7 @@ impl ControlBlock {
     /// # Errors
     /// I/O errors creating, sizing, locking or mapping the file.
     pub fn open(path: &Path) -> Result<Opened> {
-        let io = |op, e| Error::io(op, path, e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io("open", e))?;
-        if file.metadata().map_err(|e| io("stat", e))?.len() != CONTROL_BYTES as u64 {
-            file.set_len(CONTROL_BYTES as u64).map_err(|e| io("resize", e))?;
-        }
-        let map = MmapOptions::new().len(CONTROL_BYTES).map_raw(&file).map_err(|e| io("mmap", e))?;
+        let (file, map) = map_shared_file(path, CONTROL_BYTES)?;
         let alone = flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
         let block = ControlBlock { map, _file: file, path: path.to_owned() };
         let mut hint = None;
@@ -160,7 +149,7 @@ impl ControlBlock {
         }
         // Downgrade (or take) the shared lock that marks this process as alive. Safe to do
         // non-atomically: the caller's open lock keeps other openers out meanwhile.
-        flock(&block._file, FlockOperation::LockShared).map_err(|e| io("flock", e.into()))?;
+        flock(&block._file, FlockOperation::LockShared).map_err(|e| Error::io("flock", path, e.into()))?;
         Ok(if alone { Opened::Alone(block, hint) } else { Opened::Shared(block) })
     }
 
@@ -302,6 +291,24 @@ impl ControlBlock {
             if owner_died { self.head_unlocked() } else { self.try_head(u32::MAX).expect("unbounded") };
         Ok(WriteGuard { block: self, head, owner_died })
     }
+}
+
+/// Opens (creating if needed) `path` as a file of exactly `len` bytes and maps it shared:
+/// the shape of every small shared-memory file here (control blocks, doorbells).
+pub(crate) fn map_shared_file(path: &Path, len: usize) -> Result<(File, MmapRaw)> {
+    let io = |op, e| Error::io(op, path, e);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io("open", e))?;
+    if file.metadata().map_err(|e| io("stat", e))?.len() != len as u64 {
+        file.set_len(len as u64).map_err(|e| io("resize", e))?;
+    }
+    let map = MmapOptions::new().len(len).map_raw(&file).map_err(|e| io("mmap", e))?;
+    Ok((file, map))
 }
 
 fn check(rc: i32, what: &str) -> Result<()> {
