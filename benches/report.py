@@ -28,6 +28,18 @@ FIGURES = [
     "read-iterate",
     "reopen",
     "memory",
+    # issue #3: ring buffer and producer (test_bench_ring.py, test_bench_producer.py)
+    "ring-push-pop",
+    "ring-batch",
+    "producer-send",
+    "producer-send-4-threads",
+    "group-commit",
+    # issue #4: consumer groups (test_bench_consumer.py)
+    "consume",
+    "commit-never",
+    "commit-always",
+    "latency-p50",
+    "latency-p99",
 ]
 
 OPS: dict[str, Callable[[float, float], bool]] = {

@@ -1,0 +1,156 @@
+"""Consumer child process of the producer-to-consumer latency benchmark.
+
+Usage: ``python latency_consumer.py MODE STORE TOPIC COUNT OUT [PIPE_FD]``
+
+Every message value starts with the sender's ``time.perf_counter_ns()`` as a signed
+little-endian int64 (CLOCK_MONOTONIC on Linux: one clock for every process of the machine);
+the stamp ``-1`` marks warm-up messages, which are not measured. The child blocks for
+messages, subtracts each stamp from its own ``perf_counter_ns()`` taken when the messages
+reached it, and stops after ``COUNT`` measured messages.
+
+Modes (how the child waits):
+
+* ``group``: ``store.consumer(TOPIC, group=..., start="latest")``, blocked in ``poll(500)``
+  (at-least-once: every poll commits what the previous one returned);
+* ``doorbell``: no group, the raw loop a consumer is built on: ``ticket()``,
+  ``read_batch(0, position)``, ``wait(ticket)`` when there is nothing new;
+* ``pipe``: no tidelog at all: blocked in ``os.read`` on the pipe ``PIPE_FD`` that the parent
+  writes the same 100-byte values to (the floor of a cross-process wake-up).
+
+Protocol on stdout: ``ready`` once waiting, ``warm`` at the first warm-up message, then
+``done {json}`` with this process's CPU time and context switches over the measured part.
+The latencies (int64 ns, arrival order) are written to ``OUT``.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import resource
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import tidelog
+
+STAMP = struct.Struct("<q")
+VALUE_BYTES = 100
+GROUP = "latency"
+#: Longest a child runs, whatever happens to its parent (seconds).
+LIFETIME_S = 600.0
+
+
+def say(line: str) -> None:
+    """One line to the parent."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def group_batches(store: tidelog.Store, topic: str) -> Iterator[Iterable[bytes]]:
+    """Values as a group member's ``poll`` hands them out."""
+    consumer = store.consumer(topic, group=GROUP, start="latest")
+    say("ready")
+    poll = consumer.poll
+    try:
+        while True:
+            yield [m.value for m in poll(500, 1.0)]
+    finally:
+        consumer.close()
+
+
+def doorbell_batches(store: tidelog.Store, topic_name: str) -> Iterator[Iterable[bytes]]:
+    """Values read by the raw ticket / read_batch / wait loop of one partition."""
+    topic = store.topic(topic_name)
+    position = topic.end_offset(0)
+    ticket, read, wait = topic.ticket, topic.read_batch, topic.wait
+    say("ready")
+    while True:
+        t = ticket()
+        batch = read(0, position, max_messages=500)
+        if len(batch):
+            position = batch.next_offset
+            yield batch.values()
+        else:
+            wait(t, 1.0)
+
+
+def pipe_batches(fd: int) -> Iterator[Iterable[bytes]]:
+    """100-byte values read from a pipe."""
+    pending = b""
+    say("ready")
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        data = pending + chunk
+        whole = len(data) - len(data) % VALUE_BYTES
+        pending = data[whole:]
+        yield [data[i : i + VALUE_BYTES] for i in range(0, whole, VALUE_BYTES)]
+
+
+def measure(
+    batches: Iterator[Iterable[bytes]], count: int
+) -> tuple[array.array[int], dict[str, float]]:
+    """Latencies of the first ``count`` measured messages, and this process's usage meanwhile."""
+    lat: array.array[int] = array.array("q")
+    add = lat.append
+    unpack = STAMP.unpack_from
+    clock: Callable[[], int] = time.perf_counter_ns
+    warm = False
+    deadline = time.monotonic() + LIFETIME_S
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for batch in batches:
+        now = clock()
+        for value in batch:
+            stamp = unpack(value)[0]
+            if stamp >= 0:
+                add(now - stamp)
+            elif not warm:
+                warm = True
+                say("warm")
+                before = resource.getrusage(resource.RUSAGE_SELF)
+        if len(lat) >= count or time.monotonic() > deadline:
+            break
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    usage = {
+        "cpu_user_s": after.ru_utime - before.ru_utime,
+        "cpu_sys_s": after.ru_stime - before.ru_stime,
+        "voluntary_ctx_switches": after.ru_nvcsw - before.ru_nvcsw,
+        "involuntary_ctx_switches": after.ru_nivcsw - before.ru_nivcsw,
+        "received": len(lat),
+    }
+    return lat, usage
+
+
+def main(argv: list[str]) -> int:
+    """Runs the consumer until ``COUNT`` measured messages arrived."""
+    mode, path, topic, count, out = argv[0], argv[1], argv[2], int(argv[3]), argv[4]
+    store: tidelog.Store | None = None
+    if mode == "pipe":
+        batches = pipe_batches(int(argv[5]))
+    else:
+        store = tidelog.open(path, fsync="never")
+        if mode == "group":
+            batches = group_batches(store, topic)
+        elif mode == "doorbell":
+            batches = doorbell_batches(store, topic)
+        else:
+            raise SystemExit(f"unknown mode {mode!r}")
+    try:
+        lat, usage = measure(batches, count)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+        if store is not None:
+            store.close()
+    with open(out, "wb") as f:
+        lat.tofile(f)
+    say("done " + json.dumps(usage))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
