@@ -122,9 +122,10 @@ class Consumer:
         if self._membership.heartbeat():
             self._adopt(previous)
 
-    def _owns_current(self, partitions: list[int] | set[int] | dict[int, int]) -> bool:
-        return self._membership.current_generation() == self._membership.generation and all(
-            p in self._positions for p in partitions
+    def _owns_current(self, partitions: dict[int, int]) -> bool:
+        return (
+            self._membership.current_generation() == self._membership.generation
+            and partitions.keys() <= self._positions.keys()
         )
 
     # -- fetching -------------------------------------------------------------------------
@@ -246,9 +247,9 @@ class Consumer:
                 f"stale) or partitions {sorted(set(offsets) - set(self._positions))} are not "
                 "assigned to this member; poll() to get the new assignment"
             )
-        for p, o in offsets.items():
-            if not isinstance(o, int) or o < 0:
-                raise InvalidConfigError(f"offset for partition {p} must be an int >= 0, got {o!r}")
+        if not all(type(o) is int and o >= 0 for o in offsets.values()):
+            bad = {p: o for p, o in offsets.items() if not (isinstance(o, int) and o >= 0)}
+            raise InvalidConfigError(f"offsets must be ints >= 0, got {bad}")
         self._commit_now(offsets, metadata)
         for p in offsets:
             self._delivered.pop(p, None)

@@ -8,7 +8,9 @@ member to look once its lease expired. Every change of membership recomputes the
 (sticky: partitions stay where they are when possible) and bumps the generation.
 
 The generation is also kept in ``<group>.gen``, an 8-byte file every member maps, so a
-member notices a rebalance with one memory read per poll instead of a system call.
+member notices a rebalance with one memory read per poll instead of a system call. Leases
+are renewed in a per-member file (``<group>.members/<member>``, 8 bytes): a heartbeat is one
+small write, and the state file is rewritten only when membership changes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 __all__ = ["GroupState", "Membership", "assign", "list_groups", "read_state"]
 
 _GEN = struct.Struct("<Q")
+_LEASE = struct.Struct("<q")
 
 
 def assign(
@@ -81,12 +84,24 @@ def _paths(store_dir: str, topic: str, group: str) -> tuple[Path, Path, Path]:
     return base / f"{safe}.json", base / f"{safe}.lock", base / f"{safe}.gen"
 
 
+def _lease_dir(state_path: Path) -> Path:
+    return state_path.with_suffix(".members")
+
+
 def _read(state_path: Path) -> GroupState:
+    """The state file, with each member's lease expiry taken from its lease file."""
     try:
         raw = json.loads(state_path.read_text())
     except FileNotFoundError:
         return GroupState()
-    return GroupState(raw["generation"], raw["members"], raw["assignment"])
+    state = GroupState(raw["generation"], raw["members"], raw["assignment"])
+    leases = _lease_dir(state_path)
+    for member, info in state.members.items():
+        try:
+            info["expires_ms"] = _LEASE.unpack((leases / member).read_bytes())[0]
+        except (FileNotFoundError, struct.error):
+            info["expires_ms"] = 0
+    return state
 
 
 def read_state(store_dir: str, topic: str, group: str) -> GroupState:
@@ -142,6 +157,9 @@ class Membership:
         self.generation = -1
         self.assignment: list[int] = []
         self._last_heartbeat = 0.0
+        self._leases = _lease_dir(self._state_path)
+        self._leases.mkdir(exist_ok=True)
+        self._lease_fd = os.open(self._leases / self.member_id, os.O_RDWR | os.O_CREAT, 0o644)
 
     @contextmanager
     def _locked(self) -> Iterator[GroupState]:
@@ -166,14 +184,22 @@ class Membership:
         os.replace(tmp, self._state_path)
         _GEN.pack_into(self._gen_map, 0, state.generation)
 
+    def _renew(self) -> int:
+        """Extends this member's lease; returns the new expiry (ms since the epoch)."""
+        expires = _now_ms() + self.lease_ms
+        os.pwrite(self._lease_fd, _LEASE.pack(expires), 0)
+        return expires
+
     def _update(self, state: GroupState, *, present: bool) -> bool:
         """Expires dead members, adds or removes us, rebalances if membership changed."""
         now = _now_ms()
         before = set(state.members)
         members = {m: info for m, info in state.members.items() if info["expires_ms"] > now}
+        for dead in before - set(members) - {self.member_id}:
+            (self._leases / dead).unlink(missing_ok=True)
         if present:
             info = members.get(self.member_id, {"pid": os.getpid(), "joined_ms": now})
-            info["expires_ms"] = now + self.lease_ms
+            info["expires_ms"] = self._renew()
             members[self.member_id] = info
         else:
             members.pop(self.member_id, None)
@@ -182,7 +208,7 @@ class Membership:
         if changed:
             state.generation += 1
             state.assignment = assign(self.partitions, list(members), state.assignment)
-        self._write(state)
+            self._write(state)
         if present:
             self.generation = state.generation
             self.assignment = list(state.assignment.get(self.member_id, []))
@@ -202,10 +228,18 @@ class Membership:
         """
         before = self.generation
         due = time.monotonic() - self._last_heartbeat >= self.lease_ms / 3000
-        if force or due or self.current_generation() != self.generation:
-            with self._locked() as state:
-                if self.member_id in state.members or self.generation >= 0:
-                    self._update(state, present=True)
+        if not (force or due or self.current_generation() != self.generation):
+            return False
+        if not force and self.current_generation() == self.generation:
+            # A plain renewal: one small write, no lock, unless someone's lease ran out.
+            self._renew()
+            self._last_heartbeat = time.monotonic()
+            now = _now_ms()
+            state = _read(self._state_path)
+            if all(info["expires_ms"] > now for info in state.members.values()):
+                return False
+        with self._locked() as state:
+            self._update(state, present=True)
         return self.generation != before
 
     def heartbeat_interval(self) -> float:
@@ -224,5 +258,7 @@ class Membership:
                 if self.member_id in state.members:
                     self._update(state, present=False)
         finally:
+            (self._leases / self.member_id).unlink(missing_ok=True)
             self._gen_map.close()
             os.close(self._lock_fd)
+            os.close(self._lease_fd)

@@ -40,7 +40,14 @@ class Committed:
     metadata: str = ""
 
 
+_ONE = struct.Struct("<HqIIqH")
+
+
 def _encode(generation: int, offsets: dict[int, int], metadata: str) -> bytes:
+    if len(offsets) == 1 and not metadata:
+        # The common case (one partition, no metadata) in one pack.
+        ((partition, offset),) = offsets.items()
+        return _ONE.pack(_VERSION, generation, 1, partition, offset, 0)
     meta = metadata.encode()
     parts = [_HEADER.pack(_VERSION, generation, len(offsets))]
     for partition, offset in offsets.items():
@@ -49,7 +56,7 @@ def _encode(generation: int, offsets: dict[int, int], metadata: str) -> bytes:
     return b"".join(parts)
 
 
-def _decode(value: bytes) -> dict[int, Committed] | None:
+def _decode(value: bytes) -> dict[int, tuple[int, str]] | None:
     """The commits in a record, or None for a reset record."""
     version, generation, count = _HEADER.unpack_from(value, 0)
     if generation == _RESET and count == 0:
@@ -57,11 +64,11 @@ def _decode(value: bytes) -> dict[int, Committed] | None:
     if version != _VERSION:
         raise _core.CorruptRecordError(f"offset commit record of unknown version {version}")
     at = _HEADER.size
-    out: dict[int, Committed] = {}
+    out: dict[int, tuple[int, str]] = {}
     for _ in range(count):
         partition, offset, meta_len = _ENTRY.unpack_from(value, at)
         at += _ENTRY.size
-        out[partition] = Committed(offset, value[at : at + meta_len].decode())
+        out[partition] = (offset, value[at : at + meta_len].decode())
         at += meta_len
     return out
 
@@ -74,15 +81,21 @@ class OffsetStore:
         self._topic = core.create_topic(OFFSETS_TOPIC, _PARTITIONS, exist_ok=True)
         self._lock = threading.Lock()
         self._read_upto = [self._topic.start_offset(p) for p in range(_PARTITIONS)]
-        self._cache: dict[tuple[str, str], dict[int, Committed]] = {}
+        # Newest commit per (group, topic) and partition, as (offset, metadata).
+        self._cache: dict[tuple[str, str], dict[int, tuple[int, str]]] = {}
+        self._routes: dict[tuple[str, str], tuple[bytes, int]] = {}
 
-    @staticmethod
-    def _key(group: str, topic: str) -> bytes:
-        return f"{group}\0{topic}".encode()
-
-    def _partition(self, group: str) -> int:
-        # The group's commits stay in one partition, in commit order.
-        return _core.partition_for_key(group.encode(), _PARTITIONS)
+    def _route(self, group: str, topic: str) -> tuple[bytes, int]:
+        """The record key and offsets partition of (group, topic), computed once."""
+        route = self._routes.get((group, topic))
+        if route is None:
+            # The group's commits stay in one partition, in commit order.
+            route = (
+                f"{group}\0{topic}".encode(),
+                _core.partition_for_key(group.encode(), _PARTITIONS),
+            )
+            self._routes[(group, topic)] = route
+        return route
 
     def commit(
         self,
@@ -98,38 +111,38 @@ class OffsetStore:
         """
         if not offsets:
             return
-        key = self._key(group, topic)
-        self._topic.append(
-            _encode(generation, offsets, metadata), key=key, partition=self._partition(group)
-        )
+        key, partition = self._route(group, topic)
+        self._topic.append(_encode(generation, offsets, metadata), key=key, partition=partition)
         with self._lock:
             cached = self._cache.setdefault((group, topic), {})
             for p, o in offsets.items():
-                cached[p] = Committed(o, metadata)
+                cached[p] = (o, metadata)
 
     def forget_topic(self, topic: str) -> None:
         """Forgets every group's commits on ``topic`` (it was deleted)."""
         for group, t in list(self.groups()):
             if t == topic:
-                key = self._key(group, topic)
-                value = _HEADER.pack(_VERSION, _RESET, 0)
-                self._topic.append(value, key=key, partition=self._partition(group))
+                key, partition = self._route(group, topic)
+                self._topic.append(_HEADER.pack(_VERSION, _RESET, 0), key=key, partition=partition)
                 with self._lock:
                     self._cache.pop((group, topic), None)
 
     def committed(self, group: str, topic: str) -> dict[int, Committed]:
         """Returns the newest commit of every partition of ``topic`` for ``group``."""
-        partition = self._partition(group)
+        _, partition = self._route(group, topic)
         with self._lock:
             self._catch_up(partition)
-            return dict(self._cache.get((group, topic), {}))
+            cached = self._cache.get((group, topic), {})
+            return {p: Committed(o, m) for p, (o, m) in cached.items()}
 
     def groups(self) -> dict[tuple[str, str], dict[int, Committed]]:
         """Every (group, topic) with its committed offsets."""
         with self._lock:
             for p in range(_PARTITIONS):
                 self._catch_up(p)
-            return {k: dict(v) for k, v in self._cache.items()}
+            return {
+                k: {p: Committed(o, m) for p, (o, m) in v.items()} for k, v in self._cache.items()
+            }
 
     def _catch_up(self, partition: int) -> None:
         end = self._topic.end_offset(partition)

@@ -366,7 +366,11 @@ impl Producer {
         // waiting (or when lingering is off).
         let wake_at =
             if self.shared.config.linger.is_zero() { 1 } else { self.shared.config.max_batch_messages / 2 };
-        if self.shared.writer_idle.load(Ordering::Acquire) && pressure.buffered() >= wake_at {
+        // Only the sender that flips `writer_idle` notifies: the others stay off the mutex.
+        if pressure.buffered() >= wake_at
+            && self.shared.writer_idle.load(Ordering::Acquire)
+            && self.shared.writer_idle.swap(false, Ordering::AcqRel)
+        {
             let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.work.notify_one();
         }
