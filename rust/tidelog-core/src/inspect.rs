@@ -99,13 +99,13 @@ pub fn inspect_segment(data_path: &Path) -> Result<SegmentReport> {
                     "non-zero bytes after the last batch (torn tail)".into(),
                 );
             }
-            return finish(report, data_path, pos);
+            return finish(report, data_path);
         }
         let structure = BatchView::parse(&bytes[pos..], false);
         let Ok(view) = structure else {
             let reason = structure.err().unwrap_or("unreadable");
             problem(&mut report, pos, expected, format!("unreadable batch: {reason}"));
-            return finish(report, data_path, pos);
+            return finish(report, data_path);
         };
         let crc_ok = BatchView::parse(&bytes[pos..], true).is_ok();
         if !crc_ok {
@@ -127,7 +127,7 @@ pub fn inspect_segment(data_path: &Path) -> Result<SegmentReport> {
     if pos < bytes.len() && bytes[pos..].iter().any(|&b| b != 0) {
         problem(&mut report, pos, expected, "truncated batch at the end of the file".into());
     }
-    finish(report, data_path, pos)
+    finish(report, data_path)
 }
 
 fn map_file(path: &Path) -> Result<FileMap> {
@@ -137,7 +137,7 @@ fn map_file(path: &Path) -> Result<FileMap> {
 }
 
 /// Checks the indexes against the batches found.
-fn finish(mut report: SegmentReport, data_path: &Path, _end: usize) -> Result<SegmentReport> {
+fn finish(mut report: SegmentReport, data_path: &Path) -> Result<SegmentReport> {
     let dir = data_path.parent().unwrap_or(Path::new("."));
     let paths = SegmentPaths::new(dir, report.base_offset);
     let (Ok(index_map), Ok(time_map)) = (map_file(&paths.index), map_file(&paths.time_index)) else {

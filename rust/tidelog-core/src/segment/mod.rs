@@ -473,9 +473,8 @@ impl Segment {
     ///
     /// # Errors
     /// I/O errors, or a write outside the unpublished part of the segment.
-    pub fn write_at(&self, guard: &crate::shm::WriteGuard<'_>, pos: usize, bytes: &[u8]) -> Result<()> {
+    pub fn write_at(&self, _guard: &crate::shm::WriteGuard<'_>, pos: usize, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let _ = guard;
         let Some(files) = &self.files else {
             return Err(Error::InvalidConfig(format!("segment {} is sealed", self.base)));
         };
