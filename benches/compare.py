@@ -324,6 +324,8 @@ def run_system(adapter: Adapter, values: Sequence[bytes], args: argparse.Namespa
         )
         lat.p50_us, lat.p99_us, lat.max_us = res.p50_us, res.p99_us, res.max_us
         lat.received, lat.notes = res.received, res.notes
+        if adapter.latency_interim():
+            lat.notes.insert(0, adapter.latency_interim() or "")
         if res.p50_us is None:
             lat.text = "no message arrived"
     except NotApplicable as exc:
@@ -467,7 +469,7 @@ def write_markdown(
         lat = r.latency
         p50 = fmt_us(lat.p50_us) if lat.p50_us is not None else lat.text
         p99 = fmt_us(lat.p99_us) if lat.p99_us is not None else lat.text
-        if lat.p50_us is not None and (lat.notes or r.kind == "tidelog"):
+        if lat.p50_us is not None and lat.notes:
             p50 += "*"
             p99 += "*"
         lines.append(
@@ -528,18 +530,22 @@ def write_markdown(
             lines += [f"  - {n}" for n in notes]
     if skipped:
         lines += ["", "## Skipped", "", *[f"- {s}" for s in skipped]]
-    lines += [
-        "",
-        "## Chart",
-        "",
-        f"![messages per second per workload and system]({meta['png_name']})",
-        "",
-    ]
+    if meta["png_name"]:
+        lines += [
+            "",
+            "## Chart",
+            "",
+            f"![messages per second per workload and system]({meta['png_name']})",
+        ]
+    lines.append("")
     path.write_text("\n".join(lines))
 
 
 def write_chart(path: Path, rows: list[Row], levels: Sequence[str], meta: dict[str, Any]) -> bool:
     """Log-scale grouped bars: msgs/s per workload (left), latency p50/p99 (right)."""
+    if not rows:
+        print("nothing was measured: no chart")
+        return False
     try:
         mpl = importlib.import_module("matplotlib")
     except ImportError:
@@ -585,7 +591,8 @@ def write_chart(path: Path, rows: list[Row], levels: Sequence[str], meta: dict[s
         for x, y in zip(xs, ys, strict=True):
             ax.text(x, y * 1.1, fmt_rate(y), rotation=90, ha="center", va="bottom", fontsize=6)
     ax.set_yscale("log")
-    ax.set_ylim(bottom=1)
+    top = max((c.rate for r in rows for c in r.cells.values() if c.rate), default=10.0)
+    ax.set_ylim(1, top * 30)  # room for the value labels
     ax.set_xticks(range(len(THROUGHPUT)), [TITLES[w] for w in THROUGHPUT])
     ax.set_ylabel("messages / s (log scale)")
     ax.grid(axis="y", which="both", alpha=0.3)
@@ -611,7 +618,8 @@ def write_chart(path: Path, rows: list[Row], levels: Sequence[str], meta: dict[s
             else:
                 ax2.text(x, 1.2, "n/a", rotation=90, ha="center", va="bottom", fontsize=6)
     ax2.set_yscale("log")
-    ax2.set_ylim(bottom=1)
+    worst = max((v for r in rows for v in (r.latency.p50_us, r.latency.p99_us) if v), default=10.0)
+    ax2.set_ylim(1, worst * 30)
     ax2.set_xticks([0, 1], ["p50", "p99"])
     ax2.set_ylabel("µs from send to another process (log scale)")
     ax2.grid(axis="y", which="both", alpha=0.3)
@@ -791,10 +799,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     meta["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    png = args.out_dir / "compare.png"
+    if not write_chart(png, rows, levels, meta):
+        png = Path("(no chart)")
+        meta["png_name"] = None
     md = args.out_dir / "compare.md"
     write_markdown(md, rows, skipped, limits, meta, levels)
-    png = args.out_dir / "compare.png"
-    write_chart(png, rows, levels, meta)
     (args.out_dir / "compare.json").write_text(
         json.dumps(
             {

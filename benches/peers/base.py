@@ -112,6 +112,10 @@ class Adapter:
         """How each workload is done for this system (printed under the table)."""
         return []
 
+    def latency_interim(self) -> str | None:
+        """Set when the latency figure comes from a stand-in for the real consumer."""
+        return None
+
     # -- lifetime ----------------------------------------------------------------------------
 
     def start(self) -> None:

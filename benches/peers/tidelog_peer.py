@@ -91,6 +91,11 @@ class TidelogAdapter(Adapter):
             )
         return notes
 
+    def latency_interim(self) -> str | None:
+        if self._consumer_api is False:
+            return "INTERIM polling reader (no blocking consumer in this build)"
+        return None
+
     def _open(self, slot: str) -> tuple[Any, Any]:
         tidelog = _tidelog()
         store = tidelog.open(self.path(slot), fsync=self.level)
