@@ -18,7 +18,7 @@ pub(super) fn run(shared: &Shared) {
     let (mut last_flushers, mut last_sync) = (0usize, Duration::ZERO);
     loop {
         if durable && last_flushers > 1 {
-            gather(shared, last_flushers, last_sync / 2);
+            gather(shared, last_flushers, last_sync);
         }
         batch.clear();
         let levels = shared.levels.read().map(|l| l.clone()).unwrap_or_default();
@@ -48,10 +48,12 @@ pub(super) fn run(shared: &Shared) {
         }
         let taken = batch.len();
         shared.pressure.remove(taken);
-        last_flushers = shared.flushers.load(Ordering::SeqCst);
         let started = Instant::now();
         write_groups(shared, &mut batch);
         last_sync = started.elapsed();
+        // Everyone who sent and flushed while we synced is waiting now: that is how many
+        // the next sync can serve together.
+        last_flushers = shared.flushers.load(Ordering::SeqCst);
         shared.accounted.fetch_add(taken as u64, Ordering::SeqCst);
         if shared.flushers.load(Ordering::SeqCst) > 0 {
             let _signal = shared.signal.lock().unwrap_or_else(|e| e.into_inner());
