@@ -32,6 +32,7 @@ test-python: build
 
 # The benchmarks are not a gate: CI runs them once, tiny, to prove they still run.
 test-benches: build
+	$(BIN)/python benches/compare.py --quick
 	TIDELOG_BENCH_SCALE=quick $(BIN)/python -m pytest benches/python -q --benchmark-only -p no:cacheprovider
 
 lint: build
