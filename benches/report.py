@@ -132,11 +132,9 @@ def main_table(items: list[dict[str, Any]]) -> tuple[list[str], bool]:
     return lines, all_ok
 
 
-def from_time(e: dict[str, Any], seconds: float) -> float | None:
-    """The figure a round of ``seconds`` gives (None for figures not made of time)."""
-    work = float(e.get("work_per_round", math.nan))
-    unit = e["unit"]
-    if not seconds > 0:
+def figure_from_seconds(unit: str, work: float, seconds: float) -> float | None:
+    """The figure in ``unit`` of a round doing ``work`` in ``seconds``."""
+    if seconds <= 0:
         return None
     if unit == "msgs/s":
         return work / seconds
@@ -147,6 +145,15 @@ def from_time(e: dict[str, Any], seconds: float) -> float | None:
     if unit == "ns/call":
         return seconds / work * 1e9
     return None
+
+
+def from_time(e: dict[str, Any], seconds: float) -> float | None:
+    """The figure a round of ``seconds`` gives (None for figures not made of time)."""
+    work = float(e.get("work_per_round", math.nan))
+    unit = e["unit"]
+    if not seconds > 0:  # also None for NaN (no such round in the JSON)
+        return None
+    return figure_from_seconds(unit, work, seconds)
 
 
 def detail_table(items: list[dict[str, Any]]) -> list[str]:

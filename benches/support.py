@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from benches.report import figure_from_seconds
+
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 MIB = 1 << 20
@@ -310,21 +312,6 @@ def median_seconds(benchmark: Any) -> float | None:
     if stats is None:
         return None
     return float(stats.stats.median)
-
-
-def figure_from_seconds(unit: Unit, work: float, seconds: float) -> float | None:
-    """The figure in ``unit`` of a round doing ``work`` in ``seconds``."""
-    if seconds <= 0:
-        return None
-    if unit == "msgs/s":
-        return work / seconds
-    if unit == "GB/s":
-        return work / seconds / 1e9
-    if unit == "ms":
-        return seconds * 1e3
-    if unit == "ns/call":
-        return seconds / work * 1e9
-    return None
 
 
 def record(

@@ -159,6 +159,17 @@ class Adapter:
         if done != len(values):
             raise RuntimeError(f"fill wrote {done} of {len(values)} messages")
 
+    def put_each(
+        self,
+        values: Sequence[bytes],
+        put: Callable[[bytes], object],
+        close: Callable[[], None] = lambda: None,
+    ) -> Timed:
+        """The usual ``append_one``: ``put(v)`` per value within ``spec.budget_s``."""
+        timed = Timed(run=lambda: 0, close=close)
+        timed.run = lambda: loop_with_budget(values, put, self.spec.budget_s, timed)
+        return timed
+
     def read_all(self, slot: str, count: int) -> Timed:
         """Reads every message of ``slot`` back as ``bytes`` (without consuming if possible)."""
         raise NotApplicable("n/a")
@@ -230,6 +241,22 @@ def deadline_after(seconds: float) -> float:
 def budget_note(done: int, total: int, budget_s: float) -> str:
     """The note for a workload stopped by its time budget."""
     return f"stopped by the {budget_s:g} s budget after {done:,} of {total:,} messages"
+
+
+def loop_with_budget(
+    values: Sequence[bytes], put: Callable[[bytes], object], budget_s: float, timed: Timed
+) -> int:
+    """Calls ``put`` per value, checking the time budget every 1000 values."""
+    deadline = deadline_after(budget_s)
+    done = 0
+    for part in chunks(values, 1000):
+        for v in part:
+            put(v)
+        done += len(part)
+        if time.monotonic() > deadline and done < len(values):
+            timed.notes.append(budget_note(done, len(values), budget_s))
+            break
+    return done
 
 
 class Budget:

@@ -23,28 +23,13 @@ from benches.peers.base import (
     chunks,
     deadline_after,
     dist_version,
+    loop_with_budget,
     optional_import,
 )
 
 _PREFIX = struct.Struct("<I")
 _pack = _PREFIX.pack
 _unpack_from = _PREFIX.unpack_from
-
-
-def _loop_with_budget(
-    values: Sequence[bytes], put: Callable[[bytes], object], budget_s: float, timed: Timed
-) -> int:
-    """Calls ``put`` per value, checking the time budget every 1000 values."""
-    deadline = deadline_after(budget_s)
-    done = 0
-    for part in chunks(values, 1000):
-        for v in part:
-            put(v)
-        done += len(part)
-        if time.monotonic() > deadline and done < len(values):
-            timed.notes.append(budget_note(done, len(values), budget_s))
-            break
-    return done
 
 
 # -- a naive length-prefixed file ------------------------------------------------------------
@@ -81,7 +66,6 @@ class NaiveFileAdapter(Adapter):
 
     def append_one(self, slot: str, values: Sequence[bytes]) -> Timed:
         fd = self._open(slot)
-        timed = Timed(run=lambda: 0, close=lambda: os.close(fd))
         sync = self.level == "always"
 
         def put(v: bytes) -> None:
@@ -89,8 +73,7 @@ class NaiveFileAdapter(Adapter):
             if sync:
                 os.fdatasync(fd)
 
-        timed.run = lambda: _loop_with_budget(values, put, self.spec.budget_s, timed)
-        return timed
+        return self.put_each(values, put, close=lambda: os.close(fd))
 
     def append_batch(self, slot: str, values: Sequence[bytes]) -> Timed:
         fd = self._open(slot)
@@ -402,10 +385,7 @@ class PersistQueueFileAdapter(Adapter):
         return pq.Queue(str(self.path(slot)), chunksize=self.CHUNK, tempdir=str(self.path(slot)))
 
     def append_one(self, slot: str, values: Sequence[bytes]) -> Timed:
-        q = self._queue(slot)
-        timed = Timed(run=lambda: 0)
-        timed.run = lambda: _loop_with_budget(values, q.put, self.spec.budget_s, timed)
-        return timed
+        return self.put_each(values, self._queue(slot).put)
 
     def fill(self, slot: str, values: Sequence[bytes]) -> None:
         q = self._queue(slot)
@@ -505,9 +485,7 @@ class PersistQueueSqliteAckAdapter(Adapter):
 
     def append_one(self, slot: str, values: Sequence[bytes]) -> Timed:
         q = self._queue(str(self.path(slot)), self.level)
-        timed = Timed(run=lambda: 0, close=q.close)
-        timed.run = lambda: _loop_with_budget(values, q.put, self.spec.budget_s, timed)
-        return timed
+        return self.put_each(values, q.put, close=q.close)
 
     def fill(self, slot: str, values: Sequence[bytes]) -> None:
         q = self._queue(str(self.path(slot)), self.level, fast=True)
@@ -529,15 +507,14 @@ class PersistQueueSqliteAckAdapter(Adapter):
 
         def run() -> int:
             get, ack = q.get, q.ack
-            deadline = deadline_after(self.spec.budget_s)
+            budget = Budget(self.spec.budget_s, count, timed)
             done = 0
             while done < count:
                 for _ in range(min(1000, count - done)):
                     item = get(block=False, raw=True)
                     ack(id=item["pqid"])
                     done += 1
-                if time.monotonic() > deadline and done < count:
-                    timed.notes.append(budget_note(done, count, self.spec.budget_s))
+                if budget.over(done):
                     break
             return done
 
@@ -619,9 +596,7 @@ class LiteQueueAdapter(Adapter):
 
     def append_one(self, slot: str, values: Sequence[bytes]) -> Timed:
         q = self._open(str(self.path(slot)), self.level)
-        timed = Timed(run=lambda: 0, close=q.close)
-        timed.run = lambda: _loop_with_budget(values, q.put, self.spec.budget_s, timed)
-        return timed
+        return self.put_each(values, q.put, close=q.close)
 
     def append_batch(self, slot: str, values: Sequence[bytes]) -> Timed:
         q = self._open(str(self.path(slot)), self.level)
@@ -762,9 +737,7 @@ class DiskcacheDequeAdapter(Adapter):
 
     def append_one(self, slot: str, values: Sequence[bytes]) -> Timed:
         d = self._open(str(self.path(slot)), self.level)
-        timed = Timed(run=lambda: 0, close=d.cache.close)
-        timed.run = lambda: _loop_with_budget(values, d.append, self.spec.budget_s, timed)
-        return timed
+        return self.put_each(values, d.append, close=d.cache.close)
 
     def append_batch(self, slot: str, values: Sequence[bytes]) -> Timed:
         d = self._open(str(self.path(slot)), self.level)
@@ -894,7 +867,7 @@ class QueuelibFifoAdapter(Adapter):
         timed = Timed(run=lambda: 0)
 
         def run() -> int:
-            done = _loop_with_budget(values, q.push, self.spec.budget_s, timed)
+            done = loop_with_budget(values, q.push, self.spec.budget_s, timed)
             q.close()
             return done
 

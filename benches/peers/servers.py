@@ -23,11 +23,10 @@ from benches.peers.base import (
     Sender,
     Skip,
     Timed,
-    budget_note,
     chunks,
-    deadline_after,
     dist_version,
     free_port,
+    loop_with_budget,
     optional_import,
     wait_for_port,
 )
@@ -174,23 +173,8 @@ class RedisStreamsAdapter(Adapter):
 
     def append_one(self, slot: str, values: Sequence[bytes]) -> Timed:
         r, stream = self._client(), self._stream(slot)
-        timed = Timed(run=lambda: 0, close=r.close)
-
-        def run() -> int:
-            xadd = r.xadd
-            deadline = deadline_after(self.spec.budget_s)
-            done = 0
-            for part in chunks(values, 1000):
-                for v in part:
-                    xadd(stream, {"v": v})
-                done += len(part)
-                if time.monotonic() > deadline and done < len(values):
-                    timed.notes.append(budget_note(done, len(values), self.spec.budget_s))
-                    break
-            return done
-
-        timed.run = run
-        return timed
+        xadd = r.xadd
+        return self.put_each(values, lambda v: xadd(stream, {"v": v}), close=r.close)
 
     def append_batch(self, slot: str, values: Sequence[bytes]) -> Timed:
         r, stream = self._client(), self._stream(slot)
@@ -533,19 +517,14 @@ class KafkaAdapter(Adapter):
         topic = self._topic(slot)
         producer, errors = self._producer(linger_ms=0)
         timed = Timed(run=lambda: 0)
+        produce, flush = producer.produce, producer.flush
+
+        def put(v: bytes) -> None:
+            produce(topic, v)
+            flush()
 
         def run() -> int:
-            produce, flush = producer.produce, producer.flush
-            deadline = deadline_after(self.spec.budget_s)
-            done = 0
-            for part in chunks(values, 1000):
-                for v in part:
-                    produce(topic, v)
-                    flush()
-                done += len(part)
-                if time.monotonic() > deadline and done < len(values):
-                    timed.notes.append(budget_note(done, len(values), self.spec.budget_s))
-                    break
+            done = loop_with_budget(values, put, self.spec.budget_s, timed)
             if errors:
                 raise RuntimeError(f"{len(errors)} delivery errors, first: {errors[0]}")
             return done

@@ -22,9 +22,7 @@ from benches.peers.base import (
     Skip,
     Spec,
     Timed,
-    budget_note,
     chunks,
-    deadline_after,
 )
 
 TOPIC = "bench"
@@ -106,23 +104,7 @@ class TidelogAdapter(Adapter):
 
     def append_one(self, slot: str, values: Sequence[bytes]) -> Timed:
         store, topic = self._open(slot)
-        timed = Timed(run=lambda: 0, close=store.close)
-
-        def run() -> int:
-            append = topic.append
-            deadline = deadline_after(self.spec.budget_s)
-            done = 0
-            for part in chunks(values, 1000):
-                for v in part:
-                    append(v)
-                done += len(part)
-                if time.monotonic() > deadline and done < len(values):
-                    timed.notes.append(budget_note(done, len(values), self.spec.budget_s))
-                    break
-            return done
-
-        timed.run = run
-        return timed
+        return self.put_each(values, topic.append, close=store.close)
 
     def append_batch(self, slot: str, values: Sequence[bytes]) -> Timed:
         store, topic = self._open(slot)

@@ -145,12 +145,18 @@ def _what(path: Path) -> str:
     return f"{_store_size(path) / GIB:.2f} GiB store on disk, {segments} segments"
 
 
-@pytest.mark.benchmark(group="reopen")
-def test_reopen_after_sigkill_tidelog(benchmark: Any, crashed_store: Path) -> None:
-    reopener = Reopener(crashed_store, crash=True)
+def _reopen_rounds(benchmark: Any, path: Path, crash: bool) -> tuple[Reopener, Measured]:
+    """Times ``SCALE.reopen_rounds`` reopens of ``path`` (each after a kill if ``crash``)."""
+    reopener = Reopener(path, crash=crash)
     measured = Measured(reopener.reopen)
     benchmark.pedantic(measured, setup=reopener.setup, rounds=SCALE.reopen_rounds, warmup_rounds=1)
     reopener.close_previous()
+    return reopener, measured
+
+
+@pytest.mark.benchmark(group="reopen")
+def test_reopen_after_sigkill_tidelog(benchmark: Any, crashed_store: Path) -> None:
+    reopener, measured = _reopen_rounds(benchmark, crashed_store, crash=True)
     record(
         benchmark,
         figure="reopen",
@@ -172,10 +178,7 @@ def test_reopen_after_sigkill_tidelog(benchmark: Any, crashed_store: Path) -> No
 @pytest.mark.benchmark(group="reopen")
 def test_reopen_clean_variant(benchmark: Any, crashed_store: Path) -> None:
     """The same reopen after a clean close: the cost that is not crash recovery."""
-    reopener = Reopener(crashed_store, crash=False)
-    measured = Measured(reopener.reopen)
-    benchmark.pedantic(measured, setup=reopener.setup, rounds=SCALE.reopen_rounds, warmup_rounds=1)
-    reopener.close_previous()
+    reopener, measured = _reopen_rounds(benchmark, crashed_store, crash=False)
     record(
         benchmark,
         figure="reopen-clean",
