@@ -31,6 +31,7 @@ from tidelog.errors import (
     TopicNotFoundError,
 )
 from tidelog.store import FsyncPolicy, OnFull, Store, open
+from tidelog.workqueue import Job, LockLostError, WorkQueue
 
 __all__ = [
     "BackpressureError",
@@ -38,6 +39,8 @@ __all__ = [
     "CorruptRecordError",
     "FsyncPolicy",
     "InvalidConfigError",
+    "Job",
+    "LockLostError",
     "Message",
     "MessageTooLargeError",
     "OffsetOutOfRangeError",
@@ -56,6 +59,7 @@ __all__ = [
     "Topic",
     "TopicExistsError",
     "TopicNotFoundError",
+    "WorkQueue",
     "__version__",
     "open",
 ]

@@ -21,6 +21,7 @@ from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
 from tidelog.stats import GroupInfo, group_overview
+from tidelog.workqueue import WorkQueue
 
 if TYPE_CHECKING:
     from tidelog.stats import StoreStats
@@ -65,6 +66,7 @@ class Store:
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
+        self._work_queues: weakref.WeakSet[WorkQueue] = weakref.WeakSet()
         self._offsets: OffsetStore | None = None
 
     @property
@@ -282,6 +284,51 @@ class Store:
         self._consumers.add(consumer)
         return consumer
 
+    def work_queue(
+        self,
+        topic: str,
+        *,
+        group: str,
+        lock_timeout: float = 30.0,
+        max_deliveries: int = 5,
+        dead_letter: str | None = None,
+    ) -> WorkQueue:
+        """Joins work queue ``group`` on ``topic`` and returns the member.
+
+        Members of one queue, in any threads or processes, take the topic's messages one at a
+        time (``for job in queue`` or ``queue.acquire(timeout)``); a message is held by at most
+        one member until it is acked, released, rejected, or its lock expires. State changes
+        are durable records in the internal topic ``__work_queues``. A work queue and
+        consumer groups read the same topic independently.
+
+        Args:
+            topic: The topic whose messages are the work.
+            group: The queue's name (its members share the work and the state).
+            lock_timeout: Seconds a member holds an acquired message before it becomes
+                available to others again (renew with ``queue.extend``).
+            max_deliveries: Most times a message is handed out; once exhausted (or on
+                ``reject``) it goes to ``dead_letter``.
+            dead_letter: Topic (created on first use) receiving rejected and exhausted
+                messages, with headers ``tidelog.dead_letter.reason`` (``rejected`` or
+                ``max_deliveries``), ``tidelog.dead_letter.delivery_count`` and the source
+                ``topic``, ``partition`` and ``offset``. None: archive them (never delivered
+                again) and count them in ``queue.stats()["dead_lettered"]``.
+
+        Returns:
+            The :class:`tidelog.WorkQueue`, also a context manager and an iterator of
+            :class:`tidelog.workqueue.Job` (the message with its ``delivery_count``).
+        """
+        queue = WorkQueue(
+            self,
+            topic,
+            group,
+            lock_timeout=lock_timeout,
+            max_deliveries=max_deliveries,
+            dead_letter=dead_letter,
+        )
+        self._work_queues.add(queue)
+        return queue
+
     def groups(self) -> dict[str, dict[str, GroupInfo]]:
         """Every consumer group: per topic, its members, committed offsets and lag.
 
@@ -302,7 +349,11 @@ class Store:
         this store raise :class:`StoreClosedError` afterwards.
         """
         errors: list[BaseException] = []
-        members: list[Consumer | Producer] = [*self._consumers, *self._producers]
+        members: list[WorkQueue | Consumer | Producer] = [
+            *self._work_queues,
+            *self._consumers,
+            *self._producers,
+        ]
         for member in members:
             try:
                 member.close()

@@ -1,0 +1,267 @@
+"""Work queues: acquire, ack, release, reject, extend, lock expiry, dead letters, durability."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import tidelog
+from tidelog.workqueue import COUNT_HEADER, REASON_HEADER, WORK_QUEUES_TOPIC
+
+
+def _fill(store: tidelog.Store, n: int, partitions: int = 1, name: str = "jobs") -> None:
+    topic = store.create_topic(name, partitions=partitions)
+    for i in range(n):
+        topic.append(b"job-%d" % i, key=b"k%d" % i, headers={"h": b"v"}, partition=i % partitions)
+
+
+def _first(store: tidelog.Store) -> tidelog.Message:
+    return next(iter(store.topic("jobs").read(0, 0)))
+
+
+def test_acquire_and_ack_each_message_once(store: tidelog.Store) -> None:
+    _fill(store, 10, partitions=2)
+    with store.work_queue("jobs", group="w") as queue:
+        seen = []
+        while (job := queue.acquire(timeout=0)) is not None:
+            assert isinstance(job, tidelog.Job)
+            assert job.delivery_count == 1
+            assert job.message.value == job.value
+            assert job.key is not None and job.headers == {"h": b"v"}
+            assert job.topic == "jobs" and job.timestamp_ms > 0
+            seen.append(job.value)
+            queue.ack(job)
+        assert sorted(seen) == sorted(b"job-%d" % i for i in range(10))
+        stats = queue.stats()
+        assert stats["acked"] == 10 and stats["backlog"] == 0 and stats["in_flight"] == 0
+        assert stats["partitions"] == {
+            0: {"acked_below": 5, "in_flight": 0, "backlog": 0},
+            1: {"acked_below": 5, "in_flight": 0, "backlog": 0},
+        }
+        assert "jobs" in repr(queue)
+    assert "delivery_count=1" in repr(tidelog.Job(_first(store), 1, "m"))
+
+
+def test_iteration_blocks_for_new_messages(store: tidelog.Store) -> None:
+    topic = store.create_topic("jobs")
+
+    def later() -> None:
+        time.sleep(0.1)
+        topic.append(b"late")
+
+    threading.Thread(target=later).start()
+    with store.work_queue("jobs", group="w") as queue:
+        job = next(iter(queue))
+        assert job.value == b"late"
+        queue.ack(job)
+        assert queue.acquire(timeout=0.05) is None
+
+
+def test_a_held_message_goes_to_one_member_only(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    a = store.work_queue("jobs", group="w")
+    b = store.work_queue("jobs", group="w")
+    job = a.acquire(timeout=0)
+    assert job is not None
+    assert b.acquire(timeout=0) is None
+    with pytest.raises(tidelog.LockLostError):
+        b.ack(job)
+    a.ack(job)
+    with pytest.raises(tidelog.LockLostError):
+        a.ack(job)  # acknowledged once only
+
+
+def test_release_redelivers_with_the_count_kept(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    with store.work_queue("jobs", group="w") as queue:
+        job = queue.acquire(timeout=0)
+        assert job is not None
+        queue.release(job)
+        with pytest.raises(tidelog.LockLostError):
+            queue.release(job)
+        again = queue.acquire(timeout=0)
+        assert again is not None and again.offset == job.offset and again.delivery_count == 2
+        queue.ack(again)
+
+
+def test_expired_lock_makes_the_message_available(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    a = store.work_queue("jobs", group="w", lock_timeout=0.2)
+    b = store.work_queue("jobs", group="w", lock_timeout=0.2)
+    job = a.acquire(timeout=0)
+    assert job is not None
+    assert b.acquire(timeout=0) is None
+    taken = b.acquire(timeout=2.0)  # waits for the lock to expire
+    assert taken is not None and taken.offset == job.offset and taken.delivery_count == 2
+    with pytest.raises(tidelog.LockLostError):
+        a.ack(job)  # too late: b holds it now
+    b.ack(taken)
+
+
+def test_extend_keeps_a_long_job(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    a = store.work_queue("jobs", group="w", lock_timeout=0.2)
+    b = store.work_queue("jobs", group="w", lock_timeout=0.2)
+    job = a.acquire(timeout=0)
+    assert job is not None
+    for _ in range(4):
+        a.extend(job, 0.2)
+        assert b.acquire(timeout=0.1) is None
+    a.ack(job)
+    assert b.acquire(timeout=0.3) is None
+
+
+def test_max_deliveries_sends_a_poison_message_to_the_dead_letter_topic(
+    store: tidelog.Store,
+) -> None:
+    _fill(store, 2)
+    with store.work_queue("jobs", group="w", max_deliveries=3, dead_letter="jobs.dead") as queue:
+        counts = []
+        while (job := queue.acquire(timeout=0)) is not None and job.offset == 0:
+            counts.append(job.delivery_count)
+            queue.release(job)  # the poison message fails every time
+        assert counts == [1, 2, 3]
+        assert job is not None and job.offset == 1
+        queue.ack(job)
+        assert queue.stats()["dead_lettered"] == 1
+        assert queue.stats()["partitions"][0]["acked_below"] == 2
+    dead = list(store.topic("jobs.dead").read(0, 0))
+    assert len(dead) == 1
+    assert dead[0].value == b"job-0" and dead[0].key == b"k0"
+    assert dead[0].headers[REASON_HEADER] == b"max_deliveries"
+    assert dead[0].headers[COUNT_HEADER] == b"3"
+    assert dead[0].headers["tidelog.dead_letter.offset"] == b"0"
+    assert dead[0].headers["h"] == b"v"
+
+
+def test_reject_dead_letters_at_once(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    with store.work_queue("jobs", group="w", dead_letter="dl") as queue:
+        job = queue.acquire(timeout=0)
+        assert job is not None
+        queue.reject(job)
+        with pytest.raises(tidelog.LockLostError):
+            queue.reject(job)
+        assert queue.acquire(timeout=0) is None
+    (dead,) = store.topic("dl").read(0, 0)
+    assert dead.headers[REASON_HEADER] == b"rejected" and dead.headers[COUNT_HEADER] == b"1"
+
+
+def test_without_dead_letter_topic_messages_are_archived_and_counted(
+    store: tidelog.Store,
+) -> None:
+    _fill(store, 2)
+    with store.work_queue("jobs", group="w", max_deliveries=1) as queue:
+        job = queue.acquire(timeout=0)
+        assert job is not None
+        queue.reject(job)
+        job = queue.acquire(timeout=0)
+        assert job is not None
+        queue.release(job)  # its one delivery is used up
+        assert queue.acquire(timeout=0) is None
+        assert queue.stats()["dead_lettered"] == 2
+    assert store.topics() == ["jobs"]
+
+
+def test_state_survives_reopening(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path / "s") as store:
+        _fill(store, 5)
+        queue = store.work_queue("jobs", group="w")
+        for _ in range(3):
+            job = queue.acquire(timeout=0)
+            assert job is not None
+            queue.ack(job)
+        held = queue.acquire(timeout=0)
+        assert held is not None and held.offset == 3
+        # store.close() closes the queue, which releases what it holds
+    assert queue.closed
+    with tidelog.open(tmp_path / "s") as store:
+        queue = store.work_queue("jobs", group="w")
+        job = queue.acquire(timeout=0)
+        assert job is not None and job.offset == 3 and job.delivery_count == 2
+        assert queue.stats()["acked"] == 3
+        assert queue.stats()["partitions"][0]["acked_below"] == 3
+        assert WORK_QUEUES_TOPIC in store.topics(internal=True)
+
+
+def test_queues_are_independent_of_each_other_and_of_consumer_groups(
+    store: tidelog.Store,
+) -> None:
+    _fill(store, 3)
+    a = store.work_queue("jobs", group="a")
+    b = store.work_queue("jobs", group="b")
+    for queue in (a, b):
+        for _ in range(3):
+            job = queue.acquire(timeout=0)
+            assert job is not None
+            queue.ack(job)
+    with store.consumer("jobs", group="c") as consumer:
+        assert len(consumer.poll(timeout=0)) == 3
+
+
+def test_threads_share_a_queue_without_duplicates(store: tidelog.Store) -> None:
+    _fill(store, 200, partitions=3)
+    acked: list[tuple[int, int]] = []
+    guard = threading.Lock()
+
+    def work() -> None:
+        with store.work_queue("jobs", group="w") as queue:
+            while (job := queue.acquire(timeout=0.1)) is not None:
+                queue.ack(job)
+                with guard:
+                    acked.append((job.partition, job.offset))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(acked) == 200 and len(set(acked)) == 200
+
+
+def test_closed_queue_raises(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    queue = store.work_queue("jobs", group="w")
+    queue.close()
+    queue.close()
+    with pytest.raises(tidelog.StoreClosedError):
+        queue.acquire(timeout=0)
+
+
+def test_bad_arguments(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    with pytest.raises(TypeError):
+        store.work_queue(1, group="w")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.work_queue("jobs", group="")
+    with pytest.raises(TypeError):
+        store.work_queue("jobs", group="w", lock_timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(tidelog.InvalidConfigError):
+        store.work_queue("jobs", group="w", lock_timeout=0)
+    with pytest.raises(TypeError):
+        store.work_queue("jobs", group="w", max_deliveries=2.0)  # type: ignore[arg-type]
+    with pytest.raises(tidelog.InvalidConfigError):
+        store.work_queue("jobs", group="w", max_deliveries=0)
+    with pytest.raises(TypeError):
+        store.work_queue("jobs", group="w", dead_letter=b"x")  # type: ignore[arg-type]
+    with pytest.raises(tidelog.InvalidConfigError):
+        store.work_queue("jobs", group="w", dead_letter="jobs")
+    with pytest.raises(tidelog.TopicNotFoundError):
+        store.work_queue("missing", group="w")
+    with store.work_queue("jobs", group="w") as queue:
+        with pytest.raises(TypeError):
+            queue.acquire(timeout="1")  # type: ignore[arg-type]
+        job = queue.acquire(timeout=0)
+        assert job is not None
+        with pytest.raises(TypeError):
+            queue.ack(job.message)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            queue.extend(job, "1")  # type: ignore[arg-type]
+        with pytest.raises(tidelog.InvalidConfigError):
+            queue.extend(job, 0)
+        other = store.work_queue("jobs", group="other")
+        with pytest.raises(tidelog.LockLostError):
+            other.ack(job)
+        queue.ack(job)
