@@ -48,6 +48,8 @@ __all__ = ["WORK_QUEUES_TOPIC", "Job", "LockLostError", "WorkQueue"]
 WORK_QUEUES_TOPIC = "__work_queues"
 _PARTITIONS = 8
 _RECORD = struct.Struct("<BIqqI")
+_READ_AHEAD = 256
+_READ_AHEAD_BYTES = 1 << 20
 _ACQUIRE, _ACK, _RELEASE, _DEAD, _EXTEND = 1, 2, 3, 4, 5
 
 REASON_HEADER = "tidelog.dead_letter.reason"
@@ -213,6 +215,7 @@ class WorkQueue:
         self._log_partition = _core.partition_for_key(group.encode(), _PARTITIONS)
         self._read_upto = self._log.start_offset(self._log_partition)
         self._parts = [_Partition() for _ in range(self._topic.partitions)]
+        self._windows: list[dict[int, Message]] = [{} for _ in self._parts]
         self.acked = 0
         self.dead_lettered = 0
         self._next_partition = 0
@@ -345,11 +348,25 @@ class WorkQueue:
         self._write(_DEAD, message.partition, message.offset, count=count)
 
     def _read(self, partition: int, offset: int) -> Message | None:
+        """The message at ``offset``, from a small read-ahead window of the partition.
+
+        Reading one message at a time would cost a positioning per message; the window
+        serves the sequential acquisitions at the frontier from one read.
+        """
+        window = self._windows[partition]
+        message = window.get(offset)
+        if message is not None:
+            return message
         try:
-            batch = self._topic.read_batch(partition, offset, max_messages=1)
+            batch = self._topic.read_batch(
+                partition, offset, max_messages=_READ_AHEAD, max_bytes=_READ_AHEAD_BYTES
+            )
         except OffsetOutOfRangeError:
             return None
-        return batch[0] if len(batch) else None
+        window.clear()
+        for msg in batch:
+            window[msg.offset] = msg
+        return window.get(offset)
 
     def _try_acquire(self) -> Job | None:
         with self._locked():
@@ -364,7 +381,7 @@ class WorkQueue:
                     if message is None:
                         # Deleted by retention meanwhile: nothing to hand out.
                         self._parts[partition].skip_to(self._topic.start_offset(partition))
-                        continue
+                        break
                     count = self._parts[partition].counts.get(offset, 0)
                     if count >= self.max_deliveries:
                         self._dead_letter(message, "max_deliveries", count)

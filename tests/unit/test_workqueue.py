@@ -265,3 +265,19 @@ def test_bad_arguments(store: tidelog.Store) -> None:
         with pytest.raises(tidelog.LockLostError):
             other.ack(job)
         queue.ack(job)
+
+
+def test_acked_below_advances_as_a_contiguous_prefix_completes(store: tidelog.Store) -> None:
+    _fill(store, 10)
+    with store.work_queue("jobs", group="w") as queue:
+        first = queue.acquire(timeout=0)
+        assert first is not None and first.offset == 0
+        for _ in range(9):
+            job = queue.acquire(timeout=0)
+            assert job is not None
+            queue.ack(job)
+        part = queue._parts[0]
+        assert part.acked_below == 0 and len(part.done) == 9
+        queue.ack(first)
+        assert part.acked_below == 10
+        assert not part.done and not part.locks and not part.counts and not part.released
