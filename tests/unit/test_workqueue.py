@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import tidelog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tidelog.workqueue import COUNT_HEADER, REASON_HEADER, WORK_QUEUES_TOPIC
 
 
@@ -281,3 +284,94 @@ def test_acked_below_advances_as_a_contiguous_prefix_completes(store: tidelog.St
         queue.ack(first)
         assert part.acked_below == 10
         assert not part.done and not part.locks and not part.counts and not part.released
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("acquire"), st.integers(0, 1), st.just(0)),
+        st.tuples(
+            st.sampled_from(["ack", "release", "reject", "foreign"]),
+            st.integers(0, 1),
+            st.integers(0, 3),
+        ),
+        st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=_OPS)
+def test_acknowledgement_state_matches_a_model(ops: list[tuple[str, int, int]]) -> None:
+    """Random acquire/ack/release/reject/reopen sequences against a plain model of the queue."""
+    n, max_deliveries = 8, 2
+    count = [0] * n  # deliveries so far
+    held: list[list[tuple[int, tidelog.Job]]] = [[], []]  # per member: (offset, job)
+    released: set[int] = set()
+    finished: dict[int, str] = {}  # offset -> "acked" or "dead"
+    frontier = 0
+    with tempfile.TemporaryDirectory() as d:
+        store = tidelog.open(d)
+        _fill(store, n)
+
+        def members() -> list[tidelog.WorkQueue]:
+            return [
+                store.work_queue("jobs", group="w", max_deliveries=max_deliveries) for _ in range(2)
+            ]
+
+        queues = members()
+        try:
+            for op, m, i in ops:
+                if op == "acquire":
+                    expected = None
+                    while True:
+                        if released:
+                            o = min(released)
+                            if count[o] >= max_deliveries:
+                                released.discard(o)
+                                finished[o] = "dead"
+                                continue
+                            released.discard(o)
+                            expected = o
+                        elif frontier < n:
+                            expected = frontier
+                            frontier += 1
+                        break
+                    job = queues[m].acquire(timeout=0)
+                    if expected is None:
+                        assert job is None
+                    else:
+                        assert job is not None and job.offset == expected
+                        count[expected] += 1
+                        assert job.delivery_count == count[expected]
+                        held[m].append((expected, job))
+                elif op == "reopen":
+                    for member in held:
+                        released.update(o for o, _ in member)
+                        member.clear()
+                    store.close()
+                    store = tidelog.open(d)
+                    queues = members()
+                elif op == "foreign":
+                    if held[m]:
+                        with pytest.raises(tidelog.LockLostError):
+                            queues[1 - m].ack(held[m][i % len(held[m])][1])
+                elif held[m]:
+                    o, job = held[m].pop(i % len(held[m]))
+                    if op == "ack":
+                        queues[m].ack(job)
+                        finished[o] = "acked"
+                    elif op == "release":
+                        queues[m].release(job)
+                        released.add(o)
+                    else:
+                        queues[m].reject(job)
+                        finished[o] = "dead"
+                stats = queues[0].stats()
+                assert stats["acked"] == sum(1 for v in finished.values() if v == "acked")
+                assert stats["dead_lettered"] == sum(1 for v in finished.values() if v == "dead")
+                assert stats["in_flight"] == len(held[0]) + len(held[1])
+                below = next((o for o in range(n) if o not in finished), n)
+                assert stats["partitions"][0]["acked_below"] == below
+        finally:
+            store.close()
