@@ -137,7 +137,7 @@ class Consumer:
         """
         out: list[Message] = []
         self._fetched = {}
-        self._fetched_from = dict(self._positions)
+        self._fetched_from = {}
         assigned = [p for p in sorted(self._positions) if p not in self._paused]
         for i in range(len(assigned)):
             p = assigned[(self._next_partition + i) % len(assigned)]
@@ -149,6 +149,7 @@ class Consumer:
                 continue
             if len(batch):
                 out.extend(batch)
+                self._fetched_from[p] = self._positions[p]
                 self._positions[p] = self._fetched[p] = batch.next_offset
             if len(out) >= limit:
                 break

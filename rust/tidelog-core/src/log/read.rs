@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::PartitionLog;
-use crate::format::{BatchHeader, BatchView, RecordView};
+use crate::format::{BatchView, RecordView};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::segment::{FileMap, Segment};
 use crate::{Error, Result};
@@ -117,7 +117,7 @@ impl PartitionLog {
         while pos < end && out.count < max_messages && bytes < max_bytes {
             // Batches wholly before the wanted offset are skipped by their header alone: a
             // damaged batch we do not read must not fail the read.
-            if let Some(h) = sane_header(seg, pos, end) {
+            if let Some(h) = seg.header_at(pos, end) {
                 if h.base_offset == expected && h.next_offset() <= out.next_offset {
                     expected = h.next_offset();
                     pos += h.total_len;
@@ -127,7 +127,7 @@ impl PartitionLog {
             let batch = match seg.batch_at(pos, end, true) {
                 Ok(b) => b,
                 // A sealed segment whose trim was lost in a power failure ends in zeros.
-                Err(_) if !seg.is_active() && zeros_at(seg, pos, end) => break,
+                Err(_) if !seg.is_active() && seg.zeros_at(pos, end) => break,
                 // Hand out the good messages before the damage; the next read reports it.
                 Err(_) if out.count > 0 => break,
                 Err(reason) => return Err(seg.corrupt(pos, expected, reason)),
@@ -202,7 +202,7 @@ impl PartitionLog {
             };
             while pos < end {
                 // Older batches are passed by their header alone (see `read_segment`).
-                if let Some(h) = sane_header(seg, pos, end) {
+                if let Some(h) = seg.header_at(pos, end) {
                     if h.base_offset == expected && h.max_timestamp < timestamp {
                         expected = h.next_offset();
                         pos += h.total_len;
@@ -211,7 +211,7 @@ impl PartitionLog {
                 }
                 let batch = match seg.batch_at(pos, end, true) {
                     Ok(b) => b,
-                    Err(_) if !seg.is_active() && zeros_at(seg, pos, end) => break,
+                    Err(_) if !seg.is_active() && seg.zeros_at(pos, end) => break,
                     Err(reason) => return Err(seg.corrupt(pos, expected, reason)),
                 };
                 if batch.header.base_offset != expected {
@@ -230,17 +230,4 @@ impl PartitionLog {
         }
         Ok(None)
     }
-}
-
-/// The header of the batch at `pos` if its length is plausible (CRC not checked).
-fn sane_header(seg: &Segment, pos: usize, end: usize) -> Option<BatchHeader> {
-    seg.data
-        .read(pos, end)
-        .and_then(BatchHeader::read)
-        .filter(|h| h.total_len >= crate::format::BATCH_HEADER_LEN && pos + h.total_len <= end)
-}
-
-/// True when the bytes at `pos` are the zero padding after the last batch.
-fn zeros_at(seg: &Segment, pos: usize, end: usize) -> bool {
-    seg.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0))
 }

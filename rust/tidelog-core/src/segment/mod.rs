@@ -251,21 +251,8 @@ impl Segment {
             FileMap::map_readonly(&index, ilen).map_err(|e| Error::io("mmap", &self.paths.index, e))?;
         self.time_index =
             FileMap::map_readonly(&time, tlen).map_err(|e| Error::io("mmap", &self.paths.time_index, e))?;
-        Ok(self.indexes_look_valid(self.data.readable()))
-    }
-
-    /// Cheap plausibility check of the index against the data: first and last entries
-    /// point at batches with the offsets they claim.
-    pub fn indexes_look_valid(&self, data_end: usize) -> bool {
-        let idx = crate::index::OffsetIndex::new(self.index.published());
-        if idx.is_empty() {
-            return data_end == 0;
-        }
-        [0, idx.len() - 1].into_iter().all(|i| {
-            let (rel, pos) = idx.get(i);
-            self.batch_at(pos as usize, data_end, false)
-                .is_ok_and(|b| b.header.base_offset == self.base + u64::from(rel))
-        })
+        // Entry-by-entry checks happen on first use (`lookup_indexes`).
+        Ok(true)
     }
 
     fn rebuild_sealed_indexes(&mut self) -> Result<()> {
@@ -318,11 +305,7 @@ impl Segment {
                 None => (rel, pos) == (0, 0),
                 Some((r, p, m)) => rel > r && pos > p && t.max_timestamp_before >= m,
             };
-            let header = self
-                .data
-                .read(pos as usize, data_end)
-                .and_then(crate::format::BatchHeader::read)
-                .filter(|h| h.total_len >= BATCH_HEADER_LEN && pos as usize + h.total_len <= data_end);
+            let header = self.header_at(pos as usize, data_end);
             if !ordered
                 || t.position != pos
                 || t.relative_offset != rel
@@ -409,21 +392,27 @@ impl Segment {
             };
             let end = self.data.readable();
             while pos < end {
-                let header = self
-                    .data
-                    .read(pos, end)
-                    .and_then(crate::format::BatchHeader::read)
-                    .filter(|h| h.total_len >= BATCH_HEADER_LEN && pos + h.total_len <= end);
-                let Some(h) = header else {
-                    let zero_tail =
-                        self.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0));
-                    return if zero_tail { max } else { i64::MAX };
+                let Some(h) = self.header_at(pos, end) else {
+                    return if self.zeros_at(pos, end) { max } else { i64::MAX };
                 };
                 max = max.max(h.max_timestamp);
                 pos += h.total_len;
             }
             max
         })
+    }
+
+    /// The header of the batch at `pos` if its length is plausible (the CRC is not checked).
+    pub fn header_at(&self, pos: usize, end: usize) -> Option<crate::format::BatchHeader> {
+        self.data
+            .read(pos, end)
+            .and_then(crate::format::BatchHeader::read)
+            .filter(|h| h.total_len >= BATCH_HEADER_LEN && pos + h.total_len <= end)
+    }
+
+    /// True when the bytes at `pos` are the zero padding after the last batch.
+    pub fn zeros_at(&self, pos: usize, end: usize) -> bool {
+        self.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0))
     }
 
     /// Parses the batch starting at `pos`, not reading past `end`.
