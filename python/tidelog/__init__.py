@@ -31,6 +31,7 @@ from tidelog.errors import (
     TopicNotFoundError,
 )
 from tidelog.store import FsyncPolicy, OnFull, Store, open
+from tidelog.transaction import Transaction
 from tidelog.workqueue import Job, LockLostError, WorkQueue
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Topic",
     "TopicExistsError",
     "TopicNotFoundError",
+    "Transaction",
     "WorkQueue",
     "__version__",
     "open",

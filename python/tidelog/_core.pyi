@@ -128,6 +128,15 @@ class Topic:
         partition: int | None = None,
         timestamp_ms: int | None = None,
     ) -> tuple[int, int]: ...
+    def append_sequenced(
+        self,
+        values: list[bytes],
+        *,
+        producer_id: int,
+        producer_epoch: int,
+        base_sequence: int,
+        partition: int = 0,
+    ) -> tuple[int, bool]: ...
     def read(
         self, partition: int = 0, offset: int | None = None, *, timestamp_ms: int | None = None
     ) -> MessageIterator: ...
@@ -155,7 +164,7 @@ class Producer:
         store: Store,
         *,
         name: str | None = None,
-        idempotent: bool = False,
+        idempotent: bool = True,
         buffer_messages: int = 65536,
         high_watermark: float = 0.8,
         low_watermark: float = 0.5,
@@ -168,6 +177,17 @@ class Producer:
     def name(self) -> str | None: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def idempotent(self) -> bool: ...
+    @property
+    def producer_id(self) -> int | None: ...
+    @property
+    def producer_epoch(self) -> int | None: ...
+    @property
+    def in_transaction(self) -> bool: ...
+    def begin_transaction(self) -> None: ...
+    def commit_transaction(self) -> None: ...
+    def abort_transaction(self) -> None: ...
     def send(
         self,
         topic: str,
@@ -213,6 +233,7 @@ class Store:
         fsync_interval_ms: int = 1000,
         max_message_bytes: int | None = None,
         index_interval_bytes: int = 4096,
+        producer_expiry_ms: int = 604800000,
     ) -> Store: ...
     @property
     def path(self) -> str: ...

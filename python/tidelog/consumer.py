@@ -49,14 +49,10 @@ class Consumer:
         on_revoke: PartitionCallback | None = None,
     ) -> None:
         """Joins ``group`` on ``topic``; see :meth:`tidelog.Store.consumer`."""
-        if delivery not in ("at-most-once", "at-least-once"):
+        if delivery not in ("at-most-once", "at-least-once", "exactly-once"):
             raise InvalidConfigError(
-                f"delivery must be 'at-most-once' or 'at-least-once', got {delivery!r}"
-                + (
-                    " (exactly-once needs transactions, not available yet)"
-                    if delivery == "exactly-once"
-                    else ""
-                )
+                "delivery must be 'at-most-once', 'at-least-once' or 'exactly-once', "
+                f"got {delivery!r}"
             )
         if start not in ("earliest", "latest"):
             raise InvalidConfigError(f"start must be 'earliest' or 'latest', got {start!r}")
@@ -75,6 +71,12 @@ class Consumer:
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._positions: dict[int, int] = {}
         self._delivered: dict[int, int] = {}
+        # Exactly-once: the position after the last message handed to the application,
+        # per partition, which the next transaction commits.
+        self._consumed: dict[int, int] = {}
+        # Where each partition started when assigned (an aborted transaction rewinds there
+        # if the group has committed nothing yet).
+        self._origin: dict[int, int] = {}
         self._paused: set[int] = set()
         self._buffer: deque[Message] = deque()
         self._next_partition = 0
@@ -102,6 +104,7 @@ class Consumer:
         for p in revoked:
             self._positions.pop(p, None)
             self._delivered.pop(p, None)
+            self._consumed.pop(p, None)
             self._paused.discard(p)
         if revoked:
             self._buffer = deque(m for m in self._buffer if m.partition not in revoked)
@@ -114,6 +117,7 @@ class Consumer:
                 self._positions[p] = min(max(committed[p].offset, start), end)
             else:
                 self._positions[p] = start if self._start == "earliest" else end
+            self._origin[p] = self._positions[p]
         if added and self._on_assign:
             self._on_assign(added)
 
@@ -151,6 +155,9 @@ class Consumer:
                 out.extend(batch)
                 self._fetched_from[p] = self._positions[p]
                 self._positions[p] = self._fetched[p] = batch.next_offset
+            elif batch.next_offset > self._positions[p]:
+                # Only transaction markers or aborted messages: step over them.
+                self._positions[p] = batch.next_offset
             if len(out) >= limit:
                 break
         self._next_partition += 1
@@ -162,8 +169,16 @@ class Consumer:
         Waits up to ``timeout`` seconds for messages to arrive (from any process), returning
         ``[]`` if none did. With ``at-least-once`` delivery, calling ``poll`` again commits
         what the previous call returned; with ``at-most-once`` the offsets are committed
-        before the messages are returned.
+        before the messages are returned; with ``exactly-once`` they are committed by the
+        next :meth:`Store.transaction` with this consumer.
         """
+        messages = self._poll(max_messages, timeout)
+        if self.delivery == "exactly-once":
+            for m in messages:
+                self._consumed[m.partition] = m.offset + 1
+        return messages
+
+    def _poll(self, max_messages: int | None, timeout: float) -> list[Message]:
         self._check_open()
         if self._buffer:
             return self._take_buffered(max_messages or self.max_poll_messages)
@@ -209,9 +224,12 @@ class Consumer:
         while not self._buffer:
             self._check_open()
             self._buffer.extend(
-                self.poll(self.max_poll_messages, self._membership.heartbeat_interval())
+                self._poll(self.max_poll_messages, self._membership.heartbeat_interval())
             )
-        return self._buffer.popleft()
+        message = self._buffer.popleft()
+        if self.delivery == "exactly-once":
+            self._consumed[message.partition] = message.offset + 1
+        return message
 
     # -- offsets --------------------------------------------------------------------------
 
@@ -220,7 +238,7 @@ class Consumer:
 
     def _commit_delivered(self) -> None:
         """At-least-once: the application moved past what was delivered; commit it."""
-        if not self._delivered:
+        if not self._delivered or self.delivery == "exactly-once":
             return
         owned = {p: o for p, o in self._delivered.items() if p in self._positions}
         if owned and self._owns_current(owned):
@@ -238,8 +256,14 @@ class Consumer:
         Raises:
             RebalanceError: The group rebalanced since this member last polled, or a
                 partition is not assigned to it. Nothing is committed.
+            InvalidConfigError: An exactly-once consumer: its offsets are committed only
+                by :meth:`Store.transaction`, atomically with the outputs.
         """
         self._check_open()
+        if self.delivery == "exactly-once":
+            raise InvalidConfigError(
+                "an exactly-once consumer commits through store.transaction(producer, consumer)"
+            )
         if offsets is None:
             offsets = dict(self._delivered)
         if not self._owns_current(offsets):
@@ -273,6 +297,42 @@ class Consumer:
 
     def _initial(self, p: int) -> int:
         return self._topic.start_offset(p) if self._start == "earliest" else self._positions[p]
+
+    # -- transactions (see tidelog.transaction) -------------------------------------------
+
+    def _transaction_offsets(self) -> dict[int, int]:
+        """What a transaction commits: the position after each message handed out."""
+        return dict(self._consumed)
+
+    def _transaction_check(self, offsets: dict[int, int]) -> None:
+        if not self._owns_current(offsets):
+            raise RebalanceError(
+                f"group {self.group!r} rebalanced or partitions "
+                f"{sorted(set(offsets) - set(self._positions))} were reassigned while the "
+                "transaction ran; it is aborted and the new owner processes those messages"
+            )
+
+    def _transaction_commit(self, producer: _core.Producer, offsets: dict[int, int]) -> None:
+        """Sends the offset commit into the producer's open transaction."""
+        self._offsets.send_commit(
+            producer, self.group, self.topic, offsets, self._membership.generation
+        )
+
+    def _transaction_committed(self, offsets: dict[int, int]) -> None:
+        for p, o in offsets.items():
+            if self._consumed.get(p) == o:
+                del self._consumed[p]
+
+    def _transaction_aborted(self) -> None:
+        """Rewinds to the committed offsets, so what the transaction read comes again."""
+        committed = self._offsets.committed(self.group, self.topic)
+        for p in list(self._positions):
+            start = self._topic.start_offset(p)
+            origin = committed[p].offset if p in committed else self._origin.get(p, start)
+            self._positions[p] = max(origin, start)
+        self._buffer.clear()
+        self._consumed.clear()
+        self._delivered.clear()
 
     # -- positions --------------------------------------------------------------------------
 

@@ -118,6 +118,23 @@ class OffsetStore:
             for p, o in offsets.items():
                 cached[p] = (o, metadata)
 
+    def send_commit(
+        self,
+        producer: _core.Producer,
+        group: str,
+        topic: str,
+        offsets: dict[int, int],
+        generation: int = -1,
+    ) -> None:
+        """Sends the commit record into ``producer``'s open transaction.
+
+        The commit becomes visible exactly when the transaction commits.
+        """
+        if not offsets:
+            return
+        key, partition = self._route(group, topic)
+        producer.send(OFFSETS_TOPIC, _encode(generation, offsets, ""), key=key, partition=partition)
+
     def forget_topic(self, topic: str) -> None:
         """Forgets every group's commits on ``topic`` (it was deleted)."""
         for group, t in list(self.groups()):
@@ -150,6 +167,8 @@ class OffsetStore:
         while at < end:
             batch = self._topic.read_batch(partition, at, max_messages=10_000)
             if len(batch) == 0:
+                # Transaction markers only, or an open transaction: committed up to here.
+                at = batch.next_offset
                 break
             for msg in batch:
                 if msg.key is None:

@@ -21,6 +21,7 @@ from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
 from tidelog.stats import GroupInfo, group_overview
+from tidelog.transaction import Transaction
 from tidelog.workqueue import WorkQueue
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Store:
         fsync_interval_ms: int = 1000,
         max_message_bytes: int | None = None,
         index_interval_bytes: int = 4096,
+        producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
         self._core = _core.Store(
@@ -62,6 +64,7 @@ class Store:
             fsync_interval_ms=fsync_interval_ms,
             max_message_bytes=max_message_bytes,
             index_interval_bytes=index_interval_bytes,
+            producer_expiry_ms=producer_expiry_ms,
         )
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
@@ -165,7 +168,7 @@ class Store:
         self,
         *,
         name: str | None = None,
-        idempotent: bool = False,
+        idempotent: bool = True,
         buffer_messages: int = 65_536,
         high_watermark: float = 0.8,
         low_watermark: float = 0.5,
@@ -185,8 +188,14 @@ class Store:
         next ``send`` or ``flush``. Closing (or leaving the ``with`` block) flushes.
 
         Args:
-            name: Identifies the producer (idempotent producers keep their identity by name).
-            idempotent: Reserved for the idempotent producer (sequence-checked retries).
+            name: With ``idempotent``, the producer's durable identity: every open of the
+                same name gets the same producer id with the next epoch, fences older
+                instances (their next write raises :class:`ProducerFencedError`) and
+                finishes the transaction a crashed instance left open. Needed for
+                :meth:`transaction`. Without a name the identity lasts one lifetime.
+            idempotent: Stamp every batch with the producer id, epoch and per-partition
+                sequence numbers, so the store writes a retried batch only once (the
+                default, as in Kafka). ``False`` writes plain batches.
             buffer_messages: Capacity of the buffer, in messages.
             high_watermark: Occupancy fraction at which backpressure starts.
             low_watermark: Occupancy fraction at which backpressure ends (hysteresis).
@@ -329,6 +338,32 @@ class Store:
         self._work_queues.add(queue)
         return queue
 
+    def transaction(self, producer: Producer, consumer: Consumer | None = None) -> Transaction:
+        """Begins a transaction: outputs and input offsets committed as one unit.
+
+        Messages sent through the transaction (``tx.send(...)``, or ``producer.send`` while
+        it is open) and, with ``consumer``, the position after every message the consumer
+        handed out are committed together when the ``with`` block ends normally: readers
+        then see all the outputs and the group resumes after those inputs. An exception in
+        the block aborts it: no output is ever visible and the consumer rewinds to its
+        committed offsets. A crash mid-transaction leaves nothing visible and nothing
+        committed; the producer's next instance (same ``name``) aborts it when it opens.
+
+        Args:
+            producer: A named, idempotent producer (``store.producer(name=...)``).
+            consumer: A consumer opened with ``delivery="exactly-once"``, whose offsets
+                this transaction commits.
+
+        Returns:
+            The open :class:`tidelog.transaction.Transaction`, a context manager.
+
+        Raises:
+            InvalidConfigError: An unnamed, non-idempotent or shedding producer, a
+                transaction already open on it, or a consumer not in exactly-once mode.
+            ProducerFencedError: A newer instance of the producer has opened.
+        """
+        return Transaction(producer, consumer)
+
     def groups(self) -> dict[str, dict[str, GroupInfo]]:
         """Every consumer group: per topic, its members, committed offsets and lag.
 
@@ -390,6 +425,7 @@ def open(
     fsync_interval_ms: int = 1000,
     max_message_bytes: int | None = None,
     index_interval_bytes: int = 4096,
+    producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
 ) -> Store:
     """Opens the store in ``path``, creating the directory if it is missing.
 
@@ -409,6 +445,9 @@ def open(
         max_message_bytes: Largest message (value, key and headers) accepted; by default
             1 MiB, or half a segment when ``segment_bytes`` is under 2 MiB.
         index_interval_bytes: Bytes of batches between two sparse index entries.
+        producer_expiry_ms: A partition forgets an idempotent producer that wrote nothing
+            to it for this long (its sequence numbers and epoch), as Kafka's
+            ``producer.id.expiration.ms``.
 
     Returns:
         The open store.
@@ -427,6 +466,7 @@ def open(
         fsync_interval_ms=fsync_interval_ms,
         max_message_bytes=max_message_bytes,
         index_interval_bytes=index_interval_bytes,
+        producer_expiry_ms=producer_expiry_ms,
     )
 
 

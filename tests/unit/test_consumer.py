@@ -175,8 +175,11 @@ def test_bad_arguments(store: tidelog.Store) -> None:
     store.create_topic("t")
     with pytest.raises(tidelog.InvalidConfigError, match="delivery"):
         store.consumer("t", group="g", delivery="sometimes")  # type: ignore[arg-type]
-    with pytest.raises(tidelog.InvalidConfigError, match="exactly-once"):
-        store.consumer("t", group="g", delivery="exactly-once")
+    with (
+        store.consumer("t", group="g", delivery="exactly-once") as exactly,
+        pytest.raises(tidelog.InvalidConfigError, match=r"store\.transaction"),
+    ):
+        exactly.commit()
     with pytest.raises(tidelog.InvalidConfigError, match="start"):
         store.consumer("t", group="g", start="middle")  # type: ignore[arg-type]
     with pytest.raises(tidelog.TopicNotFoundError):

@@ -80,6 +80,13 @@ pub enum Error {
     /// The store or the partition was closed.
     #[error("the store is closed")]
     Closed,
+    /// An idempotent producer's batch does not continue its sequence in this partition: a
+    /// gap (a batch was lost) or a retry older than the remembered window.
+    #[error("out-of-order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// A newer instance of the same named producer opened: this one may not write.
+    #[error("producer fenced: {0}")]
+    ProducerFenced(String),
     /// Another process holds a lock that this operation needs exclusively.
     #[error("store is locked: {0}")]
     Locked(String),

@@ -89,6 +89,8 @@ impl From<CoreError> for PyErr {
             Error::InvalidConfig(_) => InvalidConfigError::new_err(msg),
             Error::Closed => StoreClosedError::new_err(msg),
             Error::Locked(_) => StoreLockedError::new_err(msg),
+            Error::OutOfOrderSequence(_) => OutOfOrderSequenceError::new_err(msg),
+            Error::ProducerFenced(_) => ProducerFencedError::new_err(msg),
         }
     }
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use tidelog_core::producer::identity::Identity;
 use tidelog_core::producer::{OnFull, Producer, ProducerConfig, SendError};
 
-use crate::errors::{to_py, BackpressureError, CoreError, InvalidConfigError};
+use crate::errors::{BackpressureError, CoreError, InvalidConfigError};
 use crate::gil::run_detached;
 use crate::store::PyStore;
 use crate::topic::{encode_headers, expect_bytes};
@@ -43,11 +44,12 @@ fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
 impl PyProducer {
     #[new]
     #[pyo3(signature = (
-        store, *, name=None, idempotent=false, buffer_messages=65536, high_watermark=0.8,
+        store, *, name=None, idempotent=true, buffer_messages=65536, high_watermark=0.8,
         low_watermark=0.5, on_full="block", block_timeout=None, max_batch_messages=4096, linger_ms=1.0,
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of Store.producer
     fn new(
+        py: Python<'_>,
         store: &PyStore,
         name: Option<String>,
         idempotent: bool,
@@ -59,7 +61,6 @@ impl PyProducer {
         max_batch_messages: i64,
         linger_ms: f64,
     ) -> PyResult<Self> {
-        let _ = idempotent; // Sequence checking arrives with the idempotence work (issue 5).
         let on_full = match on_full {
             "block" => OnFull::Block(seconds("block_timeout", block_timeout)?),
             "raise" => OnFull::Raise,
@@ -83,7 +84,12 @@ impl PyProducer {
             max_batch_messages: positive("max_batch_messages", max_batch_messages)?,
             linger: seconds("linger_ms", Some(linger_ms / 1000.0))?.unwrap_or_default(),
         };
-        let inner = to_py(Producer::new(store.inner().clone(), config))?;
+        config.validate().map_err(CoreError)?;
+        let store = store.inner().clone();
+        let inner = run_detached(py, || {
+            let identity = if idempotent { Some(Identity::claim(&store, name.as_deref())?) } else { None };
+            Producer::new(store.clone(), config, identity)
+        })?;
         Ok(PyProducer { inner: Arc::new(inner), name })
     }
 
@@ -97,6 +103,50 @@ impl PyProducer {
     #[getter]
     fn closed(&self) -> bool {
         self.inner.is_closed()
+    }
+
+    /// True if batches carry a producer id, epoch and sequence numbers.
+    #[getter]
+    fn idempotent(&self) -> bool {
+        self.inner.identity().is_some()
+    }
+
+    /// The producer id (None unless idempotent). A named producer keeps it across opens.
+    #[getter]
+    fn producer_id(&self) -> Option<i64> {
+        self.inner.identity().map(|i| i.producer_id)
+    }
+
+    /// The epoch (None unless idempotent): every open of a named producer bumps it.
+    #[getter]
+    fn producer_epoch(&self) -> Option<i16> {
+        self.inner.identity().map(|i| i.epoch)
+    }
+
+    /// True while a transaction is open.
+    #[getter]
+    fn in_transaction(&self) -> bool {
+        self.inner.in_transaction()
+    }
+
+    /// Starts a transaction (use `Store.transaction`, which also commits consumer
+    /// offsets): messages sent until it ends are visible to readers only once committed.
+    fn begin_transaction(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = self.inner.clone();
+        run_detached(py, move || inner.begin_transaction())
+    }
+
+    /// Writes the transaction's messages and commits them in every partition at once; if
+    /// a write failed, aborts instead and raises the failure.
+    fn commit_transaction(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = self.inner.clone();
+        run_detached(py, move || inner.commit_transaction())
+    }
+
+    /// Aborts the transaction: readers never see its messages.
+    fn abort_transaction(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = self.inner.clone();
+        run_detached(py, move || inner.abort_transaction())
     }
 
     /// Enqueues a message for `topic`; returns True, or False when `on_full="shed"` dropped

@@ -37,7 +37,7 @@ impl PyStore {
     #[pyo3(signature = (
         path, *, segment_bytes=67108864, segment_ms=Some(604800000), retention_bytes=None,
         retention_ms=None, fsync="never", fsync_interval_ms=1000, max_message_bytes=None,
-        index_interval_bytes=4096,
+        index_interval_bytes=4096, producer_expiry_ms=604800000,
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of tidelog.open
     fn new(
@@ -51,6 +51,7 @@ impl PyStore {
         fsync_interval_ms: i64,
         max_message_bytes: Option<i64>,
         index_interval_bytes: i64,
+        producer_expiry_ms: i64,
     ) -> PyResult<Self> {
         let fsync = match fsync {
             "never" => FsyncPolicy::Never,
@@ -73,6 +74,7 @@ impl PyStore {
                 .transpose()?,
             retention_ms,
             index_interval_bytes: positive("index_interval_bytes", index_interval_bytes)?,
+            producer_expiry_ms: positive("producer_expiry_ms", producer_expiry_ms)? as i64,
             fsync,
             // By default a message may be up to 1 MiB, or half a segment if segments are small.
             max_message_bytes: match max_message_bytes {

@@ -230,6 +230,48 @@ impl PyTopic {
         Ok((log.partition(), offset))
     }
 
+    /// Appends `values` to `partition` as one batch stamped with an idempotent producer's
+    /// identity: the building block of `Producer` (which numbers its batches itself), for
+    /// writers that keep their own sequence numbers. Returns `(first_offset, duplicate)`;
+    /// a batch repeating one of the producer's last five is not written again and its
+    /// original first offset comes back with `duplicate=True`.
+    ///
+    /// Raises `OutOfOrderSequenceError` for a sequence gap and `ProducerFencedError` for an
+    /// epoch older than one already written to the partition.
+    #[pyo3(signature = (values, *, producer_id, producer_epoch, base_sequence, partition=0))]
+    fn append_sequenced(
+        &self,
+        py: Python<'_>,
+        values: Vec<PyBackedBytes>,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        partition: i64,
+    ) -> PyResult<(u64, bool)> {
+        let log = self.log(partition)?;
+        let bad = |what: &str, v: i64| InvalidConfigError::new_err(format!("{what} must be >= 0, got {v}"));
+        if producer_id < 0 {
+            return Err(bad("producer_id", producer_id));
+        }
+        if producer_epoch < 0 {
+            return Err(bad("producer_epoch", i64::from(producer_epoch)));
+        }
+        if base_sequence < 0 {
+            return Err(bad("base_sequence", i64::from(base_sequence)));
+        }
+        if values.is_empty() {
+            return Err(InvalidConfigError::new_err("values must not be empty"));
+        }
+        let meta = BatchMeta { base_offset: 0, attributes: 0, producer_id, producer_epoch, base_sequence };
+        let timestamp = now_ms();
+        let done = run_detached(py, || {
+            let records: Vec<Record<'_>> =
+                values.iter().map(|v| Record { timestamp, key: None, value: v, headers: &[] }).collect();
+            log.append(&records, meta, true).map(|d| d.expect("blocking append"))
+        })?;
+        Ok((done.base_offset, done.duplicate))
+    }
+
     /// Iterates messages of `partition` from `offset` (default: the start offset) or from
     /// the first message with a timestamp `>= timestamp_ms`, up to the end of the log.
     #[pyo3(signature = (partition=0, offset=None, *, timestamp_ms=None))]

@@ -4,12 +4,14 @@
 //! `docs/FORMAT.md` and in the rustdoc tables of [`batch`] and [`record`].
 
 pub mod batch;
+pub mod control;
 pub mod headers;
 pub mod record;
 
 pub use batch::{
     encode_batch, encoded_len, BatchHeader, BatchMeta, BatchView, BATCH_HEADER_LEN, NO_PRODUCER, NO_SEQUENCE,
 };
+pub use control::{Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 pub use record::{Record, RecordView, RECORD_ENTRY_LEN};
 
 /// Version byte written into every batch. Readers reject any other value as corruption.

@@ -32,6 +32,10 @@ pub struct LogConfig {
     pub fsync: FsyncPolicy,
     /// Largest value (plus key and headers) one message may carry.
     pub max_message_bytes: usize,
+    /// An idempotent producer that wrote nothing to a partition for this long is forgotten
+    /// there (its next batch may then start at any sequence), as Kafka's
+    /// `producer.id.expiration.ms`.
+    pub producer_expiry_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -44,6 +48,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             fsync: FsyncPolicy::Never,
             max_message_bytes: 1 << 20,
+            producer_expiry_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -81,6 +86,9 @@ impl LogConfig {
         }
         if let Some(ms) = self.retention_ms.filter(|&ms| ms <= 0) {
             return bad(format!("retention_ms must be positive, got {ms}"));
+        }
+        if self.producer_expiry_ms <= 0 {
+            return bad(format!("producer_expiry_ms must be positive, got {}", self.producer_expiry_ms));
         }
         if let FsyncPolicy::Interval(d) = self.fsync {
             if d.is_zero() {

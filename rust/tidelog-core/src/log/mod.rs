@@ -11,19 +11,22 @@
 //!    the head's generation, which is how other processes notice they must re-list.
 
 pub mod config;
+mod idempotence;
+pub mod producers;
 mod read;
 mod recovery;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use rustix::fs::{flock, FlockOperation};
 
 pub use self::config::{FsyncPolicy, LogConfig};
+use self::producers::{ProducerTable, Verdict};
 pub use self::read::{ReadChunk, ReadResult};
-use crate::format::{encode_batch, encoded_len, BatchMeta, Record};
+use crate::format::{encode_batch, encoded_len, BatchMeta, Marker, Record, ATTR_CONTROL, NO_PRODUCER};
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment::{self, Segment};
 use crate::shm::{ControlBlock, Head, Opened, WriteGuard};
@@ -50,6 +53,9 @@ pub struct Appended {
     pub base_offset: u64,
     /// Number of records.
     pub count: u32,
+    /// The batch repeated one its producer already wrote (same sequence numbers): nothing
+    /// was written and the offsets are the original's.
+    pub duplicate: bool,
 }
 
 /// This process's picture of the segments.
@@ -77,6 +83,8 @@ pub struct PartitionLog {
     dirty: AtomicBool,
     /// Rung after every append so sleeping consumers (in any process) wake up.
     doorbell: std::sync::OnceLock<Arc<crate::shm::doorbell::Doorbell>>,
+    /// Producer state for idempotence and transactions; `None` until first needed.
+    producers: Mutex<Option<ProducerTable>>,
 }
 
 /// Milliseconds since the Unix epoch, at the kernel tick's resolution (a few ms) but
@@ -119,6 +127,7 @@ impl PartitionLog {
             view: RwLock::new(View { generation: u64::MAX, segments: Vec::new() }),
             dirty: AtomicBool::new(false),
             doorbell: std::sync::OnceLock::new(),
+            producers: Mutex::new(None),
         };
         {
             let mut guard = log.control.lock()?;
@@ -222,9 +231,15 @@ impl PartitionLog {
     /// The batch is in the page cache when this returns; with [`FsyncPolicy::Always`] it is
     /// also on disk.
     ///
+    /// A `meta` with a producer id is checked against the partition's producer state first
+    /// (see [`producers`]): a batch repeating one of the producer's last batches is not
+    /// written again and the original offsets come back with `duplicate` set.
+    ///
     /// # Errors
     /// [`Error::MessageTooLarge`] for a record over `max_message_bytes` or a batch too large
-    /// for a segment, [`Error::InvalidConfig`] for timestamps too far apart, I/O errors.
+    /// for a segment, [`Error::InvalidConfig`] for timestamps too far apart,
+    /// [`Error::OutOfOrderSequence`] and [`Error::ProducerFenced`] from the producer check,
+    /// I/O errors.
     pub fn append(&self, records: &[Record<'_>], meta: BatchMeta, wait: bool) -> Result<Option<Appended>> {
         if records.is_empty() {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
@@ -235,6 +250,14 @@ impl PartitionLog {
         };
         let (appended, synced_range) = self.append_locked(&mut guard, records, meta, size)?;
         drop(guard);
+        if appended.duplicate {
+            // The original may be the write whose sync failed and caused this retry.
+            if self.config.fsync == FsyncPolicy::Always {
+                self.dirty.store(true, Ordering::Relaxed);
+                self.sync()?;
+            }
+            return Ok(Some(appended));
+        }
         if let Some(bell) = self.doorbell.get() {
             bell.ring();
         }
@@ -301,6 +324,21 @@ impl PartitionLog {
             head = guard.head();
             view = self.read_view()?;
         }
+        let mut producers = None;
+        if meta.producer_id != NO_PRODUCER {
+            let mut table = self.producer_table()?;
+            let state = self.catch_up(&mut table, &view, &head)?;
+            let verdict = state.check(
+                meta.producer_id,
+                meta.producer_epoch,
+                meta.base_sequence,
+                records.len() as u32,
+            )?;
+            if let Verdict::Duplicate { base_offset, count } = verdict {
+                return Ok((Appended { base_offset, count, duplicate: true }, None));
+            }
+            producers = Some(table);
+        }
         let active = view.active();
         let pos = head.committed_pos as usize;
         let meta = BatchMeta { base_offset: head.next_offset, ..meta };
@@ -340,7 +378,18 @@ impl PartitionLog {
         head.next_offset = header.next_offset();
         head.max_timestamp = head.max_timestamp.max(header.max_timestamp);
         guard.publish(head);
-        let appended = Appended { base_offset: header.base_offset, count: header.record_count };
+        if let Some(table) = producers.as_mut().and_then(|t| t.as_mut()) {
+            let marker = (meta.attributes & ATTR_CONTROL != 0).then(|| {
+                if records[0].value == Marker::Commit.value() {
+                    Marker::Commit
+                } else {
+                    Marker::Abort
+                }
+            });
+            table.apply(&header, marker);
+        }
+        let appended =
+            Appended { base_offset: header.base_offset, count: header.record_count, duplicate: false };
         let sync = (self.config.fsync == FsyncPolicy::Always).then(|| (active.clone(), pos, pos + size));
         Ok((appended, sync))
     }
@@ -349,8 +398,9 @@ impl PartitionLog {
     /// retention. Called with the append lock held.
     fn roll(&self, guard: &mut WriteGuard<'_>) -> Result<()> {
         let mut head = guard.head();
-        let active = self.read_view()?.active().clone();
         let durable = self.config.fsync != FsyncPolicy::Never;
+        self.snapshot_at_roll(&*self.read_view()?, &head, durable)?;
+        let active = self.read_view()?.active().clone();
         // Trim first: a crash after this leaves a valid sealed-looking segment that
         // recovery simply treats as active again.
         active.trim(head.committed_pos as usize, head.index_entries as usize, durable)?;

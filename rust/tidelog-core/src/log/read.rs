@@ -5,11 +5,53 @@
 
 use std::sync::Arc;
 
-use super::PartitionLog;
-use crate::format::{BatchView, RecordView};
+use super::idempotence::TableGuard;
+use super::{PartitionLog, View};
+use crate::format::{BatchHeader, BatchView, RecordView, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::segment::{FileMap, Segment};
+use crate::shm::Head;
 use crate::{Error, Result};
+
+/// What a reader does with a batch (readers see only committed transactions).
+enum Visibility {
+    Serve,
+    /// A transaction marker or an aborted transaction's batch: pass over it.
+    Skip,
+    /// The batch's transaction is still open: nothing from here on is stable yet.
+    Stop,
+}
+
+/// Decides the visibility of transactional batches, building the producer table only
+/// when the first such batch comes along (plain topics never pay for it).
+struct Isolation<'a> {
+    head: Head,
+    view: &'a View,
+    table: Option<TableGuard<'a>>,
+}
+
+impl<'a> Isolation<'a> {
+    fn of(&mut self, log: &'a PartitionLog, h: &BatchHeader) -> Result<Visibility> {
+        if h.attributes & ATTR_CONTROL != 0 {
+            return Ok(Visibility::Skip);
+        }
+        if h.attributes & ATTR_TRANSACTIONAL == 0 {
+            return Ok(Visibility::Serve);
+        }
+        if self.table.is_none() {
+            self.table = Some(log.producer_table()?);
+        }
+        let guard = self.table.as_mut().expect("just set");
+        let table = log.catch_up(guard, self.view, &self.head)?;
+        Ok(if h.base_offset >= table.last_stable_offset(self.head.next_offset) {
+            Visibility::Stop
+        } else if table.is_aborted(h.producer_id, h.base_offset) {
+            Visibility::Skip
+        } else {
+            Visibility::Serve
+        })
+    }
+}
 
 /// Some consecutive records of one stored batch.
 #[derive(Clone, Debug)]
@@ -63,6 +105,10 @@ impl PartitionLog {
     /// batch) starting at `offset`. Reading at the end offset yields nothing. Every batch
     /// read has its CRC checked.
     ///
+    /// Only committed data is returned: transaction markers and aborted transactions are
+    /// passed over (`next_offset` moves past them), and reading stops at the first batch of
+    /// a transaction still open (the last stable offset).
+    ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] below the start or past the end;
     /// [`Error::Corrupt`] naming the file and position of a damaged batch.
@@ -81,9 +127,10 @@ impl PartitionLog {
             // A reader moved on from the previous segment: drop its pages from our RSS.
             view.segments[first - 1].data.release_all();
         }
+        let mut isolation = Isolation { head, view: &view, table: None };
         for seg in &view.segments[first..] {
-            self.read_segment(seg, &mut out, max_messages, max_bytes)?;
-            if out.count > 0 {
+            let stopped = self.read_segment(seg, &mut out, max_messages, max_bytes, &mut isolation)?;
+            if out.count > 0 || stopped {
                 break;
             }
             // Nothing at or after the offset in this segment (a gap left by a crash or an
@@ -92,13 +139,15 @@ impl PartitionLog {
         Ok(out)
     }
 
-    fn read_segment(
-        &self,
+    /// Reads from one segment into `out`; true if it stopped at an open transaction.
+    fn read_segment<'a>(
+        &'a self,
         seg: &Arc<Segment>,
         out: &mut ReadResult,
         max_messages: usize,
         max_bytes: usize,
-    ) -> Result<()> {
+        isolation: &mut Isolation<'a>,
+    ) -> Result<bool> {
         let end = seg.data.readable();
         let wanted = out.next_offset;
         let (index, _) = seg.lookup_indexes();
@@ -149,6 +198,18 @@ impl PartitionLog {
                     format!("batch claims offset {} where offset {expected} should start", h.base_offset);
                 return Err(seg.corrupt(pos, expected, &reason));
             }
+            if h.next_offset() > out.next_offset {
+                match isolation.of(self, &h)? {
+                    Visibility::Serve => {}
+                    Visibility::Skip => {
+                        expected = h.next_offset();
+                        out.next_offset = h.next_offset();
+                        pos += h.total_len;
+                        continue;
+                    }
+                    Visibility::Stop => return Ok(true),
+                }
+            }
             expected = h.next_offset();
             if h.next_offset() > out.next_offset {
                 let dense = h.last_offset_delta as usize + 1 == h.record_count as usize;
@@ -177,7 +238,7 @@ impl PartitionLog {
             }
             pos += h.total_len;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The offset of the first record whose timestamp is `>= timestamp`, or `None` if

@@ -29,7 +29,7 @@ pub(super) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>> {
         match parse_file_name(&name) {
             Some((base, FileKind::Data)) => bases.push(base),
             Some((base, _)) => indexes.push((base, entry.path())),
-            None if name == CONTROL_FILE => {}
+            None if name == CONTROL_FILE || name.ends_with(super::idempotence::SNAPSHOT_SUFFIX) => {}
             None if name.ends_with(".tmp") => {
                 if clean {
                     let _ = std::fs::remove_file(entry.path());

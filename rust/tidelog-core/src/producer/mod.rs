@@ -10,6 +10,7 @@
 //! priority first. Ordering is kept among messages of one priority (and one partition);
 //! the writer drains higher priorities first.
 
+pub mod identity;
 pub mod pressure;
 mod writer;
 
@@ -19,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use self::identity::{Identity, TxnPartitions};
 use self::pressure::Pressure;
 use crate::log::now_ms;
 use crate::ring::RingBuffer;
@@ -127,6 +129,8 @@ pub(crate) struct Pending {
     key: Option<Box<[u8]>>,
     value: Box<[u8]>,
     headers: Box<[u8]>,
+    /// The transaction it was sent in, or 0.
+    txn: u64,
 }
 
 /// One priority level's buffer.
@@ -176,6 +180,35 @@ pub(crate) struct Shared {
     writer_idle: AtomicBool,
     /// Threads in `flush`: the writer only signals progress when someone waits for it.
     flushers: AtomicUsize,
+    /// The idempotent producer's identity; `None` writes plain batches.
+    identity: Option<Identity>,
+    /// Number of the open transaction (0: none), stamped on every message sent.
+    txn_id: AtomicU64,
+    /// The transaction being written: its number and the partitions recorded for it in
+    /// the transaction file. It outlives `txn_id` while the end flushes its messages.
+    txn: Mutex<Option<(u64, TxnPartitions)>>,
+    txns_begun: AtomicU64,
+    /// A failure after which this producer may not write again (fenced, a broken
+    /// sequence, or a write that kept failing so its outcome is unknown).
+    fatal: Mutex<Option<Fatal>>,
+}
+
+/// Why a producer stopped for good.
+#[derive(Clone, Debug)]
+pub(crate) enum Fatal {
+    Fenced(String),
+    OutOfOrder(String),
+    Failed(String),
+}
+
+impl Fatal {
+    fn error(&self) -> Error {
+        match self {
+            Fatal::Fenced(m) => Error::ProducerFenced(m.clone()),
+            Fatal::OutOfOrder(m) => Error::OutOfOrderSequence(m.clone()),
+            Fatal::Failed(m) => Error::InvalidConfig(m.clone()),
+        }
+    }
 }
 
 /// The producer handle.
@@ -185,11 +218,13 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Starts a producer writing into `store`.
+    /// Starts a producer writing into `store`. With an `identity`, every batch carries its
+    /// producer id, epoch and per-partition sequence numbers, so a retried write is never
+    /// stored twice (see [`crate::log::producers`]).
     ///
     /// # Errors
     /// Bad settings, or the writer thread could not start.
-    pub fn new(store: Arc<Store>, config: ProducerConfig) -> Result<Self> {
+    pub fn new(store: Arc<Store>, config: ProducerConfig, identity: Option<Identity>) -> Result<Self> {
         config.validate()?;
         let high = ((config.buffer_messages as f64 * config.high_watermark).ceil() as usize).max(1);
         let low = (config.buffer_messages as f64 * config.low_watermark).floor() as usize;
@@ -210,6 +245,11 @@ impl Producer {
             progress: Condvar::new(),
             writer_idle: AtomicBool::new(false),
             flushers: AtomicUsize::new(0),
+            identity,
+            txn_id: AtomicU64::new(0),
+            txns_begun: AtomicU64::new(0),
+            txn: Mutex::new(None),
+            fatal: Mutex::new(None),
         });
         let for_writer = shared.clone();
         let writer = std::thread::Builder::new()
@@ -260,8 +300,11 @@ impl Producer {
         Ok(level)
     }
 
-    /// Reports (once) an error the writer ran into.
+    /// Reports (once) an error the writer ran into; a fatal one, every time.
     fn take_error(&self) -> Result<()> {
+        if let Some(fatal) = self.shared.fatal.lock().map_err(|_| Error::Closed)?.as_ref() {
+            return Err(fatal.error());
+        }
         match self.shared.error.lock().map_err(|_| Error::Closed)?.take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -353,6 +396,7 @@ impl Producer {
             key: key.map(Box::from),
             value: Box::from(value),
             headers: Box::from(headers),
+            txn: self.shared.txn_id.load(Ordering::Acquire),
         };
         pressure.add(1);
         self.shared.sent.fetch_add(1, Ordering::AcqRel);
@@ -475,6 +519,83 @@ impl Producer {
     /// True once [`Self::close`] ran.
     pub fn is_closed(&self) -> bool {
         self.shared.closing.load(Ordering::Acquire)
+    }
+
+    /// The producer's identity, if it is idempotent.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.shared.identity.as_ref()
+    }
+
+    fn named_identity(&self) -> Result<&Identity> {
+        self.identity().filter(|i| i.name().is_some()).ok_or_else(|| {
+            Error::InvalidConfig(
+                "transactions need a named idempotent producer: store.producer(name=..., idempotent=True)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Starts a transaction: every message sent until it ends belongs to it. Messages sent
+    /// before are written first, outside it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an unnamed or shedding producer or a transaction
+    /// already open; [`Error::ProducerFenced`]; earlier write failures.
+    pub fn begin_transaction(&self) -> Result<()> {
+        let identity = self.named_identity()?;
+        if self.shared.config.on_full == OnFull::Shed {
+            return Err(Error::InvalidConfig(
+                "a producer with on_full=\"shed\" cannot run transactions: shedding would commit part of one"
+                    .into(),
+            ));
+        }
+        identity.check_current()?;
+        self.flush(None)?;
+        let mut txn = self.shared.txn.lock().map_err(|_| Error::Closed)?;
+        if txn.is_some() {
+            return Err(Error::InvalidConfig("a transaction is already open on this producer".into()));
+        }
+        let id = self.shared.txns_begun.fetch_add(1, Ordering::AcqRel) + 1;
+        *txn = Some((id, TxnPartitions::new()));
+        self.shared.txn_id.store(id, Ordering::Release);
+        Ok(())
+    }
+
+    /// True while a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.shared.txn_id.load(Ordering::Acquire) != 0
+    }
+
+    /// Writes everything sent in the transaction, then commits it: its messages become
+    /// visible to readers in every partition at once. If any write failed, the transaction
+    /// is aborted instead and the failure returned.
+    ///
+    /// # Errors
+    /// The write failure (after aborting), [`Error::ProducerFenced`], I/O errors.
+    pub fn commit_transaction(&self) -> Result<()> {
+        self.end_transaction(true)
+    }
+
+    /// Aborts the transaction: readers never see its messages.
+    ///
+    /// # Errors
+    /// [`Error::ProducerFenced`] (the new instance aborts it), I/O errors.
+    pub fn abort_transaction(&self) -> Result<()> {
+        self.end_transaction(false)
+    }
+
+    fn end_transaction(&self, commit: bool) -> Result<()> {
+        let identity = self.named_identity()?;
+        if self.shared.txn_id.swap(0, Ordering::AcqRel) == 0 {
+            return Err(Error::InvalidConfig("no transaction is open on this producer".into()));
+        }
+        // Sends from now on are outside the transaction; those before it carry its number
+        // and are written as part of it by this flush.
+        let flushed = self.flush(None);
+        let ended = identity.end_transaction(&self.shared.store, commit && flushed.is_ok());
+        *self.shared.txn.lock().map_err(|_| Error::Closed)? = None;
+        flushed?;
+        ended
     }
 }
 

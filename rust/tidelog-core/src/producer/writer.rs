@@ -1,18 +1,30 @@
 //! The producer's background writer: drains the priority buffers in batches, groups by
 //! partition, appends each group as one batch, and accounts for every message.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Pending, Shared};
-use crate::format::{BatchMeta, Record};
+use super::{Fatal, Pending, Shared};
+use crate::format::{BatchMeta, Record, ATTR_TRANSACTIONAL};
+use crate::log::producers::sequence_add;
+use crate::log::PartitionLog;
+use crate::{Error, Result};
+
+/// Attempts at a batch whose write failed with an I/O error. Retries carry the same
+/// sequence numbers, so one that had in fact been written is recognised as a duplicate.
+const WRITE_ATTEMPTS: u32 = 4;
+
+/// Next sequence number per (topic, partition), for an idempotent producer.
+type Sequences = HashMap<(String, u32), i32>;
 
 /// Longest idle sleep when every send wakes the writer (a safety net for lost wake-ups).
 const MAX_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(super) fn run(shared: &Shared) {
     let mut batch: Vec<Pending> = Vec::with_capacity(shared.config.max_batch_messages);
+    let mut sequences = Sequences::new();
     let durable = shared.store.config().fsync == crate::log::FsyncPolicy::Always;
     // Group commit: how many flushers the last sync served, and how long it took.
     let (mut last_flushers, mut last_sync) = (0usize, Duration::ZERO);
@@ -49,7 +61,7 @@ pub(super) fn run(shared: &Shared) {
         let taken = batch.len();
         shared.pressure.remove(taken);
         let started = Instant::now();
-        write_groups(shared, &mut batch);
+        write_groups(shared, &mut batch, &mut sequences);
         last_sync = started.elapsed();
         // Everyone who sent and flushed while we synced is waiting now: that is how many
         // the next sync can serve together.
@@ -80,7 +92,7 @@ fn gather(shared: &Shared, wanted: usize, budget: Duration) {
 }
 
 /// Appends `batch` grouped by (topic, partition), keeping each group's order.
-fn write_groups(shared: &Shared, batch: &mut [Pending]) {
+fn write_groups(shared: &Shared, batch: &mut [Pending], sequences: &mut Sequences) {
     // Stable sort keeps per-partition order; priorities were drained highest first.
     batch.sort_by_key(|p| (Arc::as_ptr(&p.topic) as usize, p.partition));
     let mut start = 0;
@@ -89,7 +101,11 @@ fn write_groups(shared: &Shared, batch: &mut [Pending]) {
         let end = start
             + batch[start..]
                 .iter()
-                .take_while(|p| Arc::ptr_eq(&p.topic, &first.topic) && p.partition == first.partition)
+                .take_while(|p| {
+                    Arc::ptr_eq(&p.topic, &first.topic)
+                        && p.partition == first.partition
+                        && p.txn == first.txn
+                })
                 .count();
         // Keep a batch well inside a segment (each message is at most half of one).
         let budget = shared.store.config().segment_bytes / 2;
@@ -113,20 +129,89 @@ fn write_groups(shared: &Shared, batch: &mut [Pending]) {
                 headers: &p.headers,
             })
             .collect();
-        let result = first
-            .topic
-            .partition(first.partition)
-            .and_then(|log| log.append(&records, BatchMeta::plain(0), true).map(|_| ()));
+        let fatal = shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let result = match fatal {
+            Some(f) => Err(f.error()),
+            None => first
+                .topic
+                .partition(first.partition)
+                .and_then(|log| append(shared, log, &records, first.txn, sequences)),
+        };
         match result {
             Ok(()) => {
                 shared.written.fetch_add(group.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 shared.failed.fetch_add(group.len() as u64, Ordering::Relaxed);
+                if shared.identity.is_some() {
+                    let fatal = match &e {
+                        Error::ProducerFenced(m) => Some(Fatal::Fenced(m.clone())),
+                        Error::OutOfOrderSequence(m) => Some(Fatal::OutOfOrder(m.clone())),
+                        Error::Io { .. } => Some(Fatal::Failed(format!(
+                            "a write kept failing ({e}); its outcome is unknown, so this idempotent \
+                             producer stops: open a new one"
+                        ))),
+                        _ => None,
+                    };
+                    if let Some(f) = fatal {
+                        shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(f);
+                    }
+                }
                 let mut slot = shared.error.lock().unwrap_or_else(|e| e.into_inner());
                 slot.get_or_insert(e);
             }
         }
         start = end;
+    }
+}
+
+/// Appends one group as a batch: plain, or with the producer's identity and the
+/// partition's next sequence number (recording the partition in the open transaction
+/// first).
+fn append(
+    shared: &Shared,
+    log: &PartitionLog,
+    records: &[Record<'_>],
+    txn: u64,
+    sequences: &mut Sequences,
+) -> Result<()> {
+    let Some(identity) = &shared.identity else {
+        return log.append(records, BatchMeta::plain(0), true).map(|_| ());
+    };
+    identity.check_current()?;
+    let key = (log.topic().to_owned(), log.partition());
+    let mut attributes = 0;
+    if txn != 0 {
+        let mut open = shared.txn.lock().map_err(|_| Error::Closed)?;
+        let Some((_, parts)) = open.as_mut().filter(|(id, _)| *id == txn) else {
+            return Err(Error::InvalidConfig("message sent in a transaction that had already ended".into()));
+        };
+        if !parts.contains(&key) {
+            identity.add_to_transaction(&[key.clone()].into())?;
+            parts.insert(key.clone());
+        }
+        attributes = ATTR_TRANSACTIONAL;
+    }
+    let base_sequence = sequences.get(&key).copied().unwrap_or(0);
+    let meta = BatchMeta {
+        base_offset: 0,
+        attributes,
+        producer_id: identity.producer_id,
+        producer_epoch: identity.epoch,
+        base_sequence,
+    };
+    let mut attempt = 1;
+    loop {
+        match log.append(records, meta, true) {
+            Ok(_) => {
+                sequences.insert(key, sequence_add(base_sequence, records.len() as u32));
+                return Ok(());
+            }
+            Err(Error::Io { .. }) if attempt < WRITE_ATTEMPTS => {
+                std::thread::sleep(Duration::from_millis(10 << attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -24,6 +24,7 @@
 #![allow(unsafe_code)]
 
 pub mod doorbell;
+pub mod word;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,153 @@
+//! How a partition log keeps its [`ProducerTable`]: loaded lazily (newest usable snapshot,
+//! then batch headers from there), caught up on batches other processes wrote before every
+//! check, and snapshotted when a segment rolls.
+//!
+//! Each process keeps its own table; they agree because each is a function of the log's
+//! batches in offset order. Only processes that write idempotent batches, read transactional
+//! ones, or roll a segment with a loaded table ever build one.
+
+use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
+
+use super::{now_ms, PartitionLog, View};
+use crate::format::Marker;
+use crate::index::OffsetIndex;
+use crate::log::producers::ProducerTable;
+use crate::segment;
+use crate::shm::Head;
+use crate::{Error, Result};
+
+/// Snapshots kept per partition: the newest, and one to fall back to if it is damaged.
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// File name suffix of producer-state snapshots.
+pub(super) const SNAPSHOT_SUFFIX: &str = ".snapshot";
+
+fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
+    dir.join(format!("{offset:020}{SNAPSHOT_SUFFIX}"))
+}
+
+/// Offsets of the snapshots in `dir`, oldest first.
+fn list_snapshots(dir: &Path) -> Result<Vec<u64>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SNAPSHOT_SUFFIX)) {
+            if let Ok(offset) = stem.parse::<u64>() {
+                found.push(offset);
+            }
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+pub(super) type TableGuard<'a> = MutexGuard<'a, Option<ProducerTable>>;
+
+impl PartitionLog {
+    pub(super) fn producer_table(&self) -> Result<TableGuard<'_>> {
+        self.producers.lock().map_err(|_| Error::Closed)
+    }
+
+    /// Brings `table` (loading it first if needed) up to `head`, reading the batches of
+    /// `view` it has not applied yet. Published batches never change, so the append lock is
+    /// not needed; writers hold it anyway so nothing lands between catching up and checking.
+    pub(super) fn catch_up<'t>(
+        &self,
+        table: &'t mut Option<ProducerTable>,
+        view: &View,
+        head: &Head,
+    ) -> Result<&'t mut ProducerTable> {
+        if table.is_none() {
+            *table = Some(self.load_snapshot(head)?);
+        }
+        let table = table.as_mut().expect("just loaded");
+        if table.applied < head.log_start {
+            // Retention deleted batches this table never saw; their producers keep what the
+            // table knew of them (a snapshot taken at roll saw every batch before it).
+            table.applied = head.log_start;
+        }
+        if table.applied >= head.next_offset {
+            return Ok(table);
+        }
+        let first = view.segments.partition_point(|s| s.base <= table.applied).saturating_sub(1);
+        for seg in &view.segments[first..] {
+            let end =
+                if seg.base == head.active_base { head.committed_pos as usize } else { seg.data.readable() };
+            let (index, _) = seg.lookup_indexes();
+            let (rel, mut pos) = match table.applied.checked_sub(seg.base) {
+                Some(r) if r > 0 => {
+                    let (rel, pos) =
+                        OffsetIndex::new(index.published()).lookup_entry(r.min(u64::from(u32::MAX)) as u32);
+                    (rel, pos as usize)
+                }
+                _ => (0, 0),
+            };
+            let mut expected = seg.base + u64::from(rel);
+            while pos < end {
+                let Some(h) = seg.header_at(pos, end).filter(|h| h.base_offset == expected) else {
+                    // Damage: readers report it; the table keeps what it could apply.
+                    break;
+                };
+                if h.next_offset() > table.applied {
+                    let marker = if h.attributes & crate::format::ATTR_CONTROL != 0 {
+                        seg.batch_at(pos, end, false).ok().and_then(|b| Marker::of(&b))
+                    } else {
+                        None
+                    };
+                    table.apply(&h, marker);
+                }
+                expected = h.next_offset();
+                pos += h.total_len;
+            }
+        }
+        Ok(table)
+    }
+
+    /// The newest intact snapshot at or below the head, or an empty table at the log start.
+    fn load_snapshot(&self, head: &Head) -> Result<ProducerTable> {
+        let cutoff = now_ms() - self.config.producer_expiry_ms;
+        for offset in list_snapshots(&self.dir)?.into_iter().rev() {
+            if offset > head.next_offset {
+                // Written before a crash that lost the data after it.
+                continue;
+            }
+            let path = snapshot_path(&self.dir, offset);
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            if let Some(mut table) = ProducerTable::decode(&bytes).filter(|t| t.applied == offset) {
+                table.expire(cutoff, head.log_start);
+                return Ok(table);
+            }
+        }
+        Ok(ProducerTable::new(head.log_start))
+    }
+
+    /// At a roll (append lock held, `head` the sealed segment's last head): if this process
+    /// keeps a table, writes it as the new segment's snapshot and drops older snapshots.
+    pub(super) fn snapshot_at_roll(&self, view: &View, head: &Head, durable: bool) -> Result<()> {
+        let mut guard = self.producer_table()?;
+        if guard.is_none() {
+            return Ok(());
+        }
+        let table = self.catch_up(&mut guard, view, head)?;
+        table.expire(now_ms() - self.config.producer_expiry_ms, head.log_start);
+        let path = snapshot_path(&self.dir, table.applied);
+        let tmp = path.with_extension("snapshot.tmp");
+        let bytes = table.encode();
+        drop(guard);
+        std::fs::write(&tmp, &bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        if durable {
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+        if durable {
+            segment::sync_dir(&self.dir)?;
+        }
+        let all = list_snapshots(&self.dir)?;
+        for &old in &all[..all.len().saturating_sub(SNAPSHOTS_KEPT)] {
+            let _ = std::fs::remove_file(snapshot_path(&self.dir, old));
+        }
+        Ok(())
+    }
+}

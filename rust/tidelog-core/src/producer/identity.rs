@@ -1,0 +1,304 @@
+//! Producer identities and the transaction log of named producers.
+//!
+//! Every idempotent producer gets a producer id from the store-wide counter in
+//! `<store>/producers/ids`. A *named* producer keeps its id across restarts: its current
+//! `(id, epoch)` lives in `<store>/producers/<name>.identity`, a shared word that every
+//! instance of the name maps, and every open bumps the epoch. An older instance sees the
+//! word change before each batch it writes and stops with [`Error::ProducerFenced`]; the
+//! partitions also refuse batches from an epoch older than one they have seen.
+//!
+//! A named producer's open transaction is recorded in `<name>.txn` before it writes to a
+//! partition (Kafka's `AddPartitionsToTxn`): the first line is the state (`ongoing`, or
+//! `commit` once the commit is decided), then one `topic<TAB>partition` line per
+//! partition. Ending a transaction writes a marker to each of them and removes the file; a
+//! new instance finishes what a crashed one left: commit markers after a decided commit,
+//! abort markers otherwise. All of this happens under the registry's `flock`, so fencing
+//! and the partition list cannot interleave with a new instance's takeover.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, FlockOperation};
+
+use crate::format::{BatchMeta, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+use crate::log::{now_ms, FsyncPolicy};
+use crate::shm::word::SharedWord;
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// Directory of the registry inside a store.
+pub const PRODUCERS_DIR: &str = "producers";
+
+/// Partitions of a transaction: (topic, partition).
+pub type TxnPartitions = BTreeSet<(String, u32)>;
+
+/// An idempotent producer's identity.
+pub struct Identity {
+    /// Producer id, unique in the store.
+    pub producer_id: i64,
+    /// Epoch: bumped by every open of a named producer.
+    pub epoch: i16,
+    name: Option<String>,
+    dir: PathBuf,
+    /// The name's shared word, holding the current instance's `(id, epoch)`.
+    current: Option<SharedWord>,
+    durable: bool,
+}
+
+fn pack(producer_id: i64, epoch: i16) -> u64 {
+    ((producer_id as u64) << 16) | u64::from(epoch as u16)
+}
+
+fn unpack(word: u64) -> (i64, i16) {
+    ((word >> 16) as i64, (word & 0xffff) as u16 as i16)
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "invalid producer name {name:?}: use 1-200 characters from [A-Za-z0-9._-], not starting with '.'"
+        )))
+    }
+}
+
+/// The registry's lock, held while it lives.
+struct RegistryLock {
+    _file: File,
+}
+
+impl RegistryLock {
+    fn take(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let path = dir.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        flock(&file, FlockOperation::LockExclusive).map_err(|e| Error::io("flock", &path, e.into()))?;
+        Ok(RegistryLock { _file: file })
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, rename), durably if asked.
+fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    if durable {
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
+    if durable {
+        crate::segment::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
+/// Takes the next producer id from the store-wide counter (registry lock held).
+fn allocate_id(dir: &Path, durable: bool) -> Result<i64> {
+    let path = dir.join("ids");
+    let next = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<i64>().map_err(|_| Error::Corrupt {
+            path: path.clone(),
+            position: 0,
+            offset: 0,
+            reason: format!("producer id counter holds {text:?}"),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    write_atomically(&path, format!("{}\n", next + 1).as_bytes(), durable)?;
+    Ok(next)
+}
+
+/// A transaction left in a name's `.txn` file.
+struct PendingTxn {
+    commit: bool,
+    partitions: TxnPartitions,
+}
+
+impl PendingTxn {
+    fn read(path: &Path) -> Result<Option<Self>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        let mut lines = text.lines();
+        let commit = lines.next() == Some("commit");
+        let partitions = lines
+            .filter_map(|l| {
+                let (topic, p) = l.split_once('\t')?;
+                Some((topic.to_owned(), p.parse().ok()?))
+            })
+            .collect();
+        Ok(Some(PendingTxn { commit, partitions }))
+    }
+
+    fn write(&self, path: &Path, durable: bool) -> Result<()> {
+        let mut text = String::from(if self.commit { "commit\n" } else { "ongoing\n" });
+        for (topic, p) in &self.partitions {
+            text.push_str(&format!("{topic}\t{p}\n"));
+        }
+        write_atomically(path, text.as_bytes(), durable)
+    }
+}
+
+/// Writes `marker` for `(producer_id, epoch)` to every partition in `partitions`.
+fn write_markers(
+    store: &Store,
+    partitions: &TxnPartitions,
+    producer_id: i64,
+    epoch: i16,
+    marker: Marker,
+) -> Result<()> {
+    let value = marker.value();
+    let record = Record { timestamp: now_ms(), key: None, value: &value, headers: &[] };
+    let meta = BatchMeta {
+        base_offset: 0,
+        attributes: ATTR_TRANSACTIONAL | ATTR_CONTROL,
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: -1,
+    };
+    for (topic, p) in partitions {
+        let topic = match store.topic(topic) {
+            Ok(t) => t,
+            // Deleted since: nothing left to mark.
+            Err(Error::TopicNotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        topic.partition(*p)?.append(&[record], meta, true)?;
+    }
+    Ok(())
+}
+
+impl Identity {
+    /// Claims an identity in `store`: a fresh producer id for an unnamed producer; for a
+    /// named one, its id with the next epoch, fencing every older instance and finishing
+    /// the transaction a previous instance left open (committing it if the commit had been
+    /// decided, aborting it otherwise).
+    ///
+    /// # Errors
+    /// A bad name, I/O errors, or failures writing the markers.
+    pub fn claim(store: &Store, name: Option<&str>) -> Result<Self> {
+        let dir = store.dir().join(PRODUCERS_DIR);
+        let durable = store.config().fsync != FsyncPolicy::Never;
+        if let Some(name) = name {
+            validate_name(name)?;
+        }
+        let _lock = RegistryLock::take(&dir)?;
+        let Some(name) = name else {
+            let producer_id = allocate_id(&dir, durable)?;
+            return Ok(Identity { producer_id, epoch: 0, name: None, dir, current: None, durable });
+        };
+        let word_path = dir.join(format!("{name}.identity"));
+        let word = SharedWord::open(&word_path)?;
+        let (mut producer_id, mut epoch) = match word.load() {
+            0 => (allocate_id(&dir, durable)?, 0),
+            w => unpack(w),
+        };
+        let previous = (producer_id, epoch);
+        if word.load() != 0 {
+            if epoch == i16::MAX {
+                // Epochs are exhausted: continue under a new id, as Kafka does.
+                producer_id = allocate_id(&dir, durable)?;
+                epoch = 0;
+            } else {
+                epoch += 1;
+            }
+        }
+        word.store(pack(producer_id, epoch));
+        if durable {
+            word.sync(&word_path)?;
+        }
+        let identity =
+            Identity { producer_id, epoch, name: Some(name.to_owned()), dir, current: Some(word), durable };
+        let txn_path = identity.txn_path().expect("named");
+        if let Some(pending) = PendingTxn::read(&txn_path)? {
+            // The markers close the previous id's transaction at an epoch no older than
+            // its own, so the partitions accept them and fence the old instance.
+            let marker_epoch = if previous.0 == producer_id { epoch } else { previous.1 };
+            let marker = if pending.commit { Marker::Commit } else { Marker::Abort };
+            write_markers(store, &pending.partitions, previous.0, marker_epoch, marker)?;
+            std::fs::remove_file(&txn_path).map_err(|e| Error::io("delete", &txn_path, e))?;
+        }
+        Ok(identity)
+    }
+
+    /// The producer's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn txn_path(&self) -> Option<PathBuf> {
+        self.name.as_ref().map(|n| self.dir.join(format!("{n}.txn")))
+    }
+
+    /// Fails if a newer instance of this producer's name has opened.
+    ///
+    /// # Errors
+    /// [`Error::ProducerFenced`].
+    pub fn check_current(&self) -> Result<()> {
+        match &self.current {
+            Some(word) if word.load() != pack(self.producer_id, self.epoch) => {
+                let (id, epoch) = unpack(word.load());
+                Err(Error::ProducerFenced(format!(
+                    "producer {:?} (id {}, epoch {}) was replaced by a newer instance (id {id}, epoch {epoch})",
+                    self.name.as_deref().unwrap_or(""),
+                    self.producer_id,
+                    self.epoch
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that the open transaction writes to `partitions` (before it does).
+    ///
+    /// # Errors
+    /// [`Error::ProducerFenced`], [`Error::InvalidConfig`] for an unnamed producer, I/O.
+    pub fn add_to_transaction(&self, partitions: &TxnPartitions) -> Result<()> {
+        let path = self.txn_path().ok_or_else(|| {
+            Error::InvalidConfig("transactions need a named producer (store.producer(name=...))".into())
+        })?;
+        let _lock = RegistryLock::take(&self.dir)?;
+        self.check_current()?;
+        let mut txn =
+            PendingTxn::read(&path)?.unwrap_or(PendingTxn { commit: false, partitions: BTreeSet::new() });
+        let before = txn.partitions.len();
+        txn.partitions.extend(partitions.iter().cloned());
+        if txn.partitions.len() != before || before == 0 {
+            txn.write(&path, self.durable)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the open transaction: decides it (durably, for a commit), writes a marker to
+    /// every partition it touched, and forgets it.
+    ///
+    /// # Errors
+    /// [`Error::ProducerFenced`] if a newer instance took over (it finishes the
+    /// transaction instead), I/O errors.
+    pub fn end_transaction(&self, store: &Store, commit: bool) -> Result<()> {
+        let Some(path) = self.txn_path() else { return Ok(()) };
+        let _lock = RegistryLock::take(&self.dir)?;
+        self.check_current()?;
+        let Some(mut txn) = PendingTxn::read(&path)? else { return Ok(()) };
+        if commit {
+            txn.commit = true;
+            txn.write(&path, self.durable)?;
+        }
+        let marker = if commit { Marker::Commit } else { Marker::Abort };
+        write_markers(store, &txn.partitions, self.producer_id, self.epoch, marker)?;
+        std::fs::remove_file(&path).map_err(|e| Error::io("delete", &path, e))
+    }
+}

@@ -1,0 +1,66 @@
+//! A single 64-bit word shared by every process that maps the same file: how a named
+//! producer learns, with one atomic load per batch, that a newer instance has taken over.
+//!
+//! Invariants (cited by the `SAFETY` comments below):
+//! 1. The mapping is exactly [`WORD_FILE_BYTES`] long, page-aligned, and the file is
+//!    created at that size and never truncated.
+//! 2. The word at offset 0 is only ever accessed atomically, by every process.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::MmapRaw;
+
+use crate::Result;
+
+/// Size of a shared-word file.
+pub const WORD_FILE_BYTES: usize = 4096;
+
+/// A process's handle on a shared word.
+pub struct SharedWord {
+    map: MmapRaw,
+    _file: File,
+}
+
+// SAFETY: the shared state is one atomic (invariant 2); the mapping is not tied to a thread.
+unsafe impl Send for SharedWord {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWord {}
+
+impl SharedWord {
+    /// Opens (creating, as zero, if needed) the word file at `path`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn open(path: &Path) -> Result<Self> {
+        let (file, map) = super::map_shared_file(path, WORD_FILE_BYTES)?;
+        Ok(SharedWord { map, _file: file })
+    }
+
+    fn word(&self) -> &AtomicU64 {
+        // SAFETY: offset 0 of a live, page-aligned mapping of WORD_FILE_BYTES (invariant 1)
+        // is 8-aligned and in bounds, and it is only accessed atomically (invariant 2).
+        unsafe { &*self.map.as_ptr().cast::<AtomicU64>() }
+    }
+
+    /// The current value.
+    pub fn load(&self) -> u64 {
+        self.word().load(Ordering::SeqCst)
+    }
+
+    /// Replaces the value.
+    pub fn store(&self, value: u64) {
+        self.word().store(value, Ordering::SeqCst);
+    }
+
+    /// Forces the value to disk (`fsync` of the file writes back the shared page).
+    ///
+    /// # Errors
+    /// The sync failure.
+    pub fn sync(&self, path: &Path) -> Result<()> {
+        self._file.sync_all().map_err(|e| crate::Error::io("fsync", path, e))
+    }
+}
