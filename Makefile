@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: demo test test-rust test-python test-benches lint format build loom bench crash clean
+.PHONY: demo payments test test-rust test-python test-benches lint format build loom bench crash clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,9 @@ build: $(STAMP)
 
 demo: build
 	$(BIN)/python examples/demo.py
+
+payments: build
+	$(BIN)/python examples/payments.py --store payments-data
 
 test: lint test-rust test-python test-benches
 
