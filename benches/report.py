@@ -40,6 +40,10 @@ FIGURES = [
     "commit-always",
     "latency-p50",
     "latency-p99",
+    # issue #5: idempotence and transactions (test_bench_transactions.py)
+    "idempotent-send",
+    "transactions",
+    "producer-state-reopen",
 ]
 
 OPS: dict[str, Callable[[float, float], bool]] = {
