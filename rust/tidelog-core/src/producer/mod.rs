@@ -487,11 +487,17 @@ impl Producer {
         }
     }
 
-    /// Flushes what was sent, then stops the writer. Closing twice is harmless.
+    /// Flushes what was sent (aborting an open transaction), then stops the writer.
+    /// Closing twice is harmless.
     ///
     /// # Errors
     /// The writer's last failure, if not reported yet.
     pub fn close(&self) -> Result<()> {
+        if self.in_transaction() {
+            // Left open, it would hold back every reader of its partitions until the next
+            // instance of the name opened.
+            let _ = self.abort_transaction();
+        }
         let flushed = if self.shared.closing.load(Ordering::Acquire) { Ok(true) } else { self.flush(None) };
         self.shared.closing.store(true, Ordering::Release);
         self.shared.pressure.wake_all();
