@@ -236,3 +236,23 @@ def test_fencing_across_processes(tmp_path: Path) -> None:
         with pytest.raises(tidelog.ProducerFencedError):
             old.close()
         assert [m.value for m in topic.read(0)] == [b"from-parent", b"from-child"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a writer's catch-up stops at the bytes its own handle has observed, "
+    "then applying its own batch skips the other handle's batches for good",
+)
+def test_a_retry_through_another_store_handle_is_a_duplicate(tmp_path: Path) -> None:
+    # Two handles of one store, as two processes have: each keeps its own producer state,
+    # which must cover the batches the other one wrote before judging a batch.
+    with tidelog.open(tmp_path) as a, tidelog.open(tmp_path) as b:
+        ta = a.create_topic("t")
+        tb = b.topic("t")
+        assert seq(ta, [b"a0"], 1, 0, 0) == (0, False)
+        assert seq(tb, [b"b0", b"b1"], 2, 0, 0) == (1, False)
+        assert seq(ta, [b"a1"], 1, 0, 1) == (3, False)
+        assert seq(ta, [b"b0", b"b1"], 2, 0, 0) == (1, True), "a retry written twice"
+        with pytest.raises(tidelog.OutOfOrderSequenceError):
+            seq(ta, [b"gap"], 2, 0, 5)
+        assert values_of(ta) == [b"a0", b"b0", b"b1", b"a1"]

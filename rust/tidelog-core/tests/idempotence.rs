@@ -517,3 +517,91 @@ fn isolation_survives_reopen_with_and_without_snapshots() {
         assert_eq!(read.len(), expected.0.len() + 1, "only the plain message after it added");
     }
 }
+
+/// Two handles of one partition (as two processes have): each keeps its own producer
+/// table, which must still cover the batches the other one wrote.
+///
+/// KNOWN BUG (the `should_panic` marks an expected failure; remove it once fixed): the
+/// writer's catch-up stops where its own handle last observed the data (`read_view`, not
+/// `current_view`), and applying its own batch then moves `applied` past the other
+/// handle's batches for good.
+#[test]
+#[should_panic(expected = "a retry written twice")]
+fn a_handle_catches_up_on_the_batches_of_another_before_checking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open(dir.path());
+    let b = open(dir.path());
+    assert_eq!(ok(seq(&a, 1, 0, 0, "a", 1)), (0, 1, false));
+    assert_eq!(ok(seq(&b, 2, 0, 0, "b", 2)), (1, 2, false));
+    assert_eq!(ok(seq(&a, 1, 0, 1, "a", 1)), (3, 1, false));
+    // Producer 2 retries its batch through the other handle: still a duplicate.
+    assert_eq!(ok(seq(&a, 2, 0, 0, "b", 2)), (1, 2, true), "a retry written twice");
+    assert_eq!(ok(seq(&b, 1, 0, 1, "a", 1)), (3, 1, true));
+    assert_out_of_order(seq(&a, 2, 0, 5, "gap", 1), "a gap seen through the other handle");
+    assert_eq!(a.end_offset().expect("end"), 4);
+}
+
+/// KNOWN BUG (the `should_panic` marks an expected failure; remove it once fixed): the
+/// writer's catch-up stops where its own handle last observed the data (`read_view`, not
+/// `current_view`), and applying its own batch then moves `applied` past the other
+/// handle's batches for good.
+#[test]
+#[should_panic(expected = "writer: aborted skipped, committed served")]
+fn a_writing_handle_sees_the_other_handles_transaction_markers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open(dir.path());
+    let b = open(dir.path());
+    ok(seq(&a, 100, 0, 0, "a", 1)); // 0: a's table exists from here on
+    ok(txn(&b, 7, 0, 0, "aborted", 1)); // 1
+    ok(marker(&b, 7, 0, Marker::Abort)); // 2
+    ok(txn(&b, 7, 0, 1, "committed", 1)); // 3
+    assert_eq!(offsets_of(&read_visible(&a, 0).0), vec![0], "a reader stops at the open one");
+    ok(marker(&b, 7, 0, Marker::Commit)); // 4
+    ok(seq(&a, 100, 0, 1, "a", 1)); // 5: a catches up on the markers before checking
+    for (name, log) in [("writer", &a), ("other", &b)] {
+        let (read, stopped) = read_visible(log, 0);
+        assert_eq!(offsets_of(&read), vec![0, 3, 5], "{name}: aborted skipped, committed served");
+        assert_eq!(stopped, 6, "{name}");
+    }
+}
+
+/// KNOWN BUG (the `should_panic` marks an expected failure; remove it once fixed): the
+/// writer's catch-up stops where its own handle last observed the data (`read_view`, not
+/// `current_view`), and applying its own batch then moves `applied` past the other
+/// handle's batches for good.
+#[test]
+#[should_panic(expected = "after reopen, from the snapshot")]
+fn snapshots_written_by_one_of_two_handles_are_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut expected = Vec::new();
+    {
+        let a = open_with(dir.path(), config(4096));
+        let b = open_with(dir.path(), config(4096));
+        let mut seq_a = 0;
+        let mut seq_b = 0;
+        for i in 0..60 {
+            // b: a transaction, committed or aborted; a: idempotent batches (and the rolls).
+            let (first, _, _) = ok(txn(&b, 7, 0, seq_b, &format!("t{i}"), 2));
+            seq_b += 2;
+            let (own, _, _) = ok(seq(&a, 1, 0, seq_a, &format!("a{i}"), 1));
+            seq_a += 1;
+            expected.push(own);
+            if i % 2 == 0 {
+                ok(marker(&b, 7, 0, Marker::Commit));
+                expected.extend([first, first + 1]);
+            } else {
+                ok(marker(&b, 7, 0, Marker::Abort));
+            }
+            let (own, _, _) = ok(seq(&a, 1, 0, seq_a, &format!("a{i}'"), 1));
+            seq_a += 1;
+            expected.push(own);
+        }
+        assert!(!snapshots(dir.path()).is_empty(), "rolls wrote snapshots");
+        expected.sort_unstable();
+        assert_eq!(offsets_of(&read_visible(&b, 0).0), expected, "the other handle");
+    }
+    let log = open_with(dir.path(), config(4096));
+    assert_eq!(offsets_of(&read_visible(&log, 0).0), expected, "after reopen, from the snapshot");
+    // Producer 7's last batch is still recognised.
+    assert!(ok(txn(&log, 7, 0, 118, "t59", 2)).2, "producer 7's state in the snapshot");
+}
