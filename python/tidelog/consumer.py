@@ -77,6 +77,7 @@ class Consumer:
         # Where each partition started when assigned (an aborted transaction rewinds there
         # if the group has committed nothing yet).
         self._origin: dict[int, int] = {}
+        self._unresolved: set[int] = set()
         self._paused: set[int] = set()
         self._buffer: deque[Message] = deque()
         self._next_partition = 0
@@ -102,6 +103,7 @@ class Consumer:
         revoked = [p for p in previous if p not in now]
         added = [p for p in now if p not in previous]
         for p in revoked:
+            self._unresolved.discard(p)
             self._positions.pop(p, None)
             self._delivered.pop(p, None)
             self._consumed.pop(p, None)
@@ -110,16 +112,38 @@ class Consumer:
             self._buffer = deque(m for m in self._buffer if m.partition not in revoked)
             if self._on_revoke:
                 self._on_revoke(revoked)
-        committed = self._offsets.committed(self.group, self.topic) if added else {}
-        for p in added:
+        if added and self.delivery == "exactly-once":
+            # Where to resume may still hang on a transaction of this group (a crashed
+            # instance's commit that its producer's next instance finishes): fetch nothing
+            # from these partitions until it is settled.
+            self._unresolved.update(added)
+        self._place(added)
+        self._resolve()
+        if added and self._on_assign:
+            self._on_assign(added)
+
+    def _place(self, partitions: list[int]) -> None:
+        """Positions ``partitions`` at the group's commits (or the start policy)."""
+        committed = self._offsets.committed(self.group, self.topic) if partitions else {}
+        for p in partitions:
             start, end = self._topic.start_offset(p), self._topic.end_offset(p)
             if p in committed:
                 self._positions[p] = min(max(committed[p].offset, start), end)
+            elif self._start == "earliest":
+                self._positions[p] = start
             else:
-                self._positions[p] = start if self._start == "earliest" else end
+                # Kafka's read_committed "latest": a transaction open now is delivered
+                # once it commits.
+                self._positions[p] = self._topic.last_stable_offset(p)
             self._origin[p] = self._positions[p]
-        if added and self._on_assign:
-            self._on_assign(added)
+
+    def _resolve(self) -> None:
+        """Places the partitions waiting for a transaction of this group once it ended."""
+        if not self._unresolved or self._offsets.has_pending(self.group, self.topic):
+            return
+        waiting = sorted(self._unresolved & self._positions.keys())
+        self._unresolved.clear()
+        self._place(waiting)
 
     def _sync(self) -> None:
         previous = list(self._membership.assignment)
@@ -142,7 +166,9 @@ class Consumer:
         out: list[Message] = []
         self._fetched = {}
         self._fetched_from = {}
-        assigned = [p for p in sorted(self._positions) if p not in self._paused]
+        self._resolve()
+        idle = self._paused | self._unresolved
+        assigned = [p for p in sorted(self._positions) if p not in idle]
         for i in range(len(assigned)):
             p = assigned[(self._next_partition + i) % len(assigned)]
             try:

@@ -81,6 +81,8 @@ class OffsetStore:
         self._topic = core.create_topic(OFFSETS_TOPIC, _PARTITIONS, exist_ok=True)
         self._lock = threading.Lock()
         self._read_upto = [self._topic.start_offset(p) for p in range(_PARTITIONS)]
+        # Per offsets partition, the (group, topic) pairs with a commit in an open transaction.
+        self._pending: list[set[tuple[str, str]]] = [set() for _ in range(_PARTITIONS)]
         # Newest commit per (group, topic) and partition, as (offset, metadata).
         self._cache: dict[tuple[str, str], dict[int, tuple[int, str]]] = {}
         self._routes: dict[tuple[str, str], tuple[bytes, int]] = {}
@@ -161,23 +163,49 @@ class OffsetStore:
                 k: {p: Committed(o, m) for p, (o, m) in v.items()} for k, v in self._cache.items()
             }
 
+    def has_pending(self, group: str, topic: str) -> bool:
+        """True while a commit of ``group`` on ``topic`` sits in a transaction still open.
+
+        Its outcome decides where the group resumes, so an exactly-once consumer waits.
+        """
+        _, partition = self._route(group, topic)
+        with self._lock:
+            self._catch_up(partition)
+            return (group, topic) in self._pending[partition]
+
     def _catch_up(self, partition: int) -> None:
+        """Applies the records appended since the last look.
+
+        Commits inside a transaction still open are not applied yet, but the plain commits
+        after them are (an open transaction of one group must not hide other groups'
+        commits, as Kafka's coordinator keeps pending offsets apart). Reading resumes at the
+        first open one, so once its transaction ends the suffix is applied again in log
+        order, which gives the same result.
+        """
         end = self._topic.end_offset(partition)
         at = max(self._read_upto[partition], self._topic.start_offset(partition))
+        first_open: int | None = None
+        pending: set[tuple[str, str]] = set()
         while at < end:
-            batch = self._topic.read_batch(partition, at, max_messages=10_000)
-            if len(batch) == 0:
-                # Transaction markers only, or an open transaction: committed up to here.
-                at = batch.next_offset
-                break
+            batch = self._topic.read_batch(
+                partition, at, max_messages=10_000, isolation="read_uncommitted"
+            )
+            open_offsets = set(batch.pending_offsets())
             for msg in batch:
                 if msg.key is None:
                     continue
                 group, _, topic = msg.key.decode().partition("\0")
+                if msg.offset in open_offsets:
+                    first_open = msg.offset if first_open is None else first_open
+                    pending.add((group, topic))
+                    continue
                 commits = _decode(msg.value)
                 if commits is None:
                     self._cache.pop((group, topic), None)
                 else:
                     self._cache.setdefault((group, topic), {}).update(commits)
+            if batch.next_offset == at:
+                break
             at = batch.next_offset
-        self._read_upto[partition] = at
+        self._read_upto[partition] = at if first_open is None else first_open
+        self._pending[partition] = pending

@@ -94,16 +94,7 @@ def outputs(store: tidelog.Store) -> tuple[Counter[bytes], Counter[bytes]]:
 @pytest.mark.parametrize(
     "order",
     [
-        pytest.param(
-            "consumer-first",
-            marks=pytest.mark.xfail(
-                strict=False,  # the kill lands in the window about half of the runs
-                reason="known bug: the consumer takes its committed offsets before the "
-                "producer's next instance finishes a decided commit, so its inputs are "
-                "processed twice (deterministic: test_transactions.py::"
-                "test_a_consumer_opened_before_the_takeover_sees_the_finished_commit)",
-            ),
-        ),
+        "consumer-first",
         "producer-first",
     ],
 )

@@ -238,11 +238,6 @@ def test_fencing_across_processes(tmp_path: Path) -> None:
         assert [m.value for m in topic.read(0)] == [b"from-parent", b"from-child"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a writer's catch-up stops at the bytes its own handle has observed, "
-    "then applying its own batch skips the other handle's batches for good",
-)
 def test_a_retry_through_another_store_handle_is_a_duplicate(tmp_path: Path) -> None:
     # Two handles of one store, as two processes have: each keeps its own producer state,
     # which must cover the batches the other one wrote before judging a batch.

@@ -249,11 +249,6 @@ def test_an_aborted_transaction_releases_the_messages_after_it(store: tidelog.St
     assert visible(topic) == [b"after"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: start='latest' begins at end_offset, past the last stable offset, so a "
-    "transaction open when the consumer joins is never delivered after it commits",
-)
 def test_a_consumer_starting_at_latest_does_not_skip_an_open_transaction(
     store: tidelog.Store,
 ) -> None:
@@ -322,11 +317,6 @@ def test_transaction_state_survives_reopen(tmp_path: Path) -> None:
         assert visible(store.topic("t")) == [b"committed", b"plain"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a consumer takes its committed offsets when it joins, before the "
-    "producer's next instance finishes a decided commit, so those inputs are redelivered",
-)
 def test_a_consumer_opened_before_the_takeover_sees_the_finished_commit(tmp_path: Path) -> None:
     # A crash after a commit was decided (the registry's transaction file says "commit")
     # but before its markers were written: the producer's next instance finishes the
@@ -357,11 +347,6 @@ def test_a_consumer_opened_before_the_takeover_sees_the_finished_commit(tmp_path
             old.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: reads of __consumer_offsets stop at any open transaction, hiding "
-    "later plain commits of other groups hashed to the same partition",
-)
 def test_an_open_offset_commit_does_not_hide_other_groups_commits(tmp_path: Path) -> None:
     # Group commits share the 8 partitions of __consumer_offsets (by the group's hash). A
     # transaction caught between sending its offsets record and its markers (a crash in
@@ -439,11 +424,6 @@ def test_fencing_a_transaction_across_processes(tmp_path: Path) -> None:
         assert visible(out) == [b"new"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a writer's catch-up stops at the bytes its own handle has observed, "
-    "so its producer table misses other processes' markers (and so do its snapshots)",
-)
 def test_a_writing_process_sees_other_processes_transactions_end(tmp_path: Path) -> None:
     # Store handle ``a`` stands for a process that writes sequenced batches (an idempotent
     # producer) to a partition where another process runs transactions: its own reads

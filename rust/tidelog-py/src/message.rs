@@ -210,6 +210,13 @@ impl RecordBatch {
         self.topic.clone_ref(py)
     }
 
+    /// Offsets of the messages that belong to a transaction still open (only an
+    /// uncommitted read, `read_batch(..., isolation="read_uncommitted")`, returns any).
+    fn pending_offsets(&self) -> Vec<u64> {
+        let chunks = &self.records.chunks;
+        self.records.recs().iter().filter(|r| chunks[r.chunk as usize].pending).map(|r| r.offset).collect()
+    }
+
     /// Every value, copied into a list of `bytes`.
     fn values<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
         self.records.recs().iter().map(|r| PyBytes::new(py, self.records.slice(r, r.value))).collect()

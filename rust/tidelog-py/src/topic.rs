@@ -304,7 +304,15 @@ impl PyTopic {
 
     /// Reads up to `max_messages` messages of `partition` from `offset` as one
     /// [`RecordBatch`]. Reading at the end offset returns an empty batch.
-    #[pyo3(signature = (partition=0, offset=None, *, max_messages=10000, max_bytes=16777216))]
+    ///
+    /// Only committed messages are returned (`isolation="read_committed"`): reading stops
+    /// at a transaction still open. `"read_uncommitted"` also returns the messages of open
+    /// transactions (listed by `RecordBatch.pending_offsets()`); aborted transactions are
+    /// never returned.
+    #[pyo3(signature = (
+        partition=0, offset=None, *, max_messages=10000, max_bytes=16777216, isolation="read_committed",
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn read_batch(
         &self,
         py: Python<'_>,
@@ -312,7 +320,17 @@ impl PyTopic {
         offset: Option<i64>,
         max_messages: i64,
         max_bytes: i64,
+        isolation: &str,
     ) -> PyResult<RecordBatch> {
+        let committed = match isolation {
+            "read_committed" => true,
+            "read_uncommitted" => false,
+            other => {
+                return Err(InvalidConfigError::new_err(format!(
+                    "isolation must be \"read_committed\" or \"read_uncommitted\", got {other:?}"
+                )))
+            }
+        };
         let log = self.log(partition)?;
         let offset = match offset {
             Some(o) => check_offset(o, "offset")?,
@@ -323,13 +341,26 @@ impl PyTopic {
         })?;
         let max_bytes = usize::try_from(max_bytes)
             .map_err(|_| InvalidConfigError::new_err(format!("max_bytes must be >= 0, got {max_bytes}")))?;
-        let read = run_detached(py, || log.read(offset, max_messages, max_bytes))?;
+        let read = run_detached(py, || {
+            if committed {
+                log.read(offset, max_messages, max_bytes)
+            } else {
+                log.read_uncommitted(offset, max_messages, max_bytes)
+            }
+        })?;
         Ok(RecordBatch::new(self.name.clone_ref(py), log.partition(), read))
     }
 
     /// First retained offset of `partition`.
     fn start_offset(&self, partition: i64) -> PyResult<u64> {
         to_py(self.log(partition)?.start_offset())
+    }
+
+    /// The first offset of `partition` a committed read does not pass: where the oldest
+    /// transaction still open begins, or the end offset.
+    fn last_stable_offset(&self, py: Python<'_>, partition: i64) -> PyResult<u64> {
+        let log = self.log(partition)?;
+        run_detached(py, || log.last_stable_offset())
     }
 
     /// Next offset to be written to `partition`.

@@ -11,7 +11,7 @@ use std::sync::MutexGuard;
 
 use super::{now_ms, PartitionLog, View};
 use crate::format::Marker;
-use crate::index::OffsetIndex;
+use crate::index::{OffsetIndex, INDEX_ENTRY_BYTES};
 use crate::log::producers::ProducerTable;
 use crate::segment;
 use crate::shm::Head;
@@ -73,8 +73,14 @@ impl PartitionLog {
         }
         let first = view.segments.partition_point(|s| s.base <= table.applied).saturating_sub(1);
         for seg in &view.segments[first..] {
-            let end =
-                if seg.base == head.active_base { head.committed_pos as usize } else { seg.data.readable() };
+            let end = if seg.base == head.active_base {
+                // Other processes' appends: this handle's map learns of them from the head.
+                seg.data.observe_published(head.committed_pos as usize);
+                seg.index.observe_published(head.index_entries as usize * INDEX_ENTRY_BYTES);
+                head.committed_pos as usize
+            } else {
+                seg.data.readable()
+            };
             let (index, _) = seg.lookup_indexes();
             let (rel, mut pos) = match table.applied.checked_sub(seg.base) {
                 Some(r) if r > 0 => {

@@ -16,6 +16,8 @@ use crate::{Error, Result};
 /// What a reader does with a batch (readers see only committed transactions).
 enum Visibility {
     Serve,
+    /// Serve, marked as part of a transaction still open (uncommitted reads only).
+    Pending,
     /// A transaction marker or an aborted transaction's batch: pass over it.
     Skip,
     /// The batch's transaction is still open: nothing from here on is stable yet.
@@ -28,6 +30,8 @@ struct Isolation<'a> {
     head: Head,
     view: &'a View,
     table: Option<TableGuard<'a>>,
+    /// Read committed (stop at open transactions) rather than uncommitted.
+    committed: bool,
 }
 
 impl<'a> Isolation<'a> {
@@ -43,8 +47,12 @@ impl<'a> Isolation<'a> {
         }
         let guard = self.table.as_mut().expect("just set");
         let table = log.catch_up(guard, self.view, &self.head)?;
-        Ok(if h.base_offset >= table.last_stable_offset(self.head.next_offset) {
+        let open =
+            table.get(h.producer_id).and_then(|e| e.open_txn).is_some_and(|first| first <= h.base_offset);
+        Ok(if self.committed && h.base_offset >= table.last_stable_offset(self.head.next_offset) {
             Visibility::Stop
+        } else if open {
+            Visibility::Pending
         } else if table.is_aborted(h.producer_id, h.base_offset) {
             Visibility::Skip
         } else {
@@ -66,6 +74,8 @@ pub struct ReadChunk {
     pub skip: usize,
     /// Records wanted.
     pub count: usize,
+    /// The batch belongs to a transaction still open (only in uncommitted reads).
+    pub pending: bool,
 }
 
 impl ReadChunk {
@@ -113,6 +123,38 @@ impl PartitionLog {
     /// [`Error::OffsetOutOfRange`] below the start or past the end;
     /// [`Error::Corrupt`] naming the file and position of a damaged batch.
     pub fn read(&self, offset: u64, max_messages: usize, max_bytes: usize) -> Result<ReadResult> {
+        self.read_isolated(offset, max_messages, max_bytes, true)
+    }
+
+    /// As [`Self::read`], but also returns the batches of transactions still open (their
+    /// chunks marked `pending`), as Kafka's `read_uncommitted`; aborted transactions and
+    /// markers are still passed over.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub fn read_uncommitted(&self, offset: u64, max_messages: usize, max_bytes: usize) -> Result<ReadResult> {
+        self.read_isolated(offset, max_messages, max_bytes, false)
+    }
+
+    /// The first offset a committed read does not pass: where the oldest transaction still
+    /// open begins, or the end offset.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub fn last_stable_offset(&self) -> Result<u64> {
+        let head = self.head()?;
+        let view = self.current_view(head)?;
+        let mut guard = self.producer_table()?;
+        Ok(self.catch_up(&mut guard, &view, &head)?.last_stable_offset(head.next_offset))
+    }
+
+    fn read_isolated(
+        &self,
+        offset: u64,
+        max_messages: usize,
+        max_bytes: usize,
+        committed: bool,
+    ) -> Result<ReadResult> {
         let head = self.head()?;
         if offset < head.log_start || offset > head.next_offset {
             return Err(self.out_of_range(offset, head.log_start, head.next_offset));
@@ -127,7 +169,7 @@ impl PartitionLog {
             // A reader moved on from the previous segment: drop its pages from our RSS.
             view.segments[first - 1].data.release_all();
         }
-        let mut isolation = Isolation { head, view: &view, table: None };
+        let mut isolation = Isolation { head, view: &view, table: None, committed };
         for seg in &view.segments[first..] {
             let stopped = self.read_segment(seg, &mut out, max_messages, max_bytes, &mut isolation)?;
             if out.count > 0 || stopped {
@@ -198,9 +240,11 @@ impl PartitionLog {
                     format!("batch claims offset {} where offset {expected} should start", h.base_offset);
                 return Err(seg.corrupt(pos, expected, &reason));
             }
+            let mut pending = false;
             if h.next_offset() > out.next_offset {
                 match isolation.of(self, &h)? {
                     Visibility::Serve => {}
+                    Visibility::Pending => pending = true,
                     Visibility::Skip => {
                         expected = h.next_offset();
                         out.next_offset = h.next_offset();
@@ -230,6 +274,7 @@ impl PartitionLog {
                     end: pos + h.total_len,
                     skip,
                     count,
+                    pending,
                 });
                 out.count += count;
                 out.next_offset =

@@ -493,10 +493,11 @@ impl Producer {
     /// # Errors
     /// The writer's last failure, if not reported yet.
     pub fn close(&self) -> Result<()> {
+        let mut aborted = Ok(());
         if self.in_transaction() {
             // Left open, it would hold back every reader of its partitions until the next
             // instance of the name opened.
-            let _ = self.abort_transaction();
+            aborted = self.abort_transaction();
         }
         let flushed = if self.shared.closing.load(Ordering::Acquire) { Ok(true) } else { self.flush(None) };
         self.shared.closing.store(true, Ordering::Release);
@@ -508,7 +509,8 @@ impl Producer {
         if let Some(handle) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = handle.join();
         }
-        flushed.map(|_| ())
+        // A transaction a newer instance took over is reported (it was aborted by it).
+        aborted.and(flushed.map(|_| ()))
     }
 
     /// Starts or ends pressure from outside the buffer: the `max_lag` monitor sets it while
