@@ -414,10 +414,9 @@ fn transactional_batches_are_invisible_while_open_and_visible_after_commit() {
     assert_eq!(ok(txn(&log, 1, 0, 0, "t", 2)), (1, 2, true));
 }
 
-/// KNOWN BUG (the `should_panic` is an expected failure; remove it once fixed): a read
-/// starting above the last stable offset serves plain batches there.
+/// A read starting above the last stable offset serves nothing there, plain batches
+/// included (Kafka's read_committed bound).
 #[test]
-#[should_panic(expected = "a plain batch above the last stable offset was served")]
 fn a_plain_batch_after_an_open_transaction_is_not_served_past_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(dir.path());
@@ -521,12 +520,10 @@ fn isolation_survives_reopen_with_and_without_snapshots() {
 /// Two handles of one partition (as two processes have): each keeps its own producer
 /// table, which must still cover the batches the other one wrote.
 ///
-/// KNOWN BUG (the `should_panic` marks an expected failure; remove it once fixed): the
-/// writer's catch-up stops where its own handle last observed the data (`read_view`, not
-/// `current_view`), and applying its own batch then moves `applied` past the other
-/// handle's batches for good.
+/// A writer's catch-up must read up to the published head, not only as far as its own
+/// handle had observed the data; otherwise applying its own batch would move `applied` past
+/// the other handle's batches for good.
 #[test]
-#[should_panic(expected = "a retry written twice")]
 fn a_handle_catches_up_on_the_batches_of_another_before_checking() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = open(dir.path());
@@ -541,12 +538,10 @@ fn a_handle_catches_up_on_the_batches_of_another_before_checking() {
     assert_eq!(a.end_offset().expect("end"), 4);
 }
 
-/// KNOWN BUG (the `should_panic` marks an expected failure; remove it once fixed): the
-/// writer's catch-up stops where its own handle last observed the data (`read_view`, not
-/// `current_view`), and applying its own batch then moves `applied` past the other
-/// handle's batches for good.
+/// A writer's catch-up must read up to the published head, not only as far as its own
+/// handle had observed the data; otherwise applying its own batch would move `applied` past
+/// the other handle's batches for good.
 #[test]
-#[should_panic(expected = "writer: aborted skipped, committed served")]
 fn a_writing_handle_sees_the_other_handles_transaction_markers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = open(dir.path());
@@ -565,12 +560,10 @@ fn a_writing_handle_sees_the_other_handles_transaction_markers() {
     }
 }
 
-/// KNOWN BUG (the `should_panic` marks an expected failure; remove it once fixed): the
-/// writer's catch-up stops where its own handle last observed the data (`read_view`, not
-/// `current_view`), and applying its own batch then moves `applied` past the other
-/// handle's batches for good.
+/// A writer's catch-up must read up to the published head, not only as far as its own
+/// handle had observed the data; otherwise applying its own batch would move `applied` past
+/// the other handle's batches for good.
 #[test]
-#[should_panic(expected = "after reopen, from the snapshot")]
 fn snapshots_written_by_one_of_two_handles_are_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut expected = Vec::new();

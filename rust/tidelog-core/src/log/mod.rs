@@ -26,7 +26,9 @@ use rustix::fs::{flock, FlockOperation};
 pub use self::config::{FsyncPolicy, LogConfig};
 use self::producers::{ProducerTable, Verdict};
 pub use self::read::{ReadChunk, ReadResult};
-use crate::format::{encode_batch, encoded_len, BatchMeta, Marker, Record, ATTR_CONTROL, NO_PRODUCER};
+use crate::format::{
+    encode_batch, encoded_len, BatchMeta, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL, NO_PRODUCER,
+};
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment::{self, Segment};
 use crate::shm::{ControlBlock, Head, Opened, WriteGuard};
@@ -377,6 +379,9 @@ impl PartitionLog {
         head.committed_pos += size as u64;
         head.next_offset = header.next_offset();
         head.max_timestamp = head.max_timestamp.max(header.max_timestamp);
+        if meta.attributes & (ATTR_CONTROL | ATTR_TRANSACTIONAL) != 0 {
+            head.transactional = 1;
+        }
         guard.publish(head);
         if let Some(table) = producers.as_mut().and_then(|t| t.as_mut()) {
             let marker = (meta.attributes & ATTR_CONTROL != 0).then(|| {

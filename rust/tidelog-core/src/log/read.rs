@@ -39,7 +39,7 @@ impl<'a> Isolation<'a> {
         if h.attributes & ATTR_CONTROL != 0 {
             return Ok(Visibility::Skip);
         }
-        if h.attributes & ATTR_TRANSACTIONAL == 0 {
+        if self.head.transactional == 0 {
             return Ok(Visibility::Serve);
         }
         if self.table.is_none() {
@@ -47,11 +47,16 @@ impl<'a> Isolation<'a> {
         }
         let guard = self.table.as_mut().expect("just set");
         let table = log.catch_up(guard, self.view, &self.head)?;
+        if self.committed && h.base_offset >= table.last_stable_offset(self.head.next_offset) {
+            // Nothing at or past the oldest open transaction is stable yet, plain or not.
+            return Ok(Visibility::Stop);
+        }
+        if h.attributes & ATTR_TRANSACTIONAL == 0 {
+            return Ok(Visibility::Serve);
+        }
         let open =
             table.get(h.producer_id).and_then(|e| e.open_txn).is_some_and(|first| first <= h.base_offset);
-        Ok(if self.committed && h.base_offset >= table.last_stable_offset(self.head.next_offset) {
-            Visibility::Stop
-        } else if open {
+        Ok(if open {
             Visibility::Pending
         } else if table.is_aborted(h.producer_id, h.base_offset) {
             Visibility::Skip
@@ -143,6 +148,9 @@ impl PartitionLog {
     /// As [`Self::read`].
     pub fn last_stable_offset(&self) -> Result<u64> {
         let head = self.head()?;
+        if head.transactional == 0 {
+            return Ok(head.next_offset);
+        }
         let view = self.current_view(head)?;
         let mut guard = self.producer_table()?;
         Ok(self.catch_up(&mut guard, &view, &head)?.last_stable_offset(head.next_offset))

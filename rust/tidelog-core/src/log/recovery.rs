@@ -128,6 +128,9 @@ impl PartitionLog {
             max_timestamp: scan.max_timestamp,
             segment_created_ms: hint.map_or_else(now_ms, |h| h.segment_created_ms),
             last_index_pos,
+            // Without a trustworthy hint (power loss, a lost control file), assume a
+            // non-empty log may hold transactions: only slower reads, never wrong ones.
+            transactional: hint.map_or(u64::from(scan.next_offset > bases[0]), |h| h.transactional),
         });
         drop(active);
         self.refresh(guard)

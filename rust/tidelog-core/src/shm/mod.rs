@@ -40,7 +40,7 @@ pub const CONTROL_BYTES: usize = 4096;
 const MAGIC: &[u8; 8] = b"TLCTRL01";
 const MUTEX_AT: usize = 64;
 const HEAD_AT: usize = 128;
-const HEAD_FIELDS: usize = 10;
+const HEAD_FIELDS: usize = 11;
 
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= HEAD_AT - MUTEX_AT);
 
@@ -66,6 +66,9 @@ pub struct Head {
     pub segment_created_ms: i64,
     /// Position of the batch the last offset-index entry points at.
     pub last_index_pos: u64,
+    /// Nonzero once a transactional batch was written: readers then bound committed reads
+    /// by the last stable offset (plain logs never build a producer table to read).
+    pub transactional: u64,
 }
 
 impl Head {
@@ -80,6 +83,7 @@ impl Head {
             self.max_timestamp as u64,
             self.segment_created_ms as u64,
             self.last_index_pos,
+            self.transactional,
         ]
     }
 
@@ -94,6 +98,7 @@ impl Head {
             max_timestamp: w[6] as i64,
             segment_created_ms: w[7] as i64,
             last_index_pos: w[8],
+            transactional: w[9],
         }
     }
 }
