@@ -59,7 +59,8 @@ impl PartitionLog {
         view: &View,
         head: &Head,
     ) -> Result<&'t mut ProducerTable> {
-        if table.is_none() {
+        let loading = table.is_none();
+        if loading {
             *table = Some(self.load_snapshot(head)?);
         }
         let table = table.as_mut().expect("just loaded");
@@ -107,6 +108,10 @@ impl PartitionLog {
                 expected = h.next_offset();
                 pos += h.total_len;
             }
+        }
+        if loading {
+            // Batches read past the snapshot may be as idle as those it dropped.
+            table.expire(now_ms() - self.config.producer_expiry_ms, head.log_start);
         }
         Ok(table)
     }
