@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,15 @@ def store(bench_root: Path) -> Iterator[tidelog.Store]:
         yield s
 
 
-def _send(benchmark: Any, store: tidelog.Store, idempotent: bool) -> dict[str, Any]:
-    rounds = Rounds(store, f"idem-{idempotent}", SENDS, producer=False)
+def _rounds(
+    benchmark: Any,
+    rounds: Rounds,
+    make_producer: Callable[[], tidelog.Producer],
+    loop: Callable[..., None],
+    calls: int,
+) -> dict[str, float]:
+    """Runs ``loop(producer, topic, VALUE, calls)`` per round, each with a fresh topic and
+    a new producer (closed, and the topic checked, in the next round's set-up)."""
     producers: list[tidelog.Producer] = []
 
     def setup() -> Args:
@@ -56,13 +63,21 @@ def _send(benchmark: Any, store: tidelog.Store, idempotent: bool) -> dict[str, A
             p.close()
         producers.clear()
         topic, _ = rounds.next()
-        producers.append(store.producer(idempotent=idempotent))
-        return (producers[0], topic.name, VALUE, SENDS), {}
+        producers.append(make_producer())
+        return (producers[0], topic.name, VALUE, calls), {}
 
-    usage = run(benchmark, send_loop, setup)
+    usage = run(benchmark, loop, setup)
     for p in producers:
         p.close()
     rounds.finish()
+    return usage
+
+
+def _send(benchmark: Any, store: tidelog.Store, idempotent: bool) -> dict[str, Any]:
+    rounds = Rounds(store, f"idem-{idempotent}", SENDS, producer=False)
+    usage = _rounds(
+        benchmark, rounds, lambda: store.producer(idempotent=idempotent), send_loop, SENDS
+    )
     return {"ns_per_msg": ns_per(benchmark, SENDS), **usage}
 
 
@@ -124,21 +139,9 @@ def _transactions(benchmark: Any, store: tidelog.Store, transactional: bool) -> 
     # Each transaction adds one marker to the partition.
     expect = TXN_WORK + (TRANSACTIONS if transactional else 0)
     rounds = Rounds(store, f"txn-{transactional}", expect, producer=False)
-    producers: list[tidelog.Producer] = []
-
-    def setup() -> Args:
-        for p in producers:
-            p.close()
-        producers.clear()
-        topic, _ = rounds.next()
-        producers.append(store.producer(name="bench-txn" if transactional else None))
-        return (producers[0], topic.name, VALUE, TRANSACTIONS), {}
-
+    name = "bench-txn" if transactional else None
     loop = transactions_loop if transactional else grouped_loop
-    usage = run(benchmark, loop, setup)
-    for p in producers:
-        p.close()
-    rounds.finish()
+    usage = _rounds(benchmark, rounds, lambda: store.producer(name=name), loop, TRANSACTIONS)
     return {"ns_per_msg": ns_per(benchmark, TXN_WORK), **usage}
 
 
