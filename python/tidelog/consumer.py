@@ -78,6 +78,8 @@ class Consumer:
         # if the group has committed nothing yet).
         self._origin: dict[int, int] = {}
         self._unresolved: set[int] = set()
+        # Exactly-once: a transaction with this consumer is open.
+        self._in_transaction = False
         self._paused: set[int] = set()
         self._buffer: deque[Message] = deque()
         self._next_partition = 0
@@ -198,6 +200,7 @@ class Consumer:
         before the messages are returned; with ``exactly-once`` they are committed by the
         next :meth:`Store.transaction` with this consumer.
         """
+        self._require_step_committed()
         messages = self._poll(max_messages, timeout)
         if self.delivery == "exactly-once":
             for m in messages:
@@ -247,6 +250,7 @@ class Consumer:
         return self
 
     def __next__(self) -> Message:
+        self._require_step_committed()
         while not self._buffer:
             self._check_open()
             self._buffer.extend(
@@ -326,6 +330,21 @@ class Consumer:
 
     # -- transactions (see tidelog.transaction) -------------------------------------------
 
+    def _require_step_committed(self) -> None:
+        """Exactly-once: each step (what was handed out) ends with a transaction."""
+        if self._consumed and not self._in_transaction and self.delivery == "exactly-once":
+            raise InvalidConfigError(
+                "an exactly-once consumer needs a transaction per step: the messages handed "
+                f"out up to offsets {self._consumed} were not committed; process them inside "
+                "`with store.transaction(producer, consumer)` before taking more"
+            )
+
+    def _transaction_begin(self) -> None:
+        self._check_open()
+        if self._in_transaction:
+            raise InvalidConfigError("this consumer is already in an open transaction")
+        self._in_transaction = True
+
     def _transaction_offsets(self) -> dict[int, int]:
         """What a transaction commits: the position after each message handed out."""
         return dict(self._consumed)
@@ -345,6 +364,7 @@ class Consumer:
         )
 
     def _transaction_committed(self, offsets: dict[int, int]) -> None:
+        self._in_transaction = False
         for p, o in offsets.items():
             if self._consumed.get(p) == o:
                 del self._consumed[p]
@@ -356,6 +376,7 @@ class Consumer:
             start = self._topic.start_offset(p)
             origin = committed[p].offset if p in committed else self._origin.get(p, start)
             self._positions[p] = max(origin, start)
+        self._in_transaction = False
         self._buffer.clear()
         self._consumed.clear()
         self._delivered.clear()

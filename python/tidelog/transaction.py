@@ -43,6 +43,12 @@ class Transaction:
         self._consumer = consumer
         self._done = False
         producer.begin_transaction()
+        if consumer is not None:
+            try:
+                consumer._transaction_begin()
+            except BaseException:
+                producer.abort_transaction()
+                raise
 
     def send(
         self,

@@ -136,8 +136,12 @@ def test_exactly_once_consumers_commit_only_through_transactions(store: tidelog.
             consumer.commit()
         with pytest.raises(tidelog.InvalidConfigError):
             consumer.commit({0: 1})
-        # Moving on (the next poll, closing) commits nothing either.
-        assert consumer.poll(timeout=0) == []
+        # Moving on without a transaction is refused (a transaction per step); closing
+        # commits nothing either.
+        with pytest.raises(tidelog.InvalidConfigError, match="transaction per step"):
+            consumer.poll(timeout=0)
+        with pytest.raises(tidelog.InvalidConfigError, match="transaction per step"):
+            next(consumer)
     assert "g" not in store.groups() or store.groups()["g"]["in"]["committed"] == {}
     with store.consumer("in", group="g", delivery="exactly-once") as consumer:
         assert [m.offset for m in consumer.poll(timeout=1)] == [0, 1, 2]
