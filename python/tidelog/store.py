@@ -265,7 +265,10 @@ class Store:
             group: The group's name.
             delivery: ``"at-least-once"`` commits a message's offset once the application
                 moved past it (the next ``poll``, the next iteration, or ``close``), or on
-                ``commit()``; ``"at-most-once"`` commits before handing messages out.
+                ``commit()``; ``"at-most-once"`` commits before handing messages out;
+                ``"exactly-once"`` commits only through :meth:`transaction`, atomically with
+                the outputs, and needs one per step (taking more messages before the
+                previous ones were committed raises :class:`InvalidConfigError`).
             start: Where a partition with no committed offset starts: ``"earliest"`` or
                 ``"latest"``.
             max_poll_messages: Most messages one ``poll`` (or one fetch while iterating)
