@@ -100,6 +100,10 @@ def test_append_sequenced_checks_its_arguments(store: tidelog.Store) -> None:
             topic.append_sequenced([b"a"], **bad)
     with pytest.raises(tidelog.InvalidConfigError):
         topic.append_sequenced([], producer_id=1, producer_epoch=0, base_sequence=0)
+    with pytest.raises(tidelog.InvalidConfigError, match="producer_epoch must be between 0 and"):
+        topic.append_sequenced([b"a"], producer_id=1, producer_epoch=1 << 15, base_sequence=0)
+    with pytest.raises(tidelog.InvalidConfigError, match="base_sequence must be between 0 and"):
+        topic.append_sequenced([b"a"], producer_id=1, producer_epoch=0, base_sequence=1 << 31)
     assert topic.end_offset(0) == 0
 
 

@@ -244,21 +244,25 @@ impl PyTopic {
         py: Python<'_>,
         values: Vec<PyBackedBytes>,
         producer_id: i64,
-        producer_epoch: i16,
-        base_sequence: i32,
+        producer_epoch: i64,
+        base_sequence: i64,
         partition: i64,
     ) -> PyResult<(u64, bool)> {
         let log = self.log(partition)?;
-        let bad = |what: &str, v: i64| InvalidConfigError::new_err(format!("{what} must be >= 0, got {v}"));
+        let bad = |what: &str, v: i64, max: i64| {
+            InvalidConfigError::new_err(format!("{what} must be between 0 and {max}, got {v}"))
+        };
         if producer_id < 0 {
-            return Err(bad("producer_id", producer_id));
+            return Err(bad("producer_id", producer_id, i64::MAX));
         }
-        if producer_epoch < 0 {
-            return Err(bad("producer_epoch", i64::from(producer_epoch)));
-        }
-        if base_sequence < 0 {
-            return Err(bad("base_sequence", i64::from(base_sequence)));
-        }
+        let producer_epoch = i16::try_from(producer_epoch)
+            .ok()
+            .filter(|&e| e >= 0)
+            .ok_or_else(|| bad("producer_epoch", producer_epoch, i64::from(i16::MAX)))?;
+        let base_sequence = i32::try_from(base_sequence)
+            .ok()
+            .filter(|&s| s >= 0)
+            .ok_or_else(|| bad("base_sequence", base_sequence, i64::from(i32::MAX)))?;
         if values.is_empty() {
             return Err(InvalidConfigError::new_err("values must not be empty"));
         }
