@@ -78,6 +78,8 @@ class Consumer:
         # if the group has committed nothing yet).
         self._origin: dict[int, int] = {}
         self._unresolved: set[int] = set()
+        # Per partition: the offset of the last message fetched and the position after it.
+        self._tail: dict[int, tuple[int, int]] = {}
         # Exactly-once: a transaction with this consumer is open.
         self._in_transaction = False
         self._paused: set[int] = set()
@@ -183,6 +185,9 @@ class Consumer:
                 out.extend(batch)
                 self._fetched_from[p] = self._positions[p]
                 self._positions[p] = self._fetched[p] = batch.next_offset
+                # Handing out the last message of this fetch moves past what the read
+                # skipped after it too (transaction markers), so lag can reach zero.
+                self._tail[p] = (out[-1].offset, batch.next_offset)
             elif batch.next_offset > self._positions[p]:
                 # Only transaction markers or aborted messages: step over them.
                 self._positions[p] = batch.next_offset
@@ -204,8 +209,13 @@ class Consumer:
         messages = self._poll(max_messages, timeout)
         if self.delivery == "exactly-once":
             for m in messages:
-                self._consumed[m.partition] = m.offset + 1
+                self._consume(m)
         return messages
+
+    def _consume(self, message: Message) -> None:
+        """Exactly-once: ``message`` was handed out; the next transaction commits past it."""
+        last, after = self._tail.get(message.partition, (-1, 0))
+        self._consumed[message.partition] = after if message.offset == last else message.offset + 1
 
     def _poll(self, max_messages: int | None, timeout: float) -> list[Message]:
         self._check_open()
@@ -258,7 +268,7 @@ class Consumer:
             )
         message = self._buffer.popleft()
         if self.delivery == "exactly-once":
-            self._consumed[message.partition] = message.offset + 1
+            self._consume(message)
         return message
 
     # -- offsets --------------------------------------------------------------------------

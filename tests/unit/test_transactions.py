@@ -525,3 +525,23 @@ def test_transactional_writers_in_several_processes(tmp_path: Path) -> None:
         path.unlink()
     with tidelog.open(tmp_path, segment_bytes=8192) as store:
         assert visible(store.topic("t")) == final, "the same rebuilt from the batch headers"
+
+
+def test_a_chain_of_exactly_once_steps_ends_with_no_lag(store: tidelog.Store) -> None:
+    # Stage two reads what stage one wrote in transactions: its input ends with a commit
+    # marker, which the committed position must pass, or the lag would never reach zero.
+    inputs, middle = store.create_topic("in"), store.create_topic("mid")
+    store.create_topic("out")
+    fill(inputs, 4)
+    for source, target, name in (("in", "mid", "one"), ("mid", "out", "two")):
+        with (
+            store.consumer(source, group=name, delivery="exactly-once") as consumer,
+            store.producer(name=name) as producer,
+        ):
+            for msg in consumer.poll(timeout=1):
+                with store.transaction(producer, consumer) as tx:
+                    tx.send(target, msg.value)
+            assert consumer.lag() == {0: 0}
+            assert consumer.committed() == {0: store.topic(source).end_offset(0)}
+    assert middle.end_offset(0) == 8  # four outputs, four commit markers
+    assert visible(store.topic("out")) == visible(inputs)
