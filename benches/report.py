@@ -40,6 +40,10 @@ FIGURES = [
     "commit-always",
     "latency-p50",
     "latency-p99",
+    # issue #6: work queues (test_bench_workqueue.py)
+    "workqueue",
+    "workqueue-4-procs",
+    "workqueue-state",
 ]
 
 OPS: dict[str, Callable[[float, float], bool]] = {

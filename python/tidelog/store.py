@@ -63,6 +63,7 @@ class Store:
             max_message_bytes=max_message_bytes,
             index_interval_bytes=index_interval_bytes,
         )
+        self._fsync_interval_ms = fsync_interval_ms  # work queues sync their journals by it
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
@@ -137,6 +138,7 @@ class Store:
         if OFFSETS_TOPIC in self._core.topics():
             self._offset_store().forget_topic(name)
         shutil.rmtree(os.path.join(self.path, "groups", name), ignore_errors=True)
+        shutil.rmtree(os.path.join(self.path, "work_queues", name), ignore_errors=True)
 
     def stats(self) -> StoreStats:
         """Returns a snapshot of the store for monitoring.
@@ -151,6 +153,9 @@ class Store:
               ``segments``; the other three keys are the topic's totals.
             - ``groups``: consumer group name -> its members, committed offsets and lag per
               partition. Empty until consumer groups exist.
+            - ``work_queues``: work queue (group) name -> topic -> its backlog, in-flight,
+              acknowledged, dead-lettered, archived and skipped counts, per partition and in
+              total (see :func:`tidelog.stats.work_queue_stats`).
             - ``producers``: producer name -> its ``stats()`` (buffered, dropped, ...).
               Empty until producers exist.
 
@@ -292,14 +297,19 @@ class Store:
         lock_timeout: float = 30.0,
         max_deliveries: int = 5,
         dead_letter: str | None = None,
+        prefetch: int = 2048,
     ) -> WorkQueue:
         """Joins work queue ``group`` on ``topic`` and returns the member.
 
-        Members of one queue, in any threads or processes, take the topic's messages one at a
-        time (``for job in queue`` or ``queue.acquire(timeout)``); a message is held by at most
-        one member until it is acked, released, rejected, or its lock expires. State changes
-        are durable records in the internal topic ``__work_queues``. A work queue and
-        consumer groups read the same topic independently.
+        Members of one queue, in any threads or processes, take the topic's messages
+        (``for job in queue``, ``queue.acquire(timeout)`` or ``queue.acquire_many(n)``); a
+        message is held by at most one member until it is acked, released, rejected, or its
+        lock expires. The queue's state (acknowledged-below offset, finished runs, locks,
+        delivery counts) is a snapshot plus a journal of range changes in
+        ``<store>/work_queues/<topic>/``, compacted as it grows (see
+        :mod:`tidelog.queue_journal`); when an acknowledgement is durable is explained in
+        :meth:`tidelog.WorkQueue.ack`. A work queue and consumer groups read the same topic
+        independently. Deleting the topic deletes its queues' state.
 
         Args:
             topic: The topic whose messages are the work.
@@ -312,7 +322,9 @@ class Store:
                 messages, with headers ``tidelog.dead_letter.reason`` (``rejected`` or
                 ``max_deliveries``), ``tidelog.dead_letter.delivery_count`` and the source
                 ``topic``, ``partition`` and ``offset``. None: archive them (never delivered
-                again) and count them in ``queue.stats()["dead_lettered"]``.
+                again) and count them in ``queue.stats()["archived"]``.
+            prefetch: Most jobs iteration acquires at once (it adapts the batch to about
+                50 ms of work); 1 hands out exactly one job per acquisition.
 
         Returns:
             The :class:`tidelog.WorkQueue`, also a context manager and an iterator of
@@ -325,6 +337,7 @@ class Store:
             lock_timeout=lock_timeout,
             max_deliveries=max_deliveries,
             dead_letter=dead_letter,
+            prefetch=prefetch,
         )
         self._work_queues.add(queue)
         return queue

@@ -11,7 +11,7 @@ import pytest
 import tidelog
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tidelog.workqueue import COUNT_HEADER, REASON_HEADER, WORK_QUEUES_TOPIC
+from tidelog.workqueue import COUNT_HEADER, REASON_HEADER
 
 
 def _fill(store: tidelog.Store, n: int, partitions: int = 1, name: str = "jobs") -> None:
@@ -40,11 +40,11 @@ def test_acquire_and_ack_each_message_once(store: tidelog.Store) -> None:
         stats = queue.stats()
         assert stats["acked"] == 10 and stats["backlog"] == 0 and stats["in_flight"] == 0
         assert stats["partitions"] == {
-            0: {"acked_below": 5, "in_flight": 0, "backlog": 0},
-            1: {"acked_below": 5, "in_flight": 0, "backlog": 0},
+            0: {"acked_below": 5, "end_offset": 5, "in_flight": 0, "backlog": 0, "lag": 0},
+            1: {"acked_below": 5, "end_offset": 5, "in_flight": 0, "backlog": 0, "lag": 0},
         }
         assert "jobs" in repr(queue)
-    assert "delivery_count=1" in repr(tidelog.Job(_first(store), 1, "m"))
+    assert "delivery_count=1" in repr(tidelog.Job(_first(store), 1, None, None))
 
 
 def test_iteration_blocks_for_new_messages(store: tidelog.Store) -> None:
@@ -164,7 +164,7 @@ def test_without_dead_letter_topic_messages_are_archived_and_counted(
         assert job is not None
         queue.release(job)  # its one delivery is used up
         assert queue.acquire(timeout=0) is None
-        assert queue.stats()["dead_lettered"] == 2
+        assert queue.stats()["archived"] == 2 and queue.stats()["dead_lettered"] == 0
     assert store.topics() == ["jobs"]
 
 
@@ -186,7 +186,7 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
         assert job is not None and job.offset == 3 and job.delivery_count == 2
         assert queue.stats()["acked"] == 3
         assert queue.stats()["partitions"][0]["acked_below"] == 3
-        assert WORK_QUEUES_TOPIC in store.topics(internal=True)
+        assert queue.state_bytes() > 0
 
 
 def test_queues_are_independent_of_each_other_and_of_consumer_groups(
@@ -279,37 +279,46 @@ def test_acked_below_advances_as_a_contiguous_prefix_completes(store: tidelog.St
             job = queue.acquire(timeout=0)
             assert job is not None
             queue.ack(job)
-        part = queue._parts[0]
-        assert part.acked_below == 0 and len(part.done) == 9
+        part = queue._journal.state.partitions[0]
+        assert part.acked_below == 0 and part.done == [(1, 10)]
         queue.ack(first)
+        part = queue._journal.state.partitions[0]
         assert part.acked_below == 10
-        assert not part.done and not part.locks and not part.counts and not part.released
+        assert not part.done and not part.leases
 
 
 _OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("acquire"), st.integers(0, 1), st.just(0)),
+        st.tuples(st.just("acquire"), st.integers(0, 1), st.integers(1, 3)),
         st.tuples(
             st.sampled_from(["ack", "release", "reject", "foreign"]),
             st.integers(0, 1),
             st.integers(0, 3),
         ),
-        st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+        st.tuples(st.sampled_from(["ack_many", "flush", "reopen"]), st.integers(0, 1), st.just(0)),
     ),
     max_size=40,
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(ops=_OPS)
 def test_acknowledgement_state_matches_a_model(ops: list[tuple[str, int, int]]) -> None:
-    """Random acquire/ack/release/reject/reopen sequences against a plain model of the queue."""
+    """Random batched acquire / buffered ack / ack_many / release / reject / flush / reopen
+    sequences of two members against a plain per-message model of the queue.
+
+    The model also says when a buffered ack is written: when it settles the last job of its
+    batch, or with the member's next change (acquire, release, reject, ack_many, flush, close).
+    """
     n, max_deliveries = 8, 2
     count = [0] * n  # deliveries so far
-    held: list[list[tuple[int, tidelog.Job]]] = [[], []]  # per member: (offset, job)
+    held: list[list[tuple[int, tidelog.Job, int]]] = [[], []]  # per member: offset, job, batch
+    outstanding: dict[int, int] = {}  # batch -> jobs not settled
+    pending: list[set[int]] = [set(), set()]  # acked, not written yet
     released: set[int] = set()
-    finished: dict[int, str] = {}  # offset -> "acked" or "dead"
+    finished: dict[int, str] = {}  # offset -> "acked" or "archived"
     frontier = 0
+    batches = 0
     with tempfile.TemporaryDirectory() as d:
         store = tidelog.open(d)
         _fill(store, n)
@@ -319,36 +328,47 @@ def test_acknowledgement_state_matches_a_model(ops: list[tuple[str, int, int]]) 
                 store.work_queue("jobs", group="w", max_deliveries=max_deliveries) for _ in range(2)
             ]
 
+        def written(m: int) -> None:
+            for o in pending[m]:
+                finished[o] = "acked"
+            pending[m].clear()
+
+        def settle(m: int, index: int) -> tuple[int, tidelog.Job]:
+            o, job, batch = held[m].pop(index)
+            outstanding[batch] -= 1
+            return o, job
+
         queues = members()
         try:
             for op, m, i in ops:
                 if op == "acquire":
-                    expected = None
-                    while True:
-                        if released:
-                            o = min(released)
-                            if count[o] >= max_deliveries:
-                                released.discard(o)
-                                finished[o] = "dead"
-                                continue
-                            released.discard(o)
-                            expected = o
-                        elif frontier < n:
-                            expected = frontier
+                    written(m)
+                    expected: list[int] = []
+                    while len(expected) < i:
+                        candidates = sorted(released) + list(range(frontier, n))
+                        if not candidates:
+                            break
+                        o = candidates[0]
+                        if o == frontier:
                             frontier += 1
-                        break
-                    job = queues[m].acquire(timeout=0)
-                    if expected is None:
-                        assert job is None
-                    else:
-                        assert job is not None and job.offset == expected
-                        count[expected] += 1
-                        assert job.delivery_count == count[expected]
-                        held[m].append((expected, job))
+                        released.discard(o)
+                        if count[o] >= max_deliveries:
+                            finished[o] = "archived"
+                        else:
+                            expected.append(o)
+                    jobs = queues[m].acquire_many(i, timeout=0)
+                    assert sorted(j.offset for j in jobs) == expected
+                    batches += 1
+                    outstanding[batches] = len(jobs)
+                    for job in jobs:
+                        count[job.offset] += 1
+                        assert job.delivery_count == count[job.offset]
+                        held[m].append((job.offset, job, batches))
                 elif op == "reopen":
-                    for member in held:
-                        released.update(o for o, _ in member)
-                        member.clear()
+                    for member in range(2):
+                        written(member)
+                        released.update(o for o, _, _ in held[member])
+                        held[member].clear()
                     store.close()
                     store = tidelog.open(d)
                     queues = members()
@@ -356,22 +376,41 @@ def test_acknowledgement_state_matches_a_model(ops: list[tuple[str, int, int]]) 
                     if held[m]:
                         with pytest.raises(tidelog.LockLostError):
                             queues[1 - m].ack(held[m][i % len(held[m])][1])
+                elif op == "flush":
+                    queues[m].flush()
+                    written(m)
+                elif op == "ack_many":
+                    jobs = [job for _, job, _ in held[m]]
+                    pending[m].update(o for o, _, _ in held[m])
+                    while held[m]:
+                        settle(m, 0)
+                    queues[m].ack_many(jobs)
+                    written(m)
                 elif held[m]:
-                    o, job = held[m].pop(i % len(held[m]))
+                    batch = held[m][i % len(held[m])][2]
+                    o, job = settle(m, i % len(held[m]))
                     if op == "ack":
                         queues[m].ack(job)
-                        finished[o] = "acked"
+                        pending[m].add(o)
+                        if outstanding[batch] == 0:
+                            written(m)
                     elif op == "release":
                         queues[m].release(job)
+                        written(m)
                         released.add(o)
                     else:
                         queues[m].reject(job)
-                        finished[o] = "dead"
+                        written(m)
+                        finished[o] = "archived"
+                    with pytest.raises(tidelog.LockLostError):
+                        queues[m].ack(job)  # settled once only
                 stats = queues[0].stats()
                 assert stats["acked"] == sum(1 for v in finished.values() if v == "acked")
-                assert stats["dead_lettered"] == sum(1 for v in finished.values() if v == "dead")
-                assert stats["in_flight"] == len(held[0]) + len(held[1])
+                assert stats["archived"] == sum(1 for v in finished.values() if v == "archived")
+                in_flight = len(held[0]) + len(held[1]) + len(pending[0]) + len(pending[1])
+                assert stats["in_flight"] == in_flight
                 below = next((o for o in range(n) if o not in finished), n)
                 assert stats["partitions"][0]["acked_below"] == below
+                assert stats["backlog"] == n - len(finished) - in_flight
         finally:
             store.close()
