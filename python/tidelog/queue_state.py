@@ -200,6 +200,11 @@ class PartitionState:
         start = max(start, self.acked_below)
         if start >= end:
             return
+        if start > self.frontier:
+            # Keep every unfinished offset below the frontier in a lease: a gap (which
+            # members never leave) becomes available, never delivered.
+            self.leases.append(Lease(self.frontier, start, "", 0, 0))
+            self.frontier = start
         i, j = self._cut(start, end)
         self.leases[i:j] = [Lease(start, end, member, expires, count)]
         self.frontier = max(self.frontier, end)
@@ -210,14 +215,19 @@ class PartitionState:
         if start >= end:
             return 0
         newly = 0
-        if start < self.frontier:
-            i, j = self._cut(start, min(end, self.frontier))
-            newly = sum(lease.end - lease.start for lease in self.leases[i:j])
-            del self.leases[i:j]
+        leased_end = end
         if end > self.frontier:
-            # Never handed out (a batch finished straight away): count what was not done.
+            # Never handed out (members do not do this; kept consistent all the same).
             lo = max(start, self.frontier)
-            newly += end - lo - self._done_within(lo, end)
+            if start > self.frontier:
+                self.leases.append(Lease(self.frontier, start, "", 0, 0))
+            newly += end - lo
+            self.frontier = end
+            leased_end = lo
+        if start < leased_end:
+            i, j = self._cut(start, leased_end)
+            newly += sum(lease.end - lease.start for lease in self.leases[i:j])
+            del self.leases[i:j]
         self._finish_run(start, end)
         return newly
 

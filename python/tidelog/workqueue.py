@@ -719,13 +719,17 @@ class WorkQueue:
                 if not self._store.closed:
                     with self._journal.locked() as state:
                         ops: list[Op] = []
-                        self._settle_ops(state, ops, return_ready=True)
                         me = self.member_id
-                        for p, part in enumerate(state.partitions):
-                            for lease in part.leases:
-                                if lease.member == me:
-                                    ops.append((RELEASE, p, lease.start, lease.end, 0, lease.count))
-                        self._journal.write(me, ops)
+                        self._settle_ops(state, ops, return_ready=True)
+                        self._journal.write(me, ops)  # applied before looking at the leases
+                        released: list[Op] = [
+                            (RELEASE, p, lease.start, lease.end, 0, lease.count)
+                            for p, part in enumerate(state.partitions)
+                            for lease in part.leases
+                            if lease.member == me
+                        ]
+                        self._journal.write(me, released)
+                        ops += released
                     if self._store.fsync == "interval":
                         self._journal.sync()
                     if ops:

@@ -11,6 +11,7 @@ import pytest
 import tidelog
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tidelog.queue_journal import queue_files, read_state
 from tidelog.workqueue import COUNT_HEADER, REASON_HEADER
 
 
@@ -414,3 +415,201 @@ def test_acknowledgement_state_matches_a_model(ops: list[tuple[str, int, int]]) 
                 assert stats["backlog"] == n - len(finished) - in_flight
         finally:
             store.close()
+
+
+# --- batches, buffered acks, retention, stats -----------------------------------------
+
+
+def test_acquire_many_and_ack_many(store: tidelog.Store) -> None:
+    _fill(store, 10, partitions=2)
+    with store.work_queue("jobs", group="w") as queue:
+        jobs = queue.acquire_many(6, timeout=0)
+        assert len(jobs) == 6 and len({(j.partition, j.offset) for j in jobs}) == 6
+        assert all(j.delivery_count == 1 for j in jobs)
+        assert queue.stats()["in_flight"] == 6
+        queue.ack_many(jobs)
+        rest = queue.acquire_many(100, timeout=0)
+        assert len(rest) == 4
+        with pytest.raises(tidelog.LockLostError):
+            queue.ack_many([*rest, jobs[0]])  # nothing is acked when one is not held
+        queue.ack_many(rest)
+        assert queue.acquire_many(5, timeout=0) == []
+        stats = queue.stats()
+        assert stats["acked"] == 10 and stats["lag"] == 0
+        with pytest.raises(TypeError):
+            queue.acquire_many(1.5)  # type: ignore[arg-type]
+        with pytest.raises(tidelog.InvalidConfigError):
+            queue.acquire_many(0)
+
+
+def test_iteration_prefetches_batches_and_coalesces_acks(store: tidelog.Store) -> None:
+    n = 5_000
+    _fill(store, n)
+    with store.work_queue("jobs", group="w") as queue:
+        offsets = []
+        for job in queue.jobs(idle_timeout=0):
+            offsets.append(job.offset)
+            queue.ack(job)
+        assert offsets == list(range(n))
+        assert queue.stats()["acked"] == n
+        # Far fewer records than messages: acquisitions and acks were batched.
+        assert queue._journal.bytes_written < n * 8
+
+
+def test_a_buffered_ack_is_durable_at_the_documented_points(store: tidelog.Store) -> None:
+    _fill(store, 3)
+    files = queue_files(store.path, "jobs", "w")
+
+    def acked() -> int:
+        state = read_state(files, 1)
+        assert state is not None
+        return state.acked
+
+    with store.work_queue("jobs", group="w") as queue:
+        a, b, c = queue.acquire_many(3, timeout=0)
+        queue.ack(a)
+        assert acked() == 0 and queue.stats()["member"]["pending_acks"] == 1
+        queue.flush()
+        assert acked() == 1
+        queue.ack(b)
+        assert acked() == 1
+        queue.ack(c)  # the last job of the batch: written before ack returns
+        assert acked() == 3
+        assert queue.stats()["member"]["pending_acks"] == 0
+
+
+def test_close_writes_buffered_acks_and_gives_back_prefetched_jobs(store: tidelog.Store) -> None:
+    _fill(store, 50)
+    with store.work_queue("jobs", group="w") as queue:
+        taken = [next(queue) for _ in range(4)]  # batches of 1, 2, then 4 (3 prefetched)
+        assert queue.stats()["member"]["prefetched"] > 0
+        for job in taken[:2]:
+            queue.ack(job)
+    with store.work_queue("jobs", group="w") as queue:
+        assert queue.stats()["acked"] == 2
+        handed_out = queue.acquire_many(2, timeout=0)
+        assert [(j.offset, j.delivery_count) for j in handed_out] == [(2, 2), (3, 2)]
+        prefetched = queue.acquire(timeout=0)
+        assert prefetched is not None and (prefetched.offset, prefetched.delivery_count) == (4, 1)
+
+
+def test_a_buffered_ack_of_a_lock_another_member_took_raises(store: tidelog.Store) -> None:
+    _fill(store, 2)
+    a = store.work_queue("jobs", group="w", lock_timeout=0.2)
+    b = store.work_queue("jobs", group="w", lock_timeout=0.2)
+    first, second = a.acquire_many(2, timeout=0)
+    taken = b.acquire_many(2, timeout=2.0)  # waits for the locks to expire
+    assert [j.offset for j in taken] == [0, 1] and taken[0].delivery_count == 2
+    with pytest.raises(tidelog.LockLostError):
+        a.ack(first)
+    assert a.stats()["member"]["acks_lost"] == 1
+    b.ack_many(taken)
+    assert b.stats()["acked"] == 2
+    with pytest.raises(tidelog.LockLostError):
+        a.release(second)
+
+
+def test_release_rings_the_topic_doorbell(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    bell = tidelog._core.Doorbell(Path(store.path) / "topics" / "jobs" / "doorbell")
+    with store.work_queue("jobs", group="w") as queue:
+        job = queue.acquire(timeout=0)
+        assert job is not None
+        ticket = bell.ticket()
+        queue.release(job)
+        assert bell.ticket() != ticket, "waiting members are woken"
+        assert bell.wait(ticket, 0) is True
+
+
+def test_a_waiting_member_gets_a_released_job(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    a = store.work_queue("jobs", group="w")
+    b = store.work_queue("jobs", group="w")
+    job = a.acquire(timeout=0)
+    assert job is not None
+    got: list[tidelog.Job | None] = []
+    waiter = threading.Thread(target=lambda: got.append(b.acquire(timeout=30)))
+    waiter.start()
+    time.sleep(0.05)
+    a.release(job)
+    waiter.join()
+    assert got[0] is not None and got[0].offset == 0 and got[0].delivery_count == 2
+
+
+def test_retention_deleting_unfinished_messages_is_skipped_and_counted(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path / "s", segment_bytes=1 << 14, retention_bytes=1 << 14) as store:
+        topic = store.create_topic("jobs")
+        with store.work_queue("jobs", group="w") as queue:
+            for i in range(10):
+                topic.append(b"%0100d" % i)
+            done = queue.acquire_many(10, timeout=0)
+            assert len(done) == 10
+            queue.ack_many(done)
+            for i in range(10, 2_000):
+                topic.append(b"%0100d" % i)
+            start = topic.start_offset(0)
+            assert start > 10, "retention deleted old segments"
+            stats = queue.stats()
+            assert stats["skipped"] == start - 10 and stats["lag"] == 2_000 - start
+            job = queue.acquire(timeout=0)
+            assert job is not None and job.offset == start
+            queue.ack(job)
+            stats = queue.stats()
+            assert stats["skipped"] == start - 10 and stats["acked"] == 11
+            assert stats["partitions"][0]["acked_below"] == start + 1
+        stats = store.stats()["work_queues"]["w"]["jobs"]
+        assert stats["skipped"] == start - 10 and stats["acked"] == 11
+
+
+def test_store_stats_lists_work_queues(store: tidelog.Store) -> None:
+    _fill(store, 6)
+    assert store.stats()["work_queues"] == {}
+    with store.work_queue("jobs", group="w", max_deliveries=1, dead_letter="dl") as queue:
+        a, b, c, d = queue.acquire_many(4, timeout=0)
+        queue.ack(a)
+        queue.reject(b)
+        queue.release(c)
+        stats = store.stats()["work_queues"]["w"]["jobs"]
+        assert stats["acked"] == 1 and stats["dead_lettered"] == 1 and stats["archived"] == 0
+        assert stats["in_flight"] == 1 and stats["backlog"] == 3 and stats["lag"] == 4
+        assert stats["partitions"][0]["acked_below"] == 2
+        assert stats["state_bytes"] == queue.state_bytes() > 0
+        queue.ack(d)
+    with store.work_queue("jobs", group="x", max_deliveries=1) as other:
+        (job,) = other.acquire_many(1, timeout=0)
+        other.reject(job)
+    overview = store.stats()["work_queues"]
+    assert sorted(overview) == ["w", "x"]
+    assert overview["x"]["jobs"]["archived"] == 1 and overview["x"]["jobs"]["dead_lettered"] == 0
+
+
+def test_delete_topic_forgets_its_queues(store: tidelog.Store) -> None:
+    _fill(store, 3)
+    with store.work_queue("jobs", group="w") as queue:
+        queue.ack_many(queue.acquire_many(3, timeout=0))
+    store.delete_topic("jobs")
+    assert store.stats()["work_queues"] == {}
+    assert not (Path(store.path) / "work_queues" / "jobs").exists()
+    _fill(store, 3)
+    with store.work_queue("jobs", group="w") as queue:
+        assert queue.stats()["acked"] == 0
+        assert [j.offset for j in queue.acquire_many(3, timeout=0)] == [0, 1, 2]
+
+
+def test_a_job_reads_like_its_message(store: tidelog.Store) -> None:
+    _fill(store, 2, partitions=2)
+    with store.work_queue("jobs", group="w") as queue:
+        for job in queue.acquire_many(2, timeout=0):
+            m = job.message
+            assert (job.value, job.key, job.headers) == (m.value, m.key, m.headers)
+            assert (job.offset, job.partition, job.topic) == (m.offset, m.partition, "jobs")
+            assert job.timestamp_ms == m.timestamp_ms and job.delivery_count == 1
+            queue.ack(job)
+
+
+def test_bad_prefetch(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    with pytest.raises(TypeError, match="prefetch"):
+        store.work_queue("jobs", group="w", prefetch=2.0)  # type: ignore[arg-type]
+    with pytest.raises(tidelog.InvalidConfigError, match="prefetch"):
+        store.work_queue("jobs", group="w", prefetch=0)
