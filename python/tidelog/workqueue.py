@@ -543,7 +543,8 @@ class WorkQueue:
         with self._mutex:
             # The hot path of every queue: checks inlined (see _own).
             batch = job._batch if type(job) is Job else self._own(job)
-            if batch is None or job._queue is not self:
+            if batch is None or job._queue is not self or self._closed:
+                self._check_open()
                 self._own(job)  # raises
                 return
             job._batch = None
@@ -561,6 +562,7 @@ class WorkQueue:
         """
         jobs = list(jobs)
         with self._mutex:
+            self._check_open()
             for job in jobs:
                 self._own(job)
             for job in jobs:
@@ -598,6 +600,7 @@ class WorkQueue:
         job. Raises LockLostError if the job is no longer held.
         """
         with self._mutex:
+            self._check_open()
             batch = self._own(job)
             with self._journal.locked() as state:
                 part = state.partitions[job.partition]

@@ -228,10 +228,15 @@ def test_threads_share_a_queue_without_duplicates(store: tidelog.Store) -> None:
 def test_closed_queue_raises(store: tidelog.Store) -> None:
     _fill(store, 1)
     queue = store.work_queue("jobs", group="w")
+    job = queue.acquire(timeout=0)
+    assert job is not None
     queue.close()
     queue.close()
     with pytest.raises(tidelog.StoreClosedError):
         queue.acquire(timeout=0)
+    for settle in (queue.ack, queue.release, queue.reject, lambda j: queue.ack_many([j])):
+        with pytest.raises(tidelog.StoreClosedError):
+            settle(job)
 
 
 def test_bad_arguments(store: tidelog.Store) -> None:
