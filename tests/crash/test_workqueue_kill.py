@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import tidelog
-from tidelog.queue_journal import queue_files, read_state
+from tidelog.queue_journal import COMPACT_BYTES, queue_files, read_state
 from tidelog.queue_state import QueueState
 
 pytestmark = pytest.mark.crash
@@ -152,3 +152,6 @@ def test_acknowledgements_survive_sigkill(tmp_path: Path) -> None:
             queue.ack_many(jobs)
     state = _state(store_dir)
     assert state.acked == n and [p.acked_below for p in state.partitions] == [n // 2, n // 2]
+    # The journal was compacted into snapshots along the way (SIGKILLs included).
+    files = queue_files(store_dir, "jobs", "g")
+    assert files.snapshot.exists() and files.size_bytes() < 4 * COMPACT_BYTES
