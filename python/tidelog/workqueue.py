@@ -318,7 +318,9 @@ class WorkQueue:
             for job in self._ready:
                 m = job.message
                 by_key.setdefault((m.partition, job.delivery_count - 1), []).append(m.offset)
-                job._batch = None
+                if job._batch is not None:
+                    job._batch.outstanding -= 1
+                    job._batch = None
             self._ready.clear()
             me = self.member_id
             for (p, count), offsets in by_key.items():
