@@ -227,7 +227,11 @@ class WorkQueue:
             fsync=store.fsync,
             fsync_interval_s=getattr(store, "_fsync_interval_ms", 1000) / 1000,
         )
-        self._doorbell = _core.Doorbell(Path(store.path) / "topics" / topic / "doorbell")
+        try:
+            self._doorbell = _core.Doorbell(Path(store.path) / "topics" / topic / "doorbell")
+        except BaseException:
+            self._journal.close()
+            raise
 
     # -- acquiring ------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -618,3 +619,24 @@ def test_bad_prefetch(store: tidelog.Store) -> None:
         store.work_queue("jobs", group="w", prefetch=2.0)  # type: ignore[arg-type]
     with pytest.raises(tidelog.InvalidConfigError, match="prefetch"):
         store.work_queue("jobs", group="w", prefetch=0)
+
+
+def test_fsync_interval_syncs_the_journal_by_the_interval_and_at_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    with tidelog.open(tmp_path / "s", fsync="interval", fsync_interval_ms=3_600_000) as store:
+        _fill(store, 3)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        with store.work_queue("jobs", group="w") as queue:
+            for job in queue.acquire_many(3, timeout=0):
+                queue.ack(job)
+            assert queue.stats()["acked"] == 3
+            assert synced == []  # within the interval: the page cache only
+        assert len(synced) == 1  # close syncs what was written
