@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -196,9 +196,15 @@ class QueueJournal:
         *,
         fsync: str = "never",
         fsync_interval_s: float = 1.0,
+        legacy: Callable[[], QueueState | None] | None = None,
     ) -> None:
-        """Opens (creating if needed) the queue's files and loads its state."""
+        """Opens (creating if needed) the queue's files and loads its state.
+
+        ``legacy`` gives the state to start a new queue (no snapshot, no journal) from, if
+        any: it is written as the first snapshot (see :mod:`tidelog.queue_legacy`).
+        """
         self.files = files
+        self._legacy = legacy
         self.partitions = partitions
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_s
@@ -264,6 +270,12 @@ class QueueJournal:
                 os.close(fd)
                 fd = -1
         if fd < 0:
+            if generation == 0 and self._legacy is not None and not self.files.snapshot.exists():
+                imported = self._legacy()
+                if imported is not None:
+                    # Carried over from the first version's records: the first snapshot.
+                    state, generation = imported, 1
+                    self._write_snapshot(state, generation)
             _write_atomic(self.files.journal, _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, generation))
             fd = os.open(self.files.journal, os.O_RDWR)
         self._fd = fd
@@ -309,15 +321,18 @@ class QueueJournal:
     def compact(self) -> None:
         """Writes a snapshot of the state and starts an empty journal (inside :meth:`locked`)."""
         generation = self.generation + 1
-        body = json.dumps(self.state.to_json(), separators=(",", ":")).encode()
-        header = _SNAP_HEADER.pack(_SNAP_MAGIC, generation, zlib.crc32(body))
-        _write_atomic(self.files.snapshot, header + body)
+        self._write_snapshot(self.state, generation)
         _write_atomic(self.files.journal, _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, generation))
         os.close(self._fd)
         self._fd = os.open(self.files.journal, os.O_RDWR)
         self._inode = os.fstat(self._fd).st_ino
         self._pos = _JOURNAL_HEADER.size
         self.generation = generation
+
+    def _write_snapshot(self, state: QueueState, generation: int) -> None:
+        body = json.dumps(state.to_json(), separators=(",", ":")).encode()
+        header = _SNAP_HEADER.pack(_SNAP_MAGIC, generation, zlib.crc32(body))
+        _write_atomic(self.files.snapshot, header + body)
 
     def sync(self) -> None:
         """Fdatasyncs the journal (for ``fsync="interval"`` at close)."""

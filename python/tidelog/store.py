@@ -20,6 +20,7 @@ from tidelog._core import Producer, Topic
 from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
+from tidelog.queue_legacy import forget_work_queues
 from tidelog.stats import GroupInfo, group_overview
 from tidelog.workqueue import WorkQueue
 
@@ -138,7 +139,7 @@ class Store:
         if OFFSETS_TOPIC in self._core.topics():
             self._offset_store().forget_topic(name)
         shutil.rmtree(os.path.join(self.path, "groups", name), ignore_errors=True)
-        shutil.rmtree(os.path.join(self.path, "work_queues", name), ignore_errors=True)
+        forget_work_queues(self._core, self.path, name)
 
     def stats(self) -> StoreStats:
         """Returns a snapshot of the store for monitoring.

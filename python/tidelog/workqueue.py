@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from tidelog import _core
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, TidelogError
 from tidelog.queue_journal import QueueJournal, queue_files
+from tidelog.queue_legacy import read_legacy_state
 from tidelog.queue_state import (
     ACK,
     ACQUIRE,
@@ -226,6 +227,9 @@ class WorkQueue:
             self._topic.partitions,
             fsync=store.fsync,
             fsync_interval_s=getattr(store, "_fsync_interval_ms", 1000) / 1000,
+            legacy=lambda: read_legacy_state(
+                store._core, self._files.directory, topic, group, self._topic.partitions
+            ),
         )
         try:
             self._doorbell = _core.Doorbell(Path(store.path) / "topics" / topic / "doorbell")
