@@ -156,6 +156,26 @@ class Job:
         )
 
 
+Claim = tuple[int, int, int, int]
+"""Messages claimed by one ACQUIRE: (partition, start, end, delivery count)."""
+
+_Acks = tuple[list["Job"], dict[int, list[tuple[int, int]]]]
+"""Acknowledged jobs, and their offsets as sorted runs per partition."""
+
+
+def _group(jobs: list[Job]) -> _Acks:
+    """``jobs`` with their offsets grouped into sorted runs per partition."""
+    by_partition: dict[int, list[int]] = {}
+    for job in jobs:
+        m = job.message
+        by_partition.setdefault(m.partition, []).append(m.offset)
+    grouped: dict[int, list[tuple[int, int]]] = {}
+    for p, offsets in by_partition.items():
+        offsets.sort()
+        grouped[p] = runs(offsets)
+    return jobs, grouped
+
+
 def _check_timeout(timeout: object) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
@@ -239,19 +259,22 @@ class WorkQueue:
 
     # -- acquiring ------------------------------------------------------------------------
 
-    def _take(self, state: QueueState, limit: int, ops: list[Op]) -> list[Job]:
-        """Acquires up to ``limit`` available messages (under the lock).
+    def _take(self, state: QueueState, limit: int, ops: list[Op]) -> tuple[_Batch, list[Claim]]:
+        """Claims up to ``limit`` available messages (under the lock).
 
-        Appends the changes to ``ops`` and returns the jobs. Exhausted messages met on the
-        way are dead-lettered.
+        Appends the changes to ``ops`` and returns the batch and the claimed runs; the
+        messages are read after the lock is released (:meth:`_jobs`), so the lock is held
+        for microseconds however big the batch. Exhausted messages met on the way are
+        dead-lettered here.
         """
         now = _now_ms()
         batch = _Batch(now + self._timeout_ms, 0, self._timeout_ms)
-        jobs: list[Job] = []
+        claimed: list[Claim] = []
+        taken = 0
         n = len(state.partitions)
         topic = self._topic
         for i in range(n):
-            if len(jobs) >= limit:
+            if taken >= limit:
                 break
             p = (self._next_partition + i) % n
             part = state.partitions[p]
@@ -261,17 +284,16 @@ class WorkQueue:
                 # them, as consumers skip to the log start.
                 self._journal.write(self.member_id, [(SKIP, p, start, 0, 0, 0)])
             again = True
-            while again and len(jobs) < limit:
+            while again and taken < limit:
                 again = False
-                for s, e, count in part.available(now, topic.end_offset(p), limit - len(jobs)):
-                    try:
-                        messages = topic.read_batch(p, s, max_messages=e - s)
-                    except OffsetOutOfRangeError:
-                        break  # retention removed them meanwhile; the next look skips them
-                    k = len(messages)
-                    if k == 0:
-                        continue
+                for s, e, count in part.available(now, topic.end_offset(p), limit - taken):
                     if count >= self.max_deliveries:
+                        try:
+                            messages = topic.read_batch(p, s, max_messages=e - s)
+                        except OffsetOutOfRangeError:
+                            break  # retention removed them meanwhile; the next look skips them
+                        if len(messages) == 0:
+                            continue
                         # Exhausted: dead-letter them, write that (with what was chosen so
                         # far, so the state moves on) and look at this partition again.
                         ops.append(self._dead_letter(messages, "max_deliveries", count))
@@ -279,9 +301,28 @@ class WorkQueue:
                         ops.clear()
                         again = True
                         break
-                    ops.append((ACQUIRE, p, s, s + k, batch.expires, count + 1))
-                    jobs.extend([Job(m, count + 1, self, batch) for m in messages])
+                    ops.append((ACQUIRE, p, s, e, batch.expires, count + 1))
+                    claimed.append((p, s, e, count + 1))
+                    taken += e - s
         self._next_partition += 1
+        return batch, claimed
+
+    def _jobs(self, batch: _Batch, claimed: list[Claim]) -> list[Job]:
+        """The jobs of the claimed runs (read outside the lock)."""
+        jobs: list[Job] = []
+        read = self._topic.read_batch
+        for p, s, e, count in claimed:
+            at = s
+            while at < e:
+                try:
+                    messages = read(p, at, max_messages=e - at)
+                except OffsetOutOfRangeError:
+                    # Deleted by retention since the claim: the next look skips them.
+                    break
+                if len(messages) == 0:
+                    break
+                jobs.extend([Job(m, count, self, batch) for m in messages])
+                at = messages.next_offset
         batch.outstanding = len(jobs)
         return jobs
 
@@ -313,14 +354,14 @@ class WorkQueue:
         kind = DEAD if self.dead_letter is not None else ARCHIVE
         return (kind, first.partition, first.offset, last + 1, 0, 0)
 
-    def _settle_ops(self, state: QueueState, ops: list[Op], *, return_ready: bool) -> None:
-        """Appends the changes for the buffered acks, under both locks.
+    def _settle_ops(
+        self, state: QueueState, ops: list[Op], acks: _Acks, *, return_ready: bool
+    ) -> None:
+        """Appends the changes for the buffered ``acks`` (see :func:`_group`), under both locks.
 
         With ``return_ready``, also for giving back the prefetched jobs not handed out yet.
         """
-        if self._pending:
-            self._ack_ops(state, self._pending, ops)
-            self._pending = []
+        self._ack_ops(state, acks, ops)
         if return_ready and self._ready:
             by_key: dict[tuple[int, int], list[int]] = {}
             for job in self._ready:
@@ -339,18 +380,19 @@ class WorkQueue:
                     if part.held(s, e, me):
                         ops.append((RELEASE, p, s, e, 0, count))
 
-    def _ack_ops(self, state: QueueState, jobs: list[Job], ops: list[Op]) -> list[Job]:
-        """Appends ACK changes for ``jobs``; returns the jobs whose lock was lost."""
-        by_partition: dict[int, list[int]] = {}
-        for job in jobs:
-            m = job.message
-            by_partition.setdefault(m.partition, []).append(m.offset)
+    def _take_pending(self) -> _Acks:
+        """Takes the buffered acks, grouped (outside the journal lock: it costs per job)."""
+        pending, self._pending = self._pending, []
+        return _group(pending)
+
+    def _ack_ops(self, state: QueueState, acks: _Acks, ops: list[Op]) -> list[Job]:
+        """Appends ACK changes for ``acks``; returns the jobs whose lock was lost."""
+        jobs, grouped = acks
         lost: list[Job] = []
         me = self.member_id
-        for p, offsets in by_partition.items():
-            offsets.sort()
+        for p, offset_runs in grouped.items():
             part = state.partitions[p]
-            for s, e in runs(offsets):
+            for s, e in offset_runs:
                 if part.held(s, e, me):
                     ops.append((ACK, p, s, e, 0, 0))
                     continue
@@ -375,19 +417,21 @@ class WorkQueue:
                     job = self._ready_job()
                     if job is not None:
                         return [job]
+                acks = self._take_pending()
                 with self._journal.locked() as state:
                     ops: list[Op] = []
-                    self._settle_ops(state, ops, return_ready=True)
-                    jobs = self._take(state, limit, ops)
+                    self._settle_ops(state, ops, acks, return_ready=True)
+                    batch, claimed = self._take(state, limit, ops)
                     self._journal.write(self.member_id, ops)
-                    if any(op[0] == RELEASE for op in ops):
-                        self._doorbell.ring()
-                    if jobs:
-                        return jobs
                     now = _now_ms()
                     expiries = [
                         x for x in (p.next_expiry(now) for p in state.partitions) if x is not None
                     ]
+                if any(op[0] == RELEASE for op in ops):
+                    self._doorbell.ring()
+                jobs = self._jobs(batch, claimed)
+                if jobs:
+                    return jobs
             wait = _MAX_WAIT_S
             if expiries:
                 wait = min(wait, max(min(expiries) - now, 1) / 1000)
@@ -592,10 +636,10 @@ class WorkQueue:
 
     def _flush_locked(self, job: Job | None) -> None:
         """Writes the buffered acks (under the mutex); raises if ``job``'s was lost."""
+        acks = self._take_pending()
         with self._journal.locked() as state:
-            pending, self._pending = self._pending, []
             ops: list[Op] = []
-            lost = self._ack_ops(state, pending, ops)
+            lost = self._ack_ops(state, acks, ops)
             self._journal.write(self.member_id, ops)
         if lost and (job is None or job in lost):
             raise LockLostError(
@@ -612,18 +656,22 @@ class WorkQueue:
         with self._mutex:
             self._check_open()
             batch = self._own(job)
+            acks = self._take_pending()
             with self._journal.locked() as state:
                 part = state.partitions[job.partition]
                 lease = part.lease_at(job.offset)
                 if lease is None or lease.member != self.member_id:
                     job._batch = None
                     batch.outstanding -= 1
+                    ops: list[Op] = []
+                    self._settle_ops(state, ops, acks, return_ready=False)
+                    self._journal.write(self.member_id, ops)  # the buffered acks still count
                     raise LockLostError(
                         f"{job!r} is no longer held by this member (its lock expired and "
                         "another member took it)"
                     )
-                ops: list[Op] = []
-                self._settle_ops(state, ops, return_ready=False)
+                ops = []
+                self._settle_ops(state, ops, acks, return_ready=False)
                 ops.append(make(lease))
                 self._journal.write(self.member_id, ops)
             if settle:
@@ -730,10 +778,11 @@ class WorkQueue:
             self._closed = True
             try:
                 if not self._store.closed:
+                    acks = self._take_pending()
                     with self._journal.locked() as state:
                         ops: list[Op] = []
                         me = self.member_id
-                        self._settle_ops(state, ops, return_ready=True)
+                        self._settle_ops(state, ops, acks, return_ready=True)
                         self._journal.write(me, ops)  # applied before looking at the leases
                         released: list[Op] = [
                             (RELEASE, p, lease.start, lease.end, 0, lease.count)
