@@ -32,7 +32,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
-from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, TidelogError
+from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
+from tidelog.jobs import (
+    COUNT_HEADER,
+    REASON_HEADER,
+    Acks,
+    Batch,
+    Claim,
+    Job,
+    LockLostError,
+    dead_letter_headers,
+    group_acks,
+)
 from tidelog.queue_journal import QueueJournal, queue_files
 from tidelog.queue_legacy import read_legacy_state
 from tidelog.queue_state import (
@@ -51,15 +62,7 @@ from tidelog.queue_state import (
 if TYPE_CHECKING:
     from tidelog.store import Store
 
-__all__ = ["Job", "LockLostError", "WorkQueue"]
-
-REASON_HEADER = "tidelog.dead_letter.reason"
-COUNT_HEADER = "tidelog.dead_letter.delivery_count"
-SOURCE_HEADERS = (
-    "tidelog.dead_letter.topic",
-    "tidelog.dead_letter.partition",
-    "tidelog.dead_letter.offset",
-)
+__all__ = ["COUNT_HEADER", "REASON_HEADER", "Job", "LockLostError", "WorkQueue"]
 
 #: Iteration aims at prefetched batches of about this much of the application's work.
 _BATCH_TARGET_S = 0.05
@@ -69,111 +72,6 @@ _MAX_WAIT_S = 1.0
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class LockLostError(TidelogError):
-    """The member no longer holds the message.
-
-    Its lock expired and another member took it, or it was already acknowledged, released or
-    dead-lettered.
-    """
-
-
-class _Batch:
-    """Jobs acquired together.
-
-    ``expires`` is their lock expiry (ms since the epoch), ``outstanding`` how many are not
-    settled yet, and ``half`` (``time.time()`` seconds) the moment after which less than half
-    the lock timeout is left, so buffered acks must be written and prefetched jobs given back.
-    """
-
-    __slots__ = ("expires", "half", "outstanding")
-
-    def __init__(self, expires: int, outstanding: int, timeout_ms: int) -> None:
-        self.expires = expires
-        self.half = (expires - timeout_ms / 2) / 1000
-        self.outstanding = outstanding
-
-
-class Job:
-    """A message acquired from a work queue: the ``tidelog.Message`` plus its delivery count.
-
-    ``tidelog.Message`` is a final native class, so the queue hands out this small wrapper.
-    It reads like the message: ``job.value``, ``job.key``, ``job.headers``, ``job.offset``,
-    ``job.partition``, ``job.topic`` and ``job.timestamp_ms`` are the message's, and
-    ``job.message`` is the message itself. ``job.delivery_count`` is how many times the
-    message was handed out, this time included (1 the first time).
-    """
-
-    __slots__ = ("_batch", "_queue", "delivery_count", "message")
-
-    def __init__(self, message: Message, delivery_count: int, queue: Any, batch: Any) -> None:
-        """Wraps ``message``, handed out for the ``delivery_count``-th time by ``queue``."""
-        self.message = message
-        self.delivery_count = delivery_count
-        self._queue = queue
-        self._batch: _Batch | None = batch
-
-    @property
-    def value(self) -> bytes:
-        """The message's value."""
-        return self.message.value
-
-    @property
-    def key(self) -> bytes | None:
-        """The message's key."""
-        return self.message.key
-
-    @property
-    def headers(self) -> dict[str, bytes]:
-        """The message's headers."""
-        return self.message.headers
-
-    @property
-    def offset(self) -> int:
-        """The message's offset in its partition."""
-        return self.message.offset
-
-    @property
-    def partition(self) -> int:
-        """The message's partition."""
-        return self.message.partition
-
-    @property
-    def topic(self) -> str:
-        """The message's topic."""
-        return self.message.topic
-
-    @property
-    def timestamp_ms(self) -> int:
-        """The message's timestamp (ms since the epoch)."""
-        return self.message.timestamp_ms
-
-    def __repr__(self) -> str:
-        return (
-            f"<tidelog.Job {self.topic}/{self.partition}@{self.offset} "
-            f"delivery_count={self.delivery_count}>"
-        )
-
-
-Claim = tuple[int, int, int, int]
-"""Messages claimed by one ACQUIRE: (partition, start, end, delivery count)."""
-
-_Acks = tuple[list["Job"], dict[int, list[tuple[int, int]]]]
-"""Acknowledged jobs, and their offsets as sorted runs per partition."""
-
-
-def _group(jobs: list[Job]) -> _Acks:
-    """``jobs`` with their offsets grouped into sorted runs per partition."""
-    by_partition: dict[int, list[int]] = {}
-    for job in jobs:
-        m = job.message
-        by_partition.setdefault(m.partition, []).append(m.offset)
-    grouped: dict[int, list[tuple[int, int]]] = {}
-    for p, offsets in by_partition.items():
-        offsets.sort()
-        grouped[p] = runs(offsets)
-    return jobs, grouped
 
 
 def _check_timeout(timeout: object) -> None:
@@ -259,7 +157,7 @@ class WorkQueue:
 
     # -- acquiring ------------------------------------------------------------------------
 
-    def _take(self, state: QueueState, limit: int, ops: list[Op]) -> tuple[_Batch, list[Claim]]:
+    def _take(self, state: QueueState, limit: int, ops: list[Op]) -> tuple[Batch, list[Claim]]:
         """Claims up to ``limit`` available messages (under the lock).
 
         Appends the changes to ``ops`` and returns the batch and the claimed runs; the
@@ -268,7 +166,7 @@ class WorkQueue:
         dead-lettered here.
         """
         now = _now_ms()
-        batch = _Batch(now + self._timeout_ms, 0, self._timeout_ms)
+        batch = Batch(now + self._timeout_ms, 0, self._timeout_ms)
         claimed: list[Claim] = []
         taken = 0
         n = len(state.partitions)
@@ -307,7 +205,7 @@ class WorkQueue:
         self._next_partition += 1
         return batch, claimed
 
-    def _jobs(self, batch: _Batch, claimed: list[Claim]) -> list[Job]:
+    def _jobs(self, batch: Batch, claimed: list[Claim]) -> list[Job]:
         """The jobs of the claimed runs (read outside the lock)."""
         jobs: list[Job] = []
         read = self._topic.read_batch
@@ -342,20 +240,14 @@ class WorkQueue:
                     self._dead_topic = self._store._core.create_topic(
                         self.dead_letter, 1, exist_ok=True
                     )
-                headers = dict(message.headers)
-                headers[REASON_HEADER] = reason.encode()
-                headers[COUNT_HEADER] = str(count).encode()
-                for name, value in zip(
-                    SOURCE_HEADERS, (message.topic, message.partition, message.offset), strict=True
-                ):
-                    headers[name] = str(value).encode()
+                headers = dead_letter_headers(message, reason, count)
                 self._dead_topic.append(message.value, key=message.key, headers=headers)
         assert first is not None
         kind = DEAD if self.dead_letter is not None else ARCHIVE
         return (kind, first.partition, first.offset, last + 1, 0, 0)
 
     def _settle_ops(
-        self, state: QueueState, ops: list[Op], acks: _Acks, *, return_ready: bool
+        self, state: QueueState, ops: list[Op], acks: Acks, *, return_ready: bool
     ) -> None:
         """Appends the changes for the buffered ``acks`` (see :func:`_group`), under both locks.
 
@@ -380,12 +272,12 @@ class WorkQueue:
                     if part.held(s, e, me):
                         ops.append((RELEASE, p, s, e, 0, count))
 
-    def _take_pending(self) -> _Acks:
+    def _take_pending(self) -> Acks:
         """Takes the buffered acks, grouped (outside the journal lock: it costs per job)."""
         pending, self._pending = self._pending, []
-        return _group(pending)
+        return group_acks(pending)
 
-    def _ack_ops(self, state: QueueState, acks: _Acks, ops: list[Op]) -> list[Job]:
+    def _ack_ops(self, state: QueueState, acks: Acks, ops: list[Op]) -> list[Job]:
         """Appends ACK changes for ``acks``; returns the jobs whose lock was lost."""
         jobs, grouped = acks
         lost: list[Job] = []
@@ -559,7 +451,7 @@ class WorkQueue:
 
     # -- settling -------------------------------------------------------------------------
 
-    def _own(self, job: Job) -> _Batch:
+    def _own(self, job: Job) -> Batch:
         """The job's batch, checking this member acquired it and has not settled it."""
         if type(job) is not Job:
             raise TypeError(f"expected a Job from this queue, got {type(job).__name__}")
@@ -726,7 +618,7 @@ class WorkQueue:
             if old is not None:
                 # The job leaves its batch: it has a lock of its own now.
                 old.outstanding -= 1
-                job._batch = _Batch(expires, 1, self._timeout_ms)
+                job._batch = Batch(expires, 1, self._timeout_ms)
 
     # -- monitoring -----------------------------------------------------------------------
 
