@@ -44,6 +44,10 @@ FIGURES = [
     "idempotent-send",
     "transactions",
     "producer-state-reopen",
+    # issue #6: work queues (test_bench_workqueue.py)
+    "workqueue",
+    "workqueue-4-procs",
+    "workqueue-state",
 ]
 
 OPS: dict[str, Callable[[float, float], bool]] = {

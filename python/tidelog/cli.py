@@ -631,17 +631,119 @@ def _groups_table(rows: list[dict[str, Any]], caption: str | None = None) -> Ren
     return table
 
 
+def _queue_rows(
+    store: tidelog.Store, topic_name: str | None, group_name: str | None
+) -> list[dict[str, Any]]:
+    """One plain-data entry per work queue: its counts, and per partition its offsets."""
+    from tidelog.stats import work_queue_overview
+
+    rows: list[dict[str, Any]] = []
+    for queue, topics in sorted(work_queue_overview(store).items()):
+        if group_name is not None and queue != group_name:
+            continue
+        for name, info in sorted(topics.items()):
+            if topic_name is not None and name != topic_name:
+                continue
+            row: dict[str, Any] = {"queue": queue, "topic": name}
+            row.update({k: v for k, v in info.items() if k != "partitions"})
+            row["partitions"] = [{"partition": p, **v} for p, v in info["partitions"].items()]
+            rows.append(row)
+    return rows
+
+
+def _queues_table(rows: list[dict[str, Any]]) -> RenderableType:
+    """Work queues: per partition the offsets, in-flight, backlog and lag; then the totals.
+
+    The total row also has what was acknowledged, dead-lettered, archived and skipped.
+    """
+    from rich.table import Table
+
+    table = Table(
+        "work queue",
+        "topic",
+        "partition",
+        "acked below",
+        "end offset",
+        "in flight",
+        "backlog",
+        "lag",
+        "acked",
+        "dead-lettered",
+        "archived",
+        "skipped",
+        box=None,
+    )
+    for i in range(2, 12):
+        table.columns[i].justify = "right"
+    for row in rows:
+        head = (row["queue"], row["topic"])
+        for part in row["partitions"]:
+            table.add_row(
+                *head,
+                str(part["partition"]),
+                str(part["acked_below"]),
+                str(part["end_offset"]),
+                str(part["in_flight"]),
+                str(part["backlog"]),
+                str(part["lag"]),
+                "",
+                "",
+                "",
+                "",
+            )
+        table.add_row(
+            *head,
+            "all",
+            "",
+            "",
+            *(
+                str(row[k])
+                for k in (
+                    "in_flight",
+                    "backlog",
+                    "lag",
+                    "acked",
+                    "dead_lettered",
+                    "archived",
+                    "skipped",
+                )
+            ),
+            end_section=True,
+        )
+    return table
+
+
+def _groups_view(
+    rows: list[dict[str, Any]], queues: list[dict[str, Any]], caption: str | None = None
+) -> RenderableType:
+    """The consumer groups table, then (if any) the work queues table."""
+    from rich.console import Group
+
+    if not queues:
+        return _groups_table(rows, caption)
+    parts: list[RenderableType] = []
+    if rows:
+        parts.append(_groups_table(rows))
+    parts.append(_queues_table(queues))
+    if caption:
+        from rich.text import Text
+
+        parts.append(Text(caption))
+    return Group(*parts)
+
+
 def _cmd_groups(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         if args.watch:
             return _watch_groups(args, store)
         rows = _group_rows(store, args.topic, args.group)
-    if args.group is not None and not rows:
+        queues = _queue_rows(store, args.topic, args.group)
+    if args.group is not None and not rows and not queues:
         raise _missing_group(args.group, args.topic)
     if args.json:
-        print(_json_line({"groups": rows}))
+        print(_json_line({"groups": rows, "work_queues": queues}))
         return 0
-    _console().print(_groups_table(rows))
+    _console().print(_groups_view(rows, queues))
     return 0
 
 
@@ -653,24 +755,31 @@ def _watch_groups(args: argparse.Namespace, store: tidelog.Store) -> int:
         now = datetime.now().astimezone().strftime("%H:%M:%S")
         return f"updated {now}, every {args.interval:g} s; Ctrl-C to stop"
 
+    def snapshot() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return (
+            _group_rows(store, args.topic, args.group),
+            _queue_rows(store, args.topic, args.group),
+        )
+
     if args.json or not sys.stdout.isatty():
         # Not a terminal: a snapshot per interval, which a reader can take line by line.
         while True:
-            rows = _group_rows(store, args.topic, args.group)
+            rows, queues = snapshot()
             if args.json:
-                print(_json_line({"time_ms": int(time.time() * 1000), "groups": rows}))
+                now_ms = int(time.time() * 1000)
+                print(_json_line({"time_ms": now_ms, "groups": rows, "work_queues": queues}))
             else:
-                console.print(_groups_table(rows, caption()))
+                console.print(_groups_view(rows, queues, caption()))
             sys.stdout.flush()
             time.sleep(args.interval)
     from rich.live import Live
 
-    rows = _group_rows(store, args.topic, args.group)
-    with Live(_groups_table(rows, caption()), console=console, auto_refresh=False) as live:
+    rows, queues = snapshot()
+    with Live(_groups_view(rows, queues, caption()), console=console, auto_refresh=False) as live:
         while True:
             time.sleep(args.interval)
-            rows = _group_rows(store, args.topic, args.group)
-            live.update(_groups_table(rows, caption()), refresh=True)
+            rows, queues = snapshot()
+            live.update(_groups_view(rows, queues, caption()), refresh=True)
 
 
 # --- dump and verify ---------------------------------------------------------------------
@@ -1246,16 +1355,24 @@ def _build_parser() -> _Parser:
     sub = command(
         "groups",
         _cmd_groups,
-        "Show consumer groups: members, committed offsets and lag",
+        "Show consumer groups (members, committed offsets, lag) and work queues",
         "One row per group, topic and partition: the group's generation (it grows with\n"
         "every rebalance), the live member that owns the partition (- if none), the\n"
         "committed offset (the next one the group reads; - if none yet), the partition's\n"
         "end offset and the lag (messages not yet committed, counted from the start of the\n"
         "partition when nothing is committed). Internal topics are not shown.\n\n"
+        "Work queues follow in a second table: per partition the acknowledged-below\n"
+        "offset, the end offset, messages in flight (held under an unexpired lock), the\n"
+        "backlog (waiting) and the lag (both); per queue the totals and how many messages\n"
+        "were acknowledged, dead-lettered, archived (no dead-letter topic) and skipped\n"
+        "(deleted by retention before they were finished).\n\n"
         '--json prints one object: {"groups": [{"group", "topic", "generation",\n'
         '"members": {member: [partitions]}, "partitions": [{"partition", "member",\n'
-        '"committed", "end_offset", "lag"}], "lag"}]} (null for none); with --watch,\n'
-        'one such line per refresh, with "time_ms".',
+        '"committed", "end_offset", "lag"}], "lag"}], "work_queues": [{"queue", "topic",\n'
+        '"in_flight", "backlog", "lag", "acked", "dead_lettered", "archived", "skipped",\n'
+        '"state_bytes", "partitions": [{"partition", "acked_below", "end_offset",\n'
+        '"in_flight", "backlog", "lag"}]}]} (null for none); with --watch, one such line\n'
+        'per refresh, with "time_ms".',
     )
     sub.add_argument("topic", nargs="?", metavar="TOPIC", help="only groups of this topic")
     sub.add_argument("-g", "--group", metavar="GROUP", help="only this group")

@@ -15,6 +15,7 @@ from tidelog._core import TopicNotFoundError
 if TYPE_CHECKING:
     from tidelog._core import Topic
     from tidelog.offsets import OffsetStore
+    from tidelog.queue_state import QueueState
     from tidelog.store import Store
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "partition_stats",
     "store_stats",
     "topic_stats",
+    "work_queue_overview",
+    "work_queue_stats",
 ]
 
 
@@ -59,6 +62,7 @@ class StoreStats(TypedDict):
     path: str
     topics: dict[str, TopicStats]
     groups: dict[str, Any]
+    work_queues: dict[str, Any]
     producers: dict[str, Any]
 
 
@@ -125,6 +129,7 @@ def store_stats(store: Store) -> StoreStats:
         "path": store.path,
         "topics": topics,
         "groups": _groups(store),
+        "work_queues": work_queue_overview(store),
         "producers": _producers(store),
     }
 
@@ -197,4 +202,76 @@ def group_overview(store: Store, offsets: OffsetStore) -> dict[str, dict[str, Gr
             committed=committed,
             lag=lag,
         )
+    return found
+
+
+def work_queue_stats(state: QueueState, topic: Topic, state_bytes: int) -> dict[str, Any]:
+    """Backlog, in-flight and finished counts of one work queue's ``state`` on ``topic``.
+
+    Returns:
+        ``{"partitions": {p: {"acked_below", "end_offset", "in_flight", "backlog", "lag"}},
+        "in_flight", "backlog", "lag", "acked", "dead_lettered", "archived", "skipped",
+        "state_bytes"}``: ``in_flight`` counts messages held under an unexpired lock,
+        ``backlog`` messages available or waiting (not finished, not held), ``lag`` both
+        (every unfinished message), ``dead_lettered`` messages moved to the dead-letter
+        topic, ``archived`` those finished without one (``dead_letter=None``), ``skipped``
+        unfinished messages deleted by retention first, and ``state_bytes`` the bytes of the
+        queue's state on disk.
+    """
+    now = int(time.time() * 1000)
+    partitions: dict[int, dict[str, int]] = {}
+    skipped = state.skipped
+    for p, part in enumerate(state.partitions):
+        start, end = topic.start_offset(p), topic.end_offset(p)
+        floor = max(part.acked_below, start)
+        # Retention may have deleted unfinished messages no member has noticed yet.
+        skipped += floor - part.acked_below - _done_within(part.done, part.acked_below, floor)
+        in_flight = sum(
+            min(x.end, end) - max(x.start, floor)
+            for x in part.leases
+            if x.expires > now and x.end > floor
+        )
+        lag = max(0, end - floor - _done_within(part.done, floor, end))
+        partitions[p] = {
+            "acked_below": floor,
+            "end_offset": end,
+            "in_flight": in_flight,
+            "backlog": lag - in_flight,
+            "lag": lag,
+        }
+    return {
+        "partitions": partitions,
+        "in_flight": sum(v["in_flight"] for v in partitions.values()),
+        "backlog": sum(v["backlog"] for v in partitions.values()),
+        "lag": sum(v["lag"] for v in partitions.values()),
+        "acked": state.acked,
+        "dead_lettered": state.dead_lettered,
+        "archived": state.archived,
+        "skipped": skipped,
+        "state_bytes": state_bytes,
+    }
+
+
+def _done_within(done: list[tuple[int, int]], start: int, end: int) -> int:
+    return sum(max(0, min(e, end) - max(s, start)) for s, e in done)
+
+
+def work_queue_overview(store: Store) -> dict[str, dict[str, dict[str, Any]]]:
+    """:func:`work_queue_stats` of every work queue of ``store``: ``{group: {topic: ...}}``.
+
+    Read without joining the queues (their lock is taken shared for the read).
+    """
+    from tidelog.queue_journal import list_queues, queue_files, read_state
+
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for topic_name, group in list_queues(store.path):
+        try:
+            topic = store.topic(topic_name)
+        except TopicNotFoundError:
+            continue
+        files = queue_files(store.path, topic_name, group)
+        state = read_state(files, topic.partitions)
+        if state is None:
+            continue
+        found.setdefault(group, {})[topic_name] = work_queue_stats(state, topic, files.size_bytes())
     return found

@@ -20,6 +20,7 @@ from tidelog._core import Producer, Topic
 from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
+from tidelog.queue_legacy import forget_work_queues
 from tidelog.stats import GroupInfo, group_overview
 from tidelog.transaction import Transaction
 from tidelog.workqueue import WorkQueue
@@ -66,6 +67,7 @@ class Store:
             index_interval_bytes=index_interval_bytes,
             producer_expiry_ms=producer_expiry_ms,
         )
+        self._fsync_interval_ms = fsync_interval_ms  # work queues sync their journals by it
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
@@ -140,6 +142,7 @@ class Store:
         if OFFSETS_TOPIC in self._core.topics():
             self._offset_store().forget_topic(name)
         shutil.rmtree(os.path.join(self.path, "groups", name), ignore_errors=True)
+        forget_work_queues(self._core, self.path, name)
 
     def stats(self) -> StoreStats:
         """Returns a snapshot of the store for monitoring.
@@ -154,6 +157,9 @@ class Store:
               ``segments``; the other three keys are the topic's totals.
             - ``groups``: consumer group name -> its members, committed offsets and lag per
               partition. Empty until consumer groups exist.
+            - ``work_queues``: work queue (group) name -> topic -> its backlog, in-flight,
+              acknowledged, dead-lettered, archived and skipped counts, per partition and in
+              total (see :func:`tidelog.stats.work_queue_stats`).
             - ``producers``: producer name -> its ``stats()`` (buffered, dropped, ...).
               Empty until producers exist.
 
@@ -304,14 +310,19 @@ class Store:
         lock_timeout: float = 30.0,
         max_deliveries: int = 5,
         dead_letter: str | None = None,
+        prefetch: int = 2048,
     ) -> WorkQueue:
         """Joins work queue ``group`` on ``topic`` and returns the member.
 
-        Members of one queue, in any threads or processes, take the topic's messages one at a
-        time (``for job in queue`` or ``queue.acquire(timeout)``); a message is held by at most
-        one member until it is acked, released, rejected, or its lock expires. State changes
-        are durable records in the internal topic ``__work_queues``. A work queue and
-        consumer groups read the same topic independently.
+        Members of one queue, in any threads or processes, take the topic's messages
+        (``for job in queue``, ``queue.acquire(timeout)`` or ``queue.acquire_many(n)``); a
+        message is held by at most one member until it is acked, released, rejected, or its
+        lock expires. The queue's state (acknowledged-below offset, finished runs, locks,
+        delivery counts) is a snapshot plus a journal of range changes in
+        ``<store>/work_queues/<topic>/``, compacted as it grows (see
+        :mod:`tidelog.queue_journal`); when an acknowledgement is durable is explained in
+        :meth:`tidelog.WorkQueue.ack`. A work queue and consumer groups read the same topic
+        independently. Deleting the topic deletes its queues' state.
 
         Args:
             topic: The topic whose messages are the work.
@@ -324,7 +335,9 @@ class Store:
                 messages, with headers ``tidelog.dead_letter.reason`` (``rejected`` or
                 ``max_deliveries``), ``tidelog.dead_letter.delivery_count`` and the source
                 ``topic``, ``partition`` and ``offset``. None: archive them (never delivered
-                again) and count them in ``queue.stats()["dead_lettered"]``.
+                again) and count them in ``queue.stats()["archived"]``.
+            prefetch: Most jobs iteration acquires at once (it adapts the batch to about
+                50 ms of work); 1 hands out exactly one job per acquisition.
 
         Returns:
             The :class:`tidelog.WorkQueue`, also a context manager and an iterator of
@@ -337,6 +350,7 @@ class Store:
             lock_timeout=lock_timeout,
             max_deliveries=max_deliveries,
             dead_letter=dead_letter,
+            prefetch=prefetch,
         )
         self._work_queues.add(queue)
         return queue

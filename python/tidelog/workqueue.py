@@ -1,178 +1,91 @@
 """Work queues: per-message acknowledgement, lock timeouts, redelivery and dead letters.
 
 See :meth:`tidelog.Store.work_queue`. Members of a queue (in any threads or processes) take
-messages of a topic one at a time instead of owning partitions, as Kafka's share groups do.
+messages of a topic instead of owning partitions, as Kafka's share groups do.
 
-State is kept the way consumer-group offsets are: in an internal log topic,
-``__work_queues``. Every change (a message acquired by a member until some time, acked,
-released, dead-lettered, its lock extended) is ONE record, routed by the queue's name so a
-queue's records stay in order in one partition. A member rebuilds the state by reading the
-records, and catches up on the others' records before every change. Changes are serialized
-across processes by an exclusive ``flock`` of ``<store>/work_queues/<topic>/<group>.lock``,
-so a message is held by at most one member at a time and a member never acts on stale state.
+Each member keeps a copy of the queue's state (:mod:`tidelog.queue_state`: acknowledged-below
+offset, finished runs, leases) and changes it by appending records to the queue's journal
+(:mod:`tidelog.queue_journal`) under a cross-process lock, after applying what the others
+wrote. Changes are ranges, and a member batches them:
 
-The state of a partition is small however long the topic grows: ``acked_below`` (every
-message below it is acknowledged or dead-lettered), plus, above it, the finished offsets, the
-held locks and the delivery counts of messages not yet finished. Offsets at or above
-``frontier`` were never handed out.
+- a member acquires a BATCH of messages with one record (``acquire_many``; iteration sizes its
+  prefetched batch to about 50 ms of the application's work, up to ``prefetch`` jobs);
+- acknowledgements are buffered and coalesced: see :meth:`WorkQueue.ack` for exactly when one
+  is durable.
 
-Record layout (little-endian): key = ``group NUL topic`` (UTF-8); value = u8 op, u32
-partition, i64 offset, i64 lock expiry (ms since the epoch, or 0), u32 delivery count, then
-the member id (UTF-8).
+Waiting: a member with nothing to take sleeps on the topic's doorbell (a futex rung by every
+append in any process, and rung by members releasing work too), and until the earliest lock
+of the queue expires; the only polling left is a 1 s safety net.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
-import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
-from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, TidelogError
-from tidelog.groups import _plain
+from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
+from tidelog.jobs import (
+    COUNT_HEADER,
+    REASON_HEADER,
+    Acks,
+    Batch,
+    Claim,
+    Job,
+    LockLostError,
+    dead_letter_headers,
+    group_acks,
+)
+from tidelog.queue_journal import QueueJournal, queue_files
+from tidelog.queue_legacy import read_legacy_state
+from tidelog.queue_state import (
+    ACK,
+    ACQUIRE,
+    ARCHIVE,
+    DEAD,
+    EXTEND,
+    RELEASE,
+    SKIP,
+    Op,
+    QueueState,
+    runs,
+)
 
 if TYPE_CHECKING:
     from tidelog.store import Store
 
-__all__ = ["WORK_QUEUES_TOPIC", "Job", "LockLostError", "WorkQueue"]
+__all__ = ["COUNT_HEADER", "REASON_HEADER", "Job", "LockLostError", "WorkQueue"]
 
-WORK_QUEUES_TOPIC = "__work_queues"
-_PARTITIONS = 8
-_RECORD = struct.Struct("<BIqqI")
-_READ_AHEAD = 256
-_READ_AHEAD_BYTES = 1 << 20
-_ACQUIRE, _ACK, _RELEASE, _DEAD, _EXTEND = 1, 2, 3, 4, 5
-
-REASON_HEADER = "tidelog.dead_letter.reason"
-COUNT_HEADER = "tidelog.dead_letter.delivery_count"
-SOURCE_HEADERS = (
-    "tidelog.dead_letter.topic",
-    "tidelog.dead_letter.partition",
-    "tidelog.dead_letter.offset",
-)
-
-
-class LockLostError(TidelogError):
-    """The member no longer holds the message.
-
-    Its lock expired and another member took it, or it was already acknowledged, released or
-    dead-lettered.
-    """
-
-
-class Job:
-    """A message acquired from a work queue, with how many times it was handed out.
-
-    ``tidelog.Message`` is a native final class, so the queue hands out this small wrapper:
-    ``job.message`` is the message; ``value``, ``key``, ``headers``, ``offset``,
-    ``partition``, ``topic`` and ``timestamp_ms`` are forwarded to it.
-    """
-
-    __slots__ = ("_member", "delivery_count", "message")
-
-    def __init__(self, message: Message, delivery_count: int, member: str) -> None:
-        """Wraps ``message``, handed out for the ``delivery_count``-th time."""
-        self.message = message
-        self.delivery_count = delivery_count
-        self._member = member
-
-    @property
-    def value(self) -> bytes:
-        """The message's value."""
-        return self.message.value
-
-    @property
-    def key(self) -> bytes | None:
-        """The message's key."""
-        return self.message.key
-
-    @property
-    def headers(self) -> dict[str, bytes]:
-        """The message's headers."""
-        return self.message.headers
-
-    @property
-    def offset(self) -> int:
-        """The message's offset in its partition."""
-        return self.message.offset
-
-    @property
-    def partition(self) -> int:
-        """The message's partition."""
-        return self.message.partition
-
-    @property
-    def topic(self) -> str:
-        """The message's topic."""
-        return self.message.topic
-
-    @property
-    def timestamp_ms(self) -> int:
-        """The message's timestamp."""
-        return self.message.timestamp_ms
-
-    def __repr__(self) -> str:
-        return (
-            f"<tidelog.Job {self.topic}/{self.partition}@{self.offset} "
-            f"delivery_count={self.delivery_count}>"
-        )
-
-
-@dataclass
-class _Partition:
-    """The queue's state for one partition of the topic."""
-
-    acked_below: int = 0
-    frontier: int = 0
-    done: set[int] = field(default_factory=set)
-    locks: dict[int, tuple[str, int]] = field(default_factory=dict)  # offset -> member, expiry
-    released: set[int] = field(default_factory=set)
-    counts: dict[int, int] = field(default_factory=dict)
-
-    def finish(self, offset: int) -> None:
-        self.locks.pop(offset, None)
-        self.released.discard(offset)
-        self.counts.pop(offset, None)
-        self.done.add(offset)
-        while self.acked_below in self.done:
-            self.done.discard(self.acked_below)
-            self.acked_below += 1
-        self.frontier = max(self.frontier, self.acked_below)
-
-    def skip_to(self, start: int) -> None:
-        """Retention deleted everything below ``start``: forget it."""
-        if self.acked_below >= start:
-            return
-        self.acked_below = start
-        self.frontier = max(self.frontier, start)
-        self.done = {o for o in self.done if o >= start}
-        self.released = {o for o in self.released if o >= start}
-        self.locks = {o: v for o, v in self.locks.items() if o >= start}
-        self.counts = {o: c for o, c in self.counts.items() if o >= start}
-        while self.acked_below in self.done:
-            self.done.discard(self.acked_below)
-            self.acked_below += 1
+#: Iteration aims at prefetched batches of about this much of the application's work.
+_BATCH_TARGET_S = 0.05
+#: Longest sleep of a waiting member between two looks (wakeups normally come sooner).
+_MAX_WAIT_S = 1.0
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _check_timeout(timeout: object) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
+
+
 class WorkQueue:
     """One member of a work queue on a topic. Create it with :meth:`Store.work_queue`.
 
-    Iterate it (``for job in queue``) to block for jobs, or call :meth:`acquire`. Each job is
-    held by this member alone until :meth:`ack`, :meth:`release`, :meth:`reject` or until its
-    lock expires (``lock_timeout`` seconds after acquiring, renewable with :meth:`extend`).
+    Iterate it (``for job in queue``) to block for jobs, or call :meth:`acquire` (one job) or
+    :meth:`acquire_many` (a batch). Each job is held by this member alone until :meth:`ack`,
+    :meth:`release`, :meth:`reject` or until its lock expires (``lock_timeout`` seconds after
+    it was acquired, renewable with :meth:`extend`).
     """
 
     def __init__(
@@ -184,6 +97,7 @@ class WorkQueue:
         lock_timeout: float = 30.0,
         max_deliveries: int = 5,
         dead_letter: str | None = None,
+        prefetch: int = 2048,
     ) -> None:
         """Joins the work queue ``group`` on ``topic``; see :meth:`tidelog.Store.work_queue`."""
         if not isinstance(topic, str):
@@ -202,278 +116,474 @@ class WorkQueue:
             raise TypeError(f"dead_letter must be str or None, got {type(dead_letter).__name__}")
         if dead_letter == topic:
             raise InvalidConfigError("dead_letter must differ from the queue's topic")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int):
+            raise TypeError(f"prefetch must be int, got {type(prefetch).__name__}")
+        if prefetch < 1:
+            raise InvalidConfigError(f"prefetch must be >= 1, got {prefetch}")
         self._store = store
         self._topic = store.topic(topic)
         self.topic, self.group = topic, group
         self.lock_timeout = float(lock_timeout)
         self.max_deliveries = max_deliveries
         self.dead_letter = dead_letter
-        self._dead_topic: _core.Topic | None = None
+        self.prefetch = prefetch
         self.member_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._log = store._core.create_topic(WORK_QUEUES_TOPIC, _PARTITIONS, exist_ok=True)
-        self._key = f"{group}\0{topic}".encode()
-        self._log_partition = _core.partition_for_key(group.encode(), _PARTITIONS)
-        self._read_upto = self._log.start_offset(self._log_partition)
-        self._parts = [_Partition() for _ in range(self._topic.partitions)]
-        self._windows: list[dict[int, Message]] = [{} for _ in self._parts]
-        self.acked = 0
-        self.dead_lettered = 0
-        self._next_partition = 0
+        self._timeout_ms = max(1, int(self.lock_timeout * 1000))
+        self._dead_topic: _core.Topic | None = None
         self._closed = False
         self._mutex = threading.Lock()
-        base = Path(store.path) / "work_queues" / topic
-        base.mkdir(parents=True, exist_ok=True)
-        safe = group if _plain(group) else "~" + group.encode().hex()
-        self._lock_fd = os.open(base / f"{safe}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        with self._locked():
-            pass  # rebuilds the state from the log
-
-    # -- state ----------------------------------------------------------------------------
-
-    class _Locked:
-        def __init__(self, queue: WorkQueue) -> None:
-            self.queue = queue
-
-        def __enter__(self) -> None:
-            q = self.queue
-            q._mutex.acquire()
-            try:
-                fcntl.flock(q._lock_fd, fcntl.LOCK_EX)
-            except BaseException:
-                q._mutex.release()
-                raise
-            try:
-                q._catch_up()
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
-
-        def __exit__(self, *exc: object) -> None:
-            q = self.queue
-            try:
-                fcntl.flock(q._lock_fd, fcntl.LOCK_UN)
-            finally:
-                q._mutex.release()
-
-    def _locked(self) -> WorkQueue._Locked:
-        self._check_open()
-        return WorkQueue._Locked(self)
-
-    def _catch_up(self) -> None:
-        """Applies the queue's records appended since this member last looked."""
-        p = self._log_partition
-        end = self._log.end_offset(p)
-        at = max(self._read_upto, self._log.start_offset(p))
-        while at < end:
-            batch = self._log.read_batch(p, at, max_messages=10_000)
-            if len(batch) == 0:
-                break
-            for msg in batch:
-                if msg.key == self._key:
-                    self._apply(msg.value)
-            at = batch.next_offset
-        self._read_upto = at
-
-    def _apply(self, value: bytes) -> None:
-        op, partition, offset, expires, count = _RECORD.unpack_from(value, 0)
-        if partition >= len(self._parts):
-            return
-        part = self._parts[partition]
-        if offset < part.acked_below or offset in part.done:
-            return
-        if op == _ACQUIRE:
-            member = value[_RECORD.size :].decode()
-            part.locks[offset] = (member, expires)
-            part.counts[offset] = count
-            part.released.discard(offset)
-            part.frontier = max(part.frontier, offset + 1)
-        elif op == _EXTEND:
-            if offset in part.locks:
-                part.locks[offset] = (part.locks[offset][0], expires)
-        elif op == _RELEASE:
-            part.locks.pop(offset, None)
-            part.counts[offset] = count
-            part.released.add(offset)
-            part.frontier = max(part.frontier, offset + 1)
-        elif op == _ACK:
-            part.finish(offset)
-            self.acked += 1
-        elif op == _DEAD:
-            part.finish(offset)
-            self.dead_lettered += 1
-        else:
-            raise _core.CorruptRecordError(f"work-queue record of unknown kind {op}")
-
-    def _write(
-        self, op: int, partition: int, offset: int, expires: int = 0, count: int = 0
-    ) -> None:
-        """Appends one state change (under the lock) and applies it."""
-        value = _RECORD.pack(op, partition, offset, expires, count)
-        if op == _ACQUIRE:
-            value += self.member_id.encode()
-        self._log.append(value, key=self._key, partition=self._log_partition)
-        self._catch_up()
+        self._ready: deque[Job] = deque()  # prefetched by iteration, not handed out yet
+        self._pending: list[Job] = []  # acknowledged, not written yet
+        self._batch_size = 1
+        self._batch_started: float | None = None
+        self._next_partition = 0
+        #: Acks that could not be written because the lock had passed to another member.
+        self.acks_lost = 0
+        self._files = queue_files(store.path, topic, group)
+        self._journal = QueueJournal(
+            self._files,
+            self._topic.partitions,
+            fsync=store.fsync,
+            fsync_interval_s=getattr(store, "_fsync_interval_ms", 1000) / 1000,
+            legacy=lambda: read_legacy_state(
+                store._core, self._files.directory, topic, group, self._topic.partitions
+            ),
+        )
+        try:
+            self._doorbell = _core.Doorbell(Path(store.path) / "topics" / topic / "doorbell")
+        except BaseException:
+            self._journal.close()
+            raise
 
     # -- acquiring ------------------------------------------------------------------------
 
-    def _candidate(self, partition: int, now: int) -> int | None:
-        """The lowest offset of ``partition`` that may be handed out now, if any."""
-        part = self._parts[partition]
-        start = self._topic.start_offset(partition)
-        if start > part.acked_below:
-            part.skip_to(start)
-        best: int | None = min(part.released) if part.released else None
-        for offset, (_, expires) in part.locks.items():
-            if expires <= now and (best is None or offset < best):
-                best = offset
-        if best is None and part.frontier < self._topic.end_offset(partition):
-            best = part.frontier
-        return best
+    def _take(self, state: QueueState, limit: int, ops: list[Op]) -> tuple[Batch, list[Claim]]:
+        """Claims up to ``limit`` available messages (under the lock).
 
-    def _dead_letter(self, message: Message, reason: str, count: int) -> None:
-        """Moves ``message`` to the dead-letter topic (or archives it) and finishes it."""
-        if self.dead_letter is not None:
-            if self._dead_topic is None:
-                self._dead_topic = self._store._core.create_topic(
-                    self.dead_letter, 1, exist_ok=True
-                )
-            headers = dict(message.headers)
-            headers[REASON_HEADER] = reason.encode()
-            headers[COUNT_HEADER] = str(count).encode()
-            for name, value in zip(
-                SOURCE_HEADERS, (message.topic, message.partition, message.offset), strict=True
-            ):
-                headers[name] = str(value).encode()
-            self._dead_topic.append(message.value, key=message.key, headers=headers)
-        self._write(_DEAD, message.partition, message.offset, count=count)
-
-    def _read(self, partition: int, offset: int) -> Message | None:
-        """The message at ``offset``, from a small read-ahead window of the partition.
-
-        Reading one message at a time would cost a positioning per message; the window
-        serves the sequential acquisitions at the frontier from one read.
+        Appends the changes to ``ops`` and returns the batch and the claimed runs; the
+        messages are read after the lock is released (:meth:`_jobs`), so the lock is held
+        for microseconds however big the batch. Exhausted messages met on the way are
+        dead-lettered here.
         """
-        window = self._windows[partition]
-        message = window.get(offset)
-        if message is not None:
-            return message
-        try:
-            batch = self._topic.read_batch(
-                partition, offset, max_messages=_READ_AHEAD, max_bytes=_READ_AHEAD_BYTES
-            )
-        except OffsetOutOfRangeError:
-            return None
-        window.clear()
-        for msg in batch:
-            window[msg.offset] = msg
-        return window.get(offset)
-
-    def _try_acquire(self) -> Job | None:
-        with self._locked():
-            n = len(self._parts)
-            for i in range(n):
-                partition = (self._next_partition + i) % n
-                while True:
-                    offset = self._candidate(partition, _now_ms())
-                    if offset is None:
-                        break
-                    message = self._read(partition, offset)
-                    if message is None:
-                        # Deleted by retention meanwhile: nothing to hand out.
-                        self._parts[partition].skip_to(self._topic.start_offset(partition))
-                        break
-                    count = self._parts[partition].counts.get(offset, 0)
+        now = _now_ms()
+        batch = Batch(now + self._timeout_ms, 0, self._timeout_ms)
+        claimed: list[Claim] = []
+        taken = 0
+        n = len(state.partitions)
+        topic = self._topic
+        for i in range(n):
+            if taken >= limit:
+                break
+            p = (self._next_partition + i) % n
+            part = state.partitions[p]
+            start = topic.start_offset(p)
+            if start > part.acked_below:
+                # Retention deleted messages this queue had not finished: skip (and count)
+                # them, as consumers skip to the log start.
+                self._journal.write(self.member_id, [(SKIP, p, start, 0, 0, 0)])
+            again = True
+            while again and taken < limit:
+                again = False
+                for s, e, count in part.available(now, topic.end_offset(p), limit - taken):
                     if count >= self.max_deliveries:
-                        self._dead_letter(message, "max_deliveries", count)
-                        continue
-                    expires = _now_ms() + int(self.lock_timeout * 1000)
-                    self._write(_ACQUIRE, partition, offset, expires, count + 1)
-                    self._next_partition = partition + 1
-                    return Job(message, count + 1, self.member_id)
-        return None
+                        try:
+                            messages = topic.read_batch(p, s, max_messages=e - s)
+                        except OffsetOutOfRangeError:
+                            break  # retention removed them meanwhile; the next look skips them
+                        if len(messages) == 0:
+                            continue
+                        # Exhausted: dead-letter them, write that (with what was chosen so
+                        # far, so the state moves on) and look at this partition again.
+                        ops.append(self._dead_letter(messages, "max_deliveries", count))
+                        self._journal.write(self.member_id, ops)
+                        ops.clear()
+                        again = True
+                        break
+                    ops.append((ACQUIRE, p, s, e, batch.expires, count + 1))
+                    claimed.append((p, s, e, count + 1))
+                    taken += e - s
+        self._next_partition += 1
+        return batch, claimed
 
-    def _next_expiry(self) -> float | None:
-        """Seconds until the earliest lock of the queue expires, if any is held."""
-        expiries = [e for part in self._parts for _, e in part.locks.values()]
-        if not expiries:
-            return None
-        return max(min(expiries) - _now_ms(), 0) / 1000
+    def _jobs(self, batch: Batch, claimed: list[Claim]) -> list[Job]:
+        """The jobs of the claimed runs (read outside the lock)."""
+        jobs: list[Job] = []
+        read = self._topic.read_batch
+        for p, s, e, count in claimed:
+            at = s
+            while at < e:
+                try:
+                    messages = read(p, at, max_messages=e - at)
+                except OffsetOutOfRangeError:
+                    # Deleted by retention since the claim: the next look skips them.
+                    break
+                if len(messages) == 0:
+                    break
+                jobs.extend([Job(m, count, self, batch) for m in messages])
+                at = messages.next_offset
+        batch.outstanding = len(jobs)
+        return jobs
+
+    def _dead_letter(self, messages: Iterable[Message], reason: str, count: int) -> Op:
+        """Moves consecutive ``messages`` of one partition to the dead-letter topic.
+
+        Without one they are archived. Returns the change that finishes them.
+        """
+        first: Message | None = None
+        last = 0
+        for message in messages:
+            if first is None:
+                first = message
+            last = message.offset
+            if self.dead_letter is not None:
+                if self._dead_topic is None:
+                    self._dead_topic = self._store._core.create_topic(
+                        self.dead_letter, 1, exist_ok=True
+                    )
+                headers = dead_letter_headers(message, reason, count)
+                self._dead_topic.append(message.value, key=message.key, headers=headers)
+        assert first is not None
+        kind = DEAD if self.dead_letter is not None else ARCHIVE
+        return (kind, first.partition, first.offset, last + 1, 0, 0)
+
+    def _settle_ops(
+        self, state: QueueState, ops: list[Op], acks: Acks, *, return_ready: bool
+    ) -> None:
+        """Appends the changes for the buffered ``acks`` (see :func:`_group`), under both locks.
+
+        With ``return_ready``, also for giving back the prefetched jobs not handed out yet.
+        """
+        self._ack_ops(state, acks, ops)
+        if return_ready and self._ready:
+            by_key: dict[tuple[int, int], list[int]] = {}
+            for job in self._ready:
+                m = job.message
+                by_key.setdefault((m.partition, job.delivery_count - 1), []).append(m.offset)
+                if job._batch is not None:
+                    job._batch.outstanding -= 1
+                    job._batch = None
+            self._ready.clear()
+            me = self.member_id
+            for (p, count), offsets in by_key.items():
+                offsets.sort()
+                part = state.partitions[p]
+                for s, e in runs(offsets):
+                    # Never handed out: back with the delivery count it had before.
+                    if part.held(s, e, me):
+                        ops.append((RELEASE, p, s, e, 0, count))
+
+    def _take_pending(self) -> Acks:
+        """Takes the buffered acks, grouped (outside the journal lock: it costs per job)."""
+        pending, self._pending = self._pending, []
+        return group_acks(pending)
+
+    def _ack_ops(self, state: QueueState, acks: Acks, ops: list[Op]) -> list[Job]:
+        """Appends ACK changes for ``acks``; returns the jobs whose lock was lost."""
+        jobs, grouped = acks
+        lost: list[Job] = []
+        me = self.member_id
+        for p, offset_runs in grouped.items():
+            part = state.partitions[p]
+            for s, e in offset_runs:
+                if part.held(s, e, me):
+                    ops.append((ACK, p, s, e, 0, 0))
+                    continue
+                # Rare: some lock passed to another member (it expired unacknowledged).
+                for o in range(s, e):
+                    lease = part.lease_at(o)
+                    if lease is not None and lease.member == me:
+                        ops.append((ACK, p, o, o + 1, 0, 0))
+                    else:
+                        lost.extend(j for j in jobs if j.message.partition == p and j.offset == o)
+        self.acks_lost += len(lost)
+        return lost
+
+    def _fetch(self, limit: int, timeout: float | None, *, iterating: bool) -> list[Job]:
+        """Acquires up to ``limit`` jobs, waiting up to ``timeout`` (None: forever)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while True:
+            ticket = self._topic.ticket()
+            with self._mutex:
+                self._check_open()
+                if iterating and self._ready:
+                    job = self._ready_job()
+                    if job is not None:
+                        return [job]
+                acks = self._take_pending()
+                with self._journal.locked() as state:
+                    ops: list[Op] = []
+                    self._settle_ops(state, ops, acks, return_ready=True)
+                    batch, claimed = self._take(state, limit, ops)
+                    self._journal.write(self.member_id, ops)
+                    now = _now_ms()
+                    expiries = [
+                        x for x in (p.next_expiry(now) for p in state.partitions) if x is not None
+                    ]
+                if any(op[0] == RELEASE for op in ops):
+                    self._doorbell.ring()
+                jobs = self._jobs(batch, claimed)
+                if jobs:
+                    return jobs
+            wait = _MAX_WAIT_S
+            if expiries:
+                wait = min(wait, max(min(expiries) - now, 1) / 1000)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                wait = min(wait, remaining)
+            self._topic.wait(ticket, wait)
+
+    def _ready_job(self) -> Job | None:
+        """The next prefetched job, if its lock has time enough left (under the mutex)."""
+        job = self._ready[0]
+        batch = job._batch
+        if batch is not None and time.time() < batch.half:
+            return self._ready.popleft()
+        # Prefetched too long ago: give them back and acquire afresh (a smaller batch).
+        self._batch_size = max(1, self._batch_size // 2)
+        return None
 
     def acquire(self, timeout: float | None = 1.0) -> Job | None:
         """Takes the next available message, waiting up to ``timeout`` seconds (None: forever).
+
+        Pending acknowledgements are written in the same record.
 
         Returns:
             The job (held by this member until acked, released, rejected or its lock
             expires), or None if none became available in time.
         """
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-        ):
-            raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        while True:
-            ticket = self._topic.ticket()
-            job = self._try_acquire()
-            if job is not None:
-                return job
-            wait = 0.05  # releases by other members do not ring the topic's doorbell
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                wait = min(wait, remaining)
-            expiry = self._next_expiry()
-            if expiry is not None:
-                wait = min(wait, expiry)
-            if wait > 0:
-                self._topic.wait(ticket, wait)
+        _check_timeout(timeout)
+        with self._mutex:
+            if self._ready:
+                job = self._ready_job()
+                if job is not None:
+                    return job
+        jobs = self._fetch(1, timeout, iterating=False)
+        return jobs[0] if jobs else None
+
+    def acquire_many(self, max_messages: int = 1000, timeout: float | None = 1.0) -> list[Job]:
+        """Takes up to ``max_messages`` available messages with one state record.
+
+        Waits up to ``timeout`` seconds (None: forever) for at least one.
+
+        All of them are locked until ``lock_timeout`` from now: take no more than can be
+        processed in that time. Settle them with :meth:`ack_many` (one record) or one by one.
+
+        Returns:
+            The jobs, lowest offsets first per partition; empty if none became available.
+        """
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError(f"max_messages must be int, got {type(max_messages).__name__}")
+        if max_messages < 1:
+            raise InvalidConfigError(f"max_messages must be >= 1, got {max_messages}")
+        _check_timeout(timeout)
+        with self._mutex:
+            if self._ready and self._ready_job() is not None:
+                n = min(max_messages, len(self._ready))
+                return [self._ready.popleft() for _ in range(n)]
+        return self._fetch(max_messages, timeout, iterating=False)
 
     def __iter__(self) -> Iterator[Job]:
         return self
 
     def __next__(self) -> Job:
+        """The next job, blocking until one is available.
+
+        Jobs come from a prefetched batch acquired with one record; the batch size adapts
+        (doubling or halving) so a batch is about 50 ms of the application's work, at most
+        ``prefetch`` jobs.
+        """
+        with self._mutex:
+            ready = self._ready
+            if ready:
+                # The hot path of iteration (_ready_job inlined).
+                batch = ready[0]._batch
+                if batch is not None and time.time() < batch.half:
+                    return ready.popleft()
+        job = self._next_job(None)
+        assert job is not None
+        return job
+
+    def jobs(self, idle_timeout: float | None = None) -> Iterator[Job]:
+        """Iterates like ``for job in queue``, ending once no job came for ``idle_timeout``.
+
+        For a worker that should exit when the queue is drained. None: never ends.
+        """
+        _check_timeout(idle_timeout)
+        mutex, ready = self._mutex, self._ready
         while True:
-            job = self.acquire(1.0)
-            if job is not None:
-                return job
+            job: Job | None = None
+            with mutex:
+                if ready:
+                    batch = ready[0]._batch
+                    if batch is not None and time.time() < batch.half:
+                        job = ready.popleft()
+            if job is None:
+                job = self._next_job(idle_timeout)
+                if job is None:
+                    return
+            yield job
+
+    def _next_job(self, timeout: float | None) -> Job | None:
+        """The next prefetched job, or the first of a new batch (None after ``timeout``)."""
+        with self._mutex:
+            if self._ready:
+                job = self._ready_job()
+                if job is not None:
+                    return job
+            now = time.monotonic()
+            if self._batch_started is not None:
+                elapsed = now - self._batch_started
+                if elapsed < _BATCH_TARGET_S:
+                    self._batch_size = min(self._batch_size * 2, self.prefetch)
+                elif elapsed > 4 * _BATCH_TARGET_S:
+                    self._batch_size = max(1, self._batch_size // 2)
+            size = self._batch_size
+        jobs = self._fetch(size, timeout, iterating=True)
+        if not jobs:
+            return None
+        with self._mutex:
+            if len(jobs) > 1:
+                self._ready.extend(jobs[1:])
+            self._batch_started = time.monotonic()
+        return jobs[0]
 
     # -- settling -------------------------------------------------------------------------
 
-    def _held(self, job: Job) -> _Partition:
-        """The job's partition state, checking (under the lock) this member still holds it."""
-        if not isinstance(job, Job):
+    def _own(self, job: Job) -> Batch:
+        """The job's batch, checking this member acquired it and has not settled it."""
+        if type(job) is not Job:
             raise TypeError(f"expected a Job from this queue, got {type(job).__name__}")
-        if job.topic != self.topic or job._member != self.member_id:
-            raise LockLostError(f"{job!r} was not acquired by this member of {self.group!r}")
-        part = self._parts[job.partition]
-        lock = part.locks.get(job.offset)
-        if lock is None or lock[0] != self.member_id:
+        batch = job._batch
+        if job._queue is not self or batch is None:
             raise LockLostError(
-                f"{job!r} is no longer held by this member (its lock expired and another "
-                "member took it, or it was already acked, released or rejected)"
+                f"{job!r} is not held by this member of {self.group!r} (acquired by another "
+                "member, or already acked, released or rejected)"
             )
-        return part
+        return batch
 
     def ack(self, job: Job) -> None:
         """Marks ``job`` done: it is never delivered again.
 
+        When the acknowledgement is durable (written to the queue's journal, fsynced as the
+        store's ``fsync`` policy says):
+
+        - at once, before ``ack`` returns, when it settles the last unsettled job of the
+          batch the job came from (a job from :meth:`acquire` is a batch of one), or when
+          less than half the lock timeout is left on the job;
+        - otherwise it is buffered in this member and written, together with the other
+          buffered ones, by this member's next change of the queue's state: acquiring the
+          next batch (iterating: when the prefetched jobs run out), :meth:`flush`,
+          :meth:`ack_many`, :meth:`release`, :meth:`reject`, :meth:`extend` or :meth:`close`.
+
+        A member killed before then loses its buffered acks: those jobs are delivered again
+        after their lock timeout (at-least-once), as unsent acknowledgements of a Kafka share
+        consumer are.
+
         Raises:
-            LockLostError: This member no longer holds the job.
+            TypeError: ``job`` is not a :class:`Job`.
+            LockLostError: This member no longer holds the job (its lock expired and another
+                member took it, or it was already settled).
         """
-        with self._locked():
-            self._held(job)
-            self._write(_ACK, job.partition, job.offset)
+        with self._mutex:
+            # The hot path of every queue: checks inlined (see _own).
+            batch = job._batch if type(job) is Job else self._own(job)
+            if batch is None or job._queue is not self or self._closed:
+                self._check_open()
+                self._own(job)  # raises
+                return
+            job._batch = None
+            batch.outstanding -= 1
+            self._pending.append(job)
+            if batch.outstanding <= 0 or time.time() >= batch.half:
+                self._flush_locked(job)
+
+    def ack_many(self, jobs: Iterable[Job]) -> None:
+        """Acknowledges ``jobs`` with one record, durable when this returns (as :meth:`ack`).
+
+        Raises:
+            TypeError: An item is not a :class:`Job`.
+            LockLostError: Some jobs were no longer held (the others are acknowledged).
+        """
+        jobs = list(jobs)
+        with self._mutex:
+            self._check_open()
+            for job in jobs:
+                self._own(job)
+            for job in jobs:
+                batch = job._batch
+                assert batch is not None
+                batch.outstanding -= 1
+                job._batch = None
+            self._pending.extend(jobs)
+            self._flush_locked(None)
+
+    def flush(self) -> None:
+        """Writes the buffered acknowledgements; they are durable when this returns."""
+        with self._mutex:
+            self._check_open()
+            if self._pending:
+                self._flush_locked(None)
+
+    def _flush_locked(self, job: Job | None) -> None:
+        """Writes the buffered acks (under the mutex); raises if ``job``'s was lost."""
+        acks = self._take_pending()
+        with self._journal.locked() as state:
+            ops: list[Op] = []
+            lost = self._ack_ops(state, acks, ops)
+            self._journal.write(self.member_id, ops)
+        if lost and (job is None or job in lost):
+            raise LockLostError(
+                f"{len(lost)} job(s) were no longer held by this member (their lock expired and "
+                f"another member took them), e.g. {lost[0]!r}"
+            )
+
+    def _change(self, job: Job, make: Any, *, settle: bool) -> None:
+        """Writes the change ``make(lease)`` returns for the held ``job``.
+
+        The buffered acks go in the same record; ``settle`` ends this member's hold on the
+        job. Raises LockLostError if the job is no longer held.
+        """
+        with self._mutex:
+            self._check_open()
+            batch = self._own(job)
+            acks = self._take_pending()
+            with self._journal.locked() as state:
+                part = state.partitions[job.partition]
+                lease = part.lease_at(job.offset)
+                if lease is None or lease.member != self.member_id:
+                    job._batch = None
+                    batch.outstanding -= 1
+                    ops: list[Op] = []
+                    self._settle_ops(state, ops, acks, return_ready=False)
+                    self._journal.write(self.member_id, ops)  # the buffered acks still count
+                    raise LockLostError(
+                        f"{job!r} is no longer held by this member (its lock expired and "
+                        "another member took it)"
+                    )
+                ops = []
+                self._settle_ops(state, ops, acks, return_ready=False)
+                ops.append(make(lease))
+                self._journal.write(self.member_id, ops)
+            if settle:
+                job._batch = None
+                batch.outstanding -= 1
 
     def release(self, job: Job) -> None:
         """Puts ``job`` back in the queue now; its delivery count is kept.
 
+        Durable when this returns, with the buffered acks.
+
         Raises:
             LockLostError: This member no longer holds the job.
         """
-        with self._locked():
-            part = self._held(job)
-            count = part.counts.get(job.offset, job.delivery_count)
-            self._write(_RELEASE, job.partition, job.offset, count=count)
+        self._change(
+            job,
+            lambda lease: (RELEASE, job.partition, job.offset, job.offset + 1, 0, lease.count),
+            settle=True,
+        )
+        self._doorbell.ring()  # wake members waiting for work
 
     def reject(self, job: Job) -> None:
         """Never delivers ``job`` again: moves it to the dead-letter topic (or archives it).
@@ -481,13 +591,14 @@ class WorkQueue:
         Raises:
             LockLostError: This member no longer holds the job.
         """
-        with self._locked():
-            part = self._held(job)
-            count = part.counts.get(job.offset, job.delivery_count)
-            self._dead_letter(job.message, "rejected", count)
+        self._change(
+            job,
+            lambda lease: self._dead_letter([job.message], "rejected", lease.count),
+            settle=True,
+        )
 
     def extend(self, job: Job, seconds: float) -> None:
-        """Renews the lock of ``job`` to ``seconds`` from now.
+        """Renews the lock of ``job`` to ``seconds`` from now (durably, with the buffered acks).
 
         Raises:
             LockLostError: This member no longer holds the job.
@@ -496,41 +607,45 @@ class WorkQueue:
             raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
         if not seconds > 0:
             raise InvalidConfigError(f"seconds must be positive, got {seconds}")
-        with self._locked():
-            self._held(job)
-            self._write(_EXTEND, job.partition, job.offset, _now_ms() + int(seconds * 1000))
+        expires = _now_ms() + int(seconds * 1000)
+        self._change(
+            job,
+            lambda lease: (EXTEND, job.partition, job.offset, job.offset + 1, expires, 0),
+            settle=False,
+        )
+        with self._mutex:
+            old = job._batch
+            if old is not None:
+                # The job leaves its batch: it has a lock of its own now.
+                old.outstanding -= 1
+                job._batch = Batch(expires, 1, self._timeout_ms)
 
     # -- monitoring -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """The queue's state right now.
+        """The queue's state right now (shared by all members).
 
         Returns:
-            ``{"partitions": {p: {"acked_below", "in_flight", "backlog"}}, "in_flight",
-            "backlog", "acked", "dead_lettered"}``: ``in_flight`` counts messages held under
-            an unexpired lock, ``backlog`` messages not yet finished nor held.
+            See :func:`tidelog.stats.work_queue_stats`, plus ``"member"`` with this member's
+            ``"pending_acks"`` (buffered, not yet written), ``"prefetched"`` and
+            ``"acks_lost"``.
         """
-        with self._locked():
-            now = _now_ms()
-            partitions: dict[int, dict[str, int]] = {}
-            for p, part in enumerate(self._parts):
-                start = self._topic.start_offset(p)
-                if start > part.acked_below:
-                    part.skip_to(start)
-                in_flight = sum(1 for _, e in part.locks.values() if e > now)
-                unfinished = self._topic.end_offset(p) - part.acked_below - len(part.done)
-                partitions[p] = {
-                    "acked_below": part.acked_below,
-                    "in_flight": in_flight,
-                    "backlog": unfinished - in_flight,
-                }
-            return {
-                "partitions": partitions,
-                "in_flight": sum(v["in_flight"] for v in partitions.values()),
-                "backlog": sum(v["backlog"] for v in partitions.values()),
-                "acked": self.acked,
-                "dead_lettered": self.dead_lettered,
+        from tidelog.stats import work_queue_stats
+
+        with self._mutex:
+            self._check_open()
+            with self._journal.locked() as state:
+                out = work_queue_stats(state, self._topic, self._files.size_bytes())
+            out["member"] = {
+                "pending_acks": len(self._pending),
+                "prefetched": len(self._ready),
+                "acks_lost": self.acks_lost,
             }
+            return out
+
+    def state_bytes(self) -> int:
+        """Bytes the queue's state takes on disk (snapshot plus journal)."""
+        return self._files.size_bytes()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -544,20 +659,37 @@ class WorkQueue:
             raise _core.StoreClosedError(f"work queue {self.group!r} is closed")
 
     def close(self) -> None:
-        """Releases the messages this member holds (delivery counts kept); idempotent."""
-        if self._closed:
-            return
-        try:
-            if not self._store.closed:
-                with self._locked():
-                    for p, part in enumerate(self._parts):
-                        for offset, (member, _) in sorted(part.locks.items()):
-                            if member == self.member_id:
-                                count = part.counts.get(offset, 1)
-                                self._write(_RELEASE, p, offset, count=count)
-        finally:
+        """Writes the buffered acks and gives back the jobs this member holds; idempotent.
+
+        Held jobs are released with their delivery count kept; prefetched ones not handed out
+        yet as if never delivered.
+        """
+        with self._mutex:
+            if self._closed:
+                return
             self._closed = True
-            os.close(self._lock_fd)
+            try:
+                if not self._store.closed:
+                    acks = self._take_pending()
+                    with self._journal.locked() as state:
+                        ops: list[Op] = []
+                        me = self.member_id
+                        self._settle_ops(state, ops, acks, return_ready=True)
+                        self._journal.write(me, ops)  # applied before looking at the leases
+                        released: list[Op] = [
+                            (RELEASE, p, lease.start, lease.end, 0, lease.count)
+                            for p, part in enumerate(state.partitions)
+                            for lease in part.leases
+                            if lease.member == me
+                        ]
+                        self._journal.write(me, released)
+                        ops += released
+                    if self._store.fsync == "interval":
+                        self._journal.sync()
+                    if ops:
+                        self._doorbell.ring()
+            finally:
+                self._journal.close()
 
     def __enter__(self) -> WorkQueue:
         return self

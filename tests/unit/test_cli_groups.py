@@ -409,3 +409,34 @@ def test_store_stats_has_groups_and_producers(store_dir: Path) -> None:
         assert list(stats["producers"]) == ["writer"]
         assert stats["producers"]["writer"]["written"] == 1
         assert store.stats()["producers"] == {}  # closed producers are gone
+
+
+# --- work queues -------------------------------------------------------------------------
+
+
+def test_groups_shows_work_queues(store_dir: Path) -> None:
+    with (
+        tidelog.open(store_dir) as store,
+        store.work_queue("orders", group="transcoders", dead_letter="orders.dead") as q,
+    ):
+        jobs = q.acquire_many(30, timeout=0)
+        first = {p: min(j.offset for j in jobs if j.partition == p) for p in range(3)}
+        q.ack_many([j for j in jobs if j.offset != first[j.partition]][:20])
+        q.reject(next(j for j in jobs if j.partition == 0 and j.offset == first[0]))
+        # The rest stays held by this member (in flight) while the CLI looks.
+        proc = tidelog_cli("groups", "--json", "-d", store_dir)
+        table = tidelog_cli("groups", "orders", "-g", "transcoders", "-d", store_dir)
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["groups"] == []
+    (queue,) = shown["work_queues"]
+    assert (queue["queue"], queue["topic"]) == ("transcoders", "orders")
+    assert queue["acked"] == 20 and queue["dead_lettered"] == 1 and queue["archived"] == 0
+    assert queue["in_flight"] == 9 and queue["backlog"] == 0 and queue["lag"] == 9
+    assert [p["end_offset"] for p in queue["partitions"]] == [10, 10, 10]
+    assert table.returncode == 0, table.stderr
+    assert "work queue" in table.stdout and "transcoders" in table.stdout
+    assert "dead-lettered" in table.stdout
+    # After the member closed, its jobs are back in the backlog.
+    (queue,) = json.loads(tidelog_cli("groups", "--json", "-d", store_dir).stdout)["work_queues"]
+    assert queue["in_flight"] == 0 and queue["backlog"] == 9

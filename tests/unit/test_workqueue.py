@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import struct
 import tempfile
 import threading
 import time
@@ -11,7 +13,8 @@ import pytest
 import tidelog
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tidelog.workqueue import COUNT_HEADER, REASON_HEADER, WORK_QUEUES_TOPIC
+from tidelog.queue_journal import queue_files, read_state
+from tidelog.workqueue import COUNT_HEADER, REASON_HEADER
 
 
 def _fill(store: tidelog.Store, n: int, partitions: int = 1, name: str = "jobs") -> None:
@@ -40,11 +43,11 @@ def test_acquire_and_ack_each_message_once(store: tidelog.Store) -> None:
         stats = queue.stats()
         assert stats["acked"] == 10 and stats["backlog"] == 0 and stats["in_flight"] == 0
         assert stats["partitions"] == {
-            0: {"acked_below": 5, "in_flight": 0, "backlog": 0},
-            1: {"acked_below": 5, "in_flight": 0, "backlog": 0},
+            0: {"acked_below": 5, "end_offset": 5, "in_flight": 0, "backlog": 0, "lag": 0},
+            1: {"acked_below": 5, "end_offset": 5, "in_flight": 0, "backlog": 0, "lag": 0},
         }
         assert "jobs" in repr(queue)
-    assert "delivery_count=1" in repr(tidelog.Job(_first(store), 1, "m"))
+    assert "delivery_count=1" in repr(tidelog.Job(_first(store), 1, None, None))
 
 
 def test_iteration_blocks_for_new_messages(store: tidelog.Store) -> None:
@@ -164,7 +167,7 @@ def test_without_dead_letter_topic_messages_are_archived_and_counted(
         assert job is not None
         queue.release(job)  # its one delivery is used up
         assert queue.acquire(timeout=0) is None
-        assert queue.stats()["dead_lettered"] == 2
+        assert queue.stats()["archived"] == 2 and queue.stats()["dead_lettered"] == 0
     assert store.topics() == ["jobs"]
 
 
@@ -186,7 +189,7 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
         assert job is not None and job.offset == 3 and job.delivery_count == 2
         assert queue.stats()["acked"] == 3
         assert queue.stats()["partitions"][0]["acked_below"] == 3
-        assert WORK_QUEUES_TOPIC in store.topics(internal=True)
+        assert queue.state_bytes() > 0
 
 
 def test_queues_are_independent_of_each_other_and_of_consumer_groups(
@@ -227,10 +230,15 @@ def test_threads_share_a_queue_without_duplicates(store: tidelog.Store) -> None:
 def test_closed_queue_raises(store: tidelog.Store) -> None:
     _fill(store, 1)
     queue = store.work_queue("jobs", group="w")
+    job = queue.acquire(timeout=0)
+    assert job is not None
     queue.close()
     queue.close()
     with pytest.raises(tidelog.StoreClosedError):
         queue.acquire(timeout=0)
+    for settle in (queue.ack, queue.release, queue.reject, lambda j: queue.ack_many([j])):
+        with pytest.raises(tidelog.StoreClosedError):
+            settle(job)
 
 
 def test_bad_arguments(store: tidelog.Store) -> None:
@@ -279,37 +287,46 @@ def test_acked_below_advances_as_a_contiguous_prefix_completes(store: tidelog.St
             job = queue.acquire(timeout=0)
             assert job is not None
             queue.ack(job)
-        part = queue._parts[0]
-        assert part.acked_below == 0 and len(part.done) == 9
+        part = queue._journal.state.partitions[0]
+        assert part.acked_below == 0 and part.done == [(1, 10)]
         queue.ack(first)
+        part = queue._journal.state.partitions[0]
         assert part.acked_below == 10
-        assert not part.done and not part.locks and not part.counts and not part.released
+        assert not part.done and not part.leases
 
 
 _OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("acquire"), st.integers(0, 1), st.just(0)),
+        st.tuples(st.just("acquire"), st.integers(0, 1), st.integers(1, 3)),
         st.tuples(
             st.sampled_from(["ack", "release", "reject", "foreign"]),
             st.integers(0, 1),
             st.integers(0, 3),
         ),
-        st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+        st.tuples(st.sampled_from(["ack_many", "flush", "reopen"]), st.integers(0, 1), st.just(0)),
     ),
     max_size=40,
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(ops=_OPS)
 def test_acknowledgement_state_matches_a_model(ops: list[tuple[str, int, int]]) -> None:
-    """Random acquire/ack/release/reject/reopen sequences against a plain model of the queue."""
+    """Random batched acquire / buffered ack / ack_many / release / reject / flush / reopen
+    sequences of two members against a plain per-message model of the queue.
+
+    The model also says when a buffered ack is written: when it settles the last job of its
+    batch, or with the member's next change (acquire, release, reject, ack_many, flush, close).
+    """
     n, max_deliveries = 8, 2
     count = [0] * n  # deliveries so far
-    held: list[list[tuple[int, tidelog.Job]]] = [[], []]  # per member: (offset, job)
+    held: list[list[tuple[int, tidelog.Job, int]]] = [[], []]  # per member: offset, job, batch
+    outstanding: dict[int, int] = {}  # batch -> jobs not settled
+    pending: list[set[int]] = [set(), set()]  # acked, not written yet
     released: set[int] = set()
-    finished: dict[int, str] = {}  # offset -> "acked" or "dead"
+    finished: dict[int, str] = {}  # offset -> "acked" or "archived"
     frontier = 0
+    batches = 0
     with tempfile.TemporaryDirectory() as d:
         store = tidelog.open(d)
         _fill(store, n)
@@ -319,36 +336,47 @@ def test_acknowledgement_state_matches_a_model(ops: list[tuple[str, int, int]]) 
                 store.work_queue("jobs", group="w", max_deliveries=max_deliveries) for _ in range(2)
             ]
 
+        def written(m: int) -> None:
+            for o in pending[m]:
+                finished[o] = "acked"
+            pending[m].clear()
+
+        def settle(m: int, index: int) -> tuple[int, tidelog.Job]:
+            o, job, batch = held[m].pop(index)
+            outstanding[batch] -= 1
+            return o, job
+
         queues = members()
         try:
             for op, m, i in ops:
                 if op == "acquire":
-                    expected = None
-                    while True:
-                        if released:
-                            o = min(released)
-                            if count[o] >= max_deliveries:
-                                released.discard(o)
-                                finished[o] = "dead"
-                                continue
-                            released.discard(o)
-                            expected = o
-                        elif frontier < n:
-                            expected = frontier
+                    written(m)
+                    expected: list[int] = []
+                    while len(expected) < i:
+                        candidates = sorted(released) + list(range(frontier, n))
+                        if not candidates:
+                            break
+                        o = candidates[0]
+                        if o == frontier:
                             frontier += 1
-                        break
-                    job = queues[m].acquire(timeout=0)
-                    if expected is None:
-                        assert job is None
-                    else:
-                        assert job is not None and job.offset == expected
-                        count[expected] += 1
-                        assert job.delivery_count == count[expected]
-                        held[m].append((expected, job))
+                        released.discard(o)
+                        if count[o] >= max_deliveries:
+                            finished[o] = "archived"
+                        else:
+                            expected.append(o)
+                    jobs = queues[m].acquire_many(i, timeout=0)
+                    assert sorted(j.offset for j in jobs) == expected
+                    batches += 1
+                    outstanding[batches] = len(jobs)
+                    for job in jobs:
+                        count[job.offset] += 1
+                        assert job.delivery_count == count[job.offset]
+                        held[m].append((job.offset, job, batches))
                 elif op == "reopen":
-                    for member in held:
-                        released.update(o for o, _ in member)
-                        member.clear()
+                    for member in range(2):
+                        written(member)
+                        released.update(o for o, _, _ in held[member])
+                        held[member].clear()
                     store.close()
                     store = tidelog.open(d)
                     queues = members()
@@ -356,22 +384,293 @@ def test_acknowledgement_state_matches_a_model(ops: list[tuple[str, int, int]]) 
                     if held[m]:
                         with pytest.raises(tidelog.LockLostError):
                             queues[1 - m].ack(held[m][i % len(held[m])][1])
+                elif op == "flush":
+                    queues[m].flush()
+                    written(m)
+                elif op == "ack_many":
+                    jobs = [job for _, job, _ in held[m]]
+                    pending[m].update(o for o, _, _ in held[m])
+                    while held[m]:
+                        settle(m, 0)
+                    queues[m].ack_many(jobs)
+                    written(m)
                 elif held[m]:
-                    o, job = held[m].pop(i % len(held[m]))
+                    batch = held[m][i % len(held[m])][2]
+                    o, job = settle(m, i % len(held[m]))
                     if op == "ack":
                         queues[m].ack(job)
-                        finished[o] = "acked"
+                        pending[m].add(o)
+                        if outstanding[batch] == 0:
+                            written(m)
                     elif op == "release":
                         queues[m].release(job)
+                        written(m)
                         released.add(o)
                     else:
                         queues[m].reject(job)
-                        finished[o] = "dead"
+                        written(m)
+                        finished[o] = "archived"
+                    with pytest.raises(tidelog.LockLostError):
+                        queues[m].ack(job)  # settled once only
                 stats = queues[0].stats()
                 assert stats["acked"] == sum(1 for v in finished.values() if v == "acked")
-                assert stats["dead_lettered"] == sum(1 for v in finished.values() if v == "dead")
-                assert stats["in_flight"] == len(held[0]) + len(held[1])
+                assert stats["archived"] == sum(1 for v in finished.values() if v == "archived")
+                in_flight = len(held[0]) + len(held[1]) + len(pending[0]) + len(pending[1])
+                assert stats["in_flight"] == in_flight
                 below = next((o for o in range(n) if o not in finished), n)
                 assert stats["partitions"][0]["acked_below"] == below
+                assert stats["backlog"] == n - len(finished) - in_flight
         finally:
             store.close()
+
+
+# --- batches, buffered acks, retention, stats -----------------------------------------
+
+
+def test_acquire_many_and_ack_many(store: tidelog.Store) -> None:
+    _fill(store, 10, partitions=2)
+    with store.work_queue("jobs", group="w") as queue:
+        jobs = queue.acquire_many(6, timeout=0)
+        assert len(jobs) == 6 and len({(j.partition, j.offset) for j in jobs}) == 6
+        assert all(j.delivery_count == 1 for j in jobs)
+        assert queue.stats()["in_flight"] == 6
+        queue.ack_many(jobs)
+        rest = queue.acquire_many(100, timeout=0)
+        assert len(rest) == 4
+        with pytest.raises(tidelog.LockLostError):
+            queue.ack_many([*rest, jobs[0]])  # nothing is acked when one is not held
+        queue.ack_many(rest)
+        assert queue.acquire_many(5, timeout=0) == []
+        stats = queue.stats()
+        assert stats["acked"] == 10 and stats["lag"] == 0
+        with pytest.raises(TypeError):
+            queue.acquire_many(1.5)  # type: ignore[arg-type]
+        with pytest.raises(tidelog.InvalidConfigError):
+            queue.acquire_many(0)
+
+
+def test_iteration_prefetches_batches_and_coalesces_acks(store: tidelog.Store) -> None:
+    n = 5_000
+    _fill(store, n)
+    with store.work_queue("jobs", group="w") as queue:
+        offsets = []
+        for job in queue.jobs(idle_timeout=0):
+            offsets.append(job.offset)
+            queue.ack(job)
+        assert offsets == list(range(n))
+        assert queue.stats()["acked"] == n
+        # Far fewer records than messages: acquisitions and acks were batched.
+        assert queue._journal.bytes_written < n * 8
+
+
+def test_a_buffered_ack_is_durable_at_the_documented_points(store: tidelog.Store) -> None:
+    _fill(store, 3)
+    files = queue_files(store.path, "jobs", "w")
+
+    def acked() -> int:
+        state = read_state(files, 1)
+        assert state is not None
+        return state.acked
+
+    with store.work_queue("jobs", group="w") as queue:
+        a, b, c = queue.acquire_many(3, timeout=0)
+        queue.ack(a)
+        assert acked() == 0 and queue.stats()["member"]["pending_acks"] == 1
+        queue.flush()
+        assert acked() == 1
+        queue.ack(b)
+        assert acked() == 1
+        queue.ack(c)  # the last job of the batch: written before ack returns
+        assert acked() == 3
+        assert queue.stats()["member"]["pending_acks"] == 0
+
+
+def test_close_writes_buffered_acks_and_gives_back_prefetched_jobs(store: tidelog.Store) -> None:
+    _fill(store, 50)
+    with store.work_queue("jobs", group="w") as queue:
+        taken = [next(queue) for _ in range(4)]  # batches of 1, 2, then 4 (3 prefetched)
+        assert queue.stats()["member"]["prefetched"] > 0
+        for job in taken[:2]:
+            queue.ack(job)
+    with store.work_queue("jobs", group="w") as queue:
+        assert queue.stats()["acked"] == 2
+        handed_out = queue.acquire_many(2, timeout=0)
+        assert [(j.offset, j.delivery_count) for j in handed_out] == [(2, 2), (3, 2)]
+        prefetched = queue.acquire(timeout=0)
+        assert prefetched is not None and (prefetched.offset, prefetched.delivery_count) == (4, 1)
+
+
+def test_a_buffered_ack_of_a_lock_another_member_took_raises(store: tidelog.Store) -> None:
+    _fill(store, 2)
+    a = store.work_queue("jobs", group="w", lock_timeout=0.2)
+    b = store.work_queue("jobs", group="w", lock_timeout=0.2)
+    first, second = a.acquire_many(2, timeout=0)
+    taken = b.acquire_many(2, timeout=2.0)  # waits for the locks to expire
+    assert [j.offset for j in taken] == [0, 1] and taken[0].delivery_count == 2
+    with pytest.raises(tidelog.LockLostError):
+        a.ack(first)
+    assert a.stats()["member"]["acks_lost"] == 1
+    b.ack_many(taken)
+    assert b.stats()["acked"] == 2
+    with pytest.raises(tidelog.LockLostError):
+        a.release(second)
+
+
+def test_release_rings_the_topic_doorbell(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    bell = tidelog._core.Doorbell(Path(store.path) / "topics" / "jobs" / "doorbell")
+    with store.work_queue("jobs", group="w") as queue:
+        job = queue.acquire(timeout=0)
+        assert job is not None
+        ticket = bell.ticket()
+        queue.release(job)
+        assert bell.ticket() != ticket, "waiting members are woken"
+        assert bell.wait(ticket, 0) is True
+
+
+def test_a_waiting_member_gets_a_released_job(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    a = store.work_queue("jobs", group="w")
+    b = store.work_queue("jobs", group="w")
+    job = a.acquire(timeout=0)
+    assert job is not None
+    got: list[tidelog.Job | None] = []
+    waiter = threading.Thread(target=lambda: got.append(b.acquire(timeout=30)))
+    waiter.start()
+    time.sleep(0.05)
+    a.release(job)
+    waiter.join()
+    assert got[0] is not None and got[0].offset == 0 and got[0].delivery_count == 2
+
+
+def test_retention_deleting_unfinished_messages_is_skipped_and_counted(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path / "s", segment_bytes=1 << 14, retention_bytes=1 << 14) as store:
+        topic = store.create_topic("jobs")
+        with store.work_queue("jobs", group="w") as queue:
+            for i in range(10):
+                topic.append(b"%0100d" % i)
+            done = queue.acquire_many(10, timeout=0)
+            assert len(done) == 10
+            queue.ack_many(done)
+            for i in range(10, 2_000):
+                topic.append(b"%0100d" % i)
+            start = topic.start_offset(0)
+            assert start > 10, "retention deleted old segments"
+            stats = queue.stats()
+            assert stats["skipped"] == start - 10 and stats["lag"] == 2_000 - start
+            job = queue.acquire(timeout=0)
+            assert job is not None and job.offset == start
+            queue.ack(job)
+            stats = queue.stats()
+            assert stats["skipped"] == start - 10 and stats["acked"] == 11
+            assert stats["partitions"][0]["acked_below"] == start + 1
+        stats = store.stats()["work_queues"]["w"]["jobs"]
+        assert stats["skipped"] == start - 10 and stats["acked"] == 11
+
+
+def test_store_stats_lists_work_queues(store: tidelog.Store) -> None:
+    _fill(store, 6)
+    assert store.stats()["work_queues"] == {}
+    with store.work_queue("jobs", group="w", max_deliveries=1, dead_letter="dl") as queue:
+        a, b, c, d = queue.acquire_many(4, timeout=0)
+        queue.ack(a)
+        queue.reject(b)
+        queue.release(c)
+        stats = store.stats()["work_queues"]["w"]["jobs"]
+        assert stats["acked"] == 1 and stats["dead_lettered"] == 1 and stats["archived"] == 0
+        assert stats["in_flight"] == 1 and stats["backlog"] == 3 and stats["lag"] == 4
+        assert stats["partitions"][0]["acked_below"] == 2
+        assert stats["state_bytes"] == queue.state_bytes() > 0
+        queue.ack(d)
+    with store.work_queue("jobs", group="x", max_deliveries=1) as other:
+        (job,) = other.acquire_many(1, timeout=0)
+        other.reject(job)
+    overview = store.stats()["work_queues"]
+    assert sorted(overview) == ["w", "x"]
+    assert overview["x"]["jobs"]["archived"] == 1 and overview["x"]["jobs"]["dead_lettered"] == 0
+
+
+def test_delete_topic_forgets_its_queues(store: tidelog.Store) -> None:
+    _fill(store, 3)
+    with store.work_queue("jobs", group="w") as queue:
+        queue.ack_many(queue.acquire_many(3, timeout=0))
+    store.delete_topic("jobs")
+    assert store.stats()["work_queues"] == {}
+    assert not (Path(store.path) / "work_queues" / "jobs").exists()
+    _fill(store, 3)
+    with store.work_queue("jobs", group="w") as queue:
+        assert queue.stats()["acked"] == 0
+        assert [j.offset for j in queue.acquire_many(3, timeout=0)] == [0, 1, 2]
+
+
+def test_a_job_reads_like_its_message(store: tidelog.Store) -> None:
+    _fill(store, 2, partitions=2)
+    with store.work_queue("jobs", group="w") as queue:
+        for job in queue.acquire_many(2, timeout=0):
+            m = job.message
+            assert (job.value, job.key, job.headers) == (m.value, m.key, m.headers)
+            assert (job.offset, job.partition, job.topic) == (m.offset, m.partition, "jobs")
+            assert job.timestamp_ms == m.timestamp_ms and job.delivery_count == 1
+            queue.ack(job)
+
+
+def test_bad_prefetch(store: tidelog.Store) -> None:
+    _fill(store, 1)
+    with pytest.raises(TypeError, match="prefetch"):
+        store.work_queue("jobs", group="w", prefetch=2.0)  # type: ignore[arg-type]
+    with pytest.raises(tidelog.InvalidConfigError, match="prefetch"):
+        store.work_queue("jobs", group="w", prefetch=0)
+
+
+def test_fsync_interval_syncs_the_journal_by_the_interval_and_at_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    with tidelog.open(tmp_path / "s", fsync="interval", fsync_interval_ms=3_600_000) as store:
+        _fill(store, 3)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        with store.work_queue("jobs", group="w") as queue:
+            for job in queue.acquire_many(3, timeout=0):
+                queue.ack(job)
+            assert queue.stats()["acked"] == 3
+            assert synced == []  # within the interval: the page cache only
+        assert len(synced) == 1  # close syncs what was written
+
+
+def _legacy_record(kind: int, offset: int, expires: int = 0, count: int = 0) -> bytes:
+    member = b"old-member" if kind == 1 else b""
+    return struct.pack("<BIqqI", kind, 0, offset, expires, count) + member
+
+
+def test_state_recorded_by_the_first_version_is_carried_over(store: tidelog.Store) -> None:
+    _fill(store, 8)
+    legacy = store._core.create_topic("__work_queues", 8, exist_ok=True)
+    far = int(time.time() * 1000) + 3_600_000
+    records = [_legacy_record(1, o, far, 1) for o in range(6)]
+    records += [_legacy_record(2, o) for o in (0, 1, 2)]
+    records += [_legacy_record(3, 3, count=1), _legacy_record(4, 5, count=1)]
+    route = tidelog._core.partition_for_key(b"w", 8)
+    for value in records:
+        legacy.append(value, key=b"w\0jobs", partition=route)
+        legacy.append(value, key=b"other\0jobs", partition=route)  # another queue's
+    with store.work_queue("jobs", group="w") as queue:
+        stats = queue.stats()
+        assert (stats["acked"], stats["dead_lettered"], stats["in_flight"]) == (3, 1, 1)
+        assert stats["partitions"][0]["acked_below"] == 3
+        assert queue_files(store.path, "jobs", "w").snapshot.exists()
+        jobs = queue.acquire_many(10, timeout=0)  # 4 is still held by the old member
+        assert [(j.offset, j.delivery_count) for j in jobs] == [(3, 2), (6, 1), (7, 1)]
+        queue.ack_many(jobs)
+    with store.work_queue("jobs", group="w") as queue:
+        assert queue.stats()["acked"] == 6  # carried over once, not again
+    store.delete_topic("jobs")
+    _fill(store, 8)
+    with store.work_queue("jobs", group="w") as queue:
+        assert queue.stats()["acked"] == 0  # a new topic of the name starts empty
+        assert len(queue.acquire_many(10, timeout=0)) == 8

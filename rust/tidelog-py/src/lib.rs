@@ -1,6 +1,7 @@
 //! `tidelog._core`: the Python bindings of the storage engine. This module only registers
 //! classes and exceptions; each binding lives in its own file.
 
+mod doorbell;
 mod errors;
 mod gil;
 mod inspect;
@@ -35,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::RecordBatchIter>()?;
     m.add_class::<message::MessageIterator>()?;
     m.add_class::<view::ValueBuffer>()?;
+    m.add_class::<doorbell::PyDoorbell>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;

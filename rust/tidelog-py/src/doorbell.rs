@@ -1,0 +1,56 @@
+//! `Doorbell`: a handle on a topic's doorbell (the futex every append rings), so that work
+//! queues can ring it too when they make work available again (a release, a member leaving)
+//! and members waiting for work in any process wake at once instead of polling.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tidelog_core::shm::doorbell::Doorbell;
+
+use crate::errors::InvalidConfigError;
+use crate::gil::run_detached;
+
+/// A topic's doorbell, opened by path (`<store>/topics/<topic>/doorbell`).
+///
+/// `ring()` wakes everyone sleeping in `Topic.wait` (or `Doorbell.wait`) on that topic, in
+/// any process. Sleepers re-check what they wait for, so an extra ring costs a wakeup only.
+#[pyclass(name = "Doorbell", module = "tidelog._core", frozen)]
+pub struct PyDoorbell {
+    inner: Doorbell,
+}
+
+#[pymethods]
+impl PyDoorbell {
+    /// Opens (creating if needed) the doorbell file at `path`.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = run_detached(py, move || Doorbell::open(&path))?;
+        Ok(PyDoorbell { inner })
+    }
+
+    /// The current ticket: take it before checking, then `wait()` on it.
+    fn ticket(&self) -> u32 {
+        self.inner.ticket()
+    }
+
+    /// Wakes every sleeper, in any process.
+    fn ring(&self) {
+        self.inner.ring();
+    }
+
+    /// Sleeps (without the GIL) until the doorbell rings after `ticket` was taken, or
+    /// `timeout` seconds pass. Returns whether it rang; may return early, so re-check.
+    #[pyo3(signature = (ticket, timeout=None))]
+    fn wait(&self, py: Python<'_>, ticket: u32, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = timeout
+            .map(|s| {
+                Duration::try_from_secs_f64(s).map_err(|_| {
+                    InvalidConfigError::new_err(format!("timeout must be >= 0 seconds, got {s}"))
+                })
+            })
+            .transpose()?;
+        let bell = &self.inner;
+        Ok(py.detach(|| bell.wait(ticket, timeout)))
+    }
+}
