@@ -6,7 +6,8 @@ A change names a RANGE of offsets of one partition, so a batch of a thousand acq
 acknowledgements is one small change, and the state stays small however many messages pass:
 
 - ``acked_below``: every offset below it is finished (acknowledged, dead-lettered, archived,
-  or deleted by retention before it was finished);
+  deleted by retention before it was finished, or holding no message: a transaction marker
+  or an aborted transaction's message);
 - ``done``: finished offsets above ``acked_below``, as sorted disjoint runs ``[start, end)``;
 - ``leases``: every unfinished offset in ``[acked_below, frontier)`` lies in exactly one lease,
   a run ``[start, end)`` held by a member until ``expires`` (ms since the epoch; 0 for a
@@ -36,6 +37,7 @@ __all__ = [
     "DEAD",
     "EXTEND",
     "OP",
+    "PASS",
     "RELEASE",
     "SKIP",
     "Lease",
@@ -46,8 +48,8 @@ __all__ = [
     "runs",
 ]
 
-ACQUIRE, ACK, RELEASE, DEAD, EXTEND, ARCHIVE, SKIP = 1, 2, 3, 4, 5, 6, 7
-_KINDS = frozenset((ACQUIRE, ACK, RELEASE, DEAD, EXTEND, ARCHIVE, SKIP))
+ACQUIRE, ACK, RELEASE, DEAD, EXTEND, ARCHIVE, SKIP, PASS = 1, 2, 3, 4, 5, 6, 7, 8
+_KINDS = frozenset((ACQUIRE, ACK, RELEASE, DEAD, EXTEND, ARCHIVE, SKIP, PASS))
 OP = struct.Struct("<BIqqqI")
 _MEMBER_LEN = struct.Struct("<H")
 
@@ -350,6 +352,9 @@ class QueueState:
                 self.archived += part.finish(start, end)
             elif kind == EXTEND:
                 part.extend(start, end, member, expires)
+            elif kind == PASS:
+                # Offsets without a message (transaction markers, aborted transactions).
+                part.finish(start, end)
             else:
                 self.skipped += part.skip_to(start)
 

@@ -52,6 +52,7 @@ from tidelog.queue_state import (
     ARCHIVE,
     DEAD,
     EXTEND,
+    PASS,
     RELEASE,
     SKIP,
     Op,
@@ -184,13 +185,19 @@ class WorkQueue:
             again = True
             while again and taken < limit:
                 again = False
-                for s, e, count in part.available(now, topic.end_offset(p), limit - taken):
+                # Only committed messages: a transaction still open is handed out once it
+                # commits (reads stop at it).
+                stable = topic.last_stable_offset(p)
+                for s, e, count in part.available(now, stable, limit - taken):
                     if count >= self.max_deliveries:
                         try:
-                            messages = topic.read_batch(p, s, max_messages=e - s)
+                            read = topic.read_batch(p, s, max_messages=e - s)
                         except OffsetOutOfRangeError:
                             break  # retention removed them meanwhile; the next look skips them
-                        if len(messages) == 0:
+                        messages = [m for m in read if m.offset < e]
+                        if not messages:
+                            # No message left there (transaction markers, aborted ones).
+                            ops.append((PASS, p, s, e, 0, 0))
                             continue
                         # Exhausted: dead-letter them, write that (with what was chosen so
                         # far, so the state moves on) and look at this partition again.
@@ -206,8 +213,13 @@ class WorkQueue:
         return batch, claimed
 
     def _jobs(self, batch: Batch, claimed: list[Claim]) -> list[Job]:
-        """The jobs of the claimed runs (read outside the lock)."""
+        """The jobs of the claimed runs (read outside the lock).
+
+        Claimed offsets that hold no message (transaction markers, aborted transactions:
+        reads pass over them) are finished at once, so they never come back.
+        """
         jobs: list[Job] = []
+        gaps: list[Op] = []
         read = self._topic.read_batch
         for p, s, e, count in claimed:
             at = s
@@ -217,10 +229,33 @@ class WorkQueue:
                 except OffsetOutOfRangeError:
                     # Deleted by retention since the claim: the next look skips them.
                     break
-                if len(messages) == 0:
-                    break
-                jobs.extend([Job(m, count, self, batch) for m in messages])
-                at = messages.next_offset
+                n, after = len(messages), messages.next_offset
+                if after - at == n and after <= e:
+                    # Dense (the usual case): every claimed offset read is a message.
+                    jobs.extend([Job(m, count, self, batch) for m in messages])
+                    at = after
+                    if n == 0:
+                        break
+                    continue
+                # Offsets the read passed over (transaction markers, aborted messages).
+                begun, beyond = at, False
+                for m in messages:
+                    if m.offset >= e:
+                        beyond = True  # past the claim: not ours
+                        break
+                    if m.offset > at:
+                        gaps.append((PASS, p, at, m.offset, 0, 0))
+                    jobs.append(Job(m, count, self, batch))
+                    at = m.offset + 1
+                end = e if beyond else min(after, e)
+                if end > at:
+                    gaps.append((PASS, p, at, end, 0, 0))
+                    at = end
+                if at == begun:
+                    break  # nothing more to read (cannot happen below the stable offset)
+        if gaps:
+            with self._journal.locked():
+                self._journal.write(self.member_id, gaps)
         batch.outstanding = len(jobs)
         return jobs
 
