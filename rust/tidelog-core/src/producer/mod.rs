@@ -12,6 +12,7 @@
 
 pub mod identity;
 pub mod pressure;
+mod progress;
 mod writer;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use self::identity::{Identity, TxnPartitions};
 use self::pressure::Pressure;
+use self::progress::Progress;
 use crate::log::now_ms;
 use crate::ring::RingBuffer;
 use crate::store::{Store, Topic};
@@ -176,7 +178,8 @@ pub(crate) struct Shared {
     /// The writer sleeps here when the buffers are empty; flushers wait here too.
     signal: Mutex<()>,
     work: Condvar,
-    progress: Condvar,
+    /// Bumped after every writer round (and eviction): flushers sleep on it.
+    progress: Progress,
     writer_idle: AtomicBool,
     /// Threads in `flush`: the writer only signals progress when someone waits for it.
     flushers: AtomicUsize,
@@ -242,7 +245,7 @@ impl Producer {
             closing: AtomicBool::new(false),
             signal: Mutex::new(()),
             work: Condvar::new(),
-            progress: Condvar::new(),
+            progress: Progress::default(),
             writer_idle: AtomicBool::new(false),
             flushers: AtomicUsize::new(0),
             identity,
@@ -430,9 +433,8 @@ impl Producer {
                 level.dropped.fetch_add(1, Ordering::Relaxed);
                 self.shared.pressure.remove(1);
                 self.shared.accounted.fetch_add(1, Ordering::AcqRel);
-                if self.shared.flushers.load(Ordering::Acquire) > 0 {
-                    let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
-                    self.shared.progress.notify_all();
+                if self.shared.flushers.load(Ordering::SeqCst) > 0 {
+                    self.shared.progress.bump();
                 }
                 return Ok(true);
             }
@@ -448,13 +450,21 @@ impl Producer {
     pub fn flush(&self, timeout: Option<Duration>) -> Result<bool> {
         let target = self.shared.sent.load(Ordering::Acquire);
         let deadline = timeout.map(|t| Instant::now() + t);
-        // SeqCst with the writer's `accounted` update and `flushers` check: one of us sees
-        // the other, so a wake-up is never missed (the timed wait is only a safety net).
+        // SeqCst with the writer's `accounted` update, `flushers` check and round bump: the
+        // round is taken before checking, so a round ended after the check ends the wait
+        // (the timed wait is only a safety net).
         self.shared.flushers.fetch_add(1, Ordering::SeqCst);
-        let mut signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = true;
-        while self.shared.accounted.load(Ordering::SeqCst) < target {
-            self.shared.work.notify_one();
+        loop {
+            let round = self.shared.progress.round();
+            if self.shared.accounted.load(Ordering::SeqCst) >= target {
+                break;
+            }
+            {
+                // Wakes an idle or gathering writer; it re-checks under this mutex.
+                let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
+                self.shared.work.notify_one();
+            }
             let mut slice = Duration::from_millis(50);
             if let Some(d) = deadline {
                 let now = Instant::now();
@@ -464,9 +474,8 @@ impl Producer {
                 }
                 slice = slice.min(d - now);
             }
-            signal = self.shared.progress.wait_timeout(signal, slice).unwrap_or_else(|e| e.into_inner()).0;
+            self.shared.progress.wait(round, slice);
         }
-        drop(signal);
         self.shared.flushers.fetch_sub(1, Ordering::AcqRel);
         self.take_error()?;
         Ok(done)

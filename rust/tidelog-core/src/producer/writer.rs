@@ -68,8 +68,7 @@ pub(super) fn run(shared: &Shared) {
         last_flushers = shared.flushers.load(Ordering::SeqCst);
         shared.accounted.fetch_add(taken as u64, Ordering::SeqCst);
         if shared.flushers.load(Ordering::SeqCst) > 0 {
-            let _signal = shared.signal.lock().unwrap_or_else(|e| e.into_inner());
-            shared.progress.notify_all();
+            shared.progress.bump();
         }
     }
 }
