@@ -110,7 +110,8 @@ class Consumer:
             self._unresolved.discard(p)
             self._positions.pop(p, None)
             self._delivered.pop(p, None)
-            self._consumed.pop(p, None)
+            # ``_consumed`` keeps it: a transaction holding outputs made from a partition
+            # this member lost must fail its ownership check and abort.
             self._paused.discard(p)
         if revoked:
             self._buffer = deque(m for m in self._buffer if m.partition not in revoked)

@@ -545,3 +545,30 @@ def test_a_chain_of_exactly_once_steps_ends_with_no_lag(store: tidelog.Store) ->
             assert consumer.committed() == {0: store.topic(source).end_offset(0)}
     assert middle.end_offset(0) == 8  # four outputs, four commit markers
     assert visible(store.topic("out")) == visible(inputs)
+
+
+def test_a_transaction_over_a_partition_lost_to_a_rebalance_aborts(store: tidelog.Store) -> None:
+    inputs = store.create_topic("in", partitions=2)
+    store.create_topic("out")
+    for p in (0, 1):
+        inputs.append(b"in-%d" % p, partition=p)
+    with (
+        store.consumer("in", group="g", delivery="exactly-once") as first,
+        store.producer(name="x") as producer,
+    ):
+        msgs = first.poll(timeout=1)
+        assert {m.partition for m in msgs} == {0, 1}
+        tx = store.transaction(producer, first)
+        for m in msgs:
+            tx.send("out", b"out-" + m.value)
+        with store.consumer("in", group="g", delivery="exactly-once") as second:
+            deadline = 50
+            while len(first.assignment()) == 2 and deadline:
+                first.poll(timeout=0.05)  # heartbeats: the rebalance takes a partition away
+                deadline -= 1
+            assert len(first.assignment()) == 1 and len(second.assignment()) == 1
+            with pytest.raises(tidelog.RebalanceError):
+                tx.commit()
+    assert visible(store.topic("out")) == []
+    with store.consumer("in", group="g", delivery="exactly-once") as again:
+        assert sorted(m.value for m in again.poll(timeout=1)) == [b"in-0", b"in-1"]
