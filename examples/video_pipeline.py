@@ -67,7 +67,7 @@ def run_transcoder(args: argparse.Namespace) -> int:
     until it is killed.
     """
     outputs = Path(args.outputs)
-    attempts = (outputs.parent / f"attempts-{os.getpid()}.log").open("a", buffering=1)
+    attempts = (outputs / f"attempts-{os.getpid()}.log").open("a", buffering=1)
     with (
         tidelog.open(args.store) as store,
         store.work_queue(
@@ -219,7 +219,7 @@ def verify(args: argparse.Namespace, outputs: Path, run: Run) -> tuple[bool, lis
     extra = sorted(set(produced) - set(expected))
     wrong = sorted(k for k in expected if k in produced and produced[k] != expected[k])
     attempts: dict[str, list[int]] = {}
-    for log in outputs.parent.glob("attempts-*.log"):
+    for log in outputs.glob("attempts-*.log"):
         for line in log.read_text().splitlines():
             upload_id, count = line.split()
             attempts.setdefault(upload_id, []).append(int(count))
@@ -242,7 +242,7 @@ def verify(args: argparse.Namespace, outputs: Path, run: Run) -> tuple[bool, lis
     lines.append(
         f"transcode attempts: {sum(len(v) for v in attempts.values()):,} for "
         f"{len(attempts):,} uploads; retried {len(retried)}: "
-        + ", ".join(f"{k} (deliveries {attempts[k]})" for k in retried[:5])
+        + ", ".join(f"{k} (deliveries {sorted(attempts[k])})" for k in retried[:5])
     )
     if run.hung_upload is not None:
         redone = run.hung_upload in retried
