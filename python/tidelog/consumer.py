@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Consumer", "Delivery", "Start"]
 
+#: How often a consumer held back by an open transaction checks whether its producer died.
+_ORPHAN_CHECK_S = 1.0
+
 Delivery = Literal["at-most-once", "at-least-once", "exactly-once"]
 Start = Literal["earliest", "latest"]
 PartitionCallback = Callable[[list[int]], None]
@@ -63,6 +66,8 @@ class Consumer:
         if not lease_seconds > 0:
             raise InvalidConfigError(f"lease_seconds must be positive, got {lease_seconds}")
         self._topic = store.topic(topic)
+        self._core = store._core
+        self._orphans_checked = 0.0
         self._offsets = offsets
         self.topic, self.group = topic, group
         self.delivery: Delivery = delivery
@@ -142,9 +147,22 @@ class Consumer:
                 self._positions[p] = self._topic.last_stable_offset(p)
             self._origin[p] = self._positions[p]
 
+    def _held_back(self) -> None:
+        """Reading stopped at a transaction still open: finish it if its producer died.
+
+        Only when no instance of the producer's name is alive; checked once a second.
+        """
+        now = time.monotonic()
+        if now - self._orphans_checked >= _ORPHAN_CHECK_S:
+            self._orphans_checked = now
+            self._core.abort_orphaned_transactions()
+
     def _resolve(self) -> None:
         """Places the partitions waiting for a transaction of this group once it ended."""
-        if not self._unresolved or self._offsets.has_pending(self.group, self.topic):
+        if not self._unresolved:
+            return
+        if self._offsets.has_pending(self.group, self.topic):
+            self._held_back()
             return
         waiting = sorted(self._unresolved & self._positions.keys())
         self._unresolved.clear()
@@ -192,6 +210,8 @@ class Consumer:
             elif batch.next_offset > self._positions[p]:
                 # Only transaction markers or aborted messages: step over them.
                 self._positions[p] = batch.next_offset
+            elif batch.next_offset < self._topic.end_offset(p):
+                self._held_back()
             if len(out) >= limit:
                 break
         self._next_partition += 1

@@ -381,6 +381,21 @@ class Store:
         """
         return Transaction(producer, consumer)
 
+    def abort_orphaned_transactions(self) -> list[str]:
+        """Finishes the open transactions of named producers that died and never reopened.
+
+        A crashed producer's transaction holds back every reader of its partitions until an
+        instance of the same ``name`` opens again (which aborts it). This does the same
+        without waiting, but only for names no live instance holds, in any process: it
+        fences the dead epoch and aborts the transaction (or commits it, if the commit had
+        been decided). Consumers held back by an open transaction call it by themselves
+        about once a second.
+
+        Returns:
+            The names of the producers whose transactions were finished.
+        """
+        return self._core.abort_orphaned_transactions()
+
     def groups(self) -> dict[str, dict[str, GroupInfo]]:
         """Every consumer group: per topic, its members, committed offsets and lag.
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use tidelog_core::producer::identity::Identity;
 use tidelog_core::{FsyncPolicy, LogConfig, Store};
 
 use crate::errors::InvalidConfigError;
@@ -151,6 +152,22 @@ impl PyStore {
         let store = self.inner.clone();
         let name = name.to_owned();
         run_detached(py, move || store.delete_topic(&name))
+    }
+
+    /// Finishes the transactions of named producers no instance of which is alive (in any
+    /// process): fenced and aborted (or committed, if the commit had been decided) as their
+    /// next instance would. Returns the names it finished.
+    fn abort_orphaned_transactions(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let store = self.inner.clone();
+        run_detached(py, move || {
+            let mut done = Vec::new();
+            for name in Identity::with_open_transactions(&store)? {
+                if Identity::abort_if_orphaned(&store, &name)? {
+                    done.push(name);
+                }
+            }
+            Ok(done)
+        })
     }
 
     /// Forces everything appended so far to disk.

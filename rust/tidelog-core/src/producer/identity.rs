@@ -202,38 +202,93 @@ impl Identity {
         };
         let word_path = dir.join(format!("{name}.identity"));
         let word = SharedWord::open(&word_path)?;
-        let (mut producer_id, mut epoch) = match word.load() {
-            0 => (allocate_id(&dir, durable)?, 0),
-            w => unpack(w),
-        };
-        let previous = (producer_id, epoch);
-        if word.load() != 0 {
-            if epoch == i16::MAX {
-                // Epochs are exhausted: continue under a new id, as Kafka does.
-                producer_id = allocate_id(&dir, durable)?;
-                epoch = 0;
-            } else {
-                epoch += 1;
-            }
-        }
-        word.store(pack(producer_id, epoch));
-        if durable {
-            word.sync(&word_path)?;
-        }
-        let identity =
-            Identity { producer_id, epoch, name: Some(name.to_owned()), dir, current: Some(word), durable };
-        let txn_path = identity.txn_path().expect("named");
-        if let Some(pending) = PendingTxn::read(&txn_path)? {
-            // The markers close the previous id's transaction at an epoch no older than
-            // its own, so the partitions accept them and fence the old instance.
-            let marker_epoch = if previous.0 == producer_id { epoch } else { previous.1 };
-            let marker = if pending.commit { Marker::Commit } else { Marker::Abort };
-            write_markers(store, &pending.partitions, previous.0, marker_epoch, marker)?;
-            std::fs::remove_file(&txn_path).map_err(|e| Error::io("delete", &txn_path, e))?;
-        }
-        Ok(identity)
+        // Held while this instance lives: how `abort_if_orphaned` tells a live owner.
+        word.lock(&word_path, false)?;
+        let (producer_id, epoch) = take_over(store, &dir, name, &word, durable)?;
+        Ok(Identity { producer_id, epoch, name: Some(name.to_owned()), dir, current: Some(word), durable })
     }
 
+    /// Finishes the transaction a named producer left open if no instance of the name is
+    /// alive (in any process): as its next instance would on open, it fences the old epoch
+    /// and writes the markers (commit after a decided commit, abort otherwise). Returns
+    /// whether it did. Readers held back by an orphaned transaction call this; a live
+    /// owner's transaction is never touched.
+    ///
+    /// # Errors
+    /// A bad name, I/O errors, or failures writing the markers.
+    pub fn abort_if_orphaned(store: &Store, name: &str) -> Result<bool> {
+        validate_name(name)?;
+        let dir = store.dir().join(PRODUCERS_DIR);
+        let durable = store.config().fsync != FsyncPolicy::Never;
+        let _lock = RegistryLock::take(&dir)?;
+        if !dir.join(format!("{name}.txn")).exists() {
+            return Ok(false);
+        }
+        let word_path = dir.join(format!("{name}.identity"));
+        let word = SharedWord::open(&word_path)?;
+        if !word.lock(&word_path, true)? {
+            return Ok(false);
+        }
+        take_over(store, &dir, name, &word, durable)?;
+        Ok(true)
+    }
+
+    /// Names of the producers with a transaction file (an open or undecided transaction).
+    ///
+    /// # Errors
+    /// I/O errors listing the registry.
+    pub fn with_open_transactions(store: &Store) -> Result<Vec<String>> {
+        let dir = store.dir().join(PRODUCERS_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            if let Some(name) = entry.file_name().to_str().and_then(|n| n.strip_suffix(".txn")) {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Gives `name` its next `(id, epoch)` in `word` and finishes the transaction a previous
+/// instance left (registry lock held).
+fn take_over(store: &Store, dir: &Path, name: &str, word: &SharedWord, durable: bool) -> Result<(i64, i16)> {
+    let word_path = dir.join(format!("{name}.identity"));
+    let previous = match word.load() {
+        0 => None,
+        w => Some(unpack(w)),
+    };
+    let (producer_id, epoch) = match previous {
+        None => (allocate_id(dir, durable)?, 0),
+        // Epochs are exhausted: continue under a new id, as Kafka does.
+        Some((_, i16::MAX)) => (allocate_id(dir, durable)?, 0),
+        Some((id, epoch)) => (id, epoch + 1),
+    };
+    word.store(pack(producer_id, epoch));
+    if durable {
+        word.sync(&word_path)?;
+    }
+    let txn_path = dir.join(format!("{name}.txn"));
+    if let (Some(pending), Some((old_id, old_epoch))) = (PendingTxn::read(&txn_path)?, previous) {
+        // The markers close the previous id's transaction at an epoch no older than its
+        // own, so the partitions accept them and fence the old instance.
+        let marker_epoch = if old_id == producer_id { epoch } else { old_epoch };
+        let marker = if pending.commit { Marker::Commit } else { Marker::Abort };
+        write_markers(store, &pending.partitions, old_id, marker_epoch, marker)?;
+    }
+    match std::fs::remove_file(&txn_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("delete", &txn_path, e)),
+        _ => Ok((producer_id, epoch)),
+    }
+}
+
+impl Identity {
     /// The producer's name, if it has one.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()

@@ -22,7 +22,7 @@ pub const WORD_FILE_BYTES: usize = 4096;
 /// A process's handle on a shared word.
 pub struct SharedWord {
     map: MmapRaw,
-    _file: File,
+    file: File,
 }
 
 // SAFETY: the shared state is one atomic (invariant 2); the mapping is not tied to a thread.
@@ -37,7 +37,7 @@ impl SharedWord {
     /// I/O errors.
     pub fn open(path: &Path) -> Result<Self> {
         let (file, map) = super::map_shared_file(path, WORD_FILE_BYTES)?;
-        Ok(SharedWord { map, _file: file })
+        Ok(SharedWord { map, file })
     }
 
     fn word(&self) -> &AtomicU64 {
@@ -61,6 +61,23 @@ impl SharedWord {
     /// # Errors
     /// The sync failure.
     pub fn sync(&self, path: &Path) -> Result<()> {
-        self._file.sync_all().map_err(|e| crate::Error::io("fsync", path, e))
+        self.file.sync_all().map_err(|e| crate::Error::io("fsync", path, e))
+    }
+
+    /// Takes a `flock` on the file through this handle: shared (waiting for it), or
+    /// exclusive without waiting (false if another handle holds any lock on it). Released
+    /// when the handle is dropped.
+    ///
+    /// # Errors
+    /// I/O errors other than the lock being busy.
+    pub fn lock(&self, path: &Path, exclusive: bool) -> Result<bool> {
+        use rustix::fs::{flock, FlockOperation};
+        let op =
+            if exclusive { FlockOperation::NonBlockingLockExclusive } else { FlockOperation::LockShared };
+        match flock(&self.file, op) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) if exclusive => Ok(false),
+            Err(e) => Err(crate::Error::io("flock", path, e.into())),
+        }
     }
 }
