@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -38,6 +39,7 @@ from tidelog.errors import (
     TidelogError,
     TopicNotFoundError,
 )
+from tidelog.producers import named_producers
 from tidelog.stats import store_stats, topic_stats
 
 if TYPE_CHECKING:
@@ -233,6 +235,29 @@ def _cmd_topics(args: argparse.Namespace) -> int:
             str(topic["segments"]),
         )
     _console().print(table)
+    return 0
+
+
+def _cmd_producers(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        finished = store.abort_orphaned_transactions() if args.abort_orphaned else []
+        producers = named_producers(store.path)
+    if args.json:
+        print(_json_line({"producers": [asdict(p) for p in producers], "finished": finished}))
+        return 0
+    from rich.table import Table
+
+    table = Table("name", "producer id", "epoch", "alive", "transaction", box=None)
+    for p in producers:
+        txn = "-"
+        if p.transaction is not None:
+            where = ", ".join(f"{t}/{n}" for t, n in p.partitions)
+            txn = f"{p.transaction}: {where}" if where else p.transaction
+        table.add_row(p.name, str(p.producer_id), str(p.epoch), "yes" if p.alive else "no", txn)
+    console = _console()
+    console.print(table)
+    for name in finished:
+        console.print(f"finished the orphaned transaction of {name!r}")
     return 0
 
 
@@ -1242,6 +1267,19 @@ def _build_parser() -> _Parser:
         action="store_true",
         help="succeed if the topic already exists with N partitions",
     )
+
+    sub = command(
+        "producers",
+        _cmd_producers,
+        "List the named producers: id, epoch, whether one is open, open transaction",
+        "A transaction whose producer died holds back the readers of its partitions until\n"
+        "an instance of the name opens again; --abort-orphaned finishes such transactions\n"
+        "now (only those no live process holds), as held-back consumers also do.",
+    )
+    sub.add_argument(
+        "--abort-orphaned", action="store_true", help="finish dead producers' transactions"
+    )
+    sub.add_argument("--json", action="store_true", help="one JSON object instead of a table")
 
     sub = command("delete", _cmd_delete, "Delete a topic and all its messages")
     sub.add_argument("topic")

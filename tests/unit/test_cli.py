@@ -26,6 +26,7 @@ COMMANDS = [
     "produce",
     "consume",
     "groups",
+    "producers",
     "dump",
     "verify",
     "bench",
