@@ -572,3 +572,18 @@ def test_a_transaction_over_a_partition_lost_to_a_rebalance_aborts(store: tidelo
     assert visible(store.topic("out")) == []
     with store.consumer("in", group="g", delivery="exactly-once") as again:
         assert sorted(m.value for m in again.poll(timeout=1)) == [b"in-0", b"in-1"]
+
+
+def test_closing_a_producer_aborts_its_open_transaction(store: tidelog.Store) -> None:
+    # Left open, the transaction would hold back every reader of its partitions until the
+    # producer's name opened again.
+    topic = store.create_topic("t")
+    producer = store.producer(name="p")
+    tx = store.transaction(producer)
+    tx.send("t", b"unfinished")
+    producer.flush()
+    topic.append(b"plain")
+    assert visible(topic) == []
+    producer.close()
+    assert visible(topic) == [b"plain"]
+    assert not (Path(store.path) / "producers" / "p.txn").exists()
