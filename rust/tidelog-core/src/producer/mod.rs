@@ -611,6 +611,16 @@ impl Producer {
         let flushed = self.flush(None);
         let ended = identity.end_transaction(&self.shared.store, commit && flushed.is_ok());
         *self.shared.txn.lock().map_err(|_| Error::Closed)? = None;
+        if let Err(Error::Io { .. }) = &ended {
+            // Some markers may be missing: the transaction file must stay as it is for the
+            // next instance to finish, so this one may not start another over it.
+            let mut fatal = self.shared.fatal.lock().map_err(|_| Error::Closed)?;
+            fatal.get_or_insert(Fatal::Failed(
+                "a transaction could not be finished (writing its markers failed); open the \
+                 producer's name again: the new instance finishes it"
+                    .into(),
+            ));
+        }
         flushed?;
         ended
     }
