@@ -14,6 +14,11 @@
 //! new instance finishes what a crashed one left: commit markers after a decided commit,
 //! abort markers otherwise. All of this happens under the registry's `flock`, so fencing
 //! and the partition list cannot interleave with a new instance's takeover.
+//!
+//! Every live instance also holds a shared `flock` on its `.identity` file. When nobody
+//! does, the owner of a transaction file is dead, and any process may take over for it
+//! ([`Identity::abort_if_orphaned`]) so a crashed producer that never reopens does not hold
+//! its partitions' readers back forever.
 
 use std::collections::BTreeSet;
 use std::fs::File;
