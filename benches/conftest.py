@@ -92,7 +92,8 @@ def _build_info() -> dict[str, Any]:
     import tidelog._core as core  # the module actually loaded by the benchmarks
 
     so = Path(core.__file__ or "")
-    info: dict[str, Any] = {"module": str(so)}
+    # Relative to the repository when it lies inside it: results are committed.
+    info: dict[str, Any] = {"module": str(so.relative_to(REPO) if so.is_relative_to(REPO) else so)}
     if so.is_file():
         info["module_sha256"] = hashlib.sha256(so.read_bytes()).hexdigest()
         info["module_built"] = time.strftime(
