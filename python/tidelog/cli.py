@@ -241,7 +241,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_producers(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         finished = store.abort_orphaned_transactions() if args.abort_orphaned else []
-        producers = named_producers(store.path)
+        producers = named_producers(store)
     if args.json:
         print(_json_line({"producers": [asdict(p) for p in producers], "finished": finished}))
         return 0

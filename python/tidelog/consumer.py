@@ -147,14 +147,18 @@ class Consumer:
                 self._positions[p] = self._topic.last_stable_offset(p)
             self._origin[p] = self._positions[p]
 
-    def _held_back(self) -> None:
-        """Reading stopped at a transaction still open: finish it if its producer died.
+    def _held_back(self, partition: int | None = None, at: int = 0) -> None:
+        """Reading may be stopped at a transaction still open: finish it if its producer died.
 
-        Only when no instance of the producer's name is alive; checked once a second.
+        ``partition`` read nothing at ``at``; it is held back if the log goes on past that
+        (for ``None``, the caller knows). Only finishes transactions no live instance of the
+        producer's name holds; looks at most once a second, so an idle poll stays cheap.
         """
         now = time.monotonic()
-        if now - self._orphans_checked >= _ORPHAN_CHECK_S:
-            self._orphans_checked = now
+        if now - self._orphans_checked < _ORPHAN_CHECK_S:
+            return
+        self._orphans_checked = now
+        if partition is None or at < self._topic.end_offset(partition):
             self._core.abort_orphaned_transactions()
 
     def _resolve(self) -> None:
@@ -210,8 +214,8 @@ class Consumer:
             elif batch.next_offset > self._positions[p]:
                 # Only transaction markers or aborted messages: step over them.
                 self._positions[p] = batch.next_offset
-            elif batch.next_offset < self._topic.end_offset(p):
-                self._held_back()
+            else:
+                self._held_back(p, batch.next_offset)
             if len(out) >= limit:
                 break
         self._next_partition += 1

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use tidelog_core::producer::identity::Identity;
 use tidelog_core::{FsyncPolicy, LogConfig, Store};
 
@@ -168,6 +169,33 @@ impl PyStore {
             }
             Ok(done)
         })
+    }
+
+    /// The named producers: dicts with `name`, `producer_id`, `epoch`, `alive` (an
+    /// instance is open in some process), `transaction` (None, "ongoing" or "commit") and
+    /// `partitions` (the open transaction's `(topic, partition)` pairs).
+    fn named_producers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let store = self.inner.clone();
+        let named = run_detached(py, move || Identity::named(&store))?;
+        named
+            .into_iter()
+            .map(|p| {
+                let d = PyDict::new(py);
+                d.set_item("name", p.name)?;
+                d.set_item("producer_id", p.producer_id)?;
+                d.set_item("epoch", p.epoch)?;
+                d.set_item("alive", p.alive)?;
+                let (state, partitions) = match p.transaction {
+                    None => (None, Vec::new()),
+                    Some((commit, parts)) => {
+                        (Some(if commit { "commit" } else { "ongoing" }), parts.into_iter().collect())
+                    }
+                };
+                d.set_item("transaction", state)?;
+                d.set_item("partitions", partitions)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// Forces everything appended so far to disk.

@@ -144,17 +144,9 @@ impl PartitionLog {
         let table = self.catch_up(&mut guard, view, head)?;
         table.expire(now_ms() - self.config.producer_expiry_ms, head.log_start);
         let path = snapshot_path(&self.dir, table.applied);
-        let tmp = path.with_extension("snapshot.tmp");
         let bytes = table.encode();
         drop(guard);
-        std::fs::write(&tmp, &bytes).map_err(|e| Error::io("write", &tmp, e))?;
-        if durable {
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-        if durable {
-            segment::sync_dir(&self.dir)?;
-        }
+        segment::write_atomically(&path, &bytes, durable)?;
         let all = list_snapshots(&self.dir)?;
         for &old in &all[..all.len().saturating_sub(SNAPSHOTS_KEPT)] {
             let _ = std::fs::remove_file(snapshot_path(&self.dir, old));

@@ -29,7 +29,9 @@ enum Visibility {
 struct Isolation<'a> {
     head: Head,
     view: &'a View,
-    table: Option<TableGuard<'a>>,
+    /// The producer table, caught up to `head` (taken at the first batch that needs it),
+    /// and the last stable offset it gives.
+    table: Option<(TableGuard<'a>, u64)>,
     /// Read committed (stop at open transactions) rather than uncommitted.
     committed: bool,
 }
@@ -43,11 +45,15 @@ impl<'a> Isolation<'a> {
             return Ok(Visibility::Serve);
         }
         if self.table.is_none() {
-            self.table = Some(log.producer_table()?);
+            // Once per read: the head is fixed for it, so are the table and its stable offset.
+            let mut guard = log.producer_table()?;
+            let lso =
+                log.catch_up(&mut guard, self.view, &self.head)?.last_stable_offset(self.head.next_offset);
+            self.table = Some((guard, lso));
         }
-        let guard = self.table.as_mut().expect("just set");
-        let table = log.catch_up(guard, self.view, &self.head)?;
-        if self.committed && h.base_offset >= table.last_stable_offset(self.head.next_offset) {
+        let (guard, lso) = self.table.as_ref().expect("just set");
+        let table = guard.as_ref().expect("caught up");
+        if self.committed && h.base_offset >= *lso {
             // Nothing at or past the oldest open transaction is stable yet, plain or not.
             return Ok(Visibility::Stop);
         }

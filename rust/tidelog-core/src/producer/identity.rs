@@ -28,6 +28,7 @@ use rustix::fs::{flock, FlockOperation};
 
 use crate::format::{BatchMeta, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 use crate::log::{now_ms, FsyncPolicy};
+use crate::segment::write_atomically;
 use crate::shm::word::SharedWord;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -37,6 +38,21 @@ pub const PRODUCERS_DIR: &str = "producers";
 
 /// Partitions of a transaction: (topic, partition).
 pub type TxnPartitions = BTreeSet<(String, u32)>;
+
+/// A named producer as the registry records it (see [`Identity::named`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedProducer {
+    /// The name.
+    pub name: String,
+    /// Its producer id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub epoch: i16,
+    /// An instance of the name is open in some process.
+    pub alive: bool,
+    /// Its transaction file: whether the commit was decided, and the partitions.
+    pub transaction: Option<(bool, TxnPartitions)>,
+}
 
 /// An idempotent producer's identity.
 pub struct Identity {
@@ -91,20 +107,6 @@ impl RegistryLock {
         flock(&file, FlockOperation::LockExclusive).map_err(|e| Error::io("flock", &path, e.into()))?;
         Ok(RegistryLock { _file: file })
     }
-}
-
-/// Writes `bytes` to `path` atomically (temp file, rename), durably if asked.
-fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
-    if durable {
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
-    if durable {
-        crate::segment::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    }
-    Ok(())
 }
 
 /// Takes the next producer id from the store-wide counter (registry lock held).
@@ -236,6 +238,40 @@ impl Identity {
         }
         take_over(store, &dir, name, &word, durable)?;
         Ok(true)
+    }
+
+    /// Every named producer of the store, by name, as the registry records it.
+    ///
+    /// # Errors
+    /// I/O errors reading the registry.
+    pub fn named(store: &Store) -> Result<Vec<NamedProducer>> {
+        let dir = store.dir().join(PRODUCERS_DIR);
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let _lock = RegistryLock::take(&dir)?;
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let Some(name) =
+                entry.file_name().to_str().and_then(|n| n.strip_suffix(".identity")).map(String::from)
+            else {
+                continue;
+            };
+            let word_path = entry.path();
+            let word = SharedWord::open(&word_path)?;
+            if word.load() == 0 {
+                continue;
+            }
+            let (producer_id, epoch) = unpack(word.load());
+            // An exclusive lock is only free when no live instance holds its shared one.
+            let alive = !word.lock(&word_path, true)?;
+            let transaction =
+                PendingTxn::read(&dir.join(format!("{name}.txn")))?.map(|t| (t.commit, t.partitions));
+            out.push(NamedProducer { name, producer_id, epoch, alive, transaction });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     /// Names of the producers with a transaction file (an open or undecided transaction).

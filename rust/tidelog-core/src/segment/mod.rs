@@ -529,6 +529,26 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
 }
 
+/// Replaces `path` with `bytes` atomically (a `.tmp` file renamed over it); with `durable`
+/// the file and its directory are synced, so the new contents survive a power loss.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    if durable {
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
+    if durable {
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
