@@ -18,6 +18,7 @@ use crate::format::{BatchView, BATCH_HEADER_LEN};
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::{Error, Result};
 pub use mmap::FileMap;
+pub use prefault::populate_inline_on_this_thread;
 
 /// The kinds of file a segment has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
