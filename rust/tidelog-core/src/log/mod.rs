@@ -250,7 +250,7 @@ impl PartitionLog {
         let Some(mut guard) = self.lock(wait)? else {
             return Ok(None);
         };
-        let (appended, synced_range) = self.append_locked(&mut guard, records, meta, size)?;
+        let (appended, to_sync) = self.append_locked(&mut guard, records, meta, size)?;
         drop(guard);
         if appended.duplicate {
             // The original may be the write whose sync failed and caused this retry.
@@ -263,8 +263,10 @@ impl PartitionLog {
         if let Some(bell) = self.doorbell.get() {
             bell.ring();
         }
-        if let Some((segment, start, end)) = synced_range {
-            segment.sync_data(start, end)?;
+        if let Some(segment) = to_sync {
+            // Every append to a durable log goes through pwrite, so the file's dirty pages
+            // are this batch's (and perhaps a concurrent appender's, which is harmless).
+            segment.sync_written()?;
         } else if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
@@ -302,14 +304,15 @@ impl PartitionLog {
         Ok(size)
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Appends under the lock; returns what was appended and, with `fsync="always"`, the
+    /// segment to sync once the lock is released.
     fn append_locked(
         &self,
         guard: &mut WriteGuard<'_>,
         records: &[Record<'_>],
         meta: BatchMeta,
         size: usize,
-    ) -> Result<(Appended, Option<(Arc<Segment>, usize, usize)>)> {
+    ) -> Result<(Appended, Option<Arc<Segment>>)> {
         let mut head = guard.head();
         let mut view = self.read_view()?;
         if view.generation != head.generation {
@@ -344,10 +347,14 @@ impl PartitionLog {
         let active = view.active();
         let pos = head.committed_pos as usize;
         let meta = BatchMeta { base_offset: head.next_offset, ..meta };
-        let header = if size >= PWRITE_MIN_BYTES {
+        let durable = self.config.fsync == FsyncPolicy::Always;
+        let header = if size >= PWRITE_MIN_BYTES || durable {
             // Large batches go through pwrite: the kernel copies whole pages into the page
             // cache without first zeroing them, which a fault on a fresh mapped page must
             // do (on the dev VM zeroing runs at ~1.2 GB/s and dominated large appends).
+            // Synced batches too: an fdatasync of pages written with pwrite skips the
+            // write-protecting of mapped pages that syncing a mapping needs (58 µs rather
+            // than 66 µs per commit on the dev VM).
             SCRATCH.with_borrow_mut(|scratch| {
                 // Grown once and reused: `encode_batch` overwrites every byte it is given.
                 if scratch.len() < size {
@@ -395,7 +402,7 @@ impl PartitionLog {
         }
         let appended =
             Appended { base_offset: header.base_offset, count: header.record_count, duplicate: false };
-        let sync = (self.config.fsync == FsyncPolicy::Always).then(|| (active.clone(), pos, pos + size));
+        let sync = durable.then(|| active.clone());
         Ok((appended, sync))
     }
 

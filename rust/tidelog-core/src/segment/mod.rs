@@ -456,6 +456,18 @@ impl Segment {
         self.data.sync_range(start, end).map_err(|e| Error::io("msync", &self.paths.data, e))
     }
 
+    /// Flushes the active data file's written data to disk (`fdatasync`): for appends made
+    /// with [`Self::write_at`]; a sealed segment was synced when it was trimmed.
+    ///
+    /// # Errors
+    /// The sync failure.
+    pub fn sync_written(&self) -> Result<()> {
+        match &self.files {
+            Some(files) => files.data.sync_data().map_err(|e| Error::io("fdatasync", &self.paths.data, e)),
+            None => Ok(()),
+        }
+    }
+
     /// Writes `bytes` at `pos` of the active data file with `pwrite`. Like
     /// [`FileMap::write_region`], only for the append-lock holder and only past the
     /// published end (the guard is the proof); the bytes reach every mapping of the file
