@@ -23,6 +23,13 @@ def fill(store_dir: Path, n: int, **options: int) -> list[int]:
     return stamps
 
 
+def entry_len(data: bytearray, batch_pos: int) -> int:
+    """Bytes of one record entry of the batch at ``batch_pos``, from its attributes (byte
+    17): none for a uniform batch (bit 3), 8 for compact entries (bit 2), else 20."""
+    attributes = data[batch_pos + 17]
+    return 0 if attributes & 8 else 8 if attributes & 4 else 20
+
+
 def pdir(store_dir: Path) -> Path:
     return store_dir / "topics" / "t" / "0"
 
@@ -106,7 +113,7 @@ def damaged_sealed_batch(tmp_path: Path) -> tuple[Path, int, int, int]:
         batches.append((pos, offset))
         pos += length + 12
     bad_pos, bad_offset = batches[len(batches) // 2]
-    data[bad_pos + 64 + 20 + 3] ^= 1  # inside the (only) record's value
+    data[bad_pos + 64 + entry_len(data, bad_pos) + 3] ^= 1  # inside the (only) record's value
     path.write_bytes(bytes(data))
     return store_dir, seg, bad_offset, batches[len(batches) // 2 + 1][1]
 
@@ -142,7 +149,7 @@ def test_time_lookup_does_not_skip_a_segment_with_a_damaged_batch(tmp_path: Path
         batches.append((pos, offset))
         pos += length + 12
     bad_pos, bad = batches[len(batches) // 2]
-    data[bad_pos + 64 + 20 + 3] ^= 1  # a byte of the batch's (only) value
+    data[bad_pos + 64 + entry_len(data, bad_pos) + 3] ^= 1  # a byte of the batch's (only) value
     path.write_bytes(bytes(data))
     with tidelog.open(store_dir, segment_bytes=4096) as store:
         topic = store.topic("t")

@@ -29,6 +29,9 @@ pytestmark = pytest.mark.crash
 
 BATCH_HEADER_LEN = 64
 RECORD_ENTRY_LEN = 20
+COMPACT_ENTRY_LEN = 8
+ATTR_COMPACT = 4
+ATTR_UNIFORM = 8
 
 WRITER = textwrap.dedent(
     """
@@ -50,7 +53,7 @@ WRITER = textwrap.dedent(
 
     for seq in range(200_000):
         p = rng.randrange(topic.partitions)
-        kind = rng.randrange(4)
+        kind = rng.randrange(5)
         if kind == 0:
             n = 1
             _, offset = topic.append(value(seq, 0, 1), key=b"k%d" % seq, headers={"s": b"%d" % seq},
@@ -61,9 +64,18 @@ WRITER = textwrap.dedent(
         elif kind == 2:
             n = rng.randrange(1, 12)
             _, offset = topic.append_batch([value(seq, i, n) for i in range(n)], partition=p)
-        else:
+        elif kind == 3:
             n = rng.randrange(1, 12)
             parts = [value(seq, i, n) for i in range(n)]
+            lengths = np.array([len(x) for x in parts])
+            _, offset = topic.append_batch(b"".join(parts), lengths=lengths, partition=p)
+        else:
+            # Over 32 KB: written straight from the buffer and the head last; of same-size
+            # values (no record entries at all) half of the time.
+            n = rng.randrange(180, 270)
+            parts = [value(seq, i, n) for i in range(n)]
+            if rng.randrange(2):
+                parts = [x[:200].ljust(200, b"=") for x in parts]
             lengths = np.array([len(x) for x in parts])
             _, offset = topic.append_batch(b"".join(parts), lengths=lengths, partition=p)
         os.write(ack, f"{p} {offset} {seq} {n}\\n".encode())
@@ -289,6 +301,15 @@ class BatchInfo:
     base_offset: int
     length: int
     count: int
+    attributes: int
+
+    @property
+    def entry_len(self) -> int:
+        """Bytes of one record entry (compact in batches without keys and headers, none in
+        batches of same-size values)."""
+        if self.attributes & ATTR_UNIFORM:
+            return 0
+        return COMPACT_ENTRY_LEN if self.attributes & ATTR_COMPACT else RECORD_ENTRY_LEN
 
 
 def parse_batches(data: bytes, base: int) -> tuple[list[BatchInfo], int]:
@@ -301,7 +322,7 @@ def parse_batches(data: bytes, base: int) -> tuple[list[BatchInfo], int]:
         if offset != expected or total < BATCH_HEADER_LEN or pos + total > len(data):
             break
         (last_delta, count) = struct.unpack_from("<II", data, pos + 20)
-        out.append(BatchInfo(pos, offset, total, count))
+        out.append(BatchInfo(pos, offset, total, count, data[pos + 17]))
         expected = offset + last_delta + 1
         pos += total
     return out, pos
@@ -409,7 +430,7 @@ def flip_value_byte(pdir: Path, base: int, which: int) -> BatchInfo:
     data = bytearray(path.read_bytes())
     batches, _ = parse_batches(bytes(data), base)
     batch = batches[which]
-    at = batch.position + BATCH_HEADER_LEN + batch.count * RECORD_ENTRY_LEN + 3
+    at = batch.position + BATCH_HEADER_LEN + batch.count * batch.entry_len + 3
     data[at] ^= 0x01
     path.write_bytes(bytes(data))
     return batch

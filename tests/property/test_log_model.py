@@ -28,6 +28,9 @@ SEGMENT_BYTES = 4096
 MAX_MESSAGE_BYTES = 2048
 BATCH_HEADER_LEN = 64
 RECORD_ENTRY_LEN = 20
+#: A batch whose records have no keys and no headers uses 8-byte compact entries, or none
+#: if its values are also all one size and its timestamps one ("uniform").
+COMPACT_ENTRY_LEN = 8
 TOPIC = "t"
 
 
@@ -48,7 +51,16 @@ class Batch:
 
     @property
     def size(self) -> int:
-        return BATCH_HEADER_LEN + sum(encoded_len(m) for m in self.msgs)
+        first = self.msgs[0]
+        if any(m.key is not None or m.headers for m in self.msgs):
+            entry = RECORD_ENTRY_LEN
+        elif all(
+            len(m.value) == len(first.value) and m.timestamp == first.timestamp for m in self.msgs
+        ):
+            entry = 0
+        else:
+            entry = COMPACT_ENTRY_LEN
+        return BATCH_HEADER_LEN + sum(entry + encoded_len(m) for m in self.msgs)
 
     @property
     def next_offset(self) -> int:
@@ -76,7 +88,8 @@ def headers_len(headers: tuple[tuple[str, bytes], ...]) -> int:
 
 
 def encoded_len(m: Msg) -> int:
-    return RECORD_ENTRY_LEN + len(m.key or b"") + len(m.value) + headers_len(m.headers)
+    """Bytes of a record besides its entry."""
+    return len(m.key or b"") + len(m.value) + headers_len(m.headers)
 
 
 class PartitionModel:

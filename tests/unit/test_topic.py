@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -40,6 +41,65 @@ def test_append_batch_list_and_buffer(store: tidelog.Store) -> None:
     assert [m.value for m in topic.read(0)] == [b"a", b"bb", b"", b"x", b"yy", b"zzz", b"p", b"q"]
 
 
+@pytest.mark.parametrize("fsync", ["never", "always"])
+@pytest.mark.parametrize("shape", ["same-size", "varied"])
+def test_large_buffer_batches_round_trip(
+    tmp_path: Path, fsync: Literal["never", "always"], shape: str
+) -> None:
+    """Batches over 32 KB are written from the caller's buffer with their CRC computed on
+    another thread: every value, offset and timestamp must read back, also after a reopen
+    (which checks the tail's CRCs), and same-size values must take no record entries."""
+    rng = np.random.default_rng(7)
+    n = 600
+    lengths = np.full(n, 100) if shape == "same-size" else rng.integers(0, 200, n)
+    buffers = [rng.integers(0, 256, int(lengths.sum()), dtype=np.uint8).tobytes() for _ in range(3)]
+    expected: list[bytes] = []
+    with tidelog.open(tmp_path / "s", fsync=fsync) as store:
+        topic = store.create_topic("t")
+        for i, buffer in enumerate(buffers):
+            # A bytearray is written with the GIL held, bytes without: both paths.
+            values = bytearray(buffer) if i == 1 else buffer
+            assert topic.append_batch(
+                values, lengths=lengths, partition=0, timestamp_ms=5000 + i
+            ) == (0, i * n)
+            cuts = np.cumsum(lengths)[:-1]
+            expected += [bytes(v) for v in np.split(np.frombuffer(buffer, dtype=np.uint8), cuts)]
+        entries = 0 if shape == "same-size" else 8 * n
+        assert topic.size_bytes(0) == 3 * (64 + entries + int(lengths.sum()))
+    with tidelog.open(tmp_path / "s") as store:
+        messages = list(store.topic("t").read(0, 0))
+        assert [m.value for m in messages] == expected
+        assert [m.offset for m in messages] == list(range(3 * n))
+        assert {m.timestamp_ms for m in messages[n : 2 * n]} == {5001}
+        blob, offsets = store.topic("t").read_batch(0, n, max_messages=n).value_buffer()
+        assert blob.tobytes() == buffers[1]
+        assert list(np.diff(offsets)) == list(lengths)
+
+
+def test_buffer_batches_from_many_threads(store: tidelog.Store) -> None:
+    """Concurrent large appends share the one CRC helper: each batch still gets its own CRC
+    (a wrong one would fail the re-read below)."""
+    import threading
+
+    topic = store.create_topic("t")
+    lengths = np.full(500, 80)
+
+    def writer(k: int) -> None:
+        for j in range(40):
+            topic.append_batch(bytes([k * 40 + j]) * 40_000, lengths=lengths, partition=0)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seen: dict[int, int] = {}
+    for message in topic.read(0, 0):
+        assert len(set(message.value)) == 1
+        seen[message.value[0]] = seen.get(message.value[0], 0) + 1
+    assert seen == {b: 500 for b in range(160)}
+
+
 def test_append_batch_bad_input(store: tidelog.Store) -> None:
     topic = store.create_topic("t")
     with pytest.raises(TypeError, match=r"values\[1\]"):
@@ -52,6 +112,10 @@ def test_append_batch_bad_input(store: tidelog.Store) -> None:
         topic.append_batch([])
     with pytest.raises(TypeError, match="values"):
         topic.append_batch(123, lengths=[1])  # type: ignore[arg-type]
+    big = np.full(400, 100)
+    big[7] = (1 << 20) + 1  # the default max_message_bytes, plus one
+    with pytest.raises(tidelog.MessageTooLargeError, match="max_message_bytes"):
+        topic.append_batch(b"v" * int(big.sum()), lengths=big)
     assert topic.end_offset(0) == 0
 
 

@@ -9,7 +9,7 @@
 //! | 8..12  | u32    | length of everything after this field (batch length − 12) |
 //! | 12..16 | u32    | CRC32C (Castagnoli) of bytes 16..end                      |
 //! | 16     | u8     | format version (1)                                        |
-//! | 17     | u8     | attributes (bit 0: transactional, bit 1: control batch)   |
+//! | 17     | u8     | attributes (bit 0: transactional, bit 1: control batch, bit 2: compact record entries, bit 3: uniform records, no entries) |
 //! | 18..20 | u16    | reserved, 0                                               |
 //! | 20..24 | u32    | last offset delta                                         |
 //! | 24..28 | u32    | record count                                              |
@@ -25,7 +25,7 @@
 //! the reader checks against its own expectations (the offset it is looking for, the end of
 //! the file) before trusting the CRC.
 
-use super::record::{Record, RecordEntry, RecordView, RECORD_ENTRY_LEN};
+use super::record::{EntryLayout, Record, RecordEntry, RecordView};
 use super::{read_i32, read_i64, read_u32, read_u64, FORMAT_VERSION};
 
 /// Size of the batch header.
@@ -126,45 +126,64 @@ impl BatchHeader {
     }
 }
 
+/// The most compact entry layout that can describe `records`.
+fn layout_for(records: &[Record<'_>]) -> EntryLayout {
+    if records.iter().any(|r| r.key.is_some() || !r.headers.is_empty()) {
+        return EntryLayout::Full;
+    }
+    let first = &records[0];
+    if records.iter().all(|r| r.value.len() == first.value.len() && r.timestamp == first.timestamp) {
+        EntryLayout::Uniform(first.value.len() as u32)
+    } else {
+        EntryLayout::Compact
+    }
+}
+
 /// Bytes needed to encode `records` as one batch.
 pub fn encoded_len(records: &[Record<'_>]) -> usize {
+    let entry = layout_for(records).entry_len();
     BATCH_HEADER_LEN
         + records
             .iter()
-            .map(|r| RECORD_ENTRY_LEN + r.key.map_or(0, <[u8]>::len) + r.value.len() + r.headers.len())
+            .map(|r| entry + r.key.map_or(0, <[u8]>::len) + r.value.len() + r.headers.len())
             .sum::<usize>()
 }
 
 /// Encodes `records` as one batch into `out`, which must be exactly
-/// [`encoded_len`]`(records)` bytes long, and returns the header written.
+/// [`encoded_len`]`(records)` bytes long, and returns the header written. Records without
+/// keys and headers get compact entries, or none if their values are all one size and
+/// their timestamps one (see [`super::record`]).
 ///
 /// Timestamps are stored as deltas from the first record's; the caller guarantees they
 /// fit in an `i32` (about 24 days), lengths fit in the u32 fields, and `records` is
 /// non-empty.
 ///
 /// # Panics
-/// If `out` has the wrong length or `records` is empty: both are caller bugs.
+/// If `records` is empty or `out` has the wrong length.
 pub fn encode_batch(out: &mut [u8], meta: BatchMeta, records: &[Record<'_>]) -> BatchHeader {
     assert!(!records.is_empty(), "a batch holds at least one record");
     assert_eq!(out.len(), encoded_len(records), "output sized by encoded_len");
+    let layout = layout_for(records);
+    let attributes = meta.attributes | layout.attributes();
+    let entry = layout.entry_len();
     let first_timestamp = records[0].timestamp;
     let mut max_timestamp = first_timestamp;
-    let entries_end = BATCH_HEADER_LEN + records.len() * RECORD_ENTRY_LEN;
+    let entries_end = BATCH_HEADER_LEN + records.len() * entry;
     let values_len: usize = records.iter().map(|r| r.value.len()).sum();
     let keys_len: usize = records.iter().map(|r| r.key.map_or(0, <[u8]>::len)).sum();
     let (mut value_at, mut key_at) = (entries_end, entries_end + values_len);
     let mut header_at = key_at + keys_len;
     for (i, r) in records.iter().enumerate() {
         max_timestamp = max_timestamp.max(r.timestamp);
-        let entry = RecordEntry {
+        let e = RecordEntry {
             offset_delta: i as u32,
             timestamp_delta: (r.timestamp - first_timestamp) as i32,
             key_len: r.key.map_or(-1, |k| k.len() as i32),
             value_len: r.value.len() as u32,
             headers_len: r.headers.len() as u32,
         };
-        let at = BATCH_HEADER_LEN + i * RECORD_ENTRY_LEN;
-        entry.write(&mut out[at..at + RECORD_ENTRY_LEN]);
+        let at = BATCH_HEADER_LEN + i * entry;
+        e.write(&mut out[at..at + entry], layout);
         out[value_at..value_at + r.value.len()].copy_from_slice(r.value);
         value_at += r.value.len();
         if let Some(key) = r.key {
@@ -174,25 +193,124 @@ pub fn encode_batch(out: &mut [u8], meta: BatchMeta, records: &[Record<'_>]) -> 
         out[header_at..header_at + r.headers.len()].copy_from_slice(r.headers);
         header_at += r.headers.len();
     }
-    let header = BatchHeader {
+    let header =
+        header_for(meta, attributes, out.len(), records.len(), first_timestamp, max_timestamp, values_len);
+    write_header(out, &header);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[12..16].copy_from_slice(&crc.to_le_bytes());
+    BatchHeader { crc, ..header }
+}
+
+/// A batch of plain values (no keys, no headers, one timestamp) whose values are already
+/// contiguous, as `Topic.append_batch(buffer, lengths=...)` receives them: its encoding is
+/// a head (header and compact entries, or none if the values are all one size) followed by
+/// the values exactly as given, so they can be written straight from the caller's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct ValuesBatch<'a> {
+    values: &'a [u8],
+    lengths: &'a [u64],
+    timestamp: i64,
+    layout: EntryLayout,
+}
+
+impl<'a> ValuesBatch<'a> {
+    /// A batch of `values` cut at `lengths` (which the caller has checked sum to
+    /// `values.len()`), every record stamped `timestamp`.
+    pub fn new(values: &'a [u8], lengths: &'a [u64], timestamp: i64) -> Self {
+        let uniform = lengths
+            .first()
+            .is_some_and(|&first| u32::try_from(first).is_ok() && lengths.iter().all(|&len| len == first));
+        let layout = if uniform { EntryLayout::Uniform(lengths[0] as u32) } else { EntryLayout::Compact };
+        ValuesBatch { values, lengths, timestamp, layout }
+    }
+
+    /// The values, back to back.
+    pub fn values(&self) -> &'a [u8] {
+        self.values
+    }
+
+    /// Length of each value.
+    pub fn lengths(&self) -> &'a [u64] {
+        self.lengths
+    }
+
+    /// Timestamp of every record.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// Bytes of the head: header and entries.
+    pub fn head_len(&self) -> usize {
+        BATCH_HEADER_LEN + self.lengths.len() * self.layout.entry_len()
+    }
+
+    /// Bytes of the whole batch.
+    pub fn encoded_len(&self) -> usize {
+        self.head_len() + self.values.len()
+    }
+
+    /// Encodes the head into `head` ([`Self::head_len`] bytes) with its CRC field left 0.
+    /// Returns the header and the CRC32C of the head's checked bytes: the batch's CRC is
+    /// that CRC extended over the values (`crc32c_append`, which the caller may run
+    /// elsewhere while it does something else), stored with [`Self::seal`].
+    ///
+    /// # Panics
+    /// If there are no lengths or `head` has the wrong length (and, in debug builds, if the
+    /// lengths do not sum to the values' length: the caller checks that).
+    pub fn encode_head(&self, head: &mut [u8], meta: BatchMeta) -> (BatchHeader, u32) {
+        assert!(!self.lengths.is_empty(), "a batch holds at least one record");
+        debug_assert_eq!(self.lengths.iter().sum::<u64>(), self.values.len() as u64, "lengths add up");
+        assert_eq!(head.len(), self.head_len(), "head sized by head_len");
+        if self.layout == EntryLayout::Compact {
+            // Timestamp delta 0, then the value length: one little-endian u64 per entry.
+            for (entry, &len) in head[BATCH_HEADER_LEN..].chunks_exact_mut(8).zip(self.lengths) {
+                entry.copy_from_slice(&(u64::from(len as u32) << 32).to_le_bytes());
+            }
+        }
+        let header = header_for(
+            meta,
+            meta.attributes | self.layout.attributes(),
+            self.encoded_len(),
+            self.lengths.len(),
+            self.timestamp,
+            self.timestamp,
+            self.values.len(),
+        );
+        write_header(head, &header);
+        (header, crc32c::crc32c(&head[CRC_START..]))
+    }
+
+    /// Stores the batch's CRC in a head made by [`Self::encode_head`].
+    pub fn seal(head: &mut [u8], header: BatchHeader, crc: u32) -> BatchHeader {
+        head[12..16].copy_from_slice(&crc.to_le_bytes());
+        BatchHeader { crc, ..header }
+    }
+}
+
+fn header_for(
+    meta: BatchMeta,
+    attributes: u8,
+    total_len: usize,
+    count: usize,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    values_len: usize,
+) -> BatchHeader {
+    BatchHeader {
         base_offset: meta.base_offset,
-        total_len: out.len(),
+        total_len,
         crc: 0,
         version: FORMAT_VERSION,
-        attributes: meta.attributes,
-        last_offset_delta: (records.len() - 1) as u32,
-        record_count: records.len() as u32,
+        attributes,
+        last_offset_delta: (count - 1) as u32,
+        record_count: count as u32,
         first_timestamp,
         max_timestamp,
         producer_id: meta.producer_id,
         producer_epoch: meta.producer_epoch,
         base_sequence: meta.base_sequence,
         values_len: values_len as u32,
-    };
-    write_header(out, &header);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[12..16].copy_from_slice(&crc.to_le_bytes());
-    BatchHeader { crc, ..header }
+    }
 }
 
 fn write_header(out: &mut [u8], h: &BatchHeader) {
@@ -220,6 +338,7 @@ pub struct BatchView<'a> {
     /// The decoded header.
     pub header: BatchHeader,
     bytes: &'a [u8],
+    layout: EntryLayout,
 }
 
 impl<'a> BatchView<'a> {
@@ -248,8 +367,10 @@ impl<'a> BatchView<'a> {
         if count == 0 {
             return Err("batch with no records");
         }
+        let layout = EntryLayout::of(header.attributes, header.record_count, header.values_len)
+            .ok_or("uniform value blob does not divide into the records")?;
         let entries_end = count
-            .checked_mul(RECORD_ENTRY_LEN)
+            .checked_mul(layout.entry_len())
             .and_then(|n| n.checked_add(BATCH_HEADER_LEN))
             .filter(|&end| end <= bytes.len())
             .ok_or("record entries extend past the batch")?;
@@ -257,7 +378,7 @@ impl<'a> BatchView<'a> {
         let (mut values, mut keys, mut headers) = (0u64, 0u64, 0u64);
         let mut last_delta = None;
         for i in 0..count {
-            let e = RecordEntry::read(entries, i);
+            let e = RecordEntry::read(entries, i, layout);
             if last_delta.is_some_and(|d| e.offset_delta <= d) {
                 return Err("record offset deltas not increasing");
             }
@@ -278,7 +399,7 @@ impl<'a> BatchView<'a> {
         if (entries_end as u64) + values + keys + headers != bytes.len() as u64 {
             return Err("record lengths do not add up to the batch length");
         }
-        Ok(BatchView { header, bytes })
+        Ok(BatchView { header, bytes, layout })
     }
 
     /// The batch's bytes, header included.
@@ -294,11 +415,11 @@ impl<'a> BatchView<'a> {
 
     /// Length of record `i`'s value (`i < record_count`, checked by `parse`).
     pub fn value_len(&self, i: usize) -> u32 {
-        read_u32(self.bytes, BATCH_HEADER_LEN + i * RECORD_ENTRY_LEN + 12)
+        RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout).value_len
     }
 
     fn entries_end(&self) -> usize {
-        BATCH_HEADER_LEN + self.header.record_count as usize * RECORD_ENTRY_LEN
+        BATCH_HEADER_LEN + self.header.record_count as usize * self.layout.entry_len()
     }
 
     /// Iterates the records in offset order.
@@ -306,11 +427,12 @@ impl<'a> BatchView<'a> {
         let entries_end = self.entries_end();
         let keys_at = entries_end + self.header.values_len as usize;
         let keys_len: usize = (0..self.header.record_count as usize)
-            .map(|i| RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i).key_bytes())
+            .map(|i| RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout).key_bytes())
             .sum();
         RecordIter {
             bytes: self.bytes,
             header: self.header,
+            layout: self.layout,
             index: 0,
             value_at: entries_end,
             key_at: keys_at,
@@ -324,6 +446,7 @@ impl<'a> BatchView<'a> {
 pub struct RecordIter<'a> {
     bytes: &'a [u8],
     header: BatchHeader,
+    layout: EntryLayout,
     index: usize,
     value_at: usize,
     key_at: usize,
@@ -339,7 +462,7 @@ impl<'a> Iterator for RecordIter<'a> {
             return None;
         }
         // Bounds were proven by `BatchView::parse`.
-        let e = RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], self.index);
+        let e = RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], self.index, self.layout);
         self.index += 1;
         let value = &self.bytes[self.value_at..self.value_at + e.value_len as usize];
         self.value_at += e.value_len as usize;
@@ -422,7 +545,110 @@ mod tests {
         }
     }
 
+    use super::super::record::{ATTR_COMPACT, ATTR_UNIFORM};
+
+    /// A values batch encoded the way the log writes it: head, then the values.
+    fn encode_values(meta: BatchMeta, values: &[u8], lengths: &[u64], timestamp: i64) -> Vec<u8> {
+        let batch = ValuesBatch::new(values, lengths, timestamp);
+        let mut bytes = vec![0; batch.encoded_len()];
+        let (head, rest) = bytes.split_at_mut(batch.head_len());
+        let (header, head_crc) = batch.encode_head(head, meta);
+        ValuesBatch::seal(head, header, crc32c::crc32c_append(head_crc, values));
+        rest.copy_from_slice(values);
+        bytes
+    }
+
+    #[test]
+    fn plain_values_get_the_smallest_entries_that_describe_them() {
+        let same = [Record { timestamp: 9, key: None, value: b"abcd", headers: &[] }; 3];
+        let bytes = encode(BatchMeta::plain(0), &same);
+        assert_eq!(bytes.len(), BATCH_HEADER_LEN + 12, "uniform: no entries");
+        let view = BatchView::parse(&bytes, true).unwrap();
+        assert_eq!(view.header.attributes, ATTR_UNIFORM);
+        assert_eq!(
+            view.records().map(|r| (r.offset, r.timestamp, r.value)).collect::<Vec<_>>(),
+            [(0, 9, &b"abcd"[..]), (1, 9, &b"abcd"[..]), (2, 9, &b"abcd"[..])]
+        );
+
+        let mixed = [
+            Record { timestamp: 9, key: None, value: b"ab", headers: &[] },
+            Record { timestamp: 7, key: None, value: b"abc", headers: &[] },
+        ];
+        let bytes = encode(BatchMeta::plain(5), &mixed);
+        assert_eq!(bytes.len(), BATCH_HEADER_LEN + 2 * 8 + 5, "compact entries");
+        let view = BatchView::parse(&bytes, true).unwrap();
+        assert_eq!(view.header.attributes, ATTR_COMPACT);
+        assert_eq!(view.value_len(1), 3);
+        assert_eq!(
+            view.records().map(|r| (r.offset, r.timestamp, r.value)).collect::<Vec<_>>(),
+            [(5, 9, &b"ab"[..]), (6, 7, &b"abc"[..])]
+        );
+
+        // One timestamp off is enough to need entries.
+        let times = [same[0], Record { timestamp: 10, ..same[1] }];
+        assert_eq!(
+            BatchView::parse(&encode(BatchMeta::plain(0), &times), true).unwrap().header.attributes,
+            ATTR_COMPACT
+        );
+        let keyed = [same[0], Record { key: Some(b"k"), ..same[1] }];
+        assert_eq!(
+            BatchView::parse(&encode(BatchMeta::plain(0), &keyed), true).unwrap().header.attributes,
+            0
+        );
+    }
+
+    #[test]
+    fn a_uniform_batch_whose_values_do_not_divide_is_rejected() {
+        let same = [Record { timestamp: 9, key: None, value: b"abcd", headers: &[] }; 3];
+        let mut bytes = encode(BatchMeta::plain(0), &same);
+        // Claim 4 records of 12 bytes (and make the CRC agree): 12 / 4 is fine, 12 / 5 is not.
+        for (count, ok) in [(4u32, true), (5, false)] {
+            bytes[20..24].copy_from_slice(&(count - 1).to_le_bytes());
+            bytes[24..28].copy_from_slice(&count.to_le_bytes());
+            let crc = crc32c::crc32c(&bytes[CRC_START..]);
+            bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(BatchView::parse(&bytes, true).is_ok(), ok, "count {count}");
+        }
+    }
+
+    #[test]
+    fn crc_covers_uniform_and_compact_batches() {
+        for lengths in [&[5u64, 5, 5][..], &[2, 6, 7]] {
+            let good = encode_values(BatchMeta::plain(0), b"0123456789abcde", lengths, 77);
+            assert!(BatchView::parse(&good, true).is_ok());
+            for byte in CRC_START..good.len() {
+                let mut bad = good.clone();
+                bad[byte] ^= 0x10;
+                assert!(BatchView::parse(&bad, true).is_err(), "flip at {byte} of {lengths:?}");
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn a_values_batch_is_byte_for_byte_the_same_records_batch(
+            lengths in proptest::collection::vec(0u64..300, 1..40),
+            same in any::<bool>(),
+            seed in any::<u8>(),
+            base in 0u64..1 << 40,
+        ) {
+            let lengths: Vec<u64> = if same { vec![lengths[0]; lengths.len()] } else { lengths };
+            let total = lengths.iter().sum::<u64>() as usize;
+            let values: Vec<u8> = (0..total).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+            let meta = BatchMeta::plain(base);
+            let got = encode_values(meta, &values, &lengths, 1_700_000_000_123);
+            let mut at = 0;
+            let records: Vec<Record<'_>> = lengths.iter().map(|&len| {
+                let value = &values[at..at + len as usize];
+                at += len as usize;
+                Record { timestamp: 1_700_000_000_123, key: None, value, headers: &[] }
+            }).collect();
+            prop_assert_eq!(&got, &encode(meta, &records));
+            let view = BatchView::parse(&got, true).unwrap();
+            let read: Vec<&[u8]> = view.records().map(|r| r.value).collect();
+            prop_assert_eq!(read, records.iter().map(|r| r.value).collect::<Vec<_>>());
+        }
+
         #[test]
         fn arbitrary_records_round_trip(
             recs in proptest::collection::vec(

@@ -9,10 +9,11 @@ pub mod headers;
 pub mod record;
 
 pub use batch::{
-    encode_batch, encoded_len, BatchHeader, BatchMeta, BatchView, BATCH_HEADER_LEN, NO_PRODUCER, NO_SEQUENCE,
+    encode_batch, encoded_len, BatchHeader, BatchMeta, BatchView, ValuesBatch, BATCH_HEADER_LEN, NO_PRODUCER,
+    NO_SEQUENCE,
 };
 pub use control::{Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};
-pub use record::{Record, RecordView, RECORD_ENTRY_LEN};
+pub use record::{Record, RecordView, ATTR_COMPACT, ATTR_UNIFORM, COMPACT_ENTRY_LEN, RECORD_ENTRY_LEN};
 
 /// Version byte written into every batch. Readers reject any other value as corruption.
 pub const FORMAT_VERSION: u8 = 1;

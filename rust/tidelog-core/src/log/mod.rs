@@ -11,6 +11,7 @@
 //!    the head's generation, which is how other processes notice they must re-list.
 
 pub mod config;
+mod crc_worker;
 mod idempotence;
 pub mod producers;
 mod read;
@@ -27,7 +28,8 @@ pub use self::config::{FsyncPolicy, LogConfig};
 use self::producers::{ProducerTable, Verdict};
 pub use self::read::{ReadChunk, ReadResult};
 use crate::format::{
-    encode_batch, encoded_len, BatchMeta, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL, NO_PRODUCER,
+    encode_batch, encoded_len, BatchMeta, Marker, Record, ValuesBatch, ATTR_CONTROL, ATTR_TRANSACTIONAL,
+    NO_PRODUCER,
 };
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment::{self, Segment};
@@ -43,6 +45,50 @@ const PWRITE_MIN_BYTES: usize = 32 << 10;
 thread_local! {
     /// Encoding buffer for `pwrite` appends, reused so large appends do not allocate.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What an append writes.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// Records, encoded into a batch.
+    Records(&'a [Record<'a>]),
+    /// Plain values already back to back: written as they are after the batch's head.
+    Values(ValuesBatch<'a>),
+}
+
+impl Body<'_> {
+    fn count(&self) -> usize {
+        match self {
+            Body::Records(records) => records.len(),
+            Body::Values(batch) => batch.lengths().len(),
+        }
+    }
+}
+
+/// Writes a [`ValuesBatch`] at `pos` of the active segment with two `pwrite`s: the values
+/// straight from the caller's buffer (no copy of ours), while the helper thread extends the
+/// head's CRC over them, then the head, which needs that CRC. Nothing is visible to readers
+/// until the caller publishes, so the order of the two writes does not matter to them; a
+/// crash between them leaves a torn batch that recovery truncates.
+fn write_values(
+    guard: &WriteGuard<'_>,
+    active: &Segment,
+    pos: usize,
+    meta: BatchMeta,
+    batch: ValuesBatch<'_>,
+) -> Result<crate::format::BatchHeader> {
+    let head_len = batch.head_len();
+    SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < head_len {
+            scratch.resize(head_len, 0);
+        }
+        let head = &mut scratch[..head_len];
+        let (header, head_crc) = batch.encode_head(head, meta);
+        let crc = crc_worker::start(head_crc, batch.values());
+        active.write_at(guard, pos + head_len, batch.values())?;
+        let header = ValuesBatch::seal(head, header, crc.finish());
+        active.write_at(guard, pos, head).map(|()| header)
+    })
 }
 
 /// Name of the control block file in a partition directory.
@@ -247,10 +293,61 @@ impl PartitionLog {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
         }
         let size = self.check_batch(records)?;
+        self.append_body(Body::Records(records), meta, size, wait)
+    }
+
+    /// Appends plain values that are already back to back (`Topic.append_batch(buffer,
+    /// lengths=...)`) as one batch, without a producer identity. Large batches are written
+    /// straight from `batch.values`, with their CRC computed on another core meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for no values or lengths that do not add up,
+    /// [`Error::MessageTooLarge`] as for [`Self::append`], I/O errors.
+    pub fn append_values(&self, batch: ValuesBatch<'_>) -> Result<Appended> {
+        if batch.lengths().is_empty() {
+            return Err(Error::InvalidConfig("cannot append an empty batch".into()));
+        }
+        let (total, longest) =
+            batch.lengths().iter().fold((0u64, 0u64), |(t, m), &len| (t + len, m.max(len)));
+        self.check_message_size(usize::try_from(longest).unwrap_or(usize::MAX))?;
+        if total != batch.values().len() as u64 {
+            return Err(Error::InvalidConfig(format!(
+                "lengths sum to {total} but the values buffer holds {} bytes",
+                batch.values().len()
+            )));
+        }
+        let size = batch.encoded_len();
+        self.check_batch_size(size)?;
+        let appended = if size < PWRITE_MIN_BYTES && self.config.fsync != FsyncPolicy::Always {
+            // Small: encoded like any batch, straight into the map.
+            let mut at = 0;
+            let records: Vec<Record<'_>> = batch
+                .lengths()
+                .iter()
+                .map(|&len| {
+                    let value = &batch.values()[at..at + len as usize];
+                    at += len as usize;
+                    Record { timestamp: batch.timestamp(), key: None, value, headers: &[] }
+                })
+                .collect();
+            self.append_body(Body::Records(&records), BatchMeta::plain(0), size, true)?
+        } else {
+            self.append_body(Body::Values(batch), BatchMeta::plain(0), size, true)?
+        };
+        Ok(appended.expect("a blocking append returns what it appended"))
+    }
+
+    fn append_body(
+        &self,
+        body: Body<'_>,
+        meta: BatchMeta,
+        size: usize,
+        wait: bool,
+    ) -> Result<Option<Appended>> {
         let Some(mut guard) = self.lock(wait)? else {
             return Ok(None);
         };
-        let (appended, to_sync) = self.append_locked(&mut guard, records, meta, size)?;
+        let (appended, to_sync) = self.append_locked(&mut guard, body, meta, size)?;
         drop(guard);
         if appended.duplicate {
             // The original may be the write whose sync failed and caused this retry.
@@ -274,17 +371,9 @@ impl PartitionLog {
     }
 
     fn check_batch(&self, records: &[Record<'_>]) -> Result<usize> {
-        let limit = self.config.max_message_bytes;
         let first = records[0].timestamp;
         for r in records {
-            let size = r.value.len() + r.key.map_or(0, <[u8]>::len) + r.headers.len();
-            if size > limit {
-                return Err(Error::MessageTooLarge {
-                    size: size as u64,
-                    limit: limit as u64,
-                    what: "max_message_bytes",
-                });
-            }
+            self.check_message_size(r.value.len() + r.key.map_or(0, <[u8]>::len) + r.headers.len())?;
             if i32::try_from(r.timestamp - first).is_err() {
                 return Err(Error::InvalidConfig(format!(
                     "timestamps in one batch must lie within ~24 days of the first ({first}), got {}",
@@ -293,6 +382,23 @@ impl PartitionLog {
             }
         }
         let size = encoded_len(records);
+        self.check_batch_size(size)?;
+        Ok(size)
+    }
+
+    fn check_message_size(&self, size: usize) -> Result<()> {
+        let limit = self.config.max_message_bytes;
+        if size > limit {
+            return Err(Error::MessageTooLarge {
+                size: size as u64,
+                limit: limit as u64,
+                what: "max_message_bytes",
+            });
+        }
+        Ok(())
+    }
+
+    fn check_batch_size(&self, size: usize) -> Result<()> {
         let capacity = self.config.segment_bytes;
         if size > capacity || u32::try_from(size).is_err() {
             return Err(Error::MessageTooLarge {
@@ -301,7 +407,7 @@ impl PartitionLog {
                 what: "segment_bytes (whole batch)",
             });
         }
-        Ok(size)
+        Ok(())
     }
 
     /// Appends under the lock; returns what was appended and, with `fsync="always"`, the
@@ -309,7 +415,7 @@ impl PartitionLog {
     fn append_locked(
         &self,
         guard: &mut WriteGuard<'_>,
-        records: &[Record<'_>],
+        body: Body<'_>,
         meta: BatchMeta,
         size: usize,
     ) -> Result<(Appended, Option<Arc<Segment>>)> {
@@ -337,7 +443,7 @@ impl PartitionLog {
                 meta.producer_id,
                 meta.producer_epoch,
                 meta.base_sequence,
-                records.len() as u32,
+                body.count() as u32,
             )?;
             if let Verdict::Duplicate { base_offset, count } = verdict {
                 return Ok((Appended { base_offset, count, duplicate: true }, None));
@@ -348,27 +454,34 @@ impl PartitionLog {
         let pos = head.committed_pos as usize;
         let meta = BatchMeta { base_offset: head.next_offset, ..meta };
         let durable = self.config.fsync == FsyncPolicy::Always;
-        let header = if size >= PWRITE_MIN_BYTES || durable {
-            // Large batches go through pwrite: the kernel copies whole pages into the page
-            // cache without first zeroing them, which a fault on a fresh mapped page must
-            // do (on the dev VM zeroing runs at ~1.2 GB/s and dominated large appends).
-            // Synced batches too: an fdatasync of pages written with pwrite skips the
-            // write-protecting of mapped pages that syncing a mapping needs (58 µs rather
-            // than 66 µs per commit on the dev VM).
-            SCRATCH.with_borrow_mut(|scratch| {
-                // Grown once and reused: `encode_batch` overwrites every byte it is given.
-                if scratch.len() < size {
-                    scratch.resize(size, 0);
-                }
-                let header = encode_batch(&mut scratch[..size], meta, records);
-                active.write_at(guard, pos, &scratch[..size]).map(|()| header)
-            })?
-        } else {
-            active.data.prepare_write(guard, pos + size);
-            let region = active.data.write_region(guard, pos, size).ok_or_else(|| {
-                Error::InvalidConfig(format!("batch of {size} bytes does not fit in segment {}", active.base))
-            })?;
-            encode_batch(region, meta, records)
+        let header = match body {
+            Body::Values(batch) => write_values(guard, active, pos, meta, batch)?,
+            Body::Records(records) if size >= PWRITE_MIN_BYTES || durable => {
+                // Large batches go through pwrite: the kernel copies whole pages into the page
+                // cache without first zeroing them, which a fault on a fresh mapped page must
+                // do (on the dev VM zeroing runs at ~1.2 GB/s and dominated large appends).
+                // Synced batches too: an fdatasync of pages written with pwrite skips the
+                // write-protecting of mapped pages that syncing a mapping needs (58 µs rather
+                // than 66 µs per commit on the dev VM).
+                SCRATCH.with_borrow_mut(|scratch| {
+                    // Grown once and reused: `encode_batch` overwrites every byte it is given.
+                    if scratch.len() < size {
+                        scratch.resize(size, 0);
+                    }
+                    let header = encode_batch(&mut scratch[..size], meta, records);
+                    active.write_at(guard, pos, &scratch[..size]).map(|()| header)
+                })?
+            }
+            Body::Records(records) => {
+                active.data.prepare_write(guard, pos + size);
+                let region = active.data.write_region(guard, pos, size).ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "batch of {size} bytes does not fit in segment {}",
+                        active.base
+                    ))
+                })?;
+                encode_batch(region, meta, records)
+            }
         };
         let entries = head.index_entries as usize;
         if entries == 0 || pos - head.last_index_pos as usize >= self.config.index_interval_bytes {
@@ -391,13 +504,16 @@ impl PartitionLog {
         }
         guard.publish(head);
         if let Some(table) = producers.as_mut().and_then(|t| t.as_mut()) {
-            let marker = (meta.attributes & ATTR_CONTROL != 0).then(|| {
-                if records[0].value == Marker::Commit.value() {
-                    Marker::Commit
-                } else {
-                    Marker::Abort
+            let marker = match body {
+                Body::Records(records) if meta.attributes & ATTR_CONTROL != 0 => {
+                    Some(if records[0].value == Marker::Commit.value() {
+                        Marker::Commit
+                    } else {
+                        Marker::Abort
+                    })
                 }
-            });
+                _ => None,
+            };
             table.apply(&header, marker);
         }
         let appended =
