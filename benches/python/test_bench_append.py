@@ -33,6 +33,10 @@ from benches.support import (
 VALUE = make_values(1)[0]
 VALUES = make_values()
 BUFFER, LENGTHS = make_buffer()
+#: The same buffer cut into values of 50 and 150 bytes in turn (the same 1,000 values on
+#: average): a batch of values of different sizes needs an 8-byte entry per record, which
+#: same-size values (one record array) do not.
+VARIED_LENGTHS = np.where(np.arange(len(LENGTHS)) % 2 == 0, LENGTHS // 2, LENGTHS + LENGTHS // 2)
 APPENDS = SCALE.append_calls
 BATCHES = SCALE.batch_calls
 ROUNDS = SCALE.rounds
@@ -434,6 +438,27 @@ def test_append_batch_buffer_mmap_floor(benchmark: Any, bench_dir: Path) -> None
 
 
 @pytest.mark.benchmark(group="append-batch-buffer")
+def test_append_batch_buffer_varied(benchmark: Any, store: tidelog.Store) -> None:
+    """The same bytes cut into values of two sizes: compact record entries are written."""
+    topics = FreshTopics(store, "batch-varied")
+    usage = run(
+        benchmark,
+        batch_buffer_loop,
+        lambda: ((topics.next().append_batch, BUFFER, VARIED_LENGTHS, BATCHES), {}),
+    )
+    record(
+        benchmark,
+        figure="append-batch-varied",
+        title="append_batch(buffer, lengths=int64[1000] of 50 and 150 B)",
+        role="variant",
+        unit="GB/s",
+        work=BATCHES * len(BUFFER),
+        what=BUFFER_WHAT.replace(f"values of {VALUE_BYTES} B", "values of 50 and 150 B"),
+        extra={**usage},
+    )
+
+
+@pytest.mark.benchmark(group="append-batch-buffer")
 def test_append_batch_one_big_value(benchmark: Any, store: tidelog.Store) -> None:
     """The same bytes as one 100 KB value per call: per-byte cost without per-record cost."""
     topics = FreshTopics(store, "batch-big")
@@ -458,5 +483,7 @@ def test_append_batch_one_big_value(benchmark: Any, store: tidelog.Store) -> Non
 def test_values_are_what_the_figures_say() -> None:
     """Guards the payload shape the figures are computed from (not a benchmark)."""
     assert len(VALUE) == VALUE_BYTES
+    assert VARIED_LENGTHS.sum() == LENGTHS.sum() == len(BUFFER)
+    assert set(VARIED_LENGTHS) == {VALUE_BYTES // 2, VALUE_BYTES + VALUE_BYTES // 2}
     assert len(VALUES) == BATCH_VALUES and all(len(v) == VALUE_BYTES for v in VALUES)
     assert len(BUFFER) == int(LENGTHS.sum()) == BATCH_VALUES * VALUE_BYTES

@@ -417,7 +417,7 @@ impl PyTopic {
     }
 }
 
-fn extract_lengths(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+fn extract_lengths(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
     let array: PyReadonlyArray1<'_, i64> = match obj.extract() {
         Ok(a) => a,
         Err(_) => {
@@ -431,18 +431,10 @@ fn extract_lengths(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>>
             converted.extract()?
         }
     };
-    let owned;
-    let lengths = match array.as_slice() {
-        Ok(s) => s,
-        Err(_) => {
-            owned = array.as_array().iter().copied().collect::<Vec<i64>>();
-            &owned[..]
-        }
-    };
-    // Checked first, then converted in a loop the compiler vectorises: this runs on every
-    // `append_batch(buffer, lengths=...)` call, a thousand lengths at a time.
-    if let Some(i) = lengths.iter().position(|&n| n < 0) {
-        return Err(InvalidConfigError::new_err(format!("lengths[{i}] is negative ({})", lengths[i])));
-    }
-    Ok(lengths.iter().map(|&n| n as u64).collect())
+    // Copied, never borrowed: another Python thread could change the array while the
+    // append runs without the GIL (the core refuses negative lengths).
+    Ok(match array.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => array.as_array().iter().copied().collect(),
+    })
 }

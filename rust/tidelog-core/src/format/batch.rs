@@ -208,15 +208,16 @@ pub fn encode_batch(out: &mut [u8], meta: BatchMeta, records: &[Record<'_>]) -> 
 #[derive(Clone, Copy, Debug)]
 pub struct ValuesBatch<'a> {
     values: &'a [u8],
-    lengths: &'a [u64],
+    lengths: &'a [i64],
     timestamp: i64,
     layout: EntryLayout,
 }
 
 impl<'a> ValuesBatch<'a> {
-    /// A batch of `values` cut at `lengths` (which the caller has checked sum to
-    /// `values.len()`), every record stamped `timestamp`.
-    pub fn new(values: &'a [u8], lengths: &'a [u64], timestamp: i64) -> Self {
+    /// A batch of `values` cut at `lengths` (int64, as NumPy gives them; the caller checks
+    /// that they are not negative and sum to `values.len()`), every record stamped
+    /// `timestamp`.
+    pub fn new(values: &'a [u8], lengths: &'a [i64], timestamp: i64) -> Self {
         let uniform = lengths
             .first()
             .is_some_and(|&first| u32::try_from(first).is_ok() && lengths.iter().all(|&len| len == first));
@@ -230,7 +231,7 @@ impl<'a> ValuesBatch<'a> {
     }
 
     /// Length of each value.
-    pub fn lengths(&self) -> &'a [u64] {
+    pub fn lengths(&self) -> &'a [i64] {
         self.lengths
     }
 
@@ -259,7 +260,7 @@ impl<'a> ValuesBatch<'a> {
     /// lengths do not sum to the values' length: the caller checks that).
     pub fn encode_head(&self, head: &mut [u8], meta: BatchMeta) -> (BatchHeader, u32) {
         assert!(!self.lengths.is_empty(), "a batch holds at least one record");
-        debug_assert_eq!(self.lengths.iter().sum::<u64>(), self.values.len() as u64, "lengths add up");
+        debug_assert_eq!(self.lengths.iter().sum::<i64>(), self.values.len() as i64, "lengths add up");
         assert_eq!(head.len(), self.head_len(), "head sized by head_len");
         if self.layout == EntryLayout::Compact {
             // Timestamp delta 0, then the value length: one little-endian u64 per entry.
@@ -548,7 +549,7 @@ mod tests {
     use super::super::record::{ATTR_COMPACT, ATTR_UNIFORM};
 
     /// A values batch encoded the way the log writes it: head, then the values.
-    fn encode_values(meta: BatchMeta, values: &[u8], lengths: &[u64], timestamp: i64) -> Vec<u8> {
+    fn encode_values(meta: BatchMeta, values: &[u8], lengths: &[i64], timestamp: i64) -> Vec<u8> {
         let batch = ValuesBatch::new(values, lengths, timestamp);
         let mut bytes = vec![0; batch.encoded_len()];
         let (head, rest) = bytes.split_at_mut(batch.head_len());
@@ -613,7 +614,7 @@ mod tests {
 
     #[test]
     fn crc_covers_uniform_and_compact_batches() {
-        for lengths in [&[5u64, 5, 5][..], &[2, 6, 7]] {
+        for lengths in [&[5i64, 5, 5][..], &[2, 6, 7]] {
             let good = encode_values(BatchMeta::plain(0), b"0123456789abcde", lengths, 77);
             assert!(BatchView::parse(&good, true).is_ok());
             for byte in CRC_START..good.len() {
@@ -627,13 +628,13 @@ mod tests {
     proptest! {
         #[test]
         fn a_values_batch_is_byte_for_byte_the_same_records_batch(
-            lengths in proptest::collection::vec(0u64..300, 1..40),
+            lengths in proptest::collection::vec(0i64..300, 1..40),
             same in any::<bool>(),
             seed in any::<u8>(),
             base in 0u64..1 << 40,
         ) {
-            let lengths: Vec<u64> = if same { vec![lengths[0]; lengths.len()] } else { lengths };
-            let total = lengths.iter().sum::<u64>() as usize;
+            let lengths: Vec<i64> = if same { vec![lengths[0]; lengths.len()] } else { lengths };
+            let total = lengths.iter().sum::<i64>() as usize;
             let values: Vec<u8> = (0..total).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
             let meta = BatchMeta::plain(base);
             let got = encode_values(meta, &values, &lengths, 1_700_000_000_123);

@@ -301,14 +301,24 @@ impl PartitionLog {
     /// straight from `batch.values`, with their CRC computed on another core meanwhile.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for no values or lengths that do not add up,
+    /// [`Error::InvalidConfig`] for no values or lengths that are negative or do not add up,
     /// [`Error::MessageTooLarge`] as for [`Self::append`], I/O errors.
     pub fn append_values(&self, batch: ValuesBatch<'_>) -> Result<Appended> {
         if batch.lengths().is_empty() {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
         }
-        let (total, longest) =
-            batch.lengths().iter().fold((0u64, 0u64), |(t, m), &len| (t + len, m.max(len)));
+        let lengths = batch.lengths();
+        let (mut total, mut shortest, mut longest) = (0u64, i64::MAX, 0i64);
+        for &len in lengths {
+            total = total.wrapping_add(len as u64);
+            shortest = shortest.min(len);
+            longest = longest.max(len);
+        }
+        if shortest < 0 {
+            let i = lengths.iter().position(|&len| len < 0).unwrap_or_default();
+            return Err(Error::InvalidConfig(format!("lengths[{i}] is negative ({})", lengths[i])));
+        }
+        // Checked before the total, which a huge length could have wrapped.
         self.check_message_size(usize::try_from(longest).unwrap_or(usize::MAX))?;
         if total != batch.values().len() as u64 {
             return Err(Error::InvalidConfig(format!(
