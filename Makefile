@@ -27,8 +27,8 @@ test: lint test-rust test-python test-benches
 
 test-rust:
 	cargo test --workspace --quiet
-	if [ -f rust/tidelog-core/tests/loom_ring.rs ]; then \
-	  RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --test loom_ring --release --quiet; fi
+	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --test loom_ring --release --quiet
+	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --lib --release --quiet crc_worker
 
 test-python: build
 	$(BIN)/python -m pytest -q
@@ -54,6 +54,7 @@ format:
 
 loom:
 	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --test loom_ring --release
+	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --lib --release crc_worker
 
 crash: build
 	$(BIN)/python -m pytest -q -m crash

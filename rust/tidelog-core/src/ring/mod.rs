@@ -23,7 +23,7 @@
 //! pushes hand the item back (`Err(item)`) instead of dropping it.
 
 mod slot;
-mod sync;
+pub(crate) mod sync;
 
 use std::time::{Duration, Instant};
 
