@@ -137,6 +137,17 @@ def main_table(items: list[dict[str, Any]]) -> tuple[list[str], bool]:
             f"| {tl['title']} | {fmt(value, unit)} | {ref_text} | {ratio_text} "
             f"| {targets} | {verdict} | {cpu} |"
         )
+        second = by_role.get((figure, "second-reference"))
+        if second and value is not None and second.get("value"):
+            cpu = fmt(tl.get("value_cpu"), unit)
+            if second.get("value_cpu") and tl.get("value_cpu"):
+                cpu += f" / {fmt(second['value_cpu'], unit)}"
+                cpu += f" ({tl['value_cpu'] / second['value_cpu']:.2f}x)"
+            lines.append(
+                f"| {tl['title']} (next to a second reference) | {fmt(value, unit)} "
+                f"| {fmt(second['value'], unit)} ({second['title']}) "
+                f"| {value / second['value']:.2f}x | none (for comparison) | n/a | {cpu} |"
+            )
     return lines, all_ok
 
 

@@ -37,7 +37,9 @@ VALUE_BYTES = 100
 BATCH_VALUES = 1000
 
 Unit = Literal["msgs/s", "GB/s", "ms", "MiB", "ns/call"]
-Role = Literal["tidelog", "reference", "variant"]
+#: ``second-reference``: a further reference for the same figure, reported next to the first
+#: with its ratio, without a target of its own.
+Role = Literal["tidelog", "reference", "second-reference", "variant"]
 
 
 @dataclass(frozen=True)
