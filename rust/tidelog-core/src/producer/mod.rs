@@ -196,6 +196,19 @@ pub(crate) struct Shared {
     fatal: Mutex<Option<Fatal>>,
 }
 
+impl Shared {
+    /// Buffered messages at which a sender wakes a lingering writer: half a batch, or every
+    /// message when lingering is off. (A buffer smaller than that is drained when the
+    /// linger passes, so a long linger can hold senders at the high watermark.)
+    fn wake_at(&self) -> usize {
+        if self.config.linger.is_zero() {
+            1
+        } else {
+            (self.config.max_batch_messages / 2).max(1)
+        }
+    }
+}
+
 /// Why a producer stopped for good.
 #[derive(Clone, Debug)]
 pub(crate) enum Fatal {
@@ -411,10 +424,8 @@ impl Producer {
         }
         // The lingering writer wakes by itself; wake it early only when a batch's worth is
         // waiting (or when lingering is off).
-        let wake_at =
-            if self.shared.config.linger.is_zero() { 1 } else { self.shared.config.max_batch_messages / 2 };
         // Only the sender that flips `writer_idle` notifies: the others stay off the mutex.
-        if pressure.buffered() >= wake_at
+        if pressure.buffered() >= self.shared.wake_at()
             && self.shared.writer_idle.load(Ordering::Acquire)
             && self.shared.writer_idle.swap(false, Ordering::AcqRel)
         {
