@@ -212,8 +212,10 @@ class Store:
                 sent, then ``send`` returns False), counting drops in ``stats()``.
             block_timeout: Longest wait of a blocked ``send``, in seconds (None: no limit).
             max_batch_messages: Most messages the writer appends as one batch.
-            linger_ms: How long the idle writer waits for more messages before writing
-                (bigger batches, fewer wake-ups); 0 writes every message as soon as possible.
+            linger_ms: How long the writer waits for more messages while under half a
+                batch is buffered, like Kafka's ``linger.ms`` (bigger batches, fewer
+                wake-ups); ``flush()`` ends the wait at once, and 0 writes every message as
+                soon as possible.
             max_lag: Also apply pressure (as ``on_full`` says) while the slowest consumer
                 group of a topic this producer writes to is more than ``max_lag`` messages
                 behind, until it is back under ``max_lag * low_watermark``.

@@ -54,9 +54,10 @@ pub struct ProducerConfig {
     pub on_full: OnFull,
     /// Most messages the writer appends as one batch.
     pub max_batch_messages: usize,
-    /// How long an idle writer waits for more messages before writing what it has (like
-    /// Kafka's `linger.ms`): longer waits make bigger batches and fewer wake-ups; zero
-    /// wakes the writer for every message sent while it sleeps.
+    /// How long the writer waits for more messages while under half a batch is buffered,
+    /// before writing what it has (like Kafka's `linger.ms`): longer waits make bigger
+    /// batches and fewer wake-ups; a flush or close ends the wait; zero wakes the writer
+    /// for every message sent while it sleeps.
     pub linger: Duration,
 }
 
