@@ -103,13 +103,29 @@ def test_block_policy_loses_nothing(store: tidelog.Store) -> None:
 
 def test_block_timeout_raises(store: tidelog.Store) -> None:
     store.create_topic("t")
-    # A huge linger keeps the writer asleep, so the buffer cannot drain in time.
-    with (
-        store.producer(buffer_messages=10, block_timeout=0.05, linger_ms=5000) as producer,
-        pytest.raises(tidelog.BackpressureError, match="low watermark"),
-    ):
-        for i in range(100):
+    # Pressure from outside the buffer (what max_lag applies while a consumer group lags)
+    # does not end when the writer drains, so the blocked send must time out.
+    with store.producer(block_timeout=0.05) as producer:
+        producer.send("t", b"before")
+        producer._set_external_pressure(True)
+        with pytest.raises(tidelog.BackpressureError, match="low watermark"):
+            producer.send("t", b"blocked")
+        producer._set_external_pressure(False)
+        producer.send("t", b"after")
+        producer.flush()
+        assert producer.stats()["written"] == 2
+
+
+def test_a_blocked_sender_wakes_a_lingering_writer(store: tidelog.Store) -> None:
+    """A buffer smaller than half a batch never wakes the writer by its size; a sender
+    that blocks must, or every full buffer would wait out the linger (a minute here)."""
+    topic = store.create_topic("t")
+    with store.producer(buffer_messages=100, linger_ms=60_000, block_timeout=30) as producer:
+        for i in range(2_000):
             producer.send("t", b"%d" % i)
+        producer.flush()
+        assert producer.stats()["high_watermark_hits"] >= 1
+    assert [int(m.value) for m in topic.read(0)] == list(range(2_000))
 
 
 def test_shed_drops_only_the_lowest_priorities_and_counts_exactly(store: tidelog.Store) -> None:

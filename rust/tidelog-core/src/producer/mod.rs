@@ -375,6 +375,14 @@ impl Producer {
                 }
                 OnFull::Block(_) if !may_block => return Err(SendError::Backpressure("would block".into())),
                 OnFull::Block(timeout) => {
+                    // A sender about to wait wants the buffer drained now, not when the
+                    // writer's linger passes (Kafka likewise sends at once while senders wait
+                    // for buffer memory). Under the mutex, so the writer cannot miss it.
+                    {
+                        let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
+                        self.shared.writer_idle.store(false, Ordering::Release);
+                        self.shared.work.notify_one();
+                    }
                     let deadline = timeout.map(|t| Instant::now() + t);
                     let closing = || self.shared.closing.load(Ordering::Acquire);
                     if !pressure.wait(deadline, closing) {

@@ -67,7 +67,9 @@ pub(super) fn run(shared: &Shared) {
             shared.writer_idle.store(true, Ordering::Release);
             // Re-check after announcing idleness: a send that saw us busy did not notify.
             let ready = if few {
-                shared.pressure.buffered() >= shared.wake_at() || shared.flushers.load(Ordering::SeqCst) > 0
+                shared.pressure.buffered() >= shared.wake_at()
+                    || shared.flushers.load(Ordering::SeqCst) > 0
+                    || shared.pressure.is_on()
             } else {
                 levels.iter().any(|l| !l.ring.is_empty())
             };
