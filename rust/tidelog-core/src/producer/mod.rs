@@ -200,7 +200,8 @@ pub(crate) struct Shared {
 impl Shared {
     /// Buffered messages at which a sender wakes a lingering writer: half a batch, or every
     /// message when lingering is off. (A buffer smaller than that is drained when the
-    /// linger passes, so a long linger can hold senders at the high watermark.)
+    /// linger passes or a sender blocks; under `raise` or `shed`, a long linger keeps a
+    /// small buffer at its high watermark.)
     fn wake_at(&self) -> usize {
         if self.config.linger.is_zero() {
             1
