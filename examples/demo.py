@@ -6,14 +6,15 @@ committing their offsets; a restart shows that everything survived and that each
 resumes where it stopped; finally the log is replayed by offset and by timestamp.
 
 Run it with ``make demo``. It writes to ``./demo-data`` (or the directory given as the first
-argument), which it clears first.
+argument), which it clears first if it holds a tidelog store; it refuses any other
+non-empty directory.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -72,7 +73,10 @@ def consume(store: tidelog.Store, group: str, limit: int | None = None) -> int:
 
 def main(directory: str) -> None:
     path = Path(directory)
-    shutil.rmtree(path, ignore_errors=True)
+    if path.exists() and any(path.iterdir()):
+        if not (path / "tidelog.store").is_file():
+            raise SystemExit(f"{path} is not empty and holds no tidelog store: not clearing it")
+        shutil.rmtree(path)
 
     with tidelog.open(path) as store:
         produce(store)
@@ -124,4 +128,8 @@ def main(directory: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "demo-data")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "store", nargs="?", default="demo-data", help="store directory (default: demo-data)"
+    )
+    main(parser.parse_args().store)
