@@ -104,6 +104,14 @@ def check(target: dict[str, Any], value: float | None, ratio: float | None) -> b
     return OPS[target["op"]](subject, float(target["value"]))
 
 
+def cpu_text(tl: dict[str, Any], ref: dict[str, Any] | None, unit: str) -> str:
+    """tidelog's figure by CPU time, with the reference's and their ratio when known."""
+    text = fmt(tl.get("value_cpu"), unit)
+    if ref and ref.get("value_cpu") and tl.get("value_cpu"):
+        text += f" / {fmt(ref['value_cpu'], unit)} ({tl['value_cpu'] / ref['value_cpu']:.2f}x)"
+    return text
+
+
 def main_table(items: list[dict[str, Any]]) -> tuple[list[str], bool]:
     """The figure table, and whether every target was met."""
     lines = [
@@ -130,23 +138,18 @@ def main_table(items: list[dict[str, Any]]) -> tuple[list[str], bool]:
         ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x"
         ref_text = f"{fmt(ref_value, unit)} ({ref['title']})" if ref else "n/a"
         targets = "; ".join(t["text"] for t in tl.get("targets", []))
-        cpu = fmt(tl.get("value_cpu"), unit)
-        if ref and ref.get("value_cpu") and tl.get("value_cpu"):
-            cpu += f" / {fmt(ref['value_cpu'], unit)} ({tl['value_cpu'] / ref['value_cpu']:.2f}x)"
+        cpu = cpu_text(tl, ref, unit)
         lines.append(
             f"| {tl['title']} | {fmt(value, unit)} | {ref_text} | {ratio_text} "
             f"| {targets} | {verdict} | {cpu} |"
         )
         second = by_role.get((figure, "second-reference"))
         if second and value is not None and second.get("value"):
-            cpu = fmt(tl.get("value_cpu"), unit)
-            if second.get("value_cpu") and tl.get("value_cpu"):
-                cpu += f" / {fmt(second['value_cpu'], unit)}"
-                cpu += f" ({tl['value_cpu'] / second['value_cpu']:.2f}x)"
             lines.append(
                 f"| {tl['title']} (next to a second reference) | {fmt(value, unit)} "
                 f"| {fmt(second['value'], unit)} ({second['title']}) "
-                f"| {value / second['value']:.2f}x | none (for comparison) | n/a | {cpu} |"
+                f"| {value / second['value']:.2f}x | none (for comparison) | n/a "
+                f"| {cpu_text(tl, second, unit)} |"
             )
     return lines, all_ok
 

@@ -141,7 +141,11 @@ fn layout_for(records: &[Record<'_>]) -> EntryLayout {
 
 /// Bytes needed to encode `records` as one batch.
 pub fn encoded_len(records: &[Record<'_>]) -> usize {
-    let entry = layout_for(records).entry_len();
+    len_with(records, layout_for(records))
+}
+
+fn len_with(records: &[Record<'_>], layout: EntryLayout) -> usize {
+    let entry = layout.entry_len();
     BATCH_HEADER_LEN
         + records
             .iter()
@@ -162,8 +166,8 @@ pub fn encoded_len(records: &[Record<'_>]) -> usize {
 /// If `records` is empty or `out` has the wrong length.
 pub fn encode_batch(out: &mut [u8], meta: BatchMeta, records: &[Record<'_>]) -> BatchHeader {
     assert!(!records.is_empty(), "a batch holds at least one record");
-    assert_eq!(out.len(), encoded_len(records), "output sized by encoded_len");
     let layout = layout_for(records);
+    assert_eq!(out.len(), len_with(records, layout), "output sized by encoded_len");
     let attributes = meta.attributes | layout.attributes();
     let entry = layout.entry_len();
     let first_timestamp = records[0].timestamp;

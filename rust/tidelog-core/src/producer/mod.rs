@@ -198,6 +198,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Wakes an idle, lingering or gathering writer. Under the mutex the writer re-checks
+    /// its conditions with, so a wake-up between its check and its wait is not lost.
+    fn wake_writer(&self) {
+        let _signal = self.signal.lock().unwrap_or_else(|e| e.into_inner());
+        self.work.notify_one();
+    }
+
     /// Buffered messages at which a sender wakes a lingering writer: half a batch, or every
     /// message when lingering is off. (A buffer smaller than that is drained when the
     /// linger passes or a sender blocks; under `raise` or `shed`, a long linger keeps a
@@ -378,12 +385,9 @@ impl Producer {
                 OnFull::Block(timeout) => {
                     // A sender about to wait wants the buffer drained now, not when the
                     // writer's linger passes (Kafka likewise sends at once while senders wait
-                    // for buffer memory). Under the mutex, so the writer cannot miss it.
-                    {
-                        let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
-                        self.shared.writer_idle.store(false, Ordering::Release);
-                        self.shared.work.notify_one();
-                    }
+                    // for buffer memory).
+                    self.shared.writer_idle.store(false, Ordering::Release);
+                    self.shared.wake_writer();
                     let deadline = timeout.map(|t| Instant::now() + t);
                     let closing = || self.shared.closing.load(Ordering::Acquire);
                     if !pressure.wait(deadline, closing) {
@@ -439,8 +443,7 @@ impl Producer {
             && self.shared.writer_idle.load(Ordering::Acquire)
             && self.shared.writer_idle.swap(false, Ordering::AcqRel)
         {
-            let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
-            self.shared.work.notify_one();
+            self.shared.wake_writer();
         }
         Ok(true)
     }
@@ -481,11 +484,7 @@ impl Producer {
             if self.shared.accounted.load(Ordering::SeqCst) >= target {
                 break;
             }
-            {
-                // Wakes an idle or gathering writer; it re-checks under this mutex.
-                let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
-                self.shared.work.notify_one();
-            }
+            self.shared.wake_writer();
             let mut slice = Duration::from_millis(50);
             if let Some(d) = deadline {
                 let now = Instant::now();
