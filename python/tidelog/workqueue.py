@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
+from tidelog._fork import Born
 from tidelog.jobs import (
     COUNT_HEADER,
     REASON_HEADER,
@@ -123,6 +124,7 @@ class WorkQueue:
             raise InvalidConfigError(f"prefetch must be >= 1, got {prefetch}")
         self._store = store
         self._topic = store.topic(topic)
+        self._born = Born()
         self.topic, self.group = topic, group
         self.lock_timeout = float(lock_timeout)
         self.max_deliveries = max_deliveries
@@ -335,6 +337,7 @@ class WorkQueue:
 
     def _fetch(self, limit: int, timeout: float | None, *, iterating: bool) -> list[Job]:
         """Acquires up to ``limit`` jobs, waiting up to ``timeout`` (None: forever)."""
+        self._born.check()
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
             ticket = self._topic.ticket()
@@ -388,6 +391,7 @@ class WorkQueue:
             The job (held by this member until acked, released, rejected or its lock
             expires), or None if none became available in time.
         """
+        self._born.check()
         _check_timeout(timeout)
         with self._mutex:
             if self._ready:
@@ -408,6 +412,7 @@ class WorkQueue:
         Returns:
             The jobs, lowest offsets first per partition; empty if none became available.
         """
+        self._born.check()
         if isinstance(max_messages, bool) or not isinstance(max_messages, int):
             raise TypeError(f"max_messages must be int, got {type(max_messages).__name__}")
         if max_messages < 1:
@@ -429,6 +434,7 @@ class WorkQueue:
         (doubling or halving) so a batch is about 50 ms of the application's work, at most
         ``prefetch`` jobs.
         """
+        self._born.check()
         with self._mutex:
             ready = self._ready
             if ready:
@@ -445,6 +451,7 @@ class WorkQueue:
 
         For a worker that should exit when the queue is drained. None: never ends.
         """
+        self._born.check()
         _check_timeout(idle_timeout)
         mutex, ready = self._mutex, self._ready
         while True:
@@ -462,6 +469,7 @@ class WorkQueue:
 
     def _next_job(self, timeout: float | None) -> Job | None:
         """The next prefetched job, or the first of a new batch (None after ``timeout``)."""
+        self._born.check()
         with self._mutex:
             if self._ready:
                 job = self._ready_job()
@@ -521,6 +529,7 @@ class WorkQueue:
             LockLostError: This member no longer holds the job (its lock expired and another
                 member took it, or it was already settled).
         """
+        self._born.check()
         with self._mutex:
             # The hot path of every queue: checks inlined (see _own).
             batch = job._batch if type(job) is Job else self._own(job)
@@ -541,6 +550,7 @@ class WorkQueue:
             TypeError: An item is not a :class:`Job`.
             LockLostError: Some jobs were no longer held (the others are acknowledged).
         """
+        self._born.check()
         jobs = list(jobs)
         with self._mutex:
             self._check_open()
@@ -556,6 +566,7 @@ class WorkQueue:
 
     def flush(self) -> None:
         """Writes the buffered acknowledgements; they are durable when this returns."""
+        self._born.check()
         with self._mutex:
             self._check_open()
             if self._pending:
@@ -613,6 +624,7 @@ class WorkQueue:
         Raises:
             LockLostError: This member no longer holds the job.
         """
+        self._born.check()
         self._change(
             job,
             lambda lease: (RELEASE, job.partition, job.offset, job.offset + 1, 0, lease.count),
@@ -626,6 +638,7 @@ class WorkQueue:
         Raises:
             LockLostError: This member no longer holds the job.
         """
+        self._born.check()
         self._change(
             job,
             lambda lease: self._dead_letter([job.message], "rejected", lease.count),
@@ -638,6 +651,7 @@ class WorkQueue:
         Raises:
             LockLostError: This member no longer holds the job.
         """
+        self._born.check()
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
         if not seconds > 0:
@@ -665,6 +679,7 @@ class WorkQueue:
             ``"pending_acks"`` (buffered, not yet written), ``"prefetched"`` and
             ``"acks_lost"``.
         """
+        self._born.check()
         from tidelog.stats import work_queue_stats
 
         with self._mutex:
@@ -680,6 +695,7 @@ class WorkQueue:
 
     def state_bytes(self) -> int:
         """Bytes the queue's state takes on disk (snapshot plus journal)."""
+        self._born.check()
         return self._files.size_bytes()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -690,6 +706,7 @@ class WorkQueue:
         return self._closed
 
     def _check_open(self) -> None:
+        self._born.check()
         if self._closed:
             raise _core.StoreClosedError(f"work queue {self.group!r} is closed")
 
@@ -697,8 +714,12 @@ class WorkQueue:
         """Writes the buffered acks and gives back the jobs this member holds; idempotent.
 
         Held jobs are released with their delivery count kept; prefetched ones not handed out
-        yet as if never delivered.
+        yet as if never delivered. In a process forked after the queue was made it only
+        marks it closed: the jobs, the journal and its locks are the parent's.
         """
+        if self._born.inherited:
+            self._closed = True  # not under the mutex: a parent thread may have held it
+            return
         with self._mutex:
             if self._closed:
                 return

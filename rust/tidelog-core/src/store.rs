@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
 use crate::shm::doorbell::Doorbell;
+use crate::shm::fork::Born;
 use crate::{Error, Result};
 
 const MARKER: &str = "tidelog.store";
@@ -37,6 +38,8 @@ pub struct Topic {
     next_partition: AtomicU32,
     closed: Arc<AtomicBool>,
     deleted: AtomicBool,
+    /// The store's: a topic inherited across `fork()` refuses every call.
+    born: Born,
 }
 
 impl Topic {
@@ -51,6 +54,7 @@ impl Topic {
     }
 
     fn check_open(&self) -> Result<()> {
+        self.born.check()?;
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
@@ -115,6 +119,9 @@ struct Shared {
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     closed: Arc<AtomicBool>,
     stop: (Mutex<bool>, Condvar),
+    /// In a process forked after the open, every call fails with [`Error::Forked`] and
+    /// closing or dropping touches nothing (see `shm::fork`).
+    born: Born,
 }
 
 /// An open store.
@@ -152,6 +159,7 @@ impl Store {
     /// [`Error::InvalidConfig`] for bad settings or a directory that holds something other
     /// than a tidelog store; I/O errors.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Self> {
+        let born = Born::now();
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let marker = dir.join(MARKER);
@@ -173,6 +181,7 @@ impl Store {
             topics: Mutex::new(HashMap::new()),
             closed: Arc::new(AtomicBool::new(false)),
             stop: (Mutex::new(false), Condvar::new()),
+            born,
         });
         let syncer = match shared.config.fsync {
             FsyncPolicy::Interval(every) => {
@@ -221,12 +230,24 @@ impl Store {
         &self.shared.config
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// Fails unless the store is open and was opened in this process.
+    ///
+    /// # Errors
+    /// [`Error::Forked`] in a process forked after the open, [`Error::Closed`] after
+    /// [`Self::close`].
+    pub fn check_open(&self) -> Result<()> {
+        self.shared.born.check()?;
         if self.shared.closed.load(Ordering::Relaxed) {
             Err(Error::Closed)
         } else {
             Ok(())
         }
+    }
+
+    /// True in a process forked after the store was opened: nothing made from it may be
+    /// used, closed or dropped to any effect there.
+    pub fn is_inherited(&self) -> bool {
+        self.shared.born.is_inherited()
     }
 
     fn topic_dir(&self, name: &str) -> PathBuf {
@@ -347,6 +368,7 @@ impl Store {
             next_partition: AtomicU32::new(0),
             closed: self.shared.closed.clone(),
             deleted: AtomicBool::new(false),
+            born: self.shared.born,
         });
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
@@ -399,15 +421,26 @@ impl Store {
     /// # Errors
     /// The first sync failure.
     pub fn sync(&self) -> Result<()> {
+        self.check_open()?;
         sync_all(&self.shared)
     }
 
     /// Closes the store: syncs (for the `interval` policy), stops the background syncer,
-    /// and makes every topic handle refuse further use. Closing twice is harmless.
+    /// closes every partition it opened (trimming the pre-allocated files of those no other
+    /// handle has open, giving up its locks), and makes every topic handle refuse further
+    /// use, also handles still referenced. Closing twice is harmless.
+    ///
+    /// In a process forked after the open it only marks the store closed: no sync, no
+    /// trim, no lock or mutex is touched (they are the parent's, and a parent thread may
+    /// have held one at the fork).
     ///
     /// # Errors
-    /// A final sync failure.
+    /// A final sync failure, or the first failure closing a partition.
     pub fn close(&self) -> Result<()> {
+        if self.is_inherited() {
+            self.shared.closed.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         if self.shared.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
@@ -419,20 +452,40 @@ impl Store {
         if let Some(handle) = self.syncer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = handle.join();
         }
-        let result =
+        let mut result =
             if self.shared.config.fsync == FsyncPolicy::Never { Ok(()) } else { sync_all(&self.shared) };
-        self.shared.topics.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let topics: Vec<Arc<Topic>> =
+            self.shared.topics.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, t)| t).collect();
+        // Closed now rather than when the last reference goes: a `Topic` the application
+        // still holds would otherwise keep the files untrimmed and the partitions locked.
+        for topic in topics {
+            for p in &topic.partitions {
+                let closed = p.close();
+                if result.is_ok() {
+                    result = closed;
+                }
+            }
+        }
         result
     }
 
-    /// True once [`Self::close`] ran.
+    /// True once [`Self::close`] ran, and always in a process forked after the open.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Relaxed)
+        self.shared.closed.load(Ordering::Relaxed) || self.shared.born.is_inherited_fast()
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if self.is_inherited() {
+            self.shared.closed.store(true, Ordering::SeqCst);
+            // The syncer thread does not exist in this process: detaching its handle would
+            // touch a thread descriptor the C library may have reused since the fork.
+            if let Some(handle) = self.syncer.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                std::mem::forget(handle);
+            }
+            return;
+        }
         let _ = self.close();
     }
 }
