@@ -24,14 +24,22 @@ FORKED = "open the store again in the child"
 
 
 def run(script: str, *args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Runs ``script`` in a fresh interpreter with ``args`` as ``sys.argv[1:]``."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Runs ``script`` in a fresh interpreter with ``args`` as ``sys.argv[1:]``.
+
+    The script gets its own process group, killed whole if it hangs (a child blocked on a
+    lock it inherited would otherwise outlive the test).
+    """
+    argv = [sys.executable, "-c", textwrap.dedent(script), *map(str, args)]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"the scenario hung for {timeout} s\n{out}\n{err}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def describe(proc: subprocess.CompletedProcess[str]) -> str:

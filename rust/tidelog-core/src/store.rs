@@ -519,3 +519,80 @@ fn sync_loop(shared: &Weak<Shared>, every: std::time::Duration) {
         let _ = sync_all(&shared);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchMeta, Record};
+    use crate::shm::fork::in_child;
+
+    fn append(p: &PartitionLog, value: &[u8]) -> Result<u64> {
+        let record = Record { timestamp: 1, key: None, value, headers: &[] };
+        Ok(p.append(&[record], BatchMeta::plain(0), true)?.expect("blocking append").base_offset)
+    }
+
+    fn data_file_len(dir: &Path) -> u64 {
+        let log = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "log"))
+            .unwrap();
+        std::fs::metadata(log).unwrap().len()
+    }
+
+    #[test]
+    fn close_trims_and_closes_partitions_of_topics_still_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LogConfig::default()).unwrap();
+        let topic = store.create_topic("t", 2, false).unwrap();
+        let p0 = topic.partition(0).unwrap();
+        for i in 0..10u8 {
+            append(p0, &[i; 100]).unwrap();
+        }
+        let committed = p0.head().unwrap().committed_pos;
+        store.close().unwrap();
+        let part = dir.path().join("topics/t/0");
+        assert_eq!(data_file_len(&part), committed, "trimmed to its contents");
+        assert_eq!(data_file_len(&dir.path().join("topics/t/1")), 0);
+        assert!(matches!(topic.partition(0), Err(Error::Closed)));
+        // A reference taken before the close is refused under the append lock, never
+        // allowed to write into the trimmed file.
+        assert!(matches!(append(p0, b"late"), Err(Error::Closed)));
+        let again = Store::open(dir.path(), LogConfig::default()).unwrap();
+        let t = again.topic("t").unwrap();
+        assert_eq!(t.partition(0).unwrap().end_offset().unwrap(), 10);
+        assert_eq!(append(t.partition(0).unwrap(), b"next").unwrap(), 10);
+        drop(topic);
+    }
+
+    #[test]
+    fn an_inherited_store_is_refused_in_the_child_and_spares_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LogConfig::default()).unwrap();
+        let topic = store.create_topic("t", 1, false).unwrap();
+        let p = topic.partition(0).unwrap();
+        append(p, b"hello").unwrap();
+        let status = in_child(|| {
+            let refused = matches!(store.topic("t"), Err(Error::Forked))
+                && matches!(store.create_topic("u", 1, false), Err(Error::Forked))
+                && matches!(store.sync(), Err(Error::Forked))
+                && matches!(topic.partition(0), Err(Error::Forked))
+                && matches!(append(p, b"child"), Err(Error::Forked))
+                && store.is_closed();
+            // Closing, and dropping every handle, must touch nothing of the parent's.
+            let closed = store.close().is_ok() && p.close().is_ok();
+            refused && closed
+        });
+        assert_eq!(status, 0, "the child saw every call refused");
+        // The parent still owns its locks: nothing was trimmed, appends go on far past
+        // the first page.
+        for i in 0..20_000u32 {
+            append(p, &i.to_le_bytes()).unwrap();
+        }
+        assert_eq!(p.end_offset().unwrap(), 20_001);
+        drop(topic);
+        store.close().unwrap();
+        let again = Store::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(again.topic("t").unwrap().partition(0).unwrap().end_offset().unwrap(), 20_001);
+    }
+}

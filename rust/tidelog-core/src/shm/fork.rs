@@ -92,26 +92,28 @@ impl Born {
     }
 }
 
+/// Runs `child` in a forked child of the test process and returns its wait status (0 when
+/// `child` returned true). For tests of fork handling elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn in_child(child: impl FnOnce() -> bool) -> i32 {
+    // SAFETY: the child only runs `child` (which allocates at most, and glibc's malloc
+    // is fork-safe) and leaves with `_exit`, never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false);
+        // SAFETY: `_exit` ends the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(i32::from(!ok)) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child, with a valid pointer to `status`.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs `child` in a forked child and returns its exit status (0 on success).
-    fn in_child(child: impl FnOnce() -> bool) -> i32 {
-        // SAFETY: the child only runs `child` (which allocates at most, and glibc's malloc
-        // is fork-safe) and leaves with `_exit`, never returning into the test harness.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(false);
-            // SAFETY: `_exit` ends the child without running the parent's atexit handlers.
-            unsafe { libc::_exit(i32::from(!ok)) };
-        }
-        let mut status = 0;
-        // SAFETY: waiting for our own child, with a valid pointer to `status`.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        status
-    }
 
     #[test]
     fn a_handle_born_before_fork_is_inherited_in_the_child_only() {
