@@ -566,6 +566,31 @@ mod tests {
     }
 
     #[test]
+    fn the_last_of_several_handles_closing_at_once_trims() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores: Vec<Arc<Store>> =
+            (0..3).map(|_| Arc::new(Store::open(dir.path(), LogConfig::default()).unwrap())).collect();
+        let topic = stores[0].create_topic("t", 1, false).unwrap();
+        append(topic.partition(0).unwrap(), b"hello").unwrap();
+        let committed = topic.partition(0).unwrap().head().unwrap().committed_pos;
+        for s in &stores[1..] {
+            s.topic("t").unwrap();
+        }
+        let closers: Vec<_> = stores
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                std::thread::spawn(move || s.close().unwrap())
+            })
+            .collect();
+        for c in closers {
+            c.join().unwrap();
+        }
+        assert_eq!(data_file_len(&dir.path().join("topics/t/0")), committed);
+        drop(topic);
+    }
+
+    #[test]
     fn an_inherited_store_is_refused_in_the_child_and_spares_the_parent() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), LogConfig::default()).unwrap();

@@ -744,9 +744,11 @@ impl PartitionLog {
     /// Trims the active segment to its contents if this is the last handle on the
     /// partition. Called by `close`, with `closed` already set.
     fn trim_if_last(&self) -> Result<()> {
-        // The open lock keeps openers out while we check and trim. Never wait for it:
-        // another handle is opening (so we are not the last) or closing (and trims).
-        let alone = self.control.try_lock_open();
+        // The open lock keeps openers out while we check and trim. Waiting for it cannot
+        // deadlock: we hold nothing yet, and its holders (an opener, or another handle
+        // closing) need at most the append lock. Two handles closing at once thus check one
+        // after the other, and the second finds itself alone.
+        let alone = self.control.lock_open(true);
         // Always taken: an append of this process still in progress finishes before the
         // locks are given up (a later opener, alone, re-initialises the mutex), and none
         // starts after (`lock` checks `closed` under the lock).

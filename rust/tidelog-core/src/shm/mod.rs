@@ -181,11 +181,12 @@ impl ControlBlock {
         let _ = ofd::set(&self.file, OPEN_BYTE, 1, Lock::Unlock, false);
     }
 
-    /// Takes the open lock without waiting (false if another handle is opening or
-    /// closing), to check [`Self::try_exclusive`] and trim without an opener interleaving.
-    /// Released by [`Self::release`].
-    pub fn try_lock_open(&self) -> bool {
-        !self.born.is_inherited() && ofd::set(&self.file, OPEN_BYTE, 1, Lock::Exclusive, false).unwrap_or(false)
+    /// Takes the open lock (waiting for it if `wait`; false if it is busy, or on failure),
+    /// to check [`Self::try_exclusive`] and trim without an opener interleaving. Released
+    /// by [`Self::release`]. Always false in a forked child.
+    pub fn lock_open(&self, wait: bool) -> bool {
+        !self.born.is_inherited()
+            && ofd::set(&self.file, OPEN_BYTE, 1, Lock::Exclusive, wait).unwrap_or(false)
     }
 
     /// True in a process forked after this handle was opened: it must not be used, and its
@@ -445,7 +446,7 @@ mod tests {
         let b = ControlBlock::open(&path).unwrap();
         assert!(matches!(b, Opened::Shared(_)));
         drop(b);
-        assert!(a.try_lock_open() && a.try_exclusive(), "b released its locks on drop");
+        assert!(a.lock_open(false) && a.try_exclusive(), "b released its locks on drop");
     }
 
     #[test]
@@ -477,7 +478,7 @@ mod tests {
             let refused = matches!(block.lock(), Err(Error::Forked))
                 && matches!(block.try_lock(), Err(Error::Forked))
                 && !block.try_exclusive()
-                && !block.try_lock_open();
+                && !block.lock_open(false);
             drop(block); // must release nothing: the parent still holds its locks
             let mut byte = [0u8];
             // SAFETY: reading one byte into a valid buffer; waits until the parent is done.
