@@ -484,8 +484,8 @@ class Consumer:
 
     @property
     def closed(self) -> bool:
-        """True once closed."""
-        return self._closed
+        """True once closed, and always in a process forked after it was made."""
+        return self._closed or self._born.inherited
 
     def _check_open(self) -> None:
         self._born.check()
