@@ -566,6 +566,38 @@ mod tests {
     }
 
     #[test]
+    fn closing_while_threads_append_through_held_references_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 1 << 20, max_message_bytes: 4096, ..LogConfig::default() };
+        let store = Arc::new(Store::open(dir.path(), config.clone()).unwrap());
+        let topic = store.create_topic("t", 1, false).unwrap();
+        let appenders: Vec<_> = (0..3)
+            .map(|_| {
+                let topic = topic.clone();
+                std::thread::spawn(move || {
+                    // Holds the partition across the close, as a Python `Topic` would.
+                    let p = topic.partition(0).unwrap();
+                    let mut acked = 0u64;
+                    loop {
+                        match append(p, &[7u8; 200]) {
+                            Ok(_) => acked += 1,
+                            Err(Error::Closed) => return acked,
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        store.close().unwrap();
+        let acked: u64 = appenders.into_iter().map(|a| a.join().unwrap()).sum();
+        assert!(acked > 0);
+        drop(topic);
+        let again = Store::open(dir.path(), config).unwrap();
+        assert_eq!(again.topic("t").unwrap().partition(0).unwrap().end_offset().unwrap(), acked);
+    }
+
+    #[test]
     fn the_last_of_several_handles_closing_at_once_trims() {
         let dir = tempfile::tempdir().unwrap();
         let stores: Vec<Arc<Store>> =
