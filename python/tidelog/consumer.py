@@ -328,7 +328,6 @@ class Consumer:
             InvalidConfigError: An exactly-once consumer: its offsets are committed only
                 by :meth:`Store.transaction`, atomically with the outputs.
         """
-        self._born.check()
         self._check_open()
         if self.delivery == "exactly-once":
             raise InvalidConfigError(
@@ -382,7 +381,6 @@ class Consumer:
             )
 
     def _transaction_begin(self) -> None:
-        self._born.check()
         self._check_open()
         if self._in_transaction:
             raise InvalidConfigError("this consumer is already in an open transaction")

@@ -337,7 +337,6 @@ class WorkQueue:
 
     def _fetch(self, limit: int, timeout: float | None, *, iterating: bool) -> list[Job]:
         """Acquires up to ``limit`` jobs, waiting up to ``timeout`` (None: forever)."""
-        self._born.check()
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
             ticket = self._topic.ticket()
@@ -469,7 +468,6 @@ class WorkQueue:
 
     def _next_job(self, timeout: float | None) -> Job | None:
         """The next prefetched job, or the first of a new batch (None after ``timeout``)."""
-        self._born.check()
         with self._mutex:
             if self._ready:
                 job = self._ready_job()
