@@ -182,6 +182,7 @@ queue = store.work_queue("jobs", group="w", lock_timeout=60)
 job = queue.acquire(timeout=1)
 plain = store.producer(name="tx")
 eo = store.consumer("t", group="eo", delivery="exactly-once")
+iterator = t.read(0, 0)
 
 calls = {
     "store.topic": lambda: store.topic("t"),
@@ -201,6 +202,12 @@ calls = {
     "topic.read": lambda: list(t.read(0, 0)),
     "topic.read_batch": lambda: t.read_batch(0, 0),
     "topic.end_offset": lambda: t.end_offset(0),
+    "topic.ticket": lambda: t.ticket(),
+    "topic.wait": lambda: t.wait(0, 0),
+    "iterator.next": lambda: next(iterator),
+    "consumer.assignment": lambda: consumer.assignment(),
+    "queue.acquire_many": lambda: queue.acquire_many(5, timeout=0),
+    "queue.iterate": lambda: next(iter(queue)),
     "producer.send": lambda: producer.send("t", b"child"),
     "producer.flush": lambda: producer.flush(),
     "producer.begin_transaction": lambda: plain.begin_transaction(),
@@ -235,8 +242,9 @@ if pid == 0:
             thing.close()
         except BaseException as e:
             bad.append(f"close {type(thing).__name__}: {type(e).__name__}: {e}")
-    if not store.closed:
-        bad.append("store.closed is False in the child")
+    for thing in (store, consumer, queue, producer):
+        if not thing.closed:
+            bad.append(f"{type(thing).__name__}.closed is False in the child")
     print("child problems:", bad, flush=True)
     os._exit(0 if not bad else 1)
 _, status = os.waitpid(pid, 0)

@@ -92,6 +92,15 @@ impl Topic {
         self.partition(p)
     }
 
+    /// Fails in a process forked after the store was opened (for calls that are harmless
+    /// after a close, such as [`Self::wait`], but must not be made in a child).
+    ///
+    /// # Errors
+    /// [`Error::Forked`].
+    pub fn check_not_inherited(&self) -> Result<()> {
+        self.born.check()
+    }
+
     /// A ticket for [`Self::wait`]: take it before looking for new messages.
     pub fn ticket(&self) -> u32 {
         self.doorbell.ticket()
