@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, RebalanceError
+from tidelog._fork import Born
 from tidelog.groups import Membership
 from tidelog.offsets import OffsetStore
 
@@ -67,6 +68,7 @@ class Consumer:
             raise InvalidConfigError(f"lease_seconds must be positive, got {lease_seconds}")
         self._topic = store.topic(topic)
         self._core = store._core
+        self._born = Born()
         self._orphans_checked = 0.0
         self._offsets = offsets
         self.topic, self.group = topic, group
@@ -230,6 +232,7 @@ class Consumer:
         before the messages are returned; with ``exactly-once`` they are committed by the
         next :meth:`Store.transaction` with this consumer.
         """
+        self._born.check()
         self._require_step_committed()
         messages = self._poll(max_messages, timeout)
         if self.delivery == "exactly-once":
@@ -285,6 +288,7 @@ class Consumer:
         return self
 
     def __next__(self) -> Message:
+        self._born.check()
         self._require_step_committed()
         while not self._buffer:
             self._check_open()
@@ -346,6 +350,7 @@ class Consumer:
 
     def committed(self) -> dict[int, int]:
         """The group's committed offsets for this topic, per partition."""
+        self._born.check()
         return {p: c.offset for p, c in self._offsets.committed(self.group, self.topic).items()}
 
     def lag(self) -> dict[int, int]:
@@ -354,6 +359,7 @@ class Consumer:
         Counted from the committed offset, or from the start position when nothing is
         committed yet.
         """
+        self._born.check()
         committed = self.committed()
         return {
             p: self._topic.end_offset(p) - committed.get(p, self._initial(p))
@@ -420,6 +426,7 @@ class Consumer:
 
     def assignment(self) -> list[int]:
         """Partitions this member owns."""
+        self._born.check()
         return sorted(self._positions)
 
     def position(self, partition: int) -> int:
@@ -443,6 +450,7 @@ class Consumer:
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
         """Moves every assigned partition to its first message at or after ``timestamp_ms``."""
+        self._born.check()
         for p in self.assignment():
             offset = self._topic.offset_for_timestamp(p, timestamp_ms)
             self.seek(p, self._topic.end_offset(p) if offset is None else offset)
@@ -459,9 +467,11 @@ class Consumer:
 
     def paused(self) -> list[int]:
         """Paused partitions."""
+        self._born.check()
         return sorted(self._paused)
 
     def _require_assigned(self, partition: int) -> None:
+        self._born.check()
         if partition not in self._positions:
             raise RebalanceError(
                 f"partition {partition} of {self.topic!r} is not assigned to this member "
@@ -472,16 +482,24 @@ class Consumer:
 
     @property
     def closed(self) -> bool:
-        """True once closed."""
-        return self._closed
+        """True once closed, and always in a process forked after it was made."""
+        return self._closed or self._born.inherited
 
     def _check_open(self) -> None:
+        self._born.check()
         if self._closed:
             raise _core.StoreClosedError(f"consumer of group {self.group!r} is closed")
 
     def close(self) -> None:
-        """Commits what was delivered (at-least-once), leaves the group; idempotent."""
+        """Commits what was delivered (at-least-once), leaves the group; idempotent.
+
+        In a process forked after the consumer was made it only marks it closed: the
+        membership and the commits are the parent's.
+        """
         if self._closed:
+            return
+        if self._born.inherited:
+            self._closed = True
             return
         try:
             self._commit_delivered()
@@ -503,5 +521,5 @@ class Consumer:
     def __repr__(self) -> str:
         return (
             f"<tidelog.Consumer topic={self.topic!r} group={self.group!r} "
-            f"assignment={self.assignment()} delivery={self.delivery!r}>"
+            f"assignment={sorted(self._positions)} delivery={self.delivery!r}>"
         )

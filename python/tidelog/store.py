@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
 from tidelog._core import Producer, Topic
+from tidelog._fork import Born
 from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
@@ -55,6 +56,7 @@ class Store:
         producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
+        self._born = Born()
         self._core = _core.Store(
             path,
             segment_bytes=segment_bytes,
@@ -107,6 +109,7 @@ class Store:
                 count differs).
             InvalidConfigError: A bad name or partition count.
         """
+        self._born.check()
         _check_type(name, str, "name")
         _check_type(partitions, int, "partitions")
         return self._core.create_topic(name, partitions, exist_ok=exist_ok)
@@ -117,6 +120,7 @@ class Store:
         Raises:
             TopicNotFoundError: No topic has this name.
         """
+        self._born.check()
         _check_type(name, str, "name")
         return self._core.topic(name)
 
@@ -127,6 +131,7 @@ class Store:
             internal: Also list tidelog's own topics (names starting with ``__``, such as
                 ``__consumer_offsets``).
         """
+        self._born.check()
         names = self._core.topics()
         return names if internal else [n for n in names if not n.startswith("__")]
 
@@ -136,6 +141,7 @@ class Store:
         Raises:
             TopicNotFoundError: No topic has this name.
         """
+        self._born.check()
         _check_type(name, str, "name")
         self._core.delete_topic(name)
         # Groups of the deleted topic go with it, commits and membership alike.
@@ -166,6 +172,7 @@ class Store:
             Values are read one after another without stopping writers, so concurrent
             appends may make them slightly inconsistent with each other.
         """
+        self._born.check()
         from tidelog.stats import store_stats
 
         return store_stats(self)
@@ -223,6 +230,7 @@ class Store:
         Returns:
             The producer, also a context manager.
         """
+        self._born.check()
         producer = Producer(
             self._core,
             name=name,
@@ -288,6 +296,7 @@ class Store:
         Returns:
             The consumer, also a context manager and an iterator of messages.
         """
+        self._born.check()
         _check_type(topic, str, "topic")
         consumer = Consumer(
             self,
@@ -345,6 +354,7 @@ class Store:
             The :class:`tidelog.WorkQueue`, also a context manager and an iterator of
             :class:`tidelog.workqueue.Job` (the message with its ``delivery_count``).
         """
+        self._born.check()
         queue = WorkQueue(
             self,
             topic,
@@ -381,6 +391,7 @@ class Store:
                 transaction already open on it, or a consumer not in exactly-once mode.
             ProducerFencedError: A newer instance of the producer has opened.
         """
+        self._born.check()
         return Transaction(producer, consumer)
 
     def abort_orphaned_transactions(self) -> list[str]:
@@ -396,6 +407,7 @@ class Store:
         Returns:
             The names of the producers whose transactions were finished.
         """
+        self._born.check()
         return self._core.abort_orphaned_transactions()
 
     def groups(self) -> dict[str, dict[str, GroupInfo]]:
@@ -405,18 +417,30 @@ class Store:
             ``{group: {topic: {"generation", "members": {member: [partitions]},
             "committed": {partition: offset}, "lag": {partition: messages}}}}``.
         """
+        self._born.check()
         return group_overview(self, self._offset_store())
 
     def sync(self) -> None:
         """Forces every message appended so far to disk (fdatasync)."""
+        self._born.check()
         self._core.sync()
 
     def close(self) -> None:
         """Closes the store: flushes what the fsync policy requires and releases the files.
 
         Producers made from this store are flushed and closed first. Topics obtained from
-        this store raise :class:`StoreClosedError` afterwards.
+        this store raise :class:`StoreClosedError` afterwards, also those still referenced;
+        the pre-allocated end of each partition's files is trimmed if no other process has
+        it open.
+
+        In a child process forked after the store was opened (``os.fork()``,
+        ``multiprocessing`` with the fork start method) it does nothing but mark the store
+        closed there: the files, locks and members belong to the parent, which is
+        unaffected. The child must open the store again to use it.
         """
+        if self._born.inherited:
+            self._core.close()  # marks it closed; touches no file, lock or member
+            return
         errors: list[BaseException] = []
         members: list[WorkQueue | Consumer | Producer] = [
             *self._work_queues,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tidelog import _core
 from tidelog._core import InvalidConfigError
+from tidelog._fork import Born
 
 if TYPE_CHECKING:
     from tidelog.consumer import Consumer
@@ -39,6 +40,7 @@ class Transaction:
                 "a transaction commits the offsets of a consumer opened with "
                 f"delivery='exactly-once'; this one uses {consumer.delivery!r}"
             )
+        self._born = Born()
         self._producer = producer
         self._consumer = consumer
         self._done = False
@@ -94,6 +96,7 @@ class Transaction:
 
     def abort(self) -> None:
         """Aborts: readers never see the outputs; the consumer rewinds to its commits."""
+        self._born.check()
         if self._done:
             return
         self._done = True
@@ -110,6 +113,7 @@ class Transaction:
         return self._done
 
     def _check_open(self) -> None:
+        self._born.check()
         if self._done:
             raise InvalidConfigError("the transaction already ended")
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
+from tidelog._fork import Born
 from tidelog.jobs import (
     COUNT_HEADER,
     REASON_HEADER,
@@ -123,6 +124,7 @@ class WorkQueue:
             raise InvalidConfigError(f"prefetch must be >= 1, got {prefetch}")
         self._store = store
         self._topic = store.topic(topic)
+        self._born = Born()
         self.topic, self.group = topic, group
         self.lock_timeout = float(lock_timeout)
         self.max_deliveries = max_deliveries
@@ -388,6 +390,7 @@ class WorkQueue:
             The job (held by this member until acked, released, rejected or its lock
             expires), or None if none became available in time.
         """
+        self._born.check()
         _check_timeout(timeout)
         with self._mutex:
             if self._ready:
@@ -408,6 +411,7 @@ class WorkQueue:
         Returns:
             The jobs, lowest offsets first per partition; empty if none became available.
         """
+        self._born.check()
         if isinstance(max_messages, bool) or not isinstance(max_messages, int):
             raise TypeError(f"max_messages must be int, got {type(max_messages).__name__}")
         if max_messages < 1:
@@ -429,6 +433,7 @@ class WorkQueue:
         (doubling or halving) so a batch is about 50 ms of the application's work, at most
         ``prefetch`` jobs.
         """
+        self._born.check()
         with self._mutex:
             ready = self._ready
             if ready:
@@ -445,6 +450,7 @@ class WorkQueue:
 
         For a worker that should exit when the queue is drained. None: never ends.
         """
+        self._born.check()
         _check_timeout(idle_timeout)
         mutex, ready = self._mutex, self._ready
         while True:
@@ -521,6 +527,7 @@ class WorkQueue:
             LockLostError: This member no longer holds the job (its lock expired and another
                 member took it, or it was already settled).
         """
+        self._born.check()
         with self._mutex:
             # The hot path of every queue: checks inlined (see _own).
             batch = job._batch if type(job) is Job else self._own(job)
@@ -541,6 +548,7 @@ class WorkQueue:
             TypeError: An item is not a :class:`Job`.
             LockLostError: Some jobs were no longer held (the others are acknowledged).
         """
+        self._born.check()
         jobs = list(jobs)
         with self._mutex:
             self._check_open()
@@ -556,6 +564,7 @@ class WorkQueue:
 
     def flush(self) -> None:
         """Writes the buffered acknowledgements; they are durable when this returns."""
+        self._born.check()
         with self._mutex:
             self._check_open()
             if self._pending:
@@ -613,6 +622,7 @@ class WorkQueue:
         Raises:
             LockLostError: This member no longer holds the job.
         """
+        self._born.check()
         self._change(
             job,
             lambda lease: (RELEASE, job.partition, job.offset, job.offset + 1, 0, lease.count),
@@ -626,6 +636,7 @@ class WorkQueue:
         Raises:
             LockLostError: This member no longer holds the job.
         """
+        self._born.check()
         self._change(
             job,
             lambda lease: self._dead_letter([job.message], "rejected", lease.count),
@@ -638,6 +649,7 @@ class WorkQueue:
         Raises:
             LockLostError: This member no longer holds the job.
         """
+        self._born.check()
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
         if not seconds > 0:
@@ -665,6 +677,7 @@ class WorkQueue:
             ``"pending_acks"`` (buffered, not yet written), ``"prefetched"`` and
             ``"acks_lost"``.
         """
+        self._born.check()
         from tidelog.stats import work_queue_stats
 
         with self._mutex:
@@ -680,16 +693,18 @@ class WorkQueue:
 
     def state_bytes(self) -> int:
         """Bytes the queue's state takes on disk (snapshot plus journal)."""
+        self._born.check()
         return self._files.size_bytes()
 
     # -- lifecycle ------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
-        """True once closed."""
-        return self._closed
+        """True once closed, and always in a process forked after it was made."""
+        return self._closed or self._born.inherited
 
     def _check_open(self) -> None:
+        self._born.check()
         if self._closed:
             raise _core.StoreClosedError(f"work queue {self.group!r} is closed")
 
@@ -697,8 +712,12 @@ class WorkQueue:
         """Writes the buffered acks and gives back the jobs this member holds; idempotent.
 
         Held jobs are released with their delivery count kept; prefetched ones not handed out
-        yet as if never delivered.
+        yet as if never delivered. In a process forked after the queue was made it only
+        marks it closed: the jobs, the journal and its locks are the parent's.
         """
+        if self._born.inherited:
+            self._closed = True  # not under the mutex: a parent thread may have held it
+            return
         with self._mutex:
             if self._closed:
                 return

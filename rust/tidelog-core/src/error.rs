@@ -80,6 +80,13 @@ pub enum Error {
     /// The store or the partition was closed.
     #[error("the store is closed")]
     Closed,
+    /// The handle was opened before this process was forked from its opener: a child may
+    /// neither use nor close what it inherited (see `shm::fork`).
+    #[error(
+        "this store was opened before the process forked: a child process cannot use or close \
+         the parent's store; open the store again in the child (tidelog.open(path))"
+    )]
+    Forked,
     /// An idempotent producer's batch does not continue its sequence in this partition: a
     /// gap (a batch was lost) or a retry older than the remembered window.
     #[error("out-of-order sequence: {0}")]

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
 use crate::shm::doorbell::Doorbell;
+use crate::shm::fork::Born;
 use crate::{Error, Result};
 
 const MARKER: &str = "tidelog.store";
@@ -37,6 +38,8 @@ pub struct Topic {
     next_partition: AtomicU32,
     closed: Arc<AtomicBool>,
     deleted: AtomicBool,
+    /// The store's: a topic inherited across `fork()` refuses every call.
+    born: Born,
 }
 
 impl Topic {
@@ -51,6 +54,7 @@ impl Topic {
     }
 
     fn check_open(&self) -> Result<()> {
+        self.born.check()?;
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
@@ -88,6 +92,15 @@ impl Topic {
         self.partition(p)
     }
 
+    /// Fails in a process forked after the store was opened (for calls that are harmless
+    /// after a close, such as [`Self::wait`], but must not be made in a child).
+    ///
+    /// # Errors
+    /// [`Error::Forked`].
+    pub fn check_not_inherited(&self) -> Result<()> {
+        self.born.check()
+    }
+
     /// A ticket for [`Self::wait`]: take it before looking for new messages.
     pub fn ticket(&self) -> u32 {
         self.doorbell.ticket()
@@ -115,6 +128,9 @@ struct Shared {
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     closed: Arc<AtomicBool>,
     stop: (Mutex<bool>, Condvar),
+    /// In a process forked after the open, every call fails with [`Error::Forked`] and
+    /// closing or dropping touches nothing (see `shm::fork`).
+    born: Born,
 }
 
 /// An open store.
@@ -152,6 +168,7 @@ impl Store {
     /// [`Error::InvalidConfig`] for bad settings or a directory that holds something other
     /// than a tidelog store; I/O errors.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Self> {
+        let born = Born::now();
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let marker = dir.join(MARKER);
@@ -173,6 +190,7 @@ impl Store {
             topics: Mutex::new(HashMap::new()),
             closed: Arc::new(AtomicBool::new(false)),
             stop: (Mutex::new(false), Condvar::new()),
+            born,
         });
         let syncer = match shared.config.fsync {
             FsyncPolicy::Interval(every) => {
@@ -221,12 +239,24 @@ impl Store {
         &self.shared.config
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// Fails unless the store is open and was opened in this process.
+    ///
+    /// # Errors
+    /// [`Error::Forked`] in a process forked after the open, [`Error::Closed`] after
+    /// [`Self::close`].
+    pub fn check_open(&self) -> Result<()> {
+        self.shared.born.check()?;
         if self.shared.closed.load(Ordering::Relaxed) {
             Err(Error::Closed)
         } else {
             Ok(())
         }
+    }
+
+    /// True in a process forked after the store was opened: nothing made from it may be
+    /// used, closed or dropped to any effect there.
+    pub fn is_inherited(&self) -> bool {
+        self.shared.born.is_inherited()
     }
 
     fn topic_dir(&self, name: &str) -> PathBuf {
@@ -347,6 +377,7 @@ impl Store {
             next_partition: AtomicU32::new(0),
             closed: self.shared.closed.clone(),
             deleted: AtomicBool::new(false),
+            born: self.shared.born,
         });
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
@@ -399,15 +430,26 @@ impl Store {
     /// # Errors
     /// The first sync failure.
     pub fn sync(&self) -> Result<()> {
+        self.check_open()?;
         sync_all(&self.shared)
     }
 
     /// Closes the store: syncs (for the `interval` policy), stops the background syncer,
-    /// and makes every topic handle refuse further use. Closing twice is harmless.
+    /// closes every partition it opened (trimming the pre-allocated files of those no other
+    /// handle has open, giving up its locks), and makes every topic handle refuse further
+    /// use, also handles still referenced. Closing twice is harmless.
+    ///
+    /// In a process forked after the open it only marks the store closed: no sync, no
+    /// trim, no lock or mutex is touched (they are the parent's, and a parent thread may
+    /// have held one at the fork).
     ///
     /// # Errors
-    /// A final sync failure.
+    /// A final sync failure, or the first failure closing a partition.
     pub fn close(&self) -> Result<()> {
+        if self.is_inherited() {
+            self.shared.closed.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         if self.shared.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
@@ -419,20 +461,40 @@ impl Store {
         if let Some(handle) = self.syncer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = handle.join();
         }
-        let result =
+        let mut result =
             if self.shared.config.fsync == FsyncPolicy::Never { Ok(()) } else { sync_all(&self.shared) };
-        self.shared.topics.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let topics: Vec<Arc<Topic>> =
+            self.shared.topics.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, t)| t).collect();
+        // Closed now rather than when the last reference goes: a `Topic` the application
+        // still holds would otherwise keep the files untrimmed and the partitions locked.
+        for topic in topics {
+            for p in &topic.partitions {
+                let closed = p.close();
+                if result.is_ok() {
+                    result = closed;
+                }
+            }
+        }
         result
     }
 
-    /// True once [`Self::close`] ran.
+    /// True once [`Self::close`] ran, and always in a process forked after the open.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Relaxed)
+        self.shared.closed.load(Ordering::Relaxed) || self.shared.born.is_inherited_fast()
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if self.is_inherited() {
+            self.shared.closed.store(true, Ordering::SeqCst);
+            // The syncer thread does not exist in this process: detaching its handle would
+            // touch a thread descriptor the C library may have reused since the fork.
+            if let Some(handle) = self.syncer.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                std::mem::forget(handle);
+            }
+            return;
+        }
         let _ = self.close();
     }
 }
@@ -464,5 +526,139 @@ fn sync_loop(shared: &Weak<Shared>, every: std::time::Duration) {
         }
         // A failed background sync is retried next round; `close` reports a final failure.
         let _ = sync_all(&shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchMeta, Record};
+    use crate::shm::fork::in_child;
+
+    fn append(p: &PartitionLog, value: &[u8]) -> Result<u64> {
+        let record = Record { timestamp: 1, key: None, value, headers: &[] };
+        Ok(p.append(&[record], BatchMeta::plain(0), true)?.expect("blocking append").base_offset)
+    }
+
+    fn data_file_len(dir: &Path) -> u64 {
+        let log = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "log"))
+            .unwrap();
+        std::fs::metadata(log).unwrap().len()
+    }
+
+    #[test]
+    fn close_trims_and_closes_partitions_of_topics_still_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LogConfig::default()).unwrap();
+        let topic = store.create_topic("t", 2, false).unwrap();
+        let p0 = topic.partition(0).unwrap();
+        for i in 0..10u8 {
+            append(p0, &[i; 100]).unwrap();
+        }
+        let committed = p0.head().unwrap().committed_pos;
+        store.close().unwrap();
+        let part = dir.path().join("topics/t/0");
+        assert_eq!(data_file_len(&part), committed, "trimmed to its contents");
+        assert_eq!(data_file_len(&dir.path().join("topics/t/1")), 0);
+        assert!(matches!(topic.partition(0), Err(Error::Closed)));
+        // A reference taken before the close is refused under the append lock, never
+        // allowed to write into the trimmed file.
+        assert!(matches!(append(p0, b"late"), Err(Error::Closed)));
+        let again = Store::open(dir.path(), LogConfig::default()).unwrap();
+        let t = again.topic("t").unwrap();
+        assert_eq!(t.partition(0).unwrap().end_offset().unwrap(), 10);
+        assert_eq!(append(t.partition(0).unwrap(), b"next").unwrap(), 10);
+        drop(topic);
+    }
+
+    #[test]
+    fn closing_while_threads_append_through_held_references_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 1 << 20, max_message_bytes: 4096, ..LogConfig::default() };
+        let store = Arc::new(Store::open(dir.path(), config.clone()).unwrap());
+        let topic = store.create_topic("t", 1, false).unwrap();
+        let appenders: Vec<_> = (0..3)
+            .map(|_| {
+                let topic = topic.clone();
+                std::thread::spawn(move || {
+                    // Holds the partition across the close, as a Python `Topic` would.
+                    let p = topic.partition(0).unwrap();
+                    let mut acked = 0u64;
+                    loop {
+                        match append(p, &[7u8; 200]) {
+                            Ok(_) => acked += 1,
+                            Err(Error::Closed) => return acked,
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        store.close().unwrap();
+        let acked: u64 = appenders.into_iter().map(|a| a.join().unwrap()).sum();
+        assert!(acked > 0);
+        drop(topic);
+        let again = Store::open(dir.path(), config).unwrap();
+        assert_eq!(again.topic("t").unwrap().partition(0).unwrap().end_offset().unwrap(), acked);
+    }
+
+    #[test]
+    fn the_last_of_several_handles_closing_at_once_trims() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores: Vec<Arc<Store>> =
+            (0..3).map(|_| Arc::new(Store::open(dir.path(), LogConfig::default()).unwrap())).collect();
+        let topic = stores[0].create_topic("t", 1, false).unwrap();
+        append(topic.partition(0).unwrap(), b"hello").unwrap();
+        let committed = topic.partition(0).unwrap().head().unwrap().committed_pos;
+        for s in &stores[1..] {
+            s.topic("t").unwrap();
+        }
+        let closers: Vec<_> = stores
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                std::thread::spawn(move || s.close().unwrap())
+            })
+            .collect();
+        for c in closers {
+            c.join().unwrap();
+        }
+        assert_eq!(data_file_len(&dir.path().join("topics/t/0")), committed);
+        drop(topic);
+    }
+
+    #[test]
+    fn an_inherited_store_is_refused_in_the_child_and_spares_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LogConfig::default()).unwrap();
+        let topic = store.create_topic("t", 1, false).unwrap();
+        let p = topic.partition(0).unwrap();
+        append(p, b"hello").unwrap();
+        let status = in_child(|| {
+            let refused = matches!(store.topic("t"), Err(Error::Forked))
+                && matches!(store.create_topic("u", 1, false), Err(Error::Forked))
+                && matches!(store.sync(), Err(Error::Forked))
+                && matches!(topic.partition(0), Err(Error::Forked))
+                && matches!(append(p, b"child"), Err(Error::Forked))
+                && store.is_closed();
+            // Closing, and dropping every handle, must touch nothing of the parent's.
+            let closed = store.close().is_ok() && p.close().is_ok();
+            refused && closed
+        });
+        assert_eq!(status, 0, "the child saw every call refused");
+        // The parent still owns its locks: nothing was trimmed, appends go on far past
+        // the first page.
+        for i in 0..20_000u32 {
+            append(p, &i.to_le_bytes()).unwrap();
+        }
+        assert_eq!(p.end_offset().unwrap(), 20_001);
+        drop(topic);
+        store.close().unwrap();
+        let again = Store::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(again.topic("t").unwrap().partition(0).unwrap().end_offset().unwrap(), 20_001);
     }
 }

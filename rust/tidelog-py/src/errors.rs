@@ -87,7 +87,7 @@ impl From<CoreError> for PyErr {
             Error::OffsetOutOfRange { .. } => OffsetOutOfRangeError::new_err(msg),
             Error::MessageTooLarge { .. } => MessageTooLargeError::new_err(msg),
             Error::InvalidConfig(_) => InvalidConfigError::new_err(msg),
-            Error::Closed => StoreClosedError::new_err(msg),
+            Error::Closed | Error::Forked => StoreClosedError::new_err(msg),
             Error::Locked(_) => StoreLockedError::new_err(msg),
             Error::OutOfOrderSequence(_) => OutOfOrderSequenceError::new_err(msg),
             Error::ProducerFenced(_) => ProducerFencedError::new_err(msg),

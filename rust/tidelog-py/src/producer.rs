@@ -204,6 +204,7 @@ impl PyProducer {
     /// Counters: `buffered`, `sent`, `written`, `failed`, `dropped` (priority -> count),
     /// `high_watermark_hits`, `blocked_seconds`.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.inner.check_not_inherited().map_err(CoreError)?;
         let s = self.inner.stats();
         let d = PyDict::new(py);
         d.set_item("buffered", s.buffered)?;
@@ -221,13 +222,16 @@ impl PyProducer {
     }
 
     /// Starts or ends backpressure imposed from outside the buffer (used by `max_lag`).
-    fn _set_external_pressure(&self, on: bool) {
+    fn _set_external_pressure(&self, on: bool) -> PyResult<()> {
+        self.inner.check_not_inherited().map_err(CoreError)?;
         self.inner.set_external_pressure(on);
+        Ok(())
     }
 
     /// Names of the topics this producer has sent to.
-    fn _topics(&self) -> Vec<String> {
-        self.inner.topics()
+    fn _topics(&self) -> PyResult<Vec<String>> {
+        self.inner.check_not_inherited().map_err(CoreError)?;
+        Ok(self.inner.topics())
     }
 
     /// Flushes and stops the writer thread. Closing twice is harmless.
@@ -247,6 +251,9 @@ impl PyProducer {
     }
 
     fn __repr__(&self) -> String {
+        if self.inner.check_not_inherited().is_err() {
+            return format!("Producer(name={:?}, inherited across fork: unusable)", self.name);
+        }
         let s = self.inner.stats();
         format!(
             "Producer(name={:?}, buffered={}, sent={}, written={})",

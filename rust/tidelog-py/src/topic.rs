@@ -374,8 +374,9 @@ impl PyTopic {
     }
 
     /// A ticket for `wait()`: take it before looking for new messages.
-    fn ticket(&self) -> u32 {
-        self.inner.ticket()
+    fn ticket(&self) -> PyResult<u32> {
+        to_py(self.inner.check_not_inherited())?;
+        Ok(self.inner.ticket())
     }
 
     /// Sleeps (without the GIL, without spinning) until any process appends to any
@@ -390,6 +391,7 @@ impl PyTopic {
                 })
             })
             .transpose()?;
+        to_py(self.inner.check_not_inherited())?;
         let topic = self.inner.clone();
         Ok(py.detach(move || topic.wait(ticket, timeout)))
     }

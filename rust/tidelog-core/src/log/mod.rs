@@ -17,12 +17,9 @@ pub mod producers;
 mod read;
 mod recovery;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-
-use rustix::fs::{flock, FlockOperation};
 
 pub use self::config::{FsyncPolicy, LogConfig};
 use self::producers::{ProducerTable, Verdict};
@@ -133,6 +130,10 @@ pub struct PartitionLog {
     doorbell: std::sync::OnceLock<Arc<crate::shm::doorbell::Doorbell>>,
     /// Producer state for idempotence and transactions; `None` until first needed.
     producers: Mutex<Option<ProducerTable>>,
+    /// Set by [`Self::close`]: appends and repairs check it under the append lock.
+    closed: AtomicBool,
+    /// Set once `open` finished recovery: only then may closing trim the files.
+    opened: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch, at the kernel tick's resolution (a few ms) but
@@ -158,10 +159,9 @@ impl PartitionLog {
     pub fn open(dir: &Path, topic: &str, partition: u32, config: LogConfig) -> Result<Self> {
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        // Opening is serialised per partition so "am I the only process?" and the recovery
-        // that follows cannot interleave with another opener (see shm).
-        let dir_handle = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-        flock(&dir_handle, FlockOperation::LockExclusive).map_err(|e| Error::io("flock", dir, e.into()))?;
+        // Opening is serialised per partition (the control block's open lock, held until
+        // `end_open`) so "am I the only handle?" and the recovery that follows cannot
+        // interleave with another opener (see shm).
         let (control, hint) = match ControlBlock::open(&dir.join(CONTROL_FILE))? {
             Opened::Alone(c, hint) => (c, Some(hint)),
             Opened::Shared(c) => (c, None),
@@ -176,6 +176,8 @@ impl PartitionLog {
             dirty: AtomicBool::new(false),
             doorbell: std::sync::OnceLock::new(),
             producers: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            opened: AtomicBool::new(false),
         };
         {
             let mut guard = log.control.lock()?;
@@ -188,7 +190,8 @@ impl PartitionLog {
                 None => log.refresh(&guard)?,
             }
         }
-        drop(dir_handle);
+        log.control.end_open();
+        log.opened.store(true, Ordering::Release);
         Ok(log)
     }
 
@@ -260,7 +263,20 @@ impl PartitionLog {
     }
 
     /// Takes the append lock, waiting for it if `wait`; `None` if it is busy and `!wait`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once [`Self::close`] ran (checked under the lock, so no append
+    /// can write into files that closing trimmed), [`Error::Forked`] in a forked child.
     fn lock(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
+        let guard = self.lock_open_or_closed(wait)?;
+        if guard.is_some() && self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        Ok(guard)
+    }
+
+    /// As [`Self::lock`], also after closing (for closing itself).
+    fn lock_open_or_closed(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
         let guard = if wait { Some(self.control.lock()?) } else { self.control.try_lock()? };
         match guard {
             Some(mut g) if g.owner_died() => {
@@ -699,21 +715,51 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Trims the active segment's pre-allocated files to their contents if this is the last
-    /// process with the partition open, so a closed store takes only the space it uses.
+    /// Closes this handle: waits for appends in progress in this process, refuses any
+    /// later one ([`Error::Closed`]), trims the active segment's pre-allocated files to
+    /// their contents if no other handle (in any process) has the partition open, so a
+    /// closed store takes only the space it uses and the next open finds any damage at the
+    /// very end, and gives up the handle's locks. Works while other references to the log
+    /// are alive (they get [`Error::Closed`]); closing twice is harmless.
+    ///
+    /// In a process forked after the log was opened it only marks the handle closed: the
+    /// files, the locks and the mutex are the parent's.
+    ///
+    /// # Errors
+    /// Failures taking the append lock or trimming; the locks are given up all the same.
+    pub fn close(&self) -> Result<()> {
+        if self.control.is_inherited() {
+            self.closed.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.closed.swap(true, Ordering::AcqRel) || !self.opened.load(Ordering::Acquire) {
+            // A failed open drops its control block, which gives up the locks.
+            return Ok(());
+        }
+        let result = self.trim_if_last();
+        self.control.release();
+        result
+    }
+
+    /// Trims the active segment to its contents if this is the last handle on the
+    /// partition. Called by `close`, with `closed` already set.
     fn trim_if_last(&self) -> Result<()> {
-        let dir = File::open(&self.dir).map_err(|e| Error::io("open", &self.dir, e))?;
-        // The open lock keeps openers out while we check and trim (see `open`). Never wait
-        // for it: this runs in `drop`, possibly while our own failed `open` still holds it.
-        if flock(&dir, FlockOperation::NonBlockingLockExclusive).is_err() {
+        // The open lock keeps openers out while we check and trim. Waiting for it cannot
+        // deadlock: we hold nothing yet, and its holders (an opener, or another handle
+        // closing) need at most the append lock. Two handles closing at once thus check one
+        // after the other, and the second finds itself alone.
+        let alone = self.control.lock_open(true);
+        // Always taken: an append of this process still in progress finishes before the
+        // locks are given up (a later opener, alone, re-initialises the mutex), and none
+        // starts after (`lock` checks `closed` under the lock).
+        let guard = self.lock_open_or_closed(true)?.expect("blocking lock");
+        if !alone || !self.control.try_exclusive() {
             return Ok(());
         }
-        if !self.control.try_exclusive() {
-            return Ok(());
-        }
-        let Some(head) = self.control.try_head(HEAD_SPINS) else { return Ok(()) };
+        self.refresh_if_stale(&guard)?;
+        let head = guard.head();
         let view = self.read_view()?;
-        let active = view.active();
+        let Some(active) = view.segments.last() else { return Ok(()) };
         if active.base == head.active_base {
             active.trim(head.committed_pos as usize, head.index_entries as usize, false)?;
         }
@@ -724,7 +770,7 @@ impl PartitionLog {
 impl Drop for PartitionLog {
     fn drop(&mut self) {
         // Best effort: a failure leaves pre-allocated zeros, which recovery handles.
-        let _ = self.trim_if_last();
+        let _ = self.close();
     }
 }
 

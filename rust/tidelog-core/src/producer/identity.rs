@@ -19,6 +19,12 @@
 //! does, the owner of a transaction file is dead, and any process may take over for it
 //! ([`Identity::abort_if_orphaned`]) so a crashed producer that never reopens does not hold
 //! its partitions' readers back forever.
+//!
+//! Both `flock`s are released explicitly (`LOCK_UN`), not by closing the file: a child
+//! forked meanwhile shares the open file description, and closing only our descriptor
+//! would leave the lock held until the child exits (an instance that looks alive forever,
+//! a registry nobody can take). An identity inherited by a forked child releases nothing:
+//! the lock is its parent's.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -29,6 +35,7 @@ use rustix::fs::{flock, FlockOperation};
 use crate::format::{BatchMeta, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 use crate::log::{now_ms, FsyncPolicy};
 use crate::segment::write_atomically;
+use crate::shm::fork::Born;
 use crate::shm::word::SharedWord;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -65,6 +72,7 @@ pub struct Identity {
     /// The name's shared word, holding the current instance's `(id, epoch)`.
     current: Option<SharedWord>,
     durable: bool,
+    born: Born,
 }
 
 fn pack(producer_id: i64, epoch: i16) -> u64 {
@@ -91,7 +99,15 @@ fn validate_name(name: &str) -> Result<()> {
 
 /// The registry's lock, held while it lives.
 struct RegistryLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for RegistryLock {
+    fn drop(&mut self) {
+        // Explicitly: see the module notes on fork. A registry lock is only ever dropped by
+        // the thread that took it, so never in a child that inherited it.
+        let _ = flock(&self.file, FlockOperation::Unlock);
+    }
 }
 
 impl RegistryLock {
@@ -105,7 +121,7 @@ impl RegistryLock {
             .open(&path)
             .map_err(|e| Error::io("open", &path, e))?;
         flock(&file, FlockOperation::LockExclusive).map_err(|e| Error::io("flock", &path, e.into()))?;
-        Ok(RegistryLock { _file: file })
+        Ok(RegistryLock { file })
     }
 }
 
@@ -197,6 +213,8 @@ impl Identity {
     /// # Errors
     /// A bad name, I/O errors, or failures writing the markers.
     pub fn claim(store: &Store, name: Option<&str>) -> Result<Self> {
+        store.check_open()?;
+        let born = Born::now();
         let dir = store.dir().join(PRODUCERS_DIR);
         let durable = store.config().fsync != FsyncPolicy::Never;
         if let Some(name) = name {
@@ -205,14 +223,22 @@ impl Identity {
         let _lock = RegistryLock::take(&dir)?;
         let Some(name) = name else {
             let producer_id = allocate_id(&dir, durable)?;
-            return Ok(Identity { producer_id, epoch: 0, name: None, dir, current: None, durable });
+            return Ok(Identity { producer_id, epoch: 0, name: None, dir, current: None, durable, born });
         };
         let word_path = dir.join(format!("{name}.identity"));
         let word = SharedWord::open(&word_path)?;
         // Held while this instance lives: how `abort_if_orphaned` tells a live owner.
         word.lock(&word_path, false)?;
         let (producer_id, epoch) = take_over(store, &dir, name, &word, durable)?;
-        Ok(Identity { producer_id, epoch, name: Some(name.to_owned()), dir, current: Some(word), durable })
+        Ok(Identity {
+            producer_id,
+            epoch,
+            name: Some(name.to_owned()),
+            dir,
+            current: Some(word),
+            durable,
+            born,
+        })
     }
 
     /// Finishes the transaction a named producer left open if no instance of the name is
@@ -224,6 +250,7 @@ impl Identity {
     /// # Errors
     /// A bad name, I/O errors, or failures writing the markers.
     pub fn abort_if_orphaned(store: &Store, name: &str) -> Result<bool> {
+        store.check_open()?;
         validate_name(name)?;
         let dir = store.dir().join(PRODUCERS_DIR);
         let durable = store.config().fsync != FsyncPolicy::Never;
@@ -236,8 +263,9 @@ impl Identity {
         if !word.lock(&word_path, true)? {
             return Ok(false);
         }
-        take_over(store, &dir, name, &word, durable)?;
-        Ok(true)
+        let taken = take_over(store, &dir, name, &word, durable);
+        word.unlock();
+        taken.map(|_| true)
     }
 
     /// Every named producer of the store, by name, as the registry records it.
@@ -245,6 +273,7 @@ impl Identity {
     /// # Errors
     /// I/O errors reading the registry.
     pub fn named(store: &Store) -> Result<Vec<NamedProducer>> {
+        store.check_open()?;
         let dir = store.dir().join(PRODUCERS_DIR);
         if !dir.is_dir() {
             return Ok(Vec::new());
@@ -266,6 +295,7 @@ impl Identity {
             let (producer_id, epoch) = unpack(word.load());
             // An exclusive lock is only free when no live instance holds its shared one.
             let alive = !word.lock(&word_path, true)?;
+            word.unlock();
             let transaction =
                 PendingTxn::read(&dir.join(format!("{name}.txn")))?.map(|t| (t.commit, t.partitions));
             out.push(NamedProducer { name, producer_id, epoch, alive, transaction });
@@ -279,6 +309,7 @@ impl Identity {
     /// # Errors
     /// I/O errors listing the registry.
     pub fn with_open_transactions(store: &Store) -> Result<Vec<String>> {
+        store.check_open()?;
         let dir = store.dir().join(PRODUCERS_DIR);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -396,5 +427,16 @@ impl Identity {
         let marker = if commit { Marker::Commit } else { Marker::Abort };
         write_markers(store, &txn.partitions, self.producer_id, self.epoch, marker)?;
         std::fs::remove_file(&path).map_err(|e| Error::io("delete", &path, e))
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        // The shared lock marks this instance alive; see the module notes on fork.
+        if let Some(word) = &self.current {
+            if !self.born.is_inherited() {
+                word.unlock();
+            }
+        }
     }
 }

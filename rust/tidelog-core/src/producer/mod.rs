@@ -250,6 +250,7 @@ impl Producer {
     /// # Errors
     /// Bad settings, or the writer thread could not start.
     pub fn new(store: Arc<Store>, config: ProducerConfig, identity: Option<Identity>) -> Result<Self> {
+        store.check_open()?;
         config.validate()?;
         let high = ((config.buffer_messages as f64 * config.high_watermark).ceil() as usize).max(1);
         let low = (config.buffer_messages as f64 * config.low_watermark).floor() as usize;
@@ -354,7 +355,10 @@ impl Producer {
         priority: i32,
         may_block: bool,
     ) -> std::result::Result<bool, SendError> {
-        if self.shared.closing.load(Ordering::Acquire) || self.shared.store.is_closed() {
+        // One load each: the fork check comes first, a child must not touch the buffers
+        // (their locks may have been held by a parent thread at the fork).
+        self.shared.store.check_open().map_err(SendError::Failed)?;
+        if self.shared.closing.load(Ordering::Acquire) {
             return Err(SendError::Failed(Error::Closed));
         }
         self.take_error()?;
@@ -472,6 +476,7 @@ impl Producer {
     /// # Errors
     /// The writer's failure since the last report.
     pub fn flush(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.check_not_inherited()?;
         let target = self.shared.sent.load(Ordering::Acquire);
         let deadline = timeout.map(|t| Instant::now() + t);
         // SeqCst with the writer's `accounted` update, `flushers` check and round bump: the
@@ -517,11 +522,15 @@ impl Producer {
     }
 
     /// Flushes what was sent (aborting an open transaction), then stops the writer.
-    /// Closing twice is harmless.
+    /// Closing twice is harmless. In a process forked after the store was opened it does
+    /// nothing: the writer thread, the buffers and the transaction are the parent's.
     ///
     /// # Errors
     /// The writer's last failure, if not reported yet.
     pub fn close(&self) -> Result<()> {
+        if self.shared.store.is_inherited() {
+            return Ok(());
+        }
         let mut aborted = Ok(());
         if self.in_transaction() {
             // Left open, it would hold back every reader of its partitions until the next
@@ -553,9 +562,22 @@ impl Producer {
         self.shared.topics.read().map(|t| t.keys().cloned().collect()).unwrap_or_default()
     }
 
-    /// True once [`Self::close`] ran.
+    /// True once [`Self::close`] ran, and always in a process forked after the store was
+    /// opened.
     pub fn is_closed(&self) -> bool {
-        self.shared.closing.load(Ordering::Acquire)
+        self.shared.closing.load(Ordering::Acquire) || self.shared.store.is_inherited()
+    }
+
+    /// Fails in a process forked after the store was opened, where the producer's buffers
+    /// and locks belong to the parent.
+    ///
+    /// # Errors
+    /// [`Error::Forked`].
+    pub fn check_not_inherited(&self) -> Result<()> {
+        if self.shared.store.is_inherited() {
+            return Err(Error::Forked);
+        }
+        Ok(())
     }
 
     /// The producer's identity, if it is idempotent.
@@ -579,6 +601,7 @@ impl Producer {
     /// [`Error::InvalidConfig`] for an unnamed or shedding producer or a transaction
     /// already open; [`Error::ProducerFenced`]; earlier write failures.
     pub fn begin_transaction(&self) -> Result<()> {
+        self.check_not_inherited()?;
         let identity = self.named_identity()?;
         if self.shared.config.on_full == OnFull::Shed {
             return Err(Error::InvalidConfig(
@@ -622,6 +645,7 @@ impl Producer {
     }
 
     fn end_transaction(&self, commit: bool) -> Result<()> {
+        self.check_not_inherited()?;
         let identity = self.named_identity()?;
         if self.shared.txn_id.swap(0, Ordering::AcqRel) == 0 {
             return Err(Error::InvalidConfig("no transaction is open on this producer".into()));
@@ -648,6 +672,14 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
+        if self.shared.store.is_inherited() {
+            // The writer thread does not exist in a forked child: detaching its handle would
+            // touch a thread descriptor the C library may have reused since the fork.
+            if let Some(handle) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                std::mem::forget(handle);
+            }
+            return;
+        }
         // Drain what was accepted: a dropped producer must not lose sent messages.
         let _ = self.close();
     }

@@ -12,9 +12,10 @@
 //! Invariants (cited by the `SAFETY` comments below):
 //! 1. The mapping is exactly [`CONTROL_BYTES`] long, page-aligned, and the file is never
 //!    truncated while mapped (it is created at full size and never shrunk).
-//! 2. The mutex is initialised only by a process that holds the control file's `flock`
-//!    exclusively, i.e. while no other process has the partition open; afterwards every
-//!    process only locks and unlocks it.
+//! 2. The mutex is initialised only by a handle that holds the control file's liveness
+//!    lock exclusively, i.e. while no other handle has the partition open; afterwards every
+//!    handle only locks and unlocks it, and a handle inherited across `fork()` never
+//!    touches it (see [`fork`]).
 //! 3. Head fields are only written while the mutex is held, inside the seqlock protocol
 //!    (odd sequence while writing); readers retry until they see an even, unchanged sequence.
 //!
@@ -24,6 +25,8 @@
 #![allow(unsafe_code)]
 
 pub mod doorbell;
+pub mod fork;
+pub mod ofd;
 pub mod word;
 
 use std::fs::{File, OpenOptions};
@@ -31,8 +34,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::{flock, FlockOperation};
 
+use self::fork::Born;
+use self::ofd::Lock;
 use crate::{Error, Result};
 
 /// Size of the control file.
@@ -41,6 +45,13 @@ const MAGIC: &[u8; 8] = b"TLCTRL01";
 const MUTEX_AT: usize = 64;
 const HEAD_AT: usize = 128;
 const HEAD_FIELDS: usize = 11;
+/// Byte of the control file whose OFD lock marks a live handle: shared while the handle
+/// lives, exclusive for "am I the only one?" (see [`ofd`] for why OFD locks).
+const LIVE_BYTE: u64 = 0;
+/// Byte of the control file whose OFD lock serialises opening and closing the partition,
+/// so "am I alone?" and the recovery or trim that follows cannot interleave with another
+/// handle's open.
+const OPEN_BYTE: u64 = 1;
 
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= HEAD_AT - MUTEX_AT);
 
@@ -106,10 +117,11 @@ impl Head {
 /// A process's handle on a partition's control block.
 pub struct ControlBlock {
     map: MmapRaw,
-    /// Held with `flock(LOCK_SH)` for as long as this handle lives: it tells a later opener
-    /// that someone is alive and the mutex must not be re-initialised.
-    _file: File,
+    /// Holds a shared OFD lock on [`LIVE_BYTE`] for as long as this handle lives: it tells
+    /// a later opener that someone is alive and the mutex must not be re-initialised.
+    file: File,
     path: PathBuf,
+    born: Born,
 }
 
 // SAFETY: all shared state is reached through atomics or the process-shared pthread mutex,
@@ -131,16 +143,21 @@ pub enum Opened {
 }
 
 impl ControlBlock {
-    /// Opens (creating if needed) the control file at `path`. The caller must hold the
-    /// partition's open lock (see `log`), which serialises opens so the "am I alone"
-    /// check and the switch to a shared lock cannot interleave with another opener's.
+    /// Opens (creating if needed) the control file at `path`, holding the partition's
+    /// open lock until [`Self::end_open`] (or the handle's drop): it serialises opens, so
+    /// the "am I alone" check, the switch to a shared lock and the caller's recovery cannot
+    /// interleave with another opener's.
     ///
     /// # Errors
     /// I/O errors creating, sizing, locking or mapping the file.
     pub fn open(path: &Path) -> Result<Opened> {
+        let born = Born::now();
         let (file, map) = map_shared_file(path, CONTROL_BYTES)?;
-        let alone = flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
-        let block = ControlBlock { map, _file: file, path: path.to_owned() };
+        let lock_err = |e| Error::io("lock", path, e);
+        ofd::set(&file, OPEN_BYTE, 1, Lock::Exclusive, true).map_err(lock_err)?;
+        // From here on the drop of `block` releases the locks (also on an error return).
+        let block = ControlBlock { map, file, path: path.to_owned(), born };
+        let alone = ofd::set(&block.file, LIVE_BYTE, 1, Lock::Exclusive, false).map_err(lock_err)?;
         let mut hint = None;
         if alone {
             hint = (block.magic() == *MAGIC).then(|| block.head_unlocked());
@@ -153,24 +170,52 @@ impl ControlBlock {
                 reason: "control block in use by another process but not initialised".into(),
             });
         }
-        // Downgrade (or take) the shared lock that marks this process as alive. Safe to do
-        // non-atomically: the caller's open lock keeps other openers out meanwhile.
-        flock(&block._file, FlockOperation::LockShared).map_err(|e| Error::io("flock", path, e.into()))?;
+        // Downgrade (or take) the shared lock that marks this handle as alive; the open
+        // lock keeps other openers out meanwhile.
+        ofd::set(&block.file, LIVE_BYTE, 1, Lock::Shared, true).map_err(lock_err)?;
         Ok(if alone { Opened::Alone(block, hint) } else { Opened::Shared(block) })
+    }
+
+    /// Releases the open lock taken by [`Self::open`]: the caller's recovery is done.
+    pub fn end_open(&self) {
+        let _ = ofd::set(&self.file, OPEN_BYTE, 1, Lock::Unlock, false);
+    }
+
+    /// Takes the open lock (waiting for it if `wait`; false if it is busy, or on failure),
+    /// to check [`Self::try_exclusive`] and trim without an opener interleaving. Released
+    /// by [`Self::release`]. Always false in a forked child.
+    pub fn lock_open(&self, wait: bool) -> bool {
+        !self.born.is_inherited()
+            && ofd::set(&self.file, OPEN_BYTE, 1, Lock::Exclusive, wait).unwrap_or(false)
+    }
+
+    /// True in a process forked after this handle was opened: it must not be used, and its
+    /// close and drop must touch nothing (see [`fork`]).
+    pub fn is_inherited(&self) -> bool {
+        self.born.is_inherited()
+    }
+
+    /// Gives up every lock of this handle on the file (alive and open): the handle must
+    /// not be used afterwards. Done explicitly, not by closing the descriptor, so that a
+    /// copy of it inherited by a forked child does not keep the locks held.
+    pub fn release(&self) {
+        if !self.born.is_inherited() {
+            let _ = ofd::set(&self.file, 0, 0, Lock::Unlock, false);
+        }
     }
 
     fn magic(&self) -> [u8; 8] {
         let mut m = [0u8; 8];
         // SAFETY: the first 8 bytes are inside the mapping (invariant 1); a concurrent
-        // writer can only exist during initialisation, which needs the exclusive flock we
-        // failed to get, so these bytes are stable.
+        // writer can only exist during initialisation, which needs the open lock we hold,
+        // so these bytes are stable.
         unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr(), m.as_mut_ptr(), 8) };
         m
     }
 
     fn initialise(&self) -> Result<()> {
-        // SAFETY: we hold the exclusive flock (invariant 2), so no other process maps this
-        // file right now and no thread of ours has a guard on it: nobody can be inside the
+        // SAFETY: we hold the exclusive liveness lock (invariant 2), so no other handle maps
+        // this file right now and no thread of ours has a guard on it: nobody can be inside the
         // mutex. The mutex lies inside the mapping (invariant 1, checked by the const
         // assertion above) and is suitably aligned (page-aligned base + 64).
         unsafe {
@@ -241,20 +286,24 @@ impl ControlBlock {
         None
     }
 
-    /// Gives up the shared `flock` and tries to take it exclusively: true means no other
-    /// process has the partition open (and none can open it while the caller holds the
-    /// partition's open lock). Only for closing: on failure this handle may hold no
-    /// `flock` at all any more.
+    /// Tries to turn this handle's shared liveness lock into an exclusive one: true means
+    /// no other handle (in any process, this one included) has the partition open, and
+    /// none can open it while the caller holds the open lock. On failure the shared lock
+    /// stays (OFD lock conversion is atomic). Always false in a forked child, whose lock
+    /// is its parent's.
     pub fn try_exclusive(&self) -> bool {
-        flock(&self._file, FlockOperation::NonBlockingLockExclusive).is_ok()
+        !self.born.is_inherited()
+            && ofd::set(&self.file, LIVE_BYTE, 1, Lock::Exclusive, false).unwrap_or(false)
     }
 
     /// Takes the partition's append lock, blocking while another thread or process holds
     /// it.
     ///
     /// # Errors
-    /// [`Error::Locked`] if the mutex is unrecoverable.
+    /// [`Error::Forked`] in a forked child (the mutex may be held by a thread that does not
+    /// exist there), [`Error::Locked`] if the mutex is unrecoverable.
     pub fn lock(&self) -> Result<WriteGuard<'_>> {
+        self.born.check()?;
         // SAFETY: the mutex was initialised before any handle could be shared (invariant 2)
         // and lies inside the live mapping (invariant 1).
         let rc = unsafe { libc::pthread_mutex_lock(self.mutex()) };
@@ -264,8 +313,9 @@ impl ControlBlock {
     /// Takes the lock only if it is free right now.
     ///
     /// # Errors
-    /// [`Error::Locked`] if the mutex is unrecoverable.
+    /// As [`Self::lock`].
     pub fn try_lock(&self) -> Result<Option<WriteGuard<'_>>> {
+        self.born.check()?;
         // SAFETY: as in `lock`.
         let rc = unsafe { libc::pthread_mutex_trylock(self.mutex()) };
         if rc == libc::EBUSY {
@@ -296,6 +346,12 @@ impl ControlBlock {
         let head =
             if owner_died { self.head_unlocked() } else { self.try_head(u32::MAX).expect("unbounded") };
         Ok(WriteGuard { block: self, head, owner_died })
+    }
+}
+
+impl Drop for ControlBlock {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -372,9 +428,11 @@ mod tests {
     use super::*;
 
     fn open(path: &Path) -> ControlBlock {
-        match ControlBlock::open(path).unwrap() {
+        let block = match ControlBlock::open(path).unwrap() {
             Opened::Alone(b, _) | Opened::Shared(b) => b,
-        }
+        };
+        block.end_open();
+        block
     }
 
     #[test]
@@ -383,8 +441,66 @@ mod tests {
         let path = dir.path().join("control");
         let a = ControlBlock::open(&path).unwrap();
         assert!(matches!(a, Opened::Alone(_, None)));
+        let Opened::Alone(a, _) = a else { unreachable!() };
+        a.end_open();
         let b = ControlBlock::open(&path).unwrap();
         assert!(matches!(b, Opened::Shared(_)));
+        drop(b);
+        assert!(a.lock_open(false) && a.try_exclusive(), "b released its locks on drop");
+    }
+
+    #[test]
+    fn an_opener_waits_for_the_open_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control");
+        let Opened::Alone(a, _) = ControlBlock::open(&path).unwrap() else { panic!("alone") };
+        let second = {
+            let path = path.clone();
+            std::thread::spawn(move || matches!(ControlBlock::open(&path).unwrap(), Opened::Shared(_)))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!second.is_finished(), "the second open waits while the first one recovers");
+        a.end_open();
+        assert!(second.join().unwrap());
+    }
+
+    #[test]
+    fn an_inherited_block_is_refused_in_the_child_and_holds_no_lock_after_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control");
+        let block = open(&path);
+        let (mut fds, status) = ([0; 2], &mut 0);
+        // SAFETY: a valid array of two descriptors for the pipe.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only calls into this module and `libc`, then leaves by `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let refused = matches!(block.lock(), Err(Error::Forked))
+                && matches!(block.try_lock(), Err(Error::Forked))
+                && !block.try_exclusive()
+                && !block.lock_open(false);
+            drop(block); // must release nothing: the parent still holds its locks
+            let mut byte = [0u8];
+            // SAFETY: reading one byte into a valid buffer; waits until the parent is done.
+            unsafe { libc::read(fds[0], byte.as_mut_ptr().cast(), 1) };
+            // SAFETY: leaves the child without running the harness's exit handlers.
+            unsafe { libc::_exit(i32::from(!refused)) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // The child dropped its copy: our locks are intact, a new handle is not alone.
+        assert!(matches!(ControlBlock::open(&path).unwrap(), Opened::Shared(_)));
+        // The parent closes while the child still holds the inherited description: the
+        // explicit release means a new opener is alone, not blocked or fooled by the child.
+        drop(block);
+        assert!(matches!(ControlBlock::open(&path).unwrap(), Opened::Alone(..)));
+        // SAFETY: writing one byte from a valid buffer, then reaping our own child.
+        unsafe {
+            libc::write(fds[1], [1u8].as_ptr().cast(), 1);
+            libc::waitpid(pid, status, 0);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        assert_eq!(*status, 0, "the child saw every call refused");
     }
 
     #[test]

@@ -66,7 +66,8 @@ impl SharedWord {
 
     /// Takes a `flock` on the file through this handle: shared (waiting for it), or
     /// exclusive without waiting (false if another handle holds any lock on it). Released
-    /// when the handle is dropped.
+    /// by [`Self::unlock`], or when the last descriptor of the handle's open file
+    /// description is closed.
     ///
     /// # Errors
     /// I/O errors other than the lock being busy.
@@ -79,5 +80,11 @@ impl SharedWord {
             Err(rustix::io::Errno::WOULDBLOCK) if exclusive => Ok(false),
             Err(e) => Err(crate::Error::io("flock", path, e.into())),
         }
+    }
+
+    /// Gives up this handle's `flock`, explicitly: closing the file would leave it held by
+    /// a copy of the open file description that a forked child may still have.
+    pub fn unlock(&self) {
+        let _ = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::Unlock);
     }
 }
