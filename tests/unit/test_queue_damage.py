@@ -56,6 +56,19 @@ def _open_offsets(store_dir: Path) -> list[int]:
         return [j.offset for j in queue.acquire_many(100, timeout=0)]
 
 
+def _open_fails(store_dir: Path, match: str) -> None:
+    with tidelog.open(store_dir) as store, pytest.raises(tidelog.CorruptRecordError, match=match):
+        store.work_queue("jobs", group="w")
+
+
+def _compact(store_dir: Path) -> None:
+    """Writes the queue's state as a snapshot of the next generation."""
+    with tidelog.open(store_dir) as store, store.work_queue("jobs", group="w") as queue:
+        journal = queue._journal
+        with journal.locked():
+            journal.compact()
+
+
 def _flip(path: Path, position: int, mask: int = 0x01) -> bytes:
     raw = bytearray(path.read_bytes())
     raw[position] ^= mask
@@ -85,13 +98,10 @@ def test_a_flipped_bit_in_the_journal_header_is_an_error_not_a_reset(
     store_dir: Path, where: str
 ) -> None:
     files = _files(store_dir)
-    with tidelog.open(store_dir) as store, store.work_queue("jobs", group="w") as queue:
-        with queue._journal.locked():
-            queue._journal.compact()  # generation 1: a flipped bit can make it 0
+    _compact(store_dir)  # generation 1: a flipped bit can make it 0
     position = {"magic": 3, "generation": 8}[where]
     _flip(files.journal, position)
-    with tidelog.open(store_dir) as store, pytest.raises(tidelog.CorruptRecordError, match="journal"):
-        store.work_queue("jobs", group="w")
+    _open_fails(store_dir, "journal")
     _flip(files.journal, position)
     assert _open_offsets(store_dir) == list(range(ACKED, N))
 
@@ -100,8 +110,7 @@ def test_a_flipped_bit_in_a_frame_header_is_an_error(store_dir: Path) -> None:
     journal = _files(store_dir).journal
     header, _ = _header_lens(journal.read_bytes())
     _flip(journal, header + 4)  # in the first record's frame header
-    with tidelog.open(store_dir) as store, pytest.raises(tidelog.CorruptRecordError, match="journal"):
-        store.work_queue("jobs", group="w")
+    _open_fails(store_dir, "journal")
 
 
 def test_a_zeroed_frame_header_is_a_corrupt_record_error(store_dir: Path) -> None:
@@ -162,9 +171,7 @@ def test_verify_reports_a_damaged_snapshot_and_accepts_a_torn_tail(store_dir: Pa
     with open(files.journal, "ab") as f:
         f.write(b"\x01\x02\x03")  # a torn tail after a crash is not damage
     assert _cli("verify", "-q", "-d", store_dir).returncode == 0
-    with tidelog.open(store_dir) as store, store.work_queue("jobs", group="w") as queue:
-        with queue._journal.locked():
-            queue._journal.compact()
+    _compact(store_dir)
     _flip(files.snapshot, files.snapshot.stat().st_size - 2)
     bad = _cli("verify", "-q", "-d", store_dir)
     assert bad.returncode == 1 and str(files.snapshot) in bad.stdout
@@ -256,8 +263,7 @@ def test_damage_in_a_first_format_journal_is_reported(tmp_path: Path) -> None:
     store_dir = _first_format_store(tmp_path)
     journal = _files(store_dir).journal
     _flip(journal, 16 + 8 + 2)  # inside the first record, two more follow
-    with tidelog.open(store_dir) as store, pytest.raises(tidelog.CorruptRecordError, match="journal"):
-        store.work_queue("jobs", group="w")
+    _open_fails(store_dir, "journal")
     assert _cli("verify", "-q", "-d", store_dir).returncode == 1
 
 
