@@ -32,6 +32,8 @@ impl PyStateLog {
 }
 
 type PyChanges<'py> = (bool, Option<Bound<'py, PyBytes>>, Bound<'py, PyList>);
+/// `(generation, snapshot, records, torn_bytes)`, see `read_state_log`.
+type PyContents<'py> = (u64, Option<Bound<'py, PyBytes>>, Bound<'py, PyList>, u64);
 
 fn changes_to_py(py: Python<'_>, changes: Changes) -> PyResult<PyChanges<'_>> {
     let (reset, snapshot) = match changes.base {
@@ -49,20 +51,19 @@ impl PyStateLog {
     #[new]
     #[pyo3(signature = (directory, name, *, fsync="never"))]
     fn py_new(py: Python<'_>, directory: PathBuf, name: String, fsync: &str) -> PyResult<Self> {
-        let policy = match fsync {
-            "never" => FsyncPolicy::Never,
-            "always" => FsyncPolicy::Always,
-            "interval" => {
-                return Err(InvalidConfigError::new_err(
+        let policy =
+            match fsync {
+                "never" => FsyncPolicy::Never,
+                "always" => FsyncPolicy::Always,
+                "interval" => return Err(InvalidConfigError::new_err(
                     "fsync=\"interval\" needs a store's background syncer: open the log with Store.state_log",
-                ))
-            }
-            other => {
-                return Err(InvalidConfigError::new_err(format!(
-                    "fsync must be \"never\" or \"always\", got {other:?}"
-                )))
-            }
-        };
+                )),
+                other => {
+                    return Err(InvalidConfigError::new_err(format!(
+                        "fsync must be \"never\" or \"always\", got {other:?}"
+                    )))
+                }
+            };
         let log = run_detached(py, move || StateLog::open(&directory, &name, policy))?;
         Ok(PyStateLog::new(Arc::new(log)))
     }
@@ -175,7 +176,7 @@ pub fn read_state_log<'py>(
     py: Python<'py>,
     directory: PathBuf,
     name: String,
-) -> PyResult<Option<(u64, Option<Bound<'py, PyBytes>>, Bound<'py, PyList>, u64)>> {
+) -> PyResult<Option<PyContents<'py>>> {
     let Some(contents) = run_detached(py, move || statelog::read_contents(&directory, &name))? else {
         return Ok(None);
     };

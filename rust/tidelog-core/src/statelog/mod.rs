@@ -230,9 +230,15 @@ fn settle(scan: &Scan, bytes_len: usize, start: u64, path: &Path) -> Result<u64>
     }
 }
 
-fn examine<'a>(paths: &StatePaths, snapshot: Option<&'a [u8]>, journal: Option<&'a [u8]>) -> Result<View<'a>> {
+fn examine<'a>(
+    paths: &StatePaths,
+    snapshot: Option<&'a [u8]>,
+    journal: Option<&'a [u8]>,
+) -> Result<View<'a>> {
     let snapshot = snapshot
-        .map(|b| format::decode_snapshot(b).map_err(|r| corrupt(&paths.snapshot, 0, format!("snapshot: {r}"))))
+        .map(|b| {
+            format::decode_snapshot(b).map_err(|r| corrupt(&paths.snapshot, 0, format!("snapshot: {r}")))
+        })
         .transpose()?;
     let generation = snapshot.as_ref().map_or(0, |s| s.generation);
     let Some(bytes) = journal else {
@@ -242,7 +248,7 @@ fn examine<'a>(paths: &StatePaths, snapshot: Option<&'a [u8]>, journal: Option<&
     let header = format::decode_journal_header(bytes).map_err(|r| corrupt(path, 0, r))?;
     let jgen = header.generation();
     if jgen != generation {
-        if jgen + 1 == generation {
+        if jgen.checked_add(1) == Some(generation) {
             return Ok(View { snapshot, journal: JournalView::Stale });
         }
         let relation = if jgen > generation { "newer" } else { "older" };
@@ -531,7 +537,11 @@ impl StateLog {
             Some(s) => {
                 if s.legacy {
                     // After the journal: a crash between the two leaves a readable state.
-                    write_atomically(&self.paths.snapshot, &format::encode_snapshot(generation, s.body), true)?;
+                    write_atomically(
+                        &self.paths.snapshot,
+                        &format::encode_snapshot(generation, s.body),
+                        true,
+                    )?;
                 }
                 Base::Snapshot(s.body.to_vec())
             }
@@ -618,7 +628,10 @@ impl StateLog {
         if inner.journal.is_none() {
             return Err(self.not_locked());
         }
-        let generation = inner.generation + 1;
+        let generation = inner
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| corrupt(&self.paths.snapshot, 8, "the generation cannot grow any more"))?;
         // Until the new journal is in place this handle must read the files again.
         inner.journal = None;
         write_atomically(&self.paths.snapshot, &format::encode_snapshot(generation, snapshot), true)?;
