@@ -40,6 +40,7 @@ from tidelog.errors import (
     TopicNotFoundError,
 )
 from tidelog.producers import named_producers
+from tidelog.queue_journal import check_queue, list_queues, queue_files
 from tidelog.stats import store_stats, topic_stats
 
 if TYPE_CHECKING:
@@ -1015,9 +1016,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     store_dir = _existing_store_dir(args)
     targets = _verify_targets(store_dir, args.topics)
     work = [(label, seg) for label, d in targets for seg in _core.segment_files(d)]
+    queues = [(t, g) for t, g in list_queues(store_dir) if not args.topics or t in args.topics]
     problems = batches = 0
     with _progress(not args.quiet and sys.stderr.isatty()) as progress:
-        task = progress.add_task("verifying", total=len(work))
+        task = progress.add_task("verifying", total=len(work) + len(queues))
         previous: tuple[str, int] | None = None  # (partition label, next offset it expects)
         for label, seg in work:
             progress.update(task, description=f"verifying {label}")
@@ -1042,10 +1044,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 print(line, flush=True)
             problems += len(found)
             progress.advance(task)
+        for topic, group in queues:
+            # A work queue's state (snapshot and journal): every CRC, and every record
+            # applied. A torn tail is not damage: the next member truncates it.
+            progress.update(task, description=f"verifying work queue {group} of {topic}")
+            try:
+                check_queue(queue_files(store_dir, topic, group))
+            except (TidelogError, OSError) as e:
+                print(f"work queue {group!r} of topic {topic!r}: {e}", flush=True)
+                problems += 1
+            progress.advance(task)
     if not args.quiet:
+        also = f" and {len(queues)} work queues" if queues else ""
         print(
-            f"checked {len(work)} segments ({batches} batches) of {len(targets)} partitions: "
-            f"{problems or 'no'} problem{'s' if problems != 1 else ''}"
+            f"checked {len(work)} segments ({batches} batches) of {len(targets)} partitions"
+            f"{also}: {problems or 'no'} problem{'s' if problems != 1 else ''}"
         )
     return EXIT_ERROR if problems else 0
 
@@ -1444,9 +1457,11 @@ def _build_parser() -> _Parser:
     sub = command(
         "verify",
         _cmd_verify,
-        "Check every batch CRC and index of the store",
+        "Check every batch CRC and index of the store, and every work queue's state",
         "Reads the segment files without opening the store, so it can run next to writers\n"
         "(the tail of an active segment being written may then show up as a problem).\n"
+        "Each work queue's snapshot and journal are checked too (a torn tail left by a\n"
+        "crash is not a problem: the next member truncates it).\n"
         "Prints each problem as 'path:position: offset N: reason' and exits 1 if there\n"
         "is any.",
     )

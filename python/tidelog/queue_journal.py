@@ -1,46 +1,43 @@
 """Where a work queue's state lives on disk: a snapshot plus a journal of the changes after it.
 
-Files, in ``<store>/work_queues/<topic>/`` (``<name>`` is the group, hex-escaped as
-``~<hex>`` unless it is plain):
+The bytes, CRCs, the cross-process lock and the fsyncs belong to the core's state log
+(:class:`tidelog._core.StateLog`, ``tidelog_core::statelog``, where the file formats are
+documented); this module decides what is in them. Files, in ``<store>/work_queues/<topic>/``
+(``<name>`` is the group, hex-escaped as ``~<hex>`` unless it is plain):
 
-- ``<name>.lock``: empty; an exclusive ``flock`` of it serializes the members' changes
-  across processes (a thread mutex does it within one process);
-- ``<name>.snapshot``: the whole state as of generation ``G`` — 8 bytes magic ``TLWQSNAP``,
-  u64 generation, u32 CRC-32 of the rest, then the state as UTF-8 JSON; replaced atomically
-  (written to ``.tmp``, fsynced, renamed, directory fsynced);
-- ``<name>.journal``: 8 bytes magic ``TLWQJRNL``, u64 generation, then records, each u32
-  length, u32 CRC-32 of the payload, payload (see :func:`tidelog.queue_state.encode_record`).
+- ``<name>.lock``: its lock serializes the members' changes across processes and threads;
+- ``<name>.snapshot``: the whole state (:meth:`tidelog.queue_state.QueueState.to_json` as
+  UTF-8 JSON) as of generation ``G``, CRC-checked, replaced atomically;
+- ``<name>.journal``: CRC-checked records of generation ``G``, each one
+  :func:`tidelog.queue_state.encode_record`.
 
-The state is the snapshot with the journal's records applied in order, when both have the
-same generation. Once the journal passes :data:`COMPACT_BYTES`, the member writing to it
-writes a snapshot of generation ``G + 1`` and then an empty journal of generation ``G + 1``
-(each atomically). A crash between the two leaves a journal of generation ``G``, which the
-next member ignores (the snapshot already holds it) and replaces. So a queue's state takes
-at most about ``COMPACT_BYTES`` plus one snapshot on disk, however many messages pass.
+The state is the snapshot with the journal's records applied in order. Once the journal
+passes :data:`COMPACT_BYTES`, the member writing to it replaces both with a snapshot of
+generation ``G + 1`` and an empty journal (a crash in between loses nothing). So a queue's
+state takes at most about ``COMPACT_BYTES`` plus one snapshot on disk, however many messages
+pass.
 
-A record is written with one ``pwrite`` while the lock is held, so a reader holding the lock
-sees whole records, except after a crash mid-write (or a power loss): the first record whose
-length or CRC does not check ends the journal, and a member holding the lock truncates it
-there, as the log's recovery truncates a torn tail. With ``fsync="always"`` every record is
-fdatasync-ed before the change it holds counts as made; with ``"interval"`` the journal is
-fdatasync-ed when a write finds the last sync older than the store's interval; with
+Damage is reported, never turned into redelivered acknowledged jobs: opening a queue (or
+``tidelog verify``) raises :class:`~tidelog.CorruptRecordError` naming the file and position.
+Only a torn tail (an incomplete last record with nothing valid after it, left by a crash
+mid-write) is truncated, and counted (``WorkQueue.stats()["recovery"]``). With
+``fsync="always"`` every record is fdatasync-ed before the change it holds counts as made;
+with ``"interval"`` the store's background syncer syncs the journal every interval; with
 ``"never"`` records are in the page cache (they survive the process, not the machine).
+Files in the first format (before the core owned them) are converted on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import struct
-import threading
-import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
+from tidelog import _core
 from tidelog._core import CorruptRecordError
 from tidelog.groups import _plain
 from tidelog.queue_state import Op, QueueState, decode_record, encode_record
@@ -49,6 +46,7 @@ __all__ = [
     "COMPACT_BYTES",
     "QueueFiles",
     "QueueJournal",
+    "check_queue",
     "list_queues",
     "queue_files",
     "read_state",
@@ -56,11 +54,6 @@ __all__ = [
 
 #: Journal size that triggers a snapshot (the state on disk stays around this size).
 COMPACT_BYTES = 64 << 10
-_SNAP_MAGIC = b"TLWQSNAP"
-_JOURNAL_MAGIC = b"TLWQJRNL"
-_SNAP_HEADER = struct.Struct("<8sQI")
-_JOURNAL_HEADER = struct.Struct("<8sQ")
-_FRAME = struct.Struct("<II")
 
 
 class QueueFiles:
@@ -68,10 +61,11 @@ class QueueFiles:
 
     def __init__(self, store_path: str | os.PathLike[str], topic: str, group: str) -> None:
         self.directory = Path(store_path) / "work_queues" / topic
-        name = group if _plain(group) else "~" + group.encode().hex()
-        self.lock = self.directory / f"{name}.lock"
-        self.snapshot = self.directory / f"{name}.snapshot"
-        self.journal = self.directory / f"{name}.journal"
+        #: The state log's name: the files are ``<name>.lock``, ``.snapshot``, ``.journal``.
+        self.name = group if _plain(group) else "~" + group.encode().hex()
+        self.lock = self.directory / f"{self.name}.lock"
+        self.snapshot = self.directory / f"{self.name}.snapshot"
+        self.journal = self.directory / f"{self.name}.journal"
 
     def size_bytes(self) -> int:
         """Bytes of the queue's state on disk (snapshot plus journal)."""
@@ -109,77 +103,65 @@ def list_queues(store_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replaces ``path`` with ``data``: temp file, fsync, rename, directory fsync."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _load_snapshot(files: QueueFiles, body: bytes | None, partitions: int) -> QueueState:
+    """The state a snapshot body holds (an empty state without one)."""
+    if body is None:
+        return QueueState.empty(partitions)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        return QueueState.from_json(json.loads(body), partitions)
+    except (ValueError, KeyError, TypeError) as e:
+        # Its CRC matched: written by a newer version, or a bug.
+        raise CorruptRecordError(
+            f"work-queue snapshot {files.snapshot} holds no valid state: {e}"
+        ) from None
 
 
-def _load_snapshot(files: QueueFiles, partitions: int) -> tuple[QueueState, int]:
-    """The snapshot's state and generation (an empty state of generation 0 if none)."""
-    try:
-        data = files.snapshot.read_bytes()
-    except FileNotFoundError:
-        return QueueState.empty(partitions), 0
-    if len(data) < _SNAP_HEADER.size:
-        raise CorruptRecordError(f"work-queue snapshot {files.snapshot} is truncated")
-    magic, generation, crc = _SNAP_HEADER.unpack_from(data, 0)
-    body = data[_SNAP_HEADER.size :]
-    if magic != _SNAP_MAGIC or zlib.crc32(body) != crc:
-        raise CorruptRecordError(f"work-queue snapshot {files.snapshot} is damaged (bad CRC)")
-    return QueueState.from_json(json.loads(body), partitions), generation
-
-
-def _parse(data: bytes, state: QueueState) -> int:
-    """Applies the whole records at the start of ``data``; returns the bytes they take."""
-    at, n = 0, len(data)
-    while at + _FRAME.size <= n:
-        length, crc = _FRAME.unpack_from(data, at)
-        end = at + _FRAME.size + length
-        if end > n:
-            break
-        payload = data[at + _FRAME.size : end]
-        if zlib.crc32(payload) != crc:
-            break
-        member, ops = decode_record(payload)
-        state.apply(member, ops)
-        at = end
-    return at
+def _apply_records(files: QueueFiles, state: QueueState, records: list[bytes]) -> None:
+    for i, payload in enumerate(records):
+        try:
+            member, ops = decode_record(payload)
+            state.apply(member, ops)
+        except CorruptRecordError as e:
+            where = f"work-queue journal {files.journal}, record {i}"
+            raise CorruptRecordError(f"{where}: {e}") from None
 
 
 def read_state(files: QueueFiles, partitions: int) -> QueueState | None:
     """The queue's current state, read without joining it (None if it has no files).
 
     Takes the queue's lock shared, so no member writes meanwhile; a torn tail is left alone.
+
+    Raises:
+        CorruptRecordError: The state files are damaged (the message names the file).
     """
     if not files.lock.exists():
         return None
-    fd = os.open(files.lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        state, generation = _load_snapshot(files, partitions)
-        try:
-            data = files.journal.read_bytes()
-        except FileNotFoundError:
-            return state
-        if len(data) >= _JOURNAL_HEADER.size:
-            magic, jgen = _JOURNAL_HEADER.unpack_from(data, 0)
-            if magic == _JOURNAL_MAGIC and jgen == generation:
-                _parse(data[_JOURNAL_HEADER.size :], state)
-        return state
-    finally:
-        os.close(fd)
+    found = _core.read_state_log(files.directory, files.name)
+    if found is None:
+        return QueueState.empty(partitions)
+    _, snapshot, records, _ = found
+    state = _load_snapshot(files, snapshot, partitions)
+    _apply_records(files, state, records)
+    return state
+
+
+def check_queue(files: QueueFiles) -> tuple[int, int]:
+    """Reads and applies every record of a queue's state, for ``tidelog verify``.
+
+    Returns:
+        ``(records, torn_bytes)``: the journal's records, and the bytes of a torn tail the
+        next member will truncate (not damage: a crash left it).
+
+    Raises:
+        CorruptRecordError: The state files are damaged (the message names the file).
+    """
+    found = _core.read_state_log(files.directory, files.name)
+    if found is None:
+        return 0, 0
+    _, snapshot, records, torn = found
+    state = _load_snapshot(files, snapshot, 0)
+    _apply_records(files, state, records)
+    return len(records), torn
 
 
 class QueueJournal:
@@ -194,108 +176,77 @@ class QueueJournal:
         files: QueueFiles,
         partitions: int,
         *,
-        fsync: str = "never",
-        fsync_interval_s: float = 1.0,
+        fsync: Literal["never", "always"] = "never",
+        core: _core.Store | None = None,
         legacy: Callable[[], QueueState | None] | None = None,
     ) -> None:
         """Opens (creating if needed) the queue's files and loads its state.
 
-        ``legacy`` gives the state to start a new queue (no snapshot, no journal) from, if
-        any: it is written as the first snapshot (see :mod:`tidelog.queue_legacy`).
+        With ``core`` (the store) the journal is synced as the store's ``fsync`` policy
+        says; without, as ``fsync`` says. ``legacy`` gives the state to start a new queue
+        (no snapshot, no record yet) from, if any: it is written as the first snapshot (see
+        :mod:`tidelog.queue_legacy`).
         """
         self.files = files
         self._legacy = legacy
         self.partitions = partitions
-        self.fsync = fsync
-        self.fsync_interval_s = fsync_interval_s
         self.state = QueueState.empty(partitions)
-        self.generation = 0
-        self._fd = -1
-        self._inode = -1
-        self._pos = 0
-        self._last_sync = time.monotonic()
-        #: Bytes of records this handle appended (compaction keeps far fewer on disk).
-        self.bytes_written = 0
-        self._mutex = threading.Lock()
-        files.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(files.lock, os.O_RDWR | os.O_CREAT, 0o644)
-        with self.locked():
-            pass
+        if core is not None:
+            self._log = core.state_log(files.directory, files.name)
+        else:
+            self._log = _core.StateLog(files.directory, files.name, fsync=fsync)
+        try:
+            with self.locked():
+                pass
+        except BaseException:
+            self._log.close()
+            raise
+
+    @property
+    def generation(self) -> int:
+        """The generation of the snapshot the journal follows."""
+        return self._log.generation
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of records this handle appended (compaction keeps far fewer on disk)."""
+        return self._log.bytes_appended
+
+    @property
+    def recovery(self) -> dict[str, int]:
+        """Torn tails this handle truncated, and the bytes they held."""
+        return {"torn_tails": self._log.torn_tails, "bytes_truncated": self._log.bytes_truncated}
 
     @contextmanager
     def locked(self) -> Iterator[QueueState]:
-        """Holds the queue's lock (thread and process) with the state caught up."""
-        with self._mutex:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        """Holds the queue's lock (thread and process) with the state caught up.
+
+        Raises:
+            CorruptRecordError: The state files are damaged (nothing is changed).
+        """
+        reset, snapshot, records = self._log.lock()
+        try:
             try:
-                self._catch_up()
-                yield self.state
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                if reset:
+                    self.state = _load_snapshot(self.files, snapshot, self.partitions)
+                    if snapshot is None and not records and self._legacy is not None:
+                        self._import_legacy()
+                _apply_records(self.files, self.state, records)
+            except BaseException:
+                self._log.invalidate()  # the copy is incomplete: read it all next time
+                raise
+            yield self.state
+        finally:
+            self._log.unlock()
 
-    def _catch_up(self) -> None:
-        try:
-            inode = os.stat(self.files.journal).st_ino
-        except FileNotFoundError:
-            inode = -2  # never equal to an open journal's: reload (it is created again)
-        if inode != self._inode:
-            self._reload()
-        else:
-            self._read_new()
-
-    def _reload(self) -> None:
-        """Loads the snapshot and (re)opens the journal of its generation."""
-        state, generation = _load_snapshot(self.files, self.partitions)
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        try:
-            fd = os.open(self.files.journal, os.O_RDWR)
-        except FileNotFoundError:
-            fd = -1
-        if fd >= 0:
-            head = os.pread(fd, _JOURNAL_HEADER.size, 0)
-            magic, jgen = (
-                _JOURNAL_HEADER.unpack(head) if len(head) == _JOURNAL_HEADER.size else (b"", -1)
-            )
-            if magic != _JOURNAL_MAGIC or jgen != generation:
-                if magic == _JOURNAL_MAGIC and jgen > generation:
-                    os.close(fd)
-                    raise CorruptRecordError(
-                        f"work-queue journal {self.files.journal} (generation {jgen}) is newer "
-                        f"than its snapshot (generation {generation})"
-                    )
-                # Left by a crash between writing a snapshot and its new journal (the
-                # snapshot holds all of it), or by a crash while creating the journal.
-                os.close(fd)
-                fd = -1
-        if fd < 0:
-            if generation == 0 and self._legacy is not None and not self.files.snapshot.exists():
-                imported = self._legacy()
-                if imported is not None:
-                    # Carried over from the first version's records: the first snapshot.
-                    state, generation = imported, 1
-                    self._write_snapshot(state, generation)
-            _write_atomic(self.files.journal, _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, generation))
-            fd = os.open(self.files.journal, os.O_RDWR)
-        self._fd = fd
-        self._inode = os.fstat(fd).st_ino
-        self._pos = _JOURNAL_HEADER.size
-        self.state = state
-        self.generation = generation
-        self._read_new()
-
-    def _read_new(self) -> None:
-        size = os.fstat(self._fd).st_size
-        if size <= self._pos:
-            return
-        data = os.pread(self._fd, size - self._pos, self._pos)
-        used = _parse(data, self.state)
-        self._pos += used
-        if used < len(data):
-            # A torn or damaged tail: nobody is writing (we hold the lock), so it was left
-            # by a crash. Cut it off so the next record follows the last whole one.
-            os.ftruncate(self._fd, self._pos)
+    def _import_legacy(self) -> None:
+        """Starts a queue with no state yet from the first version's records, if any."""
+        assert self._legacy is not None
+        imported = self._legacy()
+        if imported is not None:
+            # Carried over from the first version's records: the first snapshot.
+            self._log.replace(_snapshot_body(imported))
+            self.state = imported
 
     def write(self, member: str, ops: list[Op]) -> None:
         """Appends one record of ``ops`` by ``member`` and applies it.
@@ -304,49 +255,23 @@ class QueueJournal:
         """
         if not ops:
             return
-        payload = encode_record(member, ops)
-        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
-        os.pwrite(self._fd, frame, self._pos)
-        self._pos += len(frame)
-        self.bytes_written += len(frame)
-        if self.fsync == "always" or (
-            self.fsync == "interval" and time.monotonic() - self._last_sync >= self.fsync_interval_s
-        ):
-            os.fdatasync(self._fd)
-            self._last_sync = time.monotonic()
+        size = self._log.append(encode_record(member, ops))
         self.state.apply(member, ops)
-        if self._pos >= COMPACT_BYTES:
+        if size >= COMPACT_BYTES:
             self.compact()
 
     def compact(self) -> None:
         """Writes a snapshot of the state and starts an empty journal (inside :meth:`locked`)."""
-        generation = self.generation + 1
-        self._write_snapshot(self.state, generation)
-        _write_atomic(self.files.journal, _JOURNAL_HEADER.pack(_JOURNAL_MAGIC, generation))
-        os.close(self._fd)
-        self._fd = os.open(self.files.journal, os.O_RDWR)
-        self._inode = os.fstat(self._fd).st_ino
-        self._pos = _JOURNAL_HEADER.size
-        self.generation = generation
-
-    def _write_snapshot(self, state: QueueState, generation: int) -> None:
-        body = json.dumps(state.to_json(), separators=(",", ":")).encode()
-        header = _SNAP_HEADER.pack(_SNAP_MAGIC, generation, zlib.crc32(body))
-        _write_atomic(self.files.snapshot, header + body)
+        self._log.replace(_snapshot_body(self.state))
 
     def sync(self) -> None:
-        """Fdatasyncs the journal (for ``fsync="interval"`` at close)."""
-        with self._mutex:
-            if self._fd >= 0:
-                os.fdatasync(self._fd)
-                self._last_sync = time.monotonic()
+        """Makes the journal durable now (for ``fsync="interval"`` at close)."""
+        self._log.sync()
 
     def close(self) -> None:
-        """Closes the files; idempotent."""
-        with self._mutex:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
+        """Syncs what the fsync policy deferred and closes the files; idempotent."""
+        self._log.close()
+
+
+def _snapshot_body(state: QueueState) -> bytes:
+    return json.dumps(state.to_json(), separators=(",", ":")).encode()

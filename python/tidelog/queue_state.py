@@ -70,11 +70,16 @@ def decode_record(payload: bytes) -> tuple[str, list[Op]]:
         CorruptRecordError: The record is malformed (its CRC matched, so this is a bug or a
             record from a newer version).
     """
+    if len(payload) < _MEMBER_LEN.size:
+        raise CorruptRecordError(f"work-queue record of {len(payload)} bytes is malformed")
     (n,) = _MEMBER_LEN.unpack_from(payload, 0)
     at = _MEMBER_LEN.size + n
-    if (len(payload) - at) % OP.size:
+    if at > len(payload) or (len(payload) - at) % OP.size:
         raise CorruptRecordError(f"work-queue record of {len(payload)} bytes is malformed")
-    member = payload[_MEMBER_LEN.size : at].decode()
+    try:
+        member = payload[_MEMBER_LEN.size : at].decode()
+    except UnicodeDecodeError:
+        raise CorruptRecordError("work-queue record names a member that is not UTF-8") from None
     ops: list[Op] = list(OP.iter_unpack(payload[at:]))
     return member, ops
 

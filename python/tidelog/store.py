@@ -69,7 +69,6 @@ class Store:
             index_interval_bytes=index_interval_bytes,
             producer_expiry_ms=producer_expiry_ms,
         )
-        self._fsync_interval_ms = fsync_interval_ms  # work queues sync their journals by it
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()

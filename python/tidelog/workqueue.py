@@ -146,8 +146,7 @@ class WorkQueue:
         self._journal = QueueJournal(
             self._files,
             self._topic.partitions,
-            fsync=store.fsync,
-            fsync_interval_s=getattr(store, "_fsync_interval_ms", 1000) / 1000,
+            core=store._core,
             legacy=lambda: read_legacy_state(
                 store._core, self._files.directory, topic, group, self._topic.partitions
             ),
@@ -675,7 +674,8 @@ class WorkQueue:
         Returns:
             See :func:`tidelog.stats.work_queue_stats`, plus ``"member"`` with this member's
             ``"pending_acks"`` (buffered, not yet written), ``"prefetched"`` and
-            ``"acks_lost"``.
+            ``"acks_lost"``, and ``"recovery"``: ``"torn_tails"`` this member truncated from
+            the queue's journal (records cut short by a crash) and the ``"bytes_truncated"``.
         """
         self._born.check()
         from tidelog.stats import work_queue_stats
@@ -689,6 +689,7 @@ class WorkQueue:
                 "prefetched": len(self._ready),
                 "acks_lost": self.acks_lost,
             }
+            out["recovery"] = self._journal.recovery
             return out
 
     def state_bytes(self) -> int:

@@ -135,6 +135,8 @@ def test_acknowledgements_survive_sigkill(tmp_path: Path) -> None:
             assert (p, o) not in acked, f"{(p, o)} was delivered again after its ack"
             acked.add((p, o))
         child.stdout.close()
+        if not acked and not queue_files(store_dir, "jobs", "g").lock.exists():
+            continue  # killed before it joined the queue (a slow start on a loaded machine)
         state = _state(store_dir)
         lost = [k for k in acked if not state.partitions[k[0]].finished(k[1])]
         assert not lost, f"acknowledged messages were lost: {lost[:5]}"

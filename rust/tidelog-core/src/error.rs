@@ -32,6 +32,18 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+    /// A state file (a work queue's snapshot or journal, see [`crate::statelog`]) failed a
+    /// check: bad CRC or magic, a damaged record followed by valid ones, a generation that
+    /// does not fit.
+    #[error("damaged state file {path} at byte position {position}: {reason}")]
+    CorruptState {
+        /// The file holding the damage.
+        path: PathBuf,
+        /// Byte position of the damage inside that file.
+        position: u64,
+        /// What check failed.
+        reason: String,
+    },
     /// The named topic does not exist.
     #[error("topic {0:?} does not exist")]
     TopicNotFound(String),

@@ -20,6 +20,7 @@ use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
 use crate::shm::doorbell::Doorbell;
 use crate::shm::fork::Born;
+use crate::statelog::StateLog;
 use crate::{Error, Result};
 
 const MARKER: &str = "tidelog.store";
@@ -131,6 +132,8 @@ struct Shared {
     /// In a process forked after the open, every call fails with [`Error::Forked`] and
     /// closing or dropping touches nothing (see `shm::fork`).
     born: Born,
+    /// State logs opened through the store, synced with its partitions.
+    state_logs: Mutex<Vec<Weak<StateLog>>>,
 }
 
 /// An open store.
@@ -191,6 +194,7 @@ impl Store {
             closed: Arc::new(AtomicBool::new(false)),
             stop: (Mutex::new(false), Condvar::new()),
             born,
+            state_logs: Mutex::new(Vec::new()),
         });
         let syncer = match shared.config.fsync {
             FsyncPolicy::Interval(every) => {
@@ -425,7 +429,24 @@ impl Store {
         std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("delete", &doomed, e))
     }
 
-    /// Syncs every open partition to disk.
+    /// Opens the state log `name` in `dir` (see [`crate::statelog`]) with the store's fsync
+    /// policy: with `interval`, the store's background syncer syncs it as it syncs the
+    /// partitions, and [`Self::sync`] and [`Self::close`] sync it too.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; as [`StateLog::open`].
+    pub fn state_log(&self, dir: &Path, name: &str) -> Result<Arc<StateLog>> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let log = Arc::new(StateLog::open(dir, name, self.shared.config.fsync)?);
+        let mut logs = self.shared.state_logs.lock().map_err(|_| Error::Closed)?;
+        logs.retain(|l| l.strong_count() > 0);
+        logs.push(Arc::downgrade(&log));
+        Ok(log)
+    }
+
+    /// Syncs every open partition (and state log) to disk.
     ///
     /// # Errors
     /// The first sync failure.
@@ -506,6 +527,11 @@ fn sync_all(shared: &Shared) -> Result<()> {
         for p in &topic.partitions {
             p.sync()?;
         }
+    }
+    let logs: Vec<Arc<StateLog>> =
+        shared.state_logs.lock().map_err(|_| Error::Closed)?.iter().filter_map(Weak::upgrade).collect();
+    for log in logs {
+        log.sync()?;
     }
     Ok(())
 }

@@ -80,7 +80,7 @@ impl From<CoreError> for PyErr {
         // Exhaustive on purpose: a new engine error must be mapped before this compiles.
         match e {
             Error::Io { source, .. } => std::io::Error::new(source.kind(), msg).into(),
-            Error::Corrupt { .. } => CorruptRecordError::new_err(msg),
+            Error::Corrupt { .. } | Error::CorruptState { .. } => CorruptRecordError::new_err(msg),
             Error::TopicNotFound(_) => TopicNotFoundError::new_err(msg),
             Error::TopicExists(_) => TopicExistsError::new_err(msg),
             Error::PartitionNotFound { .. } => PartitionNotFoundError::new_err(msg),

@@ -11,6 +11,7 @@ use tidelog_core::{FsyncPolicy, LogConfig, Store};
 
 use crate::errors::InvalidConfigError;
 use crate::gil::run_detached;
+use crate::statelog::PyStateLog;
 use crate::topic::PyTopic;
 
 /// An open store directory. Use `tidelog.open(...)`, which wraps this class.
@@ -196,6 +197,14 @@ impl PyStore {
                 Ok(d)
             })
             .collect()
+    }
+
+    /// Opens the state log `name` in `directory` with the store's fsync policy; with
+    /// `"interval"` the store's background syncer syncs it.
+    fn state_log(&self, py: Python<'_>, directory: PathBuf, name: String) -> PyResult<PyStateLog> {
+        let store = self.inner.clone();
+        let log = run_detached(py, move || store.state_log(&directory, &name))?;
+        Ok(PyStateLog::new(log))
     }
 
     /// Forces everything appended so far to disk.
