@@ -436,9 +436,7 @@ impl Store {
     /// # Errors
     /// [`Error::Closed`]; as [`StateLog::open`].
     pub fn state_log(&self, dir: &Path, name: &str) -> Result<Arc<StateLog>> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
+        self.check_open()?;
         let log = Arc::new(StateLog::open(dir, name, self.shared.config.fsync)?);
         let mut logs = self.shared.state_logs.lock().map_err(|_| Error::Closed)?;
         logs.retain(|l| l.strong_count() > 0);
