@@ -61,7 +61,7 @@ def test_a_reader_opened_with_smaller_segments_never_sees_false_corruption(tmp_p
 def test_another_index_interval_is_refused_instead_of_filling_the_index(tmp_path: Path) -> None:
     with tidelog.open(tmp_path, segment_bytes=64 << 10) as first:
         first.create_topic("t").append(b"x")
-    with pytest.raises(InvalidConfigError, match="index_interval_bytes=64 .*4096"):
+    with pytest.raises(InvalidConfigError, match=r"index_interval_bytes=64 .*4096"):
         tidelog.open(tmp_path, index_interval_bytes=64)
 
 
@@ -212,6 +212,9 @@ def test_open_creates_the_store_with_the_keywords_and_they_become_topic_defaults
 def test_alter_topic_persists_and_keeps_the_other_settings(tmp_path: Path) -> None:
     with tidelog.open(tmp_path) as store:
         store.create_topic("t", retention_ms=1000, segment_bytes=1 << 20)
+        assert store.create_topic("t", exist_ok=True, retention_ms=1000).name == "t"
+        with pytest.raises(tidelog.TopicExistsError, match="retention_ms=1000, not 5"):
+            store.create_topic("t", exist_ok=True, retention_ms=5)
         store.alter_topic("t", retention_ms=None, retention_bytes=10 << 20)
         t = store.topic("t")
         assert t.config["retention_ms"] is None
@@ -242,21 +245,21 @@ def test_a_store_made_before_settings_were_stored_still_opens(tmp_path: Path) ->
 
 def test_unsupported_and_bad_values_are_refused_by_name(tmp_path: Path) -> None:
     with tidelog.open(tmp_path) as store:
-        with pytest.raises(InvalidConfigError, match="cleanup_policy.*compact.*not supported yet"):
+        with pytest.raises(InvalidConfigError, match=r"cleanup_policy.*compact.*not supported yet"):
             store.create_topic("a", cleanup_policy="compact")
-        with pytest.raises(InvalidConfigError, match="compression.*zstd.*not supported yet"):
+        with pytest.raises(InvalidConfigError, match=r"compression.*zstd.*not supported yet"):
             store.create_topic("a", compression="zstd")
-        with pytest.raises(InvalidConfigError, match='compression.*"gzip"'):
+        with pytest.raises(InvalidConfigError, match=r'compression.*"gzip"'):
             store.create_topic("a", compression="gzip")
-        with pytest.raises(InvalidConfigError, match="segment_bytes.*100"):
+        with pytest.raises(InvalidConfigError, match=r"segment_bytes.*100"):
             store.create_topic("a", segment_bytes=100)
-        with pytest.raises(InvalidConfigError, match="retention_ms.*-5"):
+        with pytest.raises(InvalidConfigError, match=r"retention_ms.*-5"):
             store.create_topic("a", retention_ms=-5)
         with pytest.raises(InvalidConfigError, match="max_message_bytes"):
             store.create_topic("a", segment_bytes=8 << 10, max_message_bytes=1 << 20)
         assert store.topics() == []
         store.create_topic("t")
-        with pytest.raises(InvalidConfigError, match="cleanup_policy.*compact,delete.*not supported"):
+        with pytest.raises(InvalidConfigError, match=r"cleanup_policy.*compact,delete.*not sup"):
             store.alter_topic("t", cleanup_policy="compact,delete")
         with pytest.raises(InvalidConfigError, match="no_such_setting"):
             store.alter_topic("t", no_such_setting=1)
@@ -268,7 +271,7 @@ def test_unsupported_and_bad_values_are_refused_by_name(tmp_path: Path) -> None:
             store.alter_topic("t", retention_ms="soon")
         assert store.topic("t").config["cleanup_policy"] == "delete"
         store.alter_topic("t", cleanup_policy="delete", compression="none")
-    with pytest.raises(InvalidConfigError, match="compression.*not supported yet"):
+    with pytest.raises(InvalidConfigError, match=r"compression.*not supported yet"):
         tidelog.open(tmp_path / "other", compression="lz4")
     assert not (tmp_path / "other" / "tidelog.settings").exists()
 

@@ -350,6 +350,17 @@ impl Store {
                         topic.partition_count()
                     )));
                 }
+                // Settings asked for are never dropped silently: the existing topic must
+                // have them (alter_topic changes them).
+                let existing = topic.config()?;
+                for (key, _) in settings {
+                    let (have, want) = (existing.get(key)?, topic_settings.get(key)?);
+                    if have != want {
+                        return Err(Error::TopicExists(format!(
+                            "{name}\" with {key}={have}, not {want} as requested; \"{name}"
+                        )));
+                    }
+                }
                 Ok(topic)
             }
         }
