@@ -156,9 +156,9 @@ impl TopicSettings {
             "segment_bytes" => int(self.segment_bytes),
             "index_interval_bytes" => int(self.index_interval_bytes),
             "max_message_bytes" => int(self.max_message_bytes),
-            "retention_bytes" => {
-                self.retention_bytes.map_or(Value::Unset, |b| Value::Int(i64::try_from(b).unwrap_or(i64::MAX)))
-            }
+            "retention_bytes" => self
+                .retention_bytes
+                .map_or(Value::Unset, |b| Value::Int(i64::try_from(b).unwrap_or(i64::MAX))),
             "retention_ms" => self.retention_ms.map_or(Value::Unset, Value::Int),
             "cleanup_policy" => Value::Text(self.cleanup_policy.clone()),
             "delete_retention_ms" => Value::Int(self.delete_retention_ms),
@@ -259,7 +259,8 @@ impl TopicSettings {
         }
         let limit_given = changes.iter().any(|(k, _)| k == "max_message_bytes");
         if shrink_message_limit && !limit_given && next.max_message_bytes > next.segment_bytes / 2 {
-            next.max_message_bytes = default_max_message_bytes(next.segment_bytes).min(self.max_message_bytes);
+            next.max_message_bytes =
+                default_max_message_bytes(next.segment_bytes).min(self.max_message_bytes);
         }
         next.validate()?;
         Ok(next)
@@ -527,7 +528,15 @@ impl SharedSettings {
         if generation == self.seen.load(Ordering::Acquire) {
             return Ok(());
         }
-        let settings = read_meta(&source.meta, &source.defaults)?.settings;
+        let settings = match read_meta(&source.meta, &source.defaults) {
+            Ok(meta) => meta.settings,
+            // The topic's directory is gone: it was deleted.
+            Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = source.meta.parent().and_then(Path::file_name).unwrap_or_default();
+                return Err(Error::TopicNotFound(dir.to_string_lossy().into_owned()));
+            }
+            Err(e) => return Err(e),
+        };
         self.publish(&settings);
         *all = settings;
         self.seen.store(generation, Ordering::Release);
@@ -590,7 +599,11 @@ pub fn read_meta(path: &Path, defaults: &TopicSettings) -> Result<TopicMeta> {
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] for bad changes (nothing is written); I/O errors.
-pub fn alter(topic_dir: &Path, defaults: &TopicSettings, changes: &[(String, Value)]) -> Result<TopicSettings> {
+pub fn alter(
+    topic_dir: &Path,
+    defaults: &TopicSettings,
+    changes: &[(String, Value)],
+) -> Result<TopicSettings> {
     let word_path = topic_dir.join(GENERATION_FILE);
     let word = SharedWord::open(&word_path)?;
     let lock = File::open(&word_path).map_err(|e| Error::io("open", &word_path, e))?;
@@ -615,7 +628,10 @@ mod tests {
     #[test]
     fn round_trips_through_text() {
         let s = TopicSettings::default()
-            .with(&[int("segment_bytes", 1 << 20), int("retention_ms", 5), int("retention_bytes", 9 << 20)], true)
+            .with(
+                &[int("segment_bytes", 1 << 20), int("retention_ms", 5), int("retention_bytes", 9 << 20)],
+                true,
+            )
             .unwrap();
         assert_eq!(s.max_message_bytes, 512 << 10);
         let text = format!("partitions 3\nincarnation ab12\n{}", s.to_lines());
@@ -632,17 +648,25 @@ mod tests {
         assert!(err(&[int("segment_bytes", 10)]).contains("segment_bytes"));
         assert!(err(&[int("retention_ms", -1)]).contains("retention_ms must be a positive integer, got -1"));
         assert!(err(&[("compression".into(), Value::Text("zstd".into()))]).contains("not supported yet"));
-        assert!(err(&[("cleanup_policy".into(), Value::Text("compact".into()))]).contains("not supported yet"));
+        assert!(
+            err(&[("cleanup_policy".into(), Value::Text("compact".into()))]).contains("not supported yet")
+        );
         assert!(err(&[("cleanup_policy".into(), Value::Text("keep".into()))]).contains("\"keep\""));
         assert!(err(&[int("nonsense", 1)]).contains("unknown setting \"nonsense\""));
-        assert!(err(&[int("segment_bytes", 8192), int("max_message_bytes", 8192)]).contains("max_message_bytes"));
+        assert!(
+            err(&[int("segment_bytes", 8192), int("max_message_bytes", 8192)]).contains("max_message_bytes")
+        );
     }
 
     #[test]
     fn a_damaged_meta_line_is_corruption_naming_the_file() {
-        let e = TopicMeta::parse("partitions 1\nsegment_bytes lots\n", Path::new("x/topic.meta"), &TopicSettings::default())
-            .err()
-            .unwrap();
+        let e = TopicMeta::parse(
+            "partitions 1\nsegment_bytes lots\n",
+            Path::new("x/topic.meta"),
+            &TopicSettings::default(),
+        )
+        .err()
+        .unwrap();
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("x/topic.meta"));
     }

@@ -196,7 +196,14 @@ impl Segment {
         preallocate(&data, &paths.data, capacity as u64)?;
         preallocate(&index, &paths.index, (index_capacity * INDEX_ENTRY_BYTES) as u64)?;
         preallocate(&time_index, &paths.time_index, (index_capacity * TIME_INDEX_ENTRY_BYTES) as u64)?;
-        Self::map_active(paths, base, ActiveFiles { data, index, time_index }, capacity, published, index_entries)
+        Self::map_active(
+            paths,
+            base,
+            ActiveFiles { data, index, time_index },
+            capacity,
+            published,
+            index_entries,
+        )
     }
 
     /// Opens the active segment `base` in `dir` with the geometry it was created with: its
@@ -206,7 +213,12 @@ impl Segment {
     ///
     /// # Errors
     /// I/O errors; [`Error::Corrupt`] if the files are shorter than what is published.
-    pub fn open_active_as_created(dir: &Path, base: u64, published: usize, index_entries: usize) -> Result<Self> {
+    pub fn open_active_as_created(
+        dir: &Path,
+        base: u64,
+        published: usize,
+        index_entries: usize,
+    ) -> Result<Self> {
         let paths = SegmentPaths::new(dir, base);
         let data = open_rw(&paths.data, false)?;
         let index = open_rw(&paths.index, false)?;
@@ -226,7 +238,14 @@ impl Segment {
                 ),
             });
         }
-        Self::map_active(paths, base, ActiveFiles { data, index, time_index }, capacity, published, index_entries)
+        Self::map_active(
+            paths,
+            base,
+            ActiveFiles { data, index, time_index },
+            capacity,
+            published,
+            index_entries,
+        )
     }
 
     fn map_active(
