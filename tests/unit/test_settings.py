@@ -101,9 +101,13 @@ def test_segments_keep_the_geometry_they_were_created_with(tmp_path: Path) -> No
                 assert next(iter(tb.read(partition=0, offset=offset))).offset == offset
         finally:
             c.close()
-        dirs = sorted((tmp_path / "topics" / "t" / "0").glob("*.log"))
-        assert len(dirs) >= 2
-        assert dirs[0].stat().st_size <= 64 << 10
+        logs = sorted((tmp_path / "topics" / "t" / "0").glob("*.log"))
+        assert len(logs) == 2
+        assert logs[0].stat().st_size <= 64 << 10
+        # The segment created after the change has the new size and index cadence: 8-byte
+        # offset index entries, one per 64 bytes of a 1 MiB segment, plus two.
+        assert logs[1].stat().st_size == 1 << 20
+        assert logs[1].with_suffix(".index").stat().st_size == ((1 << 20) // 64 + 2) * 8
     finally:
         b.close()
         a.close()
@@ -261,6 +265,11 @@ def test_unsupported_and_bad_values_are_refused_by_name(tmp_path: Path) -> None:
         store.create_topic("t")
         with pytest.raises(InvalidConfigError, match=r"cleanup_policy.*compact,delete.*not sup"):
             store.alter_topic("t", cleanup_policy="compact,delete")
+        with pytest.raises(InvalidConfigError, match="change max_message_bytes too"):
+            store.alter_topic("t", segment_bytes=8 << 10)
+        store.alter_topic("t", segment_bytes=8 << 10, max_message_bytes=4 << 10)
+        with pytest.raises(InvalidConfigError, match=r"retention_ms.*2\*\*63"):
+            store.alter_topic("t", retention_ms=2**70)
         with pytest.raises(InvalidConfigError, match="no_such_setting"):
             store.alter_topic("t", no_such_setting=1)
         with pytest.raises(InvalidConfigError, match="reserved"):

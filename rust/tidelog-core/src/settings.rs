@@ -258,9 +258,19 @@ impl TopicSettings {
             next.set(key, value)?;
         }
         let limit_given = changes.iter().any(|(k, _)| k == "max_message_bytes");
-        if shrink_message_limit && !limit_given && next.max_message_bytes > next.segment_bytes / 2 {
+        let too_small = next.max_message_bytes > next.segment_bytes / 2;
+        if shrink_message_limit && !limit_given && too_small {
             next.max_message_bytes =
                 default_max_message_bytes(next.segment_bytes).min(self.max_message_bytes);
+        } else if !limit_given && too_small && next.segment_bytes >= MIN_SEGMENT_BYTES {
+            // Never lowered behind the user's back on an existing topic: say what to do.
+            return Err(Error::InvalidConfig(format!(
+                "segment_bytes={} leaves room for messages of at most {} bytes, but \
+                 max_message_bytes is {}: change max_message_bytes too",
+                next.segment_bytes,
+                next.segment_bytes / 2,
+                next.max_message_bytes
+            )));
         }
         next.validate()?;
         Ok(next)

@@ -313,6 +313,9 @@ impl Store {
             for p in 0..partitions {
                 std::fs::create_dir(tmp.join(p.to_string()))?;
             }
+            if self.shared.config.fsync != FsyncPolicy::Never {
+                std::fs::File::open(&tmp)?.sync_all()?;
+            }
             Ok(())
         })();
         if let Err(e) = prepared {

@@ -45,7 +45,9 @@ pub(crate) fn settings_arg(obj: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(Str
             Kind::OptionalInt if v.is_none() => Value::Unset,
             Kind::Int | Kind::OptionalInt if v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>() => {
                 Value::Int(v.extract::<i64>().map_err(|_| {
-                    InvalidConfigError::new_err(format!("{key} must be a positive integer, got {v}"))
+                    InvalidConfigError::new_err(format!(
+                        "{key} must be a positive integer below 2**63, got {v}"
+                    ))
                 })?)
             }
             Kind::Text if v.is_instance_of::<PyString>() => Value::Text(v.extract()?),
