@@ -474,13 +474,7 @@ impl PartitionLog {
             view = self.read_view()?;
         }
         if head.committed_pos as usize + size > view.active().data.len() {
-            // An empty active segment created smaller than this batch (segment_bytes grew
-            // since): it cannot roll to the same base offset.
-            return Err(Error::MessageTooLarge {
-                size: size as u64,
-                limit: view.active().data.len() as u64,
-                what: "segment_bytes of the active segment (whole batch)",
-            });
+            return Err(segment_too_small(size, view.active().data.len()));
         }
         let mut producers = None;
         if meta.producer_id != NO_PRODUCER {
@@ -768,6 +762,19 @@ impl Drop for PartitionLog {
     fn drop(&mut self) {
         // Best effort: a failure leaves pre-allocated zeros, which recovery handles.
         let _ = self.trim_if_last();
+    }
+}
+
+/// An empty active segment created smaller than a batch (segment_bytes grew since it was
+/// created): it cannot roll to the same base offset. Out of line: the append path only
+/// compares.
+#[cold]
+#[inline(never)]
+fn segment_too_small(size: usize, capacity: usize) -> Error {
+    Error::MessageTooLarge {
+        size: size as u64,
+        limit: capacity as u64,
+        what: "segment_bytes of the active segment (whole batch)",
     }
 }
 
