@@ -115,6 +115,8 @@ class Topic:
     def name(self) -> str: ...
     @property
     def partitions(self) -> int: ...
+    @property
+    def config(self) -> dict[str, int | str | None]: ...
     def append(
         self,
         value: bytes,
@@ -238,15 +240,11 @@ class Store:
         cls,
         path: str | os.PathLike[str],
         *,
-        segment_bytes: int = 67108864,
         segment_ms: int | None = ...,
-        retention_bytes: int | None = None,
-        retention_ms: int | None = None,
         fsync: str = "never",
         fsync_interval_ms: int = 1000,
-        max_message_bytes: int | None = None,
-        index_interval_bytes: int = 4096,
         producer_expiry_ms: int = 604800000,
+        settings: dict[str, int | str | None] | None = None,
     ) -> Store: ...
     @property
     def path(self) -> str: ...
@@ -257,8 +255,20 @@ class Store:
     @property
     def segment_bytes(self) -> int: ...
     @property
+    def settings(self) -> dict[str, int | str | None]: ...
+    @property
     def closed(self) -> bool: ...
-    def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False) -> Topic: ...
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        *,
+        exist_ok: bool = False,
+        settings: dict[str, int | str | None] | None = None,
+    ) -> Topic: ...
+    def alter_topic(
+        self, name: str, settings: dict[str, int | str | None]
+    ) -> dict[str, int | str | None]: ...
     def topic(self, name: str) -> Topic: ...
     def topics(self) -> list[str]: ...
     def abort_orphaned_transactions(self) -> list[str]: ...

@@ -278,6 +278,38 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    changes = dict(args.set or [])
+    with _open_store(args) as store:
+        if changes:
+            try:
+                config = store.alter_topic(args.topic, **changes)
+            except TypeError as e:
+                raise CliError(str(e)) from None
+        else:
+            config = store.topic(args.topic).config
+    if args.json:
+        print(json.dumps({"topic": args.topic, "config": config}))
+    else:
+        width = max(map(len, config))
+        for key, value in config.items():
+            print(f"{key:<{width}}  {'none' if value is None else value}")
+    return 0
+
+
+def _setting(text: str) -> tuple[str, int | str | None]:
+    """``key=value``: ``none`` unsets a limit, digits make an integer, anything else a word."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"setting {text!r} is not key=value")
+    if value.lower() == "none":
+        return key, None
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
+
+
 def _cmd_describe(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         topic = store.topic(args.topic)
@@ -1296,6 +1328,26 @@ def _build_parser() -> _Parser:
 
     sub = command("delete", _cmd_delete, "Delete a topic and all its messages")
     sub.add_argument("topic")
+
+    sub = command(
+        "config",
+        _cmd_config,
+        "Show or change a topic's settings",
+        "Settings that shape files (segment size, index interval, message limit, retention,\n"
+        "cleanup policy, compression) are stored with each topic and shared by every process\n"
+        "that opens the store. --set changes them for every process at once; segment_bytes\n"
+        "and index_interval_bytes shape segments created afterwards. 'none' removes a\n"
+        "retention limit.",
+    )
+    sub.add_argument("topic")
+    sub.add_argument(
+        "--set",
+        action="append",
+        type=_setting,
+        metavar="KEY=VALUE",
+        help="change a setting, e.g. retention_ms=86400000 (repeatable)",
+    )
+    sub.add_argument("--json", action="store_true", help="one JSON object instead of lines")
 
     sub = command(
         "describe",

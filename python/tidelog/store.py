@@ -8,6 +8,7 @@ in any process see new messages without reopening.
 
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 import weakref
@@ -35,6 +36,23 @@ FsyncPolicy = Literal["never", "interval", "always"]
 OnFull = Literal["block", "raise", "shed"]
 
 
+class _Unset(enum.Enum):
+    """A keyword that was not given (``None`` is a value: no limit)."""
+
+    UNSET = enum.auto()
+
+    def __repr__(self) -> str:
+        return "<stored value>"
+
+
+_UNSET = _Unset.UNSET
+Setting = int | str | None
+
+
+def _given(**settings: Setting | _Unset) -> dict[str, Setting]:
+    return {k: v for k, v in settings.items() if v is not _UNSET}
+
+
 class Store:
     """An open tidelog store. Create it with :func:`tidelog.open`.
 
@@ -45,29 +63,37 @@ class Store:
         self,
         path: str | os.PathLike[str],
         *,
-        segment_bytes: int = 64 << 20,
+        segment_bytes: int | _Unset = _UNSET,
         segment_ms: int | None = 7 * 24 * 3600 * 1000,
-        retention_bytes: int | None = None,
-        retention_ms: int | None = None,
+        retention_bytes: int | _Unset | None = _UNSET,
+        retention_ms: int | _Unset | None = _UNSET,
         fsync: FsyncPolicy = "never",
         fsync_interval_ms: int = 1000,
-        max_message_bytes: int | None = None,
-        index_interval_bytes: int = 4096,
+        max_message_bytes: int | _Unset = _UNSET,
+        index_interval_bytes: int | _Unset = _UNSET,
         producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
+        cleanup_policy: str | _Unset = _UNSET,
+        delete_retention_ms: int | _Unset = _UNSET,
+        compression: str | _Unset = _UNSET,
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
         self._born = Born()
         self._core = _core.Store(
             path,
-            segment_bytes=segment_bytes,
             segment_ms=segment_ms,
-            retention_bytes=retention_bytes,
-            retention_ms=retention_ms,
             fsync=fsync,
             fsync_interval_ms=fsync_interval_ms,
-            max_message_bytes=max_message_bytes,
-            index_interval_bytes=index_interval_bytes,
             producer_expiry_ms=producer_expiry_ms,
+            settings=_given(
+                segment_bytes=segment_bytes,
+                retention_bytes=retention_bytes,
+                retention_ms=retention_ms,
+                max_message_bytes=max_message_bytes,
+                index_interval_bytes=index_interval_bytes,
+                cleanup_policy=cleanup_policy,
+                delete_retention_ms=delete_retention_ms,
+                compression=compression,
+            ),
         )
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
@@ -90,28 +116,97 @@ class Store:
         """True once :meth:`close` ran."""
         return self._core.closed
 
-    def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False) -> Topic:
+    @property
+    def settings(self) -> dict[str, Setting]:
+        """The store's stored settings: the defaults for new topics."""
+        return self._core.settings
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        *,
+        exist_ok: bool = False,
+        segment_bytes: int | _Unset = _UNSET,
+        index_interval_bytes: int | _Unset = _UNSET,
+        max_message_bytes: int | _Unset = _UNSET,
+        retention_bytes: int | _Unset | None = _UNSET,
+        retention_ms: int | _Unset | None = _UNSET,
+        cleanup_policy: str | _Unset = _UNSET,
+        delete_retention_ms: int | _Unset = _UNSET,
+        compression: str | _Unset = _UNSET,
+    ) -> Topic:
         """Creates a topic.
+
+        Settings not given are the store's (see :attr:`settings`); they are stored with the
+        topic, shared by every process, and changed with :meth:`alter_topic`.
 
         Args:
             name: 1-249 characters from ``[A-Za-z0-9._-]``, not starting with a dot.
             partitions: Number of partitions, fixed for the topic's life.
-            exist_ok: Return the existing topic instead of raising when it exists with the
-                same number of partitions.
+            exist_ok: Return the existing topic (with its own settings) instead of raising
+                when it exists with the same number of partitions.
+            segment_bytes: Capacity of a segment file.
+            index_interval_bytes: Bytes of batches between two sparse index entries.
+            max_message_bytes: Largest message (value, key and headers); by default the
+                store's, at most half a segment.
+            retention_bytes: Delete a partition's oldest segments beyond this size (None:
+                no limit).
+            retention_ms: Delete segments whose newest message is older than this (None: no
+                limit).
+            cleanup_policy: ``"delete"`` (``"compact"`` and ``"compact,delete"`` are not
+                supported yet and raise InvalidConfigError).
+            delete_retention_ms: How long compaction keeps tombstones.
+            compression: ``"none"`` (``"lz4"`` and ``"zstd"`` are not supported yet and
+                raise InvalidConfigError).
 
         Returns:
             The new (or existing) topic. Creation is atomic: other processes see the topic
-            complete or not at all.
+            complete, with its settings, or not at all.
 
         Raises:
             TopicExistsError: The topic exists (and ``exist_ok`` is false, or its partition
                 count differs).
-            InvalidConfigError: A bad name or partition count.
+            InvalidConfigError: A bad name, partition count or setting.
         """
         self._born.check()
         _check_type(name, str, "name")
         _check_type(partitions, int, "partitions")
-        return self._core.create_topic(name, partitions, exist_ok=exist_ok)
+        settings = _given(
+            segment_bytes=segment_bytes,
+            index_interval_bytes=index_interval_bytes,
+            max_message_bytes=max_message_bytes,
+            retention_bytes=retention_bytes,
+            retention_ms=retention_ms,
+            cleanup_policy=cleanup_policy,
+            delete_retention_ms=delete_retention_ms,
+            compression=compression,
+        )
+        return self._core.create_topic(name, partitions, exist_ok=exist_ok, settings=settings)
+
+    def alter_topic(self, name: str, **settings: Setting) -> dict[str, Setting]:
+        """Changes a topic's stored settings, for every process at once.
+
+        The new settings are durable when this returns, and the next append, roll or
+        retention pass in any process uses them (no reopening). ``segment_bytes`` and
+        ``index_interval_bytes`` shape the segments created afterwards; existing segments
+        keep the geometry they were created with.
+
+        Args:
+            name: The topic.
+            **settings: Settings to change, as for :meth:`create_topic` (``None`` removes a
+                retention limit).
+
+        Returns:
+            The topic's settings after the change.
+
+        Raises:
+            TopicNotFoundError: No topic has this name.
+            InvalidConfigError: An unknown or bad setting (nothing is changed), or a
+                reserved ``__`` name.
+        """
+        _check_type(name, str, "name")
+        return self._core.alter_topic(name, settings)
 
     def topic(self, name: str) -> Topic:
         """Returns an existing topic.
@@ -474,34 +569,51 @@ class Store:
 def open(
     path: str | os.PathLike[str],
     *,
-    segment_bytes: int = 64 << 20,
+    segment_bytes: int | _Unset = _UNSET,
     segment_ms: int | None = 7 * 24 * 3600 * 1000,
-    retention_bytes: int | None = None,
-    retention_ms: int | None = None,
+    retention_bytes: int | _Unset | None = _UNSET,
+    retention_ms: int | _Unset | None = _UNSET,
     fsync: FsyncPolicy = "never",
     fsync_interval_ms: int = 1000,
-    max_message_bytes: int | None = None,
-    index_interval_bytes: int = 4096,
+    max_message_bytes: int | _Unset = _UNSET,
+    index_interval_bytes: int | _Unset = _UNSET,
     producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
+    cleanup_policy: str | _Unset = _UNSET,
+    delete_retention_ms: int | _Unset = _UNSET,
+    compression: str | _Unset = _UNSET,
 ) -> Store:
     """Opens the store in ``path``, creating the directory if it is missing.
 
     Opening always checks the end of each partition's active segment and truncates a torn
     or damaged tail left by a crash, whatever the previous shutdown was.
 
+    The settings that shape files (``segment_bytes``, ``index_interval_bytes``,
+    ``max_message_bytes``, ``retention_bytes``, ``retention_ms``, ``cleanup_policy``,
+    ``delete_retention_ms``, ``compression``) are stored with the store when it is created
+    and are the defaults for new topics; every process uses the stored values. Opening an
+    existing store with one that differs raises InvalidConfigError: change a topic's with
+    :meth:`Store.alter_topic` or ``tidelog config``. ``fsync``, ``fsync_interval_ms``,
+    ``segment_ms`` and ``producer_expiry_ms`` are this process's own.
+
     Args:
         path: The store's directory. It must be empty, missing, or a tidelog store.
-        segment_bytes: Capacity of one segment file.
+        segment_bytes: Capacity of one segment file (default 64 MiB).
         segment_ms: Roll the active segment once it is this old (None: never by age).
-        retention_bytes: Delete the oldest segments of a partition beyond this size.
-        retention_ms: Delete segments whose newest message is older than this.
+        retention_bytes: Delete the oldest segments of a partition beyond this size
+            (default: no limit).
+        retention_ms: Delete segments whose newest message is older than this (default:
+            no limit).
         fsync: ``"never"`` (page cache only: survives a process crash, not a power loss),
             ``"interval"`` (background fsync every ``fsync_interval_ms``) or ``"always"``
             (every append returns only after fdatasync).
         fsync_interval_ms: Period of the background fsync for ``fsync="interval"``.
         max_message_bytes: Largest message (value, key and headers) accepted; by default
             1 MiB, or half a segment when ``segment_bytes`` is under 2 MiB.
-        index_interval_bytes: Bytes of batches between two sparse index entries.
+        index_interval_bytes: Bytes of batches between two sparse index entries (default
+            4096).
+        cleanup_policy: ``"delete"`` (compaction is not supported yet).
+        delete_retention_ms: How long compaction keeps tombstones (default one day).
+        compression: ``"none"`` (compression is not supported yet).
         producer_expiry_ms: A partition forgets an idempotent producer that wrote nothing
             to it for this long (its sequence numbers and epoch), as Kafka's
             ``producer.id.expiration.ms``.
@@ -510,7 +622,8 @@ def open(
         The open store.
 
     Raises:
-        InvalidConfigError: A bad option, or a directory holding something else.
+        InvalidConfigError: A bad option, a file-shaping option that differs from the
+            stored one, or a directory holding something else.
         CorruptRecordError: A segment is damaged in a way recovery must not guess about.
     """
     return Store(
@@ -524,6 +637,9 @@ def open(
         max_message_bytes=max_message_bytes,
         index_interval_bytes=index_interval_bytes,
         producer_expiry_ms=producer_expiry_ms,
+        cleanup_policy=cleanup_policy,
+        delete_retention_ms=delete_retention_ms,
+        compression=compression,
     )
 
 

@@ -167,7 +167,8 @@ def test_sigkilled_writer_loses_no_acknowledged_append(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    with tidelog.open(store_dir) as store:
+    # The writers' settings: stored with the store, so every open must agree with them.
+    with tidelog.open(store_dir, segment_bytes=65536, max_message_bytes=4096) as store:
         store.create_topic("t", partitions=3)
     rng = random.Random(20_260_127)
     acks: list[Ack] = []

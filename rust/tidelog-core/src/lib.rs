@@ -6,6 +6,7 @@
 //! - [`segment`] and [`index`]: one data file and its sparse offset and time indexes;
 //! - [`shm`]: the per-partition control block (cross-process append lock, published head);
 //! - [`log`]: a partition's segments, appends, reads, rolling, retention and recovery;
+//! - [`settings`]: the settings that shape files, stored with the store and each topic;
 //! - [`store`]: a directory of topics, each a set of partition logs;
 //! - [`statelog`]: a snapshot plus a CRC-checked journal, the durable state of work queues.
 
@@ -20,6 +21,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod ring;
 pub mod segment;
+pub mod settings;
 pub mod shm;
 pub mod statelog;
 pub mod store;

@@ -3,7 +3,8 @@
 //! ```text
 //! data/
 //!   tidelog.store              marker: refuses to treat a foreign directory as a store
-//!   topics/orders/topic.meta   "partitions 3"
+//!   tidelog.settings           the store's settings, the defaults of new topics (`settings`)
+//!   topics/orders/topic.meta   "partitions 3", then the topic's settings
 //!   topics/orders/0/           a partition log (see `log`)
 //! ```
 //!
@@ -18,6 +19,7 @@ use std::thread::JoinHandle;
 
 use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
+use crate::settings::{self, SharedSettings, TopicSettings, Value};
 use crate::shm::doorbell::Doorbell;
 use crate::shm::fork::Born;
 use crate::statelog::StateLog;
@@ -26,7 +28,8 @@ use crate::{Error, Result};
 const MARKER: &str = "tidelog.store";
 const MARKER_TEXT: &str = "tidelog store\nformat 1\n";
 const TOPICS: &str = "topics";
-const TOPIC_META: &str = "topic.meta";
+/// A topic's metadata file: its partition count and settings (see `settings`).
+pub const TOPIC_META: &str = "topic.meta";
 const DOORBELL: &str = "doorbell";
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -41,9 +44,25 @@ pub struct Topic {
     deleted: AtomicBool,
     /// The store's: a topic inherited across `fork()` refuses every call.
     born: Born,
+    settings: Arc<SharedSettings>,
 }
 
 impl Topic {
+    /// The topic's settings, shared with every process (refreshed when another process
+    /// altered them).
+    pub fn settings(&self) -> &SharedSettings {
+        &self.settings
+    }
+
+    /// The topic's stored settings, current.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::TopicNotFound`]; reading changed settings failed.
+    pub fn config(&self) -> Result<TopicSettings> {
+        self.check_open()?;
+        self.settings.current()
+    }
+
     /// The topic's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -125,7 +144,11 @@ impl Topic {
 
 struct Shared {
     dir: PathBuf,
+    /// This process's settings; the file-shaping fields hold the store's stored settings.
     config: LogConfig,
+    /// The store's stored settings: the defaults of new topics and of topics that predate
+    /// stored settings.
+    defaults: TopicSettings,
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     closed: Arc<AtomicBool>,
     stop: (Mutex<bool>, Condvar),
@@ -166,30 +189,49 @@ fn unique_suffix() -> String {
 
 impl Store {
     /// Opens the store in `dir`, creating it if the directory is missing or empty.
+    /// `config` gives this process's settings (fsync, rolling by age, producer expiry);
+    /// the settings that shape files are the store's stored ones, and `requested` (the
+    /// opener's keywords) must match them, or on creation become them.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for bad settings or a directory that holds something other
-    /// than a tidelog store; I/O errors.
-    pub fn open(dir: &Path, config: LogConfig) -> Result<Self> {
+    /// [`Error::InvalidConfig`] for bad settings, a requested setting that differs from the
+    /// stored one, or a directory that holds something other than a tidelog store; I/O
+    /// errors.
+    pub fn open(dir: &Path, config: LogConfig, requested: &[(String, Value)]) -> Result<Self> {
         let born = Born::now();
         config.validate()?;
+        // Checked before anything is created.
+        TopicSettings::default().with(requested, true)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let marker = dir.join(MARKER);
-        match std::fs::read_to_string(&marker) {
-            Ok(text) if text == MARKER_TEXT => {}
+        let fresh = match std::fs::read_to_string(&marker) {
+            Ok(text) if text == MARKER_TEXT => false,
             Ok(_) => {
                 return Err(Error::InvalidConfig(format!(
                     "{} has an unknown store format marker (written by a newer tidelog?)",
                     marker.display()
                 )))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::initialise(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Self::check_empty(dir)?;
+                true
+            }
             Err(e) => return Err(Error::io("read", &marker, e)),
+        };
+        // Before the marker: a store with a marker always has its settings, except one made
+        // by an older version, which this records (see `settings::store_settings`).
+        let defaults = settings::store_settings(dir, requested)?;
+        if fresh {
+            let tmp = dir.join(format!("{MARKER}.{}.tmp", unique_suffix()));
+            std::fs::write(&tmp, MARKER_TEXT).map_err(|e| Error::io("write", &tmp, e))?;
+            std::fs::rename(&tmp, dir.join(MARKER)).map_err(|e| Error::io("rename", dir, e))?;
         }
+        let config = config.with_settings(&defaults);
         std::fs::create_dir_all(dir.join(TOPICS)).map_err(|e| Error::io("create directory", dir, e))?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             config,
+            defaults,
             topics: Mutex::new(HashMap::new()),
             closed: Arc::new(AtomicBool::new(false)),
             stop: (Mutex::new(false), Condvar::new()),
@@ -211,12 +253,13 @@ impl Store {
         Ok(Store { shared, syncer: Mutex::new(syncer) })
     }
 
-    fn initialise(dir: &Path) -> Result<()> {
+    fn check_empty(dir: &Path) -> Result<()> {
         let foreign: Vec<String> = std::fs::read_dir(dir)
             .map_err(|e| Error::io("list", dir, e))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".tmp"))
+            // A settings file without a marker: a creation that stopped in between.
+            .filter(|n| !n.ends_with(".tmp") && n != settings::STORE_SETTINGS_FILE)
             .collect();
         if !foreign.is_empty() {
             let mut shown = foreign;
@@ -228,9 +271,7 @@ impl Store {
                 shown.join(", ")
             )));
         }
-        let tmp = dir.join(format!("{MARKER}.{}.tmp", unique_suffix()));
-        std::fs::write(&tmp, MARKER_TEXT).map_err(|e| Error::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, dir.join(MARKER)).map_err(|e| Error::io("rename", dir, e))
+        Ok(())
     }
 
     /// The store's directory.
@@ -238,9 +279,15 @@ impl Store {
         &self.shared.dir
     }
 
-    /// The settings every partition uses.
+    /// This process's settings; the file-shaping fields are the store's stored settings
+    /// (each topic has its own, see [`Topic::config`]).
     pub fn config(&self) -> &LogConfig {
         &self.shared.config
+    }
+
+    /// The store's stored settings: the defaults for new topics.
+    pub fn defaults(&self) -> &TopicSettings {
+        &self.shared.defaults
     }
 
     /// Fails unless the store is open and was opened in this process.
@@ -267,14 +314,22 @@ impl Store {
         self.shared.dir.join(TOPICS).join(name)
     }
 
-    /// Creates a topic with `partitions` partitions. With `exist_ok`, an existing topic with
-    /// the same partition count is returned instead.
+    /// Creates a topic with `partitions` partitions and the store's settings overridden by
+    /// `settings`, stored with the topic. With `exist_ok`, an existing topic with the same
+    /// partition count is returned instead (with its own settings).
     ///
     /// # Errors
     /// [`Error::TopicExists`], [`Error::InvalidConfig`], I/O errors.
-    pub fn create_topic(&self, name: &str, partitions: u32, exist_ok: bool) -> Result<Arc<Topic>> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        exist_ok: bool,
+        settings: &[(String, Value)],
+    ) -> Result<Arc<Topic>> {
         self.check_open()?;
         validate_topic_name(name)?;
+        let topic_settings = self.shared.defaults.with(settings, true)?;
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(Error::InvalidConfig(format!(
                 "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
@@ -284,9 +339,16 @@ impl Store {
         let tmp = topics.join(format!(".tmp-{name}-{}", unique_suffix()));
         let prepared = (|| -> std::io::Result<()> {
             std::fs::create_dir(&tmp)?;
-            std::fs::write(tmp.join(TOPIC_META), format!("partitions {partitions}\n"))?;
+            let meta = format!("partitions {partitions}\n{}", topic_settings.to_lines());
+            let mut file = std::fs::File::create(tmp.join(TOPIC_META))?;
+            std::io::Write::write_all(&mut file, meta.as_bytes())?;
+            // The rename below publishes the topic: its settings must be on disk first.
+            file.sync_all()?;
             for p in 0..partitions {
                 std::fs::create_dir(tmp.join(p.to_string()))?;
+            }
+            if self.shared.config.fsync != FsyncPolicy::Never {
+                std::fs::File::open(&tmp)?.sync_all()?;
             }
             Ok(())
         })();
@@ -325,6 +387,17 @@ impl Store {
                         topic.partition_count()
                     )));
                 }
+                // Settings asked for are never dropped silently: the existing topic must
+                // have them (alter_topic changes them).
+                let existing = topic.config()?;
+                for (key, _) in settings {
+                    let (have, want) = (existing.get(key)?, topic_settings.get(key)?);
+                    if have != want {
+                        return Err(Error::TopicExists(format!(
+                            "{name}\" with {key}={have}, not {want} as requested; \"{name}"
+                        )));
+                    }
+                }
                 Ok(topic)
             }
         }
@@ -350,14 +423,16 @@ impl Store {
         }
         let dir = self.topic_dir(name);
         let meta_path = dir.join(TOPIC_META);
-        let meta = match std::fs::read_to_string(&meta_path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let (settings, meta) = match SharedSettings::open(&dir, &self.shared.defaults) {
+            Ok(opened) => opened,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::TopicNotFound(name.to_owned()))
             }
-            Err(e) => return Err(Error::io("read", &meta_path, e)),
+            Err(e) => return Err(e),
         };
-        let count: u32 = meta
+        let settings = Arc::new(settings);
+        let first = meta.other_lines.first().map_or("", String::as_str);
+        let count: u32 = first
             .strip_prefix("partitions ")
             .and_then(|s| s.trim().parse().ok())
             .filter(|n| (1..=MAX_PARTITIONS).contains(n))
@@ -365,11 +440,20 @@ impl Store {
                 path: meta_path.clone(),
                 position: 0,
                 offset: 0,
-                reason: format!("unreadable topic metadata {meta:?}"),
+                reason: format!("unreadable topic metadata {first:?}"),
             })?;
+        let config = self.shared.config.with_settings(&meta.settings);
         let doorbell = Arc::new(Doorbell::open(&dir.join(DOORBELL))?);
         let partitions = (0..count)
-            .map(|p| PartitionLog::open(&dir.join(p.to_string()), name, p, self.shared.config.clone()))
+            .map(|p| {
+                PartitionLog::open_with_settings(
+                    &dir.join(p.to_string()),
+                    name,
+                    p,
+                    config.clone(),
+                    settings.clone(),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         for p in &partitions {
             p.attach_doorbell(doorbell.clone());
@@ -382,6 +466,7 @@ impl Store {
             closed: self.shared.closed.clone(),
             deleted: AtomicBool::new(false),
             born: self.shared.born,
+            settings,
         });
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
@@ -442,6 +527,34 @@ impl Store {
         logs.retain(|l| l.strong_count() > 0);
         logs.push(Arc::downgrade(&log));
         Ok(log)
+    }
+
+    /// Syncs every open partition (and state log) to disk.
+
+    /// Changes settings of topic `name` for every process at once: stored in its
+    /// `topic.meta` and seen by the next append, roll or retention pass anywhere. Changes
+    /// of `segment_bytes` and `index_interval_bytes` shape segments created afterwards.
+    ///
+    /// # Errors
+    /// [`Error::TopicNotFound`]; [`Error::InvalidConfig`] for a reserved (`__`) name or a
+    /// bad setting (nothing is changed); I/O errors.
+    pub fn alter_topic(&self, name: &str, changes: &[(String, Value)]) -> Result<TopicSettings> {
+        self.check_open()?;
+        // TODO(#13): call the shared reserved-name check once the topics work is merged.
+        if name.starts_with("__") {
+            return Err(Error::InvalidConfig(format!(
+                "topic {name:?} is reserved: names starting with \"__\" belong to the store's internal topics"
+            )));
+        }
+        if validate_topic_name(name).is_err() || !self.topic_dir(name).join(TOPIC_META).exists() {
+            return Err(Error::TopicNotFound(name.to_owned()));
+        }
+        match settings::alter(&self.topic_dir(name), &self.shared.defaults, changes) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::TopicNotFound(name.to_owned()))
+            }
+            other => other,
+        }
     }
 
     /// Syncs every open partition (and state log) to disk.

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 use tidelog_core::producer::identity::Identity;
+use tidelog_core::settings::{self, Kind, TopicSettings, Value};
 use tidelog_core::{FsyncPolicy, LogConfig, Store};
 
 use crate::errors::InvalidConfigError;
@@ -27,6 +29,53 @@ fn positive(name: &str, value: i64) -> PyResult<usize> {
         .ok_or_else(|| InvalidConfigError::new_err(format!("{name} must be a positive integer, got {value}")))
 }
 
+/// Converts `{name: value}` keyword settings, naming the setting in every error.
+pub(crate) fn settings_arg(obj: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Value)>> {
+    let Some(dict) = obj else { return Ok(Vec::new()) };
+    let mut out = Vec::with_capacity(dict.len());
+    for (k, v) in dict.iter() {
+        let key: String = k.extract().map_err(|_| PyTypeError::new_err("setting names must be str"))?;
+        let kind = settings::kind(&key).ok_or_else(|| {
+            InvalidConfigError::new_err(format!(
+                "unknown setting {key:?}: the stored settings are {}",
+                settings::KEYS.join(", ")
+            ))
+        })?;
+        let type_name = v.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        let value = match kind {
+            Kind::OptionalInt if v.is_none() => Value::Unset,
+            Kind::Int | Kind::OptionalInt if v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>() => {
+                Value::Int(v.extract::<i64>().map_err(|_| {
+                    InvalidConfigError::new_err(format!(
+                        "{key} must be a positive integer below 2**63, got {v}"
+                    ))
+                })?)
+            }
+            Kind::Text if v.is_instance_of::<PyString>() => Value::Text(v.extract()?),
+            Kind::Int => return Err(PyTypeError::new_err(format!("{key} must be int, got {type_name}"))),
+            Kind::OptionalInt => {
+                return Err(PyTypeError::new_err(format!("{key} must be int or None, got {type_name}")))
+            }
+            Kind::Text => return Err(PyTypeError::new_err(format!("{key} must be str, got {type_name}"))),
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// The settings as a `dict`.
+pub(crate) fn settings_dict<'py>(py: Python<'py>, s: &TopicSettings) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for key in settings::KEYS {
+        match s.get(key).map_err(crate::errors::CoreError)? {
+            Value::Int(n) => d.set_item(key, n)?,
+            Value::Text(t) => d.set_item(key, t)?,
+            Value::Unset => d.set_item(key, py.None())?,
+        }
+    }
+    Ok(d)
+}
+
 impl PyStore {
     /// The engine store.
     pub fn inner(&self) -> &Arc<Store> {
@@ -38,23 +87,17 @@ impl PyStore {
 impl PyStore {
     #[new]
     #[pyo3(signature = (
-        path, *, segment_bytes=67108864, segment_ms=Some(604800000), retention_bytes=None,
-        retention_ms=None, fsync="never", fsync_interval_ms=1000, max_message_bytes=None,
-        index_interval_bytes=4096, producer_expiry_ms=604800000,
+        path, *, segment_ms=Some(604800000), fsync="never", fsync_interval_ms=1000,
+        producer_expiry_ms=604800000, settings=None,
     ))]
-    #[allow(clippy::too_many_arguments)] // mirrors the keyword options of tidelog.open
     fn new(
         py: Python<'_>,
         path: PathBuf,
-        segment_bytes: i64,
         segment_ms: Option<i64>,
-        retention_bytes: Option<i64>,
-        retention_ms: Option<i64>,
         fsync: &str,
         fsync_interval_ms: i64,
-        max_message_bytes: Option<i64>,
-        index_interval_bytes: i64,
         producer_expiry_ms: i64,
+        settings: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let fsync = match fsync {
             "never" => FsyncPolicy::Never,
@@ -69,23 +112,15 @@ impl PyStore {
                 )))
             }
         };
+        // The file-shaping fields are replaced by the store's stored settings on open.
         let config = LogConfig {
-            segment_bytes: positive("segment_bytes", segment_bytes)?,
             segment_ms,
-            retention_bytes: retention_bytes
-                .map(|b| positive("retention_bytes", b).map(|b| b as u64))
-                .transpose()?,
-            retention_ms,
-            index_interval_bytes: positive("index_interval_bytes", index_interval_bytes)?,
             producer_expiry_ms: positive("producer_expiry_ms", producer_expiry_ms)? as i64,
             fsync,
-            // By default a message may be up to 1 MiB, or half a segment if segments are small.
-            max_message_bytes: match max_message_bytes {
-                Some(n) => positive("max_message_bytes", n)?,
-                None => (1 << 20).min(segment_bytes.max(0) as usize / 2).max(1),
-            },
+            ..LogConfig::default()
         };
-        let store = run_detached(py, || Store::open(&path, config))?;
+        let requested = settings_arg(settings)?;
+        let store = run_detached(py, || Store::open(&path, config, &requested))?;
         Ok(PyStore { inner: Arc::new(store) })
     }
 
@@ -117,6 +152,12 @@ impl PyStore {
         self.inner.config().segment_bytes
     }
 
+    /// The store's stored settings: the defaults for new topics.
+    #[getter]
+    fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        settings_dict(py, self.inner.defaults())
+    }
+
     /// True once closed.
     #[getter]
     fn closed(&self) -> bool {
@@ -124,15 +165,38 @@ impl PyStore {
     }
 
     /// Creates a topic (see `tidelog.Store.create_topic`).
-    #[pyo3(signature = (name, partitions=1, *, exist_ok=false))]
-    fn create_topic(&self, py: Python<'_>, name: &str, partitions: i64, exist_ok: bool) -> PyResult<PyTopic> {
+    #[pyo3(signature = (name, partitions=1, *, exist_ok=false, settings=None))]
+    fn create_topic(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        partitions: i64,
+        exist_ok: bool,
+        settings: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyTopic> {
         let partitions = u32::try_from(partitions).map_err(|_| {
             InvalidConfigError::new_err(format!("partitions must be between 1 and 10000, got {partitions}"))
         })?;
+        let settings = settings_arg(settings)?;
         let store = self.inner.clone();
         let name = name.to_owned();
-        let topic = run_detached(py, move || store.create_topic(&name, partitions, exist_ok))?;
+        let topic = run_detached(py, move || store.create_topic(&name, partitions, exist_ok, &settings))?;
         Ok(PyTopic::new(py, topic))
+    }
+
+    /// Changes a topic's stored settings for every process (see `tidelog.Store.alter_topic`);
+    /// returns the new settings.
+    fn alter_topic<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        settings: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let changes = settings_arg(Some(settings))?;
+        let store = self.inner.clone();
+        let name = name.to_owned();
+        let altered = run_detached(py, move || store.alter_topic(&name, &changes))?;
+        settings_dict(py, &altered)
     }
 
     /// Opens an existing topic.

@@ -98,6 +98,16 @@ impl PyTopic {
 
 #[pymethods]
 impl PyTopic {
+    /// The topic's stored settings (shared by every process): `segment_bytes`,
+    /// `index_interval_bytes`, `max_message_bytes`, `retention_bytes`, `retention_ms`,
+    /// `cleanup_policy`, `delete_retention_ms`, `compression`.
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let topic = self.inner.clone();
+        let settings = run_detached(py, move || topic.config())?;
+        crate::store::settings_dict(py, &settings)
+    }
+
     /// The topic's name.
     #[getter]
     fn name(&self, py: Python<'_>) -> Py<PyString> {

@@ -98,6 +98,30 @@ impl LogConfig {
         Ok(())
     }
 
+    /// The file-shaping settings of this config, for a partition log opened on its own.
+    pub fn topic_settings(&self) -> crate::settings::TopicSettings {
+        crate::settings::TopicSettings {
+            segment_bytes: self.segment_bytes,
+            index_interval_bytes: self.index_interval_bytes,
+            max_message_bytes: self.max_message_bytes,
+            retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
+            ..crate::settings::TopicSettings::default()
+        }
+    }
+
+    /// The same config with the file-shaping fields taken from `settings`.
+    pub fn with_settings(&self, settings: &crate::settings::TopicSettings) -> Self {
+        LogConfig {
+            segment_bytes: settings.segment_bytes,
+            index_interval_bytes: settings.index_interval_bytes,
+            max_message_bytes: settings.max_message_bytes,
+            retention_bytes: settings.retention_bytes,
+            retention_ms: settings.retention_ms,
+            ..self.clone()
+        }
+    }
+
     /// Index entries a segment can need: one at the start and at most one per interval.
     pub fn index_capacity(&self) -> usize {
         self.segment_bytes / self.index_interval_bytes + 2

@@ -30,6 +30,7 @@ use crate::format::{
 };
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment::{self, Segment};
+use crate::settings::SharedSettings;
 use crate::shm::{ControlBlock, Head, Opened, WriteGuard};
 use crate::{Error, Result};
 
@@ -121,7 +122,10 @@ pub struct PartitionLog {
     dir: PathBuf,
     topic: String,
     partition: u32,
+    /// This process's settings (fsync, rolling by age, producer expiry); the file-shaping
+    /// ones come from `settings`, which every process shares.
     config: LogConfig,
+    settings: Arc<SharedSettings>,
     control: ControlBlock,
     view: RwLock<View>,
     /// Set by appends, cleared by [`Self::sync`]: what the interval syncer looks at.
@@ -158,6 +162,22 @@ impl PartitionLog {
     /// structure that makes the log unusable.
     pub fn open(dir: &Path, topic: &str, partition: u32, config: LogConfig) -> Result<Self> {
         config.validate()?;
+        let settings = Arc::new(SharedSettings::fixed(config.topic_settings()));
+        Self::open_with_settings(dir, topic, partition, config, settings)
+    }
+
+    /// As [`Self::open`], with the topic's shared settings deciding the shape of new
+    /// segments, message limits and retention (`config`'s own values for those are unused).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_with_settings(
+        dir: &Path,
+        topic: &str,
+        partition: u32,
+        config: LogConfig,
+        settings: Arc<SharedSettings>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         // Opening is serialised per partition (the control block's open lock, held until
         // `end_open`) so "am I the only handle?" and the recovery that follows cannot
@@ -171,6 +191,7 @@ impl PartitionLog {
             topic: topic.to_owned(),
             partition,
             config,
+            settings,
             control,
             view: RwLock::new(View { generation: u64::MAX, segments: Vec::new() }),
             dirty: AtomicBool::new(false),
@@ -215,9 +236,14 @@ impl PartitionLog {
         &self.dir
     }
 
-    /// The log's settings.
+    /// This process's settings for the log (fsync, rolling by age, producer expiry).
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+
+    /// The topic's shared settings.
+    pub fn settings(&self) -> &SharedSettings {
+        &self.settings
     }
 
     /// First retained offset.
@@ -308,6 +334,7 @@ impl PartitionLog {
         if records.is_empty() {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
         }
+        self.settings.refresh()?;
         let size = self.check_batch(records)?;
         self.append_body(Body::Records(records), meta, size, wait)
     }
@@ -323,6 +350,7 @@ impl PartitionLog {
         if batch.lengths().is_empty() {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
         }
+        self.settings.refresh()?;
         let lengths = batch.lengths();
         let (mut total, mut shortest, mut longest) = (0u64, i64::MAX, 0i64);
         for &len in lengths {
@@ -413,7 +441,7 @@ impl PartitionLog {
     }
 
     fn check_message_size(&self, size: usize) -> Result<()> {
-        let limit = self.config.max_message_bytes;
+        let limit = self.settings.max_message_bytes();
         if size > limit {
             return Err(Error::MessageTooLarge {
                 size: size as u64,
@@ -425,7 +453,7 @@ impl PartitionLog {
     }
 
     fn check_batch_size(&self, size: usize) -> Result<()> {
-        let capacity = self.config.segment_bytes;
+        let capacity = self.settings.segment_bytes();
         if size > capacity || u32::try_from(size).is_err() {
             return Err(Error::MessageTooLarge {
                 size: size as u64,
@@ -460,6 +488,9 @@ impl PartitionLog {
             self.roll(guard)?;
             head = guard.head();
             view = self.read_view()?;
+        }
+        if head.committed_pos as usize + size > view.active().data.len() {
+            return Err(segment_too_small(size, view.active().data.len()));
         }
         let mut producers = None;
         if meta.producer_id != NO_PRODUCER {
@@ -510,7 +541,12 @@ impl PartitionLog {
             }
         };
         let entries = head.index_entries as usize;
-        if entries == 0 || pos - head.last_index_pos as usize >= self.config.index_interval_bytes {
+        // The segment's own interval, not a setting: another process may have created it
+        // with other settings (see `Segment::index_interval`). A full index (possible only
+        // for a segment whose index recovery rebuilt at another cadence) just stops
+        // indexing: the sparse index is an optimisation, lookups scan on from the last entry.
+        let due = entries == 0 || pos - head.last_index_pos as usize >= active.index_interval();
+        if due && entries < active.index_slots() {
             let entry = IndexEntry {
                 relative_offset: (head.next_offset - active.base) as u32,
                 position: pos as u32,
@@ -558,11 +594,13 @@ impl PartitionLog {
         // Trim first: a crash after this leaves a valid sealed-looking segment that
         // recovery simply treats as active again.
         active.trim(head.committed_pos as usize, head.index_entries as usize, durable)?;
+        // New segments take the topic's current settings, whichever process rolls.
+        self.settings.refresh()?;
         Segment::open_active(
             &self.dir,
             head.next_offset,
-            self.config.segment_bytes,
-            self.config.index_capacity(),
+            self.settings.segment_bytes(),
+            self.settings.index_capacity(),
             0,
             0,
         )?;
@@ -587,7 +625,8 @@ impl PartitionLog {
     /// # Errors
     /// I/O errors deleting files.
     pub fn enforce_retention(&self) -> Result<()> {
-        if self.config.retention_bytes.is_none() && self.config.retention_ms.is_none() {
+        self.settings.refresh()?;
+        if self.settings.retention_bytes().is_none() && self.settings.retention_ms().is_none() {
             return Ok(());
         }
         let mut guard = self.lock(true)?.expect("blocking lock");
@@ -601,10 +640,10 @@ impl PartitionLog {
         let mut total: u64 =
             segments[..segments.len() - 1].iter().map(|s| s.data.readable() as u64).sum::<u64>()
                 + head.committed_pos;
-        let cutoff = self.config.retention_ms.map(|ms| now_ms() - ms);
+        let cutoff = self.settings.retention_ms().map(|ms| now_ms() - ms);
         let mut removed = 0;
         for seg in &segments[..segments.len() - 1] {
-            let over_size = self.config.retention_bytes.is_some_and(|limit| total > limit);
+            let over_size = self.settings.retention_bytes().is_some_and(|limit| total > limit);
             let too_old = cutoff.is_some_and(|c| seg.max_timestamp() < c);
             if !(over_size || too_old) {
                 break;
@@ -687,11 +726,9 @@ impl PartitionLog {
             let reuse = old.iter().find(|s| s.base == base && (s.is_active() == (base == head.active_base)));
             let seg = match reuse {
                 Some(s) => s.clone(),
-                None if base == head.active_base => Arc::new(Segment::open_active(
+                None if base == head.active_base => Arc::new(Segment::open_active_as_created(
                     &self.dir,
                     base,
-                    self.config.segment_bytes,
-                    self.config.index_capacity(),
                     head.committed_pos as usize,
                     head.index_entries as usize,
                 )?),
@@ -771,6 +808,19 @@ impl Drop for PartitionLog {
     fn drop(&mut self) {
         // Best effort: a failure leaves pre-allocated zeros, which recovery handles.
         let _ = self.close();
+    }
+}
+
+/// An empty active segment created smaller than a batch (segment_bytes grew since it was
+/// created): it cannot roll to the same base offset. Out of line: the append path only
+/// compares.
+#[cold]
+#[inline(never)]
+fn segment_too_small(size: usize, capacity: usize) -> Error {
+    Error::MessageTooLarge {
+        size: size as u64,
+        limit: capacity as u64,
+        what: "segment_bytes of the active segment (whole batch)",
     }
 }
 

@@ -69,10 +69,26 @@ impl PartitionLog {
         }
         let base = *bases.last().expect("non-empty");
         let hint = hint.filter(|h| h.active_base == base);
-        let capacity = self.config.segment_bytes;
-        let index_capacity = self.config.index_capacity();
+        self.settings.refresh()?;
         // Map everything as readable for the walk; unpublished again below.
-        let active = Segment::open_active(&self.dir, base, capacity, index_capacity, usize::MAX, 0)?;
+        let active = if alone || hint.is_none() {
+            // Nobody else maps this segment (no other process has the partition open, or the
+            // segment is a roll that died before publishing it): it may be sized now, to the
+            // topic's current settings or its files' size, whichever is larger.
+            Segment::open_active(
+                &self.dir,
+                base,
+                self.settings.segment_bytes(),
+                self.settings.index_capacity(),
+                usize::MAX,
+                0,
+            )?
+        } else {
+            // Other processes map it: keep the geometry it was created with.
+            let segment = Segment::open_active_as_created(&self.dir, base, 0, 0)?;
+            segment.data.observe_published(segment.data.len());
+            segment
+        };
         let data_len = active.data.len();
         let hinted_entries =
             hint.map_or(0, |h| h.index_entries as usize).min(active.index.len() / INDEX_ENTRY_BYTES);
@@ -98,7 +114,10 @@ impl PartitionLog {
             }
             None => (0, 0, i64::MIN, base),
         };
-        let scan = active.scan(pos, data_len, self.config.index_interval_bytes, max_before, first);
+        let mut scan = active.scan(pos, data_len, active.index_interval(), max_before, first);
+        // Entries kept from before may have been written at another cadence (the segment
+        // was resized above): the rest is left unindexed rather than overflowing the index.
+        scan.entries.truncate(active.index_slots().saturating_sub(kept));
         let torn = active
             .data
             .read(scan.end, (scan.end + 64).min(data_len))

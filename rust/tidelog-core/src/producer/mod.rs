@@ -362,7 +362,10 @@ impl Producer {
             return Err(SendError::Failed(Error::Closed));
         }
         self.take_error()?;
-        let limit = self.shared.store.config().max_message_bytes;
+        let topic = self.topic(topic)?;
+        // The topic's limit, as every process sees it now (an alter_topic included).
+        topic.settings().refresh()?;
+        let limit = topic.settings().max_message_bytes();
         let size = value.len() + key.map_or(0, <[u8]>::len) + headers.len();
         if size > limit {
             return Err(Error::MessageTooLarge {
@@ -372,7 +375,6 @@ impl Producer {
             }
             .into());
         }
-        let topic = self.topic(topic)?;
         let partition = topic.choose(partition, key)?.partition();
         let level = self.level(priority)?;
         let pressure = &self.shared.pressure;

@@ -147,7 +147,7 @@ fn write_groups(shared: &Shared, batch: &mut [Pending], sequences: &mut Sequence
                 })
                 .count();
         // Keep a batch well inside a segment (each message is at most half of one).
-        let budget = shared.store.config().segment_bytes / 2;
+        let budget = first.topic.settings().segment_bytes() / 2;
         let mut bytes = 0;
         let end = start
             + batch[start..end]

@@ -93,6 +93,9 @@ pub struct Segment {
     pub time_index: FileMap,
     /// Open files of the active segment, for syncing and trimming; `None` once sealed.
     files: Option<ActiveFiles>,
+    /// Bytes of batches between two index entries of this (active) segment: fixed by the
+    /// sizes its files were created with, so every process indexes it alike.
+    index_interval: usize,
     max_timestamp: OnceLock<i64>,
     /// A sealed segment's indexes are checked entry by entry on first use; when they are
     /// damaged, rebuilt replacements live here.
@@ -115,6 +118,15 @@ pub struct Scan {
 /// Index cadence used when rebuilding a sealed segment's index (the writer's cadence is a
 /// store setting; any cadence gives correct lookups).
 const REBUILT_INDEX_INTERVAL: usize = 4096;
+
+/// The index interval of an active segment of `capacity` bytes with `slots` index entries:
+/// the segment was created with `slots = capacity / interval + 2`, and indexing every
+/// `ceil(capacity / (slots - 2))` bytes (at least the interval it was created with) never
+/// needs more than `slots` entries. Derived from file sizes alone, so every process that
+/// maps the segment agrees, whatever its own settings say.
+pub fn interval_for(capacity: usize, slots: usize) -> usize {
+    capacity.div_ceil(slots.saturating_sub(2).max(1)).max(1)
+}
 
 struct ActiveFiles {
     data: File,
@@ -184,26 +196,98 @@ impl Segment {
         preallocate(&data, &paths.data, capacity as u64)?;
         preallocate(&index, &paths.index, (index_capacity * INDEX_ENTRY_BYTES) as u64)?;
         preallocate(&time_index, &paths.time_index, (index_capacity * TIME_INDEX_ENTRY_BYTES) as u64)?;
+        Self::map_active(
+            paths,
+            base,
+            ActiveFiles { data, index, time_index },
+            capacity,
+            published,
+            index_entries,
+        )
+    }
+
+    /// Opens the active segment `base` in `dir` with the geometry it was created with: its
+    /// files' sizes, never a setting of this process (whoever created or recovered the
+    /// segment sized its files before publishing it, and they never change while it is
+    /// active), so every process maps and indexes it the same way.
+    ///
+    /// # Errors
+    /// I/O errors; [`Error::Corrupt`] if the files are shorter than what is published.
+    pub fn open_active_as_created(
+        dir: &Path,
+        base: u64,
+        published: usize,
+        index_entries: usize,
+    ) -> Result<Self> {
+        let paths = SegmentPaths::new(dir, base);
+        let data = open_rw(&paths.data, false)?;
+        let index = open_rw(&paths.index, false)?;
+        let time_index = open_rw(&paths.time_index, false)?;
+        let capacity = file_len(&data, &paths.data)?;
+        let short = capacity < published
+            || file_len(&index, &paths.index)? < index_entries * INDEX_ENTRY_BYTES
+            || file_len(&time_index, &paths.time_index)? < index_entries * TIME_INDEX_ENTRY_BYTES;
+        if short {
+            return Err(Error::Corrupt {
+                path: paths.data.clone(),
+                position: capacity as u64,
+                offset: base,
+                reason: format!(
+                    "the active segment's files are shorter than its published {published} bytes and \
+                     {index_entries} index entries"
+                ),
+            });
+        }
+        Self::map_active(
+            paths,
+            base,
+            ActiveFiles { data, index, time_index },
+            capacity,
+            published,
+            index_entries,
+        )
+    }
+
+    fn map_active(
+        paths: SegmentPaths,
+        base: u64,
+        files: ActiveFiles,
+        capacity: usize,
+        published: usize,
+        index_entries: usize,
+    ) -> Result<Self> {
         let map = |f: &File, p: &Path, len: usize, readable: usize| {
             FileMap::map_writable(f, len, readable).map_err(|e| Error::io("mmap", p, e))
         };
-        let index_len = file_len(&index, &paths.index)?;
-        let time_len = file_len(&time_index, &paths.time_index)?;
+        let index_len = file_len(&files.index, &paths.index)?;
+        let time_len = file_len(&files.time_index, &paths.time_index)?;
+        let slots = (index_len / INDEX_ENTRY_BYTES).min(time_len / TIME_INDEX_ENTRY_BYTES);
         Ok(Segment {
             base,
-            data: Arc::new(map(&data, &paths.data, capacity, published)?),
-            index: map(&index, &paths.index, index_len, index_entries * INDEX_ENTRY_BYTES)?,
+            data: Arc::new(map(&files.data, &paths.data, capacity, published)?),
+            index: map(&files.index, &paths.index, index_len, index_entries * INDEX_ENTRY_BYTES)?,
             time_index: map(
-                &time_index,
+                &files.time_index,
                 &paths.time_index,
                 time_len,
                 index_entries * TIME_INDEX_ENTRY_BYTES,
             )?,
             paths,
-            files: Some(ActiveFiles { data, index, time_index }),
+            files: Some(files),
+            index_interval: interval_for(capacity, slots),
             max_timestamp: OnceLock::new(),
             checked_indexes: OnceLock::new(),
         })
+    }
+
+    /// Bytes of batches between two index entries of this segment (see [`interval_for`]).
+    pub fn index_interval(&self) -> usize {
+        self.index_interval
+    }
+
+    /// Index entries this active segment has room for.
+    pub fn index_slots(&self) -> usize {
+        (self.index.len() / INDEX_ENTRY_BYTES).min(self.time_index.len() / TIME_INDEX_ENTRY_BYTES)
     }
 
     /// Opens a sealed segment read-only. Its indexes are checked cheaply (size, last
@@ -226,6 +310,7 @@ impl Segment {
             data,
             paths,
             files: None,
+            index_interval: REBUILT_INDEX_INTERVAL,
             max_timestamp: OnceLock::new(),
             checked_indexes: OnceLock::new(),
         };

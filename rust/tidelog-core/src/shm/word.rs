@@ -56,6 +56,11 @@ impl SharedWord {
         self.word().store(value, Ordering::SeqCst);
     }
 
+    /// Adds `n` to the value, returning the previous one.
+    pub fn fetch_add(&self, n: u64) -> u64 {
+        self.word().fetch_add(n, Ordering::SeqCst)
+    }
+
     /// Forces the value to disk (`fsync` of the file writes back the shared page).
     ///
     /// # Errors
