@@ -122,15 +122,29 @@ impl PyStore {
         self.inner.is_closed()
     }
 
-    /// Creates a topic (see `tidelog.Store.create_topic`).
-    #[pyo3(signature = (name, partitions=1, *, exist_ok=false))]
-    fn create_topic(&self, py: Python<'_>, name: &str, partitions: i64, exist_ok: bool) -> PyResult<PyTopic> {
+    /// Creates a topic (see `tidelog.Store.create_topic`). `internal=True` creates one of
+    /// the store's internal topics (names starting with `__`), which the public API refuses.
+    #[pyo3(signature = (name, partitions=1, *, exist_ok=false, internal=false))]
+    fn create_topic(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        partitions: i64,
+        exist_ok: bool,
+        internal: bool,
+    ) -> PyResult<PyTopic> {
         let partitions = u32::try_from(partitions).map_err(|_| {
             InvalidConfigError::new_err(format!("partitions must be between 1 and 10000, got {partitions}"))
         })?;
         let store = self.inner.clone();
         let name = name.to_owned();
-        let topic = run_detached(py, move || store.create_topic(&name, partitions, exist_ok))?;
+        let topic = run_detached(py, move || {
+            if internal {
+                store.create_internal_topic(&name, partitions, exist_ok)
+            } else {
+                store.create_topic(&name, partitions, exist_ok)
+            }
+        })?;
         Ok(PyTopic::new(py, topic))
     }
 
@@ -148,11 +162,13 @@ impl PyStore {
         run_detached(py, move || store.topics())
     }
 
-    /// Deletes a topic and its data.
-    fn delete_topic(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+    /// Deletes a topic and its data, and in the same operation the directories `attached`
+    /// (inside the store) holding the topic's state kept by the Python layer.
+    #[pyo3(signature = (name, *, attached=Vec::new()))]
+    fn delete_topic(&self, py: Python<'_>, name: &str, attached: Vec<PathBuf>) -> PyResult<()> {
         let store = self.inner.clone();
         let name = name.to_owned();
-        run_detached(py, move || store.delete_topic(&name))
+        run_detached(py, move || store.delete_topic_with(&name, &attached))
     }
 
     /// Finishes the transactions of named producers no instance of which is alive (in any

@@ -158,6 +158,17 @@ impl PartitionLog {
     pub fn open(dir: &Path, topic: &str, partition: u32, config: LogConfig) -> Result<Self> {
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        Self::open_existing(dir, topic, partition, config)
+    }
+
+    /// As [`Self::open`], but never creates the directory: a topic's partitions are opened
+    /// by path, and a path whose topic was just deleted must not be brought back to life
+    /// (nor a directory made inside a new topic of the same name).
+    ///
+    /// # Errors
+    /// As [`Self::open`]; a missing directory is an I/O error of kind `NotFound`.
+    pub fn open_existing(dir: &Path, topic: &str, partition: u32, config: LogConfig) -> Result<Self> {
+        config.validate()?;
         // Opening is serialised per partition so "am I the only process?" and the recovery
         // that follows cannot interleave with another opener (see shm).
         let dir_handle = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
@@ -259,9 +270,54 @@ impl PartitionLog {
         Ok(self.current_view(self.head()?)?.segments.len())
     }
 
+    /// True once the partition's topic was deleted, by this process or any other: one
+    /// atomic load of the shared control block.
+    pub fn is_deleted(&self) -> bool {
+        self.control.is_deleted()
+    }
+
+    /// Marks the partition in `dir` deleted for every process without opening its log (no
+    /// recovery, so a damaged partition can be deleted too): takes the open lock, maps the
+    /// control block and sets the mark under the append lock. Once this returns no append
+    /// in any process is in progress there, and none will write again. A missing
+    /// directory has nothing to mark.
+    ///
+    /// # Errors
+    /// I/O errors, [`Error::Locked`] if the append lock is unusable.
+    pub fn mark_deleted_at(dir: &Path) -> Result<()> {
+        let dir_handle = match File::open(dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("open", dir, e)),
+        };
+        flock(&dir_handle, FlockOperation::LockExclusive).map_err(|e| Error::io("flock", dir, e.into()))?;
+        let (Opened::Alone(control, _) | Opened::Shared(control)) = ControlBlock::open(&dir.join(CONTROL_FILE))?;
+        control.lock()?.mark_deleted();
+        Ok(())
+    }
+
+    /// True if the partition in `dir` carries the deleted mark; read from the file, without
+    /// mapping or locking it.
+    ///
+    /// # Errors
+    /// I/O errors other than a missing control file.
+    pub fn is_deleted_at(dir: &Path) -> Result<bool> {
+        crate::shm::read_deleted_mark(&dir.join(CONTROL_FILE))
+    }
+
+    fn deleted(&self) -> Error {
+        Error::TopicNotFound(self.topic.clone())
+    }
+
     /// Takes the append lock, waiting for it if `wait`; `None` if it is busy and `!wait`.
+    /// Every change to the partition's files goes through here, so checking the deleted
+    /// mark here (after the lock, which `delete_topic` takes to set it) is what keeps a
+    /// deleted topic's files and a new topic under the same name untouched.
     fn lock(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
         let guard = if wait { Some(self.control.lock()?) } else { self.control.try_lock()? };
+        if guard.is_some() && self.control.is_deleted() {
+            return Err(self.deleted());
+        }
         match guard {
             Some(mut g) if g.owner_died() => {
                 let torn = g.head();
@@ -618,7 +674,7 @@ impl PartitionLog {
     /// # Errors
     /// The sync failure.
     pub fn sync(&self) -> Result<()> {
-        if !self.dirty.swap(false, Ordering::Relaxed) {
+        if !self.dirty.swap(false, Ordering::Relaxed) || self.is_deleted() {
             return Ok(());
         }
         let head = self.head()?;
@@ -702,6 +758,10 @@ impl PartitionLog {
     /// Trims the active segment's pre-allocated files to their contents if this is the last
     /// process with the partition open, so a closed store takes only the space it uses.
     fn trim_if_last(&self) -> Result<()> {
+        // A deleted partition's path may name a new topic's partition by now.
+        if self.is_deleted() {
+            return Ok(());
+        }
         let dir = File::open(&self.dir).map_err(|e| Error::io("open", &self.dir, e))?;
         // The open lock keeps openers out while we check and trim (see `open`). Never wait
         // for it: this runs in `drop`, possibly while our own failed `open` still holds it.
