@@ -75,10 +75,8 @@ def _run(tmp_path: Path, mode: str) -> None:
     ready, report = tmp_path / "ready", tmp_path / "report"
     store = tidelog.open(store_dir, segment_bytes=SEGMENT_BYTES)
     store.create_topic("t")
-    child = subprocess.Popen(
-        [sys.executable, "-c", APPENDER, str(store_dir), str(ready), str(report), mode]
-        + [str(SEGMENT_BYTES)]
-    )
+    args = [str(store_dir), str(ready), str(report), mode, str(SEGMENT_BYTES)]
+    child = subprocess.Popen([sys.executable, "-c", APPENDER, *args])
     try:
         while not ready.exists():
             assert child.poll() is None, "the child died before appending"

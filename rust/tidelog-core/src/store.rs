@@ -26,8 +26,8 @@
 //! creating or deleting it again finishes the job.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -615,12 +615,9 @@ impl Store {
                 }
                 return Err(Error::TopicNotFound(name.to_owned()));
             }
-            let topic = match opened {
-                Ok(t) => t,
-                // A partition directory gone with the same incarnation still in place can
-                // only be damage: say so rather than "not found".
-                Err(e) => return Err(e),
-            };
+            // With the same incarnation in place, a failure is the topic's own (a missing
+            // partition directory is damage, not "not found").
+            let topic = opened?;
             if topic.is_deleted() {
                 return Err(Error::TopicNotFound(name.to_owned()));
             }
@@ -628,7 +625,9 @@ impl Store {
         }
     }
 
-    /// Names of all topics, sorted.
+    /// Names of all topics, sorted. A topic being deleted is left out as soon as its first
+    /// partition carries the deleted mark (deletion marks partitions in order), as
+    /// [`Self::topic`] no longer opens it from then on.
     ///
     /// # Errors
     /// I/O errors listing the directory.
@@ -639,6 +638,7 @@ impl Store {
             .map_err(|e| Error::io("list", &dir, e))?
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join(TOPIC_META).exists())
+            .filter(|e| !PartitionLog::is_deleted_at(&e.path().join("0")).unwrap_or(false))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.starts_with('.'))
             .collect();

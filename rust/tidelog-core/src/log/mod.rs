@@ -291,7 +291,8 @@ impl PartitionLog {
             Err(e) => return Err(Error::io("open", dir, e)),
         };
         flock(&dir_handle, FlockOperation::LockExclusive).map_err(|e| Error::io("flock", dir, e.into()))?;
-        let (Opened::Alone(control, _) | Opened::Shared(control)) = ControlBlock::open(&dir.join(CONTROL_FILE))?;
+        let (Opened::Alone(control, _) | Opened::Shared(control)) =
+            ControlBlock::open(&dir.join(CONTROL_FILE))?;
         control.lock()?.mark_deleted();
         Ok(())
     }
