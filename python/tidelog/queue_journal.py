@@ -197,14 +197,19 @@ class QueueJournal:
         fsync: str = "never",
         fsync_interval_s: float = 1.0,
         legacy: Callable[[], QueueState | None] | None = None,
+        alive: Callable[[], object] | None = None,
     ) -> None:
         """Opens (creating if needed) the queue's files and loads its state.
 
         ``legacy`` gives the state to start a new queue (no snapshot, no journal) from, if
         any: it is written as the first snapshot (see :mod:`tidelog.queue_legacy`).
+        ``alive`` is called before every use of the files and raises once the topic was
+        deleted: the files are found by path, and after a deletion the path may lead to the
+        queue of a topic created again under the name.
         """
         self.files = files
         self._legacy = legacy
+        self._alive = alive
         self.partitions = partitions
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_s
@@ -226,6 +231,8 @@ class QueueJournal:
     def locked(self) -> Iterator[QueueState]:
         """Holds the queue's lock (thread and process) with the state caught up."""
         with self._mutex:
+            if self._alive is not None:
+                self._alive()
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 self._catch_up()

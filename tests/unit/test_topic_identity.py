@@ -168,3 +168,37 @@ def test_deleting_a_topic_takes_its_groups_and_queues_along(tmp_path: Path) -> N
         store.create_topic("t").append(b"y")
         with store.consumer("t", group="g") as consumer:
             assert [m.value for m in consumer.poll(timeout=1.0)] == [b"y"]
+
+
+def test_a_consumer_of_a_deleted_topic_commits_nothing_into_the_new_one(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path) as a, tidelog.open(tmp_path) as b:
+        a.create_topic("t").append_batch([b"old 0", b"old 1"])
+        consumer = a.consumer("t", group="g")
+        assert len(consumer.poll(timeout=1.0)) == 2  # delivered, not committed yet
+        b.delete_topic("t")
+        with pytest.raises(tidelog.TopicNotFoundError):
+            consumer.poll(timeout=0.1)
+        consumer.close()  # nothing left to commit: no error
+        b.create_topic("t").append(b"new")
+        with b.consumer("t", group="g") as again:
+            assert [m.value for m in again.poll(timeout=1.0)] == [b"new"]
+            assert again.committed() == {}
+
+
+def test_a_work_queue_of_a_deleted_topic_writes_nothing_into_the_new_one(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path) as a, tidelog.open(tmp_path) as b:
+        a.create_topic("t").append(b"old")
+        queue = a.work_queue("t", group="q")
+        job = queue.acquire(timeout=1.0)
+        assert job is not None and job.value == b"old"
+        b.delete_topic("t")
+        assert not (tmp_path / "work_queues" / "t").exists()
+        b.create_topic("t").append(b"new")
+        with b.work_queue("t", group="q") as fresh:
+            with pytest.raises(tidelog.TopicNotFoundError):
+                queue.ack(job)  # written at once, or buffered until the flush
+                queue.flush()
+            queue.close()  # nothing left to write to: no error
+            again = fresh.acquire(timeout=1.0)
+            assert again is not None and again.value == b"new" and again.offset == 0
+            fresh.ack(again)
