@@ -21,9 +21,10 @@
 //! the directory away: from the mark on, every process's calls on the topic fail with
 //! [`Error::TopicNotFound`] (appends check the mark after taking the lock, with one
 //! load), so no write is acknowledged into deleted files and nothing old is ever written
-//! into a new topic's directory. A topic whose partitions carry the mark is deleted even
-//! if its directory is still there (a deleting process died between the two steps);
-//! creating or deleting it again finishes the job.
+//! into a new topic's directory. Partitions are marked in order and partition 0's mark is
+//! the commit point: a topic whose partition 0 carries the mark is deleted even if its
+//! directory is still there (a deleting process died before renaming it); creating or
+//! deleting it again finishes the job.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -83,9 +84,11 @@ impl Topic {
         self.incarnation
     }
 
-    /// True once the topic was deleted, by this process or any other.
+    /// True once the topic was deleted, by this process or any other. One load: a
+    /// deletion is committed by marking partition 0, the first it marks (the others'
+    /// marks are checked by every call on them).
     pub fn is_deleted(&self) -> bool {
-        self.deleted.load(Ordering::Relaxed) || self.partitions.iter().any(PartitionLog::is_deleted)
+        self.deleted.load(Ordering::Relaxed) || self.partitions.first().is_some_and(PartitionLog::is_deleted)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -110,8 +113,9 @@ impl Topic {
             partition: p,
             count: self.partition_count(),
         })?;
-        // The append itself checks again under the lock; this makes reads fail too.
-        if log.is_deleted() {
+        // The append itself checks again under the lock; this makes reads fail too, and
+        // (through partition 0) every partition of a topic whose deletion is under way.
+        if log.is_deleted() || self.is_deleted() {
             return Err(Error::TopicNotFound(self.name.clone()));
         }
         Ok(log)
@@ -494,7 +498,7 @@ impl Store {
         if dir.join(TOPIC_META).exists() {
             match self.read_meta(name) {
                 Ok((count, incarnation)) => {
-                    if !self.marked_deleted(name, count)? {
+                    if !self.marked_deleted(name)? {
                         return Err(Error::TopicExists(name.to_owned()));
                     }
                     self.finish_deletion(name, count, incarnation, None)?;
@@ -682,15 +686,9 @@ impl Store {
         self.finish_deletion(name, count, incarnation, Some(attached))
     }
 
-    /// Whether any partition of topic `name` carries the deleted mark.
-    fn marked_deleted(&self, name: &str, count: u32) -> Result<bool> {
-        let dir = self.topic_dir(name);
-        for p in 0..count {
-            if PartitionLog::is_deleted_at(&dir.join(p.to_string()))? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    /// Whether topic `name`'s deletion was committed (its partition 0 carries the mark).
+    fn marked_deleted(&self, name: &str) -> Result<bool> {
+        PartitionLog::is_deleted_at(&self.topic_dir(name).join("0"))
     }
 
     /// Deletes topic `name` (of `count` partitions and `incarnation`, as its `topic.meta`
@@ -729,23 +727,17 @@ impl Store {
                 }
             }
         }
-        let mut marked = 0;
-        let mut failed = None;
-        for p in 0..count {
-            match PartitionLog::mark_deleted_at(&dir.join(p.to_string())) {
-                Ok(()) => marked += 1,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
-            }
+        // Partition 0's mark is the commit point (`Topic::is_deleted` and `topics` look at
+        // it alone): if it cannot be set, nothing happened.
+        if let Err(e) = PartitionLog::mark_deleted_at(&dir.join("0")) {
+            undo(&moved);
+            return Err(e);
         }
-        if marked == 0 {
-            if let Some(e) = failed {
-                undo(&moved);
-                return Err(e);
-            }
+        // From here on the topic is deleted for every process, whatever fails below. A
+        // partition whose mark fails has an unusable append lock, so nobody writes to it.
+        for p in 1..count {
+            let _ = PartitionLog::mark_deleted_at(&dir.join(p.to_string()));
         }
-        // From here on the topic is deleted for every process, whatever fails below.
         {
             let mut cached = self.shared.topics.lock().map_err(|_| Error::Closed)?;
             if cached.get(name).is_some_and(|t| t.incarnation == incarnation) {
