@@ -733,11 +733,7 @@ impl Store {
             undo(&moved);
             return Err(e);
         }
-        // From here on the topic is deleted for every process, whatever fails below. A
-        // partition whose mark fails has an unusable append lock, so nobody writes to it.
-        for p in 1..count {
-            let _ = PartitionLog::mark_deleted_at(&dir.join(p.to_string()));
-        }
+        // From here on the topic is deleted for every process, whatever fails below.
         {
             let mut cached = self.shared.topics.lock().map_err(|_| Error::Closed)?;
             if cached.get(name).is_some_and(|t| t.incarnation == incarnation) {
@@ -746,14 +742,27 @@ impl Store {
                 }
             }
         }
-        let gone = dir;
-        match std::fs::rename(&gone, staging.join("topic")) {
+        let mut failed = None;
+        for p in 1..count {
+            if let Err(e) = PartitionLog::mark_deleted_at(&dir.join(p.to_string())) {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            // An unmarked partition's appends only see partition 0's mark before they take
+            // its lock, so its directory stays where it is (never renamed under a writer):
+            // the next delete_topic or create_topic of the name marks it and finishes.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        match std::fs::rename(&dir, staging.join("topic")) {
             Ok(()) => {}
-            // Another process finished it (it found the marks).
+            // Removed by hand meanwhile: nothing left to rename.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
+                // Deleted all the same (marked); a later create_topic of the name finishes.
                 let _ = std::fs::remove_dir_all(&staging);
-                return Err(Error::io("delete topic", gone, e));
+                return Err(Error::io("delete topic", dir, e));
             }
         }
         if self.shared.config.fsync != FsyncPolicy::Never {
