@@ -20,15 +20,18 @@ from tidelog import _core
 
 SEGMENT_BYTES = 32 << 20
 
-# Appends b"old <i>" to partition 0 of topic "t" until a call raises TopicNotFoundError,
-# then writes "<acknowledged> <error class>" to the report file and re-opens the topic by
-# name (which must be the re-created one, holding only the parent's messages).
+# Appends b"old <i>" to partition 0 of topic "t" (or sends them through a producer, flushing
+# every 100) until a call raises, and reports "<acknowledged> <error class>" in `errored`.
+# Once the parent has created the topic again (`recreated` exists), the old handle must
+# still refuse to append, and the topic opened again by name must be the new one: the
+# child adds to the report whether the old handle refused and how many messages of the
+# new topic are not the parent's.
 APPENDER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import tidelog
-    store_dir, ready, report, mode = sys.argv[1:5]
-    store = tidelog.open(store_dir, segment_bytes=int(sys.argv[5]))
+    store_dir, ready, errored, recreated, report, mode, segment_bytes = sys.argv[1:8]
+    store = tidelog.open(store_dir, segment_bytes=int(segment_bytes))
     topic = store.topic("t")
     acked = 0
     error = "none"
@@ -48,18 +51,19 @@ APPENDER = textwrap.dedent(
                 open(ready, "w").close()
     except tidelog.TidelogError as e:
         error = type(e).__name__
-    # Whatever the parent re-created: it must hold none of our messages.
-    while True:
-        try:
-            again = store.topic("t")
-            break
-        except tidelog.TopicNotFoundError:
-            time.sleep(0.01)
-    while again.end_offset(0) == 0:
-        time.sleep(0.01)
-    values = [m.value for m in again.read(0, 0)]
+    with open(errored + ".tmp", "w") as f:
+        f.write("%d %s\\n" % (acked, error))
+    os.rename(errored + ".tmp", errored)
+    while not os.path.exists(recreated):
+        time.sleep(0.005)
+    try:
+        topic.append(b"late", partition=0)
+        refused = "appended"
+    except tidelog.TopicNotFoundError:
+        refused = "refused"
+    values = [m.value for m in store.topic("t").read(0, 0)]
     with open(report, "w") as f:
-        f.write("%d %s %d\\n" % (acked, error, sum(not v.startswith(b"new") for v in values)))
+        f.write("%s %d\\n" % (refused, sum(not v.startswith(b"new") for v in values)))
     if producer is not None:
         try:
             producer.close()
@@ -70,17 +74,25 @@ APPENDER = textwrap.dedent(
 )
 
 
+def _wait_for(path: Path, child: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 90
+    while not path.exists():
+        if child.poll() is not None:
+            raise AssertionError(f"the child exited (status {child.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the child never {what}")
+        time.sleep(0.005)
+
+
 def _run(tmp_path: Path, mode: str) -> None:
     store_dir = tmp_path / "store"
-    ready, report = tmp_path / "ready", tmp_path / "report"
+    ready, errored, recreated, report = (tmp_path / n for n in ("ready", "err", "new", "report"))
     store = tidelog.open(store_dir, segment_bytes=SEGMENT_BYTES)
     store.create_topic("t")
-    args = [str(store_dir), str(ready), str(report), mode, str(SEGMENT_BYTES)]
-    child = subprocess.Popen([sys.executable, "-c", APPENDER, *args])
+    args = [str(p) for p in (store_dir, ready, errored, recreated, report)]
+    child = subprocess.Popen([sys.executable, "-c", APPENDER, *args, mode, str(SEGMENT_BYTES)])
     try:
-        while not ready.exists():
-            assert child.poll() is None, "the child died before appending"
-            time.sleep(0.005)
+        _wait_for(ready, child, "appended")
         # Hard links keep the old segment's bytes readable after the deletion.
         kept = tmp_path / "kept"
         kept.mkdir()
@@ -89,20 +101,21 @@ def _run(tmp_path: Path, mode: str) -> None:
             if f.suffix == ".log":
                 os.link(f, kept / f.name)
         store.delete_topic("t")
+        _wait_for(errored, child, "saw the deletion (it kept appending to the deleted topic)")
         new = store.create_topic("t")
         new.append(b"new 0", partition=0)
-        try:
-            child.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the child kept appending to the deleted topic") from None
+        recreated.touch()
+        child.wait(timeout=90)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
     assert child.returncode == 0
-    acked_s, error, foreign = report.read_text().split()
+    acked_s, error = errored.read_text().split()
     acked = int(acked_s)
     assert error == "TopicNotFoundError"
+    refused, foreign = report.read_text().split()
+    assert refused == "refused", "the old handle appended to the re-created topic"
     assert int(foreign) == 0, "the re-created topic holds the old topic's messages"
     assert [m.value for m in store.topic("t").read(0, 0)] == [b"new 0"]
     old: list[bytes] = []
