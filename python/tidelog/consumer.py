@@ -303,6 +303,10 @@ class Consumer:
     # -- offsets --------------------------------------------------------------------------
 
     def _commit_now(self, offsets: dict[int, int], metadata: str = "") -> None:
+        # Commits are keyed by the topic's name: one written after the topic was deleted
+        # (and its commits forgotten) would apply to a topic created again under the name.
+        # Any call on a deleted topic raises TopicNotFoundError (a load of a shared word).
+        self._topic.start_offset(0)
         self._offsets.commit(self.group, self.topic, offsets, metadata, self._membership.generation)
 
     def _commit_delivered(self) -> None:
@@ -503,6 +507,8 @@ class Consumer:
             return
         try:
             self._commit_delivered()
+        except _core.TopicNotFoundError:
+            pass  # deleted: nothing is left to commit to
         finally:
             self._closed = True
             self._membership.leave()

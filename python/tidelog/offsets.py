@@ -78,7 +78,7 @@ class OffsetStore:
 
     def __init__(self, core: _core.Store) -> None:
         """Opens (creating if needed) the internal offsets topic of ``core``."""
-        self._topic = core.create_topic(OFFSETS_TOPIC, _PARTITIONS, exist_ok=True)
+        self._topic = core.create_topic(OFFSETS_TOPIC, _PARTITIONS, exist_ok=True, internal=True)
         self._lock = threading.Lock()
         self._read_upto = [self._topic.start_offset(p) for p in range(_PARTITIONS)]
         # Per offsets partition, the (group, topic) pairs with a commit in an open transaction.

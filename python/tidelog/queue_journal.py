@@ -179,16 +179,20 @@ class QueueJournal:
         fsync: Literal["never", "always"] = "never",
         core: _core.Store | None = None,
         legacy: Callable[[], QueueState | None] | None = None,
+        alive: Callable[[], object] | None = None,
     ) -> None:
         """Opens (creating if needed) the queue's files and loads its state.
 
         With ``core`` (the store) the journal is synced as the store's ``fsync`` policy
         says; without, as ``fsync`` says. ``legacy`` gives the state to start a new queue
         (no snapshot, no record yet) from, if any: it is written as the first snapshot (see
-        :mod:`tidelog.queue_legacy`).
+        :mod:`tidelog.queue_legacy`). ``alive`` is called before every use of the files and
+        raises once the topic was deleted: the files are found by path, and after a deletion
+        the path may lead to the queue of a topic created again under the name.
         """
         self.files = files
         self._legacy = legacy
+        self._alive = alive
         self.partitions = partitions
         self.state = QueueState.empty(partitions)
         if core is not None:
@@ -224,6 +228,8 @@ class QueueJournal:
         Raises:
             CorruptRecordError: The state files are damaged (nothing is changed).
         """
+        if self._alive is not None:
+            self._alive()
         reset, snapshot, records = self._log.lock()
         try:
             try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import os
-import shutil
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -142,7 +141,8 @@ class Store:
         topic, shared by every process, and changed with :meth:`alter_topic`.
 
         Args:
-            name: 1-249 characters from ``[A-Za-z0-9._-]``, not starting with a dot.
+            name: 1-249 characters from ``[A-Za-z0-9._-]``, not starting with a dot
+                (names starting with ``__`` are reserved for the store's internal topics).
             partitions: Number of partitions, fixed for the topic's life.
             exist_ok: Return the existing topic (with its own settings) instead of raising
                 when it exists with the same number of partitions.
@@ -167,7 +167,7 @@ class Store:
         Raises:
             TopicExistsError: The topic exists (and ``exist_ok`` is false, or its partition
                 count differs).
-            InvalidConfigError: A bad name, partition count or setting.
+            InvalidConfigError: A bad or reserved name, a bad partition count or setting.
         """
         self._born.check()
         _check_type(name, str, "name")
@@ -230,18 +230,29 @@ class Store:
         return names if internal else [n for n in names if not n.startswith("__")]
 
     def delete_topic(self, name: str) -> None:
-        """Deletes a topic and all its messages.
+        """Deletes a topic and all its messages, with its consumer groups and work queues.
+
+        From then on every process's calls on the topic raise
+        :class:`TopicNotFoundError`; a topic created again under the name is a new topic.
 
         Raises:
             TopicNotFoundError: No topic has this name.
+            InvalidConfigError: The name is reserved for internal topics (``__...``).
         """
         self._born.check()
         _check_type(name, str, "name")
-        self._core.delete_topic(name)
-        # Groups of the deleted topic go with it, commits and membership alike.
+        # Group membership and work-queue state leave in the same operation as the topic,
+        # so a failure cannot leave one without the other.
+        self._core.delete_topic(
+            name,
+            attached=[
+                os.path.join(self.path, "groups", name),
+                os.path.join(self.path, "work_queues", name),
+            ],
+        )
+        # Commits live in an internal log: a record there forgets them.
         if OFFSETS_TOPIC in self._core.topics():
             self._offset_store().forget_topic(name)
-        shutil.rmtree(os.path.join(self.path, "groups", name), ignore_errors=True)
         forget_work_queues(self._core, self.path, name)
 
     def stats(self) -> StoreStats:

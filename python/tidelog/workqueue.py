@@ -150,6 +150,8 @@ class WorkQueue:
             legacy=lambda: read_legacy_state(
                 store._core, self._files.directory, topic, group, self._topic.partitions
             ),
+            # Raises TopicNotFoundError once the topic is deleted (a shared word's load).
+            alive=lambda: self._topic.start_offset(0),
         )
         try:
             self._doorbell = _core.Doorbell(Path(store.path) / "topics" / topic / "doorbell")
@@ -709,6 +711,13 @@ class WorkQueue:
         if self._closed:
             raise _core.StoreClosedError(f"work queue {self.group!r} is closed")
 
+    def _topic_deleted(self) -> bool:
+        try:
+            self._topic.start_offset(0)
+        except _core.TopicNotFoundError:
+            return True
+        return False
+
     def close(self) -> None:
         """Writes the buffered acks and gives back the jobs this member holds; idempotent.
 
@@ -724,7 +733,8 @@ class WorkQueue:
                 return
             self._closed = True
             try:
-                if not self._store.closed:
+                # A deleted topic's queue state went with it: nothing to write back.
+                if not self._store.closed and not self._topic_deleted():
                     acks = self._take_pending()
                     with self._journal.locked() as state:
                         ops: list[Op] = []

@@ -641,7 +641,7 @@ def _legacy_record(kind: int, offset: int, expires: int = 0, count: int = 0) -> 
 
 def test_state_recorded_by_the_first_version_is_carried_over(store: tidelog.Store) -> None:
     _fill(store, 8)
-    legacy = store._core.create_topic("__work_queues", 8, exist_ok=True)
+    legacy = store._core.create_topic("__work_queues", 8, exist_ok=True, internal=True)
     far = int(time.time() * 1000) + 3_600_000
     records = [_legacy_record(1, o, far, 1) for o in range(6)]
     records += [_legacy_record(2, o) for o in (0, 1, 2)]

@@ -4,18 +4,37 @@
 //! data/
 //!   tidelog.store              marker: refuses to treat a foreign directory as a store
 //!   tidelog.settings           the store's settings, the defaults of new topics (`settings`)
-//!   topics/orders/topic.meta   "partitions 3", then the topic's settings
+//!   topics/orders/topic.meta   "partitions 3\nincarnation 5f0c...\n", then the topic's settings
 //!   topics/orders/0/           a partition log (see `log`)
+//!   topics/.lock               serialises creating and deleting topics
+//!   topics/.tmp-<id>/          a topic being created
+//!   topics/.deleted-<id>/      a topic being deleted
 //! ```
 //!
 //! Topic creation and deletion are single `rename`s of a fully prepared directory, so
-//! other processes see a topic either complete or not at all.
+//! other processes see a topic either complete or not at all. Temporary names hold a random
+//! id rather than the topic's name, which may be as long as a file name can be.
+//!
+//! A topic's identity is its incarnation, a random id in `topic.meta` (topics written
+//! before it existed read as [`LEGACY_INCARNATION`]): a topic created again under the same
+//! name is a different topic. Deleting one first sets the deleted mark in every
+//! partition's control block, under that partition's append lock, and only then renames
+//! the directory away: from the mark on, every process's calls on the topic fail with
+//! [`Error::TopicNotFound`] (appends check the mark after taking the lock, with one
+//! load), so no write is acknowledged into deleted files and nothing old is ever written
+//! into a new topic's directory. Partitions are marked in order and partition 0's mark is
+//! the commit point: a topic whose partition 0 carries the mark is deleted even if its
+//! directory is still there (a deleting process died before renaming it); creating or
+//! deleting it again finishes the job.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
+
+use rustix::fs::{flock, FlockOperation};
 
 use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
@@ -31,12 +50,21 @@ const TOPICS: &str = "topics";
 /// A topic's metadata file: its partition count and settings (see `settings`).
 pub const TOPIC_META: &str = "topic.meta";
 const DOORBELL: &str = "doorbell";
+const TOPICS_LOCK: &str = ".lock";
+const TMP_PREFIX: &str = ".tmp-";
+const DELETED_PREFIX: &str = ".deleted-";
+/// Incarnation of a topic whose `topic.meta` predates incarnations. New topics never get
+/// it, so it cannot be confused with a topic created again.
+pub const LEGACY_INCARNATION: u64 = 0;
+/// Prefix of the names reserved for the store's internal topics.
+pub const INTERNAL_PREFIX: &str = "__";
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
 /// A topic: its partitions, opened.
 pub struct Topic {
     name: String,
+    incarnation: u64,
     partitions: Vec<PartitionLog>,
     doorbell: Arc<Doorbell>,
     next_partition: AtomicU32,
@@ -73,6 +101,19 @@ impl Topic {
         self.partitions.len() as u32
     }
 
+    /// The topic's incarnation: a random id given at creation ([`LEGACY_INCARNATION`] for
+    /// topics created before incarnations existed).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// True once the topic was deleted, by this process or any other. One load: a
+    /// deletion is committed by marking partition 0, the first it marks (the others'
+    /// marks are checked by every call on them).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Relaxed) || self.partitions.first().is_some_and(PartitionLog::is_deleted)
+    }
+
     fn check_open(&self) -> Result<()> {
         self.born.check()?;
         if self.closed.load(Ordering::Relaxed) {
@@ -91,11 +132,17 @@ impl Topic {
     /// was deleted, [`Error::PartitionNotFound`] for a number out of range.
     pub fn partition(&self, p: u32) -> Result<&PartitionLog> {
         self.check_open()?;
-        self.partitions.get(p as usize).ok_or_else(|| Error::PartitionNotFound {
+        let log = self.partitions.get(p as usize).ok_or_else(|| Error::PartitionNotFound {
             topic: self.name.clone(),
             partition: p,
             count: self.partition_count(),
-        })
+        })?;
+        // The append itself checks again under the lock; this makes reads fail too, and
+        // (through partition 0) every partition of a topic whose deletion is under way.
+        if log.is_deleted() || self.is_deleted() {
+            return Err(Error::TopicNotFound(self.name.clone()));
+        }
+        Ok(log)
     }
 
     /// The partition an append should go to: the one asked for, else the key's hash
@@ -138,6 +185,9 @@ impl Topic {
     /// As [`Self::partition`].
     pub fn partitions(&self) -> Result<&[PartitionLog]> {
         self.check_open()?;
+        if self.partitions.iter().any(PartitionLog::is_deleted) {
+            return Err(Error::TopicNotFound(self.name.clone()));
+        }
         Ok(&self.partitions)
     }
 }
@@ -178,6 +228,116 @@ fn validate_topic_name(name: &str) -> Result<()> {
         Err(Error::InvalidConfig(format!(
             "invalid topic name {name:?}: use 1-249 characters from [A-Za-z0-9._-], not starting with '.'"
         )))
+    }
+}
+
+/// Checks a topic name given to a public operation that creates, deletes or alters a
+/// topic: a valid name that is not reserved for the store's internal topics.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming what is wrong.
+pub fn check_public_topic_name(name: &str) -> Result<()> {
+    validate_topic_name(name)?;
+    if name.starts_with(INTERNAL_PREFIX) {
+        return Err(Error::InvalidConfig(format!(
+            "topic name {name:?} is reserved: names starting with {INTERNAL_PREFIX:?} are for the \
+             store's internal topics"
+        )));
+    }
+    Ok(())
+}
+
+/// A random 64-bit id, never [`LEGACY_INCARNATION`]. The standard library's hasher keys
+/// come from the operating system's random source once per process; the clock, the
+/// process id and a counter make ids of one process differ.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    match h.finish() {
+        LEGACY_INCARNATION => 1,
+        id => id,
+    }
+}
+
+/// Partition count and incarnation from a `topic.meta`. Lines other than these two belong
+/// to settings, which are read elsewhere.
+fn parse_meta(text: &str) -> Option<(u32, u64)> {
+    let mut lines = text.lines();
+    let count: u32 = lines
+        .next()?
+        .strip_prefix("partitions ")?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_PARTITIONS).contains(n))?;
+    let mut incarnation = LEGACY_INCARNATION;
+    for line in lines {
+        if let Some(hex) = line.strip_prefix("incarnation ") {
+            incarnation = u64::from_str_radix(hex.trim(), 16).ok().filter(|&i| i != LEGACY_INCARNATION)?;
+        }
+    }
+    Some((count, incarnation))
+}
+
+/// An exclusive `flock` on a file or directory, released when dropped.
+struct Flock {
+    _file: File,
+}
+
+impl Flock {
+    /// Waits for the lock on `path` (a file, created if missing).
+    fn file(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        flock(&file, FlockOperation::LockExclusive).map_err(|e| Error::io("flock", path, e.into()))?;
+        Ok(Flock { _file: file })
+    }
+
+    /// The lock on directory `path` if nobody holds it now (`None` otherwise).
+    fn try_dir(path: &Path) -> std::io::Result<Option<Self>> {
+        Self::try_open(File::open(path)?)
+    }
+
+    fn try_open(file: File) -> std::io::Result<Option<Self>> {
+        Ok(flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok().then_some(Flock { _file: file }))
+    }
+}
+
+/// Removes what interrupted creations and deletions left in `topics` (directories named
+/// with [`TMP_PREFIX`] or [`DELETED_PREFIX`]), except those a live process is still working
+/// in: it holds their `flock`, taken (under the topics lock, which this takes too) as it
+/// made them. Skipped while another process holds the topics lock.
+fn remove_leftovers(topics: &Path) {
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(topics.join(TOPICS_LOCK));
+    let Ok(Some(_topics_lock)) = lock.and_then(Flock::try_open) else { return };
+    let Ok(entries) = std::fs::read_dir(topics) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(TMP_PREFIX) || name.starts_with(DELETED_PREFIX)) {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(Some(_held)) = Flock::try_dir(&path) {
+            // Best effort: whatever stays is tried again at the next open.
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 
@@ -228,6 +388,7 @@ impl Store {
         }
         let config = config.with_settings(&defaults);
         std::fs::create_dir_all(dir.join(TOPICS)).map_err(|e| Error::io("create directory", dir, e))?;
+        remove_leftovers(&dir.join(TOPICS));
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             config,
@@ -314,12 +475,24 @@ impl Store {
         self.shared.dir.join(TOPICS).join(name)
     }
 
+    fn topics_dir(&self) -> PathBuf {
+        self.shared.dir.join(TOPICS)
+    }
+
+    /// Serialises creating and deleting topics across processes, so finishing a deletion
+    /// that a dead process left half done cannot remove a topic created meanwhile.
+    fn lock_topics(&self) -> Result<Flock> {
+        Flock::file(&self.topics_dir().join(TOPICS_LOCK))
+    }
+
     /// Creates a topic with `partitions` partitions and the store's settings overridden by
     /// `settings`, stored with the topic. With `exist_ok`, an existing topic with the same
-    /// partition count is returned instead (with its own settings).
+    /// partition count is returned instead (with its own settings; requested settings that
+    /// differ from them are an error).
     ///
     /// # Errors
-    /// [`Error::TopicExists`], [`Error::InvalidConfig`], I/O errors.
+    /// [`Error::TopicExists`], [`Error::InvalidConfig`] (also for a name reserved for
+    /// internal topics), I/O errors.
     pub fn create_topic(
         &self,
         name: &str,
@@ -328,18 +501,55 @@ impl Store {
         settings: &[(String, Value)],
     ) -> Result<Arc<Topic>> {
         self.check_open()?;
+        check_public_topic_name(name)?;
+        self.create(name, partitions, exist_ok, settings)
+    }
+
+    /// Creates one of the store's internal topics (a name starting with
+    /// [`INTERNAL_PREFIX`]), which [`Self::create_topic`] refuses; otherwise the same.
+    ///
+    /// # Errors
+    /// As [`Self::create_topic`]; [`Error::InvalidConfig`] for a name that is not internal.
+    pub fn create_internal_topic(&self, name: &str, partitions: u32, exist_ok: bool) -> Result<Arc<Topic>> {
+        self.check_open()?;
         validate_topic_name(name)?;
+        if !name.starts_with(INTERNAL_PREFIX) {
+            return Err(Error::InvalidConfig(format!(
+                "{name:?} is not an internal topic name (those start with {INTERNAL_PREFIX:?})"
+            )));
+        }
+        self.create(name, partitions, exist_ok, &[])
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        exist_ok: bool,
+        settings: &[(String, Value)],
+    ) -> Result<Arc<Topic>> {
         let topic_settings = self.shared.defaults.with(settings, true)?;
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(Error::InvalidConfig(format!(
                 "partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
             )));
         }
-        let topics = self.shared.dir.join(TOPICS);
-        let tmp = topics.join(format!(".tmp-{name}-{}", unique_suffix()));
+        let topics = self.topics_dir();
+        let tmp = topics.join(format!("{TMP_PREFIX}{:016x}", random_id()));
+        let mut held = None;
         let prepared = (|| -> std::io::Result<()> {
-            std::fs::create_dir(&tmp)?;
-            let meta = format!("partitions {partitions}\n{}", topic_settings.to_lines());
+            {
+                // Made and locked under the topics lock, and held until the rename: a
+                // concurrent open's cleanup of leftovers leaves the directory alone.
+                let _topics_lock = self.lock_topics().map_err(std::io::Error::other)?;
+                std::fs::create_dir(&tmp)?;
+                held = Flock::try_dir(&tmp)?;
+            }
+            let meta = format!(
+                "partitions {partitions}\nincarnation {:016x}\n{}",
+                random_id(),
+                topic_settings.to_lines()
+            );
             let mut file = std::fs::File::create(tmp.join(TOPIC_META))?;
             std::io::Write::write_all(&mut file, meta.as_bytes())?;
             // The rename below publishes the topic: its settings must be on disk first.
@@ -356,11 +566,11 @@ impl Store {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(Error::io("create topic", &tmp, e));
         }
-        let renamed = if self.topic_dir(name).exists() {
-            Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
-        } else {
-            std::fs::rename(&tmp, self.topic_dir(name))
+        let renamed = {
+            let _topics_lock = self.lock_topics()?;
+            self.install(name, &tmp)
         };
+        drop(held);
         match renamed {
             Ok(()) => {
                 if self.shared.config.fsync != FsyncPolicy::Never {
@@ -370,15 +580,9 @@ impl Store {
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                let exists = matches!(
-                    e.kind(),
-                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty
-                );
-                if !exists {
-                    return Err(Error::io("create topic", self.topic_dir(name), e));
-                }
+                let Error::TopicExists(_) = e else { return Err(e) };
                 if !exist_ok {
-                    return Err(Error::TopicExists(name.to_owned()));
+                    return Err(e);
                 }
                 let topic = self.topic(name)?;
                 if topic.partition_count() != partitions {
@@ -403,6 +607,44 @@ impl Store {
         }
     }
 
+    /// Renames the prepared directory `tmp` to topic `name`, first finishing the deletion
+    /// of a topic of that name whose partitions carry the deleted mark. Called with the
+    /// topics lock held.
+    fn install(&self, name: &str, tmp: &Path) -> Result<()> {
+        let dir = self.topic_dir(name);
+        if dir.join(TOPIC_META).exists() {
+            match self.read_meta(name) {
+                Ok((count, incarnation)) => {
+                    if !self.marked_deleted(name)? {
+                        return Err(Error::TopicExists(name.to_owned()));
+                    }
+                    self.finish_deletion(name, count, incarnation, None)?;
+                }
+                Err(Error::TopicNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if dir.exists() {
+            // Without topic.meta the directory is no topic (a partition directory made by
+            // an older version racing a deletion): an empty one is replaced by the rename.
+            if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+                return Err(Error::TopicExists(name.to_owned()));
+            }
+        }
+        match std::fs::rename(tmp, &dir) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty
+                ) =>
+            {
+                Err(Error::TopicExists(name.to_owned()))
+            }
+            Err(e) => Err(Error::io("create topic", &dir, e)),
+        }
+    }
+
     /// Opens an existing topic.
     ///
     /// # Errors
@@ -411,68 +653,108 @@ impl Store {
         self.check_open()?;
         let mut topics = self.shared.topics.lock().map_err(|_| Error::Closed)?;
         if let Some(t) = topics.get(name) {
-            if t.deleted.load(Ordering::Relaxed) || !self.topic_dir(name).exists() {
+            // A deleted topic's partitions carry the mark before its directory goes, so a
+            // handle cached before a deletion (and re-creation) elsewhere is never returned.
+            if t.is_deleted() || !self.topic_dir(name).exists() {
                 t.deleted.store(true, Ordering::Relaxed);
                 topics.remove(name);
             } else {
                 return Ok(t.clone());
             }
         }
-        if validate_topic_name(name).is_err() {
-            return Err(Error::TopicNotFound(name.to_owned()));
-        }
-        let dir = self.topic_dir(name);
-        let meta_path = dir.join(TOPIC_META);
-        let (settings, meta) = match SharedSettings::open(&dir, &self.shared.defaults) {
-            Ok(opened) => opened,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::TopicNotFound(name.to_owned()))
-            }
-            Err(e) => return Err(e),
-        };
-        let settings = Arc::new(settings);
-        let first = meta.other_lines.first().map_or("", String::as_str);
-        let count: u32 = first
-            .strip_prefix("partitions ")
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|n| (1..=MAX_PARTITIONS).contains(n))
-            .ok_or_else(|| Error::Corrupt {
-                path: meta_path.clone(),
-                position: 0,
-                offset: 0,
-                reason: format!("unreadable topic metadata {first:?}"),
-            })?;
-        let config = self.shared.config.with_settings(&meta.settings);
-        let doorbell = Arc::new(Doorbell::open(&dir.join(DOORBELL))?);
-        let partitions = (0..count)
-            .map(|p| {
-                PartitionLog::open_with_settings(
-                    &dir.join(p.to_string()),
-                    name,
-                    p,
-                    config.clone(),
-                    settings.clone(),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for p in &partitions {
-            p.attach_doorbell(doorbell.clone());
-        }
-        let topic = Arc::new(Topic {
-            name: name.to_owned(),
-            partitions,
-            doorbell,
-            next_partition: AtomicU32::new(0),
-            closed: self.shared.closed.clone(),
-            deleted: AtomicBool::new(false),
-            born: self.shared.born,
-            settings,
-        });
+        let topic = self.open_topic(name)?;
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
     }
 
-    /// Names of all topics, sorted.
+    fn read_meta(&self, name: &str) -> Result<(u32, u64)> {
+        let meta_path = self.topic_dir(name).join(TOPIC_META);
+        let meta = match std::fs::read_to_string(&meta_path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::TopicNotFound(name.to_owned()))
+            }
+            Err(e) => return Err(Error::io("read", &meta_path, e)),
+        };
+        parse_meta(&meta).ok_or_else(|| Error::Corrupt {
+            path: meta_path.clone(),
+            position: 0,
+            offset: 0,
+            reason: format!("unreadable topic metadata {meta:?}"),
+        })
+    }
+
+    /// Opens topic `name` from its directory, bypassing the cache. Its partitions are
+    /// opened by path, so `topic.meta` is read again afterwards: the same incarnation
+    /// before and after means every partition opened belongs to it (an incarnation is
+    /// never reused), else the topic was deleted (and perhaps created again) meanwhile and
+    /// the open starts over. A topic whose partitions carry the deleted mark is not found.
+    fn open_topic(&self, name: &str) -> Result<Arc<Topic>> {
+        if validate_topic_name(name).is_err() {
+            return Err(Error::TopicNotFound(name.to_owned()));
+        }
+        let dir = self.topic_dir(name);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (count, incarnation) = self.read_meta(name)?;
+            let opened = (|| -> Result<Topic> {
+                let (settings, meta) = SharedSettings::open(&dir, &self.shared.defaults)?;
+                let settings = Arc::new(settings);
+                let config = self.shared.config.with_settings(&meta.settings);
+                let doorbell = Arc::new(Doorbell::open(&dir.join(DOORBELL))?);
+                let partitions = (0..count)
+                    .map(|p| {
+                        PartitionLog::open_existing(
+                            &dir.join(p.to_string()),
+                            name,
+                            p,
+                            config.clone(),
+                            settings.clone(),
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for p in &partitions {
+                    p.attach_doorbell(doorbell.clone());
+                }
+                Ok(Topic {
+                    name: name.to_owned(),
+                    incarnation,
+                    partitions,
+                    doorbell,
+                    next_partition: AtomicU32::new(0),
+                    closed: self.shared.closed.clone(),
+                    deleted: AtomicBool::new(false),
+                    born: self.shared.born,
+                    settings,
+                })
+            })();
+            let same = match self.read_meta(name) {
+                Ok((_, now)) => now == incarnation,
+                Err(Error::TopicNotFound(_)) => false,
+                Err(e) => return Err(e),
+            };
+            if !same {
+                // Raced with a deletion. A few tries: after that a name deleted and created
+                // again that fast reads as not found, which it was a moment ago.
+                if attempts < 5 {
+                    continue;
+                }
+                return Err(Error::TopicNotFound(name.to_owned()));
+            }
+            // With the same incarnation in place, a failure is the topic's own (a missing
+            // partition directory is damage, not "not found").
+            let topic = opened?;
+            if topic.is_deleted() {
+                return Err(Error::TopicNotFound(name.to_owned()));
+            }
+            return Ok(Arc::new(topic));
+        }
+    }
+
+    /// Names of all topics, sorted. A topic being deleted is left out as soon as its first
+    /// partition carries the deleted mark (deletion marks partitions in order), as
+    /// [`Self::topic`] no longer opens it from then on.
     ///
     /// # Errors
     /// I/O errors listing the directory.
@@ -483,6 +765,7 @@ impl Store {
             .map_err(|e| Error::io("list", &dir, e))?
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join(TOPIC_META).exists())
+            .filter(|e| !PartitionLog::is_deleted_at(&e.path().join("0")).unwrap_or(false))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.starts_with('.'))
             .collect();
@@ -490,28 +773,128 @@ impl Store {
         Ok(names)
     }
 
-    /// Deletes a topic and all its data. Other processes that have it open keep reading
-    /// what they have mapped; new opens see it gone.
+    /// Deletes a topic and all its data, in every process: see the module documentation.
     ///
     /// # Errors
-    /// [`Error::TopicNotFound`], I/O errors.
+    /// [`Error::TopicNotFound`], [`Error::InvalidConfig`] for a name reserved for internal
+    /// topics, I/O errors (the topic is then left as it was).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.delete_topic_with(name, &[])
+    }
+
+    /// As [`Self::delete_topic`], also removing `attached`: directories inside the store
+    /// that hold state of the topic kept by the layers above (consumer groups, work
+    /// queues). They are moved away in the same operation, so either the topic and all of
+    /// them are gone, or (on an error before the topic is marked deleted) everything is as
+    /// it was; a topic created again never finds the old state.
+    ///
+    /// # Errors
+    /// As [`Self::delete_topic`]; [`Error::InvalidConfig`] for an attached path outside the
+    /// store.
+    pub fn delete_topic_with(&self, name: &str, attached: &[PathBuf]) -> Result<()> {
         self.check_open()?;
-        if validate_topic_name(name).is_err() || !self.topic_dir(name).join(TOPIC_META).exists() {
-            return Err(Error::TopicNotFound(name.to_owned()));
-        }
-        let doomed = self.shared.dir.join(TOPICS).join(format!(".deleted-{name}-{}", unique_suffix()));
-        match std::fs::rename(self.topic_dir(name), &doomed) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::TopicNotFound(name.to_owned()))
+        check_public_topic_name(name)?;
+        for path in attached {
+            if !path.starts_with(&self.shared.dir)
+                || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "cannot delete {} with topic {name:?}: it is not inside the store",
+                    path.display()
+                )));
             }
-            Err(e) => return Err(Error::io("delete topic", self.topic_dir(name), e)),
         }
-        if let Some(t) = self.shared.topics.lock().map_err(|_| Error::Closed)?.remove(name) {
-            t.deleted.store(true, Ordering::Relaxed);
+        let _topics_lock = self.lock_topics()?;
+        let (count, incarnation) = self.read_meta(name)?;
+        self.finish_deletion(name, count, incarnation, Some(attached))
+    }
+
+    /// Whether topic `name`'s deletion was committed (its partition 0 carries the mark).
+    fn marked_deleted(&self, name: &str) -> Result<bool> {
+        PartitionLog::is_deleted_at(&self.topic_dir(name).join("0"))
+    }
+
+    /// Deletes topic `name` (of `count` partitions and `incarnation`, as its `topic.meta`
+    /// says): moves `attached` into a staging directory, marks every partition deleted
+    /// (the commit point), then renames the topic directory into the staging directory and
+    /// removes it. The partitions are marked through their control blocks, without opening
+    /// their logs: no recovery to wait for, and a damaged topic can be deleted. `None` when
+    /// finishing a deletion a dead process began: its attached state went before its
+    /// marks. Called with the topics lock held.
+    fn finish_deletion(
+        &self,
+        name: &str,
+        count: u32,
+        incarnation: u64,
+        attached: Option<&[PathBuf]>,
+    ) -> Result<()> {
+        let dir = self.topic_dir(name);
+        let staging = self.topics_dir().join(format!("{DELETED_PREFIX}{:016x}", random_id()));
+        std::fs::create_dir(&staging).map_err(|e| Error::io("create directory", &staging, e))?;
+        let held = Flock::try_dir(&staging).map_err(|e| Error::io("flock", &staging, e))?;
+        let mut moved: Vec<(&PathBuf, PathBuf)> = Vec::new();
+        let undo = |moved: &[(&PathBuf, PathBuf)]| {
+            for (from, to) in moved.iter().rev() {
+                let _ = std::fs::rename(to, from);
+            }
+            let _ = std::fs::remove_dir_all(&staging);
+        };
+        for (i, path) in attached.unwrap_or_default().iter().enumerate() {
+            let to = staging.join(format!("attached-{i}"));
+            match std::fs::rename(path, &to) {
+                Ok(()) => moved.push((path, to)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    undo(&moved);
+                    return Err(Error::io("delete", path, e));
+                }
+            }
         }
-        std::fs::remove_dir_all(&doomed).map_err(|e| Error::io("delete", &doomed, e))
+        // Partition 0's mark is the commit point (`Topic::is_deleted` and `topics` look at
+        // it alone): if it cannot be set, nothing happened.
+        if let Err(e) = PartitionLog::mark_deleted_at(&dir.join("0")) {
+            undo(&moved);
+            return Err(e);
+        }
+        // From here on the topic is deleted for every process, whatever fails below.
+        {
+            let mut cached = self.shared.topics.lock().map_err(|_| Error::Closed)?;
+            if cached.get(name).is_some_and(|t| t.incarnation == incarnation) {
+                if let Some(t) = cached.remove(name) {
+                    t.deleted.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut failed = None;
+        for p in 1..count {
+            if let Err(e) = PartitionLog::mark_deleted_at(&dir.join(p.to_string())) {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            // An unmarked partition's appends only see partition 0's mark before they take
+            // its lock, so its directory stays where it is (never renamed under a writer):
+            // the next delete_topic or create_topic of the name marks it and finishes.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        match std::fs::rename(&dir, staging.join("topic")) {
+            Ok(()) => {}
+            // Removed by hand meanwhile: nothing left to rename.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // Deleted all the same (marked); a later create_topic of the name finishes.
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(Error::io("delete topic", dir, e));
+            }
+        }
+        if self.shared.config.fsync != FsyncPolicy::Never {
+            crate::segment::sync_dir(&self.topics_dir())?;
+        }
+        // The deletion is done; what the removal leaves is removed by a later open.
+        let _ = std::fs::remove_dir_all(&staging);
+        drop(held);
+        Ok(())
     }
 
     /// Opens the state log `name` in `dir` (see [`crate::statelog`]) with the store's fsync
@@ -529,8 +912,6 @@ impl Store {
         Ok(log)
     }
 
-    /// Syncs every open partition (and state log) to disk.
-
     /// Changes settings of topic `name` for every process at once: stored in its
     /// `topic.meta` and seen by the next append, roll or retention pass anywhere. Changes
     /// of `segment_bytes` and `index_interval_bytes` shape segments created afterwards.
@@ -540,12 +921,7 @@ impl Store {
     /// bad setting (nothing is changed); I/O errors.
     pub fn alter_topic(&self, name: &str, changes: &[(String, Value)]) -> Result<TopicSettings> {
         self.check_open()?;
-        // TODO(#13): call the shared reserved-name check once the topics work is merged.
-        if name.starts_with("__") {
-            return Err(Error::InvalidConfig(format!(
-                "topic {name:?} is reserved: names starting with \"__\" belong to the store's internal topics"
-            )));
-        }
+        check_public_topic_name(name)?;
         if validate_topic_name(name).is_err() || !self.topic_dir(name).join(TOPIC_META).exists() {
             return Err(Error::TopicNotFound(name.to_owned()));
         }
@@ -689,8 +1065,8 @@ mod tests {
     #[test]
     fn close_trims_and_closes_partitions_of_topics_still_referenced() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), LogConfig::default()).unwrap();
-        let topic = store.create_topic("t", 2, false).unwrap();
+        let store = Store::open(dir.path(), LogConfig::default(), &[]).unwrap();
+        let topic = store.create_topic("t", 2, false, &[]).unwrap();
         let p0 = topic.partition(0).unwrap();
         for i in 0..10u8 {
             append(p0, &[i; 100]).unwrap();
@@ -704,7 +1080,7 @@ mod tests {
         // A reference taken before the close is refused under the append lock, never
         // allowed to write into the trimmed file.
         assert!(matches!(append(p0, b"late"), Err(Error::Closed)));
-        let again = Store::open(dir.path(), LogConfig::default()).unwrap();
+        let again = Store::open(dir.path(), LogConfig::default(), &[]).unwrap();
         let t = again.topic("t").unwrap();
         assert_eq!(t.partition(0).unwrap().end_offset().unwrap(), 10);
         assert_eq!(append(t.partition(0).unwrap(), b"next").unwrap(), 10);
@@ -715,8 +1091,8 @@ mod tests {
     fn closing_while_threads_append_through_held_references_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig { segment_bytes: 1 << 20, max_message_bytes: 4096, ..LogConfig::default() };
-        let store = Arc::new(Store::open(dir.path(), config.clone()).unwrap());
-        let topic = store.create_topic("t", 1, false).unwrap();
+        let store = Arc::new(Store::open(dir.path(), config.clone(), &[]).unwrap());
+        let topic = store.create_topic("t", 1, false, &[]).unwrap();
         let appenders: Vec<_> = (0..3)
             .map(|_| {
                 let topic = topic.clone();
@@ -739,7 +1115,7 @@ mod tests {
         let acked: u64 = appenders.into_iter().map(|a| a.join().unwrap()).sum();
         assert!(acked > 0);
         drop(topic);
-        let again = Store::open(dir.path(), config).unwrap();
+        let again = Store::open(dir.path(), config, &[]).unwrap();
         assert_eq!(again.topic("t").unwrap().partition(0).unwrap().end_offset().unwrap(), acked);
     }
 
@@ -747,8 +1123,8 @@ mod tests {
     fn the_last_of_several_handles_closing_at_once_trims() {
         let dir = tempfile::tempdir().unwrap();
         let stores: Vec<Arc<Store>> =
-            (0..3).map(|_| Arc::new(Store::open(dir.path(), LogConfig::default()).unwrap())).collect();
-        let topic = stores[0].create_topic("t", 1, false).unwrap();
+            (0..3).map(|_| Arc::new(Store::open(dir.path(), LogConfig::default(), &[]).unwrap())).collect();
+        let topic = stores[0].create_topic("t", 1, false, &[]).unwrap();
         append(topic.partition(0).unwrap(), b"hello").unwrap();
         let committed = topic.partition(0).unwrap().head().unwrap().committed_pos;
         for s in &stores[1..] {
@@ -771,13 +1147,13 @@ mod tests {
     #[test]
     fn an_inherited_store_is_refused_in_the_child_and_spares_the_parent() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), LogConfig::default()).unwrap();
-        let topic = store.create_topic("t", 1, false).unwrap();
+        let store = Store::open(dir.path(), LogConfig::default(), &[]).unwrap();
+        let topic = store.create_topic("t", 1, false, &[]).unwrap();
         let p = topic.partition(0).unwrap();
         append(p, b"hello").unwrap();
         let status = in_child(|| {
             let refused = matches!(store.topic("t"), Err(Error::Forked))
-                && matches!(store.create_topic("u", 1, false), Err(Error::Forked))
+                && matches!(store.create_topic("u", 1, false, &[]), Err(Error::Forked))
                 && matches!(store.sync(), Err(Error::Forked))
                 && matches!(topic.partition(0), Err(Error::Forked))
                 && matches!(append(p, b"child"), Err(Error::Forked))
@@ -795,7 +1171,7 @@ mod tests {
         assert_eq!(p.end_offset().unwrap(), 20_001);
         drop(topic);
         store.close().unwrap();
-        let again = Store::open(dir.path(), LogConfig::default()).unwrap();
+        let again = Store::open(dir.path(), LogConfig::default(), &[]).unwrap();
         assert_eq!(again.topic("t").unwrap().partition(0).unwrap().end_offset().unwrap(), 20_001);
     }
 }

@@ -164,8 +164,10 @@ impl PyStore {
         self.inner.is_closed()
     }
 
-    /// Creates a topic (see `tidelog.Store.create_topic`).
-    #[pyo3(signature = (name, partitions=1, *, exist_ok=false, settings=None))]
+    /// Creates a topic (see `tidelog.Store.create_topic`). `internal=True` creates one of
+    /// the store's internal topics (names starting with `__`), which the public API refuses;
+    /// they take the store's settings.
+    #[pyo3(signature = (name, partitions=1, *, exist_ok=false, settings=None, internal=false))]
     fn create_topic(
         &self,
         py: Python<'_>,
@@ -173,6 +175,7 @@ impl PyStore {
         partitions: i64,
         exist_ok: bool,
         settings: Option<&Bound<'_, PyDict>>,
+        internal: bool,
     ) -> PyResult<PyTopic> {
         let partitions = u32::try_from(partitions).map_err(|_| {
             InvalidConfigError::new_err(format!("partitions must be between 1 and 10000, got {partitions}"))
@@ -180,7 +183,16 @@ impl PyStore {
         let settings = settings_arg(settings)?;
         let store = self.inner.clone();
         let name = name.to_owned();
-        let topic = run_detached(py, move || store.create_topic(&name, partitions, exist_ok, &settings))?;
+        if internal && !settings.is_empty() {
+            return Err(InvalidConfigError::new_err("internal topics take the store's settings"));
+        }
+        let topic = run_detached(py, move || {
+            if internal {
+                store.create_internal_topic(&name, partitions, exist_ok)
+            } else {
+                store.create_topic(&name, partitions, exist_ok, &settings)
+            }
+        })?;
         Ok(PyTopic::new(py, topic))
     }
 
@@ -213,11 +225,13 @@ impl PyStore {
         run_detached(py, move || store.topics())
     }
 
-    /// Deletes a topic and its data.
-    fn delete_topic(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+    /// Deletes a topic and its data, and in the same operation the directories `attached`
+    /// (inside the store) holding the topic's state kept by the Python layer.
+    #[pyo3(signature = (name, *, attached=Vec::new()))]
+    fn delete_topic(&self, py: Python<'_>, name: &str, attached: Vec<PathBuf>) -> PyResult<()> {
         let store = self.inner.clone();
         let name = name.to_owned();
-        run_detached(py, move || store.delete_topic(&name))
+        run_detached(py, move || store.delete_topic_with(&name, &attached))
     }
 
     /// Finishes the transactions of named producers no instance of which is alive (in any

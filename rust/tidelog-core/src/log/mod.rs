@@ -179,6 +179,23 @@ impl PartitionLog {
         settings: Arc<SharedSettings>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        Self::open_existing(dir, topic, partition, config, settings)
+    }
+
+    /// As [`Self::open_with_settings`], but never creates the directory: a topic's
+    /// partitions are opened by path, and a path whose topic was just deleted must not be
+    /// brought back to life (nor a directory made inside a new topic of the same name).
+    ///
+    /// # Errors
+    /// As [`Self::open`]; a missing directory is an I/O error of kind `NotFound`.
+    pub fn open_existing(
+        dir: &Path,
+        topic: &str,
+        partition: u32,
+        config: LogConfig,
+        settings: Arc<SharedSettings>,
+    ) -> Result<Self> {
+        config.validate()?;
         // Opening is serialised per partition (the control block's open lock, held until
         // `end_open`) so "am I the only handle?" and the recovery that follows cannot
         // interleave with another opener (see shm).
@@ -288,11 +305,55 @@ impl PartitionLog {
         Ok(self.current_view(self.head()?)?.segments.len())
     }
 
+    /// True once the partition's topic was deleted, by this process or any other: one
+    /// atomic load of the shared control block.
+    pub fn is_deleted(&self) -> bool {
+        self.control.is_deleted()
+    }
+
+    /// Marks the partition in `dir` deleted for every process without opening its log (no
+    /// recovery, so a damaged partition can be deleted too): takes the open lock, maps the
+    /// control block and sets the mark under the append lock. Once this returns no append
+    /// in any process is in progress there, and none will write again. A missing
+    /// directory has nothing to mark.
+    ///
+    /// # Errors
+    /// I/O errors, [`Error::Locked`] if the append lock is unusable.
+    pub fn mark_deleted_at(dir: &Path) -> Result<()> {
+        // `open` takes the control block's open lock (released by `end_open`, or by the
+        // drop on an error): no opener's recovery interleaves with the marking.
+        let control = match ControlBlock::open(&dir.join(CONTROL_FILE)) {
+            Ok(Opened::Alone(c, _) | Opened::Shared(c)) => c,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let marked = control.lock().map(|mut guard| guard.mark_deleted());
+        control.end_open();
+        marked
+    }
+
+    /// True if the partition in `dir` carries the deleted mark; read from the file, without
+    /// mapping or locking it.
+    ///
+    /// # Errors
+    /// I/O errors other than a missing control file.
+    pub fn is_deleted_at(dir: &Path) -> Result<bool> {
+        crate::shm::read_deleted_mark(&dir.join(CONTROL_FILE))
+    }
+
+    fn deleted(&self) -> Error {
+        Error::TopicNotFound(self.topic.clone())
+    }
+
     /// Takes the append lock, waiting for it if `wait`; `None` if it is busy and `!wait`.
     ///
     /// # Errors
     /// [`Error::Closed`] once [`Self::close`] ran (checked under the lock, so no append
     /// can write into files that closing trimmed), [`Error::Forked`] in a forked child.
+    ///
+    /// Every change to the partition's files goes through here, so checking the deleted
+    /// mark here (after the lock, which `delete_topic` takes to set it) is what keeps a
+    /// deleted topic's files and a new topic under the same name untouched.
     fn lock(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
         let guard = self.lock_open_or_closed(wait)?;
         if guard.is_some() && self.closed.load(Ordering::Relaxed) {
@@ -304,6 +365,9 @@ impl PartitionLog {
     /// As [`Self::lock`], also after closing (for closing itself).
     fn lock_open_or_closed(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
         let guard = if wait { Some(self.control.lock()?) } else { self.control.try_lock()? };
+        if guard.is_some() && self.control.is_deleted() {
+            return Err(self.deleted());
+        }
         match guard {
             Some(mut g) if g.owner_died() => {
                 let torn = g.head();
@@ -673,7 +737,7 @@ impl PartitionLog {
     /// # Errors
     /// The sync failure.
     pub fn sync(&self) -> Result<()> {
-        if !self.dirty.swap(false, Ordering::Relaxed) {
+        if !self.dirty.swap(false, Ordering::Relaxed) || self.is_deleted() {
             return Ok(());
         }
         let head = self.head()?;
@@ -781,6 +845,10 @@ impl PartitionLog {
     /// Trims the active segment to its contents if this is the last handle on the
     /// partition. Called by `close`, with `closed` already set.
     fn trim_if_last(&self) -> Result<()> {
+        // A deleted partition's path may name a new topic's partition by now.
+        if self.is_deleted() {
+            return Ok(());
+        }
         // The open lock keeps openers out while we check and trim. Waiting for it cannot
         // deadlock: we hold nothing yet, and its holders (an opener, or another handle
         // closing) need at most the append lock. Two handles closing at once thus check one

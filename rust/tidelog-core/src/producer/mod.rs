@@ -292,7 +292,10 @@ impl Producer {
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>> {
         if let Some(t) = self.shared.topics.read().map_err(|_| Error::Closed)?.get(name) {
-            return Ok(t.clone());
+            // Deleted (in any process): the name may be a new topic by now.
+            if !t.is_deleted() {
+                return Ok(t.clone());
+            }
         }
         let topic = self.shared.store.topic(name)?;
         self.shared.topics.write().map_err(|_| Error::Closed)?.insert(name.to_owned(), topic.clone());

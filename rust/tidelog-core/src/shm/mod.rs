@@ -18,6 +18,9 @@
 //!    touches it (see [`fork`]).
 //! 3. Head fields are only written while the mutex is held, inside the seqlock protocol
 //!    (odd sequence while writing); readers retry until they see an even, unchanged sequence.
+//! 4. The deleted word is only accessed atomically; it is only written while the mutex is
+//!    held, only ever from 0 to 1, and never by initialisation (a deleted partition stays
+//!    deleted for every later opener).
 //!
 //! The head is a hint that survives process crashes but not power loss: recovery at open
 //! validates it against the segment files and rebuilds it when they disagree.
@@ -52,8 +55,13 @@ const LIVE_BYTE: u64 = 0;
 /// so "am I alone?" and the recovery or trim that follows cannot interleave with another
 /// handle's open.
 const OPEN_BYTE: u64 = 1;
+/// Nonzero once the partition's topic was deleted: every process's appends check it after
+/// taking the mutex (one load), so nobody writes into a deleted topic's files or, through
+/// paths that now name a new topic, into the new topic.
+const DELETED_AT: usize = 512;
 
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= HEAD_AT - MUTEX_AT);
+const _: () = assert!(HEAD_AT + 8 * HEAD_FIELDS <= DELETED_AT && DELETED_AT + 8 <= CONTROL_BYTES);
 
 /// The published state of a partition's log, read consistently by [`ControlBlock::head`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -254,6 +262,17 @@ impl ControlBlock {
         unsafe { &*self.map.as_ptr().add(HEAD_AT + 8 * i).cast::<AtomicU64>() }
     }
 
+    fn deleted_word(&self) -> &AtomicU64 {
+        // SAFETY: DELETED_AT + 8 <= CONTROL_BYTES inside the live mapping (invariant 1),
+        // 8-aligned (page-aligned base), and only ever accessed atomically (invariant 4).
+        unsafe { &*self.map.as_ptr().add(DELETED_AT).cast::<AtomicU64>() }
+    }
+
+    /// True once the partition's topic was deleted (by any process).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_word().load(Ordering::Acquire) != 0
+    }
+
     /// Reads the head of a block nobody else has open; a torn seqlock left by a dead
     /// writer must not make this spin forever.
     fn head_unlocked(&self) -> Head {
@@ -355,6 +374,27 @@ impl Drop for ControlBlock {
     }
 }
 
+/// Whether the control file at `path` carries the deleted mark, read with `pread` (the
+/// page cache is the mapping's, so this sees what mapped writers stored). A missing or
+/// short file has no mark.
+///
+/// # Errors
+/// I/O errors other than the file missing.
+pub fn read_deleted_mark(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let mut word = [0u8; 8];
+    match file.read_exact_at(&mut word, DELETED_AT as u64) {
+        Ok(()) => Ok(u64::from_ne_bytes(word) != 0),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
 /// Opens (creating if needed) `path` as a file of exactly `len` bytes and maps it shared:
 /// the shape of every small shared-memory file here (control blocks, doorbells).
 pub(crate) fn map_shared_file(path: &Path, len: usize) -> Result<(File, MmapRaw)> {
@@ -413,6 +453,14 @@ impl WriteGuard<'_> {
         }
         seq.store(writing.wrapping_add(1), Ordering::Release);
         self.head = head;
+    }
+}
+
+impl WriteGuard<'_> {
+    /// Marks the partition deleted for every process: their next append (which checks the
+    /// mark after taking this lock) fails instead of writing.
+    pub fn mark_deleted(&mut self) {
+        self.block.deleted_word().store(1, Ordering::Release);
     }
 }
 
@@ -513,6 +561,22 @@ mod tests {
         a.lock().unwrap().publish(head);
         assert_eq!(b.try_head(100), Some(head));
         assert!(b.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn deleted_mark_is_shared_and_survives_reinitialisation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control");
+        let a = open(&path);
+        let b = open(&path);
+        assert!(!a.is_deleted() && !b.is_deleted());
+        b.lock().unwrap().mark_deleted();
+        assert!(a.is_deleted());
+        drop((a, b));
+        // The next opener is alone and re-initialises the lock, but the mark stays.
+        let c = ControlBlock::open(&path).unwrap();
+        assert!(matches!(&c, Opened::Alone(..)));
+        assert!(open(&path).is_deleted());
     }
 
     #[test]
