@@ -26,6 +26,7 @@ __all__ = [
     "RecordBatch",
     "RecordBatchIterator",
     "RingBuffer",
+    "StorageError",
     "Store",
     "StoreClosedError",
     "StoreLockedError",
@@ -54,6 +55,7 @@ class RebalanceError(TidelogError): ...
 class StoreLockedError(TidelogError): ...
 class StoreClosedError(TidelogError): ...
 class InvalidConfigError(TidelogError): ...
+class StorageError(TidelogError, OSError): ...
 
 @final
 class Message:
@@ -137,19 +139,19 @@ class Topic:
         producer_id: int,
         producer_epoch: int,
         base_sequence: int,
-        partition: int = 0,
+        partition: int = ...,
     ) -> tuple[int, bool]: ...
     def read(
-        self, partition: int = 0, offset: int | None = None, *, timestamp_ms: int | None = None
+        self, partition: int = ..., offset: int | None = None, *, timestamp_ms: int | None = None
     ) -> MessageIterator: ...
     def read_batch(
         self,
-        partition: int = 0,
+        partition: int = ...,
         offset: int | None = None,
         *,
-        max_messages: int = 10000,
-        max_bytes: int = 16777216,
-        isolation: str = "read_committed",
+        max_messages: int = ...,
+        max_bytes: int = ...,
+        isolation: str = ...,
     ) -> RecordBatch: ...
     def start_offset(self, partition: int) -> int: ...
     def end_offset(self, partition: int) -> int: ...
@@ -169,13 +171,13 @@ class Producer:
         *,
         name: str | None = None,
         idempotent: bool = True,
-        buffer_messages: int = 65536,
-        high_watermark: float = 0.8,
-        low_watermark: float = 0.5,
-        on_full: str = "block",
+        buffer_messages: int = ...,
+        high_watermark: float = ...,
+        low_watermark: float = ...,
+        on_full: str = ...,
         block_timeout: float | None = None,
-        max_batch_messages: int = 4096,
-        linger_ms: float = 1.0,
+        max_batch_messages: int = ...,
+        linger_ms: float = ...,
     ) -> Producer: ...
     @property
     def name(self) -> str | None: ...
@@ -200,7 +202,7 @@ class Producer:
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
         partition: int | None = None,
-        priority: int = 0,
+        priority: int = ...,
     ) -> bool: ...
     def flush(self, timeout: float | None = None) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
@@ -256,7 +258,7 @@ class Store:
     def segment_bytes(self) -> int: ...
     @property
     def closed(self) -> bool: ...
-    def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False) -> Topic: ...
+    def create_topic(self, name: str, partitions: int = ..., *, exist_ok: bool = False) -> Topic: ...
     def topic(self, name: str) -> Topic: ...
     def topics(self) -> list[str]: ...
     def abort_orphaned_transactions(self) -> list[str]: ...

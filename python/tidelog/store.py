@@ -55,6 +55,21 @@ class Store:
         producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be str or os.PathLike, got {type(path).__name__}")
+        _check_type(fsync, str, "fsync")
+        for arg, value in (
+            ("segment_bytes", segment_bytes),
+            ("segment_ms", segment_ms),
+            ("retention_bytes", retention_bytes),
+            ("retention_ms", retention_ms),
+            ("fsync_interval_ms", fsync_interval_ms),
+            ("max_message_bytes", max_message_bytes),
+            ("index_interval_bytes", index_interval_bytes),
+            ("producer_expiry_ms", producer_expiry_ms),
+        ):
+            if value is not None or arg in ("segment_bytes", "fsync_interval_ms"):
+                _check_setting(value, arg)
         self._core = _core.Store(
             path,
             segment_bytes=segment_bytes,
@@ -126,6 +141,9 @@ class Store:
         Args:
             internal: Also list tidelog's own topics (names starting with ``__``, such as
                 ``__consumer_offsets``).
+
+        Raises:
+            StoreClosedError: The store is closed.
         """
         names = self._core.topics()
         return names if internal else [n for n in names if not n.startswith("__")]
@@ -222,6 +240,11 @@ class Store:
 
         Returns:
             The producer, also a context manager.
+
+        Raises:
+            StoreClosedError: The store is closed.
+            InvalidConfigError: A bad option.
+            TypeError: An option of the wrong type (the message names it).
         """
         producer = Producer(
             self._core,
@@ -236,9 +259,14 @@ class Store:
             linger_ms=linger_ms,
         )
         if max_lag is not None:
-            if isinstance(max_lag, bool) or not isinstance(max_lag, int) or max_lag < 1:
+            if isinstance(max_lag, bool) or not isinstance(max_lag, int):
                 producer.close()
-                raise _core.InvalidConfigError(f"max_lag must be a positive int, got {max_lag!r}")
+                raise TypeError(f"max_lag must be int, got {type(max_lag).__name__}")
+            if not 1 <= max_lag < 2**63:
+                producer.close()
+                raise _core.InvalidConfigError(
+                    f"max_lag must be a positive int below 2**63, got {max_lag!r}"
+                )
             LagMonitor(self, self._offset_store(), producer, max_lag, low_watermark)
         self._producers.add(producer)
         return producer
@@ -380,7 +408,10 @@ class Store:
             InvalidConfigError: An unnamed, non-idempotent or shedding producer, a
                 transaction already open on it, or a consumer not in exactly-once mode.
             ProducerFencedError: A newer instance of the producer has opened.
+            StoreClosedError: The store (or the producer) is closed.
         """
+        if self.closed:
+            raise _core.StoreClosedError("the store is closed")
         return Transaction(producer, consumer)
 
     def abort_orphaned_transactions(self) -> list[str]:
@@ -489,6 +520,9 @@ def open(
     Raises:
         InvalidConfigError: A bad option, or a directory holding something else.
         CorruptRecordError: A segment is damaged in a way recovery must not guess about.
+        StorageError: The operating system refused (``path`` is a file, a read-only or full
+            disk); also an :class:`OSError` with ``errno`` and ``filename`` set.
+        TypeError: An option of the wrong type (the message names it).
     """
     return Store(
         path,
@@ -502,6 +536,14 @@ def open(
         index_interval_bytes=index_interval_bytes,
         producer_expiry_ms=producer_expiry_ms,
     )
+
+
+def _check_setting(value: object, arg: str) -> None:
+    """A store setting must be an int the engine can hold (its own checks say the rest)."""
+    _check_type(value, int, arg)
+    assert isinstance(value, int)
+    if not -(2**63) <= value < 2**63:
+        raise _core.InvalidConfigError(f"{arg} must be a positive integer below 2**63, got {value}")
 
 
 def _check_type(value: object, expected: type, arg: str) -> None:

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
+from tidelog._checks import check_int, check_seconds, check_text
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
 from tidelog.jobs import (
     COUNT_HEADER,
@@ -69,6 +70,8 @@ __all__ = ["COUNT_HEADER", "REASON_HEADER", "Job", "LockLostError", "WorkQueue"]
 _BATCH_TARGET_S = 0.05
 #: Longest sleep of a waiting member between two looks (wakeups normally come sooner).
 _MAX_WAIT_S = 1.0
+#: Most deliveries a queue may allow: the count is stored as an unsigned 32-bit number.
+_MAX_DELIVERIES = 2**31 - 1
 
 
 def _now_ms() -> int:
@@ -78,6 +81,8 @@ def _now_ms() -> int:
 def _check_timeout(timeout: object) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
+    if timeout is not None and timeout != timeout:
+        raise InvalidConfigError("timeout must be a number of seconds or None, got nan")
 
 
 class WorkQueue:
@@ -103,18 +108,13 @@ class WorkQueue:
         """Joins the work queue ``group`` on ``topic``; see :meth:`tidelog.Store.work_queue`."""
         if not isinstance(topic, str):
             raise TypeError(f"topic must be str, got {type(topic).__name__}")
-        if not isinstance(group, str) or not group:
-            raise TypeError("group must be a non-empty str")
-        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)):
-            raise TypeError(f"lock_timeout must be a number, got {type(lock_timeout).__name__}")
-        if not lock_timeout > 0:
-            raise InvalidConfigError(f"lock_timeout must be positive, got {lock_timeout}")
-        if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int):
-            raise TypeError(f"max_deliveries must be int, got {type(max_deliveries).__name__}")
-        if max_deliveries < 1:
-            raise InvalidConfigError(f"max_deliveries must be >= 1, got {max_deliveries}")
+        check_text(group, "group", empty=False)
+        check_seconds(lock_timeout, "lock_timeout")
+        check_int(max_deliveries, "max_deliveries", 1, _MAX_DELIVERIES)
         if dead_letter is not None and not isinstance(dead_letter, str):
             raise TypeError(f"dead_letter must be str or None, got {type(dead_letter).__name__}")
+        if dead_letter is not None:
+            check_text(dead_letter, "dead_letter")
         if dead_letter == topic:
             raise InvalidConfigError("dead_letter must differ from the queue's topic")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int):
@@ -638,10 +638,7 @@ class WorkQueue:
         Raises:
             LockLostError: This member no longer holds the job.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
-        if not seconds > 0:
-            raise InvalidConfigError(f"seconds must be positive, got {seconds}")
+        seconds = check_seconds(seconds, "seconds")
         expires = _now_ms() + int(seconds * 1000)
         self._change(
             job,

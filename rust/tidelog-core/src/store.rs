@@ -139,6 +139,16 @@ fn validate_topic_name(name: &str) -> Result<()> {
     }
 }
 
+/// A metadata file holding bytes that are not UTF-8 text: damage, not an I/O failure.
+fn not_text(path: &Path, what: &str) -> Error {
+    Error::Corrupt {
+        path: path.to_owned(),
+        position: 0,
+        offset: 0,
+        reason: format!("the {what} is not UTF-8 text"),
+    }
+}
+
 fn unique_suffix() -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -164,6 +174,9 @@ impl Store {
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::initialise(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(not_text(&marker, "store format marker"))
+            }
             Err(e) => return Err(Error::io("read", &marker, e)),
         }
         std::fs::create_dir_all(dir.join(TOPICS)).map_err(|e| Error::io("create directory", dir, e))?;
@@ -320,6 +333,9 @@ impl Store {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::TopicNotFound(name.to_owned()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(not_text(&meta_path, "topic metadata"))
             }
             Err(e) => return Err(Error::io("read", &meta_path, e)),
         };

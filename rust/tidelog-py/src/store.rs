@@ -9,7 +9,8 @@ use pyo3::types::PyDict;
 use tidelog_core::producer::identity::Identity;
 use tidelog_core::{FsyncPolicy, LogConfig, Store};
 
-use crate::errors::InvalidConfigError;
+use crate::args;
+use crate::errors::{InvalidConfigError, StoreClosedError};
 use crate::gil::run_detached;
 use crate::topic::PyTopic;
 
@@ -30,6 +31,14 @@ impl PyStore {
     /// The engine store.
     pub fn inner(&self) -> &Arc<Store> {
         &self.inner
+    }
+
+    /// `StoreClosedError` once the store is closed.
+    pub fn check_open(&self) -> PyResult<()> {
+        if self.inner.is_closed() {
+            return Err(StoreClosedError::new_err("the store is closed"));
+        }
+        Ok(())
     }
 }
 
@@ -123,8 +132,16 @@ impl PyStore {
     }
 
     /// Creates a topic (see `tidelog.Store.create_topic`).
-    #[pyo3(signature = (name, partitions=1, *, exist_ok=false))]
-    fn create_topic(&self, py: Python<'_>, name: &str, partitions: i64, exist_ok: bool) -> PyResult<PyTopic> {
+    #[pyo3(signature = (name, partitions=None, *, exist_ok=false))]
+    fn create_topic(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        partitions: Option<&Bound<'_, PyAny>>,
+        exist_ok: bool,
+    ) -> PyResult<PyTopic> {
+        let name = args::text(name, "name")?;
+        let partitions = partitions.map_or(Ok(1), |p| args::int(p, "partitions"))?;
         let partitions = u32::try_from(partitions).map_err(|_| {
             InvalidConfigError::new_err(format!("partitions must be between 1 and 10000, got {partitions}"))
         })?;
@@ -135,7 +152,8 @@ impl PyStore {
     }
 
     /// Opens an existing topic.
-    fn topic(&self, py: Python<'_>, name: &str) -> PyResult<PyTopic> {
+    fn topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<PyTopic> {
+        let name = args::text(name, "name")?;
         let store = self.inner.clone();
         let name = name.to_owned();
         let topic = run_detached(py, move || store.topic(&name))?;
@@ -149,7 +167,8 @@ impl PyStore {
     }
 
     /// Deletes a topic and its data.
-    fn delete_topic(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+    fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
+        let name = args::text(name, "name")?;
         let store = self.inner.clone();
         let name = name.to_owned();
         run_detached(py, move || store.delete_topic(&name))
@@ -159,6 +178,7 @@ impl PyStore {
     /// process): fenced and aborted (or committed, if the commit had been decided) as their
     /// next instance would. Returns the names it finished.
     fn abort_orphaned_transactions(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.check_open()?;
         let store = self.inner.clone();
         run_detached(py, move || {
             let mut done = Vec::new();
@@ -200,6 +220,7 @@ impl PyStore {
 
     /// Forces everything appended so far to disk.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_open()?;
         let store = self.inner.clone();
         run_detached(py, move || store.sync())
     }
