@@ -327,6 +327,14 @@ def test_topic_metadata_holding_garbage(tmp_path: Path) -> None:
         store.topic("t")
 
 
+# Makes a store with a topic in a process of its own, so no file stays open for writing.
+_MAKE_STORE = """
+import sys, tidelog
+with tidelog.open(sys.argv[1], segment_bytes=1 << 16) as store:
+    store.create_topic("t").append(b"x")
+"""
+
+
 def _in_a_mount_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Runs ``script`` with a 1 MiB tmpfs mounted at ``tmp_path / "mnt"`` (as root or not)."""
     if shutil.which("unshare") is None:
@@ -345,7 +353,7 @@ def _in_a_mount_namespace(script: str, tmp_path: Path) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "MNT": str(mnt)},
+        env={**os.environ, "MNT": str(mnt), "MAKE": _MAKE_STORE},
     )
 
 
@@ -372,10 +380,10 @@ def test_a_full_disk_raises_enospc(tmp_path: Path) -> None:
 def test_a_read_only_store(tmp_path: Path) -> None:
     out = _in_a_mount_namespace(
         """
-        import errno, os, subprocess, tidelog
+        import errno, os, subprocess, sys, tidelog
         path = os.environ["MNT"] + "/store"
-        with tidelog.open(path, segment_bytes=64 << 10) as store:
-            store.create_topic("t").append(b"x")
+        # In a process of its own, so no file stays open for writing (remount would fail).
+        subprocess.run([sys.executable, "-c", os.environ["MAKE"], path], check=True)
         subprocess.run(["mount", "-o", "remount,ro", os.environ["MNT"]], check=True)
         for attempt in (
             lambda: tidelog.open(path).create_topic("u"),
