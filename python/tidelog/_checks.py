@@ -7,11 +7,18 @@ never ``OverflowError`` or ``struct.error`` later on.
 
 from __future__ import annotations
 
+import errno
+import functools
 import math
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
-from tidelog._core import InvalidConfigError
+from tidelog._core import InvalidConfigError, StorageError, TidelogError
 
-__all__ = ["MAX_SECONDS", "check_int", "check_seconds", "check_text"]
+__all__ = ["MAX_SECONDS", "check_int", "check_seconds", "check_text", "storage_errors"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 #: Longest lease, lock or delay accepted, in seconds (ten years): expiries are stored as
 #: 64-bit milliseconds since the epoch, and a longer one is a mistake, not a setting.
@@ -67,3 +74,25 @@ def check_text(value: object, arg: str, *, empty: bool = True) -> str:
             f"{arg} {shown!r} is not valid Unicode (it holds a lone surrogate)"
         ) from None
     return value
+
+
+def storage_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Makes an ``OSError`` from Python file I/O in ``method`` a :class:`StorageError`.
+
+    The native core already raises :class:`StorageError`; this gives the Python layer's own
+    files (group membership, work-queue state) the same contract: a ``TidelogError`` that is
+    also an ``OSError`` with the ``errno``, ``strerror`` and ``filename`` of the failure.
+    Applied to the methods that do such I/O, not to the hot paths that never do.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except OSError as e:
+            if isinstance(e, TidelogError):
+                raise
+            code = e.errno if e.errno is not None else errno.EIO
+            raise StorageError(code, e.strerror or str(e), e.filename) from e
+
+    return wrapper

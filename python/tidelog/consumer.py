@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
-from tidelog._checks import check_int, check_seconds, check_text
+from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, RebalanceError
 from tidelog.groups import Membership
 from tidelog.offsets import OffsetStore
@@ -38,6 +38,7 @@ class Consumer:
     Iterate it (``for msg in consumer``) to block for messages, or call :meth:`poll`.
     """
 
+    @storage_errors
     def __init__(
         self,
         store: Store,
@@ -173,6 +174,7 @@ class Consumer:
         self._unresolved.clear()
         self._place(waiting)
 
+    @storage_errors
     def _sync(self) -> None:
         previous = list(self._membership.assignment)
         if self._membership.heartbeat():
@@ -519,6 +521,7 @@ class Consumer:
         if self._closed:
             raise _core.StoreClosedError(f"consumer of group {self.group!r} is closed")
 
+    @storage_errors
     def close(self) -> None:
         """Commits what was delivered (at-least-once), leaves the group; idempotent."""
         if self._closed:

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
+from tidelog._checks import storage_errors
 from tidelog._core import Producer, Topic
 from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
@@ -148,6 +149,7 @@ class Store:
         names = self._core.topics()
         return names if internal else [n for n in names if not n.startswith("__")]
 
+    @storage_errors
     def delete_topic(self, name: str) -> None:
         """Deletes a topic and all its messages.
 
@@ -162,6 +164,7 @@ class Store:
         shutil.rmtree(os.path.join(self.path, "groups", name), ignore_errors=True)
         forget_work_queues(self._core, self.path, name)
 
+    @storage_errors
     def stats(self) -> StoreStats:
         """Returns a snapshot of the store for monitoring.
 
@@ -276,6 +279,7 @@ class Store:
             self._offsets = OffsetStore(self._core)
         return self._offsets
 
+    @storage_errors
     def consumer(
         self,
         topic: str,
@@ -332,6 +336,7 @@ class Store:
         self._consumers.add(consumer)
         return consumer
 
+    @storage_errors
     def work_queue(
         self,
         topic: str,
@@ -429,6 +434,7 @@ class Store:
         """
         return self._core.abort_orphaned_transactions()
 
+    @storage_errors
     def groups(self) -> dict[str, dict[str, GroupInfo]]:
         """Every consumer group: per topic, its members, committed offsets and lag.
 

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
-from tidelog._checks import check_int, check_seconds, check_text
+from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
 from tidelog.jobs import (
     COUNT_HEADER,
@@ -94,6 +94,7 @@ class WorkQueue:
     it was acquired, renewable with :meth:`extend`).
     """
 
+    @storage_errors
     def __init__(
         self,
         store: Store,
@@ -333,6 +334,7 @@ class WorkQueue:
         self.acks_lost += len(lost)
         return lost
 
+    @storage_errors
     def _fetch(self, limit: int, timeout: float | None, *, iterating: bool) -> list[Job]:
         """Acquires up to ``limit`` jobs, waiting up to ``timeout`` (None: forever)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
@@ -561,6 +563,7 @@ class WorkQueue:
             if self._pending:
                 self._flush_locked(None)
 
+    @storage_errors
     def _flush_locked(self, job: Job | None) -> None:
         """Writes the buffered acks (under the mutex); raises if ``job``'s was lost."""
         acks = self._take_pending()
@@ -574,6 +577,7 @@ class WorkQueue:
                 f"another member took them), e.g. {lost[0]!r}"
             )
 
+    @storage_errors
     def _change(self, job: Job, make: Any, *, settle: bool) -> None:
         """Writes the change ``make(lease)`` returns for the held ``job``.
 
@@ -654,6 +658,7 @@ class WorkQueue:
 
     # -- monitoring -----------------------------------------------------------------------
 
+    @storage_errors
     def stats(self) -> dict[str, Any]:
         """The queue's state right now (shared by all members).
 
@@ -690,6 +695,7 @@ class WorkQueue:
         if self._closed:
             raise _core.StoreClosedError(f"work queue {self.group!r} is closed")
 
+    @storage_errors
     def close(self) -> None:
         """Writes the buffered acks and gives back the jobs this member holds; idempotent.
 

@@ -458,3 +458,30 @@ def test_an_error_raised_in_a_worker_process_is_raised_again_in_the_parent(tmp_p
         with pytest.raises(tidelog.StorageError) as caught:
             pool.apply(exec, (code_file,))
     assert caught.value.errno == errno.EEXIST
+
+
+def test_file_errors_of_the_python_layer_are_storage_errors(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path) as store:
+        store.create_topic("t")
+        for kind in ("groups", "work_queues"):
+            (tmp_path / kind).mkdir(exist_ok=True)
+            (tmp_path / kind / "t").write_bytes(b"not a directory")
+        with pytest.raises(tidelog.StorageError) as consumer_error:
+            store.consumer("t", group="g")
+        with pytest.raises(tidelog.StorageError) as queue_error:
+            store.work_queue("t", group="q")
+    for caught in (consumer_error, queue_error):
+        assert caught.value.errno in (errno.EEXIST, errno.ENOTDIR)
+        assert str(tmp_path) in caught.value.filename
+
+
+def test_the_cli_shows_a_storage_error_as_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    out = subprocess.run(
+        [sys.executable, "-m", "tidelog", "create", "t", "--dir", str(tmp_path / "file")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stderr == f"tidelog: error: {tmp_path / 'file'}: create directory: File exists\n"

@@ -139,16 +139,6 @@ fn validate_topic_name(name: &str) -> Result<()> {
     }
 }
 
-/// A metadata file holding bytes that are not UTF-8 text: damage, not an I/O failure.
-fn not_text(path: &Path, what: &str) -> Error {
-    Error::Corrupt {
-        path: path.to_owned(),
-        position: 0,
-        offset: 0,
-        reason: format!("the {what} is not UTF-8 text"),
-    }
-}
-
 fn unique_suffix() -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -175,7 +165,10 @@ impl Store {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::initialise(dir)?,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(not_text(&marker, "store format marker"))
+                return Err(Error::InvalidConfig(format!(
+                    "{} is not a tidelog store format marker: it does not hold text (damaged?)",
+                    marker.display()
+                )))
             }
             Err(e) => return Err(Error::io("read", &marker, e)),
         }
@@ -335,7 +328,13 @@ impl Store {
                 return Err(Error::TopicNotFound(name.to_owned()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(not_text(&meta_path, "topic metadata"))
+                // Damage, not an I/O failure: reported as the unreadable metadata below is.
+                return Err(Error::Corrupt {
+                    path: meta_path,
+                    position: 0,
+                    offset: 0,
+                    reason: "topic metadata is not UTF-8 text".into(),
+                });
             }
             Err(e) => return Err(Error::io("read", &meta_path, e)),
         };
