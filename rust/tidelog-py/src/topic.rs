@@ -65,6 +65,9 @@ pub(crate) fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>
 }
 
 fn header_pair(k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<(String, PyBackedBytes)> {
+    if !k.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!("header names must be str, got {}", type_name(k))));
+    }
     let name = args::utf8(k, "header name")?.into_owned();
     let value = expect_bytes(v, &format!("header {name:?}"))?;
     Ok((name, PyBackedBytes::from(value.clone())))
