@@ -139,19 +139,23 @@ class Topic:
         producer_id: int,
         producer_epoch: int,
         base_sequence: int,
-        partition: int = ...,
+        partition: int | None = None,
     ) -> tuple[int, bool]: ...
     def read(
-        self, partition: int = ..., offset: int | None = None, *, timestamp_ms: int | None = None
+        self,
+        partition: int | None = None,
+        offset: int | None = None,
+        *,
+        timestamp_ms: int | None = None,
     ) -> MessageIterator: ...
     def read_batch(
         self,
-        partition: int = ...,
+        partition: int | None = None,
         offset: int | None = None,
         *,
-        max_messages: int = ...,
-        max_bytes: int = ...,
-        isolation: str = ...,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        isolation: str | None = None,
     ) -> RecordBatch: ...
     def start_offset(self, partition: int) -> int: ...
     def end_offset(self, partition: int) -> int: ...
@@ -171,13 +175,13 @@ class Producer:
         *,
         name: str | None = None,
         idempotent: bool = True,
-        buffer_messages: int = ...,
-        high_watermark: float = ...,
-        low_watermark: float = ...,
-        on_full: str = ...,
+        buffer_messages: int | None = None,
+        high_watermark: float | None = None,
+        low_watermark: float | None = None,
+        on_full: str | None = None,
         block_timeout: float | None = None,
-        max_batch_messages: int = ...,
-        linger_ms: float = ...,
+        max_batch_messages: int | None = None,
+        linger_ms: float | None = None,
     ) -> Producer: ...
     @property
     def name(self) -> str | None: ...
@@ -202,7 +206,7 @@ class Producer:
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
         partition: int | None = None,
-        priority: int = ...,
+        priority: int | None = None,
     ) -> bool: ...
     def flush(self, timeout: float | None = None) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
@@ -258,7 +262,9 @@ class Store:
     def segment_bytes(self) -> int: ...
     @property
     def closed(self) -> bool: ...
-    def create_topic(self, name: str, partitions: int = ..., *, exist_ok: bool = False) -> Topic: ...
+    def create_topic(
+        self, name: str, partitions: int | None = None, *, exist_ok: bool = False
+    ) -> Topic: ...
     def topic(self, name: str) -> Topic: ...
     def topics(self) -> list[str]: ...
     def abort_orphaned_transactions(self) -> list[str]: ...

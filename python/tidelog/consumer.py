@@ -63,7 +63,9 @@ class Consumer:
             raise InvalidConfigError(f"start must be 'earliest' or 'latest', got {start!r}")
         check_text(group, "group", empty=False)
         if isinstance(max_poll_messages, bool) or not isinstance(max_poll_messages, int):
-            raise TypeError(f"max_poll_messages must be int, got {type(max_poll_messages).__name__}")
+            raise TypeError(
+                f"max_poll_messages must be int, got {type(max_poll_messages).__name__}"
+            )
         if max_poll_messages < 1:
             raise InvalidConfigError(f"max_poll_messages must be >= 1, got {max_poll_messages}")
         check_seconds(lease_seconds, "lease_seconds")

@@ -62,10 +62,14 @@ pub(crate) fn int_in<T: TryFrom<i128> + Into<i128> + Copy>(
     max: T,
 ) -> PyResult<T> {
     let v = int(obj, arg)?;
-    T::try_from(v)
-        .ok()
-        .filter(|t| (min.into()..=max.into()).contains(&(*t).into()))
-        .ok_or_else(|| InvalidConfigError::new_err(format!("{arg} must be between {} and {}, got {}", min.into(), max.into(), shown(obj))))
+    T::try_from(v).ok().filter(|t| (min.into()..=max.into()).contains(&(*t).into())).ok_or_else(|| {
+        InvalidConfigError::new_err(format!(
+            "{arg} must be between {} and {}, got {}",
+            min.into(),
+            max.into(),
+            shown(obj)
+        ))
+    })
 }
 
 /// As [`int_in`], for an argument that may be `None`.
@@ -86,8 +90,8 @@ pub(crate) fn opt_int_in<T: TryFrom<i128> + Into<i128> + Copy>(
 /// # Errors
 /// As [`int_in`].
 pub(crate) fn positive(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<usize> {
-    let max = i64::MAX.min(isize::MAX as i64);
-    int_in(obj, arg, 1_i64, max).map(|v| v as usize)
+    // usize is 64 bits on every platform tidelog builds for.
+    int_in(obj, arg, 1_i64, i64::MAX).map(|v| v as usize)
 }
 
 /// A non-negative limit ("at most n"): a huge one is no limit, so it saturates.
@@ -141,18 +145,18 @@ pub(crate) fn timestamp(obj: Option<&Bound<'_, PyAny>>, arg: &str) -> PyResult<O
 /// `TypeError` naming `offset`; `OffsetOutOfRangeError`.
 pub(crate) fn offset(obj: &Bound<'_, PyAny>, log: &PartitionLog) -> PyResult<u64> {
     let v = int(obj, "offset")?;
-    u64::try_from(v).or_else(|_| {
+    u64::try_from(v).map_err(|_| {
         let (start, end) = (log.start_offset(), log.end_offset());
         let range = match (start, end) {
             (Ok(s), Ok(e)) => format!("valid offsets are {s}..={e}"),
             _ => "offsets are never negative".to_owned(),
         };
-        Err(OffsetOutOfRangeError::new_err(format!(
+        OffsetOutOfRangeError::new_err(format!(
             "offset {} out of range for {:?} partition {}: {range}",
             shown(obj),
             log.topic(),
             log.partition()
-        )))
+        ))
     })
 }
 

@@ -64,8 +64,18 @@ create_exception!(
     TidelogError,
     "The consumer no longer owns the partition, or its group generation is stale."
 );
-create_exception!(tidelog.errors, StoreLockedError, TidelogError, "A lock the operation needs cannot be taken.");
-create_exception!(tidelog.errors, StoreClosedError, TidelogError, "The store (or the object made from it) is closed.");
+create_exception!(
+    tidelog.errors,
+    StoreLockedError,
+    TidelogError,
+    "A lock the operation needs cannot be taken."
+);
+create_exception!(
+    tidelog.errors,
+    StoreClosedError,
+    TidelogError,
+    "The store (or the object made from it) is closed."
+);
 create_exception!(
     tidelog.errors,
     InvalidConfigError,

@@ -28,7 +28,6 @@ fn send_error(e: SendError) -> PyErr {
     }
 }
 
-
 #[pymethods]
 impl PyProducer {
     #[new]

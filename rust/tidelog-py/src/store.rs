@@ -140,7 +140,7 @@ impl PyStore {
         partitions: Option<&Bound<'_, PyAny>>,
         exist_ok: bool,
     ) -> PyResult<PyTopic> {
-        let name = args::text(name, "name")?;
+        let name = args::text(name, "name")?.into_owned();
         let partitions = partitions.map_or(Ok(1), |p| args::int(p, "partitions"))?;
         let partitions = u32::try_from(partitions).map_err(|_| {
             InvalidConfigError::new_err(format!("partitions must be between 1 and 10000, got {partitions}"))
@@ -153,7 +153,7 @@ impl PyStore {
 
     /// Opens an existing topic.
     fn topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<PyTopic> {
-        let name = args::text(name, "name")?;
+        let name = args::text(name, "name")?.into_owned();
         let store = self.inner.clone();
         let name = name.to_owned();
         let topic = run_detached(py, move || store.topic(&name))?;
@@ -168,7 +168,7 @@ impl PyStore {
 
     /// Deletes a topic and its data.
     fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
-        let name = args::text(name, "name")?;
+        let name = args::text(name, "name")?.into_owned();
         let store = self.inner.clone();
         let name = name.to_owned();
         run_detached(py, move || store.delete_topic(&name))
