@@ -134,6 +134,16 @@ def test_work_queue_extend_out_of_range(env: dict[str, Any]) -> None:
     env["queue"].ack(job)
 
 
+def test_a_record_batch_index_behaves_as_a_list_index(env: dict[str, Any]) -> None:
+    batch = env["topic"].read_batch(0, 0)
+    assert batch[-3].value == b"a"
+    for index in (3, -4, BIG, -BIG):
+        with pytest.raises(IndexError):
+            batch[index]
+    with pytest.raises(TypeError, match="index"):
+        batch["0"]
+
+
 def test_a_rejected_commit_changes_nothing(env: dict[str, Any]) -> None:
     consumer = env["consumer"]
     consumer.commit({0: 2})
