@@ -26,6 +26,8 @@ __all__ = ["Consumer", "Delivery", "Start"]
 
 #: How often a consumer held back by an open transaction checks whether its producer died.
 _ORPHAN_CHECK_S = 1.0
+#: Longest commit metadata: its length is stored as an unsigned 16-bit number.
+_MAX_METADATA_BYTES = 0xFFFF
 
 Delivery = Literal["at-most-once", "at-least-once", "exactly-once"]
 Start = Literal["earliest", "latest"]
@@ -357,6 +359,11 @@ class Consumer:
                 if isinstance(o, bool) or not isinstance(o, int):
                     raise TypeError(f"offsets: offset must be int, got {type(o).__name__}")
         check_text(metadata, "metadata")
+        if len(metadata.encode()) > _MAX_METADATA_BYTES:
+            raise InvalidConfigError(
+                f"metadata must be at most {_MAX_METADATA_BYTES} bytes of UTF-8, "
+                f"got {len(metadata.encode())}"
+            )
         self._check_open()
         if self.delivery == "exactly-once":
             raise InvalidConfigError(

@@ -93,6 +93,7 @@ OUT_OF_RANGE: list[tuple[str, Call, type[tidelog.TidelogError] | None]] = [
     ("send priority", lambda e: e["producer"].send("t", b"x", priority=2**40), tidelog.InvalidConfigError),
     ("commit 2**63", lambda e: e["consumer"].commit({0: 2**63}), tidelog.OffsetOutOfRangeError),
     ("commit past the end", lambda e: e["consumer"].commit({0: 4}), tidelog.OffsetOutOfRangeError),
+    ("commit metadata too long", lambda e: e["consumer"].commit({0: 1}, metadata="x" * 70_000), tidelog.InvalidConfigError),
     ("seek", lambda e: e["consumer"].seek(0, BIG), tidelog.OffsetOutOfRangeError),
     ("poll max_messages 0", lambda e: e["consumer"].poll(max_messages=0, timeout=0), tidelog.InvalidConfigError),
     ("poll max_messages -1", lambda e: e["consumer"].poll(max_messages=-1, timeout=0), tidelog.InvalidConfigError),
