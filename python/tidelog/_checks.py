@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import math
+import operator
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -26,17 +27,21 @@ MAX_SECONDS = 10 * 365 * 86_400.0
 
 
 def check_int(value: object, arg: str, low: int, high: int) -> int:
-    """Returns ``value`` if it is an int (not a bool) in ``low..=high``.
+    """Returns ``value`` as an int if it is one (or has ``__index__``), not a bool, in range.
 
     Raises:
         TypeError: Not an int (the message names ``arg``).
-        InvalidConfigError: Out of range (the message names ``arg`` and the range).
+        InvalidConfigError: Outside ``low..=high`` (the message names ``arg`` and the range).
     """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{arg} must be int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise InvalidConfigError(f"{arg} must be between {low} and {high}, got {value}")
-    return value
+    if isinstance(value, bool):
+        raise TypeError(f"{arg} must be int, got bool")
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{arg} must be int, got {type(value).__name__}") from None
+    if not low <= number <= high:
+        raise InvalidConfigError(f"{arg} must be between {low} and {high}, got {number}")
+    return number
 
 
 def check_seconds(value: object, arg: str, *, high: float = MAX_SECONDS) -> float:

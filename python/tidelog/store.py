@@ -8,6 +8,7 @@ in any process see new messages without reopening.
 
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import weakref
@@ -546,9 +547,9 @@ def open(
 
 def _check_setting(value: object, arg: str) -> None:
     """A store setting must be an int the engine can hold (its own checks say the rest)."""
-    _check_type(value, int, arg)
-    assert isinstance(value, int)
-    if not -(2**63) <= value < 2**63:
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{arg} must be int, got {type(value).__name__}")
+    if not -(2**63) <= operator.index(value) < 2**63:  # type: ignore[arg-type]
         raise _core.InvalidConfigError(f"{arg} must be a positive integer below 2**63, got {value}")
 
 
