@@ -27,6 +27,7 @@ __all__ = [
     "RecordBatchIterator",
     "RingBuffer",
     "StateLog",
+    "StorageError",
     "Store",
     "StoreClosedError",
     "StoreLockedError",
@@ -56,6 +57,7 @@ class RebalanceError(TidelogError): ...
 class StoreLockedError(TidelogError): ...
 class StoreClosedError(TidelogError): ...
 class InvalidConfigError(TidelogError): ...
+class StorageError(TidelogError, OSError): ...
 
 @final
 class Message:
@@ -141,19 +143,23 @@ class Topic:
         producer_id: int,
         producer_epoch: int,
         base_sequence: int,
-        partition: int = 0,
+        partition: int | None = None,
     ) -> tuple[int, bool]: ...
     def read(
-        self, partition: int = 0, offset: int | None = None, *, timestamp_ms: int | None = None
+        self,
+        partition: int | None = None,
+        offset: int | None = None,
+        *,
+        timestamp_ms: int | None = None,
     ) -> MessageIterator: ...
     def read_batch(
         self,
-        partition: int = 0,
+        partition: int | None = None,
         offset: int | None = None,
         *,
-        max_messages: int = 10000,
-        max_bytes: int = 16777216,
-        isolation: str = "read_committed",
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        isolation: str | None = None,
     ) -> RecordBatch: ...
     def start_offset(self, partition: int) -> int: ...
     def end_offset(self, partition: int) -> int: ...
@@ -173,13 +179,13 @@ class Producer:
         *,
         name: str | None = None,
         idempotent: bool = True,
-        buffer_messages: int = 65536,
-        high_watermark: float = 0.8,
-        low_watermark: float = 0.5,
-        on_full: str = "block",
+        buffer_messages: int | None = None,
+        high_watermark: float | None = None,
+        low_watermark: float | None = None,
+        on_full: str | None = None,
         block_timeout: float | None = None,
-        max_batch_messages: int = 4096,
-        linger_ms: float = 1.0,
+        max_batch_messages: int | None = None,
+        linger_ms: float | None = None,
     ) -> Producer: ...
     @property
     def name(self) -> str | None: ...
@@ -204,7 +210,7 @@ class Producer:
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
         partition: int | None = None,
-        priority: int = 0,
+        priority: int | None = None,
     ) -> bool: ...
     def flush(self, timeout: float | None = None) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
@@ -261,7 +267,7 @@ class Store:
     def create_topic(
         self,
         name: str,
-        partitions: int = 1,
+        partitions: int | None = None,
         *,
         exist_ok: bool = False,
         settings: dict[str, int | str | None] | None = None,

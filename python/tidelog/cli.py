@@ -1639,7 +1639,8 @@ def _main(argv: Sequence[str] | None) -> int:
         _error(str(e))
         return e.status
     except TidelogError as e:
-        _error(str(e))
+        # A StorageError is also an OSError: shown as the file and what failed.
+        _error(_os_error_message(e) if isinstance(e, OSError) else str(e))
         return EXIT_ERROR
     except OSError as e:
         _error(_os_error_message(e))

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
+from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, RebalanceError
 from tidelog._fork import Born
 from tidelog.groups import Membership
@@ -26,6 +27,8 @@ __all__ = ["Consumer", "Delivery", "Start"]
 
 #: How often a consumer held back by an open transaction checks whether its producer died.
 _ORPHAN_CHECK_S = 1.0
+#: Longest commit metadata: its length is stored as an unsigned 16-bit number.
+_MAX_METADATA_BYTES = 0xFFFF
 
 Delivery = Literal["at-most-once", "at-least-once", "exactly-once"]
 Start = Literal["earliest", "latest"]
@@ -38,6 +41,7 @@ class Consumer:
     Iterate it (``for msg in consumer``) to block for messages, or call :meth:`poll`.
     """
 
+    @storage_errors
     def __init__(
         self,
         store: Store,
@@ -60,12 +64,14 @@ class Consumer:
             )
         if start not in ("earliest", "latest"):
             raise InvalidConfigError(f"start must be 'earliest' or 'latest', got {start!r}")
-        if not isinstance(group, str) or not group:
-            raise TypeError("group must be a non-empty str")
-        if not isinstance(max_poll_messages, int) or max_poll_messages < 1:
+        check_text(group, "group", empty=False)
+        if isinstance(max_poll_messages, bool) or not isinstance(max_poll_messages, int):
+            raise TypeError(
+                f"max_poll_messages must be int, got {type(max_poll_messages).__name__}"
+            )
+        if max_poll_messages < 1:
             raise InvalidConfigError(f"max_poll_messages must be >= 1, got {max_poll_messages}")
-        if not lease_seconds > 0:
-            raise InvalidConfigError(f"lease_seconds must be positive, got {lease_seconds}")
+        check_seconds(lease_seconds, "lease_seconds")
         self._topic = store.topic(topic)
         self._core = store._core
         self._born = Born()
@@ -174,6 +180,7 @@ class Consumer:
         self._unresolved.clear()
         self._place(waiting)
 
+    @storage_errors
     def _sync(self) -> None:
         previous = list(self._membership.assignment)
         if self._membership.heartbeat():
@@ -231,8 +238,23 @@ class Consumer:
         what the previous call returned; with ``at-most-once`` the offsets are committed
         before the messages are returned; with ``exactly-once`` they are committed by the
         next :meth:`Store.transaction` with this consumer.
+
+        Args:
+            max_messages: Most messages to return, at least 1 (as Kafka clients require);
+                by default (and at most) the consumer's ``max_poll_messages``.
+            timeout: Longest wait in seconds (``float("inf")``: until a message comes).
+
+        Raises:
+            InvalidConfigError: ``max_messages`` below 1, or a negative or NaN ``timeout``.
+            TypeError: An argument of the wrong type (the message names it).
         """
         self._born.check()
+        if max_messages is not None:
+            check_int(max_messages, "max_messages", 1, 2**63 - 1)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+        if not timeout >= 0:
+            raise InvalidConfigError(f"timeout must be >= 0 seconds, got {timeout}")
         self._require_step_committed()
         messages = self._poll(max_messages, timeout)
         if self.delivery == "exactly-once":
@@ -330,8 +352,26 @@ class Consumer:
             RebalanceError: The group rebalanced since this member last polled, or a
                 partition is not assigned to it. Nothing is committed.
             InvalidConfigError: An exactly-once consumer: its offsets are committed only
-                by :meth:`Store.transaction`, atomically with the outputs.
+                by :meth:`Store.transaction`, atomically with the outputs; or a negative
+                offset, or metadata that is not valid Unicode.
+            OffsetOutOfRangeError: An offset past the partition's end offset (nothing is
+                committed: lag is never negative).
+            TypeError: ``offsets`` is not a dict of int to int, or ``metadata`` not a str.
         """
+        if offsets is not None:
+            if not isinstance(offsets, dict):
+                raise TypeError(f"offsets must be a dict[int, int], got {type(offsets).__name__}")
+            for p, o in offsets.items():
+                if isinstance(p, bool) or not isinstance(p, int):
+                    raise TypeError(f"offsets: partition must be int, got {type(p).__name__}")
+                if isinstance(o, bool) or not isinstance(o, int):
+                    raise TypeError(f"offsets: offset must be int, got {type(o).__name__}")
+        check_text(metadata, "metadata")
+        if len(metadata.encode()) > _MAX_METADATA_BYTES:
+            raise InvalidConfigError(
+                f"metadata must be at most {_MAX_METADATA_BYTES} bytes of UTF-8, "
+                f"got {len(metadata.encode())}"
+            )
         self._check_open()
         if self.delivery == "exactly-once":
             raise InvalidConfigError(
@@ -348,6 +388,13 @@ class Consumer:
         if not all(type(o) is int and o >= 0 for o in offsets.values()):
             bad = {p: o for p, o in offsets.items() if not (isinstance(o, int) and o >= 0)}
             raise InvalidConfigError(f"offsets must be ints >= 0, got {bad}")
+        for p, o in offsets.items():
+            end = self._topic.end_offset(p)
+            if o > end:
+                raise OffsetOutOfRangeError(
+                    f"cannot commit offset {o} for {self.topic!r} partition {p}: past its end "
+                    f"offset {end} (the next offset to be written); nothing was committed"
+                )
         self._commit_now(offsets, metadata)
         for p in offsets:
             self._delivered.pop(p, None)
@@ -441,6 +488,8 @@ class Consumer:
     def seek(self, partition: int, offset: int) -> None:
         """Makes ``poll`` continue at ``offset`` of ``partition``."""
         self._require_assigned(partition)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be int, got {type(offset).__name__}")
         start, end = self._topic.start_offset(partition), self._topic.end_offset(partition)
         if not start <= offset <= end:
             raise OffsetOutOfRangeError(
@@ -476,6 +525,8 @@ class Consumer:
 
     def _require_assigned(self, partition: int) -> None:
         self._born.check()
+        if isinstance(partition, bool) or not isinstance(partition, int):
+            raise TypeError(f"partition must be int, got {type(partition).__name__}")
         if partition not in self._positions:
             raise RebalanceError(
                 f"partition {partition} of {self.topic!r} is not assigned to this member "
@@ -494,6 +545,7 @@ class Consumer:
         if self._closed:
             raise _core.StoreClosedError(f"consumer of group {self.group!r} is closed")
 
+    @storage_errors
     def close(self) -> None:
         """Commits what was delivered (at-least-once), leaves the group; idempotent.
 

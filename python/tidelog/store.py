@@ -9,6 +9,7 @@ in any process see new messages without reopening.
 from __future__ import annotations
 
 import enum
+import operator
 import os
 import weakref
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
+from tidelog._checks import storage_errors
 from tidelog._core import Producer, Topic
 from tidelog._fork import Born
 from tidelog.backpressure import LagMonitor
@@ -77,6 +79,24 @@ class Store:
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
         self._born = Born()
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be str or os.PathLike, got {type(path).__name__}")
+        _check_type(fsync, str, "fsync")
+        for arg, value in (
+            ("segment_bytes", segment_bytes),
+            ("segment_ms", segment_ms),
+            ("retention_bytes", retention_bytes),
+            ("retention_ms", retention_ms),
+            ("fsync_interval_ms", fsync_interval_ms),
+            ("max_message_bytes", max_message_bytes),
+            ("index_interval_bytes", index_interval_bytes),
+            ("producer_expiry_ms", producer_expiry_ms),
+        ):
+            # Unset settings are the store's stored ones (checked by the core).
+            if isinstance(value, _Unset):
+                continue
+            if value is not None or arg in ("segment_bytes", "fsync_interval_ms"):
+                _check_setting(value, arg)
         self._core = _core.Store(
             path,
             segment_ms=segment_ms,
@@ -224,11 +244,15 @@ class Store:
         Args:
             internal: Also list tidelog's own topics (names starting with ``__``, such as
                 ``__consumer_offsets``).
+
+        Raises:
+            StoreClosedError: The store is closed.
         """
         self._born.check()
         names = self._core.topics()
         return names if internal else [n for n in names if not n.startswith("__")]
 
+    @storage_errors
     def delete_topic(self, name: str) -> None:
         """Deletes a topic and all its messages, with its consumer groups and work queues.
 
@@ -255,6 +279,7 @@ class Store:
             self._offset_store().forget_topic(name)
         forget_work_queues(self._core, self.path, name)
 
+    @storage_errors
     def stats(self) -> StoreStats:
         """Returns a snapshot of the store for monitoring.
 
@@ -334,6 +359,11 @@ class Store:
 
         Returns:
             The producer, also a context manager.
+
+        Raises:
+            StoreClosedError: The store is closed.
+            InvalidConfigError: A bad option.
+            TypeError: An option of the wrong type (the message names it).
         """
         self._born.check()
         producer = Producer(
@@ -349,9 +379,14 @@ class Store:
             linger_ms=linger_ms,
         )
         if max_lag is not None:
-            if isinstance(max_lag, bool) or not isinstance(max_lag, int) or max_lag < 1:
+            if isinstance(max_lag, bool) or not isinstance(max_lag, int):
                 producer.close()
-                raise _core.InvalidConfigError(f"max_lag must be a positive int, got {max_lag!r}")
+                raise TypeError(f"max_lag must be int, got {type(max_lag).__name__}")
+            if not 1 <= max_lag < 2**63:
+                producer.close()
+                raise _core.InvalidConfigError(
+                    f"max_lag must be a positive int below 2**63, got {max_lag!r}"
+                )
             LagMonitor(self, self._offset_store(), producer, max_lag, low_watermark)
         self._producers.add(producer)
         return producer
@@ -361,6 +396,7 @@ class Store:
             self._offsets = OffsetStore(self._core)
         return self._offsets
 
+    @storage_errors
     def consumer(
         self,
         topic: str,
@@ -418,6 +454,7 @@ class Store:
         self._consumers.add(consumer)
         return consumer
 
+    @storage_errors
     def work_queue(
         self,
         topic: str,
@@ -495,8 +532,11 @@ class Store:
             InvalidConfigError: An unnamed, non-idempotent or shedding producer, a
                 transaction already open on it, or a consumer not in exactly-once mode.
             ProducerFencedError: A newer instance of the producer has opened.
+            StoreClosedError: The store (or the producer) is closed.
         """
         self._born.check()
+        if self.closed:
+            raise _core.StoreClosedError("the store is closed")
         return Transaction(producer, consumer)
 
     def abort_orphaned_transactions(self) -> list[str]:
@@ -515,6 +555,7 @@ class Store:
         self._born.check()
         return self._core.abort_orphaned_transactions()
 
+    @storage_errors
     def groups(self) -> dict[str, dict[str, GroupInfo]]:
         """Every consumer group: per topic, its members, committed offsets and lag.
 
@@ -636,6 +677,9 @@ def open(
         InvalidConfigError: A bad option, a file-shaping option that differs from the
             stored one, or a directory holding something else.
         CorruptRecordError: A segment is damaged in a way recovery must not guess about.
+        StorageError: The operating system refused (``path`` is a file, a read-only or full
+            disk); also an :class:`OSError` with ``errno`` and ``filename`` set.
+        TypeError: An option of the wrong type (the message names it).
     """
     return Store(
         path,
@@ -652,6 +696,14 @@ def open(
         delete_retention_ms=delete_retention_ms,
         compression=compression,
     )
+
+
+def _check_setting(value: object, arg: str) -> None:
+    """A store setting must be an int the engine can hold (its own checks say the rest)."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{arg} must be int, got {type(value).__name__}")
+    if not -(2**63) <= operator.index(value) < 2**63:  # type: ignore[arg-type]
+        raise _core.InvalidConfigError(f"{arg} must be a positive integer below 2**63, got {value}")
 
 
 def _check_type(value: object, expected: type, arg: str) -> None:

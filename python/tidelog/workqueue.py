@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
+from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
 from tidelog._fork import Born
 from tidelog.jobs import (
@@ -70,6 +71,8 @@ __all__ = ["COUNT_HEADER", "REASON_HEADER", "Job", "LockLostError", "WorkQueue"]
 _BATCH_TARGET_S = 0.05
 #: Longest sleep of a waiting member between two looks (wakeups normally come sooner).
 _MAX_WAIT_S = 1.0
+#: Most deliveries a queue may allow: the count is stored as an unsigned 32-bit number.
+_MAX_DELIVERIES = 2**31 - 1
 
 
 def _now_ms() -> int:
@@ -79,6 +82,8 @@ def _now_ms() -> int:
 def _check_timeout(timeout: object) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise TypeError(f"timeout must be a number or None, got {type(timeout).__name__}")
+    if timeout is not None and timeout != timeout:
+        raise InvalidConfigError("timeout must be a number of seconds or None, got nan")
 
 
 class WorkQueue:
@@ -90,6 +95,7 @@ class WorkQueue:
     it was acquired, renewable with :meth:`extend`).
     """
 
+    @storage_errors
     def __init__(
         self,
         store: Store,
@@ -104,18 +110,13 @@ class WorkQueue:
         """Joins the work queue ``group`` on ``topic``; see :meth:`tidelog.Store.work_queue`."""
         if not isinstance(topic, str):
             raise TypeError(f"topic must be str, got {type(topic).__name__}")
-        if not isinstance(group, str) or not group:
-            raise TypeError("group must be a non-empty str")
-        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)):
-            raise TypeError(f"lock_timeout must be a number, got {type(lock_timeout).__name__}")
-        if not lock_timeout > 0:
-            raise InvalidConfigError(f"lock_timeout must be positive, got {lock_timeout}")
-        if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int):
-            raise TypeError(f"max_deliveries must be int, got {type(max_deliveries).__name__}")
-        if max_deliveries < 1:
-            raise InvalidConfigError(f"max_deliveries must be >= 1, got {max_deliveries}")
+        check_text(group, "group", empty=False)
+        check_seconds(lock_timeout, "lock_timeout")
+        check_int(max_deliveries, "max_deliveries", 1, _MAX_DELIVERIES)
         if dead_letter is not None and not isinstance(dead_letter, str):
             raise TypeError(f"dead_letter must be str or None, got {type(dead_letter).__name__}")
+        if dead_letter is not None:
+            check_text(dead_letter, "dead_letter")
         if dead_letter == topic:
             raise InvalidConfigError("dead_letter must differ from the queue's topic")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int):
@@ -336,6 +337,7 @@ class WorkQueue:
         self.acks_lost += len(lost)
         return lost
 
+    @storage_errors
     def _fetch(self, limit: int, timeout: float | None, *, iterating: bool) -> list[Job]:
         """Acquires up to ``limit`` jobs, waiting up to ``timeout`` (None: forever)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
@@ -571,6 +573,7 @@ class WorkQueue:
             if self._pending:
                 self._flush_locked(None)
 
+    @storage_errors
     def _flush_locked(self, job: Job | None) -> None:
         """Writes the buffered acks (under the mutex); raises if ``job``'s was lost."""
         acks = self._take_pending()
@@ -584,6 +587,7 @@ class WorkQueue:
                 f"another member took them), e.g. {lost[0]!r}"
             )
 
+    @storage_errors
     def _change(self, job: Job, make: Any, *, settle: bool) -> None:
         """Writes the change ``make(lease)`` returns for the held ``job``.
 
@@ -651,10 +655,7 @@ class WorkQueue:
             LockLostError: This member no longer holds the job.
         """
         self._born.check()
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
-        if not seconds > 0:
-            raise InvalidConfigError(f"seconds must be positive, got {seconds}")
+        seconds = check_seconds(seconds, "seconds")
         expires = _now_ms() + int(seconds * 1000)
         self._change(
             job,
@@ -670,6 +671,7 @@ class WorkQueue:
 
     # -- monitoring -----------------------------------------------------------------------
 
+    @storage_errors
     def stats(self) -> dict[str, Any]:
         """The queue's state right now (shared by all members).
 
@@ -718,6 +720,7 @@ class WorkQueue:
             return True
         return False
 
+    @storage_errors
     def close(self) -> None:
         """Writes the buffered acks and gives back the jobs this member holds; idempotent.
 

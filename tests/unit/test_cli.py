@@ -56,12 +56,19 @@ def tidelog_cli(
     )
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C interrupts it even if this suite runs with SIGINT ignored
+    (``nohup``, a background job), whose disposition a child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(*args: str | Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tidelog", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),
+        preexec_fn=_default_sigint,
     )
 
 

@@ -36,6 +36,12 @@ def tidelog_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C interrupts it even if this suite runs with SIGINT ignored
+    (``nohup``, a background job), whose disposition a child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def spawn(*args: str | Path, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
     """A running ``tidelog`` command, killed if the test leaves it running."""
@@ -46,6 +52,7 @@ def spawn(*args: str | Path, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
         stdin=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=popen.pop("env", _env()),
+        preexec_fn=_default_sigint,
         **popen,
     )
     with proc:

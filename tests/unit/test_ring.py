@@ -98,6 +98,8 @@ def test_ctrl_c_interrupts_a_blocked_pop() -> None:
 
     script = (
         "import os, signal, threading, tidelog\n"
+        # Whatever the suite's own SIGINT disposition (nohup ignores it), Ctrl-C interrupts.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "r = tidelog.RingBuffer(4)\n"
         "threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
         "try:\n"

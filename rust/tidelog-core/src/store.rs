@@ -376,6 +376,12 @@ impl Store {
                 Self::check_empty(dir)?;
                 true
             }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Error::InvalidConfig(format!(
+                    "{} is not a tidelog store format marker: it does not hold text (damaged?)",
+                    marker.display()
+                )))
+            }
             Err(e) => return Err(Error::io("read", &marker, e)),
         };
         // Before the marker: a store with a marker always has its settings, except one made
@@ -673,6 +679,15 @@ impl Store {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::TopicNotFound(name.to_owned()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // Damage, not an I/O failure: reported as the unreadable metadata below is.
+                return Err(Error::Corrupt {
+                    path: meta_path,
+                    position: 0,
+                    offset: 0,
+                    reason: "topic metadata is not UTF-8 text".into(),
+                });
             }
             Err(e) => return Err(Error::io("read", &meta_path, e)),
         };

@@ -3,12 +3,10 @@
 //! and members waiting for work in any process wake at once instead of polling.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use pyo3::prelude::*;
 use tidelog_core::shm::doorbell::Doorbell;
 
-use crate::errors::InvalidConfigError;
 use crate::gil::run_detached;
 
 /// A topic's doorbell, opened by path (`<store>/topics/<topic>/doorbell`).
@@ -42,14 +40,14 @@ impl PyDoorbell {
     /// Sleeps (without the GIL) until the doorbell rings after `ticket` was taken, or
     /// `timeout` seconds pass. Returns whether it rang; may return early, so re-check.
     #[pyo3(signature = (ticket, timeout=None))]
-    fn wait(&self, py: Python<'_>, ticket: u32, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = timeout
-            .map(|s| {
-                Duration::try_from_secs_f64(s).map_err(|_| {
-                    InvalidConfigError::new_err(format!("timeout must be >= 0 seconds, got {s}"))
-                })
-            })
-            .transpose()?;
+    fn wait(
+        &self,
+        py: Python<'_>,
+        ticket: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let ticket = crate::args::int_in(ticket, "ticket", 0, u32::MAX)?;
+        let timeout = crate::args::seconds(timeout, "timeout")?;
         let bell = &self.inner;
         Ok(py.detach(|| bell.wait(ticket, timeout)))
     }

@@ -1,6 +1,7 @@
 //! `tidelog._core`: the Python bindings of the storage engine. This module only registers
 //! classes and exceptions; each binding lives in its own file.
 
+mod args;
 mod doorbell;
 mod errors;
 mod gil;
@@ -17,10 +18,8 @@ use pyo3::prelude::*;
 
 /// The partition Kafka's default partitioner (and `Topic.append`) picks for `key`.
 #[pyfunction]
-fn partition_for_key(key: &[u8], partitions: u32) -> PyResult<u32> {
-    if partitions == 0 {
-        return Err(errors::InvalidConfigError::new_err("partitions must be positive"));
-    }
+fn partition_for_key(key: &[u8], partitions: &Bound<'_, PyAny>) -> PyResult<u32> {
+    let partitions = args::int_in(partitions, "partitions", 1, u32::MAX)?;
     Ok(tidelog_core::partitioner::partition_for_key(key, partitions))
 }
 

@@ -189,8 +189,10 @@ impl RecordBatch {
         self.records.len()
     }
 
-    fn __getitem__(&self, py: Python<'_>, index: isize) -> PyResult<Message> {
-        let n = self.records.len() as isize;
+    fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<Message> {
+        // As a list: any int, however large, is an index (IndexError if out of range).
+        let index = crate::args::int(index, "RecordBatch index")?;
+        let n = self.records.len() as i128;
         let i = if index < 0 { index + n } else { index };
         if !(0..n).contains(&i) {
             return Err(PyIndexError::new_err(format!(

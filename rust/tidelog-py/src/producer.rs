@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::PyDict;
 use tidelog_core::producer::identity::Identity;
 use tidelog_core::producer::{OnFull, Producer, ProducerConfig, SendError};
 
-use crate::errors::{BackpressureError, CoreError, InvalidConfigError};
+use crate::args;
+use crate::errors::{BackpressureError, CoreError, InvalidConfigError, StoreClosedError};
 use crate::gil::run_detached;
 use crate::store::PyStore;
 use crate::topic::{encode_headers, expect_bytes};
@@ -28,41 +28,39 @@ fn send_error(e: SendError) -> PyErr {
     }
 }
 
-fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
-    value
-        .map(|s| {
-            Duration::try_from_secs_f64(s).map_err(|_| {
-                InvalidConfigError::new_err(format!(
-                    "{name} must be a non-negative number of seconds, got {s}"
-                ))
-            })
-        })
-        .transpose()
-}
-
 #[pymethods]
 impl PyProducer {
     #[new]
     #[pyo3(signature = (
-        store, *, name=None, idempotent=true, buffer_messages=65536, high_watermark=0.8,
-        low_watermark=0.5, on_full="block", block_timeout=None, max_batch_messages=4096, linger_ms=1.0,
+        store, *, name=None, idempotent=true, buffer_messages=None, high_watermark=None,
+        low_watermark=None, on_full=None, block_timeout=None, max_batch_messages=None, linger_ms=None,
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of Store.producer
     fn new(
         py: Python<'_>,
         store: &PyStore,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
         idempotent: bool,
-        buffer_messages: i64,
-        high_watermark: f64,
-        low_watermark: f64,
-        on_full: &str,
-        block_timeout: Option<f64>,
-        max_batch_messages: i64,
-        linger_ms: f64,
+        buffer_messages: Option<&Bound<'_, PyAny>>,
+        high_watermark: Option<&Bound<'_, PyAny>>,
+        low_watermark: Option<&Bound<'_, PyAny>>,
+        on_full: Option<&Bound<'_, PyAny>>,
+        block_timeout: Option<&Bound<'_, PyAny>>,
+        max_batch_messages: Option<&Bound<'_, PyAny>>,
+        linger_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let on_full = match on_full {
-            "block" => OnFull::Block(seconds("block_timeout", block_timeout)?),
+        store.check_open()?;
+        let name = name.filter(|n| !n.is_none()).map(|n| args::utf8(n, "name")).transpose()?;
+        let name = name.map(|n| n.into_owned());
+        let real = |v: Option<&Bound<'_, PyAny>>, arg: &str, default: f64| {
+            v.map_or(Ok(default), |v| args::real(v, arg))
+        };
+        let (high_watermark, low_watermark) =
+            (real(high_watermark, "high_watermark", 0.8)?, real(low_watermark, "low_watermark", 0.5)?);
+        let linger_ms = real(linger_ms, "linger_ms", 1.0)?;
+        let on_full = on_full.map(|o| args::text(o, "on_full")).transpose()?;
+        let on_full = match on_full.as_deref().unwrap_or("block") {
+            "block" => OnFull::Block(args::seconds(block_timeout, "block_timeout")?),
             "raise" => OnFull::Raise,
             "shed" => OnFull::Shed,
             other => {
@@ -71,18 +69,21 @@ impl PyProducer {
                 )))
             }
         };
-        let positive = |what: &str, v: i64| {
-            usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| {
-                InvalidConfigError::new_err(format!("{what} must be a positive integer, got {v}"))
-            })
+        let positive = |v: Option<&Bound<'_, PyAny>>, what: &str, default: usize| {
+            v.map_or(Ok(default), |v| args::positive(v, what))
         };
+        if !(linger_ms >= 0.0 && linger_ms.is_finite()) {
+            return Err(InvalidConfigError::new_err(format!(
+                "linger_ms must be a non-negative number of milliseconds, got {linger_ms}"
+            )));
+        }
         let config = ProducerConfig {
-            buffer_messages: positive("buffer_messages", buffer_messages)?,
+            buffer_messages: positive(buffer_messages, "buffer_messages", 65_536)?,
             high_watermark,
             low_watermark,
             on_full,
-            max_batch_messages: positive("max_batch_messages", max_batch_messages)?,
-            linger: seconds("linger_ms", Some(linger_ms / 1000.0))?.unwrap_or_default(),
+            max_batch_messages: positive(max_batch_messages, "max_batch_messages", 4096)?,
+            linger: Duration::from_secs_f64(linger_ms / 1000.0),
         };
         config.validate().map_err(CoreError)?;
         let store = store.inner().clone();
@@ -132,6 +133,9 @@ impl PyProducer {
     /// Starts a transaction (use `Store.transaction`, which also commits consumer
     /// offsets): messages sent until it ends are visible to readers only once committed.
     fn begin_transaction(&self, py: Python<'_>) -> PyResult<()> {
+        if self.inner.is_closed() {
+            return Err(StoreClosedError::new_err("the producer is closed"));
+        }
         let inner = self.inner.clone();
         run_detached(py, move || inner.begin_transaction())
     }
@@ -152,7 +156,7 @@ impl PyProducer {
     /// Enqueues a message for `topic`; returns True, or False when `on_full="shed"` dropped
     /// this very message. The message is written by a background thread: call `flush()` to
     /// wait for it.
-    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=0))]
+    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
     #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
@@ -161,22 +165,17 @@ impl PyProducer {
         value: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
         headers: Option<&Bound<'_, PyAny>>,
-        partition: Option<i64>,
-        priority: i32,
+        partition: Option<&Bound<'_, PyAny>>,
+        priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let topic =
-            topic.cast::<PyString>().map_err(|_| PyTypeError::new_err("topic must be str"))?.to_str()?;
+        let topic = args::text(topic, "topic")?;
+        let topic = topic.as_ref();
         let value = expect_bytes(value, "value")?.as_bytes();
         let key =
             key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
         let headers = encode_headers(headers)?;
-        let partition = partition
-            .map(|p| {
-                u32::try_from(p).map_err(|_| {
-                    crate::errors::PartitionNotFoundError::new_err(format!("partition must be >= 0, got {p}"))
-                })
-            })
-            .transpose()?;
+        let partition = args::partition(partition)?;
+        let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
         match self.inner.send(topic, value, key, &headers, partition, priority, false) {
             Ok(accepted) => Ok(accepted),
             Err(SendError::Backpressure(reason)) if reason == "would block" => {
@@ -195,8 +194,8 @@ impl PyProducer {
     /// Waits until everything sent so far is written (and fsynced if the store's policy
     /// says so). Returns False if `timeout` seconds passed first.
     #[pyo3(signature = (timeout=None))]
-    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = seconds("timeout", timeout)?;
+    fn flush(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let timeout = args::seconds(timeout, "timeout")?;
         let inner = self.inner.clone();
         run_detached(py, move || inner.flush(timeout))
     }

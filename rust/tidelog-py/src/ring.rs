@@ -38,7 +38,8 @@ fn timeout(value: Option<f64>) -> PyResult<Option<Duration>> {
 #[pymethods]
 impl PyRing {
     #[new]
-    fn new(capacity: i64) -> PyResult<Self> {
+    fn new(capacity: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let capacity = crate::args::int(capacity, "capacity")?;
         let capacity = usize::try_from(capacity)
             .map_err(|_| InvalidConfigError::new_err(format!("capacity must be positive, got {capacity}")))?;
         Ok(PyRing { ring: to_py(RingBuffer::try_new(capacity))? })
@@ -114,7 +115,8 @@ impl PyRing {
     }
 
     /// Removes up to `max` items (oldest first) and returns them as a list.
-    fn pop_many<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+    fn pop_many<'py>(&self, py: Python<'py>, max: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let max = crate::args::limit(max, "max")?;
         let mut out = Vec::with_capacity(max.min(self.ring.capacity()));
         self.ring.pop_many(&mut out, max);
         PyList::new(py, out)

@@ -11,7 +11,8 @@ use tidelog_core::producer::identity::Identity;
 use tidelog_core::settings::{self, Kind, TopicSettings, Value};
 use tidelog_core::{FsyncPolicy, LogConfig, Store};
 
-use crate::errors::InvalidConfigError;
+use crate::args;
+use crate::errors::{InvalidConfigError, StoreClosedError};
 use crate::gil::run_detached;
 use crate::statelog::PyStateLog;
 use crate::topic::PyTopic;
@@ -80,6 +81,14 @@ impl PyStore {
     /// The engine store.
     pub fn inner(&self) -> &Arc<Store> {
         &self.inner
+    }
+
+    /// `StoreClosedError` once the store is closed.
+    pub fn check_open(&self) -> PyResult<()> {
+        if self.inner.is_closed() {
+            return Err(StoreClosedError::new_err("the store is closed"));
+        }
+        Ok(())
     }
 }
 
@@ -167,16 +176,18 @@ impl PyStore {
     /// Creates a topic (see `tidelog.Store.create_topic`). `internal=True` creates one of
     /// the store's internal topics (names starting with `__`), which the public API refuses;
     /// they take the store's settings.
-    #[pyo3(signature = (name, partitions=1, *, exist_ok=false, settings=None, internal=false))]
+    #[pyo3(signature = (name, partitions=None, *, exist_ok=false, settings=None, internal=false))]
     fn create_topic(
         &self,
         py: Python<'_>,
-        name: &str,
-        partitions: i64,
+        name: &Bound<'_, PyAny>,
+        partitions: Option<&Bound<'_, PyAny>>,
         exist_ok: bool,
         settings: Option<&Bound<'_, PyDict>>,
         internal: bool,
     ) -> PyResult<PyTopic> {
+        let name = args::text(name, "name")?.into_owned();
+        let partitions = partitions.map_or(Ok(1), |p| args::int(p, "partitions"))?;
         let partitions = u32::try_from(partitions).map_err(|_| {
             InvalidConfigError::new_err(format!("partitions must be between 1 and 10000, got {partitions}"))
         })?;
@@ -212,7 +223,8 @@ impl PyStore {
     }
 
     /// Opens an existing topic.
-    fn topic(&self, py: Python<'_>, name: &str) -> PyResult<PyTopic> {
+    fn topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<PyTopic> {
+        let name = args::text(name, "name")?.into_owned();
         let store = self.inner.clone();
         let name = name.to_owned();
         let topic = run_detached(py, move || store.topic(&name))?;
@@ -228,7 +240,8 @@ impl PyStore {
     /// Deletes a topic and its data, and in the same operation the directories `attached`
     /// (inside the store) holding the topic's state kept by the Python layer.
     #[pyo3(signature = (name, *, attached=Vec::new()))]
-    fn delete_topic(&self, py: Python<'_>, name: &str, attached: Vec<PathBuf>) -> PyResult<()> {
+    fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>, attached: Vec<PathBuf>) -> PyResult<()> {
+        let name = args::text(name, "name")?.into_owned();
         let store = self.inner.clone();
         let name = name.to_owned();
         run_detached(py, move || store.delete_topic_with(&name, &attached))
@@ -238,6 +251,7 @@ impl PyStore {
     /// process): fenced and aborted (or committed, if the commit had been decided) as their
     /// next instance would. Returns the names it finished.
     fn abort_orphaned_transactions(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.check_open()?;
         let store = self.inner.clone();
         run_detached(py, move || {
             let mut done = Vec::new();
@@ -287,6 +301,7 @@ impl PyStore {
 
     /// Forces everything appended so far to disk.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_open()?;
         let store = self.inner.clone();
         run_detached(py, move || store.sync())
     }

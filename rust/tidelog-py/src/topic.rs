@@ -11,6 +11,7 @@ use tidelog_core::format::{headers, BatchMeta, Record, ValuesBatch};
 use tidelog_core::log::now_ms;
 use tidelog_core::{Error, PartitionLog, Topic};
 
+use crate::args::{self, type_name};
 use crate::errors::{to_py, InvalidConfigError};
 use crate::gil::run_detached;
 use crate::message::{MessageIterator, RecordBatch};
@@ -29,10 +30,6 @@ impl PyTopic {
         let name = PyString::new(py, inner.name()).unbind();
         PyTopic { inner, name }
     }
-}
-
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
 }
 
 pub(crate) fn expect_bytes<'a, 'py>(
@@ -68,31 +65,17 @@ pub(crate) fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>
 }
 
 fn header_pair(k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<(String, PyBackedBytes)> {
-    let name: String = k
-        .extract()
-        .map_err(|_| PyTypeError::new_err(format!("header names must be str, got {}", type_name(k))))?;
+    if !k.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!("header names must be str, got {}", type_name(k))));
+    }
+    let name = args::utf8(k, "header name")?.into_owned();
     let value = expect_bytes(v, &format!("header {name:?}"))?;
     Ok((name, PyBackedBytes::from(value.clone())))
 }
 
-fn check_partition(p: Option<i64>) -> PyResult<Option<u32>> {
-    p.map(|p| {
-        u32::try_from(p).map_err(|_| {
-            crate::errors::PartitionNotFoundError::new_err(format!("partition must be >= 0, got {p}"))
-        })
-    })
-    .transpose()
-}
-
-fn check_offset(offset: i64, arg: &str) -> PyResult<u64> {
-    u64::try_from(offset)
-        .map_err(|_| InvalidConfigError::new_err(format!("{arg} must be >= 0, got {offset}")))
-}
-
 impl PyTopic {
-    fn log(&self, partition: i64) -> PyResult<&PartitionLog> {
-        let p = check_partition(Some(partition))?.expect("some");
-        to_py(self.inner.partition(p))
+    fn log(&self, partition: &Bound<'_, PyAny>) -> PyResult<&PartitionLog> {
+        to_py(self.inner.partition(args::required_partition(partition)?))
     }
 }
 
@@ -132,13 +115,14 @@ impl PyTopic {
         value: &Bound<'_, PyAny>,
         key: Option<&Bound<'_, PyAny>>,
         headers: Option<&Bound<'_, PyAny>>,
-        partition: Option<i64>,
-        timestamp_ms: Option<i64>,
+        partition: Option<&Bound<'_, PyAny>>,
+        timestamp_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(u32, u64)> {
         let value = expect_bytes(value, "value")?;
         let key = key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?;
         let encoded_headers = encode_headers(headers)?;
-        let log = to_py(self.inner.choose(check_partition(partition)?, key.map(|k| k.as_bytes())))?;
+        let timestamp_ms = args::timestamp(timestamp_ms, "timestamp_ms")?;
+        let log = to_py(self.inner.choose(args::partition(partition)?, key.map(|k| k.as_bytes())))?;
         let record = Record {
             timestamp: timestamp_ms.unwrap_or_else(now_ms),
             key: key.map(|k| k.as_bytes()),
@@ -175,11 +159,11 @@ impl PyTopic {
         py: Python<'_>,
         values: &Bound<'_, PyAny>,
         lengths: Option<&Bound<'_, PyAny>>,
-        partition: Option<i64>,
-        timestamp_ms: Option<i64>,
+        partition: Option<&Bound<'_, PyAny>>,
+        timestamp_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(u32, u64)> {
-        let log = to_py(self.inner.choose(check_partition(partition)?, None))?;
-        let timestamp = timestamp_ms.unwrap_or_else(now_ms);
+        let timestamp = args::timestamp(timestamp_ms, "timestamp_ms")?.unwrap_or_else(now_ms);
+        let log = to_py(self.inner.choose(args::partition(partition)?, None))?;
         let meta = BatchMeta::plain(0);
         let append = |parts: &[&[u8]]| -> tidelog_core::Result<u64> {
             if parts.is_empty() {
@@ -237,31 +221,20 @@ impl PyTopic {
     ///
     /// Raises `OutOfOrderSequenceError` for a sequence gap and `ProducerFencedError` for an
     /// epoch older than one already written to the partition.
-    #[pyo3(signature = (values, *, producer_id, producer_epoch, base_sequence, partition=0))]
+    #[pyo3(signature = (values, *, producer_id, producer_epoch, base_sequence, partition=None))]
     fn append_sequenced(
         &self,
         py: Python<'_>,
         values: Vec<PyBackedBytes>,
-        producer_id: i64,
-        producer_epoch: i64,
-        base_sequence: i64,
-        partition: i64,
+        producer_id: &Bound<'_, PyAny>,
+        producer_epoch: &Bound<'_, PyAny>,
+        base_sequence: &Bound<'_, PyAny>,
+        partition: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(u64, bool)> {
-        let log = self.log(partition)?;
-        let bad = |what: &str, v: i64, max: i64| {
-            InvalidConfigError::new_err(format!("{what} must be between 0 and {max}, got {v}"))
-        };
-        if producer_id < 0 {
-            return Err(bad("producer_id", producer_id, i64::MAX));
-        }
-        let producer_epoch = i16::try_from(producer_epoch)
-            .ok()
-            .filter(|&e| e >= 0)
-            .ok_or_else(|| bad("producer_epoch", producer_epoch, i64::from(i16::MAX)))?;
-        let base_sequence = i32::try_from(base_sequence)
-            .ok()
-            .filter(|&s| s >= 0)
-            .ok_or_else(|| bad("base_sequence", base_sequence, i64::from(i32::MAX)))?;
+        let log = to_py(self.inner.partition(args::partition(partition)?.unwrap_or(0)))?;
+        let producer_id = args::int_in(producer_id, "producer_id", 0, i64::MAX)?;
+        let producer_epoch = args::int_in(producer_epoch, "producer_epoch", 0, i16::MAX)?;
+        let base_sequence = args::int_in(base_sequence, "base_sequence", 0, i32::MAX)?;
         if values.is_empty() {
             return Err(InvalidConfigError::new_err("values must not be empty"));
         }
@@ -277,21 +250,22 @@ impl PyTopic {
 
     /// Iterates messages of `partition` from `offset` (default: the start offset) or from
     /// the first message with a timestamp `>= timestamp_ms`, up to the end of the log.
-    #[pyo3(signature = (partition=0, offset=None, *, timestamp_ms=None))]
+    #[pyo3(signature = (partition=None, offset=None, *, timestamp_ms=None))]
     fn read(
         &self,
         py: Python<'_>,
-        partition: i64,
-        offset: Option<i64>,
-        timestamp_ms: Option<i64>,
+        partition: Option<&Bound<'_, PyAny>>,
+        offset: Option<&Bound<'_, PyAny>>,
+        timestamp_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<MessageIterator> {
-        let log = self.log(partition)?;
+        let log = to_py(self.inner.partition(args::partition(partition)?.unwrap_or(0)))?;
+        let offset = offset.filter(|o| !o.is_none()).map(|o| args::offset(o, log)).transpose()?;
+        let timestamp_ms = args::timestamp(timestamp_ms, "timestamp_ms")?;
         let start = match (offset, timestamp_ms) {
             (Some(_), Some(_)) => {
                 return Err(InvalidConfigError::new_err("give either offset or timestamp_ms, not both"))
             }
             (Some(o), None) => {
-                let o = check_offset(o, "offset")?;
                 // Validate now so a bad offset fails at the call, not at the first next().
                 to_py(log.read(o, 0, 0))?;
                 o
@@ -313,19 +287,20 @@ impl PyTopic {
     /// transactions (listed by `RecordBatch.pending_offsets()`); aborted transactions are
     /// never returned.
     #[pyo3(signature = (
-        partition=0, offset=None, *, max_messages=10000, max_bytes=16777216, isolation="read_committed",
+        partition=None, offset=None, *, max_messages=None, max_bytes=None, isolation=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn read_batch(
         &self,
         py: Python<'_>,
-        partition: i64,
-        offset: Option<i64>,
-        max_messages: i64,
-        max_bytes: i64,
-        isolation: &str,
+        partition: Option<&Bound<'_, PyAny>>,
+        offset: Option<&Bound<'_, PyAny>>,
+        max_messages: Option<&Bound<'_, PyAny>>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+        isolation: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RecordBatch> {
-        let committed = match isolation {
+        let isolation = isolation.map(|i| args::text(i, "isolation")).transpose()?;
+        let committed = match isolation.as_deref().unwrap_or("read_committed") {
             "read_committed" => true,
             "read_uncommitted" => false,
             other => {
@@ -334,16 +309,13 @@ impl PyTopic {
                 )))
             }
         };
-        let log = self.log(partition)?;
-        let offset = match offset {
-            Some(o) => check_offset(o, "offset")?,
+        let log = to_py(self.inner.partition(args::partition(partition)?.unwrap_or(0)))?;
+        let offset = match offset.filter(|o| !o.is_none()) {
+            Some(o) => args::offset(o, log)?,
             None => to_py(log.start_offset())?,
         };
-        let max_messages = usize::try_from(max_messages).map_err(|_| {
-            InvalidConfigError::new_err(format!("max_messages must be >= 0, got {max_messages}"))
-        })?;
-        let max_bytes = usize::try_from(max_bytes)
-            .map_err(|_| InvalidConfigError::new_err(format!("max_bytes must be >= 0, got {max_bytes}")))?;
+        let max_messages = max_messages.map_or(Ok(10_000), |m| args::limit(m, "max_messages"))?;
+        let max_bytes = max_bytes.map_or(Ok(16 << 20), |m| args::limit(m, "max_bytes"))?;
         let read = run_detached(py, || {
             if committed {
                 log.read(offset, max_messages, max_bytes)
@@ -355,19 +327,19 @@ impl PyTopic {
     }
 
     /// First retained offset of `partition`.
-    fn start_offset(&self, partition: i64) -> PyResult<u64> {
+    fn start_offset(&self, partition: &Bound<'_, PyAny>) -> PyResult<u64> {
         to_py(self.log(partition)?.start_offset())
     }
 
     /// The first offset of `partition` a committed read does not pass: where the oldest
     /// transaction still open begins, or the end offset.
-    fn last_stable_offset(&self, py: Python<'_>, partition: i64) -> PyResult<u64> {
+    fn last_stable_offset(&self, py: Python<'_>, partition: &Bound<'_, PyAny>) -> PyResult<u64> {
         let log = self.log(partition)?;
         run_detached(py, || log.last_stable_offset())
     }
 
     /// Next offset to be written to `partition`.
-    fn end_offset(&self, partition: i64) -> PyResult<u64> {
+    fn end_offset(&self, partition: &Bound<'_, PyAny>) -> PyResult<u64> {
         to_py(self.log(partition)?.end_offset())
     }
 
@@ -376,10 +348,11 @@ impl PyTopic {
     fn offset_for_timestamp(
         &self,
         py: Python<'_>,
-        partition: i64,
-        timestamp_ms: i64,
+        partition: &Bound<'_, PyAny>,
+        timestamp_ms: &Bound<'_, PyAny>,
     ) -> PyResult<Option<u64>> {
         let log = self.log(partition)?;
+        let timestamp_ms = args::int_in(timestamp_ms, "timestamp_ms", i64::MIN, i64::MAX)?;
         run_detached(py, || log.offset_for_timestamp(timestamp_ms))
     }
 
@@ -393,27 +366,27 @@ impl PyTopic {
     /// partition of this topic after `ticket` was taken, or `timeout` seconds pass.
     /// Returns whether something was appended; may return early, so re-check.
     #[pyo3(signature = (ticket, timeout=None))]
-    fn wait(&self, py: Python<'_>, ticket: u32, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = timeout
-            .map(|s| {
-                std::time::Duration::try_from_secs_f64(s).map_err(|_| {
-                    InvalidConfigError::new_err(format!("timeout must be >= 0 seconds, got {s}"))
-                })
-            })
-            .transpose()?;
+    fn wait(
+        &self,
+        py: Python<'_>,
+        ticket: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let ticket = args::int_in(ticket, "ticket", 0, u32::MAX)?;
+        let timeout = args::seconds(timeout, "timeout")?;
         to_py(self.inner.check_not_inherited())?;
         let topic = self.inner.clone();
         Ok(py.detach(move || topic.wait(ticket, timeout)))
     }
 
     /// Bytes of stored batches in `partition`.
-    fn size_bytes(&self, py: Python<'_>, partition: i64) -> PyResult<u64> {
+    fn size_bytes(&self, py: Python<'_>, partition: &Bound<'_, PyAny>) -> PyResult<u64> {
         let log = self.log(partition)?;
         run_detached(py, || log.size_bytes())
     }
 
     /// Number of segments of `partition`.
-    fn segment_count(&self, py: Python<'_>, partition: i64) -> PyResult<usize> {
+    fn segment_count(&self, py: Python<'_>, partition: &Bound<'_, PyAny>) -> PyResult<usize> {
         let log = self.log(partition)?;
         run_detached(py, || log.segment_count())
     }

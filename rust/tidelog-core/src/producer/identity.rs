@@ -136,6 +136,14 @@ fn allocate_id(dir: &Path, durable: bool) -> Result<i64> {
             reason: format!("producer id counter holds {text:?}"),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(Error::Corrupt {
+                path,
+                position: 0,
+                offset: 0,
+                reason: "producer id counter is not UTF-8 text".into(),
+            })
+        }
         Err(e) => return Err(Error::io("read", &path, e)),
     };
     write_atomically(&path, format!("{}\n", next + 1).as_bytes(), durable)?;
@@ -153,6 +161,14 @@ impl PendingTxn {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Error::Corrupt {
+                    path: path.to_owned(),
+                    position: 0,
+                    offset: 0,
+                    reason: "transaction state is not UTF-8 text".into(),
+                })
+            }
             Err(e) => return Err(Error::io("read", path, e)),
         };
         let mut lines = text.lines();
