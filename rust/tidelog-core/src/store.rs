@@ -547,7 +547,11 @@ impl Store {
             {
                 // Made and locked under the topics lock, and held until the rename: a
                 // concurrent open's cleanup of leftovers leaves the directory alone.
-                let _topics_lock = self.lock_topics().map_err(std::io::Error::other)?;
+                // The lock's own errno (a read-only store: EROFS) is what the caller sees.
+                let _topics_lock = self.lock_topics().map_err(|e| match e {
+                    Error::Io { source, .. } => source,
+                    other => std::io::Error::other(other),
+                })?;
                 std::fs::create_dir(&tmp)?;
                 held = Flock::try_dir(&tmp)?;
             }
@@ -808,6 +812,10 @@ impl Store {
     /// store.
     pub fn delete_topic_with(&self, name: &str, attached: &[PathBuf]) -> Result<()> {
         self.check_open()?;
+        if validate_topic_name(name).is_err() {
+            // No topic can have this name.
+            return Err(Error::TopicNotFound(name.to_owned()));
+        }
         check_public_topic_name(name)?;
         for path in attached {
             if !path.starts_with(&self.shared.dir)

@@ -133,6 +133,7 @@ impl PyProducer {
     /// Starts a transaction (use `Store.transaction`, which also commits consumer
     /// offsets): messages sent until it ends are visible to readers only once committed.
     fn begin_transaction(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.check_not_inherited().map_err(CoreError)?;
         if self.inner.is_closed() {
             return Err(StoreClosedError::new_err("the producer is closed"));
         }
