@@ -155,8 +155,14 @@ fn finish(mut report: SegmentReport, data_path: &Path) -> Result<SegmentReport> 
     let mut b = 0;
     for i in 0..index.len() {
         let (rel, pos) = index.get(i);
-        if (rel, pos) == (0, 0) && i > 0 {
-            break; // pre-allocated zero entries of an active segment
+        let zero_time = i < time.len() && {
+            let t = time.get(i);
+            (t.relative_offset, t.position, t.max_timestamp_before) == (0, 0, 0)
+        };
+        // Pre-allocated zero entries of an active segment; a real first entry has a
+        // batch at position 0 and a time entry of i64::MIN.
+        if (rel, pos) == (0, 0) && (i > 0 || (report.batches.is_empty() && zero_time)) {
+            break;
         }
         report.index_entries += 1;
         while b < report.batches.len() && report.batches[b].position < u64::from(pos) {

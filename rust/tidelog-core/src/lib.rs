@@ -23,5 +23,5 @@ pub mod shm;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use log::{FsyncPolicy, LogConfig, PartitionLog};
+pub use log::{FsyncPolicy, LogConfig, OnCorruption, PartitionLog};
 pub use store::{Store, Topic};

@@ -13,6 +13,7 @@
 pub mod config;
 mod crc_worker;
 mod idempotence;
+pub mod lost;
 pub mod producers;
 mod read;
 mod recovery;
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use rustix::fs::{flock, FlockOperation};
 
-pub use self::config::{FsyncPolicy, LogConfig};
+pub use self::config::{FsyncPolicy, LogConfig, OnCorruption};
 use self::producers::{ProducerTable, Verdict};
 pub use self::read::{ReadChunk, ReadResult};
 use crate::format::{
@@ -185,7 +186,16 @@ impl PartitionLog {
                     let torn = guard.head();
                     log.recover(&mut guard, Some(torn), false)?;
                 }
-                None => log.refresh(&guard)?,
+                None => {
+                    log.refresh(&guard)?;
+                    // Live processes keep the head, but it is a claim about the data, not
+                    // proof: bytes damaged since (or a stale handle of this process keeping
+                    // the block "shared") must not be counted as messages.
+                    if !log.tail_intact(&guard)? {
+                        let head = guard.head();
+                        log.recover(&mut guard, Some(head), false)?;
+                    }
+                }
             }
         }
         drop(dir_handle);
@@ -697,6 +707,28 @@ impl PartitionLog {
         active.time_index.observe_published(head.index_entries as usize * TIME_INDEX_ENTRY_BYTES);
         *self.view.write().map_err(|_| Error::Closed)? = View { generation: head.generation, segments };
         Ok(())
+    }
+
+    /// True when the published batches after the active segment's last index entry pass
+    /// their CRCs and continue each other's offsets: a bounded check (one index interval
+    /// plus a batch) of the part of the head most likely to be wrong.
+    fn tail_intact(&self, guard: &WriteGuard<'_>) -> Result<bool> {
+        let head = guard.head();
+        let view = self.read_view()?;
+        let active = view.active();
+        let end = head.committed_pos as usize;
+        let mut pos = head.last_index_pos as usize;
+        let mut expected = None;
+        while pos < end {
+            match active.batch_at(pos, end, true) {
+                Ok(b) if expected.is_none_or(|e| e == b.header.base_offset) => {
+                    expected = Some(b.header.next_offset());
+                    pos += b.header.total_len;
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(expected.is_none_or(|e| e == head.next_offset))
     }
 
     /// Trims the active segment's pre-allocated files to their contents if this is the last

@@ -376,6 +376,79 @@ impl Segment {
         scan
     }
 
+    /// The first position in `from..end` whose byte is not zero. Runs of the file that hold
+    /// no data (holes, unwritten pre-allocated blocks: the untouched part of an active
+    /// segment) are skipped with `SEEK_DATA` instead of being read, so the pre-allocated
+    /// tail costs nothing unless something was written there.
+    pub fn next_nonzero(&self, from: usize, end: usize) -> Option<usize> {
+        let mut at = from;
+        while at < end {
+            if let Some(files) = &self.files {
+                match rustix::fs::seek(&files.data, rustix::fs::SeekFrom::Data(at as u64)) {
+                    Ok(data) => at = at.max(data as usize),
+                    Err(rustix::io::Errno::NXIO) => return None,
+                    Err(_) => {}
+                }
+                if at >= end {
+                    return None;
+                }
+            }
+            let bytes = self.data.read(at, end)?;
+            // One page at a time, so the next SEEK_DATA can skip a hole that starts there.
+            let chunk = &bytes[..bytes.len().min(4096 - at % 4096)];
+            if let Some(i) = chunk.iter().position(|&b| b != 0) {
+                return Some(at + i);
+            }
+            at += chunk.len();
+        }
+        None
+    }
+
+    /// The end of the last non-zero byte in `from..end` (or `from` if there is none).
+    pub fn nonzero_end(&self, from: usize, end: usize) -> usize {
+        let mut last = from;
+        let mut at = from;
+        while let Some(p) = self.next_nonzero(at, end) {
+            let bytes = self.data.read(p, end).unwrap_or_default();
+            let run = bytes.iter().take(4096 - p % 4096).rposition(|&b| b != 0).map_or(1, |i| i + 1);
+            last = p + run;
+            at = p + bytes.len().min(4096 - p % 4096);
+        }
+        last
+    }
+
+    /// The first CRC-valid batch that starts in `from..end` at or after `from` and could
+    /// continue a log whose next offset is `next_offset` (its base offset is above it, by
+    /// less than 2^32): what tells damage followed by valid data from a torn tail. Cheap
+    /// checks (length, version, offset range) run before any CRC, and zero runs are
+    /// skipped, so scanning a pre-allocated tail or random junk stays fast.
+    pub fn valid_batch_after(&self, from: usize, end: usize, next_offset: u64) -> Option<usize> {
+        let plausible = |pos: usize| {
+            self.header_at(pos, end).is_some_and(|h| {
+                h.version == crate::format::FORMAT_VERSION
+                    && h.base_offset > next_offset
+                    && h.base_offset - next_offset < 1 << 32
+                    && h.next_offset() > h.base_offset
+            }) && self.batch_at(pos, end, true).is_ok()
+        };
+        let mut at = from;
+        while at + BATCH_HEADER_LEN <= end {
+            // A batch's length field (bytes 8..12) is never zero, so a batch can start at
+            // most 11 bytes before the first non-zero byte.
+            let nonzero = self.next_nonzero(at, end)?;
+            let first = at.max(nonzero.saturating_sub(11));
+            let run_end = {
+                let bytes = self.data.read(nonzero, end).unwrap_or_default();
+                nonzero + bytes.iter().take(4096).position(|&b| b == 0).unwrap_or(bytes.len().min(4096))
+            };
+            if let Some(pos) = (first..=run_end.min(end.saturating_sub(BATCH_HEADER_LEN))).find(|&p| plausible(p)) {
+                return Some(pos);
+            }
+            at = run_end.max(at + 1);
+        }
+        None
+    }
+
     /// Largest timestamp in a sealed segment, computed on first use from the last time
     /// index entry and the batch headers after it. If the headers cannot be walked to the
     /// end (damage), the answer is `i64::MAX`: "unknown", so time lookups still search the
