@@ -30,7 +30,7 @@ from tidelog.errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from tidelog.store import FsyncPolicy, OnFull, Store, open
+from tidelog.store import FsyncPolicy, OnCorruption, OnFull, Store, open
 from tidelog.transaction import Transaction
 from tidelog.workqueue import Job, LockLostError, WorkQueue
 
@@ -45,6 +45,7 @@ __all__ = [
     "Message",
     "MessageTooLargeError",
     "OffsetOutOfRangeError",
+    "OnCorruption",
     "OnFull",
     "OutOfOrderSequenceError",
     "PartitionNotFoundError",

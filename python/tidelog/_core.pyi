@@ -37,6 +37,7 @@ __all__ = [
     "__version__",
     "inspect_segment",
     "partition_for_key",
+    "recovery_events",
     "segment_files",
 ]
 
@@ -245,6 +246,7 @@ class Store:
         max_message_bytes: int | None = None,
         index_interval_bytes: int = 4096,
         producer_expiry_ms: int = 604800000,
+        on_corruption: str = "raise",
     ) -> Store: ...
     @property
     def path(self) -> str: ...
@@ -267,4 +269,5 @@ class Store:
 
 def inspect_segment(path: str | os.PathLike[str], *, records: bool = False) -> dict[str, Any]: ...
 def segment_files(partition_dir: str | os.PathLike[str]) -> list[pathlib.Path]: ...
+def recovery_events(partition_dir: str | os.PathLike[str]) -> list[dict[str, Any]]: ...
 def partition_for_key(key: bytes, partitions: int) -> int: ...

@@ -1,5 +1,5 @@
-//! `inspect_segment` and `segment_files`: offline views of segment files for the CLI's
-//! `dump` and `verify`.
+//! `inspect_segment`, `segment_files` and `recovery_events`: offline views of a partition's
+//! files for the CLI's `dump` and `verify` and for `Store.stats()`.
 
 use std::path::PathBuf;
 
@@ -90,4 +90,29 @@ pub fn inspect_segment<'py>(py: Python<'py>, path: PathBuf, records: bool) -> Py
 #[pyfunction]
 pub fn segment_files(py: Python<'_>, partition_dir: PathBuf) -> PyResult<Vec<PathBuf>> {
     run_detached(py, || inspect::segment_files(&partition_dir))
+}
+
+/// What recovery removed from the partition in `partition_dir`, oldest first: dicts with
+/// `kind` ("torn_tail" or "quarantined"), `time_ms`, `segment_base`, `position`, `bytes`,
+/// `first_offset`, `end_offset` (offsets `first_offset..end_offset` were removed, as far as
+/// the removed bytes tell) and `path` (the quarantine file, or None for a torn tail).
+#[pyfunction]
+pub fn recovery_events<'py>(py: Python<'py>, partition_dir: PathBuf) -> PyResult<Bound<'py, PyList>> {
+    let events = run_detached(py, || tidelog_core::log::lost::read_events(&partition_dir))?;
+    let out = PyList::empty(py);
+    for e in events {
+        let d = PyDict::new(py);
+        d.set_item("kind", e.kind.name())?;
+        d.set_item("time_ms", e.time_ms)?;
+        d.set_item("segment_base", e.segment_base)?;
+        d.set_item("position", e.position)?;
+        d.set_item("bytes", e.bytes)?;
+        d.set_item("first_offset", e.first_offset)?;
+        d.set_item("end_offset", e.end_offset)?;
+        let path = (!e.file.is_empty())
+            .then(|| partition_dir.join(tidelog_core::log::lost::QUARANTINE_DIR).join(&e.file));
+        d.set_item("path", path.map(|p| p.to_string_lossy().into_owned()))?;
+        out.append(d)?;
+    }
+    Ok(out)
 }

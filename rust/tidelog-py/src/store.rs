@@ -7,7 +7,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tidelog_core::producer::identity::Identity;
-use tidelog_core::{FsyncPolicy, LogConfig, Store};
+use tidelog_core::{FsyncPolicy, LogConfig, OnCorruption, Store};
 
 use crate::errors::InvalidConfigError;
 use crate::gil::run_detached;
@@ -39,7 +39,7 @@ impl PyStore {
     #[pyo3(signature = (
         path, *, segment_bytes=67108864, segment_ms=Some(604800000), retention_bytes=None,
         retention_ms=None, fsync="never", fsync_interval_ms=1000, max_message_bytes=None,
-        index_interval_bytes=4096, producer_expiry_ms=604800000,
+        index_interval_bytes=4096, producer_expiry_ms=604800000, on_corruption="raise",
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of tidelog.open
     fn new(
@@ -54,7 +54,17 @@ impl PyStore {
         max_message_bytes: Option<i64>,
         index_interval_bytes: i64,
         producer_expiry_ms: i64,
+        on_corruption: &str,
     ) -> PyResult<Self> {
+        let on_corruption = match on_corruption {
+            "raise" => OnCorruption::Raise,
+            "quarantine" => OnCorruption::Quarantine,
+            other => {
+                return Err(InvalidConfigError::new_err(format!(
+                    "on_corruption must be \"raise\" or \"quarantine\", got {other:?}"
+                )))
+            }
+        };
         let fsync = match fsync {
             "never" => FsyncPolicy::Never,
             "always" => FsyncPolicy::Always,
@@ -83,6 +93,7 @@ impl PyStore {
                 Some(n) => positive("max_message_bytes", n)?,
                 None => (1 << 20).min(segment_bytes.max(0) as usize / 2).max(1),
             },
+            on_corruption,
         };
         let store = run_detached(py, || Store::open(&path, config))?;
         Ok(PyStore { inner: Arc::new(store) })
