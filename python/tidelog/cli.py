@@ -1520,7 +1520,7 @@ def _build_parser() -> _Parser:
         "repair",
         _cmd_repair,
         "Recover every partition, moving damaged data aside",
-        "Opens every topic of the store with on_corruption=\"quarantine\": damage in a\n"
+        'Opens every topic of the store with on_corruption="quarantine": damage in a\n'
         "partition's newest segment that is followed by valid batches (which a plain open\n"
         "refuses) is moved, with everything after it, into <partition>/quarantine/ and\n"
         "recorded; torn tails are truncated. Prints what was removed. Run it while no\n"

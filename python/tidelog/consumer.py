@@ -63,8 +63,7 @@ class Consumer:
             raise InvalidConfigError(f"start must be 'earliest' or 'latest', got {start!r}")
         if auto_offset_reset not in (None, "earliest", "latest"):
             raise InvalidConfigError(
-                "auto_offset_reset must be None, 'earliest' or 'latest', "
-                f"got {auto_offset_reset!r}"
+                f"auto_offset_reset must be None, 'earliest' or 'latest', got {auto_offset_reset!r}"
             )
         if not isinstance(group, str) or not group:
             raise TypeError("group must be a non-empty str")

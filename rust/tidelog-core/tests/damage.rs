@@ -185,7 +185,8 @@ fn every_flip(index_interval_bytes: usize, n: u64) {
     for at in 0..end {
         let copy = scratch.path().join(format!("{at}"));
         std::fs::create_dir(&copy).expect("mkdir");
-        for name in [file_name(0, FileKind::Data), file_name(0, FileKind::Index), file_name(0, FileKind::TimeIndex)]
+        for name in
+            [file_name(0, FileKind::Data), file_name(0, FileKind::Index), file_name(0, FileKind::TimeIndex)]
         {
             std::fs::copy(dir.path().join(&name), copy.join(&name)).expect("copy");
         }
@@ -197,7 +198,10 @@ fn every_flip(index_interval_bytes: usize, n: u64) {
         match PartitionLog::open(&copy, "t", 0, cfg.clone()) {
             Err(Error::Corrupt { .. }) => {
                 assert!(!last, "byte {at}: a damaged last batch is a torn tail, not an error");
-                assert!(same_data(&std::fs::read(&copy_data).unwrap(), &damaged_bytes), "byte {at}: refused open wrote");
+                assert!(
+                    same_data(&std::fs::read(&copy_data).unwrap(), &damaged_bytes),
+                    "byte {at}: refused open wrote"
+                );
             }
             Err(e) => panic!("byte {at}: {e}"),
             Ok(log) => {
@@ -236,7 +240,10 @@ fn every_flip(index_interval_bytes: usize, n: u64) {
             let start = moved.len().checked_sub(end - p).unwrap_or_else(|| {
                 panic!("byte {at}: batch at offset {offset} neither in the log nor quarantined")
             });
-            assert!(moved[start..start + (e - p)] == pristine[p..e], "byte {at}: offset {offset} quarantined damaged");
+            assert!(
+                moved[start..start + (e - p)] == pristine[p..e],
+                "byte {at}: offset {offset} quarantined damaged"
+            );
         }
         std::fs::remove_dir_all(&copy).expect("clean");
     }

@@ -135,11 +135,8 @@ impl LossEvent {
 pub fn record(partition_dir: &Path, event: &LossEvent) -> Result<()> {
     let path = partition_dir.join(EVENTS_FILE);
     let existed = path.exists();
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
+    let mut file =
+        OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
     file.write_all(&event.encode()).map_err(|e| Error::io("write", &path, e))?;
     file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
     if !existed {

@@ -112,6 +112,34 @@ pub struct Scan {
     pub next_offset: u64,
 }
 
+/// Bytes read at a time when looking for data past the valid batches.
+const STREAM_CHUNK: usize = 64 << 10;
+
+/// Index of the first non-zero byte. Whole zero blocks are skipped with an OR-fold, which
+/// the compiler vectorises.
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    let mut base = 0;
+    for block in bytes.chunks(256) {
+        if block.iter().fold(0u8, |a, &b| a | b) != 0 {
+            return block.iter().position(|&b| b != 0).map(|i| base + i);
+        }
+        base += block.len();
+    }
+    None
+}
+
+/// Index of the last non-zero byte.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    let blocks = bytes.len().div_ceil(256);
+    (0..blocks).rev().find_map(|k| {
+        let block = &bytes[k * 256..((k + 1) * 256).min(bytes.len())];
+        if block.iter().fold(0u8, |a, &b| a | b) == 0 {
+            return None;
+        }
+        block.iter().rposition(|&b| b != 0).map(|i| k * 256 + i)
+    })
+}
+
 /// Index cadence used when rebuilding a sealed segment's index (the writer's cadence is a
 /// store setting; any cadence gives correct lookups).
 const REBUILT_INDEX_INTERVAL: usize = 4096;
@@ -376,44 +404,72 @@ impl Segment {
         scan
     }
 
-    /// The first position in `from..end` whose byte is not zero. Runs of the file that hold
-    /// no data (holes, unwritten pre-allocated blocks: the untouched part of an active
-    /// segment) are skipped with `SEEK_DATA` instead of being read, so the pre-allocated
-    /// tail costs nothing unless something was written there.
-    pub fn next_nonzero(&self, from: usize, end: usize) -> Option<usize> {
+    /// Streams the bytes of `from..end` to `f` in chunks (position, bytes) until it returns
+    /// false. Runs of the active data file that hold no data (holes, unwritten
+    /// pre-allocated blocks) are skipped with `SEEK_DATA`/`SEEK_HOLE`, and the rest is read
+    /// with `pread` rather than through the map: pre-allocated zeros that a writer's
+    /// prefault left in the page cache then cost a copy, not a page fault each.
+    fn stream(&self, from: usize, end: usize, mut f: impl FnMut(usize, &[u8]) -> bool) {
+        use rustix::fs::{seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
+        let Some(files) = &self.files else {
+            if let Some(bytes) = self.data.read(from.min(end), end) {
+                for (i, chunk) in bytes.chunks(STREAM_CHUNK).enumerate() {
+                    if !f(from + i * STREAM_CHUNK, chunk) {
+                        return;
+                    }
+                }
+            }
+            return;
+        };
+        let mut buf = vec![0u8; STREAM_CHUNK];
         let mut at = from;
         while at < end {
-            if let Some(files) = &self.files {
-                match rustix::fs::seek(&files.data, rustix::fs::SeekFrom::Data(at as u64)) {
-                    Ok(data) => at = at.max(data as usize),
-                    Err(rustix::io::Errno::NXIO) => return None,
-                    Err(_) => {}
+            let mut stop = end;
+            match seek(&files.data, SeekFrom::Data(at as u64)) {
+                Ok(data) => {
+                    at = at.max(data as usize);
+                    if let Ok(hole) = seek(&files.data, SeekFrom::Hole(at as u64)) {
+                        stop = stop.min((hole as usize).max(at + 1));
+                    }
                 }
-                if at >= end {
-                    return None;
+                Err(rustix::io::Errno::NXIO) => return,
+                Err(_) => {}
+            }
+            while at < stop {
+                let n = (stop - at).min(buf.len());
+                match files.data.read_at(&mut buf[..n], at as u64) {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => {
+                        if !f(at, &buf[..read]) {
+                            return;
+                        }
+                        at += read;
+                    }
                 }
             }
-            let bytes = self.data.read(at, end)?;
-            // One page at a time, so the next SEEK_DATA can skip a hole that starts there.
-            let chunk = &bytes[..bytes.len().min(4096 - at % 4096)];
-            if let Some(i) = chunk.iter().position(|&b| b != 0) {
-                return Some(at + i);
-            }
-            at += chunk.len();
         }
-        None
+    }
+
+    /// The first position in `from..end` whose byte is not zero.
+    pub fn next_nonzero(&self, from: usize, end: usize) -> Option<usize> {
+        let mut found = None;
+        self.stream(from, end, |at, chunk| {
+            found = first_nonzero(chunk).map(|i| at + i);
+            found.is_none()
+        });
+        found
     }
 
     /// The end of the last non-zero byte in `from..end` (or `from` if there is none).
     pub fn nonzero_end(&self, from: usize, end: usize) -> usize {
         let mut last = from;
-        let mut at = from;
-        while let Some(p) = self.next_nonzero(at, end) {
-            let bytes = self.data.read(p, end).unwrap_or_default();
-            let run = bytes.iter().take(4096 - p % 4096).rposition(|&b| b != 0).map_or(1, |i| i + 1);
-            last = p + run;
-            at = p + bytes.len().min(4096 - p % 4096);
-        }
+        self.stream(from, end, |at, chunk| {
+            if let Some(i) = last_nonzero(chunk) {
+                last = at + i + 1;
+            }
+            true
+        });
         last
     }
 
@@ -441,7 +497,9 @@ impl Segment {
                 let bytes = self.data.read(nonzero, end).unwrap_or_default();
                 nonzero + bytes.iter().take(4096).position(|&b| b == 0).unwrap_or(bytes.len().min(4096))
             };
-            if let Some(pos) = (first..=run_end.min(end.saturating_sub(BATCH_HEADER_LEN))).find(|&p| plausible(p)) {
+            if let Some(pos) =
+                (first..=run_end.min(end.saturating_sub(BATCH_HEADER_LEN))).find(|&p| plausible(p))
+            {
                 return Some(pos);
             }
             at = run_end.max(at + 1);
