@@ -330,3 +330,80 @@ fn a_failed_repair_leaves_the_lock_usable_and_the_next_locker_repairs() {
     let r = Record { timestamp: 1, key: None, value: b"after", headers: &[] };
     assert_eq!(log.append(&[r], BatchMeta::plain(0), true).unwrap().unwrap().base_offset, 20);
 }
+
+#[test]
+fn a_published_batch_that_reads_back_as_zeros_is_recorded() {
+    // As a power loss can leave it: the head (control block) says 50 messages, the data
+    // holds 49 and then zeros. Nothing to move, but the removal is remembered.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batches = fill(dir.path(), config(256), 50);
+    let path = data_path(dir.path());
+    let &(pos, offset, end) = batches.last().expect("batches");
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[pos..end].fill(0);
+    std::fs::write(&path, bytes).expect("write");
+    let log = PartitionLog::open(dir.path(), "t", 0, config(256)).expect("open");
+    assert_eq!(log.end_offset().unwrap(), offset);
+    let events = read_events(dir.path()).expect("events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].kind, events[0].bytes), (LossKind::TornTail, 0));
+    assert_eq!((events[0].first_offset, events[0].end_offset), (offset, 50));
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_never_truncated_and_reads_name_it() {
+    // Open does not scan sealed segments (they were synced when sealed): the damage stays
+    // where it is, reads of it fail naming the file, every other batch stays readable.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig { segment_bytes: 4096, ..config(256) };
+    {
+        let log = PartitionLog::open(dir.path(), "t", 0, cfg.clone()).expect("open");
+        for i in 0..200u64 {
+            let value = value_of(i);
+            let r = Record { timestamp: 1, key: None, value: &value, headers: &[] };
+            log.append(&[r], BatchMeta::plain(0), true).unwrap();
+        }
+        assert!(log.segment_count().unwrap() > 2);
+    }
+    let sealed = data_path(dir.path());
+    let (pos, offset, _) = batches(&sealed)[10];
+    flip(&sealed, pos + 70, 1);
+    let log = PartitionLog::open(dir.path(), "t", 0, cfg).expect("open");
+    assert_eq!(log.end_offset().unwrap(), 200);
+    match log.read(offset, 1, 1 << 20) {
+        Err(Error::Corrupt { path, position, .. }) => assert_eq!((path, position), (sealed, pos as u64)),
+        other => panic!("expected a corruption error, got {:?}", other.map(|r| r.count)),
+    }
+    let after = values(&log, offset + 1).expect("later batches readable");
+    assert_eq!(after.len() as u64, 200 - offset - 1);
+    assert!(read_events(dir.path()).expect("events").is_empty());
+}
+
+#[test]
+fn valid_batches_after_a_long_run_of_zeros_are_still_found() {
+    // A batch whose value is 200 KiB of zeros, its length field damaged: the valid batches
+    // after the zeros must still be seen, so the open refuses instead of truncating.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig { segment_bytes: 1 << 20, max_message_bytes: 512 << 10, ..config(1 << 20) };
+    {
+        let log = PartitionLog::open(dir.path(), "t", 0, cfg.clone()).expect("open");
+        let zeros = vec![0u8; 200 << 10];
+        for i in 0..11u64 {
+            let value = if i == 5 { zeros.clone() } else { value_of(i) };
+            let r = Record { timestamp: 1, key: None, value: &value, headers: &[] };
+            log.append(&[r], BatchMeta::plain(0), true).unwrap();
+        }
+    }
+    let path = data_path(dir.path());
+    let (pos, offset, _) = batches(&path)[5];
+    flip(&path, pos + 10, 4); // the batch length
+    match PartitionLog::open(dir.path(), "t", 0, cfg.clone()) {
+        Err(Error::Corrupt { position, offset: o, .. }) => assert_eq!((position, o), (pos as u64, offset)),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(log) => panic!("opened with end offset {}", log.end_offset().unwrap()),
+    }
+    let log = PartitionLog::open(dir.path(), "t", 0, quarantining(cfg)).expect("quarantine");
+    assert_eq!(log.end_offset().unwrap(), 5);
+    let events = read_events(dir.path()).expect("events");
+    assert_eq!((events[0].first_offset, events[0].end_offset), (5, 11));
+}

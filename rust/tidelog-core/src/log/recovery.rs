@@ -61,6 +61,12 @@ pub(super) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>> {
     Ok(bases)
 }
 
+/// Zero bytes in a row after which recovery takes the written part of a segment to have
+/// ended (see [`Segment::written_end`]). Only a batch holding a longer run of zeros (values
+/// of 256 KiB or more of zeros) whose header is also damaged could make valid batches after
+/// it look like a torn tail, and even then the cut is recorded, never silent.
+const WRITTEN_GAP_BYTES: usize = 256 << 10;
+
 /// The offset after the batch at `pos` as its header claims, if the header is plausible
 /// for a batch starting at `first` (else `first`: the removed bytes tell nothing).
 fn claimed_end(active: &Segment, pos: usize, end: usize, first: u64) -> u64 {
@@ -84,11 +90,13 @@ impl PartitionLog {
     ) -> Result<LossEvent> {
         // The highest offset the moved bytes hold: walk each valid run after the damage.
         let mut lost_end = claimed_end(active, from, data_len, first);
+        let mut to = to;
         let mut at = Some(found);
         while let Some(pos) = at {
             let h = active.header_at(pos, data_len).expect("a valid batch");
             let run = active.scan(pos, data_len, usize::MAX, i64::MIN, h.base_offset);
             lost_end = lost_end.max(run.next_offset);
+            to = to.max(run.end);
             at = active.valid_batch_after(run.end, data_len, run.next_offset);
         }
         let dir = self.dir.join(QUARANTINE_DIR);
@@ -156,12 +164,21 @@ impl PartitionLog {
         let scan = active.scan(pos, data_len, self.config.index_interval_bytes, max_before, first);
         // Whatever is not zero after the valid data is either a torn tail (nothing valid
         // after it: truncated) or damage followed by valid batches (never cut silently).
-        let damage_end = active.nonzero_end(scan.end, data_len);
+        let hinted_pos = hint.map_or(0, |h| h.committed_pos as usize);
+        let damage_end = active.written_end(scan.end, hinted_pos, data_len, WRITTEN_GAP_BYTES);
+        // Valid batches may end in zeros: they are looked for a little past the last
+        // non-zero byte.
+        let search_end = data_len.min(damage_end + WRITTEN_GAP_BYTES);
         let torn = damage_end > scan.end;
-        if torn {
+        // The head said there was more (a power loss took pages that had been published, or
+        // the bytes since read as zeros): recorded too, even with nothing left to move.
+        let hinted_end = hint.map_or(0, |h| h.next_offset);
+        if torn || hinted_end > scan.next_offset {
             // The batch at `scan.end` itself is the damaged one (a valid CRC with a wrong offset
             // is damage to its header), so the search for valid data starts after it.
-            let event = match active.valid_batch_after(scan.end + 1, data_len, scan.next_offset) {
+            let found =
+                if torn { active.valid_batch_after(scan.end + 1, data_len, scan.next_offset) } else { None };
+            let mut event = match found {
                 None => LossEvent {
                     kind: LossKind::TornTail,
                     time_ms: now_ms(),
@@ -187,9 +204,10 @@ impl PartitionLog {
                             ),
                         ));
                     }
-                    self.quarantine(&active, scan.end, damage_end, scan.next_offset, found, data_len)?
+                    self.quarantine(&active, scan.end, damage_end, scan.next_offset, found, search_end)?
                 }
             };
+            event.end_offset = event.end_offset.max(hinted_end);
             lost::record(&self.dir, &event)?;
         }
         active.data.unpublish_after(guard, scan.end);

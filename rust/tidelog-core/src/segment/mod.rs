@@ -83,6 +83,9 @@ impl SegmentPaths {
 pub struct Segment {
     /// Offset of the first batch.
     pub base: u64,
+    /// Size of the data file when it was opened, before an active segment's files were
+    /// grown to capacity.
+    pub initial_len: usize,
     /// Its files.
     pub paths: SegmentPaths,
     /// The batches. Shared so zero-copy reads can outlive the segment's place in the log.
@@ -206,6 +209,7 @@ impl Segment {
         let data = open_rw(&paths.data, true)?;
         let index = open_rw(&paths.index, true)?;
         let time_index = open_rw(&paths.time_index, true)?;
+        let initial_len = file_len(&data, &paths.data)?;
         // A segment that was sealed and then became active again (recovery after a crash
         // mid-roll) may be larger than the configured capacity: map all of it.
         let capacity = capacity.max(file_len(&data, &paths.data)?);
@@ -219,6 +223,7 @@ impl Segment {
         let time_len = file_len(&time_index, &paths.time_index)?;
         Ok(Segment {
             base,
+            initial_len,
             data: Arc::new(map(&data, &paths.data, capacity, published)?),
             index: map(&index, &paths.index, index_len, index_entries * INDEX_ENTRY_BYTES)?,
             time_index: map(
@@ -248,6 +253,7 @@ impl Segment {
         );
         let mut segment = Segment {
             base,
+            initial_len: data_len,
             index: FileMap::map_readonly(&data_file, 0).map_err(|e| Error::io("mmap", &paths.data, e))?,
             time_index: FileMap::map_readonly(&data_file, 0)
                 .map_err(|e| Error::io("mmap", &paths.data, e))?,
@@ -461,14 +467,19 @@ impl Segment {
         found
     }
 
-    /// The end of the last non-zero byte in `from..end` (or `from` if there is none).
-    pub fn nonzero_end(&self, from: usize, end: usize) -> usize {
+    /// Where the bytes written past `from` end: the end of the last non-zero byte, looking
+    /// at least up to `at_least` and then until `gap` zero bytes in a row (or the end of
+    /// what the file held when it was opened: a trimmed segment's pre-allocated growth was
+    /// never written). Bounded so that opening does not read a whole pre-allocated segment
+    /// of zeros; a batch holding more than `gap` zero bytes in a row whose header is
+    /// damaged is the one case this can take for the end of the data.
+    pub fn written_end(&self, from: usize, at_least: usize, end: usize, gap: usize) -> usize {
         let mut last = from;
-        self.stream(from, end, |at, chunk| {
+        self.stream(from, end.min(self.initial_len), |at, chunk| {
             if let Some(i) = last_nonzero(chunk) {
                 last = at + i + 1;
             }
-            true
+            at + chunk.len() < at_least.max(last) + gap
         });
         last
     }
