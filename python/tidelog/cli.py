@@ -1015,6 +1015,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     store_dir = _existing_store_dir(args)
     targets = _verify_targets(store_dir, args.topics)
     work = [(label, seg) for label, d in targets for seg in _core.segment_files(d)]
+    newest = {label: seg for label, seg in work}  # each partition's active segment
     problems = batches = 0
     with _progress(not args.quiet and sys.stderr.isatty()) as progress:
         task = progress.add_task("verifying", total=len(work))
@@ -1027,8 +1028,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             except (TidelogError, OSError) as e:
                 found.append(f"{seg}:0: offset ?: cannot inspect: {e}")
                 report = None
+            notes: list[str] = []
             if report is not None:
-                found += [_problem_line(p) for p in report["problems"]]
+                torn = newest[label] == seg and _torn_tail(report)
+                lines = [_problem_line(p) for p in report["problems"]]
+                if torn:
+                    notes = [
+                        f"{line} (torn tail: truncated when the store opens)" for line in lines
+                    ]
+                else:
+                    found += lines
                 batches += len(report["batches"])
                 base = int(report["base_offset"])
                 if previous is not None and previous[0] == label and previous[1] != base:
@@ -1038,7 +1047,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                     )
                 last = report["batches"][-1]["last_offset"] + 1 if report["batches"] else base
                 previous = (label, last)
-            for line in found:
+            for line in [*found, *notes]:
                 print(line, flush=True)
             problems += len(found)
             progress.advance(task)
@@ -1053,6 +1062,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             f"{problems or 'no'} problem{'s' if problems != 1 else ''}"
         )
     return EXIT_ERROR if problems else 0
+
+
+def _torn_tail(report: dict[str, Any]) -> bool:
+    """True when a segment's problems are a torn tail (see ``inspect_segment``).
+
+    In a partition's newest segment that is what a crash in the middle of an append leaves,
+    and opening the store truncates it (recording it). Index entries pointing past the
+    intact batches go with it.
+    """
+    if not report["torn_tail"]:
+        return False
+    intact = [b for b in report["batches"] if b["crc_ok"]]
+    after = max((b["last_offset"] + 1 for b in intact), default=report["base_offset"])
+    return all(p["offset"] >= after for p in report["problems"] if p["path"] != report["path"])
 
 
 def _event_line(label: str, event: dict[str, Any]) -> str:

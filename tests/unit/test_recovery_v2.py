@@ -175,6 +175,30 @@ def test_verify_passes_an_empty_partition_left_by_a_crash(tmp_path: Path) -> Non
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_verify_passes_a_torn_tail_left_by_a_crash_but_not_damage_before_valid_data(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import os, tidelog\n"
+        f"s = tidelog.open({str(tmp_path)!r})\n"
+        "t = s.create_topic('t')\n"
+        "for i in range(50): t.append(b'message %d' % i)\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    log = _active_log(tmp_path)
+    end = len(log.read_bytes().rstrip(b"\0"))
+    with open(log, "r+b") as f:  # half a batch, as a kill in the middle of an append leaves
+        f.seek(end)
+        f.write(bytes(range(1, 60)))
+    out = _cli("verify", "--dir", tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "torn tail" in out.stdout
+    _flip(log, 100)
+    out = _cli("verify", "--dir", tmp_path)
+    assert out.returncode == 1, out.stdout
+
+
 def test_repair_command_quarantines_and_then_the_store_opens(tmp_path: Path) -> None:
     _fill(tmp_path)
     _flip(_active_log(tmp_path), 2000)

@@ -13,6 +13,7 @@ use crate::gil::run_detached;
 /// Walks every batch of one segment data file and checks CRCs, offsets and indexes.
 ///
 /// Returns a dict: `path`, `base_offset`, `file_len`, `valid_end`, `index_entries`,
+/// `torn_tail` (the problems are what a crash mid-append leaves: nothing intact after them),
 /// `batches` (a list of dicts with the header fields and `crc_ok`; with `records=True` each
 /// also has `records`, a list of dicts with `offset`, `timestamp_ms`, `key`, `value`,
 /// `headers`), and `problems` (dicts with `path`, `position`, `offset`, `reason`).
@@ -34,6 +35,7 @@ pub fn inspect_segment<'py>(py: Python<'py>, path: PathBuf, records: bool) -> Py
     out.set_item("file_len", report.file_len)?;
     out.set_item("valid_end", report.valid_end)?;
     out.set_item("index_entries", report.index_entries)?;
+    out.set_item("torn_tail", report.torn_tail)?;
     let batches = PyList::empty(py);
     for b in &report.batches {
         let h = &b.header;
