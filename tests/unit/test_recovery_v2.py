@@ -270,3 +270,22 @@ def test_auto_offset_reset_is_checked(tmp_path: Path) -> None:
 def test_on_corruption_is_checked(tmp_path: Path) -> None:
     with pytest.raises(tidelog.InvalidConfigError):
         tidelog.open(tmp_path, on_corruption="ignore")  # type: ignore[arg-type]
+
+
+def test_a_work_queue_whose_state_is_past_removed_data_raises(tmp_path: Path) -> None:
+    _fill(tmp_path)
+    with tidelog.open(tmp_path) as store, store.work_queue("t", group="w") as queue:
+        done = 0
+        while done < 300:
+            jobs = queue.acquire_many(100, timeout=1.0)
+            for job in jobs:
+                queue.ack(job)
+            done += len(jobs)
+    log = _active_log(tmp_path)
+    _flip(log, _after_last_index_entry(log))
+    with tidelog.open(tmp_path, on_corruption="quarantine") as store:
+        t = store.topic("t")
+        assert t.end_offset(0) < 300
+        t.append(b"new", partition=0)
+        with store.work_queue("t", group="w") as queue, pytest.raises(OffsetOutOfRangeError):
+            queue.acquire(timeout=0.1)

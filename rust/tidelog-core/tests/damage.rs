@@ -407,3 +407,36 @@ fn valid_batches_after_a_long_run_of_zeros_are_still_found() {
     let events = read_events(dir.path()).expect("events");
     assert_eq!((events[0].first_offset, events[0].end_offset), (5, 11));
 }
+
+#[test]
+fn a_damaged_tail_found_while_another_handle_is_open_is_cut_for_both() {
+    // Item 8a: a handle still open (a Topic referenced past close) keeps the control block
+    // shared; the next open must still check the tail against the data, and the cut must
+    // hold for the older handle too (appends continue at the new end, not the old one).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig { segment_bytes: 1 << 16, ..config(256) };
+    let old = PartitionLog::open(dir.path(), "t", 0, cfg.clone()).expect("open");
+    for i in 0..10u64 {
+        let value = value_of(i);
+        let r = Record { timestamp: 1, key: None, value: &value, headers: &[] };
+        old.append(&[r], BatchMeta::plain(0), false).unwrap();
+    }
+    let path = data_path(dir.path());
+    let all = batches(&path);
+    let &(pos, offset, end) = all.last().expect("batches");
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open data");
+    f.write_all_at(&vec![0u8; end - pos - 20], (pos + 20) as u64).expect("zero the last record");
+    let new = PartitionLog::open(dir.path(), "t", 0, cfg).expect("second open");
+    assert_eq!(new.end_offset().unwrap(), offset);
+    assert_eq!(values(&new, 0).expect("readable").len() as u64, offset);
+    let r = Record { timestamp: 1, key: None, value: b"after", headers: &[] };
+    assert_eq!(old.append(&[r], BatchMeta::plain(0), false).unwrap().unwrap().base_offset, offset);
+    assert_eq!(new.append(&[r], BatchMeta::plain(0), false).unwrap().unwrap().base_offset, offset + 1);
+    for log in [&old, &new] {
+        let got = values(log, 0).expect("readable");
+        assert_eq!(got.len() as u64, offset + 2);
+        assert_eq!(got[offset as usize].1, b"after");
+    }
+    assert_eq!(read_events(dir.path()).expect("events").len(), 1);
+}

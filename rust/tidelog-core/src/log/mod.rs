@@ -678,7 +678,14 @@ impl PartitionLog {
         let old = self.read_view()?.segments.clone();
         let mut segments = Vec::with_capacity(bases.len());
         for &base in bases.iter().filter(|&&b| b >= head.log_start) {
-            let reuse = old.iter().find(|s| s.base == base && (s.is_active() == (base == head.active_base)));
+            // An active segment mapped as readable past the head is not reused: recovery cut
+            // published data (damage found while others had it open), and appends and reads
+            // must not go by the old end.
+            let reuse = old.iter().find(|s| {
+                s.base == base
+                    && (s.is_active() == (base == head.active_base))
+                    && !(s.is_active() && s.data.readable() > head.committed_pos as usize)
+            });
             let seg = match reuse {
                 Some(s) => s.clone(),
                 None if base == head.active_base => Arc::new(Segment::open_active(
