@@ -8,8 +8,9 @@
 //! batch can never be mistaken for data later. If a valid batch that could continue the log
 //! follows the damage, it is not a torn tail: opening refuses, or with
 //! [`OnCorruption::Quarantine`] the damaged part and everything after it are copied into
-//! `quarantine/` (synced) before the cut. Either removal is recorded ([`super::lost`]). The index entries after the starting point are rewritten from the walk, so a
-//! missing or damaged index of the active segment is rebuilt as a side effect.
+//! `quarantine/` (synced) before the cut. Either removal is recorded ([`super::lost`]).
+//! The index entries after the starting point are rewritten from the walk, so a missing or
+//! damaged index of the active segment is rebuilt as a side effect.
 
 use std::path::Path;
 
@@ -176,8 +177,11 @@ impl PartitionLog {
         if torn || hinted_end > scan.next_offset {
             // The batch at `scan.end` itself is the damaged one (a valid CRC with a wrong offset
             // is damage to its header), so the search for valid data starts after it.
-            let found =
-                if torn { active.valid_batch_after(scan.end + 1, data_len, scan.next_offset) } else { None };
+            let found = if torn {
+                active.valid_batch_after(scan.end + 1, search_end, scan.next_offset)
+            } else {
+                None
+            };
             let mut event = match found {
                 None => LossEvent {
                     kind: LossKind::TornTail,
@@ -191,7 +195,7 @@ impl PartitionLog {
                 },
                 Some(found) => {
                     if self.config.on_corruption == OnCorruption::Raise {
-                        let h = active.header_at(found, data_len).expect("a valid batch");
+                        let h = active.header_at(found, search_end).expect("a valid batch");
                         return Err(active.corrupt(
                             scan.end,
                             scan.next_offset,
