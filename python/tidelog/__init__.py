@@ -31,7 +31,7 @@ from tidelog.errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from tidelog.store import FsyncPolicy, OnFull, Store, open
+from tidelog.store import FsyncPolicy, OnCorruption, OnFull, Store, open
 from tidelog.transaction import Transaction
 from tidelog.workqueue import Job, LockLostError, WorkQueue
 
@@ -46,6 +46,7 @@ __all__ = [
     "Message",
     "MessageTooLargeError",
     "OffsetOutOfRangeError",
+    "OnCorruption",
     "OnFull",
     "OutOfOrderSequenceError",
     "PartitionNotFoundError",

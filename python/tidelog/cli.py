@@ -1049,6 +1049,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     targets = _verify_targets(store_dir, args.topics)
     work = [(label, seg) for label, d in targets for seg in _core.segment_files(d)]
     queues = [(t, g) for t, g in list_queues(store_dir) if not args.topics or t in args.topics]
+    newest = {label: seg for label, seg in work}  # each partition's active segment
     problems = batches = 0
     with _progress(not args.quiet and sys.stderr.isatty()) as progress:
         task = progress.add_task("verifying", total=len(work) + len(queues))
@@ -1061,8 +1062,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             except (TidelogError, OSError) as e:
                 found.append(f"{seg}:0: offset ?: cannot inspect: {e}")
                 report = None
+            notes: list[str] = []
             if report is not None:
-                found += [_problem_line(p) for p in report["problems"]]
+                torn = newest[label] == seg and _torn_tail(report)
+                lines = [_problem_line(p) for p in report["problems"]]
+                if torn:
+                    notes = [
+                        f"{line} (torn tail: truncated when the store opens)" for line in lines
+                    ]
+                else:
+                    found += lines
                 batches += len(report["batches"])
                 base = int(report["base_offset"])
                 if previous is not None and previous[0] == label and previous[1] != base:
@@ -1072,7 +1081,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                     )
                 last = report["batches"][-1]["last_offset"] + 1 if report["batches"] else base
                 previous = (label, last)
-            for line in found:
+            for line in [*found, *notes]:
                 print(line, flush=True)
             problems += len(found)
             progress.advance(task)
@@ -1086,6 +1095,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 print(f"work queue {group!r} of topic {topic!r}: {e}", flush=True)
                 problems += 1
             progress.advance(task)
+for label, d in targets:
+    found, notes = _recovery_lines(label, d)
+    for line in [*found, *notes]:
+        print(line, flush=True)
+    problems += len(found)
     if not args.quiet:
         also = f" and {len(queues)} work queues" if queues else ""
         print(
@@ -1093,6 +1107,75 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             f"{also}: {problems or 'no'} problem{'s' if problems != 1 else ''}"
         )
     return EXIT_ERROR if problems else 0
+
+
+def _torn_tail(report: dict[str, Any]) -> bool:
+    """True when a segment's problems are a torn tail (see ``inspect_segment``).
+
+    In a partition's newest segment that is what a crash in the middle of an append leaves,
+    and opening the store truncates it (recording it). Index entries pointing past the
+    intact batches go with it.
+    """
+    if not report["torn_tail"]:
+        return False
+    intact = [b for b in report["batches"] if b["crc_ok"]]
+    after = max((b["last_offset"] + 1 for b in intact), default=report["base_offset"])
+    return all(p["offset"] >= after for p in report["problems"] if p["path"] != report["path"])
+
+
+def _event_line(label: str, event: dict[str, Any]) -> str:
+    when = datetime.fromtimestamp(event["time_ms"] / 1000, tz=UTC).isoformat(timespec="seconds")
+    first, end = event["first_offset"], event["end_offset"]
+    offsets = f"offsets {first}..{end - 1}" if end > first else f"from offset {first}"
+    where = f" into {event['path']}" if event["path"] else ""
+    return (
+        f"{label}: {event['kind']}: {offsets} ({event['bytes']} bytes at position "
+        f"{event['position']} of segment {event['segment_base']}) removed by recovery at "
+        f"{when}{where}"
+    )
+
+
+def _recovery_lines(label: str, partition_dir: Path) -> tuple[list[str], list[str]]:
+    """(problems, notes) from what recovery removed from a partition.
+
+    Quarantined data is a problem (damage was found and data moved aside until someone
+    looks at it); a truncated torn tail is what a crash leaves, so only a note.
+    """
+    try:
+        events = _core.recovery_events(partition_dir)
+    except (TidelogError, OSError) as e:
+        return [f"{partition_dir}:0: offset ?: cannot read recovery records: {e}"], []
+    problems = [_event_line(label, e) for e in events if e["kind"] == "quarantined"]
+    notes = [_event_line(label, e) for e in events if e["kind"] != "quarantined"]
+    return problems, notes
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    store_dir = Path(args.store) if args.store else _existing_store_dir(args)
+    if not (store_dir / STORE_MARKER).is_file():
+        raise CliError(f"{str(store_dir)!r} is not a tidelog store (no {STORE_MARKER})")
+
+    def events() -> list[dict[str, Any]]:
+        from tidelog.stats import recovery_events
+
+        names = [
+            d.name
+            for d in (store_dir / "topics").iterdir()
+            if not d.name.startswith(".") and (d / TOPIC_META).is_file()
+        ]
+        return recovery_events(str(store_dir), sorted(names))
+
+    before = len(events())
+    with tidelog.open(store_dir, on_corruption="quarantine") as store:
+        # Opening a partition is what recovers it.
+        for name in store.topics(internal=True):
+            store.topic(name)
+    repaired = events()[before:]
+    for event in repaired:
+        print(_event_line(f"{event['topic']}/{event['partition']}", event))
+    if not repaired:
+        print("nothing to repair")
+    return 0
 
 
 # --- bench -------------------------------------------------------------------------------
@@ -1515,11 +1598,26 @@ def _build_parser() -> _Parser:
         "Each work queue's snapshot and journal are checked too (a torn tail left by a\n"
         "crash is not a problem: the next member truncates it).\n"
         "Prints each problem as 'path:position: offset N: reason' and exits 1 if there\n"
-        "is any.",
+        "is any. Also lists what recovery removed: data moved to quarantine is a problem,\n"
+        "a truncated torn tail (what a crash leaves) only a note.",
     )
     sub.add_argument("topics", nargs="*", metavar="TOPIC", help="only these topics")
     sub.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
+    )
+
+    sub = command(
+        "repair",
+        _cmd_repair,
+        "Recover every partition, moving damaged data aside",
+        'Opens every topic of the store with on_corruption="quarantine": damage in a\n'
+        "partition's newest segment that is followed by valid batches (which a plain open\n"
+        "refuses) is moved, with everything after it, into <partition>/quarantine/ and\n"
+        "recorded; torn tails are truncated. Prints what was removed. Run it while no\n"
+        "other process has the store open (a partition in use is not recovered).",
+    )
+    sub.add_argument(
+        "store", nargs="?", metavar="DIR", help="the store directory (instead of --dir)"
     )
 
     sub = command(

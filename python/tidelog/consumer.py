@@ -7,6 +7,7 @@ within microseconds.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, RebalanceError
 from tidelog._fork import Born
 from tidelog.groups import Membership
-from tidelog.offsets import OffsetStore
+from tidelog.offsets import Committed, OffsetStore
 
 if TYPE_CHECKING:
     from tidelog.store import Store
@@ -55,6 +56,7 @@ class Consumer:
         lease_seconds: float = 3.0,
         on_assign: PartitionCallback | None = None,
         on_revoke: PartitionCallback | None = None,
+        auto_offset_reset: Start | None = None,
     ) -> None:
         """Joins ``group`` on ``topic``; see :meth:`tidelog.Store.consumer`."""
         if delivery not in ("at-most-once", "at-least-once", "exactly-once"):
@@ -64,6 +66,10 @@ class Consumer:
             )
         if start not in ("earliest", "latest"):
             raise InvalidConfigError(f"start must be 'earliest' or 'latest', got {start!r}")
+        if auto_offset_reset not in (None, "earliest", "latest"):
+            raise InvalidConfigError(
+                f"auto_offset_reset must be None, 'earliest' or 'latest', got {auto_offset_reset!r}"
+            )
         check_text(group, "group", empty=False)
         if isinstance(max_poll_messages, bool) or not isinstance(max_poll_messages, int):
             raise TypeError(
@@ -80,6 +86,11 @@ class Consumer:
         self.topic, self.group = topic, group
         self.delivery: Delivery = delivery
         self._start: Start = start
+        self._reset: Start | None = auto_offset_reset
+        self._store_path = store.path
+        # Partitions whose committed offset points into messages that recovery removed:
+        # poll raises OffsetOutOfRangeError (this message) until seek() moves them.
+        self._out_of_range: dict[int, str] = {}
         self.max_poll_messages = max_poll_messages
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._positions: dict[int, int] = {}
@@ -121,6 +132,7 @@ class Consumer:
         added = [p for p in now if p not in previous]
         for p in revoked:
             self._unresolved.discard(p)
+            self._out_of_range.pop(p, None)
             self._positions.pop(p, None)
             self._delivered.pop(p, None)
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
@@ -145,7 +157,14 @@ class Consumer:
         committed = self._offsets.committed(self.group, self.topic) if partitions else {}
         for p in partitions:
             start, end = self._topic.start_offset(p), self._topic.end_offset(p)
-            if p in committed:
+            stale = self._stale(p, committed[p], end) if p in committed else None
+            if stale is not None:
+                if self._reset is None:
+                    self._positions[p] = min(max(committed[p].offset, start), end)
+                    self._out_of_range[p] = stale
+                else:
+                    self._positions[p] = start if self._reset == "earliest" else end
+            elif p in committed:
                 self._positions[p] = min(max(committed[p].offset, start), end)
             elif self._start == "earliest":
                 self._positions[p] = start
@@ -154,6 +173,35 @@ class Consumer:
                 # once it commits.
                 self._positions[p] = self._topic.last_stable_offset(p)
             self._origin[p] = self._positions[p]
+
+    def _stale(self, partition: int, committed: Committed, end: int) -> str | None:
+        """Why ``committed`` no longer points where the group left off, or None.
+
+        A commit above the end of the log, or older than a recovery that removed offsets
+        below it (those offsets were, or will be, handed out again to other messages), is
+        stale: resuming from it would silently skip or re-read the wrong messages.
+        """
+        where = f"group {self.group!r} on {self.topic!r} partition {partition}"
+        advice = "seek() or use auto_offset_reset='earliest'|'latest'"
+        if committed.offset > end:
+            return (
+                f"committed offset {committed.offset} of {where} is past the end of the log "
+                f"({end}): messages were removed by recovery; {advice}"
+            )
+        directory = os.path.join(self._store_path, "topics", self.topic, str(partition))
+        try:
+            events = _core.recovery_events(directory)
+        except FileNotFoundError:
+            return None
+        for e in events:
+            if e["first_offset"] < committed.offset and committed.timestamp_ms <= e["time_ms"]:
+                return (
+                    f"committed offset {committed.offset} of {where} points into offsets "
+                    f"{e['first_offset']}..{e['end_offset']} that recovery removed "
+                    f"({e['kind']}); offsets from {e['first_offset']} now belong to other "
+                    f"messages; {advice}"
+                )
+        return None
 
     def _held_back(self, partition: int | None = None, at: int = 0) -> None:
         """Reading may be stopped at a transaction still open: finish it if its producer died.
@@ -205,11 +253,28 @@ class Consumer:
         self._resolve()
         idle = self._paused | self._unresolved
         assigned = [p for p in sorted(self._positions) if p not in idle]
+        stale = [p for p in assigned if p in self._out_of_range]
+        if stale:
+            raise OffsetOutOfRangeError(self._out_of_range[stale[0]])
         for i in range(len(assigned)):
             p = assigned[(self._next_partition + i) % len(assigned)]
             try:
                 batch = self._topic.read_batch(p, self._positions[p], max_messages=limit - len(out))
             except OffsetOutOfRangeError:
+                end = self._topic.end_offset(p)
+                if self._positions[p] > end:
+                    # Recovery removed messages below our position while we were reading.
+                    if self._reset is None:
+                        self._out_of_range[p] = (
+                            f"position {self._positions[p]} of group {self.group!r} on "
+                            f"{self.topic!r} partition {p} is past the end of the log ({end}): "
+                            "messages were removed by recovery; seek() or use "
+                            "auto_offset_reset='earliest'|'latest'"
+                        )
+                        raise OffsetOutOfRangeError(self._out_of_range[p]) from None
+                    start = self._topic.start_offset(p)
+                    self._positions[p] = start if self._reset == "earliest" else end
+                    continue
                 # Retention removed what we were about to read: continue from the start.
                 self._positions[p] = self._topic.start_offset(p)
                 continue
@@ -497,6 +562,7 @@ class Consumer:
                 f"the log starts at offset {start} and the next offset is {end}"
             )
         self._positions[partition] = offset
+        self._out_of_range.pop(partition, None)
         # What was delivered before the seek must not be committed past the new position.
         self._delivered.pop(partition, None)
         self._buffer = deque(m for m in self._buffer if m.partition != partition)

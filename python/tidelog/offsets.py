@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 from tidelog import _core
@@ -34,10 +35,15 @@ _RESET = -2
 
 @dataclass(frozen=True)
 class Committed:
-    """A committed position: the next offset to read, and optional metadata."""
+    """A committed position: the next offset to read, and optional metadata.
+
+    ``timestamp_ms`` is when the commit was written (the commit record's timestamp): a
+    commit older than a recovery that removed the offsets it points into is stale.
+    """
 
     offset: int
     metadata: str = ""
+    timestamp_ms: int = 0
 
 
 _ONE = struct.Struct("<HqIIqH")
@@ -83,8 +89,8 @@ class OffsetStore:
         self._read_upto = [self._topic.start_offset(p) for p in range(_PARTITIONS)]
         # Per offsets partition, the (group, topic) pairs with a commit in an open transaction.
         self._pending: list[set[tuple[str, str]]] = [set() for _ in range(_PARTITIONS)]
-        # Newest commit per (group, topic) and partition, as (offset, metadata).
-        self._cache: dict[tuple[str, str], dict[int, tuple[int, str]]] = {}
+        # Newest commit per (group, topic) and partition, as (offset, metadata, time in ms).
+        self._cache: dict[tuple[str, str], dict[int, tuple[int, str, int]]] = {}
         self._routes: dict[tuple[str, str], tuple[bytes, int]] = {}
 
     def _route(self, group: str, topic: str) -> tuple[bytes, int]:
@@ -114,11 +120,14 @@ class OffsetStore:
         if not offsets:
             return
         key, partition = self._route(group, topic)
-        self._topic.append(_encode(generation, offsets, metadata), key=key, partition=partition)
+        now = int(time.time() * 1000)
+        self._topic.append(
+            _encode(generation, offsets, metadata), key=key, partition=partition, timestamp_ms=now
+        )
         with self._lock:
             cached = self._cache.setdefault((group, topic), {})
             for p, o in offsets.items():
-                cached[p] = (o, metadata)
+                cached[p] = (o, metadata, now)
 
     def send_commit(
         self,
@@ -152,7 +161,7 @@ class OffsetStore:
         with self._lock:
             self._catch_up(partition)
             cached = self._cache.get((group, topic), {})
-            return {p: Committed(o, m) for p, (o, m) in cached.items()}
+            return {p: Committed(o, m, t) for p, (o, m, t) in cached.items()}
 
     def groups(self) -> dict[tuple[str, str], dict[int, Committed]]:
         """Every (group, topic) with its committed offsets."""
@@ -160,7 +169,8 @@ class OffsetStore:
             for p in range(_PARTITIONS):
                 self._catch_up(p)
             return {
-                k: {p: Committed(o, m) for p, (o, m) in v.items()} for k, v in self._cache.items()
+                k: {p: Committed(o, m, t) for p, (o, m, t) in v.items()}
+                for k, v in self._cache.items()
             }
 
     def has_pending(self, group: str, topic: str) -> bool:
@@ -203,7 +213,10 @@ class OffsetStore:
                 if commits is None:
                     self._cache.pop((group, topic), None)
                 else:
-                    self._cache.setdefault((group, topic), {}).update(commits)
+                    stamp = msg.timestamp_ms
+                    self._cache.setdefault((group, topic), {}).update(
+                        {p: (o, m, stamp) for p, (o, m) in commits.items()}
+                    )
             if batch.next_offset == at:
                 break
             at = batch.next_offset

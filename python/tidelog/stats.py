@@ -7,9 +7,11 @@ compared or serialised as JSON with its integer partition keys turned into strin
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from tidelog import _core
 from tidelog._core import TopicNotFoundError
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class StoreStats(TypedDict):
     groups: dict[str, Any]
     work_queues: dict[str, Any]
     producers: dict[str, Any]
+    recovery: list[dict[str, Any]]
 
 
 def partition_stats(topic: Topic, partition: int) -> PartitionStats:
@@ -131,7 +134,31 @@ def store_stats(store: Store) -> StoreStats:
         "groups": _groups(store),
         "work_queues": work_queue_overview(store),
         "producers": _producers(store),
+        "recovery": recovery_events(store.path, store.topics(internal=True)),
     }
+
+
+def recovery_events(store_path: str, topics: list[str]) -> list[dict[str, Any]]:
+    """What recovery removed from the partitions of ``topics``, oldest first.
+
+    Read from each partition's record file (see :func:`tidelog._core.recovery_events`),
+    without opening the partitions. Each event also names its ``topic`` and ``partition``.
+    """
+    events: list[dict[str, Any]] = []
+    for name in topics:
+        topic_dir = os.path.join(store_path, "topics", name)
+        try:
+            partitions = sorted(int(d) for d in os.listdir(topic_dir) if d.isdigit())
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        for p in partitions:
+            try:
+                found = _core.recovery_events(os.path.join(topic_dir, str(p)))
+            except FileNotFoundError:
+                continue
+            events.extend({"topic": name, "partition": p, **e} for e in found)
+    events.sort(key=lambda e: e["time_ms"])
+    return events
 
 
 def _groups(store: Store) -> dict[str, dict[str, GroupInfo]]:

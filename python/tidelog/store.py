@@ -31,9 +31,10 @@ from tidelog.workqueue import WorkQueue
 if TYPE_CHECKING:
     from tidelog.stats import StoreStats
 
-__all__ = ["FsyncPolicy", "OnFull", "Store", "open"]
+__all__ = ["FsyncPolicy", "OnCorruption", "OnFull", "Store", "open"]
 
 FsyncPolicy = Literal["never", "interval", "always"]
+OnCorruption = Literal["raise", "quarantine"]
 OnFull = Literal["block", "raise", "shed"]
 
 
@@ -76,6 +77,7 @@ class Store:
         cleanup_policy: str | _Unset = _UNSET,
         delete_retention_ms: int | _Unset = _UNSET,
         compression: str | _Unset = _UNSET,
+        on_corruption: OnCorruption = "raise",
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
         self._born = Born()
@@ -113,6 +115,7 @@ class Store:
                 delete_retention_ms=delete_retention_ms,
                 compression=compression,
             ),
+            on_corruption=on_corruption,
         )
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
@@ -298,6 +301,11 @@ class Store:
               total (see :func:`tidelog.stats.work_queue_stats`).
             - ``producers``: producer name -> its ``stats()`` (buffered, dropped, ...).
               Empty until producers exist.
+            - ``recovery``: what recovery ever removed from a partition, oldest first: dicts
+              with ``topic``, ``partition``, ``kind`` (``"torn_tail"``: truncated;
+              ``"quarantined"``: moved aside), ``time_ms``, ``segment_base``, ``position``,
+              ``bytes``, ``first_offset`` and ``end_offset`` (the offsets removed, as far as
+              the removed bytes tell) and ``path`` (the quarantine file, or None).
 
             Values are read one after another without stopping writers, so concurrent
             appends may make them slightly inconsistent with each other.
@@ -408,6 +416,7 @@ class Store:
         lease_seconds: float = 3.0,
         on_assign: Callable[[list[int]], None] | None = None,
         on_revoke: Callable[[list[int]], None] | None = None,
+        auto_offset_reset: Start | None = None,
     ) -> Consumer:
         """Joins consumer group ``group`` on ``topic`` and returns the member.
 
@@ -433,6 +442,13 @@ class Store:
             lease_seconds: How long a silent member keeps its partitions.
             on_assign: Called with the partitions this member gains.
             on_revoke: Called with the partitions this member loses.
+            auto_offset_reset: What to do when the group's committed offset of a partition
+                points into messages that recovery removed (see ``on_corruption`` of
+                :func:`tidelog.open`; the offsets there now belong, or will belong, to other
+                messages). ``None`` (default): ``poll`` raises
+                :class:`OffsetOutOfRangeError` for that partition until :meth:`Consumer.seek`
+                moves it; ``"earliest"`` or ``"latest"``: continue from the log's start or
+                end.
 
         Returns:
             The consumer, also a context manager and an iterator of messages.
@@ -450,6 +466,7 @@ class Store:
             lease_seconds=lease_seconds,
             on_assign=on_assign,
             on_revoke=on_revoke,
+            auto_offset_reset=auto_offset_reset,
         )
         self._consumers.add(consumer)
         return consumer
@@ -633,11 +650,15 @@ def open(
     cleanup_policy: str | _Unset = _UNSET,
     delete_retention_ms: int | _Unset = _UNSET,
     compression: str | _Unset = _UNSET,
+    on_corruption: OnCorruption = "raise",
 ) -> Store:
     """Opens the store in ``path``, creating the directory if it is missing.
 
-    Opening always checks the end of each partition's active segment and truncates a torn
-    or damaged tail left by a crash, whatever the previous shutdown was.
+    Opening a partition (when a topic is first used) checks the end of its active segment,
+    whatever the previous shutdown was. A torn tail (an incomplete or damaged batch with
+    nothing valid after it, as a crash leaves) is truncated and counted in
+    ``stats()["recovery"]``. Damage followed by valid batches is never truncated silently:
+    see ``on_corruption``.
 
     The settings that shape files (``segment_bytes``, ``index_interval_bytes``,
     ``max_message_bytes``, ``retention_bytes``, ``retention_ms``, ``cleanup_policy``,
@@ -669,6 +690,14 @@ def open(
         producer_expiry_ms: A partition forgets an idempotent producer that wrote nothing
             to it for this long (its sequence numbers and epoch), as Kafka's
             ``producer.id.expiration.ms``.
+        on_corruption: ``"raise"`` (default): opening a partition whose active segment holds
+            damage followed by valid batches raises :class:`CorruptRecordError` naming the
+            file and position, and changes nothing. ``"quarantine"``: the damaged part and
+            everything after it are moved intact into ``<partition>/quarantine/`` (copied
+            and synced before the log is cut), what was removed is recorded, and the
+            partition opens; ``stats()["recovery"]`` and ``tidelog verify`` report it from
+            then on, and consumer groups committed past the cut get
+            :class:`OffsetOutOfRangeError` (see ``auto_offset_reset``).
 
     Returns:
         The open store.
@@ -695,6 +724,7 @@ def open(
         cleanup_policy=cleanup_policy,
         delete_retention_ms=delete_retention_ms,
         compression=compression,
+        on_corruption=on_corruption,
     )
 
 

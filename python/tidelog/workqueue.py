@@ -216,6 +216,23 @@ class WorkQueue:
         self._next_partition += 1
         return batch, claimed
 
+    def _beyond_end(self, state: QueueState) -> str | None:
+        """Why the queue's state cannot go on, or None.
+
+        State above the end of a partition's log means recovery removed messages the queue
+        had handed out or finished (see ``Store.stats()["recovery"]``): the offsets there
+        will be given to new messages, which the state would take for finished ones.
+        """
+        for p, part in enumerate(state.partitions):
+            end = self._topic.end_offset(p)
+            if part.frontier > end:
+                return (
+                    f"work queue {self.group!r} on {self.topic!r} partition {p} handed out "
+                    f"offsets up to {part.frontier - 1}, but the log now ends at offset {end}: "
+                    "messages were removed by recovery (see Store.stats()['recovery'])"
+                )
+        return None
+
     def _jobs(self, batch: Batch, claimed: list[Claim]) -> list[Job]:
         """The jobs of the claimed runs (read outside the lock).
 
@@ -353,6 +370,10 @@ class WorkQueue:
                 with self._journal.locked() as state:
                     ops: list[Op] = []
                     self._settle_ops(state, ops, acks, return_ready=True)
+                    beyond = self._beyond_end(state)
+                    if beyond:
+                        self._journal.write(self.member_id, ops)  # the acks still count
+                        raise OffsetOutOfRangeError(beyond)
                     batch, claimed = self._take(state, limit, ops)
                     self._journal.write(self.member_id, ops)
                     now = _now_ms()

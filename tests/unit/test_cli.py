@@ -29,6 +29,7 @@ COMMANDS = [
     "producers",
     "dump",
     "verify",
+    "repair",
     "bench",
 ]
 

@@ -52,6 +52,11 @@ pub struct SegmentReport {
     pub file_len: u64,
     /// Entries in the offset index file (0 if it is missing).
     pub index_entries: u64,
+    /// The data problems all lie after the last intact batch and no CRC-valid batch that
+    /// could continue the log follows them: in a partition's newest segment, the torn tail
+    /// a crash in the middle of an append leaves (opening truncates it). False when there is
+    /// no problem or intact data follows the damage.
+    pub torn_tail: bool,
 }
 
 /// Inspects the segment whose data file is `data_path`.
@@ -59,6 +64,52 @@ pub struct SegmentReport {
 /// # Errors
 /// I/O errors opening or mapping the file, or a name that is not a segment data file.
 pub fn inspect_segment(data_path: &Path) -> Result<SegmentReport> {
+    let mut report = walk_segment(data_path)?;
+    if let Some((first_bad, expected)) = first_damage(&report) {
+        let map = map_file(data_path)?;
+        report.torn_tail = !valid_batch_after(map.published(), first_bad + 1, expected);
+    }
+    Ok(report)
+}
+
+/// Position and expected offset of the first problem in the data file, if any.
+fn first_damage(report: &SegmentReport) -> Option<(usize, u64)> {
+    let position = report.problems.iter().filter(|p| p.path == report.path).map(|p| p.position).min()?;
+    let expected = report
+        .batches
+        .iter()
+        .take_while(|b| b.position < position)
+        .last()
+        .map_or(report.base_offset, |b| b.header.next_offset());
+    Some((position as usize, expected))
+}
+
+/// Whether a CRC-valid batch that could continue a log expecting offset `expected` starts
+/// anywhere at or after `from` (recovery's test for damage followed by valid batches).
+fn valid_batch_after(bytes: &[u8], from: usize, expected: u64) -> bool {
+    let mut at = from;
+    while at + BATCH_HEADER_LEN <= bytes.len() {
+        let Some(nonzero) = bytes[at..].iter().position(|&b| b != 0).map(|i| at + i) else {
+            return false;
+        };
+        // A batch may start up to 11 bytes before its first non-zero byte (its length).
+        for p in at.max(nonzero.saturating_sub(11))..=nonzero.min(bytes.len() - BATCH_HEADER_LEN) {
+            let h = BatchHeader::read(&bytes[p..]).expect("length checked");
+            let plausible = h.version == crate::format::FORMAT_VERSION
+                && h.base_offset > expected
+                && h.base_offset - expected < 1 << 32
+                && h.total_len >= BATCH_HEADER_LEN
+                && p + h.total_len <= bytes.len();
+            if plausible && BatchView::parse(&bytes[p..p + h.total_len], true).is_ok() {
+                return true;
+            }
+        }
+        at = nonzero + 1;
+    }
+    false
+}
+
+fn walk_segment(data_path: &Path) -> Result<SegmentReport> {
     let name = data_path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let Some((base, FileKind::Data)) = parse_file_name(name) else {
         return Err(Error::InvalidConfig(format!(
@@ -76,6 +127,7 @@ pub fn inspect_segment(data_path: &Path) -> Result<SegmentReport> {
         valid_end: 0,
         file_len: bytes.len() as u64,
         index_entries: 0,
+        torn_tail: false,
     };
     let problem = |report: &mut SegmentReport, position: usize, offset: u64, reason: String| {
         report.problems.push(Problem {
@@ -155,8 +207,14 @@ fn finish(mut report: SegmentReport, data_path: &Path) -> Result<SegmentReport> 
     let mut b = 0;
     for i in 0..index.len() {
         let (rel, pos) = index.get(i);
-        if (rel, pos) == (0, 0) && i > 0 {
-            break; // pre-allocated zero entries of an active segment
+        let zero_time = i < time.len() && {
+            let t = time.get(i);
+            (t.relative_offset, t.position, t.max_timestamp_before) == (0, 0, 0)
+        };
+        // Pre-allocated zero entries of an active segment; a real first entry has a
+        // batch at position 0 and a time entry of i64::MIN.
+        if (rel, pos) == (0, 0) && (i > 0 || (report.batches.is_empty() && zero_time)) {
+            break;
         }
         report.index_entries += 1;
         while b < report.batches.len() && report.batches[b].position < u64::from(pos) {

@@ -27,5 +27,5 @@ pub mod statelog;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use log::{FsyncPolicy, LogConfig, PartitionLog};
+pub use log::{FsyncPolicy, LogConfig, OnCorruption, PartitionLog};
 pub use store::{Store, Topic};

@@ -1,5 +1,5 @@
-//! `inspect_segment` and `segment_files`: offline views of segment files for the CLI's
-//! `dump` and `verify`.
+//! `inspect_segment`, `segment_files` and `recovery_events`: offline views of a partition's
+//! files for the CLI's `dump` and `verify` and for `Store.stats()`.
 
 use std::path::PathBuf;
 
@@ -13,6 +13,7 @@ use crate::gil::run_detached;
 /// Walks every batch of one segment data file and checks CRCs, offsets and indexes.
 ///
 /// Returns a dict: `path`, `base_offset`, `file_len`, `valid_end`, `index_entries`,
+/// `torn_tail` (the problems are what a crash mid-append leaves: nothing intact after them),
 /// `batches` (a list of dicts with the header fields and `crc_ok`; with `records=True` each
 /// also has `records`, a list of dicts with `offset`, `timestamp_ms`, `key`, `value`,
 /// `headers`), and `problems` (dicts with `path`, `position`, `offset`, `reason`).
@@ -34,6 +35,7 @@ pub fn inspect_segment<'py>(py: Python<'py>, path: PathBuf, records: bool) -> Py
     out.set_item("file_len", report.file_len)?;
     out.set_item("valid_end", report.valid_end)?;
     out.set_item("index_entries", report.index_entries)?;
+    out.set_item("torn_tail", report.torn_tail)?;
     let batches = PyList::empty(py);
     for b in &report.batches {
         let h = &b.header;
@@ -90,4 +92,29 @@ pub fn inspect_segment<'py>(py: Python<'py>, path: PathBuf, records: bool) -> Py
 #[pyfunction]
 pub fn segment_files(py: Python<'_>, partition_dir: PathBuf) -> PyResult<Vec<PathBuf>> {
     run_detached(py, || inspect::segment_files(&partition_dir))
+}
+
+/// What recovery removed from the partition in `partition_dir`, oldest first: dicts with
+/// `kind` ("torn_tail" or "quarantined"), `time_ms`, `segment_base`, `position`, `bytes`,
+/// `first_offset`, `end_offset` (offsets `first_offset..end_offset` were removed, as far as
+/// the removed bytes tell) and `path` (the quarantine file, or None for a torn tail).
+#[pyfunction]
+pub fn recovery_events<'py>(py: Python<'py>, partition_dir: PathBuf) -> PyResult<Bound<'py, PyList>> {
+    let events = run_detached(py, || tidelog_core::log::lost::read_events(&partition_dir))?;
+    let out = PyList::empty(py);
+    for e in events {
+        let d = PyDict::new(py);
+        d.set_item("kind", e.kind.name())?;
+        d.set_item("time_ms", e.time_ms)?;
+        d.set_item("segment_base", e.segment_base)?;
+        d.set_item("position", e.position)?;
+        d.set_item("bytes", e.bytes)?;
+        d.set_item("first_offset", e.first_offset)?;
+        d.set_item("end_offset", e.end_offset)?;
+        let path = (!e.file.is_empty())
+            .then(|| partition_dir.join(tidelog_core::log::lost::QUARANTINE_DIR).join(&e.file));
+        d.set_item("path", path.map(|p| p.to_string_lossy().into_owned()))?;
+        out.append(d)?;
+    }
+    Ok(out)
 }

@@ -40,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<statelog::PyStateLog>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
     m.add_function(wrap_pyfunction!(statelog::read_state_log, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

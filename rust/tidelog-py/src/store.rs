@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 use tidelog_core::producer::identity::Identity;
 use tidelog_core::settings::{self, Kind, TopicSettings, Value};
-use tidelog_core::{FsyncPolicy, LogConfig, Store};
+use tidelog_core::{FsyncPolicy, LogConfig, OnCorruption, Store};
 
 use crate::args;
 use crate::errors::{InvalidConfigError, StoreClosedError};
@@ -97,7 +97,7 @@ impl PyStore {
     #[new]
     #[pyo3(signature = (
         path, *, segment_ms=Some(604800000), fsync="never", fsync_interval_ms=1000,
-        producer_expiry_ms=604800000, settings=None,
+        producer_expiry_ms=604800000, settings=None, on_corruption="raise",
     ))]
     fn new(
         py: Python<'_>,
@@ -107,7 +107,17 @@ impl PyStore {
         fsync_interval_ms: i64,
         producer_expiry_ms: i64,
         settings: Option<&Bound<'_, PyDict>>,
+        on_corruption: &str,
     ) -> PyResult<Self> {
+        let on_corruption = match on_corruption {
+            "raise" => OnCorruption::Raise,
+            "quarantine" => OnCorruption::Quarantine,
+            other => {
+                return Err(InvalidConfigError::new_err(format!(
+                    "on_corruption must be \"raise\" or \"quarantine\", got {other:?}"
+                )))
+            }
+        };
         let fsync = match fsync {
             "never" => FsyncPolicy::Never,
             "always" => FsyncPolicy::Always,
@@ -126,6 +136,7 @@ impl PyStore {
             segment_ms,
             producer_expiry_ms: positive("producer_expiry_ms", producer_expiry_ms)? as i64,
             fsync,
+            on_corruption,
             ..LogConfig::default()
         };
         let requested = settings_arg(settings)?;

@@ -15,6 +15,18 @@ pub enum FsyncPolicy {
     Always,
 }
 
+/// What opening a partition does with damage that is followed by valid batches (a torn
+/// tail, with nothing valid after it, is always truncated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnCorruption {
+    /// Refuse to open the partition: [`crate::Error::Corrupt`] names the file and position.
+    #[default]
+    Raise,
+    /// Move the damaged part and everything after it into `<partition>/quarantine/`, record
+    /// what was removed (see [`super::lost`]) and open.
+    Quarantine,
+}
+
 /// Settings shared by every partition of a store.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -36,6 +48,8 @@ pub struct LogConfig {
     /// there (its next batch may then start at any sequence), as Kafka's
     /// `producer.id.expiration.ms`.
     pub producer_expiry_ms: i64,
+    /// What opening does with damage followed by valid batches.
+    pub on_corruption: OnCorruption,
 }
 
 impl Default for LogConfig {
@@ -49,6 +63,7 @@ impl Default for LogConfig {
             fsync: FsyncPolicy::Never,
             max_message_bytes: 1 << 20,
             producer_expiry_ms: 7 * 24 * 3600 * 1000,
+            on_corruption: OnCorruption::Raise,
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod config;
 mod crc_worker;
 mod idempotence;
+pub mod lost;
 pub mod producers;
 mod read;
 mod recovery;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
-pub use self::config::{FsyncPolicy, LogConfig};
+pub use self::config::{FsyncPolicy, LogConfig, OnCorruption};
 use self::producers::{ProducerTable, Verdict};
 pub use self::read::{ReadChunk, ReadResult};
 use crate::format::{
@@ -225,7 +226,16 @@ impl PartitionLog {
                     let torn = guard.head();
                     log.recover(&mut guard, Some(torn), false)?;
                 }
-                None => log.refresh(&guard)?,
+                None => {
+                    log.refresh(&guard)?;
+                    // Live processes keep the head, but it is a claim about the data, not
+                    // proof: bytes damaged since (or a stale handle of this process keeping
+                    // the block "shared") must not be counted as messages.
+                    if !log.tail_intact(&guard)? {
+                        let head = guard.head();
+                        log.recover(&mut guard, Some(head), false)?;
+                    }
+                }
             }
         }
         log.control.end_open();
@@ -787,7 +797,14 @@ impl PartitionLog {
         let old = self.read_view()?.segments.clone();
         let mut segments = Vec::with_capacity(bases.len());
         for &base in bases.iter().filter(|&&b| b >= head.log_start) {
-            let reuse = old.iter().find(|s| s.base == base && (s.is_active() == (base == head.active_base)));
+            // An active segment mapped as readable past the head is not reused: recovery cut
+            // published data (damage found while others had it open), and appends and reads
+            // must not go by the old end.
+            let reuse = old.iter().find(|s| {
+                s.base == base
+                    && (s.is_active() == (base == head.active_base))
+                    && !(s.is_active() && s.data.readable() > head.committed_pos as usize)
+            });
             let seg = match reuse {
                 Some(s) => s.clone(),
                 None if base == head.active_base => Arc::new(Segment::open_active_as_created(
@@ -814,6 +831,28 @@ impl PartitionLog {
         active.time_index.observe_published(head.index_entries as usize * TIME_INDEX_ENTRY_BYTES);
         *self.view.write().map_err(|_| Error::Closed)? = View { generation: head.generation, segments };
         Ok(())
+    }
+
+    /// True when the published batches after the active segment's last index entry pass
+    /// their CRCs and continue each other's offsets: a bounded check (one index interval
+    /// plus a batch) of the part of the head most likely to be wrong.
+    fn tail_intact(&self, guard: &WriteGuard<'_>) -> Result<bool> {
+        let head = guard.head();
+        let view = self.read_view()?;
+        let active = view.active();
+        let end = head.committed_pos as usize;
+        let mut pos = head.last_index_pos as usize;
+        let mut expected = None;
+        while pos < end {
+            match active.batch_at(pos, end, true) {
+                Ok(b) if expected.is_none_or(|e| e == b.header.base_offset) => {
+                    expected = Some(b.header.next_offset());
+                    pos += b.header.total_len;
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(expected.is_none_or(|e| e == head.next_offset))
     }
 
     /// Closes this handle: waits for appends in progress in this process, refuses any

@@ -3,14 +3,19 @@
 //! Only the active segment can hold a torn tail (sealed segments were trimmed and, with a
 //! durable fsync policy, synced before the next segment was created), so recovery reads
 //! just its tail: it starts at the last index entry that still points at a valid batch and
-//! walks forward, checking CRCs and offset continuity, to the first bad batch. Everything
-//! from there on is zeroed, so the bytes of a torn batch can never be mistaken for data
-//! later. The index entries after the starting point are rewritten from the walk, so a
-//! missing or damaged index of the active segment is rebuilt as a side effect.
+//! walks forward, checking CRCs and offset continuity, to the first bad batch. If nothing
+//! valid follows (a torn tail), everything from there on is zeroed, so the bytes of a torn
+//! batch can never be mistaken for data later. If a valid batch that could continue the log
+//! follows the damage, it is not a torn tail: opening refuses, or with
+//! [`OnCorruption::Quarantine`] the damaged part and everything after it are copied into
+//! `quarantine/` (synced) before the cut. Either removal is recorded ([`super::lost`]).
+//! The index entries after the starting point are rewritten from the walk, so a missing or
+//! damaged index of the active segment is rebuilt as a side effect.
 
 use std::path::Path;
 
-use super::{now_ms, write_index_entry, PartitionLog, CONTROL_FILE};
+use super::lost::{self, LossEvent, LossKind, EVENTS_FILE, QUARANTINE_DIR};
+use super::{now_ms, write_index_entry, OnCorruption, PartitionLog, CONTROL_FILE};
 use crate::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment::{parse_file_name, FileKind, Segment};
 use crate::shm::{Head, WriteGuard};
@@ -29,7 +34,10 @@ pub(super) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>> {
         match parse_file_name(&name) {
             Some((base, FileKind::Data)) => bases.push(base),
             Some((base, _)) => indexes.push((base, entry.path())),
-            None if name == CONTROL_FILE || name.ends_with(super::idempotence::SNAPSHOT_SUFFIX) => {}
+            None if name == CONTROL_FILE
+                || name == EVENTS_FILE
+                || name == QUARANTINE_DIR
+                || name.ends_with(super::idempotence::SNAPSHOT_SUFFIX) => {}
             None if name.ends_with(".tmp") => {
                 if clean {
                     let _ = std::fs::remove_file(entry.path());
@@ -54,7 +62,63 @@ pub(super) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>> {
     Ok(bases)
 }
 
+/// Zero bytes in a row after which recovery takes the written part of a segment to have
+/// ended (see [`Segment::written_end`]). Only a batch holding a longer run of zeros (values
+/// of 256 KiB or more of zeros) whose header is also damaged could make valid batches after
+/// it look like a torn tail, and even then the cut is recorded, never silent.
+const WRITTEN_GAP_BYTES: usize = 256 << 10;
+
+/// The offset after the batch at `pos` as its header claims, if the header is plausible
+/// for a batch starting at `first` (else `first`: the removed bytes tell nothing).
+fn claimed_end(active: &Segment, pos: usize, end: usize, first: u64) -> u64 {
+    crate::format::BatchHeader::read(active.data.read(pos, end).unwrap_or_default())
+        .filter(|h| h.base_offset == first && h.version == crate::format::FORMAT_VERSION)
+        .map_or(first, |h| h.next_offset())
+}
+
 impl PartitionLog {
+    /// Copies `from..to` of the active segment (damage, then the valid batches from
+    /// `found` on) into the quarantine directory, synced, and returns the event to record.
+    /// The caller truncates only after this returns.
+    fn quarantine(
+        &self,
+        active: &Segment,
+        from: usize,
+        to: usize,
+        first: u64,
+        found: usize,
+        data_len: usize,
+    ) -> Result<LossEvent> {
+        // The highest offset the moved bytes hold: walk each valid run after the damage.
+        let mut lost_end = claimed_end(active, from, data_len, first);
+        let mut to = to;
+        let mut at = Some(found);
+        while let Some(pos) = at {
+            let h = active.header_at(pos, data_len).expect("a valid batch");
+            let run = active.scan(pos, data_len, usize::MAX, i64::MIN, h.base_offset);
+            lost_end = lost_end.max(run.next_offset);
+            to = to.max(run.end);
+            at = active.valid_batch_after(run.end, data_len, run.next_offset);
+        }
+        let dir = self.dir.join(QUARANTINE_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let time_ms = now_ms();
+        let file = format!("{:020}-{from:010}-{time_ms}.log", active.base);
+        let bytes = active.data.read(from, to).ok_or_else(|| active.corrupt(from, first, "unreadable"))?;
+        crate::segment::write_atomically(&dir.join(&file), bytes, true)?;
+        crate::segment::sync_dir(&self.dir)?;
+        Ok(LossEvent {
+            kind: LossKind::Quarantined,
+            time_ms,
+            segment_base: active.base,
+            position: from as u64,
+            bytes: (to - from) as u64,
+            first_offset: first,
+            end_offset: lost_end,
+            file,
+        })
+    }
+
     /// Rebuilds the head from the files. `hint` is what the control block held (valid after
     /// a process crash, possibly stale after a power loss); nothing in it is trusted
     /// without checking it against the data.
@@ -118,10 +182,57 @@ impl PartitionLog {
         // Entries kept from before may have been written at another cadence (the segment
         // was resized above): the rest is left unindexed rather than overflowing the index.
         scan.entries.truncate(active.index_slots().saturating_sub(kept));
-        let torn = active
-            .data
-            .read(scan.end, (scan.end + 64).min(data_len))
-            .is_some_and(|b| b.iter().any(|&x| x != 0));
+        // Whatever is not zero after the valid data is either a torn tail (nothing valid
+        // after it: truncated) or damage followed by valid batches (never cut silently).
+        let hinted_pos = hint.map_or(0, |h| h.committed_pos as usize);
+        let damage_end = active.written_end(scan.end, hinted_pos, data_len, WRITTEN_GAP_BYTES);
+        // Valid batches may end in zeros: they are looked for a little past the last
+        // non-zero byte.
+        let search_end = data_len.min(damage_end + WRITTEN_GAP_BYTES);
+        let torn = damage_end > scan.end;
+        // The head said there was more (a power loss took pages that had been published, or
+        // the bytes since read as zeros): recorded too, even with nothing left to move.
+        let hinted_end = hint.map_or(0, |h| h.next_offset);
+        if torn || hinted_end > scan.next_offset {
+            // The batch at `scan.end` itself is the damaged one (a valid CRC with a wrong offset
+            // is damage to its header), so the search for valid data starts after it.
+            let found = if torn {
+                active.valid_batch_after(scan.end + 1, search_end, scan.next_offset)
+            } else {
+                None
+            };
+            let mut event = match found {
+                None => LossEvent {
+                    kind: LossKind::TornTail,
+                    time_ms: now_ms(),
+                    segment_base: base,
+                    position: scan.end as u64,
+                    bytes: (damage_end - scan.end) as u64,
+                    first_offset: scan.next_offset,
+                    end_offset: claimed_end(&active, scan.end, data_len, scan.next_offset),
+                    file: String::new(),
+                },
+                Some(found) => {
+                    if self.config.on_corruption == OnCorruption::Raise {
+                        let h = active.header_at(found, search_end).expect("a valid batch");
+                        return Err(active.corrupt(
+                            scan.end,
+                            scan.next_offset,
+                            &format!(
+                                "damaged data followed by valid batches (offset {} at byte position \
+                                 {found}): not truncated; open with on_corruption=\"quarantine\" or \
+                                 run `tidelog repair` to move the damaged part and everything after \
+                                 it into {QUARANTINE_DIR}/",
+                                h.base_offset
+                            ),
+                        ));
+                    }
+                    self.quarantine(&active, scan.end, damage_end, scan.next_offset, found, search_end)?
+                }
+            };
+            event.end_offset = event.end_offset.max(hinted_end);
+            lost::record(&self.dir, &event)?;
+        }
         active.data.unpublish_after(guard, scan.end);
         active.index.unpublish_after(guard, kept * INDEX_ENTRY_BYTES);
         active.time_index.unpublish_after(guard, kept * TIME_INDEX_ENTRY_BYTES);

@@ -83,6 +83,9 @@ impl SegmentPaths {
 pub struct Segment {
     /// Offset of the first batch.
     pub base: u64,
+    /// Size of the data file when it was opened, before an active segment's files were
+    /// grown to capacity.
+    pub initial_len: usize,
     /// Its files.
     pub paths: SegmentPaths,
     /// The batches. Shared so zero-copy reads can outlive the segment's place in the log.
@@ -113,6 +116,34 @@ pub struct Scan {
     pub max_timestamp: i64,
     /// Offset after the last valid batch.
     pub next_offset: u64,
+}
+
+/// Bytes read at a time when looking for data past the valid batches.
+const STREAM_CHUNK: usize = 64 << 10;
+
+/// Index of the first non-zero byte. Whole zero blocks are skipped with an OR-fold, which
+/// the compiler vectorises.
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    let mut base = 0;
+    for block in bytes.chunks(256) {
+        if block.iter().fold(0u8, |a, &b| a | b) != 0 {
+            return block.iter().position(|&b| b != 0).map(|i| base + i);
+        }
+        base += block.len();
+    }
+    None
+}
+
+/// Index of the last non-zero byte.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    let blocks = bytes.len().div_ceil(256);
+    (0..blocks).rev().find_map(|k| {
+        let block = &bytes[k * 256..((k + 1) * 256).min(bytes.len())];
+        if block.iter().fold(0u8, |a, &b| a | b) == 0 {
+            return None;
+        }
+        block.iter().rposition(|&b| b != 0).map(|i| k * 256 + i)
+    })
 }
 
 /// Index cadence used when rebuilding a sealed segment's index (the writer's cadence is a
@@ -190,6 +221,7 @@ impl Segment {
         let data = open_rw(&paths.data, true)?;
         let index = open_rw(&paths.index, true)?;
         let time_index = open_rw(&paths.time_index, true)?;
+        let initial_len = file_len(&data, &paths.data)?;
         // A segment that was sealed and then became active again (recovery after a crash
         // mid-roll) may be larger than the configured capacity: map all of it.
         let capacity = capacity.max(file_len(&data, &paths.data)?);
@@ -201,6 +233,7 @@ impl Segment {
             base,
             ActiveFiles { data, index, time_index },
             capacity,
+            initial_len,
             published,
             index_entries,
         )
@@ -243,6 +276,7 @@ impl Segment {
             base,
             ActiveFiles { data, index, time_index },
             capacity,
+            capacity,
             published,
             index_entries,
         )
@@ -253,6 +287,7 @@ impl Segment {
         base: u64,
         files: ActiveFiles,
         capacity: usize,
+        initial_len: usize,
         published: usize,
         index_entries: usize,
     ) -> Result<Self> {
@@ -264,6 +299,7 @@ impl Segment {
         let slots = (index_len / INDEX_ENTRY_BYTES).min(time_len / TIME_INDEX_ENTRY_BYTES);
         Ok(Segment {
             base,
+            initial_len,
             data: Arc::new(map(&files.data, &paths.data, capacity, published)?),
             index: map(&files.index, &paths.index, index_len, index_entries * INDEX_ENTRY_BYTES)?,
             time_index: map(
@@ -304,6 +340,7 @@ impl Segment {
         );
         let mut segment = Segment {
             base,
+            initial_len: data_len,
             index: FileMap::map_readonly(&data_file, 0).map_err(|e| Error::io("mmap", &paths.data, e))?,
             time_index: FileMap::map_readonly(&data_file, 0)
                 .map_err(|e| Error::io("mmap", &paths.data, e))?,
@@ -459,6 +496,114 @@ impl Segment {
             scan.end += h.total_len;
         }
         scan
+    }
+
+    /// Streams the bytes of `from..end` to `f` in chunks (position, bytes) until it returns
+    /// false. Runs of the active data file that hold no data (holes, unwritten
+    /// pre-allocated blocks) are skipped with `SEEK_DATA`/`SEEK_HOLE`, and the rest is read
+    /// with `pread` rather than through the map: pre-allocated zeros that a writer's
+    /// prefault left in the page cache then cost a copy, not a page fault each.
+    fn stream(&self, from: usize, end: usize, mut f: impl FnMut(usize, &[u8]) -> bool) {
+        use rustix::fs::{seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
+        let Some(files) = &self.files else {
+            if let Some(bytes) = self.data.read(from.min(end), end) {
+                for (i, chunk) in bytes.chunks(STREAM_CHUNK).enumerate() {
+                    if !f(from + i * STREAM_CHUNK, chunk) {
+                        return;
+                    }
+                }
+            }
+            return;
+        };
+        let mut buf = vec![0u8; STREAM_CHUNK];
+        let mut at = from;
+        while at < end {
+            let mut stop = end;
+            match seek(&files.data, SeekFrom::Data(at as u64)) {
+                Ok(data) => {
+                    at = at.max(data as usize);
+                    if let Ok(hole) = seek(&files.data, SeekFrom::Hole(at as u64)) {
+                        stop = stop.min((hole as usize).max(at + 1));
+                    }
+                }
+                Err(rustix::io::Errno::NXIO) => return,
+                Err(_) => {}
+            }
+            while at < stop {
+                let n = (stop - at).min(buf.len());
+                match files.data.read_at(&mut buf[..n], at as u64) {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => {
+                        if !f(at, &buf[..read]) {
+                            return;
+                        }
+                        at += read;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first position in `from..end` whose byte is not zero.
+    pub fn next_nonzero(&self, from: usize, end: usize) -> Option<usize> {
+        let mut found = None;
+        self.stream(from, end, |at, chunk| {
+            found = first_nonzero(chunk).map(|i| at + i);
+            found.is_none()
+        });
+        found
+    }
+
+    /// Where the bytes written past `from` end: the end of the last non-zero byte, looking
+    /// at least up to `at_least` and then until `gap` zero bytes in a row (or the end of
+    /// what the file held when it was opened: a trimmed segment's pre-allocated growth was
+    /// never written). Bounded so that opening does not read a whole pre-allocated segment
+    /// of zeros; a batch holding more than `gap` zero bytes in a row whose header is
+    /// damaged is the one case this can take for the end of the data.
+    pub fn written_end(&self, from: usize, at_least: usize, end: usize, gap: usize) -> usize {
+        let mut last = from;
+        self.stream(from, end.min(self.initial_len), |at, chunk| {
+            if let Some(i) = last_nonzero(chunk) {
+                last = at + i + 1;
+            }
+            at + chunk.len() < at_least.max(last) + gap
+        });
+        last
+    }
+
+    /// The first CRC-valid batch that starts in `from..end` at or after `from` and could
+    /// continue a log whose next offset is `next_offset` (its base offset is above it, by
+    /// less than 2^32): what tells damage followed by valid data from a torn tail. Cheap
+    /// checks (length, version, offset range) run before any CRC, and zero runs are
+    /// skipped, so scanning a pre-allocated tail or random junk stays fast.
+    pub fn valid_batch_after(&self, from: usize, end: usize, next_offset: u64) -> Option<usize> {
+        let plausible = |pos: usize| {
+            self.header_at(pos, end).is_some_and(|h| {
+                h.version == crate::format::FORMAT_VERSION
+                    && h.base_offset > next_offset
+                    && h.base_offset - next_offset < 1 << 32
+                    && h.next_offset() > h.base_offset
+            }) && self.batch_at(pos, end, true).is_ok()
+        };
+        let mut at = from;
+        while at + BATCH_HEADER_LEN <= end {
+            // A batch's length field (bytes 8..12) is never zero, so a batch can start at
+            // most 11 bytes before the first non-zero byte.
+            let nonzero = self.next_nonzero(at, end)?;
+            let first = at.max(nonzero.saturating_sub(11));
+            let run_end = {
+                let bytes = self.data.read(nonzero, end).unwrap_or_default();
+                nonzero + bytes.iter().take(4096).position(|&b| b == 0).unwrap_or(bytes.len().min(4096))
+            };
+            if let Some(pos) =
+                (first..=run_end.min(end.saturating_sub(BATCH_HEADER_LEN))).find(|&p| plausible(p))
+            {
+                return Some(pos);
+            }
+            at = run_end.max(at + 1);
+        }
+        None
     }
 
     /// Largest timestamp in a sealed segment, computed on first use from the last time

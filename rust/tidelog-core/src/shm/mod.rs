@@ -347,6 +347,12 @@ impl ControlBlock {
         let owner_died = match rc {
             0 => false,
             libc::EOWNERDEAD => {
+                // Until the caller's repair publishes a head, the head counts as torn: an odd
+                // sequence, which readers do not trust and the next locker repairs (below).
+                // A repair that fails leaves it odd. The mutex itself must be marked
+                // consistent now: unlocked without it, it would be unusable for good.
+                let seq = self.word(0);
+                seq.store(seq.load(Ordering::Relaxed) | 1, Ordering::Release);
                 // SAFETY: we own the mutex now (EOWNERDEAD means it was acquired); marking it
                 // consistent is what the robust-mutex protocol requires before unlocking.
                 unsafe { libc::pthread_mutex_consistent(self.mutex()) };
@@ -360,11 +366,12 @@ impl ControlBlock {
                 )))
             }
         };
-        // A writer that died between the two halves of `publish` left the sequence odd and
-        // the head possibly torn: take it as it is; the caller repairs it (`owner_died`).
-        let head =
-            if owner_died { self.head_unlocked() } else { self.try_head(u32::MAX).expect("unbounded") };
-        Ok(WriteGuard { block: self, head, owner_died })
+        // Only lock holders write the head, so under the lock an odd sequence means a writer
+        // died between the two halves of `publish`, or a repair after a death failed: the
+        // head may be torn, take it as it is and have the caller repair it (`owner_died`).
+        // An even one is stable while we hold the lock.
+        let torn = self.word(0).load(Ordering::Acquire) & 1 == 1;
+        Ok(WriteGuard { block: self, head: self.head_unlocked(), owner_died: owner_died || torn })
     }
 }
 
