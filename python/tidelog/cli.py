@@ -1095,11 +1095,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 print(f"work queue {group!r} of topic {topic!r}: {e}", flush=True)
                 problems += 1
             progress.advance(task)
-for label, d in targets:
-    found, notes = _recovery_lines(label, d)
-    for line in [*found, *notes]:
-        print(line, flush=True)
-    problems += len(found)
+    for label, d in targets:
+        found, notes = _recovery_lines(label, d)
+        for line in [*found, *notes]:
+            print(line, flush=True)
+        problems += len(found)
     if not args.quiet:
         also = f" and {len(queues)} work queues" if queues else ""
         print(
