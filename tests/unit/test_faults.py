@@ -188,3 +188,29 @@ def test_fault_hook_rejects_bad_arguments() -> None:
         _core._inject_fault("explode")
     with pytest.raises(tidelog.InvalidConfigError, match="errno"):
         _core._inject_fault("write", errno=0)
+
+
+def test_a_producer_whose_sync_failed_stops_and_reports_it(tmp_path: Path) -> None:
+    with _open(tmp_path / "s", fsync="always") as store:
+        store.create_topic("t")
+        producer = store.producer(name="p")
+        producer.send("t", b"a", partition=0)
+        producer.flush()
+        _core._inject_fault("sync", ".log", errno=errno.EIO, times=1)
+        producer.send("t", b"b", partition=0)
+        with pytest.raises(tidelog.TidelogError):
+            producer.flush(timeout=30)
+        with pytest.raises(tidelog.TidelogError):
+            producer.send("t", b"c", partition=0)
+            producer.flush(timeout=30)
+        with pytest.raises(tidelog.TidelogError):
+            producer.close()
+        with pytest.raises(OSError):
+            store.close()
+    with _open(tmp_path / "s", fsync="always") as store:
+        values = _values(store)
+        assert values in ([b"a"], [b"a", b"b"])
+        with store.producer(name="p") as producer:
+            producer.send("t", b"d", partition=0)
+            producer.flush()
+        assert _values(store) == [*values, b"d"]
