@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod format;
+pub mod fs;
 pub mod index;
 pub mod inspect;
 pub mod log;

@@ -1060,7 +1060,8 @@ fn sync_loop(shared: &Weak<Shared>, every: std::time::Duration) {
                 return;
             }
         }
-        // A failed background sync is retried next round; `close` reports a final failure.
+        // A failed background sync is never retried into a success: the partition refuses
+        // further appends and syncs (see `crate::fs`), and `close` reports the failure.
         let _ = sync_all(&shared);
     }
 }

@@ -4,6 +4,7 @@
 mod args;
 mod doorbell;
 mod errors;
+mod faults;
 mod gil;
 mod inspect;
 mod message;
@@ -43,6 +44,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
     m.add_function(wrap_pyfunction!(statelog::read_state_log, m)?)?;
+    faults::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -125,7 +125,7 @@ impl PartitionLog {
                 continue;
             }
             let path = snapshot_path(&self.dir, offset);
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = crate::fs::read_file(&path) else { continue };
             if let Some(mut table) = ProducerTable::decode(&bytes).filter(|t| t.applied == offset) {
                 table.expire(cutoff, head.log_start);
                 return Ok(table);

@@ -139,6 +139,11 @@ pub struct PartitionLog {
     closed: AtomicBool,
     /// Set once `open` finished recovery: only then may closing trim the files.
     opened: AtomicBool,
+    /// Set when a sync of this partition failed, or a failed roll could not be undone: from
+    /// then on this process refuses to append or sync here, because the kernel may have
+    /// dropped the pages it could not write and a retried sync could report success without
+    /// them (see `crate::fs`). Reopening the store recovers from the files themselves.
+    failed: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch, at the kernel tick's resolution (a few ms) but
@@ -217,6 +222,7 @@ impl PartitionLog {
             producers: Mutex::new(None),
             closed: AtomicBool::new(false),
             opened: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
         };
         {
             let mut guard = log.control.lock()?;
@@ -465,6 +471,26 @@ impl PartitionLog {
         Ok(appended.expect("a blocking append returns what it appended"))
     }
 
+    /// The error every append and sync gets once [`Self::failed`] is set.
+    fn check_not_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(Error::io(
+                "refuse to write after an earlier write or sync failed (reopen the store to recover)",
+                &self.dir,
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks the partition failed when `result` is a sync failure (see [`Self::failed`]).
+    fn fail_on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
     fn append_body(
         &self,
         body: Body<'_>,
@@ -472,6 +498,7 @@ impl PartitionLog {
         size: usize,
         wait: bool,
     ) -> Result<Option<Appended>> {
+        self.check_not_failed()?;
         let Some(mut guard) = self.lock(wait)? else {
             return Ok(None);
         };
@@ -491,7 +518,7 @@ impl PartitionLog {
         if let Some(segment) = to_sync {
             // Every append to a durable log goes through pwrite, so the file's dirty pages
             // are this batch's (and perhaps a concurrent appender's, which is harmless).
-            segment.sync_written()?;
+            self.fail_on_error(segment.sync_written())?;
         } else if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
@@ -667,19 +694,26 @@ impl PartitionLog {
         let active = self.read_view()?.active().clone();
         // Trim first: a crash after this leaves a valid sealed-looking segment that
         // recovery simply treats as active again.
-        active.trim(head.committed_pos as usize, head.index_entries as usize, durable)?;
         // New segments take the topic's current settings, whichever process rolls.
         self.settings.refresh()?;
-        Segment::open_active(
-            &self.dir,
-            head.next_offset,
-            self.settings.segment_bytes(),
-            self.settings.index_capacity(),
-            0,
-            0,
-        )?;
-        if durable {
-            segment::sync_dir(&self.dir)?;
+        let rolled = (|| {
+            active.trim(head.committed_pos as usize, head.index_entries as usize, durable)?;
+            Segment::open_active(
+                &self.dir,
+                head.next_offset,
+                self.settings.segment_bytes(),
+                self.settings.index_capacity(),
+                0,
+                0,
+            )?;
+            if durable {
+                segment::sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = rolled {
+            self.undo_roll(&active, head.next_offset);
+            return Err(e);
         }
         head.generation += 1;
         head.active_base = head.next_offset;
@@ -691,6 +725,21 @@ impl PartitionLog {
         guard.publish(head);
         self.refresh(guard)?;
         self.apply_retention(guard)
+    }
+
+    /// Puts the files back as they were before a roll that failed (a full disk): the new
+    /// segment's files go, and the active segment's trimmed files grow back to the size
+    /// every process has mapped, since a write through a mapping past the end of its file
+    /// is a SIGBUS. If that fails too, the partition is marked failed, so nothing is
+    /// written through the mapping until a reopen.
+    fn undo_roll(&self, active: &Segment, next_base: u64) {
+        let new = segment::SegmentPaths::new(&self.dir, next_base);
+        for path in [&new.data, &new.index, &new.time_index] {
+            let _ = std::fs::remove_file(path);
+        }
+        if active.restore_capacity().is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Deletes whole sealed segments beyond the retention limits and advances the start
@@ -747,6 +796,7 @@ impl PartitionLog {
     /// # Errors
     /// The sync failure.
     pub fn sync(&self) -> Result<()> {
+        self.check_not_failed()?;
         if !self.dirty.swap(false, Ordering::Relaxed) || self.is_deleted() {
             return Ok(());
         }
@@ -754,7 +804,7 @@ impl PartitionLog {
         let view = self.current_view(head)?;
         let active = view.active();
         if active.base == head.active_base {
-            active.sync_data(0, head.committed_pos as usize)?;
+            self.fail_on_error(active.sync_data(0, head.committed_pos as usize))?;
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{fallocate, FallocateFlags};
 
+use crate::fs::preallocate;
+
 use crate::format::{BatchView, BATCH_HEADER_LEN};
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::{Error, Result};
@@ -179,23 +181,6 @@ fn open_rw(path: &Path, create: bool) -> Result<File> {
         .truncate(false)
         .open(path)
         .map_err(|e| Error::io("open", path, e))
-}
-
-/// Grows `file` to at least `len` bytes, allocating blocks so that writes through the map
-/// cannot hit ENOSPC as a SIGBUS later (falls back to a sparse extension where the file
-/// system cannot allocate).
-fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
-    let current = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
-    if current >= len {
-        return Ok(());
-    }
-    match fallocate(file, FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::NOSPC) => {
-            Err(Error::io("fallocate", path, std::io::Error::from_raw_os_error(libc::ENOSPC)))
-        }
-        Err(_) => file.set_len(len).map_err(|e| Error::io("resize", path, e)),
-    }
 }
 
 fn file_len(file: &File, path: &Path) -> Result<usize> {
@@ -395,8 +380,8 @@ impl Segment {
         }
         let write = |path: &Path, bytes: &[u8]| -> Result<File> {
             let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-            std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
-            std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+            crate::fs::write_file(&tmp, bytes)?;
+            crate::fs::rename(&tmp, path)?;
             File::open(path).map_err(|e| Error::io("open", path, e))
         };
         let (fi, ft) = (write(&self.paths.index, &o)?, write(&self.paths.time_index, &t)?);
@@ -683,7 +668,7 @@ impl Segment {
     /// # Errors
     /// The sync failure.
     pub fn sync_data(&self, start: usize, end: usize) -> Result<()> {
-        self.data.sync_range(start, end).map_err(|e| Error::io("msync", &self.paths.data, e))
+        crate::fs::sync_mapping(&self.paths.data, || self.data.sync_range(start, end))
     }
 
     /// Flushes the active data file's written data to disk (`fdatasync`): for appends made
@@ -693,7 +678,7 @@ impl Segment {
     /// The sync failure.
     pub fn sync_written(&self) -> Result<()> {
         match &self.files {
-            Some(files) => files.data.sync_data().map_err(|e| Error::io("fdatasync", &self.paths.data, e)),
+            Some(files) => crate::fs::sync_data(&files.data, &self.paths.data),
             None => Ok(()),
         }
     }
@@ -706,7 +691,6 @@ impl Segment {
     /// # Errors
     /// I/O errors, or a write outside the unpublished part of the segment.
     pub fn write_at(&self, _guard: &crate::shm::WriteGuard<'_>, pos: usize, bytes: &[u8]) -> Result<()> {
-        use std::os::unix::fs::FileExt;
         let Some(files) = &self.files else {
             return Err(Error::InvalidConfig(format!("segment {} is sealed", self.base)));
         };
@@ -717,7 +701,7 @@ impl Segment {
                 self.base
             )));
         }
-        files.data.write_all_at(bytes, pos as u64).map_err(|e| Error::io("write", &self.paths.data, e))
+        crate::fs::write_all_at(&files.data, &self.paths.data, bytes, pos as u64)
     }
 
     /// Trims the files to their contents so the segment can be reopened as sealed.
@@ -734,12 +718,26 @@ impl Segment {
             (&files.time_index, &self.paths.time_index, index_entries * TIME_INDEX_ENTRY_BYTES),
         ];
         for (file, path, len) in steps {
-            file.set_len(len as u64).map_err(|e| Error::io("truncate", path, e))?;
+            crate::fs::set_len(file, path, len as u64)?;
             if sync {
-                file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+                crate::fs::sync_all(file, path)?;
             }
         }
         Ok(())
+    }
+
+    /// Grows the active segment's files back to the lengths they are mapped at, after a
+    /// [`Self::trim`] whose roll could not be completed.
+    ///
+    /// # Errors
+    /// I/O errors (`ENOSPC`).
+    pub fn restore_capacity(&self) -> Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        preallocate(&files.data, &self.paths.data, self.data.len() as u64)?;
+        preallocate(&files.index, &self.paths.index, self.index.len() as u64)?;
+        preallocate(&files.time_index, &self.paths.time_index, self.time_index.len() as u64)
     }
 
     /// Zeroes the data file from `from` to its end (punching a hole where the file system
@@ -757,40 +755,14 @@ impl Segment {
         }
         let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
         if fallocate(&files.data, punch, from as u64, (len - from) as u64).is_err() {
-            files.data.set_len(from as u64).map_err(|e| Error::io("truncate", &self.paths.data, e))?;
+            crate::fs::set_len(&files.data, &self.paths.data, from as u64)?;
             preallocate(&files.data, &self.paths.data, len as u64)?;
         }
         Ok(())
     }
 }
 
-/// Fsyncs a directory so a created, renamed or deleted file name is durable.
-///
-/// # Errors
-/// I/O errors.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", dir, e))
-}
-
-/// Replaces `path` with `bytes` atomically (a `.tmp` file renamed over it); with `durable`
-/// the file and its directory are synced, so the new contents survive a power loss.
-///
-/// # Errors
-/// I/O errors.
-pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
-    if durable {
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &tmp, e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
-    if durable {
-        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    }
-    Ok(())
-}
+pub use crate::fs::{sync_dir, write_atomically};
 
 #[cfg(test)]
 mod tests {
