@@ -47,7 +47,9 @@ with tidelog.open(sys.argv[1], fsync="always") as store:
 
 
 def committed_offsets(store: tidelog.Store) -> dict[int, int]:
-    return store.groups().get("xform", {}).get("in", {}).get("committed", {})
+    topics = store.groups().get("xform")
+    info = topics.get("in") if topics is not None else None
+    return dict(info["committed"]) if info is not None else {}
 
 
 def outputs(store: tidelog.Store) -> list[list[bytes]]:
@@ -73,8 +75,10 @@ def check_kill_point(
     inject = f"inject={syscall}:signal=SIGKILL:when={k}"
     only = ["-P", str(store_dir / path)] if path else []
     child = subprocess.run(
-        ["strace", "-f", "-o", "/dev/null", *only, "-e", f"trace={syscall}", "-e", inject]
-        + [sys.executable, "-c", CHILD, str(store_dir)],
+        [
+            *("strace", "-f", "-o", "/dev/null", *only, "-e", f"trace={syscall}", "-e", inject),
+            *(sys.executable, "-c", CHILD, str(store_dir)),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -115,7 +119,7 @@ def test_committed_offset_is_never_visible_before_the_outputs(tmp_path: Path) ->
     # strace counts each system call (and thread) separately: every fsync, every
     # fdatasync, and the look-ups of each topic's directory (the commit makes one before
     # writing each marker, which has no sync of its own with fsync="never").
-    kill_points = [("fsync", None), ("fdatasync", None)]
+    kill_points: list[tuple[str, str | None]] = [("fsync", None), ("fdatasync", None)]
     kill_points += [("statx,newfstatat", f"topics/{t}") for t in ("out", "__consumer_offsets")]
     for syscall, path in kill_points:
         for k in range(1, 200):

@@ -34,6 +34,7 @@ only; reading helpers come from ``tests/crash``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -56,7 +57,7 @@ import tidelog
 from tidelog.queue_journal import queue_files, read_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "crash"))
-from test_kill_writer import read_partition  # noqa: E402
+from test_kill_writer import read_partition
 
 KINDS = ["append", "batch", "buffer", "producer", "commit", "queue", "txn", "fork", "scratch"]
 # Shared by every process: settings that shape files must agree between processes.
@@ -164,7 +165,7 @@ def work_buffer(w: Worker) -> None:
     topic = store.topic("log")
     w.report("R")
     for seq in itertools.count():
-        n = w.rng.randrange(1, 12) if w.rng.randrange(4) else w.rng.randrange(180, 300)
+        n = w.rng.randrange(1, 12) if w.rng.randrange(10) else w.rng.randrange(180, 300)
         parts = [value(w.wid, seq, i, n, w.rng) for i in range(n)]
         if w.rng.randrange(3) == 0:
             parts = [x[:140].ljust(140, b"=") for x in parts]
@@ -291,16 +292,14 @@ def work_txn(w: Worker) -> None:
         w.report("T " + " ".join(f"{p}:{o}" for p, o in sorted(done.items())))
 
 
-def fork_child(w: Worker, inherited: tidelog.Store, wid: int, close_inherited: bool) -> None:
-    """Runs in a child forked from a worker that has the store open: opens its own."""
+def fork_child(w: Worker, inherited: tidelog.Store, wid: int, close_inherited: int) -> None:
+    """Runs in a child forked from a worker that has the store open: opens its own, and
+    may close the inherited one (before its own work, or after), as a tidy user would."""
     try:
         w.wid = wid
         w.rng = random.Random(w.seed + wid)
-        if close_inherited:
-            try:
-                inherited.close()
-            except tidelog.TidelogError:
-                pass  # a store inherited through fork may refuse
+        if close_inherited == 1:
+            close_quietly(inherited)
         with w.open() as store:
             topic = store.topic("log")
             for seq in range(w.rng.randrange(1, 80)):
@@ -309,25 +308,39 @@ def fork_child(w: Worker, inherited: tidelog.Store, wid: int, close_inherited: b
                 p, off = topic.append_batch(values, partition=w.rng.randrange(LOG_PARTS))
                 w.report(f"A {wid} {seq} {p} {off} {n}")
                 pace(w)
+        if close_inherited == 2:
+            close_quietly(inherited)
     except BaseException:
         w.report("E fork child " + traceback.format_exc().replace("\n", " | "))
         raise
 
 
+def close_quietly(inherited: tidelog.Store) -> None:
+    # A store inherited through fork may refuse to be used at all.
+    with contextlib.suppress(tidelog.TidelogError):
+        inherited.close()
+
+
 def work_fork(w: Worker) -> None:
-    """Appends while children forked from this process append through their own store."""
+    """Appends while children forked from this process append through their own store.
+
+    Half of the workers keep their ``Topic`` for their whole life; the others look it up
+    for every call, so no ``Topic`` is referenced when they fork (then a child's close of
+    the inherited store is the last reference it sees)."""
     store = w.open()
-    topic = store.topic("log")
+    held = store.topic("log") if w.rng.randrange(2) else None
     ctx = multiprocessing.get_context("fork")
     w.report("R")
     seq = 0
     for k in range(1, WID_BLOCK):
-        child = ctx.Process(target=fork_child, args=(w, store, w.wid + k, bool(w.rng.randrange(2))))
+        child = ctx.Process(target=fork_child, args=(w, store, w.wid + k, w.rng.randrange(3)))
         child.start()
         for _ in range(w.rng.randrange(1, 100)):
             n = w.rng.randrange(1, 6)
             values = [value(w.wid, seq, i, n, w.rng) for i in range(n)]
+            topic = held or store.topic("log")
             p, off = topic.append_batch(values, partition=w.rng.randrange(LOG_PARTS))
+            del topic
             w.report(f"A {w.wid} {seq} {p} {off} {n}")
             seq += 1
             pace(w)
@@ -370,10 +383,8 @@ def work_scratch_deleter(w: Worker) -> None:
     while True:
         time.sleep(w.rng.uniform(0.005, 0.04))
         w.report(f"X ds {time.monotonic_ns()}")
-        try:
+        with contextlib.suppress(tidelog.TopicNotFoundError):
             store.delete_topic("scratch")
-        except tidelog.TopicNotFoundError:
-            pass
         w.report(f"X dd {time.monotonic_ns()}")
         time.sleep(w.rng.uniform(0.0, 0.01))
         w.report(f"X cs {time.monotonic_ns()}")
@@ -407,10 +418,8 @@ def run_worker(w: Worker) -> None:
         WORK[w.role](w)
     except BaseException:
         code = 1
-        try:
+        with contextlib.suppress(OSError):
             w.report("E " + traceback.format_exc().replace("\n", " | "))
-        except OSError:
-            pass
     os._exit(code)
 
 
@@ -513,7 +522,9 @@ def feed(store_dir: Path, state: State, kinds: set[str]) -> None:
                 state.inputs += 1
 
 
-def spawn(store_dir: Path, state: State, kinds: list[str], rng: random.Random) -> list[Child]:
+def spawn(
+    store_dir: Path, state: State, kinds: list[str], rng: random.Random, fsyncs: list[str]
+) -> list[Child]:
     roles = [
         (k, r)
         for k in kinds
@@ -527,17 +538,15 @@ def spawn(store_dir: Path, state: State, kinds: list[str], rng: random.Random) -
         wid = worker_no * WID_BLOCK
         state.wid_kind[worker_no] = kind
         r, wfd = os.pipe()
-        fsync = rng.choice(["never", "never", "interval", "always"])
+        fsync = rng.choice(fsyncs)
         pid = os.fork()
         if pid == 0:
             os.close(r)
             for c in children:
                 os.close(c.fd)
             run_worker(Worker(kind, role, str(store_dir), wid, rng.randrange(1 << 30), fsync, wfd))
-        try:
+        with contextlib.suppress(OSError):  # the worker did it first (or already died)
             os.setpgid(pid, pid)
-        except OSError:
-            pass  # the worker did it first (or already died)
         os.close(wfd)
         os.set_blocking(r, False)
         children.append(Child(pid, role, kind, wid, r))
@@ -564,9 +573,14 @@ def pump(children: list[Child], timeout: float) -> None:
 
 
 def run_round(
-    store_dir: Path, state: State, kinds: list[str], rng: random.Random, window: float
+    store_dir: Path,
+    state: State,
+    kinds: list[str],
+    rng: random.Random,
+    window: float,
+    fsyncs: list[str],
 ) -> list[Child]:
-    children = spawn(store_dir, state, kinds, rng)
+    children = spawn(store_dir, state, kinds, rng, fsyncs)
     now = time.monotonic()
     if rng.random() < 0.1:
         # Killed anywhere from start-up on (opening the store, joining, taking over).
@@ -585,10 +599,8 @@ def run_round(
         now = time.monotonic()
         for c in children:
             if not c.killed and now >= c.kill_at:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(c.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 c.killed = True
         pending = [c.kill_at - now for c in children if not c.killed]
         pump(children, min(pending, default=0.0))
@@ -644,7 +656,7 @@ def scan_log(
         wid, seq, i, n = parsed
         kind = kind_of(state, wid)
         if pending is not None:
-            pw, ps, pi, pn, po = pending
+            pw, ps, pi, _, po = pending
             if (wid, seq, i) != (pw, ps, pi):
                 totals.add(
                     kind_of(state, pw), "corrupted", detail=f"batch {pw}:{ps} at {p}/{po} cut short"
@@ -756,19 +768,17 @@ def check_log_full(store: tidelog.Store, state: State, totals: Totals) -> None:
     """Reads "log" from its start: dense offsets, whole batches, order per writer."""
     topic = store.topic("log")
     for p in range(LOG_PARTS):
-        offsets, values = read_partition(topic, p)
-        if offsets != list(range(len(offsets))):
-            totals.add("log", "corrupted", detail=f"partition {p}: offsets not dense from 0")
-        if len(offsets) != state.log_end[p]:
-            totals.add(
-                "log",
-                "lost",
-                abs(state.log_end[p] - len(offsets)),
-                f"partition {p} holds {len(offsets)} messages, {state.log_end[p]} verified",
-            )
+        if topic.start_offset(p) != 0:
+            totals.add("log", "lost", detail=f"partition {p} starts at {topic.start_offset(p)}")
+        count = 0
         last: dict[int, int] = {}
         expect: tuple[int, int, int, int] | None = None
-        for off, v in zip(offsets, values, strict=True):
+        # Streamed: a long run's log does not fit in memory as Python objects.
+        for off, v in read_from(topic, p, topic.start_offset(p)):
+            if off != count:
+                totals.add("log", "corrupted", detail=f"partition {p}: offset {off} after {count}")
+                count = off
+            count += 1
             parsed = parse_log_value(v)
             if parsed is None:
                 totals.add("log", "corrupted", detail=f"{p}/{off} unreadable in the full pass")
@@ -790,12 +800,19 @@ def check_log_full(store: tidelog.Store, state: State, totals: Totals) -> None:
                     )
                 last[wid] = seq
             expect = (wid, seq, i + 1, n) if i + 1 < n else None
+        if count != state.log_end[p]:
+            totals.add(
+                "log",
+                "lost",
+                abs(state.log_end[p] - count),
+                f"partition {p} holds {count} messages, {state.log_end[p]} verified",
+            )
 
 
 def check_commits(
     store: tidelog.Store, state: State, totals: Totals, children: list[Child]
 ) -> None:
-    committed = store.groups().get("cg", {}).get("log", {}).get("committed", {})
+    committed = committed_of(store, "cg", "log")
     end = {p: store.topic("log").end_offset(p) for p in range(LOG_PARTS)}
     for p, o in committed.items():
         floor = state.commit_floor.get(p, 0)
@@ -840,8 +857,8 @@ def check_queue(
                 state.acked_jobs[(p, o)] = done
                 new.append((p, o))
     for p, o, start in delivered:
-        done = state.acked_jobs.get((p, o))
-        if done is not None and start > done:
+        acked_at = state.acked_jobs.get((p, o))
+        if acked_at is not None and start > acked_at:
             totals.add("queue", "redelivered", detail=f"job {p}/{o} handed out after its ack")
     queue_state = read_state(queue_files(store_dir, "jobs", "wq"), JOB_PARTS)
     if queue_state is None:
@@ -854,8 +871,11 @@ def check_queue(
             totals.add("queue", "lost", detail=f"acknowledged job {p}/{o} is not finished")
 
 
-def txn_committed(store: tidelog.Store) -> dict[int, int]:
-    return store.groups().get("xg", {}).get("in", {}).get("committed", {})
+def committed_of(store: tidelog.Store, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets as any process sees them now."""
+    topics = store.groups().get(group)
+    info = topics.get(topic) if topics is not None else None
+    return dict(info["committed"]) if info is not None else {}
 
 
 def read_outputs(store: tidelog.Store, state: State, totals: Totals) -> None:
@@ -881,7 +901,7 @@ def read_outputs(store: tidelog.Store, state: State, totals: Totals) -> None:
 def check_txn(store: tidelog.Store, state: State, totals: Totals, children: list[Child]) -> None:
     # As the store stands after the kill, before anyone finishes the dead producer's
     # transaction: a visible committed offset vouches for visible outputs.
-    committed = txn_committed(store)
+    committed = committed_of(store, "xg", "in")
     read_outputs(store, state, totals)
     for p, o in committed.items():
         for g in range(p + max(0, o - 400) * IN_PARTS, o * IN_PARTS, IN_PARTS):
@@ -890,10 +910,10 @@ def check_txn(store: tidelog.Store, state: State, totals: Totals, children: list
                     totals.add(
                         "txn",
                         "visibility",
-                        detail=f"input {g} ({p}/{g // IN_PARTS}) committed, its output not visible in out/{q}",
+                        detail=f"input {p}/{g // IN_PARTS} committed, its output not in out/{q}",
                     )
     store.abort_orphaned_transactions()
-    committed = txn_committed(store)
+    committed = committed_of(store, "xg", "in")
     read_outputs(store, state, totals)
     for p, o in committed.items():
         floor = state.txn_floor.get(p, 0)
@@ -919,7 +939,7 @@ def check_txn(store: tidelog.Store, state: State, totals: Totals, children: list
             totals.add(
                 "txn",
                 "lost" if len(state.out_seen[q]) < expected else "phantom",
-                detail=f"out/{q} holds outputs of {len(state.out_seen[q])} inputs, {expected} committed ({committed})",
+                detail=f"out/{q}: {len(state.out_seen[q])} inputs' outputs, {committed} committed",
             )
     for p, o in committed.items():
         for g in range(p + max(0, o - 200) * IN_PARTS, o * IN_PARTS, IN_PARTS):
@@ -936,8 +956,8 @@ def check_scratch(
     for c in children:
         for line in c.lines:
             if line.startswith("X "):
-                _, what, t = line.split()
-                state.scratch_events.append((what, int(t)))
+                _, what, at = line.split()
+                state.scratch_events.append((what, int(at)))
             elif line.startswith("S "):
                 ack = tuple(map(int, line.split()[1:]))
                 state.scratch_acks.append(ack)  # type: ignore[arg-type]
@@ -978,7 +998,7 @@ def check_scratch(
     if topic is not None:
         for p in range(topic.partitions):
             try:
-                messages = list(read_from(topic, p, topic.start_offset(p)))
+                messages = list(zip(*read_partition(topic, p), strict=True))
             except tidelog.TidelogError as e:
                 totals.add("scratch", "corrupted", detail=f"scratch/{p} cannot be read: {e}")
                 continue
@@ -993,7 +1013,7 @@ def check_scratch(
                     totals.add(
                         "scratch",
                         "stale",
-                        detail=f"{wid}:{seq}, written before the topic was created again, at {p}/{offset}",
+                        detail=f"{wid}:{seq} at {p}/{offset} was written before the topic was",
                     )
                 if i == 0:
                     if (wid, seq) in found:
@@ -1053,9 +1073,9 @@ def check(
 def report(state: State, totals: Totals, kinds: list[str], wall: float) -> None:
     columns = ["acknowledged", *VIOLATIONS]
     print(f"{'kind':<10}" + "".join(f"{c:>13}" for c in columns))
-    for kind in [*kinds, "log"]:
+    for kind in [*kinds, "log", "store"]:
         counts = totals.counts.get(kind, Counter())
-        if kind == "log" and not counts:
+        if kind in ("log", "store") and not counts:
             continue
         print(f"{kind:<10}" + "".join(f"{counts[c]:>13}" for c in columns))
     all_counts: Counter[str] = Counter()
@@ -1083,12 +1103,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full-every", type=int, default=100, help="full read of the log every N rounds"
     )
+    parser.add_argument(
+        "--fsync",
+        default="never,never,interval,always",
+        help="each worker's fsync policy, drawn from this list",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the store directory")
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         parser.error(f"unknown kinds {unknown}; choose from {','.join(KINDS)}")
+    fsyncs = args.fsync.split(",")
+    if not set(fsyncs) <= {"never", "interval", "always"}:
+        parser.error(f"--fsync takes never, interval and always, got {args.fsync}")
+    # Ctrl-C (even when started in the background, with SIGINT ignored) ends the run
+    # between two checks and prints the totals so far.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     print(f"torture: {args.rounds} rounds of {','.join(kinds)}, seed {seed}", flush=True)
@@ -1097,21 +1128,29 @@ def main(argv: list[str] | None = None) -> int:
     state, totals = State(), Totals()
     started = time.monotonic()
     setup(store_dir, state)
+    log_kinds = {"append", "batch", "buffer", "producer", "fork"} & set(kinds)
     try:
         for r in range(args.rounds):
             state.rounds = r
-            feed(store_dir, state, set(kinds))
-            children = run_round(store_dir, state, kinds, rng, args.window)
-            check(store_dir, state, totals, children, set(kinds), rng)
+            try:
+                feed(store_dir, state, set(kinds))
+                children = run_round(store_dir, state, kinds, rng, args.window, fsyncs)
+                check(store_dir, state, totals, children, set(kinds), rng)
+                if log_kinds and ((r + 1) % args.full_every == 0 or r + 1 == args.rounds):
+                    with open_store(store_dir) as store:
+                        check_log_full(store, state, totals)
+            except KeyboardInterrupt:
+                print(f"interrupted in round {r}: its checks are left out")
+                break
+            except tidelog.TidelogError as e:
+                # Damage the checks cannot read past: later rounds would only repeat it.
+                totals.add("store", "corrupted", detail=f"round {r}: stopped, {e}")
+                break
             state.rounds = r + 1
-            if (r + 1) % args.full_every == 0 or r + 1 == args.rounds:
-                with open_store(store_dir) as store:
-                    check_log_full(store, state, totals)
             if (r + 1) % 50 == 0:
-                print(
-                    f"  round {r + 1}: {totals.violations()} violations, {time.monotonic() - started:.0f} s",
-                    flush=True,
-                )
+                elapsed = time.monotonic() - started
+                print(f"  round {r + 1}: {totals.violations()} violations, {elapsed:.0f} s")
+                sys.stdout.flush()
     finally:
         report(state, totals, kinds, time.monotonic() - started)
         if not args.keep and totals.violations() == 0:
