@@ -581,29 +581,35 @@ def run_round(
     fsyncs: list[str],
 ) -> list[Child]:
     children = spawn(store_dir, state, kinds, rng, fsyncs)
-    now = time.monotonic()
-    if rng.random() < 0.1:
-        # Killed anywhere from start-up on (opening the store, joining, taking over).
-        for c in children:
-            c.kill_at = now + rng.uniform(0.0, 0.05)
-    else:
-        deadline = now + 60
-        while not all(("R" in c.lines) or c.fd < 0 for c in children):
-            if time.monotonic() > deadline:
-                raise SystemExit("workers did not start within 60 s")
-            pump(children, 0.05)
+    try:
         now = time.monotonic()
+        if rng.random() < 0.1:
+            # Killed anywhere from start-up on (opening the store, joining, taking over).
+            for c in children:
+                c.kill_at = now + rng.uniform(0.0, 0.05)
+        else:
+            deadline = now + 60
+            while not all(("R" in c.lines) or c.fd < 0 for c in children):
+                if time.monotonic() > deadline:
+                    raise SystemExit("workers did not start within 60 s")
+                pump(children, 0.05)
+            now = time.monotonic()
+            for c in children:
+                c.kill_at = now + rng.uniform(0.0, window)
+        while not all(c.killed for c in children):
+            now = time.monotonic()
+            for c in children:
+                if not c.killed and now >= c.kill_at:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(c.pid, signal.SIGKILL)
+                    c.killed = True
+            pending = [c.kill_at - now for c in children if not c.killed]
+            pump(children, min(pending, default=0.0))
+    finally:
         for c in children:
-            c.kill_at = now + rng.uniform(0.0, window)
-    while not all(c.killed for c in children):
-        now = time.monotonic()
-        for c in children:
-            if not c.killed and now >= c.kill_at:
+            if not c.killed:  # interrupted: no worker outlives the round
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(c.pid, signal.SIGKILL)
-                c.killed = True
-        pending = [c.kill_at - now for c in children if not c.killed]
-        pump(children, min(pending, default=0.0))
     for c in children:
         _, c.status = os.waitpid(c.pid, 0)
     while any(c.fd >= 0 for c in children):
