@@ -29,7 +29,7 @@ def torture(tmp_path: Path, kinds: str, rounds: int, *extra: str) -> str:
 
 
 def test_no_acknowledged_write_is_lost_under_sigkill(tmp_path: Path) -> None:
-    out = torture(tmp_path, "append,batch,buffer,producer,commit,queue,txn", 50)
+    out = torture(tmp_path, "append,batch,buffer,producer,commit,queue,txn", 30)
     assert " lost=0 duplicated=0 corrupted=0 " in out
 
 
@@ -39,7 +39,7 @@ def test_no_acknowledged_write_is_lost_under_sigkill(tmp_path: Path) -> None:
     "parent's active segment (SIGBUS, lost acknowledged appends) or panics",
 )
 def test_forked_children_with_their_own_store(tmp_path: Path) -> None:
-    torture(tmp_path, "fork", 30, "--fsync", "never,interval")
+    torture(tmp_path, "fork", 15, "--fsync", "never,interval")
 
 
 @pytest.mark.xfail(
@@ -48,4 +48,4 @@ def test_forked_children_with_their_own_store(tmp_path: Path) -> None:
     "deleted topic are acknowledged",
 )
 def test_delete_and_create_again_from_another_process(tmp_path: Path) -> None:
-    torture(tmp_path, "scratch", 20)
+    torture(tmp_path, "scratch", 8)
