@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: demo payments test test-rust test-python test-benches lint format build loom bench crash clean
+.PHONY: demo payments test test-rust test-python test-benches lint format build loom bench crash torture clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -58,6 +58,14 @@ loom:
 
 crash: build
 	$(BIN)/python -m pytest -q -m crash
+
+# Random SIGKILL rounds over every write path, checked after each round (tests/torture/).
+# `make torture ROUNDS=1000`; KINDS selects some of append,batch,buffer,producer,commit,
+# queue,txn,fork,scratch; TORTURE_ARGS passes more (--seed, --window, --fsync, --dir).
+ROUNDS ?= 100
+KINDS ?= append,batch,buffer,producer,commit,queue,txn,fork,scratch
+torture: build
+	$(BIN)/python tests/torture/torture.py --rounds $(ROUNDS) --kinds $(KINDS) $(TORTURE_ARGS)
 
 bench: build
 	$(BIN)/python -m pytest benches -q --benchmark-only --benchmark-json=benches/results/latest.json

@@ -191,7 +191,17 @@ impl PendingTxn {
     }
 }
 
-/// Writes `marker` for `(producer_id, epoch)` to every partition in `partitions`.
+/// Writes `marker` for `(producer_id, epoch)` to every partition in `partitions`, those
+/// of internal topics (names starting with `__`) last.
+///
+/// A partition's marker makes its part of the transaction visible, and the markers are
+/// written one after the other, so a crash in between leaves some parts visible until the
+/// transaction is finished. The internal topics hold the store's own record of the
+/// transaction's inputs (the consumer group's offsets in `__consumer_offsets`): marked
+/// last, a committed offset is never visible while the outputs it vouches for are not, as
+/// Kafka's coordinator applies a transaction's offsets only at its marker. The reverse
+/// state (outputs visible, offsets still pending) makes an exactly-once consumer of the
+/// group wait for the transaction to be finished rather than read on.
 fn write_markers(
     store: &Store,
     partitions: &TxnPartitions,
@@ -208,7 +218,8 @@ fn write_markers(
         producer_epoch: epoch,
         base_sequence: -1,
     };
-    for (topic, p) in partitions {
+    let (internal, outputs): (Vec<_>, Vec<_>) = partitions.iter().partition(|(t, _)| t.starts_with("__"));
+    for (topic, p) in outputs.into_iter().chain(internal) {
         let topic = match store.topic(topic) {
             Ok(t) => t,
             // Deleted since: nothing left to mark.
