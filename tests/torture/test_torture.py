@@ -33,19 +33,9 @@ def test_no_acknowledged_write_is_lost_under_sigkill(tmp_path: Path) -> None:
     assert " lost=0 duplicated=0 corrupted=0 " in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 1 (fork): closing a Store inherited through fork trims the "
-    "parent's active segment (SIGBUS, lost acknowledged appends) or panics",
-)
 def test_forked_children_with_their_own_store(tmp_path: Path) -> None:
     torture(tmp_path, "fork", 15, "--fsync", "never,interval")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 2 (delete_topic while another process appends): writes into the "
-    "deleted topic are acknowledged",
-)
 def test_delete_and_create_again_from_another_process(tmp_path: Path) -> None:
     torture(tmp_path, "scratch", 8)
