@@ -176,6 +176,7 @@ class Producer:
         block_timeout: float | None = None,
         max_batch_messages: int = 4096,
         linger_ms: float = 1.0,
+        max_lag: int | None = None,
     ) -> Producer: ...
     @property
     def name(self) -> str | None: ...

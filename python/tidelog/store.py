@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Literal
 
 from tidelog import _core
 from tidelog._core import Producer, Topic
-from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
 from tidelog.queue_legacy import forget_work_queues
@@ -218,11 +217,19 @@ class Store:
                 soon as possible.
             max_lag: Also apply pressure (as ``on_full`` says) while the slowest consumer
                 group of a topic this producer writes to is more than ``max_lag`` messages
-                behind, until it is back under ``max_lag * low_watermark``.
+                behind in a partition, until it is back under ``max_lag * low_watermark``.
+                It is a bound: the native writer never writes a partition more than
+                ``max_lag + buffer_messages`` messages past the slowest group's committed
+                offset (read from the commits of every process); messages past it wait in
+                the buffer, so ``flush()`` and ``close()`` wait for the group to commit.
 
         Returns:
             The producer, also a context manager.
         """
+        if max_lag is not None and (
+            isinstance(max_lag, bool) or not isinstance(max_lag, int) or max_lag < 1
+        ):
+            raise _core.InvalidConfigError(f"max_lag must be a positive int, got {max_lag!r}")
         producer = Producer(
             self._core,
             name=name,
@@ -234,12 +241,8 @@ class Store:
             block_timeout=block_timeout,
             max_batch_messages=max_batch_messages,
             linger_ms=linger_ms,
+            max_lag=max_lag,
         )
-        if max_lag is not None:
-            if isinstance(max_lag, bool) or not isinstance(max_lag, int) or max_lag < 1:
-                producer.close()
-                raise _core.InvalidConfigError(f"max_lag must be a positive int, got {max_lag!r}")
-            LagMonitor(self, self._offset_store(), producer, max_lag, low_watermark)
         self._producers.add(producer)
         return producer
 

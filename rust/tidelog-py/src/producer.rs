@@ -46,6 +46,7 @@ impl PyProducer {
     #[pyo3(signature = (
         store, *, name=None, idempotent=true, buffer_messages=65536, high_watermark=0.8,
         low_watermark=0.5, on_full="block", block_timeout=None, max_batch_messages=4096, linger_ms=1.0,
+        max_lag=None,
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of Store.producer
     fn new(
@@ -60,6 +61,7 @@ impl PyProducer {
         block_timeout: Option<f64>,
         max_batch_messages: i64,
         linger_ms: f64,
+        max_lag: Option<i64>,
     ) -> PyResult<Self> {
         let on_full = match on_full {
             "block" => OnFull::Block(seconds("block_timeout", block_timeout)?),
@@ -83,6 +85,13 @@ impl PyProducer {
             on_full,
             max_batch_messages: positive("max_batch_messages", max_batch_messages)?,
             linger: seconds("linger_ms", Some(linger_ms / 1000.0))?.unwrap_or_default(),
+            max_lag: max_lag
+                .map(|n| {
+                    u64::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+                        InvalidConfigError::new_err(format!("max_lag must be a positive int, got {n}"))
+                    })
+                })
+                .transpose()?,
         };
         config.validate().map_err(CoreError)?;
         let store = store.inner().clone();
@@ -220,7 +229,7 @@ impl PyProducer {
         Ok(d)
     }
 
-    /// Starts or ends backpressure imposed from outside the buffer (used by `max_lag`).
+    /// Starts or ends backpressure imposed from outside the buffer (as `max_lag` does).
     fn _set_external_pressure(&self, on: bool) {
         self.inner.set_external_pressure(on);
     }
