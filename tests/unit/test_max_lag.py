@@ -38,20 +38,21 @@ def wait_until_stalled(producer: tidelog.Producer, check: Callable[[], None]) ->
     pytest.fail("the producer never stopped writing")
 
 
-def send_in_thread(producer: tidelog.Producer, n: int, partitions: int = 1) -> threading.Thread:
-    errors: list[BaseException] = []
+class Sender(threading.Thread):
+    """Sends ``b"<i>"`` for i in 0..n to partition i % partitions, blocking as it must."""
 
-    def run() -> None:
+    def __init__(self, producer: tidelog.Producer, n: int, partitions: int = 1) -> None:
+        super().__init__(daemon=True)
+        self.producer, self.n, self.partitions = producer, n, partitions
+        self.errors: list[BaseException] = []
+        self.start()
+
+    def run(self) -> None:
         try:
-            for i in range(n):
-                producer.send("t", b"%d" % i, partition=i % partitions)
-        except BaseException as e:  # noqa: BLE001 - reported by the test
-            errors.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.errors = errors  # type: ignore[attr-defined]
-    thread.start()
-    return thread
+            for i in range(self.n):
+                self.producer.send("t", b"%d" % i, partition=i % self.partitions)
+        except BaseException as e:
+            self.errors.append(e)
 
 
 def test_a_burst_cannot_pass_a_paused_group(store: tidelog.Store) -> None:
@@ -65,7 +66,7 @@ def test_a_burst_cannot_pass_a_paused_group(store: tidelog.Store) -> None:
         assert topic.end_offset(0) <= committed + BOUND
 
     with store.producer(max_lag=MAX_LAG, buffer_messages=BUFFER, on_full="block") as producer:
-        sender = send_in_thread(producer, 300)
+        sender = Sender(producer, 300)
         wait_until_stalled(producer, within_bound)
         assert sender.is_alive(), "every send got through a paused group"
         assert MAX_LAG < topic.end_offset(0) <= BOUND
@@ -78,7 +79,7 @@ def test_a_burst_cannot_pass_a_paused_group(store: tidelog.Store) -> None:
             within_bound()
             time.sleep(0.005)
         sender.join()
-        assert not sender.errors  # type: ignore[attr-defined]
+        assert not sender.errors
         assert producer.flush(timeout=60)
     assert [int(m.value) for m in topic.read(0)] == list(range(300))
     consumer.close()
@@ -145,7 +146,7 @@ def test_a_group_in_another_process_bounds_the_writer(tmp_path: Path) -> None:
             assert producer.flush(timeout=60)
             commit_from_another_process(path, sent)
             for i in range(sent, sent + 10):
-                producer.send("t", b"%d" % i, )
+                producer.send("t", b"%d" % i)
             assert producer.flush(timeout=60)
         assert [int(m.value) for m in topic.read(0)] == list(range(sent + 10))
 
@@ -163,7 +164,7 @@ def test_every_partition_is_bounded_by_its_own_commit(store: tidelog.Store) -> N
             assert topic.end_offset(p) <= committed[p] + BOUND
 
     with store.producer(max_lag=MAX_LAG, buffer_messages=BUFFER, on_full="block") as producer:
-        sender = send_in_thread(producer, 900, partitions=3)
+        sender = Sender(producer, 900, partitions=3)
         wait_until_stalled(producer, within_bound)
         assert sender.is_alive()
         assert sum(topic.end_offset(p) for p in range(3)) <= 3 * BOUND
@@ -186,6 +187,7 @@ def test_every_partition_is_bounded_by_its_own_commit(store: tidelog.Store) -> N
             within_bound()
             time.sleep(0.005)
         sender.join()
+        assert not sender.errors
         assert producer.flush(timeout=60)
     for p in range(3):
         assert [int(m.value) for m in topic.read(p)] == list(range(p, 900, 3))

@@ -23,9 +23,7 @@ from tidelog import OnFull
 ASLEEP_MS = 60_000.0
 
 
-def model_shed(
-    sends: list[tuple[int, int]], buffer: int
-) -> tuple[list[int], Counter[int]]:
+def model_shed(sends: list[tuple[int, int]], buffer: int) -> tuple[list[int], Counter[int]]:
     """What a shedding producer whose writer sleeps keeps and drops.
 
     ``sends`` are (partition, priority) pairs; returns the indexes of the kept sends in
@@ -70,7 +68,8 @@ def send_all(
         for i, (partition, priority) in enumerate(sends):
             producer.send(topic, b"%d" % i, partition=partition, priority=priority)
         assert producer.flush(timeout=60)
-        return dict(producer.stats())
+        stats = dict(producer.stats())
+    return stats
 
 
 def read_indexes(store: tidelog.Store, topic: str, partition: int) -> list[int]:

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::store::{Store, Topic};
-use crate::Result;
+use crate::{Error, Result};
 
 /// The internal topic holding consumer-group commits.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -97,7 +97,17 @@ impl LagBound {
     /// Reading the offsets topic failed (the store closed, damage).
     pub fn catch_up(&mut self) -> Result<()> {
         let Some(topic) = self.offsets_topic().cloned() else { return Ok(()) };
-        for (p, log) in topic.partitions()?.iter().enumerate() {
+        let partitions = match topic.partitions() {
+            Ok(partitions) => partitions,
+            Err(Error::TopicNotFound(_)) => {
+                // Deleted (with every commit in it): start over with whatever replaces it.
+                self.offsets = None;
+                self.commits.clear();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for (p, log) in partitions.iter().enumerate() {
             let head = log.head()?;
             let mut at = self.read_upto[p].max(head.log_start);
             while at < head.next_offset {
@@ -149,19 +159,17 @@ impl LagBound {
         groups.entry(group.to_owned()).or_default().extend(parsed);
     }
 
-    /// Groups of `topic` with membership state (listed at most every [`GROUPS_RESCAN`]).
-    fn members(&mut self, topic: &str) -> &HashSet<String> {
+    /// Refreshes the groups of `topic` with membership state, at most every
+    /// [`GROUPS_RESCAN`]: true if one of them has no commit on the topic.
+    fn member_without_commit(&mut self, topic: &str) -> bool {
         let now = Instant::now();
-        let dir = self.groups_dir(topic);
-        let entry = self.members.entry(topic.to_owned()).or_insert_with(|| (now, list_groups(&dir)));
-        if now.duration_since(entry.0) >= GROUPS_RESCAN {
-            *entry = (now, list_groups(&dir));
+        let stale = self.members.get(topic).is_none_or(|(at, _)| now.duration_since(*at) >= GROUPS_RESCAN);
+        if stale {
+            let dir: PathBuf = self.store.dir().join("groups").join(topic);
+            self.members.insert(topic.to_owned(), (now, list_groups(&dir)));
         }
-        &entry.1
-    }
-
-    fn groups_dir(&self, topic: &str) -> PathBuf {
-        self.store.dir().join("groups").join(topic)
+        let commits = self.commits.get(topic);
+        self.members[topic].1.iter().any(|g| commits.is_none_or(|c| !c.contains_key(g)))
     }
 
     /// The slowest group's committed offset in partition `p` of `topic`, or `None` if the
@@ -170,12 +178,13 @@ impl LagBound {
     /// # Errors
     /// Reading the partition's start failed.
     pub fn slowest(&mut self, topic: &Topic, p: u32) -> Result<Option<u64>> {
-        let name = topic.name();
-        let members = self.members(name).clone();
-        let commits = self.commits.get(name);
+        let from_start = self.member_without_commit(topic.name());
+        self.slowest_given(topic, p, from_start)
+    }
+
+    fn slowest_given(&self, topic: &Topic, p: u32, mut from_start: bool) -> Result<Option<u64>> {
         let mut slowest: Option<u64> = None;
-        let mut from_start = members.iter().any(|g| commits.is_none_or(|c| !c.contains_key(g)));
-        if let Some(commits) = commits {
+        if let Some(commits) = self.commits.get(topic.name()) {
             for partitions in commits.values() {
                 match partitions.get(&p) {
                     Some(&o) => slowest = Some(slowest.map_or(o, |s| s.min(o))),
@@ -213,8 +222,9 @@ impl LagBound {
         self.catch_up()?;
         let mut worst = 0u64;
         for topic in topics {
+            let from_start = self.member_without_commit(topic.name());
             for p in 0..topic.partition_count() {
-                if let Some(slowest) = self.slowest(topic, p)? {
+                if let Some(slowest) = self.slowest_given(topic, p, from_start)? {
                     worst = worst.max(topic.partition(p)?.end_offset()?.saturating_sub(slowest));
                 }
             }

@@ -24,8 +24,8 @@
 //! the writer pops it, not at once, so the ring has room for twice `buffer_messages`.
 
 pub mod identity;
-pub mod pressure;
 pub mod lag;
+pub mod pressure;
 mod progress;
 mod writer;
 
@@ -184,6 +184,18 @@ impl Level {
         self.counts
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c >= LIVE).then(|| c - LIVE + 1))
             .is_ok()
+    }
+
+    /// Takes back a message that never made it into the ring: true if it was live, false
+    /// if shedding had already dropped it (its debt is taken back instead).
+    fn unbuffer(&self) -> bool {
+        let before = self
+            .counts
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(if c >= LIVE { c - LIVE } else { c.saturating_sub(1) })
+            })
+            .unwrap_or_else(|c| c);
+        before >= LIVE
     }
 
     /// The writer popped a message of this level: true if it pays a debt (drop it),
@@ -504,6 +516,12 @@ impl Producer {
             self.shared.writer_idle.store(false, Ordering::Release);
             self.shared.wake_writer();
             if self.shared.ring.push_timeout(pending, None).is_err() {
+                // Closed meanwhile: this message was never buffered (unless shedding already
+                // counted it as sent and dropped).
+                if !self.shared.shedding || level.unbuffer() {
+                    pressure.remove(1);
+                    self.shared.sent.fetch_sub(1, Ordering::AcqRel);
+                }
                 return Err(SendError::Failed(Error::Closed));
             }
         }
