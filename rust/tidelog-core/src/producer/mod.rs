@@ -1,8 +1,9 @@
 //! The buffered producer: `send` puts a message into a bounded lock-free ring buffer and
 //! returns; a background writer thread drains the buffer in batches, groups the messages by
-//! partition and appends each group as one CRC-checked batch. With `fsync="always"` each batch is one fdatasync for every message in it (group
-//! commit), which is why many concurrent `send` + `flush` callers get far more commits per
-//! second than one serial writer.
+//! partition and appends each group as one CRC-checked batch. With `fsync="always"` each
+//! batch is one fdatasync for every message in it (group commit), which is why many
+//! concurrent `send` + `flush` callers get far more commits per second than one serial
+//! writer.
 //!
 //! Pressure is handled on purpose (see [`pressure`]): `block` waits for the writer to drain
 //! the buffer to the low watermark, `raise` refuses the message, `shed` drops the lowest
@@ -12,7 +13,7 @@
 //! calls, whatever their priorities (Kafka users rely on per-partition order; priority only
 //! decides what is shed). So there is ONE ring, in send order, and shedding does not take
 //! messages out of it: it turns a buffered message of the lowest priority into a *debt* of
-//! that priority (see [`Level`]), and the writer drops the first message of that priority
+//! that priority (see [`shed`]), and the writer drops the first message of that priority
 //! it pops for each debt. The writer pops in send order, so the messages dropped are the
 //! oldest of their priority, as an eviction from a per-priority queue would pick. Chosen
 //! over the alternative (a ring per priority plus a global sequence number the writer
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod lag;
 pub mod pressure;
 mod progress;
+mod shed;
 mod writer;
 
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 use self::identity::{Identity, TxnPartitions};
 use self::pressure::Pressure;
 use self::progress::Progress;
+use self::shed::ShedCounts;
 use crate::log::now_ms;
 use crate::ring::RingBuffer;
 use crate::store::{Store, Topic};
@@ -165,50 +168,10 @@ pub(crate) struct Pending {
 /// One priority level: its drop count and, when shedding, what it has in the buffer.
 pub(crate) struct Level {
     priority: i32,
-    /// Only with `on_full="shed"`: `live << 32 | debt`. `live` counts this priority's
-    /// messages in the ring that are to be written, `debt` those shedding dropped that the
-    /// writer has not popped yet. One word, so that a shedder turning a live message into a
-    /// debt and the writer popping one of this priority never both claim the same message.
-    counts: AtomicU64,
+    /// Only with `on_full="shed"`: this priority's messages in the ring, to be written or
+    /// dropped.
+    counts: ShedCounts,
     dropped: AtomicU64,
-}
-
-/// One message in [`Level::counts`]' `live` half.
-const LIVE: u64 = 1 << 32;
-/// The `debt` half of [`Level::counts`].
-const DEBT_MASK: u64 = LIVE - 1;
-
-impl Level {
-    /// Turns one live message of this level into a debt; false if none is live.
-    fn shed_one(&self) -> bool {
-        self.counts
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c >= LIVE).then(|| c - LIVE + 1))
-            .is_ok()
-    }
-
-    /// Takes back a message that never made it into the ring: true if it was live, false
-    /// if shedding had already dropped it (its debt is taken back instead).
-    fn unbuffer(&self) -> bool {
-        let before = self
-            .counts
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                Some(if c >= LIVE { c - LIVE } else { c.saturating_sub(1) })
-            })
-            .unwrap_or_else(|c| c);
-        before >= LIVE
-    }
-
-    /// The writer popped a message of this level: true if it pays a debt (drop it),
-    /// false if it is live (write it).
-    fn pop_is_debt(&self) -> bool {
-        let before = self
-            .counts
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                Some(if c & DEBT_MASK != 0 { c - 1 } else { c.wrapping_sub(LIVE) })
-            })
-            .unwrap_or_else(|c| c);
-        before & DEBT_MASK != 0
-    }
 }
 
 /// A snapshot of the producer's counters.
@@ -392,7 +355,7 @@ impl Producer {
                 "a producer supports at most {MAX_PRIORITY_LEVELS} distinct priorities"
             )));
         }
-        let level = Arc::new(Level { priority, counts: AtomicU64::new(0), dropped: AtomicU64::new(0) });
+        let level = Arc::new(Level { priority, counts: ShedCounts::new(), dropped: AtomicU64::new(0) });
         levels.push(level.clone());
         // Highest priority first: shedding evicts from the end.
         levels.sort_by_key(|l| std::cmp::Reverse(l.priority));
@@ -505,7 +468,7 @@ impl Producer {
         };
         if self.shared.shedding {
             // Live before it is in the ring, so the writer never pops it uncounted.
-            level.counts.fetch_add(LIVE, Ordering::AcqRel);
+            level.counts.add_live();
         }
         pressure.add(1);
         self.shared.sent.fetch_add(1, Ordering::AcqRel);
@@ -518,7 +481,7 @@ impl Producer {
             if self.shared.ring.push_timeout(pending, None).is_err() {
                 // Closed meanwhile: this message was never buffered (unless shedding already
                 // counted it as sent and dropped).
-                if !self.shared.shedding || level.unbuffer() {
+                if !self.shared.shedding || level.counts.unbuffer() {
                     pressure.remove(1);
                     self.shared.sent.fetch_sub(1, Ordering::AcqRel);
                 }
@@ -542,7 +505,7 @@ impl Producer {
     fn evict_below(&self, priority: i32) -> Result<bool> {
         let levels = self.shared.levels.read().map_err(|_| Error::Closed)?;
         for level in levels.iter().rev().take_while(|l| l.priority < priority) {
-            if level.shed_one() {
+            if level.counts.shed_one() {
                 level.dropped.fetch_add(1, Ordering::Relaxed);
                 self.shared.pressure.remove(1);
                 self.shared.accounted.fetch_add(1, Ordering::AcqRel);
@@ -619,6 +582,9 @@ impl Producer {
         }
         let flushed = if self.shared.closing.load(Ordering::Acquire) { Ok(true) } else { self.flush(None) };
         self.shared.closing.store(true, Ordering::Release);
+        // A send past its closing check either got into the ring (the writer drains it
+        // before it stops) or is refused by it; none waits for a writer that is gone.
+        self.shared.ring.close();
         self.shared.pressure.wake_all();
         {
             let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
@@ -631,8 +597,9 @@ impl Producer {
         aborted.and(flushed.map(|_| ()))
     }
 
-    /// Starts or ends pressure from outside the buffer: the `max_lag` monitor sets it while
-    /// the slowest consumer group is too far behind. Policies apply as for a full buffer.
+    /// Starts or ends pressure from outside the buffer (the writer does so for `max_lag`
+    /// while the slowest consumer group is too far behind). Policies apply as for a full
+    /// buffer.
     pub fn set_external_pressure(&self, on: bool) {
         self.shared.pressure.set_external(on);
     }

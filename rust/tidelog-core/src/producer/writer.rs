@@ -150,7 +150,7 @@ fn settle_shed(shared: &Shared, batch: &mut Vec<Pending>, from: usize) {
     let mut i = 0;
     batch.retain(|p| {
         i += 1;
-        i <= from || !levels.iter().find(|l| l.priority == p.priority).is_some_and(|l| l.pop_is_debt())
+        i <= from || !levels.iter().find(|l| l.priority == p.priority).is_some_and(|l| l.counts.pop_is_debt())
     });
 }
 
