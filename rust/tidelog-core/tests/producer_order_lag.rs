@@ -239,3 +239,37 @@ fn a_forgotten_group_and_a_member_without_commits() {
     assert_eq!(end(&store, "t", 0), sent);
     producer.close().unwrap();
 }
+
+#[test]
+fn lag_pressure_ends_after_a_commit_even_with_a_deleted_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_topic("t", 1, false).unwrap();
+    store.create_topic("gone", 1, false).unwrap();
+    commit(&store, "slow", "t", &[(0, 0)]);
+    // The deleted topic's group keeps its commits (nothing wrote a reset record).
+    commit(&store, "other", "gone", &[(0, 0)]);
+    let producer = producer(&store, OnFull::Raise, Some(MAX_LAG), Duration::ZERO);
+    producer.send("gone", b"x", None, &[], Some(0), 0, true).unwrap();
+    assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
+    let mut sent = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.send("t", sent.to_string().as_bytes(), None, &[], Some(0), 0, true).is_ok() {
+        sent += 1;
+        assert!(Instant::now() < deadline, "pressure never started");
+    }
+    wait_until_stalled(&store, "t", 0, || ());
+    // Deleted while pressure is on: its partitions can no longer be looked at.
+    store.delete_topic("gone").unwrap();
+    commit(&store, "slow", "t", &[(0, sent as i64)]);
+    assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
+    // Pressure ends once the group is back under max_lag * low_watermark.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.send("t", sent.to_string().as_bytes(), None, &[], Some(0), 0, true).is_err() {
+        assert!(Instant::now() < deadline, "pressure did not end after the commit");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
+    assert_eq!(values(&store, "t", 0), (0..=sent).collect::<Vec<_>>());
+    producer.close().unwrap();
+}

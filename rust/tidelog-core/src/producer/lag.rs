@@ -224,8 +224,15 @@ impl LagBound {
         for topic in topics {
             let from_start = self.member_without_commit(topic.name());
             for p in 0..topic.partition_count() {
-                if let Some(slowest) = self.slowest_given(topic, p, from_start)? {
-                    worst = worst.max(topic.partition(p)?.end_offset()?.saturating_sub(slowest));
+                let lag = self.slowest_given(topic, p, from_start).and_then(|slowest| match slowest {
+                    Some(slowest) => Ok(topic.partition(p)?.end_offset()?.saturating_sub(slowest)),
+                    None => Ok(0),
+                });
+                match lag {
+                    Ok(lag) => worst = worst.max(lag),
+                    // A topic deleted since this producer wrote to it has no lag to bound.
+                    Err(Error::TopicNotFound(_)) => break,
+                    Err(e) => return Err(e),
                 }
             }
         }
