@@ -55,6 +55,7 @@ format:
 loom:
 	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --test loom_ring --release
 	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --lib --release crc_worker
+	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --lib --release producer::shed
 
 crash: build
 	$(BIN)/python -m pytest -q -m crash

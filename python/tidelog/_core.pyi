@@ -187,6 +187,7 @@ class Producer:
         block_timeout: float | None = None,
         max_batch_messages: int | None = None,
         linger_ms: float | None = None,
+        max_lag: int | None = None,
     ) -> Producer: ...
     @property
     def name(self) -> str | None: ...

@@ -20,7 +20,6 @@ from tidelog import _core
 from tidelog._checks import storage_errors
 from tidelog._core import Producer, Topic
 from tidelog._fork import Born
-from tidelog.backpressure import LagMonitor
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
 from tidelog.queue_legacy import forget_work_queues
@@ -363,7 +362,11 @@ class Store:
                 soon as possible.
             max_lag: Also apply pressure (as ``on_full`` says) while the slowest consumer
                 group of a topic this producer writes to is more than ``max_lag`` messages
-                behind, until it is back under ``max_lag * low_watermark``.
+                behind in a partition, until it is back under ``max_lag * low_watermark``.
+                It is a bound: the native writer never writes a partition more than
+                ``max_lag + buffer_messages`` messages past the slowest group's committed
+                offset (read from the commits of every process); messages past it wait in
+                the buffer, so ``flush()`` and ``close()`` wait for the group to commit.
 
         Returns:
             The producer, also a context manager.
@@ -374,6 +377,13 @@ class Store:
             TypeError: An option of the wrong type (the message names it).
         """
         self._born.check()
+        if max_lag is not None:
+            if isinstance(max_lag, bool) or not isinstance(max_lag, int):
+                raise TypeError(f"max_lag must be int, got {type(max_lag).__name__}")
+            if not 1 <= max_lag < 2**63:
+                raise _core.InvalidConfigError(
+                    f"max_lag must be a positive int below 2**63, got {max_lag!r}"
+                )
         producer = Producer(
             self._core,
             name=name,
@@ -385,17 +395,8 @@ class Store:
             block_timeout=block_timeout,
             max_batch_messages=max_batch_messages,
             linger_ms=linger_ms,
+            max_lag=max_lag,
         )
-        if max_lag is not None:
-            if isinstance(max_lag, bool) or not isinstance(max_lag, int):
-                producer.close()
-                raise TypeError(f"max_lag must be int, got {type(max_lag).__name__}")
-            if not 1 <= max_lag < 2**63:
-                producer.close()
-                raise _core.InvalidConfigError(
-                    f"max_lag must be a positive int below 2**63, got {max_lag!r}"
-                )
-            LagMonitor(self, self._offset_store(), producer, max_lag, low_watermark)
         self._producers.add(producer)
         return producer
 

@@ -34,6 +34,7 @@ impl PyProducer {
     #[pyo3(signature = (
         store, *, name=None, idempotent=true, buffer_messages=None, high_watermark=None,
         low_watermark=None, on_full=None, block_timeout=None, max_batch_messages=None, linger_ms=None,
+        max_lag=None,
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of Store.producer
     fn new(
@@ -48,6 +49,7 @@ impl PyProducer {
         block_timeout: Option<&Bound<'_, PyAny>>,
         max_batch_messages: Option<&Bound<'_, PyAny>>,
         linger_ms: Option<&Bound<'_, PyAny>>,
+        max_lag: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         store.check_open()?;
         let name = name.filter(|n| !n.is_none()).map(|n| args::utf8(n, "name")).transpose()?;
@@ -84,6 +86,7 @@ impl PyProducer {
             on_full,
             max_batch_messages: positive(max_batch_messages, "max_batch_messages", 4096)?,
             linger: Duration::from_secs_f64(linger_ms / 1000.0),
+            max_lag: args::opt_int_in(max_lag, "max_lag", 1_u64, i64::MAX as u64)?,
         };
         config.validate().map_err(CoreError)?;
         let store = store.inner().clone();

@@ -1,18 +1,34 @@
-//! The buffered producer: `send` puts a message into a bounded lock-free ring buffer (one
-//! per priority level) and returns; a background writer thread drains the buffers in
-//! batches, groups the messages by partition and appends each group as one CRC-checked
-//! batch. With `fsync="always"` each batch is one fdatasync for every message in it (group
-//! commit), which is why many concurrent `send` + `flush` callers get far more commits per
-//! second than one serial writer.
+//! The buffered producer: `send` puts a message into a bounded lock-free ring buffer and
+//! returns; a background writer thread drains the buffer in batches, groups the messages by
+//! partition and appends each group as one CRC-checked batch. With `fsync="always"` each
+//! batch is one fdatasync for every message in it (group commit), which is why many
+//! concurrent `send` + `flush` callers get far more commits per second than one serial
+//! writer.
 //!
 //! Pressure is handled on purpose (see [`pressure`]): `block` waits for the writer to drain
 //! the buffer to the low watermark, `raise` refuses the message, `shed` drops the lowest
-//! priority first. Ordering is kept among messages of one priority (and one partition);
-//! the writer drains higher priorities first.
+//! priority first.
+//!
+//! Order: one producer's messages to one partition are written in the order of the `send`
+//! calls, whatever their priorities (Kafka users rely on per-partition order; priority only
+//! decides what is shed). So there is ONE ring, in send order, and shedding does not take
+//! messages out of it: it turns a buffered message of the lowest priority into a *debt* of
+//! that priority (see [`shed`]), and the writer drops the first message of that priority
+//! it pops for each debt. The writer pops in send order, so the messages dropped are the
+//! oldest of their priority, as an eviction from a per-priority queue would pick. Chosen
+//! over the alternative (a ring per priority plus a global sequence number the writer
+//! merges by): the merge needs the writer to hold back every message until it knows no
+//! smaller sequence number is still being pushed by a preempted sender, and a sender that
+//! is never seen to finish stalls all partitions; the single ring keeps the lock-free
+//! ring's own FIFO guarantee and costs a shedding send one CAS on its level's counter
+//! (nothing at all without shedding). The price: a shed message's memory is released when
+//! the writer pops it, not at once, so the ring has room for twice `buffer_messages`.
 
 pub mod identity;
+pub mod lag;
 pub mod pressure;
 mod progress;
+mod shed;
 mod writer;
 
 use std::collections::HashMap;
@@ -24,6 +40,7 @@ use std::time::{Duration, Instant};
 use self::identity::{Identity, TxnPartitions};
 use self::pressure::Pressure;
 use self::progress::Progress;
+use self::shed::ShedCounts;
 use crate::log::now_ms;
 use crate::ring::RingBuffer;
 use crate::store::{Store, Topic};
@@ -59,6 +76,11 @@ pub struct ProducerConfig {
     /// batches and fewer wake-ups; a flush or close ends the wait; zero wakes the writer
     /// for every message sent while it sleeps.
     pub linger: Duration,
+    /// A bound on consumer lag: pressure while the slowest consumer group of a topic
+    /// written to is more than this many messages behind (until it is back at
+    /// `max_lag * low_watermark`), and never more than `max_lag + buffer_messages` messages
+    /// written to a partition past that group's committed offset (see [`lag`]).
+    pub max_lag: Option<u64>,
 }
 
 impl Default for ProducerConfig {
@@ -70,6 +92,7 @@ impl Default for ProducerConfig {
             on_full: OnFull::Block(None),
             max_batch_messages: 4096,
             linger: Duration::from_millis(1),
+            max_lag: None,
         }
     }
 }
@@ -105,6 +128,11 @@ impl ProducerConfig {
         if self.max_batch_messages == 0 {
             return Err(Error::InvalidConfig("max_batch_messages must be positive".into()));
         }
+        if let Some(max_lag) = self.max_lag {
+            if !(1..=i64::MAX as u64).contains(&max_lag) {
+                return Err(Error::InvalidConfig(format!("max_lag must be a positive int, got {max_lag}")));
+            }
+        }
         Ok(())
     }
 }
@@ -134,12 +162,15 @@ pub(crate) struct Pending {
     headers: Box<[u8]>,
     /// The transaction it was sent in, or 0.
     txn: u64,
+    priority: i32,
 }
 
-/// One priority level's buffer.
+/// One priority level: its drop count and, when shedding, what it has in the buffer.
 pub(crate) struct Level {
     priority: i32,
-    ring: RingBuffer<Pending>,
+    /// Only with `on_full="shed"`: this priority's messages in the ring, to be written or
+    /// dropped.
+    counts: ShedCounts,
     dropped: AtomicU64,
 }
 
@@ -165,7 +196,12 @@ pub struct ProducerStats {
 pub(crate) struct Shared {
     store: Arc<Store>,
     config: ProducerConfig,
+    /// Every buffered message, in send order (see the module docs).
+    ring: RingBuffer<Pending>,
+    /// Priorities in use, highest first.
     levels: RwLock<Vec<Arc<Level>>>,
+    /// `on_full="shed"`: the writer settles [`Level::counts`] for every message it pops.
+    shedding: bool,
     pressure: Pressure,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Messages accepted; messages accounted for (written, failed or evicted).
@@ -254,9 +290,14 @@ impl Producer {
         config.validate()?;
         let high = ((config.buffer_messages as f64 * config.high_watermark).ceil() as usize).max(1);
         let low = (config.buffer_messages as f64 * config.low_watermark).floor() as usize;
+        // Twice the buffer: shed messages hold their slot until the writer pops them, and
+        // senders racing past the high watermark together may overshoot it a little.
+        let ring = RingBuffer::new(config.buffer_messages.saturating_mul(2));
         let shared = Arc::new(Shared {
             store,
             pressure: Pressure::new(high, low),
+            shedding: config.on_full == OnFull::Shed,
+            ring,
             config,
             levels: RwLock::new(Vec::new()),
             topics: RwLock::new(HashMap::new()),
@@ -318,13 +359,9 @@ impl Producer {
                 "a producer supports at most {MAX_PRIORITY_LEVELS} distinct priorities"
             )));
         }
-        let level = Arc::new(Level {
-            priority,
-            ring: RingBuffer::new(self.shared.config.buffer_messages + 1),
-            dropped: AtomicU64::new(0),
-        });
+        let level = Arc::new(Level { priority, counts: ShedCounts::new(), dropped: AtomicU64::new(0) });
         levels.push(level.clone());
-        // Highest priority first: the writer drains in this order, shedding evicts from the end.
+        // Highest priority first: shedding evicts from the end.
         levels.sort_by_key(|l| std::cmp::Reverse(l.priority));
         Ok(level)
     }
@@ -436,14 +473,29 @@ impl Producer {
             value: Box::from(value),
             headers: Box::from(headers),
             txn: self.shared.txn_id.load(Ordering::Acquire),
+            priority,
         };
+        if self.shared.shedding {
+            // Live before it is in the ring, so the writer never pops it uncounted.
+            level.counts.add_live();
+        }
         pressure.add(1);
         self.shared.sent.fetch_add(1, Ordering::AcqRel);
-        if level.ring.try_push(pending).is_err() {
-            // Cannot happen: each ring holds the whole buffer. Undo and report.
-            pressure.remove(1);
-            self.shared.sent.fetch_sub(1, Ordering::AcqRel);
-            return Err(SendError::Backpressure("priority buffer full".into()));
+        if let Err(pending) = self.shared.ring.try_push(pending) {
+            // The ring has room for twice the buffer, so it is only full of shed messages
+            // the writer has not popped yet (it pops them without writing, at once, unless
+            // it is in the middle of a write): wait for it rather than lose this one.
+            self.shared.writer_idle.store(false, Ordering::Release);
+            self.shared.wake_writer();
+            if self.shared.ring.push_timeout(pending, None).is_err() {
+                // Closed meanwhile: this message was never buffered (unless shedding already
+                // counted it as sent and dropped).
+                if !self.shared.shedding || level.counts.unbuffer() {
+                    pressure.remove(1);
+                    self.shared.sent.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Err(SendError::Failed(Error::Closed));
+            }
         }
         // The lingering writer wakes by itself; wake it early only when a batch's worth is
         // waiting (or when lingering is off).
@@ -457,12 +509,12 @@ impl Producer {
         Ok(true)
     }
 
-    /// Drops the oldest buffered message of the lowest priority below `priority`, if any.
+    /// Drops the oldest buffered message of the lowest priority below `priority`, if any
+    /// (the writer drops it when it pops it; see the module docs).
     fn evict_below(&self, priority: i32) -> Result<bool> {
         let levels = self.shared.levels.read().map_err(|_| Error::Closed)?;
         for level in levels.iter().rev().take_while(|l| l.priority < priority) {
-            if let Some(evicted) = level.ring.try_pop() {
-                drop(evicted);
+            if level.counts.shed_one() {
                 level.dropped.fetch_add(1, Ordering::Relaxed);
                 self.shared.pressure.remove(1);
                 self.shared.accounted.fetch_add(1, Ordering::AcqRel);
@@ -544,6 +596,9 @@ impl Producer {
         }
         let flushed = if self.shared.closing.load(Ordering::Acquire) { Ok(true) } else { self.flush(None) };
         self.shared.closing.store(true, Ordering::Release);
+        // A send past its closing check either got into the ring (the writer drains it
+        // before it stops) or is refused by it; none waits for a writer that is gone.
+        self.shared.ring.close();
         self.shared.pressure.wake_all();
         {
             let _signal = self.shared.signal.lock().unwrap_or_else(|e| e.into_inner());
@@ -556,8 +611,9 @@ impl Producer {
         aborted.and(flushed.map(|_| ()))
     }
 
-    /// Starts or ends pressure from outside the buffer: the `max_lag` monitor sets it while
-    /// the slowest consumer group is too far behind. Policies apply as for a full buffer.
+    /// Starts or ends pressure from outside the buffer (the writer does so for `max_lag`
+    /// while the slowest consumer group is too far behind). Policies apply as for a full
+    /// buffer.
     pub fn set_external_pressure(&self, on: bool) {
         self.shared.pressure.set_external(on);
     }

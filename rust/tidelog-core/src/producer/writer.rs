@@ -1,11 +1,13 @@
-//! The producer's background writer: drains the priority buffers in batches, groups by
-//! partition, appends each group as one batch, and accounts for every message.
+//! The producer's background writer: drains the buffer in batches (dropping what shedding
+//! dropped), groups by partition, appends each group as one batch, holds back what
+//! `max_lag` does not allow yet, and accounts for every message.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::lag::LagBound;
 use super::{Fatal, Pending, Shared};
 use crate::format::{BatchMeta, Record, ATTR_TRANSACTIONAL};
 use crate::log::producers::sequence_add;
@@ -26,8 +28,19 @@ const GATHER_SPIN: Duration = Duration::from_micros(200);
 /// Longest idle sleep when every send wakes the writer (a safety net for lost wake-ups).
 const MAX_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Longest sleep on the offsets topic's doorbell while `max_lag` holds messages back or
+/// keeps pressure on: a commit in any process wakes the writer at once; this is how soon
+/// it notices a flush, a close or new messages meanwhile.
+const LAG_WAIT: Duration = Duration::from_millis(10);
+
 pub(super) fn run(shared: &Shared) {
     let mut batch: Vec<Pending> = Vec::with_capacity(shared.config.max_batch_messages);
+    // Messages `max_lag` does not let through yet, in send order; still counted buffered.
+    let mut held: Vec<Pending> = Vec::new();
+    let mut lag = shared.config.max_lag.map(|max_lag| {
+        let resume_at = (max_lag as f64 * shared.config.low_watermark).floor() as u64;
+        LagBound::new(shared.store.clone(), max_lag, resume_at, shared.config.buffer_messages as u64)
+    });
     let mut sequences = Sequences::new();
     let durable = shared.store.config().fsync == crate::log::FsyncPolicy::Always;
     crate::segment::populate_inline_on_this_thread();
@@ -36,6 +49,11 @@ pub(super) fn run(shared: &Shared) {
     // True right after an idle wait: what is buffered then is written, however little.
     let mut lingered = false;
     loop {
+        // Taken before looking at the commits: a commit after the look rings it.
+        let ticket = lag.as_mut().and_then(|l| l.offsets_topic().map(|t| t.ticket()));
+        if let Some(lag) = lag.as_mut() {
+            update_lag_pressure(shared, lag);
+        }
         if durable && last_flushers > 1 {
             gather(shared, last_flushers, last_sync);
         }
@@ -44,19 +62,19 @@ pub(super) fn run(shared: &Shared) {
         // batch. Without this a writer as fast as its senders wrote batches of two or three
         // messages, at ~1 µs of bookkeeping each.
         let few = !lingered
+            && held.is_empty()
             && !shared.config.linger.is_zero()
             && shared.pressure.buffered() < shared.wake_at()
             && shared.flushers.load(Ordering::SeqCst) == 0
             && !shared.pressure.is_on();
         batch.clear();
-        let levels = shared.levels.read().map(|l| l.clone()).unwrap_or_default();
+        // Held messages are older than anything in the ring: they go first.
+        let held_before = held.len();
+        batch.append(&mut held);
         if !few {
-            for level in &levels {
-                let room = shared.config.max_batch_messages - batch.len();
-                if room == 0 {
-                    break;
-                }
-                level.ring.pop_many(&mut batch, room);
+            let popped = shared.ring.pop_many(&mut batch, shared.config.max_batch_messages);
+            if shared.shedding && popped > 0 {
+                settle_shed(shared, &mut batch, held_before);
             }
         }
         if batch.is_empty() {
@@ -71,8 +89,17 @@ pub(super) fn run(shared: &Shared) {
                     || shared.flushers.load(Ordering::SeqCst) > 0
                     || shared.pressure.is_on()
             } else {
-                levels.iter().any(|l| !l.ring.is_empty())
+                !shared.ring.is_empty()
             };
+            if let (Some(ticket), true) = (ticket, lag.as_ref().is_some_and(|l| l.on)) {
+                // Pressure from a lagging group ends with a commit, in any process.
+                drop(signal);
+                shared.writer_idle.store(false, Ordering::Release);
+                if !ready && !shared.closing.load(Ordering::Acquire) {
+                    wait_for_commit(&mut lag, Some(ticket));
+                }
+                continue;
+            }
             if !ready && !shared.closing.load(Ordering::Acquire) {
                 // More messages make a bigger batch; half a batch, a flush or close wakes us
                 // sooner. With linger 0, every send wakes us.
@@ -84,10 +111,18 @@ pub(super) fn run(shared: &Shared) {
             continue;
         }
         lingered = false;
-        let taken = batch.len();
-        shared.pressure.remove(taken);
+        if lag.is_none() {
+            // Counted out before the write, so senders refill the buffer meanwhile.
+            shared.pressure.remove(batch.len() - held_before);
+        }
         let started = Instant::now();
-        write_groups(shared, &mut batch, &mut sequences);
+        write_groups(shared, &mut batch, &mut sequences, lag.as_mut(), &mut held);
+        let taken = batch.len();
+        if lag.is_some() {
+            // With `max_lag`, held messages still count as buffered, so a held-back writer
+            // fills the buffer and the senders feel the pressure as their policy says.
+            shared.pressure.remove(taken);
+        }
         last_sync = started.elapsed();
         // Everyone who sent and flushed while we synced is waiting now: that is how many
         // the next sync can serve together.
@@ -96,10 +131,46 @@ pub(super) fn run(shared: &Shared) {
         if shared.flushers.load(Ordering::SeqCst) > 0 {
             shared.progress.bump();
         }
+        if taken == 0 && lag.is_some() {
+            // Everything is held back: nothing moves until a group commits.
+            wait_for_commit(&mut lag, ticket);
+            continue;
+        }
         // Python threads handed the GIL (or just woken from `flush`) may be queued behind
         // us on a small machine (with 2 cores and 4 sending threads the handoffs stalled
         // ~8% of the time): let them in.
         std::thread::yield_now();
+    }
+}
+
+/// Drops the messages popped into `batch[from..]` that shedding turned into debts (see the
+/// module docs of `producer`), keeping the others in order.
+fn settle_shed(shared: &Shared, batch: &mut Vec<Pending>, from: usize) {
+    let levels = shared.levels.read().map(|l| l.clone()).unwrap_or_default();
+    let mut i = 0;
+    batch.retain(|p| {
+        i += 1;
+        i <= from || !levels.iter().find(|l| l.priority == p.priority).is_some_and(|l| l.counts.pop_is_debt())
+    });
+}
+
+/// Turns the producer's pressure on or off as the slowest group's lag says. A failure to
+/// read the commits leaves it as it is (the hard bound in [`write_groups`] still holds).
+fn update_lag_pressure(shared: &Shared, lag: &mut LagBound) {
+    let topics: Vec<_> = shared.topics.read().map(|t| t.values().cloned().collect()).unwrap_or_default();
+    if let Ok(true) = lag.update(&topics) {
+        shared.pressure.set_external(lag.on);
+    }
+}
+
+/// Sleeps until a commit is appended in any process (or [`LAG_WAIT`] passes).
+fn wait_for_commit(lag: &mut Option<LagBound>, ticket: Option<u32>) {
+    match (ticket, lag.as_mut().and_then(|l| l.offsets_topic())) {
+        (Some(ticket), Some(topic)) => {
+            topic.wait(ticket, Some(LAG_WAIT));
+        }
+        // No commit yet anywhere (a group with members only): look again soon.
+        _ => std::thread::sleep(LAG_WAIT),
     }
 }
 
@@ -130,10 +201,20 @@ fn gather(shared: &Shared, wanted: usize, budget: Duration) {
     }
 }
 
-/// Appends `batch` grouped by (topic, partition), keeping each group's order.
-fn write_groups(shared: &Shared, batch: &mut [Pending], sequences: &mut Sequences) {
-    // Stable sort keeps per-partition order; priorities were drained highest first.
+/// Appends `batch` grouped by (topic, partition), keeping each group's order. With a `lag`
+/// bound, what a partition may not take yet moves to `held` (in order) and out of `batch`.
+fn write_groups(
+    shared: &Shared,
+    batch: &mut Vec<Pending>,
+    sequences: &mut Sequences,
+    lag: Option<&mut LagBound>,
+    held: &mut Vec<Pending>,
+) {
+    // Stable sort keeps per-partition order, which is send order.
     batch.sort_by_key(|p| (Arc::as_ptr(&p.topic) as usize, p.partition));
+    if let Some(lag) = lag {
+        hold_back(lag, batch, held);
+    }
     let mut start = 0;
     while start < batch.len() {
         let first = &batch[start];
@@ -202,6 +283,38 @@ fn write_groups(shared: &Shared, batch: &mut [Pending], sequences: &mut Sequence
         }
         start = end;
     }
+}
+
+/// Moves to `held` what would take a partition more than `max_lag + buffer_messages` past
+/// its slowest group's committed offset. `batch` is sorted by partition, so each
+/// partition's messages are one run and the first ones are written.
+fn hold_back(lag: &mut LagBound, batch: &mut Vec<Pending>, held: &mut Vec<Pending>) {
+    if lag.catch_up().is_err() {
+        if !lag.store_closed() {
+            // Commits unreadable (damage): write nothing past a bound we cannot check;
+            // the next round looks again.
+            held.append(batch);
+        }
+        // A closed store fails every write with its own error.
+        return;
+    }
+    let mut run: Option<(usize, u32, u64)> = None;
+    let mut kept = Vec::with_capacity(batch.len());
+    for p in batch.drain(..) {
+        let key = (Arc::as_ptr(&p.topic) as usize, p.partition);
+        let room = match run {
+            Some((t, q, room)) if (t, q) == key => room,
+            // A partition that is gone makes its own error when written: not held.
+            _ => lag.room(&p.topic, p.partition).ok().flatten().unwrap_or(u64::MAX),
+        };
+        if room > 0 {
+            kept.push(p);
+        } else {
+            held.push(p);
+        }
+        run = Some((key.0, key.1, room.saturating_sub(1)));
+    }
+    *batch = kept;
 }
 
 /// Appends one group as a batch: plain, or with the producer's identity and the

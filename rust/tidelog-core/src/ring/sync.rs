@@ -1,5 +1,6 @@
 //! The loom switch: every synchronization primitive the ring buffer (and the CRC helper's
-//! job handoff, `log::crc_worker`) uses comes from here.
+//! job handoff, `log::crc_worker`, and the producer's shedding counts, `producer::shed`)
+//! uses comes from here.
 //!
 //! Built with `RUSTFLAGS="--cfg loom"`, these are loom's mock types, so the model tests in
 //! `tests/loom_ring.rs` explore every interleaving (and every weak-memory outcome loom
@@ -14,7 +15,7 @@ pub(crate) use loom::cell::UnsafeCell;
 #[cfg(loom)]
 pub(crate) use loom::hint::spin_loop;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(loom)]
@@ -23,7 +24,7 @@ pub(crate) use loom::thread::yield_now;
 #[cfg(not(loom))]
 pub(crate) use std::hint::spin_loop;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]

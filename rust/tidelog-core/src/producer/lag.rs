@@ -1,0 +1,281 @@
+//! `max_lag` as a bound: the writer never writes a partition more than `max_lag +
+//! buffer_messages` messages past the slowest consumer group's committed offset, and turns
+//! the producer's pressure on (so `send` blocks, raises or sheds) while the slowest group
+//! is more than `max_lag` behind, off again at `max_lag * low_watermark`.
+//!
+//! Where the committed offsets come from: the writer reads the tail of the internal topic
+//! `__consumer_offsets` itself, where every commit of every process is one record
+//! (`python/tidelog/offsets.py` documents the layout). Chosen over a per-partition
+//! "slowest committed offset" word in shared memory that commits would update: that word
+//! would be a second copy of what the topic already holds durably, every committer (and
+//! the deletion of a topic, and a group's reset) would have to keep it right, a committer
+//! killed between its record and the word would leave it stale for good, and a "minimum
+//! over groups" cannot be updated from one group's commit without knowing the others'.
+//! The topic is the source of truth every process already writes; looking for news in it
+//! costs one load of each of its partitions' published end offset (a shared word), and
+//! only new commit records are read and decoded. The writer waits for commits on the
+//! topic's doorbell, so a commit in any process wakes it at once.
+//!
+//! Groups: those with a commit on the topic, and those with membership state but no commit
+//! yet (`<store>/groups/<topic>/<group>.json`), which count from the partition's start as
+//! their lag does. The directory is listed at most every [`GROUPS_RESCAN`]. A commit inside
+//! a transaction still open counts once the transaction commits (reading stops at the
+//! first open one), so the bound errs on the side of holding back.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::store::{Store, Topic};
+use crate::{Error, Result};
+
+/// The internal topic holding consumer-group commits.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Generation of a record that forgets a (group, topic)'s commits (its topic was deleted).
+const RESET_GENERATION: i64 = -2;
+/// How often the groups directory of a topic is listed again.
+const GROUPS_RESCAN: Duration = Duration::from_millis(100);
+/// Commit records read per look.
+const READ_MAX: usize = 10_000;
+
+/// Committed offsets of a topic's groups: group -> partition -> next offset to read.
+type Commits = HashMap<String, HashMap<u32, u64>>;
+
+/// What one writer knows of the consumer groups, kept up to date from the offsets topic.
+pub(crate) struct LagBound {
+    store: Arc<Store>,
+    max_lag: u64,
+    resume_at: u64,
+    slack: u64,
+    offsets: Option<Arc<Topic>>,
+    read_upto: Vec<u64>,
+    /// topic -> its groups' commits.
+    commits: HashMap<String, Commits>,
+    /// topic -> groups with membership state, and when the directory was listed.
+    members: HashMap<String, (Instant, HashSet<String>)>,
+    /// Pressure this bound put on the producer (with hysteresis).
+    pub on: bool,
+}
+
+impl LagBound {
+    /// A bound of `max_lag` messages; `slack` (the buffer) is how far past it messages
+    /// already accepted may still be written; pressure ends at `resume_at`.
+    pub fn new(store: Arc<Store>, max_lag: u64, resume_at: u64, slack: u64) -> Self {
+        LagBound {
+            store,
+            max_lag,
+            resume_at,
+            slack,
+            offsets: None,
+            read_upto: Vec::new(),
+            commits: HashMap::new(),
+            members: HashMap::new(),
+            on: false,
+        }
+    }
+
+    /// True once the store is closed.
+    pub fn store_closed(&self) -> bool {
+        self.store.is_closed()
+    }
+
+    /// The offsets topic, once it exists (it is made by the first consumer or commit).
+    pub fn offsets_topic(&mut self) -> Option<&Arc<Topic>> {
+        if self.offsets.is_none() {
+            if let Ok(topic) = self.store.topic(OFFSETS_TOPIC) {
+                self.read_upto = vec![0; topic.partition_count() as usize];
+                self.offsets = Some(topic);
+            }
+        }
+        self.offsets.as_ref()
+    }
+
+    /// Applies the commit records appended since the last look.
+    ///
+    /// # Errors
+    /// Reading the offsets topic failed (the store closed, damage).
+    pub fn catch_up(&mut self) -> Result<()> {
+        let Some(topic) = self.offsets_topic().cloned() else { return Ok(()) };
+        let partitions = match topic.partitions() {
+            Ok(partitions) => partitions,
+            Err(Error::TopicNotFound(_)) => {
+                // Deleted (with every commit in it): start over with whatever replaces it.
+                self.offsets = None;
+                self.commits.clear();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for (p, log) in partitions.iter().enumerate() {
+            let head = log.head()?;
+            let mut at = self.read_upto[p].max(head.log_start);
+            while at < head.next_offset {
+                let read = log.read(at, READ_MAX, usize::MAX)?;
+                for chunk in &read.chunks {
+                    for record in chunk.records() {
+                        if let Some(key) = record.key {
+                            self.apply(key, record.value);
+                        }
+                    }
+                }
+                if read.next_offset <= at {
+                    break; // an open transaction: its commits count once it ends
+                }
+                at = read.next_offset;
+            }
+            self.read_upto[p] = at;
+        }
+        Ok(())
+    }
+
+    /// Applies one commit record; a record this version cannot decode is passed over (it
+    /// only makes the bound hold back less on a group nobody here can read either).
+    fn apply(&mut self, key: &[u8], value: &[u8]) {
+        let Some(nul) = key.iter().position(|&b| b == 0) else { return };
+        let (Ok(group), Ok(topic)) = (std::str::from_utf8(&key[..nul]), std::str::from_utf8(&key[nul + 1..]))
+        else {
+            return;
+        };
+        let Some((generation, count)) = header(value) else { return };
+        if generation == RESET_GENERATION && count == 0 {
+            if let Some(groups) = self.commits.get_mut(topic) {
+                groups.remove(group);
+            }
+            return;
+        }
+        let mut at = 14usize;
+        let mut parsed = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let Some(entry) = value.get(at..at + 14) else { return };
+            let partition = u32::from_le_bytes(entry[0..4].try_into().expect("4 bytes"));
+            let offset = i64::from_le_bytes(entry[4..12].try_into().expect("8 bytes"));
+            let meta_len = u16::from_le_bytes(entry[12..14].try_into().expect("2 bytes"));
+            at += 14 + usize::from(meta_len);
+            let Ok(offset) = u64::try_from(offset) else { return };
+            parsed.push((partition, offset));
+        }
+        let groups = self.commits.entry(topic.to_owned()).or_default();
+        groups.entry(group.to_owned()).or_default().extend(parsed);
+    }
+
+    /// Refreshes the groups of `topic` with membership state, at most every
+    /// [`GROUPS_RESCAN`]: true if one of them has no commit on the topic.
+    fn member_without_commit(&mut self, topic: &str) -> bool {
+        let now = Instant::now();
+        let stale = self.members.get(topic).is_none_or(|(at, _)| now.duration_since(*at) >= GROUPS_RESCAN);
+        if stale {
+            let dir: PathBuf = self.store.dir().join("groups").join(topic);
+            self.members.insert(topic.to_owned(), (now, list_groups(&dir)));
+        }
+        let commits = self.commits.get(topic);
+        self.members[topic].1.iter().any(|g| commits.is_none_or(|c| !c.contains_key(g)))
+    }
+
+    /// The slowest group's committed offset in partition `p` of `topic`, or `None` if the
+    /// topic has no group. A group without a commit there counts from the start.
+    ///
+    /// # Errors
+    /// Reading the partition's start failed.
+    pub fn slowest(&mut self, topic: &Topic, p: u32) -> Result<Option<u64>> {
+        let from_start = self.member_without_commit(topic.name());
+        self.slowest_given(topic, p, from_start)
+    }
+
+    fn slowest_given(&self, topic: &Topic, p: u32, mut from_start: bool) -> Result<Option<u64>> {
+        let mut slowest: Option<u64> = None;
+        if let Some(commits) = self.commits.get(topic.name()) {
+            for partitions in commits.values() {
+                match partitions.get(&p) {
+                    Some(&o) => slowest = Some(slowest.map_or(o, |s| s.min(o))),
+                    None => from_start = true,
+                }
+            }
+        }
+        if from_start {
+            let start = topic.partition(p)?.start_offset()?;
+            slowest = Some(slowest.map_or(start, |s| s.min(start)));
+        }
+        Ok(slowest)
+    }
+
+    /// How many more messages may be written to partition `p` of `topic` now (`None`: no
+    /// limit, there is no group). Past `max_lag + slack` beyond the slowest group nothing
+    /// more is written.
+    ///
+    /// # Errors
+    /// Reading the partition's offsets failed.
+    pub fn room(&mut self, topic: &Topic, p: u32) -> Result<Option<u64>> {
+        let Some(slowest) = self.slowest(topic, p)? else { return Ok(None) };
+        let end = topic.partition(p)?.end_offset()?;
+        let limit = slowest.saturating_add(self.max_lag).saturating_add(self.slack);
+        Ok(Some(limit.saturating_sub(end)))
+    }
+
+    /// Updates [`Self::on`] from the largest lag over `topics`' partitions, with
+    /// hysteresis: on above `max_lag`, off at `resume_at` or below. Returns whether it
+    /// changed.
+    ///
+    /// # Errors
+    /// Reading offsets failed.
+    pub fn update(&mut self, topics: &[Arc<Topic>]) -> Result<bool> {
+        self.catch_up()?;
+        let mut worst = 0u64;
+        for topic in topics {
+            let from_start = self.member_without_commit(topic.name());
+            for p in 0..topic.partition_count() {
+                let lag = self.slowest_given(topic, p, from_start).and_then(|slowest| match slowest {
+                    Some(slowest) => Ok(topic.partition(p)?.end_offset()?.saturating_sub(slowest)),
+                    None => Ok(0),
+                });
+                match lag {
+                    Ok(lag) => worst = worst.max(lag),
+                    // A topic deleted since this producer wrote to it has no lag to bound.
+                    Err(Error::TopicNotFound(_)) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let was = self.on;
+        if !self.on && worst > self.max_lag {
+            self.on = true;
+        } else if self.on && worst <= self.resume_at {
+            self.on = false;
+        }
+        Ok(was != self.on)
+    }
+}
+
+/// (generation, partition count) of a commit record; `None` if too short.
+fn header(value: &[u8]) -> Option<(i64, u32)> {
+    let head = value.get(..14)?;
+    let generation = i64::from_le_bytes(head[2..10].try_into().ok()?);
+    let count = u32::from_le_bytes(head[10..14].try_into().ok()?);
+    Some((generation, count))
+}
+
+/// Group names with a state file in `dir` (`<group>.json`, or `~<hex of the name>.json`
+/// for names that are not plain file names; see `python/tidelog/groups.py`).
+fn list_groups(dir: &std::path::Path) -> HashSet<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return HashSet::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".json")?;
+            match stem.strip_prefix('~') {
+                Some(hex) => decode_hex(hex),
+                None => Some(stem.to_owned()),
+            }
+        })
+        .collect()
+}
+
+fn decode_hex(hex: &str) -> Option<String> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+    String::from_utf8(bytes?).ok()
+}
