@@ -415,6 +415,7 @@ def run_worker(w: Worker) -> None:
         # change how a worker dies.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         WORK[w.role](w)
     except BaseException:
         code = 1
@@ -523,34 +524,47 @@ def feed(store_dir: Path, state: State, kinds: set[str]) -> None:
 
 
 def spawn(
-    store_dir: Path, state: State, kinds: list[str], rng: random.Random, fsyncs: list[str]
-) -> list[Child]:
+    store_dir: Path,
+    state: State,
+    kinds: list[str],
+    rng: random.Random,
+    fsyncs: list[str],
+    children: list[Child],
+) -> None:
+    """Forks the round's workers into ``children`` (the caller's, so that whatever
+    interrupts the round finds every worker there to kill)."""
     roles = [
         (k, r)
         for k in kinds
         for r in (["scratch-writer", "scratch-deleter"] if k == "scratch" else [k])
     ]
-    children: list[Child] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for i, (kind, role) in enumerate(roles):
-        worker_no = state.rounds * 16 + i
-        wid = worker_no * WID_BLOCK
-        state.wid_kind[worker_no] = kind
-        r, wfd = os.pipe()
-        fsync = rng.choice(fsyncs)
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            for c in children:
-                os.close(c.fd)
-            run_worker(Worker(kind, role, str(store_dir), wid, rng.randrange(1 << 30), fsync, wfd))
-        with contextlib.suppress(OSError):  # the worker did it first (or already died)
-            os.setpgid(pid, pid)
-        os.close(wfd)
-        os.set_blocking(r, False)
-        children.append(Child(pid, role, kind, wid, r))
-    return children
+    # Ctrl-C is held back while forking: a worker forked but not yet listed would outlive
+    # the run.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for i, (kind, role) in enumerate(roles):
+            worker_no = state.rounds * 16 + i
+            wid = worker_no * WID_BLOCK
+            state.wid_kind[worker_no] = kind
+            r, wfd = os.pipe()
+            fsync = rng.choice(fsyncs)
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                for c in children:
+                    os.close(c.fd)
+                run_worker(
+                    Worker(kind, role, str(store_dir), wid, rng.randrange(1 << 30), fsync, wfd)
+                )
+            with contextlib.suppress(OSError):  # the worker did it first (or already died)
+                os.setpgid(pid, pid)
+            os.close(wfd)
+            os.set_blocking(r, False)
+            children.append(Child(pid, role, kind, wid, r))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def pump(children: list[Child], timeout: float) -> None:
@@ -580,8 +594,9 @@ def run_round(
     window: float,
     fsyncs: list[str],
 ) -> list[Child]:
-    children = spawn(store_dir, state, kinds, rng, fsyncs)
+    children: list[Child] = []
     try:
+        spawn(store_dir, state, kinds, rng, fsyncs, children)
         now = time.monotonic()
         if rng.random() < 0.1:
             # Killed anywhere from start-up on (opening the store, joining, taking over).
@@ -1135,6 +1150,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     setup(store_dir, state)
     log_kinds = {"append", "batch", "buffer", "producer", "fork"} & set(kinds)
+    interrupted = False
     try:
         for r in range(args.rounds):
             state.rounds = r
@@ -1145,9 +1161,6 @@ def main(argv: list[str] | None = None) -> int:
                 if log_kinds and ((r + 1) % args.full_every == 0 or r + 1 == args.rounds):
                     with open_store(store_dir) as store:
                         check_log_full(store, state, totals)
-            except KeyboardInterrupt:
-                print(f"interrupted in round {r}: its checks are left out")
-                break
             except tidelog.TidelogError as e:
                 # Damage the checks cannot read past: later rounds would only repeat it.
                 totals.add("store", "corrupted", detail=f"round {r}: stopped, {e}")
@@ -1157,13 +1170,16 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed = time.monotonic() - started
                 print(f"  round {r + 1}: {totals.violations()} violations, {elapsed:.0f} s")
                 sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(f"interrupted in round {state.rounds}: its checks are left out")
+        interrupted = True
     finally:
         report(state, totals, kinds, time.monotonic() - started)
         if not args.keep and totals.violations() == 0:
             shutil.rmtree(base if args.dir is None else store_dir, ignore_errors=True)
         elif args.dir is None:
             print(f"store kept in {store_dir}")
-    return 1 if totals.violations() else 0
+    return 1 if totals.violations() else 130 if interrupted else 0
 
 
 if __name__ == "__main__":
