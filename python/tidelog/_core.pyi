@@ -37,6 +37,8 @@ __all__ = [
     "TopicNotFoundError",
     "ValueBuffer",
     "__version__",
+    "_clear_faults",
+    "_inject_fault",
     "inspect_segment",
     "partition_for_key",
     "read_state_log",
@@ -326,10 +328,10 @@ def recovery_events(partition_dir: str | os.PathLike[str]) -> list[dict[str, Any
 def partition_for_key(key: bytes, partitions: int) -> int: ...
 def _inject_fault(
     op: str,
-    path_contains: str = "",
+    path_contains: str = ...,
     errno: int = 5,
     skip: int = 0,
-    times: int | None = 1,
+    times: int | None = ...,
     short: bool = False,
 ) -> None: ...
 def _clear_faults() -> None: ...

@@ -18,8 +18,8 @@ const BUFFER: usize = 64;
 const BOUND: u64 = MAX_LAG + BUFFER as u64;
 
 fn open(dir: &Path) -> Arc<Store> {
-    let store = Arc::new(Store::open(dir, LogConfig::default()).expect("open store"));
-    store.create_topic(OFFSETS_TOPIC, 8, true).expect("offsets topic");
+    let store = Arc::new(Store::open(dir, LogConfig::default(), &[]).expect("open store"));
+    store.create_internal_topic(OFFSETS_TOPIC, 8, true).expect("offsets topic");
     store
 }
 
@@ -119,7 +119,7 @@ fn wait_until_stalled(store: &Store, topic: &str, p: u32, check: impl Fn()) {
 fn priorities_do_not_reorder_a_partition() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.create_topic("t", 2, false).unwrap();
+    store.create_topic("t", 2, false, &[]).unwrap();
     for on_full in [OnFull::Shed, OnFull::Block(None), OnFull::Raise] {
         // A buffer that never fills: no pressure, so nothing is shed.
         let producer = producer_with(&store, on_full, None, Duration::from_millis(1), 65_536);
@@ -148,7 +148,7 @@ fn priorities_do_not_reorder_a_partition() {
 fn shedding_drops_the_oldest_of_the_lowest_priority_and_keeps_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.create_topic("t", 1, false).unwrap();
+    store.create_topic("t", 1, false, &[]).unwrap();
     // The writer lingers through the sends: what is kept is decided by shedding alone.
     let producer = Arc::new(producer(&store, OnFull::Shed, None, Duration::from_secs(60)));
     thread::sleep(Duration::from_millis(50));
@@ -176,7 +176,7 @@ fn shedding_drops_the_oldest_of_the_lowest_priority_and_keeps_order() {
 fn max_lag_bounds_what_is_written_past_the_slowest_group() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.create_topic("t", 1, false).unwrap();
+    store.create_topic("t", 1, false, &[]).unwrap();
     commit(&store, "slow", "t", &[(0, 0)]);
     commit(&store, "fast", "t", &[(0, 0)]);
     let producer = Arc::new(producer(&store, OnFull::Block(None), Some(MAX_LAG), Duration::from_millis(1)));
@@ -213,7 +213,7 @@ fn max_lag_bounds_what_is_written_past_the_slowest_group() {
 fn a_forgotten_group_and_a_member_without_commits() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.create_topic("t", 1, false).unwrap();
+    store.create_topic("t", 1, false, &[]).unwrap();
     commit(&store, "gone", "t", &[(0, 0)]);
     reset(&store, "gone", "t");
     // A group with members and no commit counts from the start; its name is not a plain
@@ -244,8 +244,8 @@ fn a_forgotten_group_and_a_member_without_commits() {
 fn lag_pressure_ends_after_a_commit_even_with_a_deleted_topic() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.create_topic("t", 1, false).unwrap();
-    store.create_topic("gone", 1, false).unwrap();
+    store.create_topic("t", 1, false, &[]).unwrap();
+    store.create_topic("gone", 1, false, &[]).unwrap();
     commit(&store, "slow", "t", &[(0, 0)]);
     // The deleted topic's group keeps its commits (nothing wrote a reset record).
     commit(&store, "other", "gone", &[(0, 0)]);

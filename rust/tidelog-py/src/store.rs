@@ -99,6 +99,7 @@ impl PyStore {
         path, *, segment_ms=Some(604800000), fsync="never", fsync_interval_ms=1000,
         producer_expiry_ms=604800000, settings=None, on_corruption="raise",
     ))]
+    #[allow(clippy::too_many_arguments)] // mirrors the keyword options of tidelog.open
     fn new(
         py: Python<'_>,
         path: PathBuf,
