@@ -581,8 +581,10 @@ mod tests {
         assert!(a.is_deleted());
         drop((a, b));
         // The next opener is alone and re-initialises the lock, but the mark stays.
-        let c = ControlBlock::open(&path).unwrap();
-        assert!(matches!(&c, Opened::Alone(..)));
+        let opened = ControlBlock::open(&path).unwrap();
+        assert!(matches!(&opened, Opened::Alone(..)));
+        let (Opened::Alone(c, _) | Opened::Shared(c)) = opened;
+        c.end_open();
         assert!(open(&path).is_deleted());
     }
 
