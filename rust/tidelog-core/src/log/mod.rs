@@ -849,12 +849,21 @@ impl PartitionLog {
         for &base in bases.iter().filter(|&&b| b >= head.log_start) {
             // An active segment mapped as readable past the head is not reused: recovery cut
             // published data (damage found while others had it open), and appends and reads
-            // must not go by the old end.
-            let reuse = old.iter().find(|s| {
-                s.base == base
+            // must not go by the old end. Nor one mapped past the end of its files: a roll
+            // that died after trimming them left it active (repaired by another handle), and
+            // appends through the old mapping would land past the end of the file, in the
+            // page cache only, and be lost.
+            let mut reuse = None;
+            for s in &old {
+                if s.base == base
                     && (s.is_active() == (base == head.active_base))
                     && !(s.is_active() && s.data.readable() > head.committed_pos as usize)
-            });
+                    && !s.mapped_past_its_files()?
+                {
+                    reuse = Some(s);
+                    break;
+                }
+            }
             let seg = match reuse {
                 Some(s) => s.clone(),
                 None if base == head.active_base => Arc::new(Segment::open_active_as_created(

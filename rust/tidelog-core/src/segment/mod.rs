@@ -663,6 +663,23 @@ impl Segment {
         self.files.is_some()
     }
 
+    /// True if an active segment's files are now shorter than this handle maps them: a
+    /// roll trimmed them and its roller died before creating the next segment. Writing
+    /// through such a mapping past the end of a file reaches only the page cache (never the
+    /// file; the kernel may zero it, and past the last page it faults), so the segment must
+    /// be mapped again at its files' sizes. One `fstat` per file: only for a re-listing.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn mapped_past_its_files(&self) -> Result<bool> {
+        let Some(files) = &self.files else {
+            return Ok(false);
+        };
+        Ok(file_len(&files.data, &self.paths.data)? < self.data.len()
+            || file_len(&files.index, &self.paths.index)? < self.index.len()
+            || file_len(&files.time_index, &self.paths.time_index)? < self.time_index.len())
+    }
+
     /// Flushes the data bytes `start..end` to disk (`msync(MS_SYNC)`).
     ///
     /// # Errors
