@@ -121,9 +121,11 @@ def store(bench_root: Path) -> Iterator[tidelog.Store]:
 
 @pytest.fixture(scope="module")
 def durable_store(bench_root: Path) -> Iterator[tidelog.Store]:
-    """A store with ``fsync="always"`` on the same disk."""
+    """A store with ``fsync="always"`` on the same disk, with a message for every offset
+    committed (a commit past the end offset is refused)."""
     with tidelog.open(bench_root / "consumer-durable", fsync="always") as s:
-        s.create_topic("source", partitions=1).append(b"x" * VALUE_BYTES)
+        values = [b"x" * VALUE_BYTES] * DURABLE_COMMITS
+        s.create_topic("source", partitions=1).append_batch(values, partition=0)
         yield s
 
 
