@@ -598,3 +598,28 @@ fn snapshots_written_by_one_of_two_handles_are_complete() {
     // Producer 7's last batch is still recognised.
     assert!(ok(txn(&log, 7, 0, 118, "t59", 2)).2, "producer 7's state in the snapshot");
 }
+
+#[test]
+fn recovery_flags_a_first_transactional_batch_the_head_never_published() {
+    use tidelog_core::log::CONTROL_FILE;
+    use tidelog_core::shm::{ControlBlock, Opened};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path());
+    assert_eq!(plain(&log, "p0", 1), 0);
+    let (Opened::Alone(control, _) | Opened::Shared(control)) =
+        ControlBlock::open(&dir.path().join(CONTROL_FILE)).expect("control block");
+    control.end_open();
+    let before = control.lock().expect("lock").head();
+    assert_eq!(before.transactional, 0);
+    assert_eq!(ok(txn(&log, 1, 0, 0, "t", 2)), (1, 2, false));
+    // As a writer killed after writing the partition's first transactional batch, before
+    // publishing it, leaves the head: the batch is past it and the flag still unset.
+    control.lock().expect("lock").publish(before);
+    drop(log);
+    drop(control);
+    let log = open(dir.path());
+    assert_eq!(log.end_offset().unwrap(), 3, "recovery keeps the whole batch");
+    let (read, stopped) = read_visible(&log, 0);
+    assert_eq!(offsets_of(&read), vec![0], "the open transaction is not read as committed");
+    assert_eq!(stopped, 1);
+}

@@ -259,8 +259,14 @@ impl PartitionLog {
             segment_created_ms: hint.map_or_else(now_ms, |h| h.segment_created_ms),
             last_index_pos,
             // Without a trustworthy hint (power loss, a lost control file), assume a
-            // non-empty log may hold transactions: only slower reads, never wrong ones.
-            transactional: hint.map_or(u64::from(scan.next_offset > bases[0]), |h| h.transactional),
+            // non-empty log may hold transactions: only slower reads, never wrong ones. The
+            // same when recovery keeps batches the hint never published: a writer killed
+            // after writing a partition's first transactional batch but before publishing
+            // left the flag unset, and readers would take that open transaction as
+            // committed.
+            transactional: hint.map_or(u64::from(scan.next_offset > bases[0]), |h| {
+                h.transactional | u64::from(scan.next_offset > h.next_offset)
+            }),
         });
         drop(active);
         self.refresh(guard)
