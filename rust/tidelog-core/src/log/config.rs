@@ -79,23 +79,9 @@ impl LogConfig {
     /// # Errors
     /// [`Error::InvalidConfig`].
     pub fn validate(&self) -> Result<()> {
+        // The file-shaping ones are checked where they are stored (one set of rules).
+        self.topic_settings().validate()?;
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
-        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
-            return bad(format!(
-                "segment_bytes must be between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, got {}",
-                self.segment_bytes
-            ));
-        }
-        if self.max_message_bytes == 0 || self.max_message_bytes > self.segment_bytes / 2 {
-            return bad(format!(
-                "max_message_bytes must be between 1 and segment_bytes / 2 ({}), got {}",
-                self.segment_bytes / 2,
-                self.max_message_bytes
-            ));
-        }
-        if self.index_interval_bytes == 0 {
-            return bad("index_interval_bytes must be positive".into());
-        }
         if let Some(ms) = self.segment_ms.filter(|&ms| ms <= 0) {
             return bad(format!("segment_ms must be positive, got {ms}"));
         }
