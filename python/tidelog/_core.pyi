@@ -333,5 +333,6 @@ def _inject_fault(
     skip: int = 0,
     times: int | None = ...,
     short: bool = False,
+    panic: bool = False,
 ) -> None: ...
 def _clear_faults() -> None: ...

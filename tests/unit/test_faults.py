@@ -214,3 +214,29 @@ def test_a_producer_whose_sync_failed_stops_and_reports_it(tmp_path: Path) -> No
             producer.send("t", b"d", partition=0)
             producer.flush()
         assert _values(store) == [*values, b"d"]
+
+
+def test_a_producer_whose_writer_panics_reports_it_instead_of_hanging(tmp_path: Path) -> None:
+    # A panic stands in for any bug that stops the writer thread: `flush()` without a
+    # timeout, a blocked `send` and `close` must all return (with the error), not wait
+    # forever for a thread that is gone.
+    with _open(tmp_path / "s", fsync="always") as store:
+        store.create_topic("t")
+        producer = store.producer(buffer_messages=16)
+        producer.send("t", b"a", partition=0)
+        producer.flush()
+        _core._inject_fault("sync", ".log", times=1, panic=True)
+        producer.send("t", b"b", partition=0)
+        with pytest.raises(tidelog.TidelogError, match="writer thread panicked"):
+            producer.flush()
+        with pytest.raises(tidelog.TidelogError, match="writer thread panicked"):
+            for _ in range(100):  # more than the buffer holds: would block without the error
+                producer.send("t", b"c", partition=0)
+        with pytest.raises(tidelog.TidelogError, match="writer thread panicked"):
+            producer.close()
+        _core._clear_faults()
+        # The store itself is still usable; the producer's unwritten messages are not there.
+        store.topic("t").append(b"d", partition=0)
+    with _open(tmp_path / "s") as store:
+        assert _values(store)[0] == b"a"
+        assert _values(store)[-1] == b"d"

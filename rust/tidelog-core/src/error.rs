@@ -109,6 +109,10 @@ pub enum Error {
     /// Another process holds a lock that this operation needs exclusively.
     #[error("store is locked: {0}")]
     Locked(String),
+    /// A bug: one of the engine's threads stopped (it panicked); the message says which and
+    /// what became of the work it held.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

@@ -78,6 +78,9 @@ pub struct Fault {
     pub times: Option<u32>,
     /// For [`Op::Write`]: write the first half of the bytes before failing (a short write).
     pub short: bool,
+    /// The matching call panics instead of failing: a stand-in for a bug, so tests can
+    /// check that a thread that dies is reported to its callers, never waited on forever.
+    pub panic: bool,
 }
 
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -113,6 +116,11 @@ fn hit(op: Op, path: &Path) -> Option<(i32, bool)> {
         Some(0) => return None,
         Some(n) => *n -= 1,
         None => {}
+    }
+    if fault.panic {
+        let what = format!("injected panic in {op:?} of {path}");
+        drop(faults);
+        panic!("{what}");
     }
     Some((fault.errno, fault.short))
 }
@@ -269,7 +277,7 @@ mod tests {
     use super::*;
 
     fn fault(op: Op, path: &str, skip: u32, times: Option<u32>) -> Fault {
-        Fault { op, path_contains: path.into(), errno: libc::EIO, skip, times, short: false }
+        Fault { op, path_contains: path.into(), errno: libc::EIO, skip, times, short: false, panic: false }
     }
 
     #[test]

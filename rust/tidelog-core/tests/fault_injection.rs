@@ -42,7 +42,7 @@ fn errno(e: &Error) -> Option<i32> {
 }
 
 fn fault(op: Op, errno: i32, times: Option<u32>) -> Fault {
-    Fault { op, path_contains: ".log".into(), errno, skip: 0, times, short: false }
+    Fault { op, path_contains: ".log".into(), errno, skip: 0, times, short: false, panic: false }
 }
 
 #[test]

@@ -172,6 +172,7 @@ impl From<CoreError> for PyErr {
             Error::Locked(_) => StoreLockedError::new_err(msg),
             Error::OutOfOrderSequence(_) => OutOfOrderSequenceError::new_err(msg),
             Error::ProducerFenced(_) => ProducerFencedError::new_err(msg),
+            Error::Internal(_) => TidelogError::new_err(msg),
         }
     }
 }

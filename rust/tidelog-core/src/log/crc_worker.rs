@@ -15,6 +15,8 @@
 //! the loom model at the end of this file checks exactly that.
 
 #![allow(unsafe_code)]
+// Under loom there is no helper thread: only the model (a test) drives a `Job`.
+#![cfg_attr(all(loom, not(test)), allow(dead_code))]
 
 use crate::ring::sync::{spin_loop, yield_now, AtomicU32, AtomicUsize, Ordering};
 

@@ -218,6 +218,9 @@ pub(crate) struct Shared {
     /// Bumped after every writer round (and eviction): flushers sleep on it.
     progress: Progress,
     writer_idle: AtomicBool,
+    /// Set when the writer thread has stopped by panicking: nothing will drain the buffer,
+    /// so nobody may wait for it (see [`Shared::writer_died`]).
+    writer_died: AtomicBool,
     /// Threads in `flush`: the writer only signals progress when someone waits for it.
     flushers: AtomicUsize,
     /// The idempotent producer's identity; `None` writes plain batches.
@@ -241,6 +244,27 @@ impl Shared {
         self.work.notify_one();
     }
 
+    /// After the writer panicked: records why, so every send and flush reports it, and
+    /// wakes every thread waiting for the writer, which would otherwise wait forever.
+    #[cold]
+    fn writer_died(&self, panic: &(dyn std::any::Any + Send)) {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        let lost = self.sent.load(Ordering::Acquire).saturating_sub(self.accounted.load(Ordering::Acquire));
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(Fatal::WriterDied(format!(
+            "the producer's writer thread panicked ({why}); up to {lost} sent messages were not \
+             written: close this producer and open a new one"
+        )));
+        self.writer_died.store(true, Ordering::SeqCst);
+        self.ring.close();
+        self.pressure.wake_all();
+        self.progress.bump();
+        self.wake_writer();
+    }
+
     /// Buffered messages at which a sender wakes a lingering writer: half a batch, or every
     /// message when lingering is off. (A buffer smaller than that is drained when the
     /// linger passes or a sender blocks; under `raise` or `shed`, a long linger keeps a
@@ -260,6 +284,8 @@ pub(crate) enum Fatal {
     Fenced(String),
     OutOfOrder(String),
     Failed(String),
+    /// The writer thread panicked (a bug).
+    WriterDied(String),
 }
 
 impl Fatal {
@@ -268,6 +294,7 @@ impl Fatal {
             Fatal::Fenced(m) => Error::ProducerFenced(m.clone()),
             Fatal::OutOfOrder(m) => Error::OutOfOrderSequence(m.clone()),
             Fatal::Failed(m) => Error::InvalidConfig(m.clone()),
+            Fatal::WriterDied(m) => Error::Internal(m.clone()),
         }
     }
 }
@@ -311,6 +338,7 @@ impl Producer {
             work: Condvar::new(),
             progress: Progress::default(),
             writer_idle: AtomicBool::new(false),
+            writer_died: AtomicBool::new(false),
             flushers: AtomicUsize::new(0),
             identity,
             txn_id: AtomicU64::new(0),
@@ -321,7 +349,12 @@ impl Producer {
         let for_writer = shared.clone();
         let writer = std::thread::Builder::new()
             .name("tidelog-producer".into())
-            .spawn(move || writer::run(&for_writer))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| writer::run(&for_writer));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    for_writer.writer_died(panic.as_ref());
+                }
+            })
             .map_err(|e| Error::io("spawn producer writer", shared.store.dir(), e))?;
         Ok(Producer { shared, writer: Mutex::new(Some(writer)) })
     }
@@ -435,7 +468,10 @@ impl Producer {
                     self.shared.writer_idle.store(false, Ordering::Release);
                     self.shared.wake_writer();
                     let deadline = timeout.map(|t| Instant::now() + t);
-                    let closing = || self.shared.closing.load(Ordering::Acquire);
+                    let closing = || {
+                        self.shared.closing.load(Ordering::Acquire)
+                            || self.shared.writer_died.load(Ordering::Acquire)
+                    };
                     if !pressure.wait(deadline, closing) {
                         self.take_error()?;
                         if closing() {
@@ -543,7 +579,9 @@ impl Producer {
         let mut done = true;
         loop {
             let round = self.shared.progress.round();
-            if self.shared.accounted.load(Ordering::SeqCst) >= target {
+            if self.shared.accounted.load(Ordering::SeqCst) >= target
+                || self.shared.writer_died.load(Ordering::SeqCst)
+            {
                 break;
             }
             self.shared.wake_writer();

@@ -133,7 +133,7 @@ mod loom_model {
                 })
             };
             let (mut written, mut dropped) = (Vec::new(), 0usize);
-            let mut pop = |written: &mut Vec<u8>, dropped: &mut usize| {
+            let pop = |written: &mut Vec<u8>, dropped: &mut usize| {
                 let item = ring.lock().unwrap().pop_front();
                 if let Some(m) = item {
                     if counts.pop_is_debt() {
