@@ -52,13 +52,28 @@ impl Pressure {
 
     /// Whether pressure is on, updating the hysteresis state from the occupancy.
     pub fn is_on(&self) -> bool {
+        self.update(|| self.relieve())
+    }
+
+    /// [`Self::is_on`] for a waiter, which holds `room`: ending the pressure wakes the other
+    /// waiters without taking `room` again (a second lock by the same thread never returns).
+    fn is_on_holding_room(&self) -> bool {
+        self.update(|| {
+            if self.on.swap(false, Ordering::AcqRel) {
+                self.relieved.notify_all();
+            }
+        })
+    }
+
+    /// The hysteresis: `end` runs when the occupancy says pressure is over.
+    fn update(&self, end: impl FnOnce()) -> bool {
         if self.external.load(Ordering::Acquire) {
             return true;
         }
         let buffered = self.buffered();
         if self.on.load(Ordering::Acquire) {
             if buffered <= self.low {
-                self.relieve();
+                end();
                 return false;
             }
             true
@@ -122,7 +137,7 @@ impl Pressure {
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let mut room = self.room.lock().unwrap_or_else(|e| e.into_inner());
         let relieved = loop {
-            if !self.is_on() {
+            if !self.is_on_holding_room() {
                 break true;
             }
             if stop() {
@@ -183,5 +198,20 @@ mod tests {
         p.add(3);
         assert!(p.is_on());
         assert!(!p.wait(deadline, || false));
+    }
+
+    #[test]
+    fn a_waiter_that_finds_the_pressure_over_ends_it_without_deadlocking() {
+        // The state a sender leaves when it read a full buffer, was preempted while the
+        // writer drained it (and, seeing pressure off, did not relieve), then turned
+        // pressure on: on, with nothing buffered. The waiter itself must end it; it used to
+        // take the waiting-room lock it already held, and hung forever.
+        let p = std::sync::Arc::new(Pressure::new(4, 1));
+        p.on.store(true, Ordering::SeqCst);
+        let q = p.clone();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(q.wait(None, || false)));
+        let relieved = finished.recv_timeout(Duration::from_secs(10)).expect("the waiter deadlocked");
+        assert!(relieved && !p.is_on());
     }
 }
