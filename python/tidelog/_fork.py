@@ -14,7 +14,7 @@ import os
 
 from tidelog._core import StoreClosedError
 
-__all__ = ["FORKED", "Born"]
+__all__ = ["FORKED", "Born", "generation"]
 
 #: The message of every refusal, the same as the native core's.
 FORKED = (
@@ -22,12 +22,15 @@ FORKED = (
     "the parent's store; open the store again in the child (tidelog.open(path))"
 )
 
-_generation = 0
+#: Bumped in every forked child. Hot paths compare it with their :attr:`Born.generation`
+#: inline (``if born.generation != _fork.generation``), a method call costing more than
+#: the rest of their checks.
+generation = 0
 
 
 def _after_fork_in_child() -> None:
-    global _generation
-    _generation += 1
+    global generation
+    generation += 1
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -36,18 +39,18 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Born:
     """The fork generation an object was made in."""
 
-    __slots__ = ("_generation",)
+    __slots__ = ("generation",)
 
     def __init__(self) -> None:
         """Records the current process as the object's owner."""
-        self._generation = _generation
+        self.generation = generation
 
     @property
     def inherited(self) -> bool:
         """True in a process forked after the object was made."""
-        return _generation != self._generation
+        return generation != self.generation
 
     def check(self) -> None:
         """Raises :class:`StoreClosedError` in a process forked after the object was made."""
-        if _generation != self._generation:
+        if generation != self.generation:
             raise StoreClosedError(FORKED)

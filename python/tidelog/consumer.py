@@ -36,6 +36,16 @@ Start = Literal["earliest", "latest"]
 PartitionCallback = Callable[[list[int]], None]
 
 
+def _check_offset(partition: object, offset: object) -> None:
+    """Raises the error for one bad ``commit`` entry (the caller saw something off)."""
+    if isinstance(partition, bool) or not isinstance(partition, int):
+        raise TypeError(f"offsets: partition must be int, got {type(partition).__name__}")
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offsets: offset must be int, got {type(offset).__name__}")
+    if offset < 0:
+        raise InvalidConfigError(f"offsets must be ints >= 0, got {{{partition}: {offset}}}")
+
+
 class Consumer:
     """A member of a consumer group on one topic. Create it with :meth:`Store.consumer`.
 
@@ -389,11 +399,14 @@ class Consumer:
 
     # -- offsets --------------------------------------------------------------------------
 
-    def _commit_now(self, offsets: dict[int, int], metadata: str = "") -> None:
+    def _commit_now(
+        self, offsets: dict[int, int], metadata: str = "", *, topic_checked: bool = False
+    ) -> None:
         # Commits are keyed by the topic's name: one written after the topic was deleted
         # (and its commits forgotten) would apply to a topic created again under the name.
         # Any call on a deleted topic raises TopicNotFoundError (a load of a shared word).
-        self._topic.start_offset(0)
+        if not topic_checked:
+            self._topic.start_offset(0)
         self._offsets.commit(self.group, self.topic, offsets, metadata, self._membership.generation)
 
     def _commit_delivered(self) -> None:
@@ -423,44 +436,52 @@ class Consumer:
                 committed: lag is never negative).
             TypeError: ``offsets`` is not a dict of int to int, or ``metadata`` not a str.
         """
+        # Checked by type identity first: commits sit in tight loops, and the exact checks
+        # (bool is an int, int subclasses are accepted as partitions) run only on a miss.
+        if metadata or type(metadata) is not str:
+            check_text(metadata, "metadata")
+            if len(metadata.encode()) > _MAX_METADATA_BYTES:
+                raise InvalidConfigError(
+                    f"metadata must be at most {_MAX_METADATA_BYTES} bytes of UTF-8, "
+                    f"got {len(metadata.encode())}"
+                )
         if offsets is not None:
-            if not isinstance(offsets, dict):
+            if type(offsets) is not dict and not isinstance(offsets, dict):
                 raise TypeError(f"offsets must be a dict[int, int], got {type(offsets).__name__}")
             for p, o in offsets.items():
-                if isinstance(p, bool) or not isinstance(p, int):
-                    raise TypeError(f"offsets: partition must be int, got {type(p).__name__}")
-                if isinstance(o, bool) or not isinstance(o, int):
-                    raise TypeError(f"offsets: offset must be int, got {type(o).__name__}")
-        check_text(metadata, "metadata")
-        if len(metadata.encode()) > _MAX_METADATA_BYTES:
-            raise InvalidConfigError(
-                f"metadata must be at most {_MAX_METADATA_BYTES} bytes of UTF-8, "
-                f"got {len(metadata.encode())}"
-            )
-        self._check_open()
+                if type(p) is not int or type(o) is not int or o < 0:
+                    _check_offset(p, o)
+        if self._closed:
+            self._check_open()
+        # The fork check is the native end_offset's below, made before anything is written.
         if self.delivery == "exactly-once":
             raise InvalidConfigError(
                 "an exactly-once consumer commits through store.transaction(producer, consumer)"
             )
         if offsets is None:
             offsets = dict(self._delivered)
-        if not self._owns_current(offsets):
+        if not offsets:
+            self._check_open()  # no native call below to make the fork check
+        membership = self._membership
+        if not (
+            membership.current_generation() == membership.generation
+            and offsets.keys() <= self._positions.keys()
+        ):
             raise RebalanceError(
                 f"group {self.group!r} rebalanced (generation {self._membership.generation} is "
                 f"stale) or partitions {sorted(set(offsets) - set(self._positions))} are not "
                 "assigned to this member; poll() to get the new assignment"
             )
-        if not all(type(o) is int and o >= 0 for o in offsets.values()):
-            bad = {p: o for p, o in offsets.items() if not (isinstance(o, int) and o >= 0)}
-            raise InvalidConfigError(f"offsets must be ints >= 0, got {bad}")
+        # Also the deleted-topic check of `_commit_now`: end_offset raises TopicNotFoundError.
+        end_offset = self._topic.end_offset
         for p, o in offsets.items():
-            end = self._topic.end_offset(p)
+            end = end_offset(p)
             if o > end:
                 raise OffsetOutOfRangeError(
                     f"cannot commit offset {o} for {self.topic!r} partition {p}: past its end "
                     f"offset {end} (the next offset to be written); nothing was committed"
                 )
-        self._commit_now(offsets, metadata)
+        self._commit_now(offsets, metadata, topic_checked=True)
         for p in offsets:
             self._delivered.pop(p, None)
 

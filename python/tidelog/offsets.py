@@ -120,7 +120,7 @@ class OffsetStore:
         if not offsets:
             return
         key, partition = self._route(group, topic)
-        now = int(time.time() * 1000)
+        now = time.time_ns() // 1_000_000
         self._topic.append(
             _encode(generation, offsets, metadata), key=key, partition=partition, timestamp_ms=now
         )

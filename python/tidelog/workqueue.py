@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tidelog import _core
+from tidelog import _core, _fork
 from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
 from tidelog._fork import Born
@@ -457,7 +457,8 @@ class WorkQueue:
         (doubling or halving) so a batch is about 50 ms of the application's work, at most
         ``prefetch`` jobs.
         """
-        self._born.check()
+        if self._born.generation != _fork.generation:
+            self._born.check()
         with self._mutex:
             ready = self._ready
             if ready:
@@ -551,7 +552,8 @@ class WorkQueue:
             LockLostError: This member no longer holds the job (its lock expired and another
                 member took it, or it was already settled).
         """
-        self._born.check()
+        if self._born.generation != _fork.generation:
+            self._born.check()
         with self._mutex:
             # The hot path of every queue: checks inlined (see _own).
             batch = job._batch if type(job) is Job else self._own(job)
