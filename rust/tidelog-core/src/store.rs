@@ -139,7 +139,8 @@ impl Topic {
         })?;
         // The append itself checks again under the lock; this makes reads fail too, and
         // (through partition 0) every partition of a topic whose deletion is under way.
-        if log.is_deleted() || self.is_deleted() {
+        // (`check_open` saw this handle's own deleted flag.)
+        if log.is_deleted() || (p != 0 && self.partitions[0].is_deleted()) {
             return Err(Error::TopicNotFound(self.name.clone()));
         }
         Ok(log)
