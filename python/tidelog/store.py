@@ -116,11 +116,29 @@ class Store:
             ),
             on_corruption=on_corruption,
         )
+        try:
+            self._recover_every_topic()
+        except BaseException:
+            self._core.close()
+            raise
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
         self._work_queues: weakref.WeakSet[WorkQueue] = weakref.WeakSet()
         self._offsets: OffsetStore | None = None
+
+    def _recover_every_topic(self) -> None:
+        """Opens (and so recovers) every topic now.
+
+        Damage that recovery must not guess about is then raised by :func:`tidelog.open`,
+        not by a topic's first use later, as a Kafka broker recovers every log at start-up.
+        A topic deleted meanwhile by another process is skipped.
+        """
+        for name in self._core.topics():
+            try:
+                self._core.topic(name)
+            except _core.TopicNotFoundError:
+                continue
 
     @property
     def path(self) -> str:
@@ -655,8 +673,8 @@ def open(
 ) -> Store:
     """Opens the store in ``path``, creating the directory if it is missing.
 
-    Opening a partition (when a topic is first used) checks the end of its active segment,
-    whatever the previous shutdown was. A torn tail (an incomplete or damaged batch with
+    Opening checks the end of every partition's active segment, whatever the previous
+    shutdown was. A torn tail (an incomplete or damaged batch with
     nothing valid after it, as a crash leaves) is truncated and counted in
     ``stats()["recovery"]``. Damage followed by valid batches is never truncated silently:
     see ``on_corruption``.
@@ -691,14 +709,15 @@ def open(
         producer_expiry_ms: A partition forgets an idempotent producer that wrote nothing
             to it for this long (its sequence numbers and epoch), as Kafka's
             ``producer.id.expiration.ms``.
-        on_corruption: ``"raise"`` (default): opening a partition whose active segment holds
-            damage followed by valid batches raises :class:`CorruptRecordError` naming the
-            file and position, and changes nothing. ``"quarantine"``: the damaged part and
-            everything after it are moved intact into ``<partition>/quarantine/`` (copied
-            and synced before the log is cut), what was removed is recorded, and the
-            partition opens; ``stats()["recovery"]`` and ``tidelog verify`` report it from
-            then on, and consumer groups committed past the cut get
-            :class:`OffsetOutOfRangeError` (see ``auto_offset_reset``).
+        on_corruption: ``"raise"`` (default): opening a store with a partition whose active
+            segment holds damage followed by valid batches raises
+            :class:`CorruptRecordError` naming the file and position, and changes nothing.
+            ``"quarantine"``: the damaged part and everything after it are moved intact
+            into ``<partition>/quarantine/`` (copied and synced before the log is cut),
+            what was removed is recorded, and the partition opens;
+            ``stats()["recovery"]`` and ``tidelog verify`` report it from then on, and
+            consumer groups committed past the cut get :class:`OffsetOutOfRangeError` (see
+            ``auto_offset_reset``).
 
     Returns:
         The open store.

@@ -341,11 +341,9 @@ def test_topic_metadata_holding_garbage(tmp_path: Path) -> None:
     with tidelog.open(tmp_path) as store:
         store.create_topic("t")
     (tmp_path / "topics" / "t" / "topic.meta").write_bytes(b"\xff\xfe\x80")
-    with (
-        tidelog.open(tmp_path) as store,
-        pytest.raises(tidelog.CorruptRecordError, match=r"topic\.meta"),
-    ):
-        store.topic("t")
+    # Every topic is opened by tidelog.open, which reports it.
+    with pytest.raises(tidelog.CorruptRecordError, match=r"topic\.meta"):
+        tidelog.open(tmp_path)
 
 
 # Makes a store with a topic in a process of its own, so no file stays open for writing.
