@@ -842,8 +842,13 @@ impl PartitionLog {
     /// Re-lists the segment files to match the published head. Called with the append
     /// lock held, so the files cannot change meanwhile.
     fn refresh(&self, guard: &WriteGuard<'_>) -> Result<()> {
+        self.refresh_listed(guard, &recovery::list_segments(&self.dir, false)?)
+    }
+
+    /// [`Self::refresh`] with the segment bases just listed (by recovery, under the same
+    /// lock).
+    fn refresh_listed(&self, guard: &WriteGuard<'_>, bases: &[u64]) -> Result<()> {
         let head = guard.head();
-        let bases = recovery::list_segments(&self.dir, false)?;
         let old = self.read_view()?.segments.clone();
         let mut segments = Vec::with_capacity(bases.len());
         for &base in bases.iter().filter(|&&b| b >= head.log_start) {

@@ -269,6 +269,6 @@ impl PartitionLog {
             }),
         });
         drop(active);
-        self.refresh(guard)
+        self.refresh_listed(guard, &bases)
     }
 }

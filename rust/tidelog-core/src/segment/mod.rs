@@ -209,7 +209,7 @@ impl Segment {
         let initial_len = file_len(&data, &paths.data)?;
         // A segment that was sealed and then became active again (recovery after a crash
         // mid-roll) may be larger than the configured capacity: map all of it.
-        let capacity = capacity.max(file_len(&data, &paths.data)?);
+        let capacity = capacity.max(initial_len);
         preallocate(&data, &paths.data, capacity as u64)?;
         preallocate(&index, &paths.index, (index_capacity * INDEX_ENTRY_BYTES) as u64)?;
         preallocate(&time_index, &paths.time_index, (index_capacity * TIME_INDEX_ENTRY_BYTES) as u64)?;
