@@ -117,7 +117,9 @@ class Store:
             on_corruption=on_corruption,
         )
         try:
-            self._recover_every_topic()
+            # Damage that recovery must not guess about is raised here, by tidelog.open,
+            # not at a topic's first use (as a Kafka broker recovers every log at start-up).
+            self._core.open_every_topic()
         except BaseException:
             self._core.close()
             raise
@@ -126,19 +128,6 @@ class Store:
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
         self._work_queues: weakref.WeakSet[WorkQueue] = weakref.WeakSet()
         self._offsets: OffsetStore | None = None
-
-    def _recover_every_topic(self) -> None:
-        """Opens (and so recovers) every topic now.
-
-        Damage that recovery must not guess about is then raised by :func:`tidelog.open`,
-        not by a topic's first use later, as a Kafka broker recovers every log at start-up.
-        A topic deleted meanwhile by another process is skipped.
-        """
-        for name in self._core.topics():
-            try:
-                self._core.topic(name)
-            except _core.TopicNotFoundError:
-                continue
 
     @property
     def path(self) -> str:

@@ -793,6 +793,30 @@ impl Store {
         Ok(names)
     }
 
+    /// Opens (and so recovers) every topic now, so that damage recovery must not guess
+    /// about is reported when the store is opened rather than at a topic's first use. A
+    /// topic deleted meanwhile (by another process) is skipped.
+    ///
+    /// # Errors
+    /// As [`Self::topic`], for the first topic that cannot be opened.
+    pub fn open_every_topic(&self) -> Result<()> {
+        self.check_open()?;
+        let dir = self.topics_dir();
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| !n.starts_with('.')) else { continue };
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            match self.topic(name) {
+                Ok(_) | Err(Error::TopicNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes a topic and all its data, in every process: see the module documentation.
     ///
     /// # Errors

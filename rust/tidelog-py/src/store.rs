@@ -249,6 +249,12 @@ impl PyStore {
         run_detached(py, move || store.topics())
     }
 
+    /// Opens (and so recovers) every topic now; a topic deleted meanwhile is skipped.
+    fn open_every_topic(&self, py: Python<'_>) -> PyResult<()> {
+        let store = self.inner.clone();
+        run_detached(py, move || store.open_every_topic())
+    }
+
     /// Deletes a topic and its data, and in the same operation the directories `attached`
     /// (inside the store) holding the topic's state kept by the Python layer.
     #[pyo3(signature = (name, *, attached=Vec::new()))]
