@@ -211,6 +211,9 @@ pub(crate) struct Shared {
     failed: AtomicU64,
     /// The writer's first unreported failure.
     error: Mutex<Option<Error>>,
+    /// Set whenever `error` or `fatal` is (see [`Shared::fail`]): `send` looks at one flag,
+    /// not two mutexes.
+    has_failure: AtomicBool,
     closing: AtomicBool,
     /// The writer sleeps here when the buffers are empty; flushers wait here too.
     signal: Mutex<()>,
@@ -244,6 +247,19 @@ impl Shared {
         self.work.notify_one();
     }
 
+    /// Records a failure for the next `send`, `flush` or `close` to report; a fatal one is
+    /// reported by every call from then on.
+    fn fail(&self, error: Option<Error>, fatal: Option<Fatal>) {
+        if let Some(f) = fatal {
+            self.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(f);
+        }
+        if let Some(e) = error {
+            self.error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+        }
+        // SeqCst with `take_error`'s clear and second look (see there).
+        self.has_failure.store(true, Ordering::SeqCst);
+    }
+
     /// After the writer panicked: records why, so every send and flush reports it, and
     /// wakes every thread waiting for the writer, which would otherwise wait forever.
     #[cold]
@@ -254,10 +270,13 @@ impl Shared {
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("no message");
         let lost = self.sent.load(Ordering::Acquire).saturating_sub(self.accounted.load(Ordering::Acquire));
-        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(Fatal::WriterDied(format!(
-            "the producer's writer thread panicked ({why}); up to {lost} sent messages were not \
-             written: close this producer and open a new one"
-        )));
+        self.fail(
+            None,
+            Some(Fatal::WriterDied(format!(
+                "the producer's writer thread panicked ({why}); up to {lost} sent messages were \
+                 not written: close this producer and open a new one"
+            ))),
+        );
         self.writer_died.store(true, Ordering::SeqCst);
         self.ring.close();
         self.pressure.wake_all();
@@ -333,6 +352,7 @@ impl Producer {
             written: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             error: Mutex::new(None),
+            has_failure: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             signal: Mutex::new(()),
             work: Condvar::new(),
@@ -401,10 +421,23 @@ impl Producer {
 
     /// Reports (once) an error the writer ran into; a fatal one, every time.
     fn take_error(&self) -> Result<()> {
-        if let Some(fatal) = self.shared.fatal.lock().map_err(|_| Error::Closed)?.as_ref() {
-            return Err(fatal.error());
+        let shared = &self.shared;
+        if !shared.has_failure.load(Ordering::SeqCst) {
+            return Ok(());
         }
-        match self.shared.error.lock().map_err(|_| Error::Closed)?.take() {
+        let fatal = || shared.fatal.lock().map(|f| f.as_ref().map(Fatal::error)).map_err(|_| Error::Closed);
+        if let Some(e) = fatal()? {
+            return Err(e);
+        }
+        // Cleared before the error is taken, so one recorded meanwhile sets it again; a
+        // fatal one recorded between the look above and the clear is seen by this second
+        // look (`fail` records, then sets the flag).
+        shared.has_failure.store(false, Ordering::SeqCst);
+        if let Some(e) = fatal()? {
+            shared.has_failure.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        match shared.error.lock().map_err(|_| Error::Closed)?.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -757,12 +790,14 @@ impl Producer {
         if let Err(Error::Io { .. }) = &ended {
             // Some markers may be missing: the transaction file must stay as it is for the
             // next instance to finish, so this one may not start another over it.
-            let mut fatal = self.shared.fatal.lock().map_err(|_| Error::Closed)?;
-            fatal.get_or_insert(Fatal::Failed(
-                "a transaction could not be finished (writing its markers failed); open the \
-                 producer's name again: the new instance finishes it"
-                    .into(),
-            ));
+            self.shared.fail(
+                None,
+                Some(Fatal::Failed(
+                    "a transaction could not be finished (writing its markers failed); open the \
+                     producer's name again: the new instance finishes it"
+                        .into(),
+                )),
+            );
         }
         flushed?;
         ended

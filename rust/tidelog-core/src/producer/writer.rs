@@ -263,22 +263,17 @@ fn write_groups(
             }
             Err(e) => {
                 shared.failed.fetch_add(group.len() as u64, Ordering::Relaxed);
-                if shared.identity.is_some() {
-                    let fatal = match &e {
-                        Error::ProducerFenced(m) => Some(Fatal::Fenced(m.clone())),
-                        Error::OutOfOrderSequence(m) => Some(Fatal::OutOfOrder(m.clone())),
-                        Error::Io { .. } => Some(Fatal::Failed(format!(
-                            "a write kept failing ({e}); its outcome is unknown, so this idempotent \
-                             producer stops: open a new one"
-                        ))),
-                        _ => None,
-                    };
-                    if let Some(f) = fatal {
-                        shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(f);
-                    }
-                }
-                let mut slot = shared.error.lock().unwrap_or_else(|e| e.into_inner());
-                slot.get_or_insert(e);
+                let fatal = match &e {
+                    _ if shared.identity.is_none() => None,
+                    Error::ProducerFenced(m) => Some(Fatal::Fenced(m.clone())),
+                    Error::OutOfOrderSequence(m) => Some(Fatal::OutOfOrder(m.clone())),
+                    Error::Io { .. } => Some(Fatal::Failed(format!(
+                        "a write kept failing ({e}); its outcome is unknown, so this idempotent \
+                         producer stops: open a new one"
+                    ))),
+                    _ => None,
+                };
+                shared.fail(Some(e), fatal);
             }
         }
         start = end;
