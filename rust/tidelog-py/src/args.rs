@@ -208,7 +208,9 @@ pub(crate) fn real(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<f64> {
 /// `TypeError` naming `arg`.
 pub(crate) fn text<'a>(obj: &'a Bound<'_, PyAny>, arg: &str) -> PyResult<Cow<'a, str>> {
     let s = obj.cast::<PyString>().map_err(|_| wrong_type(obj, arg, "str"))?;
-    Ok(s.to_cow().unwrap_or_else(|_| Cow::Owned(s.to_string_lossy().into_owned())))
+    // `to_str` borrows the string's cached UTF-8 (no copy); only a lone surrogate, which
+    // has none, takes the lossy copy.
+    Ok(s.to_str().map_or_else(|_| Cow::Owned(s.to_string_lossy().into_owned()), Cow::Borrowed))
 }
 
 /// A `str` argument that must be valid Unicode (it is stored as UTF-8).
