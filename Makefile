@@ -31,7 +31,7 @@ test-rust:
 	RUSTFLAGS="--cfg loom" cargo test -p tidelog-core --lib --release --quiet crc_worker
 
 test-python: build
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 # The benchmarks are not a gate: CI runs them once, tiny, to prove they still run.
 test-benches: build
