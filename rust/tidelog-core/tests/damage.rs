@@ -443,3 +443,27 @@ fn a_damaged_tail_found_while_another_handle_is_open_is_cut_for_both() {
     }
     assert_eq!(read_events(dir.path()).expect("events").len(), 1);
 }
+
+#[test]
+fn damage_in_binary_values_full_of_zeros_is_still_told_from_a_torn_tail() {
+    // Values of arbitrary bytes: zero bytes in them, and stretches of zeros longer than the
+    // search's run separator, must not hide the valid batches after a damaged one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = PartitionLog::open(dir.path(), "t", 0, config(1 << 20)).expect("open");
+    // 120 batches of ~370 bytes: all in the active segment (64 KiB).
+    for i in 0..120u64 {
+        let mut value: Vec<u8> = (0..300u64).map(|j| ((i * 31 + j * 7) % 5 * 60) as u8).collect();
+        value[100..140].fill(0);
+        let r = Record { timestamp: 1_000 + i as i64, key: None, value: &value, headers: &[] };
+        log.append(&[r], BatchMeta::plain(0), true).expect("append").expect("blocking");
+    }
+    drop(log);
+    let path = data_path(dir.path());
+    let (pos, offset, _) = batches(&path)[80];
+    flip(&path, pos + 90, 1);
+    match PartitionLog::open(dir.path(), "t", 0, config(1 << 20)) {
+        Err(Error::Corrupt { position, offset: o, .. }) => assert_eq!((position, o), (pos as u64, offset)),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(log) => panic!("opened with end offset {} over damage", log.end_offset().unwrap()),
+    }
+}

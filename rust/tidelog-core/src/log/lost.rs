@@ -11,11 +11,9 @@
 //! anywhere else is reported as an error rather than skipped.
 
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 
 use crate::format::{read_u32, read_u64};
-use crate::segment::sync_dir;
 use crate::{Error, Result};
 
 /// File of a partition directory holding the recovery events.
@@ -127,20 +125,28 @@ impl LossEvent {
     }
 }
 
-/// Appends `event` to the partition's events file and syncs it (and, when the file is new,
-/// the directory) before returning.
+/// Appends `event` to the partition's events file; with `durable`, syncs it (and, when the
+/// file is new, the directory) before returning. Recovery asks for it when the cut that
+/// follows must never be without its record (a quarantine), or when the store's fsync policy
+/// is "always"; otherwise the record is as durable as the cut it describes.
 ///
 /// # Errors
 /// I/O errors.
-pub fn record(partition_dir: &Path, event: &LossEvent) -> Result<()> {
+pub fn record(partition_dir: &Path, event: &LossEvent, durable: bool) -> Result<()> {
     let path = partition_dir.join(EVENTS_FILE);
-    let existed = path.exists();
-    let mut file =
-        OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io("open", &path, e))?;
-    file.write_all(&event.encode()).map_err(|e| Error::io("write", &path, e))?;
-    file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
-    if !existed {
-        sync_dir(partition_dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+    crate::fs::write_all_at(&file, &path, &event.encode(), len)?;
+    if durable {
+        crate::fs::sync_all(&file, &path)?;
+        if len == 0 {
+            crate::fs::sync_dir(partition_dir)?;
+        }
     }
     Ok(())
 }
@@ -208,8 +214,8 @@ mod tests {
         assert!(read_events(dir.path()).unwrap().is_empty());
         let a = event(LossKind::TornTail, "");
         let b = event(LossKind::Quarantined, "00000000000000000040-4096.log");
-        record(dir.path(), &a).unwrap();
-        record(dir.path(), &b).unwrap();
+        record(dir.path(), &a, true).unwrap();
+        record(dir.path(), &b, true).unwrap();
         assert_eq!(read_events(dir.path()).unwrap(), vec![a.clone(), b]);
         let path = dir.path().join(EVENTS_FILE);
         let len = std::fs::metadata(&path).unwrap().len();
@@ -220,8 +226,8 @@ mod tests {
     #[test]
     fn a_damaged_record_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        record(dir.path(), &event(LossKind::TornTail, "")).unwrap();
-        record(dir.path(), &event(LossKind::TornTail, "")).unwrap();
+        record(dir.path(), &event(LossKind::TornTail, ""), false).unwrap();
+        record(dir.path(), &event(LossKind::TornTail, ""), false).unwrap();
         let path = dir.path().join(EVENTS_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;

@@ -231,7 +231,9 @@ impl PartitionLog {
                 }
             };
             event.end_offset = event.end_offset.max(hinted_end);
-            lost::record(&self.dir, &event)?;
+            let durable =
+                event.kind == LossKind::Quarantined || self.config.fsync == crate::log::FsyncPolicy::Always;
+            lost::record(&self.dir, &event, durable)?;
         }
         active.data.unpublish_after(guard, scan.end);
         active.index.unpublish_after(guard, kept * INDEX_ENTRY_BYTES);

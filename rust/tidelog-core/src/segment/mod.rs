@@ -183,6 +183,13 @@ fn open_rw(path: &Path, create: bool) -> Result<File> {
         .map_err(|e| Error::io("open", path, e))
 }
 
+/// Zero bytes in a row that end a run of data in [`Segment::valid_batch_after`]: more than
+/// the 11 a batch can start before its (never zero) length field.
+const ZERO_STRETCH: usize = 16;
+
+/// Most bytes [`Segment::valid_batch_after`] takes as one run.
+const RUN_BYTES: usize = 1 << 20;
+
 fn file_len(file: &File, path: &Path) -> Result<usize> {
     Ok(file.metadata().map_err(|e| Error::io("stat", path, e))?.len() as usize)
 }
@@ -577,12 +584,24 @@ impl Segment {
             // most 11 bytes before the first non-zero byte.
             let nonzero = self.next_nonzero(at, end)?;
             let first = at.max(nonzero.saturating_sub(11));
+            // The data from there runs to the next stretch of zeros long enough to hold no
+            // length field (a batch cannot start inside it): a single zero byte, as every
+            // 256th byte of random values is, does not end it. Each run is read once, from the
+            // map; only the zeros between runs are skipped with `next_nonzero`.
             let run_end = {
-                let bytes = self.data.read(nonzero, end).unwrap_or_default();
-                nonzero + bytes.iter().take(4096).position(|&b| b == 0).unwrap_or(bytes.len().min(4096))
+                let bytes = self.data.read(nonzero, end.min(nonzero + RUN_BYTES)).unwrap_or_default();
+                nonzero
+                    + bytes
+                        .windows(ZERO_STRETCH)
+                        .position(|w| w.iter().all(|&b| b == 0))
+                        .unwrap_or(bytes.len())
             };
-            if let Some(pos) =
-                (first..=run_end.min(end.saturating_sub(BATCH_HEADER_LEN))).find(|&p| plausible(p))
+            // The version byte first: it turns away all but one position in 256 of a torn
+            // batch's bytes before a header is decoded (recovery after a kill scans them all).
+            let window = self.data.read(first, end).unwrap_or_default();
+            let version_at = |p: usize| window.get(p - first + 16) == Some(&crate::format::FORMAT_VERSION);
+            if let Some(pos) = (first..=run_end.min(end.saturating_sub(BATCH_HEADER_LEN)))
+                .find(|&p| version_at(p) && plausible(p))
             {
                 return Some(pos);
             }
