@@ -242,7 +242,7 @@ impl PartitionLog {
             write_index_entry(guard, &active, kept + i, entry)?;
         }
         if torn {
-            active.zero_tail(scan.end)?;
+            active.zero_range(scan.end, search_end)?;
         }
         let entries = kept + scan.entries.len();
         let last_index_pos = match entries {
