@@ -8,6 +8,7 @@ in any process see new messages without reopening.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import operator
 import os
@@ -121,7 +122,10 @@ class Store:
             # not at a topic's first use (as a Kafka broker recovers every log at start-up).
             self._core.open_every_topic()
         except BaseException:
-            self._core.close()
+            # The open's own error is the one to report; closing what it opened is best
+            # effort (the next open recovers whatever a failed close leaves).
+            with contextlib.suppress(Exception):
+                self._core.close()
             raise
         # Closed with the store; weak so an abandoned producer can still be collected.
         self._producers: weakref.WeakSet[Producer] = weakref.WeakSet()
