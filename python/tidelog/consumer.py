@@ -399,14 +399,11 @@ class Consumer:
 
     # -- offsets --------------------------------------------------------------------------
 
-    def _commit_now(
-        self, offsets: dict[int, int], metadata: str = "", *, topic_checked: bool = False
-    ) -> None:
+    def _commit_now(self, offsets: dict[int, int], metadata: str = "") -> None:
         # Commits are keyed by the topic's name: one written after the topic was deleted
         # (and its commits forgotten) would apply to a topic created again under the name.
         # Any call on a deleted topic raises TopicNotFoundError (a load of a shared word).
-        if not topic_checked:
-            self._topic.start_offset(0)
+        self._topic.start_offset(0)
         self._offsets.commit(self.group, self.topic, offsets, metadata, self._membership.generation)
 
     def _commit_delivered(self) -> None:
@@ -472,7 +469,8 @@ class Consumer:
                 f"stale) or partitions {sorted(set(offsets) - set(self._positions))} are not "
                 "assigned to this member; poll() to get the new assignment"
             )
-        # Also the deleted-topic check of `_commit_now`: end_offset raises TopicNotFoundError.
+        # end_offset also raises TopicNotFoundError for a deleted topic: the check that
+        # `_commit_now` makes for the other callers.
         end_offset = self._topic.end_offset
         for p, o in offsets.items():
             end = end_offset(p)
@@ -481,7 +479,7 @@ class Consumer:
                     f"cannot commit offset {o} for {self.topic!r} partition {p}: past its end "
                     f"offset {end} (the next offset to be written); nothing was committed"
                 )
-        self._commit_now(offsets, metadata, topic_checked=True)
+        self._offsets.commit(self.group, self.topic, offsets, metadata, membership.generation)
         for p in offsets:
             self._delivered.pop(p, None)
 

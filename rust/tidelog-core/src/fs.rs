@@ -132,6 +132,21 @@ fn check(op: Op, path: &Path, what: &'static str) -> Result<()> {
     }
 }
 
+/// Opens `path` for reading and writing, creating it (empty) if `create` and it is missing;
+/// never truncates.
+///
+/// # Errors
+/// The open failure.
+pub fn open_rw(path: &Path, create: bool) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))
+}
+
 /// Writes all of `bytes` at `pos` of `file` (`pwrite`, retried on short writes).
 ///
 /// # Errors

@@ -10,7 +10,6 @@
 //! A record cut short by a crash at the end of the file is ignored; one that fails its CRC
 //! anywhere else is reported as an error rather than skipped.
 
-use std::fs::OpenOptions;
 use std::path::Path;
 
 use crate::format::{read_u32, read_u64};
@@ -134,12 +133,7 @@ impl LossEvent {
 /// I/O errors.
 pub fn record(partition_dir: &Path, event: &LossEvent, durable: bool) -> Result<()> {
     let path = partition_dir.join(EVENTS_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
+    let file = crate::fs::open_rw(&path, true)?;
     let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
     crate::fs::write_all_at(&file, &path, &event.encode(), len)?;
     if durable {

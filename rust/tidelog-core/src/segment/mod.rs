@@ -8,7 +8,7 @@
 pub mod mmap;
 mod prefault;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -173,16 +173,6 @@ impl std::fmt::Debug for Segment {
     }
 }
 
-fn open_rw(path: &Path, create: bool) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::io("open", path, e))
-}
-
 /// Zero bytes in a row that end a run of data in [`Segment::valid_batch_after`]: more than
 /// the 11 a batch can start before its (never zero) length field.
 const ZERO_STRETCH: usize = 16;
@@ -210,9 +200,9 @@ impl Segment {
         index_entries: usize,
     ) -> Result<Self> {
         let paths = SegmentPaths::new(dir, base);
-        let data = open_rw(&paths.data, true)?;
-        let index = open_rw(&paths.index, true)?;
-        let time_index = open_rw(&paths.time_index, true)?;
+        let data = crate::fs::open_rw(&paths.data, true)?;
+        let index = crate::fs::open_rw(&paths.index, true)?;
+        let time_index = crate::fs::open_rw(&paths.time_index, true)?;
         let initial_len = file_len(&data, &paths.data)?;
         // A segment that was sealed and then became active again (recovery after a crash
         // mid-roll) may be larger than the configured capacity: map all of it.
@@ -245,9 +235,9 @@ impl Segment {
         index_entries: usize,
     ) -> Result<Self> {
         let paths = SegmentPaths::new(dir, base);
-        let data = open_rw(&paths.data, false)?;
-        let index = open_rw(&paths.index, false)?;
-        let time_index = open_rw(&paths.time_index, false)?;
+        let data = crate::fs::open_rw(&paths.data, false)?;
+        let index = crate::fs::open_rw(&paths.index, false)?;
+        let time_index = crate::fs::open_rw(&paths.time_index, false)?;
         let capacity = file_len(&data, &paths.data)?;
         let short = capacity < published
             || file_len(&index, &paths.index)? < index_entries * INDEX_ENTRY_BYTES
