@@ -295,7 +295,7 @@ def test_consume_values_floor(benchmark: Any, store: tidelog.Store) -> None:
 # --------------------------------------------------------------------------- commit
 
 #: The record one ``commit({0: offset})`` appends (tidelog.offsets layout, no metadata).
-COMMIT_RECORD = struct.pack("<HqI", 1, 1, 1) + struct.pack("<IqH", 0, 12_345, 0)
+COMMIT_RECORD = struct.pack("<HqQI", 2, 1, 1 << 60, 1) + struct.pack("<IqH", 0, 12_345, 0)
 COMMIT_KEY = b"commit-floor\0source"
 
 

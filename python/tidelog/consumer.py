@@ -89,6 +89,8 @@ class Consumer:
             raise InvalidConfigError(f"max_poll_messages must be >= 1, got {max_poll_messages}")
         check_seconds(lease_seconds, "lease_seconds")
         self._topic = store.topic(topic)
+        # Commits name the topic's incarnation: never applied to a topic created again.
+        self._incarnation = self._topic.incarnation
         self._core = store._core
         self._born = Born()
         self._orphans_checked = 0.0
@@ -164,7 +166,9 @@ class Consumer:
 
     def _place(self, partitions: list[int]) -> None:
         """Positions ``partitions`` at the group's commits (or the start policy)."""
-        committed = self._offsets.committed(self.group, self.topic) if partitions else {}
+        committed = (
+            self._offsets.committed(self.group, self.topic, self._incarnation) if partitions else {}
+        )
         for p in partitions:
             start, end = self._topic.start_offset(p), self._topic.end_offset(p)
             stale = self._stale(p, committed[p], end) if p in committed else None
@@ -400,11 +404,14 @@ class Consumer:
     # -- offsets --------------------------------------------------------------------------
 
     def _commit_now(self, offsets: dict[int, int], metadata: str = "") -> None:
-        # Commits are keyed by the topic's name: one written after the topic was deleted
-        # (and its commits forgotten) would apply to a topic created again under the name.
-        # Any call on a deleted topic raises TopicNotFoundError (a load of a shared word).
+        # A commit names the topic's incarnation, so one that races a deletion is harmless;
+        # still, as every call on a deleted topic, it raises TopicNotFoundError (a load of
+        # a shared word).
         self._topic.start_offset(0)
-        self._offsets.commit(self.group, self.topic, offsets, metadata, self._membership.generation)
+        generation = self._membership.generation
+        self._offsets.commit(
+            self.group, self.topic, self._incarnation, offsets, metadata, generation
+        )
 
     def _commit_delivered(self) -> None:
         """At-least-once: the application moved past what was delivered; commit it."""
@@ -479,14 +486,19 @@ class Consumer:
                     f"cannot commit offset {o} for {self.topic!r} partition {p}: past its end "
                     f"offset {end} (the next offset to be written); nothing was committed"
                 )
-        self._offsets.commit(self.group, self.topic, offsets, metadata, membership.generation)
+        self._offsets.commit(
+            self.group, self.topic, self._incarnation, offsets, metadata, membership.generation
+        )
         for p in offsets:
             self._delivered.pop(p, None)
 
     def committed(self) -> dict[int, int]:
         """The group's committed offsets for this topic, per partition."""
         self._born.check()
-        return {p: c.offset for p, c in self._offsets.committed(self.group, self.topic).items()}
+        return {
+            p: c.offset
+            for p, c in self._offsets.committed(self.group, self.topic, self._incarnation).items()
+        }
 
     def lag(self) -> dict[int, int]:
         """Messages behind the end of each assigned partition.
@@ -536,7 +548,12 @@ class Consumer:
     def _transaction_commit(self, producer: _core.Producer, offsets: dict[int, int]) -> None:
         """Sends the offset commit into the producer's open transaction."""
         self._offsets.send_commit(
-            producer, self.group, self.topic, offsets, self._membership.generation
+            producer,
+            self.group,
+            self.topic,
+            self._incarnation,
+            offsets,
+            self._membership.generation,
         )
 
     def _transaction_committed(self, offsets: dict[int, int]) -> None:
@@ -547,7 +564,7 @@ class Consumer:
 
     def _transaction_aborted(self) -> None:
         """Rewinds to the committed offsets, so what the transaction read comes again."""
-        committed = self._offsets.committed(self.group, self.topic)
+        committed = self._offsets.committed(self.group, self.topic, self._incarnation)
         for p in list(self._positions):
             start = self._topic.start_offset(p)
             origin = committed[p].offset if p in committed else self._origin.get(p, start)

@@ -7,9 +7,15 @@ written atomically by the storage engine, so a commit is never half-applied; wit
 (group, topic, partition) wins. Readers in any process catch up by reading the records
 appended since they last looked.
 
-Record layout (little-endian): key = ``group NUL topic`` (UTF-8); value = u16 version (1),
-i64 generation, u32 count, then per partition: u32 partition, i64 next offset, u16 metadata
-length, metadata (UTF-8).
+Record layout (little-endian): key = ``group NUL topic`` (UTF-8); value = u16 version (2),
+i64 generation, u64 topic incarnation, u32 count, then per partition: u32 partition, i64 next
+offset, u16 metadata length, metadata (UTF-8). Version 1 records have no incarnation.
+
+A commit names the topic's incarnation (its identity, new each time a name is created), so a
+commit made for a deleted topic never applies to a topic created again under the name, however
+the deletion, the re-creation and the commits interleave across processes, and whether or not
+the deleting process lived to write the record that forgets the old commits. Version 1 commits
+apply to whichever topic has the name, as they always did.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ __all__ = ["OFFSETS_TOPIC", "Committed", "OffsetStore"]
 
 OFFSETS_TOPIC = "__consumer_offsets"
 _PARTITIONS = 8
-_HEADER = struct.Struct("<HqI")
+_HEADER = struct.Struct("<HqQI")
+_HEADER_V1 = struct.Struct("<HqI")
 _ENTRY = struct.Struct("<IqH")
-_VERSION = 1
-# A record with this generation and no partitions forgets the (group, topic)'s commits:
-# written when the topic is deleted, so a topic created again under the name starts clean.
+_VERSION = 2
+# A record with this generation and no partitions forgets the (group, topic)'s commits of
+# one incarnation: written when the topic is deleted.
 _RESET = -2
 
 
@@ -46,37 +53,51 @@ class Committed:
     timestamp_ms: int = 0
 
 
-_ONE = struct.Struct("<HqIIqH")
+_ONE = struct.Struct("<HqQIIqH")
+
+# A cached commit of one partition: offset, metadata, time in ms and the incarnation it
+# names (None for a version 1 record, which names none).
+_Entry = tuple[int, str, int, "int | None"]
 
 
-def _encode(generation: int, offsets: dict[int, int], metadata: str) -> bytes:
+def _encode(generation: int, incarnation: int, offsets: dict[int, int], metadata: str) -> bytes:
     if len(offsets) == 1 and not metadata:
         # The common case (one partition, no metadata) in one pack.
         ((partition, offset),) = offsets.items()
-        return _ONE.pack(_VERSION, generation, 1, partition, offset, 0)
+        return _ONE.pack(_VERSION, generation, incarnation, 1, partition, offset, 0)
     meta = metadata.encode()
-    parts = [_HEADER.pack(_VERSION, generation, len(offsets))]
+    parts = [_HEADER.pack(_VERSION, generation, incarnation, len(offsets))]
     for partition, offset in offsets.items():
         parts.append(_ENTRY.pack(partition, offset, len(meta)))
         parts.append(meta)
     return b"".join(parts)
 
 
-def _decode(value: bytes) -> dict[int, tuple[int, str]] | None:
-    """The commits in a record, or None for a reset record."""
-    version, generation, count = _HEADER.unpack_from(value, 0)
-    if generation == _RESET and count == 0:
-        return None
-    if version != _VERSION:
+def _decode(value: bytes) -> tuple[int | None, dict[int, tuple[int, str]] | None]:
+    """The incarnation a record names and its commits (None for a reset record)."""
+    version = int.from_bytes(value[:2], "little")
+    if version == _VERSION:
+        _, generation, incarnation, count = _HEADER.unpack_from(value, 0)
+        at = _HEADER.size
+    elif version == 1:
+        _, generation, count = _HEADER_V1.unpack_from(value, 0)
+        incarnation, at = None, _HEADER_V1.size
+    else:
         raise _core.CorruptRecordError(f"offset commit record of unknown version {version}")
-    at = _HEADER.size
+    if generation == _RESET and count == 0:
+        return incarnation, None
     out: dict[int, tuple[int, str]] = {}
     for _ in range(count):
         partition, offset, meta_len = _ENTRY.unpack_from(value, at)
         at += _ENTRY.size
         out[partition] = (offset, value[at : at + meta_len].decode())
         at += meta_len
-    return out
+    return incarnation, out
+
+
+def _names(entry: _Entry, incarnation: int) -> bool:
+    """True if a cached commit applies to the topic's ``incarnation``."""
+    return entry[3] is None or entry[3] == incarnation
 
 
 class OffsetStore:
@@ -89,8 +110,8 @@ class OffsetStore:
         self._read_upto = [self._topic.start_offset(p) for p in range(_PARTITIONS)]
         # Per offsets partition, the (group, topic) pairs with a commit in an open transaction.
         self._pending: list[set[tuple[str, str]]] = [set() for _ in range(_PARTITIONS)]
-        # Newest commit per (group, topic) and partition, as (offset, metadata, time in ms).
-        self._cache: dict[tuple[str, str], dict[int, tuple[int, str, int]]] = {}
+        # Newest commit per (group, topic) and partition.
+        self._cache: dict[tuple[str, str], dict[int, _Entry]] = {}
         self._routes: dict[tuple[str, str], tuple[bytes, int]] = {}
 
     def _route(self, group: str, topic: str) -> tuple[bytes, int]:
@@ -109,31 +130,37 @@ class OffsetStore:
         self,
         group: str,
         topic: str,
+        incarnation: int,
         offsets: dict[int, int],
         metadata: str = "",
         generation: int = -1,
     ) -> None:
         """Durably records ``offsets`` (partition -> next offset) for ``group`` on ``topic``.
 
-        All partitions of one call are one record: they are committed together or not at all.
+        ``incarnation`` is the topic's :attr:`~tidelog.Topic.incarnation`. All partitions of
+        one call are one record: they are committed together or not at all.
         """
         if not offsets:
             return
         key, partition = self._route(group, topic)
         now = time.time_ns() // 1_000_000
         self._topic.append(
-            _encode(generation, offsets, metadata), key=key, partition=partition, timestamp_ms=now
+            _encode(generation, incarnation, offsets, metadata),
+            key=key,
+            partition=partition,
+            timestamp_ms=now,
         )
         with self._lock:
             cached = self._cache.setdefault((group, topic), {})
             for p, o in offsets.items():
-                cached[p] = (o, metadata, now)
+                cached[p] = (o, metadata, now, incarnation)
 
     def send_commit(
         self,
         producer: _core.Producer,
         group: str,
         topic: str,
+        incarnation: int,
         offsets: dict[int, int],
         generation: int = -1,
     ) -> None:
@@ -144,34 +171,52 @@ class OffsetStore:
         if not offsets:
             return
         key, partition = self._route(group, topic)
-        producer.send(OFFSETS_TOPIC, _encode(generation, offsets, ""), key=key, partition=partition)
+        value = _encode(generation, incarnation, offsets, "")
+        producer.send(OFFSETS_TOPIC, value, key=key, partition=partition)
 
-    def forget_topic(self, topic: str) -> None:
-        """Forgets every group's commits on ``topic`` (it was deleted)."""
+    def forget_topic(self, topic: str, incarnation: int) -> None:
+        """Forgets every group's commits on ``topic``'s ``incarnation`` (it was deleted).
+
+        Commits of a topic created again under the name meanwhile are kept: they name
+        another incarnation.
+        """
         for group, t in list(self.groups()):
             if t == topic:
                 key, partition = self._route(group, topic)
-                self._topic.append(_HEADER.pack(_VERSION, _RESET, 0), key=key, partition=partition)
+                reset = _HEADER.pack(_VERSION, _RESET, incarnation, 0)
+                self._topic.append(reset, key=key, partition=partition)
                 with self._lock:
-                    self._cache.pop((group, topic), None)
+                    self._forget((group, topic), incarnation)
 
-    def committed(self, group: str, topic: str) -> dict[int, Committed]:
-        """Returns the newest commit of every partition of ``topic`` for ``group``."""
+    def _forget(self, key: tuple[str, str], incarnation: int | None) -> None:
+        """Drops the cached commits a reset record of ``incarnation`` forgets."""
+        cached = self._cache.get(key)
+        if cached is None:
+            return
+        if incarnation is None:  # a version 1 reset names no incarnation: all of them
+            del self._cache[key]
+            return
+        for p in [p for p, entry in cached.items() if _names(entry, incarnation)]:
+            del cached[p]
+        if not cached:
+            del self._cache[key]
+
+    def committed(self, group: str, topic: str, incarnation: int) -> dict[int, Committed]:
+        """Returns ``group``'s newest commit of every partition of ``topic`` (``incarnation``)."""
         _, partition = self._route(group, topic)
         with self._lock:
             self._catch_up(partition)
             cached = self._cache.get((group, topic), {})
-            return {p: Committed(o, m, t) for p, (o, m, t) in cached.items()}
+            return {
+                p: Committed(e[0], e[1], e[2]) for p, e in cached.items() if _names(e, incarnation)
+            }
 
-    def groups(self) -> dict[tuple[str, str], dict[int, Committed]]:
-        """Every (group, topic) with its committed offsets."""
+    def groups(self) -> set[tuple[str, str]]:
+        """Every (group, topic name) with a commit, for any incarnation of the topic."""
         with self._lock:
             for p in range(_PARTITIONS):
                 self._catch_up(p)
-            return {
-                k: {p: Committed(o, m, t) for p, (o, m, t) in v.items()}
-                for k, v in self._cache.items()
-            }
+            return set(self._cache)
 
     def has_pending(self, group: str, topic: str) -> bool:
         """True while a commit of ``group`` on ``topic`` sits in a transaction still open.
@@ -209,13 +254,13 @@ class OffsetStore:
                     first_open = msg.offset if first_open is None else first_open
                     pending.add((group, topic))
                     continue
-                commits = _decode(msg.value)
+                incarnation, commits = _decode(msg.value)
                 if commits is None:
-                    self._cache.pop((group, topic), None)
+                    self._forget((group, topic), incarnation)
                 else:
                     stamp = msg.timestamp_ms
                     self._cache.setdefault((group, topic), {}).update(
-                        {p: (o, m, stamp) for p, (o, m) in commits.items()}
+                        {p: (o, m, stamp, incarnation) for p, (o, m) in commits.items()}
                     )
             if batch.next_offset == at:
                 break

@@ -218,7 +218,10 @@ def group_overview(store: Store, offsets: OffsetStore) -> dict[str, dict[str, Gr
             continue
         state = read_state(store.path, topic_name, group)
         live = {m for m, info in state.members.items() if info["expires_ms"] > now_ms}
-        committed = {p: c.offset for p, c in offsets.committed(group, topic_name).items()}
+        commits = offsets.committed(group, topic_name, topic.incarnation)
+        if not commits and not state.members:
+            continue  # commits of a deleted topic of the name only
+        committed = {p: c.offset for p, c in commits.items()}
         lag = {
             p: topic.end_offset(p) - committed.get(p, topic.start_offset(p))
             for p in range(topic.partitions)

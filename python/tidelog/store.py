@@ -280,16 +280,18 @@ class Store:
         _check_type(name, str, "name")
         # Group membership and work-queue state leave in the same operation as the topic,
         # so a failure cannot leave one without the other.
-        self._core.delete_topic(
+        incarnation = self._core.delete_topic(
             name,
             attached=[
                 os.path.join(self.path, "groups", name),
                 os.path.join(self.path, "work_queues", name),
             ],
         )
-        # Commits live in an internal log: a record there forgets them.
+        # Commits live in an internal log: a record there forgets them. They name the
+        # deleted incarnation, so if this process dies first they still never apply to a
+        # topic created again; the record only keeps them from being listed.
         if OFFSETS_TOPIC in self._core.topics():
-            self._offset_store().forget_topic(name)
+            self._offset_store().forget_topic(name, incarnation)
         forget_work_queues(self._core, self.path, name)
 
     @storage_errors

@@ -202,3 +202,51 @@ def test_a_work_queue_of_a_deleted_topic_writes_nothing_into_the_new_one(tmp_pat
             again = fresh.acquire(timeout=1.0)
             assert again is not None and again.value == b"new" and again.offset == 0
             fresh.ack(again)
+
+
+def _delete_without_forgetting(store: tidelog.Store, name: str) -> None:
+    """The first half of ``delete_topic``: the process dies before the commits are forgotten."""
+    store._core.delete_topic(
+        name, attached=[str(Path(store.path) / d / name) for d in ("groups", "work_queues")]
+    )
+
+
+def test_commits_of_a_deleted_topic_never_apply_to_the_topic_created_again(
+    tmp_path: Path,
+) -> None:
+    with tidelog.open(tmp_path) as store:
+        store.create_topic("t").append_batch([b"old %d" % i for i in range(10)])
+        with store.consumer("t", group="g") as consumer:
+            assert len(consumer.poll(timeout=1.0)) == 10
+            consumer.commit()
+        _delete_without_forgetting(store, "t")
+    with tidelog.open(tmp_path) as store:
+        store.create_topic("t").append_batch([b"new %d" % i for i in range(20)])
+        with store.consumer("t", group="g") as consumer:
+            assert consumer.committed() == {}
+            assert store.groups()["g"]["t"]["committed"] == {}
+            got = [m.value for m in consumer.poll(timeout=1.0)]
+            assert got == [b"new %d" % i for i in range(20)]
+        assert store.groups()["g"]["t"]["committed"] == {0: 20}
+
+
+def test_forgetting_a_deleted_topic_keeps_the_commits_of_the_topic_created_again(
+    tmp_path: Path,
+) -> None:
+    with tidelog.open(tmp_path) as a, tidelog.open(tmp_path) as b:
+        old = a.create_topic("t")
+        old.append_batch([b"old 0", b"old 1"])
+        with a.consumer("t", group="g") as consumer:
+            consumer.poll(timeout=1.0)
+            consumer.commit()
+        deleted = a._core.topic("t").incarnation
+        # a deletes; before a forgets the old commits, b creates the topic again and commits.
+        _delete_without_forgetting(a, "t")
+        b.create_topic("t").append_batch([b"new 0", b"new 1", b"new 2"])
+        with b.consumer("t", group="g") as consumer:
+            assert len(consumer.poll(timeout=1.0)) == 3
+            consumer.commit()
+        a._offset_store().forget_topic("t", deleted)
+        with b.consumer("t", group="g") as consumer:
+            assert consumer.committed() == {0: 3}
+            assert consumer.poll(timeout=0.1) == []

@@ -130,20 +130,42 @@ impl Topic {
     /// # Errors
     /// [`Error::Closed`] after the store closed, [`Error::TopicNotFound`] after the topic
     /// was deleted, [`Error::PartitionNotFound`] for a number out of range.
+    #[inline]
     pub fn partition(&self, p: u32) -> Result<&PartitionLog> {
-        self.check_open()?;
-        let log = self.partitions.get(p as usize).ok_or_else(|| Error::PartitionNotFound {
-            topic: self.name.clone(),
-            partition: p,
-            count: self.partition_count(),
-        })?;
-        // The append itself checks again under the lock; this makes reads fail too, and
-        // (through partition 0) every partition of a topic whose deletion is under way.
-        // (`check_open` saw this handle's own deleted flag.)
-        if log.is_deleted() || (p != 0 && self.partitions[0].is_deleted()) {
-            return Err(Error::TopicNotFound(self.name.clone()));
+        // Every call on a partition comes through here, so the checks are one branch: all
+        // flags are read (with `|`, not `||`) and the precise error is found out of line.
+        // The append itself checks again under the lock; the shared marks make reads fail
+        // too, and (through partition 0) every partition of a topic whose deletion is under
+        // way.
+        match self.partitions.get(p as usize) {
+            Some(log)
+                if !(self.born.is_inherited_fast()
+                    | self.closed.load(Ordering::Relaxed)
+                    | self.deleted.load(Ordering::Relaxed)
+                    | log.is_deleted()
+                    | self.partitions[0].is_deleted()) =>
+            {
+                Ok(log)
+            }
+            _ => Err(self.partition_error(p)),
         }
-        Ok(log)
+    }
+
+    /// Why [`Self::partition`] refused `p`.
+    #[cold]
+    #[inline(never)]
+    fn partition_error(&self, p: u32) -> Error {
+        if let Err(e) = self.check_open() {
+            return e;
+        }
+        if p >= self.partition_count() {
+            return Error::PartitionNotFound {
+                topic: self.name.clone(),
+                partition: p,
+                count: self.partition_count(),
+            };
+        }
+        Error::TopicNotFound(self.name.clone())
     }
 
     /// The partition an append should go to: the one asked for, else the key's hash
@@ -823,19 +845,20 @@ impl Store {
     /// [`Error::TopicNotFound`], [`Error::InvalidConfig`] for a name reserved for internal
     /// topics, I/O errors (the topic is then left as it was).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        self.delete_topic_with(name, &[])
+        self.delete_topic_with(name, &[]).map(drop)
     }
 
     /// As [`Self::delete_topic`], also removing `attached`: directories inside the store
     /// that hold state of the topic kept by the layers above (consumer groups, work
     /// queues). They are moved away in the same operation, so either the topic and all of
     /// them are gone, or (on an error before the topic is marked deleted) everything is as
-    /// it was; a topic created again never finds the old state.
+    /// it was; a topic created again never finds the old state. Returns the incarnation
+    /// deleted, which state kept in internal topics (commits) names.
     ///
     /// # Errors
     /// As [`Self::delete_topic`]; [`Error::InvalidConfig`] for an attached path outside the
     /// store.
-    pub fn delete_topic_with(&self, name: &str, attached: &[PathBuf]) -> Result<()> {
+    pub fn delete_topic_with(&self, name: &str, attached: &[PathBuf]) -> Result<u64> {
         self.check_open()?;
         if validate_topic_name(name).is_err() {
             // No topic can have this name.
@@ -854,7 +877,8 @@ impl Store {
         }
         let _topics_lock = self.lock_topics()?;
         let (count, incarnation) = self.read_meta(name)?;
-        self.finish_deletion(name, count, incarnation, Some(attached))
+        self.finish_deletion(name, count, incarnation, Some(attached))?;
+        Ok(incarnation)
     }
 
     /// Whether topic `name`'s deletion was committed (its partition 0 carries the mark).

@@ -37,6 +37,31 @@ fn commit(store: &Store, group: &str, topic: &str, offsets: &[(u32, i64)]) {
     append_record(store, group, topic, &value);
 }
 
+/// Appends one commit record of `group` on `topic` of `incarnation` (layout version 2).
+fn commit_v2(store: &Store, group: &str, topic: &str, incarnation: u64, offsets: &[(u32, i64)]) {
+    let mut value = Vec::new();
+    value.extend_from_slice(&2u16.to_le_bytes());
+    value.extend_from_slice(&(-1i64).to_le_bytes());
+    value.extend_from_slice(&incarnation.to_le_bytes());
+    value.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
+    for &(p, o) in offsets {
+        value.extend_from_slice(&p.to_le_bytes());
+        value.extend_from_slice(&o.to_le_bytes());
+        value.extend_from_slice(&0u16.to_le_bytes());
+    }
+    append_record(store, group, topic, &value);
+}
+
+/// The version 2 record that forgets `group`'s commits on `topic`'s deleted `incarnation`.
+fn reset_v2(store: &Store, group: &str, topic: &str, incarnation: u64) {
+    let mut value = Vec::new();
+    value.extend_from_slice(&2u16.to_le_bytes());
+    value.extend_from_slice(&(-2i64).to_le_bytes());
+    value.extend_from_slice(&incarnation.to_le_bytes());
+    value.extend_from_slice(&0u32.to_le_bytes());
+    append_record(store, group, topic, &value);
+}
+
 /// The record offsets.py writes when `topic` is deleted: the group's commits are forgotten.
 fn reset(store: &Store, group: &str, topic: &str) {
     let mut value = Vec::new();
@@ -272,4 +297,39 @@ fn lag_pressure_ends_after_a_commit_even_with_a_deleted_topic() {
     assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
     assert_eq!(values(&store, "t", 0), (0..=sent).collect::<Vec<_>>());
     producer.close().unwrap();
+}
+
+#[test]
+fn commits_bound_only_the_incarnation_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let old = store.create_topic("t", 1, false, &[]).unwrap().incarnation();
+    store.delete_topic("t").unwrap();
+    let new = store.create_topic("t", 1, false, &[]).unwrap().incarnation();
+    assert_ne!(old, new);
+    // The deleted topic's group (its forget record never written) does not hold back the
+    // topic created again; a group of the new topic does, from its commit.
+    commit_v2(&store, "old group", "t", old, &[(0, 0)]);
+    commit_v2(&store, "g", "t", new, &[(0, 100)]);
+    // The deleting process forgets the old commits after "g" committed on the new topic:
+    // "g"'s commit stays.
+    reset_v2(&store, "g", "t", old);
+    let producer =
+        producer(&store, OnFull::Block(Some(Duration::from_secs(2))), Some(MAX_LAG), Duration::ZERO);
+    // Under the bound of "g" (100 + MAX_LAG + BUFFER), over that of a commit at 0.
+    let n = 100 + MAX_LAG + 20;
+    for i in 0..n {
+        producer.send("t", i.to_string().as_bytes(), None, &[], Some(0), 0, true).expect("not held back");
+    }
+    assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
+    assert_eq!(end(&store, "t", 0), n);
+    // Past "g"'s bound the writer stops.
+    let sender = {
+        let producer = Arc::new(producer);
+        let p = producer.clone();
+        (thread::spawn(move || while p.send("t", b"more", None, &[], Some(0), 0, true).is_ok() {}), producer)
+    };
+    wait_until_stalled(&store, "t", 0, || assert!(end(&store, "t", 0) <= 100 + BOUND));
+    sender.0.join().unwrap();
+    sender.1.close().unwrap();
 }

@@ -258,7 +258,7 @@ impl PyStore {
     /// Deletes a topic and its data, and in the same operation the directories `attached`
     /// (inside the store) holding the topic's state kept by the Python layer.
     #[pyo3(signature = (name, *, attached=Vec::new()))]
-    fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>, attached: Vec<PathBuf>) -> PyResult<()> {
+    fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>, attached: Vec<PathBuf>) -> PyResult<u64> {
         let name = args::text(name, "name")?.into_owned();
         let store = self.inner.clone();
         let name = name.to_owned();

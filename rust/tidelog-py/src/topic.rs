@@ -103,6 +103,13 @@ impl PyTopic {
         self.inner.partition_count()
     }
 
+    /// The topic's identity: a random id given when it was created. A topic deleted and
+    /// created again under the same name has a new one.
+    #[getter]
+    fn incarnation(&self) -> u64 {
+        self.inner.incarnation()
+    }
+
     /// Appends one message and returns `(partition, offset)`.
     ///
     /// With `partition=None` the partition is chosen by the hash of `key` (Kafka's

@@ -39,8 +39,15 @@ const GROUPS_RESCAN: Duration = Duration::from_millis(100);
 /// Commit records read per look.
 const READ_MAX: usize = 10_000;
 
-/// Committed offsets of a topic's groups: group -> partition -> next offset to read.
-type Commits = HashMap<String, HashMap<u32, u64>>;
+/// Committed offsets of a topic's groups: group -> partition -> (next offset to read,
+/// the topic incarnation the commit names). A version 1 record names none (`None`) and
+/// applies to whichever topic has the name.
+type Commits = HashMap<String, HashMap<u32, (u64, Option<u64>)>>;
+
+/// True if a commit naming `named` applies to a topic of `incarnation`.
+fn applies(named: Option<u64>, incarnation: u64) -> bool {
+    named.is_none_or(|n| n == incarnation)
+}
 
 /// What one writer knows of the consumer groups, kept up to date from the offsets topic.
 pub(crate) struct LagBound {
@@ -137,14 +144,22 @@ impl LagBound {
         else {
             return;
         };
-        let Some((generation, count)) = header(value) else { return };
+        let Some(Header { generation, incarnation, count, entries_at }) = header(value) else { return };
         if generation == RESET_GENERATION && count == 0 {
+            // Forgets the commits of the deleted incarnation (and version 1 ones, which
+            // could be its); a version 1 reset forgets them all.
             if let Some(groups) = self.commits.get_mut(topic) {
-                groups.remove(group);
+                if let Some(partitions) = groups.get_mut(group) {
+                    partitions
+                        .retain(|_, (_, named)| incarnation.is_some_and(|i| named.is_some_and(|n| n != i)));
+                    if partitions.is_empty() {
+                        groups.remove(group);
+                    }
+                }
             }
             return;
         }
-        let mut at = 14usize;
+        let mut at = entries_at;
         let mut parsed = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let Some(entry) = value.get(at..at + 14) else { return };
@@ -153,7 +168,7 @@ impl LagBound {
             let meta_len = u16::from_le_bytes(entry[12..14].try_into().expect("2 bytes"));
             at += 14 + usize::from(meta_len);
             let Ok(offset) = u64::try_from(offset) else { return };
-            parsed.push((partition, offset));
+            parsed.push((partition, (offset, incarnation)));
         }
         let groups = self.commits.entry(topic.to_owned()).or_default();
         groups.entry(group.to_owned()).or_default().extend(parsed);
@@ -161,15 +176,21 @@ impl LagBound {
 
     /// Refreshes the groups of `topic` with membership state, at most every
     /// [`GROUPS_RESCAN`]: true if one of them has no commit on the topic.
-    fn member_without_commit(&mut self, topic: &str) -> bool {
+    fn member_without_commit(&mut self, topic: &Topic) -> bool {
+        let (name, incarnation) = (topic.name(), topic.incarnation());
         let now = Instant::now();
-        let stale = self.members.get(topic).is_none_or(|(at, _)| now.duration_since(*at) >= GROUPS_RESCAN);
+        let stale = self.members.get(name).is_none_or(|(at, _)| now.duration_since(*at) >= GROUPS_RESCAN);
         if stale {
-            let dir: PathBuf = self.store.dir().join("groups").join(topic);
-            self.members.insert(topic.to_owned(), (now, list_groups(&dir)));
+            let dir: PathBuf = self.store.dir().join("groups").join(name);
+            self.members.insert(name.to_owned(), (now, list_groups(&dir)));
         }
-        let commits = self.commits.get(topic);
-        self.members[topic].1.iter().any(|g| commits.is_none_or(|c| !c.contains_key(g)))
+        let commits = self.commits.get(name);
+        let has_commit = |g: &String| {
+            commits
+                .and_then(|c| c.get(g))
+                .is_some_and(|ps| ps.values().any(|&(_, n)| applies(n, incarnation)))
+        };
+        self.members[name].1.iter().any(|g| !has_commit(g))
     }
 
     /// The slowest group's committed offset in partition `p` of `topic`, or `None` if the
@@ -178,17 +199,22 @@ impl LagBound {
     /// # Errors
     /// Reading the partition's start failed.
     pub fn slowest(&mut self, topic: &Topic, p: u32) -> Result<Option<u64>> {
-        let from_start = self.member_without_commit(topic.name());
+        let from_start = self.member_without_commit(topic);
         self.slowest_given(topic, p, from_start)
     }
 
     fn slowest_given(&self, topic: &Topic, p: u32, mut from_start: bool) -> Result<Option<u64>> {
         let mut slowest: Option<u64> = None;
+        let incarnation = topic.incarnation();
         if let Some(commits) = self.commits.get(topic.name()) {
-            for partitions in commits.values() {
+            // Groups whose commits all name a deleted incarnation are not this topic's.
+            let groups = commits.values().filter(|ps| ps.values().any(|&(_, n)| applies(n, incarnation)));
+            for partitions in groups {
                 match partitions.get(&p) {
-                    Some(&o) => slowest = Some(slowest.map_or(o, |s| s.min(o))),
-                    None => from_start = true,
+                    Some(&(o, n)) if applies(n, incarnation) => {
+                        slowest = Some(slowest.map_or(o, |s| s.min(o)))
+                    }
+                    _ => from_start = true,
                 }
             }
         }
@@ -222,7 +248,7 @@ impl LagBound {
         self.catch_up()?;
         let mut worst = 0u64;
         for topic in topics {
-            let from_start = self.member_without_commit(topic.name());
+            let from_start = self.member_without_commit(topic);
             for p in 0..topic.partition_count() {
                 let lag = self.slowest_given(topic, p, from_start).and_then(|slowest| match slowest {
                     Some(slowest) => Ok(topic.partition(p)?.end_offset()?.saturating_sub(slowest)),
@@ -246,12 +272,26 @@ impl LagBound {
     }
 }
 
-/// (generation, partition count) of a commit record; `None` if too short.
-fn header(value: &[u8]) -> Option<(i64, u32)> {
-    let head = value.get(..14)?;
-    let generation = i64::from_le_bytes(head[2..10].try_into().ok()?);
-    let count = u32::from_le_bytes(head[10..14].try_into().ok()?);
-    Some((generation, count))
+/// The fixed part of a commit record.
+struct Header {
+    generation: i64,
+    /// The topic incarnation the record names (version 2); `None` in version 1.
+    incarnation: Option<u64>,
+    count: u32,
+    /// Where the per-partition entries start.
+    entries_at: usize,
+}
+
+/// The header of a commit record; `None` if too short or of an unknown version.
+fn header(value: &[u8]) -> Option<Header> {
+    let word = |from: usize| Some(u64::from_le_bytes(value.get(from..from + 8)?.try_into().ok()?));
+    let count = |from: usize| Some(u32::from_le_bytes(value.get(from..from + 4)?.try_into().ok()?));
+    let generation = word(2)? as i64;
+    match u16::from_le_bytes(value.get(..2)?.try_into().ok()?) {
+        1 => Some(Header { generation, incarnation: None, count: count(10)?, entries_at: 14 }),
+        2 => Some(Header { generation, incarnation: Some(word(10)?), count: count(18)?, entries_at: 22 }),
+        _ => None,
+    }
 }
 
 /// Group names with a state file in `dir` (`<group>.json`, or `~<hex of the name>.json`
