@@ -12,12 +12,16 @@ acknowledgements is one small change, and the state stays small however many mes
 - ``leases``: every unfinished offset in ``[acked_below, frontier)`` lies in exactly one lease,
   a run ``[start, end)`` held by a member until ``expires`` (ms since the epoch; 0 for a
   released run, available at once) and handed out ``count`` times so far;
-- ``frontier``: offsets at or above it were never handed out (delivery count 0).
+- ``frontier``: offsets at or above it were never handed out (delivery count 0);
+- ``recoveries_seen``: how many of the partition's recovery events (what recovery removed,
+  ``tidelog._core.recovery_events``) the queue has checked its state against; None until the
+  first check (a queue whose state predates the count).
 
 A message is available when it is at or above ``frontier``, or in a lease that has expired.
 
 A change is one :data:`OP` struct (little-endian): u8 kind, u32 partition, i64 start, i64 end,
-i64 expiry (ms since the epoch), u32 delivery count. The member a change acts for is stored
+i64 expiry (ms since the epoch), u32 delivery count. A SEEN change carries the count of
+recovery events checked in ``start``. The member a change acts for is stored
 once per record (see :func:`encode_record`).
 """
 
@@ -39,6 +43,7 @@ __all__ = [
     "OP",
     "PASS",
     "RELEASE",
+    "SEEN",
     "SKIP",
     "Lease",
     "PartitionState",
@@ -48,8 +53,8 @@ __all__ = [
     "runs",
 ]
 
-ACQUIRE, ACK, RELEASE, DEAD, EXTEND, ARCHIVE, SKIP, PASS = 1, 2, 3, 4, 5, 6, 7, 8
-_KINDS = frozenset((ACQUIRE, ACK, RELEASE, DEAD, EXTEND, ARCHIVE, SKIP, PASS))
+ACQUIRE, ACK, RELEASE, DEAD, EXTEND, ARCHIVE, SKIP, PASS, SEEN = 1, 2, 3, 4, 5, 6, 7, 8, 9
+_KINDS = frozenset((ACQUIRE, ACK, RELEASE, DEAD, EXTEND, ARCHIVE, SKIP, PASS, SEEN))
 OP = struct.Struct("<BIqqqI")
 _MEMBER_LEN = struct.Struct("<H")
 
@@ -126,6 +131,7 @@ class PartitionState:
     frontier: int = 0
     done: list[tuple[int, int]] = field(default_factory=list)
     leases: list[Lease] = field(default_factory=list)
+    recoveries_seen: int | None = None
 
     # -- ranges ---------------------------------------------------------------------------
 
@@ -297,12 +303,15 @@ class PartitionState:
 
     def to_json(self) -> dict[str, Any]:
         """The state as plain data (for the snapshot)."""
-        return {
+        data: dict[str, Any] = {
             "acked_below": self.acked_below,
             "frontier": self.frontier,
             "done": [list(r) for r in self.done],
             "leases": [[x.start, x.end, x.member, x.expires, x.count] for x in self.leases],
         }
+        if self.recoveries_seen is not None:
+            data["recoveries_seen"] = self.recoveries_seen
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PartitionState:
@@ -314,6 +323,9 @@ class PartitionState:
             leases=[
                 Lease(int(s), int(e), str(m), int(x), int(c)) for s, e, m, x, c in data["leases"]
             ],
+            recoveries_seen=(
+                None if data.get("recoveries_seen") is None else int(data["recoveries_seen"])
+            ),
         )
 
 
@@ -360,6 +372,8 @@ class QueueState:
             elif kind == PASS:
                 # Offsets without a message (transaction markers, aborted transactions).
                 part.finish(start, end)
+            elif kind == SEEN:
+                part.recoveries_seen = max(part.recoveries_seen or 0, start)
             else:
                 self.skipped += part.skip_to(start)
 

@@ -56,6 +56,7 @@ from tidelog.queue_state import (
     EXTEND,
     PASS,
     RELEASE,
+    SEEN,
     SKIP,
     Op,
     QueueState,
@@ -143,6 +144,10 @@ class WorkQueue:
         self._next_partition = 0
         #: Acks that could not be written because the lock had passed to another member.
         self.acks_lost = 0
+        # Why the state cannot go on after a recovery removed messages (checked once per
+        # open: recovery only runs where no process has the partition open, as this one does).
+        self._removed: str | None = None
+        self._recoveries_checked = False
         self._files = queue_files(store.path, topic, group)
         self._journal = QueueJournal(
             self._files,
@@ -215,6 +220,37 @@ class WorkQueue:
                     taken += e - s
         self._next_partition += 1
         return batch, claimed
+
+    def _check_recoveries(self, state: QueueState, ops: list[Op]) -> str | None:
+        """Why the queue's state cannot go on after a recovery, or None (adds SEEN changes).
+
+        A recovery event not checked yet that removed offsets below the queue's frontier
+        means the queue handed out or finished offsets that now belong (or will belong) to
+        other messages: once the log has grown past the frontier again, ``_beyond_end``
+        alone would take those messages for finished ones. Events are checked once per
+        open; a queue with no count yet (new, or older than it) takes the events as seen.
+        """
+        if self._recoveries_checked:
+            return self._removed
+        directory = os.path.join(self._store.path, "topics", self.topic)
+        for p, part in enumerate(state.partitions):
+            try:
+                events = _core.recovery_events(os.path.join(directory, str(p)))
+            except FileNotFoundError:
+                events = []
+            seen = part.recoveries_seen
+            for e in events[seen:] if seen is not None else []:
+                if e["first_offset"] < part.frontier and self._removed is None:
+                    self._removed = (
+                        f"work queue {self.group!r} on {self.topic!r} partition {p} handed out "
+                        f"offsets up to {part.frontier - 1}, but recovery removed offsets "
+                        f"{e['first_offset']}..{e['end_offset']} ({e['kind']}), which now "
+                        "belong to other messages (see Store.stats()['recovery'])"
+                    )
+            if self._removed is None and (seen is None or len(events) > seen):
+                ops.append((SEEN, p, len(events), 0, 0, 0))
+        self._recoveries_checked = True
+        return self._removed
 
     def _beyond_end(self, state: QueueState) -> str | None:
         """Why the queue's state cannot go on, or None.
@@ -370,7 +406,7 @@ class WorkQueue:
                 with self._journal.locked() as state:
                     ops: list[Op] = []
                     self._settle_ops(state, ops, acks, return_ready=True)
-                    beyond = self._beyond_end(state)
+                    beyond = self._check_recoveries(state, ops) or self._beyond_end(state)
                     if beyond:
                         self._journal.write(self.member_id, ops)  # the acks still count
                         raise OffsetOutOfRangeError(beyond)

@@ -276,7 +276,10 @@ def test_on_corruption_is_checked(tmp_path: Path) -> None:
         tidelog.open(tmp_path, on_corruption="ignore")  # type: ignore[arg-type]
 
 
-def test_a_work_queue_whose_state_is_past_removed_data_raises(tmp_path: Path) -> None:
+@pytest.mark.parametrize("appended_after", [1, 400])
+def test_a_work_queue_whose_state_is_past_removed_data_raises(
+    tmp_path: Path, appended_after: int
+) -> None:
     _fill(tmp_path)
     with tidelog.open(tmp_path) as store, store.work_queue("t", group="w") as queue:
         done = 0
@@ -290,6 +293,42 @@ def test_a_work_queue_whose_state_is_past_removed_data_raises(tmp_path: Path) ->
     with tidelog.open(tmp_path, on_corruption="quarantine") as store:
         t = store.topic("t")
         assert t.end_offset(0) < 300
-        t.append(b"new", partition=0)
+        # New messages take the removed offsets (with 400, the log ends past the queue's
+        # frontier again): the queue must not take them for finished ones.
+        for i in range(appended_after):
+            t.append(b"new %d" % i, partition=0)
         with store.work_queue("t", group="w") as queue, pytest.raises(OffsetOutOfRangeError):
             queue.acquire(timeout=0.1)
+        with store.work_queue("t", group="w") as queue, pytest.raises(OffsetOutOfRangeError):
+            queue.acquire(timeout=0.1)  # every later open says so too
+        # A queue made after the recovery starts from the log as it is.
+        with store.work_queue("t", group="fresh") as queue:
+            first = queue.acquire(timeout=1.0)
+            assert first is not None and first.offset == 0
+            queue.ack(first)
+    with tidelog.open(tmp_path) as store, store.work_queue("t", group="fresh") as queue:
+        second = queue.acquire(timeout=1.0)
+        assert second is not None and second.offset == 1  # the recovery is not held against it
+
+
+def test_a_work_queue_past_an_old_torn_tail_goes_on(tmp_path: Path) -> None:
+    """A recovery that removed nothing the queue had seen never stops it."""
+    with tidelog.open(tmp_path) as store:
+        t = store.create_topic("t")
+        t.append_batch([b"job %d" % i for i in range(10)], partition=0)
+        with store.work_queue("t", group="w") as queue:
+            for job in queue.acquire_many(10, timeout=1.0):
+                queue.ack(job)
+    # A torn tail after the last batch (a kill mid-append): nothing acknowledged is lost.
+    with tidelog.open(tmp_path) as store:
+        size = store.topic("t").size_bytes(0)
+    with open(_active_log(tmp_path), "r+b") as f:
+        f.seek(size)
+        f.write(b"\x01" * 40)
+    with tidelog.open(tmp_path) as store:
+        assert len(store.stats()["recovery"]) == 1
+        t = store.topic("t")
+        t.append(b"job 10", partition=0)
+        with store.work_queue("t", group="w") as queue:
+            after = queue.acquire(timeout=1.0)
+            assert after is not None and (after.offset, after.value) == (10, b"job 10")

@@ -333,3 +333,47 @@ fn commits_bound_only_the_incarnation_they_name() {
     sender.0.join().unwrap();
     sender.1.close().unwrap();
 }
+
+#[test]
+fn two_producers_together_never_pass_the_bound() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.create_topic("t", 1, false, &[]).unwrap();
+        commit(&store, "slow", "t", &[(0, 0)]);
+        let producers: Vec<_> = (0..2)
+            .map(|_| Arc::new(producer(&store, OnFull::Block(None), Some(MAX_LAG), Duration::from_millis(1))))
+            .collect();
+        // Both fill their buffers before either writer looks, so both see the same room.
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let senders: Vec<_> = producers
+            .iter()
+            .enumerate()
+            .map(|(k, producer)| {
+                let (producer, barrier) = (producer.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..200u64 {
+                        let value = (k as u64 * 1000 + i).to_string();
+                        producer.send("t", value.as_bytes(), None, &[], Some(0), 0, true).unwrap();
+                    }
+                })
+            })
+            .collect();
+        wait_until_stalled(&store, "t", 0, || assert!(end(&store, "t", 0) <= BOUND, "round {round}"));
+        // Let them finish, then check that each producer's messages kept their order.
+        commit(&store, "slow", "t", &[(0, 400)]);
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        for producer in &producers {
+            assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
+        }
+        assert_eq!(end(&store, "t", 0), 400);
+        let values = values(&store, "t", 0);
+        for k in 0..2u64 {
+            let mine: Vec<u64> = values.iter().filter(|&&v| v / 1000 == k).map(|v| v % 1000).collect();
+            assert_eq!(mine, (0..200).collect::<Vec<_>>(), "producer {k}'s messages, in send order");
+        }
+    }
+}

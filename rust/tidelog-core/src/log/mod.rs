@@ -105,6 +105,25 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// What [`PartitionLog::append_within`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bounded {
+    /// The batch was written (or repeated one written before: see [`Appended::duplicate`]).
+    Written(Appended),
+    /// Nothing was written: the partition's end would have passed the bound. This many
+    /// records would fit.
+    NoRoom(u64),
+}
+
+impl Bounded {
+    fn written(self) -> Option<Appended> {
+        match self {
+            Bounded::Written(appended) => Some(appended),
+            Bounded::NoRoom(_) => None,
+        }
+    }
+}
+
 /// This process's picture of the segments.
 struct View {
     generation: u64,
@@ -416,7 +435,25 @@ impl PartitionLog {
         }
         self.settings.refresh()?;
         let size = self.check_batch(records)?;
-        self.append_body(Body::Records(records), meta, size, wait)
+        // Unbounded: never `NoRoom`.
+        Ok(self.append_body(Body::Records(records), meta, size, wait, u64::MAX)?.and_then(Bounded::written))
+    }
+
+    /// As [`Self::append`] (waiting for the lock), only if the partition then ends at or
+    /// below offset `max_end`. Checked under the append lock, so writers in any process that
+    /// bound their appends by the same `max_end` (a producer's `max_lag`) never pass it
+    /// together.
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_within(&self, records: &[Record<'_>], meta: BatchMeta, max_end: u64) -> Result<Bounded> {
+        if records.is_empty() {
+            return Err(Error::InvalidConfig("cannot append an empty batch".into()));
+        }
+        self.settings.refresh()?;
+        let size = self.check_batch(records)?;
+        let bounded = self.append_body(Body::Records(records), meta, size, true, max_end)?;
+        Ok(bounded.expect("a blocking append returns what it did"))
     }
 
     /// Appends plain values that are already back to back (`Topic.append_batch(buffer,
@@ -464,11 +501,11 @@ impl PartitionLog {
                     Record { timestamp: batch.timestamp(), key: None, value, headers: &[] }
                 })
                 .collect();
-            self.append_body(Body::Records(&records), BatchMeta::plain(0), size, true)?
+            self.append_body(Body::Records(&records), BatchMeta::plain(0), size, true, u64::MAX)?
         } else {
-            self.append_body(Body::Values(batch), BatchMeta::plain(0), size, true)?
+            self.append_body(Body::Values(batch), BatchMeta::plain(0), size, true, u64::MAX)?
         };
-        Ok(appended.expect("a blocking append returns what it appended"))
+        Ok(appended.and_then(Bounded::written).expect("a blocking unbounded append returns what it appended"))
     }
 
     /// The error every append and sync gets once [`Self::failed`] is set.
@@ -497,11 +534,18 @@ impl PartitionLog {
         meta: BatchMeta,
         size: usize,
         wait: bool,
-    ) -> Result<Option<Appended>> {
+        max_end: u64,
+    ) -> Result<Option<Bounded>> {
         self.check_not_failed()?;
         let Some(mut guard) = self.lock(wait)? else {
             return Ok(None);
         };
+        if max_end != u64::MAX {
+            let next = guard.head().next_offset;
+            if next.saturating_add(body.count() as u64) > max_end {
+                return Ok(Some(Bounded::NoRoom(max_end.saturating_sub(next))));
+            }
+        }
         let (appended, to_sync) = self.append_locked(&mut guard, body, meta, size)?;
         drop(guard);
         if appended.duplicate {
@@ -510,7 +554,7 @@ impl PartitionLog {
                 self.dirty.store(true, Ordering::Relaxed);
                 self.sync()?;
             }
-            return Ok(Some(appended));
+            return Ok(Some(Bounded::Written(appended)));
         }
         if let Some(bell) = self.doorbell.get() {
             bell.ring();
@@ -522,7 +566,7 @@ impl PartitionLog {
         } else if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
-        Ok(Some(appended))
+        Ok(Some(Bounded::Written(appended)))
     }
 
     fn check_batch(&self, records: &[Record<'_>]) -> Result<usize> {

@@ -232,10 +232,18 @@ impl LagBound {
     /// # Errors
     /// Reading the partition's offsets failed.
     pub fn room(&mut self, topic: &Topic, p: u32) -> Result<Option<u64>> {
+        let Some(limit) = self.limit(topic, p)? else { return Ok(None) };
+        Ok(Some(limit.saturating_sub(topic.partition(p)?.end_offset()?)))
+    }
+
+    /// The offset partition `p` of `topic` may not be written past: `max_lag + slack`
+    /// beyond the slowest group's committed offset (`None`: no group, no limit).
+    ///
+    /// # Errors
+    /// Reading the partition's start failed.
+    pub fn limit(&mut self, topic: &Topic, p: u32) -> Result<Option<u64>> {
         let Some(slowest) = self.slowest(topic, p)? else { return Ok(None) };
-        let end = topic.partition(p)?.end_offset()?;
-        let limit = slowest.saturating_add(self.max_lag).saturating_add(self.slack);
-        Ok(Some(limit.saturating_sub(end)))
+        Ok(Some(slowest.saturating_add(self.max_lag).saturating_add(self.slack)))
     }
 
     /// Updates [`Self::on`] from the largest lag over `topics`' partitions, with

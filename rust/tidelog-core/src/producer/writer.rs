@@ -11,7 +11,7 @@ use super::lag::LagBound;
 use super::{Fatal, Pending, Shared};
 use crate::format::{BatchMeta, Record, ATTR_TRANSACTIONAL};
 use crate::log::producers::sequence_add;
-use crate::log::PartitionLog;
+use crate::log::{Bounded, PartitionLog};
 use crate::{Error, Result};
 
 /// Attempts at a batch whose write failed with an I/O error. Retries carry the same
@@ -203,21 +203,43 @@ fn gather(shared: &Shared, wanted: usize, budget: Duration) {
 
 /// Appends `batch` grouped by (topic, partition), keeping each group's order. With a `lag`
 /// bound, what a partition may not take yet moves to `held` (in order) and out of `batch`.
+///
+/// The bound is checked twice: [`hold_back`] estimates each partition's room from the
+/// commits, and each append is made with the partition's limit checked under its append
+/// lock ([`PartitionLog::append_within`]), so producers in any process never pass it
+/// together.
 fn write_groups(
     shared: &Shared,
     batch: &mut Vec<Pending>,
     sequences: &mut Sequences,
-    lag: Option<&mut LagBound>,
+    mut lag: Option<&mut LagBound>,
     held: &mut Vec<Pending>,
 ) {
     // Stable sort keeps per-partition order, which is send order.
     batch.sort_by_key(|p| (Arc::as_ptr(&p.topic) as usize, p.partition));
-    if let Some(lag) = lag {
+    if let Some(lag) = lag.as_deref_mut() {
         hold_back(lag, batch, held);
     }
+    // Runs of `batch` that met the bound under the lock: they wait, with the rest of their
+    // partition, before what `hold_back` held.
+    let mut waiting: Vec<std::ops::Range<usize>> = Vec::new();
     let mut start = 0;
     while start < batch.len() {
         let first = &batch[start];
+        let key = (Arc::as_ptr(&first.topic) as usize, first.partition);
+        if waiting.last().is_some_and(|r| {
+            r.end == start && (Arc::as_ptr(&batch[r.start].topic) as usize, batch[r.start].partition) == key
+        }) {
+            // The partition met its bound earlier in this batch: the rest of it waits too.
+            let end = start
+                + batch[start..]
+                    .iter()
+                    .take_while(|p| Arc::as_ptr(&p.topic) as usize == key.0 && p.partition == key.1)
+                    .count();
+            waiting.last_mut().expect("checked").end = end;
+            start = end;
+            continue;
+        }
         let end = start
             + batch[start..]
                 .iter()
@@ -250,16 +272,37 @@ fn write_groups(
             })
             .collect();
         let fatal = shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let max_end = match lag.as_deref_mut() {
+            // A partition that is gone makes its own error when written.
+            Some(lag) => lag.limit(&first.topic, first.partition).ok().flatten().unwrap_or(u64::MAX),
+            None => u64::MAX,
+        };
         let result = match fatal {
             Some(f) => Err(f.error()),
-            None => first
-                .topic
-                .partition(first.partition)
-                .and_then(|log| append(shared, log, &records, first.txn, sequences)),
+            None => first.topic.partition(first.partition).and_then(|log| {
+                match append(shared, log, &records, first.txn, sequences, max_end)? {
+                    // Another writer took part of the room since `hold_back` looked: what
+                    // still fits goes now.
+                    Bounded::NoRoom(room) if room > 0 && (room as usize) < records.len() => {
+                        let fits = &records[..room as usize];
+                        append(shared, log, fits, first.txn, sequences, max_end)
+                    }
+                    bounded => Ok(bounded),
+                }
+            }),
         };
+        let result = result.map(|bounded| match bounded {
+            Bounded::Written(appended) => appended.count as usize,
+            Bounded::NoRoom(_) => 0,
+        });
+        if let Ok(written) = result {
+            if written < group.len() {
+                waiting.push(start + written..end);
+            }
+        }
         match result {
-            Ok(()) => {
-                shared.written.fetch_add(group.len() as u64, Ordering::Relaxed);
+            Ok(written) => {
+                shared.written.fetch_add(written as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 shared.failed.fetch_add(group.len() as u64, Ordering::Relaxed);
@@ -277,6 +320,26 @@ fn write_groups(
             }
         }
         start = end;
+    }
+    if !waiting.is_empty() {
+        let mut ranges = waiting.iter().peekable();
+        let (mut early, mut kept) = (Vec::new(), Vec::with_capacity(batch.len()));
+        for (i, p) in batch.drain(..).enumerate() {
+            while ranges.peek().is_some_and(|r| r.end <= i) {
+                ranges.next();
+            }
+            if ranges.peek().is_some_and(|r| r.contains(&i)) {
+                early.push(p);
+            } else {
+                kept.push(p);
+            }
+        }
+        *batch = kept;
+        // They were sent before what `hold_back` held of their partitions: the stable sort
+        // keeps them first.
+        early.append(held);
+        early.sort_by_key(|p| (Arc::as_ptr(&p.topic) as usize, p.partition));
+        *held = early;
     }
 }
 
@@ -321,9 +384,10 @@ fn append(
     records: &[Record<'_>],
     txn: u64,
     sequences: &mut Sequences,
-) -> Result<()> {
+    max_end: u64,
+) -> Result<Bounded> {
     let Some(identity) = &shared.identity else {
-        return log.append(records, BatchMeta::plain(0), true).map(|_| ());
+        return log.append_within(records, BatchMeta::plain(0), max_end);
     };
     identity.check_current()?;
     let key = (log.topic().to_owned(), log.partition());
@@ -349,11 +413,12 @@ fn append(
     };
     let mut attempt = 1;
     loop {
-        match log.append(records, meta, true) {
-            Ok(_) => {
+        match log.append_within(records, meta, max_end) {
+            Ok(Bounded::Written(appended)) => {
                 sequences.insert(key, sequence_add(base_sequence, records.len() as u32));
-                return Ok(());
+                return Ok(Bounded::Written(appended));
             }
+            Ok(no_room) => return Ok(no_room),
             Err(Error::Io { .. }) if attempt < WRITE_ATTEMPTS => {
                 std::thread::sleep(Duration::from_millis(10 << attempt));
                 attempt += 1;
