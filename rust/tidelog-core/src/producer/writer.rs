@@ -256,7 +256,7 @@ fn write_groups(
             + batch[start..end]
                 .iter()
                 .take_while(|p| {
-                    bytes += p.value.len() + p.key.as_ref().map_or(0, |k| k.len()) + p.headers.len() + 64;
+                    bytes += p.bytes.len() + 64;
                     bytes <= budget
                 })
                 .count()
@@ -266,9 +266,9 @@ fn write_groups(
             .iter()
             .map(|p| Record {
                 timestamp: p.timestamp,
-                key: p.key.as_deref(),
-                value: &p.value,
-                headers: &p.headers,
+                key: p.key(),
+                value: p.value(),
+                headers: p.headers(),
             })
             .collect();
         let fatal = shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
