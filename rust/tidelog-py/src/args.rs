@@ -54,6 +54,7 @@ pub(crate) fn int(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<i128> {
     }
 }
 
+#[inline]
 fn present<'a, 'py>(obj: Option<&'a Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
     obj.filter(|o| !o.is_none())
 }
@@ -118,8 +119,15 @@ pub(crate) fn limit(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<usize> {
 /// # Errors
 /// `TypeError` naming `partition` (also for a bool, which is not a partition);
 /// `PartitionNotFoundError` for a number no topic can have.
+#[inline]
 pub(crate) fn partition(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u32>> {
     let Some(obj) = present(obj) else { return Ok(None) };
+    // Every call on a partition passes one: an exact `int` in range is one conversion.
+    if obj.is_exact_instance_of::<PyInt>() {
+        if let Ok(v) = obj.extract::<u32>() {
+            return Ok(Some(v));
+        }
+    }
     let v = int(obj, "partition")?;
     u32::try_from(v).map(Some).map_err(|_| {
         PartitionNotFoundError::new_err(format!(
@@ -133,6 +141,7 @@ pub(crate) fn partition(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u32>>
 ///
 /// # Errors
 /// As [`partition`].
+#[inline]
 pub(crate) fn required_partition(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
     Ok(partition(Some(obj))?.unwrap_or(0))
 }
@@ -141,7 +150,13 @@ pub(crate) fn required_partition(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
 ///
 /// # Errors
 /// `TypeError` naming `arg`; `InvalidConfigError` outside the 64-bit range.
+#[inline]
 pub(crate) fn timestamp(obj: Option<&Bound<'_, PyAny>>, arg: &str) -> PyResult<Option<i64>> {
+    if let Some(obj) = obj.filter(|o| o.is_exact_instance_of::<PyInt>()) {
+        if let Ok(v) = obj.extract::<i64>() {
+            return Ok(Some(v));
+        }
+    }
     opt_int_in(obj, arg, i64::MIN, i64::MAX)
 }
 

@@ -74,6 +74,7 @@ fn header_pair(k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<(String, 
 }
 
 impl PyTopic {
+    #[inline]
     fn log(&self, partition: &Bound<'_, PyAny>) -> PyResult<&PartitionLog> {
         to_py(self.inner.partition(args::required_partition(partition)?))
     }

@@ -311,7 +311,10 @@ impl PartitionLog {
     /// # Errors
     /// As [`Self::start_offset`].
     pub fn end_offset(&self) -> Result<u64> {
-        Ok(self.head()?.next_offset)
+        match self.control.try_next_offset(HEAD_SPINS) {
+            Some(next_offset) => Ok(next_offset),
+            None => Ok(self.head()?.next_offset),
+        }
     }
 
     /// The published head. Never call it while holding the append lock.
