@@ -30,6 +30,8 @@ __all__ = ["Consumer", "Delivery", "Start"]
 _ORPHAN_CHECK_S = 1.0
 #: Longest commit metadata: its length is stored as an unsigned 16-bit number.
 _MAX_METADATA_BYTES = 0xFFFF
+#: One past the largest max_messages a poll accepts.
+_MAX = 2**63
 
 Delivery = Literal["at-most-once", "at-least-once", "exactly-once"]
 Start = Literal["earliest", "latest"]
@@ -267,9 +269,10 @@ class Consumer:
         self._resolve()
         idle = self._paused | self._unresolved
         assigned = [p for p in sorted(self._positions) if p not in idle]
-        stale = [p for p in assigned if p in self._out_of_range]
-        if stale:
-            raise OffsetOutOfRangeError(self._out_of_range[stale[0]])
+        if self._out_of_range:
+            stale = [p for p in assigned if p in self._out_of_range]
+            if stale:
+                raise OffsetOutOfRangeError(self._out_of_range[stale[0]])
         for i in range(len(assigned)):
             p = assigned[(self._next_partition + i) % len(assigned)]
             try:
@@ -328,13 +331,18 @@ class Consumer:
             TypeError: An argument of the wrong type (the message names it).
         """
         self._born.check()
-        if max_messages is not None:
-            check_int(max_messages, "max_messages", 1, 2**63 - 1)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
-        if not timeout >= 0:
-            raise InvalidConfigError(f"timeout must be >= 0 seconds, got {timeout}")
-        self._require_step_committed()
+        # Exact types first: poll sits in tight loops; the full checks run only on a miss.
+        if max_messages is not None and not (type(max_messages) is int and 0 < max_messages < _MAX):
+            check_int(max_messages, "max_messages", 1, _MAX - 1)
+        if not ((type(timeout) is float or type(timeout) is int) and timeout >= 0):
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"timeout must be a number of seconds, got {type(timeout).__name__}"
+                )
+            if not timeout >= 0:
+                raise InvalidConfigError(f"timeout must be >= 0 seconds, got {timeout}")
+        if self._consumed:
+            self._require_step_committed()
         messages = self._poll(max_messages, timeout)
         if self.delivery == "exactly-once":
             for m in messages:
