@@ -169,6 +169,19 @@ impl FileMap {
         }
     }
 
+    /// Turns read-ahead off (`random`) or back on for faults in `from..to`. A fault on a page
+    /// that is not in the page cache otherwise reads (or, in a pre-allocated segment,
+    /// allocates and zeroes) the whole read-ahead window after it.
+    pub(crate) fn advise_random(&self, from: usize, to: usize, random: bool) {
+        if let Some(raw) = &self.raw {
+            let to = to.min(self.len);
+            if from < to {
+                let advice = if random { memmap2::Advice::Random } else { memmap2::Advice::Normal };
+                let _ = raw.advise_range(advice, from, to - from);
+            }
+        }
+    }
+
     /// Marks bytes up to `end` as published in this process; the caller publishes the same
     /// end in the control block.
     pub fn publish(&self, _guard: &WriteGuard<'_>, end: usize) {

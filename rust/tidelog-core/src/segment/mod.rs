@@ -568,6 +568,17 @@ impl Segment {
                     && h.next_offset() > h.base_offset
             }) && self.batch_at(pos, end, true).is_ok()
         };
+        // The scan reads a few bytes past each run of data, into pages that were often never
+        // written: without read-ahead a fault there costs one zeroed page, not a window of
+        // them (1 ms of a 2 ms reopen after a kill).
+        struct ReadAhead<'a>(&'a mmap::FileMap, usize, usize);
+        impl Drop for ReadAhead<'_> {
+            fn drop(&mut self) {
+                self.0.advise_random(self.1, self.2, false);
+            }
+        }
+        self.data.advise_random(from, end, true);
+        let _restore = ReadAhead(&self.data, from, end);
         let mut at = from;
         while at + BATCH_HEADER_LEN <= end {
             // A batch's length field (bytes 8..12) is never zero, so a batch can start at
