@@ -93,6 +93,7 @@ class Consumer:
         self._topic = store.topic(topic)
         # Commits name the topic's incarnation: never applied to a topic created again.
         self._incarnation = self._topic.incarnation
+        self._commit_record = offsets.committer(group, topic, self._incarnation)
         self._core = store._core
         self._born = Born()
         self._orphans_checked = 0.0
@@ -416,10 +417,7 @@ class Consumer:
         # still, as every call on a deleted topic, it raises TopicNotFoundError (a load of
         # a shared word).
         self._topic.start_offset(0)
-        generation = self._membership.generation
-        self._offsets.commit(
-            self.group, self.topic, self._incarnation, offsets, metadata, generation
-        )
+        self._commit_record(offsets, metadata, self._membership.generation)
 
     def _commit_delivered(self) -> None:
         """At-least-once: the application moved past what was delivered; commit it."""
@@ -494,9 +492,7 @@ class Consumer:
                     f"cannot commit offset {o} for {self.topic!r} partition {p}: past its end "
                     f"offset {end} (the next offset to be written); nothing was committed"
                 )
-        self._offsets.commit(
-            self.group, self.topic, self._incarnation, offsets, metadata, membership.generation
-        )
+        self._commit_record(offsets, metadata, membership.generation)
         for p in offsets:
             self._delivered.pop(p, None)
 

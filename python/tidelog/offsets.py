@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tidelog import _core
@@ -54,6 +55,9 @@ class Committed:
 
 
 _ONE = struct.Struct("<HqQIIqH")
+
+#: ``committer(offsets, metadata, generation)``: see :meth:`OffsetStore.committer`.
+Committer = Callable[[dict[int, int], str, int], None]
 
 # A cached commit of one partition: offset, metadata, time in ms and the incarnation it
 # names (None for a version 1 record, which names none).
@@ -140,20 +144,33 @@ class OffsetStore:
         ``incarnation`` is the topic's :attr:`~tidelog.Topic.incarnation`. All partitions of
         one call are one record: they are committed together or not at all.
         """
-        if not offsets:
-            return
+        self.committer(group, topic, incarnation)(offsets, metadata, generation)
+
+    def committer(self, group: str, topic: str, incarnation: int) -> Committer:
+        """:meth:`commit` bound to one (group, topic, incarnation), its route looked up once.
+
+        Call the result as ``committer(offsets, metadata, generation)``.
+        """
         key, partition = self._route(group, topic)
-        now = time.time_ns() // 1_000_000
-        self._topic.append(
-            _encode(generation, incarnation, offsets, metadata),
-            key=key,
-            partition=partition,
-            timestamp_ms=now,
-        )
-        with self._lock:
-            cached = self._cache.setdefault((group, topic), {})
-            for p, o in offsets.items():
-                cached[p] = (o, metadata, now, incarnation)
+        name = (group, topic)
+        append, lock, cache = self._topic.append, self._lock, self._cache
+
+        def commit(offsets: dict[int, int], metadata: str, generation: int) -> None:
+            if not offsets:
+                return
+            # The cached time is taken just before the record gets its own: at most a
+            # millisecond earlier, and still later than any recovery of the topic, which
+            # this process holds open (what `Committed.timestamp_ms` is compared with).
+            now = time.time_ns() // 1_000_000
+            append(
+                _encode(generation, incarnation, offsets, metadata), key=key, partition=partition
+            )
+            with lock:
+                cached = cache.setdefault(name, {})
+                for p, o in offsets.items():
+                    cached[p] = (o, metadata, now, incarnation)
+
+        return commit
 
     def send_commit(
         self,
