@@ -293,8 +293,12 @@ class PartitionState:
         return out
 
     def in_flight(self, now_ms: int) -> int:
-        """Offsets held under an unexpired lock."""
-        return sum(lease.end - lease.start for lease in self.leases if lease.expires > now_ms)
+        """Offsets held by a member under an unexpired lock (not released with a delay)."""
+        return sum(
+            lease.end - lease.start
+            for lease in self.leases
+            if lease.expires > now_ms and lease.member
+        )
 
     def next_expiry(self, now_ms: int) -> int | None:
         """The earliest future expiry of a lease (ms since the epoch), if any."""
@@ -362,7 +366,8 @@ class QueueState:
             elif kind == ACK:
                 self.acked += part.finish(start, end)
             elif kind == RELEASE:
-                part.assign(start, end, "", 0, count)
+                # Held by nobody, until `expires` (0: available at once; later: a delay).
+                part.assign(start, end, "", expires, count)
             elif kind == DEAD:
                 self.dead_lettered += part.finish(start, end)
             elif kind == ARCHIVE:

@@ -259,7 +259,7 @@ def work_queue_stats(state: QueueState, topic: Topic, state_bytes: int) -> dict[
         in_flight = sum(
             min(x.end, end) - max(x.start, floor)
             for x in part.leases
-            if x.expires > now and x.end > floor
+            if x.expires > now and x.end > floor and x.member  # not a delayed release
         )
         lag = max(0, end - floor - _done_within(part.done, floor, end))
         partitions[p] = {

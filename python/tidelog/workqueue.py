@@ -678,21 +678,28 @@ class WorkQueue:
                 job._batch = None
                 batch.outstanding -= 1
 
-    def release(self, job: Job) -> None:
-        """Puts ``job`` back in the queue now; its delivery count is kept.
+    def release(self, job: Job, delay: float = 0.0) -> None:
+        """Puts ``job`` back in the queue; its delivery count is kept.
 
-        Durable when this returns, with the buffered acks.
+        With ``delay`` (seconds), no member receives it before the delay is over (retry with
+        backoff): it is held by nobody until then, and members waiting for work wake when it
+        comes due. Durable when this returns, with the buffered acks.
 
         Raises:
             LockLostError: This member no longer holds the job.
+            InvalidConfigError: A negative, NaN or infinite ``delay``.
+            TypeError: ``delay`` is not a number.
         """
         self._born.check()
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+            raise TypeError(f"delay must be a number of seconds, got {type(delay).__name__}")
+        due = 0 if delay == 0 else _now_ms() + max(1, round(check_seconds(delay, "delay") * 1000))
         self._change(
             job,
-            lambda lease: (RELEASE, job.partition, job.offset, job.offset + 1, 0, lease.count),
+            lambda lease: (RELEASE, job.partition, job.offset, job.offset + 1, due, lease.count),
             settle=True,
         )
-        self._doorbell.ring()  # wake members waiting for work
+        self._doorbell.ring()  # wake members waiting for work (or to wait until it is due)
 
     def reject(self, job: Job) -> None:
         """Never delivers ``job`` again: moves it to the dead-letter topic (or archives it).

@@ -91,6 +91,48 @@ def test_release_redelivers_with_the_count_kept(store: tidelog.Store) -> None:
         queue.ack(again)
 
 
+def test_release_with_a_delay_holds_the_message_back_from_every_member(
+    store: tidelog.Store,
+) -> None:
+    _fill(store, 2)
+    a = store.work_queue("jobs", group="w")
+    b = store.work_queue("jobs", group="w")
+    first = a.acquire(timeout=0)
+    assert first is not None
+    released = time.monotonic()
+    a.release(first, delay=0.5)
+    with pytest.raises(tidelog.LockLostError):
+        a.ack(first)  # released: no longer held by anyone
+    # Waiting for its delay: backlog, not in flight.
+    counts = store.stats()["work_queues"]["w"]["jobs"]
+    assert (counts["in_flight"], counts["backlog"]) == (0, 2)
+    # Before the delay ends, members get the other message and then nothing.
+    other = b.acquire(timeout=0)
+    assert other is not None and other.offset != first.offset
+    b.ack(other)
+    assert a.acquire(timeout=0.1) is None and b.acquire(timeout=0) is None
+    # A member waiting for work is woken when the delay is over, not earlier.
+    again = b.acquire(timeout=5.0)
+    assert again is not None and again.offset == first.offset
+    assert time.monotonic() - released >= 0.5
+    assert again.delivery_count == 2
+    b.ack(again)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("delay", [-1, float("nan"), float("inf"), "1"])
+def test_release_delay_is_checked(store: tidelog.Store, delay: object) -> None:
+    _fill(store, 1)
+    with store.work_queue("jobs", group="w") as queue:
+        job = queue.acquire(timeout=0)
+        assert job is not None
+        error = TypeError if isinstance(delay, str) else tidelog.InvalidConfigError
+        with pytest.raises(error, match="delay"):
+            queue.release(job, delay=delay)  # type: ignore[arg-type]
+        queue.ack(job)  # still held: nothing changed
+
+
 def test_expired_lock_makes_the_message_available(store: tidelog.Store) -> None:
     _fill(store, 1)
     a = store.work_queue("jobs", group="w", lock_timeout=0.2)
