@@ -130,26 +130,12 @@ class OffsetStore:
             self._routes[(group, topic)] = route
         return route
 
-    def commit(
-        self,
-        group: str,
-        topic: str,
-        incarnation: int,
-        offsets: dict[int, int],
-        metadata: str = "",
-        generation: int = -1,
-    ) -> None:
-        """Durably records ``offsets`` (partition -> next offset) for ``group`` on ``topic``.
-
-        ``incarnation`` is the topic's :attr:`~tidelog.Topic.incarnation`. All partitions of
-        one call are one record: they are committed together or not at all.
-        """
-        self.committer(group, topic, incarnation)(offsets, metadata, generation)
-
     def committer(self, group: str, topic: str, incarnation: int) -> Committer:
-        """:meth:`commit` bound to one (group, topic, incarnation), its route looked up once.
+        """Durable commits for one (group, topic, incarnation), the route looked up once.
 
-        Call the result as ``committer(offsets, metadata, generation)``.
+        ``committer(offsets, metadata, generation)`` records ``offsets`` (partition -> next
+        offset) as one record: all partitions are committed together or not at all.
+        ``incarnation`` is the topic's :attr:`~tidelog.Topic.incarnation`.
         """
         key, partition = self._route(group, topic)
         name = (group, topic)

@@ -23,52 +23,42 @@ fn open(dir: &Path) -> Arc<Store> {
     store
 }
 
-/// Appends one commit record of `group` on `topic` (layout version 1 of offsets.py).
-fn commit(store: &Store, group: &str, topic: &str, offsets: &[(u32, i64)]) {
+/// The value of a commit record as offsets.py writes it: version 1 names no incarnation,
+/// version 2 does; generation -2 with no partitions is the record that forgets commits.
+fn record_value(generation: i64, incarnation: Option<u64>, offsets: &[(u32, i64)]) -> Vec<u8> {
     let mut value = Vec::new();
-    value.extend_from_slice(&1u16.to_le_bytes());
-    value.extend_from_slice(&(-1i64).to_le_bytes());
+    value.extend_from_slice(&(if incarnation.is_some() { 2u16 } else { 1u16 }).to_le_bytes());
+    value.extend_from_slice(&generation.to_le_bytes());
+    if let Some(incarnation) = incarnation {
+        value.extend_from_slice(&incarnation.to_le_bytes());
+    }
     value.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
     for &(p, o) in offsets {
         value.extend_from_slice(&p.to_le_bytes());
         value.extend_from_slice(&o.to_le_bytes());
         value.extend_from_slice(&0u16.to_le_bytes());
     }
-    append_record(store, group, topic, &value);
+    value
+}
+
+/// Appends one commit record of `group` on `topic` (layout version 1 of offsets.py).
+fn commit(store: &Store, group: &str, topic: &str, offsets: &[(u32, i64)]) {
+    append_record(store, group, topic, &record_value(-1, None, offsets));
 }
 
 /// Appends one commit record of `group` on `topic` of `incarnation` (layout version 2).
 fn commit_v2(store: &Store, group: &str, topic: &str, incarnation: u64, offsets: &[(u32, i64)]) {
-    let mut value = Vec::new();
-    value.extend_from_slice(&2u16.to_le_bytes());
-    value.extend_from_slice(&(-1i64).to_le_bytes());
-    value.extend_from_slice(&incarnation.to_le_bytes());
-    value.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
-    for &(p, o) in offsets {
-        value.extend_from_slice(&p.to_le_bytes());
-        value.extend_from_slice(&o.to_le_bytes());
-        value.extend_from_slice(&0u16.to_le_bytes());
-    }
-    append_record(store, group, topic, &value);
+    append_record(store, group, topic, &record_value(-1, Some(incarnation), offsets));
 }
 
 /// The version 2 record that forgets `group`'s commits on `topic`'s deleted `incarnation`.
 fn reset_v2(store: &Store, group: &str, topic: &str, incarnation: u64) {
-    let mut value = Vec::new();
-    value.extend_from_slice(&2u16.to_le_bytes());
-    value.extend_from_slice(&(-2i64).to_le_bytes());
-    value.extend_from_slice(&incarnation.to_le_bytes());
-    value.extend_from_slice(&0u32.to_le_bytes());
-    append_record(store, group, topic, &value);
+    append_record(store, group, topic, &record_value(-2, Some(incarnation), &[]));
 }
 
 /// The record offsets.py writes when `topic` is deleted: the group's commits are forgotten.
 fn reset(store: &Store, group: &str, topic: &str) {
-    let mut value = Vec::new();
-    value.extend_from_slice(&1u16.to_le_bytes());
-    value.extend_from_slice(&(-2i64).to_le_bytes());
-    value.extend_from_slice(&0u32.to_le_bytes());
-    append_record(store, group, topic, &value);
+    append_record(store, group, topic, &record_value(-2, None, &[]));
 }
 
 fn append_record(store: &Store, group: &str, topic: &str, value: &[u8]) {
