@@ -16,6 +16,30 @@ from typing import Any
 import pytest
 import tidelog
 from tidelog import _core
+from tidelog.producers import named_producers
+
+
+def transaction_state(producers: Path, name: str) -> bytes | None:
+    """The newest record of a named producer's transaction state log (None: no log)."""
+    contents = _core.read_state_log(producers, f"{name}.txn")
+    if contents is None:
+        return None
+    _generation, snapshot, records, _torn = contents
+    return records[-1] if records else snapshot
+
+
+def decide_commit(producers: Path, name: str) -> None:
+    """Marks ``name``'s open transaction as decided for commit, as a crash right after the
+    decision leaves it (the markers not written yet)."""
+    log = _core.StateLog(producers, f"{name}.txn")
+    try:
+        _changed, snapshot, records = log.lock()
+        state = records[-1] if records else snapshot
+        assert state is not None and state.startswith(b"ongoing\n"), state
+        log.append(b"commit\n" + state[len(b"ongoing\n") :])
+        log.unlock()
+    finally:
+        log.close()
 
 
 def visible(topic: tidelog.Topic) -> list[bytes]:
@@ -339,8 +363,7 @@ def test_a_consumer_opened_before_the_takeover_sees_the_finished_commit(tmp_path
             tx.send("out", b"out-" + m.value)
         first._transaction_commit(old, first._transaction_offsets())  # what commit() sends
         old.flush()
-        txn = tmp_path / "producers" / "x.txn"
-        txn.write_text(txn.read_text().replace("ongoing", "commit", 1))  # decided, no markers
+        decide_commit(tmp_path / "producers", "x")  # decided, no markers
         first.close()
         with store.consumer("in", group="g", delivery="exactly-once") as consumer:
             with store.producer(name="x"):  # finishes the decided commit
@@ -586,4 +609,69 @@ def test_closing_a_producer_aborts_its_open_transaction(store: tidelog.Store) ->
     assert visible(topic) == []
     producer.close()
     assert visible(topic) == [b"plain"]
-    assert not (Path(store.path) / "producers" / "p.txn").exists()
+    assert transaction_state(Path(store.path) / "producers", "p") == b"none\n"
+
+
+def test_a_first_format_transaction_file_is_finished_by_the_next_instance(tmp_path: Path) -> None:
+    # Stores written before the state log keep a plain-text <name>.txn file: an open
+    # transaction left there (by a crash) is aborted by the name's next instance, which
+    # deletes the file; from then on the state log holds the name's transactions.
+    with tidelog.open(tmp_path) as store:
+        out = store.create_topic("out")
+        old = store.producer(name="x")
+        tx = store.transaction(old)
+        tx.send("out", b"left open")
+        old.flush()
+        producers = tmp_path / "producers"
+        assert transaction_state(producers, "x") == b"ongoing\nout\t0\n"
+        # What the first format held at this point (the state log replaced by it).
+        for suffix in (".journal", ".snapshot"):
+            (producers / f"x.txn{suffix}").unlink(missing_ok=True)
+        (producers / "x.txn").write_text("ongoing\nout\t0\n")
+        [named] = named_producers(store)
+        assert (named.transaction, named.partitions) == ("ongoing", [("out", 0)])
+        with store.producer(name="x") as new:
+            assert not (producers / "x.txn").exists()
+            out.append(b"plain")
+            assert visible(out) == [b"plain"]
+            tx2 = store.transaction(new)
+            tx2.send("out", b"next")
+            tx2.commit()
+        assert visible(out) == [b"plain", b"next"]
+        assert transaction_state(producers, "x") == b"none\n"
+        with pytest.raises(tidelog.ProducerFencedError):
+            old.close()
+
+
+def test_damaged_transaction_state_is_reported_naming_the_file(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path) as store:
+        store.create_topic("out")
+        with store.producer(name="x") as producer:
+            tx = store.transaction(producer)
+            tx.send("out", b"a")
+            tx.commit()
+    journal = tmp_path / "producers" / "x.txn.journal"
+    data = bytearray(journal.read_bytes())
+    # Inside the first record (24-byte journal header, 20-byte frame header), which valid
+    # records follow: damage, not a torn tail.
+    data[24 + 20 + 2] ^= 0xFF
+    journal.write_bytes(bytes(data))
+    with (
+        tidelog.open(tmp_path) as store,
+        pytest.raises(tidelog.CorruptRecordError, match=r"x\.txn\.journal"),
+    ):
+        store.producer(name="x")
+
+
+def test_the_transaction_state_stays_small_over_many_transactions(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path, fsync="never") as store:
+        out = store.create_topic("out")
+        with store.producer(name="x") as producer:
+            for i in range(3_000):
+                producer.begin_transaction()
+                producer.send("out", b"%d" % i)
+                producer.commit_transaction()
+        assert len(visible(out)) == 3_000
+    producers = tmp_path / "producers"
+    assert transaction_state(producers, "x") == b"none\n"
+    assert (producers / "x.txn.journal").stat().st_size < 128 << 10
