@@ -32,7 +32,8 @@ import tidelog
 
 pytestmark = pytest.mark.crash
 
-INPUTS = 500
+# Enough that 32 rounds of up to 10 transactions plus a few ms of them never drain it.
+INPUTS = 20_000
 ROUNDS = 32
 LEASE = "0.3"
 
