@@ -1,16 +1,14 @@
 """What a work queue hands out: jobs, their batches, and dead-letter headers.
 
-:class:`Job` is a message plus its delivery count; :class:`Batch` the jobs acquired together.
+:data:`Job` is a message plus its delivery count; :data:`Batch` the jobs acquired together.
 
 See :mod:`tidelog.workqueue` for the queue itself.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from tidelog import _core
 from tidelog._core import Message, TidelogError
-from tidelog.queue_state import runs
 
 __all__ = [
     "COUNT_HEADER",
@@ -22,7 +20,6 @@ __all__ = [
     "Job",
     "LockLostError",
     "dead_letter_headers",
-    "group_acks",
 ]
 
 REASON_HEADER = "tidelog.dead_letter.reason"
@@ -42,101 +39,26 @@ class LockLostError(TidelogError):
     """
 
 
-class Batch:
-    """Jobs acquired together.
+Job = _core.Job
+"""A message acquired from a work queue: the ``tidelog.Message`` plus its delivery count.
 
-    ``expires`` is their lock expiry (ms since the epoch), ``outstanding`` how many are not
-    settled yet, and ``half`` (``time.time()`` seconds) the moment after which less than half
-    the lock timeout is left, so buffered acks must be written and prefetched jobs given back.
-    """
+``job.value``, ``job.key``, ``job.headers``, ``job.offset``, ``job.partition``, ``job.topic``
+and ``job.timestamp_ms`` are the message's, ``job.message`` is the message itself and
+``job.delivery_count`` how many times it was handed out, this time included (1 the first
+time). Native (``tidelog._core.Job``): a queue hands out millions of them.
+"""
 
-    __slots__ = ("expires", "half", "outstanding")
-
-    def __init__(self, expires: int, outstanding: int, timeout_ms: int) -> None:
-        self.expires = expires
-        self.half = (expires - timeout_ms / 2) / 1000
-        self.outstanding = outstanding
-
-
-class Job:
-    """A message acquired from a work queue: the ``tidelog.Message`` plus its delivery count.
-
-    ``tidelog.Message`` is a final native class, so the queue hands out this small wrapper.
-    It reads like the message: ``job.value``, ``job.key``, ``job.headers``, ``job.offset``,
-    ``job.partition``, ``job.topic`` and ``job.timestamp_ms`` are the message's, and
-    ``job.message`` is the message itself. ``job.delivery_count`` is how many times the
-    message was handed out, this time included (1 the first time).
-    """
-
-    __slots__ = ("_batch", "_queue", "delivery_count", "message")
-
-    def __init__(self, message: Message, delivery_count: int, queue: Any, batch: Any) -> None:
-        """Wraps ``message``, handed out for the ``delivery_count``-th time by ``queue``."""
-        self.message = message
-        self.delivery_count = delivery_count
-        self._queue = queue
-        self._batch: Batch | None = batch
-
-    @property
-    def value(self) -> bytes:
-        """The message's value."""
-        return self.message.value
-
-    @property
-    def key(self) -> bytes | None:
-        """The message's key."""
-        return self.message.key
-
-    @property
-    def headers(self) -> dict[str, bytes]:
-        """The message's headers."""
-        return self.message.headers
-
-    @property
-    def offset(self) -> int:
-        """The message's offset in its partition."""
-        return self.message.offset
-
-    @property
-    def partition(self) -> int:
-        """The message's partition."""
-        return self.message.partition
-
-    @property
-    def topic(self) -> str:
-        """The message's topic."""
-        return self.message.topic
-
-    @property
-    def timestamp_ms(self) -> int:
-        """The message's timestamp (ms since the epoch)."""
-        return self.message.timestamp_ms
-
-    def __repr__(self) -> str:
-        return (
-            f"<tidelog.Job {self.topic}/{self.partition}@{self.offset} "
-            f"delivery_count={self.delivery_count}>"
-        )
-
+Batch = _core.JobBatch
+"""Jobs acquired together: ``expires`` is their lock expiry (ms since the epoch),
+``outstanding`` how many are not settled yet, and ``half`` (``time.time()`` seconds) the
+moment after which less than half the lock timeout is left, so buffered acks must be
+written and prefetched jobs given back."""
 
 Claim = tuple[int, int, int, int]
 """Messages claimed by one ACQUIRE: (partition, start, end, delivery count)."""
 
 Acks = tuple[list[Job], dict[int, list[tuple[int, int]]]]
 """Acknowledged jobs, and their offsets as sorted runs per partition."""
-
-
-def group_acks(jobs: list[Job]) -> Acks:
-    """``jobs`` with their offsets grouped into sorted runs per partition."""
-    by_partition: dict[int, list[int]] = {}
-    for job in jobs:
-        m = job.message
-        by_partition.setdefault(m.partition, []).append(m.offset)
-    grouped: dict[int, list[tuple[int, int]]] = {}
-    for p, offsets in by_partition.items():
-        offsets.sort()
-        grouped[p] = runs(offsets)
-    return jobs, grouped
 
 
 def dead_letter_headers(message: Message, reason: str, count: int) -> dict[str, bytes]:

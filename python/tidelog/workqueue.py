@@ -25,13 +25,12 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tidelog import _core, _fork
+from tidelog import _core
 from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError
 from tidelog._fork import Born
@@ -44,7 +43,6 @@ from tidelog.jobs import (
     Job,
     LockLostError,
     dead_letter_headers,
-    group_acks,
 )
 from tidelog.queue_journal import QueueJournal, queue_files
 from tidelog.queue_legacy import read_legacy_state
@@ -87,13 +85,17 @@ def _check_timeout(timeout: object) -> None:
         raise InvalidConfigError("timeout must be a number of seconds or None, got nan")
 
 
-class WorkQueue:
+class WorkQueue(_core.JobBuffer):
     """One member of a work queue on a topic. Create it with :meth:`Store.work_queue`.
 
     Iterate it (``for job in queue``) to block for jobs, or call :meth:`acquire` (one job) or
     :meth:`acquire_many` (a batch). Each job is held by this member alone until :meth:`ack`,
     :meth:`release`, :meth:`reject` or until its lock expires (``lock_timeout`` seconds after
     it was acquired, renewable with :meth:`extend`).
+
+    Handing out prefetched jobs (``__next__``) and buffering acknowledgements (:meth:`ack`)
+    are done by the native base class without a Python frame; it calls ``_next_slow`` and
+    ``_ack_slow`` here for every other case.
     """
 
     @storage_errors
@@ -136,9 +138,8 @@ class WorkQueue:
         self._timeout_ms = max(1, int(self.lock_timeout * 1000))
         self._dead_topic: _core.Topic | None = None
         self._closed = False
+        # Held for every change that takes more than one step of the native buffers.
         self._mutex = threading.Lock()
-        self._ready: deque[Job] = deque()  # prefetched by iteration, not handed out yet
-        self._pending: list[Job] = []  # acknowledged, not written yet
         self._batch_size = 1
         self._batch_started: float | None = None
         self._next_partition = 0
@@ -176,7 +177,7 @@ class WorkQueue:
         dead-lettered here.
         """
         now = _now_ms()
-        batch = Batch(now + self._timeout_ms, 0, self._timeout_ms)
+        batch = Batch(now + self._timeout_ms, self._timeout_ms)
         claimed: list[Claim] = []
         taken = 0
         n = len(state.partitions)
@@ -289,7 +290,7 @@ class WorkQueue:
                 n, after = len(messages), messages.next_offset
                 if after - at == n and after <= e:
                     # Dense (the usual case): every claimed offset read is a message.
-                    jobs.extend([Job(m, count, self, batch) for m in messages])
+                    jobs += self._make_jobs(messages, count, batch)
                     at = after
                     if n == 0:
                         break
@@ -302,7 +303,7 @@ class WorkQueue:
                         break
                     if m.offset > at:
                         gaps.append((PASS, p, at, m.offset, 0, 0))
-                    jobs.append(Job(m, count, self, batch))
+                    jobs += self._make_jobs([m], count, batch)
                     at = m.offset + 1
                 end = e if beyond else min(after, e)
                 if end > at:
@@ -313,7 +314,6 @@ class WorkQueue:
         if gaps:
             with self._journal.locked():
                 self._journal.write(self.member_id, gaps)
-        batch.outstanding = len(jobs)
         return jobs
 
     def _dead_letter(self, messages: Iterable[Message], reason: str, count: int) -> Op:
@@ -346,15 +346,10 @@ class WorkQueue:
         With ``return_ready``, also for giving back the prefetched jobs not handed out yet.
         """
         self._ack_ops(state, acks, ops)
-        if return_ready and self._ready:
+        if return_ready and self._ready_count:
             by_key: dict[tuple[int, int], list[int]] = {}
-            for job in self._ready:
-                m = job.message
-                by_key.setdefault((m.partition, job.delivery_count - 1), []).append(m.offset)
-                if job._batch is not None:
-                    job._batch.outstanding -= 1
-                    job._batch = None
-            self._ready.clear()
+            for job in self._drain_ready():
+                by_key.setdefault((job.partition, job.delivery_count - 1), []).append(job.offset)
             me = self.member_id
             for (p, count), offsets in by_key.items():
                 offsets.sort()
@@ -363,11 +358,6 @@ class WorkQueue:
                     # Never handed out: back with the delivery count it had before.
                     if part.held(s, e, me):
                         ops.append((RELEASE, p, s, e, 0, count))
-
-    def _take_pending(self) -> Acks:
-        """Takes the buffered acks, grouped (outside the journal lock: it costs per job)."""
-        pending, self._pending = self._pending, []
-        return group_acks(pending)
 
     def _ack_ops(self, state: QueueState, acks: Acks, ops: list[Op]) -> list[Job]:
         """Appends ACK changes for ``acks``; returns the jobs whose lock was lost."""
@@ -398,7 +388,7 @@ class WorkQueue:
             ticket = self._topic.ticket()
             with self._mutex:
                 self._check_open()
-                if iterating and self._ready:
+                if iterating and self._ready_count:
                     job = self._ready_job()
                     if job is not None:
                         return [job]
@@ -433,13 +423,11 @@ class WorkQueue:
 
     def _ready_job(self) -> Job | None:
         """The next prefetched job, if its lock has time enough left (under the mutex)."""
-        job = self._ready[0]
-        batch = job._batch
-        if batch is not None and time.time() < batch.half:
-            return self._ready.popleft()
-        # Prefetched too long ago: give them back and acquire afresh (a smaller batch).
-        self._batch_size = max(1, self._batch_size // 2)
-        return None
+        job = self._pop_ready()
+        if job is None:
+            # Prefetched too long ago: give them back and acquire afresh (a smaller batch).
+            self._batch_size = max(1, self._batch_size // 2)
+        return job
 
     def acquire(self, timeout: float | None = 1.0) -> Job | None:
         """Takes the next available message, waiting up to ``timeout`` seconds (None: forever).
@@ -453,7 +441,7 @@ class WorkQueue:
         self._born.check()
         _check_timeout(timeout)
         with self._mutex:
-            if self._ready:
+            if self._ready_count:
                 job = self._ready_job()
                 if job is not None:
                     return job
@@ -478,30 +466,25 @@ class WorkQueue:
             raise InvalidConfigError(f"max_messages must be >= 1, got {max_messages}")
         _check_timeout(timeout)
         with self._mutex:
-            if self._ready and self._ready_job() is not None:
-                n = min(max_messages, len(self._ready))
-                return [self._ready.popleft() for _ in range(n)]
+            first = self._ready_job() if self._ready_count else None
+            if first is not None:
+                jobs = [first]
+                while len(jobs) < max_messages and (job := self._pop_ready()) is not None:
+                    jobs.append(job)
+                return jobs
         return self._fetch(max_messages, timeout, iterating=False)
 
     def __iter__(self) -> Iterator[Job]:
         return self
 
-    def __next__(self) -> Job:
-        """The next job, blocking until one is available.
+    def _next_slow(self) -> Job:
+        """``__next__`` when no prefetched job with time enough left is at hand.
 
         Jobs come from a prefetched batch acquired with one record; the batch size adapts
         (doubling or halving) so a batch is about 50 ms of the application's work, at most
         ``prefetch`` jobs.
         """
-        if self._born.generation != _fork.generation:
-            self._born.check()
-        with self._mutex:
-            ready = self._ready
-            if ready:
-                # The hot path of iteration (_ready_job inlined).
-                batch = ready[0]._batch
-                if batch is not None and time.time() < batch.half:
-                    return ready.popleft()
+        self._born.check()
         job = self._next_job(None)
         assert job is not None
         return job
@@ -513,14 +496,8 @@ class WorkQueue:
         """
         self._born.check()
         _check_timeout(idle_timeout)
-        mutex, ready = self._mutex, self._ready
         while True:
-            job: Job | None = None
-            with mutex:
-                if ready:
-                    batch = ready[0]._batch
-                    if batch is not None and time.time() < batch.half:
-                        job = ready.popleft()
+            job = self._pop_ready()
             if job is None:
                 job = self._next_job(idle_timeout)
                 if job is None:
@@ -530,7 +507,7 @@ class WorkQueue:
     def _next_job(self, timeout: float | None) -> Job | None:
         """The next prefetched job, or the first of a new batch (None after ``timeout``)."""
         with self._mutex:
-            if self._ready:
+            if self._ready_count:
                 job = self._ready_job()
                 if job is not None:
                     return job
@@ -547,7 +524,7 @@ class WorkQueue:
             return None
         with self._mutex:
             if len(jobs) > 1:
-                self._ready.extend(jobs[1:])
+                self._extend_ready(jobs[1:])
             self._batch_started = time.monotonic()
         return jobs[0]
 
@@ -557,49 +534,27 @@ class WorkQueue:
         """The job's batch, checking this member acquired it and has not settled it."""
         if type(job) is not Job:
             raise TypeError(f"expected a Job from this queue, got {type(job).__name__}")
-        batch = job._batch
-        if job._queue is not self or batch is None:
+        batch = self._held_batch(job)
+        if batch is None:
             raise LockLostError(
                 f"{job!r} is not held by this member of {self.group!r} (acquired by another "
                 "member, or already acked, released or rejected)"
             )
         return batch
 
-    def ack(self, job: Job) -> None:
-        """Marks ``job`` done: it is never delivered again.
+    def _ack_slow(self, job: Job) -> None:
+        """``ack`` when the native fast path (buffering the ack) does not apply.
 
-        When the acknowledgement is durable (written to the queue's journal, fsynced as the
-        store's ``fsync`` policy says):
-
-        - at once, before ``ack`` returns, when it settles the last unsettled job of the
-          batch the job came from (a job from :meth:`acquire` is a batch of one), or when
-          less than half the lock timeout is left on the job;
-        - otherwise it is buffered in this member and written, together with the other
-          buffered ones, by this member's next change of the queue's state: acquiring the
-          next batch (iterating: when the prefetched jobs run out), :meth:`flush`,
-          :meth:`ack_many`, :meth:`release`, :meth:`reject`, :meth:`extend` or :meth:`close`.
-
-        A member killed before then loses its buffered acks: those jobs are delivered again
-        after their lock timeout (at-least-once), as unsent acknowledgements of a Kafka share
-        consumer are.
-
-        Raises:
-            TypeError: ``job`` is not a :class:`Job`.
-            LockLostError: This member no longer holds the job (its lock expired and another
-                member took it, or it was already settled).
+        That is: the ack settles the last unsettled job of its batch or less than half the
+        lock timeout is left (written before returning, see ``ack``), or a bad argument,
+        a job not held, a closed queue or a forked process (raised here).
         """
-        if self._born.generation != _fork.generation:
-            self._born.check()
+        self._born.check()
         with self._mutex:
-            # The hot path of every queue: checks inlined (see _own).
-            batch = job._batch if type(job) is Job else self._own(job)
-            if batch is None or job._queue is not self or self._closed:
-                self._check_open()
-                self._own(job)  # raises
-                return
-            job._batch = None
-            batch.outstanding -= 1
-            self._pending.append(job)
+            self._check_open()
+            batch = self._own(job)
+            self._settle(job)
+            self._buffer_ack(job)
             if batch.outstanding <= 0 or time.time() >= batch.half:
                 self._flush_locked(job)
 
@@ -617,11 +572,8 @@ class WorkQueue:
             for job in jobs:
                 self._own(job)
             for job in jobs:
-                batch = job._batch
-                assert batch is not None
-                batch.outstanding -= 1
-                job._batch = None
-            self._pending.extend(jobs)
+                self._settle(job)
+                self._buffer_ack(job)
             self._flush_locked(None)
 
     def flush(self) -> None:
@@ -629,7 +581,7 @@ class WorkQueue:
         self._born.check()
         with self._mutex:
             self._check_open()
-            if self._pending:
+            if self._pending_count:
                 self._flush_locked(None)
 
     @storage_errors
@@ -655,14 +607,13 @@ class WorkQueue:
         """
         with self._mutex:
             self._check_open()
-            batch = self._own(job)
+            self._own(job)
             acks = self._take_pending()
             with self._journal.locked() as state:
                 part = state.partitions[job.partition]
                 lease = part.lease_at(job.offset)
                 if lease is None or lease.member != self.member_id:
-                    job._batch = None
-                    batch.outstanding -= 1
+                    self._settle(job)
                     ops: list[Op] = []
                     self._settle_ops(state, ops, acks, return_ready=False)
                     self._journal.write(self.member_id, ops)  # the buffered acks still count
@@ -675,8 +626,7 @@ class WorkQueue:
                 ops.append(make(lease))
                 self._journal.write(self.member_id, ops)
             if settle:
-                job._batch = None
-                batch.outstanding -= 1
+                self._settle(job)
 
     def release(self, job: Job, delay: float = 0.0) -> None:
         """Puts ``job`` back in the queue; its delivery count is kept.
@@ -729,11 +679,8 @@ class WorkQueue:
             settle=False,
         )
         with self._mutex:
-            old = job._batch
-            if old is not None:
-                # The job leaves its batch: it has a lock of its own now.
-                old.outstanding -= 1
-                job._batch = Batch(expires, 1, self._timeout_ms)
+            # The job leaves its batch: it has a lock of its own now.
+            self._settle(job, Batch(expires, self._timeout_ms))
 
     # -- monitoring -----------------------------------------------------------------------
 
@@ -755,8 +702,8 @@ class WorkQueue:
             with self._journal.locked() as state:
                 out = work_queue_stats(state, self._topic, self._files.size_bytes())
             out["member"] = {
-                "pending_acks": len(self._pending),
-                "prefetched": len(self._ready),
+                "pending_acks": self._pending_count,
+                "prefetched": self._ready_count,
                 "acks_lost": self.acks_lost,
             }
             out["recovery"] = self._journal.recovery
@@ -801,6 +748,7 @@ class WorkQueue:
             if self._closed:
                 return
             self._closed = True
+            self._close_buffers()
             try:
                 # A deleted topic's queue state went with it: nothing to write back.
                 if not self._store.closed and not self._topic_deleted():

@@ -7,6 +7,7 @@ mod errors;
 mod faults;
 mod gil;
 mod inspect;
+mod jobs;
 mod message;
 mod producer;
 mod ring;
@@ -39,6 +40,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<view::ValueBuffer>()?;
     m.add_class::<doorbell::PyDoorbell>()?;
     m.add_class::<statelog::PyStateLog>()?;
+    m.add_class::<jobs::Job>()?;
+    m.add_class::<jobs::JobBatch>()?;
+    m.add_class::<jobs::JobBuffer>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;

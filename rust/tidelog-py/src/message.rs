@@ -38,6 +38,43 @@ pub struct Message {
     raw_headers: Box<[u8]>,
 }
 
+impl Message {
+    /// The value, as the `value` attribute gives it.
+    pub fn value_object(&self, py: Python<'_>) -> Py<PyAny> {
+        self.value.clone_ref(py).into_any()
+    }
+
+    /// The key, as the `key` attribute gives it.
+    pub fn key_object(&self, py: Python<'_>) -> Py<PyAny> {
+        self.key.as_ref().map_or_else(|| py.None(), |k| k.clone_ref(py).into_any())
+    }
+
+    /// The topic name.
+    pub fn topic_object(&self, py: Python<'_>) -> Py<PyString> {
+        self.topic.clone_ref(py)
+    }
+
+    /// The offset.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The timestamp, ms since the epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp_ms
+    }
+
+    /// The headers, as the `headers` attribute gives them.
+    pub fn headers_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.headers(py)
+    }
+}
+
 #[pymethods]
 impl Message {
     /// Headers as a new `dict[str, bytes]`.
@@ -176,6 +213,13 @@ pub struct RecordBatch {
 }
 
 impl RecordBatch {
+    /// Every message, in order.
+    pub fn messages(&self, py: Python<'_>) -> PyResult<Vec<Py<Message>>> {
+        (0..self.records.len())
+            .map(|i| Py::new(py, self.records.message(py, &self.topic, self.partition, i)))
+            .collect()
+    }
+
     /// Wraps a read result.
     pub fn new(topic: Py<PyString>, partition: u32, read: ReadResult) -> Self {
         let next_offset = read.next_offset;
