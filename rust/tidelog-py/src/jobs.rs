@@ -166,13 +166,12 @@ impl JobBuffer {
     }
 
     /// The front prefetched job if its lock has time enough left.
-    fn pop_fresh(&self, py: Python<'_>, now: f64) -> Option<Py<Job>> {
+    fn pop_fresh(&self, now: f64) -> Option<Py<Job>> {
         let mut buffers = self.buffers();
         let fresh = buffers
             .ready
             .front()
             .is_some_and(|job| job.get().batch().as_ref().is_some_and(|batch| now < batch.get().half));
-        let _ = py;
         if fresh {
             buffers.ready.pop_front()
         } else {
@@ -211,7 +210,7 @@ impl JobBuffer {
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         if !this.born.is_inherited_fast() {
-            if let Some(job) = this.pop_fresh(slf.py(), now_seconds()) {
+            if let Some(job) = this.pop_fresh(now_seconds()) {
                 return Ok(job.into_any());
             }
         }
@@ -326,14 +325,13 @@ impl JobBuffer {
     /// Takes the buffered acks: the jobs, and their offsets as sorted runs `(start, end)`
     /// per partition.
     #[allow(clippy::type_complexity)]
-    fn _take_pending(&self, py: Python<'_>) -> (Vec<Py<Job>>, BTreeMap<u32, Vec<(u64, u64)>>) {
+    fn _take_pending(&self) -> (Vec<Py<Job>>, BTreeMap<u32, Vec<(u64, u64)>>) {
         let jobs = std::mem::take(&mut self.buffers().pending);
         let mut by_partition: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for job in &jobs {
             let m = job.get().message.get();
             by_partition.entry(m.partition()).or_default().push(m.offset());
         }
-        let _ = py;
         let grouped = by_partition
             .into_iter()
             .map(|(p, mut offsets)| {
@@ -358,8 +356,8 @@ impl JobBuffer {
     }
 
     /// The front prefetched job if its lock has time enough left, else None.
-    fn _pop_ready(&self, py: Python<'_>) -> Option<Py<Job>> {
-        self.pop_fresh(py, now_seconds())
+    fn _pop_ready(&self) -> Option<Py<Job>> {
+        self.pop_fresh(now_seconds())
     }
 
     /// Takes every prefetched job not handed out yet, each leaving its batch.
