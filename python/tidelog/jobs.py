@@ -66,16 +66,19 @@ class Job:
     ``job.partition``, ``job.topic`` and ``job.timestamp_ms`` are the message's, and
     ``job.message`` is the message itself. ``job.delivery_count`` is how many times the
     message was handed out, this time included (1 the first time).
+
+    ``job.queue`` (the queue that handed it out) and ``job.batch`` (the acquisition it
+    belongs to, None once it is settled) are the queue's bookkeeping, not for applications.
     """
 
-    __slots__ = ("_batch", "_queue", "delivery_count", "message")
+    __slots__ = ("batch", "delivery_count", "message", "queue")
 
     def __init__(self, message: Message, delivery_count: int, queue: Any, batch: Any) -> None:
         """Wraps ``message``, handed out for the ``delivery_count``-th time by ``queue``."""
         self.message = message
         self.delivery_count = delivery_count
-        self._queue = queue
-        self._batch: Batch | None = batch
+        self.queue = queue
+        self.batch: Batch | None = batch
 
     @property
     def value(self) -> bytes:

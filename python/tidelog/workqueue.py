@@ -64,7 +64,7 @@ from tidelog.queue_state import (
 )
 
 if TYPE_CHECKING:
-    from tidelog.store import Store
+    from tidelog._protocols import StoreView
 
 __all__ = ["COUNT_HEADER", "REASON_HEADER", "Job", "LockLostError", "WorkQueue"]
 
@@ -99,7 +99,7 @@ class WorkQueue:
     @storage_errors
     def __init__(
         self,
-        store: Store,
+        store: StoreView,
         topic: str,
         group: str,
         *,
@@ -152,9 +152,9 @@ class WorkQueue:
         self._journal = QueueJournal(
             self._files,
             self._topic.partitions,
-            core=store._core,
+            core=store.native,
             legacy=lambda: read_legacy_state(
-                store._core, self._files.directory, topic, group, self._topic.partitions
+                store.native, self._files.directory, topic, group, self._topic.partitions
             ),
             # Raises TopicNotFoundError once the topic is deleted (a shared word's load).
             alive=lambda: self._topic.start_offset(0),
@@ -329,7 +329,7 @@ class WorkQueue:
             last = message.offset
             if self.dead_letter is not None:
                 if self._dead_topic is None:
-                    self._dead_topic = self._store._core.create_topic(
+                    self._dead_topic = self._store.native.create_topic(
                         self.dead_letter, 1, exist_ok=True
                     )
                 headers = dead_letter_headers(message, reason, count)
@@ -351,9 +351,9 @@ class WorkQueue:
             for job in self._ready:
                 m = job.message
                 by_key.setdefault((m.partition, job.delivery_count - 1), []).append(m.offset)
-                if job._batch is not None:
-                    job._batch.outstanding -= 1
-                    job._batch = None
+                if job.batch is not None:
+                    job.batch.outstanding -= 1
+                    job.batch = None
             self._ready.clear()
             me = self.member_id
             for (p, count), offsets in by_key.items():
@@ -434,7 +434,7 @@ class WorkQueue:
     def _ready_job(self) -> Job | None:
         """The next prefetched job, if its lock has time enough left (under the mutex)."""
         job = self._ready[0]
-        batch = job._batch
+        batch = job.batch
         if batch is not None and time.time() < batch.half:
             return self._ready.popleft()
         # Prefetched too long ago: give them back and acquire afresh (a smaller batch).
@@ -499,7 +499,7 @@ class WorkQueue:
             ready = self._ready
             if ready:
                 # The hot path of iteration (_ready_job inlined).
-                batch = ready[0]._batch
+                batch = ready[0].batch
                 if batch is not None and time.time() < batch.half:
                     return ready.popleft()
         job = self._next_job(None)
@@ -518,7 +518,7 @@ class WorkQueue:
             job: Job | None = None
             with mutex:
                 if ready:
-                    batch = ready[0]._batch
+                    batch = ready[0].batch
                     if batch is not None and time.time() < batch.half:
                         job = ready.popleft()
             if job is None:
@@ -557,8 +557,8 @@ class WorkQueue:
         """The job's batch, checking this member acquired it and has not settled it."""
         if type(job) is not Job:
             raise TypeError(f"expected a Job from this queue, got {type(job).__name__}")
-        batch = job._batch
-        if job._queue is not self or batch is None:
+        batch = job.batch
+        if job.queue is not self or batch is None:
             raise LockLostError(
                 f"{job!r} is not held by this member of {self.group!r} (acquired by another "
                 "member, or already acked, released or rejected)"
@@ -592,12 +592,12 @@ class WorkQueue:
             self._born.check()
         with self._mutex:
             # The hot path of every queue: checks inlined (see _own).
-            batch = job._batch if type(job) is Job else self._own(job)
-            if batch is None or job._queue is not self or self._closed:
+            batch = job.batch if type(job) is Job else self._own(job)
+            if batch is None or job.queue is not self or self._closed:
                 self._check_open()
                 self._own(job)  # raises
                 return
-            job._batch = None
+            job.batch = None
             batch.outstanding -= 1
             self._pending.append(job)
             if batch.outstanding <= 0 or time.time() >= batch.half:
@@ -617,10 +617,10 @@ class WorkQueue:
             for job in jobs:
                 self._own(job)
             for job in jobs:
-                batch = job._batch
+                batch = job.batch
                 assert batch is not None
                 batch.outstanding -= 1
-                job._batch = None
+                job.batch = None
             self._pending.extend(jobs)
             self._flush_locked(None)
 
@@ -661,7 +661,7 @@ class WorkQueue:
                 part = state.partitions[job.partition]
                 lease = part.lease_at(job.offset)
                 if lease is None or lease.member != self.member_id:
-                    job._batch = None
+                    job.batch = None
                     batch.outstanding -= 1
                     ops: list[Op] = []
                     self._settle_ops(state, ops, acks, return_ready=False)
@@ -675,7 +675,7 @@ class WorkQueue:
                 ops.append(make(lease))
                 self._journal.write(self.member_id, ops)
             if settle:
-                job._batch = None
+                job.batch = None
                 batch.outstanding -= 1
 
     def release(self, job: Job, delay: float = 0.0) -> None:
@@ -729,11 +729,11 @@ class WorkQueue:
             settle=False,
         )
         with self._mutex:
-            old = job._batch
+            old = job.batch
             if old is not None:
                 # The job leaves its batch: it has a lock of its own now.
                 old.outstanding -= 1
-                job._batch = Batch(expires, 1, self._timeout_ms)
+                job.batch = Batch(expires, 1, self._timeout_ms)
 
     # -- monitoring -----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from tidelog.cli._common import AddCommand, CliError, open_store, positive
 from tidelog.cli._format import human_bytes, json_line, rich_console
 from tidelog.producers import named_producers
-from tidelog.stats import store_stats, topic_stats
+from tidelog.stats import topic_stats
 
 __all__ = ["add_commands"]
 
@@ -20,7 +20,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
             for name in store.topics():
                 print(name)
             return 0
-        stats = store_stats(store)
+        stats = store.stats()
     from rich.table import Table
 
     table = Table("topic", "partitions", "messages", "size", "segments", box=None)
