@@ -22,7 +22,7 @@ from tidelog.groups import Membership
 from tidelog.offsets import Committed, OffsetStore
 
 if TYPE_CHECKING:
-    from tidelog.store import Store
+    from tidelog._protocols import StoreView
 
 __all__ = ["Consumer", "Delivery", "Start"]
 
@@ -48,6 +48,42 @@ def _check_offset(partition: object, offset: object) -> None:
         raise InvalidConfigError(f"offsets must be ints >= 0, got {{{partition}: {offset}}}")
 
 
+class _Partition:
+    """What a consumer keeps about one partition assigned to it."""
+
+    __slots__ = (
+        "fetched_from",
+        "origin",
+        "out_of_range",
+        "partition",
+        "paused",
+        "position",
+        "tail_next",
+        "tail_offset",
+        "unresolved",
+    )
+
+    def __init__(self, partition: int, position: int, unresolved: bool) -> None:
+        self.partition = partition
+        # The next offset to fetch.
+        self.position = position
+        # Where the partition started when assigned (an aborted transaction rewinds there
+        # if the group has committed nothing yet).
+        self.origin = position
+        # Where the last fetch that returned messages started (an at-most-once poll that
+        # cannot hand them out rewinds there).
+        self.fetched_from = position
+        # The offset of the last message fetched and the position after it.
+        self.tail_offset = -1
+        self.tail_next = 0
+        self.paused = False
+        # Exactly-once: where to resume hangs on a transaction of this group still open.
+        self.unresolved = unresolved
+        # The committed offset points into messages that recovery removed: poll raises
+        # OffsetOutOfRangeError (this message) until seek() moves it.
+        self.out_of_range: str | None = None
+
+
 class Consumer:
     """A member of a consumer group on one topic. Create it with :meth:`Store.consumer`.
 
@@ -57,7 +93,7 @@ class Consumer:
     @storage_errors
     def __init__(
         self,
-        store: Store,
+        store: StoreView,
         offsets: OffsetStore,
         topic: str,
         group: str,
@@ -94,7 +130,7 @@ class Consumer:
         # Commits name the topic's incarnation: never applied to a topic created again.
         self._incarnation = self._topic.incarnation
         self._commit_record = offsets.committer(group, topic, self._incarnation)
-        self._core = store._core
+        self._native = store.native
         self._born = Born()
         self._orphans_checked = 0.0
         self._offsets = offsets
@@ -103,30 +139,26 @@ class Consumer:
         self._start: Start = start
         self._reset: Start | None = auto_offset_reset
         self._store_path = store.path
-        # Partitions whose committed offset points into messages that recovery removed:
-        # poll raises OffsetOutOfRangeError (this message) until seek() moves them.
-        self._out_of_range: dict[int, str] = {}
         self.max_poll_messages = max_poll_messages
         self._on_assign, self._on_revoke = on_assign, on_revoke
-        self._positions: dict[int, int] = {}
+        # The assigned partitions, by number, in order.
+        self._parts: dict[int, _Partition] = {}
+        # Some partition waits for a transaction of this group (``_Partition.unresolved``).
+        self._unresolved = False
+        # The offsets to commit, per partition. At-least-once: after what was delivered;
+        # the next poll (or commit, or close) commits them.
         self._delivered: dict[int, int] = {}
         # Exactly-once: the position after the last message handed to the application,
-        # per partition, which the next transaction commits.
+        # per partition, which the next transaction commits. Kept when a partition is
+        # revoked: that transaction must fail its ownership check.
         self._consumed: dict[int, int] = {}
-        # Where each partition started when assigned (an aborted transaction rewinds there
-        # if the group has committed nothing yet).
-        self._origin: dict[int, int] = {}
-        self._unresolved: set[int] = set()
-        # Per partition: the offset of the last message fetched and the position after it.
-        self._tail: dict[int, tuple[int, int]] = {}
+        # The new positions of the partitions the last fetch read from.
+        self._fetched: dict[int, int] = {}
         # Exactly-once: a transaction with this consumer is open.
         self._in_transaction = False
-        self._paused: set[int] = set()
         self._buffer: deque[Message] = deque()
         self._next_partition = 0
         self._closed = False
-        self._fetched: dict[int, int] = {}
-        self._fetched_from: dict[int, int] = {}
         self._membership = Membership(
             store.path,
             topic,
@@ -146,50 +178,62 @@ class Consumer:
         revoked = [p for p in previous if p not in now]
         added = [p for p in now if p not in previous]
         for p in revoked:
-            self._unresolved.discard(p)
-            self._out_of_range.pop(p, None)
-            self._positions.pop(p, None)
+            self._parts.pop(p, None)
             self._delivered.pop(p, None)
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
-            self._paused.discard(p)
         if revoked:
+            self._unresolved = any(part.unresolved for part in self._parts.values())
             self._buffer = deque(m for m in self._buffer if m.partition not in revoked)
             if self._on_revoke:
                 self._on_revoke(revoked)
-        if added and self.delivery == "exactly-once":
-            # Where to resume may still hang on a transaction of this group (a crashed
-            # instance's commit that its producer's next instance finishes): fetch nothing
-            # from these partitions until it is settled.
-            self._unresolved.update(added)
         self._place(added)
         self._resolve()
         if added and self._on_assign:
             self._on_assign(added)
 
     def _place(self, partitions: list[int]) -> None:
-        """Positions ``partitions`` at the group's commits (or the start policy)."""
+        """Positions ``partitions`` at the group's commits (or the start policy).
+
+        A partition not assigned before is added.
+        """
         committed = (
             self._offsets.committed(self.group, self.topic, self._incarnation) if partitions else {}
         )
+        parts = self._parts
+        added = False
         for p in partitions:
             start, end = self._topic.start_offset(p), self._topic.end_offset(p)
             stale = self._stale(p, committed[p], end) if p in committed else None
             if stale is not None:
                 if self._reset is None:
-                    self._positions[p] = min(max(committed[p].offset, start), end)
-                    self._out_of_range[p] = stale
+                    position = min(max(committed[p].offset, start), end)
                 else:
-                    self._positions[p] = start if self._reset == "earliest" else end
+                    stale = None
+                    position = start if self._reset == "earliest" else end
             elif p in committed:
-                self._positions[p] = min(max(committed[p].offset, start), end)
+                position = min(max(committed[p].offset, start), end)
             elif self._start == "earliest":
-                self._positions[p] = start
+                position = start
             else:
                 # Kafka's read_committed "latest": a transaction open now is delivered
                 # once it commits.
-                self._positions[p] = self._topic.last_stable_offset(p)
-            self._origin[p] = self._positions[p]
+                position = self._topic.last_stable_offset(p)
+            part = parts.get(p)
+            if part is None:
+                # Exactly-once: where to resume may still hang on a transaction of this
+                # group (a crashed instance's commit that its producer's next instance
+                # finishes): fetch nothing from a new partition until it is settled.
+                unresolved = self.delivery == "exactly-once"
+                part = parts[p] = _Partition(p, position, unresolved)
+                self._unresolved |= unresolved
+                added = True
+            part.position = part.origin = position
+            if stale is not None:
+                part.out_of_range = stale
+        if added:
+            # Fetching goes round the partitions in order.
+            self._parts = dict(sorted(parts.items()))
 
     def _stale(self, partition: int, committed: Committed, end: int) -> str | None:
         """Why ``committed`` no longer points where the group left off, or None.
@@ -232,7 +276,7 @@ class Consumer:
             return
         self._orphans_checked = now
         if partition is None or at < self._topic.end_offset(partition):
-            self._core.abort_orphaned_transactions()
+            self._native.abort_orphaned_transactions()
 
     def _resolve(self) -> None:
         """Places the partitions waiting for a transaction of this group once it ended."""
@@ -241,8 +285,10 @@ class Consumer:
         if self._offsets.has_pending(self.group, self.topic):
             self._held_back()
             return
-        waiting = sorted(self._unresolved & self._positions.keys())
-        self._unresolved.clear()
+        waiting = [p for p, part in self._parts.items() if part.unresolved]
+        for p in waiting:
+            self._parts[p].unresolved = False
+        self._unresolved = False
         self._place(waiting)
 
     @storage_errors
@@ -254,7 +300,7 @@ class Consumer:
     def _owns_current(self, partitions: dict[int, int]) -> bool:
         return (
             self._membership.current_generation() == self._membership.generation
-            and partitions.keys() <= self._positions.keys()
+            and partitions.keys() <= self._parts.keys()
         )
 
     # -- fetching -------------------------------------------------------------------------
@@ -265,47 +311,50 @@ class Consumer:
         ``self._fetched`` receives the new positions of the partitions read.
         """
         out: list[Message] = []
-        self._fetched = {}
-        self._fetched_from = {}
+        fetched: dict[int, int] = {}
+        self._fetched = fetched
         self._resolve()
-        idle = self._paused | self._unresolved
-        assigned = [p for p in sorted(self._positions) if p not in idle]
-        if self._out_of_range:
-            stale = [p for p in assigned if p in self._out_of_range]
-            if stale:
-                raise OffsetOutOfRangeError(self._out_of_range[stale[0]])
-        for i in range(len(assigned)):
-            p = assigned[(self._next_partition + i) % len(assigned)]
+        ready: list[_Partition] = []
+        for part in self._parts.values():
+            if part.paused or part.unresolved:
+                continue
+            if part.out_of_range is not None:
+                raise OffsetOutOfRangeError(part.out_of_range)
+            ready.append(part)
+        count = len(ready)
+        for i in range(count):
+            part = ready[(self._next_partition + i) % count]
+            p, position = part.partition, part.position
             try:
-                batch = self._topic.read_batch(p, self._positions[p], max_messages=limit - len(out))
+                batch = self._topic.read_batch(p, position, max_messages=limit - len(out))
             except OffsetOutOfRangeError:
                 end = self._topic.end_offset(p)
-                if self._positions[p] > end:
+                if position > end:
                     # Recovery removed messages below our position while we were reading.
                     if self._reset is None:
-                        self._out_of_range[p] = (
-                            f"position {self._positions[p]} of group {self.group!r} on "
+                        part.out_of_range = (
+                            f"position {position} of group {self.group!r} on "
                             f"{self.topic!r} partition {p} is past the end of the log ({end}): "
                             "messages were removed by recovery; seek() or use "
                             "auto_offset_reset='earliest'|'latest'"
                         )
-                        raise OffsetOutOfRangeError(self._out_of_range[p]) from None
+                        raise OffsetOutOfRangeError(part.out_of_range) from None
                     start = self._topic.start_offset(p)
-                    self._positions[p] = start if self._reset == "earliest" else end
+                    part.position = start if self._reset == "earliest" else end
                     continue
                 # Retention removed what we were about to read: continue from the start.
-                self._positions[p] = self._topic.start_offset(p)
+                part.position = self._topic.start_offset(p)
                 continue
             if len(batch):
                 out.extend(batch)
-                self._fetched_from[p] = self._positions[p]
-                self._positions[p] = self._fetched[p] = batch.next_offset
+                part.fetched_from = position
+                part.position = fetched[p] = batch.next_offset
                 # Handing out the last message of this fetch moves past what the read
                 # skipped after it too (transaction markers), so lag can reach zero.
-                self._tail[p] = (out[-1].offset, batch.next_offset)
-            elif batch.next_offset > self._positions[p]:
+                part.tail_offset, part.tail_next = out[-1].offset, batch.next_offset
+            elif batch.next_offset > position:
                 # Only transaction markers or aborted messages: step over them.
-                self._positions[p] = batch.next_offset
+                part.position = batch.next_offset
             else:
                 self._held_back(p, batch.next_offset)
             if len(out) >= limit:
@@ -352,8 +401,12 @@ class Consumer:
 
     def _consume(self, message: Message) -> None:
         """Exactly-once: ``message`` was handed out; the next transaction commits past it."""
-        last, after = self._tail.get(message.partition, (-1, 0))
-        self._consumed[message.partition] = after if message.offset == last else message.offset + 1
+        p = message.partition
+        part = self._parts.get(p)
+        if part is not None and message.offset == part.tail_offset:
+            self._consumed[p] = part.tail_next
+        else:
+            self._consumed[p] = message.offset + 1
 
     def _poll(self, max_messages: int | None, timeout: float) -> list[Message]:
         self._check_open()
@@ -385,8 +438,9 @@ class Consumer:
                 # A rebalance landed between fetching and handing out: hand out nothing and
                 # rewind, so the new owner (or we, on the next poll) delivers these.
                 for p in moved:
-                    if p in self._positions:
-                        self._positions[p] = self._fetched_from[p]
+                    part = self._parts.get(p)
+                    if part is not None:
+                        part.position = part.fetched_from
                 self._sync()
                 return []
             self._commit_now(moved)
@@ -423,7 +477,7 @@ class Consumer:
         """At-least-once: the application moved past what was delivered; commit it."""
         if not self._delivered or self.delivery == "exactly-once":
             return
-        owned = {p: o for p, o in self._delivered.items() if p in self._positions}
+        owned = {p: o for p, o in self._delivered.items() if p in self._parts}
         if owned and self._owns_current(owned):
             self._commit_now(owned)
         self._delivered.clear()
@@ -475,11 +529,11 @@ class Consumer:
         membership = self._membership
         if not (
             membership.current_generation() == membership.generation
-            and offsets.keys() <= self._positions.keys()
+            and offsets.keys() <= self._parts.keys()
         ):
             raise RebalanceError(
                 f"group {self.group!r} rebalanced (generation {self._membership.generation} is "
-                f"stale) or partitions {sorted(set(offsets) - set(self._positions))} are not "
+                f"stale) or partitions {sorted(set(offsets) - set(self._parts))} are not "
                 "assigned to this member; poll() to get the new assignment"
             )
         # end_offset also raises TopicNotFoundError for a deleted topic: the check that
@@ -514,11 +568,11 @@ class Consumer:
         committed = self.committed()
         return {
             p: self._topic.end_offset(p) - committed.get(p, self._initial(p))
-            for p in sorted(self._positions)
+            for p in sorted(self._parts)
         }
 
     def _initial(self, p: int) -> int:
-        return self._topic.start_offset(p) if self._start == "earliest" else self._positions[p]
+        return self._topic.start_offset(p) if self._start == "earliest" else self._parts[p].position
 
     # -- transactions (see tidelog.transaction) -------------------------------------------
 
@@ -531,26 +585,42 @@ class Consumer:
                 "`with store.transaction(producer, consumer)` before taking more"
             )
 
-    def _transaction_begin(self) -> None:
+    # The methods below are the consumer's side of tidelog._protocols.TransactionMember:
+    # a transaction calls them; an application does not.
+
+    def transaction_begin(self) -> None:
+        """Joins a transaction that is beginning (called by :class:`Transaction`).
+
+        Raises:
+            InvalidConfigError: This consumer is already in an open transaction.
+        """
         self._check_open()
         if self._in_transaction:
             raise InvalidConfigError("this consumer is already in an open transaction")
         self._in_transaction = True
 
-    def _transaction_offsets(self) -> dict[int, int]:
-        """What a transaction commits: the position after each message handed out."""
-        return dict(self._consumed)
+    def transaction_send_offsets(self, producer: _core.Producer) -> dict[int, int]:
+        """Sends the position after each message handed out into ``producer``'s transaction.
 
-    def _transaction_check(self, offsets: dict[int, int]) -> None:
+        Called by :class:`Transaction` when it commits; nothing is sent when no message
+        was handed out.
+
+        Returns:
+            The offsets sent, per partition.
+
+        Raises:
+            RebalanceError: The group rebalanced, or a partition read from was reassigned,
+                while the transaction ran.
+        """
+        offsets = dict(self._consumed)
+        if not offsets:
+            return offsets
         if not self._owns_current(offsets):
             raise RebalanceError(
                 f"group {self.group!r} rebalanced or partitions "
-                f"{sorted(set(offsets) - set(self._positions))} were reassigned while the "
+                f"{sorted(set(offsets) - set(self._parts))} were reassigned while the "
                 "transaction ran; it is aborted and the new owner processes those messages"
             )
-
-    def _transaction_commit(self, producer: _core.Producer, offsets: dict[int, int]) -> None:
-        """Sends the offset commit into the producer's open transaction."""
         self._offsets.send_commit(
             producer,
             self.group,
@@ -559,20 +629,25 @@ class Consumer:
             offsets,
             self._membership.generation,
         )
+        return offsets
 
-    def _transaction_committed(self, offsets: dict[int, int]) -> None:
+    def transaction_committed(self, offsets: dict[int, int]) -> None:
+        """The transaction that sent ``offsets`` committed (called by :class:`Transaction`)."""
         self._in_transaction = False
         for p, o in offsets.items():
             if self._consumed.get(p) == o:
                 del self._consumed[p]
 
-    def _transaction_aborted(self) -> None:
-        """Rewinds to the committed offsets, so what the transaction read comes again."""
+    def transaction_aborted(self) -> None:
+        """Rewinds to the committed offsets, so what the transaction read comes again.
+
+        Called by :class:`Transaction` when it aborts.
+        """
         committed = self._offsets.committed(self.group, self.topic, self._incarnation)
-        for p in list(self._positions):
+        for p, part in self._parts.items():
             start = self._topic.start_offset(p)
-            origin = committed[p].offset if p in committed else self._origin.get(p, start)
-            self._positions[p] = max(origin, start)
+            origin = committed[p].offset if p in committed else part.origin
+            part.position = max(origin, start)
         self._in_transaction = False
         self._buffer.clear()
         self._consumed.clear()
@@ -583,12 +658,12 @@ class Consumer:
     def assignment(self) -> list[int]:
         """Partitions this member owns."""
         self._born.check()
-        return sorted(self._positions)
+        return sorted(self._parts)
 
     def position(self, partition: int) -> int:
         """The next offset ``poll`` will return from ``partition``."""
         self._require_assigned(partition)
-        return self._positions[partition]
+        return self._parts[partition].position
 
     def seek(self, partition: int, offset: int) -> None:
         """Makes ``poll`` continue at ``offset`` of ``partition``."""
@@ -601,8 +676,9 @@ class Consumer:
                 f"offset {offset} out of range for {self.topic!r} partition {partition}: "
                 f"the log starts at offset {start} and the next offset is {end}"
             )
-        self._positions[partition] = offset
-        self._out_of_range.pop(partition, None)
+        part = self._parts[partition]
+        part.position = offset
+        part.out_of_range = None
         # What was delivered before the seek must not be committed past the new position.
         self._delivered.pop(partition, None)
         self._buffer = deque(m for m in self._buffer if m.partition != partition)
@@ -617,23 +693,23 @@ class Consumer:
     def pause(self, partition: int) -> None:
         """Stops fetching from ``partition`` (it stays assigned) until :meth:`resume`."""
         self._require_assigned(partition)
-        self._paused.add(partition)
+        self._parts[partition].paused = True
 
     def resume(self, partition: int) -> None:
         """Fetches from ``partition`` again."""
         self._require_assigned(partition)
-        self._paused.discard(partition)
+        self._parts[partition].paused = False
 
     def paused(self) -> list[int]:
         """Paused partitions."""
         self._born.check()
-        return sorted(self._paused)
+        return sorted(p for p, part in self._parts.items() if part.paused)
 
     def _require_assigned(self, partition: int) -> None:
         self._born.check()
         if isinstance(partition, bool) or not isinstance(partition, int):
             raise TypeError(f"partition must be int, got {type(partition).__name__}")
-        if partition not in self._positions:
+        if partition not in self._parts:
             raise RebalanceError(
                 f"partition {partition} of {self.topic!r} is not assigned to this member "
                 f"(it owns {self.assignment()})"
@@ -685,5 +761,5 @@ class Consumer:
     def __repr__(self) -> str:
         return (
             f"<tidelog.Consumer topic={self.topic!r} group={self.group!r} "
-            f"assignment={sorted(self._positions)} delivery={self.delivery!r}>"
+            f"assignment={sorted(self._parts)} delivery={self.delivery!r}>"
         )

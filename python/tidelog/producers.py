@@ -36,6 +36,6 @@ class NamedProducer:
 def named_producers(store: Store | str | os.PathLike[str]) -> list[NamedProducer]:
     """Every named producer of ``store`` (an open store, or the path of one), by name."""
     if isinstance(store, tidelog.Store):
-        return [NamedProducer(**entry) for entry in store._core.named_producers()]
+        return [NamedProducer(**entry) for entry in store.native.named_producers()]
     with tidelog.open(store) as opened:
         return named_producers(opened)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from tidelog import _core
 from tidelog._core import TopicNotFoundError
 
 if TYPE_CHECKING:
-    from tidelog._core import Topic
+    from tidelog._core import Producer, Topic
+    from tidelog._protocols import StoreView
     from tidelog.offsets import OffsetStore
     from tidelog.queue_state import QueueState
-    from tidelog.store import Store
 
 __all__ = [
     "GroupInfo",
@@ -112,11 +113,15 @@ def topic_stats(topic: Topic) -> TopicStats:
     }
 
 
-def store_stats(store: Store) -> StoreStats:
+def store_stats(
+    store: StoreView, offsets: Callable[[], OffsetStore], producers: Iterable[Producer]
+) -> StoreStats:
     """Returns a snapshot of ``store``; the implementation of :meth:`tidelog.Store.stats`.
 
     Args:
         store: An open store.
+        offsets: Returns the store's offset store (called only if a group ever ran).
+        producers: The producers made from the store (closed ones are left out).
 
     Returns:
         See :meth:`tidelog.Store.stats`. A topic deleted while the snapshot is taken is left
@@ -131,9 +136,9 @@ def store_stats(store: Store) -> StoreStats:
     return {
         "path": store.path,
         "topics": topics,
-        "groups": _groups(store),
+        "groups": _groups(store, offsets),
         "work_queues": work_queue_overview(store),
-        "producers": _producers(store),
+        "producers": _producers(producers),
         "recovery": recovery_events(store.path, store.topics(internal=True)),
     }
 
@@ -161,25 +166,27 @@ def recovery_events(store_path: str, topics: list[str]) -> list[dict[str, Any]]:
     return events
 
 
-def _groups(store: Store) -> dict[str, dict[str, GroupInfo]]:
+def _groups(
+    store: StoreView, offsets: Callable[[], OffsetStore]
+) -> dict[str, dict[str, GroupInfo]]:
     """:func:`group_overview`, without creating the offsets topic where no group ever ran."""
     from tidelog.groups import list_groups
     from tidelog.offsets import OFFSETS_TOPIC
 
     if OFFSETS_TOPIC not in store.topics(internal=True) and not list_groups(store.path):
         return {}
-    return group_overview(store, store._offset_store())
+    return group_overview(store, offsets())
 
 
-def _producers(store: Store) -> dict[str, dict[str, Any]]:
-    """The ``stats()`` of each open producer made from ``store``, by name.
+def _producers(producers: Iterable[Producer]) -> dict[str, dict[str, Any]]:
+    """The ``stats()`` of each open producer of ``producers``, by name.
 
     Unnamed producers are listed as ``<unnamed N>``; a name opened twice (the older one
     fenced) gets ``#2``, ``#3``... after it.
     """
     found: dict[str, dict[str, Any]] = {}
     unnamed = 0
-    for producer in list(store._producers):
+    for producer in list(producers):
         if producer.closed:
             continue
         name = producer.name
@@ -203,7 +210,7 @@ class GroupInfo(TypedDict):
     lag: dict[int, int]
 
 
-def group_overview(store: Store, offsets: OffsetStore) -> dict[str, dict[str, GroupInfo]]:
+def group_overview(store: StoreView, offsets: OffsetStore) -> dict[str, dict[str, GroupInfo]]:
     """Members, committed offsets and lag of every consumer group of ``store``."""
     from tidelog.groups import list_groups, read_state
 
@@ -286,7 +293,7 @@ def _done_within(done: list[tuple[int, int]], start: int, end: int) -> int:
     return sum(max(0, min(e, end) - max(s, start)) for s, e in done)
 
 
-def work_queue_overview(store: Store) -> dict[str, dict[str, dict[str, Any]]]:
+def work_queue_overview(store: StoreView) -> dict[str, dict[str, dict[str, Any]]]:
     """:func:`work_queue_stats` of every work queue of ``store``: ``{group: {topic: ...}}``.
 
     Read without joining the queues (their lock is taken shared for the read).

@@ -24,7 +24,7 @@ from tidelog._fork import Born
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
 from tidelog.queue_legacy import forget_work_queues
-from tidelog.stats import GroupInfo, group_overview
+from tidelog.stats import GroupInfo, group_overview, store_stats
 from tidelog.transaction import Transaction
 from tidelog.workqueue import WorkQueue
 
@@ -147,6 +147,15 @@ class Store:
     def closed(self) -> bool:
         """True once :meth:`close` ran."""
         return self._core.closed
+
+    @property
+    def native(self) -> _core.Store:
+        """The native store (``tidelog._core.Store``) this one wraps.
+
+        Internal: for tidelog's own modules (consumers, work queues, the producer
+        registry); its methods are not part of the public API.
+        """
+        return self._core
 
     @property
     def settings(self) -> dict[str, Setting]:
@@ -323,9 +332,7 @@ class Store:
             appends may make them slightly inconsistent with each other.
         """
         self._born.check()
-        from tidelog.stats import store_stats
-
-        return store_stats(self)
+        return store_stats(self, self._offset_store, self._producers)
 
     def producer(
         self,

@@ -19,7 +19,7 @@ from tidelog._core import InvalidConfigError
 from tidelog._fork import Born
 
 if TYPE_CHECKING:
-    from tidelog.consumer import Consumer
+    from tidelog._protocols import TransactionMember
 
 __all__ = ["Transaction"]
 
@@ -31,8 +31,12 @@ class Transaction:
     its committed offsets, so the same input comes again) and propagates.
     """
 
-    def __init__(self, producer: _core.Producer, consumer: Consumer | None = None) -> None:
-        """Begins a transaction on ``producer``, committing ``consumer``'s input offsets."""
+    def __init__(self, producer: _core.Producer, consumer: TransactionMember | None = None) -> None:
+        """Begins a transaction on ``producer``, committing ``consumer``'s input offsets.
+
+        ``consumer`` is a :class:`tidelog.Consumer` with ``delivery="exactly-once"``; the
+        transaction uses it through :class:`tidelog._protocols.TransactionMember`.
+        """
         if not isinstance(producer, _core.Producer):
             raise TypeError(f"producer must be a tidelog Producer, got {type(producer).__name__}")
         if consumer is not None and consumer.delivery != "exactly-once":
@@ -47,7 +51,7 @@ class Transaction:
         producer.begin_transaction()
         if consumer is not None:
             try:
-                consumer._transaction_begin()
+                consumer.transaction_begin()
             except BaseException:
                 producer.abort_transaction()
                 raise
@@ -76,11 +80,10 @@ class Transaction:
         """
         self._check_open()
         consumer = self._consumer
+        offsets: dict[int, int] = {}
         try:
-            offsets = consumer._transaction_offsets() if consumer is not None else {}
-            if consumer is not None and offsets:
-                consumer._transaction_check(offsets)
-                consumer._transaction_commit(self._producer, offsets)
+            if consumer is not None:
+                offsets = consumer.transaction_send_offsets(self._producer)
         except BaseException:
             self.abort()
             raise
@@ -89,10 +92,10 @@ class Transaction:
             self._producer.commit_transaction()
         except BaseException:
             if consumer is not None:
-                consumer._transaction_aborted()
+                consumer.transaction_aborted()
             raise
         if consumer is not None:
-            consumer._transaction_committed(offsets)
+            consumer.transaction_committed(offsets)
 
     def abort(self) -> None:
         """Aborts: readers never see the outputs; the consumer rewinds to its commits."""
@@ -105,7 +108,7 @@ class Transaction:
                 self._producer.abort_transaction()
         finally:
             if self._consumer is not None:
-                self._consumer._transaction_aborted()
+                self._consumer.transaction_aborted()
 
     @property
     def done(self) -> bool:

@@ -62,7 +62,7 @@ from tidelog.queue_state import (
 )
 
 if TYPE_CHECKING:
-    from tidelog.store import Store
+    from tidelog._protocols import StoreView
 
 __all__ = ["COUNT_HEADER", "REASON_HEADER", "Job", "LockLostError", "WorkQueue"]
 
@@ -101,7 +101,7 @@ class WorkQueue(_core.JobBuffer):
     @storage_errors
     def __init__(
         self,
-        store: Store,
+        store: StoreView,
         topic: str,
         group: str,
         *,
@@ -153,9 +153,9 @@ class WorkQueue(_core.JobBuffer):
         self._journal = QueueJournal(
             self._files,
             self._topic.partitions,
-            core=store._core,
+            core=store.native,
             legacy=lambda: read_legacy_state(
-                store._core, self._files.directory, topic, group, self._topic.partitions
+                store.native, self._files.directory, topic, group, self._topic.partitions
             ),
             # Raises TopicNotFoundError once the topic is deleted (a shared word's load).
             alive=lambda: self._topic.start_offset(0),
@@ -329,7 +329,7 @@ class WorkQueue(_core.JobBuffer):
             last = message.offset
             if self.dead_letter is not None:
                 if self._dead_topic is None:
-                    self._dead_topic = self._store._core.create_topic(
+                    self._dead_topic = self._store.native.create_topic(
                         self.dead_letter, 1, exist_ok=True
                     )
                 headers = dead_letter_headers(message, reason, count)

@@ -361,7 +361,7 @@ def test_a_consumer_opened_before_the_takeover_sees_the_finished_commit(tmp_path
         tx = store.transaction(old, first)
         for m in msgs:
             tx.send("out", b"out-" + m.value)
-        first._transaction_commit(old, first._transaction_offsets())  # what commit() sends
+        first.transaction_send_offsets(old)  # what commit() sends
         old.flush()
         decide_commit(tmp_path / "producers", "x")  # decided, no markers
         first.close()
@@ -394,7 +394,7 @@ def test_an_open_offset_commit_does_not_hide_other_groups_commits(tmp_path: Path
         consumer.poll(max_messages=2, timeout=1)
         tx = store.transaction(producer, consumer)
         tx.send("out", b"o")
-        consumer._transaction_commit(producer, consumer._transaction_offsets())  # mid-commit
+        consumer.transaction_send_offsets(producer)  # mid-commit
         producer.flush()
         with store.consumer("in", group=billing, delivery="at-most-once") as other:
             assert len(other.poll(max_messages=5, timeout=1)) == 5
