@@ -21,6 +21,7 @@ __all__ = [
     "Message",
     "MessageIterator",
     "MessageTooLargeError",
+    "OffsetCommitter",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "PartitionNotFoundError",
@@ -84,6 +85,13 @@ class Message:
     def headers(self) -> dict[str, bytes]: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
+
+@final
+class OffsetCommitter:
+    def __new__(
+        cls, source: Topic, offsets_topic: Topic, partition: int, key: bytes, incarnation: int
+    ) -> OffsetCommitter: ...
+    def commit(self, offsets: dict[int, int], metadata: str, generation: int) -> None: ...
 
 @final
 class Job:

@@ -129,7 +129,7 @@ class Consumer:
         self._topic = store.topic(topic)
         # Commits name the topic's incarnation: never applied to a topic created again.
         self._incarnation = self._topic.incarnation
-        self._commit_record = offsets.committer(group, topic, self._incarnation)
+        self._commit_record = offsets.committer(group, self._topic, self._incarnation).commit
         self._native = store.native
         self._born = Born()
         self._orphans_checked = 0.0
@@ -468,9 +468,8 @@ class Consumer:
 
     def _commit_now(self, offsets: dict[int, int], metadata: str = "") -> None:
         # A commit names the topic's incarnation, so one that races a deletion is harmless;
-        # still, as every call on a deleted topic, it raises TopicNotFoundError (a load of
-        # a shared word).
-        self._topic.start_offset(0)
+        # still, as every call on a deleted topic, it raises TopicNotFoundError (the
+        # committer reads the partitions' ends).
         self._commit_record(offsets, metadata, self._membership.generation)
 
     def _commit_delivered(self) -> None:
@@ -536,16 +535,8 @@ class Consumer:
                 f"stale) or partitions {sorted(set(offsets) - set(self._parts))} are not "
                 "assigned to this member; poll() to get the new assignment"
             )
-        # end_offset also raises TopicNotFoundError for a deleted topic: the check that
-        # `_commit_now` makes for the other callers.
-        end_offset = self._topic.end_offset
-        for p, o in offsets.items():
-            end = end_offset(p)
-            if o > end:
-                raise OffsetOutOfRangeError(
-                    f"cannot commit offset {o} for {self.topic!r} partition {p}: past its end "
-                    f"offset {end} (the next offset to be written); nothing was committed"
-                )
+        # Raises OffsetOutOfRangeError for an offset past its partition's end (lag is never
+        # negative) and TopicNotFoundError for a deleted topic, before writing anything.
         self._commit_record(offsets, metadata, membership.generation)
         for p in offsets:
             self._delivered.pop(p, None)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import struct
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tidelog import _core
@@ -55,9 +53,6 @@ class Committed:
 
 
 _ONE = struct.Struct("<HqQIIqH")
-
-#: ``committer(offsets, metadata, generation)``: see :meth:`OffsetStore.committer`.
-Committer = Callable[[dict[int, int], str, int], None]
 
 # A cached commit of one partition: offset, metadata, time in ms and the incarnation it
 # names (None for a version 1 record, which names none).
@@ -130,33 +125,16 @@ class OffsetStore:
             self._routes[(group, topic)] = route
         return route
 
-    def committer(self, group: str, topic: str, incarnation: int) -> Committer:
-        """Durable commits for one (group, topic, incarnation), the route looked up once.
+    def committer(self, group: str, topic: _core.Topic, incarnation: int) -> _core.OffsetCommitter:
+        """Durable commits of ``group`` on ``topic``'s ``incarnation``, the route looked up once.
 
-        ``committer(offsets, metadata, generation)`` records ``offsets`` (partition -> next
-        offset) as one record: all partitions are committed together or not at all.
-        ``incarnation`` is the topic's :attr:`~tidelog.Topic.incarnation`.
+        ``committer.commit(offsets, metadata, generation)`` checks every offset against its
+        partition's end and records ``offsets`` (partition -> next offset) as one record:
+        all partitions are committed together or not at all. The newest commits are read
+        back from the record (see :meth:`committed`), as every process reads them.
         """
-        key, partition = self._route(group, topic)
-        name = (group, topic)
-        append, lock, cache = self._topic.append, self._lock, self._cache
-
-        def commit(offsets: dict[int, int], metadata: str, generation: int) -> None:
-            if not offsets:
-                return
-            # The cached time is taken just before the record gets its own: at most a
-            # millisecond earlier, and still later than any recovery of the topic, which
-            # this process holds open (what `Committed.timestamp_ms` is compared with).
-            now = time.time_ns() // 1_000_000
-            append(
-                _encode(generation, incarnation, offsets, metadata), key=key, partition=partition
-            )
-            with lock:
-                cached = cache.setdefault(name, {})
-                for p, o in offsets.items():
-                    cached[p] = (o, metadata, now, incarnation)
-
-        return commit
+        key, partition = self._route(group, topic.name)
+        return _core.OffsetCommitter(topic, self._topic, partition, key, incarnation)
 
     def send_commit(
         self,

@@ -12,6 +12,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod commit_record;
 pub mod error;
 pub mod format;
 pub mod fs;

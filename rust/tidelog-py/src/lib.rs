@@ -2,6 +2,7 @@
 //! classes and exceptions; each binding lives in its own file.
 
 mod args;
+mod commit;
 mod doorbell;
 mod errors;
 mod faults;
@@ -40,6 +41,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<view::ValueBuffer>()?;
     m.add_class::<doorbell::PyDoorbell>()?;
     m.add_class::<statelog::PyStateLog>()?;
+    m.add_class::<commit::PyOffsetCommitter>()?;
     m.add_class::<jobs::Job>()?;
     m.add_class::<jobs::JobBatch>()?;
     m.add_class::<jobs::JobBuffer>()?;

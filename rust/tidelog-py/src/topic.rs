@@ -25,6 +25,11 @@ pub struct PyTopic {
 }
 
 impl PyTopic {
+    /// The engine topic.
+    pub(crate) fn engine(&self) -> &Arc<Topic> {
+        &self.inner
+    }
+
     /// Wraps an engine topic.
     pub fn new(py: Python<'_>, inner: Arc<Topic>) -> Self {
         let name = PyString::new(py, inner.name()).unbind();
