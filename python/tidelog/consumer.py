@@ -133,7 +133,7 @@ class Consumer:
             group,
             self._topic.partitions,
             lease_seconds,
-            durable=store.fsync != "never",
+            core=store._core,
         )
         self._membership.join()
         self._adopt([])

@@ -6,6 +6,7 @@ mod doorbell;
 mod errors;
 mod faults;
 mod gil;
+mod group;
 mod inspect;
 mod message;
 mod producer;
@@ -39,11 +40,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<view::ValueBuffer>()?;
     m.add_class::<doorbell::PyDoorbell>()?;
     m.add_class::<statelog::PyStateLog>()?;
+    m.add_class::<group::PyGroup>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
     m.add_function(wrap_pyfunction!(statelog::read_state_log, m)?)?;
+    m.add_function(wrap_pyfunction!(group::read_group, m)?)?;
+    m.add_function(wrap_pyfunction!(group::list_groups, m)?)?;
     faults::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
