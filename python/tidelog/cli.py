@@ -39,6 +39,7 @@ from tidelog.errors import (
     TidelogError,
     TopicNotFoundError,
 )
+from tidelog.groups import check_group, list_groups
 from tidelog.producers import named_producers
 from tidelog.queue_journal import check_queue, list_queues, queue_files
 from tidelog.stats import store_stats, topic_stats
@@ -1049,10 +1050,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     targets = _verify_targets(store_dir, args.topics)
     work = [(label, seg) for label, d in targets for seg in _core.segment_files(d)]
     queues = [(t, g) for t, g in list_queues(store_dir) if not args.topics or t in args.topics]
+    groups = [(t, g) for t, g in list_groups(str(store_dir)) if not args.topics or t in args.topics]
     newest = {label: seg for label, seg in work}  # each partition's active segment
     problems = batches = 0
     with _progress(not args.quiet and sys.stderr.isatty()) as progress:
-        task = progress.add_task("verifying", total=len(work) + len(queues))
+        task = progress.add_task("verifying", total=len(work) + len(queues) + len(groups))
         previous: tuple[str, int] | None = None  # (partition label, next offset it expects)
         for label, seg in work:
             progress.update(task, description=f"verifying {label}")
@@ -1095,6 +1097,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 print(f"work queue {group!r} of topic {topic!r}: {e}", flush=True)
                 problems += 1
             progress.advance(task)
+        for topic, group in groups:
+            # A consumer group's membership state: every CRC, and the state decoded.
+            progress.update(task, description=f"verifying consumer group {group} of {topic}")
+            try:
+                check_group(str(store_dir), topic, group)
+            except (TidelogError, OSError) as e:
+                print(f"consumer group {group!r} of topic {topic!r}: {e}", flush=True)
+                problems += 1
+            progress.advance(task)
     for label, d in targets:
         found, notes = _recovery_lines(label, d)
         for line in [*found, *notes]:
@@ -1102,6 +1113,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         problems += len(found)
     if not args.quiet:
         also = f" and {len(queues)} work queues" if queues else ""
+        also += f" and {len(groups)} consumer groups" if groups else ""
         print(
             f"checked {len(work)} segments ({batches} batches) of {len(targets)} partitions"
             f"{also}: {problems or 'no'} problem{'s' if problems != 1 else ''}"
@@ -1592,11 +1604,12 @@ def _build_parser() -> _Parser:
     sub = command(
         "verify",
         _cmd_verify,
-        "Check every batch CRC and index of the store, and every work queue's state",
+        "Check every batch CRC and index of the store, and every work queue's and group's state",
         "Reads the segment files without opening the store, so it can run next to writers\n"
         "(the tail of an active segment being written may then show up as a problem).\n"
         "Each work queue's snapshot and journal are checked too (a torn tail left by a\n"
-        "crash is not a problem: the next member truncates it).\n"
+        "crash is not a problem: the next member truncates it), and so is each consumer\n"
+        "group's membership state.\n"
         "Prints each problem as 'path:position: offset N: reason' and exits 1 if there\n"
         "is any. Also lists what recovery removed: data moved to quarantine is a problem,\n"
         "a truncated torn tail (what a crash leaves) only a note.",

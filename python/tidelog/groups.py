@@ -204,6 +204,7 @@ class Membership:
         now = _now_ms()
         before = set(state.members)
         members = {m: info for m, info in state.members.items() if info["expires_ms"] > now}
+        new_lease = False
         if present:
             info = members.get(self.member_id)
             mine = info is not None and tuple(info["lease"]) == self._lease
@@ -216,12 +217,17 @@ class Membership:
                     self._group.release_lease(*self._lease)
                 expires = now + self.lease_ms
                 self._lease = self._group.claim_lease(expires)
+                new_lease = True  # recorded in the state, so the others see it
                 info = {"pid": os.getpid(), "joined_ms": now, "lease": list(self._lease)}
                 info["expires_ms"] = expires
             members[self.member_id] = info
         else:
             members.pop(self.member_id, None)
-        changed = set(members) != before or (present and self.member_id not in state.assignment)
+        changed = (
+            set(members) != before
+            or new_lease
+            or (present and self.member_id not in state.assignment)
+        )
         state.members = members
         if changed:
             state.assignment = assign(self.partitions, list(members), state.assignment)

@@ -364,12 +364,18 @@ pub fn read(store_dir: &Path, topic: &str, group: &str) -> Result<Option<GroupVi
     let paths = GroupPaths::new(store_dir, topic, group)?;
     let mut state = GroupState::default();
     let mut found = false;
-    if let Some(contents) = statelog::read_contents(&paths.dir, &paths.name)? {
+    let contents = statelog::read_contents(&paths.dir, &paths.name)?;
+    let fresh = contents.as_ref().is_none_or(|c| c.snapshot.is_none() && c.records.is_empty());
+    if let Some(contents) = contents {
         found = true;
         apply(&paths, &mut state, Some(contents.snapshot.as_deref()), &contents.records)?;
-    } else if let Some(generation) = legacy_generation(&paths)? {
-        found = true;
-        state.generation = generation;
+    }
+    if fresh {
+        // Not converted yet (a first use that failed may have left an empty journal).
+        if let Some(generation) = legacy_generation(&paths)? {
+            found = true;
+            state.generation = generation;
+        }
     }
     let mut leases = Vec::new();
     if let Some(bytes) = read_optional(&paths.live)? {
