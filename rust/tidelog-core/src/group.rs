@@ -392,6 +392,26 @@ pub fn read(store_dir: &Path, topic: &str, group: &str) -> Result<Option<GroupVi
     Ok(found.then_some(GroupView { state, leases }))
 }
 
+/// The groups with state in `dir`, one topic's [`groups_dir`] (groups of the first layout,
+/// not converted yet, included), sorted.
+///
+/// # Errors
+/// I/O errors (a missing directory is one).
+pub fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut found = std::collections::BTreeSet::new();
+    for file in std::fs::read_dir(dir)? {
+        let file = file?.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let Some((stem, ext)) = file.rsplit_once('.') else { continue };
+        if matches!(ext, "snapshot" | "journal" | "json") {
+            if let Some(group) = group_of(stem) {
+                found.insert(group);
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
 /// Every `(topic, group)` with state in the store at `store_dir`, sorted.
 ///
 /// # Errors
@@ -403,29 +423,19 @@ pub fn list(store_dir: &Path) -> Result<Vec<(String, String)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("list", &root, e)),
     };
-    let mut found = std::collections::BTreeSet::new();
+    let mut found = Vec::new();
     for topic_dir in entries {
         let topic_dir = topic_dir.map_err(|e| Error::io("list", &root, e))?.path();
         let Some(topic) = topic_dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             continue;
         };
-        let files = match std::fs::read_dir(&topic_dir) {
-            Ok(f) => f,
-            // A plain file, or removed meanwhile (a topic being deleted).
-            Err(_) => continue,
-        };
-        for file in files {
-            let file = file.map_err(|e| Error::io("list", &topic_dir, e))?.file_name();
-            let Some(file) = file.to_str() else { continue };
-            let Some((stem, ext)) = file.rsplit_once('.') else { continue };
-            if matches!(ext, "snapshot" | "journal" | "json") {
-                if let Some(group) = group_of(stem) {
-                    found.insert((topic.clone(), group));
-                }
-            }
+        // A plain file, or removed meanwhile (a topic being deleted): no groups.
+        for group in names_in(&topic_dir).unwrap_or_default() {
+            found.push((topic.clone(), group));
         }
     }
-    Ok(found.into_iter().collect())
+    found.sort();
+    Ok(found)
 }
 
 /// One process's handle on a group's state. Shareable between threads.
