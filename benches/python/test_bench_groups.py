@@ -86,9 +86,7 @@ def test_group_heartbeat(
     benchmark: Any, group: tuple[tidelog.Store, list[Membership]], force: bool
 ) -> None:
     m = group[1][0]
-    benchmark.pedantic(
-        _heartbeats, args=(m, HEARTBEATS, force), rounds=ROUNDS, warmup_rounds=1
-    )
+    benchmark.pedantic(_heartbeats, args=(m, HEARTBEATS, force), rounds=ROUNDS, warmup_rounds=1)
     record(
         benchmark,
         figure="group-heartbeat-forced" if force else "group-heartbeat",
@@ -112,9 +110,7 @@ def test_group_current_generation(
     benchmark: Any, group: tuple[tidelog.Store, list[Membership]]
 ) -> None:
     m = group[1][0]
-    benchmark.pedantic(
-        _generations, args=(m, GENERATION_READS), rounds=ROUNDS, warmup_rounds=1
-    )
+    benchmark.pedantic(_generations, args=(m, GENERATION_READS), rounds=ROUNDS, warmup_rounds=1)
     record(
         benchmark,
         figure="group-generation",

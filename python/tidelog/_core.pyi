@@ -329,6 +329,7 @@ class StateLog:
 def read_state_log(
     directory: str | os.PathLike[str], name: str
 ) -> tuple[int, bytes | None, list[bytes], int] | None: ...
+
 @final
 class Group:
     def __new__(

@@ -137,7 +137,9 @@ def read_state(store_dir: str, topic: str, group: str) -> GroupState:
     if found is None:
         return GroupState()
     generation, body, leases = found
-    return _decode(f"of group {group!r} on topic {topic!r} in {store_dir}", generation, body, leases)
+    return _decode(
+        f"of group {group!r} on topic {topic!r} in {store_dir}", generation, body, leases
+    )
 
 
 def check_group(store_dir: str, topic: str, group: str) -> GroupState:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import tidelog
 from tidelog import _core
-from tidelog.groups import Membership, list_groups, read_state
+from tidelog.groups import list_groups, read_state
 
 #: Journal size past which the core writes the state as a snapshot.
 COMPACT_BYTES = 64 << 10
@@ -169,9 +169,11 @@ def test_a_state_whose_crc_holds_but_is_not_a_group_is_reported(store_dir: Path)
     group.write(b"not json")
     group.unlock()
     group.close()
-    with tidelog.open(store_dir) as store:
-        with pytest.raises(tidelog.CorruptRecordError, match="group 'g'.*no valid state"):
-            store.consumer("t", group="g")
+    with (
+        tidelog.open(store_dir) as store,
+        pytest.raises(tidelog.CorruptRecordError, match=r"group 'g'.*no valid state"),
+    ):
+        store.consumer("t", group="g")
     assert _cli("verify", "-q", "-d", store_dir).returncode == 1
 
 
@@ -180,9 +182,7 @@ def test_a_state_whose_crc_holds_but_is_not_a_group_is_reported(store_dir: Path)
     [(8, b"garbage!"), (0, struct.pack("<Q", 2**64 - 1))],
     ids=["magic", "generation"],
 )
-def test_damage_to_the_live_file_is_reported(
-    store_dir: Path, position: int, value: bytes
-) -> None:
+def test_damage_to_the_live_file_is_reported(store_dir: Path, position: int, value: bytes) -> None:
     live = _dir(store_dir) / "g.live"
     good = live.read_bytes()
     data = bytearray(good)
@@ -303,10 +303,8 @@ def test_a_member_removed_while_alive_rejoins_at_its_next_heartbeat(tmp_path: Pa
         assert b._membership.generation == generation + 1
         a.poll(timeout=0)
         assert sorted(a.assignment() + b.assignment()) == [0, 1, 2, 3]
-        leases = group.leases()
-        assert sorted((s, i) for s, i, _ in leases) == sorted(
-            [a._membership._lease, b._membership._lease]  # type: ignore[list-item]
-        ), "no lease left behind"
+        held = {(s, i) for s, i, _ in group.leases()}
+        assert held == {a._membership._lease, b._membership._lease}, "no lease left behind"
         a.close()
         b.close()
         assert group.leases() == []

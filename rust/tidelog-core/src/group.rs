@@ -213,7 +213,12 @@ fn decode_record(bytes: &[u8], path: &Path, what: &str) -> Result<GroupState> {
 
 /// Applies what a state log gave (`base`, then `records`) to `state`, checking that the
 /// generations grow.
-fn apply(paths: &GroupPaths, state: &mut GroupState, base: Option<Option<&[u8]>>, records: &[Vec<u8>]) -> Result<()> {
+fn apply(
+    paths: &GroupPaths,
+    state: &mut GroupState,
+    base: Option<Option<&[u8]>>,
+    records: &[Vec<u8>],
+) -> Result<()> {
     match base {
         None => {}
         Some(None) => *state = GroupState::default(),
@@ -253,7 +258,7 @@ fn slot_word(incarnation: u32, expires_ms: u64) -> u64 {
 
 fn lease_of(slot: u32, word: u64) -> Option<Lease> {
     let expires_ms = word & MAX_EXPIRY_MS;
-    (expires_ms != 0).then(|| Lease { slot, incarnation: (word >> EXPIRY_BITS) as u32, expires_ms })
+    (expires_ms != 0).then_some(Lease { slot, incarnation: (word >> EXPIRY_BITS) as u32, expires_ms })
 }
 
 fn check_expiry(expires_ms: u64) -> Result<u64> {
@@ -300,7 +305,11 @@ fn legacy_generation(paths: &GroupPaths) -> Result<Option<u64>> {
             }
         };
         if value > MAX_GENERATION {
-            return Err(corrupt(&paths.legacy_generation, 0, format!("generation {value} is above 2**63 - 1")));
+            return Err(corrupt(
+                &paths.legacy_generation,
+                0,
+                format!("generation {value} is above 2**63 - 1"),
+            ));
         }
         generation = generation.max(value);
     }
@@ -467,14 +476,7 @@ impl Group {
 
     pub(crate) fn with_log(paths: GroupPaths, log: Arc<StateLog>, topic: Option<Arc<Topic>>) -> Result<Self> {
         let live = SharedWord::open_words(&paths.live, LIVE_WORDS)?;
-        Ok(Group {
-            paths,
-            log,
-            live,
-            state: Mutex::new(GroupState::default()),
-            floor: Mutex::new(0),
-            topic,
-        })
+        Ok(Group { paths, log, live, state: Mutex::new(GroupState::default()), floor: Mutex::new(0), topic })
     }
 
     /// The group's files.
@@ -687,7 +689,9 @@ impl Group {
 
     /// Every held lease slot, as of now.
     pub fn leases(&self) -> Vec<Lease> {
-        (0..LEASE_SLOTS).filter_map(|s| lease_of(s, self.live.load_at(FIRST_SLOT_WORD + s as usize))).collect()
+        (0..LEASE_SLOTS)
+            .filter_map(|s| lease_of(s, self.live.load_at(FIRST_SLOT_WORD + s as usize)))
+            .collect()
     }
 
     /// The expiry of lease `slot`/`incarnation` (0 if the slot no longer holds it).

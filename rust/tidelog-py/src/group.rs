@@ -34,6 +34,8 @@ impl PyGroup {
 
 type PyState<'py> = (u64, Option<Bound<'py, PyBytes>>);
 type PyLease = (u32, u32, u64);
+/// `(generation, body, leases)`, see `read_group`.
+type PyView<'py> = (u64, Option<Bound<'py, PyBytes>>, Vec<PyLease>);
 
 fn lease_tuple(l: Lease) -> PyLease {
     (l.slot, l.incarnation, l.expires_ms)
@@ -57,21 +59,26 @@ impl PyGroup {
     /// directory `store_dir`.
     #[new]
     #[pyo3(signature = (store_dir, topic, group, *, fsync="never"))]
-    fn py_new(py: Python<'_>, store_dir: PathBuf, topic: String, group: String, fsync: &str) -> PyResult<Self> {
-        let policy = match fsync {
-            "never" => FsyncPolicy::Never,
-            "always" => FsyncPolicy::Always,
-            "interval" => {
-                return Err(InvalidConfigError::new_err(
+    fn py_new(
+        py: Python<'_>,
+        store_dir: PathBuf,
+        topic: String,
+        group: String,
+        fsync: &str,
+    ) -> PyResult<Self> {
+        let policy =
+            match fsync {
+                "never" => FsyncPolicy::Never,
+                "always" => FsyncPolicy::Always,
+                "interval" => return Err(InvalidConfigError::new_err(
                     "fsync=\"interval\" needs a store's background syncer: open the group with Store.group",
-                ))
-            }
-            other => {
-                return Err(InvalidConfigError::new_err(format!(
-                    "fsync must be \"never\" or \"always\", got {other:?}"
-                )))
-            }
-        };
+                )),
+                other => {
+                    return Err(InvalidConfigError::new_err(format!(
+                        "fsync must be \"never\" or \"always\", got {other:?}"
+                    )))
+                }
+            };
         let group = run_detached(py, move || Group::open(&store_dir, &topic, &group, policy))?;
         Ok(PyGroup::new(group))
     }
@@ -182,7 +189,7 @@ pub fn read_group<'py>(
     store_dir: PathBuf,
     topic: String,
     group: String,
-) -> PyResult<Option<(u64, Option<Bound<'py, PyBytes>>, Vec<PyLease>)>> {
+) -> PyResult<Option<PyView<'py>>> {
     let Some(view) = run_detached(py, move || group::read(&store_dir, &topic, &group))? else {
         return Ok(None);
     };

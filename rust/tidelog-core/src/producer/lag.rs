@@ -301,4 +301,3 @@ fn header(value: &[u8]) -> Option<Header> {
         _ => None,
     }
 }
-
