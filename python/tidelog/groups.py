@@ -233,9 +233,16 @@ class Membership:
         state.members = members
         if changed:
             state.assignment = assign(self.partitions, list(members), state.assignment)
-            state.generation = self._group.write(_encode(state))
-        # After the state without them is written: a crash in between leaves expired
-        # leases nobody refers to, freed below by the next member to change the group.
+            try:
+                state.generation = self._group.write(_encode(state))
+            except BaseException:
+                if new_lease and self._lease is not None:
+                    # Not in the state: the next heartbeat must join again, not renew it.
+                    self._group.release_lease(*self._lease)
+                    self._lease = None
+                raise
+        # Leases nobody in the state holds (dead members', or a claim whose write a crash
+        # cut off) are freed once expired, after the state without them is written.
         kept = {tuple(info["lease"]) for info in members.values()}
         for slot, incarnation, expires in self._group.leases():
             if (slot, incarnation) not in kept and expires <= now:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import tidelog
 from tidelog import _core
-from tidelog.groups import list_groups, read_state
+from tidelog.groups import Membership, list_groups, read_state
 
 #: Journal size past which the core writes the state as a snapshot.
 COMPACT_BYTES = 64 << 10
@@ -66,6 +66,11 @@ def store_dir(tmp_path: Path) -> Path:
 def test_state_is_kept_in_the_core_files(store_dir: Path) -> None:
     names = sorted(p.name for p in _dir(store_dir).iterdir())
     assert names == ["g.journal", "g.live", "g.lock"]
+    group = _core.Group(store_dir, "t", "g")
+    assert dict(group.files) == {
+        kind: _dir(store_dir) / f"g.{kind}" for kind in ("lock", "snapshot", "journal", "live")
+    }
+    group.close()
     # Three joins and three leaves: six generations, each a record of its own.
     assert _journal_generations(store_dir) == [1, 2, 3, 4, 5, 6]
     assert list_groups(str(store_dir)) == [("t", "g")]
@@ -374,3 +379,36 @@ def test_core_arguments_are_checked(tmp_path: Path) -> None:
     group.close()
     shutil.rmtree(tmp_path / "groups")
     assert _core.read_group(tmp_path, "t", "g") is None
+
+
+class _FailingWrites:
+    """A group handle whose writes fail (a full disk), everything else passed through."""
+
+    def __init__(self, group: _core.Group) -> None:
+        self._group = group
+
+    def write(self, body: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._group, name)
+
+
+def test_a_join_whose_write_fails_is_retried_not_taken_for_done(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path / "store") as store:
+        store.create_topic("t", partitions=2)
+        first = store.consumer("t", group="g")
+        m = Membership(store.path, "t", "g", 2, 30.0, core=store._core)
+        real = m._group
+        m._group = _FailingWrites(real)  # type: ignore[assignment]
+        with pytest.raises(OSError, match="No space"):
+            m.join()
+        assert m._lease is None and len(real.leases()) == 1, "the claimed lease was given back"
+        m._group = real
+        m._last_heartbeat = 0.0
+        assert m.heartbeat() is True, "joins under the lock, not a plain renewal"
+        assert m.member_id in read_state(store.path, "t", "g").members
+        first.poll(timeout=0)
+        assert sorted(first.assignment() + m.assignment) == [0, 1]
+        m.leave()
+        first.close()
