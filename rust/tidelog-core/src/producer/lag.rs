@@ -17,8 +17,9 @@
 //! topic's doorbell, so a commit in any process wakes it at once.
 //!
 //! Groups: those with a commit on the topic, and those with membership state but no commit
-//! yet (state in `<store>/groups/<topic>/`, see [`crate::group`]), which count from the partition's start as
-//! their lag does. The directory is listed at most every [`GROUPS_RESCAN`]. A commit inside
+//! yet (in `<store>/groups/<topic>/`, see [`crate::group::names_in`]), which count from the
+//! partition's start as their lag does. The directory is listed at most every
+//! [`GROUPS_RESCAN`]. A commit inside
 //! a transaction still open counts once the transaction commits (reading stops at the
 //! first open one), so the bound errs on the side of holding back.
 
