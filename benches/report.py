@@ -48,6 +48,11 @@ FIGURES = [
     "workqueue",
     "workqueue-4-procs",
     "workqueue-state",
+    # issue 14: consumer-group membership kept by the core (test_bench_groups.py)
+    "group-join",
+    "group-heartbeat",
+    "group-heartbeat-forced",
+    "group-generation",
 ]
 
 OPS: dict[str, Callable[[float, float], bool]] = {

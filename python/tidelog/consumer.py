@@ -165,7 +165,7 @@ class Consumer:
             group,
             self._topic.partitions,
             lease_seconds,
-            durable=store.fsync != "never",
+            core=store.native,
         )
         self._membership.join()
         self._adopt([])

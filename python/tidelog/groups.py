@@ -1,38 +1,43 @@
 """Consumer-group membership and partition assignment across threads and processes.
 
-A group's state is a small JSON file (``<store>/groups/<topic>/<group>.json``) changed only
-under an exclusive ``flock`` of ``<group>.lock`` and replaced atomically (write + rename), so
-every process sees a whole state. Members hold a lease they renew by heartbeating; a member
-that closes leaves at once, one that dies simply stops renewing and is removed by the next
-member to look once its lease expired. Every change of membership recomputes the assignment
-(sticky: partitions stay where they are when possible) and bumps the generation.
+This module is the group *policy*: who is a member, when a member is dead, who owns which
+partition, when to rebalance. The bytes are the core's (:class:`tidelog._core.Group`,
+``tidelog_core::group``, where the files are documented): a group's state lives in
+``<store>/groups/<topic>/`` as a CRC-checked state log (``<name>.lock``, ``.snapshot``,
+``.journal``) whose newest record is the whole state, changed only under its lock and as
+durable as the store's ``fsync`` policy says, plus ``<name>.live``, a small file every member
+maps: the group's generation and the members' lease slots.
 
-The generation is also kept in ``<group>.gen``, an 8-byte file every member maps, so a
-member notices a rebalance with one memory read per poll instead of a system call. Leases
-are renewed in a per-member file (``<group>.members/<member>``, 8 bytes): a heartbeat is one
-small write, and the state file is rewritten only when membership changes.
+Members hold a lease they renew by heartbeating (one atomic compare-and-swap in the live file:
+no lock, no system call); a member that closes leaves at once, one that dies simply stops
+renewing and is removed by the next member to look once its lease expired. A member removed
+while alive (its lease ran out) finds its lease gone at its next heartbeat and joins again.
+Every change of membership recomputes the assignment (sticky: partitions stay where they are
+when possible) and takes the next generation, which the core never lets go back; a member
+notices a rebalance with one memory read per poll. Damage to the state is reported
+(:class:`~tidelog.CorruptRecordError` naming the file, and ``tidelog verify``), never turned
+into an empty group.
+
+The state's body is UTF-8 JSON: ``{"members": {member: {"pid", "joined_ms", "lease": [slot,
+incarnation]}}, "assignment": {member: [partition, ...]}}``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import mmap
 import os
 import socket
-import struct
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = ["GroupState", "Membership", "assign", "list_groups", "read_state"]
+from tidelog import _core
+from tidelog._core import CorruptRecordError, TopicNotFoundError
 
-_GEN = struct.Struct("<Q")
-_LEASE = struct.Struct("<q")
+__all__ = ["GroupState", "Membership", "assign", "check_group", "list_groups", "read_state"]
 
 
 def assign(
@@ -66,7 +71,7 @@ def assign(
 
 @dataclass
 class GroupState:
-    """A group's membership as stored on disk."""
+    """A group's membership as stored (each member's ``expires_ms`` from its lease)."""
 
     generation: int = 0
     members: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -77,53 +82,78 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _paths(store_dir: str, topic: str, group: str) -> tuple[Path, Path, Path]:
-    base = Path(store_dir) / "groups" / topic
-    # Other names are hex-encoded behind a "~", which no plain name contains.
-    safe = group if _plain(group) else "~" + group.encode().hex()
-    return base / f"{safe}.json", base / f"{safe}.lock", base / f"{safe}.gen"
-
-
-def _lease_dir(state_path: Path) -> Path:
-    return state_path.with_suffix(".members")
-
-
-def _read(state_path: Path) -> GroupState:
-    """The state file, with each member's lease expiry taken from its lease file."""
-    try:
-        raw = json.loads(state_path.read_text())
-    except FileNotFoundError:
-        return GroupState()
-    state = GroupState(raw["generation"], raw["members"], raw["assignment"])
-    leases = _lease_dir(state_path)
-    for member, info in state.members.items():
-        try:
-            info["expires_ms"] = _LEASE.unpack((leases / member).read_bytes())[0]
-        except (FileNotFoundError, struct.error):
-            info["expires_ms"] = 0
-    return state
-
-
-def read_state(store_dir: str, topic: str, group: str) -> GroupState:
-    """Reads a group's state (possibly stale by the time it returns)."""
-    return _read(_paths(store_dir, topic, group)[0])
-
-
-def list_groups(store_dir: str) -> list[tuple[str, str]]:
-    """Every (topic, group) that has membership state in the store."""
-    found = []
-    for path in sorted((Path(store_dir) / "groups").glob("*/*.json")):
-        stem = path.stem
-        group = bytes.fromhex(stem[1:]).decode() if stem.startswith("~") else stem
-        found.append((path.parent.name, group))
-    return found
-
-
 def _plain(group: str) -> bool:
     """Names made only of [A-Za-z0-9._-] are used as file names as they are."""
     return all(c.isascii() and (c.isalnum() or c in "._-") for c in group) and not group.startswith(
         "."
     )
+
+
+Leases = dict[tuple[int, int], int]
+
+
+def _decode(
+    where: str, generation: int, body: bytes | None, leases: list[tuple[int, int, int]]
+) -> GroupState:
+    """The state a body holds, each member's ``expires_ms`` taken from ``leases``.
+
+    Raises:
+        CorruptRecordError: The body (whose CRC matched) is not a group state.
+    """
+    state = GroupState(generation)
+    if not body:
+        return state  # never written, or converted from the first format: no members
+    expiry: Leases = {(s, i): e for s, i, e in leases}
+    try:
+        raw = json.loads(body)
+        members: dict[str, dict[str, Any]] = raw["members"]
+        assignment: dict[str, list[int]] = raw["assignment"]
+        for info in members.values():
+            slot, incarnation = info["lease"]
+            info["expires_ms"] = expiry.get((int(slot), int(incarnation)), 0)
+    except (ValueError, KeyError, TypeError) as e:
+        # Its CRC matched: written by a newer version, or a bug.
+        raise CorruptRecordError(f"group state {where} holds no valid state: {e!r}") from None
+    state.members, state.assignment = members, assignment
+    return state
+
+
+def _encode(state: GroupState) -> bytes:
+    members = {
+        m: {k: v for k, v in info.items() if k != "expires_ms"} for m, info in state.members.items()
+    }
+    return json.dumps(
+        {"members": members, "assignment": state.assignment}, separators=(",", ":")
+    ).encode()
+
+
+def read_state(store_dir: str, topic: str, group: str) -> GroupState:
+    """Reads a group's state without joining it (possibly stale by the time it returns).
+
+    Raises:
+        CorruptRecordError: The group's state files are damaged (the message names the file).
+    """
+    found = _core.read_group(store_dir, topic, group)
+    if found is None:
+        return GroupState()
+    generation, body, leases = found
+    return _decode(
+        f"of group {group!r} on topic {topic!r} in {store_dir}", generation, body, leases
+    )
+
+
+def check_group(store_dir: str, topic: str, group: str) -> GroupState:
+    """Reads and checks a group's state for ``tidelog verify``: every CRC, and the body.
+
+    Raises:
+        CorruptRecordError: The group's state files are damaged (the message names the file).
+    """
+    return read_state(store_dir, topic, group)
+
+
+def list_groups(store_dir: str) -> list[tuple[str, str]]:
+    """Every (topic, group) that has membership state in the store, sorted."""
+    return _core.list_groups(store_dir)
 
 
 class Membership:
@@ -138,85 +168,109 @@ class Membership:
         lease_seconds: float,
         *,
         durable: bool = False,
+        core: _core.Store | None = None,
     ) -> None:
-        """Prepares (but does not join) membership of ``group`` on ``topic``."""
+        """Prepares (but does not join) membership of ``group`` on ``topic``.
+
+        With ``core`` (the store) membership changes are as durable as the store's ``fsync``
+        policy says (``"interval"``: synced by its background syncer); without, they are
+        fdatasync-ed before they count with ``durable``, left in the page cache without.
+        """
         self.topic, self.group, self.partitions = topic, group, partitions
         self.lease_ms = int(lease_seconds * 1000)
         self.member_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._durable = durable
-        self._state_path, lock_path, gen_path = _paths(store_dir, topic, group)
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        gen_fd = os.open(gen_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if os.fstat(gen_fd).st_size < _GEN.size:
-                os.ftruncate(gen_fd, _GEN.size)
-            self._gen_map = mmap.mmap(gen_fd, _GEN.size)
-        finally:
-            os.close(gen_fd)
+        if core is not None:
+            self._group = core.group(topic, group)
+        else:
+            fsync = "always" if durable else "never"
+            self._group = _core.Group(store_dir, topic, group, fsync=fsync)
+        self._where = f"of group {group!r} on topic {topic!r} in {store_dir}"
         self.generation = -1
         self.assignment: list[int] = []
         self._last_heartbeat = 0.0
-        self._leases = _lease_dir(self._state_path)
-        self._leases.mkdir(exist_ok=True)
-        self._lease_fd = os.open(self._leases / self.member_id, os.O_RDWR | os.O_CREAT, 0o644)
+        #: This member's lease (slot, incarnation), once joined.
+        self._lease: tuple[int, int] | None = None
+        #: The leases of the other members as of the last state read.
+        self._peers: list[tuple[int, int]] = []
 
     @contextmanager
     def _locked(self) -> Iterator[GroupState]:
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        generation, body = self._group.lock()
         try:
-            yield _read(self._state_path)
+            yield _decode(self._where, generation, body, self._group.leases())
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _write(self, state: GroupState) -> None:
-        tmp = self._state_path.with_suffix(f".{os.getpid()}.tmp")
-        data = {
-            "generation": state.generation,
-            "members": state.members,
-            "assignment": state.assignment,
-        }
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-            if self._durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self._state_path)
-        _GEN.pack_into(self._gen_map, 0, state.generation)
-
-    def _renew(self) -> int:
-        """Extends this member's lease; returns the new expiry (ms since the epoch)."""
-        expires = _now_ms() + self.lease_ms
-        os.pwrite(self._lease_fd, _LEASE.pack(expires), 0)
-        return expires
+            self._group.unlock()
 
     def _update(self, state: GroupState, *, present: bool) -> bool:
         """Expires dead members, adds or removes us, rebalances if membership changed."""
         now = _now_ms()
         before = set(state.members)
         members = {m: info for m, info in state.members.items() if info["expires_ms"] > now}
-        for dead in before - set(members) - {self.member_id}:
-            (self._leases / dead).unlink(missing_ok=True)
+        new_lease = False
         if present:
-            info = members.get(self.member_id, {"pid": os.getpid(), "joined_ms": now})
-            info["expires_ms"] = self._renew()
+            info = members.get(self.member_id)
+            mine = info is not None and tuple(info["lease"]) == self._lease
+            expires = self._renew() if mine else 0
+            if info is not None and expires:
+                info = {**info, "expires_ms": expires}
+            else:
+                # Joining, or removed while alive (the lease ran out): a new lease.
+                if self._lease is not None:
+                    self._group.release_lease(*self._lease)
+                expires = now + self.lease_ms
+                self._lease = self._group.claim_lease(expires)
+                new_lease = True  # recorded in the state, so the others see it
+                info = {"pid": os.getpid(), "joined_ms": now, "lease": list(self._lease)}
+                info["expires_ms"] = expires
             members[self.member_id] = info
         else:
             members.pop(self.member_id, None)
-        changed = set(members) != before or (present and self.member_id not in state.assignment)
+        changed = (
+            set(members) != before
+            or new_lease
+            or (present and self.member_id not in state.assignment)
+        )
         state.members = members
         if changed:
-            state.generation += 1
             state.assignment = assign(self.partitions, list(members), state.assignment)
-            self._write(state)
+            try:
+                state.generation = self._group.write(_encode(state))
+            except BaseException:
+                if new_lease and self._lease is not None:
+                    # Not in the state: the next heartbeat must join again, not renew it.
+                    self._group.release_lease(*self._lease)
+                    self._lease = None
+                raise
+        # Leases nobody in the state holds (dead members', or a claim whose write a crash
+        # cut off) are freed once expired, after the state without them is written.
+        kept = {tuple(info["lease"]) for info in members.values()}
+        for slot, incarnation, expires in self._group.leases():
+            if (slot, incarnation) not in kept and expires <= now:
+                self._group.release_lease(slot, incarnation)
         if present:
             self.generation = state.generation
             self.assignment = list(state.assignment.get(self.member_id, []))
+            self._peers = [
+                (int(info["lease"][0]), int(info["lease"][1]))
+                for m, info in members.items()
+                if m != self.member_id
+            ]
         self._last_heartbeat = time.monotonic()
         return changed
 
+    def _renew(self) -> int:
+        """Extends this member's lease; returns the new expiry (0: the lease is gone)."""
+        if self._lease is None:
+            return 0
+        expires = _now_ms() + self.lease_ms
+        return expires if self._group.renew_lease(*self._lease, expires) else 0
+
     def join(self) -> None:
-        """Joins (or rejoins) the group and takes this member's assignment."""
+        """Joins (or rejoins) the group and takes this member's assignment.
+
+        Raises:
+            CorruptRecordError: The group's state is damaged (the message names the file).
+        """
         with self._locked() as state:
             self._update(state, present=True)
 
@@ -231,13 +285,15 @@ class Membership:
         if not (force or due or self.current_generation() != self.generation):
             return False
         if not force and self.current_generation() == self.generation:
-            # A plain renewal: one small write, no lock, unless someone's lease ran out.
-            self._renew()
+            # A plain renewal: one atomic swap in the shared file, no lock, unless our lease
+            # is gone or someone's ran out.
+            renewed = self._renew()
             self._last_heartbeat = time.monotonic()
-            now = _now_ms()
-            state = _read(self._state_path)
-            if all(info["expires_ms"] > now for info in state.members.values()):
-                return False
+            if renewed:
+                now = _now_ms()
+                expiry = self._group.lease_expiry
+                if all(expiry(slot, inc) > now for slot, inc in self._peers):
+                    return False
         with self._locked() as state:
             self._update(state, present=True)
         return self.generation != before
@@ -248,8 +304,7 @@ class Membership:
 
     def current_generation(self) -> int:
         """The group's generation right now (one memory read)."""
-        value: int = _GEN.unpack_from(self._gen_map, 0)[0]
-        return value
+        return self._group.current_generation()
 
     def leave(self) -> None:
         """Leaves the group; its partitions go to the others at once."""
@@ -257,8 +312,10 @@ class Membership:
             with self._locked() as state:
                 if self.member_id in state.members:
                     self._update(state, present=False)
+        except TopicNotFoundError:
+            pass  # deleted, with its groups: nothing to leave
         finally:
-            (self._leases / self.member_id).unlink(missing_ok=True)
-            self._gen_map.close()
-            os.close(self._lock_fd)
-            os.close(self._lease_fd)
+            if self._lease is not None:
+                self._group.release_lease(*self._lease)
+                self._lease = None
+            self._group.close()

@@ -163,8 +163,7 @@ def test_dead_member_loses_partitions_after_its_lease(tmp_path: Path) -> None:
         doomed = store.consumer("t", group="g", lease_seconds=0.3)
         survivor.poll(timeout=0)
         assert len(survivor.assignment()) == 1
-        doomed._membership._gen_map.close()  # "dies": never heartbeats or leaves
-        doomed._closed = True
+        doomed._closed = True  # "dies": never heartbeats or leaves
         deadline = time.monotonic() + 5
         while survivor.assignment() != [0, 1] and time.monotonic() < deadline:
             survivor.poll(timeout=0.1)

@@ -661,6 +661,14 @@ def test_damaged_transaction_state_is_reported_naming_the_file(tmp_path: Path) -
         pytest.raises(tidelog.CorruptRecordError, match=r"x\.txn\.journal"),
     ):
         store.producer(name="x")
+    verify = subprocess.run(
+        [sys.executable, "-m", "tidelog", "verify", "-q", "-d", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 1, verify
+    assert "transaction state of producer 'x'" in verify.stdout, verify.stdout
 
 
 def test_the_transaction_state_stays_small_over_many_transactions(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from tidelog.cli._format import (
     show_time,
 )
 from tidelog.errors import TidelogError
+from tidelog.groups import check_group, list_groups
 from tidelog.queue_journal import check_queue, list_queues, queue_files
 
 __all__ = ["add_commands"]
@@ -201,10 +202,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     targets = _verify_targets(store_dir, args.topics)
     work = [(label, seg) for label, d in targets for seg in _core.segment_files(d)]
     queues = [(t, g) for t, g in list_queues(store_dir) if not args.topics or t in args.topics]
+    groups = [(t, g) for t, g in list_groups(str(store_dir)) if not args.topics or t in args.topics]
+    # Named producers' transaction state logs (`<name>.txn.*`), whatever the topics asked.
+    producers_dir = store_dir / "producers"
+    txn_logs = sorted(p.name[: -len(".lock")] for p in producers_dir.glob("*.txn.lock"))
     newest = {label: seg for label, seg in work}  # each partition's active segment
     problems = batches = 0
     with progress_bar(not args.quiet and sys.stderr.isatty()) as progress:
-        task = progress.add_task("verifying", total=len(work) + len(queues))
+        total = len(work) + len(queues) + len(groups) + len(txn_logs)
+        task = progress.add_task("verifying", total=total)
         previous: tuple[str, int] | None = None  # (partition label, next offset it expects)
         for label, seg in work:
             progress.update(task, description=f"verifying {label}")
@@ -247,6 +253,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 print(f"work queue {group!r} of topic {topic!r}: {e}", flush=True)
                 problems += 1
             progress.advance(task)
+        for topic, group in groups:
+            # A consumer group's membership state: every CRC, and the state decoded.
+            progress.update(task, description=f"verifying consumer group {group} of {topic}")
+            try:
+                check_group(str(store_dir), topic, group)
+            except (TidelogError, OSError) as e:
+                print(f"consumer group {group!r} of topic {topic!r}: {e}", flush=True)
+                problems += 1
+            progress.advance(task)
+        for name in txn_logs:
+            progress.update(task, description=f"verifying producer {name}")
+            try:
+                _core.read_state_log(producers_dir, name)
+            except (TidelogError, OSError) as e:
+                print(f"transaction state of producer {name[: -len('.txn')]!r}: {e}", flush=True)
+                problems += 1
+            progress.advance(task)
     for label, d in targets:
         found, notes = _recovery_lines(label, d)
         for line in [*found, *notes]:
@@ -254,6 +277,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         problems += len(found)
     if not args.quiet:
         also = f" and {len(queues)} work queues" if queues else ""
+        also += f" and {len(groups)} consumer groups" if groups else ""
         print(
             f"checked {len(work)} segments ({batches} batches) of {len(targets)} partitions"
             f"{also}: {problems or 'no'} problem{'s' if problems != 1 else ''}"
@@ -351,11 +375,13 @@ def add_commands(command: AddCommand) -> None:
     sub = command(
         "verify",
         _cmd_verify,
-        "Check every batch CRC and index of the store, and every work queue's state",
+        "Check every batch CRC and index of the store, and the state of its work queues,\n"
+        "consumer groups and named producers' transactions",
         "Reads the segment files without opening the store, so it can run next to writers\n"
         "(the tail of an active segment being written may then show up as a problem).\n"
         "Each work queue's snapshot and journal are checked too (a torn tail left by a\n"
-        "crash is not a problem: the next member truncates it).\n"
+        "crash is not a problem: the next member truncates it), and so are each consumer\n"
+        "group's membership state and each named producer's transaction state.\n"
         "Prints each problem as 'path:position: offset N: reason' and exits 1 if there\n"
         "is any. Also lists what recovery removed: data moved to quarantine is a problem,\n"
         "a truncated torn tail (what a crash leaves) only a note.",

@@ -8,7 +8,8 @@
 //! - [`log`]: a partition's segments, appends, reads, rolling, retention and recovery;
 //! - [`settings`]: the settings that shape files, stored with the store and each topic;
 //! - [`store`]: a directory of topics, each a set of partition logs;
-//! - [`statelog`]: a snapshot plus a CRC-checked journal, the durable state of work queues.
+//! - [`statelog`]: a snapshot plus a CRC-checked journal, the durable state of work queues;
+//! - [`group`]: a consumer group's membership state, generation word and leases.
 
 #![deny(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod commit_record;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod group;
 pub mod index;
 pub mod inspect;
 pub mod log;

@@ -36,6 +36,7 @@ use std::thread::JoinHandle;
 
 use rustix::fs::{flock, FlockOperation};
 
+use crate::group::{Group, GroupPaths};
 use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
 use crate::settings::{self, SharedSettings, TopicSettings, Value};
@@ -849,8 +850,8 @@ impl Store {
     }
 
     /// As [`Self::delete_topic`], also removing `attached`: directories inside the store
-    /// that hold state of the topic kept by the layers above (consumer groups, work
-    /// queues). They are moved away in the same operation, so either the topic and all of
+    /// that hold state of the topic kept by the layers above (work queues; the topic's
+    /// consumer groups, [`crate::group::groups_dir`], are always removed). They are moved away in the same operation, so either the topic and all of
     /// them are gone, or (on an error before the topic is marked deleted) everything is as
     /// it was; a topic created again never finds the old state. Returns the incarnation
     /// deleted, which state kept in internal topics (commits) names.
@@ -875,9 +876,12 @@ impl Store {
                 )));
             }
         }
+        // The topic's consumer groups (whose files the core names) always go with it.
+        let mut attached = attached.to_vec();
+        attached.insert(0, crate::group::groups_dir(&self.shared.dir, name));
         let _topics_lock = self.lock_topics()?;
         let (count, incarnation) = self.read_meta(name)?;
-        self.finish_deletion(name, count, incarnation, Some(attached))?;
+        self.finish_deletion(name, count, incarnation, Some(&attached))?;
         Ok(incarnation)
     }
 
@@ -982,6 +986,19 @@ impl Store {
         logs.retain(|l| l.strong_count() > 0);
         logs.push(Arc::downgrade(&log));
         Ok(log)
+    }
+
+    /// Opens the membership state of consumer group `group` on topic `name` (see
+    /// [`crate::group`]) with the store's fsync policy (with `interval`, synced by the
+    /// background syncer). The handle refuses changes once the topic is deleted.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::TopicNotFound`]; as [`Group::open`].
+    pub fn group(&self, name: &str, group: &str) -> Result<Group> {
+        let topic = self.topic(name)?;
+        let paths = GroupPaths::new(&self.shared.dir, name, group)?;
+        let log = self.state_log(&paths.dir, &paths.name)?;
+        Group::with_log(paths, log, Some(topic))
     }
 
     /// Changes settings of topic `name` for every process at once: stored in its

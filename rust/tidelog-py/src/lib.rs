@@ -7,6 +7,7 @@ mod doorbell;
 mod errors;
 mod faults;
 mod gil;
+mod group;
 mod inspect;
 mod jobs;
 mod message;
@@ -45,11 +46,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<jobs::Job>()?;
     m.add_class::<jobs::JobBatch>()?;
     m.add_class::<jobs::JobBuffer>()?;
+    m.add_class::<group::PyGroup>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
     m.add_function(wrap_pyfunction!(statelog::read_state_log, m)?)?;
+    m.add_function(wrap_pyfunction!(group::read_group, m)?)?;
+    m.add_function(wrap_pyfunction!(group::list_groups, m)?)?;
     faults::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

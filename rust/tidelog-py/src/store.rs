@@ -14,6 +14,7 @@ use tidelog_core::{FsyncPolicy, LogConfig, OnCorruption, Store};
 use crate::args;
 use crate::errors::{InvalidConfigError, StoreClosedError};
 use crate::gil::run_detached;
+use crate::group::PyGroup;
 use crate::statelog::PyStateLog;
 use crate::topic::PyTopic;
 
@@ -315,6 +316,14 @@ impl PyStore {
         let store = self.inner.clone();
         let log = run_detached(py, move || store.state_log(&directory, &name))?;
         Ok(PyStateLog::new(log))
+    }
+
+    /// Opens the membership state of consumer group `group` on topic `topic` with the
+    /// store's fsync policy; with `"interval"` the store's background syncer syncs it.
+    fn group(&self, py: Python<'_>, topic: String, group: String) -> PyResult<PyGroup> {
+        let store = self.inner.clone();
+        let g = run_detached(py, move || store.group(&topic, &group))?;
+        Ok(PyGroup::new(g))
     }
 
     /// Forces everything appended so far to disk.

@@ -17,13 +17,13 @@
 //! topic's doorbell, so a commit in any process wakes it at once.
 //!
 //! Groups: those with a commit on the topic, and those with membership state but no commit
-//! yet (`<store>/groups/<topic>/<group>.json`), which count from the partition's start as
-//! their lag does. The directory is listed at most every [`GROUPS_RESCAN`]. A commit inside
+//! yet (in `<store>/groups/<topic>/`, see [`crate::group::names_in`]), which count from the
+//! partition's start as their lag does. The directory is listed at most every
+//! [`GROUPS_RESCAN`]. A commit inside
 //! a transaction still open counts once the transaction commits (reading stops at the
 //! first open one), so the bound errs on the side of holding back.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -181,8 +181,9 @@ impl LagBound {
         let now = Instant::now();
         let stale = self.members.get(name).is_none_or(|(at, _)| now.duration_since(*at) >= GROUPS_RESCAN);
         if stale {
-            let dir: PathBuf = self.store.dir().join("groups").join(name);
-            self.members.insert(name.to_owned(), (now, list_groups(&dir)));
+            let dir = crate::group::groups_dir(self.store.dir(), name);
+            let names = crate::group::names_in(&dir).unwrap_or_default();
+            self.members.insert(name.to_owned(), (now, names.into_iter().collect()));
         }
         let commits = self.commits.get(name);
         let has_commit = |g: &String| {
@@ -300,30 +301,4 @@ fn header(value: &[u8]) -> Option<Header> {
         2 => Some(Header { generation, incarnation: Some(word(10)?), count: count(18)?, entries_at: 22 }),
         _ => None,
     }
-}
-
-/// Group names with a state file in `dir` (`<group>.json`, or `~<hex of the name>.json`
-/// for names that are not plain file names; see `python/tidelog/groups.py`).
-fn list_groups(dir: &std::path::Path) -> HashSet<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return HashSet::new() };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let stem = name.strip_suffix(".json")?;
-            match stem.strip_prefix('~') {
-                Some(hex) => decode_hex(hex),
-                None => Some(stem.to_owned()),
-            }
-        })
-        .collect()
-}
-
-fn decode_hex(hex: &str) -> Option<String> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
-    String::from_utf8(bytes?).ok()
 }

@@ -1,10 +1,12 @@
-//! A single 64-bit word shared by every process that maps the same file: how a named
-//! producer learns, with one atomic load per batch, that a newer instance has taken over.
+//! 64-bit words shared by every process that maps the same file: how a named producer
+//! learns, with one atomic load per batch, that a newer instance has taken over, and how a
+//! consumer group's members see its generation and each other's leases (`group`).
 //!
 //! Invariants (cited by the `SAFETY` comments below):
-//! 1. The mapping is exactly [`WORD_FILE_BYTES`] long, page-aligned, and the file is
-//!    created at that size and never truncated.
-//! 2. The word at offset 0 is only ever accessed atomically, by every process.
+//! 1. The mapping is exactly as long as the handle was opened with ([`WORD_FILE_BYTES`]
+//!    for [`SharedWord::open`]), a multiple of 8, page-aligned, and the file is created (or
+//!    resized, before mapping) at that size and never truncated while mapped.
+//! 2. Every word of the mapping is only ever accessed atomically, by every process.
 
 #![allow(unsafe_code)]
 
@@ -23,6 +25,8 @@ pub const WORD_FILE_BYTES: usize = 4096;
 pub struct SharedWord {
     map: MmapRaw,
     file: File,
+    /// Words in the mapping.
+    words: usize,
 }
 
 // SAFETY: the shared state is one atomic (invariant 2); the mapping is not tied to a thread.
@@ -36,14 +40,67 @@ impl SharedWord {
     /// # Errors
     /// I/O errors.
     pub fn open(path: &Path) -> Result<Self> {
-        let (file, map) = super::map_shared_file(path, WORD_FILE_BYTES)?;
-        Ok(SharedWord { map, file })
+        Self::open_words(path, WORD_FILE_BYTES / 8)
+    }
+
+    /// Opens (creating as zeros, or resizing, if needed) the file at `path` as `words`
+    /// shared words. Every process must open a given file with the same count.
+    ///
+    /// # Errors
+    /// I/O errors.
+    ///
+    /// # Panics
+    /// If `words` is 0.
+    pub fn open_words(path: &Path, words: usize) -> Result<Self> {
+        assert!(words > 0, "a shared-word file holds at least one word");
+        let (file, map) = super::map_shared_file(path, words * 8)?;
+        Ok(SharedWord { map, file, words })
     }
 
     fn word(&self) -> &AtomicU64 {
-        // SAFETY: offset 0 of a live, page-aligned mapping of WORD_FILE_BYTES (invariant 1)
-        // is 8-aligned and in bounds, and it is only accessed atomically (invariant 2).
-        unsafe { &*self.map.as_ptr().cast::<AtomicU64>() }
+        self.word_at(0)
+    }
+
+    fn word_at(&self, index: usize) -> &AtomicU64 {
+        assert!(index < self.words, "shared word {index} of {}", self.words);
+        // SAFETY: the mapping is live, page-aligned and `words * 8` bytes long (invariant
+        // 1), so word `index < words` is 8-aligned and in bounds; it is only accessed
+        // atomically (invariant 2).
+        unsafe { &*self.map.as_ptr().cast::<AtomicU64>().add(index) }
+    }
+
+    /// Words in the file.
+    pub fn len(&self) -> usize {
+        self.words
+    }
+
+    /// Always false (a file holds at least one word).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The current value of word `index`.
+    ///
+    /// # Panics
+    /// If `index` is not below [`Self::len`].
+    pub fn load_at(&self, index: usize) -> u64 {
+        self.word_at(index).load(Ordering::SeqCst)
+    }
+
+    /// Replaces word `index`.
+    ///
+    /// # Panics
+    /// If `index` is not below [`Self::len`].
+    pub fn store_at(&self, index: usize, value: u64) {
+        self.word_at(index).store(value, Ordering::SeqCst);
+    }
+
+    /// Replaces word `index` with `new` if it holds `current`; returns what it held.
+    ///
+    /// # Panics
+    /// If `index` is not below [`Self::len`].
+    pub fn compare_exchange_at(&self, index: usize, current: u64, new: u64) -> std::result::Result<u64, u64> {
+        self.word_at(index).compare_exchange(current, new, Ordering::SeqCst, Ordering::SeqCst)
     }
 
     /// The current value.

@@ -555,7 +555,7 @@ impl StateLog {
         Ok(Changes { base, records })
     }
 
-    fn check_held(&self) -> Result<()> {
+    pub(crate) fn check_held(&self) -> Result<()> {
         if *self.held.lock().unwrap_or_else(PoisonError::into_inner) {
             Ok(())
         } else {
