@@ -66,8 +66,11 @@ pub struct SegmentReport {
 pub fn inspect_segment(data_path: &Path) -> Result<SegmentReport> {
     let mut report = walk_segment(data_path)?;
     if let Some((first_bad, expected)) = first_damage(&report) {
+        // A batch whose CRC matches is whole as written (a compressed one whose body does
+        // not decompress): recovery keeps it, so it is no torn tail whatever follows.
+        let whole = report.batches.iter().any(|b| b.position == first_bad as u64 && b.crc_ok);
         let map = map_file(data_path)?;
-        report.torn_tail = !valid_batch_after(map.published(), first_bad + 1, expected);
+        report.torn_tail = !whole && !valid_batch_after(map.published(), first_bad + 1, expected);
     }
     Ok(report)
 }

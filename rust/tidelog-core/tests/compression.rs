@@ -333,6 +333,7 @@ fn a_crc_valid_batch_whose_body_does_not_decompress_is_corrupt_not_a_panic() {
             let report = inspect::inspect_segment(&path).unwrap();
             assert_eq!(report.problems.len(), 1, "{codec:?} {what}: {:?}", report.problems);
             assert_eq!(report.problems[0].position as usize, pos);
+            assert!(!report.torn_tail, "a CRC-valid batch is whole: recovery keeps it");
         }
     }
 }
