@@ -160,6 +160,16 @@ def test_the_store_default_applies_to_new_topics_and_is_stored(tmp_path: Path) -
         assert t.config["compression"] == "zstd"
         assert store.create_topic("u", compression="none").config["compression"] == "none"
         t.append_batch([_json_value(i) for i in range(100)])
+        with store.consumer("t", group="g") as consumer:
+            assert len(consumer.poll(max_messages=1000, timeout=1)) == 100
+            consumer.commit()
+        # Internal topics (one small record per commit) stay uncompressed.
+        codecs = {
+            b["compression"]
+            for p in range(8)
+            for b in _batches(tmp_path / "s", "__consumer_offsets", p)
+        }
+        assert codecs == {"none"}
     with pytest.raises(InvalidConfigError, match="compression"):
         tidelog.open(tmp_path / "s", compression="lz4")
     with tidelog.open(tmp_path / "s") as store:

@@ -239,8 +239,9 @@ impl RecordBatch {
     /// All values as one buffer plus an int64 array of boundaries: value `i` is
     /// `buf[bounds[i]:bounds[i + 1]]`. When the messages come from one stored batch (the
     /// usual case when `max_messages` does not exceed the size the producer batched) the
-    /// buffer is a zero-copy view of the mapped segment; otherwise the values are copied
-    /// once into a new buffer.
+    /// buffer is a zero-copy view of the mapped segment (of a compressed batch: of the
+    /// values it was decompressed into when read); otherwise the values are copied once
+    /// into a new buffer.
     fn value_buffer<'py>(
         &self,
         py: Python<'py>,

@@ -110,7 +110,7 @@ thread_local! {
     /// The batch this thread decompressed last: a reader taking fewer records than a
     /// batch holds reads it again for the next ones, and decompresses it once. Keyed by
     /// the mapping (a `Weak`, so the key cannot be reused by another mapping while held),
-    /// the position and the CRC.
+    /// the position, the CRC and the base offset.
     static LAST_IMAGE: RefCell<Option<(Weak<FileMap>, usize, u32, Arc<Vec<u8>>)>> = const { RefCell::new(None) };
 }
 
@@ -126,7 +126,14 @@ fn decompressed(
     let crc = batch.header.crc;
     let hit = LAST_IMAGE.with_borrow(|last| {
         last.as_ref()
-            .filter(|(m, p, c, _)| std::ptr::eq(m.as_ptr(), Arc::as_ptr(map)) && *p == pos && *c == crc)
+            .filter(|(m, p, c, image)| {
+                // The base offset is outside the CRC: a batch of the same bytes written
+                // again at the same place (after a repair) must not keep the old offsets.
+                std::ptr::eq(m.as_ptr(), Arc::as_ptr(map))
+                    && *p == pos
+                    && *c == crc
+                    && image[..8] == batch.header.base_offset.to_le_bytes()
+            })
             .map(|(_, _, _, image)| image.clone())
     });
     if let Some(image) = hit {
