@@ -139,7 +139,7 @@ def test_append_batch_zstd(benchmark: Any, store: tidelog.Store) -> None:
     )
 
 
-# --------------------------------------------------------------------------- bytes on disk and reads
+# ---------------------------------------------------------------------- bytes on disk and reads
 
 
 @dataclass

@@ -143,7 +143,7 @@ def test_unknown_codecs_are_refused_naming_the_value_and_the_choices(
     with pytest.raises(InvalidConfigError, match=rf"compression must be {allowed}"):
         store.create_topic("t", compression="gzip")
     with pytest.raises(InvalidConfigError, match=rf"compression must be {allowed}"):
-        store.producer(compression="gzip")
+        store.producer(compression="gzip")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="compression"):
         store.producer(compression=4)  # type: ignore[arg-type]
     store.create_topic("t")

@@ -103,6 +103,9 @@ impl From<Arc<FileMap>> for ChunkBytes {
     }
 }
 
+/// A decompressed image and where its batch lies: mapping, position, CRC.
+type KeptImage = (Weak<FileMap>, usize, u32, Arc<Vec<u8>>);
+
 /// Largest image [`LAST_IMAGE`] keeps.
 const MAX_KEPT_IMAGE_BYTES: usize = 8 << 20;
 
@@ -111,7 +114,7 @@ thread_local! {
     /// batch holds reads it again for the next ones, and decompresses it once. Keyed by
     /// the mapping (a `Weak`, so the key cannot be reused by another mapping while held),
     /// the position, the CRC and the base offset.
-    static LAST_IMAGE: RefCell<Option<(Weak<FileMap>, usize, u32, Arc<Vec<u8>>)>> = const { RefCell::new(None) };
+    static LAST_IMAGE: RefCell<Option<KeptImage>> = const { RefCell::new(None) };
 }
 
 /// The uncompressed image of the compressed batch `batch`, found at `pos` of `map`.
