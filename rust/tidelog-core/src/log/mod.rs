@@ -58,6 +58,17 @@ fn grow(buf: &mut Vec<u8>, len: usize) {
     }
 }
 
+/// Largest compression buffer a thread keeps between appends: batches of up to a few
+/// MiB reuse theirs; a rare huge one does not hold its memory for the thread's life.
+const MAX_KEPT_BUFFER_BYTES: usize = 8 << 20;
+
+/// Puts `buf` back into `cell` for the next append, unless it is huge.
+fn keep(cell: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, buf: Vec<u8>) {
+    if buf.len() <= MAX_KEPT_BUFFER_BYTES {
+        cell.set(buf);
+    }
+}
+
 /// What an append writes.
 #[derive(Clone, Copy)]
 enum Body<'a> {
@@ -480,9 +491,9 @@ impl PartitionLog {
         let mut packed = PACKED.take();
         let header =
             compress_batch(&plain[..BATCH_HEADER_LEN], &plain[BATCH_HEADER_LEN..size], codec, &mut packed);
-        PLAIN.set(plain);
+        keep(&PLAIN, plain);
         let result = self.append_packed(&packed, header, meta, wait, max_end);
-        PACKED.set(packed);
+        keep(&PACKED, packed);
         result
     }
 
@@ -605,9 +616,9 @@ impl PartitionLog {
             plain[head_len..body_end].copy_from_slice(batch.values());
             compress_batch(&plain[..BATCH_HEADER_LEN], &plain[BATCH_HEADER_LEN..body_end], codec, &mut packed)
         };
-        PLAIN.set(plain);
+        keep(&PLAIN, plain);
         let result = self.append_packed(&packed, header, meta, true, u64::MAX);
-        PACKED.set(packed);
+        keep(&PACKED, packed);
         result
     }
 
