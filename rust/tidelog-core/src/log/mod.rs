@@ -791,7 +791,7 @@ impl PartitionLog {
             Body::Encoded(bytes, header) => {
                 let base = meta.base_offset.to_le_bytes();
                 if size >= PWRITE_MIN_BYTES || durable {
-                    // As for large records below; the base offset goes in its own write
+                    // As for large records above; the base offset goes in its own write
                     // rather than into a copy of the batch.
                     active.write_at(guard, pos + base.len(), &bytes[base.len()..])?;
                     active.write_at(guard, pos, &base)?;
