@@ -259,7 +259,10 @@ class Producer:
         max_batch_messages: int | None = None,
         linger_ms: float | None = None,
         max_lag: int | None = None,
+        compression: str | None = None,
     ) -> Producer: ...
+    @property
+    def compression(self) -> str | None: ...
     @property
     def name(self) -> str | None: ...
     @property

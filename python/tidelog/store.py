@@ -31,11 +31,12 @@ from tidelog.workqueue import WorkQueue
 if TYPE_CHECKING:
     from tidelog.stats import StoreStats
 
-__all__ = ["FsyncPolicy", "OnCorruption", "OnFull", "Store", "open"]
+__all__ = ["Compression", "FsyncPolicy", "OnCorruption", "OnFull", "Store", "open"]
 
 FsyncPolicy = Literal["never", "interval", "always"]
 OnCorruption = Literal["raise", "quarantine"]
 OnFull = Literal["block", "raise", "shed"]
+Compression = Literal["none", "lz4", "zstd"]
 
 
 class _Unset(enum.Enum):
@@ -199,8 +200,9 @@ class Store:
             cleanup_policy: ``"delete"`` (``"compact"`` and ``"compact,delete"`` are not
                 supported yet and raise InvalidConfigError).
             delete_retention_ms: How long compaction keeps tombstones.
-            compression: ``"none"`` (``"lz4"`` and ``"zstd"`` are not supported yet and
-                raise InvalidConfigError).
+            compression: How new batches are stored: ``"none"``, ``"lz4"`` (fast) or
+                ``"zstd"`` (smaller). Batches are compressed whole, as in Kafka; readers
+                decompress transparently. A producer may override it for its batches.
 
         Returns:
             The new (or existing) topic. Creation is atomic: other processes see the topic
@@ -343,6 +345,7 @@ class Store:
         max_batch_messages: int = 4096,
         linger_ms: float = 1.0,
         max_lag: int | None = None,
+        compression: Compression | None = None,
     ) -> Producer:
         """Creates a buffered producer.
 
@@ -383,6 +386,10 @@ class Store:
                 ``max_lag + buffer_messages`` messages past the slowest group's committed
                 offset (read from the commits of every process); messages past it wait in
                 the buffer, so ``flush()`` and ``close()`` wait for the group to commit.
+            compression: The codec of this producer's batches, over each topic's own
+                ``compression`` setting: ``"none"``, ``"lz4"`` or ``"zstd"``. Batches are
+                compressed whole, by the writer thread; readers decompress transparently.
+                None (the default) keeps each topic's setting.
 
         Returns:
             The producer, also a context manager.
@@ -412,6 +419,7 @@ class Store:
             max_batch_messages=max_batch_messages,
             linger_ms=linger_ms,
             max_lag=max_lag,
+            compression=compression,
         )
         self._producers.add(producer)
         return producer
@@ -703,7 +711,8 @@ def open(
             4096).
         cleanup_policy: ``"delete"`` (compaction is not supported yet).
         delete_retention_ms: How long compaction keeps tombstones (default one day).
-        compression: ``"none"`` (compression is not supported yet).
+        compression: The codec of new topics' batches: ``"none"`` (default), ``"lz4"``
+            or ``"zstd"``.
         producer_expiry_ms: A partition forgets an idempotent producer that wrote nothing
             to it for this long (its sequence numbers and epoch), as Kafka's
             ``producer.id.expiration.ms``.

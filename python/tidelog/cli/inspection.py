@@ -101,6 +101,8 @@ def _print_segment(report: dict[str, Any], records: bool) -> None:
     for b in batches:
         first, last = b["base_offset"], b["last_offset"]
         attrs = [name for bit, name in ((1, "txn"), (2, "control")) if b["attributes"] & bit]
+        if b["compression"] != "none":  # the codec; None: codec bits naming none (damage)
+            attrs.append(b["compression"] or "codec?")
         if not b["crc_ok"]:
             bad.add(len(rows))
         rows.append(

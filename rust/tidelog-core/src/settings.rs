@@ -27,9 +27,10 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::format::Compression;
 use crate::log::config::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 use crate::shm::word::SharedWord;
 use crate::{Error, Result};
@@ -113,7 +114,8 @@ pub struct TopicSettings {
     pub cleanup_policy: String,
     /// How long compaction keeps tombstones.
     pub delete_retention_ms: i64,
-    /// `"none"` (the only one implemented; compression is issue 14).
+    /// How new batches are stored: `"none"`, `"lz4"` or `"zstd"` (see
+    /// [`crate::format::Compression`]); a producer may ask for another codec for its own.
     pub compression: String,
 }
 
@@ -139,9 +141,7 @@ impl Default for TopicSettings {
 
 fn not_yet(key: &str, value: &str) -> Error {
     Error::InvalidConfig(format!(
-        "{key}={value:?} is not supported yet (compaction and compression come with issue 14); \
-         use {key}={:?}",
-        if key == "compression" { "none" } else { "delete" }
+        "{key}={value:?} is not supported yet (compaction comes with issue 14); use {key}=\"delete\""
     ))
 }
 
@@ -198,10 +198,9 @@ impl TopicSettings {
             (Kind::Text, Value::Text(text)) => {
                 let word = text.trim().to_ascii_lowercase().replace(' ', "");
                 if key == "compression" {
-                    match word.as_str() {
-                        "none" => self.compression = word,
-                        "lz4" | "zstd" => return Err(not_yet(key, &word)),
-                        _ => return Err(bad("\"none\", \"lz4\" or \"zstd\"")),
+                    match Compression::from_name(&word) {
+                        Some(codec) => self.compression = codec.name().to_owned(),
+                        None => return Err(bad("\"none\", \"lz4\" or \"zstd\"")),
                     }
                 } else {
                     match word.as_str() {
@@ -463,6 +462,8 @@ pub struct SharedSettings {
     retention_bytes: AtomicU64,
     /// `0`: no limit (a set limit is positive).
     retention_ms: AtomicI64,
+    /// [`Compression::code`] of the topic's codec.
+    compression: AtomicU8,
     all: Mutex<TopicSettings>,
 }
 
@@ -504,6 +505,7 @@ impl SharedSettings {
             max_message_bytes: AtomicUsize::new(0),
             retention_bytes: AtomicU64::new(0),
             retention_ms: AtomicI64::new(0),
+            compression: AtomicU8::new(0),
             all: Mutex::new(s.clone()),
         };
         shared.publish(&s);
@@ -516,6 +518,9 @@ impl SharedSettings {
         self.max_message_bytes.store(s.max_message_bytes, Ordering::Relaxed);
         self.retention_bytes.store(s.retention_bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
         self.retention_ms.store(s.retention_ms.unwrap_or(0), Ordering::Relaxed);
+        // Validated when set: an unknown word never gets here.
+        let codec = Compression::from_name(&s.compression).unwrap_or_default();
+        self.compression.store(codec.code(), Ordering::Relaxed);
     }
 
     /// Re-reads the settings if any process altered them since this process last did.
@@ -591,6 +596,12 @@ impl SharedSettings {
     pub fn retention_ms(&self) -> Option<i64> {
         Some(self.retention_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
     }
+
+    /// The codec of new batches, as last refreshed (one load: checked on every append).
+    #[inline]
+    pub fn compression(&self) -> Compression {
+        Compression::from_code(self.compression.load(Ordering::Relaxed))
+    }
 }
 
 /// Reads and parses `topic.meta`.
@@ -657,7 +668,11 @@ mod tests {
         let err = |changes: &[(String, Value)]| d.with(changes, true).unwrap_err().to_string();
         assert!(err(&[int("segment_bytes", 10)]).contains("segment_bytes"));
         assert!(err(&[int("retention_ms", -1)]).contains("retention_ms must be a positive integer, got -1"));
-        assert!(err(&[("compression".into(), Value::Text("zstd".into()))]).contains("not supported yet"));
+        let codec = |word: &str| d.with(&[("compression".into(), Value::Text(word.into()))], true);
+        assert_eq!(codec("zstd").unwrap().compression, "zstd");
+        assert_eq!(codec(" LZ4").unwrap().compression, "lz4");
+        let e = codec("gzip").unwrap_err().to_string();
+        assert!(e.contains("compression must be \"none\", \"lz4\" or \"zstd\", got \"gzip\""), "{e}");
         assert!(
             err(&[("cleanup_policy".into(), Value::Text("compact".into()))]).contains("not supported yet")
         );

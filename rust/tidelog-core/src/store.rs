@@ -548,7 +548,10 @@ impl Store {
                 "{name:?} is not an internal topic name (those start with {INTERNAL_PREFIX:?})"
             )));
         }
-        self.create(name, partitions, exist_ok, &[])
+        // Internal records (a commit, a state change) are written one or a few at a time:
+        // compressing them would cost every write and save nothing, whatever the store's
+        // default codec for user topics (Kafka's `offsets.topic.compression.codec` is none).
+        self.create(name, partitions, exist_ok, &[("compression".into(), Value::Text("none".into()))])
     }
 
     fn create(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use tidelog_core::format::{headers, BatchView};
+use tidelog_core::format::{headers, BatchView, Compression};
 use tidelog_core::inspect;
 
 use crate::gil::run_detached;
@@ -14,7 +14,8 @@ use crate::gil::run_detached;
 ///
 /// Returns a dict: `path`, `base_offset`, `file_len`, `valid_end`, `index_entries`,
 /// `torn_tail` (the problems are what a crash mid-append leaves: nothing intact after them),
-/// `batches` (a list of dicts with the header fields and `crc_ok`; with `records=True` each
+/// `batches` (a list of dicts with the header fields, `compression` (`"none"`, `"lz4"`,
+/// `"zstd"`, or None for unknown codec bits) and `crc_ok`; with `records=True` each
 /// also has `records`, a list of dicts with `offset`, `timestamp_ms`, `key`, `value`,
 /// `headers`), and `problems` (dicts with `path`, `position`, `offset`, `reason`).
 #[pyfunction]
@@ -48,6 +49,7 @@ pub fn inspect_segment<'py>(py: Python<'py>, path: PathBuf, records: bool) -> Py
         d.set_item("crc", h.crc)?;
         d.set_item("crc_ok", b.crc_ok)?;
         d.set_item("attributes", h.attributes)?;
+        d.set_item("compression", Compression::of(h.attributes).map(Compression::name))?;
         d.set_item("first_timestamp_ms", h.first_timestamp)?;
         d.set_item("max_timestamp_ms", h.max_timestamp)?;
         d.set_item("producer_id", h.producer_id)?;
@@ -55,7 +57,19 @@ pub fn inspect_segment<'py>(py: Python<'py>, path: PathBuf, records: bool) -> Py
         d.set_item("base_sequence", h.base_sequence)?;
         if let Some(bytes) = &bytes {
             let list = PyList::empty(py);
-            if let Ok(view) = BatchView::parse(&bytes[b.position as usize..], false) {
+            let stored = BatchView::parse(&bytes[b.position as usize..], false);
+            // A compressed batch's records are read from its image; one that does not
+            // decompress lists none (verify reports it).
+            let image =
+                stored.ok().filter(|v| v.codec() != Compression::None).and_then(|v| v.decompress().ok());
+            let view = match &image {
+                Some(image) => BatchView::parse(image, false),
+                None => stored
+                    .ok()
+                    .filter(|v| v.codec() == Compression::None)
+                    .ok_or("unreadable compressed batch"),
+            };
+            if let Ok(view) = view {
                 for r in view.records() {
                     let rec = PyDict::new(py);
                     rec.set_item("offset", r.offset)?;

@@ -186,14 +186,19 @@ impl Records {
     /// Builds the `Message` for record `i`.
     pub fn message(&self, py: Python<'_>, topic: &Py<PyString>, partition: u32, i: usize) -> Message {
         let rec = &self.recs()[i];
+        // The batch's bytes once, then its parts by plain indexing (not three bounds checks
+        // against the mapping's published end).
+        let chunk = &self.chunks[rec.chunk as usize];
+        let batch = chunk.map.read(chunk.start, chunk.end).expect("chunk lies in published data");
+        let part = |(start, end): (usize, usize)| &batch[start - chunk.start..end - chunk.start];
         Message {
             topic: topic.clone_ref(py),
             partition,
             offset: rec.offset,
             timestamp_ms: rec.timestamp,
-            key: rec.key.map(|k| PyBytes::new(py, self.slice(rec, k)).unbind()),
-            value: PyBytes::new(py, self.slice(rec, rec.value)).unbind(),
-            raw_headers: self.slice(rec, rec.headers).into(),
+            key: rec.key.map(|k| PyBytes::new(py, part(k)).unbind()),
+            value: PyBytes::new(py, part(rec.value)).unbind(),
+            raw_headers: part(rec.headers).into(),
         }
     }
 }
@@ -283,8 +288,9 @@ impl RecordBatch {
     /// All values as one buffer plus an int64 array of boundaries: value `i` is
     /// `buf[bounds[i]:bounds[i + 1]]`. When the messages come from one stored batch (the
     /// usual case when `max_messages` does not exceed the size the producer batched) the
-    /// buffer is a zero-copy view of the mapped segment; otherwise the values are copied
-    /// once into a new buffer.
+    /// buffer is a zero-copy view of the mapped segment (of a compressed batch: of the
+    /// values it was decompressed into when read); otherwise the values are copied once
+    /// into a new buffer.
     fn value_buffer<'py>(
         &self,
         py: Python<'py>,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use tidelog_core::format::Compression;
 use tidelog_core::producer::identity::Identity;
 use tidelog_core::producer::{OnFull, Producer, ProducerConfig, SendError};
 
@@ -21,6 +22,16 @@ pub struct PyProducer {
     name: Option<String>,
 }
 
+/// The codec named by a `compression=` argument.
+fn codec(obj: &Bound<'_, PyAny>) -> PyResult<Compression> {
+    let name = args::text(obj, "compression")?;
+    Compression::from_name(&name).ok_or_else(|| {
+        InvalidConfigError::new_err(format!(
+            "compression must be \"none\", \"lz4\" or \"zstd\", got {name:?}"
+        ))
+    })
+}
+
 fn send_error(e: SendError) -> PyErr {
     match e {
         SendError::Backpressure(msg) => BackpressureError::new_err(msg),
@@ -34,7 +45,7 @@ impl PyProducer {
     #[pyo3(signature = (
         store, *, name=None, idempotent=true, buffer_messages=None, high_watermark=None,
         low_watermark=None, on_full=None, block_timeout=None, max_batch_messages=None, linger_ms=None,
-        max_lag=None,
+        max_lag=None, compression=None,
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of Store.producer
     fn new(
@@ -50,6 +61,7 @@ impl PyProducer {
         max_batch_messages: Option<&Bound<'_, PyAny>>,
         linger_ms: Option<&Bound<'_, PyAny>>,
         max_lag: Option<&Bound<'_, PyAny>>,
+        compression: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         store.check_open()?;
         let name = name.filter(|n| !n.is_none()).map(|n| args::utf8(n, "name")).transpose()?;
@@ -87,6 +99,7 @@ impl PyProducer {
             max_batch_messages: positive(max_batch_messages, "max_batch_messages", 4096)?,
             linger: Duration::from_secs_f64(linger_ms / 1000.0),
             max_lag: args::opt_int_in(max_lag, "max_lag", 1_u64, i64::MAX as u64)?,
+            compression: compression.filter(|c| !c.is_none()).map(codec).transpose()?,
         };
         config.validate().map_err(CoreError)?;
         let store = store.inner().clone();
@@ -95,6 +108,13 @@ impl PyProducer {
             Producer::new(store.clone(), config, identity)
         })?;
         Ok(PyProducer { inner: Arc::new(inner), name })
+    }
+
+    /// The codec of this producer's batches (`"none"`, `"lz4"`, `"zstd"`), or None when
+    /// each topic's own `compression` setting applies.
+    #[getter]
+    fn compression(&self) -> Option<&'static str> {
+        self.inner.config().compression.map(Compression::name)
     }
 
     /// The producer's name, if it has one.

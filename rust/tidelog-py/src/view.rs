@@ -4,7 +4,9 @@
 //! Invariants (cited by the `SAFETY` comments below):
 //! 1. A [`ValueBuffer`] holds an `Arc` of the segment mapping, and its range was checked to
 //!    lie in the mapping's published bytes, which are never written again while mapped
-//!    (`tidelog_core::segment::mmap`, invariant 1). The exported pointer therefore stays
+//!    (`tidelog_core::segment::mmap`, invariant 1); or an `Arc` of a compressed batch's
+//!    decompressed image, a heap buffer nothing writes to once made (it is only ever
+//!    shared immutably). The exported pointer therefore stays
 //!    valid and unchanging for as long as the exporting object lives, and CPython keeps the
 //!    exporter alive (via `view->obj`) for as long as any memoryview of it exists.
 //! 2. A `PyBuffer` keeps its exporter's memory alive and fixed in place until released.
@@ -12,26 +14,25 @@
 #![allow(unsafe_code)]
 
 use std::ffi::c_int;
-use std::sync::Arc;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
 use pyo3::{ffi, PyTypeInfo};
-use tidelog_core::segment::FileMap;
+use tidelog_core::log::ChunkBytes;
 
 /// A read-only view of stored bytes that never copies: `memoryview(buf)` points straight
-/// into the memory-mapped segment.
+/// into the memory-mapped segment (or a compressed batch's decompressed image).
 #[pyclass(frozen, module = "tidelog._core", name = "ValueBuffer")]
 pub struct ValueBuffer {
-    map: Arc<FileMap>,
+    map: ChunkBytes,
     start: usize,
     end: usize,
 }
 
 impl ValueBuffer {
     /// A buffer over `start..end` of `map`, or `None` if that range is not published.
-    pub fn new(map: Arc<FileMap>, start: usize, end: usize) -> Option<Self> {
+    pub fn new(map: ChunkBytes, start: usize, end: usize) -> Option<Self> {
         map.read(start, end)?;
         Some(ValueBuffer { map, start, end })
     }

@@ -31,7 +31,15 @@ impl Marker {
         if batch.header.attributes & ATTR_CONTROL == 0 {
             return None;
         }
-        let commit = batch.records().next().is_some_and(|r| r.value == Marker::Commit.value());
+        let first_is_commit =
+            |b: &BatchView<'_>| b.records().next().is_some_and(|r| r.value == Marker::Commit.value());
+        // Writers never compress markers, but one that is compressed is read all the same.
+        let commit = match batch.codec() {
+            super::Compression::None => first_is_commit(batch),
+            _ => batch
+                .decompress()
+                .is_ok_and(|image| BatchView::parse(&image, false).is_ok_and(|b| first_is_commit(&b))),
+        };
         Some(if commit { Marker::Commit } else { Marker::Abort })
     }
 }

@@ -4,6 +4,7 @@
 //! `docs/FORMAT.md` and in the rustdoc tables of [`batch`] and [`record`].
 
 pub mod batch;
+pub mod compression;
 pub mod control;
 pub mod headers;
 pub mod record;
@@ -12,6 +13,7 @@ pub use batch::{
     encode_batch, encoded_len, BatchHeader, BatchMeta, BatchView, ValuesBatch, BATCH_HEADER_LEN, NO_PRODUCER,
     NO_SEQUENCE,
 };
+pub use compression::{Compression, ATTR_CODEC_MASK, ATTR_LZ4, ATTR_ZSTD};
 pub use control::{Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 pub use record::{Record, RecordView, ATTR_COMPACT, ATTR_UNIFORM, COMPACT_ENTRY_LEN, RECORD_ENTRY_LEN};
 

@@ -24,10 +24,11 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 pub use self::config::{FsyncPolicy, LogConfig, OnCorruption};
 use self::producers::{ProducerTable, Verdict};
-pub use self::read::{ReadChunk, ReadResult};
+pub use self::read::{ChunkBytes, ReadChunk, ReadResult};
+use crate::format::compression::compress_batch;
 use crate::format::{
-    encode_batch, encoded_len, BatchMeta, Marker, Record, ValuesBatch, ATTR_CONTROL, ATTR_TRANSACTIONAL,
-    NO_PRODUCER,
+    encode_batch, encoded_len, BatchHeader, BatchMeta, Compression, Marker, Record, ValuesBatch,
+    ATTR_CONTROL, ATTR_TRANSACTIONAL, BATCH_HEADER_LEN, NO_PRODUCER,
 };
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment::{self, Segment};
@@ -44,6 +45,28 @@ const PWRITE_MIN_BYTES: usize = 32 << 10;
 thread_local! {
     /// Encoding buffer for `pwrite` appends, reused so large appends do not allocate.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Buffers of compressed appends, reused likewise: the batch encoded plain, then the
+    /// batch compressed. Taken out of their cells for an append, never borrowed across it.
+    static PLAIN: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static PACKED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Grows `buf` to at least `len` bytes (never shrinks: a reused buffer stops allocating).
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+}
+
+/// Largest compression buffer a thread keeps between appends: batches of up to a few
+/// MiB reuse theirs; a rare huge one does not hold its memory for the thread's life.
+const MAX_KEPT_BUFFER_BYTES: usize = 8 << 20;
+
+/// Puts `buf` back into `cell` for the next append, unless it is huge.
+fn keep(cell: &'static std::thread::LocalKey<std::cell::Cell<Vec<u8>>>, buf: Vec<u8>) {
+    if buf.len() <= MAX_KEPT_BUFFER_BYTES {
+        cell.set(buf);
+    }
 }
 
 /// What an append writes.
@@ -53,6 +76,9 @@ enum Body<'a> {
     Records(&'a [Record<'a>]),
     /// Plain values already back to back: written as they are after the batch's head.
     Values(ValuesBatch<'a>),
+    /// A whole batch encoded (and compressed) before the append lock was taken, but for
+    /// its base offset: that is outside the CRC and given under the lock.
+    Encoded(&'a [u8], BatchHeader),
 }
 
 impl Body<'_> {
@@ -60,6 +86,7 @@ impl Body<'_> {
         match self {
             Body::Records(records) => records.len(),
             Body::Values(batch) => batch.lengths().len(),
+            Body::Encoded(_, header) => header.record_count as usize,
         }
     }
 }
@@ -75,7 +102,7 @@ fn write_values(
     pos: usize,
     meta: BatchMeta,
     batch: ValuesBatch<'_>,
-) -> Result<crate::format::BatchHeader> {
+) -> Result<BatchHeader> {
     let head_len = batch.head_len();
     SCRATCH.with_borrow_mut(|scratch| {
         if scratch.len() < head_len {
@@ -433,13 +460,57 @@ impl PartitionLog {
     /// [`Error::OutOfOrderSequence`] and [`Error::ProducerFenced`] from the producer check,
     /// I/O errors.
     pub fn append(&self, records: &[Record<'_>], meta: BatchMeta, wait: bool) -> Result<Option<Appended>> {
+        // Unbounded: never `NoRoom`.
+        Ok(self.append_records(records, meta, wait, u64::MAX, None)?.and_then(Bounded::written))
+    }
+
+    /// Checks and appends `records`, compressed with `compression` or else the topic's
+    /// codec. Compressing is CPU work on the whole batch: it is done before the append
+    /// lock is taken, into a batch complete but for its base offset, which is outside the
+    /// CRC. Transaction markers are never compressed.
+    fn append_records(
+        &self,
+        records: &[Record<'_>],
+        meta: BatchMeta,
+        wait: bool,
+        max_end: u64,
+        compression: Option<Compression>,
+    ) -> Result<Option<Bounded>> {
         if records.is_empty() {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
         }
         self.settings.refresh()?;
         let size = self.check_batch(records)?;
-        // Unbounded: never `NoRoom`.
-        Ok(self.append_body(Body::Records(records), meta, size, wait, u64::MAX)?.and_then(Bounded::written))
+        let codec = compression.unwrap_or_else(|| self.settings.compression());
+        if codec == Compression::None || meta.attributes & ATTR_CONTROL != 0 {
+            return self.append_body(Body::Records(records), meta, size, wait, max_end);
+        }
+        let mut plain = PLAIN.take();
+        grow(&mut plain, size);
+        encode_batch(&mut plain[..size], meta, records);
+        let mut packed = PACKED.take();
+        let header =
+            compress_batch(&plain[..BATCH_HEADER_LEN], &plain[BATCH_HEADER_LEN..size], codec, &mut packed);
+        keep(&PLAIN, plain);
+        let result = self.append_packed(&packed, header, meta, wait, max_end);
+        keep(&PACKED, packed);
+        result
+    }
+
+    /// Appends a batch [`compress_batch`] made at the start of `packed`.
+    fn append_packed(
+        &self,
+        packed: &[u8],
+        header: BatchHeader,
+        meta: BatchMeta,
+        wait: bool,
+        max_end: u64,
+    ) -> Result<Option<Bounded>> {
+        // The uncompressed batch was checked against the segment; so must the stored one be
+        // (incompressible values grow by a few bytes).
+        self.check_batch_size(header.total_len)?;
+        let body = Body::Encoded(&packed[..header.total_len], header);
+        self.append_body(body, meta, header.total_len, wait, max_end)
     }
 
     /// As [`Self::append`] (waiting for the lock), only if the partition then ends at or
@@ -450,12 +521,22 @@ impl PartitionLog {
     /// # Errors
     /// As [`Self::append`].
     pub fn append_within(&self, records: &[Record<'_>], meta: BatchMeta, max_end: u64) -> Result<Bounded> {
-        if records.is_empty() {
-            return Err(Error::InvalidConfig("cannot append an empty batch".into()));
-        }
-        self.settings.refresh()?;
-        let size = self.check_batch(records)?;
-        let bounded = self.append_body(Body::Records(records), meta, size, true, max_end)?;
+        self.append_within_as(records, meta, max_end, None)
+    }
+
+    /// As [`Self::append_within`], compressed with `compression` rather than the topic's
+    /// codec when it is given (a producer's own `compression`).
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_within_as(
+        &self,
+        records: &[Record<'_>],
+        meta: BatchMeta,
+        max_end: u64,
+        compression: Option<Compression>,
+    ) -> Result<Bounded> {
+        let bounded = self.append_records(records, meta, true, max_end, compression)?;
         Ok(bounded.expect("a blocking append returns what it did"))
     }
 
@@ -492,7 +573,10 @@ impl PartitionLog {
         }
         let size = batch.encoded_len();
         self.check_batch_size(size)?;
-        let appended = if size < PWRITE_MIN_BYTES && self.config.fsync != FsyncPolicy::Always {
+        let codec = self.settings.compression();
+        let appended = if codec != Compression::None {
+            self.append_values_compressed(batch, codec)?
+        } else if size < PWRITE_MIN_BYTES && self.config.fsync != FsyncPolicy::Always {
             // Small: encoded like any batch, straight into the map.
             let mut at = 0;
             let records: Vec<Record<'_>> = batch
@@ -509,6 +593,33 @@ impl PartitionLog {
             self.append_body(Body::Values(batch), BatchMeta::plain(0), size, true, u64::MAX)?
         };
         Ok(appended.and_then(Bounded::written).expect("a blocking unbounded append returns what it appended"))
+    }
+
+    /// [`Self::append_values`] of a compressed topic: the head encoded as usual, and the
+    /// body compressed straight from the caller's buffer when it is the values alone (no
+    /// entries: values of one size), else from the entries and a copy of the values.
+    fn append_values_compressed(
+        &self,
+        batch: ValuesBatch<'_>,
+        codec: Compression,
+    ) -> Result<Option<Bounded>> {
+        let head_len = batch.head_len();
+        let meta = BatchMeta::plain(0);
+        let mut plain = PLAIN.take();
+        let body_end = if head_len == BATCH_HEADER_LEN { head_len } else { batch.encoded_len() };
+        grow(&mut plain, body_end);
+        batch.encode_head(&mut plain[..head_len], meta);
+        let mut packed = PACKED.take();
+        let header = if head_len == BATCH_HEADER_LEN {
+            compress_batch(&plain[..BATCH_HEADER_LEN], batch.values(), codec, &mut packed)
+        } else {
+            plain[head_len..body_end].copy_from_slice(batch.values());
+            compress_batch(&plain[..BATCH_HEADER_LEN], &plain[BATCH_HEADER_LEN..body_end], codec, &mut packed)
+        };
+        keep(&PLAIN, plain);
+        let result = self.append_packed(&packed, header, meta, true, u64::MAX);
+        keep(&PACKED, packed);
+        result
     }
 
     /// The error every append and sync gets once [`Self::failed`] is set.
@@ -676,6 +787,26 @@ impl PartitionLog {
                     let header = encode_batch(&mut scratch[..size], meta, records);
                     active.write_at(guard, pos, &scratch[..size]).map(|()| header)
                 })?
+            }
+            Body::Encoded(bytes, header) => {
+                let base = meta.base_offset.to_le_bytes();
+                if size >= PWRITE_MIN_BYTES || durable {
+                    // As for large records above; the base offset goes in its own write
+                    // rather than into a copy of the batch.
+                    active.write_at(guard, pos + base.len(), &bytes[base.len()..])?;
+                    active.write_at(guard, pos, &base)?;
+                } else {
+                    active.data.prepare_write(guard, pos + size);
+                    let region = active.data.write_region(guard, pos, size).ok_or_else(|| {
+                        Error::InvalidConfig(format!(
+                            "batch of {size} bytes does not fit in segment {}",
+                            active.base
+                        ))
+                    })?;
+                    region.copy_from_slice(bytes);
+                    region[..base.len()].copy_from_slice(&base);
+                }
+                BatchHeader { base_offset: meta.base_offset, ..header }
             }
             Body::Records(records) => {
                 active.data.prepare_write(guard, pos + size);

@@ -2,12 +2,17 @@
 //! references to the mapped batches (zero-copy). A [`ReadChunk`] holds an `Arc` of the
 //! segment's mapping, so its bytes stay valid while referenced, even if retention deletes
 //! the segment's files meanwhile (an unlinked file stays mapped).
+//!
+//! A compressed batch is decompressed once, when it is read, into an owned image of the
+//! batch it would have been uncompressed ([`ChunkBytes::Image`]); everything downstream
+//! (record iteration, value buffers, messages) reads the image as it reads a mapping.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 
 use super::idempotence::TableGuard;
 use super::{PartitionLog, View};
-use crate::format::{BatchHeader, BatchView, RecordView, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+use crate::format::{BatchHeader, BatchView, Compression, RecordView, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::segment::{FileMap, Segment};
 use crate::shm::Head;
@@ -72,11 +77,92 @@ impl<'a> Isolation<'a> {
     }
 }
 
+/// The bytes a [`ReadChunk`] reads its batch from.
+#[derive(Clone, Debug)]
+pub enum ChunkBytes {
+    /// The segment's mapping (an uncompressed batch, read in place).
+    Mapped(Arc<FileMap>),
+    /// The uncompressed image of a compressed batch, never changed once made.
+    Image(Arc<Vec<u8>>),
+}
+
+impl ChunkBytes {
+    /// Bytes `start..end`, or `None` outside the published data (of a mapping) or the image.
+    #[inline]
+    pub fn read(&self, start: usize, end: usize) -> Option<&[u8]> {
+        match self {
+            ChunkBytes::Mapped(map) => map.read(start, end),
+            ChunkBytes::Image(image) => image.get(start..end),
+        }
+    }
+}
+
+impl From<Arc<FileMap>> for ChunkBytes {
+    fn from(map: Arc<FileMap>) -> Self {
+        ChunkBytes::Mapped(map)
+    }
+}
+
+/// A decompressed image and where its batch lies: mapping, position, CRC.
+type KeptImage = (Weak<FileMap>, usize, u32, Arc<Vec<u8>>);
+
+/// Largest image [`LAST_IMAGE`] keeps.
+const MAX_KEPT_IMAGE_BYTES: usize = 8 << 20;
+
+thread_local! {
+    /// The batch this thread decompressed last: a reader taking fewer records than a
+    /// batch holds reads it again for the next ones, and decompresses it once. Keyed by
+    /// the mapping (a `Weak`, so the key cannot be reused by another mapping while held),
+    /// the position, the CRC and the base offset.
+    static LAST_IMAGE: RefCell<Option<KeptImage>> = const { RefCell::new(None) };
+}
+
+/// The uncompressed image of the compressed batch `batch`, found at `pos` of `map`.
+///
+/// # Errors
+/// What is wrong with its body (it does not decompress, or not to a sound batch).
+fn decompressed(
+    map: &Arc<FileMap>,
+    pos: usize,
+    batch: &BatchView<'_>,
+) -> std::result::Result<Arc<Vec<u8>>, &'static str> {
+    let crc = batch.header.crc;
+    let hit = LAST_IMAGE.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(m, p, c, image)| {
+                // The base offset is outside the CRC: a batch of the same bytes written
+                // again at the same place (after a repair) must not keep the old offsets.
+                std::ptr::eq(m.as_ptr(), Arc::as_ptr(map))
+                    && *p == pos
+                    && *c == crc
+                    && image[..8] == batch.header.base_offset.to_le_bytes()
+            })
+            .map(|(_, _, _, image)| image.clone())
+    });
+    if let Some(image) = hit {
+        return Ok(image);
+    }
+    let image = batch.decompress()?;
+    // The image is checked like a stored batch (without its CRC, which checked the stored
+    // bytes): from here on record access stays in bounds.
+    let view = BatchView::parse(&image, false)?;
+    if view.header.record_count != batch.header.record_count {
+        return Err("decompressed batch does not match its header");
+    }
+    let image = Arc::new(image);
+    // A huge batch's image is not kept past its readers.
+    if image.len() <= MAX_KEPT_IMAGE_BYTES {
+        LAST_IMAGE.set(Some((Arc::downgrade(map), pos, crc, image.clone())));
+    }
+    Ok(image)
+}
+
 /// Some consecutive records of one stored batch.
 #[derive(Clone, Debug)]
 pub struct ReadChunk {
-    /// The mapping holding the batch.
-    pub map: Arc<FileMap>,
+    /// The bytes holding the batch: the segment's mapping, or a compressed batch's
+    /// uncompressed image.
+    pub map: ChunkBytes,
     /// Byte range of the whole batch in the mapping.
     pub start: usize,
     /// End of the batch.
@@ -255,6 +341,7 @@ impl PartitionLog {
                 return Err(seg.corrupt(pos, expected, &reason));
             }
             let mut pending = false;
+            let mut image = None;
             if h.next_offset() > out.next_offset {
                 match isolation.of(self, &h)? {
                     Visibility::Serve => {}
@@ -268,8 +355,25 @@ impl PartitionLog {
                     Visibility::Stop => return Ok(true),
                 }
             }
+            if h.next_offset() > out.next_offset && batch.codec() != Compression::None {
+                // Read from its image: a compressed batch only passed over (by its header, or
+                // as a marker or an aborted transaction) is never decompressed.
+                match decompressed(&seg.data, pos, &batch) {
+                    Ok(i) => image = Some(i),
+                    Err(_) if out.count > 0 => break,
+                    Err(reason) => return Err(seg.corrupt(pos, expected, reason)),
+                }
+            }
             expected = h.next_offset();
             if h.next_offset() > out.next_offset {
+                let (chunk_bytes, start, end) = match &image {
+                    Some(i) => (ChunkBytes::Image(i.clone()), 0, i.len()),
+                    None => (ChunkBytes::Mapped(seg.data.clone()), pos, pos + h.total_len),
+                };
+                let batch = match &image {
+                    Some(i) => BatchView::parse(i, false).expect("checked when decompressed"),
+                    None => batch,
+                };
                 let dense = h.last_offset_delta as usize + 1 == h.record_count as usize;
                 let skip = if dense {
                     out.next_offset.saturating_sub(h.base_offset) as usize
@@ -282,14 +386,7 @@ impl PartitionLog {
                 } else {
                     batch.records().nth(skip + count - 1).map_or(h.next_offset(), |r| r.offset + 1)
                 };
-                out.chunks.push(ReadChunk {
-                    map: seg.data.clone(),
-                    start: pos,
-                    end: pos + h.total_len,
-                    skip,
-                    count,
-                    pending,
-                });
+                out.chunks.push(ReadChunk { map: chunk_bytes, start, end, skip, count, pending });
                 out.count += count;
                 out.next_offset =
                     if skip + count == h.record_count as usize { h.next_offset() } else { last };
@@ -341,7 +438,18 @@ impl PartitionLog {
                     );
                     return Err(seg.corrupt(pos, expected, &reason));
                 }
-                if let Some(r) = batch.records().find(|r| r.timestamp >= timestamp) {
+                let image = match batch.codec() {
+                    Compression::None => None,
+                    _ => Some(
+                        decompressed(&seg.data, pos, &batch)
+                            .map_err(|reason| seg.corrupt(pos, expected, reason))?,
+                    ),
+                };
+                let records = match &image {
+                    Some(i) => BatchView::parse(i, false).expect("checked when decompressed").records(),
+                    None => batch.records(),
+                };
+                if let Some(r) = records.into_iter().find(|r| r.timestamp >= timestamp) {
                     return Ok(Some(r.offset.max(head.log_start)));
                 }
                 expected = batch.header.next_offset();

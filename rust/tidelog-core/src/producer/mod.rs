@@ -82,6 +82,9 @@ pub struct ProducerConfig {
     /// `max_lag * low_watermark`), and never more than `max_lag + buffer_messages` messages
     /// written to a partition past that group's committed offset (see [`lag`]).
     pub max_lag: Option<u64>,
+    /// The codec of this producer's batches, over each topic's own `compression` setting;
+    /// `None` keeps each topic's.
+    pub compression: Option<crate::format::Compression>,
 }
 
 impl Default for ProducerConfig {
@@ -94,6 +97,7 @@ impl Default for ProducerConfig {
             max_batch_messages: 4096,
             linger: Duration::from_millis(1),
             max_lag: None,
+            compression: None,
         }
     }
 }

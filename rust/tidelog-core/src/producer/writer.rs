@@ -381,8 +381,9 @@ fn append(
     sequences: &mut Sequences,
     max_end: u64,
 ) -> Result<Bounded> {
+    let compression = shared.config.compression;
     let Some(identity) = &shared.identity else {
-        return log.append_within(records, BatchMeta::plain(0), max_end);
+        return log.append_within_as(records, BatchMeta::plain(0), max_end, compression);
     };
     identity.check_current()?;
     let key = (log.topic().to_owned(), log.partition());
@@ -408,7 +409,7 @@ fn append(
     };
     let mut attempt = 1;
     loop {
-        match log.append_within(records, meta, max_end) {
+        match log.append_within_as(records, meta, max_end, compression) {
             Ok(Bounded::Written(appended)) => {
                 sequences.insert(key, sequence_add(base_sequence, records.len() as u32));
                 return Ok(Bounded::Written(appended));
