@@ -58,7 +58,7 @@ def consume(store: tidelog.Store, group: str, limit: int | None = None) -> int:
                 break
             for msg in batch:
                 if group == "billing":
-                    revenue += json.loads(msg.value)["amount_cents"]
+                    revenue += json.loads(msg.value or b"")["amount_cents"]
             processed += len(batch)
             consumer.commit()
         lag = sum(consumer.lag().values())
@@ -107,7 +107,7 @@ def main(directory: str) -> None:
 
         print("replay partition 0 from offset 1000:")
         for msg in orders.read(partition=0, offset=1000):
-            print(f"  offset {msg.offset}: key={msg.key!r} value={msg.value.decode()}")
+            print(f"  offset {msg.offset}: key={msg.key!r} value={(msg.value or b'').decode()}")
             if msg.offset >= 1002:
                 break
         late = [m.value for m in orders.read(partition=0, timestamp_ms=midpoint_ms)]

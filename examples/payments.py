@@ -58,7 +58,9 @@ def submit(store: tidelog.Store, payments: int, retry_rate: float, seed: int) ->
 def charged_ids(store: tidelog.Store) -> set[str]:
     """Payment ids in the ledger (committed transactions only: that is all a reader sees)."""
     ledger = store.topic(LEDGER)
-    return {json.loads(m.value)["id"] for p in range(ledger.partitions) for m in ledger.read(p)}
+    return {
+        json.loads(m.value or b"")["id"] for p in range(ledger.partitions) for m in ledger.read(p)
+    }
 
 
 def process(path: str, delay_ms: float) -> None:
@@ -83,11 +85,11 @@ def process(path: str, delay_ms: float) -> None:
             with store.transaction(producer, c) as tx:
                 fresh: list[str] = []
                 for msg in batch:
-                    request = json.loads(msg.value)
+                    request = json.loads(msg.value or b"")
                     if request["id"] in charged or request["id"] in fresh:
                         continue  # a client retry: already charged
                     fresh.append(request["id"])
-                    tx.send(LEDGER, msg.value, key=msg.key)
+                    tx.send(LEDGER, msg.value or b"", key=msg.key)
                 time.sleep(delay_ms / 1000)  # the card network takes a moment
             charged.update(fresh)
 
@@ -119,7 +121,7 @@ def verify(store: tidelog.Store, amounts: dict[str, int]) -> bool:
     total = 0
     for p in range(ledger.partitions):
         for msg in ledger.read(p):
-            entry = json.loads(msg.value)
+            entry = json.loads(msg.value or b"")
             seen[entry["id"]] = seen.get(entry["id"], 0) + 1
             total += entry["cents"]
     duplicated = [i for i, n in seen.items() if n > 1]

@@ -81,7 +81,7 @@ def run_transcoder(args: argparse.Namespace) -> int:
     ):
         print("ready", flush=True)
         for done, job in enumerate(queue.jobs(idle_timeout=args.idle_timeout), 1):
-            upload = json.loads(job.value)
+            upload = json.loads(job.value or b"")
             attempts.write(f"{upload['id']} {job.delivery_count}\n")
             if done == args.hang_at:
                 print(f"hung {upload['id']}", flush=True)
@@ -210,7 +210,7 @@ def verify(args: argparse.Namespace, outputs: Path, run: Run) -> tuple[bool, lis
     with tidelog.open(args.store) as store:
         for p in range(store.topic(TOPIC).partitions):
             for msg in store.topic(TOPIC).read(p, 0):
-                upload = json.loads(msg.value)
+                upload = json.loads(msg.value or b"")
                 expected[str(upload["id"])] = transcode(upload)
         stats = store.stats()["work_queues"][QUEUE][TOPIC]
         dead = store.topic(DEAD_LETTER).end_offset(0) if DEAD_LETTER in store.topics() else 0

@@ -55,7 +55,7 @@ def group_batches(store: tidelog.Store, topic: str) -> Iterator[Iterable[bytes]]
     poll = consumer.poll
     try:
         while True:
-            yield [m.value for m in poll(500, 1.0)]
+            yield [m.value or b"" for m in poll(500, 1.0)]
     finally:
         consumer.close()
 
@@ -71,7 +71,7 @@ def doorbell_batches(store: tidelog.Store, topic_name: str) -> Iterator[Iterable
         batch = read(0, position, max_messages=500)
         if len(batch):
             position = batch.next_offset
-            yield batch.values()
+            yield [v or b"" for v in batch.values()]
         else:
             wait(t, 1.0)
 

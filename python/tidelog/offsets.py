@@ -235,6 +235,9 @@ class OffsetStore:
                     first_open = msg.offset if first_open is None else first_open
                     pending.add((group, topic))
                     continue
+                if msg.value is None:
+                    # A tombstone (compaction may delete a key): not a commit record.
+                    continue
                 incarnation, commits = _decode(msg.value)
                 if commits is None:
                     self._forget((group, topic), incarnation)

@@ -47,7 +47,7 @@ def read_legacy_state(
         if len(batch) == 0:
             break
         for msg in batch:
-            if msg.key == key:
+            if msg.key == key and msg.value is not None:
                 found = True
                 _apply(state, msg.value)
         at = batch.next_offset

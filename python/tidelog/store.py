@@ -79,6 +79,9 @@ class Store:
         delete_retention_ms: int | _Unset = _UNSET,
         compression: str | _Unset = _UNSET,
         on_corruption: OnCorruption = "raise",
+        cleaner_interval_ms: int | None = 15_000,
+        min_cleanable_dirty_ratio: float = 0.5,
+        cleaner_bytes_per_second: int | None = 100 << 20,
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
         self._born = Born()
@@ -117,6 +120,9 @@ class Store:
                 compression=compression,
             ),
             on_corruption=on_corruption,
+            cleaner_interval_ms=cleaner_interval_ms,
+            min_cleanable_dirty_ratio=min_cleanable_dirty_ratio,
+            cleaner_bytes_per_second=cleaner_bytes_per_second,
         )
         try:
             # Damage that recovery must not guess about is raised here, by tidelog.open,
@@ -676,6 +682,9 @@ def open(
     delete_retention_ms: int | _Unset = _UNSET,
     compression: str | _Unset = _UNSET,
     on_corruption: OnCorruption = "raise",
+    cleaner_interval_ms: int | None = 15_000,
+    min_cleanable_dirty_ratio: float = 0.5,
+    cleaner_bytes_per_second: int | None = 100 << 20,
 ) -> Store:
     """Opens the store in ``path``, creating the directory if it is missing.
 
@@ -709,7 +718,9 @@ def open(
             1 MiB, or half a segment when ``segment_bytes`` is under 2 MiB.
         index_interval_bytes: Bytes of batches between two sparse index entries (default
             4096).
-        cleanup_policy: ``"delete"`` (compaction is not supported yet).
+        cleanup_policy: ``"delete"`` (default: retention removes old segments),
+            ``"compact"`` (compaction keeps the newest message of each key; every message
+            needs a key) or ``"compact,delete"`` (both).
         delete_retention_ms: How long compaction keeps tombstones (default one day).
         compression: The codec of new topics' batches: ``"none"`` (default), ``"lz4"``
             or ``"zstd"``.
@@ -725,6 +736,14 @@ def open(
             ``stats()["recovery"]`` and ``tidelog verify`` report it from then on, and
             consumer groups committed past the cut get :class:`OffsetOutOfRangeError` (see
             ``auto_offset_reset``).
+        cleaner_interval_ms: How often this process's background cleaner looks at the
+            compacted topics it has open (None: no background cleaner;
+            ``topic.compact()`` still works).
+        min_cleanable_dirty_ratio: The cleaner compacts a partition once this share of
+            its closed segments' bytes was not compacted yet (Kafka's
+            ``min.cleanable.dirty.ratio``).
+        cleaner_bytes_per_second: The cleaner's budget of bytes read plus written per
+            second (None: no limit).
 
     Returns:
         The open store.
@@ -752,6 +771,9 @@ def open(
         delete_retention_ms=delete_retention_ms,
         compression=compression,
         on_corruption=on_corruption,
+        cleaner_interval_ms=cleaner_interval_ms,
+        min_cleanable_dirty_ratio=min_cleanable_dirty_ratio,
+        cleaner_bytes_per_second=cleaner_bytes_per_second,
     )
 
 

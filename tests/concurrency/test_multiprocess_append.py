@@ -101,7 +101,7 @@ def read_log(store_dir: Path) -> list[list[bytes]]:
                 if len(batch) == 0:
                     break
                 assert batch.offsets.tolist() == list(range(offset, offset + len(batch)))
-                values.extend(batch.values())
+                values.extend(v or b"" for v in batch.values())
                 offset = batch.next_offset
             assert offset == topic.end_offset(p) == len(values)
             assert topic.start_offset(p) == 0

@@ -87,8 +87,8 @@ def spawn(store_dir: Path, order: str) -> subprocess.Popen[str]:
 def outputs(store: tidelog.Store) -> tuple[Counter[bytes], Counter[bytes]]:
     out = store.topic("out")
     return (
-        Counter(m.value.removesuffix(b":a") for m in out.read(0)),
-        Counter(m.value.removesuffix(b":b") for m in out.read(1)),
+        Counter((m.value or b"").removesuffix(b":a") for m in out.read(0)),
+        Counter((m.value or b"").removesuffix(b":b") for m in out.read(1)),
     )
 
 

@@ -54,7 +54,7 @@ def committed_offsets(store: tidelog.Store) -> dict[int, int]:
 
 def outputs(store: tidelog.Store) -> list[list[bytes]]:
     out = store.topic("out")
-    return [[m.value for m in out.read(p)] for p in range(out.partitions)]
+    return [[(m.value or b"") for m in out.read(p)] for p in range(out.partitions)]
 
 
 def check_kill_point(

@@ -102,7 +102,7 @@ def read_partition(topic: tidelog.Topic, p: int) -> tuple[list[int], list[bytes]
         if len(batch) == 0:
             return offsets, values
         offsets.extend(batch.offsets.tolist())
-        values.extend(batch.values())
+        values.extend(v or b"" for v in batch.values())
         offset = batch.next_offset
 
 

@@ -62,7 +62,7 @@ def test_a_dead_producers_transaction_is_finished_by_a_held_back_consumer(
                 got: list[bytes] = []
                 deadline = time.monotonic() + 10
                 while not got and time.monotonic() < deadline:
-                    got = [m.value for m in consumer.poll(timeout=0.2)]
+                    got = [(m.value or b"") for m in consumer.poll(timeout=0.2)]
             assert got == [b"after"]
             assert [m.value for m in out.read(0)] == [b"after"]
             assert store.abort_orphaned_transactions() == [], "nothing left to finish"

@@ -278,8 +278,8 @@ def work_txn(w: Worker) -> None:
         try:
             with store.transaction(producer, consumer) as tx:
                 for m in msgs:
-                    tx.send("out", m.value + b":a", partition=0)
-                    tx.send("out", m.value + b":b", partition=1)
+                    tx.send("out", (m.value or b"") + b":a", partition=0)
+                    tx.send("out", (m.value or b"") + b":b", partition=1)
                 if w.rng.randrange(10) == 0:
                     raise Abandon
         except Abandon:
@@ -776,7 +776,7 @@ def check_log(
     sample = rng.sample(state.anchors, min(len(state.anchors), 200))
     for p, off, head in sample:
         batch = topic.read_batch(p, off, max_messages=1)
-        if len(batch) != 1 or not batch.values()[0].startswith(head):
+        if len(batch) != 1 or not (batch.values()[0] or b"").startswith(head):
             got = batch.values()[:1]
             totals.add("log", "moved", detail=f"{p}/{off} should start with {head!r}, got {got!r}")
     state.anchors.extend(state.recent_anchors)
@@ -905,7 +905,7 @@ def read_outputs(store: tidelog.Store, state: State, totals: Totals) -> None:
         offset = state.out_end[q]
         while True:
             batch = out.read_batch(q, offset, max_messages=50_000)
-            for v in batch.values():
+            for v in (v or b"" for v in batch.values()):
                 g = v.removesuffix(suffix)
                 if g == v or not g.isdigit():
                     totals.add("txn", "corrupted", detail=f"out/{q}: {v!r}")

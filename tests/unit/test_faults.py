@@ -36,7 +36,7 @@ def _assert_os_error(exc: BaseException, code: int) -> None:
 
 
 def _values(store: tidelog.Store, name: str = "t") -> list[bytes]:
-    return [m.value for m in store.topic(name).read(0)]
+    return [(m.value or b"") for m in store.topic(name).read(0)]
 
 
 def _fill_until_roll_fails(topic: tidelog.Topic, acked: list[bytes]) -> int:

@@ -29,7 +29,7 @@ def seq(
 
 
 def values_of(topic: tidelog.Topic, partition: int = 0) -> list[bytes]:
-    return [m.value for m in topic.read(partition)]
+    return [(m.value or b"") for m in topic.read(partition)]
 
 
 def test_duplicates_return_the_original_offsets(store: tidelog.Store) -> None:

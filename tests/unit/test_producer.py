@@ -17,7 +17,7 @@ def test_send_flush_and_read_back(store: tidelog.Store) -> None:
         assert producer.flush(timeout=10)
         stats = producer.stats()
         assert (stats["sent"], stats["written"], stats["buffered"]) == (1000, 1000, 0)
-    values = sorted(int(m.value) for p in range(3) for m in topic.read(p))
+    values = sorted(int(m.value or b"") for p in range(3) for m in topic.read(p))
     assert values == list(range(1000))
     # Keyed messages land where Topic.append would put them.
     for m in topic.read(0):
@@ -68,11 +68,11 @@ def test_eight_threads_every_message_once_in_order(store: tidelog.Store) -> None
     for p in range(4):
         last: dict[int, int] = {}
         for m in topic.read(p):
-            thread, i = map(int, m.value.split(b":"))
+            thread, i = map(int, (m.value or b"").split(b":"))
             assert thread % 4 == p
             assert last.get(thread, -1) < i, "per-thread order kept within a partition"
             last[thread] = i
-            seen[m.value.decode()] += 1
+            seen[(m.value or b"").decode()] += 1
     assert len(seen) == 8 * per_thread
     assert set(seen.values()) == {1}
 
@@ -98,7 +98,7 @@ def test_block_policy_loses_nothing(store: tidelog.Store) -> None:
     assert stats["written"] == 20_000
     assert stats["high_watermark_hits"] >= 1
     assert stats["blocked_seconds"] > 0
-    assert [int(m.value) for m in topic.read(0)] == list(range(20_000))
+    assert [int(m.value or b"") for m in topic.read(0)] == list(range(20_000))
 
 
 def test_block_timeout_raises(store: tidelog.Store) -> None:
@@ -125,7 +125,7 @@ def test_a_blocked_sender_wakes_a_lingering_writer(store: tidelog.Store) -> None
             producer.send("t", b"%d" % i)
         producer.flush()
         assert producer.stats()["high_watermark_hits"] >= 1
-    assert [int(m.value) for m in topic.read(0)] == list(range(2_000))
+    assert [int(m.value or b"") for m in topic.read(0)] == list(range(2_000))
 
 
 def test_shed_drops_only_the_lowest_priorities_and_counts_exactly(store: tidelog.Store) -> None:
@@ -143,7 +143,7 @@ def test_shed_drops_only_the_lowest_priorities_and_counts_exactly(store: tidelog
             sent[priority] += 1
         producer.flush()
         stats = producer.stats()
-    kept = Counter(int(m.value.split(b":")[0]) for m in topic.read(0))
+    kept = Counter(int((m.value or b"").split(b":")[0]) for m in topic.read(0))
     dropped = stats["dropped"]
     for priority in (0, 1, 2):
         assert kept[priority] + dropped.get(priority, 0) == sent[priority]

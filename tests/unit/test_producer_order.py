@@ -73,7 +73,7 @@ def send_all(
 
 
 def read_indexes(store: tidelog.Store, topic: str, partition: int) -> list[int]:
-    return [int(m.value) for m in store.topic(topic).read(partition)]
+    return [int(m.value or b"") for m in store.topic(topic).read(partition)]
 
 
 @pytest.mark.parametrize("on_full", ["shed", "block", "raise"])

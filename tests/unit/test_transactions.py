@@ -43,7 +43,7 @@ def decide_commit(producers: Path, name: str) -> None:
 
 
 def visible(topic: tidelog.Topic) -> list[bytes]:
-    return [m.value for p in range(topic.partitions) for m in topic.read(p)]
+    return [(m.value or b"") for p in range(topic.partitions) for m in topic.read(p)]
 
 
 def fill(topic: tidelog.Topic, n: int) -> None:
@@ -86,7 +86,7 @@ def test_exactly_once_step_commits_outputs_and_offsets(store: tidelog.Store) -> 
         assert len(msgs) == 6
         with store.transaction(producer, consumer) as tx:
             for m in msgs:
-                tx.send("out", m.value.replace(b"in", b"out"))
+                tx.send("out", (m.value or b"").replace(b"in", b"out"))
         assert consumer.committed() == {0: 3, 1: 3}
         assert sorted(visible(out)) == sorted(b"out-%d" % i for i in range(6))
         assert consumer.poll(timeout=0) == []
@@ -113,7 +113,7 @@ def test_an_exception_aborts_and_the_consumer_rewinds(store: tidelog.Store) -> N
         assert [m.offset for m in batch] == [2, 3]
         with pytest.raises(Boom), store.transaction(producer, consumer) as tx:
             for m in batch:
-                tx.send("out", b"aborted-" + m.value, partition=m.offset % 2)
+                tx.send("out", b"aborted-" + (m.value or b""), partition=m.offset % 2)
             producer.flush()
             raise Boom
         assert tx.done and not producer.in_transaction
@@ -124,14 +124,14 @@ def test_an_exception_aborts_and_the_consumer_rewinds(store: tidelog.Store) -> N
         assert [m.offset for m in again] == [2, 3]
         with store.transaction(producer, consumer) as tx:
             for m in again:
-                tx.send("out", b"done-" + m.value, partition=m.offset % 2)
+                tx.send("out", b"done-" + (m.value or b""), partition=m.offset % 2)
         assert consumer.committed() == {0: 4}
         assert sorted(visible(out)) == [b"committed-0", b"done-in-2", b"done-in-3"]
         assert [m.offset for m in first] == [0, 1]
     # No aborted output is ever readable, from any offset.
     for p in range(2):
         for offset in range(out.start_offset(p), out.end_offset(p) + 1):
-            assert not any(m.value.startswith(b"aborted") for m in out.read(p, offset))
+            assert not any((m.value or b"").startswith(b"aborted") for m in out.read(p, offset))
 
 
 def test_an_abort_before_any_commit_rewinds_to_the_start(store: tidelog.Store) -> None:
@@ -144,7 +144,7 @@ def test_an_abort_before_any_commit_rewinds_to_the_start(store: tidelog.Store) -
     ):
         for m in consumer:
             with pytest.raises(Boom), store.transaction(producer, consumer) as tx:
-                tx.send("out", m.value)
+                tx.send("out", (m.value or b""))
                 raise Boom
             break
         assert consumer.committed() == {}
@@ -240,7 +240,7 @@ def test_the_old_instance_cannot_commit_a_transaction_fenced_mid_way(
     msgs = consumer.poll(timeout=1)
     with pytest.raises(tidelog.ProducerFencedError), store.transaction(old, consumer) as tx:
         for m in msgs:
-            tx.send("out", m.value)
+            tx.send("out", (m.value or b""))
         old.flush()
         store.producer(name="worker").close()  # a newer instance takes over
     assert visible(out) == []
@@ -318,7 +318,7 @@ def test_groups_see_gaps_but_never_aborted_data(store: tidelog.Store) -> None:
             if not batch:
                 break
             got += batch
-    assert sorted(m.value for m in got) == sorted(expected)
+    assert sorted((m.value or b"") for m in got) == sorted(expected)
     for p in range(2):
         offsets = [m.offset for m in got if m.partition == p]
         assert offsets == sorted(offsets)
@@ -360,7 +360,7 @@ def test_a_consumer_opened_before_the_takeover_sees_the_finished_commit(tmp_path
         msgs = first.poll(timeout=1)
         tx = store.transaction(old, first)
         for m in msgs:
-            tx.send("out", b"out-" + m.value)
+            tx.send("out", b"out-" + (m.value or b""))
         first.transaction_send_offsets(old)  # what commit() sends
         old.flush()
         decide_commit(tmp_path / "producers", "x")  # decided, no markers
@@ -563,7 +563,7 @@ def test_a_chain_of_exactly_once_steps_ends_with_no_lag(store: tidelog.Store) ->
         ):
             for msg in consumer.poll(timeout=1):
                 with store.transaction(producer, consumer) as tx:
-                    tx.send(target, msg.value)
+                    tx.send(target, (msg.value or b""))
             assert consumer.lag() == {0: 0}
             assert consumer.committed() == {0: store.topic(source).end_offset(0)}
     assert middle.end_offset(0) == 8  # four outputs, four commit markers
@@ -583,7 +583,7 @@ def test_a_transaction_over_a_partition_lost_to_a_rebalance_aborts(store: tidelo
         assert {m.partition for m in msgs} == {0, 1}
         tx = store.transaction(producer, first)
         for m in msgs:
-            tx.send("out", b"out-" + m.value)
+            tx.send("out", b"out-" + (m.value or b""))
         with store.consumer("in", group="g", delivery="exactly-once") as second:
             deadline = 50
             while len(first.assignment()) == 2 and deadline:
@@ -594,7 +594,7 @@ def test_a_transaction_over_a_partition_lost_to_a_rebalance_aborts(store: tidelo
                 tx.commit()
     assert visible(store.topic("out")) == []
     with store.consumer("in", group="g", delivery="exactly-once") as again:
-        assert sorted(m.value for m in again.poll(timeout=1)) == [b"in-0", b"in-1"]
+        assert sorted((m.value or b"") for m in again.poll(timeout=1)) == [b"in-0", b"in-1"]
 
 
 def test_closing_a_producer_aborts_its_open_transaction(store: tidelog.Store) -> None:

@@ -33,7 +33,7 @@ def test_acquire_and_ack_each_message_once(store: tidelog.Store) -> None:
             assert job.key is not None and job.headers == {"h": b"v"}
             assert job.topic == "jobs" and job.timestamp_ms > 0
             assert repr(job) == f"<tidelog.Job jobs/{job.partition}@{job.offset} delivery_count=1>"
-            seen.append(job.value)
+            seen.append(job.value or b"")
             queue.ack(job)
         assert sorted(seen) == sorted(b"job-%d" % i for i in range(10))
         stats = queue.stats()

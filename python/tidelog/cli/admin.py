@@ -113,17 +113,38 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         topic = store.topic(args.topic)
         stats = topic_stats(topic)
+        policy = topic.config["cleanup_policy"]
+        dirty = {p: topic.dirty_ratio(p) for p in range(topic.partitions)}
+        dirty_total = topic.dirty_ratio()
     if args.json:
-        print(json_line({"topic": args.topic, **stats}))
+        print(
+            json_line(
+                {
+                    "topic": args.topic,
+                    **stats,
+                    "cleanup_policy": policy,
+                    "dirty_ratio": dirty_total,
+                    "partition_dirty_ratios": dirty,
+                }
+            )
+        )
         return 0
     from rich.table import Table
 
     title = (
         f"{args.topic}: {len(stats['partitions'])} partitions, {stats['messages']:,} messages, "
-        f"{human_bytes(stats['size_bytes'])} in {stats['segments']} segments"
+        f"{human_bytes(stats['size_bytes'])} in {stats['segments']} segments, "
+        f"cleanup_policy={policy}, dirty ratio {dirty_total:.2f}"
     )
     table = Table(
-        "partition", "start offset", "end offset", "messages", "size", "segments", title=title
+        "partition",
+        "start offset",
+        "end offset",
+        "messages",
+        "size",
+        "segments",
+        "dirty ratio",
+        title=title,
     )
     for col in table.columns:
         col.justify = "right"
@@ -135,13 +156,33 @@ def _cmd_describe(args: argparse.Namespace) -> int:
             f"{s['messages']:,}",
             human_bytes(s["size_bytes"]),
             str(s["segments"]),
+            f"{dirty[p]:.2f}",
         )
     rich_console().print(table)
     return 0
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        topic = store.topic(args.topic)
+        before = topic.dirty_ratio()
+        done = topic.compact()
+        after = topic.dirty_ratio()
+    report = {"topic": args.topic, **done, "dirty_ratio_before": before, "dirty_ratio_after": after}
+    if args.json:
+        print(json_line(report))
+        return 0
+    print(
+        f"{args.topic}: {done['segments_before']} segments -> {done['segments_after']}, "
+        f"{human_bytes(done['bytes_read'])} -> {human_bytes(done['bytes_written'])}, "
+        f"{done['records_removed']:,} of {done['records_read']:,} records removed "
+        f"({done['tombstones_removed']:,} tombstones); dirty ratio {before:.2f} -> {after:.2f}"
+    )
+    return 0
+
+
 def add_commands(command: AddCommand) -> None:
-    """Adds ``topics``, ``create``, ``producers``, ``delete``, ``config`` and ``describe``."""
+    """Adds the topic commands: topics, create, producers, delete, config, describe, compact."""
     sub = command("topics", _cmd_topics, "List the topics of the store, one per line")
     sub.add_argument(
         "-l", "--long", action="store_true", help="a table with partitions, messages and sizes"
@@ -206,3 +247,13 @@ def add_commands(command: AddCommand) -> None:
     )
     sub.add_argument("topic")
     sub.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+
+    sub = command(
+        "compact",
+        _cmd_compact,
+        "Compact a topic's closed segments now",
+        "Keeps the newest message of each key (cleanup_policy compact or compact,delete);\n"
+        "prints what it rewrote and the dirty ratio before and after.",
+    )
+    sub.add_argument("topic")
+    sub.add_argument("--json", action="store_true", help="one JSON object instead of a line")

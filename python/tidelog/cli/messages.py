@@ -75,7 +75,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _write_raw(out: Any, msg: Message) -> None:
-    out.write(msg.value)
+    out.write(msg.value or b"")  # a tombstone: an empty line
     out.write(b"\n")
 
 
@@ -85,7 +85,8 @@ def _write_json(out: Any, msg: Message) -> None:
 
 def _write_hex(out: Any, msg: Message) -> None:
     key = "-" if msg.key is None else msg.key.hex()
-    out.write(f"{msg.partition}\t{msg.offset}\t{key}\t{msg.value.hex()}\n".encode())
+    value = "-" if msg.value is None else msg.value.hex()
+    out.write(f"{msg.partition}\t{msg.offset}\t{key}\t{value}\n".encode())
 
 
 _WRITERS: dict[str, Callable[[Any, Message], None]] = {

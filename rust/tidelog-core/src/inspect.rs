@@ -299,7 +299,13 @@ mod tests {
             let log = PartitionLog::open(dir.path(), "t", 0, config).unwrap();
             for i in 0..50u64 {
                 let value = i.to_le_bytes().repeat(20);
-                let r = Record { timestamp: 1000 + i as i64, key: None, value: &value, headers: &[] };
+                let r = Record {
+                    timestamp: 1000 + i as i64,
+                    key: None,
+                    value: &value,
+                    headers: &[],
+                    tombstone: false,
+                };
                 log.append(&[r], BatchMeta::plain(0), true).unwrap();
             }
         }

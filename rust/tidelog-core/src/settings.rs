@@ -110,7 +110,7 @@ pub struct TopicSettings {
     pub retention_bytes: Option<u64>,
     /// Delete sealed segments whose newest record is older than this.
     pub retention_ms: Option<i64>,
-    /// `"delete"` (the only policy implemented; compaction is issue 14).
+    /// `"delete"` (retention only), `"compact"` (compaction only) or `"compact,delete"`.
     pub cleanup_policy: String,
     /// How long compaction keeps tombstones.
     pub delete_retention_ms: i64,
@@ -139,13 +139,17 @@ impl Default for TopicSettings {
     }
 }
 
-fn not_yet(key: &str, value: &str) -> Error {
-    Error::InvalidConfig(format!(
-        "{key}={value:?} is not supported yet (compaction comes with issue 14); use {key}=\"delete\""
-    ))
-}
-
 impl TopicSettings {
+    /// True if the cleanup policy compacts (`"compact"` or `"compact,delete"`).
+    pub fn compacts(&self) -> bool {
+        self.cleanup_policy.starts_with("compact")
+    }
+
+    /// True if the cleanup policy applies retention (`"delete"` or `"compact,delete"`).
+    pub fn deletes(&self) -> bool {
+        self.cleanup_policy.ends_with("delete")
+    }
+
     /// The value of setting `key`.
     ///
     /// # Errors
@@ -177,7 +181,8 @@ impl TopicSettings {
         let bad = |what: &str| Error::InvalidConfig(format!("{key} must be {what}, got {value}"));
         match (kind, value) {
             (Kind::Int | Kind::OptionalInt, Value::Int(n)) => {
-                if *n <= 0 {
+                // A tombstone may be removed by the first compaction that sees it (Kafka allows 0).
+                if *n < 0 || (*n == 0 && key != "delete_retention_ms") {
                     return Err(bad("a positive integer"));
                 }
                 let n = *n;
@@ -204,8 +209,8 @@ impl TopicSettings {
                     }
                 } else {
                     match word.as_str() {
-                        "delete" => self.cleanup_policy = word,
-                        "compact" | "compact,delete" | "delete,compact" => return Err(not_yet(key, &word)),
+                        "delete" | "compact" | "compact,delete" => self.cleanup_policy = word,
+                        "delete,compact" => self.cleanup_policy = "compact,delete".into(),
                         _ => return Err(bad("\"delete\", \"compact\" or \"compact,delete\"")),
                     }
                 }
@@ -464,6 +469,11 @@ pub struct SharedSettings {
     retention_ms: AtomicI64,
     /// [`Compression::code`] of the topic's codec.
     compression: AtomicU8,
+    /// The cleanup policy compacts: appends refuse messages without a key (one load).
+    compacted: std::sync::atomic::AtomicBool,
+    /// The cleanup policy deletes (retention applies).
+    deletes: std::sync::atomic::AtomicBool,
+    delete_retention_ms: AtomicI64,
     all: Mutex<TopicSettings>,
 }
 
@@ -506,6 +516,9 @@ impl SharedSettings {
             retention_bytes: AtomicU64::new(0),
             retention_ms: AtomicI64::new(0),
             compression: AtomicU8::new(0),
+            compacted: std::sync::atomic::AtomicBool::new(false),
+            deletes: std::sync::atomic::AtomicBool::new(true),
+            delete_retention_ms: AtomicI64::new(0),
             all: Mutex::new(s.clone()),
         };
         shared.publish(&s);
@@ -521,6 +534,9 @@ impl SharedSettings {
         // Validated when set: an unknown word never gets here.
         let codec = Compression::from_name(&s.compression).unwrap_or_default();
         self.compression.store(codec.code(), Ordering::Relaxed);
+        self.compacted.store(s.compacts(), Ordering::Relaxed);
+        self.deletes.store(s.deletes(), Ordering::Relaxed);
+        self.delete_retention_ms.store(s.delete_retention_ms, Ordering::Relaxed);
     }
 
     /// Re-reads the settings if any process altered them since this process last did.
@@ -602,6 +618,22 @@ impl SharedSettings {
     pub fn compression(&self) -> Compression {
         Compression::from_code(self.compression.load(Ordering::Relaxed))
     }
+
+    /// True if the cleanup policy (as last refreshed) compacts.
+    #[inline]
+    pub fn compacted(&self) -> bool {
+        self.compacted.load(Ordering::Relaxed)
+    }
+
+    /// True if the cleanup policy (as last refreshed) applies retention.
+    pub fn deletes(&self) -> bool {
+        self.deletes.load(Ordering::Relaxed)
+    }
+
+    /// `delete_retention_ms` as last refreshed.
+    pub fn delete_retention_ms(&self) -> i64 {
+        self.delete_retention_ms.load(Ordering::Relaxed)
+    }
 }
 
 /// Reads and parses `topic.meta`.
@@ -673,9 +705,18 @@ mod tests {
         assert_eq!(codec(" LZ4").unwrap().compression, "lz4");
         let e = codec("gzip").unwrap_err().to_string();
         assert!(e.contains("compression must be \"none\", \"lz4\" or \"zstd\", got \"gzip\""), "{e}");
-        assert!(
-            err(&[("cleanup_policy".into(), Value::Text("compact".into()))]).contains("not supported yet")
-        );
+        for (given, stored) in [
+            ("compact", "compact"),
+            ("Compact, Delete", "compact,delete"),
+            ("delete,compact", "compact,delete"),
+        ] {
+            let s = d.with(&[("cleanup_policy".into(), Value::Text(given.into()))], true).unwrap();
+            assert_eq!(s.cleanup_policy, stored);
+            assert!(s.compacts());
+            assert_eq!(s.deletes(), stored.ends_with("delete"));
+        }
+        assert_eq!(d.with(&[int("delete_retention_ms", 0)], true).unwrap().delete_retention_ms, 0);
+        assert!(err(&[int("delete_retention_ms", -1)]).contains("delete_retention_ms"));
         assert!(err(&[("cleanup_policy".into(), Value::Text("keep".into()))]).contains("\"keep\""));
         assert!(err(&[int("nonsense", 1)]).contains("unknown setting \"nonsense\""));
         assert!(

@@ -77,6 +77,85 @@ pub struct Topic {
 }
 
 impl Topic {
+    /// Compacts every partition's sealed segments now (see [`PartitionLog::compact`]),
+    /// waiting for a cleaner already working on one; returns the figures summed.
+    ///
+    /// # Errors
+    /// As [`PartitionLog::compact`].
+    pub fn compact(&self) -> Result<crate::log::CompactionStats> {
+        self.compact_paced(crate::log::Pace::default())
+    }
+
+    /// As [`Self::compact`], keeping to `pace` (the background cleaner's byte budget).
+    ///
+    /// # Errors
+    /// As [`PartitionLog::compact`].
+    pub fn compact_paced(&self, pace: crate::log::Pace<'_>) -> Result<crate::log::CompactionStats> {
+        let mut total = crate::log::CompactionStats::default();
+        for log in self.partitions()? {
+            if let Some(stats) = log.compact_paced(true, pace)? {
+                total.add(&stats);
+            }
+        }
+        Ok(total)
+    }
+
+    /// The dirty ratio of every partition's closed segments, summed (Kafka's
+    /// `min.cleanable.dirty.ratio` compares this).
+    ///
+    /// # Errors
+    /// As [`PartitionLog::dirty_ratio`].
+    pub fn dirty_ratio(&self) -> Result<crate::log::DirtyRatio> {
+        let mut total = crate::log::DirtyRatio::default();
+        for log in self.partitions()? {
+            total.add(&log.dirty_ratio()?);
+        }
+        Ok(total)
+    }
+
+    /// The newest value of every key, over all partitions (committed records only;
+    /// tombstones delete their key, records without a key are left out), in the order of
+    /// partitions and then of the newest records' offsets.
+    ///
+    /// # Errors
+    /// Read errors ([`Error::Corrupt`] for a damaged batch).
+    pub fn latest(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for log in self.partitions()? {
+            let mut newest: std::collections::HashMap<Vec<u8>, (u64, Option<Vec<u8>>)> =
+                std::collections::HashMap::new();
+            let mut offset = log.start_offset()?;
+            loop {
+                let read = match log.read(offset, 10_000, 4 << 20) {
+                    Ok(read) => read,
+                    // Retention (compact,delete) moved the start meanwhile.
+                    Err(Error::OffsetOutOfRange { start, .. }) if start > offset => {
+                        offset = start;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for chunk in &read.chunks {
+                    for r in chunk.records() {
+                        if let Some(key) = r.key {
+                            let value = (!r.tombstone).then(|| r.value.to_vec());
+                            newest.insert(key.to_vec(), (r.offset, value));
+                        }
+                    }
+                }
+                if read.next_offset == offset {
+                    break;
+                }
+                offset = read.next_offset;
+            }
+            let mut live: Vec<(u64, Vec<u8>, Vec<u8>)> =
+                newest.into_iter().filter_map(|(k, (o, v))| v.map(|v| (o, k, v))).collect();
+            live.sort_unstable_by_key(|(o, _, _)| *o);
+            out.extend(live.into_iter().map(|(_, k, v)| (k, v)));
+        }
+        Ok(out)
+    }
+
     /// The topic's settings, shared with every process (refreshed when another process
     /// altered them).
     pub fn settings(&self) -> &SharedSettings {
@@ -237,6 +316,7 @@ struct Shared {
 pub struct Store {
     shared: Arc<Shared>,
     syncer: Mutex<Option<JoinHandle<()>>>,
+    cleaner: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn validate_topic_name(name: &str) -> Result<()> {
@@ -441,7 +521,20 @@ impl Store {
             }
             _ => None,
         };
-        Ok(Store { shared, syncer: Mutex::new(syncer) })
+        let cleaner = match shared.config.cleaner.interval_ms {
+            Some(ms) => {
+                let weak = Arc::downgrade(&shared);
+                let every = std::time::Duration::from_millis(ms);
+                Some(
+                    std::thread::Builder::new()
+                        .name("tidelog-cleaner".into())
+                        .spawn(move || clean_loop(&weak, every))
+                        .map_err(|e| Error::io("spawn cleaner thread", dir, e))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Store { shared, syncer: Mutex::new(syncer), cleaner: Mutex::new(cleaner) })
     }
 
     fn check_empty(dir: &Path) -> Result<()> {
@@ -1061,6 +1154,10 @@ impl Store {
         if let Some(handle) = self.syncer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = handle.join();
         }
+        // A compaction in progress stops between segments (it watches `closed`).
+        if let Some(handle) = self.cleaner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
         let mut result =
             if self.shared.config.fsync == FsyncPolicy::Never { Ok(()) } else { sync_all(&self.shared) };
         let topics: Vec<Arc<Topic>> =
@@ -1091,6 +1188,9 @@ impl Drop for Store {
             // The syncer thread does not exist in this process: detaching its handle would
             // touch a thread descriptor the C library may have reused since the fork.
             if let Some(handle) = self.syncer.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                std::mem::forget(handle);
+            }
+            if let Some(handle) = self.cleaner.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
                 std::mem::forget(handle);
             }
             return;
@@ -1135,6 +1235,50 @@ fn sync_loop(shared: &Weak<Shared>, every: std::time::Duration) {
     }
 }
 
+/// The background cleaner: every `every`, compacts the partitions of the compacted topics
+/// this process has open whose dirty ratio reached `min_dirty_ratio`, within the byte
+/// budget, skipping a partition another cleaner (in any process) is working on. Appends go
+/// on meanwhile (compaction holds the append lock only to plan and to swap), and closing
+/// the store stops a compaction between segments. A forked child has no such thread.
+fn clean_loop(shared: &Weak<Shared>, every: std::time::Duration) {
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        {
+            let (lock, cv) = &shared.stop;
+            let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (stopped, _) =
+                cv.wait_timeout_while(stopped, every, |s| !*s).unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                return;
+            }
+        }
+        let config = shared.config.cleaner;
+        let topics: Vec<Arc<Topic>> =
+            shared.topics.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let pace = crate::log::Pace { bytes_per_second: config.bytes_per_second, stop: Some(&shared.closed) };
+        for topic in topics {
+            if topic.is_deleted() || topic.settings().refresh().is_err() || !topic.settings().compacted() {
+                continue;
+            }
+            let Ok(partitions) = topic.partitions() else { continue };
+            for log in partitions {
+                if shared.closed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let due =
+                    log.dirty_ratio().is_ok_and(|r| r.dirty_bytes > 0 && r.ratio() >= config.min_dirty_ratio);
+                if due {
+                    // Errors are the partition's to report: `topic.compact()` and reads name
+                    // damage; the cleaner tries again next time.
+                    let _ = log.compact_paced(false, pace);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1142,7 +1286,7 @@ mod tests {
     use crate::shm::fork::in_child;
 
     fn append(p: &PartitionLog, value: &[u8]) -> Result<u64> {
-        let record = Record { timestamp: 1, key: None, value, headers: &[] };
+        let record = Record { timestamp: 1, key: None, value, headers: &[], tombstone: false };
         Ok(p.append(&[record], BatchMeta::plain(0), true)?.expect("blocking append").base_offset)
     }
 

@@ -110,6 +110,7 @@ fn every_layout_round_trips_on_every_append_path_under_each_codec() {
                 },
                 value: v,
                 headers: if i % 2 == 0 { &hdr } else { &[] },
+                tombstone: false,
             })
             .collect();
         let a = log.append(&full, BatchMeta::plain(0), true).unwrap().unwrap();
@@ -123,6 +124,7 @@ fn every_layout_round_trips_on_every_append_path_under_each_codec() {
                 key: None,
                 value: &v[..10 + i],
                 headers: &[],
+                tombstone: false,
             })
             .collect();
         let a = log.append(&compact, BatchMeta::plain(0), true).unwrap().unwrap();
@@ -130,11 +132,17 @@ fn every_layout_round_trips_on_every_append_path_under_each_codec() {
         // Uniform: one size, one timestamp; and a single record (a batch that compresses badly).
         let uniform: Vec<Record<'_>> = values
             .iter()
-            .map(|v| Record { timestamp: 1_700_000_000_200, key: None, value: v, headers: &[] })
+            .map(|v| Record {
+                timestamp: 1_700_000_000_200,
+                key: None,
+                value: v,
+                headers: &[],
+                tombstone: false,
+            })
             .collect();
         let a = log.append(&uniform, BatchMeta::plain(0), true).unwrap().unwrap();
         push(&mut want, &uniform, a.base_offset);
-        let one = [Record { timestamp: 5, key: None, value: b"x", headers: &[] }];
+        let one = [Record { timestamp: 5, key: None, value: b"x", headers: &[], tombstone: false }];
         let a = log.append(&one, BatchMeta::plain(0), true).unwrap().unwrap();
         push(&mut want, &one, a.base_offset);
         // The values fast path, uniform and compact, small and large (pwrite) batches.
@@ -214,8 +222,10 @@ fn three_batches(dir: &Path, codec: Compression) -> (std::path::PathBuf, Vec<(us
     let values: Vec<Vec<u8>> = (0..60).map(json).collect();
     for (k, chunk) in values.chunks(20).enumerate() {
         let timestamp = 77 + k as i64;
-        let records: Vec<Record<'_>> =
-            chunk.iter().map(|v| Record { timestamp, key: Some(b"k"), value: v, headers: &[] }).collect();
+        let records: Vec<Record<'_>> = chunk
+            .iter()
+            .map(|v| Record { timestamp, key: Some(b"k"), value: v, headers: &[], tombstone: false })
+            .collect();
         log.append(&records, BatchMeta::plain(0), true).unwrap();
     }
     drop(log);
@@ -356,7 +366,7 @@ fn recovery_cuts_a_torn_compressed_tail() {
                 (0..40).map(json).collect::<Vec<_>>()
             );
             // Appends continue where the valid data ends, compressed as before.
-            let more = [Record { timestamp: 1, key: None, value: b"after", headers: &[] }];
+            let more = [Record { timestamp: 1, key: None, value: b"after", headers: &[], tombstone: false }];
             assert_eq!(log.append(&more, BatchMeta::plain(0), true).unwrap().unwrap().base_offset, 40);
             drop(log);
             let log = open(dir.path(), codec);

@@ -42,7 +42,8 @@ fn fill(dir: &Path, config: LogConfig, n: u64) -> Vec<(usize, u64, usize)> {
     let log = PartitionLog::open(dir, "t", 0, config).expect("open");
     for i in 0..n {
         let value = value_of(i);
-        let r = Record { timestamp: 1_000 + i as i64, key: None, value: &value, headers: &[] };
+        let r =
+            Record { timestamp: 1_000 + i as i64, key: None, value: &value, headers: &[], tombstone: false };
         log.append(&[r], BatchMeta::plain(0), true).expect("append").expect("blocking");
     }
     drop(log);
@@ -135,7 +136,7 @@ fn quarantine_moves_the_damage_and_everything_after_it_aside_and_records_it() {
         assert!(got.iter().all(|(o, v)| *v == value_of(*o)));
         // New appends continue from the damage; the event tells consumers those offsets
         // were handed out before.
-        let r = Record { timestamp: 5, key: None, value: b"new", headers: &[] };
+        let r = Record { timestamp: 5, key: None, value: b"new", headers: &[], tombstone: false };
         assert_eq!(log.append(&[r], BatchMeta::plain(0), true).unwrap().unwrap().base_offset, offset);
     }
     let events = read_events(dir.path()).expect("events");
@@ -303,7 +304,7 @@ fn a_failed_repair_leaves_the_lock_usable_and_the_next_locker_repairs() {
     let log = std::sync::Arc::new(PartitionLog::open(dir.path(), "t", 0, config(256)).expect("open"));
     for i in 0..20u64 {
         let value = value_of(i);
-        let r = Record { timestamp: 1, key: None, value: &value, headers: &[] };
+        let r = Record { timestamp: 1, key: None, value: &value, headers: &[], tombstone: false };
         log.append(&[r], BatchMeta::plain(0), true).unwrap();
     }
     die_holding_the_lock(dir.path());
@@ -330,7 +331,7 @@ fn a_failed_repair_leaves_the_lock_usable_and_the_next_locker_repairs() {
     std::fs::remove_dir(&path).expect("unblock");
     std::fs::rename(&aside, &path).expect("move back");
     assert_eq!(log.end_offset().expect("repaired by the next locker"), 20);
-    let r = Record { timestamp: 1, key: None, value: b"after", headers: &[] };
+    let r = Record { timestamp: 1, key: None, value: b"after", headers: &[], tombstone: false };
     assert_eq!(log.append(&[r], BatchMeta::plain(0), true).unwrap().unwrap().base_offset, 20);
 }
 
@@ -363,7 +364,7 @@ fn damage_in_a_sealed_segment_is_never_truncated_and_reads_name_it() {
         let log = PartitionLog::open(dir.path(), "t", 0, cfg.clone()).expect("open");
         for i in 0..200u64 {
             let value = value_of(i);
-            let r = Record { timestamp: 1, key: None, value: &value, headers: &[] };
+            let r = Record { timestamp: 1, key: None, value: &value, headers: &[], tombstone: false };
             log.append(&[r], BatchMeta::plain(0), true).unwrap();
         }
         assert!(log.segment_count().unwrap() > 2);
@@ -393,7 +394,7 @@ fn valid_batches_after_a_long_run_of_zeros_are_still_found() {
         let zeros = vec![0u8; 200 << 10];
         for i in 0..11u64 {
             let value = if i == 5 { zeros.clone() } else { value_of(i) };
-            let r = Record { timestamp: 1, key: None, value: &value, headers: &[] };
+            let r = Record { timestamp: 1, key: None, value: &value, headers: &[], tombstone: false };
             log.append(&[r], BatchMeta::plain(0), true).unwrap();
         }
     }
@@ -421,7 +422,7 @@ fn a_damaged_tail_found_while_another_handle_is_open_is_cut_for_both() {
     let old = PartitionLog::open(dir.path(), "t", 0, cfg.clone()).expect("open");
     for i in 0..10u64 {
         let value = value_of(i);
-        let r = Record { timestamp: 1, key: None, value: &value, headers: &[] };
+        let r = Record { timestamp: 1, key: None, value: &value, headers: &[], tombstone: false };
         old.append(&[r], BatchMeta::plain(0), false).unwrap();
     }
     let path = data_path(dir.path());
@@ -433,7 +434,7 @@ fn a_damaged_tail_found_while_another_handle_is_open_is_cut_for_both() {
     let new = PartitionLog::open(dir.path(), "t", 0, cfg).expect("second open");
     assert_eq!(new.end_offset().unwrap(), offset);
     assert_eq!(values(&new, 0).expect("readable").len() as u64, offset);
-    let r = Record { timestamp: 1, key: None, value: b"after", headers: &[] };
+    let r = Record { timestamp: 1, key: None, value: b"after", headers: &[], tombstone: false };
     assert_eq!(old.append(&[r], BatchMeta::plain(0), false).unwrap().unwrap().base_offset, offset);
     assert_eq!(new.append(&[r], BatchMeta::plain(0), false).unwrap().unwrap().base_offset, offset + 1);
     for log in [&old, &new] {
@@ -454,7 +455,8 @@ fn damage_in_binary_values_full_of_zeros_is_still_told_from_a_torn_tail() {
     for i in 0..120u64 {
         let mut value: Vec<u8> = (0..300u64).map(|j| ((i * 31 + j * 7) % 5 * 60) as u8).collect();
         value[100..140].fill(0);
-        let r = Record { timestamp: 1_000 + i as i64, key: None, value: &value, headers: &[] };
+        let r =
+            Record { timestamp: 1_000 + i as i64, key: None, value: &value, headers: &[], tombstone: false };
         log.append(&[r], BatchMeta::plain(0), true).expect("append").expect("blocking");
     }
     drop(log);

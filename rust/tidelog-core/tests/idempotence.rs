@@ -42,8 +42,10 @@ type Outcome = Result<(u64, u32, bool), Error>;
 
 fn append_values(log: &PartitionLog, values: &[Vec<u8>], meta: BatchMeta) -> Outcome {
     let ts = now_ms();
-    let records: Vec<Record<'_>> =
-        values.iter().map(|v| Record { timestamp: ts, key: None, value: v, headers: &[] }).collect();
+    let records: Vec<Record<'_>> = values
+        .iter()
+        .map(|v| Record { timestamp: ts, key: None, value: v, headers: &[], tombstone: false })
+        .collect();
     log.append(&records, meta, true).map(|a| {
         let a = a.expect("blocking append");
         (a.base_offset, a.count, a.duplicate)

@@ -20,7 +20,8 @@ fn append_small(dir: &Path, n: i64) {
     let log = PartitionLog::open(dir, "t", 0, config()).unwrap();
     for i in 0..n {
         let v = format!("m{i}");
-        let rec = Record { timestamp: 1000 + i, key: None, value: v.as_bytes(), headers: &[] };
+        let rec =
+            Record { timestamp: 1000 + i, key: None, value: v.as_bytes(), headers: &[], tombstone: false };
         log.append(&[rec], BatchMeta::plain(0), true).unwrap();
     }
 }

@@ -85,6 +85,7 @@ fn append_range(log: &PartitionLog, from: u64, to: u64) -> Vec<Msg> {
                 key: (j % 2 == 0).then_some(&keys[j][..]),
                 value: &values[j],
                 headers: &[],
+                tombstone: false,
             })
             .collect();
         let appended =
@@ -567,7 +568,7 @@ fn retention_by_age_on_demand() {
     assert!(log.segment_count().expect("count") > 2);
     let now = tidelog_core::log::now_ms();
     let fresh: Vec<u8> = b"fresh".to_vec();
-    let rec = Record { timestamp: now, key: None, value: &fresh, headers: &[] };
+    let rec = Record { timestamp: now, key: None, value: &fresh, headers: &[], tombstone: false };
     let base = log.append(&[rec], BatchMeta::plain(0), true).expect("append").expect("blocking").base_offset;
     assert_eq!(base, old.len() as u64);
     log.enforce_retention().expect("retention");

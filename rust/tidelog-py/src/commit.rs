@@ -80,7 +80,13 @@ impl PyOffsetCommitter {
         }
         let value =
             tidelog_core::commit_record::encode(generation, self.incarnation, &entries, metadata.as_bytes());
-        let record = Record { timestamp: now_ms(), key: Some(&self.key), value: &value, headers: &[] };
+        let record = Record {
+            timestamp: now_ms(),
+            key: Some(&self.key),
+            value: &value,
+            headers: &[],
+            tombstone: false,
+        };
         let meta = BatchMeta::plain(0);
         let log = to_py(self.offsets.partition(self.partition))?;
         // As `Topic.append`: the GIL is let go only when the append lock is contended or an
@@ -90,7 +96,7 @@ impl PyOffsetCommitter {
         }
         let (timestamp, key, value) = (record.timestamp, &self.key, &value);
         run_detached(py, move || {
-            let record = Record { timestamp, key: Some(key), value, headers: &[] };
+            let record = Record { timestamp, key: Some(key), value, headers: &[], tombstone: false };
             log.append(&[record], meta, true).map(drop)
         })
     }

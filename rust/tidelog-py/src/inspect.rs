@@ -75,7 +75,7 @@ pub fn inspect_segment<'py>(py: Python<'py>, path: PathBuf, records: bool) -> Py
                     rec.set_item("offset", r.offset)?;
                     rec.set_item("timestamp_ms", r.timestamp)?;
                     rec.set_item("key", r.key.map(|k| PyBytes::new(py, k)))?;
-                    rec.set_item("value", PyBytes::new(py, r.value))?;
+                    rec.set_item("value", (!r.tombstone).then(|| PyBytes::new(py, r.value)))?;
                     let hs = PyDict::new(py);
                     for (name, value) in headers::decode(r.headers).unwrap_or_default() {
                         hs.set_item(name, PyBytes::new(py, &value))?;

@@ -32,16 +32,16 @@ pub struct Message {
     /// The key, or None.
     #[pyo3(get)]
     key: Option<Py<PyBytes>>,
-    /// The value.
+    /// The value, or None for a tombstone (compaction then deletes the key).
     #[pyo3(get)]
-    value: Py<PyBytes>,
+    value: Option<Py<PyBytes>>,
     raw_headers: Box<[u8]>,
 }
 
 impl Message {
     /// The value, as the `value` attribute gives it.
     pub fn value_object(&self, py: Python<'_>) -> Py<PyAny> {
-        self.value.clone_ref(py).into_any()
+        self.value.as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py).into_any())
     }
 
     /// The key, as the `key` attribute gives it.
@@ -95,7 +95,7 @@ impl Message {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "Message(topic={:?}, partition={}, offset={}, timestamp_ms={}, key={}, value=<{} bytes>)",
+            "Message(topic={:?}, partition={}, offset={}, timestamp_ms={}, key={}, value={})",
             self.topic.bind(py).to_string(),
             self.partition,
             self.offset,
@@ -103,7 +103,9 @@ impl Message {
             self.key
                 .as_ref()
                 .map_or_else(|| "None".to_owned(), |k| format!("<{} bytes>", k.bind(py).as_bytes().len())),
-            self.value.bind(py).as_bytes().len(),
+            self.value
+                .as_ref()
+                .map_or_else(|| "None".to_owned(), |v| format!("<{} bytes>", v.bind(py).as_bytes().len())),
         )
     }
 
@@ -112,7 +114,8 @@ impl Message {
         let o = other.get();
         self.topic.bind(py).to_string() == o.topic.bind(py).to_string()
             && (self.partition, self.offset, self.timestamp_ms) == (o.partition, o.offset, o.timestamp_ms)
-            && self.value.bind(py).as_bytes() == o.value.bind(py).as_bytes()
+            && self.value.as_ref().map(|v| v.bind(py).as_bytes().to_vec())
+                == o.value.as_ref().map(|v| v.bind(py).as_bytes().to_vec())
             && self.key.as_ref().map(|k| k.bind(py).as_bytes().to_vec())
                 == o.key.as_ref().map(|k| k.bind(py).as_bytes().to_vec())
             && self.raw_headers == o.raw_headers
@@ -130,6 +133,7 @@ struct Rec {
     offset: u64,
     timestamp: i64,
     value: (usize, usize),
+    tombstone: bool,
     key: Option<(usize, usize)>,
     headers: (usize, usize),
 }
@@ -165,6 +169,7 @@ impl Records {
                         offset: r.offset,
                         timestamp: r.timestamp,
                         value: span(chunk.start, bytes, r.value),
+                        tombstone: r.tombstone,
                         key: r.key.map(|k| span(chunk.start, bytes, k)),
                         headers: span(chunk.start, bytes, r.headers),
                     });
@@ -197,7 +202,7 @@ impl Records {
             offset: rec.offset,
             timestamp_ms: rec.timestamp,
             key: rec.key.map(|k| PyBytes::new(py, part(k)).unbind()),
-            value: PyBytes::new(py, part(rec.value)).unbind(),
+            value: (!rec.tombstone).then(|| PyBytes::new(py, part(rec.value)).unbind()),
             raw_headers: part(rec.headers).into(),
         }
     }
@@ -268,9 +273,13 @@ impl RecordBatch {
         self.records.recs().iter().filter(|r| chunks[r.chunk as usize].pending).map(|r| r.offset).collect()
     }
 
-    /// Every value, copied into a list of `bytes`.
-    fn values<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
-        self.records.recs().iter().map(|r| PyBytes::new(py, self.records.slice(r, r.value))).collect()
+    /// Every value, copied into a list of `bytes` (None for a tombstone).
+    fn values<'py>(&self, py: Python<'py>) -> Vec<Option<Bound<'py, PyBytes>>> {
+        self.records
+            .recs()
+            .iter()
+            .map(|r| (!r.tombstone).then(|| PyBytes::new(py, self.records.slice(r, r.value))))
+            .collect()
     }
 
     /// Offsets of the messages, as a numpy int64 array.

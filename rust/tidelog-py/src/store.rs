@@ -99,6 +99,8 @@ impl PyStore {
     #[pyo3(signature = (
         path, *, segment_ms=Some(604800000), fsync="never", fsync_interval_ms=1000,
         producer_expiry_ms=604800000, settings=None, on_corruption="raise",
+        cleaner_interval_ms=Some(15_000), min_cleanable_dirty_ratio=0.5,
+        cleaner_bytes_per_second=Some(100 << 20),
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of tidelog.open
     fn new(
@@ -110,6 +112,9 @@ impl PyStore {
         producer_expiry_ms: i64,
         settings: Option<&Bound<'_, PyDict>>,
         on_corruption: &str,
+        cleaner_interval_ms: Option<i64>,
+        min_cleanable_dirty_ratio: f64,
+        cleaner_bytes_per_second: Option<i64>,
     ) -> PyResult<Self> {
         let on_corruption = match on_corruption {
             "raise" => OnCorruption::Raise,
@@ -139,6 +144,17 @@ impl PyStore {
             producer_expiry_ms: positive("producer_expiry_ms", producer_expiry_ms)? as i64,
             fsync,
             on_corruption,
+            cleaner: tidelog_core::log::CleanerConfig {
+                interval_ms: cleaner_interval_ms
+                    .map(|ms| positive("cleaner_interval_ms", ms))
+                    .transpose()?
+                    .map(|ms| ms as u64),
+                min_dirty_ratio: min_cleanable_dirty_ratio,
+                bytes_per_second: cleaner_bytes_per_second
+                    .map(|b| positive("cleaner_bytes_per_second", b))
+                    .transpose()?
+                    .map(|b| b as u64),
+            },
             ..LogConfig::default()
         };
         let requested = settings_arg(settings)?;

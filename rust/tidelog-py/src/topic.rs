@@ -97,6 +97,55 @@ impl PyTopic {
         crate::store::settings_dict(py, &settings)
     }
 
+    /// Compacts the closed segments of every partition now (a compacted topic only; the
+    /// background cleaner does the same when a partition's dirty ratio passes its
+    /// threshold). Waits for a cleaner already working on a partition, in any process.
+    ///
+    /// With `bytes_per_second`, reads plus writes stay within that budget (as the
+    /// background cleaner's do). Returns a dict: `segments_before`, `segments_after`,
+    /// `bytes_read`, `bytes_written`, `records_read`, `records_removed`,
+    /// `tombstones_removed`.
+    #[pyo3(signature = (*, bytes_per_second=None))]
+    fn compact<'py>(&self, py: Python<'py>, bytes_per_second: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
+        let topic = self.inner.clone();
+        let pace =
+            tidelog_core::log::Pace { bytes_per_second: bytes_per_second.filter(|&b| b > 0), stop: None };
+        let stats = run_detached(py, move || topic.compact_paced(pace))?;
+        let d = PyDict::new(py);
+        d.set_item("segments_before", stats.segments_before)?;
+        d.set_item("segments_after", stats.segments_after)?;
+        d.set_item("bytes_read", stats.bytes_read)?;
+        d.set_item("bytes_written", stats.bytes_written)?;
+        d.set_item("records_read", stats.records_read)?;
+        d.set_item("records_removed", stats.records_removed)?;
+        d.set_item("tombstones_removed", stats.tombstones_removed)?;
+        Ok(d)
+    }
+
+    /// Iterates `(key, value)` of the newest value of every key over all partitions,
+    /// tombstones left out: `dict(topic.latest())`.
+    fn latest<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let topic = self.inner.clone();
+        let pairs = run_detached(py, move || topic.latest())?;
+        let list = PyList::empty(py);
+        for (k, v) in pairs {
+            list.append((PyBytes::new(py, &k), PyBytes::new(py, &v)))?;
+        }
+        list.try_iter().map(Bound::into_any)
+    }
+
+    /// The dirty ratio of the topic's closed segments (bytes compaction has not seen
+    /// yet over the bytes of all closed segments), with `partition` one partition's.
+    #[pyo3(signature = (partition=None))]
+    fn dirty_ratio(&self, py: Python<'_>, partition: Option<u32>) -> PyResult<f64> {
+        let topic = self.inner.clone();
+        run_detached(py, move || match partition {
+            Some(p) => topic.partition(p)?.dirty_ratio(),
+            None => topic.dirty_ratio(),
+        })
+        .map(|r| r.ratio())
+    }
+
     /// The topic's name.
     #[getter]
     fn name(&self, py: Python<'_>) -> Py<PyString> {
@@ -131,7 +180,9 @@ impl PyTopic {
         partition: Option<&Bound<'_, PyAny>>,
         timestamp_ms: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(u32, u64)> {
-        let value = expect_bytes(value, "value")?;
+        // None is a tombstone: no value, and compaction deletes the key.
+        let tombstone = value.is_none();
+        let value: &[u8] = if tombstone { &[] } else { expect_bytes(value, "value")?.as_bytes() };
         let key = key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?;
         let encoded_headers = encode_headers(headers)?;
         let timestamp_ms = args::timestamp(timestamp_ms, "timestamp_ms")?;
@@ -139,8 +190,9 @@ impl PyTopic {
         let record = Record {
             timestamp: timestamp_ms.unwrap_or_else(now_ms),
             key: key.map(|k| k.as_bytes()),
-            value: value.as_bytes(),
+            value,
             headers: &encoded_headers,
+            tombstone,
         };
         let meta = BatchMeta::plain(0);
         // Fast path: a small append into the page cache takes ~100 ns; releasing and
@@ -152,10 +204,16 @@ impl PyTopic {
                 return Ok((log.partition(), done.base_offset));
             }
         }
-        let (value, key) = (value.as_bytes().to_vec(), key.map(|k| k.as_bytes().to_vec()));
+        let (value, key) = (value.to_vec(), key.map(|k| k.as_bytes().to_vec()));
         let timestamp = record.timestamp;
         let done = run_detached(py, || {
-            let record = Record { timestamp, key: key.as_deref(), value: &value, headers: &encoded_headers };
+            let record = Record {
+                timestamp,
+                key: key.as_deref(),
+                value: &value,
+                headers: &encoded_headers,
+                tombstone,
+            };
             log.append(&[record], meta, true).map(|d| d.expect("blocking append"))
         })?;
         Ok((log.partition(), done.base_offset))
@@ -182,8 +240,10 @@ impl PyTopic {
             if parts.is_empty() {
                 return Err(Error::InvalidConfig("values must not be empty".into()));
             }
-            let records: Vec<Record<'_>> =
-                parts.iter().map(|v| Record { timestamp, key: None, value: v, headers: &[] }).collect();
+            let records: Vec<Record<'_>> = parts
+                .iter()
+                .map(|v| Record { timestamp, key: None, value: v, headers: &[], tombstone: false })
+                .collect();
             Ok(log.append(&records, meta, true)?.expect("blocking append").base_offset)
         };
         let offset = match lengths.filter(|l| !l.is_none()) {
@@ -254,8 +314,10 @@ impl PyTopic {
         let meta = BatchMeta { base_offset: 0, attributes: 0, producer_id, producer_epoch, base_sequence };
         let timestamp = now_ms();
         let done = run_detached(py, || {
-            let records: Vec<Record<'_>> =
-                values.iter().map(|v| Record { timestamp, key: None, value: v, headers: &[] }).collect();
+            let records: Vec<Record<'_>> = values
+                .iter()
+                .map(|v| Record { timestamp, key: None, value: v, headers: &[], tombstone: false })
+                .collect();
             log.append(&records, meta, true).map(|d| d.expect("blocking append"))
         })?;
         Ok((done.base_offset, done.duplicate))

@@ -38,7 +38,7 @@
 //! the file) before trusting the CRC.
 
 use super::compression::{self, Compression};
-use super::record::{EntryLayout, Record, RecordEntry, RecordView};
+use super::record::{EntryLayout, Record, RecordEntry, RecordView, TOMBSTONE_LEN};
 use super::{read_i32, read_i64, read_u32, read_u64, FORMAT_VERSION};
 
 /// Size of the batch header.
@@ -141,7 +141,7 @@ impl BatchHeader {
 
 /// The most compact entry layout that can describe `records`.
 fn layout_for(records: &[Record<'_>]) -> EntryLayout {
-    if records.iter().any(|r| r.key.is_some() || !r.headers.is_empty()) {
+    if records.iter().any(|r| r.key.is_some() || !r.headers.is_empty() || r.tombstone) {
         return EntryLayout::Full;
     }
     let first = &records[0];
@@ -149,6 +149,16 @@ fn layout_for(records: &[Record<'_>]) -> EntryLayout {
         EntryLayout::Uniform(first.value.len() as u32)
     } else {
         EntryLayout::Compact
+    }
+}
+
+/// The bytes of a record's value that go into the value blob (none for a tombstone).
+#[inline]
+fn stored_value<'a>(r: &Record<'a>) -> &'a [u8] {
+    if r.tombstone {
+        &[]
+    } else {
+        r.value
     }
 }
 
@@ -162,7 +172,7 @@ fn len_with(records: &[Record<'_>], layout: EntryLayout) -> usize {
     BATCH_HEADER_LEN
         + records
             .iter()
-            .map(|r| entry + r.key.map_or(0, <[u8]>::len) + r.value.len() + r.headers.len())
+            .map(|r| entry + r.key.map_or(0, <[u8]>::len) + stored_value(r).len() + r.headers.len())
             .sum::<usize>()
 }
 
@@ -186,23 +196,24 @@ pub fn encode_batch(out: &mut [u8], meta: BatchMeta, records: &[Record<'_>]) -> 
     let first_timestamp = records[0].timestamp;
     let mut max_timestamp = first_timestamp;
     let entries_end = BATCH_HEADER_LEN + records.len() * entry;
-    let values_len: usize = records.iter().map(|r| r.value.len()).sum();
+    let values_len: usize = records.iter().map(|r| stored_value(r).len()).sum();
     let keys_len: usize = records.iter().map(|r| r.key.map_or(0, <[u8]>::len)).sum();
     let (mut value_at, mut key_at) = (entries_end, entries_end + values_len);
     let mut header_at = key_at + keys_len;
     for (i, r) in records.iter().enumerate() {
         max_timestamp = max_timestamp.max(r.timestamp);
+        let value = stored_value(r);
         let e = RecordEntry {
             offset_delta: i as u32,
             timestamp_delta: (r.timestamp - first_timestamp) as i32,
             key_len: r.key.map_or(-1, |k| k.len() as i32),
-            value_len: r.value.len() as u32,
+            value_len: if r.tombstone { TOMBSTONE_LEN } else { value.len() as u32 },
             headers_len: r.headers.len() as u32,
         };
         let at = BATCH_HEADER_LEN + i * entry;
         e.write(&mut out[at..at + entry], layout);
-        out[value_at..value_at + r.value.len()].copy_from_slice(r.value);
-        value_at += r.value.len();
+        out[value_at..value_at + value.len()].copy_from_slice(value);
+        value_at += value.len();
         if let Some(key) = r.key {
             out[key_at..key_at + key.len()].copy_from_slice(key);
             key_at += key.len();
@@ -216,6 +227,105 @@ pub fn encode_batch(out: &mut [u8], meta: BatchMeta, records: &[Record<'_>]) -> 
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[12..16].copy_from_slice(&crc.to_le_bytes());
     BatchHeader { crc, ..header }
+}
+
+/// Encodes the records compaction kept of a batch as one batch at `meta.base_offset`,
+/// appending it to `out`: full entries whose offset deltas are the records' own offsets
+/// minus the base (the records keep their offsets, so deltas may skip; the first may be
+/// above 0 where the batch's base moved back over removed batches). Returns the header, or
+/// `None` (writing nothing) if a delta does not fit its field: the kept records' timestamps
+/// lie more than 2^31 ms apart, or their offsets 2^32 past the base.
+///
+/// # Panics
+/// If `records` is empty or not in rising offset order from `meta.base_offset`.
+pub fn encode_rewritten(
+    out: &mut Vec<u8>,
+    meta: BatchMeta,
+    records: &[RecordView<'_>],
+) -> Option<BatchHeader> {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let first_timestamp = records[0].timestamp;
+    let base = meta.base_offset;
+    let mut max_timestamp = first_timestamp;
+    for r in records {
+        i32::try_from(r.timestamp - first_timestamp).ok()?;
+        u32::try_from(r.offset.checked_sub(base).expect("records at or after the base")).ok()?;
+        max_timestamp = max_timestamp.max(r.timestamp);
+    }
+    let layout = EntryLayout::Full;
+    let entry = layout.entry_len();
+    let values_len: usize = records.iter().map(|r| r.value.len()).sum();
+    let keys_len: usize = records.iter().map(|r| r.key.map_or(0, <[u8]>::len)).sum();
+    let headers_len: usize = records.iter().map(|r| r.headers.len()).sum();
+    let start = out.len();
+    let total = BATCH_HEADER_LEN + records.len() * entry + values_len + keys_len + headers_len;
+    out.resize(start + total, 0);
+    let bytes = &mut out[start..];
+    for (i, r) in records.iter().enumerate() {
+        let e = RecordEntry {
+            offset_delta: (r.offset - base) as u32,
+            timestamp_delta: (r.timestamp - first_timestamp) as i32,
+            key_len: r.key.map_or(-1, |k| k.len() as i32),
+            value_len: if r.tombstone { TOMBSTONE_LEN } else { r.value.len() as u32 },
+            headers_len: r.headers.len() as u32,
+        };
+        let at = BATCH_HEADER_LEN + i * entry;
+        e.write(&mut bytes[at..at + entry], layout);
+    }
+    let mut at = BATCH_HEADER_LEN + records.len() * entry;
+    for part in [
+        &mut records.iter().map(|r| r.value) as &mut dyn Iterator<Item = &[u8]>,
+        &mut records.iter().filter_map(|r| r.key),
+        &mut records.iter().map(|r| r.headers),
+    ] {
+        for piece in part {
+            bytes[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
+        }
+    }
+    let last = records.last().expect("non-empty");
+    let header = BatchHeader {
+        base_offset: base,
+        total_len: total,
+        crc: 0,
+        version: FORMAT_VERSION,
+        attributes: meta.attributes & !layout_bits(),
+        last_offset_delta: (last.offset - base) as u32,
+        record_count: records.len() as u32,
+        first_timestamp,
+        max_timestamp,
+        producer_id: meta.producer_id,
+        producer_epoch: meta.producer_epoch,
+        base_sequence: meta.base_sequence,
+        values_len: values_len as u32,
+    };
+    write_header(bytes, &header);
+    let crc = crc32c::crc32c(&bytes[CRC_START..]);
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    Some(BatchHeader { crc, ..header })
+}
+
+/// Makes the batch in `bytes` (exactly one whole, valid batch) end just before `next_offset`
+/// (which lies past its last record, less than 2^32 past its base): compaction gives the
+/// offsets it removed after a segment's last kept record to that record's batch, so a
+/// segment still ends where the next one begins. Marks the batch compacted and
+/// recomputes its CRC.
+///
+/// # Panics
+/// If `bytes` is shorter than a header or `next_offset` is not within the batch's reach.
+pub fn extend_to(bytes: &mut [u8], next_offset: u64) {
+    let mut header = BatchHeader::read(bytes).expect("a whole batch");
+    let delta = next_offset.checked_sub(header.base_offset + 1).expect("past the base offset");
+    header.last_offset_delta = u32::try_from(delta).expect("within 2^32 of the base offset");
+    header.attributes |= super::record::ATTR_COMPACTED;
+    write_header(bytes, &header);
+    let crc = crc32c::crc32c(&bytes[CRC_START..]);
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The attribute bits that choose an entry layout.
+fn layout_bits() -> u8 {
+    EntryLayout::Compact.attributes() | EntryLayout::Uniform(0).attributes()
 }
 
 /// A batch of plain values (no keys, no headers, one timestamp) whose values are already
@@ -413,11 +523,19 @@ impl<'a> BatchView<'a> {
             if e.key_len < -1 {
                 return Err("negative key length");
             }
-            values += u64::from(e.value_len);
+            if e.is_tombstone() && layout != EntryLayout::Full {
+                return Err("a tombstone in compact record entries");
+            }
+            values += e.value_bytes() as u64;
             keys += e.key_bytes() as u64;
             headers += u64::from(e.headers_len);
         }
-        if last_delta != Some(header.last_offset_delta) {
+        // A batch compaction rewrote may end past its last record: the removed offsets up
+        // to the next segment belong to it.
+        let compacted = header.attributes & super::record::ATTR_COMPACTED != 0;
+        if last_delta != Some(header.last_offset_delta)
+            && !(compacted && last_delta.is_some_and(|d| d < header.last_offset_delta))
+        {
             return Err("last offset delta does not match the records");
         }
         if values != u64::from(header.values_len) {
@@ -457,13 +575,20 @@ impl<'a> BatchView<'a> {
         start..start + self.header.values_len as usize
     }
 
-    /// Length of record `i`'s value (`i < record_count`, checked by `parse`); 0 in a
-    /// compressed batch's view, whose entries are compressed.
+    /// Length of record `i`'s value (`i < record_count`, checked by `parse`); 0 for a
+    /// tombstone, and 0 in a compressed batch's view, whose entries are compressed.
     pub fn value_len(&self, i: usize) -> u32 {
         if self.codec != Compression::None {
             return 0;
         }
-        RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout).value_len
+        RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout).value_bytes() as u32
+    }
+
+    /// True if record `i` is a tombstone (`i < record_count`); false in a compressed
+    /// batch's view (decompress it first).
+    pub fn is_tombstone(&self, i: usize) -> bool {
+        self.codec == Compression::None
+            && RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout).is_tombstone()
     }
 
     fn entries_end(&self) -> usize {
@@ -524,8 +649,8 @@ impl<'a> Iterator for RecordIter<'a> {
         // Bounds were proven by `BatchView::parse`.
         let e = RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], self.index, self.layout);
         self.index += 1;
-        let value = &self.bytes[self.value_at..self.value_at + e.value_len as usize];
-        self.value_at += e.value_len as usize;
+        let value = &self.bytes[self.value_at..self.value_at + e.value_bytes()];
+        self.value_at += e.value_bytes();
         let key = (e.key_len >= 0).then(|| {
             let k = &self.bytes[self.key_at..self.key_at + e.key_bytes()];
             self.key_at += e.key_bytes();
@@ -539,6 +664,7 @@ impl<'a> Iterator for RecordIter<'a> {
             key,
             value,
             headers,
+            tombstone: e.is_tombstone(),
         })
     }
 
@@ -565,9 +691,9 @@ mod tests {
     fn round_trip_with_keys_and_headers() {
         let hdr = super::super::headers::encode([("h", &b"v"[..])].into_iter()).unwrap();
         let records = [
-            Record { timestamp: 1000, key: Some(b"k1"), value: b"v1", headers: &hdr },
-            Record { timestamp: 990, key: None, value: b"", headers: &[] },
-            Record { timestamp: 1005, key: Some(b""), value: b"value-3", headers: &[] },
+            Record { timestamp: 1000, key: Some(b"k1"), value: b"v1", headers: &hdr, tombstone: false },
+            Record { timestamp: 990, key: None, value: b"", headers: &[], tombstone: false },
+            Record { timestamp: 1005, key: Some(b""), value: b"value-3", headers: &[], tombstone: false },
         ];
         let meta =
             BatchMeta { producer_id: 7, producer_epoch: 2, base_sequence: 40, ..BatchMeta::plain(100) };
@@ -593,8 +719,43 @@ mod tests {
     }
 
     #[test]
+    fn a_tombstone_round_trips_as_no_value_and_forces_full_entries() {
+        let records = [
+            Record { timestamp: 10, key: Some(b"k"), value: b"ignored", headers: &[], tombstone: true },
+            Record { timestamp: 11, key: None, value: b"", headers: &[], tombstone: false },
+            Record { timestamp: 12, key: None, value: b"", headers: &[], tombstone: true },
+        ];
+        let bytes = encode(BatchMeta::plain(7), &records);
+        let view = BatchView::parse(&bytes, true).unwrap();
+        assert_eq!(view.header.attributes, 0, "full entries");
+        assert_eq!(view.header.values_len, 0, "a tombstone takes no value bytes");
+        let got: Vec<_> = view.records().map(|r| (r.offset, r.key, r.value, r.tombstone)).collect();
+        assert_eq!(
+            got,
+            [(7, Some(&b"k"[..]), &b""[..], true), (8, None, &b""[..], false), (9, None, &b""[..], true)]
+        );
+        assert_eq!((view.value_len(0), view.is_tombstone(0), view.is_tombstone(1)), (0, true, false));
+        // A compact entry claiming no value is damage, not a tombstone.
+        let plain = [
+            Record { timestamp: 1, key: None, value: b"ab", headers: &[], tombstone: false },
+            Record { timestamp: 2, key: None, value: b"c", headers: &[], tombstone: false },
+        ];
+        let mut bytes = encode(BatchMeta::plain(0), &plain);
+        bytes[BATCH_HEADER_LEN + 4..BATCH_HEADER_LEN + 8].copy_from_slice(&TOMBSTONE_LEN.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[CRC_START..]);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(BatchView::parse(&bytes, true).is_err());
+    }
+
+    #[test]
     fn crc_detects_every_single_bit_flip_after_the_crc_field() {
-        let records = [Record { timestamp: 5, key: Some(b"key"), value: b"some value", headers: &[] }];
+        let records = [Record {
+            timestamp: 5,
+            key: Some(b"key"),
+            value: b"some value",
+            headers: &[],
+            tombstone: false,
+        }];
         let good = encode(BatchMeta::plain(0), &records);
         for byte in CRC_START..good.len() {
             for bit in 0..8 {
@@ -620,7 +781,7 @@ mod tests {
 
     #[test]
     fn plain_values_get_the_smallest_entries_that_describe_them() {
-        let same = [Record { timestamp: 9, key: None, value: b"abcd", headers: &[] }; 3];
+        let same = [Record { timestamp: 9, key: None, value: b"abcd", headers: &[], tombstone: false }; 3];
         let bytes = encode(BatchMeta::plain(0), &same);
         assert_eq!(bytes.len(), BATCH_HEADER_LEN + 12, "uniform: no entries");
         let view = BatchView::parse(&bytes, true).unwrap();
@@ -631,8 +792,8 @@ mod tests {
         );
 
         let mixed = [
-            Record { timestamp: 9, key: None, value: b"ab", headers: &[] },
-            Record { timestamp: 7, key: None, value: b"abc", headers: &[] },
+            Record { timestamp: 9, key: None, value: b"ab", headers: &[], tombstone: false },
+            Record { timestamp: 7, key: None, value: b"abc", headers: &[], tombstone: false },
         ];
         let bytes = encode(BatchMeta::plain(5), &mixed);
         assert_eq!(bytes.len(), BATCH_HEADER_LEN + 2 * 8 + 5, "compact entries");
@@ -645,12 +806,12 @@ mod tests {
         );
 
         // One timestamp off is enough to need entries.
-        let times = [same[0], Record { timestamp: 10, ..same[1] }];
+        let times = [same[0], Record { timestamp: 10, tombstone: false, ..same[1] }];
         assert_eq!(
             BatchView::parse(&encode(BatchMeta::plain(0), &times), true).unwrap().header.attributes,
             ATTR_COMPACT
         );
-        let keyed = [same[0], Record { key: Some(b"k"), ..same[1] }];
+        let keyed = [same[0], Record { key: Some(b"k"), tombstone: false, ..same[1] }];
         assert_eq!(
             BatchView::parse(&encode(BatchMeta::plain(0), &keyed), true).unwrap().header.attributes,
             0
@@ -659,7 +820,7 @@ mod tests {
 
     #[test]
     fn a_uniform_batch_whose_values_do_not_divide_is_rejected() {
-        let same = [Record { timestamp: 9, key: None, value: b"abcd", headers: &[] }; 3];
+        let same = [Record { timestamp: 9, key: None, value: b"abcd", headers: &[], tombstone: false }; 3];
         let mut bytes = encode(BatchMeta::plain(0), &same);
         // Claim 4 records of 12 bytes (and make the CRC agree): 12 / 4 is fine, 12 / 5 is not.
         for (count, ok) in [(4u32, true), (5, false)] {
@@ -701,7 +862,7 @@ mod tests {
             let records: Vec<Record<'_>> = lengths.iter().map(|&len| {
                 let value = &values[at..at + len as usize];
                 at += len as usize;
-                Record { timestamp: 1_700_000_000_123, key: None, value, headers: &[] }
+                Record { timestamp: 1_700_000_000_123, key: None, value, headers: &[], tombstone: false }
             }).collect();
             prop_assert_eq!(&got, &encode(meta, &records));
             let view = BatchView::parse(&got, true).unwrap();
@@ -719,6 +880,7 @@ mod tests {
         ) {
             let records: Vec<Record<'_>> = recs.iter().map(|(k, v, t)| Record {
                 timestamp: 1_700_000_000_000 + t, key: k.as_deref(), value: v, headers: &[],
+                tombstone: false,
             }).collect();
             let bytes = encode(BatchMeta::plain(base), &records);
             let view = BatchView::parse(&bytes, true).unwrap();
@@ -744,7 +906,7 @@ mod tests {
         ) {
             let codec = if zstd { Compression::Zstd } else { Compression::Lz4 };
             let records: Vec<Record<'_>> = recs.iter().map(|(k, v, t)| Record {
-                timestamp: 1_700_000_000_000 + t, key: k.as_deref(), value: v, headers: &[],
+                timestamp: 1_700_000_000_000 + t, key: k.as_deref(), value: v, headers: &[], tombstone: false,
             }).collect();
             let plain = encode(BatchMeta::plain(9), &records);
             let mut packed = Vec::new();
@@ -781,7 +943,7 @@ mod tests {
             junk in any::<u8>(),
             cut in any::<prop::sample::Index>(),
         ) {
-            let records = [Record { timestamp: 1, key: Some(b"k"), value: &value, headers: &[] }];
+            let records = [Record { timestamp: 1, key: Some(b"k"), value: &value, headers: &[], tombstone: false }];
             let mut bytes = encode(BatchMeta::plain(3), &records);
             let i = at.index(bytes.len());
             let changed = bytes[i] != junk;

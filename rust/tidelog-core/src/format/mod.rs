@@ -10,12 +10,15 @@ pub mod headers;
 pub mod record;
 
 pub use batch::{
-    encode_batch, encoded_len, BatchHeader, BatchMeta, BatchView, ValuesBatch, BATCH_HEADER_LEN, NO_PRODUCER,
-    NO_SEQUENCE,
+    encode_batch, encode_rewritten, encoded_len, extend_to, BatchHeader, BatchMeta, BatchView, ValuesBatch,
+    BATCH_HEADER_LEN, NO_PRODUCER, NO_SEQUENCE,
 };
 pub use compression::{Compression, ATTR_CODEC_MASK, ATTR_LZ4, ATTR_ZSTD};
 pub use control::{Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};
-pub use record::{Record, RecordView, ATTR_COMPACT, ATTR_UNIFORM, COMPACT_ENTRY_LEN, RECORD_ENTRY_LEN};
+pub use record::{
+    Record, RecordView, ATTR_COMPACT, ATTR_COMPACTED, ATTR_UNIFORM, COMPACT_ENTRY_LEN, RECORD_ENTRY_LEN,
+    TOMBSTONE_LEN,
+};
 
 /// Version byte written into every batch. Readers reject any other value as corruption.
 pub const FORMAT_VERSION: u8 = 1;

@@ -10,7 +10,7 @@
 //! | 0..4   | u32  | offset delta (record offset − batch base offset)         |
 //! | 4..8   | i32  | timestamp delta (record timestamp − first timestamp), ms |
 //! | 8..12  | i32  | key length, −1 for no key                                |
-//! | 12..16 | u32  | value length                                             |
+//! | 12..16 | u32  | value length, [`TOMBSTONE_LEN`] (u32::MAX) for no value  |
 //! | 16..20 | u32  | encoded headers length, 0 for no headers                 |
 //!
 //! Compact record entry (8 bytes), in batches with the [`ATTR_COMPACT`] attribute: every
@@ -30,6 +30,15 @@
 //! value; the compact one is 8, the uniform batch's none.
 
 use super::{read_i32, read_u32};
+
+/// Value length stored in a full entry for a record without a value (a tombstone, which
+/// compaction uses to delete its key): the value takes no bytes of the value blob.
+/// Compact and uniform entries never hold one.
+pub const TOMBSTONE_LEN: u32 = u32::MAX;
+/// Attribute bit: compaction rewrote this batch (records removed or its base offset moved
+/// back over removed batches), so its header's sequence range no longer describes what its
+/// producer wrote. Bits 4 and 5 belong to compression.
+pub const ATTR_COMPACTED: u8 = 64;
 
 /// Size of one record entry.
 pub const RECORD_ENTRY_LEN: usize = 20;
@@ -93,10 +102,12 @@ pub struct Record<'a> {
     pub timestamp: i64,
     /// Optional key.
     pub key: Option<&'a [u8]>,
-    /// The value.
+    /// The value (empty for a tombstone).
     pub value: &'a [u8],
     /// Headers already encoded by [`super::headers::encode`]; empty for none.
     pub headers: &'a [u8],
+    /// No value at all (a tombstone: `value` is ignored): compaction deletes the key.
+    pub tombstone: bool,
 }
 
 /// A record read from a validated batch; all slices borrow the batch bytes.
@@ -108,10 +119,12 @@ pub struct RecordView<'a> {
     pub timestamp: i64,
     /// Optional key.
     pub key: Option<&'a [u8]>,
-    /// The value.
+    /// The value (empty for a tombstone).
     pub value: &'a [u8],
     /// Encoded headers; decode with [`super::headers::decode`].
     pub headers: &'a [u8],
+    /// The record has no value (a tombstone).
+    pub tombstone: bool,
 }
 
 /// The decoded fixed-size entry of one record.
@@ -175,6 +188,22 @@ impl RecordEntry {
                 out[12..16].copy_from_slice(&self.value_len.to_le_bytes());
                 out[16..20].copy_from_slice(&self.headers_len.to_le_bytes());
             }
+        }
+    }
+
+    /// True for a record without a value.
+    #[inline]
+    pub(crate) fn is_tombstone(self) -> bool {
+        self.value_len == TOMBSTONE_LEN
+    }
+
+    /// Length of the value in the value blob (0 for a tombstone).
+    #[inline]
+    pub(crate) fn value_bytes(self) -> usize {
+        if self.is_tombstone() {
+            0
+        } else {
+            self.value_len as usize
         }
     }
 

@@ -50,6 +50,27 @@ pub struct LogConfig {
     pub producer_expiry_ms: i64,
     /// What opening does with damage followed by valid batches.
     pub on_corruption: OnCorruption,
+    /// The store's background cleaner (compaction of compacted topics).
+    pub cleaner: CleanerConfig,
+}
+
+/// When the store's background cleaner compacts a partition, and how fast.
+#[derive(Clone, Copy, Debug)]
+pub struct CleanerConfig {
+    /// How often it looks at the partitions of the compacted topics this process has open;
+    /// `None`: no background cleaner (`topic.compact()` still works).
+    pub interval_ms: Option<u64>,
+    /// A partition is compacted once this share of its closed segments' bytes is dirty
+    /// (Kafka's `min.cleanable.dirty.ratio`).
+    pub min_dirty_ratio: f64,
+    /// Bytes read plus written per second, at most (`None`: no limit).
+    pub bytes_per_second: Option<u64>,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig { interval_ms: Some(15_000), min_dirty_ratio: 0.5, bytes_per_second: Some(100 << 20) }
+    }
 }
 
 impl Default for LogConfig {
@@ -64,6 +85,7 @@ impl Default for LogConfig {
             max_message_bytes: 1 << 20,
             producer_expiry_ms: 7 * 24 * 3600 * 1000,
             on_corruption: OnCorruption::Raise,
+            cleaner: CleanerConfig::default(),
         }
     }
 }
@@ -87,6 +109,13 @@ impl LogConfig {
         }
         if let Some(ms) = self.retention_ms.filter(|&ms| ms <= 0) {
             return bad(format!("retention_ms must be positive, got {ms}"));
+        }
+        let ratio = self.cleaner.min_dirty_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return bad(format!("min_cleanable_dirty_ratio must lie between 0 and 1, got {ratio}"));
+        }
+        if self.cleaner.interval_ms == Some(0) || self.cleaner.bytes_per_second == Some(0) {
+            return bad("cleaner_interval_ms and cleaner_bytes_per_second must be positive".into());
         }
         if self.producer_expiry_ms <= 0 {
             return bad(format!("producer_expiry_ms must be positive, got {}", self.producer_expiry_ms));

@@ -59,7 +59,10 @@ impl PartitionLog {
         view: &View,
         head: &Head,
     ) -> Result<&'t mut ProducerTable> {
-        let loading = table.is_none();
+        // After a compaction the batches below its snapshot no longer say what their
+        // producers wrote: a table that has not applied them all is rebuilt from the
+        // snapshot the cleaner wrote (at or past everything it rewrote).
+        let loading = table.as_ref().is_none_or(|t| t.compactions != head.compactions);
         if loading {
             *table = Some(self.load_snapshot(head)?);
         }
@@ -128,19 +131,38 @@ impl PartitionLog {
             let Ok(bytes) = crate::fs::read_file(&path) else { continue };
             if let Some(mut table) = ProducerTable::decode(&bytes).filter(|t| t.applied == offset) {
                 table.expire(cutoff, head.log_start);
+                table.compactions = head.compactions;
                 return Ok(table);
             }
         }
-        Ok(ProducerTable::new(head.log_start))
+        let mut table = ProducerTable::new(head.log_start);
+        table.compactions = head.compactions;
+        Ok(table)
     }
 
     /// At a roll (append lock held, `head` the sealed segment's last head): if this process
     /// keeps a table, writes it as the new segment's snapshot and drops older snapshots.
     pub(super) fn snapshot_at_roll(&self, view: &View, head: &Head, durable: bool) -> Result<()> {
-        let mut guard = self.producer_table()?;
+        let guard = self.producer_table()?;
         if guard.is_none() {
             return Ok(());
         }
+        self.write_snapshot(guard, view, head, durable)
+    }
+
+    /// Writes the producer state as of `head` as a snapshot (loading the table first if this
+    /// process has none), and drops older snapshots. Append lock held.
+    pub(super) fn snapshot_now(&self, view: &View, head: &Head, durable: bool) -> Result<()> {
+        self.write_snapshot(self.producer_table()?, view, head, durable)
+    }
+
+    fn write_snapshot(
+        &self,
+        mut guard: TableGuard<'_>,
+        view: &View,
+        head: &Head,
+        durable: bool,
+    ) -> Result<()> {
         let table = self.catch_up(&mut guard, view, head)?;
         table.expire(now_ms() - self.config.producer_expiry_ms, head.log_start);
         let path = snapshot_path(&self.dir, table.applied);

@@ -10,6 +10,7 @@
 //! 3. The set of segment files only changes under the append lock, and every change bumps
 //!    the head's generation, which is how other processes notice they must re-list.
 
+mod compaction;
 pub mod config;
 mod crc_worker;
 mod idempotence;
@@ -22,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
-pub use self::config::{FsyncPolicy, LogConfig, OnCorruption};
+pub use self::compaction::{CompactionStats, DirtyRatio, Pace};
+pub use self::config::{CleanerConfig, FsyncPolicy, LogConfig, OnCorruption};
 use self::producers::{ProducerTable, Verdict};
 pub use self::read::{ChunkBytes, ReadChunk, ReadResult};
 use crate::format::compression::compress_batch;
@@ -154,6 +156,9 @@ impl Bounded {
 /// This process's picture of the segments.
 struct View {
     generation: u64,
+    /// The head's compaction count when listed: a different count means sealed segments
+    /// were replaced by files of the same names, so no map of them may be reused.
+    compactions: u64,
     /// Sealed segments in offset order, then the active one last.
     segments: Vec<Arc<Segment>>,
 }
@@ -262,7 +267,7 @@ impl PartitionLog {
             config,
             settings,
             control,
-            view: RwLock::new(View { generation: u64::MAX, segments: Vec::new() }),
+            view: RwLock::new(View { generation: u64::MAX, compactions: u64::MAX, segments: Vec::new() }),
             dirty: AtomicBool::new(false),
             doorbell: std::sync::OnceLock::new(),
             producers: Mutex::new(None),
@@ -480,7 +485,7 @@ impl PartitionLog {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
         }
         self.settings.refresh()?;
-        let size = self.check_batch(records)?;
+        let size = self.check_batch(records, &meta)?;
         let codec = compression.unwrap_or_else(|| self.settings.compression());
         if codec == Compression::None || meta.attributes & ATTR_CONTROL != 0 {
             return self.append_body(Body::Records(records), meta, size, wait, max_end);
@@ -552,6 +557,9 @@ impl PartitionLog {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
         }
         self.settings.refresh()?;
+        if self.settings.compacted() {
+            return Err(self.keyless());
+        }
         let lengths = batch.lengths();
         let (mut total, mut shortest, mut longest) = (0u64, i64::MAX, 0i64);
         for &len in lengths {
@@ -585,7 +593,7 @@ impl PartitionLog {
                 .map(|&len| {
                     let value = &batch.values()[at..at + len as usize];
                     at += len as usize;
-                    Record { timestamp: batch.timestamp(), key: None, value, headers: &[] }
+                    Record { timestamp: batch.timestamp(), key: None, value, headers: &[], tombstone: false }
                 })
                 .collect();
             self.append_body(Body::Records(&records), BatchMeta::plain(0), size, true, u64::MAX)?
@@ -683,8 +691,15 @@ impl PartitionLog {
         Ok(Some(Bounded::Written(appended)))
     }
 
-    fn check_batch(&self, records: &[Record<'_>]) -> Result<usize> {
+    fn check_batch(&self, records: &[Record<'_>], meta: &BatchMeta) -> Result<usize> {
         let first = records[0].timestamp;
+        // Transaction markers have no key.
+        if self.settings.compacted()
+            && meta.attributes & ATTR_CONTROL == 0
+            && records.iter().any(|r| r.key.is_none())
+        {
+            return Err(self.keyless());
+        }
         for r in records {
             self.check_message_size(r.value.len() + r.key.map_or(0, <[u8]>::len) + r.headers.len())?;
             if i32::try_from(r.timestamp - first).is_err() {
@@ -697,6 +712,17 @@ impl PartitionLog {
         let size = encoded_len(records);
         self.check_batch_size(size)?;
         Ok(size)
+    }
+
+    /// The error for a message without a key on a compacted topic (which would keep every
+    /// such message forever: compaction keeps the newest record per key).
+    #[cold]
+    fn keyless(&self) -> Error {
+        Error::InvalidConfig(format!(
+            "topic {:?} is compacted (cleanup_policy={:?}): every message needs a key",
+            self.topic,
+            self.settings.current().map(|s| s.cleanup_policy).unwrap_or_default()
+        ))
     }
 
     fn check_message_size(&self, size: usize) -> Result<()> {
@@ -936,6 +962,10 @@ impl PartitionLog {
     }
 
     fn apply_retention(&self, guard: &mut WriteGuard<'_>) -> Result<()> {
+        if !self.settings.deletes() {
+            // cleanup_policy="compact": compaction alone removes records.
+            return Ok(());
+        }
         let segments = self.read_view()?.segments.clone();
         let mut head = guard.head();
         let mut total: u64 =
@@ -1020,6 +1050,10 @@ impl PartitionLog {
     /// Re-lists the segment files to match the published head. Called with the append
     /// lock held, so the files cannot change meanwhile.
     fn refresh(&self, guard: &WriteGuard<'_>) -> Result<()> {
+        // A compaction swap that was decided but not carried out (its cleaner failed or
+        // died) is finished first, so no listing sees half of it: one failed `open` per
+        // re-listing, which only rolls, retention and compactions cause.
+        compaction::finish_swap(&self.dir, self.config.fsync != FsyncPolicy::Never)?;
         self.refresh_listed(guard, &recovery::list_segments(&self.dir, false)?)
     }
 
@@ -1027,7 +1061,15 @@ impl PartitionLog {
     /// lock).
     fn refresh_listed(&self, guard: &WriteGuard<'_>, bases: &[u64]) -> Result<()> {
         let head = guard.head();
-        let old = self.read_view()?.segments.clone();
+        let old = {
+            let view = self.read_view()?;
+            if view.compactions == head.compactions {
+                view.segments.clone()
+            } else {
+                // A compaction swapped segments: a map of the same name is of the old file.
+                Vec::new()
+            }
+        };
         let mut segments = Vec::with_capacity(bases.len());
         for &base in bases.iter().filter(|&&b| b >= head.log_start) {
             // An active segment mapped as readable past the head is not reused: recovery cut
@@ -1071,7 +1113,8 @@ impl PartitionLog {
         active.data.observe_published(head.committed_pos as usize);
         active.index.observe_published(head.index_entries as usize * INDEX_ENTRY_BYTES);
         active.time_index.observe_published(head.index_entries as usize * TIME_INDEX_ENTRY_BYTES);
-        *self.view.write().map_err(|_| Error::Closed)? = View { generation: head.generation, segments };
+        *self.view.write().map_err(|_| Error::Closed)? =
+            View { generation: head.generation, compactions: head.compactions, segments };
         Ok(())
     }
 

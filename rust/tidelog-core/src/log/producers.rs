@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::format::{BatchHeader, Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL, NO_PRODUCER};
+use crate::format::{BatchHeader, Marker, ATTR_COMPACTED, ATTR_CONTROL, ATTR_TRANSACTIONAL, NO_PRODUCER};
 use crate::{Error, Result};
 
 /// Batches remembered per producer and partition for duplicate detection (as Kafka).
@@ -45,6 +45,10 @@ pub struct ProducerEntry {
     pub last_timestamp: i64,
     /// First offset of its open transaction in this partition.
     pub open_txn: Option<u64>,
+    /// Its newest batch was rewritten by compaction (its sequences are unknown): the next
+    /// batch may start at any sequence. Not kept in snapshots, which are written from
+    /// tables that never applied a rewritten batch.
+    pub sequence_unknown: bool,
 }
 
 /// The offsets of one aborted transaction in this partition: its data batches lie in
@@ -81,6 +85,9 @@ pub struct ProducerTable {
     aborted: Vec<AbortedTxn>,
     /// Every batch below this offset has been applied.
     pub applied: u64,
+    /// The partition's compaction count when the table was loaded (not stored in
+    /// snapshots): see `PartitionLog::catch_up`.
+    pub compactions: u64,
 }
 
 /// `seq + n` in the sequence space `0..=i32::MAX`, which wraps like Kafka's.
@@ -139,6 +146,9 @@ impl ProducerTable {
                 ))),
             };
         }
+        if entry.sequence_unknown {
+            return Ok(Verdict::Append);
+        }
         let last = sequence_add(base_sequence, count - 1);
         if let Some(b) = entry.batches.iter().find(|b| b.first == base_sequence && b.last == last) {
             return Ok(Verdict::Duplicate { base_offset: b.base_offset, count: b.count });
@@ -163,10 +173,12 @@ impl ProducerTable {
             batches: VecDeque::new(),
             last_timestamp: header.max_timestamp,
             open_txn: None,
+            sequence_unknown: false,
         });
         if header.producer_epoch > entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
+            entry.sequence_unknown = false;
         }
         entry.last_timestamp = entry.last_timestamp.max(header.max_timestamp);
         if header.attributes & ATTR_CONTROL != 0 {
@@ -181,7 +193,17 @@ impl ProducerTable {
         if header.attributes & ATTR_TRANSACTIONAL != 0 && entry.open_txn.is_none() {
             entry.open_txn = Some(header.base_offset);
         }
+        if header.attributes & ATTR_COMPACTED != 0 {
+            // Compaction removed records of this batch or moved its base offset: its
+            // sequence range is unknown, so the producer's next batch is taken at any
+            // sequence (as one the table does not know). Tables normally start from the
+            // snapshot written with the compaction and never apply such batches.
+            entry.batches.clear();
+            entry.sequence_unknown = true;
+            return;
+        }
         if header.base_sequence >= 0 {
+            entry.sequence_unknown = false;
             entry.batches.push_back(SequenceRange {
                 first: header.base_sequence,
                 last: sequence_add(header.base_sequence, header.record_count.max(1) - 1),
@@ -265,7 +287,10 @@ impl ProducerTable {
                 let last = r.u32()? as i32;
                 batches.push_back(SequenceRange { first, last, base_offset: r.u64()?, count: r.u32()? });
             }
-            table.entries.insert(id, ProducerEntry { epoch, batches, last_timestamp, open_txn });
+            table.entries.insert(
+                id,
+                ProducerEntry { epoch, batches, last_timestamp, open_txn, sequence_unknown: false },
+            );
         }
         for _ in 0..r.u32()? {
             let producer_id = r.u64()? as i64;
@@ -313,6 +338,21 @@ mod tests {
             base_sequence: seq,
             values_len: 0,
         }
+    }
+
+    #[test]
+    fn a_batch_rewritten_by_compaction_leaves_the_sequence_unknown_until_the_next_batch() {
+        let mut t = ProducerTable::new(0);
+        t.apply(&header(7, 0, 0, 0, 3, 0), None);
+        // Its range no longer says what the producer wrote: any sequence continues it.
+        t.apply(&header(7, 0, 3, 3, 1, ATTR_COMPACTED), None);
+        assert_eq!(t.check(7, 0, 40, 1).unwrap(), Verdict::Append);
+        assert!(matches!(t.check(7, -1, 40, 1), Err(Error::ProducerFenced(_))), "the epoch is kept");
+        t.apply(&header(7, 0, 40, 4, 1, 0), None);
+        assert!(matches!(t.check(7, 0, 50, 1), Err(Error::OutOfOrderSequence(_))), "known again");
+        t.apply(&header(7, 0, 41, 5, 1, ATTR_COMPACTED), None);
+        t.apply(&header(7, 1, 0, 6, 1, 0), None);
+        assert!(matches!(t.check(7, 1, 5, 1), Err(Error::OutOfOrderSequence(_))), "a new epoch resets");
     }
 
     #[test]

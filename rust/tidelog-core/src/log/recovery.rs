@@ -14,6 +14,7 @@
 
 use std::path::Path;
 
+use super::compaction;
 use super::lost::{self, LossEvent, LossKind, EVENTS_FILE, QUARANTINE_DIR};
 use super::{now_ms, write_index_entry, OnCorruption, PartitionLog, CONTROL_FILE};
 use crate::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
@@ -37,8 +38,12 @@ pub(super) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>> {
             None if name == CONTROL_FILE
                 || name == EVENTS_FILE
                 || name == QUARANTINE_DIR
+                || name == compaction::SWAP_FILE
+                || name == compaction::CHECKPOINT_FILE
                 || name.ends_with(super::idempotence::SNAPSHOT_SUFFIX) => {}
-            None if name.ends_with(".tmp") => {
+            // A rewritten segment that was never swapped in: nobody else can be writing it
+            // when we are alone with the partition (see `compaction`).
+            None if name.ends_with(".tmp") || name.ends_with(compaction::CLEANED_SUFFIX) => {
                 if clean {
                     let _ = std::fs::remove_file(entry.path());
                 }
@@ -127,6 +132,9 @@ impl PartitionLog {
     /// died holding it: the head may then be torn (the writer died mid-publish) and the
     /// bytes past it may hold a partial batch.
     pub(super) fn recover(&self, guard: &mut WriteGuard<'_>, hint: Option<Head>, alone: bool) -> Result<()> {
+        // A compaction that died after deciding its swap (holding the lock we now have) is
+        // finished before anything lists the segments.
+        compaction::finish_swap(&self.dir, self.config.fsync != super::FsyncPolicy::Never)?;
         let mut bases = list_segments(&self.dir, alone)?;
         if bases.is_empty() {
             bases.push(hint.map_or(0, |h| h.next_offset.max(h.log_start)));
@@ -260,6 +268,9 @@ impl PartitionLog {
             max_timestamp: scan.max_timestamp,
             segment_created_ms: hint.map_or_else(now_ms, |h| h.segment_created_ms),
             last_index_pos,
+            // Whatever recovery found (a finished swap among it), no process reuses maps of
+            // sealed segments listed before.
+            compactions: previous.compactions.wrapping_add(1),
             // Without a trustworthy hint (power loss, a lost control file), assume a
             // non-empty log may hold transactions: only slower reads, never wrong ones. The
             // same when recovery keeps batches the hint never published: a writer killed

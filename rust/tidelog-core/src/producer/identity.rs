@@ -305,7 +305,7 @@ fn write_markers(
     marker: Marker,
 ) -> Result<()> {
     let value = marker.value();
-    let record = Record { timestamp: now_ms(), key: None, value: &value, headers: &[] };
+    let record = Record { timestamp: now_ms(), key: None, value: &value, headers: &[], tombstone: false };
     let meta = BatchMeta {
         base_offset: 0,
         attributes: ATTR_TRANSACTIONAL | ATTR_CONTROL,

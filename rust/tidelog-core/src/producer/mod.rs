@@ -503,6 +503,14 @@ impl Producer {
         let topic = self.topic(topic)?;
         // The topic's limit, as every process sees it now (an alter_topic included).
         topic.settings().refresh()?;
+        if key.is_none() && topic.settings().compacted() {
+            // Refused here, where the caller sees it, rather than by the writer thread.
+            return Err(Error::InvalidConfig(format!(
+                "topic {:?} is compacted (cleanup_policy=\"compact\"): every message needs a key",
+                topic.name()
+            ))
+            .into());
+        }
         let limit = topic.settings().max_message_bytes();
         let size = value.len() + key.map_or(0, <[u8]>::len) + headers.len();
         if size > limit {

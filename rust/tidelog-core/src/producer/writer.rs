@@ -264,7 +264,13 @@ fn write_groups(
         let group = &batch[start..end];
         let records: Vec<Record<'_>> = group
             .iter()
-            .map(|p| Record { timestamp: p.timestamp, key: p.key(), value: p.value(), headers: p.headers() })
+            .map(|p| Record {
+                timestamp: p.timestamp,
+                key: p.key(),
+                value: p.value(),
+                headers: p.headers(),
+                tombstone: false,
+            })
             .collect();
         let fatal = shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let max_end = match lag.as_deref_mut() {

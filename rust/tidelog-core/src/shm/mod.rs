@@ -47,7 +47,7 @@ pub const CONTROL_BYTES: usize = 4096;
 const MAGIC: &[u8; 8] = b"TLCTRL01";
 const MUTEX_AT: usize = 64;
 const HEAD_AT: usize = 128;
-const HEAD_FIELDS: usize = 11;
+const HEAD_FIELDS: usize = 12;
 /// Byte of the control file whose OFD lock marks a live handle: shared while the handle
 /// lives, exclusive for "am I the only one?" (see [`ofd`] for why OFD locks).
 const LIVE_BYTE: u64 = 0;
@@ -55,6 +55,9 @@ const LIVE_BYTE: u64 = 0;
 /// so "am I alone?" and the recovery or trim that follows cannot interleave with another
 /// handle's open.
 const OPEN_BYTE: u64 = 1;
+/// Byte of the control file whose OFD lock is held by the partition's one cleaner (log
+/// compaction), in whichever process it runs; a dead cleaner's lock goes with it.
+pub const CLEANER_BYTE: u64 = 2;
 /// Nonzero once the partition's topic was deleted: every process's appends check it after
 /// taking the mutex (one load), so nobody writes into a deleted topic's files or, through
 /// paths that now name a new topic, into the new topic.
@@ -88,6 +91,10 @@ pub struct Head {
     /// Nonzero once a transactional batch was written: readers then bound committed reads
     /// by the last stable offset (plain logs never build a producer table to read).
     pub transactional: u64,
+    /// Bumped by every compaction swap: segments with the same base offsets were replaced,
+    /// so other processes must map them again rather than reuse their maps (0 in control
+    /// blocks written before compaction existed, which is what it starts at).
+    pub compactions: u64,
 }
 
 impl Head {
@@ -103,6 +110,7 @@ impl Head {
             self.segment_created_ms as u64,
             self.last_index_pos,
             self.transactional,
+            self.compactions,
         ]
     }
 
@@ -118,6 +126,7 @@ impl Head {
             segment_created_ms: w[7] as i64,
             last_index_pos: w[8],
             transactional: w[9],
+            compactions: w[10],
         }
     }
 }

@@ -1,0 +1,886 @@
+//! Log compaction: rewrites a partition's sealed segments keeping the newest record of each
+//! key (Kafka's log cleaner), and swaps the rewritten segments in so that a crash at any
+//! point leaves either the old segments or the new ones.
+//!
+//! What is kept, over the sealed segments wholly below the last stable offset (the active
+//! segment and open transactions are never touched):
+//! - a record with a key, if it is the newest record of that key in that range (a map of
+//!   key → newest offset is built over the range first), unless it is a tombstone whose
+//!   timestamp is `delete_retention_ms` or more in the past (timestamps, not the time the
+//!   cleaner first saw it: a tombstone with an old timestamp goes at the first compaction);
+//! - every record without a key (written before the topic was made compacted);
+//! - nothing of an aborted transaction; a transaction marker until it is
+//!   `delete_retention_ms` old (by its timestamp) and, for a commit, none of the
+//!   transaction's records are left.
+//!
+//! Offsets never change. Batches keep their producer id, epoch and base sequence; one that
+//! lost records, or whose base offset moves back over removed batches, is rewritten with
+//! full entries whose offset deltas skip the removed offsets and carries
+//! [`ATTR_COMPACTED`]. Base offsets stay contiguous within a segment (each batch starts
+//! where the previous one ended), so readers' continuity checks and indexes work as on any
+//! segment; only the records inside batches are sparse. Consecutive segments are merged
+//! while the output stays within `segment_bytes`; each output segment takes the base offset
+//! of its first input segment.
+//!
+//! The swap (append lock held, so no process lists segments meanwhile):
+//! 1. (before the lock) the new segments are written as `<name>.cleaned` files, synced;
+//! 2. the producer state as of the head is snapshotted, so no process ever rebuilds it from
+//!    rewritten batches (which no longer say what their producers wrote);
+//! 3. [`SWAP_FILE`] is written atomically, naming the replaced and the new base offsets:
+//!    from here on the swap is decided and recovery finishes it;
+//! 4. the `.cleaned` files are renamed over their final names and the replaced segments'
+//!    files deleted, the checkpoint written, the swap file removed;
+//! 5. the head's generation and compaction count are bumped: every process re-lists and
+//!    maps the new files (old maps stay valid for readers holding them: unlinked files stay
+//!    mapped).
+//!
+//! A crash before 3 leaves `.cleaned` leftovers that the next cleaner, or the next opener
+//! alone with the partition, deletes; a crash after 3 happens with the append lock held,
+//! so the next locker finds its owner dead and recovery finishes the swap. A swap file that
+//! fails its CRC is reported ([`Error::Corrupt`] naming it), never guessed at.
+//!
+//! Only one cleaner works on a partition at a time, across processes: it holds an OFD lock
+//! on [`crate::shm::CLEANER_BYTE`] of the control file.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{now_ms, FsyncPolicy, PartitionLog, CONTROL_FILE};
+use crate::format::{
+    encode_rewritten, BatchMeta, BatchView, Compression, Marker, RecordView, ATTR_COMPACTED, ATTR_CONTROL,
+    ATTR_TRANSACTIONAL, NO_PRODUCER,
+};
+use crate::index::IndexEntry;
+use crate::log::producers::ProducerTable;
+use crate::segment::{self, file_name, FileKind, Segment};
+use crate::shm::{ofd, CLEANER_BYTE};
+use crate::{Error, Result};
+
+/// The swap manifest: present only while a decided swap is being carried out.
+pub(super) const SWAP_FILE: &str = "compaction.swap";
+/// Suffix of a rewritten segment's files before the swap.
+pub(super) const CLEANED_SUFFIX: &str = ".cleaned";
+/// Where the cleaner keeps the offset below which the partition was compacted.
+pub(super) const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
+const SWAP_MAGIC: &[u8; 8] = b"TLSWAP01";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"TLCLEAN1";
+/// Index interval of rewritten segments (as of rebuilt sealed indexes).
+const INDEX_INTERVAL: usize = 4096;
+
+/// What one compaction of a partition did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// Sealed segments rewritten.
+    pub segments_before: usize,
+    /// Segments they became.
+    pub segments_after: usize,
+    /// Bytes of the segments rewritten.
+    pub bytes_read: u64,
+    /// Bytes of the segments written.
+    pub bytes_written: u64,
+    /// Records read.
+    pub records_read: u64,
+    /// Records removed (older values, tombstones, aborted transactions, markers).
+    pub records_removed: u64,
+    /// Of those, tombstones past `delete_retention_ms`.
+    pub tombstones_removed: u64,
+    /// Every offset below this was compacted.
+    pub cleaned_to: u64,
+    /// The rewritten segments were swapped in (false when there was nothing to compact or
+    /// retention removed segments meanwhile).
+    pub swapped: bool,
+}
+
+impl CompactionStats {
+    /// Adds another partition's figures.
+    pub fn add(&mut self, other: &CompactionStats) {
+        self.segments_before += other.segments_before;
+        self.segments_after += other.segments_after;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.records_read += other.records_read;
+        self.records_removed += other.records_removed;
+        self.tombstones_removed += other.tombstones_removed;
+        self.swapped |= other.swapped;
+    }
+}
+
+/// How much of a partition's closed segments compaction has not seen yet (Kafka's dirty
+/// ratio: dirty bytes over the bytes of all closed segments).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirtyRatio {
+    /// Bytes of closed segments at or past the cleaner's checkpoint.
+    pub dirty_bytes: u64,
+    /// Bytes of all closed segments.
+    pub total_bytes: u64,
+}
+
+impl DirtyRatio {
+    /// `dirty_bytes / total_bytes`, 0 with no closed segments.
+    pub fn ratio(&self) -> f64 {
+        if self.total_bytes == 0 {
+            0.0
+        } else {
+            self.dirty_bytes as f64 / self.total_bytes as f64
+        }
+    }
+
+    /// Adds another partition's bytes.
+    pub fn add(&mut self, other: &DirtyRatio) {
+        self.dirty_bytes += other.dirty_bytes;
+        self.total_bytes += other.total_bytes;
+    }
+}
+
+/// FxHash's multiply-rotate over 8-byte words: keys are the caller's own data, so no
+/// protection against chosen collisions is needed, and SipHash would cost more than the
+/// rest of the first pass.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Keys borrow from the mapped segments, or are copied out of a compressed batch's image.
+type KeyMap<'a> = HashMap<Cow<'a, [u8]>, u64, BuildHasherDefault<KeyHasher>>;
+
+/// How a compaction paces itself: the background cleaner keeps its reads and writes under
+/// a budget and stops when its store closes.
+#[derive(Clone, Copy, Default)]
+pub struct Pace<'a> {
+    /// Bytes read plus written per second, at most.
+    pub bytes_per_second: Option<u64>,
+    /// Set when the compaction should give up (its store is closing): it then stops
+    /// between segments with [`Error::Closed`], leaving the old segments.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+struct Pacer<'a> {
+    pace: Pace<'a>,
+    started: std::time::Instant,
+    bytes: u64,
+}
+
+impl Pacer<'_> {
+    /// Accounts for `bytes` more of I/O, sleeping as long as the budget needs, in short
+    /// naps so a stop is noticed promptly.
+    fn advance(&mut self, bytes: u64) -> Result<()> {
+        self.bytes += bytes;
+        loop {
+            if self.pace.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(Error::Closed);
+            }
+            let Some(budget) = self.pace.bytes_per_second.filter(|&b| b > 0) else { return Ok(()) };
+            let due = std::time::Duration::from_secs_f64(self.bytes as f64 / budget as f64);
+            let elapsed = self.started.elapsed();
+            if elapsed >= due {
+                return Ok(());
+            }
+            std::thread::sleep((due - elapsed).min(std::time::Duration::from_millis(20)));
+        }
+    }
+}
+
+/// The path of a file's rewritten version.
+fn cleaned(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(CLEANED_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The partition's one cleaner, across processes, while this lives.
+struct CleanerLock(File);
+
+impl CleanerLock {
+    /// Takes the lock (waiting for it with `wait`); `None` if another cleaner has it.
+    fn take(dir: &Path, wait: bool) -> Result<Option<Self>> {
+        let path = dir.join(CONTROL_FILE);
+        let file = crate::fs::open_rw(&path, false)?;
+        // A fresh open file description of our own: it excludes cleaners in this process
+        // too, and no forked child shares it.
+        match ofd::set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive, wait) {
+            Ok(true) => Ok(Some(CleanerLock(file))),
+            Ok(false) => Ok(None),
+            Err(e) => Err(Error::io("lock the cleaner byte of", &path, e)),
+        }
+    }
+}
+
+impl Drop for CleanerLock {
+    fn drop(&mut self) {
+        let _ = ofd::set(&self.0, CLEANER_BYTE, 1, ofd::Lock::Unlock, false);
+    }
+}
+
+/// A decided swap, as [`SWAP_FILE`] holds it.
+///
+/// | bytes | type | field                                           |
+/// |-------|------|-------------------------------------------------|
+/// | 0..8  |      | magic `TLSWAP01`                                |
+/// | 8..12 | u32  | replaced segment count, then each base: u64     |
+/// |       | u32  | new segment count, then each base: u64          |
+/// |       | u64  | cleaned-to offset (the new checkpoint)          |
+/// |       | u32  | CRC32C of everything before                     |
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Swap {
+    replaced: Vec<u64>,
+    new: Vec<u64>,
+    cleaned_to: u64,
+}
+
+impl Swap {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = SWAP_MAGIC.to_vec();
+        for list in [&self.replaced, &self.new] {
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for base in list {
+                out.extend_from_slice(&base.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&self.cleaned_to.to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) || !body.starts_with(SWAP_MAGIC) {
+            return None;
+        }
+        let mut at = SWAP_MAGIC.len();
+        let u64_at = |at: &mut usize| -> Option<u64> {
+            let v = u64::from_le_bytes(body.get(*at..*at + 8)?.try_into().ok()?);
+            *at += 8;
+            Some(v)
+        };
+        let mut lists = [Vec::new(), Vec::new()];
+        for list in &mut lists {
+            let n = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
+            at += 4;
+            if n > body.len() / 8 {
+                return None;
+            }
+            for _ in 0..n {
+                list.push(u64_at(&mut at)?);
+            }
+        }
+        let cleaned_to = u64_at(&mut at)?;
+        let [replaced, new] = lists;
+        (at == body.len()).then_some(Swap { replaced, new, cleaned_to })
+    }
+
+    /// Carries the swap out; idempotent, so a swap interrupted anywhere is finished by
+    /// running it again.
+    fn apply(&self, dir: &Path, durable: bool) -> Result<()> {
+        for &base in &self.new {
+            // Indexes first: the data file's rename is the last step of each segment.
+            for kind in [FileKind::Index, FileKind::TimeIndex, FileKind::Data] {
+                let to = dir.join(file_name(base, kind));
+                let from = cleaned(&to);
+                if from.exists() {
+                    crate::fs::rename(&from, &to)?;
+                } else if kind == FileKind::Data && !to.exists() {
+                    return Err(Error::Corrupt {
+                        path: dir.join(SWAP_FILE),
+                        position: 0,
+                        offset: base,
+                        reason: format!("the rewritten segment {} is missing", from.display()),
+                    });
+                }
+            }
+        }
+        for &base in self.replaced.iter().filter(|b| !self.new.contains(b)) {
+            for kind in [FileKind::Data, FileKind::Index, FileKind::TimeIndex] {
+                let path = dir.join(file_name(base, kind));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("delete", &path, e)),
+                }
+            }
+        }
+        write_checkpoint(dir, self.cleaned_to, durable)?;
+        if durable {
+            segment::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Finishes a swap that was decided but not completed (its cleaner failed, or died holding
+/// the append lock). Called before segments are listed, with the append lock held. True
+/// if there was one.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the swap file if it is damaged (nothing is changed then: which
+/// of the two layouts is whole cannot be known from a damaged manifest), I/O errors.
+pub(super) fn finish_swap(dir: &Path, durable: bool) -> Result<bool> {
+    let path = dir.join(SWAP_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let swap = Swap::decode(&bytes).ok_or_else(|| Error::Corrupt {
+        path: path.clone(),
+        position: 0,
+        offset: 0,
+        reason: "damaged compaction swap manifest (a compaction was interrupted; restore the file or \
+                 remove it and the segments it would have replaced by hand)"
+            .into(),
+    })?;
+    swap.apply(dir, durable)?;
+    std::fs::remove_file(&path).map_err(|e| Error::io("delete", &path, e))?;
+    if durable {
+        segment::sync_dir(dir)?;
+    }
+    Ok(true)
+}
+
+/// Deletes `.cleaned` files of a compaction that never reached its swap. Only with no
+/// other cleaner working (the cleaner lock, or alone with the partition), and never while a
+/// swap file names them: that swap is decided and needs them.
+pub(super) fn remove_leftovers(dir: &Path) -> Result<()> {
+    if dir.join(SWAP_FILE).exists() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if entry.file_name().to_string_lossy().ends_with(CLEANED_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The offset below which the partition was compacted, 0 if never (or if the checkpoint
+/// is damaged: then everything counts as dirty, which costs a compaction, nothing more).
+fn read_checkpoint(dir: &Path) -> u64 {
+    let Ok(bytes) = std::fs::read(dir.join(CHECKPOINT_FILE)) else { return 0 };
+    if bytes.len() != 20 || &bytes[..8] != CHECKPOINT_MAGIC {
+        return 0;
+    }
+    let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[..16]) != crc {
+        return 0;
+    }
+    u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"))
+}
+
+/// | bytes | type | field                               |
+/// |-------|------|-------------------------------------|
+/// | 0..8  |      | magic `TLCLEAN1`                    |
+/// | 8..16 | u64  | offset below which all is compacted |
+/// | 16..20| u32  | CRC32C of bytes 0..16               |
+fn write_checkpoint(dir: &Path, offset: u64, durable: bool) -> Result<()> {
+    let mut bytes = CHECKPOINT_MAGIC.to_vec();
+    bytes.extend_from_slice(&offset.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    crate::fs::write_atomically(&dir.join(CHECKPOINT_FILE), &bytes, durable)
+}
+
+/// Where an output segment was before a segment was added to it.
+type Mark = (usize, usize, u64, i64, usize, Option<usize>);
+
+/// One output segment being built.
+struct Output {
+    base: u64,
+    bytes: Vec<u8>,
+    entries: Vec<IndexEntry>,
+    /// Where the next batch starts (base offsets stay contiguous).
+    next: u64,
+    max_timestamp: i64,
+    last_index_pos: usize,
+    /// Position of the last batch appended.
+    last_batch: Option<usize>,
+}
+
+impl Output {
+    fn new(base: u64) -> Self {
+        Output {
+            base,
+            bytes: Vec::new(),
+            entries: Vec::new(),
+            next: base,
+            max_timestamp: i64::MIN,
+            last_index_pos: 0,
+            last_batch: None,
+        }
+    }
+
+    /// Indexes the batch about to be appended at the end of `bytes`.
+    fn index(&mut self, base_offset: u64) {
+        let pos = self.bytes.len();
+        if self.entries.is_empty() || pos - self.last_index_pos >= INDEX_INTERVAL {
+            self.entries.push(IndexEntry {
+                relative_offset: (base_offset - self.base) as u32,
+                position: pos as u32,
+                max_timestamp_before: self.max_timestamp,
+            });
+            self.last_index_pos = pos;
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        (
+            self.bytes.len(),
+            self.entries.len(),
+            self.next,
+            self.max_timestamp,
+            self.last_index_pos,
+            self.last_batch,
+        )
+    }
+
+    fn reset(&mut self, mark: Mark) {
+        self.bytes.truncate(mark.0);
+        self.entries.truncate(mark.1);
+        (self.next, self.max_timestamp, self.last_index_pos, self.last_batch) =
+            (mark.2, mark.3, mark.4, mark.5);
+    }
+
+    /// Ends the segment at `end` (where the next segment begins): the offsets removed after
+    /// its last kept record become part of its last batch, so segments still continue each
+    /// other. An empty output segment has no batch to carry them.
+    fn finish(&mut self, end: u64) {
+        if let Some(pos) = self.last_batch.filter(|_| self.next < end) {
+            crate::format::extend_to(&mut self.bytes[pos..], end);
+            self.next = end;
+        }
+    }
+
+    /// Writes the segment's files under their `.cleaned` names.
+    fn write(&self, dir: &Path, durable: bool) -> Result<()> {
+        let paths = segment::SegmentPaths::new(dir, self.base);
+        let (mut o, mut t) = (Vec::new(), Vec::new());
+        for e in &self.entries {
+            o.extend_from_slice(&e.offset_bytes());
+            t.extend_from_slice(&e.time_bytes());
+        }
+        for (path, bytes) in [(&paths.data, &self.bytes), (&paths.index, &o), (&paths.time_index, &t)] {
+            let path = cleaned(path);
+            crate::fs::write_file(&path, bytes)?;
+            if durable {
+                let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+                crate::fs::sync_all(&f, &path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the rewrite carries from batch to batch.
+struct Rewrite<'a> {
+    newest: KeyMap<'a>,
+    /// Producer state at the plan (for aborted transactions), if the log has any.
+    table: Option<ProducerTable>,
+    /// Per producer: a record of its current transaction was kept.
+    kept_in_txn: HashMap<i64, bool>,
+    /// Tombstones and markers at or before this timestamp go.
+    horizon: i64,
+    stats: CompactionStats,
+}
+
+impl<'a> Rewrite<'a> {
+    fn aborted(&self, b: &BatchView<'_>) -> bool {
+        let h = &b.header;
+        h.attributes & ATTR_TRANSACTIONAL != 0
+            && h.attributes & ATTR_CONTROL == 0
+            && self.table.as_ref().is_some_and(|t| t.is_aborted(h.producer_id, h.base_offset))
+    }
+
+    /// First pass: the newest offset of every key.
+    fn map_segment(&mut self, seg: &'a Segment) -> Result<bool> {
+        let mut producers = false;
+        for batch in batches(seg) {
+            let (_, batch) = batch?;
+            let h = batch.header;
+            producers |= h.producer_id != NO_PRODUCER;
+            if h.attributes & ATTR_CONTROL != 0 || self.aborted(&batch) {
+                continue;
+            }
+            if batch.codec() != Compression::None {
+                let image = plain_image(seg, &batch)?;
+                let plain = plain_view(seg, &batch, &image)?;
+                for r in plain.records() {
+                    if let Some(key) = r.key {
+                        self.newest.insert(key.to_vec().into(), r.offset);
+                    }
+                }
+                continue;
+            }
+            for r in batch.records() {
+                if let Some(key) = r.key {
+                    self.newest.insert(key.into(), r.offset);
+                }
+            }
+        }
+        Ok(producers)
+    }
+
+    /// Second pass over one segment, appending what is kept to `out`.
+    fn rewrite_segment(&mut self, seg: &Segment, out: &mut Output) -> Result<()> {
+        for batch in batches(seg) {
+            let (_, stored) = batch?;
+            // A compressed batch is read (and, when records go, rewritten) through its
+            // uncompressed image: the header without codec bits, the plain body.
+            let image =
+                if stored.codec() == Compression::None { Vec::new() } else { plain_image(seg, &stored)? };
+            let batch = if image.is_empty() { stored } else { plain_view(seg, &stored, &image)? };
+            let h = batch.header;
+            self.stats.records_read += u64::from(h.record_count);
+            let mut kept: Vec<RecordView<'_>> = Vec::new();
+            if h.attributes & ATTR_CONTROL != 0 {
+                let data_kept = self.kept_in_txn.remove(&h.producer_id).unwrap_or(false);
+                let commit = Marker::of(&batch) == Some(Marker::Commit);
+                if h.max_timestamp <= self.horizon && !(commit && data_kept) {
+                    self.stats.records_removed += u64::from(h.record_count);
+                    continue;
+                }
+                kept.extend(batch.records());
+            } else if self.aborted(&batch) {
+                self.stats.records_removed += u64::from(h.record_count);
+                continue;
+            } else {
+                for r in batch.records() {
+                    let keep = match r.key {
+                        None => true,
+                        Some(key) => {
+                            self.newest.get(key) == Some(&r.offset)
+                                && !(r.tombstone && r.timestamp <= self.horizon)
+                        }
+                    };
+                    if keep {
+                        kept.push(r);
+                    } else if r.tombstone && self.newest.get(r.key.unwrap_or_default()) == Some(&r.offset) {
+                        self.stats.tombstones_removed += 1;
+                    }
+                }
+                self.stats.records_removed += u64::from(h.record_count) - kept.len() as u64;
+                if h.attributes & ATTR_TRANSACTIONAL != 0 && !kept.is_empty() {
+                    self.kept_in_txn.insert(h.producer_id, true);
+                }
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            out.index(out.next);
+            out.last_batch = Some(out.bytes.len());
+            let whole = kept.len() == h.record_count as usize && h.base_offset == out.next;
+            let header = if whole {
+                // As stored (still compressed, if it was).
+                out.bytes.extend_from_slice(stored.bytes());
+                stored.header
+            } else {
+                let meta = BatchMeta {
+                    base_offset: out.next,
+                    attributes: h.attributes | ATTR_COMPACTED,
+                    producer_id: h.producer_id,
+                    producer_epoch: h.producer_epoch,
+                    base_sequence: h.base_sequence,
+                };
+                match encode_rewritten(&mut out.bytes, meta, &kept) {
+                    Some(header) => header,
+                    None => {
+                        // The kept records' timestamps lie too far apart for one batch's
+                        // deltas: keep the whole batch (its first record is the reference).
+                        self.stats.records_removed -= (h.record_count as usize - kept.len()) as u64;
+                        let all: Vec<RecordView<'_>> = batch.records().collect();
+                        encode_rewritten(&mut out.bytes, meta, &all).expect("the batch's own deltas fit")
+                    }
+                }
+            };
+            out.next = header.next_offset();
+            out.max_timestamp = out.max_timestamp.max(header.max_timestamp);
+        }
+        Ok(())
+    }
+}
+
+/// The uncompressed image of a compressed stored batch (see [`BatchView::decompress`]).
+fn plain_image(seg: &Segment, batch: &BatchView<'_>) -> Result<Vec<u8>> {
+    batch.decompress().map_err(|reason| seg.corrupt(0, batch.header.base_offset, reason))
+}
+
+/// The batch view of an image [`plain_image`] made.
+fn plain_view<'i>(seg: &Segment, batch: &BatchView<'_>, image: &'i [u8]) -> Result<BatchView<'i>> {
+    BatchView::parse(image, false).map_err(|reason| seg.corrupt(0, batch.header.base_offset, reason))
+}
+
+/// The CRC-checked batches of a sealed segment with their positions; damage is an error
+/// naming the segment (compaction never rewrites what it cannot read), zeros at the end (a
+/// trim lost in a power failure) end the segment.
+fn batches(seg: &Segment) -> impl Iterator<Item = Result<(usize, BatchView<'_>)>> {
+    let end = seg.data.readable();
+    let mut pos = 0;
+    let mut expected = seg.base;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done || pos >= end {
+            return None;
+        }
+        let batch = match seg.batch_at(pos, end, true) {
+            Ok(b) if b.header.base_offset == expected => b,
+            Err(_) if seg.zeros_at(pos, end) => return None,
+            Ok(b) => {
+                done = true;
+                let reason = format!(
+                    "batch claims offset {} where offset {expected} should start",
+                    b.header.base_offset
+                );
+                return Some(Err(seg.corrupt(pos, expected, &reason)));
+            }
+            Err(reason) => {
+                done = true;
+                return Some(Err(seg.corrupt(pos, expected, reason)));
+            }
+        };
+        let at = pos;
+        pos += batch.header.total_len;
+        expected = batch.header.next_offset();
+        Some(Ok((at, batch)))
+    })
+}
+
+impl PartitionLog {
+    /// Compacts the partition's sealed segments below the last stable offset now (see the
+    /// module documentation). With `wait`, waits for another cleaner of the partition (in
+    /// any process) to finish first; without, returns `None` if one is working.
+    ///
+    /// Appends go on meanwhile: the append lock is held only to plan and to swap.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if the topic is not compacted, [`Error::Corrupt`] for a
+    /// damaged sealed segment (nothing is changed), I/O errors (the old segments stay).
+    pub fn compact(&self, wait: bool) -> Result<Option<CompactionStats>> {
+        self.compact_paced(wait, Pace::default())
+    }
+
+    /// As [`Self::compact`], keeping to `pace` (a stop set meanwhile ends it with
+    /// [`Error::Closed`], the old segments kept).
+    ///
+    /// # Errors
+    /// As [`Self::compact`].
+    pub fn compact_paced(&self, wait: bool, pace: Pace<'_>) -> Result<Option<CompactionStats>> {
+        self.settings.refresh()?;
+        if !self.settings.compacted() {
+            return Err(Error::InvalidConfig(format!(
+                "topic {:?} is not compacted: create or alter it with cleanup_policy=\"compact\"",
+                self.topic
+            )));
+        }
+        self.check_not_failed()?;
+        if self.control.is_inherited() {
+            return Err(Error::Forked);
+        }
+        let Some(_cleaner) = CleanerLock::take(&self.dir, wait)? else { return Ok(None) };
+        remove_leftovers(&self.dir)?;
+        let result = self.compact_locked(&mut Pacer { pace, started: std::time::Instant::now(), bytes: 0 });
+        if result.is_err() {
+            let _ = remove_leftovers(&self.dir);
+        }
+        result.map(Some)
+    }
+
+    fn compact_locked(&self, pacer: &mut Pacer<'_>) -> Result<CompactionStats> {
+        let durable = self.config.fsync != FsyncPolicy::Never;
+        // Plan under the append lock: which sealed segments, and the producer state that
+        // says which transactions were aborted.
+        let (chosen, table) = {
+            let guard = self.lock(true)?.expect("blocking lock");
+            self.refresh_if_stale(&guard)?;
+            let head = guard.head();
+            let view = self.read_view()?;
+            let (lso, table) = if head.transactional != 0 {
+                let mut t = self.producer_table()?;
+                let table = self.catch_up(&mut t, &view, &head)?;
+                (table.last_stable_offset(head.next_offset), Some(table.clone()))
+            } else {
+                (head.next_offset, None)
+            };
+            let mut chosen: Vec<(Arc<Segment>, u64)> = Vec::new();
+            for pair in view.segments.windows(2) {
+                // A segment's offsets end where the next one begins.
+                if pair[1].base > lso {
+                    break;
+                }
+                chosen.push((pair[0].clone(), pair[1].base));
+            }
+            (chosen, table)
+        };
+        let stats = CompactionStats::default();
+        let Some(&(_, cleaned_to)) = chosen.last() else { return Ok(stats) };
+        let mut rewrite = Rewrite {
+            newest: KeyMap::default(),
+            table,
+            kept_in_txn: HashMap::new(),
+            horizon: now_ms().saturating_sub(self.settings.delete_retention_ms()),
+            stats,
+        };
+        let mut producers = false;
+        for (seg, _) in &chosen {
+            producers |= rewrite.map_segment(seg)?;
+            pacer.advance(seg.data.readable() as u64)?;
+        }
+        let limit = self.settings.segment_bytes().min(u32::MAX as usize);
+        let mut written: Vec<u64> = Vec::new();
+        let mut out = Output::new(chosen[0].0.base);
+        for (seg, end) in &chosen {
+            let written_before = out.bytes.len() as u64 + rewrite.stats.bytes_written;
+            rewrite.stats.bytes_read += seg.data.readable() as u64;
+            let mark = out.mark();
+            let saved = (rewrite.kept_in_txn.clone(), rewrite.stats);
+            let span_ok = end - out.base <= u64::from(u32::MAX);
+            if span_ok {
+                rewrite.rewrite_segment(seg, &mut out)?;
+            }
+            if !span_ok || (out.bytes.len() > limit && mark.0 > 0) {
+                // Does not fit: the group so far becomes a segment, this one starts the next.
+                out.reset(mark);
+                (rewrite.kept_in_txn, rewrite.stats) = saved;
+                rewrite.stats.bytes_read += seg.data.readable() as u64;
+                out.finish(seg.base);
+                out.write(&self.dir, durable)?;
+                rewrite.stats.bytes_written += out.bytes.len() as u64;
+                written.push(out.base);
+                out = Output::new(seg.base);
+                rewrite.rewrite_segment(seg, &mut out)?;
+            }
+            let written =
+                (out.bytes.len() as u64 + rewrite.stats.bytes_written).saturating_sub(written_before);
+            pacer.advance(seg.data.readable() as u64 + written)?;
+        }
+        out.finish(cleaned_to);
+        out.write(&self.dir, durable)?;
+        rewrite.stats.bytes_written += out.bytes.len() as u64;
+        written.push(out.base);
+        if durable {
+            segment::sync_dir(&self.dir)?;
+        }
+        let mut stats = rewrite.stats;
+        stats.segments_before = chosen.len();
+        stats.segments_after = written.len();
+        stats.cleaned_to = cleaned_to;
+        let swap = Swap { replaced: chosen.iter().map(|(s, _)| s.base).collect(), new: written, cleaned_to };
+        drop(rewrite);
+        stats.swapped = self.swap_in(&swap, producers, durable)?;
+        Ok(stats)
+    }
+
+    /// Steps 2 to 5 of the swap, under the append lock. False (and the rewritten files
+    /// removed) if retention deleted some of the replaced segments meanwhile.
+    fn swap_in(&self, swap: &Swap, producers: bool, durable: bool) -> Result<bool> {
+        let mut guard = self.lock(true)?.expect("blocking lock");
+        self.refresh_if_stale(&guard)?;
+        let mut head = guard.head();
+        {
+            let view = self.read_view()?;
+            let sealed = &view.segments[..view.segments.len() - 1];
+            let present = head.log_start <= swap.replaced[0]
+                && swap.replaced.iter().all(|b| sealed.iter().any(|s| s.base == *b));
+            if !present {
+                drop(view);
+                drop(guard);
+                remove_leftovers(&self.dir)?;
+                return Ok(false);
+            }
+            if producers || head.transactional != 0 {
+                self.snapshot_now(&view, &head, durable)?;
+            }
+        }
+        crate::fs::write_atomically(&self.dir.join(SWAP_FILE), &swap.encode(), durable)?;
+        // Decided: from here on a failure leaves the swap file for the next re-listing (in
+        // any process) or recovery to finish.
+        let done = (|| {
+            swap.apply(&self.dir, durable)?;
+            let path = self.dir.join(SWAP_FILE);
+            std::fs::remove_file(&path).map_err(|e| Error::io("delete", &path, e))
+        })();
+        // Published either way: every process re-lists, and re-listing finishes a swap
+        // left half done (see `refresh`).
+        head.generation += 1;
+        head.compactions += 1;
+        guard.publish(head);
+        done?;
+        self.refresh(&guard)?;
+        Ok(true)
+    }
+
+    /// The partition's dirty ratio: bytes of closed segments compaction has not seen over
+    /// the bytes of all closed segments.
+    ///
+    /// # Errors
+    /// As [`Self::size_bytes`].
+    pub fn dirty_ratio(&self) -> Result<DirtyRatio> {
+        let head = self.head()?;
+        let view = self.current_view(head)?;
+        let checkpoint = read_checkpoint(&self.dir);
+        let mut ratio = DirtyRatio::default();
+        for seg in view.segments.iter().filter(|s| !s.is_active()) {
+            let bytes = seg.data.readable() as u64;
+            ratio.total_bytes += bytes;
+            if seg.base >= checkpoint {
+                ratio.dirty_bytes += bytes;
+            }
+        }
+        Ok(ratio)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn swap_manifest_round_trips() {
+        let swap = Swap { replaced: vec![0, 10, 20], new: vec![0, 20], cleaned_to: 31 };
+        assert_eq!(Swap::decode(&swap.encode()), Some(swap));
+    }
+
+    proptest! {
+        #[test]
+        fn any_corruption_is_an_error_never_a_panic(
+            replaced in proptest::collection::vec(any::<u64>(), 0..6),
+            at in any::<prop::sample::Index>(),
+            junk in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let swap = Swap { new: replaced.iter().step_by(2).copied().collect(), replaced, cleaned_to: 9 };
+            let mut bytes = swap.encode();
+            let i = at.index(bytes.len());
+            let changed = bytes[i] != junk;
+            bytes[i] = junk;
+            if changed {
+                prop_assert!(Swap::decode(&bytes).is_none());
+            }
+            let good = swap.encode();
+            prop_assert!(Swap::decode(&good[..cut.index(good.len())]).is_none());
+        }
+    }
+}
