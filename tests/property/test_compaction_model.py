@@ -67,6 +67,12 @@ class CompactionMachine(RuleBasedStateMachine):
             _, offset = self.topic.append(value, key=key, partition=0)
             self._record(offset, key, value)
 
+    @rule(codec=st.sampled_from(["none", "lz4", "zstd"]))
+    def switch_compression(self, codec: str) -> None:
+        # Batches written from now on use the codec: the partition mixes compressed and
+        # plain batches, which compaction reads and rewrites alike.
+        self.store.alter_topic(TOPIC, compression=codec)
+
     @rule(keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=8), size=st.integers(0, 60))
     def produce(self, keys: list[bytes], size: int) -> None:
         with self.store.producer(linger_ms=0) as producer:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tidelog
+from tidelog import _core
 
 
 def fill(topic: tidelog.Topic, n: int, keys: int = 10, size: int = 100) -> None:
@@ -159,6 +160,10 @@ def test_compaction_of_a_compressed_topic_keeps_the_newest_value_per_key(
         assert dict(topic.latest()) == expected
         after = [(m.offset, m.key, m.value) for m in topic.read(0)]
         assert set(after) <= set(before), "compaction changed a record"
+        # The rewritten segment stays compressed (control batches aside).
+        first = _core.segment_files(tmp_path / "topics" / "c" / "0")[0]
+        rewritten = _core.inspect_segment(first)["batches"]
+        assert rewritten and {b["compression"] for b in rewritten} == {codec}
         newest = {k: o for o, k, _ in before}
         assert {o for o, _, _ in after} >= {o for o in newest.values() if o < after[-1][0]}
     with tidelog.open(tmp_path, cleaner_interval_ms=None) as store:

@@ -50,9 +50,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{now_ms, FsyncPolicy, PartitionLog, CONTROL_FILE};
+use crate::format::compression::compress_batch;
 use crate::format::{
-    encode_rewritten, BatchMeta, BatchView, Compression, Marker, RecordView, ATTR_COMPACTED, ATTR_CONTROL,
-    ATTR_TRANSACTIONAL, NO_PRODUCER,
+    encode_rewritten, BatchHeader, BatchMeta, BatchView, Compression, Marker, RecordView, ATTR_COMPACTED,
+    ATTR_CONTROL, ATTR_TRANSACTIONAL, BATCH_HEADER_LEN, NO_PRODUCER,
 };
 use crate::index::IndexEntry;
 use crate::log::producers::ProducerTable;
@@ -604,7 +605,8 @@ impl<'a> Rewrite<'a> {
                     producer_epoch: h.producer_epoch,
                     base_sequence: h.base_sequence,
                 };
-                match encode_rewritten(&mut out.bytes, meta, &kept) {
+                let start = out.bytes.len();
+                let header = match encode_rewritten(&mut out.bytes, meta, &kept) {
                     Some(header) => header,
                     None => {
                         // The kept records' timestamps lie too far apart for one batch's
@@ -613,13 +615,28 @@ impl<'a> Rewrite<'a> {
                         let all: Vec<RecordView<'_>> = batch.records().collect();
                         encode_rewritten(&mut out.bytes, meta, &all).expect("the batch's own deltas fit")
                     }
-                }
+                };
+                recompress(&mut out.bytes, start, header, stored.codec())
             };
             out.next = header.next_offset();
             out.max_timestamp = out.max_timestamp.max(header.max_timestamp);
         }
         Ok(())
     }
+}
+
+/// Compresses the plain batch at `bytes[start..]` with the codec its source batch had, so a
+/// compressed topic stays compressed once compacted; returns the header as stored.
+fn recompress(bytes: &mut Vec<u8>, start: usize, header: BatchHeader, codec: Compression) -> BatchHeader {
+    if codec == Compression::None {
+        return header;
+    }
+    let mut packed = Vec::new();
+    let plain = &bytes[start..];
+    let stored = compress_batch(&plain[..BATCH_HEADER_LEN], &plain[BATCH_HEADER_LEN..], codec, &mut packed);
+    bytes.truncate(start);
+    bytes.extend_from_slice(&packed[..stored.total_len]);
+    stored
 }
 
 /// The uncompressed image of a compressed stored batch (see [`BatchView::decompress`]).
