@@ -12,6 +12,7 @@ from typing_extensions import disjoint_base
 __version__: str
 OFFSETS_TOPIC: str
 __all__ = [
+    "OFFSETS_TOPIC",
     "BackpressureError",
     "CorruptRecordError",
     "Doorbell",
@@ -23,7 +24,6 @@ __all__ = [
     "Message",
     "MessageIterator",
     "MessageTooLargeError",
-    "OFFSETS_TOPIC",
     "OffsetCommitter",
     "OffsetOutOfRangeError",
     "OffsetTable",

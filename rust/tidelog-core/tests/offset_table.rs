@@ -12,7 +12,9 @@ use tidelog_core::{Error, LogConfig, Store};
 
 fn open(dir: &Path) -> Store {
     let store = Store::open(dir, LogConfig::default(), &[]).expect("open store");
-    store.create_internal_topic(OFFSETS_TOPIC, tidelog_core::offsets::PARTITIONS, true).expect("offsets topic");
+    store
+        .create_internal_topic(OFFSETS_TOPIC, tidelog_core::offsets::PARTITIONS, true)
+        .expect("offsets topic");
     store
 }
 
@@ -45,8 +47,10 @@ fn v3_value(offset: u64, metadata: &str) -> Vec<u8> {
 fn append_as(store: &Store, group: &str, records: &[(Vec<u8>, Vec<u8>)], meta: BatchMeta) -> u64 {
     let topic = store.topic(OFFSETS_TOPIC).expect("offsets topic");
     let p = tidelog_core::offsets::partition_of(group, topic.partition_count());
-    let records: Vec<Record<'_>> =
-        records.iter().map(|(k, v)| Record { timestamp: 1000, key: Some(k), value: v, headers: &[] }).collect();
+    let records: Vec<Record<'_>> = records
+        .iter()
+        .map(|(k, v)| Record { timestamp: 1000, key: Some(k), value: v, headers: &[] })
+        .collect();
     topic.partition(p).unwrap().append(&records, meta, true).expect("append").expect("blocking").base_offset
 }
 
@@ -99,7 +103,10 @@ fn a_history_of_every_version_gives_the_newest_commit_per_partition() {
 
     assert_eq!(offsets(&table, "g1", "t", A), [(0, 20), (1, 16), (2, 17), (3, 7)]);
     let g1: Vec<(u32, Commit)> = table.committed("g1", "t", A).map(|(p, c)| (p, c.clone())).collect();
-    assert_eq!(g1[1].1, Commit { offset: 16, metadata: "m".into(), timestamp_ms: 1000, incarnation: Some(A) });
+    assert_eq!(
+        g1[1].1,
+        Commit { offset: 16, metadata: "m".into(), timestamp_ms: 1000, incarnation: Some(A) }
+    );
     assert_eq!(g1[3].1.incarnation, None);
     assert_eq!(offsets(&table, "g2", "t", A), []);
     assert_eq!(offsets(&table, "g2", "t", B), [(0, 2)]);
@@ -141,7 +148,13 @@ fn neighbours() -> (String, String) {
 }
 
 fn txn_meta(pid: i64, sequence: i32) -> BatchMeta {
-    BatchMeta { base_offset: 0, attributes: ATTR_TRANSACTIONAL, producer_id: pid, producer_epoch: 0, base_sequence: sequence }
+    BatchMeta {
+        base_offset: 0,
+        attributes: ATTR_TRANSACTIONAL,
+        producer_id: pid,
+        producer_epoch: 0,
+        base_sequence: sequence,
+    }
 }
 
 fn marker(store: &Store, group: &str, pid: i64, kind: Marker) {

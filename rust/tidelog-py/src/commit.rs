@@ -18,6 +18,9 @@ use crate::gil::run_detached;
 use crate::store::PyStore;
 use crate::topic::PyTopic;
 
+/// A record's key and value, as Python bytes.
+type KeyValue<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>);
+
 /// Commits of one group on one incarnation of a topic (see `OffsetTable.committer`).
 #[pyclass(frozen, module = "tidelog._core", name = "OffsetCommitter")]
 pub struct PyOffsetCommitter {
@@ -89,7 +92,12 @@ impl PyOffsetCommitter {
             .iter()
             .zip(values.chunks_exact(value_len))
             // `source.partition(p)` accepted `p`: it has a key.
-            .map(|(&(p, _), value)| Record { timestamp, key: Some(&self.keys[p as usize]), value, headers: &[] })
+            .map(|(&(p, _), value)| Record {
+                timestamp,
+                key: Some(&self.keys[p as usize]),
+                value,
+                headers: &[],
+            })
             .collect();
         let meta = BatchMeta::plain(0);
         let log = to_py(self.offsets.partition(self.partition))?;
@@ -121,8 +129,10 @@ impl PyOffsetTable {
         f: impl FnOnce(&mut OffsetTable) -> tidelog_core::Result<T> + Send,
     ) -> PyResult<T> {
         run_detached(py, || {
-            let mut table =
-                self.table.lock().map_err(|_| Error::Internal("the offset table's lock is poisoned".into()))?;
+            let mut table = self
+                .table
+                .lock()
+                .map_err(|_| Error::Internal("the offset table's lock is poisoned".into()))?;
             f(&mut table)
         })
     }
@@ -205,7 +215,7 @@ impl PyOffsetTable {
         incarnation: u64,
         offsets: &Bound<'_, PyDict>,
         generation: i64,
-    ) -> PyResult<(u32, Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>)> {
+    ) -> PyResult<(u32, Vec<KeyValue<'py>>)> {
         let mut records = Vec::with_capacity(offsets.len());
         for (p, o) in offsets.iter() {
             let p: u32 = p.extract()?;

@@ -246,10 +246,11 @@ fn split_v2_key(key: &[u8]) -> Result<(&str, &str), String> {
 fn split_v3_key(key: &[u8]) -> Result<(&str, &str, u64, u32), String> {
     let bad = || format!("offset commit record: malformed version 3 key {:?}", String::from_utf8_lossy(key));
     let mut parts = key.rsplitn(4, |&b| b == 0);
-    let (partition, incarnation, topic, group) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(p), Some(i), Some(t), Some(g)) => (p, i, t, g),
-        _ => return Err(bad()),
-    };
+    let (partition, incarnation, topic, group) =
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(p), Some(i), Some(t), Some(g)) => (p, i, t, g),
+            _ => return Err(bad()),
+        };
     let incarnation = std::str::from_utf8(incarnation)
         .ok()
         .filter(|s| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -357,7 +358,7 @@ pub(crate) mod tests {
     #[test]
     fn the_version_3_layout_byte_by_byte() {
         let key = key("billing", "orders", 0x0102_0304_0506_0708, 12);
-        assert_eq!(key, b"billing\0orders\x000102030405060708\012");
+        assert_eq!(key, b"billing\0orders\x000102030405060708\x0012");
         let mut value = Vec::new();
         encode_value(&mut value, 7, 42, b"mm");
         assert_eq!(value.len(), VALUE_LEN + 2);

@@ -18,7 +18,6 @@
 //!    that only lose precision by it, such as a producer's lag bound).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::record::{self, Decoded};
@@ -181,7 +180,12 @@ impl OffsetTable {
     ///
     /// # Errors
     /// What makes the record undecodable.
-    pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>, timestamp_ms: i64) -> std::result::Result<(), String> {
+    pub fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        timestamp_ms: i64,
+    ) -> std::result::Result<(), String> {
         apply(&mut self.commits, key, value, timestamp_ms)
     }
 
@@ -232,7 +236,8 @@ impl OffsetTable {
     /// Reading or appending to the offsets topic failed.
     pub fn forget_topic(&mut self, topic: &str, incarnation: u64) -> Result<()> {
         self.catch_up_all()?;
-        let groups: Vec<String> = self.groups_of(topic).map(|g| g.keys().cloned().collect()).unwrap_or_default();
+        let groups: Vec<String> =
+            self.groups_of(topic).map(|g| g.keys().cloned().collect()).unwrap_or_default();
         let value = record::encode_reset(incarnation);
         let mut touched = Vec::new();
         for group in groups {
@@ -264,7 +269,8 @@ fn apply(
         Decoded::Commit { group, topic, incarnation, entries, .. } => {
             let partitions = group_entry(commits, topic, group);
             for e in entries {
-                let commit = Commit { offset: e.offset, metadata: e.metadata.to_owned(), timestamp_ms, incarnation };
+                let commit =
+                    Commit { offset: e.offset, metadata: e.metadata.to_owned(), timestamp_ms, incarnation };
                 partitions.insert(e.partition, commit);
             }
         }
@@ -327,7 +333,7 @@ fn undecodable(log: &PartitionLog, chunk: &ReadChunk, offset: u64, reason: Strin
         })
         .max_by_key(|(base, _)| *base)
         .map_or_else(|| log.dir().to_path_buf(), |(_, path)| path);
-    Error::Corrupt { path: PathBuf::from(segment), position: chunk.start as u64, offset, reason }
+    Error::Corrupt { path: segment, position: chunk.start as u64, offset, reason }
 }
 
 #[cfg(test)]

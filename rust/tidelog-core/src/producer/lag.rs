@@ -55,15 +55,7 @@ impl LagBound {
     /// A bound of `max_lag` messages; `slack` (the buffer) is how far past it messages
     /// already accepted may still be written; pressure ends at `resume_at`.
     pub fn new(store: Arc<Store>, max_lag: u64, resume_at: u64, slack: u64) -> Self {
-        LagBound {
-            store,
-            max_lag,
-            resume_at,
-            slack,
-            table: None,
-            members: HashMap::new(),
-            on: false,
-        }
+        LagBound { store, max_lag, resume_at, slack, table: None, members: HashMap::new(), on: false }
     }
 
     /// True once the store is closed.
