@@ -67,6 +67,10 @@ pub type Partitions = BTreeMap<u32, Commit>;
 #[derive(Default)]
 struct Cursor {
     read_upto: u64,
+    /// The end offset the last successful catch-up read to. While the partition still ends
+    /// there nothing changed, not even the outcome of an open transaction (its marker would
+    /// be appended), so the suffix after an open transaction is not read again.
+    scanned_to: u64,
     pending: HashSet<(String, String)>,
 }
 
@@ -127,6 +131,9 @@ impl OffsetTable {
         let log = topic.partition(p)?;
         let head = log.head()?;
         let cursor = &mut self.cursors[p as usize];
+        if head.next_offset == cursor.scanned_to {
+            return Ok(());
+        }
         let mut at = cursor.read_upto.max(head.log_start);
         let mut first_open: Option<u64> = None;
         let mut pending = HashSet::new();
@@ -170,6 +177,7 @@ impl OffsetTable {
             }
             None => {
                 cursor.read_upto = first_open.unwrap_or(at);
+                cursor.scanned_to = at;
                 Ok(())
             }
         }
