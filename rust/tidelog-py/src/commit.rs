@@ -63,21 +63,21 @@ impl PyOffsetCommitter {
         generation: i64,
     ) -> PyResult<()> {
         let metadata = checked_metadata(metadata)?;
+        if let (1, true, Some((p, o))) = (offsets.len(), metadata.is_empty(), offsets.iter().next()) {
+            // The common commit, with nothing on the heap.
+            let (p, o) = self.checked(&p, &o)?;
+            let value = record::value_without_metadata(generation, o);
+            let record = Record {
+                timestamp: now_ms(),
+                key: Some(&self.keys[p as usize]),
+                value: &value,
+                headers: &[],
+            };
+            return self.append(py, &[record]);
+        }
         let mut entries = Vec::with_capacity(offsets.len());
         for (p, o) in offsets.iter() {
-            let p: u32 = p.extract()?;
-            let end = to_py(self.source.partition(p).and_then(|log| log.end_offset()))?;
-            // The caller checked `o` is a non-negative int; past i64 it is past any end.
-            match o.extract::<i64>() {
-                Ok(o) if o as u64 <= end => entries.push((p, o as u64)),
-                _ => {
-                    return Err(OffsetOutOfRangeError::new_err(format!(
-                        "cannot commit offset {o} for '{}' partition {p}: past its end offset {end} (the \
-                         next offset to be written); nothing was committed",
-                        self.source.name()
-                    )))
-                }
-            }
+            entries.push(self.checked(&p, &o)?);
         }
         if entries.is_empty() {
             return Ok(());
@@ -91,7 +91,6 @@ impl PyOffsetCommitter {
         let records: Vec<Record<'_>> = entries
             .iter()
             .zip(values.chunks_exact(value_len))
-            // `source.partition(p)` accepted `p`: it has a key.
             .map(|(&(p, _), value)| Record {
                 timestamp,
                 key: Some(&self.keys[p as usize]),
@@ -99,14 +98,36 @@ impl PyOffsetCommitter {
                 headers: &[],
             })
             .collect();
+        self.append(py, &records)
+    }
+}
+
+impl PyOffsetCommitter {
+    /// Partition `p` and offset `o` of a commit, checked: the partition exists (so it has
+    /// a key) and the offset is not past its end.
+    fn checked(&self, p: &Bound<'_, PyAny>, o: &Bound<'_, PyAny>) -> PyResult<(u32, u64)> {
+        let p: u32 = p.extract()?;
+        let end = to_py(self.source.partition(p).and_then(|log| log.end_offset()))?;
+        // The caller checked `o` is a non-negative int; past i64 it is past any end.
+        match o.extract::<i64>() {
+            Ok(o) if o as u64 <= end => Ok((p, o as u64)),
+            _ => Err(OffsetOutOfRangeError::new_err(format!(
+                "cannot commit offset {o} for '{}' partition {p}: past its end offset {end} (the next \
+                 offset to be written); nothing was committed",
+                self.source.name()
+            ))),
+        }
+    }
+
+    /// Appends the records of one commit as one batch.
+    fn append(&self, py: Python<'_>, records: &[Record<'_>]) -> PyResult<()> {
         let meta = BatchMeta::plain(0);
         let log = to_py(self.offsets.partition(self.partition))?;
         // As `Topic.append`: the GIL is let go only when the append lock is contended or an
         // fsync is due.
-        if log.config().fsync != FsyncPolicy::Always && to_py(log.append(&records, meta, false))?.is_some() {
+        if log.config().fsync != FsyncPolicy::Always && to_py(log.append(records, meta, false))?.is_some() {
             return Ok(());
         }
-        let records = &records;
         run_detached(py, move || log.append(records, meta, true).map(drop))
     }
 }

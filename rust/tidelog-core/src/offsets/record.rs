@@ -95,6 +95,16 @@ pub fn encode_value(out: &mut Vec<u8>, generation: i64, offset: u64, metadata: &
     out.extend_from_slice(metadata);
 }
 
+/// The value of a version 3 record without metadata (the common commit), on the stack.
+pub fn value_without_metadata(generation: i64, offset: u64) -> [u8; VALUE_LEN] {
+    let mut out = [0u8; VALUE_LEN];
+    out[0..2].copy_from_slice(&VERSION.to_le_bytes());
+    out[2..10].copy_from_slice(&generation.to_le_bytes());
+    out[10..18].copy_from_slice(&(offset as i64).to_le_bytes());
+    // Bytes 18..20, the metadata length, stay zero.
+    out
+}
+
 /// The key of a version 1 or 2 record, and of the reset record: `group NUL topic`.
 pub fn reset_key(group: &str, topic: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(group.len() + topic.len() + 1);
@@ -367,6 +377,9 @@ pub(crate) mod tests {
         assert_eq!(&value[10..18], &42i64.to_le_bytes());
         assert_eq!(&value[18..20], &2u16.to_le_bytes());
         assert_eq!(&value[20..22], b"mm");
+        let mut plain = Vec::new();
+        encode_value(&mut plain, 7, 42, b"");
+        assert_eq!(value_without_metadata(7, 42).as_slice(), plain);
         // The incarnation always takes 16 digits.
         assert_eq!(key_prefix("g", "t", 0xab), b"g\0t\x0000000000000000ab\0");
     }
