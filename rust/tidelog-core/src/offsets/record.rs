@@ -252,26 +252,32 @@ fn split_v2_key(key: &[u8]) -> Result<(&str, &str), String> {
     Ok((utf8(&key[..nul], "group")?, utf8(&key[nul + 1..], "topic")?))
 }
 
-/// `group NUL topic NUL incarnation NUL partition` of a version 3 key.
+/// `group NUL topic NUL incarnation NUL partition` of a version 3 key. Parsed from the end
+/// by hand: a catch-up decodes every record's key, and this is most of its cost.
 fn split_v3_key(key: &[u8]) -> Result<(&str, &str, u64, u32), String> {
     let bad = || format!("offset commit record: malformed version 3 key {:?}", String::from_utf8_lossy(key));
-    let mut parts = key.rsplitn(4, |&b| b == 0);
-    let (partition, incarnation, topic, group) =
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(p), Some(i), Some(t), Some(g)) => (p, i, t, g),
+    let last = key.iter().rposition(|&b| b == 0).ok_or_else(bad)?;
+    let digits = &key[last + 1..];
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let partition = digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    let partition = u32::try_from(partition).map_err(|_| bad())?;
+    // 16 hex digits between two NULs before the partition.
+    let hex_at = last.checked_sub(16).filter(|&at| at > 0 && key[at - 1] == 0).ok_or_else(bad)?;
+    let mut incarnation = 0u64;
+    for &d in &key[hex_at..last] {
+        let nibble = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
             _ => return Err(bad()),
         };
-    let incarnation = std::str::from_utf8(incarnation)
-        .ok()
-        .filter(|s| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .and_then(|s| u64::from_str_radix(s, 16).ok())
-        .ok_or_else(bad)?;
-    let partition = std::str::from_utf8(partition)
-        .ok()
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((utf8(group, "group")?, utf8(topic, "topic")?, incarnation, partition))
+        incarnation = incarnation << 4 | u64::from(nibble);
+    }
+    let names = &key[..hex_at - 1];
+    let nul = names.iter().rposition(|&b| b == 0).ok_or_else(bad)?;
+    Ok((utf8(&names[..nul], "group")?, utf8(&names[nul + 1..], "topic")?, incarnation, partition))
 }
 
 /// Decodes a record of `__consumer_offsets`; `value` is `None` for a tombstone.
@@ -461,6 +467,11 @@ pub(crate) mod tests {
             (key3.clone(), [&v3[..], b"z"].concat(), "bytes where its metadata length says"),
             (b"g\0t\0zz\0".to_vec(), v3.clone(), "malformed version 3 key"),
             (b"g\0t\x000000000000000001\0-1".to_vec(), v3.clone(), "malformed version 3 key"),
+            (b"g\0t\x000000000000000001\x004294967296".to_vec(), v3.clone(), "malformed version 3 key"),
+            (b"g\0t\x0000000000000000001\x000".to_vec(), v3.clone(), "malformed version 3 key"),
+            (b"g\0t\x00000000000000000g\x000".to_vec(), v3.clone(), "malformed version 3 key"),
+            (b"gt\x000000000000000001\x000".to_vec(), v3.clone(), "malformed version 3 key"),
+            (b"0000000000000001\x000".to_vec(), v3.clone(), "malformed version 3 key"),
             (key3.clone(), [&v3[..20], b"\xff\xfe"].concat(), "metadata is not UTF-8"),
             (b"g\0t".to_vec(), legacy_value(1, Some(1), &[(0, -5)], b""), "negative next offset -5"),
             (b"g\0t".to_vec(), legacy_value(1, Some(1), &[(0, 5)], b"")[..30].to_vec(), "truncated entry"),

@@ -62,6 +62,9 @@ impl Commit {
 /// A group's newest commit per partition of one topic.
 pub type Partitions = BTreeMap<u32, Commit>;
 
+/// topic name -> group -> its newest commits.
+type Topics = HashMap<String, HashMap<String, Partitions>>;
+
 /// Per offsets partition: where reading resumes, and the (group, topic) pairs with a commit
 /// in a transaction still open there.
 #[derive(Default)]
@@ -80,7 +83,7 @@ pub struct OffsetTable {
     on_undecodable: OnUndecodable,
     cursors: Vec<Cursor>,
     /// topic name -> group -> its newest commits.
-    commits: HashMap<String, HashMap<String, Partitions>>,
+    commits: Topics,
 }
 
 impl OffsetTable {
@@ -268,19 +271,24 @@ impl OffsetTable {
 
 /// Applies one record to `commits`.
 fn apply(
-    commits: &mut HashMap<String, HashMap<String, Partitions>>,
+    commits: &mut Topics,
     key: &[u8],
     value: Option<&[u8]>,
     timestamp_ms: i64,
 ) -> std::result::Result<(), String> {
     match record::decode(key, value)? {
         Decoded::Commit { group, topic, incarnation, entries, .. } => {
-            let partitions = group_entry(commits, topic, group);
-            for e in entries {
-                let commit =
-                    Commit { offset: e.offset, metadata: e.metadata.to_owned(), timestamp_ms, incarnation };
-                partitions.insert(e.partition, commit);
-            }
+            with_group(commits, topic, group, |partitions| {
+                for e in entries {
+                    let commit = Commit {
+                        offset: e.offset,
+                        metadata: e.metadata.to_owned(),
+                        timestamp_ms,
+                        incarnation,
+                    };
+                    partitions.insert(e.partition, commit);
+                }
+            });
         }
         Decoded::Reset { group, topic, incarnation } => {
             forget(commits, topic, group, |_, c| incarnation.is_none_or(|i| c.applies_to(i)));
@@ -292,31 +300,22 @@ fn apply(
     Ok(())
 }
 
-/// The commits of (`topic`, `group`), made empty if there were none; looked up without
-/// allocating when they exist (the common case: a group commits again).
-fn group_entry<'a>(
-    commits: &'a mut HashMap<String, HashMap<String, Partitions>>,
-    topic: &str,
-    group: &str,
-) -> &'a mut Partitions {
-    if !commits.contains_key(topic) {
-        commits.insert(topic.to_owned(), HashMap::new());
+/// Runs `f` on the commits of (`topic`, `group`), made empty if there were none; one
+/// lookup per level when they exist (the common case: a group commits again), no
+/// allocation.
+fn with_group(commits: &mut Topics, topic: &str, group: &str, f: impl FnOnce(&mut Partitions)) {
+    if let Some(groups) = commits.get_mut(topic) {
+        if let Some(partitions) = groups.get_mut(group) {
+            return f(partitions);
+        }
+        return f(groups.entry(group.to_owned()).or_default());
     }
-    let groups = commits.get_mut(topic).expect("just made");
-    if !groups.contains_key(group) {
-        groups.insert(group.to_owned(), Partitions::new());
-    }
-    groups.get_mut(group).expect("just made")
+    f(commits.entry(topic.to_owned()).or_default().entry(group.to_owned()).or_default());
 }
 
 /// Drops the commits of (`topic`, `group`) that `which` selects, and the group (and the
 /// topic) once nothing is left.
-fn forget(
-    commits: &mut HashMap<String, HashMap<String, Partitions>>,
-    topic: &str,
-    group: &str,
-    which: impl Fn(u32, &Commit) -> bool,
-) {
+fn forget(commits: &mut Topics, topic: &str, group: &str, which: impl Fn(u32, &Commit) -> bool) {
     let Some(groups) = commits.get_mut(topic) else { return };
     let Some(partitions) = groups.get_mut(group) else { return };
     partitions.retain(|&partition, commit| !which(partition, commit));
