@@ -294,9 +294,10 @@ def test_consume_values_floor(benchmark: Any, store: tidelog.Store) -> None:
 
 # --------------------------------------------------------------------------- commit
 
-#: The record one ``commit({0: offset})`` appends (tidelog.offsets layout, no metadata).
-COMMIT_RECORD = struct.pack("<HqQI", 2, 1, 1 << 60, 1) + struct.pack("<IqH", 0, 12_345, 0)
-COMMIT_KEY = b"commit-floor\0source"
+#: The record one ``commit({0: offset})`` appends (version 3 of docs/FORMAT.md, "Consumer
+#: offsets", no metadata).
+COMMIT_RECORD = struct.pack("<HqqH", 3, 1, 12_345, 0)
+COMMIT_KEY = b"commit-floor\0source\0%016x\0%d" % (1 << 60, 0)
 
 
 def commit_loop(consumer: tidelog.Consumer, n: int) -> None:

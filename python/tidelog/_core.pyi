@@ -10,7 +10,9 @@ import numpy.typing as npt
 from typing_extensions import disjoint_base
 
 __version__: str
+OFFSETS_TOPIC: str
 __all__ = [
+    "OFFSETS_TOPIC",
     "BackpressureError",
     "CorruptRecordError",
     "Doorbell",
@@ -24,6 +26,7 @@ __all__ = [
     "MessageTooLargeError",
     "OffsetCommitter",
     "OffsetOutOfRangeError",
+    "OffsetTable",
     "OutOfOrderSequenceError",
     "PartitionNotFoundError",
     "Producer",
@@ -91,10 +94,26 @@ class Message:
 
 @final
 class OffsetCommitter:
-    def __new__(
-        cls, source: Topic, offsets_topic: Topic, partition: int, key: bytes, incarnation: int
-    ) -> OffsetCommitter: ...
     def commit(self, offsets: dict[int, int], metadata: str, generation: int) -> None: ...
+
+@final
+class OffsetTable:
+    def __new__(cls, store: Store) -> OffsetTable: ...
+    def committed(
+        self, group: str, topic: str, incarnation: int
+    ) -> dict[int, tuple[int, str, int]]: ...
+    def groups(self) -> set[tuple[str, str]]: ...
+    def has_pending(self, group: str, topic: str) -> bool: ...
+    def committer(self, group: str, topic: Topic, incarnation: int) -> OffsetCommitter: ...
+    def commit_records(
+        self,
+        group: str,
+        topic: str,
+        incarnation: int,
+        offsets: dict[int, int],
+        generation: int,
+    ) -> tuple[int, list[tuple[bytes, bytes]]]: ...
+    def forget_topic(self, topic: str, incarnation: int) -> None: ...
 
 @final
 class Job:

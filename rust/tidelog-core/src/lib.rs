@@ -9,11 +9,11 @@
 //! - [`settings`]: the settings that shape files, stored with the store and each topic;
 //! - [`store`]: a directory of topics, each a set of partition logs;
 //! - [`statelog`]: a snapshot plus a CRC-checked journal, the durable state of work queues;
-//! - [`group`]: a consumer group's membership state, generation word and leases.
+//! - [`group`]: a consumer group's membership state, generation word and leases;
+//! - [`offsets`]: committed offsets, the records of `__consumer_offsets` and their table.
 
 #![deny(unsafe_code)]
 
-pub mod commit_record;
 pub mod error;
 pub mod format;
 pub mod fs;
@@ -21,6 +21,7 @@ pub mod group;
 pub mod index;
 pub mod inspect;
 pub mod log;
+pub mod offsets;
 pub mod partitioner;
 pub mod producer;
 pub mod ring;

@@ -1,19 +1,27 @@
-//! `OffsetCommitter`: a consumer's commits, checked against the partitions' ends and
-//! appended to `__consumer_offsets` in one native call (a commit sits in tight loops).
+//! Committed offsets: `OffsetTable` (the newest commit of every group, read back from
+//! `__consumer_offsets` by the core's table) and `OffsetCommitter` (a consumer's commits,
+//! checked against the partitions' ends and appended in one native call: a commit sits in
+//! tight loops). The record bytes are the core's (`tidelog_core::offsets::record`).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use tidelog_core::format::{BatchMeta, Record};
 use tidelog_core::log::now_ms;
-use tidelog_core::{FsyncPolicy, Topic};
+use tidelog_core::offsets::{record, OffsetTable, OnUndecodable};
+use tidelog_core::{Error, FsyncPolicy, Topic};
 
-use crate::errors::{to_py, OffsetOutOfRangeError};
+use crate::errors::{to_py, InvalidConfigError, OffsetOutOfRangeError};
 use crate::gil::run_detached;
+use crate::store::PyStore;
 use crate::topic::PyTopic;
 
-/// Commits of one group on one incarnation of a topic (see `OffsetStore.committer`).
+/// A record's key and value, as Python bytes.
+type KeyValue<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>);
+
+/// Commits of one group on one incarnation of a topic (see `OffsetTable.committer`).
 #[pyclass(frozen, module = "tidelog._core", name = "OffsetCommitter")]
 pub struct PyOffsetCommitter {
     /// The topic the group consumes.
@@ -21,34 +29,29 @@ pub struct PyOffsetCommitter {
     /// `__consumer_offsets`, and the partition of the group's commits.
     offsets: Arc<Topic>,
     partition: u32,
-    /// `group NUL topic`.
-    key: Vec<u8>,
-    incarnation: u64,
+    /// Per partition of `source`, the key of its commit records (made once: a commit
+    /// builds no key).
+    keys: Vec<Vec<u8>>,
+}
+
+/// The metadata of a commit, checked to fit its 16-bit length.
+fn checked_metadata(metadata: &str) -> PyResult<&[u8]> {
+    if metadata.len() > usize::from(u16::MAX) {
+        return Err(InvalidConfigError::new_err(format!(
+            "commit metadata is {} bytes long: at most {} fit",
+            metadata.len(),
+            u16::MAX
+        )));
+    }
+    Ok(metadata.as_bytes())
 }
 
 #[pymethods]
 impl PyOffsetCommitter {
-    #[new]
-    fn new(
-        source: &PyTopic,
-        offsets_topic: &PyTopic,
-        partition: u32,
-        key: Vec<u8>,
-        incarnation: u64,
-    ) -> PyResult<Self> {
-        to_py(offsets_topic.engine().partition(partition))?;
-        Ok(PyOffsetCommitter {
-            source: source.engine().clone(),
-            offsets: offsets_topic.engine().clone(),
-            partition,
-            key,
-            incarnation,
-        })
-    }
-
-    /// Commits `offsets` (partition -> next offset to read) with `metadata` as one record:
-    /// all partitions together or none. Returns once the record is in the page cache; with
-    /// `fsync="always"` once it is on disk.
+    /// Commits `offsets` (partition -> next offset to read) with `metadata`: one record per
+    /// partition, all in one batch, so all partitions are committed together or none.
+    /// Returns once the batch is in the page cache; with `fsync="always"` once it is on
+    /// disk.
     ///
     /// Raises `OffsetOutOfRangeError` (nothing written) for an offset past its partition's
     /// end, `TopicNotFoundError` if the topic was deleted.
@@ -59,45 +62,200 @@ impl PyOffsetCommitter {
         metadata: &str,
         generation: i64,
     ) -> PyResult<()> {
+        let metadata = checked_metadata(metadata)?;
+        if let (1, true, Some((p, o))) = (offsets.len(), metadata.is_empty(), offsets.iter().next()) {
+            // The common commit, with nothing on the heap.
+            let (p, o) = self.checked(&p, &o)?;
+            let value = record::value_without_metadata(generation, o);
+            let record = Record {
+                timestamp: now_ms(),
+                key: Some(&self.keys[p as usize]),
+                value: &value,
+                headers: &[],
+                tombstone: false,
+            };
+            return self.append(py, &[record]);
+        }
         let mut entries = Vec::with_capacity(offsets.len());
         for (p, o) in offsets.iter() {
-            let p: u32 = p.extract()?;
-            let end = to_py(self.source.partition(p).and_then(|log| log.end_offset()))?;
-            // The caller checked `o` is a non-negative int; past i64 it is past any end.
-            match o.extract::<i64>() {
-                Ok(o) if o as u64 <= end => entries.push((p, o)),
-                _ => {
-                    return Err(OffsetOutOfRangeError::new_err(format!(
-                        "cannot commit offset {o} for '{}' partition {p}: past its end offset {end} (the \
-                         next offset to be written); nothing was committed",
-                        self.source.name()
-                    )))
-                }
-            }
+            entries.push(self.checked(&p, &o)?);
         }
         if entries.is_empty() {
             return Ok(());
         }
-        let value =
-            tidelog_core::commit_record::encode(generation, self.incarnation, &entries, metadata.as_bytes());
-        let record = Record {
-            timestamp: now_ms(),
-            key: Some(&self.key),
-            value: &value,
-            headers: &[],
-            tombstone: false,
-        };
+        let value_len = record::VALUE_LEN + metadata.len();
+        let mut values = Vec::with_capacity(entries.len() * value_len);
+        for &(_, o) in &entries {
+            record::encode_value(&mut values, generation, o, metadata);
+        }
+        let timestamp = now_ms();
+        let records: Vec<Record<'_>> = entries
+            .iter()
+            .zip(values.chunks_exact(value_len))
+            .map(|(&(p, _), value)| Record {
+                timestamp,
+                key: Some(&self.keys[p as usize]),
+                value,
+                headers: &[],
+                tombstone: false,
+            })
+            .collect();
+        self.append(py, &records)
+    }
+}
+
+impl PyOffsetCommitter {
+    /// Partition `p` and offset `o` of a commit, checked: the partition exists (so it has
+    /// a key) and the offset is not past its end.
+    fn checked(&self, p: &Bound<'_, PyAny>, o: &Bound<'_, PyAny>) -> PyResult<(u32, u64)> {
+        let p: u32 = p.extract()?;
+        let end = to_py(self.source.partition(p).and_then(|log| log.end_offset()))?;
+        // The caller checked `o` is a non-negative int; past i64 it is past any end.
+        match o.extract::<i64>() {
+            Ok(o) if o as u64 <= end => Ok((p, o as u64)),
+            _ => Err(OffsetOutOfRangeError::new_err(format!(
+                "cannot commit offset {o} for '{}' partition {p}: past its end offset {end} (the next \
+                 offset to be written); nothing was committed",
+                self.source.name()
+            ))),
+        }
+    }
+
+    /// Appends the records of one commit as one batch.
+    fn append(&self, py: Python<'_>, records: &[Record<'_>]) -> PyResult<()> {
         let meta = BatchMeta::plain(0);
         let log = to_py(self.offsets.partition(self.partition))?;
         // As `Topic.append`: the GIL is let go only when the append lock is contended or an
         // fsync is due.
-        if log.config().fsync != FsyncPolicy::Always && to_py(log.append(&[record], meta, false))?.is_some() {
+        if log.config().fsync != FsyncPolicy::Always && to_py(log.append(records, meta, false))?.is_some() {
             return Ok(());
         }
-        let (timestamp, key, value) = (record.timestamp, &self.key, &value);
-        run_detached(py, move || {
-            let record = Record { timestamp, key: Some(key), value, headers: &[], tombstone: false };
-            log.append(&[record], meta, true).map(drop)
+        run_detached(py, move || log.append(records, meta, true).map(drop))
+    }
+}
+
+/// The committed offsets of every consumer group of a store, read back from
+/// `__consumer_offsets` (which is created if needed). Each look first applies the records
+/// appended since the last one, in any process; safe to share between threads.
+#[pyclass(frozen, module = "tidelog._core", name = "OffsetTable")]
+pub struct PyOffsetTable {
+    table: Mutex<OffsetTable>,
+    topic: Arc<Topic>,
+}
+
+impl PyOffsetTable {
+    /// Runs `f` on the table without the GIL. The lock is taken once the GIL is let go, so
+    /// a thread holding it never waits for the GIL.
+    fn with_table<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut OffsetTable) -> tidelog_core::Result<T> + Send,
+    ) -> PyResult<T> {
+        run_detached(py, || {
+            let mut table = self
+                .table
+                .lock()
+                .map_err(|_| Error::Internal("the offset table's lock is poisoned".into()))?;
+            f(&mut table)
         })
+    }
+}
+
+#[pymethods]
+impl PyOffsetTable {
+    #[new]
+    fn new(py: Python<'_>, store: &PyStore) -> PyResult<Self> {
+        store.check_open()?;
+        let store = store.inner().clone();
+        let table = run_detached(py, move || OffsetTable::open(&store, OnUndecodable::Fail))?;
+        let topic = table.topic().clone();
+        Ok(PyOffsetTable { table: Mutex::new(table), topic })
+    }
+
+    /// `group`'s newest commit of every partition of `topic` that applies to its
+    /// `incarnation`: partition -> (next offset, metadata, commit time in ms).
+    ///
+    /// Raises `CorruptRecordError` naming the segment file for a record that cannot be
+    /// decoded.
+    fn committed<'py>(
+        &self,
+        py: Python<'py>,
+        group: &str,
+        topic: &str,
+        incarnation: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let commits = self.with_table(py, |t| {
+            t.catch_up(t.partition_of(group))?;
+            let commits = t.committed(group, topic, incarnation);
+            Ok(commits.map(|(p, c)| (p, c.offset, c.metadata.clone(), c.timestamp_ms)).collect::<Vec<_>>())
+        })?;
+        let out = PyDict::new(py);
+        for (p, offset, metadata, timestamp) in commits {
+            out.set_item(p, (offset, metadata, timestamp))?;
+        }
+        Ok(out)
+    }
+
+    /// Every (group, topic name) with a commit, for any incarnation of the topic.
+    fn groups(&self, py: Python<'_>) -> PyResult<HashSet<(String, String)>> {
+        self.with_table(py, |t| {
+            t.catch_up_all()?;
+            Ok(t.groups().map(|(g, topic)| (g.to_owned(), topic.to_owned())).collect())
+        })
+    }
+
+    /// True while a commit of `group` on `topic` sits in a transaction still open.
+    fn has_pending(&self, py: Python<'_>, group: &str, topic: &str) -> PyResult<bool> {
+        self.with_table(py, |t| {
+            t.catch_up(t.partition_of(group))?;
+            Ok(t.has_pending(group, topic))
+        })
+    }
+
+    /// The committer of `group` on `topic`'s `incarnation` (keys and partition made once).
+    fn committer(&self, group: &str, topic: &PyTopic, incarnation: u64) -> PyOffsetCommitter {
+        let source = topic.engine().clone();
+        let prefix = record::key_prefix(group, source.name(), incarnation);
+        let keys = (0..source.partition_count())
+            .map(|p| {
+                let mut key = prefix.clone();
+                record::push_partition(&mut key, p);
+                key
+            })
+            .collect();
+        let partition = tidelog_core::offsets::partition_of(group, self.topic.partition_count());
+        PyOffsetCommitter { source, offsets: self.topic.clone(), partition, keys }
+    }
+
+    /// The records of a commit of `offsets` (partition -> next offset) by `group` on
+    /// `topic`'s `incarnation`, for a producer to send in a transaction: `(offsets
+    /// partition, [(key, value), ...])`.
+    fn commit_records<'py>(
+        &self,
+        py: Python<'py>,
+        group: &str,
+        topic: &str,
+        incarnation: u64,
+        offsets: &Bound<'_, PyDict>,
+        generation: i64,
+    ) -> PyResult<(u32, Vec<KeyValue<'py>>)> {
+        let mut records = Vec::with_capacity(offsets.len());
+        for (p, o) in offsets.iter() {
+            let p: u32 = p.extract()?;
+            let o: i64 = o.extract()?;
+            let o = u64::try_from(o)
+                .map_err(|_| InvalidConfigError::new_err(format!("cannot commit offset {o}: negative")))?;
+            let mut value = Vec::with_capacity(record::VALUE_LEN);
+            record::encode_value(&mut value, generation, o, b"");
+            let key = record::key(group, topic, incarnation, p);
+            records.push((PyBytes::new(py, &key), PyBytes::new(py, &value)));
+        }
+        Ok((tidelog_core::offsets::partition_of(group, self.topic.partition_count()), records))
+    }
+
+    /// Forgets every group's commits on `topic`'s `incarnation` (it was deleted): writes a
+    /// record that forgets them for each group with a commit on the topic.
+    fn forget_topic(&self, py: Python<'_>, topic: &str, incarnation: u64) -> PyResult<()> {
+        self.with_table(py, |t| t.forget_topic(topic, incarnation))
     }
 }

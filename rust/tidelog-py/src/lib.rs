@@ -43,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<doorbell::PyDoorbell>()?;
     m.add_class::<statelog::PyStateLog>()?;
     m.add_class::<commit::PyOffsetCommitter>()?;
+    m.add_class::<commit::PyOffsetTable>()?;
     m.add_class::<jobs::Job>()?;
     m.add_class::<jobs::JobBatch>()?;
     m.add_class::<jobs::JobBuffer>()?;
@@ -56,5 +57,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(group::list_groups, m)?)?;
     faults::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("OFFSETS_TOPIC", tidelog_core::offsets::OFFSETS_TOPIC)?;
     Ok(())
 }

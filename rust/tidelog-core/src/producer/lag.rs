@@ -4,8 +4,9 @@
 //! is more than `max_lag` behind, off again at `max_lag * low_watermark`.
 //!
 //! Where the committed offsets come from: the writer reads the tail of the internal topic
-//! `__consumer_offsets` itself, where every commit of every process is one record
-//! (`python/tidelog/offsets.py` documents the layout). Chosen over a per-partition
+//! `__consumer_offsets` itself, where every commit of every process is recorded, through
+//! the same [`OffsetTable`] as `tidelog.offsets` (the record layouts are in
+//! [`crate::offsets::record`]). Chosen over a per-partition
 //! "slowest committed offset" word in shared memory that commits would update: that word
 //! would be a second copy of what the topic already holds durably, every committer (and
 //! the deletion of a topic, and a group's reset) would have to keep it right, a committer
@@ -19,35 +20,22 @@
 //! Groups: those with a commit on the topic, and those with membership state but no commit
 //! yet (in `<store>/groups/<topic>/`, see [`crate::group::names_in`]), which count from the
 //! partition's start as their lag does. The directory is listed at most every
-//! [`GROUPS_RESCAN`]. A commit inside
-//! a transaction still open counts once the transaction commits (reading stops at the
-//! first open one), so the bound errs on the side of holding back.
+//! [`GROUPS_RESCAN`]. A commit inside a transaction still open counts once the transaction
+//! commits (the table applies it then), so the bound errs on the side of holding back.
+//! A record the table cannot decode is passed over: it only makes the bound hold back
+//! less on a group nobody here can read either.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::offsets::OFFSETS_TOPIC;
+use crate::offsets::{OffsetTable, OnUndecodable};
 use crate::store::{Store, Topic};
 use crate::{Error, Result};
 
-/// The internal topic holding consumer-group commits.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Generation of a record that forgets a (group, topic)'s commits (its topic was deleted).
-const RESET_GENERATION: i64 = -2;
 /// How often the groups directory of a topic is listed again.
 const GROUPS_RESCAN: Duration = Duration::from_millis(100);
-/// Commit records read per look.
-const READ_MAX: usize = 10_000;
-
-/// Committed offsets of a topic's groups: group -> partition -> (next offset to read,
-/// the topic incarnation the commit names). A version 1 record names none (`None`) and
-/// applies to whichever topic has the name.
-type Commits = HashMap<String, HashMap<u32, (u64, Option<u64>)>>;
-
-/// True if a commit naming `named` applies to a topic of `incarnation`.
-fn applies(named: Option<u64>, incarnation: u64) -> bool {
-    named.is_none_or(|n| n == incarnation)
-}
 
 /// What one writer knows of the consumer groups, kept up to date from the offsets topic.
 pub(crate) struct LagBound {
@@ -55,10 +43,8 @@ pub(crate) struct LagBound {
     max_lag: u64,
     resume_at: u64,
     slack: u64,
-    offsets: Option<Arc<Topic>>,
-    read_upto: Vec<u64>,
-    /// topic -> its groups' commits.
-    commits: HashMap<String, Commits>,
+    /// The groups' commits, once the offsets topic exists.
+    table: Option<OffsetTable>,
     /// topic -> groups with membership state, and when the directory was listed.
     members: HashMap<String, (Instant, HashSet<String>)>,
     /// Pressure this bound put on the producer (with hysteresis).
@@ -69,17 +55,7 @@ impl LagBound {
     /// A bound of `max_lag` messages; `slack` (the buffer) is how far past it messages
     /// already accepted may still be written; pressure ends at `resume_at`.
     pub fn new(store: Arc<Store>, max_lag: u64, resume_at: u64, slack: u64) -> Self {
-        LagBound {
-            store,
-            max_lag,
-            resume_at,
-            slack,
-            offsets: None,
-            read_upto: Vec::new(),
-            commits: HashMap::new(),
-            members: HashMap::new(),
-            on: false,
-        }
+        LagBound { store, max_lag, resume_at, slack, table: None, members: HashMap::new(), on: false }
     }
 
     /// True once the store is closed.
@@ -89,13 +65,12 @@ impl LagBound {
 
     /// The offsets topic, once it exists (it is made by the first consumer or commit).
     pub fn offsets_topic(&mut self) -> Option<&Arc<Topic>> {
-        if self.offsets.is_none() {
+        if self.table.is_none() {
             if let Ok(topic) = self.store.topic(OFFSETS_TOPIC) {
-                self.read_upto = vec![0; topic.partition_count() as usize];
-                self.offsets = Some(topic);
+                self.table = Some(OffsetTable::new(topic, OnUndecodable::Skip));
             }
         }
-        self.offsets.as_ref()
+        self.table.as_ref().map(OffsetTable::topic)
     }
 
     /// Applies the commit records appended since the last look.
@@ -103,75 +78,18 @@ impl LagBound {
     /// # Errors
     /// Reading the offsets topic failed (the store closed, damage).
     pub fn catch_up(&mut self) -> Result<()> {
-        let Some(topic) = self.offsets_topic().cloned() else { return Ok(()) };
-        let partitions = match topic.partitions() {
-            Ok(partitions) => partitions,
+        if self.offsets_topic().is_none() {
+            return Ok(());
+        }
+        let table = self.table.as_mut().expect("just looked");
+        match table.catch_up_all() {
             Err(Error::TopicNotFound(_)) => {
                 // Deleted (with every commit in it): start over with whatever replaces it.
-                self.offsets = None;
-                self.commits.clear();
-                return Ok(());
+                self.table = None;
+                Ok(())
             }
-            Err(e) => return Err(e),
-        };
-        for (p, log) in partitions.iter().enumerate() {
-            let head = log.head()?;
-            let mut at = self.read_upto[p].max(head.log_start);
-            while at < head.next_offset {
-                let read = log.read(at, READ_MAX, usize::MAX)?;
-                for chunk in &read.chunks {
-                    for record in chunk.records() {
-                        if let Some(key) = record.key {
-                            self.apply(key, record.value);
-                        }
-                    }
-                }
-                if read.next_offset <= at {
-                    break; // an open transaction: its commits count once it ends
-                }
-                at = read.next_offset;
-            }
-            self.read_upto[p] = at;
+            other => other,
         }
-        Ok(())
-    }
-
-    /// Applies one commit record; a record this version cannot decode is passed over (it
-    /// only makes the bound hold back less on a group nobody here can read either).
-    fn apply(&mut self, key: &[u8], value: &[u8]) {
-        let Some(nul) = key.iter().position(|&b| b == 0) else { return };
-        let (Ok(group), Ok(topic)) = (std::str::from_utf8(&key[..nul]), std::str::from_utf8(&key[nul + 1..]))
-        else {
-            return;
-        };
-        let Some(Header { generation, incarnation, count, entries_at }) = header(value) else { return };
-        if generation == RESET_GENERATION && count == 0 {
-            // Forgets the commits of the deleted incarnation (and version 1 ones, which
-            // could be its); a version 1 reset forgets them all.
-            if let Some(groups) = self.commits.get_mut(topic) {
-                if let Some(partitions) = groups.get_mut(group) {
-                    partitions
-                        .retain(|_, (_, named)| incarnation.is_some_and(|i| named.is_some_and(|n| n != i)));
-                    if partitions.is_empty() {
-                        groups.remove(group);
-                    }
-                }
-            }
-            return;
-        }
-        let mut at = entries_at;
-        let mut parsed = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let Some(entry) = value.get(at..at + 14) else { return };
-            let partition = u32::from_le_bytes(entry[0..4].try_into().expect("4 bytes"));
-            let offset = i64::from_le_bytes(entry[4..12].try_into().expect("8 bytes"));
-            let meta_len = u16::from_le_bytes(entry[12..14].try_into().expect("2 bytes"));
-            at += 14 + usize::from(meta_len);
-            let Ok(offset) = u64::try_from(offset) else { return };
-            parsed.push((partition, (offset, incarnation)));
-        }
-        let groups = self.commits.entry(topic.to_owned()).or_default();
-        groups.entry(group.to_owned()).or_default().extend(parsed);
     }
 
     /// Refreshes the groups of `topic` with membership state, at most every
@@ -185,11 +103,9 @@ impl LagBound {
             let names = crate::group::names_in(&dir).unwrap_or_default();
             self.members.insert(name.to_owned(), (now, names.into_iter().collect()));
         }
-        let commits = self.commits.get(name);
+        let commits = self.table.as_ref().and_then(|t| t.groups_of(name));
         let has_commit = |g: &String| {
-            commits
-                .and_then(|c| c.get(g))
-                .is_some_and(|ps| ps.values().any(|&(_, n)| applies(n, incarnation)))
+            commits.and_then(|c| c.get(g)).is_some_and(|ps| ps.values().any(|c| c.applies_to(incarnation)))
         };
         self.members[name].1.iter().any(|g| !has_commit(g))
     }
@@ -207,13 +123,13 @@ impl LagBound {
     fn slowest_given(&self, topic: &Topic, p: u32, mut from_start: bool) -> Result<Option<u64>> {
         let mut slowest: Option<u64> = None;
         let incarnation = topic.incarnation();
-        if let Some(commits) = self.commits.get(topic.name()) {
+        if let Some(commits) = self.table.as_ref().and_then(|t| t.groups_of(topic.name())) {
             // Groups whose commits all name a deleted incarnation are not this topic's.
-            let groups = commits.values().filter(|ps| ps.values().any(|&(_, n)| applies(n, incarnation)));
+            let groups = commits.values().filter(|ps| ps.values().any(|c| c.applies_to(incarnation)));
             for partitions in groups {
                 match partitions.get(&p) {
-                    Some(&(o, n)) if applies(n, incarnation) => {
-                        slowest = Some(slowest.map_or(o, |s| s.min(o)))
+                    Some(c) if c.applies_to(incarnation) => {
+                        slowest = Some(slowest.map_or(c.offset, |s| s.min(c.offset)))
                     }
                     _ => from_start = true,
                 }
@@ -278,27 +194,5 @@ impl LagBound {
             self.on = false;
         }
         Ok(was != self.on)
-    }
-}
-
-/// The fixed part of a commit record.
-struct Header {
-    generation: i64,
-    /// The topic incarnation the record names (version 2); `None` in version 1.
-    incarnation: Option<u64>,
-    count: u32,
-    /// Where the per-partition entries start.
-    entries_at: usize,
-}
-
-/// The header of a commit record; `None` if too short or of an unknown version.
-fn header(value: &[u8]) -> Option<Header> {
-    let word = |from: usize| Some(u64::from_le_bytes(value.get(from..from + 8)?.try_into().ok()?));
-    let count = |from: usize| Some(u32::from_le_bytes(value.get(from..from + 4)?.try_into().ok()?));
-    let generation = word(2)? as i64;
-    match u16::from_le_bytes(value.get(..2)?.try_into().ok()?) {
-        1 => Some(Header { generation, incarnation: None, count: count(10)?, entries_at: 14 }),
-        2 => Some(Header { generation, incarnation: Some(word(10)?), count: count(18)?, entries_at: 22 }),
-        _ => None,
     }
 }
