@@ -547,6 +547,20 @@ impl<'a> BatchView<'a> {
         Ok(BatchView { header, bytes, layout, codec })
     }
 
+    /// A batch [`Self::parse`] accepted before (the same bytes): its header and layout,
+    /// without walking the record entries again. Readers hand out views of the batches
+    /// they validated when they read them, several times per batch.
+    ///
+    /// # Panics
+    /// If `bytes` does not start with a batch `parse` accepted.
+    pub fn parse_validated(bytes: &'a [u8]) -> Self {
+        let header = BatchHeader::read(bytes).expect("a validated batch");
+        let layout = EntryLayout::of(header.attributes, header.record_count, header.values_len)
+            .expect("a validated batch");
+        let codec = Compression::of(header.attributes).expect("a validated batch");
+        BatchView { header, bytes: &bytes[..header.total_len], layout, codec }
+    }
+
     /// How the batch's body is stored.
     pub fn codec(&self) -> Compression {
         self.codec

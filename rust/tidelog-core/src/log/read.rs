@@ -179,7 +179,7 @@ impl ReadChunk {
     /// The batch, already validated when the chunk was made.
     pub fn batch(&self) -> BatchView<'_> {
         let bytes = self.map.read(self.start, self.end).expect("chunk lies in published data");
-        BatchView::parse(bytes, false).expect("chunk was validated when read")
+        BatchView::parse_validated(bytes)
     }
 
     /// The wanted records.
