@@ -96,6 +96,8 @@ fn history(log: &PartitionLog, rounds: usize) -> Vec<Read> {
 
 #[test]
 fn compaction_keeps_the_newest_record_of_each_key_with_its_offset_and_metadata() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 86_400_000);
     let before = history(&log, 600);
@@ -142,6 +144,8 @@ fn compaction_keeps_the_newest_record_of_each_key_with_its_offset_and_metadata()
 
 #[test]
 fn tombstones_go_after_delete_retention() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1);
     let before = history(&log, 400);
@@ -155,6 +159,8 @@ fn tombstones_go_after_delete_retention() {
 
 #[test]
 fn a_plain_topic_refuses_compaction_and_a_compacted_one_refuses_keyless_messages() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let plain = PartitionLog::open(&dir.path().join("p"), "p", 0, LogConfig::default()).unwrap();
     assert!(matches!(plain.compact(true), Err(Error::InvalidConfig(_))));
@@ -260,6 +266,8 @@ fn a_swap_left_by_a_failed_cleaner_is_finished_by_the_next_listing() {
 
 #[test]
 fn a_damaged_swap_manifest_is_reported_by_name() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), 86_400_000));
     std::fs::write(dir.path().join("compaction.swap"), b"TLSWAP01 not a manifest").unwrap();
@@ -274,6 +282,8 @@ fn a_damaged_swap_manifest_is_reported_by_name() {
 
 #[test]
 fn leftover_rewritten_files_without_a_manifest_are_removed_on_open() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 86_400_000);
     let before = history(&log, 300);
@@ -300,6 +310,8 @@ fn idempotent(log: &PartitionLog, pid: i64, seq: i32, key: &str, value: &str) ->
 
 #[test]
 fn producer_state_survives_compaction_duplicates_are_still_detected() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 86_400_000);
     // Producer 7 writes key "a" over and over, then (its last batches) keys that another
@@ -384,6 +396,8 @@ fn marker(log: &PartitionLog, pid: i64, m: Marker) {
 
 #[test]
 fn transactions_aborted_are_removed_committed_kept_open_untouched() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 86_400_000);
     txn(&log, 1, 0, "c", "committed");
@@ -424,6 +438,8 @@ fn transactions_aborted_are_removed_committed_kept_open_untouched() {
 
 #[test]
 fn markers_and_aborted_data_go_once_delete_retention_passed() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1);
     txn(&log, 1, 0, "c", "committed");
@@ -470,6 +486,8 @@ fn segment_extents(dir: &Path) -> Vec<(u64, u64)> {
 
 #[test]
 fn compacted_segments_still_end_where_the_next_begins() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1);
     let now = tidelog_core::log::now_ms();
@@ -505,6 +523,8 @@ fn compacted_segments_still_end_where_the_next_begins() {
 
 #[test]
 fn a_partition_whose_every_record_goes_keeps_its_offsets() {
+    // Faults are process-wide: a compaction beside another test's armed fault would hit it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 1);
     let now = tidelog_core::log::now_ms();
