@@ -306,8 +306,11 @@ fn commits_bound_only_the_incarnation_they_name() {
     reset_v2(&store, "g", "t", old);
     let producer =
         producer(&store, OnFull::Block(Some(Duration::from_secs(2))), Some(MAX_LAG), Duration::ZERO);
-    // Under the bound of "g" (100 + MAX_LAG + BUFFER), over that of a commit at 0.
-    let n = 100 + MAX_LAG + 20;
+    // Within "g"'s lag (its pressure would come on past 100 + MAX_LAG, and a sender racing
+    // the writer's look would then block), past anything a commit at 0 allows
+    // (MAX_LAG + BUFFER).
+    let n = 100 + MAX_LAG - 1;
+    assert!(n > BOUND);
     for i in 0..n {
         producer.send("t", i.to_string().as_bytes(), None, &[], Some(0), 0, true).expect("not held back");
     }
