@@ -1215,19 +1215,21 @@ fn sync_all(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// Waits `every`, or less if the store stops meanwhile; true once it has stopped.
+fn stopped_after(shared: &Shared, every: std::time::Duration) -> bool {
+    let (lock, cv) = &shared.stop;
+    let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let (stopped, _) = cv.wait_timeout_while(stopped, every, |s| !*s).unwrap_or_else(|e| e.into_inner());
+    *stopped
+}
+
 fn sync_loop(shared: &Weak<Shared>, every: std::time::Duration) {
     loop {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        {
-            let (lock, cv) = &shared.stop;
-            let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-            let (stopped, _) =
-                cv.wait_timeout_while(stopped, every, |s| !*s).unwrap_or_else(|e| e.into_inner());
-            if *stopped {
-                return;
-            }
+        if stopped_after(&shared, every) {
+            return;
         }
         // A failed background sync is never retried into a success: the partition refuses
         // further appends and syncs (see `crate::fs`), and `close` reports the failure.
@@ -1245,14 +1247,8 @@ fn clean_loop(shared: &Weak<Shared>, every: std::time::Duration) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        {
-            let (lock, cv) = &shared.stop;
-            let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-            let (stopped, _) =
-                cv.wait_timeout_while(stopped, every, |s| !*s).unwrap_or_else(|e| e.into_inner());
-            if *stopped {
-                return;
-            }
+        if stopped_after(&shared, every) {
+            return;
         }
         let config = shared.config.cleaner;
         let topics: Vec<Arc<Topic>> =
