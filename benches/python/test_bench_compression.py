@@ -81,7 +81,7 @@ def batch_list_loop(append_batch: Callable[..., Any], values: list[bytes], n: in
         append_batch(values, partition=0)
 
 
-def _append(benchmark: Any, store: tidelog.Store, codec: str) -> dict[str, float]:
+def _append(benchmark: Any, store: tidelog.Store, codec: str, role: Any) -> None:
     topics = FreshTopics(store, codec)
     measured = Measured(batch_list_loop)
     benchmark.pedantic(
@@ -90,53 +90,32 @@ def _append(benchmark: Any, store: tidelog.Store, codec: str) -> dict[str, float
         rounds=ROUNDS,
         warmup_rounds=1,
     )
-    return measured.per_call()
+    record(
+        benchmark,
+        figure="compression-append" + ("-zstd" if codec == "zstd" else ""),
+        title=f'append_batch(list of 1,000 JSON), compression="{codec}"',
+        role=role,
+        unit="msgs/s",
+        work=BATCHES * BATCH_VALUES,
+        what=APPEND_WHAT,
+        targets=LZ4_TARGETS if codec == "lz4" else None,
+        extra=measured.per_call(),
+    )
 
 
 @pytest.mark.benchmark(group="compression-append")
 def test_append_batch_lz4(benchmark: Any, store: tidelog.Store) -> None:
-    usage = _append(benchmark, store, "lz4")
-    record(
-        benchmark,
-        figure="compression-append",
-        title='append_batch(list of 1,000 JSON), compression="lz4"',
-        role="tidelog",
-        unit="msgs/s",
-        work=BATCHES * BATCH_VALUES,
-        what=APPEND_WHAT,
-        targets=LZ4_TARGETS,
-        extra=usage,
-    )
+    _append(benchmark, store, "lz4", "tidelog")
 
 
 @pytest.mark.benchmark(group="compression-append")
 def test_append_batch_none(benchmark: Any, store: tidelog.Store) -> None:
-    usage = _append(benchmark, store, "none")
-    record(
-        benchmark,
-        figure="compression-append",
-        title='append_batch(list of 1,000 JSON), compression="none"',
-        role="reference",
-        unit="msgs/s",
-        work=BATCHES * BATCH_VALUES,
-        what=APPEND_WHAT,
-        extra=usage,
-    )
+    _append(benchmark, store, "none", "reference")
 
 
 @pytest.mark.benchmark(group="compression-append")
 def test_append_batch_zstd(benchmark: Any, store: tidelog.Store) -> None:
-    usage = _append(benchmark, store, "zstd")
-    record(
-        benchmark,
-        figure="compression-append-zstd",
-        title='append_batch(list of 1,000 JSON), compression="zstd"',
-        role="variant",
-        unit="msgs/s",
-        work=BATCHES * BATCH_VALUES,
-        what=APPEND_WHAT,
-        extra=usage,
-    )
+    _append(benchmark, store, "zstd", "variant")
 
 
 # ---------------------------------------------------------------------- bytes on disk and reads

@@ -519,16 +519,15 @@ impl<'a> Rewrite<'a> {
     fn map_segment(&mut self, seg: &'a Segment) -> Result<bool> {
         let mut producers = false;
         for batch in batches(seg) {
-            let (_, batch) = batch?;
+            let (pos, batch) = batch?;
             let h = batch.header;
             producers |= h.producer_id != NO_PRODUCER;
             if h.attributes & ATTR_CONTROL != 0 || self.aborted(&batch) {
                 continue;
             }
             if batch.codec() != Compression::None {
-                let image = plain_image(seg, &batch)?;
-                let plain = plain_view(seg, &batch, &image)?;
-                for r in plain.records() {
+                let image = plain_image(seg, pos, &batch)?;
+                for r in BatchView::parse_validated(&image).records() {
                     if let Some(key) = r.key {
                         self.newest.insert(key.to_vec().into(), r.offset);
                     }
@@ -547,12 +546,14 @@ impl<'a> Rewrite<'a> {
     /// Second pass over one segment, appending what is kept to `out`.
     fn rewrite_segment(&mut self, seg: &Segment, out: &mut Output) -> Result<()> {
         for batch in batches(seg) {
-            let (_, stored) = batch?;
+            let (pos, stored) = batch?;
             // A compressed batch is read (and, when records go, rewritten) through its
             // uncompressed image: the header without codec bits, the plain body.
-            let image =
-                if stored.codec() == Compression::None { Vec::new() } else { plain_image(seg, &stored)? };
-            let batch = if image.is_empty() { stored } else { plain_view(seg, &stored, &image)? };
+            let image = match stored.codec() {
+                Compression::None => None,
+                _ => Some(plain_image(seg, pos, &stored)?),
+            };
+            let batch = image.as_deref().map_or(stored, |image| BatchView::parse_validated(image));
             let h = batch.header;
             self.stats.records_read += u64::from(h.record_count);
             let mut kept: Vec<RecordView<'_>> = Vec::new();
@@ -639,14 +640,11 @@ fn recompress(bytes: &mut Vec<u8>, start: usize, header: BatchHeader, codec: Com
     stored
 }
 
-/// The uncompressed image of a compressed stored batch (see [`BatchView::decompress`]).
-fn plain_image(seg: &Segment, batch: &BatchView<'_>) -> Result<Vec<u8>> {
-    batch.decompress().map_err(|reason| seg.corrupt(0, batch.header.base_offset, reason))
-}
-
-/// The batch view of an image [`plain_image`] made.
-fn plain_view<'i>(seg: &Segment, batch: &BatchView<'_>, image: &'i [u8]) -> Result<BatchView<'i>> {
-    BatchView::parse(image, false).map_err(|reason| seg.corrupt(0, batch.header.base_offset, reason))
+/// The checked uncompressed image of the compressed batch at `pos` of `seg` (the readers'
+/// own, see `read::decompressed`).
+fn plain_image(seg: &Segment, pos: usize, batch: &BatchView<'_>) -> Result<Arc<Vec<u8>>> {
+    super::read::decompressed(&seg.data, pos, batch)
+        .map_err(|reason| seg.corrupt(pos, batch.header.base_offset, reason))
 }
 
 /// The CRC-checked batches of a sealed segment with their positions; damage is an error

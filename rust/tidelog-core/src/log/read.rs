@@ -121,7 +121,7 @@ thread_local! {
 ///
 /// # Errors
 /// What is wrong with its body (it does not decompress, or not to a sound batch).
-fn decompressed(
+pub(super) fn decompressed(
     map: &Arc<FileMap>,
     pos: usize,
     batch: &BatchView<'_>,
