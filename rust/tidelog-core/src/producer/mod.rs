@@ -3,7 +3,8 @@
 //! partition and appends each group as one CRC-checked batch. With `fsync="always"` each
 //! batch is one fdatasync for every message in it (group commit), which is why many
 //! concurrent `send` + `flush` callers get far more commits per second than one serial
-//! writer.
+//! writer. A `flush` that finds the writer idle writes the buffered batches itself instead
+//! of waking it and waiting (see [`writer::write_here`]).
 //!
 //! Pressure is handled on purpose (see [`pressure`]): `block` waits for the writer to drain
 //! the buffer to the low watermark, `raise` refuses the message, `shed` drops the lowest
@@ -255,6 +256,12 @@ pub(crate) struct Shared {
     writer_died: AtomicBool,
     /// Threads in `flush`: the writer only signals progress when someone waits for it.
     flushers: AtomicUsize,
+    /// The right to pop and write, with the next sequence number per partition: held by
+    /// the writer while it pops and writes a batch, and taken by a flushing thread that
+    /// finds the writer idle, which then writes the batch itself (see [`Producer::flush`]).
+    /// Whoever pops also writes before letting go, so batches reach each partition in
+    /// send order whichever thread writes them.
+    drain: Mutex<writer::Sequences>,
     /// The idempotent producer's identity; `None` writes plain batches.
     identity: Option<Identity>,
     /// Number of the open transaction (0: none), stamped on every message sent.
@@ -392,6 +399,7 @@ impl Producer {
             writer_idle: AtomicBool::new(false),
             writer_died: AtomicBool::new(false),
             flushers: AtomicUsize::new(0),
+            drain: Mutex::new(writer::Sequences::new()),
             identity,
             txn_id: AtomicU64::new(0),
             txns_begun: AtomicU64::new(0),
@@ -655,12 +663,16 @@ impl Producer {
         // (the timed wait is only a safety net).
         self.shared.flushers.fetch_add(1, Ordering::SeqCst);
         let mut done = true;
+        let mut batch = Vec::new();
         loop {
             let round = self.shared.progress.round();
             if self.shared.accounted.load(Ordering::SeqCst) >= target
                 || self.shared.writer_died.load(Ordering::SeqCst)
             {
                 break;
+            }
+            if writer::write_here(&self.shared, &mut batch) {
+                continue;
             }
             self.shared.wake_writer();
             let mut slice = Duration::from_millis(50);

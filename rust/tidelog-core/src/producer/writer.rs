@@ -19,7 +19,7 @@ use crate::{Error, Result};
 const WRITE_ATTEMPTS: u32 = 4;
 
 /// Next sequence number per (topic, partition), for an idempotent producer.
-type Sequences = HashMap<(String, u32), i32>;
+pub(super) type Sequences = HashMap<(String, u32), i32>;
 
 /// Longest part of a group-commit gather spent spinning rather than sleeping (see
 /// [`gather`]): a few wake-ups' worth, so a slow disk's long syncs do not turn into long spins.
@@ -41,7 +41,6 @@ pub(super) fn run(shared: &Shared) {
         let resume_at = (max_lag as f64 * shared.config.low_watermark).floor() as u64;
         LagBound::new(shared.store.clone(), max_lag, resume_at, shared.config.buffer_messages as u64)
     });
-    let mut sequences = Sequences::new();
     let durable = shared.store.config().fsync == crate::log::FsyncPolicy::Always;
     crate::segment::populate_inline_on_this_thread();
     // Group commit: how many flushers the last sync served, and how long it took.
@@ -71,6 +70,7 @@ pub(super) fn run(shared: &Shared) {
         // Held messages are older than anything in the ring: they go first.
         let held_before = held.len();
         batch.append(&mut held);
+        let mut sequences = shared.drain.lock().unwrap_or_else(|e| e.into_inner());
         if !few {
             let popped = shared.ring.pop_many(&mut batch, shared.config.max_batch_messages);
             if shared.shedding && popped > 0 {
@@ -78,6 +78,7 @@ pub(super) fn run(shared: &Shared) {
             }
         }
         if batch.is_empty() {
+            drop(sequences);
             if shared.closing.load(Ordering::Acquire) && shared.pressure.buffered() == 0 {
                 return;
             }
@@ -128,6 +129,7 @@ pub(super) fn run(shared: &Shared) {
         // the next sync can serve together.
         last_flushers = shared.flushers.load(Ordering::SeqCst);
         shared.accounted.fetch_add(taken as u64, Ordering::SeqCst);
+        drop(sequences);
         if shared.flushers.load(Ordering::SeqCst) > 0 {
             shared.progress.bump();
         }
@@ -141,6 +143,41 @@ pub(super) fn run(shared: &Shared) {
         // ~8% of the time): let them in.
         std::thread::yield_now();
     }
+}
+
+/// From a thread in `flush`: pops and writes one batch of what is buffered, unless the
+/// writer is busy (it then writes it sooner than a wake-up would) or the producer is one
+/// the writer alone can serve. Returns whether it wrote anything.
+///
+/// A flush that finds the writer asleep would otherwise wake it, sleep, and be woken when
+/// it is done: two thread wake-ups per flush, the larger part of a small transaction's
+/// cost on a busy machine (a transaction flushes once). Not with `max_lag` (the writer
+/// alone holds the lag bound and the messages it holds back) nor with `fsync="always"`
+/// (the writer gathers concurrent flushers into one sync, see [`gather`]).
+pub(super) fn write_here(shared: &Shared, batch: &mut Vec<Pending>) -> bool {
+    if shared.config.max_lag.is_some() || shared.store.config().fsync == crate::log::FsyncPolicy::Always {
+        return false;
+    }
+    let Ok(mut sequences) = shared.drain.try_lock() else {
+        return false;
+    };
+    batch.clear();
+    if shared.ring.pop_many(batch, shared.config.max_batch_messages) == 0 {
+        return false;
+    }
+    if shared.shedding {
+        settle_shed(shared, batch, 0);
+    }
+    shared.pressure.remove(batch.len());
+    write_groups(shared, batch, &mut sequences, None, &mut Vec::new());
+    shared.accounted.fetch_add(batch.len() as u64, Ordering::SeqCst);
+    drop(sequences);
+    if shared.flushers.load(Ordering::SeqCst) > 1 {
+        // Other flushers wait for the writer's rounds; this was one.
+        shared.progress.bump();
+    }
+    batch.clear();
+    true
 }
 
 /// Drops the messages popped into `batch[from..]` that shedding turned into debts (see the
