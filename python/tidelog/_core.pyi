@@ -224,7 +224,7 @@ class Topic:
     ) -> tuple[int, int]: ...
     def append_batch(
         self,
-        values: list[bytes] | bytes | bytearray | memoryview,
+        values: list[bytes | None] | list[bytes] | bytes | bytearray | memoryview,
         *,
         lengths: npt.ArrayLike | None = None,
         partition: int | None = None,
@@ -232,7 +232,7 @@ class Topic:
     ) -> tuple[int, int]: ...
     def append_sequenced(
         self,
-        values: list[bytes],
+        values: list[bytes | None] | list[bytes],
         *,
         producer_id: int,
         producer_epoch: int,
@@ -303,7 +303,7 @@ class Producer:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
