@@ -52,19 +52,17 @@ def test_a_producer_refuses_a_keyless_tombstone_on_a_compacted_topic(tmp_path: P
             producer.send("plain", None)
             producer.send("plain", b"after")
         assert values_of(plain) == [None, b"after"]
-        with pytest.raises(TypeError, match="value must be bytes"):
-            with store.producer() as producer:
-                producer.send("plain", "text")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="value must be bytes"), store.producer() as producer:
+            producer.send("plain", "text")  # type: ignore[arg-type]
 
 
 def test_a_transaction_sends_tombstones(tmp_path: Path) -> None:
     with tidelog.open(tmp_path) as store:
         topic = store.create_topic("c", cleanup_policy="compact")
         topic.append(b"old", key=b"a")
-        with store.producer(name="tx") as producer:
-            with store.transaction(producer) as tx:
-                tx.send("c", None, key=b"a")
-                tx.send("c", b"new", key=b"b")
+        with store.producer(name="tx") as producer, store.transaction(producer) as tx:
+            tx.send("c", None, key=b"a")
+            tx.send("c", b"new", key=b"b")
         assert values_of(topic) == [b"old", None, b"new"]
         assert dict(topic.latest()) == {b"b": b"new"}
 

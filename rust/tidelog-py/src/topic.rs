@@ -478,6 +478,19 @@ impl PyTopic {
         run_detached(py, || log.size_bytes())
     }
 
+    /// The records a read of `partition` (of every partition with None) yields now:
+    /// tombstones included, transaction markers and aborted or open transactions not. A
+    /// compacted topic's offsets are sparse, so this counts what `end_offset -
+    /// start_offset` overcounts. Reads every batch once (nothing is copied).
+    #[pyo3(signature = (partition=None))]
+    fn record_count(&self, py: Python<'_>, partition: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+        let logs: Vec<&PartitionLog> = match partition.filter(|p| !p.is_none()) {
+            Some(p) => vec![self.log(p)?],
+            None => to_py(self.inner.partitions())?.iter().collect(),
+        };
+        run_detached(py, || logs.iter().try_fold(0u64, |n, log| Ok(n + log.record_count()?)))
+    }
+
     /// Number of segments of `partition`.
     fn segment_count(&self, py: Python<'_>, partition: &Bound<'_, PyAny>) -> PyResult<usize> {
         let log = self.log(partition)?;
