@@ -1215,9 +1215,9 @@ def kv_learn(state: State, totals: Totals, children: list[Child]) -> None:
                 state.kv_offsets[(int(p), int(off))] = (key, ident)
             elif line.startswith("F "):
                 _, upto = map(int, line.split()[1:])
-                for seq in range(upto + 1):
-                    if seq in intents:
-                        kv_ack(state, totals, *intents.pop(seq))
+                for n in range(upto + 1):
+                    if n in intents:
+                        kv_ack(state, totals, *intents.pop(n))
             elif line.startswith("V "):
                 totals.add("compact", "corrupted", detail=f"reader: {line[2:]}")
 
@@ -1298,15 +1298,15 @@ def check_compact(
             found is not None and found[0] == ident and found[1] != state.kv_attempted[(key, ident)]
         ):
             totals.add("compact", "corrupted", detail=f"{key}: {ident} tombstone or not")
-    for where, (key, ident) in list(state.kv_offsets.items()):
-        at = present.get(where)
+    for acked_at, (key, ident) in list(state.kv_offsets.items()):
+        at = present.get(acked_at)
         if at is None:
             if not superseded(key, ident):
-                totals.add("compact", "lost", detail=f"{key} {ident} at {where} gone")
+                totals.add("compact", "lost", detail=f"{key} {ident} at {acked_at} gone")
             else:
-                del state.kv_offsets[where]  # compacted away for good
+                del state.kv_offsets[acked_at]  # compacted away for good
         elif at != (key, ident):
-            totals.add("compact", "moved", detail=f"{key} {ident} at {where}: {at} there")
+            totals.add("compact", "moved", detail=f"{key} {ident} at {acked_at}: {at} there")
     latest = dict(topic.latest())
     expected = {k.encode(): v for k, (_, tomb, v) in newest.items() if not tomb}
     if latest != expected:

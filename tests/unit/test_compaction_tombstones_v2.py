@@ -76,9 +76,10 @@ def test_none_in_a_list_given_to_append_batch_is_a_tombstone(tmp_path: Path) -> 
         assert [m.value for m in batch] == [b"a", None, b""]
         compacted = store.create_topic("c", cleanup_policy="compact")
         with pytest.raises(tidelog.InvalidConfigError, match="needs a key"):
-            compacted.append_batch([None])
+            tombstones: list[bytes | None] = [None]
+            compacted.append_batch(tombstones)
         with pytest.raises(TypeError, match=r"values\[1\] must be bytes or None"):
-            plain.append_batch([b"a", "b"])  # type: ignore[list-item]
+            plain.append_batch([b"a", "b"])  # type: ignore[arg-type]
         assert plain.end_offset(0) == 3
 
 
