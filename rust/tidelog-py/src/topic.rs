@@ -102,9 +102,11 @@ impl PyTopic {
     /// threshold). Waits for a cleaner already working on a partition, in any process.
     ///
     /// With `bytes_per_second`, reads plus writes stay within that budget (as the
-    /// background cleaner's do). Returns a dict: `segments_before`, `segments_after`,
-    /// `bytes_read`, `bytes_written`, `records_read`, `records_removed`,
-    /// `tombstones_removed`.
+    /// background cleaner's do). Returns a dict: `segments_before` (segments rewritten),
+    /// `segments_after` (what they became), `bytes_read`, `bytes_written`, `records_read`,
+    /// `records_removed`, `tombstones_removed`. Clean segments are left alone: with nothing
+    /// closed and no tombstone expired since the last compaction nothing is read, and a
+    /// segment this compaction would not change is not rewritten.
     #[pyo3(signature = (*, bytes_per_second=None))]
     fn compact<'py>(&self, py: Python<'py>, bytes_per_second: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
         let topic = self.inner.clone();

@@ -87,7 +87,7 @@ const INDEX_INTERVAL: usize = 4096;
 /// What one compaction of a partition did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompactionStats {
-    /// Sealed segments rewritten.
+    /// Sealed segments rewritten (a clean one compaction leaves as it is is not).
     pub segments_before: usize,
     /// Segments they became.
     pub segments_after: usize,
