@@ -224,7 +224,7 @@ class Topic:
     ) -> tuple[int, int]: ...
     def append_batch(
         self,
-        values: list[bytes] | bytes | bytearray | memoryview,
+        values: list[bytes | None] | list[bytes] | bytes | bytearray | memoryview,
         *,
         lengths: npt.ArrayLike | None = None,
         partition: int | None = None,
@@ -232,7 +232,7 @@ class Topic:
     ) -> tuple[int, int]: ...
     def append_sequenced(
         self,
-        values: list[bytes],
+        values: list[bytes | None] | list[bytes],
         *,
         producer_id: int,
         producer_epoch: int,
@@ -260,6 +260,7 @@ class Topic:
     def last_stable_offset(self, partition: int) -> int: ...
     def offset_for_timestamp(self, partition: int, timestamp_ms: int) -> int | None: ...
     def size_bytes(self, partition: int) -> int: ...
+    def record_count(self, partition: int | None = None) -> int: ...
     def segment_count(self, partition: int) -> int: ...
     def enforce_retention(self) -> None: ...
     def ticket(self) -> int: ...
@@ -303,7 +304,7 @@ class Producer:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,

@@ -179,7 +179,7 @@ impl PyProducer {
 
     /// Enqueues a message for `topic`; returns True, or False when `on_full="shed"` dropped
     /// this very message. The message is written by a background thread: call `flush()` to
-    /// wait for it.
+    /// wait for it. A `value` of None sends a tombstone (compaction deletes the key).
     #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
     #[allow(clippy::too_many_arguments)]
     fn send(
@@ -194,20 +194,30 @@ impl PyProducer {
     ) -> PyResult<bool> {
         let topic = args::text(topic, "topic")?;
         let topic = topic.as_ref();
-        let value = expect_bytes(value, "value")?.as_bytes();
+        // None is a tombstone, as in `Topic.append`.
+        let value = if value.is_none() { None } else { Some(expect_bytes(value, "value")?.as_bytes()) };
         let key =
             key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
         let headers = encode_headers(headers)?;
         let partition = args::partition(partition)?;
         let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
-        match self.inner.send(topic, value, key, &headers, partition, priority, false) {
+        match self.inner.send_record(topic, value, key, &headers, partition, priority, false) {
             Ok(accepted) => Ok(accepted),
             Err(SendError::Backpressure(reason)) if reason == "would block" => {
                 // Wait for room without the GIL, so the writer and other threads can run.
-                let (topic, value, key) = (topic.to_owned(), value.to_vec(), key.map(<[u8]>::to_vec));
+                let (topic, value, key) =
+                    (topic.to_owned(), value.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec));
                 let inner = self.inner.clone();
                 py.detach(move || {
-                    inner.send(&topic, &value, key.as_deref(), &headers, partition, priority, true)
+                    inner.send_record(
+                        &topic,
+                        value.as_deref(),
+                        key.as_deref(),
+                        &headers,
+                        partition,
+                        priority,
+                        true,
+                    )
                 })
                 .map_err(send_error)
             }

@@ -171,12 +171,16 @@ pub(crate) struct Pending {
     priority: i32,
     /// Length of the key at the start of `bytes`, or [`NO_KEY`].
     key_len: u32,
-    /// Length of the headers at the end of `bytes`.
+    /// Length of the headers at the end of `bytes`, with [`TOMBSTONE`] set for a message
+    /// without a value.
     headers_len: u32,
 }
 
 /// [`Pending::key_len`] of a message without a key.
 const NO_KEY: u32 = u32::MAX;
+/// Bit of [`Pending::headers_len`] marking a tombstone: a flag of its own would make the
+/// slot larger than a cache line, and lengths stay below 2^31 (`max_message_bytes`).
+const TOMBSTONE: u32 = 1 << 31;
 
 const _: () = assert!(std::mem::size_of::<Pending>() == 56, "a ring slot of one cache line");
 
@@ -187,11 +191,16 @@ impl Pending {
 
     fn value(&self) -> &[u8] {
         let start = if self.key_len == NO_KEY { 0 } else { self.key_len as usize };
-        &self.bytes[start..self.bytes.len() - self.headers_len as usize]
+        &self.bytes[start..self.bytes.len() - (self.headers_len & !TOMBSTONE) as usize]
     }
 
     fn headers(&self) -> &[u8] {
-        &self.bytes[self.bytes.len() - self.headers_len as usize..]
+        &self.bytes[self.bytes.len() - (self.headers_len & !TOMBSTONE) as usize..]
+    }
+
+    /// No value: compaction deletes the key.
+    fn is_tombstone(&self) -> bool {
+        self.headers_len & TOMBSTONE != 0
     }
 }
 
@@ -501,6 +510,28 @@ impl Producer {
         priority: i32,
         may_block: bool,
     ) -> std::result::Result<bool, SendError> {
+        self.send_record(topic, Some(value), key, headers, partition, priority, may_block)
+    }
+
+    /// As [`Self::send`], with `value` `None` for a tombstone (a record without a value:
+    /// compaction deletes its key). As in Kafka, a tombstone is a record like any other on
+    /// any topic; on a compacted topic it needs a key, as every message does.
+    ///
+    /// # Errors
+    /// See [`SendError`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_record(
+        &self,
+        topic: &str,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        headers: &[u8],
+        partition: Option<u32>,
+        priority: i32,
+        may_block: bool,
+    ) -> std::result::Result<bool, SendError> {
+        let tombstone = value.is_none();
+        let value = value.unwrap_or_default();
         // One load each: the fork check comes first, a child must not touch the buffers
         // (their locks may have been held by a parent thread at the fork).
         self.shared.store.check_open().map_err(SendError::Failed)?;
@@ -595,7 +626,7 @@ impl Producer {
             priority,
             // Both fit: `size` is at most `max_message_bytes`, which is below 2^31.
             key_len: key.map_or(NO_KEY, |k| k.len() as u32),
-            headers_len: headers.len() as u32,
+            headers_len: headers.len() as u32 | if tombstone { TOMBSTONE } else { 0 },
         };
         if self.shared.shedding {
             // Live before it is in the ring, so the writer never pops it uncounted.
