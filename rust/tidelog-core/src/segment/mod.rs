@@ -661,11 +661,6 @@ impl Segment {
             .filter(|h| h.total_len >= BATCH_HEADER_LEN && pos + h.total_len <= end)
     }
 
-    /// True when the bytes at `pos` are the zero padding after the last batch.
-    pub fn zeros_at(&self, pos: usize, end: usize) -> bool {
-        self.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0))
-    }
-
     /// Parses the batch starting at `pos`, not reading past `end`.
     ///
     /// # Errors
