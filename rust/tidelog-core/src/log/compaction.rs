@@ -65,7 +65,7 @@ use crate::format::{
 };
 use crate::index::IndexEntry;
 use crate::log::producers::ProducerTable;
-use crate::segment::{self, file_name, FileKind, Segment};
+use crate::segment::{self, file_name, Check, FileKind, OnDamage, Segment};
 use crate::shm::{ofd, CLEANER_BYTE};
 use crate::{Error, Result};
 
@@ -713,35 +713,9 @@ fn plain_image(seg: &Segment, pos: usize, batch: &BatchView<'_>) -> Result<Arc<V
 /// naming the segment (compaction never rewrites what it cannot read), zeros at the end (a
 /// trim lost in a power failure) end the segment.
 fn batches(seg: &Segment) -> impl Iterator<Item = Result<(usize, BatchView<'_>)>> {
-    let end = seg.data.readable();
-    let mut pos = 0;
-    let mut expected = seg.base;
-    let mut done = false;
-    std::iter::from_fn(move || {
-        if done || pos >= end {
-            return None;
-        }
-        let batch = match seg.batch_at(pos, end, true) {
-            Ok(b) if b.header.base_offset == expected => b,
-            Err(_) if seg.zeros_at(pos, end) => return None,
-            Ok(b) => {
-                done = true;
-                let reason = format!(
-                    "batch claims offset {} where offset {expected} should start",
-                    b.header.base_offset
-                );
-                return Some(Err(seg.corrupt(pos, expected, &reason)));
-            }
-            Err(reason) => {
-                done = true;
-                return Some(Err(seg.corrupt(pos, expected, reason)));
-            }
-        };
-        let at = pos;
-        pos += batch.header.total_len;
-        expected = batch.header.next_offset();
-        Some(Ok((at, batch)))
-    })
+    seg.cursor(0, seg.data.readable(), seg.base, Check::Crc, OnDamage::Error)
+        .zero_tail(true)
+        .map(|found| found.map(|b| (b.position, b.view().expect("checked by the cursor"))))
 }
 
 impl PartitionLog {
