@@ -52,28 +52,60 @@ const RELEASE: u8 = 3;
 const DEAD: u8 = 4;
 const EXTEND: u8 = 5;
 
-/// One message's state as the first version kept it.
+/// An unfinished message's state as the first version kept it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Entry {
     /// Handed out to `member` until `expires` (ms since the epoch), `count` times so far.
-    Held {
-        member: String,
-        expires: i64,
-        count: u32,
-    },
+    Held { member: String, expires: i64, count: u32 },
     /// Given back: available, handed out `count` times so far.
-    Released {
-        count: u32,
-    },
+    Released { count: u32 },
+}
+
+/// How a message was finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Finished {
     Acked,
     Dead,
+}
+
+/// One partition's messages as the first version kept them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Partition {
+    /// Unfinished messages handed out at least once, by offset.
+    open: BTreeMap<i64, Entry>,
+    /// Finished messages as runs, `start -> (end, how)`, neighbouring runs of one kind
+    /// merged: a long history takes a few runs, not an entry per message.
+    finished: BTreeMap<i64, (i64, Finished)>,
+}
+
+impl Partition {
+    fn is_finished(&self, offset: i64) -> bool {
+        self.finished.range(..=offset).next_back().is_some_and(|(_, &(end, _))| end > offset)
+    }
+
+    fn finish(&mut self, offset: i64, how: Finished) {
+        self.open.remove(&offset);
+        let (mut start, mut end) = (offset, offset + 1);
+        if let Some((&s, &(e, h))) = self.finished.range(..offset).next_back() {
+            if e == offset && h == how {
+                start = s;
+            }
+        }
+        if let Some(&(e, h)) = self.finished.get(&end) {
+            if h == how {
+                self.finished.remove(&end);
+                end = e;
+            }
+        }
+        self.finished.insert(start, (end, how));
+    }
 }
 
 /// The state the first version recorded for one queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LegacyQueue {
-    /// Partition of the topic -> offset -> entry.
-    partitions: BTreeMap<u32, BTreeMap<i64, Entry>>,
+    /// By partition of the topic.
+    partitions: BTreeMap<u32, Partition>,
 }
 
 impl LegacyQueue {
@@ -94,8 +126,8 @@ impl LegacyQueue {
         if !(ACQUIRE..=EXTEND).contains(&kind) {
             return Err(format!("work-queue record of unknown kind {kind}"));
         }
-        if offset < 0 {
-            return Err(format!("work-queue record for negative offset {offset}"));
+        if !(0..i64::MAX).contains(&offset) {
+            return Err(format!("work-queue record for offset {offset}, out of range"));
         }
         let member = if kind == ACQUIRE {
             let member = std::str::from_utf8(&value[VALUE_LEN..])
@@ -107,25 +139,26 @@ impl LegacyQueue {
         } else {
             ""
         };
-        let entries = self.partitions.entry(partition).or_default();
-        let entry = entries.get_mut(&offset);
-        if matches!(entry, Some(Entry::Acked | Entry::Dead)) {
+        let part = self.partitions.entry(partition).or_default();
+        if part.is_finished(offset) {
             return Ok(()); // changes to finished messages were ignored
         }
-        let new = match kind {
-            ACQUIRE => Entry::Held { member: member.to_owned(), expires, count },
-            ACK => Entry::Acked,
-            RELEASE => Entry::Released { count },
-            DEAD => Entry::Dead,
+        match kind {
+            ACQUIRE => {
+                part.open.insert(offset, Entry::Held { member: member.to_owned(), expires, count });
+            }
+            RELEASE => {
+                part.open.insert(offset, Entry::Released { count });
+            }
+            ACK => part.finish(offset, Finished::Acked),
+            DEAD => part.finish(offset, Finished::Dead),
             _ => {
                 // An extension renews a held message's lock, for its holder.
-                if let Some(Entry::Held { expires: held_until, .. }) = entry {
+                if let Some(Entry::Held { expires: held_until, .. }) = part.open.get_mut(&offset) {
                     *held_until = expires;
                 }
-                return Ok(());
             }
-        };
-        entries.insert(offset, new);
+        }
         Ok(())
     }
 
@@ -139,29 +172,17 @@ impl LegacyQueue {
         let mut held: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut released = Vec::new();
         let mut finished = Vec::new();
-        for (&p, entries) in self.partitions.range(..partitions) {
+        for (&p, part) in self.partitions.range(..partitions) {
             // Runs of consecutive offsets in the same state become one change.
             let mut run: Option<(i64, i64, &Entry)> = None;
-            let mut flush = |run: (i64, i64, &Entry)| {
-                let (start, end, entry) = run;
-                match entry {
-                    Entry::Held { member, expires, count } => {
-                        push_op(
-                            held.entry(member.clone()).or_default(),
-                            ACQUIRE,
-                            p,
-                            start,
-                            end,
-                            *expires,
-                            *count,
-                        );
-                    }
-                    Entry::Released { count } => push_op(&mut released, RELEASE, p, start, end, 0, *count),
-                    Entry::Acked => push_op(&mut finished, ACK, p, start, end, 0, 0),
-                    Entry::Dead => push_op(&mut finished, DEAD, p, start, end, 0, 0),
+            let mut flush = |(start, end, entry): (i64, i64, &Entry)| match entry {
+                Entry::Held { member, expires, count } => {
+                    let ops = held.entry(member.clone()).or_default();
+                    push_op(ops, ACQUIRE, p, start, end, *expires, *count);
                 }
+                Entry::Released { count } => push_op(&mut released, RELEASE, p, start, end, 0, *count),
             };
-            for (&offset, entry) in entries {
+            for (&offset, entry) in &part.open {
                 run = match run {
                     Some((start, end, e)) if end == offset && e == entry => Some((start, offset + 1, e)),
                     Some(done) => {
@@ -173,6 +194,10 @@ impl LegacyQueue {
             }
             if let Some(done) = run {
                 flush(done);
+            }
+            for (&start, &(end, how)) in &part.finished {
+                let kind = if how == Finished::Acked { ACK } else { DEAD };
+                push_op(&mut finished, kind, p, start, end, 0, 0);
             }
         }
         let mut out: Vec<Vec<u8>> = held.into_iter().map(|(member, ops)| record(&member, &ops)).collect();
@@ -318,11 +343,36 @@ mod tests {
     }
 
     #[test]
+    fn finished_messages_take_a_run_per_stretch_of_one_kind() {
+        let mut q = LegacyQueue::default();
+        for o in (0..1000).rev().chain(1000..2000) {
+            q.apply(&value(ACK, 0, o, 0, 0, "")).unwrap();
+        }
+        q.apply(&value(DEAD, 0, 2000, 0, 1, "")).unwrap();
+        q.apply(&value(ACK, 0, 2002, 0, 0, "")).unwrap();
+        q.apply(&value(ACK, 0, 2001, 0, 0, "")).unwrap(); // joins the run after it
+        let runs: Vec<_> = q.partitions[&0].finished.iter().map(|(&s, &(e, h))| (s, e, h)).collect();
+        assert_eq!(
+            runs,
+            vec![(0, 2000, Finished::Acked), (2000, 2001, Finished::Dead), (2001, 2003, Finished::Acked)]
+        );
+        let records: Vec<_> = q.records(1).iter().map(|r| ops(r)).collect();
+        assert_eq!(
+            records,
+            vec![(
+                String::new(),
+                vec![(ACK, 0, 0, 2000, 0, 0), (DEAD, 0, 2000, 2001, 0, 0), (ACK, 0, 2001, 2003, 0, 0)]
+            )]
+        );
+    }
+
+    #[test]
     fn undecodable_values_are_refused() {
         let mut q = LegacyQueue::default();
         assert!(q.apply(&value(ACK, 0, 1, 0, 0, "")[..20]).unwrap_err().contains("20 bytes"));
         assert!(q.apply(&value(6, 0, 1, 0, 0, "")).unwrap_err().contains("unknown kind 6"));
-        assert!(q.apply(&value(ACK, 0, -1, 0, 0, "")).unwrap_err().contains("negative"));
+        assert!(q.apply(&value(ACK, 0, -1, 0, 0, "")).unwrap_err().contains("out of range"));
+        assert!(q.apply(&value(ACK, 0, i64::MAX, 0, 0, "")).unwrap_err().contains("out of range"));
         let mut bad = value(ACQUIRE, 0, 1, 0, 0, "");
         bad.push(0xff);
         assert!(q.apply(&bad).unwrap_err().contains("UTF-8"));
