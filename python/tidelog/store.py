@@ -23,7 +23,6 @@ from tidelog._core import Producer, Topic
 from tidelog._fork import Born
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
-from tidelog.queue_legacy import forget_work_queues
 from tidelog.stats import GroupInfo, group_overview, store_stats
 from tidelog.transaction import Transaction
 from tidelog.workqueue import WorkQueue
@@ -305,7 +304,6 @@ class Store:
         # topic created again; the record only keeps them from being listed.
         if OFFSETS_TOPIC in self._core.topics():
             self._offset_store().forget_topic(name, incarnation)
-        forget_work_queues(self._core, self.path, name)
 
     @storage_errors
     def stats(self) -> StoreStats:

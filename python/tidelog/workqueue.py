@@ -45,7 +45,6 @@ from tidelog.jobs import (
     dead_letter_headers,
 )
 from tidelog.queue_journal import QueueJournal, queue_files
-from tidelog.queue_legacy import read_legacy_state
 from tidelog.queue_state import (
     ACK,
     ACQUIRE,
@@ -154,9 +153,6 @@ class WorkQueue(_core.JobBuffer):
             self._files,
             self._topic.partitions,
             core=store.native,
-            legacy=lambda: read_legacy_state(
-                store.native, self._files.directory, topic, group, self._topic.partitions
-            ),
             # Raises TopicNotFoundError once the topic is deleted (a shared word's load).
             alive=lambda: self._topic.start_offset(0),
         )

@@ -24,6 +24,7 @@ pub mod log;
 pub mod offsets;
 pub mod partitioner;
 pub mod producer;
+pub mod queue_legacy;
 pub mod ring;
 pub mod segment;
 pub mod settings;

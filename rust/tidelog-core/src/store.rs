@@ -39,10 +39,11 @@ use rustix::fs::{flock, FlockOperation};
 use crate::group::{Group, GroupPaths};
 use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
+use crate::queue_legacy;
 use crate::settings::{self, SharedSettings, TopicSettings, Value};
 use crate::shm::doorbell::Doorbell;
 use crate::shm::fork::Born;
-use crate::statelog::StateLog;
+use crate::statelog::{StateLog, StatePaths};
 use crate::{Error, Result};
 
 const MARKER: &str = "tidelog.store";
@@ -534,7 +535,54 @@ impl Store {
             }
             None => None,
         };
-        Ok(Store { shared, syncer: Mutex::new(syncer), cleaner: Mutex::new(cleaner) })
+        let store = Store { shared, syncer: Mutex::new(syncer), cleaner: Mutex::new(cleaner) };
+        store.convert_legacy_queues()?;
+        Ok(store)
+    }
+
+    /// Converts the work-queue state the first version of work queues kept in
+    /// [`queue_legacy::LEGACY_TOPIC`], then deletes the topic (see [`crate::queue_legacy`]).
+    /// A store without the topic costs one `stat`.
+    fn convert_legacy_queues(&self) -> Result<()> {
+        let legacy = queue_legacy::LEGACY_TOPIC;
+        if !self.topic_dir(legacy).join(TOPIC_META).exists() {
+            return Ok(());
+        }
+        let _topics_lock = self.lock_topics()?;
+        let (count, incarnation) = match self.read_meta(legacy) {
+            Ok(meta) => meta,
+            Err(Error::TopicNotFound(_)) => return Ok(()), // converted by another process
+            Err(e) => return Err(e),
+        };
+        if !self.marked_deleted(legacy)? {
+            let queues = queue_legacy::read(&*self.topic(legacy)?)?;
+            let root = self.shared.dir.join(queue_legacy::WORK_QUEUES_DIR);
+            for ((group, topic), queue) in &queues {
+                // Only existing topics: the others' queues went with them.
+                if validate_topic_name(topic).is_err() || self.marked_deleted(topic).unwrap_or(true) {
+                    continue;
+                }
+                let partitions = match self.read_meta(topic) {
+                    Ok((partitions, _)) => partitions,
+                    Err(Error::TopicNotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                let dir = root.join(topic);
+                let name = crate::group::file_name(group);
+                if dir.join(queue_legacy::NO_LEGACY).exists() || StatePaths::new(&dir, &name).is_err() {
+                    continue; // a deleted topic's, or a name no queue could have
+                }
+                StateLog::open(&dir, &name, self.shared.config.fsync)?.seed(&queue.records(partitions))?;
+            }
+        }
+        // Every queue holds its state: the topic is read no more.
+        self.finish_deletion(legacy, count, incarnation, None)?;
+        if let Ok(dirs) = std::fs::read_dir(self.shared.dir.join(queue_legacy::WORK_QUEUES_DIR)) {
+            for dir in dirs.flatten() {
+                let _ = std::fs::remove_file(dir.path().join(queue_legacy::NO_LEGACY));
+            }
+        }
+        Ok(())
     }
 
     fn check_empty(dir: &Path) -> Result<()> {

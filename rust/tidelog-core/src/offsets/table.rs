@@ -334,7 +334,7 @@ fn forget(commits: &mut Topics, topic: &str, group: &str, which: impl Fn(u32, &C
 
 /// The error for a record at `offset` of `chunk` that cannot be decoded: names the segment
 /// file holding it (found by its name, on this rare path only) and the batch's position.
-fn undecodable(log: &PartitionLog, chunk: &ReadChunk, offset: u64, reason: String) -> Error {
+pub(crate) fn undecodable(log: &PartitionLog, chunk: &ReadChunk, offset: u64, reason: String) -> Error {
     let segment = std::fs::read_dir(log.dir())
         .into_iter()
         .flatten()
