@@ -111,7 +111,7 @@ impl PartitionLog {
     /// also on disk.
     ///
     /// A `meta` with a producer id is checked against the partition's producer state first
-    /// (see [`producers`]): a batch repeating one of the producer's last batches is not
+    /// (see [`producers`](super::producers)): a batch repeating one of the producer's last batches is not
     /// written again and the original offsets come back with `duplicate` set.
     ///
     /// # Errors

@@ -8,11 +8,11 @@ use crate::Result;
 
 impl PartitionLog {
     /// Closes this handle: waits for appends in progress in this process, refuses any
-    /// later one ([`Error::Closed`]), trims the active segment's pre-allocated files to
+    /// later one ([`Error::Closed`](crate::Error::Closed)), trims the active segment's pre-allocated files to
     /// their contents if no other handle (in any process) has the partition open, so a
     /// closed store takes only the space it uses and the next open finds any damage at the
     /// very end, and gives up the handle's locks. Works while other references to the log
-    /// are alive (they get [`Error::Closed`]); closing twice is harmless.
+    /// are alive (they get [`Error::Closed`](crate::Error::Closed)); closing twice is harmless.
     ///
     /// In a process forked after the log was opened it only marks the handle closed: the
     /// files, the locks and the mutex are the parent's.

@@ -46,7 +46,7 @@ impl PartitionLog {
     /// Takes the append lock, waiting for it if `wait`; `None` if it is busy and `!wait`.
     ///
     /// # Errors
-    /// [`Error::Closed`] once [`Self::close`] ran (checked under the lock, so no append
+    /// [`Error::Closed`](crate::Error::Closed) once [`Self::close`] ran (checked under the lock, so no append
     /// can write into files that closing trimmed), [`Error::Forked`] in a forked child.
     ///
     /// Every change to the partition's files goes through here, so checking the deleted
