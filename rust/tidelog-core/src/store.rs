@@ -1283,7 +1283,7 @@ mod tests {
 
     fn append(p: &PartitionLog, value: &[u8]) -> Result<u64> {
         let record = Record { timestamp: 1, key: None, value, headers: &[], tombstone: false };
-        Ok(p.append(&[record], BatchMeta::plain(0), true)?.expect("blocking append").base_offset)
+        Ok(p.append(&[record], BatchMeta::plain(0))?.base_offset)
     }
 
     fn data_file_len(dir: &Path) -> u64 {

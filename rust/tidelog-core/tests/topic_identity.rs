@@ -19,7 +19,7 @@ fn open(dir: &Path) -> Store {
 fn append(topic: &Topic, p: u32, value: &[u8]) -> Result<u64, Error> {
     let record = Record { timestamp: 0, key: None, value, headers: &[], tombstone: false };
     let log = topic.partition(p)?;
-    Ok(log.append(&[record], BatchMeta::plain(0), true)?.expect("blocking append").base_offset)
+    Ok(log.append(&[record], BatchMeta::plain(0))?.base_offset)
 }
 
 fn values(topic: &Topic, p: u32) -> Vec<Vec<u8>> {

@@ -200,7 +200,7 @@ impl PyTopic {
         // append lock is contended or an fsync is due.
         let sync = log.config().fsync == tidelog_core::FsyncPolicy::Always;
         if !sync {
-            if let Some(done) = to_py(log.append(&[record], meta, false))? {
+            if let Some(done) = to_py(log.try_append(&[record], meta))? {
                 return Ok((log.partition(), done.base_offset));
             }
         }
@@ -214,7 +214,7 @@ impl PyTopic {
                 headers: &encoded_headers,
                 tombstone,
             };
-            log.append(&[record], meta, true).map(|d| d.expect("blocking append"))
+            log.append(&[record], meta)
         })?;
         Ok((log.partition(), done.base_offset))
     }
@@ -244,7 +244,7 @@ impl PyTopic {
                 .iter()
                 .map(|v| Record { timestamp, key: None, value: v, headers: &[], tombstone: false })
                 .collect();
-            Ok(log.append(&records, meta, true)?.expect("blocking append").base_offset)
+            Ok(log.append(&records, meta)?.base_offset)
         };
         let offset = match lengths.filter(|l| !l.is_none()) {
             None => {
@@ -318,7 +318,7 @@ impl PyTopic {
                 .iter()
                 .map(|v| Record { timestamp, key: None, value: v, headers: &[], tombstone: false })
                 .collect();
-            log.append(&records, meta, true).map(|d| d.expect("blocking append"))
+            log.append(&records, meta)
         })?;
         Ok((done.base_offset, done.duplicate))
     }

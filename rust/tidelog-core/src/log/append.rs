@@ -119,23 +119,36 @@ impl PartitionLog {
     /// for a segment, [`Error::InvalidConfig`] for timestamps too far apart,
     /// [`Error::OutOfOrderSequence`] and [`Error::ProducerFenced`] from the producer check,
     /// I/O errors.
-    pub fn append(&self, records: &[Record<'_>], meta: BatchMeta, wait: bool) -> Result<Option<Appended>> {
-        // Unbounded: never `NoRoom`.
-        Ok(self.append_records(records, meta, wait, u64::MAX, None)?.and_then(Bounded::written))
+    pub fn append(&self, records: &[Record<'_>], meta: BatchMeta) -> Result<Appended> {
+        self.with_body(records, meta, None, |body, size| {
+            self.append_body(self.lock_to_append()?, body, meta, size)
+        })
     }
 
-    /// Checks and appends `records`, compressed with `compression` or else the topic's
-    /// codec. Compressing is CPU work on the whole batch: it is done before the append
-    /// lock is taken, into a batch complete but for its base offset, which is outside the
-    /// CRC. Transaction markers are never compressed.
-    fn append_records(
+    /// As [`Self::append`], but `Ok(None)` instead of blocking when another thread or
+    /// process holds the append lock, so a caller holding Python's GIL can retry after
+    /// releasing it.
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn try_append(&self, records: &[Record<'_>], meta: BatchMeta) -> Result<Option<Appended>> {
+        self.with_body(records, meta, None, |body, size| match self.try_lock_to_append()? {
+            Some(guard) => self.append_body(guard, body, meta, size).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    /// Checks `records` and hands them to `append` as a body, compressed with
+    /// `compression` or else the topic's codec. Compressing is CPU work on the whole
+    /// batch: it is done before the append lock is taken, into a batch complete but for
+    /// its base offset, which is outside the CRC. Transaction markers are never compressed.
+    fn with_body<T>(
         &self,
         records: &[Record<'_>],
         meta: BatchMeta,
-        wait: bool,
-        max_end: u64,
         compression: Option<Compression>,
-    ) -> Result<Option<Bounded>> {
+        append: impl FnOnce(Body<'_>, usize) -> Result<T>,
+    ) -> Result<T> {
         if records.is_empty() {
             return Err(Error::InvalidConfig("cannot append an empty batch".into()));
         }
@@ -143,7 +156,7 @@ impl PartitionLog {
         let size = self.check_batch(records, &meta)?;
         let codec = compression.unwrap_or_else(|| self.settings.compression());
         if codec == Compression::None || meta.attributes & ATTR_CONTROL != 0 {
-            return self.append_body(Body::Records(records), meta, size, wait, max_end);
+            return append(Body::Records(records), size);
         }
         let mut plain = PLAIN.take();
         grow(&mut plain, size);
@@ -152,25 +165,22 @@ impl PartitionLog {
         let header =
             compress_batch(&plain[..BATCH_HEADER_LEN], &plain[BATCH_HEADER_LEN..size], codec, &mut packed);
         keep(&PLAIN, plain);
-        let result = self.append_packed(&packed, header, meta, wait, max_end);
+        let result = self.append_packed(&packed, header, append);
         keep(&PACKED, packed);
         result
     }
 
-    /// Appends a batch [`compress_batch`] made at the start of `packed`.
-    fn append_packed(
+    /// Hands `append` the batch [`compress_batch`] made at the start of `packed`.
+    fn append_packed<T>(
         &self,
         packed: &[u8],
         header: BatchHeader,
-        meta: BatchMeta,
-        wait: bool,
-        max_end: u64,
-    ) -> Result<Option<Bounded>> {
+        append: impl FnOnce(Body<'_>, usize) -> Result<T>,
+    ) -> Result<T> {
         // The uncompressed batch was checked against the segment; so must the stored one be
         // (incompressible values grow by a few bytes).
         self.check_batch_size(header.total_len)?;
-        let body = Body::Encoded(&packed[..header.total_len], header);
-        self.append_body(body, meta, header.total_len, wait, max_end)
+        append(Body::Encoded(&packed[..header.total_len], header), header.total_len)
     }
 
     /// As [`Self::append`] (waiting for the lock), only if the partition then ends at or
@@ -196,8 +206,14 @@ impl PartitionLog {
         max_end: u64,
         compression: Option<Compression>,
     ) -> Result<Bounded> {
-        let bounded = self.append_records(records, meta, true, max_end, compression)?;
-        Ok(bounded.expect("a blocking append returns what it did"))
+        self.with_body(records, meta, compression, |body, size| {
+            let guard = self.lock_to_append()?;
+            let next = guard.head().next_offset;
+            if next.saturating_add(body.count() as u64) > max_end {
+                return Ok(Bounded::NoRoom(max_end.saturating_sub(next)));
+            }
+            self.append_body(guard, body, meta, size).map(Bounded::Written)
+        })
     }
 
     /// Appends plain values that are already back to back (`Topic.append_batch(buffer,
@@ -237,8 +253,8 @@ impl PartitionLog {
         let size = batch.encoded_len();
         self.check_batch_size(size)?;
         let codec = self.settings.compression();
-        let appended = if codec != Compression::None {
-            self.append_values_compressed(batch, codec)?
+        if codec != Compression::None {
+            self.append_values_compressed(batch, codec)
         } else if size < PWRITE_MIN_BYTES && self.config.fsync != FsyncPolicy::Always {
             // Small: encoded like any batch, straight into the map.
             let mut at = 0;
@@ -251,21 +267,16 @@ impl PartitionLog {
                     Record { timestamp: batch.timestamp(), key: None, value, headers: &[], tombstone: false }
                 })
                 .collect();
-            self.append_body(Body::Records(&records), BatchMeta::plain(0), size, true, u64::MAX)?
+            self.append_body(self.lock_to_append()?, Body::Records(&records), BatchMeta::plain(0), size)
         } else {
-            self.append_body(Body::Values(batch), BatchMeta::plain(0), size, true, u64::MAX)?
-        };
-        Ok(appended.and_then(Bounded::written).expect("a blocking unbounded append returns what it appended"))
+            self.append_body(self.lock_to_append()?, Body::Values(batch), BatchMeta::plain(0), size)
+        }
     }
 
     /// [`Self::append_values`] of a compressed topic: the head encoded as usual, and the
     /// body compressed straight from the caller's buffer when it is the values alone (no
     /// entries: values of one size), else from the entries and a copy of the values.
-    fn append_values_compressed(
-        &self,
-        batch: ValuesBatch<'_>,
-        codec: Compression,
-    ) -> Result<Option<Bounded>> {
+    fn append_values_compressed(&self, batch: ValuesBatch<'_>, codec: Compression) -> Result<Appended> {
         let head_len = batch.head_len();
         let meta = BatchMeta::plain(0);
         let mut plain = PLAIN.take();
@@ -280,29 +291,33 @@ impl PartitionLog {
             compress_batch(&plain[..BATCH_HEADER_LEN], &plain[BATCH_HEADER_LEN..body_end], codec, &mut packed)
         };
         keep(&PLAIN, plain);
-        let result = self.append_packed(&packed, header, meta, true, u64::MAX);
+        let result = self.append_packed(&packed, header, |body, size| {
+            self.append_body(self.lock_to_append()?, body, meta, size)
+        });
         keep(&PACKED, packed);
         result
     }
 
+    /// The append lock for an append: refused once the partition failed.
+    fn lock_to_append(&self) -> Result<WriteGuard<'_>> {
+        self.check_not_failed()?;
+        self.lock()
+    }
+
+    /// As [`Self::lock_to_append`], without waiting: `None` if the lock is busy.
+    fn try_lock_to_append(&self) -> Result<Option<WriteGuard<'_>>> {
+        self.check_not_failed()?;
+        self.try_lock()
+    }
+
+    /// Appends `body` under `guard`, then rings the doorbell and syncs as the policy says.
     fn append_body(
         &self,
+        mut guard: WriteGuard<'_>,
         body: Body<'_>,
         meta: BatchMeta,
         size: usize,
-        wait: bool,
-        max_end: u64,
-    ) -> Result<Option<Bounded>> {
-        self.check_not_failed()?;
-        let Some(mut guard) = self.lock(wait)? else {
-            return Ok(None);
-        };
-        if max_end != u64::MAX {
-            let next = guard.head().next_offset;
-            if next.saturating_add(body.count() as u64) > max_end {
-                return Ok(Some(Bounded::NoRoom(max_end.saturating_sub(next))));
-            }
-        }
+    ) -> Result<Appended> {
         let (appended, to_sync) = self.append_locked(&mut guard, body, meta, size)?;
         drop(guard);
         if appended.duplicate {
@@ -311,7 +326,7 @@ impl PartitionLog {
                 self.dirty.store(true, Ordering::Relaxed);
                 self.sync()?;
             }
-            return Ok(Some(Bounded::Written(appended)));
+            return Ok(appended);
         }
         if let Some(bell) = self.doorbell.get() {
             bell.ring();
@@ -323,7 +338,7 @@ impl PartitionLog {
         } else if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
-        Ok(Some(Bounded::Written(appended)))
+        Ok(appended)
     }
 
     fn check_batch(&self, records: &[Record<'_>], meta: &BatchMeta) -> Result<usize> {

@@ -44,12 +44,12 @@ impl PartitionLog {
         // deadlock: we hold nothing yet, and its holders (an opener, or another handle
         // closing) need at most the append lock. Two handles closing at once thus check one
         // after the other, and the second finds itself alone.
-        let alone = self.control.lock_open(true);
+        let alone = self.control.lock_open();
         // Always taken: an append of this process still in progress finishes before the
         // locks are given up (a later opener, alone, re-initialises the mutex), and none
         // starts after (`lock` checks `closed` under the lock).
-        let guard = self.lock_open_or_closed(true)?.expect("blocking lock");
-        if !alone || !self.control.try_exclusive() {
+        let guard = self.lock_open_or_closed()?;
+        if !alone? || !self.control.try_exclusive()? {
             return Ok(());
         }
         self.refresh_if_stale(&guard)?;

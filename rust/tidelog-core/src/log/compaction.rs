@@ -222,7 +222,12 @@ impl CleanerLock {
         let file = crate::fs::open_rw(&path, false)?;
         // A fresh open file description of our own: it excludes cleaners in this process
         // too, and no forked child shares it.
-        match ofd::set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive, wait) {
+        let taken = if wait {
+            ofd::set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive).map(|()| true)
+        } else {
+            ofd::try_set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive)
+        };
+        match taken {
             Ok(true) => Ok(Some(CleanerLock(file))),
             Ok(false) => Ok(None),
             Err(e) => Err(Error::io("lock the cleaner byte of", &path, e)),
@@ -232,7 +237,7 @@ impl CleanerLock {
 
 impl Drop for CleanerLock {
     fn drop(&mut self) {
-        let _ = ofd::set(&self.0, CLEANER_BYTE, 1, ofd::Lock::Unlock, false);
+        let _ = ofd::set(&self.0, CLEANER_BYTE, 1, ofd::Lock::Unlock);
     }
 }
 
@@ -727,7 +732,7 @@ impl PartitionLog {
         // Plan under the append lock: which sealed segments, and the producer state that
         // says which transactions were aborted.
         let (chosen, table) = {
-            let guard = self.lock(true)?.expect("blocking lock");
+            let guard = self.lock()?;
             self.refresh_if_stale(&guard)?;
             let head = guard.head();
             let view = self.read_view()?;
@@ -810,7 +815,7 @@ impl PartitionLog {
     /// Steps 2 to 5 of the swap, under the append lock. False (and the rewritten files
     /// removed) if retention deleted some of the replaced segments meanwhile.
     fn swap_in(&self, swap: &Swap, producers: bool, durable: bool) -> Result<bool> {
-        let mut guard = self.lock(true)?.expect("blocking lock");
+        let mut guard = self.lock()?;
         self.refresh_if_stale(&guard)?;
         let mut head = guard.head();
         {

@@ -43,36 +43,56 @@ impl PartitionLog {
         Error::TopicNotFound(self.topic.clone())
     }
 
-    /// Takes the append lock, waiting for it if `wait`; `None` if it is busy and `!wait`.
+    /// Takes the append lock, waiting for it.
     ///
     /// # Errors
     /// [`Error::Closed`](crate::Error::Closed) once [`Self::close`] ran (checked under the lock, so no append
-    /// can write into files that closing trimmed), [`Error::Forked`] in a forked child.
+    /// can write into files that closing trimmed), [`Error::Forked`] in a forked child,
+    /// [`Error::TopicNotFound`] once the topic was deleted.
     ///
     /// Every change to the partition's files goes through here, so checking the deleted
     /// mark here (after the lock, which `delete_topic` takes to set it) is what keeps a
     /// deleted topic's files and a new topic under the same name untouched.
-    pub(super) fn lock(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
-        let guard = self.lock_open_or_closed(wait)?;
-        if guard.is_some() && self.closed.load(Ordering::Relaxed) {
-            return Err(Error::Closed);
-        }
+    pub(super) fn lock(&self) -> Result<WriteGuard<'_>> {
+        let guard = self.lock_open_or_closed()?;
+        self.check_not_closed()?;
         Ok(guard)
     }
 
+    /// As [`Self::lock`], without waiting: `None` if another thread or process holds it.
+    ///
+    /// # Errors
+    /// As [`Self::lock`].
+    pub(super) fn try_lock(&self) -> Result<Option<WriteGuard<'_>>> {
+        let Some(guard) = self.control.try_lock()? else { return Ok(None) };
+        let guard = self.checked(guard)?;
+        self.check_not_closed()?;
+        Ok(Some(guard))
+    }
+
     /// As [`Self::lock`], also after closing (for closing itself).
-    pub(super) fn lock_open_or_closed(&self, wait: bool) -> Result<Option<WriteGuard<'_>>> {
-        let guard = if wait { Some(self.control.lock()?) } else { self.control.try_lock()? };
-        if guard.is_some() && self.control.is_deleted() {
+    pub(super) fn lock_open_or_closed(&self) -> Result<WriteGuard<'_>> {
+        let guard = self.control.lock()?;
+        self.checked(guard)
+    }
+
+    fn check_not_closed(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// A guard just taken, refused if the topic was deleted, and with the head repaired if
+    /// the lock's last owner died mid-append.
+    fn checked<'a>(&self, mut guard: WriteGuard<'a>) -> Result<WriteGuard<'a>> {
+        if self.control.is_deleted() {
             return Err(self.deleted());
         }
-        match guard {
-            Some(mut g) if g.owner_died() => {
-                let torn = g.head();
-                self.recover(&mut g, Some(torn), false)?;
-                Ok(Some(g))
-            }
-            other => Ok(other),
+        if guard.owner_died() {
+            let torn = guard.head();
+            self.recover(&mut guard, Some(torn), false)?;
         }
+        Ok(guard)
     }
 }

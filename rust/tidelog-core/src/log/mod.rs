@@ -73,15 +73,6 @@ pub enum Bounded {
     NoRoom(u64),
 }
 
-impl Bounded {
-    fn written(self) -> Option<Appended> {
-        match self {
-            Bounded::Written(appended) => Some(appended),
-            Bounded::NoRoom(_) => None,
-        }
-    }
-}
-
 /// One partition of a topic.
 pub struct PartitionLog {
     dir: PathBuf,
@@ -173,7 +164,7 @@ impl PartitionLog {
         match self.control.try_head(HEAD_SPINS) {
             Some(head) => Ok(head),
             // A writer is stuck mid-publish or died there: the lock waits for it or repairs.
-            None => Ok(self.lock(true)?.expect("blocking lock").head()),
+            None => Ok(self.lock()?.head()),
         }
     }
 

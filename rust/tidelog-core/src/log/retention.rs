@@ -15,7 +15,7 @@ impl PartitionLog {
         if self.settings.retention_bytes().is_none() && self.settings.retention_ms().is_none() {
             return Ok(());
         }
-        let mut guard = self.lock(true)?.expect("blocking lock");
+        let mut guard = self.lock()?;
         self.refresh_if_stale(&guard)?;
         self.apply_retention(&mut guard)
     }

@@ -43,7 +43,7 @@ impl PartitionLog {
                 return Ok(view);
             }
         }
-        let guard = self.lock(true)?.expect("blocking lock");
+        let guard = self.lock()?;
         self.refresh_if_stale(&guard)?;
         drop(guard);
         self.current_view(self.head()?)

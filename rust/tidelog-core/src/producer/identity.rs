@@ -321,7 +321,7 @@ fn write_markers(
             Err(Error::TopicNotFound(_)) => continue,
             Err(e) => return Err(e),
         };
-        match topic.partition(*p).and_then(|log| log.append(&[record], meta, true)) {
+        match topic.partition(*p).and_then(|log| log.append(&[record], meta)) {
             Ok(_) | Err(Error::TopicNotFound(_)) => {}
             Err(e) => return Err(e),
         }
