@@ -15,7 +15,7 @@ import os
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from tidelog import _core
 from tidelog._checks import storage_errors
@@ -51,6 +51,18 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 Setting = int | str | None
 
+# This process's own options default to the core's values (``_core.DEFAULTS``, the one place
+# that holds them); the file-shaping settings default to the store's stored ones.
+_DEFAULTS = _core.DEFAULTS
+_SEGMENT_MS = cast("int | None", _DEFAULTS["segment_ms"])
+_FSYNC = cast("FsyncPolicy", _DEFAULTS["fsync"])
+_FSYNC_INTERVAL_MS = cast("int", _DEFAULTS["fsync_interval_ms"])
+_PRODUCER_EXPIRY_MS = cast("int", _DEFAULTS["producer_expiry_ms"])
+_ON_CORRUPTION = cast("OnCorruption", _DEFAULTS["on_corruption"])
+_CLEANER_INTERVAL_MS = cast("int | None", _DEFAULTS["cleaner_interval_ms"])
+_MIN_CLEANABLE_DIRTY_RATIO = cast("float", _DEFAULTS["min_cleanable_dirty_ratio"])
+_CLEANER_BYTES_PER_SECOND = cast("int | None", _DEFAULTS["cleaner_bytes_per_second"])
+
 
 def _given(**settings: Setting | _Unset) -> dict[str, Setting]:
     return {k: v for k, v in settings.items() if v is not _UNSET}
@@ -67,21 +79,21 @@ class Store:
         path: str | os.PathLike[str],
         *,
         segment_bytes: int | _Unset = _UNSET,
-        segment_ms: int | None = 7 * 24 * 3600 * 1000,
+        segment_ms: int | None = _SEGMENT_MS,
         retention_bytes: int | _Unset | None = _UNSET,
         retention_ms: int | _Unset | None = _UNSET,
-        fsync: FsyncPolicy = "never",
-        fsync_interval_ms: int = 1000,
+        fsync: FsyncPolicy = _FSYNC,
+        fsync_interval_ms: int = _FSYNC_INTERVAL_MS,
         max_message_bytes: int | _Unset = _UNSET,
         index_interval_bytes: int | _Unset = _UNSET,
-        producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
+        producer_expiry_ms: int = _PRODUCER_EXPIRY_MS,
         cleanup_policy: str | _Unset = _UNSET,
         delete_retention_ms: int | _Unset = _UNSET,
         compression: str | _Unset = _UNSET,
-        on_corruption: OnCorruption = "raise",
-        cleaner_interval_ms: int | None = 15_000,
-        min_cleanable_dirty_ratio: float = 0.5,
-        cleaner_bytes_per_second: int | None = 100 << 20,
+        on_corruption: OnCorruption = _ON_CORRUPTION,
+        cleaner_interval_ms: int | None = _CLEANER_INTERVAL_MS,
+        min_cleanable_dirty_ratio: float = _MIN_CLEANABLE_DIRTY_RATIO,
+        cleaner_bytes_per_second: int | None = _CLEANER_BYTES_PER_SECOND,
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
         self._born = Born()
@@ -280,7 +292,7 @@ class Store:
         """
         self._born.check()
         names = self._core.topics()
-        return names if internal else [n for n in names if not n.startswith("__")]
+        return names if internal else [n for n in names if not n.startswith(_core.INTERNAL_PREFIX)]
 
     @storage_errors
     def delete_topic(self, name: str) -> None:
@@ -670,21 +682,21 @@ def open(
     path: str | os.PathLike[str],
     *,
     segment_bytes: int | _Unset = _UNSET,
-    segment_ms: int | None = 7 * 24 * 3600 * 1000,
+    segment_ms: int | None = _SEGMENT_MS,
     retention_bytes: int | _Unset | None = _UNSET,
     retention_ms: int | _Unset | None = _UNSET,
-    fsync: FsyncPolicy = "never",
-    fsync_interval_ms: int = 1000,
+    fsync: FsyncPolicy = _FSYNC,
+    fsync_interval_ms: int = _FSYNC_INTERVAL_MS,
     max_message_bytes: int | _Unset = _UNSET,
     index_interval_bytes: int | _Unset = _UNSET,
-    producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
+    producer_expiry_ms: int = _PRODUCER_EXPIRY_MS,
     cleanup_policy: str | _Unset = _UNSET,
     delete_retention_ms: int | _Unset = _UNSET,
     compression: str | _Unset = _UNSET,
-    on_corruption: OnCorruption = "raise",
-    cleaner_interval_ms: int | None = 15_000,
-    min_cleanable_dirty_ratio: float = 0.5,
-    cleaner_bytes_per_second: int | None = 100 << 20,
+    on_corruption: OnCorruption = _ON_CORRUPTION,
+    cleaner_interval_ms: int | None = _CLEANER_INTERVAL_MS,
+    min_cleanable_dirty_ratio: float = _MIN_CLEANABLE_DIRTY_RATIO,
+    cleaner_bytes_per_second: int | None = _CLEANER_BYTES_PER_SECOND,
 ) -> Store:
     """Opens the store in ``path``, creating the directory if it is missing.
 

@@ -45,20 +45,18 @@ use crate::shm::fork::Born;
 use crate::statelog::StateLog;
 use crate::{Error, Result};
 
-const MARKER: &str = "tidelog.store";
+use crate::paths::{
+    partition_in, CREATING_PREFIX as TMP_PREFIX, DELETING_PREFIX as DELETED_PREFIX,
+    DOORBELL_FILE as DOORBELL, STORE_MARKER_FILE as MARKER, TMP_SUFFIX, TOPICS_LOCK_FILE as TOPICS_LOCK,
+};
 const MARKER_TEXT: &str = "tidelog store\nformat 1\n";
-const TOPICS: &str = "topics";
 /// A topic's metadata file: its partition count and settings (see `settings`).
-pub const TOPIC_META: &str = "topic.meta";
-const DOORBELL: &str = "doorbell";
-const TOPICS_LOCK: &str = ".lock";
-const TMP_PREFIX: &str = ".tmp-";
-const DELETED_PREFIX: &str = ".deleted-";
+pub use crate::paths::TOPIC_META_FILE as TOPIC_META;
 /// Incarnation of a topic whose `topic.meta` predates incarnations. New topics never get
 /// it, so it cannot be confused with a topic created again.
 pub const LEGACY_INCARNATION: u64 = 0;
 /// Prefix of the names reserved for the store's internal topics.
-pub const INTERNAL_PREFIX: &str = "__";
+pub use crate::paths::INTERNAL_PREFIX;
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
@@ -492,13 +490,14 @@ impl Store {
         // by an older version, which this records (see `settings::store_settings`).
         let defaults = settings::store_settings(dir, requested)?;
         if fresh {
-            let tmp = dir.join(format!("{MARKER}.{}.tmp", unique_suffix()));
+            let tmp = dir.join(format!("{MARKER}.{}{TMP_SUFFIX}", unique_suffix()));
             std::fs::write(&tmp, MARKER_TEXT).map_err(|e| Error::io("write", &tmp, e))?;
             std::fs::rename(&tmp, dir.join(MARKER)).map_err(|e| Error::io("rename", dir, e))?;
         }
         let config = config.with_settings(&defaults);
-        std::fs::create_dir_all(dir.join(TOPICS)).map_err(|e| Error::io("create directory", dir, e))?;
-        remove_leftovers(&dir.join(TOPICS));
+        std::fs::create_dir_all(crate::paths::topics_dir(dir))
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        remove_leftovers(&crate::paths::topics_dir(dir));
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             config,
@@ -543,7 +542,7 @@ impl Store {
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             // A settings file without a marker: a creation that stopped in between.
-            .filter(|n| !n.ends_with(".tmp") && n != settings::STORE_SETTINGS_FILE)
+            .filter(|n| !n.ends_with(TMP_SUFFIX) && n != settings::STORE_SETTINGS_FILE)
             .collect();
         if !foreign.is_empty() {
             let mut shown = foreign;
@@ -595,11 +594,11 @@ impl Store {
     }
 
     fn topic_dir(&self, name: &str) -> PathBuf {
-        self.shared.dir.join(TOPICS).join(name)
+        crate::paths::topic_dir(&self.shared.dir, name)
     }
 
     fn topics_dir(&self) -> PathBuf {
-        self.shared.dir.join(TOPICS)
+        crate::paths::topics_dir(&self.shared.dir)
     }
 
     /// Serialises creating and deleting topics across processes, so finishing a deletion
@@ -685,7 +684,7 @@ impl Store {
             // The rename below publishes the topic: its settings must be on disk first.
             file.sync_all()?;
             for p in 0..partitions {
-                std::fs::create_dir(tmp.join(p.to_string()))?;
+                std::fs::create_dir(partition_in(&tmp, p))?;
             }
             if self.shared.config.fsync != FsyncPolicy::Never {
                 std::fs::File::open(&tmp)?.sync_all()?;
@@ -845,7 +844,7 @@ impl Store {
                 let partitions = (0..count)
                     .map(|p| {
                         PartitionLog::open_existing(
-                            &dir.join(p.to_string()),
+                            &partition_in(&dir, p),
                             name,
                             p,
                             config.clone(),
@@ -899,12 +898,12 @@ impl Store {
     /// I/O errors listing the directory.
     pub fn topics(&self) -> Result<Vec<String>> {
         self.check_open()?;
-        let dir = self.shared.dir.join(TOPICS);
+        let dir = self.topics_dir();
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .map_err(|e| Error::io("list", &dir, e))?
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join(TOPIC_META).exists())
-            .filter(|e| !PartitionLog::is_deleted_at(&e.path().join("0")).unwrap_or(false))
+            .filter(|e| !PartitionLog::is_deleted_at(&partition_in(&e.path(), 0)).unwrap_or(false))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.starts_with('.'))
             .collect();
@@ -983,7 +982,7 @@ impl Store {
 
     /// Whether topic `name`'s deletion was committed (its partition 0 carries the mark).
     fn marked_deleted(&self, name: &str) -> Result<bool> {
-        PartitionLog::is_deleted_at(&self.topic_dir(name).join("0"))
+        PartitionLog::is_deleted_at(&partition_in(&self.topic_dir(name), 0))
     }
 
     /// Deletes topic `name` (of `count` partitions and `incarnation`, as its `topic.meta`
@@ -1024,7 +1023,7 @@ impl Store {
         }
         // Partition 0's mark is the commit point (`Topic::is_deleted` and `topics` look at
         // it alone): if it cannot be set, nothing happened.
-        if let Err(e) = PartitionLog::mark_deleted_at(&dir.join("0")) {
+        if let Err(e) = PartitionLog::mark_deleted_at(&partition_in(&dir, 0)) {
             undo(&moved);
             return Err(e);
         }
@@ -1039,7 +1038,7 @@ impl Store {
         }
         let mut failed = None;
         for p in 1..count {
-            if let Err(e) = PartitionLog::mark_deleted_at(&dir.join(p.to_string())) {
+            if let Err(e) = PartitionLog::mark_deleted_at(&partition_in(&dir, p)) {
                 failed.get_or_insert(e);
             }
         }

@@ -61,12 +61,12 @@ use crate::segment::{self, file_name, FileKind, Segment};
 use crate::shm::{ofd, CLEANER_BYTE};
 use crate::{Error, Result};
 
-/// The swap manifest: present only while a decided swap is being carried out.
-pub(super) const SWAP_FILE: &str = "compaction.swap";
 /// Suffix of a rewritten segment's files before the swap.
-pub(super) const CLEANED_SUFFIX: &str = ".cleaned";
+pub(super) use crate::paths::CLEANED_SUFFIX;
 /// Where the cleaner keeps the offset below which the partition was compacted.
-pub(super) const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
+pub(super) use crate::paths::CLEANER_CHECKPOINT_FILE as CHECKPOINT_FILE;
+/// The swap manifest: present only while a decided swap is being carried out.
+pub(super) use crate::paths::COMPACTION_SWAP_FILE as SWAP_FILE;
 const SWAP_MAGIC: &[u8; 8] = b"TLSWAP01";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"TLCLEAN1";
 /// Index interval of rewritten segments (as of rebuilt sealed indexes).

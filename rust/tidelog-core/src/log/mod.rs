@@ -49,7 +49,7 @@ use crate::Result;
 const HEAD_SPINS: u32 = 100_000;
 
 /// Name of the control block file in a partition directory.
-pub const CONTROL_FILE: &str = "control";
+pub use crate::paths::CONTROL_FILE;
 
 /// What an append wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
