@@ -15,7 +15,6 @@ the name start empty.
 
 from __future__ import annotations
 
-import shutil
 import struct
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from tidelog.queue_state import QueueState
 
 __all__ = ["LEGACY_TOPIC", "NO_LEGACY", "forget_work_queues", "read_legacy_state"]
 
-LEGACY_TOPIC = "__work_queues"
+LEGACY_TOPIC = _core.LEGACY_WORK_QUEUES_TOPIC
 NO_LEGACY = ".no-legacy"
 _PARTITIONS = 8
 _RECORD = struct.Struct("<BIqqI")
@@ -55,13 +54,14 @@ def read_legacy_state(
 
 
 def forget_work_queues(core: _core.Store, store_path: str, topic: str) -> None:
-    """Forgets the state of every work queue of the (deleted) ``topic``.
+    """Keeps the work queues of a topic created again under ``topic``'s name from the legacy state.
 
-    Their files go, and if the first version's records exist, a marker keeps a topic created
-    again under the name from starting its queues from them.
+    The core's ``delete_topic`` already removed the queues' files (removing them here, after
+    it, could remove the state of a topic another process created meanwhile); if the first
+    version's records exist, a marker keeps a topic created again under the name from
+    starting its queues from them.
     """
-    directory = Path(store_path) / "work_queues" / topic
-    shutil.rmtree(directory, ignore_errors=True)
+    directory = _core.work_queues_dir(store_path, topic)
     if LEGACY_TOPIC in core.topics():
         directory.mkdir(parents=True, exist_ok=True)
         (directory / NO_LEGACY).touch()

@@ -307,11 +307,8 @@ class Store:
         """
         self._born.check()
         _check_type(name, str, "name")
-        # Group membership (which the core removes itself) and work-queue state leave in the
-        # same operation as the topic, so a failure cannot leave one without the other.
-        incarnation = self._core.delete_topic(
-            name, attached=[os.path.join(self.path, "work_queues", name)]
-        )
+        # The core removes the topic's group and work-queue state in the same operation.
+        incarnation = self._core.delete_topic(name)
         # Commits live in an internal log: a record there forgets them. They name the
         # deleted incarnation, so if this process dies first they still never apply to a
         # topic created again; the record only keeps them from being listed.

@@ -72,3 +72,19 @@ def test_a_new_store_stores_the_core_defaults(tmp_path: Path) -> None:
         for name, value in stored.items():
             assert value == _core.DEFAULTS[name], name
         assert store.fsync == _core.DEFAULTS["fsync"]
+
+
+def test_delete_topic_removes_the_topics_state_in_the_core(tmp_path: Path) -> None:
+    # The core alone: no Python step between the topic's deletion and its state's.
+    with tidelog.open(tmp_path) as store:
+        store.create_topic("t").append(b"x")
+        store.create_topic("other")
+        for name in ("t", "other"):
+            queues = _core.work_queues_dir(tmp_path, name)
+            queues.mkdir(parents=True, exist_ok=True)
+            (queues / "state").write_bytes(b"old")
+        store._core.delete_topic("t")
+        assert not _core.work_queues_dir(tmp_path, "t").exists()
+        assert (_core.work_queues_dir(tmp_path, "other") / "state").exists()
+        assert not _core.topic_dir(tmp_path, "t").exists()
+        assert store.topics() == ["other"]

@@ -254,14 +254,12 @@ impl PyStore {
         run_detached(py, move || store.open_every_topic())
     }
 
-    /// Deletes a topic and its data, and in the same operation the directories `attached`
-    /// (inside the store) holding the topic's state kept by the Python layer.
-    #[pyo3(signature = (name, *, attached=Vec::new()))]
-    fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>, attached: Vec<PathBuf>) -> PyResult<u64> {
+    /// Deletes a topic and its data and, in the same atomic operation, its consumer groups'
+    /// and work queues' state. Returns the incarnation deleted.
+    fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<u64> {
         let name = args::text(name, "name")?.into_owned();
         let store = self.inner.clone();
-        let name = name.to_owned();
-        run_detached(py, move || store.delete_topic_with(&name, &attached))
+        run_detached(py, move || store.delete_topic(&name))
     }
 
     /// Finishes the transactions of named producers no instance of which is alive (in any
