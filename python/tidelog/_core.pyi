@@ -19,12 +19,14 @@ TXN_SUFFIX: str
 SEGMENT_DATA_SUFFIX: str
 TXN_LOCK_SUFFIX: str
 DEFAULTS: Mapping[str, int | float | str | None]
+PRODUCER_DEFAULTS: Mapping[str, int | float | str | None]
 __all__ = [
     "DEFAULTS",
     "DOORBELL_FILE",
     "INTERNAL_PREFIX",
     "LEGACY_WORK_QUEUES_TOPIC",
     "OFFSETS_TOPIC",
+    "PRODUCER_DEFAULTS",
     "SEGMENT_DATA_SUFFIX",
     "TOPIC_META_FILE",
     "TXN_LOCK_SUFFIX",

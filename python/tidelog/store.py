@@ -62,6 +62,13 @@ _ON_CORRUPTION = cast("OnCorruption", _DEFAULTS["on_corruption"])
 _CLEANER_INTERVAL_MS = cast("int | None", _DEFAULTS["cleaner_interval_ms"])
 _MIN_CLEANABLE_DIRTY_RATIO = cast("float", _DEFAULTS["min_cleanable_dirty_ratio"])
 _CLEANER_BYTES_PER_SECOND = cast("int | None", _DEFAULTS["cleaner_bytes_per_second"])
+_PRODUCER_DEFAULTS = _core.PRODUCER_DEFAULTS
+_BUFFER_MESSAGES = cast("int", _PRODUCER_DEFAULTS["buffer_messages"])
+_HIGH_WATERMARK = cast("float", _PRODUCER_DEFAULTS["high_watermark"])
+_LOW_WATERMARK = cast("float", _PRODUCER_DEFAULTS["low_watermark"])
+_ON_FULL = cast("OnFull", _PRODUCER_DEFAULTS["on_full"])
+_MAX_BATCH_MESSAGES = cast("int", _PRODUCER_DEFAULTS["max_batch_messages"])
+_LINGER_MS = cast("float", _PRODUCER_DEFAULTS["linger_ms"])
 
 
 def _given(**settings: Setting | _Unset) -> dict[str, Setting]:
@@ -352,13 +359,13 @@ class Store:
         *,
         name: str | None = None,
         idempotent: bool = True,
-        buffer_messages: int = 65_536,
-        high_watermark: float = 0.8,
-        low_watermark: float = 0.5,
-        on_full: OnFull = "block",
+        buffer_messages: int = _BUFFER_MESSAGES,
+        high_watermark: float = _HIGH_WATERMARK,
+        low_watermark: float = _LOW_WATERMARK,
+        on_full: OnFull = _ON_FULL,
         block_timeout: float | None = None,
-        max_batch_messages: int = 4096,
-        linger_ms: float = 1.0,
+        max_batch_messages: int = _MAX_BATCH_MESSAGES,
+        linger_ms: float = _LINGER_MS,
         max_lag: int | None = None,
         compression: Compression | None = None,
     ) -> Producer:

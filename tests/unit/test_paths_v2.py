@@ -88,3 +88,9 @@ def test_delete_topic_removes_the_topics_state_in_the_core(tmp_path: Path) -> No
         assert (_core.work_queues_dir(tmp_path, "other") / "state").exists()
         assert not _core.topic_dir(tmp_path, "t").exists()
         assert store.topics() == ["other"]
+
+
+def test_producer_options_take_their_defaults_from_the_core() -> None:
+    params = inspect.signature(tidelog.Store.producer).parameters
+    for name, value in _core.PRODUCER_DEFAULTS.items():
+        assert params[name].default == value, name

@@ -36,6 +36,19 @@ pub const MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 /// The cleaner's budget of bytes read plus written per second: 100 MiB.
 pub const CLEANER_BYTES_PER_SECOND: Option<i64> = Some(100 << 20);
 
+/// A producer's buffer, in messages.
+pub const BUFFER_MESSAGES: usize = 65_536;
+/// A producer comes under pressure when its buffer is this full.
+pub const HIGH_WATERMARK: f64 = 0.8;
+/// ... and leaves it once the buffer is down to this.
+pub const LOW_WATERMARK: f64 = 0.5;
+/// What a producer under pressure does: `"block"`.
+pub const ON_FULL: &str = "block";
+/// Most messages a producer's writer appends in one batch.
+pub const MAX_BATCH_MESSAGES: usize = 4096;
+/// How long a producer's writer waits for more messages before appending a batch.
+pub const LINGER_MS: f64 = 1.0;
+
 /// A default value, as the bindings hand it to Python.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DefaultValue {
@@ -79,6 +92,18 @@ pub fn all() -> Vec<(&'static str, DefaultValue)> {
     ]
 }
 
+/// Every producer option's default by its name (`Store.producer`'s keywords).
+pub fn producer() -> Vec<(&'static str, DefaultValue)> {
+    vec![
+        ("buffer_messages", int(BUFFER_MESSAGES)),
+        ("high_watermark", DefaultValue::Float(HIGH_WATERMARK)),
+        ("low_watermark", DefaultValue::Float(LOW_WATERMARK)),
+        ("on_full", DefaultValue::Text(ON_FULL)),
+        ("max_batch_messages", int(MAX_BATCH_MESSAGES)),
+        ("linger_ms", DefaultValue::Float(LINGER_MS)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +131,17 @@ mod tests {
         assert_eq!(cleaner.interval_ms, CLEANER_INTERVAL_MS.map(|ms| ms as u64));
         assert_eq!(cleaner.min_dirty_ratio, MIN_CLEANABLE_DIRTY_RATIO);
         assert_eq!(cleaner.bytes_per_second, CLEANER_BYTES_PER_SECOND.map(|b| b as u64));
+    }
+
+    #[test]
+    fn the_producer_takes_its_defaults_from_here() {
+        let p = crate::producer::ProducerConfig::default();
+        assert_eq!(p.buffer_messages, BUFFER_MESSAGES);
+        assert_eq!(p.high_watermark, HIGH_WATERMARK);
+        assert_eq!(p.low_watermark, LOW_WATERMARK);
+        assert_eq!(p.max_batch_messages, MAX_BATCH_MESSAGES);
+        assert_eq!(p.linger.as_secs_f64() * 1000.0, LINGER_MS);
+        assert!(matches!(p.on_full, crate::producer::OnFull::Block(None)) && ON_FULL == "block");
     }
 
     #[test]

@@ -56,9 +56,15 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TXN_SUFFIX", paths::TXN_SUFFIX)?;
     m.add("SEGMENT_DATA_SUFFIX", format!(".{}", paths::SEGMENT_DATA_EXTENSION))?;
     m.add("TXN_LOCK_SUFFIX", paths::TXN_LOCK_SUFFIX)?;
-    let py = m.py();
+    m.add("DEFAULTS", mapping(m.py(), defaults::all())?)?;
+    m.add("PRODUCER_DEFAULTS", mapping(m.py(), defaults::producer())?)?;
+    Ok(())
+}
+
+/// `defaults` as a read-only mapping: the core's defaults are not Python's to change.
+fn mapping<'py>(py: Python<'py>, defaults: Vec<(&'static str, DefaultValue)>) -> PyResult<Bound<'py, PyAny>> {
     let all = PyDict::new(py);
-    for (name, value) in defaults::all() {
+    for (name, value) in defaults {
         match value {
             DefaultValue::Int(n) => all.set_item(name, n)?,
             DefaultValue::Float(x) => all.set_item(name, x)?,
@@ -66,8 +72,5 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
             DefaultValue::None => all.set_item(name, py.None())?,
         }
     }
-    // Read-only: the core's defaults are not Python's to change.
-    let proxy = py.import("types")?.getattr("MappingProxyType")?.call1((all,))?;
-    m.add("DEFAULTS", proxy)?;
-    Ok(())
+    py.import("types")?.getattr("MappingProxyType")?.call1((all,))
 }
