@@ -916,7 +916,8 @@ impl Store {
 
     /// Opens (and so recovers) every topic now, so that damage recovery must not guess
     /// about is reported when the store is opened rather than at a topic's first use. A
-    /// topic deleted meanwhile (by another process) is skipped.
+    /// topic deleted meanwhile (by another process) is skipped; one whose deletion a dead
+    /// process left unfinished (marked, its directory and state still there) is finished.
     ///
     /// # Errors
     /// As [`Self::topic`], for the first topic that cannot be opened.
@@ -931,7 +932,12 @@ impl Store {
                 continue;
             }
             match self.topic(name) {
-                Ok(_) | Err(Error::TopicNotFound(_)) => {}
+                Ok(_) => {}
+                Err(Error::TopicNotFound(_)) => {
+                    // Best effort: the deletion is committed whatever happens here, and the
+                    // next create_topic or delete_topic of the name finishes it too.
+                    let _ = self.finish_unfinished_deletion(name);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -960,6 +966,21 @@ impl Store {
         let (count, incarnation) = self.read_meta(name)?;
         self.finish_deletion(name, count, incarnation)?;
         Ok(incarnation)
+    }
+
+    /// Finishes the deletion of topic `name` if it is marked deleted but still there.
+    fn finish_unfinished_deletion(&self, name: &str) -> Result<()> {
+        if validate_topic_name(name).is_err() || !self.marked_deleted(name)? {
+            return Ok(());
+        }
+        let _topics_lock = self.lock_topics()?;
+        // Checked again under the lock: another process may have finished it, or created
+        // the name anew, meanwhile.
+        if !self.topic_dir(name).join(TOPIC_META).exists() || !self.marked_deleted(name)? {
+            return Ok(());
+        }
+        let (count, incarnation) = self.read_meta(name)?;
+        self.finish_deletion(name, count, incarnation)
     }
 
     /// Whether topic `name`'s deletion was committed (its partition 0 carries the mark).
