@@ -103,9 +103,8 @@ fn coarse_now_ms() -> i64 {
 }
 
 impl PartitionLog {
-    /// Appends `records` as one atomic batch. With `wait == false` it returns `Ok(None)`
-    /// instead of blocking when another thread or process holds the append lock, so a
-    /// caller holding Python's GIL can retry after releasing it.
+    /// Appends `records` as one atomic batch, waiting for the append lock (see
+    /// [`Self::try_append`] for a caller that must not block).
     ///
     /// The batch is in the page cache when this returns; with [`FsyncPolicy::Always`] it is
     /// also on disk.
