@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Self, final
 
 import numpy as np
@@ -11,8 +11,26 @@ from typing_extensions import disjoint_base
 
 __version__: str
 OFFSETS_TOPIC: str
+LEGACY_WORK_QUEUES_TOPIC: str
+INTERNAL_PREFIX: str
+DOORBELL_FILE: str
+TOPIC_META_FILE: str
+TXN_SUFFIX: str
+SEGMENT_DATA_SUFFIX: str
+TXN_LOCK_SUFFIX: str
+DEFAULTS: Mapping[str, int | float | str | None]
+PRODUCER_DEFAULTS: Mapping[str, int | float | str | None]
 __all__ = [
+    "DEFAULTS",
+    "DOORBELL_FILE",
+    "INTERNAL_PREFIX",
+    "LEGACY_WORK_QUEUES_TOPIC",
     "OFFSETS_TOPIC",
+    "PRODUCER_DEFAULTS",
+    "SEGMENT_DATA_SUFFIX",
+    "TOPIC_META_FILE",
+    "TXN_LOCK_SUFFIX",
+    "TXN_SUFFIX",
     "BackpressureError",
     "CorruptRecordError",
     "Doorbell",
@@ -50,11 +68,16 @@ __all__ = [
     "_inject_fault",
     "inspect_segment",
     "list_groups",
+    "partition_dir",
     "partition_for_key",
+    "producers_dir",
     "read_group",
     "read_state_log",
     "recovery_events",
     "segment_files",
+    "topic_dir",
+    "topics_dir",
+    "work_queues_dir",
 ]
 
 class TidelogError(Exception): ...
@@ -346,13 +369,13 @@ class Store:
         path: str | os.PathLike[str],
         *,
         segment_ms: int | None = ...,
-        fsync: str = "never",
-        fsync_interval_ms: int = 1000,
-        producer_expiry_ms: int = 604800000,
+        fsync: str = ...,
+        fsync_interval_ms: int = ...,
+        producer_expiry_ms: int = ...,
         settings: dict[str, int | str | None] | None = None,
-        on_corruption: str = "raise",
+        on_corruption: str = ...,
         cleaner_interval_ms: int | None = ...,
-        min_cleanable_dirty_ratio: float = 0.5,
+        min_cleanable_dirty_ratio: float = ...,
         cleaner_bytes_per_second: int | None = ...,
     ) -> Store: ...
     @property
@@ -384,9 +407,7 @@ class Store:
     def open_every_topic(self) -> None: ...
     def abort_orphaned_transactions(self) -> list[str]: ...
     def named_producers(self) -> list[dict[str, Any]]: ...
-    def delete_topic(
-        self, name: str, *, attached: Sequence[str | os.PathLike[str]] = ...
-    ) -> int: ...
+    def delete_topic(self, name: str) -> int: ...
     def state_log(self, directory: str | os.PathLike[str], name: str) -> StateLog: ...
     def group(self, topic: str, group: str) -> Group: ...
     def sync(self) -> None: ...
@@ -395,7 +416,7 @@ class Store:
 @final
 class StateLog:
     def __new__(
-        cls, directory: str | os.PathLike[str], name: str, *, fsync: str = "never"
+        cls, directory: str | os.PathLike[str], name: str, *, fsync: str = ...
     ) -> StateLog: ...
     def lock(self) -> tuple[bool, bytes | None, list[bytes]]: ...
     def unlock(self) -> None: ...
@@ -426,7 +447,7 @@ def read_state_log(
 @final
 class Group:
     def __new__(
-        cls, store_dir: str | os.PathLike[str], topic: str, group: str, *, fsync: str = "never"
+        cls, store_dir: str | os.PathLike[str], topic: str, group: str, *, fsync: str = ...
     ) -> Group: ...
     def lock(self) -> tuple[int, bytes | None]: ...
     def write(self, body: bytes) -> int: ...
@@ -451,6 +472,11 @@ def inspect_segment(path: str | os.PathLike[str], *, records: bool = False) -> d
 def segment_files(partition_dir: str | os.PathLike[str]) -> list[pathlib.Path]: ...
 def recovery_events(partition_dir: str | os.PathLike[str]) -> list[dict[str, Any]]: ...
 def partition_for_key(key: bytes, partitions: int) -> int: ...
+def topics_dir(store: str | os.PathLike[str]) -> pathlib.Path: ...
+def topic_dir(store: str | os.PathLike[str], topic: str) -> pathlib.Path: ...
+def partition_dir(store: str | os.PathLike[str], topic: str, partition: int) -> pathlib.Path: ...
+def work_queues_dir(store: str | os.PathLike[str], topic: str) -> pathlib.Path: ...
+def producers_dir(store: str | os.PathLike[str]) -> pathlib.Path: ...
 def _inject_fault(
     op: str,
     path_contains: str = ...,

@@ -7,7 +7,6 @@ within microseconds.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -249,7 +248,7 @@ class Consumer:
                 f"committed offset {committed.offset} of {where} is past the end of the log "
                 f"({end}): messages were removed by recovery; {advice}"
             )
-        directory = os.path.join(self._store_path, "topics", self.topic, str(partition))
+        directory = _core.partition_dir(self._store_path, self.topic, partition)
         try:
             events = _core.recovery_events(directory)
         except FileNotFoundError:

@@ -26,7 +26,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +156,9 @@ class WorkQueue(_core.JobBuffer):
             alive=lambda: self._topic.start_offset(0),
         )
         try:
-            self._doorbell = _core.Doorbell(Path(store.path) / "topics" / topic / "doorbell")
+            self._doorbell = _core.Doorbell(
+                _core.topic_dir(store.path, topic) / _core.DOORBELL_FILE
+            )
         except BaseException:
             self._journal.close()
             raise
@@ -229,10 +230,9 @@ class WorkQueue(_core.JobBuffer):
         """
         if self._recoveries_checked:
             return self._removed
-        directory = os.path.join(self._store.path, "topics", self.topic)
         for p, part in enumerate(state.partitions):
             try:
-                events = _core.recovery_events(os.path.join(directory, str(p)))
+                events = _core.recovery_events(_core.partition_dir(self._store.path, self.topic, p))
             except FileNotFoundError:
                 events = []
             seen = part.recoveries_seen

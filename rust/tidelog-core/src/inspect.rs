@@ -290,7 +290,7 @@ mod tests {
                     headers: &[],
                     tombstone: false,
                 };
-                log.append(&[r], BatchMeta::plain(0), true).unwrap();
+                log.append(&[r], BatchMeta::plain(0)).unwrap();
             }
         }
         let files = segment_files(dir.path()).unwrap();

@@ -14,6 +14,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod defaults;
 pub mod error;
 pub mod format;
 pub mod fs;
@@ -23,6 +24,7 @@ pub mod inspect;
 pub mod log;
 pub mod offsets;
 pub mod partitioner;
+pub mod paths;
 pub mod producer;
 pub mod queue_legacy;
 pub mod ring;

@@ -31,13 +31,7 @@ use crate::partitioner::partition_for_key;
 use crate::store::Topic;
 use crate::Result;
 
-/// The internal topic the first version of work queues kept their changes in.
-pub const LEGACY_TOPIC: &str = "__work_queues";
-/// The directory of work-queue state in a store (one subdirectory per topic).
-pub const WORK_QUEUES_DIR: &str = "work_queues";
-/// A file the first version's `delete_topic` left in a topic's work-queue directory: the
-/// records of [`LEGACY_TOPIC`] for queues of that topic name belong to a deleted topic.
-pub const NO_LEGACY: &str = ".no-legacy";
+pub use crate::paths::{LEGACY_WORK_QUEUES_TOPIC as LEGACY_TOPIC, NO_LEGACY, WORK_QUEUES_DIR};
 /// Partitions the first version routed queues over (whatever the topic's own count).
 const ROUTED_PARTITIONS: u32 = 8;
 /// Bytes of a first-version value before the member's id.

@@ -43,7 +43,7 @@ fn fill(dir: &Path) {
         let (k, v) = (key(i), value(i));
         let r =
             Record { timestamp: 1000 + i as i64, key: Some(&k), value: &v, headers: &[], tombstone: false };
-        log.append(&[r], BatchMeta::plain(0), true).unwrap();
+        log.append(&[r], BatchMeta::plain(0)).unwrap();
     }
     assert!(log.segment_count().unwrap() > 3);
 }

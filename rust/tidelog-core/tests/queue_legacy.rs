@@ -34,7 +34,7 @@ fn legacy(store: &Store, group: &str, topic: &str, values: &[Vec<u8>]) {
         .iter()
         .map(|v| Record { timestamp: 1, key: Some(key.as_bytes()), value: v, headers: &[], tombstone: false })
         .collect();
-    log.partition(p).unwrap().append(&records, BatchMeta::plain(0), true).unwrap();
+    log.partition(p).unwrap().append(&records, BatchMeta::plain(0)).unwrap();
 }
 
 fn history() -> Vec<Vec<u8>> {
@@ -93,7 +93,7 @@ fn opening_converts_every_queue_once_and_deletes_the_topic() {
         let other = (tidelog_core::partitioner::partition_for_key(b"w", 8) + 1) % 8;
         let v = value(2, 0, 4, 0, 0, "");
         let stray = Record { timestamp: 1, key: Some(b"w\0jobs"), value: &v, headers: &[], tombstone: false };
-        log.partition(other).unwrap().append(&[stray], BatchMeta::plain(0), true).unwrap();
+        log.partition(other).unwrap().append(&[stray], BatchMeta::plain(0)).unwrap();
         // The first version's delete_topic marked `gone`'s queues as not to carry over.
         let gone = dir.path().join(WORK_QUEUES_DIR).join("gone");
         std::fs::create_dir_all(&gone).unwrap();

@@ -11,6 +11,7 @@ mod group;
 mod inspect;
 mod jobs;
 mod message;
+mod paths;
 mod producer;
 mod ring;
 mod statelog;
@@ -57,6 +58,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(group::list_groups, m)?)?;
     faults::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("OFFSETS_TOPIC", tidelog_core::offsets::OFFSETS_TOPIC)?;
+    paths::register(m)?;
     Ok(())
 }

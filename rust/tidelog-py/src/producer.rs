@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use tidelog_core::defaults;
 use tidelog_core::format::Compression;
 use tidelog_core::producer::identity::Identity;
 use tidelog_core::producer::{OnFull, Producer, ProducerConfig, SendError};
@@ -69,11 +70,13 @@ impl PyProducer {
         let real = |v: Option<&Bound<'_, PyAny>>, arg: &str, default: f64| {
             v.map_or(Ok(default), |v| args::real(v, arg))
         };
-        let (high_watermark, low_watermark) =
-            (real(high_watermark, "high_watermark", 0.8)?, real(low_watermark, "low_watermark", 0.5)?);
-        let linger_ms = real(linger_ms, "linger_ms", 1.0)?;
+        let (high_watermark, low_watermark) = (
+            real(high_watermark, "high_watermark", defaults::HIGH_WATERMARK)?,
+            real(low_watermark, "low_watermark", defaults::LOW_WATERMARK)?,
+        );
+        let linger_ms = real(linger_ms, "linger_ms", defaults::LINGER_MS)?;
         let on_full = on_full.map(|o| args::text(o, "on_full")).transpose()?;
-        let on_full = match on_full.as_deref().unwrap_or("block") {
+        let on_full = match on_full.as_deref().unwrap_or(defaults::ON_FULL) {
             "block" => OnFull::Block(args::seconds(block_timeout, "block_timeout")?),
             "raise" => OnFull::Raise,
             "shed" => OnFull::Shed,
@@ -92,11 +95,15 @@ impl PyProducer {
             )));
         }
         let config = ProducerConfig {
-            buffer_messages: positive(buffer_messages, "buffer_messages", 65_536)?,
+            buffer_messages: positive(buffer_messages, "buffer_messages", defaults::BUFFER_MESSAGES)?,
             high_watermark,
             low_watermark,
             on_full,
-            max_batch_messages: positive(max_batch_messages, "max_batch_messages", 4096)?,
+            max_batch_messages: positive(
+                max_batch_messages,
+                "max_batch_messages",
+                defaults::MAX_BATCH_MESSAGES,
+            )?,
             linger: Duration::from_secs_f64(linger_ms / 1000.0),
             max_lag: args::opt_int_in(max_lag, "max_lag", 1_u64, i64::MAX as u64)?,
             compression: compression.filter(|c| !c.is_none()).map(codec).transpose()?,

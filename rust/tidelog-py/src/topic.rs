@@ -202,7 +202,7 @@ impl PyTopic {
         // append lock is contended or an fsync is due.
         let sync = log.config().fsync == tidelog_core::FsyncPolicy::Always;
         if !sync {
-            if let Some(done) = to_py(log.append(&[record], meta, false))? {
+            if let Some(done) = to_py(log.try_append(&[record], meta))? {
                 return Ok((log.partition(), done.base_offset));
             }
         }
@@ -216,7 +216,7 @@ impl PyTopic {
                 headers: &encoded_headers,
                 tombstone,
             };
-            log.append(&[record], meta, true).map(|d| d.expect("blocking append"))
+            log.append(&[record], meta)
         })?;
         Ok((log.partition(), done.base_offset))
     }
@@ -254,7 +254,7 @@ impl PyTopic {
                     tombstone: v.is_none(),
                 })
                 .collect();
-            Ok(log.append(&records, meta, true)?.expect("blocking append").base_offset)
+            Ok(log.append(&records, meta)?.base_offset)
         };
         let offset = match lengths.filter(|l| !l.is_none()) {
             None => {
@@ -338,7 +338,7 @@ impl PyTopic {
                     tombstone: v.is_none(),
                 })
                 .collect();
-            log.append(&records, meta, true).map(|d| d.expect("blocking append"))
+            log.append(&records, meta)
         })?;
         Ok((done.base_offset, done.duplicate))
     }

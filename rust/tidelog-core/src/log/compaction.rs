@@ -69,12 +69,12 @@ use crate::segment::{self, file_name, Check, FileKind, OnDamage, Segment};
 use crate::shm::{ofd, CLEANER_BYTE};
 use crate::{Error, Result};
 
-/// The swap manifest: present only while a decided swap is being carried out.
-pub(super) const SWAP_FILE: &str = "compaction.swap";
 /// Suffix of a rewritten segment's files before the swap.
-pub(super) const CLEANED_SUFFIX: &str = ".cleaned";
+pub(super) use crate::paths::CLEANED_SUFFIX;
 /// Where the cleaner keeps the offset below which the partition was compacted.
-pub(super) const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
+pub(super) use crate::paths::CLEANER_CHECKPOINT_FILE as CHECKPOINT_FILE;
+/// The swap manifest: present only while a decided swap is being carried out.
+pub(super) use crate::paths::COMPACTION_SWAP_FILE as SWAP_FILE;
 const SWAP_MAGIC: &[u8; 8] = b"TLSWAP02";
 /// A swap file of the first version: no expiry field (read as "unknown").
 const SWAP_MAGIC_V1: &[u8; 8] = b"TLSWAP01";
@@ -234,7 +234,12 @@ impl CleanerLock {
         let file = crate::fs::open_rw(&path, false)?;
         // A fresh open file description of our own: it excludes cleaners in this process
         // too, and no forked child shares it.
-        match ofd::set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive, wait) {
+        let taken = if wait {
+            ofd::set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive).map(|()| true)
+        } else {
+            ofd::try_set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive)
+        };
+        match taken {
             Ok(true) => Ok(Some(CleanerLock(file))),
             Ok(false) => Ok(None),
             Err(e) => Err(Error::io("lock the cleaner byte of", &path, e)),
@@ -244,7 +249,7 @@ impl CleanerLock {
 
 impl Drop for CleanerLock {
     fn drop(&mut self) {
-        let _ = ofd::set(&self.0, CLEANER_BYTE, 1, ofd::Lock::Unlock, false);
+        let _ = ofd::set(&self.0, CLEANER_BYTE, 1, ofd::Lock::Unlock);
     }
 }
 
@@ -763,7 +768,7 @@ impl PartitionLog {
         // Plan under the append lock: which sealed segments, and the producer state that
         // says which transactions were aborted.
         let (chosen, table) = {
-            let guard = self.lock(true)?.expect("blocking lock");
+            let guard = self.lock()?;
             self.refresh_if_stale(&guard)?;
             let head = guard.head();
             let view = self.read_view()?;
@@ -893,7 +898,7 @@ impl PartitionLog {
     /// Steps 2 to 5 of the swap, under the append lock. False (and the rewritten files
     /// removed) if retention deleted some of the replaced segments meanwhile.
     fn swap_in(&self, swap: &Swap, producers: bool, durable: bool) -> Result<bool> {
-        let mut guard = self.lock(true)?.expect("blocking lock");
+        let mut guard = self.lock()?;
         self.refresh_if_stale(&guard)?;
         let mut head = guard.head();
         {

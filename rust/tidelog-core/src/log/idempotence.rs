@@ -21,7 +21,7 @@ use crate::{Error, Result};
 const SNAPSHOTS_KEPT: usize = 2;
 
 /// File name suffix of producer-state snapshots.
-pub(super) const SNAPSHOT_SUFFIX: &str = ".snapshot";
+pub(super) use crate::paths::PRODUCER_SNAPSHOT_SUFFIX as SNAPSHOT_SUFFIX;
 
 fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
     dir.join(format!("{offset:020}{SNAPSHOT_SUFFIX}"))

@@ -262,7 +262,7 @@ impl OffsetTable {
                 headers: &[],
                 tombstone: false,
             };
-            self.topic.partition(p)?.append(&[reset], BatchMeta::plain(0), true)?;
+            self.topic.partition(p)?.append(&[reset], BatchMeta::plain(0))?;
             touched.push(p);
         }
         touched.sort_unstable();

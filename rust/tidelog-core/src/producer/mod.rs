@@ -91,12 +91,13 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            buffer_messages: 65_536,
-            high_watermark: 0.8,
-            low_watermark: 0.5,
+            buffer_messages: crate::defaults::BUFFER_MESSAGES,
+            high_watermark: crate::defaults::HIGH_WATERMARK,
+            low_watermark: crate::defaults::LOW_WATERMARK,
+            // crate::defaults::ON_FULL names it.
             on_full: OnFull::Block(None),
-            max_batch_messages: 4096,
-            linger: Duration::from_millis(1),
+            max_batch_messages: crate::defaults::MAX_BATCH_MESSAGES,
+            linger: Duration::from_secs_f64(crate::defaults::LINGER_MS / 1000.0),
             max_lag: None,
             compression: None,
         }

@@ -38,9 +38,9 @@ pub enum FileKind {
 impl FileKind {
     fn extension(self) -> &'static str {
         match self {
-            FileKind::Data => "log",
-            FileKind::Index => "index",
-            FileKind::TimeIndex => "timeindex",
+            FileKind::Data => crate::paths::SEGMENT_DATA_EXTENSION,
+            FileKind::Index => crate::paths::SEGMENT_INDEX_EXTENSION,
+            FileKind::TimeIndex => crate::paths::SEGMENT_TIME_INDEX_EXTENSION,
         }
     }
 }
