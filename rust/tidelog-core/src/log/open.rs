@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::view::View;
 use super::{LogConfig, PartitionLog, CONTROL_FILE};
+use crate::segment::{Check, CursorEnd, OnDamage};
 use crate::settings::SharedSettings;
 use crate::shm::{ControlBlock, Opened, WriteGuard};
 use crate::{Error, Result};
@@ -109,18 +110,17 @@ impl PartitionLog {
         let head = guard.head();
         let view = self.read_view()?;
         let active = view.active();
-        let end = head.committed_pos as usize;
-        let mut pos = head.last_index_pos as usize;
-        let mut expected = None;
-        while pos < end {
-            match active.batch_at(pos, end, true) {
-                Ok(b) if expected.is_none_or(|e| e == b.header.base_offset) => {
-                    expected = Some(b.header.next_offset());
-                    pos += b.header.total_len;
-                }
-                _ => return Ok(false),
-            }
+        let (end, pos) = (head.committed_pos as usize, head.last_index_pos as usize);
+        if pos >= end {
+            return Ok(true);
         }
-        Ok(expected.is_none_or(|e| e == head.next_offset))
+        // The walk starts at whatever offset the first batch there names: the check is that
+        // the batches agree with each other and with the head, not with the index.
+        let Some(first) = active.header_at(pos, end) else {
+            return Ok(false);
+        };
+        let mut cursor = active.cursor(pos, end, first.base_offset, Check::Crc, OnDamage::Stop);
+        cursor.by_ref().for_each(drop);
+        Ok(cursor.end() == Some(&CursorEnd::Clean) && cursor.expected() == head.next_offset)
     }
 }
