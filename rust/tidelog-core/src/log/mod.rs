@@ -18,6 +18,7 @@ pub mod lost;
 pub mod producers;
 mod read;
 mod recovery;
+mod seal;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -39,6 +39,13 @@
 //! A **reset** record (generation −2, no entries) forgets the (group, topic)'s commits of
 //! the incarnation it names and those of version 1 (which could be that incarnation's); a
 //! version 1 reset forgets them all.
+//!
+//! A **conversion tombstone** (key `group NUL topic`, no value) forgets every commit of the
+//! (group, topic) written before it. The table writes one when it converts a (group, topic)'s
+//! version 1 and 2 records to version 3, followed in the same batch by the version 3 records
+//! of its live commits (see [`super::table`]): once it is there, compaction keyed by record
+//! key drops the old multi-partition records (and, after `delete_retention_ms`, the
+//! tombstone itself) and only version 3 records remain.
 
 use std::fmt::Write as _;
 
@@ -190,6 +197,14 @@ pub enum Decoded<'a> {
         /// The incarnation whose commits are forgotten.
         incarnation: Option<u64>,
     },
+    /// A conversion tombstone (a tombstone of a version 1 or 2 key): forgets every commit
+    /// of the (group, topic) written before it.
+    Converted {
+        /// The consumer group.
+        group: &'a str,
+        /// The topic's name.
+        topic: &'a str,
+    },
     /// A version 3 tombstone: forgets one partition's commit of one incarnation.
     Tombstone {
         /// The consumer group.
@@ -209,6 +224,7 @@ impl<'a> Decoded<'a> {
         match *self {
             Decoded::Commit { group, topic, .. }
             | Decoded::Reset { group, topic, .. }
+            | Decoded::Converted { group, topic }
             | Decoded::Tombstone { group, topic, .. } => (group, topic),
         }
     }
@@ -287,8 +303,17 @@ fn split_v3_key(key: &[u8]) -> Result<(&str, &str, u64, u32), String> {
 /// key, text that is not UTF-8, a negative offset.
 pub fn decode<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> Result<Decoded<'a>, String> {
     let Some(value) = value else {
-        let (group, topic, incarnation, partition) = split_v3_key(key)?;
-        return Ok(Decoded::Tombstone { group, topic, incarnation, partition });
+        // A version 3 key wins: only a group name holding NULs and digits could make a
+        // version 2 key look like one.
+        return match split_v3_key(key) {
+            Ok((group, topic, incarnation, partition)) => {
+                Ok(Decoded::Tombstone { group, topic, incarnation, partition })
+            }
+            Err(v3) => match split_v2_key(key) {
+                Ok((group, topic)) => Ok(Decoded::Converted { group, topic }),
+                Err(_) => Err(v3),
+            },
+        };
     };
     let version = u16_at(value, 0).ok_or("offset commit record: shorter than its version")?;
     let truncated = || format!("offset commit record of version {version}: truncated header");
@@ -452,7 +477,12 @@ pub(crate) mod tests {
             decode(&key, None).unwrap(),
             Decoded::Tombstone { group: "g", topic: "t", incarnation: 0xfeed, partition: 3 }
         ));
-        assert!(decode(b"g\0t", None).is_err(), "a tombstone needs a version 3 key");
+        assert!(
+            matches!(decode(b"g\0t", None).unwrap(), Decoded::Converted { group: "g", topic: "t" }),
+            "a tombstone of a version 2 key is a conversion tombstone"
+        );
+        let err = decode(b"gt", None).unwrap_err();
+        assert!(err.contains("malformed version 3 key"), "{err}");
     }
 
     #[test]
