@@ -40,12 +40,12 @@
 //! the incarnation it names and those of version 1 (which could be that incarnation's); a
 //! version 1 reset forgets them all.
 //!
-//! A **conversion tombstone** (key `group NUL topic`, no value) forgets every commit of the
-//! (group, topic) written before it. The table writes one when it converts a (group, topic)'s
-//! version 1 and 2 records to version 3, followed in the same batch by the version 3 records
-//! of its live commits (see [`super::table`]): once it is there, compaction keyed by record
-//! key drops the old multi-partition records (and, after `delete_retention_ms`, the
-//! tombstone itself) and only version 3 records remain.
+//! A **conversion tombstone** (key `group NUL topic`, no value) says the (group, topic)'s
+//! version 1 and 2 records were converted: the version 3 records of its live commits come
+//! before it (see [`super::table`]), so compaction keyed by record key may drop every record
+//! under the old key (and, after `delete_retention_ms`, the tombstone itself). It forgets
+//! the (group, topic)'s version 1 commits (which name no incarnation): the conversion wrote
+//! those it could again, naming their topic's incarnation.
 
 use std::fmt::Write as _;
 
@@ -197,8 +197,8 @@ pub enum Decoded<'a> {
         /// The incarnation whose commits are forgotten.
         incarnation: Option<u64>,
     },
-    /// A conversion tombstone (a tombstone of a version 1 or 2 key): forgets every commit
-    /// of the (group, topic) written before it.
+    /// A conversion tombstone (a tombstone of a version 1 or 2 key): the (group, topic)'s
+    /// records are converted; forgets its version 1 commits.
     Converted {
         /// The consumer group.
         group: &'a str,

@@ -28,13 +28,16 @@
 //!    reader would apply it again once the record that hid it is compacted away, so
 //!    [`OffsetTable::forget_topic`] and the conversion write tombstones for dead keys too.
 //!
-//! The conversion (one batch per (group, topic): a conversion tombstone of the old key,
-//! tombstones of its dead version 3 keys, then a version 3 record per live commit) is crash
-//! safe: each batch is all or nothing and leaves the table's answers unchanged, so a crash
-//! between batches reopens to the same offsets and the next open converts what is left. A
-//! batch is appended only if nothing was appended to the partition since the table read it
+//! The conversion of a (group, topic) writes a version 3 record of each live commit (with
+//! its time; version 1 commits name the topic's incarnation), then one batch of tombstones:
+//! of its dead keys and a conversion tombstone of its old key. None of these changes what
+//! the table shows (the records equal the live commits), so a crash anywhere in between
+//! reopens to the same offsets and the next open converts what is left. Every batch is
+//! appended only if nothing was appended to the partition since the table read it
 //! ([`PartitionLog::append_within`]), so a commit made meanwhile in another process is never
-//! overwritten by the older offset it replaced.
+//! followed by the older offset it replaced. Only then is the topic made compacted: from
+//! there every live commit is in a version 3 record newer than any version 1 or 2 record,
+//! so compaction (which drops the records under the old keys) loses nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -159,9 +162,12 @@ impl OffsetTable {
     /// settings failed.
     pub fn open(store: &Store, on_undecodable: OnUndecodable) -> Result<Self> {
         let topic = match store.topic(super::OFFSETS_TOPIC) {
-            Err(Error::TopicNotFound(_)) => {
-                store.create_internal_topic_with(super::OFFSETS_TOPIC, super::PARTITIONS, true, &settings())?
-            }
+            Err(Error::TopicNotFound(_)) => store.create_internal_topic_with(
+                super::OFFSETS_TOPIC,
+                super::PARTITIONS,
+                true,
+                &settings(),
+            )?,
             other => other?,
         };
         let mut table = Self::new(topic, on_undecodable);
@@ -330,7 +336,12 @@ impl OffsetTable {
 
     /// `group`'s dead version 3 keys on `topic` (see invariant 5): (incarnation, partition).
     pub fn dead_keys(&self, topic: &str, group: &str) -> Vec<(u64, u32)> {
-        self.state.dead.get(topic).and_then(|g| g.get(group)).map(|k| k.iter().copied().collect()).unwrap_or_default()
+        self.state
+            .dead
+            .get(topic)
+            .and_then(|g| g.get(group))
+            .map(|k| k.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// True while a commit of `group` on `topic` sits in a transaction still open, as of
@@ -372,7 +383,8 @@ impl OffsetTable {
             let dead = self.state.dead.get(topic).and_then(|g| g.get(group));
             partitions.extend(dead.into_iter().flatten().filter(|(i, _)| *i == incarnation).map(|&(_, p)| p));
             let versionless = commits.into_iter().flatten().any(|(_, c)| c.incarnation.is_none());
-            let keys: Vec<Vec<u8>> = partitions.iter().map(|&p| record::key(group, topic, incarnation, p)).collect();
+            let keys: Vec<Vec<u8>> =
+                partitions.iter().map(|&p| record::key(group, topic, incarnation, p)).collect();
             batches.push((group.to_owned(), keys, versionless));
         }
         let timestamp = now_ms();
@@ -385,7 +397,13 @@ impl OffsetTable {
                 .map(|key| Record { timestamp, key: Some(key), value: &[], headers: &[], tombstone: true })
                 .collect();
             if versionless {
-                records.push(Record { timestamp, key: Some(&reset_key), value: &reset, headers: &[], tombstone: false });
+                records.push(Record {
+                    timestamp,
+                    key: Some(&reset_key),
+                    value: &reset,
+                    headers: &[],
+                    tombstone: false,
+                });
             }
             if records.is_empty() {
                 continue;
@@ -402,10 +420,9 @@ impl OffsetTable {
         Ok(())
     }
 
-    /// Converts the commits still held by version 1 and 2 records to version 3, one batch
-    /// per (group, topic) (see the module documentation), at most `limit` of them (`None`:
-    /// all; a limit stops where a crash between batches would); returns how many were
-    /// converted.
+    /// Converts the commits still held by version 1 and 2 records to version 3 (see the
+    /// module documentation), for at most `limit` (group, topic) pairs (`None`: all; a limit
+    /// stops where a crash between pairs would); returns how many pairs were converted.
     /// A version 1 commit (which names no incarnation) is given the incarnation of the topic
     /// of that name if there is one, and dropped otherwise (no topic has its offsets). A
     /// (group, topic) with a commit in a transaction still open is left for a later open:
@@ -451,56 +468,91 @@ impl OffsetTable {
                         live.push((i, partition, commit));
                     }
                 }
-                let now = now_ms();
-                let dead: Vec<Vec<u8>> = self
-                    .dead_keys(&topic, &group)
-                    .into_iter()
-                    .filter(|(i, p)| !live.iter().any(|(li, lp, _)| li == i && lp == p))
-                    .map(|(i, p)| record::key(&group, &topic, i, p))
-                    .collect();
-                let keys: Vec<Vec<u8>> = live.iter().map(|(i, p, _)| record::key(&group, &topic, *i, *p)).collect();
-                let mut values = Vec::new();
-                let mut bounds = Vec::with_capacity(live.len());
-                for (_, _, commit) in &live {
-                    let start = values.len();
-                    record::encode_value(&mut values, -1, commit.offset, commit.metadata.as_bytes());
-                    bounds.push(start..values.len());
+                if self.convert_pair(p, &group, &topic, live)? {
+                    converted += 1;
                 }
-                let old_key = record::reset_key(&group, &topic);
-                let mut records = Vec::with_capacity(1 + dead.len() + live.len());
-                records.push(Record { timestamp: now, key: Some(&old_key), value: &[], headers: &[], tombstone: true });
-                records.extend(dead.iter().map(|key| Record {
-                    timestamp: now,
-                    key: Some(key),
-                    value: &[],
-                    headers: &[],
-                    tombstone: true,
-                }));
-                // A batch's timestamps lie within an i32 of milliseconds of its first: a
-                // commit older than that (about 24 days) keeps the oldest time that fits.
-                let span = i64::from(i32::MAX);
-                records.extend(live.iter().zip(&keys).zip(&bounds).map(|(((_, _, commit), key), range)| Record {
-                    timestamp: commit.timestamp_ms.clamp(now - span, now + span),
-                    key: Some(key),
-                    value: &values[range.clone()],
-                    headers: &[],
-                    tombstone: false,
-                }));
-                let end = self.cursors[p as usize].scanned_to;
-                let log = self.topic.partition(p)?;
-                match log.append_within(&records, BatchMeta::plain(0), end + records.len() as u64)? {
-                    Bounded::Written(_) => converted += 1,
-                    // Appended to meanwhile (by any process): read that first.
-                    Bounded::NoRoom(_) => {}
-                }
+                // Otherwise appended to meanwhile (by any process): read that first.
             }
         }
         Ok(converted)
     }
+
+    /// Writes the version 3 records of (`group`, `topic`)'s `live` commits (incarnation,
+    /// partition, commit), then the tombstones of its dead keys and of its old key, in
+    /// offsets partition `p`. Each batch is appended only if nothing was appended since the
+    /// table read the partition; false if something was (the caller reads it and tries
+    /// again: the records written so far equal what the table shows, so they change
+    /// nothing).
+    fn convert_pair(
+        &mut self,
+        p: u32,
+        group: &str,
+        topic: &str,
+        live: Vec<(u64, u32, Commit)>,
+    ) -> Result<bool> {
+        let keys: Vec<Vec<u8>> =
+            live.iter().map(|(i, partition, _)| record::key(group, topic, *i, *partition)).collect();
+        let dead: Vec<Vec<u8>> = self
+            .dead_keys(topic, group)
+            .into_iter()
+            .filter(|&(i, partition)| !live.iter().any(|(li, lp, _)| *li == i && *lp == partition))
+            .map(|(i, partition)| record::key(group, topic, i, partition))
+            .collect();
+        let mut values = Vec::new();
+        let mut bounds = Vec::with_capacity(live.len());
+        for (_, _, commit) in &live {
+            let start = values.len();
+            record::encode_value(&mut values, -1, commit.offset, commit.metadata.as_bytes());
+            bounds.push(start..values.len());
+        }
+        let mut commits: Vec<Record<'_>> = live
+            .iter()
+            .zip(&keys)
+            .zip(&bounds)
+            .map(|(((_, _, commit), key), range)| Record {
+                timestamp: commit.timestamp_ms,
+                key: Some(key),
+                value: &values[range.clone()],
+                headers: &[],
+                tombstone: false,
+            })
+            .collect();
+        // Commits keep their times; a batch's times lie within an i32 of milliseconds of
+        // its first, so commits far apart in time go in several batches.
+        commits.sort_by_key(|r| r.timestamp);
+        let mut batches: Vec<Vec<Record<'_>>> = Vec::new();
+        for r in commits {
+            match batches.last_mut() {
+                Some(batch) if r.timestamp - batch[0].timestamp <= i64::from(i32::MAX) => batch.push(r),
+                _ => batches.push(vec![r]),
+            }
+        }
+        let now = now_ms();
+        let old_key = record::reset_key(group, topic);
+        let tombstone =
+            |key| Record { timestamp: now, key: Some(key), value: &[], headers: &[], tombstone: true };
+        let mut last: Vec<Record<'_>> = dead.iter().map(|k| tombstone(k.as_slice())).collect();
+        last.push(tombstone(old_key.as_slice()));
+        batches.push(last);
+        let log = self.topic.partition(p)?;
+        let mut end = self.cursors[p as usize].scanned_to;
+        for batch in &batches {
+            end += batch.len() as u64;
+            if let Bounded::NoRoom(_) = log.append_within(batch, BatchMeta::plain(0), end)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Applies one record to `state`.
-fn apply(state: &mut State, key: &[u8], value: Option<&[u8]>, timestamp_ms: i64) -> std::result::Result<(), String> {
+fn apply(
+    state: &mut State,
+    key: &[u8],
+    value: Option<&[u8]>,
+    timestamp_ms: i64,
+) -> std::result::Result<(), String> {
     let decoded = record::decode(key, value)?;
     // Versions 1 and 2 (commits and resets) are all under the `group NUL topic` key.
     let legacy = value.is_some_and(|v| v.get(0..2) != Some(&record::VERSION.to_le_bytes()[..]));
@@ -538,7 +590,7 @@ fn apply(state: &mut State, key: &[u8], value: Option<&[u8]>, timestamp_ms: i64)
             forget(commits, dead, topic, group, |_, c| incarnation.is_none_or(|i| c.applies_to(i)));
         }
         Decoded::Converted { group, topic } => {
-            forget(commits, dead, topic, group, |_, _| true);
+            forget(commits, dead, topic, group, |_, c| c.incarnation.is_none());
             unconverted.remove(&(group.to_owned(), topic.to_owned()));
         }
         Decoded::Tombstone { group, topic, incarnation, partition } => {
@@ -551,7 +603,11 @@ fn apply(state: &mut State, key: &[u8], value: Option<&[u8]>, timestamp_ms: i64)
 
 /// Remembers that version 3 key (`incarnation`, `partition`) of (`topic`, `group`) is dead.
 fn mark_dead(dead: &mut Dead, topic: &str, group: &str, incarnation: u64, partition: u32) {
-    dead.entry(topic.to_owned()).or_default().entry(group.to_owned()).or_default().insert((incarnation, partition));
+    dead.entry(topic.to_owned())
+        .or_default()
+        .entry(group.to_owned())
+        .or_default()
+        .insert((incarnation, partition));
 }
 
 /// The key (`incarnation`, `partition`) of (`topic`, `group`) holds a live commit again, or
