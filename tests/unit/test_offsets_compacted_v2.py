@@ -57,7 +57,7 @@ def test_a_new_store_creates_the_offsets_topic_compacted_with_small_segments(
             consumer.commit({0: 1})
         config = store.native.topic(OFFSETS).config
         assert config["cleanup_policy"] == "compact"
-        assert config["segment_bytes"] == 1 << 20
+        assert config["segment_bytes"] == 4 << 20
 
 
 def test_a_store_of_the_previous_version_converts_then_compacts_keeping_its_offsets(

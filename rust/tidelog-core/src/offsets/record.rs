@@ -296,6 +296,33 @@ fn split_v3_key(key: &[u8]) -> Result<(&str, &str, u64, u32), String> {
     Ok((utf8(&names[..nul], "group")?, utf8(&names[nul + 1..], "topic")?, incarnation, partition))
 }
 
+/// The partition, next offset and metadata of a version 3 commit whose key starts with a
+/// prefix of `prefix_len` bytes already decoded (`group NUL topic NUL <incarnation> NUL`,
+/// see [`key_prefix`]): a catch-up's fast path for the records of one (group, topic,
+/// incarnation). `None` for anything else, which the caller gives to [`decode`] (the same
+/// records decode the same either way).
+pub fn decode_v3_after_prefix<'a>(
+    key: &[u8],
+    prefix_len: usize,
+    value: &'a [u8],
+) -> Option<(u32, u64, &'a str)> {
+    let digits = key.get(prefix_len..)?;
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let partition = u32::try_from(digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))).ok()?;
+    if u16_at(value, 0)? != VERSION {
+        return None;
+    }
+    let next = u64::try_from(i64_at(value, 10)?).ok()?;
+    let meta_len = usize::from(u16_at(value, 18)?);
+    if value.len() != VALUE_LEN + meta_len {
+        return None;
+    }
+    let metadata = std::str::from_utf8(&value[VALUE_LEN..]).ok()?;
+    Some((partition, next, metadata))
+}
+
 /// Decodes a record of `__consumer_offsets`; `value` is `None` for a tombstone.
 ///
 /// # Errors
@@ -515,6 +542,29 @@ pub(crate) mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_decode(tail: Vec<u8>, value: Vec<u8>, offset: i64, meta: String, good: bool) {
+            let prefix = key_prefix("g", "t", 7);
+            let mut key = prefix.clone();
+            let value = if good {
+                let mut v = Vec::new();
+                encode_value(&mut v, 1, offset.unsigned_abs() >> 1, meta.as_bytes());
+                key.extend_from_slice((offset as u32).to_string().as_bytes());
+                v
+            } else {
+                key.extend_from_slice(&tail);
+                value
+            };
+            let fast = decode_v3_after_prefix(&key, prefix.len(), &value);
+            match decode(&key, Some(&value)) {
+                Ok(Decoded::Commit { group: "g", topic: "t", incarnation: Some(7), mut entries, .. }) => {
+                    let e = entries.next().unwrap();
+                    proptest::prop_assert_eq!(fast, Some((e.partition, e.offset, e.metadata)));
+                }
+                _ => proptest::prop_assert_eq!(fast, None),
+            }
+        }
+
         #[test]
         fn any_bytes_decode_or_fail_never_panic(key: Vec<u8>, value: Option<Vec<u8>>) {
             if let Ok(Decoded::Commit { entries, .. }) = decode(&key, value.as_deref()) {

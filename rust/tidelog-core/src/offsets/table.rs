@@ -55,9 +55,10 @@ const READ_MAX: usize = 10_000;
 
 /// Segment size of the offsets topic: small, so the cleaner (which never touches the active
 /// segment) leaves at most this much of uncompacted history per partition for a reopen to
-/// read, and rolls stay rare for commits (one per several thousand). A commit's batch must
-/// fit in it: 1 MiB holds a commit of thousands of partitions.
-pub const SEGMENT_BYTES: i64 = 1 << 20;
+/// read (about 60,000 commit records, a few ms), and large enough that rolls (each costs
+/// about a millisecond: new files, their first page faults, a re-listing) stay a few percent
+/// of the time of the commits that fill a segment. A commit's batch must fit in it.
+pub const SEGMENT_BYTES: i64 = 4 << 20;
 
 /// The settings of the offsets topic (besides the store's defaults), given when it is created
 /// and set on a topic made before it was compacted, once its records are converted.
@@ -245,14 +246,28 @@ impl OffsetTable {
         let mut first_open: Option<u64> = None;
         let mut pending = HashSet::new();
         let mut failed = None;
+        let mut run = Run::default();
         'read: while at < head.next_offset {
             let read = log.read_uncommitted(at, READ_MAX, usize::MAX)?;
+            let mut staged: Vec<Staged<'_>> = Vec::new();
             for chunk in &read.chunks {
                 self.records_read += chunk.count as u64;
                 for r in chunk.records() {
                     let Some(key) = r.key else { continue };
                     // A tombstone forgets its key's commit (`apply`).
                     let value = (!r.tombstone).then_some(r.value);
+                    if let (false, true, Some(value)) = (chunk.pending, run.live, value) {
+                        if key.starts_with(&run.prefix) {
+                            if let Some((partition, offset, metadata)) =
+                                record::decode_v3_after_prefix(key, run.prefix.len(), value)
+                            {
+                                staged.push((partition, offset, metadata, r.timestamp));
+                                continue;
+                            }
+                        }
+                    }
+                    // Records apply in log order: the staged ones first.
+                    apply_run(&mut self.state, &run, &mut staged);
                     if chunk.pending {
                         first_open.get_or_insert(r.offset);
                         // An undecodable record is judged when its transaction commits.
@@ -262,14 +277,19 @@ impl OffsetTable {
                         }
                         continue;
                     }
-                    if let Err(reason) = apply(&mut self.state, key, value, r.timestamp) {
-                        if self.on_undecodable == OnUndecodable::Fail {
-                            failed = Some((r.offset, undecodable(log, chunk, r.offset, reason)));
-                            break 'read;
+                    match apply(&mut self.state, key, value, r.timestamp) {
+                        Ok(()) => run.start(key, value),
+                        Err(reason) => {
+                            run.live = false;
+                            if self.on_undecodable == OnUndecodable::Fail {
+                                failed = Some((r.offset, undecodable(log, chunk, r.offset, reason)));
+                                break 'read;
+                            }
                         }
                     }
                 }
             }
+            apply_run(&mut self.state, &run, &mut staged);
             if read.next_offset <= at {
                 break;
             }
@@ -544,6 +564,78 @@ impl OffsetTable {
         }
         Ok(true)
     }
+}
+
+/// A version 3 commit read by the fast path, not applied yet: (partition, next offset,
+/// metadata, timestamp).
+type Staged<'a> = (u32, u64, &'a str, i64);
+
+/// The (group, topic, incarnation) of the version 3 commit a catch-up applied last: the
+/// records after it with the same key prefix (a commit of several partitions, a group
+/// committing again) are decoded from their partition on and applied with one lookup of
+/// the group. Its buffers are reused from run to run.
+#[derive(Default)]
+struct Run {
+    /// True while the fields name a (group, topic, incarnation).
+    live: bool,
+    prefix: Vec<u8>,
+    group: String,
+    topic: String,
+    incarnation: u64,
+}
+
+impl Run {
+    /// Starts a run at a record just applied, if it is a version 3 commit.
+    fn start(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.live = false;
+        let Some(value) = value else { return };
+        let Ok(Decoded::Commit { group, topic, incarnation: Some(incarnation), .. }) =
+            record::decode(key, Some(value))
+        else {
+            return;
+        };
+        // Version 2 commits name an incarnation too, under another key.
+        if value.get(0..2) != Some(&record::VERSION.to_le_bytes()[..]) {
+            return;
+        }
+        let Some(last) = key.iter().rposition(|&b| b == 0) else { return };
+        self.prefix.clear();
+        self.prefix.extend_from_slice(&key[..=last]);
+        self.group.clear();
+        self.group.push_str(group);
+        self.topic.clear();
+        self.topic.push_str(topic);
+        self.incarnation = incarnation;
+        self.live = true;
+    }
+}
+
+/// Applies the `staged` commits of `run` as [`apply`] would, one after the other, and empties
+/// `staged`.
+fn apply_run(state: &mut State, run: &Run, staged: &mut Vec<Staged<'_>>) {
+    if staged.is_empty() {
+        return;
+    }
+    let State { commits, dead, .. } = state;
+    with_group(commits, &run.topic, &run.group, |partitions| {
+        for &(partition, offset, metadata, timestamp_ms) in staged.iter() {
+            let commit = Commit {
+                offset,
+                metadata: metadata.to_owned(),
+                timestamp_ms,
+                incarnation: Some(run.incarnation),
+            };
+            if let Some(j) = partitions.insert(partition, commit).and_then(|c| c.incarnation) {
+                if j != run.incarnation {
+                    mark_dead(dead, &run.topic, &run.group, j, partition);
+                }
+            }
+            if !dead.is_empty() {
+                revive(dead, &run.topic, &run.group, run.incarnation, partition);
+            }
+        }
+    });
+    staged.clear();
 }
 
 /// Applies one record to `state`.
