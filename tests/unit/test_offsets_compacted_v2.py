@@ -35,7 +35,7 @@ def _append_old(store: tidelog.Store, group: str, topic: str, value: bytes) -> N
 def _records(store: tidelog.Store) -> list[tuple[bytes, bytes | None]]:
     """Every record of the offsets topic: (key, value or None for a tombstone)."""
     offsets = store.native.topic(OFFSETS)
-    out = []
+    out: list[tuple[bytes, bytes | None]] = []
     for p in range(8):
         start = offsets.start_offset(p)
         if start < offsets.end_offset(p):
