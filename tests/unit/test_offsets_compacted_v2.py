@@ -144,3 +144,62 @@ def test_commits_racing_compaction_of_the_offsets_topic_keep_the_newest(tmp_path
         offsets.topic(OFFSETS).compact()
     with tidelog.open(tmp_path) as store, store.consumer("t", group="g") as consumer:
         assert consumer.committed() == {0: 29_998 % 1000 + 1, 1: 29_999 % 1000 + 1}
+
+
+READER = r"""
+import sys, time, tidelog
+from tidelog import _core
+with tidelog.open(sys.argv[1], cleaner_interval_ms=None) as store:
+    incarnation = store.native.topic("t").incarnation
+    kept = _core.OffsetTable(store.native)
+    deadline = time.monotonic() + float(sys.argv[2])
+    looks = 0
+    while time.monotonic() < deadline:
+        # A table kept across the compactions, and a fresh one each time.
+        for table in (kept, _core.OffsetTable(store.native)):
+            got = table.committed("g", "t", incarnation)
+            print(" ".join(f"{p}:{o}" for p, (o, _, _) in sorted(got.items())), flush=True)
+        looks += 1
+"""
+
+
+def test_a_reader_process_sees_offsets_only_move_forward_while_the_topic_compacts(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    with tidelog.open(tmp_path, cleaner_interval_ms=None) as store:
+        topic = store.create_topic("t", partitions=2)
+        for p in range(2):
+            topic.append_batch([b"x"] * 1000, partition=p)
+        with store.consumer("t", group="g") as consumer:
+            consumer.commit({0: 1, 1: 1})
+            reader = subprocess.Popen(
+                [sys.executable, "-c", READER, str(tmp_path), "3"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            internal = store.native.topic(OFFSETS)
+            i = swaps = 0
+            # At least enough commits for segments to roll and be compacted while the
+            # reader reads.
+            while reader.poll() is None or i < 100_000:
+                for _ in range(2_000):
+                    consumer.commit({i % 2: min(1000, i // 1000 + 1)})
+                    i += 1
+                swaps += internal.compact()["segments_before"] > 0
+            last = {p: min(1000, (i - 1 - (i - 1 - p) % 2) // 1000 + 1) for p in range(2)}
+            out, _ = reader.communicate(timeout=60)
+            assert reader.returncode == 0
+            assert swaps > 0
+    seen: dict[int, int] = {}
+    lines = [line for line in out.splitlines() if line]
+    assert lines
+    for line in lines:
+        for partition, offset in (map(int, kv.split(":")) for kv in line.split()):
+            moved = f"partition {partition} moved back to {offset} from {seen}"
+            assert offset >= seen.get(partition, 0), moved
+            seen[partition] = offset
+    with tidelog.open(tmp_path) as store, store.consumer("t", group="g") as consumer:
+        assert consumer.committed() == last
