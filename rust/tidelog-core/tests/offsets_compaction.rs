@@ -249,6 +249,45 @@ fn a_conversion_never_overwrites_a_commit_made_after_it_read() {
 }
 
 #[test]
+fn a_commit_in_an_open_transaction_holds_the_conversion_and_the_switch_to_compacted() {
+    use tidelog_core::format::{Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let inc = store.create_topic("t", 2, false, &[]).unwrap().incarnation();
+    legacy_topic(&store);
+    append(&store, "g", b"g\0t", Some(&legacy(Some(inc), &[(0, 5), (1, 6)], "")));
+    let offsets = store.topic(OFFSETS_TOPIC).unwrap();
+    let log = offsets.partition(partition_of("g", PARTITIONS)).unwrap();
+    let txn = |attributes| BatchMeta {
+        base_offset: 0,
+        attributes,
+        producer_id: 7,
+        producer_epoch: 0,
+        base_sequence: 0,
+    };
+    let mut value = Vec::new();
+    record::encode_value(&mut value, 1, 40, b"");
+    let key = record::key("g", "t", inc, 0);
+    let commit = Record { timestamp: 1, key: Some(&key), value: &value, headers: &[], tombstone: false };
+    log.append(&[commit], txn(ATTR_TRANSACTIONAL), true).unwrap();
+
+    let table = OffsetTable::open(&store, OnUndecodable::Fail).unwrap();
+    assert_eq!(table.unconverted(), [("g".to_owned(), "t".to_owned())], "left for later");
+    assert!(!offsets.config().unwrap().compacts(), "not compacted while records are left");
+
+    let marker = Marker::Commit.value();
+    let end = Record { timestamp: 1, key: None, value: &marker, headers: &[], tombstone: false };
+    log.append(&[end], BatchMeta { base_sequence: -1, ..txn(ATTR_TRANSACTIONAL | ATTR_CONTROL) }, true)
+        .unwrap();
+    let mut table = OffsetTable::open(&store, OnUndecodable::Fail).unwrap();
+    table.catch_up_all().unwrap();
+    assert!(table.unconverted().is_empty());
+    assert!(offsets.config().unwrap().compacts());
+    let got: Vec<(u32, u64)> = table.committed("g", "t", inc).map(|(p, c)| (p, c.offset)).collect();
+    assert_eq!(got, [(0, 40), (1, 6)], "the transaction's commit is newer than the converted one");
+}
+
+#[test]
 fn forgetting_a_topic_writes_version_3_tombstones_that_compaction_removes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -175,6 +175,9 @@ impl OffsetTable {
         // A lenient reader (a producer's lag bound) only reads.
         if on_undecodable == OnUndecodable::Fail && !table.topic.config()?.compacts() {
             match table.convert_legacy(store, None) {
+                // A (group, topic) left for later (a transaction still open): the topic is
+                // made compacted by an open that finds nothing left to convert.
+                Ok(_) if !table.state.legacy.is_empty() => {}
                 Ok(_) => {
                     store.alter_internal_topic(super::OFFSETS_TOPIC, &settings())?;
                     // The history sits in active segments of the old size: sealed, the
