@@ -684,6 +684,21 @@ impl Store {
     /// # Errors
     /// As [`Self::create_topic`]; [`Error::InvalidConfig`] for a name that is not internal.
     pub fn create_internal_topic(&self, name: &str, partitions: u32, exist_ok: bool) -> Result<Arc<Topic>> {
+        self.create_internal_topic_with(name, partitions, exist_ok, &[])
+    }
+
+    /// As [`Self::create_internal_topic`], with the store's settings overridden by
+    /// `settings` (which override the internal topics' `compression="none"` too).
+    ///
+    /// # Errors
+    /// As [`Self::create_internal_topic`].
+    pub fn create_internal_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        exist_ok: bool,
+        settings: &[(String, Value)],
+    ) -> Result<Arc<Topic>> {
         self.check_open()?;
         validate_topic_name(name)?;
         if !name.starts_with(INTERNAL_PREFIX) {
@@ -694,7 +709,9 @@ impl Store {
         // Internal records (a commit, a state change) are written one or a few at a time:
         // compressing them would cost every write and save nothing, whatever the store's
         // default codec for user topics (Kafka's `offsets.topic.compression.codec` is none).
-        self.create(name, partitions, exist_ok, &[("compression".into(), Value::Text("none".into()))])
+        let mut all = vec![("compression".to_owned(), Value::Text("none".into()))];
+        all.extend(settings.iter().cloned());
+        self.create(name, partitions, exist_ok, &all)
     }
 
     fn create(
@@ -1161,6 +1178,25 @@ impl Store {
             }
             other => other,
         }
+    }
+
+    /// As [`Self::alter_topic`], for one of the store's internal topics (which
+    /// [`Self::alter_topic`] refuses): the core changes their settings itself.
+    ///
+    /// # Errors
+    /// As [`Self::alter_topic`]; [`Error::InvalidConfig`] for a name that is not internal.
+    pub fn alter_internal_topic(&self, name: &str, changes: &[(String, Value)]) -> Result<TopicSettings> {
+        self.check_open()?;
+        validate_topic_name(name)?;
+        if !name.starts_with(INTERNAL_PREFIX) {
+            return Err(Error::InvalidConfig(format!(
+                "{name:?} is not an internal topic name (those start with {INTERNAL_PREFIX:?})"
+            )));
+        }
+        if !self.topic_dir(name).join(TOPIC_META).exists() {
+            return Err(Error::TopicNotFound(name.to_owned()));
+        }
+        settings::alter(&self.topic_dir(name), &self.shared.defaults, changes)
     }
 
     /// Syncs every open partition (and state log) to disk.

@@ -1,4 +1,5 @@
-//! Rolling: sealing the active segment and starting the next, or undoing a roll that failed.
+//! Rolling: sealing the active segment and starting the next (when it fills, or on request
+//! after the topic's `segment_bytes` changed), or undoing a roll that failed.
 
 use std::sync::atomic::Ordering;
 
@@ -8,6 +9,25 @@ use crate::shm::WriteGuard;
 use crate::Result;
 
 impl PartitionLog {
+    /// Seals the active segment if it holds anything; the next append starts a segment of
+    /// the topic's current settings (the active segment keeps the geometry it was made with,
+    /// so without this it would hold new records at the old size until it filled: the
+    /// offsets topic, when it is made compacted, needs its history sealed for the cleaner
+    /// to reach it). Returns whether it rolled.
+    ///
+    /// # Errors
+    /// [`crate::Error::Closed`], I/O errors creating the new segment (the old one stays
+    /// active).
+    pub fn seal_active(&self) -> Result<bool> {
+        let mut guard = self.lock()?;
+        self.refresh_if_stale(&guard)?;
+        if guard.head().committed_pos == 0 {
+            return Ok(false);
+        }
+        self.roll(&mut guard)?;
+        Ok(true)
+    }
+
     /// Seals the active segment and starts a new one at the next offset, then applies
     /// retention. Called with the append lock held.
     pub(super) fn roll(&self, guard: &mut WriteGuard<'_>) -> Result<()> {
