@@ -17,6 +17,7 @@ mod statelog;
 mod store;
 mod topic;
 mod view;
+mod waker;
 
 use pyo3::prelude::*;
 
@@ -41,6 +42,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::MessageIterator>()?;
     m.add_class::<view::ValueBuffer>()?;
     m.add_class::<doorbell::PyDoorbell>()?;
+    m.add_class::<waker::PyBell>()?;
+    m.add_class::<waker::PyWaker>()?;
     m.add_class::<statelog::PyStateLog>()?;
     m.add_class::<commit::PyOffsetCommitter>()?;
     m.add_class::<commit::PyOffsetTable>()?;

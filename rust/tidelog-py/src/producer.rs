@@ -32,6 +32,14 @@ fn codec(obj: &Bound<'_, PyAny>) -> PyResult<Compression> {
     })
 }
 
+impl PyProducer {
+    /// The engine producer (for the waker's bells); fails in a forked child.
+    pub(crate) fn engine(&self) -> PyResult<&Arc<Producer>> {
+        self.inner.check_not_inherited().map_err(CoreError)?;
+        Ok(&self.inner)
+    }
+}
+
 fn send_error(e: SendError) -> PyErr {
     match e {
         SendError::Backpressure(msg) => BackpressureError::new_err(msg),
@@ -213,6 +221,47 @@ impl PyProducer {
             }
             Err(e) => Err(send_error(e)),
         }
+    }
+
+    /// `send` that never waits (for asyncio): returns True, False when `on_full="shed"`
+    /// dropped this very message, or None when `on_full="block"` would wait for room (nothing
+    /// was enqueued; wait on `Bell.pressure(producer)` and call again).
+    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn try_send(
+        &self,
+        topic: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        partition: Option<&Bound<'_, PyAny>>,
+        priority: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<bool>> {
+        let topic = args::text(topic, "topic")?;
+        let value = expect_bytes(value, "value")?.as_bytes();
+        let key =
+            key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
+        let headers = encode_headers(headers)?;
+        let partition = args::partition(partition)?;
+        let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
+        match self.inner.send(topic.as_ref(), value, key, &headers, partition, priority, false) {
+            Ok(accepted) => Ok(Some(accepted)),
+            Err(SendError::Backpressure(reason)) if reason == "would block" => Ok(None),
+            Err(e) => Err(send_error(e)),
+        }
+    }
+
+    /// Messages accepted by `send` so far: the target of `flushed()`.
+    fn sent_count(&self) -> PyResult<u64> {
+        Ok(self.engine()?.sent_count())
+    }
+
+    /// `flush` that never waits (for asyncio): True once every message counted in
+    /// `target` (a `sent_count()`) is written (and fsynced if the policy says so) or
+    /// dropped; raises the writer's failure then, as `flush` does. Otherwise wakes the
+    /// writer and returns False: wait on `Bell.flush(producer)` and call again.
+    fn flushed(&self, target: u64) -> PyResult<bool> {
+        self.inner.flushed(target).map_err(|e| CoreError(e).into())
     }
 
     /// Waits until everything sent so far is written (and fsynced if the store's policy
