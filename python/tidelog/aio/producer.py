@@ -181,16 +181,21 @@ class Producer:
         waiter = self._store._waiter()
         loop = waiter.loop
         deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            ticket = bell.ticket()
-            if native.flushed(target):
-                return True
-            remaining = None
-            if deadline is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return False
-            await waiter.wait(bell, ticket, remaining)
+        # Counted in before the first ticket: the writer reports rounds only to flushers.
+        native._set_flushing(True)
+        try:
+            while True:
+                ticket = bell.ticket()
+                if native.flushed(target):
+                    return True
+                remaining = None
+                if deadline is not None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return False
+                await waiter.wait(bell, ticket, remaining)
+        finally:
+            native._set_flushing(False)
 
     async def close(self) -> None:
         """Flushes, then stops the writer. Closing twice is harmless."""

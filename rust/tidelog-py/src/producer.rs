@@ -264,6 +264,14 @@ impl PyProducer {
         self.inner.flushed(target).map_err(|e| CoreError(e).into())
     }
 
+    /// Counts an async flusher in (before its first `flushed()` check) or out (after its
+    /// last, also when cancelled); while counted the writer reports every round on
+    /// `Bell.flush(producer)`.
+    fn _set_flushing(&self, on: bool) -> PyResult<()> {
+        self.engine()?.set_flushing(on);
+        Ok(())
+    }
+
     /// Waits until everything sent so far is written (and fsynced if the store's policy
     /// says so). Returns False if `timeout` seconds passed first.
     #[pyo3(signature = (timeout=None))]

@@ -347,8 +347,10 @@ impl Fatal {
     }
 }
 
-/// An async flusher's view of the writer's rounds: armed, it counts as a flusher, so the
-/// writer does not linger and bumps [`Progress`] after every round.
+/// An async flusher's view of the writer's rounds. The writer bumps [`Progress`] only while
+/// someone is flushing, so the flusher counts itself in with [`Producer::set_flushing`]
+/// before it takes a ticket (as [`Producer::flush`] does): arming here would come after
+/// its check, and a round ended in between would be missed.
 struct FlushBell(Arc<Shared>);
 
 impl crate::waker::Bell for FlushBell {
@@ -360,14 +362,10 @@ impl crate::waker::Bell for FlushBell {
         true
     }
 
-    fn arm(&self) {
-        self.0.flushers.fetch_add(1, Ordering::SeqCst);
-        self.0.wake_writer();
-    }
+    // `Progress::bump` always wakes: nothing to count.
+    fn arm(&self) {}
 
-    fn disarm(&self) {
-        self.0.flushers.fetch_sub(1, Ordering::SeqCst);
-    }
+    fn disarm(&self) {}
 }
 
 /// An async sender's view of the end of pressure.
@@ -751,7 +749,19 @@ impl Producer {
         Ok(false)
     }
 
-    /// The word that moves after every writer round while it is armed (for the waker).
+    /// Counts an async flusher in (`true`, before its first [`Self::flushed`] check) or
+    /// out (`false`, once done or cancelled): while counted, the writer does not linger
+    /// and bumps [`Self::flush_bell`] after every round.
+    pub fn set_flushing(&self, on: bool) {
+        if on {
+            self.shared.flushers.fetch_add(1, Ordering::SeqCst);
+            self.shared.wake_writer();
+        } else {
+            self.shared.flushers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The word that moves after every writer round while someone flushes (for the waker).
     pub fn flush_bell(&self) -> Arc<dyn crate::waker::Bell> {
         Arc::new(FlushBell(self.shared.clone()))
     }
