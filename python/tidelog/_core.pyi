@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self, final
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "RecordBatch",
     "RecordBatchIterator",
     "RingBuffer",
+    "SendResult",
     "StateLog",
     "StorageError",
     "Store",
@@ -321,7 +322,7 @@ class Producer:
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
         partition: int | None = None,
         priority: int | None = None,
-    ) -> bool | None: ...
+    ) -> SendResult | None: ...
     def sent_count(self) -> int: ...
     def flushed(self, target: int) -> bool: ...
     def _set_flushing(self, on: bool) -> None: ...
@@ -332,6 +333,16 @@ class Producer:
     def close(self) -> None: ...
     def __enter__(self) -> Producer: ...
     def __exit__(self, *_args: object) -> bool: ...
+
+@final
+class SendResult:
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def target(self) -> int: ...
+    @property
+    def producer(self) -> Producer: ...
+    def __await__(self) -> Generator[Any, None, bool]: ...
 
 @final
 class Doorbell:

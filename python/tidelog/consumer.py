@@ -471,7 +471,8 @@ class Consumer:
         iteration step). For event loops, which wait elsewhere (see :mod:`tidelog.aio`).
         """
         self._born.check()
-        self._require_step_committed()
+        if self._consumed:
+            self._require_step_committed()
         if not self._buffer:
             self._check_open()
             self._buffer.extend(self._poll(self.max_poll_messages, 0.0))

@@ -10,7 +10,8 @@ in the synchronous API.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -20,33 +21,34 @@ from tidelog._core import BackpressureError
 if TYPE_CHECKING:
     from tidelog.aio.store import Store
 
-__all__ = ["Producer", "SendResult"]
+__all__ = ["Producer", "SendResult", "written"]
 
 Headers = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
 
 
-class SendResult:
-    """What ``await producer.send(...)`` returns: the message is in the buffer.
+#: What ``await producer.send(...)`` returns: the message is in the buffer. ``await`` it to
+#: wait until the message is written (and fsynced if the store's policy says so), as
+#: :meth:`Producer.flush` does for everything sent before it; its ``accepted`` is False when
+#: ``on_full="shed"`` dropped this very message. (Native, so a send makes no Python object.)
+SendResult = _core.SendResult
 
-    ``await result`` waits until it is written (and fsynced if the store's policy says
-    so), as :meth:`Producer.flush` does for everything sent before it.
+#: The async producer driving each native one (for ``await SendResult``).
+_PRODUCERS: weakref.WeakKeyDictionary[_core.Producer, Producer] = weakref.WeakKeyDictionary()
+
+
+async def written(result: _core.SendResult) -> bool:
+    """Waits until the message of ``result`` is written; returns whether it was accepted.
+
+    Called by ``await result`` (``_core.SendResult.__await__``).
+
+    Raises:
+        InvalidConfigError: The producer is not driven by a :class:`Producer` (asyncio).
     """
-
-    __slots__ = ("_producer", "_target", "accepted")
-
-    def __init__(self, producer: Producer, target: int, accepted: bool) -> None:
-        self._producer = producer
-        self._target = target
-        #: False when ``on_full="shed"`` dropped this very message (it is never written).
-        self.accepted = accepted
-
-    def __await__(self) -> Generator[Any, None, bool]:
-        """Waits until the message is written; returns :attr:`accepted`."""
-        yield from self._producer._flush_to(self._target, None).__await__()
-        return self.accepted
-
-    def __repr__(self) -> str:
-        return f"<tidelog.aio.SendResult accepted={self.accepted}>"
+    producer = _PRODUCERS.get(result.producer)
+    if producer is None:
+        raise _core.InvalidConfigError("only a tidelog.aio producer's SendResult is awaitable")
+    await producer._flush_to(result.target, None)
+    return result.accepted
 
 
 class Producer:
@@ -63,10 +65,10 @@ class Producer:
         self._store = store
         self._native = native
         self._send = native.try_send
-        self._sent_count = native.sent_count
         self._block_timeout = block_timeout if on_full == "block" else None
         self._pressure: _core.Bell | None = None
         self._written: _core.Bell | None = None
+        _PRODUCERS[native] = self
 
     @property
     def native(self) -> _core.Producer:
@@ -115,12 +117,15 @@ class Producer:
                 ``block_timeout`` seconds of waiting with ``on_full="block"``.
             StoreClosedError: The producer or the store is closed.
         """
-        accepted = self._send(
-            topic, value, key=key, headers=headers, partition=partition, priority=priority
-        )
-        if accepted is None:
-            accepted = await self._send_blocked(topic, value, key, headers, partition, priority)
-        return SendResult(self, self._sent_count(), accepted)
+        if key is None and headers is None and partition is None and not priority:
+            result = self._send(topic, value)  # no keywords to parse: the common case
+        else:
+            result = self._send(
+                topic, value, key=key, headers=headers, partition=partition, priority=priority
+            )
+        if result is None:
+            result = await self._send_blocked(topic, value, key, headers, partition, priority)
+        return result
 
     async def _send_blocked(
         self,
@@ -130,7 +135,7 @@ class Producer:
         headers: Headers,
         partition: int | None,
         priority: int,
-    ) -> bool:
+    ) -> _core.SendResult:
         """Waits for the end of pressure and sends; each try is one non-blocking call."""
         if self._pressure is None:
             self._pressure = _core.Bell.pressure(self._native)
@@ -141,11 +146,11 @@ class Producer:
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             ticket = bell.ticket()
-            accepted = self._send(
+            result = self._send(
                 topic, value, key=key, headers=headers, partition=partition, priority=priority
             )
-            if accepted is not None:
-                return accepted
+            if result is not None:
+                return result
             remaining = None
             if deadline is not None:
                 remaining = deadline - loop.time()
@@ -169,7 +174,7 @@ class Producer:
         """
         if timeout is not None and not timeout >= 0:
             raise _core.InvalidConfigError(f"timeout must be >= 0 seconds, got {timeout}")
-        return await self._flush_to(self._sent_count(), timeout)
+        return await self._flush_to(self._native.sent_count(), timeout)
 
     async def _flush_to(self, target: int, timeout: float | None) -> bool:
         native = self._native

@@ -36,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topic::PyTopic>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<producer::PyProducer>()?;
+    m.add_class::<producer::SendResult>()?;
     m.add_class::<ring::PyRing>()?;
     m.add_class::<message::RecordBatch>()?;
     m.add_class::<message::RecordBatchIter>()?;
