@@ -192,7 +192,8 @@ fn run(shared: &Shared) {
                 let mut watches = shared.watches.lock().unwrap_or_else(|e| e.into_inner());
                 for key in &moved {
                     // Only if not re-armed meanwhile with the value that is current now.
-                    let current = watches.get(key).map(|w| (w.expected, w.bell.word().load(Ordering::SeqCst)));
+                    let current =
+                        watches.get(key).map(|w| (w.expected, w.bell.word().load(Ordering::SeqCst)));
                     if current.is_some_and(|(expected, now)| expected != now) {
                         watches.remove(key);
                     }

@@ -64,8 +64,9 @@ impl SendResult {
     /// Waits (in the running event loop) until the message is written; returns `accepted`.
     fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let wait = WRITTEN
-            .get_or_try_init(py, || py.import("tidelog.aio.producer")?.getattr("written").map(Bound::unbind))?;
+        let wait = WRITTEN.get_or_try_init(py, || {
+            py.import("tidelog.aio.producer")?.getattr("written").map(Bound::unbind)
+        })?;
         wait.bind(py).call1((slf,))?.call_method0("__await__")
     }
 

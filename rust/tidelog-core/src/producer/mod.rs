@@ -741,7 +741,9 @@ impl Producer {
     /// The writer's failure since the last report (when done).
     pub fn flushed(&self, target: u64) -> Result<bool> {
         self.check_not_inherited()?;
-        if self.shared.accounted.load(Ordering::SeqCst) >= target || self.shared.writer_died.load(Ordering::SeqCst) {
+        if self.shared.accounted.load(Ordering::SeqCst) >= target
+            || self.shared.writer_died.load(Ordering::SeqCst)
+        {
             self.take_error()?;
             return Ok(true);
         }

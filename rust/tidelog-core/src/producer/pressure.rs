@@ -109,7 +109,11 @@ impl Pressure {
     fn ring_bell(&self) {
         self.bell.fetch_add(1, Ordering::SeqCst);
         if self.bell_armed.load(Ordering::SeqCst) > 0 {
-            let _ = rustix::thread::futex::wake(&self.bell, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
+            let _ = rustix::thread::futex::wake(
+                &self.bell,
+                rustix::thread::futex::Flags::PRIVATE,
+                i32::MAX as u32,
+            );
         }
     }
 
