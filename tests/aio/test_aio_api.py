@@ -29,6 +29,10 @@ def test_open_send_flush_and_consume(tmp_path: Path, run: Run) -> None:
                 assert await metas[-1] is True  # written
                 assert producer.stats()["written"] == 300
                 assert await producer.flush(timeout=5.0)
+                with pytest.raises(TypeError, match="timeout"):
+                    await producer.flush(timeout="1")  # type: ignore[arg-type]
+                with pytest.raises(tidelog.InvalidConfigError, match="timeout"):
+                    await producer.flush(timeout=-1.0)
             async with store.consumer("orders", group="billing") as consumer:
                 got: list[tidelog.Message] = []
                 async for msg in consumer:

@@ -172,8 +172,13 @@ class Producer:
         Raises:
             TidelogError: The writer's failure since the last report.
         """
-        if timeout is not None and not timeout >= 0:
-            raise _core.InvalidConfigError(f"timeout must be >= 0 seconds, got {timeout}")
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
+                )
+            if not timeout >= 0:
+                raise _core.InvalidConfigError(f"timeout must be >= 0 seconds, got {timeout}")
         return await self._flush_to(self._native.sent_count(), timeout)
 
     async def _flush_to(self, target: int, timeout: float | None) -> bool:
