@@ -13,7 +13,7 @@ import asyncio
 
 from tidelog import _core
 
-__all__ = ["Waiter"]
+__all__ = ["Waiter", "Waiters"]
 
 
 class _Wait:
@@ -82,6 +82,43 @@ class Waiter:
             if not entry.future.done():
                 entry.future.set_exception(_core.StoreClosedError("the store is closed"))
         self._native.close()
+
+
+class Waiters:
+    """A store's waiters, one per event loop that waits on it (made at its first wait)."""
+
+    def __init__(self) -> None:
+        """No loop waits yet."""
+        self._by_loop: dict[asyncio.AbstractEventLoop, Waiter] = {}
+        self._closed = False
+
+    def current(self) -> Waiter:
+        """The running loop's waiter.
+
+        Raises:
+            StoreClosedError: The store is closed.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = self._by_loop.get(loop)
+        if waiter is None:
+            if self._closed:
+                raise _core.StoreClosedError("the store is closed")
+            waiter = self._by_loop[loop] = Waiter(loop)
+        return waiter
+
+    def close(self) -> None:
+        """Stops every loop's waiter (in its own loop's thread); idempotent."""
+        self._closed = True
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, waiter in self._by_loop.items():
+            if loop is running or loop.is_closed():
+                waiter.close()
+            else:
+                loop.call_soon_threadsafe(waiter.close)
+        self._by_loop.clear()
 
 
 def _expire(future: asyncio.Future[bool]) -> None:

@@ -17,7 +17,7 @@ from tidelog import _core
 from tidelog._core import InvalidConfigError, Message
 
 if TYPE_CHECKING:
-    from tidelog.aio.store import Store
+    from tidelog.aio._wake import Waiters
     from tidelog.consumer import Consumer as SyncConsumer
     from tidelog.consumer import Delivery
 
@@ -31,9 +31,9 @@ class Consumer:
     ``commit`` and ``close`` are coroutines. One task uses a consumer at a time.
     """
 
-    def __init__(self, store: Store, sync: SyncConsumer, bell: _core.Bell) -> None:
+    def __init__(self, waiters: Waiters, sync: SyncConsumer, bell: _core.Bell) -> None:
         """Wraps ``sync``; see :meth:`tidelog.aio.Store.consumer`."""
-        self._store = store
+        self._waiters = waiters
         self._sync = sync
         self._bell = bell
         self._next = sync.next_nowait
@@ -75,7 +75,7 @@ class Consumer:
             return messages
         if not timeout > 0:
             return []
-        waiter = self._store._waiter()
+        waiter = self._waiters.current()
         loop = waiter.loop
         deadline = loop.time() + timeout
         while True:
@@ -97,7 +97,7 @@ class Consumer:
             return message
         sync = self._sync
         bell = self._bell
-        waiter = self._store._waiter()
+        waiter = self._waiters.current()
         while True:
             ticket = bell.ticket()
             message = self._next()

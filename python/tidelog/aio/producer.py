@@ -19,7 +19,7 @@ from tidelog import _core
 from tidelog._core import BackpressureError
 
 if TYPE_CHECKING:
-    from tidelog.aio.store import Store
+    from tidelog.aio._wake import Waiters
 
 __all__ = ["Producer", "SendResult", "written"]
 
@@ -47,7 +47,7 @@ async def written(result: _core.SendResult) -> bool:
     producer = _PRODUCERS.get(result.producer)
     if producer is None:
         raise _core.InvalidConfigError("only a tidelog.aio producer's SendResult is awaitable")
-    await producer._flush_to(result.target, None)
+    await producer.flush_to(result.target)
     return result.accepted
 
 
@@ -59,10 +59,10 @@ class Producer:
     """
 
     def __init__(
-        self, store: Store, native: _core.Producer, on_full: str, block_timeout: float | None
+        self, waiters: Waiters, native: _core.Producer, on_full: str, block_timeout: float | None
     ) -> None:
         """Wraps ``native``; see :meth:`tidelog.aio.Store.producer`."""
-        self._store = store
+        self._waiters = waiters
         self._native = native
         self._send = native.try_send
         self._block_timeout = block_timeout if on_full == "block" else None
@@ -140,7 +140,7 @@ class Producer:
         if self._pressure is None:
             self._pressure = _core.Bell.pressure(self._native)
         bell = self._pressure
-        waiter = self._store._waiter()
+        waiter = self._waiters.current()
         loop = waiter.loop
         timeout = self._block_timeout
         deadline = None if timeout is None else loop.time() + timeout
@@ -179,20 +179,25 @@ class Producer:
                 )
             if not timeout >= 0:
                 raise _core.InvalidConfigError(f"timeout must be >= 0 seconds, got {timeout}")
-        return await self._flush_to(self._native.sent_count(), timeout)
+        return await self.flush_to(self._native.sent_count(), timeout)
 
-    async def _flush_to(self, target: int, timeout: float | None) -> bool:
+    async def flush_to(self, target: int, timeout: float | None = None) -> bool:
+        """Waits until the first ``target`` messages sent are written (see ``SendResult``).
+
+        ``target`` is a ``SendResult.target`` (or ``native.sent_count()``); returns False if
+        ``timeout`` seconds passed first.
+        """
         native = self._native
         if native.flushed(target):
             return True
         if self._written is None:
             self._written = _core.Bell.flush(native)
         bell = self._written
-        waiter = self._store._waiter()
+        waiter = self._waiters.current()
         loop = waiter.loop
         deadline = None if timeout is None else loop.time() + timeout
         # Counted in before the first ticket: the writer reports rounds only to flushers.
-        native._set_flushing(True)
+        native.set_flushing(True)
         try:
             while True:
                 ticket = bell.ticket()
@@ -205,7 +210,7 @@ class Producer:
                         return False
                 await waiter.wait(bell, ticket, remaining)
         finally:
-            native._set_flushing(False)
+            native.set_flushing(False)
 
     async def close(self) -> None:
         """Flushes, then stops the writer. Closing twice is harmless."""

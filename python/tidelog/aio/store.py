@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import tidelog
 from tidelog import _core
-from tidelog.aio._wake import Waiter
+from tidelog.aio._wake import Waiters
 from tidelog.aio.consumer import Consumer
 from tidelog.aio.producer import Producer
 from tidelog.aio.transaction import Transaction
@@ -40,7 +40,7 @@ class Store:
     def __init__(self, sync: tidelog.Store) -> None:
         """Wraps the open ``sync`` store."""
         self._sync = sync
-        self._waiters: dict[asyncio.AbstractEventLoop, Waiter] = {}
+        self._waiters = Waiters()
         self._members: list[Producer | Consumer | WorkQueue] = []
 
     @property
@@ -57,16 +57,6 @@ class Store:
     def closed(self) -> bool:
         """True once closed."""
         return self._sync.closed
-
-    def _waiter(self) -> Waiter:
-        """The running loop's waiter on this store (made at its first wait)."""
-        loop = asyncio.get_running_loop()
-        waiter = self._waiters.get(loop)
-        if waiter is None:
-            if self._sync.closed:
-                raise _core.StoreClosedError("the store is closed")
-            waiter = self._waiters[loop] = Waiter(loop)
-        return waiter
 
     async def _offload(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Runs a call that does file I/O (creating a topic, syncing) in a worker thread.
@@ -138,7 +128,7 @@ class Store:
             max_lag=max_lag,
             compression=compression,
         )
-        producer = Producer(self, native, on_full, block_timeout)
+        producer = Producer(self._waiters, native, on_full, block_timeout)
         self._members.append(producer)
         return producer
 
@@ -170,7 +160,7 @@ class Store:
             on_revoke=on_revoke,
             auto_offset_reset=auto_offset_reset,
         )
-        consumer = Consumer(self, sync, _core.Bell.topic(self._sync.topic(topic)))
+        consumer = Consumer(self._waiters, sync, _core.Bell.topic(self._sync.topic(topic)))
         self._members.append(consumer)
         return consumer
 
@@ -193,7 +183,7 @@ class Store:
             dead_letter=dead_letter,
             prefetch=prefetch,
         )
-        queue = WorkQueue(self, sync, _core.Bell.topic(self._sync.topic(topic)))
+        queue = WorkQueue(self._waiters, sync, _core.Bell.topic(self._sync.topic(topic)))
         self._members.append(queue)
         return queue
 
@@ -238,13 +228,7 @@ class Store:
                 await member.close()
             except Exception as exc:  # close every member before reporting
                 errors.append(exc)
-        running = asyncio.get_running_loop()
-        for loop, waiter in self._waiters.items():
-            if loop is running or loop.is_closed():
-                waiter.close()
-            else:
-                loop.call_soon_threadsafe(waiter.close)
-        self._waiters.clear()
+        self._waiters.close()
         self._sync.close()
         if errors:
             raise errors[0]

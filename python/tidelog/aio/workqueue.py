@@ -18,7 +18,7 @@ from tidelog._core import InvalidConfigError
 from tidelog.workqueue import Job
 
 if TYPE_CHECKING:
-    from tidelog.aio.store import Store
+    from tidelog.aio._wake import Waiters
     from tidelog.workqueue import WorkQueue as SyncWorkQueue
 
 __all__ = ["WorkQueue"]
@@ -32,9 +32,9 @@ class WorkQueue:
     One task uses a member at a time.
     """
 
-    def __init__(self, store: Store, sync: SyncWorkQueue, bell: _core.Bell) -> None:
+    def __init__(self, waiters: Waiters, sync: SyncWorkQueue, bell: _core.Bell) -> None:
         """Wraps ``sync``; see :meth:`tidelog.aio.Store.work_queue`."""
-        self._store = store
+        self._waiters = waiters
         self._sync = sync
         self._bell = bell
         self.topic, self.group = sync.topic, sync.group
@@ -60,7 +60,7 @@ class WorkQueue:
             if jobs:
                 return jobs
             if waiter is None:
-                waiter = self._store._waiter()
+                waiter = self._waiters.current()
                 if timeout is not None:
                     deadline = waiter.loop.time() + timeout
             if deadline is not None:

@@ -321,7 +321,7 @@ impl PyProducer {
     /// Counts an async flusher in (before its first `flushed()` check) or out (after its
     /// last, also when cancelled); while counted the writer reports every round on
     /// `Bell.flush(producer)`.
-    fn _set_flushing(&self, on: bool) -> PyResult<()> {
+    fn set_flushing(&self, on: bool) -> PyResult<()> {
         self.engine()?.set_flushing(on);
         Ok(())
     }
