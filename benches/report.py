@@ -56,6 +56,7 @@ FIGURES = [
     # issue 15: asyncio (test_aio_bench.py)
     "aio-send",
     "aio-send-uvloop",
+    "aio-send-nowait",
     "aio-consume",
     "aio-consume-uvloop",
     "aio-latency-p50",

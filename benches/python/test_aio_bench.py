@@ -141,6 +141,12 @@ async def async_send(producer: tidelog.aio.Producer, topic: str) -> None:
     await producer.flush()
 
 
+def nowait_send(producer: tidelog.aio.Producer, topic: str) -> None:
+    send, value = producer.send_nowait, VALUE
+    for _ in range(SENDS):
+        send(topic, value)
+
+
 SEND_WHAT = f"{SENDS:,} msgs of {VALUE_BYTES} B per round, then flush(), a new topic per round"
 
 
@@ -182,6 +188,33 @@ def test_aio_send_tidelog(benchmark: Any, store: tidelog.Store, loops: Loops, ki
         work=SENDS,
         what=SEND_WHAT,
         targets=SEND_TARGETS if kind == "asyncio" else None,
+        extra={"ns_per_msg": ns_per(benchmark, SENDS), **usage},
+    )
+
+
+@pytest.mark.benchmark(group="aio-send")
+def test_aio_send_nowait(benchmark: Any, store: tidelog.Store, loops: Loops) -> None:
+    topics = Topics(store, "aio-send-nowait")
+    astore = tidelog.aio.Store(store)
+    producer = astore.producer()
+
+    async def one(topic: str) -> None:
+        nowait_send(producer, topic)
+        await producer.flush()
+
+    def one_round(topic: str) -> None:
+        loops.run("asyncio", one(topic))
+
+    usage = _rounds(benchmark, one_round, lambda: ((topics.next(),), {}))
+    loops.run("asyncio", producer.close())
+    record(
+        benchmark,
+        figure="aio-send-nowait",
+        title="producer.send_nowait (no await per message) + await flush() (asyncio loop)",
+        role="variant",
+        unit="msgs/s",
+        work=SENDS,
+        what=SEND_WHAT,
         extra={"ns_per_msg": ns_per(benchmark, SENDS), **usage},
     )
 

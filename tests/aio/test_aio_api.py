@@ -19,15 +19,18 @@ def test_open_send_flush_and_consume(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:
             await store.create_topic("orders", partitions=3)
-            assert store.topics() == ["orders"]
+            await store.create_topic("other", partitions=1)
+            assert store.topics() == ["orders", "other"]
             async with store.producer(name="api") as producer:
                 metas = [
                     await producer.send("orders", b"v%d" % i, key=b"k%d" % (i % 5))
                     for i in range(300)
                 ]
                 assert all(m.accepted for m in metas)
+                extra = producer.send_nowait("other", b"x", key=b"k0")
+                assert extra.accepted and await extra is True
                 assert await metas[-1] is True  # written
-                assert producer.stats()["written"] == 300
+                assert producer.stats()["written"] == 301
                 assert await producer.flush(timeout=5.0)
                 with pytest.raises(TypeError, match="timeout"):
                     await producer.flush(timeout="1")  # type: ignore[arg-type]
@@ -243,6 +246,10 @@ def test_a_blocked_send_waits_for_a_commit_then_goes_on(tmp_path: Path, run: Run
                     sent += 1
                     await asyncio.sleep(0.001)
             unbounded = store.producer(max_lag=5, linger_ms=0)
+            with pytest.raises(tidelog.BackpressureError, match="await send"):
+                for _ in range(10_000):
+                    unbounded.send_nowait("t", b"x")
+                    await asyncio.sleep(0.001)
             while True:
                 blocked = asyncio.create_task(unbounded.send("t", b"late"))
                 await asyncio.sleep(0.2)

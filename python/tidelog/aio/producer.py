@@ -127,6 +127,41 @@ class Producer:
             result = await self._send_blocked(topic, value, key, headers, partition, priority)
         return result
 
+    def send_nowait(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        priority: int = 0,
+    ) -> _core.SendResult:
+        """:meth:`send` for hot loops: never waits, so it needs no ``await``.
+
+        An ``await`` costs about as much as the send itself; a loop that sends many
+        messages may call this and ``await`` :meth:`send` only when it raises.
+
+        Returns:
+            A :class:`SendResult`, as ``await send(...)`` does.
+
+        Raises:
+            BackpressureError: The buffer is under pressure (whatever ``on_full`` says,
+                nothing was enqueued unless ``on_full="shed"`` made room); ``await send()``
+                waits for room instead.
+        """
+        if key is None and headers is None and partition is None and not priority:
+            result = self._send(topic, value)
+        else:
+            result = self._send(
+                topic, value, key=key, headers=headers, partition=partition, priority=priority
+            )
+        if result is None:
+            raise BackpressureError(
+                "producer buffer above its high watermark: await send() to wait for room"
+            )
+        return result
+
     async def _send_blocked(
         self,
         topic: str,
