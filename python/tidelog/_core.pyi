@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self, final
 
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "TXN_LOCK_SUFFIX",
     "TXN_SUFFIX",
     "BackpressureError",
+    "Bell",
     "CorruptRecordError",
     "Doorbell",
     "Group",
@@ -53,6 +54,7 @@ __all__ = [
     "RecordBatch",
     "RecordBatchIterator",
     "RingBuffer",
+    "SendResult",
     "StateLog",
     "StorageError",
     "Store",
@@ -63,6 +65,7 @@ __all__ = [
     "TopicExistsError",
     "TopicNotFoundError",
     "ValueBuffer",
+    "Waker",
     "__version__",
     "_clear_faults",
     "_inject_fault",
@@ -334,6 +337,19 @@ class Producer:
         partition: int | None = None,
         priority: int | None = None,
     ) -> bool: ...
+    def try_send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        priority: int | None = None,
+    ) -> SendResult | None: ...
+    def sent_count(self) -> int: ...
+    def flushed(self, target: int) -> bool: ...
+    def set_flushing(self, on: bool) -> None: ...
     def flush(self, timeout: float | None = None) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
     def _set_external_pressure(self, on: bool) -> None: ...
@@ -343,11 +359,41 @@ class Producer:
     def __exit__(self, *_args: object) -> bool: ...
 
 @final
+class SendResult:
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def target(self) -> int: ...
+    @property
+    def producer(self) -> Producer: ...
+    def __await__(self) -> Generator[Any, None, bool]: ...
+
+@final
 class Doorbell:
     def __new__(cls, path: str | os.PathLike[str]) -> Doorbell: ...
     def ticket(self) -> int: ...
     def ring(self) -> None: ...
     def wait(self, ticket: int, timeout: float | None = None) -> bool: ...
+
+@final
+class Bell:
+    @staticmethod
+    def topic(topic: Topic) -> Bell: ...
+    @staticmethod
+    def doorbell(doorbell: Doorbell) -> Bell: ...
+    @staticmethod
+    def pressure(producer: Producer) -> Bell: ...
+    @staticmethod
+    def flush(producer: Producer) -> Bell: ...
+    def ticket(self) -> int: ...
+
+@final
+class Waker:
+    def __new__(cls) -> Waker: ...
+    def fileno(self) -> int: ...
+    def drain(self) -> None: ...
+    def watch(self, bell: Bell, ticket: int) -> None: ...
+    def close(self) -> None: ...
 
 @final
 class RingBuffer:

@@ -463,6 +463,30 @@ class Consumer:
             self._consume(message)
         return message
 
+    def next_nowait(self) -> Message | None:
+        """The next message, as iterating returns it, or None if none is there now.
+
+        Never waits: one fetch at most (with the same commits and group heartbeat as an
+        iteration step). For event loops, which wait elsewhere (see :mod:`tidelog.aio`).
+        """
+        self._born.check()
+        if self._consumed:
+            self._require_step_committed()
+        if not self._buffer:
+            self._check_open()
+            self._buffer.extend(self._poll(self.max_poll_messages, 0.0))
+            if not self._buffer:
+                return None
+        message = self._buffer.popleft()
+        if self.delivery == "exactly-once":
+            self._consume(message)
+        return message
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Longest a waiting member may go without looking at its group (its heartbeat)."""
+        return self._membership.heartbeat_interval()
+
     # -- offsets --------------------------------------------------------------------------
 
     def _commit_now(self, offsets: dict[int, int], metadata: str = "") -> None:

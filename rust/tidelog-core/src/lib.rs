@@ -33,6 +33,7 @@ pub mod settings;
 pub mod shm;
 pub mod statelog;
 pub mod store;
+pub mod waker;
 
 pub use error::{Error, Result};
 pub use log::{FsyncPolicy, LogConfig, OnCorruption, PartitionLog};

@@ -284,6 +284,11 @@ impl Topic {
         self.doorbell.wait(ticket, timeout)
     }
 
+    /// The topic's doorbell, for the waker (asyncio) to sleep on with other words.
+    pub fn doorbell(&self) -> Arc<dyn crate::waker::Bell> {
+        self.doorbell.clone()
+    }
+
     /// All partitions.
     ///
     /// # Errors

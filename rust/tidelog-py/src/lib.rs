@@ -18,6 +18,7 @@ mod statelog;
 mod store;
 mod topic;
 mod view;
+mod waker;
 
 use pyo3::prelude::*;
 
@@ -36,12 +37,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topic::PyTopic>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<producer::PyProducer>()?;
+    m.add_class::<producer::SendResult>()?;
     m.add_class::<ring::PyRing>()?;
     m.add_class::<message::RecordBatch>()?;
     m.add_class::<message::RecordBatchIter>()?;
     m.add_class::<message::MessageIterator>()?;
     m.add_class::<view::ValueBuffer>()?;
     m.add_class::<doorbell::PyDoorbell>()?;
+    m.add_class::<waker::PyBell>()?;
+    m.add_class::<waker::PyWaker>()?;
     m.add_class::<statelog::PyStateLog>()?;
     m.add_class::<commit::PyOffsetCommitter>()?;
     m.add_class::<commit::PyOffsetTable>()?;

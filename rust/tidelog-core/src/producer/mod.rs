@@ -34,7 +34,7 @@ mod shed;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -364,6 +364,48 @@ impl Fatal {
     }
 }
 
+/// An async flusher's view of the writer's rounds. The writer bumps [`Progress`] only while
+/// someone is flushing, so the flusher counts itself in with [`Producer::set_flushing`]
+/// before it takes a ticket (as [`Producer::flush`] does): arming here would come after
+/// its check, and a round ended in between would be missed.
+struct FlushBell(Arc<Shared>);
+
+impl crate::waker::Bell for FlushBell {
+    fn word(&self) -> &AtomicU32 {
+        self.0.progress.word()
+    }
+
+    fn private(&self) -> bool {
+        true
+    }
+
+    // `Progress::bump` always wakes: nothing to count.
+    fn arm(&self) {}
+
+    fn disarm(&self) {}
+}
+
+/// An async sender's view of the end of pressure.
+struct PressureBell(Arc<Shared>);
+
+impl crate::waker::Bell for PressureBell {
+    fn word(&self) -> &AtomicU32 {
+        crate::waker::Bell::word(&self.0.pressure)
+    }
+
+    fn private(&self) -> bool {
+        true
+    }
+
+    fn arm(&self) {
+        crate::waker::Bell::arm(&self.0.pressure);
+    }
+
+    fn disarm(&self) {
+        crate::waker::Bell::disarm(&self.0.pressure);
+    }
+}
+
 /// The producer handle.
 pub struct Producer {
     shared: Arc<Shared>,
@@ -573,7 +615,13 @@ impl Producer {
                         self.shared.config.buffer_messages
                     )))
                 }
-                OnFull::Block(_) if !may_block => return Err(SendError::Backpressure("would block".into())),
+                OnFull::Block(_) if !may_block => {
+                    // The caller waits elsewhere (after releasing a lock, or in an event
+                    // loop): it wants the buffer drained now, as a blocking sender does.
+                    self.shared.writer_idle.store(false, Ordering::Release);
+                    self.shared.wake_writer();
+                    return Err(SendError::Backpressure("would block".into()));
+                }
                 OnFull::Block(timeout) => {
                     // A sender about to wait wants the buffer drained now, not when the
                     // writer's linger passes (Kafka likewise sends at once while senders wait
@@ -721,6 +769,52 @@ impl Producer {
         self.shared.flushers.fetch_sub(1, Ordering::AcqRel);
         self.take_error()?;
         Ok(done)
+    }
+
+    /// Messages accepted by `send` so far: a flush target for [`Self::flushed`].
+    pub fn sent_count(&self) -> u64 {
+        self.shared.sent.load(Ordering::Acquire)
+    }
+
+    /// The non-blocking step of a flush: true once every message counted in `target` (a
+    /// [`Self::sent_count`]) is written (and on disk with `fsync="always"`) or dropped;
+    /// otherwise wakes the writer and returns false. An async flusher waits on
+    /// [`Self::flush_bell`] between calls.
+    ///
+    /// # Errors
+    /// The writer's failure since the last report (when done).
+    pub fn flushed(&self, target: u64) -> Result<bool> {
+        self.check_not_inherited()?;
+        if self.shared.accounted.load(Ordering::SeqCst) >= target
+            || self.shared.writer_died.load(Ordering::SeqCst)
+        {
+            self.take_error()?;
+            return Ok(true);
+        }
+        self.shared.wake_writer();
+        Ok(false)
+    }
+
+    /// Counts an async flusher in (`true`, before its first [`Self::flushed`] check) or
+    /// out (`false`, once done or cancelled): while counted, the writer does not linger
+    /// and bumps [`Self::flush_bell`] after every round.
+    pub fn set_flushing(&self, on: bool) {
+        if on {
+            self.shared.flushers.fetch_add(1, Ordering::SeqCst);
+            self.shared.wake_writer();
+        } else {
+            self.shared.flushers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The word that moves after every writer round while someone flushes (for the waker).
+    pub fn flush_bell(&self) -> Arc<dyn crate::waker::Bell> {
+        Arc::new(FlushBell(self.shared.clone()))
+    }
+
+    /// The word that moves when pressure ends (or the producer closes), for the waker.
+    pub fn pressure_bell(&self) -> Arc<dyn crate::waker::Bell> {
+        Arc::new(PressureBell(self.shared.clone()))
     }
 
     /// Counters.
