@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,9 +65,10 @@ def collect(store: Store) -> Metrics:
         - ``time_ms``: when the snapshot was taken (ms since the epoch).
         - ``topics``: ``{topic: {"partitions": {p: {...}}, "messages", "size_bytes"}}``;
           each partition has ``messages`` (retained: end minus start), ``size_bytes``,
-          ``start_offset``, ``end_offset``, ``segments``, ``dirty_ratio`` and ``dirty_bytes``
-          (of its closed segments: what compaction has not seen yet) and ``last_timestamp_ms`` (newest timestamp in the
-          active segment, None while it is empty).
+          ``start_offset``, ``end_offset``, ``segments``, ``dirty_ratio`` and
+          ``dirty_bytes`` (of its closed segments: what compaction has not seen yet) and
+          ``last_timestamp_ms`` (newest timestamp in the active segment, None while it is
+          empty).
         - ``groups``: ``{group: {topic: {"members", "partitions": {p: {"committed",
           "end_offset", "lag_messages", "lag_seconds"}}, "lag_messages",
           "lag_seconds"}}}``. ``lag_messages`` is end minus committed (the start offset
@@ -86,17 +88,19 @@ def collect(store: Store) -> Metrics:
     make them slightly inconsistent with each other; a topic deleted meanwhile is left out.
     """
     now_ms = int(time.time() * 1000)
+    path = store.path
+    public = set(store.topics())
     topics: dict[str, Any] = {}
     opened: dict[str, _core.Topic] = {}
-    for name in store.topics():
+    recovery = {"torn_tail": {"events": 0, "bytes": 0}, "quarantined": {"events": 0, "bytes": 0}}
+    for name in store.topics(internal=True):
         try:
-            topic = store.topic(name)
+            topic = store.topic(name) if name in public else store.native.topic(name)
             figures = _core.partition_metrics(topic)
         except TopicNotFoundError:
             continue  # deleted by another process since topics() listed it
-        opened[name] = topic
         partitions: dict[int, dict[str, Any]] = {}
-        for p, (start, end, size, segments, dirty, closed, last_ts) in enumerate(figures):
+        for p, (start, end, size, segments, dirty, closed, last_ts, lost) in enumerate(figures):
             partitions[p] = {
                 "messages": max(0, end - start),
                 "size_bytes": size,
@@ -107,6 +111,13 @@ def collect(store: Store) -> Metrics:
                 "dirty_bytes": dirty,
                 "last_timestamp_ms": last_ts,
             }
+            recovery["torn_tail"]["events"] += lost[0]
+            recovery["torn_tail"]["bytes"] += lost[1]
+            recovery["quarantined"]["events"] += lost[2]
+            recovery["quarantined"]["bytes"] += lost[3]
+        if name not in public:
+            continue  # the store's own topics: counted in recovery only
+        opened[name] = topic
         topics[name] = {
             "partitions": partitions,
             "messages": sum(v["messages"] for v in partitions.values()),
@@ -115,20 +126,58 @@ def collect(store: Store) -> Metrics:
     return {
         "time_ms": now_ms,
         "topics": topics,
-        "groups": _groups(store, opened, topics, now_ms),
+        "groups": _groups(store, path, opened, topics, now_ms),
         "producers": _producers(store),
-        "work_queues": _work_queues(store, opened),
-        "recovery": _recovery(store),
+        "work_queues": _work_queues(path, opened),
+        "recovery": recovery,
     }
 
 
+#: Timestamps of messages at committed offsets, per store: ``{(topic, incarnation,
+#: partition, offset): timestamp_ms}``. A paused or slow group is asked about the same
+#: offset at every scrape; the message there never changes (a topic created again has a new
+#: incarnation), so it is read once.
+_TIMESTAMPS: weakref.WeakKeyDictionary[Store, dict[tuple[str, int, int, int], int]] = (
+    weakref.WeakKeyDictionary()
+)
+_TIMESTAMPS_KEPT = 65_536
+
+
+def _timestamps(
+    store: Store, topic: _core.Topic, wanted: list[tuple[int, int]]
+) -> dict[tuple[int, int], int | None]:
+    """Timestamp of the first message at or after each ``(partition, offset)``."""
+    cache = _TIMESTAMPS.setdefault(store, {})
+    name, incarnation = topic.name, topic.incarnation
+    found: dict[tuple[int, int], int | None] = {}
+    missing = []
+    for p, offset in wanted:
+        ts = cache.get((name, incarnation, p, offset))
+        if ts is None:
+            missing.append((p, offset))
+        else:
+            found[p, offset] = ts
+    if missing:
+        if len(cache) > _TIMESTAMPS_KEPT:
+            cache.clear()
+        for (p, offset), ts in zip(missing, _core.timestamps_at(topic, missing), strict=True):
+            found[p, offset] = ts
+            if ts is not None:
+                cache[name, incarnation, p, offset] = ts
+    return found
+
+
 def _groups(
-    store: Store, opened: dict[str, _core.Topic], topics: dict[str, Any], now_ms: int
+    store: Store,
+    path: str,
+    opened: dict[str, _core.Topic],
+    topics: dict[str, Any],
+    now_ms: int,
 ) -> dict[str, dict[str, Any]]:
     from tidelog.groups import list_groups, read_state
     from tidelog.offsets import OFFSETS_TOPIC
 
-    with_state = set(list_groups(store.path))
+    with_state = set(list_groups(path))
     if OFFSETS_TOPIC not in store.topics(internal=True) and not with_state:
         return {}  # no group ever ran: do not create the offsets topic to say so
     offsets = store._offset_store()
@@ -140,30 +189,29 @@ def _groups(
             continue  # deleted
         commits = offsets.committed(group, topic_name, topic.incarnation)
         if (topic_name, group) in with_state:
-            state = read_state(store.path, topic_name, group)
+            state = read_state(path, topic_name, group)
             members = sum(1 for m in state.members.values() if m["expires_ms"] > now_ms)
         elif not commits:
             continue  # commits of a deleted topic of the same name only
         else:
             members = 0
+        figures = topics[topic_name]["partitions"]
+        committed = {
+            p: commits[p].offset if p in commits else f["start_offset"] for p, f in figures.items()
+        }
+        lagging = [(p, c) for p, c in committed.items() if c < figures[p]["end_offset"]]
+        try:
+            stamps = _timestamps(store, topic, lagging) if lagging else {}
+        except TopicNotFoundError:
+            stamps = {}  # deleted meanwhile
         partitions: dict[int, dict[str, Any]] = {}
-        for p, figures in topics[topic_name]["partitions"].items():
-            end = figures["end_offset"]
-            committed = commits[p].offset if p in commits else figures["start_offset"]
-            lag = max(0, end - committed)
-            seconds = 0.0
-            if lag:
-                try:
-                    ts = _core.timestamp_at(topic, p, committed)
-                except TopicNotFoundError:
-                    ts = None
-                if ts is not None:
-                    seconds = max(0.0, (now_ms - ts) / 1000)
+        for p, f in figures.items():
+            ts = stamps.get((p, committed[p]))
             partitions[p] = {
                 "committed": commits[p].offset if p in commits else None,
-                "end_offset": end,
-                "lag_messages": lag,
-                "lag_seconds": seconds,
+                "end_offset": f["end_offset"],
+                "lag_messages": max(0, f["end_offset"] - committed[p]),
+                "lag_seconds": 0.0 if ts is None else max(0.0, (now_ms - ts) / 1000),
             }
         found.setdefault(group, {})[topic_name] = {
             "members": members,
@@ -191,16 +239,16 @@ def _producers(store: Store) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _work_queues(store: Store, opened: dict[str, _core.Topic]) -> dict[str, dict[str, Any]]:
+def _work_queues(path: str, opened: dict[str, _core.Topic]) -> dict[str, dict[str, Any]]:
     from tidelog.queue_journal import list_queues, queue_files, read_state
     from tidelog.stats import work_queue_stats
 
     found: dict[str, dict[str, Any]] = {}
-    for topic_name, group in list_queues(store.path):
+    for topic_name, group in list_queues(path):
         topic = opened.get(topic_name)
         if topic is None:
             continue
-        files = queue_files(store.path, topic_name, group)
+        files = queue_files(path, topic_name, group)
         state = read_state(files, topic.partitions)
         if state is None:
             continue
@@ -229,17 +277,6 @@ def _work_queues(store: Store, opened: dict[str, _core.Topic]) -> dict[str, dict
 
 def _done_within(done: list[tuple[int, int]], start: int, end: int) -> int:
     return sum(max(0, min(e, end) - max(s, start)) for s, e in done)
-
-
-def _recovery(store: Store) -> dict[str, dict[str, int]]:
-    from tidelog.stats import recovery_events
-
-    out = {"torn_tail": {"events": 0, "bytes": 0}, "quarantined": {"events": 0, "bytes": 0}}
-    for event in recovery_events(store.path, store.topics(internal=True)):
-        kind = out.setdefault(event["kind"], {"events": 0, "bytes": 0})
-        kind["events"] += 1
-        kind["bytes"] += event["bytes"]
-    return out
 
 
 # --- the metric names ------------------------------------------------------------------

@@ -54,7 +54,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::partition_metrics, m)?)?;
-    m.add_function(wrap_pyfunction!(metrics::timestamp_at, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::timestamps_at, m)?)?;
     m.add_function(wrap_pyfunction!(statelog::read_state_log, m)?)?;
     m.add_function(wrap_pyfunction!(group::read_group, m)?)?;
     m.add_function(wrap_pyfunction!(group::list_groups, m)?)?;

@@ -7,18 +7,22 @@
 //! takes no lock a writer waits for, and adds nothing to the append path.
 
 use pyo3::prelude::*;
+use tidelog_core::log::lost::{read_events, LossKind};
 
-use crate::args;
 use crate::gil::run_detached;
 use crate::topic::PyTopic;
 
 /// One partition's figures: `(start_offset, end_offset, size_bytes, segments, dirty_bytes,
-/// closed_bytes, max_timestamp_ms)`.
-type PartitionFigures = (u64, u64, u64, usize, u64, u64, Option<i64>);
+/// closed_bytes, max_timestamp_ms, recovery)`.
+type PartitionFigures = (u64, u64, u64, usize, u64, u64, Option<i64>, Recovered);
+
+/// `(torn_tail_events, torn_tail_bytes, quarantined_events, quarantined_bytes)`.
+type Recovered = (u64, u64, u64, u64);
 
 /// The figures of every partition of `topic`, in partition order: a list of tuples
 /// `(start_offset, end_offset, size_bytes, segments, dirty_bytes, closed_bytes,
-/// max_timestamp_ms)`.
+/// max_timestamp_ms, (torn_tail_events, torn_tail_bytes, quarantined_events,
+/// quarantined_bytes))`.
 ///
 /// `dirty_bytes` and `closed_bytes` are the compaction dirty ratio's parts (bytes of closed
 /// segments compaction has not seen yet, and of all closed segments); `max_timestamp_ms` is the newest timestamp in the active segment (None while it is empty).
@@ -32,6 +36,13 @@ pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<Partit
             .map(|log| {
                 let head = log.head()?;
                 let dirty = log.dirty_ratio()?;
+                let mut lost = (0, 0, 0, 0);
+                for event in read_events(log.dir())? {
+                    match event.kind {
+                        LossKind::TornTail => (lost.0, lost.1) = (lost.0 + 1, lost.1 + event.bytes),
+                        LossKind::Quarantined => (lost.2, lost.3) = (lost.2 + 1, lost.3 + event.bytes),
+                    }
+                }
                 Ok((
                     head.log_start,
                     log.end_offset()?.max(head.next_offset),
@@ -40,35 +51,33 @@ pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<Partit
                     dirty.dirty_bytes,
                     dirty.total_bytes,
                     (head.max_timestamp != i64::MIN).then_some(head.max_timestamp),
+                    lost,
                 ))
             })
             .collect()
     })
 }
 
-/// The timestamp (ms since the epoch) of the message at `offset` of `partition`: the
-/// first message at or after it that a committed read returns, or None at the end of the
-/// log (nothing unconsumed). An offset below the start reads from the start (retention
-/// removed the older messages: the oldest unconsumed one is the first retained).
+/// The timestamps (ms since the epoch) of the messages at `(partition, offset)` of
+/// `wanted`: for each, the first message at or after the offset that a committed read
+/// returns, or None at the end of the log (nothing unconsumed). An offset below the start
+/// reads from the start (retention removed the older messages: the oldest unconsumed one
+/// is the first retained).
 #[pyfunction]
-pub fn timestamp_at(
-    py: Python<'_>,
-    topic: &PyTopic,
-    partition: &Bound<'_, PyAny>,
-    offset: &Bound<'_, PyAny>,
-) -> PyResult<Option<i64>> {
-    let partition = args::int_in(partition, "partition", 0, u32::MAX)?;
-    let offset = args::int_in(offset, "offset", 0, u64::MAX)?;
+pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -> PyResult<Vec<Option<i64>>> {
     let topic = topic.engine().clone();
     run_detached(py, move || {
-        let log = topic.partition(partition)?;
-        let start = log.start_offset()?;
-        let end = log.end_offset()?;
-        let at = offset.max(start);
-        if at >= end {
-            return Ok(None);
-        }
-        let read = log.read(at, 1, 1)?;
-        Ok(read.chunks.first().and_then(|c| c.records().next()).map(|r| r.timestamp))
+        wanted
+            .into_iter()
+            .map(|(partition, offset)| {
+                let log = topic.partition(partition)?;
+                let at = offset.max(log.start_offset()?);
+                if at >= log.end_offset()? {
+                    return Ok(None);
+                }
+                let read = log.read(at, 1, 1)?;
+                Ok(read.chunks.first().and_then(|c| c.records().next()).map(|r| r.timestamp))
+            })
+            .collect()
     })
 }
