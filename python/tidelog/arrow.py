@@ -2,19 +2,16 @@
 
 Needs the optional ``pyarrow`` package (``pip install 'tidelog[arrow]'``).
 
-Every batch has the columns of :data:`SCHEMA`: ``offset`` (int64), ``timestamp_ms``
+Every batch has the columns of :func:`schema`: ``offset`` (int64), ``timestamp_ms``
 (int64, ms since the epoch), ``key`` (large_binary, null without a key), ``value``
-(large_binary, null for a tombstone) and ``headers`` (map of header name to value).
+(binary_view, null for a tombstone) and ``headers`` (map of header name to value).
 
-The value column shares memory with the segment: its data buffer is the stored batch's
-blob of values, memory-mapped (a compressed batch's: the image it was decompressed into),
-kept alive by the Arrow buffer for as long as any array uses it. That holds for
-``RecordBatch.to_arrow()`` when the batch comes from one stored batch (read with
-``max_messages`` no larger than what was appended or produced at once), and in
-``Topic.to_arrow()`` for every stored batch of at least :data:`MIN_SHARED_BYTES` of
-values; smaller stored batches are copied together into chunks of about
-``chunk_bytes``, so a partition written one message at a time is not a table of one-row
-chunks. Offsets, timestamps, keys and headers are always gathered into new buffers.
+The value column shares memory with the segment: it is an Arrow ``binary_view`` array
+whose views point into the memory-mapped segment (a compressed batch's values: into the
+image it was decompressed into), kept alive by the Arrow buffers for as long as any array
+uses them, also after the store is closed. No value is copied, however many stored batches
+a read spans (values of at most 12 bytes live inside their 16-byte view, as the Arrow format
+requires). Offsets, timestamps, keys and headers are gathered into new buffers.
 """
 
 from __future__ import annotations
@@ -33,17 +30,12 @@ if TYPE_CHECKING:
     from tidelog._core import RecordBatch, Topic
 
 __all__ = [
-    "MIN_SHARED_BYTES",
     "MissingDependencyError",
     "iter_arrow_batches",
     "record_batch_to_arrow",
     "schema",
     "topic_to_arrow",
 ]
-
-#: Stored batches with at least this many bytes of values become chunks of their own that
-#: share the segment's memory; smaller ones are copied together.
-MIN_SHARED_BYTES = 64 << 10
 
 #: Bytes of stored batches read per step of :func:`topic_to_arrow`.
 _READ_BYTES = 16 << 20
@@ -61,20 +53,20 @@ def schema() -> pa.Schema:
             pa.field("offset", pa.int64(), nullable=False),
             pa.field("timestamp_ms", pa.int64(), nullable=False),
             pa.field("key", pa.large_binary()),
-            pa.field("value", pa.large_binary()),
+            pa.field("value", pa.binary_view()),
             pa.field("headers", pa.map_(pa.large_string(), pa.large_binary()), nullable=False),
         ]
     )
 
 
-def _batch(pa: Any, arrow_schema: Any, piece: tuple[Any, ...]) -> pa.RecordBatch:
-    """One ``pyarrow.RecordBatch`` from one piece of ``RecordBatch._arrow_parts``."""
+def _batch(pa: Any, arrow_schema: Any, parts: tuple[Any, ...]) -> pa.RecordBatch:
+    """One ``pyarrow.RecordBatch`` from ``RecordBatch._arrow_parts()``."""
     (
         offsets,
         timestamps,
-        values,
-        value_bounds,
+        views,
         value_valid,
+        value_buffers,
         keys,
         key_bounds,
         key_valid,
@@ -83,38 +75,43 @@ def _batch(pa: Any, arrow_schema: Any, piece: tuple[Any, ...]) -> pa.RecordBatch
         name_bounds,
         header_values,
         header_value_bounds,
-    ) = piece
+    ) = parts
     n = len(offsets)
+    buf = pa.py_buffer
 
     def bitmap(bits: bytes | None) -> Any:
-        return None if bits is None else pa.py_buffer(bits)
+        return None if bits is None else buf(bits)
 
-    # py_buffer wraps the memoryview without copying; the Arrow buffer keeps it (and so the
+    # py_buffer wraps each memoryview without copying; the Arrow buffer keeps it (and so the
     # segment mapping it points into) alive.
     value = pa.Array.from_buffers(
-        pa.large_binary(),
+        pa.binary_view(),
         n,
-        [bitmap(value_valid), pa.py_buffer(value_bounds), pa.py_buffer(values)],
+        [bitmap(value_valid), buf(views), *(buf(b) for b in value_buffers)],
     )
     key = pa.Array.from_buffers(
-        pa.large_binary(),
-        n,
-        [bitmap(key_valid), pa.py_buffer(key_bounds), pa.py_buffer(keys)],
+        pa.large_binary(), n, [bitmap(key_valid), buf(key_bounds), buf(keys)]
     )
     entries = len(name_bounds) - 1
     header_names = pa.Array.from_buffers(
-        pa.large_string(), entries, [None, pa.py_buffer(name_bounds), pa.py_buffer(names)]
+        pa.large_string(), entries, [None, buf(name_bounds), buf(names)]
     )
     header_items = pa.Array.from_buffers(
-        pa.large_binary(),
-        entries,
-        [None, pa.py_buffer(header_value_bounds), pa.py_buffer(header_values)],
+        pa.large_binary(), entries, [None, buf(header_value_bounds), buf(header_values)]
     )
     headers = pa.MapArray.from_arrays(
-        pa.array(header_offsets, pa.int32()), header_names, header_items
+        pa.Array.from_buffers(pa.int32(), n + 1, [None, buf(header_offsets)]),
+        header_names,
+        header_items,
     )
     return pa.RecordBatch.from_arrays(
-        [pa.array(offsets, pa.int64()), pa.array(timestamps, pa.int64()), key, value, headers],
+        [
+            pa.Array.from_buffers(pa.int64(), n, [None, buf(offsets)]),
+            pa.Array.from_buffers(pa.int64(), n, [None, buf(timestamps)]),
+            key,
+            value,
+            headers,
+        ],
         schema=arrow_schema,
     )
 
@@ -126,17 +123,15 @@ def record_batch_to_arrow(batch: RecordBatch) -> pa.RecordBatch:
         batch: Messages read with ``Topic.read_batch``.
 
     Returns:
-        A ``pyarrow.RecordBatch`` with the columns of :func:`schema`, one row per message.
-        Its value column shares memory with the segment when the messages come from one
-        stored batch; otherwise their values are copied once.
+        A ``pyarrow.RecordBatch`` with the columns of :func:`schema`, one row per message,
+        whose value column shares memory with the segment.
 
     Raises:
         MissingDependencyError: pyarrow is not installed.
         CorruptRecordError: A record's headers are malformed.
     """
     pa = _pyarrow("RecordBatch.to_arrow()")
-    [piece] = batch._arrow_parts()
-    return _batch(pa, schema(), piece)
+    return _batch(pa, schema(), batch._arrow_parts())
 
 
 def iter_arrow_batches(
@@ -149,8 +144,9 @@ def iter_arrow_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The messages ``start..end`` of ``partition`` as ``pyarrow.RecordBatch`` chunks.
 
-    Reads the partition one step of about ``chunk_bytes`` of stored batches at a time, so
-    an export of a large partition holds one step in memory (plus the mapped segments).
+    Reads the partition one step of about ``chunk_bytes`` of stored batches at a time (one
+    chunk per step), so an export of a large partition holds one step's keys, headers and
+    views in memory, and maps the segments for the values.
 
     Args:
         topic: The topic.
@@ -192,14 +188,14 @@ def iter_arrow_batches(
         )
         if len(batch) == 0 and batch.next_offset <= offset:
             break  # a transaction still open: a committed read stops before it
-        for piece in batch._arrow_parts(MIN_SHARED_BYTES):
-            # A compacted partition's offsets are sparse: max_messages may reach past end.
-            rows = int(np.searchsorted(piece[0], end))
-            if rows:
-                chunk = _batch(pa, arrow_schema, piece)
-                yield chunk if rows == len(chunk) else chunk.slice(0, rows)
-            if rows < len(piece[0]):
-                return
+        parts = batch._arrow_parts()
+        # A compacted partition's offsets are sparse: max_messages may reach past end.
+        rows = int(np.searchsorted(parts[0], end))
+        if rows:
+            chunk = _batch(pa, arrow_schema, parts)
+            yield chunk if rows == len(chunk) else chunk.slice(0, rows)
+        if rows < len(parts[0]):
+            return
         offset = batch.next_offset
 
 

@@ -1,23 +1,30 @@
 //! The columns of a `RecordBatch` laid out as Apache Arrow arrays want them, for
 //! `tidelog.arrow` to wrap with pyarrow (`RecordBatch.to_arrow()`, `Topic.to_arrow()`).
 //!
-//! A piece made of one stored batch exports the batch's value blob in place (a
-//! [`ValueBuffer`] over the mapped segment, or over a compressed batch's decompressed
-//! image) with 64-bit boundaries, as Arrow's `large_binary` takes them: the value column
-//! then shares memory with the segment. Stored batches smaller than the caller's threshold
-//! are joined into one copied piece instead, so a partition written one message at a time
-//! does not turn into a table of one-row chunks. Keys, headers, offsets and timestamps are
-//! gathered in one pass over the records, without the GIL's help per record.
+//! The value column is an Arrow `binary_view` array: one 16-byte view per value, pointing
+//! into data buffers that are [`ValueBuffer`]s over the mapped segment (or over a compressed
+//! batch's decompressed image). No value is copied, however many stored batches the
+//! records come from: a view names its buffer and the value's position in it, so the batch
+//! headers, keys and headers lying between two batches' values cost nothing. Values of at
+//! most 12 bytes are inlined in their view, as the Arrow format requires. Keys, headers,
+//! offsets and timestamps are gathered into new buffers in the same pass, without the GIL.
 
 use numpy::PyArray1;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyMemoryView, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyMemoryView, PyTuple};
 use tidelog_core::format::headers;
-use tidelog_core::log::ReadChunk;
+use tidelog_core::log::{ChunkBytes, ReadChunk};
 
 use super::Records;
 use crate::errors::CorruptRecordError;
 use crate::view::ValueBuffer;
+
+/// Bytes of an Arrow view.
+const VIEW_BYTES: usize = 16;
+/// Longest value stored inside its view rather than in a data buffer.
+const INLINE_MAX: usize = 12;
+/// A view's offset into its data buffer is an `i32`: a buffer spans at most this much.
+const BUFFER_SPAN_MAX: usize = i32::MAX as usize;
 
 /// An Arrow validity bitmap (bit `i % 8` of byte `i / 8`, 1 = valid).
 struct Validity {
@@ -44,17 +51,36 @@ impl Validity {
     }
 
     /// The bitmap, or None when nothing is null (Arrow's way of saying "all valid").
-    fn into_py(self, py: Python<'_>) -> Option<Bound<'_, PyBytes>> {
-        (self.nulls > 0).then(|| PyBytes::new(py, &self.bits))
+    fn into_py(self, py: Python<'_>) -> Bound<'_, PyAny> {
+        if self.nulls == 0 {
+            return py.None().into_bound(py);
+        }
+        PyBytes::new(py, &self.bits).into_any()
     }
 }
 
-/// Every column of a piece but the values' bytes.
+/// A data buffer of the value views: `start..end` of one chunk's bytes.
+struct DataBuffer {
+    map: ChunkBytes,
+    start: usize,
+    end: usize,
+}
+
+fn same_bytes(a: &ChunkBytes, b: &ChunkBytes) -> bool {
+    match (a, b) {
+        (ChunkBytes::Mapped(x), ChunkBytes::Mapped(y)) => std::sync::Arc::ptr_eq(x, y),
+        (ChunkBytes::Image(x), ChunkBytes::Image(y)) => std::sync::Arc::ptr_eq(x, y),
+        _ => false,
+    }
+}
+
+/// Every column of a record batch, built in one pass over its chunks.
 struct Columns {
     offsets: Vec<i64>,
     timestamps: Vec<i64>,
-    value_bounds: Vec<i64>,
+    views: Vec<u8>,
     value_valid: Validity,
+    buffers: Vec<DataBuffer>,
     keys: Vec<u8>,
     key_bounds: Vec<i64>,
     key_valid: Validity,
@@ -68,15 +94,20 @@ struct Columns {
 
 impl Columns {
     fn new(count: usize) -> Self {
+        let mut key_bounds = Vec::with_capacity(count + 1);
+        key_bounds.push(0);
+        let mut header_offsets = Vec::with_capacity(count + 1);
+        header_offsets.push(0);
         Columns {
             offsets: Vec::with_capacity(count),
             timestamps: Vec::with_capacity(count),
-            value_bounds: Self::bounds(count),
+            views: Vec::with_capacity(count * VIEW_BYTES),
             value_valid: Validity::new(count),
+            buffers: Vec::new(),
             keys: Vec::new(),
-            key_bounds: Self::bounds(count),
+            key_bounds,
             key_valid: Validity::new(count),
-            header_offsets: vec![0],
+            header_offsets,
             header_names: Vec::new(),
             name_bounds: vec![0],
             header_values: Vec::new(),
@@ -84,26 +115,52 @@ impl Columns {
         }
     }
 
-    fn bounds(count: usize) -> Vec<i64> {
-        let mut v = Vec::with_capacity(count + 1);
-        v.push(0);
-        v
+    /// The index of the data buffer that holds `start..end` of `map`, and the value's
+    /// offset in it; extends the last buffer when it can, else starts another.
+    fn locate(&mut self, map: &ChunkBytes, start: usize, end: usize) -> (usize, usize) {
+        let count = self.buffers.len();
+        if let Some(last) = self.buffers.last_mut() {
+            if same_bytes(&last.map, map) && start >= last.start && end - last.start <= BUFFER_SPAN_MAX {
+                last.end = last.end.max(end);
+                return (count - 1, start - last.start);
+            }
+        }
+        self.buffers.push(DataBuffer { map: map.clone(), start, end });
+        (self.buffers.len() - 1, 0)
     }
 
-    /// Adds the records of `chunk`; with `values`, their values' bytes are appended to it.
-    fn add(&mut self, chunk: &ReadChunk, partition: u32, mut values: Option<&mut Vec<u8>>) -> Result<(), String> {
-        let mut value_end = *self.value_bounds.last().expect("starts with 0");
+    fn push_value(&mut self, map: &ChunkBytes, at: usize, value: &[u8]) {
+        let len = value.len();
+        let mut view = [0u8; VIEW_BYTES];
+        view[..4].copy_from_slice(&(len as i32).to_le_bytes());
+        if len <= INLINE_MAX {
+            view[4..4 + len].copy_from_slice(value);
+        } else {
+            let (index, offset) = self.locate(map, at, at + len);
+            view[4..8].copy_from_slice(&value[..4]);
+            view[8..12].copy_from_slice(&(index as i32).to_le_bytes());
+            view[12..16].copy_from_slice(&(offset as i32).to_le_bytes());
+        }
+        self.views.extend_from_slice(&view);
+    }
+
+    /// Adds the records of `chunk`.
+    fn add(&mut self, chunk: &ReadChunk, partition: u32) -> Result<(), String> {
+        let batch = chunk.map.read(chunk.start, chunk.end).expect("chunk lies in published data");
+        let base = batch.as_ptr() as usize;
         for r in chunk.records() {
             self.offsets.push(r.offset as i64);
             self.timestamps.push(r.timestamp);
-            self.value_valid.push(!r.tombstone);
-            if !r.tombstone {
-                value_end += r.value.len() as i64;
-                if let Some(out) = values.as_deref_mut() {
-                    out.extend_from_slice(r.value);
-                }
+            if r.value.len() > BUFFER_SPAN_MAX {
+                return Err(format!("value at offset {} is larger than Arrow views allow", r.offset));
             }
-            self.value_bounds.push(value_end);
+            self.value_valid.push(!r.tombstone);
+            if r.tombstone {
+                self.views.extend_from_slice(&[0; VIEW_BYTES]);
+            } else {
+                let at = chunk.start + (r.value.as_ptr() as usize - base);
+                self.push_value(&chunk.map, at, r.value);
+            }
             self.key_valid.push(r.key.is_some());
             self.keys.extend_from_slice(r.key.unwrap_or_default());
             self.key_bounds.push(self.keys.len() as i64);
@@ -119,134 +176,50 @@ impl Columns {
                 }
             }
             let entries = i32::try_from(self.name_bounds.len() - 1)
-                .map_err(|_| "more than 2**31 headers in one Arrow piece".to_owned())?;
+                .map_err(|_| "more than 2**31 headers in one Arrow batch".to_owned())?;
             self.header_offsets.push(entries);
         }
         Ok(())
     }
 
-    fn into_py<'py>(self, py: Python<'py>, values: Bound<'py, PyMemoryView>) -> PyResult<Bound<'py, PyTuple>> {
+    fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+        let buffers = PyList::empty(py);
+        for b in self.buffers {
+            let view = ValueBuffer::new(b.map, b.start, b.end).expect("values lie in their validated chunk");
+            buffers.append(PyMemoryView::from(&Bound::new(py, view)?.into_any())?)?;
+        }
         PyTuple::new(
             py,
             [
                 PyArray1::from_vec(py, self.offsets).into_any(),
                 PyArray1::from_vec(py, self.timestamps).into_any(),
-                values.into_any(),
-                PyArray1::from_vec(py, self.value_bounds).into_any(),
-                self.value_valid.into_py(py).map_or_else(|| py.None().into_bound(py), Bound::into_any),
-                PyBytes::new(py, &self.keys).into_any(),
+                PyArray1::from_vec(py, self.views).into_any(),
+                self.value_valid.into_py(py),
+                buffers.into_any(),
+                PyArray1::from_vec(py, self.keys).into_any(),
                 PyArray1::from_vec(py, self.key_bounds).into_any(),
-                self.key_valid.into_py(py).map_or_else(|| py.None().into_bound(py), Bound::into_any),
+                self.key_valid.into_py(py),
                 PyArray1::from_vec(py, self.header_offsets).into_any(),
-                PyBytes::new(py, &self.header_names).into_any(),
+                PyArray1::from_vec(py, self.header_names).into_any(),
                 PyArray1::from_vec(py, self.name_bounds).into_any(),
-                PyBytes::new(py, &self.header_values).into_any(),
+                PyArray1::from_vec(py, self.header_values).into_any(),
                 PyArray1::from_vec(py, self.header_value_bounds).into_any(),
             ],
         )
     }
 }
 
-/// A piece computed without the GIL, turned into Python objects with it.
-enum Piece {
-    /// Values `at..at + total` of the chunk's bytes, exported in place.
-    Shared { columns: Columns, chunk: usize, at: usize, total: usize },
-    /// Values copied into a new buffer.
-    Copied { columns: Columns, values: Vec<u8> },
-}
-
-/// One stored batch whose values can be exported in place, or None if they are not one
-/// contiguous run of the mapping (then the caller copies).
-fn shared_piece(chunks: &[ReadChunk], i: usize, partition: u32) -> Result<Option<Piece>, String> {
-    let chunk = &chunks[i];
-    let mut columns = Columns::new(chunk.count);
-    columns.add(chunk, partition, None)?;
-    let total = *columns.value_bounds.last().expect("starts with 0") as usize;
-    let batch = chunk.batch();
-    let mut at = chunk.start + batch.values_range().start;
-    at += (0..chunk.skip).map(|i| batch.value_len(i) as usize).sum::<usize>();
-    // The bounds were summed from the records themselves: check that each value really
-    // lies where they say in the blob, rather than trust the layout.
-    let Some(base) = chunk.map.read(at, at + total).map(<[u8]>::as_ptr) else { return Ok(None) };
-    for (j, r) in chunk.records().enumerate() {
-        if !r.tombstone && r.value.as_ptr() as usize != base as usize + columns.value_bounds[j] as usize {
-            return Ok(None);
-        }
-    }
-    Ok(Some(Piece::Shared { columns, chunk: i, at, total }))
-}
-
-/// The records of `chunks` with their values copied into one new buffer.
-fn copied_piece(chunks: &[ReadChunk], partition: u32) -> Result<Piece, String> {
-    let count = chunks.iter().map(|c| c.count).sum();
-    let mut columns = Columns::new(count);
-    let mut values = Vec::new();
-    for chunk in chunks {
-        columns.add(chunk, partition, Some(&mut values))?;
-    }
-    Ok(Piece::Copied { columns, values })
-}
-
-/// Splits `chunks` into pieces (see [`pieces`]).
-fn plan(chunks: &[ReadChunk], partition: u32, min_shared_bytes: Option<usize>) -> Result<Vec<Piece>, String> {
-    let Some(min) = min_shared_bytes else {
-        if chunks.len() == 1 {
-            if let Some(piece) = shared_piece(chunks, 0, partition)? {
-                return Ok(vec![piece]);
-            }
-        }
-        return Ok(vec![copied_piece(chunks, partition)?]);
-    };
-    let mut out = Vec::new();
-    let mut small_from = 0;
-    for (i, chunk) in chunks.iter().enumerate() {
-        if chunk.batch().values_range().len() < min {
-            continue;
-        }
-        if small_from < i {
-            out.push(copied_piece(&chunks[small_from..i], partition)?);
-        }
-        match shared_piece(chunks, i, partition)? {
-            Some(piece) => out.push(piece),
-            None => out.push(copied_piece(std::slice::from_ref(chunk), partition)?),
-        }
-        small_from = i + 1;
-    }
-    if small_from < chunks.len() {
-        out.push(copied_piece(&chunks[small_from..], partition)?);
-    }
-    Ok(out)
-}
-
-/// The pieces of `records`: tuples `(offsets, timestamps, values, value_bounds,
-/// value_validity, keys, key_bounds, key_validity, header_offsets, header_names,
-/// name_bounds, header_values, header_value_bounds)`.
-///
-/// With `min_shared_bytes` None there is exactly one piece, sharing the segment's memory
-/// when the records come from one stored batch. Otherwise each stored batch with at least
-/// that many bytes of values is a piece of its own, in place, and the runs of smaller ones
-/// between them are joined into copied pieces.
-pub(super) fn pieces<'py>(
-    py: Python<'py>,
-    records: &Records,
-    partition: u32,
-    min_shared_bytes: Option<usize>,
-) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+/// The columns of `records`: `(offsets, timestamps, value_views, value_validity,
+/// value_buffers, keys, key_bounds, key_validity, header_offsets, header_names,
+/// name_bounds, header_values, header_value_bounds)`; see `RecordBatch._arrow_parts`.
+pub(super) fn columns<'py>(py: Python<'py>, records: &Records, partition: u32) -> PyResult<Bound<'py, PyTuple>> {
     let chunks = records.chunks.as_slice();
-    let planned = py.detach(|| plan(chunks, partition, min_shared_bytes)).map_err(CorruptRecordError::new_err)?;
-    planned
-        .into_iter()
-        .map(|piece| match piece {
-            Piece::Shared { columns, chunk, at, total } => {
-                let view = ValueBuffer::new(chunks[chunk].map.clone(), at, at + total)
-                    .expect("range checked when planned");
-                let values = PyMemoryView::from(&Bound::new(py, view)?.into_any())?;
-                columns.into_py(py, values)
-            }
-            Piece::Copied { columns, values } => {
-                let values = PyMemoryView::from(&PyBytes::new(py, &values).into_any())?;
-                columns.into_py(py, values)
-            }
+    let columns = py
+        .detach(|| {
+            let mut columns = Columns::new(records.len());
+            chunks.iter().try_for_each(|chunk| columns.add(chunk, partition))?;
+            Ok::<_, String>(columns)
         })
-        .collect()
+        .map_err(CorruptRecordError::new_err)?;
+    columns.into_py(py)
 }

@@ -343,19 +343,14 @@ impl RecordBatch {
         slf.py().import("tidelog.arrow")?.call_method1("record_batch_to_arrow", (slf,))
     }
 
-    /// The batch's columns laid out for Apache Arrow (used by `tidelog.arrow`): a list of
-    /// tuples `(offsets, timestamps, values, value_bounds, value_validity, keys, key_bounds,
+    /// The batch's columns laid out for Apache Arrow (used by `tidelog.arrow`): a tuple
+    /// `(offsets, timestamps, value_views, value_validity, value_buffers, keys, key_bounds,
     /// key_validity, header_offsets, header_names, name_bounds, header_values,
-    /// header_value_bounds)`. With `min_shared_bytes=None` one tuple, whose values share the
-    /// segment's memory when the batch comes from one stored batch; otherwise every stored
-    /// batch with at least that many bytes of values is shared in its own tuple.
-    #[pyo3(signature = (min_shared_bytes=None))]
-    fn _arrow_parts<'py>(
-        &self,
-        py: Python<'py>,
-        min_shared_bytes: Option<usize>,
-    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        arrow::pieces(py, &self.records, self.partition, min_shared_bytes)
+    /// header_value_bounds)`. The values are Arrow `binary_view` views into
+    /// `value_buffers`, zero-copy views of the mapped segments (or of compressed batches'
+    /// decompressed images); validities are bitmaps, or None when nothing is null.
+    fn _arrow_parts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        arrow::columns(py, &self.records, self.partition)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
