@@ -182,12 +182,19 @@ def _groups(
         return {}  # no group ever ran: do not create the offsets topic to say so
     offsets = store._offset_store()
     keys = {(topic, group) for (group, topic) in offsets.groups()} | with_state
+    bounds = {
+        name: (
+            [f["end_offset"] for f in t["partitions"].values()],
+            [f["start_offset"] for f in t["partitions"].values()],
+        )
+        for name, t in topics.items()
+    }
     found: dict[str, dict[str, Any]] = {}
     for topic_name, group in sorted(keys):
         topic = opened.get(topic_name)
         if topic is None:
             continue  # deleted
-        commits = offsets.committed(group, topic_name, topic.incarnation)
+        commits = offsets.committed_offsets(group, topic_name, topic.incarnation)
         if (topic_name, group) in with_state:
             state = read_state(path, topic_name, group)
             members = sum(1 for m in state.members.values() if m["expires_ms"] > now_ms)
@@ -195,22 +202,21 @@ def _groups(
             continue  # commits of a deleted topic of the same name only
         else:
             members = 0
-        figures = topics[topic_name]["partitions"]
-        committed = {
-            p: commits[p].offset if p in commits else f["start_offset"] for p, f in figures.items()
-        }
-        lagging = [(p, c) for p, c in committed.items() if c < figures[p]["end_offset"]]
+        ends, starts = bounds[topic_name]
+        # Nothing committed: counted from the start, as consumer.lag() does.
+        committed = [commits.get(p, start) for p, start in enumerate(starts)]
+        lagging = [(p, c) for p, c in enumerate(committed) if c < ends[p]]
         try:
             stamps = _timestamps(store, topic, lagging) if lagging else {}
         except TopicNotFoundError:
             stamps = {}  # deleted meanwhile
         partitions: dict[int, dict[str, Any]] = {}
-        for p, f in figures.items():
-            ts = stamps.get((p, committed[p]))
+        for p, c in enumerate(committed):
+            ts = stamps.get((p, c))
             partitions[p] = {
-                "committed": commits[p].offset if p in commits else None,
-                "end_offset": f["end_offset"],
-                "lag_messages": max(0, f["end_offset"] - committed[p]),
+                "committed": commits.get(p),
+                "end_offset": ends[p],
+                "lag_messages": max(0, ends[p] - c),
                 "lag_seconds": 0.0 if ts is None else max(0.0, (now_ms - ts) / 1000),
             }
         found.setdefault(group, {})[topic_name] = {
