@@ -32,7 +32,7 @@ def _rows(messages: Any) -> list[dict[str, Any]]:
 
 
 def _table_rows(table: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
-    rows = table.to_pylist()
+    rows: list[dict[str, Any]] = table.to_pylist()
     for r in rows:
         r["headers"] = dict(r["headers"])
     return rows

@@ -39,7 +39,7 @@ impl Validity {
     }
 
     fn push(&mut self, valid: bool) {
-        if self.len.is_multiple_of(8) {
+        if self.len % 8 == 0 {
             self.bits.push(0);
         }
         if valid {
@@ -212,7 +212,11 @@ impl Columns {
 /// The columns of `records`: `(offsets, timestamps, value_views, value_validity,
 /// value_buffers, keys, key_bounds, key_validity, header_offsets, header_names,
 /// name_bounds, header_values, header_value_bounds)`; see `RecordBatch._arrow_parts`.
-pub(super) fn columns<'py>(py: Python<'py>, records: &Records, partition: u32) -> PyResult<Bound<'py, PyTuple>> {
+pub(super) fn columns<'py>(
+    py: Python<'py>,
+    records: &Records,
+    partition: u32,
+) -> PyResult<Bound<'py, PyTuple>> {
     let chunks = records.chunks.as_slice();
     let columns = py
         .detach(|| {
