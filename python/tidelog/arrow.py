@@ -60,7 +60,7 @@ def schema() -> pa.Schema:
 
 
 def _batch(pa: Any, arrow_schema: Any, parts: tuple[Any, ...]) -> pa.RecordBatch:
-    """One ``pyarrow.RecordBatch`` from ``RecordBatch._arrow_parts()``."""
+    """One ``pyarrow.RecordBatch`` from ``RecordBatch.arrow_columns()``."""
     (
         offsets,
         timestamps,
@@ -131,7 +131,7 @@ def record_batch_to_arrow(batch: RecordBatch) -> pa.RecordBatch:
         CorruptRecordError: A record's headers are malformed.
     """
     pa = _pyarrow("RecordBatch.to_arrow()")
-    return _batch(pa, schema(), batch._arrow_parts())
+    return _batch(pa, schema(), batch.arrow_columns())
 
 
 def iter_arrow_batches(
@@ -188,7 +188,7 @@ def iter_arrow_batches(
         )
         if len(batch) == 0 and batch.next_offset <= offset:
             break  # a transaction still open: a committed read stops before it
-        parts = batch._arrow_parts()
+        parts = batch.arrow_columns()
         # A compacted partition's offsets are sparse: max_messages may reach past end.
         rows = int(np.searchsorted(parts[0], end))
         if rows:

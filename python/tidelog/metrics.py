@@ -25,18 +25,21 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tidelog import _core
 from tidelog._core import TopicNotFoundError
 from tidelog._optional import MissingDependencyError, require
 
 if TYPE_CHECKING:
-    from tidelog.store import Store
+    from tidelog._core import Producer
+    from tidelog._protocols import StoreView
+    from tidelog.offsets import OffsetStore
 
 __all__ = [
     "METRICS",
     "MetricSpec",
+    "MetricsSource",
     "MissingDependencyError",
     "collect",
     "prometheus_text",
@@ -53,11 +56,28 @@ Labels = dict[str, str]
 # --- collecting ------------------------------------------------------------------------
 
 
-def collect(store: Store) -> Metrics:
+class MetricsSource(Protocol):
+    """What the exporters read: :class:`tidelog.Store` is the implementation."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the store is closed."""
+        ...
+
+    def metrics(self) -> Metrics:
+        """The snapshot of :func:`collect`."""
+        ...
+
+
+def collect(
+    store: StoreView, offsets: Callable[[], OffsetStore], producers: Iterable[Producer]
+) -> Metrics:
     """The implementation of :meth:`tidelog.Store.metrics`.
 
     Args:
         store: An open store.
+        offsets: Returns the store's offset store (called only if a group ever ran).
+        producers: The producers made from the store (closed ones are left out).
 
     Returns:
         A dict:
@@ -126,8 +146,8 @@ def collect(store: Store) -> Metrics:
     return {
         "time_ms": now_ms,
         "topics": topics,
-        "groups": _groups(store, path, opened, topics, now_ms),
-        "producers": _producers(store),
+        "groups": _groups(store, offsets, path, opened, topics, now_ms),
+        "producers": _producers(producers),
         "work_queues": _work_queues(path, opened),
         "recovery": recovery,
     }
@@ -137,14 +157,14 @@ def collect(store: Store) -> Metrics:
 #: partition, offset): timestamp_ms}``. A paused or slow group is asked about the same
 #: offset at every scrape; the message there never changes (a topic created again has a new
 #: incarnation), so it is read once.
-_TIMESTAMPS: weakref.WeakKeyDictionary[Store, dict[tuple[str, int, int, int], int]] = (
+_TIMESTAMPS: weakref.WeakKeyDictionary[StoreView, dict[tuple[str, int, int, int], int]] = (
     weakref.WeakKeyDictionary()
 )
 _TIMESTAMPS_KEPT = 65_536
 
 
 def _timestamps(
-    store: Store, topic: _core.Topic, wanted: list[tuple[int, int]]
+    store: StoreView, topic: _core.Topic, wanted: list[tuple[int, int]]
 ) -> dict[tuple[int, int], int | None]:
     """Timestamp of the first message at or after each ``(partition, offset)``."""
     cache = _TIMESTAMPS.setdefault(store, {})
@@ -168,7 +188,8 @@ def _timestamps(
 
 
 def _groups(
-    store: Store,
+    store: StoreView,
+    offset_store: Callable[[], OffsetStore],
     path: str,
     opened: dict[str, _core.Topic],
     topics: dict[str, Any],
@@ -180,7 +201,7 @@ def _groups(
     with_state = set(list_groups(path))
     if OFFSETS_TOPIC not in store.topics(internal=True) and not with_state:
         return {}  # no group ever ran: do not create the offsets topic to say so
-    offsets = store._offset_store()
+    offsets = offset_store()
     keys = {(topic, group) for (group, topic) in offsets.groups()} | with_state
     bounds = {
         name: (
@@ -228,12 +249,27 @@ def _groups(
     return found
 
 
-def _producers(store: Store) -> dict[str, dict[str, Any]]:
-    from tidelog.stats import _producers as producer_stats
+def _producers(producers: Iterable[Producer]) -> dict[str, dict[str, Any]]:
+    """The figures of each open producer, by name, as ``store.stats()`` names them.
 
+    Unnamed producers are ``<unnamed N>``; a name opened twice (the older one fenced) gets
+    ``#2``, ``#3``... after it.
+    """
     out: dict[str, dict[str, Any]] = {}
-    for name, s in producer_stats(store._producers).items():
-        out[name] = {
+    unnamed = 0
+    for producer in list(producers):
+        if producer.closed:
+            continue
+        name = producer.name
+        if name is None:
+            unnamed += 1
+            name = f"<unnamed {unnamed}>"
+        key, n = name, 1
+        while key in out:
+            n += 1
+            key = f"{name}#{n}"
+        s = producer.stats()
+        out[key] = {
             "sent": s["sent"],
             "written": s["written"],
             "failed": s.get("failed", 0),
@@ -242,7 +278,7 @@ def _producers(store: Store) -> dict[str, dict[str, Any]]:
             "blocked_seconds": float(s["blocked_seconds"]),
             "high_watermark_hits": s["high_watermark_hits"],
         }
-    return out
+    return dict(sorted(out.items()))
 
 
 def _work_queues(path: str, opened: dict[str, _core.Topic]) -> dict[str, dict[str, Any]]:
@@ -559,7 +595,7 @@ class _Snapshot:
     ``max_age`` seconds old.
     """
 
-    def __init__(self, store: Store, max_age: float) -> None:
+    def __init__(self, store: MetricsSource, max_age: float) -> None:
         self._store = store
         self._max_age = max_age
         self._lock = threading.Lock()
@@ -570,12 +606,12 @@ class _Snapshot:
         with self._lock:
             now = time.monotonic()
             if now - self._taken >= self._max_age:
-                self._metrics = collect(self._store)
+                self._metrics = self._store.metrics()
                 self._taken = now
             return self._metrics
 
 
-def _prometheus_collector(store: Store) -> Any:
+def _prometheus_collector(store: MetricsSource) -> Any:
     core = require(
         "tidelog.metrics.register_prometheus()",
         "prometheus_client.core",
@@ -602,7 +638,7 @@ def _prometheus_collector(store: Store) -> Any:
         def collect(self) -> Iterator[Any]:
             if store.closed:
                 return
-            yield from families(collect(store))
+            yield from families(store.metrics())
 
         def describe(self) -> Iterator[Any]:
             # Names only, so registering does not read the store.
@@ -611,7 +647,7 @@ def _prometheus_collector(store: Store) -> Any:
     return TidelogCollector()
 
 
-def register_prometheus(store: Store, registry: Any = None) -> Any:
+def register_prometheus(store: MetricsSource, registry: Any = None) -> Any:
     """Exposes ``store.metrics()`` to ``prometheus_client``, read at every scrape.
 
     Args:
@@ -637,7 +673,7 @@ def register_prometheus(store: Store, registry: Any = None) -> Any:
     return collector
 
 
-def prometheus_text(store: Store) -> bytes:
+def prometheus_text(store: MetricsSource) -> bytes:
     """``store.metrics()`` in the Prometheus text exposition format.
 
     Raises:
@@ -652,7 +688,7 @@ def prometheus_text(store: Store) -> bytes:
     return text
 
 
-def serve_prometheus(store: Store, host: str, port: int) -> tuple[Any, threading.Thread]:
+def serve_prometheus(store: MetricsSource, host: str, port: int) -> tuple[Any, threading.Thread]:
     """Serves ``store.metrics()`` over HTTP for Prometheus (any path answers the metrics).
 
     Args:
@@ -680,7 +716,9 @@ def serve_prometheus(store: Store, host: str, port: int) -> tuple[Any, threading
 # --- OpenTelemetry ---------------------------------------------------------------------
 
 
-def register_opentelemetry(store: Store, meter: Any = None, *, max_age: float = 1.0) -> list[Any]:
+def register_opentelemetry(
+    store: MetricsSource, meter: Any = None, *, max_age: float = 1.0
+) -> list[Any]:
     """Exposes ``store.metrics()`` as OpenTelemetry observable instruments.
 
     Gauges become observable gauges and counters observable counters, named as for

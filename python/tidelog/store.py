@@ -357,7 +357,7 @@ class Store:
         from tidelog.metrics import collect
 
         self._born.check()
-        return collect(self)
+        return collect(self, self._offset_store, self._producers)
 
     def producer(
         self,

@@ -211,7 +211,7 @@ impl Columns {
 
 /// The columns of `records`: `(offsets, timestamps, value_views, value_validity,
 /// value_buffers, keys, key_bounds, key_validity, header_offsets, header_names,
-/// name_bounds, header_values, header_value_bounds)`; see `RecordBatch._arrow_parts`.
+/// name_bounds, header_values, header_value_bounds)`; see `RecordBatch.arrow_columns`.
 pub(super) fn columns<'py>(
     py: Python<'py>,
     records: &Records,

@@ -343,13 +343,14 @@ impl RecordBatch {
         slf.py().import("tidelog.arrow")?.call_method1("record_batch_to_arrow", (slf,))
     }
 
-    /// The batch's columns laid out for Apache Arrow (used by `tidelog.arrow`): a tuple
+    /// The batch's columns laid out for Apache Arrow (for `tidelog.arrow`, which
+    /// `to_arrow()` uses; a low-level form, not needed otherwise): a tuple
     /// `(offsets, timestamps, value_views, value_validity, value_buffers, keys, key_bounds,
     /// key_validity, header_offsets, header_names, name_bounds, header_values,
     /// header_value_bounds)`. The values are Arrow `binary_view` views into
     /// `value_buffers`, zero-copy views of the mapped segments (or of compressed batches'
     /// decompressed images); validities are bitmaps, or None when nothing is null.
-    fn _arrow_parts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+    fn arrow_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         arrow::columns(py, &self.records, self.partition)
     }
 
