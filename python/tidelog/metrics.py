@@ -210,7 +210,10 @@ def _groups(
         )
         for name, t in topics.items()
     }
-    found: dict[str, dict[str, Any]] = {}
+    # First every group's committed offsets, then the timestamps they need, one call per
+    # topic (groups at offsets of the same stored batch share one read of it).
+    rows: list[tuple[str, str, int, dict[int, int], list[int]]] = []
+    wanted: dict[str, set[tuple[int, int]]] = {}
     for topic_name, group in sorted(keys):
         topic = opened.get(topic_name)
         if topic is None:
@@ -226,14 +229,23 @@ def _groups(
         ends, starts = bounds[topic_name]
         # Nothing committed: counted from the start, as consumer.lag() does.
         committed = [commits.get(p, start) for p, start in enumerate(starts)]
-        lagging = [(p, c) for p, c in enumerate(committed) if c < ends[p]]
+        wanted.setdefault(topic_name, set()).update(
+            (p, c) for p, c in enumerate(committed) if c < ends[p]
+        )
+        rows.append((topic_name, group, members, commits, committed))
+    stamps: dict[str, dict[tuple[int, int], int | None]] = {}
+    for topic_name, lagging in wanted.items():
         try:
-            stamps = _timestamps(store, topic, lagging) if lagging else {}
+            stamps[topic_name] = _timestamps(store, opened[topic_name], sorted(lagging))
         except TopicNotFoundError:
-            stamps = {}  # deleted meanwhile
+            stamps[topic_name] = {}  # deleted meanwhile
+    found: dict[str, dict[str, Any]] = {}
+    for topic_name, group, members, commits, committed in rows:
+        ends = bounds[topic_name][0]
+        topic_stamps = stamps[topic_name]
         partitions: dict[int, dict[str, Any]] = {}
         for p, c in enumerate(committed):
-            ts = stamps.get((p, c))
+            ts = topic_stamps.get((p, c))
             partitions[p] = {
                 "committed": commits.get(p),
                 "end_offset": ends[p],

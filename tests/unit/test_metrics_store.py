@@ -242,3 +242,45 @@ def test_the_missing_dependency_error_says_what_to_install(
         assert type(again) is MissingDependencyError and str(again) == str(info.value)
         with pytest.raises(MissingDependencyError, match="opentelemetry-api"):
             tidelog.metrics.register_opentelemetry(store)
+
+
+def test_lag_seconds_of_groups_inside_one_stored_batch(tmp_path: Path) -> None:
+    now = int(time.time() * 1000)
+    with tidelog.open(tmp_path) as store:
+        t = store.create_topic("t")
+        t.append_batch([b"a%d" % i for i in range(10)], timestamp_ms=now - 50_000)
+        t.append_batch([b"b%d" % i for i in range(10)], timestamp_ms=now - 20_000)
+        for group, offset in (("x", 3), ("y", 7), ("z", 10), ("w", 19), ("v", 20)):
+            with store.consumer("t", group=group) as c:
+                c.commit({0: offset})
+        before = time.time() * 1000
+        groups = store.metrics()["groups"]
+        after = time.time() * 1000
+
+        def age(group: str) -> float:
+            seconds: float = groups[group]["t"]["partitions"][0]["lag_seconds"]
+            return seconds
+
+        for group, stamp in (("x", now - 50_000), ("y", now - 50_000), ("z", now - 20_000)):
+            assert (before - stamp) / 1000 - 0.002 <= age(group) <= (after - stamp) / 1000 + 0.002
+        assert age("w") == age("z")  # the same batch, the same timestamp
+        assert age("v") == 0.0
+        assert groups["x"]["t"]["lag_messages"] == 17
+
+
+def test_lag_seconds_at_a_compacted_hole_is_the_next_message(tmp_path: Path) -> None:
+    now = int(time.time() * 1000)
+    with tidelog.open(tmp_path, segment_bytes=4096) as store:
+        t = store.create_topic("t", cleanup_policy="compact")
+        for i in range(200):
+            t.append(b"v%d" % i, key=b"k%d" % (i % 5), timestamp_ms=now - 100_000 + i * 100)
+        t.compact()
+        kept = [m.offset for m in t.read(0, 0)]
+        hole = next(o for o in range(kept[-1]) if o not in kept)
+        after_hole = next(o for o in kept if o > hole)
+        expected = next(m.timestamp_ms for m in t.read(0, after_hole))
+        with store.consumer("t", group="g") as c:
+            c.commit({0: hole})
+        before = time.time() * 1000
+        seconds = store.metrics()["groups"]["g"]["t"]["partitions"][0]["lag_seconds"]
+        assert (before - expected) / 1000 - 0.002 <= seconds <= (before - expected) / 1000 + 1

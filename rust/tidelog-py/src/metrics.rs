@@ -8,6 +8,7 @@
 
 use pyo3::prelude::*;
 use tidelog_core::log::lost::{read_events, LossKind};
+use tidelog_core::log::ReadChunk;
 
 use crate::gil::run_detached;
 use crate::topic::PyTopic;
@@ -63,10 +64,15 @@ pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<Partit
 /// returns, or None at the end of the log (nothing unconsumed). An offset below the start
 /// reads from the start (retention removed the older messages: the oldest unconsumed one
 /// is the first retained).
+///
+/// Offsets that fall in the stored batch read for the previous one of the same partition
+/// are answered from it (every group of a topic is asked in one call, and groups are often
+/// in the same batch): one CRC-checked read per batch, not per group.
 #[pyfunction]
 pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -> PyResult<Vec<Option<i64>>> {
     let topic = topic.engine().clone();
     run_detached(py, move || {
+        let mut last: Option<(u32, ReadChunk)> = None;
         wanted
             .into_iter()
             .map(|(partition, offset)| {
@@ -75,8 +81,22 @@ pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -
                 if at >= log.end_offset()? {
                     return Ok(None);
                 }
+                if let Some((p, chunk)) = &last {
+                    if *p == partition {
+                        // The whole stored batch, not only the record read: later offsets
+                        // of it are answered without another read.
+                        let found = chunk.batch().records().find(|r| r.offset >= at).map(|r| r.timestamp);
+                        let first = chunk.batch().records().next().map(|r| r.offset);
+                        if found.is_some() && first.is_some_and(|f| f <= at) {
+                            return Ok(found);
+                        }
+                    }
+                }
                 let read = log.read(at, 1, 1)?;
-                Ok(read.chunks.first().and_then(|c| c.records().next()).map(|r| r.timestamp))
+                let Some(chunk) = read.chunks.into_iter().next() else { return Ok(None) };
+                let found = chunk.records().next().map(|r| r.timestamp);
+                last = Some((partition, chunk));
+                Ok(found)
             })
             .collect()
     })
