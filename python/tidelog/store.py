@@ -15,7 +15,7 @@ import os
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from tidelog import _core
 from tidelog._checks import storage_errors
@@ -351,6 +351,27 @@ class Store:
         """
         self._born.check()
         return store_stats(self, self._offset_store, self._producers)
+
+    @storage_errors
+    def metrics(self) -> dict[str, Any]:
+        """Returns the store's counters and gauges for monitoring (see :mod:`tidelog.metrics`).
+
+        Per topic and partition: messages, bytes, start and end offsets, segments,
+        compaction dirty ratio and compactions; per consumer group: lag in messages and in
+        seconds (now minus the timestamp of the oldest unconsumed message); per producer of
+        this process: sent, written, failed, dropped by priority, blocked seconds and
+        backpressure episodes; per work queue: backlog, in flight, redelivered,
+        dead-lettered; and what recovery removed. Read from the files every process shares,
+        so it describes a store that other processes are writing; it costs a few
+        microseconds per partition and nothing on the append path.
+
+        Returns:
+            The snapshot described in :func:`tidelog.metrics.collect`.
+        """
+        from tidelog.metrics import collect
+
+        self._born.check()
+        return collect(self, self._offset_store, self._producers)
 
     def producer(
         self,

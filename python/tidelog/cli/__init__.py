@@ -15,7 +15,8 @@ leaves its group at once). Errors are one line on stderr.
 This module assembles the parser and runs a command; each family of commands lives in its
 own module, with its arguments: :mod:`~tidelog.cli.admin` (topics, create, producers,
 delete, config, describe), :mod:`~tidelog.cli.messages` (produce, consume),
-:mod:`~tidelog.cli.groups`, :mod:`~tidelog.cli.inspection` (dump, verify, repair) and
+:mod:`~tidelog.cli.groups`, :mod:`~tidelog.cli.inspection` (dump, verify, repair),
+:mod:`~tidelog.cli.observe` (metrics, top), :mod:`~tidelog.cli.export` and
 :mod:`~tidelog.cli.bench`; ``_common`` and ``_format`` hold what they share.
 """
 
@@ -30,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import tidelog
-from tidelog.cli import admin, bench, groups, inspection, messages
+from tidelog.cli import admin, bench, export, groups, inspection, messages, observe
 from tidelog.cli._common import (
     ENV_DIR,
     EXIT_BROKEN_PIPE,
@@ -89,6 +90,8 @@ def _build_parser() -> Parser:
     messages.add_commands(command)
     groups.add_commands(command)
     inspection.add_commands(command)
+    observe.add_commands(command)
+    export.add_commands(command)
     bench.add_commands(command)
     return parser
 

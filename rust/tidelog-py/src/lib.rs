@@ -11,6 +11,7 @@ mod group;
 mod inspect;
 mod jobs;
 mod message;
+mod metrics;
 mod paths;
 mod producer;
 mod ring;
@@ -57,6 +58,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::partition_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::timestamps_at, m)?)?;
     m.add_function(wrap_pyfunction!(statelog::read_state_log, m)?)?;
     m.add_function(wrap_pyfunction!(group::read_group, m)?)?;
     m.add_function(wrap_pyfunction!(group::list_groups, m)?)?;

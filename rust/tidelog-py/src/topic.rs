@@ -505,6 +505,19 @@ impl PyTopic {
         run_detached(py, move || topic.partitions()?.iter().try_for_each(PartitionLog::enforce_retention))
     }
 
+    /// Messages `start..end` of `partition` as a `pyarrow.Table` (see
+    /// `tidelog.arrow.topic_to_arrow`); needs pyarrow.
+    #[pyo3(signature = (partition, *, start=None, end=None))]
+    fn to_arrow<'py>(
+        slf: &Bound<'py, Self>,
+        partition: &Bound<'py, PyAny>,
+        start: Option<&Bound<'py, PyAny>>,
+        end: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arrow = slf.py().import("tidelog.arrow")?;
+        arrow.call_method1("topic_to_arrow", (slf, partition, start, end))
+    }
+
     fn __repr__(&self) -> String {
         format!("Topic(name={:?}, partitions={})", self.inner.name(), self.inner.partition_count())
     }
