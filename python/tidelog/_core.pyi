@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any, Self, final
 
 import numpy as np

@@ -277,8 +277,7 @@ fn a_commit_in_an_open_transaction_holds_the_conversion_and_the_switch_to_compac
 
     let marker = Marker::Commit.value();
     let end = Record { timestamp: 1, key: None, value: &marker, headers: &[], tombstone: false };
-    log.append(&[end], BatchMeta { base_sequence: -1, ..txn(ATTR_TRANSACTIONAL | ATTR_CONTROL) })
-        .unwrap();
+    log.append(&[end], BatchMeta { base_sequence: -1, ..txn(ATTR_TRANSACTIONAL | ATTR_CONTROL) }).unwrap();
     let mut table = OffsetTable::open(&store, OnUndecodable::Fail).unwrap();
     table.catch_up_all().unwrap();
     assert!(table.unconverted().is_empty());
