@@ -19,6 +19,7 @@ COMMITTER = r"""
 import sys, tidelog
 with tidelog.open(sys.argv[1]) as store:
     consumer = store.consumer("t", group="g", lease_seconds=0.5)
+    print("ready", flush=True)
     while True:
         messages = consumer.poll(max_messages=7, timeout=0.05)
         if not messages:
@@ -41,7 +42,9 @@ def test_commits_survive_sigkill(tmp_path: Path) -> None:
             [sys.executable, "-c", COMMITTER, str(store_dir)], stdout=subprocess.PIPE, text=True
         )
         assert child.stdout is not None
-        time.sleep(rng.uniform(0.2, 0.6))
+        # The kill lands while it commits, however slowly a loaded machine starts it.
+        assert child.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.05, 0.4))
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         for line in child.stdout.read().splitlines():
