@@ -756,6 +756,11 @@ def open(
             disk); also an :class:`OSError` with ``errno`` and ``filename`` set.
         TypeError: An option of the wrong type (the message names it).
     """
+    if isinstance(path, str) and path.startswith("kafka://"):
+        # The same API on a Kafka cluster: tidelog.kafka (needs the `kafka` extra).
+        from tidelog.kafka import open_kafka
+
+        return open_kafka(path)  # type: ignore[return-value]
     return Store(
         path,
         segment_bytes=segment_bytes,

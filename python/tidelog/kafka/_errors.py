@@ -1,0 +1,71 @@
+"""librdkafka's errors as tidelog errors, in one place.
+
+Every call into confluent-kafka that can fail goes through :func:`raise_for` or
+:func:`translated`, so a caller of the Kafka backend catches the same
+:class:`tidelog.TidelogError` subclasses as with a local store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from confluent_kafka import KafkaError, KafkaException
+
+from tidelog import _core
+
+__all__ = ["error_for", "raise_for", "translated"]
+
+_BY_CODE: dict[int, type[_core.TidelogError]] = {
+    KafkaError.TOPIC_ALREADY_EXISTS: _core.TopicExistsError,
+    KafkaError.UNKNOWN_TOPIC_OR_PART: _core.TopicNotFoundError,
+    KafkaError._UNKNOWN_TOPIC: _core.TopicNotFoundError,
+    KafkaError._UNKNOWN_PARTITION: _core.PartitionNotFoundError,
+    KafkaError.OFFSET_OUT_OF_RANGE: _core.OffsetOutOfRangeError,
+    KafkaError.MSG_SIZE_TOO_LARGE: _core.MessageTooLargeError,
+    KafkaError._MSG_TIMED_OUT: _core.TidelogError,
+    KafkaError._QUEUE_FULL: _core.BackpressureError,
+    KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER: _core.OutOfOrderSequenceError,
+    KafkaError._FENCED: _core.ProducerFencedError,
+    KafkaError.PRODUCER_FENCED: _core.ProducerFencedError,
+    KafkaError.INVALID_PRODUCER_EPOCH: _core.ProducerFencedError,
+    KafkaError.REBALANCE_IN_PROGRESS: _core.RebalanceError,
+    KafkaError.ILLEGAL_GENERATION: _core.RebalanceError,
+    KafkaError.UNKNOWN_MEMBER_ID: _core.RebalanceError,
+    KafkaError.FENCED_INSTANCE_ID: _core.RebalanceError,
+    KafkaError.STALE_MEMBER_EPOCH: _core.RebalanceError,
+    KafkaError.FENCED_MEMBER_EPOCH: _core.RebalanceError,
+    KafkaError._ASSIGNMENT_LOST: _core.RebalanceError,
+    KafkaError.INVALID_CONFIG: _core.InvalidConfigError,
+    KafkaError._INVALID_ARG: _core.InvalidConfigError,
+    KafkaError.INVALID_PARTITIONS: _core.InvalidConfigError,
+    KafkaError.INVALID_REPLICATION_FACTOR: _core.InvalidConfigError,
+    KafkaError.TOPIC_EXCEPTION: _core.InvalidConfigError,
+}
+
+
+def error_for(err: KafkaError, context: str = "") -> _core.TidelogError:
+    """The tidelog error for librdkafka's ``err``, its message prefixed with ``context``."""
+    cls = _BY_CODE.get(err.code(), _core.TidelogError)
+    if err.fatal() and cls is _core.TidelogError:
+        cls = _core.ProducerFencedError if "fenc" in err.str().lower() else cls
+    prefix = f"{context}: " if context else ""
+    return cls(f"{prefix}{err.str()} (Kafka error {err.name()})")
+
+
+def raise_for(err: KafkaError | None, context: str = "") -> None:
+    """Raises the tidelog error for ``err`` unless it is None."""
+    if err is not None:
+        raise error_for(err, context)
+
+
+@contextmanager
+def translated(context: str = "") -> Iterator[None]:
+    """Turns a :class:`KafkaException` raised in the block into the tidelog error."""
+    try:
+        yield
+    except KafkaException as e:
+        err = e.args[0] if e.args else None
+        if isinstance(err, KafkaError):
+            raise error_for(err, context) from e
+        raise _core.TidelogError(f"{context}: {e}") from e
