@@ -235,8 +235,6 @@ class KafkaConsumer:
                 if self._delivered:
                     self._commit_now(dict(self._delivered))
                 return
-            for p in offsets:
-                check_partition(self._topic, p)
             self._commit_now(dict(offsets))
 
     def committed(self) -> dict[int, int]:
