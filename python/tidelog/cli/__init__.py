@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import tidelog
-from tidelog.cli import admin, bench, groups, inspection, messages
+from tidelog.cli import admin, bench, groups, inspection, messages, mirror
 from tidelog.cli._common import (
     ENV_DIR,
     EXIT_BROKEN_PIPE,
@@ -90,6 +90,7 @@ def _build_parser() -> Parser:
     groups.add_commands(command)
     inspection.add_commands(command)
     bench.add_commands(command)
+    mirror.add_commands(command)
     return parser
 
 

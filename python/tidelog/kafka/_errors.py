@@ -7,14 +7,45 @@ Every call into confluent-kafka that can fail goes through :func:`raise_for` or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
 from tidelog import _core
 
-__all__ = ["error_for", "raise_for", "translated"]
+__all__ = ["error_for", "raise_for", "retrying", "translated"]
+
+T = TypeVar("T")
+
+#: Errors of a coordinator that is moving or still loading: the call is safe to repeat.
+_TRANSIENT = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._WAIT_COORD,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+
+
+def retrying(call: Callable[[], T], context: str, timeout: float = 30.0) -> T:
+    """Runs ``call`` (an idempotent read), repeating it while Kafka says to try again."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            transient = isinstance(err, KafkaError) and (
+                err.code() in _TRANSIENT or err.retriable()
+            )
+            if not transient or time.monotonic() > end:
+                if isinstance(err, KafkaError):
+                    raise error_for(err, context) from e
+                raise _core.TidelogError(f"{context}: {e}") from e
+            time.sleep(0.1)
 
 _BY_CODE: dict[int, type[_core.TidelogError]] = {
     KafkaError.TOPIC_ALREADY_EXISTS: _core.TopicExistsError,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
 
 from tidelog import _core
-from tidelog.kafka._errors import raise_for, translated
+from tidelog.kafka._errors import raise_for, retrying, translated
 from tidelog.kafka.messages import KafkaMessage, from_confluent
 from tidelog.kafka.store import TIMEOUT, check_partition
 
@@ -241,10 +241,12 @@ class KafkaConsumer:
         """The group's committed offsets (next offset to read) per partition that has one."""
         self._check_open()
         name = self._topic.name
-        with translated(f"reading offsets of group {self._group!r}"):
-            tps = self._consumer.committed(
+        tps = retrying(
+            lambda: self._consumer.committed(
                 [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=TIMEOUT
-            )
+            ),
+            f"reading offsets of group {self._group!r}",
+        )
         return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
 
     def lag(self) -> dict[int, int]:
