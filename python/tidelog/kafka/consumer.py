@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
 
 from tidelog import _core
 from tidelog.kafka._errors import raise_for, retrying, translated
-from tidelog.kafka.messages import KafkaMessage, from_confluent
+from tidelog.kafka.messages import KafkaMessage
 from tidelog.kafka.store import TIMEOUT, check_partition
 
 if TYPE_CHECKING:
@@ -183,13 +183,23 @@ class KafkaConsumer:
             out = []
             for m in raw:
                 err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
+                if err is None:
+                    out.append(KafkaMessage(m))
+                elif err.code() != KafkaError._PARTITION_EOF:
                     raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
-                out.append(from_confluent(m))
-            for msg in out:
-                self._delivered[msg.partition] = msg.offset + 1
+            # Messages of one partition come in offset order: the last one of each says
+            # where the application will have moved past. Walking back stops once every
+            # owned partition is seen (usually after a message or two).
+            seen: dict[int, int] = {}
+            owned = len(self._assigned)
+            for msg in reversed(out):
+                raw_msg = msg._raw
+                p = raw_msg.partition()
+                if p not in seen:
+                    seen[p] = raw_msg.offset() + 1
+                    if len(seen) >= owned:
+                        break
+            self._delivered.update(seen)
             if self._delivery == "at-most-once" and self._delivered:
                 self._commit_now(dict(self._delivered))
             return out

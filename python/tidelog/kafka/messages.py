@@ -18,105 +18,85 @@ __all__ = ["KafkaMessage", "KafkaRecordBatch", "from_confluent"]
 class KafkaMessage:
     """One message of a Kafka topic: ``topic, partition, offset, timestamp_ms, key, value,
     headers``, as on :class:`tidelog.Message`.
+
+    It wraps librdkafka's message and reads each attribute when asked: a consumer hands
+    out many messages whose headers (say) nobody looks at.
     """
 
-    __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp_ms", "_topic", "_value")
+    __slots__ = ("_raw",)
 
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp_ms: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: dict[str, bytes],
-    ) -> None:
-        self._topic = topic
-        self._partition = partition
-        self._offset = offset
-        self._timestamp_ms = timestamp_ms
-        self._key = key
-        self._value = value
-        self._headers = headers
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
 
     @property
     def topic(self) -> str:
         """The topic's name."""
-        return self._topic
+        return str(self._raw.topic())
 
     @property
     def partition(self) -> int:
         """The partition."""
-        return self._partition
+        return int(self._raw.partition())
 
     @property
     def offset(self) -> int:
         """The message's offset in its partition."""
-        return self._offset
+        return int(self._raw.offset())
 
     @property
     def timestamp_ms(self) -> int:
         """Create time (or log-append time, as the topic says), ms since the epoch."""
-        return self._timestamp_ms
+        return int(self._raw.timestamp()[1])
 
     @property
     def key(self) -> bytes | None:
         """The key, or None."""
-        return self._key
+        key: bytes | None = self._raw.key()
+        return key
 
     @property
     def value(self) -> bytes | None:
         """The value (None for a tombstone)."""
-        return self._value
+        value: bytes | None = self._raw.value()
+        return value
 
     @property
     def headers(self) -> dict[str, bytes]:
-        """The headers (a copy: messages are read-only)."""
-        return dict(self._headers)
+        """The headers (a new dict each time: messages are read-only)."""
+        raw = self._raw.headers()
+        if not raw:
+            return {}
+        return {name: b"" if value is None else bytes(value) for name, value in raw}
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.topic,
+            self.partition,
+            self.offset,
+            self.timestamp_ms,
+            self.key,
+            self.value,
+            self.headers,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KafkaMessage):
             return NotImplemented
-        return (
-            self._topic,
-            self._partition,
-            self._offset,
-            self._timestamp_ms,
-            self._key,
-            self._value,
-            self._headers,
-        ) == (
-            other._topic,
-            other._partition,
-            other._offset,
-            other._timestamp_ms,
-            other._key,
-            other._value,
-            other._headers,
-        )
+        return self._fields() == other._fields()
 
     def __hash__(self) -> int:
-        return hash((self._topic, self._partition, self._offset))
+        return hash((self.topic, self.partition, self.offset))
 
     def __repr__(self) -> str:
         return (
-            f"KafkaMessage(topic={self._topic!r}, partition={self._partition}, "
-            f"offset={self._offset}, key={self._key!r}, value={self._value!r})"
+            f"KafkaMessage(topic={self.topic!r}, partition={self.partition}, "
+            f"offset={self.offset}, key={self.key!r}, value={self.value!r})"
         )
 
 
 def from_confluent(msg: Any) -> KafkaMessage:
-    """Converts a confluent-kafka message (without error) into a :class:`KafkaMessage`."""
-    raw = msg.headers()
-    headers: dict[str, bytes] = {}
-    if raw:
-        for name, value in raw:
-            headers[name] = b"" if value is None else bytes(value)
-    return KafkaMessage(
-        msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value(),
-        headers,
-    )
+    """Wraps a confluent-kafka message (without error) as a :class:`KafkaMessage`."""
+    return KafkaMessage(msg)
 
 
 class KafkaRecordBatch:

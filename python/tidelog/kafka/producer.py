@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from tidelog import _core
 from tidelog.kafka._errors import error_for, translated
@@ -102,6 +102,10 @@ class KafkaProducer:
             "batch.num.messages": max_batch_messages,
             # librdkafka's own bound stays above ours, so its BufferError cannot happen first.
             "queue.buffering.max.messages": buffer_messages + 1,
+            # A Python callback per message would cost more than the rest of send():
+            # librdkafka reports failures only, and len(producer) counts what is in flight.
+            "delivery.report.only.error": True,
+            "on_delivery": self._failed,
             **(config or {}),
         }
         if compression is not None:
@@ -109,10 +113,9 @@ class KafkaProducer:
         if name is not None:
             settings["transactional.id"] = name
         self._producer = Producer(store.client_config(**settings))
-        self._cond = threading.Condition()
-        self._inflight = 0
+        self._lock = threading.Lock()
         self._sent = 0
-        self._written = 0
+        self._failed_count = 0
         self._dropped: Counter[int] = Counter()
         self._hits = 0
         self._blocked = 0.0
@@ -160,21 +163,33 @@ class KafkaProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
-        with self._cond:
-            self._inflight -= 1
-            if err is None:
-                self._written += 1
-            elif self._error is None:
+    def _failed(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is None:
+            return
+        with self._lock:
+            self._failed_count += 1
+            # Purged by abort_transaction: expected, and not this producer's next error.
+            if err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+                return
+            if self._error is None:
                 self._error = error_for(err, "delivering a message")
-            if self._pressure and self._inflight <= self._low:
-                self._pressure = False
-            self._cond.notify_all()
 
     def _raise_error(self) -> None:
         if self._error is not None:
-            err, self._error = self._error, None
-            raise err
+            with self._lock:
+                err, self._error = self._error, None
+            if err is not None:
+                raise err
+
+    def _wait_below(self, level: int, timeout: float | None) -> bool:
+        """Waits until at most ``level`` messages are in flight; False on timeout."""
+        producer = self._producer
+        end = None if timeout is None else time.monotonic() + timeout
+        while len(producer) > level:
+            if end is not None and time.monotonic() >= end:
+                return False
+            producer.flush(0.005)  # serves delivery reports while it waits
+        return True
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -205,43 +220,47 @@ class KafkaProducer:
                 "transactional.id): send inside store.transaction(...), or use an unnamed "
                 "producer"
             )
-        with self._cond:
+        if self._error is not None:
             self._raise_error()
-            if self._pressure or self._inflight >= self._high:
-                if not self._pressure:
-                    self._pressure = True
-                    self._hits += 1
-                if self._on_full == "raise":
-                    raise _core.BackpressureError(
-                        f"{self._inflight} messages are not yet acknowledged by Kafka "
-                        f"(high watermark {self._high})"
-                    )
-                if self._on_full == "shed":
-                    self._dropped[priority] += 1
-                    return False
-                began = time.monotonic()
-                ok = self._cond.wait_for(lambda: not self._pressure, self._block_timeout)
-                self._blocked += time.monotonic() - began
-                if not ok:
-                    raise _core.BackpressureError(
-                        f"send blocked for {self._block_timeout} s under backpressure"
-                    )
-                self._raise_error()
-            self._inflight += 1
-            self._sent += 1
-        kwargs: dict[str, Any] = {"on_delivery": self._delivered}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers is not None:
-            kwargs["headers"] = _headers(headers)
+        producer = self._producer
+        if self._pressure or len(producer) >= self._high:
+            if not self._pressure:
+                self._pressure = True
+                self._hits += 1
+            if self._on_full == "raise" and len(producer) > self._low:
+                raise _core.BackpressureError(
+                    f"{len(producer)} messages are not yet acknowledged by Kafka "
+                    f"(high watermark {self._high})"
+                )
+            if self._on_full == "shed" and len(producer) > self._low:
+                self._dropped[priority] += 1
+                return False
+            began = time.monotonic()
+            ok = self._wait_below(self._low, self._block_timeout)
+            self._blocked += time.monotonic() - began
+            if not ok:
+                raise _core.BackpressureError(
+                    f"send blocked for {self._block_timeout} s under backpressure"
+                )
+            self._pressure = False
+            self._raise_error()
         try:
+            if headers is None:
+                producer.produce(topic, value, key, -1 if partition is None else partition)
+            else:
+                producer.produce(
+                    topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,
+                    headers=_headers(headers),
+                )
+        except KafkaException as e:
             with translated(f"sending to {topic!r}"):
-                self._producer.produce(topic, value, key, **kwargs)
-        except BaseException:
-            with self._cond:
-                self._inflight -= 1
-                self._sent -= 1
-            raise
+                raise e
+        except BufferError as e:
+            raise _core.BackpressureError(f"librdkafka's queue is full: {e}") from e
+        self._sent += 1
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -253,24 +272,21 @@ class KafkaProducer:
         Raises:
             TidelogError: A delivery failed (the first failure since the last raise).
         """
-        end = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: self._inflight == 0,
-                None if end is None else max(0.0, end - time.monotonic()),
-            )
-            self._raise_error()
+        ok = self._wait_below(0, timeout)
+        self._raise_error()
         return ok
 
     def stats(self) -> dict[str, Any]:
         """``buffered``, ``sent``, ``written``, ``dropped`` (priority -> count),
         ``high_watermark_hits`` and ``blocked_seconds``, as for a local producer.
         """
-        with self._cond:
+        buffered = len(self._producer)
+        with self._lock:
             return {
-                "buffered": self._inflight,
+                "buffered": buffered,
                 "sent": self._sent,
-                "written": self._written,
+                "written": self._sent - buffered - self._failed_count,
+                "failed": self._failed_count,
                 "dropped": dict(self._dropped),
                 "high_watermark_hits": self._hits,
                 "blocked_seconds": self._blocked,
@@ -310,7 +326,7 @@ class KafkaProducer:
                 self._producer.abort_transaction(TIMEOUT)
         finally:
             self._in_transaction = False
-            with self._cond:
+            with self._lock:
                 self._error = None
 
     # -- closing -----------------------------------------------------------------------------
