@@ -264,7 +264,7 @@ class KafkaBroker:
                 meta = admin.list_topics(timeout=2.0)
                 if meta.brokers:
                     return True
-            except Exception:  # noqa: BLE001 - not up yet, whatever librdkafka says
+            except Exception:
                 time.sleep(0.3)
         return False
 

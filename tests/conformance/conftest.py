@@ -64,12 +64,9 @@ def store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Itera
             _drop_topics(admin)
 
 
-def local_only(reason: str) -> pytest.MarkDecorator:
-    """Marks a test that cannot apply to Kafka; README.md's table lists the same reasons."""
-    return pytest.mark.local_only(reason)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # @pytest.mark.local_only(reason): a test that cannot apply to Kafka (README.md's table
+    # lists the same reasons) runs on the local backend only.
     for item in items:
         marker = item.get_closest_marker("local_only")
         if marker is not None and "[kafka" in item.nodeid:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import tidelog
-from conftest import local_only
 
 PATIENCE = 60.0  # seconds a Kafka group may take to join and fetch
 
@@ -170,7 +169,7 @@ def test_producer_rejects_bad_options(store: Any) -> None:
         store.producer(high_watermark=0.2, low_watermark=0.5)
 
 
-@local_only("librdkafka cannot take back queued messages: 'shed' drops the new message")
+@pytest.mark.local_only("librdkafka cannot take back queued messages: 'shed' drops the new message")
 def test_shedding_drops_lowest_priority_first(store: Any) -> None:
     store.create_topic("s")
     with store.producer(buffer_messages=4, on_full="shed", linger_ms=50.0) as producer:
@@ -312,7 +311,7 @@ def test_work_queue_ack_and_dead_letter(store: Any) -> None:
         assert q.acquire(timeout=2.0) is None
 
 
-@local_only("Kafka 4.2 share groups cannot renew a record's lock or delay a release")
+@pytest.mark.local_only("Kafka 4.2 share groups cannot renew a record's lock or delay a release")
 def test_work_queue_extend_and_delayed_release(store: Any) -> None:
     store.create_topic("jobs").append(b"j")
     with store.work_queue("jobs", group="w") as q:

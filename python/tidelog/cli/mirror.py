@@ -61,5 +61,7 @@ def add_commands(command: AddCommand) -> None:
     sub.add_argument("--to", metavar="TOPIC", help="the Kafka topic (default: the same name)")
     sub.add_argument("-g", "--group", metavar="NAME", help="the mirror's group / transactional.id")
     sub.add_argument("--until-caught-up", action="store_true", help="exit once caught up")
-    sub.add_argument("--batch", type=positive, default=5000, help="messages per partition per round")
+    sub.add_argument(
+        "--batch", type=positive, default=5000, help="messages per partition per round"
+    )
     sub.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")

@@ -47,6 +47,7 @@ def retrying(call: Callable[[], T], context: str, timeout: float = 30.0) -> T:
                 raise _core.TidelogError(f"{context}: {e}") from e
             time.sleep(0.1)
 
+
 _BY_CODE: dict[int, type[_core.TidelogError]] = {
     KafkaError.TOPIC_ALREADY_EXISTS: _core.TopicExistsError,
     KafkaError.UNKNOWN_TOPIC_OR_PART: _core.TopicNotFoundError,

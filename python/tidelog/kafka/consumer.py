@@ -10,6 +10,7 @@ at-least-once commits what the application moved past (next poll, next iteration
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -102,7 +103,9 @@ class KafkaConsumer:
         )
         with translated(f"joining group {group!r}"):
             self._consumer.subscribe(
-                [topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb,
+                [topic],
+                on_assign=self._assigned_cb,
+                on_revoke=self._revoked_cb,
                 on_lost=self._revoked_cb,
             )
 
@@ -120,10 +123,9 @@ class KafkaConsumer:
         if self._delivery == "at-least-once":
             owned = {p: o for p, o in self._delivered.items() if p in lost}
             if owned:
-                try:
+                # Lost already if this fails: the next owner gets these messages again.
+                with contextlib.suppress(_core.TidelogError):
                     self._commit_now(owned)
-                except _core.TidelogError:
-                    pass  # lost already: the next owner gets these messages again
         for p in lost:
             self._assigned.discard(p)
             self._delivered.pop(p, None)
@@ -358,10 +360,9 @@ class KafkaConsumer:
             return
         try:
             if self._delivery == "at-least-once" and self._delivered:
-                try:
+                # No longer ours if this fails: the new owner delivers them again.
+                with contextlib.suppress(_core.RebalanceError):
                     self._commit_now(dict(self._delivered))
-                except _core.RebalanceError:
-                    pass  # no longer ours: the new owner delivers them again
         finally:
             self._closed = True
             self._consumer.close()

@@ -16,8 +16,9 @@ __all__ = ["KafkaMessage", "KafkaRecordBatch", "from_confluent"]
 
 
 class KafkaMessage:
-    """One message of a Kafka topic: ``topic, partition, offset, timestamp_ms, key, value,
-    headers``, as on :class:`tidelog.Message`.
+    """One message of a Kafka topic, with the attributes of :class:`tidelog.Message`.
+
+    ``topic, partition, offset, timestamp_ms, key, value, headers``.
 
     It wraps librdkafka's message and reads each attribute when asked: a consumer hands
     out many messages whose headers (say) nobody looks at.
@@ -137,9 +138,7 @@ class KafkaRecordBatch:
     @property
     def timestamps(self) -> npt.NDArray[np.int64]:
         """The messages' timestamps, ms since the epoch."""
-        return np.fromiter(
-            (m.timestamp_ms for m in self._messages), np.int64, len(self._messages)
-        )
+        return np.fromiter((m.timestamp_ms for m in self._messages), np.int64, len(self._messages))
 
     def __len__(self) -> int:
         return len(self._messages)

@@ -14,6 +14,7 @@ see every local message exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -178,10 +179,9 @@ class Mirror:
         return count
 
     def _abort(self) -> None:
-        try:
+        # If this fails too, the next start aborts it (init_transactions).
+        with contextlib.suppress(Exception):
             self._producer.abort_transaction(TIMEOUT)
-        except Exception:  # noqa: BLE001 - the next start aborts it anyway (init_transactions)
-            pass
 
     def run(
         self,
@@ -192,8 +192,9 @@ class Mirror:
         progress_interval: float = 1.0,
         stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Forwards until ``stop()`` is true or (``until_caught_up``) everything written
-        before the call arrived.
+        """Forwards until ``stop()`` is true, or until caught up.
+
+        With ``until_caught_up``, it returns once everything written before the call arrived.
 
         A KeyboardInterrupt (SIGINT, or SIGTERM as the CLI maps it) aborts the open
         transaction: what was committed stays, the rest is sent by the next run.

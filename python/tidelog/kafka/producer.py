@@ -127,7 +127,9 @@ class KafkaProducer:
         if name is not None:
             with translated(f"opening transactional producer {name!r}"):
                 self._producer.init_transactions(TIMEOUT)
-        self._poller = threading.Thread(target=self._serve, name="tidelog-kafka-producer", daemon=True)
+        self._poller = threading.Thread(
+            target=self._serve, name="tidelog-kafka-producer", daemon=True
+        )
         self._poller.start()
 
     # -- properties --------------------------------------------------------------------------
@@ -253,7 +255,7 @@ class KafkaProducer:
                     value,
                     key,
                     -1 if partition is None else partition,
-                    headers=_headers(headers),
+                    headers=_headers(headers),  # type: ignore[arg-type]  # a list is accepted
                 )
         except KafkaException as e:
             with translated(f"sending to {topic!r}"):
@@ -277,8 +279,11 @@ class KafkaProducer:
         return ok
 
     def stats(self) -> dict[str, Any]:
-        """``buffered``, ``sent``, ``written``, ``dropped`` (priority -> count),
-        ``high_watermark_hits`` and ``blocked_seconds``, as for a local producer.
+        """Counters, as for a local producer.
+
+        ``buffered``, ``sent``, ``written``, ``dropped`` (priority -> count),
+        ``high_watermark_hits``, ``blocked_seconds``, plus ``failed`` (deliveries Kafka
+        refused).
         """
         buffered = len(self._producer)
         with self._lock:

@@ -29,13 +29,9 @@ from confluent_kafka import (
 from confluent_kafka import (
     murmur2 as _murmur2,
 )
-from confluent_kafka.admin import (
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    NewTopic,
-)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.cimpl import NewTopic
 
 from tidelog import _core
 from tidelog.kafka._errors import error_for, raise_for, translated
@@ -207,13 +203,13 @@ class KafkaStore:
             meta = self._admin.list_topics(topic=name, timeout=TIMEOUT)
         info = meta.topics.get(name)
         if info is None or info.error is not None or not info.partitions:
-            if info is not None and info.error is not None:
-                if info.error.code() not in (
-                    KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    KafkaError._UNKNOWN_TOPIC,
-                    KafkaError.LEADER_NOT_AVAILABLE,
-                ):
-                    raise error_for(info.error, f"looking up topic {name!r}")
+            missing = (
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError._UNKNOWN_TOPIC,
+                KafkaError.LEADER_NOT_AVAILABLE,
+            )
+            if info is not None and info.error is not None and info.error.code() not in missing:
+                raise error_for(info.error, f"looking up topic {name!r}")
             raise _core.TopicNotFoundError(f"no topic {name!r} on {self._servers}")
         return len(info.partitions)
 
@@ -280,7 +276,9 @@ class KafkaStore:
             if setting is None:
                 continue
             value = entry.value
-            config[setting] = int(value) if value is not None and value.lstrip("-").isdigit() else value
+            config[setting] = (
+                int(value) if value is not None and value.lstrip("-").isdigit() else value
+            )
         return config
 
     # -- appending and reading ---------------------------------------------------------------
@@ -396,7 +394,7 @@ class KafkaStore:
                                     continue
                                 raise_for(err, f"reading {topic.name!r} partition {partition}")
                             out.append(from_confluent(m))
-                            nxt = m.offset() + 1
+                            nxt = int(m.offset() or 0) + 1
                         if eof:
                             break
                         if not msgs and time.monotonic() > deadline:
@@ -420,7 +418,7 @@ class KafkaStore:
         return producer
 
     def consumer(self, topic: str, *, group: str, **options: Any) -> KafkaConsumer:
-        """A member of consumer group ``group`` (see :class:`tidelog.kafka.consumer.KafkaConsumer`)."""
+        """A member of consumer group ``group`` (see :mod:`tidelog.kafka.consumer`)."""
         from tidelog.kafka.consumer import KafkaConsumer
 
         self._check_open()
@@ -431,7 +429,7 @@ class KafkaStore:
         return consumer
 
     def work_queue(self, topic: str, *, group: str, **options: Any) -> KafkaWorkQueue:
-        """A member of share group ``group`` (see :class:`tidelog.kafka.workqueue.KafkaWorkQueue`)."""
+        """A member of share group ``group`` (see :mod:`tidelog.kafka.workqueue`)."""
         from tidelog.kafka.workqueue import KafkaWorkQueue
 
         self._check_open()
@@ -459,10 +457,15 @@ class KafkaStore:
         if self._closed:
             return
         errors: list[BaseException] = []
-        for member in [*self._work_queues, *self._consumers, *self._producers]:
+        members: list[KafkaWorkQueue | KafkaConsumer | KafkaProducer] = [
+            *self._work_queues,
+            *self._consumers,
+            *self._producers,
+        ]
+        for member in members:
             try:
                 member.close()
-            except Exception as e:  # noqa: BLE001 - close the others, then raise the first
+            except Exception as e:
                 errors.append(e)
         self._closed = True
         if self._appender is not None:
@@ -572,9 +575,7 @@ class KafkaTopic:
             if partition is None
             else check_partition(self, partition)
         )
-        offset = self._store._produce_wait(
-            self, p, [(v, None, None, timestamp_ms) for v in items]
-        )
+        offset = self._store._produce_wait(self, p, [(v, None, None, timestamp_ms) for v in items])
         return p, offset
 
     def start_offset(self, partition: int) -> int:

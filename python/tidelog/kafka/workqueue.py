@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import AcknowledgeType, KafkaError, ShareConsumer
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from tidelog import _core
 from tidelog.jobs import dead_letter_headers
@@ -78,9 +78,7 @@ class KafkaWorkQueue:
         self._unsettled: set[tuple[int, int]] = set()
         self._configure_group(lock_timeout, max_deliveries)
         self._consumer = ShareConsumer(
-            store.client_config(
-                **{"group.id": group, "share.acknowledgement.mode": "explicit"}
-            )
+            store.client_config(**{"group.id": group, "share.acknowledgement.mode": "explicit"})
         )
         with translated(f"joining share group {group!r}"):
             self._consumer.subscribe([topic])
@@ -131,7 +129,7 @@ class KafkaWorkQueue:
                 if err is not None:
                     raise_for(err, f"share group {self._group!r}")
                 job = KafkaJob(m, from_confluent(m), int(m.delivery_count() or 1))
-                self._unsettled.add((m.partition(), m.offset()))
+                self._unsettled.add((job.message.partition, job.message.offset))
                 if job.delivery_count > self._max_deliveries:
                     # The broker's own limit (group.share.delivery.count.limit) archives
                     # silently; ours dead-letters as a local queue does.
@@ -180,11 +178,15 @@ class KafkaWorkQueue:
 
             if self._dlq_producer is None:
                 self._store.create_topic(self._dead_letter, exist_ok=True)
-                self._dlq_producer = Producer(self._store.client_config(**{"enable.idempotence": True}))
+                self._dlq_producer = Producer(
+                    self._store.client_config(**{"enable.idempotence": True})
+                )
             headers = dead_letter_headers(job.message, reason, job.delivery_count)  # type: ignore[arg-type]
             errors: list[KafkaError] = []
             self._dlq_producer.produce(
-                self._dead_letter, job.message.value, job.message.key,
+                self._dead_letter,
+                job.message.value,
+                job.message.key,
                 headers=list(headers.items()),
                 on_delivery=lambda err, _m: errors.append(err) if err else None,
             )
