@@ -163,7 +163,15 @@ class KafkaProducer:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as e:
+                # A fatal error (fenced, say) surfaces here too: the next call raises it.
+                err = e.args[0] if e.args else None
+                with self._lock:
+                    if self._error is None and isinstance(err, KafkaError):
+                        self._error = error_for(err, "producer")
+                self._stop.wait(0.05)
 
     def _failed(self, err: KafkaError | None, _msg: Any) -> None:
         if err is None:
