@@ -5,17 +5,29 @@ The README's "Kafka behind the same API" table lists each difference tested here
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import tidelog
 from confluent_kafka import Producer
-
-from benches.kafka.broker import KafkaBroker
 from tidelog.kafka import parse_url
 
+from benches.kafka.broker import KafkaBroker
+
 pytestmark = pytest.mark.kafka
+
+
+def read_eventually(topic: Any, partition: int, count: int) -> list[bytes | None]:
+    """The partition's values once ``count`` are visible (Kafka writes the commit markers
+    of a transaction just after ``commit_transaction`` returns)."""
+    end = time.monotonic() + 30
+    while True:
+        values = [m.value for m in topic.read(partition)]
+        if len(values) >= count or time.monotonic() > end:
+            return values
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -49,7 +61,7 @@ def test_keyed_messages_go_where_kafka_clients_send_them(
     keys = [b"user-%d" % i for i in range(40)]
     ours = {key: t.append(b"x", key=key)[0] for key in keys}
     plain = Producer({"bootstrap.servers": kafka_broker.bootstrap, "partitioner": "murmur2_random"})
-    theirs: dict[bytes, int] = {}
+    theirs: dict[Any, Any] = {}
     for key in keys:
         plain.produce(
             "placed",
@@ -72,7 +84,7 @@ def test_named_producer_is_transactional_and_fences_older_instances(kstore: Any)
         tx.send("out", b"from the fenced one")
     with kstore.transaction(new) as tx:
         tx.send("out", b"from the new one", partition=0)
-    assert [m.value for m in kstore.topic("out").read(0)] == [b"from the new one"]
+    assert read_eventually(kstore.topic("out"), 0, 1) == [b"from the new one"]
     new.close()
     old.close()
 

@@ -53,8 +53,15 @@ def _mirror(store: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _values(topic: object, partition: int) -> list[bytes | None]:
-    return [m.value for m in topic.read(partition)]  # type: ignore[attr-defined]
+def _values(topic: object, partition: int, count: int = 0) -> list[bytes | None]:
+    # Kafka writes a transaction's commit markers just after commit_transaction returns:
+    # wait until ``count`` messages are visible (or 30 s passed), then compare.
+    end = time.monotonic() + 30
+    while True:
+        values = [m.value for m in topic.read(partition)]  # type: ignore[attr-defined]
+        if len(values) >= count or time.monotonic() > end:
+            return values
+        time.sleep(0.05)
 
 
 def test_mirror_survives_sigkill_exactly_once_in_order(
@@ -86,7 +93,7 @@ def test_mirror_survives_sigkill_exactly_once_in_order(
         total = 0
         for p in range(PARTITIONS):
             expected = _values(src, p)
-            assert _values(dest, p) == expected
+            assert _values(dest, p, len(expected)) == expected
             total += len(expected)
         assert total > 1000  # the writer really wrote while the mirror was killed
         sample = next(iter(dest.read(0)))
@@ -112,5 +119,5 @@ def test_mirror_stops_cleanly_on_sigterm(kafka_broker: KafkaBroker, tmp_path: Pa
         _, err = mirror.communicate(timeout=60)
         assert mirror.returncode == 143, err.decode(errors="replace")
         assert b"mirrored 100 messages" in err
-        assert [m.value for m in kafka.topic("edge").read(1)] == [b"%d" % i for i in range(100)]
+        assert _values(kafka.topic("edge"), 1, 100) == [b"%d" % i for i in range(100)]
         kafka.delete_topic("edge")

@@ -352,6 +352,8 @@ class KafkaProducer:
             if self._in_transaction:
                 self.abort_transaction()
             self.flush()
+        except _core.ProducerFencedError:
+            pass  # a newer instance owns the name: nothing of this one is left to finish
         finally:
             self._closed = True
             self._stop.set()
