@@ -16,7 +16,42 @@ from confluent_kafka import KafkaError, KafkaException
 
 from tidelog import _core
 
-__all__ = ["error_for", "raise_for", "retrying", "translated"]
+__all__ = [
+    "ASSIGNMENT_LOST",
+    "FENCED",
+    "INVALID_ARG",
+    "MSG_TIMED_OUT",
+    "PARTITION_EOF",
+    "PURGE_INFLIGHT",
+    "PURGE_QUEUE",
+    "QUEUE_FULL",
+    "UNKNOWN_PARTITION",
+    "UNKNOWN_TOPIC",
+    "WAIT_COORD",
+    "error_for",
+    "raise_for",
+    "retrying",
+    "translated",
+]
+
+
+def _local_code(name: str) -> int:
+    # librdkafka's own (client-side) error codes are named with a leading underscore.
+    code: int = vars(KafkaError)[f"_{name}"]
+    return code
+
+
+ASSIGNMENT_LOST = _local_code("ASSIGNMENT_LOST")
+FENCED = _local_code("FENCED")
+INVALID_ARG = _local_code("INVALID_ARG")
+MSG_TIMED_OUT = _local_code("MSG_TIMED_OUT")
+PARTITION_EOF = _local_code("PARTITION_EOF")
+PURGE_INFLIGHT = _local_code("PURGE_INFLIGHT")
+PURGE_QUEUE = _local_code("PURGE_QUEUE")
+QUEUE_FULL = _local_code("QUEUE_FULL")
+UNKNOWN_PARTITION = _local_code("UNKNOWN_PARTITION")
+UNKNOWN_TOPIC = _local_code("UNKNOWN_TOPIC")
+WAIT_COORD = _local_code("WAIT_COORD")
 
 T = TypeVar("T")
 
@@ -25,7 +60,7 @@ _TRANSIENT = {
     KafkaError.NOT_COORDINATOR,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError._WAIT_COORD,
+    WAIT_COORD,
     KafkaError.REQUEST_TIMED_OUT,
 }
 
@@ -51,14 +86,14 @@ def retrying(call: Callable[[], T], context: str, timeout: float = 30.0) -> T:
 _BY_CODE: dict[int, type[_core.TidelogError]] = {
     KafkaError.TOPIC_ALREADY_EXISTS: _core.TopicExistsError,
     KafkaError.UNKNOWN_TOPIC_OR_PART: _core.TopicNotFoundError,
-    KafkaError._UNKNOWN_TOPIC: _core.TopicNotFoundError,
-    KafkaError._UNKNOWN_PARTITION: _core.PartitionNotFoundError,
+    UNKNOWN_TOPIC: _core.TopicNotFoundError,
+    UNKNOWN_PARTITION: _core.PartitionNotFoundError,
     KafkaError.OFFSET_OUT_OF_RANGE: _core.OffsetOutOfRangeError,
     KafkaError.MSG_SIZE_TOO_LARGE: _core.MessageTooLargeError,
-    KafkaError._MSG_TIMED_OUT: _core.TidelogError,
-    KafkaError._QUEUE_FULL: _core.BackpressureError,
+    MSG_TIMED_OUT: _core.TidelogError,
+    QUEUE_FULL: _core.BackpressureError,
     KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER: _core.OutOfOrderSequenceError,
-    KafkaError._FENCED: _core.ProducerFencedError,
+    FENCED: _core.ProducerFencedError,
     KafkaError.PRODUCER_FENCED: _core.ProducerFencedError,
     KafkaError.INVALID_PRODUCER_EPOCH: _core.ProducerFencedError,
     KafkaError.REBALANCE_IN_PROGRESS: _core.RebalanceError,
@@ -67,9 +102,9 @@ _BY_CODE: dict[int, type[_core.TidelogError]] = {
     KafkaError.FENCED_INSTANCE_ID: _core.RebalanceError,
     KafkaError.STALE_MEMBER_EPOCH: _core.RebalanceError,
     KafkaError.FENCED_MEMBER_EPOCH: _core.RebalanceError,
-    KafkaError._ASSIGNMENT_LOST: _core.RebalanceError,
+    ASSIGNMENT_LOST: _core.RebalanceError,
     KafkaError.INVALID_CONFIG: _core.InvalidConfigError,
-    KafkaError._INVALID_ARG: _core.InvalidConfigError,
+    INVALID_ARG: _core.InvalidConfigError,
     KafkaError.INVALID_PARTITIONS: _core.InvalidConfigError,
     KafkaError.INVALID_REPLICATION_FACTOR: _core.InvalidConfigError,
     KafkaError.TOPIC_EXCEPTION: _core.InvalidConfigError,

@@ -16,16 +16,15 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
 from tidelog import _core
-from tidelog.kafka._errors import raise_for, retrying, translated
+from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition
+from tidelog.kafka._errors import PARTITION_EOF, raise_for, retrying, translated
 from tidelog.kafka.messages import KafkaMessage
-from tidelog.kafka.store import TIMEOUT, check_partition
 
 if TYPE_CHECKING:
     from tidelog.kafka.producer import KafkaProducer
-    from tidelog.kafka.store import KafkaStore
 
 __all__ = ["KafkaConsumer"]
 
@@ -49,7 +48,7 @@ class KafkaConsumer:
 
     def __init__(
         self,
-        store: KafkaStore,
+        store: StoreLink,
         topic: str,
         group: str,
         *,
@@ -136,7 +135,7 @@ class KafkaConsumer:
     @property
     def topic(self) -> str:
         """The topic consumed."""
-        return self._topic.name
+        return str(self._topic.name)
 
     @property
     def group(self) -> str:
@@ -187,7 +186,7 @@ class KafkaConsumer:
                 err = m.error()
                 if err is None:
                     out.append(KafkaMessage(m))
-                elif err.code() != KafkaError._PARTITION_EOF:
+                elif err.code() != PARTITION_EOF:
                     raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
             # Messages of one partition come in offset order: the last one of each says
             # where the application will have moved past. Walking back stops once every
@@ -195,7 +194,7 @@ class KafkaConsumer:
             seen: dict[int, int] = {}
             owned = len(self._assigned)
             for msg in reversed(out):
-                raw_msg = msg._raw
+                raw_msg = msg.raw
                 p = raw_msg.partition()
                 if p not in seen:
                     seen[p] = raw_msg.offset() + 1
@@ -266,7 +265,7 @@ class KafkaConsumer:
         committed = self.committed()
         out = {}
         for p in range(self._topic.partitions):
-            start, end = self._store._watermarks(self._topic.name, p)
+            start, end = self._store.watermarks(self._topic.name, p)
             base = committed.get(p, start if self._start == "earliest" else end)
             out[p] = max(0, end - base)
         return out
@@ -366,7 +365,7 @@ class KafkaConsumer:
         finally:
             self._closed = True
             self._consumer.close()
-            self._store._consumers.discard(self)
+            self._store.forget(self)
 
     def __enter__(self) -> KafkaConsumer:
         return self

@@ -69,7 +69,13 @@ class KafkaMessage:
             return {}
         return {name: b"" if value is None else bytes(value) for name, value in raw}
 
-    def _fields(self) -> tuple[Any, ...]:
+    @property
+    def raw(self) -> Any:
+        """Librdkafka's message underneath."""
+        return self._raw
+
+    def fields(self) -> tuple[Any, ...]:
+        """``(topic, partition, offset, timestamp_ms, key, value, headers)``."""
         return (
             self.topic,
             self.partition,
@@ -83,7 +89,7 @@ class KafkaMessage:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KafkaMessage):
             return NotImplemented
-        return self._fields() == other._fields()
+        return self.fields() == other.fields()
 
     def __hash__(self) -> int:
         return hash((self.topic, self.partition, self.offset))

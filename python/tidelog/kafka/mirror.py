@@ -22,8 +22,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from tidelog import _core
+from tidelog.kafka._common import TIMEOUT
 from tidelog.kafka._errors import error_for, retrying, translated
-from tidelog.kafka.store import TIMEOUT, KafkaStore
+from tidelog.kafka.store import KafkaStore
 
 __all__ = ["Mirror", "MirrorProgress"]
 

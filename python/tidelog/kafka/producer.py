@@ -15,16 +15,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from tidelog import _core
-from tidelog.kafka._errors import error_for, translated
-from tidelog.kafka.store import TIMEOUT, _headers
-
-if TYPE_CHECKING:
-    from tidelog.kafka.store import KafkaStore
+from tidelog.kafka._common import TIMEOUT, StoreLink, headers_list
+from tidelog.kafka._errors import PURGE_INFLIGHT, PURGE_QUEUE, error_for, translated
 
 __all__ = ["KafkaProducer"]
 
@@ -54,7 +51,7 @@ class KafkaProducer:
 
     def __init__(
         self,
-        store: KafkaStore,
+        store: StoreLink,
         *,
         name: str | None = None,
         idempotent: bool = True,
@@ -179,7 +176,7 @@ class KafkaProducer:
         with self._lock:
             self._failed_count += 1
             # Purged by abort_transaction: expected, and not this producer's next error.
-            if err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+            if err.code() in (PURGE_QUEUE, PURGE_INFLIGHT):
                 return
             if self._error is None:
                 self._error = error_for(err, "delivering a message")
@@ -263,7 +260,7 @@ class KafkaProducer:
                     value,
                     key,
                     -1 if partition is None else partition,
-                    headers=_headers(headers),  # type: ignore[arg-type]  # a list is accepted
+                    headers=headers_list(headers),  # type: ignore[arg-type]  # a list is accepted
                 )
         except KafkaException as e:
             with translated(f"sending to {topic!r}"):
@@ -359,7 +356,7 @@ class KafkaProducer:
             self._stop.set()
             self._poller.join()
             self._producer.flush(TIMEOUT)
-            self._store._producers.discard(self)
+            self._store.forget(self)
 
     def __enter__(self) -> KafkaProducer:
         return self

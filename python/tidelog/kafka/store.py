@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
@@ -34,19 +34,16 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from confluent_kafka.cimpl import NewTopic
 
 from tidelog import _core
-from tidelog.kafka._errors import error_for, raise_for, translated
+from tidelog.kafka._common import TIMEOUT, check_partition, headers_list
+from tidelog.kafka._errors import PARTITION_EOF, UNKNOWN_TOPIC, error_for, raise_for, translated
+from tidelog.kafka.consumer import KafkaConsumer
 from tidelog.kafka.messages import KafkaMessage, KafkaRecordBatch, from_confluent
-
-if TYPE_CHECKING:
-    from tidelog.kafka.consumer import KafkaConsumer
-    from tidelog.kafka.producer import KafkaProducer
-    from tidelog.kafka.transaction import KafkaTransaction
-    from tidelog.kafka.workqueue import KafkaWorkQueue
+from tidelog.kafka.producer import KafkaProducer
+from tidelog.kafka.transaction import KafkaTransaction
+from tidelog.kafka.workqueue import KafkaWorkQueue
 
 __all__ = ["KafkaStore", "KafkaTopic", "open_kafka", "parse_url"]
 
-#: How long an admin or metadata call may take before it is reported as an error.
-TIMEOUT = 30.0
 
 #: tidelog topic settings -> Kafka topic configs.
 _TOPIC_CONFIGS = {
@@ -89,17 +86,6 @@ def open_kafka(url: str) -> KafkaStore:
     """Connects to the Kafka cluster named by ``url`` (see :func:`tidelog.open`)."""
     servers, options = parse_url(url)
     return KafkaStore(servers, options)
-
-
-def check_partition(topic: KafkaTopic, partition: int) -> int:
-    """``partition`` if ``topic`` has it; raises as a local topic does otherwise."""
-    if isinstance(partition, bool) or not isinstance(partition, int):
-        raise TypeError(f"partition must be int, got {type(partition).__name__}")
-    if not 0 <= partition < topic.partitions:
-        raise _core.PartitionNotFoundError(
-            f"topic {topic.name!r} has {topic.partitions} partitions, no partition {partition}"
-        )
-    return partition
 
 
 class KafkaStore:
@@ -145,6 +131,21 @@ class KafkaStore:
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """The librdkafka configuration of a client of this store, plus ``extra``."""
         return {"bootstrap.servers": self._servers, **self._options, **extra}
+
+    @property
+    def admin(self) -> AdminClient:
+        """The store's admin client (for the backend's modules)."""
+        return self._admin
+
+    def next_round_robin(self) -> int:
+        """A counter for choosing partitions of unkeyed messages in turn."""
+        return next(self._round_robin)
+
+    def forget(self, member: object) -> None:
+        """Called by a producer, consumer or work queue of this store once it closed."""
+        self._producers.discard(member)
+        self._consumers.discard(member)
+        self._work_queues.discard(member)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -205,7 +206,7 @@ class KafkaStore:
         if info is None or info.error is not None or not info.partitions:
             missing = (
                 KafkaError.UNKNOWN_TOPIC_OR_PART,
-                KafkaError._UNKNOWN_TOPIC,
+                UNKNOWN_TOPIC,
                 KafkaError.LEADER_NOT_AVAILABLE,
             )
             if info is not None and info.error is not None and info.error.code() not in missing:
@@ -297,12 +298,13 @@ class KafkaStore:
                 )
             return self._appender
 
-    def _choose_partition(self, topic: KafkaTopic, key: bytes | None) -> int:
+    def choose_partition(self, topic: KafkaTopic, key: bytes | None) -> int:
+        """Kafka clients' partition for ``key`` (murmur2), else the next in turn."""
         if key is not None:
             return int(_murmur2(bytes(key), topic.partitions))
         return next(self._round_robin) % topic.partitions
 
-    def _produce_wait(
+    def produce_and_wait(
         self, topic: KafkaTopic, partition: int, records: list[tuple[Any, Any, Any, int | None]]
     ) -> int:
         """Produces ``records`` to one partition and waits for every delivery report.
@@ -357,17 +359,30 @@ class KafkaStore:
             )
         return self._reader
 
-    def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+    def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        """The start (first retained) and end (next to be written) offsets of a partition."""
         with self._reader_lock, translated(f"offsets of {topic!r} partition {partition}"):
             low, high = self._reader_consumer().get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=TIMEOUT, cached=False
             )
         return int(low), int(high)
 
-    def _read_batch(
+    def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
+        """The first offset of a partition with a timestamp >= ``timestamp_ms``, or None."""
+        with self._reader_lock, translated(f"offset for a timestamp in {topic!r}"):
+            found = self._reader_consumer().offsets_for_times(
+                [TopicPartition(topic, partition, timestamp_ms)], timeout=TIMEOUT
+            )
+        offset = int(found[0].offset)
+        if offset < 0 or offset == OFFSET_END:
+            return None
+        return offset
+
+    def read_range(
         self, topic: KafkaTopic, partition: int, offset: int, max_messages: int
     ) -> KafkaRecordBatch:
-        start, end = self._watermarks(topic.name, partition)
+        """Up to ``max_messages`` committed messages of a partition from ``offset``."""
+        start, end = self.watermarks(topic.name, partition)
         if not start <= offset <= end:
             raise _core.OffsetOutOfRangeError(
                 f"offset {offset} of {topic.name!r} partition {partition} is outside "
@@ -389,7 +404,7 @@ class KafkaStore:
                         for m in msgs:
                             err = m.error()
                             if err is not None:
-                                if err.code() == KafkaError._PARTITION_EOF:
+                                if err.code() == PARTITION_EOF:
                                     eof = True
                                     continue
                                 raise_for(err, f"reading {topic.name!r} partition {partition}")
@@ -410,8 +425,6 @@ class KafkaStore:
 
     def producer(self, **options: Any) -> KafkaProducer:
         """A buffered producer (see :class:`tidelog.kafka.producer.KafkaProducer`)."""
-        from tidelog.kafka.producer import KafkaProducer
-
         self._check_open()
         producer = KafkaProducer(self, **options)
         self._producers.add(producer)
@@ -419,8 +432,6 @@ class KafkaStore:
 
     def consumer(self, topic: str, *, group: str, **options: Any) -> KafkaConsumer:
         """A member of consumer group ``group`` (see :mod:`tidelog.kafka.consumer`)."""
-        from tidelog.kafka.consumer import KafkaConsumer
-
         self._check_open()
         if not isinstance(topic, str):
             raise TypeError(f"topic must be str, got {type(topic).__name__}")
@@ -430,8 +441,6 @@ class KafkaStore:
 
     def work_queue(self, topic: str, *, group: str, **options: Any) -> KafkaWorkQueue:
         """A member of share group ``group`` (see :mod:`tidelog.kafka.workqueue`)."""
-        from tidelog.kafka.workqueue import KafkaWorkQueue
-
         self._check_open()
         queue = KafkaWorkQueue(self, topic, group, **options)
         self._work_queues.add(queue)
@@ -441,10 +450,36 @@ class KafkaStore:
         self, producer: KafkaProducer, consumer: KafkaConsumer | None = None
     ) -> KafkaTransaction:
         """Begins a Kafka transaction (see :meth:`tidelog.Store.transaction`)."""
-        from tidelog.kafka.transaction import KafkaTransaction
-
         self._check_open()
         return KafkaTransaction(producer, consumer)
+
+    def not_available(self, what: str) -> _core.InvalidConfigError:
+        """The error for what a kafka:// store does not have yet."""
+        return _core.InvalidConfigError(
+            f"{what} is not available on a kafka:// store yet (issue 16); see README.md, "
+            "'Apache Kafka behind the same API'"
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Not available on Kafka yet: raises :class:`tidelog.InvalidConfigError`."""
+        raise self.not_available("store.stats()")
+
+    def metrics(self) -> dict[str, Any]:
+        """Not available on Kafka yet: raises :class:`tidelog.InvalidConfigError`."""
+        raise self.not_available("store.metrics()")
+
+    def groups(self) -> dict[str, Any]:
+        """Not available on Kafka yet: raises :class:`tidelog.InvalidConfigError`."""
+        raise self.not_available("store.groups()")
+
+    def abort_orphaned_transactions(self) -> list[str]:
+        """Kafka's transaction coordinator aborts expired transactions by itself.
+
+        Returns:
+            Always an empty list: nothing is left for a client to finish.
+        """
+        self._check_open()
+        return []
 
     def sync(self) -> None:
         """Waits for every append's delivery report (appends already wait for theirs)."""
@@ -533,13 +568,15 @@ class KafkaTopic:
         if key is not None and not isinstance(key, bytes | bytearray | memoryview):
             raise TypeError(f"key must be bytes or None, got {type(key).__name__}")
         p = (
-            self._store._choose_partition(self, None if key is None else bytes(key))
+            self._store.choose_partition(self, None if key is None else bytes(key))
             if partition is None
             else check_partition(self, partition)
         )
         value = None if value is None else bytes(value)
-        offset = self._store._produce_wait(
-            self, p, [(value, key if key is None else bytes(key), _headers(headers), timestamp_ms)]
+        offset = self._store.produce_and_wait(
+            self,
+            p,
+            [(value, key if key is None else bytes(key), headers_list(headers), timestamp_ms)],
         )
         return p, offset
 
@@ -571,33 +608,27 @@ class KafkaTopic:
         if not items:
             raise _core.InvalidConfigError("append_batch needs at least one value")
         p = (
-            next(self._store._round_robin) % self._partitions
+            self._store.next_round_robin() % self._partitions
             if partition is None
             else check_partition(self, partition)
         )
-        offset = self._store._produce_wait(self, p, [(v, None, None, timestamp_ms) for v in items])
+        offset = self._store.produce_and_wait(
+            self, p, [(v, None, None, timestamp_ms) for v in items]
+        )
         return p, offset
 
     def start_offset(self, partition: int) -> int:
         """The first retained offset of ``partition``."""
-        return self._store._watermarks(self._name, check_partition(self, partition))[0]
+        return self._store.watermarks(self._name, check_partition(self, partition))[0]
 
     def end_offset(self, partition: int) -> int:
         """The next offset to be written in ``partition``."""
-        return self._store._watermarks(self._name, check_partition(self, partition))[1]
+        return self._store.watermarks(self._name, check_partition(self, partition))[1]
 
     def offset_for_timestamp(self, partition: int, timestamp_ms: int) -> int | None:
         """The first offset whose timestamp is at least ``timestamp_ms``, or None."""
         check_partition(self, partition)
-        store = self._store
-        with store._reader_lock, translated(f"offset for a timestamp in {self._name!r}"):
-            found = store._reader_consumer().offsets_for_times(
-                [TopicPartition(self._name, partition, timestamp_ms)], timeout=TIMEOUT
-            )
-        offset = int(found[0].offset)
-        if offset < 0 or offset == OFFSET_END:
-            return None
-        return offset
+        return self._store.offset_for_time(self._name, partition, timestamp_ms)
 
     def read_batch(
         self, partition: int = 0, offset: int | None = None, max_messages: int = 10_000
@@ -610,7 +641,7 @@ class KafkaTopic:
         check_partition(self, partition)
         if offset is None:
             offset = self.start_offset(partition)
-        return self._store._read_batch(self, partition, offset, max_messages)
+        return self._store.read_range(self, partition, offset, max_messages)
 
     def read(
         self,
@@ -629,39 +660,31 @@ class KafkaTopic:
         elif offset is None:
             offset = self.start_offset(partition)
         end = self.end_offset(partition)
-        batch = self._store._read_batch(self, partition, offset, 10_000)
-        return _read_iter(self, partition, batch, end)
+        batch = self._store.read_range(self, partition, offset, 10_000)
+        return self._pages(partition, batch, end)
+
+    def _pages(self, partition: int, batch: KafkaRecordBatch, end: int) -> Iterator[KafkaMessage]:
+        # The range check happened eagerly in read(); iteration pages through until the end
+        # offset seen when it began.
+        while True:
+            yield from batch
+            if len(batch) == 0 or batch.next_offset >= end:
+                return
+            batch = self._store.read_range(self, partition, batch.next_offset, 10_000)
+
+    def compact(self, **_options: Any) -> dict[str, int]:
+        """Refused: the broker's log cleaner compacts ``cleanup_policy="compact"`` topics."""
+        raise _core.InvalidConfigError(
+            "topic.compact() is not available on Kafka: the broker's log cleaner compacts "
+            "topics created with cleanup_policy='compact' by itself"
+        )
+
+    def latest(self) -> Iterator[tuple[bytes, bytes]]:
+        """Not available on Kafka yet: raises :class:`tidelog.InvalidConfigError`."""
+        raise self._store.not_available("topic.latest()")
 
     def __repr__(self) -> str:
         return f"KafkaTopic({self._name!r}, partitions={self._partitions})"
-
-
-def _read_iter(
-    topic: KafkaTopic, partition: int, batch: KafkaRecordBatch, end: int
-) -> Iterator[KafkaMessage]:
-    # The range check happened eagerly in read(); iteration pages through until the end
-    # offset seen when it began.
-    while True:
-        yield from batch
-        if len(batch) == 0 or batch.next_offset >= end:
-            return
-        batch = topic._store._read_batch(topic, partition, batch.next_offset, 10_000)
-
-
-def _headers(
-    headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
-) -> list[tuple[str, bytes]] | None:
-    if headers is None:
-        return None
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    out = []
-    for name, value in items:
-        if not isinstance(name, str):
-            raise TypeError(f"header names must be str, got {type(name).__name__}")
-        if not isinstance(value, bytes | bytearray | memoryview):
-            raise TypeError(f"header {name!r} must be bytes, got {type(value).__name__}")
-        out.append((name, bytes(value)))
-    return out
 
 
 def _check_name(name: str) -> None:

@@ -14,19 +14,16 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import AcknowledgeType, KafkaError, ShareConsumer
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from tidelog import _core
 from tidelog.jobs import dead_letter_headers
+from tidelog.kafka._common import TIMEOUT, StoreLink
 from tidelog.kafka._errors import error_for, raise_for, translated
 from tidelog.kafka.messages import KafkaMessage, from_confluent
-from tidelog.kafka.store import TIMEOUT
-
-if TYPE_CHECKING:
-    from tidelog.kafka.store import KafkaStore
 
 __all__ = ["KafkaJob", "KafkaWorkQueue"]
 
@@ -34,10 +31,11 @@ __all__ = ["KafkaJob", "KafkaWorkQueue"]
 class KafkaJob:
     """A message acquired from a share group, plus how many times it was handed out."""
 
-    __slots__ = ("_raw", "delivery_count", "message")
+    __slots__ = ("delivery_count", "message", "raw")
 
     def __init__(self, raw: Any, message: KafkaMessage, delivery_count: int) -> None:
-        self._raw = raw
+        #: librdkafka's message, which acknowledgements name.
+        self.raw = raw
         self.message = message
         self.delivery_count = delivery_count
 
@@ -59,7 +57,7 @@ class KafkaWorkQueue:
 
     def __init__(
         self,
-        store: KafkaStore,
+        store: StoreLink,
         topic: str,
         group: str,
         *,
@@ -97,7 +95,7 @@ class KafkaWorkQueue:
             ],
         )
         try:
-            for future in self._store._admin.incremental_alter_configs([resource]).values():
+            for future in self._store.admin.incremental_alter_configs([resource]).values():
                 future.result(TIMEOUT)
         except Exception as e:
             raise _core.TidelogError(
@@ -153,7 +151,7 @@ class KafkaWorkQueue:
 
             raise LockLostError(f"job at {key} is not held by this member")
         with translated("acknowledging"):
-            self._consumer.acknowledge(job._raw, kind)
+            self._consumer.acknowledge(job.raw, kind)
         self._unsettled.discard(key)
 
     def ack(self, job: KafkaJob) -> None:
@@ -222,7 +220,7 @@ class KafkaWorkQueue:
         finally:
             if self._dlq_producer is not None:
                 self._dlq_producer.flush(TIMEOUT)
-            self._store._work_queues.discard(self)
+            self._store.forget(self)
 
     def __enter__(self) -> KafkaWorkQueue:
         return self
