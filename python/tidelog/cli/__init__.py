@@ -15,8 +15,9 @@ leaves its group at once). Errors are one line on stderr.
 This module assembles the parser and runs a command; each family of commands lives in its
 own module, with its arguments: :mod:`~tidelog.cli.admin` (topics, create, producers,
 delete, config, describe), :mod:`~tidelog.cli.messages` (produce, consume),
-:mod:`~tidelog.cli.groups`, :mod:`~tidelog.cli.inspection` (dump, verify, repair) and
-:mod:`~tidelog.cli.bench`; ``_common`` and ``_format`` hold what they share.
+:mod:`~tidelog.cli.groups`, :mod:`~tidelog.cli.inspection` (dump, verify, repair),
+:mod:`~tidelog.cli.bench` and :mod:`~tidelog.cli.mirror` (a local topic to Apache Kafka);
+``_common`` and ``_format`` hold what they share.
 """
 
 from __future__ import annotations

@@ -55,6 +55,10 @@ def add_commands(command: AddCommand) -> None:
         "--until-caught-up until everything written before it started has arrived.\n"
         "Progress (messages sent, lag) goes to stderr once a second.",
     )
+    sub.usage = (
+        "tidelog mirror [-h] [-d DIR] [--to TOPIC] [-g NAME] [--until-caught-up] "
+        "[--batch N] [--json] [DIR] TOPIC kafka://HOST:PORT"
+    )
     sub.add_argument(
         "args", nargs="+", metavar="[DIR] TOPIC URL", help="store, local topic, kafka://HOST:PORT"
     )
