@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition
@@ -179,15 +179,17 @@ class KafkaConsumer:
                     "exactly-once: commit the messages handed out through "
                     "store.transaction(producer, consumer) before taking more"
                 )
-            with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
+            try:
                 raw = self._consumer.consume(n, timeout)
-            out = []
-            for m in raw:
-                err = m.error()
-                if err is None:
-                    out.append(KafkaMessage(m))
-                elif err.code() != PARTITION_EOF:
-                    raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
+            except KafkaException as e:
+                with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
+                    raise e
+            out = [KafkaMessage(m) for m in raw if m.error() is None]
+            if len(out) != len(raw):
+                for m in raw:
+                    err = m.error()
+                    if err is not None and err.code() != PARTITION_EOF:
+                        raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
             # Messages of one partition come in offset order: the last one of each says
             # where the application will have moved past. Walking back stops once every
             # owned partition is seen (usually after a message or two).
@@ -198,7 +200,7 @@ class KafkaConsumer:
                 p = raw_msg.partition()
                 if p not in seen:
                     seen[p] = raw_msg.offset() + 1
-                    if len(seen) >= owned:
+                    if owned and len(seen) >= owned:
                         break
             self._delivered.update(seen)
             if self._delivery == "at-most-once" and self._delivered:
