@@ -62,9 +62,9 @@ crash: build
 
 # Random SIGKILL rounds over every write path, checked after each round (tests/torture/).
 # `make torture ROUNDS=1000`; KINDS selects some of append,batch,buffer,producer,commit,
-# queue,txn,fork,scratch; TORTURE_ARGS passes more (--seed, --window, --fsync, --dir).
+# queue,txn,fork,scratch,compact; TORTURE_ARGS passes more (--seed, --window, --fsync, --dir).
 ROUNDS ?= 100
-KINDS ?= append,batch,buffer,producer,commit,queue,txn,fork,scratch
+KINDS ?= append,batch,buffer,producer,commit,queue,txn,fork,scratch,compact
 torture: build
 	$(BIN)/python tests/torture/torture.py --rounds $(ROUNDS) --kinds $(KINDS) $(TORTURE_ARGS)
 

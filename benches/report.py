@@ -53,6 +53,15 @@ FIGURES = [
     "group-heartbeat",
     "group-heartbeat-forced",
     "group-generation",
+    # issue 15: asyncio (test_aio_bench.py)
+    "aio-send",
+    "aio-send-uvloop",
+    "aio-send-nowait",
+    "aio-consume",
+    "aio-consume-uvloop",
+    "aio-latency-p50",
+    "aio-latency-p99",
+    "aio-idle-cpu",
 ]
 
 OPS: dict[str, Callable[[float, float], bool]] = {

@@ -14,6 +14,8 @@ Modes (how the child waits):
   (at-least-once: every poll commits what the previous one returned);
 * ``doorbell``: no group, the raw loop a consumer is built on: ``ticket()``,
   ``read_batch(0, position)``, ``wait(ticket)`` when there is nothing new;
+* ``aio`` / ``aio-uvloop``: a ``tidelog.aio`` group member awaiting ``poll(500)`` in an
+  asyncio (or uvloop) event loop, woken through the store's waker and its eventfd;
 * ``pipe``: no tidelog at all: blocked in ``os.read`` on the pipe ``PIPE_FD`` that the parent
   writes the same 100-byte values to (the floor of a cross-process wake-up).
 
@@ -90,44 +92,94 @@ def pipe_batches(fd: int) -> Iterator[Iterable[bytes]]:
         yield [data[i : i + VALUE_BYTES] for i in range(0, whole, VALUE_BYTES)]
 
 
-def measure(
-    batches: Iterator[Iterable[bytes]], count: int
-) -> tuple[array.array[int], dict[str, float]]:
+class Meter:
     """Latencies of the first ``count`` measured messages, and this process's usage meanwhile."""
-    lat: array.array[int] = array.array("q")
-    add = lat.append
-    unpack = STAMP.unpack_from
-    clock: Callable[[], int] = time.perf_counter_ns
-    warm = False
-    deadline = time.monotonic() + LIFETIME_S
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    for batch in batches:
-        now = clock()
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.lat: array.array[int] = array.array("q")
+        self.warm = False
+        self.deadline = time.monotonic() + LIFETIME_S
+        self.before = resource.getrusage(resource.RUSAGE_SELF)
+
+    def take(self, batch: Iterable[bytes], now: int) -> bool:
+        """Counts a batch that reached this process at ``now``; True once done."""
+        add, unpack = self.lat.append, STAMP.unpack_from
         for value in batch:
             stamp = unpack(value)[0]
             if stamp >= 0:
                 add(now - stamp)
-            elif not warm:
-                warm = True
+            elif not self.warm:
+                self.warm = True
                 say("warm")
-                before = resource.getrusage(resource.RUSAGE_SELF)
-        if len(lat) >= count or time.monotonic() > deadline:
+                self.before = resource.getrusage(resource.RUSAGE_SELF)
+        return len(self.lat) >= self.count or time.monotonic() > self.deadline
+
+    def result(self) -> tuple[array.array[int], dict[str, float]]:
+        """The latencies and the usage since the first warm-up message."""
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        before = self.before
+        usage = {
+            "cpu_user_s": after.ru_utime - before.ru_utime,
+            "cpu_sys_s": after.ru_stime - before.ru_stime,
+            "voluntary_ctx_switches": after.ru_nvcsw - before.ru_nvcsw,
+            "involuntary_ctx_switches": after.ru_nivcsw - before.ru_nivcsw,
+            "received": len(self.lat),
+        }
+        return self.lat, usage
+
+
+def measure(
+    batches: Iterator[Iterable[bytes]], count: int
+) -> tuple[array.array[int], dict[str, float]]:
+    """Latencies of the first ``count`` measured messages, and this process's usage meanwhile."""
+    meter = Meter(count)
+    clock: Callable[[], int] = time.perf_counter_ns
+    for batch in batches:
+        if meter.take(batch, clock()):
             break
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    usage = {
-        "cpu_user_s": after.ru_utime - before.ru_utime,
-        "cpu_sys_s": after.ru_stime - before.ru_stime,
-        "voluntary_ctx_switches": after.ru_nvcsw - before.ru_nvcsw,
-        "involuntary_ctx_switches": after.ru_nivcsw - before.ru_nivcsw,
-        "received": len(lat),
-    }
-    return lat, usage
+    return meter.result()
+
+
+def aio_measure(
+    path: str, topic: str, count: int, loop: str
+) -> tuple[array.array[int], dict[str, float]]:
+    """:func:`measure` with an async group member waiting in an event loop (``tidelog.aio``)."""
+    import asyncio
+
+    import tidelog.aio
+
+    async def run() -> tuple[array.array[int], dict[str, float]]:
+        async with tidelog.aio.open(path, fsync="never") as store:
+            consumer = store.consumer(topic, group=GROUP, start="latest")
+            say("ready")
+            meter = Meter(count)
+            clock: Callable[[], int] = time.perf_counter_ns
+            poll = consumer.poll
+            while True:
+                messages = await poll(500, 1.0)
+                if meter.take([m.value or b"" for m in messages], clock()):
+                    break
+            await consumer.close()
+            return meter.result()
+
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(run())
+    return asyncio.run(run())
 
 
 def main(argv: list[str]) -> int:
     """Runs the consumer until ``COUNT`` measured messages arrived."""
     mode, path, topic, count, out = argv[0], argv[1], argv[2], int(argv[3]), argv[4]
     store: tidelog.Store | None = None
+    if mode in ("aio", "aio-uvloop"):
+        lat, usage = aio_measure(path, topic, count, "uvloop" if mode == "aio-uvloop" else "")
+        with open(out, "wb") as f:
+            lat.tofile(f)
+        say("done " + json.dumps(usage))
+        return 0
     if mode == "pipe":
         batches = pipe_batches(int(argv[5]))
     else:

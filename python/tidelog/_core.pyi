@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any, Self, final
 
 import numpy as np
@@ -11,9 +11,28 @@ from typing_extensions import disjoint_base
 
 __version__: str
 OFFSETS_TOPIC: str
+LEGACY_WORK_QUEUES_TOPIC: str
+INTERNAL_PREFIX: str
+DOORBELL_FILE: str
+TOPIC_META_FILE: str
+TXN_SUFFIX: str
+SEGMENT_DATA_SUFFIX: str
+TXN_LOCK_SUFFIX: str
+DEFAULTS: Mapping[str, int | float | str | None]
+PRODUCER_DEFAULTS: Mapping[str, int | float | str | None]
 __all__ = [
+    "DEFAULTS",
+    "DOORBELL_FILE",
+    "INTERNAL_PREFIX",
+    "LEGACY_WORK_QUEUES_TOPIC",
     "OFFSETS_TOPIC",
+    "PRODUCER_DEFAULTS",
+    "SEGMENT_DATA_SUFFIX",
+    "TOPIC_META_FILE",
+    "TXN_LOCK_SUFFIX",
+    "TXN_SUFFIX",
     "BackpressureError",
+    "Bell",
     "CorruptRecordError",
     "Doorbell",
     "Group",
@@ -35,6 +54,7 @@ __all__ = [
     "RecordBatch",
     "RecordBatchIterator",
     "RingBuffer",
+    "SendResult",
     "StateLog",
     "StorageError",
     "Store",
@@ -45,16 +65,24 @@ __all__ = [
     "TopicExistsError",
     "TopicNotFoundError",
     "ValueBuffer",
+    "Waker",
     "__version__",
     "_clear_faults",
     "_inject_fault",
     "inspect_segment",
     "list_groups",
+    "partition_dir",
     "partition_for_key",
+    "partition_metrics",
+    "producers_dir",
     "read_group",
     "read_state_log",
     "recovery_events",
     "segment_files",
+    "timestamps_at",
+    "topic_dir",
+    "topics_dir",
+    "work_queues_dir",
 ]
 
 class TidelogError(Exception): ...
@@ -185,6 +213,8 @@ class RecordBatch:
     def values(self) -> list[bytes | None]: ...
     def pending_offsets(self) -> list[int]: ...
     def value_buffer(self) -> tuple[memoryview, npt.NDArray[np.int64]]: ...
+    def to_arrow(self) -> Any: ...
+    def arrow_columns(self) -> tuple[Any, ...]: ...
 
 @final
 class RecordBatchIterator:
@@ -224,7 +254,7 @@ class Topic:
     ) -> tuple[int, int]: ...
     def append_batch(
         self,
-        values: list[bytes] | bytes | bytearray | memoryview,
+        values: list[bytes | None] | list[bytes] | bytes | bytearray | memoryview,
         *,
         lengths: npt.ArrayLike | None = None,
         partition: int | None = None,
@@ -232,7 +262,7 @@ class Topic:
     ) -> tuple[int, int]: ...
     def append_sequenced(
         self,
-        values: list[bytes],
+        values: list[bytes | None] | list[bytes],
         *,
         producer_id: int,
         producer_epoch: int,
@@ -260,8 +290,12 @@ class Topic:
     def last_stable_offset(self, partition: int) -> int: ...
     def offset_for_timestamp(self, partition: int, timestamp_ms: int) -> int | None: ...
     def size_bytes(self, partition: int) -> int: ...
+    def record_count(self, partition: int | None = None) -> int: ...
     def segment_count(self, partition: int) -> int: ...
     def enforce_retention(self) -> None: ...
+    def to_arrow(
+        self, partition: int, *, start: int | None = None, end: int | None = None
+    ) -> Any: ...
     def ticket(self) -> int: ...
     def wait(self, ticket: int, timeout: float | None = None) -> bool: ...
 
@@ -303,13 +337,26 @@ class Producer:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
         partition: int | None = None,
         priority: int | None = None,
     ) -> bool: ...
+    def try_send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        priority: int | None = None,
+    ) -> SendResult | None: ...
+    def sent_count(self) -> int: ...
+    def flushed(self, target: int) -> bool: ...
+    def set_flushing(self, on: bool) -> None: ...
     def flush(self, timeout: float | None = None) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
     def _set_external_pressure(self, on: bool) -> None: ...
@@ -319,11 +366,41 @@ class Producer:
     def __exit__(self, *_args: object) -> bool: ...
 
 @final
+class SendResult:
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def target(self) -> int: ...
+    @property
+    def producer(self) -> Producer: ...
+    def __await__(self) -> Generator[Any, None, bool]: ...
+
+@final
 class Doorbell:
     def __new__(cls, path: str | os.PathLike[str]) -> Doorbell: ...
     def ticket(self) -> int: ...
     def ring(self) -> None: ...
     def wait(self, ticket: int, timeout: float | None = None) -> bool: ...
+
+@final
+class Bell:
+    @staticmethod
+    def topic(topic: Topic) -> Bell: ...
+    @staticmethod
+    def doorbell(doorbell: Doorbell) -> Bell: ...
+    @staticmethod
+    def pressure(producer: Producer) -> Bell: ...
+    @staticmethod
+    def flush(producer: Producer) -> Bell: ...
+    def ticket(self) -> int: ...
+
+@final
+class Waker:
+    def __new__(cls) -> Waker: ...
+    def fileno(self) -> int: ...
+    def drain(self) -> None: ...
+    def watch(self, bell: Bell, ticket: int) -> None: ...
+    def close(self) -> None: ...
 
 @final
 class RingBuffer:
@@ -345,13 +422,13 @@ class Store:
         path: str | os.PathLike[str],
         *,
         segment_ms: int | None = ...,
-        fsync: str = "never",
-        fsync_interval_ms: int = 1000,
-        producer_expiry_ms: int = 604800000,
+        fsync: str = ...,
+        fsync_interval_ms: int = ...,
+        producer_expiry_ms: int = ...,
         settings: dict[str, int | str | None] | None = None,
-        on_corruption: str = "raise",
+        on_corruption: str = ...,
         cleaner_interval_ms: int | None = ...,
-        min_cleanable_dirty_ratio: float = 0.5,
+        min_cleanable_dirty_ratio: float = ...,
         cleaner_bytes_per_second: int | None = ...,
     ) -> Store: ...
     @property
@@ -383,9 +460,7 @@ class Store:
     def open_every_topic(self) -> None: ...
     def abort_orphaned_transactions(self) -> list[str]: ...
     def named_producers(self) -> list[dict[str, Any]]: ...
-    def delete_topic(
-        self, name: str, *, attached: Sequence[str | os.PathLike[str]] = ...
-    ) -> int: ...
+    def delete_topic(self, name: str) -> int: ...
     def state_log(self, directory: str | os.PathLike[str], name: str) -> StateLog: ...
     def group(self, topic: str, group: str) -> Group: ...
     def sync(self) -> None: ...
@@ -394,7 +469,7 @@ class Store:
 @final
 class StateLog:
     def __new__(
-        cls, directory: str | os.PathLike[str], name: str, *, fsync: str = "never"
+        cls, directory: str | os.PathLike[str], name: str, *, fsync: str = ...
     ) -> StateLog: ...
     def lock(self) -> tuple[bool, bytes | None, list[bytes]]: ...
     def unlock(self) -> None: ...
@@ -425,7 +500,7 @@ def read_state_log(
 @final
 class Group:
     def __new__(
-        cls, store_dir: str | os.PathLike[str], topic: str, group: str, *, fsync: str = "never"
+        cls, store_dir: str | os.PathLike[str], topic: str, group: str, *, fsync: str = ...
     ) -> Group: ...
     def lock(self) -> tuple[int, bytes | None]: ...
     def write(self, body: bytes) -> int: ...
@@ -450,6 +525,15 @@ def inspect_segment(path: str | os.PathLike[str], *, records: bool = False) -> d
 def segment_files(partition_dir: str | os.PathLike[str]) -> list[pathlib.Path]: ...
 def recovery_events(partition_dir: str | os.PathLike[str]) -> list[dict[str, Any]]: ...
 def partition_for_key(key: bytes, partitions: int) -> int: ...
+def topics_dir(store: str | os.PathLike[str]) -> pathlib.Path: ...
+def topic_dir(store: str | os.PathLike[str], topic: str) -> pathlib.Path: ...
+def partition_dir(store: str | os.PathLike[str], topic: str, partition: int) -> pathlib.Path: ...
+def work_queues_dir(store: str | os.PathLike[str], topic: str) -> pathlib.Path: ...
+def producers_dir(store: str | os.PathLike[str]) -> pathlib.Path: ...
+def partition_metrics(
+    topic: Topic,
+) -> list[tuple[int, int, int, int, int, int, int | None, tuple[int, int, int, int]]]: ...
+def timestamps_at(topic: Topic, wanted: list[tuple[int, int]]) -> list[int | None]: ...
 def _inject_fault(
     op: str,
     path_contains: str = ...,

@@ -7,7 +7,6 @@ within microseconds.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -249,7 +248,7 @@ class Consumer:
                 f"committed offset {committed.offset} of {where} is past the end of the log "
                 f"({end}): messages were removed by recovery; {advice}"
             )
-        directory = os.path.join(self._store_path, "topics", self.topic, str(partition))
+        directory = _core.partition_dir(self._store_path, self.topic, partition)
         try:
             events = _core.recovery_events(directory)
         except FileNotFoundError:
@@ -463,6 +462,30 @@ class Consumer:
         if self.delivery == "exactly-once":
             self._consume(message)
         return message
+
+    def next_nowait(self) -> Message | None:
+        """The next message, as iterating returns it, or None if none is there now.
+
+        Never waits: one fetch at most (with the same commits and group heartbeat as an
+        iteration step). For event loops, which wait elsewhere (see :mod:`tidelog.aio`).
+        """
+        self._born.check()
+        if self._consumed:
+            self._require_step_committed()
+        if not self._buffer:
+            self._check_open()
+            self._buffer.extend(self._poll(self.max_poll_messages, 0.0))
+            if not self._buffer:
+                return None
+        message = self._buffer.popleft()
+        if self.delivery == "exactly-once":
+            self._consume(message)
+        return message
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """Longest a waiting member may go without looking at its group (its heartbeat)."""
+        return self._membership.heartbeat_interval()
 
     # -- offsets --------------------------------------------------------------------------
 

@@ -97,6 +97,14 @@ class OffsetStore:
         commits = self._table.committed(group, topic, incarnation)
         return {p: Committed(o, m, t) for p, (o, m, t) in commits.items()}
 
+    def committed_offsets(self, group: str, topic: str, incarnation: int) -> dict[int, int]:
+        """:meth:`committed` reduced to the offsets: ``{partition: offset}`` (for metrics).
+
+        Raises:
+            CorruptRecordError: A commit record cannot be decoded (names its file).
+        """
+        return {p: o for p, (o, _m, _t) in self._table.committed(group, topic, incarnation).items()}
+
     def groups(self) -> set[tuple[str, str]]:
         """Every (group, topic name) with a commit, for any incarnation of the topic."""
         return self._table.groups()

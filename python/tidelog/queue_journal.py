@@ -25,6 +25,8 @@ mid-write) is truncated, and counted (``WorkQueue.stats()["recovery"]``). With
 with ``"interval"`` the store's background syncer syncs the journal every interval; with
 ``"never"`` records are in the page cache (they survive the process, not the machine).
 Files in the first format (before the core owned them) are converted on first use.
+The state the first version of work queues kept in the internal topic ``__work_queues`` is
+converted into these files by the core when the store is opened (``tidelog_core::queue_legacy``).
 """
 
 from __future__ import annotations
@@ -178,20 +180,16 @@ class QueueJournal:
         *,
         fsync: Literal["never", "always"] = "never",
         core: _core.Store | None = None,
-        legacy: Callable[[], QueueState | None] | None = None,
         alive: Callable[[], object] | None = None,
     ) -> None:
         """Opens (creating if needed) the queue's files and loads its state.
 
         With ``core`` (the store) the journal is synced as the store's ``fsync`` policy
-        says; without, as ``fsync`` says. ``legacy`` gives the state to start a new queue
-        (no snapshot, no record yet) from, if any: it is written as the first snapshot (see
-        :mod:`tidelog.queue_legacy`). ``alive`` is called before every use of the files and
+        says; without, as ``fsync`` says. ``alive`` is called before every use of the files and
         raises once the topic was deleted: the files are found by path, and after a deletion
         the path may lead to the queue of a topic created again under the name.
         """
         self.files = files
-        self._legacy = legacy
         self._alive = alive
         self.partitions = partitions
         self.state = QueueState.empty(partitions)
@@ -235,8 +233,6 @@ class QueueJournal:
             try:
                 if reset:
                     self.state = _load_snapshot(self.files, snapshot, self.partitions)
-                    if snapshot is None and not records and self._legacy is not None:
-                        self._import_legacy()
                 _apply_records(self.files, self.state, records)
             except BaseException:
                 self._log.invalidate()  # the copy is incomplete: read it all next time
@@ -244,15 +240,6 @@ class QueueJournal:
             yield self.state
         finally:
             self._log.unlock()
-
-    def _import_legacy(self) -> None:
-        """Starts a queue with no state yet from the first version's records, if any."""
-        assert self._legacy is not None
-        imported = self._legacy()
-        if imported is not None:
-            # Carried over from the first version's records: the first snapshot.
-            self._log.replace(_snapshot_body(imported))
-            self.state = imported
 
     def write(self, member: str, ops: list[Op]) -> None:
         """Appends one record of ``ops`` by ``member`` and applies it.

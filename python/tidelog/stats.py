@@ -151,14 +151,14 @@ def recovery_events(store_path: str, topics: list[str]) -> list[dict[str, Any]]:
     """
     events: list[dict[str, Any]] = []
     for name in topics:
-        topic_dir = os.path.join(store_path, "topics", name)
+        topic_dir = _core.topic_dir(store_path, name)
         try:
             partitions = sorted(int(d) for d in os.listdir(topic_dir) if d.isdigit())
         except FileNotFoundError:
             continue  # deleted meanwhile
         for p in partitions:
             try:
-                found = _core.recovery_events(os.path.join(topic_dir, str(p)))
+                found = _core.recovery_events(_core.partition_dir(store_path, name, p))
             except FileNotFoundError:
                 continue
             events.extend({"topic": name, "partition": p, **e} for e in found)

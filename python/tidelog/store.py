@@ -15,7 +15,7 @@ import os
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from tidelog import _core
 from tidelog._checks import storage_errors
@@ -23,7 +23,6 @@ from tidelog._core import Producer, Topic
 from tidelog._fork import Born
 from tidelog.consumer import Consumer, Delivery, Start
 from tidelog.offsets import OFFSETS_TOPIC, OffsetStore
-from tidelog.queue_legacy import forget_work_queues
 from tidelog.stats import GroupInfo, group_overview, store_stats
 from tidelog.transaction import Transaction
 from tidelog.workqueue import WorkQueue
@@ -51,6 +50,25 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 Setting = int | str | None
 
+# This process's own options default to the core's values (``_core.DEFAULTS``, the one place
+# that holds them); the file-shaping settings default to the store's stored ones.
+_DEFAULTS = _core.DEFAULTS
+_SEGMENT_MS = cast("int | None", _DEFAULTS["segment_ms"])
+_FSYNC = cast("FsyncPolicy", _DEFAULTS["fsync"])
+_FSYNC_INTERVAL_MS = cast("int", _DEFAULTS["fsync_interval_ms"])
+_PRODUCER_EXPIRY_MS = cast("int", _DEFAULTS["producer_expiry_ms"])
+_ON_CORRUPTION = cast("OnCorruption", _DEFAULTS["on_corruption"])
+_CLEANER_INTERVAL_MS = cast("int | None", _DEFAULTS["cleaner_interval_ms"])
+_MIN_CLEANABLE_DIRTY_RATIO = cast("float", _DEFAULTS["min_cleanable_dirty_ratio"])
+_CLEANER_BYTES_PER_SECOND = cast("int | None", _DEFAULTS["cleaner_bytes_per_second"])
+_PRODUCER_DEFAULTS = _core.PRODUCER_DEFAULTS
+_BUFFER_MESSAGES = cast("int", _PRODUCER_DEFAULTS["buffer_messages"])
+_HIGH_WATERMARK = cast("float", _PRODUCER_DEFAULTS["high_watermark"])
+_LOW_WATERMARK = cast("float", _PRODUCER_DEFAULTS["low_watermark"])
+_ON_FULL = cast("OnFull", _PRODUCER_DEFAULTS["on_full"])
+_MAX_BATCH_MESSAGES = cast("int", _PRODUCER_DEFAULTS["max_batch_messages"])
+_LINGER_MS = cast("float", _PRODUCER_DEFAULTS["linger_ms"])
+
 
 def _given(**settings: Setting | _Unset) -> dict[str, Setting]:
     return {k: v for k, v in settings.items() if v is not _UNSET}
@@ -67,21 +85,21 @@ class Store:
         path: str | os.PathLike[str],
         *,
         segment_bytes: int | _Unset = _UNSET,
-        segment_ms: int | None = 7 * 24 * 3600 * 1000,
+        segment_ms: int | None = _SEGMENT_MS,
         retention_bytes: int | _Unset | None = _UNSET,
         retention_ms: int | _Unset | None = _UNSET,
-        fsync: FsyncPolicy = "never",
-        fsync_interval_ms: int = 1000,
+        fsync: FsyncPolicy = _FSYNC,
+        fsync_interval_ms: int = _FSYNC_INTERVAL_MS,
         max_message_bytes: int | _Unset = _UNSET,
         index_interval_bytes: int | _Unset = _UNSET,
-        producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
+        producer_expiry_ms: int = _PRODUCER_EXPIRY_MS,
         cleanup_policy: str | _Unset = _UNSET,
         delete_retention_ms: int | _Unset = _UNSET,
         compression: str | _Unset = _UNSET,
-        on_corruption: OnCorruption = "raise",
-        cleaner_interval_ms: int | None = 15_000,
-        min_cleanable_dirty_ratio: float = 0.5,
-        cleaner_bytes_per_second: int | None = 100 << 20,
+        on_corruption: OnCorruption = _ON_CORRUPTION,
+        cleaner_interval_ms: int | None = _CLEANER_INTERVAL_MS,
+        min_cleanable_dirty_ratio: float = _MIN_CLEANABLE_DIRTY_RATIO,
+        cleaner_bytes_per_second: int | None = _CLEANER_BYTES_PER_SECOND,
     ) -> None:
         """Opens (creating if missing) the store in ``path``; see :func:`tidelog.open`."""
         self._born = Born()
@@ -280,7 +298,7 @@ class Store:
         """
         self._born.check()
         names = self._core.topics()
-        return names if internal else [n for n in names if not n.startswith("__")]
+        return names if internal else [n for n in names if not n.startswith(_core.INTERNAL_PREFIX)]
 
     @storage_errors
     def delete_topic(self, name: str) -> None:
@@ -295,17 +313,13 @@ class Store:
         """
         self._born.check()
         _check_type(name, str, "name")
-        # Group membership (which the core removes itself) and work-queue state leave in the
-        # same operation as the topic, so a failure cannot leave one without the other.
-        incarnation = self._core.delete_topic(
-            name, attached=[os.path.join(self.path, "work_queues", name)]
-        )
+        # The core removes the topic's group and work-queue state in the same operation.
+        incarnation = self._core.delete_topic(name)
         # Commits live in an internal log: a record there forgets them. They name the
         # deleted incarnation, so if this process dies first they still never apply to a
         # topic created again; the record only keeps them from being listed.
         if OFFSETS_TOPIC in self._core.topics():
             self._offset_store().forget_topic(name, incarnation)
-        forget_work_queues(self._core, self.path, name)
 
     @storage_errors
     def stats(self) -> StoreStats:
@@ -338,18 +352,39 @@ class Store:
         self._born.check()
         return store_stats(self, self._offset_store, self._producers)
 
+    @storage_errors
+    def metrics(self) -> dict[str, Any]:
+        """Returns the store's counters and gauges for monitoring (see :mod:`tidelog.metrics`).
+
+        Per topic and partition: messages, bytes, start and end offsets, segments,
+        compaction dirty ratio and compactions; per consumer group: lag in messages and in
+        seconds (now minus the timestamp of the oldest unconsumed message); per producer of
+        this process: sent, written, failed, dropped by priority, blocked seconds and
+        backpressure episodes; per work queue: backlog, in flight, redelivered,
+        dead-lettered; and what recovery removed. Read from the files every process shares,
+        so it describes a store that other processes are writing; it costs a few
+        microseconds per partition and nothing on the append path.
+
+        Returns:
+            The snapshot described in :func:`tidelog.metrics.collect`.
+        """
+        from tidelog.metrics import collect
+
+        self._born.check()
+        return collect(self, self._offset_store, self._producers)
+
     def producer(
         self,
         *,
         name: str | None = None,
         idempotent: bool = True,
-        buffer_messages: int = 65_536,
-        high_watermark: float = 0.8,
-        low_watermark: float = 0.5,
-        on_full: OnFull = "block",
+        buffer_messages: int = _BUFFER_MESSAGES,
+        high_watermark: float = _HIGH_WATERMARK,
+        low_watermark: float = _LOW_WATERMARK,
+        on_full: OnFull = _ON_FULL,
         block_timeout: float | None = None,
-        max_batch_messages: int = 4096,
-        linger_ms: float = 1.0,
+        max_batch_messages: int = _MAX_BATCH_MESSAGES,
+        linger_ms: float = _LINGER_MS,
         max_lag: int | None = None,
         compression: Compression | None = None,
     ) -> Producer:
@@ -670,21 +705,21 @@ def open(
     path: str | os.PathLike[str],
     *,
     segment_bytes: int | _Unset = _UNSET,
-    segment_ms: int | None = 7 * 24 * 3600 * 1000,
+    segment_ms: int | None = _SEGMENT_MS,
     retention_bytes: int | _Unset | None = _UNSET,
     retention_ms: int | _Unset | None = _UNSET,
-    fsync: FsyncPolicy = "never",
-    fsync_interval_ms: int = 1000,
+    fsync: FsyncPolicy = _FSYNC,
+    fsync_interval_ms: int = _FSYNC_INTERVAL_MS,
     max_message_bytes: int | _Unset = _UNSET,
     index_interval_bytes: int | _Unset = _UNSET,
-    producer_expiry_ms: int = 7 * 24 * 3600 * 1000,
+    producer_expiry_ms: int = _PRODUCER_EXPIRY_MS,
     cleanup_policy: str | _Unset = _UNSET,
     delete_retention_ms: int | _Unset = _UNSET,
     compression: str | _Unset = _UNSET,
-    on_corruption: OnCorruption = "raise",
-    cleaner_interval_ms: int | None = 15_000,
-    min_cleanable_dirty_ratio: float = 0.5,
-    cleaner_bytes_per_second: int | None = 100 << 20,
+    on_corruption: OnCorruption = _ON_CORRUPTION,
+    cleaner_interval_ms: int | None = _CLEANER_INTERVAL_MS,
+    min_cleanable_dirty_ratio: float = _MIN_CLEANABLE_DIRTY_RATIO,
+    cleaner_bytes_per_second: int | None = _CLEANER_BYTES_PER_SECOND,
 ) -> Store:
     """Opens the store in ``path``, creating the directory if it is missing.
 

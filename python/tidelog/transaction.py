@@ -59,13 +59,16 @@ class Transaction:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
-        """Sends a message as part of the transaction (visible once it commits)."""
+        """Sends a message as part of the transaction (visible once it commits).
+
+        A ``value`` of None is a tombstone: compaction deletes the key.
+        """
         self._check_open()
         self._producer.send(topic, value, key=key, headers=headers, partition=partition)
 

@@ -26,7 +26,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +44,6 @@ from tidelog.jobs import (
     dead_letter_headers,
 )
 from tidelog.queue_journal import QueueJournal, queue_files
-from tidelog.queue_legacy import read_legacy_state
 from tidelog.queue_state import (
     ACK,
     ACQUIRE,
@@ -154,14 +152,13 @@ class WorkQueue(_core.JobBuffer):
             self._files,
             self._topic.partitions,
             core=store.native,
-            legacy=lambda: read_legacy_state(
-                store.native, self._files.directory, topic, group, self._topic.partitions
-            ),
             # Raises TopicNotFoundError once the topic is deleted (a shared word's load).
             alive=lambda: self._topic.start_offset(0),
         )
         try:
-            self._doorbell = _core.Doorbell(Path(store.path) / "topics" / topic / "doorbell")
+            self._doorbell = _core.Doorbell(
+                _core.topic_dir(store.path, topic) / _core.DOORBELL_FILE
+            )
         except BaseException:
             self._journal.close()
             raise
@@ -233,10 +230,9 @@ class WorkQueue(_core.JobBuffer):
         """
         if self._recoveries_checked:
             return self._removed
-        directory = os.path.join(self._store.path, "topics", self.topic)
         for p, part in enumerate(state.partitions):
             try:
-                events = _core.recovery_events(os.path.join(directory, str(p)))
+                events = _core.recovery_events(_core.partition_dir(self._store.path, self.topic, p))
             except FileNotFoundError:
                 events = []
             seen = part.recoveries_seen
@@ -386,40 +382,54 @@ class WorkQueue(_core.JobBuffer):
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
             ticket = self._topic.ticket()
-            with self._mutex:
-                self._check_open()
-                if iterating and self._ready_count:
-                    job = self._ready_job()
-                    if job is not None:
-                        return [job]
-                acks = self._take_pending()
-                with self._journal.locked() as state:
-                    ops: list[Op] = []
-                    self._settle_ops(state, ops, acks, return_ready=True)
-                    beyond = self._check_recoveries(state, ops) or self._beyond_end(state)
-                    if beyond:
-                        self._journal.write(self.member_id, ops)  # the acks still count
-                        raise OffsetOutOfRangeError(beyond)
-                    batch, claimed = self._take(state, limit, ops)
-                    self._journal.write(self.member_id, ops)
-                    now = _now_ms()
-                    expiries = [
-                        x for x in (p.next_expiry(now) for p in state.partitions) if x is not None
-                    ]
-                if any(op[0] == RELEASE for op in ops):
-                    self._doorbell.ring()
-                jobs = self._jobs(batch, claimed)
-                if jobs:
-                    return jobs
-            wait = _MAX_WAIT_S
-            if expiries:
-                wait = min(wait, max(min(expiries) - now, 1) / 1000)
+            jobs, wait = self.fetch_nowait(limit, iterating=iterating)
+            if jobs:
+                return jobs
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
                 wait = min(wait, remaining)
             self._topic.wait(ticket, wait)
+
+    def fetch_nowait(self, limit: int, *, iterating: bool = False) -> tuple[list[Job], float]:
+        """One attempt to acquire up to ``limit`` jobs; never waits.
+
+        For event loops, which wait elsewhere (see :mod:`tidelog.aio`): take the topic's
+        ticket first, then wait on its doorbell for at most the returned seconds (when a
+        lock held by another member expires or a delayed release comes due) before trying
+        again. ``iterating`` hands out a prefetched job first.
+
+        Returns:
+            The jobs acquired (maybe none) and the longest wait before trying again.
+        """
+        with self._mutex:
+            self._check_open()
+            if iterating and self._ready_count:
+                job = self._ready_job()
+                if job is not None:
+                    return [job], 0.0
+            acks = self._take_pending()
+            with self._journal.locked() as state:
+                ops: list[Op] = []
+                self._settle_ops(state, ops, acks, return_ready=True)
+                beyond = self._check_recoveries(state, ops) or self._beyond_end(state)
+                if beyond:
+                    self._journal.write(self.member_id, ops)  # the acks still count
+                    raise OffsetOutOfRangeError(beyond)
+                batch, claimed = self._take(state, limit, ops)
+                self._journal.write(self.member_id, ops)
+                now = _now_ms()
+                expiries = [
+                    x for x in (p.next_expiry(now) for p in state.partitions) if x is not None
+                ]
+            if any(op[0] == RELEASE for op in ops):
+                self._doorbell.ring()
+            jobs = self._jobs(batch, claimed)
+        wait = _MAX_WAIT_S
+        if expiries:
+            wait = min(wait, max(min(expiries) - now, 1) / 1000)
+        return jobs, wait
 
     def _ready_job(self) -> Job | None:
         """The next prefetched job, if its lock has time enough left (under the mutex)."""
@@ -506,11 +516,22 @@ class WorkQueue(_core.JobBuffer):
 
     def _next_job(self, timeout: float | None) -> Job | None:
         """The next prefetched job, or the first of a new batch (None after ``timeout``)."""
+        ready, size = self.plan_batch()
+        if ready is not None:
+            return ready
+        return self.took_batch(self._fetch(size, timeout, iterating=True))
+
+    def plan_batch(self) -> tuple[Job | None, int]:
+        """Iteration's first step: a prefetched job, or the size of the batch to acquire.
+
+        For event loops (see :mod:`tidelog.aio`); acquire the batch with
+        :meth:`fetch_nowait` (``iterating=True``) and hand it to :meth:`took_batch`.
+        """
         with self._mutex:
             if self._ready_count:
                 job = self._ready_job()
                 if job is not None:
-                    return job
+                    return job, 0
             now = time.monotonic()
             if self._batch_started is not None:
                 elapsed = now - self._batch_started
@@ -518,8 +539,10 @@ class WorkQueue(_core.JobBuffer):
                     self._batch_size = min(self._batch_size * 2, self.prefetch)
                 elif elapsed > 4 * _BATCH_TARGET_S:
                     self._batch_size = max(1, self._batch_size // 2)
-            size = self._batch_size
-        jobs = self._fetch(size, timeout, iterating=True)
+            return None, self._batch_size
+
+    def took_batch(self, jobs: list[Job]) -> Job | None:
+        """Iteration's last step: keeps all but the first job prefetched; returns the first."""
         if not jobs:
             return None
         with self._mutex:

@@ -39,3 +39,8 @@ def test_forked_children_with_their_own_store(tmp_path: Path) -> None:
 
 def test_delete_and_create_again_from_another_process(tmp_path: Path) -> None:
     torture(tmp_path, "scratch", 8)
+
+
+def test_compaction_with_tombstones_readers_and_kills(tmp_path: Path) -> None:
+    out = torture(tmp_path, "compact", 12)
+    assert " lost=0 duplicated=0 corrupted=0 " in out

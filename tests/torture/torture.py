@@ -25,6 +25,16 @@ everything ever acknowledged:
 - ``scratch``: a writer appends to a scratch topic that another process deletes and
   creates again: no call is acknowledged into a deleted topic, and the topic created again
   never holds messages written before it was created.
+- ``compact``: on a compacted topic with small segments and a short
+  ``delete_retention_ms``, a writer appends keyed values and tombstones (``topic.append``),
+  a named producer sends them (``Producer.send``, through its ring buffer), a third process
+  compacts over and over (the writers' background cleaners too) and a fourth reads the
+  whole topic again and again. The oracle is the newest acknowledged write of each key:
+  the topic's newest record of every key is that write or a newer one the writer attempted
+  (an expired tombstone may leave the key out altogether), the records of a key rise with
+  the offsets, an acknowledged offset holds its write until a newer write of its key
+  replaces it, ``latest()`` agrees with a full read, no rewritten file or swap manifest is
+  left behind, and the reader saw offsets rise and records keep their offsets.
 
 Run ``python tests/torture/torture.py --rounds 1000`` (``make torture ROUNDS=1000``); it
 prints totals per kind and exits 1 on any violation. Workers reuse the store's public API
@@ -59,13 +69,33 @@ from tidelog.queue_journal import queue_files, read_state
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "crash"))
 from test_kill_writer import read_partition
 
-KINDS = ["append", "batch", "buffer", "producer", "commit", "queue", "txn", "fork", "scratch"]
+KINDS = [
+    "append",
+    "batch",
+    "buffer",
+    "producer",
+    "commit",
+    "queue",
+    "txn",
+    "fork",
+    "scratch",
+    "compact",
+]
 # Shared by every process: settings that shape files must agree between processes.
 SETTINGS: dict[str, Any] = {"segment_bytes": 1 << 20, "max_message_bytes": 64 << 10}
 LOG_PARTS = 3  # "log": written by append, batch, buffer, producer and fork; read by commit
 JOB_PARTS = 2  # "jobs": the work queue's topic, fed by the parent
 IN_PARTS = 2  # "in" -> "out": the transformer's input (fed by the parent) and output
 SCRATCH_PARTS = 2
+KV_PARTS = 2  # "kv": the compacted topic of the ``compact`` kind
+KV_KEYS = 40  # keys per writer role; each role has its own (one writer per key at a time)
+# Small segments, so compaction always has sealed ones; tombstones go soon after.
+KV_SETTINGS: dict[str, Any] = {
+    "cleanup_policy": "compact",
+    "segment_bytes": 4096,
+    "delete_retention_ms": 200,
+}
+KV_ROLES = {"kv-append": b"a", "kv-producer": b"p"}  # writer role -> its keys' prefix
 JOBS_PER_ROUND = 120
 INPUTS_PER_ROUND = 40
 # A worker's writer ids: wid // WID_BLOCK names the worker (round and kind), the rest its
@@ -392,6 +422,103 @@ def work_scratch_deleter(w: Worker) -> None:
         w.report(f"X cd {time.monotonic_ns()}")
 
 
+def open_kv(w: Worker) -> tidelog.Store:
+    """A store whose background cleaner looks at "kv" often (it competes with the
+    compactor's explicit compactions)."""
+    return tidelog.open(
+        w.store_dir,
+        fsync=w.fsync,  # type: ignore[arg-type]
+        fsync_interval_ms=5,
+        cleaner_interval_ms=w.rng.choice([20, 100, None]),
+        min_cleanable_dirty_ratio=0.1,
+        **SETTINGS,
+    )
+
+
+def kv_write(w: Worker, seq: int) -> tuple[bytes, bytes | None, dict[str, bytes], str]:
+    """The ``seq``-th write of worker ``w``: its key, value (None: a tombstone), headers
+    (naming the write, so a tombstone says which one it is) and intent line."""
+    prefix = KV_ROLES[w.role]
+    k = w.rng.randrange(KV_KEYS)
+    ident = b"%d:%d" % (w.wid, seq)
+    tomb = w.rng.randrange(5) == 0
+    v = None if tomb else ident + b":" + bytes([97 + seq % 26]) * w.rng.randrange(0, 100)
+    key = prefix + b"%d" % k
+    return key, v, {"id": ident}, f"I {key.decode()} {w.wid} {seq} {int(tomb)}"
+
+
+def work_kv_append(w: Worker) -> None:
+    """Keyed values and tombstones, one ``topic.append`` each."""
+    store = open_kv(w)
+    topic = store.topic("kv")
+    w.report("R")
+    for seq in itertools.count():
+        key, v, headers, intent = kv_write(w, seq)
+        w.report(intent)
+        p, off = topic.append(v, key=key, headers=headers)
+        w.report(f"K {key.decode()} {w.wid} {seq} {p} {off}")
+        pace(w)
+
+
+def work_kv_producer(w: Worker) -> None:
+    """Keyed values and tombstones through a named producer's ring buffer; one ack line
+    after each flush covers every send before it."""
+    store = open_kv(w)
+    producer = store.producer(name="kv", linger_ms=w.rng.choice([0.0, 1.0]), buffer_messages=1024)
+    w.report("R")
+    seq = 0
+    while True:
+        for _ in range(w.rng.randrange(1, 60)):
+            key, v, headers, intent = kv_write(w, seq)
+            w.report(intent)
+            producer.send("kv", v, key=key, headers=headers)
+            seq += 1
+        assert producer.flush()
+        w.report(f"F {w.wid} {seq - 1}")
+        pace(w)
+
+
+def work_kv_compactor(w: Worker) -> None:
+    """Compacts "kv" over and over, sometimes paced (so a kill lands mid-rewrite)."""
+    store = open_kv(w)
+    topic = store.topic("kv")
+    w.report("R")
+    while True:
+        paced = w.rng.randrange(3) == 0
+        topic.compact(bytes_per_second=200_000 if paced else None)
+        time.sleep(w.rng.choice([0.0, 0.002, 0.01]))
+
+
+def work_kv_reader(w: Worker) -> None:
+    """Reads "kv" from its start again and again: offsets rise, the records of a key
+    rise, and an offset read twice holds the same write. Violations are reported."""
+    store = open_kv(w)
+    topic = store.topic("kv")
+    w.report("R")
+    seen: dict[tuple[int, int], tuple[bytes | None, bytes]] = {}
+    while True:
+        for p in range(KV_PARTS):
+            prev = -1
+            newest: dict[bytes | None, tuple[int, int]] = {}
+            for m in topic.read(p, offset=topic.start_offset(p)):
+                ident = m.headers.get("id", b"")
+                if m.offset <= prev:
+                    w.report(f"V kv/{p}: offset {m.offset} after {prev}")
+                prev = m.offset
+                before = seen.setdefault((p, m.offset), (m.key, ident))
+                if before != (m.key, ident):
+                    w.report(f"V kv/{p}/{m.offset}: {before} read earlier, now {m.key!r} {ident!r}")
+                try:
+                    wid, seq = map(int, ident.split(b":"))
+                except ValueError:
+                    w.report(f"V kv/{p}/{m.offset}: no write id in {m.headers}")
+                    continue
+                if newest.get(m.key, (-1, -1)) >= (wid, seq):
+                    w.report(f"V kv/{p}/{m.offset}: {m.key!r} {wid}:{seq} after {newest[m.key]}")
+                newest[m.key] = (wid, seq)
+        pace(w)
+
+
 WORK: dict[str, Callable[[Worker], None]] = {
     "append": work_append,
     "batch": work_batch,
@@ -403,6 +530,10 @@ WORK: dict[str, Callable[[Worker], None]] = {
     "fork": work_fork,
     "scratch-writer": work_scratch_writer,
     "scratch-deleter": work_scratch_deleter,
+    "kv-append": work_kv_append,
+    "kv-producer": work_kv_producer,
+    "kv-compactor": work_kv_compactor,
+    "kv-reader": work_kv_reader,
 }
 
 
@@ -491,6 +622,13 @@ class State:
     # current incarnation began.
     scratch_events: list[tuple[str, int]] = field(default_factory=list)
     scratch_acks: list[tuple[int, int, int, int, int, int, int]] = field(default_factory=list)
+    # "compact": every write attempted, (key, (wid, seq)) -> tombstone; the newest
+    # acknowledged write of each key; where acknowledged appends were written.
+    kv_attempted: dict[tuple[str, tuple[int, int]], bool] = field(default_factory=dict)
+    kv_acked: dict[str, tuple[int, int]] = field(default_factory=dict)
+    kv_offsets: dict[tuple[int, int], tuple[str, tuple[int, int]]] = field(default_factory=dict)
+    kv_records: int = 0  # records and offsets of "kv" at the last check
+    kv_offsets_total: int = 0
 
 
 def open_store(store_dir: Path) -> tidelog.Store:
@@ -506,6 +644,7 @@ def setup(store_dir: Path, state: State) -> None:
         state.scratch_events.append(("cs", time.monotonic_ns()))
         store.create_topic("scratch", SCRATCH_PARTS)
         state.scratch_events.append(("cd", time.monotonic_ns()))
+        store.create_topic("kv", KV_PARTS, **KV_SETTINGS)
 
 
 def feed(store_dir: Path, state: State, kinds: set[str]) -> None:
@@ -536,7 +675,13 @@ def spawn(
     roles = [
         (k, r)
         for k in kinds
-        for r in (["scratch-writer", "scratch-deleter"] if k == "scratch" else [k])
+        for r in (
+            ["scratch-writer", "scratch-deleter"]
+            if k == "scratch"
+            else [*KV_ROLES, "kv-compactor", "kv-reader"]
+            if k == "compact"
+            else [k]
+        )
     ]
     # Ctrl-C is held back while forking: a worker forked but not yet listed would outlive
     # the run.
@@ -1053,6 +1198,122 @@ def check_scratch(
     state.scratch_acks = [a for a in state.scratch_acks if a[5] > last_cd and alive]
 
 
+def kv_learn(state: State, totals: Totals, children: list[Child]) -> None:
+    """Takes in the round's attempted and acknowledged writes of "kv"."""
+    for c in children:
+        intents: dict[int, tuple[str, tuple[int, int]]] = {}  # this worker's, by seq
+        for line in c.lines:
+            if line.startswith("I "):
+                key, wid, seq, tomb = line.split()[1:]
+                ident = (int(wid), int(seq))
+                state.kv_attempted[(key, ident)] = tomb == "1"
+                intents[ident[1]] = (key, ident)
+            elif line.startswith("K "):
+                key, wid, seq, p, off = line.split()[1:]
+                ident = (int(wid), int(seq))
+                kv_ack(state, totals, key, ident)
+                state.kv_offsets[(int(p), int(off))] = (key, ident)
+            elif line.startswith("F "):
+                _, upto = map(int, line.split()[1:])
+                for n in range(upto + 1):
+                    if n in intents:
+                        kv_ack(state, totals, *intents.pop(n))
+            elif line.startswith("V "):
+                totals.add("compact", "corrupted", detail=f"reader: {line[2:]}")
+
+
+def kv_ack(state: State, totals: Totals, key: str, ident: tuple[int, int]) -> None:
+    totals.add("compact", "acknowledged")
+    state.kv_acked[key] = max(state.kv_acked.get(key, ident), ident)
+
+
+def check_compact(
+    store: tidelog.Store, state: State, totals: Totals, children: list[Child], store_dir: Path
+) -> None:
+    kv_learn(state, totals, children)
+    topic = store.topic("kv")
+    for part in (store_dir / "topics" / "kv").iterdir():
+        if part.is_dir():
+            left = [f.name for f in part.iterdir() if f.name.endswith(".cleaned")]
+            left += [f.name for f in part.iterdir() if f.name == "compaction.swap"]
+            if left:
+                totals.add("compact", "corrupted", detail=f"left in {part.name}: {left}")
+    # The newest record of each key, from a full read.
+    newest: dict[str, tuple[tuple[int, int], bool, bytes | None]] = {}
+    present: dict[tuple[int, int], tuple[str, tuple[int, int]]] = {}
+    records = offsets = 0
+    for p in range(KV_PARTS):
+        prev = -1
+        offsets += topic.end_offset(p) - topic.start_offset(p)
+        for m in topic.read(p, offset=topic.start_offset(p)):
+            records += 1
+            where = f"kv/{p}/{m.offset}"
+            if m.offset <= prev:
+                totals.add("compact", "misordered", detail=f"{where} after {prev}")
+            prev = m.offset
+            try:
+                key = (m.key or b"").decode()
+                wid, seq = map(int, m.headers["id"].split(b":"))
+            except (KeyError, ValueError, UnicodeDecodeError):
+                totals.add("compact", "corrupted", detail=f"{where}: {m.key!r} {m.headers}")
+                continue
+            ident = (wid, seq)
+            tomb = state.kv_attempted.get((key, ident))
+            if tomb is None:
+                totals.add("compact", "phantom", detail=f"{where}: {key} {ident} never written")
+                continue
+            if tomb != (m.value is None) or (
+                m.value is not None and not m.value.startswith(b"%d:%d:" % ident)
+            ):
+                totals.add("compact", "corrupted", detail=f"{where}: {key} {ident} {m.value!r}")
+            before = newest.get(key)
+            if before is not None and before[0] >= ident:
+                totals.add(
+                    "compact", "misordered", detail=f"{where}: {key} {ident} after {before[0]}"
+                )
+            newest[key] = (ident, m.value is None, m.value)
+            present[(p, m.offset)] = (key, ident)
+    state.kv_records, state.kv_offsets_total = records, offsets
+
+    last_tombstone: dict[str, tuple[int, int]] = {}
+    for (k, i), t in state.kv_attempted.items():
+        if t:
+            last_tombstone[k] = max(last_tombstone.get(k, i), i)
+
+    def superseded(key: str, ident: tuple[int, int]) -> bool:
+        """A write no longer in the log is fine if a newer write of its key is, or if the
+        key went with a tombstone at least as new (expired and compacted away)."""
+        found = newest.get(key)
+        if found is not None:
+            return found[0] > ident
+        return last_tombstone.get(key, (-1, -1)) >= ident
+
+    for key, ident in state.kv_acked.items():
+        found = newest.get(key)
+        if (found is None and not superseded(key, ident)) or (
+            found is not None and found[0] < ident
+        ):
+            totals.add("compact", "lost", detail=f"{key}: acknowledged {ident}, newest {found}")
+        elif (
+            found is not None and found[0] == ident and found[1] != state.kv_attempted[(key, ident)]
+        ):
+            totals.add("compact", "corrupted", detail=f"{key}: {ident} tombstone or not")
+    for acked_at, (key, ident) in list(state.kv_offsets.items()):
+        at = present.get(acked_at)
+        if at is None:
+            if not superseded(key, ident):
+                totals.add("compact", "lost", detail=f"{key} {ident} at {acked_at} gone")
+            else:
+                del state.kv_offsets[acked_at]  # compacted away for good
+        elif at != (key, ident):
+            totals.add("compact", "moved", detail=f"{key} {ident} at {acked_at}: {at} there")
+    latest = dict(topic.latest())
+    expected = {k.encode(): v for k, (_, tomb, v) in newest.items() if not tomb}
+    if latest != expected:
+        wrong = sorted(set(latest.items()) ^ set(expected.items()))[:3]
+        totals.add("compact", "corrupted", detail=f"latest() disagrees with a full read: {wrong}")
+
+
 def check_children(state: State, totals: Totals, children: list[Child]) -> None:
     for c in children:
         for line in c.lines:
@@ -1089,6 +1350,8 @@ def check(
             check_txn(store, state, totals, children)
         if "scratch" in kinds:
             check_scratch(store, state, totals, children)
+        if "compact" in kinds:
+            check_compact(store, state, totals, children, store_dir)
 
 
 def report(state: State, totals: Totals, kinds: list[str], wall: float) -> None:
@@ -1108,6 +1371,8 @@ def report(state: State, totals: Totals, kinds: list[str], wall: float) -> None:
         f"lost={all_counts['lost']} duplicated={all_counts['duplicated']} "
         f"corrupted={all_counts['corrupted']} {others} wall={wall:.1f}s"
     )
+    if state.kv_offsets_total:
+        print(f"compact: kv holds {state.kv_records} records in {state.kv_offsets_total} offsets")
     for d in totals.details:
         print("  " + d)
 

@@ -340,7 +340,7 @@ def test_delete_topic_removes_its_groups_in_the_core(tmp_path: Path) -> None:
         store.create_topic("t", partitions=2)
         store.consumer("t", group="g").close()
         assert _dir(tmp_path / "store").exists()
-        store._core.delete_topic("t", attached=[])  # no path given: the core knows it
+        store._core.delete_topic("t")  # no path given: the core knows it
         assert not _dir(tmp_path / "store").exists()
         assert list_groups(store.path) == []
         store.create_topic("t", partitions=2)

@@ -193,13 +193,11 @@ def test_fsync_interval_is_done_by_the_background_syncer(tmp_path: Path) -> None
 
 def test_no_work_queue_module_computes_crcs_syncs_or_locks_files() -> None:
     import tidelog.queue_journal
-    import tidelog.queue_legacy
     import tidelog.queue_state
     import tidelog.workqueue
 
     for module in (
         tidelog.queue_journal,
-        tidelog.queue_legacy,
         tidelog.queue_state,
         tidelog.workqueue,
     ):

@@ -103,7 +103,7 @@ def test_buffer_batches_from_many_threads(store: tidelog.Store) -> None:
 def test_append_batch_bad_input(store: tidelog.Store) -> None:
     topic = store.create_topic("t")
     with pytest.raises(TypeError, match=r"values\[1\]"):
-        topic.append_batch([b"a", "b"])  # type: ignore[list-item]
+        topic.append_batch([b"a", "b"])  # type: ignore[arg-type]
     with pytest.raises(tidelog.InvalidConfigError, match="sum"):
         topic.append_batch(b"abc", lengths=[1, 1])
     with pytest.raises(tidelog.InvalidConfigError, match="negative"):

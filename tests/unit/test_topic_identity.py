@@ -206,9 +206,7 @@ def test_a_work_queue_of_a_deleted_topic_writes_nothing_into_the_new_one(tmp_pat
 
 def _delete_without_forgetting(store: tidelog.Store, name: str) -> None:
     """The first half of ``delete_topic``: the process dies before the commits are forgotten."""
-    store._core.delete_topic(
-        name, attached=[str(Path(store.path) / d / name) for d in ("groups", "work_queues")]
-    )
+    store._core.delete_topic(name)
 
 
 def test_commits_of_a_deleted_topic_never_apply_to_the_topic_created_again(

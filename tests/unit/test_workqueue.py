@@ -677,29 +677,37 @@ def _legacy_record(kind: int, offset: int, expires: int = 0, count: int = 0) -> 
     return struct.pack("<BIqqI", kind, 0, offset, expires, count) + member
 
 
-def test_state_recorded_by_the_first_version_is_carried_over(store: tidelog.Store) -> None:
-    _fill(store, 8)
-    legacy = store._core.create_topic("__work_queues", 8, exist_ok=True, internal=True)
+def test_state_recorded_by_the_first_version_is_carried_over(tmp_path: Path) -> None:
+    path = tmp_path / "s"
     far = int(time.time() * 1000) + 3_600_000
-    records = [_legacy_record(1, o, far, 1) for o in range(6)]
-    records += [_legacy_record(2, o) for o in (0, 1, 2)]
-    records += [_legacy_record(3, 3, count=1), _legacy_record(4, 5, count=1)]
-    route = tidelog._core.partition_for_key(b"w", 8)
-    for value in records:
-        legacy.append(value, key=b"w\0jobs", partition=route)
-        legacy.append(value, key=b"other\0jobs", partition=route)  # another queue's
-    with store.work_queue("jobs", group="w") as queue:
-        stats = queue.stats()
-        assert (stats["acked"], stats["dead_lettered"], stats["in_flight"]) == (3, 1, 1)
-        assert stats["partitions"][0]["acked_below"] == 3
-        assert queue_files(store.path, "jobs", "w").snapshot.exists()
-        jobs = queue.acquire_many(10, timeout=0)  # 4 is still held by the old member
-        assert [(j.offset, j.delivery_count) for j in jobs] == [(3, 2), (6, 1), (7, 1)]
-        queue.ack_many(jobs)
-    with store.work_queue("jobs", group="w") as queue:
-        assert queue.stats()["acked"] == 6  # carried over once, not again
-    store.delete_topic("jobs")
-    _fill(store, 8)
-    with store.work_queue("jobs", group="w") as queue:
-        assert queue.stats()["acked"] == 0  # a new topic of the name starts empty
-        assert len(queue.acquire_many(10, timeout=0)) == 8
+    with tidelog.open(path) as store:
+        _fill(store, 8)
+        legacy = store._core.create_topic("__work_queues", 8, exist_ok=True, internal=True)
+        records = [_legacy_record(1, o, far, 1) for o in range(6)]
+        records += [_legacy_record(2, o) for o in (0, 1, 2)]
+        records += [_legacy_record(3, 3, count=1), _legacy_record(4, 5, count=1)]
+        route = tidelog._core.partition_for_key(b"w", 8)
+        for value in records:
+            legacy.append(value, key=b"w\0jobs", partition=route)
+            legacy.append(value, key=b"other\0jobs", partition=route)  # another queue's
+    # Opening the store converts the records (in the core), then deletes their topic.
+    with tidelog.open(path) as store:
+        assert "__work_queues" not in store.topics(internal=True)
+        with store.work_queue("jobs", group="w") as queue:
+            stats = queue.stats()
+            assert (stats["acked"], stats["dead_lettered"], stats["in_flight"]) == (3, 1, 1)
+            assert stats["partitions"][0]["acked_below"] == 3
+            assert queue_files(store.path, "jobs", "w").journal.exists()
+            jobs = queue.acquire_many(10, timeout=0)  # 4 is still held by the old member
+            assert [(j.offset, j.delivery_count) for j in jobs] == [(3, 2), (6, 1), (7, 1)]
+            queue.ack_many(jobs)
+        with store.work_queue("jobs", group="other") as queue:
+            assert queue.stats()["acked"] == 3
+    with tidelog.open(path) as store:
+        with store.work_queue("jobs", group="w") as queue:
+            assert queue.stats()["acked"] == 6  # carried over once, not again
+        store.delete_topic("jobs")
+        _fill(store, 8)
+        with store.work_queue("jobs", group="w") as queue:
+            assert queue.stats()["acked"] == 0  # a new topic of the name starts empty
+            assert len(queue.acquire_many(10, timeout=0)) == 8

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 import tidelog
+from tidelog import _core
 
 __all__ = [
     "ENV_DIR",
@@ -34,7 +35,7 @@ __all__ = [
 
 ENV_DIR = "TIDELOG_DIR"
 STORE_MARKER = "tidelog.store"
-TOPIC_META = "topic.meta"
+TOPIC_META = _core.TOPIC_META_FILE
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT

@@ -116,23 +116,34 @@ def _cmd_describe(args: argparse.Namespace) -> int:
         policy = topic.config["cleanup_policy"]
         dirty = {p: topic.dirty_ratio(p) for p in range(topic.partitions)}
         dirty_total = topic.dirty_ratio()
-    if args.json:
-        print(
-            json_line(
-                {
-                    "topic": args.topic,
-                    **stats,
-                    "cleanup_policy": policy,
-                    "dirty_ratio": dirty_total,
-                    "partition_dirty_ratios": dirty,
-                }
-            )
+        # A compacted partition's offsets are sparse: end - start counts offsets, not what
+        # it holds, so its records are counted (a read of the topic, nothing copied).
+        records = (
+            {p: topic.record_count(p) for p in range(topic.partitions)}
+            if "compact" in str(policy).split(",")
+            else None
         )
+    if args.json:
+        described = {"topic": args.topic, **stats}
+        if records is not None:
+            described["records"] = sum(records.values())
+            described["partitions"] = {
+                p: {**s, "records": records[p]} for p, s in stats["partitions"].items()
+            }
+        described.update(
+            cleanup_policy=policy, dirty_ratio=dirty_total, partition_dirty_ratios=dirty
+        )
+        print(json_line(described))
         return 0
     from rich.table import Table
 
+    count = (
+        f"{stats['messages']:,} messages"
+        if records is None
+        else f"{sum(records.values()):,} records (counted: compaction leaves offsets sparse)"
+    )
     title = (
-        f"{args.topic}: {len(stats['partitions'])} partitions, {stats['messages']:,} messages, "
+        f"{args.topic}: {len(stats['partitions'])} partitions, {count}, "
         f"{human_bytes(stats['size_bytes'])} in {stats['segments']} segments, "
         f"cleanup_policy={policy}, dirty ratio {dirty_total:.2f}"
     )
@@ -140,7 +151,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
         "partition",
         "start offset",
         "end offset",
-        "messages",
+        "messages" if records is None else "records",
         "size",
         "segments",
         "dirty ratio",
@@ -153,7 +164,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
             str(p),
             str(s["start_offset"]),
             str(s["end_offset"]),
-            f"{s['messages']:,}",
+            f"{s['messages'] if records is None else records[p]:,}",
             human_bytes(s["size_bytes"]),
             str(s["segments"]),
             f"{dirty[p]:.2f}",
@@ -243,7 +254,8 @@ def add_commands(command: AddCommand) -> None:
         _cmd_describe,
         "Show a topic's partitions",
         "Per partition: the first retained offset, the next offset to be written, the\n"
-        "number of messages, the bytes on disk and the number of segment files.",
+        "number of messages (of a compacted topic: its records, counted, as its offsets\n"
+        "are sparse), the bytes on disk, the number of segment files, the dirty ratio.",
     )
     sub.add_argument("topic")
     sub.add_argument("--json", action="store_true", help="one JSON object instead of a table")

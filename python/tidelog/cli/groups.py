@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import tidelog
+from tidelog import _core
 from tidelog.cli._common import AddCommand, CliError, open_store, positive_seconds
 from tidelog.cli._format import json_line, rich_console
 from tidelog.errors import TopicNotFoundError
@@ -42,7 +43,9 @@ def _group_rows(
         if group_name is not None and group != group_name:
             continue
         for name, info in sorted(topics.items()):
-            if name.startswith("__") or (topic_name is not None and name != topic_name):
+            if name.startswith(_core.INTERNAL_PREFIX) or (
+                topic_name is not None and name != topic_name
+            ):
                 continue
             try:
                 topic = store.topic(name)

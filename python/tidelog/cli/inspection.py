@@ -46,7 +46,7 @@ def _partition_dirs(topic_dir: Path) -> list[Path]:
 
 
 def _topic_dir(store_dir: Path, name: str) -> Path:
-    topic_dir = store_dir / "topics" / name
+    topic_dir = _core.topic_dir(store_dir, name)
     if name.startswith(".") or not (topic_dir / TOPIC_META).is_file():
         raise CliError(f'topic "{name}" does not exist in {str(store_dir)!r}')
     return topic_dir
@@ -58,7 +58,11 @@ def _topic_dir(store_dir: Path, name: str) -> Path:
 def _dump_segments(args: argparse.Namespace) -> list[Path]:
     target = args.target
     path = Path(target)
-    if target.endswith(".log") or os.sep in target or (os.altsep and os.altsep in target):
+    if (
+        target.endswith(_core.SEGMENT_DATA_SUFFIX)
+        or os.sep in target
+        or (os.altsep and os.altsep in target)
+    ):
         if path.is_file():
             return [path]
         if not path.is_dir():
@@ -186,7 +190,7 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 def _verify_targets(store_dir: Path, names: list[str]) -> list[tuple[str, Path]]:
     """(label, partition directory) for each partition of the named (default: all) topics."""
     if not names:
-        topics_dir = store_dir / "topics"
+        topics_dir = _core.topics_dir(store_dir)
         names = sorted(
             d.name
             for d in (topics_dir.iterdir() if topics_dir.is_dir() else [])
@@ -206,8 +210,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     queues = [(t, g) for t, g in list_queues(store_dir) if not args.topics or t in args.topics]
     groups = [(t, g) for t, g in list_groups(str(store_dir)) if not args.topics or t in args.topics]
     # Named producers' transaction state logs (`<name>.txn.*`), whatever the topics asked.
-    producers_dir = store_dir / "producers"
-    txn_logs = sorted(p.name[: -len(".lock")] for p in producers_dir.glob("*.txn.lock"))
+    producers_dir = _core.producers_dir(store_dir)
+    lock_suffix = _core.TXN_LOCK_SUFFIX
+    txn_logs = sorted(
+        p.name[: -len(lock_suffix)] + _core.TXN_SUFFIX
+        for p in producers_dir.glob("*" + lock_suffix)
+    )
     newest = {label: seg for label, seg in work}  # each partition's active segment
     problems = batches = 0
     with progress_bar(not args.quiet and sys.stderr.isatty()) as progress:
@@ -273,7 +281,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             try:
                 _core.read_state_log(producers_dir, name)
             except (TidelogError, OSError) as e:
-                print(f"transaction state of producer {name[: -len('.txn')]!r}: {e}", flush=True)
+                print(
+                    f"transaction state of producer {name.removesuffix(_core.TXN_SUFFIX)!r}: {e}",
+                    flush=True,
+                )
                 problems += 1
             progress.advance(task)
     for label, d in targets:
@@ -342,7 +353,7 @@ def _cmd_repair(args: argparse.Namespace) -> int:
 
         names = [
             d.name
-            for d in (store_dir / "topics").iterdir()
+            for d in _core.topics_dir(store_dir).iterdir()
             if not d.name.startswith(".") and (d / TOPIC_META).is_file()
         ]
         return recovery_events(str(store_dir), sorted(names))

@@ -262,7 +262,7 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
 /// I/O errors.
 pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(crate::paths::TMP_SUFFIX);
     let tmp = std::path::PathBuf::from(tmp);
     let written = (|| {
         write_file(&tmp, bytes)?;

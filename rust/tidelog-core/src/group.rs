@@ -45,7 +45,7 @@ use crate::store::Topic;
 use crate::{Error, Result};
 
 /// The directory under a store that holds every topic's group state.
-pub const GROUPS_DIR: &str = "groups";
+pub use crate::paths::GROUPS_DIR;
 /// Journal size past which the next change is written as a snapshot.
 pub const COMPACT_BYTES: u64 = 64 << 10;
 /// Words in a `<name>.live` file (16 KiB).
@@ -104,7 +104,7 @@ pub fn group_of(name: &str) -> Option<String> {
 
 /// The directory holding the group state of `topic` in the store at `store_dir`.
 pub fn groups_dir(store_dir: &Path, topic: &str) -> PathBuf {
-    store_dir.join(GROUPS_DIR).join(topic)
+    crate::paths::groups_dir(store_dir, topic)
 }
 
 /// The paths of one group's files.

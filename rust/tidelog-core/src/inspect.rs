@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::format::{BatchHeader, BatchView, Compression, BATCH_HEADER_LEN};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::segment::{parse_file_name, FileKind, FileMap, SegmentPaths};
+use crate::segment::{parse_file_name, BatchCursor, Check, FileKind, FileMap, OnDamage, SegmentPaths};
 use crate::{Error, Result};
 
 /// One batch as found in a segment file.
@@ -140,51 +140,35 @@ fn walk_segment(data_path: &Path) -> Result<SegmentReport> {
             reason,
         });
     };
-    let (mut pos, mut expected) = (0usize, base);
-    while pos + BATCH_HEADER_LEN <= bytes.len() {
-        let header = BatchHeader::read(&bytes[pos..]).expect("length checked");
-        if header.total_len == 12 && header.base_offset == 0 && bytes[pos..].iter().take(64).all(|&b| b == 0)
-        {
-            // The zeroed, pre-allocated tail of an active segment: fine if it stays zero.
-            if let Some(at) = bytes[pos..].iter().position(|&b| b != 0) {
-                problem(
-                    &mut report,
-                    pos + at,
-                    expected,
-                    "non-zero bytes after the last batch (torn tail)".into(),
-                );
+    // The zeroed, pre-allocated tail of an active segment is fine if it stays zero.
+    let cursor = BatchCursor::new(bytes, data_path, 0, base, Check::Crc, OnDamage::Report).zero_tail(true);
+    for found in cursor {
+        let batch = match found {
+            Ok(batch) => batch,
+            Err(Error::Corrupt { position, offset, reason, .. }) => {
+                problem(&mut report, position as usize, offset, reason);
+                continue;
             }
-            return finish(report, data_path);
-        }
-        let structure = BatchView::parse(&bytes[pos..], false);
-        let Ok(view) = structure else {
-            let reason = structure.err().unwrap_or("unreadable");
-            problem(&mut report, pos, expected, format!("unreadable batch: {reason}"));
-            return finish(report, data_path);
+            Err(other) => return Err(other),
         };
-        let crc_ok = BatchView::parse(&bytes[pos..], true).is_ok();
-        if !crc_ok {
+        let (pos, header) = (batch.position, batch.header);
+        if !batch.crc_ok {
             problem(&mut report, pos, header.base_offset, "CRC32C mismatch".into());
-        } else if let Err(reason) = check_body(&view) {
+        } else if let Err(reason) = check_body(&batch.view().expect("checked by the cursor")) {
             // The stored bytes are as written, but what they hold is unreadable: readers
             // report this batch as corrupt.
             problem(&mut report, pos, header.base_offset, format!("unreadable compressed batch: {reason}"));
         }
-        if header.base_offset != expected {
+        if header.base_offset != batch.expected {
             problem(
                 &mut report,
                 pos,
                 header.base_offset,
-                format!("batch starts at offset {} but {expected} was expected", header.base_offset),
+                format!("batch starts at offset {} but {} was expected", header.base_offset, batch.expected),
             );
         }
-        report.batches.push(BatchInfo { position: pos as u64, header: view.header, crc_ok });
-        expected = header.next_offset();
-        pos += header.total_len;
-        report.valid_end = pos as u64;
-    }
-    if pos < bytes.len() && bytes[pos..].iter().any(|&b| b != 0) {
-        problem(&mut report, pos, expected, "truncated batch at the end of the file".into());
+        report.batches.push(BatchInfo { position: pos as u64, header, crc_ok: batch.crc_ok });
+        report.valid_end = (pos + header.total_len) as u64;
     }
     finish(report, data_path)
 }
@@ -306,7 +290,7 @@ mod tests {
                     headers: &[],
                     tombstone: false,
                 };
-                log.append(&[r], BatchMeta::plain(0), true).unwrap();
+                log.append(&[r], BatchMeta::plain(0)).unwrap();
             }
         }
         let files = segment_files(dir.path()).unwrap();

@@ -14,6 +14,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod defaults;
 pub mod error;
 pub mod format;
 pub mod fs;
@@ -23,13 +24,16 @@ pub mod inspect;
 pub mod log;
 pub mod offsets;
 pub mod partitioner;
+pub mod paths;
 pub mod producer;
+pub mod queue_legacy;
 pub mod ring;
 pub mod segment;
 pub mod settings;
 pub mod shm;
 pub mod statelog;
 pub mod store;
+pub mod waker;
 
 pub use error::{Error, Result};
 pub use log::{FsyncPolicy, LogConfig, OnCorruption, PartitionLog};

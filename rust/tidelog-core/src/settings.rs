@@ -30,15 +30,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::defaults;
 use crate::format::Compression;
 use crate::log::config::{MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 use crate::shm::word::SharedWord;
 use crate::{Error, Result};
 
-/// The store's settings file.
-pub const STORE_SETTINGS_FILE: &str = "tidelog.settings";
 /// The shared generation word of a topic's settings, in the topic's directory.
-pub const GENERATION_FILE: &str = "settings.generation";
+pub use crate::paths::SETTINGS_GENERATION_FILE as GENERATION_FILE;
+/// The store's settings file.
+pub use crate::paths::STORE_SETTINGS_FILE;
 const STORE_HEADER: &str = "tidelog settings\nformat 1\n";
 
 /// Names of the stored settings, in the order they are written.
@@ -121,20 +122,20 @@ pub struct TopicSettings {
 
 /// Default `max_message_bytes`: 1 MiB, or half a segment when segments are smaller.
 pub fn default_max_message_bytes(segment_bytes: usize) -> usize {
-    (1 << 20).min(segment_bytes / 2).max(1)
+    crate::defaults::MAX_MESSAGE_BYTES.min(segment_bytes / 2).max(1)
 }
 
 impl Default for TopicSettings {
     fn default() -> Self {
         TopicSettings {
-            segment_bytes: 64 << 20,
-            index_interval_bytes: 4096,
-            max_message_bytes: 1 << 20,
-            retention_bytes: None,
-            retention_ms: None,
-            cleanup_policy: "delete".into(),
-            delete_retention_ms: 86_400_000,
-            compression: "none".into(),
+            segment_bytes: defaults::SEGMENT_BYTES,
+            index_interval_bytes: defaults::INDEX_INTERVAL_BYTES,
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            retention_bytes: defaults::RETENTION_BYTES,
+            retention_ms: defaults::RETENTION_MS,
+            cleanup_policy: defaults::CLEANUP_POLICY.into(),
+            delete_retention_ms: defaults::DELETE_RETENTION_MS,
+            compression: defaults::COMPRESSION.into(),
         }
     }
 }

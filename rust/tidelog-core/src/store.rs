@@ -25,7 +25,10 @@
 //! into a new topic's directory. Partitions are marked in order and partition 0's mark is
 //! the commit point: a topic whose partition 0 carries the mark is deleted even if its
 //! directory is still there (a deleting process died before renaming it); creating or
-//! deleting it again finishes the job.
+//! deleting it again finishes the job. The state kept beside the topic (its consumer
+//! groups and work queues, `crate::paths::topic_state_dirs`) goes after the mark and before
+//! the topic directory, so it is never lost while the topic lives and never found by a
+//! topic created again.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -39,26 +42,25 @@ use rustix::fs::{flock, FlockOperation};
 use crate::group::{Group, GroupPaths};
 use crate::log::{FsyncPolicy, LogConfig, PartitionLog};
 use crate::partitioner::partition_for_key;
+use crate::queue_legacy;
 use crate::settings::{self, SharedSettings, TopicSettings, Value};
 use crate::shm::doorbell::Doorbell;
 use crate::shm::fork::Born;
-use crate::statelog::StateLog;
+use crate::statelog::{StateLog, StatePaths};
 use crate::{Error, Result};
 
-const MARKER: &str = "tidelog.store";
+use crate::paths::{
+    partition_in, CREATING_PREFIX as TMP_PREFIX, DELETING_PREFIX as DELETED_PREFIX,
+    DOORBELL_FILE as DOORBELL, STORE_MARKER_FILE as MARKER, TMP_SUFFIX, TOPICS_LOCK_FILE as TOPICS_LOCK,
+};
 const MARKER_TEXT: &str = "tidelog store\nformat 1\n";
-const TOPICS: &str = "topics";
 /// A topic's metadata file: its partition count and settings (see `settings`).
-pub const TOPIC_META: &str = "topic.meta";
-const DOORBELL: &str = "doorbell";
-const TOPICS_LOCK: &str = ".lock";
-const TMP_PREFIX: &str = ".tmp-";
-const DELETED_PREFIX: &str = ".deleted-";
+pub use crate::paths::TOPIC_META_FILE as TOPIC_META;
 /// Incarnation of a topic whose `topic.meta` predates incarnations. New topics never get
 /// it, so it cannot be confused with a topic created again.
 pub const LEGACY_INCARNATION: u64 = 0;
 /// Prefix of the names reserved for the store's internal topics.
-pub const INTERNAL_PREFIX: &str = "__";
+pub use crate::paths::INTERNAL_PREFIX;
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
@@ -282,6 +284,11 @@ impl Topic {
         self.doorbell.wait(ticket, timeout)
     }
 
+    /// The topic's doorbell, for the waker (asyncio) to sleep on with other words.
+    pub fn doorbell(&self) -> Arc<dyn crate::waker::Bell> {
+        self.doorbell.clone()
+    }
+
     /// All partitions.
     ///
     /// # Errors
@@ -492,13 +499,14 @@ impl Store {
         // by an older version, which this records (see `settings::store_settings`).
         let defaults = settings::store_settings(dir, requested)?;
         if fresh {
-            let tmp = dir.join(format!("{MARKER}.{}.tmp", unique_suffix()));
+            let tmp = dir.join(format!("{MARKER}.{}{TMP_SUFFIX}", unique_suffix()));
             std::fs::write(&tmp, MARKER_TEXT).map_err(|e| Error::io("write", &tmp, e))?;
             std::fs::rename(&tmp, dir.join(MARKER)).map_err(|e| Error::io("rename", dir, e))?;
         }
         let config = config.with_settings(&defaults);
-        std::fs::create_dir_all(dir.join(TOPICS)).map_err(|e| Error::io("create directory", dir, e))?;
-        remove_leftovers(&dir.join(TOPICS));
+        std::fs::create_dir_all(crate::paths::topics_dir(dir))
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        remove_leftovers(&crate::paths::topics_dir(dir));
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             config,
@@ -534,7 +542,54 @@ impl Store {
             }
             None => None,
         };
-        Ok(Store { shared, syncer: Mutex::new(syncer), cleaner: Mutex::new(cleaner) })
+        let store = Store { shared, syncer: Mutex::new(syncer), cleaner: Mutex::new(cleaner) };
+        store.convert_legacy_queues()?;
+        Ok(store)
+    }
+
+    /// Converts the work-queue state the first version of work queues kept in
+    /// [`queue_legacy::LEGACY_TOPIC`], then deletes the topic (see [`crate::queue_legacy`]).
+    /// A store without the topic costs one `stat`.
+    fn convert_legacy_queues(&self) -> Result<()> {
+        let legacy = queue_legacy::LEGACY_TOPIC;
+        if !self.topic_dir(legacy).join(TOPIC_META).exists() {
+            return Ok(());
+        }
+        let _topics_lock = self.lock_topics()?;
+        let (count, incarnation) = match self.read_meta(legacy) {
+            Ok(meta) => meta,
+            Err(Error::TopicNotFound(_)) => return Ok(()), // converted by another process
+            Err(e) => return Err(e),
+        };
+        if !self.marked_deleted(legacy)? {
+            let queues = queue_legacy::read(&*self.topic(legacy)?)?;
+            let root = self.shared.dir.join(queue_legacy::WORK_QUEUES_DIR);
+            for ((group, topic), queue) in &queues {
+                // Only existing topics: the others' queues went with them.
+                if validate_topic_name(topic).is_err() || self.marked_deleted(topic).unwrap_or(true) {
+                    continue;
+                }
+                let partitions = match self.read_meta(topic) {
+                    Ok((partitions, _)) => partitions,
+                    Err(Error::TopicNotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                let dir = root.join(topic);
+                let name = crate::group::file_name(group);
+                if dir.join(queue_legacy::NO_LEGACY).exists() || StatePaths::new(&dir, &name).is_err() {
+                    continue; // a deleted topic's, or a name no queue could have
+                }
+                StateLog::open(&dir, &name, self.shared.config.fsync)?.seed(&queue.records(partitions))?;
+            }
+        }
+        // Every queue holds its state: the topic is read no more.
+        self.finish_deletion(legacy, count, incarnation)?;
+        if let Ok(dirs) = std::fs::read_dir(self.shared.dir.join(queue_legacy::WORK_QUEUES_DIR)) {
+            for dir in dirs.flatten() {
+                let _ = std::fs::remove_file(dir.path().join(queue_legacy::NO_LEGACY));
+            }
+        }
+        Ok(())
     }
 
     fn check_empty(dir: &Path) -> Result<()> {
@@ -543,7 +598,7 @@ impl Store {
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             // A settings file without a marker: a creation that stopped in between.
-            .filter(|n| !n.ends_with(".tmp") && n != settings::STORE_SETTINGS_FILE)
+            .filter(|n| !n.ends_with(TMP_SUFFIX) && n != settings::STORE_SETTINGS_FILE)
             .collect();
         if !foreign.is_empty() {
             let mut shown = foreign;
@@ -595,11 +650,11 @@ impl Store {
     }
 
     fn topic_dir(&self, name: &str) -> PathBuf {
-        self.shared.dir.join(TOPICS).join(name)
+        crate::paths::topic_dir(&self.shared.dir, name)
     }
 
     fn topics_dir(&self) -> PathBuf {
-        self.shared.dir.join(TOPICS)
+        crate::paths::topics_dir(&self.shared.dir)
     }
 
     /// Serialises creating and deleting topics across processes, so finishing a deletion
@@ -634,6 +689,21 @@ impl Store {
     /// # Errors
     /// As [`Self::create_topic`]; [`Error::InvalidConfig`] for a name that is not internal.
     pub fn create_internal_topic(&self, name: &str, partitions: u32, exist_ok: bool) -> Result<Arc<Topic>> {
+        self.create_internal_topic_with(name, partitions, exist_ok, &[])
+    }
+
+    /// As [`Self::create_internal_topic`], with the store's settings overridden by
+    /// `settings` (which override the internal topics' `compression="none"` too).
+    ///
+    /// # Errors
+    /// As [`Self::create_internal_topic`].
+    pub fn create_internal_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        exist_ok: bool,
+        settings: &[(String, Value)],
+    ) -> Result<Arc<Topic>> {
         self.check_open()?;
         validate_topic_name(name)?;
         if !name.starts_with(INTERNAL_PREFIX) {
@@ -644,7 +714,9 @@ impl Store {
         // Internal records (a commit, a state change) are written one or a few at a time:
         // compressing them would cost every write and save nothing, whatever the store's
         // default codec for user topics (Kafka's `offsets.topic.compression.codec` is none).
-        self.create(name, partitions, exist_ok, &[("compression".into(), Value::Text("none".into()))])
+        let mut all = vec![("compression".to_owned(), Value::Text("none".into()))];
+        all.extend(settings.iter().cloned());
+        self.create(name, partitions, exist_ok, &all)
     }
 
     fn create(
@@ -685,7 +757,7 @@ impl Store {
             // The rename below publishes the topic: its settings must be on disk first.
             file.sync_all()?;
             for p in 0..partitions {
-                std::fs::create_dir(tmp.join(p.to_string()))?;
+                std::fs::create_dir(partition_in(&tmp, p))?;
             }
             if self.shared.config.fsync != FsyncPolicy::Never {
                 std::fs::File::open(&tmp)?.sync_all()?;
@@ -748,7 +820,7 @@ impl Store {
                     if !self.marked_deleted(name)? {
                         return Err(Error::TopicExists(name.to_owned()));
                     }
-                    self.finish_deletion(name, count, incarnation, None)?;
+                    self.finish_deletion(name, count, incarnation)?;
                 }
                 Err(Error::TopicNotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -845,7 +917,7 @@ impl Store {
                 let partitions = (0..count)
                     .map(|p| {
                         PartitionLog::open_existing(
-                            &dir.join(p.to_string()),
+                            &partition_in(&dir, p),
                             name,
                             p,
                             config.clone(),
@@ -899,12 +971,12 @@ impl Store {
     /// I/O errors listing the directory.
     pub fn topics(&self) -> Result<Vec<String>> {
         self.check_open()?;
-        let dir = self.shared.dir.join(TOPICS);
+        let dir = self.topics_dir();
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .map_err(|e| Error::io("list", &dir, e))?
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join(TOPIC_META).exists())
-            .filter(|e| !PartitionLog::is_deleted_at(&e.path().join("0")).unwrap_or(false))
+            .filter(|e| !PartitionLog::is_deleted_at(&partition_in(&e.path(), 0)).unwrap_or(false))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.starts_with('.'))
             .collect();
@@ -914,7 +986,8 @@ impl Store {
 
     /// Opens (and so recovers) every topic now, so that damage recovery must not guess
     /// about is reported when the store is opened rather than at a topic's first use. A
-    /// topic deleted meanwhile (by another process) is skipped.
+    /// topic deleted meanwhile (by another process) is skipped; one whose deletion a dead
+    /// process left unfinished (marked, its directory and state still there) is finished.
     ///
     /// # Errors
     /// As [`Self::topic`], for the first topic that cannot be opened.
@@ -929,105 +1002,89 @@ impl Store {
                 continue;
             }
             match self.topic(name) {
-                Ok(_) | Err(Error::TopicNotFound(_)) => {}
+                Ok(_) => {}
+                Err(Error::TopicNotFound(_)) => {
+                    // Best effort: the deletion is committed whatever happens here, and the
+                    // next create_topic or delete_topic of the name finishes it too.
+                    let _ = self.finish_unfinished_deletion(name);
+                }
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     }
 
-    /// Deletes a topic and all its data, in every process: see the module documentation.
+    /// Deletes a topic and all its data, in every process, with the state kept beside it
+    /// (its consumer groups and work queues, [`crate::paths::topic_state_dirs`]): see the
+    /// module documentation. One atomic operation: a crash at any step leaves either the
+    /// whole topic, or a deleted topic whose leftovers the next `create_topic` or
+    /// `delete_topic` of the name removes before anything can see them. Returns the
+    /// incarnation deleted, which state kept in internal topics (commits) names.
     ///
     /// # Errors
     /// [`Error::TopicNotFound`], [`Error::InvalidConfig`] for a name reserved for internal
-    /// topics, I/O errors (the topic is then left as it was).
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
-        self.delete_topic_with(name, &[]).map(drop)
-    }
-
-    /// As [`Self::delete_topic`], also removing `attached`: directories inside the store
-    /// that hold state of the topic kept by the layers above (work queues; the topic's
-    /// consumer groups, [`crate::group::groups_dir`], are always removed). They are moved away in the same operation, so either the topic and all of
-    /// them are gone, or (on an error before the topic is marked deleted) everything is as
-    /// it was; a topic created again never finds the old state. Returns the incarnation
-    /// deleted, which state kept in internal topics (commits) names.
-    ///
-    /// # Errors
-    /// As [`Self::delete_topic`]; [`Error::InvalidConfig`] for an attached path outside the
-    /// store.
-    pub fn delete_topic_with(&self, name: &str, attached: &[PathBuf]) -> Result<u64> {
+    /// topics, I/O errors (before the topic is marked deleted nothing changed; after, it is
+    /// deleted all the same and the leftovers are removed later).
+    pub fn delete_topic(&self, name: &str) -> Result<u64> {
         self.check_open()?;
         if validate_topic_name(name).is_err() {
             // No topic can have this name.
             return Err(Error::TopicNotFound(name.to_owned()));
         }
         check_public_topic_name(name)?;
-        for path in attached {
-            if !path.starts_with(&self.shared.dir)
-                || path.components().any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(Error::InvalidConfig(format!(
-                    "cannot delete {} with topic {name:?}: it is not inside the store",
-                    path.display()
-                )));
-            }
-        }
-        // The topic's consumer groups (whose files the core names) always go with it.
-        let mut attached = attached.to_vec();
-        attached.insert(0, crate::group::groups_dir(&self.shared.dir, name));
         let _topics_lock = self.lock_topics()?;
         let (count, incarnation) = self.read_meta(name)?;
-        self.finish_deletion(name, count, incarnation, Some(&attached))?;
+        self.finish_deletion(name, count, incarnation)?;
         Ok(incarnation)
+    }
+
+    /// Finishes the deletion of topic `name` if it is marked deleted but still there.
+    fn finish_unfinished_deletion(&self, name: &str) -> Result<()> {
+        if validate_topic_name(name).is_err() || !self.marked_deleted(name)? {
+            return Ok(());
+        }
+        let _topics_lock = self.lock_topics()?;
+        // Checked again under the lock: another process may have finished it, or created
+        // the name anew, meanwhile.
+        if !self.topic_dir(name).join(TOPIC_META).exists() || !self.marked_deleted(name)? {
+            return Ok(());
+        }
+        let (count, incarnation) = self.read_meta(name)?;
+        self.finish_deletion(name, count, incarnation)
     }
 
     /// Whether topic `name`'s deletion was committed (its partition 0 carries the mark).
     fn marked_deleted(&self, name: &str) -> Result<bool> {
-        PartitionLog::is_deleted_at(&self.topic_dir(name).join("0"))
+        PartitionLog::is_deleted_at(&partition_in(&self.topic_dir(name), 0))
     }
 
     /// Deletes topic `name` (of `count` partitions and `incarnation`, as its `topic.meta`
-    /// says): moves `attached` into a staging directory, marks every partition deleted
-    /// (the commit point), then renames the topic directory into the staging directory and
-    /// removes it. The partitions are marked through their control blocks, without opening
-    /// their logs: no recovery to wait for, and a damaged topic can be deleted. `None` when
-    /// finishing a deletion a dead process began: its attached state went before its
-    /// marks. Called with the topics lock held.
-    fn finish_deletion(
-        &self,
-        name: &str,
-        count: u32,
-        incarnation: u64,
-        attached: Option<&[PathBuf]>,
-    ) -> Result<()> {
+    /// says), or finishes deleting it: marks every partition deleted (partition 0's mark is
+    /// the commit point), then moves the topic's state directories and last the topic
+    /// directory into a staging directory and removes that. The marked topic directory
+    /// stays until the end: it is the record of an unfinished deletion, which the next
+    /// `create_topic` or `delete_topic` of the name finishes (under the topics lock, before
+    /// anything can see the old state), so a crash at any step leaves the whole topic (not
+    /// marked yet) or a deleted one. Moving the state first and marking after, a crash
+    /// between the two would lose the state of a topic that lives on.
+    ///
+    /// The partitions are marked through their control blocks, without opening their logs:
+    /// no recovery to wait for, and a damaged topic can be deleted. Called with the topics
+    /// lock held.
+    fn finish_deletion(&self, name: &str, count: u32, incarnation: u64) -> Result<()> {
         let dir = self.topic_dir(name);
+        // Made first: if the staging directory cannot be made (a full or read-only disk),
+        // nothing happened. Its flock keeps a concurrent open's cleanup away until the end.
         let staging = self.topics_dir().join(format!("{DELETED_PREFIX}{:016x}", random_id()));
         std::fs::create_dir(&staging).map_err(|e| Error::io("create directory", &staging, e))?;
         let held = Flock::try_dir(&staging).map_err(|e| Error::io("flock", &staging, e))?;
-        let mut moved: Vec<(&PathBuf, PathBuf)> = Vec::new();
-        let undo = |moved: &[(&PathBuf, PathBuf)]| {
-            for (from, to) in moved.iter().rev() {
-                let _ = std::fs::rename(to, from);
-            }
+        let give_up = |e: Error| {
             let _ = std::fs::remove_dir_all(&staging);
+            e
         };
-        for (i, path) in attached.unwrap_or_default().iter().enumerate() {
-            let to = staging.join(format!("attached-{i}"));
-            match std::fs::rename(path, &to) {
-                Ok(()) => moved.push((path, to)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    undo(&moved);
-                    return Err(Error::io("delete", path, e));
-                }
-            }
-        }
         // Partition 0's mark is the commit point (`Topic::is_deleted` and `topics` look at
         // it alone): if it cannot be set, nothing happened.
-        if let Err(e) = PartitionLog::mark_deleted_at(&dir.join("0")) {
-            undo(&moved);
-            return Err(e);
-        }
+        PartitionLog::mark_deleted_at(&partition_in(&dir, 0)).map_err(give_up)?;
         // From here on the topic is deleted for every process, whatever fails below.
         {
             let mut cached = self.shared.topics.lock().map_err(|_| Error::Closed)?;
@@ -1039,7 +1096,7 @@ impl Store {
         }
         let mut failed = None;
         for p in 1..count {
-            if let Err(e) = PartitionLog::mark_deleted_at(&dir.join(p.to_string())) {
+            if let Err(e) = PartitionLog::mark_deleted_at(&partition_in(&dir, p)) {
                 failed.get_or_insert(e);
             }
         }
@@ -1047,20 +1104,30 @@ impl Store {
             // An unmarked partition's appends only see partition 0's mark before they take
             // its lock, so its directory stays where it is (never renamed under a writer):
             // the next delete_topic or create_topic of the name marks it and finishes.
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
+            return Err(give_up(e));
         }
-        match std::fs::rename(&dir, staging.join("topic")) {
-            Ok(()) => {}
-            // Removed by hand meanwhile: nothing left to rename.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
+        let durable = self.shared.config.fsync != FsyncPolicy::Never;
+        for (i, state) in crate::paths::topic_state_dirs(&self.shared.dir, name).iter().enumerate() {
+            match crate::fs::rename(state, &staging.join(format!("state-{i}"))) {
+                Ok(()) => {
+                    if durable {
+                        if let Some(parent) = state.parent() {
+                            crate::segment::sync_dir(parent).map_err(give_up)?;
+                        }
+                    }
+                }
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                 // Deleted all the same (marked); a later create_topic of the name finishes.
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(Error::io("delete topic", dir, e));
+                Err(e) => return Err(give_up(e)),
             }
         }
-        if self.shared.config.fsync != FsyncPolicy::Never {
+        match crate::fs::rename(&dir, &staging.join("topic")) {
+            Ok(()) => {}
+            // Removed by hand meanwhile: nothing left to rename.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(give_up(e)),
+        }
+        if durable {
             crate::segment::sync_dir(&self.topics_dir())?;
         }
         // The deletion is done; what the removal leaves is removed by a later open.
@@ -1116,6 +1183,25 @@ impl Store {
             }
             other => other,
         }
+    }
+
+    /// As [`Self::alter_topic`], for one of the store's internal topics (which
+    /// [`Self::alter_topic`] refuses): the core changes their settings itself.
+    ///
+    /// # Errors
+    /// As [`Self::alter_topic`]; [`Error::InvalidConfig`] for a name that is not internal.
+    pub fn alter_internal_topic(&self, name: &str, changes: &[(String, Value)]) -> Result<TopicSettings> {
+        self.check_open()?;
+        validate_topic_name(name)?;
+        if !name.starts_with(INTERNAL_PREFIX) {
+            return Err(Error::InvalidConfig(format!(
+                "{name:?} is not an internal topic name (those start with {INTERNAL_PREFIX:?})"
+            )));
+        }
+        if !self.topic_dir(name).join(TOPIC_META).exists() {
+            return Err(Error::TopicNotFound(name.to_owned()));
+        }
+        settings::alter(&self.topic_dir(name), &self.shared.defaults, changes)
     }
 
     /// Syncs every open partition (and state log) to disk.
@@ -1283,7 +1369,7 @@ mod tests {
 
     fn append(p: &PartitionLog, value: &[u8]) -> Result<u64> {
         let record = Record { timestamp: 1, key: None, value, headers: &[], tombstone: false };
-        Ok(p.append(&[record], BatchMeta::plain(0), true)?.expect("blocking append").base_offset)
+        Ok(p.append(&[record], BatchMeta::plain(0))?.base_offset)
     }
 
     fn data_file_len(dir: &Path) -> u64 {

@@ -67,7 +67,7 @@ fn put(log: &PartitionLog, key: &str, value: Option<&str>, timestamp: i64) -> u6
         headers: &hdr,
         tombstone: value.is_none(),
     };
-    log.append(&[record], BatchMeta::plain(0), true).unwrap().unwrap().base_offset
+    log.append(&[record], BatchMeta::plain(0)).unwrap().base_offset
 }
 
 /// Newest value per key, tombstones removing the key.
@@ -166,7 +166,7 @@ fn a_plain_topic_refuses_compaction_and_a_compacted_one_refuses_keyless_messages
     assert!(matches!(plain.compact(true), Err(Error::InvalidConfig(_))));
     let log = open(&dir.path().join("c"), 1);
     let r = Record { timestamp: 1, key: None, value: b"v", headers: &[], tombstone: false };
-    let err = log.append(&[r], BatchMeta::plain(0), true).unwrap_err();
+    let err = log.append(&[r], BatchMeta::plain(0)).unwrap_err();
     assert!(matches!(&err, Error::InvalidConfig(m) if m.contains("needs a key")), "{err}");
 }
 
@@ -304,7 +304,7 @@ fn idempotent(log: &PartitionLog, pid: i64, seq: i32, key: &str, value: &str) ->
     };
     let meta =
         BatchMeta { base_offset: 0, attributes: 0, producer_id: pid, producer_epoch: 0, base_sequence: seq };
-    let a = log.append(&[r], meta, true).unwrap().unwrap();
+    let a = log.append(&[r], meta).unwrap();
     (a.base_offset, a.duplicate)
 }
 
@@ -347,7 +347,7 @@ fn producer_state_survives_compaction_duplicates_are_still_detected() {
             producer_epoch: 0,
             base_sequence: seq + 5,
         };
-        assert!(matches!(log.append(&[r], meta, true), Err(Error::OutOfOrderSequence(_))));
+        assert!(matches!(log.append(&[r], meta), Err(Error::OutOfOrderSequence(_))));
     };
     check(&log);
     drop(log);
@@ -372,7 +372,7 @@ fn txn(log: &PartitionLog, pid: i64, seq: i32, key: &str, value: &str) {
         producer_epoch: 0,
         base_sequence: seq,
     };
-    log.append(&[r], meta, true).unwrap().unwrap();
+    log.append(&[r], meta).unwrap();
 }
 
 fn marker(log: &PartitionLog, pid: i64, m: Marker) {
@@ -391,7 +391,7 @@ fn marker(log: &PartitionLog, pid: i64, m: Marker) {
         producer_epoch: 0,
         base_sequence: -1,
     };
-    log.append(&[r], meta, true).unwrap().unwrap();
+    log.append(&[r], meta).unwrap();
 }
 
 #[test]

@@ -113,7 +113,7 @@ fn every_layout_round_trips_on_every_append_path_under_each_codec() {
                 tombstone: false,
             })
             .collect();
-        let a = log.append(&full, BatchMeta::plain(0), true).unwrap().unwrap();
+        let a = log.append(&full, BatchMeta::plain(0)).unwrap();
         push(&mut want, &full, a.base_offset);
         // Compact entries: plain values of several sizes.
         let compact: Vec<Record<'_>> = values
@@ -127,7 +127,7 @@ fn every_layout_round_trips_on_every_append_path_under_each_codec() {
                 tombstone: false,
             })
             .collect();
-        let a = log.append(&compact, BatchMeta::plain(0), true).unwrap().unwrap();
+        let a = log.append(&compact, BatchMeta::plain(0)).unwrap();
         push(&mut want, &compact, a.base_offset);
         // Uniform: one size, one timestamp; and a single record (a batch that compresses badly).
         let uniform: Vec<Record<'_>> = values
@@ -140,10 +140,10 @@ fn every_layout_round_trips_on_every_append_path_under_each_codec() {
                 tombstone: false,
             })
             .collect();
-        let a = log.append(&uniform, BatchMeta::plain(0), true).unwrap().unwrap();
+        let a = log.append(&uniform, BatchMeta::plain(0)).unwrap();
         push(&mut want, &uniform, a.base_offset);
         let one = [Record { timestamp: 5, key: None, value: b"x", headers: &[], tombstone: false }];
-        let a = log.append(&one, BatchMeta::plain(0), true).unwrap().unwrap();
+        let a = log.append(&one, BatchMeta::plain(0)).unwrap();
         push(&mut want, &one, a.base_offset);
         // The values fast path, uniform and compact, small and large (pwrite) batches.
         let big: Vec<u8> = (0..2000).flat_map(json).collect();
@@ -226,7 +226,7 @@ fn three_batches(dir: &Path, codec: Compression) -> (std::path::PathBuf, Vec<(us
             .iter()
             .map(|v| Record { timestamp, key: Some(b"k"), value: v, headers: &[], tombstone: false })
             .collect();
-        log.append(&records, BatchMeta::plain(0), true).unwrap();
+        log.append(&records, BatchMeta::plain(0)).unwrap();
     }
     drop(log);
     (data_file(dir), stored_batches(dir))
@@ -367,7 +367,7 @@ fn recovery_cuts_a_torn_compressed_tail() {
             );
             // Appends continue where the valid data ends, compressed as before.
             let more = [Record { timestamp: 1, key: None, value: b"after", headers: &[], tombstone: false }];
-            assert_eq!(log.append(&more, BatchMeta::plain(0), true).unwrap().unwrap().base_offset, 40);
+            assert_eq!(log.append(&more, BatchMeta::plain(0)).unwrap().base_offset, 40);
             drop(log);
             let log = open(dir.path(), codec);
             assert_eq!(read_all(&log, 1000).last().unwrap().3, b"after");

@@ -44,7 +44,7 @@ fn fill(dir: &Path, config: LogConfig, n: u64) -> Vec<(usize, u64, usize)> {
         let value = value_of(i);
         let r =
             Record { timestamp: 1_000 + i as i64, key: None, value: &value, headers: &[], tombstone: false };
-        log.append(&[r], BatchMeta::plain(0), true).expect("append").expect("blocking");
+        log.append(&[r], BatchMeta::plain(0)).expect("append");
     }
     drop(log);
     batches(&data_path(dir))
@@ -137,7 +137,7 @@ fn quarantine_moves_the_damage_and_everything_after_it_aside_and_records_it() {
         // New appends continue from the damage; the event tells consumers those offsets
         // were handed out before.
         let r = Record { timestamp: 5, key: None, value: b"new", headers: &[], tombstone: false };
-        assert_eq!(log.append(&[r], BatchMeta::plain(0), true).unwrap().unwrap().base_offset, offset);
+        assert_eq!(log.append(&[r], BatchMeta::plain(0)).unwrap().base_offset, offset);
     }
     let events = read_events(dir.path()).expect("events");
     assert_eq!(events.len(), 1, "{events:?}");
@@ -305,7 +305,7 @@ fn a_failed_repair_leaves_the_lock_usable_and_the_next_locker_repairs() {
     for i in 0..20u64 {
         let value = value_of(i);
         let r = Record { timestamp: 1, key: None, value: &value, headers: &[], tombstone: false };
-        log.append(&[r], BatchMeta::plain(0), true).unwrap();
+        log.append(&[r], BatchMeta::plain(0)).unwrap();
     }
     die_holding_the_lock(dir.path());
     tear_head(dir.path());
@@ -332,7 +332,7 @@ fn a_failed_repair_leaves_the_lock_usable_and_the_next_locker_repairs() {
     std::fs::rename(&aside, &path).expect("move back");
     assert_eq!(log.end_offset().expect("repaired by the next locker"), 20);
     let r = Record { timestamp: 1, key: None, value: b"after", headers: &[], tombstone: false };
-    assert_eq!(log.append(&[r], BatchMeta::plain(0), true).unwrap().unwrap().base_offset, 20);
+    assert_eq!(log.append(&[r], BatchMeta::plain(0)).unwrap().base_offset, 20);
 }
 
 #[test]
@@ -365,7 +365,7 @@ fn damage_in_a_sealed_segment_is_never_truncated_and_reads_name_it() {
         for i in 0..200u64 {
             let value = value_of(i);
             let r = Record { timestamp: 1, key: None, value: &value, headers: &[], tombstone: false };
-            log.append(&[r], BatchMeta::plain(0), true).unwrap();
+            log.append(&[r], BatchMeta::plain(0)).unwrap();
         }
         assert!(log.segment_count().unwrap() > 2);
     }
@@ -395,7 +395,7 @@ fn valid_batches_after_a_long_run_of_zeros_are_still_found() {
         for i in 0..11u64 {
             let value = if i == 5 { zeros.clone() } else { value_of(i) };
             let r = Record { timestamp: 1, key: None, value: &value, headers: &[], tombstone: false };
-            log.append(&[r], BatchMeta::plain(0), true).unwrap();
+            log.append(&[r], BatchMeta::plain(0)).unwrap();
         }
     }
     let path = data_path(dir.path());
@@ -423,7 +423,7 @@ fn a_damaged_tail_found_while_another_handle_is_open_is_cut_for_both() {
     for i in 0..10u64 {
         let value = value_of(i);
         let r = Record { timestamp: 1, key: None, value: &value, headers: &[], tombstone: false };
-        old.append(&[r], BatchMeta::plain(0), false).unwrap();
+        old.try_append(&[r], BatchMeta::plain(0)).unwrap();
     }
     let path = data_path(dir.path());
     let all = batches(&path);
@@ -435,8 +435,8 @@ fn a_damaged_tail_found_while_another_handle_is_open_is_cut_for_both() {
     assert_eq!(new.end_offset().unwrap(), offset);
     assert_eq!(values(&new, 0).expect("readable").len() as u64, offset);
     let r = Record { timestamp: 1, key: None, value: b"after", headers: &[], tombstone: false };
-    assert_eq!(old.append(&[r], BatchMeta::plain(0), false).unwrap().unwrap().base_offset, offset);
-    assert_eq!(new.append(&[r], BatchMeta::plain(0), false).unwrap().unwrap().base_offset, offset + 1);
+    assert_eq!(old.try_append(&[r], BatchMeta::plain(0)).unwrap().unwrap().base_offset, offset);
+    assert_eq!(new.try_append(&[r], BatchMeta::plain(0)).unwrap().unwrap().base_offset, offset + 1);
     for log in [&old, &new] {
         let got = values(log, 0).expect("readable");
         assert_eq!(got.len() as u64, offset + 2);
@@ -457,7 +457,7 @@ fn damage_in_binary_values_full_of_zeros_is_still_told_from_a_torn_tail() {
         value[100..140].fill(0);
         let r =
             Record { timestamp: 1_000 + i as i64, key: None, value: &value, headers: &[], tombstone: false };
-        log.append(&[r], BatchMeta::plain(0), true).expect("append").expect("blocking");
+        log.append(&[r], BatchMeta::plain(0)).expect("append");
     }
     drop(log);
     let path = data_path(dir.path());

@@ -58,7 +58,7 @@ fn stored_offsets(dir: &Path) -> Vec<u64> {
 
 fn append(log: &PartitionLog, value: &[u8]) -> u64 {
     let r = Record { timestamp: 1_000, key: None, value, headers: &[], tombstone: false };
-    log.append(&[r], BatchMeta::plain(0), true).expect("append").expect("blocking").base_offset
+    log.append(&[r], BatchMeta::plain(0)).expect("append").base_offset
 }
 
 /// Takes the append lock from a thread that then exits holding it (a dead roller).

@@ -18,7 +18,7 @@ fn open(dir: &Path, config: LogConfig) -> PartitionLog {
 
 fn append(log: &PartitionLog, value: &[u8]) -> tidelog_core::Result<u64> {
     let record = Record { timestamp: 1, key: None, value, headers: &[], tombstone: false };
-    Ok(log.append(&[record], BatchMeta::plain(0), true)?.expect("blocking append").base_offset)
+    Ok(log.append(&[record], BatchMeta::plain(0))?.base_offset)
 }
 
 fn values(log: &PartitionLog) -> Vec<Vec<u8>> {

@@ -46,10 +46,7 @@ fn append_values(log: &PartitionLog, values: &[Vec<u8>], meta: BatchMeta) -> Out
         .iter()
         .map(|v| Record { timestamp: ts, key: None, value: v, headers: &[], tombstone: false })
         .collect();
-    log.append(&records, meta, true).map(|a| {
-        let a = a.expect("blocking append");
-        (a.base_offset, a.count, a.duplicate)
-    })
+    log.append(&records, meta).map(|a| (a.base_offset, a.count, a.duplicate))
 }
 
 fn values(tag: &str, n: usize) -> Vec<Vec<u8>> {

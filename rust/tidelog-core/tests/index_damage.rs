@@ -22,7 +22,7 @@ fn append_small(dir: &Path, n: i64) {
         let v = format!("m{i}");
         let rec =
             Record { timestamp: 1000 + i, key: None, value: v.as_bytes(), headers: &[], tombstone: false };
-        log.append(&[rec], BatchMeta::plain(0), true).unwrap();
+        log.append(&[rec], BatchMeta::plain(0)).unwrap();
     }
 }
 

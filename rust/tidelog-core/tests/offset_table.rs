@@ -51,7 +51,7 @@ fn append_as(store: &Store, group: &str, records: &[(Vec<u8>, Vec<u8>)], meta: B
         .iter()
         .map(|(k, v)| Record { timestamp: 1000, key: Some(k), value: v, headers: &[], tombstone: false })
         .collect();
-    topic.partition(p).unwrap().append(&records, meta, true).expect("append").expect("blocking").base_offset
+    topic.partition(p).unwrap().append(&records, meta).expect("append").base_offset
 }
 
 fn append(store: &Store, group: &str, key: Vec<u8>, value: Vec<u8>) -> u64 {
@@ -169,7 +169,7 @@ fn marker(store: &Store, group: &str, pid: i64, kind: Marker) {
     let p = tidelog_core::offsets::partition_of(group, topic.partition_count());
     let value = kind.value();
     let record = Record { timestamp: 1000, key: None, value: &value, headers: &[], tombstone: false };
-    topic.partition(p).unwrap().append(&[record], meta, true).unwrap();
+    topic.partition(p).unwrap().append(&[record], meta).unwrap();
 }
 
 #[test]

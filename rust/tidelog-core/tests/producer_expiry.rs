@@ -25,7 +25,7 @@ fn append(log: &PartitionLog, producer_id: i64, base_sequence: i32, timestamp: i
     let value = [7u8; 200];
     let record = Record { timestamp, key: None, value: &value, headers: &[], tombstone: false };
     let meta = BatchMeta { base_offset: 0, attributes: 0, producer_id, producer_epoch: 0, base_sequence };
-    log.append(&[record], meta, true).map(|a| a.expect("blocking append").duplicate)
+    log.append(&[record], meta).map(|a| a.duplicate)
 }
 
 fn write_history(dir: &Path) {

@@ -66,7 +66,7 @@ fn append_record(store: &Store, group: &str, topic: &str, value: &[u8]) {
     let offsets = store.topic(OFFSETS_TOPIC).expect("offsets topic");
     let p = partition_for_key(group.as_bytes(), offsets.partition_count());
     let record = Record { timestamp: 0, key: Some(key.as_bytes()), value, headers: &[], tombstone: false };
-    offsets.partition(p).unwrap().append(&[record], BatchMeta::plain(0), true).expect("commit");
+    offsets.partition(p).unwrap().append(&[record], BatchMeta::plain(0)).expect("commit");
 }
 
 fn producer(store: &Arc<Store>, on_full: OnFull, max_lag: Option<u64>, linger: Duration) -> Producer {

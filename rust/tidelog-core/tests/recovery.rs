@@ -88,8 +88,7 @@ fn append_range(log: &PartitionLog, from: u64, to: u64) -> Vec<Msg> {
                 tombstone: false,
             })
             .collect();
-        let appended =
-            log.append(&records, BatchMeta::plain(0), true).expect("append").expect("blocking append");
+        let appended = log.append(&records, BatchMeta::plain(0)).expect("append");
         assert_eq!(appended.count as u64, n);
         for (j, r) in records.iter().enumerate() {
             out.push(Msg {
@@ -569,7 +568,7 @@ fn retention_by_age_on_demand() {
     let now = tidelog_core::log::now_ms();
     let fresh: Vec<u8> = b"fresh".to_vec();
     let rec = Record { timestamp: now, key: None, value: &fresh, headers: &[], tombstone: false };
-    let base = log.append(&[rec], BatchMeta::plain(0), true).expect("append").expect("blocking").base_offset;
+    let base = log.append(&[rec], BatchMeta::plain(0)).expect("append").base_offset;
     assert_eq!(base, old.len() as u64);
     log.enforce_retention().expect("retention");
     let start = log.start();

@@ -21,7 +21,7 @@ fn config(segment_bytes: usize, index_interval_bytes: usize) -> LogConfig {
 
 fn append(log: &PartitionLog, value: &[u8]) -> u64 {
     let record = Record { timestamp: 1_000, key: None, value, headers: &[], tombstone: false };
-    log.append(&[record], BatchMeta::plain(0), true).expect("append").expect("blocking").base_offset
+    log.append(&[record], BatchMeta::plain(0)).expect("append").base_offset
 }
 
 fn values(log: &PartitionLog, from: u64) -> Vec<Vec<u8>> {

@@ -19,7 +19,7 @@ fn open(dir: &Path) -> Store {
 fn append(topic: &Topic, p: u32, value: &[u8]) -> Result<u64, Error> {
     let record = Record { timestamp: 0, key: None, value, headers: &[], tombstone: false };
     let log = topic.partition(p)?;
-    Ok(log.append(&[record], BatchMeta::plain(0), true)?.expect("blocking append").base_offset)
+    Ok(log.append(&[record], BatchMeta::plain(0))?.base_offset)
 }
 
 fn values(topic: &Topic, p: u32) -> Vec<Vec<u8>> {
@@ -137,37 +137,6 @@ fn the_longest_names_create_delete_and_recreate() {
         store.delete_topic(&name).unwrap();
     }
     assert!(matches!(store.create_topic(&"x".repeat(250), 1, false, &[]), Err(Error::InvalidConfig(_))));
-}
-
-#[test]
-fn attached_state_goes_with_the_topic_or_stays_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let groups = dir.path().join("groups/t");
-    std::fs::create_dir_all(&groups).unwrap();
-    std::fs::write(groups.join("g.json"), b"{}").unwrap();
-    let t = store.create_topic("t", 1, false, &[]).unwrap();
-    append(&t, 0, b"kept").unwrap();
-    // Outside the store: refused before anything changes.
-    let outside = tempfile::tempdir().unwrap();
-    let err = store.delete_topic_with("t", &[outside.path().to_owned()]).expect_err("refused");
-    assert!(matches!(err, Error::InvalidConfig(_)));
-    // The second one cannot move (a directory into its own subdirectory): the first comes
-    // back and the topic is untouched.
-    let failing = [groups.clone(), dir.path().join("topics")];
-    assert!(store.delete_topic_with("t", &failing).is_err());
-    assert!(groups.join("g.json").exists());
-    assert_eq!(values(&t, 0), vec![b"kept".to_vec()]);
-    append(&t, 0, b"still").unwrap();
-    store.delete_topic_with("t", &[groups.clone(), dir.path().join("work_queues/t")]).unwrap();
-    assert!(!groups.exists());
-    assert!(store.topics().unwrap().is_empty());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("topics"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".lock")
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

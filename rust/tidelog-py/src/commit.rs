@@ -127,10 +127,10 @@ impl PyOffsetCommitter {
         let log = to_py(self.offsets.partition(self.partition))?;
         // As `Topic.append`: the GIL is let go only when the append lock is contended or an
         // fsync is due.
-        if log.config().fsync != FsyncPolicy::Always && to_py(log.append(records, meta, false))?.is_some() {
+        if log.config().fsync != FsyncPolicy::Always && to_py(log.try_append(records, meta))?.is_some() {
             return Ok(());
         }
-        run_detached(py, move || log.append(records, meta, true).map(drop))
+        run_detached(py, move || log.append(records, meta).map(drop))
     }
 }
 

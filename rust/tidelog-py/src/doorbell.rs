@@ -3,6 +3,7 @@
 //! and members waiting for work in any process wake at once instead of polling.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use tidelog_core::shm::doorbell::Doorbell;
@@ -15,7 +16,14 @@ use crate::gil::run_detached;
 /// any process. Sleepers re-check what they wait for, so an extra ring costs a wakeup only.
 #[pyclass(name = "Doorbell", module = "tidelog._core", frozen)]
 pub struct PyDoorbell {
-    inner: Doorbell,
+    inner: Arc<Doorbell>,
+}
+
+impl PyDoorbell {
+    /// The doorbell, for the waker (`Bell.doorbell`).
+    pub(crate) fn shared(&self) -> Arc<Doorbell> {
+        self.inner.clone()
+    }
 }
 
 #[pymethods]
@@ -23,7 +31,7 @@ impl PyDoorbell {
     /// Opens (creating if needed) the doorbell file at `path`.
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = run_detached(py, move || Doorbell::open(&path))?;
+        let inner = Arc::new(run_detached(py, move || Doorbell::open(&path))?);
         Ok(PyDoorbell { inner })
     }
 

@@ -58,7 +58,7 @@ impl PyGroup {
     /// Opens (creating its files if needed) the state of `group` on `topic` in the store
     /// directory `store_dir`.
     #[new]
-    #[pyo3(signature = (store_dir, topic, group, *, fsync="never"))]
+    #[pyo3(signature = (store_dir, topic, group, *, fsync=tidelog_core::defaults::FSYNC))]
     fn py_new(
         py: Python<'_>,
         store_dir: PathBuf,

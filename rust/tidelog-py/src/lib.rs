@@ -11,12 +11,15 @@ mod group;
 mod inspect;
 mod jobs;
 mod message;
+mod metrics;
+mod paths;
 mod producer;
 mod ring;
 mod statelog;
 mod store;
 mod topic;
 mod view;
+mod waker;
 
 use pyo3::prelude::*;
 
@@ -35,12 +38,15 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topic::PyTopic>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<producer::PyProducer>()?;
+    m.add_class::<producer::SendResult>()?;
     m.add_class::<ring::PyRing>()?;
     m.add_class::<message::RecordBatch>()?;
     m.add_class::<message::RecordBatchIter>()?;
     m.add_class::<message::MessageIterator>()?;
     m.add_class::<view::ValueBuffer>()?;
     m.add_class::<doorbell::PyDoorbell>()?;
+    m.add_class::<waker::PyBell>()?;
+    m.add_class::<waker::PyWaker>()?;
     m.add_class::<statelog::PyStateLog>()?;
     m.add_class::<commit::PyOffsetCommitter>()?;
     m.add_class::<commit::PyOffsetTable>()?;
@@ -52,11 +58,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::partition_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::timestamps_at, m)?)?;
     m.add_function(wrap_pyfunction!(statelog::read_state_log, m)?)?;
     m.add_function(wrap_pyfunction!(group::read_group, m)?)?;
     m.add_function(wrap_pyfunction!(group::list_groups, m)?)?;
     faults::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("OFFSETS_TOPIC", tidelog_core::offsets::OFFSETS_TOPIC)?;
+    paths::register(m)?;
     Ok(())
 }

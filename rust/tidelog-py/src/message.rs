@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use numpy::PyArray1;
 use pyo3::exceptions::{PyIndexError, PyStopIteration};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyString};
+use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyString, PyTuple};
 use tidelog_core::format::headers;
 use tidelog_core::log::{ReadChunk, ReadResult};
 use tidelog_core::Topic;
@@ -13,6 +13,9 @@ use tidelog_core::Topic;
 use crate::errors::CorruptRecordError;
 use crate::gil::run_detached;
 use crate::view::ValueBuffer;
+
+#[path = "arrow.rs"]
+mod arrow;
 
 /// One message read from a topic. Read-only.
 #[pyclass(frozen, module = "tidelog._core", name = "Message")]
@@ -332,6 +335,23 @@ impl RecordBatch {
         let buffer = PyMemoryView::from(&PyBytes::new(py, &joined).into_any())?;
         let bounds = PyArray1::from_vec(py, bounds);
         Ok((buffer, bounds))
+    }
+
+    /// The batch as a `pyarrow.RecordBatch` with columns `offset`, `timestamp_ms`, `key`,
+    /// `value` and `headers` (see `tidelog.arrow.record_batch_to_arrow`); needs pyarrow.
+    fn to_arrow<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("tidelog.arrow")?.call_method1("record_batch_to_arrow", (slf,))
+    }
+
+    /// The batch's columns laid out for Apache Arrow (for `tidelog.arrow`, which
+    /// `to_arrow()` uses; a low-level form, not needed otherwise): a tuple
+    /// `(offsets, timestamps, value_views, value_validity, value_buffers, keys, key_bounds,
+    /// key_validity, header_offsets, header_names, name_bounds, header_values,
+    /// header_value_bounds)`. The values are Arrow `binary_view` views into
+    /// `value_buffers`, zero-copy views of the mapped segments (or of compressed batches'
+    /// decompressed images); validities are bitmaps, or None when nothing is null.
+    fn arrow_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        arrow::columns(py, &self.records, self.partition)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use tidelog_core::defaults;
 use tidelog_core::format::Compression;
 use tidelog_core::producer::identity::Identity;
 use tidelog_core::producer::{OnFull, Producer, ProducerConfig, SendError};
@@ -30,6 +31,60 @@ fn codec(obj: &Bound<'_, PyAny>) -> PyResult<Compression> {
             "compression must be \"none\", \"lz4\" or \"zstd\", got {name:?}"
         ))
     })
+}
+
+/// What an async `send` returns: the message is in the buffer. `await` it to wait until
+/// it is written (`tidelog.aio.producer.written` does the waiting).
+#[pyclass(name = "SendResult", module = "tidelog._core", frozen)]
+pub struct SendResult {
+    producer: Py<PyProducer>,
+    target: u64,
+    accepted: bool,
+}
+
+#[pymethods]
+impl SendResult {
+    /// False when `on_full="shed"` dropped this very message (it is never written).
+    #[getter]
+    fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    /// The producer's `sent_count()` once this message was in: the target of `flushed()`.
+    #[getter]
+    fn target(&self) -> u64 {
+        self.target
+    }
+
+    /// The producer that sent it.
+    #[getter]
+    fn producer(&self, py: Python<'_>) -> Py<PyProducer> {
+        self.producer.clone_ref(py)
+    }
+
+    /// Waits (in the running event loop) until the message is written; returns `accepted`.
+    fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let wait = WRITTEN.get_or_try_init(py, || {
+            py.import("tidelog.aio.producer")?.getattr("written").map(Bound::unbind)
+        })?;
+        wait.bind(py).call1((slf,))?.call_method0("__await__")
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SendResult(accepted={})", self.accepted)
+    }
+}
+
+/// `tidelog.aio.producer.written`, looked up once.
+static WRITTEN: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+impl PyProducer {
+    /// The engine producer (for the waker's bells); fails in a forked child.
+    pub(crate) fn engine(&self) -> PyResult<&Arc<Producer>> {
+        self.inner.check_not_inherited().map_err(CoreError)?;
+        Ok(&self.inner)
+    }
 }
 
 fn send_error(e: SendError) -> PyErr {
@@ -69,11 +124,13 @@ impl PyProducer {
         let real = |v: Option<&Bound<'_, PyAny>>, arg: &str, default: f64| {
             v.map_or(Ok(default), |v| args::real(v, arg))
         };
-        let (high_watermark, low_watermark) =
-            (real(high_watermark, "high_watermark", 0.8)?, real(low_watermark, "low_watermark", 0.5)?);
-        let linger_ms = real(linger_ms, "linger_ms", 1.0)?;
+        let (high_watermark, low_watermark) = (
+            real(high_watermark, "high_watermark", defaults::HIGH_WATERMARK)?,
+            real(low_watermark, "low_watermark", defaults::LOW_WATERMARK)?,
+        );
+        let linger_ms = real(linger_ms, "linger_ms", defaults::LINGER_MS)?;
         let on_full = on_full.map(|o| args::text(o, "on_full")).transpose()?;
-        let on_full = match on_full.as_deref().unwrap_or("block") {
+        let on_full = match on_full.as_deref().unwrap_or(defaults::ON_FULL) {
             "block" => OnFull::Block(args::seconds(block_timeout, "block_timeout")?),
             "raise" => OnFull::Raise,
             "shed" => OnFull::Shed,
@@ -92,11 +149,15 @@ impl PyProducer {
             )));
         }
         let config = ProducerConfig {
-            buffer_messages: positive(buffer_messages, "buffer_messages", 65_536)?,
+            buffer_messages: positive(buffer_messages, "buffer_messages", defaults::BUFFER_MESSAGES)?,
             high_watermark,
             low_watermark,
             on_full,
-            max_batch_messages: positive(max_batch_messages, "max_batch_messages", 4096)?,
+            max_batch_messages: positive(
+                max_batch_messages,
+                "max_batch_messages",
+                defaults::MAX_BATCH_MESSAGES,
+            )?,
             linger: Duration::from_secs_f64(linger_ms / 1000.0),
             max_lag: args::opt_int_in(max_lag, "max_lag", 1_u64, i64::MAX as u64)?,
             compression: compression.filter(|c| !c.is_none()).map(codec).transpose()?,
@@ -179,7 +240,7 @@ impl PyProducer {
 
     /// Enqueues a message for `topic`; returns True, or False when `on_full="shed"` dropped
     /// this very message. The message is written by a background thread: call `flush()` to
-    /// wait for it.
+    /// wait for it. A `value` of None sends a tombstone (compaction deletes the key).
     #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
     #[allow(clippy::too_many_arguments)]
     fn send(
@@ -194,25 +255,92 @@ impl PyProducer {
     ) -> PyResult<bool> {
         let topic = args::text(topic, "topic")?;
         let topic = topic.as_ref();
+        // None is a tombstone, as in `Topic.append`.
+        let value = if value.is_none() { None } else { Some(expect_bytes(value, "value")?.as_bytes()) };
+        let key =
+            key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
+        let headers = encode_headers(headers)?;
+        let partition = args::partition(partition)?;
+        let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
+        match self.inner.send_record(topic, value, key, &headers, partition, priority, false) {
+            Ok(accepted) => Ok(accepted),
+            Err(SendError::Backpressure(reason)) if reason == "would block" => {
+                // Wait for room without the GIL, so the writer and other threads can run.
+                let (topic, value, key) =
+                    (topic.to_owned(), value.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec));
+                let inner = self.inner.clone();
+                py.detach(move || {
+                    inner.send_record(
+                        &topic,
+                        value.as_deref(),
+                        key.as_deref(),
+                        &headers,
+                        partition,
+                        priority,
+                        true,
+                    )
+                })
+                .map_err(send_error)
+            }
+            Err(e) => Err(send_error(e)),
+        }
+    }
+
+    /// `send` that never waits (for asyncio): returns a `SendResult` (its `accepted` is
+    /// False when `on_full="shed"` dropped this very message), or None when
+    /// `on_full="block"` would wait for room (nothing was enqueued; wait on
+    /// `Bell.pressure(producer)` and call again).
+    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn try_send(
+        slf: &Bound<'_, Self>,
+        topic: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        partition: Option<&Bound<'_, PyAny>>,
+        priority: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<SendResult>> {
+        let this = slf.get();
+        let topic = args::text(topic, "topic")?;
         let value = expect_bytes(value, "value")?.as_bytes();
         let key =
             key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
         let headers = encode_headers(headers)?;
         let partition = args::partition(partition)?;
         let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
-        match self.inner.send(topic, value, key, &headers, partition, priority, false) {
-            Ok(accepted) => Ok(accepted),
-            Err(SendError::Backpressure(reason)) if reason == "would block" => {
-                // Wait for room without the GIL, so the writer and other threads can run.
-                let (topic, value, key) = (topic.to_owned(), value.to_vec(), key.map(<[u8]>::to_vec));
-                let inner = self.inner.clone();
-                py.detach(move || {
-                    inner.send(&topic, &value, key.as_deref(), &headers, partition, priority, true)
-                })
-                .map_err(send_error)
-            }
+        match this.inner.send(topic.as_ref(), value, key, &headers, partition, priority, false) {
+            Ok(accepted) => Ok(Some(SendResult {
+                producer: slf.clone().unbind(),
+                // Counts this message (and maybe a later one of another thread): written
+                // once the writer has accounted for that many.
+                target: if accepted { this.inner.sent_count() } else { 0 },
+                accepted,
+            })),
+            Err(SendError::Backpressure(reason)) if reason == "would block" => Ok(None),
             Err(e) => Err(send_error(e)),
         }
+    }
+
+    /// Messages accepted by `send` so far: the target of `flushed()`.
+    fn sent_count(&self) -> PyResult<u64> {
+        Ok(self.engine()?.sent_count())
+    }
+
+    /// `flush` that never waits (for asyncio): True once every message counted in
+    /// `target` (a `sent_count()`) is written (and fsynced if the policy says so) or
+    /// dropped; raises the writer's failure then, as `flush` does. Otherwise wakes the
+    /// writer and returns False: wait on `Bell.flush(producer)` and call again.
+    fn flushed(&self, target: u64) -> PyResult<bool> {
+        self.inner.flushed(target).map_err(|e| CoreError(e).into())
+    }
+
+    /// Counts an async flusher in (before its first `flushed()` check) or out (after its
+    /// last, also when cancelled); while counted the writer reports every round on
+    /// `Bell.flush(producer)`.
+    fn set_flushing(&self, on: bool) -> PyResult<()> {
+        self.engine()?.set_flushing(on);
+        Ok(())
     }
 
     /// Waits until everything sent so far is written (and fsynced if the store's policy

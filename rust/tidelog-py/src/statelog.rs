@@ -49,7 +49,7 @@ fn changes_to_py(py: Python<'_>, changes: Changes) -> PyResult<PyChanges<'_>> {
 impl PyStateLog {
     /// Opens (creating the directory and lock file if needed) the log `name` in `directory`.
     #[new]
-    #[pyo3(signature = (directory, name, *, fsync="never"))]
+    #[pyo3(signature = (directory, name, *, fsync=tidelog_core::defaults::FSYNC))]
     fn py_new(py: Python<'_>, directory: PathBuf, name: String, fsync: &str) -> PyResult<Self> {
         let policy =
             match fsync {

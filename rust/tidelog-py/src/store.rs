@@ -2,17 +2,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 use tidelog_core::producer::identity::Identity;
 use tidelog_core::settings::{self, Kind, TopicSettings, Value};
-use tidelog_core::{FsyncPolicy, LogConfig, OnCorruption, Store};
+use tidelog_core::{defaults, FsyncPolicy, LogConfig, OnCorruption, Store};
 
 use crate::args;
-use crate::errors::{InvalidConfigError, StoreClosedError};
+use crate::errors::{to_py, InvalidConfigError, StoreClosedError};
 use crate::gil::run_detached;
 use crate::group::PyGroup;
 use crate::statelog::PyStateLog;
@@ -96,11 +95,14 @@ impl PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
+    // The defaults are the core's (`tidelog_core::defaults`), the one place that holds them.
     #[pyo3(signature = (
-        path, *, segment_ms=Some(604800000), fsync="never", fsync_interval_ms=1000,
-        producer_expiry_ms=604800000, settings=None, on_corruption="raise",
-        cleaner_interval_ms=Some(15_000), min_cleanable_dirty_ratio=0.5,
-        cleaner_bytes_per_second=Some(100 << 20),
+        path, *, segment_ms=defaults::SEGMENT_MS, fsync=defaults::FSYNC,
+        fsync_interval_ms=defaults::FSYNC_INTERVAL_MS, producer_expiry_ms=defaults::PRODUCER_EXPIRY_MS,
+        settings=None, on_corruption=defaults::ON_CORRUPTION,
+        cleaner_interval_ms=defaults::CLEANER_INTERVAL_MS,
+        min_cleanable_dirty_ratio=defaults::MIN_CLEANABLE_DIRTY_RATIO,
+        cleaner_bytes_per_second=defaults::CLEANER_BYTES_PER_SECOND,
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword options of tidelog.open
     fn new(
@@ -116,28 +118,8 @@ impl PyStore {
         min_cleanable_dirty_ratio: f64,
         cleaner_bytes_per_second: Option<i64>,
     ) -> PyResult<Self> {
-        let on_corruption = match on_corruption {
-            "raise" => OnCorruption::Raise,
-            "quarantine" => OnCorruption::Quarantine,
-            other => {
-                return Err(InvalidConfigError::new_err(format!(
-                    "on_corruption must be \"raise\" or \"quarantine\", got {other:?}"
-                )))
-            }
-        };
-        let fsync = match fsync {
-            "never" => FsyncPolicy::Never,
-            "always" => FsyncPolicy::Always,
-            "interval" => FsyncPolicy::Interval(Duration::from_millis(positive(
-                "fsync_interval_ms",
-                fsync_interval_ms,
-            )? as u64)),
-            other => {
-                return Err(InvalidConfigError::new_err(format!(
-                    "fsync must be \"never\", \"interval\" or \"always\", got {other:?}"
-                )))
-            }
-        };
+        let on_corruption = to_py(OnCorruption::named(on_corruption))?;
+        let fsync = to_py(FsyncPolicy::named(fsync, fsync_interval_ms))?;
         // The file-shaping fields are replaced by the store's stored settings on open.
         let config = LogConfig {
             segment_ms,
@@ -272,14 +254,12 @@ impl PyStore {
         run_detached(py, move || store.open_every_topic())
     }
 
-    /// Deletes a topic and its data, and in the same operation the directories `attached`
-    /// (inside the store) holding the topic's state kept by the Python layer.
-    #[pyo3(signature = (name, *, attached=Vec::new()))]
-    fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>, attached: Vec<PathBuf>) -> PyResult<u64> {
+    /// Deletes a topic and its data and, in the same atomic operation, its consumer groups'
+    /// and work queues' state. Returns the incarnation deleted.
+    fn delete_topic(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<u64> {
         let name = args::text(name, "name")?.into_owned();
         let store = self.inner.clone();
-        let name = name.to_owned();
-        run_detached(py, move || store.delete_topic_with(&name, &attached))
+        run_detached(py, move || store.delete_topic(&name))
     }
 
     /// Finishes the transactions of named producers no instance of which is alive (in any

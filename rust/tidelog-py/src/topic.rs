@@ -102,9 +102,11 @@ impl PyTopic {
     /// threshold). Waits for a cleaner already working on a partition, in any process.
     ///
     /// With `bytes_per_second`, reads plus writes stay within that budget (as the
-    /// background cleaner's do). Returns a dict: `segments_before`, `segments_after`,
-    /// `bytes_read`, `bytes_written`, `records_read`, `records_removed`,
-    /// `tombstones_removed`.
+    /// background cleaner's do). Returns a dict: `segments_before` (segments rewritten),
+    /// `segments_after` (what they became), `bytes_read`, `bytes_written`, `records_read`,
+    /// `records_removed`, `tombstones_removed`. Clean segments are left alone: with nothing
+    /// closed and no tombstone expired since the last compaction nothing is read, and a
+    /// segment this compaction would not change is not rewritten.
     #[pyo3(signature = (*, bytes_per_second=None))]
     fn compact<'py>(&self, py: Python<'py>, bytes_per_second: Option<u64>) -> PyResult<Bound<'py, PyDict>> {
         let topic = self.inner.clone();
@@ -200,7 +202,7 @@ impl PyTopic {
         // append lock is contended or an fsync is due.
         let sync = log.config().fsync == tidelog_core::FsyncPolicy::Always;
         if !sync {
-            if let Some(done) = to_py(log.append(&[record], meta, false))? {
+            if let Some(done) = to_py(log.try_append(&[record], meta))? {
                 return Ok((log.partition(), done.base_offset));
             }
         }
@@ -214,7 +216,7 @@ impl PyTopic {
                 headers: &encoded_headers,
                 tombstone,
             };
-            log.append(&[record], meta, true).map(|d| d.expect("blocking append"))
+            log.append(&[record], meta)
         })?;
         Ok((log.partition(), done.base_offset))
     }
@@ -224,6 +226,8 @@ impl PyTopic {
     ///
     /// `values` is either a list of `bytes`, or one bytes-like buffer cut into values by
     /// `lengths` (a sequence or numpy array of non-negative integers summing to its size).
+    /// A None in the list is a record without a value (a tombstone; the values carry no key,
+    /// so a compacted topic refuses them as it does any keyless message).
     #[pyo3(signature = (values, *, lengths=None, partition=None, timestamp_ms=None))]
     fn append_batch(
         &self,
@@ -236,15 +240,21 @@ impl PyTopic {
         let timestamp = args::timestamp(timestamp_ms, "timestamp_ms")?.unwrap_or_else(now_ms);
         let log = to_py(self.inner.choose(args::partition(partition)?, None))?;
         let meta = BatchMeta::plain(0);
-        let append = |parts: &[&[u8]]| -> tidelog_core::Result<u64> {
+        let append = |parts: &[Option<&[u8]>]| -> tidelog_core::Result<u64> {
             if parts.is_empty() {
                 return Err(Error::InvalidConfig("values must not be empty".into()));
             }
             let records: Vec<Record<'_>> = parts
                 .iter()
-                .map(|v| Record { timestamp, key: None, value: v, headers: &[], tombstone: false })
+                .map(|v| Record {
+                    timestamp,
+                    key: None,
+                    value: v.unwrap_or_default(),
+                    headers: &[],
+                    tombstone: v.is_none(),
+                })
                 .collect();
-            Ok(log.append(&records, meta, true)?.expect("blocking append").base_offset)
+            Ok(log.append(&records, meta)?.base_offset)
         };
         let offset = match lengths.filter(|l| !l.is_none()) {
             None => {
@@ -254,19 +264,21 @@ impl PyTopic {
                         type_name(values)
                     ))
                 })?;
-                let owned: Vec<PyBackedBytes> = list
+                let owned: Vec<Option<PyBackedBytes>> = list
                     .iter()
                     .enumerate()
                     .map(|(i, v)| match v.cast::<PyBytes>() {
-                        Ok(b) => Ok(PyBackedBytes::from(b.clone())),
+                        Ok(b) => Ok(Some(PyBackedBytes::from(b.clone()))),
+                        // None is a tombstone, as in `append`.
+                        Err(_) if v.is_none() => Ok(None),
                         // The argument name is formatted only on the error path.
                         Err(_) => Err(PyTypeError::new_err(format!(
-                            "values[{i}] must be bytes, got {}",
+                            "values[{i}] must be bytes or None, got {}",
                             type_name(&v)
                         ))),
                     })
                     .collect::<PyResult<_>>()?;
-                run_detached(py, || append(&owned.iter().map(|b| &b[..]).collect::<Vec<_>>()))?
+                run_detached(py, || append(&owned.iter().map(|b| b.as_deref()).collect::<Vec<_>>()))?
             }
             Some(lengths) => {
                 let buffer = BorrowedBuffer::get(values, "values")?;
@@ -290,7 +302,8 @@ impl PyTopic {
     /// identity: the building block of `Producer` (which numbers its batches itself), for
     /// writers that keep their own sequence numbers. Returns `(first_offset, duplicate)`;
     /// a batch repeating one of the producer's last five is not written again and its
-    /// original first offset comes back with `duplicate=True`.
+    /// original first offset comes back with `duplicate=True`. A None value is a record
+    /// without a value (a tombstone), as in `append_batch`.
     ///
     /// Raises `OutOfOrderSequenceError` for a sequence gap and `ProducerFencedError` for an
     /// epoch older than one already written to the partition.
@@ -298,7 +311,7 @@ impl PyTopic {
     fn append_sequenced(
         &self,
         py: Python<'_>,
-        values: Vec<PyBackedBytes>,
+        values: Vec<Option<PyBackedBytes>>,
         producer_id: &Bound<'_, PyAny>,
         producer_epoch: &Bound<'_, PyAny>,
         base_sequence: &Bound<'_, PyAny>,
@@ -316,9 +329,16 @@ impl PyTopic {
         let done = run_detached(py, || {
             let records: Vec<Record<'_>> = values
                 .iter()
-                .map(|v| Record { timestamp, key: None, value: v, headers: &[], tombstone: false })
+                .map(|v| Record {
+                    timestamp,
+                    key: None,
+                    value: v.as_deref().unwrap_or_default(),
+                    headers: &[],
+                    // None is a tombstone, as in `append`.
+                    tombstone: v.is_none(),
+                })
                 .collect();
-            log.append(&records, meta, true).map(|d| d.expect("blocking append"))
+            log.append(&records, meta)
         })?;
         Ok((done.base_offset, done.duplicate))
     }
@@ -460,6 +480,19 @@ impl PyTopic {
         run_detached(py, || log.size_bytes())
     }
 
+    /// The records a read of `partition` (of every partition with None) yields now:
+    /// tombstones included, transaction markers and aborted or open transactions not. A
+    /// compacted topic's offsets are sparse, so this counts what `end_offset -
+    /// start_offset` overcounts. Reads every batch once (nothing is copied).
+    #[pyo3(signature = (partition=None))]
+    fn record_count(&self, py: Python<'_>, partition: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+        let logs: Vec<&PartitionLog> = match partition.filter(|p| !p.is_none()) {
+            Some(p) => vec![self.log(p)?],
+            None => to_py(self.inner.partitions())?.iter().collect(),
+        };
+        run_detached(py, || logs.iter().try_fold(0u64, |n, log| Ok(n + log.record_count()?)))
+    }
+
     /// Number of segments of `partition`.
     fn segment_count(&self, py: Python<'_>, partition: &Bound<'_, PyAny>) -> PyResult<usize> {
         let log = self.log(partition)?;
@@ -470,6 +503,19 @@ impl PyTopic {
     fn enforce_retention(&self, py: Python<'_>) -> PyResult<()> {
         let topic = self.inner.clone();
         run_detached(py, move || topic.partitions()?.iter().try_for_each(PartitionLog::enforce_retention))
+    }
+
+    /// Messages `start..end` of `partition` as a `pyarrow.Table` (see
+    /// `tidelog.arrow.topic_to_arrow`); needs pyarrow.
+    #[pyo3(signature = (partition, *, start=None, end=None))]
+    fn to_arrow<'py>(
+        slf: &Bound<'py, Self>,
+        partition: &Bound<'py, PyAny>,
+        start: Option<&Bound<'py, PyAny>>,
+        end: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arrow = slf.py().import("tidelog.arrow")?;
+        arrow.call_method1("topic_to_arrow", (slf, partition, start, end))
     }
 
     fn __repr__(&self) -> String {

@@ -22,6 +22,14 @@
 //! while the output stays within `segment_bytes`; each output segment takes the base offset
 //! of its first input segment.
 //!
+//! Clean segments are left alone. The checkpoint ([`CHECKPOINT_FILE`], Kafka's
+//! `cleaner-offset-checkpoint`) holds the offset below which the partition was compacted and
+//! the oldest timestamp of a tombstone or marker kept there: with nothing sealed past the
+//! checkpoint and nothing expired since, a compaction reads no segment at all. Otherwise a
+//! segment below the checkpoint is read (newer segments may overwrite its keys) but keeps
+//! its files when this compaction would not change it. The checkpoint moves with the swap
+//! (it is written by [`Swap::apply`]), so a crash never leaves it ahead of the segments.
+//!
 //! The swap (append lock held, so no process lists segments meanwhile):
 //! 1. (before the lock) the new segments are written as `<name>.cleaned` files, synced;
 //! 2. the producer state as of the head is snapshotted, so no process ever rebuilds it from
@@ -57,25 +65,29 @@ use crate::format::{
 };
 use crate::index::IndexEntry;
 use crate::log::producers::ProducerTable;
-use crate::segment::{self, file_name, FileKind, Segment};
+use crate::segment::{self, file_name, Check, FileKind, OnDamage, Segment};
 use crate::shm::{ofd, CLEANER_BYTE};
 use crate::{Error, Result};
 
-/// The swap manifest: present only while a decided swap is being carried out.
-pub(super) const SWAP_FILE: &str = "compaction.swap";
 /// Suffix of a rewritten segment's files before the swap.
-pub(super) const CLEANED_SUFFIX: &str = ".cleaned";
+pub(super) use crate::paths::CLEANED_SUFFIX;
 /// Where the cleaner keeps the offset below which the partition was compacted.
-pub(super) const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
-const SWAP_MAGIC: &[u8; 8] = b"TLSWAP01";
-const CHECKPOINT_MAGIC: &[u8; 8] = b"TLCLEAN1";
+pub(super) use crate::paths::CLEANER_CHECKPOINT_FILE as CHECKPOINT_FILE;
+/// The swap manifest: present only while a decided swap is being carried out.
+pub(super) use crate::paths::COMPACTION_SWAP_FILE as SWAP_FILE;
+const SWAP_MAGIC: &[u8; 8] = b"TLSWAP02";
+/// A swap file of the first version: no expiry field (read as "unknown").
+const SWAP_MAGIC_V1: &[u8; 8] = b"TLSWAP01";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"TLCLEAN2";
+/// A checkpoint of the first version: no expiry field (read as "unknown").
+const CHECKPOINT_MAGIC_V1: &[u8; 8] = b"TLCLEAN1";
 /// Index interval of rewritten segments (as of rebuilt sealed indexes).
 const INDEX_INTERVAL: usize = 4096;
 
 /// What one compaction of a partition did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompactionStats {
-    /// Sealed segments rewritten.
+    /// Sealed segments rewritten (a clean one compaction leaves as it is is not).
     pub segments_before: usize,
     /// Segments they became.
     pub segments_after: usize,
@@ -222,7 +234,12 @@ impl CleanerLock {
         let file = crate::fs::open_rw(&path, false)?;
         // A fresh open file description of our own: it excludes cleaners in this process
         // too, and no forked child shares it.
-        match ofd::set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive, wait) {
+        let taken = if wait {
+            ofd::set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive).map(|()| true)
+        } else {
+            ofd::try_set(&file, CLEANER_BYTE, 1, ofd::Lock::Exclusive)
+        };
+        match taken {
             Ok(true) => Ok(Some(CleanerLock(file))),
             Ok(false) => Ok(None),
             Err(e) => Err(Error::io("lock the cleaner byte of", &path, e)),
@@ -232,7 +249,7 @@ impl CleanerLock {
 
 impl Drop for CleanerLock {
     fn drop(&mut self) {
-        let _ = ofd::set(&self.0, CLEANER_BYTE, 1, ofd::Lock::Unlock, false);
+        let _ = ofd::set(&self.0, CLEANER_BYTE, 1, ofd::Lock::Unlock);
     }
 }
 
@@ -244,12 +261,15 @@ impl Drop for CleanerLock {
 /// | 8..12 | u32  | replaced segment count, then each base: u64     |
 /// |       | u32  | new segment count, then each base: u64          |
 /// |       | u64  | cleaned-to offset (the new checkpoint)          |
+/// |       | i64  | expiry of the checkpoint (see [`Checkpoint`])   |
 /// |       | u32  | CRC32C of everything before                     |
+///
+/// (`TLSWAP01` files have no expiry field.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Swap {
     replaced: Vec<u64>,
     new: Vec<u64>,
-    cleaned_to: u64,
+    checkpoint: Checkpoint,
 }
 
 impl Swap {
@@ -261,7 +281,8 @@ impl Swap {
                 out.extend_from_slice(&base.to_le_bytes());
             }
         }
-        out.extend_from_slice(&self.cleaned_to.to_le_bytes());
+        out.extend_from_slice(&self.checkpoint.offset.to_le_bytes());
+        out.extend_from_slice(&self.checkpoint.expires.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -269,7 +290,11 @@ impl Swap {
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) || !body.starts_with(SWAP_MAGIC) {
+        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let v1 = body.starts_with(SWAP_MAGIC_V1);
+        if !v1 && !body.starts_with(SWAP_MAGIC) {
             return None;
         }
         let mut at = SWAP_MAGIC.len();
@@ -289,9 +314,10 @@ impl Swap {
                 list.push(u64_at(&mut at)?);
             }
         }
-        let cleaned_to = u64_at(&mut at)?;
+        let offset = u64_at(&mut at)?;
+        let expires = if v1 { i64::MIN } else { u64_at(&mut at)? as i64 };
         let [replaced, new] = lists;
-        (at == body.len()).then_some(Swap { replaced, new, cleaned_to })
+        (at == body.len()).then_some(Swap { replaced, new, checkpoint: Checkpoint { offset, expires } })
     }
 
     /// Carries the swap out; idempotent, so a swap interrupted anywhere is finished by
@@ -324,7 +350,7 @@ impl Swap {
                 }
             }
         }
-        write_checkpoint(dir, self.cleaned_to, durable)?;
+        write_checkpoint(dir, self.checkpoint, durable)?;
         if durable {
             segment::sync_dir(dir)?;
         }
@@ -378,28 +404,57 @@ pub(super) fn remove_leftovers(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The offset below which the partition was compacted, 0 if never (or if the checkpoint
-/// is damaged: then everything counts as dirty, which costs a compaction, nothing more).
-fn read_checkpoint(dir: &Path) -> u64 {
-    let Ok(bytes) = std::fs::read(dir.join(CHECKPOINT_FILE)) else { return 0 };
-    if bytes.len() != 20 || &bytes[..8] != CHECKPOINT_MAGIC {
-        return 0;
-    }
-    let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&bytes[..16]) != crc {
-        return 0;
-    }
-    u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"))
+/// What the cleaner knows of the segments it compacted (Kafka's cleaner checkpoint, plus
+/// when the next tombstone expires): with nothing new sealed and nothing expired since, a
+/// compaction has nothing to do and reads no segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Checkpoint {
+    /// Every offset below this was compacted (0: never).
+    offset: u64,
+    /// The oldest timestamp of a tombstone or transaction marker kept below `offset` that
+    /// `delete_retention_ms` will remove: once the horizon reaches it, the clean segments
+    /// are worth compacting again. `i64::MAX` with none, `i64::MIN` when unknown.
+    expires: i64,
 }
 
-/// | bytes | type | field                               |
-/// |-------|------|-------------------------------------|
-/// | 0..8  |      | magic `TLCLEAN1`                    |
-/// | 8..16 | u64  | offset below which all is compacted |
-/// | 16..20| u32  | CRC32C of bytes 0..16               |
-fn write_checkpoint(dir: &Path, offset: u64, durable: bool) -> Result<()> {
+impl Checkpoint {
+    const NONE: Checkpoint = Checkpoint { offset: 0, expires: i64::MIN };
+}
+
+/// The partition's checkpoint, [`Checkpoint::NONE`] if never compacted (or if the file is
+/// damaged: then everything counts as dirty, which costs a compaction, nothing more).
+fn read_checkpoint(dir: &Path) -> Checkpoint {
+    let Ok(bytes) = std::fs::read(dir.join(CHECKPOINT_FILE)) else { return Checkpoint::NONE };
+    let len = match bytes.get(..8) {
+        Some(m) if m == CHECKPOINT_MAGIC => 28,
+        Some(m) if m == CHECKPOINT_MAGIC_V1 => 20,
+        _ => return Checkpoint::NONE,
+    };
+    if bytes.len() != len {
+        return Checkpoint::NONE;
+    }
+    let crc = u32::from_le_bytes(bytes[len - 4..].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[..len - 4]) != crc {
+        return Checkpoint::NONE;
+    }
+    let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let expires =
+        if len == 28 { i64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) } else { i64::MIN };
+    Checkpoint { offset, expires }
+}
+
+/// | bytes  | type | field                                       |
+/// |--------|------|---------------------------------------------|
+/// | 0..8   |      | magic `TLCLEAN2`                            |
+/// | 8..16  | u64  | offset below which all is compacted         |
+/// | 16..24 | i64  | expiry (see [`Checkpoint::expires`])        |
+/// | 24..28 | u32  | CRC32C of bytes 0..24                       |
+///
+/// (`TLCLEAN1` files are 20 bytes: no expiry field.)
+fn write_checkpoint(dir: &Path, checkpoint: Checkpoint, durable: bool) -> Result<()> {
     let mut bytes = CHECKPOINT_MAGIC.to_vec();
-    bytes.extend_from_slice(&offset.to_le_bytes());
+    bytes.extend_from_slice(&checkpoint.offset.to_le_bytes());
+    bytes.extend_from_slice(&checkpoint.expires.to_le_bytes());
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     crate::fs::write_atomically(&dir.join(CHECKPOINT_FILE), &bytes, durable)
@@ -504,6 +559,8 @@ struct Rewrite<'a> {
     kept_in_txn: HashMap<i64, bool>,
     /// Tombstones and markers at or before this timestamp go.
     horizon: i64,
+    /// The oldest timestamp of a tombstone or marker kept that a later horizon removes.
+    expires: i64,
     stats: CompactionStats,
 }
 
@@ -564,6 +621,11 @@ impl<'a> Rewrite<'a> {
                     self.stats.records_removed += u64::from(h.record_count);
                     continue;
                 }
+                if h.max_timestamp > self.horizon {
+                    // (One kept for its transaction's records goes only when they do, and
+                    // they go only for newer records of their keys: dirty segments.)
+                    self.expires = self.expires.min(h.max_timestamp);
+                }
                 kept.extend(batch.records());
             } else if self.aborted(&batch) {
                 self.stats.records_removed += u64::from(h.record_count);
@@ -578,6 +640,9 @@ impl<'a> Rewrite<'a> {
                         }
                     };
                     if keep {
+                        if r.tombstone && r.key.is_some() {
+                            self.expires = self.expires.min(r.timestamp);
+                        }
                         kept.push(r);
                     } else if r.tombstone && self.newest.get(r.key.unwrap_or_default()) == Some(&r.offset) {
                         self.stats.tombstones_removed += 1;
@@ -613,6 +678,8 @@ impl<'a> Rewrite<'a> {
                         // The kept records' timestamps lie too far apart for one batch's
                         // deltas: keep the whole batch (its first record is the reference).
                         self.stats.records_removed -= (h.record_count as usize - kept.len()) as u64;
+                        // Tombstones the horizon removes stay: worth another look any time.
+                        self.expires = i64::MIN;
                         let all: Vec<RecordView<'_>> = batch.records().collect();
                         encode_rewritten(&mut out.bytes, meta, &all).expect("the batch's own deltas fit")
                     }
@@ -651,35 +718,9 @@ fn plain_image(seg: &Segment, pos: usize, batch: &BatchView<'_>) -> Result<Arc<V
 /// naming the segment (compaction never rewrites what it cannot read), zeros at the end (a
 /// trim lost in a power failure) end the segment.
 fn batches(seg: &Segment) -> impl Iterator<Item = Result<(usize, BatchView<'_>)>> {
-    let end = seg.data.readable();
-    let mut pos = 0;
-    let mut expected = seg.base;
-    let mut done = false;
-    std::iter::from_fn(move || {
-        if done || pos >= end {
-            return None;
-        }
-        let batch = match seg.batch_at(pos, end, true) {
-            Ok(b) if b.header.base_offset == expected => b,
-            Err(_) if seg.zeros_at(pos, end) => return None,
-            Ok(b) => {
-                done = true;
-                let reason = format!(
-                    "batch claims offset {} where offset {expected} should start",
-                    b.header.base_offset
-                );
-                return Some(Err(seg.corrupt(pos, expected, &reason)));
-            }
-            Err(reason) => {
-                done = true;
-                return Some(Err(seg.corrupt(pos, expected, reason)));
-            }
-        };
-        let at = pos;
-        pos += batch.header.total_len;
-        expected = batch.header.next_offset();
-        Some(Ok((at, batch)))
-    })
+    seg.cursor(0, seg.data.readable(), seg.base, Check::Crc, OnDamage::Error)
+        .zero_tail(true)
+        .map(|found| found.map(|b| (b.position, b.view().expect("checked by the cursor"))))
 }
 
 impl PartitionLog {
@@ -727,7 +768,7 @@ impl PartitionLog {
         // Plan under the append lock: which sealed segments, and the producer state that
         // says which transactions were aborted.
         let (chosen, table) = {
-            let guard = self.lock(true)?.expect("blocking lock");
+            let guard = self.lock()?;
             self.refresh_if_stale(&guard)?;
             let head = guard.head();
             let view = self.read_view()?;
@@ -750,11 +791,19 @@ impl PartitionLog {
         };
         let stats = CompactionStats::default();
         let Some(&(_, cleaned_to)) = chosen.last() else { return Ok(stats) };
+        let horizon = now_ms().saturating_sub(self.settings.delete_retention_ms());
+        let checkpoint = read_checkpoint(&self.dir);
+        if cleaned_to <= checkpoint.offset && horizon < checkpoint.expires {
+            // Clean: nothing sealed since the last compaction and no tombstone or marker
+            // expired since; the segments are not even read.
+            return Ok(stats);
+        }
         let mut rewrite = Rewrite {
             newest: KeyMap::default(),
             table,
             kept_in_txn: HashMap::new(),
-            horizon: now_ms().saturating_sub(self.settings.delete_retention_ms()),
+            horizon,
+            expires: i64::MAX,
             stats,
         };
         let mut producers = false;
@@ -764,10 +813,40 @@ impl PartitionLog {
         }
         let limit = self.settings.segment_bytes().min(u32::MAX as usize);
         let mut written: Vec<u64> = Vec::new();
+        let mut replaced: Vec<u64> = Vec::new();
+        // The output segment being built, and whether any input went into it.
         let mut out = Output::new(chosen[0].0.base);
+        let mut fed = false;
         for (seg, end) in &chosen {
+            let readable = seg.data.readable() as u64;
+            if seg.base < checkpoint.offset {
+                // A segment compacted before: if this compaction would leave it as it is
+                // (nothing of it goes, it starts where its data says), it stays, unwritten.
+                let saved = (rewrite.kept_in_txn.clone(), rewrite.stats);
+                let mut alone = Output::new(seg.base);
+                rewrite.rewrite_segment(seg, &mut alone)?;
+                let unchanged = rewrite.stats.records_removed == saved.1.records_removed
+                    && seg.data.read(0, seg.data.readable()) == Some(&alone.bytes[..]);
+                if unchanged {
+                    if fed {
+                        out.finish(seg.base);
+                        out.write(&self.dir, durable)?;
+                        rewrite.stats.bytes_written += out.bytes.len() as u64;
+                        pacer.advance(out.bytes.len() as u64)?;
+                        written.push(out.base);
+                    }
+                    rewrite.stats.bytes_read += readable;
+                    out = Output::new(*end);
+                    fed = false;
+                    pacer.advance(readable)?;
+                    continue;
+                }
+                (rewrite.kept_in_txn, rewrite.stats) = saved;
+            }
+            replaced.push(seg.base);
+            fed = true;
             let written_before = out.bytes.len() as u64 + rewrite.stats.bytes_written;
-            rewrite.stats.bytes_read += seg.data.readable() as u64;
+            rewrite.stats.bytes_read += readable;
             let mark = out.mark();
             let saved = (rewrite.kept_in_txn.clone(), rewrite.stats);
             let span_ok = end - out.base <= u64::from(u32::MAX);
@@ -778,7 +857,7 @@ impl PartitionLog {
                 // Does not fit: the group so far becomes a segment, this one starts the next.
                 out.reset(mark);
                 (rewrite.kept_in_txn, rewrite.stats) = saved;
-                rewrite.stats.bytes_read += seg.data.readable() as u64;
+                rewrite.stats.bytes_read += readable;
                 out.finish(seg.base);
                 out.write(&self.dir, durable)?;
                 rewrite.stats.bytes_written += out.bytes.len() as u64;
@@ -788,21 +867,30 @@ impl PartitionLog {
             }
             let written =
                 (out.bytes.len() as u64 + rewrite.stats.bytes_written).saturating_sub(written_before);
-            pacer.advance(seg.data.readable() as u64 + written)?;
+            pacer.advance(readable + written)?;
         }
-        out.finish(cleaned_to);
-        out.write(&self.dir, durable)?;
-        rewrite.stats.bytes_written += out.bytes.len() as u64;
-        written.push(out.base);
+        if fed {
+            out.finish(cleaned_to);
+            out.write(&self.dir, durable)?;
+            rewrite.stats.bytes_written += out.bytes.len() as u64;
+            written.push(out.base);
+        }
         if durable {
             segment::sync_dir(&self.dir)?;
         }
         let mut stats = rewrite.stats;
-        stats.segments_before = chosen.len();
+        stats.segments_before = replaced.len();
         stats.segments_after = written.len();
         stats.cleaned_to = cleaned_to;
-        let swap = Swap { replaced: chosen.iter().map(|(s, _)| s.base).collect(), new: written, cleaned_to };
+        let checkpoint = Checkpoint { offset: cleaned_to, expires: rewrite.expires };
         drop(rewrite);
+        if replaced.is_empty() {
+            // Every segment stays: only the checkpoint moves (under the cleaner lock, the
+            // only writer of it).
+            write_checkpoint(&self.dir, checkpoint, durable)?;
+            return Ok(stats);
+        }
+        let swap = Swap { replaced, new: written, checkpoint };
         stats.swapped = self.swap_in(&swap, producers, durable)?;
         Ok(stats)
     }
@@ -810,7 +898,7 @@ impl PartitionLog {
     /// Steps 2 to 5 of the swap, under the append lock. False (and the rewritten files
     /// removed) if retention deleted some of the replaced segments meanwhile.
     fn swap_in(&self, swap: &Swap, producers: bool, durable: bool) -> Result<bool> {
-        let mut guard = self.lock(true)?.expect("blocking lock");
+        let mut guard = self.lock()?;
         self.refresh_if_stale(&guard)?;
         let mut head = guard.head();
         {
@@ -846,6 +934,35 @@ impl PartitionLog {
         Ok(true)
     }
 
+    /// The records a committed read of the partition yields now, from its start offset to
+    /// its last stable offset (tombstones included; transaction markers, aborted and still
+    /// open transactions left out). A compacted partition's offsets are sparse, so this is
+    /// what it holds, where `end - start` counts the offsets. It reads (and checks) every
+    /// batch: the cost of reading the partition once, without copying any record.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub fn record_count(&self) -> Result<u64> {
+        let mut count = 0u64;
+        let mut offset = self.start_offset()?;
+        loop {
+            let read = match self.read(offset, 1 << 20, 64 << 20) {
+                Ok(read) => read,
+                // Retention (compact,delete) moved the start meanwhile.
+                Err(Error::OffsetOutOfRange { start, .. }) if start > offset => {
+                    offset = start;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            count += read.count as u64;
+            if read.next_offset == offset {
+                return Ok(count);
+            }
+            offset = read.next_offset;
+        }
+    }
+
     /// The partition's dirty ratio: bytes of closed segments compaction has not seen over
     /// the bytes of all closed segments.
     ///
@@ -854,7 +971,7 @@ impl PartitionLog {
     pub fn dirty_ratio(&self) -> Result<DirtyRatio> {
         let head = self.head()?;
         let view = self.current_view(head)?;
-        let checkpoint = read_checkpoint(&self.dir);
+        let checkpoint = read_checkpoint(&self.dir).offset;
         let mut ratio = DirtyRatio::default();
         for seg in view.segments.iter().filter(|s| !s.is_active()) {
             let bytes = seg.data.readable() as u64;
@@ -874,8 +991,48 @@ mod tests {
 
     #[test]
     fn swap_manifest_round_trips() {
-        let swap = Swap { replaced: vec![0, 10, 20], new: vec![0, 20], cleaned_to: 31 };
+        let swap = Swap {
+            replaced: vec![0, 10, 20],
+            new: vec![0, 20],
+            checkpoint: Checkpoint { offset: 31, expires: -5 },
+        };
         assert_eq!(Swap::decode(&swap.encode()), Some(swap));
+    }
+
+    #[test]
+    fn a_first_version_checkpoint_reads_with_an_unknown_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v1 = CHECKPOINT_MAGIC_V1.to_vec();
+        v1.extend_from_slice(&42u64.to_le_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(dir.path().join(CHECKPOINT_FILE), &v1).unwrap();
+        // Unknown expiry: the next compaction looks at the clean segments again.
+        assert_eq!(read_checkpoint(dir.path()), Checkpoint { offset: 42, expires: i64::MIN });
+        let now = Checkpoint { offset: 50, expires: 7 };
+        write_checkpoint(dir.path(), now, false).unwrap();
+        assert_eq!(read_checkpoint(dir.path()), now);
+        let mut bytes = std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
+        bytes[17] ^= 1;
+        std::fs::write(dir.path().join(CHECKPOINT_FILE), &bytes).unwrap();
+        assert_eq!(read_checkpoint(dir.path()), Checkpoint::NONE, "damage: all dirty");
+    }
+
+    #[test]
+    fn a_first_version_swap_manifest_still_decodes() {
+        let mut v1 = SWAP_MAGIC_V1.to_vec();
+        for list in [&[0u64, 10][..], &[0u64][..]] {
+            v1.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for b in list {
+                v1.extend_from_slice(&b.to_le_bytes());
+            }
+        }
+        v1.extend_from_slice(&20u64.to_le_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let swap = Swap::decode(&v1).expect("a TLSWAP01 manifest");
+        assert_eq!(swap.checkpoint, Checkpoint { offset: 20, expires: i64::MIN });
+        assert_eq!((swap.replaced, swap.new), (vec![0, 10], vec![0]));
     }
 
     proptest! {
@@ -886,7 +1043,11 @@ mod tests {
             junk in any::<u8>(),
             cut in any::<prop::sample::Index>(),
         ) {
-            let swap = Swap { new: replaced.iter().step_by(2).copied().collect(), replaced, cleaned_to: 9 };
+            let swap = Swap {
+                new: replaced.iter().step_by(2).copied().collect(),
+                replaced,
+                checkpoint: Checkpoint { offset: 9, expires: 3 },
+            };
             let mut bytes = swap.encode();
             let i = at.index(bytes.len());
             let changed = bytes[i] != junk;

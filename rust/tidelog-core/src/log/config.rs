@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{Error, Result};
+use crate::{defaults, Error, Result};
 
 /// When appended data is forced to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +15,29 @@ pub enum FsyncPolicy {
     Always,
 }
 
+impl FsyncPolicy {
+    /// The policy called `name` (`"never"`, `"interval"` or `"always"`), syncing every
+    /// `interval_ms` for `"interval"`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for another name, or an interval that is not positive.
+    pub fn named(name: &str, interval_ms: i64) -> Result<Self> {
+        match name {
+            "never" => Ok(FsyncPolicy::Never),
+            "always" => Ok(FsyncPolicy::Always),
+            "interval" => match u64::try_from(interval_ms).ok().filter(|&ms| ms > 0) {
+                Some(ms) => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+                None => Err(Error::InvalidConfig(format!(
+                    "fsync_interval_ms must be a positive integer, got {interval_ms}"
+                ))),
+            },
+            other => Err(Error::InvalidConfig(format!(
+                "fsync must be \"never\", \"interval\" or \"always\", got {other:?}"
+            ))),
+        }
+    }
+}
+
 /// What opening a partition does with damage that is followed by valid batches (a torn
 /// tail, with nothing valid after it, is always truncated).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,6 +48,22 @@ pub enum OnCorruption {
     /// Move the damaged part and everything after it into `<partition>/quarantine/`, record
     /// what was removed (see [`super::lost`]) and open.
     Quarantine,
+}
+
+impl OnCorruption {
+    /// The policy called `name` (`"raise"` or `"quarantine"`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for another name.
+    pub fn named(name: &str) -> Result<Self> {
+        match name {
+            "raise" => Ok(OnCorruption::Raise),
+            "quarantine" => Ok(OnCorruption::Quarantine),
+            other => Err(Error::InvalidConfig(format!(
+                "on_corruption must be \"raise\" or \"quarantine\", got {other:?}"
+            ))),
+        }
+    }
 }
 
 /// Settings shared by every partition of a store.
@@ -69,21 +108,26 @@ pub struct CleanerConfig {
 
 impl Default for CleanerConfig {
     fn default() -> Self {
-        CleanerConfig { interval_ms: Some(15_000), min_dirty_ratio: 0.5, bytes_per_second: Some(100 << 20) }
+        CleanerConfig {
+            interval_ms: defaults::CLEANER_INTERVAL_MS.map(|ms| ms as u64),
+            min_dirty_ratio: defaults::MIN_CLEANABLE_DIRTY_RATIO,
+            bytes_per_second: defaults::CLEANER_BYTES_PER_SECOND.map(|b| b as u64),
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            segment_bytes: 64 << 20,
-            segment_ms: Some(7 * 24 * 3600 * 1000),
-            retention_bytes: None,
-            retention_ms: None,
-            index_interval_bytes: 4096,
+            segment_bytes: defaults::SEGMENT_BYTES,
+            segment_ms: defaults::SEGMENT_MS,
+            retention_bytes: defaults::RETENTION_BYTES,
+            retention_ms: defaults::RETENTION_MS,
+            index_interval_bytes: defaults::INDEX_INTERVAL_BYTES,
+            // defaults::FSYNC and defaults::ON_CORRUPTION name these.
             fsync: FsyncPolicy::Never,
-            max_message_bytes: 1 << 20,
-            producer_expiry_ms: 7 * 24 * 3600 * 1000,
+            max_message_bytes: defaults::MAX_MESSAGE_BYTES,
+            producer_expiry_ms: defaults::PRODUCER_EXPIRY_MS,
             on_corruption: OnCorruption::Raise,
             cleaner: CleanerConfig::default(),
         }

@@ -13,7 +13,7 @@ use super::{now_ms, PartitionLog, View};
 use crate::format::Marker;
 use crate::index::{OffsetIndex, INDEX_ENTRY_BYTES};
 use crate::log::producers::ProducerTable;
-use crate::segment;
+use crate::segment::{self, Check, OnDamage};
 use crate::shm::Head;
 use crate::{Error, Result};
 
@@ -21,7 +21,7 @@ use crate::{Error, Result};
 const SNAPSHOTS_KEPT: usize = 2;
 
 /// File name suffix of producer-state snapshots.
-pub(super) const SNAPSHOT_SUFFIX: &str = ".snapshot";
+pub(super) use crate::paths::PRODUCER_SNAPSHOT_SUFFIX as SNAPSHOT_SUFFIX;
 
 fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
     dir.join(format!("{offset:020}{SNAPSHOT_SUFFIX}"))
@@ -86,7 +86,7 @@ impl PartitionLog {
                 seg.data.readable()
             };
             let (index, _) = seg.lookup_indexes();
-            let (rel, mut pos) = match table.applied.checked_sub(seg.base) {
+            let (rel, pos) = match table.applied.checked_sub(seg.base) {
                 Some(r) if r > 0 => {
                     let (rel, pos) =
                         OffsetIndex::new(index.published()).lookup_entry(r.min(u64::from(u32::MAX)) as u32);
@@ -94,22 +94,18 @@ impl PartitionLog {
                 }
                 _ => (0, 0),
             };
-            let mut expected = seg.base + u64::from(rel);
-            while pos < end {
-                let Some(h) = seg.header_at(pos, end).filter(|h| h.base_offset == expected) else {
-                    // Damage: readers report it; the table keeps what it could apply.
-                    break;
-                };
+            // Damage ends the walk: readers report it; the table keeps what it could apply.
+            let cursor = seg.cursor(pos, end, seg.base + u64::from(rel), Check::Header, OnDamage::Stop);
+            for batch in cursor.map_while(Result::ok) {
+                let h = batch.header;
                 if h.next_offset() > table.applied {
                     let marker = if h.attributes & crate::format::ATTR_CONTROL != 0 {
-                        seg.batch_at(pos, end, false).ok().and_then(|b| Marker::of(&b))
+                        batch.view().and_then(|b| Marker::of(&b))
                     } else {
                         None
                     };
                     table.apply(&h, marker);
                 }
-                expected = h.next_offset();
-                pos += h.total_len;
             }
         }
         if loading {

@@ -15,10 +15,10 @@ use std::path::Path;
 use crate::format::{read_u32, read_u64};
 use crate::{Error, Result};
 
-/// File of a partition directory holding the recovery events.
-pub const EVENTS_FILE: &str = "recovery.events";
 /// Directory of a partition directory holding quarantined bytes.
-pub const QUARANTINE_DIR: &str = "quarantine";
+pub use crate::paths::QUARANTINE_DIR;
+/// File of a partition directory holding the recovery events.
+pub use crate::paths::RECOVERY_EVENTS_FILE as EVENTS_FILE;
 
 const VERSION: u16 = 1;
 const FIXED_LEN: usize = 2 + 1 + 8 * 6 + 2;

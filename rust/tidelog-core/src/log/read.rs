@@ -14,7 +14,7 @@ use super::idempotence::TableGuard;
 use super::{PartitionLog, View};
 use crate::format::{BatchHeader, BatchView, Compression, RecordView, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 use crate::index::{OffsetIndex, TimeIndex};
-use crate::segment::{FileMap, Segment};
+use crate::segment::{Check, FileMap, OnDamage, Pass, Segment};
 use crate::shm::Head;
 use crate::{Error, Result};
 
@@ -299,100 +299,73 @@ impl PartitionLog {
             }
             _ => (0, 0),
         };
-        let mut pos = entry_pos as usize;
-        // Offsets continue from batch to batch within a segment; the base offset is outside
-        // the CRC, so continuity is what vouches for it.
-        let mut expected = seg.base + u64::from(rel);
+        let pos = entry_pos as usize;
         seg.data.release_behind(pos);
+        // Offsets continue from batch to batch within a segment; the base offset is outside
+        // the CRC, so continuity is what vouches for it. Batches wholly before the wanted
+        // offset are passed by their header alone: a damaged batch we do not read must not
+        // fail the read. A sealed segment whose trim was lost in a power failure ends in zeros.
+        let mut cursor = seg
+            .cursor(pos, end, seg.base + u64::from(rel), Check::Crc, OnDamage::Error)
+            .zero_tail(!seg.is_active());
         let mut bytes = 0;
-        while pos < end && out.count < max_messages && bytes < max_bytes {
-            // Batches wholly before the wanted offset are skipped by their header alone: a
-            // damaged batch we do not read must not fail the read.
-            if let Some(h) = seg.header_at(pos, end) {
-                if h.base_offset == expected && h.next_offset() <= out.next_offset {
-                    expected = h.next_offset();
-                    pos += h.total_len;
-                    continue;
-                }
-            }
-            let batch = match seg.batch_at(pos, end, true) {
-                Ok(b) => b,
-                // A sealed segment whose trim was lost in a power failure ends in zeros.
-                Err(_) if !seg.is_active() && seg.zeros_at(pos, end) => break,
+        while out.count < max_messages && bytes < max_bytes {
+            cursor.pass(Pass::Before(out.next_offset));
+            let found = match cursor.next() {
+                None => break,
+                Some(Ok(found)) => found,
                 // Hand out the good messages before the damage; the next read reports it.
-                Err(_) if out.count > 0 => break,
-                Err(reason) => return Err(seg.corrupt(pos, expected, reason)),
+                Some(Err(_)) if out.count > 0 => break,
+                Some(Err(e)) => return Err(e),
             };
-            let h = batch.header;
-            if h.base_offset != expected {
-                // Only the (unprotected) base offset is off: a batch we merely pass can still
-                // be passed by its CRC-protected record count; one we would serve cannot.
-                let next = expected + u64::from(h.last_offset_delta) + 1;
-                if next <= out.next_offset {
-                    expected = next;
-                    pos += h.total_len;
+            let (pos, h) = (found.position, found.header);
+            let batch = found.view().expect("checked by the cursor");
+            // The cursor passed every batch ending at or before `out.next_offset`.
+            let mut pending = false;
+            match isolation.of(self, &h)? {
+                Visibility::Serve => {}
+                Visibility::Pending => pending = true,
+                Visibility::Skip => {
+                    out.next_offset = h.next_offset();
                     continue;
                 }
-                if out.count > 0 {
-                    break;
-                }
-                let reason =
-                    format!("batch claims offset {} where offset {expected} should start", h.base_offset);
-                return Err(seg.corrupt(pos, expected, &reason));
+                Visibility::Stop => return Ok(true),
             }
-            let mut pending = false;
-            let mut image = None;
-            if h.next_offset() > out.next_offset {
-                match isolation.of(self, &h)? {
-                    Visibility::Serve => {}
-                    Visibility::Pending => pending = true,
-                    Visibility::Skip => {
-                        expected = h.next_offset();
-                        out.next_offset = h.next_offset();
-                        pos += h.total_len;
-                        continue;
-                    }
-                    Visibility::Stop => return Ok(true),
-                }
-            }
-            if h.next_offset() > out.next_offset && batch.codec() != Compression::None {
+            let image = if batch.codec() == Compression::None {
+                None
+            } else {
                 // Read from its image: a compressed batch only passed over (by its header, or
                 // as a marker or an aborted transaction) is never decompressed.
                 match decompressed(&seg.data, pos, &batch) {
-                    Ok(i) => image = Some(i),
+                    Ok(i) => Some(i),
                     Err(_) if out.count > 0 => break,
-                    Err(reason) => return Err(seg.corrupt(pos, expected, reason)),
+                    Err(reason) => return Err(seg.corrupt(pos, found.expected, reason)),
                 }
-            }
-            expected = h.next_offset();
-            if h.next_offset() > out.next_offset {
-                let (chunk_bytes, start, end) = match &image {
-                    Some(i) => (ChunkBytes::Image(i.clone()), 0, i.len()),
-                    None => (ChunkBytes::Mapped(seg.data.clone()), pos, pos + h.total_len),
-                };
-                let batch = match &image {
-                    Some(i) => BatchView::parse(i, false).expect("checked when decompressed"),
-                    None => batch,
-                };
-                let dense = h.last_offset_delta as usize + 1 == h.record_count as usize;
-                let skip = if dense {
-                    out.next_offset.saturating_sub(h.base_offset) as usize
-                } else {
-                    batch.records().take_while(|r| r.offset < out.next_offset).count()
-                };
-                let count = (h.record_count as usize - skip).min(max_messages - out.count);
-                let last = if dense {
-                    h.base_offset + (skip + count) as u64
-                } else {
-                    batch.records().nth(skip + count - 1).map_or(h.next_offset(), |r| r.offset + 1)
-                };
-                out.chunks.push(ReadChunk { map: chunk_bytes, start, end, skip, count, pending });
-                out.count += count;
-                out.next_offset =
-                    if skip + count == h.record_count as usize { h.next_offset() } else { last };
-                bytes += h.total_len;
-            }
-            pos += h.total_len;
+            };
+            let (chunk_bytes, start, end) = match &image {
+                Some(i) => (ChunkBytes::Image(i.clone()), 0, i.len()),
+                None => (ChunkBytes::Mapped(seg.data.clone()), pos, pos + h.total_len),
+            };
+            let batch = match &image {
+                Some(i) => BatchView::parse(i, false).expect("checked when decompressed"),
+                None => batch,
+            };
+            let dense = h.last_offset_delta as usize + 1 == h.record_count as usize;
+            let skip = if dense {
+                out.next_offset.saturating_sub(h.base_offset) as usize
+            } else {
+                batch.records().take_while(|r| r.offset < out.next_offset).count()
+            };
+            let count = (h.record_count as usize - skip).min(max_messages - out.count);
+            let last = if dense {
+                h.base_offset + (skip + count) as u64
+            } else {
+                batch.records().nth(skip + count - 1).map_or(h.next_offset(), |r| r.offset + 1)
+            };
+            out.chunks.push(ReadChunk { map: chunk_bytes, start, end, skip, count, pending });
+            out.count += count;
+            out.next_offset = if skip + count == h.record_count as usize { h.next_offset() } else { last };
+            bytes += h.total_len;
         }
         Ok(false)
     }
@@ -413,36 +386,22 @@ impl PartitionLog {
             let end = seg.data.readable();
             let (_, time_index) = seg.lookup_indexes();
             let time = TimeIndex::new(time_index.published());
-            let (mut pos, mut expected) = match time.lookup_entry(timestamp) {
+            let (pos, expected) = match time.lookup_entry(timestamp) {
                 Some(e) => (e.position as usize, seg.base + u64::from(e.relative_offset)),
                 None => (0, seg.base),
             };
-            while pos < end {
-                // Older batches are passed by their header alone (see `read_segment`).
-                if let Some(h) = seg.header_at(pos, end) {
-                    if h.base_offset == expected && h.max_timestamp < timestamp {
-                        expected = h.next_offset();
-                        pos += h.total_len;
-                        continue;
-                    }
-                }
-                let batch = match seg.batch_at(pos, end, true) {
-                    Ok(b) => b,
-                    Err(_) if !seg.is_active() && seg.zeros_at(pos, end) => break,
-                    Err(reason) => return Err(seg.corrupt(pos, expected, reason)),
-                };
-                if batch.header.base_offset != expected {
-                    let reason = format!(
-                        "batch claims offset {} where offset {expected} should start",
-                        batch.header.base_offset
-                    );
-                    return Err(seg.corrupt(pos, expected, &reason));
-                }
+            // Older batches are passed by their header alone (see `read_segment`).
+            let mut cursor =
+                seg.cursor(pos, end, expected, Check::Crc, OnDamage::Error).zero_tail(!seg.is_active());
+            cursor.pass(Pass::OlderThan(timestamp));
+            for found in cursor {
+                let found = found?;
+                let (pos, batch) = (found.position, found.view().expect("checked by the cursor"));
                 let image = match batch.codec() {
                     Compression::None => None,
                     _ => Some(
                         decompressed(&seg.data, pos, &batch)
-                            .map_err(|reason| seg.corrupt(pos, expected, reason))?,
+                            .map_err(|reason| seg.corrupt(pos, found.expected, reason))?,
                     ),
                 };
                 let records = match &image {
@@ -452,8 +411,6 @@ impl PartitionLog {
                 if let Some(r) = records.into_iter().find(|r| r.timestamp >= timestamp) {
                     return Ok(Some(r.offset.max(head.log_start)));
                 }
-                expected = batch.header.next_offset();
-                pos += batch.header.total_len;
             }
         }
         Ok(None)

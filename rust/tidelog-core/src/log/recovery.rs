@@ -43,7 +43,9 @@ pub(super) fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>> {
                 || name.ends_with(super::idempotence::SNAPSHOT_SUFFIX) => {}
             // A rewritten segment that was never swapped in: nobody else can be writing it
             // when we are alone with the partition (see `compaction`).
-            None if name.ends_with(".tmp") || name.ends_with(compaction::CLEANED_SUFFIX) => {
+            None if name.ends_with(crate::paths::TMP_SUFFIX)
+                || name.ends_with(compaction::CLEANED_SUFFIX) =>
+            {
                 if clean {
                     let _ = std::fs::remove_file(entry.path());
                 }
@@ -108,7 +110,8 @@ impl PartitionLog {
         let dir = self.dir.join(QUARANTINE_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let time_ms = now_ms();
-        let file = format!("{:020}-{from:010}-{time_ms}.log", active.base);
+        let file =
+            format!("{:020}-{from:010}-{time_ms}.{}", active.base, crate::paths::SEGMENT_DATA_EXTENSION);
         let bytes = active.data.read(from, to).ok_or_else(|| active.corrupt(from, first, "unreadable"))?;
         crate::segment::write_atomically(&dir.join(&file), bytes, true)?;
         crate::segment::sync_dir(&self.dir)?;

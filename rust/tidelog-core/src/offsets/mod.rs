@@ -10,7 +10,7 @@ pub mod table;
 pub use table::{Commit, OffsetTable, OnUndecodable, Partitions};
 
 /// The internal topic holding consumer-group commits.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::paths::OFFSETS_TOPIC;
 /// Partitions of [`OFFSETS_TOPIC`] when it is created.
 pub const PARTITIONS: u32 = 8;
 

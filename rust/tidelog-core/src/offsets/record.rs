@@ -39,6 +39,13 @@
 //! A **reset** record (generation −2, no entries) forgets the (group, topic)'s commits of
 //! the incarnation it names and those of version 1 (which could be that incarnation's); a
 //! version 1 reset forgets them all.
+//!
+//! A **conversion tombstone** (key `group NUL topic`, no value) says the (group, topic)'s
+//! version 1 and 2 records were converted: the version 3 records of its live commits come
+//! before it (see [`super::table`]), so compaction keyed by record key may drop every record
+//! under the old key (and, after `delete_retention_ms`, the tombstone itself). It forgets
+//! the (group, topic)'s version 1 commits (which name no incarnation): the conversion wrote
+//! those it could again, naming their topic's incarnation.
 
 use std::fmt::Write as _;
 
@@ -190,6 +197,14 @@ pub enum Decoded<'a> {
         /// The incarnation whose commits are forgotten.
         incarnation: Option<u64>,
     },
+    /// A conversion tombstone (a tombstone of a version 1 or 2 key): the (group, topic)'s
+    /// records are converted; forgets its version 1 commits.
+    Converted {
+        /// The consumer group.
+        group: &'a str,
+        /// The topic's name.
+        topic: &'a str,
+    },
     /// A version 3 tombstone: forgets one partition's commit of one incarnation.
     Tombstone {
         /// The consumer group.
@@ -209,6 +224,7 @@ impl<'a> Decoded<'a> {
         match *self {
             Decoded::Commit { group, topic, .. }
             | Decoded::Reset { group, topic, .. }
+            | Decoded::Converted { group, topic }
             | Decoded::Tombstone { group, topic, .. } => (group, topic),
         }
     }
@@ -280,6 +296,33 @@ fn split_v3_key(key: &[u8]) -> Result<(&str, &str, u64, u32), String> {
     Ok((utf8(&names[..nul], "group")?, utf8(&names[nul + 1..], "topic")?, incarnation, partition))
 }
 
+/// The partition, next offset and metadata of a version 3 commit whose key starts with a
+/// prefix of `prefix_len` bytes already decoded (`group NUL topic NUL <incarnation> NUL`,
+/// see [`key_prefix`]): a catch-up's fast path for the records of one (group, topic,
+/// incarnation). `None` for anything else, which the caller gives to [`decode`] (the same
+/// records decode the same either way).
+pub fn decode_v3_after_prefix<'a>(
+    key: &[u8],
+    prefix_len: usize,
+    value: &'a [u8],
+) -> Option<(u32, u64, &'a str)> {
+    let digits = key.get(prefix_len..)?;
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let partition = u32::try_from(digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))).ok()?;
+    if u16_at(value, 0)? != VERSION {
+        return None;
+    }
+    let next = u64::try_from(i64_at(value, 10)?).ok()?;
+    let meta_len = usize::from(u16_at(value, 18)?);
+    if value.len() != VALUE_LEN + meta_len {
+        return None;
+    }
+    let metadata = std::str::from_utf8(&value[VALUE_LEN..]).ok()?;
+    Some((partition, next, metadata))
+}
+
 /// Decodes a record of `__consumer_offsets`; `value` is `None` for a tombstone.
 ///
 /// # Errors
@@ -287,8 +330,17 @@ fn split_v3_key(key: &[u8]) -> Result<(&str, &str, u64, u32), String> {
 /// key, text that is not UTF-8, a negative offset.
 pub fn decode<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> Result<Decoded<'a>, String> {
     let Some(value) = value else {
-        let (group, topic, incarnation, partition) = split_v3_key(key)?;
-        return Ok(Decoded::Tombstone { group, topic, incarnation, partition });
+        // A version 3 key wins: only a group name holding NULs and digits could make a
+        // version 2 key look like one.
+        return match split_v3_key(key) {
+            Ok((group, topic, incarnation, partition)) => {
+                Ok(Decoded::Tombstone { group, topic, incarnation, partition })
+            }
+            Err(v3) => match split_v2_key(key) {
+                Ok((group, topic)) => Ok(Decoded::Converted { group, topic }),
+                Err(_) => Err(v3),
+            },
+        };
     };
     let version = u16_at(value, 0).ok_or("offset commit record: shorter than its version")?;
     let truncated = || format!("offset commit record of version {version}: truncated header");
@@ -452,7 +504,12 @@ pub(crate) mod tests {
             decode(&key, None).unwrap(),
             Decoded::Tombstone { group: "g", topic: "t", incarnation: 0xfeed, partition: 3 }
         ));
-        assert!(decode(b"g\0t", None).is_err(), "a tombstone needs a version 3 key");
+        assert!(
+            matches!(decode(b"g\0t", None).unwrap(), Decoded::Converted { group: "g", topic: "t" }),
+            "a tombstone of a version 2 key is a conversion tombstone"
+        );
+        let err = decode(b"gt", None).unwrap_err();
+        assert!(err.contains("malformed version 3 key"), "{err}");
     }
 
     #[test]
@@ -485,6 +542,29 @@ pub(crate) mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_decode(tail: Vec<u8>, value: Vec<u8>, offset: i64, meta: String, good: bool) {
+            let prefix = key_prefix("g", "t", 7);
+            let mut key = prefix.clone();
+            let value = if good {
+                let mut v = Vec::new();
+                encode_value(&mut v, 1, offset.unsigned_abs() >> 1, meta.as_bytes());
+                key.extend_from_slice((offset as u32).to_string().as_bytes());
+                v
+            } else {
+                key.extend_from_slice(&tail);
+                value
+            };
+            let fast = decode_v3_after_prefix(&key, prefix.len(), &value);
+            match decode(&key, Some(&value)) {
+                Ok(Decoded::Commit { group: "g", topic: "t", incarnation: Some(7), mut entries, .. }) => {
+                    let e = entries.next().unwrap();
+                    proptest::prop_assert_eq!(fast, Some((e.partition, e.offset, e.metadata)));
+                }
+                _ => proptest::prop_assert_eq!(fast, None),
+            }
+        }
+
         #[test]
         fn any_bytes_decode_or_fail_never_panic(key: Vec<u8>, value: Option<Vec<u8>>) {
             if let Ok(Decoded::Commit { entries, .. }) = decode(&key, value.as_deref()) {

@@ -16,19 +16,62 @@
 //!    segment file, batch position and offset, and is read again next time
 //!    ([`OnUndecodable::Fail`]); or is passed over ([`OnUndecodable::Skip`], for readers
 //!    that only lose precision by it, such as a producer's lag bound).
+//! 4. The topic is compacted (cleanup policy `compact`, small segments, see [`settings`]):
+//!    compaction keeps the newest record of each key, so what a table reads on open is in
+//!    proportion to the live commits plus the segments the cleaner has not reached yet, not
+//!    to the history. For that to be right every commit must sit in a record of its own key:
+//!    version 1 and 2 records (one key per (group, topic), several partitions each) are
+//!    converted to version 3 before the topic is made compacted ([`OffsetTable::open`]).
+//! 5. A version 3 key whose newest record holds a commit the table no longer shows (a newer
+//!    commit of another incarnation of the partition replaced it, or a reset or conversion
+//!    forgot it) is remembered as *dead*: compaction would keep that record forever and a
+//!    reader would apply it again once the record that hid it is compacted away, so
+//!    [`OffsetTable::forget_topic`] and the conversion write tombstones for dead keys too.
+//!
+//! The conversion of a (group, topic) writes a version 3 record of each live commit (with
+//! its time; version 1 commits name the topic's incarnation), then one batch of tombstones:
+//! of its dead keys and a conversion tombstone of its old key. None of these changes what
+//! the table shows (the records equal the live commits), so a crash anywhere in between
+//! reopens to the same offsets and the next open converts what is left. Every batch is
+//! appended only if nothing was appended to the partition since the table read it
+//! ([`PartitionLog::append_within`]), so a commit made meanwhile in another process is never
+//! followed by the older offset it replaced. Only then is the topic made compacted: from
+//! there every live commit is in a version 3 record newer than any version 1 or 2 record,
+//! so compaction (which drops the records under the old keys) loses nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::record::{self, Decoded};
 use crate::format::{BatchMeta, Record};
-use crate::log::{now_ms, ReadChunk};
+use crate::log::{now_ms, Bounded, ReadChunk};
 use crate::segment::{parse_file_name, FileKind};
+use crate::settings::Value;
 use crate::store::{Store, Topic};
 use crate::{Error, PartitionLog, Result};
 
 /// Records read per look at a partition.
 const READ_MAX: usize = 10_000;
+
+/// Segment size of the offsets topic: small, so the cleaner (which never touches the active
+/// segment) leaves at most this much of uncompacted history per partition for a reopen to
+/// read (about 60,000 commit records, a few ms), and large enough that rolls (each costs
+/// about a millisecond: new files, their first page faults, a re-listing) stay a few percent
+/// of the time of the commits that fill a segment. A commit's batch must fit in it.
+pub const SEGMENT_BYTES: i64 = 4 << 20;
+
+/// The settings of the offsets topic (besides the store's defaults), given when it is created
+/// and set on a topic made before it was compacted, once its records are converted.
+pub fn settings() -> Vec<(String, Value)> {
+    vec![
+        ("cleanup_policy".into(), Value::Text("compact".into())),
+        ("segment_bytes".into(), Value::Int(SEGMENT_BYTES)),
+        ("max_message_bytes".into(), Value::Int(SEGMENT_BYTES / 2)),
+        // No compression: commits are written one or a few at a time (see
+        // `Store::create_internal_topic`).
+        ("compression".into(), Value::Text("none".into())),
+    ]
+}
 
 /// What a catch-up does with a record it cannot decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +108,21 @@ pub type Partitions = BTreeMap<u32, Commit>;
 /// topic name -> group -> its newest commits.
 type Topics = HashMap<String, HashMap<String, Partitions>>;
 
+/// topic name -> group -> dead version 3 keys (incarnation, partition): see invariant 5.
+type Dead = HashMap<String, HashMap<String, BTreeSet<(u64, u32)>>>;
+
+/// What the records read so far say.
+#[derive(Default)]
+struct State {
+    /// topic name -> group -> its newest commits.
+    commits: Topics,
+    /// Dead version 3 keys.
+    dead: Dead,
+    /// (group, topic) whose newest record under the version 1/2 key is not a conversion
+    /// tombstone: its records are still to be converted.
+    legacy: HashSet<(String, String)>,
+}
+
 /// Per offsets partition: where reading resumes, and the (group, topic) pairs with a commit
 /// in a transaction still open there.
 #[derive(Default)]
@@ -82,24 +140,74 @@ pub struct OffsetTable {
     topic: Arc<Topic>,
     on_undecodable: OnUndecodable,
     cursors: Vec<Cursor>,
-    /// topic name -> group -> its newest commits.
-    commits: Topics,
+    state: State,
+    /// Records read from the offsets topic so far.
+    records_read: u64,
 }
 
 impl OffsetTable {
     /// A table of the commits in `topic` (the offsets topic), nothing read yet.
     pub fn new(topic: Arc<Topic>, on_undecodable: OnUndecodable) -> Self {
         let cursors = (0..topic.partition_count()).map(|_| Cursor::default()).collect();
-        OffsetTable { topic, on_undecodable, cursors, commits: HashMap::new() }
+        OffsetTable { topic, on_undecodable, cursors, state: State::default(), records_read: 0 }
     }
 
-    /// The table of `store`'s offsets topic, which is created if it does not exist yet.
+    /// The table of `store`'s offsets topic, which is created (compacted, see [`settings`])
+    /// if it does not exist yet. An offsets topic made before it was compacted has its
+    /// version 1 and 2 records converted ([`Self::convert_legacy`]) and is then made
+    /// compacted, once: a crash on the way leaves it for the next open to finish. With
+    /// [`OnUndecodable::Fail`] only; and not while a record cannot be decoded.
     ///
     /// # Errors
-    /// Creating or opening the topic failed.
+    /// Creating or opening the topic failed; as [`Self::convert_legacy`]; changing its
+    /// settings failed.
     pub fn open(store: &Store, on_undecodable: OnUndecodable) -> Result<Self> {
-        let topic = store.create_internal_topic(super::OFFSETS_TOPIC, super::PARTITIONS, true)?;
-        Ok(Self::new(topic, on_undecodable))
+        let topic = match store.topic(super::OFFSETS_TOPIC) {
+            Err(Error::TopicNotFound(_)) => store.create_internal_topic_with(
+                super::OFFSETS_TOPIC,
+                super::PARTITIONS,
+                true,
+                &settings(),
+            )?,
+            other => other?,
+        };
+        let mut table = Self::new(topic, on_undecodable);
+        // A lenient reader (a producer's lag bound) only reads.
+        if on_undecodable == OnUndecodable::Fail && !table.topic.config()?.compacts() {
+            match table.convert_legacy(store, None) {
+                // A (group, topic) left for later (a transaction still open): the topic is
+                // made compacted by an open that finds nothing left to convert.
+                Ok(_) if !table.state.legacy.is_empty() => {}
+                Ok(_) => {
+                    store.alter_internal_topic(super::OFFSETS_TOPIC, &settings())?;
+                    // The history sits in active segments of the old size: sealed, the
+                    // cleaner can compact it, and new segments take the small size.
+                    for log in table.topic.partitions()? {
+                        log.seal_active()?;
+                    }
+                }
+                // A record that cannot be decoded: the topic stays as it is (compacting it
+                // could lose what that record's neighbours hold), and every catch-up of
+                // its partition reports the record, as it did before.
+                Err(Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(table)
+    }
+
+    /// Records read from the offsets topic by this table's catch-ups so far (every record,
+    /// applied or not): what a reopen costs is in proportion to it.
+    pub fn records_read(&self) -> u64 {
+        self.records_read
+    }
+
+    /// The (group, topic) pairs whose version 1 or 2 records are not converted yet, as of
+    /// the last catch-up, sorted.
+    pub fn unconverted(&self) -> Vec<(String, String)> {
+        let mut pairs: Vec<_> = self.state.legacy.iter().cloned().collect();
+        pairs.sort_unstable();
+        pairs
     }
 
     /// The offsets topic.
@@ -141,13 +249,28 @@ impl OffsetTable {
         let mut first_open: Option<u64> = None;
         let mut pending = HashSet::new();
         let mut failed = None;
+        let mut run = Run::default();
         'read: while at < head.next_offset {
             let read = log.read_uncommitted(at, READ_MAX, usize::MAX)?;
+            let mut staged: Vec<Staged<'_>> = Vec::new();
             for chunk in &read.chunks {
+                self.records_read += chunk.count as u64;
                 for r in chunk.records() {
                     let Some(key) = r.key else { continue };
                     // A tombstone forgets its key's commit (`apply`).
                     let value = (!r.tombstone).then_some(r.value);
+                    if let (false, true, Some(value)) = (chunk.pending, run.live, value) {
+                        if key.starts_with(&run.prefix) {
+                            if let Some((partition, offset, metadata)) =
+                                record::decode_v3_after_prefix(key, run.prefix.len(), value)
+                            {
+                                staged.push((partition, offset, metadata, r.timestamp));
+                                continue;
+                            }
+                        }
+                    }
+                    // Records apply in log order: the staged ones first.
+                    apply_run(&mut self.state, &run, &mut staged);
                     if chunk.pending {
                         first_open.get_or_insert(r.offset);
                         // An undecodable record is judged when its transaction commits.
@@ -157,14 +280,19 @@ impl OffsetTable {
                         }
                         continue;
                     }
-                    if let Err(reason) = apply(&mut self.commits, key, value, r.timestamp) {
-                        if self.on_undecodable == OnUndecodable::Fail {
-                            failed = Some((r.offset, undecodable(log, chunk, r.offset, reason)));
-                            break 'read;
+                    match apply(&mut self.state, key, value, r.timestamp) {
+                        Ok(()) => run.start(key, value),
+                        Err(reason) => {
+                            run.live = false;
+                            if self.on_undecodable == OnUndecodable::Fail {
+                                failed = Some((r.offset, undecodable(log, chunk, r.offset, reason)));
+                                break 'read;
+                            }
                         }
                     }
                 }
             }
+            apply_run(&mut self.state, &run, &mut staged);
             if read.next_offset <= at {
                 break;
             }
@@ -196,7 +324,7 @@ impl OffsetTable {
         value: Option<&[u8]>,
         timestamp_ms: i64,
     ) -> std::result::Result<(), String> {
-        apply(&mut self.commits, key, value, timestamp_ms)
+        apply(&mut self.state, key, value, timestamp_ms)
     }
 
     /// `group`'s newest commits of `topic` that apply to its `incarnation`, as of the last
@@ -216,17 +344,27 @@ impl OffsetTable {
 
     /// `group`'s newest commits of `topic`, of any incarnation.
     pub fn group_commits(&self, topic: &str, group: &str) -> Option<&Partitions> {
-        self.commits.get(topic)?.get(group)
+        self.state.commits.get(topic)?.get(group)
     }
 
     /// Every group with a commit on `topic` (any incarnation), and its commits.
     pub fn groups_of(&self, topic: &str) -> Option<&HashMap<String, Partitions>> {
-        self.commits.get(topic)
+        self.state.commits.get(topic)
     }
 
     /// Every (group, topic name) with a commit, for any incarnation of the topic.
     pub fn groups(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.commits.iter().flat_map(|(t, groups)| groups.keys().map(move |g| (g.as_str(), t.as_str())))
+        self.state.commits.iter().flat_map(|(t, groups)| groups.keys().map(move |g| (g.as_str(), t.as_str())))
+    }
+
+    /// `group`'s dead version 3 keys on `topic` (see invariant 5): (incarnation, partition).
+    pub fn dead_keys(&self, topic: &str, group: &str) -> Vec<(u64, u32)> {
+        self.state
+            .dead
+            .get(topic)
+            .and_then(|g| g.get(group))
+            .map(|k| k.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// True while a commit of `group` on `topic` sits in a transaction still open, as of
@@ -237,32 +375,64 @@ impl OffsetTable {
         self.cursors[p].pending.iter().any(|(g, t)| g == group && t == topic)
     }
 
-    /// Forgets every group's commits on `topic`'s `incarnation` (it was deleted): appends a
-    /// reset record for each group with a commit on the topic, then reads them back.
-    /// Commits of a topic created again under the name meanwhile are kept: they name
-    /// another incarnation.
+    /// Forgets every group's commits on `topic`'s `incarnation` (it was deleted): appends,
+    /// per group with a commit on the topic, one batch of version 3 tombstones (one per
+    /// partition it committed, and per dead key of the incarnation), then reads them back.
+    /// Compaction then removes those commits from the offsets topic. Commits of a topic
+    /// created again under the name meanwhile are kept: they name another incarnation.
+    /// A group that still has version 1 commits (not converted: they name no incarnation)
+    /// gets the version 2 reset record too, which forgets those.
     ///
     /// # Errors
     /// Reading or appending to the offsets topic failed.
     pub fn forget_topic(&mut self, topic: &str, incarnation: u64) -> Result<()> {
         self.catch_up_all()?;
-        let groups: Vec<String> =
-            self.groups_of(topic).map(|g| g.keys().cloned().collect()).unwrap_or_default();
-        let value = record::encode_reset(incarnation);
-        let mut touched = Vec::new();
+        let mut groups: BTreeSet<&str> = BTreeSet::new();
+        if let Some(g) = self.state.commits.get(topic) {
+            groups.extend(g.keys().map(String::as_str));
+        }
+        if let Some(g) = self.state.dead.get(topic) {
+            groups.extend(g.keys().map(String::as_str));
+        }
+        let mut batches = Vec::new();
         for group in groups {
-            // TODO(issue 14): once a record can be a tombstone, forget the version 3 keys of
-            // the incarnation with tombstones too, so compaction can remove them.
-            let key = record::reset_key(&group, topic);
+            let commits = self.group_commits(topic, group);
+            let mut partitions: BTreeSet<u32> = commits
+                .into_iter()
+                .flatten()
+                .filter(|(_, c)| c.incarnation == Some(incarnation))
+                .map(|(&p, _)| p)
+                .collect();
+            let dead = self.state.dead.get(topic).and_then(|g| g.get(group));
+            partitions.extend(dead.into_iter().flatten().filter(|(i, _)| *i == incarnation).map(|&(_, p)| p));
+            let versionless = commits.into_iter().flatten().any(|(_, c)| c.incarnation.is_none());
+            let keys: Vec<Vec<u8>> =
+                partitions.iter().map(|&p| record::key(group, topic, incarnation, p)).collect();
+            batches.push((group.to_owned(), keys, versionless));
+        }
+        let timestamp = now_ms();
+        let reset = record::encode_reset(incarnation);
+        let mut touched = Vec::new();
+        for (group, keys, versionless) in batches {
+            let reset_key = record::reset_key(&group, topic);
+            let mut records: Vec<Record<'_>> = keys
+                .iter()
+                .map(|key| Record { timestamp, key: Some(key), value: &[], headers: &[], tombstone: true })
+                .collect();
+            if versionless {
+                records.push(Record {
+                    timestamp,
+                    key: Some(&reset_key),
+                    value: &reset,
+                    headers: &[],
+                    tombstone: false,
+                });
+            }
+            if records.is_empty() {
+                continue;
+            }
             let p = self.partition_of(&group);
-            let reset = Record {
-                timestamp: now_ms(),
-                key: Some(&key),
-                value: &value,
-                headers: &[],
-                tombstone: false,
-            };
-            self.topic.partition(p)?.append(&[reset], BatchMeta::plain(0), true)?;
+            self.topic.partition(p)?.append(&records, BatchMeta::plain(0))?;
             touched.push(p);
         }
         touched.sort_unstable();
@@ -272,17 +442,223 @@ impl OffsetTable {
         }
         Ok(())
     }
+
+    /// Converts the commits still held by version 1 and 2 records to version 3 (see the
+    /// module documentation), for at most `limit` (group, topic) pairs (`None`: all; a limit
+    /// stops where a crash between pairs would); returns how many pairs were converted.
+    /// A version 1 commit (which names no incarnation) is given the incarnation of the topic
+    /// of that name if there is one, and dropped otherwise (no topic has its offsets). A
+    /// (group, topic) with a commit in a transaction still open is left for a later open:
+    /// the outcome of the transaction decides what it holds.
+    ///
+    /// # Errors
+    /// Reading or appending to the offsets topic failed; a topic of a version 1 commit
+    /// could not be opened.
+    pub fn convert_legacy(&mut self, store: &Store, limit: Option<usize>) -> Result<usize> {
+        self.catch_up_all()?;
+        let mut incarnations: HashMap<String, Option<u64>> = HashMap::new();
+        let mut converted = 0;
+        for (group, topic) in self.unconverted() {
+            if limit.is_some_and(|l| converted >= l) {
+                break;
+            }
+            let p = self.partition_of(&group);
+            let pair = (group.clone(), topic.clone());
+            loop {
+                self.catch_up(p)?;
+                if !self.state.legacy.contains(&pair) || self.has_pending(&group, &topic) {
+                    break;
+                }
+                let commits = self.group_commits(&topic, &group).cloned().unwrap_or_default();
+                let mut live = Vec::with_capacity(commits.len());
+                for (partition, commit) in commits {
+                    let incarnation = match commit.incarnation {
+                        Some(i) => Some(i),
+                        None => match incarnations.get(&topic) {
+                            Some(&known) => known,
+                            None => {
+                                let found = match store.topic(&topic) {
+                                    Ok(t) => Some(t.incarnation()),
+                                    Err(Error::TopicNotFound(_)) => None,
+                                    Err(e) => return Err(e),
+                                };
+                                incarnations.insert(topic.clone(), found);
+                                found
+                            }
+                        },
+                    };
+                    if let Some(i) = incarnation {
+                        live.push((i, partition, commit));
+                    }
+                }
+                if self.convert_pair(p, &group, &topic, live)? {
+                    converted += 1;
+                }
+                // Otherwise appended to meanwhile (by any process): read that first.
+            }
+        }
+        Ok(converted)
+    }
+
+    /// Writes the version 3 records of (`group`, `topic`)'s `live` commits (incarnation,
+    /// partition, commit), then the tombstones of its dead keys and of its old key, in
+    /// offsets partition `p`. Each batch is appended only if nothing was appended since the
+    /// table read the partition; false if something was (the caller reads it and tries
+    /// again: the records written so far equal what the table shows, so they change
+    /// nothing).
+    fn convert_pair(
+        &mut self,
+        p: u32,
+        group: &str,
+        topic: &str,
+        live: Vec<(u64, u32, Commit)>,
+    ) -> Result<bool> {
+        let keys: Vec<Vec<u8>> =
+            live.iter().map(|(i, partition, _)| record::key(group, topic, *i, *partition)).collect();
+        let dead: Vec<Vec<u8>> = self
+            .dead_keys(topic, group)
+            .into_iter()
+            .filter(|&(i, partition)| !live.iter().any(|(li, lp, _)| *li == i && *lp == partition))
+            .map(|(i, partition)| record::key(group, topic, i, partition))
+            .collect();
+        let mut values = Vec::new();
+        let mut bounds = Vec::with_capacity(live.len());
+        for (_, _, commit) in &live {
+            let start = values.len();
+            record::encode_value(&mut values, -1, commit.offset, commit.metadata.as_bytes());
+            bounds.push(start..values.len());
+        }
+        let mut commits: Vec<Record<'_>> = live
+            .iter()
+            .zip(&keys)
+            .zip(&bounds)
+            .map(|(((_, _, commit), key), range)| Record {
+                timestamp: commit.timestamp_ms,
+                key: Some(key),
+                value: &values[range.clone()],
+                headers: &[],
+                tombstone: false,
+            })
+            .collect();
+        // Commits keep their times; a batch's times lie within an i32 of milliseconds of
+        // its first, so commits far apart in time go in several batches.
+        commits.sort_by_key(|r| r.timestamp);
+        let mut batches: Vec<Vec<Record<'_>>> = Vec::new();
+        for r in commits {
+            match batches.last_mut() {
+                Some(batch) if r.timestamp - batch[0].timestamp <= i64::from(i32::MAX) => batch.push(r),
+                _ => batches.push(vec![r]),
+            }
+        }
+        let now = now_ms();
+        let old_key = record::reset_key(group, topic);
+        let tombstone =
+            |key| Record { timestamp: now, key: Some(key), value: &[], headers: &[], tombstone: true };
+        let mut last: Vec<Record<'_>> = dead.iter().map(|k| tombstone(k.as_slice())).collect();
+        last.push(tombstone(old_key.as_slice()));
+        batches.push(last);
+        let log = self.topic.partition(p)?;
+        let mut end = self.cursors[p as usize].scanned_to;
+        for batch in &batches {
+            end += batch.len() as u64;
+            if let Bounded::NoRoom(_) = log.append_within(batch, BatchMeta::plain(0), end)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
-/// Applies one record to `commits`.
+/// A version 3 commit read by the fast path, not applied yet: (partition, next offset,
+/// metadata, timestamp).
+type Staged<'a> = (u32, u64, &'a str, i64);
+
+/// The (group, topic, incarnation) of the version 3 commit a catch-up applied last: the
+/// records after it with the same key prefix (a commit of several partitions, a group
+/// committing again) are decoded from their partition on and applied with one lookup of
+/// the group. Its buffers are reused from run to run.
+#[derive(Default)]
+struct Run {
+    /// True while the fields name a (group, topic, incarnation).
+    live: bool,
+    prefix: Vec<u8>,
+    group: String,
+    topic: String,
+    incarnation: u64,
+}
+
+impl Run {
+    /// Starts a run at a record just applied, if it is a version 3 commit.
+    fn start(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.live = false;
+        let Some(value) = value else { return };
+        let Ok(Decoded::Commit { group, topic, incarnation: Some(incarnation), .. }) =
+            record::decode(key, Some(value))
+        else {
+            return;
+        };
+        // Version 2 commits name an incarnation too, under another key.
+        if value.get(0..2) != Some(&record::VERSION.to_le_bytes()[..]) {
+            return;
+        }
+        let Some(last) = key.iter().rposition(|&b| b == 0) else { return };
+        self.prefix.clear();
+        self.prefix.extend_from_slice(&key[..=last]);
+        self.group.clear();
+        self.group.push_str(group);
+        self.topic.clear();
+        self.topic.push_str(topic);
+        self.incarnation = incarnation;
+        self.live = true;
+    }
+}
+
+/// Applies the `staged` commits of `run` as [`apply`] would, one after the other, and empties
+/// `staged`.
+fn apply_run(state: &mut State, run: &Run, staged: &mut Vec<Staged<'_>>) {
+    if staged.is_empty() {
+        return;
+    }
+    let State { commits, dead, .. } = state;
+    with_group(commits, &run.topic, &run.group, |partitions| {
+        for &(partition, offset, metadata, timestamp_ms) in staged.iter() {
+            let commit = Commit {
+                offset,
+                metadata: metadata.to_owned(),
+                timestamp_ms,
+                incarnation: Some(run.incarnation),
+            };
+            if let Some(j) = partitions.insert(partition, commit).and_then(|c| c.incarnation) {
+                if j != run.incarnation {
+                    mark_dead(dead, &run.topic, &run.group, j, partition);
+                }
+            }
+            if !dead.is_empty() {
+                revive(dead, &run.topic, &run.group, run.incarnation, partition);
+            }
+        }
+    });
+    staged.clear();
+}
+
+/// Applies one record to `state`.
 fn apply(
-    commits: &mut Topics,
+    state: &mut State,
     key: &[u8],
     value: Option<&[u8]>,
     timestamp_ms: i64,
 ) -> std::result::Result<(), String> {
-    match record::decode(key, value)? {
+    let decoded = record::decode(key, value)?;
+    // Versions 1 and 2 (commits and resets) are all under the `group NUL topic` key.
+    let legacy = value.is_some_and(|v| v.get(0..2) != Some(&record::VERSION.to_le_bytes()[..]));
+    if legacy {
+        let (group, topic) = decoded.names();
+        state.legacy.insert((group.to_owned(), topic.to_owned()));
+    }
+    let State { commits, dead, legacy: unconverted } = state;
+    match decoded {
         Decoded::Commit { group, topic, incarnation, entries, .. } => {
+            let v3 = !legacy;
             with_group(commits, topic, group, |partitions| {
                 for e in entries {
                     let commit = Commit {
@@ -291,18 +667,56 @@ fn apply(
                         timestamp_ms,
                         incarnation,
                     };
-                    partitions.insert(e.partition, commit);
+                    let old = partitions.insert(e.partition, commit);
+                    // The record of the key the old commit came from stays in the log
+                    // unless this record is of that very key.
+                    if let Some(j) = old.and_then(|c| c.incarnation) {
+                        if !(v3 && incarnation == Some(j)) {
+                            mark_dead(dead, topic, group, j, e.partition);
+                        }
+                    }
+                    if let (true, false, Some(i)) = (v3, dead.is_empty(), incarnation) {
+                        revive(dead, topic, group, i, e.partition);
+                    }
                 }
             });
         }
         Decoded::Reset { group, topic, incarnation } => {
-            forget(commits, topic, group, |_, c| incarnation.is_none_or(|i| c.applies_to(i)));
+            forget(commits, dead, topic, group, |_, c| incarnation.is_none_or(|i| c.applies_to(i)));
+        }
+        Decoded::Converted { group, topic } => {
+            forget(commits, dead, topic, group, |_, c| c.incarnation.is_none());
+            unconverted.remove(&(group.to_owned(), topic.to_owned()));
         }
         Decoded::Tombstone { group, topic, incarnation, partition } => {
-            forget(commits, topic, group, |p, c| p == partition && c.incarnation == Some(incarnation));
+            forget(commits, dead, topic, group, |p, c| p == partition && c.incarnation == Some(incarnation));
+            revive(dead, topic, group, incarnation, partition);
         }
     }
     Ok(())
+}
+
+/// Remembers that version 3 key (`incarnation`, `partition`) of (`topic`, `group`) is dead.
+fn mark_dead(dead: &mut Dead, topic: &str, group: &str, incarnation: u64, partition: u32) {
+    dead.entry(topic.to_owned())
+        .or_default()
+        .entry(group.to_owned())
+        .or_default()
+        .insert((incarnation, partition));
+}
+
+/// The key (`incarnation`, `partition`) of (`topic`, `group`) holds a live commit again, or
+/// a tombstone: no longer dead.
+fn revive(dead: &mut Dead, topic: &str, group: &str, incarnation: u64, partition: u32) {
+    let Some(groups) = dead.get_mut(topic) else { return };
+    let Some(keys) = groups.get_mut(group) else { return };
+    keys.remove(&(incarnation, partition));
+    if keys.is_empty() {
+        groups.remove(group);
+        if groups.is_empty() {
+            dead.remove(topic);
+        }
+    }
 }
 
 /// Runs `f` on the commits of (`topic`, `group`), made empty if there were none; one
@@ -318,12 +732,26 @@ fn with_group(commits: &mut Topics, topic: &str, group: &str, f: impl FnOnce(&mu
     f(commits.entry(topic.to_owned()).or_default().entry(group.to_owned()).or_default());
 }
 
-/// Drops the commits of (`topic`, `group`) that `which` selects, and the group (and the
-/// topic) once nothing is left.
-fn forget(commits: &mut Topics, topic: &str, group: &str, which: impl Fn(u32, &Commit) -> bool) {
+/// Drops the commits of (`topic`, `group`) that `which` selects (their version 3 keys become
+/// dead), and the group (and the topic) once nothing is left.
+fn forget(
+    commits: &mut Topics,
+    dead: &mut Dead,
+    topic: &str,
+    group: &str,
+    which: impl Fn(u32, &Commit) -> bool,
+) {
     let Some(groups) = commits.get_mut(topic) else { return };
     let Some(partitions) = groups.get_mut(group) else { return };
-    partitions.retain(|&partition, commit| !which(partition, commit));
+    partitions.retain(|&partition, commit| {
+        if !which(partition, commit) {
+            return true;
+        }
+        if let Some(i) = commit.incarnation {
+            mark_dead(dead, topic, group, i, partition);
+        }
+        false
+    });
     if partitions.is_empty() {
         groups.remove(group);
         if groups.is_empty() {
@@ -334,7 +762,7 @@ fn forget(commits: &mut Topics, topic: &str, group: &str, which: impl Fn(u32, &C
 
 /// The error for a record at `offset` of `chunk` that cannot be decoded: names the segment
 /// file holding it (found by its name, on this rare path only) and the batch's position.
-fn undecodable(log: &PartitionLog, chunk: &ReadChunk, offset: u64, reason: String) -> Error {
+pub(crate) fn undecodable(log: &PartitionLog, chunk: &ReadChunk, offset: u64, reason: String) -> Error {
     let segment = std::fs::read_dir(log.dir())
         .into_iter()
         .flatten()

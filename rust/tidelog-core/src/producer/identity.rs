@@ -50,7 +50,7 @@ use crate::store::Store;
 use crate::{Error, Result};
 
 /// Directory of the registry inside a store.
-pub const PRODUCERS_DIR: &str = "producers";
+pub use crate::paths::PRODUCERS_DIR;
 
 /// Partitions of a transaction: (topic, partition).
 pub type TxnPartitions = BTreeSet<(String, u32)>;
@@ -122,7 +122,7 @@ impl Drop for RegistryLock {
 impl RegistryLock {
     fn take(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let path = dir.join(".lock");
+        let path = dir.join(crate::paths::PRODUCERS_LOCK_FILE);
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -136,7 +136,7 @@ impl RegistryLock {
 
 /// Takes the next producer id from the store-wide counter (registry lock held).
 fn allocate_id(dir: &Path, durable: bool) -> Result<i64> {
-    let path = dir.join("ids");
+    let path = dir.join(crate::paths::PRODUCER_IDS_FILE);
     let next = match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<i64>().map_err(|_| Error::Corrupt {
             path: path.clone(),
@@ -236,7 +236,7 @@ struct TxnLog {
 
 impl TxnLog {
     fn log_name(name: &str) -> String {
-        format!("{name}.txn")
+        format!("{name}{}", crate::paths::TXN_SUFFIX)
     }
 
     /// Opens the log; decisions are synced before they count unless the store never syncs.
@@ -313,7 +313,8 @@ fn write_markers(
         producer_epoch: epoch,
         base_sequence: -1,
     };
-    let (internal, outputs): (Vec<_>, Vec<_>) = partitions.iter().partition(|(t, _)| t.starts_with("__"));
+    let (internal, outputs): (Vec<_>, Vec<_>) =
+        partitions.iter().partition(|(t, _)| crate::paths::is_internal(t));
     for (topic, p) in outputs.into_iter().chain(internal) {
         let topic = match store.topic(topic) {
             Ok(t) => t,
@@ -321,7 +322,7 @@ fn write_markers(
             Err(Error::TopicNotFound(_)) => continue,
             Err(e) => return Err(e),
         };
-        match topic.partition(*p).and_then(|log| log.append(&[record], meta, true)) {
+        match topic.partition(*p).and_then(|log| log.append(&[record], meta)) {
             Ok(_) | Err(Error::TopicNotFound(_)) => {}
             Err(e) => return Err(e),
         }
@@ -340,7 +341,7 @@ impl Identity {
     pub fn claim(store: &Store, name: Option<&str>) -> Result<Self> {
         store.check_open()?;
         let born = Born::now();
-        let dir = store.dir().join(PRODUCERS_DIR);
+        let dir = crate::paths::producers_dir(store.dir());
         let durable = store.config().fsync != FsyncPolicy::Never;
         if let Some(name) = name {
             validate_name(name)?;
@@ -350,7 +351,7 @@ impl Identity {
             let producer_id = allocate_id(&dir, durable)?;
             return Ok(Identity { producer_id, epoch: 0, name: None, current: None, txn: None, born });
         };
-        let word_path = dir.join(format!("{name}.identity"));
+        let word_path = dir.join(format!("{name}{}", crate::paths::IDENTITY_SUFFIX));
         let word = SharedWord::open(&word_path)?;
         // Held while this instance lives: how `abort_if_orphaned` tells a live owner.
         word.lock(&word_path, false)?;
@@ -377,13 +378,13 @@ impl Identity {
     pub fn abort_if_orphaned(store: &Store, name: &str) -> Result<bool> {
         store.check_open()?;
         validate_name(name)?;
-        let dir = store.dir().join(PRODUCERS_DIR);
+        let dir = crate::paths::producers_dir(store.dir());
         let durable = store.config().fsync != FsyncPolicy::Never;
         let _lock = RegistryLock::take(&dir)?;
         if pending_transaction(&dir, name)?.is_none() {
             return Ok(false);
         }
-        let word_path = dir.join(format!("{name}.identity"));
+        let word_path = dir.join(format!("{name}{}", crate::paths::IDENTITY_SUFFIX));
         let word = SharedWord::open(&word_path)?;
         if !word.lock(&word_path, true)? {
             return Ok(false);
@@ -400,7 +401,7 @@ impl Identity {
     /// I/O errors reading the registry.
     pub fn named(store: &Store) -> Result<Vec<NamedProducer>> {
         store.check_open()?;
-        let dir = store.dir().join(PRODUCERS_DIR);
+        let dir = crate::paths::producers_dir(store.dir());
         if !dir.is_dir() {
             return Ok(Vec::new());
         }
@@ -408,8 +409,11 @@ impl Identity {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
             let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            let Some(name) =
-                entry.file_name().to_str().and_then(|n| n.strip_suffix(".identity")).map(String::from)
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(crate::paths::IDENTITY_SUFFIX))
+                .map(String::from)
             else {
                 continue;
             };
@@ -435,7 +439,7 @@ impl Identity {
     /// I/O errors listing the registry; damaged transaction state.
     pub fn with_open_transactions(store: &Store) -> Result<Vec<String>> {
         store.check_open()?;
-        let dir = store.dir().join(PRODUCERS_DIR);
+        let dir = crate::paths::producers_dir(store.dir());
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -447,7 +451,9 @@ impl Identity {
             let file_name = entry.file_name();
             let Some(file_name) = file_name.to_str() else { continue };
             // The first format's file, or a state log's lock file (every log has one).
-            if let Some(name) = file_name.strip_suffix(".txn").or_else(|| file_name.strip_suffix(".txn.lock"))
+            if let Some(name) = file_name
+                .strip_suffix(crate::paths::TXN_SUFFIX)
+                .or_else(|| file_name.strip_suffix(crate::paths::TXN_LOCK_SUFFIX))
             {
                 if !names.contains(name) && pending_transaction(&dir, name)?.is_some() {
                     names.insert(name.to_owned());
@@ -461,7 +467,7 @@ impl Identity {
 /// `name`'s open transaction, from its first-format file or its state log, read without
 /// the state log's lock (registry lock held).
 fn pending_transaction(dir: &Path, name: &str) -> Result<Option<PendingTxn>> {
-    match PendingTxn::read_legacy(&dir.join(format!("{name}.txn")))? {
+    match PendingTxn::read_legacy(&dir.join(format!("{name}{}", crate::paths::TXN_SUFFIX)))? {
         Some(txn) => Ok(Some(txn)),
         None => TxnLog::peek(dir, name),
     }
@@ -477,7 +483,7 @@ fn take_over(
     txn: &TxnLog,
     durable: bool,
 ) -> Result<(i64, i16)> {
-    let word_path = dir.join(format!("{name}.identity"));
+    let word_path = dir.join(format!("{name}{}", crate::paths::IDENTITY_SUFFIX));
     let previous = match word.load() {
         0 => None,
         w => Some(unpack(w)),
@@ -495,7 +501,7 @@ fn take_over(
     // After the epoch changed: an older instance's next change of the state sees it fenced.
     let (_guard, changes) = txn.log.locked()?;
     let logged = txn.current(changes.base, &changes.records)?;
-    let legacy_path = dir.join(format!("{name}.txn"));
+    let legacy_path = dir.join(format!("{name}{}", crate::paths::TXN_SUFFIX));
     let legacy = PendingTxn::read_legacy(&legacy_path)?;
     if let Some((old_id, old_epoch)) = previous {
         // The markers close the previous id's transaction at an epoch no older than its

@@ -34,7 +34,7 @@ mod shed;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -91,12 +91,13 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            buffer_messages: 65_536,
-            high_watermark: 0.8,
-            low_watermark: 0.5,
+            buffer_messages: crate::defaults::BUFFER_MESSAGES,
+            high_watermark: crate::defaults::HIGH_WATERMARK,
+            low_watermark: crate::defaults::LOW_WATERMARK,
+            // crate::defaults::ON_FULL names it.
             on_full: OnFull::Block(None),
-            max_batch_messages: 4096,
-            linger: Duration::from_millis(1),
+            max_batch_messages: crate::defaults::MAX_BATCH_MESSAGES,
+            linger: Duration::from_secs_f64(crate::defaults::LINGER_MS / 1000.0),
             max_lag: None,
             compression: None,
         }
@@ -171,12 +172,16 @@ pub(crate) struct Pending {
     priority: i32,
     /// Length of the key at the start of `bytes`, or [`NO_KEY`].
     key_len: u32,
-    /// Length of the headers at the end of `bytes`.
+    /// Length of the headers at the end of `bytes`, with [`TOMBSTONE`] set for a message
+    /// without a value.
     headers_len: u32,
 }
 
 /// [`Pending::key_len`] of a message without a key.
 const NO_KEY: u32 = u32::MAX;
+/// Bit of [`Pending::headers_len`] marking a tombstone: a flag of its own would make the
+/// slot larger than a cache line, and lengths stay below 2^31 (`max_message_bytes`).
+const TOMBSTONE: u32 = 1 << 31;
 
 const _: () = assert!(std::mem::size_of::<Pending>() == 56, "a ring slot of one cache line");
 
@@ -187,11 +192,16 @@ impl Pending {
 
     fn value(&self) -> &[u8] {
         let start = if self.key_len == NO_KEY { 0 } else { self.key_len as usize };
-        &self.bytes[start..self.bytes.len() - self.headers_len as usize]
+        &self.bytes[start..self.bytes.len() - (self.headers_len & !TOMBSTONE) as usize]
     }
 
     fn headers(&self) -> &[u8] {
-        &self.bytes[self.bytes.len() - self.headers_len as usize..]
+        &self.bytes[self.bytes.len() - (self.headers_len & !TOMBSTONE) as usize..]
+    }
+
+    /// No value: compaction deletes the key.
+    fn is_tombstone(&self) -> bool {
+        self.headers_len & TOMBSTONE != 0
     }
 }
 
@@ -354,6 +364,48 @@ impl Fatal {
     }
 }
 
+/// An async flusher's view of the writer's rounds. The writer bumps [`Progress`] only while
+/// someone is flushing, so the flusher counts itself in with [`Producer::set_flushing`]
+/// before it takes a ticket (as [`Producer::flush`] does): arming here would come after
+/// its check, and a round ended in between would be missed.
+struct FlushBell(Arc<Shared>);
+
+impl crate::waker::Bell for FlushBell {
+    fn word(&self) -> &AtomicU32 {
+        self.0.progress.word()
+    }
+
+    fn private(&self) -> bool {
+        true
+    }
+
+    // `Progress::bump` always wakes: nothing to count.
+    fn arm(&self) {}
+
+    fn disarm(&self) {}
+}
+
+/// An async sender's view of the end of pressure.
+struct PressureBell(Arc<Shared>);
+
+impl crate::waker::Bell for PressureBell {
+    fn word(&self) -> &AtomicU32 {
+        crate::waker::Bell::word(&self.0.pressure)
+    }
+
+    fn private(&self) -> bool {
+        true
+    }
+
+    fn arm(&self) {
+        crate::waker::Bell::arm(&self.0.pressure);
+    }
+
+    fn disarm(&self) {
+        crate::waker::Bell::disarm(&self.0.pressure);
+    }
+}
+
 /// The producer handle.
 pub struct Producer {
     shared: Arc<Shared>,
@@ -501,6 +553,28 @@ impl Producer {
         priority: i32,
         may_block: bool,
     ) -> std::result::Result<bool, SendError> {
+        self.send_record(topic, Some(value), key, headers, partition, priority, may_block)
+    }
+
+    /// As [`Self::send`], with `value` `None` for a tombstone (a record without a value:
+    /// compaction deletes its key). As in Kafka, a tombstone is a record like any other on
+    /// any topic; on a compacted topic it needs a key, as every message does.
+    ///
+    /// # Errors
+    /// See [`SendError`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_record(
+        &self,
+        topic: &str,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        headers: &[u8],
+        partition: Option<u32>,
+        priority: i32,
+        may_block: bool,
+    ) -> std::result::Result<bool, SendError> {
+        let tombstone = value.is_none();
+        let value = value.unwrap_or_default();
         // One load each: the fork check comes first, a child must not touch the buffers
         // (their locks may have been held by a parent thread at the fork).
         self.shared.store.check_open().map_err(SendError::Failed)?;
@@ -541,7 +615,13 @@ impl Producer {
                         self.shared.config.buffer_messages
                     )))
                 }
-                OnFull::Block(_) if !may_block => return Err(SendError::Backpressure("would block".into())),
+                OnFull::Block(_) if !may_block => {
+                    // The caller waits elsewhere (after releasing a lock, or in an event
+                    // loop): it wants the buffer drained now, as a blocking sender does.
+                    self.shared.writer_idle.store(false, Ordering::Release);
+                    self.shared.wake_writer();
+                    return Err(SendError::Backpressure("would block".into()));
+                }
                 OnFull::Block(timeout) => {
                     // A sender about to wait wants the buffer drained now, not when the
                     // writer's linger passes (Kafka likewise sends at once while senders wait
@@ -595,7 +675,7 @@ impl Producer {
             priority,
             // Both fit: `size` is at most `max_message_bytes`, which is below 2^31.
             key_len: key.map_or(NO_KEY, |k| k.len() as u32),
-            headers_len: headers.len() as u32,
+            headers_len: headers.len() as u32 | if tombstone { TOMBSTONE } else { 0 },
         };
         if self.shared.shedding {
             // Live before it is in the ring, so the writer never pops it uncounted.
@@ -689,6 +769,52 @@ impl Producer {
         self.shared.flushers.fetch_sub(1, Ordering::AcqRel);
         self.take_error()?;
         Ok(done)
+    }
+
+    /// Messages accepted by `send` so far: a flush target for [`Self::flushed`].
+    pub fn sent_count(&self) -> u64 {
+        self.shared.sent.load(Ordering::Acquire)
+    }
+
+    /// The non-blocking step of a flush: true once every message counted in `target` (a
+    /// [`Self::sent_count`]) is written (and on disk with `fsync="always"`) or dropped;
+    /// otherwise wakes the writer and returns false. An async flusher waits on
+    /// [`Self::flush_bell`] between calls.
+    ///
+    /// # Errors
+    /// The writer's failure since the last report (when done).
+    pub fn flushed(&self, target: u64) -> Result<bool> {
+        self.check_not_inherited()?;
+        if self.shared.accounted.load(Ordering::SeqCst) >= target
+            || self.shared.writer_died.load(Ordering::SeqCst)
+        {
+            self.take_error()?;
+            return Ok(true);
+        }
+        self.shared.wake_writer();
+        Ok(false)
+    }
+
+    /// Counts an async flusher in (`true`, before its first [`Self::flushed`] check) or
+    /// out (`false`, once done or cancelled): while counted, the writer does not linger
+    /// and bumps [`Self::flush_bell`] after every round.
+    pub fn set_flushing(&self, on: bool) {
+        if on {
+            self.shared.flushers.fetch_add(1, Ordering::SeqCst);
+            self.shared.wake_writer();
+        } else {
+            self.shared.flushers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The word that moves after every writer round while someone flushes (for the waker).
+    pub fn flush_bell(&self) -> Arc<dyn crate::waker::Bell> {
+        Arc::new(FlushBell(self.shared.clone()))
+    }
+
+    /// The word that moves when pressure ends (or the producer closes), for the waker.
+    pub fn pressure_bell(&self) -> Arc<dyn crate::waker::Bell> {
+        Arc::new(PressureBell(self.shared.clone()))
     }
 
     /// Counters.

@@ -4,7 +4,7 @@
 //! fallen to the low watermark, so a producer hovering around one threshold does not flap
 //! between accepting and refusing. Every start of a pressure episode is counted.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,11 @@ pub struct Pressure {
     room: Mutex<()>,
     relieved: Condvar,
     waiting: AtomicUsize,
+    /// Bumped whenever pressure ends (or waiters are told to give up): async senders sleep
+    /// on it through the waker instead of on `relieved`.
+    bell: AtomicU32,
+    /// Wakers sleeping on `bell`: only then does ringing it cost a system call.
+    bell_armed: AtomicU32,
 }
 
 impl Pressure {
@@ -42,6 +47,8 @@ impl Pressure {
             room: Mutex::new(()),
             relieved: Condvar::new(),
             waiting: AtomicUsize::new(0),
+            bell: AtomicU32::new(0),
+            bell_armed: AtomicU32::new(0),
         }
     }
 
@@ -61,6 +68,7 @@ impl Pressure {
         self.update(|| {
             if self.on.swap(false, Ordering::AcqRel) {
                 self.relieved.notify_all();
+                self.ring_bell();
             }
         })
     }
@@ -88,9 +96,24 @@ impl Pressure {
     }
 
     fn relieve(&self) {
-        if self.on.swap(false, Ordering::AcqRel) && self.waiting.load(Ordering::Acquire) > 0 {
-            let _room = self.room.lock().unwrap_or_else(|e| e.into_inner());
-            self.relieved.notify_all();
+        if self.on.swap(false, Ordering::AcqRel) {
+            if self.waiting.load(Ordering::Acquire) > 0 {
+                let _room = self.room.lock().unwrap_or_else(|e| e.into_inner());
+                self.relieved.notify_all();
+            }
+            self.ring_bell();
+        }
+    }
+
+    /// Wakes async senders (through their waker): once per pressure episode, never per send.
+    fn ring_bell(&self) {
+        self.bell.fetch_add(1, Ordering::SeqCst);
+        if self.bell_armed.load(Ordering::SeqCst) > 0 {
+            let _ = rustix::thread::futex::wake(
+                &self.bell,
+                rustix::thread::futex::Flags::PRIVATE,
+                i32::MAX as u32,
+            );
         }
     }
 
@@ -126,8 +149,11 @@ impl Pressure {
 
     /// Wakes every blocked sender (used when the producer closes or fails).
     pub fn wake_all(&self) {
-        let _room = self.room.lock().unwrap_or_else(|e| e.into_inner());
-        self.relieved.notify_all();
+        {
+            let _room = self.room.lock().unwrap_or_else(|e| e.into_inner());
+            self.relieved.notify_all();
+        }
+        self.ring_bell();
     }
 
     /// Waits until pressure is off (or `stop()` says to give up, or `deadline` passes).
@@ -158,6 +184,25 @@ impl Pressure {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         self.blocked_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         relieved
+    }
+}
+
+/// Async senders wait for the end of pressure through the waker, on `bell`.
+impl crate::waker::Bell for Pressure {
+    fn word(&self) -> &AtomicU32 {
+        &self.bell
+    }
+
+    fn private(&self) -> bool {
+        true
+    }
+
+    fn arm(&self) {
+        self.bell_armed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.bell_armed.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

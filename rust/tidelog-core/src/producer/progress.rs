@@ -23,6 +23,11 @@ impl Progress {
         self.round.load(Ordering::SeqCst)
     }
 
+    /// The counter itself (the waker sleeps on it for async flushers).
+    pub fn word(&self) -> &AtomicU32 {
+        &self.round
+    }
+
     /// Ends a round and wakes every waiter.
     pub fn bump(&self) {
         self.round.fetch_add(1, Ordering::SeqCst);

@@ -306,7 +306,7 @@ fn write_groups(
                 key: p.key(),
                 value: p.value(),
                 headers: p.headers(),
-                tombstone: false,
+                tombstone: p.is_tombstone(),
             })
             .collect();
         let fatal = shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -5,6 +5,7 @@
 //! read-write; a sealed segment's files are trimmed to their contents and mapped read-only.
 //! A segment owns no notion of "committed": the log passes the published head in.
 
+pub mod cursor;
 pub mod mmap;
 mod prefault;
 
@@ -19,6 +20,7 @@ use crate::fs::preallocate;
 use crate::format::{BatchView, BATCH_HEADER_LEN};
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::{Error, Result};
+pub use cursor::{BatchCursor, Check, CursorBatch, CursorEnd, OnDamage, Pass};
 pub use mmap::FileMap;
 pub use prefault::populate_inline_on_this_thread;
 
@@ -36,9 +38,9 @@ pub enum FileKind {
 impl FileKind {
     fn extension(self) -> &'static str {
         match self {
-            FileKind::Data => "log",
-            FileKind::Index => "index",
-            FileKind::TimeIndex => "timeindex",
+            FileKind::Data => crate::paths::SEGMENT_DATA_EXTENSION,
+            FileKind::Index => crate::paths::SEGMENT_INDEX_EXTENSION,
+            FileKind::TimeIndex => crate::paths::SEGMENT_TIME_INDEX_EXTENSION,
         }
     }
 }
@@ -460,24 +462,37 @@ impl Segment {
         let mut scan =
             Scan { entries: Vec::new(), end: start, max_timestamp: max_before, next_offset: first_offset };
         let mut last_entry: Option<usize> = None;
-        while let Ok(batch) = self.batch_at(scan.end, end, true) {
-            let h = batch.header;
-            if h.base_offset != scan.next_offset {
-                break;
-            }
-            if last_entry.is_none_or(|l| scan.end - l >= interval) {
+        let mut cursor = self.cursor(start, end, first_offset, Check::Crc, OnDamage::Stop);
+        while let Some(Ok(batch)) = cursor.next() {
+            let (h, position) = (batch.header, batch.position);
+            if last_entry.is_none_or(|l| position - l >= interval) {
                 scan.entries.push(IndexEntry {
                     relative_offset: (h.base_offset - self.base) as u32,
-                    position: scan.end as u32,
+                    position: position as u32,
                     max_timestamp_before: scan.max_timestamp,
                 });
-                last_entry = Some(scan.end);
+                last_entry = Some(position);
             }
             scan.max_timestamp = scan.max_timestamp.max(h.max_timestamp);
-            scan.next_offset = h.next_offset();
-            scan.end += h.total_len;
         }
+        scan.end = cursor.position();
+        scan.next_offset = cursor.expected();
         scan
+    }
+
+    /// A walk of this segment's batches in `position..end` (see [`BatchCursor`]), starting
+    /// with the batch of base offset `expected`. `end` past the published data walks nothing.
+    #[inline]
+    pub fn cursor(
+        &self,
+        position: usize,
+        end: usize,
+        expected: u64,
+        check: Check,
+        on_damage: OnDamage,
+    ) -> BatchCursor<'_> {
+        let bytes = self.data.read(0, end).unwrap_or_default();
+        BatchCursor::new(bytes, &self.paths.data, position, expected, check, on_damage)
     }
 
     /// Streams the bytes of `from..end` to `f` in chunks (position, bytes) until it returns
@@ -613,28 +628,28 @@ impl Segment {
 
     /// Largest timestamp in a sealed segment, computed on first use from the last time
     /// index entry and the batch headers after it. If the headers cannot be walked to the
-    /// end (damage), the answer is `i64::MAX`: "unknown", so time lookups still search the
+    /// end (damage, or a base offset that does not continue the previous batch), the answer
+    /// is `i64::MAX`: "unknown", so time lookups still search the
     /// segment and time-based retention never deletes it early.
     pub fn max_timestamp(&self) -> i64 {
         *self.max_timestamp.get_or_init(|| {
             let (_, time_index) = self.lookup_indexes();
             let time = crate::index::TimeIndex::new(time_index.published());
-            let (mut pos, mut max) = match time.len() {
-                0 => (0, i64::MIN),
+            let (pos, expected, max) = match time.len() {
+                0 => (0, self.base, i64::MIN),
                 n => {
                     let e = time.get(n - 1);
-                    (e.position as usize, e.max_timestamp_before)
+                    (e.position as usize, self.base + u64::from(e.relative_offset), e.max_timestamp_before)
                 }
             };
-            let end = self.data.readable();
-            while pos < end {
-                let Some(h) = self.header_at(pos, end) else {
-                    return if self.zeros_at(pos, end) { max } else { i64::MAX };
-                };
-                max = max.max(h.max_timestamp);
-                pos += h.total_len;
+            let mut cursor = self
+                .cursor(pos, self.data.readable(), expected, Check::Header, OnDamage::Stop)
+                .zero_tail(true);
+            let max = cursor.by_ref().map_while(Result::ok).fold(max, |m, b| m.max(b.header.max_timestamp));
+            match cursor.end() {
+                Some(CursorEnd::Damaged { .. }) => i64::MAX,
+                _ => max,
             }
-            max
         })
     }
 
@@ -644,11 +659,6 @@ impl Segment {
             .read(pos, end)
             .and_then(crate::format::BatchHeader::read)
             .filter(|h| h.total_len >= BATCH_HEADER_LEN && pos + h.total_len <= end)
-    }
-
-    /// True when the bytes at `pos` are the zero padding after the last batch.
-    pub fn zeros_at(&self, pos: usize, end: usize) -> bool {
-        self.data.read(pos, end).is_some_and(|b| b.iter().take(64).all(|&x| x == 0))
     }
 
     /// Parses the batch starting at `pos`, not reading past `end`.

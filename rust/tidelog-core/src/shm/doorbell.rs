@@ -88,6 +88,26 @@ impl Doorbell {
     }
 }
 
+/// The waker (asyncio) sleeps on the counter like [`Doorbell::wait`] does, counted in the
+/// same waiter count, so appends wake it and pay nothing while nobody waits.
+impl crate::waker::Bell for Doorbell {
+    fn word(&self) -> &AtomicU32 {
+        Doorbell::word(self, 0)
+    }
+
+    fn private(&self) -> bool {
+        false // other processes ring it
+    }
+
+    fn arm(&self) {
+        Doorbell::word(self, WAITERS_AT).fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        Doorbell::word(self, WAITERS_AT).fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,10 +171,10 @@ impl ControlBlock {
         let born = Born::now();
         let (file, map) = map_shared_file(path, CONTROL_BYTES)?;
         let lock_err = |e| Error::io("lock", path, e);
-        ofd::set(&file, OPEN_BYTE, 1, Lock::Exclusive, true).map_err(lock_err)?;
+        ofd::set(&file, OPEN_BYTE, 1, Lock::Exclusive).map_err(lock_err)?;
         // From here on the drop of `block` releases the locks (also on an error return).
         let block = ControlBlock { map, file, path: path.to_owned(), born };
-        let alone = ofd::set(&block.file, LIVE_BYTE, 1, Lock::Exclusive, false).map_err(lock_err)?;
+        let alone = ofd::try_set(&block.file, LIVE_BYTE, 1, Lock::Exclusive).map_err(lock_err)?;
         let mut hint = None;
         if alone {
             hint = (block.magic() == *MAGIC).then(|| block.head_unlocked());
@@ -189,21 +189,38 @@ impl ControlBlock {
         }
         // Downgrade (or take) the shared lock that marks this handle as alive; the open
         // lock keeps other openers out meanwhile.
-        ofd::set(&block.file, LIVE_BYTE, 1, Lock::Shared, true).map_err(lock_err)?;
+        ofd::set(&block.file, LIVE_BYTE, 1, Lock::Shared).map_err(lock_err)?;
         Ok(if alone { Opened::Alone(block, hint) } else { Opened::Shared(block) })
     }
 
     /// Releases the open lock taken by [`Self::open`]: the caller's recovery is done.
     pub fn end_open(&self) {
-        let _ = ofd::set(&self.file, OPEN_BYTE, 1, Lock::Unlock, false);
+        let _ = ofd::set(&self.file, OPEN_BYTE, 1, Lock::Unlock);
     }
 
-    /// Takes the open lock (waiting for it if `wait`; false if it is busy, or on failure),
-    /// to check [`Self::try_exclusive`] and trim without an opener interleaving. Released
-    /// by [`Self::release`]. Always false in a forked child.
-    pub fn lock_open(&self, wait: bool) -> bool {
-        !self.born.is_inherited()
-            && ofd::set(&self.file, OPEN_BYTE, 1, Lock::Exclusive, wait).unwrap_or(false)
+    /// Takes the open lock, waiting for it, to check [`Self::try_exclusive`] and trim
+    /// without an opener interleaving. Released by [`Self::release`]. False (and nothing
+    /// taken) in a forked child.
+    ///
+    /// # Errors
+    /// Failures of the lock call.
+    pub fn lock_open(&self) -> Result<bool> {
+        if self.born.is_inherited() {
+            return Ok(false);
+        }
+        ofd::set(&self.file, OPEN_BYTE, 1, Lock::Exclusive).map_err(|e| Error::io("lock", &self.path, e))?;
+        Ok(true)
+    }
+
+    /// As [`Self::lock_open`], without waiting: false if another handle holds the open lock.
+    ///
+    /// # Errors
+    /// As [`Self::lock_open`].
+    pub fn try_lock_open(&self) -> Result<bool> {
+        if self.born.is_inherited() {
+            return Ok(false);
+        }
+        ofd::try_set(&self.file, OPEN_BYTE, 1, Lock::Exclusive).map_err(|e| Error::io("lock", &self.path, e))
     }
 
     /// True in a process forked after this handle was opened: it must not be used, and its
@@ -217,7 +234,7 @@ impl ControlBlock {
     /// copy of it inherited by a forked child does not keep the locks held.
     pub fn release(&self) {
         if !self.born.is_inherited() {
-            let _ = ofd::set(&self.file, 0, 0, Lock::Unlock, false);
+            let _ = ofd::set(&self.file, 0, 0, Lock::Unlock);
         }
     }
 
@@ -339,9 +356,14 @@ impl ControlBlock {
     /// none can open it while the caller holds the open lock. On failure the shared lock
     /// stays (OFD lock conversion is atomic). Always false in a forked child, whose lock
     /// is its parent's.
-    pub fn try_exclusive(&self) -> bool {
-        !self.born.is_inherited()
-            && ofd::set(&self.file, LIVE_BYTE, 1, Lock::Exclusive, false).unwrap_or(false)
+    ///
+    /// # Errors
+    /// Failures of the lock call other than the lock being busy.
+    pub fn try_exclusive(&self) -> Result<bool> {
+        if self.born.is_inherited() {
+            return Ok(false);
+        }
+        ofd::try_set(&self.file, LIVE_BYTE, 1, Lock::Exclusive).map_err(|e| Error::io("lock", &self.path, e))
     }
 
     /// Takes the partition's append lock, blocking while another thread or process holds
@@ -530,7 +552,7 @@ mod tests {
         let b = ControlBlock::open(&path).unwrap();
         assert!(matches!(b, Opened::Shared(_)));
         drop(b);
-        assert!(a.lock_open(false) && a.try_exclusive(), "b released its locks on drop");
+        assert!(a.try_lock_open().unwrap() && a.try_exclusive().unwrap(), "b released its locks on drop");
     }
 
     #[test]
@@ -561,8 +583,8 @@ mod tests {
         if pid == 0 {
             let refused = matches!(block.lock(), Err(Error::Forked))
                 && matches!(block.try_lock(), Err(Error::Forked))
-                && !block.try_exclusive()
-                && !block.lock_open(false);
+                && matches!(block.try_exclusive(), Ok(false))
+                && matches!(block.try_lock_open(), Ok(false));
             drop(block); // must release nothing: the parent still holds its locks
             let mut byte = [0u8];
             // SAFETY: reading one byte into a valid buffer; waits until the parent is done.

@@ -39,19 +39,30 @@ pub enum Lock {
 }
 
 /// Sets the lock of this open file description on `len` bytes from `start` (`len == 0`:
-/// to the end of the file, however far it grows). With `wait`, blocks until it is granted;
-/// without, returns false if another description holds a conflicting lock.
+/// to the end of the file, however far it grows), blocking until it is granted.
 ///
 /// # Errors
-/// Failures other than the lock being busy (the file must be open for reading to take a
-/// shared lock and for writing to take an exclusive one).
-pub fn set(file: &File, start: u64, len: u64, lock: Lock, wait: bool) -> std::io::Result<bool> {
+/// Failures of `fcntl` (the file must be open for reading to take a shared lock and for
+/// writing to take an exclusive one; `EDEADLK` if waiting would deadlock).
+pub fn set(file: &File, start: u64, len: u64, lock: Lock) -> std::io::Result<()> {
+    fcntl(file, start, len, lock, libc::F_OFD_SETLKW).map(drop)
+}
+
+/// As [`set`], without waiting: false if another description holds a conflicting lock.
+///
+/// # Errors
+/// As [`set`], other than the lock being busy.
+pub fn try_set(file: &File, start: u64, len: u64, lock: Lock) -> std::io::Result<bool> {
+    fcntl(file, start, len, lock, libc::F_OFD_SETLK)
+}
+
+/// `fcntl(cmd)` with the lock described; false when a non-blocking `cmd` found it busy.
+fn fcntl(file: &File, start: u64, len: u64, lock: Lock, cmd: libc::c_int) -> std::io::Result<bool> {
     let l_type = match lock {
         Lock::Shared => libc::F_RDLCK,
         Lock::Exclusive => libc::F_WRLCK,
         Lock::Unlock => libc::F_UNLCK,
     };
-    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
     loop {
         // SAFETY: an all-zero `flock` is a valid value (plain integers); `l_pid` must stay 0
         // for OFD locks.
@@ -69,7 +80,7 @@ pub fn set(file: &File, start: u64, len: u64, lock: Lock, wait: bool) -> std::io
         let err = std::io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN | libc::EACCES) if !wait => return Ok(false),
+            Some(libc::EAGAIN | libc::EACCES) if cmd == libc::F_OFD_SETLK => return Ok(false),
             _ => return Err(err),
         }
     }
@@ -88,15 +99,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let (a, b, c) = (open(&path), open(&path), open(&path));
-        assert!(set(&a, 0, 1, Lock::Shared, false).unwrap());
-        assert!(set(&b, 0, 1, Lock::Shared, false).unwrap());
-        assert!(!set(&a, 0, 1, Lock::Exclusive, false).unwrap(), "b shares it");
+        assert!(try_set(&a, 0, 1, Lock::Shared).unwrap());
+        assert!(try_set(&b, 0, 1, Lock::Shared).unwrap());
+        assert!(!try_set(&a, 0, 1, Lock::Exclusive).unwrap(), "b shares it");
         // The failed conversion left a's shared lock in place: c cannot take it exclusively.
-        assert!(set(&b, 0, 1, Lock::Unlock, false).unwrap());
-        assert!(!set(&c, 0, 1, Lock::Exclusive, false).unwrap(), "a still holds it");
+        set(&b, 0, 1, Lock::Unlock).unwrap();
+        assert!(!try_set(&c, 0, 1, Lock::Exclusive).unwrap(), "a still holds it");
         // Another byte is another lock.
-        assert!(set(&c, 1, 1, Lock::Exclusive, false).unwrap());
-        assert!(set(&a, 0, 0, Lock::Unlock, false).unwrap());
-        assert!(set(&c, 0, 1, Lock::Exclusive, false).unwrap());
+        assert!(try_set(&c, 1, 1, Lock::Exclusive).unwrap());
+        set(&a, 0, 0, Lock::Unlock).unwrap();
+        assert!(try_set(&c, 0, 1, Lock::Exclusive).unwrap());
     }
 }

@@ -648,6 +648,39 @@ impl StateLog {
         Ok(())
     }
 
+    /// Gives a log that holds nothing yet (no snapshot, no record) its first `records`, all
+    /// at once: the journal holding them replaces the empty one atomically and durably
+    /// (whatever the policy), so a crash leaves the log empty or holding all of them. Takes
+    /// the lock meanwhile. Returns `false`, writing nothing, if the log holds anything.
+    ///
+    /// For one-time conversions of state kept elsewhere: `false` means it was done before.
+    ///
+    /// # Errors
+    /// As [`Self::lock`]; [`Error::MessageTooLarge`] for a record of 4 GiB or more; I/O
+    /// errors (the log is then left empty).
+    pub fn seed(&self, records: &[Vec<u8>]) -> Result<bool> {
+        if let Some(r) = records.iter().find(|r| r.len() > MAX_PAYLOAD) {
+            return Err(Error::MessageTooLarge {
+                size: r.len() as u64,
+                limit: MAX_PAYLOAD as u64,
+                what: "state log record",
+            });
+        }
+        let (_lock, changes) = self.locked()?;
+        if changes.base != Base::Empty || !changes.records.is_empty() {
+            return Ok(false);
+        }
+        let mut inner = self.inner();
+        let mut out = format::encode_journal_header(inner.generation).to_vec();
+        for (number, payload) in records.iter().enumerate() {
+            out.extend(format::encode_frame(number as u64, payload));
+        }
+        // Whatever happens next, this handle reads the files again.
+        inner.journal = None;
+        write_atomically(&self.paths.journal, &out, true)?;
+        Ok(true)
+    }
+
     /// Makes every appended record durable now, if the policy left any in the page cache
     /// (`Interval`); the store's background syncer calls this.
     ///

@@ -1,0 +1,103 @@
+//! `partition_metrics` and `timestamp_at`: the per-partition figures behind
+//! `Store.metrics()`, read in one native call per topic so a scrape of a store with many
+//! partitions stays in microseconds.
+//!
+//! Everything here reads the shared control block (the published head) and the process's
+//! view of the segments, as `end_offset()` does: it sees other processes' appends at once,
+//! takes no lock a writer waits for, and adds nothing to the append path.
+
+use pyo3::prelude::*;
+use tidelog_core::log::lost::{read_events, LossKind};
+use tidelog_core::log::ReadChunk;
+
+use crate::gil::run_detached;
+use crate::topic::PyTopic;
+
+/// One partition's figures: `(start_offset, end_offset, size_bytes, segments, dirty_bytes,
+/// closed_bytes, max_timestamp_ms, recovery)`.
+type PartitionFigures = (u64, u64, u64, usize, u64, u64, Option<i64>, Recovered);
+
+/// `(torn_tail_events, torn_tail_bytes, quarantined_events, quarantined_bytes)`.
+type Recovered = (u64, u64, u64, u64);
+
+/// The figures of every partition of `topic`, in partition order: a list of tuples
+/// `(start_offset, end_offset, size_bytes, segments, dirty_bytes, closed_bytes,
+/// max_timestamp_ms, (torn_tail_events, torn_tail_bytes, quarantined_events,
+/// quarantined_bytes))`.
+///
+/// `dirty_bytes` and `closed_bytes` are the compaction dirty ratio's parts (bytes of closed
+/// segments compaction has not seen yet, and of all closed segments); `max_timestamp_ms` is the newest timestamp in the active segment (None while it is empty).
+#[pyfunction]
+pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<PartitionFigures>> {
+    let topic = topic.engine().clone();
+    run_detached(py, move || {
+        topic
+            .partitions()?
+            .iter()
+            .map(|log| {
+                let head = log.head()?;
+                let dirty = log.dirty_ratio()?;
+                let mut lost = (0, 0, 0, 0);
+                for event in read_events(log.dir())? {
+                    match event.kind {
+                        LossKind::TornTail => (lost.0, lost.1) = (lost.0 + 1, lost.1 + event.bytes),
+                        LossKind::Quarantined => (lost.2, lost.3) = (lost.2 + 1, lost.3 + event.bytes),
+                    }
+                }
+                Ok((
+                    head.log_start,
+                    log.end_offset()?.max(head.next_offset),
+                    log.size_bytes()?,
+                    log.segment_count()?,
+                    dirty.dirty_bytes,
+                    dirty.total_bytes,
+                    (head.max_timestamp != i64::MIN).then_some(head.max_timestamp),
+                    lost,
+                ))
+            })
+            .collect()
+    })
+}
+
+/// The timestamps (ms since the epoch) of the messages at `(partition, offset)` of
+/// `wanted`: for each, the first message at or after the offset that a committed read
+/// returns, or None at the end of the log (nothing unconsumed). An offset below the start
+/// reads from the start (retention removed the older messages: the oldest unconsumed one
+/// is the first retained).
+///
+/// Offsets that fall in the stored batch read for the previous one of the same partition
+/// are answered from it (every group of a topic is asked in one call, and groups are often
+/// in the same batch): one CRC-checked read per batch, not per group.
+#[pyfunction]
+pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -> PyResult<Vec<Option<i64>>> {
+    let topic = topic.engine().clone();
+    run_detached(py, move || {
+        let mut last: Option<(u32, ReadChunk)> = None;
+        wanted
+            .into_iter()
+            .map(|(partition, offset)| {
+                let log = topic.partition(partition)?;
+                let at = offset.max(log.start_offset()?);
+                if at >= log.end_offset()? {
+                    return Ok(None);
+                }
+                if let Some((p, chunk)) = &last {
+                    if *p == partition {
+                        // The whole stored batch, not only the record read: later offsets
+                        // of it are answered without another read.
+                        let found = chunk.batch().records().find(|r| r.offset >= at).map(|r| r.timestamp);
+                        let first = chunk.batch().records().next().map(|r| r.offset);
+                        if found.is_some() && first.is_some_and(|f| f <= at) {
+                            return Ok(found);
+                        }
+                    }
+                }
+                let read = log.read(at, 1, 1)?;
+                let Some(chunk) = read.chunks.into_iter().next() else { return Ok(None) };
+                let found = chunk.records().next().map(|r| r.timestamp);
+                last = Some((partition, chunk));
+                Ok(found)
+            })
+            .collect()
+    })
+}

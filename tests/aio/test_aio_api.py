@@ -1,0 +1,328 @@
+"""tidelog.aio: the synchronous semantics, through coroutines, on both loops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tidelog
+import tidelog.aio
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+def test_open_send_flush_and_consume(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path, fsync="never") as store:
+            await store.create_topic("orders", partitions=3)
+            await store.create_topic("other", partitions=1)
+            assert store.topics() == ["orders", "other"]
+            async with store.producer(name="api") as producer:
+                metas = [
+                    await producer.send("orders", b"v%d" % i, key=b"k%d" % (i % 5))
+                    for i in range(300)
+                ]
+                assert all(m.accepted for m in metas)
+                extra = producer.send_nowait("other", b"x", key=b"k0")
+                assert extra.accepted and await extra is True
+                assert await metas[-1] is True  # written
+                assert producer.stats()["written"] == 301
+                assert await producer.flush(timeout=5.0)
+                with pytest.raises(TypeError, match="timeout"):
+                    await producer.flush(timeout="1")  # type: ignore[arg-type]
+                with pytest.raises(tidelog.InvalidConfigError, match="timeout"):
+                    await producer.flush(timeout=-1.0)
+            async with store.consumer("orders", group="billing") as consumer:
+                got: list[tidelog.Message] = []
+                async for msg in consumer:
+                    got.append(msg)
+                    if len(got) == 300:
+                        break
+                await consumer.commit()
+                assert sum(consumer.committed().values()) == 300
+                assert consumer.lag() == {0: 0, 1: 0, 2: 0}
+        values = sorted(m.value or b"" for m in got)
+        assert values == sorted(b"v%d" % i for i in range(300))
+        # Per key, in send order.
+        for k in range(5):
+            mine = [m.value for m in got if m.key == b"k%d" % k]
+            assert mine == [b"v%d" % i for i in range(300) if i % 5 == k]
+
+    run(main())
+    with tidelog.open(tmp_path) as store:
+        assert sum(store.topic("orders").end_offset(p) for p in range(3)) == 300
+
+
+def test_awaitable_open_and_closing_twice(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        store = await tidelog.aio.open(tmp_path)
+        assert not store.closed
+        await store.close()
+        await store.close()
+        assert store.closed
+
+    run(main())
+
+
+def test_poll_times_out_empty_and_checks_arguments_as_sync(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            await store.create_topic("t", partitions=1)
+            consumer = store.consumer("t", group="g")
+            assert await consumer.poll(timeout=0.05) == []
+            assert await consumer.poll(timeout=0) == []
+            with pytest.raises(tidelog.InvalidConfigError):
+                await consumer.poll(timeout=-1)
+            with pytest.raises(TypeError, match="timeout"):
+                await consumer.poll(timeout="1")  # type: ignore[arg-type]
+            with pytest.raises(tidelog.InvalidConfigError):
+                await consumer.poll(max_messages=0)
+            with pytest.raises(TypeError, match="max_messages"):
+                await consumer.poll(max_messages=1.5)  # type: ignore[arg-type]
+
+    run(main())
+
+
+def test_a_waiting_poll_wakes_on_an_append_from_another_thread(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            topic = await store.create_topic("t", partitions=2)
+            consumer = store.consumer("t", group="g")
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.1, lambda: loop.run_in_executor(None, topic.append, b"x"))
+            started = time.monotonic()
+            msgs = await consumer.poll(timeout=30.0)
+            assert [m.value for m in msgs] == [b"x"]
+            # Woken by the append, not by the timeout.
+            assert time.monotonic() - started < 25.0
+
+    run(main())
+
+
+def test_at_least_once_commits_on_the_next_poll(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            topic = await store.create_topic("t", partitions=1)
+            for i in range(10):
+                topic.append(b"%d" % i, partition=0)
+            consumer = store.consumer("t", group="g", max_poll_messages=4)
+            first = await consumer.poll()
+            assert [m.offset for m in first] == [0, 1, 2, 3]
+            assert consumer.committed() == {}
+            await consumer.poll()
+            assert consumer.committed() == {0: 4}
+            await consumer.close()
+            assert consumer.closed
+            again = store.consumer("t", group="g")
+            assert [m.offset for m in await again.poll()] == list(range(8, 10))
+
+    run(main())
+
+
+def test_at_most_once_commits_before_handing_out(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            topic = await store.create_topic("t", partitions=1)
+            for i in range(3):
+                topic.append(b"%d" % i, partition=0)
+            consumer = store.consumer("t", group="g", delivery="at-most-once")
+            msgs = await consumer.poll()
+            assert len(msgs) == 3
+            assert consumer.committed() == {0: 3}
+
+    run(main())
+
+
+def test_exactly_once_through_an_async_transaction(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            src = await store.create_topic("in", partitions=1)
+            await store.create_topic("out", partitions=1)
+            for i in range(6):
+                src.append(b"%d" % i, partition=0)
+            consumer = store.consumer("in", group="eo", delivery="exactly-once")
+            producer = store.producer(name="xform")
+            msgs = await consumer.poll(max_messages=3)
+            async with store.transaction(producer, consumer) as tx:
+                for m in msgs:
+                    await tx.send("out", (m.value or b"") + b"!")
+            assert consumer.committed() == {0: 3}
+            # An aborted step: nothing visible, the consumer rewinds.
+            msgs = await consumer.poll(max_messages=3)
+            with pytest.raises(RuntimeError):
+                async with store.transaction(producer, consumer) as tx:
+                    await tx.send("out", b"never")
+                    raise RuntimeError("boom")
+            assert tx.done
+            assert consumer.committed() == {0: 3}
+            again = await consumer.poll(max_messages=3)
+            assert [m.offset for m in again] == [m.offset for m in msgs]
+            async with store.transaction(producer, consumer) as tx:
+                for m in again:
+                    await tx.send("out", (m.value or b"") + b"!")
+            reader = store.consumer("out", group="reader")
+            out = await reader.poll(timeout=1.0)
+            assert [m.value for m in out] == [b"%d!" % i for i in range(6)]
+
+    run(main())
+
+
+def test_a_transaction_needs_an_exactly_once_consumer(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            await store.create_topic("t", partitions=1)
+            consumer = store.consumer("t", group="g")
+            producer = store.producer(name="p")
+            with pytest.raises(tidelog.InvalidConfigError, match="exactly-once"):
+                store.transaction(producer, consumer)
+            with pytest.raises(TypeError, match="producer"):
+                store.transaction(producer.native, None)  # type: ignore[arg-type]
+
+    run(main())
+
+
+def test_seek_pause_resume(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            topic = await store.create_topic("t", partitions=2)
+            for i in range(4):
+                topic.append(b"%d" % i, partition=i % 2)
+            consumer = store.consumer("t", group="g")
+            assert consumer.assignment() == [0, 1]
+            consumer.pause(0)
+            assert consumer.paused() == [0]
+            assert {m.partition for m in await consumer.poll()} == {1}
+            consumer.resume(0)
+            consumer.seek(1, 0)
+            assert sorted((m.partition, m.offset) for m in await consumer.poll()) == [
+                (0, 0),
+                (0, 1),
+                (1, 0),
+                (1, 1),
+            ]
+            with pytest.raises(tidelog.OffsetOutOfRangeError):
+                consumer.seek(0, 99)
+
+    run(main())
+
+
+def test_on_full_raise_and_shed_behave_as_sync(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            await store.create_topic("t", partitions=1)
+            # max_lag with a group that never commits keeps the pressure on.
+            store.consumer("t", group="slow")
+            raising = store.producer(on_full="raise", max_lag=5, linger_ms=0)
+            with pytest.raises(tidelog.BackpressureError):
+                for _ in range(10_000):
+                    await raising.send("t", b"x")
+                    await asyncio.sleep(0.001)
+            shedding = store.producer(on_full="shed", max_lag=5, linger_ms=0)
+            dropped = 0
+            for _ in range(200):
+                result = await shedding.send("t", b"x", priority=0)
+                dropped += not result.accepted
+                await asyncio.sleep(0.001)
+            assert dropped > 0
+            assert shedding.stats()["dropped"].get(0, 0) >= dropped
+
+    run(main())
+
+
+def test_a_blocked_send_waits_for_a_commit_then_goes_on(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            await store.create_topic("t", partitions=1)
+            group = store.consumer("t", group="slow")
+            producer = store.producer(max_lag=5, linger_ms=0, block_timeout=0.2)
+            sent = 0
+            with pytest.raises(tidelog.BackpressureError, match="low watermark"):
+                for _ in range(10_000):
+                    await producer.send("t", b"x")
+                    sent += 1
+                    await asyncio.sleep(0.001)
+            unbounded = store.producer(max_lag=5, linger_ms=0)
+            with pytest.raises(tidelog.BackpressureError, match="await send"):
+                for _ in range(10_000):
+                    unbounded.send_nowait("t", b"x")
+                    await asyncio.sleep(0.001)
+            while True:
+                blocked = asyncio.create_task(unbounded.send("t", b"late"))
+                await asyncio.sleep(0.2)
+                if not blocked.done():
+                    break  # suspended, while the loop runs this test
+                await blocked
+            while not blocked.done():
+                msgs = await group.poll(timeout=0.05)
+                if msgs:
+                    await group.commit()
+            assert (await blocked).accepted
+
+    run(main())
+
+
+def test_work_queue_acquire_ack_release_and_iterate(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            topic = await store.create_topic("jobs", partitions=2)
+            for i in range(20):
+                topic.append(b"%d" % i, partition=i % 2)
+            queue = store.work_queue("jobs", group="w", lock_timeout=30.0)
+            job = await queue.acquire(timeout=1.0)
+            assert job is not None and job.delivery_count == 1
+            await queue.release(job)
+            seen: dict[bytes, int] = {}
+            async for job in queue:
+                seen[job.value or b""] = job.delivery_count
+                await queue.ack(job)
+                if len(seen) == 20:
+                    break
+            assert sorted(seen) == sorted(b"%d" % i for i in range(20))
+            assert max(seen.values()) <= 2
+            await queue.flush()
+            assert await queue.acquire(timeout=0.05) is None
+            batch = await queue.acquire_many(10, timeout=0.05)
+            assert batch == []
+            topic.append(b"late", partition=0)
+            more = await queue.acquire_many(10, timeout=5.0)
+            assert [j.value for j in more] == [b"late"]
+            await queue.reject(more[0])
+            await queue.close()
+            assert queue.closed
+
+    run(main())
+
+
+def test_a_waiting_acquire_wakes_on_an_append(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            topic = await store.create_topic("jobs", partitions=1)
+            queue = store.work_queue("jobs", group="w")
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.1, lambda: loop.run_in_executor(None, topic.append, b"x"))
+            job = await queue.acquire(timeout=30.0)
+            assert job is not None and job.value == b"x"
+
+    run(main())
+
+
+def test_closing_the_store_closes_its_members(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        store = await tidelog.aio.open(tmp_path)
+        await store.create_topic("t", partitions=1)
+        producer = store.producer()
+        consumer = store.consumer("t", group="g")
+        queue = store.work_queue("t", group="w")
+        await producer.send("t", b"x")
+        await store.close()
+        assert producer.closed and consumer.closed and queue.closed
+        with pytest.raises(tidelog.StoreClosedError):
+            await producer.send("t", b"y")
+
+    run(main())
+    with tidelog.open(tmp_path) as store:
+        assert store.topic("t").end_offset(0) == 1
