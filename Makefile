@@ -10,7 +10,7 @@ STAMP := $(VENV)/.deps-installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['dev']))" > $(VENV)/dev-requirements.txt
+	$(BIN)/python -c "import tomllib; d = tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']; print('\n'.join(d['dev'] + d['kafka']))" > $(VENV)/dev-requirements.txt
 	$(BIN)/pip install --quiet -r $(VENV)/dev-requirements.txt
 	touch $(STAMP)
 

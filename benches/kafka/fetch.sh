@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Downloads the Apache Kafka broker (org.apache.kafka:kafka_2.13) and its runtime dependencies
-# from Maven Central into a cache directory, for benches/compare.py.
+# from Maven Central into a cache directory, for benches/compare.py and the Kafka tests
+# (benches/kafka/broker.py runs it on first use).
 #
-#   bash benches/kafka/fetch.sh [VERSION]        # default 4.1.1; needs mvn and Java 17
+#   bash benches/kafka/fetch.sh [VERSION]        # default 4.2.2; needs mvn and Java 17
 #
 # Result: $TIDELOG_KAFKA_HOME (default ~/.cache/tidelog-bench/kafka/<VERSION>)/libs/*.jar
 # compare.py then runs `java -cp 'libs/*' kafka.Kafka server.properties`. Re-running is a
 # no-op once libs/ is complete (a marker file records it).
 set -euo pipefail
 
-VERSION="${1:-${TIDELOG_KAFKA_VERSION:-4.1.1}}"
+VERSION="${1:-${TIDELOG_KAFKA_VERSION:-4.2.2}}"
 HOME_DIR="${TIDELOG_KAFKA_HOME:-${HOME}/.cache/tidelog-bench/kafka/${VERSION}}"
 LIBS="${HOME_DIR}/libs"
 

@@ -7,17 +7,15 @@ appendfsync``) or per topic (Kafka: ``flush.messages``) before each workload.
 
 from __future__ import annotations
 
-import base64
-import os
 import shutil
 import subprocess
 import time
-import uuid
-import zipfile
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from benches.kafka.broker import KAFKA_VERSION, BrokerUnavailable, kafka_home
+from benches.kafka.broker import KafkaBroker as SharedKafkaBroker
 from benches.peers.base import (
     Adapter,
     Sender,
@@ -32,8 +30,6 @@ from benches.peers.base import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-#: The Kafka version fetched by ``benches/kafka/fetch.sh`` (its default).
-KAFKA_VERSION = os.environ.get("TIDELOG_KAFKA_VERSION", "4.1.1")
 
 
 def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
@@ -271,35 +267,11 @@ class RedisStreamsAdapter(Adapter):
 # -- Kafka -----------------------------------------------------------------------------------
 
 
-def kafka_home() -> Path:
-    """Where ``benches/kafka/fetch.sh`` put the broker's jars."""
-    env = os.environ.get("TIDELOG_KAFKA_HOME")
-    if env:
-        return Path(env)
-    return Path.home() / ".cache" / "tidelog-bench" / "kafka" / KAFKA_VERSION
-
-
-def _java_version() -> str:
-    try:
-        out = subprocess.run(
-            ["java", "-version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    first = (out.stderr or out.stdout).splitlines()
-    return first[0].strip() if first else "?"
-
-
-class KafkaBroker:
-    """A single KRaft broker+controller from the Maven Central jars, on loopback ports."""
-
-    STORAGE_TOOLS = ("kafka.tools.StorageTool", "org.apache.kafka.tools.StorageTool")
+class KafkaBroker(SharedKafkaBroker):
+    """The shared broker (benches/kafka/broker.py); what is missing becomes :class:`Skip`."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root / "kafka"
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.java = "?"
+        super().__init__(root, heap="1g")
 
     @staticmethod
     def check() -> Path:
@@ -314,87 +286,14 @@ class KafkaBroker:
             )
         return libs
 
-    def _storage_tool(self, libs: Path) -> str:
-        wanted = {c.replace(".", "/") + ".class": c for c in self.STORAGE_TOOLS}
-        for jar in sorted(libs.glob("kafka*.jar")):
-            with zipfile.ZipFile(jar) as z:
-                for name in z.namelist():
-                    if name in wanted:
-                        return wanted[name]
-        raise Skip(f"no StorageTool class in {libs}")
-
-    def start(self) -> None:
-        libs = self.check()
+    def start(self, timeout: float = 180.0) -> None:
+        """Starts the broker from the fetched jars; raises :class:`Skip` if it cannot."""
+        self.check()
         optional_import("confluent_kafka", "confluent-kafka")
-        self.java = _java_version()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.port, controller = free_port(), free_port()
-        props = self.root / "server.properties"
-        props.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{controller}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                    f"CONTROLLER://127.0.0.1:{controller}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    f"log.dirs={self.root / 'data'}",
-                    "num.partitions=1",
-                    "auto.create.topics.enable=false",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "num.network.threads=2",
-                    "num.io.threads=2",
-                ]
-            )
-            + "\n"
-        )
-        java = [
-            "java",
-            "-Xms512m",
-            "-Xmx1g",
-            "-Djava.awt.headless=true",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp",
-            str(libs / "*"),
-        ]
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        log = open(self.root / "broker.log", "wb")  # noqa: SIM115 - kept open for the child
         try:
-            fmt = subprocess.run(
-                [*java, self._storage_tool(libs), "format", "-t", cluster, "-c", str(props)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=120,
-                check=False,
-            )
-            if fmt.returncode != 0:
-                raise Skip(f"kafka-storage format failed; see {self.root / 'broker.log'}")
-            self.proc = subprocess.Popen(
-                [*java, "kafka.Kafka", str(props)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        proc = self.proc
-        if not wait_for_port(self.port, 120.0, lambda: proc.poll() is None):
-            self.stop()
-            raise Skip(f"the Kafka broker did not start; see {self.root / 'broker.log'}")
-
-    def stop(self) -> None:
-        _stop_process(self.proc, timeout=60.0)
-        self.proc = None
+            super().start(timeout)
+        except BrokerUnavailable as e:
+            raise Skip(str(e)) from e
 
 
 class KafkaAdapter(Adapter):

@@ -791,6 +791,20 @@ def open(
             disk); also an :class:`OSError` with ``errno`` and ``filename`` set.
         TypeError: An option of the wrong type (the message names it).
     """
+    if isinstance(path, str) and path.startswith("kafka://"):
+        # The same API on a Kafka cluster: tidelog.kafka (needs the `kafka` extra). The
+        # keywords shape local files; a cluster's settings are the broker's and the topics'.
+        given = locals()
+        changed = sorted(k for k, v in (open.__kwdefaults__ or {}).items() if given[k] != v)
+        if changed:
+            raise _core.InvalidConfigError(
+                f"{', '.join(changed)}: not settings of a kafka:// store (give client options "
+                "in the URL, kafka://host:port?client.id=app, and topic settings to "
+                "create_topic)"
+            )
+        from tidelog.kafka import open_kafka
+
+        return open_kafka(path)  # type: ignore[return-value]
     return Store(
         path,
         segment_bytes=segment_bytes,

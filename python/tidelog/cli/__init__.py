@@ -16,8 +16,9 @@ This module assembles the parser and runs a command; each family of commands liv
 own module, with its arguments: :mod:`~tidelog.cli.admin` (topics, create, producers,
 delete, config, describe), :mod:`~tidelog.cli.messages` (produce, consume),
 :mod:`~tidelog.cli.groups`, :mod:`~tidelog.cli.inspection` (dump, verify, repair),
-:mod:`~tidelog.cli.observe` (metrics, top), :mod:`~tidelog.cli.export` and
-:mod:`~tidelog.cli.bench`; ``_common`` and ``_format`` hold what they share.
+:mod:`~tidelog.cli.observe` (metrics, top), :mod:`~tidelog.cli.export`,
+:mod:`~tidelog.cli.bench` and :mod:`~tidelog.cli.mirror` (a local topic to Apache Kafka);
+``_common`` and ``_format`` hold what they share.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import tidelog
-from tidelog.cli import admin, bench, export, groups, inspection, messages, observe
+from tidelog.cli import admin, bench, export, groups, inspection, messages, mirror, observe
 from tidelog.cli._common import (
     ENV_DIR,
     EXIT_BROKEN_PIPE,
@@ -93,6 +94,7 @@ def _build_parser() -> Parser:
     observe.add_commands(command)
     export.add_commands(command)
     bench.add_commands(command)
+    mirror.add_commands(command)
     return parser
 
 

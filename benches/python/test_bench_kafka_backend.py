@@ -1,0 +1,226 @@
+"""The Kafka backend next to plain confluent-kafka, on the same broker.
+
+``tidelog.open("kafka://...")`` adds a Python layer over librdkafka (backpressure accounting
+and delivery reports in the producer; delivery modes and message objects in the consumer).
+These benchmarks measure what it costs: the same work through the tidelog API and through
+confluent-kafka directly, with the same client settings. Target: the tidelog layer costs at
+most 10% of the msgs/s (ratio >= 0.9).
+
+The broker is a single KRaft node started for this module (benches/kafka/broker.py); the
+benchmarks are skipped, saying why, when Java or the jars cannot be had.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tidelog
+
+from benches.kafka.broker import BrokerUnavailable, KafkaBroker
+from benches.support import SCALE, VALUE_BYTES, make_values, per_second, record
+
+ck = pytest.importorskip("confluent_kafka")
+
+MSGS = 20_000 if SCALE.name == "quick" else 200_000
+ROUNDS = SCALE.rounds
+VALUES = make_values(1000)
+#: The producer settings both sides use (tidelog's defaults for an unnamed producer).
+PRODUCER = {"enable.idempotence": True, "linger.ms": 1.0, "partitioner": "murmur2_random"}
+RATIO_TARGET: list[dict[str, Any]] = [
+    {"of": "ratio", "op": ">=", "value": 0.9, "text": ">= 90% of plain confluent-kafka"},
+]
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def broker(bench_root: Path) -> Iterator[KafkaBroker]:
+    b = KafkaBroker(bench_root / "kafka-backend", heap="512m")
+    try:
+        b.start()
+    except BrokerUnavailable as e:
+        pytest.skip(f"no Kafka broker: {e}")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def store(broker: KafkaBroker) -> Iterator[Any]:
+    with tidelog.open(f"kafka://{broker.bootstrap}") as s:
+        yield s
+
+
+def _fresh_topic(store: Any) -> str:
+    name = f"bench-{next(_names)}"
+    store.create_topic(name, partitions=1)
+    return name
+
+
+# --------------------------------------------------------------------------- produce
+
+
+@pytest.mark.benchmark(group="kafka-produce")
+def test_produce_tidelog(benchmark: Any, store: Any) -> None:
+    state: dict[str, Any] = {}
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        state["topic"] = _fresh_topic(store)
+        return (), {}
+
+    def run() -> None:
+        topic = state["topic"]
+        with store.producer() as producer:
+            send = producer.send
+            for i in range(MSGS):
+                send(topic, VALUES[i % 1000])
+            producer.flush()
+
+    benchmark.pedantic(run, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    assert store.topic(state["topic"]).end_offset(0) == MSGS
+    record(
+        benchmark,
+        figure="kafka-produce",
+        title="tidelog kafka:// producer: send() x N + flush()",
+        role="tidelog",
+        unit="msgs/s",
+        work=MSGS,
+        what=f"{MSGS:,} msgs of {VALUE_BYTES} B per round, idempotent, linger.ms=1",
+        targets=RATIO_TARGET,
+        extra={"msgs_per_s": per_second(benchmark, MSGS)},
+    )
+
+
+@pytest.mark.benchmark(group="kafka-produce")
+def test_produce_confluent(benchmark: Any, store: Any, broker: KafkaBroker) -> None:
+    state: dict[str, Any] = {}
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        state["topic"] = _fresh_topic(store)
+        return (), {}
+
+    def run() -> None:
+        topic = state["topic"]
+        producer = ck.Producer({"bootstrap.servers": broker.bootstrap, **PRODUCER})
+        produce = producer.produce
+        for i in range(MSGS):
+            while True:
+                try:
+                    produce(topic, VALUES[i % 1000])
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.flush()
+
+    benchmark.pedantic(run, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    assert store.topic(state["topic"]).end_offset(0) == MSGS
+    record(
+        benchmark,
+        figure="kafka-produce",
+        title="plain confluent-kafka Producer: produce() x N + flush()",
+        role="reference",
+        unit="msgs/s",
+        work=MSGS,
+        what=f"{MSGS:,} msgs of {VALUE_BYTES} B per round, same settings",
+    )
+
+
+# --------------------------------------------------------------------------- consume
+
+
+@pytest.fixture(scope="module")
+def filled(store: Any) -> str:
+    name = _fresh_topic(store)
+    with store.producer() as producer:
+        for i in range(MSGS + 1):
+            producer.send(name, VALUES[i % 1000])
+    return name
+
+
+@pytest.mark.benchmark(group="kafka-consume")
+def test_consume_tidelog(benchmark: Any, store: Any, filled: str) -> None:
+    state: dict[str, Any] = {}
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if "consumer" in state:
+            state["consumer"].close()
+        consumer = store.consumer(filled, group=f"bench-{next(_names)}")
+        while not consumer.poll(max_messages=1, timeout=0.5):  # joined; not timed
+            pass
+        state["consumer"] = consumer
+        return (), {}
+
+    def run() -> None:
+        consumer = state["consumer"]
+        got = 0
+        while got < MSGS:
+            got += len(consumer.poll(max_messages=500, timeout=5.0))
+        consumer.commit()
+
+    benchmark.pedantic(run, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    state["consumer"].close()
+    record(
+        benchmark,
+        figure="kafka-consume",
+        title="tidelog kafka:// consumer: poll(500) (commit of the previous poll) x N",
+        role="tidelog",
+        unit="msgs/s",
+        work=MSGS,
+        what=f"{MSGS:,} msgs of {VALUE_BYTES} B per round, at-least-once, group joined",
+        targets=RATIO_TARGET,
+    )
+
+
+@pytest.mark.benchmark(group="kafka-consume")
+def test_consume_confluent(benchmark: Any, broker: KafkaBroker, filled: str) -> None:
+    state: dict[str, Any] = {}
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if "consumer" in state:
+            state["consumer"].close()
+        consumer = ck.Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": f"bench-{next(_names)}",
+                "group.protocol": "consumer",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        consumer.subscribe([filled])
+        while not consumer.consume(1, 0.5):
+            pass
+        state["consumer"] = consumer
+        return (), {}
+
+    def run() -> None:
+        consumer = state["consumer"]
+        got = 0
+        last = None
+        while got < MSGS:
+            if last is not None:
+                consumer.commit(message=last, asynchronous=False)
+            msgs = consumer.consume(500, 5.0)
+            for m in msgs:
+                if m.error() is None:
+                    got += 1
+                    _ = (m.value(), m.key(), m.headers(), m.timestamp())
+                    last = m
+        consumer.commit(message=last, asynchronous=False)
+
+    benchmark.pedantic(run, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    state["consumer"].close()
+    record(
+        benchmark,
+        figure="kafka-consume",
+        title="plain confluent-kafka Consumer: consume(500) + synchronous commit x N",
+        role="reference",
+        unit="msgs/s",
+        work=MSGS,
+        what=f"{MSGS:,} msgs of {VALUE_BYTES} B per round, same settings",
+    )

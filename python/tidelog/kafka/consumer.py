@@ -1,0 +1,381 @@
+"""Consumer groups on Kafka: one confluent-kafka consumer per member.
+
+Members use Kafka's group protocol (``group.protocol=consumer``, KIP-848) to split the
+topic's partitions. Offsets are stored and committed explicitly, so the three delivery modes
+mean what they mean locally: at-most-once commits before handing messages out,
+at-least-once commits what the application moved past (next poll, next iteration, close or
+``commit()``), exactly-once commits only through a transaction
+(``send_offsets_to_transaction``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+
+from tidelog import _core
+from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition
+from tidelog.kafka._errors import PARTITION_EOF, raise_for, retrying, translated
+from tidelog.kafka.messages import KafkaMessage
+
+if TYPE_CHECKING:
+    from tidelog.kafka.producer import KafkaProducer
+
+__all__ = ["KafkaConsumer"]
+
+_DELIVERY = ("at-most-once", "at-least-once", "exactly-once")
+
+
+class KafkaConsumer:
+    """A member of a Kafka consumer group (see :meth:`tidelog.Store.consumer`).
+
+    Args:
+        store: The store.
+        topic: The topic to consume.
+        group: The group's name (``group.id``).
+        delivery: ``"at-least-once"`` (default), ``"at-most-once"`` or ``"exactly-once"``.
+        start: Where a partition without a committed offset starts (``auto.offset.reset``).
+        max_poll_messages: Most messages one ``poll`` hands out.
+        on_assign: Called with the partitions this member gains.
+        on_revoke: Called with the partitions this member loses.
+        config: Further librdkafka consumer options.
+    """
+
+    def __init__(
+        self,
+        store: StoreLink,
+        topic: str,
+        group: str,
+        *,
+        delivery: str = "at-least-once",
+        start: str = "earliest",
+        max_poll_messages: int = 500,
+        lease_seconds: float | None = None,
+        on_assign: Callable[[list[int]], None] | None = None,
+        on_revoke: Callable[[list[int]], None] | None = None,
+        auto_offset_reset: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        if delivery not in _DELIVERY:
+            raise _core.InvalidConfigError(f"delivery must be one of {_DELIVERY}, got {delivery!r}")
+        if start not in ("earliest", "latest"):
+            raise _core.InvalidConfigError(f"start must be 'earliest' or 'latest', got {start!r}")
+        if not isinstance(group, str) or not group:
+            raise _core.InvalidConfigError(f"group must be a non-empty str, got {group!r}")
+        if lease_seconds is not None:
+            raise _core.InvalidConfigError(
+                "lease_seconds is the broker's group.consumer.session.timeout.ms on Kafka; "
+                "set it on the broker or the group"
+            )
+        self._store = store
+        self._topic = store.topic(topic)
+        self._group = group
+        self._delivery = delivery
+        self._start = start
+        self._max = max_poll_messages
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._assigned: set[int] = set()
+        self._paused: set[int] = set()
+        # Next offset after the messages handed out and not yet committed, per partition.
+        self._delivered: dict[int, int] = {}
+        self._pending_tx: dict[int, int] | None = None
+        self._closed = False
+        self._lock = threading.RLock()
+        self._consumer = Consumer(
+            store.client_config(
+                **{
+                    "group.id": group,
+                    "group.protocol": "consumer",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": start,
+                    "isolation.level": "read_committed",
+                    **(config or {}),
+                }
+            )
+        )
+        with translated(f"joining group {group!r}"):
+            self._consumer.subscribe(
+                [topic],
+                on_assign=self._assigned_cb,
+                on_revoke=self._revoked_cb,
+                on_lost=self._revoked_cb,
+            )
+
+    # -- group membership --------------------------------------------------------------------
+
+    def _assigned_cb(self, _c: Any, parts: list[TopicPartition]) -> None:
+        gained = sorted(tp.partition for tp in parts)
+        self._assigned.update(gained)
+        if self._on_assign is not None and gained:
+            self._on_assign(gained)
+
+    def _revoked_cb(self, _c: Any, parts: list[TopicPartition]) -> None:
+        lost = sorted(tp.partition for tp in parts)
+        # At-least-once: what the application moved past is committed while still owned.
+        if self._delivery == "at-least-once":
+            owned = {p: o for p, o in self._delivered.items() if p in lost}
+            if owned:
+                # Lost already if this fails: the next owner gets these messages again.
+                with contextlib.suppress(_core.TidelogError):
+                    self._commit_now(owned)
+        for p in lost:
+            self._assigned.discard(p)
+            self._delivered.pop(p, None)
+            self._paused.discard(p)
+        if self._on_revoke is not None and lost:
+            self._on_revoke(lost)
+
+    @property
+    def topic(self) -> str:
+        """The topic consumed."""
+        return str(self._topic.name)
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self._group
+
+    @property
+    def delivery(self) -> str:
+        """The delivery mode."""
+        return self._delivery
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._closed
+
+    def assignment(self) -> list[int]:
+        """The partitions this member owns, sorted."""
+        return sorted(self._assigned)
+
+    # -- polling -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _core.StoreClosedError("the consumer is closed")
+
+    def poll(self, max_messages: int | None = None, timeout: float = 1.0) -> list[KafkaMessage]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for any.
+
+        Raises:
+            InvalidConfigError: Exactly-once, and the previous messages were not committed
+                through a transaction yet.
+        """
+        self._check_open()
+        n = self._max if max_messages is None else max_messages
+        with self._lock:
+            if self._delivery == "at-least-once" and self._delivered:
+                self._commit_now(dict(self._delivered))
+            if self._delivery == "exactly-once" and self._delivered:
+                raise _core.InvalidConfigError(
+                    "exactly-once: commit the messages handed out through "
+                    "store.transaction(producer, consumer) before taking more"
+                )
+            try:
+                raw = self._consumer.consume(n, timeout)
+            except KafkaException as e:
+                with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
+                    raise e
+            out = [KafkaMessage(m) for m in raw if m.error() is None]
+            if len(out) != len(raw):
+                for m in raw:
+                    err = m.error()
+                    if err is not None and err.code() != PARTITION_EOF:
+                        raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
+            # Messages of one partition come in offset order: the last one of each says
+            # where the application will have moved past. Walking back stops once every
+            # owned partition is seen (usually after a message or two).
+            seen: dict[int, int] = {}
+            owned = len(self._assigned)
+            for msg in reversed(out):
+                raw_msg = msg.raw
+                p = raw_msg.partition()
+                if p not in seen:
+                    seen[p] = raw_msg.offset() + 1
+                    if owned and len(seen) >= owned:
+                        break
+            self._delivered.update(seen)
+            if self._delivery == "at-most-once" and self._delivered:
+                self._commit_now(dict(self._delivered))
+            return out
+
+    def __iter__(self) -> Iterator[KafkaMessage]:
+        while not self._closed:
+            yield from self.poll()
+
+    # -- offsets -----------------------------------------------------------------------------
+
+    def _commit_now(self, offsets: dict[int, int]) -> None:
+        name = self._topic.name
+        foreign = sorted(set(offsets) - self._assigned)
+        if foreign:
+            raise _core.RebalanceError(
+                f"group {self._group!r}: this member does not own partitions {foreign} of "
+                f"{name!r} (anymore)"
+            )
+        with translated(f"committing offsets of group {self._group!r}"):
+            result = self._consumer.commit(
+                offsets=[TopicPartition(name, p, o) for p, o in offsets.items()],
+                asynchronous=False,
+            )
+        for tp in result or []:
+            raise_for(tp.error, f"committing offsets of group {self._group!r}")
+        for p, o in offsets.items():
+            if self._delivered.get(p) == o:
+                del self._delivered[p]
+
+    def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
+        """Commits every message handed out so far, or ``offsets`` (next offset per partition).
+
+        Raises:
+            RebalanceError: This member does not own a partition being committed.
+        """
+        self._check_open()
+        if self._delivery == "exactly-once":
+            raise _core.InvalidConfigError(
+                "an exactly-once consumer commits through store.transaction(producer, consumer)"
+            )
+        with self._lock:
+            if offsets is None:
+                if self._delivered:
+                    self._commit_now(dict(self._delivered))
+                return
+            self._commit_now(dict(offsets))
+
+    def committed(self) -> dict[int, int]:
+        """The group's committed offsets (next offset to read) per partition that has one."""
+        self._check_open()
+        name = self._topic.name
+        tps = retrying(
+            lambda: self._consumer.committed(
+                [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=TIMEOUT
+            ),
+            f"reading offsets of group {self._group!r}",
+        )
+        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+
+    def lag(self) -> dict[int, int]:
+        """Per partition: end offset minus the committed offset (or the start position)."""
+        committed = self.committed()
+        out = {}
+        for p in range(self._topic.partitions):
+            start, end = self._store.watermarks(self._topic.name, p)
+            base = committed.get(p, start if self._start == "earliest" else end)
+            out[p] = max(0, end - base)
+        return out
+
+    def position(self, partition: int) -> int:
+        """The next offset this member fetches from ``partition`` (-1 if not known yet)."""
+        with translated("position"):
+            tp = self._consumer.position([TopicPartition(self._topic.name, partition)])[0]
+        return int(tp.offset) if tp.offset != OFFSET_INVALID else -1
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Makes the next poll read ``partition`` from ``offset`` (an owned partition)."""
+        self._check_open()
+        check_partition(self._topic, partition)
+        if partition not in self._assigned:
+            raise _core.RebalanceError(
+                f"partition {partition} of {self._topic.name!r} is not assigned to this member"
+            )
+        with self._lock, translated(f"seeking partition {partition}"):
+            self._consumer.seek(TopicPartition(self._topic.name, partition, offset))
+            self._delivered.pop(partition, None)
+
+    def seek_to_timestamp(self, timestamp_ms: int) -> None:
+        """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
+        for p in self.assignment():
+            found = self._topic.offset_for_timestamp(p, timestamp_ms)
+            self.seek(p, self._topic.end_offset(p) if found is None else found)
+
+    def pause(self, partition: int) -> None:
+        """Stops fetching ``partition`` until :meth:`resume`."""
+        check_partition(self._topic, partition)
+        with translated("pause"):
+            self._consumer.pause([TopicPartition(self._topic.name, partition)])
+        self._paused.add(partition)
+
+    def resume(self, partition: int) -> None:
+        """Fetches ``partition`` again."""
+        check_partition(self._topic, partition)
+        with translated("resume"):
+            self._consumer.resume([TopicPartition(self._topic.name, partition)])
+        self._paused.discard(partition)
+
+    def paused(self) -> list[int]:
+        """The paused partitions."""
+        return sorted(self._paused)
+
+    # -- transactions (used by KafkaTransaction) ---------------------------------------------
+
+    def transaction_send_offsets(self, producer: KafkaProducer) -> dict[int, int]:
+        """Adds the positions after the messages handed out to ``producer``'s transaction."""
+        offsets = dict(self._delivered)
+        foreign = sorted(set(offsets) - self._assigned)
+        if foreign:
+            raise _core.RebalanceError(
+                f"group {self._group!r} lost partitions {foreign} during the transaction"
+            )
+        if offsets:
+            with translated("adding offsets to the transaction"):
+                producer.native.send_offsets_to_transaction(
+                    [TopicPartition(self._topic.name, p, o) for p, o in offsets.items()],
+                    self._consumer.consumer_group_metadata(),
+                    TIMEOUT,
+                )
+        return offsets
+
+    def transaction_committed(self, offsets: dict[int, int]) -> None:
+        """The transaction carrying ``offsets`` committed."""
+        for p, o in offsets.items():
+            if self._delivered.get(p) == o:
+                del self._delivered[p]
+
+    def transaction_aborted(self) -> None:
+        """The transaction aborted: rewind to the committed offsets, to read the input again."""
+        committed = self.committed()
+        rewind = list(self._delivered)
+        self._delivered.clear()
+        for p in rewind:
+            if p in self._assigned:
+                start = self._topic.start_offset(p)
+                base = committed.get(p, start if self._start == "earliest" else None)
+                if base is None:
+                    base = self._topic.end_offset(p)
+                with translated("rewinding after an abort"):
+                    self._consumer.seek(TopicPartition(self._topic.name, p, base))
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commits what at-least-once moved past, then leaves the group."""
+        if self._closed:
+            return
+        try:
+            if self._delivery == "at-least-once" and self._delivered:
+                # No longer ours if this fails: the new owner delivers them again.
+                with contextlib.suppress(_core.RebalanceError):
+                    self._commit_now(dict(self._delivered))
+        finally:
+            self._closed = True
+            self._consumer.close()
+            self._store.forget(self)
+
+    def __enter__(self) -> KafkaConsumer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

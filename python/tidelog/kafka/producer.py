@@ -1,0 +1,370 @@
+"""The buffered producer on Kafka: librdkafka's queue with tidelog's backpressure.
+
+``send`` enqueues into librdkafka's local queue (``queue.buffering.max.messages`` =
+``buffer_messages``); a background thread serves delivery reports, so ``stats()`` counts
+what the broker acknowledged. Backpressure works on the messages not yet acknowledged, with
+the same watermarks as a local producer. A named producer is also a transactional one
+(``transactional.id`` = ``name``): opening it fences older instances of the name, as a
+local named producer does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from tidelog import _core
+from tidelog.kafka._common import TIMEOUT, StoreLink, headers_list
+from tidelog.kafka._errors import PURGE_INFLIGHT, PURGE_QUEUE, error_for, translated
+
+__all__ = ["KafkaProducer"]
+
+_ON_FULL = ("block", "raise", "shed")
+
+
+class KafkaProducer:
+    """A producer of a :class:`~tidelog.kafka.store.KafkaStore` (see ``store.producer``).
+
+    Args:
+        store: The store.
+        name: Becomes the ``transactional.id``: opening fences older instances, and
+            :meth:`KafkaStore.transaction` works with it.
+        idempotent: ``enable.idempotence`` (the default, as locally).
+        buffer_messages: Most messages sent and not yet acknowledged by Kafka.
+        high_watermark: Occupancy fraction at which backpressure starts.
+        low_watermark: Occupancy fraction at which it ends.
+        on_full: ``"block"``, ``"raise"`` or ``"shed"``. Kafka cannot take back a message
+            already queued, so ``"shed"`` drops the message being sent (``send`` returns
+            False, counted under its priority), not the lowest-priority buffered one.
+        block_timeout: Longest wait of a blocked ``send`` (None: no limit).
+        linger_ms: ``linger.ms``.
+        max_lag: Refused: not supported on Kafka yet.
+        compression: ``compression.type`` of this producer's batches.
+        **config: Further librdkafka producer options.
+    """
+
+    def __init__(
+        self,
+        store: StoreLink,
+        *,
+        name: str | None = None,
+        idempotent: bool = True,
+        buffer_messages: int = 65_536,
+        high_watermark: float = 0.8,
+        low_watermark: float = 0.5,
+        on_full: str = "block",
+        block_timeout: float | None = None,
+        max_batch_messages: int = 4096,
+        linger_ms: float = 1.0,
+        max_lag: int | None = None,
+        compression: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if on_full not in _ON_FULL:
+            raise _core.InvalidConfigError(f"on_full must be one of {_ON_FULL}, got {on_full!r}")
+        if not 0.0 < low_watermark <= high_watermark <= 1.0:
+            raise _core.InvalidConfigError(
+                "watermarks must satisfy 0 < low_watermark <= high_watermark <= 1, got "
+                f"{low_watermark}, {high_watermark}"
+            )
+        if isinstance(buffer_messages, bool) or not isinstance(buffer_messages, int):
+            raise TypeError(f"buffer_messages must be int, got {type(buffer_messages).__name__}")
+        if buffer_messages < 1:
+            raise _core.InvalidConfigError(f"buffer_messages must be >= 1, got {buffer_messages}")
+        if max_lag is not None:
+            raise _core.InvalidConfigError(
+                "max_lag is not supported on a kafka:// store yet (issue 16): pressure from "
+                "consumer groups' lag is only computed for local stores"
+            )
+        if name is not None and not idempotent:
+            raise _core.InvalidConfigError("a named (transactional) producer must be idempotent")
+        self._store = store
+        self._name = name
+        self._idempotent = idempotent
+        self._capacity = buffer_messages
+        self._high = max(1, int(buffer_messages * high_watermark))
+        self._low = int(buffer_messages * low_watermark)
+        self._on_full = on_full
+        self._block_timeout = block_timeout
+        settings: dict[str, Any] = {
+            "enable.idempotence": idempotent,
+            "partitioner": "murmur2_random",
+            "linger.ms": linger_ms,
+            "batch.num.messages": max_batch_messages,
+            # librdkafka's own bound stays above ours, so its BufferError cannot happen first.
+            "queue.buffering.max.messages": buffer_messages + 1,
+            # A Python callback per message would cost more than the rest of send():
+            # librdkafka reports failures only, and len(producer) counts what is in flight.
+            "delivery.report.only.error": True,
+            "on_delivery": self._failed,
+            **(config or {}),
+        }
+        if compression is not None:
+            settings["compression.type"] = compression
+        if name is not None:
+            settings["transactional.id"] = name
+        self._producer = Producer(store.client_config(**settings))
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._failed_count = 0
+        self._dropped: Counter[int] = Counter()
+        self._hits = 0
+        self._blocked = 0.0
+        self._pressure = False
+        self._error: _core.TidelogError | None = None
+        self._closed = False
+        self._in_transaction = False
+        self._stop = threading.Event()
+        if name is not None:
+            with translated(f"opening transactional producer {name!r}"):
+                self._producer.init_transactions(TIMEOUT)
+        self._poller = threading.Thread(
+            target=self._serve, name="tidelog-kafka-producer", daemon=True
+        )
+        self._poller.start()
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The name (``transactional.id``), or None."""
+        return self._name
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether ``enable.idempotence`` is on."""
+        return self._idempotent
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._closed
+
+    @property
+    def in_transaction(self) -> bool:
+        """True while a transaction is open."""
+        return self._in_transaction
+
+    @property
+    def native(self) -> Producer:
+        """The confluent-kafka producer underneath."""
+        return self._producer
+
+    # -- delivery reports --------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as e:
+                # A fatal error (fenced, say) surfaces here too: the next call raises it.
+                err = e.args[0] if e.args else None
+                with self._lock:
+                    if self._error is None and isinstance(err, KafkaError):
+                        self._error = error_for(err, "producer")
+                self._stop.wait(0.05)
+
+    def _failed(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is None:
+            return
+        with self._lock:
+            self._failed_count += 1
+            # Purged by abort_transaction: expected, and not this producer's next error.
+            if err.code() in (PURGE_QUEUE, PURGE_INFLIGHT):
+                return
+            if self._error is None:
+                self._error = error_for(err, "delivering a message")
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            with self._lock:
+                err, self._error = self._error, None
+            if err is not None:
+                raise err
+
+    def _wait_below(self, level: int, timeout: float | None) -> bool:
+        """Waits until at most ``level`` messages are in flight; False on timeout."""
+        producer = self._producer
+        end = None if timeout is None else time.monotonic() + timeout
+        while len(producer) > level:
+            if end is not None and time.monotonic() >= end:
+                return False
+            producer.flush(0.005)  # serves delivery reports while it waits
+        return True
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        priority: int = 0,
+    ) -> bool:
+        """Queues a message; returns False if ``on_full="shed"`` dropped it.
+
+        Raises:
+            BackpressureError: Under pressure with ``on_full="raise"`` (or a blocked send
+                timed out).
+            StoreClosedError: The producer is closed.
+        """
+        if self._closed:
+            raise _core.StoreClosedError("the producer is closed")
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be str, got {type(topic).__name__}")
+        if self._name is not None and not self._in_transaction:
+            raise _core.InvalidConfigError(
+                f"producer {self._name!r} is transactional on Kafka (its name is the "
+                "transactional.id): send inside store.transaction(...), or use an unnamed "
+                "producer"
+            )
+        if self._error is not None:
+            self._raise_error()
+        producer = self._producer
+        if self._pressure or len(producer) >= self._high:
+            if not self._pressure:
+                self._pressure = True
+                self._hits += 1
+            if self._on_full == "raise" and len(producer) > self._low:
+                raise _core.BackpressureError(
+                    f"{len(producer)} messages are not yet acknowledged by Kafka "
+                    f"(high watermark {self._high})"
+                )
+            if self._on_full == "shed" and len(producer) > self._low:
+                self._dropped[priority] += 1
+                return False
+            began = time.monotonic()
+            ok = self._wait_below(self._low, self._block_timeout)
+            self._blocked += time.monotonic() - began
+            if not ok:
+                raise _core.BackpressureError(
+                    f"send blocked for {self._block_timeout} s under backpressure"
+                )
+            self._pressure = False
+            self._raise_error()
+        try:
+            if headers is None:
+                producer.produce(topic, value, key, -1 if partition is None else partition)
+            else:
+                producer.produce(
+                    topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,
+                    headers=headers_list(headers),  # type: ignore[arg-type]  # a list is accepted
+                )
+        except KafkaException as e:
+            with translated(f"sending to {topic!r}"):
+                raise e
+        except BufferError as e:
+            raise _core.BackpressureError(f"librdkafka's queue is full: {e}") from e
+        self._sent += 1
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until Kafka acknowledged every message sent so far.
+
+        Returns:
+            False if ``timeout`` passed first.
+
+        Raises:
+            TidelogError: A delivery failed (the first failure since the last raise).
+        """
+        ok = self._wait_below(0, timeout)
+        self._raise_error()
+        return ok
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, as for a local producer.
+
+        ``buffered``, ``sent``, ``written``, ``dropped`` (priority -> count),
+        ``high_watermark_hits``, ``blocked_seconds``, plus ``failed`` (deliveries Kafka
+        refused).
+        """
+        buffered = len(self._producer)
+        with self._lock:
+            return {
+                "buffered": buffered,
+                "sent": self._sent,
+                "written": self._sent - buffered - self._failed_count,
+                "failed": self._failed_count,
+                "dropped": dict(self._dropped),
+                "high_watermark_hits": self._hits,
+                "blocked_seconds": self._blocked,
+            }
+
+    # -- transactions (used by KafkaTransaction) ---------------------------------------------
+
+    def begin_transaction(self) -> None:
+        """Begins a Kafka transaction (needs ``name``)."""
+        if self._name is None:
+            raise _core.InvalidConfigError(
+                "transactions need a named producer: store.producer(name=...) becomes the "
+                "transactional.id"
+            )
+        if self._on_full == "shed":
+            raise _core.InvalidConfigError("a shedding producer cannot be transactional")
+        if self._in_transaction:
+            raise _core.InvalidConfigError("a transaction is already open on this producer")
+        self.flush()
+        with translated("beginning a transaction"):
+            self._producer.begin_transaction()
+        self._in_transaction = True
+
+    def commit_transaction(self) -> None:
+        """Commits the open transaction (waits for every message in it)."""
+        try:
+            with translated("committing a transaction"):
+                self._producer.commit_transaction(TIMEOUT)
+        finally:
+            self._in_transaction = False
+        self.flush()
+
+    def abort_transaction(self) -> None:
+        """Aborts the open transaction."""
+        try:
+            with translated("aborting a transaction"):
+                self._producer.abort_transaction(TIMEOUT)
+        finally:
+            self._in_transaction = False
+            with self._lock:
+                self._error = None
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flushes and closes (aborting an open transaction); closing twice is harmless."""
+        if self._closed:
+            return
+        try:
+            if self._in_transaction:
+                self.abort_transaction()
+            self.flush()
+        except _core.ProducerFencedError:
+            pass  # a newer instance owns the name: nothing of this one is left to finish
+        finally:
+            self._closed = True
+            self._stop.set()
+            self._poller.join()
+            self._producer.flush(TIMEOUT)
+            self._store.forget(self)
+
+    def __enter__(self) -> KafkaProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,334 @@
+"""One set of API tests, run against a local store and against Apache Kafka.
+
+Each test takes the ``store`` fixture (tests/conformance/conftest.py), parametrized over
+both backends. A test that cannot apply to Kafka carries ``local_only(reason)``; README.md's
+"Kafka backend: differences" table lists the same reasons.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import tidelog
+
+PATIENCE = 60.0  # seconds a Kafka group may take to join and fetch
+
+
+def poll_until(consumer: Any, count: int) -> list[Any]:
+    got: list[Any] = []
+    end = time.monotonic() + PATIENCE
+    while len(got) < count and time.monotonic() < end:
+        got += consumer.poll(timeout=0.5)
+    return got
+
+
+def read_eventually(topic: Any, partition: int, count: int) -> list[bytes | None]:
+    # Kafka writes a transaction's commit markers just after commit_transaction returns.
+    end = time.monotonic() + PATIENCE
+    while True:
+        values = [m.value for m in topic.read(partition)]
+        if len(values) >= count or time.monotonic() > end:
+            return values
+        time.sleep(0.05)
+
+
+def wait_assigned(consumer: Any, partitions: int) -> None:
+    end = time.monotonic() + PATIENCE
+    while len(consumer.assignment()) < partitions and time.monotonic() < end:
+        assert consumer.poll(timeout=0.2) == []
+    assert len(consumer.assignment()) == partitions
+
+
+# -- store and topics --------------------------------------------------------------------------
+
+
+def test_create_list_get_delete_topics(store: Any) -> None:
+    t = store.create_topic("orders", partitions=3)
+    assert (t.name, t.partitions) == ("orders", 3)
+    store.create_topic("audit")
+    assert store.topics() == ["audit", "orders"]
+    assert store.topic("orders").partitions == 3
+    assert store.create_topic("orders", partitions=3, exist_ok=True).partitions == 3
+    with pytest.raises(tidelog.TopicExistsError):
+        store.create_topic("orders", partitions=3)
+    store.delete_topic("audit")
+    assert store.topics() == ["orders"]
+    with pytest.raises(tidelog.TopicNotFoundError):
+        store.topic("audit")
+    with pytest.raises(tidelog.TopicNotFoundError):
+        store.delete_topic("audit")
+
+
+def test_internal_names_are_reserved_and_hidden(store: Any) -> None:
+    with pytest.raises(tidelog.InvalidConfigError, match="__"):
+        store.create_topic("__mine")
+    with pytest.raises(tidelog.InvalidConfigError, match="__"):
+        store.delete_topic("__consumer_offsets")
+    t = store.create_topic("jobs")
+    t.append(b"x")
+    with store.consumer("jobs", group="g") as c:
+        assert len(poll_until(c, 1)) == 1
+        c.commit()
+    assert all(not name.startswith("__") for name in store.topics())
+
+
+def test_bad_arguments_raise_named_errors(store: Any) -> None:
+    t = store.create_topic("t", partitions=2)
+    with pytest.raises(tidelog.PartitionNotFoundError):
+        t.append(b"x", partition=7)
+    with pytest.raises(tidelog.PartitionNotFoundError):
+        t.read_batch(5, 0)
+    with pytest.raises(TypeError, match="value"):
+        t.append("not bytes")
+    with pytest.raises(tidelog.InvalidConfigError):
+        store.create_topic("zero", partitions=0)
+
+
+def test_closed_store_refuses_calls(store: Any) -> None:
+    store.create_topic("t")
+    store.close()
+    store.close()  # twice is harmless
+    with pytest.raises(tidelog.StoreClosedError):
+        store.topics()
+
+
+# -- appending and reading --------------------------------------------------------------------
+
+
+def test_append_and_read_back_every_attribute(store: Any) -> None:
+    t = store.create_topic("events", partitions=2)
+    ts = 1_700_000_000_000
+    p, off = t.append(b"v1", key=b"k", headers={"h": b"x"}, partition=1, timestamp_ms=ts)
+    assert (p, off) == (1, 0)
+    (msg,) = list(t.read(1, 0))
+    assert (msg.topic, msg.partition, msg.offset) == ("events", 1, 0)
+    assert (msg.key, msg.value, msg.headers, msg.timestamp_ms) == (b"k", b"v1", {"h": b"x"}, ts)
+    assert t.append(b"v2", partition=1) == (1, 1)
+    assert [m.value for m in t.read(1, 1)] == [b"v2"]
+
+
+def test_batches_offsets_and_ranges(store: Any) -> None:
+    t = store.create_topic("b")
+    assert t.append_batch([b"a", b"b", b"c"], partition=0) == (0, 0)
+    assert t.append_batch(b"ddeee", lengths=[2, 3], partition=0) == (0, 3)
+    assert (t.start_offset(0), t.end_offset(0)) == (0, 5)
+    batch = t.read_batch(0, 1, max_messages=3)
+    assert len(batch) == 3
+    assert batch.values() == [b"b", b"c", b"dd"]
+    assert batch.offsets.tolist() == [1, 2, 3]
+    assert [m.value for m in batch] == [b"b", b"c", b"dd"]
+    assert batch[0].offset == 1
+    buf, bounds = batch.value_buffer()
+    assert [bytes(buf[bounds[i] : bounds[i + 1]]) for i in range(3)] == [b"b", b"c", b"dd"]
+    assert len(t.read_batch(0, 5)) == 0  # at the end: empty
+    with pytest.raises(tidelog.OffsetOutOfRangeError):
+        t.read_batch(0, 6)
+    assert [m.offset for m in t.read(0, 0)] == [0, 1, 2, 3, 4]
+
+
+def test_offset_for_timestamp_and_read_from_a_time(store: Any) -> None:
+    t = store.create_topic("ts")
+    for i, ts in enumerate([1000, 2000, 3000]):
+        t.append(b"%d" % i, timestamp_ms=ts, partition=0)
+    assert t.offset_for_timestamp(0, 1500) == 1
+    assert t.offset_for_timestamp(0, 3000) == 2
+    assert t.offset_for_timestamp(0, 4000) is None
+    assert [m.value for m in t.read(0, timestamp_ms=2000)] == [b"1", b"2"]
+
+
+def test_keys_choose_a_stable_partition(store: Any) -> None:
+    t = store.create_topic("k", partitions=4)
+    first = {key: t.append(b"x", key=key)[0] for key in (b"a", b"b", b"c", b"d", b"e")}
+    again = {key: t.append(b"y", key=key)[0] for key in first}
+    assert first == again
+    with store.producer() as producer:
+        for key in first:
+            producer.send("k", b"z", key=key)
+    for key, p in first.items():
+        assert [m.value for m in t.read(p) if m.key == key] == [b"x", b"y", b"z"]
+
+
+def test_unkeyed_appends_spread_over_partitions(store: Any) -> None:
+    t = store.create_topic("rr", partitions=3)
+    assert {t.append(b"x")[0] for _ in range(6)} == {0, 1, 2}
+
+
+# -- producer ---------------------------------------------------------------------------------
+
+
+def test_producer_flush_and_stats(store: Any) -> None:
+    t = store.create_topic("p", partitions=2)
+    with store.producer() as producer:
+        for i in range(100):
+            producer.send("p", b"%d" % i, partition=i % 2)
+        producer.flush()
+        stats = producer.stats()
+    assert stats["sent"] == stats["written"] == 100
+    assert stats["buffered"] == 0
+    assert sum(stats["dropped"].values()) == 0
+    assert {"high_watermark_hits", "blocked_seconds"} <= set(stats)
+    assert [m.value for m in t.read(0)] == [b"%d" % i for i in range(0, 100, 2)]
+
+
+def test_producer_rejects_bad_options(store: Any) -> None:
+    with pytest.raises(tidelog.InvalidConfigError):
+        store.producer(on_full="maybe")
+    with pytest.raises(tidelog.InvalidConfigError):
+        store.producer(high_watermark=0.2, low_watermark=0.5)
+
+
+@pytest.mark.local_only("librdkafka cannot take back queued messages: 'shed' drops the new message")
+def test_shedding_drops_lowest_priority_first(store: Any) -> None:
+    store.create_topic("s")
+    with store.producer(buffer_messages=4, on_full="shed", linger_ms=50.0) as producer:
+        for i in range(64):
+            producer.send("s", b"%d" % i, priority=i % 2)
+        producer.flush()
+        dropped = producer.stats()["dropped"]
+    assert dropped.get(0, 0) >= dropped.get(1, 0)
+
+
+# -- consumer groups --------------------------------------------------------------------------
+
+
+def test_group_poll_commit_lag_and_resume(store: Any) -> None:
+    t = store.create_topic("orders", partitions=2)
+    for i in range(10):
+        t.append(b"%d" % i, partition=i % 2)
+    with store.consumer("orders", group="billing") as c:
+        got = poll_until(c, 10)
+        assert sorted(m.value for m in got) == sorted(b"%d" % i for i in range(10))
+        c.commit()
+        assert c.committed() == {0: 5, 1: 5}
+        assert c.lag() == {0: 0, 1: 0}
+        assert c.assignment() == [0, 1]
+    t.append(b"10", partition=0)
+    with store.consumer("orders", group="billing") as c:
+        assert [m.value for m in poll_until(c, 1)] == [b"10"]
+        assert c.lag() == {0: 1, 1: 0}
+
+
+def test_at_least_once_commits_what_was_moved_past(store: Any) -> None:
+    t = store.create_topic("alo")
+    t.append_batch([b"a", b"b", b"c"], partition=0)
+    with store.consumer("alo", group="g", max_poll_messages=2) as c:
+        assert [m.value for m in poll_until(c, 2)] == [b"a", b"b"]
+        assert c.committed() == {}
+        assert [m.value for m in poll_until(c, 1)] == [b"c"]  # moves past a, b
+        assert c.committed() == {0: 2}
+    with store.consumer("alo", group="g") as c:  # close committed c
+        assert c.committed() == {0: 3}
+
+
+def test_at_most_once_commits_before_handing_out(store: Any) -> None:
+    t = store.create_topic("amo")
+    t.append_batch([b"a", b"b"], partition=0)
+    with store.consumer("amo", group="g", delivery="at-most-once") as c:
+        assert len(poll_until(c, 2)) == 2
+        assert c.committed() == {0: 2}
+
+
+def test_seek_and_pause(store: Any) -> None:
+    t = store.create_topic("sk", partitions=2)
+    t.append_batch([b"a", b"b", b"c"], partition=0)
+    t.append_batch([b"x", b"y"], partition=1)
+    with store.consumer("sk", group="g") as c:
+        assert len(poll_until(c, 5)) == 5
+        c.seek(0, 1)
+        c.pause(1)
+        assert c.paused() == [1]
+        t.append(b"z", partition=1)
+        assert [m.value for m in poll_until(c, 2)] == [b"b", b"c"]
+        c.resume(1)
+        assert [m.value for m in poll_until(c, 1)] == [b"z"]
+
+
+def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:
+    store.create_topic("own", partitions=2)
+    with store.consumer("own", group="g") as c:
+        wait_assigned(c, 2)
+        with pytest.raises(tidelog.RebalanceError):
+            c.commit({5: 1})
+        assert c.committed() == {}
+
+
+# -- transactions -----------------------------------------------------------------------------
+
+
+def test_exactly_once_commits_outputs_with_offsets(store: Any) -> None:
+    src = store.create_topic("in")
+    out = store.create_topic("out")
+    src.append_batch([b"a", b"b"], partition=0)
+    with (
+        store.consumer("in", group="t", delivery="exactly-once") as c,
+        store.producer(name="transcoder") as p,
+    ):
+        msgs = poll_until(c, 2)
+        with pytest.raises(RuntimeError), store.transaction(p, c) as tx:
+            for m in msgs:
+                tx.send("out", m.value.upper(), partition=0)
+            raise RuntimeError("crash in the middle")
+        assert c.committed() == {}
+        msgs = poll_until(c, 2)  # rewound: the same input again
+        assert [m.value for m in msgs] == [b"a", b"b"]
+        with store.transaction(p, c) as tx:
+            for m in msgs:
+                tx.send("out", m.value.upper(), partition=0)
+        assert c.committed() == {0: 2}
+    assert read_eventually(out, 0, 2) == [b"A", b"B"]
+
+
+def test_exactly_once_refuses_more_input_before_a_commit(store: Any) -> None:
+    store.create_topic("in").append_batch([b"a", b"b"], partition=0)
+    with store.consumer("in", group="t", delivery="exactly-once", max_poll_messages=1) as c:
+        assert len(poll_until(c, 1)) == 1
+        with pytest.raises(tidelog.InvalidConfigError):
+            c.poll(timeout=0.1)
+
+
+def test_transactions_need_a_named_producer(store: Any) -> None:
+    store.create_topic("x")
+    with store.producer() as p, pytest.raises(tidelog.InvalidConfigError, match="name"):
+        store.transaction(p)
+
+
+# -- work queues ------------------------------------------------------------------------------
+
+
+def test_work_queue_ack_and_dead_letter(store: Any) -> None:
+    t = store.create_topic("uploads")
+    t.append_batch([b"ok", b"bad"], partition=0)
+    seen: dict[bytes, int] = {}
+    with store.work_queue("uploads", group="w", dead_letter="uploads.dead") as q:
+        end = time.monotonic() + PATIENCE
+        while len(seen) < 2 and time.monotonic() < end:
+            job = q.acquire(timeout=0.5)
+            if job is None:
+                continue
+            seen[job.value] = job.delivery_count
+            if job.value == b"bad":
+                q.reject(job)
+            else:
+                q.ack(job)
+        q.flush()
+    assert seen == {b"ok": 1, b"bad": 1}
+    (dead,) = list(store.topic("uploads.dead").read(0))
+    assert dead.value == b"bad"
+    assert dead.headers["tidelog.dead_letter.reason"] == b"rejected"
+    with store.work_queue("uploads", group="w") as q:
+        assert q.acquire(timeout=2.0) is None
+
+
+@pytest.mark.local_only("Kafka 4.2 share groups cannot renew a record's lock or delay a release")
+def test_work_queue_extend_and_delayed_release(store: Any) -> None:
+    store.create_topic("jobs").append(b"j")
+    with store.work_queue("jobs", group="w") as q:
+        job = q.acquire(timeout=5.0)
+        assert job is not None
+        q.extend(job, 10.0)
+        q.release(job, delay=0.2)
+        again = q.acquire(timeout=5.0)
+        assert again is not None
+        assert again.delivery_count == 2

@@ -1,0 +1,146 @@
+"""What only the Kafka backend has: URLs, murmur2 placement, and its documented refusals.
+
+The README's "Kafka behind the same API" table lists each difference tested here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import tidelog
+from confluent_kafka import Producer
+from tidelog.kafka import parse_url
+
+from benches.kafka.broker import KafkaBroker
+
+pytestmark = pytest.mark.kafka
+
+
+def read_eventually(topic: Any, partition: int, count: int) -> list[bytes | None]:
+    """The partition's values once ``count`` are visible (Kafka writes the commit markers
+    of a transaction just after ``commit_transaction`` returns)."""
+    end = time.monotonic() + 30
+    while True:
+        values = [m.value for m in topic.read(partition)]
+        if len(values) >= count or time.monotonic() > end:
+            return values
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def kstore(kafka_broker: KafkaBroker) -> Iterator[Any]:
+    with tidelog.open(f"kafka://{kafka_broker.bootstrap}") as s:
+        yield s
+    with tidelog.open(f"kafka://{kafka_broker.bootstrap}") as admin:
+        for name in admin.topics():
+            admin.delete_topic(name)
+
+
+def test_urls_are_parsed_and_bad_ones_named() -> None:
+    assert parse_url("kafka://h1:9092,h2:9093?client.id=app&linger.ms=5") == (
+        "h1:9092,h2:9093",
+        {"client.id": "app", "linger.ms": "5"},
+    )
+    for bad in ("kafka://", "kafka://h:1/path", "http://h:1", "kafka://h:1?bootstrap.servers=x"):
+        with pytest.raises(tidelog.InvalidConfigError):
+            parse_url(bad)
+
+
+def test_local_file_settings_are_refused_for_kafka() -> None:
+    with pytest.raises(tidelog.InvalidConfigError, match="fsync"):
+        tidelog.open("kafka://127.0.0.1:1", fsync="always")
+
+
+def test_keyed_messages_go_where_kafka_clients_send_them(
+    kstore: Any, kafka_broker: KafkaBroker
+) -> None:
+    t = kstore.create_topic("placed", partitions=6)
+    keys = [b"user-%d" % i for i in range(40)]
+    ours = {key: t.append(b"x", key=key)[0] for key in keys}
+    plain = Producer({"bootstrap.servers": kafka_broker.bootstrap, "partitioner": "murmur2_random"})
+    theirs: dict[Any, Any] = {}
+    for key in keys:
+        plain.produce(
+            "placed",
+            b"y",
+            key,
+            on_delivery=lambda err, msg: theirs.__setitem__(msg.key(), msg.partition()),
+        )
+    plain.flush(30)
+    assert ours == theirs
+    assert len(set(ours.values())) > 1
+
+
+def test_named_producer_is_transactional_and_fences_older_instances(kstore: Any) -> None:
+    kstore.create_topic("out")
+    old = kstore.producer(name="worker")
+    with pytest.raises(tidelog.InvalidConfigError, match="transaction"):
+        old.send("out", b"x")
+    new = kstore.producer(name="worker")  # fences old
+    with pytest.raises(tidelog.ProducerFencedError), kstore.transaction(old) as tx:
+        tx.send("out", b"from the fenced one")
+    with kstore.transaction(new) as tx:
+        tx.send("out", b"from the new one", partition=0)
+    assert read_eventually(kstore.topic("out"), 0, 1) == [b"from the new one"]
+    new.close()
+    old.close()
+
+
+@pytest.mark.parametrize("on_full", ["shed", "raise"])
+def test_pressure_on_messages_not_yet_acknowledged(kstore: Any, on_full: str) -> None:
+    kstore.create_topic("p")
+    # linger.ms keeps the messages in librdkafka's queue: pressure is certain, not timed.
+    producer = kstore.producer(
+        buffer_messages=4, on_full=on_full, linger_ms=10_000.0, config={"batch.num.messages": 100}
+    )
+    sent = 0
+    for i in range(3):
+        assert producer.send("p", b"%d" % i, priority=1)
+        sent += 1
+    if on_full == "shed":
+        assert producer.send("p", b"dropped", priority=7) is False
+        assert producer.stats()["dropped"] == {7: 1}
+    else:
+        with pytest.raises(tidelog.BackpressureError):
+            producer.send("p", b"refused")
+    assert producer.stats()["high_watermark_hits"] == 1
+    producer.flush()
+    assert producer.stats()["written"] == sent
+    producer.close()
+
+
+def test_producer_refuses_max_lag(kstore: Any) -> None:
+    with pytest.raises(tidelog.InvalidConfigError, match="max_lag"):
+        kstore.producer(max_lag=10)
+
+
+def test_unknown_topic_setting_is_named(kstore: Any) -> None:
+    with pytest.raises(tidelog.InvalidConfigError, match="colour"):
+        kstore.create_topic("t", colour="blue")
+    t = kstore.create_topic("t", retention_ms=3_600_000)
+    assert t.config["retention_ms"] == 3_600_000
+    assert kstore.alter_topic("t", retention_ms=7_200_000)["retention_ms"] == 7_200_000
+
+
+def test_work_queue_refuses_what_share_groups_cannot_do(kstore: Any) -> None:
+    kstore.create_topic("jobs").append_batch([b"a", b"b"], partition=0)
+    with kstore.work_queue("jobs", group="w") as q:
+        job = q.acquire(timeout=30.0)
+        assert job is not None
+        with pytest.raises(tidelog.InvalidConfigError, match="extend"):
+            q.extend(job, 10.0)
+        with pytest.raises(tidelog.InvalidConfigError, match="delay"):
+            q.release(job, delay=1.0)
+        q.release(job)
+        other = q.acquire(timeout=1.0)  # the second job of the same fetch
+        assert other is not None
+        q.ack(other)
+        again = q.acquire(timeout=30.0)  # the released one, delivered again
+        assert again is not None
+        assert again.value == job.value
+        assert again.delivery_count == 2
+        q.ack(again)
+        q.flush()
