@@ -262,24 +262,11 @@ def _groups(
 
 
 def _producers(producers: Iterable[Producer]) -> dict[str, dict[str, Any]]:
-    """The figures of each open producer, by name, as ``store.stats()`` names them.
+    """The figures of each open producer, named by :func:`tidelog.stats.producers_by_name`."""
+    from tidelog.stats import producers_by_name
 
-    Unnamed producers are ``<unnamed N>``; a name opened twice (the older one fenced) gets
-    ``#2``, ``#3``... after it.
-    """
     out: dict[str, dict[str, Any]] = {}
-    unnamed = 0
-    for producer in list(producers):
-        if producer.closed:
-            continue
-        name = producer.name
-        if name is None:
-            unnamed += 1
-            name = f"<unnamed {unnamed}>"
-        key, n = name, 1
-        while key in out:
-            n += 1
-            key = f"{name}#{n}"
+    for key, producer in producers_by_name(producers).items():
         s = producer.stats()
         out[key] = {
             "sent": s["sent"],
@@ -290,7 +277,7 @@ def _producers(producers: Iterable[Producer]) -> dict[str, dict[str, Any]]:
             "blocked_seconds": float(s["blocked_seconds"]),
             "high_watermark_hits": s["high_watermark_hits"],
         }
-    return dict(sorted(out.items()))
+    return out
 
 
 def _work_queues(path: str, opened: dict[str, _core.Topic]) -> dict[str, dict[str, Any]]:

@@ -178,13 +178,13 @@ def _groups(
     return group_overview(store, offsets())
 
 
-def _producers(producers: Iterable[Producer]) -> dict[str, dict[str, Any]]:
-    """The ``stats()`` of each open producer of ``producers``, by name.
+def producers_by_name(producers: Iterable[Producer]) -> dict[str, Producer]:
+    """Each open producer of ``producers`` under the name the store's figures list it by.
 
     Unnamed producers are listed as ``<unnamed N>``; a name opened twice (the older one
-    fenced) gets ``#2``, ``#3``... after it.
+    fenced) gets ``#2``, ``#3``... after it. Sorted by that name.
     """
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Producer] = {}
     unnamed = 0
     for producer in list(producers):
         if producer.closed:
@@ -197,8 +197,13 @@ def _producers(producers: Iterable[Producer]) -> dict[str, dict[str, Any]]:
         while key in found:
             n += 1
             key = f"{name}#{n}"
-        found[key] = dict(producer.stats())
+        found[key] = producer
     return dict(sorted(found.items()))
+
+
+def _producers(producers: Iterable[Producer]) -> dict[str, dict[str, Any]]:
+    """The ``stats()`` of each open producer of ``producers``, by :func:`producers_by_name`."""
+    return {key: dict(p.stats()) for key, p in producers_by_name(producers).items()}
 
 
 class GroupInfo(TypedDict):
