@@ -208,8 +208,9 @@ class KafkaBroker:
                     *java,
                     _storage_tool(libs),
                     "format",
-                    "-t",
-                    cluster,
+                    # One argument: an id starting with "-" (1 in 64 of them) would be
+                    # read as an option and fail the format.
+                    f"--cluster-id={cluster}",
                     "-c",
                     str(props),
                     "--feature",
