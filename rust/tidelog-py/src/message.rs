@@ -310,8 +310,7 @@ impl RecordBatch {
         if let [chunk] = self.records.chunks.as_slice() {
             // One stored batch: its values are contiguous in the mapped segment.
             let batch = chunk.batch();
-            let mut at = chunk.start + batch.values_range().start;
-            at += (0..chunk.skip).map(|i| batch.value_len(i) as usize).sum::<usize>();
+            let at = chunk.start + chunk.first_value_at();
             let mut bounds = Vec::with_capacity(chunk.count + 1);
             let mut total = 0usize;
             bounds.push(0i64);

@@ -609,6 +609,25 @@ impl<'a> BatchView<'a> {
         BATCH_HEADER_LEN + self.header.record_count as usize * self.layout.entry_len()
     }
 
+    /// Iterates the records from `at`, a position a [`RecordIter`] of this same batch gave
+    /// ([`RecordIter::position`]): a reader that took part of a batch continues there
+    /// without walking the records before it again.
+    ///
+    /// # Panics
+    /// In debug builds, if `at` lies outside the batch (it was not taken from this batch).
+    pub fn records_from(&self, at: RecordPosition) -> RecordIter<'a> {
+        debug_assert!(at.index <= self.header.record_count as usize && at.headers_at <= self.bytes.len());
+        RecordIter {
+            bytes: self.bytes,
+            header: self.header,
+            layout: self.layout,
+            index: at.index,
+            value_at: at.value_at,
+            key_at: at.key_at,
+            headers_at: at.headers_at,
+        }
+    }
+
     /// Iterates the records in offset order. A compressed batch's view has none to give
     /// (its entries are compressed): read them from [`Self::decompress`]'s image.
     pub fn records(&self) -> RecordIter<'a> {
@@ -650,6 +669,36 @@ pub struct RecordIter<'a> {
     value_at: usize,
     key_at: usize,
     headers_at: usize,
+}
+
+/// Where a [`RecordIter`] stands in its batch: the next record's index and where its
+/// value, key and headers start (byte positions in the batch). The value, key and headers
+/// blobs follow the entries one after the other, so a record's parts are found only by
+/// adding up the lengths of every record before it: a position saves that walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordPosition {
+    /// Index of the next record.
+    pub index: usize,
+    value_at: usize,
+    key_at: usize,
+    headers_at: usize,
+}
+
+impl RecordIter<'_> {
+    /// Where the iterator stands: [`BatchView::records_from`] continues from here.
+    pub fn position(&self) -> RecordPosition {
+        RecordPosition {
+            index: self.index,
+            value_at: self.value_at,
+            key_at: self.key_at,
+            headers_at: self.headers_at,
+        }
+    }
+
+    /// Byte position in the batch of the next record's value.
+    pub fn value_at(&self) -> usize {
+        self.value_at
+    }
 }
 
 impl<'a> Iterator for RecordIter<'a> {

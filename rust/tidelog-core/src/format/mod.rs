@@ -10,8 +10,8 @@ pub mod headers;
 pub mod record;
 
 pub use batch::{
-    encode_batch, encode_rewritten, encoded_len, extend_to, BatchHeader, BatchMeta, BatchView, ValuesBatch,
-    BATCH_HEADER_LEN, NO_PRODUCER, NO_SEQUENCE,
+    encode_batch, encode_rewritten, encoded_len, extend_to, BatchHeader, BatchMeta, BatchView, RecordIter,
+    RecordPosition, ValuesBatch, BATCH_HEADER_LEN, NO_PRODUCER, NO_SEQUENCE,
 };
 pub use compression::{Compression, ATTR_CODEC_MASK, ATTR_LZ4, ATTR_ZSTD};
 pub use control::{Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};

@@ -12,7 +12,9 @@ use std::sync::{Arc, Weak};
 
 use super::idempotence::TableGuard;
 use super::{PartitionLog, View};
-use crate::format::{BatchHeader, BatchView, Compression, RecordView, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+use crate::format::{
+    BatchHeader, BatchView, Compression, RecordPosition, RecordView, ATTR_CONTROL, ATTR_TRANSACTIONAL,
+};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::segment::{Check, FileMap, OnDamage, Pass, Segment};
 use crate::shm::Head;
@@ -157,6 +159,55 @@ pub(super) fn decompressed(
     Ok(image)
 }
 
+/// A batch a thread read only part of, and where the part ended: the next read from that
+/// offset (an iterator's next chunk, a consumer's next poll) continues there instead of
+/// checking the whole batch's CRC and walking its earlier records again, which made
+/// reading a batch of `n` records in chunks cost O(n^2).
+#[derive(Clone, Debug)]
+struct Resume {
+    /// The mapping (a `Weak`, so the key cannot be reused by another mapping while held)
+    /// and the batch's position and header in it.
+    map: Weak<FileMap>,
+    position: usize,
+    header: BatchHeader,
+    /// The offset of the next record, and where it lies in the batch.
+    next_offset: u64,
+    at: RecordPosition,
+}
+
+/// Partly read batches a thread remembers: a consumer polling a few partitions in turn
+/// keeps one for each.
+const RESUME_SLOTS: usize = 4;
+
+thread_local! {
+    static RESUME: RefCell<[Option<Resume>; RESUME_SLOTS]> = const { RefCell::new([None, None, None, None]) };
+}
+
+/// The remembered part-read batch of `map` that continues at `offset`, if any.
+fn resume_at(map: &Arc<FileMap>, offset: u64) -> Option<Resume> {
+    RESUME.with_borrow(|slots| {
+        slots
+            .iter()
+            .flatten()
+            .find(|r| std::ptr::eq(r.map.as_ptr(), Arc::as_ptr(map)) && r.next_offset == offset)
+            .cloned()
+    })
+}
+
+/// Remembers `resume`, in place of the entry for the same mapping, or else the oldest.
+fn remember(resume: Resume) {
+    RESUME.with_borrow_mut(|slots| {
+        let same = slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|r| std::ptr::eq(r.map.as_ptr(), resume.map.as_ptr())));
+        let slot = same.unwrap_or_else(|| {
+            slots.rotate_right(1);
+            0
+        });
+        slots[slot] = Some(resume);
+    });
+}
+
 /// Some consecutive records of one stored batch.
 #[derive(Clone, Debug)]
 pub struct ReadChunk {
@@ -173,6 +224,9 @@ pub struct ReadChunk {
     pub count: usize,
     /// The batch belongs to a transaction still open (only in uncommitted reads).
     pub pending: bool,
+    /// Where the first wanted record lies in the batch, when the read knew it (it
+    /// continued a part-read batch): found without walking the `skip` records before it.
+    pub from: Option<RecordPosition>,
 }
 
 impl ReadChunk {
@@ -184,11 +238,24 @@ impl ReadChunk {
 
     /// The wanted records.
     pub fn records(&self) -> impl ExactSizeIterator<Item = RecordView<'_>> {
-        let mut it = self.batch().records();
+        self.records_from_first().take(self.count)
+    }
+
+    /// Byte position in the batch of the first wanted record's value.
+    pub fn first_value_at(&self) -> usize {
+        self.records_from_first().value_at()
+    }
+
+    fn records_from_first(&self) -> crate::format::RecordIter<'_> {
+        let batch = self.batch();
+        if let Some(at) = self.from {
+            return batch.records_from(at);
+        }
+        let mut it = batch.records();
         if self.skip > 0 {
             it.nth(self.skip - 1);
         }
-        it.take(self.count)
+        it
     }
 }
 
@@ -305,12 +372,14 @@ impl PartitionLog {
         // the CRC, so continuity is what vouches for it. Batches wholly before the wanted
         // offset are passed by their header alone: a damaged batch we do not read must not
         // fail the read. A sealed segment whose trim was lost in a power failure ends in zeros.
+        let resume = resume_at(&seg.data, wanted);
         let mut cursor = seg
             .cursor(pos, end, seg.base + u64::from(rel), Check::Crc, OnDamage::Error)
-            .zero_tail(!seg.is_active());
+            .zero_tail(!seg.is_active())
+            .trust(resume.as_ref().map(|r| (r.position, r.header)));
         let mut bytes = 0;
+        cursor.pass(Pass::Before(out.next_offset));
         while out.count < max_messages && bytes < max_bytes {
-            cursor.pass(Pass::Before(out.next_offset));
             let found = match cursor.next() {
                 None => break,
                 Some(Ok(found)) => found,
@@ -318,6 +387,9 @@ impl PartitionLog {
                 Some(Err(_)) if out.count > 0 => break,
                 Some(Err(e)) => return Err(e),
             };
+            // Every later batch starts at or after the offset wanted next (a batch served
+            // in part ends the read), so the cursor need not look at headers for passing.
+            cursor.pass(Pass::Nothing);
             let (pos, h) = (found.position, found.header);
             let batch = found.view().expect("checked by the cursor");
             // The cursor passed every batch ending at or before `out.next_offset`.
@@ -350,21 +422,36 @@ impl PartitionLog {
                 Some(i) => BatchView::parse(i, false).expect("checked when decompressed"),
                 None => batch,
             };
+            // Continuing a batch this thread read part of: its next record is known.
+            let from = resume
+                .as_ref()
+                .filter(|r| r.position == pos && r.header == h && r.next_offset == out.next_offset)
+                .map(|r| r.at);
             let dense = h.last_offset_delta as usize + 1 == h.record_count as usize;
-            let skip = if dense {
-                out.next_offset.saturating_sub(h.base_offset) as usize
-            } else {
-                batch.records().take_while(|r| r.offset < out.next_offset).count()
+            let skip = match from {
+                Some(at) => at.index,
+                None if dense => out.next_offset.saturating_sub(h.base_offset) as usize,
+                None => batch.records().take_while(|r| r.offset < out.next_offset).count(),
             };
             let count = (h.record_count as usize - skip).min(max_messages - out.count);
-            let last = if dense {
-                h.base_offset + (skip + count) as u64
-            } else {
-                batch.records().nth(skip + count - 1).map_or(h.next_offset(), |r| r.offset + 1)
-            };
-            out.chunks.push(ReadChunk { map: chunk_bytes, start, end, skip, count, pending });
+            let chunk = ReadChunk { map: chunk_bytes, start, end, skip, count, pending, from };
             out.count += count;
-            out.next_offset = if skip + count == h.record_count as usize { h.next_offset() } else { last };
+            if skip + count == h.record_count as usize {
+                out.next_offset = h.next_offset();
+            } else {
+                // Read in part: remember where the part ends for the read that continues.
+                let mut rest = chunk.records_from_first();
+                let last = rest.nth(count - 1).map_or(h.next_offset(), |r| r.offset + 1);
+                out.next_offset = last;
+                remember(Resume {
+                    map: Arc::downgrade(&seg.data),
+                    position: pos,
+                    header: h,
+                    next_offset: last,
+                    at: rest.position(),
+                });
+            }
+            out.chunks.push(chunk);
             bytes += h.total_len;
         }
         Ok(false)
@@ -414,5 +501,92 @@ impl PartitionLog {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchMeta, Record};
+    use crate::segment::CRC_CHECKS;
+    use crate::settings::SharedSettings;
+    use crate::LogConfig;
+
+    fn open(dir: &std::path::Path) -> PartitionLog {
+        let config = LogConfig { segment_bytes: 8 << 20, ..LogConfig::default() };
+        let settings = Arc::new(SharedSettings::fixed(config.topic_settings()));
+        PartitionLog::open_with_settings(dir, "t", 0, config, settings).unwrap()
+    }
+
+    /// Values of varied lengths, keys and headers on some records: a record's parts are
+    /// found only by adding up the lengths before it, which a continued read must not get
+    /// wrong.
+    fn append_big_batch(log: &PartitionLog, n: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>, Vec<u8>)> {
+        let owned: Vec<_> = (0..n)
+            .map(|i| {
+                let key = (i % 3 == 0).then(|| format!("k{i}").into_bytes());
+                let headers = if i % 5 == 0 { vec![1, 0, b'h', 1, 0, 0, 0, b'x'] } else { Vec::new() };
+                (key, format!("value {i}").repeat(i % 7 + 1).into_bytes(), headers)
+            })
+            .collect();
+        let records: Vec<Record<'_>> = owned
+            .iter()
+            .map(|(k, v, h)| Record {
+                timestamp: 1_000,
+                key: k.as_deref(),
+                value: v,
+                headers: h,
+                tombstone: false,
+            })
+            .collect();
+        log.append(&records, BatchMeta::plain(0)).unwrap();
+        owned
+    }
+
+    fn collect(log: &PartitionLog, from: u64, chunk: usize) -> Vec<(u64, Option<Vec<u8>>, Vec<u8>, Vec<u8>)> {
+        let (mut out, mut offset) = (Vec::new(), from);
+        loop {
+            let read = log.read(offset, chunk, usize::MAX).unwrap();
+            if read.count == 0 {
+                return out;
+            }
+            for c in &read.chunks {
+                for r in c.records() {
+                    out.push((r.offset, r.key.map(<[u8]>::to_vec), r.value.to_vec(), r.headers.to_vec()));
+                }
+            }
+            offset = read.next_offset;
+        }
+    }
+
+    #[test]
+    fn a_batch_read_in_chunks_is_checked_once_and_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let n = 10_000;
+        let written = append_big_batch(&log, n);
+        CRC_CHECKS.set(0);
+        let got = collect(&log, 0, 100);
+        // Before reads continued a part-read batch, every chunk checked the whole batch
+        // again (and walked every record before it): 100 checks of 10,000 records here.
+        assert_eq!(CRC_CHECKS.get(), 1, "the batch's CRC is computed once, not once per chunk");
+        assert_eq!(got.len(), n);
+        for (i, ((offset, key, value, headers), (k, v, h))) in got.iter().zip(&written).enumerate() {
+            assert_eq!((*offset, key, value, headers), (i as u64, k, v, h), "record {i}");
+        }
+    }
+
+    #[test]
+    fn a_read_elsewhere_in_the_batch_checks_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let written = append_big_batch(&log, 1_000);
+        log.read(0, 10, usize::MAX).unwrap();
+        CRC_CHECKS.set(0);
+        // Not where the last read ended: nothing remembered applies.
+        let read = log.read(500, 10, usize::MAX).unwrap();
+        assert_eq!(CRC_CHECKS.get(), 1);
+        let first = read.chunks[0].records().next().unwrap();
+        assert_eq!((first.offset, first.value), (500, &written[500].1[..]));
     }
 }

@@ -112,6 +112,12 @@ impl<'a> CursorBatch<'a> {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Batches whose CRC this thread's walks computed (for tests of what reads re-check).
+    pub(crate) static CRC_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Walks the batches of a data file's bytes from a position (see the module documentation).
 /// An iterator of `Result<CursorBatch>`; only [`OnDamage::Error`] and [`OnDamage::Report`]
 /// walks ever yield an `Err`.
@@ -127,6 +133,8 @@ pub struct BatchCursor<'a> {
     on_damage: OnDamage,
     pass: Pass,
     zero_tail: bool,
+    /// A batch this thread checked before, by its position and header (see [`Self::trust`]).
+    trusted: Option<(usize, BatchHeader)>,
     end: Option<CursorEnd>,
 }
 
@@ -150,6 +158,7 @@ impl<'a> BatchCursor<'a> {
             on_damage,
             pass: Pass::Nothing,
             zero_tail: false,
+            trusted: None,
             end: None,
         }
     }
@@ -160,6 +169,16 @@ impl<'a> BatchCursor<'a> {
     #[must_use]
     pub fn zero_tail(mut self, allowed: bool) -> Self {
         self.zero_tail = allowed;
+        self
+    }
+
+    /// Takes the batch at `position` whose header is `header`, byte for byte, as checked: a
+    /// [`Check::Crc`] walk yields it without computing its CRC or walking its records again.
+    /// For a reader continuing in a large batch it read part of, from the same mapping, a
+    /// moment ago (its bytes cannot have changed since: published batches are immutable).
+    #[must_use]
+    pub fn trust(mut self, trusted: Option<(usize, BatchHeader)>) -> Self {
+        self.trusted = trusted;
         self
     }
 
@@ -325,9 +344,22 @@ impl<'a> Iterator for BatchCursor<'a> {
                     if rest.len() < BATCH_HEADER_LEN {
                         return self.not_a_batch("no complete batch header before the end of the data");
                     }
-                    match BatchView::parse(rest, true) {
-                        Ok(view) => (Some(view), view.header),
-                        Err(reason) => return self.not_a_batch(reason),
+                    let trusted = self.trusted.filter(|(at, h)| {
+                        *at == self.position
+                            && h.total_len <= rest.len()
+                            && BatchHeader::read(rest).as_ref() == Some(h)
+                    });
+                    if trusted.is_some() {
+                        // Its header is the one checked (so are its length and layout).
+                        let view = BatchView::parse_validated(rest);
+                        (Some(view), view.header)
+                    } else {
+                        #[cfg(test)]
+                        CRC_CHECKS.set(CRC_CHECKS.get() + 1);
+                        match BatchView::parse(rest, true) {
+                            Ok(view) => (Some(view), view.header),
+                            Err(reason) => return self.not_a_batch(reason),
+                        }
                     }
                 }
             };
