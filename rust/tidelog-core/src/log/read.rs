@@ -512,6 +512,9 @@ mod tests {
     use crate::settings::SharedSettings;
     use crate::LogConfig;
 
+    /// A record's key, value and headers, owned.
+    type Parts = (Option<Vec<u8>>, Vec<u8>, Vec<u8>);
+
     fn open(dir: &std::path::Path) -> PartitionLog {
         let config = LogConfig { segment_bytes: 8 << 20, ..LogConfig::default() };
         let settings = Arc::new(SharedSettings::fixed(config.topic_settings()));
@@ -521,7 +524,7 @@ mod tests {
     /// Values of varied lengths, keys and headers on some records: a record's parts are
     /// found only by adding up the lengths before it, which a continued read must not get
     /// wrong.
-    fn append_big_batch(log: &PartitionLog, n: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>, Vec<u8>)> {
+    fn append_big_batch(log: &PartitionLog, n: usize) -> Vec<Parts> {
         let owned: Vec<_> = (0..n)
             .map(|i| {
                 let key = (i % 3 == 0).then(|| format!("k{i}").into_bytes());
@@ -543,7 +546,7 @@ mod tests {
         owned
     }
 
-    fn collect(log: &PartitionLog, from: u64, chunk: usize) -> Vec<(u64, Option<Vec<u8>>, Vec<u8>, Vec<u8>)> {
+    fn collect(log: &PartitionLog, from: u64, chunk: usize) -> Vec<(u64, Parts)> {
         let (mut out, mut offset) = (Vec::new(), from);
         loop {
             let read = log.read(offset, chunk, usize::MAX).unwrap();
@@ -552,7 +555,7 @@ mod tests {
             }
             for c in &read.chunks {
                 for r in c.records() {
-                    out.push((r.offset, r.key.map(<[u8]>::to_vec), r.value.to_vec(), r.headers.to_vec()));
+                    out.push((r.offset, (r.key.map(<[u8]>::to_vec), r.value.to_vec(), r.headers.to_vec())));
                 }
             }
             offset = read.next_offset;
@@ -571,8 +574,8 @@ mod tests {
         // again (and walked every record before it): 100 checks of 10,000 records here.
         assert_eq!(CRC_CHECKS.get(), 1, "the batch's CRC is computed once, not once per chunk");
         assert_eq!(got.len(), n);
-        for (i, ((offset, key, value, headers), (k, v, h))) in got.iter().zip(&written).enumerate() {
-            assert_eq!((*offset, key, value, headers), (i as u64, k, v, h), "record {i}");
+        for (i, ((offset, parts), want)) in got.iter().zip(&written).enumerate() {
+            assert_eq!((*offset, parts), (i as u64, want), "record {i}");
         }
     }
 
