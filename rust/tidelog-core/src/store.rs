@@ -259,6 +259,8 @@ impl Topic {
         let p = match (partition, key) {
             (Some(p), _) => p,
             (None, Some(k)) => partition_for_key(k, self.partition_count()),
+            // One partition: no shared counter to bump (an atomic add on every append).
+            (None, None) if self.partitions.len() == 1 => 0,
             (None, None) => self.next_partition.fetch_add(1, Ordering::Relaxed) % self.partition_count(),
         };
         self.partition(p)
