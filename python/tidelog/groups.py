@@ -82,13 +82,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _plain(group: str) -> bool:
-    """Names made only of [A-Za-z0-9._-] are used as file names as they are."""
-    return all(c.isascii() and (c.isalnum() or c in "._-") for c in group) and not group.startswith(
-        "."
-    )
-
-
 Leases = dict[tuple[int, int], int]
 
 

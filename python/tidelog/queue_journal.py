@@ -36,12 +36,10 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Literal
 
 from tidelog import _core
 from tidelog._core import CorruptRecordError
-from tidelog.groups import _plain
 from tidelog.queue_state import Op, QueueState, decode_record, encode_record
 
 __all__ = [
@@ -59,15 +57,13 @@ COMPACT_BYTES = 64 << 10
 
 
 class QueueFiles:
-    """The paths of one queue's files."""
+    """The paths of one queue's files (named by the core, as every file of the store)."""
 
     def __init__(self, store_path: str | os.PathLike[str], topic: str, group: str) -> None:
-        self.directory = Path(store_path) / "work_queues" / topic
+        self.directory = _core.work_queues_dir(store_path, topic)
         #: The state log's name: the files are ``<name>.lock``, ``.snapshot``, ``.journal``.
-        self.name = group if _plain(group) else "~" + group.encode().hex()
-        self.lock = self.directory / f"{self.name}.lock"
-        self.snapshot = self.directory / f"{self.name}.snapshot"
-        self.journal = self.directory / f"{self.name}.journal"
+        self.name = _core.state_log_name(group)
+        self.lock, self.snapshot, self.journal = _core.state_log_files(self.directory, self.name)
 
     def size_bytes(self) -> int:
         """Bytes of the queue's state on disk (snapshot plus journal)."""
@@ -85,24 +81,7 @@ def queue_files(store_path: str | os.PathLike[str], topic: str, group: str) -> Q
 
 def list_queues(store_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """Every (topic, group) that has a work queue in the store, sorted."""
-    root = Path(store_path) / "work_queues"
-    found: set[tuple[str, str]] = set()
-    if not root.is_dir():
-        return []
-    for topic_dir in root.iterdir():
-        if not topic_dir.is_dir():
-            continue
-        for f in topic_dir.iterdir():
-            if f.suffix not in (".snapshot", ".journal"):
-                continue
-            name = f.stem
-            if name.startswith("~"):
-                try:
-                    name = bytes.fromhex(name[1:]).decode()
-                except ValueError:
-                    continue
-            found.add((topic_dir.name, name))
-    return sorted(found)
+    return _core.list_work_queues(store_path)
 
 
 def _load_snapshot(files: QueueFiles, body: bytes | None, partitions: int) -> QueueState:

@@ -94,3 +94,25 @@ def test_producer_options_take_their_defaults_from_the_core() -> None:
     params = inspect.signature(tidelog.Store.producer).parameters
     for name, value in _core.PRODUCER_DEFAULTS.items():
         assert params[name].default == value, name
+
+
+def test_work_queue_files_are_named_and_listed_by_the_core(tmp_path: Path) -> None:
+    from tidelog.queue_journal import list_queues, queue_files
+
+    with tidelog.open(tmp_path) as store:
+        store.create_topic("jobs")
+        store.topic("jobs").append(b"job")
+        for group in ("plain-name_1.x", "with space/é", ".hidden"):
+            with store.work_queue("jobs", group=group) as queue:
+                job = queue.acquire(timeout=1.0)
+                assert job is not None
+                queue.release(job)
+        files = queue_files(tmp_path, "jobs", "with space/é")
+        assert files.directory == _core.work_queues_dir(tmp_path, "jobs")
+        assert files.name == "~" + "with space/é".encode().hex()
+        assert files.snapshot.exists() or files.journal.exists()
+        assert queue_files(tmp_path, "jobs", "plain-name_1.x").name == "plain-name_1.x"
+        assert queue_files(tmp_path, "jobs", ".hidden").name == "~" + b".hidden".hex()
+        assert list_queues(tmp_path) == sorted(
+            ("jobs", g) for g in ("plain-name_1.x", "with space/é", ".hidden")
+        )

@@ -426,7 +426,17 @@ pub fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
 /// # Errors
 /// I/O errors other than a missing directory.
 pub fn list(store_dir: &Path) -> Result<Vec<(String, String)>> {
-    let root = store_dir.join(GROUPS_DIR);
+    list_under(&store_dir.join(GROUPS_DIR))
+}
+
+/// Every `(topic, name)` with a state log in `root/<topic>/` (named by [`file_name`]), sorted:
+/// the groups under [`GROUPS_DIR`], the work queues under
+/// [`WORK_QUEUES_DIR`](crate::paths::WORK_QUEUES_DIR).
+///
+/// # Errors
+/// I/O errors other than a missing directory.
+pub fn list_under(root: &Path) -> Result<Vec<(String, String)>> {
+    let root = root.to_path_buf();
     let entries = match std::fs::read_dir(&root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -8,7 +8,11 @@ use pyo3::types::PyDict;
 use tidelog_core::defaults::{self, DefaultValue};
 use tidelog_core::paths;
 
+use tidelog_core::statelog::StatePaths;
+
 use crate::args;
+use crate::errors::to_py;
+use crate::gil::run_detached;
 
 /// `<store>/topics`: the directory of the topics.
 #[pyfunction]
@@ -35,6 +39,26 @@ fn work_queues_dir(store: PathBuf, topic: &str) -> PathBuf {
     paths::work_queues_dir(&store, topic)
 }
 
+/// The name a group's or work queue's state files carry: the name itself when it is a
+/// plain file name, else `~` and its UTF-8 bytes in hex.
+#[pyfunction]
+fn state_log_name(name: &str) -> String {
+    tidelog_core::group::file_name(name)
+}
+
+/// The files `(lock, snapshot, journal)` of the state log `name` in `directory`.
+#[pyfunction]
+fn state_log_files(directory: PathBuf, name: &str) -> PyResult<(PathBuf, PathBuf, PathBuf)> {
+    let files = to_py(StatePaths::new(&directory, name))?;
+    Ok((files.lock, files.snapshot, files.journal))
+}
+
+/// Every `(topic, group)` with a work queue in the store, sorted.
+#[pyfunction]
+fn list_work_queues(py: Python<'_>, store: PathBuf) -> PyResult<Vec<(String, String)>> {
+    run_detached(py, move || tidelog_core::group::list_under(&store.join(paths::WORK_QUEUES_DIR)))
+}
+
 /// `<store>/producers`: the state of named producers.
 #[pyfunction]
 fn producers_dir(store: PathBuf) -> PathBuf {
@@ -48,6 +72,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(partition_dir, m)?)?;
     m.add_function(wrap_pyfunction!(work_queues_dir, m)?)?;
     m.add_function(wrap_pyfunction!(producers_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(state_log_name, m)?)?;
+    m.add_function(wrap_pyfunction!(state_log_files, m)?)?;
+    m.add_function(wrap_pyfunction!(list_work_queues, m)?)?;
     m.add("OFFSETS_TOPIC", paths::OFFSETS_TOPIC)?;
     m.add("LEGACY_WORK_QUEUES_TOPIC", paths::LEGACY_WORK_QUEUES_TOPIC)?;
     m.add("INTERNAL_PREFIX", paths::INTERNAL_PREFIX)?;
