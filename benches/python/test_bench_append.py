@@ -8,6 +8,7 @@ rounds start from the same state and the data written stays bounded.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,49 @@ def test_append_reference(benchmark: Any, bench_dir: Path) -> None:
         unit="msgs/s",
         work=APPENDS,
         what=APPEND_WHAT + ", flush at the end",
+        extra={"ns_per_call": ns_per(benchmark, APPENDS), **usage},
+    )
+
+
+def sqlite_append_loop(conn: sqlite3.Connection, value: bytes, n: int) -> None:
+    """One INSERT per message, a COMMIT per 1,000 rows (as compare.py's sqlite3 peer)."""
+    execute = conn.execute
+    sql = "INSERT INTO log (value) VALUES (?)"
+    row = (value,)
+    for start in range(0, n, 1000):
+        execute("BEGIN")
+        for _ in range(min(1000, n - start)):
+            execute(sql, row)
+        execute("COMMIT")
+
+
+@pytest.mark.benchmark(group="append")
+def test_append_sqlite(benchmark: Any, bench_dir: Path) -> None:
+    files = FreshFiles(bench_dir, "sqlite")
+    opened: list[sqlite3.Connection] = []
+
+    def setup() -> Args:
+        for conn in opened:
+            conn.close()
+        opened.clear()
+        conn = sqlite3.connect(str(files.path()), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE log (offset INTEGER PRIMARY KEY, value BLOB)")
+        opened.append(conn)
+        return (conn, VALUE, APPENDS), {}
+
+    usage = run(benchmark, sqlite_append_loop, setup)
+    for conn in opened:
+        conn.close()
+    record(
+        benchmark,
+        figure="append",
+        title="sqlite3 INSERT per message, COMMIT per 1,000 rows (WAL, synchronous=NORMAL)",
+        role="second-reference",
+        unit="msgs/s",
+        work=APPENDS,
+        what=APPEND_WHAT,
         extra={"ns_per_call": ns_per(benchmark, APPENDS), **usage},
     )
 

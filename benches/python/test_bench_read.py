@@ -255,3 +255,48 @@ def test_read_iterate_batches_variant(benchmark: Any, scan_data: ScanData) -> No
         what=scan_data.what(),
         extra={"ns_per_msg": ns_per(benchmark, scan_data.messages), **usage},
     )
+
+
+# --------------------------------------------------------------------------- batch shapes
+# The same iteration over the two shapes a new user writes: one message per `append`
+# call (one stored batch each), and one `append_batch` of every message (one stored batch
+# read in many parts: each part continues where the last ended).
+
+SHAPE_MESSAGES = SCALE.append_calls * 2
+
+
+@pytest.fixture(scope="module")
+def shaped_topics(bench_root: Path) -> Iterator[tuple[tidelog.Topic, tidelog.Topic]]:
+    with tidelog.open(bench_root / "read-shapes", fsync="never") as store:
+        singles = store.create_topic("singles")
+        append = singles.append
+        value = make_values(1)[0]
+        for _ in range(SHAPE_MESSAGES):
+            append(value)
+        one = store.create_topic("one-batch")
+        one.append_batch([value] * SHAPE_MESSAGES)
+        yield singles, one
+
+
+@pytest.mark.benchmark(group="read-iterate-shapes")
+@pytest.mark.parametrize("shape", ["singles", "one-batch"])
+def test_read_iterate_shape_variant(
+    benchmark: Any, shaped_topics: tuple[tidelog.Topic, tidelog.Topic], shape: str
+) -> None:
+    topic = shaped_topics[0] if shape == "singles" else shaped_topics[1]
+    n, usage = _run(benchmark, SCALE.iter_rounds, iterate_messages, topic)
+    assert n == SHAPE_MESSAGES
+    title = {
+        "singles": "for msg in topic.read(0, 0), messages appended one per call",
+        "one-batch": "for msg in topic.read(0, 0), every message in one append_batch",
+    }[shape]
+    record(
+        benchmark,
+        figure=f"read-iterate-{shape}",
+        title=title,
+        role="variant",
+        unit="msgs/s",
+        work=SHAPE_MESSAGES,
+        what=f"{SHAPE_MESSAGES:,} messages of {VALUE_BYTES} B",
+        extra={"ns_per_msg": ns_per(benchmark, SHAPE_MESSAGES), **usage},
+    )
