@@ -65,9 +65,10 @@ pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<Partit
 /// reads from the start (retention removed the older messages: the oldest unconsumed one
 /// is the first retained).
 ///
-/// Offsets that fall in the stored batch read for the previous one of the same partition
-/// are answered from it (every group of a topic is asked in one call, and groups are often
-/// in the same batch): one CRC-checked read per batch, not per group.
+/// Offsets that fall in the stored batch read for an earlier one of the same partition are
+/// answered from it (every group of a topic is asked in one call, and groups are often in
+/// the same batch): one CRC-checked read per batch, not per group, and the record found by
+/// a binary search over the batch's entries, not by walking its records.
 #[pyfunction]
 pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -> PyResult<Vec<Option<i64>>> {
     let topic = topic.engine().clone();
@@ -83,12 +84,8 @@ pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -
                 }
                 if let Some((p, chunk)) = &last {
                     if *p == partition {
-                        // The whole stored batch, not only the record read: later offsets
-                        // of it are answered without another read.
-                        let found = chunk.batch().records().find(|r| r.offset >= at).map(|r| r.timestamp);
-                        let first = chunk.batch().records().next().map(|r| r.offset);
-                        if found.is_some() && first.is_some_and(|f| f <= at) {
-                            return Ok(found);
+                        if let Some(found) = timestamp_in(chunk, at) {
+                            return Ok(Some(found));
                         }
                     }
                 }
@@ -100,4 +97,25 @@ pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -
             })
             .collect()
     })
+}
+
+/// The timestamp of the first record at or after `at` in the whole stored batch of `chunk`
+/// (not only the records the read wanted), if the batch holds `at` and such a record.
+fn timestamp_in(chunk: &ReadChunk, at: u64) -> Option<i64> {
+    let batch = chunk.batch();
+    let count = batch.header.record_count as usize;
+    if at < batch.header.base_offset || at >= batch.header.next_offset() || count == 0 {
+        return None;
+    }
+    // Offsets grow within a batch (a compacted one's are sparse): the first at or after `at`.
+    let mut span = 0..count;
+    while !span.is_empty() {
+        let mid = span.start + span.len() / 2;
+        if batch.offset_and_timestamp(mid)?.0 < at {
+            span.start = mid + 1;
+        } else {
+            span.end = mid;
+        }
+    }
+    (span.start < count).then(|| batch.offset_and_timestamp(span.start)).flatten().map(|(_, ts)| ts)
 }
