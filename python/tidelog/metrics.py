@@ -86,9 +86,11 @@ def collect(
         - ``topics``: ``{topic: {"partitions": {p: {...}}, "messages", "size_bytes"}}``;
           each partition has ``messages`` (retained: end minus start), ``size_bytes``,
           ``start_offset``, ``end_offset``, ``segments``, ``dirty_ratio`` and
-          ``dirty_bytes`` (of its closed segments: what compaction has not seen yet) and
-          ``last_timestamp_ms`` (newest timestamp in the active segment, None while it is
-          empty).
+          ``dirty_bytes`` (of its closed segments: what compaction has not seen yet),
+          ``compactions`` (compactions done over the partition's lifetime: each one that
+          compacted anything; kept with the cleaner's checkpoint, so reopening and recovery do
+          not move it) and ``last_timestamp_ms`` (newest timestamp in the active segment,
+          None while it is empty).
         - ``groups``: ``{group: {topic: {"members", "partitions": {p: {"committed",
           "end_offset", "lag_messages", "lag_seconds"}}, "lag_messages",
           "lag_seconds"}}}``. ``lag_messages`` is end minus committed (the start offset
@@ -99,8 +101,8 @@ def collect(
           ``failed``, ``buffered``, ``dropped`` (``{priority: count}``),
           ``blocked_seconds``, ``high_watermark_hits``.
         - ``work_queues``: ``{group: {topic: {"backlog", "in_flight", "redelivered",
-          "acked", "dead_lettered", "archived", "skipped"}}}``; ``redelivered`` counts the
-          unfinished messages already handed out more than once.
+          "acked", "dead_lettered", "archived", "skipped"}}}``; ``redelivered`` counts every
+          time a message was handed out again (a lifetime counter, as ``acked`` is).
         - ``recovery``: ``{"torn_tail": {"events", "bytes"}, "quarantined": {"events",
           "bytes"}}``: what recovery ever removed from the store's partitions.
 
@@ -120,7 +122,9 @@ def collect(
         except TopicNotFoundError:
             continue  # deleted by another process since topics() listed it
         partitions: dict[int, dict[str, Any]] = {}
-        for p, (start, end, size, segments, dirty, closed, last_ts, lost) in enumerate(figures):
+        for p, (start, end, size, segments, dirty, closed, last_ts, lost, compactions) in enumerate(
+            figures
+        ):
             partitions[p] = {
                 "messages": max(0, end - start),
                 "size_bytes": size,
@@ -129,6 +133,7 @@ def collect(
                 "segments": segments,
                 "dirty_ratio": dirty / closed if closed else 0.0,
                 "dirty_bytes": dirty,
+                "compactions": compactions,
                 "last_timestamp_ms": last_ts,
             }
             recovery["torn_tail"]["events"] += lost[0]
@@ -294,30 +299,16 @@ def _work_queues(path: str, opened: dict[str, _core.Topic]) -> dict[str, dict[st
         if state is None:
             continue
         s = work_queue_stats(state, topic, files.size_bytes())
-        redelivered = 0
-        for part in state.partitions:
-            floor = part.acked_below
-            for lease in part.leases:
-                if lease.count >= 2 and lease.end > floor:
-                    redelivered += (
-                        lease.end
-                        - max(lease.start, floor)
-                        - _done_within(part.done, max(lease.start, floor), lease.end)
-                    )
         found.setdefault(group, {})[topic_name] = {
             "backlog": s["backlog"],
             "in_flight": s["in_flight"],
-            "redelivered": max(0, redelivered),
+            "redelivered": state.redelivered,
             "acked": s["acked"],
             "dead_lettered": s["dead_lettered"],
             "archived": s["archived"],
             "skipped": s["skipped"],
         }
     return found
-
-
-def _done_within(done: list[tuple[int, int]], start: int, end: int) -> int:
-    return sum(max(0, min(e, end) - max(s, start)) for s, e in done)
 
 
 # --- the metric names ------------------------------------------------------------------
@@ -446,6 +437,13 @@ METRICS: tuple[MetricSpec, ...] = (
         _partitions("dirty_bytes"),
     ),
     MetricSpec(
+        "tidelog_partition_compactions",
+        "counter",
+        "Compactions done over the partition's lifetime.",
+        "1",
+        _partitions("compactions"),
+    ),
+    MetricSpec(
         "tidelog_group_committed_offset",
         "gauge",
         "Committed offset (next offset to read).",
@@ -534,8 +532,8 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec(
         "tidelog_work_queue_redelivered_messages",
-        "gauge",
-        "Unfinished messages handed out more than once.",
+        "counter",
+        "Messages handed out again (each redelivery counts).",
         _MSG,
         _queue("redelivered"),
     ),

@@ -14,8 +14,8 @@ use crate::gil::run_detached;
 use crate::topic::PyTopic;
 
 /// One partition's figures: `(start_offset, end_offset, size_bytes, segments, dirty_bytes,
-/// closed_bytes, max_timestamp_ms, recovery)`.
-type PartitionFigures = (u64, u64, u64, usize, u64, u64, Option<i64>, Recovered);
+/// closed_bytes, max_timestamp_ms, recovery, compactions)`.
+type PartitionFigures = (u64, u64, u64, usize, u64, u64, Option<i64>, Recovered, u64);
 
 /// `(torn_tail_events, torn_tail_bytes, quarantined_events, quarantined_bytes)`.
 type Recovered = (u64, u64, u64, u64);
@@ -23,10 +23,12 @@ type Recovered = (u64, u64, u64, u64);
 /// The figures of every partition of `topic`, in partition order: a list of tuples
 /// `(start_offset, end_offset, size_bytes, segments, dirty_bytes, closed_bytes,
 /// max_timestamp_ms, (torn_tail_events, torn_tail_bytes, quarantined_events,
-/// quarantined_bytes))`.
+/// quarantined_bytes), compactions)`.
 ///
 /// `dirty_bytes` and `closed_bytes` are the compaction dirty ratio's parts (bytes of closed
-/// segments compaction has not seen yet, and of all closed segments); `max_timestamp_ms` is the newest timestamp in the active segment (None while it is empty).
+/// segments compaction has not seen yet, and of all closed segments); `max_timestamp_ms` is the newest timestamp in the active segment (None while it is empty);
+/// `compactions` the compactions done over the partition's lifetime (kept with the
+/// cleaner's checkpoint, so recoveries and reopens do not move it).
 #[pyfunction]
 pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<PartitionFigures>> {
     let topic = topic.engine().clone();
@@ -53,6 +55,7 @@ pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<Partit
                     dirty.total_bytes,
                     (head.max_timestamp != i64::MIN).then_some(head.max_timestamp),
                     lost,
+                    dirty.compactions,
                 ))
             })
             .collect()
