@@ -89,15 +89,19 @@ def test_long_values_point_into_the_segment_in_every_layout(tmp_path: Path) -> N
 def test_a_compressed_batch_shares_its_decompressed_image(tmp_path: Path) -> None:
     with tidelog.open(tmp_path) as store:
         t = store.create_topic("t", compression="zstd")
-        values = [b"value %05d " % i * 4 for i in range(300)]
-        t.append_batch(values)
-        batch = t.read_batch(0, 10, max_messages=100)
-        rb = batch.to_arrow()
-        rb.validate(full=True)
-        assert rb.column("value").to_pylist() == values[10:110]
-        buf, bounds = batch.value_buffer()
-        base = np.frombuffer(buf, np.uint8).ctypes.data
-        assert _addresses(rb.column("value")) == [base + int(b) for b in bounds[:-1]]
+        uniform = [b"value %05d " % i * 4 for i in range(300)]
+        compact = [b"value %05d " % i * (2 + i % 3) for i in range(300)]
+        t.append_batch(uniform)
+        t.append_batch(compact)
+        for start, values in ((0, uniform), (300, compact)):
+            batch = t.read_batch(0, start + 10, max_messages=100)
+            rb = batch.to_arrow()
+            rb.validate(full=True)
+            assert rb.column("value").to_pylist() == values[10:110]
+            assert rb.column("offset").to_pylist() == list(range(start + 10, start + 110))
+            buf, bounds = batch.value_buffer()
+            base = np.frombuffer(buf, np.uint8).ctypes.data
+            assert _addresses(rb.column("value")) == [base + int(b) for b in bounds[:-1]]
 
 
 def test_arrays_outlive_the_batch_and_the_store(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyMemoryView, PyTuple};
 use tidelog_core::format::headers;
-use tidelog_core::format::record::ATTR_UNIFORM;
+use tidelog_core::format::record::{ATTR_COMPACT, ATTR_UNIFORM};
 use tidelog_core::log::{ChunkBytes, ReadChunk};
 
 use super::Records;
@@ -209,6 +209,36 @@ impl Columns {
                     long_view(value, index, (blob.0 as isize + (i * len) as isize + shift) as usize)
                 }
             }));
+            self.key_valid.set_nulls(first_row..self.offsets.len());
+            self.key_bounds.resize(self.offsets.len() + 1, self.keys.len() as i64);
+            let entries = *self.header_offsets.last().expect("starts with 0");
+            self.header_offsets.resize(self.offsets.len() + 1, entries);
+            return Ok(());
+        }
+        if let (Some((index, shift)), true) = (whole, header.attributes & ATTR_COMPACT != 0) {
+            // Values only (no keys, headers or tombstones), offsets dense: each record is its
+            // 8-byte entry, read without walking the record iterator.
+            let values = batch.values_range();
+            let mut at = values.start + (0..chunk.skip).map(|i| batch.value_len(i) as usize).sum::<usize>();
+            let first_row = self.offsets.len();
+            let mut prefixes: Vec<(usize, usize)> = Vec::with_capacity(chunk.count);
+            for i in chunk.skip..chunk.skip + chunk.count {
+                let (offset, timestamp) = batch.offset_and_timestamp(i).expect("an uncompressed view");
+                let len = batch.value_len(i) as usize;
+                self.offsets.push(offset as i64);
+                self.timestamps.push(timestamp);
+                self.views.push(if len <= INLINE_MAX {
+                    inline_view(&bytes[at..at + len])
+                } else {
+                    prefixes.push((self.views.len(), at));
+                    unprefixed_view(len, index, ((chunk.start + at) as isize + shift) as usize)
+                });
+                at += len;
+            }
+            for (row, at) in prefixes {
+                let prefix = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+                self.views[row] |= u128::from(prefix) << 32;
+            }
             self.key_valid.set_nulls(first_row..self.offsets.len());
             self.key_bounds.resize(self.offsets.len() + 1, self.keys.len() as i64);
             let entries = *self.header_offsets.last().expect("starts with 0");
