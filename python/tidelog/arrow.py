@@ -62,8 +62,10 @@ def schema() -> pa.Schema:
 
 
 def _c_importer() -> tuple[Any, Any, pa.Schema]:
-    """What ``RecordBatch.to_arrow()`` imports its columns with (through the Arrow C data
-    interface): ``(pyarrow, pyarrow.RecordBatch._import_from_c, schema())``.
+    """What ``RecordBatch.to_arrow()`` imports its columns with.
+
+    Through the Arrow C data interface: ``(pyarrow, pyarrow.RecordBatch._import_from_c,
+    schema())``.
 
     Raises:
         MissingDependencyError: pyarrow is not installed.

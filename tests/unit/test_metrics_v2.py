@@ -11,8 +11,10 @@ import tidelog
 import tidelog.metrics
 from prometheus_client.parser import text_string_to_metric_families
 
+Scrape = dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]
 
-def _scrape(store: tidelog.Store) -> dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]]:
+
+def _scrape(store: tidelog.Store) -> Scrape:
     """``{family: (type, {labels: value})}`` of a Prometheus scrape of ``store``."""
     text = tidelog.metrics.prometheus_text(store).decode()
     out = {}

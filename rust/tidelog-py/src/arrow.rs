@@ -312,7 +312,12 @@ impl Columns {
         let n = self.offsets.len();
         let columns = Arc::new(self);
         let c = &*columns;
-        let leaf = |null_count: usize, buffers: Vec<*const u8>| Node { length: n, null_count, buffers, children: vec![] };
+        let leaf = |null_count: usize, buffers: Vec<*const u8>| Node {
+            length: n,
+            null_count,
+            buffers,
+            children: vec![],
+        };
         let mut value_buffers = vec![c.value_valid.address(), c.views.as_ptr().cast::<u8>()];
         value_buffers.extend(c.buffers.iter().map(|b| b.bytes().as_ptr()));
         // The C data interface's last buffer of a view array: the data buffers' sizes.
@@ -333,7 +338,10 @@ impl Columns {
                 length: entries,
                 null_count: 0,
                 buffers: vec![std::ptr::null()],
-                children: vec![entry(&c.name_bounds, &c.header_names), entry(&c.header_value_bounds, &c.header_values)],
+                children: vec![
+                    entry(&c.name_bounds, &c.header_names),
+                    entry(&c.header_value_bounds, &c.header_values),
+                ],
             }],
         };
         let root = Node {
@@ -420,7 +428,11 @@ static PYARROW: PyOnceLock<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> = PyOnceLock::new(
 static MODULES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `records` as a `pyarrow.RecordBatch` with the columns of `tidelog.arrow.schema()`.
-pub(super) fn to_arrow<'py>(py: Python<'py>, records: &Records, partition: u32) -> PyResult<Bound<'py, PyAny>> {
+pub(super) fn to_arrow<'py>(
+    py: Python<'py>,
+    records: &Records,
+    partition: u32,
+) -> PyResult<Bound<'py, PyAny>> {
     // The cache holds while `sys.modules` still names the same pyarrow: pyarrow made
     // unimportable since the first call (as tests do) must still give the error that says
     // what to install. (A dict lookup: `import pyarrow` costs a microsecond a call.)

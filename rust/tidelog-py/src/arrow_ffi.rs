@@ -162,7 +162,12 @@ mod tests {
     }
 
     fn tree(data: &[i64]) -> Node {
-        let leaf = |n| Node { length: n, null_count: 0, buffers: vec![ptr::null(), data.as_ptr().cast()], children: vec![] };
+        let leaf = |n| Node {
+            length: n,
+            null_count: 0,
+            buffers: vec![ptr::null(), data.as_ptr().cast()],
+            children: vec![],
+        };
         Node { length: 2, null_count: 0, buffers: vec![ptr::null()], children: vec![leaf(2), leaf(1)] }
     }
 

@@ -332,8 +332,11 @@ impl Swap {
         // checkpoint it replaces, which it cannot know: the least it can be.
         let compactions = if v1 || v2 { 1 } else { u64_at(&mut at)? };
         let [replaced, new] = lists;
-        (at == body.len())
-            .then_some(Swap { replaced, new, checkpoint: Checkpoint { offset, expires, compactions } })
+        (at == body.len()).then_some(Swap {
+            replaced,
+            new,
+            checkpoint: Checkpoint { offset, expires, compactions },
+        })
     }
 
     /// Carries the swap out; idempotent, so a swap interrupted anywhere is finished by
@@ -460,7 +463,8 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
     let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let expires =
         if len >= 28 { i64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) } else { i64::MIN };
-    let compactions = if len == 36 { u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")) } else { 1 };
+    let compactions =
+        if len == 36 { u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")) } else { 1 };
     Checkpoint { offset, expires, compactions }
 }
 
@@ -1058,7 +1062,11 @@ mod tests {
         v2.extend_from_slice(&crc.to_le_bytes());
         std::fs::write(dir.path().join(CHECKPOINT_FILE), &v2).unwrap();
         assert_eq!(read_checkpoint(dir.path()), Checkpoint { offset: 42, expires: 7, compactions: 1 });
-        let swap = Swap { replaced: vec![0], new: vec![0], checkpoint: Checkpoint { offset: 5, expires: 3, compactions: 8 } };
+        let swap = Swap {
+            replaced: vec![0],
+            new: vec![0],
+            checkpoint: Checkpoint { offset: 5, expires: 3, compactions: 8 },
+        };
         let mut bytes = swap.encode();
         // The same manifest as version 2 wrote it: magic 2, no count.
         bytes.truncate(bytes.len() - 12);
