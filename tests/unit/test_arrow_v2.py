@@ -137,3 +137,13 @@ def test_a_topic_with_headers_and_keys_in_many_chunks(tmp_path: Path) -> None:
         chunks = list(tidelog.arrow.iter_arrow_batches(t, 0, start=5, end=290, chunk_bytes=512))
         assert len(chunks) > 1
         assert sum(len(c) for c in chunks) == 285
+
+
+def test_a_batch_of_short_values_keeps_no_data_buffer(tmp_path: Path) -> None:
+    with tidelog.open(tmp_path) as store:
+        t = store.create_topic("t")
+        t.append_batch([b"%d" % i for i in range(100)])  # compact entries, all inline
+        t.append_batch([b"ab" for _ in range(100)])  # uniform, inline
+        column = t.read_batch(0, 0, max_messages=1000).to_arrow().column("value")
+        assert len(column) == 200
+        assert len(column.buffers()) == 2  # validity and views: nothing points at the segment

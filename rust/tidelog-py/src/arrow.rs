@@ -168,6 +168,20 @@ impl Columns {
         (self.buffers.len() - 1, 0)
     }
 
+    /// The data buffer of a batch's value blob `blob` (positions in `map`), located on
+    /// first use, and what turns a value's position in `map` into its offset in that buffer.
+    fn locate_blob(
+        &mut self,
+        map: &ChunkBytes,
+        blob: (usize, usize),
+        located: &mut Option<(usize, isize)>,
+    ) -> (usize, isize) {
+        *located.get_or_insert_with(|| {
+            let (index, first) = self.locate(map, blob.0, blob.1);
+            (index, first as isize - blob.0 as isize)
+        })
+    }
+
     /// The view of a value at `at` in `map`, when its buffer is not known yet.
     fn view_located(&mut self, map: &ChunkBytes, at: usize, value: &[u8]) -> u128 {
         if value.len() <= INLINE_MAX {
@@ -183,19 +197,20 @@ impl Columns {
         let bytes = batch.bytes();
         let base = bytes.as_ptr() as usize;
         // The batch's values are back to back: one data buffer holds them all, located
-        // once; a value's offset in it is then its distance from the blob's start. (A
-        // blob too large for i32 view offsets is located value by value instead.)
+        // once (at the first value too long for its view: a batch of short values keeps no
+        // buffer, nor its mapping); a value's offset in it is then its distance from the
+        // blob's start. (A blob too large for i32 view offsets is located value by value.)
         let blob = batch.values_range();
         let blob = (chunk.start + blob.start, chunk.start + blob.end);
-        let whole = (blob.1 - blob.0 <= BUFFER_SPAN_MAX).then(|| {
-            let (index, first) = self.locate(&chunk.map, blob.0, blob.1);
-            (index, first as isize - blob.0 as isize)
-        });
+        let fits = blob.1 - blob.0 <= BUFFER_SPAN_MAX;
+        let mut located = None;
         let header = batch.header;
-        if let (Some((index, shift)), true) = (whole, header.attributes & ATTR_UNIFORM != 0) {
+        if fits && header.attributes & ATTR_UNIFORM != 0 {
             // Values of one size, one timestamp, no keys or headers (a NumPy record array's
             // rows): every view follows from its row number.
             let len = header.values_len as usize / header.record_count as usize;
+            let (index, shift) =
+                if len > INLINE_MAX { self.locate_blob(&chunk.map, blob, &mut located) } else { (0, 0) };
             let values = &bytes[batch.values_range()];
             let rows = chunk.skip..chunk.skip + chunk.count;
             let first_row = self.offsets.len();
@@ -215,7 +230,7 @@ impl Columns {
             self.header_offsets.resize(self.offsets.len() + 1, entries);
             return Ok(());
         }
-        if let (Some((index, shift)), true) = (whole, header.attributes & ATTR_COMPACT != 0) {
+        if fits && header.attributes & ATTR_COMPACT != 0 {
             // Values only (no keys, headers or tombstones), offsets dense: each record is its
             // 8-byte entry, read without walking the record iterator.
             let values = batch.values_range();
@@ -227,12 +242,14 @@ impl Columns {
                 let len = batch.value_len(i) as usize;
                 self.offsets.push(offset as i64);
                 self.timestamps.push(timestamp);
-                self.views.push(if len <= INLINE_MAX {
+                let view = if len <= INLINE_MAX {
                     inline_view(&bytes[at..at + len])
                 } else {
                     prefixes.push((self.views.len(), at));
+                    let (index, shift) = self.locate_blob(&chunk.map, blob, &mut located);
                     unprefixed_view(len, index, ((chunk.start + at) as isize + shift) as usize)
-                });
+                };
+                self.views.push(view);
                 at += len;
             }
             for (row, at) in prefixes {
@@ -263,12 +280,12 @@ impl Columns {
                 inline_view(r.value)
             } else {
                 let at = chunk.start + (r.value.as_ptr() as usize - base);
-                match whole {
-                    Some((index, shift)) => {
-                        prefixes.push((row, at - chunk.start));
-                        unprefixed_view(r.value.len(), index, (at as isize + shift) as usize)
-                    }
-                    None => self.view_located(&chunk.map, at, r.value),
+                if fits {
+                    prefixes.push((row, at - chunk.start));
+                    let (index, shift) = self.locate_blob(&chunk.map, blob, &mut located);
+                    unprefixed_view(r.value.len(), index, (at as isize + shift) as usize)
+                } else {
+                    self.view_located(&chunk.map, at, r.value)
                 }
             };
             self.views.push(view);
