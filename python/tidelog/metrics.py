@@ -235,7 +235,7 @@ def _groups(
         # Nothing committed: counted from the start, as consumer.lag() does.
         committed = [commits.get(p, start) for p, start in enumerate(starts)]
         wanted.setdefault(topic_name, set()).update(
-            (p, c) for p, c in enumerate(committed) if c < ends[p]
+            [(p, c) for p, (c, end) in enumerate(zip(committed, ends, strict=True)) if c < end]
         )
         rows.append((topic_name, group, members, commits, committed))
     stamps: dict[str, dict[tuple[int, int], int | None]] = {}
@@ -249,19 +249,28 @@ def _groups(
         ends = bounds[topic_name][0]
         topic_stamps = stamps[topic_name]
         partitions: dict[int, dict[str, Any]] = {}
-        for p, c in enumerate(committed):
+        # One pass per group and partition, sums kept on the way (a scrape of 100 partitions
+        # x 10 groups runs this 1,000 times).
+        lag_total = 0
+        age_max = 0.0
+        for p, (c, end) in enumerate(zip(committed, ends, strict=True)):
             ts = topic_stamps.get((p, c))
+            lag = end - c if end > c else 0
+            age = 0.0 if ts is None or ts >= now_ms else (now_ms - ts) / 1000
+            lag_total += lag
+            if age > age_max:
+                age_max = age
             partitions[p] = {
                 "committed": commits.get(p),
-                "end_offset": ends[p],
-                "lag_messages": max(0, ends[p] - c),
-                "lag_seconds": 0.0 if ts is None else max(0.0, (now_ms - ts) / 1000),
+                "end_offset": end,
+                "lag_messages": lag,
+                "lag_seconds": age,
             }
         found.setdefault(group, {})[topic_name] = {
             "members": members,
             "partitions": partitions,
-            "lag_messages": sum(v["lag_messages"] for v in partitions.values()),
-            "lag_seconds": max((v["lag_seconds"] for v in partitions.values()), default=0.0),
+            "lag_messages": lag_total,
+            "lag_seconds": age_max,
         }
     return found
 
