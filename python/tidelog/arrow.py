@@ -61,17 +61,13 @@ def schema() -> pa.Schema:
     )
 
 
-def _c_importer() -> tuple[Any, Any, pa.Schema]:
-    """What ``RecordBatch.to_arrow()`` imports its columns with.
-
-    Through the Arrow C data interface: ``(pyarrow, pyarrow.RecordBatch._import_from_c,
-    schema())``.
+def _c_importer() -> tuple[Any, pa.Schema]:
+    """``(pyarrow, schema())``: what ``RecordBatch.to_arrow()`` imports its columns with.
 
     Raises:
         MissingDependencyError: pyarrow is not installed.
     """
-    pa = _pyarrow("RecordBatch.to_arrow()")
-    return pa, pa.RecordBatch._import_from_c, schema()
+    return _pyarrow("RecordBatch.to_arrow()"), schema()
 
 
 def record_batch_to_arrow(batch: RecordBatch) -> pa.RecordBatch:

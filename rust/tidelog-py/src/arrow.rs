@@ -460,7 +460,11 @@ pub(super) fn to_arrow<'py>(
         Some((_, import, schema)) => (import.bind(py).clone(), schema.bind(py).clone()),
         None => {
             let found = py.import("tidelog.arrow")?.call_method0("_c_importer")?;
-            let (module, import, schema) = found.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>()?;
+            let (module, schema) = found.extract::<(Bound<'py, PyAny>, Py<PyAny>)>()?;
+            // pyarrow's entry point for the C data interface, taking a `pyarrow.Schema` (the
+            // PyCapsule protocol would import a schema exported anew on every call).
+            let import = module.getattr("RecordBatch")?.getattr("_import_from_c")?.unbind();
+            let module = module.unbind();
             let bound = (import.bind(py).clone(), schema.bind(py).clone());
             let _ = PYARROW.set(py, (module, import, schema));
             bound
