@@ -158,38 +158,33 @@ def collect(
     }
 
 
-#: Timestamps of messages at committed offsets, per store: ``{(topic, incarnation,
-#: partition, offset): timestamp_ms}``. A paused or slow group is asked about the same
+#: Timestamps of messages at committed offsets, per store: ``{(topic, incarnation):
+#: {(partition, offset): timestamp_ms}}``. A paused or slow group is asked about the same
 #: offset at every scrape; the message there never changes (a topic created again has a new
 #: incarnation), so it is read once.
-_TIMESTAMPS: weakref.WeakKeyDictionary[StoreView, dict[tuple[str, int, int, int], int]] = (
-    weakref.WeakKeyDictionary()
-)
+_TIMESTAMPS: weakref.WeakKeyDictionary[
+    StoreView, dict[tuple[str, int], dict[tuple[int, int], int]]
+] = weakref.WeakKeyDictionary()
 _TIMESTAMPS_KEPT = 65_536
 
 
 def _timestamps(
     store: StoreView, topic: _core.Topic, wanted: list[tuple[int, int]]
-) -> dict[tuple[int, int], int | None]:
-    """Timestamp of the first message at or after each ``(partition, offset)``."""
-    cache = _TIMESTAMPS.setdefault(store, {})
-    name, incarnation = topic.name, topic.incarnation
-    found: dict[tuple[int, int], int | None] = {}
-    missing = []
-    for p, offset in wanted:
-        ts = cache.get((name, incarnation, p, offset))
-        if ts is None:
-            missing.append((p, offset))
-        else:
-            found[p, offset] = ts
+) -> dict[tuple[int, int], int]:
+    """Timestamp of the first message at or after each ``(partition, offset)``.
+
+    Returns the topic's cache, which holds (at least) every one of ``wanted`` that has a
+    message; an offset at the end of the log is absent.
+    """
+    cache = _TIMESTAMPS.setdefault(store, {}).setdefault((topic.name, topic.incarnation), {})
+    missing = [key for key in wanted if key not in cache]
     if missing:
-        if len(cache) > _TIMESTAMPS_KEPT:
+        if len(cache) + len(missing) > _TIMESTAMPS_KEPT:
             cache.clear()
-        for (p, offset), ts in zip(missing, _core.timestamps_at(topic, missing), strict=True):
-            found[p, offset] = ts
+        for key, ts in zip(missing, _core.timestamps_at(topic, missing), strict=True):
             if ts is not None:
-                cache[name, incarnation, p, offset] = ts
-    return found
+                cache[key] = ts
+    return cache
 
 
 def _groups(
@@ -238,7 +233,7 @@ def _groups(
             [(p, c) for p, (c, end) in enumerate(zip(committed, ends, strict=True)) if c < end]
         )
         rows.append((topic_name, group, members, commits, committed))
-    stamps: dict[str, dict[tuple[int, int], int | None]] = {}
+    stamps: dict[str, dict[tuple[int, int], int]] = {}
     for topic_name, lagging in wanted.items():
         try:
             stamps[topic_name] = _timestamps(store, opened[topic_name], sorted(lagging))
