@@ -11,7 +11,9 @@ whose views point into the memory-mapped segment (a compressed batch's values: i
 image it was decompressed into), kept alive by the Arrow buffers for as long as any array
 uses them, also after the store is closed. No value is copied, however many stored batches
 a read spans (values of at most 12 bytes live inside their 16-byte view, as the Arrow format
-requires). Offsets, timestamps, keys and headers are gathered into new buffers.
+requires). Offsets, timestamps, keys and headers are gathered into new buffers. The native
+module builds every column and hands the batch to pyarrow in one import through the Arrow C
+data interface.
 """
 
 from __future__ import annotations
@@ -59,61 +61,13 @@ def schema() -> pa.Schema:
     )
 
 
-def _batch(pa: Any, arrow_schema: Any, parts: tuple[Any, ...]) -> pa.RecordBatch:
-    """One ``pyarrow.RecordBatch`` from ``RecordBatch.arrow_columns()``."""
-    (
-        offsets,
-        timestamps,
-        views,
-        value_valid,
-        value_buffers,
-        keys,
-        key_bounds,
-        key_valid,
-        header_offsets,
-        names,
-        name_bounds,
-        header_values,
-        header_value_bounds,
-    ) = parts
-    n = len(offsets)
-    buf = pa.py_buffer
+def _c_importer() -> tuple[Any, pa.Schema]:
+    """``(pyarrow, schema())``: what ``RecordBatch.to_arrow()`` imports its columns with.
 
-    def bitmap(bits: bytes | None) -> Any:
-        return None if bits is None else buf(bits)
-
-    # py_buffer wraps each memoryview without copying; the Arrow buffer keeps it (and so the
-    # segment mapping it points into) alive.
-    value = pa.Array.from_buffers(
-        pa.binary_view(),
-        n,
-        [bitmap(value_valid), buf(views), *(buf(b) for b in value_buffers)],
-    )
-    key = pa.Array.from_buffers(
-        pa.large_binary(), n, [bitmap(key_valid), buf(key_bounds), buf(keys)]
-    )
-    entries = len(name_bounds) - 1
-    header_names = pa.Array.from_buffers(
-        pa.large_string(), entries, [None, buf(name_bounds), buf(names)]
-    )
-    header_items = pa.Array.from_buffers(
-        pa.large_binary(), entries, [None, buf(header_value_bounds), buf(header_values)]
-    )
-    headers = pa.MapArray.from_arrays(
-        pa.Array.from_buffers(pa.int32(), n + 1, [None, buf(header_offsets)]),
-        header_names,
-        header_items,
-    )
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.Array.from_buffers(pa.int64(), n, [None, buf(offsets)]),
-            pa.Array.from_buffers(pa.int64(), n, [None, buf(timestamps)]),
-            key,
-            value,
-            headers,
-        ],
-        schema=arrow_schema,
-    )
+    Raises:
+        MissingDependencyError: pyarrow is not installed.
+    """
+    return _pyarrow("RecordBatch.to_arrow()"), schema()
 
 
 def record_batch_to_arrow(batch: RecordBatch) -> pa.RecordBatch:
@@ -130,8 +84,8 @@ def record_batch_to_arrow(batch: RecordBatch) -> pa.RecordBatch:
         MissingDependencyError: pyarrow is not installed.
         CorruptRecordError: A record's headers are malformed.
     """
-    pa = _pyarrow("RecordBatch.to_arrow()")
-    return _batch(pa, schema(), batch.arrow_columns())
+    _pyarrow("RecordBatch.to_arrow()")
+    return batch.to_arrow()
 
 
 def iter_arrow_batches(
@@ -168,8 +122,7 @@ def iter_arrow_batches(
     """
     from tidelog.errors import InvalidConfigError
 
-    pa = _pyarrow("Topic.to_arrow()")
-    arrow_schema = schema()
+    _pyarrow("Topic.to_arrow()")
     first = topic.start_offset(partition)
     last = topic.end_offset(partition)
     start = first if start is None else _offset(start, "start")
@@ -188,13 +141,14 @@ def iter_arrow_batches(
         )
         if len(batch) == 0 and batch.next_offset <= offset:
             break  # a transaction still open: a committed read stops before it
-        parts = batch.arrow_columns()
-        # A compacted partition's offsets are sparse: max_messages may reach past end.
-        rows = int(np.searchsorted(parts[0], end))
+        chunk = batch.to_arrow()
+        rows = len(chunk)
+        if batch.next_offset > end:
+            # A compacted partition's offsets are sparse: max_messages may reach past end.
+            rows = int(np.searchsorted(chunk.column(0).to_numpy(), end))
         if rows:
-            chunk = _batch(pa, arrow_schema, parts)
             yield chunk if rows == len(chunk) else chunk.slice(0, rows)
-        if rows < len(parts[0]):
+        if rows < len(chunk):
             return
         offset = batch.next_offset
 

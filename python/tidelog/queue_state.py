@@ -208,19 +208,24 @@ class PartitionState:
 
     # -- changes --------------------------------------------------------------------------
 
-    def assign(self, start: int, end: int, member: str, expires: int, count: int) -> None:
-        """``[start, end)`` is now held by ``member`` until ``expires`` (0: released)."""
+    def assign(self, start: int, end: int, member: str, expires: int, count: int) -> int:
+        """``[start, end)`` is now held by ``member`` until ``expires`` (0: released).
+
+        Returns how many of its offsets were handed out before (for the redelivery count).
+        """
         start = max(start, self.acked_below)
         if start >= end:
-            return
+            return 0
         if start > self.frontier:
             # Keep every unfinished offset below the frontier in a lease: a gap (which
             # members never leave) becomes available, never delivered.
             self.leases.append(Lease(self.frontier, start, "", 0, 0))
             self.frontier = start
         i, j = self._cut(start, end)
+        before = sum(lease.end - lease.start for lease in self.leases[i:j] if lease.count)
         self.leases[i:j] = [Lease(start, end, member, expires, count)]
         self.frontier = max(self.frontier, end)
+        return before
 
     def finish(self, start: int, end: int) -> int:
         """Finishes ``[start, end)``; returns how many of its offsets were unfinished."""
@@ -342,6 +347,9 @@ class QueueState:
     dead_lettered: int = 0
     archived: int = 0
     skipped: int = 0
+    redelivered: int = 0
+    """Messages handed out again, each time one was (a lifetime count: finishing a message
+    does not take it back); counted from the snapshot on in queues older than the count."""
 
     @classmethod
     def empty(cls, partitions: int) -> QueueState:
@@ -362,7 +370,9 @@ class QueueState:
                 continue  # cannot happen: partition counts are fixed
             part = parts[partition]
             if kind == ACQUIRE:
-                part.assign(start, end, member, expires, count)
+                again = part.assign(start, end, member, expires, count)
+                if count >= 2:
+                    self.redelivered += again
             elif kind == ACK:
                 self.acked += part.finish(start, end)
             elif kind == RELEASE:
@@ -390,6 +400,7 @@ class QueueState:
             "dead_lettered": self.dead_lettered,
             "archived": self.archived,
             "skipped": self.skipped,
+            "redelivered": self.redelivered,
         }
 
     @classmethod
@@ -403,4 +414,5 @@ class QueueState:
             dead_lettered=int(data["dead_lettered"]),
             archived=int(data["archived"]),
             skipped=int(data["skipped"]),
+            redelivered=int(data.get("redelivered", 0)),
         )

@@ -2,6 +2,7 @@
 //! classes and exceptions; each binding lives in its own file.
 
 mod args;
+mod arrow_ffi;
 mod commit;
 mod doorbell;
 mod errors;

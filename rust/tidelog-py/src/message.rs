@@ -338,8 +338,8 @@ impl RecordBatch {
 
     /// The batch as a `pyarrow.RecordBatch` with columns `offset`, `timestamp_ms`, `key`,
     /// `value` and `headers` (see `tidelog.arrow.record_batch_to_arrow`); needs pyarrow.
-    fn to_arrow<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("tidelog.arrow")?.call_method1("record_batch_to_arrow", (slf,))
+    fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        arrow::to_arrow(py, &self.records, self.partition)
     }
 
     /// The batch's columns laid out for Apache Arrow (for `tidelog.arrow`, which

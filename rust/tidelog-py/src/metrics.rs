@@ -14,8 +14,8 @@ use crate::gil::run_detached;
 use crate::topic::PyTopic;
 
 /// One partition's figures: `(start_offset, end_offset, size_bytes, segments, dirty_bytes,
-/// closed_bytes, max_timestamp_ms, recovery)`.
-type PartitionFigures = (u64, u64, u64, usize, u64, u64, Option<i64>, Recovered);
+/// closed_bytes, max_timestamp_ms, recovery, compactions)`.
+type PartitionFigures = (u64, u64, u64, usize, u64, u64, Option<i64>, Recovered, u64);
 
 /// `(torn_tail_events, torn_tail_bytes, quarantined_events, quarantined_bytes)`.
 type Recovered = (u64, u64, u64, u64);
@@ -23,10 +23,12 @@ type Recovered = (u64, u64, u64, u64);
 /// The figures of every partition of `topic`, in partition order: a list of tuples
 /// `(start_offset, end_offset, size_bytes, segments, dirty_bytes, closed_bytes,
 /// max_timestamp_ms, (torn_tail_events, torn_tail_bytes, quarantined_events,
-/// quarantined_bytes))`.
+/// quarantined_bytes), compactions)`.
 ///
 /// `dirty_bytes` and `closed_bytes` are the compaction dirty ratio's parts (bytes of closed
-/// segments compaction has not seen yet, and of all closed segments); `max_timestamp_ms` is the newest timestamp in the active segment (None while it is empty).
+/// segments compaction has not seen yet, and of all closed segments); `max_timestamp_ms` is the newest timestamp in the active segment (None while it is empty);
+/// `compactions` the compactions done over the partition's lifetime (kept with the
+/// cleaner's checkpoint, so recoveries and reopens do not move it).
 #[pyfunction]
 pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<PartitionFigures>> {
     let topic = topic.engine().clone();
@@ -53,6 +55,7 @@ pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<Partit
                     dirty.total_bytes,
                     (head.max_timestamp != i64::MIN).then_some(head.max_timestamp),
                     lost,
+                    dirty.compactions,
                 ))
             })
             .collect()
@@ -65,9 +68,10 @@ pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<Partit
 /// reads from the start (retention removed the older messages: the oldest unconsumed one
 /// is the first retained).
 ///
-/// Offsets that fall in the stored batch read for the previous one of the same partition
-/// are answered from it (every group of a topic is asked in one call, and groups are often
-/// in the same batch): one CRC-checked read per batch, not per group.
+/// Offsets that fall in the stored batch read for an earlier one of the same partition are
+/// answered from it (every group of a topic is asked in one call, and groups are often in
+/// the same batch): one CRC-checked read per batch, not per group, and the record found by
+/// a binary search over the batch's entries, not by walking its records.
 #[pyfunction]
 pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -> PyResult<Vec<Option<i64>>> {
     let topic = topic.engine().clone();
@@ -83,12 +87,8 @@ pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -
                 }
                 if let Some((p, chunk)) = &last {
                     if *p == partition {
-                        // The whole stored batch, not only the record read: later offsets
-                        // of it are answered without another read.
-                        let found = chunk.batch().records().find(|r| r.offset >= at).map(|r| r.timestamp);
-                        let first = chunk.batch().records().next().map(|r| r.offset);
-                        if found.is_some() && first.is_some_and(|f| f <= at) {
-                            return Ok(found);
+                        if let Some(found) = timestamp_in(chunk, at) {
+                            return Ok(Some(found));
                         }
                     }
                 }
@@ -100,4 +100,25 @@ pub fn timestamps_at(py: Python<'_>, topic: &PyTopic, wanted: Vec<(u32, u64)>) -
             })
             .collect()
     })
+}
+
+/// The timestamp of the first record at or after `at` in the whole stored batch of `chunk`
+/// (not only the records the read wanted), if the batch holds `at` and such a record.
+fn timestamp_in(chunk: &ReadChunk, at: u64) -> Option<i64> {
+    let batch = chunk.batch();
+    let count = batch.header.record_count as usize;
+    if at < batch.header.base_offset || at >= batch.header.next_offset() || count == 0 {
+        return None;
+    }
+    // Offsets grow within a batch (a compacted one's are sparse): the first at or after `at`.
+    let mut span = 0..count;
+    while !span.is_empty() {
+        let mid = span.start + span.len() / 2;
+        if batch.offset_and_timestamp(mid)?.0 < at {
+            span.start = mid + 1;
+        } else {
+            span.end = mid;
+        }
+    }
+    (span.start < count).then(|| batch.offset_and_timestamp(span.start)).flatten().map(|(_, ts)| ts)
 }

@@ -598,6 +598,20 @@ impl<'a> BatchView<'a> {
         RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout).value_bytes() as u32
     }
 
+    /// Offset and timestamp of record `i` (`i < record_count`, checked by `parse`), read
+    /// from its entry alone (records before it are not walked); `None` in a compressed
+    /// batch's view, whose entries are compressed.
+    pub fn offset_and_timestamp(&self, i: usize) -> Option<(u64, i64)> {
+        if self.codec != Compression::None {
+            return None;
+        }
+        let e = RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout);
+        Some((
+            self.header.base_offset + u64::from(e.offset_delta),
+            self.header.first_timestamp + i64::from(e.timestamp_delta),
+        ))
+    }
+
     /// True if record `i` is a tombstone (`i < record_count`); false in a compressed
     /// batch's view (decompress it first).
     pub fn is_tombstone(&self, i: usize) -> bool {
@@ -779,6 +793,35 @@ mod tests {
         assert_eq!((got[1].offset, got[1].timestamp, got[1].key, got[1].value), (101, 990, None, &b""[..]));
         assert_eq!((got[2].key, got[2].value), (Some(&b""[..]), &b"value-3"[..]));
         assert_eq!(&bytes[view.values_range()], b"v1value-3");
+    }
+
+    #[test]
+    fn offset_and_timestamp_read_one_entry_of_each_layout() {
+        let full = [
+            Record { timestamp: 1000, key: Some(b"k1"), value: b"v1", headers: &[], tombstone: false },
+            Record { timestamp: 990, key: None, value: b"", headers: &[], tombstone: false },
+        ];
+        let compact = [
+            Record { timestamp: 7, key: None, value: b"ab", headers: &[], tombstone: false },
+            Record { timestamp: 5, key: None, value: b"c", headers: &[], tombstone: false },
+        ];
+        for records in [&full[..], &compact[..]] {
+            let bytes = encode(BatchMeta::plain(40), records);
+            let view = BatchView::parse(&bytes, true).unwrap();
+            let walked: Vec<_> = view.records().map(|r| Some((r.offset, r.timestamp))).collect();
+            let read: Vec<_> = (0..records.len()).map(|i| view.offset_and_timestamp(i)).collect();
+            assert_eq!(read, walked);
+        }
+        let values = [7u8; 12];
+        let lengths = [4i64; 3];
+        let batch = ValuesBatch::new(&values, &lengths, 77);
+        let mut bytes = vec![0; batch.encoded_len()];
+        let (header, crc) = batch.encode_head(&mut bytes[..batch.head_len()], BatchMeta::plain(9));
+        bytes[batch.head_len()..].copy_from_slice(&values);
+        let crc = crc32c::crc32c_append(crc, &values);
+        ValuesBatch::seal(&mut bytes[..batch.head_len()], header, crc);
+        let view = BatchView::parse(&bytes, true).unwrap();
+        assert_eq!(view.offset_and_timestamp(2), Some((11, 77)));
     }
 
     #[test]

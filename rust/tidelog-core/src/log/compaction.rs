@@ -75,11 +75,15 @@ pub(super) use crate::paths::CLEANED_SUFFIX;
 pub(super) use crate::paths::CLEANER_CHECKPOINT_FILE as CHECKPOINT_FILE;
 /// The swap manifest: present only while a decided swap is being carried out.
 pub(super) use crate::paths::COMPACTION_SWAP_FILE as SWAP_FILE;
-const SWAP_MAGIC: &[u8; 8] = b"TLSWAP02";
-/// A swap file of the first version: no expiry field (read as "unknown").
+const SWAP_MAGIC: &[u8; 8] = b"TLSWAP03";
+/// A swap file of the second version: no compaction count.
+const SWAP_MAGIC_V2: &[u8; 8] = b"TLSWAP02";
+/// A swap file of the first version: no expiry field (read as "unknown"), no count.
 const SWAP_MAGIC_V1: &[u8; 8] = b"TLSWAP01";
-const CHECKPOINT_MAGIC: &[u8; 8] = b"TLCLEAN2";
-/// A checkpoint of the first version: no expiry field (read as "unknown").
+const CHECKPOINT_MAGIC: &[u8; 8] = b"TLCLEAN3";
+/// A checkpoint of the second version: no compaction count.
+const CHECKPOINT_MAGIC_V2: &[u8; 8] = b"TLCLEAN2";
+/// A checkpoint of the first version: no expiry field (read as "unknown"), no count.
 const CHECKPOINT_MAGIC_V1: &[u8; 8] = b"TLCLEAN1";
 /// Index interval of rewritten segments (as of rebuilt sealed indexes).
 const INDEX_INTERVAL: usize = 4096;
@@ -130,6 +134,10 @@ pub struct DirtyRatio {
     pub dirty_bytes: u64,
     /// Bytes of all closed segments.
     pub total_bytes: u64,
+    /// Compactions done over the partition's lifetime (each one that compacted anything:
+    /// not those that found nothing new to do, nor those that gave up). Read from the same
+    /// checkpoint; it restarts at 0 only if the checkpoint is lost or damaged.
+    pub compactions: u64,
 }
 
 impl DirtyRatio {
@@ -146,6 +154,7 @@ impl DirtyRatio {
     pub fn add(&mut self, other: &DirtyRatio) {
         self.dirty_bytes += other.dirty_bytes;
         self.total_bytes += other.total_bytes;
+        self.compactions += other.compactions;
     }
 }
 
@@ -257,14 +266,15 @@ impl Drop for CleanerLock {
 ///
 /// | bytes | type | field                                           |
 /// |-------|------|-------------------------------------------------|
-/// | 0..8  |      | magic `TLSWAP01`                                |
+/// | 0..8  |      | magic `TLSWAP03`                                |
 /// | 8..12 | u32  | replaced segment count, then each base: u64     |
 /// |       | u32  | new segment count, then each base: u64          |
 /// |       | u64  | cleaned-to offset (the new checkpoint)          |
 /// |       | i64  | expiry of the checkpoint (see [`Checkpoint`])   |
+/// |       | u64  | compactions done, this one included             |
 /// |       | u32  | CRC32C of everything before                     |
 ///
-/// (`TLSWAP01` files have no expiry field.)
+/// (`TLSWAP01` files have neither the expiry nor the count, `TLSWAP02` no count.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Swap {
     replaced: Vec<u64>,
@@ -283,6 +293,7 @@ impl Swap {
         }
         out.extend_from_slice(&self.checkpoint.offset.to_le_bytes());
         out.extend_from_slice(&self.checkpoint.expires.to_le_bytes());
+        out.extend_from_slice(&self.checkpoint.compactions.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -294,7 +305,8 @@ impl Swap {
             return None;
         }
         let v1 = body.starts_with(SWAP_MAGIC_V1);
-        if !v1 && !body.starts_with(SWAP_MAGIC) {
+        let v2 = body.starts_with(SWAP_MAGIC_V2);
+        if !v1 && !v2 && !body.starts_with(SWAP_MAGIC) {
             return None;
         }
         let mut at = SWAP_MAGIC.len();
@@ -316,8 +328,15 @@ impl Swap {
         }
         let offset = u64_at(&mut at)?;
         let expires = if v1 { i64::MIN } else { u64_at(&mut at)? as i64 };
+        // A swap decided by an older version counts as one compaction more than the
+        // checkpoint it replaces, which it cannot know: the least it can be.
+        let compactions = if v1 || v2 { 1 } else { u64_at(&mut at)? };
         let [replaced, new] = lists;
-        (at == body.len()).then_some(Swap { replaced, new, checkpoint: Checkpoint { offset, expires } })
+        (at == body.len()).then_some(Swap {
+            replaced,
+            new,
+            checkpoint: Checkpoint { offset, expires, compactions },
+        })
     }
 
     /// Carries the swap out; idempotent, so a swap interrupted anywhere is finished by
@@ -415,10 +434,13 @@ struct Checkpoint {
     /// `delete_retention_ms` will remove: once the horizon reaches it, the clean segments
     /// are worth compacting again. `i64::MAX` with none, `i64::MIN` when unknown.
     expires: i64,
+    /// Compactions done over the partition's lifetime (see [`DirtyRatio::compactions`]);
+    /// 1 in checkpoints written before it was counted (at least the one that wrote them).
+    compactions: u64,
 }
 
 impl Checkpoint {
-    const NONE: Checkpoint = Checkpoint { offset: 0, expires: i64::MIN };
+    const NONE: Checkpoint = Checkpoint { offset: 0, expires: i64::MIN, compactions: 0 };
 }
 
 /// The partition's checkpoint, [`Checkpoint::NONE`] if never compacted (or if the file is
@@ -426,7 +448,8 @@ impl Checkpoint {
 fn read_checkpoint(dir: &Path) -> Checkpoint {
     let Ok(bytes) = std::fs::read(dir.join(CHECKPOINT_FILE)) else { return Checkpoint::NONE };
     let len = match bytes.get(..8) {
-        Some(m) if m == CHECKPOINT_MAGIC => 28,
+        Some(m) if m == CHECKPOINT_MAGIC => 36,
+        Some(m) if m == CHECKPOINT_MAGIC_V2 => 28,
         Some(m) if m == CHECKPOINT_MAGIC_V1 => 20,
         _ => return Checkpoint::NONE,
     };
@@ -439,22 +462,26 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
     }
     let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let expires =
-        if len == 28 { i64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) } else { i64::MIN };
-    Checkpoint { offset, expires }
+        if len >= 28 { i64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) } else { i64::MIN };
+    let compactions =
+        if len == 36 { u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")) } else { 1 };
+    Checkpoint { offset, expires, compactions }
 }
 
 /// | bytes  | type | field                                       |
 /// |--------|------|---------------------------------------------|
-/// | 0..8   |      | magic `TLCLEAN2`                            |
+/// | 0..8   |      | magic `TLCLEAN3`                            |
 /// | 8..16  | u64  | offset below which all is compacted         |
 /// | 16..24 | i64  | expiry (see [`Checkpoint::expires`])        |
-/// | 24..28 | u32  | CRC32C of bytes 0..24                       |
+/// | 24..32 | u64  | compactions done (lifetime)                 |
+/// | 32..36 | u32  | CRC32C of bytes 0..32                       |
 ///
-/// (`TLCLEAN1` files are 20 bytes: no expiry field.)
+/// (`TLCLEAN1` files are 20 bytes: no expiry field, no count; `TLCLEAN2` 28: no count.)
 fn write_checkpoint(dir: &Path, checkpoint: Checkpoint, durable: bool) -> Result<()> {
     let mut bytes = CHECKPOINT_MAGIC.to_vec();
     bytes.extend_from_slice(&checkpoint.offset.to_le_bytes());
     bytes.extend_from_slice(&checkpoint.expires.to_le_bytes());
+    bytes.extend_from_slice(&checkpoint.compactions.to_le_bytes());
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     crate::fs::write_atomically(&dir.join(CHECKPOINT_FILE), &bytes, durable)
@@ -882,7 +909,13 @@ impl PartitionLog {
         stats.segments_before = replaced.len();
         stats.segments_after = written.len();
         stats.cleaned_to = cleaned_to;
-        let checkpoint = Checkpoint { offset: cleaned_to, expires: rewrite.expires };
+        // This compaction counts from here: it either moves the checkpoint alone or swaps
+        // (and the swap carries the checkpoint, so a swap finished by recovery counts too).
+        let checkpoint = Checkpoint {
+            offset: cleaned_to,
+            expires: rewrite.expires,
+            compactions: checkpoint.compactions.saturating_add(1),
+        };
         drop(rewrite);
         if replaced.is_empty() {
             // Every segment stays: only the checkpoint moves (under the cleaner lock, the
@@ -971,8 +1004,9 @@ impl PartitionLog {
     pub fn dirty_ratio(&self) -> Result<DirtyRatio> {
         let head = self.head()?;
         let view = self.current_view(head)?;
-        let checkpoint = read_checkpoint(&self.dir).offset;
-        let mut ratio = DirtyRatio::default();
+        let checkpoint = read_checkpoint(&self.dir);
+        let mut ratio = DirtyRatio { compactions: checkpoint.compactions, ..DirtyRatio::default() };
+        let checkpoint = checkpoint.offset;
         for seg in view.segments.iter().filter(|s| !s.is_active()) {
             let bytes = seg.data.readable() as u64;
             ratio.total_bytes += bytes;
@@ -994,7 +1028,7 @@ mod tests {
         let swap = Swap {
             replaced: vec![0, 10, 20],
             new: vec![0, 20],
-            checkpoint: Checkpoint { offset: 31, expires: -5 },
+            checkpoint: Checkpoint { offset: 31, expires: -5, compactions: 4 },
         };
         assert_eq!(Swap::decode(&swap.encode()), Some(swap));
     }
@@ -1008,14 +1042,39 @@ mod tests {
         v1.extend_from_slice(&crc.to_le_bytes());
         std::fs::write(dir.path().join(CHECKPOINT_FILE), &v1).unwrap();
         // Unknown expiry: the next compaction looks at the clean segments again.
-        assert_eq!(read_checkpoint(dir.path()), Checkpoint { offset: 42, expires: i64::MIN });
-        let now = Checkpoint { offset: 50, expires: 7 };
+        assert_eq!(read_checkpoint(dir.path()), Checkpoint { offset: 42, expires: i64::MIN, compactions: 1 });
+        let now = Checkpoint { offset: 50, expires: 7, compactions: 9 };
         write_checkpoint(dir.path(), now, false).unwrap();
         assert_eq!(read_checkpoint(dir.path()), now);
         let mut bytes = std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
         bytes[17] ^= 1;
         std::fs::write(dir.path().join(CHECKPOINT_FILE), &bytes).unwrap();
         assert_eq!(read_checkpoint(dir.path()), Checkpoint::NONE, "damage: all dirty");
+    }
+
+    #[test]
+    fn a_second_version_checkpoint_and_swap_count_one_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v2 = CHECKPOINT_MAGIC_V2.to_vec();
+        v2.extend_from_slice(&42u64.to_le_bytes());
+        v2.extend_from_slice(&7i64.to_le_bytes());
+        let crc = crc32c::crc32c(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(dir.path().join(CHECKPOINT_FILE), &v2).unwrap();
+        assert_eq!(read_checkpoint(dir.path()), Checkpoint { offset: 42, expires: 7, compactions: 1 });
+        let swap = Swap {
+            replaced: vec![0],
+            new: vec![0],
+            checkpoint: Checkpoint { offset: 5, expires: 3, compactions: 8 },
+        };
+        let mut bytes = swap.encode();
+        // The same manifest as version 2 wrote it: magic 2, no count.
+        bytes.truncate(bytes.len() - 12);
+        bytes[..8].copy_from_slice(SWAP_MAGIC_V2);
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let decoded = Swap::decode(&bytes).expect("a TLSWAP02 manifest");
+        assert_eq!(decoded.checkpoint, Checkpoint { offset: 5, expires: 3, compactions: 1 });
     }
 
     #[test]
@@ -1031,7 +1090,7 @@ mod tests {
         let crc = crc32c::crc32c(&v1);
         v1.extend_from_slice(&crc.to_le_bytes());
         let swap = Swap::decode(&v1).expect("a TLSWAP01 manifest");
-        assert_eq!(swap.checkpoint, Checkpoint { offset: 20, expires: i64::MIN });
+        assert_eq!(swap.checkpoint, Checkpoint { offset: 20, expires: i64::MIN, compactions: 1 });
         assert_eq!((swap.replaced, swap.new), (vec![0, 10], vec![0]));
     }
 
@@ -1046,7 +1105,7 @@ mod tests {
             let swap = Swap {
                 new: replaced.iter().step_by(2).copied().collect(),
                 replaced,
-                checkpoint: Checkpoint { offset: 9, expires: 3 },
+                checkpoint: Checkpoint { offset: 9, expires: 3, compactions: 2 },
             };
             let mut bytes = swap.encode();
             let i = at.index(bytes.len());
