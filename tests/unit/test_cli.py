@@ -372,10 +372,19 @@ def test_consume_follow_sees_new_messages_and_stops_on_ctrl_c(store_dir: Path) -
 
 def test_follow_with_from_end_skips_history(store_dir: Path) -> None:
     with spawn("consume", "orders", "-f", "--from-end", "-p", "0", "-d", store_dir) as proc:
-        time.sleep(0.5)  # let it reach the end; messages before it started must not show
-        with tidelog.open(store_dir) as store:
-            store.topic("orders").append(b"new", partition=0)
-        assert _read_line(proc) == b"new\n"
+        assert proc.stdout is not None
+        # However long the command takes to start (under load, seconds), what it prints
+        # first is one of the messages appended after it started, never the history:
+        # append until it prints, each message marking when it was appended.
+        with tidelog.open(store_dir) as store, selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            topic = store.topic("orders")
+            for i in range(300):
+                topic.append(b"new %d" % i, partition=0)
+                if selector.select(0.1):
+                    break
+            first = proc.stdout.readline()
+        assert first.startswith(b"new "), first
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 130
 
