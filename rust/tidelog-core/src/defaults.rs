@@ -49,6 +49,16 @@ pub const MAX_BATCH_MESSAGES: usize = 4096;
 /// How long a producer's writer waits for more messages before appending a batch.
 pub const LINGER_MS: f64 = 1.0;
 
+/// How long a consumer or work-queue member spins on the topic's doorbell before sleeping
+/// on it, in microseconds: about what a futex sleep and wake-up cost the waiter (the
+/// latency of a sleeping consumer, ~10-15 µs on the dev machines), so that spinning never
+/// costs more than twice what sleeping would, and a message that comes sooner is seen
+/// without the wake-up (see `benches/results/spin-issue19.md`).
+pub const SPIN_US: u32 = 20;
+/// Longest spin accepted: a longer one is no longer "briefly before sleeping" (a waiter that
+/// must never sleep should poll with a zero timeout instead).
+pub const MAX_SPIN_US: u32 = 10_000;
+
 /// A default value, as the bindings hand it to Python.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DefaultValue {
@@ -102,6 +112,12 @@ pub fn producer() -> Vec<(&'static str, DefaultValue)> {
         ("max_batch_messages", int(MAX_BATCH_MESSAGES)),
         ("linger_ms", DefaultValue::Float(LINGER_MS)),
     ]
+}
+
+/// Every waiting option's default by its name (`Store.consumer`'s and `Store.work_queue`'s
+/// keywords).
+pub fn waiting() -> Vec<(&'static str, DefaultValue)> {
+    vec![("spin_us", DefaultValue::Int(i64::from(SPIN_US)))]
 }
 
 #[cfg(test)]
