@@ -718,9 +718,7 @@ def _latency(
 
 
 GROUP_TITLE = "{p} latency, append -> consumer process blocked in poll(500) (group)"
-SPIN_TITLE = (
-    "{p} latency, append -> consumer process in poll(500) (group, spin_us={spin})"
-)
+SPIN_TITLE = "{p} latency, append -> consumer process in poll(500) (group, spin_us={spin})"
 PIPE_TITLE = "{p} latency, os.write -> process blocked in os.read on a pipe"
 
 
@@ -935,7 +933,7 @@ def test_idle_cpu_spin(benchmark: Any, latency_root: Path) -> None:
         figure="idle-cpu-spin",
         title=f"CPU of a consumer (spin_us={SPIN_ON_US}) polling an idle topic for {IDLE_S:g} s",
         role="tidelog",
-        unit=cast(Unit, "ms"),
+        unit="ms",
         work=1,
         value=cpu_ms,
         what=f"poll(500, timeout) in a loop for {IDLE_S:g} s, nothing appended",

@@ -287,7 +287,12 @@ impl Topic {
     /// As [`Self::wait`], spinning on the doorbell for at most `spin` before sleeping (a
     /// waiter that expects a message within microseconds sees it without a futex wake-up;
     /// see [`Doorbell::wait_spin`]).
-    pub fn wait_spin(&self, ticket: u32, timeout: Option<std::time::Duration>, spin: std::time::Duration) -> bool {
+    pub fn wait_spin(
+        &self,
+        ticket: u32,
+        timeout: Option<std::time::Duration>,
+        spin: std::time::Duration,
+    ) -> bool {
         self.doorbell.wait_spin(ticket, timeout, spin)
     }
 
