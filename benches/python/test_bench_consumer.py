@@ -940,3 +940,17 @@ def test_idle_cpu_spin(benchmark: Any, latency_root: Path) -> None:
         targets=[{"of": "value", "op": "<", "value": 50, "text": "< 50 ms (0.5% of a core)"}],
         extra={"spin_us": SPIN_ON_US, "consumer_usage": usage},
     )
+
+
+@pytest.mark.benchmark(group="latency-breakdown")
+def test_latency_doorbell_spin(benchmark: Any, latency_root: Path) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "doorbell",
+        figure="latency-doorbell-spin-p50",
+        percentile="p50",
+        title=f"p50 latency, append -> process in ticket/read_batch/wait(spin_us={SPIN_ON_US})",
+        role="variant",
+        spin_us=SPIN_ON_US,
+    )
