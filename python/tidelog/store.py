@@ -519,7 +519,7 @@ class Store:
                 end.
             spin_us: Microseconds a member with nothing to take spins on the topic's
                 doorbell (a shared word every append moves) before sleeping on it, 0 to
-                10,000 (default 20). A message appended (in any process) while it
+                10,000 (default 10). A message appended (in any process) while it
                 spins is seen within a few microseconds instead of after a futex wake-up
                 (~10 µs); an idle member spins at most once per wait, so it still costs no
                 CPU, and appends never pay a wake-up for spinners. 0: sleep at once.
@@ -586,7 +586,7 @@ class Store:
                 50 ms of work); 1 hands out exactly one job per acquisition.
             spin_us: Microseconds a member with nothing to take spins on the topic's
                 doorbell (a shared word every append moves) before sleeping on it, 0 to
-                10,000 (default 20). A message appended (in any process) while it
+                10,000 (default 10). A message appended (in any process) while it
                 spins is seen within a few microseconds instead of after a futex wake-up
                 (~10 µs); an idle member spins at most once per wait, so it still costs no
                 CPU, and appends never pay a wake-up for spinners. 0: sleep at once.
