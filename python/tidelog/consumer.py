@@ -2,7 +2,8 @@
 
 See :meth:`tidelog.Store.consumer`. A consumer blocks for new messages on the topic's
 doorbell (a futex every append rings, in any process), so waiting costs no CPU and wakes
-within microseconds.
+within microseconds; before each sleep it spins on the doorbell for up to ``spin_us``
+microseconds, so a message that comes meanwhile is seen without a wake-up.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ wrote. Changes are ranges, and a member batches them:
 
 Waiting: a member with nothing to take sleeps on the topic's doorbell (a futex rung by every
 append in any process, and rung by members releasing work too), and until the earliest lock
-of the queue expires; the only polling left is a 1 s safety net.
+of the queue expires; the only polling left is a 1 s safety net. Before each sleep it spins
+on the doorbell for up to ``spin_us`` microseconds (:meth:`tidelog.Store.work_queue`).
 """
 
 from __future__ import annotations
