@@ -1,6 +1,6 @@
 """Consumer child process of the producer-to-consumer latency benchmark.
 
-Usage: ``python latency_consumer.py MODE STORE TOPIC COUNT OUT [PIPE_FD]``
+Usage: ``python latency_consumer.py MODE STORE TOPIC COUNT OUT [PIPE_FD | SPIN_US]``
 
 Every message value starts with the sender's ``time.perf_counter_ns()`` as a signed
 little-endian int64 (CLOCK_MONOTONIC on Linux: one clock for every process of the machine);
@@ -10,10 +10,12 @@ reached it, and stops after ``COUNT`` measured messages.
 
 Modes (how the child waits):
 
-* ``group``: ``store.consumer(TOPIC, group=..., start="latest")``, blocked in ``poll(500)``
-  (at-least-once: every poll commits what the previous one returned);
+* ``group``: ``store.consumer(TOPIC, group=..., start="latest", spin_us=SPIN_US)``, blocked
+  in ``poll(500)`` (at-least-once: every poll commits what the previous one returned);
 * ``doorbell``: no group, the raw loop a consumer is built on: ``ticket()``,
-  ``read_batch(0, position)``, ``wait(ticket)`` when there is nothing new;
+  ``read_batch(0, position)``, ``wait(ticket, spin_us=SPIN_US)`` when there is nothing new;
+* ``idle``: a ``group`` member with ``spin_us=SPIN_US`` polling a topic nobody writes to for
+  ``COUNT`` milliseconds; ``done`` reports its CPU time over that span (``OUT`` stays empty);
 * ``aio`` / ``aio-uvloop``: a ``tidelog.aio`` group member awaiting ``poll(500)`` in an
   asyncio (or uvloop) event loop, woken through the store's waker and its eventfd;
 * ``pipe``: no tidelog at all: blocked in ``os.read`` on the pipe ``PIPE_FD`` that the parent
@@ -50,9 +52,9 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def group_batches(store: tidelog.Store, topic: str) -> Iterator[Iterable[bytes]]:
+def group_batches(store: tidelog.Store, topic: str, spin_us: int) -> Iterator[Iterable[bytes]]:
     """Values as a group member's ``poll`` hands them out."""
-    consumer = store.consumer(topic, group=GROUP, start="latest")
+    consumer = store.consumer(topic, group=GROUP, start="latest", spin_us=spin_us)
     say("ready")
     poll = consumer.poll
     try:
@@ -62,7 +64,9 @@ def group_batches(store: tidelog.Store, topic: str) -> Iterator[Iterable[bytes]]
         consumer.close()
 
 
-def doorbell_batches(store: tidelog.Store, topic_name: str) -> Iterator[Iterable[bytes]]:
+def doorbell_batches(
+    store: tidelog.Store, topic_name: str, spin_us: int
+) -> Iterator[Iterable[bytes]]:
     """Values read by the raw ticket / read_batch / wait loop of one partition."""
     topic = store.topic(topic_name)
     position = topic.end_offset(0)
@@ -75,7 +79,28 @@ def doorbell_batches(store: tidelog.Store, topic_name: str) -> Iterator[Iterable
             position = batch.next_offset
             yield [v or b"" for v in batch.values()]
         else:
-            wait(t, 1.0)
+            wait(t, 1.0, spin_us)
+
+
+def idle_usage(store: tidelog.Store, topic: str, spin_us: int, span_s: float) -> dict[str, float]:
+    """CPU time of a group member polling an idle topic for ``span_s`` seconds."""
+    consumer = store.consumer(topic, group=GROUP, start="latest", spin_us=spin_us)
+    say("ready")
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.monotonic()
+    received = 0
+    while (left := span_s - (time.monotonic() - start)) > 0:
+        received += len(consumer.poll(500, left))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    consumer.close()
+    return {
+        "idle_s": time.monotonic() - start,
+        "cpu_user_s": after.ru_utime - before.ru_utime,
+        "cpu_sys_s": after.ru_stime - before.ru_stime,
+        "voluntary_ctx_switches": after.ru_nvcsw - before.ru_nvcsw,
+        "involuntary_ctx_switches": after.ru_nivcsw - before.ru_nivcsw,
+        "received": received,
+    }
 
 
 def pipe_batches(fd: int) -> Iterator[Iterable[bytes]]:
@@ -180,14 +205,21 @@ def main(argv: list[str]) -> int:
             lat.tofile(f)
         say("done " + json.dumps(usage))
         return 0
+    spin_us = int(argv[5]) if len(argv) > 5 and mode != "pipe" else 0
+    if mode == "idle":
+        with tidelog.open(path, fsync="never") as idle_store:
+            usage = idle_usage(idle_store, topic, spin_us, count / 1000)
+        open(out, "wb").close()
+        say("done " + json.dumps(usage))
+        return 0
     if mode == "pipe":
         batches = pipe_batches(int(argv[5]))
     else:
         store = tidelog.open(path, fsync="never")
         if mode == "group":
-            batches = group_batches(store, topic)
+            batches = group_batches(store, topic, spin_us)
         elif mode == "doorbell":
-            batches = doorbell_batches(store, topic)
+            batches = doorbell_batches(store, topic, spin_us)
         else:
             raise SystemExit(f"unknown mode {mode!r}")
     try:

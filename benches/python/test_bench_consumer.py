@@ -15,7 +15,13 @@ same run.
   tidelog (the floor of a cross-process wake-up on this machine); a variant is the raw
   ``ticket`` / ``read_batch`` / ``wait`` loop without a group. Both percentiles of a system
   come from one run (the test that runs second reuses the histogram of the first); the whole
-  histogram is saved in ``extra_info``.
+  histogram is saved in ``extra_info``. The consumer sleeps on the doorbell at once
+  (``spin_us=0``, the path before issue 19).
+* ``latency-spin-p50`` / ``latency-spin-p99``: the same with the consumer spinning up to
+  ``SPIN_ON_US`` µs on the doorbell before sleeping (issue 19), next to the pipe, in the same
+  run; ``latency-spin-sweep`` adds the p50 of other ``spin_us`` values (how the default was
+  chosen), and ``idle-cpu-spin`` the CPU time a spinning member takes over ``IDLE_S`` s of a
+  topic nobody writes to (it must stay near 0: the spin ends, the member sleeps).
 """
 
 from __future__ import annotations
@@ -66,6 +72,12 @@ DURABLE_COMMITS = 50 if QUICK else 500
 LATENCY_MSGS = 5_000 if QUICK else 100_000
 LATENCY_WARMUP = 500 if QUICK else 5_000
 INTERVAL_US = 40
+#: ``spin_us`` of the spinning consumer: longer than the gap between two messages, so it
+#: never sleeps while they come; and the other values the sweep measures.
+SPIN_ON_US = 100
+SPIN_SWEEP_US = (10, 20, 50)
+#: How long the idle member polls a silent topic.
+IDLE_S = 10.0
 #: The latency figures are in microseconds; ``benches/report.py`` prints unknown units as is
 #: (``support.Unit`` lists the units it computes from round times, which these are not).
 MICROSECONDS = cast(Unit, "µs")
@@ -601,12 +613,14 @@ class LatencyRun:
         }
 
 
-def latency_run(mode: str, directory: Path) -> LatencyRun:
+def latency_run(mode: str, directory: Path, spin_us: int = 0) -> LatencyRun:
     """Starts the consumer child in ``mode``, sends the paced messages, collects latencies."""
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / f"{mode}.latencies"
     args = [sys.executable, str(CHILD), mode, str(directory / "store"), TOPIC]
     args += [str(LATENCY_MSGS), str(out)]
+    if mode != "pipe":
+        args.append(str(spin_us))
     store: tidelog.Store | None = None
     pipe_fds: tuple[int, int] | None = None
     send: Callable[[bytes], Any]
@@ -660,8 +674,9 @@ def latency_run(mode: str, directory: Path) -> LatencyRun:
     return LatencyRun(mode, latencies, send_s, sender, child, restarts)
 
 
-#: Runs already made in this session, by mode: each is measured once and gives both figures.
-_RUNS: dict[str, LatencyRun] = {}
+#: Runs already made in this session, by mode and spin: each is measured once and gives both
+#: figures.
+_RUNS: dict[tuple[str, int], LatencyRun] = {}
 
 
 def _latency(
@@ -674,16 +689,18 @@ def _latency(
     title: str,
     role: Role,
     targets: list[dict[str, Any]] | None = None,
+    spin_us: int = 0,
 ) -> None:
-    reused = mode in _RUNS
+    key = (mode, spin_us)
+    reused = key in _RUNS
 
     def measure() -> LatencyRun:
-        if mode not in _RUNS:
-            _RUNS[mode] = latency_run(mode, directory / mode)
-        return _RUNS[mode]
+        if key not in _RUNS:
+            _RUNS[key] = latency_run(mode, directory / f"{mode}-spin{spin_us}", spin_us)
+        return _RUNS[key]
 
     result: LatencyRun = benchmark.pedantic(measure, rounds=1, iterations=1, warmup_rounds=0)
-    extra = result.extra()
+    extra = {**result.extra(), "spin_us": spin_us}
     source = "reused from the other percentile's test (one run)" if reused else "measured here"
     record(
         benchmark,
@@ -701,6 +718,7 @@ def _latency(
 
 
 GROUP_TITLE = "{p} latency, append -> consumer process blocked in poll(500) (group)"
+SPIN_TITLE = "{p} latency, append -> consumer process in poll(500) (group, spin_us={spin})"
 PIPE_TITLE = "{p} latency, os.write -> process blocked in os.read on a pipe"
 
 
@@ -768,4 +786,173 @@ def test_latency_doorbell(benchmark: Any, latency_root: Path) -> None:
         percentile="p50",
         title="p50 latency, append -> process in ticket/read_batch/wait (no group)",
         role="variant",
+    )
+
+
+SPIN_P50_TARGETS: list[dict[str, Any]] = [
+    {"of": "value", "op": "<", "value": 3, "text": "p50 < 3 µs"},
+]
+SPIN_P99_TARGETS: list[dict[str, Any]] = [
+    {"of": "value", "op": "<", "value": 20, "text": "p99 < 20 µs"},
+]
+
+
+@pytest.mark.benchmark(group="latency-spin-p50")
+def test_latency_spin_p50_tidelog(benchmark: Any, latency_root: Path) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "group",
+        figure="latency-spin-p50",
+        percentile="p50",
+        title=SPIN_TITLE.format(p="p50", spin=SPIN_ON_US),
+        role="tidelog",
+        targets=SPIN_P50_TARGETS,
+        spin_us=SPIN_ON_US,
+    )
+
+
+@pytest.mark.benchmark(group="latency-spin-p50")
+def test_latency_spin_p50_reference(benchmark: Any, latency_root: Path) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "pipe",
+        figure="latency-spin-p50",
+        percentile="p50",
+        title=PIPE_TITLE.format(p="p50"),
+        role="reference",
+    )
+
+
+@pytest.mark.benchmark(group="latency-spin-p50")
+def test_latency_spin_p50_off(benchmark: Any, latency_root: Path) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "group",
+        figure="latency-spin-p50",
+        percentile="p50",
+        title=SPIN_TITLE.format(p="p50", spin=0),
+        role="second-reference",
+    )
+
+
+@pytest.mark.benchmark(group="latency-spin-p99")
+def test_latency_spin_p99_tidelog(benchmark: Any, latency_root: Path) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "group",
+        figure="latency-spin-p99",
+        percentile="p99",
+        title=SPIN_TITLE.format(p="p99", spin=SPIN_ON_US),
+        role="tidelog",
+        targets=SPIN_P99_TARGETS,
+        spin_us=SPIN_ON_US,
+    )
+
+
+@pytest.mark.benchmark(group="latency-spin-p99")
+def test_latency_spin_p99_reference(benchmark: Any, latency_root: Path) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "pipe",
+        figure="latency-spin-p99",
+        percentile="p99",
+        title=PIPE_TITLE.format(p="p99"),
+        role="reference",
+    )
+
+
+@pytest.mark.benchmark(group="latency-spin-p99")
+def test_latency_spin_p99_off(benchmark: Any, latency_root: Path) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "group",
+        figure="latency-spin-p99",
+        percentile="p99",
+        title=SPIN_TITLE.format(p="p99", spin=0),
+        role="second-reference",
+    )
+
+
+@pytest.mark.benchmark(group="latency-spin-sweep")
+@pytest.mark.parametrize("spin_us", SPIN_SWEEP_US)
+def test_latency_spin_sweep(benchmark: Any, latency_root: Path, spin_us: int) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "group",
+        figure=f"latency-spin{spin_us}-p50",
+        percentile="p50",
+        title=SPIN_TITLE.format(p="p50", spin=spin_us),
+        role="variant",
+        spin_us=spin_us,
+    )
+
+
+def idle_run(directory: Path, spin_us: int) -> dict[str, float]:
+    """CPU time of a consumer child with ``spin_us`` polling a silent topic for ``IDLE_S``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tidelog.open(directory / "store", fsync="never") as store:
+        store.create_topic(TOPIC, partitions=1, exist_ok=True)
+    out = directory / "idle.out"
+    args = [sys.executable, str(CHILD), "idle", str(directory / "store"), TOPIC]
+    args += [str(int(IDLE_S * 1000)), str(out), str(spin_us)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE)
+    try:
+        lines = ChildLines(proc)
+        lines.expect("ready")
+        usage: dict[str, float] = json.loads(lines.expect("done", IDLE_S + STEP_TIMEOUT_S))
+        if proc.wait(STEP_TIMEOUT_S) != 0:
+            raise RuntimeError(f"the consumer process failed ({proc.returncode})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    out.unlink(missing_ok=True)
+    return usage
+
+
+@pytest.mark.benchmark(group="idle-cpu-spin")
+@pytest.mark.parametrize("spin_us", [SPIN_ON_US, 0])
+def test_idle_cpu_spin(benchmark: Any, latency_root: Path, spin_us: int) -> None:
+    usage = benchmark.pedantic(
+        lambda: idle_run(latency_root / f"idle-spin{spin_us}", spin_us),
+        rounds=1,
+        iterations=1,
+        warmup_rounds=0,
+    )
+    cpu_ms = (usage["cpu_user_s"] + usage["cpu_sys_s"]) * 1000
+    targets = [{"of": "value", "op": "<", "value": 50, "text": "< 50 ms (0.5% of a core)"}]
+    record(
+        benchmark,
+        figure="idle-cpu-spin",
+        title=f"CPU of a consumer (spin_us={spin_us}) polling an idle topic for {IDLE_S:g} s",
+        role="tidelog" if spin_us else "reference",
+        unit="ms",
+        work=1,
+        value=cpu_ms,
+        what=f"poll(500, timeout) in a loop for {IDLE_S:g} s, nothing appended",
+        targets=targets if spin_us else None,
+        extra={"spin_us": spin_us, "consumer_usage": usage},
+    )
+
+
+@pytest.mark.benchmark(group="latency-breakdown")
+def test_latency_doorbell_spin(benchmark: Any, latency_root: Path) -> None:
+    _latency(
+        benchmark,
+        latency_root,
+        "doorbell",
+        figure="latency-doorbell-spin-p50",
+        percentile="p50",
+        title=f"p50 latency, append -> process in ticket/read_batch/wait(spin_us={SPIN_ON_US})",
+        role="variant",
+        spin_us=SPIN_ON_US,
     )

@@ -20,17 +20,21 @@ SEGMENT_DATA_SUFFIX: str
 TXN_LOCK_SUFFIX: str
 DEFAULTS: Mapping[str, int | float | str | None]
 PRODUCER_DEFAULTS: Mapping[str, int | float | str | None]
+WAIT_DEFAULTS: Mapping[str, int | float | str | None]
+MAX_SPIN_US: int
 __all__ = [
     "DEFAULTS",
     "DOORBELL_FILE",
     "INTERNAL_PREFIX",
     "LEGACY_WORK_QUEUES_TOPIC",
+    "MAX_SPIN_US",
     "OFFSETS_TOPIC",
     "PRODUCER_DEFAULTS",
     "SEGMENT_DATA_SUFFIX",
     "TOPIC_META_FILE",
     "TXN_LOCK_SUFFIX",
     "TXN_SUFFIX",
+    "WAIT_DEFAULTS",
     "BackpressureError",
     "Bell",
     "CorruptRecordError",
@@ -297,7 +301,9 @@ class Topic:
         self, partition: int, *, start: int | None = None, end: int | None = None
     ) -> Any: ...
     def ticket(self) -> int: ...
-    def wait(self, ticket: int, timeout: float | None = None) -> bool: ...
+    def wait(
+        self, ticket: int, timeout: float | None = None, spin_us: int | None = None
+    ) -> bool: ...
 
 @final
 class Producer:
@@ -380,7 +386,9 @@ class Doorbell:
     def __new__(cls, path: str | os.PathLike[str]) -> Doorbell: ...
     def ticket(self) -> int: ...
     def ring(self) -> None: ...
-    def wait(self, ticket: int, timeout: float | None = None) -> bool: ...
+    def wait(
+        self, ticket: int, timeout: float | None = None, spin_us: int | None = None
+    ) -> bool: ...
 
 @final
 class Bell:

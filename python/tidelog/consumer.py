@@ -2,7 +2,8 @@
 
 See :meth:`tidelog.Store.consumer`. A consumer blocks for new messages on the topic's
 doorbell (a futex every append rings, in any process), so waiting costs no CPU and wakes
-within microseconds.
+within microseconds; before each sleep it spins on the doorbell for up to ``spin_us``
+microseconds, so a message that comes meanwhile is seen without a wake-up.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from tidelog import _core
 from tidelog._checks import check_int, check_seconds, check_text, storage_errors
@@ -27,6 +28,8 @@ __all__ = ["Consumer", "Delivery", "Start"]
 
 #: How often a consumer held back by an open transaction checks whether its producer died.
 _ORPHAN_CHECK_S = 1.0
+#: Microseconds a waiting consumer spins on the doorbell before sleeping (the core's default).
+_SPIN_US = cast("int", _core.WAIT_DEFAULTS["spin_us"])
 #: Longest commit metadata: its length is stored as an unsigned 16-bit number.
 _MAX_METADATA_BYTES = 0xFFFF
 #: One past the largest max_messages a poll accepts.
@@ -104,6 +107,7 @@ class Consumer:
         on_assign: PartitionCallback | None = None,
         on_revoke: PartitionCallback | None = None,
         auto_offset_reset: Start | None = None,
+        spin_us: int = _SPIN_US,
     ) -> None:
         """Joins ``group`` on ``topic``; see :meth:`tidelog.Store.consumer`."""
         if delivery not in ("at-most-once", "at-least-once", "exactly-once"):
@@ -125,6 +129,7 @@ class Consumer:
         if max_poll_messages < 1:
             raise InvalidConfigError(f"max_poll_messages must be >= 1, got {max_poll_messages}")
         check_seconds(lease_seconds, "lease_seconds")
+        self.spin_us = check_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
         self._topic = store.topic(topic)
         # Commits name the topic's incarnation: never applied to a topic created again.
         self._incarnation = self._topic.incarnation
@@ -423,7 +428,9 @@ class Consumer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            self._topic.wait(ticket, min(remaining, self._membership.heartbeat_interval()))
+            self._topic.wait(
+                ticket, min(remaining, self._membership.heartbeat_interval()), self.spin_us
+            )
             self._sync()
 
     def _take_buffered(self, limit: int) -> list[Message]:

@@ -15,7 +15,8 @@ wrote. Changes are ranges, and a member batches them:
 
 Waiting: a member with nothing to take sleeps on the topic's doorbell (a futex rung by every
 append in any process, and rung by members releasing work too), and until the earliest lock
-of the queue expires; the only polling left is a 1 s safety net.
+of the queue expires; the only polling left is a 1 s safety net. Before each sleep it spins
+on the doorbell for up to ``spin_us`` microseconds (:meth:`tidelog.Store.work_queue`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tidelog import _core
 from tidelog._checks import check_int, check_seconds, check_text, storage_errors
@@ -70,6 +71,8 @@ _BATCH_TARGET_S = 0.05
 _MAX_WAIT_S = 1.0
 #: Most deliveries a queue may allow: the count is stored as an unsigned 32-bit number.
 _MAX_DELIVERIES = 2**31 - 1
+#: Microseconds a waiting member spins on the doorbell before sleeping (the core's default).
+_SPIN_US = cast("int", _core.WAIT_DEFAULTS["spin_us"])
 
 
 def _now_ms() -> int:
@@ -107,6 +110,7 @@ class WorkQueue(_core.JobBuffer):
         max_deliveries: int = 5,
         dead_letter: str | None = None,
         prefetch: int = 2048,
+        spin_us: int = _SPIN_US,
     ) -> None:
         """Joins the work queue ``group`` on ``topic``; see :meth:`tidelog.Store.work_queue`."""
         if not isinstance(topic, str):
@@ -124,6 +128,7 @@ class WorkQueue(_core.JobBuffer):
             raise TypeError(f"prefetch must be int, got {type(prefetch).__name__}")
         if prefetch < 1:
             raise InvalidConfigError(f"prefetch must be >= 1, got {prefetch}")
+        self.spin_us = check_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
         self._store = store
         self._topic = store.topic(topic)
         self._born = Born()
@@ -390,7 +395,7 @@ class WorkQueue(_core.JobBuffer):
                 if remaining <= 0:
                     return []
                 wait = min(wait, remaining)
-            self._topic.wait(ticket, wait)
+            self._topic.wait(ticket, wait, self.spin_us)
 
     def fetch_nowait(self, limit: int, *, iterating: bool = False) -> tuple[list[Job], float]:
         """One attempt to acquire up to ``limit`` jobs; never waits.

@@ -49,6 +49,18 @@ pub const MAX_BATCH_MESSAGES: usize = 4096;
 /// How long a producer's writer waits for more messages before appending a batch.
 pub const LINGER_MS: f64 = 1.0;
 
+/// How long a consumer or work-queue member spins on the topic's doorbell before sleeping
+/// on it, in microseconds: about what a sleep on the doorbell costs when the message comes
+/// (a futex wake-up measured at 9.5-12 µs p50 from append to a sleeping consumer in another
+/// process, and ~7 µs of the consumer's CPU per wake-up). Spinning that long before sleeping
+/// never costs more than about twice what sleeping at once would (the ski-rental bound), and
+/// a message that comes within it is seen without a wake-up. Measured in
+/// `benches/results/spin-issue19.md`.
+pub const SPIN_US: u32 = 10;
+/// Longest spin accepted: a longer one is no longer "briefly before sleeping" (a waiter that
+/// must never sleep should poll with a zero timeout instead).
+pub const MAX_SPIN_US: u32 = 10_000;
+
 /// A default value, as the bindings hand it to Python.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum DefaultValue {
@@ -102,6 +114,12 @@ pub fn producer() -> Vec<(&'static str, DefaultValue)> {
         ("max_batch_messages", int(MAX_BATCH_MESSAGES)),
         ("linger_ms", DefaultValue::Float(LINGER_MS)),
     ]
+}
+
+/// Every waiting option's default by its name (`Store.consumer`'s and `Store.work_queue`'s
+/// keywords).
+pub fn waiting() -> Vec<(&'static str, DefaultValue)> {
+    vec![("spin_us", DefaultValue::Int(i64::from(SPIN_US)))]
 }
 
 #[cfg(test)]

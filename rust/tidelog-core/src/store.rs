@@ -286,6 +286,18 @@ impl Topic {
         self.doorbell.wait(ticket, timeout)
     }
 
+    /// As [`Self::wait`], spinning on the doorbell for at most `spin` before sleeping (a
+    /// waiter that expects a message within microseconds sees it without a futex wake-up;
+    /// see [`Doorbell::wait_spin`]).
+    pub fn wait_spin(
+        &self,
+        ticket: u32,
+        timeout: Option<std::time::Duration>,
+        spin: std::time::Duration,
+    ) -> bool {
+        self.doorbell.wait_spin(ticket, timeout, spin)
+    }
+
     /// The topic's doorbell, for the waker (asyncio) to sleep on with other words.
     pub fn doorbell(&self) -> Arc<dyn crate::waker::Bell> {
         self.doorbell.clone()

@@ -199,6 +199,17 @@ pub(crate) fn seconds(obj: Option<&Bound<'_, PyAny>>, arg: &str) -> PyResult<Opt
     Ok(Duration::try_from_secs_f64(s).ok())
 }
 
+/// How long to spin before sleeping, from `spin_us` (whole microseconds, 0 to
+/// [`tidelog_core::defaults::MAX_SPIN_US`]); `None` is no spin.
+///
+/// # Errors
+/// `TypeError` for a non-integer; `InvalidConfigError` naming `spin_us` outside the range.
+pub(crate) fn spin(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Duration> {
+    let Some(obj) = present(obj) else { return Ok(Duration::ZERO) };
+    let us = int_in(obj, "spin_us", 0, tidelog_core::defaults::MAX_SPIN_US)?;
+    Ok(Duration::from_micros(u64::from(us)))
+}
+
 /// A real number (`int` or `float`, not a bool); a huge int is infinity.
 ///
 /// # Errors

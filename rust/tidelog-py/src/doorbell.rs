@@ -46,17 +46,20 @@ impl PyDoorbell {
     }
 
     /// Sleeps (without the GIL) until the doorbell rings after `ticket` was taken, or
-    /// `timeout` seconds pass. Returns whether it rang; may return early, so re-check.
-    #[pyo3(signature = (ticket, timeout=None))]
+    /// `timeout` seconds pass, first spinning for at most `spin_us` microseconds (0: sleep at
+    /// once). Returns whether it rang; may return early, so re-check.
+    #[pyo3(signature = (ticket, timeout=None, spin_us=None))]
     fn wait(
         &self,
         py: Python<'_>,
         ticket: &Bound<'_, PyAny>,
         timeout: Option<&Bound<'_, PyAny>>,
+        spin_us: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let ticket = crate::args::int_in(ticket, "ticket", 0, u32::MAX)?;
         let timeout = crate::args::seconds(timeout, "timeout")?;
+        let spin = crate::args::spin(spin_us)?;
         let bell = &self.inner;
-        Ok(py.detach(|| bell.wait(ticket, timeout)))
+        Ok(py.detach(|| bell.wait_spin(ticket, timeout, spin)))
     }
 }

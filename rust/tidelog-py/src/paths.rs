@@ -85,6 +85,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TXN_LOCK_SUFFIX", paths::TXN_LOCK_SUFFIX)?;
     m.add("DEFAULTS", mapping(m.py(), defaults::all())?)?;
     m.add("PRODUCER_DEFAULTS", mapping(m.py(), defaults::producer())?)?;
+    m.add("WAIT_DEFAULTS", mapping(m.py(), defaults::waiting())?)?;
+    m.add("MAX_SPIN_US", defaults::MAX_SPIN_US)?;
     Ok(())
 }
 

@@ -457,21 +457,24 @@ impl PyTopic {
         Ok(self.inner.ticket())
     }
 
-    /// Sleeps (without the GIL, without spinning) until any process appends to any
-    /// partition of this topic after `ticket` was taken, or `timeout` seconds pass.
-    /// Returns whether something was appended; may return early, so re-check.
-    #[pyo3(signature = (ticket, timeout=None))]
+    /// Sleeps (without the GIL) until any process appends to any partition of this topic
+    /// after `ticket` was taken, or `timeout` seconds pass, first spinning on the doorbell
+    /// for at most `spin_us` microseconds (0: sleep at once). Returns whether something was
+    /// appended; may return early, so re-check.
+    #[pyo3(signature = (ticket, timeout=None, spin_us=None))]
     fn wait(
         &self,
         py: Python<'_>,
         ticket: &Bound<'_, PyAny>,
         timeout: Option<&Bound<'_, PyAny>>,
+        spin_us: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let ticket = args::int_in(ticket, "ticket", 0, u32::MAX)?;
         let timeout = args::seconds(timeout, "timeout")?;
+        let spin = args::spin(spin_us)?;
         to_py(self.inner.check_not_inherited())?;
         let topic = self.inner.clone();
-        Ok(py.detach(move || topic.wait(ticket, timeout)))
+        Ok(py.detach(move || topic.wait_spin(ticket, timeout, spin)))
     }
 
     /// Bytes of stored batches in `partition`.
