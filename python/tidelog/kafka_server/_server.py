@@ -211,6 +211,9 @@ class KafkaServer:
                 task.cancel()
             if self._connections:
                 await asyncio.gather(*self._connections, return_exceptions=True)
+            from tidelog.kafka_server._groups import close_groups
+
+            await asyncio.to_thread(close_groups, self.broker)
             self.broker.close()
 
         if self._loop.is_running():
