@@ -28,8 +28,8 @@ from tidelog.transaction import Transaction
 from tidelog.workqueue import WorkQueue
 
 if TYPE_CHECKING:
-    from tidelog.stats import StoreStats
     from tidelog.kafka_server import KafkaServer
+    from tidelog.stats import StoreStats
 
 __all__ = ["Compression", "FsyncPolicy", "OnCorruption", "OnFull", "Store", "open"]
 

@@ -24,6 +24,7 @@ from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
 from kio.schema.response_header.v1.header import ResponseHeader as ResponseHeaderV1
 from kio.serial import entity_reader, entity_writer
+from kio.static.primitive import i32
 
 __all__ = ["RequestError", "decode_request", "encode_response"]
 
@@ -94,7 +95,9 @@ def _convert(tp: Any, value: Any) -> Any:
 
 
 def _is_datetime(tp: Any) -> bool:
-    return any(isinstance(a, type) and issubclass(a, datetime.datetime) for a in typing.get_args(tp))
+    return any(
+        isinstance(a, type) and issubclass(a, datetime.datetime) for a in typing.get_args(tp)
+    )
 
 
 def build(cls: type, data: dict[str, Any]) -> Any:
@@ -160,9 +163,9 @@ def encode_response(key: int, version: int, correlation: int, data: dict[str, An
     # ApiVersions answers with header v0 whatever its version: a client that does not yet
     # know what the broker speaks must be able to read it.
     if cls.__flexible__ and key != API_VERSIONS_KEY:
-        entity_writer(ResponseHeaderV1)(out, ResponseHeaderV1(correlation_id=correlation))
+        entity_writer(ResponseHeaderV1)(out, ResponseHeaderV1(correlation_id=i32(correlation)))
     else:
-        entity_writer(ResponseHeaderV0)(out, ResponseHeaderV0(correlation_id=correlation))
+        entity_writer(ResponseHeaderV0)(out, ResponseHeaderV0(correlation_id=i32(correlation)))
     entity_writer(cls)(out, body)
     frame = out.getbuffer()
     struct.pack_into(">i", frame, 0, len(frame) - 4)

@@ -17,6 +17,7 @@ Python consumer resumes where a Kafka client committed and the other way round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import struct
 import uuid
@@ -33,10 +34,10 @@ from kio.serial import entity_reader, entity_writer
 from tidelog import _core
 from tidelog.groups import Membership, list_groups, read_state
 from tidelog.kafka_server import _errors
-from tidelog.offsets import OffsetStore
 
 if TYPE_CHECKING:
     from tidelog.kafka_server._server import Broker, Handler
+    from tidelog.offsets import OffsetStore
 
 __all__ = ["HANDLERS", "close_groups"]
 
@@ -93,10 +94,7 @@ def _groups(broker: Broker) -> dict[str, dict[str, _Member]]:
 
 
 def _offsets(broker: Broker) -> OffsetStore:
-    store = broker.groups.get("\0offsets")
-    if store is None:
-        store = broker.groups["\0offsets"] = OffsetStore(broker.store.native)  # type: ignore[assignment]
-    return store  # type: ignore[return-value]
+    return broker.offsets
 
 
 async def _find_coordinator(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
@@ -190,7 +188,10 @@ async def _sync_group(broker: Broker, request: Any, _version: int) -> dict[str, 
     member = _member(broker, request.group_id, request.member_id)
     if member is None:
         return answer | {"error_code": _errors.UNKNOWN_MEMBER_ID}
-    if request.generation_id != member.generation or _current_generation(member) != member.generation:
+    if (
+        request.generation_id != member.generation
+        or _current_generation(member) != member.generation
+    ):
         return answer | {"error_code": _errors.REBALANCE_IN_PROGRESS}
     return answer | {"protocol_name": member.protocol, "assignment": _assignment(member)}
 
@@ -261,7 +262,9 @@ def _commit(broker: Broker, request: Any) -> list[dict[str, Any]]:
             code = 0
         except _core.TidelogError as e:
             code = _errors.code_for(e)
-        partitions = [{"partition_index": p.partition_index, "error_code": code} for p in t.partitions]
+        partitions = [
+            {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
+        ]
         topics.append({"name": t.name, "partitions": partitions})
     return topics
 
@@ -375,14 +378,11 @@ async def _describe_groups(broker: Broker, request: Any, _version: int) -> dict[
 
 def close_groups(broker: Broker) -> None:
     """Leaves every tidelog group the Kafka members joined (the server stops)."""
-    for name, members in list(broker.groups.items()):
-        if name.startswith("\0"):
-            continue
+    for members in list(broker.groups.values()):
         for member in members.values():
-            try:
+            # If leaving fails, their leases run out instead.
+            with contextlib.suppress(_core.TidelogError):
                 _leave(member)
-            except _core.TidelogError:
-                pass  # their leases run out instead
         members.clear()
 
 

@@ -88,8 +88,12 @@ async def _produce(broker: Broker, request: Any, _version: int) -> dict[str, Any
 
 async def _init_producer_id(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
     if request.transactional_id is not None:
-        return {"throttle_time": 0, "error_code": _errors.INVALID_REQUEST, "producer_id": -1,
-                "producer_epoch": -1}
+        return {
+            "throttle_time": 0,
+            "error_code": _errors.INVALID_REQUEST,
+            "producer_id": -1,
+            "producer_epoch": -1,
+        }
     producer_id = await asyncio.to_thread(_core.kafka_producer_id, broker.store.native)
     return {"throttle_time": 0, "error_code": 0, "producer_id": producer_id, "producer_epoch": 0}
 
@@ -120,6 +124,9 @@ def _fetch_partition(
             "log_start_offset": topic.start_offset(p.partition),
         }
         limit = min(p.partition_max_bytes, budget)
+        if not answer["log_start_offset"] <= p.fetch_offset <= end:
+            answer["error_code"] = _errors.OFFSET_OUT_OF_RANGE
+            return answer, 0
         if p.fetch_offset == end or limit <= 0:
             return answer, 0
         records, _next = _core.kafka_read(
@@ -231,8 +238,9 @@ async def _list_offsets(broker: Broker, request: Any, _version: int) -> dict[str
             topic = broker.topic(t.name)
         except _core.TidelogError as e:
             code = _errors.code_for(e)
-            partitions = [{"partition_index": p.partition_index, "error_code": code}
-                          for p in t.partitions]
+            partitions = [
+                {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
+            ]
         else:
             partitions = []
             for p in t.partitions:

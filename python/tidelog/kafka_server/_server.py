@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tidelog import _core
 from tidelog.aio._wake import Waiter
 from tidelog.kafka_server import _codec
+from tidelog.offsets import OffsetStore
 
 if TYPE_CHECKING:
     from tidelog.store import Store
@@ -46,8 +47,16 @@ class Broker:
         self.port = 0
         self.cluster_id = "tidelog"
         self._waiter: Waiter | None = None
-        #: Kafka consumer groups served here (see _groups).
-        self.groups: dict[str, Any] = {}
+        self._offsets: OffsetStore | None = None
+        #: Kafka consumer groups served here: group -> member id -> member (see _groups).
+        self.groups: dict[str, dict[str, Any]] = {}
+
+    @property
+    def offsets(self) -> OffsetStore:
+        """The store's committed offsets (``__consumer_offsets``), opened when first used."""
+        if self._offsets is None:
+            self._offsets = OffsetStore(self.store.native)
+        return self._offsets
 
     @property
     def waiter(self) -> Waiter:
@@ -95,6 +104,8 @@ class KafkaServer:
         if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
             raise _core.InvalidConfigError(f"address must be host:port, got {address!r}")
         self.max_request_bytes = max_request_bytes
+        #: The ``host:port`` clients connect to (the port chosen when 0 was asked for).
+        self.address: str = address
         self.broker = Broker(store, auto_create_topics=auto_create_topics)
         self._table = _handlers()
         self._loop = asyncio.new_event_loop()
@@ -131,7 +142,6 @@ class KafkaServer:
         assert self._server is not None
         sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
         self.broker.host, self.broker.port = sock_host, sock_port
-        #: The ``host:port`` clients connect to (the port chosen when 0 was asked for).
         self.address = f"{sock_host}:{sock_port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -180,9 +190,9 @@ class KafkaServer:
                 # client can pick one and ask again.
                 from tidelog.kafka_server._topics import api_versions_data
 
-                data = api_versions_data(self._table)
-                data["error_code"] = 35
-                return _codec.encode_response(key, 0, correlation, data)
+                versions = api_versions_data(self._table)
+                versions["error_code"] = 35
+                return _codec.encode_response(key, 0, correlation, versions)
             raise _codec.RequestError(f"api key {key} version {version} is not served")
         request = _codec.decode_request(frame, key, version)
         data = await handler(self.broker, request, version)
