@@ -147,6 +147,13 @@ class KafkaServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self._closed:
+            # Accepted as the server stopped: the task started after close() looked. The
+            # socket closes in a later callback, which must run before the loop stops.
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         try:
@@ -215,12 +222,24 @@ class KafkaServer:
         self._closed = True
 
         async def stop() -> None:
+            # Stop accepting first but close the server last: an accept already under way
+            # must find the server open (Python 3.11 asserts it does, and would drop the
+            # half-made transport unclosed).
+            if self._server is not None:
+                for sock in self._server.sockets:
+                    self._loop.remove_reader(sock.fileno())
+            current = asyncio.current_task()
+            # Connections accepted but not yet started are tasks too: they run, see the
+            # server closed and close their transport. Started ones are cancelled.
+            while others := [t for t in asyncio.all_tasks() if t is not current]:
+                for task in others:
+                    if task in self._connections:
+                        task.cancel()
+                _done, stuck = await asyncio.wait(others, timeout=5)
+                for task in stuck:
+                    task.cancel()
             if self._server is not None:
                 self._server.close()
-            for task in list(self._connections):
-                task.cancel()
-            if self._connections:
-                await asyncio.gather(*self._connections, return_exceptions=True)
             from tidelog.kafka_server._groups import close_groups
 
             await asyncio.to_thread(close_groups, self.broker)
