@@ -243,3 +243,42 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     assert child.returncode == 143, err
     with tidelog.open(path) as store:
         assert [m.value for m in store.topic("auto-created").read(0)] == [b"hello"]
+
+
+def test_two_kafka_consumers_split_a_group(store: tidelog.Store, server: KafkaServer) -> None:
+    topic = store.create_topic("t", 4)
+    config = {
+        "bootstrap.servers": server.address,
+        "group.id": "pair",
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 300,
+    }
+    first, second = Consumer(config), Consumer(config)
+    try:
+        first.subscribe(["t"])
+        second.subscribe(["t"])
+        deadline = time.monotonic() + _PATIENCE
+        while time.monotonic() < deadline:
+            first.poll(0.1)
+            second.poll(0.1)
+            a = {tp.partition for tp in first.assignment()}
+            b = {tp.partition for tp in second.assignment()}
+            if len(a) == 2 and len(b) == 2:
+                break
+        assert a | b == {0, 1, 2, 3} and not a & b
+        for i in range(40):
+            topic.append(b"%d" % i, partition=i % 4)
+        got: dict[int, list[int]] = {0: [], 1: []}
+        deadline = time.monotonic() + _PATIENCE
+        while len(got[0]) + len(got[1]) < 40 and time.monotonic() < deadline:
+            for n, consumer in enumerate((first, second)):
+                msg = consumer.poll(0.1)
+                if msg is not None and msg.error() is None:
+                    got[n].append(msg.partition())
+        # Each member read exactly its own partitions' messages, none twice.
+        assert len(got[0]) + len(got[1]) == 40
+        assert set(got[0]) == a and set(got[1]) == b
+    finally:
+        first.close()
+        second.close()
