@@ -275,7 +275,9 @@ def test_two_kafka_consumers_split_a_group(store: tidelog.Store, server: KafkaSe
             for n, consumer in enumerate((first, second)):
                 msg = consumer.poll(0.1)
                 if msg is not None and msg.error() is None:
-                    got[n].append(msg.partition())
+                    partition = msg.partition()
+                    assert partition is not None
+                    got[n].append(partition)
         # Each member read exactly its own partitions' messages, none twice.
         assert len(got[0]) + len(got[1]) == 40
         assert set(got[0]) == a and set(got[1]) == b

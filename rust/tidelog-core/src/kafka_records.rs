@@ -162,23 +162,35 @@ struct ClientBatch<'a> {
 /// exactly one per partition).
 fn parse_client_batch(bytes: &[u8]) -> std::result::Result<ClientBatch<'_>, Refusal> {
     if bytes.len() < KAFKA_BATCH_HEADER_LEN {
-        return refuse(CORRUPT_MESSAGE, format!("record batch of {} bytes is shorter than its header", bytes.len()));
+        return refuse(
+            CORRUPT_MESSAGE,
+            format!("record batch of {} bytes is shorter than its header", bytes.len()),
+        );
     }
     let length = be_i32(bytes, 8);
     if length < 0 || 12 + length as usize != bytes.len() {
         return refuse(
             INVALID_RECORD,
-            format!("batch length {length} does not match the {} bytes sent (exactly one batch expected)", bytes.len()),
+            format!(
+                "batch length {length} does not match the {} bytes sent (exactly one batch expected)",
+                bytes.len()
+            ),
         );
     }
     let magic = bytes[16] as i8;
     if magic != KAFKA_MAGIC {
-        return refuse(UNSUPPORTED_FOR_MESSAGE_FORMAT, format!("record batch magic {magic}: only magic 2 is accepted"));
+        return refuse(
+            UNSUPPORTED_FOR_MESSAGE_FORMAT,
+            format!("record batch magic {magic}: only magic 2 is accepted"),
+        );
     }
     let stored_crc = u32::from_be_bytes(bytes[17..21].try_into().expect("4 bytes"));
     let crc = crc32c::crc32c(&bytes[21..]);
     if crc != stored_crc {
-        return refuse(CORRUPT_MESSAGE, format!("record batch CRC32C is {crc:#010x}, its header says {stored_crc:#010x}"));
+        return refuse(
+            CORRUPT_MESSAGE,
+            format!("record batch CRC32C is {crc:#010x}, its header says {stored_crc:#010x}"),
+        );
     }
     let attributes = be_i16(bytes, 21);
     if attributes & ATTR_KAFKA_CONTROL != 0 {
@@ -187,7 +199,8 @@ fn parse_client_batch(bytes: &[u8]) -> std::result::Result<ClientBatch<'_>, Refu
     match attributes & ATTR_KAFKA_CODEC_MASK {
         0 => {}
         codec => {
-            let name = ["none", "gzip", "snappy", "lz4", "zstd"].get(codec as usize).copied().unwrap_or("unknown");
+            let name =
+                ["none", "gzip", "snappy", "lz4", "zstd"].get(codec as usize).copied().unwrap_or("unknown");
             return refuse(
                 UNSUPPORTED_COMPRESSION_TYPE,
                 format!("compression {name} ({codec}) is not accepted yet; produce uncompressed (compression.type=none)"),
@@ -201,7 +214,10 @@ fn parse_client_batch(bytes: &[u8]) -> std::result::Result<ClientBatch<'_>, Refu
     let base_sequence = be_i32(bytes, 53);
     let count = be_i32(bytes, 57);
     if count <= 0 || last_offset_delta != count - 1 {
-        return refuse(INVALID_RECORD, format!("batch of {count} records has last offset delta {last_offset_delta}"));
+        return refuse(
+            INVALID_RECORD,
+            format!("batch of {count} records has last offset delta {last_offset_delta}"),
+        );
     }
     // Each record takes at least 7 bytes: a count larger than that allows is a lie.
     if count as usize > (bytes.len() - KAFKA_BATCH_HEADER_LEN) / 7 {
@@ -213,7 +229,11 @@ fn parse_client_batch(bytes: &[u8]) -> std::result::Result<ClientBatch<'_>, Refu
     for i in 0..count {
         let bad = |what: &str| Refusal { code: INVALID_RECORD, reason: format!("record {i}: {what}") };
         let len = cur.varint().filter(|&l| l >= 0).ok_or_else(|| bad("bad length"))? as usize;
-        let end = cur.at.checked_add(len).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("runs past the batch"))?;
+        let end = cur
+            .at
+            .checked_add(len)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| bad("runs past the batch"))?;
         let mut rec = Cursor { bytes: &bytes[..end], at: cur.at };
         rec.i8().ok_or_else(|| bad("no attributes"))?;
         let ts_delta = rec.varlong().ok_or_else(|| bad("bad timestamp delta"))?;
@@ -226,7 +246,10 @@ fn parse_client_batch(bytes: &[u8]) -> std::result::Result<ClientBatch<'_>, Refu
         let header_count = rec.varint().filter(|&n| n >= 0).ok_or_else(|| bad("bad header count"))?;
         names.clear();
         for _ in 0..header_count {
-            let name = rec.nullable().ok_or_else(|| bad("bad header name"))?.ok_or_else(|| bad("null header name"))?;
+            let name = rec
+                .nullable()
+                .ok_or_else(|| bad("bad header name"))?
+                .ok_or_else(|| bad("null header name"))?;
             let name = std::str::from_utf8(name).map_err(|_| bad("header name is not UTF-8"))?;
             // The store's headers have no null value: a null one is kept as empty bytes.
             let value = rec.nullable().ok_or_else(|| bad("bad header value"))?.unwrap_or_default();
@@ -256,7 +279,10 @@ fn parse_client_batch(bytes: &[u8]) -> std::result::Result<ClientBatch<'_>, Refu
 /// # Errors
 /// `Ok(Err(refusal))` for client bytes that are not an acceptable batch (nothing written);
 /// `Err` for what the store refuses or fails at, as [`PartitionLog::append`].
-pub fn append_kafka_batch(log: &PartitionLog, bytes: &[u8]) -> Result<std::result::Result<Produced, Refusal>> {
+pub fn append_kafka_batch(
+    log: &PartitionLog,
+    bytes: &[u8],
+) -> Result<std::result::Result<Produced, Refusal>> {
     let batch = match parse_client_batch(bytes) {
         Ok(batch) => batch,
         Err(refusal) => return Ok(Err(refusal)),
@@ -282,7 +308,8 @@ pub fn append_kafka_batch(log: &PartitionLog, bytes: &[u8]) -> Result<std::resul
                 ),
             ));
         }
-        let transactional = if batch.attributes & ATTR_KAFKA_TRANSACTIONAL != 0 { ATTR_TRANSACTIONAL } else { 0 };
+        let transactional =
+            if batch.attributes & ATTR_KAFKA_TRANSACTIONAL != 0 { ATTR_TRANSACTIONAL } else { 0 };
         BatchMeta {
             base_offset: 0,
             attributes: transactional,
@@ -346,7 +373,12 @@ pub struct Fetched {
 ///
 /// # Errors
 /// As [`PartitionLog::read`]: [`crate::Error::OffsetOutOfRange`], corruption, I/O.
-pub fn read_kafka_batches(log: &PartitionLog, offset: u64, max_bytes: usize, committed: bool) -> Result<Fetched> {
+pub fn read_kafka_batches(
+    log: &PartitionLog,
+    offset: u64,
+    max_bytes: usize,
+    committed: bool,
+) -> Result<Fetched> {
     let read: ReadResult = if committed {
         log.read(offset, usize::MAX, max_bytes)?
     } else {
@@ -370,7 +402,11 @@ pub fn read_kafka_batches(log: &PartitionLog, offset: u64, max_bytes: usize, com
             let offset_delta = (r.offset - first_offset) as i64;
             let ts_delta = r.timestamp.wrapping_sub(first_ts);
             let value = (!r.tombstone).then_some(r.value);
-            let decoded = if r.headers.is_empty() { Vec::new() } else { headers::decode(r.headers).unwrap_or_default() };
+            let decoded = if r.headers.is_empty() {
+                Vec::new()
+            } else {
+                headers::decode(r.headers).unwrap_or_default()
+            };
             let mut headers_len = varlong_len(decoded.len() as i64);
             for (name, v) in &decoded {
                 headers_len += bytes_len(Some(name.as_bytes())) + bytes_len(Some(v));
@@ -429,10 +465,13 @@ pub fn read_kafka_batches(log: &PartitionLog, offset: u64, max_bytes: usize, com
     Ok(Fetched { bytes: out, next_offset: read.next_offset, count: read.count })
 }
 
-/// Builds a Kafka batch of `records` (key, value, timestamp) for tests and tools: what a
-/// client would send, with a valid CRC.
+/// A record as a client sends it: key, value (`None`: a tombstone), timestamp.
+pub type ClientRecordParts<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
+
+/// Builds a Kafka batch of `records` for tests and tools: what a client would send, with a
+/// valid CRC.
 pub fn encode_client_batch(
-    records: &[(Option<&[u8]>, Option<&[u8]>, i64)],
+    records: &[ClientRecordParts<'_>],
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
@@ -443,7 +482,8 @@ pub fn encode_client_batch(
     let mut max_ts = first_ts;
     for (i, (key, value, ts)) in records.iter().enumerate() {
         max_ts = max_ts.max(*ts);
-        let body = 1 + varlong_len(ts - first_ts) + varlong_len(i as i64) + bytes_len(*key) + bytes_len(*value) + 1;
+        let body =
+            1 + varlong_len(ts - first_ts) + varlong_len(i as i64) + bytes_len(*key) + bytes_len(*value) + 1;
         put_varlong(&mut out, body as i64);
         out.push(0);
         put_varlong(&mut out, ts - first_ts);
