@@ -284,3 +284,30 @@ def test_two_kafka_consumers_split_a_group(store: tidelog.Store, server: KafkaSe
     finally:
         first.close()
         second.close()
+
+
+def test_subscribing_to_a_missing_topic_still_assigns_the_others(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    topic = store.create_topic("t", 2)
+    topic.append(b"here", partition=1)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": server.address,
+            "group.id": "partly",
+            "auto.offset.reset": "earliest",
+            "allow.auto.create.topics": False,
+        }
+    )
+    try:
+        consumer.subscribe(["t", "missing"])
+        got = []
+        deadline = time.monotonic() + _PATIENCE
+        while not got and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got.append(msg.value())
+        assert got == [b"here"]
+        assert "missing" not in store.topics()
+    finally:
+        consumer.close()

@@ -154,7 +154,7 @@ def _response_schema(key: int, version: int) -> Any:
     return load_response_schema(key, version)
 
 
-def encode_response(key: int, version: int, correlation: int, data: dict[str, Any]) -> bytes:
+def encode_response(key: int, version: int, correlation: int, data: dict[str, Any]) -> memoryview:
     """The response frame (length prefix included) of API ``key`` at ``version``."""
     cls = _response_schema(key, version)
     body = build(cls, data)
@@ -167,6 +167,7 @@ def encode_response(key: int, version: int, correlation: int, data: dict[str, An
     else:
         entity_writer(ResponseHeaderV0)(out, ResponseHeaderV0(correlation_id=i32(correlation)))
     entity_writer(cls)(out, body)
+    # A view of the encoder's buffer, not a copy: a Fetch answer holds megabytes of records.
     frame = out.getbuffer()
     struct.pack_into(">i", frame, 0, len(frame) - 4)
-    return bytes(frame)
+    return frame

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import io
 import struct
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,12 @@ class _Member:
     topics: dict[str, Membership] = field(default_factory=dict)
     #: The generation this member was last told (JoinGroup).
     generation: int = -1
+    #: When the client was last heard from (time.monotonic()).
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def expired(self, now: float) -> bool:
+        """Silent for longer than its session: the client is gone (as Kafka decides)."""
+        return now - self.last_seen > self.session_ms / 1000
 
 
 def _generation(member: _Member) -> int:
@@ -116,7 +123,12 @@ def _join(broker: Broker, group: str, member: _Member, topics: list[str]) -> Non
     for name in topics:
         membership = member.topics.get(name)
         if membership is None:
-            partitions = broker.topic(name).partitions
+            try:
+                partitions = broker.topic(name).partitions
+            except _core.TopicNotFoundError:
+                # Kafka assigns nothing of a topic that does not exist; the client joins
+                # again when its metadata shows the topic created.
+                continue
             membership = Membership(
                 str(broker.store.path),
                 name,
@@ -154,6 +166,7 @@ async def _join_group(broker: Broker, request: Any, _version: int) -> dict[str, 
     except Exception:
         return answer | {"error_code": _errors.INCONSISTENT_GROUP_PROTOCOL}
     members = _groups(broker).setdefault(request.group_id, {})
+    await _forget_expired(members)
     member = members.get(request.member_id)
     if member is None:
         if request.member_id:
@@ -166,6 +179,7 @@ async def _join_group(broker: Broker, request: Any, _version: int) -> dict[str, 
     except _core.TidelogError as e:
         return answer | {"error_code": _errors.code_for(e), "member_id": member.member_id}
     member.generation = _generation(member)
+    member.last_seen = time.monotonic()
     return answer | {
         "generation_id": member.generation,
         "protocol_name": protocol.name,
@@ -174,7 +188,24 @@ async def _join_group(broker: Broker, request: Any, _version: int) -> dict[str, 
 
 
 def _member(broker: Broker, group: str, member_id: str) -> _Member | None:
-    return _groups(broker).get(group, {}).get(member_id)
+    member = _groups(broker).get(group, {}).get(member_id)
+    if member is not None:
+        member.last_seen = time.monotonic()
+    return member
+
+
+async def _forget_expired(members: dict[str, _Member]) -> None:
+    """Drops members whose clients went silent past their session (they left no word).
+
+    Their tidelog leases have run out too, so the group already moved on without them;
+    this releases what the server held for them.
+    """
+    now = time.monotonic()
+    for member_id, member in list(members.items()):
+        if member.expired(now):
+            del members[member_id]
+            with contextlib.suppress(_core.TidelogError):
+                await asyncio.to_thread(_leave, member)
 
 
 async def _sync_group(broker: Broker, request: Any, _version: int) -> dict[str, Any]:

@@ -186,7 +186,9 @@ class KafkaServer:
                 writer.write(response)
                 await writer.drain()
 
-    async def _answer(self, frame: bytes, key: int, version: int, correlation: int) -> bytes | None:
+    async def _answer(
+        self, frame: bytes, key: int, version: int, correlation: int
+    ) -> memoryview | None:
         entry = self._table.get(key)
         if entry is None:
             raise _codec.RequestError(f"api key {key} is not served")
