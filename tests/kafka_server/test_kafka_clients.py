@@ -301,7 +301,7 @@ def test_subscribing_to_a_missing_topic_still_assigns_the_others(
     )
     try:
         consumer.subscribe(["t", "missing"])
-        got = []
+        got: list[bytes | None] = []
         deadline = time.monotonic() + _PATIENCE
         while not got and time.monotonic() < deadline:
             msg = consumer.poll(0.2)

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
-from tidelog.kafka_server import _errors
+from tidelog.kafka_server import _errors, _txn
 
 if TYPE_CHECKING:
     from tidelog.kafka_server._server import Broker, Handler
@@ -66,20 +66,31 @@ def _append(broker: Broker, topic_data: Any) -> list[dict[str, Any]]:
     return responses
 
 
+def _refuse_all(topic_data: Any, code: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": t.name,
+            "partition_responses": [
+                {"index": p.index, "error_code": code, "base_offset": -1} for p in t.partition_data
+            ],
+        }
+        for t in topic_data
+    ]
+
+
 async def _produce(broker: Broker, request: Any, _version: int) -> dict[str, Any] | None:
     if request.transactional_id is not None:
-        # Transactions are not served yet (issue 18): refuse rather than write them plain.
-        responses = [
-            {
-                "name": t.name,
-                "partition_responses": [
-                    {"index": p.index, "error_code": 53, "base_offset": -1}  # TXN_ID_AUTH
-                    for p in t.partition_data
-                ],
-            }
-            for t in request.topic_data
-        ]
-        return None if request.acks == 0 else {"responses": responses, "throttle_time": 0}
+        # Every partition must have joined the transaction first (AddPartitionsToTxn):
+        # the markers go only to the partitions it recorded.
+        txn = _txn.known(broker, request.transactional_id)
+        wanted = {(t.name, p.index) for t in request.topic_data for p in t.partition_data}
+        if txn is None or not wanted <= txn.partitions:
+            code = _txn.INVALID_TXN_STATE
+            return (
+                None
+                if request.acks == 0
+                else {"responses": _refuse_all(request.topic_data, code), "throttle_time": 0}
+            )
     responses = await asyncio.to_thread(_append, broker, request.topic_data)
     if request.acks == 0:
         return None
@@ -88,11 +99,16 @@ async def _produce(broker: Broker, request: Any, _version: int) -> dict[str, Any
 
 async def _init_producer_id(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
     if request.transactional_id is not None:
+        try:
+            txn = await asyncio.to_thread(_txn.claim, broker, request.transactional_id)
+        except _core.TidelogError as e:
+            code = _errors.code_for(e)
+            return {"throttle_time": 0, "error_code": code, "producer_id": -1, "producer_epoch": -1}
         return {
             "throttle_time": 0,
-            "error_code": _errors.INVALID_REQUEST,
-            "producer_id": -1,
-            "producer_epoch": -1,
+            "error_code": 0,
+            "producer_id": txn.native.producer_id,
+            "producer_epoch": txn.native.producer_epoch,
         }
     producer_id = await asyncio.to_thread(_core.kafka_producer_id, broker.store.native)
     return {"throttle_time": 0, "error_code": 0, "producer_id": producer_id, "producer_epoch": 0}

@@ -48,8 +48,18 @@ class Broker:
         self.cluster_id = "tidelog"
         self._waiter: Waiter | None = None
         self._offsets: OffsetStore | None = None
+        self._offsets_table: _core.OffsetTable | None = None
         #: Kafka consumer groups served here: group -> member id -> member (see _groups).
         self.groups: dict[str, dict[str, Any]] = {}
+        #: Transactional ids' current instances (see _txn).
+        self.transactions: dict[str, Any] = {}
+
+    @property
+    def offsets_table(self) -> _core.OffsetTable:
+        """The offsets table's records, for commits written inside transactions."""
+        if self._offsets_table is None:
+            self._offsets_table = _core.OffsetTable(self.store.native)
+        return self._offsets_table
 
     @property
     def offsets(self) -> OffsetStore:
@@ -75,10 +85,10 @@ class Broker:
 
 
 def _handlers() -> dict[int, tuple[int, int, Handler]]:
-    from tidelog.kafka_server import _groups, _records, _topics
+    from tidelog.kafka_server import _groups, _records, _topics, _txn
 
     table: dict[int, tuple[int, int, Handler]] = {}
-    for module in (_topics, _records, _groups):
+    for module in (_topics, _records, _groups, _txn):
         table.update(module.HANDLERS)
     return table
 

@@ -65,3 +65,89 @@ pub(crate) fn kafka_producer_id(py: Python<'_>, store: &PyStore) -> PyResult<i64
     let inner = store.inner().clone();
     run_detached(py, move || Identity::claim(&inner, None).map(|identity| identity.producer_id))
 }
+
+/// A Kafka `transactional.id` served by the Kafka protocol server: a named producer of the
+/// store (the name is the transactional id), so its transactions are the store's own. Each
+/// `InitProducerId` claims the name again: the epoch goes up, an older instance is fenced,
+/// and a transaction it left open is finished (committed if its commit was decided, else
+/// aborted) before the new one starts.
+#[pyclass(frozen, module = "tidelog._core", name = "KafkaTransactionalId")]
+pub struct PyKafkaTransactionalId {
+    store: std::sync::Arc<tidelog_core::Store>,
+    identity: Identity,
+}
+
+#[pymethods]
+impl PyKafkaTransactionalId {
+    /// Claims the named producer `name` of `store` (fencing older instances).
+    #[new]
+    fn new(py: Python<'_>, store: &PyStore, name: String) -> PyResult<Self> {
+        let store = store.inner().clone();
+        let identity = run_detached(py, || Identity::claim(&store, Some(&name)))?;
+        Ok(PyKafkaTransactionalId { store, identity })
+    }
+
+    /// The producer id.
+    #[getter]
+    fn producer_id(&self) -> i64 {
+        self.identity.producer_id
+    }
+
+    /// The epoch of this instance.
+    #[getter]
+    fn producer_epoch(&self) -> i16 {
+        self.identity.epoch
+    }
+
+    /// Records that the open transaction writes to `partitions` ((topic, partition) pairs),
+    /// durably, before it does (Kafka's AddPartitionsToTxn).
+    fn add_partitions(&self, py: Python<'_>, partitions: Vec<(String, u32)>) -> PyResult<()> {
+        let set: std::collections::BTreeSet<(String, u32)> = partitions.into_iter().collect();
+        run_detached(py, || self.identity.add_to_transaction(&set))
+    }
+
+    /// Appends `records` ((key, value) pairs) to `partition` of `topic` as one batch of the
+    /// open transaction, at sequence `base_sequence` of this producer on that partition.
+    /// Returns the offset of the first record.
+    fn append(
+        &self,
+        py: Python<'_>,
+        topic: &PyTopic,
+        partition: u32,
+        records: Vec<(PyBackedBytes, PyBackedBytes)>,
+        base_sequence: i32,
+    ) -> PyResult<u64> {
+        if records.is_empty() {
+            return Err(InvalidConfigError::new_err("records must not be empty"));
+        }
+        let log = to_py(topic.engine().partition(partition))?;
+        let meta = tidelog_core::format::BatchMeta {
+            base_offset: 0,
+            attributes: tidelog_core::format::ATTR_TRANSACTIONAL,
+            producer_id: self.identity.producer_id,
+            producer_epoch: self.identity.epoch,
+            base_sequence,
+        };
+        let timestamp = tidelog_core::log::now_ms();
+        run_detached(py, || {
+            self.identity.check_current()?;
+            let records: Vec<tidelog_core::format::Record<'_>> = records
+                .iter()
+                .map(|(k, v)| tidelog_core::format::Record {
+                    timestamp,
+                    key: Some(k),
+                    value: v,
+                    headers: &[],
+                    tombstone: false,
+                })
+                .collect();
+            log.append(&records, meta).map(|done| done.base_offset)
+        })
+    }
+
+    /// Ends the open transaction (Kafka's EndTxn): decides it, writes a marker to every
+    /// partition it touched and forgets it. Nothing open: nothing to do.
+    fn end(&self, py: Python<'_>, commit: bool) -> PyResult<()> {
+        run_detached(py, || self.identity.end_transaction(&self.store, commit))
+    }
+}

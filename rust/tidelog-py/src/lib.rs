@@ -56,6 +56,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<jobs::JobBuffer>()?;
     m.add_class::<group::PyGroup>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
+    m.add_class::<kafka::PyKafkaTransactionalId>()?;
     m.add_function(wrap_pyfunction!(kafka::kafka_append, m)?)?;
     m.add_function(wrap_pyfunction!(kafka::kafka_read, m)?)?;
     m.add_function(wrap_pyfunction!(kafka::kafka_producer_id, m)?)?;
