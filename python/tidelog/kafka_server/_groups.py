@@ -37,7 +37,7 @@ from tidelog.groups import Membership, list_groups, read_state
 from tidelog.kafka_server import _errors
 
 if TYPE_CHECKING:
-    from tidelog.kafka_server._server import Broker, Handler
+    from tidelog.kafka_server._broker import Broker, Handler
     from tidelog.offsets import OffsetStore
 
 __all__ = ["HANDLERS", "close_groups"]

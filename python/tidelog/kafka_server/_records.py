@@ -21,7 +21,7 @@ from tidelog import _core
 from tidelog.kafka_server import _errors, _txn
 
 if TYPE_CHECKING:
-    from tidelog.kafka_server._server import Broker, Handler
+    from tidelog.kafka_server._broker import Broker, Handler
 
 __all__ = ["HANDLERS"]
 

@@ -14,79 +14,20 @@ import contextlib
 import logging
 import struct
 import threading
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
-from tidelog.aio._wake import Waiter
-from tidelog.kafka_server import _codec
-from tidelog.offsets import OffsetStore
+from tidelog.kafka_server import _codec, _groups, _records, _topics, _txn
+from tidelog.kafka_server._broker import Broker, Handler, ServedStore
 
-if TYPE_CHECKING:
-    from tidelog.store import Store
-
-__all__ = ["Broker", "KafkaServer"]
+__all__ = ["KafkaServer"]
 
 log = logging.getLogger("tidelog.kafka_server")
 
 #: Largest request accepted (Kafka's ``socket.request.max.bytes`` default).
 MAX_REQUEST_BYTES = 100 * 1024 * 1024
 
-Handler = Callable[["Broker", Any, int], Awaitable[dict[str, Any] | None]]
-
-
-class Broker:
-    """What every handler sees: the store, this node's address, the waits on the store."""
-
-    node_id = 0
-
-    def __init__(self, store: Store, *, auto_create_topics: bool) -> None:
-        self.store = store
-        self.auto_create_topics = auto_create_topics
-        self.host = "127.0.0.1"
-        self.port = 0
-        self.cluster_id = "tidelog"
-        self._waiter: Waiter | None = None
-        self._offsets: OffsetStore | None = None
-        self._offsets_table: _core.OffsetTable | None = None
-        #: Kafka consumer groups served here: group -> member id -> member (see _groups).
-        self.groups: dict[str, dict[str, Any]] = {}
-        #: Transactional ids' current instances (see _txn).
-        self.transactions: dict[str, Any] = {}
-
-    @property
-    def offsets_table(self) -> _core.OffsetTable:
-        """The offsets table's records, for commits written inside transactions."""
-        if self._offsets_table is None:
-            self._offsets_table = _core.OffsetTable(self.store.native)
-        return self._offsets_table
-
-    @property
-    def offsets(self) -> OffsetStore:
-        """The store's committed offsets (``__consumer_offsets``), opened when first used."""
-        if self._offsets is None:
-            self._offsets = OffsetStore(self.store.native)
-        return self._offsets
-
-    @property
-    def waiter(self) -> Waiter:
-        """The loop's waits on the store's bells (made in the loop's thread)."""
-        if self._waiter is None:
-            self._waiter = Waiter(asyncio.get_running_loop())
-        return self._waiter
-
-    def topic(self, name: str) -> _core.Topic:
-        """The topic ``name`` (raises TopicNotFoundError)."""
-        return self.store.topic(name)
-
-    def close(self) -> None:
-        if self._waiter is not None:
-            self._waiter.close()
-
 
 def _handlers() -> dict[int, tuple[int, int, Handler]]:
-    from tidelog.kafka_server import _groups, _records, _topics, _txn
-
     table: dict[int, tuple[int, int, Handler]] = {}
     for module in (_topics, _records, _groups, _txn):
         table.update(module.HANDLERS)
@@ -98,7 +39,7 @@ class KafkaServer:
 
     def __init__(
         self,
-        store: Store,
+        store: ServedStore,
         address: str = "127.0.0.1:9092",
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES,
@@ -118,6 +59,7 @@ class KafkaServer:
         self.address: str = address
         self.broker = Broker(store, auto_create_topics=auto_create_topics)
         self._table = _handlers()
+        self.broker.api_versions = {k: (lo, hi) for k, (lo, hi, _h) in self._table.items()}
         self._loop = asyncio.new_event_loop()
         self._connections: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -207,9 +149,7 @@ class KafkaServer:
             if key == _codec.API_VERSIONS_KEY:
                 # KIP-511: a too-new ApiVersions gets our versions in a v0 answer, so the
                 # client can pick one and ask again.
-                from tidelog.kafka_server._topics import api_versions_data
-
-                versions = api_versions_data(self._table)
+                versions = _topics.api_versions_data(self.broker.api_versions)
                 versions["error_code"] = 35
                 return _codec.encode_response(key, 0, correlation, versions)
             raise _codec.RequestError(f"api key {key} version {version} is not served")
@@ -252,9 +192,7 @@ class KafkaServer:
                     task.cancel()
             if self._server is not None:
                 self._server.close()
-            from tidelog.kafka_server._groups import close_groups
-
-            await asyncio.to_thread(close_groups, self.broker)
+            await asyncio.to_thread(_groups.close_groups, self.broker)
             self.broker.close()
 
         if self._loop.is_running():

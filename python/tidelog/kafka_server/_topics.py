@@ -15,7 +15,7 @@ from tidelog import _core
 from tidelog.kafka_server import _errors
 
 if TYPE_CHECKING:
-    from tidelog.kafka_server._server import Broker, Handler
+    from tidelog.kafka_server._broker import Broker, Handler
 
 __all__ = ["HANDLERS", "api_versions_data"]
 
@@ -31,19 +31,17 @@ _CONFIGS = {
 }
 
 
-def api_versions_data(table: dict[int, tuple[int, int, Handler]]) -> dict[str, Any]:
+def api_versions_data(versions: dict[int, tuple[int, int]]) -> dict[str, Any]:
     """The ApiVersions answer: exactly the versions this server decodes and answers."""
     keys = [
         {"api_key": key, "min_version": low, "max_version": high}
-        for key, (low, high, _h) in sorted(table.items())
+        for key, (low, high) in sorted(versions.items())
     ]
     return {"error_code": 0, "api_keys": keys, "throttle_time": 0}
 
 
 async def _api_versions(broker: Broker, _request: Any, _version: int) -> dict[str, Any]:
-    from tidelog.kafka_server._server import _handlers
-
-    return api_versions_data(_handlers())
+    return api_versions_data(broker.api_versions)
 
 
 def _topic_metadata(broker: Broker, name: str) -> dict[str, Any]:
@@ -81,7 +79,7 @@ async def _metadata(broker: Broker, request: Any, _version: int) -> dict[str, An
                 if name not in existing and not name.startswith(_core.INTERNAL_PREFIX):
                     # A failure is answered as the error the topic's metadata shows.
                     with contextlib.suppress(_core.TidelogError):
-                        broker.store.create_topic(name, 1, exist_ok=True)
+                        broker.store.native.create_topic(name, 1, exist_ok=True)
     return {
         "throttle_time": 0,
         "brokers": [{"node_id": broker.node_id, "host": broker.host, "port": broker.port}],
@@ -92,8 +90,8 @@ async def _metadata(broker: Broker, request: Any, _version: int) -> dict[str, An
     }
 
 
-def _settings(configs: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
+def _settings(configs: Any) -> dict[str, int | str | None]:
+    settings: dict[str, int | str | None] = {}
     for config in configs or ():
         setting = _CONFIGS.get(config.name)
         if setting is None:
@@ -122,7 +120,7 @@ async def _create_topics(broker: Broker, request: Any, _version: int) -> dict[st
                 if t.name in broker.store.topics(internal=True):
                     raise _core.TopicExistsError(f"topic {t.name!r} already exists")
             else:
-                broker.store.create_topic(t.name, partitions, **settings)
+                broker.store.native.create_topic(t.name, partitions, settings=settings)
             result |= {"num_partitions": partitions, "replication_factor": 1}
         except ValueError as e:
             result |= {"error_code": _errors.INVALID_PARTITIONS, "error_message": str(e)}

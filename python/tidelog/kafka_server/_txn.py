@@ -20,7 +20,7 @@ from tidelog import _core
 from tidelog.kafka_server import _errors
 
 if TYPE_CHECKING:
-    from tidelog.kafka_server._server import Broker, Handler
+    from tidelog.kafka_server._broker import Broker, Handler
 
 __all__ = ["HANDLERS", "claim", "known", "transaction_for"]
 
