@@ -44,6 +44,7 @@ __all__ = [
     "Job",
     "JobBatch",
     "JobBuffer",
+    "KafkaTransactionalId",
     "Message",
     "MessageIterator",
     "MessageTooLargeError",
@@ -74,6 +75,9 @@ __all__ = [
     "_clear_faults",
     "_inject_fault",
     "inspect_segment",
+    "kafka_append",
+    "kafka_producer_id",
+    "kafka_read",
     "list_groups",
     "partition_dir",
     "partition_for_key",
@@ -530,6 +534,31 @@ def read_group(
 ) -> tuple[int, bytes | None, list[tuple[int, int, int]]] | None: ...
 def list_groups(store_dir: str | os.PathLike[str]) -> list[tuple[str, str]]: ...
 def inspect_segment(path: str | os.PathLike[str], *, records: bool = False) -> dict[str, Any]: ...
+
+@final
+class KafkaTransactionalId:
+    def __new__(cls, store: Store, name: str) -> KafkaTransactionalId: ...
+    @property
+    def producer_id(self) -> int: ...
+    @property
+    def producer_epoch(self) -> int: ...
+    def add_partitions(self, partitions: list[tuple[str, int]]) -> None: ...
+    def append(
+        self,
+        topic: Topic,
+        partition: int,
+        records: list[tuple[bytes, bytes]],
+        base_sequence: int,
+    ) -> int: ...
+    def end(self, commit: bool) -> None: ...
+
+def kafka_append(
+    topic: Topic, partition: int, records: bytes
+) -> tuple[int, int, bool, str | None]: ...
+def kafka_read(
+    topic: Topic, partition: int, offset: int, max_bytes: int, committed: bool
+) -> tuple[bytes, int]: ...
+def kafka_producer_id(store: Store) -> int: ...
 def segment_files(partition_dir: str | os.PathLike[str]) -> list[pathlib.Path]: ...
 def recovery_events(partition_dir: str | os.PathLike[str]) -> list[dict[str, Any]]: ...
 def partition_for_key(key: bytes, partitions: int) -> int: ...

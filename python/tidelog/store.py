@@ -28,6 +28,7 @@ from tidelog.transaction import Transaction
 from tidelog.workqueue import WorkQueue
 
 if TYPE_CHECKING:
+    from tidelog.kafka_server import KafkaServer
     from tidelog.stats import StoreStats
 
 __all__ = ["Compression", "FsyncPolicy", "OnCorruption", "OnFull", "Store", "open"]
@@ -608,6 +609,33 @@ class Store:
         )
         self._work_queues.add(queue)
         return queue
+
+    def serve_kafka(self, address: str = "127.0.0.1:9092", **options: Any) -> KafkaServer:
+        """Serves this store to Kafka clients over the Kafka wire protocol.
+
+        Unmodified Kafka clients (confluent-kafka, the Java client, ...) connected to
+        ``address`` create and delete topics, produce, fetch and list offsets on this store,
+        next to every process that opens the directory. The server runs on a background
+        thread until :meth:`KafkaServer.close` (or the end of a ``with`` block).
+
+        Args:
+            address: ``host:port`` to listen on; loopback by default. Port 0 picks a free
+                port: read the chosen one from the server's ``address``.
+            **options: ``max_request_bytes`` (larger requests disconnect the client),
+                ``auto_create_topics`` (create a topic a client asks metadata for; on, as in
+                Kafka).
+
+        Returns:
+            The running server.
+
+        Raises:
+            InvalidConfigError: ``address`` is not ``host:port``.
+            OSError: The address cannot be bound.
+        """
+        self._born.check()
+        from tidelog.kafka_server import KafkaServer
+
+        return KafkaServer(self, address, **options)
 
     def transaction(self, producer: Producer, consumer: Consumer | None = None) -> Transaction:
         """Begins a transaction: outputs and input offsets committed as one unit.

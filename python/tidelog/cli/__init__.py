@@ -17,7 +17,8 @@ own module, with its arguments: :mod:`~tidelog.cli.admin` (topics, create, produ
 delete, config, describe), :mod:`~tidelog.cli.messages` (produce, consume),
 :mod:`~tidelog.cli.groups`, :mod:`~tidelog.cli.inspection` (dump, verify, repair),
 :mod:`~tidelog.cli.observe` (metrics, top), :mod:`~tidelog.cli.export`,
-:mod:`~tidelog.cli.bench` and :mod:`~tidelog.cli.mirror` (a local topic to Apache Kafka);
+:mod:`~tidelog.cli.bench`, :mod:`~tidelog.cli.mirror` (a local topic to Apache Kafka) and
+:mod:`~tidelog.cli.serve` (the store to Kafka clients);
 ``_common`` and ``_format`` hold what they share.
 """
 
@@ -32,7 +33,17 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import tidelog
-from tidelog.cli import admin, bench, export, groups, inspection, messages, mirror, observe
+from tidelog.cli import (
+    admin,
+    bench,
+    export,
+    groups,
+    inspection,
+    messages,
+    mirror,
+    observe,
+    serve,
+)
 from tidelog.cli._common import (
     ENV_DIR,
     EXIT_BROKEN_PIPE,
@@ -95,6 +106,7 @@ def _build_parser() -> Parser:
     export.add_commands(command)
     bench.add_commands(command)
     mirror.add_commands(command)
+    serve.add_commands(command)
     return parser
 
 

@@ -21,6 +21,7 @@ pub mod fs;
 pub mod group;
 pub mod index;
 pub mod inspect;
+pub mod kafka_records;
 pub mod log;
 pub mod offsets;
 pub mod partitioner;

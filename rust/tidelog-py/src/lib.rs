@@ -11,6 +11,7 @@ mod gil;
 mod group;
 mod inspect;
 mod jobs;
+mod kafka;
 mod message;
 mod metrics;
 mod paths;
@@ -56,6 +57,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<jobs::JobBuffer>()?;
     m.add_class::<group::PyGroup>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
+    m.add_class::<kafka::PyKafkaTransactionalId>()?;
+    m.add_function(wrap_pyfunction!(kafka::kafka_append, m)?)?;
+    m.add_function(wrap_pyfunction!(kafka::kafka_read, m)?)?;
+    m.add_function(wrap_pyfunction!(kafka::kafka_producer_id, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;

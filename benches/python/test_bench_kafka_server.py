@@ -1,0 +1,151 @@
+"""confluent-kafka against `tidelog serve --kafka`, next to the same client on Apache Kafka.
+
+The same librdkafka producer (default batching, acks=all, idempotent) and consumer
+(assign from offset 0, consume() in batches) against the store's Kafka protocol server and,
+when Java and the jars can be had, against the single KRaft broker benches/kafka/broker.py
+starts, in one run. Targets (issue 18): produce >= 500,000 msgs/s and fetch >= 1,000,000
+msgs/s of 100-byte values from tidelog's server.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tidelog
+
+from benches.kafka.broker import BrokerUnavailable, KafkaBroker
+from benches.support import SCALE, VALUE_BYTES, make_values, record
+
+ck = pytest.importorskip("confluent_kafka")
+ck_admin = pytest.importorskip("confluent_kafka.admin")
+pytest.importorskip("kio")
+
+MSGS = 50_000 if SCALE.name == "quick" else 500_000
+ROUNDS = SCALE.rounds
+VALUES = make_values(1000)
+PRODUCE_TARGET = [{"of": "value", "op": ">=", "value": 500_000, "text": ">= 500k msgs/s"}]
+FETCH_TARGET = [{"of": "value", "op": ">=", "value": 1_000_000, "text": ">= 1M msgs/s"}]
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def tidelog_server(bench_root: Path) -> Iterator[str]:
+    with tidelog.open(bench_root / "kafka-server") as store, store.serve_kafka("127.0.0.1:0") as s:
+        yield s.address
+
+
+@pytest.fixture(scope="module")
+def apache_broker(bench_root: Path) -> Iterator[str]:
+    b = KafkaBroker(bench_root / "kafka-server-peer", heap="512m")
+    try:
+        b.start()
+    except BrokerUnavailable as e:
+        pytest.skip(f"no Kafka broker: {e}")
+    try:
+        yield b.bootstrap
+    finally:
+        b.stop()
+
+
+def _create(address: str) -> str:
+    name = f"bench-{next(_names)}"
+    admin = ck_admin.AdminClient({"bootstrap.servers": address})
+    admin.create_topics([ck_admin.NewTopic(name, 1, 1)])[name].result(60)
+    return name
+
+
+def _produce(address: str, topic: str, n: int) -> None:
+    producer = ck.Producer(
+        {"bootstrap.servers": address, "acks": "all", "enable.idempotence": True}
+    )
+    produce = producer.produce
+    for i in range(n):
+        while True:
+            try:
+                produce(topic, VALUES[i % 1000], partition=0)
+                break
+            except BufferError:
+                producer.poll(0.005)
+    assert producer.flush(120) == 0
+
+
+def _fetch(address: str, topic: str, n: int) -> None:
+    consumer = ck.Consumer(
+        {"bootstrap.servers": address, "group.id": "bench", "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([ck.TopicPartition(topic, 0, 0)])
+        got = 0
+        while got < n:
+            for msg in consumer.consume(10_000, 5.0):
+                assert msg.error() is None, msg.error()
+                got += 1
+    finally:
+        consumer.close()
+
+
+def _bench_produce(benchmark: Any, address: str, role: str) -> None:
+    state: dict[str, str] = {}
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        state["topic"] = _create(address)
+        return (), {}
+
+    benchmark.pedantic(
+        lambda: _produce(address, state["topic"], MSGS),
+        setup=setup,
+        rounds=ROUNDS,
+        warmup_rounds=1,
+    )
+    name = "tidelog serve --kafka" if role == "tidelog" else "Apache Kafka broker"
+    record(
+        benchmark,
+        figure="kafka-server-produce",
+        title=f"confluent-kafka Producer -> {name} (loopback)",
+        role="tidelog" if role == "tidelog" else "reference",
+        unit="msgs/s",
+        work=MSGS,
+        what=f"{MSGS:,} msgs of {VALUE_BYTES} B, default batching, acks=all, idempotent",
+        targets=PRODUCE_TARGET if role == "tidelog" else None,
+    )
+
+
+def _bench_fetch(benchmark: Any, address: str, role: str) -> None:
+    topic = _create(address)
+    _produce(address, topic, MSGS)
+    benchmark.pedantic(lambda: _fetch(address, topic, MSGS), rounds=ROUNDS, warmup_rounds=1)
+    name = "tidelog serve --kafka" if role == "tidelog" else "Apache Kafka broker"
+    record(
+        benchmark,
+        figure="kafka-server-fetch",
+        title=f"confluent-kafka Consumer <- {name} (loopback)",
+        role="tidelog" if role == "tidelog" else "reference",
+        unit="msgs/s",
+        work=MSGS,
+        what=f"{MSGS:,} msgs of {VALUE_BYTES} B from offset 0, consume(10000)",
+        targets=FETCH_TARGET if role == "tidelog" else None,
+    )
+
+
+@pytest.mark.benchmark(group="kafka-server-produce")
+def test_produce_tidelog_server(benchmark: Any, tidelog_server: str) -> None:
+    _bench_produce(benchmark, tidelog_server, "tidelog")
+
+
+@pytest.mark.benchmark(group="kafka-server-produce")
+def test_produce_apache_kafka(benchmark: Any, apache_broker: str) -> None:
+    _bench_produce(benchmark, apache_broker, "reference")
+
+
+@pytest.mark.benchmark(group="kafka-server-fetch")
+def test_fetch_tidelog_server(benchmark: Any, tidelog_server: str) -> None:
+    _bench_fetch(benchmark, tidelog_server, "tidelog")
+
+
+@pytest.mark.benchmark(group="kafka-server-fetch")
+def test_fetch_apache_kafka(benchmark: Any, apache_broker: str) -> None:
+    _bench_fetch(benchmark, apache_broker, "reference")

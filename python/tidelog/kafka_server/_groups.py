@@ -1,0 +1,430 @@
+"""Consumer groups over the Kafka protocol, as tidelog groups: one group, two doors.
+
+A Kafka group ``G`` subscribed to topic ``T`` *is* tidelog's group ``G`` on ``T`` (the
+policy of :mod:`tidelog.groups`): every Kafka member joins it as a tidelog member (one
+:class:`~tidelog.groups.Membership` per subscribed topic, its lease the client's session
+timeout, renewed by its heartbeats), so Kafka clients and Python consumers that opened the
+directory split the partitions between them. The assignment is tidelog's, computed when
+membership changes; no Kafka member is made the leader, so every member sends an empty
+SyncGroup and gets its share back as a ``ConsumerProtocolAssignment``. When the tidelog
+group's generation moves (anyone joined or left, in any process) a member's next Heartbeat
+answers ``REBALANCE_IN_PROGRESS`` and the client joins again.
+
+Committed offsets are the store's (``__consumer_offsets``, :mod:`tidelog.offsets`), so a
+Python consumer resumes where a Kafka client committed and the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.consumer_protocol_assignment.v0.data import (
+    ConsumerProtocolAssignment,
+    TopicPartition,
+)
+from kio.schema.consumer_protocol_subscription.v0.data import ConsumerProtocolSubscription
+from kio.serial import entity_reader, entity_writer
+
+from tidelog import _core
+from tidelog.groups import Membership, list_groups, read_state
+from tidelog.kafka_server import _errors
+
+if TYPE_CHECKING:
+    from tidelog.kafka_server._broker import Broker, Handler
+    from tidelog.offsets import OffsetStore
+
+__all__ = ["HANDLERS", "close_groups"]
+
+#: The leader named in JoinGroup answers: no client, so no client computes assignments.
+_NO_LEADER = "tidelog-assigns"
+_MIN_SESSION_MS, _MAX_SESSION_MS = 1_000, 1_800_000
+
+
+@dataclass
+class _Member:
+    """A Kafka member: its tidelog memberships, one per subscribed topic."""
+
+    member_id: str
+    client_id: str
+    protocol: str
+    session_ms: int
+    topics: dict[str, Membership] = field(default_factory=dict)
+    #: The generation this member was last told (JoinGroup).
+    generation: int = -1
+    #: When the client was last heard from (time.monotonic()).
+    last_seen: float = field(default_factory=time.monotonic)
+
+    def expired(self, now: float) -> bool:
+        """Silent for longer than its session: the client is gone (as Kafka decides)."""
+        return now - self.last_seen > self.session_ms / 1000
+
+
+def _generation(member: _Member) -> int:
+    # Each topic's generation only grows: so does their sum.
+    return sum(m.generation for m in member.topics.values())
+
+
+def _current_generation(member: _Member) -> int:
+    return sum(m.current_generation() for m in member.topics.values())
+
+
+def _subscription(metadata: bytes) -> list[str]:
+    """The topics of a ``ConsumerProtocolSubscription`` (any version: topics come first)."""
+    if len(metadata) < 2:
+        raise ValueError("subscription metadata too short")
+    value, _size = entity_reader(ConsumerProtocolSubscription)(metadata, 2)
+    return sorted(set(value.topics))
+
+
+def _assignment(member: _Member) -> bytes:
+    parts = tuple(
+        TopicPartition(topic=topic, partitions=tuple(m.assignment))  # type: ignore[arg-type]
+        for topic, m in sorted(member.topics.items())
+    )
+    out = io.BytesIO()
+    out.write(struct.pack(">h", 0))
+    entity_writer(ConsumerProtocolAssignment)(
+        out, ConsumerProtocolAssignment(assigned_partitions=parts, user_data=None)
+    )
+    return out.getvalue()
+
+
+def _groups(broker: Broker) -> dict[str, dict[str, _Member]]:
+    return broker.groups
+
+
+def _offsets(broker: Broker) -> OffsetStore:
+    return broker.offsets
+
+
+async def _find_coordinator(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    return {
+        "throttle_time": 0,
+        "error_code": 0,
+        "error_message": None,
+        "node_id": broker.node_id,
+        "host": broker.host,
+        "port": broker.port,
+    }
+
+
+def _join(broker: Broker, group: str, member: _Member, topics: list[str]) -> None:
+    """Brings ``member``'s tidelog memberships in line with ``topics`` (worker thread)."""
+    for topic in list(member.topics):
+        if topic not in topics:
+            member.topics.pop(topic).leave()
+    for name in topics:
+        membership = member.topics.get(name)
+        if membership is None:
+            try:
+                partitions = broker.topic(name).partitions
+            except _core.TopicNotFoundError:
+                # Kafka assigns nothing of a topic that does not exist; the client joins
+                # again when its metadata shows the topic created.
+                continue
+            membership = Membership(
+                str(broker.store.path),
+                name,
+                group,
+                partitions,
+                member.session_ms / 1000,
+                core=broker.store.native,
+            )
+            membership.join()
+            member.topics[name] = membership
+        else:
+            membership.heartbeat(force=True)
+
+
+async def _join_group(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "throttle_time": 0,
+        "error_code": 0,
+        "generation_id": -1,
+        "protocol_type": "consumer",
+        "protocol_name": None,
+        "leader": _NO_LEADER,
+        "skip_assignment": False,
+        "member_id": request.member_id,
+        "members": [],
+    }
+    if request.protocol_type != "consumer" or not request.protocols:
+        return answer | {"error_code": _errors.INCONSISTENT_GROUP_PROTOCOL}
+    session = int(request.session_timeout.total_seconds() * 1000)
+    if not _MIN_SESSION_MS <= session <= _MAX_SESSION_MS:
+        return answer | {"error_code": _errors.INVALID_SESSION_TIMEOUT}
+    protocol = request.protocols[0]
+    try:
+        topics = _subscription(protocol.metadata)
+    except Exception:
+        return answer | {"error_code": _errors.INCONSISTENT_GROUP_PROTOCOL}
+    members = _groups(broker).setdefault(request.group_id, {})
+    await _forget_expired(members)
+    member = members.get(request.member_id)
+    if member is None:
+        if request.member_id:
+            return answer | {"error_code": _errors.UNKNOWN_MEMBER_ID}
+        member_id = f"kafka-{uuid.uuid4().hex[:12]}"
+        member = _Member(member_id, "", protocol.name, session)
+        members[member_id] = member
+    try:
+        await asyncio.to_thread(_join, broker, request.group_id, member, topics)
+    except _core.TidelogError as e:
+        return answer | {"error_code": _errors.code_for(e), "member_id": member.member_id}
+    member.generation = _generation(member)
+    member.last_seen = time.monotonic()
+    return answer | {
+        "generation_id": member.generation,
+        "protocol_name": protocol.name,
+        "member_id": member.member_id,
+    }
+
+
+def _member(broker: Broker, group: str, member_id: str) -> _Member | None:
+    member = _groups(broker).get(group, {}).get(member_id)
+    if member is not None:
+        member.last_seen = time.monotonic()
+    return member
+
+
+async def _forget_expired(members: dict[str, _Member]) -> None:
+    """Drops members whose clients went silent past their session (they left no word).
+
+    Their tidelog leases have run out too, so the group already moved on without them;
+    this releases what the server held for them.
+    """
+    now = time.monotonic()
+    for member_id, member in list(members.items()):
+        if member.expired(now):
+            del members[member_id]
+            with contextlib.suppress(_core.TidelogError):
+                await asyncio.to_thread(_leave, member)
+
+
+async def _sync_group(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "throttle_time": 0,
+        "error_code": 0,
+        "protocol_type": "consumer",
+        "protocol_name": None,
+        "assignment": b"",
+    }
+    member = _member(broker, request.group_id, request.member_id)
+    if member is None:
+        return answer | {"error_code": _errors.UNKNOWN_MEMBER_ID}
+    if (
+        request.generation_id != member.generation
+        or _current_generation(member) != member.generation
+    ):
+        return answer | {"error_code": _errors.REBALANCE_IN_PROGRESS}
+    return answer | {"protocol_name": member.protocol, "assignment": _assignment(member)}
+
+
+def _beat(member: _Member) -> bool:
+    """Renews every lease; whether any generation moved (worker thread)."""
+    moved = False
+    for m in member.topics.values():
+        moved = m.heartbeat() or moved
+    return moved or _generation(member) != member.generation
+
+
+async def _heartbeat(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    member = _member(broker, request.group_id, request.member_id)
+    if member is None:
+        return {"throttle_time": 0, "error_code": _errors.UNKNOWN_MEMBER_ID}
+    if request.generation_id != member.generation:
+        return {"throttle_time": 0, "error_code": _errors.ILLEGAL_GENERATION}
+    try:
+        moved = await asyncio.to_thread(_beat, member)
+    except _core.TidelogError as e:
+        return {"throttle_time": 0, "error_code": _errors.code_for(e)}
+    code = _errors.REBALANCE_IN_PROGRESS if moved else 0
+    return {"throttle_time": 0, "error_code": code}
+
+
+def _leave(member: _Member) -> None:
+    for m in member.topics.values():
+        m.leave()
+    member.topics.clear()
+
+
+async def _leave_group(broker: Broker, request: Any, version: int) -> dict[str, Any]:
+    ids = [m.member_id for m in request.members] if version >= 3 else [request.member_id]
+    members = _groups(broker).get(request.group_id, {})
+    results = []
+    for member_id in ids:
+        member = members.pop(member_id, None)
+        code = 0
+        if member is None:
+            code = _errors.UNKNOWN_MEMBER_ID
+        else:
+            await asyncio.to_thread(_leave, member)
+        results.append({"member_id": member_id, "group_instance_id": None, "error_code": code})
+    top = results[0]["error_code"] if version < 3 else 0
+    return {"throttle_time": 0, "error_code": top, "members": results}
+
+
+def _generation_of(request: Any) -> int:
+    # The field is named generation_id or generation_id_or_member_epoch by version.
+    for name in ("generation_id", "generation_id_or_member_epoch"):
+        value = getattr(request, name, None)
+        if value is not None:
+            return int(value)
+    return -1
+
+
+def _commit(broker: Broker, request: Any) -> list[dict[str, Any]]:
+    offsets = _offsets(broker)
+    topics = []
+    for t in request.topics:
+        try:
+            topic = broker.topic(t.name)
+            wanted = {p.partition_index: p.committed_offset for p in t.partitions}
+            metadata = next((p.committed_metadata for p in t.partitions), None) or ""
+            committer = offsets.committer(request.group_id, topic, topic.incarnation)
+            committer.commit(wanted, metadata, _generation_of(request))
+            code = 0
+        except _core.TidelogError as e:
+            code = _errors.code_for(e)
+        partitions = [
+            {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
+        ]
+        topics.append({"name": t.name, "partitions": partitions})
+    return topics
+
+
+async def _offset_commit(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    if request.member_id and _member(broker, request.group_id, request.member_id) is None:
+        topics = [
+            {
+                "name": t.name,
+                "partitions": [
+                    {"partition_index": p.partition_index, "error_code": _errors.UNKNOWN_MEMBER_ID}
+                    for p in t.partitions
+                ],
+            }
+            for t in request.topics
+        ]
+        return {"throttle_time": 0, "topics": topics}
+    topics = await asyncio.to_thread(_commit, broker, request)
+    return {"throttle_time": 0, "topics": topics}
+
+
+def _fetch_offsets(broker: Broker, group: str, wanted: Any) -> list[dict[str, Any]]:
+    offsets = _offsets(broker)
+    if wanted is None:  # every topic the group committed on
+        names = sorted(t for g, t in offsets.groups() if g == group)
+        wanted = [(n, None) for n in names]
+    else:
+        wanted = [(t.name, list(t.partition_indexes)) for t in wanted]
+    topics = []
+    for name, partitions in wanted:
+        try:
+            topic = broker.topic(name)
+            committed = offsets.committed(group, name, topic.incarnation)
+            code = 0
+        except _core.TidelogError as e:
+            committed, code = {}, _errors.code_for(e)
+        indexes = sorted(committed) if partitions is None else partitions
+        answers = []
+        for p in indexes:
+            c = committed.get(p)
+            answers.append(
+                {
+                    "partition_index": p,
+                    "committed_offset": c.offset if c is not None else -1,
+                    "committed_leader_epoch": -1,
+                    "metadata": c.metadata if c is not None else "",
+                    "error_code": code,
+                }
+            )
+        topics.append({"name": name, "partitions": answers})
+    return topics
+
+
+async def _offset_fetch(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    topics = await asyncio.to_thread(_fetch_offsets, broker, request.group_id, request.topics)
+    return {"throttle_time": 0, "topics": topics, "error_code": 0}
+
+
+def _known_groups(broker: Broker) -> dict[str, list[str]]:
+    """Every group name, with the topics it has membership state on."""
+    found: dict[str, list[str]] = {}
+    for topic, group in list_groups(str(broker.store.path)):
+        found.setdefault(group, []).append(topic)
+    for group, _topic in _offsets(broker).groups():
+        found.setdefault(group, [])
+    return found
+
+
+async def _list_groups(broker: Broker, _request: Any, _version: int) -> dict[str, Any]:
+    found = await asyncio.to_thread(_known_groups, broker)
+    groups = [
+        {"group_id": g, "protocol_type": "consumer", "group_state": "Stable" if t else "Empty"}
+        for g, t in sorted(found.items())
+    ]
+    return {"throttle_time": 0, "error_code": 0, "groups": groups}
+
+
+def _describe(broker: Broker, group: str) -> dict[str, Any]:
+    found = _known_groups(broker)
+    members: dict[str, dict[str, Any]] = {}
+    for topic in found.get(group, []):
+        state = read_state(str(broker.store.path), topic, group)
+        for member_id in state.members:
+            members.setdefault(
+                member_id,
+                {
+                    "member_id": member_id,
+                    "group_instance_id": None,
+                    "client_id": member_id,
+                    "client_host": "",
+                    "member_metadata": b"",
+                    "member_assignment": b"",
+                },
+            )
+    state_name = "Stable" if members else ("Empty" if group in found else "Dead")
+    return {
+        "error_code": 0,
+        "group_id": group,
+        "group_state": state_name,
+        "protocol_type": "consumer",
+        "protocol_data": "",
+        "members": list(members.values()),
+        "authorized_operations": -2147483648,
+    }
+
+
+async def _describe_groups(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    groups = [await asyncio.to_thread(_describe, broker, g) for g in request.groups]
+    return {"throttle_time": 0, "groups": groups}
+
+
+def close_groups(broker: Broker) -> None:
+    """Leaves every tidelog group the Kafka members joined (the server stops)."""
+    for members in list(broker.groups.values()):
+        for member in members.values():
+            # If leaving fails, their leases run out instead.
+            with contextlib.suppress(_core.TidelogError):
+                _leave(member)
+        members.clear()
+
+
+HANDLERS: dict[int, tuple[int, int, Handler]] = {
+    10: (0, 3, _find_coordinator),
+    11: (0, 7, _join_group),
+    14: (0, 5, _sync_group),
+    12: (0, 4, _heartbeat),
+    13: (0, 4, _leave_group),
+    8: (2, 7, _offset_commit),
+    9: (1, 7, _offset_fetch),
+    16: (0, 4, _list_groups),
+    15: (0, 5, _describe_groups),
+}
