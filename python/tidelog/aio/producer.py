@@ -178,22 +178,27 @@ class Producer:
         waiter = self._waiters.current()
         loop = waiter.loop
         timeout = self._block_timeout
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            ticket = bell.ticket()
-            result = self._send(
-                topic, value, key=key, headers=headers, partition=partition, priority=priority
-            )
-            if result is not None:
-                return result
-            remaining = None
-            if deadline is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise BackpressureError(
-                        f"producer buffer stayed above its low watermark for {timeout:.3f}s"
-                    )
-            await waiter.wait(bell, ticket, remaining)
+        started = loop.time()
+        deadline = None if timeout is None else started + timeout
+        try:
+            while True:
+                ticket = bell.ticket()
+                result = self._send(
+                    topic, value, key=key, headers=headers, partition=partition, priority=priority
+                )
+                if result is not None:
+                    return result
+                remaining = None
+                if deadline is not None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise BackpressureError(
+                            f"producer buffer stayed above its low watermark for {timeout:.3f}s"
+                        )
+                await waiter.wait(bell, ticket, remaining)
+        finally:
+            # Counted as a blocked synchronous send is: until it sent, failed or was cancelled.
+            self._native.add_blocked(max(0.0, loop.time() - started))
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Waits until everything sent so far is written (and fsynced if the policy says so).

@@ -343,6 +343,18 @@ impl PyProducer {
         Ok(())
     }
 
+    /// Counts `seconds` an async sender waited for the end of pressure into
+    /// `blocked_seconds` (it waits in its event loop, not in a call).
+    fn add_blocked(&self, seconds: f64) -> PyResult<()> {
+        if !(seconds >= 0.0 && seconds.is_finite()) {
+            return Err(InvalidConfigError::new_err(format!(
+                "seconds must be a non-negative number, got {seconds}"
+            )));
+        }
+        self.engine()?.add_blocked(Duration::from_secs_f64(seconds));
+        Ok(())
+    }
+
     /// Waits until everything sent so far is written (and fsynced if the store's policy
     /// says so). Returns False if `timeout` seconds passed first.
     #[pyo3(signature = (timeout=None))]

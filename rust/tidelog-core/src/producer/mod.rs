@@ -817,6 +817,13 @@ impl Producer {
         Arc::new(PressureBell(self.shared.clone()))
     }
 
+    /// Counts `waited` into `blocked_seconds`: the time an async sender waited for the end
+    /// of pressure in its event loop (it waits there, not in [`Self::send`]).
+    pub fn add_blocked(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.pressure.blocked_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
     /// Counters.
     pub fn stats(&self) -> ProducerStats {
         let s = &self.shared;
