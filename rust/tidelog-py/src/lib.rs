@@ -1,9 +1,11 @@
 //! `tidelog._core`: the Python bindings of the storage engine. This module only registers
 //! classes and exceptions; each binding lives in its own file.
 
+mod aio_send;
 mod args;
 mod commit;
 mod doorbell;
+mod done;
 mod errors;
 mod faults;
 mod gil;
@@ -38,7 +40,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topic::PyTopic>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<producer::PyProducer>()?;
-    m.add_class::<producer::SendResult>()?;
+    m.add_class::<aio_send::PyAsyncProducer>()?;
+    m.add_class::<aio_send::SendResult>()?;
+    done::register(m)?;
     m.add_class::<ring::PyRing>()?;
     m.add_class::<message::RecordBatch>()?;
     m.add_class::<message::RecordBatchIter>()?;
