@@ -139,11 +139,11 @@ def test_send_done_behaves_as_a_finished_coroutine(tmp_path: Path, run: Run) -> 
             with pytest.raises(KeyError):
                 done.throw(KeyError)
             with pytest.raises(TypeError):
-                done.throw(1)
+                done.throw(1)  # type: ignore[call-overload]
             assert done.close() is None
             assert await meta == (0, 0)
             with pytest.raises(TypeError, match="value"):
-                producer.send("t", "not bytes")  # type: ignore[arg-type]
+                producer.send("t", "not bytes")  # type: ignore[arg-type,unused-coroutine]
             await producer.close()
 
     run(main())

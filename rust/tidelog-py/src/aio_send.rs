@@ -75,7 +75,10 @@ impl PyAsyncProducer {
         let py = slf.py();
         match try_send(slf, topic, value, key, headers, partition, priority)? {
             Some(result) => crate::done::new(py, Bound::new(py, result)?.into_any()),
-            None => slf.call_method1(intern!(py, "_send_blocked"), (topic, value, key, headers, partition, priority)),
+            None => slf.call_method1(
+                intern!(py, "_send_blocked"),
+                (topic, value, key, headers, partition, priority),
+            ),
         }
     }
 
@@ -96,7 +99,9 @@ impl PyAsyncProducer {
         priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<SendResult> {
         try_send(slf, topic, value, key, headers, partition, priority)?.ok_or_else(|| {
-            BackpressureError::new_err("producer buffer above its high watermark: await send() to wait for room")
+            BackpressureError::new_err(
+                "producer buffer above its high watermark: await send() to wait for room",
+            )
         })
     }
 
@@ -207,7 +212,11 @@ impl SendResult {
     /// `(partition, offset)`.
     fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        slf.get().owner.bind(py).call_method1(intern!(py, "_written"), (slf,))?.call_method0(intern!(py, "__await__"))
+        slf.get()
+            .owner
+            .bind(py)
+            .call_method1(intern!(py, "_written"), (slf,))?
+            .call_method0(intern!(py, "__await__"))
     }
 
     fn __repr__(&self) -> String {

@@ -39,8 +39,11 @@ struct Done {
 /// The type object (invariant 2).
 static TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-type SendFunc =
-    unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut *mut ffi::PyObject) -> ffi::PySendResult;
+type SendFunc = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *mut ffi::PyObject,
+    *mut *mut ffi::PyObject,
+) -> ffi::PySendResult;
 
 /// The result, as a new reference.
 ///
@@ -202,7 +205,10 @@ fn send_done_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
             slot(ffi::Py_tp_methods, METHODS.0.as_ptr().cast_mut().cast()),
             slot(
                 ffi::Py_tp_doc,
-                c"An awaitable already over: `await` gives its SendResult at once.".as_ptr().cast_mut().cast(),
+                c"An awaitable already over: `await` gives its SendResult at once."
+                    .as_ptr()
+                    .cast_mut()
+                    .cast(),
             ),
             ffi::PyType_Slot::default(),
         ];

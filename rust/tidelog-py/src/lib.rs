@@ -4,8 +4,8 @@
 mod aio_send;
 mod args;
 mod commit;
-mod doorbell;
 mod done;
+mod doorbell;
 mod errors;
 mod faults;
 mod gil;

@@ -611,7 +611,8 @@ impl Producer {
         priority: i32,
         may_block: bool,
     ) -> std::result::Result<bool, SendError> {
-        self.send_inner(topic, value, key, headers, partition, priority, may_block, None).map(|(accepted, _)| accepted)
+        self.send_inner(topic, value, key, headers, partition, priority, may_block, None)
+            .map(|(accepted, _)| accepted)
     }
 
     /// As [`Self::send`] without waiting (under pressure with `on_full="block"` it returns
