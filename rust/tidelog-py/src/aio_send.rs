@@ -55,8 +55,9 @@ impl PyAsyncProducer {
     /// Puts a message into the buffer, waiting (without blocking the loop) for room.
     ///
     /// Returns an awaitable giving a `SendResult` (await that for the message's
-    /// `(partition, offset)` once written). It is a coroutine only when it has to wait:
-    /// `asyncio.ensure_future` (not `create_task`) runs it as a task.
+    /// `(partition, offset)` once written). It is a coroutine only when it has to wait;
+    /// otherwise a `SendDone`, which `tidelog.aio` registers as a coroutine type, so
+    /// `asyncio.create_task` and `gather` take either.
     ///
     /// Raises `BackpressureError` under pressure with `on_full="raise"` (or after
     /// `block_timeout` seconds of waiting with `on_full="block"`), `StoreClosedError` once
