@@ -142,6 +142,14 @@ def test_send_done_behaves_as_a_finished_coroutine(tmp_path: Path, run: Run) -> 
                 done.throw(1)  # type: ignore[call-overload]
             assert done.close() is None
             assert await meta == (0, 0)
+            # The message is in the buffer once send() returned: cancelling a task made
+            # around its (already over) awaitable does not take it back.
+            task = asyncio.ensure_future(producer.send("t", b"w"))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await producer.flush()
+            assert [bytes(m.value or b"") for m in store.topic("t").read(0, 0)] == [b"v", b"w"]
             with pytest.raises(TypeError, match="value"):
                 producer.send("t", "not bytes")  # type: ignore[arg-type,unused-coroutine]
             await producer.close()
