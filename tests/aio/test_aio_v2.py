@@ -142,6 +142,10 @@ def test_send_done_behaves_as_a_finished_coroutine(tmp_path: Path, run: Run) -> 
                 done.throw(1)  # type: ignore[call-overload]
             assert done.close() is None
             assert await meta == (0, 0)
+            with pytest.raises(TypeError):
+                type(done)()  # type: ignore[unused-coroutine]  # only a send makes one
+            with pytest.raises(TypeError):
+                type(done).extra = 1  # type: ignore[attr-defined]
             # The message is in the buffer once send() returned: cancelling a task made
             # around its (already over) awaitable does not take it back.
             task = asyncio.ensure_future(producer.send("t", b"w"))

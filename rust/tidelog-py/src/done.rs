@@ -11,10 +11,11 @@
 //! the await costs a few ns. The alternative, a coroutine around the send, keeps its frame.
 //!
 //! Invariants (cited by the `SAFETY` comments below):
-//! 1. Every object of the type is made by [`new`]: a `Done` whose `result` is a strong
+//! 1. Every object of the type is made by [`new`] (the type cannot be instantiated from
+//!    Python: `Py_TPFLAGS_DISALLOW_INSTANTIATION`): a `Done` whose `result` is a strong
 //!    reference (never null) stored before the object is handed out, released exactly once
-//!    by [`dealloc`]. The type is not subclassable and not GC-tracked: `result` (a
-//!    `SendResult`) never refers back to it.
+//!    by [`dealloc`]. The type is not subclassable, immutable and not GC-tracked: `result`
+//!    (a `SendResult`) never refers back to it.
 //! 2. The type object is made once and held forever by [`TYPE`] (a strong reference), so
 //!    its slots and method table (`'static` data) outlive every object.
 //! 3. CPython calls every slot and method with the GIL held and `slf` an object of this
@@ -152,7 +153,8 @@ unsafe extern "C" fn dealloc(slf: *mut ffi::PyObject) {
     // released here only; `tp_free` is the allocator `PyType_GenericAlloc` used.
     unsafe {
         let tp = ffi::Py_TYPE(slf);
-        ffi::Py_DECREF((*slf.cast::<Done>()).result);
+        // Never null (invariant 1); checked anyway, as a dealloc must not crash.
+        ffi::Py_XDECREF((*slf.cast::<Done>()).result);
         let free = ffi::PyType_GetSlot(tp, ffi::Py_tp_free);
         if free.is_null() {
             ffi::PyObject_Free(slf.cast());
@@ -216,7 +218,9 @@ fn send_done_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
             name: c"tidelog._core.SendDone".as_ptr(),
             basicsize: std::mem::size_of::<Done>() as c_int,
             itemsize: 0,
-            flags: ffi::Py_TPFLAGS_DEFAULT as std::ffi::c_uint,
+            flags: (ffi::Py_TPFLAGS_DEFAULT
+                | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION
+                | ffi::Py_TPFLAGS_IMMUTABLETYPE) as std::ffi::c_uint,
             slots: slots.as_mut_ptr(),
         };
         // SAFETY: the spec and slots are valid for the call (CPython copies what it keeps);
