@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Generator, Iterable, Iterator, Mapping
 from typing import Any, Self, final
 
 import numpy as np
@@ -35,6 +35,7 @@ __all__ = [
     "TXN_LOCK_SUFFIX",
     "TXN_SUFFIX",
     "WAIT_DEFAULTS",
+    "AsyncProducer",
     "BackpressureError",
     "Bell",
     "CorruptRecordError",
@@ -59,6 +60,7 @@ __all__ = [
     "RecordBatch",
     "RecordBatchIterator",
     "RingBuffer",
+    "SendDone",
     "SendResult",
     "StateLog",
     "StorageError",
@@ -354,17 +356,8 @@ class Producer:
         partition: int | None = None,
         priority: int | None = None,
     ) -> bool: ...
-    def try_send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None = None,
-        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        priority: int | None = None,
-    ) -> SendResult | None: ...
     def sent_count(self) -> int: ...
+    def add_blocked(self, seconds: float) -> None: ...
     def flushed(self, target: int) -> bool: ...
     def set_flushing(self, on: bool) -> None: ...
     def flush(self, timeout: float | None = None) -> bool: ...
@@ -375,6 +368,42 @@ class Producer:
     def __enter__(self) -> Producer: ...
     def __exit__(self, *_args: object) -> bool: ...
 
+@disjoint_base
+class AsyncProducer:
+    def __new__(cls, native: Producer, *_args: Any, **_kwargs: Any) -> Self: ...
+    @property
+    def native(self) -> Producer: ...
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        priority: int | None = None,
+    ) -> Coroutine[Any, Any, SendResult]: ...
+    def send_nowait(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        priority: int | None = None,
+    ) -> SendResult: ...
+    def _try_send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        priority: int | None = None,
+    ) -> SendResult | None: ...
+
 @final
 class SendResult:
     @property
@@ -382,8 +411,22 @@ class SendResult:
     @property
     def target(self) -> int: ...
     @property
-    def producer(self) -> Producer: ...
-    def __await__(self) -> Generator[Any, None, bool]: ...
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int | None: ...
+    @property
+    def producer(self) -> Any: ...
+    def written_at(self) -> tuple[int, int] | None: ...
+    def __await__(self) -> Generator[Any, None, tuple[int, int]]: ...
+
+@final
+class SendDone(Coroutine[Any, Any, SendResult]):
+    def __await__(self) -> Generator[Any, None, SendResult]: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> Any: ...
+    def close(self) -> None: ...
 
 @final
 class Doorbell:

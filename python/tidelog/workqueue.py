@@ -480,14 +480,28 @@ class WorkQueue(_core.JobBuffer):
         if max_messages < 1:
             raise InvalidConfigError(f"max_messages must be >= 1, got {max_messages}")
         _check_timeout(timeout)
+        jobs = self.take_ready(max_messages)
+        if jobs:
+            return jobs
+        return self._fetch(max_messages, timeout, iterating=False)
+
+    def take_ready(self, max_messages: int) -> list[Job]:
+        """Up to ``max_messages`` prefetched jobs with time enough left on their locks.
+
+        What :meth:`acquire_many` hands out before acquiring anything (an acquisition
+        would give the prefetched jobs back first). For event loops (see :mod:`tidelog.aio`).
+
+        Returns:
+            The jobs, possibly none.
+        """
         with self._mutex:
             first = self._ready_job() if self._ready_count else None
-            if first is not None:
-                jobs = [first]
-                while len(jobs) < max_messages and (job := self._pop_ready()) is not None:
-                    jobs.append(job)
-                return jobs
-        return self._fetch(max_messages, timeout, iterating=False)
+            if first is None:
+                return []
+            jobs = [first]
+            while len(jobs) < max_messages and (job := self._pop_ready()) is not None:
+                jobs.append(job)
+            return jobs
 
     def __iter__(self) -> Iterator[Job]:
         return self

@@ -68,17 +68,18 @@ def test_a_producer_bell_moves_when_pressure_ends(tmp_path: Path) -> None:
     with tidelog.open(tmp_path) as store:
         store.create_topic("t", partitions=1)
         producer = store.producer(buffer_messages=8, linger_ms=0)
+        sender = _core.AsyncProducer(producer)
         bell = _core.Bell.pressure(producer)
         ticket = bell.ticket()
         producer._set_external_pressure(True)
-        assert producer.try_send("t", b"x") is None, "on_full='block' would wait"
+        assert sender._try_send("t", b"x") is None, "on_full='block' would wait"
         waker = _core.Waker()
         try:
             waker.watch(bell, ticket)
             assert not _readable(waker, 0.05)
             producer._set_external_pressure(False)
             assert _readable(waker, 10.0)
-            result = producer.try_send("t", b"x")
+            result = sender._try_send("t", b"x")
             assert result is not None and result.accepted
             assert producer.flushed(result.target) or producer.flush(10.0)
         finally:

@@ -1,16 +1,22 @@
 """The async producer: ``await producer.send(...)`` suspends the task, never the loop.
 
-Sends go into the same native buffer as :class:`tidelog.Producer`'s (one non-blocking
-native call, :meth:`_core.Producer.try_send`); only waiting differs. Under pressure with
-``on_full="block"`` the task waits on the producer's pressure bell through the loop's
-waker and tries again: nothing is enqueued until the call that succeeds, so cancelling a
-blocked ``send`` never leaves half a message behind. ``"raise"`` and ``"shed"`` behave as
-in the synchronous API.
+Sends go into the same native buffer as :class:`tidelog.Producer`'s; only waiting differs.
+``send`` and ``send_nowait`` are native (:class:`_core.AsyncProducer`, the base class): a
+send that finds room returns an awaitable already complete (:class:`_core.SendDone`), so
+the common ``await producer.send(...)`` runs no coroutine. Under pressure with
+``on_full="block"`` it returns :meth:`Producer._send_blocked`, a coroutine that waits on
+the producer's pressure bell through the loop's waker and tries again: nothing is enqueued
+until the try that succeeds, so cancelling a blocked ``send`` never leaves half a message
+behind. ``"raise"`` and ``"shed"`` behave as in the synchronous API.
+
+``await producer.send(...)`` gives a :class:`SendResult`; ``await`` that for the
+``(partition, offset)`` the message was written at: the writer settles each async message's
+receipt with its offset before it counts the message written.
 """
 
 from __future__ import annotations
 
-import weakref
+import collections.abc
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -26,54 +32,43 @@ __all__ = ["Producer", "SendResult", "written"]
 Headers = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
 
 
-#: What ``await producer.send(...)`` returns: the message is in the buffer. ``await`` it to
-#: wait until the message is written (and fsynced if the store's policy says so), as
-#: :meth:`Producer.flush` does for everything sent before it; its ``accepted`` is False when
-#: ``on_full="shed"`` dropped this very message. (Native, so a send makes no Python object.)
+#: What ``await producer.send(...)`` gives: the message is in the buffer (its
+#: ``partition`` is chosen). ``await`` it for ``(partition, offset)`` once the message is
+#: written (and fsynced if the store's policy says so); its ``accepted`` is False when
+#: ``on_full="shed"`` dropped this very message (awaiting it then raises
+#: :class:`BackpressureError`). Native, as the send that makes it.
 SendResult = _core.SendResult
 
-#: The async producer driving each native one (for ``await SendResult``).
-_PRODUCERS: weakref.WeakKeyDictionary[_core.Producer, Producer] = weakref.WeakKeyDictionary()
+# Tasks take the completed awaitable as they take a coroutine (``asyncio.ensure_future``,
+# ``gather``; ``create_task`` checks for a coroutine type): it has ``send``, ``throw`` and
+# ``close``, and is registered as one.
+collections.abc.Coroutine.register(_core.SendDone)
 
 
-async def written(result: _core.SendResult) -> bool:
-    """Waits until the message of ``result`` is written; returns whether it was accepted.
-
-    Called by ``await result`` (``_core.SendResult.__await__``).
-
-    Raises:
-        InvalidConfigError: The producer is not driven by a :class:`Producer` (asyncio).
-    """
-    producer = _PRODUCERS.get(result.producer)
-    if producer is None:
-        raise _core.InvalidConfigError("only a tidelog.aio producer's SendResult is awaitable")
-    await producer.flush_to(result.target)
-    return result.accepted
+async def written(result: _core.SendResult) -> tuple[int, int]:
+    """Waits until the message of ``result`` is written: ``await result``."""
+    return await result
 
 
-class Producer:
+class Producer(_core.AsyncProducer):
     """A buffered producer for asyncio; create it with :meth:`tidelog.aio.Store.producer`.
 
     The same buffer, writer, idempotence and transactions as :class:`tidelog.Producer`
-    (which :attr:`native` is); ``send`` and ``flush`` are coroutines.
+    (which :attr:`native` is); ``send`` (native, see :class:`_core.AsyncProducer`) is
+    awaited, ``flush`` and ``close`` are coroutines.
     """
 
     def __init__(
-        self, waiters: Waiters, native: _core.Producer, on_full: str, block_timeout: float | None
+        self, native: _core.Producer, waiters: Waiters, on_full: str, block_timeout: float | None
     ) -> None:
         """Wraps ``native``; see :meth:`tidelog.aio.Store.producer`."""
         self._waiters = waiters
         self._native = native
-        self._send = native.try_send
+        self._try = self._try_send
+        self._shedding = on_full == "shed"
         self._block_timeout = block_timeout if on_full == "block" else None
         self._pressure: _core.Bell | None = None
-        self._written: _core.Bell | None = None
-        _PRODUCERS[native] = self
-
-    @property
-    def native(self) -> _core.Producer:
-        """The synchronous producer this one drives (its ``stats()``, name, identity)."""
-        return self._native
+        self._flush_bell: _core.Bell | None = None
 
     @property
     def name(self) -> str | None:
@@ -89,79 +84,6 @@ class Producer:
         """Counters, as :meth:`tidelog.Producer.stats`."""
         return self._native.stats()
 
-    async def send(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None = None,
-        headers: Headers = None,
-        partition: int | None = None,
-        priority: int = 0,
-    ) -> SendResult:
-        """Puts a message into the buffer, waiting (without blocking the loop) for room.
-
-        Args:
-            topic: The topic.
-            value: The message's value.
-            key: The key: chooses the partition (as :meth:`Topic.append` does).
-            headers: Headers, a mapping or pairs of str to bytes.
-            partition: An explicit partition.
-            priority: What ``on_full="shed"`` drops first (lower goes first).
-
-        Returns:
-            A :class:`SendResult`; ``await`` it to wait until the message is written.
-
-        Raises:
-            BackpressureError: Under pressure with ``on_full="raise"``, or after
-                ``block_timeout`` seconds of waiting with ``on_full="block"``.
-            StoreClosedError: The producer or the store is closed.
-        """
-        if key is None and headers is None and partition is None and not priority:
-            result = self._send(topic, value)  # no keywords to parse: the common case
-        else:
-            result = self._send(
-                topic, value, key=key, headers=headers, partition=partition, priority=priority
-            )
-        if result is None:
-            result = await self._send_blocked(topic, value, key, headers, partition, priority)
-        return result
-
-    def send_nowait(
-        self,
-        topic: str,
-        value: bytes,
-        *,
-        key: bytes | None = None,
-        headers: Headers = None,
-        partition: int | None = None,
-        priority: int = 0,
-    ) -> _core.SendResult:
-        """:meth:`send` for hot loops: never waits, so it needs no ``await``.
-
-        An ``await`` costs about as much as the send itself; a loop that sends many
-        messages may call this and ``await`` :meth:`send` only when it raises.
-
-        Returns:
-            A :class:`SendResult`, as ``await send(...)`` does.
-
-        Raises:
-            BackpressureError: The buffer is under pressure (whatever ``on_full`` says,
-                nothing was enqueued unless ``on_full="shed"`` made room); ``await send()``
-                waits for room instead.
-        """
-        if key is None and headers is None and partition is None and not priority:
-            result = self._send(topic, value)
-        else:
-            result = self._send(
-                topic, value, key=key, headers=headers, partition=partition, priority=priority
-            )
-        if result is None:
-            raise BackpressureError(
-                "producer buffer above its high watermark: await send() to wait for room"
-            )
-        return result
-
     async def _send_blocked(
         self,
         topic: str,
@@ -169,7 +91,7 @@ class Producer:
         key: bytes | None,
         headers: Headers,
         partition: int | None,
-        priority: int,
+        priority: int | None,
     ) -> _core.SendResult:
         """Waits for the end of pressure and sends; each try is one non-blocking call."""
         if self._pressure is None:
@@ -178,22 +100,48 @@ class Producer:
         waiter = self._waiters.current()
         loop = waiter.loop
         timeout = self._block_timeout
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            ticket = bell.ticket()
-            result = self._send(
-                topic, value, key=key, headers=headers, partition=partition, priority=priority
-            )
-            if result is not None:
-                return result
-            remaining = None
-            if deadline is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise BackpressureError(
-                        f"producer buffer stayed above its low watermark for {timeout:.3f}s"
-                    )
-            await waiter.wait(bell, ticket, remaining)
+        started = loop.time()
+        deadline = None if timeout is None else started + timeout
+        try:
+            while True:
+                ticket = bell.ticket()
+                result = self._try(
+                    topic, value, key=key, headers=headers, partition=partition, priority=priority
+                )
+                if result is not None:
+                    return result
+                remaining = None
+                if deadline is not None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise BackpressureError(
+                            f"producer buffer stayed above its low watermark for {timeout:.3f}s"
+                        )
+                await waiter.wait(bell, ticket, remaining)
+        finally:
+            # Counted as a blocked synchronous send is: until it sent, failed or was cancelled.
+            self._native.add_blocked(max(0.0, loop.time() - started))
+
+    async def _written(self, result: _core.SendResult) -> tuple[int, int]:
+        """``await result``: waits until its message is written; ``(partition, offset)``.
+
+        Raises:
+            BackpressureError: ``on_full="shed"`` dropped the message.
+            TidelogError: The writer's failure since the last report, or the message's
+                write failed (reported earlier).
+        """
+        if result.accepted:
+            await self.flush_to(result.target)
+        at = result.written_at()
+        if at is not None:
+            return at
+        if self._shedding:
+            # Accounted for at once when shed after it was buffered; the writer marks it
+            # dropped only when it pops it.
+            raise BackpressureError('the message was dropped by on_full="shed": it is not written')
+        raise _core.TidelogError(
+            "the message was not written: the producer stopped before writing it"
+        )
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Waits until everything sent so far is written (and fsynced if the policy says so).
@@ -225,9 +173,9 @@ class Producer:
         native = self._native
         if native.flushed(target):
             return True
-        if self._written is None:
-            self._written = _core.Bell.flush(native)
-        bell = self._written
+        if self._flush_bell is None:
+            self._flush_bell = _core.Bell.flush(native)
+        bell = self._flush_bell
         waiter = self._waiters.current()
         loop = waiter.loop
         deadline = None if timeout is None else loop.time() + timeout

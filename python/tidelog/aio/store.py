@@ -128,7 +128,7 @@ class Store:
             max_lag=max_lag,
             compression=compression,
         )
-        producer = Producer(self._waiters, native, on_full, block_timeout)
+        producer = Producer(native, self._waiters, on_full, block_timeout)
         self._members.append(producer)
         return producer
 

@@ -93,6 +93,11 @@ class WorkQueue:
         if max_messages < 1:
             raise InvalidConfigError(f"max_messages must be >= 1, got {max_messages}")
         _check_timeout(timeout)
+        # Prefetched jobs first, as the synchronous member does: an acquisition would give
+        # them back to the queue (to be delivered again) and take others.
+        jobs = self._sync.take_ready(max_messages)
+        if jobs:
+            return jobs
         return await self._fetch(max_messages, timeout, iterating=False)
 
     def __aiter__(self) -> WorkQueue:

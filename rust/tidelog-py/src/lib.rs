@@ -1,9 +1,11 @@
 //! `tidelog._core`: the Python bindings of the storage engine. This module only registers
 //! classes and exceptions; each binding lives in its own file.
 
+mod aio_send;
 mod args;
 mod arrow_ffi;
 mod commit;
+mod done;
 mod doorbell;
 mod errors;
 mod faults;
@@ -40,7 +42,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topic::PyTopic>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<producer::PyProducer>()?;
-    m.add_class::<producer::SendResult>()?;
+    m.add_class::<aio_send::PyAsyncProducer>()?;
+    m.add_class::<aio_send::SendResult>()?;
+    done::register(m)?;
     m.add_class::<ring::PyRing>()?;
     m.add_class::<message::RecordBatch>()?;
     m.add_class::<message::RecordBatchIter>()?;

@@ -33,53 +33,12 @@ fn codec(obj: &Bound<'_, PyAny>) -> PyResult<Compression> {
     })
 }
 
-/// What an async `send` returns: the message is in the buffer. `await` it to wait until
-/// it is written (`tidelog.aio.producer.written` does the waiting).
-#[pyclass(name = "SendResult", module = "tidelog._core", frozen)]
-pub struct SendResult {
-    producer: Py<PyProducer>,
-    target: u64,
-    accepted: bool,
-}
-
-#[pymethods]
-impl SendResult {
-    /// False when `on_full="shed"` dropped this very message (it is never written).
-    #[getter]
-    fn accepted(&self) -> bool {
-        self.accepted
-    }
-
-    /// The producer's `sent_count()` once this message was in: the target of `flushed()`.
-    #[getter]
-    fn target(&self) -> u64 {
-        self.target
-    }
-
-    /// The producer that sent it.
-    #[getter]
-    fn producer(&self, py: Python<'_>) -> Py<PyProducer> {
-        self.producer.clone_ref(py)
-    }
-
-    /// Waits (in the running event loop) until the message is written; returns `accepted`.
-    fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let wait = WRITTEN.get_or_try_init(py, || {
-            py.import("tidelog.aio.producer")?.getattr("written").map(Bound::unbind)
-        })?;
-        wait.bind(py).call1((slf,))?.call_method0("__await__")
-    }
-
-    fn __repr__(&self) -> String {
-        format!("SendResult(accepted={})", self.accepted)
-    }
-}
-
-/// `tidelog.aio.producer.written`, looked up once.
-static WRITTEN: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
-
 impl PyProducer {
+    /// The engine producer, unchecked (for the async sends, whose engine call checks).
+    pub(crate) fn inner(&self) -> &Arc<Producer> {
+        &self.inner
+    }
+
     /// The engine producer (for the waker's bells); fails in a forked child.
     pub(crate) fn engine(&self) -> PyResult<&Arc<Producer>> {
         self.inner.check_not_inherited().map_err(CoreError)?;
@@ -87,7 +46,7 @@ impl PyProducer {
     }
 }
 
-fn send_error(e: SendError) -> PyErr {
+pub(crate) fn send_error(e: SendError) -> PyErr {
     match e {
         SendError::Backpressure(msg) => BackpressureError::new_err(msg),
         SendError::Failed(e) => CoreError(e).into(),
@@ -286,42 +245,6 @@ impl PyProducer {
         }
     }
 
-    /// `send` that never waits (for asyncio): returns a `SendResult` (its `accepted` is
-    /// False when `on_full="shed"` dropped this very message), or None when
-    /// `on_full="block"` would wait for room (nothing was enqueued; wait on
-    /// `Bell.pressure(producer)` and call again).
-    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn try_send(
-        slf: &Bound<'_, Self>,
-        topic: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-        key: Option<&Bound<'_, PyAny>>,
-        headers: Option<&Bound<'_, PyAny>>,
-        partition: Option<&Bound<'_, PyAny>>,
-        priority: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Option<SendResult>> {
-        let this = slf.get();
-        let topic = args::text(topic, "topic")?;
-        let value = expect_bytes(value, "value")?.as_bytes();
-        let key =
-            key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
-        let headers = encode_headers(headers)?;
-        let partition = args::partition(partition)?;
-        let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
-        match this.inner.send(topic.as_ref(), value, key, &headers, partition, priority, false) {
-            Ok(accepted) => Ok(Some(SendResult {
-                producer: slf.clone().unbind(),
-                // Counts this message (and maybe a later one of another thread): written
-                // once the writer has accounted for that many.
-                target: if accepted { this.inner.sent_count() } else { 0 },
-                accepted,
-            })),
-            Err(SendError::Backpressure(reason)) if reason == "would block" => Ok(None),
-            Err(e) => Err(send_error(e)),
-        }
-    }
-
     /// Messages accepted by `send` so far: the target of `flushed()`.
     fn sent_count(&self) -> PyResult<u64> {
         Ok(self.engine()?.sent_count())
@@ -340,6 +263,18 @@ impl PyProducer {
     /// `Bell.flush(producer)`.
     fn set_flushing(&self, on: bool) -> PyResult<()> {
         self.engine()?.set_flushing(on);
+        Ok(())
+    }
+
+    /// Counts `seconds` an async sender waited for the end of pressure into
+    /// `blocked_seconds` (it waits in its event loop, not in a call).
+    fn add_blocked(&self, seconds: f64) -> PyResult<()> {
+        if !(seconds >= 0.0 && seconds.is_finite()) {
+            return Err(InvalidConfigError::new_err(format!(
+                "seconds must be a non-negative number, got {seconds}"
+            )));
+        }
+        self.engine()?.add_blocked(Duration::from_secs_f64(seconds));
         Ok(())
     }
 

@@ -187,7 +187,12 @@ fn settle_shed(shared: &Shared, batch: &mut Vec<Pending>, from: usize) {
     let mut i = 0;
     batch.retain(|p| {
         i += 1;
-        i <= from || !levels.iter().find(|l| l.priority == p.priority).is_some_and(|l| l.counts.pop_is_debt())
+        let dropped = i > from
+            && levels.iter().find(|l| l.priority == p.priority).is_some_and(|l| l.counts.pop_is_debt());
+        if dropped {
+            p.dropped();
+        }
+        !dropped
     });
 }
 
@@ -330,7 +335,13 @@ fn write_groups(
             }),
         };
         let result = result.map(|bounded| match bounded {
-            Bounded::Written(appended) => appended.count as usize,
+            Bounded::Written(appended) => {
+                // Offsets in send order from the batch's base (a duplicate's are the original's).
+                for (p, offset) in group.iter().zip(appended.base_offset..).take(appended.count as usize) {
+                    p.written(offset);
+                }
+                appended.count as usize
+            }
             Bounded::NoRoom(_) => 0,
         });
         if let Ok(written) = result {
@@ -344,6 +355,7 @@ fn write_groups(
             }
             Err(e) => {
                 shared.failed.fetch_add(group.len() as u64, Ordering::Relaxed);
+                group.iter().for_each(Pending::failed);
                 let fatal = match &e {
                     _ if shared.identity.is_none() => None,
                     Error::ProducerFenced(m) => Some(Fatal::Fenced(m.clone())),
