@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tidelog
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import tidelog
 
 RECORDS = 3_000
 
@@ -53,8 +52,12 @@ def test_reads_in_parts_across_partitions_match_the_whole(
                 turn += 1
                 values = [m.value for m in batch]
                 buffer, bounds = batch.value_buffer()
-                assert [bytes(buffer[bounds[i] : bounds[i + 1]]) for i in range(len(batch))] == values
-                assert [m.offset for m in batch] == list(range(position[p], position[p] + len(batch)))
+                assert [
+                    bytes(buffer[bounds[i] : bounds[i + 1]]) for i in range(len(batch))
+                ] == values
+                assert [m.offset for m in batch] == list(
+                    range(position[p], position[p] + len(batch))
+                )
                 got[p].extend(v for v in values if v is not None)
                 position[p] += len(batch)
         assert got == expected
@@ -74,7 +77,7 @@ def test_a_consumer_polls_a_huge_batch_in_order(tmp_path: Path) -> None:
         topic = store.create_topic("t")
         values = [str(i).encode() for i in range(50_000)]
         topic.append_batch(values)
-        seen: list[bytes] = []
+        seen: list[bytes | None] = []
         with store.consumer("t", group="g") as consumer:
             while len(seen) < len(values):
                 seen.extend(m.value for m in consumer.poll(max_messages=333, timeout=1.0))
