@@ -144,3 +144,36 @@ def test_work_queue_refuses_what_share_groups_cannot_do(kstore: Any) -> None:
         assert again.delivery_count == 2
         q.ack(again)
         q.flush()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("producers",),
+        ("dump", "t"),
+        ("verify",),
+        ("repair",),
+        ("export", "t", "out.parquet"),
+        ("mirror", "t", "kafka://127.0.0.1:1"),
+    ],
+    ids=lambda a: a[0],
+)
+def test_local_only_commands_say_so(
+    kstore: Any, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    from tidelog.cli import main
+
+    assert main(["--dir", kstore.path, *args]) == 1
+    err = capsys.readouterr().err
+    assert "local stores only" in err
+    assert kstore.path in err or "transaction coordinator" in err
+
+
+def test_compact_command_names_the_broker_cleaner(
+    kstore: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tidelog.cli import main
+
+    kstore.create_topic("t")
+    assert main(["--dir", kstore.path, "compact", "t"]) == 1
+    assert "log cleaner" in capsys.readouterr().err

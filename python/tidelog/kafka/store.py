@@ -709,6 +709,13 @@ class KafkaTopic:
             "topics created with cleanup_policy='compact' by itself"
         )
 
+    def dirty_ratio(self, partition: int | None = None) -> float:
+        """Refused: the broker's log cleaner keeps the dirty ratio of a compacted topic."""
+        raise _core.InvalidConfigError(
+            "dirty_ratio() is not available on Kafka: the broker's log cleaner keeps it "
+            "(and compacts cleanup_policy='compact' topics by itself)"
+        )
+
     def latest(self) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` of the newest value of every key over all partitions.
 
