@@ -198,6 +198,31 @@ class KafkaProducer:
             producer.flush(0.005)  # serves delivery reports while it waits
         return True
 
+    def would_block(self) -> bool:
+        """Whether :meth:`send` would wait for room now (``on_full="block"``, under pressure).
+
+        For :mod:`tidelog.aio`, which waits in a worker thread (:meth:`wait_for_room`) and
+        then sends without blocking the loop.
+        """
+        return self._on_full == "block" and (self._pressure or len(self._producer) >= self._high)
+
+    def wait_for_room(self, timeout: float | None) -> bool:
+        """Waits until pressure ends (``low_watermark``); False after ``timeout`` seconds.
+
+        Counted in ``blocked_seconds`` as a blocked :meth:`send` is.
+        """
+        if not self.would_block():
+            return True
+        if not self._pressure:
+            self._pressure = True
+            self._hits += 1
+        began = time.monotonic()
+        ok = self._wait_below(self._low, timeout)
+        self._blocked += time.monotonic() - began
+        if ok:
+            self._pressure = False
+        return ok
+
     # -- sending -----------------------------------------------------------------------------
 
     def send(
