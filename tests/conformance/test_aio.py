@@ -135,3 +135,22 @@ def test_aio_kafka_url_errors_are_tidelog_errors() -> None:
             raise AssertionError("a kafka:// URL without a host opened")
 
     asyncio.run(main())
+
+
+def test_aio_max_lag_checks_without_blocking_the_loop(location: str) -> None:
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> int:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("bounded")
+            topic.append(b"0", partition=0)
+            async with store.consumer("bounded", group=group) as consumer:
+                assert len(await _collect(consumer, 1)) == 1
+                await consumer.commit()
+                async with store.producer(max_lag=1000) as producer:
+                    for i in range(50):  # well under the bound: never held back
+                        assert (await producer.send("bounded", b"%d" % i, partition=0)).accepted
+                    assert await producer.flush(timeout=PATIENCE)
+            return topic.end_offset(0)
+
+    assert asyncio.run(main()) == 51

@@ -112,9 +112,24 @@ def test_pressure_on_messages_not_yet_acknowledged(kstore: Any, on_full: str) ->
     producer.close()
 
 
-def test_producer_refuses_max_lag(kstore: Any) -> None:
+def test_max_lag_pressure_names_the_group_and_counts_messages_in_flight(kstore: Any) -> None:
+    t = kstore.create_topic("lag")
+    t.append(b"0", partition=0)
+    with kstore.consumer("lag", group="slow") as c:
+        end = time.monotonic() + 60
+        while not c.poll(timeout=0.5) and time.monotonic() < end:
+            pass
+        c.commit()  # committed 1: caught up
+        with kstore.producer(max_lag=5, on_full="raise") as p:
+            for i in range(5):  # in flight or written, all count against the group
+                p.send("lag", b"%d" % i, partition=0)
+            with pytest.raises(tidelog.BackpressureError, match=r"'slow' is \d+ messages behind"):
+                p.send("lag", b"one too many", partition=0)
+            assert p.stats()["high_watermark_hits"] == 1
+            p.flush()
+    assert t.end_offset(0) == 6
     with pytest.raises(tidelog.InvalidConfigError, match="max_lag"):
-        kstore.producer(max_lag=10)
+        kstore.producer(max_lag=0)
 
 
 def test_unknown_topic_setting_is_named(kstore: Any) -> None:

@@ -154,6 +154,12 @@ class KafkaAioProducer:
             raise _core.BackpressureError(
                 f"send blocked for {self._block_timeout} s under backpressure"
             )
+        # max_lag: the check (a round trip, and a wait under pressure) runs in the thread
+        # too and leaves its credit for the send below.
+        if native.lag_check_needed(topic) and not await _offload(
+            native.reserve_lag_room, topic, priority
+        ):
+            return KafkaSendResult(self, False)  # shed
         accepted = native.send(
             topic, value, key=key, headers=headers, partition=partition, priority=priority
         )
@@ -170,9 +176,10 @@ class KafkaAioProducer:
         priority: int = 0,
     ) -> KafkaSendResult:
         """:meth:`send` without waiting: raises :class:`BackpressureError` instead."""
-        if self._native.would_block():
+        if self._native.would_block() or self._native.lag_check_needed(topic):
             raise _core.BackpressureError(
-                "producer buffer above its high watermark: await send() to wait for room"
+                "producer buffer above its high watermark, or max_lag needs a check of the "
+                "consumer groups' lag: await send() to wait for room"
             )
         accepted = self._native.send(
             topic, value, key=key, headers=headers, partition=partition, priority=priority

@@ -35,7 +35,13 @@ from tidelog.kafka._errors import translated
 if TYPE_CHECKING:
     from tidelog.kafka.store import KafkaStore
 
-__all__ = ["group_overview", "store_metrics", "store_stats"]
+__all__ = [
+    "assigned_topics",
+    "group_names",
+    "group_overview",
+    "store_metrics",
+    "store_stats",
+]
 
 #: The store's own readers join no group but their ids are group-shaped: never listed.
 _READER_PREFIX = "tidelog-reader-"
@@ -57,9 +63,10 @@ class _Group:
         return sorted(t for t in set(self.members) | set(self.committed) if not t.startswith("__"))
 
 
-def _group_names(store: KafkaStore) -> list[str]:
+def group_names(admin: Any) -> list[str]:
+    """The cluster's consumer groups (not share groups, not the store's readers), sorted."""
     with translated("listing consumer groups"):
-        listing = store.admin.list_consumer_groups(request_timeout=TIMEOUT).result(TIMEOUT)
+        listing = admin.list_consumer_groups(request_timeout=TIMEOUT).result(TIMEOUT)
     names = []
     for g in listing.valid:
         if g.group_id.startswith(_READER_PREFIX):
@@ -70,10 +77,14 @@ def _group_names(store: KafkaStore) -> list[str]:
     return sorted(names)
 
 
-def _describe(store: KafkaStore, names: list[str]) -> list[_Group]:
+def assigned_topics(admin: Any, names: list[str]) -> dict[str, set[str]]:
+    """Per group of ``names``: the topics its members are assigned partitions of."""
+    return {g.name: set(g.members) for g in _describe_members(admin, names)}
+
+
+def _describe_members(admin: Any, names: list[str]) -> list[_Group]:
     if not names:
         return []
-    admin = store.admin
     with translated("describing consumer groups"):
         futures = admin.describe_consumer_groups(names, request_timeout=TIMEOUT)
     groups = []
@@ -92,18 +103,25 @@ def _describe(store: KafkaStore, names: list[str]) -> list[_Group]:
                 group.members.setdefault(tp.topic, {}).setdefault(member.member_id, []).append(
                     tp.partition
                 )
-        # OffsetFetch takes one group per request in librdkafka.
-        with translated(f"reading the committed offsets of group {name!r}"):
-            found = admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(name)], request_timeout=TIMEOUT
-            )[name].result(TIMEOUT)
-        for tp in found.topic_partitions or []:
-            if tp.error is None and tp.offset >= 0:
-                group.committed.setdefault(tp.topic, {})[tp.partition] = tp.offset
         for per_topic in group.members.values():
             for partitions in per_topic.values():
                 partitions.sort()
         groups.append(group)
+    return groups
+
+
+def _describe(store: KafkaStore, names: list[str]) -> list[_Group]:
+    admin = store.admin
+    groups = _describe_members(admin, names)
+    for group in groups:
+        # OffsetFetch takes one group per request in librdkafka.
+        with translated(f"reading the committed offsets of group {group.name!r}"):
+            found = admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group.name)], request_timeout=TIMEOUT
+            )[group.name].result(TIMEOUT)
+        for tp in found.topic_partitions or []:
+            if tp.error is None and tp.offset >= 0:
+                group.committed.setdefault(tp.topic, {})[tp.partition] = tp.offset
     return groups
 
 
@@ -127,7 +145,7 @@ def group_overview(store: KafkaStore) -> dict[str, dict[str, dict[str, Any]]]:
     """
     found: dict[str, dict[str, dict[str, Any]]] = {}
     bounds: dict[str, list[tuple[int, int]]] = {}
-    for group in _describe(store, _group_names(store)):
+    for group in _describe(store, group_names(store.admin)):
         for topic in group.topics():
             parts = _bounds(store, topic, bounds)
             if parts is None:
@@ -249,7 +267,7 @@ def store_metrics(store: KafkaStore) -> dict[str, Any]:
             "size_bytes": None,
         }
     groups: dict[str, dict[str, Any]] = {}
-    for group in _describe(store, _group_names(store)):
+    for group in _describe(store, group_names(store.admin)):
         for topic in group.topics():
             t = topics.get(topic)
             if t is None:
