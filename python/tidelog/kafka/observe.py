@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
@@ -32,8 +32,43 @@ from tidelog import _core
 from tidelog.kafka._common import TIMEOUT
 from tidelog.kafka._errors import translated
 
-if TYPE_CHECKING:
-    from tidelog.kafka.store import KafkaStore
+
+class KafkaStore(Protocol):
+    """What this module reads of a :class:`tidelog.kafka.store.KafkaStore`.
+
+    A protocol: the store's module imports this one, so this one does not import it.
+    """
+
+    @property
+    def admin(self) -> Any:
+        """The admin client."""
+        ...
+
+    @property
+    def path(self) -> str:
+        """The store's URL."""
+        ...
+
+    def topics(self, *, internal: bool = False) -> list[str]:
+        """The topic names."""
+        ...
+
+    def topic(self, name: str) -> Any:
+        """The topic ``name``."""
+        ...
+
+    def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        """The start and end offsets of a partition."""
+        ...
+
+    def read_range(self, topic: Any, partition: int, offset: int, max_messages: int) -> Any:
+        """Up to ``max_messages`` messages of a partition from ``offset``."""
+        ...
+
+    def open_producers(self) -> list[Any]:
+        """This process's open producers of the store."""
+        ...
+
 
 __all__ = [
     "assigned_topics",
@@ -193,7 +228,7 @@ def _producers(store: KafkaStore) -> dict[str, dict[str, Any]]:
     from tidelog.stats import producers_by_name
 
     # KafkaProducer has what producers_by_name reads (name, closed) and the same stats().
-    found = producers_by_name(store.open_producers())  # type: ignore[arg-type]
+    found = producers_by_name(store.open_producers())
     return {key: p.stats() for key, p in found.items()}
 
 
@@ -234,7 +269,7 @@ def _timestamp_at(store: KafkaStore, topic: str, partition: int, offset: int) ->
         return None  # deleted, or retention removed it meanwhile
     if len(batch) == 0:
         return None  # only transaction markers up to the end
-    ts = batch[0].timestamp_ms
+    ts = int(batch[0].timestamp_ms)
     if len(cache) > _TIMESTAMPS_KEPT:
         cache.clear()
     cache[topic, partition, offset] = ts
