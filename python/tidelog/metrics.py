@@ -337,7 +337,9 @@ def _partitions(key: str) -> Callable[[Metrics], Iterator[tuple[Labels, float]]]
     def read(m: Metrics) -> Iterator[tuple[Labels, float]]:
         for topic, t in m["topics"].items():
             for p, figures in t["partitions"].items():
-                yield {"topic": topic, "partition": str(p)}, figures[key]
+                # None: a figure the backend cannot know (a kafka:// store's segments).
+                if figures[key] is not None:
+                    yield {"topic": topic, "partition": str(p)}, figures[key]
 
     return read
 

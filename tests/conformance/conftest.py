@@ -71,3 +71,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("local_only")
         if marker is not None and "[kafka" in item.nodeid:
             item.add_marker(pytest.mark.skip(reason=f"not on Kafka: {marker.args[0]}"))
+
+
+@pytest.fixture
+def location(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a store is, for APIs that open it themselves (tidelog.aio, the CLI): a local
+    directory, or the session's Kafka broker as a kafka:// URL (emptied after the test)."""
+    if backend == "local":
+        yield str(tmp_path / "store")
+        return
+    broker: KafkaBroker = request.getfixturevalue("kafka_broker")
+    try:
+        yield f"kafka://{broker.bootstrap}"
+    finally:
+        with tidelog.open(f"kafka://{broker.bootstrap}") as admin:
+            _drop_topics(admin)

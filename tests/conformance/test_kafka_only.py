@@ -112,9 +112,24 @@ def test_pressure_on_messages_not_yet_acknowledged(kstore: Any, on_full: str) ->
     producer.close()
 
 
-def test_producer_refuses_max_lag(kstore: Any) -> None:
+def test_max_lag_pressure_names_the_group_and_counts_messages_in_flight(kstore: Any) -> None:
+    t = kstore.create_topic("lag")
+    t.append(b"0", partition=0)
+    with kstore.consumer("lag", group="slow") as c:
+        end = time.monotonic() + 60
+        while not c.poll(timeout=0.5) and time.monotonic() < end:
+            pass
+        c.commit()  # committed 1: caught up
+        with kstore.producer(max_lag=5, on_full="raise") as p:
+            for i in range(5):  # in flight or written, all count against the group
+                p.send("lag", b"%d" % i, partition=0)
+            with pytest.raises(tidelog.BackpressureError, match=r"'slow' is \d+ messages behind"):
+                p.send("lag", b"one too many", partition=0)
+            assert p.stats()["high_watermark_hits"] == 1
+            p.flush()
+    assert t.end_offset(0) == 6
     with pytest.raises(tidelog.InvalidConfigError, match="max_lag"):
-        kstore.producer(max_lag=10)
+        kstore.producer(max_lag=0)
 
 
 def test_unknown_topic_setting_is_named(kstore: Any) -> None:
@@ -144,3 +159,36 @@ def test_work_queue_refuses_what_share_groups_cannot_do(kstore: Any) -> None:
         assert again.delivery_count == 2
         q.ack(again)
         q.flush()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("producers",),
+        ("dump", "t"),
+        ("verify",),
+        ("repair",),
+        ("export", "t", "out.parquet"),
+        ("mirror", "t", "kafka://127.0.0.1:1"),
+    ],
+    ids=lambda a: a[0],
+)
+def test_local_only_commands_say_so(
+    kstore: Any, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    from tidelog.cli import main
+
+    assert main(["--dir", kstore.path, *args]) == 1
+    err = capsys.readouterr().err
+    assert "local stores only" in err
+    assert kstore.path in err or "transaction coordinator" in err
+
+
+def test_compact_command_names_the_broker_cleaner(
+    kstore: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tidelog.cli import main
+
+    kstore.create_topic("t")
+    assert main(["--dir", kstore.path, "compact", "t"]) == 1
+    assert "log cleaner" in capsys.readouterr().err

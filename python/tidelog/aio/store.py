@@ -258,6 +258,9 @@ class Opening:
         self._store: Store | None = None
 
     async def _open(self) -> Store:
+        if isinstance(self._path, str) and self._path.startswith("kafka://"):
+            store: Store = await self._open_kafka()  # the same API, another class
+            return store
         loop = asyncio.get_running_loop()
         # Opening recovers every partition's tail: file I/O, done in a worker thread. A
         # cancelled open closes the store once the thread has opened it.
@@ -270,6 +273,21 @@ class Opening:
             opening.add_done_callback(_close_opened)
             raise
         return Store(sync)
+
+    async def _open_kafka(self) -> Any:
+        """A :class:`tidelog.aio.kafka.KafkaAioStore`: connecting waits for a broker."""
+        from tidelog.aio.kafka import KafkaAioStore
+
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(
+            None, functools.partial(tidelog.open, self._path, **self._settings)
+        )
+        try:
+            sync = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)
+            raise
+        return KafkaAioStore(sync)  # type: ignore[arg-type]  # tidelog.open's kafka:// store
 
     def __await__(self) -> Generator[Any, None, Store]:
         return self._open().__await__()
@@ -298,7 +316,8 @@ def open(path: str | os.PathLike[str], **settings: Any) -> Opening:
     """Opens the store in ``path`` for asyncio: ``async with tidelog.aio.open(path) as store``.
 
     Takes the keywords of :func:`tidelog.open` (checked by it) and opens the same store:
-    sync and async processes share it.
+    sync and async processes share it. A ``kafka://host:port`` URL opens a Kafka cluster
+    with the same async API (:mod:`tidelog.aio.kafka`).
 
     Returns:
         An awaitable that is also an async context manager (which closes the store).

@@ -26,6 +26,7 @@ __all__ = [
     "CliError",
     "Parser",
     "existing_store_dir",
+    "is_kafka",
     "non_negative",
     "open_store",
     "positive",
@@ -42,7 +43,11 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
-STORE_HELP = f"the store directory (default: ${ENV_DIR}, else the current directory)"
+STORE_HELP = (
+    f"the store directory, or a kafka://host:port URL (default: ${ENV_DIR}, else the current "
+    "directory)"
+)
+KAFKA_SCHEME = "kafka://"
 
 
 class CliError(Exception):
@@ -74,13 +79,32 @@ class AddCommand(Protocol):
 # --- the store ---------------------------------------------------------------------------
 
 
+def _location(args: argparse.Namespace) -> str:
+    return str(args.dir or os.environ.get(ENV_DIR) or ".")
+
+
+def is_kafka(args: argparse.Namespace) -> bool:
+    """Whether the store named by ``--dir`` / ``$TIDELOG_DIR`` is a ``kafka://`` URL."""
+    return _location(args).startswith(KAFKA_SCHEME)
+
+
 def store_dir(args: argparse.Namespace) -> Path:
-    """``--dir``, else ``$TIDELOG_DIR``, else the current directory."""
-    return Path(args.dir or os.environ.get(ENV_DIR) or ".")
+    """``--dir``, else ``$TIDELOG_DIR``, else the current directory (a local store's).
+
+    Raises:
+        CliError: The store is a ``kafka://`` URL: the command reads a local store's files.
+    """
+    if is_kafka(args):
+        command = getattr(args, "command", None) or "this command"
+        raise CliError(
+            f"'tidelog {command}' works on local stores only (it reads or writes the store's "
+            f"files); {_location(args)} is a Kafka cluster"
+        )
+    return Path(_location(args))
 
 
 def existing_store_dir(args: argparse.Namespace) -> Path:
-    """The store directory, which must already be a tidelog store."""
+    """The store directory, which must already be a tidelog store (never a kafka:// URL)."""
     path = store_dir(args)
     if not path.exists():
         raise CliError(f"store directory {str(path)!r} does not exist")
@@ -95,7 +119,15 @@ def existing_store_dir(args: argparse.Namespace) -> Path:
 
 @contextlib.contextmanager
 def open_store(args: argparse.Namespace, *, create: bool = False) -> Iterator[tidelog.Store]:
-    """Opens the store, which must exist unless ``create``."""
+    """Opens the store, which must exist unless ``create``; a ``kafka://`` URL opens Kafka.
+
+    A kafka:// store has the same API (see :mod:`tidelog.kafka`); what it cannot do raises
+    a :class:`tidelog.TidelogError` that the command prints.
+    """
+    if is_kafka(args):
+        with tidelog.open(_location(args)) as kafka:
+            yield kafka
+        return
     path = store_dir(args) if create else existing_store_dir(args)
     with tidelog.open(path) as store:
         yield store

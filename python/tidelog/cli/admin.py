@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from tidelog.cli._common import AddCommand, CliError, open_store, positive
+from tidelog.cli._common import AddCommand, CliError, is_kafka, open_store, positive
 from tidelog.cli._format import human_bytes, json_line, rich_console
 from tidelog.producers import named_producers
 from tidelog.stats import topic_stats
@@ -31,14 +31,29 @@ def _cmd_topics(args: argparse.Namespace) -> int:
             name,
             str(len(topic["partitions"])),
             f"{topic['messages']:,}",
-            human_bytes(topic["size_bytes"]),
-            str(topic["segments"]),
+            _bytes(topic["size_bytes"]),
+            _or_dash(topic["segments"]),
         )
     rich_console().print(table)
     return 0
 
 
+def _bytes(n: int | None) -> str:
+    """``human_bytes``; None (a figure a kafka:// store cannot know) prints as -."""
+    return "-" if n is None else human_bytes(n)
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 def _cmd_producers(args: argparse.Namespace) -> int:
+    if is_kafka(args):
+        raise CliError(
+            "'tidelog producers' works on local stores only: on Kafka the transaction "
+            "coordinator keeps the named (transactional) producers; list them with the "
+            "broker's kafka-transactions.sh"
+        )
     with open_store(args) as store:
         finished = store.abort_orphaned_transactions() if args.abort_orphaned else []
         producers = named_producers(store)
@@ -109,7 +124,35 @@ def _setting(text: str) -> tuple[str, int | str | None]:
         return key, value
 
 
+def _describe_kafka(args: argparse.Namespace) -> int:
+    """``describe`` of a kafka:// topic: offsets from the broker; sizes are the broker's."""
+    with open_store(args) as store:
+        store.topic(args.topic)  # TopicNotFoundError for an unknown topic
+        stats = store.stats()["topics"].get(args.topic)
+        if stats is None:
+            raise CliError(f"topic {args.topic!r} was deleted meanwhile")
+        policy = store.topic(args.topic).config.get("cleanup_policy")
+    if args.json:
+        print(json_line({"topic": args.topic, **stats, "cleanup_policy": policy}))
+        return 0
+    from rich.table import Table
+
+    title = (
+        f"{args.topic}: {len(stats['partitions'])} partitions, {stats['messages']:,} "
+        f"messages, cleanup_policy={policy} (sizes and segments are the broker's)"
+    )
+    table = Table("partition", "start offset", "end offset", "messages", title=title)
+    for col in table.columns:
+        col.justify = "right"
+    for p, s in stats["partitions"].items():
+        table.add_row(str(p), str(s["start_offset"]), str(s["end_offset"]), f"{s['messages']:,}")
+    rich_console().print(table)
+    return 0
+
+
 def _cmd_describe(args: argparse.Namespace) -> int:
+    if is_kafka(args):
+        return _describe_kafka(args)
     with open_store(args) as store:
         topic = store.topic(args.topic)
         stats = topic_stats(topic)

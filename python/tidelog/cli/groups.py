@@ -25,6 +25,9 @@ __all__ = ["add_commands"]
 def _group_overview(store: tidelog.Store) -> dict[str, dict[str, GroupInfo]]:
     """``store.groups()``, without creating the offsets topic in a store that has no groups."""
     from tidelog.groups import list_groups
+
+    if not isinstance(store, tidelog.Store):
+        return store.groups()  # kafka://: the broker's groups, nothing created
     from tidelog.offsets import OFFSETS_TOPIC
 
     if OFFSETS_TOPIC not in store.topics(internal=True) and not list_groups(store.path):
@@ -102,7 +105,8 @@ def _groups_table(rows: list[dict[str, Any]], caption: str | None = None) -> Ren
     for i in (2, 3, 5, 6, 7):
         table.columns[i].justify = "right"
     for row in rows:
-        head = (row["group"], row["topic"], str(row["generation"]))
+        generation = "-" if row["generation"] is None else str(row["generation"])  # Kafka: None
+        head = (row["group"], row["topic"], generation)
         for part in row["partitions"]:
             committed = part["committed"]
             table.add_row(
@@ -128,6 +132,8 @@ def _queue_rows(
     from tidelog.stats import work_queue_overview
 
     rows: list[dict[str, Any]] = []
+    if not isinstance(store, tidelog.Store):
+        return rows  # kafka://: librdkafka cannot list share groups (README.md)
     for queue, topics in sorted(work_queue_overview(store).items()):
         if group_name is not None and queue != group_name:
             continue

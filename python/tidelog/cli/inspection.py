@@ -344,7 +344,9 @@ def _recovery_lines(label: str, partition_dir: Path) -> tuple[list[str], list[st
 
 
 def _cmd_repair(args: argparse.Namespace) -> int:
-    store_dir = Path(args.store) if args.store else existing_store_dir(args)
+    if args.store:
+        args.dir = args.store  # a kafka:// URL is refused by existing_store_dir
+    store_dir = existing_store_dir(args)
     if not (store_dir / STORE_MARKER).is_file():
         raise CliError(f"{str(store_dir)!r} is not a tidelog store (no {STORE_MARKER})")
 

@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tidelog.cli._common import EXIT_USAGE, AddCommand, CliError, non_negative, open_store
+from tidelog.cli._common import (
+    EXIT_USAGE,
+    AddCommand,
+    CliError,
+    is_kafka,
+    non_negative,
+    open_store,
+)
 from tidelog.cli._format import json_line, message_json
 from tidelog.errors import OffsetOutOfRangeError, RebalanceError, TidelogError
 
@@ -23,6 +30,8 @@ __all__ = ["add_commands"]
 
 FOLLOW_POLL_SECONDS = 0.02
 EXISTENCE_CHECK_SECONDS = 1.0
+#: How long `consume --group` without --follow waits for a Kafka group to assign partitions.
+KAFKA_JOIN_SECONDS = 30.0
 READ_CHUNK = 1000
 
 
@@ -224,17 +233,30 @@ def _consume_group(
         )
         with consumer:
             commit_after_print = consumer.delivery == "at-least-once"
+            kafka = is_kafka(args)
+            join_deadline = time.monotonic() + KAFKA_JOIN_SECONDS
             next_existence_check = time.monotonic() + EXISTENCE_CHECK_SECONDS
             while remaining is None or remaining > 0:
                 wanted = consumer.max_poll_messages
                 if remaining is not None:
                     wanted = min(wanted, remaining)
                 # Without --follow, one empty poll means the member's partitions are read.
-                timeout = EXISTENCE_CHECK_SECONDS if args.follow else 0.0
+                timeout = EXISTENCE_CHECK_SECONDS if args.follow else (0.2 if kafka else 0.0)
                 messages = consumer.poll(wanted, timeout=timeout)
                 if not messages:
-                    if not args.follow:
+                    if not args.follow and not kafka:
                         break
+                    if kafka and not args.follow:
+                        # Kafka assigns partitions and fetches asynchronously: an empty
+                        # poll ends the read once the member owns partitions and has
+                        # committed up to their end (or the join takes too long).
+                        owned = consumer.assignment()
+                        lag = consumer.lag() if owned else {}
+                        if (owned and not any(lag[p] for p in owned)) or (
+                            time.monotonic() > join_deadline
+                        ):
+                            break
+                        continue
                     if time.monotonic() >= next_existence_check:
                         store.topic(args.topic)  # a deleted topic ends the follow
                         next_existence_check = time.monotonic() + EXISTENCE_CHECK_SECONDS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -13,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import tidelog
 from tidelog.cli._common import (
+    ENV_DIR,
     AddCommand,
     CliError,
     existing_store_dir,
+    is_kafka,
     positive_seconds,
 )
 from tidelog.cli._format import human_bytes, rich_console
@@ -27,10 +30,16 @@ if TYPE_CHECKING:
 __all__ = ["add_commands", "top_view"]
 
 
-def _store_path(args: argparse.Namespace) -> Path:
-    """The positional DIR if given, else ``--dir`` / ``$TIDELOG_DIR`` / the current directory."""
+def _store_path(args: argparse.Namespace) -> Path | str:
+    """The positional DIR if given, else ``--dir`` / ``$TIDELOG_DIR`` / the current directory.
+
+    A ``kafka://`` URL is returned as it is: ``metrics`` and ``top`` read
+    ``store.metrics()``, which a Kafka store has too.
+    """
     if args.store is not None:
         args.dir = args.store
+    if is_kafka(args):
+        return str(args.dir or os.environ[ENV_DIR])
     return existing_store_dir(args)
 
 
@@ -116,7 +125,7 @@ def top_view(frame: _Frame, previous: _Frame | None, caption: str) -> Renderable
             name,
             str(len(t["partitions"])),
             f"{t['messages']:,}",
-            human_bytes(t["size_bytes"]),
+            "-" if t["size_bytes"] is None else human_bytes(t["size_bytes"]),  # Kafka: None
             f"{ends:,}",
             _rate(ends, old_ends, dt),
         )
@@ -182,7 +191,9 @@ def _consumed(g: dict[str, Any]) -> float | None:
 
 
 def _frame(store: tidelog.Store) -> _Frame:
-    return _Frame(metrics=store.metrics(), producers=[vars(p) for p in named_producers(store)])
+    # A kafka:// store's named producers are the transaction coordinator's: none listed.
+    named = named_producers(store) if isinstance(store, tidelog.Store) else []
+    return _Frame(metrics=store.metrics(), producers=[vars(p) for p in named])
 
 
 def _cmd_top(args: argparse.Namespace) -> int:

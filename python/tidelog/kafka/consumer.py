@@ -152,6 +152,11 @@ class KafkaConsumer:
         """True once closed."""
         return self._closed
 
+    @property
+    def max_poll_messages(self) -> int:
+        """Most messages one :meth:`poll` hands out."""
+        return self._max
+
     def assignment(self) -> list[int]:
         """The partitions this member owns, sorted."""
         return sorted(self._assigned)

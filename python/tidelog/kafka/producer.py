@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, headers_list
 from tidelog.kafka._errors import PURGE_INFLIGHT, PURGE_QUEUE, error_for, translated
+from tidelog.kafka.lag import LagGuard
 
 __all__ = ["KafkaProducer"]
 
@@ -44,7 +45,12 @@ class KafkaProducer:
             False, counted under its priority), not the lowest-priority buffered one.
         block_timeout: Longest wait of a blocked ``send`` (None: no limit).
         linger_ms: ``linger.ms``.
-        max_lag: Refused: not supported on Kafka yet.
+        max_lag: Also apply pressure (as ``on_full`` says) while the slowest consumer group
+            of a topic this producer writes to is ``max_lag`` messages behind in a
+            partition, until a check finds it at or below ``max_lag * low_watermark``.
+            Measured through the admin client on credit: no partition gets more than
+            ``max_lag`` messages past the slowest group's committed offset (see
+            :mod:`tidelog.kafka.lag`).
         compression: ``compression.type`` of this producer's batches.
         **config: Further librdkafka producer options.
     """
@@ -78,13 +84,16 @@ class KafkaProducer:
         if buffer_messages < 1:
             raise _core.InvalidConfigError(f"buffer_messages must be >= 1, got {buffer_messages}")
         if max_lag is not None:
-            raise _core.InvalidConfigError(
-                "max_lag is not supported on a kafka:// store yet (issue 16): pressure from "
-                "consumer groups' lag is only computed for local stores"
-            )
+            if isinstance(max_lag, bool) or not isinstance(max_lag, int):
+                raise TypeError(f"max_lag must be int, got {type(max_lag).__name__}")
+            if not 1 <= max_lag < 2**63:
+                raise _core.InvalidConfigError(
+                    f"max_lag must be a positive int below 2**63, got {max_lag!r}"
+                )
         if name is not None and not idempotent:
             raise _core.InvalidConfigError("a named (transactional) producer must be idempotent")
         self._store = store
+        self._lag = None if max_lag is None else LagGuard(store, max_lag, low_watermark)
         self._name = name
         self._idempotent = idempotent
         self._capacity = buffer_messages
@@ -117,6 +126,7 @@ class KafkaProducer:
         self._hits = 0
         self._blocked = 0.0
         self._pressure = False
+        self._lag_pressured: set[str] = set()
         self._error: _core.TidelogError | None = None
         self._closed = False
         self._in_transaction = False
@@ -198,6 +208,31 @@ class KafkaProducer:
             producer.flush(0.005)  # serves delivery reports while it waits
         return True
 
+    def would_block(self) -> bool:
+        """Whether :meth:`send` would wait for room now (``on_full="block"``, under pressure).
+
+        For :mod:`tidelog.aio`, which waits in a worker thread (:meth:`wait_for_room`) and
+        then sends without blocking the loop.
+        """
+        return self._on_full == "block" and (self._pressure or len(self._producer) >= self._high)
+
+    def wait_for_room(self, timeout: float | None) -> bool:
+        """Waits until pressure ends (``low_watermark``); False after ``timeout`` seconds.
+
+        Counted in ``blocked_seconds`` as a blocked :meth:`send` is.
+        """
+        if not self.would_block():
+            return True
+        if not self._pressure:
+            self._pressure = True
+            self._hits += 1
+        began = time.monotonic()
+        ok = self._wait_below(self._low, timeout)
+        self._blocked += time.monotonic() - began
+        if ok:
+            self._pressure = False
+        return ok
+
     # -- sending -----------------------------------------------------------------------------
 
     def send(
@@ -251,6 +286,11 @@ class KafkaProducer:
                 )
             self._pressure = False
             self._raise_error()
+        if self._lag is not None:
+            if self._lag.take(topic, len(producer)):
+                self._lag_pressured.discard(topic)
+            elif not self._lag_pressure(topic, priority):
+                return False
         try:
             if headers is None:
                 producer.produce(topic, value, key, -1 if partition is None else partition)
@@ -268,6 +308,66 @@ class KafkaProducer:
         except BufferError as e:
             raise _core.BackpressureError(f"librdkafka's queue is full: {e}") from e
         self._sent += 1
+        return True
+
+    def _lag_pressure(self, topic: str, priority: int) -> bool:
+        """``max_lag`` pressure on ``topic``, as ``on_full`` says; False: shed the message.
+
+        Raises:
+            BackpressureError: ``on_full="raise"``, or a blocked send timed out.
+        """
+        guard = self._lag
+        assert guard is not None
+        if topic not in self._lag_pressured:  # an episode starts
+            self._lag_pressured.add(topic)
+            self._hits += 1
+        lag, group = guard.last.get(topic, (0, None))
+        if self._on_full == "raise":
+            raise _core.BackpressureError(
+                f"consumer group {group!r} is {lag} messages behind in a partition of "
+                f"{topic!r} (max_lag {guard.max_lag}, counting messages in flight)"
+            )
+        if self._on_full == "shed":
+            self._dropped[priority] += 1
+            return False
+        began = time.monotonic()
+        end = None if self._block_timeout is None else began + self._block_timeout
+        try:
+            while not guard.resumed(topic, len(self._producer)):
+                if end is not None and time.monotonic() >= end:
+                    raise _core.BackpressureError(
+                        f"send blocked for {self._block_timeout} s: a consumer group of "
+                        f"{topic!r} stayed more than {guard.max_lag} messages behind"
+                    )
+                # Serves delivery reports meanwhile; the group needs time to commit.
+                self._producer.flush(0.05)
+        finally:
+            self._blocked += time.monotonic() - began
+        guard.spend(topic)  # the credit of the message that waited
+        self._lag_pressured.discard(topic)
+        return True
+
+    def lag_check_needed(self, topic: str) -> bool:
+        """Whether a send to ``topic`` first asks the cluster for lag (``max_lag``; I/O).
+
+        For :mod:`tidelog.aio`, which then calls :meth:`reserve_lag_room` in a thread.
+        """
+        return self._lag is not None and not self._lag.has_credit(topic)
+
+    def reserve_lag_room(self, topic: str, priority: int = 0) -> bool:
+        """Does ``max_lag``'s check for one send to ``topic`` ahead of :meth:`send`.
+
+        Waits or raises as ``on_full`` says; the credit found is left for the send, which
+        then needs no I/O. Returns False if ``on_full="shed"`` dropped the message (counted).
+        """
+        guard = self._lag
+        if guard is None:
+            return True
+        if guard.take(topic, len(self._producer)):
+            self._lag_pressured.discard(topic)
+        elif not self._lag_pressure(topic, priority):
+            return False
+        guard.refund(topic)
         return True
 
     def flush(self, timeout: float | None = None) -> bool:

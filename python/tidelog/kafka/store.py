@@ -454,23 +454,53 @@ class KafkaStore:
         return KafkaTransaction(producer, consumer)
 
     def not_available(self, what: str) -> _core.InvalidConfigError:
-        """The error for what a kafka:// store does not have yet."""
+        """The error for what a kafka:// store does not have."""
         return _core.InvalidConfigError(
-            f"{what} is not available on a kafka:// store yet (issue 16); see README.md, "
+            f"{what} is not available on a kafka:// store; see README.md, "
             "'Apache Kafka behind the same API'"
         )
 
+    def open_producers(self) -> list[KafkaProducer]:
+        """This process's open producers made from this store."""
+        return [p for p in list(self._producers) if not p.closed]
+
     def stats(self) -> dict[str, Any]:
-        """Not available on Kafka yet: raises :class:`tidelog.InvalidConfigError`."""
-        raise self.not_available("store.stats()")
+        """A snapshot of the cluster's topics and groups and this process's producers.
+
+        The shape of :meth:`tidelog.Store.stats`, read through the admin client; partition
+        ``size_bytes`` and ``segments`` are None and ``work_queues`` and ``recovery`` are
+        empty (see :mod:`tidelog.kafka.observe`).
+        """
+        from tidelog.kafka.observe import store_stats
+
+        self._check_open()
+        return store_stats(self)
 
     def metrics(self) -> dict[str, Any]:
-        """Not available on Kafka yet: raises :class:`tidelog.InvalidConfigError`."""
-        raise self.not_available("store.metrics()")
+        """Counters and gauges of the cluster's topics and groups and this process's producers.
+
+        The shape of :func:`tidelog.metrics.collect`; figures the broker does not report are
+        None (see :mod:`tidelog.kafka.observe`). Costs a few admin round trips, plus one
+        fetch per lagging group partition the first time its committed offset is seen.
+        """
+        from tidelog.kafka.observe import store_metrics
+
+        self._check_open()
+        return store_metrics(self)
 
     def groups(self) -> dict[str, Any]:
-        """Not available on Kafka yet: raises :class:`tidelog.InvalidConfigError`."""
-        raise self.not_available("store.groups()")
+        """Every consumer group: per topic, its members, committed offsets and lag.
+
+        Returns:
+            ``{group: {topic: {"generation", "members": {member: [partitions]},
+            "committed": {partition: offset}, "lag": {partition: messages}}}}`` as
+            :meth:`tidelog.Store.groups`; ``generation`` is None (the admin API does not
+            report the group epoch) and members are Kafka member ids.
+        """
+        from tidelog.kafka.observe import group_overview
+
+        self._check_open()
+        return group_overview(self)
 
     def abort_orphaned_transactions(self) -> list[str]:
         """Kafka's transaction coordinator aborts expired transactions by itself.
@@ -679,9 +709,27 @@ class KafkaTopic:
             "topics created with cleanup_policy='compact' by itself"
         )
 
+    def dirty_ratio(self, partition: int | None = None) -> float:
+        """Refused: the broker's log cleaner keeps the dirty ratio of a compacted topic."""
+        raise _core.InvalidConfigError(
+            "dirty_ratio() is not available on Kafka: the broker's log cleaner keeps it "
+            "(and compacts cleanup_policy='compact' topics by itself)"
+        )
+
     def latest(self) -> Iterator[tuple[bytes, bytes]]:
-        """Not available on Kafka yet: raises :class:`tidelog.InvalidConfigError`."""
-        raise self._store.not_available("topic.latest()")
+        """``(key, value)`` of the newest value of every key over all partitions.
+
+        Tombstones and messages without a key are left out: ``dict(topic.latest())``. Reads
+        every retained message up to the end offsets seen when it begins (the broker may
+        not have compacted the topic yet); the pairs come once the read is done.
+        """
+        newest: dict[bytes, bytes | None] = {}
+        for p in range(self._partitions):
+            for msg in self.read(p):
+                key = msg.key
+                if key is not None:
+                    newest[key] = msg.value
+        return iter([(k, v) for k, v in newest.items() if v is not None])
 
     def __repr__(self) -> str:
         return f"KafkaTopic({self._name!r}, partitions={self._partitions})"

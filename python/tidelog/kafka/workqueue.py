@@ -138,6 +138,10 @@ class KafkaWorkQueue:
                 return None
         return self._ready.popleft()
 
+    def ready(self) -> int:
+        """Jobs of the last fetch not handed out yet (``acquire`` returns them at once)."""
+        return len(self._ready)
+
     def __iter__(self) -> Iterator[KafkaJob]:
         while not self._closed:
             job = self.acquire(1.0)

@@ -1,0 +1,624 @@
+"""``tidelog.aio.open("kafka://...")``: the async API on a Kafka cluster.
+
+The same coroutines as the local async store, driving the synchronous Kafka backend
+(:mod:`tidelog.kafka`). librdkafka waits inside its own calls (a consumer's ``consume``, a
+producer's ``flush``, an admin request), so every call that waits runs in a worker thread
+and the task awaits it: the loop never blocks. An idle consumer's thread sleeps inside
+librdkafka until a message comes or a one-second wait ends (librdkafka's queues have no
+file descriptor that confluent-kafka exposes for the loop to watch).
+
+Cancelling a waiting call leaves nothing half done: the thread's call finishes whole, and
+what it fetched (messages, a job) is handed out by the next call instead of being lost; a
+blocked ``send`` is cancelled while it waits for room, before anything was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tidelog import _core
+
+if TYPE_CHECKING:
+    from tidelog.kafka.consumer import KafkaConsumer
+    from tidelog.kafka.messages import KafkaMessage
+    from tidelog.kafka.producer import KafkaProducer
+    from tidelog.kafka.store import KafkaStore, KafkaTopic
+    from tidelog.kafka.transaction import KafkaTransaction
+    from tidelog.kafka.workqueue import KafkaJob, KafkaWorkQueue
+
+__all__ = [
+    "KafkaAioConsumer",
+    "KafkaAioProducer",
+    "KafkaAioStore",
+    "KafkaAioTransaction",
+    "KafkaAioWorkQueue",
+    "KafkaSendResult",
+]
+
+T = TypeVar("T")
+Headers = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
+#: Longest single wait of a thread when the caller waits without a limit: the thread then
+#: checks whether the member was closed.
+_WAIT_SLICE = 1.0
+
+
+async def _offload(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Runs a call that waits (network I/O inside librdkafka) in a worker thread."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(call, *args, **kwargs))
+
+
+class _Carried:
+    """One waiting call whose result outlives a cancelled caller.
+
+    The first caller starts the call in a thread; if it is cancelled, the call keeps running
+    and the next caller takes its result, so nothing fetched is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[Any] | None = None
+
+    async def take(self, call: Callable[[], T]) -> T:
+        if self._future is None:
+            loop = asyncio.get_running_loop()
+            self._future = loop.run_in_executor(None, call)
+        try:
+            # Cancelling the caller leaves the thread's future (and its result) for the next.
+            result: T = await asyncio.shield(self._future)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._future = None
+            raise
+        self._future = None
+        return result
+
+    def pending(self) -> bool:
+        return self._future is not None
+
+
+class KafkaSendResult:
+    """What ``await producer.send(...)`` returns on Kafka: ``await`` it to wait for delivery.
+
+    ``accepted`` is False when ``on_full="shed"`` dropped the message. Awaiting waits until
+    Kafka acknowledged every message the producer sent so far (this one among them; a
+    Kafka producer acknowledges per partition, not in send order).
+    """
+
+    __slots__ = ("_producer", "accepted")
+
+    def __init__(self, producer: KafkaAioProducer, accepted: bool) -> None:
+        self._producer = producer
+        self.accepted = accepted
+
+    def __await__(self) -> Any:
+        return self._written().__await__()
+
+    async def _written(self) -> bool:
+        if self.accepted:
+            await self._producer.flush()
+        return self.accepted
+
+
+class KafkaAioProducer:
+    """An async producer on Kafka (see :meth:`tidelog.aio.Store.producer`)."""
+
+    def __init__(self, native: KafkaProducer, block_timeout: float | None) -> None:
+        self._native = native
+        self._block_timeout = block_timeout
+
+    @property
+    def native(self) -> KafkaProducer:
+        """The synchronous Kafka producer underneath."""
+        return self._native
+
+    @property
+    def name(self) -> str | None:
+        """The name (``transactional.id``), or None."""
+        return self._native.name
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._native.closed
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, as :meth:`tidelog.Producer.stats`."""
+        return self._native.stats()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        priority: int = 0,
+    ) -> KafkaSendResult:
+        """Queues a message, waiting (in a thread, not the loop) for room under pressure.
+
+        Raises:
+            BackpressureError: Under pressure with ``on_full="raise"``, or after
+                ``block_timeout`` seconds of waiting with ``on_full="block"``.
+        """
+        native = self._native
+        # Only the wait runs in the thread: a cancelled send queued nothing.
+        if native.would_block() and not await _offload(native.wait_for_room, self._block_timeout):
+            raise _core.BackpressureError(
+                f"send blocked for {self._block_timeout} s under backpressure"
+            )
+        # max_lag: the check (a round trip, and a wait under pressure) runs in the thread
+        # too and leaves its credit for the send below.
+        if native.lag_check_needed(topic) and not await _offload(
+            native.reserve_lag_room, topic, priority
+        ):
+            return KafkaSendResult(self, False)  # shed
+        accepted = native.send(
+            topic, value, key=key, headers=headers, partition=partition, priority=priority
+        )
+        return KafkaSendResult(self, accepted)
+
+    def send_nowait(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        priority: int = 0,
+    ) -> KafkaSendResult:
+        """:meth:`send` without waiting: raises :class:`BackpressureError` instead."""
+        if self._native.would_block() or self._native.lag_check_needed(topic):
+            raise _core.BackpressureError(
+                "producer buffer above its high watermark, or max_lag needs a check of the "
+                "consumer groups' lag: await send() to wait for room"
+            )
+        accepted = self._native.send(
+            topic, value, key=key, headers=headers, partition=partition, priority=priority
+        )
+        return KafkaSendResult(self, accepted)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Waits until Kafka acknowledged everything sent so far; False after ``timeout``."""
+        return await _offload(self._native.flush, timeout)
+
+    async def close(self) -> None:
+        """Flushes and closes (aborting an open transaction). Closing twice is harmless."""
+        if not self._native.closed:
+            await _offload(self._native.close)
+
+    async def __aenter__(self) -> KafkaAioProducer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<tidelog.aio Kafka producer name={self.name!r}>"
+
+
+class KafkaAioConsumer:
+    """A member of a Kafka consumer group for asyncio (see :meth:`tidelog.aio.Store.consumer`).
+
+    ``async for msg in consumer`` waits for messages without blocking the loop; ``poll``,
+    ``commit`` and ``close`` are coroutines. One task uses a consumer at a time.
+    """
+
+    def __init__(self, sync: KafkaConsumer) -> None:
+        self._sync = sync
+        self._polling = _Carried()
+        self._ready: deque[KafkaMessage] = deque()
+        self.topic, self.group = sync.topic, sync.group
+
+    @property
+    def sync(self) -> KafkaConsumer:
+        """The synchronous member this one drives (for :meth:`Store.transaction`)."""
+        return self._sync
+
+    @property
+    def delivery(self) -> str:
+        """The delivery mode."""
+        return self._sync.delivery
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._sync.closed
+
+    async def poll(
+        self, max_messages: int | None = None, timeout: float = 1.0
+    ) -> list[KafkaMessage]:
+        """Up to ``max_messages`` messages, waiting up to ``timeout`` seconds (in a thread).
+
+        The same commits per delivery mode as :meth:`tidelog.Consumer.poll`.
+        """
+        if self._ready:
+            n = len(self._ready) if max_messages is None else max_messages
+            return [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
+        sync = self._sync
+        return list(await self._polling.take(lambda: sync.poll(max_messages, timeout)))
+
+    def __aiter__(self) -> KafkaAioConsumer:
+        return self
+
+    async def __anext__(self) -> KafkaMessage:
+        sync = self._sync
+        while not self._ready:
+            if sync.closed:
+                raise StopAsyncIteration
+            self._ready.extend(await self._polling.take(lambda: sync.poll(None, _WAIT_SLICE)))
+        return self._ready.popleft()
+
+    async def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
+        """Commits, as :meth:`tidelog.Consumer.commit` (a round trip, in a thread)."""
+        await _offload(self._sync.commit, offsets, metadata)
+
+    def committed(self) -> dict[int, int]:
+        """The group's committed offsets (a round trip to the group coordinator)."""
+        return self._sync.committed()
+
+    def assignment(self) -> list[int]:
+        """The partitions this member owns."""
+        return self._sync.assignment()
+
+    def position(self, partition: int) -> int:
+        """The next offset this member fetches from ``partition``."""
+        return self._sync.position(partition)
+
+    def lag(self) -> dict[int, int]:
+        """Per partition: end offset minus the committed offset (round trips)."""
+        return self._sync.lag()
+
+    def seek(self, partition: int, offset: int) -> None:
+        """Makes the next poll read ``partition`` from ``offset``."""
+        self._sync.seek(partition, offset)
+        self._ready = deque(m for m in self._ready if m.partition != partition)
+
+    def seek_to_timestamp(self, timestamp_ms: int) -> None:
+        """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
+        self._sync.seek_to_timestamp(timestamp_ms)
+        self._ready.clear()
+
+    def pause(self, partition: int) -> None:
+        """Stops fetching ``partition`` until :meth:`resume`."""
+        self._sync.pause(partition)
+
+    def resume(self, partition: int) -> None:
+        """Fetches ``partition`` again."""
+        self._sync.resume(partition)
+
+    def paused(self) -> list[int]:
+        """The paused partitions."""
+        return self._sync.paused()
+
+    async def close(self) -> None:
+        """Commits what at-least-once moved past, then leaves the group."""
+        if self._sync.closed:
+            return
+        if self._polling.pending():
+            # A cancelled poll's thread is still in librdkafka: closing waits for it.
+            with contextlib.suppress(_core.TidelogError):  # closing anyway
+                self._ready.extend(await self._polling.take(lambda: []))
+        await _offload(self._sync.close)
+
+    async def __aenter__(self) -> KafkaAioConsumer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class KafkaAioWorkQueue:
+    """A member of a Kafka share group for asyncio (see :meth:`tidelog.aio.Store.work_queue`)."""
+
+    def __init__(self, sync: KafkaWorkQueue) -> None:
+        self._sync = sync
+        self._acquiring = _Carried()
+
+    @property
+    def sync(self) -> KafkaWorkQueue:
+        """The synchronous member this one drives."""
+        return self._sync
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._sync.closed
+
+    async def acquire(self, timeout: float | None = 1.0) -> KafkaJob | None:
+        """The next job, or None after ``timeout`` seconds (None: wait until one comes)."""
+        sync = self._sync
+        if timeout is not None:
+            return await self._acquiring.take(lambda: sync.acquire(timeout))
+        while True:
+            job = await self._acquiring.take(lambda: sync.acquire(_WAIT_SLICE))
+            if job is not None:
+                return job
+
+    async def acquire_many(
+        self, max_messages: int = 1000, timeout: float | None = 1.0
+    ) -> list[KafkaJob]:
+        """Up to ``max_messages`` jobs: the first waits up to ``timeout``, the rest do not."""
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError(f"max_messages must be int, got {type(max_messages).__name__}")
+        if max_messages < 1:
+            raise _core.InvalidConfigError(f"max_messages must be >= 1, got {max_messages}")
+        first = await self.acquire(timeout)
+        if first is None:
+            return []
+        jobs = [first]
+        # The rest of the same fetch, already here: handed out without waiting (a Kafka
+        # share consumer settles a fetch before the next).
+        while len(jobs) < max_messages and self._sync.ready():
+            job = self._sync.acquire(0.0)
+            if job is None:
+                break
+            jobs.append(job)
+        return jobs
+
+    def __aiter__(self) -> KafkaAioWorkQueue:
+        return self
+
+    async def __anext__(self) -> KafkaJob:
+        if self._sync.closed:
+            raise StopAsyncIteration
+        job = await self.acquire(None)
+        assert job is not None  # waited without a limit
+        return job
+
+    async def ack(self, job: KafkaJob) -> None:
+        """Marks ``job`` done (see :meth:`tidelog.WorkQueue.ack`)."""
+        self._sync.ack(job)
+
+    async def ack_many(self, jobs: Iterable[KafkaJob]) -> None:
+        """Marks every job of ``jobs`` done."""
+        for job in jobs:
+            self._sync.ack(job)
+
+    async def release(self, job: KafkaJob, delay: float = 0.0) -> None:
+        """Hands ``job`` back for redelivery (``delay`` is refused on Kafka)."""
+        self._sync.release(job, delay)
+
+    async def reject(self, job: KafkaJob) -> None:
+        """Dead-letters ``job`` (a produce, in a thread)."""
+        await _offload(self._sync.reject, job)
+
+    async def extend(self, job: KafkaJob, seconds: float) -> None:
+        """Refused on Kafka (see the README's table)."""
+        self._sync.extend(job, seconds)
+
+    async def flush(self) -> None:
+        """Sends the acknowledgements now (a round trip, in a thread)."""
+        await _offload(self._sync.flush)
+
+    async def close(self) -> None:
+        """Leaves the share group (unsettled jobs go back to the queue)."""
+        if self._sync.closed:
+            return
+        if self._acquiring.pending():
+            with contextlib.suppress(_core.TidelogError):  # closing anyway
+                await self._acquiring.take(lambda: None)
+        await _offload(self._sync.close)
+
+    async def __aenter__(self) -> KafkaAioWorkQueue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class KafkaAioTransaction:
+    """A Kafka transaction for asyncio: ``async with store.transaction(p, c) as tx``."""
+
+    def __init__(self, store: KafkaStore, producer: KafkaAioProducer, consumer: Any) -> None:
+        if consumer is not None and consumer.delivery != "exactly-once":
+            raise _core.InvalidConfigError(
+                "a transaction commits the offsets of a consumer opened with "
+                f"delivery='exactly-once'; this one uses {consumer.delivery!r}"
+            )
+        self._store = store
+        self._producer = producer
+        self._consumer: KafkaAioConsumer | None = consumer
+        self._tx: KafkaTransaction | None = None
+
+    async def begin(self) -> KafkaAioTransaction:
+        """Begins it (``async with`` does): earlier sends are delivered first (in a thread)."""
+        if self._tx is not None:
+            raise _core.InvalidConfigError("the transaction already began")
+        sync_consumer = None if self._consumer is None else self._consumer.sync
+        self._tx = await _offload(self._store.transaction, self._producer.native, sync_consumer)
+        return self
+
+    def _open(self) -> KafkaTransaction:
+        if self._tx is None:
+            raise _core.InvalidConfigError("the transaction has not begun: use `async with`")
+        if self._tx.done:
+            raise _core.InvalidConfigError("the transaction already ended")
+        return self._tx
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+    ) -> None:
+        """Sends a message as part of the transaction (visible once it commits)."""
+        self._open()
+        await self._producer.send(topic, value, key=key, headers=headers, partition=partition)
+
+    async def commit(self) -> None:
+        """Commits the outputs and the consumer's offsets together (in a thread)."""
+        await _offload(self._open().commit)
+
+    async def abort(self) -> None:
+        """Aborts: readers never see the outputs; the consumer rewinds to its commits."""
+        if self._tx is not None:
+            await _offload(self._tx.abort)
+
+    @property
+    def done(self) -> bool:
+        """True once committed or aborted."""
+        return self._tx is not None and self._tx.done
+
+    async def __aenter__(self) -> KafkaAioTransaction:
+        return await self.begin()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._tx is None or self._tx.done:
+            return
+        if exc_type is None:
+            await self.commit()
+        else:
+            await self.abort()
+
+
+class KafkaAioStore:
+    """A kafka:// store for asyncio; create it with :func:`tidelog.aio.open`.
+
+    The calls of :class:`tidelog.aio.Store`. ``topics()``, ``topic()``, ``stats()`` and
+    the member constructors stay plain methods, as locally, but each is a round trip to the
+    cluster (a named producer's also registers its ``transactional.id``).
+    """
+
+    def __init__(self, sync: KafkaStore) -> None:
+        self._sync = sync
+        self._members: list[KafkaAioProducer | KafkaAioConsumer | KafkaAioWorkQueue] = []
+
+    @property
+    def sync(self) -> KafkaStore:
+        """The synchronous Kafka store this one wraps."""
+        return self._sync
+
+    @property
+    def path(self) -> str:
+        """The store's URL."""
+        return self._sync.path
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return self._sync.closed
+
+    def topics(self, *, internal: bool = False) -> list[str]:
+        """Topic names, sorted (a metadata round trip)."""
+        return self._sync.topics(internal=internal)
+
+    def topic(self, name: str) -> KafkaTopic:
+        """The topic ``name`` (its reads and appends are the synchronous ones)."""
+        return self._sync.topic(name)
+
+    async def create_topic(self, name: str, **options: Any) -> KafkaTopic:
+        """Creates a topic (in a thread); the options of :meth:`tidelog.Store.create_topic`."""
+        return await _offload(self._sync.create_topic, name, **options)
+
+    async def delete_topic(self, name: str) -> None:
+        """Deletes a topic (in a thread)."""
+        await _offload(self._sync.delete_topic, name)
+
+    async def alter_topic(self, name: str, **settings: Any) -> dict[str, Any]:
+        """Changes a topic's settings (in a thread)."""
+        return await _offload(self._sync.alter_topic, name, **settings)
+
+    async def sync_to_disk(self) -> None:
+        """Waits for every append's delivery report (in a thread)."""
+        await _offload(self._sync.sync)
+
+    def producer(self, **options: Any) -> KafkaAioProducer:
+        """An async producer; the options of :meth:`tidelog.aio.Store.producer`."""
+        producer = KafkaAioProducer(self._sync.producer(**options), options.get("block_timeout"))
+        self._members.append(producer)
+        return producer
+
+    def consumer(self, topic: str, *, group: str, **options: Any) -> KafkaAioConsumer:
+        """Joins consumer group ``group``; the options of :meth:`tidelog.aio.Store.consumer`."""
+        consumer = KafkaAioConsumer(self._sync.consumer(topic, group=group, **options))
+        self._members.append(consumer)
+        return consumer
+
+    def work_queue(self, topic: str, *, group: str, **options: Any) -> KafkaAioWorkQueue:
+        """Joins share group ``group``; the options of :meth:`tidelog.aio.Store.work_queue`."""
+        queue = KafkaAioWorkQueue(self._sync.work_queue(topic, group=group, **options))
+        self._members.append(queue)
+        return queue
+
+    def transaction(
+        self, producer: KafkaAioProducer, consumer: KafkaAioConsumer | None = None
+    ) -> KafkaAioTransaction:
+        """A transaction of ``producer`` and ``consumer``: ``async with`` begins it."""
+        if not isinstance(producer, KafkaAioProducer):
+            raise TypeError(
+                f"producer must be a tidelog.aio producer, got {type(producer).__name__}"
+            )
+        if consumer is not None and not isinstance(consumer, KafkaAioConsumer):
+            raise TypeError(
+                f"consumer must be a tidelog.aio consumer, got {type(consumer).__name__}"
+            )
+        if self.closed:
+            raise _core.StoreClosedError("the store is closed")
+        return KafkaAioTransaction(self._sync, producer, consumer)
+
+    def stats(self) -> Any:
+        """The store's statistics, as :meth:`tidelog.kafka.store.KafkaStore.stats`."""
+        return self._sync.stats()
+
+    async def close(self) -> None:
+        """Closes the members made from this store, then the store. Twice is harmless."""
+        if self._sync.closed:
+            return
+        errors: list[BaseException] = []
+        members, self._members = self._members, []
+        members.sort(key=lambda m: isinstance(m, KafkaAioProducer))
+        for member in members:
+            try:
+                await member.close()
+            except Exception as exc:  # close every member before reporting
+                errors.append(exc)
+        await _offload(self._sync.close)
+        if errors:
+            raise errors[0]
+
+    async def __aenter__(self) -> KafkaAioStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<tidelog.aio.Store {self.path!r} ({state})>"

@@ -1,0 +1,156 @@
+"""tidelog.aio on both backends: ``tidelog.aio.open(path)`` and ``open("kafka://...")``.
+
+Each test runs its coroutine with ``asyncio.run``; waits are bounded by ``PATIENCE`` so a
+Kafka group that is slow to join fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import tidelog
+import tidelog.aio
+
+from conformance.test_api import PATIENCE, read_eventually
+
+
+async def _collect(consumer: Any, count: int) -> list[Any]:
+    got: list[Any] = []
+
+    async def take() -> None:
+        async for msg in consumer:
+            got.append(msg)
+            if len(got) == count:
+                return
+
+    await asyncio.wait_for(take(), PATIENCE)
+    return got
+
+
+def test_aio_send_consume_commit(location: str) -> None:
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> list[bytes | None]:
+        async with tidelog.aio.open(location) as store:
+            await store.create_topic("orders", partitions=2)
+            assert "orders" in store.topics()
+            async with store.producer() as producer:
+                results = [
+                    await producer.send("orders", b"v%d" % i, key=b"k%d" % (i % 3))
+                    for i in range(20)
+                ]
+                assert all(r.accepted for r in results)
+                assert await results[-1] is True  # written
+                extra = producer.send_nowait("orders", b"v20", key=b"k0")
+                assert await extra is True
+                assert await producer.flush(timeout=30.0)
+                assert producer.stats()["written"] == 21
+            async with store.consumer("orders", group=group) as consumer:
+                got = await _collect(consumer, 21)
+                await consumer.commit()
+                assert sum(consumer.committed().values()) == 21
+                assert consumer.lag() == {0: 0, 1: 0}
+            return [m.value for m in got]
+
+    values = asyncio.run(main())
+    assert sorted(v or b"" for v in values) == sorted(b"v%d" % i for i in range(21))
+
+
+def test_aio_waiting_poll_leaves_the_loop_running(location: str) -> None:
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> int:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async with tidelog.aio.open(location) as store:
+            await store.create_topic("idle")
+            async with store.consumer("idle", group=group) as consumer:
+                ticker = asyncio.create_task(tick())
+                await asyncio.sleep(0)
+                before = ticks
+                assert await consumer.poll(timeout=0.5) == []
+                during = ticks - before  # no await since the poll returned
+                ticker.cancel()
+                return during
+
+    assert asyncio.run(main()) > 0
+
+
+def test_aio_cancelled_poll_loses_nothing(location: str) -> None:
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> list[bytes | None]:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("late")
+            async with store.consumer("late", group=group) as consumer:
+                waiting = asyncio.create_task(consumer.poll(timeout=5.0))
+                await asyncio.sleep(0.2)
+                waiting.cancel()
+                topic.append_batch([b"a", b"b", b"c"], partition=0)
+                got: list[Any] = []
+                async with asyncio.timeout(PATIENCE):
+                    while len(got) < 3:
+                        got += await consumer.poll(timeout=0.5)
+                return [m.value for m in got]
+
+    assert asyncio.run(main()) == [b"a", b"b", b"c"]
+
+
+def test_aio_transaction_commits_outputs(location: str) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            await store.create_topic("out")
+            async with store.producer(name=f"tx-{uuid.uuid4().hex[:8]}") as producer:
+                async with store.transaction(producer) as tx:
+                    await tx.send("out", b"x", partition=0)
+                    await tx.send("out", b"y", partition=0)
+                assert tx.done
+                try:
+                    async with store.transaction(producer) as tx:
+                        await tx.send("out", b"aborted", partition=0)
+                        raise RuntimeError("abort it")
+                except RuntimeError:
+                    pass
+            values = read_eventually(store.topic("out"), 0, 2)
+            assert [v for v in values if v is not None] == [b"x", b"y"]
+
+    asyncio.run(main())
+
+
+def test_aio_kafka_url_errors_are_tidelog_errors() -> None:
+    async def main() -> None:
+        try:
+            await tidelog.aio.open("kafka://")
+        except tidelog.InvalidConfigError as e:
+            assert "kafka://" in str(e)
+        else:
+            raise AssertionError("a kafka:// URL without a host opened")
+
+    asyncio.run(main())
+
+
+def test_aio_max_lag_checks_without_blocking_the_loop(location: str) -> None:
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> int:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("bounded")
+            topic.append(b"0", partition=0)
+            async with store.consumer("bounded", group=group) as consumer:
+                assert len(await _collect(consumer, 1)) == 1
+                await consumer.commit()
+                async with store.producer(max_lag=1000) as producer:
+                    for i in range(50):  # well under the bound: never held back
+                        assert (await producer.send("bounded", b"%d" % i, partition=0)).accepted
+                    assert await producer.flush(timeout=PATIENCE)
+            return topic.end_offset(0)
+
+    assert asyncio.run(main()) == 51
