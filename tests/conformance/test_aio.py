@@ -42,9 +42,12 @@ def test_aio_send_consume_commit(location: str) -> None:
                     for i in range(20)
                 ]
                 assert all(r.accepted for r in results)
-                assert await results[-1] is True  # written
+                written = [await r for r in results]  # (partition, offset) of each
+                assert len(set(written)) == 20
+                assert all(0 <= p < 2 and o >= 0 for p, o in written)
                 extra = producer.send_nowait("orders", b"v20", key=b"k0")
-                assert await extra is True
+                same = written[0][0]  # key k0's partition
+                assert await extra == (same, max(o for p, o in written if p == same) + 1)
                 assert await producer.flush(timeout=30.0)
                 assert producer.stats()["written"] == 21
             async with store.consumer("orders", group=group) as consumer:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tidelog import _core
 
 if TYPE_CHECKING:
+    from confluent_kafka import KafkaError
+
     from tidelog.kafka.consumer import KafkaConsumer
     from tidelog.kafka.messages import KafkaMessage
     from tidelog.kafka.producer import KafkaProducer
@@ -83,27 +85,56 @@ class _Carried:
         return self._future is not None
 
 
-class KafkaSendResult:
-    """What ``await producer.send(...)`` returns on Kafka: ``await`` it to wait for delivery.
+class _Delivery:
+    """Where Kafka stored one message (filled by its delivery report)."""
 
-    ``accepted`` is False when ``on_full="shed"`` dropped the message. Awaiting waits until
-    Kafka acknowledged every message the producer sent so far (this one among them; a
-    Kafka producer acknowledges per partition, not in send order).
+    __slots__ = ("error", "offset", "partition")
+
+    def __init__(self) -> None:
+        self.partition: int | None = None
+        self.offset: int | None = None
+        self.error: KafkaError | None = None
+
+    def __call__(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.error = err
+        else:
+            self.partition, self.offset = msg.partition(), msg.offset()
+
+
+class KafkaSendResult:
+    """What ``await producer.send(...)`` returns on Kafka: ``partition, offset = await it``.
+
+    ``accepted`` is False when ``on_full="shed"`` dropped the message (awaiting it then
+    raises :class:`BackpressureError`, as on the local backend). Awaiting waits until Kafka
+    acknowledged every message the producer sent so far (this one among them) and gives
+    where Kafka stored this one.
     """
 
-    __slots__ = ("_producer", "accepted")
+    __slots__ = ("_delivery", "_producer", "accepted")
 
-    def __init__(self, producer: KafkaAioProducer, accepted: bool) -> None:
+    def __init__(
+        self, producer: KafkaAioProducer, accepted: bool, delivery: _Delivery | None = None
+    ) -> None:
         self._producer = producer
         self.accepted = accepted
+        self._delivery = delivery
 
     def __await__(self) -> Any:
         return self._written().__await__()
 
-    async def _written(self) -> bool:
-        if self.accepted:
-            await self._producer.flush()
-        return self.accepted
+    async def _written(self) -> tuple[int, int]:
+        delivery = self._delivery
+        if not self.accepted or delivery is None:
+            raise _core.BackpressureError('the message was dropped (on_full="shed")')
+        await self._producer.flush()
+        if delivery.error is not None:
+            from tidelog.kafka._errors import error_for
+
+            raise error_for(delivery.error, "delivering a message")
+        if delivery.partition is None or delivery.offset is None:
+            raise _core.TidelogError("Kafka has not acknowledged the message (flush timed out)")
+        return delivery.partition, delivery.offset
 
 
 class KafkaAioProducer:
@@ -160,10 +191,17 @@ class KafkaAioProducer:
             native.reserve_lag_room, topic, priority
         ):
             return KafkaSendResult(self, False)  # shed
+        delivery = _Delivery()
         accepted = native.send(
-            topic, value, key=key, headers=headers, partition=partition, priority=priority
+            topic,
+            value,
+            key=key,
+            headers=headers,
+            partition=partition,
+            priority=priority,
+            on_delivery=delivery,
         )
-        return KafkaSendResult(self, accepted)
+        return KafkaSendResult(self, accepted, delivery)
 
     def send_nowait(
         self,
@@ -181,10 +219,17 @@ class KafkaAioProducer:
                 "producer buffer above its high watermark, or max_lag needs a check of the "
                 "consumer groups' lag: await send() to wait for room"
             )
+        delivery = _Delivery()
         accepted = self._native.send(
-            topic, value, key=key, headers=headers, partition=partition, priority=priority
+            topic,
+            value,
+            key=key,
+            headers=headers,
+            partition=partition,
+            priority=priority,
+            on_delivery=delivery,
         )
-        return KafkaSendResult(self, accepted)
+        return KafkaSendResult(self, accepted, delivery)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Waits until Kafka acknowledged everything sent so far; False after ``timeout``."""
@@ -556,7 +601,12 @@ class KafkaAioStore:
 
     def producer(self, **options: Any) -> KafkaAioProducer:
         """An async producer; the options of :meth:`tidelog.aio.Store.producer`."""
-        producer = KafkaAioProducer(self._sync.producer(**options), options.get("block_timeout"))
+        # Every message's delivery report, not only failures: `await send(...)` gives
+        # where Kafka stored the message.
+        config = {**(options.pop("config", None) or {}), "delivery.report.only.error": False}
+        producer = KafkaAioProducer(
+            self._sync.producer(config=config, **options), options.get("block_timeout")
+        )
         self._members.append(producer)
         return producer
 

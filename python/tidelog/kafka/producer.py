@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -244,8 +244,14 @@ class KafkaProducer:
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
         partition: int | None = None,
         priority: int = 0,
+        on_delivery: Callable[[KafkaError | None, Any], None] | None = None,
     ) -> bool:
         """Queues a message; returns False if ``on_full="shed"`` dropped it.
+
+        ``on_delivery(error, message)``, if given, is called once Kafka acknowledged (error
+        None) or refused the message, from the call (``flush``, ``poll``) that serves the
+        reports. It needs a producer made with ``delivery.report.only.error`` off (the async
+        producer's); a refusal is also this producer's next error, as without it.
 
         Raises:
             BackpressureError: Under pressure with ``on_full="raise"`` (or a blocked send
@@ -291,8 +297,18 @@ class KafkaProducer:
                 self._lag_pressured.discard(topic)
             elif not self._lag_pressure(topic, priority):
                 return False
+        extra: dict[str, Any] = {}
+        if headers is not None:
+            extra["headers"] = headers_list(headers)
+        if on_delivery is not None:
+            # A message's own callback replaces the producer's: it reports failures too.
+            def report(err: KafkaError | None, msg: Any) -> None:
+                self._failed(err, msg)
+                on_delivery(err, msg)
+
+            extra["on_delivery"] = report
         try:
-            if headers is None:
+            if not extra:
                 producer.produce(topic, value, key, -1 if partition is None else partition)
             else:
                 producer.produce(
@@ -300,7 +316,7 @@ class KafkaProducer:
                     value,
                     key,
                     -1 if partition is None else partition,
-                    headers=headers_list(headers),  # type: ignore[arg-type]  # a list is accepted
+                    **extra,
                 )
         except KafkaException as e:
             with translated(f"sending to {topic!r}"):
