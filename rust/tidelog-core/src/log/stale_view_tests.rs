@@ -86,3 +86,40 @@ fn a_reader_whose_head_is_older_than_its_relisted_segments_keeps_its_producer_ta
     let fresh = open(dir.path());
     assert_eq!(visible_after(&fresh, fresh.read(0, usize::MAX, usize::MAX).unwrap()), expected, "a fresh reader");
 }
+
+#[test]
+fn catching_up_to_a_head_older_than_the_view_applies_no_batch_past_it_and_skips_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, reader) = (open(dir.path()), open(dir.path()));
+    txn(&writer, 1, "t0");
+    marker(&writer, 1, Marker::Commit);
+    reader.last_stable_offset().unwrap();
+    assert!(writer.seal_active().unwrap());
+    txn(&writer, 1, "a");
+    let old = reader.head().unwrap();
+    marker(&writer, 1, Marker::Commit);
+    txn(&writer, 1, "b");
+    marker(&writer, 1, Marker::Abort);
+    assert!(writer.seal_active().unwrap());
+    txn(&writer, 1, "c");
+    marker(&writer, 1, Marker::Commit);
+
+    let newest = reader.head().unwrap();
+    let view = reader.current_view(newest).unwrap();
+    let mut guard = reader.producer_table().unwrap();
+    let table = reader.catch_up(&mut guard, &view, &old).unwrap();
+    assert_eq!(table.applied, old.next_offset, "caught up to the head asked for, not past it");
+    assert_eq!(table.last_stable_offset(old.next_offset), 2, "the transaction at 2 is open at that head");
+    let table = reader.catch_up(&mut guard, &view, &newest).unwrap().clone();
+    drop(guard);
+
+    assert!(table.is_aborted(1, 4) && !table.is_aborted(1, 2) && !table.is_aborted(1, 6));
+    assert_eq!(table.last_stable_offset(newest.next_offset), newest.next_offset);
+
+    // A table built in one walk (from the snapshot of the last roll) is the same.
+    let fresh = open(dir.path());
+    let fresh_view = fresh.current_view(newest).unwrap();
+    let mut built = None;
+    fresh.catch_up(&mut built, &fresh_view, &newest).unwrap();
+    assert_eq!(built, Some(table));
+}
