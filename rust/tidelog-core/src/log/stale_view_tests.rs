@@ -19,7 +19,8 @@ fn open(dir: &Path) -> PartitionLog {
 
 fn append(log: &PartitionLog, pid: i64, value: &[u8], attributes: u8) -> u64 {
     let record = Record { timestamp: now_ms(), key: None, value, headers: &[], tombstone: false };
-    let meta = BatchMeta { base_offset: 0, attributes, producer_id: pid, producer_epoch: 0, base_sequence: -1 };
+    let meta =
+        BatchMeta { base_offset: 0, attributes, producer_id: pid, producer_epoch: 0, base_sequence: -1 };
     log.append(&[record], meta).expect("append").base_offset
 }
 
@@ -60,7 +61,7 @@ fn a_reader_whose_head_is_older_than_its_relisted_segments_keeps_its_producer_ta
     assert!(writer.seal_active().unwrap());
     assert_eq!(txn(&writer, p1, "a"), 2); // committed at 4
     assert_eq!(txn(&writer, p2, "x"), 3); // aborted at 5
-    // The reader reads the head here, then is preempted.
+                                          // The reader reads the head here, then is preempted.
     let head = reader.head().unwrap();
     assert_eq!(head.next_offset, 4);
     marker(&writer, p1, Marker::Commit);
@@ -84,7 +85,11 @@ fn a_reader_whose_head_is_older_than_its_relisted_segments_keeps_its_producer_ta
     );
     drop(reader);
     let fresh = open(dir.path());
-    assert_eq!(visible_after(&fresh, fresh.read(0, usize::MAX, usize::MAX).unwrap()), expected, "a fresh reader");
+    assert_eq!(
+        visible_after(&fresh, fresh.read(0, usize::MAX, usize::MAX).unwrap()),
+        expected,
+        "a fresh reader"
+    );
 }
 
 #[test]
