@@ -77,6 +77,11 @@ impl PartitionLog {
         }
         let first = view.segments.partition_point(|s| s.base <= table.applied).saturating_sub(1);
         for seg in &view.segments[first..] {
+            if seg.base > head.active_base {
+                // A view listed at a newer head than `head` goes on past it; walking on there
+                // would leave out the batches between `head`'s end and that segment for good.
+                break;
+            }
             let end = if seg.base == head.active_base {
                 // Other processes' appends: this handle's map learns of them from the head.
                 seg.data.observe_published(head.committed_pos as usize);

@@ -28,6 +28,8 @@ mod read;
 mod recovery;
 mod retention;
 mod roll;
+#[cfg(test)]
+mod stale_view_tests;
 mod sync;
 mod view;
 

@@ -51,6 +51,11 @@ impl<'a> Isolation<'a> {
         if self.head.transactional == 0 {
             return Ok(Visibility::Serve);
         }
+        if h.base_offset >= self.head.next_offset {
+            // Published after the head the table is caught up to (another thread of this
+            // process saw a newer one): its transaction's fate is unknown here.
+            return Ok(Visibility::Stop);
+        }
         if self.table.is_none() {
             // Once per read: the head is fixed for it, so are the table and its stable offset.
             let mut guard = log.producer_table()?;
@@ -310,7 +315,7 @@ impl PartitionLog {
         if head.transactional == 0 {
             return Ok(head.next_offset);
         }
-        let view = self.current_view(head)?;
+        let (head, view) = self.current_view_and_head(head)?;
         let mut guard = self.producer_table()?;
         Ok(self.catch_up(&mut guard, &view, &head)?.last_stable_offset(head.next_offset))
     }
@@ -322,7 +327,20 @@ impl PartitionLog {
         max_bytes: usize,
         committed: bool,
     ) -> Result<ReadResult> {
-        let head = self.head()?;
+        self.read_isolated_at(self.head()?, offset, max_messages, max_bytes, committed)
+    }
+
+    /// [`Self::read_isolated`] with the head it reads first: other processes may have
+    /// appended and rolled since (a reader preempted between reading the head and listing
+    /// the segments), which is how tests drive that interleaving.
+    pub(super) fn read_isolated_at(
+        &self,
+        head: Head,
+        offset: u64,
+        max_messages: usize,
+        max_bytes: usize,
+        committed: bool,
+    ) -> Result<ReadResult> {
         if offset < head.log_start || offset > head.next_offset {
             return Err(self.out_of_range(offset, head.log_start, head.next_offset));
         }
@@ -330,7 +348,8 @@ impl PartitionLog {
         if offset == head.next_offset || max_messages == 0 {
             return Ok(out);
         }
-        let view = self.current_view(head)?;
+        // The head the segments were listed at (`head` or newer): see `current_view_and_head`.
+        let (head, view) = self.current_view_and_head(head)?;
         let first = view.segments.partition_point(|s| s.base <= offset).saturating_sub(1);
         if first > 0 {
             // A reader moved on from the previous segment: drop its pages from our RSS.

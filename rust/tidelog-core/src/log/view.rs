@@ -32,6 +32,15 @@ impl PartitionLog {
 
     /// This process's view, re-listed first if another process changed the segments.
     pub(super) fn current_view(&self, head: Head) -> Result<RwLockReadGuard<'_, View>> {
+        Ok(self.current_view_and_head(head)?.1)
+    }
+
+    /// [`Self::current_view`] with the head it matches: `head`, or, when the view had to be
+    /// re-listed, the newer head it was listed at (other processes may have appended and
+    /// rolled since `head` was read). What is derived from the batches (the producer table)
+    /// must go by the head of the view it walks: an older head ends the walk in a segment
+    /// the view has since sealed and continued.
+    pub(super) fn current_view_and_head(&self, head: Head) -> Result<(Head, RwLockReadGuard<'_, View>)> {
         {
             let view = self.read_view()?;
             if view.generation == head.generation {
@@ -40,13 +49,13 @@ impl PartitionLog {
                 view.active()
                     .time_index
                     .observe_published(head.index_entries as usize * TIME_INDEX_ENTRY_BYTES);
-                return Ok(view);
+                return Ok((head, view));
             }
         }
         let guard = self.lock()?;
         self.refresh_if_stale(&guard)?;
         drop(guard);
-        self.current_view(self.head()?)
+        self.current_view_and_head(self.head()?)
     }
 
     pub(super) fn refresh_if_stale(&self, guard: &WriteGuard<'_>) -> Result<()> {
