@@ -6,7 +6,7 @@ DescribeGroups, their committed offsets from OffsetFetch, partition bounds from 
 watermarks. What a broker does not report to a client is None, never a made-up figure:
 
 - ``size_bytes`` and ``segments`` of a partition (librdkafka has no DescribeLogDirs), and
-  ``dirty_ratio``/``dirty_bytes`` (the broker's log cleaner keeps them);
+  ``dirty_ratio``/``dirty_bytes``/``compactions`` (the broker's log cleaner keeps them);
 - ``generation`` of a group (the admin API does not report the group epoch);
 - ``last_timestamp_ms`` of a partition (it would cost a fetch per partition per scrape).
 
@@ -292,6 +292,7 @@ def store_metrics(store: KafkaStore) -> dict[str, Any]:
                 **f,
                 "dirty_ratio": None,
                 "dirty_bytes": None,
+                "compactions": None,
                 "last_timestamp_ms": None,
             }
             for p, f in fig["partitions"].items()
