@@ -248,7 +248,13 @@ impl ReadChunk {
 
     /// Byte position in the batch of the first wanted record's value.
     pub fn first_value_at(&self) -> usize {
-        self.records_from_first().value_at()
+        if let Some(at) = self.from {
+            return self.batch().records_from(at).value_at();
+        }
+        // Not `records()`, which first adds up every record's key length (to find the
+        // headers): the values start right after the entries.
+        let batch = self.batch();
+        batch.values_range().start + (0..self.skip).map(|i| batch.value_len(i) as usize).sum::<usize>()
     }
 
     fn records_from_first(&self) -> crate::format::RecordIter<'_> {
