@@ -10,11 +10,11 @@ skips, loses and repeats nothing.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from tidelog import _core
 from tidelog._core import InvalidConfigError, Message
+from tidelog.aio._closing import AsyncClosing
 
 if TYPE_CHECKING:
     from tidelog.aio._wake import Waiters
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["Consumer"]
 
 
-class Consumer:
+class Consumer(AsyncClosing):
     """A member of a consumer group for asyncio; create it with :meth:`Store.consumer`.
 
     ``async for msg in consumer`` waits for messages without blocking the loop; ``poll``,
@@ -148,17 +148,6 @@ class Consumer:
     async def close(self) -> None:
         """Commits what was delivered (at-least-once) and leaves the group; idempotent."""
         self._sync.close()
-
-    async def __aenter__(self) -> Consumer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return (

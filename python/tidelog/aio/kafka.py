@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tidelog import _core
+from tidelog.aio._closing import AsyncClosing
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError
@@ -137,7 +138,7 @@ class KafkaSendResult:
         return delivery.partition, delivery.offset
 
 
-class KafkaAioProducer:
+class KafkaAioProducer(AsyncClosing):
     """An async producer on Kafka (see :meth:`tidelog.aio.Store.producer`)."""
 
     def __init__(self, native: KafkaProducer, block_timeout: float | None) -> None:
@@ -240,22 +241,11 @@ class KafkaAioProducer:
         if not self._native.closed:
             await _offload(self._native.close)
 
-    async def __aenter__(self) -> KafkaAioProducer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     def __repr__(self) -> str:
         return f"<tidelog.aio Kafka producer name={self.name!r}>"
 
 
-class KafkaAioConsumer:
+class KafkaAioConsumer(AsyncClosing):
     """A member of a Kafka consumer group for asyncio (see :meth:`tidelog.aio.Store.consumer`).
 
     ``async for msg in consumer`` waits for messages without blocking the loop; ``poll``,
@@ -359,19 +349,8 @@ class KafkaAioConsumer:
                 self._ready.extend(await self._polling.take(lambda: []))
         await _offload(self._sync.close)
 
-    async def __aenter__(self) -> KafkaAioConsumer:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class KafkaAioWorkQueue:
+class KafkaAioWorkQueue(AsyncClosing):
     """A member of a Kafka share group for asyncio (see :meth:`tidelog.aio.Store.work_queue`)."""
 
     def __init__(self, sync: KafkaWorkQueue) -> None:
@@ -463,17 +442,6 @@ class KafkaAioWorkQueue:
                 await self._acquiring.take(lambda: None)
         await _offload(self._sync.close)
 
-    async def __aenter__(self) -> KafkaAioWorkQueue:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
 
 class KafkaAioTransaction:
     """A Kafka transaction for asyncio: ``async with store.transaction(p, c) as tx``."""
@@ -548,7 +516,7 @@ class KafkaAioTransaction:
             await self.abort()
 
 
-class KafkaAioStore:
+class KafkaAioStore(AsyncClosing):
     """A kafka:// store for asyncio; create it with :func:`tidelog.aio.open`.
 
     The calls of :class:`tidelog.aio.Store`. ``topics()``, ``topic()``, ``stats()`` and
@@ -657,17 +625,6 @@ class KafkaAioStore:
         await _offload(self._sync.close)
         if errors:
             raise errors[0]
-
-    async def __aenter__(self) -> KafkaAioStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import tidelog
 from tidelog import _core
+from tidelog.aio._closing import AsyncClosing
 from tidelog.aio._wake import Waiters
 from tidelog.aio.consumer import Consumer
 from tidelog.aio.producer import Producer
@@ -34,7 +35,7 @@ __all__ = ["Opening", "Store", "open"]
 T = TypeVar("T")
 
 
-class Store:
+class Store(AsyncClosing):
     """An open store for asyncio. Create it with :func:`tidelog.aio.open`."""
 
     def __init__(self, sync: tidelog.Store) -> None:
@@ -232,17 +233,6 @@ class Store:
         self._sync.close()
         if errors:
             raise errors[0]
-
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -10,11 +10,11 @@ expiry or delayed release comes due. A cancelled ``acquire`` has acquired nothin
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
 from tidelog._core import InvalidConfigError
+from tidelog.aio._closing import AsyncClosing
 from tidelog.workqueue import Job
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["WorkQueue"]
 
 
-class WorkQueue:
+class WorkQueue(AsyncClosing):
     """A member of a work queue for asyncio; create it with :meth:`Store.work_queue`.
 
     ``async for job in queue`` and ``acquire`` wait without blocking the loop; settle jobs
@@ -142,17 +142,6 @@ class WorkQueue:
     async def close(self) -> None:
         """Writes pending acknowledgements, releases held jobs and leaves; idempotent."""
         self._sync.close()
-
-    async def __aenter__(self) -> WorkQueue:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def __repr__(self) -> str:
         return f"<tidelog.aio.WorkQueue topic={self.topic!r} group={self.group!r}>"
