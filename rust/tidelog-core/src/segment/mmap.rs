@@ -185,7 +185,12 @@ impl FileMap {
     /// Marks bytes up to `end` as published in this process; the caller publishes the same
     /// end in the control block.
     pub fn publish(&self, _guard: &WriteGuard<'_>, end: usize) {
-        self.readable.fetch_max(end.min(self.len), Ordering::AcqRel);
+        // A store, not a `fetch_max` (a locked read-modify-write on every append): only the
+        // append-lock holder moves the end past the last published head, and readers raise
+        // it only to ends from published heads (`observe_published`), all at or below `end`.
+        // So whichever of a racing raise and this store lands last, the result is `end`.
+        debug_assert!(end.min(self.len) >= self.readable());
+        self.readable.store(end.min(self.len), Ordering::Release);
     }
 
     /// Forgets published bytes past `end`: used only by recovery, under the append lock,
