@@ -99,9 +99,15 @@ impl PartitionLog {
                 }
                 _ => (0, 0),
             };
-            // Damage ends the walk: readers report it; the table keeps what it could apply.
-            let cursor = seg.cursor(pos, end, seg.base + u64::from(rel), Check::Header, OnDamage::Stop);
-            for batch in cursor.map_while(Result::ok) {
+            // Damage is an error, for readers and writers alike: the table keeps what it
+            // could apply, and nothing past the damage may be decided without it. Going on
+            // past it would leave a transaction whose marker is in the damage open, to be
+            // closed by its producer's next marker with that marker's outcome (aborted
+            // messages served as committed, or committed ones hidden), and a writer would
+            // check sequences against batches it never saw.
+            let cursor = seg.cursor(pos, end, seg.base + u64::from(rel), Check::Header, OnDamage::Error);
+            for batch in cursor {
+                let batch = batch?;
                 let h = batch.header;
                 if h.next_offset() > table.applied {
                     let marker = if h.attributes & crate::format::ATTR_CONTROL != 0 {

@@ -19,6 +19,8 @@ mod close;
 mod compaction;
 pub mod config;
 mod crc_worker;
+#[cfg(test)]
+mod damaged_walk_tests;
 mod idempotence;
 mod lock;
 pub mod lost;
