@@ -84,3 +84,43 @@ fn a_damaged_marker_stops_the_producer_walk_instead_of_letting_a_later_marker_de
     let plain = Record { timestamp: now_ms(), key: None, value: b"plain", headers: &[], tombstone: false };
     assert_eq!(reader.append(&[plain], BatchMeta::plain(0)).unwrap().base_offset, 4);
 }
+
+#[test]
+fn a_roll_over_damage_the_table_cannot_pass_writes_no_snapshot_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keeper, writer) = (open(dir.path()), open(dir.path()));
+    // `keeper` keeps a producer table from here on.
+    append(&keeper, 1, b"t0", ATTR_TRANSACTIONAL);
+    append(&keeper, 1, &Marker::Commit.value(), ATTR_TRANSACTIONAL | ATTR_CONTROL);
+    assert_eq!(keeper.last_stable_offset().unwrap(), 2);
+    let damaged_at = writer.head().unwrap().committed_pos;
+    append(&writer, 2, b"open", ATTR_TRANSACTIONAL);
+    append(&writer, 2, &Marker::Abort.value(), ATTR_TRANSACTIONAL | ATTR_CONTROL);
+    let segment = OpenOptions::new().write(true).open(dir.path().join(file_name(0, FileKind::Data))).unwrap();
+    segment.write_all_at(&u32::MAX.to_le_bytes(), damaged_at + 8).unwrap();
+    drop(segment);
+
+    // Sealing the segment (a plain append's roll) still works; it leaves no snapshot at
+    // 4, which would say producer 2 has no open transaction.
+    assert!(keeper.seal_active().unwrap());
+    let snapshots: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.ends_with(".snapshot"))
+        .collect();
+    assert!(snapshots.iter().all(|n| !n.starts_with("00000000000000000004")), "{snapshots:?}");
+    assert_eq!(
+        keeper
+            .append(
+                &[Record { timestamp: now_ms(), key: None, value: b"p", headers: &[], tombstone: false }],
+                BatchMeta::plain(0)
+            )
+            .unwrap()
+            .base_offset,
+        4
+    );
+    // Readers that need producer state report the damage.
+    assert!(matches!(keeper.last_stable_offset(), Err(crate::Error::Corrupt { .. })));
+    let fresh = open(dir.path());
+    assert!(matches!(fresh.last_stable_offset(), Err(crate::Error::Corrupt { .. })));
+}

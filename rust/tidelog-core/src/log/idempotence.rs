@@ -154,7 +154,14 @@ impl PartitionLog {
         if guard.is_none() {
             return Ok(());
         }
-        self.write_snapshot(guard, view, head, durable)
+        match self.write_snapshot(guard, view, head, durable) {
+            // Damage the table cannot be brought past: no snapshot, rather than one with a
+            // hole that later readers would trust. Whoever needs the state walks from an
+            // older snapshot and reports the damage; the roll (and the append that asked
+            // for it, which needs no producer state) goes on.
+            Err(Error::Corrupt { .. }) => Ok(()),
+            other => other,
+        }
     }
 
     /// Writes the producer state as of `head` as a snapshot (loading the table first if this
