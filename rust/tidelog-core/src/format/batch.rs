@@ -658,9 +658,15 @@ impl<'a> BatchView<'a> {
         }
         let entries_end = self.entries_end();
         let keys_at = entries_end + self.header.values_len as usize;
-        let keys_len: usize = (0..self.header.record_count as usize)
-            .map(|i| RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout).key_bytes())
-            .sum();
+        // Headers follow the keys, so finding them means adding up every key length; only
+        // full entries have keys (compact and uniform batches hold values alone), and a
+        // walk over a large batch of those for each chunk read from it would cost O(batch).
+        let keys_len: usize = match self.layout {
+            EntryLayout::Full => (0..self.header.record_count as usize)
+                .map(|i| RecordEntry::read(&self.bytes[BATCH_HEADER_LEN..], i, self.layout).key_bytes())
+                .sum(),
+            EntryLayout::Compact | EntryLayout::Uniform(_) => 0,
+        };
         RecordIter {
             bytes: self.bytes,
             header: self.header,
