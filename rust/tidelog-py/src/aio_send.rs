@@ -28,7 +28,9 @@ pub struct PyAsyncProducer {
 
 /// What an async `send` returns: the message is in the buffer. `await` it for the
 /// `(partition, offset)` it was written at.
-#[pyclass(name = "SendResult", module = "tidelog._core", frozen, freelist = 256)]
+// No `freelist`: PyO3's takes a mutex on every allocation and every release, which cost more
+// than the allocator it saves (see `benches/results/aio-issue15.md`).
+#[pyclass(name = "SendResult", module = "tidelog._core", frozen)]
 pub struct SendResult {
     /// The `tidelog.aio.Producer` that sent it (its `_written` does the waiting).
     owner: Py<PyAny>,

@@ -10,21 +10,34 @@
 //! than an empty coroutine (~75 ns), against ~250 ns for the whole send; through `am_send`
 //! the await costs a few ns. The alternative, a coroutine around the send, keeps its frame.
 //!
+//! A `SendDone` is awaited once, as a coroutine is: the await takes its result (a second
+//! await raises `RuntimeError`), so an awaited one holds nothing. The last one made is kept
+//! as the spare and reused by the next send once nothing else holds it (the common `await
+//! producer.send(...)` drops it as soon as the await is over): a send then costs no
+//! allocation and no deallocation of the awaitable (measured with the spare: see
+//! `benches/results/aio-issue15.md`).
+//!
 //! Invariants (cited by the `SAFETY` comments below):
 //! 1. Every object of the type is made by [`new`] (the type cannot be instantiated from
 //!    Python: `Py_TPFLAGS_DISALLOW_INSTANTIATION`): a `Done` whose `result` is a strong
-//!    reference (never null) stored before the object is handed out, released exactly once
-//!    by [`dealloc`]. The type is not subclassable, immutable and not GC-tracked: `result`
-//!    (a `SendResult`) never refers back to it.
+//!    reference stored before the object is handed out, or null once an await took it (the
+//!    taker owns that reference); `dealloc` and a reuse release what is left. The type is
+//!    not subclassable, immutable and not GC-tracked: `result` (a `SendResult`) never refers
+//!    back to it.
 //! 2. The type object is made once and held forever by [`TYPE`] (a strong reference), so
 //!    its slots and method table (`'static` data) outlive every object.
 //! 3. CPython calls every slot and method with the GIL held and `slf` an object of this
 //!    type (methods of a non-subclassable type are only found on its own objects).
+//! 4. [`SPARE`] is null or one strong reference to an object of this type, read and written
+//!    only with the GIL held (the module is built for the GIL-holding ABI, abi3), so its
+//!    loads and stores need no ordering. An object is reused only while that reference is
+//!    its only one (`Py_REFCNT == 1`): nothing else can see its `result` change.
 
 #![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -40,22 +53,33 @@ struct Done {
 /// The type object (invariant 2).
 static TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
+/// The object the next [`new`] reuses if nothing else holds it (invariant 4).
+static SPARE: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+
 type SendFunc = unsafe extern "C" fn(
     *mut ffi::PyObject,
     *mut ffi::PyObject,
     *mut *mut ffi::PyObject,
 ) -> ffi::PySendResult;
 
-/// The result, as a new reference.
+/// Takes the result (the caller owns the reference), or raises `RuntimeError` and returns
+/// null when an earlier await took it.
 ///
 /// # Safety
 /// `slf` is an object of this type (invariant 3) and the GIL is held.
-unsafe fn result(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // SAFETY: `slf` is a `Done` (invariant 3) whose `result` is a live strong reference
-    // (invariant 1); the GIL is held.
+unsafe fn take(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: `slf` is a `Done` (invariant 3) whose `result` is a strong reference or null
+    // (invariant 1); moving it out leaves null, so it is released once, by the taker.
     unsafe {
-        let result = (*slf.cast::<Done>()).result;
-        ffi::Py_INCREF(result);
+        let done = slf.cast::<Done>();
+        let result = (*done).result;
+        (*done).result = ptr::null_mut();
+        if result.is_null() {
+            ffi::PyErr_SetString(
+                ffi::PyExc_RuntimeError,
+                c"cannot reuse an already awaited send (a SendDone is awaited once)".as_ptr(),
+            );
+        }
         result
     }
 }
@@ -73,9 +97,17 @@ unsafe extern "C" fn am_send(
     _arg: *mut ffi::PyObject,
     out: *mut *mut ffi::PyObject,
 ) -> ffi::PySendResult {
-    // SAFETY: invariant 3; `out` is CPython's result pointer, written once here.
-    unsafe { *out = result(slf) };
-    ffi::PySendResult::PYGEN_RETURN
+    // SAFETY: invariant 3; `out` is CPython's result pointer, written once here (null with
+    // the exception set, as `PYGEN_ERROR` requires).
+    unsafe {
+        let result = take(slf);
+        *out = result;
+        if result.is_null() {
+            ffi::PySendResult::PYGEN_ERROR
+        } else {
+            ffi::PySendResult::PYGEN_RETURN
+        }
+    }
 }
 
 /// Raises `StopIteration(result)`, as a finished coroutine's `send` does.
@@ -84,11 +116,13 @@ unsafe extern "C" fn am_send(
 /// As [`result`].
 unsafe fn stop(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
     // SAFETY: invariant 3. The result is a `SendResult`, never a tuple or an exception,
-    // so `PyErr_SetObject` makes it the `StopIteration`'s value.
+    // so `PyErr_SetObject` makes it the `StopIteration`'s value; null already raised.
     unsafe {
-        let value = result(slf);
-        ffi::PyErr_SetObject(ffi::PyExc_StopIteration, value);
-        ffi::Py_DECREF(value);
+        let value = take(slf);
+        if !value.is_null() {
+            ffi::PyErr_SetObject(ffi::PyExc_StopIteration, value);
+            ffi::Py_DECREF(value);
+        }
     }
     ptr::null_mut()
 }
@@ -153,7 +187,7 @@ unsafe extern "C" fn dealloc(slf: *mut ffi::PyObject) {
     // released here only; `tp_free` is the allocator `PyType_GenericAlloc` used.
     unsafe {
         let tp = ffi::Py_TYPE(slf);
-        // Never null (invariant 1); checked anyway, as a dealloc must not crash.
+        // Null once awaited (invariant 1).
         ffi::Py_XDECREF((*slf.cast::<Done>()).result);
         let free = ffi::PyType_GetSlot(tp, ffi::Py_tp_free);
         if free.is_null() {
@@ -177,7 +211,7 @@ static METHODS: Methods = Methods([
         ml_name: c"send".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunction: send },
         ml_flags: ffi::METH_O,
-        ml_doc: c"Over at once: raises StopIteration with the SendResult.".as_ptr(),
+        ml_doc: c"Over at once: raises StopIteration with the SendResult (once).".as_ptr(),
     },
     ffi::PyMethodDef {
         ml_name: c"throw".as_ptr(),
@@ -207,7 +241,7 @@ fn send_done_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
             slot(ffi::Py_tp_methods, METHODS.0.as_ptr().cast_mut().cast()),
             slot(
                 ffi::Py_tp_doc,
-                c"An awaitable already over: `await` gives its SendResult at once."
+                c"An awaitable already over: `await` gives its SendResult at once (awaited once, as a coroutine)."
                     .as_ptr()
                     .cast_mut()
                     .cast(),
@@ -231,18 +265,40 @@ fn send_done_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     .map(|tp| tp.bind(py))
 }
 
-/// A `SendDone` whose await gives `result`.
+/// A `SendDone` whose await gives `result`: the spare when nothing else holds it, else a new
+/// one (which becomes the spare).
 pub(crate) fn new<'py>(py: Python<'py>, result: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let spare = SPARE.load(Ordering::Relaxed);
+    // SAFETY: the GIL is held (`py`); `spare` is null or a live object of this type that
+    // `SPARE` holds a reference to (invariant 4). With a reference count of 1 nothing else
+    // holds it, so its `result` (null once awaited, or a reference it owns: invariant 1) is
+    // replaced unseen. The old result is released last: that may run any code (a
+    // `SendResult` releases its producer), even a send, which then finds everything
+    // consistent (it sees two references and makes a new spare).
+    unsafe {
+        if !spare.is_null() && ffi::Py_REFCNT(spare) == 1 {
+            let done = spare.cast::<Done>();
+            let old = (*done).result;
+            (*done).result = result.into_ptr();
+            ffi::Py_INCREF(spare);
+            ffi::Py_XDECREF(old);
+            return Ok(Bound::from_owned_ptr(py, spare));
+        }
+    }
     let tp = send_done_type(py)?;
     // SAFETY: `tp` is this module's type object, alive (invariant 2); `PyType_GenericAlloc`
     // returns a zeroed object (or null with an exception set) holding a reference to its
-    // type; the result is stored before the object is handed out (invariant 1).
+    // type; the result is stored before the object is handed out (invariant 1). `SPARE`
+    // takes a reference of its own, and drops the one it held last (invariant 4).
     unsafe {
         let obj = ffi::PyType_GenericAlloc(tp.as_ptr().cast(), 0);
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }
         (*obj.cast::<Done>()).result = result.into_ptr();
+        ffi::Py_INCREF(obj);
+        let old = SPARE.swap(obj, Ordering::Relaxed);
+        ffi::Py_XDECREF(old);
         Ok(Bound::from_owned_ptr(py, obj))
     }
 }
