@@ -1,8 +1,9 @@
-"""``await producer.send(...)``: the awaitable a send returns is reused only when nobody holds it.
+"""``await producer.send(...)``: the objects a send returns are reused only when nobody holds them.
 
-The last ``SendDone`` made is kept and reused by the next send once the await dropped it; one
-that is still held (by a variable, a task, ``gather``) is never reused, so every send's
-awaitable gives its own message's ``SendResult``, and each is awaited once.
+The last ``SendDone`` and ``SendResult`` made are kept and rewritten by the next send once
+nothing else holds them; one that is still held (by a variable, a task, ``gather``) is never
+reused, so every send's awaitable gives its own message's ``SendResult``, each awaitable is
+awaited once, and each result keeps its own partition and offset.
 """
 
 from __future__ import annotations
@@ -65,11 +66,48 @@ def test_an_awaited_send_holds_nothing(tmp_path: Path, run: Run) -> None:
             producer = store.producer()
             done = producer.send("t", b"v")
             meta = await done
-            # The awaitable gave its result away: it keeps no SendResult (nor, through it,
-            # the producer) alive; the only references are ``meta`` and getrefcount's own.
+            # The next send makes its own result, as ``meta`` is still held.
+            second = await producer.send("t", b"w")
+            assert second is not meta
+            # The awaitable gave its result away and the next send let go of it: nothing
+            # keeps it (nor, through it, the producer) alive; the only references are
+            # ``meta`` and getrefcount's own.
             assert sys.getrefcount(meta) == 2
+            assert await meta == (0, 0) and await second == (0, 1)
             with pytest.raises(RuntimeError, match="already awaited"):
                 await done
             await producer.close()
+
+    run(main())
+
+
+def test_a_reused_result_belongs_to_its_own_send(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path, fsync="never") as store:
+            await store.create_topic("t", partitions=3)
+            one, two = store.producer(name="one"), store.producer(name="two")
+            kept: list[tuple[bytes, Any]] = []
+            for i in range(300):
+                producer = one if i % 2 else two
+                value = b"%d" % i
+                meta = await producer.send("t", value, partition=i % 3)
+                assert meta.producer is producer and meta.partition == i % 3
+                assert meta.accepted and meta.target >= 1
+                if i % 7 == 0:
+                    kept.append((value, meta))  # held: never rewritten by a later send
+                del meta  # dropped: the next send rewrites it (another producer's, too)
+            written = [await meta for _, meta in kept]
+            stored = _stored(store, "t")
+            for (value, meta), (partition, offset) in zip(kept, written, strict=True):
+                assert stored[(partition, offset)] == value
+                assert meta.written_at() == (partition, offset) == (meta.partition, meta.offset)
+                assert repr(meta) == f"SendResult(partition={partition}, offset={offset})"
+            meta = kept[0][1]
+            with pytest.raises(TypeError):
+                type(meta)()
+            with pytest.raises(AttributeError):
+                meta.partition = 1  # type: ignore[misc]
+            await one.close()
+            await two.close()
 
     run(main())

@@ -83,7 +83,12 @@ impl PyWaker {
     /// bell for up to `spin_us` microseconds (0 to `MAX_SPIN_US`) before it sleeps, now and
     /// after each wake-up it delivers for this watch.
     #[pyo3(signature = (bell, ticket, spin_us=None))]
-    fn watch(&self, bell: &PyBell, ticket: &Bound<'_, PyAny>, spin_us: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn watch(
+        &self,
+        bell: &PyBell,
+        ticket: &Bound<'_, PyAny>,
+        spin_us: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let ticket = crate::args::int_in(ticket, "ticket", 0, u32::MAX)?;
         let spin = crate::args::spin(spin_us)?;
         to_py(self.inner.watch(bell.inner.clone(), ticket, spin))
