@@ -23,11 +23,7 @@ Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
 def _stored(store: tidelog.aio.Store, topic: str) -> dict[tuple[int, int], bytes]:
     t = store.topic(topic)
-    return {
-        (p, m.offset): bytes(m.value or b"")
-        for p in range(t.partitions)
-        for m in t.read(p, 0)
-    }
+    return {(p, m.offset): bytes(m.value or b"") for p in range(t.partitions) for m in t.read(p, 0)}
 
 
 def test_awaitables_held_at_once_give_their_own_results(tmp_path: Path, run: Run) -> None:
@@ -106,7 +102,7 @@ def test_a_reused_result_belongs_to_its_own_send(tmp_path: Path, run: Run) -> No
             with pytest.raises(TypeError):
                 type(meta)()
             with pytest.raises(AttributeError):
-                meta.partition = 1  # type: ignore[misc]
+                meta.partition = 1
             await one.close()
             await two.close()
 
