@@ -61,7 +61,10 @@ FIGURES = [
     "aio-consume-uvloop",
     "aio-latency-p50",
     "aio-latency-p99",
+    "aio-latency-spin-p50",
+    "aio-latency-spin-p99",
     "aio-idle-cpu",
+    "aio-idle-cpu-spin",
 ]
 
 OPS: dict[str, Callable[[float, float], bool]] = {

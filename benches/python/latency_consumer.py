@@ -16,8 +16,9 @@ Modes (how the child waits):
   ``read_batch(0, position)``, ``wait(ticket, spin_us=SPIN_US)`` when there is nothing new;
 * ``idle``: a ``group`` member with ``spin_us=SPIN_US`` polling a topic nobody writes to for
   ``COUNT`` milliseconds; ``done`` reports its CPU time over that span (``OUT`` stays empty);
-* ``aio`` / ``aio-uvloop``: a ``tidelog.aio`` group member awaiting ``poll(500)`` in an
-  asyncio (or uvloop) event loop, woken through the store's waker and its eventfd;
+* ``aio`` / ``aio-uvloop``: a ``tidelog.aio`` group member (``spin_us=SPIN_US``: its loop's
+  waker thread spins that long before sleeping) awaiting ``poll(500)`` in an asyncio (or
+  uvloop) event loop, woken through the store's waker and its eventfd;
 * ``pipe``: no tidelog at all: blocked in ``os.read`` on the pipe ``PIPE_FD`` that the parent
   writes the same 100-byte values to (the floor of a cross-process wake-up).
 
@@ -167,7 +168,7 @@ def measure(
 
 
 def aio_measure(
-    path: str, topic: str, count: int, loop: str
+    path: str, topic: str, count: int, loop: str, spin_us: int
 ) -> tuple[array.array[int], dict[str, float]]:
     """:func:`measure` with an async group member waiting in an event loop (``tidelog.aio``)."""
     import asyncio
@@ -176,7 +177,7 @@ def aio_measure(
 
     async def run() -> tuple[array.array[int], dict[str, float]]:
         async with tidelog.aio.open(path, fsync="never") as store:
-            consumer = store.consumer(topic, group=GROUP, start="latest")
+            consumer = store.consumer(topic, group=GROUP, start="latest", spin_us=spin_us)
             say("ready")
             meter = Meter(count)
             clock: Callable[[], int] = time.perf_counter_ns
@@ -199,13 +200,14 @@ def main(argv: list[str]) -> int:
     """Runs the consumer until ``COUNT`` measured messages arrived."""
     mode, path, topic, count, out = argv[0], argv[1], argv[2], int(argv[3]), argv[4]
     store: tidelog.Store | None = None
+    spin_us = int(argv[5]) if len(argv) > 5 and mode != "pipe" else 0
     if mode in ("aio", "aio-uvloop"):
-        lat, usage = aio_measure(path, topic, count, "uvloop" if mode == "aio-uvloop" else "")
+        loop = "uvloop" if mode == "aio-uvloop" else ""
+        lat, usage = aio_measure(path, topic, count, loop, spin_us)
         with open(out, "wb") as f:
             lat.tofile(f)
         say("done " + json.dumps(usage))
         return 0
-    spin_us = int(argv[5]) if len(argv) > 5 and mode != "pipe" else 0
     if mode == "idle":
         with tidelog.open(path, fsync="never") as idle_store:
             usage = idle_usage(idle_store, topic, spin_us, count / 1000)

@@ -8,10 +8,15 @@
   every 500 (the reference).
 * ``aio-latency-p50`` / ``-p99``: the cross-process latency run of ``test_bench_consumer.py``
   with the consumer process awaiting ``poll(500)`` in an asyncio loop (mode ``aio``), next
-  to the synchronous member blocked in ``poll`` (mode ``group``, the same run's figure).
+  to the synchronous member blocked in ``poll`` (mode ``group``, the same run's figure);
+  both with ``spin_us=0`` (sleep at once).
+* ``aio-latency-spin-p50`` / ``-p99``: the same with ``spin_us=SPIN_ON_US`` for both members:
+  the synchronous member spins in its own thread, the async member's loop waker thread
+  spins for it (the loop's thread never spins).
 * ``aio-idle-cpu``: the CPU time of a process whose async consumer waits for ``IDLE_S``
   seconds on an empty topic (as a percentage of one core), next to a process whose
-  synchronous consumer does the same.
+  synchronous consumer does the same; ``aio-idle-cpu-spin`` is the async consumer with
+  ``spin_us=SPIN_ON_US`` (it spins once per wait, then sleeps).
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ CONSUME_MSGS = 50_000 if QUICK else 1_000_000
 COMMIT_EVERY = 500
 IDLE_S = 2.0 if QUICK else 10.0
 PERCENT = cast(Unit, "% of a core")
+#: The default ``spin_us`` of consumers (both APIs).
+_SPIN_US = cast(int, tidelog._core.WAIT_DEFAULTS["spin_us"])
 
 SEND_TARGETS: list[dict[str, Any]] = [
     {"of": "ratio", "op": ">=", "value": 0.9, "text": ">= 90% of the sync send's msgs/s"},
@@ -342,12 +349,49 @@ def test_aio_latency_tidelog(benchmark: Any, latency_root: Path, percentile: str
     )
 
 
+AIO_SPIN_TITLE = (
+    "{p} latency, append -> consumer process awaiting poll(500) in an asyncio loop "
+    "(spin_us={spin}, spun by the waker thread)"
+)
+
+
+@pytest.mark.benchmark(group="aio-latency-spin")
+@pytest.mark.parametrize("percentile", ["p50", "p99"])
+def test_aio_latency_spin_reference(benchmark: Any, latency_root: Path, percentile: str) -> None:
+    consumer_bench._latency(
+        benchmark,
+        latency_root,
+        "group",
+        figure=f"aio-latency-spin-{percentile}",
+        percentile=percentile,
+        title=consumer_bench.SPIN_TITLE.format(p=percentile, spin=consumer_bench.SPIN_ON_US),
+        role="reference",
+        spin_us=consumer_bench.SPIN_ON_US,
+    )
+
+
+@pytest.mark.benchmark(group="aio-latency-spin")
+@pytest.mark.parametrize("percentile", ["p50", "p99"])
+def test_aio_latency_spin_tidelog(benchmark: Any, latency_root: Path, percentile: str) -> None:
+    consumer_bench._latency(
+        benchmark,
+        latency_root,
+        "aio",
+        figure=f"aio-latency-spin-{percentile}",
+        percentile=percentile,
+        title=AIO_SPIN_TITLE.format(p=percentile, spin=consumer_bench.SPIN_ON_US),
+        role="tidelog",
+        targets=P50_TARGETS if percentile == "p50" else P99_TARGETS,
+        spin_us=consumer_bench.SPIN_ON_US,
+    )
+
+
 # --------------------------------------------------------------------------- idle
 
 IDLE_CHILD = r"""
 import asyncio, json, sys, time
 import tidelog, tidelog.aio
-mode, path, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+mode, path, seconds, spin_us = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 
 def measured(wait):
     cpu, wall = time.process_time(), time.monotonic()
@@ -356,13 +400,13 @@ def measured(wait):
 
 if mode == "sync":
     with tidelog.open(path) as store:
-        consumer = store.consumer("idle", group="sync")
+        consumer = store.consumer("idle", group="sync", spin_us=spin_us)
         consumer.poll(timeout=0)
         out = measured(lambda: len(consumer.poll(timeout=seconds)))
 else:
     async def main():
         async with tidelog.aio.open(path) as store:
-            consumer = store.consumer("idle", group="aio")
+            consumer = store.consumer("idle", group="aio", spin_us=spin_us)
             await consumer.poll(timeout=0)
             cpu, wall = time.process_time(), time.monotonic()
             got = len(await consumer.poll(timeout=seconds))
@@ -373,11 +417,11 @@ print(json.dumps(out), flush=True)
 """
 
 
-def idle_run(mode: str, directory: Path) -> dict[str, float]:
+def idle_run(mode: str, directory: Path, spin_us: int) -> dict[str, float]:
     with tidelog.open(directory) as s:
         s.create_topic("idle", partitions=4, exist_ok=True)
     done = subprocess.run(
-        [sys.executable, "-c", IDLE_CHILD, mode, str(directory), str(IDLE_S)],
+        [sys.executable, "-c", IDLE_CHILD, mode, str(directory), str(IDLE_S), str(spin_us)],
         capture_output=True,
         text=True,
         timeout=IDLE_S + 120,
@@ -390,24 +434,26 @@ def idle_run(mode: str, directory: Path) -> dict[str, float]:
 
 
 @pytest.mark.benchmark(group="aio-idle")
-@pytest.mark.parametrize("mode", ["sync", "aio"])
+@pytest.mark.parametrize("mode", ["sync", "aio", "aio-spin"])
 def test_aio_idle_cpu(benchmark: Any, bench_root: Path, mode: str) -> None:
+    spin_us = consumer_bench.SPIN_ON_US if mode == "aio-spin" else _SPIN_US
+
     def measure() -> dict[str, float]:
-        return idle_run(mode, bench_root / "aio-idle")
+        return idle_run(mode.removesuffix("-spin"), bench_root / "aio-idle", spin_us)
 
     started = time.monotonic()
     result = benchmark.pedantic(measure, rounds=1, iterations=1, warmup_rounds=0)
     record(
         benchmark,
-        figure="aio-idle-cpu",
-        title=f"{'async' if mode == 'aio' else 'sync'} consumer waiting {IDLE_S:g} s on an "
-        "empty topic: process CPU time",
-        role="tidelog" if mode == "aio" else "reference",
+        figure="aio-idle-cpu-spin" if mode == "aio-spin" else "aio-idle-cpu",
+        title=f"{'sync' if mode == 'sync' else 'async'} consumer (spin_us={spin_us}) waiting "
+        f"{IDLE_S:g} s on an empty topic: process CPU time",
+        role="reference" if mode == "sync" else "tidelog",
         unit=PERCENT,
         work=1,
         value=result["percent_of_a_core"],
         what=f"one poll(timeout={IDLE_S:g}) on 4 empty partitions, CPU time of the whole "
         f"process over the wait ({time.monotonic() - started:.1f} s with start-up)",
-        targets=IDLE_TARGETS if mode == "aio" else None,
-        extra=result,
+        targets=None if mode == "sync" else IDLE_TARGETS,
+        extra={**result, "spin_us": spin_us},
     )

@@ -133,7 +133,8 @@ def test_send_done_behaves_as_a_finished_coroutine(tmp_path: Path, run: Run) -> 
                 done.send(None)
             meta = stopped.value.value
             assert isinstance(meta, tidelog.aio.SendResult)
-            assert await done is meta  # awaiting again gives the same result
+            with pytest.raises(RuntimeError, match="already awaited"):
+                await done  # awaited once, as a finished coroutine is
             with pytest.raises(ValueError, match="boom"):
                 done.throw(ValueError("boom"))
             with pytest.raises(KeyError):

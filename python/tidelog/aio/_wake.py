@@ -4,7 +4,10 @@ One :class:`_core.Waker` per store and event loop: a native thread sleeps on eve
 task of that loop waits on (topic doorbells, a producer's end of pressure or writer rounds)
 and makes an eventfd readable when one moves; ``loop.add_reader`` runs :meth:`Waiter._ready`,
 which wakes the tasks whose bell moved. A task never blocks the loop, no thread is started
-per wait, and nothing polls on a timer: a timeout is one ``call_later`` per wait.
+per wait, and nothing polls on a timer: a timeout is one ``call_later`` per wait. A wait may
+ask the native thread (never the loop's) to spin on its bell for ``spin_us`` microseconds
+before it sleeps: a consumer fed faster than that is woken without the thread's futex
+wake-up, the first of the two hops to the loop.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ __all__ = ["Waiter", "Waiters"]
 
 
 class _Wait:
-    """One waiting task: its bell, the ticket it took, and its future."""
+    """One waiting task: its bell, the ticket it took, its spin and its future."""
 
-    __slots__ = ("bell", "future", "ticket")
+    __slots__ = ("bell", "future", "spin_us", "ticket")
 
-    def __init__(self, bell: _core.Bell, ticket: int, future: asyncio.Future[bool]) -> None:
-        self.bell, self.ticket, self.future = bell, ticket, future
+    def __init__(
+        self, bell: _core.Bell, ticket: int, spin_us: int, future: asyncio.Future[bool]
+    ) -> None:
+        self.bell, self.ticket, self.spin_us, self.future = bell, ticket, spin_us, future
 
 
 class Waiter:
@@ -36,21 +41,25 @@ class Waiter:
         self._closed = False
         loop.add_reader(self._native.fileno(), self._ready)
 
-    async def wait(self, bell: _core.Bell, ticket: int, timeout: float | None) -> bool:
+    async def wait(
+        self, bell: _core.Bell, ticket: int, timeout: float | None, spin_us: int = 0
+    ) -> bool:
         """Waits until ``bell`` moves past ``ticket`` or ``timeout`` seconds pass.
 
-        Returns whether it moved. Cancelling the wait changes nothing but the wait.
+        The waker's thread spins on the bell for up to ``spin_us`` microseconds before it
+        sleeps (see :meth:`_core.Waker.watch`). Returns whether it moved. Cancelling the wait
+        changes nothing but the wait.
         """
         if bell.ticket() != ticket:
             return True
         if self._closed:
             raise _core.StoreClosedError("the store is closed")
         future: asyncio.Future[bool] = self._loop.create_future()
-        entry = _Wait(bell, ticket, future)
+        entry = _Wait(bell, ticket, spin_us, future)
         self._waits.add(entry)
         timer = None
         try:
-            self._native.watch(bell, ticket)
+            self._native.watch(bell, ticket, spin_us)
             if timeout is not None:
                 timer = self._loop.call_later(timeout, _expire, future)
             return await future
@@ -69,7 +78,7 @@ class Waiter:
                 entry.future.set_result(True)
             else:
                 # Fired for another task's older ticket on the same bell: keep watching.
-                self._native.watch(entry.bell, entry.ticket)
+                self._native.watch(entry.bell, entry.ticket, entry.spin_us)
 
     def close(self) -> None:
         """Stops watching; waiting tasks get :class:`StoreClosedError`. Idempotent."""

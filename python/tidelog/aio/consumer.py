@@ -3,9 +3,10 @@
 It drives a :class:`tidelog.Consumer` (same group protocol, commits and delivery modes,
 same files: sync and async members share a group) through its non-blocking steps only
 (``poll(timeout=0)``, :meth:`tidelog.Consumer.next_nowait`), and waits between them on the
-topic's doorbell through the loop's waker. A step either happens whole or not at all, and
-happens after the wait, never before it: cancelling a waiting ``poll`` or ``async for``
-skips, loses and repeats nothing.
+topic's doorbell through the loop's waker (whose native thread spins on the doorbell for the
+member's ``spin_us`` before it sleeps; the loop's thread never spins). A step either happens
+whole or not at all, and happens after the wait, never before it: cancelling a waiting
+``poll`` or ``async for`` skips, loses and repeats nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Consumer(AsyncClosing):
         self._waiters = waiters
         self._sync = sync
         self._bell = bell
+        self._spin_us = sync.spin_us
         self._next = sync.next_nowait
         self.topic, self.group = sync.topic, sync.group
 
@@ -82,7 +84,7 @@ class Consumer(AsyncClosing):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            await waiter.wait(bell, ticket, min(remaining, sync.heartbeat_seconds))
+            await waiter.wait(bell, ticket, min(remaining, sync.heartbeat_seconds), self._spin_us)
             ticket = bell.ticket()
             messages = sync.poll(max_messages, 0)
             if messages:
@@ -103,7 +105,7 @@ class Consumer(AsyncClosing):
             message = self._next()
             if message is not None:
                 return message
-            await waiter.wait(bell, ticket, sync.heartbeat_seconds)
+            await waiter.wait(bell, ticket, sync.heartbeat_seconds, self._spin_us)
 
     async def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
         """Commits offsets durably, as :meth:`tidelog.Consumer.commit`."""

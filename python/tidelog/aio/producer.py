@@ -3,11 +3,12 @@
 Sends go into the same native buffer as :class:`tidelog.Producer`'s; only waiting differs.
 ``send`` and ``send_nowait`` are native (:class:`_core.AsyncProducer`, the base class): a
 send that finds room returns an awaitable already complete (:class:`_core.SendDone`), so
-the common ``await producer.send(...)`` runs no coroutine. Under pressure with
-``on_full="block"`` it returns :meth:`Producer._send_blocked`, a coroutine that waits on
-the producer's pressure bell through the loop's waker and tries again: nothing is enqueued
-until the try that succeeds, so cancelling a blocked ``send`` never leaves half a message
-behind. ``"raise"`` and ``"shed"`` behave as in the synchronous API.
+the common ``await producer.send(...)`` runs no coroutine (it is awaited once, as a
+coroutine is; the next send reuses it once nothing holds it, so it costs no allocation).
+Under pressure with ``on_full="block"`` it returns :meth:`Producer._send_blocked`, a
+coroutine that waits on the producer's pressure bell through the loop's waker and tries
+again: nothing is enqueued until the try that succeeds, so cancelling a blocked ``send``
+never leaves half a message behind. ``"raise"`` and ``"shed"`` behave as in the synchronous API.
 
 ``await producer.send(...)`` gives a :class:`SendResult`; ``await`` that for the
 ``(partition, offset)`` the message was written at: the writer settles each async message's

@@ -15,7 +15,7 @@ import functools
 import os
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import tidelog
 from tidelog import _core
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 __all__ = ["Opening", "Store", "open"]
 
 T = TypeVar("T")
+
+#: Microseconds a waiting member's waker thread spins before sleeping (the core's default,
+#: as for synchronous members).
+_SPIN_US = cast("int", _core.WAIT_DEFAULTS["spin_us"])
 
 
 class Store(AsyncClosing):
@@ -145,10 +149,17 @@ class Store(AsyncClosing):
         on_assign: Callable[[list[int]], None] | None = None,
         on_revoke: Callable[[list[int]], None] | None = None,
         auto_offset_reset: Start | None = None,
+        spin_us: int = _SPIN_US,
     ) -> Consumer:
         """Joins consumer group ``group``; the options of :meth:`tidelog.Store.consumer`.
 
         Sync and async members (in any processes) of one group split its partitions.
+        ``spin_us`` (0 to 10,000, default 10): while the member waits, the store's waker
+        thread for this loop (never the loop's own thread) spins on the topic's doorbell
+        for up to that many microseconds before sleeping, after the wait starts and after
+        each wake-up it delivers: a message appended meanwhile (in any process) skips the
+        thread's futex wake-up; the loop itself is still woken through its eventfd. An idle
+        member spins once per wait, then costs nothing.
         """
         sync = self._sync.consumer(
             topic,
@@ -160,6 +171,7 @@ class Store(AsyncClosing):
             on_assign=on_assign,
             on_revoke=on_revoke,
             auto_offset_reset=auto_offset_reset,
+            spin_us=spin_us,
         )
         consumer = Consumer(self._waiters, sync, _core.Bell.topic(self._sync.topic(topic)))
         self._members.append(consumer)
@@ -174,8 +186,12 @@ class Store(AsyncClosing):
         max_deliveries: int = 5,
         dead_letter: str | None = None,
         prefetch: int = 2048,
+        spin_us: int = _SPIN_US,
     ) -> WorkQueue:
-        """Joins work queue ``group``; the options of :meth:`tidelog.Store.work_queue`."""
+        """Joins work queue ``group``; the options of :meth:`tidelog.Store.work_queue`.
+
+        ``spin_us`` is spun by the loop's waker thread, as for :meth:`consumer`.
+        """
         sync = self._sync.work_queue(
             topic,
             group=group,
@@ -183,6 +199,7 @@ class Store(AsyncClosing):
             max_deliveries=max_deliveries,
             dead_letter=dead_letter,
             prefetch=prefetch,
+            spin_us=spin_us,
         )
         queue = WorkQueue(self._waiters, sync, _core.Bell.topic(self._sync.topic(topic)))
         self._members.append(queue)

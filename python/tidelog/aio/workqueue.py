@@ -68,7 +68,7 @@ class WorkQueue(AsyncClosing):
                 if remaining <= 0:
                     return []
                 wait = min(wait, remaining)
-            await waiter.wait(bell, ticket, wait)
+            await waiter.wait(bell, ticket, wait, sync.spin_us)
 
     async def acquire(self, timeout: float | None = 1.0) -> Job | None:
         """Takes the next available message, waiting up to ``timeout`` seconds (None: forever).

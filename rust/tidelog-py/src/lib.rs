@@ -43,7 +43,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::Message>()?;
     m.add_class::<producer::PyProducer>()?;
     m.add_class::<aio_send::PyAsyncProducer>()?;
-    m.add_class::<aio_send::SendResult>()?;
     done::register(m)?;
     m.add_class::<ring::PyRing>()?;
     m.add_class::<message::RecordBatch>()?;

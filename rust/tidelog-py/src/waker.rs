@@ -79,10 +79,19 @@ impl PyWaker {
     }
 
     /// Makes `fileno()` readable once `bell` moved past `ticket` (at once if it has). One-shot:
-    /// watch again to keep waiting.
-    fn watch(&self, bell: &PyBell, ticket: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// watch again to keep waiting. The waker's thread (never the caller's) spins on the
+    /// bell for up to `spin_us` microseconds (0 to `MAX_SPIN_US`) before it sleeps, now and
+    /// after each wake-up it delivers for this watch.
+    #[pyo3(signature = (bell, ticket, spin_us=None))]
+    fn watch(
+        &self,
+        bell: &PyBell,
+        ticket: &Bound<'_, PyAny>,
+        spin_us: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let ticket = crate::args::int_in(ticket, "ticket", 0, u32::MAX)?;
-        to_py(self.inner.watch(bell.inner.clone(), ticket))
+        let spin = crate::args::spin(spin_us)?;
+        to_py(self.inner.watch(bell.inner.clone(), ticket, spin))
     }
 
     /// Stops the thread and closes nothing else; closing twice is harmless.

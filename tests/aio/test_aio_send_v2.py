@@ -1,0 +1,109 @@
+"""``await producer.send(...)``: the objects a send returns are reused only when nobody holds them.
+
+The last ``SendDone`` and ``SendResult`` made are kept and rewritten by the next send once
+nothing else holds them; one that is still held (by a variable, a task, ``gather``) is never
+reused, so every send's awaitable gives its own message's ``SendResult``, each awaitable is
+awaited once, and each result keeps its own partition and offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tidelog
+import tidelog.aio
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+def _stored(store: tidelog.aio.Store, topic: str) -> dict[tuple[int, int], bytes]:
+    t = store.topic(topic)
+    return {(p, m.offset): bytes(m.value or b"") for p in range(t.partitions) for m in t.read(p, 0)}
+
+
+def test_awaitables_held_at_once_give_their_own_results(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path, fsync="never") as store:
+            await store.create_topic("t", partitions=2)
+            producer = store.producer()
+            sent: list[tuple[bytes, Any]] = []
+            for i in range(50):
+                # Held, interleaved with awaited-at-once sends, tasks and gathers.
+                held = [producer.send("t", b"h%d-%d" % (i, j), partition=j % 2) for j in range(3)]
+                sent.append((b"a%d" % i, await producer.send("t", b"a%d" % i, partition=i % 2)))
+                task = asyncio.ensure_future(producer.send("t", b"k%d" % i))
+                (gathered,) = await asyncio.gather(producer.send("t", b"g%d" % i))
+                producer.send("t", b"dropped%d" % i)  # type: ignore[unused-coroutine]
+                for j, awaitable in enumerate(reversed(held)):
+                    sent.append((b"h%d-%d" % (i, 2 - j), await awaitable))
+                sent.append((b"k%d" % i, await task))
+                sent.append((b"g%d" % i, gathered))
+            metas = [meta for _, meta in sent]
+            assert len({id(m) for m in metas}) == len(metas), "a result was handed out twice"
+            written = [await meta for meta in metas]
+            stored = _stored(store, "t")
+            assert [stored[w] for w in written] == [value for value, _ in sent]
+            # The unawaited sends went into the buffer too.
+            assert sum(v.startswith(b"dropped") for v in stored.values()) == 50
+            await producer.close()
+
+    run(main())
+
+
+def test_an_awaited_send_holds_nothing(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path, fsync="never") as store:
+            await store.create_topic("t", partitions=1)
+            producer = store.producer()
+            done = producer.send("t", b"v")
+            meta = await done
+            # The next send makes its own result, as ``meta`` is still held.
+            second = await producer.send("t", b"w")
+            assert second is not meta
+            # The awaitable gave its result away and the next send let go of it: nothing
+            # keeps it (nor, through it, the producer) alive; the only references are
+            # ``meta`` and getrefcount's own.
+            assert sys.getrefcount(meta) == 2
+            assert await meta == (0, 0) and await second == (0, 1)
+            with pytest.raises(RuntimeError, match="already awaited"):
+                await done
+            await producer.close()
+
+    run(main())
+
+
+def test_a_reused_result_belongs_to_its_own_send(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path, fsync="never") as store:
+            await store.create_topic("t", partitions=3)
+            one, two = store.producer(name="one"), store.producer(name="two")
+            kept: list[tuple[bytes, Any]] = []
+            for i in range(300):
+                producer = one if i % 2 else two
+                value = b"%d" % i
+                meta = await producer.send("t", value, partition=i % 3)
+                assert meta.producer is producer and meta.partition == i % 3
+                assert meta.accepted and meta.target >= 1
+                if i % 7 == 0:
+                    kept.append((value, meta))  # held: never rewritten by a later send
+                del meta  # dropped: the next send rewrites it (another producer's, too)
+            written = [await meta for _, meta in kept]
+            stored = _stored(store, "t")
+            for (value, meta), (partition, offset) in zip(kept, written, strict=True):
+                assert stored[(partition, offset)] == value
+                assert meta.written_at() == (partition, offset) == (meta.partition, meta.offset)
+                assert repr(meta) == f"SendResult(partition={partition}, offset={offset})"
+            meta = kept[0][1]
+            with pytest.raises(TypeError):
+                type(meta)()
+            with pytest.raises(AttributeError):
+                meta.partition = 1
+            await one.close()
+            await two.close()
+
+    run(main())
