@@ -1,11 +1,12 @@
 //! The two objects of an async send, as types built from a `PyType_Spec`: `SendDone`, an
 //! awaitable that is already over, for `await producer.send(...)` when the message went
 //! into the buffer at once, and `SendResult`, what that await gives (the message's
-//! partition and receipt; `await` it for `(partition, offset)`). `SendDone` Its await costs no coroutine frame and, on
-//! CPython 3.11, no exception either: awaits and asyncio tasks drive it through the
-//! `am_send` slot (`PyIter_Send`), which hands the result back directly. PyO3 classes cannot
-//! fill that slot, hence this small type built from a `PyType_Spec`. (CPython 3.12 and
-//! later drive awaits through `tp_iternext`, which raises `StopIteration(result)`.)
+//! partition and receipt; `await` it for `(partition, offset)`). Awaiting a `SendDone`
+//! costs no coroutine frame and, on CPython 3.11, no exception either: awaits and asyncio
+//! tasks drive it through the `am_send` slot (`PyIter_Send`), which hands the result back
+//! directly. PyO3 classes cannot fill that slot, hence this small type built from a
+//! `PyType_Spec`. (CPython 3.12 and later drive awaits through `tp_iternext`, which raises
+//! `StopIteration(result)`.)
 //!
 //! Design note (a fourth module with `unsafe`, see STYLE.md): measured on the dev VM, an
 //! `await` of a PyO3 awaitable whose `__next__` raises `StopIteration` cost ~120 ns, more
