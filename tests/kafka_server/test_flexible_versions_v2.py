@@ -44,6 +44,20 @@ def test_metadata_with_unknown_tagged_fields_everywhere(
     assert [b.port for b in response.brokers] == [int(server.address.rsplit(":", 1)[1])]
 
 
+@pytest.mark.parametrize("version", [9, 12, 13])
+def test_librdkafkas_all_topics_metadata_request_is_answered(
+    store: tidelog.Store, server: KafkaServer, version: int
+) -> None:
+    store.create_topic("a", 1)
+    store.create_topic("b", 3)
+    # As librdkafka 2.16 sends it (AdminClient.list_topics), byte for byte: a null topic
+    # list, the flags and no tagged fields, then bytes Kafka's broker ignores.
+    body = bytes.fromhex("000000000001000000" if version < 11 else "00000000010000")
+    with kf.connect(server) as sock:
+        response = kf.request(sock, 3, version, body)
+    assert sorted((t.name, len(t.partitions)) for t in response.topics) == [("a", 1), ("b", 3)]
+
+
 def test_produce_and_fetch_with_unknown_tagged_fields(
     store: tidelog.Store, server: KafkaServer
 ) -> None:

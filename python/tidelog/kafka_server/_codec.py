@@ -7,10 +7,12 @@ version has and defaulting the others, so one handler serves every version it ad
 
 Tagged fields: Kafka's flexible versions (KIP-482) let a client add tagged fields the
 receiver does not know, which the receiver must skip. kio 0.6.5's native reader refuses
-them ("Unknown tagged field tag"), and clients send them (librdkafka's Metadata v9+
-requests do). A request kio refuses is decoded again by :func:`_read_tolerant`, a reader
-walking the same kio schema classes with kio's own field readers that skips unknown tags;
-the native reader stays the fast path, so only such requests (and malformed ones) pay.
+them ("Unknown tagged field tag"). A request kio refuses is decoded again by
+:func:`_read_tolerant`, a reader walking the same kio schema classes with kio's own field
+readers that skips unknown tags; the native reader stays the fast path, so only such
+requests (and malformed ones) pay. Bytes after a whole request are ignored, as Kafka's
+broker ignores them: librdkafka 2.16's all-topics Metadata request at v9+ carries three
+(which is what kept Metadata at v8 before, not a tagged field).
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ def decode_request(frame: bytes, key: int, version: int) -> Any:
         raise RequestError(f"api key {key} v{version} has no schema: {e!r}") from None
     try:
         _header, at = entity_reader(header_cls)(frame, 0)
-        request, size = entity_reader(cls)(frame, at)
+        request, _size = entity_reader(cls)(frame, at)
     except Exception as e:  # kio raises many kinds on bad bytes: all are the client's
         if not cls.__flexible__:
             raise RequestError(f"malformed request (api key {key} v{version}): {e!r}") from None
@@ -163,14 +165,12 @@ def decode_request(frame: bytes, key: int, version: int) -> Any:
         # raises on anything else.
         try:
             _header, at = _read_tolerant(header_cls, frame, 0, header=True)
-            request, end = _read_tolerant(cls, frame, at)
+            request, _end = _read_tolerant(cls, frame, at)
         except Exception as again:
             raise RequestError(
                 f"malformed request (api key {key} v{version}): {again!r}"
             ) from None
-        size = end - at
-    if at + size != len(frame):
-        raise RequestError(f"{len(frame) - at - size} bytes after the request (api key {key})")
+    # Bytes after a whole request are ignored, as Kafka's broker ignores them (see above).
     return request
 
 
