@@ -171,7 +171,34 @@ def decode_request(frame: bytes, key: int, version: int) -> Any:
                 f"malformed request (api key {key} v{version}): {again!r}"
             ) from None
     # Bytes after a whole request are ignored, as Kafka's broker ignores them (see above).
+    _check_nulls(request)
     return request
+
+
+@cache
+def _null_checks(cls: Any) -> tuple[tuple[str, bool, Any, bool], ...]:
+    """Per field of ``cls``: name, nullable, nested entity class (or None), array."""
+    checks = []
+    for f in _fields(cls):
+        if get_field_tag(f) is not None:
+            continue
+        kind = classify_field(f)
+        nested = kind.type_ if isinstance(kind, EntityField | EntityTupleField) else None
+        checks.append((f.name, is_optional(f), nested, kind.is_array))
+    return tuple(checks)
+
+
+def _check_nulls(entity: Any) -> None:
+    """Refuses a null where the schema allows none, as Kafka's own parser does (kio reads
+    a length of -1 as None for any array or string): handlers may iterate every array."""
+    for name, nullable, nested, is_array in _null_checks(type(entity)):
+        value = getattr(entity, name)
+        if value is None:
+            if not nullable:
+                raise RequestError(f"non-nullable field {name} was sent as null")
+        elif nested is not None:
+            for item in value if is_array else (value,):
+                _check_nulls(item)
 
 
 def _read_tolerant(cls: Any, buf: bytes, at: int, *, header: bool = False) -> tuple[Any, int]:
