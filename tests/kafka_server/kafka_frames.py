@@ -63,6 +63,7 @@ def receive(sock: socket.socket, key: int, version: int, correlation: int) -> An
     frame = _recv(sock, size)
     cls = load_response_schema(key, version)
     header_cls = ResponseHeaderV1 if cls.__flexible__ and key != 18 else ResponseHeaderV0
+    header: Any
     header, at = entity_reader(header_cls)(frame, 0)
     assert header.correlation_id == correlation
     response, used = entity_reader(cls)(frame, at)

@@ -19,12 +19,15 @@ CODECS = ["gzip", "snappy", "lz4", "zstd"]
 COUNT = 300
 
 
-def _messages() -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
-    out: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def _messages() -> list[tuple[bytes | None, bytes | None, Headers]]:
+    out: list[tuple[bytes | None, bytes | None, Headers]] = []
     for i in range(COUNT):
         key = b"key-%d" % i if i % 3 else None
         value = None if i % 97 == 5 else b'{"n": %d, "pad": "%s"}' % (i, b"x" * (i % 40))
-        headers = [("n", b"%d" % i)] if i % 2 else []
+        headers: Headers = [("n", b"%d" % i)] if i % 2 else []
         out.append((key, value, headers))
     return out
 
@@ -57,7 +60,7 @@ def test_compressed_batches_round_trip(
     assert [m.offset() for m in delivered] == list(range(COUNT))
 
     consumer = Consumer({"bootstrap.servers": server.address, "group.id": "g"})
-    got: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+    got: list[tuple[int | None, bytes | None, bytes | None, Any]] = []
     try:
         consumer.assign([TopicPartition("t", 0, 0)])
         deadline = time.monotonic() + _PATIENCE

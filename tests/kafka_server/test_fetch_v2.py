@@ -34,7 +34,7 @@ def _transactions(address: str) -> None:
             producer.abort_transaction(_PATIENCE)
 
 
-def _consume_to_end(address: str, isolation: str, end: int) -> tuple[list[bytes], int]:
+def _consume_to_end(address: str, isolation: str, end: int) -> tuple[list[bytes | None], int]:
     """Values read and the consumer's position once it reaches ``end`` (or gives up)."""
     consumer = Consumer(
         {
@@ -47,7 +47,7 @@ def _consume_to_end(address: str, isolation: str, end: int) -> tuple[list[bytes]
     try:
         tp = TopicPartition("t", 0, 0)
         consumer.assign([tp])
-        got: list[bytes] = []
+        got: list[bytes | None] = []
         position = 0
         deadline = time.monotonic() + _PATIENCE
         while time.monotonic() < deadline:
@@ -93,9 +93,7 @@ def test_fetch_lists_aborted_transactions_and_serves_markers(
     with kf.connect(server) as sock:
         committed = kf.request(sock, 1, 12, kf.body(1, 12, kf.fetch_body("t", 0, committed=True)))
         uncommitted = kf.request(sock, 1, 12, kf.body(1, 12, kf.fetch_body("t", 0)))
-        at_marker = kf.request(
-            sock, 1, 12, kf.body(1, 12, kf.fetch_body("t", 9, committed=True))
-        )
+        at_marker = kf.request(sock, 1, 12, kf.body(1, 12, kf.fetch_body("t", 9, committed=True)))
         past = kf.request(sock, 1, 12, kf.body(1, 12, kf.fetch_body("t", 10, committed=True)))
     part = committed.responses[0].partitions[0]
     found = kf.batches(part.records)

@@ -66,9 +66,7 @@ def test_produce_and_fetch_with_unknown_tagged_fields(
     store.create_topic("copy", 1)
     with kf.connect(server) as sock:
         # A valid Kafka batch: the one the server serves for the stored message.
-        fetched = kf.request(
-            sock, 1, 12, kf.with_tags(kf.body(1, 12, kf.fetch_body("source", 0)))
-        )
+        fetched = kf.request(sock, 1, 12, kf.with_tags(kf.body(1, 12, kf.fetch_body("source", 0))))
         records = fetched.responses[0].partitions[0].records
         assert records
         produce = kf.body(
@@ -116,7 +114,7 @@ def test_librdkafka_gets_the_metadata_version_it_asks_for(
     consumer = Consumer({"bootstrap.servers": server.address, "group.id": "g"})
     try:
         consumer.assign([TopicPartition("t", 0, 0)])
-        got: list[bytes] = []
+        got: list[bytes | None] = []
         deadline = time.monotonic() + _PATIENCE
         while len(got) < 10 and time.monotonic() < deadline:
             msg = consumer.poll(0.2)

@@ -167,17 +167,20 @@ def decode_request(frame: bytes, key: int, version: int) -> Any:
             _header, at = _read_tolerant(header_cls, frame, 0, header=True)
             request, _end = _read_tolerant(cls, frame, at)
         except Exception as again:
-            raise RequestError(
-                f"malformed request (api key {key} v{version}): {again!r}"
-            ) from None
+            raise RequestError(f"malformed request (api key {key} v{version}): {again!r}") from None
     # Bytes after a whole request are ignored, as Kafka's broker ignores them (see above).
     _check_nulls(request)
     return request
 
 
-@cache
-def _null_checks(cls: Any) -> tuple[tuple[str, bool, Any, bool], ...]:
+_NULL_CHECKS: dict[type, tuple[tuple[str, bool, Any, bool], ...]] = {}
+
+
+def _null_checks(cls: type) -> tuple[tuple[str, bool, Any, bool], ...]:
     """Per field of ``cls``: name, nullable, nested entity class (or None), array."""
+    found = _NULL_CHECKS.get(cls)
+    if found is not None:
+        return found
     checks = []
     for f in _fields(cls):
         if get_field_tag(f) is not None:
@@ -185,12 +188,16 @@ def _null_checks(cls: Any) -> tuple[tuple[str, bool, Any, bool], ...]:
         kind = classify_field(f)
         nested = kind.type_ if isinstance(kind, EntityField | EntityTupleField) else None
         checks.append((f.name, is_optional(f), nested, kind.is_array))
-    return tuple(checks)
+    found = _NULL_CHECKS[cls] = tuple(checks)
+    return found
 
 
 def _check_nulls(entity: Any) -> None:
-    """Refuses a null where the schema allows none, as Kafka's own parser does (kio reads
-    a length of -1 as None for any array or string): handlers may iterate every array."""
+    """Refuses a null where the schema allows none, as Kafka's own parser does.
+
+    kio reads a length of -1 as None for any array or string; after this check handlers
+    may iterate every array.
+    """
     for name, nullable, nested, is_array in _null_checks(type(entity)):
         value = getattr(entity, name)
         if value is None:
@@ -294,7 +301,7 @@ class _Frame:
     answer's records reach the socket without being copied into the frame first.
     """
 
-    __slots__ = ("_parts", "_small", "_size")
+    __slots__ = ("_parts", "_size", "_small")
 
     #: Writes at least this large are kept by reference.
     BY_REFERENCE = 4096

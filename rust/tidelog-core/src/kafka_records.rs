@@ -42,7 +42,9 @@
 //! 3. Decompression is bounded: a batch that would decompress past the topic's
 //!    `segment_bytes` is refused before more is allocated.
 
-use crate::format::{headers, BatchHeader, BatchMeta, Compression, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+use crate::format::{
+    headers, BatchHeader, BatchMeta, Compression, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL,
+};
 use crate::log::ReadResult;
 use crate::PartitionLog;
 use crate::Result;
@@ -245,11 +247,8 @@ fn parse_client_batch<'a>(
     for i in 0..count {
         let bad = |what: &str| Refusal { code: damaged, reason: format!("record {i}: {what}") };
         let len = cur.varint().filter(|&l| l >= 0).ok_or_else(|| bad("bad length"))? as usize;
-        let end = cur
-            .at
-            .checked_add(len)
-            .filter(|&e| e <= body.len())
-            .ok_or_else(|| bad("runs past the batch"))?;
+        let end =
+            cur.at.checked_add(len).filter(|&e| e <= body.len()).ok_or_else(|| bad("runs past the batch"))?;
         let mut rec = Cursor { bytes: &body[..end], at: cur.at };
         rec.i8().ok_or_else(|| bad("no attributes"))?;
         let ts_delta = rec.varlong().ok_or_else(|| bad("bad timestamp delta"))?;
@@ -814,11 +813,13 @@ mod tests {
         unknown[22] |= 5;
         let crc = crc32c::crc32c(&unknown[21..]);
         unknown[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(append_kafka_batch(&log, &unknown).unwrap().unwrap_err().code, UNSUPPORTED_COMPRESSION_TYPE);
+        assert_eq!(
+            append_kafka_batch(&log, &unknown).unwrap().unwrap_err().code,
+            UNSUPPORTED_COMPRESSION_TYPE
+        );
         assert_eq!(append_kafka_batch(&log, &good[..30]).unwrap().unwrap_err().code, CORRUPT_MESSAGE);
         assert_eq!(log.end_offset().unwrap(), 0);
     }
-
 
     /// `batch` (uncompressed, from `encode_client_batch`) with its records section replaced
     /// by `body` and its codec bits set to `codec`, length and CRC fixed.
@@ -866,11 +867,15 @@ mod tests {
         }
     }
 
-    fn many_records() -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>, i64)> {
+    /// A record's key, value (`None`: a tombstone) and timestamp, owned.
+    type OwnedRecord = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
+
+    fn many_records() -> Vec<OwnedRecord> {
         (0..200)
             .map(|i| {
                 let key = (i % 3 == 0).then(|| format!("key-{i}").into_bytes());
-                let value = (i % 50 != 7).then(|| format!("{{\"n\": {i}, \"pad\": \"xxxxxxxx\"}}").into_bytes());
+                let value =
+                    (i % 50 != 7).then(|| format!("{{\"n\": {i}, \"pad\": \"xxxxxxxx\"}}").into_bytes());
                 (key, value, 1_000 + i)
             })
             .collect()
@@ -885,7 +890,8 @@ mod tests {
         for codec in 1..=4i16 {
             let dir = tempfile::tempdir().unwrap();
             let log = log(dir.path());
-            let compressed = with_body(&plain, codec, &kafka_compress(codec, &plain[KAFKA_BATCH_HEADER_LEN..]));
+            let compressed =
+                with_body(&plain, codec, &kafka_compress(codec, &plain[KAFKA_BATCH_HEADER_LEN..]));
             let done = append_kafka_batch(&log, &compressed).unwrap().unwrap();
             assert_eq!((done.base_offset, done.count, done.duplicate), (0, 200, false), "codec {codec}");
             // The producer's sequence holds: the same batch again is its retry.
@@ -896,10 +902,20 @@ mod tests {
             assert!(matches!(stored, crate::log::ChunkBytes::Image(_)), "codec {codec} stored compressed");
             let got: Vec<_> = read.chunks[0]
                 .records()
-                .map(|r| (r.offset, r.key.map(<[u8]>::to_vec), (!r.tombstone).then(|| r.value.to_vec()), r.timestamp))
+                .map(|r| {
+                    (
+                        r.offset,
+                        r.key.map(<[u8]>::to_vec),
+                        (!r.tombstone).then(|| r.value.to_vec()),
+                        r.timestamp,
+                    )
+                })
                 .collect();
-            let want: Vec<_> =
-                owned.iter().enumerate().map(|(i, (k, v, ts))| (i as u64, k.clone(), v.clone(), *ts)).collect();
+            let want: Vec<_> = owned
+                .iter()
+                .enumerate()
+                .map(|(i, (k, v, ts))| (i as u64, k.clone(), v.clone(), *ts))
+                .collect();
             assert_eq!(got, want, "codec {codec}");
             // Served back uncompressed: what the client would have sent without a codec.
             assert_eq!(read_kafka_batches(&log, 0, 1 << 20, false).unwrap().bytes, plain, "codec {codec}");
@@ -929,7 +945,8 @@ mod tests {
             let refusal = append_kafka_batch(&log, &with_body(&plain, codec, &garbage)).unwrap().unwrap_err();
             assert_eq!(refusal.code, CORRUPT_MESSAGE, "codec {codec}: {}", refusal.reason);
             // A bomb: more than a segment once decompressed.
-            let config = LogConfig { segment_bytes: 1 << 20, max_message_bytes: 1 << 18, ..LogConfig::default() };
+            let config =
+                LogConfig { segment_bytes: 1 << 20, max_message_bytes: 1 << 18, ..LogConfig::default() };
             let small_dir = tempfile::tempdir().unwrap();
             let small = PartitionLog::open(small_dir.path(), "t", 0, config).unwrap();
             let bomb = kafka_compress(codec, &vec![0u8; 4 << 20]);
@@ -954,7 +971,8 @@ mod tests {
     fn fetch_serves_markers_and_aborted_transactions_as_kafka_does() {
         let dir = tempfile::tempdir().unwrap();
         let log = log(dir.path());
-        let txn = |pid: i64, seq: i32, v: &[u8]| encode_client_batch(&[(None, Some(v), 1)], pid, 0, seq, true);
+        let txn =
+            |pid: i64, seq: i32, v: &[u8]| encode_client_batch(&[(None, Some(v), 1)], pid, 0, seq, true);
         let marker = |pid: i64, kind: Marker| {
             let meta = BatchMeta {
                 base_offset: 0,

@@ -40,6 +40,9 @@ pub(crate) fn kafka_append(
     })
 }
 
+/// Aborted transactions read, as (producer id, first offset) pairs.
+type AbortedList = Vec<(i64, u64)>;
+
 /// Reads about `max_bytes` of `partition` of `topic` from `offset` as Kafka record batches.
 ///
 /// Returns `(batches, next_offset, aborted)`: the batches as a buffer that shares the
@@ -55,7 +58,7 @@ pub(crate) fn kafka_read(
     offset: u64,
     max_bytes: usize,
     committed: bool,
-) -> PyResult<(ValueBuffer, u64, Vec<(i64, u64)>)> {
+) -> PyResult<(ValueBuffer, u64, AbortedList)> {
     let log = to_py(topic.engine().partition(args::partition(Some(partition))?.unwrap_or(0)))?;
     if max_bytes == 0 {
         return Err(InvalidConfigError::new_err("max_bytes must be positive"));
