@@ -48,8 +48,9 @@ def test_java_producer_compresses_with_every_codec(
         )
         expected += lines
         assert [m.value for m in topic.read(0)] == expected, codec
-    # Java 4.2 asks for Metadata v13, the newest kio has.
+    # Java 4.2 asks for Metadata v13 (the newest kio has) and Produce v11.
     assert 13 in _served(caplog, 3), _served(caplog, 3)
+    assert 11 in _served(caplog, 0), _served(caplog, 0)
 
 
 def test_java_consumer_filters_aborted_transactions(
