@@ -3,9 +3,23 @@
 The record batches are bytes and stay in the core: ``_core.kafka_append`` checks a Kafka
 batch (CRC32C, layout) and appends it as one store batch with its producer id, epoch and
 sequence, where the partition's producer state deduplicates retries and refuses gaps, as
-for tidelog's own idempotent producers; ``_core.kafka_read`` encodes stored batches as
-Kafka batches at the same offsets. Appends run on a worker thread (an append may wait for
-the disk) so one slow partition never stalls the other clients.
+for tidelog's own idempotent producers (a compressed batch, gzip, snappy, lz4 or zstd, is
+decompressed and checked there too, and stored compressed); ``_core.kafka_read`` encodes
+stored batches as uncompressed Kafka batches at the same offsets, into a buffer the answer
+is written from without another copy. Appends run on a worker thread (an append may wait
+for the disk) so one slow partition never stalls the other clients.
+
+Transactions in a Fetch are served as Kafka serves them: the markers as control batches
+(a consumer's position moves past them, so it reaches the end of a partition that ends in
+one) and aborted transactions' batches too, listed in ``aborted_transactions`` for
+``read_committed`` clients, which drop them; ``read_uncommitted`` clients see them, as on
+Kafka.
+
+Fetch sessions (KIP-227) are declined: every answer has session id 0, which tells clients
+to send full fetch requests (the Java client and kafka-python then list their partitions
+in each request; librdkafka never uses sessions). A session saves re-sending the partition
+list, which on loopback with a store's handful of partitions costs microseconds, while
+the state per client (cached partitions, epochs, eviction) would be kept here.
 
 A Fetch with nothing to return waits for the store to ring the topics' bells (any process
 appending to them does), up to the client's ``max_wait``: no timer polls.
@@ -26,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["HANDLERS"]
 
 _LATEST, _EARLIEST, _MAX_TIMESTAMP = -1, -2, -3
+# Tiered storage's specs (ListOffsets v8+): the store keeps everything locally, so the
+# earliest local offset is the earliest, and nothing is tiered or waiting to be (Kafka
+# answers -1 for these on a topic without remote storage).
+_EARLIEST_LOCAL, _LATEST_TIERED, _EARLIEST_PENDING_UPLOAD = -4, -5, -6
 _READ_COMMITTED = 1
 
 
@@ -145,13 +163,17 @@ def _fetch_partition(
             return answer, 0
         if p.fetch_offset == end or limit <= 0:
             return answer, 0
-        records, _next = _core.kafka_read(
+        records, _next, aborted = _core.kafka_read(
             topic, p.partition, p.fetch_offset, max(limit, 1), committed
         )
     except _core.TidelogError as e:
         answer["error_code"] = _errors.code_for(e)
         return answer, 0
     answer["records"] = records
+    if committed:
+        answer["aborted_transactions"] = [
+            {"producer_id": producer_id, "first_offset": first} for producer_id, first in aborted
+        ]
     return answer, len(records)
 
 
@@ -185,7 +207,21 @@ def _bells(broker: Broker, request: Any) -> list[tuple[_core.Bell, int]]:
     return bells
 
 
+def _session_error(request: Any) -> int:
+    """The error for a request naming a fetch session: this server never creates one."""
+    session_id = getattr(request, "session_id", 0)
+    epoch = getattr(request, "session_epoch", -1)
+    if session_id != 0:
+        return _errors.FETCH_SESSION_ID_NOT_FOUND
+    if epoch not in (0, -1):
+        # An incremental fetch with no session: the client must start over.
+        return _errors.INVALID_FETCH_SESSION_EPOCH
+    return 0
+
+
 async def _fetch(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    if code := _session_error(request):
+        return {"throttle_time": 0, "error_code": code, "session_id": 0, "responses": []}
     wait = request.max_wait
     deadline = time.monotonic() + (wait.total_seconds() if hasattr(wait, "total_seconds") else 0)
     while True:
@@ -224,8 +260,10 @@ def _list_offset(topic: _core.Topic, p: Any, committed: bool) -> dict[str, Any]:
     if wanted == _LATEST:
         end = topic.last_stable_offset(partition) if committed else topic.end_offset(partition)
         answer["offset"] = end
-    elif wanted == _EARLIEST:
+    elif wanted in (_EARLIEST, _EARLIEST_LOCAL):
         answer["offset"] = topic.start_offset(partition)
+    elif wanted in (_LATEST_TIERED, _EARLIEST_PENDING_UPLOAD):
+        pass  # offset -1: nothing tiered
     elif wanted == _MAX_TIMESTAMP:
         # The last record's offset and timestamp (timestamps are mostly in order here).
         end = topic.end_offset(partition)
@@ -271,8 +309,12 @@ async def _list_offsets(broker: Broker, request: Any, _version: int) -> dict[str
 
 
 HANDLERS: dict[int, tuple[int, int, Handler]] = {
-    0: (3, 9, _produce),
+    # v10-11 add only response fields and an error code; v12 lets a transactional producer
+    # skip AddPartitionsToTxn (transaction version 2), which is not served.
+    0: (3, 11, _produce),
+    # v13+ names topics by id, which the store does not keep (Metadata answers the zero
+    # id, and clients then stay at v12).
     1: (4, 12, _fetch),
-    2: (1, 7, _list_offsets),
+    2: (1, 11, _list_offsets),
     22: (0, 4, _init_producer_id),
 }

@@ -135,12 +135,15 @@ class KafkaServer:
             key, version, correlation = _codec.peek_header(frame)
             response = await self._answer(frame, key, version, correlation)
             if response is not None:
-                writer.write(response)
+                # One write per buffer (not writelines, which joins them into a copy on
+                # Python 3.11): the records of a Fetch go to the socket from the core's buffer.
+                for part in response:
+                    writer.write(part)
                 await writer.drain()
 
     async def _answer(
         self, frame: bytes, key: int, version: int, correlation: int
-    ) -> memoryview | None:
+    ) -> list[bytes | bytearray | memoryview] | None:
         entry = self._table.get(key)
         if entry is None:
             raise _codec.RequestError(f"api key {key} is not served")
@@ -154,6 +157,7 @@ class KafkaServer:
                 return _codec.encode_response(key, 0, correlation, versions)
             raise _codec.RequestError(f"api key {key} version {version} is not served")
         request = _codec.decode_request(frame, key, version)
+        log.debug("api key %d v%d", key, version)
         data = await handler(self.broker, request, version)
         if data is None:
             return None

@@ -64,7 +64,14 @@ def _topic_metadata(broker: Broker, name: str) -> dict[str, Any]:
         }
         for p in range(topic.partitions)
     ]
-    return {"error_code": 0, "name": name, "is_internal": False, "partitions": partitions}
+    return {
+        "error_code": 0,
+        "name": name,
+        "is_internal": False,
+        "partitions": partitions,
+        # Kafka's "not requested" (v8+): this server has no ACLs to report.
+        "topic_authorized_operations": -2147483648,
+    }
 
 
 async def _metadata(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
@@ -149,9 +156,10 @@ async def _delete_topics(broker: Broker, request: Any, version: int) -> dict[str
 
 
 HANDLERS: dict[int, tuple[int, int, Handler]] = {
-    18: (0, 3, _api_versions),
-    # v9+ (flexible): librdkafka sends a tagged field kio 0.6.5 cannot skip (issue 18).
-    3: (1, 8, _metadata),
+    18: (0, 4, _api_versions),
+    # v9+ is flexible: clients' unknown tagged fields are skipped (_codec._read_tolerant).
+    # Topic ids (v10+) are not kept: answered as the zero id, which clients read as none.
+    3: (1, 13, _metadata),
     19: (2, 7, _create_topics),
     20: (1, 6, _delete_topics),
 }

@@ -5,8 +5,10 @@
 
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::PyBytes;
+use std::sync::Arc;
+
 use tidelog_core::kafka_records::{append_kafka_batch, read_kafka_batches};
+use tidelog_core::log::ChunkBytes;
 use tidelog_core::producer::identity::Identity;
 
 use crate::args;
@@ -14,6 +16,7 @@ use crate::errors::{to_py, InvalidConfigError};
 use crate::gil::run_detached;
 use crate::store::PyStore;
 use crate::topic::PyTopic;
+use crate::view::ValueBuffer;
 
 /// Appends the one Kafka record batch (magic 2) `records` holds to `partition` of `topic`.
 ///
@@ -37,25 +40,34 @@ pub(crate) fn kafka_append(
     })
 }
 
+/// Aborted transactions read, as (producer id, first offset) pairs.
+type AbortedList = Vec<(i64, u64)>;
+
 /// Reads about `max_bytes` of `partition` of `topic` from `offset` as Kafka record batches.
 ///
-/// Returns `(batches, next_offset)`. With `committed` (`read_committed`) reading stops at
-/// the first transaction still open; aborted transactions and markers are passed over.
+/// Returns `(batches, next_offset, aborted)`: the batches as a buffer that shares the
+/// encoded bytes (a Fetch answer writes them to the socket without copying them again),
+/// transaction markers included as control batches. With `committed` (`read_committed`)
+/// reading stops at the first transaction still open and `aborted` lists the aborted
+/// transactions read, as (producer id, first offset) pairs, for the client to drop.
 #[pyfunction]
-pub(crate) fn kafka_read<'py>(
-    py: Python<'py>,
+pub(crate) fn kafka_read(
+    py: Python<'_>,
     topic: &PyTopic,
     partition: &Bound<'_, PyAny>,
     offset: u64,
     max_bytes: usize,
     committed: bool,
-) -> PyResult<(Bound<'py, PyBytes>, u64)> {
+) -> PyResult<(ValueBuffer, u64, AbortedList)> {
     let log = to_py(topic.engine().partition(args::partition(Some(partition))?.unwrap_or(0)))?;
     if max_bytes == 0 {
         return Err(InvalidConfigError::new_err("max_bytes must be positive"));
     }
     let fetched = run_detached(py, || read_kafka_batches(log, offset, max_bytes, committed))?;
-    Ok((PyBytes::new(py, &fetched.bytes), fetched.next_offset))
+    let len = fetched.bytes.len();
+    let buffer = ValueBuffer::new(ChunkBytes::Image(Arc::new(fetched.bytes)), 0, len)
+        .expect("the whole image is in range");
+    Ok((buffer, fetched.next_offset, fetched.aborted))
 }
 
 /// A new producer id from the store-wide counter (`InitProducerId` without a

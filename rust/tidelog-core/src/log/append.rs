@@ -124,6 +124,22 @@ impl PartitionLog {
         })
     }
 
+    /// As [`Self::append`], compressed with `compression` rather than the topic's codec
+    /// when it is given (a producer's own `compression`; a Kafka producer's codec).
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_as(
+        &self,
+        records: &[Record<'_>],
+        meta: BatchMeta,
+        compression: Option<Compression>,
+    ) -> Result<Appended> {
+        self.with_body(records, meta, compression, |body, size| {
+            self.append_body(self.lock_to_append()?, body, meta, size)
+        })
+    }
+
     /// As [`Self::append`], but `Ok(None)` instead of blocking when another thread or
     /// process holds the append lock, so a caller holding Python's GIL can retry after
     /// releasing it.

@@ -228,6 +228,13 @@ impl ProducerTable {
         self.aborted[from..].iter().any(|a| a.producer_id == producer_id && a.first <= offset)
     }
 
+    /// The aborted transactions with batches in `from..to` (their first offset below `to`,
+    /// their marker at or past `from`), oldest marker first.
+    pub fn aborted_in(&self, from: u64, to: u64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last < from);
+        self.aborted[start..].iter().filter(|a| a.first < to).copied().collect()
+    }
+
     /// Forgets producers idle since before `cutoff_ms` (with nothing open) and aborted
     /// transactions wholly below `log_start`.
     pub fn expire(&mut self, cutoff_ms: i64, log_start: u64) {

@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
 use super::idempotence::TableGuard;
+use super::producers::AbortedTxn;
 use super::{PartitionLog, View};
 use crate::format::{
     BatchHeader, BatchView, Compression, RecordPosition, RecordView, ATTR_CONTROL, ATTR_TRANSACTIONAL,
@@ -41,11 +42,16 @@ struct Isolation<'a> {
     table: Option<(TableGuard<'a>, u64)>,
     /// Read committed (stop at open transactions) rather than uncommitted.
     committed: bool,
+    /// Serve transaction markers and aborted transactions' batches too, as Kafka's Fetch
+    /// does (its clients pass over them themselves, and need the markers' offsets to move
+    /// past them).
+    with_markers: bool,
 }
 
 impl<'a> Isolation<'a> {
     fn of(&mut self, log: &'a PartitionLog, h: &BatchHeader) -> Result<Visibility> {
-        if h.attributes & ATTR_CONTROL != 0 {
+        let control = h.attributes & ATTR_CONTROL != 0;
+        if control && !self.with_markers {
             return Ok(Visibility::Skip);
         }
         if self.head.transactional == 0 {
@@ -69,14 +75,14 @@ impl<'a> Isolation<'a> {
             // Nothing at or past the oldest open transaction is stable yet, plain or not.
             return Ok(Visibility::Stop);
         }
-        if h.attributes & ATTR_TRANSACTIONAL == 0 {
+        if control || h.attributes & ATTR_TRANSACTIONAL == 0 {
             return Ok(Visibility::Serve);
         }
         let open =
             table.get(h.producer_id).and_then(|e| e.open_txn).is_some_and(|first| first <= h.base_offset);
         Ok(if open {
             Visibility::Pending
-        } else if table.is_aborted(h.producer_id, h.base_offset) {
+        } else if !self.with_markers && table.is_aborted(h.producer_id, h.base_offset) {
             Visibility::Skip
         } else {
             Visibility::Serve
@@ -326,6 +332,40 @@ impl PartitionLog {
         Ok(self.catch_up(&mut guard, &view, &head)?.last_stable_offset(head.next_offset))
     }
 
+    /// Reads as Kafka's Fetch serves a partition: as [`Self::read`] (with `committed`) or
+    /// [`Self::read_uncommitted`], but transaction markers (control batches, one record
+    /// each) and the batches of aborted transactions are returned too. Kafka clients pass
+    /// over them themselves: a marker's offset is where a consumer's position moves past
+    /// the transaction it ends, and `read_committed` clients drop the aborted batches that
+    /// [`Self::aborted_transactions`] lists.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub fn read_with_markers(
+        &self,
+        offset: u64,
+        max_messages: usize,
+        max_bytes: usize,
+        committed: bool,
+    ) -> Result<ReadResult> {
+        self.read_isolated_with(self.head()?, offset, max_messages, max_bytes, committed, true)
+    }
+
+    /// The aborted transactions with batches in `from..to`, oldest first: what Kafka's Fetch
+    /// lists (`aborted_transactions`) for a `read_committed` client reading that range.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub fn aborted_transactions(&self, from: u64, to: u64) -> Result<Vec<AbortedTxn>> {
+        let head = self.head()?;
+        if head.transactional == 0 || from >= to {
+            return Ok(Vec::new());
+        }
+        let (head, view) = self.current_view_and_head(head)?;
+        let mut guard = self.producer_table()?;
+        Ok(self.catch_up(&mut guard, &view, &head)?.aborted_in(from, to))
+    }
+
     fn read_isolated(
         &self,
         offset: u64,
@@ -347,6 +387,18 @@ impl PartitionLog {
         max_bytes: usize,
         committed: bool,
     ) -> Result<ReadResult> {
+        self.read_isolated_with(head, offset, max_messages, max_bytes, committed, false)
+    }
+
+    fn read_isolated_with(
+        &self,
+        head: Head,
+        offset: u64,
+        max_messages: usize,
+        max_bytes: usize,
+        committed: bool,
+        with_markers: bool,
+    ) -> Result<ReadResult> {
         if offset < head.log_start || offset > head.next_offset {
             return Err(self.out_of_range(offset, head.log_start, head.next_offset));
         }
@@ -361,7 +413,7 @@ impl PartitionLog {
             // A reader moved on from the previous segment: drop its pages from our RSS.
             view.segments[first - 1].data.release_all();
         }
-        let mut isolation = Isolation { head, view: &view, table: None, committed };
+        let mut isolation = Isolation { head, view: &view, table: None, committed, with_markers };
         for seg in &view.segments[first..] {
             let stopped = self.read_segment(seg, &mut out, max_messages, max_bytes, &mut isolation)?;
             if out.count > 0 || stopped {
