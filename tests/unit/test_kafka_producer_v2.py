@@ -21,12 +21,16 @@ from tidelog.kafka.producer import KafkaProducer
 
 
 class NoBroker:
-    """A store link whose clients point at a port nothing listens on."""
+    """A store link whose clients know no broker: they queue messages and never connect.
+
+    (A client of an address nothing listens on would also queue connection errors, which
+    ``len(producer)`` counts with the messages.)
+    """
 
     admin = None
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
-        return {"bootstrap.servers": "127.0.0.1:1", "log_level": 0, **extra}
+        return {"log_level": 0, **extra}
 
     def forget(self, member: object) -> None:
         pass

@@ -211,10 +211,16 @@ class KafkaProducer:
         """Waits until at most ``level`` messages are in flight; False on timeout."""
         producer = self._producer
         end = None if timeout is None else time.monotonic() + timeout
+        # flush() serves delivery reports while it waits, but also makes librdkafka send
+        # at once, without linger.ms: right for flush(), not under backpressure, where it
+        # cut the batches short (bench, 200,000 sends + flush: 289 ms of CPU, all threads,
+        # against 201 ms for plain confluent-kafka; 245 against 225 with poll(), which
+        # serves the reports only).
+        wait = producer.flush if level == 0 else producer.poll
         while len(producer) > level:
             if end is not None and time.monotonic() >= end:
                 return False
-            producer.flush(0.005)  # serves delivery reports while it waits
+            wait(0.005)
         return True
 
     def would_block(self) -> bool:
