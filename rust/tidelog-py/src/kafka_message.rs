@@ -192,8 +192,11 @@ unsafe extern "C" fn hash(slf: *mut ffi::PyObject) -> ffi::Py_hash_t {
     // SAFETY: invariant 3.
     let key = unsafe {
         with_raw(slf, |raw| {
-            Ok(PyTuple::new(raw.py(), [attribute(raw, TOPIC)?, attribute(raw, PARTITION)?, attribute(raw, OFFSET)?])?
-                .into_any())
+            Ok(PyTuple::new(
+                raw.py(),
+                [attribute(raw, TOPIC)?, attribute(raw, PARTITION)?, attribute(raw, OFFSET)?],
+            )?
+            .into_any())
         })
     };
     if key.is_null() {
@@ -208,7 +211,11 @@ unsafe extern "C" fn hash(slf: *mut ffi::PyObject) -> ffi::Py_hash_t {
 }
 
 /// `==` and `!=` compare every field; other comparisons and other types are not implemented.
-unsafe extern "C" fn richcompare(slf: *mut ffi::PyObject, other: *mut ffi::PyObject, op: c_int) -> *mut ffi::PyObject {
+unsafe extern "C" fn richcompare(
+    slf: *mut ffi::PyObject,
+    other: *mut ffi::PyObject,
+    op: c_int,
+) -> *mut ffi::PyObject {
     // SAFETY: the GIL is held and `slf` is of this type (invariant 3); `other` is a live
     // object CPython passes; its type is checked before it is read as a `Wrapper`.
     unsafe {
@@ -251,8 +258,18 @@ struct Getters([ffi::PyGetSetDef; 8]);
 // SAFETY: the table is never written after it is built (only CPython reads it).
 unsafe impl Sync for Getters {}
 
-const fn getter(name: &'static std::ffi::CStr, get: ffi::getter, doc: &'static std::ffi::CStr) -> ffi::PyGetSetDef {
-    ffi::PyGetSetDef { name: name.as_ptr(), get: Some(get), set: None, doc: doc.as_ptr(), closure: ptr::null_mut() }
+const fn getter(
+    name: &'static std::ffi::CStr,
+    get: ffi::getter,
+    doc: &'static std::ffi::CStr,
+) -> ffi::PyGetSetDef {
+    ffi::PyGetSetDef {
+        name: name.as_ptr(),
+        get: Some(get),
+        set: None,
+        doc: doc.as_ptr(),
+        closure: ptr::null_mut(),
+    }
 }
 
 static GETTERS: Getters = Getters([
@@ -267,13 +284,7 @@ static GETTERS: Getters = Getters([
     getter(c"key", get::<KEY>, c"The key, or None."),
     getter(c"value", get::<VALUE>, c"The value (None for a tombstone)."),
     getter(c"headers", get::<HEADERS>, c"The headers (a new dict each time: messages are read-only)."),
-    ffi::PyGetSetDef {
-        name: ptr::null(),
-        get: None,
-        set: None,
-        doc: ptr::null(),
-        closure: ptr::null_mut(),
-    },
+    ffi::PyGetSetDef { name: ptr::null(), get: None, set: None, doc: ptr::null(), closure: ptr::null_mut() },
 ]);
 
 /// The method table (`'static`, invariant 2).
