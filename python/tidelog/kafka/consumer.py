@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicParti
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition
 from tidelog.kafka._errors import PARTITION_EOF, raise_for, retrying, translated
-from tidelog.kafka.messages import KafkaMessage
+from tidelog.kafka.messages import KafkaMessage, from_consume
 
 if TYPE_CHECKING:
     from tidelog.kafka.producer import KafkaProducer
@@ -189,7 +189,7 @@ class KafkaConsumer:
             except KafkaException as e:
                 with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
                     raise e
-            out = [KafkaMessage(m) for m in raw if m.error() is None]
+            out = from_consume(raw)
             if len(out) != len(raw):
                 for m in raw:
                     err = m.error()
@@ -201,10 +201,9 @@ class KafkaConsumer:
             seen: dict[int, int] = {}
             owned = len(self._assigned)
             for msg in reversed(out):
-                raw_msg = msg.raw
-                p = raw_msg.partition()
+                p = msg.partition
                 if p not in seen:
-                    seen[p] = raw_msg.offset() + 1
+                    seen[p] = msg.offset + 1
                     if owned and len(seen) >= owned:
                         break
             self._delivered.update(seen)

@@ -1,7 +1,7 @@
 """Messages and record batches read from Kafka, shaped like the local ones.
 
-A local :class:`tidelog.Message` is a native view into a segment; these are plain Python
-objects with the same read-only attributes, built from what librdkafka hands back.
+A local :class:`tidelog.Message` is a native view into a segment; a :class:`KafkaMessage`
+is a native wrapper of what librdkafka hands back, with the same read-only attributes.
 """
 
 from __future__ import annotations
@@ -12,98 +12,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KafkaMessage", "KafkaRecordBatch", "from_confluent"]
+from tidelog import _core
+
+__all__ = ["KafkaMessage", "KafkaRecordBatch", "from_confluent", "from_consume"]
 
 
-class KafkaMessage:
-    """One message of a Kafka topic, with the attributes of :class:`tidelog.Message`.
-
-    ``topic, partition, offset, timestamp_ms, key, value, headers``.
-
-    It wraps librdkafka's message and reads each attribute when asked: a consumer hands
-    out many messages whose headers (say) nobody looks at.
-    """
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
-
-    @property
-    def topic(self) -> str:
-        """The topic's name."""
-        return str(self._raw.topic())
-
-    @property
-    def partition(self) -> int:
-        """The partition."""
-        return int(self._raw.partition())
-
-    @property
-    def offset(self) -> int:
-        """The message's offset in its partition."""
-        return int(self._raw.offset())
-
-    @property
-    def timestamp_ms(self) -> int:
-        """Create time (or log-append time, as the topic says), ms since the epoch."""
-        return int(self._raw.timestamp()[1])
-
-    @property
-    def key(self) -> bytes | None:
-        """The key, or None."""
-        key: bytes | None = self._raw.key()
-        return key
-
-    @property
-    def value(self) -> bytes | None:
-        """The value (None for a tombstone)."""
-        value: bytes | None = self._raw.value()
-        return value
-
-    @property
-    def headers(self) -> dict[str, bytes]:
-        """The headers (a new dict each time: messages are read-only)."""
-        raw = self._raw.headers()
-        if not raw:
-            return {}
-        return {name: b"" if value is None else bytes(value) for name, value in raw}
-
-    @property
-    def raw(self) -> Any:
-        """Librdkafka's message underneath."""
-        return self._raw
-
-    def fields(self) -> tuple[Any, ...]:
-        """``(topic, partition, offset, timestamp_ms, key, value, headers)``."""
-        return (
-            self.topic,
-            self.partition,
-            self.offset,
-            self.timestamp_ms,
-            self.key,
-            self.value,
-            self.headers,
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KafkaMessage):
-            return NotImplemented
-        return self.fields() == other.fields()
-
-    def __hash__(self) -> int:
-        return hash((self.topic, self.partition, self.offset))
-
-    def __repr__(self) -> str:
-        return (
-            f"KafkaMessage(topic={self.topic!r}, partition={self.partition}, "
-            f"offset={self.offset}, key={self.key!r}, value={self.value!r})"
-        )
+#: One message of a Kafka topic, with the attributes of :class:`tidelog.Message`
+#: (``topic, partition, offset, timestamp_ms, key, value, headers``, plus ``fields()``),
+#: read from librdkafka's message when asked. A native type that CPython's cycle collector
+#: does not count (``rust/tidelog-py/src/kafka_message.rs`` says why).
+KafkaMessage = _core.KafkaMessage
 
 
 def from_confluent(msg: Any) -> KafkaMessage:
-    """Wraps a confluent-kafka message (without error) as a :class:`KafkaMessage`."""
-    return KafkaMessage(msg)
+    """A confluent-kafka message (without error) as a :class:`KafkaMessage`."""
+    return _core.kafka_message(msg)
+
+
+def from_consume(raw: list[Any]) -> list[KafkaMessage]:
+    """The messages of a confluent-kafka ``consume()`` result that carry no error, in order.
+
+    A result shorter than ``raw`` means errors (or events) in it.
+    """
+    return _core.kafka_messages(raw)
 
 
 class KafkaRecordBatch:

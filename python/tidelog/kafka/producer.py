@@ -10,6 +10,7 @@ local named producer does.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -121,6 +122,14 @@ class KafkaProducer:
         self._producer = Producer(store.client_config(**settings))
         self._lock = threading.Lock()
         self._sent = 0
+        # len(producer) takes librdkafka's locks (~135 ns, a third of a send): it is asked
+        # again only once the sends since it was last asked could have reached the high
+        # watermark. Only sends add to it (each takes a ticket; next() is atomic under the
+        # GIL, so threads cannot share one), deliveries take away, so until ticket
+        # `_check_at` it stays below `_high` (as before, up to one message per concurrent
+        # send may be in flight unseen).
+        self._tickets = itertools.count()
+        self._check_at = 0
         self._failed_count = 0
         self._dropped: Counter[int] = Counter()
         self._hits = 0
@@ -202,10 +211,16 @@ class KafkaProducer:
         """Waits until at most ``level`` messages are in flight; False on timeout."""
         producer = self._producer
         end = None if timeout is None else time.monotonic() + timeout
+        # flush() serves delivery reports while it waits, but also makes librdkafka send
+        # at once, without linger.ms: right for flush(), not under backpressure, where it
+        # cut the batches short (bench, 200,000 sends + flush: 289 ms of CPU, all threads,
+        # against 201 ms for plain confluent-kafka; 245 against 225 with poll(), which
+        # serves the reports only).
+        wait = producer.flush if level == 0 else producer.poll
         while len(producer) > level:
             if end is not None and time.monotonic() >= end:
                 return False
-            producer.flush(0.005)  # serves delivery reports while it waits
+            wait(0.005)
         return True
 
     def would_block(self) -> bool:
@@ -271,32 +286,63 @@ class KafkaProducer:
         if self._error is not None:
             self._raise_error()
         producer = self._producer
-        if self._pressure or len(producer) >= self._high:
-            if not self._pressure:
-                self._pressure = True
-                self._hits += 1
-            if self._on_full == "raise" and len(producer) > self._low:
-                raise _core.BackpressureError(
-                    f"{len(producer)} messages are not yet acknowledged by Kafka "
-                    f"(high watermark {self._high})"
-                )
-            if self._on_full == "shed" and len(producer) > self._low:
-                self._dropped[priority] += 1
-                return False
-            began = time.monotonic()
-            ok = self._wait_below(self._low, self._block_timeout)
-            self._blocked += time.monotonic() - began
-            if not ok:
-                raise _core.BackpressureError(
-                    f"send blocked for {self._block_timeout} s under backpressure"
-                )
-            self._pressure = False
-            self._raise_error()
+        ticket = next(self._tickets)
+        if self._pressure or ticket >= self._check_at:
+            in_flight = len(producer)
+            if not self._pressure and in_flight < self._high:
+                self._check_at = ticket + self._high - in_flight
+            else:
+                if not self._pressure:
+                    self._pressure = True
+                    self._hits += 1
+                if self._on_full == "raise" and len(producer) > self._low:
+                    raise _core.BackpressureError(
+                        f"{len(producer)} messages are not yet acknowledged by Kafka "
+                        f"(high watermark {self._high})"
+                    )
+                if self._on_full == "shed" and len(producer) > self._low:
+                    self._dropped[priority] += 1
+                    return False
+                began = time.monotonic()
+                ok = self._wait_below(self._low, self._block_timeout)
+                self._blocked += time.monotonic() - began
+                if not ok:
+                    raise _core.BackpressureError(
+                        f"send blocked for {self._block_timeout} s under backpressure"
+                    )
+                self._pressure = False
+                self._raise_error()
         if self._lag is not None:
             if self._lag.take(topic, len(producer)):
                 self._lag_pressured.discard(topic)
             elif not self._lag_pressure(topic, priority):
                 return False
+        try:
+            if headers is None and on_delivery is None:
+                if partition is None:
+                    producer.produce(topic, value, key)
+                else:
+                    producer.produce(topic, value, key, partition)
+            else:
+                self._produce_with(topic, value, key, headers, partition, on_delivery)
+        except KafkaException as e:
+            with translated(f"sending to {topic!r}"):
+                raise e
+        except BufferError as e:
+            raise _core.BackpressureError(f"librdkafka's queue is full: {e}") from e
+        self._sent += 1
+        return True
+
+    def _produce_with(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
+        partition: int | None,
+        on_delivery: Callable[[KafkaError | None, Any], None] | None,
+    ) -> None:
+        """``produce`` with headers or a delivery callback (off the common path)."""
         extra: dict[str, Any] = {}
         if headers is not None:
             extra["headers"] = headers_list(headers)
@@ -307,24 +353,7 @@ class KafkaProducer:
                 on_delivery(err, msg)
 
             extra["on_delivery"] = report
-        try:
-            if not extra:
-                producer.produce(topic, value, key, -1 if partition is None else partition)
-            else:
-                producer.produce(
-                    topic,
-                    value,
-                    key,
-                    -1 if partition is None else partition,
-                    **extra,
-                )
-        except KafkaException as e:
-            with translated(f"sending to {topic!r}"):
-                raise e
-        except BufferError as e:
-            raise _core.BackpressureError(f"librdkafka's queue is full: {e}") from e
-        self._sent += 1
-        return True
+        self._producer.produce(topic, value, key, -1 if partition is None else partition, **extra)
 
     def _lag_pressure(self, topic: str, priority: int) -> bool:
         """``max_lag`` pressure on ``topic``, as ``on_full`` says; False: shed the message.
@@ -469,8 +498,11 @@ class KafkaProducer:
             pass  # a newer instance owns the name: nothing of this one is left to finish
         finally:
             self._closed = True
+            # The poller sees the stop when its poll(0.05) returns and exits by itself. Not
+            # joined: that was a wait of up to 50 ms in every close (measured 37 ms on
+            # average; 5% of a 100,000-message send + flush round), for a thread that only
+            # serves delivery reports, which the flush below serves too.
             self._stop.set()
-            self._poller.join()
             self._producer.flush(TIMEOUT)
             self._store.forget(self)
 

@@ -14,6 +14,7 @@ mod group;
 mod inspect;
 mod jobs;
 mod kafka;
+mod kafka_message;
 mod message;
 mod metrics;
 mod paths;
@@ -64,6 +65,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kafka::kafka_append, m)?)?;
     m.add_function(wrap_pyfunction!(kafka::kafka_read, m)?)?;
     m.add_function(wrap_pyfunction!(kafka::kafka_producer_id, m)?)?;
+    kafka_message::register(m)?;
+    m.add_function(wrap_pyfunction!(kafka_message::kafka_message, m)?)?;
+    m.add_function(wrap_pyfunction!(kafka_message::kafka_messages, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
