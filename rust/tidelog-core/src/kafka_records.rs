@@ -384,7 +384,11 @@ pub fn read_kafka_batches(
     } else {
         log.read_uncommitted(offset, usize::MAX, max_bytes)?
     };
-    let mut out = Vec::with_capacity(read.chunks.iter().map(|c| c.end - c.start + c.count * 8 + 64).sum());
+    let mut out = Vec::with_capacity(
+        read.chunks.iter().map(|c| c.end - c.start + c.count * 8 + 64).sum::<usize>() + KAFKA_BATCH_HEADER_LEN,
+    );
+    // The offset after the last one the batches written so far cover.
+    let mut covered = offset;
     for chunk in &read.chunks {
         let batch = chunk.batch();
         let h = batch.header;
@@ -461,8 +465,36 @@ pub fn read_kafka_batches(
         head[57..61].copy_from_slice(&count.to_be_bytes());
         let crc = crc32c::crc32c(&out[start + 21..]);
         out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+        covered = last_offset + 1;
+    }
+    if read.next_offset > covered.max(offset) {
+        // The read passed over records the client never gets (transaction markers, aborted
+        // transactions) up to `next_offset`. Kafka sends those batches and the client
+        // skips them, which moves its position past them; an empty batch over the same
+        // offsets (as compaction leaves in Kafka) moves it the same way. Without it a
+        // client whose log ends in a marker never reaches the end (its lag stays above 0).
+        push_empty_batch(&mut out, covered.max(offset), read.next_offset);
     }
     Ok(Fetched { bytes: out, next_offset: read.next_offset, count: read.count })
+}
+
+/// Appends a Kafka batch of no records over the offsets `first..end`: clients set their
+/// next offset to after its last offset (KAFKA-5443) and deliver nothing.
+fn push_empty_batch(out: &mut Vec<u8>, first: u64, end: u64) {
+    let start = out.len();
+    out.resize(start + KAFKA_BATCH_HEADER_LEN, 0);
+    let head = &mut out[start..];
+    head[0..8].copy_from_slice(&(first as i64).to_be_bytes());
+    head[8..12].copy_from_slice(&((KAFKA_BATCH_HEADER_LEN - 12) as i32).to_be_bytes());
+    head[16] = KAFKA_MAGIC as u8;
+    head[23..27].copy_from_slice(&((end - first - 1) as i32).to_be_bytes());
+    head[27..35].copy_from_slice(&(-1i64).to_be_bytes());
+    head[35..43].copy_from_slice(&(-1i64).to_be_bytes());
+    head[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    head[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    head[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crc32c::crc32c(&out[start + 21..]);
+    out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// A record as a client sends it: key, value (`None`: a tombstone), timestamp.
@@ -576,6 +608,42 @@ mod tests {
         assert_eq!(append_kafka_batch(&log, &gzip).unwrap().unwrap_err().code, UNSUPPORTED_COMPRESSION_TYPE);
         assert_eq!(append_kafka_batch(&log, &good[..30]).unwrap().unwrap_err().code, CORRUPT_MESSAGE);
         assert_eq!(log.end_offset().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_marker_at_the_end_is_covered_by_an_empty_batch() {
+        use crate::format::{BatchMeta, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path());
+        let append = |value: &[u8], attributes: u8| {
+            let record = Record { timestamp: 5, key: None, value, headers: &[], tombstone: false };
+            let meta = BatchMeta { base_offset: 0, attributes, producer_id: 9, producer_epoch: 0, base_sequence: -1 };
+            log.append(&[record], meta).unwrap().base_offset
+        };
+        append(b"a", ATTR_TRANSACTIONAL);
+        append(b"b", ATTR_TRANSACTIONAL);
+        append(&Marker::Commit.value(), ATTR_TRANSACTIONAL | ATTR_CONTROL);
+        for committed in [true, false] {
+            let all = read_kafka_batches(&log, 0, 1 << 20, committed).unwrap();
+            assert_eq!((all.next_offset, all.count), (3, 2));
+            // The records' batches, then an empty one over the marker's offset 2.
+            let first_len = 12 + be_i32(&all.bytes, 8) as usize;
+            assert_eq!(parse_client_batch(&all.bytes[..first_len]).unwrap().records.len(), 1);
+            let rest = &all.bytes[first_len..];
+            let second = 12 + be_i32(rest, 8) as usize;
+            let empty = &rest[second..];
+            assert_eq!(empty.len(), KAFKA_BATCH_HEADER_LEN);
+            assert_eq!((be_i64(empty, 0), be_i32(empty, 23), be_i32(empty, 57)), (2, 0, 0));
+            assert_eq!(crc32c::crc32c(&empty[21..]), u32::from_be_bytes(empty[17..21].try_into().unwrap()));
+            // From the marker: only the empty batch, so the client moves to the end.
+            let tail = read_kafka_batches(&log, 2, 1 << 20, committed).unwrap();
+            assert_eq!((tail.next_offset, tail.count, tail.bytes.len()), (3, 0, KAFKA_BATCH_HEADER_LEN));
+            assert_eq!(be_i64(&tail.bytes, 0), 2);
+        }
+        // Nothing passed over: no empty batch.
+        let plain = read_kafka_batches(&log, 0, 1, true).unwrap();
+        assert_eq!(plain.next_offset, 1);
+        assert_eq!(plain.bytes.len(), 12 + be_i32(&plain.bytes, 8) as usize);
     }
 
     proptest! {
