@@ -469,30 +469,46 @@ pub fn read_kafka_batches(
     }
     if read.next_offset > covered.max(offset) {
         // The read passed over records the client never gets (transaction markers, aborted
-        // transactions) up to `next_offset`. Kafka sends those batches and the client
-        // skips them, which moves its position past them; an empty batch over the same
-        // offsets (as compaction leaves in Kafka) moves it the same way. Without it a
-        // client whose log ends in a marker never reaches the end (its lag stays above 0).
-        push_empty_batch(&mut out, covered.max(offset), read.next_offset);
+        // transactions) up to `next_offset`. Kafka sends those batches and the client skips
+        // them, which moves its position past them; a control batch over the same offsets
+        // moves it the same way. Without it a client whose log ends in a marker never
+        // reaches the end: its position (and so its lag) stays short of it.
+        push_control_batch(&mut out, covered.max(offset), read.next_offset);
     }
     Ok(Fetched { bytes: out, next_offset: read.next_offset, count: read.count })
 }
 
-/// Appends a Kafka batch of no records over the offsets `first..end`: clients set their
-/// next offset to after its last offset (KAFKA-5443) and deliver nothing.
-fn push_empty_batch(out: &mut Vec<u8>, first: u64, end: u64) {
+/// Appends a Kafka control batch over the offsets `first..end` holding one commit marker
+/// at `end - 1`. Clients deliver nothing of it (a commit marker is ignored whatever the
+/// isolation level), set their next offset after the batch's last offset (KAFKA-5443) and
+/// their position after the marker.
+fn push_control_batch(out: &mut Vec<u8>, first: u64, end: u64) {
+    const KEY: [u8; 4] = [0, 0, 0, 1]; // version 0, type 1 (commit)
+    const VALUE: [u8; 6] = [0; 6]; // version 0, coordinator epoch 0
     let start = out.len();
     out.resize(start + KAFKA_BATCH_HEADER_LEN, 0);
-    let head = &mut out[start..];
+    let delta = (end - first - 1) as i64;
+    let body = 1 + varlong_len(0) + varlong_len(delta) + bytes_len(Some(&KEY)) + bytes_len(Some(&VALUE)) + 1;
+    put_varlong(out, body as i64);
+    out.push(0);
+    put_varlong(out, 0);
+    put_varlong(out, delta);
+    put_bytes(out, Some(&KEY));
+    put_bytes(out, Some(&VALUE));
+    put_varlong(out, 0);
+    let length = (out.len() - start - 12) as i32;
+    let head = &mut out[start..start + KAFKA_BATCH_HEADER_LEN];
     head[0..8].copy_from_slice(&(first as i64).to_be_bytes());
-    head[8..12].copy_from_slice(&((KAFKA_BATCH_HEADER_LEN - 12) as i32).to_be_bytes());
+    head[8..12].copy_from_slice(&length.to_be_bytes());
     head[16] = KAFKA_MAGIC as u8;
-    head[23..27].copy_from_slice(&((end - first - 1) as i32).to_be_bytes());
+    head[21..23].copy_from_slice(&(ATTR_KAFKA_TRANSACTIONAL | ATTR_KAFKA_CONTROL).to_be_bytes());
+    head[23..27].copy_from_slice(&(delta as i32).to_be_bytes());
     head[27..35].copy_from_slice(&(-1i64).to_be_bytes());
     head[35..43].copy_from_slice(&(-1i64).to_be_bytes());
     head[43..51].copy_from_slice(&(-1i64).to_be_bytes());
     head[51..53].copy_from_slice(&(-1i16).to_be_bytes());
     head[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    head[57..61].copy_from_slice(&1i32.to_be_bytes());
     let crc = crc32c::crc32c(&out[start + 21..]);
     out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
 }
@@ -611,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn a_marker_at_the_end_is_covered_by_an_empty_batch() {
+    fn a_marker_at_the_end_is_covered_by_a_control_batch() {
         use crate::format::{BatchMeta, Marker, Record, ATTR_CONTROL, ATTR_TRANSACTIONAL};
         let dir = tempfile::tempdir().unwrap();
         let log = log(dir.path());
@@ -623,24 +639,31 @@ mod tests {
         append(b"a", ATTR_TRANSACTIONAL);
         append(b"b", ATTR_TRANSACTIONAL);
         append(&Marker::Commit.value(), ATTR_TRANSACTIONAL | ATTR_CONTROL);
+        let control = |b: &[u8]| {
+            // One batch, base offset, last offset delta, control attribute, one commit record.
+            assert_eq!(b.len(), 12 + be_i32(b, 8) as usize);
+            assert_eq!(crc32c::crc32c(&b[21..]), u32::from_be_bytes(b[17..21].try_into().unwrap()));
+            let attributes = i16::from_be_bytes([b[21], b[22]]);
+            assert_eq!(attributes & ATTR_KAFKA_CONTROL, ATTR_KAFKA_CONTROL);
+            assert_eq!(be_i32(b, 57), 1);
+            assert_eq!(&b[KAFKA_BATCH_HEADER_LEN + 5..KAFKA_BATCH_HEADER_LEN + 9], &[0, 0, 0, 1]);
+            (be_i64(b, 0), be_i32(b, 23))
+        };
         for committed in [true, false] {
             let all = read_kafka_batches(&log, 0, 1 << 20, committed).unwrap();
             assert_eq!((all.next_offset, all.count), (3, 2));
-            // The records' batches, then an empty one over the marker's offset 2.
+            // The records' batches, then a control batch over the marker's offset 2.
             let first_len = 12 + be_i32(&all.bytes, 8) as usize;
             assert_eq!(parse_client_batch(&all.bytes[..first_len]).unwrap().records.len(), 1);
             let rest = &all.bytes[first_len..];
-            let second = 12 + be_i32(rest, 8) as usize;
-            let empty = &rest[second..];
-            assert_eq!(empty.len(), KAFKA_BATCH_HEADER_LEN);
-            assert_eq!((be_i64(empty, 0), be_i32(empty, 23), be_i32(empty, 57)), (2, 0, 0));
-            assert_eq!(crc32c::crc32c(&empty[21..]), u32::from_be_bytes(empty[17..21].try_into().unwrap()));
-            // From the marker: only the empty batch, so the client moves to the end.
+            let second_len = 12 + be_i32(rest, 8) as usize;
+            assert_eq!(control(&rest[second_len..]), (2, 0));
+            // From the marker: only the control batch, so the client moves to the end.
             let tail = read_kafka_batches(&log, 2, 1 << 20, committed).unwrap();
-            assert_eq!((tail.next_offset, tail.count, tail.bytes.len()), (3, 0, KAFKA_BATCH_HEADER_LEN));
-            assert_eq!(be_i64(&tail.bytes, 0), 2);
+            assert_eq!((tail.next_offset, tail.count), (3, 0));
+            assert_eq!(control(&tail.bytes), (2, 0));
         }
-        // Nothing passed over: no empty batch.
+        // Nothing passed over: no control batch.
         let plain = read_kafka_batches(&log, 0, 1, true).unwrap();
         assert_eq!(plain.next_offset, 1);
         assert_eq!(plain.bytes.len(), 12 + be_i32(&plain.bytes, 8) as usize);
