@@ -21,16 +21,19 @@ def test_a_topic_created_with_configs_describes_them(
     found = admin.describe_configs(
         [ConfigResource("topic", "changes"), ConfigResource("topic", "plain")]
     )
-    described = {r.name: {c.name: c.value for c in f.result(_PATIENCE).values()} for r, f in found.items()}
+    described = {
+        r.name: {c.name: c.value for c in f.result(_PATIENCE).values()} for r, f in found.items()
+    }
     assert described["changes"]["cleanup.policy"] == "compact"
     assert described["changes"]["retention.ms"] == "-1"  # kept forever
     assert described["changes"]["retention.bytes"] == "5000000"
     # Every config is there for a topic that set none (its values are the store's).
     assert set(described["plain"]) == set(described["changes"])
     assert described["plain"]["cleanup.policy"] == "delete"
-    assert int(described["plain"]["max.message.bytes"]) == store.topic("plain").config[
-        "max_message_bytes"
-    ]
+    assert (
+        int(described["plain"]["max.message.bytes"])
+        == store.topic("plain").config["max_message_bytes"]
+    )
 
 
 def test_an_unknown_topic_is_an_error(store: tidelog.Store, server: KafkaServer) -> None:

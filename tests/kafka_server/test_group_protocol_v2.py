@@ -265,7 +265,9 @@ def test_cooperative_consumers_revoke_only_what_moves_and_never_overlap(
         time.sleep(1.0)  # let any late callback land
         assert len(a.partitions()) == len(b.partitions()) == 2
         # Incremental: a gave up exactly the partitions b now has, and kept the others.
-        revoked_by_a = [p for name, what, ps in events if (name, what) == ("a", "revoke") for p in ps]
+        revoked_by_a = [
+            p for name, what, ps in events if (name, what) == ("a", "revoke") for p in ps
+        ]
         assert sorted(revoked_by_a) == b.partitions()
         # No overlap: every partition b was given had been revoked by a before.
         for i, (name, what, parts) in enumerate(events):

@@ -62,9 +62,7 @@ def test_totals_are_kept_across_instances(
     first = _run(server.address, tmp_path / "state-1", "--produce", "60", *flags)
     assert "processed 60 orders" in first, first
     # A new instance with no local state: its totals come back from the changelog topic.
-    second = _run(
-        server.address, tmp_path / "state-2", "--produce", "40", "--start", "60", *flags
-    )
+    second = _run(server.address, tmp_path / "state-2", "--produce", "40", "--start", "60", *flags)
     assert "processed 40 orders" in second, second
     expected = _expected(100)
     for customer, (total, count) in expected.items():

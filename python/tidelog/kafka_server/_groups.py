@@ -126,7 +126,9 @@ def _subscription(metadata: bytes) -> tuple[list[str], set[tuple[str, int]]]:
         raise ValueError(f"subscription version {version}")
     schema = _SUBSCRIPTIONS[min(version, len(_SUBSCRIPTIONS) - 1)]
     value, _size = entity_reader(schema)(metadata, 2)
-    owned = {(tp.topic, int(p)) for tp in getattr(value, "owned_partitions", ()) for p in tp.partitions}
+    owned = {
+        (tp.topic, int(p)) for tp in getattr(value, "owned_partitions", ()) for p in tp.partitions
+    }
     return sorted(set(value.topics)), owned
 
 
@@ -471,8 +473,7 @@ async def _offset_commit(broker: Broker, request: Any, _version: int) -> dict[st
             {
                 "name": t.name,
                 "partitions": [
-                    {"partition_index": p.partition_index, "error_code": code}
-                    for p in t.partitions
+                    {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
                 ],
             }
             for t in request.topics
@@ -582,9 +583,7 @@ def close_groups(broker: Broker) -> None:
         members.clear()
 
 
-async def _consumer_group_heartbeat(
-    _broker: Broker, request: Any, _version: int
-) -> dict[str, Any]:
+async def _consumer_group_heartbeat(_broker: Broker, request: Any, _version: int) -> dict[str, Any]:
     # As a Kafka broker whose group coordinator has the consumer protocol off: the client
     # reports the error (librdkafka: a fatal error) instead of retrying forever, which is
     # what it does when the API is not advertised at all.
