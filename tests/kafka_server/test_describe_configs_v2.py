@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import tidelog
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.cimpl import NewTopic
 from tidelog.kafka_server import KafkaServer
 
 _PATIENCE = 30.0

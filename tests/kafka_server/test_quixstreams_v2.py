@@ -69,7 +69,7 @@ def test_totals_are_kept_across_instances(
         assert f"{customer}: total {total} over {count} orders" in second, second
 
     totals = store.topic("totals")
-    written = [json.loads(m.value) for p in range(totals.partitions) for m in totals.read(p)]
+    written = [json.loads(m.value or b"") for p in range(totals.partitions) for m in totals.read(p)]
     assert len(written) == 100
     last = {v["customer"]: (v["total"], v["orders"]) for v in written}
     assert last == expected

@@ -54,7 +54,7 @@ def _topic_result(broker: Broker, resource: Any) -> dict[str, Any]:
         return result | {"error_code": _errors.code_for(e), "error_message": str(e)}
     wanted = resource.configuration_keys
     names = sorted(_NAMES) if wanted is None or not wanted else list(wanted)
-    configs = []
+    configs: list[dict[str, Any]] = []
     for name in names:
         setting = _NAMES.get(name)
         if setting is None or setting not in settings:

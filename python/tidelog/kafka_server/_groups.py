@@ -124,7 +124,7 @@ def _subscription(metadata: bytes) -> tuple[list[str], set[tuple[str, int]]]:
     (version,) = struct.unpack_from(">h", metadata)
     if version < 0:
         raise ValueError(f"subscription version {version}")
-    schema = _SUBSCRIPTIONS[min(version, len(_SUBSCRIPTIONS) - 1)]
+    schema: Any = _SUBSCRIPTIONS[min(version, len(_SUBSCRIPTIONS) - 1)]
     value, _size = entity_reader(schema)(metadata, 2)
     owned = {
         (tp.topic, int(p)) for tp in getattr(value, "owned_partitions", ()) for p in tp.partitions

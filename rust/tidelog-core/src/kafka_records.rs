@@ -385,7 +385,8 @@ pub fn read_kafka_batches(
         log.read_uncommitted(offset, usize::MAX, max_bytes)?
     };
     let mut out = Vec::with_capacity(
-        read.chunks.iter().map(|c| c.end - c.start + c.count * 8 + 64).sum::<usize>() + KAFKA_BATCH_HEADER_LEN,
+        read.chunks.iter().map(|c| c.end - c.start + c.count * 8 + 64).sum::<usize>()
+            + KAFKA_BATCH_HEADER_LEN,
     );
     // The offset after the last one the batches written so far cover.
     let mut covered = offset;
@@ -633,7 +634,13 @@ mod tests {
         let log = log(dir.path());
         let append = |value: &[u8], attributes: u8| {
             let record = Record { timestamp: 5, key: None, value, headers: &[], tombstone: false };
-            let meta = BatchMeta { base_offset: 0, attributes, producer_id: 9, producer_epoch: 0, base_sequence: -1 };
+            let meta = BatchMeta {
+                base_offset: 0,
+                attributes,
+                producer_id: 9,
+                producer_epoch: 0,
+                base_sequence: -1,
+            };
             log.append(&[record], meta).unwrap().base_offset
         };
         append(b"a", ATTR_TRANSACTIONAL);
