@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/python -c "import tomllib; d = tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']; print('\n'.join(d['dev'] + d['kafka']))" > $(VENV)/dev-requirements.txt
 	$(BIN)/pip install --quiet -r $(VENV)/dev-requirements.txt
+	$(PY) -m venv $(VENV)-quix
+	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['quix']))" > $(VENV)-quix/requirements.txt
+	$(VENV)-quix/bin/pip install --quiet -r $(VENV)-quix/requirements.txt
 	touch $(STAMP)
 
 build: $(STAMP)
@@ -72,4 +75,4 @@ bench: build
 	$(BIN)/python -m pytest benches -q --benchmark-only --benchmark-json=benches/results/latest.json
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) $(VENV)-quix target

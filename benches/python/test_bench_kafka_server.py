@@ -5,11 +5,22 @@ The same librdkafka producer (default batching, acks=all, idempotent) and consum
 when Java and the jars can be had, against the single KRaft broker benches/kafka/broker.py
 starts, in one run. Targets (issue 18): produce >= 500,000 msgs/s and fetch >= 1,000,000
 msgs/s of 100-byte values from tidelog's server.
+
+Both servers run in a process of their own, as a broker does: `tidelog serve DIR --kafka`
+is the CLI users run. Served from this process (``store.serve_kafka``) the server's thread
+would share the GIL with the client's produce() loop being measured.
+
+``client produce() loop alone`` is the floor of the client side: the same loop into
+librdkafka's queue with no broker to send to (nothing leaves the process).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +45,26 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def tidelog_server(bench_root: Path) -> Iterator[str]:
-    with tidelog.open(bench_root / "kafka-server") as store, store.serve_kafka("127.0.0.1:0") as s:
-        yield s.address
+    path = bench_root / "kafka-server"
+    tidelog.open(path).close()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tidelog", "serve", str(path), "--kafka", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        # The child's SIGTERM disposition must not be inherited from the runner.
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if not line.startswith("serving Kafka on "):
+            pytest.fail(f"tidelog serve did not start: {line!r}")
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        os.kill(child.pid, signal.SIGTERM)
+        child.wait(60)
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +100,23 @@ def _produce(address: str, topic: str, n: int) -> None:
             except BufferError:
                 producer.poll(0.005)
     assert producer.flush(120) == 0
+
+
+def _produce_loop_alone(n: int) -> None:
+    producer = ck.Producer(
+        {
+            "bootstrap.servers": "127.0.0.1:1",  # nothing listens: nothing is sent
+            "acks": "all",
+            "enable.idempotence": True,
+            "queue.buffering.max.messages": n + 1,
+            "queue.buffering.max.kbytes": 2 * n * VALUE_BYTES // 1024 + 1024,
+            "log_level": 0,
+        }
+    )
+    produce = producer.produce
+    for i in range(n):
+        produce("loop", VALUES[i % 1000], partition=0)
+    producer.purge()
 
 
 def _fetch(address: str, topic: str, n: int) -> None:
@@ -139,6 +185,20 @@ def test_produce_tidelog_server(benchmark: Any, tidelog_server: str) -> None:
 @pytest.mark.benchmark(group="kafka-server-produce")
 def test_produce_apache_kafka(benchmark: Any, apache_broker: str) -> None:
     _bench_produce(benchmark, apache_broker, "reference")
+
+
+@pytest.mark.benchmark(group="kafka-server-produce")
+def test_produce_client_loop_alone(benchmark: Any) -> None:
+    benchmark.pedantic(lambda: _produce_loop_alone(MSGS), rounds=ROUNDS, warmup_rounds=1)
+    record(
+        benchmark,
+        figure="kafka-server-produce-client-loop",
+        title="confluent-kafka produce() loop alone (no broker, nothing sent)",
+        role="variant",
+        unit="msgs/s",
+        work=MSGS,
+        what=f"{MSGS:,} produce() calls of {VALUE_BYTES} B into librdkafka's queue",
+    )
 
 
 @pytest.mark.benchmark(group="kafka-server-fetch")

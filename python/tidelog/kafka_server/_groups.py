@@ -10,6 +10,16 @@ SyncGroup and gets its share back as a ``ConsumerProtocolAssignment``. When the 
 group's generation moves (anyone joined or left, in any process) a member's next Heartbeat
 answers ``REBALANCE_IN_PROGRESS`` and the client joins again.
 
+The group protocol's refinements are Kafka's: a JoinGroup v4+ without a member id is given
+one and must join again with it (KIP-394), so a client that never hears the answer leaves
+no member behind; a static member (``group.instance.id``, KIP-345) that restarts within its
+session takes its old place back under a new member id, keeping its tidelog memberships and
+so its partitions, without a rebalance, and the id it replaced is fenced; and since no
+client assigns here, the server does what a cooperative assignor does (KIP-429): a member
+is handed a partition only once the member that held it has said (by joining again) that it
+let it go, and is told to rejoin when it may have it. The protocol is chosen as Kafka does,
+among those every member supports. The KIP-848 ``consumer`` protocol is refused.
+
 Committed offsets are the store's (``__consumer_offsets``, :mod:`tidelog.offsets`), so a
 Python consumer resumes where a Kafka client committed and the other way round.
 """
@@ -22,6 +32,8 @@ import io
 import struct
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +41,18 @@ from kio.schema.consumer_protocol_assignment.v0.data import (
     ConsumerProtocolAssignment,
     TopicPartition,
 )
-from kio.schema.consumer_protocol_subscription.v0.data import ConsumerProtocolSubscription
+from kio.schema.consumer_protocol_subscription.v0.data import (
+    ConsumerProtocolSubscription as SubscriptionV0,
+)
+from kio.schema.consumer_protocol_subscription.v1.data import (
+    ConsumerProtocolSubscription as SubscriptionV1,
+)
+from kio.schema.consumer_protocol_subscription.v2.data import (
+    ConsumerProtocolSubscription as SubscriptionV2,
+)
+from kio.schema.consumer_protocol_subscription.v3.data import (
+    ConsumerProtocolSubscription as SubscriptionV3,
+)
 from kio.serial import entity_reader, entity_writer
 
 from tidelog import _core
@@ -60,6 +83,18 @@ class _Member:
     generation: int = -1
     #: When the client was last heard from (time.monotonic()).
     last_seen: float = field(default_factory=time.monotonic)
+    #: ``group.instance.id`` of a static member (KIP-345); None for a dynamic one.
+    instance_id: str | None = None
+    #: The protocols it supports (name -> subscription), in its order of preference.
+    protocols: dict[str, bytes] = field(default_factory=dict)
+    #: Given a member id but not joined yet (KIP-394): it must join again with the id.
+    pending: bool = False
+    #: What the client holds: what it said it owns when it last joined, plus what it was
+    #: handed since (KIP-429: a cooperative client keeps partitions across a rebalance).
+    owned: set[tuple[str, int]] = field(default_factory=set)
+    #: Partitions assigned to it but held back at its last SyncGroup: another member
+    #: still owned them.
+    withheld: set[tuple[str, int]] = field(default_factory=set)
 
     def expired(self, now: float) -> bool:
         """Silent for longer than its session: the client is gone (as Kafka decides)."""
@@ -75,18 +110,32 @@ def _current_generation(member: _Member) -> int:
     return sum(m.current_generation() for m in member.topics.values())
 
 
-def _subscription(metadata: bytes) -> list[str]:
-    """The topics of a ``ConsumerProtocolSubscription`` (any version: topics come first)."""
+_SUBSCRIPTIONS = (SubscriptionV0, SubscriptionV1, SubscriptionV2, SubscriptionV3)
+
+
+def _subscription(metadata: bytes) -> tuple[list[str], set[tuple[str, int]]]:
+    """The topics of a ``ConsumerProtocolSubscription`` and the partitions it owns (v1+).
+
+    A version newer than known is read as the newest known: versions only add fields
+    at the end.
+    """
     if len(metadata) < 2:
         raise ValueError("subscription metadata too short")
-    value, _size = entity_reader(ConsumerProtocolSubscription)(metadata, 2)
-    return sorted(set(value.topics))
+    (version,) = struct.unpack_from(">h", metadata)
+    if version < 0:
+        raise ValueError(f"subscription version {version}")
+    schema: Any = _SUBSCRIPTIONS[min(version, len(_SUBSCRIPTIONS) - 1)]
+    value, _size = entity_reader(schema)(metadata, 2)
+    owned = {
+        (tp.topic, int(p)) for tp in getattr(value, "owned_partitions", ()) for p in tp.partitions
+    }
+    return sorted(set(value.topics)), owned
 
 
-def _assignment(member: _Member) -> bytes:
+def _assignment(parts_by_topic: dict[str, list[int]]) -> bytes:
     parts = tuple(
-        TopicPartition(topic=topic, partitions=tuple(m.assignment))  # type: ignore[arg-type]
-        for topic, m in sorted(member.topics.items())
+        TopicPartition(topic=topic, partitions=tuple(ps))  # type: ignore[arg-type]
+        for topic, ps in sorted(parts_by_topic.items())
     )
     out = io.BytesIO()
     out.write(struct.pack(">h", 0))
@@ -143,13 +192,41 @@ def _join(broker: Broker, group: str, member: _Member, topics: list[str]) -> Non
             membership.heartbeat(force=True)
 
 
-async def _join_group(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+def _new_member_id() -> str:
+    return f"kafka-{uuid.uuid4().hex[:12]}"
+
+
+def _static(members: dict[str, _Member], instance_id: str) -> _Member | None:
+    return next((m for m in members.values() if m.instance_id == instance_id), None)
+
+
+def _candidates(members: Iterable[_Member]) -> set[str] | None:
+    """The protocols every joined member supports (None: no member to ask)."""
+    found: set[str] | None = None
+    for m in members:
+        if not m.pending:
+            found = set(m.protocols) if found is None else found & set(m.protocols)
+    return found
+
+
+def _select_protocol(members: Iterable[_Member]) -> str | None:
+    """Kafka's choice: of the protocols all support, the one most members prefer."""
+    joined = [m for m in members if not m.pending]
+    candidates = _candidates(joined)
+    if not candidates:
+        return None
+    votes = Counter(next(p for p in m.protocols if p in candidates) for m in joined)
+    return max(sorted(votes), key=lambda p: votes[p])
+
+
+async def _join_group(broker: Broker, request: Any, version: int) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "throttle_time": 0,
         "error_code": 0,
         "generation_id": -1,
         "protocol_type": "consumer",
-        "protocol_name": None,
+        # Nullable from v7 on; before, an error answer names no protocol with "".
+        "protocol_name": None if version >= 7 else "",
         "leader": _NO_LEADER,
         "skip_assignment": False,
         "member_id": request.member_id,
@@ -160,20 +237,57 @@ async def _join_group(broker: Broker, request: Any, _version: int) -> dict[str, 
     session = int(request.session_timeout.total_seconds() * 1000)
     if not _MIN_SESSION_MS <= session <= _MAX_SESSION_MS:
         return answer | {"error_code": _errors.INVALID_SESSION_TIMEOUT}
-    protocol = request.protocols[0]
-    try:
-        topics = _subscription(protocol.metadata)
-    except Exception:
-        return answer | {"error_code": _errors.INCONSISTENT_GROUP_PROTOCOL}
+    protocols: dict[str, bytes] = {}
+    for p in request.protocols:
+        protocols.setdefault(p.name, p.metadata)
     members = _groups(broker).setdefault(request.group_id, {})
     await _forget_expired(members)
-    member = members.get(request.member_id)
-    if member is None:
-        if request.member_id:
+    instance = getattr(request, "group_instance_id", None)
+    member: _Member | None
+    if instance is not None:
+        member = _static(members, instance)
+        if request.member_id and (member is None or member.member_id != request.member_id):
+            code = _errors.UNKNOWN_MEMBER_ID if member is None else _errors.FENCED_INSTANCE_ID
+            return answer | {"error_code": code}
+        if member is not None and not request.member_id:
+            # The instance restarted (or a duplicate started): it takes the member's place
+            # and partitions under a new id; whoever holds the old id is fenced.
+            del members[member.member_id]
+            member.member_id = _new_member_id()
+            members[member.member_id] = member
+    elif request.member_id:
+        member = members.get(request.member_id)
+        if member is None or member.instance_id is not None:
             return answer | {"error_code": _errors.UNKNOWN_MEMBER_ID}
-        member_id = f"kafka-{uuid.uuid4().hex[:12]}"
-        member = _Member(member_id, "", protocol.name, session)
-        members[member_id] = member
+    else:
+        member = None
+        if version >= 4:
+            # KIP-394: the id first, the membership when the client comes back with it.
+            pending = _Member(_new_member_id(), "", "", session, protocols=protocols)
+            pending.pending = True
+            members[pending.member_id] = pending
+            return answer | {
+                "error_code": _errors.MEMBER_ID_REQUIRED,
+                "member_id": pending.member_id,
+            }
+    others = _candidates(m for m in members.values() if m is not member)
+    if others is not None and not others & set(protocols):
+        return answer | {"error_code": _errors.INCONSISTENT_GROUP_PROTOCOL}
+    if member is None:
+        member = _Member(_new_member_id(), "", "", session, instance_id=instance)
+        members[member.member_id] = member
+    member.pending = False
+    member.protocols = protocols
+    member.session_ms = session
+    protocol = _select_protocol(members.values())
+    try:
+        if protocol is None:
+            raise ValueError("no protocol in common")
+        topics, owned = _subscription(protocols[protocol])
+    except Exception:
+        return answer | {"error_code": _errors.INCONSISTENT_GROUP_PROTOCOL}
+    member.protocol = protocol
+    member.owned = owned
     try:
         await asyncio.to_thread(_join, broker, request.group_id, member, topics)
     except _core.TidelogError as e:
@@ -182,16 +296,28 @@ async def _join_group(broker: Broker, request: Any, _version: int) -> dict[str, 
     member.last_seen = time.monotonic()
     return answer | {
         "generation_id": member.generation,
-        "protocol_name": protocol.name,
+        "protocol_name": protocol,
         "member_id": member.member_id,
     }
 
 
-def _member(broker: Broker, group: str, member_id: str) -> _Member | None:
-    member = _groups(broker).get(group, {}).get(member_id)
-    if member is not None:
-        member.last_seen = time.monotonic()
-    return member
+def _find(
+    broker: Broker, group: str, member_id: str, instance_id: str | None
+) -> tuple[_Member | None, int]:
+    """The joined member ``member_id``, or the Kafka error code answering for it.
+
+    A static member's old id (another client took the instance id) is fenced.
+    """
+    members = _groups(broker).get(group, {})
+    if instance_id is not None:
+        static = _static(members, instance_id)
+        if static is not None and static.member_id != member_id:
+            return None, _errors.FENCED_INSTANCE_ID
+    member = members.get(member_id)
+    if member is None or member.pending:
+        return None, _errors.UNKNOWN_MEMBER_ID
+    member.last_seen = time.monotonic()
+    return member, 0
 
 
 async def _forget_expired(members: dict[str, _Member]) -> None:
@@ -208,6 +334,15 @@ async def _forget_expired(members: dict[str, _Member]) -> None:
                 await asyncio.to_thread(_leave, member)
 
 
+def _owned_by_others(members: dict[str, _Member], member: _Member) -> set[tuple[str, int]]:
+    now = time.monotonic()
+    owned: set[tuple[str, int]] = set()
+    for other in members.values():
+        if other is not member and not other.pending and not other.expired(now):
+            owned |= other.owned
+    return owned
+
+
 async def _sync_group(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "throttle_time": 0,
@@ -216,15 +351,29 @@ async def _sync_group(broker: Broker, request: Any, _version: int) -> dict[str, 
         "protocol_name": None,
         "assignment": b"",
     }
-    member = _member(broker, request.group_id, request.member_id)
+    instance = getattr(request, "group_instance_id", None)
+    member, code = _find(broker, request.group_id, request.member_id, instance)
     if member is None:
-        return answer | {"error_code": _errors.UNKNOWN_MEMBER_ID}
+        return answer | {"error_code": code}
     if (
         request.generation_id != member.generation
         or _current_generation(member) != member.generation
     ):
         return answer | {"error_code": _errors.REBALANCE_IN_PROGRESS}
-    return answer | {"protocol_name": member.protocol, "assignment": _assignment(member)}
+    # What another member still holds waits until it says it let go (KIP-429): a
+    # cooperative client keeps consuming what it owns until it has revoked it.
+    held = _owned_by_others(_groups(broker)[request.group_id], member)
+    given: dict[str, list[int]] = {}
+    member.withheld = set()
+    for topic, m in member.topics.items():
+        for p in m.assignment:
+            if (topic, p) in held:
+                member.withheld.add((topic, p))
+            else:
+                given.setdefault(topic, []).append(p)
+                member.owned.add((topic, p))
+        given.setdefault(topic, [])
+    return answer | {"protocol_name": member.protocol, "assignment": _assignment(given)}
 
 
 def _beat(member: _Member) -> bool:
@@ -236,15 +385,19 @@ def _beat(member: _Member) -> bool:
 
 
 async def _heartbeat(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
-    member = _member(broker, request.group_id, request.member_id)
+    instance = getattr(request, "group_instance_id", None)
+    member, code = _find(broker, request.group_id, request.member_id, instance)
     if member is None:
-        return {"throttle_time": 0, "error_code": _errors.UNKNOWN_MEMBER_ID}
+        return {"throttle_time": 0, "error_code": code}
     if request.generation_id != member.generation:
         return {"throttle_time": 0, "error_code": _errors.ILLEGAL_GENERATION}
     try:
         moved = await asyncio.to_thread(_beat, member)
     except _core.TidelogError as e:
         return {"throttle_time": 0, "error_code": _errors.code_for(e)}
+    if not moved and member.withheld:
+        # Partitions held back at its SyncGroup were let go: it rejoins to get them.
+        moved = not member.withheld <= _owned_by_others(_groups(broker)[request.group_id], member)
     code = _errors.REBALANCE_IN_PROGRESS if moved else 0
     return {"throttle_time": 0, "error_code": code}
 
@@ -256,17 +409,27 @@ def _leave(member: _Member) -> None:
 
 
 async def _leave_group(broker: Broker, request: Any, version: int) -> dict[str, Any]:
-    ids = [m.member_id for m in request.members] if version >= 3 else [request.member_id]
+    if version >= 3:
+        ids = [(m.member_id, m.group_instance_id) for m in request.members]
+    else:
+        ids = [(request.member_id, None)]
     members = _groups(broker).get(request.group_id, {})
     results = []
-    for member_id in ids:
-        member = members.pop(member_id, None)
+    for member_id, instance in ids:
         code = 0
-        if member is None:
-            code = _errors.UNKNOWN_MEMBER_ID
+        if instance is not None:
+            # A static member leaves by its instance id (the member id may be left out).
+            member = _static(members, instance)
+            if member is not None and member_id and member.member_id != member_id:
+                member, code = None, _errors.FENCED_INSTANCE_ID
         else:
+            member = members.get(member_id)
+        if member is None or member.pending:
+            code = code or _errors.UNKNOWN_MEMBER_ID
+        else:
+            del members[member.member_id]
             await asyncio.to_thread(_leave, member)
-        results.append({"member_id": member_id, "group_instance_id": None, "error_code": code})
+        results.append({"member_id": member_id, "group_instance_id": instance, "error_code": code})
     top = results[0]["error_code"] if version < 3 else 0
     return {"throttle_time": 0, "error_code": top, "members": results}
 
@@ -301,13 +464,16 @@ def _commit(broker: Broker, request: Any) -> list[dict[str, Any]]:
 
 
 async def _offset_commit(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
-    if request.member_id and _member(broker, request.group_id, request.member_id) is None:
+    instance = getattr(request, "group_instance_id", None)
+    code = 0
+    if request.member_id or instance is not None:
+        _m, code = _find(broker, request.group_id, request.member_id, instance)
+    if code:
         topics = [
             {
                 "name": t.name,
                 "partitions": [
-                    {"partition_index": p.partition_index, "error_code": _errors.UNKNOWN_MEMBER_ID}
-                    for p in t.partitions
+                    {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
                 ],
             }
             for t in request.topics
@@ -417,6 +583,21 @@ def close_groups(broker: Broker) -> None:
         members.clear()
 
 
+async def _consumer_group_heartbeat(_broker: Broker, request: Any, _version: int) -> dict[str, Any]:
+    # As a Kafka broker whose group coordinator has the consumer protocol off: the client
+    # reports the error (librdkafka: a fatal error) instead of retrying forever, which is
+    # what it does when the API is not advertised at all.
+    return {
+        "throttle_time": 0,
+        "error_code": _errors.UNSUPPORTED_VERSION,
+        "error_message": "the KIP-848 consumer group protocol is not served by tidelog: "
+        "use group.protocol=classic",
+        "member_id": request.member_id,
+        "member_epoch": -1,
+        "heartbeat_interval": 0,
+    }
+
+
 HANDLERS: dict[int, tuple[int, int, Handler]] = {
     10: (0, 3, _find_coordinator),
     11: (0, 7, _join_group),
@@ -427,4 +608,5 @@ HANDLERS: dict[int, tuple[int, int, Handler]] = {
     9: (1, 7, _offset_fetch),
     16: (0, 4, _list_groups),
     15: (0, 5, _describe_groups),
+    68: (0, 1, _consumer_group_heartbeat),
 }

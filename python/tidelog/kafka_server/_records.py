@@ -104,6 +104,8 @@ async def _produce(broker: Broker, request: Any, _version: int) -> dict[str, Any
         wanted = {(t.name, p.index) for t in request.topic_data for p in t.partition_data}
         if txn is None or not wanted <= txn.partitions:
             code = _txn.INVALID_TXN_STATE
+            if txn is not None and _txn.fenced_batches(txn, request.topic_data):
+                code = _errors.INVALID_PRODUCER_EPOCH  # as its partitions' leader says
             return (
                 None
                 if request.acks == 0
@@ -117,8 +119,12 @@ async def _produce(broker: Broker, request: Any, _version: int) -> dict[str, Any
 
 async def _init_producer_id(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
     if request.transactional_id is not None:
+        timeout_ms = int(request.transaction_timeout.total_seconds() * 1000)
+        if not 0 < timeout_ms <= _txn.MAX_TIMEOUT_MS:
+            code = _errors.INVALID_TRANSACTION_TIMEOUT
+            return {"throttle_time": 0, "error_code": code, "producer_id": -1, "producer_epoch": -1}
         try:
-            txn = await asyncio.to_thread(_txn.claim, broker, request.transactional_id)
+            txn = await _txn.init(broker, request.transactional_id, timeout_ms)
         except _core.TidelogError as e:
             code = _errors.code_for(e)
             return {"throttle_time": 0, "error_code": code, "producer_id": -1, "producer_epoch": -1}

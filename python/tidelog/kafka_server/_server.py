@@ -16,7 +16,7 @@ import struct
 import threading
 
 from tidelog import _core
-from tidelog.kafka_server import _codec, _groups, _records, _topics, _txn
+from tidelog.kafka_server import _codec, _configs, _groups, _records, _topics, _txn
 from tidelog.kafka_server._broker import Broker, Handler, ServedStore
 
 __all__ = ["KafkaServer"]
@@ -29,7 +29,7 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024
 
 def _handlers() -> dict[int, tuple[int, int, Handler]]:
     table: dict[int, tuple[int, int, Handler]] = {}
-    for module in (_topics, _records, _groups, _txn):
+    for module in (_topics, _records, _groups, _txn, _configs):
         table.update(module.HANDLERS)
     return table
 
