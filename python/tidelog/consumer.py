@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, cast
 
-from tidelog import _core
+from tidelog import _core, _fork
 from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, RebalanceError
 from tidelog._fork import Born
@@ -314,10 +314,40 @@ class Consumer:
 
         ``self._fetched`` receives the new positions of the partitions read.
         """
-        out: list[Message] = []
         fetched: dict[int, int] = {}
         self._fetched = fetched
-        self._resolve()
+        if self._unresolved:
+            self._resolve()
+        parts = self._parts
+        if len(parts) != 1:
+            return self._fetch_general(limit, fetched)
+        # The common case, a member owning one partition: the steps of the general path
+        # without the round over the partitions.
+        (part,) = parts.values()
+        if part.paused or part.unresolved or part.out_of_range is not None:
+            return self._fetch_general(limit, fetched)
+        p, position = part.partition, part.position
+        try:
+            out, after = self._topic.read_messages(p, position, limit)
+        except OffsetOutOfRangeError:
+            # Recovery or retention moved the log: the general path reads again and copes.
+            return self._fetch_general(limit, fetched)
+        self._next_partition += 1
+        if out:
+            part.fetched_from = position
+            part.position = fetched[p] = after
+            part.tail_offset, part.tail_next = out[-1].offset, after
+            return out
+        if after > position:
+            # Only transaction markers or aborted messages: step over them.
+            part.position = after
+        else:
+            self._held_back(p, after)
+        return []
+
+    def _fetch_general(self, limit: int, fetched: dict[int, int]) -> list[Message]:
+        """:meth:`_fetch` over any number of partitions."""
+        out: list[Message] = []
         ready: list[_Partition] = []
         for part in self._parts.values():
             if part.paused or part.unresolved:
@@ -330,7 +360,7 @@ class Consumer:
             part = ready[(self._next_partition + i) % count]
             p, position = part.partition, part.position
             try:
-                batch = self._topic.read_batch(p, position, max_messages=limit - len(out))
+                messages, after = self._topic.read_messages(p, position, limit - len(out))
             except OffsetOutOfRangeError:
                 end = self._topic.end_offset(p)
                 if position > end:
@@ -349,18 +379,18 @@ class Consumer:
                 # Retention removed what we were about to read: continue from the start.
                 part.position = self._topic.start_offset(p)
                 continue
-            if len(batch):
-                out.extend(batch)
+            if messages:
+                out += messages
                 part.fetched_from = position
-                part.position = fetched[p] = batch.next_offset
+                part.position = fetched[p] = after
                 # Handing out the last message of this fetch moves past what the read
                 # skipped after it too (transaction markers), so lag can reach zero.
-                part.tail_offset, part.tail_next = out[-1].offset, batch.next_offset
-            elif batch.next_offset > position:
+                part.tail_offset, part.tail_next = out[-1].offset, after
+            elif after > position:
                 # Only transaction markers or aborted messages: step over them.
-                part.position = batch.next_offset
+                part.position = after
             else:
-                self._held_back(p, batch.next_offset)
+                self._held_back(p, after)
             if len(out) >= limit:
                 break
         self._next_partition += 1
@@ -384,7 +414,8 @@ class Consumer:
             InvalidConfigError: ``max_messages`` below 1, or a negative or NaN ``timeout``.
             TypeError: An argument of the wrong type (the message names it).
         """
-        self._born.check()
+        if self._born.generation != _fork.generation:
+            self._born.check()
         # Exact types first: poll sits in tight loops; the full checks run only on a miss.
         if max_messages is not None and not (type(max_messages) is int and 0 < max_messages < _MAX):
             check_int(max_messages, "max_messages", 1, _MAX - 1)
@@ -413,25 +444,38 @@ class Consumer:
             self._consumed[p] = message.offset + 1
 
     def _poll(self, max_messages: int | None, timeout: float) -> list[Message]:
-        self._check_open()
+        if self._closed or self._born.generation != _fork.generation:
+            self._check_open()
         if self._buffer:
             return self._take_buffered(max_messages or self.max_poll_messages)
         limit = min(max_messages or self.max_poll_messages, self.max_poll_messages)
-        self._commit_delivered()
-        self._sync()
+        if self._delivered:
+            self._commit_delivered()
+        # What ``_sync`` would find first, checked here: with the generation unchanged and
+        # no heartbeat due (nearly every poll) it has nothing to do. This also runs between
+        # a wake-up and the fetch, where every call shows in the latency.
+        membership = self._membership
+        if (
+            time.monotonic() >= membership.heartbeat_due
+            or membership.read_generation() != membership.generation
+        ):
+            self._sync()
         deadline = time.monotonic() + max(timeout, 0.0)
+        ticket_of = self._topic.ticket
         while True:
-            ticket = self._topic.ticket()
+            ticket = ticket_of()
             messages = self._fetch(limit)
             if messages:
                 return self._hand_out(messages)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            self._topic.wait(
-                ticket, min(remaining, self._membership.heartbeat_interval()), self.spin_us
-            )
-            self._sync()
+            self._topic.wait(ticket, min(remaining, membership.heartbeat_interval()), self.spin_us)
+            if (
+                time.monotonic() >= membership.heartbeat_due
+                or membership.read_generation() != membership.generation
+            ):
+                self._sync()
 
     def _take_buffered(self, limit: int) -> list[Message]:
         out = [self._buffer.popleft() for _ in range(min(limit, len(self._buffer)))]
@@ -504,12 +548,20 @@ class Consumer:
 
     def _commit_delivered(self) -> None:
         """At-least-once: the application moved past what was delivered; commit it."""
-        if not self._delivered or self.delivery == "exactly-once":
+        delivered = self._delivered
+        if not delivered or self.delivery == "exactly-once":
             return
-        owned = {p: o for p, o in self._delivered.items() if p in self._parts}
-        if owned and self._owns_current(owned):
-            self._commit_now(owned)
-        self._delivered.clear()
+        # Every poll of an at-least-once member comes here: ``_owns_current`` and
+        # ``_commit_now`` inline, and no copy when every partition is still ours (the usual).
+        parts = self._parts
+        if delivered.keys() <= parts.keys():
+            owned = delivered
+        else:
+            owned = {p: o for p, o in delivered.items() if p in parts}
+        membership = self._membership
+        if owned and membership.read_generation() == membership.generation:
+            self._commit_record(owned, "", membership.generation)
+        delivered.clear()
 
     def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
         """Commits offsets durably (and atomically across partitions).

@@ -18,7 +18,11 @@ use crate::view::ValueBuffer;
 mod arrow;
 
 /// One message read from a topic. Read-only.
-#[pyclass(frozen, module = "tidelog._core", name = "Message")]
+// On a free list: iterating and polling make and drop one object per message, and a
+// recycled one costs neither an allocation nor the cycle collector's attention (PyO3
+// registers every class with the collector, but a reused object is not tracked, which is
+// sound here: a message holds only bytes, a str and numbers, so it is never in a cycle).
+#[pyclass(frozen, freelist = 1024, module = "tidelog._core", name = "Message")]
 pub struct Message {
     /// Topic name.
     #[pyo3(get)]
@@ -213,7 +217,9 @@ impl Records {
 
 /// A batch of messages read from one partition: indexable, iterable, and viewable as one
 /// buffer of values without copying.
-#[pyclass(frozen, sequence, module = "tidelog._core", name = "RecordBatch")]
+// On a free list, as `Message`: a poll makes one per partition read (it holds a str and
+// the mapped chunks, never a Python container, so it is never in a cycle either).
+#[pyclass(frozen, sequence, freelist = 64, module = "tidelog._core", name = "RecordBatch")]
 pub struct RecordBatch {
     topic: Py<PyString>,
     /// Partition the messages come from.
@@ -367,7 +373,8 @@ impl RecordBatch {
 }
 
 /// Iterator over a [`RecordBatch`].
-#[pyclass(module = "tidelog._core", name = "RecordBatchIterator")]
+// On a free list, as `RecordBatch` (it holds only its batch).
+#[pyclass(freelist = 64, module = "tidelog._core", name = "RecordBatchIterator")]
 pub struct RecordBatchIter {
     batch: Py<RecordBatch>,
     index: usize,
