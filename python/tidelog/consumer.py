@@ -147,6 +147,8 @@ class Consumer:
         self._on_assign, self._on_revoke = on_assign, on_revoke
         # The assigned partitions, by number, in order.
         self._parts: dict[int, _Partition] = {}
+        # The one partition when exactly one is assigned (the fetch's fast path), else None.
+        self._only: _Partition | None = None
         # Some partition waits for a transaction of this group (``_Partition.unresolved``).
         self._unresolved = False
         # The offsets to commit, per partition. At-least-once: after what was delivered;
@@ -238,6 +240,8 @@ class Consumer:
         if added:
             # Fetching goes round the partitions in order.
             self._parts = dict(sorted(parts.items()))
+        # Every change of the assignment ends here (``_adopt`` drops the revoked ones first).
+        self._only = next(iter(self._parts.values())) if len(self._parts) == 1 else None
 
     def _stale(self, partition: int, committed: Committed, end: int) -> str | None:
         """Why ``committed`` no longer points where the group left off, or None.
@@ -318,13 +322,10 @@ class Consumer:
         self._fetched = fetched
         if self._unresolved:
             self._resolve()
-        parts = self._parts
-        if len(parts) != 1:
-            return self._fetch_general(limit, fetched)
         # The common case, a member owning one partition: the steps of the general path
         # without the round over the partitions.
-        (part,) = parts.values()
-        if part.paused or part.unresolved or part.out_of_range is not None:
+        part = self._only
+        if part is None or part.paused or part.unresolved or part.out_of_range is not None:
             return self._fetch_general(limit, fetched)
         p, position = part.partition, part.position
         try:
@@ -452,29 +453,37 @@ class Consumer:
         if self._delivered:
             self._commit_delivered()
         # What ``_sync`` would find first, checked here: with the generation unchanged and
-        # no heartbeat due (nearly every poll) it has nothing to do. This also runs between
-        # a wake-up and the fetch, where every call shows in the latency.
+        # no heartbeat due (nearly every poll) it has nothing to do.
         membership = self._membership
-        if (
-            time.monotonic() >= membership.heartbeat_due
-            or membership.read_generation() != membership.generation
-        ):
+        now = time.monotonic()
+        if now >= membership.heartbeat_due or membership.read_generation() != membership.generation:
             self._sync()
-        deadline = time.monotonic() + max(timeout, 0.0)
+        deadline = now + max(timeout, 0.0)
         ticket_of = self._topic.ticket
         while True:
             ticket = ticket_of()
             messages = self._fetch(limit)
             if messages:
-                return self._hand_out(messages)
-            remaining = deadline - time.monotonic()
+                if self.delivery == "at-most-once":
+                    return self._hand_out(messages)
+                # The rest of ``_hand_out``, inline: the next poll (or commit) commits these.
+                self._delivered.update(self._fetched)
+                return messages
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 return []
-            self._topic.wait(ticket, min(remaining, membership.heartbeat_interval()), self.spin_us)
-            if (
-                time.monotonic() >= membership.heartbeat_due
-                or membership.read_generation() != membership.generation
-            ):
+            if now >= membership.heartbeat_due:
+                # Due meanwhile: heartbeat, then fetch again (the assignment may have moved).
+                self._sync()
+                continue
+            # The wait ends by the time the heartbeat is due, so one that rang returned
+            # before then: after it only the generation needs a look (one memory read), and
+            # the way from the wake-up to the fetch reads no clock.
+            rang = self._topic.wait(
+                ticket, min(remaining, membership.heartbeat_due - now), self.spin_us
+            )
+            if not rang or membership.read_generation() != membership.generation:
                 self._sync()
 
     def _take_buffered(self, limit: int) -> list[Message]:

@@ -217,3 +217,52 @@ def test_recycled_messages_survive_the_cycle_collector(store: tidelog.Store) -> 
     gc.collect()
     assert values == [b"%d" % i for i in range(2000)]
     assert [m.value for m in topic.read(0, 0)] == values
+
+
+def test_read_messages_returns_what_read_batch_does(store: tidelog.Store) -> None:
+    topic = store.create_topic("t", partitions=2)
+    for i in range(50):
+        key = b"k%d" % i if i % 2 else None
+        topic.append(b"v%d" % i, key=key, headers={"n": b"%d" % i}, partition=1)
+    topic.append(None, key=b"gone", partition=1)  # a tombstone
+    for offset, limit in [(0, 500), (0, 7), (13, 1), (40, 100), (51, 10), (0, 0)]:
+        messages, after = topic.read_messages(1, offset, limit)
+        batch = topic.read_batch(1, offset, max_messages=limit)
+        assert messages == list(batch)
+        assert after == batch.next_offset
+        assert all(type(m) is Message and m.partition == 1 for m in messages)
+    messages, after = topic.read_messages(1, 50, 10)
+    assert [(m.key, m.value) for m in messages] == [(b"gone", None)] and after == 51
+    assert topic.read_messages(0, 0, 10) == ([], 0)
+
+
+def test_read_messages_hides_open_transactions_as_read_batch_does(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    topic.append(b"before")
+    with store.producer(name="p") as producer:
+        producer.begin_transaction()
+        producer.send("t", b"open", partition=0)
+        producer.flush()
+        assert topic.end_offset(0) == 2
+        messages, after = topic.read_messages(0, 0, 10)
+        assert [m.value for m in messages] == [b"before"] and after == 1
+        producer.commit_transaction()
+    messages, after = topic.read_messages(0, 0, 10)
+    assert [m.value for m in messages] == [b"before", b"open"] and after == 3
+
+
+def test_read_messages_refuses_bad_arguments_as_read_batch_does(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    topic.append(b"x")
+    with pytest.raises(tidelog.OffsetOutOfRangeError, match="out of range"):
+        topic.read_messages(0, 5, 10)
+    with pytest.raises(tidelog.OffsetOutOfRangeError):
+        topic.read_messages(0, -1, 10)
+    with pytest.raises(tidelog.PartitionNotFoundError):
+        topic.read_messages(3, 0, 10)
+    with pytest.raises(tidelog.InvalidConfigError, match="max_messages"):
+        topic.read_messages(0, 0, -1)
+    with pytest.raises(TypeError, match="offset"):
+        topic.read_messages(0, "0", 10)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_messages"):
+        topic.read_messages(0, 0, 1.5)  # type: ignore[arg-type]

@@ -440,10 +440,7 @@ impl PyTopic {
         let max_messages = args::limit(max_messages, "max_messages")?;
         let read = run_detached(py, || log.read(offset, max_messages, READ_MAX_BYTES))?;
         let next_offset = read.next_offset;
-        let records = Records::new(read);
-        let partition = log.partition();
-        let messages =
-            PyList::new(py, (0..records.len()).map(|i| records.message(py, &self.name, partition, i)))?;
+        let messages = Records::new(read).to_list(py, &self.name, log.partition())?;
         Ok((messages, next_offset))
     }
 
