@@ -189,6 +189,7 @@ class Consumer:
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
         if revoked:
+            self._set_only()
             self._unresolved = any(part.unresolved for part in self._parts.values())
             self._buffer = deque(m for m in self._buffer if m.partition not in revoked)
             if self._on_revoke:
@@ -203,6 +204,8 @@ class Consumer:
 
         A partition not assigned before is added.
         """
+        # Not the fast path while partitions are being added (should this raise midway).
+        self._only = None
         committed = (
             self._offsets.committed(self.group, self.topic, self._incarnation) if partitions else {}
         )
@@ -240,7 +243,10 @@ class Consumer:
         if added:
             # Fetching goes round the partitions in order.
             self._parts = dict(sorted(parts.items()))
-        # Every change of the assignment ends here (``_adopt`` drops the revoked ones first).
+        self._set_only()
+
+    def _set_only(self) -> None:
+        """Keeps ``_only`` in step with ``_parts`` (called wherever partitions come or go)."""
         self._only = next(iter(self._parts.values())) if len(self._parts) == 1 else None
 
     def _stale(self, partition: int, committed: Committed, end: int) -> str | None:
