@@ -150,6 +150,7 @@ class Meter:
             "cpu_sys_s": after.ru_stime - before.ru_stime,
             "voluntary_ctx_switches": after.ru_nvcsw - before.ru_nvcsw,
             "involuntary_ctx_switches": after.ru_nivcsw - before.ru_nivcsw,
+            "minor_faults": after.ru_minflt - before.ru_minflt,
             "received": len(self.lat),
         }
         return self.lat, usage

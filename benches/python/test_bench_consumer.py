@@ -608,7 +608,9 @@ class LatencyRun:
             "consumer_cpu_us_per_msg": child_cpu / n * 1e6,
             "consumer_blocking_waits_per_msg": self.child.get("voluntary_ctx_switches", 0) / n,
             "consumer_preempted_per_msg": self.child.get("involuntary_ctx_switches", 0) / n,
+            "consumer_minor_faults_per_msg": self.child.get("minor_faults", 0) / n,
             "sender_cpu_us_per_msg": (self.sender.user_s + self.sender.sys_s) / n * 1e6,
+            "sender_minor_faults_per_msg": self.sender.minflt / n,
             "consumer_usage": self.child,
         }
 

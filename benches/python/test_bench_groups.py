@@ -76,7 +76,7 @@ def test_group_join(benchmark: Any, group: tuple[tidelog.Store, list[Membership]
 
 def _heartbeats(m: Membership, n: int, force: bool) -> None:
     for _ in range(n):
-        m._last_heartbeat = 0.0  # due now, as a lease third later
+        m.heartbeat_due = 0.0  # due now, as a lease third later
         m.heartbeat(force)
 
 

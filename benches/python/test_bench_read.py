@@ -8,13 +8,17 @@ the scans run (they were just written), so these are warm-cache figures.
   ``len(buf)``; GB/s of value bytes. Reference: ``readinto`` of the whole PyLog file into a
   reused 100 KB buffer (one copy out of the page cache); GB/s of file bytes.
 * ``Message`` iteration: ``for msg in topic.read(0, 0)``; msgs/s. Reference: iterating
-  ``(offset, value)`` of the PyLog file parsed in 1 MiB chunks.
+  ``(offset, value)`` of the PyLog file parsed in 1 MiB chunks. Second reference, the floor
+  of making one object per message (issue 19): the same ``read_batch(max_messages=1000)``
+  chunks iterated as plain tuples of a ``Message``'s fields, ``(topic, partition, offset,
+  timestamp_ms, key, value, headers)``, built by ``zip`` (in C) from the batch's columns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +136,31 @@ def iterate_batches(topic: tidelog.Topic, end: int) -> int:
     return n
 
 
+def iterate_tuples(topic: tidelog.Topic, end: int) -> int:
+    """The floor of :func:`iterate_batches`: every message as a plain tuple of the fields a
+    ``Message`` holds, ``(topic, partition, offset, timestamp_ms, key, value, headers)``
+    (values as ``bytes``, offsets and timestamps as ints, no key, raw headers), built in C by
+    ``zip`` over the columns of the same ``read_batch`` chunks; returns the count."""
+    read_batch = topic.read_batch
+    name = topic.name
+    offset = n = 0
+    while offset < end:
+        batch = read_batch(0, offset, max_messages=BATCH_VALUES)
+        rows = zip(
+            repeat(name),
+            repeat(0),
+            batch.offsets.tolist(),
+            batch.timestamps.tolist(),
+            repeat(None),
+            batch.values(),
+            repeat(b""),
+        )
+        for _row in rows:
+            n += 1
+        offset = batch.next_offset
+    return n
+
+
 def iterate_pylog(path: Path) -> int:
     """Iterates every record of the reference log; returns the count."""
     n = 0
@@ -235,6 +264,24 @@ def test_read_iterate_reference(benchmark: Any, scan_data: ScanData) -> None:
         unit="msgs/s",
         work=scan_data.messages,
         what=f"{scan_data.pylog_bytes / GIB:.3f} GiB file, {scan_data.messages:,} records",
+        extra={"ns_per_msg": ns_per(benchmark, scan_data.messages), **usage},
+    )
+
+
+@pytest.mark.benchmark(group="read-iterate")
+def test_read_iterate_tuples_floor(benchmark: Any, scan_data: ScanData) -> None:
+    n, usage = _run(
+        benchmark, SCALE.iter_rounds, iterate_tuples, scan_data.topic, scan_data.messages
+    )
+    assert n == scan_data.messages
+    record(
+        benchmark,
+        figure="read-iterate",
+        title="floor: the same messages as plain tuples of Message's 7 fields (zip, in C)",
+        role="second-reference",
+        unit="msgs/s",
+        work=scan_data.messages,
+        what=scan_data.what() + "; read_batch(max_messages=1000) chunks",
         extra={"ns_per_msg": ns_per(benchmark, scan_data.messages), **usage},
     )
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, cast
 
-from tidelog import _core
+from tidelog import _core, _fork
 from tidelog._checks import check_int, check_seconds, check_text, storage_errors
 from tidelog._core import InvalidConfigError, Message, OffsetOutOfRangeError, RebalanceError
 from tidelog._fork import Born
@@ -147,6 +147,8 @@ class Consumer:
         self._on_assign, self._on_revoke = on_assign, on_revoke
         # The assigned partitions, by number, in order.
         self._parts: dict[int, _Partition] = {}
+        # The one partition when exactly one is assigned (the fetch's fast path), else None.
+        self._only: _Partition | None = None
         # Some partition waits for a transaction of this group (``_Partition.unresolved``).
         self._unresolved = False
         # The offsets to commit, per partition. At-least-once: after what was delivered;
@@ -187,6 +189,7 @@ class Consumer:
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
         if revoked:
+            self._set_only()
             self._unresolved = any(part.unresolved for part in self._parts.values())
             self._buffer = deque(m for m in self._buffer if m.partition not in revoked)
             if self._on_revoke:
@@ -201,6 +204,8 @@ class Consumer:
 
         A partition not assigned before is added.
         """
+        # Not the fast path while partitions are being added (should this raise midway).
+        self._only = None
         committed = (
             self._offsets.committed(self.group, self.topic, self._incarnation) if partitions else {}
         )
@@ -238,6 +243,11 @@ class Consumer:
         if added:
             # Fetching goes round the partitions in order.
             self._parts = dict(sorted(parts.items()))
+        self._set_only()
+
+    def _set_only(self) -> None:
+        """Keeps ``_only`` in step with ``_parts`` (called wherever partitions come or go)."""
+        self._only = next(iter(self._parts.values())) if len(self._parts) == 1 else None
 
     def _stale(self, partition: int, committed: Committed, end: int) -> str | None:
         """Why ``committed`` no longer points where the group left off, or None.
@@ -314,10 +324,37 @@ class Consumer:
 
         ``self._fetched`` receives the new positions of the partitions read.
         """
-        out: list[Message] = []
         fetched: dict[int, int] = {}
         self._fetched = fetched
-        self._resolve()
+        if self._unresolved:
+            self._resolve()
+        # The common case, a member owning one partition: the steps of the general path
+        # without the round over the partitions.
+        part = self._only
+        if part is None or part.paused or part.unresolved or part.out_of_range is not None:
+            return self._fetch_general(limit, fetched)
+        p, position = part.partition, part.position
+        try:
+            out, after = self._topic.read_messages(p, position, limit)
+        except OffsetOutOfRangeError:
+            # Recovery or retention moved the log: the general path reads again and copes.
+            return self._fetch_general(limit, fetched)
+        self._next_partition += 1
+        if out:
+            part.fetched_from = position
+            part.position = fetched[p] = after
+            part.tail_offset, part.tail_next = out[-1].offset, after
+            return out
+        if after > position:
+            # Only transaction markers or aborted messages: step over them.
+            part.position = after
+        else:
+            self._held_back(p, after)
+        return []
+
+    def _fetch_general(self, limit: int, fetched: dict[int, int]) -> list[Message]:
+        """:meth:`_fetch` over any number of partitions."""
+        out: list[Message] = []
         ready: list[_Partition] = []
         for part in self._parts.values():
             if part.paused or part.unresolved:
@@ -330,7 +367,7 @@ class Consumer:
             part = ready[(self._next_partition + i) % count]
             p, position = part.partition, part.position
             try:
-                batch = self._topic.read_batch(p, position, max_messages=limit - len(out))
+                messages, after = self._topic.read_messages(p, position, limit - len(out))
             except OffsetOutOfRangeError:
                 end = self._topic.end_offset(p)
                 if position > end:
@@ -349,18 +386,18 @@ class Consumer:
                 # Retention removed what we were about to read: continue from the start.
                 part.position = self._topic.start_offset(p)
                 continue
-            if len(batch):
-                out.extend(batch)
+            if messages:
+                out += messages
                 part.fetched_from = position
-                part.position = fetched[p] = batch.next_offset
+                part.position = fetched[p] = after
                 # Handing out the last message of this fetch moves past what the read
                 # skipped after it too (transaction markers), so lag can reach zero.
-                part.tail_offset, part.tail_next = out[-1].offset, batch.next_offset
-            elif batch.next_offset > position:
+                part.tail_offset, part.tail_next = out[-1].offset, after
+            elif after > position:
                 # Only transaction markers or aborted messages: step over them.
-                part.position = batch.next_offset
+                part.position = after
             else:
-                self._held_back(p, batch.next_offset)
+                self._held_back(p, after)
             if len(out) >= limit:
                 break
         self._next_partition += 1
@@ -384,7 +421,8 @@ class Consumer:
             InvalidConfigError: ``max_messages`` below 1, or a negative or NaN ``timeout``.
             TypeError: An argument of the wrong type (the message names it).
         """
-        self._born.check()
+        if self._born.generation != _fork.generation:
+            self._born.check()
         # Exact types first: poll sits in tight loops; the full checks run only on a miss.
         if max_messages is not None and not (type(max_messages) is int and 0 < max_messages < _MAX):
             check_int(max_messages, "max_messages", 1, _MAX - 1)
@@ -413,25 +451,46 @@ class Consumer:
             self._consumed[p] = message.offset + 1
 
     def _poll(self, max_messages: int | None, timeout: float) -> list[Message]:
-        self._check_open()
+        if self._closed or self._born.generation != _fork.generation:
+            self._check_open()
         if self._buffer:
             return self._take_buffered(max_messages or self.max_poll_messages)
         limit = min(max_messages or self.max_poll_messages, self.max_poll_messages)
-        self._commit_delivered()
-        self._sync()
-        deadline = time.monotonic() + max(timeout, 0.0)
+        if self._delivered:
+            self._commit_delivered()
+        # What ``_sync`` would find first, checked here: with the generation unchanged and
+        # no heartbeat due (nearly every poll) it has nothing to do.
+        membership = self._membership
+        now = time.monotonic()
+        if now >= membership.heartbeat_due or membership.read_generation() != membership.generation:
+            self._sync()
+        deadline = now + max(timeout, 0.0)
+        ticket_of = self._topic.ticket
         while True:
-            ticket = self._topic.ticket()
+            ticket = ticket_of()
             messages = self._fetch(limit)
             if messages:
-                return self._hand_out(messages)
-            remaining = deadline - time.monotonic()
+                if self.delivery == "at-most-once":
+                    return self._hand_out(messages)
+                # The rest of ``_hand_out``, inline: the next poll (or commit) commits these.
+                self._delivered.update(self._fetched)
+                return messages
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 return []
-            self._topic.wait(
-                ticket, min(remaining, self._membership.heartbeat_interval()), self.spin_us
+            if now >= membership.heartbeat_due:
+                # Due meanwhile: heartbeat, then fetch again (the assignment may have moved).
+                self._sync()
+                continue
+            # The wait ends by the time the heartbeat is due, so one that rang returned
+            # before then: after it only the generation needs a look (one memory read), and
+            # the way from the wake-up to the fetch reads no clock.
+            rang = self._topic.wait(
+                ticket, min(remaining, membership.heartbeat_due - now), self.spin_us
             )
-            self._sync()
+            if not rang or membership.read_generation() != membership.generation:
+                self._sync()
 
     def _take_buffered(self, limit: int) -> list[Message]:
         out = [self._buffer.popleft() for _ in range(min(limit, len(self._buffer)))]
@@ -504,12 +563,20 @@ class Consumer:
 
     def _commit_delivered(self) -> None:
         """At-least-once: the application moved past what was delivered; commit it."""
-        if not self._delivered or self.delivery == "exactly-once":
+        delivered = self._delivered
+        if not delivered or self.delivery == "exactly-once":
             return
-        owned = {p: o for p, o in self._delivered.items() if p in self._parts}
-        if owned and self._owns_current(owned):
-            self._commit_now(owned)
-        self._delivered.clear()
+        # Every poll of an at-least-once member comes here: ``_owns_current`` and
+        # ``_commit_now`` inline, and no copy when every partition is still ours (the usual).
+        parts = self._parts
+        if delivered.keys() <= parts.keys():
+            owned = delivered
+        else:
+            owned = {p: o for p, o in delivered.items() if p in parts}
+        membership = self._membership
+        if owned and membership.read_generation() == membership.generation:
+            self._commit_record(owned, "", membership.generation)
+        delivered.clear()
 
     def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
         """Commits offsets durably (and atomically across partitions).

@@ -180,7 +180,13 @@ class Membership:
         self._where = f"of group {group!r} on topic {topic!r} in {store_dir}"
         self.generation = -1
         self.assignment: list[int] = []
-        self._last_heartbeat = 0.0
+        #: When (``time.monotonic()``) the next heartbeat is due. Until then, while
+        #: :attr:`read_generation` still returns :attr:`generation`, :meth:`heartbeat` has
+        #: nothing to do: a hot loop checks these two itself instead of calling it.
+        self.heartbeat_due = 0.0
+        #: The group's generation right now: :meth:`current_generation` without the Python
+        #: call around the native one (one memory read), for hot paths.
+        self.read_generation = self._group.current_generation
         #: This member's lease (slot, incarnation), once joined.
         self._lease: tuple[int, int] | None = None
         #: The leases of the other members as of the last state read.
@@ -248,7 +254,7 @@ class Membership:
                 for m, info in members.items()
                 if m != self.member_id
             ]
-        self._last_heartbeat = time.monotonic()
+        self.heartbeat_due = time.monotonic() + self.heartbeat_interval()
         return changed
 
     def _renew(self) -> int:
@@ -274,14 +280,14 @@ class Membership:
             Whether this member's generation changed.
         """
         before = self.generation
-        due = time.monotonic() - self._last_heartbeat >= self.lease_ms / 3000
+        due = time.monotonic() >= self.heartbeat_due
         if not (force or due or self.current_generation() != self.generation):
             return False
         if not force and self.current_generation() == self.generation:
             # A plain renewal: one atomic swap in the shared file, no lock, unless our lease
             # is gone or someone's ran out.
             renewed = self._renew()
-            self._last_heartbeat = time.monotonic()
+            self.heartbeat_due = time.monotonic() + self.heartbeat_interval()
             if renewed:
                 now = _now_ms()
                 expiry = self._group.lease_expiry

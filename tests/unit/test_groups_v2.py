@@ -289,7 +289,7 @@ def test_a_member_removed_while_alive_rejoins_at_its_next_heartbeat(tmp_path: Pa
         lease = b._membership._lease
         assert lease is not None and group.release_lease(*lease)
         # ... and a, at its next heartbeat, finds it expired and removes it.
-        a._membership._last_heartbeat = 0.0  # due
+        a._membership.heartbeat_due = 0.0  # due
         a.poll(timeout=0)
         assert a.assignment() == [0, 1, 2, 3]
         # b notices the rebalance at its next poll and joins again; a then gives way.
@@ -302,7 +302,7 @@ def test_a_member_removed_while_alive_rejoins_at_its_next_heartbeat(tmp_path: Pa
         generation = b._membership.generation
         lease = b._membership._lease
         assert lease is not None and group.release_lease(*lease)
-        b._membership._last_heartbeat = 0.0
+        b._membership.heartbeat_due = 0.0
         b.poll(timeout=0)
         assert b._membership._lease != lease
         assert b._membership.generation == generation + 1
@@ -405,7 +405,7 @@ def test_a_join_whose_write_fails_is_retried_not_taken_for_done(tmp_path: Path) 
             m.join()
         assert m._lease is None and len(real.leases()) == 1, "the claimed lease was given back"
         m._group = real
-        m._last_heartbeat = 0.0
+        m.heartbeat_due = 0.0
         assert m.heartbeat() is True, "joins under the lock, not a plain renewal"
         assert m.member_id in read_state(store.path, "t", "g").members
         first.poll(timeout=0)

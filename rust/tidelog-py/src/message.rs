@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use numpy::PyArray1;
 use pyo3::exceptions::{PyIndexError, PyStopIteration};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyMemoryView, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 use tidelog_core::format::headers;
 use tidelog_core::log::{ReadChunk, ReadResult};
 use tidelog_core::Topic;
@@ -18,7 +18,11 @@ use crate::view::ValueBuffer;
 mod arrow;
 
 /// One message read from a topic. Read-only.
-#[pyclass(frozen, module = "tidelog._core", name = "Message")]
+// On a free list: iterating and polling make and drop one object per message, and a
+// recycled one costs neither an allocation nor the cycle collector's attention (PyO3
+// registers every class with the collector, but a reused object is not tracked, which is
+// sound here: a message holds only bytes, a str and numbers, so it is never in a cycle).
+#[pyclass(frozen, freelist = 1024, module = "tidelog._core", name = "Message")]
 pub struct Message {
     /// Topic name.
     #[pyo3(get)]
@@ -191,6 +195,26 @@ impl Records {
         self.count
     }
 
+    /// Every message, in order, as a new list: straight from the batches, without the
+    /// per-record table (a list is made once, so the table would be built for nothing).
+    pub fn to_list<'py>(
+        &self,
+        py: Python<'py>,
+        topic: &Py<PyString>,
+        partition: u32,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let messages = self.chunks.iter().flat_map(|chunk| chunk.records()).map(|r| Message {
+            topic: topic.clone_ref(py),
+            partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp,
+            key: r.key.map(|k| PyBytes::new(py, k).unbind()),
+            value: (!r.tombstone).then(|| PyBytes::new(py, r.value).unbind()),
+            raw_headers: r.headers.into(),
+        });
+        PyList::new(py, Counted { inner: messages, left: self.count })
+    }
+
     /// Builds the `Message` for record `i`.
     pub fn message(&self, py: Python<'_>, topic: &Py<PyString>, partition: u32, i: usize) -> Message {
         let rec = &self.recs()[i];
@@ -211,9 +235,37 @@ impl Records {
     }
 }
 
+/// An iterator known to yield exactly `left` items (the chunks' records, whose counts add
+/// up to the read's): what `PyList::new` needs to make the list at its final size.
+struct Counted<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let item = self.inner.next()?;
+        self.left -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Counted<I> {}
+
 /// A batch of messages read from one partition: indexable, iterable, and viewable as one
 /// buffer of values without copying.
-#[pyclass(frozen, sequence, module = "tidelog._core", name = "RecordBatch")]
+// On a free list, as `Message`: a poll makes one per partition read (it holds a str and
+// the mapped chunks, never a Python container, so it is never in a cycle either).
+#[pyclass(frozen, sequence, freelist = 64, module = "tidelog._core", name = "RecordBatch")]
 pub struct RecordBatch {
     topic: Py<PyString>,
     /// Partition the messages come from.
@@ -367,7 +419,8 @@ impl RecordBatch {
 }
 
 /// Iterator over a [`RecordBatch`].
-#[pyclass(module = "tidelog._core", name = "RecordBatchIterator")]
+// On a free list, as `RecordBatch` (it holds only its batch).
+#[pyclass(freelist = 64, module = "tidelog._core", name = "RecordBatchIterator")]
 pub struct RecordBatchIter {
     batch: Py<RecordBatch>,
     index: usize,

@@ -14,8 +14,11 @@ use tidelog_core::{Error, PartitionLog, Topic};
 use crate::args::{self, type_name};
 use crate::errors::{to_py, InvalidConfigError};
 use crate::gil::run_detached;
-use crate::message::{MessageIterator, RecordBatch};
+use crate::message::{MessageIterator, RecordBatch, Records};
 use crate::view::BorrowedBuffer;
+
+/// Bytes of batches a read returns at most unless told otherwise.
+const READ_MAX_BYTES: usize = 16 << 20;
 
 /// A topic of a store: a fixed number of partitions, each an ordered log of messages.
 #[pyclass(frozen, module = "tidelog._core", name = "Topic")]
@@ -410,7 +413,7 @@ impl PyTopic {
             None => to_py(log.start_offset())?,
         };
         let max_messages = max_messages.map_or(Ok(10_000), |m| args::limit(m, "max_messages"))?;
-        let max_bytes = max_bytes.map_or(Ok(16 << 20), |m| args::limit(m, "max_bytes"))?;
+        let max_bytes = max_bytes.map_or(Ok(READ_MAX_BYTES), |m| args::limit(m, "max_bytes"))?;
         let read = run_detached(py, || {
             if committed {
                 log.read(offset, max_messages, max_bytes)
@@ -419,6 +422,26 @@ impl PyTopic {
             }
         })?;
         Ok(RecordBatch::new(self.name.clone_ref(py), log.partition(), read))
+    }
+
+    /// Reads as `read_batch(partition, offset, max_messages=max_messages)` does (committed
+    /// messages only) and returns `(messages, next_offset)`: the messages as a list, and
+    /// the offset to read next. The building block of `Consumer.poll`, which hands out
+    /// lists: no `RecordBatch` and no iteration over it between the read and the list.
+    fn read_messages<'py>(
+        &self,
+        py: Python<'py>,
+        partition: &Bound<'py, PyAny>,
+        offset: &Bound<'py, PyAny>,
+        max_messages: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let log = self.log(partition)?;
+        let offset = args::offset(offset, log)?;
+        let max_messages = args::limit(max_messages, "max_messages")?;
+        let read = run_detached(py, || log.read(offset, max_messages, READ_MAX_BYTES))?;
+        let next_offset = read.next_offset;
+        let messages = Records::new(read).to_list(py, &self.name, log.partition())?;
+        Ok((messages, next_offset))
     }
 
     /// First retained offset of `partition`.
