@@ -21,6 +21,7 @@ on the doorbell for up to ``spin_us`` microseconds (:meth:`tidelog.Store.work_qu
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -685,7 +686,12 @@ class WorkQueue(_core.JobBuffer):
         self._born.check()
         if isinstance(delay, bool) or not isinstance(delay, (int, float)):
             raise TypeError(f"delay must be a number of seconds, got {type(delay).__name__}")
-        due = 0 if delay == 0 else _now_ms() + max(1, round(check_seconds(delay, "delay") * 1000))
+        # Rounded up to the next millisecond: members compare deadlines with the wall clock's
+        # whole milliseconds, and a deadline from the truncated time came due up to a
+        # millisecond before the delay was over.
+        due = 0
+        if delay != 0:
+            due = math.ceil(time.time() * 1000) + max(1, round(check_seconds(delay, "delay") * 1000))
         self._change(
             job,
             lambda lease: (RELEASE, job.partition, job.offset, job.offset + 1, due, lease.count),
