@@ -691,7 +691,8 @@ class WorkQueue(_core.JobBuffer):
         # millisecond before the delay was over.
         due = 0
         if delay != 0:
-            due = math.ceil(time.time() * 1000) + max(1, round(check_seconds(delay, "delay") * 1000))
+            delay_ms = max(1, round(check_seconds(delay, "delay") * 1000))
+            due = math.ceil(time.time() * 1000) + delay_ms
         self._change(
             job,
             lambda lease: (RELEASE, job.partition, job.offset, job.offset + 1, due, lease.count),
