@@ -58,6 +58,8 @@ _TOPIC_CONFIGS = {
     "compression": "compression.type",
 }
 _SETTINGS = {v: k for k, v in _TOPIC_CONFIGS.items()}
+# How long `alter_topic` waits for the broker to show what it altered (seconds).
+_APPLIED_WAIT = 5.0
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -261,26 +263,30 @@ class KafkaStore:
                 for k, v in _topic_config(settings).items()
             ],
         )
+        wanted = _topic_config(settings)
         with translated(f"altering topic {name!r}"):
             for future in self._admin.incremental_alter_configs([resource]).values():
                 future.result(TIMEOUT)
-        return self.topic(name).config
+        # A KRaft broker answers once the change is in the metadata log and applies it
+        # after: a describe right away can still show the old values. Bounded, in case the
+        # broker shows a value in another spelling than the one sent.
+        deadline = time.monotonic() + _APPLIED_WAIT
+        raw = self._described(name)
+        while any(raw.get(k) != v for k, v in wanted.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            raw = self._described(name)
+        return _tidelog_settings(raw)
 
     def topic_config(self, name: str) -> dict[str, Any]:
         """The settings of topic ``name`` that have a tidelog name."""
+        return _tidelog_settings(self._described(name))
+
+    def _described(self, name: str) -> dict[str, str | None]:
+        """Every config entry of topic ``name`` under its Kafka name, as the broker says."""
         resource = ConfigResource(ConfigResource.Type.TOPIC, name)
         with translated(f"describing topic {name!r}"):
             entries = self._admin.describe_configs([resource])[resource].result(TIMEOUT)
-        config: dict[str, Any] = {}
-        for key, entry in entries.items():
-            setting = _SETTINGS.get(key)
-            if setting is None:
-                continue
-            value = entry.value
-            config[setting] = (
-                int(value) if value is not None and value.lstrip("-").isdigit() else value
-            )
-        return config
+        return {key: entry.value for key, entry in entries.items()}
 
     # -- appending and reading ---------------------------------------------------------------
 
@@ -742,6 +748,18 @@ def _check_name(name: str) -> None:
         raise _core.InvalidConfigError(
             f"topic names starting with '__' are reserved for internal topics: {name!r}"
         )
+
+
+def _tidelog_settings(raw: Mapping[str, str | None]) -> dict[str, Any]:
+    """The entries of ``raw`` (Kafka names) that have a tidelog name, numbers as ints."""
+    config: dict[str, Any] = {}
+    for key, value in raw.items():
+        setting = _SETTINGS.get(key)
+        if setting is not None:
+            config[setting] = (
+                int(value) if value is not None and value.lstrip("-").isdigit() else value
+            )
+    return config
 
 
 def _topic_config(settings: Mapping[str, Any]) -> dict[str, str]:
