@@ -543,20 +543,10 @@ impl Store {
             }
             _ => None,
         };
-        let cleaner = match shared.config.cleaner.interval_ms {
-            Some(ms) => {
-                let weak = Arc::downgrade(&shared);
-                let every = std::time::Duration::from_millis(ms);
-                Some(
-                    std::thread::Builder::new()
-                        .name("tidelog-cleaner".into())
-                        .spawn(move || clean_loop(&weak, every))
-                        .map_err(|e| Error::io("spawn cleaner thread", dir, e))?,
-                )
-            }
-            None => None,
-        };
-        let store = Store { shared, syncer: Mutex::new(syncer), cleaner: Mutex::new(cleaner) };
+        // The cleaner starts with the first compacted topic this store opens, creates or
+        // alters (`want_cleaner`): most stores have none, and a thread started and joined
+        // on every open and close was a tenth of a short-lived process's reopen.
+        let store = Store { shared, syncer: Mutex::new(syncer), cleaner: Mutex::new(None) };
         store.convert_legacy_queues()?;
         Ok(store)
     }
@@ -880,7 +870,31 @@ impl Store {
         }
         let topic = self.open_topic(name)?;
         topics.insert(name.to_owned(), topic.clone());
+        drop(topics);
+        if topic.settings().compacted() {
+            self.want_cleaner()?;
+        }
         Ok(topic)
+    }
+
+    /// Starts the background cleaner (see `clean_loop`) if the store has one configured
+    /// and it is not running yet. Not in a forked child, nor once the store is closed.
+    fn want_cleaner(&self) -> Result<()> {
+        let Some(ms) = self.shared.config.cleaner.interval_ms else { return Ok(()) };
+        let mut cleaner = self.cleaner.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `close` takes the handle under, after setting `closed`:
+        // a cleaner is never started that `close` would not join.
+        if cleaner.is_some() || self.is_closed() {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(&self.shared);
+        let every = std::time::Duration::from_millis(ms);
+        let handle = std::thread::Builder::new()
+            .name("tidelog-cleaner".into())
+            .spawn(move || clean_loop(&weak, every))
+            .map_err(|e| Error::io("spawn cleaner thread", &self.shared.dir, e))?;
+        *cleaner = Some(handle);
+        Ok(())
     }
 
     fn read_meta(&self, name: &str) -> Result<(u32, u64)> {
@@ -1191,12 +1205,16 @@ impl Store {
         if validate_topic_name(name).is_err() || !self.topic_dir(name).join(TOPIC_META).exists() {
             return Err(Error::TopicNotFound(name.to_owned()));
         }
-        match settings::alter(&self.topic_dir(name), &self.shared.defaults, changes) {
+        let altered = match settings::alter(&self.topic_dir(name), &self.shared.defaults, changes) {
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Err(Error::TopicNotFound(name.to_owned()))
             }
             other => other,
+        }?;
+        if altered.compacts() {
+            self.want_cleaner()?;
         }
+        Ok(altered)
     }
 
     /// As [`Self::alter_topic`], for one of the store's internal topics (which
@@ -1215,7 +1233,11 @@ impl Store {
         if !self.topic_dir(name).join(TOPIC_META).exists() {
             return Err(Error::TopicNotFound(name.to_owned()));
         }
-        settings::alter(&self.topic_dir(name), &self.shared.defaults, changes)
+        let altered = settings::alter(&self.topic_dir(name), &self.shared.defaults, changes)?;
+        if altered.compacts() {
+            self.want_cleaner()?;
+        }
+        Ok(altered)
     }
 
     /// Syncs every open partition (and state log) to disk.
@@ -1342,6 +1364,10 @@ fn sync_loop(shared: &Weak<Shared>, every: std::time::Duration) {
 /// budget, skipping a partition another cleaner (in any process) is working on. Appends go
 /// on meanwhile (compaction holds the append lock only to plan and to swap), and closing
 /// the store stops a compaction between segments. A forked child has no such thread.
+///
+/// It runs from the first compacted topic the store opens, creates or alters until the store
+/// closes. A topic another process turns compacted while this one holds it open is cleaned
+/// by that process's cleaner and by any store that opens the topic afterwards.
 fn clean_loop(shared: &Weak<Shared>, every: std::time::Duration) {
     loop {
         let Some(shared) = shared.upgrade() else {
@@ -1418,6 +1444,39 @@ mod tests {
         assert_eq!(t.partition(0).unwrap().end_offset().unwrap(), 10);
         assert_eq!(append(t.partition(0).unwrap(), b"next").unwrap(), 10);
         drop(topic);
+    }
+
+    fn cleaner_running(store: &Store) -> bool {
+        store.cleaner.lock().unwrap().is_some()
+    }
+
+    #[test]
+    fn the_cleaner_starts_with_the_first_compacted_topic_and_stops_at_close() {
+        let compact = [("cleanup_policy".to_owned(), Value::Text("compact".into()))];
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LogConfig::default(), &[]).unwrap();
+        store.create_topic("plain", 1, false, &[]).unwrap();
+        assert!(!cleaner_running(&store), "no compacted topic, no thread");
+        store.alter_topic("plain", &compact).unwrap();
+        assert!(cleaner_running(&store), "altered to compact");
+        store.close().unwrap();
+        assert!(!cleaner_running(&store), "joined by close");
+        store.alter_topic("plain", &compact).unwrap_err();
+        assert!(!cleaner_running(&store), "never started after close");
+
+        let again = Store::open(dir.path(), LogConfig::default(), &[]).unwrap();
+        again.open_every_topic().unwrap();
+        assert!(cleaner_running(&again), "opened compacted");
+        drop(again);
+        let other = tempfile::tempdir().unwrap();
+        let created = Store::open(other.path(), LogConfig::default(), &[]).unwrap();
+        created.create_topic("c", 1, false, &compact).unwrap();
+        assert!(cleaner_running(&created), "created compacted");
+        let mut off = LogConfig::default();
+        off.cleaner.interval_ms = None;
+        let without = Store::open(dir.path(), off, &[]).unwrap();
+        without.topic("plain").unwrap();
+        assert!(!cleaner_running(&without), "turned off");
     }
 
     #[test]

@@ -51,8 +51,9 @@ const POPULATE_WINDOW: usize = 4 << 20;
 
 /// The first window of a mapping: a process that opens a store, appends a few messages
 /// and closes would otherwise pay for faulting a whole window in, and closing would then
-/// trim those pages off again (together ~2 ms on the dev VM, for one 100-byte append).
-const FIRST_POPULATE_WINDOW: usize = 256 << 10;
+/// trim those pages off again (together ~2 ms on the dev VM, for one 100-byte append);
+/// closing also waits for a populate still running (the trim takes the pages' locks).
+const FIRST_POPULATE_WINDOW: usize = 16 << 10;
 
 impl std::fmt::Debug for FileMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
