@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from tidelog import _core
 from tidelog._core import InvalidConfigError, Message
 from tidelog.aio._closing import AsyncClosing
+from tidelog.aio._member import MemberViews
 
 if TYPE_CHECKING:
     from tidelog.aio._wake import Waiters
@@ -25,12 +26,14 @@ if TYPE_CHECKING:
 __all__ = ["Consumer"]
 
 
-class Consumer(AsyncClosing):
+class Consumer(MemberViews, AsyncClosing):
     """A member of a consumer group for asyncio; create it with :meth:`Store.consumer`.
 
     ``async for msg in consumer`` waits for messages without blocking the loop; ``poll``,
     ``commit`` and ``close`` are coroutines. One task uses a consumer at a time.
     """
+
+    _sync: SyncConsumer
 
     def __init__(self, waiters: Waiters, sync: SyncConsumer, bell: _core.Bell) -> None:
         """Wraps ``sync``; see :meth:`tidelog.aio.Store.consumer`."""
@@ -111,22 +114,6 @@ class Consumer(AsyncClosing):
         """Commits offsets durably, as :meth:`tidelog.Consumer.commit`."""
         self._sync.commit(offsets, metadata)
 
-    def committed(self) -> dict[int, int]:
-        """The group's committed offsets for this topic, per partition."""
-        return self._sync.committed()
-
-    def assignment(self) -> list[int]:
-        """Partitions this member owns."""
-        return self._sync.assignment()
-
-    def position(self, partition: int) -> int:
-        """The next offset ``poll`` returns from ``partition``."""
-        return self._sync.position(partition)
-
-    def lag(self) -> dict[int, int]:
-        """Messages behind the end of each assigned partition."""
-        return self._sync.lag()
-
     def seek(self, partition: int, offset: int) -> None:
         """Makes ``poll`` continue at ``offset`` of ``partition``."""
         self._sync.seek(partition, offset)
@@ -134,18 +121,6 @@ class Consumer(AsyncClosing):
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
         """Moves every assigned partition to its first message at or after ``timestamp_ms``."""
         self._sync.seek_to_timestamp(timestamp_ms)
-
-    def pause(self, partition: int) -> None:
-        """Stops fetching from ``partition`` until :meth:`resume`."""
-        self._sync.pause(partition)
-
-    def resume(self, partition: int) -> None:
-        """Fetches from ``partition`` again."""
-        self._sync.resume(partition)
-
-    def paused(self) -> list[int]:
-        """Paused partitions."""
-        return self._sync.paused()
 
     async def close(self) -> None:
         """Commits what was delivered (at-least-once) and leaves the group; idempotent."""

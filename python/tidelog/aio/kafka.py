@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tidelog import _core
 from tidelog.aio._closing import AsyncClosing
+from tidelog.aio._member import MemberViews
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError
@@ -245,12 +246,14 @@ class KafkaAioProducer(AsyncClosing):
         return f"<tidelog.aio Kafka producer name={self.name!r}>"
 
 
-class KafkaAioConsumer(AsyncClosing):
+class KafkaAioConsumer(MemberViews, AsyncClosing):
     """A member of a Kafka consumer group for asyncio (see :meth:`tidelog.aio.Store.consumer`).
 
     ``async for msg in consumer`` waits for messages without blocking the loop; ``poll``,
     ``commit`` and ``close`` are coroutines. One task uses a consumer at a time.
     """
+
+    _sync: KafkaConsumer
 
     def __init__(self, sync: KafkaConsumer) -> None:
         self._sync = sync
@@ -301,22 +304,6 @@ class KafkaAioConsumer(AsyncClosing):
         """Commits, as :meth:`tidelog.Consumer.commit` (a round trip, in a thread)."""
         await _offload(self._sync.commit, offsets, metadata)
 
-    def committed(self) -> dict[int, int]:
-        """The group's committed offsets (a round trip to the group coordinator)."""
-        return self._sync.committed()
-
-    def assignment(self) -> list[int]:
-        """The partitions this member owns."""
-        return self._sync.assignment()
-
-    def position(self, partition: int) -> int:
-        """The next offset this member fetches from ``partition``."""
-        return self._sync.position(partition)
-
-    def lag(self) -> dict[int, int]:
-        """Per partition: end offset minus the committed offset (round trips)."""
-        return self._sync.lag()
-
     def seek(self, partition: int, offset: int) -> None:
         """Makes the next poll read ``partition`` from ``offset``."""
         self._sync.seek(partition, offset)
@@ -326,18 +313,6 @@ class KafkaAioConsumer(AsyncClosing):
         """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
         self._sync.seek_to_timestamp(timestamp_ms)
         self._ready.clear()
-
-    def pause(self, partition: int) -> None:
-        """Stops fetching ``partition`` until :meth:`resume`."""
-        self._sync.pause(partition)
-
-    def resume(self, partition: int) -> None:
-        """Fetches ``partition`` again."""
-        self._sync.resume(partition)
-
-    def paused(self) -> list[int]:
-        """The paused partitions."""
-        return self._sync.paused()
 
     async def close(self) -> None:
         """Commits what at-least-once moved past, then leaves the group."""
