@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::shm::fork::Born;
+
 /// Not settled yet.
 const PENDING: u64 = u64::MAX;
 /// Dropped by shedding.
@@ -92,6 +94,9 @@ struct Slot {
 
 /// A producer's tracked outcomes, by send sequence (see the module docs).
 pub struct Ledger {
+    /// A forked child's copy of `kept` may be locked forever (by the parent's writer at the
+    /// fork): an inherited ledger never locks it.
+    born: Born,
     slots: Box<[Slot]>,
     /// Receipts kept for messages not settled when they were kept, by sequence.
     kept: Mutex<HashMap<u64, Arc<Receipt>>>,
@@ -108,6 +113,7 @@ impl std::fmt::Debug for Ledger {
 impl Default for Ledger {
     fn default() -> Self {
         Ledger {
+            born: Born::now(),
             slots: (0..LEDGER_SLOTS).map(|_| Slot::default()).collect(),
             kept: Mutex::new(HashMap::new()),
             kept_count: AtomicUsize::new(0),
@@ -138,8 +144,13 @@ impl Ledger {
     /// The writer stores the slot, then (after a `SeqCst` fence) looks for kept receipts;
     /// this registers the receipt, then (after one) reads the slot: one of the two sees the
     /// other, so the receipt is settled at least once, always with the slot's value.
+    /// In a forked child (the producer is inherited: nothing is written there) the receipt
+    /// stays pending.
     pub fn keep(&self, seq: u64) -> Arc<Receipt> {
         let receipt = Arc::new(Receipt::default());
+        if self.born.is_inherited_fast() {
+            return receipt;
+        }
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.insert(seq, receipt.clone());
         self.kept_count.store(kept.len(), Ordering::SeqCst);
@@ -264,5 +275,17 @@ mod tests {
         assert_eq!(late.outcome(), Outcome::Written(40));
         assert_eq!(unsent.outcome(), Outcome::Pending);
         assert_eq!(ledger.kept_count.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn an_inherited_ledger_keeps_without_its_lock() {
+        let ledger = Ledger::default();
+        ledger.settle(1, Settled::written(10));
+        // Held at the fork, as by the parent's writer publishing: never released in the child.
+        let held = ledger.kept.lock().unwrap();
+        let status = crate::shm::fork::in_child(|| ledger.keep(1).outcome() == Outcome::Pending);
+        drop(held);
+        assert_eq!(status, 0);
+        assert_eq!(ledger.keep(1).outcome(), Outcome::Written(10));
     }
 }
