@@ -77,6 +77,49 @@ def test_an_awaited_send_holds_nothing(tmp_path: Path, run: Run) -> None:
     run(main())
 
 
+def test_a_held_result_keeps_its_offset_past_many_later_sends(tmp_path: Path, run: Run) -> None:
+    """A result reads its message's outcome from its producer's ledger, whose slots the
+    sends after it reuse; a result still held at the next send keeps a receipt of its own,
+    whether its message was written by then or not."""
+
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path, fsync="never") as store:
+            await store.create_topic("t", partitions=2)
+            one, two = store.producer(name="one"), store.producer(name="two")
+            sent: list[tuple[bytes, Any]] = []
+            for i in range(3):
+                for producer in (one, two):
+                    value = b"%s-%d" % (str(producer.name).encode(), i)
+                    # Held unawaited, awaited and held, held with its message written before
+                    # the next send.
+                    pending = producer.send("t", value + b"-pending", partition=0)
+                    meta = await producer.send("t", value + b"-held", partition=1)
+                    written = await producer.send("t", value + b"-written", partition=i % 2)
+                    await producer.flush()
+                    sent += [
+                        (value + b"-pending", pending),
+                        (value + b"-held", meta),
+                        (value + b"-written", written),
+                    ]
+                    # Every ledger slot reused, twice, by sends nobody holds.
+                    for j in range(2500):
+                        await producer.send("t", b"filler", partition=j % 2)
+            metas = [
+                meta if isinstance(meta, tidelog.aio.SendResult) else await meta for _, meta in sent
+            ]
+            await one.flush()
+            await two.flush()
+            stored = _stored(store, "t")
+            for (value, _), meta in zip(sent, metas, strict=True):
+                at = await meta
+                assert stored[at] == value
+                assert meta.written_at() == at == (meta.partition, meta.offset)
+            await one.close()
+            await two.close()
+
+    run(main())
+
+
 def test_a_reused_result_belongs_to_its_own_send(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:

@@ -11,8 +11,9 @@ again: nothing is enqueued until the try that succeeds, so cancelling a blocked 
 never leaves half a message behind. ``"raise"`` and ``"shed"`` behave as in the synchronous API.
 
 ``await producer.send(...)`` gives a :class:`SendResult`; ``await`` that for the
-``(partition, offset)`` the message was written at: the writer settles each async message's
-receipt with its offset before it counts the message written.
+``(partition, offset)`` the message was written at: the writer reports each async message's
+offset (to the producer's native ledger, where a result held past the next send gets a
+receipt of its own) before it counts the message written.
 """
 
 from __future__ import annotations

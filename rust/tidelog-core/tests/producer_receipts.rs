@@ -1,13 +1,15 @@
 //! Tracked sends (`Producer::send_tracked`, the async producer's): once `flushed` counts a
-//! message its receipt holds the offset it was written at, with several threads sending to
-//! several partitions at once and another producer interleaving batches; a message shed
-//! at the send has no receipt, and one shed after it was buffered reports it was dropped.
+//! message its receipt (or the producer's ledger, for a while) holds the offset it was
+//! written at, with several threads sending to several partitions at once and another
+//! producer interleaving batches; a receipt kept after the send, before or after the write,
+//! holds it for good; a message shed at the send has no sequence, and one shed after it was
+//! buffered reports it was dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidelog_core::producer::receipt::Outcome;
+use tidelog_core::producer::receipt::{Outcome, LEDGER_SLOTS};
 use tidelog_core::producer::{OnFull, Producer, ProducerConfig};
 use tidelog_core::{LogConfig, Store};
 
@@ -44,7 +46,7 @@ fn receipts_hold_the_offsets_the_messages_were_written_at() {
                 for i in 0..2000 {
                     let value = format!("{t}-{i}").into_bytes();
                     let key = format!("k{}", i % 5).into_bytes();
-                    let tracked = producer.send_tracked("t", &value, Some(&key), &[], None, 0).unwrap();
+                    let tracked = producer.send_tracked("t", &value, Some(&key), &[], None, 0, true).unwrap();
                     assert!(tracked.accepted);
                     sent.push((value, tracked.partition, tracked.receipt.unwrap()));
                     // Untracked messages of the same and another producer between them.
@@ -72,6 +74,46 @@ fn receipts_hold_the_offsets_the_messages_were_written_at() {
 }
 
 #[test]
+fn the_ledger_holds_recent_outcomes_and_kept_receipts_hold_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), LogConfig::default(), &[]).unwrap());
+    store.create_topic("t", 2, false, &[]).unwrap();
+    let config = ProducerConfig { max_batch_messages: 7, ..ProducerConfig::default() };
+    let producer = Producer::new(store.clone(), config, None).unwrap();
+    let ledger = producer.ledger().clone();
+    let mut sent = Vec::new();
+    for i in 0..LEDGER_SLOTS / 2 {
+        let value = format!("v{i}").into_bytes();
+        let tracked = producer.send_tracked("t", &value, None, &[], Some(i as u32 % 2), 0, false).unwrap();
+        assert!(tracked.receipt.is_none());
+        producer.send("t", b"sync", None, &[], Some(0), 0, true).unwrap();
+        sent.push((value, tracked.partition, tracked.seq.unwrap()));
+    }
+    // Kept before the writer got to it (the writer lingers for a while) and after.
+    let before = ledger.keep(sent[sent.len() - 1].2);
+    assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
+    let after = ledger.keep(sent[0].2);
+    let logs: Vec<HashMap<u64, Vec<u8>>> =
+        (0..2).map(|p| values(&store, "t", p).into_iter().collect()).collect();
+    let written = |value: &[u8], partition: u32, outcome: Outcome| {
+        let Outcome::Written(offset) = outcome else { panic!("not written: {outcome:?}") };
+        assert_eq!(logs[partition as usize].get(&offset).map(Vec::as_slice), Some(value));
+    };
+    for (value, partition, seq) in &sent {
+        written(value, *partition, ledger.outcome(*seq));
+    }
+    // Enough tracked messages to reuse every slot: the kept receipts still know.
+    for _ in 0..2 * LEDGER_SLOTS {
+        producer.send_tracked("t", b"more", None, &[], Some(0), 0, false).unwrap();
+    }
+    assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
+    let (first, last) = (&sent[0], &sent[sent.len() - 1]);
+    written(&first.0, first.1, after.outcome());
+    written(&last.0, last.1, before.outcome());
+    assert_ne!(ledger.outcome(first.2), after.outcome());
+}
+
+#[test]
 fn shed_messages_report_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), LogConfig::default(), &[]).unwrap());
@@ -88,15 +130,20 @@ fn shed_messages_report_it() {
     // ones (evicted for higher ones), then new ones at the send.
     let mut receipts = Vec::new();
     for priority in [0, 0, 0, 0, 5, 5, 5, 5, 0] {
-        let tracked = producer.send_tracked("t", b"v", None, &[], Some(0), priority).unwrap();
-        receipts.push((priority, tracked.accepted, tracked.receipt));
+        // Every other one in the ledger only.
+        let keep = receipts.len() % 2 == 0;
+        let tracked = producer.send_tracked("t", b"v", None, &[], Some(0), priority, keep).unwrap();
+        assert_eq!(tracked.seq.is_some(), tracked.accepted);
+        assert_eq!(tracked.receipt.is_some(), tracked.accepted && keep);
+        receipts.push((priority, tracked.accepted, tracked.seq));
     }
     assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
     // Popped by the close at the latest.
     producer.close().unwrap();
     let (mut written, mut refused, mut evicted) = (Vec::new(), 0, 0);
-    for (priority, accepted, receipt) in receipts {
-        match (accepted, receipt.map(|r| r.outcome())) {
+    let ledger = producer.ledger();
+    for (priority, accepted, seq) in receipts {
+        match (accepted, seq.map(|seq| ledger.outcome(seq))) {
             (false, None) => {
                 assert_eq!(priority, 0);
                 refused += 1;

@@ -4,7 +4,7 @@
 //! `await producer.send(...)` costs no coroutine frame; only under pressure with
 //! `on_full="block"` does it return the Python coroutine that waits for room
 //! (`Producer._send_blocked`). `SendResult` is what the await gives: the message's
-//! partition and its receipt, which the writer settles with the offset; `await result`
+//! partition and where the writer reports its offset (the producer's ledger); `await result`
 //! waits for that (`Producer._written`). Both types live in `done.rs`.
 
 use pyo3::intern;
@@ -125,7 +125,10 @@ fn try_send<'py>(
     let headers = encode_headers(headers)?;
     let partition = args::partition(partition)?;
     let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
-    match engine.send_tracked(topic.as_ref(), value, key, &headers, partition, priority) {
+    // Last, after anything that may run Python code: from here to the new result nothing
+    // can take a reference to the spare.
+    crate::done::keep_spare(slf.py());
+    match engine.send_tracked(topic.as_ref(), value, key, &headers, partition, priority, false) {
         Ok(tracked) => crate::done::new_result(
             slf.as_any(),
             // Counts this message (and maybe a later one of another thread): written
@@ -133,7 +136,7 @@ fn try_send<'py>(
             if tracked.accepted { engine.sent_count() } else { 0 },
             tracked.accepted,
             tracked.partition,
-            tracked.receipt,
+            tracked.seq.map(|seq| (engine.ledger(), seq)),
         )
         .map(Some),
         Err(SendError::Backpressure(reason)) if reason == "would block" => Ok(None),

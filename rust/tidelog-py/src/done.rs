@@ -28,6 +28,15 @@
 //! is reused as `SendDone` is: the last one made is the spare, rewritten by the next send
 //! once nothing else holds it.
 //!
+//! A `SendResult` reads its message's outcome from the producer's ledger (see
+//! `tidelog_core::producer::receipt`), whose slot is reused some tracked messages later. The
+//! next tracked send (of any producer: [`keep_spare`], before it buffers its message) asks
+//! the ledger for a receipt of its own for the spare if anything else still holds it; a
+//! result nothing held then was rewritten or freed, so no result ever reads a reused slot.
+//! Before this, every message had its own receipt (an allocation the writer freed, and a
+//! cache line both threads wrote): ~0.1 of the `await send` / `send` throughput ratio
+//! (benches/results/aio-issue15.md).
+//!
 //! Invariants (cited by the `SAFETY` comments below):
 //! 1. Every object of the type is made by [`new`] (the type cannot be instantiated from
 //!    Python: `Py_TPFLAGS_DISALLOW_INSTANTIATION`): a `Done` whose `result` is a strong
@@ -46,10 +55,14 @@
 //! 5. Every `SendResult` is made by [`new_result`] (`Py_TPFLAGS_DISALLOW_INSTANTIATION`): a
 //!    [`Meta`] whose `owner` is a strong reference (never null) and whose other fields are
 //!    initialised before the object is handed out; `result_dealloc` releases `owner` and
-//!    drops `receipt` exactly once, a reuse replaces both (releasing the old ones). The type
-//!    is not subclassable, immutable and not GC-tracked, and supports no weak references.
-//!    [`RESULT_TYPE`] and [`RESULT_SPARE`] keep invariants 2 to 4 for it (its methods and
-//!    getters are only found on its own objects).
+//!    drops `ledger` and `receipt` exactly once, a reuse replaces them (releasing the old
+//!    ones). The type is not subclassable, immutable and not GC-tracked, and supports no
+//!    weak references. [`RESULT_TYPE`] and [`RESULT_SPARE`] keep invariants 2 to 4 for it
+//!    (its methods and getters are only found on its own objects).
+//! 6. The one write to a `SendResult` that others may hold: [`keep_spare`] sets the spare's
+//!    `receipt` (from None) to a receipt of the same message, which gives the same outcome
+//!    from then on; it runs no Python code, and no reference to a `Meta` outlives a slot
+//!    call (invariant 3, [`meta`]), so none is alive meanwhile.
 
 #![allow(unsafe_code)]
 
@@ -63,7 +76,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use tidelog_core::producer::receipt::{Outcome, Receipt};
+use tidelog_core::producer::receipt::{Ledger, Outcome, Receipt};
 
 use crate::errors::{BackpressureError, TidelogError};
 
@@ -341,8 +354,13 @@ struct Meta {
     ob_base: ffi::PyObject,
     /// The `tidelog.aio.Producer` that sent it (its `_written` does the waiting).
     owner: *mut ffi::PyObject,
-    /// Settled by the writer with the message's offset; `None` when shed at the send.
+    /// Where the writer reports the message's outcome, at `seq`; `None` when shed at the
+    /// send.
+    ledger: Option<Arc<Ledger>>,
+    /// The message's own receipt, once something held this result at a later send
+    /// (invariant 6); it then gives the outcome.
     receipt: Option<Arc<Receipt>>,
+    seq: u64,
     target: u64,
     partition: u32,
     accepted: bool,
@@ -354,16 +372,41 @@ static RESULT_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// The `SendResult` the next [`new_result`] reuses if nothing else holds it (invariant 4).
 static RESULT_SPARE: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 
-/// A `SendResult` for a message sent by `owner`: the spare when nothing else holds it, else
-/// a new one (which becomes the spare).
+/// Before a tracked send buffers its message: gives the spare `SendResult` a receipt of its
+/// own if anything but `RESULT_SPARE` holds it (see the module docs), so that it never reads
+/// a ledger slot reused by the sends after it.
+pub(crate) fn keep_spare(_py: Python<'_>) {
+    let spare = RESULT_SPARE.load(Ordering::Relaxed);
+    // SAFETY: the GIL is held (`_py`); `spare` is null or a live `SendResult` (invariants 4
+    // and 5); writing its `receipt` while others hold it is invariant 6.
+    unsafe {
+        if !spare.is_null() && ffi::Py_REFCNT(spare) > 1 {
+            let meta = spare.cast::<Meta>();
+            if (*meta).receipt.is_none() {
+                if let Some(ledger) = &(*meta).ledger {
+                    let kept = ledger.keep((*meta).seq);
+                    (*meta).receipt = Some(kept);
+                }
+            }
+        }
+    }
+}
+
+/// A `SendResult` for a message sent by `owner`, whose outcome goes to `ledger` at `seq`
+/// (`None`: shed at the send): the spare when nothing else holds it, else a new one (which
+/// becomes the spare).
 pub(crate) fn new_result<'py>(
     owner: &Bound<'py, PyAny>,
     target: u64,
     accepted: bool,
     partition: u32,
-    receipt: Option<Arc<Receipt>>,
+    ledger: Option<(&Arc<Ledger>, u64)>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = owner.py();
+    let (ledger, seq) = match ledger {
+        Some((ledger, seq)) => (Some(ledger), seq),
+        None => (None, 0),
+    };
     let spare = RESULT_SPARE.load(Ordering::Relaxed);
     // SAFETY: the GIL is held (`py`); `spare` is null or a live `SendResult` that
     // `RESULT_SPARE` holds a reference to (invariants 4 and 5). With a reference count of 1
@@ -372,7 +415,13 @@ pub(crate) fn new_result<'py>(
     unsafe {
         if !spare.is_null() && ffi::Py_REFCNT(spare) == 1 {
             let meta = spare.cast::<Meta>();
-            let old_receipt = std::mem::replace(&mut (*meta).receipt, receipt);
+            let old_receipt = (*meta).receipt.take();
+            // The same ledger as the last send's (the common case): no reference counting.
+            let old_ledger = match (&(*meta).ledger, ledger) {
+                (Some(old), Some(new)) if Arc::ptr_eq(old, new) => None,
+                _ => std::mem::replace(&mut (*meta).ledger, ledger.cloned()),
+            };
+            (*meta).seq = seq;
             (*meta).target = target;
             (*meta).partition = partition;
             (*meta).accepted = accepted;
@@ -383,6 +432,7 @@ pub(crate) fn new_result<'py>(
             }
             ffi::Py_INCREF(spare);
             drop(old_receipt);
+            drop(old_ledger);
             if !same {
                 ffi::Py_DECREF(old_owner);
             }
@@ -402,7 +452,9 @@ pub(crate) fn new_result<'py>(
         }
         let meta = obj.cast::<Meta>();
         ptr::write(&raw mut (*meta).owner, owner.clone().into_ptr());
-        ptr::write(&raw mut (*meta).receipt, receipt);
+        ptr::write(&raw mut (*meta).ledger, ledger.cloned());
+        ptr::write(&raw mut (*meta).receipt, None);
+        ptr::write(&raw mut (*meta).seq, seq);
         ptr::write(&raw mut (*meta).target, target);
         ptr::write(&raw mut (*meta).partition, partition);
         ptr::write(&raw mut (*meta).accepted, accepted);
@@ -442,9 +494,13 @@ fn guarded(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mu
     }
 }
 
-/// What became of the message (as `Receipt::outcome`); `None` when shed at the send.
+/// What became of the message; `None` when shed at the send.
 fn outcome(m: &Meta) -> Option<Outcome> {
-    m.receipt.as_ref().map(|r| r.outcome())
+    match (&m.receipt, &m.ledger) {
+        (Some(receipt), _) => Some(receipt.outcome()),
+        (None, Some(ledger)) => Some(ledger.outcome(m.seq)),
+        (None, None) => None,
+    }
 }
 
 /// The getters' shared shape: `slf`'s fields to a Python object.
@@ -534,6 +590,7 @@ unsafe extern "C" fn result_dealloc(slf: *mut ffi::PyObject) {
     unsafe {
         let tp = ffi::Py_TYPE(slf);
         let meta = slf.cast::<Meta>();
+        ptr::drop_in_place(&raw mut (*meta).ledger);
         ptr::drop_in_place(&raw mut (*meta).receipt);
         ffi::Py_XDECREF((*meta).owner);
         let free = ffi::PyType_GetSlot(tp, ffi::Py_tp_free);

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use self::identity::{Identity, TxnPartitions};
 use self::pressure::Pressure;
 use self::progress::Progress;
-use self::receipt::Receipt;
+use self::receipt::{Ledger, Receipt, Settled};
 use self::shed::ShedCounts;
 use crate::log::now_ms;
 use crate::ring::RingBuffer;
@@ -177,9 +177,10 @@ pub(crate) struct Pending {
     /// Length of the headers at the end of `bytes`, with [`TOMBSTONE`] set for a message
     /// without a value.
     headers_len: u32,
-    /// Where the writer reports the message's offset (async sends, see
-    /// [`Producer::send_tracked`]); `None` for the synchronous `send`.
-    receipt: Option<Arc<Receipt>>,
+    /// The message's send sequence plus one when the writer reports its outcome to the
+    /// producer's [`Ledger`] (async sends, see [`Producer::send_tracked`]); 0 for the
+    /// synchronous `send`.
+    tracked: u64,
 }
 
 /// [`Pending::key_len`] of a message without a key.
@@ -188,9 +189,8 @@ const NO_KEY: u32 = u32::MAX;
 /// slot larger than a cache line, and lengths stay below 2^31 (`max_message_bytes`).
 const TOMBSTONE: u32 = 1 << 31;
 
-// 64 bytes, a ring slot of 72: a receipt field in every message measured no slower on the
-// synchronous send (whose messages leave it `None`) than the 56 bytes without it; a side
-// table keyed by ring position would have to outlive every unawaited async result.
+// 64 bytes, a ring slot of 72: a tracking field in every message measured no slower on the
+// synchronous send (whose messages leave it 0) than the 56 bytes without it.
 const _: () = assert!(std::mem::size_of::<Pending>() == 64, "one cache line of message");
 
 impl Pending {
@@ -212,22 +212,16 @@ impl Pending {
         self.headers_len & TOMBSTONE != 0
     }
 
-    /// Reports the message written at `offset` to its sender, if it is waiting for that.
-    fn written(&self, offset: u64) {
-        if let Some(r) = &self.receipt {
-            r.written(offset);
-        }
+    /// The send sequence of a tracked message.
+    fn seq(&self) -> Option<u64> {
+        self.tracked.checked_sub(1)
     }
 
-    fn dropped(&self) {
-        if let Some(r) = &self.receipt {
-            r.dropped();
-        }
-    }
-
-    fn failed(&self) {
-        if let Some(r) = &self.receipt {
-            r.failed();
+    /// Reports what became of the message to its sender, if it is waiting for that;
+    /// [`Ledger::publish`] must follow before the message is accounted for.
+    fn settle(&self, ledger: Option<&Ledger>, value: Settled) {
+        if let (Some(seq), Some(ledger)) = (self.seq(), ledger) {
+            ledger.settle(seq, value);
         }
     }
 }
@@ -239,8 +233,22 @@ pub struct Tracked {
     pub accepted: bool,
     /// The partition chosen for it.
     pub partition: u32,
-    /// Its receipt (settled by the writer), when accepted.
+    /// Its send sequence, when accepted: its outcome is [`Ledger::outcome`] of it in
+    /// [`Producer::ledger`] (for a while, see [`Ledger::keep`]).
+    pub seq: Option<u64>,
+    /// Its receipt, when accepted and sent with `keep`.
     pub receipt: Option<Arc<Receipt>>,
+}
+
+/// How [`Producer::send_inner`] tracks a message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// Not at all (the synchronous send).
+    No,
+    /// In the ledger.
+    Ledger,
+    /// In the ledger, with a receipt kept before the message is buffered.
+    Keep,
 }
 
 /// One priority level: its drop count and, when shedding, what it has in the buffer.
@@ -321,6 +329,8 @@ pub(crate) struct Shared {
     /// A failure after which this producer may not write again (fenced, a broken
     /// sequence, or a write that kept failing so its outcome is unknown).
     fatal: Mutex<Option<Fatal>>,
+    /// Where the writer reports tracked messages (made at the first tracked send).
+    ledger: std::sync::OnceLock<Arc<Ledger>>,
 }
 
 impl Shared {
@@ -495,6 +505,7 @@ impl Producer {
             txns_begun: AtomicU64::new(0),
             txn: Mutex::new(None),
             fatal: Mutex::new(None),
+            ledger: std::sync::OnceLock::new(),
         });
         let for_writer = shared.clone();
         let writer = std::thread::Builder::new()
@@ -611,17 +622,19 @@ impl Producer {
         priority: i32,
         may_block: bool,
     ) -> std::result::Result<bool, SendError> {
-        self.send_inner(topic, value, key, headers, partition, priority, may_block, None)
-            .map(|(accepted, _)| accepted)
+        self.send_inner(topic, value, key, headers, partition, priority, may_block, Track::No)
+            .map(|tracked| tracked.accepted)
     }
 
     /// As [`Self::send`] without waiting (under pressure with `on_full="block"` it returns
     /// [`SendError::Backpressure`] with the reason "would block"), for an async sender: the
-    /// result names the partition chosen and carries a [`Receipt`] the writer settles with
-    /// the message's offset (or its fate) before [`Self::flushed`] counts it.
+    /// result names the partition chosen and the message's sequence, whose outcome (offset
+    /// or fate) the writer reports to [`Self::ledger`] before [`Self::flushed`] counts it;
+    /// with `keep`, it also carries a [`Receipt`] of it (see [`Ledger::keep`]).
     ///
     /// # Errors
     /// See [`SendError`].
+    #[allow(clippy::too_many_arguments)]
     pub fn send_tracked(
         &self,
         topic: &str,
@@ -630,15 +643,18 @@ impl Producer {
         headers: &[u8],
         partition: Option<u32>,
         priority: i32,
+        keep: bool,
     ) -> std::result::Result<Tracked, SendError> {
-        let receipt = Arc::new(Receipt::default());
-        let (accepted, partition) =
-            self.send_inner(topic, Some(value), key, headers, partition, priority, false, Some(&receipt))?;
-        Ok(Tracked { accepted, partition, receipt: accepted.then_some(receipt) })
+        let track = if keep { Track::Keep } else { Track::Ledger };
+        self.send_inner(topic, Some(value), key, headers, partition, priority, false, track)
     }
 
-    /// [`Self::send_record`], with the message's receipt; returns whether it was accepted and
-    /// its partition.
+    /// Where the writer reports the outcomes of tracked messages.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        self.shared.ledger.get_or_init(Default::default)
+    }
+
+    /// [`Self::send_record`], tracked as `track` says.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn send_inner(
@@ -650,8 +666,8 @@ impl Producer {
         partition: Option<u32>,
         priority: i32,
         may_block: bool,
-        receipt: Option<&Arc<Receipt>>,
-    ) -> std::result::Result<(bool, u32), SendError> {
+        track: Track,
+    ) -> std::result::Result<Tracked, SendError> {
         let tombstone = value.is_none();
         let value = value.unwrap_or_default();
         // One load each: the fork check comes first, a child must not touch the buffers
@@ -736,7 +752,7 @@ impl Producer {
                     };
                     if !admitted {
                         level.dropped.fetch_add(1, Ordering::Relaxed);
-                        return Ok((false, partition));
+                        return Ok(Tracked { accepted: false, partition, seq: None, receipt: None });
                     }
                 }
             }
@@ -745,7 +761,7 @@ impl Producer {
         bytes.extend_from_slice(key.unwrap_or_default());
         bytes.extend_from_slice(value);
         bytes.extend_from_slice(headers);
-        let pending = Pending {
+        let mut pending = Pending {
             topic,
             timestamp: now_ms(),
             txn: self.shared.txn_id.load(Ordering::Acquire),
@@ -755,14 +771,22 @@ impl Producer {
             // Both fit: `size` is at most `max_message_bytes`, which is below 2^31.
             key_len: key.map_or(NO_KEY, |k| k.len() as u32),
             headers_len: headers.len() as u32 | if tombstone { TOMBSTONE } else { 0 },
-            receipt: receipt.cloned(),
+            tracked: 0,
         };
+        let ledger = (track != Track::No).then(|| self.ledger());
         if self.shared.shedding {
             // Live before it is in the ring, so the writer never pops it uncounted.
             level.counts.add_live();
         }
         pressure.add(1);
-        self.shared.sent.fetch_add(1, Ordering::AcqRel);
+        let seq = self.shared.sent.fetch_add(1, Ordering::AcqRel);
+        let mut receipt = None;
+        if let Some(ledger) = ledger {
+            pending.tracked = seq + 1;
+            if track == Track::Keep {
+                receipt = Some(ledger.keep_unsent(seq));
+            }
+        }
         if let Err(pending) = self.shared.ring.try_push(pending) {
             // The ring has room for twice the buffer, so it is only full of shed messages
             // the writer has not popped yet (it pops them without writing, at once, unless
@@ -776,6 +800,9 @@ impl Producer {
                     pressure.remove(1);
                     self.shared.sent.fetch_sub(1, Ordering::AcqRel);
                 }
+                if let (Some(ledger), Some(_)) = (ledger, &receipt) {
+                    ledger.release(&[seq]);
+                }
                 return Err(SendError::Failed(Error::Closed));
             }
         }
@@ -788,7 +815,7 @@ impl Producer {
         {
             self.shared.wake_writer();
         }
-        Ok((true, partition))
+        Ok(Tracked { accepted: true, partition, seq: ledger.map(|_| seq), receipt })
     }
 
     /// Drops the oldest buffered message of the lowest priority below `priority`, if any

@@ -1,14 +1,29 @@
-//! `Receipt`: where the writer reports what became of one message sent with
+//! Where the writer reports what became of a message sent with
 //! [`super::Producer::send_tracked`] (its offset, or that it was dropped or failed).
 //!
-//! The message carries an `Arc` of its receipt through the buffer; the sender keeps
-//! another. Invariant: the writer settles a receipt (one store, `Release`) before it counts
-//! the message as accounted for, so a sender that saw [`super::Producer::flushed`] return
-//! true for a target covering the message reads a settled receipt, except for a message
-//! shed after it was buffered: shedding accounts for it at once and the writer settles its
-//! receipt (as dropped) only when it pops it.
+//! Every tracked message's outcome goes to its producer's [`Ledger`]: a small ring of slots
+//! indexed by the message's send sequence, written by the writer alone (two stores per
+//! message into lines only it writes: no allocation, no reference count and no cache line
+//! shared with the sender per message, which is what a `Receipt` of its own per message
+//! cost, measured on issue 15). A slot is rewritten [`LEDGER_SLOTS`] tracked messages later,
+//! so an outcome read from the ledger is only good for a while: a sender that wants it for
+//! longer asks for a [`Receipt`] with [`Ledger::keep`] before that many more tracked
+//! messages were sent (the async producer does so at its very next send, for a result
+//! something still holds), or at the send itself (`keep`).
+//!
+//! Invariants: the writer settles a message (its slot, then every receipt kept for it)
+//! before it counts the message as accounted for, so a sender that saw
+//! [`super::Producer::flushed`] return true for a target covering the message reads its
+//! outcome, except for a message shed after it was buffered: shedding accounts for it at
+//! once and the writer settles it (as dropped) only when it pops it. A receipt kept for a
+//! message is settled with the value of its slot exactly as the slot is, whichever of the
+//! writer and [`Ledger::keep`] sees the other's write first (see [`Ledger::keep`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::shm::fork::Born;
 
 /// Not settled yet.
 const PENDING: u64 = u64::MAX;
@@ -43,25 +58,162 @@ impl Default for Receipt {
 impl Receipt {
     /// What became of the message so far.
     pub fn outcome(&self) -> Outcome {
-        match self.0.load(Ordering::Acquire) {
-            PENDING => Outcome::Pending,
-            DROPPED => Outcome::Dropped,
-            FAILED => Outcome::Failed,
-            offset => Outcome::Written(offset),
+        decode(self.0.load(Ordering::Acquire))
+    }
+
+    fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Release);
+    }
+}
+
+/// The value a settled message leaves: its offset, or [`DROPPED`] or [`FAILED`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Settled(u64);
+
+impl Settled {
+    pub(super) fn written(offset: u64) -> Self {
+        // Offsets stay far below the three reserved values (they are < 2^63).
+        Settled(offset.min(FAILED - 1))
+    }
+
+    pub(super) const DROPPED: Settled = Settled(DROPPED);
+    pub(super) const FAILED: Settled = Settled(FAILED);
+}
+
+/// Slots of a [`Ledger`]: how many tracked messages later an outcome read from it may be
+/// overwritten. The async producer needs 2 (see the module docs); more leaves room.
+pub const LEDGER_SLOTS: usize = 1024;
+
+/// One slot: the sequence (plus one) of the message it holds the outcome of (0: none yet),
+/// and that outcome.
+#[derive(Default)]
+struct Slot {
+    tag: AtomicU64,
+    value: AtomicU64,
+}
+
+/// A producer's tracked outcomes, by send sequence (see the module docs).
+pub struct Ledger {
+    /// A forked child's copy of `kept` may be locked forever (by the parent's writer at the
+    /// fork): an inherited ledger never locks it.
+    born: Born,
+    slots: Box<[Slot]>,
+    /// Receipts kept for messages not settled when they were kept, by sequence.
+    kept: Mutex<HashMap<u64, Arc<Receipt>>>,
+    /// `kept.len()`, read by the writer without the lock.
+    kept_count: AtomicUsize,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("kept", &self.kept_count.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            born: Born::now(),
+            slots: (0..LEDGER_SLOTS).map(|_| Slot::default()).collect(),
+            kept: Mutex::new(HashMap::new()),
+            kept_count: AtomicUsize::new(0),
         }
     }
+}
 
-    pub(super) fn written(&self, offset: u64) {
-        // Offsets stay far below the three reserved values (they are < 2^63).
-        self.0.store(offset.min(FAILED - 1), Ordering::Release);
+impl Ledger {
+    fn slot(&self, seq: u64) -> &Slot {
+        &self.slots[(seq % LEDGER_SLOTS as u64) as usize]
     }
 
-    pub(super) fn dropped(&self) {
-        self.0.store(DROPPED, Ordering::Release);
+    /// The settled value of message `seq`, if its slot holds it.
+    fn settled(&self, seq: u64) -> Option<u64> {
+        let slot = self.slot(seq);
+        (slot.tag.load(Ordering::Acquire) == seq + 1).then(|| slot.value.load(Ordering::Acquire))
     }
 
-    pub(super) fn failed(&self) {
-        self.0.store(FAILED, Ordering::Release);
+    /// What became of message `seq` (a sequence from [`super::Tracked::seq`]), read less
+    /// than [`LEDGER_SLOTS`] tracked messages after it was sent (or kept before that).
+    pub fn outcome(&self, seq: u64) -> Outcome {
+        self.settled(seq).map_or(Outcome::Pending, decode)
+    }
+
+    /// A receipt for message `seq`, good for as long as it is held: call it before
+    /// [`LEDGER_SLOTS`] more tracked messages were sent.
+    ///
+    /// The writer stores the slot, then (after a `SeqCst` fence) looks for kept receipts;
+    /// this registers the receipt, then (after one) reads the slot: one of the two sees the
+    /// other, so the receipt is settled at least once, always with the slot's value.
+    /// In a forked child (the producer is inherited: nothing is written there) the receipt
+    /// stays pending.
+    pub fn keep(&self, seq: u64) -> Arc<Receipt> {
+        let receipt = Arc::new(Receipt::default());
+        if self.born.is_inherited_fast() {
+            return receipt;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.insert(seq, receipt.clone());
+        self.kept_count.store(kept.len(), Ordering::SeqCst);
+        drop(kept);
+        fence(Ordering::SeqCst);
+        if let Some(value) = self.settled(seq) {
+            receipt.set(value);
+            self.release(&[seq]);
+        }
+        receipt
+    }
+
+    /// Registers a receipt for `seq` before the message is in the buffer (nothing can have
+    /// settled it yet).
+    pub(super) fn keep_unsent(&self, seq: u64) -> Arc<Receipt> {
+        let receipt = Arc::new(Receipt::default());
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.insert(seq, receipt.clone());
+        self.kept_count.store(kept.len(), Ordering::SeqCst);
+        receipt
+    }
+
+    /// Forgets the receipts kept for `seqs` (a message shed at the send, never buffered).
+    pub(super) fn release(&self, seqs: &[u64]) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for seq in seqs {
+            kept.remove(seq);
+        }
+        self.kept_count.store(kept.len(), Ordering::SeqCst);
+    }
+
+    /// The writer's store for message `seq`; [`Self::publish`] must follow before the
+    /// message is accounted for.
+    pub(super) fn settle(&self, seq: u64, value: Settled) {
+        let slot = self.slot(seq);
+        slot.value.store(value.0, Ordering::Release);
+        slot.tag.store(seq + 1, Ordering::Release);
+    }
+
+    /// After [`Self::settle`] of `seqs`: settles the receipts kept for them.
+    pub(super) fn publish(&self, seqs: impl Iterator<Item = u64>) {
+        fence(Ordering::SeqCst);
+        if self.kept_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for seq in seqs {
+            if let Some(receipt) = kept.remove(&seq) {
+                if let Some(value) = self.settled(seq) {
+                    receipt.set(value);
+                }
+            }
+        }
+        self.kept_count.store(kept.len(), Ordering::SeqCst);
+    }
+}
+
+fn decode(value: u64) -> Outcome {
+    match value {
+        PENDING => Outcome::Pending,
+        DROPPED => Outcome::Dropped,
+        FAILED => Outcome::Failed,
+        offset => Outcome::Written(offset),
     }
 }
 
@@ -73,13 +225,67 @@ mod tests {
     fn a_receipt_reports_what_was_set() {
         let r = Receipt::default();
         assert_eq!(r.outcome(), Outcome::Pending);
-        r.written(0);
-        assert_eq!(r.outcome(), Outcome::Written(0));
-        r.written(41);
-        assert_eq!(r.outcome(), Outcome::Written(41));
-        r.dropped();
-        assert_eq!(r.outcome(), Outcome::Dropped);
-        r.failed();
-        assert_eq!(r.outcome(), Outcome::Failed);
+        for (value, outcome) in [
+            (Settled::written(0), Outcome::Written(0)),
+            (Settled::written(41), Outcome::Written(41)),
+            (Settled::DROPPED, Outcome::Dropped),
+            (Settled::FAILED, Outcome::Failed),
+        ] {
+            r.set(value.0);
+            assert_eq!(r.outcome(), outcome);
+        }
+    }
+
+    #[test]
+    fn the_ledger_reports_a_slot_until_it_is_reused() {
+        let ledger = Ledger::default();
+        assert_eq!(ledger.outcome(5), Outcome::Pending);
+        ledger.settle(5, Settled::written(7));
+        ledger.publish([5].into_iter());
+        assert_eq!(ledger.outcome(5), Outcome::Written(7));
+        ledger.settle(6, Settled::DROPPED);
+        assert_eq!(ledger.outcome(6), Outcome::Dropped);
+        // The same slot, LEDGER_SLOTS messages later: the old outcome is gone.
+        let later = 5 + LEDGER_SLOTS as u64;
+        ledger.settle(later, Settled::FAILED);
+        assert_eq!(ledger.outcome(later), Outcome::Failed);
+        assert_eq!(ledger.outcome(5), Outcome::Pending);
+    }
+
+    #[test]
+    fn a_kept_receipt_outlives_its_slot_whenever_it_was_kept() {
+        let ledger = Ledger::default();
+        // Kept before the writer settles it: the writer settles the receipt.
+        let early = ledger.keep(3);
+        assert_eq!(early.outcome(), Outcome::Pending);
+        ledger.settle(3, Settled::written(30));
+        ledger.publish([3].into_iter());
+        // Kept after: the keep reads the slot.
+        ledger.settle(4, Settled::written(40));
+        ledger.publish([4].into_iter());
+        let late = ledger.keep(4);
+        let unsent = ledger.keep_unsent(9);
+        ledger.release(&[9]);
+        for seq in 3..3 + 2 * LEDGER_SLOTS as u64 {
+            if seq > 4 {
+                ledger.settle(seq, Settled::written(seq * 10));
+            }
+        }
+        assert_eq!(early.outcome(), Outcome::Written(30));
+        assert_eq!(late.outcome(), Outcome::Written(40));
+        assert_eq!(unsent.outcome(), Outcome::Pending);
+        assert_eq!(ledger.kept_count.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn an_inherited_ledger_keeps_without_its_lock() {
+        let ledger = Ledger::default();
+        ledger.settle(1, Settled::written(10));
+        // Held at the fork, as by the parent's writer publishing: never released in the child.
+        let held = ledger.kept.lock().unwrap();
+        let status = crate::shm::fork::in_child(|| ledger.keep(1).outcome() == Outcome::Pending);
+        drop(held);
+        assert_eq!(status, 0);
+        assert_eq!(ledger.keep(1).outcome(), Outcome::Written(10));
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::lag::LagBound;
+use super::receipt::Settled;
 use super::{Fatal, Pending, Shared};
 use crate::format::{BatchMeta, Record, ATTR_TRANSACTIONAL};
 use crate::log::producers::sequence_add;
@@ -184,16 +185,22 @@ pub(super) fn write_here(shared: &Shared, batch: &mut Vec<Pending>) -> bool {
 /// module docs of `producer`), keeping the others in order.
 fn settle_shed(shared: &Shared, batch: &mut Vec<Pending>, from: usize) {
     let levels = shared.levels.read().map(|l| l.clone()).unwrap_or_default();
+    let ledger = shared.ledger.get().map(|l| &**l);
+    let mut shed = Vec::new();
     let mut i = 0;
     batch.retain(|p| {
         i += 1;
         let dropped = i > from
             && levels.iter().find(|l| l.priority == p.priority).is_some_and(|l| l.counts.pop_is_debt());
         if dropped {
-            p.dropped();
+            p.settle(ledger, Settled::DROPPED);
+            shed.push(p.seq());
         }
         !dropped
     });
+    if let Some(ledger) = ledger {
+        ledger.publish(shed.into_iter().flatten());
+    }
 }
 
 /// Turns the producer's pressure on or off as the slowest group's lag says. A failure to
@@ -257,6 +264,7 @@ fn write_groups(
     mut lag: Option<&mut LagBound>,
     held: &mut Vec<Pending>,
 ) {
+    let ledger = shared.ledger.get().map(|l| &**l);
     // Stable sort keeps per-partition order, which is send order.
     batch.sort_by_key(|p| (Arc::as_ptr(&p.topic) as usize, p.partition));
     if let Some(lag) = lag.as_deref_mut() {
@@ -337,8 +345,12 @@ fn write_groups(
         let result = result.map(|bounded| match bounded {
             Bounded::Written(appended) => {
                 // Offsets in send order from the batch's base (a duplicate's are the original's).
-                for (p, offset) in group.iter().zip(appended.base_offset..).take(appended.count as usize) {
-                    p.written(offset);
+                let written = group.iter().take(appended.count as usize);
+                for (p, offset) in written.clone().zip(appended.base_offset..) {
+                    p.settle(ledger, Settled::written(offset));
+                }
+                if let Some(ledger) = ledger {
+                    ledger.publish(written.filter_map(Pending::seq));
                 }
                 appended.count as usize
             }
@@ -355,7 +367,10 @@ fn write_groups(
             }
             Err(e) => {
                 shared.failed.fetch_add(group.len() as u64, Ordering::Relaxed);
-                group.iter().for_each(Pending::failed);
+                group.iter().for_each(|p| p.settle(ledger, Settled::FAILED));
+                if let Some(ledger) = ledger {
+                    ledger.publish(group.iter().filter_map(Pending::seq));
+                }
                 let fatal = match &e {
                     _ if shared.identity.is_none() => None,
                     Error::ProducerFenced(m) => Some(Fatal::Fenced(m.clone())),
