@@ -129,7 +129,14 @@ impl Ledger {
     /// The settled value of message `seq`, if its slot holds it.
     fn settled(&self, seq: u64) -> Option<u64> {
         let slot = self.slot(seq);
-        (slot.tag.load(Ordering::Acquire) == seq + 1).then(|| slot.value.load(Ordering::Acquire))
+        if slot.tag.load(Ordering::Acquire) != seq + 1 {
+            return None;
+        }
+        let value = slot.value.load(Ordering::Relaxed);
+        // A seqlock read (see `settle`): the tag again, after the value, so a slot the writer
+        // reused meanwhile is never read as this message's outcome.
+        fence(Ordering::Acquire);
+        (slot.tag.load(Ordering::Relaxed) == seq + 1).then_some(value)
     }
 
     /// What became of message `seq` (a sequence from [`super::Tracked::seq`]), read less
@@ -186,7 +193,12 @@ impl Ledger {
     /// message is accounted for.
     pub(super) fn settle(&self, seq: u64, value: Settled) {
         let slot = self.slot(seq);
-        slot.value.store(value.0, Ordering::Release);
+        // A seqlock write: no tag while the value changes. Readers read a slot less than
+        // LEDGER_SLOTS messages after its message (the module's contract), so this guards a
+        // contract broken, not a race of the async producer.
+        slot.tag.store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
+        slot.value.store(value.0, Ordering::Relaxed);
         slot.tag.store(seq + 1, Ordering::Release);
     }
 
@@ -275,6 +287,29 @@ mod tests {
         assert_eq!(late.outcome(), Outcome::Written(40));
         assert_eq!(unsent.outcome(), Outcome::Pending);
         assert_eq!(ledger.kept_count.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_reused_slot_is_never_read_as_the_older_message() {
+        // Readers keep to the contract (less than LEDGER_SLOTS messages late), but a slot
+        // rewritten under a late reader must read as pending, never as the other's offset.
+        let ledger = Arc::new(Ledger::default());
+        let (old, new) = (7u64, 7 + LEDGER_SLOTS as u64);
+        let writer = {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                for i in 0..200_000u64 {
+                    let seq = if i % 2 == 0 { old } else { new };
+                    ledger.settle(seq, Settled::written(seq * 1000));
+                }
+            })
+        };
+        while !writer.is_finished() {
+            for (seq, outcome) in [(old, ledger.outcome(old)), (new, ledger.outcome(new))] {
+                assert!(matches!(outcome, Outcome::Pending) || outcome == Outcome::Written(seq * 1000));
+            }
+        }
+        writer.join().unwrap();
     }
 
     #[test]
