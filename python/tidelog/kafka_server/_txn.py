@@ -381,6 +381,9 @@ async def _txn_offset_commit(broker: Broker, request: Any, _version: int) -> dic
             broker, request.transactional_id, request.producer_id, request.producer_epoch
         )
         await asyncio.to_thread(_commit_offsets, broker, txn, request)
+        # Started by AddOffsetsToTxn, unless that came before a restart: the clock of a
+        # transaction taken up with nothing recorded yet starts here.
+        _start_clock(broker, request.transactional_id, txn)
     except LookupError as e:
         code = int(e.args[0])
     except _core.TidelogError as e:
