@@ -294,3 +294,17 @@ def test_a_dead_servers_transaction_past_its_timeout_is_finished_by_readers(
         assert _stable(out)
         assert _etl_offsets(store) == {}
         assert [m.value for p in range(2) for m in out.read(p)] == []
+
+
+def test_serve_kafka_closed_and_served_again_in_one_process(tmp_path: Path) -> None:
+    # The closed server lets go of the transactional ids, so the next one takes them up.
+    with tidelog.open(tmp_path / "store") as store:
+        _setup(store)
+        first = store.serve_kafka("127.0.0.1:0")
+        address = first.address
+        producer = _open_transaction(store, address, timeout_ms=600_000)
+        first.close()
+        with store.serve_kafka(address):
+            producer.commit_transaction(_PATIENCE)
+            assert _committed_values(address, "out", 2, 4) == [b"open-%d" % i for i in range(4)]
+            assert _etl_offsets(store) == {0: 3}
