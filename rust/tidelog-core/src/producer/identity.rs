@@ -15,6 +15,13 @@
 //! writes a marker to each partition, then `none`. A new instance finishes what a crashed
 //! one left: commit markers after a decided commit, abort markers otherwise.
 //!
+//! A transaction may have a time limit (a Kafka client's `transaction.timeout.ms`, served by
+//! `tidelog serve --kafka`): its start (wall clock) and timeout follow `ongoing` / `commit`
+//! on the first line, written with its first partition. Such a transaction outlives the
+//! process that served it, as a Kafka transaction outlives its coordinator: the server's
+//! next run takes the name up at the same epoch ([`Identity::resume`]) so the client can go
+//! on, and the orphan check below leaves it alone until its time is up.
+//!
 //! Changes of a transaction happen under the state log's lock; a takeover takes the
 //! registry's `flock` first, then that lock (never the other way round), so fencing and
 //! the partition list cannot interleave with a new instance's takeover. A transaction
@@ -203,15 +210,11 @@ impl PendingTxn {
         })?;
         let mut lines = text.lines();
         let first = lines.next();
-        let corrupt = || {
-            Error::Corrupt {
+        let corrupt = || Error::Corrupt {
             path: path.to_owned(),
             position: 0,
             offset: 0,
-            reason: format!(
-                "transaction state begins with {first:?}, not none, or ongoing/commit with an optional time limit"
-            ),
-        }
+            reason: format!("transaction state begins with {first:?}, not none, ongoing or commit"),
         };
         // `ongoing` / `commit`, then `<TAB>started_ms<TAB>timeout_ms` for a transaction
         // with a time limit.
