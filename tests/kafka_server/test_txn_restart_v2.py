@@ -308,3 +308,36 @@ def test_serve_kafka_closed_and_served_again_in_one_process(tmp_path: Path) -> N
             producer.commit_transaction(_PATIENCE)
             assert _committed_values(address, "out", 2, 4) == [b"open-%d" % i for i in range(4)]
             assert _etl_offsets(store) == {0: 3}
+
+
+_LOCAL_OPENER = r"""
+import sys, time, tidelog
+with tidelog.open(sys.argv[1]) as store:
+    producer = store.producer(name="local")
+    tx = store.transaction(producer)
+    tx.send("out", b"never visible", partition=0)
+    producer.flush()
+    print("open", flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_a_kafka_consumer_is_not_held_back_by_a_dead_local_producer(served: _Served) -> None:
+    # The store's own transactions have no timeout: a dead producer's is finished by the
+    # readers it holds back (the store's consumers do it), Kafka consumers of the server too.
+    with tidelog.open(served.path) as store:
+        _setup(store)
+        address = served.start()
+        child = subprocess.Popen(
+            [sys.executable, "-c", _LOCAL_OPENER, str(served.path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().startswith("open")
+            store.topic("out").append(b"after", partition=0)
+        finally:
+            child.kill()
+            child.communicate(timeout=_PATIENCE)
+        assert _committed_values(address, "out", 2, 1) == [b"after"]
