@@ -263,6 +263,26 @@ def test_an_idle_transactional_producer_goes_on_after_a_restart(served: _Served)
         assert _committed_values(served.address, "out", 2, 2) == [b"after", b"before"]
 
 
+def test_an_idle_producer_taken_up_after_a_restart_keeps_its_timeout(served: _Served) -> None:
+    # Its transaction.timeout.ms came with InitProducerId, before the restart.
+    with tidelog.open(served.path) as store:
+        _setup(store)
+        address = served.start()
+        producer = Producer(
+            {"bootstrap.servers": address, "transactional.id": "tx", "transaction.timeout.ms": 2000}
+        )
+        producer.init_transactions(_PATIENCE)
+        served.stop(signal.SIGKILL)
+        served.start()
+        producer.begin_transaction()
+        producer.produce("out", b"left open", partition=0)
+        assert producer.flush(_PATIENCE) == 0
+        out = store.topic("out")
+        assert not _stable(out)
+        _wait_for("the transaction aborted after 2 s", lambda: _stable(out))
+        assert [m.value for m in out.read(0)] == []
+
+
 def test_a_dead_servers_transaction_is_not_an_orphan_until_its_timeout(
     served: _Served,
 ) -> None:
