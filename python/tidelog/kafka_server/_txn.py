@@ -21,8 +21,9 @@ its first partition, in the same durable write. A server starting on the store t
 every Kafka transaction left open (``KafkaTransactionalId.resume``: same producer id and
 epoch, nothing fenced) and ends it when its time, counted from that recorded start, is up;
 until then its producer may go on and commit it. A producer idle between transactions is
-taken up at its first request. While no server runs, the store's readers leave such a
-transaction alone until its time is up (then they abort it as an orphan).
+taken up at its first request, with the timeout it gave in InitProducerId (kept with its
+epoch). While no server runs, the store's readers leave such a transaction alone until its
+time is up (then they abort it as an orphan).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ INVALID_PRODUCER_ID_MAPPING = 49
 INVALID_TXN_STATE = 48
 #: The longest ``transaction.timeout.ms`` accepted (Kafka's ``transaction.max.timeout.ms``).
 MAX_TIMEOUT_MS = 900_000
-#: The timeout of a producer taken up after a restart between two transactions: the one it
-#: gave in InitProducerId is not recorded (only each transaction's), so Kafka's default.
+#: Kafka's default ``transaction.timeout.ms``: that of an instance claimed before its
+#: timeout was kept with its epoch, when taken up after a restart.
 DEFAULT_TIMEOUT_MS = 60_000
 
 
@@ -136,7 +137,7 @@ def _take_up(
     )
     if native is None:
         return None
-    txn = _Txn(native)
+    txn = _Txn(native, timeout_ms=native.timeout_ms or DEFAULT_TIMEOUT_MS)
     open_txn = native.transaction()
     if open_txn is None:
         return txn, None
@@ -238,7 +239,8 @@ def _fenced(version: int, since: int) -> int:
 def _claim(broker: Broker, transactional_id: str, timeout_ms: int) -> _Txn:
     """Claims ``transactional_id`` for a new instance (worker thread)."""
     txn = _Txn(
-        _core.KafkaTransactionalId(broker.store.native, transactional_id), timeout_ms=timeout_ms
+        _core.KafkaTransactionalId(broker.store.native, transactional_id, timeout_ms),
+        timeout_ms=timeout_ms,
     )
     _txns(broker)[transactional_id] = txn
     return txn

@@ -135,3 +135,23 @@ fn a_new_instance_fences_a_taken_up_one_and_aborts_its_transaction() {
     assert!(resumed.check_current().is_err());
     assert!(fresh.open_transaction().unwrap().is_none());
 }
+
+#[test]
+fn an_instances_timeout_is_kept_with_its_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (id, epoch) = {
+        let claimed = Identity::claim_with_timeout(&store, "tx", 2500).unwrap();
+        assert_eq!(claimed.timeout_ms(), Some(2500));
+        (claimed.producer_id, claimed.epoch)
+    };
+    let resumed = Identity::resume(&store, "tx", id, epoch).unwrap().expect("taken up");
+    assert_eq!(resumed.timeout_ms(), Some(2500));
+    drop(resumed);
+    // A store producer's instance has none; neither has a fenced one.
+    let local = Identity::claim(&store, Some("tx")).unwrap();
+    assert_eq!(local.timeout_ms(), None);
+    let kafka = Identity::claim_with_timeout(&store, "tx", 7000).unwrap();
+    assert_eq!(local.timeout_ms(), None);
+    assert_eq!(kafka.timeout_ms(), Some(7000));
+}

@@ -94,12 +94,24 @@ pub struct PyKafkaTransactionalId {
 
 #[pymethods]
 impl PyKafkaTransactionalId {
-    /// Claims the named producer `name` of `store` (fencing older instances).
+    /// Claims the named producer `name` of `store` (fencing older instances), kept with
+    /// its `transaction.timeout.ms` `timeout_ms` (see `timeout_ms`).
     #[new]
-    fn new(py: Python<'_>, store: &PyStore, name: String) -> PyResult<Self> {
+    #[pyo3(signature = (store, name, timeout_ms=None))]
+    fn new(py: Python<'_>, store: &PyStore, name: String, timeout_ms: Option<u64>) -> PyResult<Self> {
         let store = store.inner().clone();
-        let identity = run_detached(py, || Identity::claim(&store, Some(&name)))?;
+        let identity = run_detached(py, || match timeout_ms {
+            Some(ms) => Identity::claim_with_timeout(&store, &name, ms),
+            None => Identity::claim(&store, Some(&name)),
+        })?;
         Ok(PyKafkaTransactionalId { store, identity })
+    }
+
+    /// The `transaction.timeout.ms` this instance was claimed with (kept with its epoch,
+    /// so also known when a server's next run took it up), or None.
+    #[getter]
+    fn timeout_ms(&self) -> Option<u64> {
+        self.identity.timeout_ms()
     }
 
     /// Takes up `name` again at `producer_id` and `epoch`, with its open transaction, if

@@ -116,6 +116,10 @@ fn wall_ms() -> u64 {
     u64::try_from(now_ms()).unwrap_or(0)
 }
 
+/// Word of the `.identity` file holding the current instance's transaction timeout in
+/// milliseconds (0: none); word 0 is its `(id, epoch)`.
+const TIMEOUT_WORD: usize = 1;
+
 fn pack(producer_id: i64, epoch: i16) -> u64 {
     ((producer_id as u64) << 16) | u64::from(epoch as u16)
 }
@@ -387,6 +391,21 @@ impl Identity {
     /// # Errors
     /// A bad name, I/O errors, or failures writing the markers.
     pub fn claim(store: &Store, name: Option<&str>) -> Result<Self> {
+        Self::claim_with(store, name, None)
+    }
+
+    /// [`Self::claim`] for a Kafka `transactional.id` served by `tidelog serve --kafka`:
+    /// the instance's `transaction.timeout.ms` is kept with its epoch (word 1 of the
+    /// `.identity` file), so the server's next run knows it when it takes the instance up
+    /// ([`Self::resume`], [`Self::timeout_ms`]).
+    ///
+    /// # Errors
+    /// As [`Self::claim`].
+    pub fn claim_with_timeout(store: &Store, name: &str, timeout_ms: u64) -> Result<Self> {
+        Self::claim_with(store, Some(name), Some(timeout_ms))
+    }
+
+    fn claim_with(store: &Store, name: Option<&str>, timeout_ms: Option<u64>) -> Result<Self> {
         store.check_open()?;
         let born = Born::now();
         let dir = crate::paths::producers_dir(store.dir());
@@ -404,7 +423,7 @@ impl Identity {
         // Held while this instance lives: how `abort_if_orphaned` tells a live owner.
         word.lock(&word_path, false)?;
         let txn = TxnLog::open(&dir, name, durable)?;
-        let (producer_id, epoch) = take_over(store, &dir, name, &word, &txn, durable)?;
+        let (producer_id, epoch) = take_over(store, &dir, name, &word, &txn, durable, timeout_ms)?;
         Ok(Identity {
             producer_id,
             epoch,
@@ -444,7 +463,7 @@ impl Identity {
             return Ok(false);
         }
         let taken = TxnLog::open(&dir, name, durable)
-            .and_then(|txn| take_over(store, &dir, name, &word, &txn, durable));
+            .and_then(|txn| take_over(store, &dir, name, &word, &txn, durable, None));
         word.unlock();
         taken.map(|_| true)
     }
@@ -576,8 +595,9 @@ fn pending_transaction(dir: &Path, name: &str) -> Result<Option<PendingTxn>> {
     }
 }
 
-/// Gives `name` its next `(id, epoch)` in `word` and finishes the transaction a previous
-/// instance left (registry lock held; it takes `txn`'s lock).
+/// Gives `name` its next `(id, epoch)` in `word`, with `timeout_ms` (the new instance's
+/// transaction timeout, if it has one), and finishes the transaction a previous instance
+/// left (registry lock held; it takes `txn`'s lock).
 fn take_over(
     store: &Store,
     dir: &Path,
@@ -585,6 +605,7 @@ fn take_over(
     word: &SharedWord,
     txn: &TxnLog,
     durable: bool,
+    timeout_ms: Option<u64>,
 ) -> Result<(i64, i16)> {
     let word_path = dir.join(format!("{name}{}", crate::paths::IDENTITY_SUFFIX));
     let previous = match word.load() {
@@ -597,6 +618,8 @@ fn take_over(
         Some((_, i16::MAX)) => (allocate_id(dir, durable)?, 0),
         Some((id, epoch)) => (id, epoch + 1),
     };
+    // Before the epoch: whoever sees the new epoch sees its timeout (0: none).
+    word.store_at(TIMEOUT_WORD, timeout_ms.unwrap_or(0));
     word.store(pack(producer_id, epoch));
     if durable {
         word.sync(&word_path)?;
@@ -628,6 +651,16 @@ impl Identity {
     /// The producer's name, if it has one.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// The transaction timeout this instance was claimed with
+    /// ([`Self::claim_with_timeout`]), if it is still the name's current instance and had one.
+    pub fn timeout_ms(&self) -> Option<u64> {
+        let word = self.current.as_ref()?;
+        if word.load() != pack(self.producer_id, self.epoch) {
+            return None;
+        }
+        Some(word.load_at(TIMEOUT_WORD)).filter(|&ms| ms > 0)
     }
 
     /// Fails if a newer instance of this producer's name has opened.
