@@ -31,6 +31,9 @@ class NamedProducer:
     transaction: str | None = None
     #: The (topic, partition) pairs the open transaction wrote to.
     partitions: list[tuple[str, int]] = field(default_factory=list)
+    #: When the open transaction's time limit is up (wall clock, ms since the epoch), for
+    #: those that have one (a Kafka client's ``transaction.timeout.ms``); None: no limit.
+    deadline_ms: int | None = None
 
 
 def named_producers(store: Store | str | os.PathLike[str]) -> list[NamedProducer]:

@@ -675,7 +675,9 @@ class Store:
         without waiting, but only for names no live instance holds, in any process: it
         fences the dead epoch and aborts the transaction (or commits it, if the commit had
         been decided). Consumers held back by an open transaction call it by themselves
-        about once a second.
+        about once a second. A Kafka client's transaction (served by :meth:`serve_kafka`)
+        is left open until its ``transaction.timeout.ms`` has passed: the client may still
+        commit it through the server's next run.
 
         Returns:
             The names of the producers whose transactions were finished.

@@ -262,7 +262,9 @@ def add_commands(command: AddCommand) -> None:
         "List the named producers: id, epoch, whether one is open, open transaction",
         "A transaction whose producer died holds back the readers of its partitions until\n"
         "an instance of the name opens again; --abort-orphaned finishes such transactions\n"
-        "now (only those no live process holds), as held-back consumers also do.",
+        "now (only those no live process holds), as held-back consumers also do; a Kafka\n"
+        "client's transaction (tidelog serve --kafka) only once its transaction.timeout.ms\n"
+        "has passed (the client may still commit it through the server's next run).",
     )
     sub.add_argument(
         "--abort-orphaned", action="store_true", help="finish dead producers' transactions"

@@ -58,6 +58,10 @@ class Broker:
         self.groups: dict[str, dict[str, Any]] = {}
         #: Transactional ids' current instances (see _txn).
         self.transactions: dict[str, Any] = {}
+        #: When a held-back read_committed Fetch last looked for dead producers' transactions
+        #: (monotonic seconds), and the look under way (see _records).
+        self.orphans_checked = 0.0
+        self.orphan_check: asyncio.Task[None] | None = None
 
     @property
     def offsets_table(self) -> _core.OffsetTable:

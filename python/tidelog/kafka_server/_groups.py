@@ -95,6 +95,15 @@ class _Member:
     #: Partitions assigned to it but held back at its last SyncGroup: another member
     #: still owned them.
     withheld: set[tuple[str, int]] = field(default_factory=set)
+    #: The generations of the memberships it left (a topic unsubscribed or deleted), so
+    #: its generation never goes back when it joins a topic's group anew.
+    left_generations: int = 0
+
+    def drop(self, topic: str) -> None:
+        """Leaves the group of ``topic`` (worker thread)."""
+        membership = self.topics.pop(topic)
+        self.left_generations += membership.generation
+        membership.leave()
 
     def expired(self, now: float) -> bool:
         """Silent for longer than its session: the client is gone (as Kafka decides)."""
@@ -102,12 +111,13 @@ class _Member:
 
 
 def _generation(member: _Member) -> int:
-    # Each topic's generation only grows: so does their sum.
-    return sum(m.generation for m in member.topics.values())
+    # Each topic's generation only grows, and those of the groups it left stay counted:
+    # so the sum only grows.
+    return member.left_generations + sum(m.generation for m in member.topics.values())
 
 
 def _current_generation(member: _Member) -> int:
-    return sum(m.current_generation() for m in member.topics.values())
+    return member.left_generations + sum(m.current_generation() for m in member.topics.values())
 
 
 _SUBSCRIPTIONS = (SubscriptionV0, SubscriptionV1, SubscriptionV2, SubscriptionV3)
@@ -168,28 +178,32 @@ def _join(broker: Broker, group: str, member: _Member, topics: list[str]) -> Non
     """Brings ``member``'s tidelog memberships in line with ``topics`` (worker thread)."""
     for topic in list(member.topics):
         if topic not in topics:
-            member.topics.pop(topic).leave()
+            member.drop(topic)
     for name in topics:
         membership = member.topics.get(name)
-        if membership is None:
+        if membership is not None:
             try:
-                partitions = broker.topic(name).partitions
-            except _core.TopicNotFoundError:
-                # Kafka assigns nothing of a topic that does not exist; the client joins
-                # again when its metadata shows the topic created.
+                membership.heartbeat(force=True)
                 continue
-            membership = Membership(
-                str(broker.store.path),
-                name,
-                group,
-                partitions,
-                member.session_ms / 1000,
-                core=broker.store.native,
-            )
-            membership.join()
-            member.topics[name] = membership
-        else:
-            membership.heartbeat(force=True)
+            except _core.TopicNotFoundError:
+                # Deleted (and maybe created again): its group went with it.
+                member.drop(name)
+        try:
+            partitions = broker.topic(name).partitions
+        except _core.TopicNotFoundError:
+            # Kafka assigns nothing of a topic that does not exist; the client joins
+            # again when its metadata shows the topic created.
+            continue
+        membership = Membership(
+            str(broker.store.path),
+            name,
+            group,
+            partitions,
+            member.session_ms / 1000,
+            core=broker.store.native,
+        )
+        membership.join()
+        member.topics[name] = membership
 
 
 def _new_member_id() -> str:
@@ -379,8 +393,14 @@ async def _sync_group(broker: Broker, request: Any, _version: int) -> dict[str, 
 def _beat(member: _Member) -> bool:
     """Renews every lease; whether any generation moved (worker thread)."""
     moved = False
-    for m in member.topics.values():
-        moved = m.heartbeat() or moved
+    for name, m in list(member.topics.items()):
+        try:
+            moved = m.heartbeat() or moved
+        except _core.TopicNotFoundError:
+            # A Kafka coordinator knows nothing of topics: the member carries on, told to
+            # join again (where it joins the group of the topic created again, if it is).
+            member.drop(name)
+            moved = True
     return moved or _generation(member) != member.generation
 
 

@@ -23,11 +23,17 @@ the state per client (cached partitions, epochs, eviction) would be kept here.
 
 A Fetch with nothing to return waits for the store to ring the topics' bells (any process
 appending to them does), up to the client's ``max_wait``: no timer polls.
+
+A ``read_committed`` Fetch held back by an open transaction finishes it if its producer is
+dead (``abort_orphaned_transactions``, at most once a second, as the store's own consumers
+do): a store producer that died mid-transaction never comes back to end it. Kafka clients'
+transactions served here are alive (the server holds them) until their timeout ends them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +45,16 @@ if TYPE_CHECKING:
 
 __all__ = ["HANDLERS"]
 
+log = logging.getLogger("tidelog.kafka_server")
+
 _LATEST, _EARLIEST, _MAX_TIMESTAMP = -1, -2, -3
 # Tiered storage's specs (ListOffsets v8+): the store keeps everything locally, so the
 # earliest local offset is the earliest, and nothing is tiered or waiting to be (Kafka
 # answers -1 for these on a topic without remote storage).
 _EARLIEST_LOCAL, _LATEST_TIERED, _EARLIEST_PENDING_UPLOAD = -4, -5, -6
 _READ_COMMITTED = 1
+#: Least time between two looks for dead producers' transactions.
+_ORPHAN_CHECK_S = 1.0
 
 
 def _append(broker: Broker, topic_data: Any) -> list[dict[str, Any]]:
@@ -246,8 +256,42 @@ async def _fetch(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
         finally:
             for w in waits:
                 w.cancel()
+    if request.isolation_level == _READ_COMMITTED and _held_back(responses):
+        _check_orphans(broker)
     # session_id 0: no fetch session, the client sends full requests (KIP-227 allows it).
     return {"throttle_time": 0, "error_code": 0, "session_id": 0, "responses": responses}
+
+
+def _held_back(responses: list[dict[str, Any]]) -> bool:
+    """Whether a partition returned nothing while records past its last stable offset wait."""
+    return any(
+        not p["records"] and p["error_code"] == 0 and p["last_stable_offset"] < p["high_watermark"]
+        for t in responses
+        for p in t["partitions"]
+    )
+
+
+def _check_orphans(broker: Broker) -> None:
+    """Finishes dead producers' transactions in the background, at most once a second.
+
+    Their markers ring the partitions' bells, which wakes the fetches waiting on them.
+    """
+    now = time.monotonic()
+    if now - broker.orphans_checked < _ORPHAN_CHECK_S or broker.orphan_check is not None:
+        return
+    broker.orphans_checked = now
+
+    async def check() -> None:
+        try:
+            finished = await asyncio.to_thread(broker.store.native.abort_orphaned_transactions)
+            if finished:
+                log.info("finished the transactions of dead producers %s", finished)
+        except _core.TidelogError:
+            log.exception("could not finish dead producers' transactions")
+        finally:
+            broker.orphan_check = None
+
+    broker.orphan_check = asyncio.get_running_loop().create_task(check())
 
 
 def _list_offset(topic: _core.Topic, p: Any, committed: bool) -> dict[str, Any]:

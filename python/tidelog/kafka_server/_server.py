@@ -70,6 +70,8 @@ class KafkaServer:
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             try:
+                # Before any client: the transactions of the run before are this run's.
+                self._loop.run_until_complete(_txn.resume_open(self.broker))
                 self._server = self._loop.run_until_complete(
                     asyncio.start_server(self._serve, host.strip("[]"), int(port_text))
                 )
@@ -197,6 +199,7 @@ class KafkaServer:
             if self._server is not None:
                 self._server.close()
             await asyncio.to_thread(_groups.close_groups, self.broker)
+            _txn.close(self.broker)
             self.broker.close()
 
         if self._loop.is_running():

@@ -14,6 +14,16 @@ AddPartitionsToTxn or AddOffsetsToTxn) is ended by the server as Kafka's coordin
 it: the transactional id is claimed again, which bumps the epoch (fencing the producer that
 left it open: its next request is refused as fenced) and aborts the transaction, so
 ``read_committed`` readers move past it.
+
+Transactions outlive the server, as they outlive a Kafka coordinator (whose state is in
+``__transaction_state``): the core records each one's start (wall clock) and timeout with
+its first partition, in the same durable write. A server starting on the store takes up
+every Kafka transaction left open (``KafkaTransactionalId.resume``: same producer id and
+epoch, nothing fenced) and ends it when its time, counted from that recorded start, is up;
+until then its producer may go on and commit it. A producer idle between transactions is
+taken up at its first request, with the timeout it gave in InitProducerId (kept with its
+epoch). While no server runs, the store's readers leave such a transaction alone until its
+time is up (then they abort it as an orphan).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +41,16 @@ from tidelog.kafka_server import _errors
 if TYPE_CHECKING:
     from tidelog.kafka_server._broker import Broker, Handler
 
-__all__ = ["HANDLERS", "MAX_TIMEOUT_MS", "fenced_batches", "init", "known", "transaction_for"]
+__all__ = [
+    "HANDLERS",
+    "MAX_TIMEOUT_MS",
+    "close",
+    "fenced_batches",
+    "init",
+    "known",
+    "resume_open",
+    "transaction_for",
+]
 
 log = logging.getLogger("tidelog.kafka_server")
 
@@ -38,6 +58,9 @@ INVALID_PRODUCER_ID_MAPPING = 49
 INVALID_TXN_STATE = 48
 #: The longest ``transaction.timeout.ms`` accepted (Kafka's ``transaction.max.timeout.ms``).
 MAX_TIMEOUT_MS = 900_000
+#: Kafka's default ``transaction.timeout.ms``: that of an instance claimed before its
+#: timeout was kept with its epoch, when taken up after a restart.
+DEFAULT_TIMEOUT_MS = 60_000
 
 
 @dataclass
@@ -49,7 +72,7 @@ class _Txn:
     #: Next sequence per internal partition this server writes for the producer.
     sequences: dict[tuple[str, int], int] = field(default_factory=dict)
     #: The producer's ``transaction.timeout.ms``.
-    timeout_ms: int = 60_000
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
     #: Ends the open transaction when its time is up (set when it starts).
     timer: asyncio.TimerHandle | None = None
     expiry: asyncio.Task[None] | None = None
@@ -64,23 +87,127 @@ def known(broker: Broker, transactional_id: str) -> _Txn | None:
     return _txns(broker).get(transactional_id)
 
 
-def transaction_for(
+async def transaction_for(
     broker: Broker, transactional_id: str, producer_id: int, epoch: int, fenced_code: int = 47
 ) -> _Txn:
     """The open instance of ``transactional_id`` if it is this producer id and epoch.
 
-    ``fenced_code`` answers an older epoch: Kafka's PRODUCER_FENCED from the versions that
-    know it, INVALID_PRODUCER_EPOCH before.
+    An id not served since the server started is taken up if ``producer_id`` and ``epoch``
+    are still its current instance (its client goes on after a restart). ``fenced_code``
+    answers an older epoch: Kafka's PRODUCER_FENCED from the versions that know it,
+    INVALID_PRODUCER_EPOCH before.
 
     Raises:
         LookupError: With the Kafka error code to answer as its argument.
     """
     txn = _txns(broker).get(transactional_id)
-    if txn is None or txn.native.producer_id != producer_id:
+    if txn is None:
+        txn = await _resume(broker, transactional_id, producer_id, epoch)
+    if txn is None:
+        current = await asyncio.to_thread(_registered, broker, transactional_id)
+        if current is not None and current[0] == producer_id and current[1] > epoch:
+            raise LookupError(fenced_code)
+        raise LookupError(INVALID_PRODUCER_ID_MAPPING)
+    if txn.native.producer_id != producer_id:
         raise LookupError(INVALID_PRODUCER_ID_MAPPING)
     if txn.native.producer_epoch != epoch:
         raise LookupError(fenced_code)
     return txn
+
+
+def _registered(broker: Broker, transactional_id: str) -> tuple[int, int] | None:
+    """The current (producer id, epoch) of ``transactional_id`` (worker thread)."""
+    for entry in broker.store.native.named_producers():
+        if entry["name"] == transactional_id:
+            return int(entry["producer_id"]), int(entry["epoch"])
+    return None
+
+
+def _take_up(
+    broker: Broker, transactional_id: str, producer_id: int, epoch: int
+) -> tuple[_Txn, int | None] | None:
+    """Takes up ``transactional_id`` at ``producer_id``, ``epoch`` (worker thread).
+
+    Returns the instance and when its open transaction started, or None if that is not the
+    id's current instance or a process holds it. A decided commit is finished here: the
+    client is told it committed when it retries EndTxn.
+    """
+    native = _core.KafkaTransactionalId.resume(
+        broker.store.native, transactional_id, producer_id, epoch
+    )
+    if native is None:
+        return None
+    txn = _Txn(native, timeout_ms=native.timeout_ms or DEFAULT_TIMEOUT_MS)
+    open_txn = native.transaction()
+    if open_txn is None:
+        return txn, None
+    committing, partitions, started_ms, timeout_ms = open_txn
+    if committing:
+        native.end(True)
+        return txn, None
+    txn.partitions.update(partitions)
+    if timeout_ms is not None:
+        txn.timeout_ms = timeout_ms
+    return txn, started_ms
+
+
+async def _resume(
+    broker: Broker, transactional_id: str, producer_id: int, epoch: int
+) -> _Txn | None:
+    """Takes up an instance served before this server started (see :func:`_take_up`)."""
+    try:
+        taken = await asyncio.to_thread(_take_up, broker, transactional_id, producer_id, epoch)
+    except _core.InvalidConfigError:
+        return None  # not a name the store's producers may have: never served
+    # Another request for the id may have claimed or taken it up meanwhile.
+    current = known(broker, transactional_id)
+    if taken is None or current is not None:
+        return current
+    txn, started_ms = taken
+    _txns(broker)[transactional_id] = txn
+    if txn.partitions:
+        _start_clock(broker, transactional_id, txn, _remaining_s(txn, started_ms))
+        log.info("took up the open transaction of %r", transactional_id)
+    return txn
+
+
+def _remaining_s(txn: _Txn, started_ms: int | None) -> float:
+    """Seconds left of ``txn``'s timeout, counted from its recorded start.
+
+    A transaction recorded without a start (by an earlier version) gets all of it, from now.
+    """
+    if started_ms is None:
+        return txn.timeout_ms / 1000
+    return max(0.0, (started_ms + txn.timeout_ms) / 1000 - time.time())
+
+
+async def resume_open(broker: Broker) -> None:
+    """Takes up the Kafka transactions left open by an earlier run (server start).
+
+    Those with a recorded time limit are Kafka clients' (the store's own transactions have
+    none, and are finished by their producers' next instance or as orphans).
+    """
+    try:
+        entries = await asyncio.to_thread(broker.store.native.named_producers)
+    except _core.TidelogError:
+        log.exception("could not list the transactions left open")
+        return
+    for entry in entries:
+        if entry["transaction"] is None or entry["deadline_ms"] is None or entry["alive"]:
+            continue
+        name = entry["name"]
+        try:
+            await _resume(broker, name, entry["producer_id"], entry["epoch"])
+        except _core.TidelogError:
+            # Its next request (or the store's orphan check, once its time is up) ends it.
+            log.exception("could not take up the open transaction of %r", name)
+
+
+def close(broker: Broker) -> None:
+    """Stops the timers and lets go of the ids (for the server's next run to take up)."""
+    for txn in _txns(broker).values():
+        _stop_clock(txn)
+    _txns(broker).clear()
 
 
 #: Where a Kafka record batch (magic 2) holds its producer id and epoch.
@@ -112,7 +239,8 @@ def _fenced(version: int, since: int) -> int:
 def _claim(broker: Broker, transactional_id: str, timeout_ms: int) -> _Txn:
     """Claims ``transactional_id`` for a new instance (worker thread)."""
     txn = _Txn(
-        _core.KafkaTransactionalId(broker.store.native, transactional_id), timeout_ms=timeout_ms
+        _core.KafkaTransactionalId(broker.store.native, transactional_id, timeout_ms),
+        timeout_ms=timeout_ms,
     )
     _txns(broker)[transactional_id] = txn
     return txn
@@ -132,8 +260,13 @@ async def init(broker: Broker, transactional_id: str, timeout_ms: int) -> _Txn:
     return await asyncio.to_thread(_claim, broker, transactional_id, timeout_ms)
 
 
-def _start_clock(broker: Broker, transactional_id: str, txn: _Txn) -> None:
-    """The transaction has started: it must end within its timeout."""
+def _start_clock(
+    broker: Broker, transactional_id: str, txn: _Txn, delay_s: float | None = None
+) -> None:
+    """The transaction has started: it must end within its timeout.
+
+    That is ``delay_s`` from now (a transaction taken up after a restart), else all of it.
+    """
     if txn.timer is not None or known(broker, transactional_id) is not txn:
         return
     loop = asyncio.get_running_loop()
@@ -141,7 +274,8 @@ def _start_clock(broker: Broker, transactional_id: str, txn: _Txn) -> None:
     def expire() -> None:
         txn.expiry = loop.create_task(_expire(broker, transactional_id, txn))
 
-    txn.timer = loop.call_later(txn.timeout_ms / 1000, expire)
+    delay = txn.timeout_ms / 1000 if delay_s is None else delay_s
+    txn.timer = loop.call_later(delay, expire)
 
 
 async def _expire(broker: Broker, transactional_id: str, txn: _Txn) -> None:
@@ -175,7 +309,7 @@ async def _add_partitions(broker: Broker, request: Any, version: int) -> dict[st
     code = 0
     try:
         transactional_id = _field(request, "transactional_id")
-        txn = transaction_for(
+        txn = await transaction_for(
             broker,
             transactional_id,
             _field(request, "producer_id"),
@@ -185,7 +319,7 @@ async def _add_partitions(broker: Broker, request: Any, version: int) -> dict[st
         for name, p in wanted:
             if not 0 <= p < broker.topic(name).partitions:
                 raise _core.PartitionNotFoundError(f"{name}[{p}]")
-        await asyncio.to_thread(txn.native.add_partitions, wanted)
+        await asyncio.to_thread(txn.native.add_partitions, wanted, txn.timeout_ms)
         txn.partitions.update(wanted)
         _start_clock(broker, transactional_id, txn)
     except LookupError as e:
@@ -206,7 +340,7 @@ async def _add_partitions(broker: Broker, request: Any, version: int) -> dict[st
 
 async def _add_offsets(broker: Broker, request: Any, version: int) -> dict[str, Any]:
     try:
-        txn = transaction_for(
+        txn = await transaction_for(
             broker,
             request.transactional_id,
             request.producer_id,
@@ -232,9 +366,12 @@ def _commit_offsets(broker: Broker, txn: _Txn, request: Any) -> None:
         )
         where = (_core.OFFSETS_TOPIC, partition)
         if where not in txn.partitions:
-            txn.native.add_partitions([where])
+            txn.native.add_partitions([where], txn.timeout_ms)
             txn.partitions.add(where)
-        sequence = txn.sequences.get(where, 0)
+        sequence = txn.sequences.get(where)
+        if sequence is None:
+            # Taken up after a restart, this epoch may have written there already.
+            sequence = txn.native.next_sequence(offsets_topic, partition)
         txn.native.append(offsets_topic, partition, records, sequence)
         txn.sequences[where] = sequence + len(records)
 
@@ -242,10 +379,13 @@ def _commit_offsets(broker: Broker, txn: _Txn, request: Any) -> None:
 async def _txn_offset_commit(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
     code = 0
     try:
-        txn = transaction_for(
+        txn = await transaction_for(
             broker, request.transactional_id, request.producer_id, request.producer_epoch
         )
         await asyncio.to_thread(_commit_offsets, broker, txn, request)
+        # Started by AddOffsetsToTxn, unless that came before a restart: the clock of a
+        # transaction taken up with nothing recorded yet starts here.
+        _start_clock(broker, request.transactional_id, txn)
     except LookupError as e:
         code = int(e.args[0])
     except _core.TidelogError as e:
@@ -264,7 +404,7 @@ async def _txn_offset_commit(broker: Broker, request: Any, _version: int) -> dic
 
 async def _end_txn(broker: Broker, request: Any, version: int) -> dict[str, Any]:
     try:
-        txn = transaction_for(
+        txn = await transaction_for(
             broker,
             request.transactional_id,
             request.producer_id,

@@ -78,6 +78,9 @@ pub(crate) fn kafka_producer_id(py: Python<'_>, store: &PyStore) -> PyResult<i64
     run_detached(py, move || Identity::claim(&inner, None).map(|identity| identity.producer_id))
 }
 
+/// An open transaction: committing, partitions, started_ms, timeout_ms.
+type OpenTxn = (bool, Vec<(String, u32)>, Option<u64>, Option<u64>);
+
 /// A Kafka `transactional.id` served by the Kafka protocol server: a named producer of the
 /// store (the name is the transactional id), so its transactions are the store's own. Each
 /// `InitProducerId` claims the name again: the epoch goes up, an older instance is fenced,
@@ -91,12 +94,65 @@ pub struct PyKafkaTransactionalId {
 
 #[pymethods]
 impl PyKafkaTransactionalId {
-    /// Claims the named producer `name` of `store` (fencing older instances).
+    /// Claims the named producer `name` of `store` (fencing older instances), kept with
+    /// its `transaction.timeout.ms` `timeout_ms` (see `timeout_ms`).
     #[new]
-    fn new(py: Python<'_>, store: &PyStore, name: String) -> PyResult<Self> {
+    #[pyo3(signature = (store, name, timeout_ms=None))]
+    fn new(py: Python<'_>, store: &PyStore, name: String, timeout_ms: Option<u64>) -> PyResult<Self> {
         let store = store.inner().clone();
-        let identity = run_detached(py, || Identity::claim(&store, Some(&name)))?;
+        let identity = run_detached(py, || match timeout_ms {
+            Some(ms) => Identity::claim_with_timeout(&store, &name, ms),
+            None => Identity::claim(&store, Some(&name)),
+        })?;
         Ok(PyKafkaTransactionalId { store, identity })
+    }
+
+    /// The `transaction.timeout.ms` this instance was claimed with (kept with its epoch,
+    /// so also known when a server's next run took it up), or None.
+    #[getter]
+    fn timeout_ms(&self) -> Option<u64> {
+        self.identity.timeout_ms()
+    }
+
+    /// Takes up `name` again at `producer_id` and `epoch`, with its open transaction, if
+    /// that is still its current instance and no process holds it (a server's next run
+    /// serving a client of the run before); else None. Fences and finishes nothing.
+    #[staticmethod]
+    fn resume(
+        py: Python<'_>,
+        store: &PyStore,
+        name: String,
+        producer_id: i64,
+        epoch: i16,
+    ) -> PyResult<Option<Self>> {
+        let store = store.inner().clone();
+        let identity = run_detached(py, || Identity::resume(&store, &name, producer_id, epoch))?;
+        Ok(identity.map(|identity| PyKafkaTransactionalId { store, identity }))
+    }
+
+    /// The open transaction as `(committing, partitions, started_ms, timeout_ms)`:
+    /// whether its commit was decided, its `(topic, partition)` pairs, and its time limit as
+    /// recorded when it began (wall clock; None for a transaction without one); None when
+    /// none is open.
+    fn transaction(&self, py: Python<'_>) -> PyResult<Option<OpenTxn>> {
+        let open = run_detached(py, || self.identity.open_transaction())?;
+        Ok(open.map(|(commit, partitions, timeout)| {
+            (
+                commit,
+                partitions.into_iter().collect(),
+                timeout.map(|t| t.started_ms),
+                timeout.map(|t| t.timeout_ms),
+            )
+        }))
+    }
+
+    /// The sequence this producer's next batch at its epoch takes in `partition` of
+    /// `topic`: 0 unless the partition holds batches of this epoch (this instance took
+    /// the id up again after a restart, with a transaction that wrote there).
+    fn next_sequence(&self, py: Python<'_>, topic: &PyTopic, partition: u32) -> PyResult<i32> {
+        let log = to_py(topic.engine().partition(partition))?;
+        let (id, epoch) = (self.identity.producer_id, self.identity.epoch);
+        run_detached(py, || log.next_sequence(id, epoch))
     }
 
     /// The producer id.
@@ -112,10 +168,17 @@ impl PyKafkaTransactionalId {
     }
 
     /// Records that the open transaction writes to `partitions` ((topic, partition) pairs),
-    /// durably, before it does (Kafka's AddPartitionsToTxn).
-    fn add_partitions(&self, py: Python<'_>, partitions: Vec<(String, u32)>) -> PyResult<()> {
+    /// durably, before it does (Kafka's AddPartitionsToTxn). A transaction this begins
+    /// records `timeout_ms` and the time now with it, so the time limit outlives the server.
+    #[pyo3(signature = (partitions, timeout_ms=None))]
+    fn add_partitions(
+        &self,
+        py: Python<'_>,
+        partitions: Vec<(String, u32)>,
+        timeout_ms: Option<u64>,
+    ) -> PyResult<()> {
         let set: std::collections::BTreeSet<(String, u32)> = partitions.into_iter().collect();
-        run_detached(py, || self.identity.add_to_transaction(&set))
+        run_detached(py, || self.identity.add_to_transaction_within(&set, timeout_ms))
     }
 
     /// Appends `records` ((key, value) pairs) to `partition` of `topic` as one batch of the

@@ -281,7 +281,8 @@ impl PyStore {
 
     /// The named producers: dicts with `name`, `producer_id`, `epoch`, `alive` (an
     /// instance is open in some process), `transaction` (None, "ongoing" or "commit") and
-    /// `partitions` (the open transaction's `(topic, partition)` pairs).
+    /// `partitions` (the open transaction's `(topic, partition)` pairs) and `deadline_ms`
+    /// (when the open transaction's time limit is up, wall clock, or None: no limit).
     fn named_producers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let store = self.inner.clone();
         let named = run_detached(py, move || Identity::named(&store))?;
@@ -300,6 +301,7 @@ impl PyStore {
                     }
                 };
                 d.set_item("transaction", state)?;
+                d.set_item("deadline_ms", p.timeout.map(|t| t.deadline_ms()))?;
                 d.set_item("partitions", partitions)?;
                 Ok(d)
             })

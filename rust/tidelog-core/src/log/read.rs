@@ -332,6 +332,23 @@ impl PartitionLog {
         Ok(self.catch_up(&mut guard, &view, &head)?.last_stable_offset(head.next_offset))
     }
 
+    /// The sequence the next batch of `producer_id` at `epoch` must start at: after its
+    /// newest batch if the partition's newest epoch of it is `epoch`, else 0.
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub fn next_sequence(&self, producer_id: i64, epoch: i16) -> Result<i32> {
+        let (head, view) = self.current_view_and_head(self.head()?)?;
+        let mut guard = self.producer_table()?;
+        let table = self.catch_up(&mut guard, &view, &head)?;
+        Ok(match table.get(producer_id) {
+            Some(entry) if entry.epoch == epoch => {
+                entry.batches.back().map_or(0, |b| super::producers::sequence_add(b.last, 1))
+            }
+            _ => 0,
+        })
+    }
+
     /// Reads as Kafka's Fetch serves a partition: as [`Self::read`] (with `committed`) or
     /// [`Self::read_uncommitted`], but transaction markers (control batches, one record
     /// each) and the batches of aborted transactions are returned too. Kafka clients pass

@@ -15,6 +15,13 @@
 //! writes a marker to each partition, then `none`. A new instance finishes what a crashed
 //! one left: commit markers after a decided commit, abort markers otherwise.
 //!
+//! A transaction may have a time limit (a Kafka client's `transaction.timeout.ms`, served by
+//! `tidelog serve --kafka`): its start (wall clock) and timeout follow `ongoing` / `commit`
+//! on the first line, written with its first partition. Such a transaction outlives the
+//! process that served it, as a Kafka transaction outlives its coordinator: the server's
+//! next run takes the name up at the same epoch ([`Identity::resume`]) so the client can go
+//! on, and the orphan check below leaves it alone until its time is up.
+//!
 //! Changes of a transaction happen under the state log's lock; a takeover takes the
 //! registry's `flock` first, then that lock (never the other way round), so fencing and
 //! the partition list cannot interleave with a new instance's takeover. A transaction
@@ -68,6 +75,26 @@ pub struct NamedProducer {
     pub alive: bool,
     /// Its transaction file: whether the commit was decided, and the partitions.
     pub transaction: Option<(bool, TxnPartitions)>,
+    /// The open transaction's time limit, if it has one (see [`TxnTimeout`]).
+    pub timeout: Option<TxnTimeout>,
+}
+
+/// The time limit of a transaction that has one (those of Kafka clients served by
+/// `tidelog serve --kafka`, whose `transaction.timeout.ms` ends them): recorded with the
+/// transaction's first partition, so it outlives the process that served it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnTimeout {
+    /// When the transaction began (wall clock, milliseconds since the epoch).
+    pub started_ms: u64,
+    /// How long it may stay open.
+    pub timeout_ms: u64,
+}
+
+impl TxnTimeout {
+    /// The wall-clock time (milliseconds since the epoch) past which it is over.
+    pub fn deadline_ms(&self) -> u64 {
+        self.started_ms.saturating_add(self.timeout_ms)
+    }
 }
 
 /// An idempotent producer's identity.
@@ -83,6 +110,15 @@ pub struct Identity {
     txn: Option<TxnLog>,
     born: Born,
 }
+
+/// The wall clock in milliseconds since the epoch (transactions' time limits).
+fn wall_ms() -> u64 {
+    u64::try_from(now_ms()).unwrap_or(0)
+}
+
+/// Word of the `.identity` file holding the current instance's transaction timeout in
+/// milliseconds (0: none); word 0 is its `(id, epoch)`.
+const TIMEOUT_WORD: usize = 1;
 
 fn pack(producer_id: i64, epoch: i16) -> u64 {
     ((producer_id as u64) << 16) | u64::from(epoch as u16)
@@ -164,6 +200,7 @@ fn allocate_id(dir: &Path, durable: bool) -> Result<i64> {
 struct PendingTxn {
     commit: bool,
     partitions: TxnPartitions,
+    timeout: Option<TxnTimeout>,
 }
 
 impl PendingTxn {
@@ -176,18 +213,29 @@ impl PendingTxn {
             reason: "transaction state is not UTF-8 text".into(),
         })?;
         let mut lines = text.lines();
-        let commit = match lines.next() {
-            Some("none") => return Ok(None),
+        let first = lines.next();
+        let corrupt = || Error::Corrupt {
+            path: path.to_owned(),
+            position: 0,
+            offset: 0,
+            reason: format!("transaction state begins with {first:?}, not none, ongoing or commit"),
+        };
+        // `ongoing` / `commit`, then `<TAB>started_ms<TAB>timeout_ms` for a transaction
+        // with a time limit.
+        let mut fields = first.unwrap_or_default().split('\t');
+        let commit = match fields.next() {
+            Some("none") if first == Some("none") => return Ok(None),
             Some("commit") => true,
             Some("ongoing") => false,
-            other => {
-                return Err(Error::Corrupt {
-                    path: path.to_owned(),
-                    position: 0,
-                    offset: 0,
-                    reason: format!("transaction state begins with {other:?}, not none/ongoing/commit"),
-                })
-            }
+            _ => return Err(corrupt()),
+        };
+        let timeout = match (fields.next(), fields.next(), fields.next()) {
+            (None, _, _) => None,
+            (Some(started), Some(limit), None) => match (started.parse(), limit.parse()) {
+                (Ok(started_ms), Ok(timeout_ms)) => Some(TxnTimeout { started_ms, timeout_ms }),
+                _ => return Err(corrupt()),
+            },
+            _ => return Err(corrupt()),
         };
         let mut partitions = TxnPartitions::new();
         for line in lines {
@@ -202,12 +250,16 @@ impl PendingTxn {
             };
             partitions.insert(partition);
         }
-        Ok(Some(PendingTxn { commit, partitions }))
+        Ok(Some(PendingTxn { commit, partitions, timeout }))
     }
 
     fn encode(txn: Option<&Self>) -> Vec<u8> {
         let Some(txn) = txn else { return b"none\n".to_vec() };
-        let mut text = String::from(if txn.commit { "commit\n" } else { "ongoing\n" });
+        let mut text = String::from(if txn.commit { "commit" } else { "ongoing" });
+        if let Some(t) = txn.timeout {
+            text.push_str(&format!("\t{}\t{}", t.started_ms, t.timeout_ms));
+        }
+        text.push('\n');
         for (topic, p) in &txn.partitions {
             text.push_str(&format!("{topic}\t{p}\n"));
         }
@@ -339,6 +391,21 @@ impl Identity {
     /// # Errors
     /// A bad name, I/O errors, or failures writing the markers.
     pub fn claim(store: &Store, name: Option<&str>) -> Result<Self> {
+        Self::claim_with(store, name, None)
+    }
+
+    /// [`Self::claim`] for a Kafka `transactional.id` served by `tidelog serve --kafka`:
+    /// the instance's `transaction.timeout.ms` is kept with its epoch (word 1 of the
+    /// `.identity` file), so the server's next run knows it when it takes the instance up
+    /// ([`Self::resume`], [`Self::timeout_ms`]).
+    ///
+    /// # Errors
+    /// As [`Self::claim`].
+    pub fn claim_with_timeout(store: &Store, name: &str, timeout_ms: u64) -> Result<Self> {
+        Self::claim_with(store, Some(name), Some(timeout_ms))
+    }
+
+    fn claim_with(store: &Store, name: Option<&str>, timeout_ms: Option<u64>) -> Result<Self> {
         store.check_open()?;
         let born = Born::now();
         let dir = crate::paths::producers_dir(store.dir());
@@ -356,7 +423,7 @@ impl Identity {
         // Held while this instance lives: how `abort_if_orphaned` tells a live owner.
         word.lock(&word_path, false)?;
         let txn = TxnLog::open(&dir, name, durable)?;
-        let (producer_id, epoch) = take_over(store, &dir, name, &word, &txn, durable)?;
+        let (producer_id, epoch) = take_over(store, &dir, name, &word, &txn, durable, timeout_ms)?;
         Ok(Identity {
             producer_id,
             epoch,
@@ -371,7 +438,9 @@ impl Identity {
     /// alive (in any process): as its next instance would on open, it fences the old epoch
     /// and writes the markers (commit after a decided commit, abort otherwise). Returns
     /// whether it did. Readers held back by an orphaned transaction call this; a live
-    /// owner's transaction is never touched.
+    /// owner's transaction is never touched, nor, until its time is up, an undecided one
+    /// with a time limit: that of a Kafka client whose server stopped, which the client
+    /// may still commit through the server's next run (as through another coordinator).
     ///
     /// # Errors
     /// A bad name, I/O errors, or failures writing the markers.
@@ -381,8 +450,12 @@ impl Identity {
         let dir = crate::paths::producers_dir(store.dir());
         let durable = store.config().fsync != FsyncPolicy::Never;
         let _lock = RegistryLock::take(&dir)?;
-        if pending_transaction(&dir, name)?.is_none() {
-            return Ok(false);
+        match pending_transaction(&dir, name)? {
+            None => return Ok(false),
+            Some(PendingTxn { commit: false, timeout: Some(t), .. }) if wall_ms() < t.deadline_ms() => {
+                return Ok(false)
+            }
+            Some(_) => {}
         }
         let word_path = dir.join(format!("{name}{}", crate::paths::IDENTITY_SUFFIX));
         let word = SharedWord::open(&word_path)?;
@@ -390,9 +463,56 @@ impl Identity {
             return Ok(false);
         }
         let taken = TxnLog::open(&dir, name, durable)
-            .and_then(|txn| take_over(store, &dir, name, &word, &txn, durable));
+            .and_then(|txn| take_over(store, &dir, name, &word, &txn, durable, None));
         word.unlock();
         taken.map(|_| true)
+    }
+
+    /// Takes up the named producer `name` again at its current `(producer_id, epoch)`, with
+    /// the transaction it has open, if that is still its current instance and no process
+    /// holds it: a Kafka protocol server's next run serving the transactional ids of the
+    /// run before (the clients go on with the ids and epochs they were given, as with
+    /// another coordinator). Nothing is fenced or finished. `None` when `(producer_id,
+    /// epoch)` is not the name's current instance or an instance of it is alive.
+    ///
+    /// # Errors
+    /// A bad name, I/O errors.
+    pub fn resume(store: &Store, name: &str, producer_id: i64, epoch: i16) -> Result<Option<Self>> {
+        store.check_open()?;
+        let born = Born::now();
+        validate_name(name)?;
+        let dir = crate::paths::producers_dir(store.dir());
+        let durable = store.config().fsync != FsyncPolicy::Never;
+        let _lock = RegistryLock::take(&dir)?;
+        let word_path = dir.join(format!("{name}{}", crate::paths::IDENTITY_SUFFIX));
+        if !word_path.is_file() {
+            return Ok(None);
+        }
+        let word = SharedWord::open(&word_path)?;
+        if word.load() != pack(producer_id, epoch) {
+            return Ok(None);
+        }
+        // Free only if no instance holds its shared lock; turned into one of those (under
+        // the registry lock, so no takeover sees it free in between).
+        if !word.lock(&word_path, true)? {
+            return Ok(None);
+        }
+        word.lock(&word_path, false)?;
+        let txn = match TxnLog::open(&dir, name, durable) {
+            Ok(txn) => txn,
+            Err(e) => {
+                word.unlock();
+                return Err(e);
+            }
+        };
+        Ok(Some(Identity {
+            producer_id,
+            epoch,
+            name: Some(name.to_owned()),
+            current: Some(word),
+            txn: Some(txn),
+            born,
+        }))
     }
 
     /// Every named producer of the store, by name, as the registry records it.
@@ -426,8 +546,10 @@ impl Identity {
             // An exclusive lock is only free when no live instance holds its shared one.
             let alive = !word.lock(&word_path, true)?;
             word.unlock();
-            let transaction = pending_transaction(&dir, &name)?.map(|t| (t.commit, t.partitions));
-            out.push(NamedProducer { name, producer_id, epoch, alive, transaction });
+            let pending = pending_transaction(&dir, &name)?;
+            let timeout = pending.as_ref().and_then(|t| t.timeout);
+            let transaction = pending.map(|t| (t.commit, t.partitions));
+            out.push(NamedProducer { name, producer_id, epoch, alive, transaction, timeout });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -473,8 +595,9 @@ fn pending_transaction(dir: &Path, name: &str) -> Result<Option<PendingTxn>> {
     }
 }
 
-/// Gives `name` its next `(id, epoch)` in `word` and finishes the transaction a previous
-/// instance left (registry lock held; it takes `txn`'s lock).
+/// Gives `name` its next `(id, epoch)` in `word`, with `timeout_ms` (the new instance's
+/// transaction timeout, if it has one), and finishes the transaction a previous instance
+/// left (registry lock held; it takes `txn`'s lock).
 fn take_over(
     store: &Store,
     dir: &Path,
@@ -482,6 +605,7 @@ fn take_over(
     word: &SharedWord,
     txn: &TxnLog,
     durable: bool,
+    timeout_ms: Option<u64>,
 ) -> Result<(i64, i16)> {
     let word_path = dir.join(format!("{name}{}", crate::paths::IDENTITY_SUFFIX));
     let previous = match word.load() {
@@ -494,6 +618,8 @@ fn take_over(
         Some((_, i16::MAX)) => (allocate_id(dir, durable)?, 0),
         Some((id, epoch)) => (id, epoch + 1),
     };
+    // Before the epoch: whoever sees the new epoch sees its timeout (0: none).
+    word.store_at(TIMEOUT_WORD, timeout_ms.unwrap_or(0));
     word.store(pack(producer_id, epoch));
     if durable {
         word.sync(&word_path)?;
@@ -527,6 +653,16 @@ impl Identity {
         self.name.as_deref()
     }
 
+    /// The transaction timeout this instance was claimed with
+    /// ([`Self::claim_with_timeout`]), if it is still the name's current instance and had one.
+    pub fn timeout_ms(&self) -> Option<u64> {
+        let word = self.current.as_ref()?;
+        if word.load() != pack(self.producer_id, self.epoch) {
+            return None;
+        }
+        Some(word.load_at(TIMEOUT_WORD)).filter(|&ms| ms > 0)
+    }
+
     /// Fails if a newer instance of this producer's name has opened.
     ///
     /// # Errors
@@ -551,18 +687,46 @@ impl Identity {
     /// # Errors
     /// [`Error::ProducerFenced`], [`Error::InvalidConfig`] for an unnamed producer, I/O.
     pub fn add_to_transaction(&self, partitions: &TxnPartitions) -> Result<()> {
+        self.add_to_transaction_within(partitions, None)
+    }
+
+    /// [`Self::add_to_transaction`]; a transaction it begins may stay open `timeout_ms`
+    /// (recorded with it, from now: see [`TxnTimeout`]).
+    ///
+    /// # Errors
+    /// As [`Self::add_to_transaction`].
+    pub fn add_to_transaction_within(
+        &self,
+        partitions: &TxnPartitions,
+        timeout_ms: Option<u64>,
+    ) -> Result<()> {
         let log = self.txn.as_ref().ok_or_else(|| {
             Error::InvalidConfig("transactions need a named producer (store.producer(name=...))".into())
         })?;
         let (_guard, changes) = log.log.locked()?;
         self.check_current()?;
         let current = log.current(changes.base, &changes.records)?;
-        let mut txn = current.clone().unwrap_or(PendingTxn { commit: false, partitions: BTreeSet::new() });
+        let mut txn = current.clone().unwrap_or_else(|| PendingTxn {
+            commit: false,
+            partitions: BTreeSet::new(),
+            timeout: timeout_ms.map(|timeout_ms| TxnTimeout { started_ms: wall_ms(), timeout_ms }),
+        });
         txn.partitions.extend(partitions.iter().cloned());
         if current.as_ref() != Some(&txn) {
             log.write(Some(txn))?;
         }
         Ok(())
+    }
+
+    /// The open transaction: whether its commit was decided, its partitions and its time
+    /// limit (if it has one); `None` when none is open.
+    ///
+    /// # Errors
+    /// I/O errors, damaged transaction state.
+    pub fn open_transaction(&self) -> Result<Option<(bool, TxnPartitions, Option<TxnTimeout>)>> {
+        let Some(log) = &self.txn else { return Ok(None) };
+        let (_guard, changes) = log.log.locked()?;
+        Ok(log.current(changes.base, &changes.records)?.map(|t| (t.commit, t.partitions, t.timeout)))
     }
 
     /// Ends the open transaction: decides it (durably, for a commit), writes a marker to
