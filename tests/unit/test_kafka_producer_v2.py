@@ -168,3 +168,24 @@ def test_a_closed_producer_is_freed_without_the_cyclic_gc() -> None:
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_a_refusal_of_librdkafka_is_a_tidelog_error_and_sends_nothing(make: Any) -> None:
+    # librdkafka's own bound below the high watermark: its BufferError comes first.
+    p = make(config={"queue.buffering.max.messages": 5})
+    for _ in range(5):
+        assert p.send("t", b"v")
+    with pytest.raises(tidelog.BackpressureError, match="librdkafka's queue is full") as e:
+        p.send("t", b"v")
+    assert isinstance(e.value.__cause__, BufferError)
+    with pytest.raises(tidelog.BackpressureError):
+        p.send("t", b"v", headers={"h": b"x"})
+    assert p.stats()["sent"] == len(p.native) == 5
+
+
+def test_send_takes_key_and_the_rest_by_keyword_only(make: Any) -> None:
+    p = make()
+    with pytest.raises(TypeError):
+        p.send("t", b"v", b"k")
+    assert p.send("t", b"v", key=b"k", partition=0, priority=None)
+    assert p.stats()["sent"] == 1

@@ -10,7 +10,6 @@ local named producer does.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import weakref
@@ -49,7 +48,7 @@ def _failures_to(method: weakref.WeakMethod[_Report]) -> _Report:
     return failed
 
 
-class KafkaProducer:
+class KafkaProducer(_core.KafkaSender):
     """A producer of a :class:`~tidelog.kafka.store.KafkaStore` (see ``store.producer``).
 
     Args:
@@ -140,19 +139,19 @@ class KafkaProducer:
             settings["transactional.id"] = name
         self._producer = Producer(store.client_config(**settings))
         self._lock = threading.Lock()
-        self._produce = self._producer.produce
-        # The common send is one ticket, one comparison and produce(): it takes the full path
-        # (checks, backpressure, max_lag) from ticket `_check_at` on. len(producer) takes
-        # librdkafka's locks (~135 ns, a third of a send), so the full path asks it only once
-        # the sends since it last asked could have reached the high watermark: only sends add
-        # to it (each takes a ticket; next() is atomic under the GIL, so threads cannot share
-        # one), deliveries take away, so until ticket `_check_at` it stays below `_high` (up
-        # to one message per concurrent send may be in flight unseen, as with a check per
-        # send). Whatever else needs the full path (closed, a pending error, pressure, a
-        # named producer outside a transaction, max_lag) sets `_check_at` to 0 once it holds,
-        # and `_arm` reads those conditions after it raised `_check_at`: in any interleaving
-        # of threads, either the arming thread sees the condition or its 0 comes last.
-        self._tickets = itertools.count()
+        # The common send is one ticket, one comparison and produce(), in the native base
+        # (_core.KafkaSender); from ticket `_check_at` on it takes the full path,
+        # _send_full (checks, backpressure, max_lag), as sends with headers or a callback
+        # do. len(producer) takes librdkafka's locks (~135 ns), so the full path asks it only
+        # once the sends since it last asked could have reached the high watermark: only
+        # sends add to it (each takes a ticket, atomically, so threads cannot share one),
+        # deliveries take away, so until ticket `_check_at` it stays below `_high` (up to one
+        # message per concurrent send may be in flight unseen, as with a check per send).
+        # Whatever else needs the full path (closed, a pending error, pressure, a named
+        # producer outside a transaction, max_lag) sets `_check_at` to 0 once it holds, and
+        # `_arm` reads those conditions after it raised `_check_at`: in any interleaving of
+        # threads, either the arming thread sees the condition or its 0 comes last.
+        self._use_produce(self._producer.produce)
         self._check_at = 0
         # Tickets that sent nothing (refused, shed, failed, taken by stats()): sent = tickets
         # issued - unsent, which no send pays for.
@@ -280,39 +279,22 @@ class KafkaProducer:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send(
+    # send() is the native base's: the common path there, the rest here.
+
+    def _send_full(
         self,
         topic: str,
         value: bytes | None,
-        *,
-        key: bytes | None = None,
-        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-        priority: int = 0,
-        on_delivery: Callable[[KafkaError | None, Any], None] | None = None,
+        key: bytes | None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
+        partition: int | None,
+        priority: int | None,
+        on_delivery: Callable[[KafkaError | None, Any], None] | None,
+        ticket: int,
     ) -> bool:
-        """Queues a message; returns False if ``on_full="shed"`` dropped it.
-
-        ``on_delivery(error, message)``, if given, is called once Kafka acknowledged (error
-        None) or refused the message, from the call (``flush``, ``poll``) that serves the
-        reports. It needs a producer made with ``delivery.report.only.error`` off (the async
-        producer's); a refusal is also this producer's next error, as without it.
-
-        Raises:
-            BackpressureError: Under pressure with ``on_full="raise"`` (or a blocked send
-                timed out).
-            StoreClosedError: The producer is closed.
-        """
-        ticket = next(self._tickets)
-        if ticket < self._check_at and headers is None and on_delivery is None:
-            try:
-                if partition is None:
-                    self._produce(topic, value, key)
-                else:
-                    self._produce(topic, value, key, partition)
-            except BaseException as e:
-                raise self._refused(e, topic)  # noqa: B904 (it sets the cause)
-            return True
+        """:meth:`send` from ticket ``_check_at`` on, or with headers or a callback."""
+        if priority is None:
+            priority = 0
         try:
             if ticket >= self._check_at and not self._admit(topic, priority, ticket):
                 self._not_sent()
@@ -322,7 +304,7 @@ class KafkaProducer:
             raise
         try:
             if headers is None and on_delivery is None:
-                self._produce(topic, value, key, -1 if partition is None else partition)
+                self._producer.produce(topic, value, key, -1 if partition is None else partition)
             else:
                 self._produce_with(topic, value, key, headers, partition, on_delivery)
         except BaseException as e:
@@ -524,7 +506,7 @@ class KafkaProducer:
         """
         buffered = len(self._producer)
         with self._lock:
-            sent = next(self._tickets) - self._unsent
+            sent = self._take_ticket() - self._unsent
             self._unsent += 1  # the ticket just taken
             return {
                 "buffered": buffered,
