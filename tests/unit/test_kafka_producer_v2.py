@@ -189,3 +189,29 @@ def test_send_takes_key_and_the_rest_by_keyword_only(make: Any) -> None:
         p.send("t", b"v", b"k")
     assert p.send("t", b"v", key=b"k", partition=0, priority=None)
     assert p.stats()["sent"] == 1
+
+
+class Recording(NoBroker):
+    """Keeps the librdkafka configuration its clients were made with."""
+
+    def __init__(self) -> None:
+        self.made: list[dict[str, Any]] = []
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        self.made.append(extra)
+        return super().client_config(**extra)
+
+
+@pytest.mark.parametrize(
+    ("options", "batch"),
+    [
+        ({}, None),  # librdkafka's own batch size
+        ({"max_batch_messages": 100}, 100),
+        ({"max_batch_messages": 100, "config": {"batch.num.messages": 7}}, 7),
+    ],
+)
+def test_max_batch_messages_is_batch_num_messages(options: dict[str, Any], batch: Any) -> None:
+    link = Recording()
+    p = KafkaProducer(link, **options)  # type: ignore[arg-type]
+    p.close()
+    assert link.made[0].get("batch.num.messages") == batch

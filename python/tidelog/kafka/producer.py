@@ -63,6 +63,10 @@ class KafkaProducer(_core.KafkaSender):
             already queued, so ``"shed"`` drops the message being sent (``send`` returns
             False, counted under its priority), not the lowest-priority buffered one.
         block_timeout: Longest wait of a blocked ``send`` (None: no limit).
+        max_batch_messages: ``batch.num.messages``. None (the default) leaves librdkafka's
+            own (10,000; ``batch.size``, 1 MB, bounds a batch too): the local backend's
+            4096 made 4-6% fewer msgs/s on Kafka (200,000 sends of 100 B, interleaved
+            rounds), and plain confluent-kafka clients use librdkafka's.
         linger_ms: ``linger.ms``.
         max_lag: Also apply pressure (as ``on_full`` says) while the slowest consumer group
             of a topic this producer writes to is ``max_lag`` messages behind in a
@@ -85,7 +89,7 @@ class KafkaProducer(_core.KafkaSender):
         low_watermark: float = 0.5,
         on_full: str = "block",
         block_timeout: float | None = None,
-        max_batch_messages: int = 4096,
+        max_batch_messages: int | None = None,
         linger_ms: float = 1.0,
         max_lag: int | None = None,
         compression: str | None = None,
@@ -124,7 +128,6 @@ class KafkaProducer(_core.KafkaSender):
             "enable.idempotence": idempotent,
             "partitioner": "murmur2_random",
             "linger.ms": linger_ms,
-            "batch.num.messages": max_batch_messages,
             # librdkafka's own bound stays above ours, so its BufferError cannot happen first.
             "queue.buffering.max.messages": buffer_messages + 1,
             # A Python callback per message would cost more than the rest of send():
@@ -133,6 +136,8 @@ class KafkaProducer(_core.KafkaSender):
             "on_delivery": _failures_to(weakref.WeakMethod(self._failed)),
             **(config or {}),
         }
+        if max_batch_messages is not None:
+            settings.setdefault("batch.num.messages", max_batch_messages)
         if compression is not None:
             settings["compression.type"] = compression
         if name is not None:
