@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from collections.abc import Coroutine, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping
 from typing import Any, Self, final
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "JobBatch",
     "JobBuffer",
     "KafkaMessage",
+    "KafkaSender",
     "KafkaTransactionalId",
     "Message",
     "MessageIterator",
@@ -155,6 +156,27 @@ class KafkaMessage:
     def fields(self) -> tuple[Any, ...]: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
+
+@disjoint_base
+class KafkaSender:
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        priority: int | None = None,
+        on_delivery: Callable[[Any, Any], None] | None = None,
+    ) -> bool: ...
+    def _take_ticket(self) -> int: ...
+    @property
+    def _check_at(self) -> int: ...
+    @_check_at.setter
+    def _check_at(self, ticket: int) -> None: ...
+    def _use_produce(self, produce: Callable[..., Any]) -> bool: ...
 
 @final
 class OffsetCommitter:

@@ -8,7 +8,9 @@ tests check that this never lets more than the high watermark in.
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +43,7 @@ def make() -> Iterator[Any]:
     made: list[KafkaProducer] = []
 
     def producer(**kw: Any) -> KafkaProducer:
-        p = KafkaProducer(NoBroker(), buffer_messages=100, **kw)  # type: ignore[arg-type]
+        p = KafkaProducer(NoBroker(), **{"buffer_messages": 100, **kw})  # type: ignore[arg-type]
         made.append(p)
         return p
 
@@ -94,3 +96,122 @@ def test_threads_together_stay_at_the_high_watermark(make: Any) -> None:
         t.join()
     # As with a check per send: a send in progress in another thread may be unseen.
     assert 80 <= sum(admitted) == len(p.native) <= 80 + 3
+
+
+def test_sent_counts_every_message_queued_and_only_those(make: Any) -> None:
+    p = make(on_full="shed", high_watermark=0.5, low_watermark=0.25)
+    assert all(p.send("t", b"v") for _ in range(10))
+    assert p.stats()["sent"] == 10  # stats() itself sends nothing
+    with pytest.raises(TypeError, match="topic must be str, got int"):
+        p.send(7, b"v")
+    with pytest.raises(TypeError):
+        p.send("t", 7)
+    for _ in range(40):
+        p.send("t", b"v", headers={"h": b"x"})
+    assert p.send("t", b"v") is False  # shed at the high watermark (50)
+    assert p.stats()["sent"] == 50
+    assert p.stats()["dropped"] == {0: 1}
+
+
+def test_sent_loses_no_message_of_concurrent_threads(make: Any) -> None:
+    p = make(buffer_messages=1_000_000)
+
+    def send() -> None:
+        for _ in range(20_000):
+            p.send("t", b"v")
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert p.stats()["sent"] == len(p.native) == 80_000
+
+
+def test_a_delivery_failure_is_raised_by_the_next_send(make: Any) -> None:
+    # Nothing is delivered without a broker: every message times out after 100 ms.
+    p = make(config={"message.timeout.ms": 100})
+    for _ in range(10):
+        assert p.send("t", b"v")
+    while p.stats()["failed"] < 10:  # the poller serves the reports
+        threading.Event().wait(0.02)
+    with pytest.raises(tidelog.TidelogError, match="delivering a message"):
+        p.send("t", b"v")
+    assert p.send("t", b"v")  # raised once
+
+
+def test_a_send_after_close_raises(make: Any) -> None:
+    p = make()
+    assert p.send("t", b"v")
+    p.native.purge()
+    p.close()
+    with pytest.raises(tidelog.StoreClosedError):
+        p.send("t", b"v")
+
+
+def test_a_closed_producer_is_freed_without_the_cyclic_gc() -> None:
+    # Its librdkafka handle keeps three threads and the buffers: it must go with the last
+    # reference, not wait for a collection.
+    gc.disable()
+    try:
+        p = KafkaProducer(NoBroker(), buffer_messages=100)  # type: ignore[arg-type]
+        p.send("t", b"v")
+        p.native.purge()
+        p.close()
+        ref = weakref.ref(p)
+        del p
+        # The delivery-report thread holds it until it sees the stop (within 50 ms).
+        for _ in range(500):
+            if ref() is None:
+                break
+            threading.Event().wait(0.01)
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_a_refusal_of_librdkafka_is_a_tidelog_error_and_sends_nothing(make: Any) -> None:
+    # librdkafka's own bound below the high watermark: its BufferError comes first.
+    p = make(config={"queue.buffering.max.messages": 5})
+    for _ in range(5):
+        assert p.send("t", b"v")
+    with pytest.raises(tidelog.BackpressureError, match="librdkafka's queue is full") as e:
+        p.send("t", b"v")
+    assert isinstance(e.value.__cause__, BufferError)
+    with pytest.raises(tidelog.BackpressureError):
+        p.send("t", b"v", headers={"h": b"x"})
+    assert p.stats()["sent"] == len(p.native) == 5
+
+
+def test_send_takes_key_and_the_rest_by_keyword_only(make: Any) -> None:
+    p = make()
+    with pytest.raises(TypeError):
+        p.send("t", b"v", b"k")
+    assert p.send("t", b"v", key=b"k", partition=0, priority=None)
+    assert p.stats()["sent"] == 1
+
+
+class Recording(NoBroker):
+    """Keeps the librdkafka configuration its clients were made with."""
+
+    def __init__(self) -> None:
+        self.made: list[dict[str, Any]] = []
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        self.made.append(extra)
+        return super().client_config(**extra)
+
+
+@pytest.mark.parametrize(
+    ("options", "batch"),
+    [
+        ({}, None),  # librdkafka's own batch size
+        ({"max_batch_messages": 100}, 100),
+        ({"max_batch_messages": 100, "config": {"batch.num.messages": 7}}, 7),
+    ],
+)
+def test_max_batch_messages_is_batch_num_messages(options: dict[str, Any], batch: Any) -> None:
+    link = Recording()
+    p = KafkaProducer(link, **options)  # type: ignore[arg-type]
+    p.close()
+    assert link.made[0].get("batch.num.messages") == batch

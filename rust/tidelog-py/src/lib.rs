@@ -15,6 +15,7 @@ mod inspect;
 mod jobs;
 mod kafka;
 mod kafka_message;
+mod kafka_send;
 mod message;
 mod metrics;
 mod paths;
@@ -66,6 +67,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kafka::kafka_read, m)?)?;
     m.add_function(wrap_pyfunction!(kafka::kafka_producer_id, m)?)?;
     kafka_message::register(m)?;
+    m.add_class::<kafka_send::KafkaSender>()?;
     m.add_function(wrap_pyfunction!(kafka_message::kafka_message, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::kafka_messages, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
