@@ -80,20 +80,38 @@ impl Doorbell {
     }
 
     /// Sleeps until the doorbell rings after `ticket` was taken, or `timeout` passes.
-    /// Returns whether it rang. Spurious early returns are possible; callers re-check.
+    /// Returns whether it rang. A signal to the thread ends the wait early (false unless it
+    /// rang), so a caller in Python gets to its signal handlers (Ctrl-C); callers re-check.
     pub fn wait(&self, ticket: u32, timeout: Option<Duration>) -> bool {
         let waiters = self.word(WAITERS_AT);
         waiters.fetch_add(1, Ordering::SeqCst);
-        let mut rang = self.word(0).load(Ordering::SeqCst) != ticket;
-        if !rang {
-            let ts = timeout.map(|t| futex::Timespec {
+        // A timeout too long for the clock is no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let rang = loop {
+            if self.word(0).load(Ordering::SeqCst) != ticket {
+                break true;
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break false,
+                },
+                None => None,
+            };
+            let ts = left.map(|t| futex::Timespec {
                 tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
                 tv_nsec: i64::from(t.subsec_nanos()),
             });
             // Not FUTEX_PRIVATE: the word is shared with other processes.
-            let _ = futex::wait(self.word(0), futex::Flags::empty(), ticket, ts.as_ref());
-            rang = self.word(0).load(Ordering::SeqCst) != ticket;
-        }
+            match futex::wait(self.word(0), futex::Flags::empty(), ticket, ts.as_ref()) {
+                // Woken, or the word moved before we slept: look again. A wake can come
+                // from a ring of an earlier ticket whose ringer saw this waiter registered
+                // (it counts waiters after its bump), with the word still at our ticket.
+                Ok(()) | Err(rustix::io::Errno::AGAIN) => continue,
+                // A signal, or the timeout.
+                Err(_) => break self.word(0).load(Ordering::SeqCst) != ticket,
+            }
+        };
         waiters.fetch_sub(1, Ordering::SeqCst);
         rang
     }
@@ -242,6 +260,34 @@ mod tests {
         }
         assert_eq!(thread.join().unwrap(), 0, "a ring was missed: the wait lasted until its timeout");
         assert_eq!(waiter.word(WAITERS_AT).load(Ordering::SeqCst), 0, "every sleeper unregistered");
+    }
+
+    #[test]
+    fn a_late_wake_from_an_earlier_ring_does_not_end_a_wait() {
+        // A ringer bumps the word, then wakes sleepers if it counts any: a sleeper that took
+        // its ticket after the bump but registered before the count is woken with the word at
+        // its ticket. That wait must go on (CI once saw one return "not rang" at once).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doorbell");
+        let a = std::sync::Arc::new(Doorbell::open(&path).unwrap());
+        let b = Doorbell::open(&path).unwrap();
+        let ticket = a.ticket();
+        let sleeper = {
+            let a = a.clone();
+            std::thread::spawn(move || (a.wait(ticket, Some(Duration::from_secs(10))), a.ticket()))
+        };
+        while b.word(WAITERS_AT).load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        // The earlier ring's late wake: no bump.
+        let _ = futex::wake(b.word(0), futex::Flags::empty(), i32::MAX as u32);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!sleeper.is_finished(), "the late wake ended the wait");
+        b.ring();
+        let (rang, now) = sleeper.join().unwrap();
+        assert!(rang);
+        assert_eq!(now, ticket.wrapping_add(1));
     }
 
     #[test]
