@@ -293,20 +293,27 @@ mod tests {
     fn a_reused_slot_is_never_read_as_the_older_message() {
         // Readers keep to the contract (less than LEDGER_SLOTS messages late), but a slot
         // rewritten under a late reader must read as pending, never as the other's offset.
+        // One slot, its messages in order (a slot's tags only grow: no ABA).
         let ledger = Arc::new(Ledger::default());
-        let (old, new) = (7u64, 7 + LEDGER_SLOTS as u64);
+        let seq = |k: u64| 7 + k * LEDGER_SLOTS as u64;
+        let done = Arc::new(AtomicU64::new(0));
         let writer = {
-            let ledger = ledger.clone();
+            let (ledger, done) = (ledger.clone(), done.clone());
             std::thread::spawn(move || {
-                for i in 0..200_000u64 {
-                    let seq = if i % 2 == 0 { old } else { new };
-                    ledger.settle(seq, Settled::written(seq * 1000));
+                for k in 0..200_000u64 {
+                    ledger.settle(seq(k), Settled::written(seq(k) * 1000));
+                    done.store(k + 1, Ordering::Release);
                 }
             })
         };
         while !writer.is_finished() {
-            for (seq, outcome) in [(old, ledger.outcome(old)), (new, ledger.outcome(new))] {
-                assert!(matches!(outcome, Outcome::Pending) || outcome == Outcome::Written(seq * 1000));
+            let k = done.load(Ordering::Acquire);
+            for s in [k.saturating_sub(1), k, k + 1].map(seq) {
+                let outcome = ledger.outcome(s);
+                assert!(
+                    outcome == Outcome::Pending || outcome == Outcome::Written(s * 1000),
+                    "{s}: {outcome:?}"
+                );
             }
         }
         writer.join().unwrap();
