@@ -184,12 +184,18 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    #[test]
-    fn a_ring_wakes_a_sleeper_in_another_handle() {
+    /// One doorbell file and two handles on it: two mappings, as two processes have.
+    fn two_handles() -> (tempfile::TempDir, std::sync::Arc<Doorbell>, Doorbell) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("doorbell");
         let a = std::sync::Arc::new(Doorbell::open(&path).unwrap());
         let b = Doorbell::open(&path).unwrap();
+        (dir, a, b)
+    }
+
+    #[test]
+    fn a_ring_wakes_a_sleeper_in_another_handle() {
+        let (_dir, a, b) = two_handles();
         let ticket = a.ticket();
         let sleeper = {
             let a = a.clone();
@@ -214,10 +220,7 @@ mod tests {
     fn a_ring_during_the_hand_over_from_spinning_to_sleeping_is_never_missed() {
         use std::sync::atomic::AtomicBool;
         use std::sync::Arc;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("doorbell");
-        let waiter = Arc::new(Doorbell::open(&path).unwrap());
-        let ringer = Doorbell::open(&path).unwrap(); // another mapping, as another process has
+        let (_dir, waiter, ringer) = two_handles();
         let (ready, stop) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(false)));
         let rounds = 3000u32;
         let thread = {
@@ -267,10 +270,7 @@ mod tests {
         // A ringer bumps the word, then wakes sleepers if it counts any: a sleeper that took
         // its ticket after the bump but registered before the count is woken with the word at
         // its ticket. That wait must go on (CI once saw one return "not rang" at once).
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("doorbell");
-        let a = std::sync::Arc::new(Doorbell::open(&path).unwrap());
-        let b = Doorbell::open(&path).unwrap();
+        let (_dir, a, b) = two_handles();
         let ticket = a.ticket();
         let sleeper = {
             let a = a.clone();
@@ -292,10 +292,7 @@ mod tests {
 
     #[test]
     fn a_spin_sees_a_ring_without_registering_and_gives_up_after_its_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("doorbell");
-        let a = std::sync::Arc::new(Doorbell::open(&path).unwrap());
-        let b = Doorbell::open(&path).unwrap();
+        let (_dir, a, b) = two_handles();
         let ticket = a.ticket();
         assert!(!a.spin(ticket, Duration::ZERO));
         assert!(!a.spin(ticket, Duration::from_micros(50)), "nothing rang: the spin gives up");
