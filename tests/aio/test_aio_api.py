@@ -211,6 +211,29 @@ def test_seek_pause_resume(tmp_path: Path, run: Run) -> None:
     run(main())
 
 
+def test_async_for_after_a_seek_skips_what_was_fetched_before(tmp_path: Path, run: Run) -> None:
+    """``async for`` takes fetched messages itself (not through ``next_nowait``): a seek
+    must drop the ones it made stale there too, not only in the synchronous consumer."""
+
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            topic = await store.create_topic("t", partitions=2)
+            for i in range(10):
+                topic.append(b"%d" % i, partition=0)
+                topic.append(b"%d" % i, partition=1)
+            consumer = store.consumer("t", group="g")
+            it = aiter(consumer)
+            first = await anext(it)  # fetches both partitions' messages at once
+            assert first.offset == 0
+            consumer.seek(first.partition, 0)
+            seen = [await anext(it) for _ in range(20)]
+            for p in (0, 1):
+                assert [m.offset for m in seen if m.partition == p] == list(range(10))
+            await consumer.close()
+
+    run(main())
+
+
 def test_on_full_raise_and_shed_behave_as_sync(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:

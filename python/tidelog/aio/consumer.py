@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tidelog import _core
+from tidelog import _core, _fork
 from tidelog._core import InvalidConfigError, Message
+from tidelog._fork import Born
 from tidelog.aio._closing import AsyncClosing
 from tidelog.aio._member import MemberViews
 
@@ -42,6 +43,8 @@ class Consumer(MemberViews, AsyncClosing):
         self._bell = bell
         self._spin_us = sync.spin_us
         self._next = sync.next_nowait
+        self._ready = sync.ready_messages
+        self._born = Born()
         self.topic, self.group = sync.topic, sync.group
 
     @property
@@ -97,6 +100,12 @@ class Consumer(MemberViews, AsyncClosing):
         return self
 
     async def __anext__(self) -> Message:
+        # A fetched message is taken here, without a call: per message, the call to
+        # ``next_nowait`` cost as much as the rest of an ``async for`` step. In a forked
+        # child ``next_nowait`` raises, as the synchronous consumer does.
+        ready = self._ready
+        if ready and self._born.generation == _fork.generation:
+            return ready.popleft()
         message = self._next()
         if message is not None:
             return message
