@@ -10,6 +10,9 @@ Both servers run in a process of their own, as a broker does: `tidelog serve DIR
 is the CLI users run. Served from this process (``store.serve_kafka``) the server's thread
 would share the GIL with the client's produce() loop being measured.
 
+Fetch is measured twice: with the consumer's defaults, and set for a bulk read
+(``BULK_READ``), each next to the same client on the Apache Kafka broker.
+
 ``client produce() loop alone`` is the floor of the client side: the same loop into
 librdkafka's queue with no broker to send to (nothing leaves the process).
 """
@@ -119,9 +122,20 @@ def _produce_loop_alone(n: int) -> None:
     producer.purge()
 
 
-def _fetch(address: str, topic: str, n: int) -> None:
+#: A consumer set for a bulk read: librdkafka's default `fetch.queue.backoff.ms` (1 s)
+#: postpones the next Fetch whenever its local queue holds more than `queued.min.messages`,
+#: so an application that drains it quickly still reads at the pace of that backoff.
+BULK_READ = {"fetch.queue.backoff.ms": 10}
+
+
+def _fetch(address: str, topic: str, n: int, settings: dict[str, Any]) -> None:
     consumer = ck.Consumer(
-        {"bootstrap.servers": address, "group.id": "bench", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": address,
+            "group.id": "bench",
+            "enable.auto.commit": False,
+            **settings,
+        }
     )
     try:
         consumer.assign([ck.TopicPartition(topic, 0, 0)])
@@ -160,19 +174,23 @@ def _bench_produce(benchmark: Any, address: str, role: str) -> None:
     )
 
 
-def _bench_fetch(benchmark: Any, address: str, role: str) -> None:
+def _bench_fetch(benchmark: Any, address: str, role: str, bulk: bool = False) -> None:
     topic = _create(address)
     _produce(address, topic, MSGS)
-    benchmark.pedantic(lambda: _fetch(address, topic, MSGS), rounds=ROUNDS, warmup_rounds=1)
+    settings = BULK_READ if bulk else {}
+    benchmark.pedantic(
+        lambda: _fetch(address, topic, MSGS, settings), rounds=ROUNDS, warmup_rounds=1
+    )
     name = "tidelog serve --kafka" if role == "tidelog" else "Apache Kafka broker"
+    how = ", fetch.queue.backoff.ms=10" if bulk else ", default settings"
     record(
         benchmark,
-        figure="kafka-server-fetch",
-        title=f"confluent-kafka Consumer <- {name} (loopback)",
+        figure="kafka-server-fetch-bulk" if bulk else "kafka-server-fetch",
+        title=f"confluent-kafka Consumer <- {name} (loopback{how})",
         role="tidelog" if role == "tidelog" else "reference",
         unit="msgs/s",
         work=MSGS,
-        what=f"{MSGS:,} msgs of {VALUE_BYTES} B from offset 0, consume(10000)",
+        what=f"{MSGS:,} msgs of {VALUE_BYTES} B from offset 0, consume(10000){how}",
         targets=FETCH_TARGET if role == "tidelog" else None,
     )
 
@@ -209,3 +227,13 @@ def test_fetch_tidelog_server(benchmark: Any, tidelog_server: str) -> None:
 @pytest.mark.benchmark(group="kafka-server-fetch")
 def test_fetch_apache_kafka(benchmark: Any, apache_broker: str) -> None:
     _bench_fetch(benchmark, apache_broker, "reference")
+
+
+@pytest.mark.benchmark(group="kafka-server-fetch-bulk")
+def test_fetch_bulk_tidelog_server(benchmark: Any, tidelog_server: str) -> None:
+    _bench_fetch(benchmark, tidelog_server, "tidelog", bulk=True)
+
+
+@pytest.mark.benchmark(group="kafka-server-fetch-bulk")
+def test_fetch_bulk_apache_kafka(benchmark: Any, apache_broker: str) -> None:
+    _bench_fetch(benchmark, apache_broker, "reference", bulk=True)
