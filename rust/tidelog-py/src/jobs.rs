@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use tidelog_core::log::now_seconds_ahead;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -19,11 +19,6 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use tidelog_core::shm::fork::Born;
 
 use crate::message::{Message, RecordBatch};
-
-/// Seconds since the Unix epoch, as `time.time()` gives them.
-fn now_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// Jobs acquired together: their lock expiry, and how many are not settled yet.
 #[pyclass(frozen, module = "tidelog._core", name = "JobBatch")]
@@ -62,7 +57,9 @@ impl JobBatch {
 /// `job.partition`, `job.topic` and `job.timestamp_ms` are the message's, and `job.message`
 /// is the message itself. `job.delivery_count` is how many times the message was handed
 /// out, this time included (1 the first time).
-#[pyclass(frozen, module = "tidelog._core", name = "Job")]
+// On a free list, as `Message` (see there): a job holds its message and its batch, which
+// hold no Python container, so it is never in a cycle either.
+#[pyclass(frozen, freelist = 2048, module = "tidelog._core", name = "Job")]
 pub struct Job {
     /// The message.
     #[pyo3(get)]
@@ -210,7 +207,7 @@ impl JobBuffer {
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         if !this.born.is_inherited_fast() {
-            if let Some(job) = this.pop_fresh(now_seconds()) {
+            if let Some(job) = this.pop_fresh(now_seconds_ahead()) {
                 return Ok(job.into_any());
             }
         }
@@ -248,7 +245,7 @@ impl JobBuffer {
                     let b = batch.get();
                     // The last job of its batch, or a lock half gone: written before returning,
                     // by the subclass.
-                    let buffered = b.outstanding.load(Ordering::Relaxed) > 1 && now_seconds() < b.half;
+                    let buffered = b.outstanding.load(Ordering::Relaxed) > 1 && now_seconds_ahead() < b.half;
                     if buffered {
                         b.outstanding.fetch_sub(1, Ordering::Relaxed);
                         *held = None;
@@ -357,7 +354,7 @@ impl JobBuffer {
 
     /// The front prefetched job if its lock has time enough left, else None.
     fn _pop_ready(&self) -> Option<Py<Job>> {
-        self.pop_fresh(now_seconds())
+        self.pop_fresh(now_seconds_ahead())
     }
 
     /// Takes every prefetched job not handed out yet, each leaving its batch.

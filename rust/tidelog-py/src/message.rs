@@ -22,7 +22,8 @@ mod arrow;
 // recycled one costs neither an allocation nor the cycle collector's attention (PyO3
 // registers every class with the collector, but a reused object is not tracked, which is
 // sound here: a message holds only bytes, a str and numbers, so it is never in a cycle).
-#[pyclass(frozen, freelist = 1024, module = "tidelog._core", name = "Message")]
+// 2,048: a work queue's default prefetch, the most messages a batch makes at once.
+#[pyclass(frozen, freelist = 2048, module = "tidelog._core", name = "Message")]
 pub struct Message {
     /// Topic name.
     #[pyo3(get)]
