@@ -57,6 +57,20 @@ class WakingTopic:
         self.woken = clock()
         return True
 
+    def wait_messages(
+        self,
+        ticket: int,
+        partition: int,
+        offset: int,
+        max_messages: int,
+        timeout: float | None = None,
+        spin_us: int | None = None,
+    ) -> tuple[list[tidelog.Message], int, int] | None:
+        """Appends one message, notes when, then the real call (which finds it rang)."""
+        self.send(VALUE)
+        self.woken = clock()
+        return self._topic.wait_messages(ticket, partition, offset, max_messages, timeout, spin_us)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._topic, name)
 

@@ -361,6 +361,15 @@ class Topic:
     def wait(
         self, ticket: int, timeout: float | None = None, spin_us: int | None = None
     ) -> bool: ...
+    def wait_messages(
+        self,
+        ticket: int,
+        partition: int,
+        offset: int,
+        max_messages: int,
+        timeout: float | None = None,
+        spin_us: int | None = None,
+    ) -> tuple[list[Message], int, int] | None: ...
 
 @final
 class Producer:

@@ -324,36 +324,51 @@ class Consumer:
 
         ``self._fetched`` receives the new positions of the partitions read.
         """
-        fetched: dict[int, int] = {}
-        self._fetched = fetched
         if self._unresolved:
             self._resolve()
         # The common case, a member owning one partition: the steps of the general path
         # without the round over the partitions.
-        part = self._only
-        if part is None or part.paused or part.unresolved or part.out_of_range is not None:
-            return self._fetch_general(limit, fetched)
-        p, position = part.partition, part.position
+        part = self._fast_partition()
+        if part is None:
+            return self._fetch_general(limit)
+        position = part.position
         try:
-            out, after = self._topic.read_messages(p, position, limit)
+            out, after = self._topic.read_messages(part.partition, position, limit)
         except OffsetOutOfRangeError:
             # Recovery or retention moved the log: the general path reads again and copes.
-            return self._fetch_general(limit, fetched)
+            return self._fetch_general(limit)
+        return self._took(part, position, out, after)
+
+    def _fast_partition(self) -> _Partition | None:
+        """The one partition to fetch from when the fast path applies, else None."""
+        part = self._only
+        if part is None or part.paused or part.unresolved or part.out_of_range is not None:
+            return None
+        return part
+
+    def _took(
+        self, part: _Partition, position: int, out: list[Message], after: int
+    ) -> list[Message]:
+        """The fast path's bookkeeping of a read of ``part`` at ``position``; returns ``out``."""
         self._next_partition += 1
         if out:
             part.fetched_from = position
-            part.position = fetched[p] = after
+            part.position = after
             part.tail_offset, part.tail_next = out[-1].offset, after
+            self._fetched = {part.partition: after}
             return out
+        self._fetched = {}
         if after > position:
             # Only transaction markers or aborted messages: step over them.
             part.position = after
         else:
-            self._held_back(p, after)
+            self._held_back(part.partition, after)
         return []
 
-    def _fetch_general(self, limit: int, fetched: dict[int, int]) -> list[Message]:
+    def _fetch_general(self, limit: int) -> list[Message]:
         """:meth:`_fetch` over any number of partitions."""
+        fetched: dict[int, int] = {}
+        self._fetched = fetched
         out: list[Message] = []
         ready: list[_Partition] = []
         for part in self._parts.values():
@@ -465,32 +480,52 @@ class Consumer:
         if now >= membership.heartbeat_due or membership.read_generation() != membership.generation:
             self._sync()
         deadline = now + max(timeout, 0.0)
-        ticket_of = self._topic.ticket
-        while True:
-            ticket = ticket_of()
-            messages = self._fetch(limit)
-            if messages:
-                if self.delivery == "at-most-once":
-                    return self._hand_out(messages)
-                # The rest of ``_hand_out``, inline: the next poll (or commit) commits these.
-                self._delivered.update(self._fetched)
-                return messages
+        topic = self._topic
+        ticket = topic.ticket()
+        messages = self._fetch(limit)
+        while not messages:
             now = time.monotonic()
             remaining = deadline - now
             if remaining <= 0:
                 return []
-            if now >= membership.heartbeat_due:
-                # Due meanwhile: heartbeat, then fetch again (the assignment may have moved).
-                self._sync()
-                continue
             # The wait ends by the time the heartbeat is due, so one that rang returned
             # before then: after it only the generation needs a look (one memory read), and
-            # the way from the wake-up to the fetch reads no clock.
-            rang = self._topic.wait(
-                ticket, min(remaining, membership.heartbeat_due - now), self.spin_us
-            )
-            if not rang or membership.read_generation() != membership.generation:
-                self._sync()
+            # the way from the wake-up to the messages reads no clock.
+            if now < membership.heartbeat_due:
+                wait = min(remaining, membership.heartbeat_due - now)
+                part = None if self._unresolved else self._fast_partition()
+                if part is not None:
+                    # One partition: the wait and the read are one native call (one release
+                    # of the GIL). What it read after a rebalance is dropped unread: the
+                    # position has not moved, and the fetch below starts over.
+                    position = part.position
+                    try:
+                        woken = topic.wait_messages(
+                            ticket, part.partition, position, limit, wait, self.spin_us
+                        )
+                    except OffsetOutOfRangeError:
+                        woken = None  # the fetch below copes
+                    if woken is not None and membership.read_generation() == membership.generation:
+                        out, after, ticket = woken
+                        messages = self._took(part, position, out, after)
+                        continue
+                elif (
+                    topic.wait(ticket, wait, self.spin_us)
+                    and membership.read_generation() == membership.generation
+                ):
+                    ticket = topic.ticket()
+                    messages = self._fetch(limit)
+                    continue
+            # The heartbeat is due, the wait timed out or the group rebalanced: heartbeat,
+            # then fetch again (the assignment may have moved).
+            self._sync()
+            ticket = topic.ticket()
+            messages = self._fetch(limit)
+        if self.delivery == "at-most-once":
+            return self._hand_out(messages)
+        # The rest of ``_hand_out``, inline: the next poll (or commit) commits these.
+        self._delivered.update(self._fetched)
+        return messages
 
     def _take_buffered(self, limit: int) -> list[Message]:
         out = [self._buffer.popleft() for _ in range(min(limit, len(self._buffer)))]

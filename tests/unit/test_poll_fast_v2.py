@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tidelog
@@ -266,3 +267,108 @@ def test_read_messages_refuses_bad_arguments_as_read_batch_does(store: tidelog.S
         topic.read_messages(0, "0", 10)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="max_messages"):
         topic.read_messages(0, 0, 1.5)  # type: ignore[arg-type]
+
+
+def test_wait_messages_is_wait_then_ticket_then_read_messages(store: tidelog.Store) -> None:
+    # One native call for a waking member: None when nothing came in time, else what
+    # read_messages returns and a ticket taken before the read.
+    topic = store.create_topic("t", partitions=2)
+    ticket = topic.ticket()
+    assert topic.wait_messages(ticket, 0, 0, 10, 0) is None
+    assert topic.wait_messages(ticket, 0, 0, 10, 0.002, 50) is None  # spun, slept, nothing
+    topic.append(b"a", partition=0)
+    topic.append(b"b", partition=0)
+    woken = topic.wait_messages(ticket, 0, 0, 10, 5, 50)
+    assert woken is not None
+    messages, after, new_ticket = woken
+    assert [(m.offset, m.value) for m in messages] == [(0, b"a"), (1, b"b")]
+    assert after == 2
+    assert new_ticket == topic.ticket() != ticket
+    # An append to another partition rings too: an empty read, and the ticket to wait on.
+    topic.append(b"c", partition=1)
+    woken = topic.wait_messages(new_ticket, 0, 2, 10, 5)
+    assert woken is not None
+    assert woken[0] == [] and woken[1] == 2 and woken[2] == topic.ticket()
+    # max_messages bounds the read as in read_messages.
+    woken = topic.wait_messages(ticket, 0, 0, 1, 5)
+    assert woken is not None and len(woken[0]) == 1 and woken[1] == 1
+
+
+def test_wait_messages_refuses_bad_arguments(store: tidelog.Store) -> None:
+    topic = store.create_topic("t")
+    ticket = topic.ticket()
+    topic.append(b"x")
+    # As read_messages and wait do, before waiting.
+    with pytest.raises(tidelog.InvalidConfigError, match="max_messages"):
+        topic.wait_messages(ticket, 0, 0, -1, 1)
+    with pytest.raises(tidelog.OffsetOutOfRangeError):
+        topic.wait_messages(ticket, 0, -1, 10, 1)
+    with pytest.raises(tidelog.PartitionNotFoundError):
+        topic.wait_messages(ticket, 3, 0, 10, 1)
+    with pytest.raises(tidelog.InvalidConfigError, match="spin_us"):
+        topic.wait_messages(ticket, 0, 0, 10, 1, -1)
+    with pytest.raises(TypeError, match="ticket"):
+        topic.wait_messages("0", 0, 0, 10, 1)  # type: ignore[arg-type]
+    # An offset past the end is found by the read, after the wait.
+    with pytest.raises(tidelog.OffsetOutOfRangeError, match="out of range"):
+        topic.wait_messages(ticket, 0, 5, 10, 1)
+
+
+class _RebalancingTopic:
+    """A member's topic whose first ``wait_messages`` lets another member join (a new
+    generation) and append a message, as if both happened while it waited."""
+
+    def __init__(self, topic: tidelog.Topic, join: Any) -> None:
+        self._topic = topic
+        self._join = join
+        self.calls = 0
+
+    def wait_messages(self, *args: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            self._join()
+            self._topic.append(b"m")
+        return self._topic.wait_messages(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._topic, name)
+
+
+def test_what_a_wake_up_read_across_a_rebalance_is_fetched_again_once(
+    store: tidelog.Store,
+) -> None:
+    # The wait and the read are one call, so the generation is looked at after the read:
+    # a rebalance meanwhile drops what was read (the position has not moved), re-syncs and
+    # fetches again. The message comes exactly once, under the new generation, and its
+    # commit is accepted.
+    topic = store.create_topic("t", partitions=1)
+    a = store.consumer("t", group="g", spin_us=0)
+    generation = a._membership.generation
+    others: list[tidelog.Consumer] = []
+    wrapped = _RebalancingTopic(topic, lambda: others.append(store.consumer("t", group="g")))
+    a._topic = wrapped  # type: ignore[assignment]
+    got = a.poll(timeout=5)
+    assert wrapped.calls == 1
+    assert a._membership.generation > generation
+    assert a.assignment() == [0]  # sticky: the newcomer gets nothing of one partition
+    assert [(m.offset, m.value) for m in got] == [(0, b"m")]
+    assert a.poll(timeout=0) == []
+    a.commit()
+    assert a.committed() == {0: 1}
+    for other in others:
+        other.close()
+    a.close()
+
+
+def test_a_member_of_several_partitions_waits_without_the_combined_call(
+    store: tidelog.Store,
+) -> None:
+    # wait_messages reads one partition: a member owning two waits on the doorbell and
+    # fetches both, as before.
+    topic = store.create_topic("t", partitions=2)
+    a = store.consumer("t", group="g", spin_us=0)
+    wrapped = _RebalancingTopic(topic, lambda: None)
+    a._topic = wrapped  # type: ignore[assignment]
+    assert a.poll(timeout=0.01) == []
+    assert wrapped.calls == 0
+    a.close()

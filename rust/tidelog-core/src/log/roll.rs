@@ -67,6 +67,10 @@ impl PartitionLog {
         head.segment_created_ms = now_ms();
         guard.publish(head);
         self.refresh(guard)?;
+        // The refreshed view holds the sealed segment mapped anew; unmapping the active
+        // mappings (when ours is the last reference) is left to a background thread, not
+        // done under the append lock.
+        segment::release_in_background(active);
         self.apply_retention(guard)
     }
 

@@ -25,6 +25,7 @@ pub(crate) use cursor::CRC_CHECKS;
 pub use cursor::{BatchCursor, Check, CursorBatch, CursorEnd, OnDamage, Pass};
 pub use mmap::FileMap;
 pub use prefault::populate_inline_on_this_thread;
+pub(crate) use prefault::release as release_in_background;
 
 /// The kinds of file a segment has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
