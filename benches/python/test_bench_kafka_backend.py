@@ -42,7 +42,8 @@ VALUES = make_values(1000)
 #: The producer settings both sides use (tidelog's defaults for an unnamed producer; the batch
 #: size is librdkafka's on both). One more of tidelog's is left at librdkafka's default on the
 #: plain side, which is not made slower: queue.buffering.max.messages (tidelog:
-#: buffer_messages + 1 = 65,537; librdkafka: 100,000). tidelog's batch.num.messages was 4096
+#: buffer_messages + 1 = 125,001, its sends waiting from 100,000 in flight until 62,500;
+#: librdkafka: 100,000, its produce() refusing at 100,000). tidelog's batch.num.messages was 4096
 #: until session 11: plain confluent-kafka with that made 0.95 of its msgs/s with its own
 #: (21 interleaved rounds).
 PRODUCER = {"enable.idempotence": True, "linger.ms": 1.0, "partitioner": "murmur2_random"}
