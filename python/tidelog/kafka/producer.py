@@ -33,10 +33,10 @@ _ON_FULL = ("block", "raise", "shed")
 #: (100,000 messages in flight: librdkafka's own ``queue.buffering.max.messages``, the most a
 #: plain confluent-kafka producer holds by default) until 0.5 (62,500: more than librdkafka
 #: keeps on the wire, 5 requests in flight of up to 10,000 messages each, so its queue does
-#: not run dry while a send waits). With 65,536 sends waited from 52,428 until 32,768: the
-#: batches behind the requests in flight left short, and librdkafka's broker thread spent
-#: 2.8 times as long in poll() per message (perf, 200,000 sends of 100 B); the producer used
-#: 0.87 of plain confluent-kafka's CPU time per message, 0.96 with 125,000 (paired rounds).
+#: not run dry while a send waits). With 65,536 sends waited from 52,428 until 32,768 and
+#: batches left short: 1,750-2,200 messages per produce request against 3,200-3,600 now and
+#: 4,500-6,100 for plain confluent-kafka (200,000 sends of 100 B); the bench's paired ratio
+#: to plain confluent-kafka went from 0.90 to 0.99 (median of 3 runs; by CPU, 0.90 to 0.92).
 BUFFER_MESSAGES = 125_000
 
 
