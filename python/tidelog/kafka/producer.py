@@ -36,7 +36,7 @@ _ON_FULL = ("block", "raise", "shed")
 #: not run dry while a send waits). With 65,536 sends waited from 52,428 until 32,768 and
 #: batches left short: 1,750-2,200 messages per produce request against 3,200-3,600 now and
 #: 4,500-6,100 for plain confluent-kafka (200,000 sends of 100 B); the bench's paired ratio
-#: to plain confluent-kafka went from 0.90 to 0.99 (median of 3 runs; by CPU, 0.90 to 0.92).
+#: to plain confluent-kafka went from 0.90 to 0.99 (median of 4 runs; by CPU, 0.90 to 0.92).
 BUFFER_MESSAGES = 125_000
 
 
