@@ -65,6 +65,9 @@ FIGURES = [
     "aio-latency-spin-p99",
     "aio-idle-cpu",
     "aio-idle-cpu-spin",
+    # issue 16: the kafka:// backend next to plain confluent-kafka (test_bench_kafka_backend.py)
+    "kafka-produce",
+    "kafka-consume",
 ]
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -113,9 +116,15 @@ def entries(data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def check(target: dict[str, Any], value: float | None, ratio: float | None) -> bool | None:
-    """Whether one target is met (None when its input is missing)."""
-    subject = value if target["of"] == "value" else ratio
+def check(
+    target: dict[str, Any], value: float | None, ratio: float | None, paired: float | None = None
+) -> bool | None:
+    """Whether one target is met (None when its input is missing).
+
+    ``"of": "paired_ratio"`` checks the median of per-round ratios to a reference round run
+    next to each measured one (``paired_ratio`` in the benchmark's extra info).
+    """
+    subject = {"value": value, "ratio": ratio, "paired_ratio": paired}[target["of"]]
     if subject is None or math.isnan(subject):
         return None
     return OPS[target["op"]](subject, float(target["value"]))
@@ -148,11 +157,16 @@ def main_table(items: list[dict[str, Any]]) -> tuple[list[str], bool]:
         ref_value = ref.get("value") if ref else None
         # A ratio of RSS growths is meaningless when the reference grows by ~0.
         ratio = value / ref_value if value is not None and ref_value and unit != "MiB" else None
-        results = [check(t, value, ratio) for t in tl.get("targets", [])]
+        paired = tl.get("paired_ratio")
+        results = [check(t, value, ratio, paired) for t in tl.get("targets", [])]
         ok = all(r is True for r in results)
         all_ok &= ok
         verdict = "PASS" if ok else ("FAIL" if any(r is False for r in results) else "n/a")
         ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x"
+        if paired is not None:
+            ratio_text += f"; paired {paired:.2f}x"
+            if tl.get("paired_ratio_cpu") is not None:
+                ratio_text += f" (by CPU {tl['paired_ratio_cpu']:.2f}x)"
         ref_text = f"{fmt(ref_value, unit)} ({ref['title']})" if ref else "n/a"
         targets = "; ".join(t["text"] for t in tl.get("targets", []))
         cpu = cpu_text(tl, ref, unit)
