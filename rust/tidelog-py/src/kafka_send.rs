@@ -67,9 +67,11 @@ impl KafkaSender {
         if ticket < this.check_at.load(Ordering::SeqCst) && headers.is_none() && on_delivery.is_none() {
             if let Some(produce) = this.produce.get() {
                 let produce = produce.bind(py);
-                let done = match partition {
-                    None => produce.call1((topic, value, key)),
-                    Some(p) => produce.call1((topic, value, key, p)),
+                // Only the arguments given: each one more costs `produce()` its parsing.
+                let done = match (key, partition) {
+                    (None, None) => produce.call1((topic, value)),
+                    (key, None) => produce.call1((topic, value, key)),
+                    (key, Some(p)) => produce.call1((topic, value, key, p)),
                 };
                 return match done {
                     Ok(_) => Ok(PyBool::new(py, true).to_owned().into_any()),
