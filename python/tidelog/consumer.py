@@ -618,17 +618,35 @@ class Consumer:
         delivered = self._delivered
         if not delivered or self.delivery == "exactly-once":
             return
-        # Every poll of an at-least-once member comes here: ``_owns_current`` and
-        # ``_commit_now`` inline, and no copy when every partition is still ours (the usual).
+        # Every poll of an at-least-once member comes here (with nothing buffered):
+        # ``_owns_current`` and ``_commit_now`` inline, and no copy when every partition is
+        # still ours (the usual).
+        held = self._held_in_buffer() if self._buffer else {}
         parts = self._parts
-        if delivered.keys() <= parts.keys():
+        if not held and delivered.keys() <= parts.keys():
             owned = delivered
         else:
-            owned = {p: o for p, o in delivered.items() if p in parts}
+            owned = {p: held.get(p, o) for p, o in delivered.items() if p in parts}
         membership = self._membership
         if owned and membership.read_generation() == membership.generation:
             self._commit_record(owned, "", membership.generation)
+        kept = {p: delivered[p] for p in held if p in delivered}
         delivered.clear()
+        delivered.update(kept)
+
+    def _held_in_buffer(self) -> dict[int, int]:
+        """Per partition, the first offset iterating fetched but has not handed out yet.
+
+        An at-least-once commit stops there: a fetch counts as delivered for ``poll``,
+        which returns it whole, but iterating hands it out one message at a time.
+        """
+        first: dict[int, int] = {}
+        for m in self._buffer:
+            if m.partition not in first:
+                first[m.partition] = m.offset
+                if len(first) == len(self._parts):
+                    break
+        return first
 
     def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
         """Commits offsets durably (and atomically across partitions).
@@ -670,8 +688,10 @@ class Consumer:
             raise InvalidConfigError(
                 "an exactly-once consumer commits through store.transaction(producer, consumer)"
             )
+        held: dict[int, int] = {}
         if offsets is None:
-            offsets = dict(self._delivered)
+            held = self._held_in_buffer() if self._buffer else {}
+            offsets = {p: held.get(p, o) for p, o in self._delivered.items()}
         if not offsets:
             self._check_open()  # no native call below to make the fork check
         membership = self._membership
@@ -688,7 +708,8 @@ class Consumer:
         # negative) and TopicNotFoundError for a deleted topic, before writing anything.
         self._commit_record(offsets, metadata, membership.generation)
         for p in offsets:
-            self._delivered.pop(p, None)
+            if p not in held:  # else what is still buffered is committed later
+                self._delivered.pop(p, None)
 
     def committed(self) -> dict[int, int]:
         """The group's committed offsets for this topic, per partition."""

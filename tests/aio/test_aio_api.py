@@ -234,6 +234,24 @@ def test_async_for_after_a_seek_skips_what_was_fetched_before(tmp_path: Path, ru
     run(main())
 
 
+def test_async_for_then_close_commits_only_what_it_handed_out(tmp_path: Path, run: Run) -> None:
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            topic = await store.create_topic("t", partitions=1)
+            for i in range(10):
+                topic.append(b"%d" % i)
+            consumer = store.consumer("t", group="g")
+            async for message in consumer:
+                if message.offset == 2:
+                    break
+            await consumer.close()
+            again = store.consumer("t", group="g")
+            assert [m.offset for m in await again.poll(timeout=1.0)] == list(range(3, 10))
+            await again.close()
+
+    run(main())
+
+
 def test_on_full_raise_and_shed_behave_as_sync(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:

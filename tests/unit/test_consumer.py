@@ -39,6 +39,36 @@ def test_close_commits_what_was_delivered(store: tidelog.Store) -> None:
         assert consumer.poll(timeout=0) == []
 
 
+def test_iterating_commits_only_what_it_handed_out(store: tidelog.Store) -> None:
+    """A fetch fills iteration's buffer; at-least-once commits (close, commit()) stop at the
+    first message still in it, else a member that iterated one message and closed would
+    have committed, and so skipped for the group, the rest of its fetch."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    consumer = store.consumer("t", group="g")
+    it = iter(consumer)
+    first = next(it)
+    consumer.close()
+    other = 1 - first.partition  # fetched too, none of it handed out
+    assert consumer.committed() == {first.partition: first.offset + 1, other: 0}
+    with store.consumer("t", group="g") as again:
+        got = again.poll(max_messages=100, timeout=1)
+        assert sorted((m.partition, m.offset) for m in got) == sorted(
+            (p, o) for p in (0, 1) for o in range(5) if (p, o) != (first.partition, first.offset)
+        )
+    # commit() in the middle of the buffer, then the rest: nothing skipped, nothing twice.
+    one = store.create_topic("one", partitions=1)
+    fill(one, 10)
+    with store.consumer("one", group="g") as consumer:
+        it = iter(consumer)
+        assert [next(it).offset for _ in range(3)] == [0, 1, 2]
+        consumer.commit()
+        assert consumer.committed() == {0: 3}
+        assert [next(it).offset for _ in range(7)] == list(range(3, 10))
+        consumer.commit()
+        assert consumer.committed() == {0: 10}
+
+
 def test_at_most_once_commits_before_hand_out(store: tidelog.Store) -> None:
     topic = store.create_topic("t")
     fill(topic, 4)
