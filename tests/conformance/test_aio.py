@@ -61,6 +61,23 @@ def test_aio_send_consume_commit(location: str) -> None:
     assert sorted(v or b"" for v in values) == sorted(b"v%d" % i for i in range(21))
 
 
+def test_aio_async_for_commits_only_what_it_handed_out(location: str) -> None:
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("iter", partitions=1)
+            topic.append_batch([b"%d" % i for i in range(10)], partition=0)
+            consumer = store.consumer("iter", group=group)
+            assert [m.offset for m in await _collect(consumer, 3)] == [0, 1, 2]
+            await consumer.close()  # the rest of the fetch was not handed out
+            async with store.consumer("iter", group=group) as again:
+                assert again.committed() == {0: 3}
+                assert [m.offset for m in await _collect(again, 7)] == list(range(3, 10))
+
+    asyncio.run(main())
+
+
 def test_aio_waiting_poll_leaves_the_loop_running(location: str) -> None:
     group = f"aio-{uuid.uuid4().hex[:8]}"
 

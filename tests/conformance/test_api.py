@@ -222,6 +222,24 @@ def test_at_least_once_commits_what_was_moved_past(store: Any) -> None:
         assert c.committed() == {0: 3}
 
 
+def test_iterating_commits_only_what_it_handed_out(store: Any) -> None:
+    """A fetch brings several messages; iterating hands them out one at a time, and only
+    those count as delivered: a member that took three and closed leaves the rest to the
+    group (before, the whole fetch was committed and the rest skipped)."""
+    t = store.create_topic("iter")
+    t.append_batch([b"%d" % i for i in range(10)], partition=0)
+    c = store.consumer("iter", group="g")
+    it = iter(c)
+    assert [next(it).offset for _ in range(2)] == [0, 1]
+    c.commit()
+    assert c.committed() == {0: 2}
+    assert next(it).offset == 2
+    c.close()
+    with store.consumer("iter", group="g") as again:
+        assert again.committed() == {0: 3}
+        assert [m.offset for m in poll_until(again, 7)] == list(range(3, 10))
+
+
 def test_at_most_once_commits_before_handing_out(store: Any) -> None:
     t = store.create_topic("amo")
     t.append_batch([b"a", b"b"], partition=0)

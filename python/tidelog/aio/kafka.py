@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -258,7 +257,6 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
     def __init__(self, sync: KafkaConsumer) -> None:
         self._sync = sync
         self._polling = _Carried()
-        self._ready: deque[KafkaMessage] = deque()
         self.topic, self.group = sync.topic, sync.group
 
     @property
@@ -283,22 +281,27 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
 
         The same commits per delivery mode as :meth:`tidelog.Consumer.poll`.
         """
-        if self._ready:
-            n = len(self._ready) if max_messages is None else max_messages
-            return [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
         sync = self._sync
-        return list(await self._polling.take(lambda: sync.poll(max_messages, timeout)))
+        # The wait (and the commit before it) in a thread; the fetched messages stay in the
+        # sync member, so a cancelled wait loses none, and are handed out here.
+        if await self._polling.take(lambda: sync.fetch(timeout)):
+            return sync.poll(max_messages, 0)
+        return []
 
     def __aiter__(self) -> KafkaAioConsumer:
         return self
 
     async def __anext__(self) -> KafkaMessage:
+        # The sync member holds what was fetched and hands it out one message at a time:
+        # only what was handed out counts as delivered (commits, close, transactions).
         sync = self._sync
-        while not self._ready:
+        while True:
             if sync.closed:
                 raise StopAsyncIteration
-            self._ready.extend(await self._polling.take(lambda: sync.poll(None, _WAIT_SLICE)))
-        return self._ready.popleft()
+            message = sync.next_ready()
+            if message is not None:
+                return message
+            await self._polling.take(lambda: sync.fetch(_WAIT_SLICE))
 
     async def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
         """Commits, as :meth:`tidelog.Consumer.commit` (a round trip, in a thread)."""
@@ -307,12 +310,10 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
     def seek(self, partition: int, offset: int) -> None:
         """Makes the next poll read ``partition`` from ``offset``."""
         self._sync.seek(partition, offset)
-        self._ready = deque(m for m in self._ready if m.partition != partition)
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
         """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
         self._sync.seek_to_timestamp(timestamp_ms)
-        self._ready.clear()
 
     async def close(self) -> None:
         """Commits what at-least-once moved past, then leaves the group."""
@@ -321,7 +322,7 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         if self._polling.pending():
             # A cancelled poll's thread is still in librdkafka: closing waits for it.
             with contextlib.suppress(_core.TidelogError):  # closing anyway
-                self._ready.extend(await self._polling.take(lambda: []))
+                await self._polling.take(lambda: None)
         await _offload(self._sync.close)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,9 @@ class KafkaConsumer:
         self._paused: set[int] = set()
         # Next offset after the messages handed out and not yet committed, per partition.
         self._delivered: dict[int, int] = {}
+        # Fetched, not handed out yet: iterating hands out one message at a time, and only
+        # what it handed out counts as delivered (for commits, close and transactions).
+        self._ready: deque[KafkaMessage] = deque()
         self._pending_tx: dict[int, int] | None = None
         self._closed = False
         self._lock = threading.RLock()
@@ -129,6 +133,7 @@ class KafkaConsumer:
             self._assigned.discard(p)
             self._delivered.pop(p, None)
             self._paused.discard(p)
+        self._drop_ready(lost)
         if self._on_revoke is not None and lost:
             self._on_revoke(lost)
 
@@ -177,43 +182,110 @@ class KafkaConsumer:
         self._check_open()
         n = self._max if max_messages is None else max_messages
         with self._lock:
-            if self._delivery == "at-least-once" and self._delivered:
-                self._commit_now(dict(self._delivered))
-            if self._delivery == "exactly-once" and self._delivered:
-                raise _core.InvalidConfigError(
-                    "exactly-once: commit the messages handed out through "
-                    "store.transaction(producer, consumer) before taking more"
-                )
-            try:
-                raw = self._consumer.consume(n, timeout)
-            except KafkaException as e:
-                with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
-                    raise e
-            out = from_consume(raw)
-            if len(out) != len(raw):
-                for m in raw:
-                    err = m.error()
-                    if err is not None and err.code() != PARTITION_EOF:
-                        raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
-            # Messages of one partition come in offset order: the last one of each says
-            # where the application will have moved past. Walking back stops once every
-            # owned partition is seen (usually after a message or two).
-            seen: dict[int, int] = {}
-            owned = len(self._assigned)
-            for msg in reversed(out):
-                p = msg.partition
-                if p not in seen:
-                    seen[p] = msg.offset + 1
-                    if owned and len(seen) >= owned:
-                        break
-            self._delivered.update(seen)
-            if self._delivery == "at-most-once" and self._delivered:
-                self._commit_now(dict(self._delivered))
+            self._before_taking()
+            if self._ready:
+                out = [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
+            else:
+                out = self._fetch(n, timeout)
+            self._hand_out(out)
             return out
+
+    def next_ready(self) -> KafkaMessage | None:
+        """The next fetched message, handed out as iterating does; None if none is fetched.
+
+        Never waits (for :mod:`tidelog.aio`, which fetches with :meth:`fetch` in a thread).
+
+        Raises:
+            InvalidConfigError: Exactly-once, and the previous message was not committed
+                through a transaction yet.
+        """
+        self._check_open()
+        with self._lock:
+            if not self._ready:
+                return None
+            # At-least-once commits when the next fetch shows the application moved past
+            # these (as a poll does), not per message.
+            self._check_step_committed()
+            message = self._ready.popleft()
+            self._hand_out([message])
+            return message
+
+    def fetch(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds for messages to hand out; True if there are some.
+
+        Commits first what at-least-once moved past, as :meth:`poll` does. What it fetches
+        is handed out later, by :meth:`next_ready` or :meth:`poll`.
+        """
+        self._check_open()
+        with self._lock:
+            self._before_taking()
+            if not self._ready:
+                self._ready.extend(self._fetch(self._max, timeout))
+            return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
         while not self._closed:
-            yield from self.poll()
+            message = self.next_ready()
+            if message is not None:
+                yield message
+            elif not self._closed:
+                self.fetch(1.0)
+
+    def _before_taking(self) -> None:
+        """Before a poll or a fetch: at-least-once commits what the application moved past.
+
+        Exactly-once refuses more input while the last messages are not committed through
+        a transaction (:meth:`_check_step_committed`).
+        """
+        if self._delivery == "at-least-once" and self._delivered:
+            self._commit_now(dict(self._delivered))
+        self._check_step_committed()
+
+    def _check_step_committed(self) -> None:
+        if self._delivery == "exactly-once" and self._delivered:
+            raise _core.InvalidConfigError(
+                "exactly-once: commit the messages handed out through "
+                "store.transaction(producer, consumer) before taking more"
+            )
+
+    def _fetch(self, n: int, timeout: float) -> list[KafkaMessage]:
+        try:
+            raw = self._consumer.consume(n, timeout)
+        except KafkaException as e:
+            with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
+                raise e
+        out = from_consume(raw)
+        if len(out) != len(raw):
+            for m in raw:
+                err = m.error()
+                if err is not None and err.code() != PARTITION_EOF:
+                    raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
+        return out
+
+    def _hand_out(self, out: list[KafkaMessage]) -> None:
+        """Counts ``out`` as delivered (at-most-once: commits it first)."""
+        # Messages of one partition come in offset order: the last one of each says where
+        # the application will have moved past. Walking back stops once every owned
+        # partition is seen (usually after a message or two).
+        seen: dict[int, int] = {}
+        owned = len(self._assigned)
+        for msg in reversed(out):
+            p = msg.partition
+            if p not in seen:
+                seen[p] = msg.offset + 1
+                if owned and len(seen) >= owned:
+                    break
+        self._delivered.update(seen)
+        if self._delivery == "at-most-once" and self._delivered:
+            self._commit_now(dict(self._delivered))
+
+    def _drop_ready(self, partitions: Iterable[int]) -> None:
+        """Forgets fetched messages of ``partitions`` (their position moved)."""
+        gone = set(partitions)
+        if gone and self._ready:
+            kept = [m for m in self._ready if m.partition not in gone]
+            self._ready.clear()
+            self._ready.extend(kept)
 
     # -- offsets -----------------------------------------------------------------------------
 
@@ -293,6 +365,7 @@ class KafkaConsumer:
         with self._lock, translated(f"seeking partition {partition}"):
             self._consumer.seek(TopicPartition(self._topic.name, partition, offset))
             self._delivered.pop(partition, None)
+            self._drop_ready([partition])
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
         """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
@@ -348,6 +421,7 @@ class KafkaConsumer:
         committed = self.committed()
         rewind = list(self._delivered)
         self._delivered.clear()
+        self._drop_ready(rewind)
         for p in rewind:
             if p in self._assigned:
                 start = self._topic.start_offset(p)
