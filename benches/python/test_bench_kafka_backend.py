@@ -159,23 +159,11 @@ def _settled() -> None:
 
 def produce_tidelog(store: Any, topic: str) -> None:
     with store.producer() as producer:
-        send = producer.send
-        for i in range(MSGS):
-            send(topic, VALUES[i % 1000])
-        producer.flush()
+        stream_tidelog((producer, topic))
 
 
 def produce_plain(broker: KafkaBroker, topic: str) -> None:
-    producer = ck.Producer({"bootstrap.servers": broker.bootstrap, **PRODUCER})
-    produce = producer.produce
-    for i in range(MSGS):
-        while True:
-            try:
-                produce(topic, VALUES[i % 1000])
-                break
-            except BufferError:
-                producer.poll(0.01)
-    producer.flush()
+    stream_plain((ck.Producer({"bootstrap.servers": broker.bootstrap, **PRODUCER}), topic))
 
 
 @pytest.mark.benchmark(group="kafka-produce")
