@@ -372,3 +372,48 @@ def ns_per(benchmark: Any, n: float) -> float | None:
     """The median round time divided by ``n``, in nanoseconds."""
     med = median_seconds(benchmark)
     return None if med is None else med / max(n, 1) * 1e9
+
+
+class Paired:
+    """The reference's work, run and timed in the setup of each measured round: both see
+    the same load, so on a shared machine the median of the per-round ratios is steadier
+    than the ratio of two tests' medians, measured minutes apart.
+
+    Args:
+        prepare: Untimed, before the timed part (a fresh topic; a consumer that joined).
+        work: The timed part, given what ``prepare`` returned.
+        finish: Untimed, after it (closing the consumer).
+    """
+
+    def __init__(
+        self,
+        prepare: Callable[[], Any],
+        work: Callable[[Any], None],
+        finish: Callable[[Any], None] = lambda _: None,
+    ) -> None:
+        self.prepare, self.work, self.finish = prepare, work, finish
+        self.wall_s: list[float] = []
+        self.cpu_s: list[float] = []
+
+    def run(self) -> None:
+        state = self.prepare()
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.work(state)
+        self.cpu_s.append(time.process_time() - cpu)
+        self.wall_s.append(time.perf_counter() - wall)
+        self.finish(state)
+
+    def ratios(self, benchmark: Any, measured: Measured) -> dict[str, float]:
+        """Medians of reference time / measured time per pair (the warm-up pair left out)."""
+        stats = getattr(benchmark, "stats", None)
+        if stats is None:
+            return {}
+        walls, cpus = self.wall_s[-len(stats.stats.data) :], self.cpu_s[1:]
+        return {
+            "paired_ratio": statistics.median(
+                r / m for r, m in zip(walls, stats.stats.data, strict=True)
+            ),
+            "paired_ratio_cpu": statistics.median(
+                r / m for r, m in zip(cpus, measured.cpu_s[1:], strict=True)
+            ),
+        }

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from benches.support import (
     SCALE,
     VALUE_BYTES,
     Measured,
+    Paired,
     Unit,
     make_buffer,
     make_values,
@@ -182,49 +182,16 @@ def test_aio_send_reference(benchmark: Any, store: tidelog.Store) -> None:
     )
 
 
-class Paired:
-    """A synchronous round (``sync_send``, a producer and topics of its own) before every
-    async round, in its setup (untimed by pytest-benchmark): both see the same load, so on a
-    shared machine the median of the per-round ratios is steadier than the ratio of two
-    tests' medians, measured minutes apart."""
-
-    def __init__(self, store: tidelog.Store, prefix: str) -> None:
-        self.topics = Topics(store, prefix)
-        self.producer = store.producer()
-        self.wall_s: list[float] = []
-        self.cpu_s: list[float] = []
-
-    def run(self) -> None:
-        topic = self.topics.next()
-        wall, cpu = time.perf_counter(), time.process_time()
-        sync_send(self.producer, topic)
-        self.cpu_s.append(time.process_time() - cpu)
-        self.wall_s.append(time.perf_counter() - wall)
-
-    def ratios(self, benchmark: Any, measured: Measured) -> dict[str, float]:
-        """Medians of sync time / async time per round (the warm-up round left out)."""
-        self.producer.close()
-        stats = getattr(benchmark, "stats", None)
-        if stats is None:
-            return {}
-        walls, cpus = self.wall_s[-len(stats.stats.data) :], self.cpu_s[1:]
-        return {
-            "paired_ratio": statistics.median(
-                s / a for s, a in zip(walls, stats.stats.data, strict=True)
-            ),
-            "paired_ratio_cpu": statistics.median(
-                s / a for s, a in zip(cpus, measured.cpu_s[1:], strict=True)
-            ),
-        }
-
-
 @pytest.mark.benchmark(group="aio-send")
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
 def test_aio_send_tidelog(benchmark: Any, store: tidelog.Store, loops: Loops, kind: str) -> None:
     topics = Topics(store, f"aio-send-{kind}")
     astore = tidelog.aio.Store(store)
     producer = astore.producer()
-    paired = Paired(store, f"aio-send-paired-{kind}")
+    reference = store.producer()
+    paired = Paired(
+        Topics(store, f"aio-send-paired-{kind}").next, lambda t: sync_send(reference, t)
+    )
 
     def one_round(topic: str) -> None:
         loops.run(kind, async_send(producer, topic))
@@ -235,6 +202,7 @@ def test_aio_send_tidelog(benchmark: Any, store: tidelog.Store, loops: Loops, ki
 
     measured = Measured(one_round)
     benchmark.pedantic(measured, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    reference.close()
     usage = {**measured.per_call(), **paired.ratios(benchmark, measured)}
     loops.run(kind, producer.close())
     record(

@@ -21,10 +21,8 @@ benchmarks are skipped, saying why, when Java or the jars cannot be had.
 from __future__ import annotations
 
 import itertools
-import statistics
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ import pytest
 import tidelog
 
 from benches.kafka.broker import BrokerUnavailable, KafkaBroker
-from benches.support import SCALE, VALUE_BYTES, Measured, make_values, per_second, record
+from benches.support import SCALE, VALUE_BYTES, Measured, Paired, make_values, per_second, record
 
 ck = pytest.importorskip("confluent_kafka")
 
@@ -99,49 +97,6 @@ def _fresh_topic(store: Any) -> str:
     name = f"bench-{next(_names)}"
     store.create_topic(name, partitions=1)
     return name
-
-
-class Paired:
-    """The reference's work, run and timed in the setup of each tidelog round.
-
-    Args:
-        prepare: Untimed, before the timed part (a fresh topic; a consumer that joined).
-        work: The timed part, given what ``prepare`` returned.
-        finish: Untimed, after it (closing the consumer).
-    """
-
-    def __init__(
-        self,
-        prepare: Callable[[], Any],
-        work: Callable[[Any], None],
-        finish: Callable[[Any], None] = lambda _: None,
-    ) -> None:
-        self.prepare, self.work, self.finish = prepare, work, finish
-        self.wall_s: list[float] = []
-        self.cpu_s: list[float] = []
-
-    def run(self) -> None:
-        state = self.prepare()
-        wall, cpu = time.perf_counter(), time.process_time()
-        self.work(state)
-        self.cpu_s.append(time.process_time() - cpu)
-        self.wall_s.append(time.perf_counter() - wall)
-        self.finish(state)
-
-    def ratios(self, benchmark: Any, measured: Measured) -> dict[str, float]:
-        """Medians of reference time / tidelog time per pair (the warm-up pair left out)."""
-        stats = getattr(benchmark, "stats", None)
-        if stats is None:
-            return {}
-        walls, cpus = self.wall_s[-len(stats.stats.data) :], self.cpu_s[1:]
-        return {
-            "paired_ratio": statistics.median(
-                r / t for r, t in zip(walls, stats.stats.data, strict=True)
-            ),
-            "paired_ratio_cpu": statistics.median(
-                r / t for r, t in zip(cpus, measured.cpu_s[1:], strict=True)
-            ),
-        }
 
 
 # --------------------------------------------------------------------------- produce

@@ -621,32 +621,39 @@ class Consumer:
         # Every poll of an at-least-once member comes here (with nothing buffered):
         # ``_owns_current`` and ``_commit_now`` inline, and no copy when every partition is
         # still ours (the usual).
-        held = self._held_in_buffer() if self._buffer else {}
+        offsets, held = self._handed_out() if self._buffer else (delivered, {})
         parts = self._parts
-        if not held and delivered.keys() <= parts.keys():
-            owned = delivered
+        if offsets.keys() <= parts.keys():
+            owned = offsets
         else:
-            owned = {p: held.get(p, o) for p, o in delivered.items() if p in parts}
+            owned = {p: o for p, o in offsets.items() if p in parts}
         membership = self._membership
         if owned and membership.read_generation() == membership.generation:
             self._commit_record(owned, "", membership.generation)
-        kept = {p: delivered[p] for p in held if p in delivered}
-        delivered.clear()
-        delivered.update(kept)
+        if held:  # what is still buffered is committed later
+            for p in [p for p in delivered if p not in held]:
+                del delivered[p]
+        else:
+            delivered.clear()
 
-    def _held_in_buffer(self) -> dict[int, int]:
-        """Per partition, the first offset iterating fetched but has not handed out yet.
+    def _handed_out(self) -> tuple[dict[int, int], dict[int, int]]:
+        """What at-least-once may commit, and where iterating still holds fetched messages.
 
-        An at-least-once commit stops there: a fetch counts as delivered for ``poll``,
-        which returns it whole, but iterating hands it out one message at a time.
+        A fetch counts as delivered for ``poll``, which returns it whole, but iterating
+        hands it out one message at a time: a commit stops at the first message of each
+        partition still in the buffer. Returns the offsets to commit (``_delivered``
+        itself when nothing is buffered) and, per partition, that first buffered offset.
         """
-        first: dict[int, int] = {}
+        delivered = self._delivered
+        if not self._buffer:
+            return delivered, {}
+        held: dict[int, int] = {}
         for m in self._buffer:
-            if m.partition not in first:
-                first[m.partition] = m.offset
-                if len(first) == len(self._parts):
+            if m.partition not in held:
+                held[m.partition] = m.offset
+                if len(held) == len(self._parts):
                     break
-        return first
+        return {p: held.get(p, o) for p, o in delivered.items()}, held
 
     def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
         """Commits offsets durably (and atomically across partitions).
@@ -690,8 +697,8 @@ class Consumer:
             )
         held: dict[int, int] = {}
         if offsets is None:
-            held = self._held_in_buffer() if self._buffer else {}
-            offsets = {p: held.get(p, o) for p, o in self._delivered.items()}
+            handed_out, held = self._handed_out()
+            offsets = dict(handed_out)
         if not offsets:
             self._check_open()  # no native call below to make the fork check
         membership = self._membership

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use tidelog_core::format::{headers, BatchMeta, Record, ValuesBatch};
-use tidelog_core::log::now_ms;
+use tidelog_core::log::{now_ms, ReadResult};
 use tidelog_core::{Error, PartitionLog, Topic};
 
 use crate::args::{self, type_name};
@@ -85,6 +85,17 @@ impl PyTopic {
     #[inline]
     fn log(&self, partition: &Bound<'_, PyAny>) -> PyResult<&PartitionLog> {
         to_py(self.inner.partition(args::required_partition(partition)?))
+    }
+
+    /// `read` of `log` as `(messages, next_offset)`: what `read_messages` returns.
+    fn message_list<'py>(
+        &self,
+        py: Python<'py>,
+        log: &PartitionLog,
+        read: ReadResult,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let next_offset = read.next_offset;
+        Ok((Records::new(read).to_list(py, &self.name, log.partition())?, next_offset))
     }
 }
 
@@ -439,9 +450,7 @@ impl PyTopic {
         let offset = args::offset(offset, log)?;
         let max_messages = args::limit(max_messages, "max_messages")?;
         let read = run_detached(py, || log.read(offset, max_messages, READ_MAX_BYTES))?;
-        let next_offset = read.next_offset;
-        let messages = Records::new(read).to_list(py, &self.name, log.partition())?;
-        Ok((messages, next_offset))
+        self.message_list(py, log, read)
     }
 
     /// First retained offset of `partition`.
@@ -536,8 +545,7 @@ impl PyTopic {
             Ok(Some((log.read(offset, max_messages, READ_MAX_BYTES)?, next_ticket)))
         })?;
         let Some((read, next_ticket)) = woken else { return Ok(None) };
-        let next_offset = read.next_offset;
-        let messages = Records::new(read).to_list(py, &self.name, log.partition())?;
+        let (messages, next_offset) = self.message_list(py, log, read)?;
         Ok(Some((messages, next_offset, next_ticket)))
     }
 
