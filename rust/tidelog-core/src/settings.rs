@@ -297,7 +297,7 @@ impl TopicSettings {
 
     /// Index entries a new segment needs: one at the start and at most one per interval.
     pub fn index_capacity(&self) -> usize {
-        self.segment_bytes / self.index_interval_bytes + 2
+        crate::segment::index_slots_for(self.segment_bytes, self.index_interval_bytes)
     }
 
     /// Reads `key value` lines over these settings. Lines whose key is not a setting are
@@ -596,7 +596,7 @@ impl SharedSettings {
 
     /// Index slots a segment created now gets.
     pub fn index_capacity(&self) -> usize {
-        self.segment_bytes() / self.index_interval_bytes().max(1) + 2
+        crate::segment::index_slots_for(self.segment_bytes(), self.index_interval_bytes())
     }
 
     /// `max_message_bytes` as last refreshed.

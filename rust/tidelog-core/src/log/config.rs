@@ -198,6 +198,6 @@ impl LogConfig {
 
     /// Index entries a segment can need: one at the start and at most one per interval.
     pub fn index_capacity(&self) -> usize {
-        self.segment_bytes / self.index_interval_bytes + 2
+        crate::segment::index_slots_for(self.segment_bytes, self.index_interval_bytes)
     }
 }

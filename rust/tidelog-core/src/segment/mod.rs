@@ -157,8 +157,15 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
 /// store setting; any cadence gives correct lookups).
 const REBUILT_INDEX_INTERVAL: usize = 4096;
 
+/// Index entries a segment of `capacity` bytes indexed every `interval` bytes is created
+/// with: one at the start, at most one per interval, and one spare. The one formula every
+/// creator of a segment uses; [`interval_for`] is its inverse.
+pub fn index_slots_for(capacity: usize, interval: usize) -> usize {
+    capacity / interval.max(1) + 2
+}
+
 /// The index interval of an active segment of `capacity` bytes with `slots` index entries:
-/// the segment was created with `slots = capacity / interval + 2`, and indexing every
+/// the segment was created with [`index_slots_for`]`(capacity, interval)`, and indexing every
 /// `ceil(capacity / (slots - 2))` bytes (at least the interval it was created with) never
 /// needs more than `slots` entries. Derived from file sizes alone, so every process that
 /// maps the segment agrees, whatever its own settings say.
