@@ -181,6 +181,9 @@ class KafkaSender:
 @final
 class OffsetCommitter:
     def commit(self, offsets: dict[int, int], metadata: str, generation: int) -> None: ...
+    def commit_owned(
+        self, offsets: object, metadata: str, generation: int, owned: dict[int, Any]
+    ) -> bool: ...
 
 @final
 class OffsetTable:

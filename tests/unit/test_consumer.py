@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import collections
+import enum
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tidelog
@@ -87,6 +90,41 @@ def test_explicit_commit_and_metadata(store: tidelog.Store) -> None:
             consumer.commit({5: 1})
         with pytest.raises(tidelog.InvalidConfigError):
             consumer.commit({0: -1})
+
+
+class Partition(enum.IntEnum):
+    FIRST = 0
+    SECOND = 1
+
+
+def test_commits_the_common_path_declines_take_the_checked_one(store: tidelog.Store) -> None:
+    # A commit of exact ints on owned partitions is one native call; every other shape
+    # goes through the Python checks, which accept or explain it as before.
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    with store.consumer("t", group="g") as consumer:
+        consumer.commit({Partition.SECOND: 3})  # an int subclass is a partition
+        consumer.commit(collections.OrderedDict([(0, 2)]))  # a dict subclass is offsets
+        assert consumer.committed() == {0: 2, 1: 3}
+        bad: list[tuple[Any, type[Exception] | None]] = [
+            ({0: 4, 7: 1}, tidelog.RebalanceError),  # partly someone else's: nothing written
+            ({True: 1}, TypeError),
+            ({0: 1.0}, TypeError),
+            ({0: -1}, tidelog.InvalidConfigError),
+            ({1: 99}, tidelog.OffsetOutOfRangeError),
+            ({}, None),
+        ]
+        for offsets, error in bad:
+            if error is None:
+                consumer.commit(offsets)  # nothing to commit
+            else:
+                with pytest.raises(error):
+                    consumer.commit(offsets)
+            assert consumer.committed() == {0: 2, 1: 3}, offsets
+        consumer.commit({0: 5, 1: 5})
+        assert consumer.committed() == {0: 5, 1: 5}
+    with pytest.raises(tidelog.StoreClosedError):
+        consumer.commit({0: 1})
 
 
 def test_two_groups_are_independent(store: tidelog.Store) -> None:

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyInt};
 use tidelog_core::format::{BatchMeta, Record};
 use tidelog_core::log::now_ms;
 use tidelog_core::offsets::{record, OffsetTable, OnUndecodable};
@@ -101,6 +101,35 @@ impl PyOffsetCommitter {
             })
             .collect();
         self.append(py, &records)
+    }
+
+    /// `commit` of the common case, for the consumer's hot path: commits and returns True
+    /// only if `offsets` is a non-empty dict whose keys are exact ints in `owned` (the
+    /// member's partitions) and whose values are exact non-negative ints; anything else
+    /// returns False with nothing written, and the consumer's full checks then explain it
+    /// (a commit in Python spent ~250 ns on those checks alone, a quarter of its time).
+    ///
+    /// Raises what `commit` raises for offsets that pass those checks.
+    fn commit_owned(
+        &self,
+        py: Python<'_>,
+        offsets: &Bound<'_, PyAny>,
+        metadata: &str,
+        generation: i64,
+        owned: &Bound<'_, PyDict>,
+    ) -> PyResult<bool> {
+        let Ok(offsets) = offsets.cast_exact::<PyDict>() else { return Ok(false) };
+        if offsets.is_empty() {
+            return Ok(false);
+        }
+        for (p, o) in offsets.iter() {
+            let exact = p.is_exact_instance_of::<PyInt>() && o.is_exact_instance_of::<PyInt>();
+            if !(exact && o.extract::<i64>().is_ok_and(|o| o >= 0) && owned.contains(&p)?) {
+                return Ok(false);
+            }
+        }
+        self.commit(py, offsets, metadata, generation)?;
+        Ok(true)
     }
 }
 
