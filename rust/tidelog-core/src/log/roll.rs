@@ -2,6 +2,7 @@
 //! after the topic's `segment_bytes` changed), or undoing a roll that failed.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::{now_ms, FsyncPolicy, PartitionLog};
 use crate::segment::{self, Segment};
@@ -41,7 +42,7 @@ impl PartitionLog {
         self.settings.refresh()?;
         let rolled = (|| {
             active.trim(head.committed_pos as usize, head.index_entries as usize, durable)?;
-            Segment::open_active(
+            let next = Segment::open_active(
                 &self.dir,
                 head.next_offset,
                 self.settings.segment_bytes(),
@@ -52,12 +53,15 @@ impl PartitionLog {
             if durable {
                 segment::sync_dir(&self.dir)?;
             }
-            Ok(())
+            Ok(next)
         })();
-        if let Err(e) = rolled {
-            self.undo_roll(&active, head.next_offset);
-            return Err(e);
-        }
+        let next = match rolled {
+            Ok(next) => Arc::new(next),
+            Err(e) => {
+                self.undo_roll(&active, head.next_offset);
+                return Err(e);
+            }
+        };
         head.generation += 1;
         head.active_base = head.next_offset;
         head.committed_pos = 0;
@@ -66,7 +70,8 @@ impl PartitionLog {
         head.max_timestamp = i64::MIN;
         head.segment_created_ms = now_ms();
         guard.publish(head);
-        self.refresh(guard)?;
+        // The view takes the new segment as just made and mapped (not opened a second time).
+        self.refresh_reusing(guard, Some(next))?;
         // The refreshed view holds the sealed segment mapped anew; unmapping the active
         // mappings (when ours is the last reference) is left to a background thread, not
         // done under the append lock.

@@ -68,18 +68,33 @@ impl PartitionLog {
     /// Re-lists the segment files to match the published head. Called with the append
     /// lock held, so the files cannot change meanwhile.
     pub(super) fn refresh(&self, guard: &WriteGuard<'_>) -> Result<()> {
+        self.refresh_reusing(guard, None)
+    }
+
+    /// [`Self::refresh`], reusing `fresh` (a segment this process just created and mapped:
+    /// a roll's new active segment) if the listing finds it current.
+    pub(super) fn refresh_reusing(&self, guard: &WriteGuard<'_>, fresh: Option<Arc<Segment>>) -> Result<()> {
         // A compaction swap that was decided but not carried out (its cleaner failed or
         // died) is finished first, so no listing sees half of it: one failed `open` per
         // re-listing, which only rolls, retention and compactions cause.
         compaction::finish_swap(&self.dir, self.config.fsync != FsyncPolicy::Never)?;
-        self.refresh_listed(guard, &recovery::list_segments(&self.dir, false)?)
+        self.refresh_listed_reusing(guard, &recovery::list_segments(&self.dir, false)?, fresh)
     }
 
     /// [`Self::refresh`] with the segment bases just listed (by recovery, under the same
     /// lock).
     pub(super) fn refresh_listed(&self, guard: &WriteGuard<'_>, bases: &[u64]) -> Result<()> {
+        self.refresh_listed_reusing(guard, bases, None)
+    }
+
+    fn refresh_listed_reusing(
+        &self,
+        guard: &WriteGuard<'_>,
+        bases: &[u64],
+        fresh: Option<Arc<Segment>>,
+    ) -> Result<()> {
         let head = guard.head();
-        let old = {
+        let mut old = {
             let view = self.read_view()?;
             if view.compactions == head.compactions {
                 view.segments.clone()
@@ -88,6 +103,8 @@ impl PartitionLog {
                 Vec::new()
             }
         };
+        // Checked below as every mapping this process had is.
+        old.extend(fresh);
         let mut segments = Vec::with_capacity(bases.len());
         for &base in bases.iter().filter(|&&b| b >= head.log_start) {
             // An active segment mapped as readable past the head is not reused: recovery cut
