@@ -378,43 +378,52 @@ class Consumer:
                 raise OffsetOutOfRangeError(part.out_of_range)
             ready.append(part)
         count = len(ready)
-        for i in range(count):
-            part = ready[(self._next_partition + i) % count]
-            p, position = part.partition, part.position
-            try:
-                messages, after = self._topic.read_messages(p, position, limit - len(out))
-            except OffsetOutOfRangeError:
-                end = self._topic.end_offset(p)
-                if position > end:
-                    # Recovery removed messages below our position while we were reading.
-                    if self._reset is None:
-                        part.out_of_range = (
-                            f"position {position} of group {self.group!r} on "
-                            f"{self.topic!r} partition {p} is past the end of the log ({end}): "
-                            "messages were removed by recovery; seek() or use "
-                            "auto_offset_reset='earliest'|'latest'"
-                        )
-                        raise OffsetOutOfRangeError(part.out_of_range) from None
-                    start = self._topic.start_offset(p)
-                    part.position = start if self._reset == "earliest" else end
+        try:
+            for i in range(count):
+                part = ready[(self._next_partition + i) % count]
+                p, position = part.partition, part.position
+                try:
+                    messages, after = self._topic.read_messages(p, position, limit - len(out))
+                except OffsetOutOfRangeError:
+                    end = self._topic.end_offset(p)
+                    if position > end:
+                        # Recovery removed messages below our position while we were reading.
+                        if self._reset is None:
+                            part.out_of_range = (
+                                f"position {position} of group {self.group!r} on "
+                                f"{self.topic!r} partition {p} is past the end of the log ({end}): "
+                                "messages were removed by recovery; seek() or use "
+                                "auto_offset_reset='earliest'|'latest'"
+                            )
+                            raise OffsetOutOfRangeError(part.out_of_range) from None
+                        start = self._topic.start_offset(p)
+                        part.position = start if self._reset == "earliest" else end
+                        continue
+                    # Retention removed what we were about to read: continue from the start.
+                    part.position = self._topic.start_offset(p)
                     continue
-                # Retention removed what we were about to read: continue from the start.
-                part.position = self._topic.start_offset(p)
-                continue
-            if messages:
-                out += messages
-                part.fetched_from = position
-                part.position = fetched[p] = after
-                # Handing out the last message of this fetch moves past what the read
-                # skipped after it too (transaction markers), so lag can reach zero.
-                part.tail_offset, part.tail_next = out[-1].offset, after
-            elif after > position:
-                # Only transaction markers or aborted messages: step over them.
-                part.position = after
-            else:
-                self._held_back(p, after)
-            if len(out) >= limit:
-                break
+                if messages:
+                    out += messages
+                    part.fetched_from = position
+                    part.position = fetched[p] = after
+                    # Handing out the last message of this fetch moves past what the read
+                    # skipped after it too (transaction markers), so lag can reach zero.
+                    part.tail_offset, part.tail_next = out[-1].offset, after
+                elif after > position:
+                    # Only transaction markers or aborted messages: step over them.
+                    part.position = after
+                else:
+                    self._held_back(p, after)
+                if len(out) >= limit:
+                    break
+        except BaseException:
+            # Nothing this round read is handed out: the partitions it moved go back, or
+            # an error reading one partition would skip what was read from the others.
+            for p in fetched:
+                part = self._parts[p]
+                part.position = part.fetched_from
+            fetched.clear()
+            raise
         self._next_partition += 1
         return out
 
