@@ -178,11 +178,15 @@ class Consumer:
 
     # -- group membership ---------------------------------------------------------------
 
-    def _adopt(self, previous: list[int]) -> None:
-        """Takes the membership's current assignment, initialising new positions."""
+    def _adopt(self, previous: list[int], lost: bool = False) -> None:
+        """Takes the membership's current assignment, initialising new positions.
+
+        ``lost``: every partition of ``previous`` may have been another member's meanwhile;
+        all are revoked, and those still assigned are assigned again.
+        """
         now = self._membership.assignment
-        revoked = [p for p in previous if p not in now]
-        added = [p for p in now if p not in previous]
+        revoked = list(previous) if lost else [p for p in previous if p not in now]
+        added = list(now) if lost else [p for p in now if p not in previous]
         for p in revoked:
             self._parts.pop(p, None)
             self._delivered.pop(p, None)
@@ -307,9 +311,13 @@ class Consumer:
 
     @storage_errors
     def _sync(self) -> None:
-        previous = list(self._membership.assignment)
-        if self._membership.heartbeat():
-            self._adopt(previous)
+        membership = self._membership
+        previous = list(membership.assignment)
+        if membership.heartbeat():
+            # Generations this member did not see may have given its partitions to another
+            # member, who may have handed out and committed past our positions: resume
+            # from the group's commits, as after a revocation.
+            self._adopt(previous, lost=membership.skipped)
 
     def _owns_current(self, partitions: dict[int, int]) -> bool:
         return (

@@ -1,13 +1,18 @@
-"""What a consumer hands out when things go wrong (version 2: trust).
+"""What a consumer group hands out across rebalances and failed fetches (version 2: trust).
 
-A fetch over several partitions that fails part way must not move past what it read but
-did not hand out.
+A member notices rebalances only when it polls. Between two of its polls the group may go
+through several generations; if a partition it owns now was another member's in one of
+them, that member may have handed out and committed messages past this member's position,
+so this member must resume from the group's commits, as if the partition had been revoked
+and assigned again. And a fetch over several partitions that fails part way must not move
+past what it read but did not hand out.
 """
 
 from __future__ import annotations
 
 import glob
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tidelog
@@ -16,6 +21,125 @@ import tidelog
 def fill(topic: tidelog.Topic, n: int) -> None:
     for i in range(n):
         topic.append(b"%d" % i, partition=i % topic.partitions)
+
+
+def step(store: tidelog.Store, consumer: tidelog.Consumer, producer: Any) -> list[Any]:
+    """One poll, and for exactly-once the transaction that commits it (outputs to "out")."""
+    got = consumer.poll(max_messages=100, timeout=0)
+    if consumer.delivery == "exactly-once" and got:
+        with store.transaction(producer, consumer) as tx:
+            for m in got:
+                tx.send("out", b"%d:%d" % (m.partition, m.offset))
+    return [(m.partition, m.offset) for m in got]
+
+
+@pytest.mark.parametrize("delivery", ["at-most-once", "at-least-once", "exactly-once"])
+def test_a_member_that_slept_through_a_rebalance_resumes_from_the_groups_commits(
+    store: tidelog.Store, delivery: Any
+) -> None:
+    # a owns both partitions; b joins (taking partition 1), hands out and commits what a
+    # had not read yet, and leaves, all while a does not poll. a's next poll sees the
+    # generation two ahead with the same assignment: it must not read partition 1 again
+    # from where it left it.
+    topic = store.create_topic("t", partitions=2)
+    store.create_topic("out")
+    fill(topic, 10)
+    handed: list[tuple[int, int]] = []
+    with store.producer(name="a") as pa, store.producer(name="b") as pb:
+        a = store.consumer("t", group="g", delivery=delivery)
+        handed += step(store, a, pa)
+        if delivery == "at-least-once":
+            a.commit()
+        fill(topic, 10)
+        b = store.consumer("t", group="g", delivery=delivery)
+        assert b.assignment() == [1]
+        handed += step(store, b, pb)
+        b.close()
+        handed += step(store, a, pa)
+        assert a.assignment() == [0, 1]
+        a.close()
+    everything = [(p, o) for p in (0, 1) for o in range(10)]
+    if delivery == "at-least-once":
+        assert set(handed) == set(everything)
+    else:
+        assert sorted(handed) == everything, "a message was handed out twice"
+    if delivery == "exactly-once":
+        outputs = [m.value or b"" for m in store.topic("out").read(0)]
+        assert sorted(outputs) == sorted(b"%d:%d" % po for po in everything)
+
+
+def test_a_member_whose_lease_ran_out_resumes_from_the_groups_commits(tmp_path: Path) -> None:
+    # The single-partition path: a stalls past its lease, b takes the partition, hands
+    # out and commits, and leaves; a's next poll joins again and must not hand out what b
+    # did (at-most-once).
+    with tidelog.open(tmp_path / "store") as store:
+        topic = store.create_topic("t")
+        fill(topic, 5)
+        a = store.consumer("t", group="g", delivery="at-most-once", lease_seconds=30)
+        assert [m.offset for m in a.poll(timeout=0)] == list(range(5))
+        fill(topic, 5)
+        # a's lease runs out (as when it stalls for longer than the lease).
+        lease = a._membership._lease
+        assert lease is not None
+        assert a._membership._group.release_lease(*lease)
+        b = store.consumer("t", group="g", delivery="at-most-once", lease_seconds=30)
+        assert b.assignment() == [0]
+        assert [m.offset for m in b.poll(timeout=0)] == list(range(5, 10))
+        b.close()
+        fill(topic, 5)
+        assert [m.offset for m in a.poll(timeout=0)] == list(range(10, 15))
+        a.close()
+
+
+class _TakenOverTopic:
+    """A member's topic whose first ``wait_messages`` runs ``meanwhile`` first, as if it
+    happened while the member waited."""
+
+    def __init__(self, topic: tidelog.Topic, meanwhile: Any) -> None:
+        self._topic = topic
+        self._meanwhile = meanwhile
+        self.calls = 0
+
+    def wait_messages(self, *args: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            self._meanwhile()
+        return self._topic.wait_messages(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._topic, name)
+
+
+def test_a_wake_up_after_the_partition_went_away_and_back_resumes_from_the_commits(
+    store: tidelog.Store,
+) -> None:
+    # While a waits (one partition: the combined wait and read), its lease runs out, b
+    # takes the partition, hands out and commits m1, and leaves; then m2 comes. What a's
+    # wake-up read (m1, m2) is dropped across the rebalance; the fetch after it must start
+    # at the group's commit, not at a's old position (at-most-once: m1 once).
+    topic = store.create_topic("t")
+    a = store.consumer("t", group="g", delivery="at-most-once", spin_us=0)
+    topic.append(b"m0")
+    assert [m.value for m in a.poll(timeout=0)] == [b"m0"]
+    handed_to_b: list[bytes | None] = []
+
+    def take_over() -> None:
+        lease = a._membership._lease
+        assert lease is not None and a._membership._group.release_lease(*lease)
+        b = store.consumer("t", group="g", delivery="at-most-once")
+        topic.append(b"m1")
+        handed_to_b.extend(m.value for m in b.poll(timeout=0))
+        b.close()
+        topic.append(b"m2")
+
+    wrapped = _TakenOverTopic(topic, take_over)
+    a._topic = wrapped  # type: ignore[assignment]
+    got = a.poll(timeout=5)
+    assert wrapped.calls == 1
+    assert handed_to_b == [b"m1"]
+    assert [m.value for m in got] == [b"m2"]
+    assert a.committed() == {0: 3}
+    a.close()
 
 
 def test_a_fetch_failing_part_way_moves_past_nothing_it_read(tmp_path: Path) -> None:
