@@ -162,6 +162,10 @@ class Consumer:
         self._fetched: dict[int, int] = {}
         # Exactly-once: a transaction with this consumer is open.
         self._in_transaction = False
+        # Exactly-once: partitions revoked while ``_consumed`` held input from them. The
+        # open transaction must abort even if they came back: their new owner may have
+        # processed the same input meanwhile.
+        self._revoked_inputs: set[int] = set()
         self._buffer: deque[Message] = deque()
         self._next_partition = 0
         self._closed = False
@@ -192,6 +196,8 @@ class Consumer:
             self._delivered.pop(p, None)
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
+            if p in self._consumed:
+                self._revoked_inputs.add(p)
         if revoked:
             self._set_only()
             self._unresolved = any(part.unresolved for part in self._parts.values())
@@ -800,11 +806,12 @@ class Consumer:
         offsets = dict(self._consumed)
         if not offsets:
             return offsets
-        if not self._owns_current(offsets):
+        if self._revoked_inputs or not self._owns_current(offsets):
             raise RebalanceError(
                 f"group {self.group!r} rebalanced or partitions "
-                f"{sorted(set(offsets) - set(self._parts))} were reassigned while the "
-                "transaction ran; it is aborted and the new owner processes those messages"
+                f"{sorted(self._revoked_inputs | (set(offsets) - set(self._parts)))} were "
+                "reassigned while the transaction ran; it is aborted and the new owner "
+                "processes those messages"
             )
         self._offsets.send_commit(
             producer,
@@ -819,6 +826,7 @@ class Consumer:
     def transaction_committed(self, offsets: dict[int, int]) -> None:
         """The transaction that sent ``offsets`` committed (called by :class:`Transaction`)."""
         self._in_transaction = False
+        self._revoked_inputs.clear()
         for p, o in offsets.items():
             if self._consumed.get(p) == o:
                 del self._consumed[p]
@@ -836,6 +844,7 @@ class Consumer:
         self._in_transaction = False
         self._buffer.clear()
         self._consumed.clear()
+        self._revoked_inputs.clear()
         self._delivered.clear()
 
     # -- positions --------------------------------------------------------------------------

@@ -4,8 +4,9 @@ A member notices rebalances only when it polls. Between two of its polls the gro
 through several generations; if a partition it owns now was another member's in one of
 them, that member may have handed out and committed messages past this member's position,
 so this member must resume from the group's commits, as if the partition had been revoked
-and assigned again. And a fetch over several partitions that fails part way must not move
-past what it read but did not hand out.
+and assigned again. A transaction holding input from a partition that was lost, even if
+it came back, must fail. And a fetch over several partitions that fails part way must not
+move past what it read but did not hand out.
 """
 
 from __future__ import annotations
@@ -140,6 +141,36 @@ def test_a_wake_up_after_the_partition_went_away_and_back_resumes_from_the_commi
     assert [m.value for m in got] == [b"m2"]
     assert a.committed() == {0: 3}
     a.close()
+
+
+def test_a_transaction_over_a_partition_lost_and_regained_aborts(store: tidelog.Store) -> None:
+    # Inside a transaction the member polls, loses a partition it read from, and gets it
+    # back; meanwhile the other member processed and committed that partition's input.
+    inputs = store.create_topic("in", partitions=2)
+    store.create_topic("out")
+    for p in (0, 1):
+        inputs.append(b"in-%d" % p, partition=p)
+    with store.producer(name="x") as px, store.producer(name="y") as py:
+        first = store.consumer("in", group="g", delivery="exactly-once")
+        msgs = first.poll(timeout=1)
+        assert {m.partition for m in msgs} == {0, 1}
+        tx = store.transaction(px, first)
+        for m in msgs:
+            tx.send("out", b"%d:%d" % (m.partition, m.offset))
+        second = store.consumer("in", group="g", delivery="exactly-once")
+        first.poll(timeout=0)  # picks up the rebalance: one partition goes
+        assert len(first.assignment()) == 1
+        assert step(store, second, py) == [(second.assignment()[0], 0)]
+        second.close()
+        first.poll(timeout=0)  # and comes back
+        assert first.assignment() == [0, 1]
+        with pytest.raises(tidelog.RebalanceError):
+            tx.commit()
+        # The rest comes again and is processed once.
+        step(store, first, px)
+        first.close()
+    outputs = sorted(m.value or b"" for m in store.topic("out").read(0))
+    assert outputs == [b"0:0", b"1:0"], "each input processed once"
 
 
 def test_a_fetch_failing_part_way_moves_past_nothing_it_read(tmp_path: Path) -> None:
