@@ -557,7 +557,15 @@ class Consumer:
     def _hand_out(self, messages: list[Message]) -> list[Message]:
         moved = self._fetched
         if self.delivery == "at-most-once":
-            if not self._owns_current(moved):
+            owned = self._owns_current(moved)
+            if owned:
+                self._commit_now(moved)
+                # Looked at again once the commit is written: a member that joined after
+                # the check may have read the group's commits without it, and hands these
+                # out itself.
+                membership = self._membership
+                owned = membership.read_generation() == membership.generation
+            if not owned:
                 # A rebalance landed between fetching and handing out: hand out nothing and
                 # rewind, so the new owner (or we, on the next poll) delivers these.
                 for p in moved:
@@ -566,7 +574,6 @@ class Consumer:
                         part.position = part.fetched_from
                 self._sync()
                 return []
-            self._commit_now(moved)
         else:
             self._delivered.update(moved)
         return messages
@@ -821,6 +828,15 @@ class Consumer:
             offsets,
             self._membership.generation,
         )
+        # Looked at again once the commit is written, pending (a new owner waits for it;
+        # the commit would write it anyway): a member that joined after the check may have
+        # read the group's commits without it, and processes the same input.
+        producer.flush()
+        if self._membership.read_generation() != self._membership.generation:
+            raise RebalanceError(
+                f"group {self.group!r} rebalanced while the transaction committed; it is "
+                "aborted and the new owner processes those messages"
+            )
         return offsets
 
     def transaction_committed(self, offsets: dict[int, int]) -> None:

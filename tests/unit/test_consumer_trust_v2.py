@@ -143,6 +143,65 @@ def test_a_wake_up_after_the_partition_went_away_and_back_resumes_from_the_commi
     a.close()
 
 
+def test_an_at_most_once_commit_racing_a_join_hands_nothing_out_twice(
+    store: tidelog.Store,
+) -> None:
+    # b joins (taking partition 1) and reads the group's commits after a checked its
+    # generation but before a's commit landed: b hands out partition 1 from the old
+    # commit, so a, seeing the generation moved once its commit is written, must not.
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 4)
+    a = store.consumer("t", group="g", delivery="at-most-once")
+    handed: list[tuple[int, int]] = []
+    others: list[tidelog.Consumer] = []
+    commit = a._commit_record
+
+    def racing(offsets: dict[int, int], metadata: str, generation: int) -> None:
+        if not others:
+            others.append(store.consumer("t", group="g", delivery="at-most-once"))
+            handed.extend((m.partition, m.offset) for m in others[0].poll(timeout=0))
+        commit(offsets, metadata, generation)
+
+    a._commit_record = racing
+    handed += [(m.partition, m.offset) for m in a.poll(timeout=0)]
+    handed += [(m.partition, m.offset) for m in a.poll(timeout=0)]
+    assert sorted(handed) == [(p, o) for p in (0, 1) for o in range(2)], "twice or lost"
+    others[0].close()
+    a.close()
+
+
+def test_an_exactly_once_commit_racing_a_join_aborts(store: tidelog.Store) -> None:
+    # b joins and finds no commit of a's pending yet (so it does not wait for a's
+    # transaction), processes partition 1 and commits, all between a's ownership check
+    # and a's commit records entering a's transaction: a's transaction must abort.
+    inputs = store.create_topic("in", partitions=2)
+    store.create_topic("out")
+    fill(inputs, 2)
+    raced: list[tidelog.Consumer] = []
+    with store.producer(name="x") as px, store.producer(name="y") as py:
+        a = store.consumer("in", group="g", delivery="exactly-once")
+        offsets = a._offsets
+        send_commit = offsets.send_commit
+
+        def racing(*args: Any) -> None:
+            if not raced:
+                raced.append(store.consumer("in", group="g", delivery="exactly-once"))
+                assert step(store, raced[0], py) == [(1, 0)]
+            send_commit(*args)
+
+        offsets.send_commit = racing  # type: ignore[method-assign,assignment]
+        msgs = a.poll(timeout=0)
+        assert len(msgs) == 2
+        with pytest.raises(tidelog.RebalanceError), store.transaction(px, a) as tx:
+            for m in msgs:
+                tx.send("out", b"%d:%d" % (m.partition, m.offset))
+        assert step(store, a, px) == [(0, 0)]
+        raced[0].close()
+        a.close()
+    outputs = sorted(m.value or b"" for m in store.topic("out").read(0))
+    assert outputs == [b"0:0", b"1:0"], "each input processed once"
+
+
 def test_a_transaction_over_a_partition_lost_and_regained_aborts(store: tidelog.Store) -> None:
     # Inside a transaction the member polls, loses a partition it read from, and gets it
     # back; meanwhile the other member processed and committed that partition's input.
