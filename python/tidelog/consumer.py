@@ -164,6 +164,10 @@ class Consumer:
         self._fetched: dict[int, int] = {}
         # Exactly-once: a transaction with this consumer is open.
         self._in_transaction = False
+        # Exactly-once: partitions revoked while ``_consumed`` held input from them. The
+        # open transaction must abort even if they came back: their new owner may have
+        # processed the same input meanwhile.
+        self._revoked_inputs: set[int] = set()
         self._buffer: deque[Message] = deque()
         self._next_partition = 0
         self._closed = False
@@ -180,16 +184,22 @@ class Consumer:
 
     # -- group membership ---------------------------------------------------------------
 
-    def _adopt(self, previous: list[int]) -> None:
-        """Takes the membership's current assignment, initialising new positions."""
+    def _adopt(self, previous: list[int], lost: bool = False) -> None:
+        """Takes the membership's current assignment, initialising new positions.
+
+        ``lost``: every partition of ``previous`` may have been another member's meanwhile;
+        all are revoked, and those still assigned are assigned again.
+        """
         now = self._membership.assignment
-        revoked = [p for p in previous if p not in now]
-        added = [p for p in now if p not in previous]
+        revoked = list(previous) if lost else [p for p in previous if p not in now]
+        added = list(now) if lost else [p for p in now if p not in previous]
         for p in revoked:
             self._parts.pop(p, None)
             self._delivered.pop(p, None)
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
+            if p in self._consumed:
+                self._revoked_inputs.add(p)
         if revoked:
             self._set_only()
             self._unresolved = any(part.unresolved for part in self._parts.values())
@@ -309,9 +319,13 @@ class Consumer:
 
     @storage_errors
     def _sync(self) -> None:
-        previous = list(self._membership.assignment)
-        if self._membership.heartbeat():
-            self._adopt(previous)
+        membership = self._membership
+        previous = list(membership.assignment)
+        if membership.heartbeat():
+            # Generations this member did not see may have given its partitions to another
+            # member, who may have handed out and committed past our positions: resume
+            # from the group's commits, as after a revocation.
+            self._adopt(previous, lost=membership.skipped)
 
     def _owns_current(self, partitions: dict[int, int]) -> bool:
         return (
@@ -380,43 +394,52 @@ class Consumer:
                 raise OffsetOutOfRangeError(part.out_of_range)
             ready.append(part)
         count = len(ready)
-        for i in range(count):
-            part = ready[(self._next_partition + i) % count]
-            p, position = part.partition, part.position
-            try:
-                messages, after = self._topic.read_messages(p, position, limit - len(out))
-            except OffsetOutOfRangeError:
-                end = self._topic.end_offset(p)
-                if position > end:
-                    # Recovery removed messages below our position while we were reading.
-                    if self._reset is None:
-                        part.out_of_range = (
-                            f"position {position} of group {self.group!r} on "
-                            f"{self.topic!r} partition {p} is past the end of the log ({end}): "
-                            "messages were removed by recovery; seek() or use "
-                            "auto_offset_reset='earliest'|'latest'"
-                        )
-                        raise OffsetOutOfRangeError(part.out_of_range) from None
-                    start = self._topic.start_offset(p)
-                    part.position = start if self._reset == "earliest" else end
+        try:
+            for i in range(count):
+                part = ready[(self._next_partition + i) % count]
+                p, position = part.partition, part.position
+                try:
+                    messages, after = self._topic.read_messages(p, position, limit - len(out))
+                except OffsetOutOfRangeError:
+                    end = self._topic.end_offset(p)
+                    if position > end:
+                        # Recovery removed messages below our position while we were reading.
+                        if self._reset is None:
+                            part.out_of_range = (
+                                f"position {position} of group {self.group!r} on "
+                                f"{self.topic!r} partition {p} is past the end of the log ({end}): "
+                                "messages were removed by recovery; seek() or use "
+                                "auto_offset_reset='earliest'|'latest'"
+                            )
+                            raise OffsetOutOfRangeError(part.out_of_range) from None
+                        start = self._topic.start_offset(p)
+                        part.position = start if self._reset == "earliest" else end
+                        continue
+                    # Retention removed what we were about to read: continue from the start.
+                    part.position = self._topic.start_offset(p)
                     continue
-                # Retention removed what we were about to read: continue from the start.
-                part.position = self._topic.start_offset(p)
-                continue
-            if messages:
-                out += messages
-                part.fetched_from = position
-                part.position = fetched[p] = after
-                # Handing out the last message of this fetch moves past what the read
-                # skipped after it too (transaction markers), so lag can reach zero.
-                part.tail_offset, part.tail_next = out[-1].offset, after
-            elif after > position:
-                # Only transaction markers or aborted messages: step over them.
-                part.position = after
-            else:
-                self._held_back(p, after)
-            if len(out) >= limit:
-                break
+                if messages:
+                    out += messages
+                    part.fetched_from = position
+                    part.position = fetched[p] = after
+                    # Handing out the last message of this fetch moves past what the read
+                    # skipped after it too (transaction markers), so lag can reach zero.
+                    part.tail_offset, part.tail_next = out[-1].offset, after
+                elif after > position:
+                    # Only transaction markers or aborted messages: step over them.
+                    part.position = after
+                else:
+                    self._held_back(p, after)
+                if len(out) >= limit:
+                    break
+        except BaseException:
+            # Nothing this round read is handed out: the partitions it moved go back, or
+            # an error reading one partition would skip what was read from the others.
+            for p in fetched:
+                part = self._parts[p]
+                part.position = part.fetched_from
+            fetched.clear()
+            raise
         self._next_partition += 1
         return out
 
@@ -536,7 +559,15 @@ class Consumer:
     def _hand_out(self, messages: list[Message]) -> list[Message]:
         moved = self._fetched
         if self.delivery == "at-most-once":
-            if not self._owns_current(moved):
+            owned = self._owns_current(moved)
+            if owned:
+                self._commit_now(moved)
+                # Looked at again once the commit is written: a member that joined after
+                # the check may have read the group's commits without it, and hands these
+                # out itself.
+                membership = self._membership
+                owned = membership.read_generation() == membership.generation
+            if not owned:
                 # A rebalance landed between fetching and handing out: hand out nothing and
                 # rewind, so the new owner (or we, on the next poll) delivers these.
                 for p in moved:
@@ -545,7 +576,6 @@ class Consumer:
                         part.position = part.fetched_from
                 self._sync()
                 return []
-            self._commit_now(moved)
         else:
             self._delivered.update(moved)
         return messages
@@ -804,11 +834,12 @@ class Consumer:
         offsets = dict(self._consumed)
         if not offsets:
             return offsets
-        if not self._owns_current(offsets):
+        if self._revoked_inputs or not self._owns_current(offsets):
             raise RebalanceError(
                 f"group {self.group!r} rebalanced or partitions "
-                f"{sorted(set(offsets) - set(self._parts))} were reassigned while the "
-                "transaction ran; it is aborted and the new owner processes those messages"
+                f"{sorted(self._revoked_inputs | (set(offsets) - set(self._parts)))} were "
+                "reassigned while the transaction ran; it is aborted and the new owner "
+                "processes those messages"
             )
         self._offsets.send_commit(
             producer,
@@ -818,11 +849,21 @@ class Consumer:
             offsets,
             self._membership.generation,
         )
+        # Looked at again once the commit is written, pending (a new owner waits for it;
+        # the commit would write it anyway): a member that joined after the check may have
+        # read the group's commits without it, and processes the same input.
+        producer.flush()
+        if self._membership.read_generation() != self._membership.generation:
+            raise RebalanceError(
+                f"group {self.group!r} rebalanced while the transaction committed; it is "
+                "aborted and the new owner processes those messages"
+            )
         return offsets
 
     def transaction_committed(self, offsets: dict[int, int]) -> None:
         """The transaction that sent ``offsets`` committed (called by :class:`Transaction`)."""
         self._in_transaction = False
+        self._revoked_inputs.clear()
         for p, o in offsets.items():
             if self._consumed.get(p) == o:
                 del self._consumed[p]
@@ -840,6 +881,7 @@ class Consumer:
         self._in_transaction = False
         self._buffer.clear()
         self._consumed.clear()
+        self._revoked_inputs.clear()
         self._delivered.clear()
 
     # -- positions --------------------------------------------------------------------------

@@ -180,6 +180,10 @@ class Membership:
         self._where = f"of group {group!r} on topic {topic!r} in {store_dir}"
         self.generation = -1
         self.assignment: list[int] = []
+        #: Whether the last change of :attr:`generation` skipped generations: this member
+        #: never saw the assignments between, in which what it owns now may have been
+        #: another member's (one that joined and left, or took over while our lease was gone).
+        self.skipped = False
         #: When (``time.monotonic()``) the next heartbeat is due. Until then, while
         #: :attr:`read_generation` still returns :attr:`generation`, :meth:`heartbeat` has
         #: nothing to do: a hot loop checks these two itself instead of calling it.
@@ -247,6 +251,7 @@ class Membership:
             if (slot, incarnation) not in kept and expires <= now:
                 self._group.release_lease(slot, incarnation)
         if present:
+            self.skipped = 0 <= self.generation < state.generation - 1
             self.generation = state.generation
             self.assignment = list(state.assignment.get(self.member_id, []))
             self._peers = [

@@ -493,7 +493,10 @@ class Store:
         each partition is owned by exactly one live member. A member that closes leaves at
         once; one that stops heartbeating (it dies, or does not poll for ``lease_seconds``)
         loses its partitions to the others. Committed offsets are durable (an internal log
-        topic) and shared by the whole group.
+        topic) and shared by the whole group. A member that missed rebalances between two
+        of its polls (another member joined and left, or took over while its lease was
+        gone) takes all its partitions as revoked and assigned again, resuming from the
+        group's commits: they may have been another member's meanwhile.
 
         Args:
             topic: The topic to consume.
