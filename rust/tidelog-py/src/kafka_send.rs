@@ -58,8 +58,8 @@ impl KafkaSender {
     /// inside `poll` and `flush`. It needs a producer made with `delivery.report.only.error`
     /// off (the async producer's) to hear of successes. A refusal is also this producer's
     /// next error, as without it; so is an exception the callback raises (raised once by
-    /// the next `send` or `flush`). Inside the callback, `send` works but cannot wait for
-    /// room, and `flush` and `close` raise.
+    /// the next `send` or `flush` outside a callback). Inside the callback, `send` only
+    /// queues: a send that would wait for room, `flush` and `close` raise.
     ///
     /// Raises `BackpressureError` under pressure with `on_full="raise"` (or when a blocked
     /// send timed out), `StoreClosedError` once the producer is closed, and the failure of
