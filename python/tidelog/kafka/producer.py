@@ -312,7 +312,7 @@ class KafkaProducer(_core.KafkaSender):
         return True
 
     def _pend(self, error: BaseException) -> None:
-        """Keeps ``error`` for the next ``send`` or ``flush`` to raise, unless one waits."""
+        """Keeps ``error`` for the next ``send`` or ``flush`` to raise (the first one kept)."""
         with self._lock:
             if self._error is None:
                 self._error = error
