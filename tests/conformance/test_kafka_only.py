@@ -112,6 +112,30 @@ def test_pressure_on_messages_not_yet_acknowledged(kstore: Any, on_full: str) ->
     producer.close()
 
 
+def test_delivery_callbacks_hear_of_every_message_once(kstore: Any) -> None:
+    # Reports are served by the sending thread every few thousand sends and by the
+    # background thread in between: none is lost or served twice.
+    kstore.create_topic("acked", partitions=2)
+    producer = kstore.producer(config={"delivery.report.only.error": False})
+    heard: list[tuple[int, int]] = []
+    errors: list[Any] = []
+
+    def report(err: Any, msg: Any) -> None:
+        if err is None:
+            heard.append((msg.partition(), msg.offset()))
+        else:
+            errors.append(err)
+
+    for i in range(20_000):
+        # Sends without a callback in between: the native path serves reports too.
+        producer.send("acked", b"%d" % i, partition=i % 2, on_delivery=report if i % 3 else None)
+    producer.flush()
+    assert errors == []
+    assert len(heard) == len(set(heard)) == sum(1 for i in range(20_000) if i % 3)
+    assert producer.stats()["written"] == 20_000
+    producer.close()
+
+
 def test_max_lag_pressure_names_the_group_and_counts_messages_in_flight(kstore: Any) -> None:
     t = kstore.create_topic("lag")
     t.append(b"0", partition=0)

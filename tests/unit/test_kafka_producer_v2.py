@@ -19,6 +19,7 @@ import tidelog
 
 pytest.importorskip("confluent_kafka")
 
+from tidelog.kafka import producer as producer_module
 from tidelog.kafka.producer import KafkaProducer
 
 
@@ -138,6 +139,85 @@ def test_a_delivery_failure_is_raised_by_the_next_send(make: Any) -> None:
     with pytest.raises(tidelog.TidelogError, match="delivering a message"):
         p.send("t", b"v")
     assert p.send("t", b"v")  # raised once
+
+
+def until(done: Any) -> bool:
+    """Whether ``done()`` held within 10 s (nothing here waits for a time: a bound)."""
+    for _ in range(500):
+        if done():
+            return True
+        threading.Event().wait(0.02)
+    return False
+
+
+def test_an_exception_in_a_delivery_callback_is_the_next_error(make: Any) -> None:
+    # Before, it came out of the background thread's poll and ended that thread: the
+    # reports after it were served only by flush().
+    p = make(config={"message.timeout.ms": 100})
+
+    def boom(_err: Any, _msg: Any) -> None:
+        raise ValueError("boom")
+
+    for _ in range(3):
+        assert p.send("t", b"v", on_delivery=boom)
+    assert p.send("t", b"v")
+    assert until(lambda: p.stats()["failed"] == 4)  # the reports after it are served too
+    with pytest.raises(ValueError, match="boom"):
+        p.send("t", b"v")
+    assert p.send("t", b"v")  # raised once
+
+
+def test_delivery_callbacks_run_inside_send_while_a_thread_sends(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(producer_module, "SERVE_EVERY", 1)  # every send serves
+    p = make(buffer_messages=100_000, config={"message.timeout.ms": 100})
+    main = threading.current_thread()
+    sending = False
+    ran: list[tuple[bool, bool]] = []
+
+    def report(_err: Any, _msg: Any) -> None:
+        ran.append((threading.current_thread() is main, sending))
+        # A send inside the callback serves nothing more (confluent-kafka's poll cannot
+        # nest on one thread): it only queues.
+        p.send("t", b"from the callback")
+
+    def send_until_served() -> bool:
+        nonlocal sending
+        sending = True
+        p.send("t", b"v", on_delivery=report)
+        sending = False
+        threading.Event().wait(0.002)
+        return any(in_send for on_main, in_send in ran if on_main)
+
+    # While the thread sends, the background thread leaves the reports to it.
+    assert until(send_until_served)
+    with pytest.raises(tidelog.TidelogError, match="delivering a message"):
+        p.flush(10)  # the failures: for the sending code, not for the callbacks' sends
+
+
+def test_a_delivery_callback_may_send_but_not_wait_for_deliveries(make: Any) -> None:
+    p = make(buffer_messages=1000, config={"message.timeout.ms": 100})
+    seen: list[list[str | None]] = []
+
+    def report(_err: Any, _msg: Any) -> None:
+        outcomes: list[str | None] = []
+        for wait in (p.flush, p.close):  # each would wait for the report being served
+            try:
+                wait()
+                outcomes.append(None)
+            except tidelog.TidelogError as e:
+                outcomes.append(str(e))
+        if len(seen) < 3:
+            p.send("t", b"again", on_delivery=report)
+        seen.append(outcomes)
+
+    assert p.send("t", b"v", on_delivery=report)
+    assert until(lambda: len(seen) == 4)
+    assert all(o is not None and "inside a delivery callback" in o for s in seen for o in s)
+    assert not p.closed
+    with pytest.raises(tidelog.TidelogError, match="delivering a message"):
+        p.flush(10)
 
 
 def test_a_send_after_close_raises(make: Any) -> None:

@@ -1,11 +1,12 @@
 """The buffered producer on Kafka: librdkafka's queue with tidelog's backpressure.
 
 ``send`` enqueues into librdkafka's local queue (``queue.buffering.max.messages`` =
-``buffer_messages``); a background thread serves delivery reports, so ``stats()`` counts
-what the broker acknowledged. Backpressure works on the messages not yet acknowledged, with
-the same watermarks as a local producer. A named producer is also a transactional one
-(``transactional.id`` = ``name``): opening it fences older instances of the name, as a
-local named producer does.
+``buffer_messages``). Delivery reports are served by the sending thread while it sends
+(every ``SERVE_EVERY`` sends) and by a background thread while it does not, so ``stats()``
+counts what the broker acknowledged; user delivery callbacks run on the thread serving.
+Backpressure works on the messages not yet acknowledged, with the same watermarks as a local
+producer. A named producer is also a transactional one (``transactional.id`` = ``name``):
+opening it fences older instances of the name, as a local named producer does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -40,7 +42,29 @@ _ON_FULL = ("block", "raise", "shed")
 BUFFER_MESSAGES = 125_000
 
 
+#: A send serves the delivery reports waiting (``poll(0)``) every this many sends, on its own
+#: thread: librdkafka then frees each report's message on the thread that allocated it, and
+#: the GIL is not passed between two threads per report, as when only the background thread
+#: served them (confluent-kafka's delivery callback takes the GIL for every report, also with
+#: ``delivery.report.only.error``). It holds at most about this many reports more than
+#: served at once, against the 100,000 messages in flight of the high watermark.
+SERVE_EVERY = 4096
+#: Longest wait of the background thread in one ``poll``; also how long it stays away after
+#: a sending thread served reports.
+_IDLE_POLL = 0.05
+
 _Report = Callable[[KafkaError | None, Any], None]
+
+
+class _Serving(threading.local):
+    """Whether this thread is inside a call of the producer that serves delivery reports.
+
+    Their callbacks may run user code, and confluent-kafka's ``poll`` and ``flush`` cannot
+    nest on one thread (the inner call clears the thread's state the outer one's next
+    callback needs); a flush inside a callback would also wait for the report being served.
+    """
+
+    inside = False
 
 
 def _failures_to(method: weakref.WeakMethod[_Report]) -> _Report:
@@ -169,7 +193,7 @@ class KafkaProducer(_core.KafkaSender):
         # producer outside a transaction, max_lag) sets `_check_at` to 0 once it holds, and
         # `_arm` reads those conditions after it raised `_check_at`: in any interleaving of
         # threads, either the arming thread sees the condition or its 0 comes last.
-        self._use_produce(self._producer.produce)
+        self._use_produce(self._producer.produce, SERVE_EVERY)
         self._check_at = 0
         # Tickets that sent nothing (refused, shed, failed, taken by stats()): sent = tickets
         # issued - unsent, which no send pays for.
@@ -180,10 +204,14 @@ class KafkaProducer(_core.KafkaSender):
         self._blocked = 0.0
         self._pressure = False
         self._lag_pressured: set[str] = set()
-        self._error: _core.TidelogError | None = None
+        self._error: BaseException | None = None
         self._closed = False
         self._in_transaction = False
         self._stop = threading.Event()
+        self._serving = _Serving()
+        # Serves by sending threads (_serve_sending, _wait_below): while it moves, the
+        # background thread stays out of librdkafka's queue.
+        self._served = 0
         if name is not None:
             with translated(f"opening transactional producer {name!r}"):
                 self._producer.init_transactions(TIMEOUT)
@@ -222,17 +250,73 @@ class KafkaProducer(_core.KafkaSender):
     # -- delivery reports --------------------------------------------------------------------
 
     def _serve(self) -> None:
+        """The background thread: serves reports while no sending thread does."""
+        seen = self._served
         while not self._stop.is_set():
+            if self._served != seen:
+                # A sending thread served within the last wait: it is sending, and serves
+                # the reports itself. Two threads serving would pass the GIL per report.
+                seen = self._served
+                self._stop.wait(_IDLE_POLL)
+                continue
+            if not self._poll(self._producer.poll, _IDLE_POLL):
+                self._stop.wait(_IDLE_POLL)
+
+    def _serve_sending(self) -> None:
+        """Serves the reports waiting, on the sending thread (every ``SERVE_EVERY`` sends).
+
+        The native ``send`` calls it. Not inside a delivery callback: the serve running it
+        goes on after it.
+        """
+        if not self._serving.inside:
+            self._served += 1
+            self._poll(self._producer.poll, 0)
+
+    @contextmanager
+    def _reports_served_here(self) -> Iterator[None]:
+        """Marks this thread as serving delivery reports (see ``_Serving``) for the block.
+
+        Raises:
+            TidelogError: Already inside a delivery callback of this producer.
+        """
+        serving = self._serving
+        if serving.inside:
+            raise _core.TidelogError(
+                "inside a delivery callback: waiting for deliveries (flush, close, a send "
+                "blocked under pressure, a transaction's commit or abort) would wait for "
+                "the report being served"
+            )
+        serving.inside = True
+        try:
+            yield
+        finally:
+            serving.inside = False
+
+    def _poll(self, serve: Callable[[float], Any], timeout: float) -> bool:
+        """Serves reports on this thread: ``serve(timeout)``, librdkafka's poll or flush.
+
+        Returns False if it raised a Kafka error, kept as the next error.
+
+        Raises:
+            TidelogError: Called inside a delivery callback (see ``_Serving``).
+        """
+        with self._reports_served_here():
             try:
-                self._producer.poll(0.05)
+                serve(timeout)
             except KafkaException as e:
                 # A fatal error (fenced, say) surfaces here too: the next call raises it.
                 err = e.args[0] if e.args else None
-                with self._lock:
-                    if self._error is None and isinstance(err, KafkaError):
-                        self._error = error_for(err, "producer")
-                        self._check_at = 0  # the next send raises it
-                self._stop.wait(0.05)
+                if isinstance(err, KafkaError):
+                    self._pend(error_for(err, "producer"))
+                return False
+        return True
+
+    def _pend(self, error: BaseException) -> None:
+        """Keeps ``error`` for the next ``send`` or ``flush`` to raise (the first one kept)."""
+        with self._lock:
+            if self._error is None:
+                self._error = error
+                self._check_at = 0  # the next send raises it
 
     def _failed(self, err: KafkaError | None, _msg: Any) -> None:
         if err is None:
@@ -266,7 +350,9 @@ class KafkaProducer(_core.KafkaSender):
         while len(producer) > level:
             if end is not None and time.monotonic() >= end:
                 return False
-            wait(0.005)
+            self._served += 1
+            if not self._poll(wait, 0.005):
+                self._raise_error()
         return True
 
     def would_block(self) -> bool:
@@ -346,7 +432,9 @@ class KafkaProducer(_core.KafkaSender):
                 "transactional.id): send inside store.transaction(...), or use an unnamed "
                 "producer"
             )
-        if self._error is not None:
+        # Not into a delivery callback: one that let it out would make it pending again,
+        # for the next callback's send, and so on, while the sending code never saw it.
+        if self._error is not None and not self._serving.inside:
             self._raise_error()
         producer = self._producer
         pressed = self._pressure
@@ -435,9 +523,15 @@ class KafkaProducer(_core.KafkaSender):
             extra["headers"] = headers_list(headers)
         if on_delivery is not None:
             # A message's own callback replaces the producer's: it reports failures too.
+            # What the callback raises is the producer's next error: raised out of the
+            # librdkafka call serving it, it would stop that serve (the background thread's
+            # for good) and come out of a send that succeeded.
             def report(err: KafkaError | None, msg: Any) -> None:
+                try:
+                    on_delivery(err, msg)
+                except Exception as e:
+                    self._pend(e)
                 self._failed(err, msg)
-                on_delivery(err, msg)
 
             extra["on_delivery"] = report
         self._producer.produce(topic, value, key, -1 if partition is None else partition, **extra)
@@ -472,7 +566,9 @@ class KafkaProducer(_core.KafkaSender):
                         f"{topic!r} stayed more than {guard.max_lag} messages behind"
                     )
                 # Serves delivery reports meanwhile; the group needs time to commit.
-                self._producer.flush(0.05)
+                self._served += 1
+                if not self._poll(self._producer.flush, 0.05):
+                    self._raise_error()
         finally:
             self._blocked += time.monotonic() - began
         guard.spend(topic)  # the credit of the message that waited
@@ -556,24 +652,27 @@ class KafkaProducer(_core.KafkaSender):
 
     def commit_transaction(self) -> None:
         """Commits the open transaction (waits for every message in it)."""
-        try:
-            with translated("committing a transaction"):
-                self._producer.commit_transaction(TIMEOUT)
-        finally:
-            self._in_transaction = False
-            self._check_at = 0
+        # librdkafka flushes first: delivery callbacks may run here.
+        with self._reports_served_here():
+            try:
+                with translated("committing a transaction"):
+                    self._producer.commit_transaction(TIMEOUT)
+            finally:
+                self._in_transaction = False
+                self._check_at = 0
         self.flush()
 
     def abort_transaction(self) -> None:
         """Aborts the open transaction."""
-        try:
-            with translated("aborting a transaction"):
-                self._producer.abort_transaction(TIMEOUT)
-        finally:
-            self._in_transaction = False
-            self._check_at = 0
-            with self._lock:
-                self._error = None
+        with self._reports_served_here():
+            try:
+                with translated("aborting a transaction"):
+                    self._producer.abort_transaction(TIMEOUT)
+            finally:
+                self._in_transaction = False
+                self._check_at = 0
+                with self._lock:
+                    self._error = None
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -581,6 +680,10 @@ class KafkaProducer(_core.KafkaSender):
         """Flushes and closes (aborting an open transaction); closing twice is harmless."""
         if self._closed:
             return
+        if self._serving.inside:
+            raise _core.TidelogError(
+                "close() inside a delivery callback would wait for the report being served"
+            )
         try:
             if self._in_transaction:
                 self.abort_transaction()
@@ -595,7 +698,7 @@ class KafkaProducer(_core.KafkaSender):
             # average; 5% of a 100,000-message send + flush round), for a thread that only
             # serves delivery reports, which the flush below serves too.
             self._stop.set()
-            self._producer.flush(TIMEOUT)
+            self._poll(self._producer.flush, TIMEOUT)
             self._store.forget(self)
 
     def __enter__(self) -> KafkaProducer:
