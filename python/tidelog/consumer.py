@@ -716,18 +716,32 @@ class Consumer:
                 )
         # The common commit (a dict of exact ints, only partitions this member owns, the
         # group unchanged) is checked and written by one native call, which writes nothing
-        # and returns False for anything else: the checks below then explain it.
-        if offsets is not None and not self._closed and self.delivery != "exactly-once":
-            membership = self._membership
-            generation = membership.generation
-            if membership.read_generation() == generation and self._commit_owned(
-                offsets, metadata, generation, self._parts
-            ):
-                delivered = self._delivered
-                if delivered:
-                    for p in offsets:
-                        delivered.pop(p, None)
-                return
+        # and returns False for anything else: ``_commit_checked`` then explains it.
+        held: Container[int] = ()
+        membership = self._membership
+        generation = membership.generation
+        if not (
+            offsets is not None
+            and not self._closed
+            and self.delivery != "exactly-once"
+            and membership.read_generation() == generation
+            and self._commit_owned(offsets, metadata, generation, self._parts)
+        ):
+            offsets, held = self._commit_checked(offsets, metadata)
+        delivered = self._delivered
+        if delivered:
+            for p in offsets:
+                if p not in held:  # else what is still buffered is committed later
+                    delivered.pop(p, None)
+
+    def _commit_checked(
+        self, offsets: dict[int, int] | None, metadata: str
+    ) -> tuple[dict[int, int], Container[int]]:
+        """:meth:`commit` with every check.
+
+        Returns the offsets committed, and where iterating still holds fetched messages
+        (see :meth:`_handed_out`).
+        """
         # The loop over the offsets given also notes whether this member owns them all.
         parts = self._parts
         owned = True
@@ -756,18 +770,14 @@ class Consumer:
         membership = self._membership
         if not (owned and membership.read_generation() == membership.generation):
             raise RebalanceError(
-                f"group {self.group!r} rebalanced (generation {self._membership.generation} is "
+                f"group {self.group!r} rebalanced (generation {membership.generation} is "
                 f"stale) or partitions {sorted(set(offsets) - set(parts))} are not "
                 "assigned to this member; poll() to get the new assignment"
             )
         # Raises OffsetOutOfRangeError for an offset past its partition's end (lag is never
         # negative) and TopicNotFoundError for a deleted topic, before writing anything.
         self._commit_record(offsets, metadata, membership.generation)
-        delivered = self._delivered
-        if delivered:
-            for p in offsets:
-                if p not in held:  # else what is still buffered is committed later
-                    delivered.pop(p, None)
+        return offsets, held
 
     def committed(self) -> dict[int, int]:
         """The group's committed offsets for this topic, per partition."""

@@ -533,7 +533,7 @@ impl PyTopic {
         let max_messages = args::limit(max_messages, "max_messages")?;
         let timeout = args::seconds(timeout, "timeout")?;
         let spin = args::spin(spin_us)?;
-        to_py(self.inner.check_not_inherited())?;
+        // No fork check of its own: `log` made it.
         let topic = &self.inner;
         let woken = run_detached(py, || {
             if !topic.wait_spin(ticket, timeout, spin) {

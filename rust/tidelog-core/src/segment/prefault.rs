@@ -21,6 +21,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{FileMap, Segment};
+use crate::shm::fork::Born;
 
 /// Work for the thread.
 enum Request {
@@ -51,7 +52,7 @@ pub fn populate_inline_on_this_thread() {
 /// The queue to the thread, and the process that started it.
 struct Queue {
     tx: Mutex<SyncSender<Request>>,
-    pid: u32,
+    born: Born,
 }
 
 static QUEUE: OnceLock<Option<Queue>> = OnceLock::new();
@@ -67,11 +68,11 @@ fn submit(request: Request) {
             .name("tidelog-prefault".into())
             .spawn(move || rx.into_iter().for_each(Request::run))
             .ok()
-            .map(|_| Queue { tx: Mutex::new(tx), pid: std::process::id() })
+            .map(|_| Queue { tx: Mutex::new(tx), born: Born::now() })
     });
     // In a fork of the process that started the thread, nobody serves the queue: the
     // request counts as not queued.
-    let Some(queue) = queue.as_ref().filter(|q| q.pid == std::process::id()) else {
+    let Some(queue) = queue.as_ref().filter(|q| !q.born.is_inherited()) else {
         return not_queued(request);
     };
     let Ok(tx) = queue.tx.lock() else {
