@@ -9,6 +9,8 @@ tests check that this never lets more than the high watermark in.
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -248,6 +250,58 @@ def test_a_closed_producer_is_freed_without_the_cyclic_gc() -> None:
         assert ref() is None
     finally:
         gc.enable()
+
+
+# A process that ends right after closing a producer: its delivery-report thread stops
+# within 50 ms, maybe while the interpreter finalizes. If that thread dropped the last
+# reference to the producer, the librdkafka handle was freed inside the native base's
+# dealloc, and freeing it lets go of the GIL (rd_kafka_destroy joins librdkafka's threads):
+# taking it back during finalization ends the thread with a forced unwind, which the
+# native frame's panic guard cannot pass, and the process aborted ("FATAL: exception not
+# rethrown", exit status 134; seen at the end of `pytest tests/unit -k kafka`). The child
+# makes the timing certain: its handle's finalizer signals the main thread, which then
+# exits, and sleeps (letting go of the GIL) as rd_kafka_destroy does, waking while the
+# interpreter finalizes (its last collection has cyclic garbage to go through).
+_EXIT_WHILE_THE_HANDLE_GOES = """
+import threading, time
+from typing import Any
+from tidelog.kafka import producer as module
+
+freeing = threading.Event()
+
+class SlowToFree(module.Producer):
+    def __del__(self) -> None:
+        freeing.set()
+        time.sleep(0.02)
+
+class NoBroker:
+    admin = None
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        return {"log_level": 0, **extra}
+    def forget(self, member: object) -> None:
+        pass
+
+module.Producer = SlowToFree
+garbage = [[{}, {}] for _ in range(500_000)]
+for pair in garbage:
+    pair.append(pair)
+del garbage
+p = module.KafkaProducer(NoBroker())
+p.close()
+del p
+assert freeing.wait(10), "the handle was never freed"
+"""
+
+
+def test_exiting_while_the_report_thread_frees_the_handle_does_not_abort() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_WHILE_THE_HANDLE_GOES],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "FATAL" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_refusal_of_librdkafka_is_a_tidelog_error_and_sends_nothing(make: Any) -> None:
