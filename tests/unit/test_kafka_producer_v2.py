@@ -304,6 +304,47 @@ def test_exiting_while_the_report_thread_frees_the_handle_does_not_abort() -> No
     assert done.returncode == 0, done.stderr
 
 
+# A daemon thread inside send() while the process ends: a send blocked under pressure
+# lets go of the GIL in librdkafka's poll every 5 ms (so does any send serving reports),
+# and takes it back during finalization, which ends the thread by a forced unwind. Under
+# the panic guard of a PyO3 method that aborted the process (17 of 20 processes that ended
+# while a thread sent); `send` makes its Python calls outside any guard.
+_EXIT_WHILE_A_DAEMON_SENDS = """
+import threading, time
+from typing import Any
+from tidelog.kafka.producer import KafkaProducer
+
+class NoBroker:
+    admin = None
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        return {"log_level": 0, **extra}
+    def forget(self, member: object) -> None:
+        pass
+
+garbage = [[{}, {}] for _ in range(500_000)]
+for pair in garbage:
+    pair.append(pair)
+del garbage
+p = KafkaProducer(NoBroker(), buffer_messages=10, on_full="block")
+for _ in range(8):
+    p.send("t", b"v")
+threading.Thread(target=p.send, args=("t", b"blocked"), daemon=True).start()
+while not p.stats()["high_watermark_hits"]:
+    time.sleep(0.01)
+"""
+
+
+def test_exiting_while_a_daemon_thread_sends_does_not_abort() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_WHILE_A_DAEMON_SENDS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "FATAL" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_refusal_of_librdkafka_is_a_tidelog_error_and_sends_nothing(make: Any) -> None:
     # librdkafka's own bound below the high watermark: its BufferError comes first.
     p = make(config={"queue.buffering.max.messages": 5})
@@ -319,10 +360,22 @@ def test_a_refusal_of_librdkafka_is_a_tidelog_error_and_sends_nothing(make: Any)
 
 def test_send_takes_key_and_the_rest_by_keyword_only(make: Any) -> None:
     p = make()
-    with pytest.raises(TypeError):
-        p.send("t", b"v", b"k")
     assert p.send("t", b"v", key=b"k", partition=0, priority=None)
     assert p.stats()["sent"] == 1
+    # `send` parses its own arguments (see _core.KafkaSender): as a Python function would.
+    assert p.send(topic="t", value=b"v") and p.send("t", value=b"v")
+    keywords = {"key": b"k", "partition": 0}  # names made at run time, not interned
+    assert p.send("t", b"v", **{"".join(k): v for k, v in keywords.items()})
+    assert p.stats()["sent"] == 4
+    with pytest.raises(TypeError, match="unexpected keyword argument 'keys'"):
+        p.send("t", b"v", keys=b"k")
+    with pytest.raises(TypeError, match="multiple values for argument 'topic'"):
+        p.send("t", b"v", topic="u")
+    with pytest.raises(TypeError, match="missing required argument 'value'"):
+        p.send("t")
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given"):
+        p.send("t", b"v", b"k")
+    assert p.stats()["sent"] == 4
 
 
 class Recording(NoBroker):

@@ -68,6 +68,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kafka::kafka_producer_id, m)?)?;
     kafka_message::register(m)?;
     m.add_class::<kafka_send::KafkaSender>()?;
+    kafka_send::install(m)?;
     m.add_function(wrap_pyfunction!(kafka_message::kafka_message, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_message::kafka_messages, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
