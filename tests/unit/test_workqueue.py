@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -711,3 +713,53 @@ def test_state_recorded_by_the_first_version_is_carried_over(tmp_path: Path) -> 
         with store.work_queue("jobs", group="w") as queue:
             assert queue.stats()["acked"] == 0  # a new topic of the name starts empty
             assert len(queue.acquire_many(10, timeout=0)) == 8
+
+
+# A daemon thread inside `for job in queue` while the process ends: the native __next__
+# calls the member's _next_slow when its prefetched jobs run out, whose locks and waits
+# let go of the GIL; a thread taking it back during finalization is ended by a forced
+# unwind, which aborted the process under a PyO3 method's panic guard (4 of 12 processes
+# that ended while three daemon threads worked one member). The child makes the timing
+# certain: its _next_slow signals the main thread, which then exits, and sleeps (letting go
+# of the GIL) into the interpreter's finalization (its last collection has cyclic garbage to
+# go through).
+_EXIT_WHILE_A_DAEMON_ITERATES = """
+import sys, tempfile, threading, time
+import tidelog
+from tidelog.workqueue import WorkQueue
+
+inside = threading.Event()
+slow = WorkQueue._next_slow
+
+def next_slow(self):
+    inside.set()
+    time.sleep(0.02)
+    return slow(self)
+
+WorkQueue._next_slow = next_slow
+garbage = [[{}, {}] for _ in range(500_000)]
+for pair in garbage:
+    pair.append(pair)
+del garbage
+store = tidelog.open(tempfile.mkdtemp(dir=sys.argv[1]), fsync="never")
+store.create_topic("jobs")
+queue = store.work_queue("jobs", group="workers")
+
+def work():
+    for job in queue:
+        queue.ack(job)
+
+threading.Thread(target=work, daemon=True).start()
+assert inside.wait(10)
+"""
+
+
+def test_exiting_while_a_daemon_thread_iterates_does_not_abort(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_WHILE_A_DAEMON_ITERATES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "FATAL" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr

@@ -13,12 +13,18 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tidelog_core::log::now_seconds_ahead;
 
+use std::ffi::{c_int, CStr};
+use std::ptr;
+
 use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use tidelog_core::shm::fork::Born;
 
 use crate::message::{Message, RecordBatch};
+use crate::unguarded::{self, Method};
 
 /// Jobs acquired together: their lock expiry, and how many are not settled yet.
 #[pyclass(frozen, module = "tidelog._core", name = "JobBatch")]
@@ -199,66 +205,6 @@ impl JobBuffer {
         }
     }
 
-    /// The next job, blocking until one is available.
-    ///
-    /// Jobs come from a prefetched batch acquired with one record; the batch size adapts
-    /// (doubling or halving) so a batch is about 50 ms of the application's work, at most
-    /// `prefetch` jobs.
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let this = slf.get();
-        if !this.born.is_inherited_fast() {
-            if let Some(job) = this.pop_fresh(now_seconds_ahead()) {
-                return Ok(job.into_any());
-            }
-        }
-        slf.call_method0("_next_slow").map(Bound::unbind)
-    }
-
-    /// Marks `job` done: it is never delivered again.
-    ///
-    /// When the acknowledgement is durable (written to the queue's journal, fsynced as the
-    /// store's `fsync` policy says):
-    ///
-    /// - at once, before `ack` returns, when it settles the last unsettled job of the batch
-    ///   the job came from (a job from `acquire` is a batch of one), or when less than half
-    ///   the lock timeout is left on the job;
-    /// - otherwise it is buffered in this member and written, together with the other
-    ///   buffered ones, by this member's next change of the queue's state: acquiring the
-    ///   next batch (iterating: when the prefetched jobs run out), `flush`, `ack_many`,
-    ///   `release`, `reject`, `extend` or `close`.
-    ///
-    /// A member killed before then loses its buffered acks: those jobs are delivered again
-    /// after their lock timeout (at-least-once), as unsent acknowledgements of a Kafka share
-    /// consumer are.
-    ///
-    /// Raises `TypeError` if `job` is not a `Job`, and `LockLostError` if this member no
-    /// longer holds the job (its lock expired and another member took it, or it was already
-    /// settled).
-    fn ack(slf: &Bound<'_, Self>, job: &Bound<'_, PyAny>) -> PyResult<()> {
-        let this = slf.get();
-        if let Ok(j) = job.cast::<Job>() {
-            let j = j.get();
-            if j.owner == this.token && !this.closed.load(Ordering::Relaxed) && !this.born.is_inherited_fast()
-            {
-                let mut held = j.batch();
-                if let Some(batch) = held.as_ref() {
-                    let b = batch.get();
-                    // The last job of its batch, or a lock half gone: written before returning,
-                    // by the subclass.
-                    let buffered = b.outstanding.load(Ordering::Relaxed) > 1 && now_seconds_ahead() < b.half;
-                    if buffered {
-                        b.outstanding.fetch_sub(1, Ordering::Relaxed);
-                        *held = None;
-                        drop(held);
-                        this.buffers().pending.push(job.cast::<Job>()?.clone().unbind());
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        slf.call_method1("_ack_slow", (job,)).map(drop)
-    }
-
     /// Makes jobs of `messages` (a `RecordBatch` or a list of `Message`), delivered for
     /// the `delivery_count`-th time, held by this member in `batch` (whose outstanding count
     /// grows by their number).
@@ -385,3 +331,161 @@ impl JobBuffer {
         self.closed.store(true, Ordering::Relaxed);
     }
 }
+
+/// `JobBuffer.__next__` and `ack`: methods made by [`crate::unguarded`], because their slow
+/// paths call the subclass, whose waits and locks may let go of the GIL (4 of 12 processes
+/// aborted that ended while three daemon threads worked one member). The `SAFETY` comments
+/// cite that module's invariants.
+impl JobBuffer {
+    /// The fast case of `__next__`: a prefetched job with time enough left.
+    fn next_ready(&self) -> Option<Py<Job>> {
+        if self.born.is_inherited_fast() {
+            return None;
+        }
+        self.pop_fresh(now_seconds_ahead())
+    }
+
+    /// The fast case of `ack`: a job of a batch with other jobs outstanding and time enough
+    /// left is acknowledged in the buffer (false: the subclass's `_ack_slow` writes it).
+    fn ack_buffered(&self, job: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(j) = job.cast::<Job>() else { return Ok(false) };
+        let j = j.get();
+        if j.owner != self.token || self.closed.load(Ordering::Relaxed) || self.born.is_inherited_fast() {
+            return Ok(false);
+        }
+        let mut held = j.batch();
+        let Some(batch) = held.as_ref() else { return Ok(false) };
+        let b = batch.get();
+        // The last job of its batch, or a lock half gone: written before returning, by the
+        // subclass.
+        if b.outstanding.load(Ordering::Relaxed) <= 1 || now_seconds_ahead() >= b.half {
+            return Ok(false);
+        }
+        b.outstanding.fetch_sub(1, Ordering::Relaxed);
+        *held = None;
+        drop(held);
+        self.buffers().pending.push(job.cast::<Job>()?.clone().unbind());
+        Ok(true)
+    }
+}
+
+/// `JobBuffer.__next__`.
+///
+/// # Safety
+/// Invariant 1 of `unguarded` (CPython calls it so).
+unsafe extern "C-unwind" fn next(slf: *mut ffi::PyObject, _none: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    let rust = |py: Python<'_>| {
+        // SAFETY: invariant 1: `slf` is borrowed for the call.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        let job = slf.cast::<JobBuffer>()?.get().next_ready();
+        Ok((job.map(Py::into_ptr), intern!(py, "_next_slow").as_ptr()))
+    };
+    // SAFETY: unguarded's invariant 1 holds for this call.
+    let fast = unsafe { unguarded::rust_part("JobBuffer.__next__", rust) };
+    match fast {
+        None => ptr::null_mut(),
+        Some((Some(job), _)) => job,
+        // SAFETY: invariant 3: the frame holds raw pointers only; the name is interned for
+        // the process's life (invariant 2).
+        Some((None, slow)) => unsafe { unguarded::call_method(slf, slow, &[]) },
+    }
+}
+
+/// `JobBuffer.ack`.
+///
+/// # Safety
+/// Invariant 1 of `unguarded` (CPython calls it so).
+unsafe extern "C-unwind" fn ack(slf: *mut ffi::PyObject, job: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    let rust = |py: Python<'_>| {
+        // SAFETY: invariant 1: `slf` and `job` are borrowed for the call.
+        let (slf, job) = unsafe { (Bound::from_borrowed_ptr(py, slf), Bound::from_borrowed_ptr(py, job)) };
+        Ok((slf.cast::<JobBuffer>()?.get().ack_buffered(&job)?, intern!(py, "_ack_slow").as_ptr()))
+    };
+    // SAFETY: unguarded's invariant 1 holds for this call.
+    let fast = unsafe { unguarded::rust_part("JobBuffer.ack", rust) };
+    // SAFETY: invariant 3: the frame holds raw pointers only, the result is released once
+    // the call returned; the name is interned for the process's life (invariant 2); None is
+    // returned as a new reference.
+    unsafe {
+        match fast {
+            None => return ptr::null_mut(),
+            Some((false, slow)) => {
+                let done = unguarded::call_method(slf, slow, &[job]);
+                if done.is_null() {
+                    return ptr::null_mut();
+                }
+                ffi::Py_DECREF(done);
+            }
+            Some((true, _)) => {}
+        }
+        let none = ffi::Py_None();
+        ffi::Py_INCREF(none);
+        none
+    }
+}
+
+/// The C type of [`next`] and [`ack`].
+type NoArgsFn = unsafe extern "C-unwind" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject;
+
+/// A `METH_NOARGS` or `METH_O` entry for `f` (invariant 2 of `unguarded`).
+const fn entry(name: &'static CStr, f: NoArgsFn, flags: c_int, doc: &'static CStr) -> Method {
+    Method(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            // SAFETY: the same function type but for the ABI's unwinding: CPython calls it
+            // as a C function, and "C-unwind" lets a forced unwind pass through it
+            // (invariant 3).
+            PyCFunction: unsafe { std::mem::transmute::<NoArgsFn, ffi::PyCFunction>(f) },
+        },
+        ml_flags: flags,
+        ml_doc: doc.as_ptr(),
+    })
+}
+
+static NEXT: Method = entry(
+    c"__next__",
+    next,
+    ffi::METH_NOARGS,
+    c"__next__($self, /)
+--
+
+The next job, blocking until one is available.
+
+Jobs come from a prefetched batch acquired with one record; the batch size adapts
+(doubling or halving) so a batch is about 50 ms of the application's work, at most
+`prefetch` jobs.",
+);
+
+static ACK: Method = entry(c"ack", ack, ffi::METH_O, ACK_DOC);
+
+/// Makes `__next__` and `ack` methods of `JobBuffer` (see above).
+pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let tp = m.py().get_type::<JobBuffer>();
+    unguarded::install(&tp, &NEXT)?;
+    unguarded::install(&tp, &ACK)
+}
+
+/// `ack`'s docstring, with its signature.
+const ACK_DOC: &CStr = c"ack($self, job, /)
+--
+
+Marks `job` done: it is never delivered again.
+
+When the acknowledgement is durable (written to the queue's journal, fsynced as the
+store's `fsync` policy says):
+
+- at once, before `ack` returns, when it settles the last unsettled job of the batch
+  the job came from (a job from `acquire` is a batch of one), or when less than half
+  the lock timeout is left on the job;
+- otherwise it is buffered in this member and written, together with the other
+  buffered ones, by this member's next change of the queue's state: acquiring the
+  next batch (iterating: when the prefetched jobs run out), `flush`, `ack_many`,
+  `release`, `reject`, `extend` or `close`.
+
+A member killed before then loses its buffered acks: those jobs are delivered again
+after their lock timeout (at-least-once), as unsent acknowledgements of a Kafka share
+consumer are.
+
+Raises `TypeError` if `job` is not a `Job`, and `LockLostError` if this member no
+longer holds the job (its lock expired and another member took it, or it was already
+settled).";

@@ -16,31 +16,11 @@
 //! Every `serve_every`-th ticket, a send that succeeded also calls the subclass's
 //! `_serve_sending`, which serves the delivery reports on the sending thread (see there).
 //!
-//! `send` is not a `#[pymethods]` method but a method descriptor made here ([`install`]),
-//! because of where a thread can be ended. A daemon thread that takes the GIL back while
-//! the interpreter finalizes (CPython 3.11 to 3.13) is ended by `pthread_exit`, a forced
-//! unwind, and a forced unwind that meets a panic guard (`catch_unwind`, which PyO3 puts
-//! around every method) aborts the process ("FATAL: exception not rethrown", exit status
-//! 134). The Python `send` calls lets go of the GIL: `_serve_sending` in librdkafka's poll,
-//! `_send_full` while it waits for room, either at any bytecode when another thread wants
-//! the GIL. Measured: of 20 processes that ended while a daemon thread sent through a
-//! `kafka://` producer, 17 aborted. So a send runs its Rust part under a guard of its own
-//! ([`plan`]) and makes the Python calls after it, in a frame that has no guard and owns
-//! nothing to drop (raw pointers, released by hand), through which a forced unwind passes.
-//!
-//! Design note (a module with `unsafe`, see STYLE.md): the alternative, the same calls from
-//! a PyO3 method, is the abort above; a Python `send` over a native fast path cost the
-//! common send the ~300 ns this module was made to save.
-//!
-//! Invariants (cited by the `SAFETY` comments below):
-//! 1. CPython calls [`send`] with the GIL held, `slf` an object of `KafkaSender` or a
-//!    subclass (a method descriptor checks its `self`), and `args` holding `nargs`
-//!    positional then `len(kwnames)` keyword arguments, borrowed for the call.
-//! 2. The method table and the interned names are `'static` (or held forever by the type),
-//!    so the descriptor made from them outlives every call.
-//! 3. From the end of [`plan`] to the return of [`send`], the frame holds only raw pointers:
-//!    each owned reference is released by hand once the Python call it feeds returned, so a
-//!    forced unwind through the frame runs no destructor (none may run without the GIL).
+//! `send` is not a `#[pymethods]` method but one made by [`crate::unguarded`]: the Python
+//! it calls (`_serve_sending` in librdkafka's poll, `_send_full` while it waits for room)
+//! lets go of the GIL, and a daemon thread ended there while the interpreter finalized
+//! aborted the process when a PyO3 panic guard was on its stack (17 of 20 processes that
+//! ended while a thread sent). The `SAFETY` comments cite that module's invariants.
 
 #![allow(unsafe_code)]
 
@@ -56,7 +36,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use pyo3::{Borrowed, PyTraverseError, PyVisit};
 
-use crate::errors::TidelogError;
+use crate::unguarded::{self, Method};
 
 /// The native half of `tidelog.kafka.producer.KafkaProducer` (which subclasses it).
 #[pyclass(frozen, subclass, module = "tidelog._core", name = "KafkaSender")]
@@ -280,56 +260,38 @@ fn or_none(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
 /// `KafkaSender.send` (see the module docs and the method's doc below).
 ///
 /// # Safety
-/// Invariant 1 (CPython calls it so).
+/// Invariant 1 of `unguarded` (CPython calls it so).
 unsafe extern "C-unwind" fn send(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: invariant 1: the GIL is held.
-        let py = unsafe { Python::assume_attached() };
-        let outcome = (|| {
-            // SAFETY: invariant 1: `slf` is borrowed for the call and is a KafkaSender.
-            let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
-            let slf = slf.cast::<KafkaSender>()?;
-            // SAFETY: invariant 1.
-            let a = unsafe { parse(py, args, nargsf, kwnames)? };
-            let (plan, ticket) = plan(py, slf, &a)?;
-            let mask = slf.get().serve_mask.load(Ordering::Relaxed);
-            let names = (intern!(py, "_refused").as_ptr(), intern!(py, "_send_full").as_ptr());
-            let serve = (ticket & mask == mask).then(|| intern!(py, "_serve_sending").as_ptr());
-            Ok((plan, a, names, serve))
-        })();
-        outcome.map_err(|e: PyErr| e.restore(py)).ok()
-    }));
-    let (plan, a, (refused, full), serve) = match planned {
-        Ok(Some(planned)) => planned,
-        Ok(None) => return ptr::null_mut(),
-        Err(_) => {
-            // SAFETY: invariant 1: the GIL is held.
-            let py = unsafe { Python::assume_attached() };
-            TidelogError::new_err("internal error in KafkaSender.send (a bug)").restore(py);
-            return ptr::null_mut();
-        }
+    let rust = |py: Python<'_>| {
+        // SAFETY: invariant 1: `slf` is borrowed for the call.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
+        let slf = slf.cast::<KafkaSender>()?;
+        // SAFETY: invariant 1.
+        let a = unsafe { parse(py, args, nargsf, kwnames)? };
+        let (plan, ticket) = plan(py, slf, &a)?;
+        let mask = slf.get().serve_mask.load(Ordering::Relaxed);
+        let names = (intern!(py, "_refused").as_ptr(), intern!(py, "_send_full").as_ptr());
+        let serve = (ticket & mask == mask).then(|| intern!(py, "_serve_sending").as_ptr());
+        Ok((plan, a, names, serve))
     };
+    // SAFETY: unguarded's invariant 1 holds for this call.
+    let planned = unsafe { unguarded::rust_part("KafkaSender.send", rust) };
+    let Some((plan, a, (refused, full), serve)) = planned else { return ptr::null_mut() };
     // From here on, invariant 3: raw pointers only, and Python calls that may end the thread.
     // SAFETY: the GIL is held (invariant 1); the names are interned strings held by PyO3
     // for the process's life (invariant 2); every argument is borrowed for the call
     // (invariant 1) or an owned reference made by `plan`, released here once its call
-    // returned; `PyObject_CallMethodObjArgs` takes borrowed arguments ending with null.
+    // returned.
     unsafe {
         let sent = match plan {
             Plan::Done(result) => result,
             Plan::Refused(exc) => {
-                let raised = ffi::PyObject_CallMethodObjArgs(
-                    slf,
-                    refused,
-                    exc,
-                    a.topic,
-                    ptr::null_mut::<ffi::PyObject>(),
-                );
+                let raised = unguarded::call_method(slf, refused, &[exc, a.topic]);
                 ffi::Py_DECREF(exc);
                 if !raised.is_null() {
                     ffi::PyErr_SetObject(ffi::Py_TYPE(raised).cast(), raised);
@@ -338,26 +300,16 @@ unsafe extern "C-unwind" fn send(
                 return ptr::null_mut();
             }
             Plan::Full(ticket) => {
-                let sent = ffi::PyObject_CallMethodObjArgs(
-                    slf,
-                    full,
-                    a.topic,
-                    a.value,
-                    or_none(a.key),
-                    or_none(a.headers),
-                    or_none(a.partition),
-                    or_none(a.priority),
-                    or_none(a.on_delivery),
-                    ticket,
-                    ptr::null_mut::<ffi::PyObject>(),
-                );
+                let args =
+                    [a.topic, a.value, a.key, a.headers, a.partition, a.priority, a.on_delivery, ticket];
+                let sent = unguarded::call_method(slf, full, &args.map(or_none));
                 ffi::Py_DECREF(ticket);
                 sent
             }
         };
         // A send that raised serves nothing: the next due one will, or the wait under pressure.
         if let (false, Some(serve)) = (sent.is_null(), serve) {
-            let served = ffi::PyObject_CallMethodObjArgs(slf, serve, ptr::null_mut::<ffi::PyObject>());
+            let served = unguarded::call_method(slf, serve, &[]);
             if served.is_null() {
                 ffi::Py_DECREF(sent);
                 return ptr::null_mut();
@@ -376,12 +328,7 @@ type SendFn = unsafe extern "C-unwind" fn(
     *mut ffi::PyObject,
 ) -> *mut ffi::PyObject;
 
-/// The method table entry of `send` (invariant 2).
-struct Method(ffi::PyMethodDef);
-
-// SAFETY: the entry is never written after it is built (only CPython reads it).
-unsafe impl Sync for Method {}
-
+/// `send`'s table entry (invariant 2).
 static SEND: Method = Method(ffi::PyMethodDef {
     ml_name: c"send".as_ptr(),
     ml_meth: ffi::PyMethodDefPointer {
@@ -397,17 +344,7 @@ static SEND: Method = Method(ffi::PyMethodDef {
 
 /// Makes `send` a method of `KafkaSender` (see the module docs).
 pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let tp = m.py().get_type::<KafkaSender>();
-    // SAFETY: `tp` is the KafkaSender type object, alive; the method entry is `'static`
-    // (invariant 2) and `PyDescr_NewMethod` only reads it; it returns a new reference (or
-    // null with an exception set), which `from_owned_ptr_or_err` takes.
-    let descr = unsafe {
-        Bound::from_owned_ptr_or_err(
-            m.py(),
-            ffi::PyDescr_NewMethod(tp.as_ptr().cast(), ptr::addr_of!(SEND.0).cast_mut()),
-        )?
-    };
-    tp.setattr("send", descr)
+    unguarded::install(&m.py().get_type::<KafkaSender>(), &SEND)
 }
 
 /// `send`'s docstring, with its signature for `inspect` (and stubtest).

@@ -24,6 +24,7 @@ mod ring;
 mod statelog;
 mod store;
 mod topic;
+mod unguarded;
 mod view;
 mod waker;
 
@@ -60,6 +61,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<jobs::Job>()?;
     m.add_class::<jobs::JobBatch>()?;
     m.add_class::<jobs::JobBuffer>()?;
+    jobs::install(m)?;
     m.add_class::<group::PyGroup>()?;
     m.add_function(wrap_pyfunction!(inspect::inspect_segment, m)?)?;
     m.add_class::<kafka::PyKafkaTransactionalId>()?;
