@@ -137,7 +137,7 @@ impl PartitionLog {
     pub(super) fn recover(&self, guard: &mut WriteGuard<'_>, hint: Option<Head>, alone: bool) -> Result<()> {
         // A compaction that died after deciding its swap (holding the lock we now have) is
         // finished before anything lists the segments.
-        compaction::finish_swap(&self.dir, self.config.fsync != super::FsyncPolicy::Never)?;
+        compaction::finish_swap(&self.dir)?;
         let mut bases = list_segments(&self.dir, alone)?;
         let first = bases.is_empty();
         if first {
