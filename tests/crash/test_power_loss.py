@@ -52,6 +52,10 @@ class Run:
         img = build_image(self.after, self.before, trace or self.trace, self.tmp / name, lose)
         return img.path / "data"
 
+    def images(self) -> list[Path]:
+        """The store after each kind of power loss (see :mod:`power_loss`)."""
+        return [self.image(lose, name=lose) for lose in ("all", "data")]
+
 
 def run(tmp_path: Path, body: str, setup: str = "") -> Run:
     """Runs ``setup``, then ``body`` traced up to its ``ack()``; the store is ``root/data``."""
@@ -109,8 +113,9 @@ def test_a_new_topic_in_an_existing_store_keeps_its_first_append(tmp_path: Path)
         ack()
         """,
     )
-    with tidelog.open(r.image()) as store:
-        assert values(store.topic("u"), 1) == [b"first"]
+    for image in r.images():
+        with tidelog.open(image) as store:
+            assert values(store.topic("u"), 1) == [b"first"]
 
 
 ROLLING = """
@@ -127,10 +132,11 @@ tidelog.open(STORE, fsync="always", segment_bytes=4096).create_topic("t", partit
 
 def test_appends_after_segment_rolls_survive(tmp_path: Path) -> None:
     r = run(tmp_path, ROLLING, ROLLING_SETUP)
-    with tidelog.open(r.image()) as store:
-        assert [(v or b"")[:2] for v in values(store.topic("t"))] == [
-            b"%02d" % i for i in range(12)
-        ]
+    for image in r.images():
+        with tidelog.open(image) as store:
+            assert [(v or b"")[:2] for v in values(store.topic("t"))] == [
+                b"%02d" % i for i in range(12)
+            ]
 
 
 def _without_directory_syncs(trace: Path, out: Path) -> Path:
@@ -225,8 +231,9 @@ def test_a_committed_consumer_offset_survives(tmp_path: Path) -> None:
         ack()
         """,
     )
-    with tidelog.open(r.image()) as store, store.consumer("t", group="g") as c:
-        assert c.committed() == {0: 2}
+    for image in r.images():
+        with tidelog.open(image) as store, store.consumer("t", group="g") as c:
+            assert c.committed() == {0: 2}
 
 
 def test_a_flushed_work_queue_ack_survives(tmp_path: Path) -> None:
@@ -249,13 +256,14 @@ def test_a_flushed_work_queue_ack_survives(tmp_path: Path) -> None:
         ack()
         """,
     )
-    with tidelog.open(r.image()) as store, store.work_queue("t", group="w", lock_timeout=60) as q:
-        got: list[bytes] = []
-        while (job := q.acquire(0.2)) is not None:
-            assert job.value is not None
-            got.append(job.value)
-            q.ack(job)
-        assert sorted(got) == [b"v1", b"v2"]
+    for image in r.images():
+        with tidelog.open(image) as store, store.work_queue("t", group="w", lock_timeout=60) as q:
+            got: list[bytes] = []
+            while (job := q.acquire(0.2)) is not None:
+                assert job.value is not None
+                got.append(job.value)
+                q.ack(job)
+            assert sorted(got) == [b"v1", b"v2"]
 
 
 def test_a_named_producer_keeps_its_identity(tmp_path: Path) -> None:
@@ -274,11 +282,12 @@ def test_a_named_producer_keeps_its_identity(tmp_path: Path) -> None:
         ack()
         """,
     )
-    with tidelog.open(r.image(), fsync="always") as store:
-        with store.producer(name="p", idempotent=True) as p:
-            p.send("t", b"second", partition=0)
-            p.flush()
-        assert values(store.topic("t")) == [b"first", b"second"]
+    for image in r.images():
+        with tidelog.open(image, fsync="always") as store:
+            with store.producer(name="p", idempotent=True) as p:
+                p.send("t", b"second", partition=0)
+                p.flush()
+            assert values(store.topic("t")) == [b"first", b"second"]
 
 
 def test_a_committed_transaction_survives(tmp_path: Path) -> None:
@@ -300,10 +309,11 @@ def test_a_committed_transaction_survives(tmp_path: Path) -> None:
         ack()
         """,
     )
-    with tidelog.open(r.image()) as store:
-        assert values(store.topic("out")) == [b"result"]
-        with store.consumer("src", group="eo", delivery="exactly-once") as c:
-            assert c.committed() == {0: 1}
+    for image in r.images():
+        with tidelog.open(image) as store:
+            assert values(store.topic("out")) == [b"result"]
+            with store.consumer("src", group="eo", delivery="exactly-once") as c:
+                assert c.committed() == {0: 1}
 
 
 def test_a_deleted_topic_stays_deleted(tmp_path: Path) -> None:
@@ -321,10 +331,11 @@ def test_a_deleted_topic_stays_deleted(tmp_path: Path) -> None:
         ack()
         """,
     )
-    with tidelog.open(r.image()) as store:
-        assert store.topics() == ["keep"]
-        assert values(store.topic("keep")) == [b"k"]
-        assert values(store.create_topic("z", partitions=1)) == []
+    for image in r.images():
+        with tidelog.open(image) as store:
+            assert store.topics() == ["keep"]
+            assert values(store.topic("keep")) == [b"k"]
+            assert values(store.create_topic("z", partitions=1)) == []
 
 
 COMPACTED_SETUP = """
