@@ -488,7 +488,7 @@ impl Store {
         config.validate()?;
         // Checked before anything is created.
         TopicSettings::default().with(requested, true)?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        crate::fs::create_dir_all_durably(dir)?;
         let marker = dir.join(MARKER);
         let fresh = match std::fs::read_to_string(&marker) {
             Ok(text) if text == MARKER_TEXT => false,
@@ -514,13 +514,31 @@ impl Store {
         // by an older version, which this records (see `settings::store_settings`).
         let defaults = settings::store_settings(dir, requested)?;
         if fresh {
+            // Synced before the rename and the directory after it (whatever the fsync
+            // policy, once per store): a power loss must not leave the settings without a
+            // marker, or an empty marker, either of which makes the store refuse to open.
             let tmp = dir.join(format!("{MARKER}.{}{TMP_SUFFIX}", unique_suffix()));
-            std::fs::write(&tmp, MARKER_TEXT).map_err(|e| Error::io("write", &tmp, e))?;
+            let written = (|| {
+                let mut file = File::create(&tmp)?;
+                std::io::Write::write_all(&mut file, MARKER_TEXT.as_bytes())?;
+                file.sync_all()
+            })();
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::io("write", &tmp, e));
+            }
             std::fs::rename(&tmp, dir.join(MARKER)).map_err(|e| Error::io("rename", dir, e))?;
         }
         let config = config.with_settings(&defaults);
-        std::fs::create_dir_all(crate::paths::topics_dir(dir))
-            .map_err(|e| Error::io("create directory", dir, e))?;
+        let topics = crate::paths::topics_dir(dir);
+        let made_topics = !topics.is_dir();
+        if made_topics {
+            std::fs::create_dir_all(&topics).map_err(|e| Error::io("create directory", dir, e))?;
+        }
+        // One sync of the store directory makes both the marker and `topics/` durable.
+        if fresh || made_topics {
+            crate::fs::sync_dir(dir)?;
+        }
         remove_leftovers(&crate::paths::topics_dir(dir));
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),

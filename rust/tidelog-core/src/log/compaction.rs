@@ -31,7 +31,8 @@
 //! (it is written by [`Swap::apply`]), so a crash never leaves it ahead of the segments.
 //!
 //! The swap (append lock held, so no process lists segments meanwhile):
-//! 1. (before the lock) the new segments are written as `<name>.cleaned` files, synced;
+//! 1. (before the lock) the new segments are written as `<name>.cleaned` files, synced
+//!    (every step of a swap is, whatever the fsync policy: see [`finish_swap`]);
 //! 2. the producer state as of the head is snapshotted, so no process ever rebuilds it from
 //!    rewritten batches (which no longer say what their producers wrote);
 //! 3. [`SWAP_FILE`] is written atomically, naming the replaced and the new base offsets:
@@ -340,8 +341,8 @@ impl Swap {
     }
 
     /// Carries the swap out; idempotent, so a swap interrupted anywhere is finished by
-    /// running it again.
-    fn apply(&self, dir: &Path, durable: bool) -> Result<()> {
+    /// running it again. Synced whatever the fsync policy (see [`finish_swap`]).
+    fn apply(&self, dir: &Path) -> Result<()> {
         for &base in &self.new {
             // Indexes first: the data file's rename is the last step of each segment.
             for kind in [FileKind::Index, FileKind::TimeIndex, FileKind::Data] {
@@ -369,11 +370,8 @@ impl Swap {
                 }
             }
         }
-        write_checkpoint(dir, self.checkpoint, durable)?;
-        if durable {
-            segment::sync_dir(dir)?;
-        }
-        Ok(())
+        write_checkpoint(dir, self.checkpoint, true)?;
+        segment::sync_dir(dir)
     }
 }
 
@@ -381,10 +379,17 @@ impl Swap {
 /// the append lock). Called before segments are listed, with the append lock held. True
 /// if there was one.
 ///
+/// Every step of a swap is synced, whatever the fsync policy: it replaces segments that
+/// may have been on disk for long with new files, and a power loss must leave one layout
+/// or the other whole. With `fsync="never"` the renames could otherwise reach the disk
+/// before the rewritten bytes (a sealed segment read back empty: its records gone
+/// silently), or the swap file before its contents (an empty manifest: a store that no
+/// longer opens). Kafka's cleaner flushes its output before the swap for the same reason.
+///
 /// # Errors
 /// [`Error::Corrupt`] naming the swap file if it is damaged (nothing is changed then: which
 /// of the two layouts is whole cannot be known from a damaged manifest), I/O errors.
-pub(super) fn finish_swap(dir: &Path, durable: bool) -> Result<bool> {
+pub(super) fn finish_swap(dir: &Path) -> Result<bool> {
     let path = dir.join(SWAP_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -399,11 +404,9 @@ pub(super) fn finish_swap(dir: &Path, durable: bool) -> Result<bool> {
                  remove it and the segments it would have replaced by hand)"
             .into(),
     })?;
-    swap.apply(dir, durable)?;
+    swap.apply(dir)?;
     std::fs::remove_file(&path).map_err(|e| Error::io("delete", &path, e))?;
-    if durable {
-        segment::sync_dir(dir)?;
-    }
+    segment::sync_dir(dir)?;
     Ok(true)
 }
 
@@ -557,8 +560,8 @@ impl Output {
         }
     }
 
-    /// Writes the segment's files under their `.cleaned` names.
-    fn write(&self, dir: &Path, durable: bool) -> Result<()> {
+    /// Writes the segment's files under their `.cleaned` names, synced (see [`finish_swap`]).
+    fn write(&self, dir: &Path) -> Result<()> {
         let paths = segment::SegmentPaths::new(dir, self.base);
         let (mut o, mut t) = (Vec::new(), Vec::new());
         for e in &self.entries {
@@ -568,10 +571,8 @@ impl Output {
         for (path, bytes) in [(&paths.data, &self.bytes), (&paths.index, &o), (&paths.time_index, &t)] {
             let path = cleaned(path);
             crate::fs::write_file(&path, bytes)?;
-            if durable {
-                let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-                crate::fs::sync_all(&f, &path)?;
-            }
+            let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+            crate::fs::sync_all(&f, &path)?;
         }
         Ok(())
     }
@@ -791,7 +792,6 @@ impl PartitionLog {
     }
 
     fn compact_locked(&self, pacer: &mut Pacer<'_>) -> Result<CompactionStats> {
-        let durable = self.config.fsync != FsyncPolicy::Never;
         // Plan under the append lock: which sealed segments, and the producer state that
         // says which transactions were aborted.
         let (chosen, table) = {
@@ -857,7 +857,7 @@ impl PartitionLog {
                 if unchanged {
                     if fed {
                         out.finish(seg.base);
-                        out.write(&self.dir, durable)?;
+                        out.write(&self.dir)?;
                         rewrite.stats.bytes_written += out.bytes.len() as u64;
                         pacer.advance(out.bytes.len() as u64)?;
                         written.push(out.base);
@@ -886,7 +886,7 @@ impl PartitionLog {
                 (rewrite.kept_in_txn, rewrite.stats) = saved;
                 rewrite.stats.bytes_read += readable;
                 out.finish(seg.base);
-                out.write(&self.dir, durable)?;
+                out.write(&self.dir)?;
                 rewrite.stats.bytes_written += out.bytes.len() as u64;
                 written.push(out.base);
                 out = Output::new(seg.base);
@@ -898,13 +898,11 @@ impl PartitionLog {
         }
         if fed {
             out.finish(cleaned_to);
-            out.write(&self.dir, durable)?;
+            out.write(&self.dir)?;
             rewrite.stats.bytes_written += out.bytes.len() as u64;
             written.push(out.base);
         }
-        if durable {
-            segment::sync_dir(&self.dir)?;
-        }
+        segment::sync_dir(&self.dir)?;
         let mut stats = rewrite.stats;
         stats.segments_before = replaced.len();
         stats.segments_after = written.len();
@@ -919,18 +917,19 @@ impl PartitionLog {
         drop(rewrite);
         if replaced.is_empty() {
             // Every segment stays: only the checkpoint moves (under the cleaner lock, the
-            // only writer of it).
-            write_checkpoint(&self.dir, checkpoint, durable)?;
+            // only writer of it). Synced as the policy says: without a swap it only saves
+            // work, and a checkpoint lost or damaged reads as none.
+            write_checkpoint(&self.dir, checkpoint, self.config.fsync != FsyncPolicy::Never)?;
             return Ok(stats);
         }
         let swap = Swap { replaced, new: written, checkpoint };
-        stats.swapped = self.swap_in(&swap, producers, durable)?;
+        stats.swapped = self.swap_in(&swap, producers)?;
         Ok(stats)
     }
 
     /// Steps 2 to 5 of the swap, under the append lock. False (and the rewritten files
     /// removed) if retention deleted some of the replaced segments meanwhile.
-    fn swap_in(&self, swap: &Swap, producers: bool, durable: bool) -> Result<bool> {
+    fn swap_in(&self, swap: &Swap, producers: bool) -> Result<bool> {
         let mut guard = self.lock()?;
         self.refresh_if_stale(&guard)?;
         let mut head = guard.head();
@@ -946,14 +945,14 @@ impl PartitionLog {
                 return Ok(false);
             }
             if producers || head.transactional != 0 {
-                self.snapshot_now(&view, &head, durable)?;
+                self.snapshot_now(&view, &head, true)?;
             }
         }
-        crate::fs::write_atomically(&self.dir.join(SWAP_FILE), &swap.encode(), durable)?;
+        crate::fs::write_atomically(&self.dir.join(SWAP_FILE), &swap.encode(), true)?;
         // Decided: from here on a failure leaves the swap file for the next re-listing (in
         // any process) or recovery to finish.
         let done = (|| {
-            swap.apply(&self.dir, durable)?;
+            swap.apply(&self.dir)?;
             let path = self.dir.join(SWAP_FILE);
             std::fs::remove_file(&path).map_err(|e| Error::io("delete", &path, e))
         })();

@@ -137,9 +137,10 @@ impl PartitionLog {
     pub(super) fn recover(&self, guard: &mut WriteGuard<'_>, hint: Option<Head>, alone: bool) -> Result<()> {
         // A compaction that died after deciding its swap (holding the lock we now have) is
         // finished before anything lists the segments.
-        compaction::finish_swap(&self.dir, self.config.fsync != super::FsyncPolicy::Never)?;
+        compaction::finish_swap(&self.dir)?;
         let mut bases = list_segments(&self.dir, alone)?;
-        if bases.is_empty() {
+        let first = bases.is_empty();
+        if first {
             bases.push(hint.map_or(0, |h| h.next_offset.max(h.log_start)));
         }
         let base = *bases.last().expect("non-empty");
@@ -164,6 +165,12 @@ impl PartitionLog {
             segment.data.observe_published(segment.data.len());
             segment
         };
+        if first && self.config.fsync != super::FsyncPolicy::Never {
+            // The partition's first segment files (and its control file) are new names in
+            // its directory: without this sync a power loss could take the file, and with it
+            // every append acknowledged into it (a roll syncs the directory the same way).
+            crate::segment::sync_dir(&self.dir)?;
+        }
         let data_len = active.data.len();
         let hinted_entries =
             hint.map_or(0, |h| h.index_entries as usize).min(active.index.len() / INDEX_ENTRY_BYTES);

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, RwLockReadGuard};
 
-use super::{compaction, recovery, FsyncPolicy, PartitionLog};
+use super::{compaction, recovery, PartitionLog};
 use crate::index::{INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment::Segment;
 use crate::shm::{Head, WriteGuard};
@@ -77,7 +77,7 @@ impl PartitionLog {
         // A compaction swap that was decided but not carried out (its cleaner failed or
         // died) is finished first, so no listing sees half of it: one failed `open` per
         // re-listing, which only rolls, retention and compactions cause.
-        compaction::finish_swap(&self.dir, self.config.fsync != FsyncPolicy::Never)?;
+        compaction::finish_swap(&self.dir)?;
         self.refresh_listed_reusing(guard, &recovery::list_segments(&self.dir, false)?, fresh)
     }
 

@@ -157,7 +157,9 @@ impl Drop for RegistryLock {
 
 impl RegistryLock {
     fn take(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        // Durably: a producer whose identity vanished with the directory would come back
+        // with the same id at sequence 0, and its next batch would pass for a duplicate.
+        crate::fs::create_dir_all_durably(dir)?;
         let path = dir.join(crate::paths::PRODUCERS_LOCK_FILE);
         let file = File::options()
             .create(true)

@@ -315,7 +315,9 @@ impl StateLog {
     /// [`Error::InvalidConfig`] for a bad name; I/O errors.
     pub fn open(dir: &Path, name: &str, policy: FsyncPolicy) -> Result<Self> {
         let paths = StatePaths::new(dir, name)?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        // Durably: the journal's own directory sync does not cover the names above it
+        // (`groups/<topic>/` in a store that had no groups yet).
+        crate::fs::create_dir_all_durably(dir)?;
         let lock_file = File::options()
             .create(true)
             .truncate(false)
