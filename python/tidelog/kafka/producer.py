@@ -82,28 +82,6 @@ def _failures_to(method: weakref.WeakMethod[_Report]) -> _Report:
     return failed
 
 
-def _serve_in_background(taken: list[KafkaProducer]) -> None:
-    """The delivery-report thread: ``producer._serve()`` for the one producer in ``taken``.
-
-    Where the last reference to a producer goes, its librdkafka handle may be freed, which
-    lets go of the GIL (rd_kafka_destroy joins librdkafka's threads). A thread that takes
-    the GIL back while the interpreter finalizes is ended by a forced unwind, and one that
-    passes a native frame (the producer's native base, ``_core.KafkaSender``, freeing its
-    reference to the handle) aborts the process. So this thread drops the producer while it
-    still holds the handle itself, and lets the handle go last, in no native frame: it may
-    end here, but the process does not abort. (Thread.run drops its target and arguments
-    after the call: a bound method or the producer itself among the arguments would be
-    dropped there, last.)
-    """
-    producer = taken.pop()
-    handle = producer.native
-    try:
-        producer._serve()
-    finally:
-        del producer
-        del handle
-
-
 class KafkaProducer(_core.KafkaSender):
     """A producer of a :class:`~tidelog.kafka.store.KafkaStore` (see ``store.producer``).
 
@@ -241,7 +219,10 @@ class KafkaProducer(_core.KafkaSender):
         # as a bound method: Thread.run drops its target and arguments last, and must not
         # be what frees this producer.
         self._poller = threading.Thread(
-            target=_serve_in_background, args=([self],), name="tidelog-kafka-producer", daemon=True
+            target=self._serve_in_background,  # a static method: not bound to this producer
+            args=([self],),
+            name="tidelog-kafka-producer",
+            daemon=True,
         )
         self._poller.start()
 
@@ -273,6 +254,28 @@ class KafkaProducer(_core.KafkaSender):
         return self._producer
 
     # -- delivery reports --------------------------------------------------------------------
+
+    @staticmethod
+    def _serve_in_background(taken: list[KafkaProducer]) -> None:
+        """The delivery-report thread: ``_serve`` for the one producer in ``taken``.
+
+        Where the last reference to a producer goes, its librdkafka handle may be freed,
+        which lets go of the GIL (rd_kafka_destroy joins librdkafka's threads). A thread
+        that takes the GIL back while the interpreter finalizes is ended by a forced
+        unwind, and one that passes a native frame (the native base's dealloc, freeing its
+        reference to the handle) aborts the process. So this thread drops the producer
+        while it still holds the handle itself, and lets the handle go last, in no native
+        frame: it may end there, but the process does not abort. (Thread.run drops its
+        target and arguments after the call: a bound method, or the producer itself among
+        the arguments, would be dropped there, last.)
+        """
+        self = taken.pop()  # the producer: a static method, so that the thread holds none
+        handle = self.native
+        try:
+            self._serve()
+        finally:
+            del self
+            del handle
 
     def _serve(self) -> None:
         """The background thread's loop: serves reports while no sending thread does."""
