@@ -263,6 +263,96 @@ def test_seek_and_pause(store: Any) -> None:
         assert [m.value for m in poll_until(c, 1)] == [b"z"]
 
 
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once", "exactly-once"])
+def test_pause_holds_back_what_was_already_fetched(store: Any, delivery: str) -> None:
+    """A fetch brings messages of both partitions; pausing one keeps its fetched messages
+    back (iterating and poll hand out none) until resume, then hands them out in order,
+    each once. Commits stop at the first of them (before, iterating went on handing out
+    the paused partition's fetched messages)."""
+    t = store.create_topic("pz", partitions=2)
+    for partition in (0, 1):
+        t.append_batch([b"%d-%d" % (partition, i) for i in range(10)], partition=partition)
+    store.create_topic("pz.out")
+    with (
+        store.consumer("pz", group="g", delivery=delivery) as c,
+        store.producer(name="pz") as producer,
+    ):
+        it = iter(c)
+
+        def take() -> Any:
+            msg = next(it)
+            if delivery == "exactly-once":
+                with store.transaction(producer, c) as tx:
+                    tx.send("pz.out", msg.value, partition=0)
+            return msg
+
+        first = take()
+        p, q = first.partition, 1 - first.partition
+        assert first.offset == 0
+        c.pause(p)
+        assert c.paused() == [p]
+        others = [take() for _ in range(10)]
+        assert [(m.partition, m.offset) for m in others] == [(q, i) for i in range(10)]
+        assert c.poll(timeout=0.5) == []
+        if delivery == "at-least-once":
+            c.commit()
+        if delivery != "at-most-once":  # at-most-once may commit a fetch before handing out
+            assert c.committed() == {p: 1, q: 10}
+        c.resume(p)
+        rest = [take() for _ in range(9)]
+        assert [(m.partition, m.offset) for m in rest] == [(p, i) for i in range(1, 10)]
+        assert c.poll(timeout=0.5) == []
+        if delivery == "at-least-once":
+            c.commit()
+        assert c.committed() == {p: 10, q: 10}
+    if delivery == "exactly-once":
+        outputs = read_eventually(store.topic("pz.out"), 0, 20)
+        assert sorted(v or b"" for v in outputs) == sorted(
+            b"%d-%d" % (partition, i) for partition in (0, 1) for i in range(10)
+        )
+
+
+def test_pause_then_poll_and_close_lose_nothing(store: Any) -> None:
+    """poll() skips a paused partition's fetched messages too, and a member that closes
+    while they are held back leaves them to the group (at-least-once)."""
+    t = store.create_topic("pzc", partitions=2)
+    for partition in (0, 1):
+        t.append_batch([b"%d" % i for i in range(10)], partition=partition)
+    c = store.consumer("pzc", group="g")
+    first = next(iter(c))
+    p, q = first.partition, 1 - first.partition
+    c.pause(p)
+    got = poll_until(c, 10)
+    assert [(m.partition, m.offset) for m in got] == [(q, i) for i in range(10)]
+    c.close()
+    with store.consumer("pzc", group="g") as again:
+        assert again.committed() == {p: 1, q: 10}
+        assert [(m.partition, m.offset) for m in poll_until(again, 9)] == [
+            (p, i) for i in range(1, 10)
+        ]
+
+
+def test_seek_on_a_paused_partition_drops_what_it_held(store: Any) -> None:
+    t = store.create_topic("pzs", partitions=2)
+    for partition in (0, 1):
+        t.append_batch([b"%d" % i for i in range(10)], partition=partition)
+    with store.consumer("pzs", group="g") as c:
+        it = iter(c)
+        first = next(it)
+        p, q = first.partition, 1 - first.partition
+        c.pause(p)
+        c.seek(p, 6)
+        assert [(m.partition, m.offset) for m in (next(it) for _ in range(10))] == [
+            (q, i) for i in range(10)
+        ]
+        c.resume(p)
+        assert [(m.partition, m.offset) for m in (next(it) for _ in range(4))] == [
+            (p, i) for i in range(6, 10)
+        ]
+        c.commit()
+        assert c.committed() == {p: 10, q: 10}
+
+
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:
     store.create_topic("own", partitions=2)
     with store.consumer("own", group="g") as c:

@@ -88,6 +88,16 @@ class KafkaConsumer:
         # Fetched, not handed out yet: iterating hands out one message at a time, and only
         # what it handed out counts as delivered (for commits, close and transactions).
         self._ready: deque[KafkaMessage] = deque()
+        # Fetched messages of paused partitions, out of ``_ready`` while paused. librdkafka
+        # counts them as consumed (it fetches on after them once resumed), so they are kept
+        # here, never handed out or committed meanwhile.
+        self._held: dict[int, list[KafkaMessage]] = {}
+        # pause() and resume() only mark partitions and count the change: the calls that
+        # hand out (under ``_lock``) move messages between ``_ready`` and ``_held`` when the
+        # count moved (``_settle``), so neither waits for a fetch that tidelog.aio runs in a
+        # thread, which holds the lock for as long as librdkafka waits.
+        self._pause_changes = 0
+        self._settled = 0
         self._pending_tx: dict[int, int] | None = None
         self._closed = False
         self._lock = threading.RLock()
@@ -183,10 +193,14 @@ class KafkaConsumer:
         n = self._max if max_messages is None else max_messages
         with self._lock:
             self._before_taking()
+            if self._settled != self._pause_changes:
+                self._settle()
             if self._ready:
                 out = [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
             else:
                 out = self._fetch(n, timeout)
+                if self._paused:
+                    out = self._hold_paused(out)
             self._hand_out(out)
             return out
 
@@ -201,6 +215,8 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
+            if self._settled != self._pause_changes:
+                self._settle()
             if not self._ready:
                 return None
             # At-least-once commits when the next fetch shows the application moved past
@@ -219,8 +235,11 @@ class KafkaConsumer:
         self._check_open()
         with self._lock:
             self._before_taking()
+            if self._settled != self._pause_changes:
+                self._settle()
             if not self._ready:
-                self._ready.extend(self._fetch(self._max, timeout))
+                fetched = self._fetch(self._max, timeout)
+                self._ready.extend(self._hold_paused(fetched) if self._paused else fetched)
             return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
@@ -286,6 +305,39 @@ class KafkaConsumer:
             kept = [m for m in self._ready if m.partition not in gone]
             self._ready.clear()
             self._ready.extend(kept)
+        for p in gone:
+            self._held.pop(p, None)
+
+    def _hold_paused(self, fetched: list[KafkaMessage]) -> list[KafkaMessage]:
+        """Keeps back what a fetch brought of paused partitions; returns the rest.
+
+        librdkafka drops what it had fetched of a partition when it is paused, but a fetch
+        racing the pause may still bring some: kept in order behind what was held before.
+        """
+        paused, out = self._paused, []
+        for m in fetched:
+            if m.partition in paused:
+                self._held.setdefault(m.partition, []).append(m)
+            else:
+                out.append(m)
+        return out
+
+    def _settle(self) -> None:
+        """Brings ``_ready`` and ``_held`` in step with pause() and resume() (under ``_lock``).
+
+        Fetched messages of paused partitions are held back; those of resumed ones go first
+        in ``_ready``, in order.
+        """
+        # Read first: a pause or resume from now on is settled by the next hand-out.
+        self._settled = self._pause_changes
+        paused, ready = self._paused, self._ready
+        for p in [p for p in self._held if p not in paused]:
+            ready.extendleft(reversed(self._held.pop(p)))
+        if paused and ready:
+            kept = self._hold_paused(list(ready))
+            if len(kept) != len(ready):
+                ready.clear()
+                ready.extend(kept)
 
     # -- offsets -----------------------------------------------------------------------------
 
@@ -374,18 +426,25 @@ class KafkaConsumer:
             self.seek(p, self._topic.end_offset(p) if found is None else found)
 
     def pause(self, partition: int) -> None:
-        """Stops fetching ``partition`` until :meth:`resume`."""
+        """Stops handing out messages of ``partition`` until :meth:`resume`.
+
+        As Kafka's consumers: nothing more is fetched from it, and what was fetched and not
+        handed out yet is held back, not dropped: :meth:`resume` hands it out first, in
+        order. It is not committed meanwhile (so closing leaves it to the group).
+        """
         check_partition(self._topic, partition)
         with translated("pause"):
             self._consumer.pause([TopicPartition(self._topic.name, partition)])
         self._paused.add(partition)
+        self._pause_changes += 1  # the next hand-out holds its fetched messages back
 
     def resume(self, partition: int) -> None:
-        """Fetches ``partition`` again."""
+        """Hands out and fetches ``partition``'s messages again (what pause held back first)."""
         check_partition(self._topic, partition)
         with translated("resume"):
             self._consumer.resume([TopicPartition(self._topic.name, partition)])
         self._paused.discard(partition)
+        self._pause_changes += 1  # the next hand-out puts back what was held
 
     def paused(self) -> list[int]:
         """The paused partitions."""
