@@ -812,6 +812,8 @@ class Consumer:
 
     def _require_step_committed(self) -> None:
         """Exactly-once: each step (what was handed out) ends with a transaction."""
+        if self._closed:
+            self._check_open()  # a closed consumer says so first
         if self._consumed and not self._in_transaction and self.delivery == "exactly-once":
             raise InvalidConfigError(
                 "an exactly-once consumer needs a transaction per step: the messages handed "
@@ -976,7 +978,7 @@ class Consumer:
         return sorted(p for p, part in self._parts.items() if part.paused)
 
     def _require_assigned(self, partition: int) -> None:
-        self._born.check()
+        self._check_open()
         if isinstance(partition, bool) or not isinstance(partition, int):
             raise TypeError(f"partition must be int, got {type(partition).__name__}")
         if partition not in self._parts:
@@ -995,11 +997,19 @@ class Consumer:
     def _check_open(self) -> None:
         self._born.check()
         if self._closed:
-            raise _core.StoreClosedError(f"consumer of group {self.group!r} is closed")
+            raise _core.StoreClosedError(
+                f"consumer of group {self.group!r} on topic {self.topic!r} is closed; "
+                "open a new one to consume again"
+            )
 
     @storage_errors
     def close(self) -> None:
         """Commits what was delivered (at-least-once), leaves the group; idempotent.
+
+        Fetched messages not handed out yet are dropped uncommitted (the group's next
+        member gets them, except at-most-once, which committed them when it fetched).
+        Afterwards every call that takes messages (iterating, :meth:`poll`,
+        :meth:`next_nowait`) or moves positions raises :class:`StoreClosedError`.
 
         In a process forked after the consumer was made it only marks it closed: the
         membership and the commits are the parent's.
@@ -1015,6 +1025,10 @@ class Consumer:
             pass  # deleted: nothing is left to commit to
         finally:
             self._closed = True
+            # Never handed out now: the buffer is the one iterating (and tidelog.aio) takes
+            # from without a check, so a closed consumer finds it empty and raises.
+            self._buffer.clear()
+            self._held.clear()
             self._membership.leave()
 
     def __enter__(self) -> Consumer:

@@ -8,6 +8,7 @@ both backends. A test that cannot apply to Kafka carries ``local_only(reason)``;
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -351,6 +352,37 @@ def test_seek_on_a_paused_partition_drops_what_it_held(store: Any) -> None:
         ]
         c.commit()
         assert c.committed() == {p: 10, q: 10}
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once", "exactly-once"])
+def test_a_closed_consumer_hands_out_nothing(store: Any, delivery: str) -> None:
+    """Every way of taking messages raises StoreClosedError once the consumer is closed,
+    also while its last fetch still holds messages; those go to the next member (before,
+    iterating a local consumer went on handing them out, and a Kafka one stopped)."""
+    t = store.create_topic("cl")
+    t.append_batch([b"%d" % i for i in range(10)], partition=0)
+    c = store.consumer("cl", group="g", delivery=delivery)
+    it = iter(c)
+    assert next(it).offset == 0  # the fetch brought the other nine too
+    c.close()
+    assert c.closed
+    named = "consumer of group 'g' on topic 'cl' is closed"
+    calls: list[Callable[[], object]] = [
+        lambda: next(it),
+        lambda: next(iter(c)),
+        lambda: c.poll(timeout=0),
+        lambda: c.seek(0, 0),
+        lambda: c.pause(0),
+        lambda: c.resume(0),
+    ]
+    for call in calls:
+        with pytest.raises(tidelog.StoreClosedError, match=named):
+            call()
+    if delivery == "at-most-once":
+        return  # which of the nine the next member gets depends on when the fetch committed
+    with store.consumer("cl", group="g") as again:
+        expected = list(range(0 if delivery == "exactly-once" else 1, 10))
+        assert [m.offset for m in poll_until(again, len(expected))] == expected
 
 
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:

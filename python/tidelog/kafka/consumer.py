@@ -180,7 +180,10 @@ class KafkaConsumer:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise _core.StoreClosedError("the consumer is closed")
+            raise _core.StoreClosedError(
+                f"consumer of group {self._group!r} on topic {self._topic.name!r} is closed; "
+                "open a new one to consume again"
+            )
 
     def poll(self, max_messages: int | None = None, timeout: float = 1.0) -> list[KafkaMessage]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for any.
@@ -243,11 +246,12 @@ class KafkaConsumer:
             return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
-        while not self._closed:
+        # Raises StoreClosedError once closed (next_ready and fetch check), as poll does.
+        while True:
             message = self.next_ready()
             if message is not None:
                 yield message
-            elif not self._closed:
+            else:
                 self.fetch(1.0)
 
     def _before_taking(self) -> None:
@@ -402,6 +406,7 @@ class KafkaConsumer:
 
     def position(self, partition: int) -> int:
         """The next offset this member fetches from ``partition`` (-1 if not known yet)."""
+        self._check_open()
         with translated("position"):
             tp = self._consumer.position([TopicPartition(self._topic.name, partition)])[0]
         return int(tp.offset) if tp.offset != OFFSET_INVALID else -1
@@ -432,6 +437,7 @@ class KafkaConsumer:
         handed out yet is held back, not dropped: :meth:`resume` hands it out first, in
         order. It is not committed meanwhile (so closing leaves it to the group).
         """
+        self._check_open()
         check_partition(self._topic, partition)
         with translated("pause"):
             self._consumer.pause([TopicPartition(self._topic.name, partition)])
@@ -440,6 +446,7 @@ class KafkaConsumer:
 
     def resume(self, partition: int) -> None:
         """Hands out and fetches ``partition``'s messages again (what pause held back first)."""
+        self._check_open()
         check_partition(self._topic, partition)
         with translated("resume"):
             self._consumer.resume([TopicPartition(self._topic.name, partition)])
@@ -493,7 +500,13 @@ class KafkaConsumer:
     # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Commits what at-least-once moved past, then leaves the group."""
+        """Commits what at-least-once moved past, then leaves the group; idempotent.
+
+        Fetched messages not handed out yet are dropped uncommitted (the group's next
+        member gets them). Afterwards every call that takes messages (iterating,
+        :meth:`poll`, :meth:`fetch`, :meth:`next_ready`) or moves positions raises
+        :class:`StoreClosedError`.
+        """
         if self._closed:
             return
         try:
@@ -503,6 +516,8 @@ class KafkaConsumer:
                     self._commit_now(dict(self._delivered))
         finally:
             self._closed = True
+            self._ready.clear()
+            self._held.clear()
             self._consumer.close()
             self._store.forget(self)
 
