@@ -171,7 +171,7 @@ class Consumer:
         self._buffer: deque[Message] = deque()
         # Fetched messages of paused partitions, taken out of ``_buffer`` by pause() and put
         # back by resume(): not handed out, so commits stop at them (``_handed_out``).
-        self._held: dict[int, list[Message]] = {}
+        self._held_by_pause: dict[int, list[Message]] = {}
         self._next_partition = 0
         self._closed = False
         self._membership = Membership(
@@ -199,7 +199,7 @@ class Consumer:
         for p in revoked:
             self._parts.pop(p, None)
             self._delivered.pop(p, None)
-            self._held.pop(p, None)
+            self._held_by_pause.pop(p, None)
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
             if p in self._consumed:
@@ -657,7 +657,9 @@ class Consumer:
         # Every poll of an at-least-once member comes here (with nothing buffered):
         # ``_owns_current`` and ``_commit_now`` inline, and no copy when every partition is
         # still ours (the usual).
-        offsets, held = self._handed_out() if self._buffer or self._held else (delivered, {})
+        offsets, held = (
+            self._handed_out() if self._buffer or self._held_by_pause else (delivered, {})
+        )
         parts = self._parts
         if offsets.keys() <= parts.keys():
             owned = offsets
@@ -682,9 +684,9 @@ class Consumer:
         that first buffered offset.
         """
         delivered = self._delivered
-        if not self._buffer and not self._held:
+        if not self._buffer and not self._held_by_pause:
             return delivered, {}
-        held = {p: messages[0].offset for p, messages in self._held.items()}
+        held = {p: messages[0].offset for p, messages in self._held_by_pause.items()}
         for m in self._buffer:
             if m.partition not in held:
                 held[m.partition] = m.offset
@@ -897,7 +899,7 @@ class Consumer:
             part.position = max(origin, start)
         self._in_transaction = False
         self._buffer.clear()
-        self._held.clear()
+        self._held_by_pause.clear()
         self._consumed.clear()
         self._revoked_inputs.clear()
         self._delivered.clear()
@@ -930,7 +932,7 @@ class Consumer:
         part.out_of_range = None
         # What was delivered before the seek must not be committed past the new position.
         self._delivered.pop(partition, None)
-        self._held.pop(partition, None)
+        self._held_by_pause.pop(partition, None)
         _keep_only(self._buffer, lambda m: m.partition != partition)
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
@@ -958,7 +960,7 @@ class Consumer:
         if buffer:
             held = [m for m in buffer if m.partition == partition]
             if held:
-                self._held[partition] = held
+                self._held_by_pause[partition] = held
                 _keep_only(buffer, lambda m: m.partition != partition)
 
     def resume(self, partition: int) -> None:
@@ -968,7 +970,7 @@ class Consumer:
         """
         self._require_assigned(partition)
         self._parts[partition].paused = False
-        held = self._held.pop(partition, None)
+        held = self._held_by_pause.pop(partition, None)
         if held:
             self._buffer.extendleft(reversed(held))
 
@@ -1028,7 +1030,7 @@ class Consumer:
             # Never handed out now: the buffer is the one iterating (and tidelog.aio) takes
             # from without a check, so a closed consumer finds it empty and raises.
             self._buffer.clear()
-            self._held.clear()
+            self._held_by_pause.clear()
             self._membership.leave()
 
     def __enter__(self) -> Consumer:

@@ -91,11 +91,11 @@ class KafkaConsumer:
         # Fetched messages of paused partitions, out of ``_ready`` while paused. librdkafka
         # counts them as consumed (it fetches on after them once resumed), so they are kept
         # here, never handed out or committed meanwhile.
-        self._held: dict[int, list[KafkaMessage]] = {}
+        self._held_by_pause: dict[int, list[KafkaMessage]] = {}
         # pause() and resume() only mark partitions and count the change: the calls that
-        # hand out (under ``_lock``) move messages between ``_ready`` and ``_held`` when the
-        # count moved (``_settle``), so neither waits for a fetch that tidelog.aio runs in a
-        # thread, which holds the lock for as long as librdkafka waits.
+        # hand out (under ``_lock``) move messages between ``_ready`` and ``_held_by_pause``
+        # when the count moved (``_settle``), so neither waits for a fetch that tidelog.aio
+        # runs in a thread, which holds the lock for as long as librdkafka waits.
         self._pause_changes = 0
         self._settled = 0
         self._pending_tx: dict[int, int] | None = None
@@ -310,7 +310,7 @@ class KafkaConsumer:
             self._ready.clear()
             self._ready.extend(kept)
         for p in gone:
-            self._held.pop(p, None)
+            self._held_by_pause.pop(p, None)
 
     def _hold_paused(self, fetched: list[KafkaMessage]) -> list[KafkaMessage]:
         """Keeps back what a fetch brought of paused partitions; returns the rest.
@@ -321,22 +321,22 @@ class KafkaConsumer:
         paused, out = self._paused, []
         for m in fetched:
             if m.partition in paused:
-                self._held.setdefault(m.partition, []).append(m)
+                self._held_by_pause.setdefault(m.partition, []).append(m)
             else:
                 out.append(m)
         return out
 
     def _settle(self) -> None:
-        """Brings ``_ready`` and ``_held`` in step with pause() and resume() (under ``_lock``).
+        """Brings ``_ready`` and ``_held_by_pause`` in step with pause() and resume().
 
-        Fetched messages of paused partitions are held back; those of resumed ones go first
-        in ``_ready``, in order.
+        Called under ``_lock`` once ``_pause_changes`` moved: fetched messages of paused
+        partitions are held back; those of resumed ones go first in ``_ready``, in order.
         """
         # Read first: a pause or resume from now on is settled by the next hand-out.
         self._settled = self._pause_changes
         paused, ready = self._paused, self._ready
-        for p in [p for p in self._held if p not in paused]:
-            ready.extendleft(reversed(self._held.pop(p)))
+        for p in [p for p in self._held_by_pause if p not in paused]:
+            ready.extendleft(reversed(self._held_by_pause.pop(p)))
         if paused and ready:
             kept = self._hold_paused(list(ready))
             if len(kept) != len(ready):
@@ -517,7 +517,7 @@ class KafkaConsumer:
         finally:
             self._closed = True
             self._ready.clear()
-            self._held.clear()
+            self._held_by_pause.clear()
             self._consumer.close()
             self._store.forget(self)
 
