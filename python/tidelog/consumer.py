@@ -169,6 +169,9 @@ class Consumer:
         # processed the same input meanwhile.
         self._revoked_inputs: set[int] = set()
         self._buffer: deque[Message] = deque()
+        # Fetched messages of paused partitions, taken out of ``_buffer`` by pause() and put
+        # back by resume(): not handed out, so commits stop at them (``_handed_out``).
+        self._held_by_pause: dict[int, list[Message]] = {}
         self._next_partition = 0
         self._closed = False
         self._membership = Membership(
@@ -196,6 +199,7 @@ class Consumer:
         for p in revoked:
             self._parts.pop(p, None)
             self._delivered.pop(p, None)
+            self._held_by_pause.pop(p, None)
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
             if p in self._consumed:
@@ -653,7 +657,9 @@ class Consumer:
         # Every poll of an at-least-once member comes here (with nothing buffered):
         # ``_owns_current`` and ``_commit_now`` inline, and no copy when every partition is
         # still ours (the usual).
-        offsets, held = self._handed_out() if self._buffer else (delivered, {})
+        offsets, held = (
+            self._handed_out() if self._buffer or self._held_by_pause else (delivered, {})
+        )
         parts = self._parts
         if offsets.keys() <= parts.keys():
             owned = offsets
@@ -673,13 +679,14 @@ class Consumer:
 
         A fetch counts as delivered for ``poll``, which returns it whole, but iterating
         hands it out one message at a time: a commit stops at the first message of each
-        partition still in the buffer. Returns the offsets to commit (``_delivered``
-        itself when nothing is buffered) and, per partition, that first buffered offset.
+        partition still in the buffer, or held back by :meth:`pause`. Returns the offsets
+        to commit (``_delivered`` itself when nothing is buffered) and, per partition,
+        that first buffered offset.
         """
         delivered = self._delivered
-        if not self._buffer:
+        if not self._buffer and not self._held_by_pause:
             return delivered, {}
-        held: dict[int, int] = {}
+        held = {p: messages[0].offset for p, messages in self._held_by_pause.items()}
         for m in self._buffer:
             if m.partition not in held:
                 held[m.partition] = m.offset
@@ -807,6 +814,8 @@ class Consumer:
 
     def _require_step_committed(self) -> None:
         """Exactly-once: each step (what was handed out) ends with a transaction."""
+        if self._closed:
+            self._check_open()  # a closed consumer says so first
         if self._consumed and not self._in_transaction and self.delivery == "exactly-once":
             raise InvalidConfigError(
                 "an exactly-once consumer needs a transaction per step: the messages handed "
@@ -890,6 +899,7 @@ class Consumer:
             part.position = max(origin, start)
         self._in_transaction = False
         self._buffer.clear()
+        self._held_by_pause.clear()
         self._consumed.clear()
         self._revoked_inputs.clear()
         self._delivered.clear()
@@ -922,6 +932,7 @@ class Consumer:
         part.out_of_range = None
         # What was delivered before the seek must not be committed past the new position.
         self._delivered.pop(partition, None)
+        self._held_by_pause.pop(partition, None)
         _keep_only(self._buffer, lambda m: m.partition != partition)
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
@@ -932,14 +943,36 @@ class Consumer:
             self.seek(p, self._topic.end_offset(p) if offset is None else offset)
 
     def pause(self, partition: int) -> None:
-        """Stops fetching from ``partition`` (it stays assigned) until :meth:`resume`."""
+        """Stops handing out messages of ``partition`` (it stays assigned) until :meth:`resume`.
+
+        Nothing more is fetched from it, and what was fetched and not handed out yet is
+        held back, not dropped: iterating and :meth:`poll` hand out none of it until
+        :meth:`resume`, and at-least-once commits stop at its first message meanwhile (so
+        closing leaves it to the group). :meth:`seek` on a paused partition drops it, as on
+        any partition.
+        """
         self._require_assigned(partition)
-        self._parts[partition].paused = True
+        part = self._parts[partition]
+        if part.paused:
+            return
+        part.paused = True
+        buffer = self._buffer
+        if buffer:
+            held = [m for m in buffer if m.partition == partition]
+            if held:
+                self._held_by_pause[partition] = held
+                _keep_only(buffer, lambda m: m.partition != partition)
 
     def resume(self, partition: int) -> None:
-        """Fetches from ``partition`` again."""
+        """Hands out and fetches ``partition``'s messages again.
+
+        What :meth:`pause` held back comes first, in order, before anything fetched later.
+        """
         self._require_assigned(partition)
         self._parts[partition].paused = False
+        held = self._held_by_pause.pop(partition, None)
+        if held:
+            self._buffer.extendleft(reversed(held))
 
     def paused(self) -> list[int]:
         """Paused partitions."""
@@ -947,7 +980,7 @@ class Consumer:
         return sorted(p for p, part in self._parts.items() if part.paused)
 
     def _require_assigned(self, partition: int) -> None:
-        self._born.check()
+        self._check_open()
         if isinstance(partition, bool) or not isinstance(partition, int):
             raise TypeError(f"partition must be int, got {type(partition).__name__}")
         if partition not in self._parts:
@@ -966,11 +999,19 @@ class Consumer:
     def _check_open(self) -> None:
         self._born.check()
         if self._closed:
-            raise _core.StoreClosedError(f"consumer of group {self.group!r} is closed")
+            raise _core.StoreClosedError(
+                f"consumer of group {self.group!r} on topic {self.topic!r} is closed; "
+                "open a new one to consume again"
+            )
 
     @storage_errors
     def close(self) -> None:
         """Commits what was delivered (at-least-once), leaves the group; idempotent.
+
+        Fetched messages not handed out yet are dropped uncommitted (the group's next
+        member gets them, except at-most-once, which committed them when it fetched).
+        Afterwards every call that takes messages (iterating, :meth:`poll`,
+        :meth:`next_nowait`) or moves positions raises :class:`StoreClosedError`.
 
         In a process forked after the consumer was made it only marks it closed: the
         membership and the commits are the parent's.
@@ -986,6 +1027,10 @@ class Consumer:
             pass  # deleted: nothing is left to commit to
         finally:
             self._closed = True
+            # Never handed out now: the buffer is the one iterating (and tidelog.aio) takes
+            # from without a check, so a closed consumer finds it empty and raises.
+            self._buffer.clear()
+            self._held_by_pause.clear()
             self._membership.leave()
 
     def __enter__(self) -> Consumer:

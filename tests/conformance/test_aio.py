@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 import tidelog
 import tidelog.aio
 
@@ -174,3 +175,59 @@ def test_aio_max_lag_checks_without_blocking_the_loop(location: str) -> None:
             return topic.end_offset(0)
 
     assert asyncio.run(main()) == 51
+
+
+def test_aio_pause_holds_back_what_was_already_fetched(location: str) -> None:
+    """``async for`` and ``poll`` hand out none of a paused partition's fetched messages;
+    after resume they come in order, each once, and commits never passed them."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("pz", partitions=2)
+            for partition in (0, 1):
+                topic.append_batch([b"%d" % i for i in range(10)], partition=partition)
+            async with store.consumer("pz", group=group) as consumer:
+                (first,) = await _collect(consumer, 1)
+                p, q = first.partition, 1 - first.partition
+                consumer.pause(p)
+                others = await _collect(consumer, 10)
+                assert [(m.partition, m.offset) for m in others] == [(q, i) for i in range(10)]
+                assert await consumer.poll(timeout=0.5) == []
+                await consumer.commit()
+                assert consumer.committed() == {p: 1, q: 10}
+                consumer.resume(p)
+                rest = await _collect(consumer, 9)
+                assert [(m.partition, m.offset) for m in rest] == [(p, i) for i in range(1, 10)]
+                assert await consumer.poll(timeout=0.5) == []
+                await consumer.commit()
+                assert consumer.committed() == {p: 10, q: 10}
+
+    asyncio.run(main())
+
+
+def test_aio_a_closed_consumer_hands_out_nothing(location: str) -> None:
+    """``async for`` and ``poll`` raise StoreClosedError once the consumer is closed, also
+    while its last fetch still holds messages, which go to the next member (before, the
+    local consumer went on handing them out and the Kafka one stopped iterating)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("cl")
+            topic.append_batch([b"%d" % i for i in range(10)], partition=0)
+            consumer = store.consumer("cl", group=group)
+            assert [m.offset for m in await _collect(consumer, 1)] == [0]
+            await consumer.close()
+            named = f"consumer of group {group!r} on topic 'cl' is closed"
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                await anext(consumer)
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                async for _ in consumer:
+                    raise AssertionError("a closed consumer handed out a message")
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                await consumer.poll(timeout=0)
+            async with store.consumer("cl", group=group) as again:
+                assert [m.offset for m in await _collect(again, 9)] == list(range(1, 10))
+
+    asyncio.run(main())

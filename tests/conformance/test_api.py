@@ -8,6 +8,7 @@ both backends. A test that cannot apply to Kafka carries ``local_only(reason)``;
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -261,6 +262,127 @@ def test_seek_and_pause(store: Any) -> None:
         assert [m.value for m in poll_until(c, 2)] == [b"b", b"c"]
         c.resume(1)
         assert [m.value for m in poll_until(c, 1)] == [b"z"]
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once", "exactly-once"])
+def test_pause_holds_back_what_was_already_fetched(store: Any, delivery: str) -> None:
+    """A fetch brings messages of both partitions; pausing one keeps its fetched messages
+    back (iterating and poll hand out none) until resume, then hands them out in order,
+    each once. Commits stop at the first of them (before, iterating went on handing out
+    the paused partition's fetched messages)."""
+    t = store.create_topic("pz", partitions=2)
+    for partition in (0, 1):
+        t.append_batch([b"%d-%d" % (partition, i) for i in range(10)], partition=partition)
+    store.create_topic("pz.out")
+    with (
+        store.consumer("pz", group="g", delivery=delivery) as c,
+        store.producer(name="pz") as producer,
+    ):
+        it = iter(c)
+
+        def take() -> Any:
+            msg = next(it)
+            if delivery == "exactly-once":
+                with store.transaction(producer, c) as tx:
+                    tx.send("pz.out", msg.value, partition=0)
+            return msg
+
+        first = take()
+        p, q = first.partition, 1 - first.partition
+        assert first.offset == 0
+        c.pause(p)
+        assert c.paused() == [p]
+        others = [take() for _ in range(10)]
+        assert [(m.partition, m.offset) for m in others] == [(q, i) for i in range(10)]
+        assert c.poll(timeout=0.5) == []
+        if delivery == "at-least-once":
+            c.commit()
+        if delivery != "at-most-once":  # at-most-once may commit a fetch before handing out
+            assert c.committed() == {p: 1, q: 10}
+        c.resume(p)
+        rest = [take() for _ in range(9)]
+        assert [(m.partition, m.offset) for m in rest] == [(p, i) for i in range(1, 10)]
+        assert c.poll(timeout=0.5) == []
+        if delivery == "at-least-once":
+            c.commit()
+        assert c.committed() == {p: 10, q: 10}
+    if delivery == "exactly-once":
+        outputs = read_eventually(store.topic("pz.out"), 0, 20)
+        assert sorted(v or b"" for v in outputs) == sorted(
+            b"%d-%d" % (partition, i) for partition in (0, 1) for i in range(10)
+        )
+
+
+def test_pause_then_poll_and_close_lose_nothing(store: Any) -> None:
+    """poll() skips a paused partition's fetched messages too, and a member that closes
+    while they are held back leaves them to the group (at-least-once)."""
+    t = store.create_topic("pzc", partitions=2)
+    for partition in (0, 1):
+        t.append_batch([b"%d" % i for i in range(10)], partition=partition)
+    c = store.consumer("pzc", group="g")
+    first = next(iter(c))
+    p, q = first.partition, 1 - first.partition
+    c.pause(p)
+    got = poll_until(c, 10)
+    assert [(m.partition, m.offset) for m in got] == [(q, i) for i in range(10)]
+    c.close()
+    with store.consumer("pzc", group="g") as again:
+        assert again.committed() == {p: 1, q: 10}
+        assert [(m.partition, m.offset) for m in poll_until(again, 9)] == [
+            (p, i) for i in range(1, 10)
+        ]
+
+
+def test_seek_on_a_paused_partition_drops_what_it_held(store: Any) -> None:
+    t = store.create_topic("pzs", partitions=2)
+    for partition in (0, 1):
+        t.append_batch([b"%d" % i for i in range(10)], partition=partition)
+    with store.consumer("pzs", group="g") as c:
+        it = iter(c)
+        first = next(it)
+        p, q = first.partition, 1 - first.partition
+        c.pause(p)
+        c.seek(p, 6)
+        assert [(m.partition, m.offset) for m in (next(it) for _ in range(10))] == [
+            (q, i) for i in range(10)
+        ]
+        c.resume(p)
+        assert [(m.partition, m.offset) for m in (next(it) for _ in range(4))] == [
+            (p, i) for i in range(6, 10)
+        ]
+        c.commit()
+        assert c.committed() == {p: 10, q: 10}
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once", "exactly-once"])
+def test_a_closed_consumer_hands_out_nothing(store: Any, delivery: str) -> None:
+    """Every way of taking messages raises StoreClosedError once the consumer is closed,
+    also while its last fetch still holds messages; those go to the next member (before,
+    iterating a local consumer went on handing them out, and a Kafka one stopped)."""
+    t = store.create_topic("cl")
+    t.append_batch([b"%d" % i for i in range(10)], partition=0)
+    c = store.consumer("cl", group="g", delivery=delivery)
+    it = iter(c)
+    assert next(it).offset == 0  # the fetch brought the other nine too
+    c.close()
+    assert c.closed
+    named = "consumer of group 'g' on topic 'cl' is closed"
+    calls: list[Callable[[], object]] = [
+        lambda: next(it),
+        lambda: next(iter(c)),
+        lambda: c.poll(timeout=0),
+        lambda: c.seek(0, 0),
+        lambda: c.pause(0),
+        lambda: c.resume(0),
+    ]
+    for call in calls:
+        with pytest.raises(tidelog.StoreClosedError, match=named):
+            call()
+    if delivery == "at-most-once":
+        return  # which of the nine the next member gets depends on when the fetch committed
+    with store.consumer("cl", group="g") as again:
+        expected = list(range(0 if delivery == "exactly-once" else 1, 10))
+        assert [m.offset for m in poll_until(again, len(expected))] == expected
 
 
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:

@@ -10,6 +10,8 @@ fresh member drains the group, and then:
 - at-most-once: no message was handed out twice;
 - at-least-once: every message was handed out;
 - exactly-once: the committed outputs hold every message exactly once.
+
+All along, no member hands out a message of a partition it paused.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ class Run:
         """Hands ``messages`` to the application: for exactly-once, in a transaction."""
         if not messages:
             return
+        paused = member.sync.paused()
+        held = [(m.partition, m.offset) for m in messages if m.partition in paused]
+        assert not held, f"handed out from paused partitions {paused}: {held}"
         if member.producer is None:
             self.handed += [(m.partition, m.offset) for m in messages]
             return
@@ -229,6 +234,18 @@ async def run(ops: list[tuple[Any, ...]], delivery: str) -> None:
         ("poll", 1, 1, False),
         ("close", 1),
         ("poll", 0, 5, False),
+    ]
+)
+# A pause while iterating holds fetched messages of partition 0 (the old code went on
+# handing them out), and a second "pause" resumes it.
+@example(
+    ops=[
+        ("open", 0, True),
+        ("next", 0, 1, False),
+        ("pause", 0, 0),
+        ("next", 0, 3, False),
+        ("pause", 0, 0),
+        ("next", 0, 6, False),
     ]
 )
 def test_groups_keep_their_delivery_promises(delivery: str, ops: list[tuple[Any, ...]]) -> None:

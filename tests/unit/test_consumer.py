@@ -172,6 +172,63 @@ def test_pause_and_resume(store: tidelog.Store) -> None:
         assert {m.partition for m in consumer.poll(max_messages=100, timeout=1)} == {0}
 
 
+def test_a_revoked_partition_forgets_what_pause_held(store: tidelog.Store) -> None:
+    """Messages a pause held back go with their partition when it is revoked: its new owner
+    starts from the group's commit, which never passed them."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g")
+    handed = [next(iter(first))]
+    first.pause(0)
+    first.pause(1)  # both partitions' fetched messages are held now
+    second = store.consumer("t", group="g")
+    assert first.poll(timeout=0) == []  # commits what it handed out, sees the rebalance
+    (kept,) = first.assignment()
+    (lost,) = second.assignment()
+    assert first.paused() == [kept]
+    with pytest.raises(tidelog.RebalanceError):
+        first.resume(lost)
+    first.resume(kept)
+    handed += first.poll(max_messages=100, timeout=0)
+    handed += second.poll(max_messages=100, timeout=1)
+    assert sorted((m.partition, m.offset) for m in handed) == [
+        (p, o) for p in (0, 1) for o in range(5)
+    ]
+    second.close()
+    assert first.poll(timeout=0) == []  # the lost partition is back, from second's commit
+    first.pause(lost)
+    first.resume(lost)  # nothing held from before the revocation comes back
+    assert first.poll(timeout=0) == []
+    first.close()
+
+
+def test_an_aborted_transaction_forgets_what_pause_held(store: tidelog.Store) -> None:
+    """An abort rewinds every partition to the group's commit, paused ones too: what a
+    pause held comes again from there, once, after resume."""
+    topic = store.create_topic("t", partitions=2)
+    store.create_topic("out")
+    fill(topic, 10)
+    with (
+        store.consumer("t", group="g", delivery="exactly-once") as c,
+        store.producer(name="p") as producer,
+    ):
+        it = iter(c)
+        first = next(it)
+        c.pause(first.partition)
+        with pytest.raises(RuntimeError), store.transaction(producer, c):
+            raise RuntimeError("abort")
+        c.resume(first.partition)
+        again = []
+        for _ in range(10):
+            again.append(next(it))
+            with store.transaction(producer, c) as tx:
+                tx.send("out", again[-1].value)
+        assert c.poll(timeout=0) == []
+        assert sorted((m.partition, m.offset) for m in again) == [
+            (p, o) for p in (0, 1) for o in range(5)
+        ]
+
+
 def test_max_poll_messages_bounds_in_flight_work(store: tidelog.Store) -> None:
     topic = store.create_topic("t")
     fill(topic, 50)

@@ -132,7 +132,11 @@ class Consumer(MemberViews, AsyncClosing):
         self._sync.seek_to_timestamp(timestamp_ms)
 
     async def close(self) -> None:
-        """Commits what was delivered (at-least-once) and leaves the group; idempotent."""
+        """Commits what was delivered (at-least-once) and leaves the group; idempotent.
+
+        As :meth:`tidelog.Consumer.close`: what was fetched and not handed out is left to
+        the group, and ``async for`` and :meth:`poll` raise :class:`StoreClosedError`.
+        """
         self._sync.close()
 
     def __repr__(self) -> str:

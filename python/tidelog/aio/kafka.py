@@ -294,10 +294,9 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
     async def __anext__(self) -> KafkaMessage:
         # The sync member holds what was fetched and hands it out one message at a time:
         # only what was handed out counts as delivered (commits, close, transactions).
+        # Once closed, next_ready raises StoreClosedError, as the local consumer does.
         sync = self._sync
         while True:
-            if sync.closed:
-                raise StopAsyncIteration
             message = sync.next_ready()
             if message is not None:
                 return message
@@ -316,7 +315,12 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         self._sync.seek_to_timestamp(timestamp_ms)
 
     async def close(self) -> None:
-        """Commits what at-least-once moved past, then leaves the group."""
+        """Commits what at-least-once moved past, then leaves the group; idempotent.
+
+        As :meth:`tidelog.kafka.consumer.KafkaConsumer.close`: what was fetched and not handed out
+        is left to the group, and ``async for`` and :meth:`poll` raise
+        :class:`StoreClosedError`.
+        """
         if self._sync.closed:
             return
         if self._polling.pending():

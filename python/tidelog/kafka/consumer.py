@@ -88,6 +88,16 @@ class KafkaConsumer:
         # Fetched, not handed out yet: iterating hands out one message at a time, and only
         # what it handed out counts as delivered (for commits, close and transactions).
         self._ready: deque[KafkaMessage] = deque()
+        # Fetched messages of paused partitions, out of ``_ready`` while paused. librdkafka
+        # counts them as consumed (it fetches on after them once resumed), so they are kept
+        # here, never handed out or committed meanwhile.
+        self._held_by_pause: dict[int, list[KafkaMessage]] = {}
+        # pause() and resume() only mark partitions and count the change: the calls that
+        # hand out (under ``_lock``) move messages between ``_ready`` and ``_held_by_pause``
+        # when the count moved (``_settle``), so neither waits for a fetch that tidelog.aio
+        # runs in a thread, which holds the lock for as long as librdkafka waits.
+        self._pause_changes = 0
+        self._settled = 0
         self._pending_tx: dict[int, int] | None = None
         self._closed = False
         self._lock = threading.RLock()
@@ -170,7 +180,10 @@ class KafkaConsumer:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise _core.StoreClosedError("the consumer is closed")
+            raise _core.StoreClosedError(
+                f"consumer of group {self._group!r} on topic {self._topic.name!r} is closed; "
+                "open a new one to consume again"
+            )
 
     def poll(self, max_messages: int | None = None, timeout: float = 1.0) -> list[KafkaMessage]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for any.
@@ -183,10 +196,14 @@ class KafkaConsumer:
         n = self._max if max_messages is None else max_messages
         with self._lock:
             self._before_taking()
+            if self._settled != self._pause_changes:
+                self._settle()
             if self._ready:
                 out = [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
             else:
                 out = self._fetch(n, timeout)
+                if self._paused:
+                    out = self._hold_paused(out)
             self._hand_out(out)
             return out
 
@@ -201,6 +218,8 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
+            if self._settled != self._pause_changes:
+                self._settle()
             if not self._ready:
                 return None
             # At-least-once commits when the next fetch shows the application moved past
@@ -219,16 +238,20 @@ class KafkaConsumer:
         self._check_open()
         with self._lock:
             self._before_taking()
+            if self._settled != self._pause_changes:
+                self._settle()
             if not self._ready:
-                self._ready.extend(self._fetch(self._max, timeout))
+                fetched = self._fetch(self._max, timeout)
+                self._ready.extend(self._hold_paused(fetched) if self._paused else fetched)
             return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
-        while not self._closed:
+        # Raises StoreClosedError once closed (next_ready and fetch check), as poll does.
+        while True:
             message = self.next_ready()
             if message is not None:
                 yield message
-            elif not self._closed:
+            else:
                 self.fetch(1.0)
 
     def _before_taking(self) -> None:
@@ -286,6 +309,39 @@ class KafkaConsumer:
             kept = [m for m in self._ready if m.partition not in gone]
             self._ready.clear()
             self._ready.extend(kept)
+        for p in gone:
+            self._held_by_pause.pop(p, None)
+
+    def _hold_paused(self, fetched: list[KafkaMessage]) -> list[KafkaMessage]:
+        """Keeps back what a fetch brought of paused partitions; returns the rest.
+
+        librdkafka drops what it had fetched of a partition when it is paused, but a fetch
+        racing the pause may still bring some: kept in order behind what was held before.
+        """
+        paused, out = self._paused, []
+        for m in fetched:
+            if m.partition in paused:
+                self._held_by_pause.setdefault(m.partition, []).append(m)
+            else:
+                out.append(m)
+        return out
+
+    def _settle(self) -> None:
+        """Brings ``_ready`` and ``_held_by_pause`` in step with pause() and resume().
+
+        Called under ``_lock`` once ``_pause_changes`` moved: fetched messages of paused
+        partitions are held back; those of resumed ones go first in ``_ready``, in order.
+        """
+        # Read first: a pause or resume from now on is settled by the next hand-out.
+        self._settled = self._pause_changes
+        paused, ready = self._paused, self._ready
+        for p in [p for p in self._held_by_pause if p not in paused]:
+            ready.extendleft(reversed(self._held_by_pause.pop(p)))
+        if paused and ready:
+            kept = self._hold_paused(list(ready))
+            if len(kept) != len(ready):
+                ready.clear()
+                ready.extend(kept)
 
     # -- offsets -----------------------------------------------------------------------------
 
@@ -350,6 +406,7 @@ class KafkaConsumer:
 
     def position(self, partition: int) -> int:
         """The next offset this member fetches from ``partition`` (-1 if not known yet)."""
+        self._check_open()
         with translated("position"):
             tp = self._consumer.position([TopicPartition(self._topic.name, partition)])[0]
         return int(tp.offset) if tp.offset != OFFSET_INVALID else -1
@@ -374,18 +431,27 @@ class KafkaConsumer:
             self.seek(p, self._topic.end_offset(p) if found is None else found)
 
     def pause(self, partition: int) -> None:
-        """Stops fetching ``partition`` until :meth:`resume`."""
+        """Stops handing out messages of ``partition`` until :meth:`resume`.
+
+        As Kafka's consumers: nothing more is fetched from it, and what was fetched and not
+        handed out yet is held back, not dropped: :meth:`resume` hands it out first, in
+        order. It is not committed meanwhile (so closing leaves it to the group).
+        """
+        self._check_open()
         check_partition(self._topic, partition)
         with translated("pause"):
             self._consumer.pause([TopicPartition(self._topic.name, partition)])
         self._paused.add(partition)
+        self._pause_changes += 1  # the next hand-out holds its fetched messages back
 
     def resume(self, partition: int) -> None:
-        """Fetches ``partition`` again."""
+        """Hands out and fetches ``partition``'s messages again (what pause held back first)."""
+        self._check_open()
         check_partition(self._topic, partition)
         with translated("resume"):
             self._consumer.resume([TopicPartition(self._topic.name, partition)])
         self._paused.discard(partition)
+        self._pause_changes += 1  # the next hand-out puts back what was held
 
     def paused(self) -> list[int]:
         """The paused partitions."""
@@ -434,7 +500,13 @@ class KafkaConsumer:
     # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Commits what at-least-once moved past, then leaves the group."""
+        """Commits what at-least-once moved past, then leaves the group; idempotent.
+
+        Fetched messages not handed out yet are dropped uncommitted (the group's next
+        member gets them). Afterwards every call that takes messages (iterating,
+        :meth:`poll`, :meth:`fetch`, :meth:`next_ready`) or moves positions raises
+        :class:`StoreClosedError`.
+        """
         if self._closed:
             return
         try:
@@ -444,6 +516,8 @@ class KafkaConsumer:
                     self._commit_now(dict(self._delivered))
         finally:
             self._closed = True
+            self._ready.clear()
+            self._held_by_pause.clear()
             self._consumer.close()
             self._store.forget(self)
 
