@@ -91,6 +91,12 @@ class OffsetStore:
     def committed(self, group: str, topic: str, incarnation: int) -> dict[int, Committed]:
         """Returns ``group``'s newest commit of every partition of ``topic`` (``incarnation``).
 
+        A commit of a lower group generation than the one its partition holds is passed
+        over (fenced): a member that lost the partition in a rebalance it had not seen
+        yet cannot move the new owner's commit back. A commit of the same generation (a
+        seek back) applies, and so does one of no generation (-1: a Kafka client's manual
+        assignment, an admin tool), which clears the fence.
+
         Raises:
             CorruptRecordError: A commit record cannot be decoded (names its file).
         """
