@@ -49,15 +49,27 @@ class OffsetStore:
         """Opens (creating if needed) the internal offsets topic of ``core``."""
         self._table = _core.OffsetTable(core)
 
-    def committer(self, group: str, topic: _core.Topic, incarnation: int) -> _core.OffsetCommitter:
+    def committer(
+        self,
+        group: str,
+        topic: _core.Topic,
+        incarnation: int,
+        members: _core.Group | None = None,
+    ) -> _core.OffsetCommitter:
         """Durable commits of ``group`` on ``topic``'s ``incarnation``, the route looked up once.
 
         ``committer.commit(offsets, metadata, generation)`` checks every offset against its
         partition's end and records ``offsets`` (partition -> next offset) as one batch:
         all partitions are committed together or not at all. The newest commits are read
         back from the records (see :meth:`committed`), as every process reads them.
+
+        With ``members`` (the group's membership state) a commit of a generation older than
+        the group's current one is refused with ``RebalanceError``, checked where commits
+        are ordered (Kafka's coordinator answers ``ILLEGAL_GENERATION``). Without, such a
+        commit is written but every reader passes over it once a newer generation
+        committed the partition (see :meth:`committed`).
         """
-        return self._table.committer(group, topic, incarnation)
+        return self._table.committer(group, topic, incarnation, members)
 
     def send_commit(
         self,

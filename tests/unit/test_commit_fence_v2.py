@@ -5,7 +5,8 @@ check, be delayed, and write its commit after the new owner's. Read back as the 
 commit moved the group's offset back, so the next owner handed out again what had been
 handed out: duplicates under at-most-once and exactly-once. Commits carry the group
 generation: every reader passes over a commit of a lower generation than the one its
-partition holds. A commit of the same generation (a seek back) still
+partition holds, and a member's committer refuses such a commit where commits are ordered
+(``RebalanceError``: nothing written). A commit of the same generation (a seek back) still
 moves the offset back; one of no generation (-1) applies and clears the fence.
 """
 
@@ -15,7 +16,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import tidelog
 from tidelog.offsets import OffsetStore
 
@@ -68,6 +71,64 @@ def test_a_stale_generations_commit_landing_after_the_new_owners_is_passed_over(
         while batch := c.poll(max_messages=100, timeout=0):
             got += batch
         assert min(m.offset for m in got if m.partition == 1) == 10, "resumes at b's commit"
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_a_members_commit_racing_a_takeover_is_refused_and_the_new_owners_stays(
+    store: tidelog.Store, delivery: Any
+) -> None:
+    # a owns both partitions and passes its ownership check; before its commit is written
+    # b joins (taking partition 1), hands out partition 1 and commits past what a would.
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 1, 20)
+    a = store.consumer("t", group="g", delivery=delivery, max_poll_messages=4)
+    handed: list[tuple[int, int]] = []
+    others: list[tidelog.Consumer] = []
+
+    def race() -> None:
+        if not others:
+            others.append(store.consumer("t", group="g", delivery=delivery))
+            assert others[0].assignment() == [1]
+            got = others[0].poll(max_messages=10, timeout=0)
+            handed.extend((m.partition, m.offset) for m in got)
+            others[0].commit()  # at-least-once; at-most-once committed before handing out
+            assert others[0].committed() == {1: 10}
+
+    if delivery == "at-most-once":
+        commit = a._commit_record
+
+        def racing_commit(offsets: dict[int, int], metadata: str, generation: int) -> None:
+            race()
+            commit(offsets, metadata, generation)
+
+        a._commit_record = racing_commit
+        # a fetched offsets 0-3 of partition 1; its commit of 4 is refused, it hands out
+        # nothing and rewinds.
+        assert a.poll(timeout=0) == []
+    else:
+        commit_owned = a._commit_owned
+
+        def racing_owned(
+            offsets: object, metadata: str, generation: int, owned: dict[int, Any]
+        ) -> bool:
+            race()
+            return commit_owned(offsets, metadata, generation, owned)
+
+        a._commit_owned = racing_owned
+        with pytest.raises(tidelog.RebalanceError):
+            a.commit({1: 3})
+    assert a.committed() == {1: 10}, "the stale commit moved the group's offset back"
+    others[0].close()
+    # a takes partition 1 back and resumes at b's commit: nothing is handed out twice.
+    while True:
+        got = a.poll(max_messages=100, timeout=0)
+        if not got:
+            break
+        handed.extend((m.partition, m.offset) for m in got)
+        if delivery == "at-least-once":
+            a.commit()
+    a.close()
+    assert sorted(handed) == [(1, o) for o in range(20)], "handed out twice or lost"
 
 
 def test_a_seek_back_within_a_generation_moves_the_commit_back(store: tidelog.Store) -> None:
