@@ -190,6 +190,34 @@ fn legacy_records_convert_to_version_3_with_the_same_offsets_then_compact_away()
 }
 
 #[test]
+fn a_conversion_keeps_the_generation_of_version_3_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    legacy_topic(&store);
+    let inc = store.create_topic("t", 2, false, &[]).unwrap().incarnation();
+    let commit = |generation: i64, offset: u64| {
+        let mut value = Vec::new();
+        record::encode_value(&mut value, generation, offset, b"");
+        append(&store, "g", &record::key("g", "t", inc, 0), Some(&value));
+    };
+    append(&store, "g", b"g\0t", Some(&legacy(Some(inc), &[(1, 4)], "")));
+    commit(5, 10);
+    let mut table = OffsetTable::open(&store, OnUndecodable::Fail).unwrap();
+    assert!(table.unconverted().is_empty(), "converted");
+    // A commit of an older generation after the conversion is still fenced.
+    commit(4, 3);
+    table.catch_up_all().unwrap();
+    let offsets =
+        |t: &OffsetTable| t.committed("g", "t", inc).map(|(p, c)| (p, c.offset)).collect::<Vec<_>>();
+    assert_eq!(offsets(&table), [(0, 10), (1, 4)]);
+    for log in store.topic(OFFSETS_TOPIC).unwrap().partitions().unwrap() {
+        log.seal_active().unwrap();
+    }
+    store.topic(OFFSETS_TOPIC).unwrap().compact().unwrap();
+    assert_eq!(offsets(&reader(&store)), [(0, 10), (1, 4)]);
+}
+
+#[test]
 fn a_crash_between_conversion_batches_reopens_to_the_same_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

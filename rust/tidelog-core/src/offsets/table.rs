@@ -37,7 +37,7 @@
 //!    is fenced: a member seeking back within its generation moves the offset back. The
 //!    fence is the generation of the commit the key holds, so it is always carried by one
 //!    record: a commit of no generation (−1: a Kafka client's manual assignment or an admin
-//!    tool, which Kafka accepts only while the group is empty; the conversion), a
+//!    tool, which Kafka accepts only while the group is empty), a
 //!    tombstone, or a reset of the key's incarnation clears it, and generations restarting
 //!    cannot lock a group out past the next such record. A key whose commit another
 //!    incarnation's replaced keeps its fence among the dead keys (invariant 5). The cleaner
@@ -556,7 +556,9 @@ impl OffsetTable {
         let mut bounds = Vec::with_capacity(live.len());
         for (_, _, commit) in &live {
             let start = values.len();
-            record::encode_value(&mut values, -1, commit.offset, commit.metadata.as_bytes());
+            // Its own generation: a version 3 commit keeps its fence (invariant 6), one of
+            // version 1 or 2 has none (−1).
+            record::encode_value(&mut values, commit.generation, commit.offset, commit.metadata.as_bytes());
             bounds.push(start..values.len());
         }
         let mut commits: Vec<Record<'_>> = live
