@@ -133,9 +133,6 @@ class Consumer:
         self._topic = store.topic(topic)
         # Commits name the topic's incarnation: never applied to a topic created again.
         self._incarnation = self._topic.incarnation
-        committer = offsets.committer(group, self._topic, self._incarnation)
-        self._commit_record = committer.commit
-        self._commit_owned = committer.commit_owned
         self._native = store.native
         self._born = Born()
         self._orphans_checked = 0.0
@@ -182,6 +179,15 @@ class Consumer:
             lease_seconds,
             core=store.native,
         )
+        # Bound to the membership: a commit of a generation older than the group's is
+        # refused where commits are ordered (RebalanceError, or False from the hot path's
+        # commit_owned), so a member that lost its partitions in a rebalance it has not
+        # seen never moves the new owner's commit back.
+        committer = offsets.committer(
+            group, self._topic, self._incarnation, self._membership.native
+        )
+        self._commit_record = committer.commit
+        self._commit_owned = committer.commit_owned
         self._membership.join()
         self._adopt([])
 
@@ -565,12 +571,16 @@ class Consumer:
         if self.delivery == "at-most-once":
             owned = self._owns_current(moved)
             if owned:
-                self._commit_now(moved)
-                # Looked at again once the commit is written: a member that joined after
-                # the check may have read the group's commits without it, and hands these
-                # out itself.
-                membership = self._membership
-                owned = membership.read_generation() == membership.generation
+                try:
+                    self._commit_now(moved)
+                except RebalanceError:
+                    owned = False  # the group moved on before the commit was written
+                else:
+                    # Looked at again once the commit is written: a member that joined
+                    # after the check may have read the group's commits without it, and
+                    # hands these out itself.
+                    membership = self._membership
+                    owned = membership.read_generation() == membership.generation
             if not owned:
                 # A rebalance landed between fetching and handing out: hand out nothing and
                 # rewind, so the new owner (or we, on the next poll) delivers these.
@@ -667,7 +677,12 @@ class Consumer:
             owned = {p: o for p, o in offsets.items() if p in parts}
         membership = self._membership
         if owned and membership.read_generation() == membership.generation:
-            self._commit_record(owned, "", membership.generation)
+            # The group moved on before the commit was written: as if not owned. (A try
+            # costs nothing here; contextlib.suppress would cost an object every poll.)
+            try:  # noqa: SIM105
+                self._commit_record(owned, "", membership.generation)
+            except RebalanceError:
+                pass
         if held:  # what is still buffered is committed later
             for p in [p for p in delivered if p not in held]:
                 del delivered[p]
@@ -703,8 +718,9 @@ class Consumer:
             metadata: Optional text stored with the commit.
 
         Raises:
-            RebalanceError: The group rebalanced since this member last polled, or a
-                partition is not assigned to it. Nothing is committed.
+            RebalanceError: The group rebalanced since this member last polled (looked
+                at again where the commit is appended, so a rebalance landing meanwhile
+                counts), or a partition is not assigned to it. Nothing is committed.
             InvalidConfigError: An exactly-once consumer: its offsets are committed only
                 by :meth:`Store.transaction`, atomically with the outputs; or a negative
                 offset, or metadata that is not valid Unicode.

@@ -196,6 +196,11 @@ class Membership:
         #: The leases of the other members as of the last state read.
         self._peers: list[tuple[int, int]] = []
 
+    @property
+    def native(self) -> _core.Group:
+        """The group's state in the core, for a committer to check commits' generations."""
+        return self._group
+
     @contextmanager
     def _locked(self) -> Iterator[GroupState]:
         generation, body = self._group.lock()

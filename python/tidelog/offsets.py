@@ -49,15 +49,27 @@ class OffsetStore:
         """Opens (creating if needed) the internal offsets topic of ``core``."""
         self._table = _core.OffsetTable(core)
 
-    def committer(self, group: str, topic: _core.Topic, incarnation: int) -> _core.OffsetCommitter:
+    def committer(
+        self,
+        group: str,
+        topic: _core.Topic,
+        incarnation: int,
+        members: _core.Group | None = None,
+    ) -> _core.OffsetCommitter:
         """Durable commits of ``group`` on ``topic``'s ``incarnation``, the route looked up once.
 
         ``committer.commit(offsets, metadata, generation)`` checks every offset against its
         partition's end and records ``offsets`` (partition -> next offset) as one batch:
         all partitions are committed together or not at all. The newest commits are read
         back from the records (see :meth:`committed`), as every process reads them.
+
+        With ``members`` (the group's membership state) a commit of a generation older than
+        the group's current one is refused with ``RebalanceError``, checked where commits
+        are ordered (Kafka's coordinator answers ``ILLEGAL_GENERATION``). Without, such a
+        commit is written but every reader passes over it once a newer generation
+        committed the partition (see :meth:`committed`).
         """
-        return self._table.committer(group, topic, incarnation)
+        return self._table.committer(group, topic, incarnation, members)
 
     def send_commit(
         self,
@@ -90,6 +102,12 @@ class OffsetStore:
 
     def committed(self, group: str, topic: str, incarnation: int) -> dict[int, Committed]:
         """Returns ``group``'s newest commit of every partition of ``topic`` (``incarnation``).
+
+        A commit of a lower group generation than the one its partition holds is passed
+        over (fenced): a member that lost the partition in a rebalance it had not seen
+        yet cannot move the new owner's commit back. A commit of the same generation (a
+        seek back) applies, and so does one of no generation (-1: a Kafka client's manual
+        assignment, an admin tool), which clears the fence.
 
         Raises:
             CorruptRecordError: A commit record cannot be decoded (names its file).

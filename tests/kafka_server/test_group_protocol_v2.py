@@ -27,7 +27,7 @@ from kio.schema.consumer_protocol_subscription.v0.data import ConsumerProtocolSu
 from kio.schema.request_header.v1.header import RequestHeader
 from kio.schema.response_header.v0.header import ResponseHeader
 from kio.serial import entity_reader, entity_writer
-from kio.static.primitive import i16, i32, i32Timedelta
+from kio.static.primitive import i16, i32, i32Timedelta, i64, i64Timedelta
 from tidelog.groups import read_state
 from tidelog.kafka_server import KafkaServer
 
@@ -74,11 +74,13 @@ def _call(address: str, key: int, version: int, **fields: Any) -> Any:
     return response
 
 
-def _join(address: str, version: int, member_id: str, **extra: Any) -> Any:
+def _join(
+    address: str, version: int, member_id: str, topics: tuple[str, ...] = ("t",), **extra: Any
+) -> Any:
     metadata = io.BytesIO()
     metadata.write(struct.pack(">h", 0))
     entity_writer(ConsumerProtocolSubscription)(
-        metadata, ConsumerProtocolSubscription(topics=("t",), user_data=None)
+        metadata, ConsumerProtocolSubscription(topics=topics, user_data=None)
     )
     module = sys.modules[load_request_schema(11, version).__module__]
     protocol = module.JoinGroupRequestProtocol(name="range", metadata=metadata.getvalue())
@@ -306,3 +308,51 @@ def test_the_consumer_group_protocol_is_refused_with_an_error(
     # librdkafka makes the refusal a fatal error naming the API it could not use.
     assert errors[0].code() == KafkaError._FATAL, errors
     assert "ConsumerGroupHeartbeat" in errors[0].str(), errors
+
+
+def _commit(
+    address: str, member_id: str, generation: int, topic: str, offsets: dict[int, int]
+) -> Any:
+    """An OffsetCommit v2 of group "g"; the error code of each partition."""
+    module = sys.modules[load_request_schema(8, 2).__module__]
+    partitions = tuple(
+        module.OffsetCommitRequestPartition(
+            partition_index=i32(p), committed_offset=i64(o), committed_metadata=None
+        )
+        for p, o in offsets.items()
+    )
+    response = _call(
+        address,
+        8,
+        2,
+        group_id="g",
+        generation_id_or_member_epoch=i32(generation),
+        member_id=member_id,
+        retention_time=i64Timedelta.parse(datetime.timedelta(milliseconds=-1)),
+        topics=(module.OffsetCommitRequestTopic(name=topic, partitions=partitions),),
+    )
+    return [p.error_code for t in response.topics for p in t.partitions]
+
+
+def test_a_kafka_members_commits_carry_its_tidelog_groups_generation(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    # The Kafka generation of a member of several topics' groups is a sum over them; its
+    # commits carry the generation of the topic's tidelog group, which Python consumers of
+    # the group share: a commit of theirs at a later generation is not fenced by it.
+    for name in ("t", "u", "v"):
+        topic = store.create_topic(name, 2)
+        for p in (0, 1):
+            topic.append_batch([b"x"] * 10, partition=p)
+    first = _join(server.address, 5, "", topics=("t", "u", "v"))
+    joined = _join(server.address, 5, first.member_id, topics=("t", "u", "v"))
+    assert joined.error_code == 0 and joined.generation_id == 3
+    member = joined.member_id
+    stale = _commit(server.address, member, 2, "t", {0: 5, 1: 5})
+    assert stale == [KafkaError.ILLEGAL_GENERATION] * 2, "a generation it was not told"
+    assert _commit(server.address, member, 3, "t", {0: 5, 1: 5}) == [0, 0]
+    with store.consumer("t", group="g") as python_member:
+        (p,) = python_member.assignment()
+        assert python_member.committed() == {0: 5, 1: 5}
+        python_member.commit({p: 3})
+        assert python_member.committed()[p] == 3, "fenced by the Kafka generation"

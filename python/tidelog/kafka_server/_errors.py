@@ -43,6 +43,9 @@ _BY_EXCEPTION: tuple[tuple[type[BaseException], int], ...] = (
     (_core.TopicNotFoundError, UNKNOWN_TOPIC_OR_PARTITION),
     (_core.PartitionNotFoundError, UNKNOWN_TOPIC_OR_PARTITION),
     (_core.OffsetOutOfRangeError, OFFSET_OUT_OF_RANGE),
+    # A commit of a generation older than its group's (a member that has not seen a
+    # rebalance yet), refused as Kafka's coordinator refuses it.
+    (_core.RebalanceError, ILLEGAL_GENERATION),
     (_core.TopicExistsError, TOPIC_ALREADY_EXISTS),
     (_core.StorageError, KAFKA_STORAGE_ERROR),
     (_core.CorruptRecordError, KAFKA_STORAGE_ERROR),

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from tidelog.kafka_server._broker import Broker, Handler
     from tidelog.offsets import OffsetStore
 
-__all__ = ["HANDLERS", "close_groups"]
+__all__ = ["HANDLERS", "close_groups", "commit_generation"]
 
 #: The leader named in JoinGroup answers: no client, so no client computes assignments.
 _NO_LEADER = "tidelog-assigns"
@@ -81,6 +81,10 @@ class _Member:
     topics: dict[str, Membership] = field(default_factory=dict)
     #: The generation this member was last told (JoinGroup).
     generation: int = -1
+    #: Per subscribed topic, the generation of its tidelog group when the member was last
+    #: told its generation: what its commits on the topic carry. (The Kafka generation is
+    #: a sum over topics, on no tidelog group's scale: commits fence by a group's own.)
+    told: dict[str, int] = field(default_factory=dict)
     #: When the client was last heard from (time.monotonic()).
     last_seen: float = field(default_factory=time.monotonic)
     #: ``group.instance.id`` of a static member (KIP-345); None for a dynamic one.
@@ -307,6 +311,7 @@ async def _join_group(broker: Broker, request: Any, version: int) -> dict[str, A
     except _core.TidelogError as e:
         return answer | {"error_code": _errors.code_for(e), "member_id": member.member_id}
     member.generation = _generation(member)
+    member.told = {name: m.generation for name, m in member.topics.items()}
     member.last_seen = time.monotonic()
     return answer | {
         "generation_id": member.generation,
@@ -463,7 +468,19 @@ def _generation_of(request: Any) -> int:
     return -1
 
 
-def _commit(broker: Broker, request: Any) -> list[dict[str, Any]]:
+def commit_generation(broker: Broker, group: str, member_id: str | None, topic: str) -> int:
+    """The generation a commit of ``member_id`` on ``topic`` carries.
+
+    Its tidelog group's generation as last told to the member, or -1 (no generation) for a
+    client that is not a member of that group (manual assignment, an admin tool).
+    """
+    member = _groups(broker).get(group, {}).get(member_id or "")
+    if member is None or member.pending:
+        return -1
+    return member.told.get(topic, -1)
+
+
+def _commit(broker: Broker, request: Any, member: _Member | None) -> list[dict[str, Any]]:
     offsets = _offsets(broker)
     topics = []
     for t in request.topics:
@@ -471,8 +488,15 @@ def _commit(broker: Broker, request: Any) -> list[dict[str, Any]]:
             topic = broker.topic(t.name)
             wanted = {p.partition_index: p.committed_offset for p in t.partitions}
             metadata = next((p.committed_metadata for p in t.partitions), None) or ""
+            # The tidelog group's generation the member was told. Not refused when the
+            # group moved on since (the committer is not bound to the membership): Kafka's
+            # coordinator takes a commit of the current generation until the rebalance
+            # completes, e.g. the one a client makes while it revokes its partitions, and
+            # here a partition moves to another Kafka member only once its owner let go.
+            # If a newer generation committed the partition first, readers pass over it.
+            generation = member.told.get(t.name, -1) if member is not None else -1
             committer = offsets.committer(request.group_id, topic, topic.incarnation)
-            committer.commit(wanted, metadata, _generation_of(request))
+            committer.commit(wanted, metadata, generation)
             code = 0
         except _core.TidelogError as e:
             code = _errors.code_for(e)
@@ -486,8 +510,12 @@ def _commit(broker: Broker, request: Any) -> list[dict[str, Any]]:
 async def _offset_commit(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
     instance = getattr(request, "group_instance_id", None)
     code = 0
+    member: _Member | None = None
     if request.member_id or instance is not None:
-        _m, code = _find(broker, request.group_id, request.member_id, instance)
+        member, code = _find(broker, request.group_id, request.member_id, instance)
+        generation = _generation_of(request)
+        if member is not None and generation >= 0 and generation != member.generation:
+            code = _errors.ILLEGAL_GENERATION  # as Kafka's coordinator: a stale member
     if code:
         topics = [
             {
@@ -499,7 +527,7 @@ async def _offset_commit(broker: Broker, request: Any, _version: int) -> dict[st
             for t in request.topics
         ]
         return {"throttle_time": 0, "topics": topics}
-    topics = await asyncio.to_thread(_commit, broker, request)
+    topics = await asyncio.to_thread(_commit, broker, request, member)
     return {"throttle_time": 0, "topics": topics}
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
 from tidelog.kafka_server import _errors
+from tidelog.kafka_server._groups import commit_generation
 
 if TYPE_CHECKING:
     from tidelog.kafka_server._broker import Broker, Handler
@@ -360,7 +361,9 @@ def _commit_offsets(broker: Broker, txn: _Txn, request: Any) -> None:
     for t in request.topics:
         topic = broker.topic(t.name)
         wanted = {p.partition_index: p.committed_offset for p in t.partitions}
-        generation = getattr(request, "generation_id", -1)
+        # The member's tidelog group generation, not the Kafka one (a sum over topics).
+        member_id = getattr(request, "member_id", None)
+        generation = commit_generation(broker, request.group_id, member_id, t.name)
         partition, records = table.commit_records(
             request.group_id, t.name, topic.incarnation, wanted, generation
         )

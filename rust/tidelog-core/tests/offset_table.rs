@@ -105,7 +105,7 @@ fn a_history_of_every_version_gives_the_newest_commit_per_partition() {
     let g1: Vec<(u32, Commit)> = table.committed("g1", "t", A).map(|(p, c)| (p, c.clone())).collect();
     assert_eq!(
         g1[1].1,
-        Commit { offset: 16, metadata: "m".into(), timestamp_ms: 1000, incarnation: Some(A) }
+        Commit { offset: 16, generation: -1, metadata: "m".into(), timestamp_ms: 1000, incarnation: Some(A) }
     );
     assert_eq!(g1[3].1.incarnation, None);
     assert_eq!(offsets(&table, "g2", "t", A), []);

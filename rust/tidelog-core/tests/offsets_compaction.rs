@@ -190,6 +190,34 @@ fn legacy_records_convert_to_version_3_with_the_same_offsets_then_compact_away()
 }
 
 #[test]
+fn a_conversion_keeps_the_generation_of_version_3_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    legacy_topic(&store);
+    let inc = store.create_topic("t", 2, false, &[]).unwrap().incarnation();
+    let commit = |generation: i64, offset: u64| {
+        let mut value = Vec::new();
+        record::encode_value(&mut value, generation, offset, b"");
+        append(&store, "g", &record::key("g", "t", inc, 0), Some(&value));
+    };
+    append(&store, "g", b"g\0t", Some(&legacy(Some(inc), &[(1, 4)], "")));
+    commit(5, 10);
+    let mut table = OffsetTable::open(&store, OnUndecodable::Fail).unwrap();
+    assert!(table.unconverted().is_empty(), "converted");
+    // A commit of an older generation after the conversion is still fenced.
+    commit(4, 3);
+    table.catch_up_all().unwrap();
+    let offsets =
+        |t: &OffsetTable| t.committed("g", "t", inc).map(|(p, c)| (p, c.offset)).collect::<Vec<_>>();
+    assert_eq!(offsets(&table), [(0, 10), (1, 4)]);
+    for log in store.topic(OFFSETS_TOPIC).unwrap().partitions().unwrap() {
+        log.seal_active().unwrap();
+    }
+    store.topic(OFFSETS_TOPIC).unwrap().compact().unwrap();
+    assert_eq!(offsets(&reader(&store)), [(0, 10), (1, 4)]);
+}
+
+#[test]
 fn a_crash_between_conversion_batches_reopens_to_the_same_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
@@ -463,10 +491,11 @@ fn reader_of(store: &Store) -> OffsetTable {
 }
 
 /// One record of a random history: (group, topic, incarnation, partition, what) where what
-/// is a version 3 commit of an offset, a version 3 tombstone, a version 2 commit or reset.
+/// is a version 3 commit of a group generation and an offset, a version 3 tombstone, a
+/// version 2 commit or reset.
 #[derive(Clone, Debug)]
 enum Op {
-    V3(u64),
+    V3(i64, u64),
     Tombstone,
     V2(u64),
     Reset,
@@ -475,9 +504,9 @@ enum Op {
 fn op_record(g: u8, t: u8, inc: u64, p: u32, op: &Op) -> (Vec<u8>, Option<Vec<u8>>) {
     let (group, topic) = (format!("g{g}"), format!("t{t}"));
     match op {
-        Op::V3(offset) => {
+        Op::V3(generation, offset) => {
             let mut value = Vec::new();
-            record::encode_value(&mut value, 1, *offset, if offset % 3 == 0 { b"m" } else { b"" });
+            record::encode_value(&mut value, *generation, *offset, if offset % 3 == 0 { b"m" } else { b"" });
             (record::key(&group, &topic, inc, p), Some(value))
         }
         Op::Tombstone => (record::key(&group, &topic, inc, p), None),
@@ -500,7 +529,7 @@ proptest::proptest! {
         history in proptest::collection::vec(
             (0u8..2, 0u8..2, 1u64..3, 0u32..3,
              proptest::prop_oneof![
-                 6 => (0u64..50).prop_map(Op::V3),
+                 6 => (-1i64..4, 0u64..50).prop_map(|(g, o)| Op::V3(g, o)),
                  1 => proptest::strategy::Just(Op::Tombstone),
                  1 => (0u64..50).prop_map(Op::V2),
                  1 => proptest::strategy::Just(Op::Reset),
@@ -544,5 +573,60 @@ proptest::proptest! {
             }
         }
         proptest::prop_assert_eq!(read.unconverted(), oracle.unconverted());
+    }
+
+    /// Compaction keeps what every reader shows, fences included: a history of version 3
+    /// commits of random generations (stale ones among them), tombstones and resets,
+    /// compacted, read by a new table, then more of it appended and compacted again: the
+    /// new table shows what one applying every record shows, and so does a table that
+    /// read along. (Records of one incarnation per topic: a reset record of a newer
+    /// incarnation replacing an older one's is the writers' to cover, with tombstones.)
+    #[test]
+    fn compaction_never_changes_what_a_reader_shows(
+        history in proptest::collection::vec(
+            (0u8..2, 0u8..2, 0u32..3,
+             proptest::prop_oneof![
+                 8 => (-1i64..5, 0u64..50).prop_map(|(g, o)| Op::V3(g, o)),
+                 1 => proptest::strategy::Just(Op::Tombstone),
+                 1 => proptest::strategy::Just(Op::Reset),
+             ]),
+            1..80),
+        split in 0usize..80,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut along = OffsetTable::open(&store, OnUndecodable::Fail).unwrap();
+        let offsets = store.topic(OFFSETS_TOPIC).unwrap();
+        let mut oracle = OffsetTable::new(offsets.clone(), OnUndecodable::Fail);
+        let log = offsets.partition(0).unwrap();
+        let split = split.min(history.len());
+        for part in [&history[..split], &history[split..]] {
+            for (g, t, p, op) in part {
+                let (key, value) = op_record(*g, *t, 7, *p, op);
+                oracle.apply(&key, value.as_deref(), 1_000).unwrap();
+                let record = Record {
+                    timestamp: 1_000,
+                    key: Some(&key),
+                    value: value.as_deref().unwrap_or_default(),
+                    headers: &[],
+                    tombstone: value.is_none(),
+                };
+                log.append(&[record], BatchMeta::plain(0)).unwrap();
+            }
+            along.catch_up_all().unwrap();
+            if !part.is_empty() {
+                log.seal_active().unwrap();
+                offsets.compact().unwrap();
+            }
+            let read = reader(&store);
+            for g in 0..2u8 {
+                for t in 0..2u8 {
+                    let (group, topic) = (format!("g{g}"), format!("t{t}"));
+                    let expected = oracle.group_commits(&topic, &group);
+                    proptest::prop_assert_eq!(read.group_commits(&topic, &group), expected);
+                    proptest::prop_assert_eq!(along.group_commits(&topic, &group), expected);
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,12 @@
 //! `__consumer_offsets` by the core's table) and `OffsetCommitter` (a consumer's commits,
 //! checked against the partitions' ends and appended in one native call: a commit sits in
 //! tight loops). The record bytes are the core's (`tidelog_core::offsets::record`).
+//!
+//! A committer bound to its group's membership state refuses, under the append lock of the
+//! group's offsets partition, a commit of a generation older than the group's: so no
+//! commit of a member that lost its partitions lands after one of the member that took them
+//! (the table passes over such a record anyway, see `tidelog_core::offsets::table`; this
+//! keeps it out of the log and tells the member).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -9,12 +15,14 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt};
 use tidelog_core::format::{BatchMeta, Record};
-use tidelog_core::log::now_ms;
+use tidelog_core::group::Group;
+use tidelog_core::log::{now_ms, Admission};
 use tidelog_core::offsets::{record, OffsetTable, OnUndecodable};
 use tidelog_core::{Error, FsyncPolicy, Topic};
 
-use crate::errors::{to_py, InvalidConfigError, OffsetOutOfRangeError};
+use crate::errors::{to_py, InvalidConfigError, OffsetOutOfRangeError, RebalanceError};
 use crate::gil::run_detached;
+use crate::group::PyGroup;
 use crate::store::PyStore;
 use crate::topic::PyTopic;
 
@@ -32,6 +40,9 @@ pub struct PyOffsetCommitter {
     /// Per partition of `source`, the key of its commit records (made once: a commit
     /// builds no key).
     keys: Vec<Vec<u8>>,
+    /// The group's membership state: a commit of an older generation than its current one
+    /// is refused (`None`: commits are not checked).
+    members: Option<Arc<Group>>,
 }
 
 /// The metadata of a commit, checked to fit its 16-bit length.
@@ -54,7 +65,9 @@ impl PyOffsetCommitter {
     /// disk.
     ///
     /// Raises `OffsetOutOfRangeError` (nothing written) for an offset past its partition's
-    /// end, `TopicNotFoundError` if the topic was deleted.
+    /// end, `TopicNotFoundError` if the topic was deleted, `RebalanceError` (nothing
+    /// written) if the committer is bound to the group's membership and `generation` (not
+    /// −1) is older than the group's.
     fn commit(
         &self,
         py: Python<'_>,
@@ -62,45 +75,14 @@ impl PyOffsetCommitter {
         metadata: &str,
         generation: i64,
     ) -> PyResult<()> {
-        let metadata = checked_metadata(metadata)?;
-        if let (1, true, Some((p, o))) = (offsets.len(), metadata.is_empty(), offsets.iter().next()) {
-            // The common commit, with nothing on the heap.
-            let (p, o) = self.checked(&p, &o)?;
-            let value = record::value_without_metadata(generation, o);
-            let record = Record {
-                timestamp: now_ms(),
-                key: Some(&self.keys[p as usize]),
-                value: &value,
-                headers: &[],
-                tombstone: false,
-            };
-            return self.append(py, &[record]);
-        }
-        let mut entries = Vec::with_capacity(offsets.len());
-        for (p, o) in offsets.iter() {
-            entries.push(self.checked(&p, &o)?);
-        }
-        if entries.is_empty() {
+        if self.write(py, offsets, metadata, generation)? {
             return Ok(());
         }
-        let value_len = record::VALUE_LEN + metadata.len();
-        let mut values = Vec::with_capacity(entries.len() * value_len);
-        for &(_, o) in &entries {
-            record::encode_value(&mut values, generation, o, metadata);
-        }
-        let timestamp = now_ms();
-        let records: Vec<Record<'_>> = entries
-            .iter()
-            .zip(values.chunks_exact(value_len))
-            .map(|(&(p, _), value)| Record {
-                timestamp,
-                key: Some(&self.keys[p as usize]),
-                value,
-                headers: &[],
-                tombstone: false,
-            })
-            .collect();
-        self.append(py, &records)
+        Err(RebalanceError::new_err(format!(
+            "commit of generation {generation} refused: the group is at generation {} (it \
+             rebalanced; the partitions may be another member's); nothing was committed",
+            self.members.as_ref().map_or(0, |g| g.current_generation())
+        )))
     }
 
     /// `commit` of the common case, for the consumer's hot path: commits and returns True
@@ -108,8 +90,10 @@ impl PyOffsetCommitter {
     /// member's partitions) and whose values are exact non-negative ints; anything else
     /// returns False with nothing written, and the consumer's full checks then explain it
     /// (a commit in Python spent ~250 ns on those checks alone, a quarter of its time).
+    /// So does a commit the group's generation refuses.
     ///
-    /// Raises what `commit` raises for offsets that pass those checks.
+    /// Raises what `commit` raises for offsets that pass those checks, but
+    /// `RebalanceError`.
     fn commit_owned(
         &self,
         py: Python<'_>,
@@ -128,12 +112,60 @@ impl PyOffsetCommitter {
                 return Ok(false);
             }
         }
-        self.commit(py, offsets, metadata, generation)?;
-        Ok(true)
+        self.write(py, offsets, metadata, generation)
     }
 }
 
 impl PyOffsetCommitter {
+    /// Writes the commit; false (nothing written) if the group's generation refused it.
+    fn write(
+        &self,
+        py: Python<'_>,
+        offsets: &Bound<'_, PyDict>,
+        metadata: &str,
+        generation: i64,
+    ) -> PyResult<bool> {
+        let metadata = checked_metadata(metadata)?;
+        if let (1, true, Some((p, o))) = (offsets.len(), metadata.is_empty(), offsets.iter().next()) {
+            // The common commit, with nothing on the heap.
+            let (p, o) = self.checked(&p, &o)?;
+            let value = record::value_without_metadata(generation, o);
+            let record = Record {
+                timestamp: now_ms(),
+                key: Some(&self.keys[p as usize]),
+                value: &value,
+                headers: &[],
+                tombstone: false,
+            };
+            return self.append(py, &[record], generation);
+        }
+        let mut entries = Vec::with_capacity(offsets.len());
+        for (p, o) in offsets.iter() {
+            entries.push(self.checked(&p, &o)?);
+        }
+        if entries.is_empty() {
+            return Ok(true);
+        }
+        let value_len = record::VALUE_LEN + metadata.len();
+        let mut values = Vec::with_capacity(entries.len() * value_len);
+        for &(_, o) in &entries {
+            record::encode_value(&mut values, generation, o, metadata);
+        }
+        let timestamp = now_ms();
+        let records: Vec<Record<'_>> = entries
+            .iter()
+            .zip(values.chunks_exact(value_len))
+            .map(|(&(p, _), value)| Record {
+                timestamp,
+                key: Some(&self.keys[p as usize]),
+                value,
+                headers: &[],
+                tombstone: false,
+            })
+            .collect();
+        self.append(py, &records, generation)
+    }
+
     /// Partition `p` and offset `o` of a commit, checked: the partition exists (so it has
     /// a key) and the offset is not past its end.
     fn checked(&self, p: &Bound<'_, PyAny>, o: &Bound<'_, PyAny>) -> PyResult<(u32, u64)> {
@@ -150,16 +182,27 @@ impl PyOffsetCommitter {
         }
     }
 
-    /// Appends the records of one commit as one batch.
-    fn append(&self, py: Python<'_>, records: &[Record<'_>]) -> PyResult<()> {
+    /// Appends the records of one commit of `generation` as one batch; false (nothing
+    /// written) if the group is at a newer generation, checked under the append lock.
+    fn append(&self, py: Python<'_>, records: &[Record<'_>], generation: i64) -> PyResult<bool> {
         let meta = BatchMeta::plain(0);
         let log = to_py(self.offsets.partition(self.partition))?;
+        let members = self.members.as_deref();
+        // A member's generation is the group's unless a rebalance it has not seen moved
+        // the group on; generations never go back (`tidelog_core::group`, invariant 1).
+        let admit = move || match members {
+            Some(group) if generation >= 0 => group.current_generation() <= generation as u64,
+            _ => true,
+        };
         // As `Topic.append`: the GIL is let go only when the append lock is contended or an
         // fsync is due.
-        if log.config().fsync != FsyncPolicy::Always && to_py(log.try_append(records, meta))?.is_some() {
-            return Ok(());
+        if log.config().fsync != FsyncPolicy::Always {
+            if let Some(admission) = to_py(log.try_append_if(records, meta, admit))? {
+                return Ok(matches!(admission, Admission::Written(_)));
+            }
         }
-        run_detached(py, move || log.append(records, meta).map(drop))
+        let admission = run_detached(py, move || log.append_if(records, meta, admit))?;
+        Ok(matches!(admission, Admission::Written(_)))
     }
 }
 
@@ -242,7 +285,16 @@ impl PyOffsetTable {
     }
 
     /// The committer of `group` on `topic`'s `incarnation` (keys and partition made once).
-    fn committer(&self, group: &str, topic: &PyTopic, incarnation: u64) -> PyOffsetCommitter {
+    /// With `members` (the group's membership state, `Store.group(topic, group)`) it
+    /// refuses a commit of a generation older than the group's.
+    #[pyo3(signature = (group, topic, incarnation, members=None))]
+    fn committer(
+        &self,
+        group: &str,
+        topic: &PyTopic,
+        incarnation: u64,
+        members: Option<&Bound<'_, PyGroup>>,
+    ) -> PyOffsetCommitter {
         let source = topic.engine().clone();
         let prefix = record::key_prefix(group, source.name(), incarnation);
         let keys = (0..source.partition_count())
@@ -253,7 +305,8 @@ impl PyOffsetTable {
             })
             .collect();
         let partition = tidelog_core::offsets::partition_of(group, self.topic.partition_count());
-        PyOffsetCommitter { source, offsets: self.topic.clone(), partition, keys }
+        let members = members.map(|g| g.get().inner().clone());
+        PyOffsetCommitter { source, offsets: self.topic.clone(), partition, keys, members }
     }
 
     /// The records of a commit of `offsets` (partition -> next offset) by `group` on

@@ -30,6 +30,11 @@ impl PyGroup {
     pub(crate) fn new(inner: Group) -> Self {
         PyGroup { inner: Arc::new(inner) }
     }
+
+    /// The core's group state (a committer checks its generation).
+    pub(crate) fn inner(&self) -> &Arc<Group> {
+        &self.inner
+    }
 }
 
 type PyState<'py> = (u64, Option<Bound<'py, PyBytes>>);

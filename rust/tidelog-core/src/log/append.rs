@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::producers::Verdict;
-use super::{crc_worker, Appended, Bounded, FsyncPolicy, PartitionLog};
+use super::{crc_worker, Admission, Appended, Bounded, FsyncPolicy, PartitionLog};
 use crate::format::compression::compress_batch;
 use crate::format::{
     encode_batch, encoded_len, BatchHeader, BatchMeta, Compression, Marker, Record, ValuesBatch,
@@ -150,6 +150,48 @@ impl PartitionLog {
         self.with_body(records, meta, None, |body, size| match self.try_lock_to_append()? {
             Some(guard) => self.append_body(guard, body, meta, size).map(Some),
             None => Ok(None),
+        })
+    }
+
+    /// As [`Self::append`] (waiting for the lock), only if `admit`, called under the append
+    /// lock, returns true: writers in any process that make the same check (a consumer
+    /// group's commits, against the group's generation) are ordered by it, as a Kafka
+    /// coordinator orders the requests it checks.
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_if(
+        &self,
+        records: &[Record<'_>],
+        meta: BatchMeta,
+        admit: impl FnOnce() -> bool,
+    ) -> Result<Admission> {
+        self.with_body(records, meta, None, |body, size| {
+            let guard = self.lock_to_append()?;
+            if !admit() {
+                return Ok(Admission::Refused);
+            }
+            self.append_body(guard, body, meta, size).map(Admission::Written)
+        })
+    }
+
+    /// As [`Self::append_if`], but `Ok(None)` instead of blocking when another thread or
+    /// process holds the append lock (see [`Self::try_append`]); `admit` is not called then.
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn try_append_if(
+        &self,
+        records: &[Record<'_>],
+        meta: BatchMeta,
+        admit: impl FnOnce() -> bool,
+    ) -> Result<Option<Admission>> {
+        self.with_body(records, meta, None, |body, size| {
+            let Some(guard) = self.try_lock_to_append()? else { return Ok(None) };
+            if !admit() {
+                return Ok(Some(Admission::Refused));
+            }
+            self.append_body(guard, body, meta, size).map(|a| Some(Admission::Written(a)))
         })
     }
 

@@ -7,7 +7,9 @@
 //! - a record with a key, if it is the newest record of that key in that range (a map of
 //!   key → newest offset is built over the range first), unless it is a tombstone whose
 //!   timestamp is `delete_retention_ms` or more in the past (timestamps, not the time the
-//!   cleaner first saw it: a tombstone with an old timestamp goes at the first compaction);
+//!   cleaner first saw it: a tombstone with an old timestamp goes at the first compaction).
+//!   In `__consumer_offsets` a commit fenced by its key's group generation does not count as
+//!   newer: readers pass over it ([`crate::offsets::table`], invariant 6);
 //! - every record without a key (written before the topic was made compacted);
 //! - nothing of an aborted transaction; a transaction marker until it is
 //!   `delete_retention_ms` old (by its timestamp) and, for a commit, none of the
@@ -66,6 +68,7 @@ use crate::format::{
 };
 use crate::index::IndexEntry;
 use crate::log::producers::ProducerTable;
+use crate::offsets::record::{fencing, reset_prefix, Fencing};
 use crate::segment::{self, file_name, Check, FileKind, OnDamage, Segment};
 use crate::shm::{ofd, CLEANER_BYTE};
 use crate::{Error, Result};
@@ -189,6 +192,8 @@ impl Hasher for KeyHasher {
 
 /// Keys borrow from the mapped segments, or are copied out of a compressed batch's image.
 type KeyMap<'a> = HashMap<Cow<'a, [u8]>, u64, BuildHasherDefault<KeyHasher>>;
+/// Per key of the offsets topic, the group generation of the commit a reader applies last.
+type FenceMap<'a> = HashMap<Cow<'a, [u8]>, i64, BuildHasherDefault<KeyHasher>>;
 
 /// How a compaction paces itself: the background cleaner keeps its reads and writes under
 /// a budget and stops when its store closes.
@@ -581,6 +586,11 @@ impl Output {
 /// What the rewrite carries from batch to batch.
 struct Rewrite<'a> {
     newest: KeyMap<'a>,
+    /// The offsets topic only: each key's fence. A commit of a lower group generation than
+    /// its key's is passed over by every reader ([`crate::offsets::table`], invariant 6), so
+    /// it is not the newest record of its key here either: keeping it instead of the commit
+    /// before it would make a reader opening after compaction apply it.
+    fences: Option<FenceMap<'a>>,
     /// Producer state at the plan (for aborted transactions), if the log has any.
     table: Option<ProducerTable>,
     /// Per producer: a record of its current transaction was kept.
@@ -614,18 +624,42 @@ impl<'a> Rewrite<'a> {
                 let image = plain_image(seg, pos, &batch)?;
                 for r in BatchView::parse_validated(&image).records() {
                     if let Some(key) = r.key {
-                        self.newest.insert(key.to_vec().into(), r.offset);
+                        let value = (!r.tombstone).then_some(r.value);
+                        self.note(key.to_vec().into(), value, r.offset);
                     }
                 }
                 continue;
             }
             for r in batch.records() {
                 if let Some(key) = r.key {
-                    self.newest.insert(key.into(), r.offset);
+                    self.note(key.into(), (!r.tombstone).then_some(r.value), r.offset);
                 }
             }
         }
         Ok(producers)
+    }
+
+    /// Notes the record at `offset` (`value` `None`: a tombstone) as the newest of `key`,
+    /// unless the offsets topic's fence passes it over (see [`Rewrite::fences`]).
+    fn note(&mut self, key: Cow<'a, [u8]>, value: Option<&[u8]>, offset: u64) {
+        if let Some(fences) = &mut self.fences {
+            match fencing(key.as_ref(), value) {
+                Fencing::Commit(generation) => {
+                    if generation >= 0 && fences.get(key.as_ref()).is_some_and(|&fence| generation < fence) {
+                        return;
+                    }
+                    fences.insert(key.clone(), generation);
+                }
+                Fencing::Reset { group, topic, incarnation } => {
+                    let prefix = reset_prefix(group, topic, incarnation);
+                    fences.retain(|k, _| !k.starts_with(&prefix));
+                }
+                Fencing::Other => {
+                    fences.remove(key.as_ref());
+                }
+            }
+        }
+        self.newest.insert(key, offset);
     }
 
     /// Second pass over one segment, appending what is kept to `out`.
@@ -827,6 +861,7 @@ impl PartitionLog {
         }
         let mut rewrite = Rewrite {
             newest: KeyMap::default(),
+            fences: (self.topic == crate::paths::OFFSETS_TOPIC).then(FenceMap::default),
             table,
             kept_in_txn: HashMap::new(),
             horizon,

@@ -77,6 +77,15 @@ pub enum Bounded {
     NoRoom(u64),
 }
 
+/// What [`PartitionLog::append_if`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The batch was written (or repeated one written before: see [`Appended::duplicate`]).
+    Written(Appended),
+    /// Nothing was written: the check made under the append lock refused it.
+    Refused,
+}
+
 /// One partition of a topic.
 pub struct PartitionLog {
     dir: PathBuf,

@@ -296,16 +296,16 @@ fn split_v3_key(key: &[u8]) -> Result<(&str, &str, u64, u32), String> {
     Ok((utf8(&names[..nul], "group")?, utf8(&names[nul + 1..], "topic")?, incarnation, partition))
 }
 
-/// The partition, next offset and metadata of a version 3 commit whose key starts with a
-/// prefix of `prefix_len` bytes already decoded (`group NUL topic NUL <incarnation> NUL`,
-/// see [`key_prefix`]): a catch-up's fast path for the records of one (group, topic,
-/// incarnation). `None` for anything else, which the caller gives to [`decode`] (the same
-/// records decode the same either way).
+/// The partition, group generation, next offset and metadata of a version 3 commit whose
+/// key starts with a prefix of `prefix_len` bytes already decoded (`group NUL topic NUL
+/// <incarnation> NUL`, see [`key_prefix`]): a catch-up's fast path for the records of one
+/// (group, topic, incarnation). `None` for anything else, which the caller gives to
+/// [`decode`] (the same records decode the same either way).
 pub fn decode_v3_after_prefix<'a>(
     key: &[u8],
     prefix_len: usize,
     value: &'a [u8],
-) -> Option<(u32, u64, &'a str)> {
+) -> Option<(u32, i64, u64, &'a str)> {
     let digits = key.get(prefix_len..)?;
     if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -314,13 +314,61 @@ pub fn decode_v3_after_prefix<'a>(
     if u16_at(value, 0)? != VERSION {
         return None;
     }
+    let generation = i64_at(value, 2)?;
     let next = u64::try_from(i64_at(value, 10)?).ok()?;
     let meta_len = usize::from(u16_at(value, 18)?);
     if value.len() != VALUE_LEN + meta_len {
         return None;
     }
     let metadata = std::str::from_utf8(&value[VALUE_LEN..]).ok()?;
-    Some((partition, next, metadata))
+    Some((partition, generation, next, metadata))
+}
+
+/// What a record of `__consumer_offsets` does to the generation fence of the version 3 keys
+/// (see [`super::table`], invariant 6): what the cleaner needs to keep, of each key, the
+/// record a reader applies last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fencing<'a> {
+    /// A version 3 commit of this group generation: passed over if lower than its key's
+    /// fence (and not −1), else it becomes the fence (−1: none).
+    Commit(i64),
+    /// A reset: clears the fence of every key of its (group, topic) and incarnation
+    /// (`None`: every incarnation).
+    Reset {
+        /// The consumer group.
+        group: &'a str,
+        /// The topic's name.
+        topic: &'a str,
+        /// The incarnation whose keys it clears.
+        incarnation: Option<u64>,
+    },
+    /// Anything else (a tombstone, which clears its key's fence; a version 1 or 2 commit;
+    /// a record that cannot be decoded): the newest record of its key wins.
+    Other,
+}
+
+/// What the record (`value` `None`: a tombstone) does to the fences (see [`Fencing`]).
+pub fn fencing<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> Fencing<'a> {
+    match decode(key, value) {
+        Ok(Decoded::Commit { generation, .. }) if value.and_then(|v| u16_at(v, 0)) == Some(VERSION) => {
+            Fencing::Commit(generation)
+        }
+        Ok(Decoded::Reset { group, topic, incarnation }) => Fencing::Reset { group, topic, incarnation },
+        _ => Fencing::Other,
+    }
+}
+
+/// The start of every version 3 key a reset of (`group`, `topic`) and `incarnation` clears
+/// (`None`: of any incarnation).
+pub fn reset_prefix(group: &str, topic: &str, incarnation: Option<u64>) -> Vec<u8> {
+    match incarnation {
+        Some(i) => key_prefix(group, topic, i),
+        None => {
+            let mut prefix = reset_key(group, topic);
+            prefix.push(0);
+            prefix
+        }
+    }
 }
 
 /// Decodes a record of `__consumer_offsets`; `value` is `None` for a tombstone.
@@ -541,6 +589,27 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn what_each_record_does_to_the_fences() {
+        let key = key("g", "t", 7, 1);
+        let mut value = Vec::new();
+        encode_value(&mut value, 5, 10, b"");
+        assert_eq!(fencing(&key, Some(&value)), Fencing::Commit(5));
+        assert_eq!(fencing(&key, None), Fencing::Other, "a tombstone");
+        let reset = encode_reset(7);
+        assert_eq!(
+            fencing(b"g\0t", Some(&reset)),
+            Fencing::Reset { group: "g", topic: "t", incarnation: Some(7) }
+        );
+        assert!(key.starts_with(&reset_prefix("g", "t", Some(7))));
+        assert!(!key.starts_with(&reset_prefix("g", "t", Some(8))));
+        assert!(key.starts_with(&reset_prefix("g", "t", None)));
+        assert!(!key.starts_with(&reset_prefix("g", "tt", None)));
+        let v2 = legacy_value(5, Some(7), &[(1, 10)], b"");
+        assert_eq!(fencing(b"g\0t", Some(&v2)), Fencing::Other, "version 2 commits do not fence");
+        assert_eq!(fencing(&key, Some(b"\x09\x00")), Fencing::Other, "undecodable");
+    }
+
     proptest::proptest! {
         #[test]
         fn the_fast_path_agrees_with_decode(tail: Vec<u8>, value: Vec<u8>, offset: i64, meta: String, good: bool) {
@@ -557,9 +626,9 @@ pub(crate) mod tests {
             };
             let fast = decode_v3_after_prefix(&key, prefix.len(), &value);
             match decode(&key, Some(&value)) {
-                Ok(Decoded::Commit { group: "g", topic: "t", incarnation: Some(7), mut entries, .. }) => {
+                Ok(Decoded::Commit { group: "g", topic: "t", incarnation: Some(7), generation, mut entries }) => {
                     let e = entries.next().unwrap();
-                    proptest::prop_assert_eq!(fast, Some((e.partition, e.offset, e.metadata)));
+                    proptest::prop_assert_eq!(fast, Some((e.partition, generation, e.offset, e.metadata)));
                 }
                 _ => proptest::prop_assert_eq!(fast, None),
             }

@@ -28,6 +28,23 @@
 //!    reader would apply it again once the record that hid it is compacted away, so
 //!    [`OffsetTable::forget_topic`] and the conversion write tombstones for dead keys too.
 //!
+//! 6. A version 3 commit of a group generation lower than that of the commit its key holds
+//!    is *fenced*: passed over, as Kafka's coordinator rejects a commit of a stale
+//!    generation (`ILLEGAL_GENERATION`). There is no coordinator here, and a member that
+//!    lost its partitions in a rebalance it has not seen yet can write its commit after the
+//!    new owner's; read back as the newest, it would move the group's offset back and the
+//!    next owner would deliver again what was already handed out. Only a lower generation
+//!    is fenced: a member seeking back within its generation moves the offset back. The
+//!    fence is the generation of the commit the key holds, so it is always carried by one
+//!    record: a commit of no generation (−1: a Kafka client's manual assignment or an admin
+//!    tool, which Kafka accepts only while the group is empty), a
+//!    tombstone, or a reset of the key's incarnation clears it, and generations restarting
+//!    cannot lock a group out past the next such record. A key whose commit another
+//!    incarnation's replaced keeps its fence among the dead keys (invariant 5). The cleaner
+//!    of the offsets topic applies the same rule ([`record::fencing`]): of each key it
+//!    keeps the record a reader applies last, never a fenced one after it, so a reader
+//!    opening after compaction shows what one that read every record shows.
+//!
 //! The conversion of a (group, topic) writes a version 3 record of each live commit (with
 //! its time; version 1 commits name the topic's incarnation), then one batch of tombstones:
 //! of its dead keys and a conversion tombstone of its old key. None of these changes what
@@ -87,6 +104,9 @@ pub enum OnUndecodable {
 pub struct Commit {
     /// The next offset to read.
     pub offset: u64,
+    /// The group generation that made it (−1: none, or a version 1 or 2 record): commits
+    /// of its key with a lower generation are fenced (invariant 6).
+    pub generation: i64,
     /// The commit's metadata.
     pub metadata: String,
     /// When the commit was written (its record's timestamp, ms since the epoch).
@@ -108,8 +128,9 @@ pub type Partitions = BTreeMap<u32, Commit>;
 /// topic name -> group -> its newest commits.
 type Topics = HashMap<String, HashMap<String, Partitions>>;
 
-/// topic name -> group -> dead version 3 keys (incarnation, partition): see invariant 5.
-type Dead = HashMap<String, HashMap<String, BTreeSet<(u64, u32)>>>;
+/// topic name -> group -> dead version 3 keys (incarnation, partition), each with its fence
+/// (the generation of the commit it held; −1: none): see invariants 5 and 6.
+type Dead = HashMap<String, HashMap<String, BTreeMap<(u64, u32), i64>>>;
 
 /// What the records read so far say.
 #[derive(Default)]
@@ -121,6 +142,8 @@ struct State {
     /// (group, topic) whose newest record under the version 1/2 key is not a conversion
     /// tombstone: its records are still to be converted.
     legacy: HashSet<(String, String)>,
+    /// Commits passed over because their key holds one of a newer generation.
+    fenced: u64,
 }
 
 /// Per offsets partition: where reading resumes, and the (group, topic) pairs with a commit
@@ -261,10 +284,10 @@ impl OffsetTable {
                     let value = (!r.tombstone).then_some(r.value);
                     if let (false, true, Some(value)) = (chunk.pending, run.live, value) {
                         if key.starts_with(&run.prefix) {
-                            if let Some((partition, offset, metadata)) =
+                            if let Some((partition, generation, offset, metadata)) =
                                 record::decode_v3_after_prefix(key, run.prefix.len(), value)
                             {
-                                staged.push((partition, offset, metadata, r.timestamp));
+                                staged.push((partition, generation, offset, metadata, r.timestamp));
                                 continue;
                             }
                         }
@@ -363,8 +386,14 @@ impl OffsetTable {
             .dead
             .get(topic)
             .and_then(|g| g.get(group))
-            .map(|k| k.iter().copied().collect())
+            .map(|k| k.keys().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Commits passed over so far because their key held one of a newer group generation
+    /// (see invariant 6).
+    pub fn fenced(&self) -> u64 {
+        self.state.fenced
     }
 
     /// True while a commit of `group` on `topic` sits in a transaction still open, as of
@@ -404,7 +433,9 @@ impl OffsetTable {
                 .map(|(&p, _)| p)
                 .collect();
             let dead = self.state.dead.get(topic).and_then(|g| g.get(group));
-            partitions.extend(dead.into_iter().flatten().filter(|(i, _)| *i == incarnation).map(|&(_, p)| p));
+            partitions.extend(
+                dead.into_iter().flat_map(|k| k.keys()).filter(|(i, _)| *i == incarnation).map(|&(_, p)| p),
+            );
             let versionless = commits.into_iter().flatten().any(|(_, c)| c.incarnation.is_none());
             let keys: Vec<Vec<u8>> =
                 partitions.iter().map(|&p| record::key(group, topic, incarnation, p)).collect();
@@ -525,7 +556,9 @@ impl OffsetTable {
         let mut bounds = Vec::with_capacity(live.len());
         for (_, _, commit) in &live {
             let start = values.len();
-            record::encode_value(&mut values, -1, commit.offset, commit.metadata.as_bytes());
+            // Its own generation: a version 3 commit keeps its fence (invariant 6), one of
+            // version 1 or 2 has none (−1).
+            record::encode_value(&mut values, commit.generation, commit.offset, commit.metadata.as_bytes());
             bounds.push(start..values.len());
         }
         let mut commits: Vec<Record<'_>> = live
@@ -569,9 +602,9 @@ impl OffsetTable {
     }
 }
 
-/// A version 3 commit read by the fast path, not applied yet: (partition, next offset,
-/// metadata, timestamp).
-type Staged<'a> = (u32, u64, &'a str, i64);
+/// A version 3 commit read by the fast path, not applied yet: (partition, generation, next
+/// offset, metadata, timestamp).
+type Staged<'a> = (u32, i64, u64, &'a str, i64);
 
 /// The (group, topic, incarnation) of the version 3 commit a catch-up applied last: the
 /// records after it with the same key prefix (a commit of several partitions, a group
@@ -619,18 +652,34 @@ fn apply_run(state: &mut State, run: &Run, staged: &mut Vec<Staged<'_>>) {
     if staged.is_empty() {
         return;
     }
-    let State { commits, dead, .. } = state;
+    let State { commits, dead, fenced, .. } = state;
     with_group(commits, &run.topic, &run.group, |partitions| {
-        for &(partition, offset, metadata, timestamp_ms) in staged.iter() {
+        for &(partition, generation, offset, metadata, timestamp_ms) in staged.iter() {
+            // One lookup of the partition for the fence and the update (the catch-up's
+            // cost is mostly per record).
+            let held = partitions.get_mut(&partition);
+            if generation >= 0 {
+                let fence =
+                    fence_of(held.as_deref(), dead, &run.topic, &run.group, run.incarnation, partition);
+                if generation < fence {
+                    *fenced += 1;
+                    continue;
+                }
+            }
             let commit = Commit {
                 offset,
+                generation,
                 metadata: metadata.to_owned(),
                 timestamp_ms,
                 incarnation: Some(run.incarnation),
             };
-            if let Some(j) = partitions.insert(partition, commit).and_then(|c| c.incarnation) {
-                if j != run.incarnation {
-                    mark_dead(dead, &run.topic, &run.group, j, partition);
+            let old = match held {
+                Some(slot) => Some(std::mem::replace(slot, commit)),
+                None => partitions.insert(partition, commit),
+            };
+            if let Some(old) = old {
+                if let Some(j) = old.incarnation.filter(|&j| j != run.incarnation) {
+                    mark_dead(dead, &run.topic, &run.group, j, partition, old.generation);
                 }
             }
             if !dead.is_empty() {
@@ -655,14 +704,25 @@ fn apply(
         let (group, topic) = decoded.names();
         state.legacy.insert((group.to_owned(), topic.to_owned()));
     }
-    let State { commits, dead, legacy: unconverted } = state;
+    let State { commits, dead, legacy: unconverted, fenced } = state;
     match decoded {
-        Decoded::Commit { group, topic, incarnation, entries, .. } => {
+        Decoded::Commit { group, topic, incarnation, entries, generation } => {
             let v3 = !legacy;
+            // Version 1 and 2 records are history written before fencing: they neither
+            // fence nor are fenced (they are older than every version 3 record of their
+            // (group, topic): the conversion comes first).
+            let generation = if v3 { generation } else { -1 };
             with_group(commits, topic, group, |partitions| {
                 for e in entries {
+                    if let (true, Some(i)) = (v3, incarnation) {
+                        if is_fenced(partitions, dead, topic, group, i, e.partition, generation) {
+                            *fenced += 1;
+                            continue;
+                        }
+                    }
                     let commit = Commit {
                         offset: e.offset,
+                        generation,
                         metadata: e.metadata.to_owned(),
                         timestamp_ms,
                         incarnation,
@@ -670,9 +730,9 @@ fn apply(
                     let old = partitions.insert(e.partition, commit);
                     // The record of the key the old commit came from stays in the log
                     // unless this record is of that very key.
-                    if let Some(j) = old.and_then(|c| c.incarnation) {
-                        if !(v3 && incarnation == Some(j)) {
-                            mark_dead(dead, topic, group, j, e.partition);
+                    if let Some(old) = old {
+                        if let Some(j) = old.incarnation.filter(|&j| !(v3 && incarnation == Some(j))) {
+                            mark_dead(dead, topic, group, j, e.partition, old.generation);
                         }
                     }
                     if let (true, false, Some(i)) = (v3, dead.is_empty(), incarnation) {
@@ -683,6 +743,14 @@ fn apply(
         }
         Decoded::Reset { group, topic, incarnation } => {
             forget(commits, dead, topic, group, |_, c| incarnation.is_none_or(|i| c.applies_to(i)));
+            // A reset clears the fences of its incarnation's keys, dead ones too.
+            if let Some(keys) = dead.get_mut(topic).and_then(|g| g.get_mut(group)) {
+                for (&(i, _), fence) in keys.iter_mut() {
+                    if incarnation.is_none_or(|n| n == i) {
+                        *fence = -1;
+                    }
+                }
+            }
         }
         Decoded::Converted { group, topic } => {
             forget(commits, dead, topic, group, |_, c| c.incarnation.is_none());
@@ -696,13 +764,57 @@ fn apply(
     Ok(())
 }
 
-/// Remembers that version 3 key (`incarnation`, `partition`) of (`topic`, `group`) is dead.
-fn mark_dead(dead: &mut Dead, topic: &str, group: &str, incarnation: u64, partition: u32) {
+/// Remembers that version 3 key (`incarnation`, `partition`) of (`topic`, `group`) is dead,
+/// with its `fence` (the generation of the commit it held; −1: none).
+fn mark_dead(dead: &mut Dead, topic: &str, group: &str, incarnation: u64, partition: u32, fence: i64) {
     dead.entry(topic.to_owned())
         .or_default()
         .entry(group.to_owned())
         .or_default()
-        .insert((incarnation, partition));
+        .insert((incarnation, partition), fence);
+}
+
+/// True if a version 3 commit of `generation` to key (`incarnation`, `partition`) of
+/// (`topic`, `group`) is fenced (invariant 6): the key holds a commit of a higher
+/// generation, live in `partitions` or dead.
+fn is_fenced(
+    partitions: &Partitions,
+    dead: &Dead,
+    topic: &str,
+    group: &str,
+    incarnation: u64,
+    partition: u32,
+    generation: i64,
+) -> bool {
+    generation >= 0
+        && generation < fence_of(partitions.get(&partition), dead, topic, group, incarnation, partition)
+}
+
+/// The fence of version 3 key (`incarnation`, `partition`) of (`topic`, `group`), whose
+/// partition holds `held`: the generation of the commit the key holds, live or dead (−1:
+/// none).
+fn fence_of(
+    held: Option<&Commit>,
+    dead: &Dead,
+    topic: &str,
+    group: &str,
+    incarnation: u64,
+    partition: u32,
+) -> i64 {
+    match held {
+        // (A commit of no generation of the incarnation may be a version 2 record's, which
+        // left the key dead: its fence is there.)
+        Some(c) if c.incarnation == Some(incarnation) && (c.generation >= 0 || dead.is_empty()) => {
+            c.generation
+        }
+        _ if dead.is_empty() => -1,
+        _ => dead
+            .get(topic)
+            .and_then(|g| g.get(group))
+            .and_then(|keys| keys.get(&(incarnation, partition)))
+            .copied()
+            .unwrap_or(-1),
+    }
 }
 
 /// The key (`incarnation`, `partition`) of (`topic`, `group`) holds a live commit again, or
@@ -747,8 +859,9 @@ fn forget(
         if !which(partition, commit) {
             return true;
         }
+        // Forgotten by a reset, a tombstone or a conversion: its fence goes with it.
         if let Some(i) = commit.incarnation {
-            mark_dead(dead, topic, group, i, partition);
+            mark_dead(dead, topic, group, i, partition, -1);
         }
         false
     });
@@ -787,6 +900,21 @@ mod tests {
         table.apply(&record::key(group, topic, inc, p), Some(&value), ts).unwrap();
     }
 
+    /// A version 3 commit of `offset` by `group`'s `generation`.
+    fn commit(
+        table: &mut OffsetTable,
+        group: &str,
+        topic: &str,
+        inc: u64,
+        p: u32,
+        generation: i64,
+        offset: u64,
+    ) {
+        let mut value = Vec::new();
+        record::encode_value(&mut value, generation, offset, b"");
+        table.apply(&record::key(group, topic, inc, p), Some(&value), 0).unwrap();
+    }
+
     fn table() -> (tempfile::TempDir, Store, OffsetTable) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), crate::LogConfig::default(), &[]).unwrap();
@@ -822,5 +950,99 @@ mod tests {
         assert_eq!(offsets(&t, "g", "t", 1), []);
         t.apply(b"g\0t", Some(&legacy_value(record::RESET_GENERATION, None, &[], b"")), 0).unwrap();
         assert_eq!(offsets(&t, "g", "t", 2), [], "a version 1 reset forgets every incarnation");
+    }
+
+    #[test]
+    fn a_commit_of_an_older_generation_is_fenced() {
+        let (_dir, _store, mut t) = table();
+        // Member B (generation 5) took partition 0 over and committed 10; member A still
+        // thought it owned it (generation 4) and its commit of 3 landed after.
+        commit(&mut t, "g", "t", 1, 0, 5, 10);
+        commit(&mut t, "g", "t", 1, 0, 4, 3);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 10)]);
+        assert_eq!(t.fenced(), 1);
+        // Other partitions, groups and topics have fences of their own.
+        commit(&mut t, "g", "t", 1, 1, 4, 3);
+        commit(&mut t, "h", "t", 1, 0, 4, 3);
+        commit(&mut t, "g", "u", 1, 0, 4, 3);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 10), (1, 3)]);
+        assert_eq!(offsets(&t, "h", "t", 1), [(0, 3)]);
+        assert_eq!(offsets(&t, "g", "u", 1), [(0, 3)]);
+        assert_eq!(t.fenced(), 1);
+    }
+
+    #[test]
+    fn a_seek_back_within_a_generation_moves_the_offset_back() {
+        let (_dir, _store, mut t) = table();
+        commit(&mut t, "g", "t", 1, 0, 5, 10);
+        commit(&mut t, "g", "t", 1, 0, 5, 7);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 7)], "same generation: applied");
+        commit(&mut t, "g", "t", 1, 0, 6, 2);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 2)], "a newer generation: applied");
+        commit(&mut t, "g", "t", 1, 0, 5, 9);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 2)], "the generation before it: fenced");
+        assert_eq!(t.fenced(), 1);
+    }
+
+    #[test]
+    fn a_commit_of_no_generation_applies_and_clears_the_fence() {
+        let (_dir, _store, mut t) = table();
+        commit(&mut t, "g", "t", 1, 0, 5, 10);
+        // A Kafka client's manual assignment or an admin tool (the group empty).
+        commit(&mut t, "g", "t", 1, 0, -1, 2);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 2)]);
+        // The group started over (its generations restarted): not locked out.
+        commit(&mut t, "g", "t", 1, 0, 1, 4);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 4)]);
+        assert_eq!(t.fenced(), 0);
+    }
+
+    #[test]
+    fn a_tombstone_or_a_reset_clears_the_fence() {
+        let (_dir, _store, mut t) = table();
+        commit(&mut t, "g", "t", 1, 0, 5, 10);
+        t.apply(&record::key("g", "t", 1, 0), None, 0).unwrap();
+        commit(&mut t, "g", "t", 1, 0, 1, 3);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 3)], "after a tombstone");
+        commit(&mut t, "g", "t", 1, 0, 5, 10);
+        t.apply(b"g\0t", Some(&record::encode_reset(1)), 0).unwrap();
+        commit(&mut t, "g", "t", 1, 0, 1, 4);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 4)], "after a reset");
+        assert_eq!(t.fenced(), 0);
+    }
+
+    #[test]
+    fn a_dead_key_keeps_its_fence() {
+        let (_dir, _store, mut t) = table();
+        commit(&mut t, "g", "t", 1, 0, 5, 10);
+        // Another incarnation's commit of the partition (the topic created again) replaces
+        // it; a stale commit of the first incarnation's key is still fenced by its own key.
+        commit(&mut t, "g", "t", 2, 0, 1, 1);
+        commit(&mut t, "g", "t", 1, 0, 4, 3);
+        assert_eq!(offsets(&t, "g", "t", 2), [(0, 1)]);
+        assert_eq!(t.dead_keys("t", "g"), [(1, 0)]);
+        assert_eq!(t.fenced(), 1);
+        commit(&mut t, "g", "t", 1, 0, 5, 11);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 11)], "its own generation applies");
+        // A reset of incarnation 1 clears the fences of its dead keys too.
+        commit(&mut t, "g", "t", 2, 0, 1, 2);
+        t.apply(b"g\0t", Some(&record::encode_reset(1)), 0).unwrap();
+        commit(&mut t, "g", "t", 1, 0, 1, 3);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 3)]);
+    }
+
+    #[test]
+    fn version_1_and_2_commits_neither_fence_nor_are_fenced() {
+        let (_dir, _store, mut t) = table();
+        t.apply(b"g\0t", Some(&legacy_value(9, Some(1), &[(0, 5)], b"")), 0).unwrap();
+        commit(&mut t, "g", "t", 1, 0, 2, 6);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 6)]);
+        t.apply(b"g\0t", Some(&legacy_value(1, Some(1), &[(0, 4)], b"")), 0).unwrap();
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 4)]);
+        assert_eq!(t.fenced(), 0);
+        // The version 3 key keeps its own fence (what compaction keeps of it says so too).
+        commit(&mut t, "g", "t", 1, 0, 1, 3);
+        assert_eq!(offsets(&t, "g", "t", 1), [(0, 4)]);
+        assert_eq!(t.fenced(), 1);
     }
 }
