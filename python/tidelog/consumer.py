@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterator
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -178,6 +179,9 @@ class Consumer:
             self._topic.partitions,
             lease_seconds,
             core=store.native,
+            committed_generation=partial(
+                offsets.highest_generation, group, topic, self._incarnation
+            ),
         )
         # Bound to the membership: a commit of a generation older than the group's is
         # refused where commits are ordered (RebalanceError, or False from the hot path's

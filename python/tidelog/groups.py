@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,12 +162,16 @@ class Membership:
         *,
         durable: bool = False,
         core: _core.Store | None = None,
+        committed_generation: Callable[[], int] | None = None,
     ) -> None:
         """Prepares (but does not join) membership of ``group`` on ``topic``.
 
         With ``core`` (the store) membership changes are as durable as the store's ``fsync``
         policy says (``"interval"``: synced by its background syncer); without, they are
         fdatasync-ed before they count with ``durable``, left in the page cache without.
+        ``committed_generation`` gives the highest generation the group's commits carry:
+        every new generation is above it, so that a group whose state was lost or rolled
+        back does not start again below the commits that fence older generations.
         """
         self.topic, self.group, self.partitions = topic, group, partitions
         self.lease_ms = int(lease_seconds * 1000)
@@ -178,6 +182,7 @@ class Membership:
             fsync = "always" if durable else "never"
             self._group = _core.Group(store_dir, topic, group, fsync=fsync)
         self._where = f"of group {group!r} on topic {topic!r} in {store_dir}"
+        self._committed_generation = committed_generation
         self.generation = -1
         self.assignment: list[int] = []
         #: Whether the last change of :attr:`generation` skipped generations: this member
@@ -242,7 +247,8 @@ class Membership:
         if changed:
             state.assignment = assign(self.partitions, list(members), state.assignment)
             try:
-                state.generation = self._group.write(_encode(state))
+                above = self._committed_generation() if self._committed_generation else 0
+                state.generation = self._group.write(_encode(state), max(above, 0))
             except BaseException:
                 if new_lease and self._lease is not None:
                     # Not in the state: the next heartbeat must join again, not renew it.

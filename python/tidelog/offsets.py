@@ -115,6 +115,18 @@ class OffsetStore:
         commits = self._table.committed(group, topic, incarnation)
         return {p: Committed(o, m, t) for p, (o, m, t) in commits.items()}
 
+    def highest_generation(self, group: str, topic: str, incarnation: int) -> int:
+        """The highest group generation among ``group``'s commits (-1: none).
+
+        A group's generations start above it (:class:`tidelog.groups.Membership`): a group
+        whose state was lost or rolled back would otherwise start below the commits that
+        fence older generations, and its members' commits would be passed over.
+
+        Raises:
+            CorruptRecordError: A commit record cannot be decoded (names its file).
+        """
+        return self._table.highest_generation(group, topic, incarnation)
+
     def committed_offsets(self, group: str, topic: str, incarnation: int) -> dict[int, int]:
         """:meth:`committed` reduced to the offsets: ``{partition: offset}`` (for metrics).
 

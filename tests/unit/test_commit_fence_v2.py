@@ -13,6 +13,7 @@ moves the offset back; one of no generation (-1) applies and clears the fence.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,28 @@ def test_lag_reads_past_a_fenced_commit(store: tidelog.Store) -> None:
             unbound_commit(store, {0: 1}, stale)
             assert c.lag() == {0: 5}
             assert store.groups()["g"]["t"]["lag"] == {0: 5}
+
+
+def test_a_group_whose_state_was_lost_starts_above_its_commits(tmp_path: Path) -> None:
+    # A group's state lost or rolled back (a crash under fsync="never", or its files
+    # removed by hand) would start its generations again at 1, below the commits that fence
+    # older generations: every commit of its members would be passed over, and the group
+    # would hand the same messages out again and again. A new generation is above the
+    # highest its commits carry.
+    with tidelog.open(tmp_path, fsync="never") as store:
+        topic = store.create_topic("t", partitions=1)
+        fill(topic, 0, 20)
+        for _ in range(3):  # generations go up: each member joins and leaves
+            store.consumer("t", group="g").close()
+        with store.consumer("t", group="g") as member:
+            assert [m.offset for m in member.poll(5, 1.0)] == [0, 1, 2, 3, 4]
+            member.commit()
+            assert member._membership.generation >= 7
+    shutil.rmtree(tmp_path / "groups")
+    with tidelog.open(tmp_path, fsync="never") as store:
+        with store.consumer("t", group="g") as member:
+            assert [m.offset for m in member.poll(5, 1.0)] == [5, 6, 7, 8, 9]
+            member.commit()
+            assert member.committed() == {0: 10}
+        with store.consumer("t", group="g") as member:
+            assert [m.offset for m in member.poll(5, 1.0)] == [10, 11, 12, 13, 14]

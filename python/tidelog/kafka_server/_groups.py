@@ -35,6 +35,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.consumer_protocol_assignment.v0.data import (
@@ -193,7 +194,7 @@ def _join(broker: Broker, group: str, member: _Member, topics: list[str]) -> Non
                 # Deleted (and maybe created again): its group went with it.
                 member.drop(name)
         try:
-            partitions = broker.topic(name).partitions
+            found = broker.topic(name)
         except _core.TopicNotFoundError:
             # Kafka assigns nothing of a topic that does not exist; the client joins
             # again when its metadata shows the topic created.
@@ -202,9 +203,12 @@ def _join(broker: Broker, group: str, member: _Member, topics: list[str]) -> Non
             str(broker.store.path),
             name,
             group,
-            partitions,
+            found.partitions,
             member.session_ms / 1000,
             core=broker.store.native,
+            committed_generation=partial(
+                _offsets(broker).highest_generation, group, name, found.incarnation
+            ),
         )
         membership.join()
         member.topics[name] = membership

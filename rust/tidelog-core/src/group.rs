@@ -592,9 +592,21 @@ impl Group {
     /// [`Error::InvalidConfig`] without the lock; [`Error::CorruptState`] when the
     /// generation cannot grow any more; I/O errors (nothing is published).
     pub fn write(&self, body: &[u8]) -> Result<u64> {
+        self.write_above(body, 0)
+    }
+
+    /// [`Self::write`], the generation also above `above`: the highest generation the
+    /// group's commits carry, so that a group whose state was lost or rolled back (a crash
+    /// under a weak fsync policy, files removed by hand) does not start again below the
+    /// commits that fence older generations (`offsets::table`, invariant 6).
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    pub fn write_above(&self, body: &[u8], above: u64) -> Result<u64> {
         self.log.check_held()?;
         let mut floor = self.floor();
-        let generation = floor
+        let generation = (*floor)
+            .max(above)
             .checked_add(1)
             .filter(|&g| g <= MAX_GENERATION)
             .ok_or_else(|| corrupt(&self.paths.live, 0, "the generation cannot grow any more"))?;

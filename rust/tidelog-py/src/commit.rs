@@ -268,6 +268,21 @@ impl PyOffsetTable {
         Ok(out)
     }
 
+    /// The highest group generation among `group`'s commits of `topic`'s `incarnation`
+    /// (−1: none): a group's generations start above it (see `Group.write`).
+    fn highest_generation(
+        &self,
+        py: Python<'_>,
+        group: &str,
+        topic: &str,
+        incarnation: u64,
+    ) -> PyResult<i64> {
+        self.with_table(py, |t| {
+            t.catch_up(t.partition_of(group))?;
+            Ok(t.committed(group, topic, incarnation).map(|(_, c)| c.generation).max().unwrap_or(-1))
+        })
+    }
+
     /// Every (group, topic name) with a commit, for any incarnation of the topic.
     fn groups(&self, py: Python<'_>) -> PyResult<HashSet<(String, String)>> {
         self.with_table(py, |t| {

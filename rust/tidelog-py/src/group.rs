@@ -102,10 +102,12 @@ impl PyGroup {
 
     /// Writes `body` as the state of the next generation (lock held) and returns that
     /// generation once the change is as durable as the fsync policy says; then every member
-    /// sees it in `current_generation()`.
-    fn write(&self, py: Python<'_>, body: Vec<u8>) -> PyResult<u64> {
+    /// sees it in `current_generation()`. The generation is also above `above` (the highest
+    /// the group's commits carry: see `tidelog_core::group::Group::write_above`).
+    #[pyo3(signature = (body, above = 0))]
+    fn write(&self, py: Python<'_>, body: Vec<u8>, above: u64) -> PyResult<u64> {
         let g = self.inner.clone();
-        run_detached(py, move || g.write(&body))
+        run_detached(py, move || g.write_above(&body, above))
     }
 
     /// Gives the lock back.
