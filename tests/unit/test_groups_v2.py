@@ -387,7 +387,7 @@ class _FailingWrites:
     def __init__(self, group: _core.Group) -> None:
         self._group = group
 
-    def write(self, body: bytes) -> int:
+    def write(self, body: bytes, above: int = 0) -> int:
         raise OSError(28, "No space left on device")
 
     def __getattr__(self, name: str) -> object:
