@@ -9,8 +9,6 @@ tests check that this never lets more than the high watermark in.
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ import tidelog
 
 pytest.importorskip("confluent_kafka")
 
+from finalization import LONG_FINALIZATION, NO_BROKER, ends_cleanly
 from tidelog.kafka import producer as producer_module
 from tidelog.kafka.producer import KafkaProducer
 
@@ -262,9 +261,11 @@ def test_a_closed_producer_is_freed_without_the_cyclic_gc() -> None:
 # makes the timing certain: its handle's finalizer signals the main thread, which then
 # exits, and sleeps (letting go of the GIL) as rd_kafka_destroy does, waking while the
 # interpreter finalizes (its last collection has cyclic garbage to go through).
-_EXIT_WHILE_THE_HANDLE_GOES = """
+_EXIT_WHILE_THE_HANDLE_GOES = (
+    NO_BROKER
+    + LONG_FINALIZATION
+    + """
 import threading, time
-from typing import Any
 from tidelog.kafka import producer as module
 
 freeing = threading.Event()
@@ -274,34 +275,17 @@ class SlowToFree(module.Producer):
         freeing.set()
         time.sleep(0.02)
 
-class NoBroker:
-    admin = None
-    def client_config(self, **extra: Any) -> dict[str, Any]:
-        return {"log_level": 0, **extra}
-    def forget(self, member: object) -> None:
-        pass
-
 module.Producer = SlowToFree
-garbage = [[{}, {}] for _ in range(500_000)]
-for pair in garbage:
-    pair.append(pair)
-del garbage
 p = module.KafkaProducer(NoBroker())
 p.close()
 del p
 assert freeing.wait(10), "the handle was never freed"
 """
+)
 
 
 def test_exiting_while_the_report_thread_frees_the_handle_does_not_abort() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _EXIT_WHILE_THE_HANDLE_GOES],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "FATAL" not in done.stderr, done.stderr
-    assert done.returncode == 0, done.stderr
+    ends_cleanly(_EXIT_WHILE_THE_HANDLE_GOES)
 
 
 # A daemon thread inside send() while the process ends: a send blocked under pressure
@@ -309,22 +293,13 @@ def test_exiting_while_the_report_thread_frees_the_handle_does_not_abort() -> No
 # and takes it back during finalization, which ends the thread by a forced unwind. Under
 # the panic guard of a PyO3 method that aborted the process (17 of 20 processes that ended
 # while a thread sent); `send` makes its Python calls outside any guard.
-_EXIT_WHILE_A_DAEMON_SENDS = """
+_EXIT_WHILE_A_DAEMON_SENDS = (
+    NO_BROKER
+    + LONG_FINALIZATION
+    + """
 import threading, time
-from typing import Any
 from tidelog.kafka.producer import KafkaProducer
 
-class NoBroker:
-    admin = None
-    def client_config(self, **extra: Any) -> dict[str, Any]:
-        return {"log_level": 0, **extra}
-    def forget(self, member: object) -> None:
-        pass
-
-garbage = [[{}, {}] for _ in range(500_000)]
-for pair in garbage:
-    pair.append(pair)
-del garbage
 p = KafkaProducer(NoBroker(), buffer_messages=10, on_full="block")
 for _ in range(8):
     p.send("t", b"v")
@@ -332,17 +307,11 @@ threading.Thread(target=p.send, args=("t", b"blocked"), daemon=True).start()
 while not p.stats()["high_watermark_hits"]:
     time.sleep(0.01)
 """
+)
 
 
 def test_exiting_while_a_daemon_thread_sends_does_not_abort() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _EXIT_WHILE_A_DAEMON_SENDS],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "FATAL" not in done.stderr, done.stderr
-    assert done.returncode == 0, done.stderr
+    ends_cleanly(_EXIT_WHILE_A_DAEMON_SENDS)
 
 
 def test_a_refusal_of_librdkafka_is_a_tidelog_error_and_sends_nothing(make: Any) -> None:
