@@ -213,16 +213,20 @@ def test_the_model_keeps_only_synced_names_and_bytes(tmp_path: Path) -> None:
     }
 
 
+#: Topic "t" of one partition holding v0, v1 and v2 (synced).
+THREE_MESSAGES = """
+store = tidelog.open(STORE, fsync="always")
+t = store.create_topic("t", partitions=1)
+for i in range(3):
+    t.append(b"v%d" % i, partition=0)
+store.close()
+"""
+
+
 def test_a_committed_consumer_offset_survives(tmp_path: Path) -> None:
     r = run(
         tmp_path,
-        setup="""
-        store = tidelog.open(STORE, fsync="always")
-        t = store.create_topic("t", partitions=1)
-        for i in range(3):
-            t.append(b"v%d" % i, partition=0)
-        store.close()
-        """,
+        setup=THREE_MESSAGES,
         body="""
         store = tidelog.open(STORE, fsync="always")
         c = store.consumer("t", group="g")
@@ -239,13 +243,7 @@ def test_a_committed_consumer_offset_survives(tmp_path: Path) -> None:
 def test_a_flushed_work_queue_ack_survives(tmp_path: Path) -> None:
     r = run(
         tmp_path,
-        setup="""
-        store = tidelog.open(STORE, fsync="always")
-        t = store.create_topic("t", partitions=1)
-        for i in range(3):
-            t.append(b"v%d" % i, partition=0)
-        store.close()
-        """,
+        setup=THREE_MESSAGES,
         body="""
         store = tidelog.open(STORE, fsync="always")
         q = store.work_queue("t", group="w", prefetch=1)
