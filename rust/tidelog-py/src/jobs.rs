@@ -9,12 +9,11 @@
 //! so each is atomic with respect to the subclass's steps.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{c_int, CStr};
+use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tidelog_core::log::now_seconds_ahead;
-
-use std::ffi::{c_int, CStr};
-use std::ptr;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -456,15 +455,6 @@ Jobs come from a prefetched batch acquired with one record; the batch size adapt
 `prefetch` jobs.",
 );
 
-static ACK: Method = entry(c"ack", ack, ffi::METH_O, ACK_DOC);
-
-/// Makes `__next__` and `ack` methods of `JobBuffer` (see above).
-pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let tp = m.py().get_type::<JobBuffer>();
-    unguarded::install(&tp, &NEXT)?;
-    unguarded::install(&tp, &ACK)
-}
-
 /// `ack`'s docstring, with its signature.
 const ACK_DOC: &CStr = c"ack($self, job, /)
 --
@@ -489,3 +479,12 @@ consumer are.
 Raises `TypeError` if `job` is not a `Job`, and `LockLostError` if this member no
 longer holds the job (its lock expired and another member took it, or it was already
 settled).";
+
+static ACK: Method = entry(c"ack", ack, ffi::METH_O, ACK_DOC);
+
+/// Makes `__next__` and `ack` methods of `JobBuffer` (see above).
+pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let tp = m.py().get_type::<JobBuffer>();
+    unguarded::install(&tp, &NEXT)?;
+    unguarded::install(&tp, &ACK)
+}
