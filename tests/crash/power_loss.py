@@ -18,6 +18,9 @@ Both are states a POSIX file system may leave (ext4 with ``data=writeback``, or 
 system that orders its journal freely). Files are followed as inodes, so a rename moves
 one and ``link`` shares one.
 
+The image is of a restarted machine: each partition's control block names another boot
+than the one it was last recovered in, so recovery cannot take the page cache for whole.
+
 Limits, on the optimistic side: writes through a mapping (``msync`` names no file) and
 ``ftruncate``/``fallocate`` are taken as persisted, except that a size never synced is cut.
 An inode that only the trace's own removals or replacements would bring back, and that
@@ -32,6 +35,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 TRACED = (
     "openat,creat,close,write,pwrite64,ftruncate,fallocate,fsync,fdatasync,sync_file_range,"
@@ -278,6 +282,20 @@ def _current_path(model: _Model) -> dict[int, str]:
     return paths
 
 
+# A partition's control block holds the boot it was last recovered in (docs/FORMAT.md):
+# in the image, as after any power loss, that is another boot.
+_CONTROL_MAGIC = b"TLCTRL01"
+_CONTROL_BOOT = slice(520, 536)
+
+
+def _forget_boot(f: BinaryIO) -> None:
+    f.seek(0)
+    if f.read(len(_CONTROL_MAGIC)) == _CONTROL_MAGIC:
+        f.seek(_CONTROL_BOOT.start)
+        # Not zeros: those mean "no boot recorded", which recovery treats more strictly.
+        f.write(b"\xff" * (_CONTROL_BOOT.stop - _CONTROL_BOOT.start))
+
+
 def build_image(after: Path, before: Path, trace: Path, out: Path, lose: str = "all") -> Image:
     """Writes to ``out`` the state of ``after`` that a power loss may leave.
 
@@ -322,6 +340,7 @@ def build_image(after: Path, before: Path, trace: Path, out: Path, lose: str = "
                     f.seek(start)
                     f.write(b"\0" * (end - start))
             f.truncate(node.synced_size)
+            _forget_boot(f)
 
     out.mkdir(parents=True)
     for name, child in sorted(listing(model.top).items()):

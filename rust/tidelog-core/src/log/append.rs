@@ -392,6 +392,12 @@ impl PartitionLog {
             // Every append to a durable log goes through pwrite, so the file's dirty pages
             // are this batch's (and perhaps a concurrent appender's, which is harmless).
             self.fail_on_error(segment.sync_written())?;
+            if self.control.synced_offset() < segment.base {
+                let segments = self.read_view()?.segments.clone();
+                self.fail_on_error(self.sync_sealed_since_last_sync(&segments, segment.base))?;
+            }
+            // Batches before this one were written before it: the sync covered them too.
+            self.control.note_synced(appended.base_offset + u64::from(appended.count));
         } else if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }

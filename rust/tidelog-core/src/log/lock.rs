@@ -91,7 +91,7 @@ impl PartitionLog {
         }
         if guard.owner_died() {
             let torn = guard.head();
-            self.recover(&mut guard, Some(torn), false)?;
+            self.recover(&mut guard, Some(torn), false, crate::shm::Since::SameBoot)?;
         }
         Ok(guard)
     }

@@ -28,6 +28,8 @@ mod open;
 pub mod producers;
 mod read;
 mod recovery;
+#[cfg(test)]
+mod restart_tests;
 mod retention;
 mod roll;
 #[cfg(test)]

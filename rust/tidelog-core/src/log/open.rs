@@ -9,7 +9,7 @@ use super::view::View;
 use super::{LogConfig, PartitionLog, CONTROL_FILE};
 use crate::segment::{Check, CursorEnd, OnDamage};
 use crate::settings::SharedSettings;
-use crate::shm::{ControlBlock, Opened, WriteGuard};
+use crate::shm::{ControlBlock, Opened, Since, WriteGuard};
 use crate::{Error, Result};
 
 impl PartitionLog {
@@ -59,8 +59,8 @@ impl PartitionLog {
         // Opening is serialised per partition (the control block's open lock, held until
         // `end_open`) so "am I the only handle?" and the recovery that follows cannot
         // interleave with another opener (see shm).
-        let (control, hint) = match ControlBlock::open(&dir.join(CONTROL_FILE))? {
-            Opened::Alone(c, hint) => (c, Some(hint)),
+        let (control, left) = match ControlBlock::open(&dir.join(CONTROL_FILE))? {
+            Opened::Alone(c, left) => (c, Some(left)),
             Opened::Shared(c) => (c, None),
         };
         let log = PartitionLog {
@@ -80,11 +80,20 @@ impl PartitionLog {
         };
         {
             let mut guard = log.control.lock()?;
-            match hint {
-                Some(hint) => log.recover(&mut guard, hint, true)?,
+            match left {
+                Some(left) => {
+                    let end = log.recover(&mut guard, left.head, true, left.since)?;
+                    let synced = match left.since {
+                        // Recovery read everything it kept back from the disk.
+                        Since::Restart { .. } => end,
+                        Since::SameBoot => log.control.synced_offset().min(end),
+                        Since::Unknown => 0,
+                    };
+                    log.control.mark_recovered(synced);
+                }
                 None if guard.owner_died() => {
                     let torn = guard.head();
-                    log.recover(&mut guard, Some(torn), false)?;
+                    log.recover(&mut guard, Some(torn), false, Since::SameBoot)?;
                 }
                 None => {
                     log.refresh(&guard)?;
@@ -93,7 +102,7 @@ impl PartitionLog {
                     // the block "shared") must not be counted as messages.
                     if !log.tail_intact(&guard)? {
                         let head = guard.head();
-                        log.recover(&mut guard, Some(head), false)?;
+                        log.recover(&mut guard, Some(head), false, Since::SameBoot)?;
                     }
                 }
             }

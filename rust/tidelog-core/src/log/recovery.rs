@@ -2,8 +2,9 @@
 //!
 //! Only the active segment can hold a torn tail (sealed segments were trimmed and, with a
 //! durable fsync policy, synced before the next segment was created), so recovery reads
-//! just its tail: it starts at the last index entry that still points at a valid batch and
-//! walks forward, checking CRCs and offset continuity, to the first bad batch. If nothing
+//! just its tail: it starts at the last index entry that still points at a valid batch
+//! (below the synced offset, after a restart of the machine: see [`PartitionLog::recover`])
+//! and walks forward, checking CRCs and offset continuity, to the first bad batch. If nothing
 //! valid follows (a torn tail), everything from there on is zeroed, so the bytes of a torn
 //! batch can never be mistaken for data later. If a valid batch that could continue the log
 //! follows the damage, it is not a torn tail: opening refuses, or with
@@ -19,7 +20,7 @@ use super::lost::{self, LossEvent, LossKind, EVENTS_FILE, QUARANTINE_DIR};
 use super::{now_ms, write_index_entry, OnCorruption, PartitionLog, CONTROL_FILE};
 use crate::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::segment::{parse_file_name, FileKind, Segment};
-use crate::shm::{Head, WriteGuard};
+use crate::shm::{Head, Since, WriteGuard};
 use crate::{Error, Result};
 
 /// Base offsets of the data files in `dir`, sorted. With `clean`, leftovers of interrupted
@@ -134,7 +135,24 @@ impl PartitionLog {
     /// Also run, with `alone == false`, by whoever takes the append lock after a writer
     /// died holding it: the head may then be torn (the writer died mid-publish) and the
     /// bytes past it may hold a partial batch.
-    pub(super) fn recover(&self, guard: &mut WriteGuard<'_>, hint: Option<Head>, alone: bool) -> Result<()> {
+    ///
+    /// `since` tells what the machine went through since the partition was last recovered
+    /// ([`Since`]). After a restart a power loss may have kept some unsynced pages and lost
+    /// others, in any order, so an index entry or a valid batch past the synced offset
+    /// proves nothing about the bytes before it: the walk starts below the synced offset,
+    /// and damage at or past it followed by valid batches is what such a loss leaves, not
+    /// corruption: it is cut (the rest quarantined, so nothing goes without a copy)
+    /// whatever [`OnCorruption`] says. When nothing is known the walk covers the whole
+    /// active segment, and damage is judged by [`OnCorruption`].
+    ///
+    /// Returns the offset the recovered log ends at.
+    pub(super) fn recover(
+        &self,
+        guard: &mut WriteGuard<'_>,
+        hint: Option<Head>,
+        alone: bool,
+        since: Since,
+    ) -> Result<u64> {
         // A compaction that died after deciding its swap (holding the lock we now have) is
         // finished before anything lists the segments.
         compaction::finish_swap(&self.dir)?;
@@ -178,13 +196,19 @@ impl PartitionLog {
         active.time_index.observe_published(hinted_entries * TIME_INDEX_ENTRY_BYTES);
         // Entries are trusted only as a valid chain from the first (each pointing at a batch
         // header with the offset it claims); the chain's last entry whose whole batch is
-        // intact is where the walk starts.
+        // intact (and, after a restart, was synced) is where the walk starts.
         let chain = active.valid_index_prefix(&active.index, &active.time_index, hinted_entries, data_len);
         let index = OffsetIndex::new(active.index.published());
         let time = TimeIndex::new(active.time_index.published());
         let start = (0..chain).rev().find(|&i| {
             let (rel, pos) = index.get(i);
-            time.get(i).position == pos
+            let trusted = match since {
+                Since::SameBoot => true,
+                Since::Restart { synced } => base + u64::from(rel) < synced,
+                Since::Unknown => false,
+            };
+            trusted
+                && time.get(i).position == pos
                 && active
                     .batch_at(pos as usize, data_len, true)
                     .is_ok_and(|b| b.header.base_offset == base + u64::from(rel))
@@ -231,7 +255,9 @@ impl PartitionLog {
                     file: String::new(),
                 },
                 Some(found) => {
-                    if self.config.on_corruption == OnCorruption::Raise {
+                    let lost_in_restart =
+                        matches!(since, Since::Restart { synced } if scan.next_offset >= synced);
+                    if self.config.on_corruption == OnCorruption::Raise && !lost_in_restart {
                         let h = active.header_at(found, search_end).expect("a valid batch");
                         return Err(active.corrupt(
                             scan.end,
@@ -292,6 +318,7 @@ impl PartitionLog {
             }),
         });
         drop(active);
-        self.refresh_listed(guard, &bases)
+        self.refresh_listed(guard, &bases)?;
+        Ok(scan.next_offset)
     }
 }

@@ -39,8 +39,38 @@ impl PartitionLog {
         let view = self.current_view(head)?;
         let active = view.active();
         if active.base == head.active_base {
+            self.fail_on_error(self.sync_sealed_since_last_sync(&view.segments, head.active_base))?;
             self.fail_on_error(active.sync_data(0, head.committed_pos as usize))?;
+            self.control.note_synced(head.next_offset);
         }
+        Ok(())
+    }
+
+    /// Syncs what the segments before `active_base` may hold unsynced, unless the control
+    /// block says it is on disk already: a roll syncs the sealed segment and the directory
+    /// only under a durable policy of the process that rolled (policies are per process),
+    /// and recovery after a restart trusts every byte below the synced offset. Called before
+    /// [`crate::shm::ControlBlock::note_synced`] with an offset in the active segment;
+    /// nothing to do (one load) unless a segment was sealed since the last sync.
+    pub(super) fn sync_sealed_since_last_sync(
+        &self,
+        segments: &[std::sync::Arc<crate::segment::Segment>],
+        active_base: u64,
+    ) -> Result<()> {
+        let synced = self.control.synced_offset();
+        if synced >= active_base {
+            return Ok(());
+        }
+        for pair in segments.windows(2) {
+            let (sealed, next) = (&pair[0], &pair[1]);
+            if next.base > synced && next.base <= active_base {
+                let file = std::fs::File::open(&sealed.paths.data)
+                    .map_err(|e| Error::io("open", &sealed.paths.data, e))?;
+                crate::fs::sync_data(&file, &sealed.paths.data)?;
+            }
+        }
+        crate::segment::sync_dir(&self.dir)?;
+        self.control.note_synced(active_base);
         Ok(())
     }
 }

@@ -21,12 +21,21 @@
 //! 4. The deleted word is only accessed atomically; it is only written while the mutex is
 //!    held, only ever from 0 to 1, and never by initialisation (a deleted partition stays
 //!    deleted for every later opener).
+//! 5. The boot words and the synced-offset word are only accessed atomically. The boot
+//!    words are written only by a handle that was alone when it opened, before it ends
+//!    the open (so never concurrently); the synced offset only grows (`fetch_max`) after a
+//!    sync, except that the alone opener's recovery sets it before anyone else can sync.
 //!
 //! The head is a hint that survives process crashes but not power loss: recovery at open
-//! validates it against the segment files and rebuilds it when they disagree.
+//! validates it against the segment files and rebuilds it when they disagree. Two more
+//! words tell recovery how far to trust the files after a power loss: the offset below
+//! which every byte was synced, and the boot the partition was last recovered in (a
+//! process crash leaves the page cache whole; only a restart of the machine can leave
+//! unsynced pages lost in any order).
 
 #![allow(unsafe_code)]
 
+mod boot;
 pub mod doorbell;
 pub mod fork;
 pub mod ofd;
@@ -62,9 +71,15 @@ pub const CLEANER_BYTE: u64 = 2;
 /// taking the mutex (one load), so nobody writes into a deleted topic's files or, through
 /// paths that now name a new topic, into the new topic.
 const DELETED_AT: usize = 512;
+/// The boot (Linux's boot id, 16 bytes) in which an opener alone with the partition last
+/// finished recovering it; zeros before that.
+const BOOT_AT: usize = 520;
+/// The offset below which the partition's data was synced to disk (see [`ControlBlock::note_synced`]).
+const SYNCED_AT: usize = 536;
 
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= HEAD_AT - MUTEX_AT);
-const _: () = assert!(HEAD_AT + 8 * HEAD_FIELDS <= DELETED_AT && DELETED_AT + 8 <= CONTROL_BYTES);
+const _: () = assert!(HEAD_AT + 8 * HEAD_FIELDS <= DELETED_AT && DELETED_AT + 8 <= BOOT_AT);
+const _: () = assert!(BOOT_AT + 16 <= SYNCED_AT && SYNCED_AT + 8 <= CONTROL_BYTES);
 
 /// The published state of a partition's log, read consistently by [`ControlBlock::head`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,12 +166,39 @@ unsafe impl Sync for ControlBlock {}
 /// What [`ControlBlock::open`] found.
 pub enum Opened {
     /// No other process had the partition open: the lock was (re)initialised and the
-    /// caller must run full recovery and [`WriteGuard::publish`] the result. The head left
-    /// by the previous owners comes along as a hint (`None` if the file was new or not a
-    /// control block); it survives process crashes, not power loss, so verify it.
-    Alone(ControlBlock, Option<Head>),
+    /// caller must run full recovery, [`WriteGuard::publish`] the result and then
+    /// [`ControlBlock::mark_recovered`].
+    Alone(ControlBlock, Left),
     /// Other processes have it open: the head is live and trustworthy.
     Shared(ControlBlock),
+}
+
+/// What the previous owners of a control block left for the opener alone with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Left {
+    /// Their head (`None` if the file was new or not a control block): it survives process
+    /// crashes, not power loss, so verify it.
+    pub head: Option<Head>,
+    /// What may have happened to the data since the partition was last recovered.
+    pub since: Since,
+}
+
+/// What happened to the machine since a partition was last recovered, as far as its control
+/// block tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// At most process crashes: this is the boot it was recovered in, and the page cache
+    /// holds every byte written since.
+    SameBoot,
+    /// The machine restarted: a power loss may have kept some pages written after the last
+    /// sync and lost others, in any order. Everything below `synced` is on disk.
+    Restart {
+        /// The partition's synced offset ([`ControlBlock::note_synced`]).
+        synced: u64,
+    },
+    /// Not known: a new, lost or zeroed control block, or one from a version that did not
+    /// record the boot.
+    Unknown,
 }
 
 impl ControlBlock {
@@ -175,9 +217,16 @@ impl ControlBlock {
         // From here on the drop of `block` releases the locks (also on an error return).
         let block = ControlBlock { map, file, path: path.to_owned(), born };
         let alone = ofd::try_set(&block.file, LIVE_BYTE, 1, Lock::Exclusive).map_err(lock_err)?;
-        let mut hint = None;
+        let mut left = Left { head: None, since: Since::Unknown };
         if alone {
-            hint = (block.magic() == *MAGIC).then(|| block.head_unlocked());
+            if block.magic() == *MAGIC {
+                let since = match block.boot() {
+                    [0, 0] => Since::Unknown,
+                    last if boot::id() == Some(last) => Since::SameBoot,
+                    _ => Since::Restart { synced: block.synced_offset() },
+                };
+                left = Left { head: Some(block.head_unlocked()), since };
+            }
             block.initialise()?;
         } else if block.magic() != *MAGIC {
             return Err(Error::Corrupt {
@@ -190,7 +239,7 @@ impl ControlBlock {
         // Downgrade (or take) the shared lock that marks this handle as alive; the open
         // lock keeps other openers out meanwhile.
         ofd::set(&block.file, LIVE_BYTE, 1, Lock::Shared).map_err(lock_err)?;
-        Ok(if alone { Opened::Alone(block, hint) } else { Opened::Shared(block) })
+        Ok(if alone { Opened::Alone(block, left) } else { Opened::Shared(block) })
     }
 
     /// Releases the open lock taken by [`Self::open`]: the caller's recovery is done.
@@ -297,6 +346,48 @@ impl ControlBlock {
     /// True once the partition's topic was deleted (by any process).
     pub fn is_deleted(&self) -> bool {
         self.deleted_word().load(Ordering::Acquire) != 0
+    }
+
+    fn boot_words(&self) -> [&AtomicU64; 2] {
+        // SAFETY: BOOT_AT + 16 <= CONTROL_BYTES inside the live mapping (invariant 1),
+        // 8-aligned (page-aligned base), and only ever accessed atomically (invariant 5).
+        let word = |at: usize| unsafe { &*self.map.as_ptr().add(BOOT_AT + at).cast::<AtomicU64>() };
+        [word(0), word(8)]
+    }
+
+    fn boot(&self) -> [u64; 2] {
+        self.boot_words().map(|w| w.load(Ordering::Relaxed))
+    }
+
+    fn synced_word(&self) -> &AtomicU64 {
+        // SAFETY: SYNCED_AT + 8 <= CONTROL_BYTES inside the live mapping (invariant 1),
+        // 8-aligned (page-aligned base), and only ever accessed atomically (invariant 5).
+        unsafe { &*self.map.as_ptr().add(SYNCED_AT).cast::<AtomicU64>() }
+    }
+
+    /// The offset below which the partition's data is known to be on disk.
+    pub fn synced_offset(&self) -> u64 {
+        self.synced_word().load(Ordering::Acquire)
+    }
+
+    /// Records that every byte of the partition below `offset` is on disk: call only after
+    /// the sync that made it so returned. The word itself reaches the disk whenever the
+    /// kernel writes the page back, so after a power loss it may be older, never ahead.
+    pub fn note_synced(&self, offset: u64) {
+        self.synced_word().fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// Records, for the opener alone with the partition after its recovery succeeded, that
+    /// the data is whole up to `synced` (what recovery read back from disk after a restart,
+    /// else what was known before, cut to what recovery kept) in this boot of the machine:
+    /// later openers in the same boot trust the page cache. Not written before recovery
+    /// succeeded, so an open that failed leaves the next one to look again.
+    pub fn mark_recovered(&self, synced: u64) {
+        self.synced_word().store(synced, Ordering::Release);
+        let now = boot::id().unwrap_or_default();
+        for (word, value) in self.boot_words().into_iter().zip(now) {
+            word.store(value, Ordering::Release);
+        }
     }
 
     /// Reads the head of a block nobody else has open, or that this thread holds the lock
@@ -549,13 +640,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control");
         let a = ControlBlock::open(&path).unwrap();
-        assert!(matches!(a, Opened::Alone(_, None)));
+        assert!(matches!(a, Opened::Alone(_, Left { head: None, since: Since::Unknown })));
         let Opened::Alone(a, _) = a else { unreachable!() };
         a.end_open();
         let b = ControlBlock::open(&path).unwrap();
         assert!(matches!(b, Opened::Shared(_)));
         drop(b);
         assert!(a.try_lock_open().unwrap() && a.try_exclusive().unwrap(), "b released its locks on drop");
+    }
+
+    #[test]
+    fn an_opener_alone_after_a_restart_is_told_how_far_the_data_was_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control");
+        let reopen = || match ControlBlock::open(&path).unwrap() {
+            Opened::Alone(block, left) => (block, left),
+            Opened::Shared(_) => panic!("alone"),
+        };
+        let (block, left) = reopen();
+        assert_eq!(left.since, Since::Unknown, "a new block vouches for nothing");
+        block.note_synced(9);
+        block.note_synced(4);
+        assert_eq!(block.synced_offset(), 9, "the synced offset only grows");
+        drop(block);
+        assert_eq!(reopen().1.since, Since::Unknown, "never recovered, so no boot recorded");
+        let (block, _) = reopen();
+        block.mark_recovered(7);
+        drop(block);
+        let (block, left) = reopen();
+        let expected = if boot::id().is_some() { Since::SameBoot } else { Since::Unknown };
+        assert_eq!(left.since, expected, "the page cache is whole");
+        drop(block);
+        // What a reboot looks like: another boot's id in the block.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &[0xab; 16], BOOT_AT as u64))
+            .unwrap();
+        assert_eq!(reopen().1.since, Since::Restart { synced: 7 });
     }
 
     #[test]
