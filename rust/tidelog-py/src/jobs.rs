@@ -9,7 +9,7 @@
 //! so each is atomic with respect to the subclass's steps.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ffi::{c_int, CStr};
+use std::ffi::CStr;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -423,25 +423,7 @@ unsafe extern "C-unwind" fn ack(slf: *mut ffi::PyObject, job: *mut ffi::PyObject
     }
 }
 
-/// The C type of [`next`] and [`ack`].
-type NoArgsFn = unsafe extern "C-unwind" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject;
-
-/// A `METH_NOARGS` or `METH_O` entry for `f` (invariant 2 of `unguarded`).
-const fn entry(name: &'static CStr, f: NoArgsFn, flags: c_int, doc: &'static CStr) -> Method {
-    Method(ffi::PyMethodDef {
-        ml_name: name.as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            // SAFETY: the same function type but for the ABI's unwinding: CPython calls it
-            // as a C function, and "C-unwind" lets a forced unwind pass through it
-            // (invariant 3).
-            PyCFunction: unsafe { std::mem::transmute::<NoArgsFn, ffi::PyCFunction>(f) },
-        },
-        ml_flags: flags,
-        ml_doc: doc.as_ptr(),
-    })
-}
-
-static NEXT: Method = entry(
+static NEXT: Method = Method::no_args_or_one(
     c"__next__",
     next,
     ffi::METH_NOARGS,
@@ -480,7 +462,7 @@ Raises `TypeError` if `job` is not a `Job`, and `LockLostError` if this member n
 longer holds the job (its lock expired and another member took it, or it was already
 settled).";
 
-static ACK: Method = entry(c"ack", ack, ffi::METH_O, ACK_DOC);
+static ACK: Method = Method::no_args_or_one(c"ack", ack, ffi::METH_O, ACK_DOC);
 
 /// Makes `__next__` and `ack` methods of `JobBuffer` (see above).
 pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -320,27 +320,8 @@ unsafe extern "C-unwind" fn send(
     }
 }
 
-/// The type of [`send`].
-type SendFn = unsafe extern "C-unwind" fn(
-    *mut ffi::PyObject,
-    *const *mut ffi::PyObject,
-    ffi::Py_ssize_t,
-    *mut ffi::PyObject,
-) -> *mut ffi::PyObject;
-
 /// `send`'s table entry (invariant 2).
-static SEND: Method = Method(ffi::PyMethodDef {
-    ml_name: c"send".as_ptr(),
-    ml_meth: ffi::PyMethodDefPointer {
-        // SAFETY: the same function type but for the ABI's unwinding: CPython calls it as a
-        // C function, and "C-unwind" lets a forced unwind pass through it (invariant 3).
-        PyCFunctionFastWithKeywords: unsafe {
-            std::mem::transmute::<SendFn, ffi::PyCFunctionFastWithKeywords>(send as SendFn)
-        },
-    },
-    ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-    ml_doc: SEND_DOC.as_ptr(),
-});
+static SEND: Method = Method::fast_with_keywords(c"send", send, SEND_DOC);
 
 /// Makes `send` a method of `KafkaSender` (see the module docs).
 pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {

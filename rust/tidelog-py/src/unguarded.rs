@@ -31,6 +31,8 @@
 
 #![allow(unsafe_code)]
 
+use std::ffi::{c_int, CStr};
+
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -42,6 +44,63 @@ pub(crate) struct Method(pub(crate) ffi::PyMethodDef);
 
 // SAFETY: the entry is never written after it is built (only CPython reads it).
 unsafe impl Sync for Method {}
+
+/// The C type of a `METH_NOARGS` or `METH_O` method, unwinding.
+pub(crate) type NoArgsFn =
+    unsafe extern "C-unwind" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject;
+
+/// The C type of a `METH_FASTCALL | METH_KEYWORDS` method, unwinding.
+pub(crate) type FastKeywordsFn = unsafe extern "C-unwind" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+// The entries below hand CPython a "C-unwind" function as the "C" type it calls: the same
+// function type but for the ABI's unwinding, which lets a forced unwind pass through it
+// (invariant 3).
+impl Method {
+    /// A `METH_NOARGS` or `METH_O` (`flags`) entry for `f`; `doc` starts with its signature.
+    pub(crate) const fn no_args_or_one(
+        name: &'static CStr,
+        f: NoArgsFn,
+        flags: c_int,
+        doc: &'static CStr,
+    ) -> Self {
+        let meth = ffi::PyMethodDefPointer {
+            // SAFETY: see above.
+            PyCFunction: unsafe { std::mem::transmute::<NoArgsFn, ffi::PyCFunction>(f) },
+        };
+        Method(ffi::PyMethodDef {
+            ml_name: name.as_ptr(),
+            ml_meth: meth,
+            ml_flags: flags,
+            ml_doc: doc.as_ptr(),
+        })
+    }
+
+    /// A `METH_FASTCALL | METH_KEYWORDS` entry for `f`; `doc` starts with its signature.
+    pub(crate) const fn fast_with_keywords(
+        name: &'static CStr,
+        f: FastKeywordsFn,
+        doc: &'static CStr,
+    ) -> Self {
+        let meth = ffi::PyMethodDefPointer {
+            // SAFETY: see above.
+            PyCFunctionFastWithKeywords: unsafe {
+                std::mem::transmute::<FastKeywordsFn, ffi::PyCFunctionFastWithKeywords>(f)
+            },
+        };
+        let flags = ffi::METH_FASTCALL | ffi::METH_KEYWORDS;
+        Method(ffi::PyMethodDef {
+            ml_name: name.as_ptr(),
+            ml_meth: meth,
+            ml_flags: flags,
+            ml_doc: doc.as_ptr(),
+        })
+    }
+}
 
 /// Runs `f`, the Rust part of method `what`, under a panic guard: `None` once its error (or
 /// a panic, as `TidelogError`) is the raised exception.
