@@ -37,6 +37,9 @@ from tidelog.offsets import OffsetStore
 # Bounds on waits for something that must happen; never a measure of speed.
 _PATIENCE = 30.0
 _FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 300}
+#: The lease of a Python consumer that is not polled while the test waits on Kafka clients:
+#: it must not lose its partitions meanwhile.
+_LEASE = 2 * _PATIENCE
 
 
 def _wait_for(what: str, done: Callable[[], bool]) -> None:
@@ -426,7 +429,7 @@ def test_a_standalone_commit_is_refused_while_python_consumers_share_the_group(
 ) -> None:
     topic = store.create_topic("t", 1)
     topic.append_batch([b"x"] * 10, partition=0)
-    with store.consumer("t", group="g") as python_member:
+    with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
         python_member.commit({0: 5})
         refused = _commit(server.address, "", -1, "t", {0: 1})
         assert refused == [KafkaError.UNKNOWN_MEMBER_ID]
@@ -444,7 +447,7 @@ def test_a_commit_of_a_partition_another_member_took_is_refused_per_partition(
     topic.append_batch([b"x"] * 20, partition=0)
     topic.append_batch([b"x"] * 20, partition=1)
     member, generation = _joined(server.address)
-    with store.consumer("t", group="g") as python_member:
+    with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
         # The Python consumer took a partition at once; the Kafka member has not rejoined
         # yet: its generation is the one it was told, but that partition is no longer its.
         (taken,) = python_member.assignment()
@@ -524,7 +527,7 @@ def test_a_stale_kafka_member_is_told_its_commit_failed_and_rejoins(
     try:
         kafka.subscribe(["t"])
         _until(kafka, "both partitions", lambda: partitions() == [0, 1])
-        with store.consumer("t", group="g") as python_member:
+        with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
             (taken,) = python_member.assignment()
             kept = 1 - taken
             python_member.commit({taken: 10})
@@ -591,7 +594,7 @@ def test_a_transactional_commit_of_a_partition_another_member_took_is_refused(
         _until(kafka, "both partitions", lambda: len(kafka.assignment()) == 2)
         metadata = kafka.consumer_group_metadata()
         producer.init_transactions(_PATIENCE)
-        with store.consumer("t", group="g") as python_member:
+        with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
             (taken,) = python_member.assignment()
             kept = 1 - taken
             python_member.commit({taken: 10})
