@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import tidelog
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from kio.index import load_request_schema, load_response_schema
+from kio.schema.consumer_protocol_assignment.v0.data import ConsumerProtocolAssignment
 from kio.schema.consumer_protocol_subscription.v0.data import ConsumerProtocolSubscription
 from kio.schema.request_header.v1.header import RequestHeader
 from kio.schema.response_header.v0.header import ResponseHeader
@@ -30,10 +32,14 @@ from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i16, i32, i32Timedelta, i64, i64Timedelta
 from tidelog.groups import read_state
 from tidelog.kafka_server import KafkaServer
+from tidelog.offsets import OffsetStore
 
 # Bounds on waits for something that must happen; never a measure of speed.
 _PATIENCE = 30.0
 _FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 300}
+#: The lease of a Python consumer that is not polled while the test waits on Kafka clients:
+#: it must not lose its partitions meanwhile.
+_LEASE = 2 * _PATIENCE
 
 
 def _wait_for(what: str, done: Callable[[], bool]) -> None:
@@ -348,6 +354,7 @@ def test_a_kafka_members_commits_carry_its_tidelog_groups_generation(
     joined = _join(server.address, 5, first.member_id, topics=("t", "u", "v"))
     assert joined.error_code == 0 and joined.generation_id == 3
     member = joined.member_id
+    assert _sync(server.address, member, 3).error_code == 0
     stale = _commit(server.address, member, 2, "t", {0: 5, 1: 5})
     assert stale == [KafkaError.ILLEGAL_GENERATION] * 2, "a generation it was not told"
     assert _commit(server.address, member, 3, "t", {0: 5, 1: 5}) == [0, 0]
@@ -356,3 +363,252 @@ def test_a_kafka_members_commits_carry_its_tidelog_groups_generation(
         assert python_member.committed() == {0: 5, 1: 5}
         python_member.commit({p: 3})
         assert python_member.committed()[p] == 3, "fenced by the Kafka generation"
+
+
+def _sync(address: str, member_id: str, generation: int) -> Any:
+    """An empty SyncGroup v3 of group "g" (the server assigns)."""
+    return _call(
+        address,
+        14,
+        3,
+        group_id="g",
+        generation_id=i32(generation),
+        member_id=member_id,
+        group_instance_id=None,
+        assignments=(),
+    )
+
+
+def _joined(address: str) -> tuple[str, int]:
+    """A member of group "g" on topic "t" that joined and synced: its id and generation."""
+    first = _join(address, 5, "")
+    joined = _join(address, 5, first.member_id)
+    assert joined.error_code == 0
+    assert _sync(address, joined.member_id, joined.generation_id).error_code == 0
+    return joined.member_id, joined.generation_id
+
+
+def test_offset_commit_answers_as_kafkas_coordinator(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    # Kafka's ClassicGroup.validateOffsetCommit, case by case: a commit it refuses is
+    # refused here with its error, with nothing written.
+    topic = store.create_topic("t", 2)
+    topic.append_batch([b"x"] * 10, partition=0)
+    topic.append_batch([b"x"] * 10, partition=1)
+    offsets = OffsetStore(store.native)
+
+    def committed() -> dict[int, int]:
+        return {p: c.offset for p, c in offsets.committed("g", "t", topic.incarnation).items()}
+
+    # No member: a standalone consumer's commit (generation -1, no member id) is taken.
+    assert _commit(server.address, "", -1, "t", {0: 1, 1: 1}) == [0, 0]
+    # Generation given, member id not: an unknown member.
+    assert _commit(server.address, "", 0, "t", {0: 9}) == [KafkaError.UNKNOWN_MEMBER_ID]
+    first = _join(server.address, 5, "")
+    joined = _join(server.address, 5, first.member_id)
+    member, generation = joined.member_id, joined.generation_id
+    # Joined, not synced yet (Kafka's CompletingRebalance): the client is told to finish.
+    rebalancing = _commit(server.address, member, generation, "t", {0: 9})
+    assert rebalancing == [KafkaError.REBALANCE_IN_PROGRESS]
+    assert _sync(server.address, member, generation).error_code == 0
+    assert _commit(server.address, member, generation, "t", {0: 2, 1: 2}) == [0, 0]
+    stale = _commit(server.address, member, generation - 1, "t", {0: 9, 1: 9})
+    assert stale == [KafkaError.ILLEGAL_GENERATION] * 2
+    assert _commit(server.address, member, -1, "t", {0: 9}) == [KafkaError.ILLEGAL_GENERATION]
+    unknown = _commit(server.address, "kafka-made-up", generation, "t", {0: 9})
+    assert unknown == [KafkaError.UNKNOWN_MEMBER_ID]
+    # With a member in the group, a commit without one is refused: it would move the
+    # member's commits back.
+    assert _commit(server.address, "", -1, "t", {0: 9}) == [KafkaError.UNKNOWN_MEMBER_ID]
+    assert committed() == {0: 2, 1: 2}
+
+
+def test_a_standalone_commit_is_refused_while_python_consumers_share_the_group(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    topic = store.create_topic("t", 1)
+    topic.append_batch([b"x"] * 10, partition=0)
+    with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
+        python_member.commit({0: 5})
+        refused = _commit(server.address, "", -1, "t", {0: 1})
+        assert refused == [KafkaError.UNKNOWN_MEMBER_ID]
+        assert python_member.committed() == {0: 5}
+    # The group is empty again: a standalone consumer (assign()) commits, as with Kafka.
+    assert _commit(server.address, "", -1, "t", {0: 1}) == [0]
+    committed = OffsetStore(store.native).committed("g", "t", topic.incarnation)
+    assert committed[0].offset == 1
+
+
+def test_a_commit_of_a_partition_another_member_took_is_refused_per_partition(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    topic = store.create_topic("t", 2)
+    topic.append_batch([b"x"] * 20, partition=0)
+    topic.append_batch([b"x"] * 20, partition=1)
+    member, generation = _joined(server.address)
+    with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
+        # The Python consumer took a partition at once; the Kafka member has not rejoined
+        # yet: its generation is the one it was told, but that partition is no longer its.
+        (taken,) = python_member.assignment()
+        kept = 1 - taken
+        python_member.commit({taken: 10})
+        codes = _commit(server.address, member, generation, "t", {taken: 3, kept: 4})
+        assert codes == [KafkaError.ILLEGAL_GENERATION, 0], "its own partition's commit stands"
+        assert python_member.committed() == {taken: 10, kept: 4}
+
+
+def _assigned(synced: Any) -> list[int]:
+    """The partitions of "t" a SyncGroup answer hands out."""
+    value, _size = entity_reader(ConsumerProtocolAssignment)(synced.assignment, 2)
+    return sorted(int(p) for tp in value.assigned_partitions for p in tp.partitions)
+
+
+def test_a_kafka_members_commits_count_until_it_lets_go_then_the_next_owners(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    topic = store.create_topic("t", 2)
+    topic.append_batch([b"x"] * 20, partition=0)
+    topic.append_batch([b"x"] * 20, partition=1)
+    a, a_generation = _joined(server.address)
+    first = _join(server.address, 5, "")
+    b = _join(server.address, 5, first.member_id)
+    # b's share is held back while a still holds it (KIP-429).
+    assert _assigned(_sync(server.address, b.member_id, b.generation_id)) == []
+    # a has not rejoined yet (Kafka's PreparingRebalance): its commits, such as the one a
+    # client makes while it revokes, still count.
+    assert _commit(server.address, a, a_generation, "t", {0: 5, 1: 5}) == [0, 0]
+    # a rejoins, keeps its share and lets the other go; b rejoins and gets it.
+    rejoined = _join(server.address, 5, a)
+    (kept,) = _assigned(_sync(server.address, a, rejoined.generation_id))
+    moved = 1 - kept
+    b_again = _join(server.address, 5, b.member_id)
+    assert _assigned(_sync(server.address, b.member_id, b_again.generation_id)) == [moved]
+    assert _commit(server.address, b.member_id, b_again.generation_id, "t", {moved: 10}) == [0]
+    # a's commits of the partition b now owns, of the old generation or the new, are
+    # refused: they would move b's commit back.
+    old = _commit(server.address, a, a_generation, "t", {moved: 3})
+    assert old == [KafkaError.ILLEGAL_GENERATION]
+    new = _commit(server.address, a, rejoined.generation_id, "t", {moved: 3, kept: 6})
+    assert new == [KafkaError.ILLEGAL_GENERATION, 0]
+    committed = OffsetStore(store.native).committed("g", "t", topic.incarnation)
+    assert {p: c.offset for p, c in committed.items()} == {moved: 10, kept: 6}
+
+
+def _until(consumer: Consumer, what: str, done: Callable[[], bool]) -> None:
+    """Polls ``consumer`` until ``done()``: its rebalances run inside poll."""
+
+    def polled() -> bool:
+        consumer.poll(0.05)
+        return done()
+
+    _wait_for(what, polled)
+
+
+def test_a_stale_kafka_member_is_told_its_commit_failed_and_rejoins(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    topic = store.create_topic("t", 2)
+    topic.append_batch([b"x"] * 20, partition=0)
+    topic.append_batch([b"x"] * 20, partition=1)
+    kafka = Consumer(
+        {
+            "bootstrap.servers": server.address,
+            "group.id": "g",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            **_FAST_GROUP,
+        }
+    )
+
+    def partitions() -> list[int]:
+        return sorted(tp.partition for tp in kafka.assignment())
+
+    try:
+        kafka.subscribe(["t"])
+        _until(kafka, "both partitions", lambda: partitions() == [0, 1])
+        with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
+            (taken,) = python_member.assignment()
+            kept = 1 - taken
+            python_member.commit({taken: 10})
+            # The Kafka member consumed `taken` up to 3 before it heard of the rebalance:
+            # its commit would move the new owner's back (or be passed over). Refused.
+            with pytest.raises(KafkaException) as refused:
+                kafka.commit(offsets=[TopicPartition("t", taken, 3)], asynchronous=False)
+            assert refused.value.args[0].code() == KafkaError.ILLEGAL_GENERATION
+            assert python_member.committed() == {taken: 10}
+            # As with a broker, the client joins again and goes on with what it keeps.
+            _until(kafka, "the rejoin", lambda: partitions() == [kept])
+            kafka.commit(offsets=[TopicPartition("t", kept, 7)], asynchronous=False)
+            assert python_member.committed() == {taken: 10, kept: 7}
+        # The Python consumer left: the Kafka member takes `taken` back where its owner
+        # committed, not where the refused commit would have put it.
+        _until(kafka, "both partitions again", lambda: partitions() == [0, 1])
+        got = kafka.committed([TopicPartition("t", 0), TopicPartition("t", 1)], _PATIENCE)
+        assert {tp.partition: tp.offset for tp in got} == {taken: 10, kept: 7}
+        first: dict[int, int] = {}
+
+        def read_both() -> bool:
+            msg = kafka.poll(0.05)
+            if msg is not None and msg.error() is None:
+                partition, offset = msg.partition(), msg.offset()
+                assert partition is not None and offset is not None
+                first.setdefault(partition, offset)
+            return len(first) == 2
+
+        _wait_for("a message of each partition", read_both)
+        assert first == {taken: 10, kept: 7}
+    finally:
+        kafka.close()
+
+
+def test_a_transactional_commit_of_a_partition_another_member_took_is_refused(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    topic = store.create_topic("t", 2)
+    topic.append_batch([b"x"] * 20, partition=0)
+    topic.append_batch([b"x"] * 20, partition=1)
+    kafka = Consumer(
+        {
+            "bootstrap.servers": server.address,
+            "group.id": "g",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            **_FAST_GROUP,
+        }
+    )
+    producer = Producer({"bootstrap.servers": server.address, "transactional.id": "etl"})
+
+    def send_offsets(offsets: dict[int, int], metadata: Any) -> None:
+        producer.begin_transaction()
+        try:
+            positions = [TopicPartition("t", p, o) for p, o in offsets.items()]
+            producer.send_offsets_to_transaction(positions, metadata, _PATIENCE)
+        except KafkaException:
+            producer.abort_transaction(_PATIENCE)
+            raise
+        producer.commit_transaction(_PATIENCE)
+
+    try:
+        kafka.subscribe(["t"])
+        _until(kafka, "both partitions", lambda: len(kafka.assignment()) == 2)
+        metadata = kafka.consumer_group_metadata()
+        producer.init_transactions(_PATIENCE)
+        with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
+            (taken,) = python_member.assignment()
+            kept = 1 - taken
+            python_member.commit({taken: 10})
+            with pytest.raises(KafkaException) as refused:
+                send_offsets({taken: 3}, metadata)
+            assert refused.value.args[0].code() == KafkaError.ILLEGAL_GENERATION
+            assert python_member.committed() == {taken: 10}
+            send_offsets({kept: 4}, metadata)  # still its own: committed with the transaction
+            assert python_member.committed() == {taken: 10, kept: 4}
+            kafka.close()  # leaves the group: its id is no member's any more
+            with pytest.raises(KafkaException) as unknown:
+                send_offsets({kept: 1}, metadata)
+            assert unknown.value.args[0].code() == KafkaError.UNKNOWN_MEMBER_ID
+            assert python_member.committed() == {taken: 10, kept: 4}
+    finally:
+        kafka.close()
+        producer.flush(_PATIENCE)

@@ -21,7 +21,11 @@ let it go, and is told to rejoin when it may have it. The protocol is chosen as 
 among those every member supports. The KIP-848 ``consumer`` protocol is refused.
 
 Committed offsets are the store's (``__consumer_offsets``, :mod:`tidelog.offsets`), so a
-Python consumer resumes where a Kafka client committed and the other way round.
+Python consumer resumes where a Kafka client committed and the other way round. A commit is
+checked as Kafka's coordinator checks it (member, generation, state), and a member's commit
+of a partition another member of the group may be consuming now is refused: a commit
+answered without an error is one every reader applies (commits fence by the generation of
+the topic's tidelog group, which a Kafka member's commit carries).
 """
 
 from __future__ import annotations
@@ -57,14 +61,22 @@ from kio.schema.consumer_protocol_subscription.v3.data import (
 from kio.serial import entity_reader, entity_writer
 
 from tidelog import _core
-from tidelog.groups import Membership, list_groups, read_state
+from tidelog.groups import GroupState, Membership, list_groups, read_state
 from tidelog.kafka_server import _errors
 
 if TYPE_CHECKING:
     from tidelog.kafka_server._broker import Broker, Handler
     from tidelog.offsets import OffsetStore
 
-__all__ = ["HANDLERS", "close_groups", "commit_generation"]
+__all__ = [
+    "HANDLERS",
+    "Claim",
+    "close_groups",
+    "commit_claim",
+    "every_partition",
+    "taken",
+    "validate_commit",
+]
 
 #: The leader named in JoinGroup answers: no client, so no client computes assignments.
 _NO_LEADER = "tidelog-assigns"
@@ -82,10 +94,6 @@ class _Member:
     topics: dict[str, Membership] = field(default_factory=dict)
     #: The generation this member was last told (JoinGroup).
     generation: int = -1
-    #: Per subscribed topic, the generation of its tidelog group when the member was last
-    #: told its generation: what its commits on the topic carry. (The Kafka generation is
-    #: a sum over topics, on no tidelog group's scale: commits fence by a group's own.)
-    told: dict[str, int] = field(default_factory=dict)
     #: When the client was last heard from (time.monotonic()).
     last_seen: float = field(default_factory=time.monotonic)
     #: ``group.instance.id`` of a static member (KIP-345); None for a dynamic one.
@@ -103,6 +111,9 @@ class _Member:
     #: The generations of the memberships it left (a topic unsubscribed or deleted), so
     #: its generation never goes back when it joins a topic's group anew.
     left_generations: int = 0
+    #: Whether it synced since it last joined: until then Kafka's group is
+    #: CompletingRebalance for it, and its commits are answered REBALANCE_IN_PROGRESS.
+    synced: bool = False
 
     def drop(self, topic: str) -> None:
         """Leaves the group of ``topic`` (worker thread)."""
@@ -315,7 +326,7 @@ async def _join_group(broker: Broker, request: Any, version: int) -> dict[str, A
     except _core.TidelogError as e:
         return answer | {"error_code": _errors.code_for(e), "member_id": member.member_id}
     member.generation = _generation(member)
-    member.told = {name: m.generation for name, m in member.topics.items()}
+    member.synced = False
     member.last_seen = time.monotonic()
     return answer | {
         "generation_id": member.generation,
@@ -396,6 +407,7 @@ async def _sync_group(broker: Broker, request: Any, _version: int) -> dict[str, 
                 given.setdefault(topic, []).append(p)
                 member.owned.add((topic, p))
         given.setdefault(topic, [])
+    member.synced = True
     return answer | {"protocol_name": member.protocol, "assignment": _assignment(given)}
 
 
@@ -472,66 +484,190 @@ def _generation_of(request: Any) -> int:
     return -1
 
 
-def commit_generation(broker: Broker, group: str, member_id: str | None, topic: str) -> int:
-    """The generation a commit of ``member_id`` on ``topic`` carries.
+def validate_commit(
+    broker: Broker,
+    group: str,
+    member_id: str,
+    instance_id: str | None,
+    generation: int,
+    *,
+    transactional: bool,
+) -> tuple[_Member | None, int]:
+    """The member a commit comes from (None: no member), or the Kafka error refusing it.
 
-    Its tidelog group's generation as last told to the member, or -1 (no generation) for a
-    client that is not a member of that group (manual assignment, an admin tool).
+    Kafka's coordinator's checks (``ClassicGroup.validateOffsetCommit``): a commit of no
+    generation is a standalone consumer's or an admin tool's, taken while the group has no
+    member (a transactional one also while it has, as from producers older than KIP-447);
+    any other names a member that must be known and of the generation it was told, and
+    synced since (not for a transactional commit). Whether the group's Python consumers
+    leave the standalone commit its partitions is checked per topic, where it is written.
     """
-    member = _groups(broker).get(group, {}).get(member_id or "")
-    if member is None or member.pending:
-        return -1
-    return member.told.get(topic, -1)
+    members = _groups(broker).get(group, {})
+    now = time.monotonic()
+    empty = all(m.pending or m.expired(now) for m in members.values())
+    if generation < 0 and empty:
+        return None, 0
+    if generation >= 0 or member_id or instance_id is not None:
+        member, code = _find(broker, group, member_id, instance_id)
+        if member is None:
+            return None, code
+        if generation != member.generation:
+            return None, _errors.ILLEGAL_GENERATION
+        if not transactional and not member.synced:
+            return None, _errors.REBALANCE_IN_PROGRESS
+        return member, 0
+    return None, 0 if transactional else _errors.UNKNOWN_MEMBER_ID
 
 
-def _commit(broker: Broker, request: Any, member: _Member | None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Claim:
+    """What a member's commit on a topic may name, taken in the loop's thread."""
+
+    #: The member's membership of the topic's tidelog group (None: not subscribed).
+    membership: Membership | None
+    #: The partitions of the topic its client holds.
+    holding: frozenset[int]
+    #: The other Kafka members of the group here, by tidelog member id: the partitions of
+    #: the topic each was handed.
+    handed: dict[str, frozenset[int]]
+
+
+def commit_claim(broker: Broker, group: str, member: _Member | None, topic: str) -> Claim | None:
+    """What ``member``'s commit on ``topic`` may name (see :func:`taken`); None for no member."""
+    if member is None:
+        return None
+    handed: dict[str, frozenset[int]] = {}
+    for other in _groups(broker).get(group, {}).values():
+        membership = other.topics.get(topic)
+        if other is not member and membership is not None:
+            handed[membership.member_id] = frozenset(p for t, p in other.owned if t == topic)
+    holding = frozenset(p for t, p in member.owned if t == topic)
+    return Claim(member.topics.get(topic), holding, handed)
+
+
+def taken(state: GroupState, claim: Claim) -> set[int]:
+    """The partitions another member of the group may be consuming now.
+
+    A commit of one of them would move that member's commit back, or be passed over once
+    it commits at its newer generation: refused (ILLEGAL_GENERATION, as Kafka answers a
+    member the rebalance completed without). A partition assigned to another Kafka member
+    here is not taken from the member still holding it: that one is handed it only once the
+    holder let go (KIP-429), and Kafka takes the holder's commits until the rebalance
+    completes, such as the one a client makes while it revokes.
+    """
+    mine = claim.membership.member_id if claim.membership is not None else None
+    found: set[int] = set()
+    for owner, partitions in state.assignment.items():
+        if owner == mine:
+            continue
+        handed = claim.handed.get(owner)
+        for p in partitions:
+            if handed is None or p not in claim.holding or p in handed:
+                found.add(p)
+    return found
+
+
+def _has_live_members(state: GroupState) -> bool:
+    now_ms = time.time() * 1000
+    return any(info["expires_ms"] > now_ms for info in state.members.values())
+
+
+#: How many times a commit is tried again when the group moves between the look at its
+#: assignment and the write (nothing is written when it does).
+_COMMIT_ATTEMPTS = 3
+
+
+def _commit_topic(
+    broker: Broker,
+    group: str,
+    topic: _core.Topic,
+    wanted: dict[int, int],
+    metadata: str,
+    claim: Claim | None,
+) -> dict[int, int]:
+    """Commits what may be committed of ``wanted``: each partition's Kafka error code.
+
+    ``claim`` is the member's (None: a commit of no member). A member's commit carries the
+    generation of the topic's tidelog group it was checked against and is refused, with
+    nothing written, if the group moves on before it is written: so it is never passed
+    over by readers after being acknowledged. (The member's Kafka generation is a sum over
+    topics, on no tidelog group's scale.)
+    """
     offsets = _offsets(broker)
+    store_dir = str(broker.store.path)
+    for _attempt in range(_COMMIT_ATTEMPTS):
+        state = read_state(store_dir, topic.name, group)
+        if claim is None:
+            if _has_live_members(state):
+                # Kafka takes a commit of no member only from an empty group.
+                return dict.fromkeys(wanted, _errors.UNKNOWN_MEMBER_ID)
+            offsets.committer(group, topic, topic.incarnation).commit(wanted, metadata, -1)
+            return dict.fromkeys(wanted, 0)
+        refused = taken(state, claim)
+        codes = {p: _errors.ILLEGAL_GENERATION if p in refused else 0 for p in wanted}
+        allowed = {p: o for p, o in wanted.items() if p not in refused}
+        if not allowed:
+            return codes
+        if claim.membership is None:
+            # A member of the Kafka group, not of this topic's: no generation to carry.
+            offsets.committer(group, topic, topic.incarnation).commit(allowed, metadata, -1)
+            return codes
+        native = claim.membership.native
+        committer = offsets.committer(group, topic, topic.incarnation, native)
+        try:
+            committer.commit(allowed, metadata, state.generation)
+        except _core.RebalanceError:
+            continue  # the group moved since its state was read: look again
+        return codes
+    return dict.fromkeys(wanted, _errors.ILLEGAL_GENERATION)
+
+
+def _commit(broker: Broker, request: Any, claims: dict[str, Claim | None]) -> list[dict[str, Any]]:
     topics = []
     for t in request.topics:
+        wanted = {p.partition_index: p.committed_offset for p in t.partitions}
+        metadata = next((p.committed_metadata for p in t.partitions), None) or ""
         try:
             topic = broker.topic(t.name)
-            wanted = {p.partition_index: p.committed_offset for p in t.partitions}
-            metadata = next((p.committed_metadata for p in t.partitions), None) or ""
-            # The tidelog group's generation the member was told. Not refused when the
-            # group moved on since (the committer is not bound to the membership): Kafka's
-            # coordinator takes a commit of the current generation until the rebalance
-            # completes, e.g. the one a client makes while it revokes its partitions, and
-            # here a partition moves to another Kafka member only once its owner let go.
-            # If a newer generation committed the partition first, readers pass over it.
-            generation = member.told.get(t.name, -1) if member is not None else -1
-            committer = offsets.committer(request.group_id, topic, topic.incarnation)
-            committer.commit(wanted, metadata, generation)
-            code = 0
+            codes = _commit_topic(broker, request.group_id, topic, wanted, metadata, claims[t.name])
         except _core.TidelogError as e:
-            code = _errors.code_for(e)
+            codes = dict.fromkeys(wanted, _errors.code_for(e))
         partitions = [
-            {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
+            {"partition_index": p.partition_index, "error_code": codes[p.partition_index]}
+            for p in t.partitions
         ]
         topics.append({"name": t.name, "partitions": partitions})
     return topics
 
 
+def every_partition(request: Any, code: int) -> list[dict[str, Any]]:
+    """The answer to a commit request refused as a whole: ``code`` for each partition."""
+    return [
+        {
+            "name": t.name,
+            "partitions": [
+                {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
+            ],
+        }
+        for t in request.topics
+    ]
+
+
 async def _offset_commit(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
-    instance = getattr(request, "group_instance_id", None)
-    code = 0
-    member: _Member | None = None
-    if request.member_id or instance is not None:
-        member, code = _find(broker, request.group_id, request.member_id, instance)
-        generation = _generation_of(request)
-        if member is not None and generation >= 0 and generation != member.generation:
-            code = _errors.ILLEGAL_GENERATION  # as Kafka's coordinator: a stale member
+    member, code = validate_commit(
+        broker,
+        request.group_id,
+        request.member_id,
+        getattr(request, "group_instance_id", None),
+        _generation_of(request),
+        transactional=False,
+    )
     if code:
-        topics = [
-            {
-                "name": t.name,
-                "partitions": [
-                    {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
-                ],
-            }
-            for t in request.topics
-        ]
-        return {"throttle_time": 0, "topics": topics}
-    topics = await asyncio.to_thread(_commit, broker, request, member)
+        return {"throttle_time": 0, "topics": every_partition(request, code)}
+    claims = {
+        t.name: commit_claim(broker, request.group_id, member, t.name) for t in request.topics
+    }
+    topics = await asyncio.to_thread(_commit, broker, request, claims)
     return {"throttle_time": 0, "topics": topics}
 
 

@@ -36,8 +36,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tidelog import _core
+from tidelog.groups import read_state
 from tidelog.kafka_server import _errors
-from tidelog.kafka_server._groups import commit_generation
+from tidelog.kafka_server._groups import (
+    Claim,
+    commit_claim,
+    every_partition,
+    taken,
+    validate_commit,
+)
 
 if TYPE_CHECKING:
     from tidelog.kafka_server._broker import Broker, Handler
@@ -355,53 +362,86 @@ async def _add_offsets(broker: Broker, request: Any, version: int) -> dict[str, 
     return {"throttle_time": 0, "error_code": 0}
 
 
-def _commit_offsets(broker: Broker, txn: _Txn, request: Any) -> None:
+def _commit_offsets(
+    broker: Broker, txn: _Txn, request: Any, claims: dict[str, Claim | None]
+) -> list[dict[str, Any]]:
+    """Sends the commits into the transaction: each topic's partitions' error codes.
+
+    A member's commit of a partition another member may be consuming now is refused
+    (:func:`~tidelog.kafka_server._groups.taken`); the others carry the generation of the
+    topic's tidelog group they were checked against (-1 for a client that is not a member
+    of it). The group may move on before the transaction ends: then readers pass over
+    them if a newer generation committed the partition first.
+    """
     table = broker.offsets_table
     offsets_topic = broker.store.native.topic(_core.OFFSETS_TOPIC)
+    store_dir = str(broker.store.path)
+    answers = []
     for t in request.topics:
-        topic = broker.topic(t.name)
         wanted = {p.partition_index: p.committed_offset for p in t.partitions}
-        # The member's tidelog group generation, not the Kafka one (a sum over topics).
-        member_id = getattr(request, "member_id", None)
-        generation = commit_generation(broker, request.group_id, member_id, t.name)
-        partition, records = table.commit_records(
-            request.group_id, t.name, topic.incarnation, wanted, generation
-        )
-        where = (_core.OFFSETS_TOPIC, partition)
-        if where not in txn.partitions:
-            txn.native.add_partitions([where], txn.timeout_ms)
-            txn.partitions.add(where)
-        sequence = txn.sequences.get(where)
-        if sequence is None:
-            # Taken up after a restart, this epoch may have written there already.
-            sequence = txn.native.next_sequence(offsets_topic, partition)
-        txn.native.append(offsets_topic, partition, records, sequence)
-        txn.sequences[where] = sequence + len(records)
+        codes = dict.fromkeys(wanted, 0)
+        claim = claims[t.name]
+        generation = -1
+        try:
+            topic = broker.topic(t.name)
+            if claim is not None:
+                state = read_state(store_dir, t.name, request.group_id)
+                refused = taken(state, claim)
+                codes = {p: _errors.ILLEGAL_GENERATION if p in refused else 0 for p in wanted}
+                wanted = {p: o for p, o in wanted.items() if p not in refused}
+                if claim.membership is not None:
+                    generation = state.generation
+            if wanted:
+                partition, records = table.commit_records(
+                    request.group_id, t.name, topic.incarnation, wanted, generation
+                )
+                where = (_core.OFFSETS_TOPIC, partition)
+                if where not in txn.partitions:
+                    txn.native.add_partitions([where], txn.timeout_ms)
+                    txn.partitions.add(where)
+                sequence = txn.sequences.get(where)
+                if sequence is None:
+                    # Taken up after a restart, this epoch may have written there already.
+                    sequence = txn.native.next_sequence(offsets_topic, partition)
+                txn.native.append(offsets_topic, partition, records, sequence)
+                txn.sequences[where] = sequence + len(records)
+        except _core.TidelogError as e:
+            codes = dict.fromkeys(codes, _errors.code_for(e))
+        partitions = [
+            {"partition_index": p.partition_index, "error_code": codes[p.partition_index]}
+            for p in t.partitions
+        ]
+        answers.append({"name": t.name, "partitions": partitions})
+    return answers
 
 
 async def _txn_offset_commit(broker: Broker, request: Any, _version: int) -> dict[str, Any]:
-    code = 0
+    # Before v3 (KIP-447) the request names no member: a commit of no generation.
+    member, code = validate_commit(
+        broker,
+        request.group_id,
+        getattr(request, "member_id", ""),
+        getattr(request, "group_instance_id", None),
+        getattr(request, "generation_id", -1),
+        transactional=True,
+    )
+    if code:
+        return {"throttle_time": 0, "topics": every_partition(request, code)}
+    claims = {
+        t.name: commit_claim(broker, request.group_id, member, t.name) for t in request.topics
+    }
     try:
         txn = await transaction_for(
             broker, request.transactional_id, request.producer_id, request.producer_epoch
         )
-        await asyncio.to_thread(_commit_offsets, broker, txn, request)
+        topics = await asyncio.to_thread(_commit_offsets, broker, txn, request, claims)
         # Started by AddOffsetsToTxn, unless that came before a restart: the clock of a
         # transaction taken up with nothing recorded yet starts here.
         _start_clock(broker, request.transactional_id, txn)
     except LookupError as e:
-        code = int(e.args[0])
+        topics = every_partition(request, int(e.args[0]))
     except _core.TidelogError as e:
-        code = _errors.code_for(e)
-    topics = [
-        {
-            "name": t.name,
-            "partitions": [
-                {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
-            ],
-        }
-        for t in request.topics
-    ]
+        topics = every_partition(request, _errors.code_for(e))
     return {"throttle_time": 0, "topics": topics}
 
 
