@@ -932,8 +932,19 @@ class Consumer:
         return sorted(self._parts)
 
     def position(self, partition: int) -> int:
-        """The next offset ``poll`` will return from ``partition``."""
+        """The offset of the next message this member hands out from ``partition``.
+
+        As Kafka's ``position``: messages fetched and not handed out yet (the rest of a
+        fetch that iterating hands out one at a time, or what :meth:`pause` holds back)
+        come first, so it is the first of them, not where the last fetch ended.
+        """
         self._require_assigned(partition)
+        held = self._held_by_pause.get(partition)
+        if held:
+            return held[0].offset
+        for m in self._buffer:
+            if m.partition == partition:
+                return m.offset
         return self._parts[partition].position
 
     def seek(self, partition: int, offset: int) -> None:

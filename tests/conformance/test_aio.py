@@ -231,3 +231,23 @@ def test_aio_a_closed_consumer_hands_out_nothing(location: str) -> None:
                 assert [m.offset for m in await _collect(again, 9)] == list(range(1, 10))
 
     asyncio.run(main())
+
+
+def test_aio_position_is_the_next_offset_handed_out(location: str) -> None:
+    """position() is the offset of the next message ``async for`` hands out, not past the
+    rest of its fetch (before, both backends gave the fetch position)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("pos", partitions=1)
+            topic.append_batch([b"%d" % i for i in range(10)], partition=0)
+            async with store.consumer("pos", group=group) as consumer:
+                assert [m.offset for m in await _collect(consumer, 2)] == [0, 1]
+                assert consumer.position(0) == 2
+                consumer.seek(0, 5)
+                assert consumer.position(0) == 5
+                assert [m.offset for m in await _collect(consumer, 5)] == list(range(5, 10))
+                assert consumer.position(0) == 10
+
+    asyncio.run(main())

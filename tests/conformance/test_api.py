@@ -385,6 +385,36 @@ def test_a_closed_consumer_hands_out_nothing(store: Any, delivery: str) -> None:
         assert [m.offset for m in poll_until(again, len(expected))] == expected
 
 
+def test_position_is_the_next_offset_handed_out(store: Any) -> None:
+    """position() is the offset of the next message this member hands out, as in Kafka:
+    not past messages its last fetch brought but iterating has not handed out yet, nor
+    past what pause() holds back (before, both backends gave the fetch position)."""
+    t = store.create_topic("pos", partitions=2)
+    for partition in (0, 1):
+        t.append_batch([b"%d" % i for i in range(10)], partition=partition)
+    with store.consumer("pos", group="g") as c:
+        it = iter(c)
+        first = next(it)
+        p, q = first.partition, 1 - first.partition
+        assert first.offset == 0
+        assert c.position(p) == 1
+        c.pause(p)
+        assert c.position(p) == 1  # held back, not handed out
+        assert [(m.partition, m.offset) for m in (next(it) for _ in range(3))] == [
+            (q, i) for i in range(3)
+        ]
+        assert c.position(q) == 3
+        c.seek(q, 7)
+        assert c.position(q) == 7
+        c.resume(p)
+        assert (next(it).partition, c.position(p)) == (p, 2)
+        rest = poll_until(c, 8 + 3)
+        assert sorted((m.partition, m.offset) for m in rest) == sorted(
+            [(p, i) for i in range(2, 10)] + [(q, i) for i in range(7, 10)]
+        )
+        assert (c.position(p), c.position(q)) == (10, 10)
+
+
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:
     store.create_topic("own", partitions=2)
     with store.consumer("own", group="g") as c:

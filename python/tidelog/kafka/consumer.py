@@ -99,6 +99,9 @@ class KafkaConsumer:
         self._pause_changes = 0
         self._settled = 0
         self._pending_tx: dict[int, int] | None = None
+        # Where seek() (or an aborted transaction) moved a partition, until a fetch brings
+        # its messages: librdkafka's position of a partition is unknown (-1) after a seek.
+        self._sought: dict[int, int] = {}
         self._closed = False
         self._lock = threading.RLock()
         self._consumer = Consumer(
@@ -143,6 +146,7 @@ class KafkaConsumer:
             self._assigned.discard(p)
             self._delivered.pop(p, None)
             self._paused.discard(p)
+            self._sought.pop(p, None)
         self._drop_ready(lost)
         if self._on_revoke is not None and lost:
             self._on_revoke(lost)
@@ -278,6 +282,9 @@ class KafkaConsumer:
             with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
                 raise e
         out = from_consume(raw)
+        if self._sought:
+            for message in out:
+                self._sought.pop(message.partition, None)
         if len(out) != len(raw):
             for m in raw:
                 err = m.error()
@@ -405,8 +412,24 @@ class KafkaConsumer:
         return out
 
     def position(self, partition: int) -> int:
-        """The next offset this member fetches from ``partition`` (-1 if not known yet)."""
+        """The offset of the next message this member hands out from ``partition``.
+
+        As Kafka's ``position``: messages fetched and not handed out yet (the rest of a
+        fetch that iterating hands out one at a time, or what :meth:`pause` holds back)
+        come first. -1 while the member has not fetched from ``partition`` yet.
+        """
         self._check_open()
+        # Read without ``_lock``, which a fetch in a thread of tidelog.aio holds while it
+        # waits: copies, as that thread may be changing them.
+        ready = next((m.offset for m in tuple(self._ready) if m.partition == partition), None)
+        held = self._held_by_pause.get(partition)
+        if held and (ready is None or held[0].offset < ready):
+            return held[0].offset
+        if ready is not None:
+            return ready
+        sought = self._sought.get(partition)
+        if sought is not None:
+            return sought
         with translated("position"):
             tp = self._consumer.position([TopicPartition(self._topic.name, partition)])[0]
         return int(tp.offset) if tp.offset != OFFSET_INVALID else -1
@@ -421,6 +444,7 @@ class KafkaConsumer:
             )
         with self._lock, translated(f"seeking partition {partition}"):
             self._consumer.seek(TopicPartition(self._topic.name, partition, offset))
+            self._sought[partition] = offset
             self._delivered.pop(partition, None)
             self._drop_ready([partition])
 
@@ -496,6 +520,7 @@ class KafkaConsumer:
                     base = self._topic.end_offset(p)
                 with translated("rewinding after an abort"):
                     self._consumer.seek(TopicPartition(self._topic.name, p, base))
+                self._sought[p] = base
 
     # -- closing -----------------------------------------------------------------------------
 
