@@ -8,6 +8,7 @@ microseconds, so a message that comes meanwhile is seen without a wake-up.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterator
@@ -693,6 +694,22 @@ class Consumer:
         else:
             delivered.clear()
 
+    def _give_back_unhanded(self) -> None:
+        """At-most-once, closing: commits back to the first message not handed out.
+
+        The fetch's commit moved past all it read, but iterating hands a fetch out one
+        message at a time and :meth:`pause` holds some back. A commit of the same
+        generation applies even when it moves back (as after a seek), so the group's next
+        member gets them. A member the group moved on from commits nothing: the committer
+        refuses its stale generation, so a newer owner's commit stands.
+        """
+        _, first = self._handed_out()  # nothing is delivered-and-uncommitted here
+        owned = {p: o for p, o in first.items() if p in self._parts}
+        membership = self._membership
+        if owned and membership.read_generation() == membership.generation:
+            with contextlib.suppress(RebalanceError):
+                self._commit_record(owned, "", membership.generation)
+
     def _handed_out(self) -> tuple[dict[int, int], dict[int, int]]:
         """What at-least-once may commit, and where iterating still holds fetched messages.
 
@@ -1039,10 +1056,12 @@ class Consumer:
     def close(self) -> None:
         """Commits what was delivered (at-least-once), leaves the group; idempotent.
 
-        Fetched messages not handed out yet are dropped uncommitted (the group's next
-        member gets them, except at-most-once, which committed them when it fetched).
-        Afterwards every call that takes messages (iterating, :meth:`poll`,
-        :meth:`next_nowait`) or moves positions raises :class:`StoreClosedError`.
+        Fetched messages not handed out yet are dropped uncommitted: the group's next
+        member gets them. At-most-once committed them when it fetched, and moves its
+        commit back to the first of them here (a member that crashes instead loses them,
+        as at-most-once may). Afterwards every call that takes messages (iterating,
+        :meth:`poll`, :meth:`next_nowait`) or moves positions raises
+        :class:`StoreClosedError`.
 
         In a process forked after the consumer was made it only marks it closed: the
         membership and the commits are the parent's.
@@ -1053,7 +1072,10 @@ class Consumer:
             self._closed = True
             return
         try:
-            self._commit_delivered()
+            if self.delivery == "at-most-once":
+                self._give_back_unhanded()
+            else:
+                self._commit_delivered()
         except _core.TopicNotFoundError:
             pass  # deleted: nothing is left to commit to
         finally:
