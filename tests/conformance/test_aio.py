@@ -251,3 +251,28 @@ def test_aio_position_is_the_next_offset_handed_out(location: str) -> None:
                 assert consumer.position(0) == 10
 
     asyncio.run(main())
+
+
+def test_aio_a_closed_work_queue_hands_out_nothing(location: str) -> None:
+    """``async for`` and ``acquire`` on a closed work queue raise StoreClosedError naming
+    the queue (before, a Kafka queue's ``async for`` stopped silently)."""
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("wq")
+            topic.append(b"a", partition=0)
+            queue = store.work_queue("wq", group="w")
+            job = await queue.acquire(timeout=PATIENCE)
+            assert job is not None
+            await queue.ack(job)
+            await queue.close()
+            named = "work queue 'w' is closed"
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                await anext(queue)
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                async for _ in queue:
+                    raise AssertionError("a closed work queue handed out a job")
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                await queue.acquire(timeout=0)
+
+    asyncio.run(main())

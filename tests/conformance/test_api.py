@@ -493,6 +493,28 @@ def test_work_queue_ack_and_dead_letter(store: Any) -> None:
         assert q.acquire(timeout=2.0) is None
 
 
+def test_a_closed_work_queue_hands_out_nothing(store: Any) -> None:
+    """Iterating, acquiring and settling on a closed work queue raise StoreClosedError
+    naming the queue (before, a Kafka queue's iteration stopped silently)."""
+    store.create_topic("wq").append_batch([b"a", b"b"], partition=0)
+    q = store.work_queue("wq", group="w")
+    job = q.acquire(timeout=PATIENCE)
+    assert job is not None
+    q.ack(job)
+    q.close()
+    calls: list[Callable[[], object]] = [
+        lambda: next(iter(q)),
+        lambda: q.acquire(timeout=0),
+        lambda: q.ack(job),
+        lambda: q.release(job),
+        lambda: q.reject(job),
+        q.flush,
+    ]
+    for call in calls:
+        with pytest.raises(tidelog.StoreClosedError, match="work queue 'w' is closed"):
+            call()
+
+
 @pytest.mark.local_only("Kafka 4.2 share groups cannot renew a record's lock or delay a release")
 def test_work_queue_extend_and_delayed_release(store: Any) -> None:
     store.create_topic("jobs").append(b"j")

@@ -382,8 +382,7 @@ class KafkaAioWorkQueue(AsyncClosing):
         return self
 
     async def __anext__(self) -> KafkaJob:
-        if self._sync.closed:
-            raise StopAsyncIteration
+        # Once closed, acquire raises StoreClosedError, as a local queue's does.
         job = await self.acquire(None)
         assert job is not None  # waited without a limit
         return job
