@@ -824,8 +824,12 @@ class Consumer:
         return offsets, held
 
     def committed(self) -> dict[int, int]:
-        """The group's committed offsets for this topic, per partition."""
-        self._born.check()
+        """The group's committed offsets for this topic, per partition.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
+        """
+        self._check_open()
         return {
             p: c.offset
             for p, c in self._offsets.committed(self.group, self.topic, self._incarnation).items()
@@ -836,8 +840,11 @@ class Consumer:
 
         Counted from the committed offset, or from the start position when nothing is
         committed yet.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
         """
-        self._born.check()
+        self._check_open()
         committed = self.committed()
         return {
             p: self._topic.end_offset(p) - committed.get(p, self._initial(p))
@@ -1060,8 +1067,8 @@ class Consumer:
         member gets them. At-most-once committed them when it fetched, and moves its
         commit back to the first of them here (a member that crashes instead loses them,
         as at-most-once may). Afterwards every call that takes messages (iterating,
-        :meth:`poll`, :meth:`next_nowait`) or moves positions raises
-        :class:`StoreClosedError`.
+        :meth:`poll`, :meth:`next_nowait`), moves positions or asks about offsets
+        (:meth:`committed`, :meth:`lag`, :meth:`position`) raises :class:`StoreClosedError`.
 
         In a process forked after the consumer was made it only marks it closed: the
         membership and the commits are the parent's.

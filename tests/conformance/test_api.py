@@ -417,6 +417,24 @@ def test_position_is_the_next_offset_handed_out(store: Any) -> None:
         assert (c.position(p), c.position(q)) == (10, 10)
 
 
+def test_a_closed_consumer_answers_no_offset_questions(store: Any) -> None:
+    """committed() and lag() of a closed member raise StoreClosedError, as its other calls
+    do and as Kafka's clients do (before, the local backend answered and Kafka raised)."""
+    t = store.create_topic("clo")
+    t.append_batch([b"a", b"b"], partition=0)
+    c = store.consumer("clo", group="g")
+    assert len(poll_until(c, 2)) == 2
+    c.commit()
+    c.close()
+    named = "consumer of group 'g' on topic 'clo' is closed"
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.committed()
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.lag()
+    with store.consumer("clo", group="g") as again:
+        assert again.committed() == {0: 2}
+
+
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:
     store.create_topic("own", partitions=2)
     with store.consumer("own", group="g") as c:

@@ -390,7 +390,11 @@ class KafkaConsumer:
             self._commit_now(dict(offsets))
 
     def committed(self) -> dict[int, int]:
-        """The group's committed offsets (next offset to read) per partition that has one."""
+        """The group's committed offsets (next offset to read) per partition that has one.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
+        """
         self._check_open()
         name = self._topic.name
         tps = retrying(
@@ -402,7 +406,12 @@ class KafkaConsumer:
         return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
 
     def lag(self) -> dict[int, int]:
-        """Per partition: end offset minus the committed offset (or the start position)."""
+        """Per partition: end offset minus the committed offset (or the start position).
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
+        """
+        self._check_open()
         committed = self.committed()
         out = {}
         for p in range(self._topic.partitions):
@@ -529,7 +538,8 @@ class KafkaConsumer:
 
         Fetched messages not handed out yet are dropped uncommitted (the group's next
         member gets them). Afterwards every call that takes messages (iterating,
-        :meth:`poll`, :meth:`fetch`, :meth:`next_ready`) or moves positions raises
+        :meth:`poll`, :meth:`fetch`, :meth:`next_ready`), moves positions or asks about
+        offsets (:meth:`committed`, :meth:`lag`, :meth:`position`) raises
         :class:`StoreClosedError`.
         """
         if self._closed:
