@@ -435,6 +435,28 @@ def test_a_closed_consumer_answers_no_offset_questions(store: Any) -> None:
         assert again.committed() == {0: 2}
 
 
+def test_pause_of_a_partition_not_owned_is_refused(store: Any) -> None:
+    """pause() and resume() of a partition another member owns raise RebalanceError, as
+    Kafka's clients refuse it ("No current assignment for partition"); before, the Kafka
+    backend accepted it and listed the partition as paused."""
+    store.create_topic("pzo", partitions=2)
+    with store.consumer("pzo", group="g") as a, store.consumer("pzo", group="g") as b:
+        end = time.monotonic() + PATIENCE
+        while (len(a.assignment()), len(b.assignment())) != (1, 1) and time.monotonic() < end:
+            a.poll(timeout=0.2)
+            b.poll(timeout=0.2)
+        (mine,) = a.assignment()
+        (other,) = b.assignment()
+        refused = f"partition {other} of 'pzo' is not assigned to this member"
+        with pytest.raises(tidelog.RebalanceError, match=refused):
+            a.pause(other)
+        with pytest.raises(tidelog.RebalanceError, match=refused):
+            a.resume(other)
+        assert a.paused() == []
+        a.pause(mine)
+        assert a.paused() == [mine]
+
+
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:
     store.create_topic("own", partitions=2)
     with store.consumer("own", group="g") as c:

@@ -445,12 +445,7 @@ class KafkaConsumer:
 
     def seek(self, partition: int, offset: int) -> None:
         """Makes the next poll read ``partition`` from ``offset`` (an owned partition)."""
-        self._check_open()
-        check_partition(self._topic, partition)
-        if partition not in self._assigned:
-            raise _core.RebalanceError(
-                f"partition {partition} of {self._topic.name!r} is not assigned to this member"
-            )
+        self._require_assigned(partition)
         with self._lock, translated(f"seeking partition {partition}"):
             self._consumer.seek(TopicPartition(self._topic.name, partition, offset))
             self._sought[partition] = offset
@@ -469,18 +464,24 @@ class KafkaConsumer:
         As Kafka's consumers: nothing more is fetched from it, and what was fetched and not
         handed out yet is held back, not dropped: :meth:`resume` hands it out first, in
         order. It is not committed meanwhile (so closing leaves it to the group).
+
+        Raises:
+            RebalanceError: ``partition`` is not assigned to this member (Kafka's clients
+                refuse it: "No current assignment for partition").
         """
-        self._check_open()
-        check_partition(self._topic, partition)
+        self._require_assigned(partition)
         with translated("pause"):
             self._consumer.pause([TopicPartition(self._topic.name, partition)])
         self._paused.add(partition)
         self._pause_changes += 1  # the next hand-out holds its fetched messages back
 
     def resume(self, partition: int) -> None:
-        """Hands out and fetches ``partition``'s messages again (what pause held back first)."""
-        self._check_open()
-        check_partition(self._topic, partition)
+        """Hands out and fetches ``partition``'s messages again (what pause held back first).
+
+        Raises:
+            RebalanceError: ``partition`` is not assigned to this member.
+        """
+        self._require_assigned(partition)
         with translated("resume"):
             self._consumer.resume([TopicPartition(self._topic.name, partition)])
         self._paused.discard(partition)
@@ -489,6 +490,15 @@ class KafkaConsumer:
     def paused(self) -> list[int]:
         """The paused partitions."""
         return sorted(self._paused)
+
+    def _require_assigned(self, partition: int) -> None:
+        self._check_open()
+        check_partition(self._topic, partition)
+        if partition not in self._assigned:
+            raise _core.RebalanceError(
+                f"partition {partition} of {self._topic.name!r} is not assigned to this member "
+                f"(it owns {self.assignment()})"
+            )
 
     # -- transactions (used by KafkaTransaction) ---------------------------------------------
 
