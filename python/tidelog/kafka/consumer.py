@@ -98,6 +98,12 @@ class KafkaConsumer:
         # runs in a thread, which holds the lock for as long as librdkafka waits.
         self._pause_changes = 0
         self._settled = 0
+        # seek() records the new position here and applies it at once, unless a fetch holds
+        # ``_lock`` (tidelog.aio runs fetches in a thread, which holds it for as long as
+        # librdkafka waits): that fetch applies it then, under the lock, before anything
+        # more is handed out, so seek never waits for it. ``_seeks_lock`` guards only this.
+        self._seeks: dict[int, int] = {}
+        self._seeks_lock = threading.Lock()
         self._pending_tx: dict[int, int] | None = None
         # Where seek() (or an aborted transaction) moved a partition, until a fetch brings
         # its messages: librdkafka's position of a partition is unknown (-1) after a seek.
@@ -199,15 +205,14 @@ class KafkaConsumer:
         self._check_open()
         n = self._max if max_messages is None else max_messages
         with self._lock:
+            if self._seeks:
+                self._apply_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
                 self._settle()
-            if self._ready:
-                out = [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
-            else:
-                out = self._fetch(n, timeout)
-                if self._paused:
-                    out = self._hold_paused(out)
+            if not self._ready:
+                self._took(self._fetch(n, timeout))
+            out = [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
             self._hand_out(out)
             return out
 
@@ -222,6 +227,8 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
+            if self._seeks:
+                self._apply_seeks()
             if self._settled != self._pause_changes:
                 self._settle()
             if not self._ready:
@@ -241,12 +248,13 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
+            if self._seeks:
+                self._apply_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
                 self._settle()
             if not self._ready:
-                fetched = self._fetch(self._max, timeout)
-                self._ready.extend(self._hold_paused(fetched) if self._paused else fetched)
+                self._took(self._fetch(self._max, timeout))
             return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
@@ -291,6 +299,16 @@ class KafkaConsumer:
                 if err is not None and err.code() != PARTITION_EOF:
                     raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
         return out
+
+    def _took(self, fetched: list[KafkaMessage]) -> None:
+        """Puts what a fetch brought in ``_ready`` (``_held_by_pause`` for paused partitions).
+
+        A seek recorded while the fetch waited drops what it brought of that partition:
+        read from the old position.
+        """
+        self._ready.extend(self._hold_paused(fetched) if self._paused else fetched)
+        if self._seeks:
+            self._apply_seeks()
 
     def _hand_out(self, out: list[KafkaMessage]) -> None:
         """Counts ``out`` as delivered (at-most-once: commits it first)."""
@@ -444,13 +462,37 @@ class KafkaConsumer:
         return int(tp.offset) if tp.offset != OFFSET_INVALID else -1
 
     def seek(self, partition: int, offset: int) -> None:
-        """Makes the next poll read ``partition`` from ``offset`` (an owned partition)."""
+        """Makes the next poll read ``partition`` from ``offset`` (an owned partition).
+
+        Never waits for a fetch running in another thread (tidelog.aio's): that fetch
+        applies the seek when it ends, and hands out nothing it read from the old position.
+        """
         self._require_assigned(partition)
-        with self._lock, translated(f"seeking partition {partition}"):
-            self._consumer.seek(TopicPartition(self._topic.name, partition, offset))
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be int, got {type(offset).__name__}")
+        with self._seeks_lock:
+            self._seeks[partition] = offset
             self._sought[partition] = offset
-            self._delivered.pop(partition, None)
-            self._drop_ready([partition])
+        if self._lock.acquire(blocking=False):
+            try:
+                self._apply_seeks()
+            finally:
+                self._lock.release()
+
+    def _apply_seeks(self) -> None:
+        """Applies what seek() recorded (under ``_lock``)."""
+        with self._seeks_lock:
+            seeks, self._seeks = self._seeks, {}
+        seeks = {p: o for p, o in seeks.items() if p in self._assigned}
+        # What was delivered or fetched before the seek is neither committed nor handed out.
+        for p in seeks:
+            self._delivered.pop(p, None)
+        self._drop_ready(seeks)
+        for p, offset in seeks.items():
+            # The fetch that waited may have taken the mark off (it brought old messages).
+            self._sought[p] = offset
+            with translated(f"seeking partition {p}"):
+                self._consumer.seek(TopicPartition(self._topic.name, p, offset))
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
         """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
