@@ -153,6 +153,9 @@ class KafkaConsumer:
             self._delivered.pop(p, None)
             self._paused.discard(p)
             self._sought.pop(p, None)
+        with self._seeks_lock:  # a seek not applied yet must not apply if p comes back
+            for p in lost:
+                self._seeks.pop(p, None)
         self._drop_ready(lost)
         if self._on_revoke is not None and lost:
             self._on_revoke(lost)
