@@ -8,6 +8,7 @@ microseconds, so a message that comes meanwhile is seen without a wake-up.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterator
@@ -693,6 +694,22 @@ class Consumer:
         else:
             delivered.clear()
 
+    def _give_back_unhanded(self) -> None:
+        """At-most-once, closing: commits back to the first message not handed out.
+
+        The fetch's commit moved past all it read, but iterating hands a fetch out one
+        message at a time and :meth:`pause` holds some back. A commit of the same
+        generation applies even when it moves back (as after a seek), so the group's next
+        member gets them. A member the group moved on from commits nothing: the committer
+        refuses its stale generation, so a newer owner's commit stands.
+        """
+        _, first = self._handed_out()  # nothing is delivered-and-uncommitted here
+        owned = {p: o for p, o in first.items() if p in self._parts}
+        membership = self._membership
+        if owned and membership.read_generation() == membership.generation:
+            with contextlib.suppress(RebalanceError):
+                self._commit_record(owned, "", membership.generation)
+
     def _handed_out(self) -> tuple[dict[int, int], dict[int, int]]:
         """What at-least-once may commit, and where iterating still holds fetched messages.
 
@@ -807,8 +824,12 @@ class Consumer:
         return offsets, held
 
     def committed(self) -> dict[int, int]:
-        """The group's committed offsets for this topic, per partition."""
-        self._born.check()
+        """The group's committed offsets for this topic, per partition.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
+        """
+        self._check_open()
         return {
             p: c.offset
             for p, c in self._offsets.committed(self.group, self.topic, self._incarnation).items()
@@ -819,8 +840,11 @@ class Consumer:
 
         Counted from the committed offset, or from the start position when nothing is
         committed yet.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
         """
-        self._born.check()
+        self._check_open()
         committed = self.committed()
         return {
             p: self._topic.end_offset(p) - committed.get(p, self._initial(p))
@@ -932,8 +956,19 @@ class Consumer:
         return sorted(self._parts)
 
     def position(self, partition: int) -> int:
-        """The next offset ``poll`` will return from ``partition``."""
+        """The offset of the next message this member hands out from ``partition``.
+
+        As Kafka's ``position``: messages fetched and not handed out yet (the rest of a
+        fetch that iterating hands out one at a time, or what :meth:`pause` holds back)
+        come first, so it is the first of them, not where the last fetch ended.
+        """
         self._require_assigned(partition)
+        held = self._held_by_pause.get(partition)
+        if held:
+            return held[0].offset
+        for m in self._buffer:
+            if m.partition == partition:
+                return m.offset
         return self._parts[partition].position
 
     def seek(self, partition: int, offset: int) -> None:
@@ -1028,10 +1063,12 @@ class Consumer:
     def close(self) -> None:
         """Commits what was delivered (at-least-once), leaves the group; idempotent.
 
-        Fetched messages not handed out yet are dropped uncommitted (the group's next
-        member gets them, except at-most-once, which committed them when it fetched).
-        Afterwards every call that takes messages (iterating, :meth:`poll`,
-        :meth:`next_nowait`) or moves positions raises :class:`StoreClosedError`.
+        Fetched messages not handed out yet are dropped uncommitted: the group's next
+        member gets them. At-most-once committed them when it fetched, and moves its
+        commit back to the first of them here (a member that crashes instead loses them,
+        as at-most-once may). Afterwards every call that takes messages (iterating,
+        :meth:`poll`, :meth:`next_nowait`), moves positions or asks about offsets
+        (:meth:`committed`, :meth:`lag`, :meth:`position`) raises :class:`StoreClosedError`.
 
         In a process forked after the consumer was made it only marks it closed: the
         membership and the commits are the parent's.
@@ -1042,7 +1079,10 @@ class Consumer:
             self._closed = True
             return
         try:
-            self._commit_delivered()
+            if self.delivery == "at-most-once":
+                self._give_back_unhanded()
+            else:
+                self._commit_delivered()
         except _core.TopicNotFoundError:
             pass  # deleted: nothing is left to commit to
         finally:

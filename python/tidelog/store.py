@@ -503,7 +503,9 @@ class Store:
             group: The group's name.
             delivery: ``"at-least-once"`` commits a message's offset once the application
                 moved past it (the next ``poll``, the next iteration, or ``close``), or on
-                ``commit()``; ``"at-most-once"`` commits before handing messages out;
+                ``commit()``; ``"at-most-once"`` commits before handing messages out
+                (``close`` moves the commit back to the first message fetched and not
+                handed out; a member that crashes loses those);
                 ``"exactly-once"`` commits only through :meth:`transaction`, atomically with
                 the outputs, and needs one per step (taking more messages before the
                 previous ones were committed raises :class:`InvalidConfigError`).

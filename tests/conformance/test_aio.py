@@ -231,3 +231,89 @@ def test_aio_a_closed_consumer_hands_out_nothing(location: str) -> None:
                 assert [m.offset for m in await _collect(again, 9)] == list(range(1, 10))
 
     asyncio.run(main())
+
+
+def test_aio_position_is_the_next_offset_handed_out(location: str) -> None:
+    """position() is the offset of the next message ``async for`` hands out, not past the
+    rest of its fetch (before, both backends gave the fetch position)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("pos", partitions=1)
+            topic.append_batch([b"%d" % i for i in range(10)], partition=0)
+            async with store.consumer("pos", group=group) as consumer:
+                assert [m.offset for m in await _collect(consumer, 2)] == [0, 1]
+                assert consumer.position(0) == 2
+                consumer.seek(0, 5)
+                assert consumer.position(0) == 5
+                assert [m.offset for m in await _collect(consumer, 5)] == list(range(5, 10))
+                assert consumer.position(0) == 10
+
+    asyncio.run(main())
+
+
+def test_aio_seek_leaves_the_loop_running_while_a_fetch_waits(location: str) -> None:
+    """seek() returns at once while a poll's fetch waits (on Kafka, in a thread holding
+    the member): before, it waited for that fetch to end, blocking the loop, so the waiting
+    poll had already timed out when the message appended after the seek came."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("sk", partitions=2)
+            for partition in (0, 1):
+                topic.append(b"%d" % partition, partition=partition)
+            async with store.consumer("sk", group=group) as consumer:
+                assert len(await _collect(consumer, 2)) == 2
+                ticker = asyncio.create_task(tick())
+                waiting = asyncio.create_task(consumer.poll(timeout=10.0))
+                await asyncio.sleep(0.5)  # the poll's fetch waits now
+                consumer.seek(1, 0)
+                before = ticks
+                await asyncio.sleep(0)
+                assert ticks > before  # the loop runs on while the fetch waits
+                topic.append(b"late", partition=0)
+                got = await waiting
+                ticker.cancel()
+                # The waiting poll was still waiting when the message came; partition 1
+                # reads from 0 again (on Kafka, once the fetch that waited has ended).
+                assert (0, b"late") in [(m.partition, m.value) for m in got]
+                if len(got) < 2:
+                    got += await _collect(consumer, 2 - len(got))
+                assert sorted((m.partition, m.offset) for m in got) == [(0, 1), (1, 0)]
+
+    asyncio.run(main())
+
+
+def test_aio_a_closed_work_queue_hands_out_nothing(location: str) -> None:
+    """``async for`` and ``acquire`` on a closed work queue raise StoreClosedError naming
+    the queue (before, a Kafka queue's ``async for`` stopped silently)."""
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("wq")
+            topic.append(b"a", partition=0)
+            queue = store.work_queue("wq", group="w")
+            job = await queue.acquire(timeout=PATIENCE)
+            assert job is not None
+            await queue.ack(job)
+            await queue.close()
+            named = "work queue 'w' is closed"
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                await anext(queue)
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                async for _ in queue:
+                    raise AssertionError("a closed work queue handed out a job")
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                await queue.acquire(timeout=0)
+
+    asyncio.run(main())

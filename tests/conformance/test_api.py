@@ -313,13 +313,15 @@ def test_pause_holds_back_what_was_already_fetched(store: Any, delivery: str) ->
         )
 
 
-def test_pause_then_poll_and_close_lose_nothing(store: Any) -> None:
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_pause_then_poll_and_close_lose_nothing(store: Any, delivery: str) -> None:
     """poll() skips a paused partition's fetched messages too, and a member that closes
-    while they are held back leaves them to the group (at-least-once)."""
+    while they are held back leaves them to the group (at-most-once too: before, a local
+    member's fetch had committed past them)."""
     t = store.create_topic("pzc", partitions=2)
     for partition in (0, 1):
         t.append_batch([b"%d" % i for i in range(10)], partition=partition)
-    c = store.consumer("pzc", group="g")
+    c = store.consumer("pzc", group="g", delivery=delivery)
     first = next(iter(c))
     p, q = first.partition, 1 - first.partition
     c.pause(p)
@@ -378,11 +380,81 @@ def test_a_closed_consumer_hands_out_nothing(store: Any, delivery: str) -> None:
     for call in calls:
         with pytest.raises(tidelog.StoreClosedError, match=named):
             call()
-    if delivery == "at-most-once":
-        return  # which of the nine the next member gets depends on when the fetch committed
+    # At-most-once too: its close commits back to the first message not handed out
+    # (before, the fetch's commit stood and the next member started after all ten).
     with store.consumer("cl", group="g") as again:
         expected = list(range(0 if delivery == "exactly-once" else 1, 10))
         assert [m.offset for m in poll_until(again, len(expected))] == expected
+
+
+def test_position_is_the_next_offset_handed_out(store: Any) -> None:
+    """position() is the offset of the next message this member hands out, as in Kafka:
+    not past messages its last fetch brought but iterating has not handed out yet, nor
+    past what pause() holds back (before, both backends gave the fetch position)."""
+    t = store.create_topic("pos", partitions=2)
+    for partition in (0, 1):
+        t.append_batch([b"%d" % i for i in range(10)], partition=partition)
+    with store.consumer("pos", group="g") as c:
+        it = iter(c)
+        first = next(it)
+        p, q = first.partition, 1 - first.partition
+        assert first.offset == 0
+        assert c.position(p) == 1
+        c.pause(p)
+        assert c.position(p) == 1  # held back, not handed out
+        assert [(m.partition, m.offset) for m in (next(it) for _ in range(3))] == [
+            (q, i) for i in range(3)
+        ]
+        assert c.position(q) == 3
+        c.seek(q, 7)
+        assert c.position(q) == 7
+        c.resume(p)
+        assert (next(it).partition, c.position(p)) == (p, 2)
+        rest = poll_until(c, 8 + 3)
+        assert sorted((m.partition, m.offset) for m in rest) == sorted(
+            [(p, i) for i in range(2, 10)] + [(q, i) for i in range(7, 10)]
+        )
+        assert (c.position(p), c.position(q)) == (10, 10)
+
+
+def test_a_closed_consumer_answers_no_offset_questions(store: Any) -> None:
+    """committed() and lag() of a closed member raise StoreClosedError, as its other calls
+    do and as Kafka's clients do (before, the local backend answered and Kafka raised)."""
+    t = store.create_topic("clo")
+    t.append_batch([b"a", b"b"], partition=0)
+    c = store.consumer("clo", group="g")
+    assert len(poll_until(c, 2)) == 2
+    c.commit()
+    c.close()
+    named = "consumer of group 'g' on topic 'clo' is closed"
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.committed()
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.lag()
+    with store.consumer("clo", group="g") as again:
+        assert again.committed() == {0: 2}
+
+
+def test_pause_of_a_partition_not_owned_is_refused(store: Any) -> None:
+    """pause() and resume() of a partition another member owns raise RebalanceError, as
+    Kafka's clients refuse it ("No current assignment for partition"); before, the Kafka
+    backend accepted it and listed the partition as paused."""
+    store.create_topic("pzo", partitions=2)
+    with store.consumer("pzo", group="g") as a, store.consumer("pzo", group="g") as b:
+        end = time.monotonic() + PATIENCE
+        while (len(a.assignment()), len(b.assignment())) != (1, 1) and time.monotonic() < end:
+            a.poll(timeout=0.2)
+            b.poll(timeout=0.2)
+        (mine,) = a.assignment()
+        (other,) = b.assignment()
+        refused = f"partition {other} of 'pzo' is not assigned to this member"
+        with pytest.raises(tidelog.RebalanceError, match=refused):
+            a.pause(other)
+        with pytest.raises(tidelog.RebalanceError, match=refused):
+            a.resume(other)
+        assert a.paused() == []
+        a.pause(mine)
+        assert a.paused() == [mine]
 
 
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:
@@ -459,6 +531,28 @@ def test_work_queue_ack_and_dead_letter(store: Any) -> None:
     assert dead.headers["tidelog.dead_letter.reason"] == b"rejected"
     with store.work_queue("uploads", group="w") as q:
         assert q.acquire(timeout=2.0) is None
+
+
+def test_a_closed_work_queue_hands_out_nothing(store: Any) -> None:
+    """Iterating, acquiring and settling on a closed work queue raise StoreClosedError
+    naming the queue (before, a Kafka queue's iteration stopped silently)."""
+    store.create_topic("wq").append_batch([b"a", b"b"], partition=0)
+    q = store.work_queue("wq", group="w")
+    job = q.acquire(timeout=PATIENCE)
+    assert job is not None
+    q.ack(job)
+    q.close()
+    calls: list[Callable[[], object]] = [
+        lambda: next(iter(q)),
+        lambda: q.acquire(timeout=0),
+        lambda: q.ack(job),
+        lambda: q.release(job),
+        lambda: q.reject(job),
+        q.flush,
+    ]
+    for call in calls:
+        with pytest.raises(tidelog.StoreClosedError, match="work queue 'w' is closed"):
+            call()
 
 
 @pytest.mark.local_only("Kafka 4.2 share groups cannot renew a record's lock or delay a release")

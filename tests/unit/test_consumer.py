@@ -53,8 +53,8 @@ def test_iterating_commits_only_what_it_handed_out(store: tidelog.Store) -> None
     first = next(it)
     consumer.close()
     other = 1 - first.partition  # fetched too, none of it handed out
-    assert consumer.committed() == {first.partition: first.offset + 1, other: 0}
     with store.consumer("t", group="g") as again:
+        assert again.committed() == {first.partition: first.offset + 1, other: 0}
         got = again.poll(max_messages=100, timeout=1)
         assert sorted((m.partition, m.offset) for m in got) == sorted(
             (p, o) for p in (0, 1) for o in range(5) if (p, o) != (first.partition, first.offset)
@@ -78,6 +78,41 @@ def test_at_most_once_commits_before_hand_out(store: tidelog.Store) -> None:
     consumer = store.consumer("t", group="g", delivery="at-most-once")
     assert len(consumer.poll(max_messages=3, timeout=1)) == 3
     assert consumer.committed() == {0: 3}
+
+
+def test_at_most_once_close_leaves_what_it_did_not_hand_out(store: tidelog.Store) -> None:
+    """The fetch's commit moved past messages iterating had not handed out; a clean close
+    moves it back to the first of them (a commit of the same generation), so the next
+    member gets them (before, they were lost)."""
+    topic = store.create_topic("t")
+    fill(topic, 10)
+    consumer = store.consumer("t", group="g", delivery="at-most-once")
+    it = iter(consumer)
+    assert [next(it).offset for _ in range(3)] == [0, 1, 2]
+    assert consumer.committed() == {0: 10}  # committed when fetched
+    consumer.close()
+    with store.consumer("t", group="g", delivery="at-most-once") as again:
+        assert again.committed() == {0: 3}
+        assert [m.offset for m in again.poll(max_messages=100, timeout=0)] == list(range(3, 10))
+
+
+def test_at_most_once_close_of_a_fenced_member_keeps_the_new_owners_commit(
+    store: tidelog.Store,
+) -> None:
+    """A member that lost a partition in a rebalance it has not seen closes with fetched
+    messages of it not handed out: its commit back is refused (its generation is stale),
+    so the new owner's commit stands."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    assert next(iter(first)).offset == 0
+    assert first.committed() == {0: 5, 1: 5}
+    second = store.consumer("t", group="g")  # a rebalance first has not seen
+    (lost,) = second.assignment()
+    second.commit({lost: 4})
+    first.close()
+    assert second.committed()[lost] == 4
+    second.close()
 
 
 def test_explicit_commit_and_metadata(store: tidelog.Store) -> None:

@@ -262,4 +262,5 @@ def test_a_fetch_failing_part_way_moves_past_nothing_it_read(tmp_path: Path) -> 
         got = consumer.poll(max_messages=1000, timeout=0)
         assert [m.value for m in got] == [b"ok 5", b"ok 6"]
         consumer.close()
-        assert consumer.committed()[0] == 7
+        with store.consumer("t", group="g") as again:
+            assert again.committed()[0] == 7

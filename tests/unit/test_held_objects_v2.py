@@ -99,7 +99,8 @@ async def main(path):
         print("child status", os.waitstatus_to_exitcode(status), flush=True)
         print("parent takes", [(await anext(it)).offset for _ in range(9)], flush=True)
         await consumer.close()
-        print("committed", consumer.sync.committed(), flush=True)
+        async with store.consumer("t", group="g") as again:
+            print("committed", again.committed(), flush=True)
 
 asyncio.run(main(sys.argv[1]))
 """

@@ -36,7 +36,7 @@ class MemberViews:
         return self._sync.assignment()
 
     def position(self, partition: int) -> int:
-        """The next offset ``poll`` returns from ``partition``."""
+        """The offset of the next message this member hands out from ``partition``."""
         return self._sync.position(partition)
 
     def lag(self) -> dict[int, int]:

@@ -307,7 +307,11 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         await _offload(self._sync.commit, offsets, metadata)
 
     def seek(self, partition: int, offset: int) -> None:
-        """Makes the next poll read ``partition`` from ``offset``."""
+        """Makes the next poll read ``partition`` from ``offset``.
+
+        Returns at once, also while a poll's fetch waits in its thread: that fetch applies
+        the seek when it ends, and hands out nothing it read from the old position.
+        """
         self._sync.seek(partition, offset)
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
@@ -382,8 +386,7 @@ class KafkaAioWorkQueue(AsyncClosing):
         return self
 
     async def __anext__(self) -> KafkaJob:
-        if self._sync.closed:
-            raise StopAsyncIteration
+        # Once closed, acquire raises StoreClosedError, as a local queue's does.
         job = await self.acquire(None)
         assert job is not None  # waited without a limit
         return job

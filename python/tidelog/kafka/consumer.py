@@ -98,7 +98,16 @@ class KafkaConsumer:
         # runs in a thread, which holds the lock for as long as librdkafka waits.
         self._pause_changes = 0
         self._settled = 0
+        # seek() records the new position here and applies it at once, unless a fetch holds
+        # ``_lock`` (tidelog.aio runs fetches in a thread, which holds it for as long as
+        # librdkafka waits): that fetch applies it then, under the lock, before anything
+        # more is handed out, so seek never waits for it. ``_seeks_lock`` guards only this.
+        self._seeks: dict[int, int] = {}
+        self._seeks_lock = threading.Lock()
         self._pending_tx: dict[int, int] | None = None
+        # Where seek() (or an aborted transaction) moved a partition, until a fetch brings
+        # its messages: librdkafka's position of a partition is unknown (-1) after a seek.
+        self._sought: dict[int, int] = {}
         self._closed = False
         self._lock = threading.RLock()
         self._consumer = Consumer(
@@ -143,6 +152,10 @@ class KafkaConsumer:
             self._assigned.discard(p)
             self._delivered.pop(p, None)
             self._paused.discard(p)
+            self._sought.pop(p, None)
+        with self._seeks_lock:  # a seek not applied yet must not apply if p comes back
+            for p in lost:
+                self._seeks.pop(p, None)
         self._drop_ready(lost)
         if self._on_revoke is not None and lost:
             self._on_revoke(lost)
@@ -195,15 +208,14 @@ class KafkaConsumer:
         self._check_open()
         n = self._max if max_messages is None else max_messages
         with self._lock:
+            if self._seeks:
+                self._apply_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
                 self._settle()
-            if self._ready:
-                out = [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
-            else:
-                out = self._fetch(n, timeout)
-                if self._paused:
-                    out = self._hold_paused(out)
+            if not self._ready:
+                self._took(self._fetch(n, timeout))
+            out = [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
             self._hand_out(out)
             return out
 
@@ -218,6 +230,8 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
+            if self._seeks:
+                self._apply_seeks()
             if self._settled != self._pause_changes:
                 self._settle()
             if not self._ready:
@@ -237,12 +251,13 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
+            if self._seeks:
+                self._apply_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
                 self._settle()
             if not self._ready:
-                fetched = self._fetch(self._max, timeout)
-                self._ready.extend(self._hold_paused(fetched) if self._paused else fetched)
+                self._took(self._fetch(self._max, timeout))
             return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
@@ -278,12 +293,25 @@ class KafkaConsumer:
             with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
                 raise e
         out = from_consume(raw)
+        if self._sought:
+            for message in out:
+                self._sought.pop(message.partition, None)
         if len(out) != len(raw):
             for m in raw:
                 err = m.error()
                 if err is not None and err.code() != PARTITION_EOF:
                     raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
         return out
+
+    def _took(self, fetched: list[KafkaMessage]) -> None:
+        """Puts what a fetch brought in ``_ready`` (``_held_by_pause`` for paused partitions).
+
+        A seek recorded while the fetch waited drops what it brought of that partition:
+        read from the old position.
+        """
+        self._ready.extend(self._hold_paused(fetched) if self._paused else fetched)
+        if self._seeks:
+            self._apply_seeks()
 
     def _hand_out(self, out: list[KafkaMessage]) -> None:
         """Counts ``out`` as delivered (at-most-once: commits it first)."""
@@ -383,7 +411,11 @@ class KafkaConsumer:
             self._commit_now(dict(offsets))
 
     def committed(self) -> dict[int, int]:
-        """The group's committed offsets (next offset to read) per partition that has one."""
+        """The group's committed offsets (next offset to read) per partition that has one.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
+        """
         self._check_open()
         name = self._topic.name
         tps = retrying(
@@ -395,7 +427,12 @@ class KafkaConsumer:
         return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
 
     def lag(self) -> dict[int, int]:
-        """Per partition: end offset minus the committed offset (or the start position)."""
+        """Per partition: end offset minus the committed offset (or the start position).
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
+        """
+        self._check_open()
         committed = self.committed()
         out = {}
         for p in range(self._topic.partitions):
@@ -405,24 +442,60 @@ class KafkaConsumer:
         return out
 
     def position(self, partition: int) -> int:
-        """The next offset this member fetches from ``partition`` (-1 if not known yet)."""
+        """The offset of the next message this member hands out from ``partition``.
+
+        As Kafka's ``position``: messages fetched and not handed out yet (the rest of a
+        fetch that iterating hands out one at a time, or what :meth:`pause` holds back)
+        come first. -1 while the member has not fetched from ``partition`` yet.
+        """
         self._check_open()
+        # Read without ``_lock``, which a fetch in a thread of tidelog.aio holds while it
+        # waits: copies, as that thread may be changing them.
+        ready = next((m.offset for m in tuple(self._ready) if m.partition == partition), None)
+        held = self._held_by_pause.get(partition)
+        if held and (ready is None or held[0].offset < ready):
+            return held[0].offset
+        if ready is not None:
+            return ready
+        sought = self._sought.get(partition)
+        if sought is not None:
+            return sought
         with translated("position"):
             tp = self._consumer.position([TopicPartition(self._topic.name, partition)])[0]
         return int(tp.offset) if tp.offset != OFFSET_INVALID else -1
 
     def seek(self, partition: int, offset: int) -> None:
-        """Makes the next poll read ``partition`` from ``offset`` (an owned partition)."""
-        self._check_open()
-        check_partition(self._topic, partition)
-        if partition not in self._assigned:
-            raise _core.RebalanceError(
-                f"partition {partition} of {self._topic.name!r} is not assigned to this member"
-            )
-        with self._lock, translated(f"seeking partition {partition}"):
-            self._consumer.seek(TopicPartition(self._topic.name, partition, offset))
-            self._delivered.pop(partition, None)
-            self._drop_ready([partition])
+        """Makes the next poll read ``partition`` from ``offset`` (an owned partition).
+
+        Never waits for a fetch running in another thread (tidelog.aio's): that fetch
+        applies the seek when it ends, and hands out nothing it read from the old position.
+        """
+        self._require_assigned(partition)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be int, got {type(offset).__name__}")
+        with self._seeks_lock:
+            self._seeks[partition] = offset
+            self._sought[partition] = offset
+        if self._lock.acquire(blocking=False):
+            try:
+                self._apply_seeks()
+            finally:
+                self._lock.release()
+
+    def _apply_seeks(self) -> None:
+        """Applies what seek() recorded (under ``_lock``)."""
+        with self._seeks_lock:
+            seeks, self._seeks = self._seeks, {}
+        seeks = {p: o for p, o in seeks.items() if p in self._assigned}
+        # What was delivered or fetched before the seek is neither committed nor handed out.
+        for p in seeks:
+            self._delivered.pop(p, None)
+        self._drop_ready(seeks)
+        for p, offset in seeks.items():
+            # The fetch that waited may have taken the mark off (it brought old messages).
+            self._sought[p] = offset
+            with translated(f"seeking partition {p}"):
+                self._consumer.seek(TopicPartition(self._topic.name, p, offset))
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
         """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
@@ -436,18 +509,24 @@ class KafkaConsumer:
         As Kafka's consumers: nothing more is fetched from it, and what was fetched and not
         handed out yet is held back, not dropped: :meth:`resume` hands it out first, in
         order. It is not committed meanwhile (so closing leaves it to the group).
+
+        Raises:
+            RebalanceError: ``partition`` is not assigned to this member (Kafka's clients
+                refuse it: "No current assignment for partition").
         """
-        self._check_open()
-        check_partition(self._topic, partition)
+        self._require_assigned(partition)
         with translated("pause"):
             self._consumer.pause([TopicPartition(self._topic.name, partition)])
         self._paused.add(partition)
         self._pause_changes += 1  # the next hand-out holds its fetched messages back
 
     def resume(self, partition: int) -> None:
-        """Hands out and fetches ``partition``'s messages again (what pause held back first)."""
-        self._check_open()
-        check_partition(self._topic, partition)
+        """Hands out and fetches ``partition``'s messages again (what pause held back first).
+
+        Raises:
+            RebalanceError: ``partition`` is not assigned to this member.
+        """
+        self._require_assigned(partition)
         with translated("resume"):
             self._consumer.resume([TopicPartition(self._topic.name, partition)])
         self._paused.discard(partition)
@@ -456,6 +535,15 @@ class KafkaConsumer:
     def paused(self) -> list[int]:
         """The paused partitions."""
         return sorted(self._paused)
+
+    def _require_assigned(self, partition: int) -> None:
+        self._check_open()
+        check_partition(self._topic, partition)
+        if partition not in self._assigned:
+            raise _core.RebalanceError(
+                f"partition {partition} of {self._topic.name!r} is not assigned to this member "
+                f"(it owns {self.assignment()})"
+            )
 
     # -- transactions (used by KafkaTransaction) ---------------------------------------------
 
@@ -496,6 +584,7 @@ class KafkaConsumer:
                     base = self._topic.end_offset(p)
                 with translated("rewinding after an abort"):
                     self._consumer.seek(TopicPartition(self._topic.name, p, base))
+                self._sought[p] = base
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -504,7 +593,8 @@ class KafkaConsumer:
 
         Fetched messages not handed out yet are dropped uncommitted (the group's next
         member gets them). Afterwards every call that takes messages (iterating,
-        :meth:`poll`, :meth:`fetch`, :meth:`next_ready`) or moves positions raises
+        :meth:`poll`, :meth:`fetch`, :meth:`next_ready`), moves positions or asks about
+        offsets (:meth:`committed`, :meth:`lag`, :meth:`position`) raises
         :class:`StoreClosedError`.
         """
         if self._closed:

@@ -110,8 +110,7 @@ class KafkaWorkQueue:
             InvalidConfigError: Jobs of the previous fetch are still unsettled (a Kafka
                 share consumer must settle a fetch before the next).
         """
-        if self._closed:
-            raise _core.StoreClosedError("the work queue is closed")
+        self._check_open()
         end = None if timeout is None else time.monotonic() + timeout
         while not self._ready:
             if self._unsettled:
@@ -143,12 +142,14 @@ class KafkaWorkQueue:
         return len(self._ready)
 
     def __iter__(self) -> Iterator[KafkaJob]:
-        while not self._closed:
+        # Raises StoreClosedError once closed (acquire checks), as a local queue does.
+        while True:
             job = self.acquire(1.0)
             if job is not None:
                 yield job
 
     def _settle(self, job: KafkaJob, kind: AcknowledgeType) -> None:
+        self._check_open()
         key = (job.message.partition, job.message.offset)
         if key not in self._unsettled:
             from tidelog.jobs import LockLostError
@@ -164,6 +165,7 @@ class KafkaWorkQueue:
 
     def release(self, job: KafkaJob, delay: float = 0.0) -> None:
         """Back to the queue now (``delay`` is refused: share groups cannot delay)."""
+        self._check_open()
         if delay:
             raise _core.InvalidConfigError(
                 "release(delay=...) is not supported on Kafka share groups"
@@ -172,6 +174,7 @@ class KafkaWorkQueue:
 
     def reject(self, job: KafkaJob) -> None:
         """Never again: copied to the dead-letter topic (if any), then rejected."""
+        self._check_open()
         self._dead_lettered(job, "rejected")
 
     def _dead_lettered(self, job: KafkaJob, reason: str) -> None:
@@ -199,12 +202,14 @@ class KafkaWorkQueue:
 
     def extend(self, job: KafkaJob, seconds: float) -> None:
         """Refused: Kafka 4.2 share groups cannot renew a record's lock."""
+        self._check_open()
         raise _core.InvalidConfigError(
             "extend() is not supported on Kafka share groups: raise lock_timeout instead"
         )
 
     def flush(self) -> None:
         """Makes every acknowledgement so far durable (``commit_sync``)."""
+        self._check_open()
         with translated("committing acknowledgements"):
             self._consumer.commit_sync(TIMEOUT)
 
@@ -213,8 +218,15 @@ class KafkaWorkQueue:
         """True once closed."""
         return self._closed
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _core.StoreClosedError(f"work queue {self._group!r} is closed")
+
     def close(self) -> None:
-        """Commits acknowledgements and leaves the share group."""
+        """Commits acknowledgements and leaves the share group; idempotent.
+
+        Afterwards iterating, acquiring and settling raise :class:`StoreClosedError`.
+        """
         if self._closed:
             return
         self._closed = True
