@@ -7,6 +7,7 @@ both backends. A test that cannot apply to Kafka carries ``local_only(reason)``;
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -209,6 +210,41 @@ def test_group_poll_commit_lag_and_resume(store: Any) -> None:
     with store.consumer("orders", group="billing") as c:
         assert [m.value for m in poll_until(c, 1)] == [b"10"]
         assert c.lag() == {0: 1, 1: 0}
+
+
+def test_a_waiting_poll_returns_when_a_message_comes_not_at_its_timeout(store: Any) -> None:
+    """Kafka's poll returns as soon as records are there. confluent-kafka's consume(n,
+    timeout) waits for all n or the timeout: a kafka:// poll(500, timeout=30) given one
+    message waited the whole 30 s (a generous bound below, not a measurement)."""
+    t = store.create_topic("waits")
+    with store.consumer("waits", group="g") as c:
+        wait_assigned(c, 1)
+        timer = threading.Timer(0.5, lambda: t.append(b"late", partition=0))
+        timer.start()
+        started = time.monotonic()
+        got = c.poll(500, timeout=30.0)
+        waited = time.monotonic() - started
+        timer.join()
+    assert [m.value for m in got] == [b"late"]
+    assert waited < 15.0, f"poll returned after {waited:.1f} s"
+
+
+def test_reading_to_the_end_does_not_wait(store: Any) -> None:
+    """read and read_batch end at the log end: before, each kafka:// call that reached it
+    waited out a 0.5 s consume (ten calls: a generous bound below, not a measurement)."""
+    t = store.create_topic("ends")
+    t.append_batch([b"a", b"b", b"c"], partition=0)
+    t.read_batch(partition=0, offset=0)  # connects the reader
+    started = time.monotonic()
+    for _ in range(10):
+        assert [m.value for m in t.read_batch(partition=0, offset=0, max_messages=1000)] == [
+            b"a",
+            b"b",
+            b"c",
+        ]
+    assert [m.value for m in t.read(partition=0, offset=1)] == [b"b", b"c"]
+    elapsed = time.monotonic() - started
+    assert elapsed < 4.0, f"11 reads to the end took {elapsed:.1f} s"
 
 
 def test_at_least_once_commits_what_was_moved_past(store: Any) -> None:

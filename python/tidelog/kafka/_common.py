@@ -11,10 +11,27 @@ from typing import Any, Protocol
 
 from tidelog import _core
 
-__all__ = ["TIMEOUT", "StoreLink", "check_partition", "headers_list"]
+__all__ = ["TIMEOUT", "StoreLink", "check_partition", "consume_ready", "headers_list"]
 
 #: How long an admin or metadata call may take before it is reported as an error.
 TIMEOUT = 30.0
+
+
+def consume_ready(consumer: Any, n: int, timeout: float) -> list[Any]:
+    """Up to ``n`` messages (or events) of a confluent-kafka consumer, as soon as one is there.
+
+    ``consume(n, timeout)`` waits until it has ``n`` or the timeout ended, also when fewer
+    are all there is (so a poll for 500 given one message took its whole timeout); Kafka's
+    ``poll`` returns as soon as it has records. Here what is queued is taken at once; only
+    when nothing is, the wait is for the first message, and what came with it is taken too.
+    """
+    ready: list[Any] = consumer.consume(n, 0)
+    if ready or timeout == 0:
+        return ready
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(n - 1, 0)] if n > 1 else [first]
 
 
 class StoreLink(Protocol):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
 from tidelog import _core
-from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition
+from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition, consume_ready
 from tidelog.kafka._errors import PARTITION_EOF, raise_for, retrying, translated
 from tidelog.kafka.messages import KafkaMessage, from_consume
 
@@ -288,7 +288,7 @@ class KafkaConsumer:
 
     def _fetch(self, n: int, timeout: float) -> list[KafkaMessage]:
         try:
-            raw = self._consumer.consume(n, timeout)
+            raw = consume_ready(self._consumer, n, timeout)
         except KafkaException as e:
             with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
                 raise e

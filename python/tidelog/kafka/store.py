@@ -34,7 +34,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from confluent_kafka.cimpl import NewTopic
 
 from tidelog import _core
-from tidelog.kafka._common import TIMEOUT, check_partition, headers_list
+from tidelog.kafka._common import TIMEOUT, check_partition, consume_ready, headers_list
 from tidelog.kafka._errors import PARTITION_EOF, UNKNOWN_TOPIC, error_for, raise_for, translated
 from tidelog.kafka.consumer import KafkaConsumer
 from tidelog.kafka.messages import KafkaMessage, KafkaRecordBatch, from_confluent
@@ -360,6 +360,10 @@ class KafkaStore:
                         "enable.partition.eof": True,
                         "isolation.level": "read_committed",
                         "auto.offset.reset": "error",
+                        # Reads stop at the end offset: a fetch left waiting there for new
+                        # data (the broker holds it up to this long) would hold up the next
+                        # read's first fetch.
+                        "fetch.wait.max.ms": 10,
                     }
                 )
             )
@@ -405,7 +409,7 @@ class KafkaStore:
                 try:
                     deadline = time.monotonic() + TIMEOUT
                     while len(out) < max_messages and nxt < end:
-                        msgs = reader.consume(min(max_messages - len(out), 10_000), 0.5)
+                        msgs = consume_ready(reader, min(max_messages - len(out), 10_000), 0.5)
                         eof = False
                         for m in msgs:
                             err = m.error()
