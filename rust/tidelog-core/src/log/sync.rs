@@ -64,9 +64,13 @@ impl PartitionLog {
         for pair in segments.windows(2) {
             let (sealed, next) = (&pair[0], &pair[1]);
             if next.base > synced && next.base <= active_base {
-                let file = std::fs::File::open(&sealed.paths.data)
-                    .map_err(|e| Error::io("open", &sealed.paths.data, e))?;
-                crate::fs::sync_data(&file, &sealed.paths.data)?;
+                let path = &sealed.paths.data;
+                match std::fs::File::open(path) {
+                    Ok(file) => crate::fs::sync_data(&file, path)?,
+                    // Retention (under the append lock, which this does not take) deleted it.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("open", path, e)),
+                }
             }
         }
         crate::segment::sync_dir(&self.dir)?;
