@@ -493,6 +493,26 @@ def test_pause_of_a_partition_not_owned_is_refused(store: Any) -> None:
         assert a.paused() == [mine]
 
 
+def test_position_of_a_partition_not_owned_is_refused(store: Any) -> None:
+    """position() of a partition another member owns raises RebalanceError, as pause()
+    does and as Kafka's Java client refuses it (IllegalStateException, "You can only check
+    the position for partitions assigned to this consumer"); before, the Kafka backend
+    answered with librdkafka's value or -1."""
+    store.create_topic("poso", partitions=2)
+    with store.consumer("poso", group="g") as a, store.consumer("poso", group="g") as b:
+        end = time.monotonic() + PATIENCE
+        while (len(a.assignment()), len(b.assignment())) != (1, 1) and time.monotonic() < end:
+            a.poll(timeout=0.2)
+            b.poll(timeout=0.2)
+        (mine,) = a.assignment()
+        (other,) = b.assignment()
+        with pytest.raises(
+            tidelog.RebalanceError, match=f"partition {other} of 'poso' is not assigned"
+        ):
+            a.position(other)
+        assert a.position(mine) in (-1, 0)  # nothing fetched yet: Kafka says -1
+
+
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:
     store.create_topic("own", partitions=2)
     with store.consumer("own", group="g") as c:

@@ -447,8 +447,12 @@ class KafkaConsumer:
         As Kafka's ``position``: messages fetched and not handed out yet (the rest of a
         fetch that iterating hands out one at a time, or what :meth:`pause` holds back)
         come first. -1 while the member has not fetched from ``partition`` yet.
+
+        Raises:
+            RebalanceError: ``partition`` is not assigned to this member (as Kafka's Java
+                client refuses it; librdkafka would answer with a stale position or -1).
         """
-        self._check_open()
+        self._require_assigned(partition)
         # Read without ``_lock``, which a fetch in a thread of tidelog.aio holds while it
         # waits: copies, as that thread may be changing them.
         ready = next((m.offset for m in tuple(self._ready) if m.partition == partition), None)
