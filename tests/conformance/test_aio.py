@@ -233,6 +233,31 @@ def test_aio_a_closed_consumer_hands_out_nothing(location: str) -> None:
     asyncio.run(main())
 
 
+def test_aio_a_closed_consumer_answers_no_assignment_questions(location: str) -> None:
+    """assignment() and paused() of a closed async member raise StoreClosedError, as its
+    other calls do (before, both backends answered)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("cla")
+            topic.append(b"a", partition=0)
+            consumer = store.consumer("cla", group=group)
+            assert len(await _collect(consumer, 1)) == 1
+            consumer.pause(0)
+            await consumer.close()
+            named = f"consumer of group {group!r} on topic 'cla' is closed"
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                consumer.assignment()
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                consumer.paused()
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                consumer.seek_to_timestamp(0)
+            repr(consumer)  # still answers
+
+    asyncio.run(main())
+
+
 def test_aio_position_is_the_next_offset_handed_out(location: str) -> None:
     """position() is the offset of the next message ``async for`` hands out, not past the
     rest of its fetch (before, both backends gave the fetch position)."""

@@ -471,6 +471,26 @@ def test_a_closed_consumer_answers_no_offset_questions(store: Any) -> None:
         assert again.committed() == {0: 2}
 
 
+def test_a_closed_consumer_answers_no_assignment_questions(store: Any) -> None:
+    """assignment() and paused() of a closed member raise StoreClosedError, as its other
+    calls do and as Kafka's Java client does (IllegalStateException); before, both
+    backends answered."""
+    t = store.create_topic("cla")
+    t.append(b"a", partition=0)
+    c = store.consumer("cla", group="g")
+    assert len(poll_until(c, 1)) == 1
+    c.pause(0)
+    c.close()
+    named = "consumer of group 'g' on topic 'cla' is closed"
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.assignment()
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.paused()
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.seek_to_timestamp(0)
+    repr(c)  # still answers
+
+
 def test_pause_of_a_partition_not_owned_is_refused(store: Any) -> None:
     """pause() and resume() of a partition another member owns raise RebalanceError, as
     Kafka's clients refuse it ("No current assignment for partition"); before, the Kafka

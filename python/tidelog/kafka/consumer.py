@@ -186,7 +186,12 @@ class KafkaConsumer:
         return self._max
 
     def assignment(self) -> list[int]:
-        """The partitions this member owns, sorted."""
+        """The partitions this member owns, sorted.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's Java client refuses it).
+        """
+        self._check_open()
         return sorted(self._assigned)
 
     # -- polling -----------------------------------------------------------------------------
@@ -537,7 +542,12 @@ class KafkaConsumer:
         self._pause_changes += 1  # the next hand-out puts back what was held
 
     def paused(self) -> list[int]:
-        """The paused partitions."""
+        """The paused partitions.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's Java client refuses it).
+        """
+        self._check_open()
         return sorted(self._paused)
 
     def _require_assigned(self, partition: int) -> None:
@@ -598,8 +608,8 @@ class KafkaConsumer:
         Fetched messages not handed out yet are dropped uncommitted (the group's next
         member gets them). Afterwards every call that takes messages (iterating,
         :meth:`poll`, :meth:`fetch`, :meth:`next_ready`), moves positions or asks about
-        offsets (:meth:`committed`, :meth:`lag`, :meth:`position`) raises
-        :class:`StoreClosedError`.
+        offsets or partitions (:meth:`committed`, :meth:`lag`, :meth:`position`,
+        :meth:`assignment`, :meth:`paused`) raises :class:`StoreClosedError`.
         """
         if self._closed:
             return
