@@ -278,6 +278,40 @@ def test_aio_position_is_the_next_offset_handed_out(location: str) -> None:
     asyncio.run(main())
 
 
+def test_aio_seek_out_of_range_is_refused(location: str) -> None:
+    """An async seek() outside the partition raises OffsetOutOfRangeError naming the valid
+    range and leaves the position alone. Locally seek() raises; on Kafka the range is a
+    round trip away, so seek() returns at once and the next poll (or ``async for``) raises,
+    its fetch thread having checked the range (before, Kafka accepted the seek and
+    librdkafka reset the partition to ``start``, handing the messages out again)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("sko")
+            topic.append_batch([b"a", b"b", b"c"], partition=0)
+            async with store.consumer("sko", group=group) as consumer:
+                assert [m.offset for m in await _collect(consumer, 3)] == [0, 1, 2]
+                valid = "the log starts at offset 0 and the next offset is 3"
+                for bad in (4, -1):
+                    with pytest.raises(
+                        tidelog.OffsetOutOfRangeError,
+                        match=f"offset {bad} out of range for 'sko' partition 0: {valid}",
+                    ):
+                        consumer.seek(0, bad)  # local: raises here
+                        await consumer.poll(timeout=0)  # kafka: the next poll raises
+                with pytest.raises(tidelog.OffsetOutOfRangeError, match="offset 7 out of"):
+                    consumer.seek(0, 7)
+                    await anext(consumer)
+                assert consumer.position(0) == 3
+                topic.append(b"d", partition=0)
+                assert [m.offset for m in await _collect(consumer, 1)] == [3]
+                consumer.seek(0, 1)
+                assert [m.offset for m in await _collect(consumer, 3)] == [1, 2, 3]
+
+    asyncio.run(main())
+
+
 def test_aio_seek_leaves_the_loop_running_while_a_fetch_waits(location: str) -> None:
     """seek() returns at once while a poll's fetch waits (on Kafka, in a thread holding
     the member): before, it waited for that fetch to end, blocking the loop, so the waiting

@@ -371,6 +371,30 @@ def test_pause_then_poll_and_close_lose_nothing(store: Any, delivery: str) -> No
         ]
 
 
+def test_seek_out_of_range_is_refused(store: Any) -> None:
+    """seek() to an offset outside the partition (before its start, past its end offset)
+    raises OffsetOutOfRangeError naming the valid range and leaves the position alone
+    (before, the Kafka backend accepted it and librdkafka reset the partition to
+    ``start``, handing the messages out again)."""
+    t = store.create_topic("sko")
+    t.append_batch([b"a", b"b", b"c"], partition=0)
+    with store.consumer("sko", group="g") as c:
+        assert [m.offset for m in poll_until(c, 3)] == [0, 1, 2]
+        valid = "the log starts at offset 0 and the next offset is 3"
+        for bad in (4, -1):
+            with pytest.raises(
+                tidelog.OffsetOutOfRangeError,
+                match=f"offset {bad} out of range for 'sko' partition 0: {valid}",
+            ):
+                c.seek(0, bad)
+        assert c.position(0) == 3
+        t.append(b"d", partition=0)
+        assert [m.offset for m in poll_until(c, 1)] == [3]
+        c.seek(0, 4)  # the end offset is a valid position
+        c.seek(0, 1)
+        assert [m.offset for m in poll_until(c, 3)] == [1, 2, 3]
+
+
 def test_seek_on_a_paused_partition_drops_what_it_held(store: Any) -> None:
     t = store.create_topic("pzs", partitions=2)
     for partition in (0, 1):

@@ -284,9 +284,12 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         sync = self._sync
         # The wait (and the commit before it) in a thread; the fetched messages stay in the
         # sync member, so a cancelled wait loses none, and are handed out here.
-        if await self._polling.take(lambda: sync.fetch(timeout)):
-            return sync.poll(max_messages, 0)
-        return []
+        ready = await self._polling.take(lambda: sync.fetch(timeout))
+        while sync.seeks_unchecked():
+            # A seek came while the fetch waited: its range check is a round trip, made by
+            # another fetch in its thread (which waits for nothing if messages are ready).
+            ready = await self._polling.take(lambda: sync.fetch(0))
+        return sync.poll(max_messages, 0) if ready else []
 
     def __aiter__(self) -> KafkaAioConsumer:
         return self
@@ -311,8 +314,13 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
 
         Returns at once, also while a poll's fetch waits in its thread: that fetch applies
         the seek when it ends, and hands out nothing it read from the old position.
+
+        The partition's range is a broker round trip away, so it is checked by the next
+        poll's (or ``async for``'s) fetch, in its thread: an offset out of range raises
+        :class:`OffsetOutOfRangeError` there, as Kafka's Java client raises it from
+        ``poll``, and the partition reads on from where it was (locally, seek raises).
         """
-        self._sync.seek(partition, offset)
+        self._sync.seek_nowait(partition, offset)
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
         """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
