@@ -300,9 +300,12 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         # Once closed, next_ready raises StoreClosedError, as the local consumer does.
         sync = self._sync
         while True:
-            message = sync.next_ready()
-            if message is not None:
-                return message
+            # A fetch still running (a cancelled poll's) holds the member's lock for as
+            # long as librdkafka waits: its end is awaited below, never taken on the loop.
+            if not self._polling.pending():
+                message = sync.next_ready()
+                if message is not None:
+                    return message
             await self._polling.take(lambda: sync.fetch(_WAIT_SLICE))
 
     async def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
@@ -323,8 +326,13 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         self._sync.seek_nowait(partition, offset)
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
-        """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
-        self._sync.seek_to_timestamp(timestamp_ms)
+        """Seeks every owned partition to its first message at or after ``timestamp_ms``.
+
+        Returns at once: the offsets for the time are broker round trips, made by the next
+        poll's (or ``async for``'s) fetch in its thread, which hands out from there;
+        :meth:`position` says -1 (unknown) for those partitions until then.
+        """
+        self._sync.seek_to_timestamp_nowait(timestamp_ms)
 
     async def close(self) -> None:
         """Commits what at-least-once moved past, then leaves the group; idempotent.

@@ -103,10 +103,11 @@ class KafkaConsumer:
         # librdkafka waits): that fetch applies it then, under the lock, before anything
         # more is handed out, so seek never waits for it. ``_seeks_lock`` guards only this.
         self._seeks: dict[int, int] = {}
-        # Seeks of tidelog.aio (seek_nowait) whose range is not checked yet: the check is a
-        # broker round trip, so the next fetch makes it in its thread; until then nothing
-        # of these partitions is handed out. Guarded by ``_seeks_lock`` too.
-        self._unchecked: dict[int, int] = {}
+        # Seeks of tidelog.aio whose offset needs a broker round trip, so the next fetch
+        # makes it in its thread; until then nothing of these partitions is handed out.
+        # Per partition (offset, False): seek_nowait's, whose range is checked; or
+        # (timestamp_ms, True): seek_to_timestamp_nowait's, looked up. Under ``_seeks_lock``.
+        self._unchecked: dict[int, tuple[int, bool]] = {}
         self._seeks_lock = threading.Lock()
         self._pending_tx: dict[int, int] | None = None
         # Where seek() (or an aborted transaction) moved a partition, until a fetch brings
@@ -471,7 +472,8 @@ class KafkaConsumer:
         self._require_assigned(partition)
         unchecked = self._unchecked.get(partition)
         if unchecked is not None:  # nothing fetched before that seek is handed out
-            return unchecked
+            value, by_time = unchecked
+            return -1 if by_time else value
         # Read without ``_lock``, which a fetch in a thread of tidelog.aio holds while it
         # waits: copies, as that thread may be changing them.
         ready = next((m.offset for m in tuple(self._ready) if m.partition == partition), None)
@@ -531,11 +533,11 @@ class KafkaConsumer:
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be int, got {type(offset).__name__}")
         with self._seeks_lock:
-            self._unchecked[partition] = offset
+            self._unchecked[partition] = (offset, False)
             self._seeks.pop(partition, None)
 
     def seeks_unchecked(self) -> bool:
-        """True while a :meth:`seek_nowait` waits for a fetch to check its range."""
+        """True while a seek of :mod:`tidelog.aio` waits for a fetch to resolve it."""
         return bool(self._unchecked)
 
     def _out_of_range(
@@ -549,27 +551,31 @@ class KafkaConsumer:
     def _take_seeks(self) -> None:
         """Applies what seek() and seek_nowait() recorded (under ``_lock``).
 
-        seek_nowait()'s are checked first (round trips); one out of range is dropped and
-        raised once the others are applied.
+        tidelog.aio's are resolved first (round trips): an offset out of range is dropped
+        and raised once the others are applied.
         """
         error = None
         if self._unchecked:
             with self._seeks_lock:
                 todo = dict(self._unchecked)
             valid = {}
-            for p, offset in todo.items():
+            for p, (value, by_time) in todo.items():
+                if by_time:
+                    found = self._topic.offset_for_timestamp(p, value)
+                    valid[p] = self._topic.end_offset(p) if found is None else found
+                    continue
                 start, end = self._store.watermarks(self._topic.name, p)
-                if start <= offset <= end:
-                    valid[p] = offset
+                if start <= value <= end:
+                    valid[p] = value
                 elif error is None:
-                    error = self._out_of_range(p, offset, start, end)
+                    error = self._out_of_range(p, value, start, end)
             with self._seeks_lock:
-                for p, offset in todo.items():
+                for p, pending in todo.items():
                     # A seek recorded during the round trips replaced this one: it stands.
-                    if self._unchecked.get(p) == offset:
+                    if self._unchecked.get(p) == pending:
                         del self._unchecked[p]
                         if p in valid:
-                            self._seeks[p] = offset
+                            self._seeks[p] = valid[p]
         if self._seeks:
             self._apply_seeks()
         if error is not None:
@@ -596,6 +602,21 @@ class KafkaConsumer:
             found = self._topic.offset_for_timestamp(p, timestamp_ms)
             # The broker's answers: in range, no check needed.
             self._seek_in_range(p, self._topic.end_offset(p) if found is None else found)
+
+    def seek_to_timestamp_nowait(self, timestamp_ms: int) -> None:
+        """:meth:`seek_to_timestamp` without a round trip, for :mod:`tidelog.aio`'s loop.
+
+        The next :meth:`fetch` or :meth:`poll` looks the offsets up in its thread and
+        applies them; nothing of the owned partitions is handed out meanwhile, and
+        :meth:`position` says -1 (unknown) for them until then.
+        """
+        if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
+            raise TypeError(f"timestamp_ms must be int, got {type(timestamp_ms).__name__}")
+        owned = self.assignment()
+        with self._seeks_lock:
+            for p in owned:
+                self._unchecked[p] = (timestamp_ms, True)
+                self._seeks.pop(p, None)
 
     def pause(self, partition: int) -> None:
         """Stops handing out messages of ``partition`` until :meth:`resume`.
