@@ -951,8 +951,12 @@ class Consumer:
     # -- positions --------------------------------------------------------------------------
 
     def assignment(self) -> list[int]:
-        """Partitions this member owns."""
-        self._born.check()
+        """Partitions this member owns.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's Java client refuses it).
+        """
+        self._check_open()
         return sorted(self._parts)
 
     def position(self, partition: int) -> int:
@@ -1030,8 +1034,12 @@ class Consumer:
             self._buffer.extendleft(reversed(held))
 
     def paused(self) -> list[int]:
-        """Paused partitions."""
-        self._born.check()
+        """Paused partitions.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's Java client refuses it).
+        """
+        self._check_open()
         return sorted(p for p, part in self._parts.items() if part.paused)
 
     def _require_assigned(self, partition: int) -> None:
@@ -1067,8 +1075,9 @@ class Consumer:
         member gets them. At-most-once committed them when it fetched, and moves its
         commit back to the first of them here (a member that crashes instead loses them,
         as at-most-once may). Afterwards every call that takes messages (iterating,
-        :meth:`poll`, :meth:`next_nowait`), moves positions or asks about offsets
-        (:meth:`committed`, :meth:`lag`, :meth:`position`) raises :class:`StoreClosedError`.
+        :meth:`poll`, :meth:`next_nowait`), moves positions or asks about offsets or
+        partitions (:meth:`committed`, :meth:`lag`, :meth:`position`, :meth:`assignment`,
+        :meth:`paused`) raises :class:`StoreClosedError`.
 
         In a process forked after the consumer was made it only marks it closed: the
         membership and the commits are the parent's.

@@ -7,7 +7,10 @@ Kafka group that is slow to join fails the test instead of hanging it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -233,6 +236,31 @@ def test_aio_a_closed_consumer_hands_out_nothing(location: str) -> None:
     asyncio.run(main())
 
 
+def test_aio_a_closed_consumer_answers_no_assignment_questions(location: str) -> None:
+    """assignment() and paused() of a closed async member raise StoreClosedError, as its
+    other calls do (before, both backends answered)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("cla")
+            topic.append(b"a", partition=0)
+            consumer = store.consumer("cla", group=group)
+            assert len(await _collect(consumer, 1)) == 1
+            consumer.pause(0)
+            await consumer.close()
+            named = f"consumer of group {group!r} on topic 'cla' is closed"
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                consumer.assignment()
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                consumer.paused()
+            with pytest.raises(tidelog.StoreClosedError, match=named):
+                consumer.seek_to_timestamp(0)
+            repr(consumer)  # still answers
+
+    asyncio.run(main())
+
+
 def test_aio_position_is_the_next_offset_handed_out(location: str) -> None:
     """position() is the offset of the next message ``async for`` hands out, not past the
     rest of its fetch (before, both backends gave the fetch position)."""
@@ -249,6 +277,40 @@ def test_aio_position_is_the_next_offset_handed_out(location: str) -> None:
                 assert consumer.position(0) == 5
                 assert [m.offset for m in await _collect(consumer, 5)] == list(range(5, 10))
                 assert consumer.position(0) == 10
+
+    asyncio.run(main())
+
+
+def test_aio_seek_out_of_range_is_refused(location: str) -> None:
+    """An async seek() outside the partition raises OffsetOutOfRangeError naming the valid
+    range and leaves the position alone. Locally seek() raises; on Kafka the range is a
+    round trip away, so seek() returns at once and the next poll (or ``async for``) raises,
+    its fetch thread having checked the range (before, Kafka accepted the seek and
+    librdkafka reset the partition to ``start``, handing the messages out again)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("sko")
+            topic.append_batch([b"a", b"b", b"c"], partition=0)
+            async with store.consumer("sko", group=group) as consumer:
+                assert [m.offset for m in await _collect(consumer, 3)] == [0, 1, 2]
+                valid = "the log starts at offset 0 and the next offset is 3"
+                for bad in (4, -1):
+                    with pytest.raises(
+                        tidelog.OffsetOutOfRangeError,
+                        match=f"offset {bad} out of range for 'sko' partition 0: {valid}",
+                    ):
+                        consumer.seek(0, bad)  # local: raises here
+                        await consumer.poll(timeout=0)  # kafka: the next poll raises
+                with pytest.raises(tidelog.OffsetOutOfRangeError, match="offset 7 out of"):
+                    consumer.seek(0, 7)
+                    await anext(consumer)
+                assert consumer.position(0) == 3
+                topic.append(b"d", partition=0)
+                assert [m.offset for m in await _collect(consumer, 1)] == [3]
+                consumer.seek(0, 1)
+                assert [m.offset for m in await _collect(consumer, 3)] == [1, 2, 3]
 
     asyncio.run(main())
 
@@ -290,6 +352,111 @@ def test_aio_seek_leaves_the_loop_running_while_a_fetch_waits(location: str) -> 
                 if len(got) < 2:
                     got += await _collect(consumer, 2 - len(got))
                 assert sorted((m.partition, m.offset) for m in got) == [(0, 1), (1, 0)]
+
+    asyncio.run(main())
+
+
+def _blocking_calls(location: str, store: Any, consumer: Any) -> list[str]:
+    """On kafka://, lists each call made from now on that would block the loop's thread:
+    a broker round trip on it, or a hand-out (``next_ready``, which takes the member's
+    lock) while a fetch holds that lock in its thread. Locally there is nothing to watch:
+    the local consumer neither makes round trips nor fetches in threads."""
+    found: list[str] = []
+    if not location.startswith("kafka://"):
+        return found
+    loop_thread = threading.get_ident()
+    fetching = [0]
+
+    def watch(obj: Any, name: str, blocks: Callable[[], bool]) -> None:
+        real = getattr(obj, name)
+
+        @functools.wraps(real)
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == loop_thread and blocks():
+                found.append(name)
+            if name == "fetch":
+                fetching[0] += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                if name == "fetch":
+                    fetching[0] -= 1
+
+        setattr(obj, name, watched)
+
+    for name in ("watermarks", "offset_for_time"):
+        watch(store.sync, name, lambda: True)
+    watch(consumer.sync, "next_ready", lambda: fetching[0] > 0)
+    watch(consumer.sync, "fetch", lambda: True)  # fetches run in threads
+    return found
+
+
+def test_aio_async_for_leaves_the_loop_running_while_a_cancelled_poll_fetches(
+    location: str,
+) -> None:
+    """``async for`` after a cancelled poll waits for that poll's fetch without blocking
+    the loop (on Kafka the fetch goes on in its thread, holding the member: before, the
+    next step took the member's lock on the loop's thread until the fetch ended)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("cx")
+            async with store.consumer("cx", group=group) as consumer:
+                blocking = _blocking_calls(location, store, consumer)
+                waiting = asyncio.create_task(consumer.poll(timeout=10.0))
+                await asyncio.sleep(0.5)  # the poll's fetch waits now
+                waiting.cancel()
+                ticker = asyncio.create_task(tick())
+                following = asyncio.create_task(anext(consumer))
+                await asyncio.sleep(0)
+                before = ticks
+                await asyncio.sleep(0)
+                assert ticks > before  # the loop runs on while the fetch waits
+                topic.append(b"late", partition=0)
+                message = await asyncio.wait_for(following, PATIENCE)
+                ticker.cancel()
+                assert (message.offset, message.value) == (0, b"late")
+                assert blocking == []
+
+    asyncio.run(main())
+
+
+def test_aio_seek_to_timestamp_makes_no_round_trip_on_the_loop(location: str) -> None:
+    """seek_to_timestamp() returns at once: on Kafka the offsets for the time are a broker
+    round trip, made by the next fetch in its thread (before, on the loop's thread); the
+    next step hands out from there (on Kafka, position() says -1, unknown, until then)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("tsk", partitions=2)
+            for partition in (0, 1):
+                for i, ts in enumerate([1000, 2000, 3000]):
+                    topic.append(b"%d" % i, timestamp_ms=ts, partition=partition)
+            async with store.consumer("tsk", group=group) as consumer:
+                assert len(await _collect(consumer, 6)) == 6
+                blocking = _blocking_calls(location, store, consumer)
+                consumer.seek_to_timestamp(2000)
+                got = await _collect(consumer, 4)
+                assert sorted((m.partition, m.offset) for m in got) == [
+                    (0, 1),
+                    (0, 2),
+                    (1, 1),
+                    (1, 2),
+                ]
+                consumer.seek_to_timestamp(4000)  # past the last message: the end
+                assert await consumer.poll(timeout=0.5) == []
+                assert (consumer.position(0), consumer.position(1)) == (3, 3)
+                assert blocking == []
 
     asyncio.run(main())
 

@@ -371,6 +371,30 @@ def test_pause_then_poll_and_close_lose_nothing(store: Any, delivery: str) -> No
         ]
 
 
+def test_seek_out_of_range_is_refused(store: Any) -> None:
+    """seek() to an offset outside the partition (before its start, past its end offset)
+    raises OffsetOutOfRangeError naming the valid range and leaves the position alone
+    (before, the Kafka backend accepted it and librdkafka reset the partition to
+    ``start``, handing the messages out again)."""
+    t = store.create_topic("sko")
+    t.append_batch([b"a", b"b", b"c"], partition=0)
+    with store.consumer("sko", group="g") as c:
+        assert [m.offset for m in poll_until(c, 3)] == [0, 1, 2]
+        valid = "the log starts at offset 0 and the next offset is 3"
+        for bad in (4, -1):
+            with pytest.raises(
+                tidelog.OffsetOutOfRangeError,
+                match=f"offset {bad} out of range for 'sko' partition 0: {valid}",
+            ):
+                c.seek(0, bad)
+        assert c.position(0) == 3
+        t.append(b"d", partition=0)
+        assert [m.offset for m in poll_until(c, 1)] == [3]
+        c.seek(0, 4)  # the end offset is a valid position
+        c.seek(0, 1)
+        assert [m.offset for m in poll_until(c, 3)] == [1, 2, 3]
+
+
 def test_seek_on_a_paused_partition_drops_what_it_held(store: Any) -> None:
     t = store.create_topic("pzs", partitions=2)
     for partition in (0, 1):
@@ -471,6 +495,26 @@ def test_a_closed_consumer_answers_no_offset_questions(store: Any) -> None:
         assert again.committed() == {0: 2}
 
 
+def test_a_closed_consumer_answers_no_assignment_questions(store: Any) -> None:
+    """assignment() and paused() of a closed member raise StoreClosedError, as its other
+    calls do and as Kafka's Java client does (IllegalStateException); before, both
+    backends answered."""
+    t = store.create_topic("cla")
+    t.append(b"a", partition=0)
+    c = store.consumer("cla", group="g")
+    assert len(poll_until(c, 1)) == 1
+    c.pause(0)
+    c.close()
+    named = "consumer of group 'g' on topic 'cla' is closed"
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.assignment()
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.paused()
+    with pytest.raises(tidelog.StoreClosedError, match=named):
+        c.seek_to_timestamp(0)
+    repr(c)  # still answers
+
+
 def test_pause_of_a_partition_not_owned_is_refused(store: Any) -> None:
     """pause() and resume() of a partition another member owns raise RebalanceError, as
     Kafka's clients refuse it ("No current assignment for partition"); before, the Kafka
@@ -491,6 +535,26 @@ def test_pause_of_a_partition_not_owned_is_refused(store: Any) -> None:
         assert a.paused() == []
         a.pause(mine)
         assert a.paused() == [mine]
+
+
+def test_position_of_a_partition_not_owned_is_refused(store: Any) -> None:
+    """position() of a partition another member owns raises RebalanceError, as pause()
+    does and as Kafka's Java client refuses it (IllegalStateException, "You can only check
+    the position for partitions assigned to this consumer"); before, the Kafka backend
+    answered with librdkafka's value or -1."""
+    store.create_topic("poso", partitions=2)
+    with store.consumer("poso", group="g") as a, store.consumer("poso", group="g") as b:
+        end = time.monotonic() + PATIENCE
+        while (len(a.assignment()), len(b.assignment())) != (1, 1) and time.monotonic() < end:
+            a.poll(timeout=0.2)
+            b.poll(timeout=0.2)
+        (mine,) = a.assignment()
+        (other,) = b.assignment()
+        with pytest.raises(
+            tidelog.RebalanceError, match=f"partition {other} of 'poso' is not assigned"
+        ):
+            a.position(other)
+        assert a.position(mine) in (-1, 0)  # nothing fetched yet: Kafka says -1
 
 
 def test_commit_of_a_partition_not_owned_is_rejected(store: Any) -> None:

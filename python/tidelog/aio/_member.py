@@ -32,7 +32,11 @@ class MemberViews:
         return self._sync.committed()
 
     def assignment(self) -> list[int]:
-        """Partitions this member owns."""
+        """Partitions this member owns.
+
+        Raises:
+            StoreClosedError: The consumer is closed.
+        """
         return self._sync.assignment()
 
     def position(self, partition: int) -> int:
@@ -52,5 +56,9 @@ class MemberViews:
         self._sync.resume(partition)
 
     def paused(self) -> list[int]:
-        """Paused partitions."""
+        """Paused partitions.
+
+        Raises:
+            StoreClosedError: The consumer is closed.
+        """
         return self._sync.paused()

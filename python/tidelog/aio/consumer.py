@@ -140,9 +140,11 @@ class Consumer(MemberViews, AsyncClosing):
         self._sync.close()
 
     def __repr__(self) -> str:
+        # assignment() raises once closed; a repr must not.
+        owns = "closed" if self.closed else f"assignment={self.assignment()}"
         return (
             f"<tidelog.aio.Consumer topic={self.topic!r} group={self.group!r} "
-            f"assignment={self.assignment()} delivery={self.delivery!r}>"
+            f"{owns} delivery={self.delivery!r}>"
         )
 
 

@@ -284,9 +284,12 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         sync = self._sync
         # The wait (and the commit before it) in a thread; the fetched messages stay in the
         # sync member, so a cancelled wait loses none, and are handed out here.
-        if await self._polling.take(lambda: sync.fetch(timeout)):
-            return sync.poll(max_messages, 0)
-        return []
+        ready = await self._polling.take(lambda: sync.fetch(timeout))
+        while sync.seeks_unchecked():
+            # A seek came while the fetch waited: its range check is a round trip, made by
+            # another fetch in its thread (which waits for nothing if messages are ready).
+            ready = await self._polling.take(lambda: sync.fetch(0))
+        return sync.poll(max_messages, 0) if ready else []
 
     def __aiter__(self) -> KafkaAioConsumer:
         return self
@@ -297,9 +300,12 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         # Once closed, next_ready raises StoreClosedError, as the local consumer does.
         sync = self._sync
         while True:
-            message = sync.next_ready()
-            if message is not None:
-                return message
+            # A fetch still running (a cancelled poll's) holds the member's lock for as
+            # long as librdkafka waits: its end is awaited below, never taken on the loop.
+            if not self._polling.pending():
+                message = sync.next_ready()
+                if message is not None:
+                    return message
             await self._polling.take(lambda: sync.fetch(_WAIT_SLICE))
 
     async def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
@@ -311,12 +317,22 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
 
         Returns at once, also while a poll's fetch waits in its thread: that fetch applies
         the seek when it ends, and hands out nothing it read from the old position.
+
+        The partition's range is a broker round trip away, so it is checked by the next
+        poll's (or ``async for``'s) fetch, in its thread: an offset out of range raises
+        :class:`OffsetOutOfRangeError` there, as Kafka's Java client raises it from
+        ``poll``, and the partition reads on from where it was (locally, seek raises).
         """
-        self._sync.seek(partition, offset)
+        self._sync.seek_nowait(partition, offset)
 
     def seek_to_timestamp(self, timestamp_ms: int) -> None:
-        """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
-        self._sync.seek_to_timestamp(timestamp_ms)
+        """Seeks every owned partition to its first message at or after ``timestamp_ms``.
+
+        Returns at once: the offsets for the time are broker round trips, made by the next
+        poll's (or ``async for``'s) fetch in its thread, which hands out from there;
+        :meth:`position` says -1 (unknown) for those partitions until then.
+        """
+        self._sync.seek_to_timestamp_nowait(timestamp_ms)
 
     async def close(self) -> None:
         """Commits what at-least-once moved past, then leaves the group; idempotent.

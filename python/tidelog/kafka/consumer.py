@@ -103,6 +103,11 @@ class KafkaConsumer:
         # librdkafka waits): that fetch applies it then, under the lock, before anything
         # more is handed out, so seek never waits for it. ``_seeks_lock`` guards only this.
         self._seeks: dict[int, int] = {}
+        # Seeks of tidelog.aio whose offset needs a broker round trip, so the next fetch
+        # makes it in its thread; until then nothing of these partitions is handed out.
+        # Per partition (offset, False): seek_nowait's, whose range is checked; or
+        # (timestamp_ms, True): seek_to_timestamp_nowait's, looked up. Under ``_seeks_lock``.
+        self._unchecked: dict[int, tuple[int, bool]] = {}
         self._seeks_lock = threading.Lock()
         self._pending_tx: dict[int, int] | None = None
         # Where seek() (or an aborted transaction) moved a partition, until a fetch brings
@@ -156,6 +161,7 @@ class KafkaConsumer:
         with self._seeks_lock:  # a seek not applied yet must not apply if p comes back
             for p in lost:
                 self._seeks.pop(p, None)
+                self._unchecked.pop(p, None)
         self._drop_ready(lost)
         if self._on_revoke is not None and lost:
             self._on_revoke(lost)
@@ -186,7 +192,12 @@ class KafkaConsumer:
         return self._max
 
     def assignment(self) -> list[int]:
-        """The partitions this member owns, sorted."""
+        """The partitions this member owns, sorted.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's Java client refuses it).
+        """
+        self._check_open()
         return sorted(self._assigned)
 
     # -- polling -----------------------------------------------------------------------------
@@ -208,8 +219,8 @@ class KafkaConsumer:
         self._check_open()
         n = self._max if max_messages is None else max_messages
         with self._lock:
-            if self._seeks:
-                self._apply_seeks()
+            if self._seeks or self._unchecked:
+                self._take_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
                 self._settle()
@@ -230,6 +241,8 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
+            if self._unchecked:
+                return None  # fetch() checks those seeks first (a round trip)
             if self._seeks:
                 self._apply_seeks()
             if self._settled != self._pause_changes:
@@ -248,11 +261,15 @@ class KafkaConsumer:
 
         Commits first what at-least-once moved past, as :meth:`poll` does. What it fetches
         is handed out later, by :meth:`next_ready` or :meth:`poll`.
+
+        Raises:
+            OffsetOutOfRangeError: A :meth:`seek_nowait` was out of range (it is dropped;
+                the partition reads on from where it was).
         """
         self._check_open()
         with self._lock:
-            if self._seeks:
-                self._apply_seeks()
+            if self._seeks or self._unchecked:
+                self._take_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
                 self._settle()
@@ -447,8 +464,16 @@ class KafkaConsumer:
         As Kafka's ``position``: messages fetched and not handed out yet (the rest of a
         fetch that iterating hands out one at a time, or what :meth:`pause` holds back)
         come first. -1 while the member has not fetched from ``partition`` yet.
+
+        Raises:
+            RebalanceError: ``partition`` is not assigned to this member (as Kafka's Java
+                client refuses it; librdkafka would answer with a stale position or -1).
         """
-        self._check_open()
+        self._require_assigned(partition)
+        unchecked = self._unchecked.get(partition)
+        if unchecked is not None:  # nothing fetched before that seek is handed out
+            value, by_time = unchecked
+            return -1 if by_time else value
         # Read without ``_lock``, which a fetch in a thread of tidelog.aio holds while it
         # waits: copies, as that thread may be changing them.
         ready = next((m.offset for m in tuple(self._ready) if m.partition == partition), None)
@@ -469,18 +494,92 @@ class KafkaConsumer:
 
         Never waits for a fetch running in another thread (tidelog.aio's): that fetch
         applies the seek when it ends, and hands out nothing it read from the old position.
+        The range check asks the broker for the partition's offsets (a round trip).
+
+        Raises:
+            OffsetOutOfRangeError: ``offset`` is before the partition's start or past its
+                end offset (as locally; librdkafka would reset the partition to ``start``).
+            RebalanceError: ``partition`` is not assigned to this member.
         """
         self._require_assigned(partition)
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be int, got {type(offset).__name__}")
+        start, end = self._store.watermarks(self._topic.name, partition)
+        if not start <= offset <= end:
+            raise self._out_of_range(partition, offset, start, end)
+        self._seek_in_range(partition, offset)
+
+    def _seek_in_range(self, partition: int, offset: int) -> None:
+        """Records a seek to an offset known to be in range, and applies it if it can."""
         with self._seeks_lock:
             self._seeks[partition] = offset
+            self._unchecked.pop(partition, None)
             self._sought[partition] = offset
         if self._lock.acquire(blocking=False):
             try:
                 self._apply_seeks()
             finally:
                 self._lock.release()
+
+    def seek_nowait(self, partition: int, offset: int) -> None:
+        """:meth:`seek` without a round trip, for :mod:`tidelog.aio`'s event loop.
+
+        The next :meth:`fetch` or :meth:`poll` checks the range in its thread and applies
+        the seek, or drops it and raises :class:`OffsetOutOfRangeError` (as Kafka's Java
+        client raises an out-of-range position from ``poll``); nothing of ``partition``
+        is handed out meanwhile, and :meth:`position` says ``offset``.
+        """
+        self._require_assigned(partition)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be int, got {type(offset).__name__}")
+        with self._seeks_lock:
+            self._unchecked[partition] = (offset, False)
+            self._seeks.pop(partition, None)
+
+    def seeks_unchecked(self) -> bool:
+        """True while a seek of :mod:`tidelog.aio` waits for a fetch to resolve it."""
+        return bool(self._unchecked)
+
+    def _out_of_range(
+        self, partition: int, offset: int, start: int, end: int
+    ) -> _core.OffsetOutOfRangeError:
+        return _core.OffsetOutOfRangeError(
+            f"offset {offset} out of range for {self._topic.name!r} partition {partition}: "
+            f"the log starts at offset {start} and the next offset is {end}"
+        )
+
+    def _take_seeks(self) -> None:
+        """Applies what seek() and seek_nowait() recorded (under ``_lock``).
+
+        tidelog.aio's are resolved first (round trips): an offset out of range is dropped
+        and raised once the others are applied.
+        """
+        error = None
+        if self._unchecked:
+            with self._seeks_lock:
+                todo = dict(self._unchecked)
+            valid = {}
+            for p, (value, by_time) in todo.items():
+                if by_time:
+                    found = self._topic.offset_for_timestamp(p, value)
+                    valid[p] = self._topic.end_offset(p) if found is None else found
+                    continue
+                start, end = self._store.watermarks(self._topic.name, p)
+                if start <= value <= end:
+                    valid[p] = value
+                elif error is None:
+                    error = self._out_of_range(p, value, start, end)
+            with self._seeks_lock:
+                for p, pending in todo.items():
+                    # A seek recorded during the round trips replaced this one: it stands.
+                    if self._unchecked.get(p) == pending:
+                        del self._unchecked[p]
+                        if p in valid:
+                            self._seeks[p] = valid[p]
+        if self._seeks:
+            self._apply_seeks()
+        if error is not None:
+            raise error
 
     def _apply_seeks(self) -> None:
         """Applies what seek() recorded (under ``_lock``)."""
@@ -501,7 +600,23 @@ class KafkaConsumer:
         """Seeks every owned partition to its first message at or after ``timestamp_ms``."""
         for p in self.assignment():
             found = self._topic.offset_for_timestamp(p, timestamp_ms)
-            self.seek(p, self._topic.end_offset(p) if found is None else found)
+            # The broker's answers: in range, no check needed.
+            self._seek_in_range(p, self._topic.end_offset(p) if found is None else found)
+
+    def seek_to_timestamp_nowait(self, timestamp_ms: int) -> None:
+        """:meth:`seek_to_timestamp` without a round trip, for :mod:`tidelog.aio`'s loop.
+
+        The next :meth:`fetch` or :meth:`poll` looks the offsets up in its thread and
+        applies them; nothing of the owned partitions is handed out meanwhile, and
+        :meth:`position` says -1 (unknown) for them until then.
+        """
+        if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
+            raise TypeError(f"timestamp_ms must be int, got {type(timestamp_ms).__name__}")
+        owned = self.assignment()
+        with self._seeks_lock:
+            for p in owned:
+                self._unchecked[p] = (timestamp_ms, True)
+                self._seeks.pop(p, None)
 
     def pause(self, partition: int) -> None:
         """Stops handing out messages of ``partition`` until :meth:`resume`.
@@ -533,7 +648,12 @@ class KafkaConsumer:
         self._pause_changes += 1  # the next hand-out puts back what was held
 
     def paused(self) -> list[int]:
-        """The paused partitions."""
+        """The paused partitions.
+
+        Raises:
+            StoreClosedError: The consumer is closed (as Kafka's Java client refuses it).
+        """
+        self._check_open()
         return sorted(self._paused)
 
     def _require_assigned(self, partition: int) -> None:
@@ -594,8 +714,8 @@ class KafkaConsumer:
         Fetched messages not handed out yet are dropped uncommitted (the group's next
         member gets them). Afterwards every call that takes messages (iterating,
         :meth:`poll`, :meth:`fetch`, :meth:`next_ready`), moves positions or asks about
-        offsets (:meth:`committed`, :meth:`lag`, :meth:`position`) raises
-        :class:`StoreClosedError`.
+        offsets or partitions (:meth:`committed`, :meth:`lag`, :meth:`position`,
+        :meth:`assignment`, :meth:`paused`) raises :class:`StoreClosedError`.
         """
         if self._closed:
             return
