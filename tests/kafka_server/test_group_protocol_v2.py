@@ -440,12 +440,31 @@ def test_a_standalone_commit_is_refused_while_python_consumers_share_the_group(
     assert committed[0].offset == 1
 
 
-def test_a_commit_of_a_partition_another_member_took_is_refused_per_partition(
-    store: tidelog.Store, server: KafkaServer
-) -> None:
+def _two_partitions_of_20(store: tidelog.Store) -> tidelog.Topic:
+    """Topic "t": 2 partitions of 20 messages each."""
     topic = store.create_topic("t", 2)
     topic.append_batch([b"x"] * 20, partition=0)
     topic.append_batch([b"x"] * 20, partition=1)
+    return topic
+
+
+def _kafka_member(server: KafkaServer) -> Consumer:
+    """A confluent-kafka consumer of group "g" that commits only when told."""
+    return Consumer(
+        {
+            "bootstrap.servers": server.address,
+            "group.id": "g",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            **_FAST_GROUP,
+        }
+    )
+
+
+def test_a_commit_of_a_partition_another_member_took_is_refused_per_partition(
+    store: tidelog.Store, server: KafkaServer
+) -> None:
+    _two_partitions_of_20(store)
     member, generation = _joined(server.address)
     with store.consumer("t", group="g", lease_seconds=_LEASE) as python_member:
         # The Python consumer took a partition at once; the Kafka member has not rejoined
@@ -467,9 +486,7 @@ def _assigned(synced: Any) -> list[int]:
 def test_a_kafka_members_commits_count_until_it_lets_go_then_the_next_owners(
     store: tidelog.Store, server: KafkaServer
 ) -> None:
-    topic = store.create_topic("t", 2)
-    topic.append_batch([b"x"] * 20, partition=0)
-    topic.append_batch([b"x"] * 20, partition=1)
+    topic = _two_partitions_of_20(store)
     a, a_generation = _joined(server.address)
     first = _join(server.address, 5, "")
     b = _join(server.address, 5, first.member_id)
@@ -508,18 +525,8 @@ def _until(consumer: Consumer, what: str, done: Callable[[], bool]) -> None:
 def test_a_stale_kafka_member_is_told_its_commit_failed_and_rejoins(
     store: tidelog.Store, server: KafkaServer
 ) -> None:
-    topic = store.create_topic("t", 2)
-    topic.append_batch([b"x"] * 20, partition=0)
-    topic.append_batch([b"x"] * 20, partition=1)
-    kafka = Consumer(
-        {
-            "bootstrap.servers": server.address,
-            "group.id": "g",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            **_FAST_GROUP,
-        }
-    )
+    _two_partitions_of_20(store)
+    kafka = _kafka_member(server)
 
     def partitions() -> list[int]:
         return sorted(tp.partition for tp in kafka.assignment())
@@ -565,18 +572,8 @@ def test_a_stale_kafka_member_is_told_its_commit_failed_and_rejoins(
 def test_a_transactional_commit_of_a_partition_another_member_took_is_refused(
     store: tidelog.Store, server: KafkaServer
 ) -> None:
-    topic = store.create_topic("t", 2)
-    topic.append_batch([b"x"] * 20, partition=0)
-    topic.append_batch([b"x"] * 20, partition=1)
-    kafka = Consumer(
-        {
-            "bootstrap.servers": server.address,
-            "group.id": "g",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            **_FAST_GROUP,
-        }
-    )
+    _two_partitions_of_20(store)
+    kafka = _kafka_member(server)
     producer = Producer({"bootstrap.servers": server.address, "transactional.id": "etl"})
 
     def send_offsets(offsets: dict[int, int], metadata: Any) -> None:

@@ -75,6 +75,7 @@ __all__ = [
     "commit_claim",
     "every_partition",
     "taken",
+    "topic_answer",
     "validate_commit",
 ]
 
@@ -632,24 +633,25 @@ def _commit(broker: Broker, request: Any, claims: dict[str, Claim | None]) -> li
             codes = _commit_topic(broker, request.group_id, topic, wanted, metadata, claims[t.name])
         except _core.TidelogError as e:
             codes = dict.fromkeys(wanted, _errors.code_for(e))
-        partitions = [
+        topics.append(topic_answer(t, codes))
+    return topics
+
+
+def topic_answer(t: Any, codes: dict[int, int]) -> dict[str, Any]:
+    """One topic of the answer to a commit request: each partition's error code."""
+    return {
+        "name": t.name,
+        "partitions": [
             {"partition_index": p.partition_index, "error_code": codes[p.partition_index]}
             for p in t.partitions
-        ]
-        topics.append({"name": t.name, "partitions": partitions})
-    return topics
+        ],
+    }
 
 
 def every_partition(request: Any, code: int) -> list[dict[str, Any]]:
     """The answer to a commit request refused as a whole: ``code`` for each partition."""
     return [
-        {
-            "name": t.name,
-            "partitions": [
-                {"partition_index": p.partition_index, "error_code": code} for p in t.partitions
-            ],
-        }
-        for t in request.topics
+        topic_answer(t, {p.partition_index: code for p in t.partitions}) for t in request.topics
     ]
 
 

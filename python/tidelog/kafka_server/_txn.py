@@ -43,6 +43,7 @@ from tidelog.kafka_server._groups import (
     commit_claim,
     every_partition,
     taken,
+    topic_answer,
     validate_commit,
 )
 
@@ -407,11 +408,7 @@ def _commit_offsets(
                 txn.sequences[where] = sequence + len(records)
         except _core.TidelogError as e:
             codes = dict.fromkeys(codes, _errors.code_for(e))
-        partitions = [
-            {"partition_index": p.partition_index, "error_code": codes[p.partition_index]}
-            for p in t.partitions
-        ]
-        answers.append({"name": t.name, "partitions": partitions})
+        answers.append(topic_answer(t, codes))
     return answers
 
 

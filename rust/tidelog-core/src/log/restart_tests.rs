@@ -49,6 +49,19 @@ fn lose_bytes(dir: &Path, at: u64, len: usize) {
     data.write_all_at(&vec![0; len], at).unwrap();
 }
 
+/// Makes the next sync of `path` fail, which shows that something synced it.
+fn fail_next_sync_of(path: &Path) {
+    crate::fs::inject(crate::fs::Fault {
+        op: crate::fs::Op::Sync,
+        path_contains: path.to_string_lossy().into_owned(),
+        errno: libc::EIO,
+        skip: 0,
+        times: Some(1),
+        short: false,
+        panic: false,
+    });
+}
+
 fn offsets(log: &PartitionLog) -> crate::Result<Vec<u64>> {
     let read = log.read(0, usize::MAX, usize::MAX)?;
     Ok(read.chunks.iter().flat_map(|c| c.records().map(|r| r.offset).collect::<Vec<_>>()).collect())
@@ -136,15 +149,7 @@ fn a_sync_also_syncs_segments_sealed_without_one() {
     assert!(log.seal_active().unwrap());
     append(&log, 5);
     let sealed = dir.path().join(file_name(0, FileKind::Data));
-    crate::fs::inject(crate::fs::Fault {
-        op: crate::fs::Op::Sync,
-        path_contains: sealed.to_string_lossy().into_owned(),
-        errno: libc::EIO,
-        skip: 0,
-        times: Some(1),
-        short: false,
-        panic: false,
-    });
+    fail_next_sync_of(&sealed);
     let result = log.sync();
     crate::fs::clear();
     assert!(matches!(result, Err(crate::Error::Io { .. })), "{result:?}");
@@ -163,15 +168,7 @@ fn an_always_append_after_a_roll_without_sync_syncs_the_sealed_segment() {
     }
     let always = open(dir.path(), FsyncPolicy::Always).unwrap();
     let sealed = dir.path().join(file_name(0, FileKind::Data));
-    crate::fs::inject(crate::fs::Fault {
-        op: crate::fs::Op::Sync,
-        path_contains: sealed.to_string_lossy().into_owned(),
-        errno: libc::EIO,
-        skip: 0,
-        times: Some(1),
-        short: false,
-        panic: false,
-    });
+    fail_next_sync_of(&sealed);
     let record = Record { timestamp: now_ms(), key: None, value: b"v", headers: &[], tombstone: false };
     let result = always.append(&[record], BatchMeta::plain(0));
     crate::fs::clear();
