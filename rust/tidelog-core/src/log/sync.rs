@@ -67,7 +67,8 @@ impl PartitionLog {
                 let path = &sealed.paths.data;
                 match std::fs::File::open(path) {
                     Ok(file) => crate::fs::sync_data(&file, path)?,
-                    // Retention (under the append lock, which this does not take) deleted it.
+                    // Retention or a compaction's swap removed it meanwhile (under the
+                    // append lock, which this does not take): gone, it needs no sync.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::io("open", path, e)),
                 }
