@@ -20,6 +20,22 @@ import tidelog.aio
 from conformance.test_api import PATIENCE, read_eventually
 
 
+class _Ticker:
+    """Counts the event loop's turns from its start: a blocked loop stops counting."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._task = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 async def _collect(consumer: Any, count: int) -> list[Any]:
     got: list[Any] = []
 
@@ -86,23 +102,15 @@ def test_aio_waiting_poll_leaves_the_loop_running(location: str) -> None:
     group = f"aio-{uuid.uuid4().hex[:8]}"
 
     async def main() -> int:
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
-
         async with tidelog.aio.open(location) as store:
             await store.create_topic("idle")
             async with store.consumer("idle", group=group) as consumer:
-                ticker = asyncio.create_task(tick())
+                ticker = _Ticker()
                 await asyncio.sleep(0)
-                before = ticks
+                before = ticker.ticks
                 assert await consumer.poll(timeout=0.5) == []
-                during = ticks - before  # no await since the poll returned
-                ticker.cancel()
+                during = ticker.ticks - before  # no await since the poll returned
+                ticker.stop()
                 return during
 
     assert asyncio.run(main()) > 0
@@ -322,30 +330,22 @@ def test_aio_seek_leaves_the_loop_running_while_a_fetch_waits(location: str) -> 
     group = f"aio-{uuid.uuid4().hex[:8]}"
 
     async def main() -> None:
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
-
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("sk", partitions=2)
             for partition in (0, 1):
                 topic.append(b"%d" % partition, partition=partition)
             async with store.consumer("sk", group=group) as consumer:
                 assert len(await _collect(consumer, 2)) == 2
-                ticker = asyncio.create_task(tick())
+                ticker = _Ticker()
                 waiting = asyncio.create_task(consumer.poll(timeout=10.0))
                 await asyncio.sleep(0.5)  # the poll's fetch waits now
                 consumer.seek(1, 0)
-                before = ticks
+                before = ticker.ticks
                 await asyncio.sleep(0)
-                assert ticks > before  # the loop runs on while the fetch waits
+                assert ticker.ticks > before  # the loop runs on while the fetch waits
                 topic.append(b"late", partition=0)
                 got = await waiting
-                ticker.cancel()
+                ticker.stop()
                 # The waiting poll was still waiting when the message came; partition 1
                 # reads from 0 again (on Kafka, once the fetch that waited has ended).
                 assert (0, b"late") in [(m.partition, m.value) for m in got]
@@ -400,14 +400,6 @@ def test_aio_async_for_leaves_the_loop_running_while_a_cancelled_poll_fetches(
     group = f"aio-{uuid.uuid4().hex[:8]}"
 
     async def main() -> None:
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
-
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("cx")
             async with store.consumer("cx", group=group) as consumer:
@@ -415,15 +407,15 @@ def test_aio_async_for_leaves_the_loop_running_while_a_cancelled_poll_fetches(
                 waiting = asyncio.create_task(consumer.poll(timeout=10.0))
                 await asyncio.sleep(0.5)  # the poll's fetch waits now
                 waiting.cancel()
-                ticker = asyncio.create_task(tick())
+                ticker = _Ticker()
                 following = asyncio.create_task(anext(consumer))
                 await asyncio.sleep(0)
-                before = ticks
+                before = ticker.ticks
                 await asyncio.sleep(0)
-                assert ticks > before  # the loop runs on while the fetch waits
+                assert ticker.ticks > before  # the loop runs on while the fetch waits
                 topic.append(b"late", partition=0)
                 message = await asyncio.wait_for(following, PATIENCE)
-                ticker.cancel()
+                ticker.stop()
                 assert (message.offset, message.value) == (0, b"late")
                 assert blocking == []
 

@@ -36,6 +36,14 @@ def read_eventually(topic: Any, partition: int, count: int) -> list[bytes | None
         time.sleep(0.05)
 
 
+def wait_split(a: Any, b: Any) -> None:
+    """Polls two members of one group until each owns one partition."""
+    end = time.monotonic() + PATIENCE
+    while (len(a.assignment()), len(b.assignment())) != (1, 1) and time.monotonic() < end:
+        a.poll(timeout=0.2)
+        b.poll(timeout=0.2)
+
+
 def wait_assigned(consumer: Any, partitions: int) -> None:
     end = time.monotonic() + PATIENCE
     while len(consumer.assignment()) < partitions and time.monotonic() < end:
@@ -521,10 +529,7 @@ def test_pause_of_a_partition_not_owned_is_refused(store: Any) -> None:
     backend accepted it and listed the partition as paused."""
     store.create_topic("pzo", partitions=2)
     with store.consumer("pzo", group="g") as a, store.consumer("pzo", group="g") as b:
-        end = time.monotonic() + PATIENCE
-        while (len(a.assignment()), len(b.assignment())) != (1, 1) and time.monotonic() < end:
-            a.poll(timeout=0.2)
-            b.poll(timeout=0.2)
+        wait_split(a, b)
         (mine,) = a.assignment()
         (other,) = b.assignment()
         refused = f"partition {other} of 'pzo' is not assigned to this member"
@@ -544,10 +549,7 @@ def test_position_of_a_partition_not_owned_is_refused(store: Any) -> None:
     answered with librdkafka's value or -1."""
     store.create_topic("poso", partitions=2)
     with store.consumer("poso", group="g") as a, store.consumer("poso", group="g") as b:
-        end = time.monotonic() + PATIENCE
-        while (len(a.assignment()), len(b.assignment())) != (1, 1) and time.monotonic() < end:
-            a.poll(timeout=0.2)
-            b.poll(timeout=0.2)
+        wait_split(a, b)
         (mine,) = a.assignment()
         (other,) = b.assignment()
         with pytest.raises(
