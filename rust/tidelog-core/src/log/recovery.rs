@@ -1,10 +1,10 @@
 //! Recovery: what the first process to open a partition does before anyone reads it.
 //!
-//! Only the active segment can hold a torn tail (sealed segments were trimmed and, with a
-//! durable fsync policy, synced before the next segment was created), so recovery reads
-//! just its tail: it starts at the last index entry that still points at a valid batch
-//! (below the synced offset, after a restart of the machine: see [`PartitionLog::recover`])
-//! and walks forward, checking CRCs and offset continuity, to the first bad batch. If nothing
+//! Within one boot only the active segment can hold a torn tail (sealed segments were
+//! trimmed before the next segment was created; after a restart of the machine, those
+//! sealed since the last sync are checked first), so recovery reads just its tail: it
+//! starts at the last index entry that still points at a valid batch (below the synced
+//! offset, after a restart: see [`PartitionLog::recover`]) and walks forward, checking CRCs and offset continuity, to the first bad batch. If nothing
 //! valid follows (a torn tail), everything from there on is zeroed, so the bytes of a torn
 //! batch can never be mistaken for data later. If a valid batch that could continue the log
 //! follows the damage, it is not a torn tail: opening refuses, or with
@@ -19,7 +19,7 @@ use super::compaction;
 use super::lost::{self, LossEvent, LossKind, EVENTS_FILE, QUARANTINE_DIR};
 use super::{now_ms, write_index_entry, OnCorruption, PartitionLog, CONTROL_FILE};
 use crate::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
-use crate::segment::{parse_file_name, FileKind, Segment};
+use crate::segment::{parse_file_name, Check, CursorEnd, FileKind, OnDamage, Segment, SegmentPaths};
 use crate::shm::{Head, Since, WriteGuard};
 use crate::{Error, Result};
 
@@ -85,6 +85,86 @@ fn claimed_end(active: &Segment, pos: usize, end: usize, first: u64) -> u64 {
 }
 
 impl PartitionLog {
+    /// After a restart of the machine: finds the first batch a power loss took from a
+    /// sealed segment. A roll under `fsync="never"` syncs nothing, so segments sealed since
+    /// the last sync may have lost pages just as the active one may. Each sealed segment
+    /// holding offsets at or past `synced` is walked (CRCs, continuity); at the first damage
+    /// at or past `synced`, the segments after it are moved whole into the quarantine
+    /// directory (recorded), which makes the damaged one the active segment: the walk of
+    /// [`Self::recover`] then cuts it as it cuts any active segment. Damage below `synced`
+    /// is not what a power loss leaves: it stays, for readers to report, as in any sealed
+    /// segment.
+    fn cut_at_lost_sealed_pages(&self, bases: &mut Vec<u64>, synced: u64, hint: Option<Head>) -> Result<()> {
+        for i in 0..bases.len().saturating_sub(1) {
+            let next_base = bases[i + 1];
+            if next_base <= synced {
+                continue;
+            }
+            let segment = Segment::open_sealed(&self.dir, bases[i])?;
+            let mut cursor = segment
+                .cursor(0, segment.data.readable(), bases[i], Check::Crc, OnDamage::Stop)
+                .zero_tail(true);
+            cursor.by_ref().for_each(drop);
+            let lost = match cursor.end() {
+                Some(CursorEnd::Damaged { .. }) => true,
+                // Zeros where a batch should be: lost pages, unless the batches reached the
+                // next segment (a trim the power loss did not keep leaves zeros after them).
+                Some(CursorEnd::ZeroTail) => cursor.expected() < next_base,
+                // A clean end short of the next segment is a gap compaction left.
+                _ => false,
+            };
+            if lost && cursor.expected() >= synced {
+                drop(segment);
+                self.quarantine_segments(&bases[i + 1..], hint)?;
+                bases.truncate(i + 1);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the data files of the segments with `bases` whole into the quarantine
+    /// directory (synced) and records each move; their indexes, rebuilt from the data
+    /// whenever needed, are deleted. A crash midway leaves some moved: the next open finds
+    /// the same damage and moves the rest.
+    fn quarantine_segments(&self, bases: &[u64], hint: Option<Head>) -> Result<()> {
+        let dir = self.dir.join(QUARANTINE_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let time_ms = now_ms();
+        let mut events = Vec::with_capacity(bases.len());
+        for (j, &base) in bases.iter().enumerate() {
+            let paths = SegmentPaths::new(&self.dir, base);
+            let bytes = std::fs::metadata(&paths.data).map_err(|e| Error::io("stat", &paths.data, e))?.len();
+            let file = format!("{base:020}-{:010}-{time_ms}.{}", 0, crate::paths::SEGMENT_DATA_EXTENSION);
+            crate::fs::rename(&paths.data, &dir.join(&file))?;
+            for index in [&paths.index, &paths.time_index] {
+                let _ = std::fs::remove_file(index);
+            }
+            // Where the moved offsets end: the next segment's base, or for the active
+            // segment what the head last claimed (the bytes may hold less).
+            let end_offset = bases
+                .get(j + 1)
+                .copied()
+                .unwrap_or_else(|| hint.filter(|h| h.active_base == base).map_or(base, |h| h.next_offset));
+            events.push(LossEvent {
+                kind: LossKind::Quarantined,
+                time_ms,
+                segment_base: base,
+                position: 0,
+                bytes,
+                first_offset: base,
+                end_offset,
+                file,
+            });
+        }
+        crate::segment::sync_dir(&dir)?;
+        crate::segment::sync_dir(&self.dir)?;
+        for event in &events {
+            lost::record(&self.dir, event, true)?;
+        }
+        Ok(())
+    }
+
     /// Copies `from..to` of the active segment (damage, then the valid batches from
     /// `found` on) into the quarantine directory, synced, and returns the event to record.
     /// The caller truncates only after this returns.
@@ -157,6 +237,9 @@ impl PartitionLog {
         // finished before anything lists the segments.
         compaction::finish_swap(&self.dir)?;
         let mut bases = list_segments(&self.dir, alone)?;
+        if let Since::Restart { synced } = since {
+            self.cut_at_lost_sealed_pages(&mut bases, synced, hint)?;
+        }
         let first = bases.is_empty();
         if first {
             bases.push(hint.map_or(0, |h| h.next_offset.max(h.log_start)));

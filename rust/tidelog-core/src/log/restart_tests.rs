@@ -45,8 +45,33 @@ fn restart(dir: &Path) {
 
 /// A page of the first segment's data that never reached the disk reads as zeros.
 fn lose_bytes(dir: &Path, at: u64, len: usize) {
-    let data = OpenOptions::new().write(true).open(dir.join(file_name(0, FileKind::Data))).unwrap();
+    lose_bytes_of(dir, 0, at, len);
+}
+
+/// The same in the segment with base offset `base`.
+fn lose_bytes_of(dir: &Path, base: u64, at: u64, len: usize) {
+    let data = OpenOptions::new().write(true).open(dir.join(file_name(base, FileKind::Data))).unwrap();
     data.write_all_at(&vec![0; len], at).unwrap();
+}
+
+/// Three segments of 10 batches each (bases 0, 10, 20, the last active), with a sync after
+/// the first `synced` batches; returns each batch's byte position in its segment.
+fn three_segments(dir: &Path, fsync: FsyncPolicy, synced: usize) -> Vec<u64> {
+    let log = open(dir, fsync).unwrap();
+    let mut positions = Vec::new();
+    for segment in 0..3 {
+        for i in 0..10 {
+            positions.extend(append(&log, 1));
+            if segment * 10 + i + 1 == synced {
+                log.sync().unwrap();
+            }
+        }
+        if segment < 2 {
+            assert!(log.seal_active().unwrap());
+        }
+    }
+    log.close().unwrap();
+    positions
 }
 
 /// Makes the next sync of `path` fail, which shows that something synced it.
@@ -62,9 +87,15 @@ fn fail_next_sync_of(path: &Path) {
     });
 }
 
+/// Every offset read from the start to the end (a read stops at the end of a segment).
 fn offsets(log: &PartitionLog) -> crate::Result<Vec<u64>> {
-    let read = log.read(0, usize::MAX, usize::MAX)?;
-    Ok(read.chunks.iter().flat_map(|c| c.records().map(|r| r.offset).collect::<Vec<_>>()).collect())
+    let mut all = Vec::new();
+    let end = log.end_offset()?;
+    while (all.len() as u64) < end {
+        let read = log.read(all.len() as u64, usize::MAX, usize::MAX)?;
+        all.extend(read.chunks.iter().flat_map(|c| c.records().map(|r| r.offset).collect::<Vec<_>>()));
+    }
+    Ok(all)
 }
 
 #[test]
@@ -173,4 +204,75 @@ fn an_always_append_after_a_roll_without_sync_syncs_the_sealed_segment() {
     let result = always.append(&[record], BatchMeta::plain(0));
     crate::fs::clear();
     assert!(matches!(result, Err(crate::Error::Io { .. })), "{result:?}");
+}
+
+#[test]
+fn after_a_restart_pages_lost_from_a_segment_sealed_without_sync_cut_the_log_there() {
+    let dir = tempfile::tempdir().unwrap();
+    // Under "never" the rolls synced nothing: only offsets below 5 are known to be on disk.
+    let positions = three_segments(dir.path(), FsyncPolicy::Never, 5);
+    // Batch 14 (in the middle segment) lost its bytes; its neighbours and everything in the
+    // next segment survived.
+    lose_bytes_of(dir.path(), 10, positions[14] + 50, 50);
+    restart(dir.path());
+
+    // Before, only the active segment was walked: the log kept the hole and reads from 0
+    // raised at offset 14.
+    let log = open(dir.path(), FsyncPolicy::Never).unwrap();
+    assert_eq!(log.end_offset().unwrap(), 14);
+    assert_eq!(offsets(&log).unwrap(), (0..14).collect::<Vec<_>>());
+    let events = read_events(dir.path()).unwrap();
+    let moved: Vec<_> =
+        events.iter().map(|e| (e.kind, e.segment_base, e.first_offset, e.end_offset)).collect();
+    assert_eq!(
+        moved,
+        [(LossKind::Quarantined, 20, 20, 30), (LossKind::Quarantined, 10, 14, 20)],
+        "the later segment moved whole, then the damaged one's rest"
+    );
+    assert_eq!(std::fs::read_dir(dir.path().join(QUARANTINE_DIR)).unwrap().count(), 2);
+    assert!(!dir.path().join(file_name(20, FileKind::Index)).exists(), "no index left without its data");
+    // Appends continue from the cut, and the next roll's segment may take a moved one's base.
+    append(&log, 7);
+    assert!(log.seal_active().unwrap());
+    append(&log, 1);
+    assert_eq!(offsets(&log).unwrap(), (0..22).collect::<Vec<_>>());
+    log.close().unwrap();
+    let again = open(dir.path(), FsyncPolicy::Never).unwrap();
+    assert_eq!(offsets(&again).unwrap(), (0..22).collect::<Vec<_>>());
+}
+
+#[test]
+fn after_a_restart_sealed_segments_that_are_whole_or_synced_are_kept() {
+    // A sealed segment whose trim was lost (its file longer, zeros after its batches) is whole.
+    let dir = tempfile::tempdir().unwrap();
+    let positions = three_segments(dir.path(), FsyncPolicy::Never, 5);
+    let sealed = OpenOptions::new().write(true).open(dir.path().join(file_name(10, FileKind::Data))).unwrap();
+    sealed.set_len(1 << 20).unwrap();
+    restart(dir.path());
+    let log = open(dir.path(), FsyncPolicy::Never).unwrap();
+    assert_eq!(offsets(&log).unwrap(), (0..30).collect::<Vec<_>>());
+    assert!(read_events(dir.path()).unwrap().is_empty());
+    log.close().unwrap();
+
+    // Damage below the synced offset is corruption, not a power loss: nothing is cut, and
+    // readers report it.
+    lose_bytes_of(dir.path(), 0, positions[3] + 50, 50);
+    restart(dir.path());
+    let log = open(dir.path(), FsyncPolicy::Never).unwrap();
+    assert_eq!(log.end_offset().unwrap(), 30);
+    assert!(matches!(offsets(&log), Err(crate::Error::Corrupt { offset: 3, .. })));
+    assert!(read_events(dir.path()).unwrap().is_empty());
+    log.close().unwrap();
+
+    // A durable roll synced the segment it sealed (and those before it): damage there after
+    // a restart is corruption too, not cut.
+    let dir = tempfile::tempdir().unwrap();
+    let positions =
+        three_segments(dir.path(), FsyncPolicy::Interval(std::time::Duration::from_secs(3600)), 5);
+    lose_bytes_of(dir.path(), 10, positions[14] + 50, 50);
+    restart(dir.path());
+    let log = open(dir.path(), FsyncPolicy::Interval(std::time::Duration::from_secs(3600))).unwrap();
+    assert_eq!(log.end_offset().unwrap(), 30);
+    assert!(matches!(offsets(&log), Err(crate::Error::Corrupt { offset: 14, .. })));
+    assert!(read_events(dir.path()).unwrap().is_empty());
 }

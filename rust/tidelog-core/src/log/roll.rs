@@ -62,6 +62,12 @@ impl PartitionLog {
                 return Err(e);
             }
         };
+        // The sealed segment and the directory are on disk now; so is everything before
+        // them if the segments sealed before were synced (another process's policy may not
+        // have synced its rolls). Recovery after a restart then need not walk them.
+        if durable && self.control.synced_offset() >= active.base {
+            self.control.note_synced(head.next_offset);
+        }
         head.generation += 1;
         head.active_base = head.next_offset;
         head.committed_pos = 0;
