@@ -8,7 +8,6 @@ microseconds, so a message that comes meanwhile is seen without a wake-up.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterator
@@ -210,6 +209,9 @@ class Consumer:
         for p in revoked:
             self._parts.pop(p, None)
             self._delivered.pop(p, None)
+            # Not handed out, so not committed past, except by at-most-once: its pause gave
+            # them back, or could not because the group had already moved on; a commit back
+            # now would come after the new owner read its start (see ``_give_back``).
             self._held_by_pause.pop(p, None)
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
@@ -218,6 +220,8 @@ class Consumer:
         if revoked:
             self._set_only()
             self._unresolved = any(part.unresolved for part in self._parts.values())
+            # Empty in practice: a member looks at its group only once it handed out all
+            # it fetched, so no at-most-once message committed at fetch is dropped here.
             _keep_only(self._buffer, lambda m: m.partition not in revoked)
             if self._on_revoke:
                 self._on_revoke(revoked)
@@ -698,17 +702,35 @@ class Consumer:
         """At-most-once, closing: commits back to the first message not handed out.
 
         The fetch's commit moved past all it read, but iterating hands a fetch out one
-        message at a time and :meth:`pause` holds some back. A commit of the same
-        generation applies even when it moves back (as after a seek), so the group's next
-        member gets them. A member the group moved on from commits nothing: the committer
-        refuses its stale generation, so a newer owner's commit stands.
+        message at a time (and :meth:`pause` held back what it could not give back).
         """
         _, first = self._handed_out()  # nothing is delivered-and-uncommitted here
-        owned = {p: o for p, o in first.items() if p in self._parts}
+        self._give_back(first)
+
+    def _give_back(self, offsets: dict[int, int]) -> bool:
+        """At-most-once: moves the commit back to ``offsets``, fetched and not handed out.
+
+        A commit of the same generation applies even when it moves back (as after a
+        seek), so the member that takes the partition next starts there. Returns whether
+        the commit was written.
+
+        A member the group moved on from (a rebalance it has not seen yet, or generations
+        it skipped) commits nothing: the committer refuses its stale generation, and that
+        is the at-most-once choice, not just the fence. The new owner started from the
+        fetch's commit when it took the partition, and may have handed out from there and
+        committed; moving the commit back under it would have a later owner hand those out
+        again. What this member still holds past that commit is lost instead, as
+        at-most-once allows.
+        """
+        owned = {p: o for p, o in offsets.items() if p in self._parts}
         membership = self._membership
-        if owned and membership.read_generation() == membership.generation:
-            with contextlib.suppress(RebalanceError):
-                self._commit_record(owned, "", membership.generation)
+        if not (owned and membership.read_generation() == membership.generation):
+            return False
+        try:
+            self._commit_record(owned, "", membership.generation)
+        except RebalanceError:
+            return False
+        return True
 
     def _handed_out(self) -> tuple[dict[int, int], dict[int, int]]:
         """What at-least-once may commit, and where iterating still holds fetched messages.
@@ -1007,20 +1029,32 @@ class Consumer:
         Nothing more is fetched from it, and what was fetched and not handed out yet is
         held back, not dropped: iterating and :meth:`poll` hand out none of it until
         :meth:`resume`, and at-least-once commits stop at its first message meanwhile (so
-        closing leaves it to the group). :meth:`seek` on a paused partition drops it, as on
-        any partition.
+        closing leaves it to the group). At-most-once committed it when it was fetched:
+        the pause moves the commit back to its first message and fetches it again after
+        :meth:`resume`. :meth:`seek` on a paused partition drops it, as on any partition.
         """
         self._require_assigned(partition)
         part = self._parts[partition]
         if part.paused:
             return
-        part.paused = True
         buffer = self._buffer
-        if buffer:
-            held = [m for m in buffer if m.partition == partition]
-            if held:
+        held = [m for m in buffer if m.partition == partition] if buffer else []
+        gave_back = False
+        if held and self.delivery == "at-most-once":
+            # The fetch committed past what is held. A member that takes the partition reads
+            # the group's commit right then, with no revoke step before it in which we could
+            # give these back (once we see the revocation it is too late, see _give_back):
+            # so the commit goes back now, or the revocation would drop them, handed out by
+            # nobody. They are fetched (and committed) again after resume, so even a
+            # rebalance racing this commit hands none of them out twice.
+            gave_back = self._give_back({partition: held[0].offset})
+        part.paused = True
+        if held:
+            _keep_only(buffer, lambda m: m.partition != partition)
+            if gave_back:
+                part.position = held[0].offset
+            else:
                 self._held_by_pause[partition] = held
-                _keep_only(buffer, lambda m: m.partition != partition)
 
     def resume(self, partition: int) -> None:
         """Hands out and fetches ``partition``'s messages again.

@@ -115,6 +115,83 @@ def test_at_most_once_close_of_a_fenced_member_keeps_the_new_owners_commit(
     second.close()
 
 
+def test_at_most_once_iteration_loses_nothing_when_its_partitions_move(
+    store: tidelog.Store,
+) -> None:
+    """A fetch's commit covers messages iterating has not handed out yet; a member that
+    joins meanwhile starts after them, so the member that fetched them hands them out
+    (the buffer is only ever synced empty): each message exactly once between the two."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    it = iter(first)
+    handed = [next(it)]
+    second = store.consumer("t", group="g", delivery="at-most-once")
+    assert len(second.assignment()) == 1
+    while first.ready_messages:
+        handed.append(next(it))
+    handed += first.poll(max_messages=100, timeout=0)  # sees the rebalance
+    handed += second.poll(max_messages=100, timeout=0)
+    assert sorted((m.partition, m.offset) for m in handed) == [
+        (p, o) for p in (0, 1) for o in range(5)
+    ]
+    first.close()
+    second.close()
+
+
+def test_at_most_once_pause_gives_back_what_it_holds(store: tidelog.Store) -> None:
+    """What a pause holds of an at-most-once fetch was committed when fetched: the pause
+    moves the commit back to it, so a member that takes the partition before it is resumed
+    starts there (before, the revocation dropped it: handed out by nobody)."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    handed = [next(iter(first))]
+    assert first.committed() == {0: 5, 1: 5}
+    first.pause(0)
+    first.pause(1)  # both partitions' fetched messages are held now
+    assert first.committed() == {handed[0].partition: 1, 1 - handed[0].partition: 0}
+    assert first.position(handed[0].partition) == 1
+    second = store.consumer("t", group="g", delivery="at-most-once")
+    assert first.poll(timeout=0) == []  # sees the rebalance
+    (kept,) = first.assignment()
+    assert len(second.assignment()) == 1
+    first.resume(kept)
+    handed += first.poll(max_messages=100, timeout=0)
+    handed += second.poll(max_messages=100, timeout=0)
+    assert sorted((m.partition, m.offset) for m in handed) == [
+        (p, o) for p in (0, 1) for o in range(5)
+    ]
+    second.close()
+    assert first.poll(max_messages=100, timeout=0) == []  # lost is back, from second's commit
+    first.close()
+
+
+def test_at_most_once_pause_after_an_unseen_rebalance_moves_no_commit_back(
+    store: tidelog.Store,
+) -> None:
+    """A member that pauses after a rebalance it has not seen yet cannot give back: the new
+    owner may have handed out from the fetch's commit already, and moving that commit back
+    would make the group hand those out twice. The committer refuses the stale generation."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    handed = [next(iter(first))]  # fetched offsets 0..4 of both partitions
+    fill(topic, 10)
+    second = store.consumer("t", group="g", delivery="at-most-once")
+    (lost,) = second.assignment()
+    handed += second.poll(max_messages=2, timeout=0)
+    assert second.committed()[lost] == 7
+    first.pause(lost)
+    assert second.committed()[lost] == 7
+    handed += first.poll(max_messages=100, timeout=0)  # the rest of its fetch
+    handed += first.poll(max_messages=100, timeout=0)  # sees the rebalance, fetches on
+    handed += second.poll(max_messages=100, timeout=0)
+    assert max(collections.Counter((m.partition, m.offset) for m in handed).values()) == 1
+    first.close()
+    second.close()
+
+
 def test_explicit_commit_and_metadata(store: tidelog.Store) -> None:
     topic = store.create_topic("t", partitions=2)
     fill(topic, 10)
