@@ -124,14 +124,14 @@ impl PartitionLog {
     }
 
     /// Moves the data files of the segments with `bases` whole into the quarantine
-    /// directory (synced) and records each move; their indexes, rebuilt from the data
-    /// whenever needed, are deleted. A crash midway leaves some moved: the next open finds
-    /// the same damage and moves the rest.
+    /// directory and records each move once both directories are synced; their indexes,
+    /// rebuilt from the data whenever needed, are deleted. A failure or crash midway leaves
+    /// the segments not moved yet in place: the next open finds the same damage and moves
+    /// them.
     fn quarantine_segments(&self, bases: &[u64], hint: Option<Head>) -> Result<()> {
         let dir = self.dir.join(QUARANTINE_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let time_ms = now_ms();
-        let mut events = Vec::with_capacity(bases.len());
         for (j, &base) in bases.iter().enumerate() {
             let paths = SegmentPaths::new(&self.dir, base);
             let bytes = std::fs::metadata(&paths.data).map_err(|e| Error::io("stat", &paths.data, e))?.len();
@@ -140,13 +140,15 @@ impl PartitionLog {
             for index in [&paths.index, &paths.time_index] {
                 let _ = std::fs::remove_file(index);
             }
+            crate::segment::sync_dir(&dir)?;
+            crate::segment::sync_dir(&self.dir)?;
             // Where the moved offsets end: the next segment's base, or for the active
             // segment what the head last claimed (the bytes may hold less).
             let end_offset = bases
                 .get(j + 1)
                 .copied()
                 .unwrap_or_else(|| hint.filter(|h| h.active_base == base).map_or(base, |h| h.next_offset));
-            events.push(LossEvent {
+            let event = LossEvent {
                 kind: LossKind::Quarantined,
                 time_ms,
                 segment_base: base,
@@ -155,12 +157,8 @@ impl PartitionLog {
                 first_offset: base,
                 end_offset,
                 file,
-            });
-        }
-        crate::segment::sync_dir(&dir)?;
-        crate::segment::sync_dir(&self.dir)?;
-        for event in &events {
-            lost::record(&self.dir, event, true)?;
+            };
+            lost::record(&self.dir, &event, true)?;
         }
         Ok(())
     }

@@ -276,3 +276,35 @@ fn after_a_restart_sealed_segments_that_are_whole_or_synced_are_kept() {
     assert!(matches!(offsets(&log), Err(crate::Error::Corrupt { offset: 14, .. })));
     assert!(read_events(dir.path()).unwrap().is_empty());
 }
+
+#[test]
+fn a_failed_move_of_a_later_segment_leaves_the_rest_to_the_next_open() {
+    let _serial = crate::fs::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing synced: batch 4 of the first segment lost, so both later segments move.
+    let positions = three_segments(dir.path(), FsyncPolicy::Never, 0);
+    lose_bytes(dir.path(), positions[4] + 50, 50);
+    restart(dir.path());
+    crate::fs::inject(crate::fs::Fault {
+        op: crate::fs::Op::Rename,
+        path_contains: format!("{QUARANTINE_DIR}/{:020}-", 20),
+        errno: libc::EIO,
+        skip: 0,
+        times: Some(1),
+        short: false,
+        panic: false,
+    });
+    let failed = open(dir.path(), FsyncPolicy::Never);
+    crate::fs::clear();
+    assert!(matches!(failed, Err(crate::Error::Io { .. })), "{:?}", failed.err());
+    let events = read_events(dir.path()).unwrap();
+    assert_eq!(events.iter().map(|e| e.segment_base).collect::<Vec<_>>(), [10], "the move made is recorded");
+    assert!(dir.path().join(file_name(20, FileKind::Data)).exists(), "the other stays until the next open");
+
+    let log = open(dir.path(), FsyncPolicy::Never).unwrap();
+    assert_eq!(offsets(&log).unwrap(), (0..4).collect::<Vec<_>>());
+    let events = read_events(dir.path()).unwrap();
+    let moved: Vec<_> = events.iter().map(|e| (e.segment_base, e.first_offset, e.end_offset)).collect();
+    assert_eq!(moved, [(10, 10, 20), (20, 20, 30), (0, 4, 10)]);
+    assert_eq!(std::fs::read_dir(dir.path().join(QUARANTINE_DIR)).unwrap().count(), 3);
+}
