@@ -73,8 +73,8 @@ def test_aio_send_consume_commit(location: str) -> None:
             async with store.consumer("orders", group=group) as consumer:
                 got = await _collect(consumer, 21)
                 await consumer.commit()
-                assert sum(consumer.committed().values()) == 21
-                assert consumer.lag() == {0: 0, 1: 0}
+                assert sum((await consumer.committed()).values()) == 21
+                assert await consumer.lag() == {0: 0, 1: 0}
             return [m.value for m in got]
 
     values = asyncio.run(main())
@@ -92,7 +92,7 @@ def test_aio_async_for_commits_only_what_it_handed_out(location: str) -> None:
             assert [m.offset for m in await _collect(consumer, 3)] == [0, 1, 2]
             await consumer.close()  # the rest of the fetch was not handed out
             async with store.consumer("iter", group=group) as again:
-                assert again.committed() == {0: 3}
+                assert await again.committed() == {0: 3}
                 assert [m.offset for m in await _collect(again, 7)] == list(range(3, 10))
 
     asyncio.run(main())
@@ -206,13 +206,13 @@ def test_aio_pause_holds_back_what_was_already_fetched(location: str) -> None:
                 assert [(m.partition, m.offset) for m in others] == [(q, i) for i in range(10)]
                 assert await consumer.poll(timeout=0.5) == []
                 await consumer.commit()
-                assert consumer.committed() == {p: 1, q: 10}
+                assert await consumer.committed() == {p: 1, q: 10}
                 consumer.resume(p)
                 rest = await _collect(consumer, 9)
                 assert [(m.partition, m.offset) for m in rest] == [(p, i) for i in range(1, 10)]
                 assert await consumer.poll(timeout=0.5) == []
                 await consumer.commit()
-                assert consumer.committed() == {p: 10, q: 10}
+                assert await consumer.committed() == {p: 10, q: 10}
 
     asyncio.run(main())
 
@@ -358,14 +358,20 @@ def test_aio_seek_leaves_the_loop_running_while_a_fetch_waits(location: str) -> 
 
 def _blocking_calls(location: str, store: Any, consumer: Any) -> list[str]:
     """On kafka://, lists each call made from now on that would block the loop's thread:
-    a broker round trip on it, or a hand-out (``next_ready``, which takes the member's
-    lock) while a fetch holds that lock in its thread. Locally there is nothing to watch:
-    the local consumer neither makes round trips nor fetches in threads."""
+    a broker round trip on it (the store's offset look-ups, the member's commits and
+    committed offsets), a hand-out (``next_ready``, which takes the member's lock) while a
+    fetch holds that lock in its thread, or any call on the member's confluent-kafka
+    consumer while another thread is in one (confluent-kafka serializes a consumer's
+    calls: the loop would wait for that thread's, a fetch for as long as librdkafka waits).
+    Locally there is nothing to watch: the local consumer neither makes round trips nor
+    fetches in threads."""
     found: list[str] = []
     if not location.startswith("kafka://"):
         return found
     loop_thread = threading.get_ident()
     fetching = [0]
+    in_client = [0]  # calls on the confluent-kafka consumer under way in other threads
+    counting = threading.Lock()
 
     def watch(obj: Any, name: str, blocks: Callable[[], bool]) -> None:
         real = getattr(obj, name)
@@ -384,10 +390,33 @@ def _blocking_calls(location: str, store: Any, consumer: Any) -> list[str]:
 
         setattr(obj, name, watched)
 
+    class WatchedClient:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def __getattr__(self, name: str) -> Any:
+            real = getattr(self._client, name)
+
+            def watched(*args: Any, **kwargs: Any) -> Any:
+                if threading.get_ident() == loop_thread:
+                    if name in ("commit", "committed") or in_client[0]:
+                        found.append(f"client.{name}")
+                    return real(*args, **kwargs)
+                with counting:
+                    in_client[0] += 1
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    with counting:
+                        in_client[0] -= 1
+
+            return watched
+
     for name in ("watermarks", "offset_for_time"):
         watch(store.sync, name, lambda: True)
     watch(consumer.sync, "next_ready", lambda: fetching[0] > 0)
     watch(consumer.sync, "fetch", lambda: True)  # fetches run in threads
+    consumer.sync._consumer = WatchedClient(consumer.sync._consumer)
     return found
 
 
@@ -448,6 +477,30 @@ def test_aio_seek_to_timestamp_makes_no_round_trip_on_the_loop(location: str) ->
                 consumer.seek_to_timestamp(4000)  # past the last message: the end
                 assert await consumer.poll(timeout=0.5) == []
                 assert (consumer.position(0), consumer.position(1)) == (3, 3)
+                assert blocking == []
+
+    asyncio.run(main())
+
+
+def test_aio_committed_and_lag_make_no_round_trip_on_the_loop(location: str) -> None:
+    """``await consumer.committed()`` and ``await consumer.lag()`` ask the broker in a
+    thread, after a fetch that waits there (on Kafka both are round trips: before, they
+    were plain methods making them on the loop's thread, waiting there for the fetch too)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("lg", partitions=2)
+            topic.append_batch([b"a", b"b", b"c"], partition=0)
+            async with store.consumer("lg", group=group) as consumer:
+                assert len(await _collect(consumer, 3)) == 3
+                await consumer.commit()
+                blocking = _blocking_calls(location, store, consumer)
+                waiting = asyncio.create_task(consumer.poll(timeout=0.5))
+                await asyncio.sleep(0.2)  # the poll's fetch waits now
+                assert await consumer.committed() == {0: 3}
+                assert await consumer.lag() == {0: 0, 1: 0}
+                await waiting
                 assert blocking == []
 
     asyncio.run(main())

@@ -312,6 +312,18 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         """Commits, as :meth:`tidelog.Consumer.commit` (a round trip, in a thread)."""
         await _offload(self._sync.commit, offsets, metadata)
 
+    async def committed(self) -> dict[int, int]:
+        """The group's committed offsets per partition (a round trip, in a thread).
+
+        The thread waits for a fetch that is still running (confluent-kafka makes one call
+        on a consumer at a time); the loop does not.
+        """
+        return await _offload(self._sync.committed)
+
+    async def lag(self) -> dict[int, int]:
+        """Per partition: end offset minus the committed offset (round trips, in a thread)."""
+        return await _offload(self._sync.lag)
+
     def seek(self, partition: int, offset: int) -> None:
         """Makes the next poll read ``partition`` from ``offset``.
 

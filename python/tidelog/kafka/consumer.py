@@ -435,12 +435,14 @@ class KafkaConsumer:
         """
         self._check_open()
         name = self._topic.name
-        tps = retrying(
-            lambda: self._consumer.committed(
-                [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=TIMEOUT
-            ),
-            f"reading offsets of group {self._group!r}",
-        )
+        with self._lock:
+            tps = retrying(
+                lambda: self._consumer.committed(
+                    [TopicPartition(name, p) for p in range(self._topic.partitions)],
+                    timeout=TIMEOUT,
+                ),
+                f"reading offsets of group {self._group!r}",
+            )
         return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
 
     def lag(self) -> dict[int, int]:
