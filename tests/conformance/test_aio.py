@@ -506,6 +506,37 @@ def test_aio_committed_and_lag_make_no_round_trip_on_the_loop(location: str) -> 
     asyncio.run(main())
 
 
+def test_aio_at_most_once_commits_off_the_loop(location: str) -> None:
+    """An at-most-once member commits before it hands messages out, from poll and from
+    ``async for``: on Kafka a round trip, made in the fetch's thread (before, on the loop's
+    thread, blocking every task for its duration); what it did not hand out yet stays
+    uncommitted, for the group's next member."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("amo")
+            topic.append_batch([b"%d" % i for i in range(8)], partition=0)
+            consumer = store.consumer("amo", group=group, delivery="at-most-once")
+            blocking = _blocking_calls(location, store, consumer)
+            got: list[Any] = []
+            async with asyncio.timeout(PATIENCE):
+                while not got:  # until the member joined
+                    got = await consumer.poll(max_messages=2, timeout=0.5)
+            assert [m.offset for m in got] == [0, 1]
+            assert await consumer.committed() == {0: 2}
+            assert [m.offset for m in await _collect(consumer, 2)] == [2, 3]
+            # Past what was handed out (a local member commits its whole fetch, and gives
+            # back what it did not hand out when it closes).
+            assert (await consumer.committed())[0] >= 4
+            assert blocking == []
+            await consumer.close()
+            async with store.consumer("amo", group=group) as again:
+                assert [m.offset for m in await _collect(again, 4)] == [4, 5, 6, 7]
+
+    asyncio.run(main())
+
+
 def test_aio_a_closed_work_queue_hands_out_nothing(location: str) -> None:
     """``async for`` and ``acquire`` on a closed work queue raise StoreClosedError naming
     the queue (before, a Kafka queue's ``async for`` stopped silently)."""

@@ -282,14 +282,18 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         The same commits per delivery mode as :meth:`tidelog.Consumer.poll`.
         """
         sync = self._sync
-        # The wait (and the commit before it) in a thread; the fetched messages stay in the
-        # sync member, so a cancelled wait loses none, and are handed out here.
-        ready = await self._polling.take(lambda: sync.fetch(timeout))
-        while sync.seeks_unchecked():
-            # A seek came while the fetch waited: its range check is a round trip, made by
-            # another fetch in its thread (which waits for nothing if messages are ready).
-            ready = await self._polling.take(lambda: sync.fetch(0))
-        return sync.poll(max_messages, 0) if ready else []
+        count = sync.max_poll_messages if max_messages is None else max_messages
+        # The wait and the commits in a thread; the fetched messages stay in the sync
+        # member, so a cancelled wait loses none, and are handed out here.
+        await self._polling.take(lambda: sync.fetch(timeout, count))
+        while True:
+            out = sync.take_ready(count)
+            if out is not None:
+                return out
+            # A round trip must come first (a seek that came while the fetch waited needs
+            # its range checked; a commit), or another thread still uses the member: made
+            # by another fetch in its thread, which waits for nothing if messages are ready.
+            await self._polling.take(lambda: sync.fetch(0, count))
 
     def __aiter__(self) -> KafkaAioConsumer:
         return self
@@ -306,6 +310,8 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
                 message = sync.next_ready()
                 if message is not None:
                     return message
+            # Nothing fetched, or a round trip comes first (a seek's range check,
+            # at-most-once's commit before it hands a message out): both in the thread.
             await self._polling.take(lambda: sync.fetch(_WAIT_SLICE))
 
     async def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:

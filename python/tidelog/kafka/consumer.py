@@ -14,6 +14,7 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,10 @@ class KafkaConsumer:
         self._paused: set[int] = set()
         # Next offset after the messages handed out and not yet committed, per partition.
         self._delivered: dict[int, int] = {}
+        # At-most-once: the offset this member last committed, per partition. A fetch
+        # commits past the messages the next hand-out gives (fetch()), so that handing them
+        # out makes no round trip: tidelog.aio hands out on the event loop's thread.
+        self._ahead: dict[int, int] = {}
         # Fetched, not handed out yet: iterating hands out one message at a time, and only
         # what it handed out counts as delivered (for commits, close and transactions).
         self._ready: deque[KafkaMessage] = deque()
@@ -156,6 +161,7 @@ class KafkaConsumer:
         for p in lost:
             self._assigned.discard(p)
             self._delivered.pop(p, None)
+            self._ahead.pop(p, None)
             self._paused.discard(p)
             self._sought.pop(p, None)
         with self._seeks_lock:  # a seek not applied yet must not apply if p comes back
@@ -231,16 +237,21 @@ class KafkaConsumer:
             return out
 
     def next_ready(self) -> KafkaMessage | None:
-        """The next fetched message, handed out as iterating does; None if none is fetched.
+        """The next fetched message, handed out as iterating does, or None.
 
-        Never waits (for :mod:`tidelog.aio`, which fetches with :meth:`fetch` in a thread).
+        Never waits and makes no round trip (for :mod:`tidelog.aio`, which calls it on the
+        event loop's thread and fetches with :meth:`fetch` in another): None when nothing is
+        fetched, or when :meth:`fetch` must come first (another thread uses the member, a
+        seek's offset is unchecked, or at-most-once has not committed the message yet).
 
         Raises:
             InvalidConfigError: Exactly-once, and the previous message was not committed
                 through a transaction yet.
         """
         self._check_open()
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            return None  # a fetch in another thread holds it while librdkafka waits
+        try:
             if self._unchecked:
                 return None  # fetch() checks those seeks first (a round trip)
             if self._seeks:
@@ -252,15 +263,63 @@ class KafkaConsumer:
             # At-least-once commits when the next fetch shows the application moved past
             # these (as a poll does), not per message.
             self._check_step_committed()
-            message = self._ready.popleft()
+            message = self._ready[0]
+            if self._delivery == "at-most-once" and self._ahead.get(message.partition, -1) <= (
+                message.offset
+            ):
+                return None  # fetch() commits past it first
+            self._ready.popleft()
             self._hand_out([message])
             return message
+        finally:
+            self._lock.release()
 
-    def fetch(self, timeout: float) -> bool:
+    def take_ready(self, max_messages: int) -> list[KafkaMessage] | None:
+        """Up to ``max_messages`` fetched messages, handed out as :meth:`poll` does.
+
+        :meth:`next_ready` for a batch: never waits and makes no round trip. None when
+        :meth:`fetch` must come first, for :meth:`next_ready`'s reasons or because
+        at-least-once has not committed what the application moved past yet.
+
+        Raises:
+            InvalidConfigError: Exactly-once, and the previous messages were not committed
+                through a transaction yet.
+        """
+        self._check_open()
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._unchecked:
+                return None
+            if self._seeks:
+                self._apply_seeks()
+            if self._delivery == "at-least-once" and self._delivered:
+                return None  # fetch() commits what the application moved past
+            self._check_step_committed()
+            if self._settled != self._pause_changes:
+                self._settle()
+            ready = self._ready
+            count = min(max_messages, len(ready))
+            if self._delivery != "at-most-once":
+                out = [ready.popleft() for _ in range(count)]
+            else:
+                out = list(islice(ready, count))
+                if self._not_committed_ahead(self._next_offsets(out)):
+                    return None  # fetch() commits past them first
+                for _ in range(count):
+                    ready.popleft()
+            self._hand_out(out)
+            return out
+        finally:
+            self._lock.release()
+
+    def fetch(self, timeout: float, max_messages: int = 1) -> bool:
         """Waits up to ``timeout`` seconds for messages to hand out; True if there are some.
 
         Commits first what at-least-once moved past, as :meth:`poll` does. What it fetches
-        is handed out later, by :meth:`next_ready` or :meth:`poll`.
+        is handed out later, by :meth:`next_ready`, :meth:`take_ready` or :meth:`poll`;
+        at-most-once commits past the first ``max_messages`` of it here, so that handing
+        them out makes no round trip.
 
         Raises:
             OffsetOutOfRangeError: A :meth:`seek_nowait` was out of range (it is dropped;
@@ -275,6 +334,8 @@ class KafkaConsumer:
                 self._settle()
             if not self._ready:
                 self._took(self._fetch(self._max, timeout))
+            if self._delivery == "at-most-once" and self._ready:
+                self._commit_ahead(self._next_offsets(list(islice(self._ready, max_messages))))
             return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
@@ -331,21 +392,37 @@ class KafkaConsumer:
             self._apply_seeks()
 
     def _hand_out(self, out: list[KafkaMessage]) -> None:
-        """Counts ``out`` as delivered (at-most-once: commits it first)."""
-        # Messages of one partition come in offset order: the last one of each says where
-        # the application will have moved past. Walking back stops once every owned
-        # partition is seen (usually after a message or two).
+        """Counts ``out`` as delivered (at-most-once: commits it first, unless fetch did)."""
+        if self._delivery == "at-most-once":
+            self._commit_ahead(self._next_offsets(out))
+        else:
+            self._delivered.update(self._next_offsets(out))
+
+    def _next_offsets(self, messages: list[KafkaMessage]) -> dict[int, int]:
+        """Per partition, the offset after the last of ``messages``: past them."""
+        # Messages of one partition come in offset order: walking back stops once every
+        # owned partition is seen (usually after a message or two).
         seen: dict[int, int] = {}
         owned = len(self._assigned)
-        for msg in reversed(out):
+        for msg in reversed(messages):
             p = msg.partition
             if p not in seen:
                 seen[p] = msg.offset + 1
                 if owned and len(seen) >= owned:
                     break
-        self._delivered.update(seen)
-        if self._delivery == "at-most-once" and self._delivered:
-            self._commit_now(dict(self._delivered))
+        return seen
+
+    def _not_committed_ahead(self, offsets: dict[int, int]) -> dict[int, int]:
+        """The part of ``offsets`` past what at-most-once committed already."""
+        ahead = self._ahead
+        return {p: o for p, o in offsets.items() if ahead.get(p, -1) < o}
+
+    def _commit_ahead(self, offsets: dict[int, int]) -> None:
+        """At-most-once: commits ``offsets`` where no commit reached them yet."""
+        todo = self._not_committed_ahead(offsets)
+        if todo:
+            self._commit_now(todo)
+            self._ahead.update(todo)
 
     def _drop_ready(self, partitions: Iterable[int]) -> None:
         """Forgets fetched messages of ``partitions`` (their position moved)."""
@@ -538,10 +615,6 @@ class KafkaConsumer:
             self._unchecked[partition] = (offset, False)
             self._seeks.pop(partition, None)
 
-    def seeks_unchecked(self) -> bool:
-        """True while a seek of :mod:`tidelog.aio` waits for a fetch to resolve it."""
-        return bool(self._unchecked)
-
     def _out_of_range(
         self, partition: int, offset: int, start: int, end: int
     ) -> _core.OffsetOutOfRangeError:
@@ -588,9 +661,11 @@ class KafkaConsumer:
         with self._seeks_lock:
             seeks, self._seeks = self._seeks, {}
         seeks = {p: o for p, o in seeks.items() if p in self._assigned}
-        # What was delivered or fetched before the seek is neither committed nor handed out.
+        # What was delivered or fetched before the seek is neither committed nor handed out
+        # (at-most-once commits again from the new position).
         for p in seeks:
             self._delivered.pop(p, None)
+            self._ahead.pop(p, None)
         self._drop_ready(seeks)
         for p, offset in seeks.items():
             # The fetch that waited may have taken the mark off (it brought old messages).
