@@ -537,6 +537,42 @@ def test_aio_at_most_once_commits_off_the_loop(location: str) -> None:
     asyncio.run(main())
 
 
+def test_aio_pause_resume_position_leave_the_loop_running_while_a_fetch_waits(
+    location: str,
+) -> None:
+    """pause(), resume() and position() return at once while a poll's fetch waits (on
+    Kafka in a thread, inside a confluent-kafka consumer call, which makes every other call
+    on that consumer wait: before, each waited for the fetch to end on the loop's thread,
+    so the waiting poll had timed out when the message appended after them came)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("prp", partitions=2)
+            for partition in (0, 1):
+                topic.append(b"%d" % partition, partition=partition)
+            async with store.consumer("prp", group=group) as consumer:
+                assert len(await _collect(consumer, 2)) == 2
+                blocking = _blocking_calls(location, store, consumer)
+                waiting = asyncio.create_task(consumer.poll(timeout=10.0))
+                await asyncio.sleep(0.5)  # the poll's fetch waits now
+                consumer.pause(1)
+                assert consumer.paused() == [1]
+                assert (consumer.position(0), consumer.position(1)) == (1, 1)
+                consumer.resume(1)
+                topic.append(b"late", partition=0)
+                got = await waiting
+                assert [(m.partition, m.value) for m in got] == [(0, b"late")]
+                consumer.pause(1)  # no fetch waits: applied at once
+                topic.append(b"held", partition=1)
+                assert await consumer.poll(timeout=0.5) == []
+                consumer.resume(1)
+                assert [m.value for m in await _collect(consumer, 1)] == [b"held"]
+                assert blocking == []
+
+    asyncio.run(main())
+
+
 def test_aio_a_closed_work_queue_hands_out_nothing(location: str) -> None:
     """``async for`` and ``acquire`` on a closed work queue raise StoreClosedError naming
     the queue (before, a Kafka queue's ``async for`` stopped silently)."""

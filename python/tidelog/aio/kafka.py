@@ -249,7 +249,10 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
     """A member of a Kafka consumer group for asyncio (see :meth:`tidelog.aio.Store.consumer`).
 
     ``async for msg in consumer`` waits for messages without blocking the loop; ``poll``,
-    ``commit`` and ``close`` are coroutines. One task uses a consumer at a time.
+    ``commit``, ``committed``, ``lag`` and ``close`` are coroutines, whose round trips run
+    in a thread. The plain methods (``seek``, ``pause``, ``resume``, ``position``, ...)
+    return at once, also while a fetch waits in its thread. One task uses a consumer at a
+    time.
     """
 
     _sync: KafkaConsumer

@@ -18,7 +18,7 @@ from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition, consume_ready
@@ -97,12 +97,19 @@ class KafkaConsumer:
         # counts them as consumed (it fetches on after them once resumed), so they are kept
         # here, never handed out or committed meanwhile.
         self._held_by_pause: dict[int, list[KafkaMessage]] = {}
-        # pause() and resume() only mark partitions and count the change: the calls that
-        # hand out (under ``_lock``) move messages between ``_ready`` and ``_held_by_pause``
-        # when the count moved (``_settle``), so neither waits for a fetch that tidelog.aio
-        # runs in a thread, which holds the lock for as long as librdkafka waits.
+        # pause() and resume() mark partitions and count the change, and settle it at once
+        # unless a fetch holds ``_lock``: then the calls that hand out or fetch (under the
+        # lock) settle it when the count moved (``_settle``): they pause and resume the
+        # partitions in librdkafka and move messages between ``_ready`` and
+        # ``_held_by_pause``. So neither waits for a fetch that tidelog.aio runs in a
+        # thread, which holds the lock (and the consumer: confluent-kafka makes one call on
+        # a consumer at a time) for as long as librdkafka waits.
         self._pause_changes = 0
         self._settled = 0
+        self._paused_in_client: set[int] = set()
+        # Per partition, the offset after the last message fetched: librdkafka's position,
+        # kept here because asking librdkafka would wait for such a fetch.
+        self._consumed: dict[int, int] = {}
         # seek() records the new position here and applies it at once, unless a fetch holds
         # ``_lock`` (tidelog.aio runs fetches in a thread, which holds it for as long as
         # librdkafka waits): that fetch applies it then, under the lock, before anything
@@ -119,6 +126,10 @@ class KafkaConsumer:
         # its messages: librdkafka's position of a partition is unknown (-1) after a seek.
         self._sought: dict[int, int] = {}
         self._closed = False
+        # Every call on ``_consumer`` is made under this lock, so a thread that takes it
+        # without waiting (tidelog.aio's hand-outs, on the event loop's thread) finds the
+        # consumer free: confluent-kafka makes one call on a consumer at a time, and a call
+        # from another thread would wait for a fetch for as long as librdkafka waits.
         self._lock = threading.RLock()
         self._consumer = Consumer(
             store.client_config(
@@ -163,6 +174,8 @@ class KafkaConsumer:
             self._delivered.pop(p, None)
             self._ahead.pop(p, None)
             self._paused.discard(p)
+            self._paused_in_client.discard(p)
+            self._consumed.pop(p, None)
             self._sought.pop(p, None)
         with self._seeks_lock:  # a seek not applied yet must not apply if p comes back
             for p in lost:
@@ -371,9 +384,12 @@ class KafkaConsumer:
             with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
                 raise e
         out = from_consume(raw)
-        if self._sought:
-            for message in out:
-                self._sought.pop(message.partition, None)
+        if out:
+            consumed = self._next_offsets(out)
+            self._consumed.update(consumed)
+            if self._sought:
+                for p in consumed:
+                    self._sought.pop(p, None)
         if len(out) != len(raw):
             for m in raw:
                 err = m.error()
@@ -456,7 +472,15 @@ class KafkaConsumer:
         """
         # Read first: a pause or resume from now on is settled by the next hand-out.
         self._settled = self._pause_changes
-        paused, ready = self._paused, self._ready
+        paused, ready = set(self._paused), self._ready  # a copy: pause() may change it
+        name, client = self._topic.name, self._paused_in_client
+        if paused - client:
+            with translated("pause"):
+                self._consumer.pause([TopicPartition(name, p) for p in sorted(paused - client)])
+        if client - paused:
+            with translated("resume"):
+                self._consumer.resume([TopicPartition(name, p) for p in sorted(client - paused)])
+        self._paused_in_client = paused
         for p in [p for p in self._held_by_pause if p not in paused]:
             ready.extendleft(reversed(self._held_by_pause.pop(p)))
         if paused and ready:
@@ -564,9 +588,7 @@ class KafkaConsumer:
         sought = self._sought.get(partition)
         if sought is not None:
             return sought
-        with translated("position"):
-            tp = self._consumer.position([TopicPartition(self._topic.name, partition)])[0]
-        return int(tp.offset) if tp.offset != OFFSET_INVALID else -1
+        return self._consumed.get(partition, -1)
 
     def seek(self, partition: int, offset: int) -> None:
         """Makes the next poll read ``partition`` from ``offset`` (an owned partition).
@@ -707,10 +729,20 @@ class KafkaConsumer:
                 refuse it: "No current assignment for partition").
         """
         self._require_assigned(partition)
-        with translated("pause"):
-            self._consumer.pause([TopicPartition(self._topic.name, partition)])
         self._paused.add(partition)
-        self._pause_changes += 1  # the next hand-out holds its fetched messages back
+        self._pause_changes += 1
+        self._settle_now()
+
+    def _settle_now(self) -> None:
+        """Settles pause() and resume() now, unless a fetch in another thread holds the lock.
+
+        That fetch's hand-out, or the next fetch, settles them then.
+        """
+        if self._lock.acquire(blocking=False):
+            try:
+                self._settle()
+            finally:
+                self._lock.release()
 
     def resume(self, partition: int) -> None:
         """Hands out and fetches ``partition``'s messages again (what pause held back first).
@@ -719,10 +751,9 @@ class KafkaConsumer:
             RebalanceError: ``partition`` is not assigned to this member.
         """
         self._require_assigned(partition)
-        with translated("resume"):
-            self._consumer.resume([TopicPartition(self._topic.name, partition)])
         self._paused.discard(partition)
-        self._pause_changes += 1  # the next hand-out puts back what was held
+        self._pause_changes += 1
+        self._settle_now()
 
     def paused(self) -> list[int]:
         """The paused partitions.
@@ -753,10 +784,12 @@ class KafkaConsumer:
                 f"group {self._group!r} lost partitions {foreign} during the transaction"
             )
         if offsets:
+            with self._lock:
+                metadata = self._consumer.consumer_group_metadata()
             with translated("adding offsets to the transaction"):
                 producer.native.send_offsets_to_transaction(
                     [TopicPartition(self._topic.name, p, o) for p, o in offsets.items()],
-                    self._consumer.consumer_group_metadata(),
+                    metadata,
                     TIMEOUT,
                 )
         return offsets
@@ -770,18 +803,19 @@ class KafkaConsumer:
     def transaction_aborted(self) -> None:
         """The transaction aborted: rewind to the committed offsets, to read the input again."""
         committed = self.committed()
-        rewind = list(self._delivered)
-        self._delivered.clear()
-        self._drop_ready(rewind)
-        for p in rewind:
-            if p in self._assigned:
-                start = self._topic.start_offset(p)
-                base = committed.get(p, start if self._start == "earliest" else None)
-                if base is None:
-                    base = self._topic.end_offset(p)
-                with translated("rewinding after an abort"):
-                    self._consumer.seek(TopicPartition(self._topic.name, p, base))
-                self._sought[p] = base
+        with self._lock:
+            rewind = list(self._delivered)
+            self._delivered.clear()
+            self._drop_ready(rewind)
+            for p in rewind:
+                if p in self._assigned:
+                    start = self._topic.start_offset(p)
+                    base = committed.get(p, start if self._start == "earliest" else None)
+                    if base is None:
+                        base = self._topic.end_offset(p)
+                    with translated("rewinding after an abort"):
+                        self._consumer.seek(TopicPartition(self._topic.name, p, base))
+                    self._sought[p] = base
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -796,17 +830,18 @@ class KafkaConsumer:
         """
         if self._closed:
             return
-        try:
-            if self._delivery == "at-least-once" and self._delivered:
-                # No longer ours if this fails: the new owner delivers them again.
-                with contextlib.suppress(_core.RebalanceError):
-                    self._commit_now(dict(self._delivered))
-        finally:
-            self._closed = True
-            self._ready.clear()
-            self._held_by_pause.clear()
-            self._consumer.close()
-            self._store.forget(self)
+        with self._lock:
+            try:
+                if self._delivery == "at-least-once" and self._delivered:
+                    # No longer ours if this fails: the new owner delivers them again.
+                    with contextlib.suppress(_core.RebalanceError):
+                        self._commit_now(dict(self._delivered))
+            finally:
+                self._closed = True
+                self._ready.clear()
+                self._held_by_pause.clear()
+                self._consumer.close()
+                self._store.forget(self)
 
     def __enter__(self) -> KafkaConsumer:
         return self
