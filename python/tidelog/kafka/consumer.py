@@ -24,6 +24,7 @@ from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition, consume_ready
 from tidelog.kafka._errors import PARTITION_EOF, raise_for, retrying, translated
 from tidelog.kafka.messages import KafkaMessage, from_consume
+from tidelog.kafka.positions import Positions
 
 if TYPE_CHECKING:
     from tidelog.kafka.producer import KafkaProducer
@@ -107,24 +108,12 @@ class KafkaConsumer:
         self._pause_changes = 0
         self._settled = 0
         self._paused_in_client: set[int] = set()
-        # Per partition, the offset after the last message fetched: librdkafka's position,
-        # kept here because asking librdkafka would wait for such a fetch.
-        self._consumed: dict[int, int] = {}
-        # seek() records the new position here and applies it at once, unless a fetch holds
-        # ``_lock`` (tidelog.aio runs fetches in a thread, which holds it for as long as
-        # librdkafka waits): that fetch applies it then, under the lock, before anything
-        # more is handed out, so seek never waits for it. ``_seeks_lock`` guards only this.
-        self._seeks: dict[int, int] = {}
-        # Seeks of tidelog.aio whose offset needs a broker round trip, so the next fetch
-        # makes it in its thread; until then nothing of these partitions is handed out.
-        # Per partition (offset, False): seek_nowait's, whose range is checked; or
-        # (timestamp_ms, True): seek_to_timestamp_nowait's, looked up. Under ``_seeks_lock``.
-        self._unchecked: dict[int, tuple[int, bool]] = {}
-        self._seeks_lock = threading.Lock()
-        self._pending_tx: dict[int, int] | None = None
-        # Where seek() (or an aborted transaction) moved a partition, until a fetch brings
-        # its messages: librdkafka's position of a partition is unknown (-1) after a seek.
-        self._sought: dict[int, int] = {}
+        # seek() records the new position there and applies it at once, unless a fetch
+        # holds ``_lock``: that fetch applies it then, under the lock, before anything more
+        # is handed out, so seek never waits for it. tidelog.aio's seeks whose offset needs
+        # a round trip wait there until the next fetch makes it in its thread; nothing of
+        # their partitions is handed out meanwhile.
+        self._positions = Positions(self._topic, store)
         self._closed = False
         # Every call on ``_consumer`` is made under this lock, so a thread that takes it
         # without waiting (tidelog.aio's hand-outs, on the event loop's thread) finds the
@@ -175,12 +164,7 @@ class KafkaConsumer:
             self._ahead.pop(p, None)
             self._paused.discard(p)
             self._paused_in_client.discard(p)
-            self._consumed.pop(p, None)
-            self._sought.pop(p, None)
-        with self._seeks_lock:  # a seek not applied yet must not apply if p comes back
-            for p in lost:
-                self._seeks.pop(p, None)
-                self._unchecked.pop(p, None)
+        self._positions.forget(lost)
         self._drop_ready(lost)
         if self._on_revoke is not None and lost:
             self._on_revoke(lost)
@@ -238,7 +222,7 @@ class KafkaConsumer:
         self._check_open()
         n = self._max if max_messages is None else max_messages
         with self._lock:
-            if self._seeks or self._unchecked:
+            if self._positions.checked or self._positions.unchecked:
                 self._take_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
@@ -265,9 +249,9 @@ class KafkaConsumer:
         if not self._lock.acquire(blocking=False):
             return None  # a fetch in another thread holds it while librdkafka waits
         try:
-            if self._unchecked:
+            if self._positions.unchecked:
                 return None  # fetch() checks those seeks first (a round trip)
-            if self._seeks:
+            if self._positions.checked:
                 self._apply_seeks()
             if self._settled != self._pause_changes:
                 self._settle()
@@ -302,9 +286,9 @@ class KafkaConsumer:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._unchecked:
+            if self._positions.unchecked:
                 return None
-            if self._seeks:
+            if self._positions.checked:
                 self._apply_seeks()
             if self._delivery == "at-least-once" and self._delivered:
                 return None  # fetch() commits what the application moved past
@@ -340,7 +324,7 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
-            if self._seeks or self._unchecked:
+            if self._positions.checked or self._positions.unchecked:
                 self._take_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
@@ -385,11 +369,7 @@ class KafkaConsumer:
                 raise e
         out = from_consume(raw)
         if out:
-            consumed = self._next_offsets(out)
-            self._consumed.update(consumed)
-            if self._sought:
-                for p in consumed:
-                    self._sought.pop(p, None)
+            self._positions.fetched(self._next_offsets(out))
         if len(out) != len(raw):
             for m in raw:
                 err = m.error()
@@ -404,7 +384,7 @@ class KafkaConsumer:
         read from the old position.
         """
         self._ready.extend(self._hold_paused(fetched) if self._paused else fetched)
-        if self._seeks:
+        if self._positions.checked:
             self._apply_seeks()
 
     def _hand_out(self, out: list[KafkaMessage]) -> None:
@@ -573,10 +553,9 @@ class KafkaConsumer:
                 client refuses it; librdkafka would answer with a stale position or -1).
         """
         self._require_assigned(partition)
-        unchecked = self._unchecked.get(partition)
-        if unchecked is not None:  # nothing fetched before that seek is handed out
-            value, by_time = unchecked
-            return -1 if by_time else value
+        pending = self._positions.pending_position(partition)
+        if pending is not None:
+            return pending
         # Read without ``_lock``, which a fetch in a thread of tidelog.aio holds while it
         # waits: copies, as that thread may be changing them.
         ready = next((m.offset for m in tuple(self._ready) if m.partition == partition), None)
@@ -585,10 +564,7 @@ class KafkaConsumer:
             return held[0].offset
         if ready is not None:
             return ready
-        sought = self._sought.get(partition)
-        if sought is not None:
-            return sought
-        return self._consumed.get(partition, -1)
+        return self._positions.last_position(partition)
 
     def seek(self, partition: int, offset: int) -> None:
         """Makes the next poll read ``partition`` from ``offset`` (an owned partition).
@@ -605,17 +581,12 @@ class KafkaConsumer:
         self._require_assigned(partition)
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be int, got {type(offset).__name__}")
-        start, end = self._store.watermarks(self._topic.name, partition)
-        if not start <= offset <= end:
-            raise self._out_of_range(partition, offset, start, end)
+        self._positions.check_range(partition, offset)
         self._seek_in_range(partition, offset)
 
     def _seek_in_range(self, partition: int, offset: int) -> None:
         """Records a seek to an offset known to be in range, and applies it if it can."""
-        with self._seeks_lock:
-            self._seeks[partition] = offset
-            self._unchecked.pop(partition, None)
-            self._sought[partition] = offset
+        self._positions.seek(partition, offset)
         if self._lock.acquire(blocking=False):
             try:
                 self._apply_seeks()
@@ -633,17 +604,7 @@ class KafkaConsumer:
         self._require_assigned(partition)
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be int, got {type(offset).__name__}")
-        with self._seeks_lock:
-            self._unchecked[partition] = (offset, False)
-            self._seeks.pop(partition, None)
-
-    def _out_of_range(
-        self, partition: int, offset: int, start: int, end: int
-    ) -> _core.OffsetOutOfRangeError:
-        return _core.OffsetOutOfRangeError(
-            f"offset {offset} out of range for {self._topic.name!r} partition {partition}: "
-            f"the log starts at offset {start} and the next offset is {end}"
-        )
+        self._positions.seek_unchecked(partition, offset)
 
     def _take_seeks(self) -> None:
         """Applies what seek() and seek_nowait() recorded (under ``_lock``).
@@ -651,38 +612,15 @@ class KafkaConsumer:
         tidelog.aio's are resolved first (round trips): an offset out of range is dropped
         and raised once the others are applied.
         """
-        error = None
-        if self._unchecked:
-            with self._seeks_lock:
-                todo = dict(self._unchecked)
-            valid = {}
-            for p, (value, by_time) in todo.items():
-                if by_time:
-                    found = self._topic.offset_for_timestamp(p, value)
-                    valid[p] = self._topic.end_offset(p) if found is None else found
-                    continue
-                start, end = self._store.watermarks(self._topic.name, p)
-                if start <= value <= end:
-                    valid[p] = value
-                elif error is None:
-                    error = self._out_of_range(p, value, start, end)
-            with self._seeks_lock:
-                for p, pending in todo.items():
-                    # A seek recorded during the round trips replaced this one: it stands.
-                    if self._unchecked.get(p) == pending:
-                        del self._unchecked[p]
-                        if p in valid:
-                            self._seeks[p] = valid[p]
-        if self._seeks:
+        error = self._positions.resolve() if self._positions.unchecked else None
+        if self._positions.checked:
             self._apply_seeks()
         if error is not None:
             raise error
 
     def _apply_seeks(self) -> None:
         """Applies what seek() recorded (under ``_lock``)."""
-        with self._seeks_lock:
-            seeks, self._seeks = self._seeks, {}
-        seeks = {p: o for p, o in seeks.items() if p in self._assigned}
+        seeks = {p: o for p, o in self._positions.take().items() if p in self._assigned}
         # What was delivered or fetched before the seek is neither committed nor handed out
         # (at-most-once commits again from the new position).
         for p in seeks:
@@ -691,7 +629,7 @@ class KafkaConsumer:
         self._drop_ready(seeks)
         for p, offset in seeks.items():
             # The fetch that waited may have taken the mark off (it brought old messages).
-            self._sought[p] = offset
+            self._positions.moved(p, offset)
             with translated(f"seeking partition {p}"):
                 self._consumer.seek(TopicPartition(self._topic.name, p, offset))
 
@@ -711,11 +649,7 @@ class KafkaConsumer:
         """
         if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
             raise TypeError(f"timestamp_ms must be int, got {type(timestamp_ms).__name__}")
-        owned = self.assignment()
-        with self._seeks_lock:
-            for p in owned:
-                self._unchecked[p] = (timestamp_ms, True)
-                self._seeks.pop(p, None)
+        self._positions.seek_to_timestamp_unchecked(self.assignment(), timestamp_ms)
 
     def pause(self, partition: int) -> None:
         """Stops handing out messages of ``partition`` until :meth:`resume`.
@@ -815,7 +749,7 @@ class KafkaConsumer:
                         base = self._topic.end_offset(p)
                     with translated("rewinding after an abort"):
                         self._consumer.seek(TopicPartition(self._topic.name, p, base))
-                    self._sought[p] = base
+                    self._positions.moved(p, base)
 
     # -- closing -----------------------------------------------------------------------------
 
