@@ -596,3 +596,64 @@ def test_aio_a_closed_work_queue_hands_out_nothing(location: str) -> None:
                 await queue.acquire(timeout=0)
 
     asyncio.run(main())
+
+
+def test_aio_work_queue_settles_after_a_cancelled_flush(location: str) -> None:
+    """ack() and close() right after a cancelled flush() (on Kafka a round trip its thread
+    goes on making) wait for that thread: before, they called the share consumer while the
+    thread was in it, which confluent-kafka refuses (ConcurrentModificationException). On
+    Kafka the flush's call is held until the ack was tried, and every call on the share
+    consumer made while another is under way is listed."""
+    overlapping: list[str] = []
+    inside, go = threading.Event(), threading.Event()
+    under_way = [0]
+    counting = threading.Lock()
+
+    class HeldFlush:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def __getattr__(self, name: str) -> Any:
+            real = getattr(self._client, name)
+
+            def watched(*args: Any, **kwargs: Any) -> Any:
+                with counting:
+                    if under_way[0]:
+                        overlapping.append(name)
+                    under_way[0] += 1
+                try:
+                    if name == "commit_sync":
+                        inside.set()
+                        go.wait(PATIENCE)
+                    return real(*args, **kwargs)
+                finally:
+                    with counting:
+                        under_way[0] -= 1
+
+            return watched
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("wqf")
+            topic.append_batch([b"a", b"b"], partition=0)
+            queue = store.work_queue("wqf", group="wf")
+            jobs = await queue.acquire_many(2, timeout=PATIENCE)
+            if len(jobs) < 2:
+                jobs += await queue.acquire_many(2 - len(jobs), timeout=PATIENCE)
+            await queue.ack(jobs[0])
+            kafka = location.startswith("kafka://")
+            if kafka:
+                member: Any = queue.sync
+                member._consumer = HeldFlush(member._consumer)
+            flushing = asyncio.create_task(queue.flush())
+            async with asyncio.timeout(PATIENCE):
+                while kafka and not inside.is_set():  # its thread is in the share consumer
+                    await asyncio.sleep(0.01)
+            flushing.cancel()
+            asyncio.get_running_loop().call_later(0.2, go.set)
+            await queue.ack(jobs[1])
+            go.set()
+            await queue.close()
+
+    asyncio.run(main())
+    assert overlapping == []
