@@ -267,7 +267,7 @@ async def async_consume(consumer: tidelog.aio.Consumer) -> None:
             await commit()
             if got == CONSUME_MSGS:
                 break
-    assert consumer.committed() == {0: CONSUME_MSGS}
+    assert await consumer.committed() == {0: CONSUME_MSGS}
     await consumer.close()
 
 

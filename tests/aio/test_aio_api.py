@@ -44,8 +44,8 @@ def test_open_send_flush_and_consume(tmp_path: Path, run: Run) -> None:
                     if len(got) == 300:
                         break
                 await consumer.commit()
-                assert sum(consumer.committed().values()) == 300
-                assert consumer.lag() == {0: 0, 1: 0, 2: 0}
+                assert sum((await consumer.committed()).values()) == 300
+                assert await consumer.lag() == {0: 0, 1: 0, 2: 0}
         values = sorted(m.value or b"" for m in got)
         assert values == sorted(b"v%d" % i for i in range(300))
         # Per key, in send order.
@@ -113,9 +113,9 @@ def test_at_least_once_commits_on_the_next_poll(tmp_path: Path, run: Run) -> Non
             consumer = store.consumer("t", group="g", max_poll_messages=4)
             first = await consumer.poll()
             assert [m.offset for m in first] == [0, 1, 2, 3]
-            assert consumer.committed() == {}
+            assert await consumer.committed() == {}
             await consumer.poll()
-            assert consumer.committed() == {0: 4}
+            assert await consumer.committed() == {0: 4}
             await consumer.close()
             assert consumer.closed
             again = store.consumer("t", group="g")
@@ -133,7 +133,7 @@ def test_at_most_once_commits_before_handing_out(tmp_path: Path, run: Run) -> No
             consumer = store.consumer("t", group="g", delivery="at-most-once")
             msgs = await consumer.poll()
             assert len(msgs) == 3
-            assert consumer.committed() == {0: 3}
+            assert await consumer.committed() == {0: 3}
 
     run(main())
 
@@ -151,7 +151,7 @@ def test_exactly_once_through_an_async_transaction(tmp_path: Path, run: Run) -> 
             async with store.transaction(producer, consumer) as tx:
                 for m in msgs:
                     await tx.send("out", (m.value or b"") + b"!")
-            assert consumer.committed() == {0: 3}
+            assert await consumer.committed() == {0: 3}
             # An aborted step: nothing visible, the consumer rewinds.
             msgs = await consumer.poll(max_messages=3)
             with pytest.raises(RuntimeError):
@@ -159,7 +159,7 @@ def test_exactly_once_through_an_async_transaction(tmp_path: Path, run: Run) -> 
                     await tx.send("out", b"never")
                     raise RuntimeError("boom")
             assert tx.done
-            assert consumer.committed() == {0: 3}
+            assert await consumer.committed() == {0: 3}
             again = await consumer.poll(max_messages=3)
             assert [m.offset for m in again] == [m.offset for m in msgs]
             async with store.transaction(producer, consumer) as tx:

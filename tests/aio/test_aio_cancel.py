@@ -79,7 +79,7 @@ def test_cancelled_polls_and_iterations_hand_out_each_message_once(
                 offsets = [o for q, o in seen if q == p]
                 assert offsets == list(range(len(offsets)))
             await consumer.commit()
-            assert consumer.committed() == {p: topic.end_offset(p) for p in range(3)}
+            assert await consumer.committed() == {p: topic.end_offset(p) for p in range(3)}
 
     run(main())
 

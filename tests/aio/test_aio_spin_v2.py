@@ -159,7 +159,7 @@ def test_cancelled_spinning_polls_hand_out_each_message_once(tmp_path: Path, run
                 offsets = [o for q, o in seen if q == p]
                 assert offsets == list(range(len(offsets)))
             await consumer.commit()
-            assert consumer.committed() == {p: topic.end_offset(p) for p in range(2)}
+            assert await consumer.committed() == {p: topic.end_offset(p) for p in range(2)}
 
     run(main())
 

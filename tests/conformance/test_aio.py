@@ -73,8 +73,8 @@ def test_aio_send_consume_commit(location: str) -> None:
             async with store.consumer("orders", group=group) as consumer:
                 got = await _collect(consumer, 21)
                 await consumer.commit()
-                assert sum(consumer.committed().values()) == 21
-                assert consumer.lag() == {0: 0, 1: 0}
+                assert sum((await consumer.committed()).values()) == 21
+                assert await consumer.lag() == {0: 0, 1: 0}
             return [m.value for m in got]
 
     values = asyncio.run(main())
@@ -92,7 +92,7 @@ def test_aio_async_for_commits_only_what_it_handed_out(location: str) -> None:
             assert [m.offset for m in await _collect(consumer, 3)] == [0, 1, 2]
             await consumer.close()  # the rest of the fetch was not handed out
             async with store.consumer("iter", group=group) as again:
-                assert again.committed() == {0: 3}
+                assert await again.committed() == {0: 3}
                 assert [m.offset for m in await _collect(again, 7)] == list(range(3, 10))
 
     asyncio.run(main())
@@ -206,13 +206,13 @@ def test_aio_pause_holds_back_what_was_already_fetched(location: str) -> None:
                 assert [(m.partition, m.offset) for m in others] == [(q, i) for i in range(10)]
                 assert await consumer.poll(timeout=0.5) == []
                 await consumer.commit()
-                assert consumer.committed() == {p: 1, q: 10}
+                assert await consumer.committed() == {p: 1, q: 10}
                 consumer.resume(p)
                 rest = await _collect(consumer, 9)
                 assert [(m.partition, m.offset) for m in rest] == [(p, i) for i in range(1, 10)]
                 assert await consumer.poll(timeout=0.5) == []
                 await consumer.commit()
-                assert consumer.committed() == {p: 10, q: 10}
+                assert await consumer.committed() == {p: 10, q: 10}
 
     asyncio.run(main())
 
@@ -358,14 +358,20 @@ def test_aio_seek_leaves_the_loop_running_while_a_fetch_waits(location: str) -> 
 
 def _blocking_calls(location: str, store: Any, consumer: Any) -> list[str]:
     """On kafka://, lists each call made from now on that would block the loop's thread:
-    a broker round trip on it, or a hand-out (``next_ready``, which takes the member's
-    lock) while a fetch holds that lock in its thread. Locally there is nothing to watch:
-    the local consumer neither makes round trips nor fetches in threads."""
+    a broker round trip on it (the store's offset look-ups, the member's commits and
+    committed offsets), a hand-out (``next_ready``, which takes the member's lock) while a
+    fetch holds that lock in its thread, or any call on the member's confluent-kafka
+    consumer while another thread is in one (confluent-kafka serializes a consumer's
+    calls: the loop would wait for that thread's, a fetch for as long as librdkafka waits).
+    Locally there is nothing to watch: the local consumer neither makes round trips nor
+    fetches in threads."""
     found: list[str] = []
     if not location.startswith("kafka://"):
         return found
     loop_thread = threading.get_ident()
     fetching = [0]
+    in_client = [0]  # calls on the confluent-kafka consumer under way in other threads
+    counting = threading.Lock()
 
     def watch(obj: Any, name: str, blocks: Callable[[], bool]) -> None:
         real = getattr(obj, name)
@@ -384,10 +390,33 @@ def _blocking_calls(location: str, store: Any, consumer: Any) -> list[str]:
 
         setattr(obj, name, watched)
 
+    class WatchedClient:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def __getattr__(self, name: str) -> Any:
+            real = getattr(self._client, name)
+
+            def watched(*args: Any, **kwargs: Any) -> Any:
+                if threading.get_ident() == loop_thread:
+                    if name in ("commit", "committed") or in_client[0]:
+                        found.append(f"client.{name}")
+                    return real(*args, **kwargs)
+                with counting:
+                    in_client[0] += 1
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    with counting:
+                        in_client[0] -= 1
+
+            return watched
+
     for name in ("watermarks", "offset_for_time"):
         watch(store.sync, name, lambda: True)
     watch(consumer.sync, "next_ready", lambda: fetching[0] > 0)
     watch(consumer.sync, "fetch", lambda: True)  # fetches run in threads
+    consumer.sync._consumer = WatchedClient(consumer.sync._consumer)
     return found
 
 
@@ -453,6 +482,97 @@ def test_aio_seek_to_timestamp_makes_no_round_trip_on_the_loop(location: str) ->
     asyncio.run(main())
 
 
+def test_aio_committed_and_lag_make_no_round_trip_on_the_loop(location: str) -> None:
+    """``await consumer.committed()`` and ``await consumer.lag()`` ask the broker in a
+    thread, after a fetch that waits there (on Kafka both are round trips: before, they
+    were plain methods making them on the loop's thread, waiting there for the fetch too)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("lg", partitions=2)
+            topic.append_batch([b"a", b"b", b"c"], partition=0)
+            async with store.consumer("lg", group=group) as consumer:
+                assert len(await _collect(consumer, 3)) == 3
+                await consumer.commit()
+                blocking = _blocking_calls(location, store, consumer)
+                waiting = asyncio.create_task(consumer.poll(timeout=0.5))
+                await asyncio.sleep(0.2)  # the poll's fetch waits now
+                assert await consumer.committed() == {0: 3}
+                assert await consumer.lag() == {0: 0, 1: 0}
+                await waiting
+                assert blocking == []
+
+    asyncio.run(main())
+
+
+def test_aio_at_most_once_commits_off_the_loop(location: str) -> None:
+    """An at-most-once member commits before it hands messages out, from poll and from
+    ``async for``: on Kafka a round trip, made in the fetch's thread (before, on the loop's
+    thread, blocking every task for its duration); what it did not hand out yet stays
+    uncommitted, for the group's next member."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("amo")
+            topic.append_batch([b"%d" % i for i in range(8)], partition=0)
+            consumer = store.consumer("amo", group=group, delivery="at-most-once")
+            blocking = _blocking_calls(location, store, consumer)
+            got: list[Any] = []
+            async with asyncio.timeout(PATIENCE):
+                while not got:  # until the member joined
+                    got = await consumer.poll(max_messages=2, timeout=0.5)
+            assert [m.offset for m in got] == [0, 1]
+            assert await consumer.committed() == {0: 2}
+            assert [m.offset for m in await _collect(consumer, 2)] == [2, 3]
+            # Past what was handed out (a local member commits its whole fetch, and gives
+            # back what it did not hand out when it closes).
+            assert (await consumer.committed())[0] >= 4
+            assert blocking == []
+            await consumer.close()
+            async with store.consumer("amo", group=group) as again:
+                assert [m.offset for m in await _collect(again, 4)] == [4, 5, 6, 7]
+
+    asyncio.run(main())
+
+
+def test_aio_pause_resume_position_leave_the_loop_running_while_a_fetch_waits(
+    location: str,
+) -> None:
+    """pause(), resume() and position() return at once while a poll's fetch waits (on
+    Kafka in a thread, inside a confluent-kafka consumer call, which makes every other call
+    on that consumer wait: before, each waited for the fetch to end on the loop's thread,
+    so the waiting poll had timed out when the message appended after them came)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("prp", partitions=2)
+            for partition in (0, 1):
+                topic.append(b"%d" % partition, partition=partition)
+            async with store.consumer("prp", group=group) as consumer:
+                assert len(await _collect(consumer, 2)) == 2
+                blocking = _blocking_calls(location, store, consumer)
+                waiting = asyncio.create_task(consumer.poll(timeout=10.0))
+                await asyncio.sleep(0.5)  # the poll's fetch waits now
+                consumer.pause(1)
+                assert consumer.paused() == [1]
+                assert (consumer.position(0), consumer.position(1)) == (1, 1)
+                consumer.resume(1)
+                topic.append(b"late", partition=0)
+                got = await waiting
+                assert [(m.partition, m.value) for m in got] == [(0, b"late")]
+                consumer.pause(1)  # no fetch waits: applied at once
+                topic.append(b"held", partition=1)
+                assert await consumer.poll(timeout=0.5) == []
+                consumer.resume(1)
+                assert [m.value for m in await _collect(consumer, 1)] == [b"held"]
+                assert blocking == []
+
+    asyncio.run(main())
+
+
 def test_aio_a_closed_work_queue_hands_out_nothing(location: str) -> None:
     """``async for`` and ``acquire`` on a closed work queue raise StoreClosedError naming
     the queue (before, a Kafka queue's ``async for`` stopped silently)."""
@@ -476,3 +596,64 @@ def test_aio_a_closed_work_queue_hands_out_nothing(location: str) -> None:
                 await queue.acquire(timeout=0)
 
     asyncio.run(main())
+
+
+def test_aio_work_queue_settles_after_a_cancelled_flush(location: str) -> None:
+    """ack() and close() right after a cancelled flush() (on Kafka a round trip its thread
+    goes on making) wait for that thread: before, they called the share consumer while the
+    thread was in it, which confluent-kafka refuses (ConcurrentModificationException). On
+    Kafka the flush's call is held until the ack was tried, and every call on the share
+    consumer made while another is under way is listed."""
+    overlapping: list[str] = []
+    inside, go = threading.Event(), threading.Event()
+    under_way = [0]
+    counting = threading.Lock()
+
+    class HeldFlush:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def __getattr__(self, name: str) -> Any:
+            real = getattr(self._client, name)
+
+            def watched(*args: Any, **kwargs: Any) -> Any:
+                with counting:
+                    if under_way[0]:
+                        overlapping.append(name)
+                    under_way[0] += 1
+                try:
+                    if name == "commit_sync":
+                        inside.set()
+                        go.wait(PATIENCE)
+                    return real(*args, **kwargs)
+                finally:
+                    with counting:
+                        under_way[0] -= 1
+
+            return watched
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("wqf")
+            topic.append_batch([b"a", b"b"], partition=0)
+            queue = store.work_queue("wqf", group="wf")
+            jobs = await queue.acquire_many(2, timeout=PATIENCE)
+            if len(jobs) < 2:
+                jobs += await queue.acquire_many(2 - len(jobs), timeout=PATIENCE)
+            await queue.ack(jobs[0])
+            kafka = location.startswith("kafka://")
+            if kafka:
+                member: Any = queue.sync
+                member._consumer = HeldFlush(member._consumer)
+            flushing = asyncio.create_task(queue.flush())
+            async with asyncio.timeout(PATIENCE):
+                while kafka and not inside.is_set():  # its thread is in the share consumer
+                    await asyncio.sleep(0.01)
+            flushing.cancel()
+            asyncio.get_running_loop().call_later(0.2, go.set)
+            await queue.ack(jobs[1])
+            go.set()
+            await queue.close()
+
+    asyncio.run(main())
+    assert overlapping == []

@@ -100,7 +100,7 @@ async def main(path):
         print("parent takes", [(await anext(it)).offset for _ in range(9)], flush=True)
         await consumer.close()
         async with store.consumer("t", group="g") as again:
-            print("committed", again.committed(), flush=True)
+            print("committed", await again.committed(), flush=True)
 
 asyncio.run(main(sys.argv[1]))
 """

@@ -1,8 +1,9 @@
 """What an async consumer answers from its synchronous member without waiting.
 
 The local and the Kafka async consumers both drive a synchronous member; these calls read
-or set its state and return at once (on Kafka, ``committed`` and ``lag`` make a round trip
-to the group coordinator, as the synchronous ones do), so they are plain methods, shared.
+or set its state and return at once, so they are plain methods, shared. ``committed`` and
+``lag`` are not here: on Kafka they are broker round trips, so each consumer has them as
+coroutines.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from typing import Protocol
 class GroupMember(Protocol):
     """The synchronous member's calls the async consumers pass through."""
 
-    def committed(self) -> dict[int, int]: ...
     def assignment(self) -> list[int]: ...
     def position(self, partition: int) -> int: ...
-    def lag(self) -> dict[int, int]: ...
     def pause(self, partition: int) -> None: ...
     def resume(self, partition: int) -> None: ...
     def paused(self) -> list[int]: ...
@@ -26,10 +25,6 @@ class MemberViews:
     """The pass-through methods of an async consumer whose member is ``self._sync``."""
 
     _sync: GroupMember
-
-    def committed(self) -> dict[int, int]:
-        """The group's committed offsets for this topic, per partition."""
-        return self._sync.committed()
 
     def assignment(self) -> list[int]:
         """Partitions this member owns.
@@ -42,10 +37,6 @@ class MemberViews:
     def position(self, partition: int) -> int:
         """The offset of the next message this member hands out from ``partition``."""
         return self._sync.position(partition)
-
-    def lag(self) -> dict[int, int]:
-        """Messages behind the end of each assigned partition."""
-        return self._sync.lag()
 
     def pause(self, partition: int) -> None:
         """Stops fetching from ``partition`` until :meth:`resume`."""

@@ -123,6 +123,20 @@ class Consumer(MemberViews, AsyncClosing):
         """Commits offsets durably, as :meth:`tidelog.Consumer.commit`."""
         self._sync.commit(offsets, metadata)
 
+    async def committed(self) -> dict[int, int]:
+        """The group's committed offsets for this topic, per partition.
+
+        A coroutine as on Kafka, where it asks the broker; here it never waits.
+        """
+        return self._sync.committed()
+
+    async def lag(self) -> dict[int, int]:
+        """Messages behind the end of each partition (see :meth:`tidelog.Consumer.lag`).
+
+        A coroutine as on Kafka, where it asks the broker; here it never waits.
+        """
+        return self._sync.lag()
+
     def seek(self, partition: int, offset: int) -> None:
         """Makes ``poll`` continue at ``offset`` of ``partition``."""
         self._sync.seek(partition, offset)

@@ -85,6 +85,11 @@ class _Carried:
     def pending(self) -> bool:
         return self._future is not None
 
+    async def ended(self) -> None:
+        """Waits until the running call ended, leaving its result for the next caller."""
+        if self._future is not None:
+            await asyncio.wait({self._future})
+
 
 class _Delivery:
     """Where Kafka stored one message (filled by its delivery report)."""
@@ -249,7 +254,10 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
     """A member of a Kafka consumer group for asyncio (see :meth:`tidelog.aio.Store.consumer`).
 
     ``async for msg in consumer`` waits for messages without blocking the loop; ``poll``,
-    ``commit`` and ``close`` are coroutines. One task uses a consumer at a time.
+    ``commit``, ``committed``, ``lag`` and ``close`` are coroutines, whose round trips run
+    in a thread. The plain methods (``seek``, ``pause``, ``resume``, ``position``, ...)
+    return at once, also while a fetch waits in its thread. One task uses a consumer at a
+    time.
     """
 
     _sync: KafkaConsumer
@@ -282,14 +290,18 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
         The same commits per delivery mode as :meth:`tidelog.Consumer.poll`.
         """
         sync = self._sync
-        # The wait (and the commit before it) in a thread; the fetched messages stay in the
-        # sync member, so a cancelled wait loses none, and are handed out here.
-        ready = await self._polling.take(lambda: sync.fetch(timeout))
-        while sync.seeks_unchecked():
-            # A seek came while the fetch waited: its range check is a round trip, made by
-            # another fetch in its thread (which waits for nothing if messages are ready).
-            ready = await self._polling.take(lambda: sync.fetch(0))
-        return sync.poll(max_messages, 0) if ready else []
+        count = sync.max_poll_messages if max_messages is None else max_messages
+        # The wait and the commits in a thread; the fetched messages stay in the sync
+        # member, so a cancelled wait loses none, and are handed out here.
+        await self._polling.take(lambda: sync.fetch(timeout, count))
+        while True:
+            out = sync.take_ready(count)
+            if out is not None:
+                return out
+            # A round trip must come first (a seek that came while the fetch waited needs
+            # its range checked; a commit), or another thread still uses the member: made
+            # by another fetch in its thread, which waits for nothing if messages are ready.
+            await self._polling.take(lambda: sync.fetch(0, count))
 
     def __aiter__(self) -> KafkaAioConsumer:
         return self
@@ -306,11 +318,25 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
                 message = sync.next_ready()
                 if message is not None:
                     return message
+            # Nothing fetched, or a round trip comes first (a seek's range check,
+            # at-most-once's commit before it hands a message out): both in the thread.
             await self._polling.take(lambda: sync.fetch(_WAIT_SLICE))
 
     async def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:
         """Commits, as :meth:`tidelog.Consumer.commit` (a round trip, in a thread)."""
         await _offload(self._sync.commit, offsets, metadata)
+
+    async def committed(self) -> dict[int, int]:
+        """The group's committed offsets per partition (a round trip, in a thread).
+
+        The thread waits for a fetch that is still running (confluent-kafka makes one call
+        on a consumer at a time); the loop does not.
+        """
+        return await _offload(self._sync.committed)
+
+    async def lag(self) -> dict[int, int]:
+        """Per partition: end offset minus the committed offset (round trips, in a thread)."""
+        return await _offload(self._sync.lag)
 
     def seek(self, partition: int, offset: int) -> None:
         """Makes the next poll read ``partition`` from ``offset``.
@@ -356,6 +382,32 @@ class KafkaAioWorkQueue(AsyncClosing):
     def __init__(self, sync: KafkaWorkQueue) -> None:
         self._sync = sync
         self._acquiring = _Carried()
+        # The thread call (flush, reject) that may outlive its cancelled caller.
+        self._running: asyncio.Future[Any] | None = None
+
+    async def _free(self, *, acquiring: bool = True) -> None:
+        """Waits for the thread calls on the share consumer that outlived their caller.
+
+        confluent-kafka's share consumer refuses a call while another thread is in one
+        (``ConcurrentModificationException``), so every call waits for them first; a
+        cancelled acquire's job stays for the next acquire.
+        """
+        if acquiring:
+            await self._acquiring.ended()
+        running = self._running
+        if running is not None:
+            await asyncio.wait({running})
+            self._running = None
+            if not running.cancelled():
+                running.exception()  # read, or asyncio reports it: its caller is gone
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        """Runs ``call`` in a worker thread once no other thread uses the share consumer."""
+        await self._free()
+        self._running = asyncio.get_running_loop().run_in_executor(None, call)
+        result: T = await asyncio.shield(self._running)
+        self._running = None
+        return result
 
     @property
     def sync(self) -> KafkaWorkQueue:
@@ -370,6 +422,7 @@ class KafkaAioWorkQueue(AsyncClosing):
     async def acquire(self, timeout: float | None = 1.0) -> KafkaJob | None:
         """The next job, or None after ``timeout`` seconds (None: wait until one comes)."""
         sync = self._sync
+        await self._free(acquiring=False)  # a cancelled acquire's job is taken below
         if timeout is not None:
             return await self._acquiring.take(lambda: sync.acquire(timeout))
         while True:
@@ -409,20 +462,23 @@ class KafkaAioWorkQueue(AsyncClosing):
 
     async def ack(self, job: KafkaJob) -> None:
         """Marks ``job`` done (see :meth:`tidelog.WorkQueue.ack`)."""
+        await self._free()
         self._sync.ack(job)
 
     async def ack_many(self, jobs: Iterable[KafkaJob]) -> None:
         """Marks every job of ``jobs`` done."""
+        await self._free()
         for job in jobs:
             self._sync.ack(job)
 
     async def release(self, job: KafkaJob, delay: float = 0.0) -> None:
         """Hands ``job`` back for redelivery (``delay`` is refused on Kafka)."""
+        await self._free()
         self._sync.release(job, delay)
 
     async def reject(self, job: KafkaJob) -> None:
         """Dead-letters ``job`` (a produce, in a thread)."""
-        await _offload(self._sync.reject, job)
+        await self._in_thread(lambda: self._sync.reject(job))
 
     async def extend(self, job: KafkaJob, seconds: float) -> None:
         """Refused on Kafka (see the README's table)."""
@@ -430,7 +486,7 @@ class KafkaAioWorkQueue(AsyncClosing):
 
     async def flush(self) -> None:
         """Sends the acknowledgements now (a round trip, in a thread)."""
-        await _offload(self._sync.flush)
+        await self._in_thread(self._sync.flush)
 
     async def close(self) -> None:
         """Leaves the share group (unsettled jobs go back to the queue)."""
@@ -439,7 +495,7 @@ class KafkaAioWorkQueue(AsyncClosing):
         if self._acquiring.pending():
             with contextlib.suppress(_core.TidelogError):  # closing anyway
                 await self._acquiring.take(lambda: None)
-        await _offload(self._sync.close)
+        await self._in_thread(self._sync.close)
 
 
 class KafkaAioTransaction:

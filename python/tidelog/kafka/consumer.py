@@ -14,15 +14,17 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition, consume_ready
 from tidelog.kafka._errors import PARTITION_EOF, raise_for, retrying, translated
 from tidelog.kafka.messages import KafkaMessage, from_consume
+from tidelog.kafka.positions import Positions
 
 if TYPE_CHECKING:
     from tidelog.kafka.producer import KafkaProducer
@@ -85,6 +87,10 @@ class KafkaConsumer:
         self._paused: set[int] = set()
         # Next offset after the messages handed out and not yet committed, per partition.
         self._delivered: dict[int, int] = {}
+        # At-most-once: the offset this member last committed, per partition. A fetch
+        # commits past the messages the next hand-out gives (fetch()), so that handing them
+        # out makes no round trip: tidelog.aio hands out on the event loop's thread.
+        self._ahead: dict[int, int] = {}
         # Fetched, not handed out yet: iterating hands out one message at a time, and only
         # what it handed out counts as delivered (for commits, close and transactions).
         self._ready: deque[KafkaMessage] = deque()
@@ -92,28 +98,27 @@ class KafkaConsumer:
         # counts them as consumed (it fetches on after them once resumed), so they are kept
         # here, never handed out or committed meanwhile.
         self._held_by_pause: dict[int, list[KafkaMessage]] = {}
-        # pause() and resume() only mark partitions and count the change: the calls that
-        # hand out (under ``_lock``) move messages between ``_ready`` and ``_held_by_pause``
-        # when the count moved (``_settle``), so neither waits for a fetch that tidelog.aio
-        # runs in a thread, which holds the lock for as long as librdkafka waits.
+        # pause() and resume() mark partitions and count the change, and settle it at once
+        # unless a fetch holds ``_lock``: then the calls that hand out or fetch (under the
+        # lock) settle it when the count moved (``_settle``): they pause and resume the
+        # partitions in librdkafka and move messages between ``_ready`` and
+        # ``_held_by_pause``. So neither waits for a fetch that tidelog.aio runs in a
+        # thread, which holds the lock (and the consumer: confluent-kafka makes one call on
+        # a consumer at a time) for as long as librdkafka waits.
         self._pause_changes = 0
         self._settled = 0
-        # seek() records the new position here and applies it at once, unless a fetch holds
-        # ``_lock`` (tidelog.aio runs fetches in a thread, which holds it for as long as
-        # librdkafka waits): that fetch applies it then, under the lock, before anything
-        # more is handed out, so seek never waits for it. ``_seeks_lock`` guards only this.
-        self._seeks: dict[int, int] = {}
-        # Seeks of tidelog.aio whose offset needs a broker round trip, so the next fetch
-        # makes it in its thread; until then nothing of these partitions is handed out.
-        # Per partition (offset, False): seek_nowait's, whose range is checked; or
-        # (timestamp_ms, True): seek_to_timestamp_nowait's, looked up. Under ``_seeks_lock``.
-        self._unchecked: dict[int, tuple[int, bool]] = {}
-        self._seeks_lock = threading.Lock()
-        self._pending_tx: dict[int, int] | None = None
-        # Where seek() (or an aborted transaction) moved a partition, until a fetch brings
-        # its messages: librdkafka's position of a partition is unknown (-1) after a seek.
-        self._sought: dict[int, int] = {}
+        self._paused_in_client: set[int] = set()
+        # seek() records the new position there and applies it at once, unless a fetch
+        # holds ``_lock``: that fetch applies it then, under the lock, before anything more
+        # is handed out, so seek never waits for it. tidelog.aio's seeks whose offset needs
+        # a round trip wait there until the next fetch makes it in its thread; nothing of
+        # their partitions is handed out meanwhile.
+        self._positions = Positions(self._topic, store)
         self._closed = False
+        # Every call on ``_consumer`` is made under this lock, so a thread that takes it
+        # without waiting (tidelog.aio's hand-outs, on the event loop's thread) finds the
+        # consumer free: confluent-kafka makes one call on a consumer at a time, and a call
+        # from another thread would wait for a fetch for as long as librdkafka waits.
         self._lock = threading.RLock()
         self._consumer = Consumer(
             store.client_config(
@@ -156,12 +161,10 @@ class KafkaConsumer:
         for p in lost:
             self._assigned.discard(p)
             self._delivered.pop(p, None)
+            self._ahead.pop(p, None)
             self._paused.discard(p)
-            self._sought.pop(p, None)
-        with self._seeks_lock:  # a seek not applied yet must not apply if p comes back
-            for p in lost:
-                self._seeks.pop(p, None)
-                self._unchecked.pop(p, None)
+            self._paused_in_client.discard(p)
+        self._positions.forget(lost)
         self._drop_ready(lost)
         if self._on_revoke is not None and lost:
             self._on_revoke(lost)
@@ -219,7 +222,7 @@ class KafkaConsumer:
         self._check_open()
         n = self._max if max_messages is None else max_messages
         with self._lock:
-            if self._seeks or self._unchecked:
+            if self._positions.checked or self._positions.unchecked:
                 self._take_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
@@ -231,19 +234,24 @@ class KafkaConsumer:
             return out
 
     def next_ready(self) -> KafkaMessage | None:
-        """The next fetched message, handed out as iterating does; None if none is fetched.
+        """The next fetched message, handed out as iterating does, or None.
 
-        Never waits (for :mod:`tidelog.aio`, which fetches with :meth:`fetch` in a thread).
+        Never waits and makes no round trip (for :mod:`tidelog.aio`, which calls it on the
+        event loop's thread and fetches with :meth:`fetch` in another): None when nothing is
+        fetched, or when :meth:`fetch` must come first (another thread uses the member, a
+        seek's offset is unchecked, or at-most-once has not committed the message yet).
 
         Raises:
             InvalidConfigError: Exactly-once, and the previous message was not committed
                 through a transaction yet.
         """
         self._check_open()
-        with self._lock:
-            if self._unchecked:
+        if not self._lock.acquire(blocking=False):
+            return None  # a fetch in another thread holds it while librdkafka waits
+        try:
+            if self._positions.unchecked:
                 return None  # fetch() checks those seeks first (a round trip)
-            if self._seeks:
+            if self._positions.checked:
                 self._apply_seeks()
             if self._settled != self._pause_changes:
                 self._settle()
@@ -252,15 +260,63 @@ class KafkaConsumer:
             # At-least-once commits when the next fetch shows the application moved past
             # these (as a poll does), not per message.
             self._check_step_committed()
-            message = self._ready.popleft()
+            message = self._ready[0]
+            if self._delivery == "at-most-once" and self._ahead.get(message.partition, -1) <= (
+                message.offset
+            ):
+                return None  # fetch() commits past it first
+            self._ready.popleft()
             self._hand_out([message])
             return message
+        finally:
+            self._lock.release()
 
-    def fetch(self, timeout: float) -> bool:
+    def take_ready(self, max_messages: int) -> list[KafkaMessage] | None:
+        """Up to ``max_messages`` fetched messages, handed out as :meth:`poll` does.
+
+        :meth:`next_ready` for a batch: never waits and makes no round trip. None when
+        :meth:`fetch` must come first, for :meth:`next_ready`'s reasons or because
+        at-least-once has not committed what the application moved past yet.
+
+        Raises:
+            InvalidConfigError: Exactly-once, and the previous messages were not committed
+                through a transaction yet.
+        """
+        self._check_open()
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._positions.unchecked:
+                return None
+            if self._positions.checked:
+                self._apply_seeks()
+            if self._delivery == "at-least-once" and self._delivered:
+                return None  # fetch() commits what the application moved past
+            self._check_step_committed()
+            if self._settled != self._pause_changes:
+                self._settle()
+            ready = self._ready
+            count = min(max_messages, len(ready))
+            if self._delivery != "at-most-once":
+                out = [ready.popleft() for _ in range(count)]
+            else:
+                out = list(islice(ready, count))
+                if self._not_committed_ahead(self._next_offsets(out)):
+                    return None  # fetch() commits past them first
+                for _ in range(count):
+                    ready.popleft()
+            self._hand_out(out)
+            return out
+        finally:
+            self._lock.release()
+
+    def fetch(self, timeout: float, max_messages: int = 1) -> bool:
         """Waits up to ``timeout`` seconds for messages to hand out; True if there are some.
 
         Commits first what at-least-once moved past, as :meth:`poll` does. What it fetches
-        is handed out later, by :meth:`next_ready` or :meth:`poll`.
+        is handed out later, by :meth:`next_ready`, :meth:`take_ready` or :meth:`poll`;
+        at-most-once commits past the first ``max_messages`` of it here, so that handing
+        them out makes no round trip.
 
         Raises:
             OffsetOutOfRangeError: A :meth:`seek_nowait` was out of range (it is dropped;
@@ -268,13 +324,15 @@ class KafkaConsumer:
         """
         self._check_open()
         with self._lock:
-            if self._seeks or self._unchecked:
+            if self._positions.checked or self._positions.unchecked:
                 self._take_seeks()
             self._before_taking()
             if self._settled != self._pause_changes:
                 self._settle()
             if not self._ready:
                 self._took(self._fetch(self._max, timeout))
+            if self._delivery == "at-most-once" and self._ready:
+                self._commit_ahead(self._next_offsets(list(islice(self._ready, max_messages))))
             return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
@@ -310,9 +368,8 @@ class KafkaConsumer:
             with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
                 raise e
         out = from_consume(raw)
-        if self._sought:
-            for message in out:
-                self._sought.pop(message.partition, None)
+        if out:
+            self._positions.fetched(self._next_offsets(out))
         if len(out) != len(raw):
             for m in raw:
                 err = m.error()
@@ -327,25 +384,41 @@ class KafkaConsumer:
         read from the old position.
         """
         self._ready.extend(self._hold_paused(fetched) if self._paused else fetched)
-        if self._seeks:
+        if self._positions.checked:
             self._apply_seeks()
 
     def _hand_out(self, out: list[KafkaMessage]) -> None:
-        """Counts ``out`` as delivered (at-most-once: commits it first)."""
-        # Messages of one partition come in offset order: the last one of each says where
-        # the application will have moved past. Walking back stops once every owned
-        # partition is seen (usually after a message or two).
+        """Counts ``out`` as delivered (at-most-once: commits it first, unless fetch did)."""
+        if self._delivery == "at-most-once":
+            self._commit_ahead(self._next_offsets(out))
+        else:
+            self._delivered.update(self._next_offsets(out))
+
+    def _next_offsets(self, messages: list[KafkaMessage]) -> dict[int, int]:
+        """Per partition, the offset after the last of ``messages``: past them."""
+        # Messages of one partition come in offset order: walking back stops once every
+        # owned partition is seen (usually after a message or two).
         seen: dict[int, int] = {}
         owned = len(self._assigned)
-        for msg in reversed(out):
+        for msg in reversed(messages):
             p = msg.partition
             if p not in seen:
                 seen[p] = msg.offset + 1
                 if owned and len(seen) >= owned:
                     break
-        self._delivered.update(seen)
-        if self._delivery == "at-most-once" and self._delivered:
-            self._commit_now(dict(self._delivered))
+        return seen
+
+    def _not_committed_ahead(self, offsets: dict[int, int]) -> dict[int, int]:
+        """The part of ``offsets`` past what at-most-once committed already."""
+        ahead = self._ahead
+        return {p: o for p, o in offsets.items() if ahead.get(p, -1) < o}
+
+    def _commit_ahead(self, offsets: dict[int, int]) -> None:
+        """At-most-once: commits ``offsets`` where no commit reached them yet."""
+        todo = self._not_committed_ahead(offsets)
+        if todo:
+            self._commit_now(todo)
+            self._ahead.update(todo)
 
     def _drop_ready(self, partitions: Iterable[int]) -> None:
         """Forgets fetched messages of ``partitions`` (their position moved)."""
@@ -379,7 +452,15 @@ class KafkaConsumer:
         """
         # Read first: a pause or resume from now on is settled by the next hand-out.
         self._settled = self._pause_changes
-        paused, ready = self._paused, self._ready
+        paused, ready = set(self._paused), self._ready  # a copy: pause() may change it
+        name, client = self._topic.name, self._paused_in_client
+        if paused - client:
+            with translated("pause"):
+                self._consumer.pause([TopicPartition(name, p) for p in sorted(paused - client)])
+        if client - paused:
+            with translated("resume"):
+                self._consumer.resume([TopicPartition(name, p) for p in sorted(client - paused)])
+        self._paused_in_client = paused
         for p in [p for p in self._held_by_pause if p not in paused]:
             ready.extendleft(reversed(self._held_by_pause.pop(p)))
         if paused and ready:
@@ -435,12 +516,14 @@ class KafkaConsumer:
         """
         self._check_open()
         name = self._topic.name
-        tps = retrying(
-            lambda: self._consumer.committed(
-                [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=TIMEOUT
-            ),
-            f"reading offsets of group {self._group!r}",
-        )
+        with self._lock:
+            tps = retrying(
+                lambda: self._consumer.committed(
+                    [TopicPartition(name, p) for p in range(self._topic.partitions)],
+                    timeout=TIMEOUT,
+                ),
+                f"reading offsets of group {self._group!r}",
+            )
         return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
 
     def lag(self) -> dict[int, int]:
@@ -470,10 +553,9 @@ class KafkaConsumer:
                 client refuses it; librdkafka would answer with a stale position or -1).
         """
         self._require_assigned(partition)
-        unchecked = self._unchecked.get(partition)
-        if unchecked is not None:  # nothing fetched before that seek is handed out
-            value, by_time = unchecked
-            return -1 if by_time else value
+        pending = self._positions.pending_position(partition)
+        if pending is not None:
+            return pending
         # Read without ``_lock``, which a fetch in a thread of tidelog.aio holds while it
         # waits: copies, as that thread may be changing them.
         ready = next((m.offset for m in tuple(self._ready) if m.partition == partition), None)
@@ -482,12 +564,7 @@ class KafkaConsumer:
             return held[0].offset
         if ready is not None:
             return ready
-        sought = self._sought.get(partition)
-        if sought is not None:
-            return sought
-        with translated("position"):
-            tp = self._consumer.position([TopicPartition(self._topic.name, partition)])[0]
-        return int(tp.offset) if tp.offset != OFFSET_INVALID else -1
+        return self._positions.last_position(partition)
 
     def seek(self, partition: int, offset: int) -> None:
         """Makes the next poll read ``partition`` from ``offset`` (an owned partition).
@@ -504,17 +581,12 @@ class KafkaConsumer:
         self._require_assigned(partition)
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be int, got {type(offset).__name__}")
-        start, end = self._store.watermarks(self._topic.name, partition)
-        if not start <= offset <= end:
-            raise self._out_of_range(partition, offset, start, end)
+        self._positions.check_range(partition, offset)
         self._seek_in_range(partition, offset)
 
     def _seek_in_range(self, partition: int, offset: int) -> None:
         """Records a seek to an offset known to be in range, and applies it if it can."""
-        with self._seeks_lock:
-            self._seeks[partition] = offset
-            self._unchecked.pop(partition, None)
-            self._sought[partition] = offset
+        self._positions.seek(partition, offset)
         if self._lock.acquire(blocking=False):
             try:
                 self._apply_seeks()
@@ -532,21 +604,7 @@ class KafkaConsumer:
         self._require_assigned(partition)
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be int, got {type(offset).__name__}")
-        with self._seeks_lock:
-            self._unchecked[partition] = (offset, False)
-            self._seeks.pop(partition, None)
-
-    def seeks_unchecked(self) -> bool:
-        """True while a seek of :mod:`tidelog.aio` waits for a fetch to resolve it."""
-        return bool(self._unchecked)
-
-    def _out_of_range(
-        self, partition: int, offset: int, start: int, end: int
-    ) -> _core.OffsetOutOfRangeError:
-        return _core.OffsetOutOfRangeError(
-            f"offset {offset} out of range for {self._topic.name!r} partition {partition}: "
-            f"the log starts at offset {start} and the next offset is {end}"
-        )
+        self._positions.seek_unchecked(partition, offset)
 
     def _take_seeks(self) -> None:
         """Applies what seek() and seek_nowait() recorded (under ``_lock``).
@@ -554,45 +612,24 @@ class KafkaConsumer:
         tidelog.aio's are resolved first (round trips): an offset out of range is dropped
         and raised once the others are applied.
         """
-        error = None
-        if self._unchecked:
-            with self._seeks_lock:
-                todo = dict(self._unchecked)
-            valid = {}
-            for p, (value, by_time) in todo.items():
-                if by_time:
-                    found = self._topic.offset_for_timestamp(p, value)
-                    valid[p] = self._topic.end_offset(p) if found is None else found
-                    continue
-                start, end = self._store.watermarks(self._topic.name, p)
-                if start <= value <= end:
-                    valid[p] = value
-                elif error is None:
-                    error = self._out_of_range(p, value, start, end)
-            with self._seeks_lock:
-                for p, pending in todo.items():
-                    # A seek recorded during the round trips replaced this one: it stands.
-                    if self._unchecked.get(p) == pending:
-                        del self._unchecked[p]
-                        if p in valid:
-                            self._seeks[p] = valid[p]
-        if self._seeks:
+        error = self._positions.resolve() if self._positions.unchecked else None
+        if self._positions.checked:
             self._apply_seeks()
         if error is not None:
             raise error
 
     def _apply_seeks(self) -> None:
         """Applies what seek() recorded (under ``_lock``)."""
-        with self._seeks_lock:
-            seeks, self._seeks = self._seeks, {}
-        seeks = {p: o for p, o in seeks.items() if p in self._assigned}
-        # What was delivered or fetched before the seek is neither committed nor handed out.
+        seeks = {p: o for p, o in self._positions.take().items() if p in self._assigned}
+        # What was delivered or fetched before the seek is neither committed nor handed out
+        # (at-most-once commits again from the new position).
         for p in seeks:
             self._delivered.pop(p, None)
+            self._ahead.pop(p, None)
         self._drop_ready(seeks)
         for p, offset in seeks.items():
             # The fetch that waited may have taken the mark off (it brought old messages).
-            self._sought[p] = offset
+            self._positions.moved(p, offset)
             with translated(f"seeking partition {p}"):
                 self._consumer.seek(TopicPartition(self._topic.name, p, offset))
 
@@ -612,11 +649,7 @@ class KafkaConsumer:
         """
         if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
             raise TypeError(f"timestamp_ms must be int, got {type(timestamp_ms).__name__}")
-        owned = self.assignment()
-        with self._seeks_lock:
-            for p in owned:
-                self._unchecked[p] = (timestamp_ms, True)
-                self._seeks.pop(p, None)
+        self._positions.seek_to_timestamp_unchecked(self.assignment(), timestamp_ms)
 
     def pause(self, partition: int) -> None:
         """Stops handing out messages of ``partition`` until :meth:`resume`.
@@ -630,10 +663,20 @@ class KafkaConsumer:
                 refuse it: "No current assignment for partition").
         """
         self._require_assigned(partition)
-        with translated("pause"):
-            self._consumer.pause([TopicPartition(self._topic.name, partition)])
         self._paused.add(partition)
-        self._pause_changes += 1  # the next hand-out holds its fetched messages back
+        self._pause_changes += 1
+        self._settle_now()
+
+    def _settle_now(self) -> None:
+        """Settles pause() and resume() now, unless a fetch in another thread holds the lock.
+
+        That fetch's hand-out, or the next fetch, settles them then.
+        """
+        if self._lock.acquire(blocking=False):
+            try:
+                self._settle()
+            finally:
+                self._lock.release()
 
     def resume(self, partition: int) -> None:
         """Hands out and fetches ``partition``'s messages again (what pause held back first).
@@ -642,10 +685,9 @@ class KafkaConsumer:
             RebalanceError: ``partition`` is not assigned to this member.
         """
         self._require_assigned(partition)
-        with translated("resume"):
-            self._consumer.resume([TopicPartition(self._topic.name, partition)])
         self._paused.discard(partition)
-        self._pause_changes += 1  # the next hand-out puts back what was held
+        self._pause_changes += 1
+        self._settle_now()
 
     def paused(self) -> list[int]:
         """The paused partitions.
@@ -676,10 +718,12 @@ class KafkaConsumer:
                 f"group {self._group!r} lost partitions {foreign} during the transaction"
             )
         if offsets:
+            with self._lock:
+                metadata = self._consumer.consumer_group_metadata()
             with translated("adding offsets to the transaction"):
                 producer.native.send_offsets_to_transaction(
                     [TopicPartition(self._topic.name, p, o) for p, o in offsets.items()],
-                    self._consumer.consumer_group_metadata(),
+                    metadata,
                     TIMEOUT,
                 )
         return offsets
@@ -693,18 +737,19 @@ class KafkaConsumer:
     def transaction_aborted(self) -> None:
         """The transaction aborted: rewind to the committed offsets, to read the input again."""
         committed = self.committed()
-        rewind = list(self._delivered)
-        self._delivered.clear()
-        self._drop_ready(rewind)
-        for p in rewind:
-            if p in self._assigned:
-                start = self._topic.start_offset(p)
-                base = committed.get(p, start if self._start == "earliest" else None)
-                if base is None:
-                    base = self._topic.end_offset(p)
-                with translated("rewinding after an abort"):
-                    self._consumer.seek(TopicPartition(self._topic.name, p, base))
-                self._sought[p] = base
+        with self._lock:
+            rewind = list(self._delivered)
+            self._delivered.clear()
+            self._drop_ready(rewind)
+            for p in rewind:
+                if p in self._assigned:
+                    start = self._topic.start_offset(p)
+                    base = committed.get(p, start if self._start == "earliest" else None)
+                    if base is None:
+                        base = self._topic.end_offset(p)
+                    with translated("rewinding after an abort"):
+                        self._consumer.seek(TopicPartition(self._topic.name, p, base))
+                    self._positions.moved(p, base)
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -719,17 +764,18 @@ class KafkaConsumer:
         """
         if self._closed:
             return
-        try:
-            if self._delivery == "at-least-once" and self._delivered:
-                # No longer ours if this fails: the new owner delivers them again.
-                with contextlib.suppress(_core.RebalanceError):
-                    self._commit_now(dict(self._delivered))
-        finally:
-            self._closed = True
-            self._ready.clear()
-            self._held_by_pause.clear()
-            self._consumer.close()
-            self._store.forget(self)
+        with self._lock:
+            try:
+                if self._delivery == "at-least-once" and self._delivered:
+                    # No longer ours if this fails: the new owner delivers them again.
+                    with contextlib.suppress(_core.RebalanceError):
+                        self._commit_now(dict(self._delivered))
+            finally:
+                self._closed = True
+                self._ready.clear()
+                self._held_by_pause.clear()
+                self._consumer.close()
+                self._store.forget(self)
 
     def __enter__(self) -> KafkaConsumer:
         return self
