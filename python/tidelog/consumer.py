@@ -1008,6 +1008,15 @@ class Consumer:
                 f"offset {offset} out of range for {self.topic!r} partition {partition}: "
                 f"the log starts at offset {start} and the next offset is {end}"
             )
+        if self.delivery == "at-most-once":
+            # The seek drops what was fetched and not handed out, which the fetch committed
+            # past: the commit goes back to its first message, where handing out left it,
+            # so closing leaves it to the group. The seek commits nothing of its own (as in
+            # Kafka); the next fetch commits from the new position, back or forward.
+            firsts = [m.offset for m in self._held_by_pause.get(partition, [])[:1]]
+            firsts += [m.offset for m in self._buffer if m.partition == partition][:1]
+            if firsts:
+                self._give_back({partition: min(firsts)})
         part = self._parts[partition]
         part.position = offset
         part.out_of_range = None

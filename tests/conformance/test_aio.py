@@ -17,7 +17,7 @@ import pytest
 import tidelog
 import tidelog.aio
 
-from conformance.test_api import PATIENCE, read_eventually
+from conformance.test_api import PATIENCE, CommitWatch, read_eventually
 
 
 class _Ticker:
@@ -533,6 +533,44 @@ def test_aio_at_most_once_commits_off_the_loop(location: str) -> None:
             await consumer.close()
             async with store.consumer("amo", group=group) as again:
                 assert [m.offset for m in await _collect(again, 4)] == [4, 5, 6, 7]
+
+    asyncio.run(main())
+
+
+def test_aio_at_most_once_async_for_commits_once_per_fetch(location: str) -> None:
+    """``async for`` on an at-most-once member commits past a whole fetch before handing
+    out its first message (on Kafka in the fetch's thread), not once per message (before,
+    kafka:// made a thread trip and a commit per message); no message is handed out before
+    a commit past it, and closing gives back what was fetched and not handed out."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("amof")
+            topic.append_batch([b"%d" % i for i in range(60)], partition=0)
+            consumer = store.consumer(
+                "amof", group=group, delivery="at-most-once", max_poll_messages=10
+            )
+            watch = CommitWatch(consumer.sync)
+            blocking = _blocking_calls(location, store, consumer)
+            handed = 0
+
+            async def take() -> None:
+                nonlocal handed
+                async for msg in consumer:
+                    assert msg.offset == handed
+                    assert watch.past[0] > msg.offset
+                    handed += 1
+                    if handed == 55:
+                        return
+
+            await asyncio.wait_for(take(), PATIENCE)
+            assert watch.fetches >= 6  # at most ten messages a fetch
+            assert watch.commits <= watch.fetches
+            assert blocking == []
+            await consumer.close()
+            async with store.consumer("amof", group=group) as again:
+                assert [m.offset for m in await _collect(again, 5)] == list(range(55, 60))
 
     asyncio.run(main())
 

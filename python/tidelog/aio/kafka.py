@@ -319,7 +319,8 @@ class KafkaAioConsumer(MemberViews, AsyncClosing):
                 if message is not None:
                     return message
             # Nothing fetched, or a round trip comes first (a seek's range check,
-            # at-most-once's commit before it hands a message out): both in the thread.
+            # at-most-once's commit before it hands a message out, made once per fetch):
+            # both in the thread.
             await self._polling.take(lambda: sync.fetch(_WAIT_SLICE))
 
     async def commit(self, offsets: dict[int, int] | None = None, metadata: str = "") -> None:

@@ -88,8 +88,11 @@ class KafkaConsumer:
         # Next offset after the messages handed out and not yet committed, per partition.
         self._delivered: dict[int, int] = {}
         # At-most-once: the offset this member last committed, per partition. A fetch
-        # commits past the messages the next hand-out gives (fetch()), so that handing them
-        # out makes no round trip: tidelog.aio hands out on the event loop's thread.
+        # commits past all it brought (fetch()), once, so that handing it out (one message
+        # at a time when iterating) makes no round trip: tidelog.aio hands out on the event
+        # loop's thread. What was committed past and not handed out is given back (the
+        # commit moved back to its first message) wherever it would be dropped: a clean
+        # close, a seek, a revocation (``_give_back``).
         self._ahead: dict[int, int] = {}
         # Fetched, not handed out yet: iterating hands out one message at a time, and only
         # what it handed out counts as delivered (for commits, close and transactions).
@@ -138,7 +141,7 @@ class KafkaConsumer:
                 [topic],
                 on_assign=self._assigned_cb,
                 on_revoke=self._revoked_cb,
-                on_lost=self._revoked_cb,
+                on_lost=self._lost_cb,
             )
 
     # -- group membership --------------------------------------------------------------------
@@ -150,7 +153,25 @@ class KafkaConsumer:
             self._on_assign(gained)
 
     def _revoked_cb(self, _c: Any, parts: list[TopicPartition]) -> None:
-        lost = sorted(tp.partition for tp in parts)
+        # The group waits for this callback before it gives the partitions to another
+        # member (KIP-848's revocation, which the member acknowledges after it; an eager
+        # classic rebalance revokes everything before the new assignment): the commits
+        # here are the last ones of this owner, and the next owner reads them.
+        self._revoked(sorted(tp.partition for tp in parts), gone=False)
+
+    def _lost_cb(self, _c: Any, parts: list[TopicPartition]) -> None:
+        # Lost without a revocation (session timed out, member fenced): the partitions
+        # may be another member's already, which may have handed out from the fetch's
+        # commit on. At-most-once gives nothing back then, or a later owner would hand
+        # those messages out again: what this member fetched and did not hand out is lost,
+        # as at-most-once allows.
+        self._revoked(sorted(tp.partition for tp in parts), gone=True)
+
+    def _revoked(self, lost: list[int], gone: bool) -> None:
+        if self._delivery == "at-most-once" and not gone:
+            # Lost already if this fails (as at-least-once's commit below).
+            with contextlib.suppress(_core.TidelogError):
+                self._give_back(lost)
         # At-least-once: what the application moved past is committed while still owned.
         if self._delivery == "at-least-once":
             owned = {p: o for p, o in self._delivered.items() if p in lost}
@@ -239,7 +260,8 @@ class KafkaConsumer:
         Never waits and makes no round trip (for :mod:`tidelog.aio`, which calls it on the
         event loop's thread and fetches with :meth:`fetch` in another): None when nothing is
         fetched, or when :meth:`fetch` must come first (another thread uses the member, a
-        seek's offset is unchecked, or at-most-once has not committed the message yet).
+        seek's offset is unchecked, or at-most-once has a seek to apply, which gives back
+        a commit, or has not committed the message yet).
 
         Raises:
             InvalidConfigError: Exactly-once, and the previous message was not committed
@@ -252,6 +274,8 @@ class KafkaConsumer:
             if self._positions.unchecked:
                 return None  # fetch() checks those seeks first (a round trip)
             if self._positions.checked:
+                if self._delivery == "at-most-once":
+                    return None  # fetch() applies it: giving back is a round trip
                 self._apply_seeks()
             if self._settled != self._pause_changes:
                 self._settle()
@@ -289,6 +313,8 @@ class KafkaConsumer:
             if self._positions.unchecked:
                 return None
             if self._positions.checked:
+                if self._delivery == "at-most-once":
+                    return None  # as in next_ready
                 self._apply_seeks()
             if self._delivery == "at-least-once" and self._delivered:
                 return None  # fetch() commits what the application moved past
@@ -310,13 +336,15 @@ class KafkaConsumer:
         finally:
             self._lock.release()
 
-    def fetch(self, timeout: float, max_messages: int = 1) -> bool:
+    def fetch(self, timeout: float, max_messages: int | None = None) -> bool:
         """Waits up to ``timeout`` seconds for messages to hand out; True if there are some.
 
         Commits first what at-least-once moved past, as :meth:`poll` does. What it fetches
         is handed out later, by :meth:`next_ready`, :meth:`take_ready` or :meth:`poll`;
-        at-most-once commits past the first ``max_messages`` of it here, so that handing
-        them out makes no round trip.
+        at-most-once commits past the first ``max_messages`` of it here (all of it by
+        default: iterating then makes one commit per fetch), so that handing them out
+        makes no round trip. If that commit fails, none of them is handed out; the next
+        fetch commits again.
 
         Raises:
             OffsetOutOfRangeError: A :meth:`seek_nowait` was out of range (it is dropped;
@@ -332,7 +360,8 @@ class KafkaConsumer:
             if not self._ready:
                 self._took(self._fetch(self._max, timeout))
             if self._delivery == "at-most-once" and self._ready:
-                self._commit_ahead(self._next_offsets(list(islice(self._ready, max_messages))))
+                ahead = self._ready if max_messages is None else islice(self._ready, max_messages)
+                self._commit_ahead(self._next_offsets(list(ahead)))
             return bool(self._ready)
 
     def __iter__(self) -> Iterator[KafkaMessage]:
@@ -419,6 +448,26 @@ class KafkaConsumer:
         if todo:
             self._commit_now(todo)
             self._ahead.update(todo)
+
+    def _give_back(self, partitions: Iterable[int]) -> None:
+        """At-most-once: moves the commit back to what was fetched and not handed out.
+
+        Per partition of ``partitions``, to its first message in ``_ready`` or held by a
+        pause (under ``_lock``). The fetch committed past all it brought; this puts the
+        commit where a commit per message would have left it, so the group's next owner of
+        the partition (or this member, after a seek) hands those messages out, once. Kafka
+        applies a commit that moves back, as it applies any commit of the partition's owner.
+        """
+        wanted = set(partitions) & self._assigned
+        first = {p: held[0].offset for p, held in self._held_by_pause.items() if p in wanted}
+        for m in self._ready:
+            p = m.partition
+            if p in wanted and m.offset < first.get(p, m.offset + 1):
+                first[p] = m.offset
+        back = {p: o for p, o in first.items() if self._ahead.get(p, -1) > o}
+        if back:
+            self._commit_now(back)
+            self._ahead.update(back)
 
     def _drop_ready(self, partitions: Iterable[int]) -> None:
         """Forgets fetched messages of ``partitions`` (their position moved)."""
@@ -621,6 +670,14 @@ class KafkaConsumer:
     def _apply_seeks(self) -> None:
         """Applies what seek() recorded (under ``_lock``)."""
         seeks = {p: o for p, o in self._positions.take().items() if p in self._assigned}
+        if self._delivery == "at-most-once" and seeks:
+            # The seek drops what was fetched and not handed out, which the fetch committed
+            # past: the commit goes back to its first message. The seek commits nothing of
+            # its own, as in Kafka; the next fetch commits from the new position, back or
+            # forward. If this fails, the fetch's commit stands until that next fetch's:
+            # only a close before it loses those messages, as at-most-once allows.
+            with contextlib.suppress(_core.TidelogError):
+                self._give_back(seeks)
         # What was delivered or fetched before the seek is neither committed nor handed out
         # (at-most-once commits again from the new position).
         for p in seeks:
@@ -657,6 +714,9 @@ class KafkaConsumer:
         As Kafka's consumers: nothing more is fetched from it, and what was fetched and not
         handed out yet is held back, not dropped: :meth:`resume` hands it out first, in
         order. It is not committed meanwhile (so closing leaves it to the group).
+        At-most-once committed past it when it was fetched: closing, a seek or a
+        revocation of the partition moves the commit back to its first message, so the
+        group hands it out (a member that crashes meanwhile loses it, as at-most-once may).
 
         Raises:
             RebalanceError: ``partition`` is not assigned to this member (Kafka's clients
@@ -757,7 +817,9 @@ class KafkaConsumer:
         """Commits what at-least-once moved past, then leaves the group; idempotent.
 
         Fetched messages not handed out yet are dropped uncommitted (the group's next
-        member gets them). Afterwards every call that takes messages (iterating,
+        member gets them): at-most-once committed past them when it fetched, and moves its
+        commit back to the first of them here (a member that crashes instead loses them,
+        as at-most-once may). Afterwards every call that takes messages (iterating,
         :meth:`poll`, :meth:`fetch`, :meth:`next_ready`), moves positions or asks about
         offsets or partitions (:meth:`committed`, :meth:`lag`, :meth:`position`,
         :meth:`assignment`, :meth:`paused`) raises :class:`StoreClosedError`.
@@ -770,6 +832,11 @@ class KafkaConsumer:
                     # No longer ours if this fails: the new owner delivers them again.
                     with contextlib.suppress(_core.RebalanceError):
                         self._commit_now(dict(self._delivered))
+                elif self._delivery == "at-most-once":
+                    # No longer ours if this fails: the new owner started from the
+                    # fetch's commit, and those messages are lost (at-most-once allows).
+                    with contextlib.suppress(_core.RebalanceError):
+                        self._give_back(self._assigned)
             finally:
                 self._closed = True
                 self._ready.clear()
