@@ -7,10 +7,11 @@ Kafka group that is slow to join fails the test instead of hanging it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -323,35 +324,43 @@ def test_aio_seek_out_of_range_is_refused(location: str) -> None:
     asyncio.run(main())
 
 
+@contextlib.asynccontextmanager
+async def _two_partitions_read(location: str, name: str) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """A store with a new topic of two partitions holding one message each, and a consumer
+    of a new group that has read both: its next poll waits (on Kafka, its fetch in a
+    thread)."""
+    async with tidelog.aio.open(location) as store:
+        topic = await store.create_topic(name, partitions=2)
+        for partition in (0, 1):
+            topic.append(b"%d" % partition, partition=partition)
+        async with store.consumer(name, group=f"aio-{uuid.uuid4().hex[:8]}") as consumer:
+            assert len(await _collect(consumer, 2)) == 2
+            yield store, topic, consumer
+
+
 def test_aio_seek_leaves_the_loop_running_while_a_fetch_waits(location: str) -> None:
     """seek() returns at once while a poll's fetch waits (on Kafka, in a thread holding
     the member): before, it waited for that fetch to end, blocking the loop, so the waiting
     poll had already timed out when the message appended after the seek came."""
-    group = f"aio-{uuid.uuid4().hex[:8]}"
 
     async def main() -> None:
-        async with tidelog.aio.open(location) as store:
-            topic = await store.create_topic("sk", partitions=2)
-            for partition in (0, 1):
-                topic.append(b"%d" % partition, partition=partition)
-            async with store.consumer("sk", group=group) as consumer:
-                assert len(await _collect(consumer, 2)) == 2
-                ticker = _Ticker()
-                waiting = asyncio.create_task(consumer.poll(timeout=10.0))
-                await asyncio.sleep(0.5)  # the poll's fetch waits now
-                consumer.seek(1, 0)
-                before = ticker.ticks
-                await asyncio.sleep(0)
-                assert ticker.ticks > before  # the loop runs on while the fetch waits
-                topic.append(b"late", partition=0)
-                got = await waiting
-                ticker.stop()
-                # The waiting poll was still waiting when the message came; partition 1
-                # reads from 0 again (on Kafka, once the fetch that waited has ended).
-                assert (0, b"late") in [(m.partition, m.value) for m in got]
-                if len(got) < 2:
-                    got += await _collect(consumer, 2 - len(got))
-                assert sorted((m.partition, m.offset) for m in got) == [(0, 1), (1, 0)]
+        async with _two_partitions_read(location, "sk") as (_, topic, consumer):
+            ticker = _Ticker()
+            waiting = asyncio.create_task(consumer.poll(timeout=10.0))
+            await asyncio.sleep(0.5)  # the poll's fetch waits now
+            consumer.seek(1, 0)
+            before = ticker.ticks
+            await asyncio.sleep(0)
+            assert ticker.ticks > before  # the loop runs on while the fetch waits
+            topic.append(b"late", partition=0)
+            got = await waiting
+            ticker.stop()
+            # The waiting poll was still waiting when the message came; partition 1
+            # reads from 0 again (on Kafka, once the fetch that waited has ended).
+            assert (0, b"late") in [(m.partition, m.value) for m in got]
+            if len(got) < 2:
+                got += await _collect(consumer, 2 - len(got))
+            assert sorted((m.partition, m.offset) for m in got) == [(0, 1), (1, 0)]
 
     asyncio.run(main())
 
@@ -582,31 +591,25 @@ def test_aio_pause_resume_position_leave_the_loop_running_while_a_fetch_waits(
     Kafka in a thread, inside a confluent-kafka consumer call, which makes every other call
     on that consumer wait: before, each waited for the fetch to end on the loop's thread,
     so the waiting poll had timed out when the message appended after them came)."""
-    group = f"aio-{uuid.uuid4().hex[:8]}"
 
     async def main() -> None:
-        async with tidelog.aio.open(location) as store:
-            topic = await store.create_topic("prp", partitions=2)
-            for partition in (0, 1):
-                topic.append(b"%d" % partition, partition=partition)
-            async with store.consumer("prp", group=group) as consumer:
-                assert len(await _collect(consumer, 2)) == 2
-                blocking = _blocking_calls(location, store, consumer)
-                waiting = asyncio.create_task(consumer.poll(timeout=10.0))
-                await asyncio.sleep(0.5)  # the poll's fetch waits now
-                consumer.pause(1)
-                assert consumer.paused() == [1]
-                assert (consumer.position(0), consumer.position(1)) == (1, 1)
-                consumer.resume(1)
-                topic.append(b"late", partition=0)
-                got = await waiting
-                assert [(m.partition, m.value) for m in got] == [(0, b"late")]
-                consumer.pause(1)  # no fetch waits: applied at once
-                topic.append(b"held", partition=1)
-                assert await consumer.poll(timeout=0.5) == []
-                consumer.resume(1)
-                assert [m.value for m in await _collect(consumer, 1)] == [b"held"]
-                assert blocking == []
+        async with _two_partitions_read(location, "prp") as (store, topic, consumer):
+            blocking = _blocking_calls(location, store, consumer)
+            waiting = asyncio.create_task(consumer.poll(timeout=10.0))
+            await asyncio.sleep(0.5)  # the poll's fetch waits now
+            consumer.pause(1)
+            assert consumer.paused() == [1]
+            assert (consumer.position(0), consumer.position(1)) == (1, 1)
+            consumer.resume(1)
+            topic.append(b"late", partition=0)
+            got = await waiting
+            assert [(m.partition, m.value) for m in got] == [(0, b"late")]
+            consumer.pause(1)  # no fetch waits: applied at once
+            topic.append(b"held", partition=1)
+            assert await consumer.poll(timeout=0.5) == []
+            consumer.resume(1)
+            assert [m.value for m in await _collect(consumer, 1)] == [b"held"]
+            assert blocking == []
 
     asyncio.run(main())
 

@@ -139,6 +139,23 @@ def test_at_most_once_iteration_loses_nothing_when_its_partitions_move(
     second.close()
 
 
+def _resumed_and_split_once(
+    first: tidelog.Consumer, second: tidelog.Consumer, kept: int, handed: list[tidelog.Message]
+) -> None:
+    """``first`` resumes the partition it kept after ``second`` joined: between what was
+    ``handed`` out before and what each polls now, the two partitions' 5 messages each went
+    out once. When ``second`` closes, ``first`` gets the other partition back, from
+    ``second``'s commit: nothing more to hand out."""
+    first.resume(kept)
+    handed += first.poll(max_messages=100, timeout=0)
+    handed += second.poll(max_messages=100, timeout=1)
+    assert sorted((m.partition, m.offset) for m in handed) == [
+        (p, o) for p in (0, 1) for o in range(5)
+    ]
+    second.close()
+    assert first.poll(max_messages=100, timeout=0) == []
+
+
 def test_at_most_once_pause_gives_back_what_it_holds(store: tidelog.Store) -> None:
     """What a pause holds of an at-most-once fetch was committed when fetched: the pause
     moves the commit back to it, so a member that takes the partition before it is resumed
@@ -156,14 +173,7 @@ def test_at_most_once_pause_gives_back_what_it_holds(store: tidelog.Store) -> No
     assert first.poll(timeout=0) == []  # sees the rebalance
     (kept,) = first.assignment()
     assert len(second.assignment()) == 1
-    first.resume(kept)
-    handed += first.poll(max_messages=100, timeout=0)
-    handed += second.poll(max_messages=100, timeout=0)
-    assert sorted((m.partition, m.offset) for m in handed) == [
-        (p, o) for p in (0, 1) for o in range(5)
-    ]
-    second.close()
-    assert first.poll(max_messages=100, timeout=0) == []  # lost is back, from second's commit
+    _resumed_and_split_once(first, second, kept, handed)
     first.close()
 
 
@@ -300,14 +310,7 @@ def test_a_revoked_partition_forgets_what_pause_held(store: tidelog.Store) -> No
     assert first.paused() == [kept]
     with pytest.raises(tidelog.RebalanceError):
         first.resume(lost)
-    first.resume(kept)
-    handed += first.poll(max_messages=100, timeout=0)
-    handed += second.poll(max_messages=100, timeout=1)
-    assert sorted((m.partition, m.offset) for m in handed) == [
-        (p, o) for p in (0, 1) for o in range(5)
-    ]
-    second.close()
-    assert first.poll(timeout=0) == []  # the lost partition is back, from second's commit
+    _resumed_and_split_once(first, second, kept, handed)
     first.pause(lost)
     first.resume(lost)  # nothing held from before the revocation comes back
     assert first.poll(timeout=0) == []
