@@ -143,3 +143,67 @@ def test_damage_to_synced_data_after_a_restart_is_refused(tmp_path: Path) -> Non
     lose_pages(store_dir, seed=0)
     with pytest.raises(tidelog.CorruptRecordError, match=r"offset 290\b"):
         tidelog.open(store_dir)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review: restart recovery moves whole segments to quarantine/ but keeps the "
+    "producer-state snapshots above the cut (taken at their rolls); once the log grows back "
+    "past one, it is loaded as the state at that offset",
+)
+def test_producer_snapshots_above_a_sealed_cut_are_not_trusted_later(tmp_path: Path) -> None:
+    """A transaction open across a roll under "never", a power loss that cuts the log below
+    that roll, then acknowledged appends that grow the log back past it: readers must reach
+    them. The snapshot taken at the roll (an open transaction, from the lost data) must not
+    come back as the producer state of the new data."""
+    store_dir = tmp_path / "store"
+    script = f"""
+        import os, sys, tidelog
+        store = tidelog.open(sys.argv[1], {SEALED_WITHOUT_SYNC})
+        store.create_topic("t", partitions=1)
+        producer = store.producer(name="p", idempotent=True)
+        for i in range(550):
+            producer.send("t", value(i), partition=0)
+            if i % 50 == 49:
+                producer.flush()
+        tx = store.transaction(producer)
+        tx.__enter__()
+        for i in range(550, 700):  # the roll at 600 snapshots the open transaction
+            tx.send("t", value(i), partition=0)
+            if i % 50 == 49:
+                producer.flush()
+        producer.flush()
+        os._exit(0)
+        """
+    prelude = "def value(i):\n    return b'%04d' % i * 50\n"
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script), str(store_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    partition = store_dir / "topics" / "t" / "0"
+    assert (partition / f"{600:020}.snapshot").exists()
+    # The power loss: a page of the second segment (sealed, never synced) is lost.
+    second = sorted(partition.glob("*.log"))[1]
+    data = bytearray(second.read_bytes())
+    data[2 * PAGE : 3 * PAGE] = bytes(PAGE)
+    second.write_bytes(data)
+    with open(partition / "control", "r+b") as control:
+        control.seek(520)
+        control.write(b"\xab" * 16)
+    with tidelog.open(store_dir, fsync="never", segment_bytes=SEGMENT_BYTES) as store:
+        topic = store.topic("t")
+        assert topic.end_offset(0) < 550, "the cut is below the stale snapshot"
+        with store.producer(name="p", idempotent=True) as producer:
+            i = 0
+            while topic.end_offset(0) < 603:  # past 600, before the next roll (at 607)
+                producer.send("t", b"B%05d" % i * 200, partition=0)
+                producer.flush()
+                i += 1
+        end = topic.end_offset(0)
+    with tidelog.open(store_dir, fsync="never", segment_bytes=SEGMENT_BYTES) as store:
+        read = list(store.topic("t").read(partition=0, offset=0))
+    # One offset of the new data is the marker the producer's reopening wrote.
+    assert len(read) >= end - 1, f"readers held back at offset {read[-1].offset + 1} of {end}"
