@@ -145,12 +145,6 @@ def test_damage_to_synced_data_after_a_restart_is_refused(tmp_path: Path) -> Non
         tidelog.open(store_dir)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: restart recovery moves whole segments to quarantine/ but keeps the "
-    "producer-state snapshots above the cut (taken at their rolls); once the log grows back "
-    "past one, it is loaded as the state at that offset",
-)
 def test_producer_snapshots_above_a_sealed_cut_are_not_trusted_later(tmp_path: Path) -> None:
     """A transaction open across a roll under "never", a power loss that cuts the log below
     that roll, then acknowledged appends that grow the log back past it: readers must reach
@@ -209,13 +203,6 @@ def test_producer_snapshots_above_a_sealed_cut_are_not_trusted_later(tmp_path: P
     assert len(read) >= end - 1, f"readers held back at offset {read[-1].offset + 1} of {end}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a sealed segment cut where its lost pages begin at a batch boundary "
-    "records nothing for its own lost offsets (only the later segments' moves, from their "
-    "bases), so a group commit among those offsets is not found stale once the log grows "
-    "back past it",
-)
 def test_a_commit_into_a_sealed_segments_lost_tail_is_stale(tmp_path: Path) -> None:
     """Batches of one page each (one 4032-byte message), so a lost page is a lost batch
     whole; the second segment loses its last two pages. The group had read all of it and

@@ -126,6 +126,27 @@ impl PartitionLog {
         Ok(table)
     }
 
+    /// Deletes the snapshots of producer state past `end` (recovery cut the log below
+    /// them): they describe batches the log no longer holds, and once appends reach their
+    /// offsets again they would pass for the state of the new batches. Also, kept among the
+    /// newest, they would make each later roll delete its own snapshot. The directory is
+    /// synced when one went.
+    ///
+    /// # Errors
+    /// Listing, removing or syncing failed.
+    pub(super) fn drop_snapshots_after(&self, end: u64) -> Result<()> {
+        let mut dropped = false;
+        for offset in list_snapshots(&self.dir)?.into_iter().filter(|&o| o > end) {
+            let path = snapshot_path(&self.dir, offset);
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            dropped = true;
+        }
+        if dropped {
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// The newest intact snapshot at or below the head, or an empty table at the log start.
     fn load_snapshot(&self, head: &Head) -> Result<ProducerTable> {
         let cutoff = now_ms() - self.config.producer_expiry_ms;

@@ -93,8 +93,13 @@ impl PartitionLog {
     /// directory (recorded), which makes the damaged one the active segment: the walk of
     /// [`Self::recover`] then cuts it as it cuts any active segment. Damage below `synced`
     /// is not what a power loss leaves: it stays, for readers to report, as in any sealed
-    /// segment.
-    fn cut_at_lost_sealed_pages(&self, bases: &mut Vec<u64>, synced: u64, hint: Option<Head>) -> Result<()> {
+    /// segment. Returns the base of the first segment moved, if any.
+    fn cut_at_lost_sealed_pages(
+        &self,
+        bases: &mut Vec<u64>,
+        synced: u64,
+        hint: Option<Head>,
+    ) -> Result<Option<u64>> {
         for i in 0..bases.len().saturating_sub(1) {
             let next_base = bases[i + 1];
             if next_base <= synced {
@@ -117,50 +122,76 @@ impl PartitionLog {
                 drop(segment);
                 self.quarantine_segments(&bases[i + 1..], hint)?;
                 bases.truncate(i + 1);
-                return Ok(());
+                return Ok(Some(next_base));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Moves the data files of the segments with `bases` whole into the quarantine
-    /// directory and records each move once both directories are synced; their indexes,
-    /// rebuilt from the data whenever needed, are deleted. A failure or crash midway leaves
-    /// the segments not moved yet in place: the next open finds the same damage and moves
-    /// them.
+    /// directory, the last first, so that whatever step a crash stops at leaves the log
+    /// contiguous (a prefix of the segments); their indexes, rebuilt from the data whenever
+    /// needed, are deleted. Each move is recorded (synced) before it is made, as every cut
+    /// is: a crash between the two leaves a record whose file is still the segment, and the
+    /// next open, finding the same damage, moves it under that record's name.
     fn quarantine_segments(&self, bases: &[u64], hint: Option<Head>) -> Result<()> {
         let dir = self.dir.join(QUARANTINE_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let recorded = lost::read_events(&self.dir)?;
         let time_ms = now_ms();
-        for (j, &base) in bases.iter().enumerate() {
+        for (j, &base) in bases.iter().enumerate().rev() {
             let paths = SegmentPaths::new(&self.dir, base);
-            let bytes = std::fs::metadata(&paths.data).map_err(|e| Error::io("stat", &paths.data, e))?.len();
-            let file = format!("{base:020}-{:010}-{time_ms}.{}", 0, crate::paths::SEGMENT_DATA_EXTENSION);
-            crate::fs::rename(&paths.data, &dir.join(&file))?;
+            let pending = recorded.iter().rev().find(|e| {
+                e.kind == LossKind::Quarantined
+                    && e.segment_base == base
+                    && e.position == 0
+                    && !dir.join(&e.file).exists()
+            });
+            let file = match pending {
+                Some(event) => event.file.clone(),
+                None => {
+                    let event = LossEvent {
+                        kind: LossKind::Quarantined,
+                        time_ms,
+                        segment_base: base,
+                        position: 0,
+                        bytes: std::fs::metadata(&paths.data)
+                            .map_err(|e| Error::io("stat", &paths.data, e))?
+                            .len(),
+                        first_offset: base,
+                        end_offset: self.moved_end(bases.get(j + 1).copied(), base, hint)?,
+                        file: format!(
+                            "{base:020}-{:010}-{time_ms}.{}",
+                            0,
+                            crate::paths::SEGMENT_DATA_EXTENSION
+                        ),
+                    };
+                    lost::record(&self.dir, &event, true)?;
+                    event.file
+                }
+            };
+            crate::fs::rename(&paths.data, &dir.join(file))?;
             for index in [&paths.index, &paths.time_index] {
                 let _ = std::fs::remove_file(index);
             }
             crate::segment::sync_dir(&dir)?;
             crate::segment::sync_dir(&self.dir)?;
-            // Where the moved offsets end: the next segment's base, or for the active
-            // segment what the head last claimed (the bytes may hold less).
-            let end_offset = bases
-                .get(j + 1)
-                .copied()
-                .unwrap_or_else(|| hint.filter(|h| h.active_base == base).map_or(base, |h| h.next_offset));
-            let event = LossEvent {
-                kind: LossKind::Quarantined,
-                time_ms,
-                segment_base: base,
-                position: 0,
-                bytes,
-                first_offset: base,
-                end_offset,
-                file,
-            };
-            lost::record(&self.dir, &event, true)?;
         }
         Ok(())
+    }
+
+    /// Where the offsets of a segment moved whole end: the next segment's base, or, for the
+    /// last segment, the further of what its batches claim and what the head claimed.
+    fn moved_end(&self, next_base: Option<u64>, base: u64, hint: Option<Head>) -> Result<u64> {
+        if let Some(next) = next_base {
+            return Ok(next);
+        }
+        let segment = Segment::open_sealed(&self.dir, base)?;
+        let mut cursor =
+            segment.cursor(0, segment.data.readable(), base, Check::Header, OnDamage::Stop).zero_tail(true);
+        cursor.by_ref().for_each(drop);
+        let claimed = hint.filter(|h| h.active_base == base).map_or(base, |h| h.next_offset);
+        Ok(cursor.expected().max(claimed))
     }
 
     /// Copies `from..to` of the active segment (damage, then the valid batches from
@@ -235,9 +266,12 @@ impl PartitionLog {
         // finished before anything lists the segments.
         compaction::finish_swap(&self.dir)?;
         let mut bases = list_segments(&self.dir, alone)?;
-        if let Since::Restart { synced } = since {
-            self.cut_at_lost_sealed_pages(&mut bases, synced, hint)?;
-        }
+        // After a cut of a sealed segment, the offsets its batches reached (the base of the
+        // first segment moved away): what the head would have claimed had it been active.
+        let cut_sealed_end = match since {
+            Since::Restart { synced } => self.cut_at_lost_sealed_pages(&mut bases, synced, hint)?,
+            _ => None,
+        };
         let first = bases.is_empty();
         if first {
             bases.push(hint.map_or(0, |h| h.next_offset.max(h.log_start)));
@@ -315,7 +349,7 @@ impl PartitionLog {
         let torn = damage_end > scan.end;
         // The head said there was more (a power loss took pages that had been published, or
         // the bytes since read as zeros): recorded too, even with nothing left to move.
-        let hinted_end = hint.map_or(0, |h| h.next_offset);
+        let hinted_end = hint.map_or(0, |h| h.next_offset).max(cut_sealed_end.unwrap_or(0));
         if torn || hinted_end > scan.next_offset {
             // The batch at `scan.end` itself is the damaged one (a valid CRC with a wrong offset
             // is damage to its header), so the search for valid data starts after it.
@@ -369,6 +403,7 @@ impl PartitionLog {
         if torn {
             active.zero_range(scan.end, search_end)?;
         }
+        self.drop_snapshots_after(scan.next_offset)?;
         let entries = kept + scan.entries.len();
         let last_index_pos = match entries {
             0 => 0,
