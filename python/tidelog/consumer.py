@@ -584,6 +584,11 @@ class Consumer:
                     self._commit_now(moved)
                 except RebalanceError:
                     owned = False  # the group moved on before the commit was written
+                except BaseException:
+                    # Not committed past, so not handed out; and not skipped either: the
+                    # next poll reads them again (and commits again).
+                    self._rewind(moved)
+                    raise
                 else:
                     # Looked at again once the commit is written: a member that joined
                     # after the check may have read the group's commits without it, and
@@ -593,15 +598,19 @@ class Consumer:
             if not owned:
                 # A rebalance landed between fetching and handing out: hand out nothing and
                 # rewind, so the new owner (or we, on the next poll) delivers these.
-                for p in moved:
-                    part = self._parts.get(p)
-                    if part is not None:
-                        part.position = part.fetched_from
+                self._rewind(moved)
                 self._sync()
                 return []
         else:
             self._delivered.update(moved)
         return messages
+
+    def _rewind(self, moved: dict[int, int]) -> None:
+        """Moves the partitions of ``moved`` back to where the last fetch read them from."""
+        for p in moved:
+            part = self._parts.get(p)
+            if part is not None:
+                part.position = part.fetched_from
 
     def __iter__(self) -> Iterator[Message]:
         return self

@@ -18,7 +18,7 @@ import pytest
 import tidelog
 import tidelog.aio
 
-from conformance.test_api import PATIENCE, CommitWatch, read_eventually
+from conformance.test_api import PATIENCE, CommitWatch, FailNextCommit, read_eventually
 
 
 class _Ticker:
@@ -580,6 +580,37 @@ def test_aio_at_most_once_async_for_commits_once_per_fetch(location: str) -> Non
             await consumer.close()
             async with store.consumer("amof", group=group) as again:
                 assert [m.offset for m in await _collect(again, 5)] == list(range(55, 60))
+
+    asyncio.run(main())
+
+
+def test_aio_at_most_once_poll_whose_commit_failed_keeps_its_messages(location: str) -> None:
+    """An at-most-once poll whose commit past a fetch fails raises and hands none of it
+    out; the next poll commits again and hands the fetch out from its first message, none
+    lost and none twice (before, a local member had moved its position past them: lost)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("amocf")
+            topic.append_batch([b"%d" % i for i in range(10)], partition=0)
+            consumer = store.consumer("amocf", group=group, delivery="at-most-once")
+            failing = FailNextCommit(consumer.sync)
+            async with asyncio.timeout(PATIENCE):
+                with pytest.raises(tidelog.TidelogError):
+                    while True:  # until the member joined and fetched
+                        assert await consumer.poll(max_messages=4, timeout=0.5) == []
+            assert failing.failed
+            assert await consumer.committed() == {}
+            # More to read, so that a poll that lost the fetch hands these out, not waits.
+            topic.append_batch([b"%d" % i for i in range(10, 20)], partition=0)
+            handed: list[Any] = []
+            async with asyncio.timeout(PATIENCE):
+                while len(handed) < 10:
+                    handed += await consumer.poll(timeout=0.5)
+            assert [m.offset for m in handed] == list(range(len(handed)))
+            assert (await consumer.committed())[0] >= len(handed)
+            await consumer.close()
 
     asyncio.run(main())
 

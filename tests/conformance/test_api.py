@@ -7,6 +7,7 @@ both backends. A test that cannot apply to Kafka carries ``local_only(reason)``;
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -118,6 +119,51 @@ class _WatchedKafkaClient:
         out = self._client.poll(*args)
         self._watch.fetches += out is not None
         return out
+
+
+class FailNextCommit:
+    """Makes a member's next commit fail, once, as a lost connection or a failed disk would.
+
+    On kafka:// its confluent-kafka consumer's ``commit`` raises a transport error; locally
+    its commit record raises StorageError (EIO). Nothing is written by the failed commit.
+    ``consumer`` is the synchronous member (``.sync`` of a tidelog.aio one).
+    """
+
+    def __init__(self, consumer: Any) -> None:
+        self.failed = False
+        if hasattr(consumer, "_consumer"):  # kafka://
+            from confluent_kafka import KafkaError, KafkaException
+
+            consumer._consumer = _KafkaClientFailingOnce(
+                consumer._consumer, self, KafkaException(KafkaError(KafkaError._TRANSPORT))
+            )
+            return
+        commit = consumer._commit_record
+
+        def failing_commit(*args: Any) -> Any:
+            self.fail_once(tidelog.StorageError(errno.EIO, "injected commit failure"))
+            return commit(*args)
+
+        consumer._commit_record = failing_commit
+
+    def fail_once(self, error: Exception) -> None:
+        if not self.failed:
+            self.failed = True
+            raise error
+
+
+class _KafkaClientFailingOnce:
+    def __init__(self, client: Any, fail: FailNextCommit, error: Exception) -> None:
+        self._client = client
+        self._fail = fail
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail.fail_once(self._error)
+        return self._client.commit(*args, **kwargs)
 
 
 # -- store and topics --------------------------------------------------------------------------
@@ -637,6 +683,37 @@ def test_at_most_once_iterating_commits_once_per_fetch(store: Any) -> None:
         assert watch.fetches >= 5  # at most ten messages a fetch
         assert watch.commits <= watch.fetches
         assert c.committed() == {0: 50}
+
+
+@pytest.mark.parametrize("how", ["poll", "iterate"])
+def test_at_most_once_step_whose_commit_failed_keeps_its_messages(store: Any, how: str) -> None:
+    """An at-most-once member whose commit past a fetch fails hands none of it out (the
+    poll or iteration step raises) and keeps it: the next step commits again and hands
+    the fetch out from its first message, none lost and none twice (before, a poll had
+    taken them off its buffer, a local member had moved its position past them: lost)."""
+    t = store.create_topic("amocf")
+    t.append_batch([b"%d" % i for i in range(10)], partition=0)
+    with store.consumer("amocf", group="g", delivery="at-most-once") as c:
+        failing = FailNextCommit(c)
+        with pytest.raises(tidelog.TidelogError):
+            if how == "iterate":
+                next(iter(c))  # waits until the member joined and fetched
+            else:
+                end = time.monotonic() + PATIENCE
+                while time.monotonic() < end:  # until the member joined and fetched
+                    assert c.poll(max_messages=4, timeout=0.5) == []
+        assert failing.failed
+        assert c.committed() == {}
+        # More to read, so that a step that lost the fetch hands these out, not waits.
+        t.append_batch([b"%d" % i for i in range(10, 20)], partition=0)
+        if how == "iterate":
+            it = iter(c)
+            handed = [next(it) for _ in range(10)]
+        else:
+            handed = poll_until(c, 10)  # a local fetch brings all 20
+        assert len(handed) >= 10
+        assert [m.offset for m in handed] == list(range(len(handed)))
+        assert c.committed()[0] >= len(handed)
 
 
 def test_at_most_once_seek_gives_back_what_it_drops(store: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import tidelog
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Producer
 from tidelog.kafka import parse_url
 
 from benches.kafka.broker import KafkaBroker
@@ -162,38 +162,6 @@ def test_unknown_topic_setting_is_named(kstore: Any) -> None:
     t = kstore.create_topic("t", retention_ms=3_600_000)
     assert t.config["retention_ms"] == 3_600_000
     assert kstore.alter_topic("t", retention_ms=7_200_000)["retention_ms"] == 7_200_000
-
-
-def test_at_most_once_hands_out_nothing_of_a_fetch_whose_commit_failed(kstore: Any) -> None:
-    """Iterating an at-most-once member commits past a whole fetch before handing any of
-    it out: when that commit fails, the step raises, nothing is handed out, and the next
-    step commits again and hands the fetch out from its first message."""
-    t = kstore.create_topic("amofail")
-    t.append_batch([b"%d" % i for i in range(10)], partition=0)
-
-    class FailingOnce:
-        def __init__(self, client: Any) -> None:
-            self._client = client
-            self.failed = False
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._client, name)
-
-        def commit(self, *args: Any, **kwargs: Any) -> Any:
-            if not self.failed:
-                self.failed = True
-                raise KafkaException(KafkaError(KafkaError._TRANSPORT))
-            return self._client.commit(*args, **kwargs)
-
-    with kstore.consumer("amofail", group="g", delivery="at-most-once") as c:
-        client = c._consumer = FailingOnce(c._consumer)
-        with pytest.raises(tidelog.TidelogError):
-            next(iter(c))
-        assert client.failed
-        assert c.committed() == {}
-        it = iter(c)
-        assert [next(it).offset for _ in range(10)] == list(range(10))
-        assert c.committed() == {0: 10}
 
 
 def test_work_queue_refuses_what_share_groups_cannot_do(kstore: Any) -> None:

@@ -250,7 +250,13 @@ class KafkaConsumer:
                 self._settle()
             if not self._ready:
                 self._took(self._fetch(n, timeout))
-            out = [self._ready.popleft() for _ in range(min(n, len(self._ready)))]
+            ready = self._ready
+            count = min(n, len(ready))
+            if self._delivery == "at-most-once":
+                # Committed past before they leave ``_ready``: if the commit fails, the
+                # poll raises and the next one hands them out (after its commit).
+                self._commit_ahead(self._next_offsets(list(islice(ready, count))))
+            out = [ready.popleft() for _ in range(count)]
             self._hand_out(out)
             return out
 
@@ -417,10 +423,12 @@ class KafkaConsumer:
             self._apply_seeks()
 
     def _hand_out(self, out: list[KafkaMessage]) -> None:
-        """Counts ``out`` as delivered (at-most-once: commits it first, unless fetch did)."""
-        if self._delivery == "at-most-once":
-            self._commit_ahead(self._next_offsets(out))
-        else:
+        """Counts ``out``, taken off ``_ready``, as delivered.
+
+        Not at-most-once: its callers commit past messages while they are still in
+        ``_ready``, so that a failed commit hands out nothing and loses nothing.
+        """
+        if self._delivery != "at-most-once":
             self._delivered.update(self._next_offsets(out))
 
     def _next_offsets(self, messages: list[KafkaMessage]) -> dict[int, int]:
