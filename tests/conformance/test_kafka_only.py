@@ -216,3 +216,56 @@ def test_compact_command_names_the_broker_cleaner(
     kstore.create_topic("t")
     assert main(["--dir", kstore.path, "compact", "t"]) == 1
     assert "log cleaner" in capsys.readouterr().err
+
+
+class _ConsumeWithAnError:
+    """A confluent-kafka consumer whose first ``consume`` that returns messages also returns
+    a transport error after them, as librdkafka may when a broker connection fails mid-fetch
+    (it has already moved its position past those messages)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.injected = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def consume(self, *args: Any, **kwargs: Any) -> list[Any]:
+        from confluent_kafka import KafkaError, Message
+
+        raw = list(self._client.consume(*args, **kwargs))
+        if raw and not self.injected:
+            self.injected = True
+            last = raw[-1]
+            raw.append(
+                Message(
+                    topic=last.topic(),
+                    partition=last.partition(),
+                    error=KafkaError(KafkaError._TRANSPORT),
+                )
+            )
+        return raw
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_messages_a_failed_fetch_returned_are_handed_out_then_the_error_raised(
+    kstore: Any, delivery: str
+) -> None:
+    """Before, the messages that came with the error were counted as fetched and dropped:
+    librdkafka had moved past them, so this member never handed them out."""
+    topic = kstore.create_topic("fe", partitions=1)
+    topic.append_batch([b"%d" % i for i in range(6)], partition=0)
+    with kstore.consumer("fe", group=f"fe-{delivery}", delivery=delivery) as consumer:
+        client = _ConsumeWithAnError(consumer._consumer)
+        consumer._consumer = client
+        got = consumer.poll(max_messages=100, timeout=10)
+        assert client.injected
+        assert [m.offset for m in got] == list(range(len(got)))
+        assert got, "the messages fetched with the error were dropped"
+        # Kafka's consumers raise a fetch error at the next poll, after the records before it.
+        with pytest.raises(tidelog.TidelogError, match="transport"):
+            consumer.poll(max_messages=100, timeout=0)
+        deadline = time.monotonic() + 10
+        while len(got) < 6 and time.monotonic() < deadline:
+            got += consumer.poll(max_messages=100, timeout=1)
+        assert [m.value for m in got] == [b"%d" % i for i in range(6)]

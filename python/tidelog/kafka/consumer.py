@@ -18,7 +18,7 @@ from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition, consume_ready
@@ -94,6 +94,8 @@ class KafkaConsumer:
         # commit moved back to its first message) wherever it would be dropped: a clean
         # close, a seek, a revocation (``_give_back``).
         self._ahead: dict[int, int] = {}
+        # An error a fetch returned after messages: raised by the next fetch (see _fetch).
+        self._fetch_error: KafkaError | None = None
         # Fetched, not handed out yet: iterating hands out one message at a time, and only
         # what it handed out counts as delivered (for commits, close and transactions).
         self._ready: deque[KafkaMessage] = deque()
@@ -397,10 +399,14 @@ class KafkaConsumer:
             )
 
     def _fetch(self, n: int, timeout: float) -> list[KafkaMessage]:
+        context = f"polling {self._topic.name!r} in group {self._group!r}"
+        if self._fetch_error is not None:
+            err, self._fetch_error = self._fetch_error, None
+            raise_for(err, context)
         try:
             raw = consume_ready(self._consumer, n, timeout)
         except KafkaException as e:
-            with translated(f"polling {self._topic.name!r} in group {self._group!r}"):
+            with translated(context):
                 raise e
         out = from_consume(raw)
         if out:
@@ -409,7 +415,13 @@ class KafkaConsumer:
             for m in raw:
                 err = m.error()
                 if err is not None and err.code() != PARTITION_EOF:
-                    raise_for(err, f"polling {self._topic.name!r} in group {self._group!r}")
+                    if not out:
+                        raise_for(err, context)
+                    # librdkafka moved past the messages that came with the error: raising
+                    # now would drop them. As Kafka's consumers do, they are handed out and
+                    # the error is raised by the next fetch.
+                    self._fetch_error = err
+                    break
         return out
 
     def _took(self, fetched: list[KafkaMessage]) -> None:
