@@ -521,6 +521,9 @@ class KafkaConsumer:
         """
         # Read first: a pause or resume from now on is settled by the next hand-out.
         self._settled = self._pause_changes
+        # pause() checks the assignment without the lock: a revocation between its check
+        # and its mark leaves a partition marked that this member no longer owns.
+        self._paused.intersection_update(self._assigned)
         paused, ready = set(self._paused), self._ready  # a copy: pause() may change it
         name, client = self._topic.name, self._paused_in_client
         if paused - client:
