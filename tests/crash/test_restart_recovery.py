@@ -44,6 +44,17 @@ SEALED_WITHOUT_SYNC = f'fsync="never", segment_bytes={SEGMENT_BYTES}'
 that rolls under "never" sealed without a sync."""
 
 
+def run_writer(script: str, store_dir: Path, prelude: str = "") -> None:
+    """Runs the writer ``script`` (indented source, after ``prelude``) on ``store_dir``."""
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script), str(store_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def write(store_dir: Path, options: str = DEFAULT) -> None:
     """Appends MESSAGES, syncing after the first SYNCED; ends without closing anything."""
     script = f"""
@@ -56,13 +67,7 @@ def write(store_dir: Path, options: str = DEFAULT) -> None:
                 store.sync()
         os._exit(0)
         """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), str(store_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    run_writer(script, store_dir)
 
 
 def lose_pages(store_dir: Path, seed: int) -> int:
@@ -170,13 +175,7 @@ def test_producer_snapshots_above_a_sealed_cut_are_not_trusted_later(tmp_path: P
         os._exit(0)
         """
     prelude = "def value(i):\n    return b'%04d' % i * 50\n"
-    done = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(script), str(store_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    run_writer(script, store_dir, prelude)
     partition = store_dir / "topics" / "t" / "0"
     assert (partition / f"{600:020}.snapshot").exists()
     # The power loss: a page of the second segment (sealed, never synced) is lost.
@@ -222,13 +221,7 @@ def test_a_commit_into_a_sealed_segments_lost_tail_is_stale(tmp_path: Path) -> N
             consumer.commit()
         os._exit(0)
         """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script), str(store_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    run_writer(script, store_dir)
     partition = store_dir / "topics" / "t" / "0"
     second = sorted(partition.glob("*.log"))[1]
     assert second.name == f"{16:020}.log"
