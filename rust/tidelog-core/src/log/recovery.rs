@@ -4,10 +4,11 @@
 //! trimmed before the next segment was created; after a restart of the machine, those
 //! sealed since the last sync are checked first), so recovery reads just its tail: it
 //! starts at the last index entry that still points at a valid batch (below the synced
-//! offset, after a restart: see [`PartitionLog::recover`]) and walks forward, checking CRCs and offset continuity, to the first bad batch. If nothing
-//! valid follows (a torn tail), everything from there on is zeroed, so the bytes of a torn
-//! batch can never be mistaken for data later. If a valid batch that could continue the log
-//! follows the damage, it is not a torn tail: opening refuses, or with
+//! offset, after a restart: see [`PartitionLog::recover`]) and walks forward, checking
+//! CRCs and offset continuity, to the first bad batch. If nothing valid follows (a torn
+//! tail), everything from there on is zeroed, so the bytes of a torn batch can never be
+//! mistaken for data later. If a valid batch that could continue the log follows the
+//! damage, it is not a torn tail: opening refuses, or with
 //! [`OnCorruption::Quarantine`] the damaged part and everything after it are copied into
 //! `quarantine/` (synced) before the cut. Either removal is recorded ([`super::lost`]).
 //! The index entries after the starting point are rewritten from the walk, so a missing or
