@@ -1022,10 +1022,9 @@ class Consumer:
             # past: the commit goes back to its first message, where handing out left it,
             # so closing leaves it to the group. The seek commits nothing of its own (as in
             # Kafka); the next fetch commits from the new position, back or forward.
-            firsts = [m.offset for m in self._held_by_pause.get(partition, [])[:1]]
-            firsts += [m.offset for m in self._buffer if m.partition == partition][:1]
-            if firsts:
-                self._give_back({partition: min(firsts)})
+            first = self._handed_out()[1].get(partition)
+            if first is not None:
+                self._give_back({partition: first})
         part = self._parts[partition]
         part.position = offset
         part.out_of_range = None

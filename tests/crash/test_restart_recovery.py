@@ -70,6 +70,21 @@ def write(store_dir: Path, options: str = DEFAULT) -> None:
     run_writer(script, store_dir)
 
 
+def restart(partition: Path) -> None:
+    """What a reboot does as far as recovery can tell: the control block names another boot
+    (bytes 520..536, docs/FORMAT.md)."""
+    with open(partition / "control", "r+b") as control:
+        control.seek(520)
+        control.write(b"\xab" * 16)
+
+
+def lose(data_file: Path, start: int, end: int) -> None:
+    """Bytes ``start..end`` of ``data_file`` never reached the disk: they read as zeros."""
+    data = bytearray(data_file.read_bytes())
+    data[start:end] = bytes(end - start)
+    data_file.write_bytes(data)
+
+
 def lose_pages(store_dir: Path, seed: int) -> int:
     """Zeros a random half of the data pages written after the sync, in every segment, then
     'restarts'; returns how many segments the partition has."""
@@ -92,9 +107,7 @@ def lose_pages(store_dir: Path, seed: int) -> int:
         data_file.write_bytes(data)
         unsynced = 0
     assert unsynced == 0, "no message after the sync was found"
-    with open(partition / "control", "r+b") as control:
-        control.seek(520)
-        control.write(b"\xab" * 16)
+    restart(partition)
     return len(files)
 
 
@@ -180,12 +193,8 @@ def test_producer_snapshots_above_a_sealed_cut_are_not_trusted_later(tmp_path: P
     assert (partition / f"{600:020}.snapshot").exists()
     # The power loss: a page of the second segment (sealed, never synced) is lost.
     second = sorted(partition.glob("*.log"))[1]
-    data = bytearray(second.read_bytes())
-    data[2 * PAGE : 3 * PAGE] = bytes(PAGE)
-    second.write_bytes(data)
-    with open(partition / "control", "r+b") as control:
-        control.seek(520)
-        control.write(b"\xab" * 16)
+    lose(second, 2 * PAGE, 3 * PAGE)
+    restart(partition)
     with tidelog.open(store_dir, fsync="never", segment_bytes=SEGMENT_BYTES) as store:
         topic = store.topic("t")
         assert topic.end_offset(0) < 550, "the cut is below the stale snapshot"
@@ -225,12 +234,8 @@ def test_a_commit_into_a_sealed_segments_lost_tail_is_stale(tmp_path: Path) -> N
     partition = store_dir / "topics" / "t" / "0"
     second = sorted(partition.glob("*.log"))[1]
     assert second.name == f"{16:020}.log"
-    data = bytearray(second.read_bytes())
-    data[-2 * PAGE :] = bytes(2 * PAGE)  # offsets 30 and 31
-    second.write_bytes(data)
-    with open(partition / "control", "r+b") as control:
-        control.seek(520)
-        control.write(b"\xab" * 16)
+    lose(second, second.stat().st_size - 2 * PAGE, second.stat().st_size)  # offsets 30, 31
+    restart(partition)
     with tidelog.open(store_dir, fsync="never", segment_bytes=SEGMENT_BYTES) as store:
         topic = store.topic("t")
         assert topic.end_offset(0) == 30
