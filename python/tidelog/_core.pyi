@@ -22,6 +22,7 @@ DEFAULTS: Mapping[str, int | float | str | None]
 PRODUCER_DEFAULTS: Mapping[str, int | float | str | None]
 WAIT_DEFAULTS: Mapping[str, int | float | str | None]
 MAX_SPIN_US: int
+RECOVERY_KINDS: tuple[str, ...]
 __all__ = [
     "DEFAULTS",
     "DOORBELL_FILE",
@@ -30,6 +31,7 @@ __all__ = [
     "MAX_SPIN_US",
     "OFFSETS_TOPIC",
     "PRODUCER_DEFAULTS",
+    "RECOVERY_KINDS",
     "SEGMENT_DATA_SUFFIX",
     "TOPIC_META_FILE",
     "TXN_LOCK_SUFFIX",
@@ -699,7 +701,7 @@ def state_log_files(
 def list_work_queues(store: str | os.PathLike[str]) -> list[tuple[str, str]]: ...
 def partition_metrics(
     topic: Topic,
-) -> list[tuple[int, int, int, int, int, int, int | None, tuple[int, int, int, int], int]]: ...
+) -> list[tuple[int, int, int, int, int, int, int | None, list[tuple[str, int, int]], int]]: ...
 def timestamps_at(topic: Topic, wanted: list[tuple[int, int]]) -> list[int | None]: ...
 def _inject_fault(
     op: str,

@@ -103,8 +103,9 @@ def collect(
         - ``work_queues``: ``{group: {topic: {"backlog", "in_flight", "redelivered",
           "acked", "dead_lettered", "archived", "skipped"}}}``; ``redelivered`` counts every
           time a message was handed out again (a lifetime counter, as ``acked`` is).
-        - ``recovery``: ``{"torn_tail": {"events", "bytes"}, "quarantined": {"events",
-          "bytes"}}``: what recovery ever removed from the store's partitions.
+        - ``recovery``: ``{kind: {"events", "bytes"}}`` for each kind of what recovery ever
+          removed from the store's partitions: ``"torn_tail"`` (truncated), ``"quarantined"``
+          (damage moved aside), ``"unsynced"`` (unsynced data a machine restart lost).
 
     Values are read one after another without stopping writers, so concurrent appends may
     make them slightly inconsistent with each other; a topic deleted meanwhile is left out.
@@ -114,7 +115,7 @@ def collect(
     public = set(store.topics())
     topics: dict[str, Any] = {}
     opened: dict[str, _core.Topic] = {}
-    recovery = {"torn_tail": {"events": 0, "bytes": 0}, "quarantined": {"events": 0, "bytes": 0}}
+    recovery = {kind: {"events": 0, "bytes": 0} for kind in _core.RECOVERY_KINDS}
     for name in store.topics(internal=True):
         try:
             topic = store.topic(name) if name in public else store.native.topic(name)
@@ -136,10 +137,9 @@ def collect(
                 "compactions": compactions,
                 "last_timestamp_ms": last_ts,
             }
-            recovery["torn_tail"]["events"] += lost[0]
-            recovery["torn_tail"]["bytes"] += lost[1]
-            recovery["quarantined"]["events"] += lost[2]
-            recovery["quarantined"]["bytes"] += lost[3]
+            for kind, events, removed in lost:
+                recovery[kind]["events"] += events
+                recovery[kind]["bytes"] += removed
         if name not in public:
             continue  # the store's own topics: counted in recovery only
         opened[name] = topic
@@ -574,7 +574,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "tidelog_recovery_removed_bytes",
         "counter",
-        "Bytes recovery removed (truncated or quarantined), by kind.",
+        "Bytes recovery removed (truncated or moved aside), by kind.",
         "By",
         _recovered("bytes"),
     ),

@@ -344,9 +344,11 @@ class Store:
               Empty until producers exist.
             - ``recovery``: what recovery ever removed from a partition, oldest first: dicts
               with ``topic``, ``partition``, ``kind`` (``"torn_tail"``: truncated;
-              ``"quarantined"``: moved aside), ``time_ms``, ``segment_base``, ``position``,
-              ``bytes``, ``first_offset`` and ``end_offset`` (the offsets removed, as far as
-              the removed bytes tell) and ``path`` (the quarantine file, or None).
+              ``"quarantined"``: damage moved aside; ``"unsynced"``: what a machine restart
+              lost of the data written since the last sync, cut), ``time_ms``,
+              ``segment_base``, ``position``, ``bytes``, ``first_offset`` and ``end_offset``
+              (the offsets removed, as far as the removed bytes tell) and ``path`` (the
+              quarantine file, or None).
 
             Values are read one after another without stopping writers, so concurrent
             appends may make them slightly inconsistent with each other.

@@ -332,7 +332,8 @@ def _recovery_lines(label: str, partition_dir: Path) -> tuple[list[str], list[st
     """(problems, notes) from what recovery removed from a partition.
 
     Quarantined data is a problem (damage was found and data moved aside until someone
-    looks at it); a truncated torn tail is what a crash leaves, so only a note.
+    looks at it); a truncated torn tail is what a crash leaves, and unsynced data cut after
+    a restart is what a power loss may take under the store's fsync policy: only notes.
     """
     try:
         events = _core.recovery_events(partition_dir)

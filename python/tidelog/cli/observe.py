@@ -173,12 +173,9 @@ def top_view(frame: _Frame, previous: _Frame | None, caption: str) -> Renderable
                 f"{q['acked']:,}",
                 f"{q['dead_lettered']:,}",
             )
-    recovery = m["recovery"]
-    lost = (
-        f"recovery: {recovery['torn_tail']['events']} torn tails "
-        f"({human_bytes(recovery['torn_tail']['bytes'])}), "
-        f"{recovery['quarantined']['events']} quarantined "
-        f"({human_bytes(recovery['quarantined']['bytes'])})"
+    lost = "recovery: " + ", ".join(
+        f"{counts['events']} {kind.replace('_', ' ')} ({human_bytes(counts['bytes'])})"
+        for kind, counts in m["recovery"].items()
     )
     parts: list[RenderableType] = [topics, groups, producers, queues, lost, caption]
     return Group(*parts)

@@ -344,8 +344,5 @@ def store_metrics(store: KafkaStore) -> dict[str, Any]:
         "groups": groups,
         "producers": producers,
         "work_queues": {},
-        "recovery": {
-            "torn_tail": {"events": 0, "bytes": 0},
-            "quarantined": {"events": 0, "bytes": 0},
-        },
+        "recovery": {kind: {"events": 0, "bytes": 0} for kind in _core.RECOVERY_KINDS},
     }

@@ -109,7 +109,7 @@ pub fn segment_files(py: Python<'_>, partition_dir: PathBuf) -> PyResult<Vec<Pat
 }
 
 /// What recovery removed from the partition in `partition_dir`, oldest first: dicts with
-/// `kind` ("torn_tail" or "quarantined"), `time_ms`, `segment_base`, `position`, `bytes`,
+/// `kind` ("torn_tail", "quarantined" or "unsynced"), `time_ms`, `segment_base`, `position`, `bytes`,
 /// `first_offset`, `end_offset` (offsets `first_offset..end_offset` were removed, as far as
 /// the removed bytes tell) and `path` (the quarantine file, or None for a torn tail).
 #[pyfunction]

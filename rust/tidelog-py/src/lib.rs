@@ -75,6 +75,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kafka_message::kafka_messages, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::segment_files, m)?)?;
     m.add_function(wrap_pyfunction!(inspect::recovery_events, m)?)?;
+    // The kinds `recovery_events` and `partition_metrics` report, in code order.
+    m.add(
+        "RECOVERY_KINDS",
+        pyo3::types::PyTuple::new(m.py(), tidelog_core::log::lost::LossKind::ALL.map(|k| k.name()))?,
+    )?;
     m.add_function(wrap_pyfunction!(partition_for_key, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::partition_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::timestamps_at, m)?)?;

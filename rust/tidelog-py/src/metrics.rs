@@ -17,13 +17,13 @@ use crate::topic::PyTopic;
 /// closed_bytes, max_timestamp_ms, recovery, compactions)`.
 type PartitionFigures = (u64, u64, u64, usize, u64, u64, Option<i64>, Recovered, u64);
 
-/// `(torn_tail_events, torn_tail_bytes, quarantined_events, quarantined_bytes)`.
-type Recovered = (u64, u64, u64, u64);
+/// `(kind, events, bytes)` for every kind of [`LossKind`], by its report name.
+type Recovered = Vec<(&'static str, u64, u64)>;
 
 /// The figures of every partition of `topic`, in partition order: a list of tuples
 /// `(start_offset, end_offset, size_bytes, segments, dirty_bytes, closed_bytes,
-/// max_timestamp_ms, (torn_tail_events, torn_tail_bytes, quarantined_events,
-/// quarantined_bytes), compactions)`.
+/// max_timestamp_ms, recovery, compactions)`, where `recovery` lists `(kind, events, bytes)`
+/// for every kind of recovery event ("torn_tail", "quarantined", "unsynced").
 ///
 /// `dirty_bytes` and `closed_bytes` are the compaction dirty ratio's parts (bytes of closed
 /// segments compaction has not seen yet, and of all closed segments); `max_timestamp_ms` is the newest timestamp in the active segment (None while it is empty);
@@ -39,11 +39,10 @@ pub fn partition_metrics(py: Python<'_>, topic: &PyTopic) -> PyResult<Vec<Partit
             .map(|log| {
                 let head = log.head()?;
                 let dirty = log.dirty_ratio()?;
-                let mut lost = (0, 0, 0, 0);
+                let mut lost: Recovered = LossKind::ALL.iter().map(|k| (k.name(), 0, 0)).collect();
                 for event in read_events(log.dir())? {
-                    match event.kind {
-                        LossKind::TornTail => (lost.0, lost.1) = (lost.0 + 1, lost.1 + event.bytes),
-                        LossKind::Quarantined => (lost.2, lost.3) = (lost.2 + 1, lost.3 + event.bytes),
+                    for (_, events, bytes) in lost.iter_mut().filter(|k| k.0 == event.kind.name()) {
+                        (*events, *bytes) = (*events + 1, *bytes + event.bytes);
                     }
                 }
                 Ok((

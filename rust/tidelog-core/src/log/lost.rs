@@ -30,21 +30,30 @@ pub enum LossKind {
     TornTail,
     /// Damage followed by valid batches was moved into the quarantine directory.
     Quarantined,
+    /// After a restart of the machine, data written since the last sync and damaged by the
+    /// power loss was cut, and what followed the damage moved into the quarantine
+    /// directory: what `fsync` allowed to be lost, so a note, not a problem.
+    Unsynced,
 }
 
 impl LossKind {
+    /// Every kind, in code order.
+    pub const ALL: [LossKind; 3] = [LossKind::TornTail, LossKind::Quarantined, LossKind::Unsynced];
+
     fn code(self) -> u8 {
         match self {
             LossKind::TornTail => 1,
             LossKind::Quarantined => 2,
+            LossKind::Unsynced => 3,
         }
     }
 
-    /// The name used in reports: "torn_tail" or "quarantined".
+    /// The name used in reports: "torn_tail", "quarantined" or "unsynced".
     pub fn name(self) -> &'static str {
         match self {
             LossKind::TornTail => "torn_tail",
             LossKind::Quarantined => "quarantined",
+            LossKind::Unsynced => "unsynced",
         }
     }
 }
@@ -106,6 +115,7 @@ impl LossEvent {
         let kind = match payload[2] {
             1 => LossKind::TornTail,
             2 => LossKind::Quarantined,
+            3 => LossKind::Unsynced,
             _ => return None,
         };
         let word = |i: usize| read_u64(payload, 3 + 8 * i);
@@ -208,13 +218,15 @@ mod tests {
         assert!(read_events(dir.path()).unwrap().is_empty());
         let a = event(LossKind::TornTail, "");
         let b = event(LossKind::Quarantined, "00000000000000000040-4096.log");
-        record(dir.path(), &a, true).unwrap();
-        record(dir.path(), &b, true).unwrap();
-        assert_eq!(read_events(dir.path()).unwrap(), vec![a.clone(), b]);
+        let c = event(LossKind::Unsynced, "00000000000000000040-0000000000-1.log");
+        for e in [&a, &b, &c] {
+            record(dir.path(), e, true).unwrap();
+        }
+        assert_eq!(read_events(dir.path()).unwrap(), vec![a.clone(), b.clone(), c]);
         let path = dir.path().join(EVENTS_FILE);
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
-        assert_eq!(read_events(dir.path()).unwrap(), vec![a]);
+        assert_eq!(read_events(dir.path()).unwrap(), vec![a, b]);
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl PartitionLog {
         for (j, &base) in bases.iter().enumerate().rev() {
             let paths = SegmentPaths::new(&self.dir, base);
             let pending = recorded.iter().rev().find(|e| {
-                e.kind == LossKind::Quarantined
+                e.kind == LossKind::Unsynced
                     && e.segment_base == base
                     && e.position == 0
                     && !dir.join(&e.file).exists()
@@ -152,7 +152,7 @@ impl PartitionLog {
                 Some(event) => event.file.clone(),
                 None => {
                     let event = LossEvent {
-                        kind: LossKind::Quarantined,
+                        kind: LossKind::Unsynced,
                         time_ms,
                         segment_base: base,
                         position: 0,
@@ -387,12 +387,17 @@ impl PartitionLog {
                             ),
                         ));
                     }
-                    self.quarantine(&active, scan.end, damage_end, scan.next_offset, found, search_end)?
+                    let mut event =
+                        self.quarantine(&active, scan.end, damage_end, scan.next_offset, found, search_end)?;
+                    if lost_in_restart {
+                        event.kind = LossKind::Unsynced;
+                    }
+                    event
                 }
             };
             event.end_offset = event.end_offset.max(hinted_end);
             let durable =
-                event.kind == LossKind::Quarantined || self.config.fsync == crate::log::FsyncPolicy::Always;
+                event.kind != LossKind::TornTail || self.config.fsync == crate::log::FsyncPolicy::Always;
             lost::record(&self.dir, &event, durable)?;
         }
         active.data.unpublish_after(guard, scan.end);

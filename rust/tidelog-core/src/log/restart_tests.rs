@@ -131,7 +131,7 @@ fn after_a_restart_unsynced_damage_is_cut_even_with_indexed_batches_after_it() {
         assert_eq!(offsets(&log).unwrap(), (0..first).collect::<Vec<_>>(), "{shape}");
         let events = read_events(dir.path()).unwrap();
         assert_eq!(events.len(), 1, "{shape}: {events:?}");
-        assert_eq!(events[0].kind, LossKind::Quarantined, "{shape}");
+        assert_eq!(events[0].kind, LossKind::Unsynced, "{shape}");
         assert_eq!((events[0].first_offset, events[0].end_offset), (first, 60), "{shape}");
         let copies = std::fs::read_dir(dir.path().join(QUARANTINE_DIR)).unwrap().count();
         assert_eq!(copies, 1, "{shape}: the valid batches after the damage are kept in a copy");
@@ -226,7 +226,7 @@ fn after_a_restart_pages_lost_from_a_segment_sealed_without_sync_cut_the_log_the
         events.iter().map(|e| (e.kind, e.segment_base, e.first_offset, e.end_offset)).collect();
     assert_eq!(
         moved,
-        [(LossKind::Quarantined, 20, 20, 30), (LossKind::Quarantined, 10, 14, 20)],
+        [(LossKind::Unsynced, 20, 20, 30), (LossKind::Unsynced, 10, 14, 20)],
         "the later segment moved whole, then the damaged one's rest"
     );
     assert_eq!(std::fs::read_dir(dir.path().join(QUARANTINE_DIR)).unwrap().count(), 2);
