@@ -1,5 +1,6 @@
 //! `Topic`: appends and reads on a topic's partitions.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use numpy::PyReadonlyArray1;
@@ -9,7 +10,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use tidelog_core::format::{headers, BatchMeta, Record, ValuesBatch};
 use tidelog_core::log::{now_ms, ReadResult};
-use tidelog_core::{Error, PartitionLog, Topic};
+use tidelog_core::{PartitionLog, Topic};
 
 use crate::args::{self, type_name};
 use crate::errors::{to_py, InvalidConfigError};
@@ -19,6 +20,11 @@ use crate::view::BorrowedBuffer;
 
 /// Bytes of batches a read returns at most unless told otherwise.
 const READ_MAX_BYTES: usize = 16 << 20;
+
+/// Value bytes up to which `append_batch` of a list writes without letting go of the GIL
+/// (when the append lock is free): encoding and checksumming this much takes about as long
+/// as letting go of the GIL and taking it back.
+const SMALL_BATCH_BYTES: usize = 4096;
 
 /// A topic of a store: a fixed number of partitions, each an ordered log of messages.
 #[pyclass(frozen, module = "tidelog._core", name = "Topic")]
@@ -49,10 +55,13 @@ pub(crate) fn expect_bytes<'a, 'py>(
 }
 
 /// Encodes a `dict[str, bytes]` (or iterable of pairs) of headers.
+///
+/// Names and values are borrowed from the Python objects (held by `pairs` until encoded):
+/// a header costs no allocation of its own on the way in.
 pub(crate) fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(Vec::new()) };
-    let pairs: Vec<(String, PyBackedBytes)> = if let Ok(dict) = obj.cast::<PyDict>() {
-        dict.iter().map(|(k, v)| header_pair(&k, &v)).collect::<PyResult<_>>()?
+    let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if let Ok(dict) = obj.cast::<PyDict>() {
+        dict.iter().collect()
     } else {
         obj.try_iter()
             .map_err(|_| {
@@ -65,20 +74,25 @@ pub(crate) fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>
                         "headers must be a dict[str, bytes] or an iterable of (str, bytes) pairs",
                     )
                 })?;
-                header_pair(&pair.get_item(0)?, &pair.get_item(1)?)
+                Ok((pair.get_item(0)?, pair.get_item(1)?))
             })
             .collect::<PyResult<_>>()?
     };
-    to_py(headers::encode(pairs.iter().map(|(k, v)| (k.as_str(), &v[..]))))
+    let checked: Vec<(Cow<'_, str>, &[u8])> =
+        pairs.iter().map(|(k, v)| header_pair(k, v)).collect::<PyResult<_>>()?;
+    to_py(headers::encode(checked.iter().map(|(k, v)| (k.as_ref(), *v))))
 }
 
-fn header_pair(k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<(String, PyBackedBytes)> {
+fn header_pair<'a>(k: &'a Bound<'_, PyAny>, v: &'a Bound<'_, PyAny>) -> PyResult<(Cow<'a, str>, &'a [u8])> {
     if !k.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(format!("header names must be str, got {}", type_name(k))));
     }
-    let name = args::utf8(k, "header name")?.into_owned();
-    let value = expect_bytes(v, &format!("header {name:?}"))?;
-    Ok((name, PyBackedBytes::from(value.clone())))
+    let name = args::utf8(k, "header name")?;
+    // The header's name is formatted into the argument only on the error path.
+    let value = v
+        .cast::<PyBytes>()
+        .map_err(|_| PyTypeError::new_err(format!("header {name:?} must be bytes, got {}", type_name(v))))?;
+    Ok((name, value.as_bytes()))
 }
 
 impl PyTopic {
@@ -254,22 +268,6 @@ impl PyTopic {
         let timestamp = args::timestamp(timestamp_ms, "timestamp_ms")?.unwrap_or_else(now_ms);
         let log = to_py(self.inner.choose(args::partition(partition)?, None))?;
         let meta = BatchMeta::plain(0);
-        let append = |parts: &[Option<&[u8]>]| -> tidelog_core::Result<u64> {
-            if parts.is_empty() {
-                return Err(Error::InvalidConfig("values must not be empty".into()));
-            }
-            let records: Vec<Record<'_>> = parts
-                .iter()
-                .map(|v| Record {
-                    timestamp,
-                    key: None,
-                    value: v.unwrap_or_default(),
-                    headers: &[],
-                    tombstone: v.is_none(),
-                })
-                .collect();
-            Ok(log.append(&records, meta)?.base_offset)
-        };
         let offset = match lengths.filter(|l| !l.is_none()) {
             None => {
                 let list = values.cast::<PyList>().map_err(|_| {
@@ -278,11 +276,13 @@ impl PyTopic {
                         type_name(values)
                     ))
                 })?;
-                let owned: Vec<Option<PyBackedBytes>> = list
+                // The list's items are held here, so the bytes borrowed from them live (and,
+                // being bytes, stay unchanged) while the GIL is let go.
+                let items: Vec<Option<Bound<'_, PyBytes>>> = list
                     .iter()
                     .enumerate()
                     .map(|(i, v)| match v.cast::<PyBytes>() {
-                        Ok(b) => Ok(Some(PyBackedBytes::from(b.clone()))),
+                        Ok(b) => Ok(Some(b.clone())),
                         // None is a tombstone, as in `append`.
                         Err(_) if v.is_none() => Ok(None),
                         // The argument name is formatted only on the error path.
@@ -292,7 +292,29 @@ impl PyTopic {
                         ))),
                     })
                     .collect::<PyResult<_>>()?;
-                run_detached(py, || append(&owned.iter().map(|b| b.as_deref()).collect::<Vec<_>>()))?
+                if items.is_empty() {
+                    return Err(InvalidConfigError::new_err("values must not be empty"));
+                }
+                let records: Vec<Record<'_>> = items
+                    .iter()
+                    .map(|v| Record {
+                        timestamp,
+                        key: None,
+                        value: v.as_ref().map_or(&[], |b| b.as_bytes()),
+                        headers: &[],
+                        tombstone: v.is_none(),
+                    })
+                    .collect();
+                // A small batch is written holding the GIL when the append lock is free, as
+                // `append` writes one message: letting go of the GIL and taking it again
+                // would cost as much as the write.
+                let bytes: usize = records.iter().map(|r| r.value.len()).sum();
+                if bytes <= SMALL_BATCH_BYTES && log.config().fsync != tidelog_core::FsyncPolicy::Always {
+                    if let Some(done) = to_py(log.try_append(&records, meta))? {
+                        return Ok((log.partition(), done.base_offset));
+                    }
+                }
+                run_detached(py, || log.append(&records, meta))?.base_offset
             }
             Some(lengths) => {
                 let buffer = BorrowedBuffer::get(values, "values")?;
