@@ -5,16 +5,20 @@ The README's "Kafka behind the same API" table lists each difference tested here
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import tidelog
+import tidelog.aio
 from confluent_kafka import Producer
 from tidelog.kafka import parse_url
 
 from benches.kafka.broker import KafkaBroker
+from conformance.test_api import PATIENCE
 
 pytestmark = pytest.mark.kafka
 
@@ -269,3 +273,49 @@ def test_messages_a_failed_fetch_returned_are_handed_out_then_the_error_raised(
         while len(got) < 6 and time.monotonic() < deadline:
             got += consumer.poll(max_messages=100, timeout=1)
         assert [m.value for m in got] == [b"%d" % i for i in range(6)]
+
+
+def test_aio_a_cancelled_member_making_closes_what_its_thread_made(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """``await store.consumer(...)`` makes the member in a thread (round trips): cancelled
+    while that thread is in the constructor, the member it makes is closed, not left in the
+    group; the store's close waits for such a thread, so nothing is made after it."""
+    made: list[Any] = []
+    inside, go = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        async with tidelog.aio.open(f"kafka://{kafka_broker.bootstrap}") as store:
+            await store.create_topic("mk")
+            real = store.sync.consumer
+
+            def held(*args: Any, **kwargs: Any) -> Any:
+                inside.set()
+                go.wait(PATIENCE)
+                member = real(*args, **kwargs)
+                made.append(member)
+                return member
+
+            store.sync.consumer = held  # type: ignore[method-assign]
+            for count, ending in enumerate(("cancelled", "store closed"), 1):
+                inside.clear()
+                go.clear()
+                making = asyncio.create_task(store.consumer("mk", group="mk"))
+                async with asyncio.timeout(PATIENCE):
+                    while not inside.is_set():
+                        await asyncio.sleep(0.01)
+                making.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await making
+                if ending == "cancelled":
+                    go.set()
+                    async with asyncio.timeout(PATIENCE):
+                        while not (len(made) == count and made[-1].closed):
+                            await asyncio.sleep(0.01)
+                else:
+                    asyncio.get_running_loop().call_later(0.2, go.set)
+                    await store.close()
+                    assert len(made) == count and made[-1].closed
+        assert len(made) == 2
+
+    asyncio.run(main())
