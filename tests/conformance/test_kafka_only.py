@@ -319,3 +319,62 @@ def test_aio_a_cancelled_member_making_closes_what_its_thread_made(
         assert len(made) == 2
 
     asyncio.run(main())
+
+
+class _ShareFetchWithAnError:
+    """A confluent-kafka share consumer whose first ``poll`` that returns two or more
+    records also returns a transport error after the first, as librdkafka may when a broker
+    connection fails mid-fetch (the records after the error are acquired for this member
+    too: their locks are held until they are acknowledged or expire)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.injected = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def poll(self, *args: Any, **kwargs: Any) -> list[Any]:
+        from confluent_kafka import KafkaError, Message
+
+        raw = list(self._client.poll(*args, **kwargs))
+        if len(raw) >= 2 and not self.injected:
+            self.injected = True
+            first = raw[0]
+            error = KafkaError(KafkaError._TRANSPORT)
+            raw.insert(1, Message(topic=first.topic(), partition=first.partition(), error=error))
+        return raw
+
+
+def test_jobs_a_failed_share_fetch_returned_are_handed_out_then_the_error_raised(
+    kstore: Any,
+) -> None:
+    """Before, acquire raised at the error and dropped the jobs after it: acquired for this
+    member and never handed out nor released, they came back only once their lock expired
+    (``lock_timeout``, 60 s here)."""
+    topic = kstore.create_topic("wqe", partitions=1)
+    topic.append_batch([b"%d" % i for i in range(6)], partition=0)
+    with kstore.work_queue("wqe", group="wqe", lock_timeout=60.0) as queue:
+        client = _ShareFetchWithAnError(queue._consumer)
+        queue._consumer = client
+        got: list[bytes] = []
+        raised_after: list[int] = []  # how many jobs came before each error
+        deadline = time.monotonic() + 10
+        while len(got) < 6 and time.monotonic() < deadline:
+            try:
+                job = queue.acquire(timeout=1.0)
+            except tidelog.TidelogError as e:
+                assert "transport" in str(e).lower()
+                raised_after.append(len(got))
+                continue
+            if job is not None:
+                got.append(job.value)
+                queue.ack(job)
+        assert client.injected
+        assert sorted(got) == sorted(b"%d" % i for i in range(6))
+        if not raised_after:  # the failed fetch brought every job: its error comes next
+            with pytest.raises(tidelog.TidelogError, match=r"(?i)transport"):
+                queue.acquire(timeout=0)
+            raised_after.append(len(got))
+        # Kafka's consumers raise a fetch error at the next fetch, after the records before it.
+        assert len(raised_after) == 1 and raised_after[0] >= 2

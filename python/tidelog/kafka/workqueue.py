@@ -74,6 +74,8 @@ class KafkaWorkQueue:
         self._closed = False
         self._ready: deque[KafkaJob] = deque()
         self._unsettled: set[tuple[int, int]] = set()
+        # An error a share fetch returned with records: raised by the next fetch (acquire).
+        self._fetch_error: KafkaError | None = None
         self._configure_group(lock_timeout, max_deliveries)
         self._consumer = ShareConsumer(
             store.client_config(**{"group.id": group, "share.acknowledgement.mode": "explicit"})
@@ -118,13 +120,23 @@ class KafkaWorkQueue:
                     f"{len(self._unsettled)} jobs are unsettled: on Kafka, ack, release or "
                     "reject every job of a fetch before acquiring more"
                 )
+            if self._fetch_error is not None:
+                failed, self._fetch_error = self._fetch_error, None
+                raise_for(failed, f"share group {self._group!r}")
             left = 1.0 if end is None else max(0.0, end - time.monotonic())
             with translated(f"acquiring from share group {self._group!r}"):
                 raw = self._consumer.poll(left)
             for m in raw:
                 err = m.error()
                 if err is not None:
-                    raise_for(err, f"share group {self._group!r}")
+                    # The records of the fetch are acquired for this member, those after
+                    # the error too, and the share consumer polls no more until each is
+                    # acknowledged: raising now would drop them, and wedge the member. As
+                    # the plain consumer does, they are handed out and the error is raised
+                    # by the next fetch.
+                    if self._fetch_error is None:
+                        self._fetch_error = err
+                    continue
                 job = KafkaJob(m, from_confluent(m), int(m.delivery_count() or 1))
                 self._unsettled.add((job.message.partition, job.message.offset))
                 if job.delivery_count > self._max_deliveries:
@@ -133,6 +145,8 @@ class KafkaWorkQueue:
                     self._dead_lettered(job, "max_deliveries")
                     continue
                 self._ready.append(job)
+            if self._fetch_error is not None and not self._ready and not self._unsettled:
+                continue  # nothing of the fetch to hand out: its error now
             if not self._ready and end is not None and time.monotonic() >= end:
                 return None
         return self._ready.popleft()
