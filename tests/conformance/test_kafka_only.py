@@ -378,3 +378,60 @@ def test_jobs_a_failed_share_fetch_returned_are_handed_out_then_the_error_raised
             raised_after.append(len(got))
         # Kafka's consumers raise a fetch error at the next fetch, after the records before it.
         assert len(raised_after) == 1 and raised_after[0] >= 2
+
+
+class _DeadLetterTopicFailsOnce:
+    """The store as a work queue sees it, whose first ``create_topic`` (the dead-letter
+    topic's, made at the first dead-lettering) fails as a broker that cannot be reached."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def create_topic(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise tidelog.TidelogError("creating the dead-letter topic: no broker answered")
+        return self._store.create_topic(*args, **kwargs)
+
+
+def test_a_job_whose_dead_lettering_failed_goes_back_and_the_rest_of_its_fetch_is_kept(
+    kstore: Any,
+) -> None:
+    """Jobs past ``max_deliveries`` are dead-lettered while their fetch is taken. Before,
+    a failed dead-lettering raised out of it: the fetch's records after that job were
+    dropped (never acknowledged: librdkafka then refused every poll) and the job stayed
+    unsettled, never handed out (every acquire raised that jobs are unsettled)."""
+    topic = kstore.create_topic("wqd", partitions=1)
+    topic.append_batch([b"%d" % i for i in range(3)], partition=0)
+    with kstore.work_queue("wqd", group="wqd", max_deliveries=1, dead_letter="wqd.dead") as q:
+        failing = _DeadLetterTopicFailsOnce(q._store)
+        q._store = failing
+        first: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(first) < 3 and time.monotonic() < deadline:
+            jobs = [q.acquire(timeout=1.0)]
+            while jobs[-1] is not None and q.ready():
+                jobs.append(q.acquire(timeout=0))
+            for job in jobs:
+                if job is not None:
+                    first.append(job.value)
+                    q.release(job)  # delivered once: its next delivery dead-letters it
+        assert sorted(first) == [b"0", b"1", b"2"]
+        errors: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                job = q.acquire(timeout=1.0)
+            except tidelog.TidelogError as e:
+                errors.append(str(e))
+                continue
+            assert job is None, "a job past max_deliveries was handed out"
+            if "wqd.dead" in kstore.topics() and len(kstore.topic("wqd.dead").read_batch(0)) == 3:
+                break
+        assert failing.failed
+        assert len(errors) == 1 and "dead-letter topic" in errors[0]
+        assert sorted(m.value for m in kstore.topic("wqd.dead").read_batch(0)) == [b"0", b"1", b"2"]
