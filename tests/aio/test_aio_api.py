@@ -368,3 +368,30 @@ def test_closing_the_store_closes_its_members(tmp_path: Path, run: Run) -> None:
     run(main())
     with tidelog.open(tmp_path) as store:
         assert store.topic("t").end_offset(0) == 1
+
+
+def test_members_are_made_when_awaited(tmp_path: Path, run: Run) -> None:
+    """A member constructor's result is awaited once (as on Kafka, where making a member is
+    a round trip), or entered with ``async with``; a member's call on it says so."""
+
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            await store.create_topic("t", partitions=1)
+            making = store.consumer("t", group="g")
+            with pytest.raises(AttributeError, match=r"await store\.consumer"):
+                making.poll  # noqa: B018  # the mistake: a call on the unawaited member
+            consumer = await making
+            assert isinstance(consumer, tidelog.aio.Consumer)
+            with pytest.raises(RuntimeError, match="awaited"):
+                await making
+            producer, queue = await asyncio.gather(
+                asyncio.create_task(store.producer()), store.work_queue("t", group="w")
+            )
+            assert isinstance(producer, tidelog.aio.Producer)
+            assert isinstance(queue, tidelog.aio.WorkQueue)
+            async with store.consumer("t", group="h") as entered:
+                assert not entered.closed
+            assert entered.closed
+        assert consumer.closed and producer.closed and queue.closed
+
+    run(main())
