@@ -96,7 +96,7 @@ async def stats(request: web.Request) -> web.Response:
     """What the service and every consumer have done so far."""
     store = request.app[STORE]
     counts: dict[str, Any] = dataclasses.asdict(request.app[COUNTS])
-    analytics = store.topic(ANALYTICS)
+    analytics = await store.topic(ANALYTICS)
     latest: dict[str, Any] = {}
     end = analytics.end_offset(0)
     if end:
@@ -116,8 +116,8 @@ async def health(_request: web.Request) -> web.Response:
 
 async def billing(store: tidelog.aio.Store, counts: Counts) -> None:
     """Order -> invoice, exactly once (the invoice and the offset commit together)."""
-    producer = store.producer(name="billing")
-    consumer = store.consumer(ORDERS, group="billing", delivery="exactly-once")
+    producer = await store.producer(name="billing")
+    consumer = await store.consumer(ORDERS, group="billing", delivery="exactly-once")
     try:
         while True:
             orders = await consumer.poll(max_messages=100, timeout=1.0)
@@ -136,8 +136,8 @@ async def billing(store: tidelog.aio.Store, counts: Counts) -> None:
 
 async def notifications(store: tidelog.aio.Store, counts: Counts) -> None:
     """One confirmation per order, at-least-once (committed once handled)."""
-    producer = store.producer()
-    consumer = store.consumer(ORDERS, group="notifications")
+    producer = await store.producer()
+    consumer = await store.consumer(ORDERS, group="notifications")
     try:
         async for msg in consumer:
             order = json.loads(msg.value or b"{}")
@@ -212,7 +212,7 @@ async def serve(store_dir: Path, host: str, port: int) -> None:
         counts = Counts()
         app = web.Application()
         app[STORE] = store
-        app[PRODUCER] = store.producer(name="orders-api")
+        app[PRODUCER] = await store.producer(name="orders-api")
         app[COUNTS] = counts
         app.add_routes(
             [

@@ -178,7 +178,7 @@ def aio_measure(
 
     async def run() -> tuple[array.array[int], dict[str, float]]:
         async with tidelog.aio.open(path, fsync="never") as store:
-            consumer = store.consumer(topic, group=GROUP, start="latest", spin_us=spin_us)
+            consumer = await store.consumer(topic, group=GROUP, start="latest", spin_us=spin_us)
             say("ready")
             meter = Meter(count)
             clock: Callable[[], int] = time.perf_counter_ns

@@ -29,7 +29,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -86,7 +86,7 @@ class Loops:
     def __init__(self) -> None:
         self.loops = {"asyncio": asyncio.new_event_loop(), "uvloop": uvloop.new_event_loop()}
 
-    def run(self, kind: str, coro: Coroutine[Any, Any, Any]) -> Any:
+    def run(self, kind: str, coro: Awaitable[Any]) -> Any:
         return self.loops[kind].run_until_complete(coro)
 
     def close(self) -> None:
@@ -187,7 +187,7 @@ def test_aio_send_reference(benchmark: Any, store: tidelog.Store) -> None:
 def test_aio_send_tidelog(benchmark: Any, store: tidelog.Store, loops: Loops, kind: str) -> None:
     topics = Topics(store, f"aio-send-{kind}")
     astore = tidelog.aio.Store(store)
-    producer = astore.producer()
+    producer = loops.run(kind, astore.producer())
     reference = store.producer()
     paired = Paired(
         Topics(store, f"aio-send-paired-{kind}").next, lambda t: sync_send(reference, t)
@@ -222,7 +222,7 @@ def test_aio_send_tidelog(benchmark: Any, store: tidelog.Store, loops: Loops, ki
 def test_aio_send_nowait(benchmark: Any, store: tidelog.Store, loops: Loops) -> None:
     topics = Topics(store, "aio-send-nowait")
     astore = tidelog.aio.Store(store)
-    producer = astore.producer()
+    producer = loops.run("asyncio", astore.producer())
 
     async def one(topic: str) -> None:
         await nowait_send(producer, topic)
@@ -307,7 +307,8 @@ def test_aio_consume_tidelog(benchmark: Any, store: tidelog.Store, loops: Loops,
         loops.run(kind, async_consume(consumer))
 
     def setup() -> Any:
-        return (astore.consumer("source", group=f"aio-{kind}-{next(groups)}"),), {}
+        consumer = loops.run(kind, astore.consumer("source", group=f"aio-{kind}-{next(groups)}"))
+        return (consumer,), {}
 
     usage = _rounds(benchmark, one_round, setup)
     record(
@@ -421,7 +422,7 @@ if mode == "sync":
 else:
     async def main():
         async with tidelog.aio.open(path) as store:
-            consumer = store.consumer("idle", group="aio", spin_us=spin_us)
+            consumer = await store.consumer("idle", group="aio", spin_us=spin_us)
             await consumer.poll(timeout=0)
             cpu, wall = time.process_time(), time.monotonic()
             got = len(await consumer.poll(timeout=seconds))

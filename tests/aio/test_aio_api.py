@@ -20,7 +20,7 @@ def test_open_send_flush_and_consume(tmp_path: Path, run: Run) -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:
             await store.create_topic("orders", partitions=3)
             await store.create_topic("other", partitions=1)
-            assert store.topics() == ["orders", "other"]
+            assert await store.topics() == ["orders", "other"]
             async with store.producer(name="api") as producer:
                 metas = [
                     await producer.send("orders", b"v%d" % i, key=b"k%d" % (i % 5))
@@ -73,7 +73,7 @@ def test_poll_times_out_empty_and_checks_arguments_as_sync(tmp_path: Path, run: 
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            consumer = store.consumer("t", group="g")
+            consumer = await store.consumer("t", group="g")
             assert await consumer.poll(timeout=0.05) == []
             assert await consumer.poll(timeout=0) == []
             with pytest.raises(tidelog.InvalidConfigError):
@@ -92,7 +92,7 @@ def test_a_waiting_poll_wakes_on_an_append_from_another_thread(tmp_path: Path, r
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             topic = await store.create_topic("t", partitions=2)
-            consumer = store.consumer("t", group="g")
+            consumer = await store.consumer("t", group="g")
             loop = asyncio.get_running_loop()
             loop.call_later(0.1, lambda: loop.run_in_executor(None, topic.append, b"x"))
             started = time.monotonic()
@@ -110,7 +110,7 @@ def test_at_least_once_commits_on_the_next_poll(tmp_path: Path, run: Run) -> Non
             topic = await store.create_topic("t", partitions=1)
             for i in range(10):
                 topic.append(b"%d" % i, partition=0)
-            consumer = store.consumer("t", group="g", max_poll_messages=4)
+            consumer = await store.consumer("t", group="g", max_poll_messages=4)
             first = await consumer.poll()
             assert [m.offset for m in first] == [0, 1, 2, 3]
             assert await consumer.committed() == {}
@@ -118,7 +118,7 @@ def test_at_least_once_commits_on_the_next_poll(tmp_path: Path, run: Run) -> Non
             assert await consumer.committed() == {0: 4}
             await consumer.close()
             assert consumer.closed
-            again = store.consumer("t", group="g")
+            again = await store.consumer("t", group="g")
             assert [m.offset for m in await again.poll()] == list(range(8, 10))
 
     run(main())
@@ -130,7 +130,7 @@ def test_at_most_once_commits_before_handing_out(tmp_path: Path, run: Run) -> No
             topic = await store.create_topic("t", partitions=1)
             for i in range(3):
                 topic.append(b"%d" % i, partition=0)
-            consumer = store.consumer("t", group="g", delivery="at-most-once")
+            consumer = await store.consumer("t", group="g", delivery="at-most-once")
             msgs = await consumer.poll()
             assert len(msgs) == 3
             assert await consumer.committed() == {0: 3}
@@ -145,8 +145,8 @@ def test_exactly_once_through_an_async_transaction(tmp_path: Path, run: Run) -> 
             await store.create_topic("out", partitions=1)
             for i in range(6):
                 src.append(b"%d" % i, partition=0)
-            consumer = store.consumer("in", group="eo", delivery="exactly-once")
-            producer = store.producer(name="xform")
+            consumer = await store.consumer("in", group="eo", delivery="exactly-once")
+            producer = await store.producer(name="xform")
             msgs = await consumer.poll(max_messages=3)
             async with store.transaction(producer, consumer) as tx:
                 for m in msgs:
@@ -165,7 +165,7 @@ def test_exactly_once_through_an_async_transaction(tmp_path: Path, run: Run) -> 
             async with store.transaction(producer, consumer) as tx:
                 for m in again:
                     await tx.send("out", (m.value or b"") + b"!")
-            reader = store.consumer("out", group="reader")
+            reader = await store.consumer("out", group="reader")
             out = await reader.poll(timeout=1.0)
             assert [m.value for m in out] == [b"%d!" % i for i in range(6)]
 
@@ -176,8 +176,8 @@ def test_a_transaction_needs_an_exactly_once_consumer(tmp_path: Path, run: Run) 
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            consumer = store.consumer("t", group="g")
-            producer = store.producer(name="p")
+            consumer = await store.consumer("t", group="g")
+            producer = await store.producer(name="p")
             with pytest.raises(tidelog.InvalidConfigError, match="exactly-once"):
                 store.transaction(producer, consumer)
             with pytest.raises(TypeError, match="producer"):
@@ -192,7 +192,7 @@ def test_seek_pause_resume(tmp_path: Path, run: Run) -> None:
             topic = await store.create_topic("t", partitions=2)
             for i in range(4):
                 topic.append(b"%d" % i, partition=i % 2)
-            consumer = store.consumer("t", group="g")
+            consumer = await store.consumer("t", group="g")
             assert consumer.assignment() == [0, 1]
             consumer.pause(0)
             assert consumer.paused() == [0]
@@ -221,7 +221,7 @@ def test_async_for_after_a_seek_skips_what_was_fetched_before(tmp_path: Path, ru
             for i in range(10):
                 topic.append(b"%d" % i, partition=0)
                 topic.append(b"%d" % i, partition=1)
-            consumer = store.consumer("t", group="g")
+            consumer = await store.consumer("t", group="g")
             it = aiter(consumer)
             first = await anext(it)  # fetches both partitions' messages at once
             assert first.offset == 0
@@ -240,12 +240,12 @@ def test_async_for_then_close_commits_only_what_it_handed_out(tmp_path: Path, ru
             topic = await store.create_topic("t", partitions=1)
             for i in range(10):
                 topic.append(b"%d" % i)
-            consumer = store.consumer("t", group="g")
+            consumer = await store.consumer("t", group="g")
             async for message in consumer:
                 if message.offset == 2:
                     break
             await consumer.close()
-            again = store.consumer("t", group="g")
+            again = await store.consumer("t", group="g")
             assert [m.offset for m in await again.poll(timeout=1.0)] == list(range(3, 10))
             await again.close()
 
@@ -257,13 +257,13 @@ def test_on_full_raise_and_shed_behave_as_sync(tmp_path: Path, run: Run) -> None
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
             # max_lag with a group that never commits keeps the pressure on.
-            store.consumer("t", group="slow")
-            raising = store.producer(on_full="raise", max_lag=5, linger_ms=0)
+            await store.consumer("t", group="slow")
+            raising = await store.producer(on_full="raise", max_lag=5, linger_ms=0)
             with pytest.raises(tidelog.BackpressureError):
                 for _ in range(10_000):
                     await raising.send("t", b"x")
                     await asyncio.sleep(0.001)
-            shedding = store.producer(on_full="shed", max_lag=5, linger_ms=0)
+            shedding = await store.producer(on_full="shed", max_lag=5, linger_ms=0)
             dropped = 0
             for _ in range(200):
                 result = await shedding.send("t", b"x", priority=0)
@@ -279,15 +279,15 @@ def test_a_blocked_send_waits_for_a_commit_then_goes_on(tmp_path: Path, run: Run
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            group = store.consumer("t", group="slow")
-            producer = store.producer(max_lag=5, linger_ms=0, block_timeout=0.2)
+            group = await store.consumer("t", group="slow")
+            producer = await store.producer(max_lag=5, linger_ms=0, block_timeout=0.2)
             sent = 0
             with pytest.raises(tidelog.BackpressureError, match="low watermark"):
                 for _ in range(10_000):
                     await producer.send("t", b"x")
                     sent += 1
                     await asyncio.sleep(0.001)
-            unbounded = store.producer(max_lag=5, linger_ms=0)
+            unbounded = await store.producer(max_lag=5, linger_ms=0)
             with pytest.raises(tidelog.BackpressureError, match="await send"):
                 for _ in range(10_000):
                     unbounded.send_nowait("t", b"x")
@@ -313,7 +313,7 @@ def test_work_queue_acquire_ack_release_and_iterate(tmp_path: Path, run: Run) ->
             topic = await store.create_topic("jobs", partitions=2)
             for i in range(20):
                 topic.append(b"%d" % i, partition=i % 2)
-            queue = store.work_queue("jobs", group="w", lock_timeout=30.0)
+            queue = await store.work_queue("jobs", group="w", lock_timeout=30.0)
             job = await queue.acquire(timeout=1.0)
             assert job is not None and job.delivery_count == 1
             await queue.release(job)
@@ -343,7 +343,7 @@ def test_a_waiting_acquire_wakes_on_an_append(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             topic = await store.create_topic("jobs", partitions=1)
-            queue = store.work_queue("jobs", group="w")
+            queue = await store.work_queue("jobs", group="w")
             loop = asyncio.get_running_loop()
             loop.call_later(0.1, lambda: loop.run_in_executor(None, topic.append, b"x"))
             job = await queue.acquire(timeout=30.0)
@@ -356,9 +356,9 @@ def test_closing_the_store_closes_its_members(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         store = await tidelog.aio.open(tmp_path)
         await store.create_topic("t", partitions=1)
-        producer = store.producer()
-        consumer = store.consumer("t", group="g")
-        queue = store.work_queue("t", group="w")
+        producer = await store.producer()
+        consumer = await store.consumer("t", group="g")
+        queue = await store.work_queue("t", group="w")
         await producer.send("t", b"x")
         await store.close()
         assert producer.closed and consumer.closed and queue.closed
@@ -368,3 +368,30 @@ def test_closing_the_store_closes_its_members(tmp_path: Path, run: Run) -> None:
     run(main())
     with tidelog.open(tmp_path) as store:
         assert store.topic("t").end_offset(0) == 1
+
+
+def test_members_are_made_when_awaited(tmp_path: Path, run: Run) -> None:
+    """A member constructor's result is awaited once (as on Kafka, where making a member is
+    a round trip), or entered with ``async with``; a member's call on it says so."""
+
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path) as store:
+            await store.create_topic("t", partitions=1)
+            making = store.consumer("t", group="g")
+            with pytest.raises(AttributeError, match=r"await store\.consumer"):
+                making.poll  # noqa: B018  # the mistake: a call on the unawaited member
+            consumer = await making
+            assert isinstance(consumer, tidelog.aio.Consumer)
+            with pytest.raises(RuntimeError, match="awaited"):
+                await making
+            producer, queue = await asyncio.gather(
+                asyncio.create_task(store.producer()), store.work_queue("t", group="w")
+            )
+            assert isinstance(producer, tidelog.aio.Producer)
+            assert isinstance(queue, tidelog.aio.WorkQueue)
+            async with store.consumer("t", group="h") as entered:
+                assert not entered.closed
+            assert entered.closed
+        assert consumer.closed and producer.closed and queue.closed
+
+    run(main())

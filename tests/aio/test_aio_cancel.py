@@ -44,7 +44,7 @@ def test_cancelled_polls_and_iterations_hand_out_each_message_once(
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             topic = await store.create_topic("t", partitions=3)
-            consumer = store.consumer("t", group="g", max_poll_messages=7)
+            consumer = await store.consumer("t", group="g", max_poll_messages=7)
             total = 600
             feeder = asyncio.create_task(_feed(topic, total, rng))
             got: list[tidelog.Message] = []
@@ -90,7 +90,7 @@ def test_cancelled_acquires_hold_no_job(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             topic = await store.create_topic("jobs", partitions=2)
-            queue = store.work_queue("jobs", group="w", lock_timeout=600.0, prefetch=4)
+            queue = await store.work_queue("jobs", group="w", lock_timeout=600.0, prefetch=4)
             total = 500
             feeder = asyncio.create_task(_feed(topic, total, rng))
             done: list[tidelog.Job] = []
@@ -139,7 +139,7 @@ def test_cancelled_blocked_sends_and_flushes_write_exactly_what_returned(
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            group = store.consumer("t", group="slow", max_poll_messages=3)
+            group = await store.consumer("t", group="slow", max_poll_messages=3)
             stop = asyncio.Event()
 
             async def slow_commits() -> None:
@@ -150,7 +150,7 @@ def test_cancelled_blocked_sends_and_flushes_write_exactly_what_returned(
                     await asyncio.sleep(rng.uniform(0.004, 0.012))
 
             committer = asyncio.create_task(slow_commits())
-            producer = store.producer(max_lag=8, linger_ms=0)
+            producer = await store.producer(max_lag=8, linger_ms=0)
             sent: list[bytes] = []
             cancelled = 0
             for i in range(ROUNDS):
@@ -171,7 +171,7 @@ def test_cancelled_blocked_sends_and_flushes_write_exactly_what_returned(
             await producer.close()
             assert cancelled > ROUNDS // 10
             assert producer.stats()["high_watermark_hits"] > 0, "sends must have blocked"
-            reader = store.consumer("t", group="check")
+            reader = await store.consumer("t", group="check")
             log: list[bytes] = []
             while batch := await reader.poll(timeout=0.2):
                 log.extend(m.value or b"" for m in batch)

@@ -27,10 +27,10 @@ def test_a_ticker_keeps_ticking_while_everything_waits(tmp_path: Path, run: Run)
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=2)
             await store.create_topic("jobs", partitions=1)
-            store.consumer("t", group="never-commits")
-            consumer = store.consumer("t", group="waiting")
-            queue = store.work_queue("jobs", group="w")
-            producer = store.producer(max_lag=3, linger_ms=0)
+            await store.consumer("t", group="never-commits")
+            consumer = await store.consumer("t", group="waiting")
+            queue = await store.work_queue("jobs", group="w")
+            producer = await store.producer(max_lag=3, linger_ms=0)
             latest = 0.0
             stop = asyncio.Event()
 
@@ -99,8 +99,8 @@ def test_a_sync_process_and_an_async_member_split_a_group(tmp_path: Path, run: R
 
     async def main() -> tuple[list[tuple[int, int]], list[int]]:
         async with tidelog.aio.open(store_dir) as store:
-            consumer = store.consumer("jobs", group="mixed", lease_seconds=2.0)
-            topic = store.topic("jobs")
+            consumer = await store.consumer("jobs", group="mixed", lease_seconds=2.0)
+            topic = await store.topic("jobs")
             got: list[tuple[int, int]] = []
             # Wait until the group settled with both members, then write.
             deadline = time.monotonic() + 30

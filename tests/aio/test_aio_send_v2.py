@@ -22,7 +22,7 @@ Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
 
 def _stored(store: tidelog.aio.Store, topic: str) -> dict[tuple[int, int], bytes]:
-    t = store.topic(topic)
+    t = store.sync.topic(topic)
     return {(p, m.offset): bytes(m.value or b"") for p in range(t.partitions) for m in t.read(p, 0)}
 
 
@@ -30,7 +30,7 @@ def test_awaitables_held_at_once_give_their_own_results(tmp_path: Path, run: Run
     async def main() -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:
             await store.create_topic("t", partitions=2)
-            producer = store.producer()
+            producer = await store.producer()
             sent: list[tuple[bytes, Any]] = []
             for i in range(50):
                 # Held, interleaved with awaited-at-once sends, tasks and gathers.
@@ -59,7 +59,7 @@ def test_an_awaited_send_holds_nothing(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:
             await store.create_topic("t", partitions=1)
-            producer = store.producer()
+            producer = await store.producer()
             done = producer.send("t", b"v")
             meta = await done
             # The next send makes its own result, as ``meta`` is still held.
@@ -85,7 +85,7 @@ def test_a_held_result_keeps_its_offset_past_many_later_sends(tmp_path: Path, ru
     async def main() -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:
             await store.create_topic("t", partitions=2)
-            one, two = store.producer(name="one"), store.producer(name="two")
+            one, two = await store.producer(name="one"), await store.producer(name="two")
             sent: list[tuple[bytes, Any]] = []
             for i in range(3):
                 for producer in (one, two):
@@ -124,7 +124,7 @@ def test_a_reused_result_belongs_to_its_own_send(tmp_path: Path, run: Run) -> No
     async def main() -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:
             await store.create_topic("t", partitions=3)
-            one, two = store.producer(name="one"), store.producer(name="two")
+            one, two = await store.producer(name="one"), await store.producer(name="two")
             kept: list[tuple[bytes, Any]] = []
             for i in range(300):
                 producer = one if i % 2 else two

@@ -46,11 +46,11 @@ def test_bad_spin_us_is_refused_with_its_name(
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
             with pytest.raises(error, match=match):
-                store.consumer("t", group="g", spin_us=value)  # type: ignore[arg-type]
+                await store.consumer("t", group="g", spin_us=value)  # type: ignore[arg-type]
             with pytest.raises(error, match=match):
-                store.work_queue("t", group="w", spin_us=value)  # type: ignore[arg-type]
+                await store.work_queue("t", group="w", spin_us=value)  # type: ignore[arg-type]
             # Nothing was left joined: a good member takes every partition.
-            consumer = store.consumer("t", group="g", spin_us=0)
+            consumer = await store.consumer("t", group="g", spin_us=0)
             assert consumer.assignment() == [0]
             await consumer.close()
 
@@ -122,7 +122,7 @@ def test_cancelled_spinning_polls_hand_out_each_message_once(tmp_path: Path, run
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             topic = await store.create_topic("t", partitions=2)
-            consumer = store.consumer("t", group="g", max_poll_messages=5, spin_us=SPIN_US)
+            consumer = await store.consumer("t", group="g", max_poll_messages=5, spin_us=SPIN_US)
             total = 300
             feeder, errors = _feed_from_a_thread(topic, total, 20)
             got: list[tidelog.Message] = []
@@ -170,7 +170,7 @@ def test_cancelled_spinning_acquires_hold_no_job(tmp_path: Path, run: Run) -> No
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             topic = await store.create_topic("jobs", partitions=2)
-            queue = store.work_queue(
+            queue = await store.work_queue(
                 "jobs", group="w", lock_timeout=600.0, prefetch=4, spin_us=SPIN_US
             )
             total = 200
@@ -212,7 +212,7 @@ def test_the_loop_runs_while_the_waker_thread_spins(tmp_path: Path, run: Run) ->
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            consumer = store.consumer("t", group="g", spin_us=SPIN_US)
+            consumer = await store.consumer("t", group="g", spin_us=SPIN_US)
             ticks = 0
 
             async def ticker() -> None:

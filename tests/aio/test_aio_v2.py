@@ -19,8 +19,8 @@ def test_blocked_async_senders_count_in_blocked_seconds(tmp_path: Path, run: Run
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            store.consumer("t", group="slow")  # never commits: max_lag keeps pressure on
-            producer = store.producer(max_lag=5, linger_ms=0, block_timeout=0.1)
+            await store.consumer("t", group="slow")  # never commits: max_lag keeps pressure on
+            producer = await store.producer(max_lag=5, linger_ms=0, block_timeout=0.1)
             with pytest.raises(tidelog.BackpressureError, match="low watermark"):
                 for _ in range(10_000):
                     await producer.send("t", b"x")
@@ -28,7 +28,7 @@ def test_blocked_async_senders_count_in_blocked_seconds(tmp_path: Path, run: Run
             after_timeout = producer.stats()["blocked_seconds"]
             assert after_timeout > 0
             # A cancelled blocked send counts the time it waited too.
-            unbounded = store.producer(max_lag=5, linger_ms=0)
+            unbounded = await store.producer(max_lag=5, linger_ms=0)
             while True:
                 task = asyncio.ensure_future(unbounded.send("t", b"x"))
                 await asyncio.sleep(0.05)
@@ -51,7 +51,7 @@ def test_acquire_many_hands_out_prefetched_jobs_first(tmp_path: Path, run: Run) 
             topic = await store.create_topic("jobs", partitions=1)
             for i in range(50):
                 topic.append(b"%d" % i, partition=0)
-            queue = store.work_queue("jobs", group="w")
+            queue = await store.work_queue("jobs", group="w")
             taken = [await queue.__anext__() for _ in range(4)]  # batches of 1, 2, 4
             assert [j.offset for j in taken] == [0, 1, 2, 3]
             prefetched = queue.stats()["member"]["prefetched"]
@@ -74,7 +74,7 @@ def test_acquire_many_hands_out_prefetched_jobs_first(tmp_path: Path, run: Run) 
 
 def _stored(store: tidelog.aio.Store, topic: str) -> dict[tuple[int, int], bytes]:
     """Every message of ``topic`` by (partition, offset)."""
-    t = store.topic(topic)
+    t = store.sync.topic(topic)
     out: dict[tuple[int, int], bytes] = {}
     for p in range(t.partitions):
         for m in t.read(p, 0):
@@ -86,8 +86,8 @@ def test_await_meta_gives_the_partition_and_offset_written(tmp_path: Path, run: 
     async def main() -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:
             topic = await store.create_topic("t", partitions=3)
-            producer = store.producer(max_batch_messages=16)
-            other = store.producer()
+            producer = await store.producer(max_batch_messages=16)
+            other = await store.producer()
             metas = []
             for i in range(1500):
                 value = b"a%d" % i
@@ -126,7 +126,7 @@ def test_send_done_behaves_as_a_finished_coroutine(tmp_path: Path, run: Run) -> 
     async def main() -> None:
         async with tidelog.aio.open(tmp_path, fsync="never") as store:
             await store.create_topic("t", partitions=1)
-            producer = store.producer()
+            producer = await store.producer()
             done = producer.send("t", b"v")
             assert asyncio.iscoroutine(done)
             with pytest.raises(StopIteration) as stopped:
@@ -154,7 +154,10 @@ def test_send_done_behaves_as_a_finished_coroutine(tmp_path: Path, run: Run) -> 
             with pytest.raises(asyncio.CancelledError):
                 await task
             await producer.flush()
-            assert [bytes(m.value or b"") for m in store.topic("t").read(0, 0)] == [b"v", b"w"]
+            assert [bytes(m.value or b"") for m in (await store.topic("t")).read(0, 0)] == [
+                b"v",
+                b"w",
+            ]
             with pytest.raises(TypeError, match="value"):
                 producer.send("t", "not bytes")  # type: ignore[arg-type,unused-coroutine]
             await producer.close()
@@ -166,8 +169,8 @@ def test_await_meta_of_a_shed_message_raises(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            store.consumer("t", group="slow")  # never commits: max_lag keeps pressure on
-            shedding = store.producer(on_full="shed", max_lag=5, linger_ms=0)
+            await store.consumer("t", group="slow")  # never commits: max_lag keeps pressure on
+            shedding = await store.producer(on_full="shed", max_lag=5, linger_ms=0)
             metas = []
             for _ in range(200):
                 metas.append(await shedding.send("t", b"x", priority=0))
@@ -186,7 +189,7 @@ def test_await_meta_of_a_failed_write_raises(tmp_path: Path, run: Run) -> None:
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            producer = store.producer(linger_ms=60_000)  # nothing written until a flush
+            producer = await store.producer(linger_ms=60_000)  # nothing written until a flush
             first = await producer.send("t", b"a")
             second = await producer.send("t", b"b")
             await store.delete_topic("t")
@@ -209,9 +212,9 @@ def test_cancelled_awaits_of_sends_and_metas_lose_nothing(tmp_path: Path, run: R
     async def main() -> None:
         async with tidelog.aio.open(tmp_path) as store:
             await store.create_topic("t", partitions=1)
-            group = store.consumer("t", group="g")
+            group = await store.consumer("t", group="g")
             # Blocks (and holds messages back) until g commits.
-            producer = store.producer(max_lag=3, buffer_messages=4, linger_ms=0)
+            producer = await store.producer(max_lag=3, buffer_messages=4, linger_ms=0)
 
             async def drain() -> None:
                 while True:

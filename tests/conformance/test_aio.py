@@ -56,7 +56,7 @@ def test_aio_send_consume_commit(location: str) -> None:
     async def main() -> list[bytes | None]:
         async with tidelog.aio.open(location) as store:
             await store.create_topic("orders", partitions=2)
-            assert "orders" in store.topics()
+            assert "orders" in await store.topics()
             async with store.producer() as producer:
                 results = [
                     await producer.send("orders", b"v%d" % i, key=b"k%d" % (i % 3))
@@ -89,7 +89,7 @@ def test_aio_async_for_commits_only_what_it_handed_out(location: str) -> None:
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("iter", partitions=1)
             topic.append_batch([b"%d" % i for i in range(10)], partition=0)
-            consumer = store.consumer("iter", group=group)
+            consumer = await store.consumer("iter", group=group)
             assert [m.offset for m in await _collect(consumer, 3)] == [0, 1, 2]
             await consumer.close()  # the rest of the fetch was not handed out
             async with store.consumer("iter", group=group) as again:
@@ -152,7 +152,7 @@ def test_aio_transaction_commits_outputs(location: str) -> None:
                         raise RuntimeError("abort it")
                 except RuntimeError:
                     pass
-            values = read_eventually(store.topic("out"), 0, 2)
+            values = read_eventually(await store.topic("out"), 0, 2)
             assert [v for v in values if v is not None] == [b"x", b"y"]
 
     asyncio.run(main())
@@ -228,7 +228,7 @@ def test_aio_a_closed_consumer_hands_out_nothing(location: str) -> None:
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("cl")
             topic.append_batch([b"%d" % i for i in range(10)], partition=0)
-            consumer = store.consumer("cl", group=group)
+            consumer = await store.consumer("cl", group=group)
             assert [m.offset for m in await _collect(consumer, 1)] == [0]
             await consumer.close()
             named = f"consumer of group {group!r} on topic 'cl' is closed"
@@ -254,7 +254,7 @@ def test_aio_a_closed_consumer_answers_no_assignment_questions(location: str) ->
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("cla")
             topic.append(b"a", partition=0)
-            consumer = store.consumer("cla", group=group)
+            consumer = await store.consumer("cla", group=group)
             assert len(await _collect(consumer, 1)) == 1
             consumer.pause(0)
             await consumer.close()
@@ -515,6 +515,70 @@ def test_aio_committed_and_lag_make_no_round_trip_on_the_loop(location: str) -> 
     asyncio.run(main())
 
 
+def _store_round_trips(location: str, store: Any) -> list[str]:
+    """On kafka://, lists each broker round trip of the store's own calls made from now on
+    on the loop's thread: the synchronous store's topic look-ups, statistics and member
+    constructors (a group join, a share group's configuration, a named producer's
+    ``init_transactions``), and every admin request. Locally there is no broker."""
+    found: list[str] = []
+    if not location.startswith("kafka://"):
+        return found
+    loop_thread = threading.get_ident()
+    sync = store.sync
+
+    def watched(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(real)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == loop_thread:
+                found.append(name)
+            return real(*args, **kwargs)
+
+        return call
+
+    class WatchedAdmin:
+        def __init__(self, admin: Any) -> None:
+            self._admin = admin
+
+        def __getattr__(self, name: str) -> Any:
+            return watched(f"admin.{name}", getattr(self._admin, name))
+
+    for name in ("topics", "topic", "stats", "producer", "consumer", "work_queue"):
+        setattr(sync, name, watched(name, getattr(sync, name)))
+    sync._admin = WatchedAdmin(sync._admin)
+    return found
+
+
+def test_aio_store_calls_make_no_round_trip_on_the_loop(location: str) -> None:
+    """The store's topic look-ups, statistics and member constructors: on Kafka each is a
+    round trip (metadata, a group join, a named producer's transactional id), made in a
+    thread (before, ``topics()``, ``topic()``, ``stats()`` and the constructors were plain
+    methods making them on the loop's thread)."""
+    group = f"aio-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        async with tidelog.aio.open(location) as store:
+            topic = await store.create_topic("rt", partitions=2)
+            topic.append(b"a", partition=0)
+            blocking = _store_round_trips(location, store)
+            assert "rt" in await store.topics()
+            assert (await store.topic("rt")).partitions == 2
+            assert "rt" in (await store.stats())["topics"]
+            async with store.producer(name=f"p-{group}") as named:
+                assert named.name == f"p-{group}"
+            async with store.producer() as producer:
+                await (await producer.send("rt", b"b", partition=1))
+            async with store.consumer("rt", group=group) as consumer:
+                got = await _collect(consumer, 2)
+                assert sorted(m.value for m in got) == [b"a", b"b"]
+            async with store.work_queue("rt", group=f"w-{group}") as queue:
+                jobs = await queue.acquire_many(2, timeout=PATIENCE)
+                assert jobs
+                await queue.ack_many(jobs)
+            assert blocking == []
+
+    asyncio.run(main())
+
+
 def test_aio_at_most_once_commits_off_the_loop(location: str) -> None:
     """An at-most-once member commits before it hands messages out, from poll and from
     ``async for``: on Kafka a round trip, made in the fetch's thread (before, on the loop's
@@ -526,7 +590,7 @@ def test_aio_at_most_once_commits_off_the_loop(location: str) -> None:
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("amo")
             topic.append_batch([b"%d" % i for i in range(8)], partition=0)
-            consumer = store.consumer("amo", group=group, delivery="at-most-once")
+            consumer = await store.consumer("amo", group=group, delivery="at-most-once")
             blocking = _blocking_calls(location, store, consumer)
             got: list[Any] = []
             async with asyncio.timeout(PATIENCE):
@@ -557,7 +621,7 @@ def test_aio_at_most_once_async_for_commits_once_per_fetch(location: str) -> Non
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("amof")
             topic.append_batch([b"%d" % i for i in range(60)], partition=0)
-            consumer = store.consumer(
+            consumer = await store.consumer(
                 "amof", group=group, delivery="at-most-once", max_poll_messages=10
             )
             watch = CommitWatch(consumer.sync)
@@ -594,7 +658,7 @@ def test_aio_at_most_once_poll_whose_commit_failed_keeps_its_messages(location: 
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("amocf")
             topic.append_batch([b"%d" % i for i in range(10)], partition=0)
-            consumer = store.consumer("amocf", group=group, delivery="at-most-once")
+            consumer = await store.consumer("amocf", group=group, delivery="at-most-once")
             failing = FailNextCommit(consumer.sync)
             async with asyncio.timeout(PATIENCE):
                 with pytest.raises(tidelog.TidelogError):
@@ -653,7 +717,7 @@ def test_aio_a_closed_work_queue_hands_out_nothing(location: str) -> None:
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("wq")
             topic.append(b"a", partition=0)
-            queue = store.work_queue("wq", group="w")
+            queue = await store.work_queue("wq", group="w")
             job = await queue.acquire(timeout=PATIENCE)
             assert job is not None
             await queue.ack(job)
@@ -708,7 +772,7 @@ def test_aio_work_queue_settles_after_a_cancelled_flush(location: str) -> None:
         async with tidelog.aio.open(location) as store:
             topic = await store.create_topic("wqf")
             topic.append_batch([b"a", b"b"], partition=0)
-            queue = store.work_queue("wqf", group="wf")
+            queue = await store.work_queue("wqf", group="wf")
             jobs = await queue.acquire_many(2, timeout=PATIENCE)
             if len(jobs) < 2:
                 jobs += await queue.acquire_many(2 - len(jobs), timeout=PATIENCE)

@@ -5,16 +5,20 @@ The README's "Kafka behind the same API" table lists each difference tested here
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import tidelog
+import tidelog.aio
 from confluent_kafka import Producer
 from tidelog.kafka import parse_url
 
 from benches.kafka.broker import KafkaBroker
+from conformance.test_api import PATIENCE
 
 pytestmark = pytest.mark.kafka
 
@@ -269,3 +273,165 @@ def test_messages_a_failed_fetch_returned_are_handed_out_then_the_error_raised(
         while len(got) < 6 and time.monotonic() < deadline:
             got += consumer.poll(max_messages=100, timeout=1)
         assert [m.value for m in got] == [b"%d" % i for i in range(6)]
+
+
+def test_aio_a_cancelled_member_making_closes_what_its_thread_made(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """``await store.consumer(...)`` makes the member in a thread (round trips): cancelled
+    while that thread is in the constructor, the member it makes is closed, not left in the
+    group; the store's close waits for such a thread, so nothing is made after it."""
+    made: list[Any] = []
+    inside, go = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        async with tidelog.aio.open(f"kafka://{kafka_broker.bootstrap}") as store:
+            await store.create_topic("mk")
+            real = store.sync.consumer
+
+            def held(*args: Any, **kwargs: Any) -> Any:
+                inside.set()
+                go.wait(PATIENCE)
+                member = real(*args, **kwargs)
+                made.append(member)
+                return member
+
+            store.sync.consumer = held  # type: ignore[method-assign]
+            for count, ending in enumerate(("cancelled", "store closed"), 1):
+                inside.clear()
+                go.clear()
+                making = asyncio.create_task(store.consumer("mk", group="mk"))
+                async with asyncio.timeout(PATIENCE):
+                    while not inside.is_set():
+                        await asyncio.sleep(0.01)
+                making.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await making
+                if ending == "cancelled":
+                    go.set()
+                    async with asyncio.timeout(PATIENCE):
+                        while not (len(made) == count and made[-1].closed):
+                            await asyncio.sleep(0.01)
+                else:
+                    asyncio.get_running_loop().call_later(0.2, go.set)
+                    await store.close()
+                    assert len(made) == count and made[-1].closed
+        assert len(made) == 2
+
+    asyncio.run(main())
+
+
+class _ShareFetchWithAnError:
+    """A confluent-kafka share consumer whose first ``poll`` that returns two or more
+    records also returns a transport error after the first, as librdkafka may when a broker
+    connection fails mid-fetch (the records after the error are acquired for this member
+    too: their locks are held until they are acknowledged or expire)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.injected = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def poll(self, *args: Any, **kwargs: Any) -> list[Any]:
+        from confluent_kafka import KafkaError, Message
+
+        raw = list(self._client.poll(*args, **kwargs))
+        if len(raw) >= 2 and not self.injected:
+            self.injected = True
+            first = raw[0]
+            error = KafkaError(KafkaError._TRANSPORT)
+            raw.insert(1, Message(topic=first.topic(), partition=first.partition(), error=error))
+        return raw
+
+
+def test_jobs_a_failed_share_fetch_returned_are_handed_out_then_the_error_raised(
+    kstore: Any,
+) -> None:
+    """Before, acquire raised at the error and dropped the jobs after it: acquired for this
+    member and never handed out nor released, they came back only once their lock expired
+    (``lock_timeout``, 60 s here)."""
+    topic = kstore.create_topic("wqe", partitions=1)
+    topic.append_batch([b"%d" % i for i in range(6)], partition=0)
+    with kstore.work_queue("wqe", group="wqe", lock_timeout=60.0) as queue:
+        client = _ShareFetchWithAnError(queue._consumer)
+        queue._consumer = client
+        got: list[bytes] = []
+        raised_after: list[int] = []  # how many jobs came before each error
+        deadline = time.monotonic() + 10
+        while len(got) < 6 and time.monotonic() < deadline:
+            try:
+                job = queue.acquire(timeout=1.0)
+            except tidelog.TidelogError as e:
+                assert "transport" in str(e).lower()
+                raised_after.append(len(got))
+                continue
+            if job is not None:
+                got.append(job.value)
+                queue.ack(job)
+        assert client.injected
+        assert sorted(got) == sorted(b"%d" % i for i in range(6))
+        if not raised_after:  # the failed fetch brought every job: its error comes next
+            with pytest.raises(tidelog.TidelogError, match=r"(?i)transport"):
+                queue.acquire(timeout=0)
+            raised_after.append(len(got))
+        # Kafka's consumers raise a fetch error at the next fetch, after the records before it.
+        assert len(raised_after) == 1 and raised_after[0] >= 2
+
+
+class _DeadLetterTopicFailsOnce:
+    """The store as a work queue sees it, whose first ``create_topic`` (the dead-letter
+    topic's, made at the first dead-lettering) fails as a broker that cannot be reached."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def create_topic(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise tidelog.TidelogError("creating the dead-letter topic: no broker answered")
+        return self._store.create_topic(*args, **kwargs)
+
+
+def test_a_job_whose_dead_lettering_failed_goes_back_and_the_rest_of_its_fetch_is_kept(
+    kstore: Any,
+) -> None:
+    """Jobs past ``max_deliveries`` are dead-lettered while their fetch is taken. Before,
+    a failed dead-lettering raised out of it: the fetch's records after that job were
+    dropped (never acknowledged: librdkafka then refused every poll) and the job stayed
+    unsettled, never handed out (every acquire raised that jobs are unsettled)."""
+    topic = kstore.create_topic("wqd", partitions=1)
+    topic.append_batch([b"%d" % i for i in range(3)], partition=0)
+    with kstore.work_queue("wqd", group="wqd", max_deliveries=1, dead_letter="wqd.dead") as q:
+        failing = _DeadLetterTopicFailsOnce(q._store)
+        q._store = failing
+        first: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(first) < 3 and time.monotonic() < deadline:
+            jobs = [q.acquire(timeout=1.0)]
+            while jobs[-1] is not None and q.ready():
+                jobs.append(q.acquire(timeout=0))
+            for job in jobs:
+                if job is not None:
+                    first.append(job.value)
+                    q.release(job)  # delivered once: its next delivery dead-letters it
+        assert sorted(first) == [b"0", b"1", b"2"]
+        errors: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                job = q.acquire(timeout=1.0)
+            except tidelog.TidelogError as e:
+                errors.append(str(e))
+                continue
+            assert job is None, "a job past max_deliveries was handed out"
+            if "wqd.dead" in kstore.topics() and len(kstore.topic("wqd.dead").read_batch(0)) == 3:
+                break
+        assert failing.failed
+        assert len(errors) == 1 and "dead-letter topic" in errors[0]
+        assert sorted(m.value for m in kstore.topic("wqd.dead").read_batch(0)) == [b"0", b"1", b"2"]

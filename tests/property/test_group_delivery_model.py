@@ -76,11 +76,14 @@ class Run:
             topic.append(b"%d" % self.produced, partition=self.produced % PARTITIONS)
             self.produced += 1
 
-    def open(self, slot: int, aio: bool) -> None:
+    async def open(self, slot: int, aio: bool) -> None:
         if self.members[slot] is not None:
             return
-        maker = self.store if aio else self.sync
-        consumer = maker.consumer("in", group="g", delivery=self.delivery)  # type: ignore[arg-type]
+        consumer: Any
+        if aio:
+            consumer = await self.store.consumer("in", group="g", delivery=self.delivery)  # type: ignore[arg-type]
+        else:
+            consumer = self.sync.consumer("in", group="g", delivery=self.delivery)  # type: ignore[arg-type]
         producer = None
         if self.delivery == "exactly-once":
             producer = self.sync.producer(name=f"p{slot}")
@@ -151,7 +154,7 @@ class Run:
             self.produce(op[1])
             return
         if name == "open":
-            self.open(op[1], op[2])
+            await self.open(op[1], op[2])
             return
         member = self.members[op[1]]
         if member is None:
@@ -185,7 +188,7 @@ class Run:
 
     async def drain(self) -> None:
         """A fresh member takes what the group has not consumed yet."""
-        self.open(0, False)
+        await self.open(0, False)
         member = self.members[0]
         assert member is not None
         while got := member.sync.poll(max_messages=500, timeout=0):

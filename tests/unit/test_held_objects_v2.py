@@ -82,7 +82,7 @@ async def main(path):
         topic = await store.create_topic("t")
         for i in range(10):
             topic.append(b"%d" % i)
-        consumer = store.consumer("t", group="g")
+        consumer = await store.consumer("t", group="g")
         it = aiter(consumer)
         assert (await anext(it)).offset == 0  # the other nine wait in the fetched deque
         pid = os.fork()

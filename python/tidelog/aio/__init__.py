@@ -11,6 +11,7 @@
         async with store.consumer("orders", group="billing") as consumer:
             async for msg in consumer:
                 ...
+        queue = await store.work_queue("jobs", group="w")           # closed with the store
 
 Waiting never blocks the event loop and never polls on a timer: a waiting task is woken by
 the store's own signal (the topic doorbell that every append rings, in any process, or the
@@ -20,6 +21,7 @@ Cancelling a waiting call leaves nothing half done: every step that changes stat
 non-blocking call made after the wait.
 """
 
+from tidelog.aio._making import Making
 from tidelog.aio.consumer import Consumer
 from tidelog.aio.producer import Producer, SendResult
 from tidelog.aio.store import Opening, Store, open
@@ -28,6 +30,7 @@ from tidelog.aio.workqueue import WorkQueue
 
 __all__ = [
     "Consumer",
+    "Making",
     "Opening",
     "Producer",
     "SendResult",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tidelog import _core
 from tidelog.aio._closing import AsyncClosing
+from tidelog.aio._making import Making
 from tidelog.aio._member import MemberViews
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+S = TypeVar("S", bound="KafkaProducer | KafkaConsumer | KafkaWorkQueue")
 Headers = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
 #: Longest single wait of a thread when the caller waits without a limit: the thread then
 #: checks whether the member was closed.
@@ -576,13 +578,17 @@ class KafkaAioStore(AsyncClosing):
     """A kafka:// store for asyncio; create it with :func:`tidelog.aio.open`.
 
     The calls of :class:`tidelog.aio.Store`. ``topics()``, ``topic()``, ``stats()`` and
-    the member constructors stay plain methods, as locally, but each is a round trip to the
-    cluster (a named producer's also registers its ``transactional.id``).
+    making a member are round trips to the cluster (metadata, a share group's
+    configuration, a named producer's ``transactional.id``): each runs in a worker thread,
+    awaited. The topics it returns are the synchronous ones (:class:`KafkaTopic`).
     """
 
     def __init__(self, sync: KafkaStore) -> None:
         self._sync = sync
         self._members: list[KafkaAioProducer | KafkaAioConsumer | KafkaAioWorkQueue] = []
+        # Threads making members, and closing those whose making was cancelled: close()
+        # waits for them, so no member is made or left open on a closed store.
+        self._in_threads: set[asyncio.Future[Any]] = set()
 
     @property
     def sync(self) -> KafkaStore:
@@ -599,13 +605,16 @@ class KafkaAioStore(AsyncClosing):
         """True once closed."""
         return self._sync.closed
 
-    def topics(self, *, internal: bool = False) -> list[str]:
-        """Topic names, sorted (a metadata round trip)."""
-        return self._sync.topics(internal=internal)
+    async def topics(self, *, internal: bool = False) -> list[str]:
+        """Topic names, sorted (a metadata round trip, in a thread)."""
+        return await _offload(self._sync.topics, internal=internal)
 
-    def topic(self, name: str) -> KafkaTopic:
-        """The topic ``name`` (its reads and appends are the synchronous ones)."""
-        return self._sync.topic(name)
+    async def topic(self, name: str) -> KafkaTopic:
+        """The topic ``name`` (a metadata round trip, in a thread).
+
+        Its reads and appends are the synchronous ones: each waits for the cluster.
+        """
+        return await _offload(self._sync.topic, name)
 
     async def create_topic(self, name: str, **options: Any) -> KafkaTopic:
         """Creates a topic (in a thread); the options of :meth:`tidelog.Store.create_topic`."""
@@ -623,26 +632,77 @@ class KafkaAioStore(AsyncClosing):
         """Waits for every append's delivery report (in a thread)."""
         await _offload(self._sync.sync)
 
-    def producer(self, **options: Any) -> KafkaAioProducer:
-        """An async producer; the options of :meth:`tidelog.aio.Store.producer`."""
+    async def _made(self, make: Callable[[], S]) -> S:
+        """Runs ``make`` (a member's constructor: round trips) in a worker thread.
+
+        A cancelled caller stops waiting; the member the thread makes then is closed in
+        another thread, so it holds no group's partitions and no ``transactional.id``.
+        """
+        loop = asyncio.get_running_loop()
+        making = loop.run_in_executor(None, make)
+        self._in_thread(making)
+        try:
+            return await asyncio.shield(making)
+        except asyncio.CancelledError:
+
+            def unwanted(done: asyncio.Future[S]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self._in_thread(loop.run_in_executor(None, done.result().close))
+
+            making.add_done_callback(unwanted)
+            raise
+
+    def _in_thread(self, future: asyncio.Future[Any]) -> None:
+        def ended(done: asyncio.Future[Any]) -> None:
+            self._in_threads.discard(done)
+            if not done.cancelled():
+                done.exception()  # read: a cancelled caller's is nobody's to raise
+
+        self._in_threads.add(future)
+        future.add_done_callback(ended)
+
+    def producer(self, **options: Any) -> Making[KafkaAioProducer]:
+        """An async producer; the options of :meth:`tidelog.aio.Store.producer`.
+
+        Made when awaited, in a thread (a named producer's ``init_transactions`` is a round
+        trip): ``await store.producer(...)`` or ``async with store.producer(...)``.
+        """
+        return Making(self._producer(**options))
+
+    async def _producer(self, **options: Any) -> KafkaAioProducer:
         # Every message's delivery report, not only failures: `await send(...)` gives
         # where Kafka stored the message.
         config = {**(options.pop("config", None) or {}), "delivery.report.only.error": False}
-        producer = KafkaAioProducer(
-            self._sync.producer(config=config, **options), options.get("block_timeout")
-        )
+        sync = await self._made(functools.partial(self._sync.producer, config=config, **options))
+        producer = KafkaAioProducer(sync, options.get("block_timeout"))
         self._members.append(producer)
         return producer
 
-    def consumer(self, topic: str, *, group: str, **options: Any) -> KafkaAioConsumer:
-        """Joins consumer group ``group``; the options of :meth:`tidelog.aio.Store.consumer`."""
-        consumer = KafkaAioConsumer(self._sync.consumer(topic, group=group, **options))
+    def consumer(self, topic: str, *, group: str, **options: Any) -> Making[KafkaAioConsumer]:
+        """Joins consumer group ``group``; the options of :meth:`tidelog.aio.Store.consumer`.
+
+        Joins when awaited, in a thread (the topic is a metadata round trip):
+        ``await store.consumer(...)`` or ``async with store.consumer(...)``.
+        """
+        return Making(self._consumer(topic, group=group, **options))
+
+    async def _consumer(self, topic: str, **options: Any) -> KafkaAioConsumer:
+        sync = await self._made(functools.partial(self._sync.consumer, topic, **options))
+        consumer = KafkaAioConsumer(sync)
         self._members.append(consumer)
         return consumer
 
-    def work_queue(self, topic: str, *, group: str, **options: Any) -> KafkaAioWorkQueue:
-        """Joins share group ``group``; the options of :meth:`tidelog.aio.Store.work_queue`."""
-        queue = KafkaAioWorkQueue(self._sync.work_queue(topic, group=group, **options))
+    def work_queue(self, topic: str, *, group: str, **options: Any) -> Making[KafkaAioWorkQueue]:
+        """Joins share group ``group``; the options of :meth:`tidelog.aio.Store.work_queue`.
+
+        Joins when awaited, in a thread (the topic and the share group's configuration are
+        round trips): ``await store.work_queue(...)`` or ``async with store.work_queue(...)``.
+        """
+        return Making(self._work_queue(topic, group=group, **options))
+
+    async def _work_queue(self, topic: str, **options: Any) -> KafkaAioWorkQueue:
+        sync = await self._made(functools.partial(self._sync.work_queue, topic, **options))
+        queue = KafkaAioWorkQueue(sync)
         self._members.append(queue)
         return queue
 
@@ -662,14 +722,19 @@ class KafkaAioStore(AsyncClosing):
             raise _core.StoreClosedError("the store is closed")
         return KafkaAioTransaction(self._sync, producer, consumer)
 
-    def stats(self) -> Any:
-        """The store's statistics, as :meth:`tidelog.kafka.store.KafkaStore.stats`."""
-        return self._sync.stats()
+    async def stats(self) -> Any:
+        """The store's statistics, as :meth:`tidelog.kafka.store.KafkaStore.stats`.
+
+        Admin round trips, in a thread.
+        """
+        return await _offload(self._sync.stats)
 
     async def close(self) -> None:
         """Closes the members made from this store, then the store. Twice is harmless."""
         if self._sync.closed:
             return
+        while self._in_threads:  # members being made, or closed after a cancelled making
+            await asyncio.wait(set(self._in_threads))
         errors: list[BaseException] = []
         members, self._members = self._members, []
         members.sort(key=lambda m: isinstance(m, KafkaAioProducer))

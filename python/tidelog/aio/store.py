@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import tidelog
 from tidelog import _core
 from tidelog.aio._closing import AsyncClosing
+from tidelog.aio._making import Making
 from tidelog.aio._wake import Waiters
 from tidelog.aio.consumer import Consumer
 from tidelog.aio.producer import Producer
@@ -73,12 +74,18 @@ class Store(AsyncClosing):
 
     # -- topics ---------------------------------------------------------------------------
 
-    def topics(self, *, internal: bool = False) -> list[str]:
-        """Topic names, sorted (see :meth:`tidelog.Store.topics`)."""
+    async def topics(self, *, internal: bool = False) -> list[str]:
+        """Topic names, sorted (see :meth:`tidelog.Store.topics`).
+
+        A coroutine as on Kafka, where it asks the broker; here it never waits.
+        """
         return self._sync.topics(internal=internal)
 
-    def topic(self, name: str) -> tidelog.Topic:
-        """The topic ``name`` (its reads and appends do not wait for other processes)."""
+    async def topic(self, name: str) -> tidelog.Topic:
+        """The topic ``name`` (its reads and appends do not wait for other processes).
+
+        A coroutine as on Kafka, where it asks the broker; here it never waits.
+        """
         return self._sync.topic(name)
 
     async def create_topic(self, name: str, **options: Any) -> tidelog.Topic:
@@ -113,26 +120,37 @@ class Store(AsyncClosing):
         linger_ms: float = 1.0,
         max_lag: int | None = None,
         compression: Compression | None = None,
-    ) -> Producer:
+    ) -> Making[Producer]:
         """An async producer; the options of :meth:`tidelog.Store.producer`.
+
+        ``producer = await store.producer(...)``, or ``async with store.producer(...) as
+        producer`` (closed at the end): made when awaited, as on Kafka, where making one
+        may ask the cluster.
 
         ``await producer.send(...)`` suspends the task (not the loop) while the buffer is
         under pressure with ``on_full="block"`` (raising :class:`BackpressureError` after
         ``block_timeout`` seconds if given).
         """
-        native = self._sync.producer(
-            name=name,
-            idempotent=idempotent,
-            buffer_messages=buffer_messages,
-            high_watermark=high_watermark,
-            low_watermark=low_watermark,
-            on_full=on_full,
-            block_timeout=block_timeout,
-            max_batch_messages=max_batch_messages,
-            linger_ms=linger_ms,
-            max_lag=max_lag,
-            compression=compression,
+        return Making(
+            self._producer(
+                name=name,
+                idempotent=idempotent,
+                buffer_messages=buffer_messages,
+                high_watermark=high_watermark,
+                low_watermark=low_watermark,
+                on_full=on_full,
+                block_timeout=block_timeout,
+                max_batch_messages=max_batch_messages,
+                linger_ms=linger_ms,
+                max_lag=max_lag,
+                compression=compression,
+            )
         )
+
+    async def _producer(
+        self, *, on_full: OnFull, block_timeout: float | None, **options: Any
+    ) -> Producer:
+        native = self._sync.producer(on_full=on_full, block_timeout=block_timeout, **options)
         producer = Producer(native, self._waiters, on_full, block_timeout)
         self._members.append(producer)
         return producer
@@ -150,8 +168,11 @@ class Store(AsyncClosing):
         on_revoke: Callable[[list[int]], None] | None = None,
         auto_offset_reset: Start | None = None,
         spin_us: int = _SPIN_US,
-    ) -> Consumer:
+    ) -> Making[Consumer]:
         """Joins consumer group ``group``; the options of :meth:`tidelog.Store.consumer`.
+
+        ``consumer = await store.consumer(...)``, or ``async with store.consumer(...) as
+        consumer`` (closed at the end): it joins when awaited.
 
         Sync and async members (in any processes) of one group split its partitions.
         ``spin_us`` (0 to 10,000, default 10): while the member waits, the store's waker
@@ -161,18 +182,23 @@ class Store(AsyncClosing):
         thread's futex wake-up; the loop itself is still woken through its eventfd. An idle
         member spins once per wait, then costs nothing.
         """
-        sync = self._sync.consumer(
-            topic,
-            group=group,
-            delivery=delivery,
-            start=start,
-            max_poll_messages=max_poll_messages,
-            lease_seconds=lease_seconds,
-            on_assign=on_assign,
-            on_revoke=on_revoke,
-            auto_offset_reset=auto_offset_reset,
-            spin_us=spin_us,
+        return Making(
+            self._consumer(
+                topic,
+                group=group,
+                delivery=delivery,
+                start=start,
+                max_poll_messages=max_poll_messages,
+                lease_seconds=lease_seconds,
+                on_assign=on_assign,
+                on_revoke=on_revoke,
+                auto_offset_reset=auto_offset_reset,
+                spin_us=spin_us,
+            )
         )
+
+    async def _consumer(self, topic: str, **options: Any) -> Consumer:
+        sync = self._sync.consumer(topic, **options)
         consumer = Consumer(self._waiters, sync, _core.Bell.topic(self._sync.topic(topic)))
         self._members.append(consumer)
         return consumer
@@ -187,20 +213,27 @@ class Store(AsyncClosing):
         dead_letter: str | None = None,
         prefetch: int = 2048,
         spin_us: int = _SPIN_US,
-    ) -> WorkQueue:
+    ) -> Making[WorkQueue]:
         """Joins work queue ``group``; the options of :meth:`tidelog.Store.work_queue`.
 
-        ``spin_us`` is spun by the loop's waker thread, as for :meth:`consumer`.
+        ``queue = await store.work_queue(...)``, or ``async with store.work_queue(...) as
+        queue`` (closed at the end): it joins when awaited. ``spin_us`` is spun by the
+        loop's waker thread, as for :meth:`consumer`.
         """
-        sync = self._sync.work_queue(
-            topic,
-            group=group,
-            lock_timeout=lock_timeout,
-            max_deliveries=max_deliveries,
-            dead_letter=dead_letter,
-            prefetch=prefetch,
-            spin_us=spin_us,
+        return Making(
+            self._work_queue(
+                topic,
+                group=group,
+                lock_timeout=lock_timeout,
+                max_deliveries=max_deliveries,
+                dead_letter=dead_letter,
+                prefetch=prefetch,
+                spin_us=spin_us,
+            )
         )
+
+    async def _work_queue(self, topic: str, **options: Any) -> WorkQueue:
+        sync = self._sync.work_queue(topic, **options)
         queue = WorkQueue(self._waiters, sync, _core.Bell.topic(self._sync.topic(topic)))
         self._members.append(queue)
         return queue
@@ -223,9 +256,12 @@ class Store(AsyncClosing):
             raise _core.StoreClosedError("the store is closed")
         return Transaction(producer, consumer)
 
-    def stats(self) -> Any:
-        """The store's statistics, as :meth:`tidelog.Store.stats`."""
-        return self._sync.stats()
+    async def stats(self) -> Any:
+        """The store's statistics, as :meth:`tidelog.Store.stats`.
+
+        Read in a worker thread: the groups' and work queues' state is read from files.
+        """
+        return await self._offload(self._sync.stats)
 
     # -- lifecycle ------------------------------------------------------------------------
 

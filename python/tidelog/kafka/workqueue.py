@@ -22,7 +22,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from tidelog import _core
 from tidelog.jobs import dead_letter_headers
 from tidelog.kafka._common import TIMEOUT, StoreLink
-from tidelog.kafka._errors import error_for, raise_for, translated
+from tidelog.kafka._errors import error_for, translated
 from tidelog.kafka.messages import KafkaMessage, from_confluent
 
 __all__ = ["KafkaJob", "KafkaWorkQueue"]
@@ -74,6 +74,9 @@ class KafkaWorkQueue:
         self._closed = False
         self._ready: deque[KafkaJob] = deque()
         self._unsettled: set[tuple[int, int]] = set()
+        # An error taking a share fetch (one the fetch returned with records, or a failed
+        # dead-lettering): raised by the next fetch (acquire), once the records are out.
+        self._fetch_error: _core.TidelogError | None = None
         self._configure_group(lock_timeout, max_deliveries)
         self._consumer = ShareConsumer(
             store.client_config(**{"group.id": group, "share.acknowledgement.mode": "explicit"})
@@ -109,6 +112,10 @@ class KafkaWorkQueue:
         Raises:
             InvalidConfigError: Jobs of the previous fetch are still unsettled (a Kafka
                 share consumer must settle a fetch before the next).
+            TidelogError: The last fetch returned an error with its records, or a job of
+                it past ``max_deliveries`` could not be dead-lettered (it went back to the
+                queue): raised in place of the next fetch, once the fetch's other jobs
+                were handed out.
         """
         self._check_open()
         end = None if timeout is None else time.monotonic() + timeout
@@ -118,21 +125,40 @@ class KafkaWorkQueue:
                     f"{len(self._unsettled)} jobs are unsettled: on Kafka, ack, release or "
                     "reject every job of a fetch before acquiring more"
                 )
+            if self._fetch_error is not None:
+                failed, self._fetch_error = self._fetch_error, None
+                raise failed
             left = 1.0 if end is None else max(0.0, end - time.monotonic())
             with translated(f"acquiring from share group {self._group!r}"):
                 raw = self._consumer.poll(left)
             for m in raw:
                 err = m.error()
                 if err is not None:
-                    raise_for(err, f"share group {self._group!r}")
+                    # The records of the fetch are acquired for this member, those after
+                    # the error too, and the share consumer polls no more until each is
+                    # acknowledged: raising now would drop them, and wedge the member. As
+                    # the plain consumer does, they are handed out and the error is raised
+                    # by the next fetch.
+                    if self._fetch_error is None:
+                        self._fetch_error = error_for(err, f"share group {self._group!r}")
+                    continue
                 job = KafkaJob(m, from_confluent(m), int(m.delivery_count() or 1))
                 self._unsettled.add((job.message.partition, job.message.offset))
                 if job.delivery_count > self._max_deliveries:
                     # The broker's own limit (group.share.delivery.count.limit) archives
                     # silently; ours dead-letters as a local queue does.
-                    self._dead_lettered(job, "max_deliveries")
+                    try:
+                        self._dead_lettered(job, "max_deliveries")
+                    except _core.TidelogError as e:
+                        # Not copied: back to the queue, whose next delivery of it tries
+                        # again. The rest of the fetch is taken as after a fetch's error.
+                        self._settle(job, AcknowledgeType.RELEASE)
+                        if self._fetch_error is None:
+                            self._fetch_error = e
                     continue
                 self._ready.append(job)
+            if self._fetch_error is not None and not self._ready and not self._unsettled:
+                continue  # nothing of the fetch to hand out: its error now
             if not self._ready and end is not None and time.monotonic() >= end:
                 return None
         return self._ready.popleft()
