@@ -74,3 +74,59 @@ def test_survivors_take_over_a_killed_members_partitions(tmp_path: Path, deliver
     with tidelog.open(store_dir) as store:
         survivors = store.groups()["workers"]["jobs"]
         assert survivors["members"] == {}, "everyone left or expired"
+
+
+HOLDER = r"""
+import sys, tidelog
+store_dir = sys.argv[1]
+with tidelog.open(store_dir) as store:
+    consumer = store.consumer("jobs", group="workers", delivery="at-most-once", lease_seconds=60)
+    it = iter(consumer)
+    m = next(it)  # fetches (and commits past) every partition's messages, hands out one
+    print(m.partition, m.offset, flush=True)
+    print("held", flush=True)
+    command = sys.stdin.readline().split()  # another member took a partition meanwhile
+    if command[0] == "pause":
+        consumer.pause(int(command[1]))
+        while consumer.ready_messages:
+            m = next(it)
+            print(m.partition, m.offset, flush=True)
+    consumer.close()
+    print("closed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("stop", ["close", "pause"])
+def test_at_most_once_holder_in_another_process_gives_back_after_an_unseen_takeover(
+    tmp_path: Path, stop: str
+) -> None:
+    """A member in another process holds fetched, committed-past messages when a member
+    here takes one of its partitions; it has not polled since when it closes (or pauses that
+    partition, hands out the rest and closes): what it never handed out goes to the member
+    here, so every message goes out exactly once between them."""
+    store_dir = tmp_path / "store"
+    with tidelog.open(store_dir) as store:
+        topic = store.create_topic("jobs", partitions=2)
+        for i in range(20):
+            topic.append(b"%d" % i, partition=i % 2)
+        with subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(store_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as holder:
+            assert holder.stdout is not None
+            lines = []
+            while (line := holder.stdout.readline().strip()) != "held":
+                lines.append(line)
+            member = store.consumer("jobs", group="workers", delivery="at-most-once")
+            (moved,) = member.assignment()
+            out, _ = holder.communicate(f"{stop} {moved}\n", timeout=60)
+        assert holder.returncode == 0
+        lines += out.splitlines()
+        assert lines.pop() == "closed"
+        handed = [tuple(map(int, line.split())) for line in lines]
+        while got := member.poll(max_messages=100, timeout=0):
+            handed += [(m.partition, m.offset) for m in got]
+        member.close()
+    assert sorted(handed) == [(p, o) for p in (0, 1) for o in range(10)]
