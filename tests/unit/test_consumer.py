@@ -257,6 +257,33 @@ def test_at_most_once_pause_after_an_unseen_takeover_gives_back(store: tidelog.S
     second.close()
 
 
+def test_at_most_once_rebalance_between_commit_and_hand_out_gives_back(
+    store: tidelog.Store,
+) -> None:
+    """A member joins right after an at-most-once fetch's commit is written, before the
+    fetch is handed out: the member that fetched hands out nothing and gives the commit
+    back, so the new owner starts at the fetch's first message (before, the commit stood
+    and the new owner started past them: handed out by nobody)."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    joined: list[tidelog.Consumer] = []
+    commit = first._commit_record
+
+    def commit_then_join(offsets: dict[int, int], metadata: str, generation: int) -> None:
+        commit(offsets, metadata, generation)
+        if not joined:
+            joined.append(store.consumer("t", group="g", delivery="at-most-once"))
+
+    first._commit_record = commit_then_join
+    assert first.poll(max_messages=100, timeout=0) == []
+    (second,) = joined
+    assert len(first.assignment()) == len(second.assignment()) == 1
+    _handed_once(_drain(first) + _drain(second), 2, 5)
+    first.close()
+    second.close()
+
+
 def test_at_most_once_give_back_after_the_new_owner_read_is_passed_over(
     store: tidelog.Store,
 ) -> None:
