@@ -376,7 +376,9 @@ class Consumer:
         """At-most-once: claims the partitions placed since the last fetch, before it.
 
         Reads again where they start (the group's commits) and commits that again in this
-        member's generation.
+        member's generation. A partition whose commit changed since it was placed starts at
+        the new one, as a Kafka consumer reads a newly assigned partition's committed
+        offset at its first poll (so does a commit this member made meanwhile).
 
         The partitions may have moved from a member that has not seen the rebalance yet and
         holds fetched messages it committed past: when it stops (close, pause, seek) it gives

@@ -211,9 +211,9 @@ class Membership:
         """Holds the group's lock (the state log's: threads and processes alike).
 
         No membership change, so no new generation, happens while it is held: what a member
-        commits then, having checked its generation, cannot race a rebalance. A consumer's
-        give-back and its first read of a partition's start take it (see
-        :meth:`tidelog.Consumer.pause`).
+        commits then, having checked its generation, cannot race a rebalance. An
+        at-most-once consumer's claim of the partitions it was given and a stale member's
+        give-back take it (see :meth:`tidelog.Consumer.pause`).
 
         Raises:
             CorruptRecordError: The group's state is damaged (the message names the file).
