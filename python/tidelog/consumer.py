@@ -60,6 +60,7 @@ class _Partition:
         "out_of_range",
         "partition",
         "paused",
+        "placed_from",
         "position",
         "tail_next",
         "tail_offset",
@@ -80,6 +81,10 @@ class _Partition:
         self.tail_offset = -1
         self.tail_next = 0
         self.paused = False
+        # The group's commit it was placed from (None: none, or a stale one). At-most-once:
+        # a stale member's give-back may move the commit back until this member claims it
+        # (``Consumer._claim``), which looks whether it is still this one.
+        self.placed_from: Committed | None = None
         # Exactly-once: where to resume hangs on a transaction of this group still open.
         self.unresolved = unresolved
         # The committed offset points into messages that recovery removed: poll raises
@@ -170,6 +175,12 @@ class Consumer:
         # Fetched messages of paused partitions, taken out of ``_buffer`` by pause() and put
         # back by resume(): not handed out, so commits stop at them (``_handed_out``).
         self._held_by_pause: dict[int, list[Message]] = {}
+        # At-most-once: partitions placed at the group's commits and not claimed yet (see
+        # ``_claim``); the next fetch claims them first.
+        self._unclaimed: set[int] = set()
+        # At-most-once: commits not checked against the group's generation, for a stale
+        # member's give-back (see ``_give_back``); made when first needed.
+        self._commit_unfenced: Callable[[dict[int, int], str, int], None] | None = None
         self._next_partition = 0
         self._closed = False
         self._membership = Membership(
@@ -209,9 +220,10 @@ class Consumer:
         for p in revoked:
             self._parts.pop(p, None)
             self._delivered.pop(p, None)
+            self._unclaimed.discard(p)
             # Not handed out, so not committed past, except by at-most-once: its pause gave
-            # them back, or could not because the group had already moved on; a commit back
-            # now would come after the new owner read its start (see ``_give_back``).
+            # them back, or could not because the new owner had already claimed the
+            # partition; a commit back now would be passed over (see ``_give_back``).
             self._held_by_pause.pop(p, None)
             # ``_consumed`` keeps it: a transaction holding outputs made from a partition
             # this member lost must fail its ownership check and abort.
@@ -230,21 +242,26 @@ class Consumer:
         if added and self._on_assign:
             self._on_assign(added)
 
-    def _place(self, partitions: list[int]) -> None:
+    def _place(self, partitions: list[int], committed: dict[int, Committed] | None = None) -> None:
         """Positions ``partitions`` at the group's commits (or the start policy).
 
-        A partition not assigned before is added.
+        A partition not assigned before is added. ``committed``: the group's commits, if
+        just read.
         """
         # Not the fast path while partitions are being added (should this raise midway).
         self._only = None
-        committed = (
-            self._offsets.committed(self.group, self.topic, self._incarnation) if partitions else {}
-        )
+        if committed is None:
+            committed = (
+                self._offsets.committed(self.group, self.topic, self._incarnation)
+                if partitions
+                else {}
+            )
         parts = self._parts
         added = False
         for p in partitions:
             start, end = self._topic.start_offset(p), self._topic.end_offset(p)
             stale = self._stale(p, committed[p], end) if p in committed else None
+            placed_from = committed.get(p) if stale is None else None
             if stale is not None:
                 if self._reset is None:
                     position = min(max(committed[p].offset, start), end)
@@ -269,8 +286,11 @@ class Consumer:
                 self._unresolved |= unresolved
                 added = True
             part.position = part.origin = position
+            part.placed_from = placed_from
             if stale is not None:
                 part.out_of_range = stale
+        if self.delivery == "at-most-once":
+            self._unclaimed.update(partitions)
         if added:
             # Fetching goes round the partitions in order.
             self._parts = dict(sorted(parts.items()))
@@ -352,6 +372,51 @@ class Consumer:
             and partitions.keys() <= self._parts.keys()
         )
 
+    def _claim(self) -> None:
+        """At-most-once: claims the partitions placed since the last fetch, before it.
+
+        Reads again where they start (the group's commits) and commits that again in this
+        member's generation. A partition whose commit changed since it was placed starts at
+        the new one, as a Kafka consumer reads a newly assigned partition's committed
+        offset at its first poll (so does a commit this member made meanwhile).
+
+        The partitions may have moved from a member that has not seen the rebalance yet and
+        holds fetched messages it committed past: when it stops (close, pause, seek) it gives
+        them back (see ``_give_back``) if, and only if, nobody claimed the partition since.
+        That give-back and this claim both hold the group's lock, so one comes first: a
+        give-back before the claim is seen here (the partition is placed again, at it); one
+        after it finds the claim, a commit of a newer generation, which every reader prefers
+        to its own (the offsets table's fence), so it changes nothing. Either way nothing is
+        handed out twice, and what a member gives back before the new owner's first fetch is
+        handed out. (A give-back of the current generation takes no lock: the committer
+        admits it only before the group moves on, so before any claim of the partition.)
+
+        This is the alternative to a revoke step (Kafka's eager or cooperative rebalance: the
+        new owner waits until the previous one gave the partition up). A member that does
+        not poll would hold every rebalance up for as long as its lease; here nobody waits,
+        and what a member holds when it stops after the new owner's first fetch is lost.
+        """
+        membership = self._membership
+        parts = self._parts
+        with membership.locked():
+            if membership.read_generation() != membership.generation:
+                return  # the commits of this fetch are refused; the next sync places again
+            committed = self._offsets.committed(self.group, self.topic, self._incarnation)
+            unclaimed = [p for p in self._unclaimed if p in parts]
+            moved = [p for p in unclaimed if committed.get(p) != parts[p].placed_from]
+            if moved:
+                self._place(moved, committed)
+            # The commit placed from, as it is (metadata too), in this generation. A stale
+            # commit (placed_from None) is not made fresh: its timestamp says it is stale.
+            claims: dict[str, dict[int, int]] = {}
+            for p in unclaimed:
+                placed_from = parts[p].placed_from
+                if placed_from is not None:
+                    claims.setdefault(placed_from.metadata, {})[p] = placed_from.offset
+            for metadata, offsets in claims.items():
+                self._commit_record(offsets, metadata, membership.generation)
+            self._unclaimed.clear()
+
     # -- fetching -------------------------------------------------------------------------
 
     def _fetch(self, limit: int) -> list[Message]:
@@ -361,6 +426,8 @@ class Consumer:
         """
         if self._unresolved:
             self._resolve()
+        if self._unclaimed:
+            self._claim()
         # The common case, a member owning one partition: the steps of the general path
         # without the round over the partitions.
         part = self._fast_partition()
@@ -595,6 +662,15 @@ class Consumer:
                     # hands these out itself.
                     membership = self._membership
                     owned = membership.read_generation() == membership.generation
+                    if not owned:
+                        # Or with it: then they go back, as a stale member's would.
+                        parts = self._parts
+                        fetched = {p: parts[p].fetched_from for p in moved if p in parts}
+                        try:
+                            self._give_back(fetched)
+                        except BaseException:
+                            self._rewind(moved)
+                            raise
             if not owned:
                 # A rebalance landed between fetching and handing out: hand out nothing and
                 # rewind, so the new owner (or we, on the next poll) delivers these.
@@ -721,25 +797,54 @@ class Consumer:
 
         A commit of the same generation applies even when it moves back (as after a
         seek), so the member that takes the partition next starts there. Returns whether
-        the commit was written.
+        the commit was written for every partition of ``offsets`` this member owns.
 
         A member the group moved on from (a rebalance it has not seen yet, or generations
-        it skipped) commits nothing: the committer refuses its stale generation, and that
-        is the at-most-once choice, not just the fence. The new owner started from the
-        fetch's commit when it took the partition, and may have handed out from there and
-        committed; moving the commit back under it would have a later owner hand those out
-        again. What this member still holds past that commit is lost instead, as
-        at-most-once allows.
+        it skipped) gives back too, but only what nobody claimed since (see ``_claim``): the
+        new owner claims a partition before its first fetch from it, under the group's
+        lock, which a stale give-back takes too. So the new owner either starts at what is
+        given back, or has claimed first and may have handed out from the fetch's commit
+        already; then moving that commit back would have a later owner hand those out
+        again, and what this member holds is lost instead, as at-most-once allows. Nothing
+        a member hands out is ever given back, and every commit that moves back names the
+        generation of the fetch it undoes, so a crash at any point loses messages at most,
+        never repeats one.
         """
         owned = {p: o for p, o in offsets.items() if p in self._parts}
+        if not owned:
+            return False
         membership = self._membership
-        if not (owned and membership.read_generation() == membership.generation):
-            return False
-        try:
-            self._commit_record(owned, "", membership.generation)
-        except RebalanceError:
-            return False
-        return True
+        generation = membership.generation
+        if membership.read_generation() == generation:
+            # The usual: no rebalance since this member looked, and the committer looks
+            # again where commits are ordered. A member that joins after that reads this
+            # commit when it claims, or misses it while it is being appended and claims
+            # with a newer generation, which every reader prefers to it.
+            try:
+                self._commit_record(owned, "", generation)
+            except RebalanceError:
+                pass  # the group moved on meanwhile: stale, as below
+            else:
+                return True
+        parts = self._parts
+        # No rebalance, so no claim, while the lock is held. The partition's commit is
+        # still the one this member's fetch wrote (its position) unless someone committed
+        # since; a claim that wrote the same offset again is of a newer generation, and
+        # readers pass this over.
+        with membership.locked():
+            committed = self._offsets.committed(self.group, self.topic, self._incarnation)
+            ours = {
+                p: o
+                for p, o in owned.items()
+                if (c := committed.get(p)) is not None and c.offset == parts[p].position
+            }
+            if ours:
+                if self._commit_unfenced is None:
+                    self._commit_unfenced = self._offsets.committer(
+                        self.group, self._topic, self._incarnation
+                    ).commit
+                self._commit_unfenced(ours, "", generation)
+        return len(ours) == len(owned)
 
     def _handed_out(self) -> tuple[dict[int, int], dict[int, int]]:
         """What at-least-once may commit, and where iterating still holds fetched messages.
@@ -1028,6 +1133,9 @@ class Consumer:
         part = self._parts[partition]
         part.position = offset
         part.out_of_range = None
+        # The position is the application's now, not the group's commit: nothing to claim
+        # (and a claim would commit the seek, which commits nothing of its own).
+        self._unclaimed.discard(partition)
         # What was delivered before the seek must not be committed past the new position.
         self._delivered.pop(partition, None)
         self._held_by_pause.pop(partition, None)
@@ -1049,6 +1157,12 @@ class Consumer:
         closing leaves it to the group). At-most-once committed it when it was fetched:
         the pause moves the commit back to its first message and fetches it again after
         :meth:`resume`. :meth:`seek` on a paused partition drops it, as on any partition.
+
+        So an at-most-once pause of a partition with fetched messages not handed out waits
+        for the group's lock and writes one commit (durable as the store's ``fsync`` says):
+        unlike other pauses, and the other calls that only change what the next poll does,
+        it does I/O. Should the partition have moved in a rebalance this member has not
+        seen, the commit is written only if the new owner has not read from it yet.
         """
         self._require_assigned(partition)
         part = self._parts[partition]
@@ -1058,12 +1172,12 @@ class Consumer:
         held = [m for m in buffer if m.partition == partition] if buffer else []
         gave_back = False
         if held and self.delivery == "at-most-once":
-            # The fetch committed past what is held. A member that takes the partition reads
-            # the group's commit right then, with no revoke step before it in which we could
-            # give these back (once we see the revocation it is too late, see _give_back):
-            # so the commit goes back now, or the revocation would drop them, handed out by
-            # nobody. They are fetched (and committed) again after resume, so even a
-            # rebalance racing this commit hands none of them out twice.
+            # The fetch committed past what is held. A member that takes the partition starts
+            # at the group's commit when it first fetches (see _claim), with no revoke step
+            # before it in which we could give these back: so the commit goes back now, or
+            # the revocation would drop them, handed out by nobody. They are fetched (and
+            # committed) again after resume, so even a rebalance racing this commit hands
+            # none of them out twice.
             gave_back = self._give_back({partition: held[0].offset})
         part.paused = True
         if held:
@@ -1125,10 +1239,11 @@ class Consumer:
         Fetched messages not handed out yet are dropped uncommitted: the group's next
         member gets them. At-most-once committed them when it fetched, and moves its
         commit back to the first of them here (a member that crashes instead loses them,
-        as at-most-once may). Afterwards every call that takes messages (iterating,
-        :meth:`poll`, :meth:`next_nowait`), moves positions or asks about offsets or
-        partitions (:meth:`committed`, :meth:`lag`, :meth:`position`, :meth:`assignment`,
-        :meth:`paused`) raises :class:`StoreClosedError`.
+        as at-most-once may; so does one whose partition moved in a rebalance it has not
+        seen, if the new owner already fetched from it). Afterwards every call that takes
+        messages (iterating, :meth:`poll`, :meth:`next_nowait`), moves positions or asks
+        about offsets or partitions (:meth:`committed`, :meth:`lag`, :meth:`position`,
+        :meth:`assignment`, :meth:`paused`) raises :class:`StoreClosedError`.
 
         In a process forked after the consumer was made it only marks it closed: the
         membership and the commits are the parent's.

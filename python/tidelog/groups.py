@@ -207,6 +207,25 @@ class Membership:
         return self._group
 
     @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Holds the group's lock (the state log's: threads and processes alike).
+
+        No membership change, so no new generation, happens while it is held: what a member
+        commits then, having checked its generation, cannot race a rebalance. An
+        at-most-once consumer's claim of the partitions it was given and a stale member's
+        give-back take it (see :meth:`tidelog.Consumer.pause`).
+
+        Raises:
+            CorruptRecordError: The group's state is damaged (the message names the file).
+            TopicNotFoundError: The topic was deleted.
+        """
+        self._group.lock()
+        try:
+            yield
+        finally:
+            self._group.unlock()
+
+    @contextmanager
     def _locked(self) -> Iterator[GroupState]:
         generation, body = self._group.lock()
         try:

@@ -507,7 +507,9 @@ class Store:
                 moved past it (the next ``poll``, the next iteration, or ``close``), or on
                 ``commit()``; ``"at-most-once"`` commits before handing messages out
                 (``close`` moves the commit back to the first message fetched and not
-                handed out; a member that crashes loses those);
+                handed out, even after a rebalance it has not seen, unless the new owner
+                of the partition fetched from it already; a member that crashes loses
+                those);
                 ``"exactly-once"`` commits only through :meth:`transaction`, atomically with
                 the outputs, and needs one per step (taking more messages before the
                 previous ones were committed raises :class:`InvalidConfigError`).

@@ -74,3 +74,133 @@ def test_survivors_take_over_a_killed_members_partitions(tmp_path: Path, deliver
     with tidelog.open(store_dir) as store:
         survivors = store.groups()["workers"]["jobs"]
         assert survivors["members"] == {}, "everyone left or expired"
+
+
+HOLDER = r"""
+import sys, tidelog
+store_dir = sys.argv[1]
+with tidelog.open(store_dir) as store:
+    consumer = store.consumer("jobs", group="workers", delivery="at-most-once", lease_seconds=60)
+    it = iter(consumer)
+    m = next(it)  # fetches (and commits past) every partition's messages, hands out one
+    print(m.partition, m.offset, flush=True)
+    print("held", flush=True)
+    command = sys.stdin.readline().split()  # another member took a partition meanwhile
+    if command[0] == "pause":
+        consumer.pause(int(command[1]))
+        while consumer.ready_messages:
+            m = next(it)
+            print(m.partition, m.offset, flush=True)
+    consumer.close()
+    print("closed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("stop", ["close", "pause"])
+def test_at_most_once_holder_in_another_process_gives_back_after_an_unseen_takeover(
+    tmp_path: Path, stop: str
+) -> None:
+    """A member in another process holds fetched, committed-past messages when a member
+    here takes one of its partitions; it has not polled since when it closes (or pauses that
+    partition, hands out the rest and closes): what it never handed out goes to the member
+    here, so every message goes out exactly once between them."""
+    store_dir = tmp_path / "store"
+    with tidelog.open(store_dir) as store:
+        topic = store.create_topic("jobs", partitions=2)
+        for i in range(20):
+            topic.append(b"%d" % i, partition=i % 2)
+        with subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(store_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as holder:
+            assert holder.stdout is not None
+            lines = []
+            while (line := holder.stdout.readline().strip()) != "held":
+                lines.append(line)
+            member = store.consumer("jobs", group="workers", delivery="at-most-once")
+            (moved,) = member.assignment()
+            out, _ = holder.communicate(f"{stop} {moved}\n", timeout=60)
+        assert holder.returncode == 0
+        lines += out.splitlines()
+        assert lines.pop() == "closed"
+        handed = [tuple(map(int, line.split())) for line in lines]
+        while got := member.poll(max_messages=100, timeout=0):
+            handed += [(m.partition, m.offset) for m in got]
+        member.close()
+    assert sorted(handed) == [(p, o) for p in (0, 1) for o in range(10)]
+
+
+CHURNER = r"""
+import random, sys, time, tidelog
+store_dir, out_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = random.Random(seed)
+with tidelog.open(store_dir) as store, open(out_path, "a", buffering=1) as out:
+    def member():
+        return store.consumer("jobs", group="workers", delivery="at-most-once",
+                              lease_seconds=1.0, max_poll_messages=rng.randint(2, 10))
+    def take(consumer, most):
+        global idle_since
+        for _ in range(most):
+            m = consumer.next_nowait()
+            if m is None:
+                return
+            idle_since = time.monotonic()
+            out.write(f"{m.partition} {m.offset}\n")
+    print("started", flush=True)
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 2.0:
+        first = member()
+        take(first, rng.randint(1, 8))
+        second = member() if rng.random() < 0.7 else None  # a takeover first has not seen
+        if second is not None and rng.random() < 0.5:
+            take(second, 1 + len(second.ready_messages or ()))  # claims, hands out a fetch
+        assigned = first.assignment()
+        if assigned and rng.random() < 0.5:
+            first.pause(rng.choice(assigned))
+        first.close()
+        if second is not None:
+            take(second, rng.randint(0, 8))
+            second.close()
+"""
+
+
+def test_at_most_once_members_that_stop_holding_messages_survive_a_kill(tmp_path: Path) -> None:
+    """In three processes members join, hand out part of a fetch, often see a second member
+    take partitions over (and sometimes hand out a fetch of them), pause or not, and close,
+    again and again, so their give-backs race the others' claims of the partitions (under
+    the group's lock, a file lock across processes); one process is SIGKILLed mid-stream,
+    maybe holding the lock or between a give-back and its close. No message goes out
+    twice."""
+    store_dir = tmp_path / "store"
+    with tidelog.open(store_dir) as store:
+        topic = store.create_topic("jobs", partitions=4)
+        for i in range(TOTAL):
+            topic.append(b"%d" % i, partition=i % 4)
+    outs = [tmp_path / f"member{i}.txt" for i in range(3)]
+    members = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHURNER, str(store_dir), str(out), str(seed)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for seed, out in enumerate(outs)
+    ]
+    for m in members:
+        assert m.stdout is not None and m.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    os.kill(members[0].pid, signal.SIGKILL)
+    for m in members[1:]:
+        assert m.wait(timeout=120) == 0
+    members[0].wait()
+    for m in members:
+        assert m.stdout is not None
+        m.stdout.close()
+    seen: Counter[tuple[int, int]] = Counter()
+    for out in outs:
+        for line in out.read_text().splitlines():
+            p, o = map(int, line.split())
+            seen[(p, o)] += 1
+    assert [m for m, count in seen.items() if count > 1] == [], "at-most-once: never twice"
+    assert set(seen) <= {(i % 4, i // 4) for i in range(TOTAL)}

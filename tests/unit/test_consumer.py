@@ -100,8 +100,9 @@ def test_at_most_once_close_of_a_fenced_member_keeps_the_new_owners_commit(
     store: tidelog.Store,
 ) -> None:
     """A member that lost a partition in a rebalance it has not seen closes with fetched
-    messages of it not handed out: its commit back is refused (its generation is stale),
-    so the new owner's commit stands."""
+    messages of it not handed out: the partition's commit is no longer the one its fetch
+    wrote (the new owner committed), so it writes no commit back, and the new owner's
+    commit stands."""
     topic = store.create_topic("t", partitions=2)
     fill(topic, 10)
     first = store.consumer("t", group="g", delivery="at-most-once")
@@ -180,9 +181,10 @@ def test_at_most_once_pause_gives_back_what_it_holds(store: tidelog.Store) -> No
 def test_at_most_once_pause_after_an_unseen_rebalance_moves_no_commit_back(
     store: tidelog.Store,
 ) -> None:
-    """A member that pauses after a rebalance it has not seen yet cannot give back: the new
-    owner may have handed out from the fetch's commit already, and moving that commit back
-    would make the group hand those out twice. The committer refuses the stale generation."""
+    """A member that pauses after a rebalance it has not seen yet cannot give back once the
+    new owner fetched from the partition: it may have handed out from the fetch's commit
+    already, and moving that commit back would make the group hand those out twice. The
+    give-back finds the new owner's commit, not its own, and writes nothing."""
     topic = store.create_topic("t", partitions=2)
     fill(topic, 10)
     first = store.consumer("t", group="g", delivery="at-most-once")
@@ -199,6 +201,112 @@ def test_at_most_once_pause_after_an_unseen_rebalance_moves_no_commit_back(
     handed += second.poll(max_messages=100, timeout=0)
     assert max(collections.Counter((m.partition, m.offset) for m in handed).values()) == 1
     first.close()
+    second.close()
+
+
+def _handed_once(handed: list[tidelog.Message], partitions: int, each: int) -> None:
+    """Every message of ``partitions`` partitions of ``each`` went out exactly once."""
+    assert sorted((m.partition, m.offset) for m in handed) == [
+        (p, o) for p in range(partitions) for o in range(each)
+    ]
+
+
+def _drain(consumer: tidelog.Consumer) -> list[tidelog.Message]:
+    got: list[tidelog.Message] = []
+    while more := consumer.poll(max_messages=100, timeout=0):
+        got += more
+    return got
+
+
+def test_at_most_once_close_after_an_unseen_takeover_gives_back(store: tidelog.Store) -> None:
+    """A member closes holding fetched messages of a partition that moved in a rebalance it
+    has not seen (it never polled since): the new owner has not read its start yet, so the
+    give-back counts and the new owner starts there (before, the committer refused the stale
+    generation and those messages went out to nobody)."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    handed = [next(iter(first))]  # fetched (and committed) both partitions' 5 messages
+    assert first.committed() == {0: 5, 1: 5}
+    second = store.consumer("t", group="g", delivery="at-most-once")
+    assert len(second.assignment()) == 1  # one of first's partitions moved
+    first.close()
+    handed += _drain(second)
+    _handed_once(handed, 2, 5)
+    second.close()
+
+
+def test_at_most_once_pause_after_an_unseen_takeover_gives_back(store: tidelog.Store) -> None:
+    """As above with a pause of the partition that moved: its held messages go to the new
+    owner; the member that paused hands out the rest of its fetch and nothing twice."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    it = iter(first)
+    handed = [next(it)]
+    second = store.consumer("t", group="g", delivery="at-most-once")
+    (moved,) = second.assignment()
+    first.pause(moved)
+    while first.ready_messages:  # the rest of its fetch, of the partition it kept
+        handed.append(next(it))
+    handed += first.poll(max_messages=100, timeout=0)  # sees the rebalance
+    assert first.assignment() == [1 - moved]
+    handed += _drain(second)
+    _handed_once(handed, 2, 5)
+    first.close()
+    second.close()
+
+
+def test_at_most_once_rebalance_between_commit_and_hand_out_gives_back(
+    store: tidelog.Store,
+) -> None:
+    """A member joins right after an at-most-once fetch's commit is written, before the
+    fetch is handed out: the member that fetched hands out nothing and gives the commit
+    back, so the new owner starts at the fetch's first message (before, the commit stood
+    and the new owner started past them: handed out by nobody)."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    joined: list[tidelog.Consumer] = []
+    commit = first._commit_record
+
+    def commit_then_join(offsets: dict[int, int], metadata: str, generation: int) -> None:
+        commit(offsets, metadata, generation)
+        if not joined:
+            joined.append(store.consumer("t", group="g", delivery="at-most-once"))
+
+    first._commit_record = commit_then_join
+    assert first.poll(max_messages=100, timeout=0) == []
+    (second,) = joined
+    assert len(first.assignment()) == len(second.assignment()) == 1
+    _handed_once(_drain(first) + _drain(second), 2, 5)
+    first.close()
+    second.close()
+
+
+def test_at_most_once_give_back_after_the_new_owner_read_is_passed_over(
+    store: tidelog.Store,
+) -> None:
+    """Once the new owner has read its start (its first poll, which commits its positions
+    in its generation) a stale member's give-back would have the group hand out twice what
+    the new owner hands out from there: it is passed over, and what the stale member held
+    of that partition is lost, as at-most-once allows. Of the partition it kept, nobody
+    read anything since: that give-back counts."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 20)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    handed = [next(iter(first))]  # fetched 0..9 of both partitions
+    fill(topic, 10)
+    second = store.consumer("t", group="g", delivery="at-most-once")
+    (moved,) = second.assignment()
+    handed += second.poll(max_messages=2, timeout=0)
+    assert second.committed()[moved] == 12
+    first.close()
+    assert second.committed()[moved] == 12
+    handed += _drain(second)
+    lost = {(moved, o) for o in range(10)} - {(handed[0].partition, handed[0].offset)}
+    everything = {(p, o) for p in (0, 1) for o in range(15)}
+    assert sorted((m.partition, m.offset) for m in handed) == sorted(everything - lost)
     second.close()
 
 
