@@ -214,13 +214,16 @@ class KafkaWorkQueue:
                 )
             headers = dead_letter_headers(job.message, reason, job.delivery_count)  # type: ignore[arg-type]
             errors: list[KafkaError] = []
-            self._dlq_producer.produce(
-                self._dead_letter,
-                job.message.value,
-                job.message.key,
-                headers=list(headers.items()),
-                on_delivery=lambda err, _m: errors.append(err) if err else None,
-            )
+            # produce raises what librdkafka refuses at once (a copy past message.max.bytes):
+            # a TidelogError, as a failed delivery, so a fetch taking the job keeps the rest.
+            with translated("dead-lettering a job"):
+                self._dlq_producer.produce(
+                    self._dead_letter,
+                    job.message.value,
+                    job.message.key,
+                    headers=list(headers.items()),
+                    on_delivery=lambda err, _m: errors.append(err) if err else None,
+                )
             self._dlq_producer.flush(TIMEOUT)
             if errors:
                 raise error_for(errors[0], "dead-lettering a job")
