@@ -589,6 +589,9 @@ class KafkaAioStore(AsyncClosing):
         # Threads making members, and closing those whose making was cancelled: close()
         # waits for them, so no member is made or left open on a closed store.
         self._in_threads: set[asyncio.Future[Any]] = set()
+        # Set when close() begins: a making started while it closes the members would come
+        # after it took them.
+        self._closing = False
 
     @property
     def sync(self) -> KafkaStore:
@@ -638,6 +641,8 @@ class KafkaAioStore(AsyncClosing):
         A cancelled caller stops waiting; the member the thread makes then is closed in
         another thread, so it holds no group's partitions and no ``transactional.id``.
         """
+        if self._closing:
+            raise _core.StoreClosedError("the store is closed")
         loop = asyncio.get_running_loop()
         making = loop.run_in_executor(None, make)
         self._in_thread(making)
@@ -733,6 +738,7 @@ class KafkaAioStore(AsyncClosing):
         """Closes the members made from this store, then the store. Twice is harmless."""
         if self._sync.closed:
             return
+        self._closing = True
         while self._in_threads:  # members being made, or closed after a cancelled making
             await asyncio.wait(set(self._in_threads))
         errors: list[BaseException] = []
