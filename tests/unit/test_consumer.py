@@ -310,6 +310,51 @@ def test_at_most_once_give_back_after_the_new_owner_read_is_passed_over(
     second.close()
 
 
+def test_at_most_once_give_back_admitted_before_a_join_counts_for_the_joiner(
+    store: tidelog.Store,
+) -> None:
+    """A member closes holding fetched messages, in its generation: the committer admits its
+    give-back (the group has not moved on), and the write is still in flight (between the
+    native committer's check and its publication: no lock of the group is held there) when
+    a second member joins and polls. The joiner claims the partition at the fetch's commit;
+    its claim, appended after the give-back, is of a newer generation and fences it, so the
+    messages given back went out to nobody, although the joiner had not read its start
+    before the give-back was admitted.
+
+    The write in flight is made by hand: the check as the committer makes it, a wait for the
+    joiner (which a give-back holding the group's lock makes wait in its join), then the
+    write the committer would have made."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    handed = [next(iter(first))]  # fetched (and committed) both partitions' 5 messages
+    unfenced = first._offsets.committer(first.group, first._topic, first._incarnation).commit
+    joined: list[tidelog.Consumer] = []
+
+    def join_and_poll() -> None:
+        second = store.consumer("t", group="g", delivery="at-most-once")
+        joined.append(second)
+        handed.extend(second.poll(max_messages=100, timeout=0))
+
+    def admitted_then_written(offsets: dict[int, int], metadata: str, gen: int) -> None:
+        if first._membership.read_generation() != gen:
+            raise tidelog.RebalanceError("refused, as the committer refuses it")
+        joiner = threading.Thread(target=join_and_poll)
+        joiner.start()
+        joiner.join(0.5)  # finishes unless the give-back holds the group's lock
+        unfenced(offsets, metadata, gen)
+        first._commit_record = real
+
+    real, first._commit_record = first._commit_record, admitted_then_written
+    first.close()
+    while not joined:
+        time.sleep(0.01)
+    (second,) = joined
+    handed += _drain(second)  # and the partition the first kept, once it left
+    _handed_once(handed, 2, 5)
+    second.close()
+
+
 def test_explicit_commit_and_metadata(store: tidelog.Store) -> None:
     topic = store.create_topic("t", partitions=2)
     fill(topic, 10)
