@@ -388,8 +388,9 @@ class Consumer:
         after it finds the claim, a commit of a newer generation, which every reader prefers
         to its own (the offsets table's fence), so it changes nothing. Either way nothing is
         handed out twice, and what a member gives back before the new owner's first fetch is
-        handed out. (A give-back of the current generation takes no lock: the committer
-        admits it only before the group moves on, so before any claim of the partition.)
+        handed out. (A give-back of the current generation takes the lock too: the
+        committer admits it only before the group moves on, but readers see it only once it
+        is written, which could come after a claim's read.)
 
         This is the alternative to a revoke step (Kafka's eager or cooperative rebalance: the
         new owner waits until the previous one gave the partition up). A member that does
@@ -815,23 +816,23 @@ class Consumer:
             return False
         membership = self._membership
         generation = membership.generation
-        if membership.read_generation() == generation:
-            # The usual: no rebalance since this member looked, and the committer looks
-            # again where commits are ordered. A member that joins after that reads this
-            # commit when it claims, or misses it while it is being appended and claims
-            # with a newer generation, which every reader prefers to it.
-            try:
-                self._commit_record(owned, "", generation)
-            except RebalanceError:
-                pass  # the group moved on meanwhile: stale, as below
-            else:
-                return True
         parts = self._parts
-        # No rebalance, so no claim, while the lock is held. The partition's commit is
-        # still the one this member's fetch wrote (its position) unless someone committed
-        # since; a claim that wrote the same offset again is of a newer generation, and
-        # readers pass this over.
+        # No rebalance, so no claim, while the lock is held: also in this member's
+        # generation, where the committer admits the commit before the group moves on but
+        # readers see it only once written, which a member joining meanwhile could claim
+        # before (its claim, of a newer generation, would fence the give-back).
         with membership.locked():
+            if membership.read_generation() == generation:
+                # The usual: no rebalance since this member looked.
+                try:
+                    self._commit_record(owned, "", generation)
+                except RebalanceError:
+                    pass  # the group moved on meanwhile: stale, as below
+                else:
+                    return True
+            # The partition's commit is still the one this member's fetch wrote (its
+            # position) unless someone committed since; a claim that wrote the same offset
+            # again is of a newer generation, and readers pass this over.
             committed = self._offsets.committed(self.group, self.topic, self._incarnation)
             ours = {
                 p: o
