@@ -355,6 +355,50 @@ def test_at_most_once_give_back_admitted_before_a_join_counts_for_the_joiner(
     second.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="Consumer._claim moves a partition to a commit written since it was placed, also "
+    "to a stale member's fetch commit that was admitted before the rebalance and written "
+    "after the placement: that member never hands the fetch out (its post-commit check "
+    "fails) and its give-back is fenced by the claim, so the fetch goes out to nobody",
+)
+def test_at_most_once_fetch_commit_written_after_a_joiner_placed_is_handed_out_once(
+    store: tidelog.Store,
+) -> None:
+    """A member's at-most-once fetch commit is admitted by the committer (the group has not
+    moved on) and still being written when a second member joins and places its partitions
+    from the commits without it; the write lands, then the joiner polls (claims). The
+    fetching member sees the rebalance once its commit is written and hands nothing out;
+    the joiner must then start at the fetch's first message, as it was placed (before the
+    claim re-read the commits, it did).
+
+    The write in flight is made by hand: the check as the committer makes it, the join,
+    then the write the committer would have made, then the joiner's first poll."""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    unfenced = first._offsets.committer(first.group, first._topic, first._incarnation).commit
+    joined: list[tidelog.Consumer] = []
+    handed: list[tidelog.Message] = []
+
+    def admitted_then_written(offsets: dict[int, int], metadata: str, gen: int) -> None:
+        if first._membership.read_generation() != gen:
+            raise tidelog.RebalanceError("refused, as the committer refuses it")
+        first._commit_record = real
+        joined.append(store.consumer("t", group="g", delivery="at-most-once"))
+        unfenced(offsets, metadata, gen)
+        handed.extend(joined[0].poll(max_messages=100, timeout=0))
+
+    real, first._commit_record = first._commit_record, admitted_then_written
+    handed += first.poll(max_messages=100, timeout=0)
+    (second,) = joined
+    handed += _drain(first) + _drain(second)
+    first.close()
+    handed += _drain(second)
+    _handed_once(handed, 2, 5)
+    second.close()
+
+
 def test_explicit_commit_and_metadata(store: tidelog.Store) -> None:
     topic = store.create_topic("t", partitions=2)
     fill(topic, 10)
