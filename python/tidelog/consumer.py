@@ -178,6 +178,9 @@ class Consumer:
         # At-most-once: partitions placed at the group's commits and not claimed yet (see
         # ``_claim``); the next fetch claims them first.
         self._unclaimed: set[int] = set()
+        # At-most-once: unclaimed partitions this member committed itself (``commit``); its
+        # claim starts there, wherever that is.
+        self._committed_unclaimed: set[int] = set()
         # At-most-once: commits not checked against the group's generation, for a stale
         # member's give-back (see ``_give_back``); made when first needed.
         self._commit_unfenced: Callable[[dict[int, int], str, int], None] | None = None
@@ -221,6 +224,7 @@ class Consumer:
             self._parts.pop(p, None)
             self._delivered.pop(p, None)
             self._unclaimed.discard(p)
+            self._committed_unclaimed.discard(p)
             # Not handed out, so not committed past, except by at-most-once: its pause gave
             # them back, or could not because the new owner had already claimed the
             # partition; a commit back now would be passed over (see ``_give_back``).
@@ -291,6 +295,7 @@ class Consumer:
                 part.out_of_range = stale
         if self.delivery == "at-most-once":
             self._unclaimed.update(partitions)
+            self._committed_unclaimed.difference_update(partitions)
         if added:
             # Fetching goes round the partitions in order.
             self._parts = dict(sorted(parts.items()))
@@ -376,9 +381,14 @@ class Consumer:
         """At-most-once: claims the partitions placed since the last fetch, before it.
 
         Reads again where they start (the group's commits) and commits that again in this
-        member's generation. A partition whose commit changed since it was placed starts at
-        the new one, as a Kafka consumer reads a newly assigned partition's committed
-        offset at its first poll (so does a commit this member made meanwhile).
+        member's generation. A partition whose commit this member made meanwhile starts
+        there, as a Kafka consumer reads a newly assigned partition's committed offset at
+        its first poll; so does one whose commit moved back since it was placed (a stale
+        member's give-back, below). A commit that moved forward is a stale member's fetch
+        that the committer admitted before the rebalance and that was written only after the
+        placement: that member hands none of it out (its look once the commit is written
+        sees the rebalance), so this member starts where it was placed, and its claim there
+        leaves the stale member's give-back nothing to move.
 
         The partitions may have moved from a member that has not seen the rebalance yet and
         holds fetched messages it committed past: when it stops (close, pause, seek) it gives
@@ -404,7 +414,13 @@ class Consumer:
                 return  # the commits of this fetch are refused; the next sync places again
             committed = self._offsets.committed(self.group, self.topic, self._incarnation)
             unclaimed = [p for p in self._unclaimed if p in parts]
-            moved = [p for p in unclaimed if committed.get(p) != parts[p].placed_from]
+            own = self._committed_unclaimed
+            moved = [
+                p
+                for p in unclaimed
+                if (c := committed.get(p)) != parts[p].placed_from
+                and (p in own or (c is not None and c.offset < parts[p].position))
+            ]
             if moved:
                 self._place(moved, committed)
             # The commit placed from, as it is (metadata too), in this generation. A stale
@@ -417,6 +433,7 @@ class Consumer:
             for metadata, offsets in claims.items():
                 self._commit_record(offsets, metadata, membership.generation)
             self._unclaimed.clear()
+            own.clear()
 
     # -- fetching -------------------------------------------------------------------------
 
@@ -909,6 +926,8 @@ class Consumer:
             and self._commit_owned(offsets, metadata, generation, self._parts)
         ):
             offsets, held = self._commit_checked(offsets, metadata)
+        if self._unclaimed:  # where at-most-once's claim starts (see _claim)
+            self._committed_unclaimed.update(p for p in offsets if p in self._unclaimed)
         delivered = self._delivered
         if delivered:
             for p in offsets:
@@ -1137,6 +1156,7 @@ class Consumer:
         # The position is the application's now, not the group's commit: nothing to claim
         # (and a claim would commit the seek, which commits nothing of its own).
         self._unclaimed.discard(partition)
+        self._committed_unclaimed.discard(partition)
         # What was delivered before the seek must not be committed past the new position.
         self._delivered.pop(partition, None)
         self._held_by_pause.pop(partition, None)

@@ -355,13 +355,21 @@ def test_at_most_once_give_back_admitted_before_a_join_counts_for_the_joiner(
     second.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Consumer._claim moves a partition to a commit written since it was placed, also "
-    "to a stale member's fetch commit that was admitted before the rebalance and written "
-    "after the placement: that member never hands the fetch out (its post-commit check "
-    "fails) and its give-back is fenced by the claim, so the fetch goes out to nobody",
-)
+def test_at_most_once_commit_before_the_first_poll_is_where_it_starts(
+    store: tidelog.Store,
+) -> None:
+    """A commit a member makes of a partition it was given, before its first poll, is where
+    that poll starts (a Kafka consumer reads the committed offset at its first poll)."""
+    topic = store.create_topic("t", partitions=1)
+    fill(topic, 10)
+    with store.consumer("t", group="g", delivery="at-most-once") as consumer:
+        consumer.commit({0: 7})
+        assert [m.offset for m in consumer.poll(max_messages=100, timeout=0)] == [7, 8, 9]
+    with store.consumer("t", group="g", delivery="at-most-once") as consumer:
+        consumer.commit({0: 2})  # back, too
+        assert [m.offset for m in consumer.poll(max_messages=100, timeout=0)] == list(range(2, 10))
+
+
 def test_at_most_once_fetch_commit_written_after_a_joiner_placed_is_handed_out_once(
     store: tidelog.Store,
 ) -> None:
