@@ -336,13 +336,13 @@ def test_at_most_once_give_back_admitted_before_a_join_counts_for_the_joiner(
         joined.append(second)
         handed.extend(second.poll(max_messages=100, timeout=0))
 
-    def admitted_then_written(offsets: dict[int, int], metadata: str, gen: int) -> None:
-        if first._membership.read_generation() != gen:
+    def admitted_then_written(offsets: dict[int, int], metadata: str, generation: int) -> None:
+        if first._membership.read_generation() != generation:
             raise tidelog.RebalanceError("refused, as the committer refuses it")
         joiner = threading.Thread(target=join_and_poll)
         joiner.start()
         joiner.join(0.5)  # finishes unless the give-back holds the group's lock
-        unfenced(offsets, metadata, gen)
+        unfenced(offsets, metadata, generation)
         first._commit_record = real
 
     real, first._commit_record = first._commit_record, admitted_then_written
@@ -389,12 +389,12 @@ def test_at_most_once_fetch_commit_written_after_a_joiner_placed_is_handed_out_o
     joined: list[tidelog.Consumer] = []
     handed: list[tidelog.Message] = []
 
-    def admitted_then_written(offsets: dict[int, int], metadata: str, gen: int) -> None:
-        if first._membership.read_generation() != gen:
+    def admitted_then_written(offsets: dict[int, int], metadata: str, generation: int) -> None:
+        if first._membership.read_generation() != generation:
             raise tidelog.RebalanceError("refused, as the committer refuses it")
         first._commit_record = real
         joined.append(store.consumer("t", group="g", delivery="at-most-once"))
-        unfenced(offsets, metadata, gen)
+        unfenced(offsets, metadata, generation)
         handed.extend(joined[0].poll(max_messages=100, timeout=0))
 
     real, first._commit_record = first._commit_record, admitted_then_written
