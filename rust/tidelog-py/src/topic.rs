@@ -21,10 +21,11 @@ use crate::view::BorrowedBuffer;
 /// Bytes of batches a read returns at most unless told otherwise.
 const READ_MAX_BYTES: usize = 16 << 20;
 
-/// Value bytes up to which `append_batch` of a list writes without letting go of the GIL
-/// (when the append lock is free): encoding and checksumming this much takes about as long
-/// as letting go of the GIL and taking it back.
+/// Value bytes and records up to which `append_batch` of a list writes without letting go
+/// of the GIL (when the append lock is free): encoding and checksumming that much takes
+/// well under a microsecond, little more than letting go of the GIL and taking it back.
 const SMALL_BATCH_BYTES: usize = 4096;
+const SMALL_BATCH_RECORDS: usize = 64;
 
 /// A topic of a store: a fixed number of partitions, each an ordered log of messages.
 #[pyclass(frozen, module = "tidelog._core", name = "Topic")]
@@ -309,7 +310,8 @@ impl PyTopic {
                 // `append` writes one message: letting go of the GIL and taking it again
                 // would cost as much as the write.
                 let bytes: usize = records.iter().map(|r| r.value.len()).sum();
-                if bytes <= SMALL_BATCH_BYTES && log.config().fsync != tidelog_core::FsyncPolicy::Always {
+                let small = bytes <= SMALL_BATCH_BYTES && records.len() <= SMALL_BATCH_RECORDS;
+                if small && log.config().fsync != tidelog_core::FsyncPolicy::Always {
                     if let Some(done) = to_py(log.try_append(&records, meta))? {
                         return Ok((log.partition(), done.base_offset));
                     }

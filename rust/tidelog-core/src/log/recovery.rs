@@ -143,7 +143,8 @@ impl PartitionLog {
         for (j, &base) in bases.iter().enumerate().rev() {
             let paths = SegmentPaths::new(&self.dir, base);
             let pending = recorded.iter().rev().find(|e| {
-                e.kind == LossKind::Unsynced
+                // Builds before the "unsynced" kind recorded these moves as quarantines.
+                matches!(e.kind, LossKind::Unsynced | LossKind::Quarantined)
                     && e.segment_base == base
                     && e.position == 0
                     && !dir.join(&e.file).exists()
