@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,28 +35,24 @@ with tidelog.open(store_dir) as store, open(out_path, "a", buffering=1) as out:
 TOTAL = 600
 
 
-@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
-def test_survivors_take_over_a_killed_members_partitions(tmp_path: Path, delivery: str) -> None:
-    store_dir = tmp_path / "store"
-    with tidelog.open(store_dir) as store:
-        topic = store.create_topic("jobs", partitions=6)
-        for i in range(TOTAL):
-            topic.append(b"%d" % i, partition=i % 6)
+def run_three_kill_one(
+    tmp_path: Path, args: Callable[[Path, int], list[str]], ready: str, timeout: float
+) -> Counter[tuple[int, int]]:
+    """Runs three member processes (``python -c`` with ``args(out, i)``: each writes the
+    ``partition offset`` of what it handed out to ``out`` and prints ``ready`` once
+    started), SIGKILLs the first 0.3 s later, waits for the others to end cleanly, and
+    returns how many times each message was handed out."""
     outs = [tmp_path / f"member{i}.txt" for i in range(3)]
     members = [
-        subprocess.Popen(
-            [sys.executable, "-c", MEMBER, str(store_dir), delivery, str(out), "1.0"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for out in outs
+        subprocess.Popen([sys.executable, "-c", *args(out, i)], stdout=subprocess.PIPE, text=True)
+        for i, out in enumerate(outs)
     ]
     for m in members:
-        assert m.stdout is not None and m.stdout.readline().strip() == "joined"
+        assert m.stdout is not None and m.stdout.readline().strip() == ready
     time.sleep(0.3)
     os.kill(members[0].pid, signal.SIGKILL)
     for m in members[1:]:
-        assert m.wait(timeout=60) == 0
+        assert m.wait(timeout=timeout) == 0
     members[0].wait()
     for m in members:
         assert m.stdout is not None
@@ -65,6 +62,19 @@ def test_survivors_take_over_a_killed_members_partitions(tmp_path: Path, deliver
         for line in out.read_text().splitlines():
             p, o = map(int, line.split())
             seen[(p, o)] += 1
+    return seen
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_survivors_take_over_a_killed_members_partitions(tmp_path: Path, delivery: str) -> None:
+    store_dir = tmp_path / "store"
+    with tidelog.open(store_dir) as store:
+        topic = store.create_topic("jobs", partitions=6)
+        for i in range(TOTAL):
+            topic.append(b"%d" % i, partition=i % 6)
+    seen = run_three_kill_one(
+        tmp_path, lambda out, _: [MEMBER, str(store_dir), delivery, str(out), "1.0"], "joined", 60
+    )
     expected = {(i % 6, i // 6) for i in range(TOTAL)}
     if delivery == "at-least-once":
         assert set(seen) == expected, "every message processed at least once"
@@ -178,29 +188,8 @@ def test_at_most_once_members_that_stop_holding_messages_survive_a_kill(tmp_path
         topic = store.create_topic("jobs", partitions=4)
         for i in range(TOTAL):
             topic.append(b"%d" % i, partition=i % 4)
-    outs = [tmp_path / f"member{i}.txt" for i in range(3)]
-    members = [
-        subprocess.Popen(
-            [sys.executable, "-c", CHURNER, str(store_dir), str(out), str(seed)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for seed, out in enumerate(outs)
-    ]
-    for m in members:
-        assert m.stdout is not None and m.stdout.readline().strip() == "started"
-    time.sleep(0.3)
-    os.kill(members[0].pid, signal.SIGKILL)
-    for m in members[1:]:
-        assert m.wait(timeout=120) == 0
-    members[0].wait()
-    for m in members:
-        assert m.stdout is not None
-        m.stdout.close()
-    seen: Counter[tuple[int, int]] = Counter()
-    for out in outs:
-        for line in out.read_text().splitlines():
-            p, o = map(int, line.split())
-            seen[(p, o)] += 1
+    seen = run_three_kill_one(
+        tmp_path, lambda out, seed: [CHURNER, str(store_dir), str(out), str(seed)], "started", 120
+    )
     assert [m for m, count in seen.items() if count > 1] == [], "at-most-once: never twice"
     assert set(seen) <= {(i % 4, i // 4) for i in range(TOTAL)}

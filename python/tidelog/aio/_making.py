@@ -66,6 +66,7 @@ class Making(Coroutine[Any, Any, M]):
     def __getattr__(self, name: str) -> Any:
         # Only for names it lacks: a member's call on the unawaited constructor says why.
         raise AttributeError(
-            f"{type(self).__name__!r} object has no attribute {name!r}: the member is made "
-            "by awaiting it (member = await store.consumer(...)) or in `async with`"
+            f"{type(self).__name__!r} object has no attribute {name!r}: it is made by "
+            "awaiting it (member = await store.consumer(...), store = await "
+            "tidelog.aio.open(...)) or in `async with`"
         )

@@ -13,8 +13,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Generator
-from types import TracebackType
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import tidelog
@@ -292,61 +291,31 @@ class Store(AsyncClosing):
         return f"<tidelog.aio.Store {self.path!r} ({state})>"
 
 
-class Opening:
+class Opening(Making[Store]):
     """What :func:`open` returns: ``await`` it, or use it with ``async with``."""
 
+    __slots__ = ()
+
     def __init__(self, path: str | os.PathLike[str], settings: dict[str, Any]) -> None:
-        self._path = path
-        self._settings = settings
-        self._store: Store | None = None
+        super().__init__(_open(path, settings))
 
-    async def _open(self) -> Store:
-        if isinstance(self._path, str) and self._path.startswith("kafka://"):
-            store: Store = await self._open_kafka()  # the same API, another class
-            return store
-        loop = asyncio.get_running_loop()
-        # Opening recovers every partition's tail: file I/O, done in a worker thread. A
-        # cancelled open closes the store once the thread has opened it.
-        opening = loop.run_in_executor(
-            None, functools.partial(tidelog.open, self._path, **self._settings)
-        )
-        try:
-            sync = await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            opening.add_done_callback(_close_opened)
-            raise
-        return Store(sync)
 
-    async def _open_kafka(self) -> Any:
-        """A :class:`tidelog.aio.kafka.KafkaAioStore`: connecting waits for a broker."""
+async def _open(path: str | os.PathLike[str], settings: dict[str, Any]) -> Store:
+    loop = asyncio.get_running_loop()
+    # Opening recovers every partition's tail (kafka://: connects to a broker): done in a
+    # worker thread. A cancelled open closes the store once the thread has opened it.
+    opening = loop.run_in_executor(None, functools.partial(tidelog.open, path, **settings))
+    try:
+        sync = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+    if isinstance(path, str) and path.startswith("kafka://"):
         from tidelog.aio.kafka import KafkaAioStore
 
-        loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(
-            None, functools.partial(tidelog.open, self._path, **self._settings)
-        )
-        try:
-            sync = await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            opening.add_done_callback(_close_opened)
-            raise
-        return KafkaAioStore(sync)  # type: ignore[arg-type]  # tidelog.open's kafka:// store
-
-    def __await__(self) -> Generator[Any, None, Store]:
-        return self._open().__await__()
-
-    async def __aenter__(self) -> Store:
-        self._store = await self._open()
-        return self._store
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._store is not None:
-            await self._store.close()
+        kafka = KafkaAioStore(sync)  # type: ignore[arg-type]  # tidelog.open's kafka:// store
+        return cast(Store, kafka)  # the same API, another class
+    return Store(sync)
 
 
 def _close_opened(future: asyncio.Future[tidelog.Store]) -> None:
