@@ -103,3 +103,34 @@ def test_a_job_whose_dead_letter_copy_produce_refuses_goes_back_and_its_fetch_is
     ]
     assert queue.acquire(timeout=0) is None  # not wedged: the next fetch is taken
     queue.close()
+
+
+class _NeverAcknowledged:
+    """A dead-letter producer whose copies are never acknowledged: ``flush`` times out with
+    them still queued (a broker down or unreachable), no delivery report served."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.queued = 0
+
+    def produce(self, topic: str, value: bytes, key: Any, **options: Any) -> None:
+        self.queued += 1
+
+    def flush(self, timeout: float) -> int:
+        return self.queued
+
+
+def test_a_job_whose_dead_letter_copy_is_not_acknowledged_goes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job past ``max_deliveries`` is rejected (archived by the broker) only once its
+    copy is in the dead-letter topic. Before, a flush that timed out with the copy still
+    queued counted as delivered: the job was rejected, its copy maybe never written."""
+    monkeypatch.setattr(workqueue_module, "ShareConsumer", _ShareConsumer)
+    monkeypatch.setattr(confluent_kafka, "Producer", _NeverAcknowledged)
+    _ShareConsumer.fetches = [[_message(0, b"a")]]
+    _ShareConsumer.acknowledged = []
+    queue = KafkaWorkQueue(_Store(), "t", "g", max_deliveries=0, dead_letter="dead")  # type: ignore[arg-type]
+    with pytest.raises(tidelog.TidelogError, match="not acknowledged"):
+        queue.acquire(timeout=0)
+    assert _ShareConsumer.acknowledged == [(0, AcknowledgeType.RELEASE)]
+    queue.close()

@@ -213,7 +213,7 @@ class KafkaWorkQueue:
                     self._store.client_config(**{"enable.idempotence": True})
                 )
             headers = dead_letter_headers(job.message, reason, job.delivery_count)  # type: ignore[arg-type]
-            errors: list[KafkaError] = []
+            reports: list[KafkaError | None] = []
             # produce raises what librdkafka refuses at once (a copy past message.max.bytes):
             # a TidelogError, as a failed delivery, so a fetch taking the job keeps the rest.
             with translated("dead-lettering a job"):
@@ -222,11 +222,18 @@ class KafkaWorkQueue:
                     job.message.value,
                     job.message.key,
                     headers=list(headers.items()),
-                    on_delivery=lambda err, _m: errors.append(err) if err else None,
+                    on_delivery=lambda err, _m: reports.append(err),
                 )
             self._dlq_producer.flush(TIMEOUT)
-            if errors:
-                raise error_for(errors[0], "dead-lettering a job")
+            if not reports:
+                # Rejected, the job is gone from the queue: only once its copy is written.
+                # The copy may still arrive, and the job's next delivery copies it again.
+                raise _core.TidelogError(
+                    f"dead-lettering a job: its copy to {self._dead_letter!r} was not "
+                    f"acknowledged within {TIMEOUT} s"
+                )
+            if reports[0] is not None:
+                raise error_for(reports[0], "dead-lettering a job")
         self._settle(job, AcknowledgeType.REJECT)
 
     def extend(self, job: KafkaJob, seconds: float) -> None:
