@@ -291,8 +291,8 @@ class Consumer:
                 added = True
             part.position = part.origin = position
             part.placed_from = placed_from
-            if stale is not None:
-                part.out_of_range = stale
+            # A placement replaces the last one's verdict (placed again at a fresh commit).
+            part.out_of_range = stale
         if self.delivery == "at-most-once":
             self._unclaimed.update(partitions)
             self._committed_unclaimed.difference_update(partitions)

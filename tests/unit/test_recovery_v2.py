@@ -332,3 +332,25 @@ def test_a_work_queue_past_an_old_torn_tail_goes_on(tmp_path: Path) -> None:
         with store.work_queue("t", group="w") as queue:
             after = queue.acquire(timeout=1.0)
             assert after is not None and (after.offset, after.value) == (10, b"job 10")
+
+
+def test_an_at_most_once_member_that_commits_past_a_stale_commit_starts_there(
+    tmp_path: Path,
+) -> None:
+    """The group's commit points into data recovery removed, so the member is placed out of
+    range; it commits an offset of its own before its first poll, which starts at that
+    commit (as a Kafka consumer reads its commit at the first poll). Before, the placement
+    there kept the first placement's out-of-range mark: the poll raised."""
+    _fill(tmp_path)
+    _commit_all(tmp_path)
+    log = _active_log(tmp_path)
+    _flip(log, _after_last_index_entry(log))
+    with tidelog.open(tmp_path, on_corruption="quarantine") as store:
+        t = store.topic("t")
+        end = t.end_offset(0)
+        for i in range(3):
+            t.append(b"new %d" % i, partition=0)
+        with store.consumer("t", group="g", delivery="at-most-once") as consumer:
+            consumer.commit({0: end + 1})
+            got = consumer.poll(max_messages=2, timeout=1.0)
+            assert [m.offset for m in got] == [end + 1, end + 2]
