@@ -435,3 +435,193 @@ def test_a_job_whose_dead_lettering_failed_goes_back_and_the_rest_of_its_fetch_i
         assert failing.failed
         assert len(errors) == 1 and "dead-letter topic" in errors[0]
         assert sorted(m.value for m in kstore.topic("wqd.dead").read_batch(0)) == [b"0", b"1", b"2"]
+
+
+def test_a_new_topic_answers_while_its_partitions_elect_a_leader(kafka_broker: KafkaBroker) -> None:
+    """Right after a topic is created the broker may answer NOT_LEADER_FOR_PARTITION to
+    offset look-ups, until its partitions have a leader. Before, end_offset() and stats()
+    (sync and tidelog.aio) raised it; Kafka's clients try such an error again."""
+    url = f"kafka://{kafka_broker.bootstrap}"
+    with tidelog.open(url) as store:
+        for i in range(6):
+            topic = store.create_topic(f"new{i}", partitions=3)
+            assert [topic.end_offset(p) for p in range(3)] == [0, 0, 0]
+            topic = store.create_topic(f"new-stats{i}", partitions=3)
+            assert store.stats()["topics"][topic.name]["messages"] == 0
+
+    async def main() -> None:
+        async with tidelog.aio.open(url) as store:
+            for i in range(6):
+                topic = await store.create_topic(f"new-aio{i}", partitions=3)
+                assert (await store.stats())["topics"][topic.name]["messages"] == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        with tidelog.open(url) as admin:
+            for name in admin.topics():
+                admin.delete_topic(name)
+
+
+class _FailsFirstCall:
+    """A confluent-kafka client whose first call of ``method`` fails with Kafka error
+    ``code``: raised, or set on the futures an admin call returns, as librdkafka does."""
+
+    #: Admin calls answer through futures (one, or a dict of them).
+    FUTURES = frozenset(
+        {
+            "describe_configs",
+            "describe_consumer_groups",
+            "incremental_alter_configs",
+            "list_consumer_group_offsets",
+            "list_consumer_groups",
+        }
+    )
+
+    def __init__(self, client: Any, method: str, code: int) -> None:
+        self._client = client
+        self._method = method
+        self._code = code
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._client, name)
+        if name != self._method:
+            return real
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from concurrent.futures import Future
+
+            from confluent_kafka import KafkaError, KafkaException
+
+            self.calls += 1
+            if self.calls > 1:
+                return real(*args, **kwargs)
+            error = KafkaException(KafkaError(self._code))
+            if name not in self.FUTURES:
+                raise error
+
+            def failed() -> Future[Any]:
+                future: Future[Any] = Future()
+                future.set_exception(error)
+                return future
+
+            answer = real(*args, **kwargs)
+            return {k: failed() for k in answer} if isinstance(answer, dict) else failed()
+
+        return call
+
+
+def _round_trips(kstore: Any, consumer: Any) -> list[tuple[str, Any, str, int, Any]]:
+    """``(method, its client's owner, the client's attribute, a retriable error, call)``:
+    each direct round trip of the store and of a consumer, with a public call making it."""
+    from confluent_kafka import KafkaError as E
+
+    topic = kstore.topic("rt")
+    kstore._reader_consumer()
+    return [
+        (
+            "get_watermark_offsets",
+            kstore,
+            "_reader",
+            E.NOT_LEADER_FOR_PARTITION,
+            lambda: topic.end_offset(0),
+        ),
+        (
+            "offsets_for_times",
+            kstore,
+            "_reader",
+            E.LEADER_NOT_AVAILABLE,
+            lambda: topic.offset_for_timestamp(0, 0),
+        ),
+        ("list_topics", kstore, "_admin", E._TRANSPORT, kstore.topics),
+        ("list_topics", kstore, "_admin", E.REQUEST_TIMED_OUT, lambda: kstore.topic("rt")),
+        ("describe_configs", kstore, "_admin", E.REQUEST_TIMED_OUT, lambda: topic.config),
+        (
+            "incremental_alter_configs",
+            kstore,
+            "_admin",
+            E.NOT_CONTROLLER,
+            lambda: kstore.alter_topic("rt", retention_ms=7_200_000),
+        ),
+        ("list_consumer_groups", kstore, "_admin", E.COORDINATOR_NOT_AVAILABLE, kstore.groups),
+        (
+            "describe_consumer_groups",
+            kstore,
+            "_admin",
+            E.COORDINATOR_LOAD_IN_PROGRESS,
+            kstore.groups,
+        ),
+        ("list_consumer_group_offsets", kstore, "_admin", E.NOT_COORDINATOR, kstore.stats),
+        ("committed", consumer, "_consumer", E.COORDINATOR_LOAD_IN_PROGRESS, consumer.committed),
+    ]
+
+
+def test_each_round_trip_tries_a_retriable_error_again(kstore: Any) -> None:
+    """Every direct round trip of the store (metadata, offsets, topic configs, groups) and
+    a consumer's committed offsets: a retriable error is tried again, within the call's
+    time limit. Before, each of them but committed() raised it."""
+    topic = kstore.create_topic("rt")
+    topic.append(b"x", partition=0)
+    with kstore.consumer("rt", group="rt") as consumer:
+        deadline = time.monotonic() + PATIENCE
+        while not consumer.poll(timeout=0.5) and time.monotonic() < deadline:
+            pass
+        consumer.commit()
+        for method, owner, attribute, code, call in _round_trips(kstore, consumer):
+            real = getattr(owner, attribute)
+            failing = _FailsFirstCall(real, method, code)
+            setattr(owner, attribute, failing)
+            try:
+                call()
+            finally:
+                setattr(owner, attribute, real)
+            assert failing.calls >= 2, method  # one per group for some
+
+
+def test_a_round_trip_raises_an_error_that_is_not_retriable_at_once(kstore: Any) -> None:
+    """No retry of an error that will not go away: the first answer is raised, mapped."""
+    from confluent_kafka import KafkaError as E
+
+    topic = kstore.create_topic("nr")
+    kstore._reader_consumer()
+    for method, attribute, code, raised, call in [
+        (
+            "get_watermark_offsets",
+            "_reader",
+            E.TOPIC_AUTHORIZATION_FAILED,
+            tidelog.TidelogError,
+            lambda: topic.end_offset(0),
+        ),
+        (
+            "get_watermark_offsets",
+            "_reader",
+            E.UNKNOWN_TOPIC_OR_PART,
+            tidelog.TopicNotFoundError,
+            lambda: topic.end_offset(0),
+        ),
+        (
+            "list_consumer_groups",
+            "_admin",
+            E.CLUSTER_AUTHORIZATION_FAILED,
+            tidelog.TidelogError,
+            kstore.groups,
+        ),
+        (
+            "describe_configs",
+            "_admin",
+            E.INVALID_CONFIG,
+            tidelog.InvalidConfigError,
+            lambda: topic.config,
+        ),
+    ]:
+        real = getattr(kstore, attribute)
+        failing = _FailsFirstCall(real, method, code)
+        setattr(kstore, attribute, failing)
+        try:
+            with pytest.raises(raised, match=E(code).name()) as caught:
+                call()
+        finally:
+            setattr(kstore, attribute, real)
+        assert type(caught.value) is raised, method
+        assert failing.calls == 1, method

@@ -590,9 +590,8 @@ class KafkaConsumer:
         name = self._topic.name
         with self._lock:
             tps = retrying(
-                lambda: self._consumer.committed(
-                    [TopicPartition(name, p) for p in range(self._topic.partitions)],
-                    timeout=TIMEOUT,
+                lambda t: self._consumer.committed(
+                    [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=t
                 ),
                 f"reading offsets of group {self._group!r}",
             )
