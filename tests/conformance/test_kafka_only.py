@@ -625,3 +625,100 @@ def test_a_round_trip_raises_an_error_that_is_not_retriable_at_once(kstore: Any)
             setattr(kstore, attribute, real)
         assert type(caught.value) is raised, method
         assert failing.calls == 1, method
+
+
+def _short_sessions(kstore: Any, group: str, session_ms: int) -> None:
+    """Group ``group``'s members' sessions end ``session_ms`` after their last heartbeat,
+    and they heartbeat every 500 ms (KIP-848 group configs; the broker's minimums allow it)."""
+    from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    settings = {"consumer.session.timeout.ms": session_ms, "consumer.heartbeat.interval.ms": 500}
+    resource = ConfigResource(
+        ConfigResource.Type.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
+            for k, v in settings.items()
+        ],
+    )
+    for future in kstore.admin.incremental_alter_configs([resource]).values():
+        future.result(PATIENCE)
+
+
+@pytest.mark.parametrize(
+    "lost", ["after another member took it", "before the group dropped it", "then closes"]
+)
+def test_at_most_once_gives_nothing_back_when_its_assignment_is_lost(
+    kstore: Any, monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    """A member that stops polling past max.poll.interval.ms loses its assignment
+    (librdkafka's on_lost, served at its next poll or its close) and its session ends. At
+    most once: the messages it fetched and did not hand out are not given back (the
+    partition may be another member's already), and no message is handed out twice.
+
+    When the member polls again decides what the broker still knows of it: after its
+    session ended (another member owns the partition: the broker would refuse a commit of
+    it), or before (it is still the owner there: a give-back would be accepted, and only
+    the member's own rule keeps it from moving the commit back). Closing instead of
+    polling tries to give back as a clean close does; the broker refuses it."""
+    from tidelog.kafka.consumer import KafkaConsumer
+
+    group = f"gone-{lost.split()[0]}"
+    topic = kstore.create_topic(group)
+    topic.append_batch([b"%d" % i for i in range(20)], partition=0)
+    _short_sessions(kstore, group, 10_000 if lost.startswith("before") else 2_000)
+    losses: list[tuple[Any, list[int]]] = []
+    real_lost = KafkaConsumer._lost_cb
+
+    def lost_cb(self: Any, c: Any, parts: Any) -> None:
+        losses.append((self, sorted(tp.partition for tp in parts)))
+        real_lost(self, c, parts)
+
+    monkeypatch.setattr(KafkaConsumer, "_lost_cb", lost_cb)
+    gone = kstore.consumer(
+        group,
+        group=group,
+        delivery="at-most-once",
+        max_poll_messages=5,
+        config={"max.poll.interval.ms": 1000},
+    )
+    deadline = time.monotonic() + PATIENCE
+    while not gone.fetch(0.5) and time.monotonic() < deadline:
+        pass
+    handed_out = [m.offset for m in gone.poll(max_messages=2)]
+    assert handed_out == [0, 1]
+    # Fetched and not handed out: 2, 3 and 4, committed past (at-most-once), held by the
+    # pause so that the next poll fetches (and serves on_lost) instead of handing them out.
+    gone.pause(0)
+    assert gone.position(0) == 2
+    other = kstore.consumer(group, group=group, delivery="at-most-once")
+    taken: list[int] = []  # by the other member
+    after: list[int] = []  # by the first member, after its loss (it joins again)
+
+    def take(until: float, first_too: bool) -> None:
+        while time.monotonic() < until and len(taken) + len(after) < 15:
+            taken.extend(m.offset for m in other.poll(timeout=0.1))
+            if first_too:
+                after.extend(m.offset for m in gone.poll(timeout=0.1))
+
+    if lost.startswith("before"):
+        time.sleep(3.0)  # past max.poll.interval.ms and librdkafka's check of it (1 s)
+    else:
+        take(time.monotonic() + PATIENCE, first_too=False)  # once the first one's session ended
+    if lost == "then closes":
+        gone.close()
+    else:
+        deadline = time.monotonic() + PATIENCE
+        while not losses and time.monotonic() < deadline:
+            try:
+                handed_out += [m.offset for m in gone.poll(timeout=0.1)]
+            except tidelog.TidelogError as e:  # librdkafka reports the interval exceeded
+                assert "poll interval" in str(e)
+    assert losses and losses[0] == (gone, [0])
+    take(time.monotonic() + PATIENCE, first_too=not gone.closed)
+    gone.close()
+    other.close()
+    everything = handed_out + after + taken
+    assert len(everything) == len(set(everything)), "handed out twice"
+    assert sorted(everything) == [0, 1, *range(5, 20)]
+    assert kstore.groups()[group][group]["committed"] == {0: 20}
