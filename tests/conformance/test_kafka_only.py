@@ -722,3 +722,69 @@ def test_at_most_once_gives_nothing_back_when_its_assignment_is_lost(
     assert len(everything) == len(set(everything)), "handed out twice"
     assert sorted(everything) == [0, 1, *range(5, 20)]
     assert kstore.groups()[group][group]["committed"] == {0: 20}
+
+
+def test_a_partition_paused_when_its_assignment_was_lost_is_fetched_once_it_is_back(
+    kstore: Any,
+) -> None:
+    """The member forgets its pauses with its assignment (``paused()`` is empty after), but
+    librdkafka kept a partition's pause across losing it and getting it back. Before, the
+    partition was never fetched again once the member had it back: it stalled for good."""
+    topic = kstore.create_topic("lp")
+    topic.append_batch([b"%d" % i for i in range(10)], partition=0)
+    revoked: list[list[int]] = []
+    with kstore.consumer(
+        "lp",
+        group="lp",
+        delivery="at-most-once",
+        max_poll_messages=5,
+        on_revoke=revoked.append,
+        config={"max.poll.interval.ms": 1000},
+    ) as consumer:
+        got: list[int] = []
+        deadline = time.monotonic() + PATIENCE
+        while not got and time.monotonic() < deadline:
+            got = [m.offset for m in consumer.poll(timeout=0.5)]
+        assert got == [0, 1, 2, 3, 4]
+        consumer.pause(0)
+        time.sleep(3.0)  # past max.poll.interval.ms and librdkafka's check of it (1 s)
+        deadline = time.monotonic() + PATIENCE
+        while len(got) < 10 and time.monotonic() < deadline:
+            try:
+                got += [m.offset for m in consumer.poll(timeout=0.2)]
+            except tidelog.TidelogError as e:  # librdkafka reports the interval exceeded
+                assert "poll interval" in str(e)
+        assert revoked and revoked[0] == [0]  # lost, then assigned again (the only member)
+        assert consumer.paused() == []
+        assert got == list(range(10))
+
+
+def test_a_partition_paused_when_it_was_revoked_is_fetched_once_it_is_back(kstore: Any) -> None:
+    """As after a loss: a pause ends with the ownership, also in librdkafka. Before, a
+    paused partition given to another member and back was never fetched again."""
+    topic = kstore.create_topic("rp", partitions=2)
+    _short_sessions(kstore, "rp", 2_000)  # members hear of a new assignment within 0.5 s
+
+    def until(done: Any, *members: Any) -> None:
+        deadline = time.monotonic() + PATIENCE
+        while not done() and time.monotonic() < deadline:
+            for member in members:
+                assert member.poll(timeout=0.1) == []
+        assert done()
+
+    with kstore.consumer("rp", group="rp") as first:
+        until(lambda: first.assignment() == [0, 1], first)
+        first.pause(0)
+        first.pause(1)
+        with kstore.consumer("rp", group="rp") as second:
+            until(lambda: len(first.assignment()) == len(second.assignment()) == 1, first, second)
+        (moved,) = set(range(2)) - set(first.assignment())
+        assert first.paused() == [1 - moved]  # the pause of the other ended with it
+        until(lambda: first.assignment() == [0, 1], first)  # back, once the second left
+        assert first.paused() == [1 - moved]
+        topic.append(b"after", partition=moved)
+        got: list[Any] = []
+        deadline = time.monotonic() + PATIENCE
+        while not got and time.monotonic() < deadline:
+            got = first.poll(timeout=0.2)
+        assert [(m.partition, m.value) for m in got] == [(moved, b"after")]
