@@ -180,8 +180,11 @@ class KafkaBroker:
                     "share.coordinator.state.topic.num.partitions=1",
                     "group.initial.rebalance.delay.ms=0",
                     # Tests open and close many members: a short session timeout lets a
-                    # group rebalance quickly after a member is killed.
+                    # group rebalance quickly after a member is killed. A group's session
+                    # timeout must exceed its heartbeat interval (at least 5 s by default):
+                    # the lower bound lets a test's group have both short.
                     "group.consumer.min.session.timeout.ms=1000",
+                    "group.consumer.min.heartbeat.interval.ms=250",
                     "group.classic.min.session.timeout.ms=1000",
                     "group.share.min.record.lock.duration.ms=1000",
                     "num.network.threads=2",

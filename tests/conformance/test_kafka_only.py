@@ -435,3 +435,356 @@ def test_a_job_whose_dead_lettering_failed_goes_back_and_the_rest_of_its_fetch_i
         assert failing.failed
         assert len(errors) == 1 and "dead-letter topic" in errors[0]
         assert sorted(m.value for m in kstore.topic("wqd.dead").read_batch(0)) == [b"0", b"1", b"2"]
+
+
+def test_a_new_topic_answers_while_its_partitions_elect_a_leader(kafka_broker: KafkaBroker) -> None:
+    """Right after a topic is created the broker may answer NOT_LEADER_FOR_PARTITION to
+    offset look-ups, until its partitions have a leader. Before, end_offset() and stats()
+    (sync and tidelog.aio) raised it; Kafka's clients try such an error again."""
+    url = f"kafka://{kafka_broker.bootstrap}"
+    with tidelog.open(url) as store:
+        for i in range(6):
+            topic = store.create_topic(f"new{i}", partitions=3)
+            assert [topic.end_offset(p) for p in range(3)] == [0, 0, 0]
+            topic = store.create_topic(f"new-stats{i}", partitions=3)
+            assert store.stats()["topics"][topic.name]["messages"] == 0
+
+    async def main() -> None:
+        async with tidelog.aio.open(url) as store:
+            for i in range(6):
+                topic = await store.create_topic(f"new-aio{i}", partitions=3)
+                assert (await store.stats())["topics"][topic.name]["messages"] == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        with tidelog.open(url) as admin:
+            for name in admin.topics():
+                admin.delete_topic(name)
+
+
+class _FailsFirstCall:
+    """A confluent-kafka client whose first call of ``method`` fails with Kafka error
+    ``code``: raised, or set on the futures an admin call returns, as librdkafka does."""
+
+    #: Admin calls answer through futures (one, or a dict of them).
+    FUTURES = frozenset(
+        {
+            "describe_configs",
+            "describe_consumer_groups",
+            "incremental_alter_configs",
+            "list_consumer_group_offsets",
+            "list_consumer_groups",
+        }
+    )
+
+    def __init__(self, client: Any, method: str, code: int) -> None:
+        self._client = client
+        self._method = method
+        self._code = code
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._client, name)
+        if name != self._method:
+            return real
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from concurrent.futures import Future
+
+            from confluent_kafka import KafkaError, KafkaException
+
+            self.calls += 1
+            if self.calls > 1:
+                return real(*args, **kwargs)
+            error = KafkaException(KafkaError(self._code))
+            if name not in self.FUTURES:
+                raise error
+
+            def failed() -> Future[Any]:
+                future: Future[Any] = Future()
+                future.set_exception(error)
+                return future
+
+            answer = real(*args, **kwargs)
+            return {k: failed() for k in answer} if isinstance(answer, dict) else failed()
+
+        return call
+
+
+def _round_trips(kstore: Any, consumer: Any) -> list[tuple[str, Any, str, int, Any]]:
+    """``(method, its client's owner, the client's attribute, a retriable error, call)``:
+    each direct round trip of the store and of a consumer, with a public call making it."""
+    from confluent_kafka import KafkaError as E
+
+    topic = kstore.topic("rt")
+    kstore._reader_consumer()
+    return [
+        (
+            "get_watermark_offsets",
+            kstore,
+            "_reader",
+            E.NOT_LEADER_FOR_PARTITION,
+            lambda: topic.end_offset(0),
+        ),
+        (
+            "offsets_for_times",
+            kstore,
+            "_reader",
+            E.LEADER_NOT_AVAILABLE,
+            lambda: topic.offset_for_timestamp(0, 0),
+        ),
+        ("list_topics", kstore, "_admin", E._TRANSPORT, kstore.topics),
+        ("list_topics", kstore, "_admin", E.REQUEST_TIMED_OUT, lambda: kstore.topic("rt")),
+        ("describe_configs", kstore, "_admin", E.REQUEST_TIMED_OUT, lambda: topic.config),
+        (
+            "incremental_alter_configs",
+            kstore,
+            "_admin",
+            E.NOT_CONTROLLER,
+            lambda: kstore.alter_topic("rt", retention_ms=7_200_000),
+        ),
+        ("list_consumer_groups", kstore, "_admin", E.COORDINATOR_NOT_AVAILABLE, kstore.groups),
+        (
+            "describe_consumer_groups",
+            kstore,
+            "_admin",
+            E.COORDINATOR_LOAD_IN_PROGRESS,
+            kstore.groups,
+        ),
+        ("list_consumer_group_offsets", kstore, "_admin", E.NOT_COORDINATOR, kstore.stats),
+        ("committed", consumer, "_consumer", E.COORDINATOR_LOAD_IN_PROGRESS, consumer.committed),
+    ]
+
+
+def test_each_round_trip_tries_a_retriable_error_again(kstore: Any) -> None:
+    """Every direct round trip of the store (metadata, offsets, topic configs, groups) and
+    a consumer's committed offsets: a retriable error is tried again, within the call's
+    time limit. Before, each of them but committed() raised it."""
+    topic = kstore.create_topic("rt")
+    topic.append(b"x", partition=0)
+    with kstore.consumer("rt", group="rt") as consumer:
+        deadline = time.monotonic() + PATIENCE
+        while not consumer.poll(timeout=0.5) and time.monotonic() < deadline:
+            pass
+        consumer.commit()
+        for method, owner, attribute, code, call in _round_trips(kstore, consumer):
+            real = getattr(owner, attribute)
+            failing = _FailsFirstCall(real, method, code)
+            setattr(owner, attribute, failing)
+            try:
+                call()
+            finally:
+                setattr(owner, attribute, real)
+            assert failing.calls >= 2, method  # one per group for some
+
+
+def test_a_round_trip_raises_an_error_that_is_not_retriable_at_once(kstore: Any) -> None:
+    """No retry of an error that will not go away: the first answer is raised, mapped."""
+    from confluent_kafka import KafkaError as E
+
+    topic = kstore.create_topic("nr")
+    kstore._reader_consumer()
+    for method, attribute, code, raised, call in [
+        (
+            "get_watermark_offsets",
+            "_reader",
+            E.TOPIC_AUTHORIZATION_FAILED,
+            tidelog.TidelogError,
+            lambda: topic.end_offset(0),
+        ),
+        (
+            "get_watermark_offsets",
+            "_reader",
+            E.UNKNOWN_TOPIC_OR_PART,
+            tidelog.TopicNotFoundError,
+            lambda: topic.end_offset(0),
+        ),
+        (
+            "list_consumer_groups",
+            "_admin",
+            E.CLUSTER_AUTHORIZATION_FAILED,
+            tidelog.TidelogError,
+            kstore.groups,
+        ),
+        (
+            "describe_configs",
+            "_admin",
+            E.INVALID_CONFIG,
+            tidelog.InvalidConfigError,
+            lambda: topic.config,
+        ),
+    ]:
+        real = getattr(kstore, attribute)
+        failing = _FailsFirstCall(real, method, code)
+        setattr(kstore, attribute, failing)
+        try:
+            with pytest.raises(raised, match=E(code).name()) as caught:
+                call()
+        finally:
+            setattr(kstore, attribute, real)
+        assert type(caught.value) is raised, method
+        assert failing.calls == 1, method
+
+
+def _short_sessions(kstore: Any, group: str, session_ms: int) -> None:
+    """Group ``group``'s members' sessions end ``session_ms`` after their last heartbeat,
+    and they heartbeat every 500 ms (KIP-848 group configs; the broker's minimums allow it)."""
+    from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    settings = {"consumer.session.timeout.ms": session_ms, "consumer.heartbeat.interval.ms": 500}
+    resource = ConfigResource(
+        ConfigResource.Type.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
+            for k, v in settings.items()
+        ],
+    )
+    for future in kstore.admin.incremental_alter_configs([resource]).values():
+        future.result(PATIENCE)
+
+
+@pytest.mark.parametrize(
+    "lost", ["after another member took it", "before the group dropped it", "then closes"]
+)
+def test_at_most_once_gives_nothing_back_when_its_assignment_is_lost(
+    kstore: Any, monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    """A member that stops polling past max.poll.interval.ms loses its assignment
+    (librdkafka's on_lost, served at its next poll or its close) and its session ends. At
+    most once: the messages it fetched and did not hand out are not given back (the
+    partition may be another member's already), and no message is handed out twice.
+
+    When the member polls again decides what the broker still knows of it: after its
+    session ended (another member owns the partition: the broker would refuse a commit of
+    it), or before (it is still the owner there: a give-back would be accepted, and only
+    the member's own rule keeps it from moving the commit back). Closing instead of
+    polling tries to give back as a clean close does; the broker refuses it."""
+    from tidelog.kafka.consumer import KafkaConsumer
+
+    group = f"gone-{lost.split()[0]}"
+    topic = kstore.create_topic(group)
+    topic.append_batch([b"%d" % i for i in range(20)], partition=0)
+    _short_sessions(kstore, group, 10_000 if lost.startswith("before") else 2_000)
+    losses: list[tuple[Any, list[int]]] = []
+    real_lost = KafkaConsumer._lost_cb
+
+    def lost_cb(self: Any, c: Any, parts: Any) -> None:
+        losses.append((self, sorted(tp.partition for tp in parts)))
+        real_lost(self, c, parts)
+
+    monkeypatch.setattr(KafkaConsumer, "_lost_cb", lost_cb)
+    gone = kstore.consumer(
+        group,
+        group=group,
+        delivery="at-most-once",
+        max_poll_messages=5,
+        config={"max.poll.interval.ms": 1000},
+    )
+    deadline = time.monotonic() + PATIENCE
+    while not gone.fetch(0.5) and time.monotonic() < deadline:
+        pass
+    handed_out = [m.offset for m in gone.poll(max_messages=2)]
+    assert handed_out == [0, 1]
+    # Fetched and not handed out: 2, 3 and 4, committed past (at-most-once), held by the
+    # pause so that the next poll fetches (and serves on_lost) instead of handing them out.
+    gone.pause(0)
+    assert gone.position(0) == 2
+    other = kstore.consumer(group, group=group, delivery="at-most-once")
+    taken: list[int] = []  # by the other member
+    after: list[int] = []  # by the first member, after its loss (it joins again)
+
+    def take(until: float, first_too: bool) -> None:
+        while time.monotonic() < until and len(taken) + len(after) < 15:
+            taken.extend(m.offset for m in other.poll(timeout=0.1))
+            if first_too:
+                after.extend(m.offset for m in gone.poll(timeout=0.1))
+
+    if lost.startswith("before"):
+        time.sleep(3.0)  # past max.poll.interval.ms and librdkafka's check of it (1 s)
+    else:
+        take(time.monotonic() + PATIENCE, first_too=False)  # once the first one's session ended
+    if lost == "then closes":
+        gone.close()
+    else:
+        deadline = time.monotonic() + PATIENCE
+        while not losses and time.monotonic() < deadline:
+            try:
+                handed_out += [m.offset for m in gone.poll(timeout=0.1)]
+            except tidelog.TidelogError as e:  # librdkafka reports the interval exceeded
+                assert "poll interval" in str(e)
+    assert losses and losses[0] == (gone, [0])
+    take(time.monotonic() + PATIENCE, first_too=not gone.closed)
+    gone.close()
+    other.close()
+    everything = handed_out + after + taken
+    assert len(everything) == len(set(everything)), "handed out twice"
+    assert sorted(everything) == [0, 1, *range(5, 20)]
+    assert kstore.groups()[group][group]["committed"] == {0: 20}
+
+
+def test_a_partition_paused_when_its_assignment_was_lost_is_fetched_once_it_is_back(
+    kstore: Any,
+) -> None:
+    """The member forgets its pauses with its assignment (``paused()`` is empty after), but
+    librdkafka kept a partition's pause across losing it and getting it back. Before, the
+    partition was never fetched again once the member had it back: it stalled for good."""
+    topic = kstore.create_topic("lp")
+    topic.append_batch([b"%d" % i for i in range(10)], partition=0)
+    revoked: list[list[int]] = []
+    with kstore.consumer(
+        "lp",
+        group="lp",
+        delivery="at-most-once",
+        max_poll_messages=5,
+        on_revoke=revoked.append,
+        config={"max.poll.interval.ms": 1000},
+    ) as consumer:
+        got: list[int] = []
+        deadline = time.monotonic() + PATIENCE
+        while not got and time.monotonic() < deadline:
+            got = [m.offset for m in consumer.poll(timeout=0.5)]
+        assert got == [0, 1, 2, 3, 4]
+        consumer.pause(0)
+        time.sleep(3.0)  # past max.poll.interval.ms and librdkafka's check of it (1 s)
+        deadline = time.monotonic() + PATIENCE
+        while len(got) < 10 and time.monotonic() < deadline:
+            try:
+                got += [m.offset for m in consumer.poll(timeout=0.2)]
+            except tidelog.TidelogError as e:  # librdkafka reports the interval exceeded
+                assert "poll interval" in str(e)
+        assert revoked and revoked[0] == [0]  # lost, then assigned again (the only member)
+        assert consumer.paused() == []
+        assert got == list(range(10))
+
+
+def test_a_partition_paused_when_it_was_revoked_is_fetched_once_it_is_back(kstore: Any) -> None:
+    """As after a loss: a pause ends with the ownership, also in librdkafka. Before, a
+    paused partition given to another member and back was never fetched again."""
+    topic = kstore.create_topic("rp", partitions=2)
+    _short_sessions(kstore, "rp", 2_000)  # members hear of a new assignment within 0.5 s
+
+    def until(done: Any, *members: Any) -> None:
+        deadline = time.monotonic() + PATIENCE
+        while not done() and time.monotonic() < deadline:
+            for member in members:
+                assert member.poll(timeout=0.1) == []
+        assert done()
+
+    with kstore.consumer("rp", group="rp") as first:
+        until(lambda: first.assignment() == [0, 1], first)
+        first.pause(0)
+        first.pause(1)
+        with kstore.consumer("rp", group="rp") as second:
+            until(lambda: len(first.assignment()) == len(second.assignment()) == 1, first, second)
+        (moved,) = set(range(2)) - set(first.assignment())
+        assert first.paused() == [1 - moved]  # the pause of the other ended with it
+        until(lambda: first.assignment() == [0, 1], first)  # back, once the second left
+        assert first.paused() == [1 - moved]
+        topic.append(b"after", partition=moved)
+        got: list[Any] = []
+        deadline = time.monotonic() + PATIENCE
+        while not got and time.monotonic() < deadline:
+            got = first.poll(timeout=0.2)
+        assert [(m.partition, m.value) for m in got] == [(moved, b"after")]

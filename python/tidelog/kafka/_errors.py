@@ -1,8 +1,10 @@
 """librdkafka's errors as tidelog errors, in one place.
 
-Every call into confluent-kafka that can fail goes through :func:`raise_for` or
-:func:`translated`, so a caller of the Kafka backend catches the same
-:class:`tidelog.TidelogError` subclasses as with a local store.
+Every call into confluent-kafka that can fail goes through :func:`raise_for`,
+:func:`translated` or :func:`retrying`, so a caller of the Kafka backend catches the same
+:class:`tidelog.TidelogError` subclasses as with a local store. :func:`retrying` is for the
+direct round trips that are safe to repeat (metadata, offsets, configs, groups): it tries
+them again after a retriable error, as Kafka's clients do.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TypeVar
 from confluent_kafka import KafkaError, KafkaException
 
 from tidelog import _core
+from tidelog.kafka._common import TIMEOUT
 
 __all__ = [
     "ASSIGNMENT_LOST",
@@ -55,32 +58,70 @@ WAIT_COORD = _local_code("WAIT_COORD")
 
 T = TypeVar("T")
 
-#: Errors of a coordinator that is moving or still loading: the call is safe to repeat.
-_TRANSIENT = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    WAIT_COORD,
-    KafkaError.REQUEST_TIMED_OUT,
-}
+#: Kafka's retriable errors (``RetriableException`` in its Java clients) that a read or an
+#: idempotent admin call may get while the cluster moves: a partition with no leader yet
+#: (just after its topic was created) or a new one, a coordinator that moved or is loading,
+#: a request or connection that failed. librdkafka reports them with ``retriable()``
+#: False and leaves the retry to the caller. Not UNKNOWN_TOPIC_OR_PART: it is also the
+#: answer for a deleted topic, raised at once (stats() skips a topic deleted meanwhile),
+#: and create_topic returns only once the metadata lists the new topic.
+_RETRIABLE = frozenset(
+    {
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REPLICA_NOT_AVAILABLE,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.OFFSET_NOT_AVAILABLE,
+        KafkaError.PREFERRED_LEADER_NOT_AVAILABLE,
+        KafkaError.KAFKA_STORAGE_ERROR,
+        KafkaError.LISTENER_NOT_FOUND,
+        KafkaError.NOT_CONTROLLER,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.UNSTABLE_OFFSET_COMMIT,
+        KafkaError.THROTTLING_QUOTA_EXCEEDED,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        WAIT_COORD,
+        _local_code("TRANSPORT"),
+        _local_code("ALL_BROKERS_DOWN"),
+        _local_code("TIMED_OUT"),
+    }
+)
+#: The first pause between two tries and the longest (seconds): the pause doubles, as with
+#: Kafka's ``retry.backoff.ms`` and ``retry.backoff.max.ms``.
+_BACKOFF = 0.05
+_BACKOFF_MAX = 1.0
 
 
-def retrying(call: Callable[[], T], context: str, timeout: float = 30.0) -> T:
-    """Runs ``call`` (an idempotent read), repeating it while Kafka says to try again."""
+def retrying(call: Callable[[float], T], context: str, timeout: float = TIMEOUT) -> T:
+    """Runs ``call`` (an idempotent round trip), again while Kafka answers a retriable error.
+
+    As Kafka's clients within their ``default.api.timeout.ms``: every try gets the seconds
+    left of one ``timeout`` (``call``'s argument, for librdkafka's own time limit), with a
+    short pause between tries. librdkafka refreshes its metadata itself after an answer that
+    says a partition's leader moved, so the next try asks the new leader. Any other error,
+    or a retriable one once the time is spent, raises the tidelog error (see
+    :func:`translated`).
+    """
     end = time.monotonic() + timeout
+    pause = _BACKOFF
     while True:
         try:
-            return call()
+            return call(max(end - time.monotonic(), 0.001))
         except KafkaException as e:
             err = e.args[0] if e.args else None
-            transient = isinstance(err, KafkaError) and (
-                err.code() in _TRANSIENT or err.retriable()
+            retriable = isinstance(err, KafkaError) and (
+                err.code() in _RETRIABLE or err.retriable()
             )
-            if not transient or time.monotonic() > end:
-                if isinstance(err, KafkaError):
-                    raise error_for(err, context) from e
-                raise _core.TidelogError(f"{context}: {e}") from e
-            time.sleep(0.1)
+            if not retriable or end - time.monotonic() <= pause:
+                raise _translated_exception(e, context) from e
+        except TimeoutError as e:  # an admin call's future, past the time left
+            raise _core.TidelogError(f"{context}: no answer from Kafka within {timeout} s") from e
+        time.sleep(pause)
+        pause = min(2 * pause, _BACKOFF_MAX)
 
 
 _BY_CODE: dict[int, type[_core.TidelogError]] = {
@@ -132,7 +173,11 @@ def translated(context: str = "") -> Iterator[None]:
     try:
         yield
     except KafkaException as e:
-        err = e.args[0] if e.args else None
-        if isinstance(err, KafkaError):
-            raise error_for(err, context) from e
-        raise _core.TidelogError(f"{context}: {e}") from e
+        raise _translated_exception(e, context) from e
+
+
+def _translated_exception(e: KafkaException, context: str) -> _core.TidelogError:
+    err = e.args[0] if e.args else None
+    if isinstance(err, KafkaError):
+        return error_for(err, context)
+    return _core.TidelogError(f"{context}: {e}")

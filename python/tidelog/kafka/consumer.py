@@ -181,6 +181,13 @@ class KafkaConsumer:
                 # Lost already if this fails: the next owner gets these messages again.
                 with contextlib.suppress(_core.TidelogError):
                     self._commit_now(owned)
+        # A pause ends with the ownership (as in Kafka's clients), but librdkafka keeps it
+        # on the partition: once assigned to this member again, it would never be fetched.
+        unpause = sorted(self._paused_in_client.intersection(lost))
+        if unpause:
+            name = self._topic.name
+            with contextlib.suppress(_core.TidelogError), translated("resume"):
+                self._consumer.resume([TopicPartition(name, p) for p in unpause])
         for p in lost:
             self._assigned.discard(p)
             self._delivered.pop(p, None)
@@ -590,9 +597,8 @@ class KafkaConsumer:
         name = self._topic.name
         with self._lock:
             tps = retrying(
-                lambda: self._consumer.committed(
-                    [TopicPartition(name, p) for p in range(self._topic.partitions)],
-                    timeout=TIMEOUT,
+                lambda t: self._consumer.committed(
+                    [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=t
                 ),
                 f"reading offsets of group {self._group!r}",
             )

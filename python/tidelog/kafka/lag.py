@@ -21,10 +21,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-from tidelog.kafka._common import TIMEOUT
-from tidelog.kafka._errors import translated
+from tidelog.kafka._errors import retrying
 
 if TYPE_CHECKING:
     from tidelog.kafka._common import StoreLink
@@ -148,13 +147,13 @@ class LagGuard:
         request = ConsumerGroupTopicPartitions(
             group, [TopicPartition(topic, p) for p in range(partitions)]
         )
-        try:
-            found = self._store.admin.list_consumer_group_offsets(
-                [request], request_timeout=TIMEOUT
-            )[group].result(TIMEOUT)
-        except KafkaException:
-            with translated(f"reading the committed offsets of group {group!r}"):
-                raise
+        admin = self._store.admin
+        found = retrying(
+            lambda t: admin.list_consumer_group_offsets([request], request_timeout=t)[group].result(
+                t
+            ),
+            f"reading the committed offsets of group {group!r}",
+        )
         committed = {
             tp.partition: tp.offset
             for tp in found.topic_partitions or []

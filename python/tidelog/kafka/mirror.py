@@ -92,8 +92,8 @@ class Mirror:
             )
         )
         committed = retrying(
-            lambda: self._offsets.committed(
-                [TopicPartition(self._to, p) for p in range(parts)], timeout=TIMEOUT
+            lambda t: self._offsets.committed(
+                [TopicPartition(self._to, p) for p in range(parts)], timeout=t
             ),
             f"reading the position of mirror {self._group!r}",
         )

@@ -17,6 +17,7 @@ nothing is ever recovered client-side, so ``recovery`` lists nothing.
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from typing import Any, Protocol
@@ -29,8 +30,7 @@ from confluent_kafka import (
 )
 
 from tidelog import _core
-from tidelog.kafka._common import TIMEOUT
-from tidelog.kafka._errors import translated
+from tidelog.kafka._errors import retrying
 
 
 class KafkaStore(Protocol):
@@ -100,8 +100,9 @@ class _Group:
 
 def group_names(admin: Any) -> list[str]:
     """The cluster's consumer groups (not share groups, not the store's readers), sorted."""
-    with translated("listing consumer groups"):
-        listing = admin.list_consumer_groups(request_timeout=TIMEOUT).result(TIMEOUT)
+    listing = retrying(
+        lambda t: admin.list_consumer_groups(request_timeout=t).result(t), "listing consumer groups"
+    )
     names = []
     for g in listing.valid:
         if g.group_id.startswith(_READER_PREFIX):
@@ -120,19 +121,15 @@ def assigned_topics(admin: Any, names: list[str]) -> dict[str, set[str]]:
 def _describe_members(admin: Any, names: list[str]) -> list[_Group]:
     if not names:
         return []
-    with translated("describing consumer groups"):
-        futures = admin.describe_consumer_groups(names, request_timeout=TIMEOUT)
+    descriptions = retrying(
+        functools.partial(_described_groups, admin, names), "describing consumer groups"
+    )
     groups = []
     for name in names:
         group = _Group(name)
-        try:
-            description = futures[name].result(TIMEOUT)
-        except KafkaException as e:
-            err = e.args[0] if e.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
-                continue  # deleted since it was listed
-            with translated(f"describing consumer group {name!r}"):
-                raise
+        description = descriptions[name]
+        if description is None:
+            continue  # deleted since it was listed
         for member in description.members:
             for tp in member.assignment.topic_partitions or []:
                 group.members.setdefault(tp.topic, {}).setdefault(member.member_id, []).append(
@@ -145,15 +142,36 @@ def _describe_members(admin: Any, names: list[str]) -> list[_Group]:
     return groups
 
 
+def _described_groups(admin: Any, names: list[str], timeout: float) -> dict[str, Any]:
+    """DescribeGroups of ``names`` (one request): per group, None if there is no such group."""
+    futures = admin.describe_consumer_groups(names, request_timeout=timeout)
+    found: dict[str, Any] = {}
+    for name in names:
+        try:
+            found[name] = futures[name].result(timeout)
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND):
+                raise
+            found[name] = None
+    return found
+
+
+def _committed_offsets(admin: Any, name: str, timeout: float) -> Any:
+    """OffsetFetch of every partition group ``name`` committed."""
+    request = [ConsumerGroupTopicPartitions(name)]
+    return admin.list_consumer_group_offsets(request, request_timeout=timeout)[name].result(timeout)
+
+
 def _describe(store: KafkaStore, names: list[str]) -> list[_Group]:
     admin = store.admin
     groups = _describe_members(admin, names)
     for group in groups:
         # OffsetFetch takes one group per request in librdkafka.
-        with translated(f"reading the committed offsets of group {group.name!r}"):
-            found = admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group.name)], request_timeout=TIMEOUT
-            )[group.name].result(TIMEOUT)
+        found = retrying(
+            functools.partial(_committed_offsets, admin, group.name),
+            f"reading the committed offsets of group {group.name!r}",
+        )
         for tp in found.topic_partitions or []:
             if tp.error is None and tp.offset >= 0:
                 group.committed.setdefault(tp.topic, {})[tp.partition] = tp.offset

@@ -35,7 +35,14 @@ from confluent_kafka.cimpl import NewTopic
 
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, check_partition, consume_ready, headers_list
-from tidelog.kafka._errors import PARTITION_EOF, UNKNOWN_TOPIC, error_for, raise_for, translated
+from tidelog.kafka._errors import (
+    PARTITION_EOF,
+    UNKNOWN_TOPIC,
+    error_for,
+    raise_for,
+    retrying,
+    translated,
+)
 from tidelog.kafka.consumer import KafkaConsumer
 from tidelog.kafka.messages import KafkaMessage, KafkaRecordBatch, from_confluent
 from tidelog.kafka.producer import KafkaProducer
@@ -106,8 +113,8 @@ class KafkaStore:
         self._closed = False
         self._admin = AdminClient(self.client_config())
         # Fail now, with the reason, when no broker answers.
-        with translated(f"connecting to Kafka at {servers}"):
-            self._admin.list_topics(timeout=TIMEOUT)
+        admin = self._admin
+        retrying(lambda t: admin.list_topics(timeout=t), f"connecting to Kafka at {servers}")
         self._appender: Producer | None = None
         self._reader: Consumer | None = None
         self._reader_lock = threading.Lock()
@@ -202,8 +209,9 @@ class KafkaStore:
                 time.sleep(0.05)
 
     def _partition_count(self, name: str) -> int:
-        with translated(f"looking up topic {name!r}"):
-            meta = self._admin.list_topics(topic=name, timeout=TIMEOUT)
+        meta = retrying(
+            lambda t: self._admin.list_topics(topic=name, timeout=t), f"looking up topic {name!r}"
+        )
         info = meta.topics.get(name)
         if info is None or info.error is not None or not info.partitions:
             missing = (
@@ -230,8 +238,7 @@ class KafkaStore:
     def topics(self, *, internal: bool = False) -> list[str]:
         """The cluster's topic names, sorted; ``__`` topics only with ``internal=True``."""
         self._check_open()
-        with translated("listing topics"):
-            meta = self._admin.list_topics(timeout=TIMEOUT)
+        meta = retrying(lambda t: self._admin.list_topics(timeout=t), "listing topics")
         return sorted(n for n in meta.topics if internal or not n.startswith("__"))
 
     def delete_topic(self, name: str) -> None:
@@ -264,9 +271,15 @@ class KafkaStore:
             ],
         )
         wanted = _topic_config(settings)
-        with translated(f"altering topic {name!r}"):
-            for future in self._admin.incremental_alter_configs([resource]).values():
-                future.result(TIMEOUT)
+
+        def alter(timeout: float) -> None:
+            # Idempotent: every entry is a SET, so a second try sets the same values.
+            for future in self._admin.incremental_alter_configs(
+                [resource], request_timeout=timeout
+            ).values():
+                future.result(timeout)
+
+        retrying(alter, f"altering topic {name!r}")
         # A KRaft broker answers once the change is in the metadata log and applies it
         # after: a describe right away can still show the old values. Bounded, in case the
         # broker shows a value in another spelling than the one sent.
@@ -284,8 +297,12 @@ class KafkaStore:
     def _described(self, name: str) -> dict[str, str | None]:
         """Every config entry of topic ``name`` under its Kafka name, as the broker says."""
         resource = ConfigResource(ConfigResource.Type.TOPIC, name)
-        with translated(f"describing topic {name!r}"):
-            entries = self._admin.describe_configs([resource])[resource].result(TIMEOUT)
+        entries = retrying(
+            lambda t: self._admin.describe_configs([resource], request_timeout=t)[resource].result(
+                t
+            ),
+            f"describing topic {name!r}",
+        )
         return {key: entry.value for key, entry in entries.items()}
 
     # -- appending and reading ---------------------------------------------------------------
@@ -371,17 +388,23 @@ class KafkaStore:
 
     def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
         """The start (first retained) and end (next to be written) offsets of a partition."""
-        with self._reader_lock, translated(f"offsets of {topic!r} partition {partition}"):
-            low, high = self._reader_consumer().get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=TIMEOUT, cached=False
+        tp = TopicPartition(topic, partition)
+        with self._reader_lock:
+            reader = self._reader_consumer()
+            low, high = retrying(
+                lambda t: reader.get_watermark_offsets(tp, timeout=t, cached=False),
+                f"offsets of {topic!r} partition {partition}",
             )
         return int(low), int(high)
 
     def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int | None:
         """The first offset of a partition with a timestamp >= ``timestamp_ms``, or None."""
-        with self._reader_lock, translated(f"offset for a timestamp in {topic!r}"):
-            found = self._reader_consumer().offsets_for_times(
-                [TopicPartition(topic, partition, timestamp_ms)], timeout=TIMEOUT
+        wanted = [TopicPartition(topic, partition, timestamp_ms)]
+        with self._reader_lock:
+            reader = self._reader_consumer()
+            found = retrying(
+                lambda t: reader.offsets_for_times(wanted, timeout=t),
+                f"offset for a timestamp in {topic!r}",
             )
         offset = int(found[0].offset)
         if offset < 0 or offset == OFFSET_END:

@@ -22,7 +22,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from tidelog import _core
 from tidelog.jobs import dead_letter_headers
 from tidelog.kafka._common import TIMEOUT, StoreLink
-from tidelog.kafka._errors import error_for, translated
+from tidelog.kafka._errors import error_for, retrying, translated
 from tidelog.kafka.messages import KafkaMessage, from_confluent
 
 __all__ = ["KafkaJob", "KafkaWorkQueue"]
@@ -97,9 +97,16 @@ class KafkaWorkQueue:
                 }.items()
             ],
         )
+
+        def configure(timeout: float) -> None:
+            # Idempotent: every entry is a SET, so a second try sets the same values.
+            for future in self._store.admin.incremental_alter_configs(
+                [resource], request_timeout=timeout
+            ).values():
+                future.result(timeout)
+
         try:
-            for future in self._store.admin.incremental_alter_configs([resource]).values():
-                future.result(TIMEOUT)
+            retrying(configure, f"configuring share group {self._group!r}")
         except Exception as e:
             raise _core.TidelogError(
                 f"this Kafka cluster has no share groups (KIP-932, Apache Kafka 4.2 or newer "
