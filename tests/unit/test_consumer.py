@@ -407,21 +407,14 @@ def test_at_most_once_fetch_commit_written_after_a_joiner_placed_is_handed_out_o
     second.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Consumer._claim claims every partition placed at the first fetch, paused ones "
-        "too; the claim fences the stale member's give-back"
-    ),
-)
 def test_at_most_once_give_back_counts_while_the_new_owner_has_the_partition_paused(
     store: tidelog.Store,
 ) -> None:
     """A member closes holding fetched messages of a partition that moved in a rebalance it
     has not seen; the new owner paused that partition before its first poll, so it has not
     read from it: the give-back counts, and the new owner hands them out after resume.
-    (Fails: the new owner's first poll claims every partition placed, paused too, and the
-    claim fences the give-back: those messages go out to nobody.)"""
+    (Before, its first poll claimed every partition placed, paused too, and the claim
+    fenced the give-back: those messages went out to nobody.)"""
     topic = store.create_topic("t", partitions=2)
     fill(topic, 10)
     first = store.consumer("t", group="g", delivery="at-most-once")
@@ -437,19 +430,12 @@ def test_at_most_once_give_back_counts_while_the_new_owner_has_the_partition_pau
     second.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Consumer._claim claims every partition placed before the fetch, which may stop "
-        "before reaching some; the claim fences the stale member's give-back"
-    ),
-)
 def test_at_most_once_give_back_counts_for_a_partition_the_new_owners_poll_did_not_reach(
     store: tidelog.Store,
 ) -> None:
     """As above, with the new owner's first poll filled from its other partition before the
-    round reached this one: it has not read from it, so the give-back counts. (Fails: that
-    poll claimed both partitions, and the claim fences the give-back.)"""
+    round reached this one: it has not read from it, so the give-back counts. (Before, that
+    poll claimed both partitions, and the claim fenced the give-back.)"""
     topic = store.create_topic("t", partitions=4)
     fill(topic, 20)
     first = store.consumer("t", group="g", delivery="at-most-once")
