@@ -176,7 +176,7 @@ class Consumer:
         # back by resume(): not handed out, so commits stop at them (``_handed_out``).
         self._held_by_pause: dict[int, list[Message]] = {}
         # At-most-once: partitions placed at the group's commits and not claimed yet (see
-        # ``_claim``); the next fetch claims them first.
+        # ``_claim``); the next fetch that reads one claims it first.
         self._unclaimed: set[int] = set()
         # At-most-once: unclaimed partitions this member committed itself (``commit``); its
         # claim starts there, wherever that is.
@@ -377,18 +377,20 @@ class Consumer:
             and partitions.keys() <= self._parts.keys()
         )
 
-    def _claim(self) -> None:
-        """At-most-once: claims the partitions placed since the last fetch, before it.
+    def _claim(self, partitions: list[int]) -> None:
+        """At-most-once: claims ``partitions``, placed and not claimed yet, before reading them.
 
-        Reads again where they start (the group's commits) and commits that again in this
-        member's generation. A partition whose commit this member made meanwhile starts
-        there, as a Kafka consumer reads a newly assigned partition's committed offset at
-        its first poll; so does one whose commit moved back since it was placed (a stale
-        member's give-back, below). A commit that moved forward is a stale member's fetch
-        that the committer admitted before the rebalance and that was written only after the
-        placement: that member hands none of it out (its look once the commit is written
-        sees the rebalance), so this member starts where it was placed, and its claim there
-        leaves the stale member's give-back nothing to move.
+        Only a partition about to be read is claimed (not a paused one, nor one a fetch
+        filled up before reaching): until this member reads from it, a stale member's
+        give-back still counts. Reads again where they start (the group's commits) and
+        commits that again in this member's generation. A partition whose commit this
+        member made meanwhile starts there, as a Kafka consumer reads a newly assigned
+        partition's committed offset at its first poll; so does one whose commit moved back
+        since it was placed (a stale member's give-back, below). A commit that moved forward
+        is a stale member's fetch that the committer admitted before the rebalance and that
+        was written only after the placement: that member hands none of it out (its look
+        once the commit is written sees the rebalance), so this member starts where it was
+        placed, and its claim there leaves the stale member's give-back nothing to move.
 
         The partitions may have moved from a member that has not seen the rebalance yet and
         holds fetched messages it committed past: when it stops (close, pause, seek) it gives
@@ -413,7 +415,7 @@ class Consumer:
             if membership.read_generation() != membership.generation:
                 return  # the commits of this fetch are refused; the next sync places again
             committed = self._offsets.committed(self.group, self.topic, self._incarnation)
-            unclaimed = [p for p in self._unclaimed if p in parts]
+            unclaimed = [p for p in partitions if p in self._unclaimed and p in parts]
             own = self._committed_unclaimed
             moved = [
                 p
@@ -432,8 +434,8 @@ class Consumer:
                     claims.setdefault(placed_from.metadata, {})[p] = placed_from.offset
             for metadata, offsets in claims.items():
                 self._commit_record(offsets, metadata, membership.generation)
-            self._unclaimed.clear()
-            own.clear()
+            self._unclaimed.difference_update(unclaimed)
+            own.difference_update(unclaimed)
 
     # -- fetching -------------------------------------------------------------------------
 
@@ -445,7 +447,9 @@ class Consumer:
         if self._unresolved:
             self._resolve()
         if self._unclaimed:
-            self._claim()
+            only = self._only
+            if only is not None and not only.paused:
+                self._claim([only.partition])
         # The common case, a member owning one partition: the steps of the general path
         # without the round over the partitions.
         part = self._fast_partition()
@@ -491,16 +495,24 @@ class Consumer:
         self._fetched = fetched
         out: list[Message] = []
         ready: list[_Partition] = []
+        unclaimed = self._unclaimed
         for part in self._parts.values():
             if part.paused or part.unresolved:
                 continue
             if part.out_of_range is not None:
-                raise OffsetOutOfRangeError(part.out_of_range)
+                if part.partition in unclaimed:
+                    self._claim([part.partition])  # a commit since may place it afresh
+                if part.out_of_range is not None:
+                    raise OffsetOutOfRangeError(part.out_of_range)
             ready.append(part)
         count = len(ready)
         try:
             for i in range(count):
                 part = ready[(self._next_partition + i) % count]
+                if unclaimed and part.partition in unclaimed:
+                    self._claim([part.partition])  # may place it again
+                    if part.out_of_range is not None:
+                        raise OffsetOutOfRangeError(part.out_of_range)
                 p, position = part.partition, part.position
                 try:
                     messages, after = self._topic.read_messages(p, position, limit - len(out))

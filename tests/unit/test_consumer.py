@@ -407,6 +407,52 @@ def test_at_most_once_fetch_commit_written_after_a_joiner_placed_is_handed_out_o
     second.close()
 
 
+def test_at_most_once_give_back_counts_while_the_new_owner_has_the_partition_paused(
+    store: tidelog.Store,
+) -> None:
+    """A member closes holding fetched messages of a partition that moved in a rebalance it
+    has not seen; the new owner paused that partition before its first poll, so it has not
+    read from it: the give-back counts, and the new owner hands them out after resume.
+    (Before, its first poll claimed every partition placed, paused too, and the claim
+    fenced the give-back: those messages went out to nobody.)"""
+    topic = store.create_topic("t", partitions=2)
+    fill(topic, 10)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    handed = [next(iter(first))]  # fetched (and committed) both partitions' 5 messages
+    second = store.consumer("t", group="g", delivery="at-most-once")
+    (moved,) = second.assignment()
+    second.pause(moved)
+    assert second.poll(max_messages=100, timeout=0) == []
+    first.close()
+    second.resume(moved)
+    handed += _drain(second)
+    _handed_once(handed, 2, 5)
+    second.close()
+
+
+def test_at_most_once_give_back_counts_for_a_partition_the_new_owners_poll_did_not_reach(
+    store: tidelog.Store,
+) -> None:
+    """As above, with the new owner's first poll filled from its other partition before the
+    round reached this one: it has not read from it, so the give-back counts. (Before, that
+    poll claimed both partitions, and the claim fenced the give-back.)"""
+    topic = store.create_topic("t", partitions=4)
+    fill(topic, 20)
+    first = store.consumer("t", group="g", delivery="at-most-once")
+    handed = [next(iter(first))]  # fetched (and committed) every partition's 5 messages
+    fill(topic, 20)
+    second = store.consumer("t", group="g", delivery="at-most-once")
+    assert second.assignment() == [2, 3]
+    handed += second.poll(max_messages=1, timeout=0)
+    assert [(m.partition, m.offset) for m in handed[1:]] == [(2, 5)]
+    first.close()
+    handed += _drain(second)
+    # Partition 2's held messages are lost (its new owner read from it first); not 3's.
+    assert sorted(m.offset for m in handed if m.partition == 3) == list(range(10))
+    assert len(handed) == len({(m.partition, m.offset) for m in handed})
+    second.close()
+
+
 def test_explicit_commit_and_metadata(store: tidelog.Store) -> None:
     topic = store.create_topic("t", partitions=2)
     fill(topic, 10)
