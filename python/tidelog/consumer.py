@@ -399,15 +399,16 @@ class Consumer:
         give-back before the claim is seen here (the partition is placed again, at it); one
         after it finds the claim, a commit of a newer generation, which every reader prefers
         to its own (the offsets table's fence), so it changes nothing. Either way nothing is
-        handed out twice, and what a member gives back before the new owner's first fetch is
-        handed out. (A give-back of the current generation takes the lock too: the
+        handed out twice, and what a member gives back before the new owner first reads the
+        partition is handed out. (A give-back of the current generation takes the lock too: the
         committer admits it only before the group moves on, but readers see it only once it
         is written, which could come after a claim's read.)
 
         This is the alternative to a revoke step (Kafka's eager or cooperative rebalance: the
         new owner waits until the previous one gave the partition up). A member that does
         not poll would hold every rebalance up for as long as its lease; here nobody waits,
-        and what a member holds when it stops after the new owner's first fetch is lost.
+        and what a member holds when it stops after the new owner read the partition is
+        lost.
         """
         membership = self._membership
         parts = self._parts
@@ -831,7 +832,7 @@ class Consumer:
 
         A member the group moved on from (a rebalance it has not seen yet, or generations
         it skipped) gives back too, but only what nobody claimed since (see ``_claim``): the
-        new owner claims a partition before its first fetch from it, under the group's
+        new owner claims a partition before it first reads from it, under the group's
         lock, which a stale give-back takes too. So the new owner either starts at what is
         given back, or has claimed first and may have handed out from the fetch's commit
         already; then moving that commit back would have a later owner hand those out
@@ -1206,7 +1207,7 @@ class Consumer:
         gave_back = False
         if held and self.delivery == "at-most-once":
             # The fetch committed past what is held. A member that takes the partition starts
-            # at the group's commit when it first fetches (see _claim), with no revoke step
+            # at the group's commit when it first reads it (see _claim), with no revoke step
             # before it in which we could give these back: so the commit goes back now, or
             # the revocation would drop them, handed out by nobody. They are fetched (and
             # committed) again after resume, so even a rebalance racing this commit hands
