@@ -20,7 +20,7 @@ class _Store:
     """The store as a work queue sees it: no broker behind it."""
 
     class _Admin:
-        def incremental_alter_configs(self, resources: list[Any]) -> dict[Any, Any]:
+        def incremental_alter_configs(self, resources: list[Any], **options: Any) -> dict[Any, Any]:
             return {}
 
     admin = _Admin()

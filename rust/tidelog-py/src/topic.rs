@@ -57,31 +57,34 @@ pub(crate) fn expect_bytes<'a, 'py>(
 
 /// Encodes a `dict[str, bytes]` (or iterable of pairs) of headers.
 ///
-/// Names and values are borrowed from the Python objects (held by `pairs` until encoded):
-/// a header costs no allocation of its own on the way in.
+/// Names and values are read from the Python objects as each is encoded: a header costs no
+/// allocation of its own on the way in.
 pub(crate) fn encode_headers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(Vec::new()) };
-    let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = if let Ok(dict) = obj.cast::<PyDict>() {
-        dict.iter().collect()
+    let mut encoder = headers::Encoder::default();
+    if let Ok(dict) = obj.cast::<PyDict>() {
+        // Nothing here runs Python code, so the dict cannot change while it is read.
+        for (k, v) in dict.iter() {
+            let (name, value) = header_pair(&k, &v)?;
+            to_py(encoder.push(&name, value))?;
+        }
     } else {
-        obj.try_iter()
-            .map_err(|_| {
-                PyTypeError::new_err(format!("headers must be a dict[str, bytes], got {}", type_name(obj)))
-            })?
-            .map(|item| {
-                let item = item?;
-                let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-                    PyTypeError::new_err(
-                        "headers must be a dict[str, bytes] or an iterable of (str, bytes) pairs",
-                    )
-                })?;
-                Ok((pair.get_item(0)?, pair.get_item(1)?))
-            })
-            .collect::<PyResult<_>>()?
-    };
-    let checked: Vec<(Cow<'_, str>, &[u8])> =
-        pairs.iter().map(|(k, v)| header_pair(k, v)).collect::<PyResult<_>>()?;
-    to_py(headers::encode(checked.iter().map(|(k, v)| (k.as_ref(), *v))))
+        let items = obj.try_iter().map_err(|_| {
+            PyTypeError::new_err(format!("headers must be a dict[str, bytes], got {}", type_name(obj)))
+        })?;
+        for item in items {
+            let item = item?;
+            let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+                PyTypeError::new_err(
+                    "headers must be a dict[str, bytes] or an iterable of (str, bytes) pairs",
+                )
+            })?;
+            let (k, v) = (pair.get_item(0)?, pair.get_item(1)?);
+            let (name, value) = header_pair(&k, &v)?;
+            to_py(encoder.push(&name, value))?;
+        }
+    }
+    to_py(encoder.finish())
 }
 
 fn header_pair<'a>(k: &'a Bound<'_, PyAny>, v: &'a Bound<'_, PyAny>) -> PyResult<(Cow<'a, str>, &'a [u8])> {

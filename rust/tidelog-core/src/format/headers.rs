@@ -18,25 +18,57 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::InvalidConfig`] when there are more than 65,535 headers, a name is longer than
 /// 65,535 bytes or a value longer than 4 GiB.
-pub fn encode<'a>(headers: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>) -> Result<Vec<u8>> {
-    if headers.len() == 0 {
-        return Ok(Vec::new());
-    }
-    let count = u16::try_from(headers.len())
-        .map_err(|_| Error::InvalidConfig("a record may carry at most 65535 headers".into()))?;
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&count.to_le_bytes());
+pub fn encode<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Result<Vec<u8>> {
+    let mut encoder = Encoder::default();
     for (name, value) in headers {
+        encoder.push(name, value)?;
+    }
+    encoder.finish()
+}
+
+/// Encodes headers one at a time, for callers whose names and values live only while
+/// each is pushed (a Python dict's items).
+#[derive(Default)]
+pub struct Encoder {
+    out: Vec<u8>,
+    count: usize,
+}
+
+impl Encoder {
+    /// Appends one header.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the name is longer than 65,535 bytes or the value
+    /// longer than 4 GiB.
+    pub fn push(&mut self, name: &str, value: &[u8]) -> Result<()> {
         let name_len = u16::try_from(name.len())
             .map_err(|_| Error::InvalidConfig(format!("header name {name:?} is too long")))?;
         let value_len = u32::try_from(value.len())
             .map_err(|_| Error::InvalidConfig(format!("header {name:?} value is too long")))?;
-        out.extend_from_slice(&name_len.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&value_len.to_le_bytes());
-        out.extend_from_slice(value);
+        if self.out.is_empty() {
+            self.out.reserve(64);
+            self.out.extend_from_slice(&[0, 0]); // the count, written by finish
+        }
+        self.out.extend_from_slice(&name_len.to_le_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(&value_len.to_le_bytes());
+        self.out.extend_from_slice(value);
+        self.count += 1;
+        Ok(())
     }
-    Ok(out)
+
+    /// The encoded headers (nothing for none).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when more than 65,535 headers were pushed.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        let count = u16::try_from(self.count)
+            .map_err(|_| Error::InvalidConfig("a record may carry at most 65535 headers".into()))?;
+        if count > 0 {
+            self.out[..2].copy_from_slice(&count.to_le_bytes());
+        }
+        Ok(self.out)
+    }
 }
 
 /// Decodes headers written by [`encode`]. Returns `None` when the bytes are malformed; a
