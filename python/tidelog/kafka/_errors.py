@@ -32,6 +32,7 @@ __all__ = [
     "UNKNOWN_TOPIC",
     "WAIT_COORD",
     "error_for",
+    "partitions_checked",
     "raise_for",
     "retrying",
     "translated",
@@ -57,6 +58,7 @@ UNKNOWN_TOPIC = _local_code("UNKNOWN_TOPIC")
 WAIT_COORD = _local_code("WAIT_COORD")
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 #: Kafka's retriable errors (``RetriableException`` in its Java clients) that a read or an
 #: idempotent admin call may get while the cluster moves: a partition with no leader yet
@@ -122,6 +124,22 @@ def retrying(call: Callable[[float], T], context: str, timeout: float = TIMEOUT)
             raise _core.TidelogError(f"{context}: no answer from Kafka within {timeout} s") from e
         time.sleep(pause)
         pause = min(2 * pause, _BACKOFF_MAX)
+
+
+def partitions_checked(answer: list[P]) -> list[P]:
+    """``answer`` (TopicPartitions), once none of them carries an error.
+
+    Kafka answers some requests (OffsetFetch, ListOffsets) per partition: an error on one
+    comes back in its ``error``, not as an exception, and reading the partition as if it
+    had no offset is a silently wrong answer (nothing committed: lag counts from the start,
+    a mirror starts over). Raised as :class:`KafkaException` inside :func:`retrying`'s
+    call, so a retriable one is tried again like an error of the whole answer.
+    """
+    for tp in answer:
+        err = getattr(tp, "error", None)
+        if err is not None:
+            raise KafkaException(err)
+    return answer
 
 
 _BY_CODE: dict[int, type[_core.TidelogError]] = {

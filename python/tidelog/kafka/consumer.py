@@ -22,7 +22,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition, consume_ready
-from tidelog.kafka._errors import PARTITION_EOF, raise_for, retrying, translated
+from tidelog.kafka._errors import (
+    PARTITION_EOF,
+    partitions_checked,
+    raise_for,
+    retrying,
+    translated,
+)
 from tidelog.kafka.messages import KafkaMessage, from_consume
 from tidelog.kafka.positions import Positions
 
@@ -597,8 +603,10 @@ class KafkaConsumer:
         name = self._topic.name
         with self._lock:
             tps = retrying(
-                lambda t: self._consumer.committed(
-                    [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=t
+                lambda t: partitions_checked(
+                    self._consumer.committed(
+                        [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=t
+                    )
                 ),
                 f"reading offsets of group {self._group!r}",
             )
