@@ -78,8 +78,8 @@ def _consumer_committed(offsets: _Offsets) -> dict[int, int]:
     consumer = KafkaConsumer.__new__(KafkaConsumer)
     consumer._closed = False
     consumer._group = GROUP
-    consumer._topic = SimpleNamespace(name=TOPIC, partitions=2)  # type: ignore[assignment]
-    consumer._lock = threading.RLock()  # type: ignore[assignment]
+    consumer._topic = SimpleNamespace(name=TOPIC, partitions=2)
+    consumer._lock = threading.RLock()
     consumer._consumer = SimpleNamespace(  # type: ignore[assignment]
         committed=lambda tps, timeout: offsets.answer()
     )
@@ -88,12 +88,12 @@ def _consumer_committed(offsets: _Offsets) -> dict[int, int]:
 
 def _observed(offsets: _Offsets) -> dict[int, int]:
     store = SimpleNamespace(admin=_Admin(offsets))
-    (group,) = observe._describe(store, [GROUP])  # type: ignore[arg-type]
+    (group,) = observe._describe(store, [GROUP])
     return group.committed.get(TOPIC, {})
 
 
 def _guarded(offsets: _Offsets) -> dict[int, int]:
-    guard = LagGuard(SimpleNamespace(admin=_Admin(offsets)), 10, 0.5)  # type: ignore[arg-type]
+    guard = LagGuard(SimpleNamespace(admin=_Admin(offsets)), 10, 0.5)
     found = guard._committed(GROUP, TOPIC, 2)
     assert found is not None
     return found

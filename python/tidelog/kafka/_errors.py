@@ -23,6 +23,7 @@ __all__ = [
     "ASSIGNMENT_LOST",
     "FENCED",
     "INVALID_ARG",
+    "MAX_POLL_EXCEEDED",
     "MSG_TIMED_OUT",
     "PARTITION_EOF",
     "PURGE_INFLIGHT",
@@ -48,6 +49,7 @@ def _local_code(name: str) -> int:
 ASSIGNMENT_LOST = _local_code("ASSIGNMENT_LOST")
 FENCED = _local_code("FENCED")
 INVALID_ARG = _local_code("INVALID_ARG")
+MAX_POLL_EXCEEDED = _local_code("MAX_POLL_EXCEEDED")
 MSG_TIMED_OUT = _local_code("MSG_TIMED_OUT")
 PARTITION_EOF = _local_code("PARTITION_EOF")
 PURGE_INFLIGHT = _local_code("PURGE_INFLIGHT")
