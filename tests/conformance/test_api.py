@@ -911,3 +911,139 @@ def test_work_queue_extend_and_delayed_release(store: Any) -> None:
         again = q.acquire(timeout=5.0)
         assert again is not None
         assert again.delivery_count == 2
+
+
+def _membership_ends_after_a_second(store: Any, backend: str, group: str) -> dict[str, Any]:
+    """Options for members of ``group`` whose membership ends about a second after they
+    stopped polling: a local member's lease; Kafka's max.poll.interval.ms, with the group's
+    sessions shortened (KIP-848 group configs) so that the broker drops such a member soon."""
+    if backend == "local":
+        return {"lease_seconds": 1.0}
+    from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    settings = {"consumer.session.timeout.ms": 2000, "consumer.heartbeat.interval.ms": 500}
+    resource = ConfigResource(
+        ConfigResource.Type.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
+            for k, v in settings.items()
+        ],
+    )
+    for future in store.admin.incremental_alter_configs([resource]).values():
+        future.result(PATIENCE)
+    return {"config": {"max.poll.interval.ms": 1000}}
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_a_member_that_stopped_polling_past_its_lease_joins_again(
+    store: Any, backend: str, delivery: str
+) -> None:
+    """An application that processes slowly stops polling for longer than its lease
+    (Kafka: max.poll.interval.ms): the group drops it and gives its partition to another
+    member. Its next poll joins the group again, as Kafka's Java client does, instead of
+    raising: its partitions are revoked (on_revoke) and it consumes on from the group's
+    commits once assigned again (on_assign). At least once: what it handed out and did not
+    commit comes again; at most once: nothing is handed out twice."""
+    group = f"slow-{delivery}"
+    topic = store.create_topic(group, partitions=1)
+    topic.append_batch([b"%d" % i for i in range(20)], partition=0)
+    options = _membership_ends_after_a_second(store, backend, group)
+    events: list[tuple[str, list[int]]] = []
+    slow = store.consumer(
+        group,
+        group=group,
+        delivery=delivery,
+        max_poll_messages=5,
+        on_assign=lambda ps: events.append(("assign", ps)),
+        on_revoke=lambda ps: events.append(("revoke", ps)),
+        **options,
+    )
+    first = [m.offset for m in poll_until(slow, 5)]
+    assert first == [0, 1, 2, 3, 4]
+    stopped = time.monotonic()
+    other = store.consumer(group, group=group, delivery=delivery, max_poll_messages=5, **options)
+    taken: list[int] = []
+    end = time.monotonic() + PATIENCE
+    # Past the slow member's lease (Kafka: max.poll.interval.ms, librdkafka's check of it
+    # once a second, and the session) and until the other member owns the partition.
+    while (other.assignment() != [0] or time.monotonic() - stopped < 3.5) and (
+        time.monotonic() < end
+    ):
+        taken += [m.offset for m in other.poll(timeout=0.2)]
+    assert other.assignment() == [0]
+    later: list[int] = []
+    for _ in range(5):  # joins again, with nothing assigned while the other member stays
+        later += [m.offset for m in slow.poll(timeout=0.2)]
+    taken += [m.offset for m in poll_until(other, 20 - len(set(first + taken + later)))]
+    other.close()
+    topic.append_batch([b"%d" % i for i in range(20, 25)], partition=0)
+    end = time.monotonic() + PATIENCE
+    while 24 not in later and time.monotonic() < end:
+        later += [m.offset for m in slow.poll(timeout=0.2)]
+    assert slow.assignment() == [0]
+    assert ("revoke", [0]) in events
+    assert events[0] == ("assign", [0]) and events[-1] == ("assign", [0])
+    slow.close()
+    everything = first + taken + later
+    assert set(everything) == set(range(25))
+    if delivery == "at-most-once":
+        assert len(everything) == len(set(everything)), "handed out twice"
+
+
+def test_an_exactly_once_member_past_its_lease_cannot_commit_then_joins_again(
+    store: Any, backend: str
+) -> None:
+    """Exactly once: a member that stopped polling past its lease (Kafka:
+    max.poll.interval.ms) while another member took its partition cannot commit the
+    messages it handed out: its transaction fails the ownership check and aborts (the
+    other member hands them out and commits them). Its next poll joins the group again
+    without an error, and it consumes on once the partition is its own again."""
+    group = "slow-eos"
+    topic = store.create_topic(group, partitions=1)
+    topic.append_batch([b"%d" % i for i in range(10)], partition=0)
+    store.create_topic("slow-eos.out")
+    options = _membership_ends_after_a_second(store, backend, group)
+    slow = store.consumer(
+        group, group=group, delivery="exactly-once", max_poll_messages=5, **options
+    )
+    slow_producer = store.producer(name="slow-eos")
+    other_producer = store.producer(name="slow-eos-other")
+    first = poll_until(slow, 5)
+    assert [m.offset for m in first] == [0, 1, 2, 3, 4]
+    stopped = time.monotonic()
+    other = store.consumer(
+        group, group=group, delivery="exactly-once", max_poll_messages=5, **options
+    )
+
+    def copy(consumer: Any, producer: Any, messages: list[Any]) -> list[int]:
+        with store.transaction(producer, consumer) as tx:
+            for m in messages:
+                tx.send("slow-eos.out", m.value, partition=0)
+        return [m.offset for m in messages]
+
+    taken: list[int] = []
+    end = time.monotonic() + PATIENCE
+    while (other.assignment() != [0] or time.monotonic() - stopped < 3.5) and (
+        time.monotonic() < end
+    ):
+        taken += copy(other, other_producer, other.poll(timeout=0.2))
+    assert other.assignment() == [0]
+    with pytest.raises(tidelog.RebalanceError):
+        copy(slow, slow_producer, first)
+    later: list[int] = []
+    for _ in range(5):  # joins again, with nothing assigned while the other member stays
+        later += copy(slow, slow_producer, slow.poll(timeout=0.2))
+    while len(set(taken + later)) < 10 and time.monotonic() < end:
+        taken += copy(other, other_producer, other.poll(timeout=0.2))
+    other.close()
+    topic.append_batch([b"%d" % i for i in range(10, 15)], partition=0)
+    while 14 not in later and time.monotonic() < end:
+        later += copy(slow, slow_producer, slow.poll(timeout=0.2))
+    assert slow.assignment() == [0]
+    slow.close()
+    slow_producer.close()
+    other_producer.close()
+    assert sorted(taken + later) == list(range(15))
+    outputs = read_eventually(store.topic("slow-eos.out"), 0, 15)
+    assert sorted(int(v or b"") for v in outputs) == list(range(15))

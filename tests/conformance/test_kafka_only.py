@@ -710,10 +710,9 @@ def test_at_most_once_gives_nothing_back_when_its_assignment_is_lost(
     else:
         deadline = time.monotonic() + PATIENCE
         while not losses and time.monotonic() < deadline:
-            try:
-                handed_out += [m.offset for m in gone.poll(timeout=0.1)]
-            except tidelog.TidelogError as e:  # librdkafka reports the interval exceeded
-                assert "poll interval" in str(e)
+            # No error: librdkafka's report of the interval exceeded joins again (as a local
+            # member past its lease does).
+            handed_out += [m.offset for m in gone.poll(timeout=0.1)]
     assert losses and losses[0] == (gone, [0])
     take(time.monotonic() + PATIENCE, first_too=not gone.closed)
     gone.close()
@@ -750,10 +749,7 @@ def test_a_partition_paused_when_its_assignment_was_lost_is_fetched_once_it_is_b
         time.sleep(3.0)  # past max.poll.interval.ms and librdkafka's check of it (1 s)
         deadline = time.monotonic() + PATIENCE
         while len(got) < 10 and time.monotonic() < deadline:
-            try:
-                got += [m.offset for m in consumer.poll(timeout=0.2)]
-            except tidelog.TidelogError as e:  # librdkafka reports the interval exceeded
-                assert "poll interval" in str(e)
+            got += [m.offset for m in consumer.poll(timeout=0.2)]  # joins again, no error
         assert revoked and revoked[0] == [0]  # lost, then assigned again (the only member)
         assert consumer.paused() == []
         assert got == list(range(10))

@@ -23,6 +23,7 @@ __all__ = [
     "ASSIGNMENT_LOST",
     "FENCED",
     "INVALID_ARG",
+    "MAX_POLL_EXCEEDED",
     "MSG_TIMED_OUT",
     "PARTITION_EOF",
     "PURGE_INFLIGHT",
@@ -32,6 +33,7 @@ __all__ = [
     "UNKNOWN_TOPIC",
     "WAIT_COORD",
     "error_for",
+    "partitions_checked",
     "raise_for",
     "retrying",
     "translated",
@@ -47,6 +49,7 @@ def _local_code(name: str) -> int:
 ASSIGNMENT_LOST = _local_code("ASSIGNMENT_LOST")
 FENCED = _local_code("FENCED")
 INVALID_ARG = _local_code("INVALID_ARG")
+MAX_POLL_EXCEEDED = _local_code("MAX_POLL_EXCEEDED")
 MSG_TIMED_OUT = _local_code("MSG_TIMED_OUT")
 PARTITION_EOF = _local_code("PARTITION_EOF")
 PURGE_INFLIGHT = _local_code("PURGE_INFLIGHT")
@@ -57,6 +60,7 @@ UNKNOWN_TOPIC = _local_code("UNKNOWN_TOPIC")
 WAIT_COORD = _local_code("WAIT_COORD")
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 #: Kafka's retriable errors (``RetriableException`` in its Java clients) that a read or an
 #: idempotent admin call may get while the cluster moves: a partition with no leader yet
@@ -122,6 +126,22 @@ def retrying(call: Callable[[float], T], context: str, timeout: float = TIMEOUT)
             raise _core.TidelogError(f"{context}: no answer from Kafka within {timeout} s") from e
         time.sleep(pause)
         pause = min(2 * pause, _BACKOFF_MAX)
+
+
+def partitions_checked(answer: list[P]) -> list[P]:
+    """``answer`` (TopicPartitions), once none of them carries an error.
+
+    Kafka answers some requests (OffsetFetch, ListOffsets) per partition: an error on one
+    comes back in its ``error``, not as an exception, and reading the partition as if it
+    had no offset is a silently wrong answer (nothing committed: lag counts from the start,
+    a mirror starts over). Raised as :class:`KafkaException` inside :func:`retrying`'s
+    call, so a retriable one is tried again like an error of the whole answer.
+    """
+    for tp in answer:
+        err = getattr(tp, "error", None)
+        if err is not None:
+            raise KafkaException(err)
+    return answer
 
 
 _BY_CODE: dict[int, type[_core.TidelogError]] = {

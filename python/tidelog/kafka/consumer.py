@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -22,7 +23,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT, StoreLink, check_partition, consume_ready
-from tidelog.kafka._errors import PARTITION_EOF, raise_for, retrying, translated
+from tidelog.kafka._errors import (
+    MAX_POLL_EXCEEDED,
+    PARTITION_EOF,
+    partitions_checked,
+    raise_for,
+    retrying,
+    translated,
+)
 from tidelog.kafka.messages import KafkaMessage, from_consume
 from tidelog.kafka.positions import Positions
 
@@ -395,7 +403,13 @@ class KafkaConsumer:
         a transaction (:meth:`_check_step_committed`).
         """
         if self._delivery == "at-least-once" and self._delivered:
-            self._commit_now(dict(self._delivered))
+            # Refused if the group dropped this member (it did not poll within
+            # max.poll.interval.ms) or moved on: as a local member past its lease, it polls
+            # on. The fetch serves the loss (on_lost forgets these; the next owner hands
+            # them out again, as at-least-once allows) and joins again; a member that still
+            # owns them commits them at its next poll.
+            with contextlib.suppress(_core.RebalanceError):
+                self._commit_now(dict(self._delivered))
         self._check_step_committed()
 
     def _check_step_committed(self) -> None:
@@ -410,18 +424,24 @@ class KafkaConsumer:
         if self._fetch_error is not None:
             err, self._fetch_error = self._fetch_error, None
             raise_for(err, context)
-        try:
-            raw = consume_ready(self._consumer, n, timeout)
-        except KafkaException as e:
-            with translated(context):
-                raise e
+        deadline = time.monotonic() + timeout
+        raw = self._consume(n, timeout, context)
+        if any(_dropped(m) for m in raw):
+            # librdkafka left the group as this member did not poll within
+            # max.poll.interval.ms, and says so once; its next poll joins again, as a local
+            # member past its lease does at its next poll and as Kafka's Java client does,
+            # without an error. The loss is served as a revocation (on_lost, then on_assign
+            # once assigned again), so that what each delivery mode promises holds.
+            raw = [m for m in raw if not _dropped(m)]
+            if not raw:
+                raw = self._consume(n, max(deadline - time.monotonic(), 0.0), context)
         out = from_consume(raw)
         if out:
             self._positions.fetched(self._next_offsets(out))
         if len(out) != len(raw):
             for m in raw:
                 err = m.error()
-                if err is not None and err.code() != PARTITION_EOF:
+                if err is not None and err.code() not in (PARTITION_EOF, MAX_POLL_EXCEEDED):
                     if not out:
                         raise_for(err, context)
                     # librdkafka moved past the messages that came with the error: raising
@@ -430,6 +450,13 @@ class KafkaConsumer:
                     self._fetch_error = err
                     break
         return out
+
+    def _consume(self, n: int, timeout: float, context: str) -> list[Any]:
+        try:
+            return consume_ready(self._consumer, n, timeout)
+        except KafkaException as e:
+            with translated(context):
+                raise e
 
     def _took(self, fetched: list[KafkaMessage]) -> None:
         """Puts what a fetch brought in ``_ready`` (``_held_by_pause`` for paused partitions).
@@ -597,8 +624,10 @@ class KafkaConsumer:
         name = self._topic.name
         with self._lock:
             tps = retrying(
-                lambda t: self._consumer.committed(
-                    [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=t
+                lambda t: partitions_checked(
+                    self._consumer.committed(
+                        [TopicPartition(name, p) for p in range(self._topic.partitions)], timeout=t
+                    )
                 ),
                 f"reading offsets of group {self._group!r}",
             )
@@ -883,3 +912,9 @@ class KafkaConsumer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _dropped(raw: Any) -> bool:
+    """Whether ``raw`` (confluent-kafka's) says the member left for a late poll."""
+    err = raw.error()
+    return err is not None and err.code() == MAX_POLL_EXCEEDED

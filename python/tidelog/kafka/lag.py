@@ -18,12 +18,13 @@ it; a partition it has not committed counts from the partition's start offset (a
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-from tidelog.kafka._errors import retrying
+from tidelog.kafka._errors import partitions_checked, retrying
 
 if TYPE_CHECKING:
     from tidelog.kafka._common import StoreLink
@@ -149,16 +150,17 @@ class LagGuard:
         )
         admin = self._store.admin
         found = retrying(
-            lambda t: admin.list_consumer_group_offsets([request], request_timeout=t)[group].result(
-                t
-            ),
+            functools.partial(self._committed_answer, admin, request),
             f"reading the committed offsets of group {group!r}",
         )
-        committed = {
-            tp.partition: tp.offset
-            for tp in found.topic_partitions or []
-            if tp.error is None and tp.offset >= 0
-        }
+        committed = {tp.partition: tp.offset for tp in found if tp.offset >= 0}
         if committed or topic in self._assigned.get(group, ()):
             return committed
         return None
+
+    @staticmethod
+    def _committed_answer(admin: Any, request: Any, timeout: float) -> list[Any]:
+        """OffsetFetch of ``request``'s partitions, raising a partition's error."""
+        found = admin.list_consumer_group_offsets([request], request_timeout=timeout)
+        answer = found[request.group_id].result(timeout)
+        return partitions_checked(answer.topic_partitions or [])

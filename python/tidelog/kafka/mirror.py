@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from tidelog import _core
 from tidelog.kafka._common import TIMEOUT
-from tidelog.kafka._errors import error_for, retrying, translated
+from tidelog.kafka._errors import error_for, partitions_checked, retrying, translated
 from tidelog.kafka.store import KafkaStore
 
 __all__ = ["Mirror", "MirrorProgress"]
@@ -92,8 +92,10 @@ class Mirror:
             )
         )
         committed = retrying(
-            lambda t: self._offsets.committed(
-                [TopicPartition(self._to, p) for p in range(parts)], timeout=t
+            lambda t: partitions_checked(
+                self._offsets.committed(
+                    [TopicPartition(self._to, p) for p in range(parts)], timeout=t
+                )
             ),
             f"reading the position of mirror {self._group!r}",
         )

@@ -30,7 +30,7 @@ from confluent_kafka import (
 )
 
 from tidelog import _core
-from tidelog.kafka._errors import retrying
+from tidelog.kafka._errors import partitions_checked, retrying
 
 
 class KafkaStore(Protocol):
@@ -158,9 +158,13 @@ def _described_groups(admin: Any, names: list[str], timeout: float) -> dict[str,
 
 
 def _committed_offsets(admin: Any, name: str, timeout: float) -> Any:
-    """OffsetFetch of every partition group ``name`` committed."""
+    """OffsetFetch of every partition group ``name`` committed (a partition's error raised)."""
     request = [ConsumerGroupTopicPartitions(name)]
-    return admin.list_consumer_group_offsets(request, request_timeout=timeout)[name].result(timeout)
+    found = admin.list_consumer_group_offsets(request, request_timeout=timeout)[name].result(
+        timeout
+    )
+    partitions_checked(found.topic_partitions or [])
+    return found
 
 
 def _describe(store: KafkaStore, names: list[str]) -> list[_Group]:
@@ -173,7 +177,7 @@ def _describe(store: KafkaStore, names: list[str]) -> list[_Group]:
             f"reading the committed offsets of group {group.name!r}",
         )
         for tp in found.topic_partitions or []:
-            if tp.error is None and tp.offset >= 0:
+            if tp.offset >= 0:
                 group.committed.setdefault(tp.topic, {})[tp.partition] = tp.offset
     return groups
 

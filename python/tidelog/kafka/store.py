@@ -39,6 +39,7 @@ from tidelog.kafka._errors import (
     PARTITION_EOF,
     UNKNOWN_TOPIC,
     error_for,
+    partitions_checked,
     raise_for,
     retrying,
     translated,
@@ -403,7 +404,7 @@ class KafkaStore:
         with self._reader_lock:
             reader = self._reader_consumer()
             found = retrying(
-                lambda t: reader.offsets_for_times(wanted, timeout=t),
+                lambda t: partitions_checked(reader.offsets_for_times(wanted, timeout=t)),
                 f"offset for a timestamp in {topic!r}",
             )
         offset = int(found[0].offset)
