@@ -695,8 +695,12 @@ class Consumer:
                     owned = membership.read_generation() == membership.generation
                     if not owned:
                         # Or with it: then they go back, as a stale member's would.
-                        parts = self._parts
-                        fetched = {p: parts[p].fetched_from for p in moved if p in parts}
+                        # A loop, not a comprehension: one would make a cell of its
+                        # variables in every hand-out (Python 3.11).
+                        fetched: dict[int, int] = {}
+                        for p in moved:
+                            if (part := self._parts.get(p)) is not None:
+                                fetched[p] = part.fetched_from
                         try:
                             self._give_back(fetched)
                         except BaseException:
@@ -939,8 +943,10 @@ class Consumer:
             and self._commit_owned(offsets, metadata, generation, self._parts)
         ):
             offsets, held = self._commit_checked(offsets, metadata)
-        if self._unclaimed:  # where at-most-once's claim starts (see _claim)
-            self._committed_unclaimed.update(p for p in offsets if p in self._unclaimed)
+        unclaimed = self._unclaimed
+        if unclaimed:  # where at-most-once's claim starts (see _claim)
+            # No generator over ``offsets``: a closure would make it a cell in every call.
+            self._committed_unclaimed.update(unclaimed.intersection(offsets))
         delivered = self._delivered
         if delivered:
             for p in offsets:
