@@ -913,15 +913,13 @@ def test_work_queue_extend_and_delayed_release(store: Any) -> None:
         assert again.delivery_count == 2
 
 
-def _membership_ends_after_a_second(store: Any, backend: str, group: str) -> dict[str, Any]:
-    """Options for members of ``group`` whose membership ends about a second after they
-    stopped polling: a local member's lease; Kafka's max.poll.interval.ms, with the group's
-    sessions shortened (KIP-848 group configs) so that the broker drops such a member soon."""
-    if backend == "local":
-        return {"lease_seconds": 1.0}
+def short_group_sessions(kstore: Any, group: str, session_ms: int) -> None:
+    """Kafka group ``group``'s members' sessions end ``session_ms`` after their last
+    heartbeat, and they heartbeat every 500 ms (KIP-848 group configs; the test broker's
+    minimums allow it)."""
     from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
-    settings = {"consumer.session.timeout.ms": 2000, "consumer.heartbeat.interval.ms": 500}
+    settings = {"consumer.session.timeout.ms": session_ms, "consumer.heartbeat.interval.ms": 500}
     resource = ConfigResource(
         ConfigResource.Type.GROUP,
         group,
@@ -930,8 +928,17 @@ def _membership_ends_after_a_second(store: Any, backend: str, group: str) -> dic
             for k, v in settings.items()
         ],
     )
-    for future in store.admin.incremental_alter_configs([resource]).values():
+    for future in kstore.admin.incremental_alter_configs([resource]).values():
         future.result(PATIENCE)
+
+
+def _membership_ends_after_a_second(store: Any, backend: str, group: str) -> dict[str, Any]:
+    """Options for members of ``group`` whose membership ends about a second after they
+    stopped polling: a local member's lease; Kafka's max.poll.interval.ms, with the group's
+    sessions shortened so that the broker drops such a member soon."""
+    if backend == "local":
+        return {"lease_seconds": 1.0}
+    short_group_sessions(store, group, 2000)
     return {"config": {"max.poll.interval.ms": 1000}}
 
 

@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 from tidelog.kafka import parse_url
 
 from benches.kafka.broker import KafkaBroker
-from conformance.test_api import PATIENCE
+from conformance.test_api import PATIENCE, short_group_sessions
 
 pytestmark = pytest.mark.kafka
 
@@ -627,24 +627,6 @@ def test_a_round_trip_raises_an_error_that_is_not_retriable_at_once(kstore: Any)
         assert failing.calls == 1, method
 
 
-def _short_sessions(kstore: Any, group: str, session_ms: int) -> None:
-    """Group ``group``'s members' sessions end ``session_ms`` after their last heartbeat,
-    and they heartbeat every 500 ms (KIP-848 group configs; the broker's minimums allow it)."""
-    from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
-
-    settings = {"consumer.session.timeout.ms": session_ms, "consumer.heartbeat.interval.ms": 500}
-    resource = ConfigResource(
-        ConfigResource.Type.GROUP,
-        group,
-        incremental_configs=[
-            ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET)
-            for k, v in settings.items()
-        ],
-    )
-    for future in kstore.admin.incremental_alter_configs([resource]).values():
-        future.result(PATIENCE)
-
-
 @pytest.mark.parametrize(
     "lost", ["after another member took it", "before the group dropped it", "then closes"]
 )
@@ -666,7 +648,7 @@ def test_at_most_once_gives_nothing_back_when_its_assignment_is_lost(
     group = f"gone-{lost.split()[0]}"
     topic = kstore.create_topic(group)
     topic.append_batch([b"%d" % i for i in range(20)], partition=0)
-    _short_sessions(kstore, group, 10_000 if lost.startswith("before") else 2_000)
+    short_group_sessions(kstore, group, 10_000 if lost.startswith("before") else 2_000)
     losses: list[tuple[Any, list[int]]] = []
     real_lost = KafkaConsumer._lost_cb
 
@@ -759,7 +741,7 @@ def test_a_partition_paused_when_it_was_revoked_is_fetched_once_it_is_back(kstor
     """As after a loss: a pause ends with the ownership, also in librdkafka. Before, a
     paused partition given to another member and back was never fetched again."""
     topic = kstore.create_topic("rp", partitions=2)
-    _short_sessions(kstore, "rp", 2_000)  # members hear of a new assignment within 0.5 s
+    short_group_sessions(kstore, "rp", 2_000)  # members hear of a new assignment within 0.5 s
 
     def until(done: Any, *members: Any) -> None:
         deadline = time.monotonic() + PATIENCE
