@@ -330,6 +330,7 @@ def test_at_most_once_give_back_admitted_before_a_join_counts_for_the_joiner(
     handed = [next(iter(first))]  # fetched (and committed) both partitions' 5 messages
     unfenced = first._offsets.committer(first.group, first._topic, first._incarnation).commit
     joined: list[tidelog.Consumer] = []
+    joiners: list[threading.Thread] = []
 
     def join_and_poll() -> None:
         second = store.consumer("t", group="g", delivery="at-most-once")
@@ -340,6 +341,7 @@ def test_at_most_once_give_back_admitted_before_a_join_counts_for_the_joiner(
         if first._membership.read_generation() != generation:
             raise tidelog.RebalanceError("refused, as the committer refuses it")
         joiner = threading.Thread(target=join_and_poll)
+        joiners.append(joiner)
         joiner.start()
         joiner.join(0.5)  # finishes unless the give-back holds the group's lock
         unfenced(offsets, metadata, generation)
@@ -347,8 +349,9 @@ def test_at_most_once_give_back_admitted_before_a_join_counts_for_the_joiner(
 
     real, first._commit_record = first._commit_record, admitted_then_written
     first.close()
-    while not joined:
-        time.sleep(0.01)
+    # The joiner's poll ends before its consumer is used here (one thread at a time).
+    (joiner,) = joiners
+    joiner.join()
     (second,) = joined
     handed += _drain(second)  # and the partition the first kept, once it left
     _handed_once(handed, 2, 5)
