@@ -426,16 +426,16 @@ class KafkaConsumer:
             raise_for(err, context)
         deadline = time.monotonic() + timeout
         raw = self._consume(n, timeout, context)
-        if any(_dropped(m) for m in raw):
+        out = from_consume(raw)
+        if not out and raw and all(_dropped(m) for m in raw):
             # librdkafka left the group as this member did not poll within
             # max.poll.interval.ms, and says so once; its next poll joins again, as a local
             # member past its lease does at its next poll and as Kafka's Java client does,
             # without an error. The loss is served as a revocation (on_lost, then on_assign
-            # once assigned again), so that what each delivery mode promises holds.
-            raw = [m for m in raw if not _dropped(m)]
-            if not raw:
-                raw = self._consume(n, max(deadline - time.monotonic(), 0.0), context)
-        out = from_consume(raw)
+            # once assigned again), so that what each delivery mode promises holds. (Looked
+            # for only when a fetch brought no message: the common fetch scans nothing.)
+            raw = self._consume(n, max(deadline - time.monotonic(), 0.0), context)
+            out = from_consume(raw)
         if out:
             self._positions.fetched(self._next_offsets(out))
         if len(out) != len(raw):

@@ -109,9 +109,10 @@ pub fn segment_files(py: Python<'_>, partition_dir: PathBuf) -> PyResult<Vec<Pat
 }
 
 /// What recovery removed from the partition in `partition_dir`, oldest first: dicts with
-/// `kind` ("torn_tail", "quarantined" or "unsynced"), `time_ms`, `segment_base`, `position`, `bytes`,
-/// `first_offset`, `end_offset` (offsets `first_offset..end_offset` were removed, as far as
-/// the removed bytes tell) and `path` (the quarantine file, or None for a torn tail).
+/// `kind` ("torn_tail", "quarantined" or "unsynced"), `time_ms`, `segment_base`,
+/// `position`, `bytes`, `first_offset`, `end_offset` (offsets `first_offset..end_offset`
+/// were removed, as far as the removed bytes tell) and `path` (the quarantine file, or
+/// None for a torn tail).
 #[pyfunction]
 pub fn recovery_events<'py>(py: Python<'py>, partition_dir: PathBuf) -> PyResult<Bound<'py, PyList>> {
     let events = run_detached(py, || tidelog_core::log::lost::read_events(&partition_dir))?;
