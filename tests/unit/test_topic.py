@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Literal
 
@@ -130,6 +131,37 @@ def test_bad_values_name_the_argument(store: tidelog.Store) -> None:
     with pytest.raises(TypeError, match="header names"):
         topic.append(b"x", headers={1: b"v"})  # type: ignore[arg-type]
     assert topic.end_offset(0) == 0
+
+
+def test_append_call_forms(store: tidelog.Store) -> None:
+    """Every way of calling ``append`` (a hand-made native method): by position or keyword,
+    keywords in any order or built at run time, and each wrong call refused with the
+    argument named and nothing appended."""
+    topic = store.create_topic("t", partitions=2)
+    assert topic.append(value=b"a", partition=1) == (1, 0)
+    assert topic.append(b"b", timestamp_ms=7, partition=1, key=b"k", headers=None) == (1, 1)
+    assert topic.append(b"c", **{"par" + "tition": 1}) == (1, 2)  # not an interned name
+    assert topic.append(None, key=b"k", partition=0) == (0, 0)  # a tombstone
+    calls: list[tuple[tuple[object, ...], dict[str, object], str]] = [
+        ((), {}, "missing required argument 'value'"),
+        ((), {"key": b"k"}, "missing required argument 'value'"),
+        ((b"a", b"b"), {}, r"takes 1 positional argument but 2 were given"),
+        ((b"a",), {"value": b"b"}, "multiple values for argument 'value'"),
+        ((b"a",), {"partitions": 1}, "unexpected keyword argument 'partitions'"),
+        ((b"a",), {"partition": "1"}, "partition must be int, got str"),
+        ((b"a",), {"timestamp_ms": 1.5}, "timestamp_ms must be int, got float"),
+    ]
+    for args, kwargs, message in calls:
+        with pytest.raises(TypeError, match=message):
+            topic.append(*args, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(tidelog.PartitionNotFoundError):
+        topic.append(b"a", partition=2)
+    assert (topic.end_offset(0), topic.end_offset(1)) == (1, 3)
+    [tombstone] = topic.read(0)
+    assert (tombstone.key, tombstone.value) == (b"k", None)
+    assert [m.timestamp_ms for m in topic.read(1)][1] == 7
+    assert "partition=None" in str(inspect.signature(topic.append))
+    assert topic.append.__doc__ and "(partition, offset)" in topic.append.__doc__
 
 
 def test_message_too_large(tmp_path: Path) -> None:

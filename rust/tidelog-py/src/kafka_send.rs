@@ -28,14 +28,13 @@ use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyTuple};
 use pyo3::{Borrowed, PyTraverseError, PyVisit};
 
+use crate::fastcall::{given, Signature};
 use crate::unguarded::{self, Method};
 
 /// The native half of `tidelog.kafka.producer.KafkaProducer` (which subclasses it).
@@ -111,37 +110,15 @@ struct Args {
     on_delivery: *mut ffi::PyObject,
 }
 
-/// The parameter names, in the order of the signature.
-const NAMES: [&str; 7] = ["topic", "value", "key", "headers", "partition", "priority", "on_delivery"];
+/// `send`'s parameters.
+static SIGNATURE: Signature<7> = Signature::new(
+    "send",
+    ["topic", "value", "key", "headers", "partition", "priority", "on_delivery"],
+    2,
+    2,
+);
 
-impl Args {
-    fn slots(&mut self) -> [&mut *mut ffi::PyObject; 7] {
-        [
-            &mut self.topic,
-            &mut self.value,
-            &mut self.key,
-            &mut self.headers,
-            &mut self.partition,
-            &mut self.priority,
-            &mut self.on_delivery,
-        ]
-    }
-
-    /// The argument as PyO3 would pass it: `None` when not given or None.
-    fn given<'a, 'py>(py: Python<'py>, obj: &'a *mut ffi::PyObject) -> Option<Borrowed<'a, 'py, PyAny>> {
-        // SAFETY: a non-null pointer here is an argument of the call, borrowed for its
-        // length (invariant 1), which the `Args` it is read from does not outlive.
-        unsafe { Borrowed::from_ptr_or_opt(py, *obj) }.filter(|o| !o.is_none())
-    }
-}
-
-/// [`NAMES`] as interned Python strings, made once.
-fn interned_names(py: Python<'_>) -> &[Py<PyString>; 7] {
-    static INTERNED: PyOnceLock<[Py<PyString>; 7]> = PyOnceLock::new();
-    INTERNED.get_or_init(py, || NAMES.map(|n| PyString::intern(py, n).unbind()))
-}
-
-/// Sorts the call's arguments into [`Args`], with PyO3's errors for a wrong call.
+/// Sorts the call's arguments into [`Args`], with CPython's errors for a wrong call.
 ///
 /// # Safety
 /// Invariant 1.
@@ -151,61 +128,10 @@ unsafe fn parse(
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Args> {
-    let null = ptr::null_mut();
-    let mut out = Args {
-        topic: null,
-        value: null,
-        key: null,
-        headers: null,
-        partition: null,
-        priority: null,
-        on_delivery: null,
-    };
-    // The top bit is PY_VECTORCALL_ARGUMENTS_OFFSET.
-    let nargs = (nargsf as usize & (usize::MAX >> 1)) as isize;
-    if nargs > 2 {
-        return Err(PyTypeError::new_err(format!(
-            "send() takes 2 positional arguments but {nargs} were given"
-        )));
-    }
-    // SAFETY: invariant 1: `args` holds `nargs` positional arguments, then one per name of
-    // `kwnames` (a tuple of str, or null), all borrowed for the call.
-    unsafe {
-        for i in 0..nargs {
-            *out.slots()[i as usize] = *args.offset(i);
-        }
-        let nkw = if kwnames.is_null() { 0 } else { ffi::PyTuple_Size(kwnames) };
-        let names = interned_names(py);
-        for k in 0..nkw {
-            let name = ffi::PyTuple_GetItem(kwnames, k);
-            // Keywords written in the caller's code are interned, as these are: one pointer
-            // comparison each; others compare as strings.
-            let at = names
-                .iter()
-                .position(|n| n.as_ptr() == name)
-                .or_else(|| names.iter().position(|n| ffi::PyUnicode_Compare(name, n.as_ptr()) == 0));
-            let Some(at) = at else {
-                let name = Bound::from_borrowed_ptr(py, name);
-                return Err(PyTypeError::new_err(format!(
-                    "send() got an unexpected keyword argument '{name}'"
-                )));
-            };
-            let slot = out.slots()[at] as *mut *mut ffi::PyObject;
-            if !(*slot).is_null() {
-                return Err(PyTypeError::new_err(format!(
-                    "send() got multiple values for argument '{}'",
-                    NAMES[at]
-                )));
-            }
-            *slot = *args.offset(nargs + k);
-        }
-    }
-    for (i, name) in NAMES[..2].iter().enumerate() {
-        if out.slots()[i].is_null() {
-            return Err(PyTypeError::new_err(format!("send() missing required argument '{name}'")));
-        }
-    }
-    Ok(out)
+    // SAFETY: invariant 1 (the parser's invariant 1).
+    let [topic, value, key, headers, partition, priority, on_delivery] =
+        unsafe { SIGNATURE.sort(py, args, nargsf, kwnames)? };
+    Ok(Args { topic, value, key, headers, partition, priority, on_delivery })
 }
 
 /// What a send does after its Rust part: every pointer is an owned reference.
@@ -223,10 +149,10 @@ enum Plan {
 fn plan(py: Python<'_>, slf: &Bound<'_, KafkaSender>, a: &Args) -> PyResult<(Plan, u64)> {
     let this = slf.get();
     let ticket = this.tickets.fetch_add(1, Ordering::SeqCst);
-    let (key, partition) = (Args::given(py, &a.key), Args::given(py, &a.partition));
+    let (key, partition) = (given(py, &a.key), given(py, &a.partition));
     let common = ticket < this.check_at.load(Ordering::SeqCst)
-        && Args::given(py, &a.headers).is_none()
-        && Args::given(py, &a.on_delivery).is_none();
+        && given(py, &a.headers).is_none()
+        && given(py, &a.on_delivery).is_none();
     if let Some(produce) = this.produce.get().filter(|_| common) {
         // SAFETY: topic and value are given (`parse`), borrowed for the call (invariant 1).
         let (topic, value) = unsafe { (Borrowed::from_ptr(py, a.topic), Borrowed::from_ptr(py, a.value)) };

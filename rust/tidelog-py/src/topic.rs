@@ -35,6 +35,55 @@ pub struct PyTopic {
 }
 
 impl PyTopic {
+    /// `append`'s work (see [`APPEND_DOC`]), the arguments as PyO3 would pass them.
+    pub(crate) fn append_one(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        partition: Option<&Bound<'_, PyAny>>,
+        timestamp_ms: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(u32, u64)> {
+        // None is a tombstone: no value, and compaction deletes the key.
+        let tombstone = value.is_none();
+        let value: &[u8] = if tombstone { &[] } else { expect_bytes(value, "value")?.as_bytes() };
+        let key = key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?;
+        let encoded_headers = encode_headers(headers)?;
+        let timestamp_ms = args::timestamp(timestamp_ms, "timestamp_ms")?;
+        let log = to_py(self.inner.choose(args::partition(partition)?, key.map(|k| k.as_bytes())))?;
+        let record = Record {
+            timestamp: timestamp_ms.unwrap_or_else(now_ms),
+            key: key.map(|k| k.as_bytes()),
+            value,
+            headers: &encoded_headers,
+            tombstone,
+        };
+        let meta = BatchMeta::plain(0);
+        // Fast path: a small append into the page cache takes ~100 ns; releasing and
+        // re-taking the GIL would cost as much again. We only let go of the GIL when the
+        // append lock is contended or an fsync is due.
+        let sync = log.config().fsync == tidelog_core::FsyncPolicy::Always;
+        if !sync {
+            if let Some(done) = to_py(log.try_append(&[record], meta))? {
+                return Ok((log.partition(), done.base_offset));
+            }
+        }
+        let (value, key) = (value.to_vec(), key.map(|k| k.as_bytes().to_vec()));
+        let timestamp = record.timestamp;
+        let done = run_detached(py, || {
+            let record = Record {
+                timestamp,
+                key: key.as_deref(),
+                value: &value,
+                headers: &encoded_headers,
+                tombstone,
+            };
+            log.append(&[record], meta)
+        })?;
+        Ok((log.partition(), done.base_offset))
+    }
+
     /// The engine topic.
     pub(crate) fn engine(&self) -> &Arc<Topic> {
         &self.inner
@@ -197,60 +246,6 @@ impl PyTopic {
     #[getter]
     fn incarnation(&self) -> u64 {
         self.inner.incarnation()
-    }
-
-    /// Appends one message and returns `(partition, offset)`.
-    ///
-    /// With `partition=None` the partition is chosen by the hash of `key` (Kafka's
-    /// partitioner, stable across runs), else round-robin. Returns once the message is in
-    /// the page cache; with `fsync="always"` once it is on disk.
-    #[pyo3(signature = (value, *, key=None, headers=None, partition=None, timestamp_ms=None))]
-    fn append(
-        &self,
-        py: Python<'_>,
-        value: &Bound<'_, PyAny>,
-        key: Option<&Bound<'_, PyAny>>,
-        headers: Option<&Bound<'_, PyAny>>,
-        partition: Option<&Bound<'_, PyAny>>,
-        timestamp_ms: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<(u32, u64)> {
-        // None is a tombstone: no value, and compaction deletes the key.
-        let tombstone = value.is_none();
-        let value: &[u8] = if tombstone { &[] } else { expect_bytes(value, "value")?.as_bytes() };
-        let key = key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?;
-        let encoded_headers = encode_headers(headers)?;
-        let timestamp_ms = args::timestamp(timestamp_ms, "timestamp_ms")?;
-        let log = to_py(self.inner.choose(args::partition(partition)?, key.map(|k| k.as_bytes())))?;
-        let record = Record {
-            timestamp: timestamp_ms.unwrap_or_else(now_ms),
-            key: key.map(|k| k.as_bytes()),
-            value,
-            headers: &encoded_headers,
-            tombstone,
-        };
-        let meta = BatchMeta::plain(0);
-        // Fast path: a small append into the page cache takes ~100 ns; releasing and
-        // re-taking the GIL would cost as much again. We only let go of the GIL when the
-        // append lock is contended or an fsync is due.
-        let sync = log.config().fsync == tidelog_core::FsyncPolicy::Always;
-        if !sync {
-            if let Some(done) = to_py(log.try_append(&[record], meta))? {
-                return Ok((log.partition(), done.base_offset));
-            }
-        }
-        let (value, key) = (value.to_vec(), key.map(|k| k.as_bytes().to_vec()));
-        let timestamp = record.timestamp;
-        let done = run_detached(py, || {
-            let record = Record {
-                timestamp,
-                key: key.as_deref(),
-                value: &value,
-                headers: &encoded_headers,
-                tombstone,
-            };
-            log.append(&[record], meta)
-        })?;
-        Ok((log.partition(), done.base_offset))
     }
 
     /// Appends many values as one atomic, CRC-checked batch and returns

@@ -116,9 +116,13 @@ pub struct PartitionLog {
     failed: AtomicBool,
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (before it: negative, rounded down).
+///
+/// Read with `clock_gettime` directly: `SystemTime::now().duration_since(UNIX_EPOCH)` cost
+/// ~50 more instructions of every one-message append (its checked subtraction and division).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    t.tv_sec * 1000 + t.tv_nsec / 1_000_000
 }
 
 /// Seconds since the Unix epoch, read from the kernel's coarse clock (several times cheaper
