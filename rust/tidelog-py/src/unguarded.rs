@@ -15,8 +15,8 @@
 //! to drop (raw pointers, released by hand), through which a forced unwind passes. PyO3's
 //! own waits are not a concern: a thread re-attaching during finalization hangs there.
 //!
-//! A method made here also skips PyO3's argument handling, which is most of what a hot
-//! call with keywords costs over its work: `Topic.append` is made here for that (see
+//! A method made here also skips PyO3's argument handling, ~8% of the instructions of a hot
+//! call with keywords: `Topic.append` is made here for that (see
 //! `topic_append`), its arguments sorted by [`crate::fastcall`] as `send`'s are.
 //!
 //! Design note (a module with `unsafe`, see STYLE.md): PyO3 cannot leave the guard out;
