@@ -7,13 +7,11 @@
 //! partition and where the writer reports its offset (the producer's ledger); `await result`
 //! waits for that (`Producer._written`). Both types live in `done.rs`.
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tidelog_core::producer::SendError;
 
 use crate::args;
-use crate::errors::BackpressureError;
 use crate::producer::PyProducer;
 use crate::topic::{encode_headers, expect_bytes};
 
@@ -37,60 +35,6 @@ impl PyAsyncProducer {
         self.native.clone_ref(py)
     }
 
-    /// Puts a message into the buffer, waiting (without blocking the loop) for room.
-    ///
-    /// Returns an awaitable giving a `SendResult` (await that for the message's
-    /// `(partition, offset)` once written). It is a coroutine only when it has to wait;
-    /// otherwise a `SendDone`, which `tidelog.aio` registers as a coroutine type, so
-    /// `asyncio.create_task` and `gather` take either.
-    ///
-    /// Raises `BackpressureError` under pressure with `on_full="raise"` (or after
-    /// `block_timeout` seconds of waiting with `on_full="block"`), `StoreClosedError` once
-    /// the producer or the store is closed.
-    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn send<'py>(
-        slf: &Bound<'py, Self>,
-        topic: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
-        key: Option<&Bound<'py, PyAny>>,
-        headers: Option<&Bound<'py, PyAny>>,
-        partition: Option<&Bound<'py, PyAny>>,
-        priority: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        match try_send(slf, topic, value, key, headers, partition, priority)? {
-            Some(result) => crate::done::new(py, result),
-            None => slf.call_method1(
-                intern!(py, "_send_blocked"),
-                (topic, value, key, headers, partition, priority),
-            ),
-        }
-    }
-
-    /// `send` for hot loops: never waits, so it needs no `await`; returns the `SendResult`.
-    ///
-    /// Raises `BackpressureError` when the buffer is under pressure (whatever `on_full`
-    /// says; nothing was enqueued unless `on_full="shed"` made room): `await send()` waits
-    /// for room instead.
-    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn send_nowait<'py>(
-        slf: &Bound<'py, Self>,
-        topic: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
-        key: Option<&Bound<'py, PyAny>>,
-        headers: Option<&Bound<'py, PyAny>>,
-        partition: Option<&Bound<'py, PyAny>>,
-        priority: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        try_send(slf, topic, value, key, headers, partition, priority)?.ok_or_else(|| {
-            BackpressureError::new_err(
-                "producer buffer above its high watermark: await send() to wait for room",
-            )
-        })
-    }
-
     /// One attempt of a blocked `send`: the `SendResult`, or None when `on_full="block"`
     /// would wait for room (nothing was enqueued; wait on `Bell.pressure(native)`).
     #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
@@ -109,7 +53,7 @@ impl PyAsyncProducer {
 }
 
 /// Enqueues without waiting; None when `on_full="block"` would wait.
-fn try_send<'py>(
+pub(crate) fn try_send<'py>(
     slf: &Bound<'py, PyAsyncProducer>,
     topic: &Bound<'py, PyAny>,
     value: &Bound<'py, PyAny>,

@@ -34,6 +34,51 @@ fn codec(obj: &Bound<'_, PyAny>) -> PyResult<Compression> {
 }
 
 impl PyProducer {
+    /// `send`'s work (see `hot_methods`), the arguments as PyO3 would pass them.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_one(
+        &self,
+        py: Python<'_>,
+        topic: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        partition: Option<&Bound<'_, PyAny>>,
+        priority: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let topic = args::text(topic, "topic")?;
+        let topic = topic.as_ref();
+        // None is a tombstone, as in `Topic.append`.
+        let value = if value.is_none() { None } else { Some(expect_bytes(value, "value")?.as_bytes()) };
+        let key =
+            key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
+        let headers = encode_headers(headers)?;
+        let partition = args::partition(partition)?;
+        let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
+        match self.inner.send_record(topic, value, key, &headers, partition, priority, false) {
+            Ok(accepted) => Ok(accepted),
+            Err(SendError::Backpressure(reason)) if reason == "would block" => {
+                // Wait for room without the GIL, so the writer and other threads can run.
+                let (topic, value, key) =
+                    (topic.to_owned(), value.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec));
+                let inner = self.inner.clone();
+                py.detach(move || {
+                    inner.send_record(
+                        &topic,
+                        value.as_deref(),
+                        key.as_deref(),
+                        &headers,
+                        partition,
+                        priority,
+                        true,
+                    )
+                })
+                .map_err(send_error)
+            }
+            Err(e) => Err(send_error(e)),
+        }
+    }
+
     /// The engine producer, unchecked (for the async sends, whose engine call checks).
     pub(crate) fn inner(&self) -> &Arc<Producer> {
         &self.inner
@@ -195,54 +240,6 @@ impl PyProducer {
     fn abort_transaction(&self, py: Python<'_>) -> PyResult<()> {
         let inner = self.inner.clone();
         run_detached(py, move || inner.abort_transaction())
-    }
-
-    /// Enqueues a message for `topic`; returns True, or False when `on_full="shed"` dropped
-    /// this very message. The message is written by a background thread: call `flush()` to
-    /// wait for it. A `value` of None sends a tombstone (compaction deletes the key).
-    #[pyo3(signature = (topic, value, *, key=None, headers=None, partition=None, priority=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn send(
-        &self,
-        py: Python<'_>,
-        topic: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-        key: Option<&Bound<'_, PyAny>>,
-        headers: Option<&Bound<'_, PyAny>>,
-        partition: Option<&Bound<'_, PyAny>>,
-        priority: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let topic = args::text(topic, "topic")?;
-        let topic = topic.as_ref();
-        // None is a tombstone, as in `Topic.append`.
-        let value = if value.is_none() { None } else { Some(expect_bytes(value, "value")?.as_bytes()) };
-        let key =
-            key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
-        let headers = encode_headers(headers)?;
-        let partition = args::partition(partition)?;
-        let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
-        match self.inner.send_record(topic, value, key, &headers, partition, priority, false) {
-            Ok(accepted) => Ok(accepted),
-            Err(SendError::Backpressure(reason)) if reason == "would block" => {
-                // Wait for room without the GIL, so the writer and other threads can run.
-                let (topic, value, key) =
-                    (topic.to_owned(), value.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec));
-                let inner = self.inner.clone();
-                py.detach(move || {
-                    inner.send_record(
-                        &topic,
-                        value.as_deref(),
-                        key.as_deref(),
-                        &headers,
-                        partition,
-                        priority,
-                        true,
-                    )
-                })
-                .map_err(send_error)
-            }
-            Err(e) => Err(send_error(e)),
-        }
     }
 
     /// Messages accepted by `send` so far: the target of `flushed()`.

@@ -16,8 +16,8 @@
 //! own waits are not a concern: a thread re-attaching during finalization hangs there.
 //!
 //! A method made here also skips PyO3's argument handling, ~8% of the instructions of a hot
-//! call with keywords: `Topic.append` is made here for that (see
-//! `topic_append`), its arguments sorted by [`crate::fastcall`] as `send`'s are.
+//! call with keywords: `Topic.append` and the producers' sends are made here for that (see
+//! `hot_methods`), their arguments sorted by [`crate::fastcall`] as `KafkaSender.send`'s are.
 //!
 //! Design note (a module with `unsafe`, see STYLE.md): PyO3 cannot leave the guard out;
 //! the alternative, Python methods over native fast paths, cost the common call the time
