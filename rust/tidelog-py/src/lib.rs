@@ -32,6 +32,9 @@ mod waker;
 
 use pyo3::prelude::*;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The partition Kafka's default partitioner (and `Topic.append`) picks for `key`.
 #[pyfunction]
 fn partition_for_key(key: &[u8], partitions: &Bound<'_, PyAny>) -> PyResult<u32> {
