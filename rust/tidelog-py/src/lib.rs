@@ -32,6 +32,11 @@ mod waker;
 
 use pyo3::prelude::*;
 
+/// Every Rust allocation of the module. A buffered message is allocated by the sending
+/// thread and freed by the producer's writer thread; glibc's malloc serves such a pattern
+/// from its slow path (`_int_malloc` was 11% of the CPU of a task doing `await send`), where
+/// mimalloc frees into the owning thread's page (measured side by side: `send` 4.98 -> 6.27 M
+/// msgs/s, `await send` 4.38 -> 5.22 M/s, `benches/python/test_aio_bench.py -k send`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
