@@ -444,7 +444,7 @@ class AsyncProducer:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
@@ -454,7 +454,7 @@ class AsyncProducer:
     def send_nowait(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,
@@ -464,7 +464,7 @@ class AsyncProducer:
     def _try_send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,

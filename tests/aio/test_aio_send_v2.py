@@ -150,3 +150,33 @@ def test_a_reused_result_belongs_to_its_own_send(tmp_path: Path, run: Run) -> No
             await two.close()
 
     run(main())
+
+
+def test_send_call_forms(tmp_path: Path, run: Run) -> None:
+    """``send`` and ``send_nowait`` (hand-made native methods) by position or keyword, and
+    each wrong call refused at the call, before anything is awaited or buffered."""
+
+    async def main() -> None:
+        async with tidelog.aio.open(tmp_path, fsync="never") as store:
+            await store.create_topic("t", partitions=2)
+            async with store.producer() as producer:
+                first = await producer.send(topic="t", value=b"a", partition=1)
+                second = producer.send_nowait("t", b"b", **{"parti" + "tion": 1, "key": b"k"})
+                assert (await first, await second) == ((1, 0), (1, 1))
+                for send in (producer.send, producer.send_nowait):
+                    with pytest.raises(TypeError, match="missing required argument 'value'"):
+                        send("t")  # type: ignore[call-arg]
+                    with pytest.raises(TypeError, match="takes 2 positional arguments but 3"):
+                        send("t", b"a", b"b")  # type: ignore[misc]
+                    with pytest.raises(TypeError, match="unexpected keyword argument 'prio'"):
+                        send("t", b"a", prio=1)  # type: ignore[call-arg]
+                    with pytest.raises(TypeError, match="value must be bytes"):
+                        send("t", "a")  # type: ignore[arg-type]
+                # None is a tombstone, as for the synchronous producer.
+                assert await (await producer.send("t", None, key=b"k", partition=0)) == (0, 0)
+                await producer.flush()
+            assert _stored(store, "t") == {(1, 0): b"a", (1, 1): b"b", (0, 0): b""}
+            [tombstone] = store.sync.topic("t").read(0)
+            assert (tombstone.key, tombstone.value) == (b"k", None)
+
+    run(main())

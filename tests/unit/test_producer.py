@@ -230,3 +230,29 @@ def test_max_lag_pressure_follows_the_slowest_group(store: tidelog.Store) -> Non
     consumer.close()
     with pytest.raises(tidelog.InvalidConfigError, match="max_lag"):
         store.producer(max_lag=0)
+
+
+def test_send_call_forms(store: tidelog.Store) -> None:
+    """``send`` (a hand-made native method) by position or keyword, and each wrong call
+    refused with the argument named and nothing buffered."""
+    topic = store.create_topic("t", partitions=2)
+    with store.producer() as producer:
+        assert producer.send("t", b"a", partition=1)
+        assert producer.send(topic="t", value=b"b", priority=0, partition=1, key=b"k")
+        assert producer.send("t", None, **{"ke" + "y": b"k", "partition": 0})  # a tombstone
+        calls: list[tuple[tuple[object, ...], dict[str, object], str]] = [
+            (("t",), {}, "missing required argument 'value'"),
+            ((), {"value": b"v"}, "missing required argument 'topic'"),
+            (("t", b"a", b"b"), {}, r"takes 2 positional arguments but 3 were given"),
+            (("t", b"a"), {"topic": "t"}, "multiple values for argument 'topic'"),
+            (("t", b"a"), {"timestamp_ms": 1}, "unexpected keyword argument 'timestamp_ms'"),
+            ((1, b"a"), {}, "topic must be str"),
+            (("t", b"a"), {"priority": "high"}, "priority must be int, got str"),
+        ]
+        for args, kwargs, message in calls:
+            with pytest.raises(TypeError, match=message):
+                producer.send(*args, **kwargs)  # type: ignore[arg-type]
+        assert producer.flush(timeout=10)
+        assert producer.stats()["sent"] == 3
+    assert [(m.key, m.value) for m in topic.read(1)] == [(None, b"a"), (b"k", b"b")]
+    assert [(m.key, m.value) for m in topic.read(0)] == [(b"k", None)]

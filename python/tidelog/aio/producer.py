@@ -89,7 +89,7 @@ class Producer(_core.AsyncProducer):
     async def _send_blocked(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None,
         headers: Headers,
         partition: int | None,

@@ -57,7 +57,7 @@ class Transaction:
     async def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None = None,

@@ -46,7 +46,8 @@ fn receipts_hold_the_offsets_the_messages_were_written_at() {
                 for i in 0..2000 {
                     let value = format!("{t}-{i}").into_bytes();
                     let key = format!("k{}", i % 5).into_bytes();
-                    let tracked = producer.send_tracked("t", &value, Some(&key), &[], None, 0, true).unwrap();
+                    let tracked =
+                        producer.send_tracked("t", Some(&value), Some(&key), &[], None, 0, true).unwrap();
                     assert!(tracked.accepted);
                     sent.push((value, tracked.partition, tracked.receipt.unwrap()));
                     // Untracked messages of the same and another producer between them.
@@ -84,7 +85,8 @@ fn the_ledger_holds_recent_outcomes_and_kept_receipts_hold_theirs() {
     let mut sent = Vec::new();
     for i in 0..LEDGER_SLOTS / 2 {
         let value = format!("v{i}").into_bytes();
-        let tracked = producer.send_tracked("t", &value, None, &[], Some(i as u32 % 2), 0, false).unwrap();
+        let tracked =
+            producer.send_tracked("t", Some(&value), None, &[], Some(i as u32 % 2), 0, false).unwrap();
         assert!(tracked.receipt.is_none());
         producer.send("t", b"sync", None, &[], Some(0), 0, true).unwrap();
         sent.push((value, tracked.partition, tracked.seq.unwrap()));
@@ -104,7 +106,7 @@ fn the_ledger_holds_recent_outcomes_and_kept_receipts_hold_theirs() {
     }
     // Enough tracked messages to reuse every slot: the kept receipts still know.
     for _ in 0..2 * LEDGER_SLOTS {
-        producer.send_tracked("t", b"more", None, &[], Some(0), 0, false).unwrap();
+        producer.send_tracked("t", Some(b"more"), None, &[], Some(0), 0, false).unwrap();
     }
     assert!(producer.flush(Some(Duration::from_secs(60))).unwrap());
     let (first, last) = (&sent[0], &sent[sent.len() - 1]);
@@ -132,7 +134,7 @@ fn shed_messages_report_it() {
     for priority in [0, 0, 0, 0, 5, 5, 5, 5, 0] {
         // Every other one in the ledger only.
         let keep = receipts.len() % 2 == 0;
-        let tracked = producer.send_tracked("t", b"v", None, &[], Some(0), priority, keep).unwrap();
+        let tracked = producer.send_tracked("t", Some(b"v"), None, &[], Some(0), priority, keep).unwrap();
         assert_eq!(tracked.seq.is_some(), tracked.accepted);
         assert_eq!(tracked.receipt.is_some(), tracked.accepted && keep);
         receipts.push((priority, tracked.accepted, tracked.seq));

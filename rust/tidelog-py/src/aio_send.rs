@@ -64,7 +64,8 @@ pub(crate) fn try_send<'py>(
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let engine = slf.get().native.get().inner();
     let topic = args::text(topic, "topic")?;
-    let value = expect_bytes(value, "value")?.as_bytes();
+    // None is a tombstone, as in `Producer.send`.
+    let value = if value.is_none() { None } else { Some(expect_bytes(value, "value")?.as_bytes()) };
     let key = key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
     let headers = encode_headers(headers)?;
     let partition = args::partition(partition)?;

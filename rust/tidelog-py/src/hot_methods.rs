@@ -219,7 +219,8 @@ const AIO_SEND_DOC: &CStr =
     c"send($self, topic, value, *, key=None, headers=None, partition=None, priority=None)
 --
 
-Puts a message into the buffer, waiting (without blocking the loop) for room.
+Puts a message into the buffer, waiting (without blocking the loop) for room. A
+`value` of None sends a tombstone (compaction deletes the key).
 
 Returns an awaitable giving a `SendResult` (await that for the message's
 `(partition, offset)` once written). It is a coroutine only when it has to wait;

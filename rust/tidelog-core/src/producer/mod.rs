@@ -638,7 +638,7 @@ impl Producer {
     pub fn send_tracked(
         &self,
         topic: &str,
-        value: &[u8],
+        value: Option<&[u8]>,
         key: Option<&[u8]>,
         headers: &[u8],
         partition: Option<u32>,
@@ -646,7 +646,7 @@ impl Producer {
         keep: bool,
     ) -> std::result::Result<Tracked, SendError> {
         let track = if keep { Track::Keep } else { Track::Ledger };
-        self.send_inner(topic, Some(value), key, headers, partition, priority, false, track)
+        self.send_inner(topic, value, key, headers, partition, priority, false, track)
     }
 
     /// Where the writer reports the outcomes of tracked messages.
