@@ -161,13 +161,14 @@ def test_send_call_forms(tmp_path: Path, run: Run) -> None:
             await store.create_topic("t", partitions=2)
             async with store.producer() as producer:
                 first = await producer.send(topic="t", value=b"a", partition=1)
-                second = producer.send_nowait("t", b"b", **{"parti" + "tion": 1, "key": b"k"})
+                built: dict[str, Any] = {"parti" + "tion": 1, "key": b"k"}
+                second = producer.send_nowait("t", b"b", **built)
                 assert (await first, await second) == ((1, 0), (1, 1))
                 for send in (producer.send, producer.send_nowait):
                     with pytest.raises(TypeError, match="missing required argument 'value'"):
                         send("t")  # type: ignore[call-arg]
                     with pytest.raises(TypeError, match="takes 2 positional arguments but 3"):
-                        send("t", b"a", b"b")  # type: ignore[misc]
+                        send("t", b"a", b"b")  # type: ignore[call-arg]
                     with pytest.raises(TypeError, match="unexpected keyword argument 'prio'"):
                         send("t", b"a", prio=1)  # type: ignore[call-arg]
                     with pytest.raises(TypeError, match="value must be bytes"):

@@ -4,6 +4,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tidelog
@@ -239,7 +240,8 @@ def test_send_call_forms(store: tidelog.Store) -> None:
     with store.producer() as producer:
         assert producer.send("t", b"a", partition=1)
         assert producer.send(topic="t", value=b"b", priority=0, partition=1, key=b"k")
-        assert producer.send("t", None, **{"ke" + "y": b"k", "partition": 0})  # a tombstone
+        built: dict[str, Any] = {"ke" + "y": b"k", "partition": 0}  # not interned names
+        assert producer.send("t", None, **built)  # a tombstone
         calls: list[tuple[tuple[object, ...], dict[str, object], str]] = [
             (("t",), {}, "missing required argument 'value'"),
             ((), {"value": b"v"}, "missing required argument 'topic'"),

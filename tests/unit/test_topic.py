@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -140,7 +140,8 @@ def test_append_call_forms(store: tidelog.Store) -> None:
     topic = store.create_topic("t", partitions=2)
     assert topic.append(value=b"a", partition=1) == (1, 0)
     assert topic.append(b"b", timestamp_ms=7, partition=1, key=b"k", headers=None) == (1, 1)
-    assert topic.append(b"c", **{"par" + "tition": 1}) == (1, 2)  # not an interned name
+    built: dict[str, Any] = {"par" + "tition": 1}  # a keyword that is not an interned name
+    assert topic.append(b"c", **built) == (1, 2)
     assert topic.append(None, key=b"k", partition=0) == (0, 0)  # a tombstone
     calls: list[tuple[tuple[object, ...], dict[str, object], str]] = [
         ((), {}, "missing required argument 'value'"),
