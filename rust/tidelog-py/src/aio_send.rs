@@ -11,9 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tidelog_core::producer::SendError;
 
-use crate::args;
-use crate::producer::PyProducer;
-use crate::topic::{encode_headers, expect_bytes};
+use crate::producer::{PyProducer, SendArgs};
 
 /// The native half of `tidelog.aio.Producer` (which subclasses it).
 #[pyclass(name = "AsyncProducer", module = "tidelog._core", subclass, frozen)]
@@ -63,13 +61,8 @@ pub(crate) fn try_send<'py>(
     priority: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let engine = slf.get().native.get().inner();
-    let topic = args::text(topic, "topic")?;
-    // None is a tombstone, as in `Producer.send`.
-    let value = if value.is_none() { None } else { Some(expect_bytes(value, "value")?.as_bytes()) };
-    let key = key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
-    let headers = encode_headers(headers)?;
-    let partition = args::partition(partition)?;
-    let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
+    let SendArgs { topic, value, key, headers, partition, priority } =
+        SendArgs::convert(topic, value, key, headers, partition, priority)?;
     // Last, after anything that may run Python code: from here to the new result nothing
     // can take a reference to the spare.
     crate::done::keep_spare(slf.py());

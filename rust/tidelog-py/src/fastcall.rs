@@ -118,3 +118,12 @@ pub(crate) fn given<'a, 'py>(
     // (invariant 1), which the array it is read from does not outlive.
     unsafe { Borrowed::from_ptr_or_opt(py, *obj) }.filter(|o| !o.is_none())
 }
+
+/// A required argument from [`Signature::sort`] (one of its first `required`, which `sort`
+/// checked were given).
+pub(crate) fn required<'a, 'py>(py: Python<'py>, obj: &'a *mut ffi::PyObject) -> Borrowed<'a, 'py, PyAny> {
+    // SAFETY: an argument of the call, borrowed for its length (invariant 1), which the
+    // array it is read from does not outlive; a null (a parameter `sort` did not require)
+    // panics in `from_ptr` rather than being read.
+    unsafe { Borrowed::from_ptr(py, *obj) }
+}

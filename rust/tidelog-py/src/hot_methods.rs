@@ -20,7 +20,7 @@ use pyo3::Borrowed;
 
 use crate::aio_send::{try_send, PyAsyncProducer};
 use crate::errors::BackpressureError;
-use crate::fastcall::{given, Signature};
+use crate::fastcall::{given, required, Signature};
 use crate::producer::PyProducer;
 use crate::topic::PyTopic;
 use crate::unguarded::{self, Method};
@@ -53,13 +53,6 @@ unsafe fn method<T: pyo3::PyClass, const N: usize>(
     };
     // SAFETY: unguarded's invariant 1 holds for this call.
     unsafe { unguarded::rust_part(what, rust) }.unwrap_or(ptr::null_mut())
-}
-
-/// A required argument from [`Signature::sort`].
-fn required<'a, 'py>(py: Python<'py>, obj: &'a *mut ffi::PyObject) -> Borrowed<'a, 'py, PyAny> {
-    // SAFETY: `sort` checked that it was given: an argument borrowed for the call
-    // (fastcall's invariant 1), which the array it is read from does not outlive.
-    unsafe { Borrowed::from_ptr(py, *obj) }
 }
 
 /// `append`'s parameters.

@@ -32,9 +32,9 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyTuple};
-use pyo3::{Borrowed, PyTraverseError, PyVisit};
+use pyo3::{PyTraverseError, PyVisit};
 
-use crate::fastcall::{given, Signature};
+use crate::fastcall::{given, required, Signature};
 use crate::unguarded::{self, Method};
 
 /// The native half of `tidelog.kafka.producer.KafkaProducer` (which subclasses it).
@@ -154,8 +154,7 @@ fn plan(py: Python<'_>, slf: &Bound<'_, KafkaSender>, a: &Args) -> PyResult<(Pla
         && given(py, &a.headers).is_none()
         && given(py, &a.on_delivery).is_none();
     if let Some(produce) = this.produce.get().filter(|_| common) {
-        // SAFETY: topic and value are given (`parse`), borrowed for the call (invariant 1).
-        let (topic, value) = unsafe { (Borrowed::from_ptr(py, a.topic), Borrowed::from_ptr(py, a.value)) };
+        let (topic, value) = (required(py, &a.topic), required(py, &a.value));
         let produce = produce.bind(py);
         // Only the arguments given: each one more costs `produce()` its parsing.
         let done = match (key, partition) {

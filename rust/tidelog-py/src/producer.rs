@@ -1,5 +1,6 @@
 //! `Producer`: buffered, backpressured sends drained by a native writer thread.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,43 @@ fn codec(obj: &Bound<'_, PyAny>) -> PyResult<Compression> {
     })
 }
 
+/// A send's arguments as the engine takes them, converted the same way for every producer's
+/// `send` (errors name the argument).
+pub(crate) struct SendArgs<'a> {
+    pub(crate) topic: Cow<'a, str>,
+    /// None: a tombstone (compaction deletes the key).
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) headers: Vec<u8>,
+    pub(crate) partition: Option<u32>,
+    pub(crate) priority: i32,
+}
+
+impl<'a> SendArgs<'a> {
+    /// Converts the arguments of a `send` (as PyO3 would pass them).
+    pub(crate) fn convert(
+        topic: &'a Bound<'_, PyAny>,
+        value: &'a Bound<'_, PyAny>,
+        key: Option<&'a Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        partition: Option<&Bound<'_, PyAny>>,
+        priority: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(SendArgs {
+            topic: args::text(topic, "topic")?,
+            value: if value.is_none() { None } else { Some(expect_bytes(value, "value")?.as_bytes()) },
+            key: key
+                .filter(|k| !k.is_none())
+                .map(|k| expect_bytes(k, "key"))
+                .transpose()?
+                .map(|k| k.as_bytes()),
+            headers: encode_headers(headers)?,
+            partition: args::partition(partition)?,
+            priority: args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0),
+        })
+    }
+}
+
 impl PyProducer {
     /// `send`'s work (see `hot_methods`), the arguments as PyO3 would pass them.
     #[allow(clippy::too_many_arguments)]
@@ -46,15 +84,9 @@ impl PyProducer {
         partition: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let topic = args::text(topic, "topic")?;
+        let SendArgs { topic, value, key, headers, partition, priority } =
+            SendArgs::convert(topic, value, key, headers, partition, priority)?;
         let topic = topic.as_ref();
-        // None is a tombstone, as in `Topic.append`.
-        let value = if value.is_none() { None } else { Some(expect_bytes(value, "value")?.as_bytes()) };
-        let key =
-            key.filter(|k| !k.is_none()).map(|k| expect_bytes(k, "key")).transpose()?.map(|k| k.as_bytes());
-        let headers = encode_headers(headers)?;
-        let partition = args::partition(partition)?;
-        let priority = args::opt_int_in(priority, "priority", i32::MIN, i32::MAX)?.unwrap_or(0);
         match self.inner.send_record(topic, value, key, &headers, partition, priority, false) {
             Ok(accepted) => Ok(accepted),
             Err(SendError::Backpressure(reason)) if reason == "would block" => {
