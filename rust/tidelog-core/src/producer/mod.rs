@@ -34,11 +34,12 @@ pub mod receipt;
 mod shed;
 mod writer;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use self::identity::{Identity, TxnPartitions};
 use self::pressure::Pressure;
@@ -289,7 +290,7 @@ pub(crate) struct Shared {
     /// `on_full="shed"`: the writer settles [`Level::counts`] for every message it pops.
     shedding: bool,
     pressure: Pressure,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    topics: RwLock<FxHashMap<String, Arc<Topic>>>,
     /// Messages accepted; messages accounted for (written, failed or evicted).
     sent: AtomicU64,
     accounted: AtomicU64,
@@ -485,7 +486,7 @@ impl Producer {
             ring,
             config,
             levels: RwLock::new(Vec::new()),
-            topics: RwLock::new(HashMap::new()),
+            topics: RwLock::new(FxHashMap::default()),
             sent: AtomicU64::new(0),
             accounted: AtomicU64::new(0),
             written: AtomicU64::new(0),
