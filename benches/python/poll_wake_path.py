@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-# Before numpy loads, as in benches/conftest.py: its OpenBLAS threads spin after use and took
-# as much CPU as the measured loop in a `perf record` of this script (the timings did not move).
+# Before numpy loads, as in benches/conftest.py: its OpenBLAS threads spin after use (~4% of
+# the samples of a `perf record` of this script; the timings did not move).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
