@@ -116,6 +116,8 @@ impl<'a> CursorBatch<'a> {
 thread_local! {
     /// Batches whose CRC this thread's walks computed (for tests of what reads re-check).
     pub(crate) static CRC_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Batches this thread's walks passed by their header (for tests of where reads start).
+    pub(crate) static HEADERS_PASSED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Walks the batches of a data file's bytes from a position (see the module documentation).
@@ -328,6 +330,8 @@ impl<'a> Iterator for BatchCursor<'a> {
                 .then(|| self.plausible_header())
                 .flatten();
             if let Some(h) = header.filter(|h| h.base_offset == self.expected && self.passes(h)) {
+                #[cfg(test)]
+                HEADERS_PASSED.set(HEADERS_PASSED.get() + 1);
                 self.step(&h, h.next_offset());
                 continue;
             }

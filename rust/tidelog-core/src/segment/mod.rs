@@ -20,9 +20,9 @@ use crate::fs::preallocate;
 use crate::format::{BatchView, BATCH_HEADER_LEN};
 use crate::index::{IndexEntry, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use crate::{Error, Result};
-#[cfg(test)]
-pub(crate) use cursor::CRC_CHECKS;
 pub use cursor::{BatchCursor, Check, CursorBatch, CursorEnd, OnDamage, Pass};
+#[cfg(test)]
+pub(crate) use cursor::{CRC_CHECKS, HEADERS_PASSED};
 pub use mmap::FileMap;
 pub use prefault::populate_inline_on_this_thread;
 pub(crate) use prefault::release as release_in_background;
