@@ -2,6 +2,7 @@
 //! classes and exceptions; each binding lives in its own file.
 
 mod aio_send;
+mod allocator;
 mod args;
 mod arrow_ffi;
 mod commit;
@@ -38,7 +39,7 @@ use pyo3::prelude::*;
 /// mimalloc frees into the owning thread's page (measured side by side: `send` 4.98 -> 6.27 M
 /// msgs/s, `await send` 4.38 -> 5.22 M/s, `benches/python/test_aio_bench.py -k send`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Allocator = allocator::Allocator;
 
 /// The partition Kafka's default partitioner (and `Topic.append`) picks for `key`.
 #[pyfunction]
