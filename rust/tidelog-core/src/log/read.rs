@@ -500,7 +500,7 @@ impl PartitionLog {
             .cursor(pos, end, expected, Check::Crc, OnDamage::Error)
             .zero_tail(!seg.is_active())
             .trust(resume.as_ref().filter(|r| r.at.is_some()).map(|r| (r.position, r.header)));
-        // The last batch the cursor handed out, and whether the read ended inside it.
+        // The last batch this read took or passed over: where it lies, and its header.
         let mut last: Option<(usize, BatchHeader)> = None;
         let mut bytes = 0;
         cursor.pass(Pass::Before(out.next_offset));
