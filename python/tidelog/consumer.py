@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterator
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, cast
@@ -49,6 +50,23 @@ def _check_offset(partition: object, offset: object) -> None:
         raise TypeError(f"offsets: offset must be int, got {type(offset).__name__}")
     if offset < 0:
         raise InvalidConfigError(f"offsets must be ints >= 0, got {{{partition}: {offset}}}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    """Where a consumer starts the partitions it is given, and whom it tells.
+
+    Read only when the assignment changes. Kept apart so that a consumer holds at most 29
+    attributes: CPython 3.11 keeps more in a dictionary of the instance's own, and then no
+    longer specializes the method calls on it that every ``poll`` makes.
+    """
+
+    #: Where a partition the group has no commit for starts.
+    start: Start
+    #: Where one whose commit is stale starts (``auto_offset_reset``; None: raise).
+    reset: Start | None
+    on_assign: PartitionCallback | None
+    on_revoke: PartitionCallback | None
 
 
 class _Partition:
@@ -136,20 +154,17 @@ class Consumer:
             raise InvalidConfigError(f"max_poll_messages must be >= 1, got {max_poll_messages}")
         check_seconds(lease_seconds, "lease_seconds")
         self.spin_us = check_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
+        # Commits name the topic's incarnation (`_topic.incarnation`): never applied to a
+        # topic created again.
         self._topic = store.topic(topic)
-        # Commits name the topic's incarnation: never applied to a topic created again.
-        self._incarnation = self._topic.incarnation
         self._native = store.native
         self._born = Born()
         self._orphans_checked = 0.0
         self._offsets = offsets
         self.topic, self.group = topic, group
         self.delivery: Delivery = delivery
-        self._start: Start = start
-        self._reset: Start | None = auto_offset_reset
-        self._store_path = store.path
+        self._placement = _Placement(start, auto_offset_reset, on_assign, on_revoke)
         self.max_poll_messages = max_poll_messages
-        self._on_assign, self._on_revoke = on_assign, on_revoke
         # The assigned partitions, by number, in order.
         self._parts: dict[int, _Partition] = {}
         # The one partition when exactly one is assigned (the fetch's fast path), else None.
@@ -181,9 +196,6 @@ class Consumer:
         # At-most-once: unclaimed partitions this member committed itself (``commit``); its
         # claim starts there, wherever that is.
         self._committed_unclaimed: set[int] = set()
-        # At-most-once: commits not checked against the group's generation, for a stale
-        # member's give-back (see ``_give_back``); made when first needed.
-        self._commit_unfenced: Callable[[dict[int, int], str, int], None] | None = None
         self._next_partition = 0
         self._closed = False
         self._membership = Membership(
@@ -194,7 +206,7 @@ class Consumer:
             lease_seconds,
             core=store.native,
             committed_generation=partial(
-                offsets.highest_generation, group, topic, self._incarnation
+                offsets.highest_generation, group, topic, self._topic.incarnation
             ),
         )
         # Bound to the membership: a commit of a generation older than the group's is
@@ -202,7 +214,7 @@ class Consumer:
         # commit_owned), so a member that lost its partitions in a rebalance it has not
         # seen never moves the new owner's commit back.
         committer = offsets.committer(
-            group, self._topic, self._incarnation, self._membership.native
+            group, self._topic, self._topic.incarnation, self._membership.native
         )
         self._commit_record = committer.commit
         self._commit_owned = committer.commit_owned
@@ -239,12 +251,12 @@ class Consumer:
             # Empty in practice: a member looks at its group only once it handed out all
             # it fetched, so no at-most-once message committed at fetch is dropped here.
             _keep_only(self._buffer, lambda m: m.partition not in revoked)
-            if self._on_revoke:
-                self._on_revoke(revoked)
+            if self._placement.on_revoke:
+                self._placement.on_revoke(revoked)
         self._place(added)
         self._resolve()
-        if added and self._on_assign:
-            self._on_assign(added)
+        if added and self._placement.on_assign:
+            self._placement.on_assign(added)
 
     def _place(self, partitions: list[int], committed: dict[int, Committed] | None = None) -> None:
         """Positions ``partitions`` at the group's commits (or the start policy).
@@ -256,7 +268,7 @@ class Consumer:
         self._only = None
         if committed is None:
             committed = (
-                self._offsets.committed(self.group, self.topic, self._incarnation)
+                self._offsets.committed(self.group, self.topic, self._topic.incarnation)
                 if partitions
                 else {}
             )
@@ -267,14 +279,14 @@ class Consumer:
             stale = self._stale(p, committed[p], end) if p in committed else None
             placed_from = committed.get(p) if stale is None else None
             if stale is not None:
-                if self._reset is None:
+                if self._placement.reset is None:
                     position = min(max(committed[p].offset, start), end)
                 else:
                     stale = None
-                    position = start if self._reset == "earliest" else end
+                    position = start if self._placement.reset == "earliest" else end
             elif p in committed:
                 position = min(max(committed[p].offset, start), end)
-            elif self._start == "earliest":
+            elif self._placement.start == "earliest":
                 position = start
             else:
                 # Kafka's read_committed "latest": a transaction open now is delivered
@@ -319,7 +331,7 @@ class Consumer:
                 f"committed offset {committed.offset} of {where} is past the end of the log "
                 f"({end}): messages were removed by recovery; {advice}"
             )
-        directory = _core.partition_dir(self._store_path, self.topic, partition)
+        directory = _core.partition_dir(self._native.path, self.topic, partition)
         try:
             events = _core.recovery_events(directory)
         except FileNotFoundError:
@@ -415,7 +427,7 @@ class Consumer:
         with membership.locked():
             if membership.read_generation() != membership.generation:
                 return  # the commits of this fetch are refused; the next sync places again
-            committed = self._offsets.committed(self.group, self.topic, self._incarnation)
+            committed = self._offsets.committed(self.group, self.topic, self._topic.incarnation)
             unclaimed = [p for p in partitions if p in self._unclaimed and p in parts]
             own = self._committed_unclaimed
             moved = [
@@ -521,7 +533,7 @@ class Consumer:
                     end = self._topic.end_offset(p)
                     if position > end:
                         # Recovery removed messages below our position while we were reading.
-                        if self._reset is None:
+                        if self._placement.reset is None:
                             part.out_of_range = (
                                 f"position {position} of group {self.group!r} on "
                                 f"{self.topic!r} partition {p} is past the end of the log ({end}): "
@@ -530,7 +542,7 @@ class Consumer:
                             )
                             raise OffsetOutOfRangeError(part.out_of_range) from None
                         start = self._topic.start_offset(p)
-                        part.position = start if self._reset == "earliest" else end
+                        part.position = start if self._placement.reset == "earliest" else end
                         continue
                     # Retention removed what we were about to read: continue from the start.
                     part.position = self._topic.start_offset(p)
@@ -612,7 +624,10 @@ class Consumer:
             self._check_open()
         if self._buffer:
             return self._take_buffered(max_messages or self.max_poll_messages)
-        limit = min(max_messages or self.max_poll_messages, self.max_poll_messages)
+        # Comparisons, not min() and max(): on CPython 3.11 each of those parses its keyword
+        # arguments on every call (~230 instructions, ~2% of a poll).
+        cap = self.max_poll_messages
+        limit = max_messages if max_messages and max_messages < cap else cap
         if self._delivered:
             self._commit_delivered()
         # What ``_sync`` would find first, checked here: with the generation unchanged and
@@ -621,7 +636,7 @@ class Consumer:
         now = time.monotonic()
         if now >= membership.heartbeat_due or membership.read_generation() != membership.generation:
             self._sync()
-        deadline = now + max(timeout, 0.0)
+        deadline = now + timeout if timeout > 0 else now
         topic = self._topic
         ticket = topic.ticket()
         messages = self._fetch(limit)
@@ -634,7 +649,8 @@ class Consumer:
             # before then: after it only the generation needs a look (one memory read), and
             # the way from the wake-up to the messages reads no clock.
             if now < membership.heartbeat_due:
-                wait = min(remaining, membership.heartbeat_due - now)
+                due_in = membership.heartbeat_due - now
+                wait = remaining if remaining < due_in else due_in
                 part = None if self._unresolved else self._fast_partition()
                 if part is not None:
                     # One partition: the wait and the read are one native call (one release
@@ -867,18 +883,16 @@ class Consumer:
             # The partition's commit is still the one this member's fetch wrote (its
             # position) unless someone committed since; a claim that wrote the same offset
             # again is of a newer generation, and readers pass this over.
-            committed = self._offsets.committed(self.group, self.topic, self._incarnation)
+            committed = self._offsets.committed(self.group, self.topic, self._topic.incarnation)
             ours = {
                 p: o
                 for p, o in owned.items()
                 if (c := committed.get(p)) is not None and c.offset == parts[p].position
             }
             if ours:
-                if self._commit_unfenced is None:
-                    self._commit_unfenced = self._offsets.committer(
-                        self.group, self._topic, self._incarnation
-                    ).commit
-                self._commit_unfenced(ours, "", generation)
+                # Not checked against the group's generation: this member's is stale.
+                unfenced = self._offsets.committer(self.group, self._topic, self._topic.incarnation)
+                unfenced.commit(ours, "", generation)
         return len(ours) == len(owned)
 
     def _handed_out(self) -> tuple[dict[int, int], dict[int, int]]:
@@ -1005,10 +1019,8 @@ class Consumer:
             StoreClosedError: The consumer is closed (as Kafka's clients refuse it).
         """
         self._check_open()
-        return {
-            p: c.offset
-            for p, c in self._offsets.committed(self.group, self.topic, self._incarnation).items()
-        }
+        committed = self._offsets.committed(self.group, self.topic, self._topic.incarnation)
+        return {p: c.offset for p, c in committed.items()}
 
     def lag(self) -> dict[int, int]:
         """Messages behind the end of each assigned partition.
@@ -1027,7 +1039,9 @@ class Consumer:
         }
 
     def _initial(self, p: int) -> int:
-        return self._topic.start_offset(p) if self._start == "earliest" else self._parts[p].position
+        if self._placement.start == "earliest":
+            return self._topic.start_offset(p)
+        return self._parts[p].position
 
     # -- transactions (see tidelog.transaction) -------------------------------------------
 
@@ -1083,7 +1097,7 @@ class Consumer:
             producer,
             self.group,
             self.topic,
-            self._incarnation,
+            self._topic.incarnation,
             offsets,
             self._membership.generation,
         )
@@ -1111,7 +1125,7 @@ class Consumer:
 
         Called by :class:`Transaction` when it aborts.
         """
-        committed = self._offsets.committed(self.group, self.topic, self._incarnation)
+        committed = self._offsets.committed(self.group, self.topic, self._topic.incarnation)
         for p, part in self._parts.items():
             start = self._topic.start_offset(p)
             origin = committed[p].offset if p in committed else part.origin

@@ -328,7 +328,7 @@ def test_at_most_once_give_back_admitted_before_a_join_counts_for_the_joiner(
     fill(topic, 10)
     first = store.consumer("t", group="g", delivery="at-most-once")
     handed = [next(iter(first))]  # fetched (and committed) both partitions' 5 messages
-    unfenced = first._offsets.committer(first.group, first._topic, first._incarnation).commit
+    unfenced = first._offsets.committer(first.group, first._topic, first._topic.incarnation).commit
     joined: list[tidelog.Consumer] = []
     joiners: list[threading.Thread] = []
 
@@ -388,7 +388,7 @@ def test_at_most_once_fetch_commit_written_after_a_joiner_placed_is_handed_out_o
     topic = store.create_topic("t", partitions=2)
     fill(topic, 10)
     first = store.consumer("t", group="g", delivery="at-most-once")
-    unfenced = first._offsets.committer(first.group, first._topic, first._incarnation).commit
+    unfenced = first._offsets.committer(first.group, first._topic, first._topic.incarnation).commit
     joined: list[tidelog.Consumer] = []
     handed: list[tidelog.Message] = []
 
