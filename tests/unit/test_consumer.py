@@ -728,3 +728,23 @@ def test_deleting_a_topic_forgets_its_groups(store: tidelog.Store) -> None:
     with store.consumer("t", group="g") as consumer:
         assert consumer.committed() == {}
         assert consumer.lag() == {0: 0}
+
+
+@pytest.mark.parametrize("delivery", ["at-most-once", "at-least-once", "exactly-once"])
+def test_a_consumer_keeps_few_enough_attributes_for_cpython_to_specialize(
+    store: tidelog.Store, delivery: Any
+) -> None:
+    # CPython 3.11 keeps an instance's attributes inline (and specializes the method calls
+    # on it, which every poll makes) only up to 29 of them: one more cost a poll ~6% of
+    # its instructions (benches/results/s20).
+    store.create_topic("t", partitions=2)
+    consumer = store.consumer("t", group="g", delivery=delivery)
+    store.topic("t").append(b"v", partition=0)
+    consumer.poll(10, 0)
+    consumer.pause(0)
+    consumer.resume(0)
+    if delivery != "exactly-once":
+        consumer.commit()
+    assert len(vars(consumer)) <= 29, sorted(vars(consumer))
+    consumer.close()
+    assert len(vars(consumer)) <= 29, sorted(vars(consumer))
