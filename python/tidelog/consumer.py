@@ -154,7 +154,7 @@ class Consumer:
             raise InvalidConfigError(f"max_poll_messages must be >= 1, got {max_poll_messages}")
         check_seconds(lease_seconds, "lease_seconds")
         self.spin_us = check_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
-        # Commits name the topic's incarnation (`_topic.incarnation`): never applied to a
+        # Commits name the topic's incarnation (``_topic.incarnation``): never applied to a
         # topic created again.
         self._topic = store.topic(topic)
         self._native = store.native
@@ -624,8 +624,8 @@ class Consumer:
             self._check_open()
         if self._buffer:
             return self._take_buffered(max_messages or self.max_poll_messages)
-        # Comparisons, not min() and max(): on CPython 3.11 each of those parses its keyword
-        # arguments on every call (~230 instructions, ~2% of a poll).
+        # Comparisons, not min() and max(): on CPython 3.11 each of those builds a tuple of
+        # its arguments, parses keywords and iterates (~75 ns a call here, against ~12 ns).
         cap = self.max_poll_messages
         limit = max_messages if max_messages and max_messages < cap else cap
         if self._delivered:
