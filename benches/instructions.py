@@ -9,8 +9,8 @@ thread's difference is divided by the difference in messages: what one more mess
 the calling thread, start-up and other threads (the producer's writer) left out. Needs
 ``valgrind`` on the PATH (Debian: ``apt-get install valgrind``).
 
-Producing, to one partition from a coroutine (the sync one too, so that all pay the same
-loop), into a buffer large enough that nothing waits:
+Producing to one partition: the sends from a coroutine (the sync one too, so that all pay
+the same loop), into a buffer large enough that nothing waits; the appends from a plain loop:
 
 * ``sync``: ``Producer.send(topic, value)``;
 * ``nowait``: ``tidelog.aio.Producer.send_nowait(topic, value)``, no await;
@@ -24,7 +24,7 @@ counted on the main thread. Compare the medians of several runs of them.
 Consuming ``LARGE`` messages appended first (by both runs, so the appends cancel out), one
 message per call, as a consumer that keeps up with its producer does:
 
-* ``read``: ``Topic.read_batch(0, offset)`` and ``values()`` of the one message;
+* ``read``: ``Topic.read_batch(0, offset, max_messages=1)`` and ``values()``;
 * ``poll``: a group member's ``poll(1, 0)`` (committing what the previous one returned) and
   the message's ``value``;
 * ``iterate``: ``for message in topic.read(0, 0)`` and each ``value``.
