@@ -15,7 +15,6 @@ use super::producers::AbortedTxn;
 use super::{PartitionLog, View};
 use crate::format::{
     BatchHeader, BatchView, Compression, RecordPosition, RecordView, ATTR_CONTROL, ATTR_TRANSACTIONAL,
-    BATCH_HEADER_LEN,
 };
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::segment::{Check, FileMap, OnDamage, Pass, Segment};
@@ -474,16 +473,17 @@ impl PartitionLog {
     ) -> Result<bool> {
         let end = seg.data.readable();
         let wanted = out.next_offset;
-        let resume = resume_at(&seg.data, wanted).filter(|r| {
-            let at = r.position;
-            seg.data.read(at, at + BATCH_HEADER_LEN).and_then(BatchHeader::read) == Some(r.header)
-        });
+        let resume = resume_at(&seg.data, wanted);
         // Offsets continue from batch to batch within a segment; the base offset is outside
         // the CRC, so continuity is what vouches for it. Batches wholly before the wanted
         // offset are passed by their header alone: a damaged batch we do not read must not
         // fail the read. A sealed segment whose trim was lost in a power failure ends in zeros.
+        // A batch read to its end is followed only if its header is still in its place; a
+        // part-read one the cursor checks itself (`BatchCursor::trust`).
         let (pos, expected) = match &resume {
-            Some(r) if r.at.is_none() => (r.position + r.header.total_len, wanted),
+            Some(r) if r.at.is_none() && seg.header_at(r.position, end) == Some(r.header) => {
+                (r.position + r.header.total_len, wanted)
+            }
             _ => {
                 let (index, _) = seg.lookup_indexes();
                 let (rel, entry_pos) = match wanted.checked_sub(seg.base) {
