@@ -14,6 +14,21 @@
 //! A thread that is itself a background writer (the producer's) populates inline instead:
 //! nobody waits on it, and handing the work to one more busy thread only takes a core from
 //! the Python threads (on the 2-core dev machine it cost the 4-thread `send` benchmark ~4%).
+//!
+//! The thread runs under `SCHED_BATCH` (Linux): the same share of the CPU as any thread, but
+//! its wake-up never preempts a running one. Under the default policy, when no other core
+//! was free it preempted the appender that woke it, inside `append` and before the batch
+//! was published, and the message waited for the whole populate: messages 0.4-1.1 ms late
+//! in a `perf`-traced run of the cross-process latency benchmark (issue 19). Now it runs
+//! once that core is free or at the next tick; a populate that starts late leaves the
+//! appender a few page faults of its own, as a full queue does.
+//!
+//! Invariants (cited by the `SAFETY` comments below):
+//! 1. `sched_setscheduler` is given a pointer to a `sched_param` that lives across the call
+//!    and touches nothing else of this process: it changes only the calling thread's
+//!    policy (pid 0).
+
+#![allow(unsafe_code)]
 
 use std::cell::Cell;
 
@@ -66,7 +81,10 @@ fn submit(request: Request) {
         let (tx, rx) = sync_channel::<Request>(64);
         std::thread::Builder::new()
             .name("tidelog-prefault".into())
-            .spawn(move || rx.into_iter().for_each(Request::run))
+            .spawn(move || {
+                never_preempt_wakers();
+                rx.into_iter().for_each(Request::run);
+            })
             .ok()
             .map(|_| Queue { tx: Mutex::new(tx), born: Born::now() })
     });
@@ -84,6 +102,17 @@ fn submit(request: Request) {
         Ok(()) => {}
         Err(TrySendError::Full(request)) => not_queued(request),
         Err(TrySendError::Disconnected(request)) => request.run(),
+    }
+}
+
+/// Puts the calling thread under `SCHED_BATCH` (see the module notes). Best effort: where
+/// the policy is refused or does not exist, the thread keeps the default one.
+fn never_preempt_wakers() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` lives across the call; pid 0 is this thread alone (invariant 1).
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     }
 }
 
@@ -124,6 +153,36 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         true
+    }
+
+    /// The scheduling policy of each thread of this process named `name` (field 41 of its
+    /// `/proc` `stat`, counted after the command name, which may hold spaces).
+    #[cfg(target_os = "linux")]
+    fn policies_of(name: &str) -> Vec<i32> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+            out.push(after_name.split_whitespace().nth(41 - 3).unwrap().parse().unwrap());
+        }
+        out
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_thread_runs_under_sched_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, weak) = segment(dir.path());
+        release(seg);
+        assert!(released(&weak));
+        // Thread names are cut to 15 bytes.
+        let policies = policies_of("tidelog-prefaul");
+        assert!(!policies.is_empty(), "no prefault thread");
+        assert!(policies.iter().all(|&p| p == libc::SCHED_BATCH), "policies {policies:?}");
     }
 
     #[test]
