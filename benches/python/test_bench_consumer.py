@@ -74,7 +74,7 @@ LATENCY_WARMUP = 500 if QUICK else 5_000
 INTERVAL_US = 40
 #: ``spin_us`` of the spinning consumer: as long as the sender's pauses (its schedule restarts
 #: once it is 1 ms late), so the consumer does not sleep while messages come. With 100 µs, a
-#: little over the 40 µs gap, it slept before ~1.5 messages in a thousand (the sender's own
+#: little over the 40 µs gap, it slept before 1-2 messages in a thousand (the sender's own
 #: wake-ups ran late), and while its core idled the scheduler could move the sender onto
 #: it: both then shared one core for milliseconds (perf: ~900 preemptions of the consumer by
 #: the sender in one run), slow messages all along. p99 median of 8 runs: 26.4 µs at 100,
