@@ -608,7 +608,9 @@ impl Segment {
         struct ReadAhead<'a>(&'a mmap::FileMap, usize, usize);
         impl Drop for ReadAhead<'_> {
             fn drop(&mut self) {
-                self.0.advise_random(self.1, self.2, false);
+                // Back to the mapping's own advice: read-ahead only in what is published
+                // (`map_active`; a sealed mapping is published whole).
+                self.0.advise_random(self.1, self.2.min(self.0.readable()), false);
             }
         }
         self.data.advise_random(from, end, true);
@@ -875,6 +877,10 @@ mod tests {
             let maps = mappings_of(path);
             assert!(!maps.is_empty() && maps.iter().all(|(_, f)| random(f)), "{path:?}: {maps:?}");
         }
+        // A recovery scan of the tail leaves it as it found it.
+        assert_eq!(fresh.valid_batch_after(0, fresh.data.len(), 0), None);
+        let maps = mappings_of(&fresh.paths.data);
+        assert!(maps.iter().all(|(_, f)| random(f)), "after a scan: {maps:?}");
         drop(fresh);
         // Reopened with 3 pages published: those keep the default read-ahead.
         let reopened = Segment::open_active(dir.path(), 0, 1 << 20, 64, 3 * 4096, 0).unwrap();
