@@ -246,8 +246,9 @@ impl FileMap {
     /// Called with the position a reader starts at or a writer reached: unmaps (from this
     /// process only) the pages more than a window behind it, so scanning or writing a log
     /// far larger than memory keeps the process's RSS flat. A read behind the released
-    /// mark (a re-read) lowers the mark so the re-read is released as it advances.
-    pub fn release_behind(&self, pos: usize) {
+    /// mark (a re-read) lowers the mark so the re-read is released as it advances. The
+    /// unmapping itself is left to the prefault thread (see `prefault`).
+    pub fn release_behind(self: &Arc<Self>, pos: usize) {
         let target = (pos / RELEASE_WINDOW).saturating_sub(1) * RELEASE_WINDOW;
         let below = self.released_below.load(Ordering::Relaxed);
         if pos < below {
@@ -258,7 +259,7 @@ impl FileMap {
                 .compare_exchange(below, target, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.release_pages(below, target);
+            super::prefault::release_pages(self.clone(), below, target);
         }
     }
 

@@ -890,6 +890,46 @@ mod tests {
         assert_eq!((maps[1].0, random(&maps[1].1)), (3 * 4096, true));
     }
 
+    /// The resident kilobytes of this process's mappings of `path` (`/proc/self/smaps`).
+    #[cfg(target_os = "linux")]
+    fn resident_kb(path: &Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let wanted = path.to_str().unwrap();
+        let (mut kb, mut inside) = (0, false);
+        for line in smaps.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // A mapping's first line: its range, then no colon (an anonymous one has no path).
+            if fields.len() >= 5 && !fields[0].ends_with(':') {
+                inside = fields.get(5) == Some(&wanted);
+            } else if inside && fields.first() == Some(&"Rss:") {
+                kb += fields[1].parse::<u64>().unwrap();
+            }
+        }
+        kb
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pages_a_window_behind_a_reader_leave_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let len = 16 << 20;
+        std::fs::write(&path, vec![1u8; len]).unwrap();
+        let map = Arc::new(FileMap::map_readonly(&File::open(&path).unwrap(), len).unwrap());
+        let bytes = map.read(0, len).unwrap();
+        assert_eq!(bytes.iter().step_by(4096).map(|&b| u64::from(b)).sum::<u64>(), len as u64 / 4096);
+        assert!(resident_kb(&path) >= 16 << 10, "{} kB", resident_kb(&path));
+        // At the end: all but the last window go (on the prefault thread, so a while later).
+        map.release_behind(len);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while resident_kb(&path) > 4 << 10 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(resident_kb(&path), 4 << 10);
+        // The data stays in the page cache: a read faults the same bytes back in.
+        assert!(map.read(0, 4096).unwrap().iter().all(|&b| b == 1));
+    }
+
     #[test]
     fn names_round_trip() {
         assert_eq!(file_name(42, FileKind::Data), "00000000000000000042.log");
