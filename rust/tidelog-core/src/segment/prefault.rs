@@ -10,8 +10,8 @@
 //! And it unmaps the pages far behind a writer or reader from the process
 //! ([`release_pages`]): dropping the page-table entries of a 4 MiB window of dirty pages, and
 //! the TLB shoot-down that follows, took 0.4-0.5 ms on the dev VM, on the appending thread
-//! before its batch was published (4% of a run of one-message appends) or on a consumer's
-//! before its read returned.
+//! before its batch was published (the message waited for it) or on a consumer's before its
+//! read returned.
 //!
 //! Requests are best effort: if the queue is full, or the thread cannot be started (or this
 //! process is a `fork` of the one that started it, where the thread does not exist), the
