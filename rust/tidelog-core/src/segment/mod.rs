@@ -847,65 +847,71 @@ pub use crate::fs::{sync_dir, write_atomically};
 mod tests {
     use super::*;
 
-    /// The file offset and `VmFlags` of each of this process's mappings of `path`
-    /// (`/proc/self/smaps`), in address order.
+    /// One of this process's mappings of a file, as `/proc/self/smaps` describes it.
     #[cfg(target_os = "linux")]
-    fn mappings_of(path: &Path) -> Vec<(u64, Vec<String>)> {
+    #[derive(Debug)]
+    struct Mapping {
+        /// Offset in the file of the mapping's first byte.
+        offset: u64,
+        /// Resident kilobytes.
+        rss_kb: u64,
+        /// `VmFlags` (`rr`: random access, no read-ahead).
+        flags: Vec<String>,
+    }
+
+    /// This process's mappings of `path`, in address order.
+    #[cfg(target_os = "linux")]
+    fn mappings_of(path: &Path) -> Vec<Mapping> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let wanted = path.to_str().unwrap();
-        let (mut out, mut current) = (Vec::new(), None);
+        let (mut out, mut inside) = (Vec::new(), false);
         for line in smaps.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            if let Some(flags) = line.strip_prefix("VmFlags:") {
-                if let Some(offset) = current.take() {
-                    out.push((offset, flags.split_whitespace().map(str::to_owned).collect()));
+            // A mapping's first line: its range, then no colon (an anonymous one has no path).
+            if fields.len() >= 5 && !fields[0].ends_with(':') {
+                inside = fields.get(5) == Some(&wanted);
+                if inside {
+                    let offset = u64::from_str_radix(fields[2], 16).unwrap();
+                    out.push(Mapping { offset, rss_kb: 0, flags: Vec::new() });
                 }
-            } else if fields.len() >= 6 && fields[0].contains('-') && fields[5] == wanted {
-                current = Some(u64::from_str_radix(fields[2], 16).unwrap());
+            } else if let Some(mapping) = out.last_mut().filter(|_| inside) {
+                match fields.first().copied() {
+                    Some("Rss:") => mapping.rss_kb = fields[1].parse().unwrap(),
+                    Some("VmFlags:") => mapping.flags = fields[1..].iter().map(|f| f.to_string()).collect(),
+                    _ => {}
+                }
             }
         }
         out
+    }
+
+    /// The resident kilobytes of this process's mappings of `path`.
+    #[cfg(target_os = "linux")]
+    fn resident_kb(path: &Path) -> u64 {
+        mappings_of(path).iter().map(|m| m.rss_kb).sum()
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn an_active_segment_reads_ahead_only_in_what_is_published() {
         let dir = tempfile::tempdir().unwrap();
-        let random = |flags: &Vec<String>| flags.iter().any(|f| f == "rr");
+        let random = |m: &Mapping| m.flags.iter().any(|f| f == "rr");
         let fresh = Segment::open_active(dir.path(), 0, 1 << 20, 64, 0, 0).unwrap();
         for path in [&fresh.paths.data, &fresh.paths.index, &fresh.paths.time_index] {
             let maps = mappings_of(path);
-            assert!(!maps.is_empty() && maps.iter().all(|(_, f)| random(f)), "{path:?}: {maps:?}");
+            assert!(!maps.is_empty() && maps.iter().all(random), "{path:?}: {maps:?}");
         }
         // A recovery scan of the tail leaves it as it found it.
         assert_eq!(fresh.valid_batch_after(0, fresh.data.len(), 0), None);
         let maps = mappings_of(&fresh.paths.data);
-        assert!(maps.iter().all(|(_, f)| random(f)), "after a scan: {maps:?}");
+        assert!(maps.iter().all(random), "after a scan: {maps:?}");
         drop(fresh);
         // Reopened with 3 pages published: those keep the default read-ahead.
         let reopened = Segment::open_active(dir.path(), 0, 1 << 20, 64, 3 * 4096, 0).unwrap();
         let maps = mappings_of(&reopened.paths.data);
         assert_eq!(maps.len(), 2, "{maps:?}");
-        assert_eq!((maps[0].0, random(&maps[0].1)), (0, false));
-        assert_eq!((maps[1].0, random(&maps[1].1)), (3 * 4096, true));
-    }
-
-    /// The resident kilobytes of this process's mappings of `path` (`/proc/self/smaps`).
-    #[cfg(target_os = "linux")]
-    fn resident_kb(path: &Path) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let wanted = path.to_str().unwrap();
-        let (mut kb, mut inside) = (0, false);
-        for line in smaps.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // A mapping's first line: its range, then no colon (an anonymous one has no path).
-            if fields.len() >= 5 && !fields[0].ends_with(':') {
-                inside = fields.get(5) == Some(&wanted);
-            } else if inside && fields.first() == Some(&"Rss:") {
-                kb += fields[1].parse::<u64>().unwrap();
-            }
-        }
-        kb
+        assert_eq!((maps[0].offset, random(&maps[0])), (0, false));
+        assert_eq!((maps[1].offset, random(&maps[1])), (3 * 4096, true));
     }
 
     #[cfg(target_os = "linux")]

@@ -162,6 +162,14 @@ mod tests {
         (segment, weak)
     }
 
+    /// Hands the thread a segment to drop and waits until it has (which starts the thread
+    /// in this process if it was not running).
+    fn release_one(dir: &std::path::Path) {
+        let (seg, weak) = segment(dir);
+        release(seg);
+        assert!(released(&weak));
+    }
+
     /// Waits until the thread has dropped the segment (the test harness bounds the wait).
     fn released(weak: &Weak<Segment>) -> bool {
         while weak.strong_count() > 0 {
@@ -191,9 +199,7 @@ mod tests {
     #[test]
     fn the_thread_runs_under_sched_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let (seg, weak) = segment(dir.path());
-        release(seg);
-        assert!(released(&weak));
+        release_one(dir.path());
         // Thread names are cut to 15 bytes.
         let policies = policies_of("tidelog-prefaul");
         assert!(!policies.is_empty(), "no prefault thread");
@@ -203,9 +209,7 @@ mod tests {
     #[test]
     fn a_released_segment_is_dropped_by_the_thread_and_a_kept_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let (seg, weak) = segment(dir.path());
-        release(seg);
-        assert!(released(&weak));
+        release_one(dir.path());
         // Another holder (a reader) keeps it: the release only drops one reference.
         let (seg, weak) = segment(dir.path());
         let reader = seg.clone();
@@ -220,9 +224,7 @@ mod tests {
     fn an_inline_thread_or_a_forked_child_drops_the_segment_at_once() {
         let dir = tempfile::tempdir().unwrap();
         // Start the thread in this process first, so the child inherits a queue nobody serves.
-        let (seg, weak) = segment(dir.path());
-        release(seg);
-        assert!(released(&weak));
+        release_one(dir.path());
         let status = crate::shm::fork::in_child(|| {
             let (seg, weak) = segment(dir.path());
             release(seg);
